@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuilds gen/ts, gen/python and gen/go from proto/. Run as `npm run generate`
+# (so node_modules/.bin and its Node 22 come first on PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build-image.sh build/image.binpb
+
+rm -rf gen/ts gen/python gen/go
+buf generate build/image.binpb --template buf.gen.yaml \
+  --path licensd --path google/rpc --path health --path grpc/reflection
+buf generate build/image.binpb --template buf.gen.python.yaml \
+  --path licensd --path google/rpc --path buf/validate
+buf generate build/image.binpb --template buf.gen.go.yaml --path licensd
+
+# Python packages: every generated folder but gen/python/google itself gets an
+# __init__.py; leaving google/ without one lets it merge with the system's
+# google.protobuf (a namespace package).
+find gen/python -type d ! -path gen/python ! -path gen/python/google -exec touch {}/__init__.py \;

@@ -1,0 +1,160 @@
+import type http from "node:http";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Config } from "./config.js";
+import { routes, servedServices, licensdServices } from "./connect.js";
+import { listen, type RequestHandler, type RunningServer } from "./server.js";
+import { createAuthInterceptor } from "./platform/auth.js";
+import { systemClock, type Clock } from "./platform/clock.js";
+import { openDatabase, type Database } from "./platform/db.js";
+import { startEmbeddedDatabase, type EmbeddedDatabase } from "./platform/embedded-db.js";
+import { createHealthRpc, HealthState, ServingStatus } from "./platform/health.js";
+import { createIdempotency } from "./platform/idempotency.js";
+import { createLogger, type Logger } from "./platform/logger.js";
+import { Metrics } from "./platform/metrics.js";
+import { migrate } from "./platform/migrate.js";
+import { createReflectionV1, createReflectionV1alpha, ReflectionIndex } from "./platform/reflection.js";
+import { createTelemetryInterceptor } from "./platform/telemetry.js";
+import { createValidationInterceptor } from "./platform/validation.js";
+import { createApiKeyService } from "./tenants/api-key.service.js";
+import { createTenantRpc } from "./tenants/tenant.rpc.js";
+import { createTenantService } from "./tenants/tenant.service.js";
+
+export interface App {
+  config: Config;
+  logger: Logger;
+  db: Database;
+  databaseUrl: string;
+  server: RunningServer;
+  health: HealthState;
+  /** Base URL clients use, e.g. http://127.0.0.1:8080. */
+  url: string;
+  /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  logger?: Logger;
+  clock?: Clock;
+  /** Apply migrations at start (default true; cluster workers leave it to the primary). */
+  migrate?: boolean;
+}
+
+/** Opens the database (embedded when no URL is configured), migrates it when asked. */
+export async function openStorage(config: Config, logger: Logger, opts: { migrate: boolean }) {
+  let embedded: EmbeddedDatabase | undefined;
+  const url = config.databaseUrl ?? (embedded = await startEmbeddedDatabase(config.dataDir, logger)).url;
+  try {
+    const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger });
+    if (opts.migrate) await migrate(db, url, logger);
+    return { db, url, embedded };
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
+  }
+}
+
+/** The composition root: every dependency of licensd is wired here, by hand. */
+export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const clock = opts.clock ?? systemClock;
+  const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
+
+  const tenants = createTenantService({ clock });
+  const apiKeys = createApiKeyService({ db, clock, tenants });
+  const idempotency = createIdempotency(db, clock);
+
+  const health = new HealthState(licensdServices.map((s) => s.typeName));
+  await health.monitor(() => db.ping(), logger);
+  const pool = await db.orm.driver.getConnection().getNativeClient();
+  const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
+  const reflection = new ReflectionIndex(servedServices);
+  const shutdown = new AbortController();
+
+  const connectHandler = connectNodeAdapter({
+    routes: routes({
+      tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
+      health: createHealthRpc(health),
+      reflectionV1: createReflectionV1(reflection),
+      reflectionV1alpha: createReflectionV1alpha(reflection),
+    }),
+    interceptors: [
+      createTelemetryInterceptor(logger, metrics),
+      createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret)),
+      createValidationInterceptor(),
+    ],
+    shutdownSignal: shutdown.signal,
+    readMaxBytes: 4 * 1024 * 1024,
+  });
+
+  const handler: RequestHandler = (req, anyRes) => {
+    const res = anyRes as http.ServerResponse; // both response kinds share writeHead/end
+    const path = req.url?.split("?")[0];
+    if (req.method === "GET" && path === "/healthz") {
+      const up = health.get("") === ServingStatus.SERVING;
+      res.writeHead(up ? 200 : 503, { "content-type": "text/plain" });
+      res.end(up ? "ok\n" : "unavailable\n");
+      return;
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          logger.error({ err }, "metrics failed");
+          res.writeHead(500);
+          res.end();
+        },
+      );
+      return;
+    }
+    connectHandler(req as never, anyRes as never);
+  };
+
+  const purge = setInterval(() => {
+    idempotency.purge().catch((err: unknown) => logger.warn({ err }, "idempotency purge failed"));
+  }, 10 * 60_000);
+  purge.unref();
+
+  let server: RunningServer;
+  try {
+    server = await listen(handler, {
+      host: config.host,
+      port: config.port,
+      tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey } : undefined,
+      logger,
+    });
+  } catch (err) {
+    health.stop();
+    await db.close();
+    await embedded?.stop();
+    throw err;
+  }
+  const scheme = config.tlsCert ? "https" : "http";
+  const shownHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const url = `${scheme}://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${server.port}`;
+  logger.info({ url, embeddedDatabase: embedded !== undefined, env: config.env }, "licensd listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    logger,
+    db,
+    databaseUrl,
+    server,
+    health,
+    url,
+    close() {
+      closing ??= (async () => {
+        clearInterval(purge);
+        health.stop();
+        await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
+        await db.close();
+        await embedded?.stop();
+        logger.info("licensd stopped");
+      })();
+      return closing;
+    },
+  };
+}

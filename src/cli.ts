@@ -1,0 +1,204 @@
+import cluster from "node:cluster";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { toJsonString, type DescService } from "@bufbuild/protobuf";
+import { createApp, openStorage, type App } from "./app.js";
+import { ConfigError, loadConfig, loadDevSecrets, type Config } from "./config.js";
+import { createLogger } from "./platform/logger.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/ts/health/v1/health_pb.js";
+import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
+
+const program = new Command()
+  .name("licensd")
+  .description("Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.");
+
+const positiveInt = (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError("a whole number from 1 to 256");
+  return n;
+};
+
+program
+  .command("serve")
+  .description("start the server (gRPC, gRPC-Web and Connect on one port); applies pending migrations first")
+  .option("-w, --workers <n>", "processes sharing the port (node:cluster)", positiveInt)
+  .action(async (opts: { workers?: number }) => {
+    const config = configOrExit();
+    const workers = opts.workers ?? config.workers;
+    if (cluster.isPrimary && workers > 1) await servePrimary(config, workers);
+    else await serveOne(config, { migrate: cluster.isPrimary });
+  });
+
+program
+  .command("migrate")
+  .description("apply pending database migrations and exit")
+  .action(async () => {
+    const config = configOrExit();
+    const logger = createLogger(config.logLevel);
+    const { db, embedded } = await openStorage(config, logger, { migrate: true });
+    await db.close();
+    await embedded?.stop();
+  });
+
+program
+  .command("health")
+  .description("ask a running server for its health (grpc.health.v1 Check); exit 0 when SERVING")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .option("--service <name>", "one service, e.g. licensd.tenant.v1.TenantService", "")
+  .action(async (opts: { url: string; service: string }) => {
+    const client = createClient(Health, transport(opts.url));
+    const res = await client.check({ service: opts.service });
+    const status = HealthCheckResponse_ServingStatus[res.status];
+    console.log(status);
+    process.exitCode = res.status === HealthCheckResponse_ServingStatus.SERVING ? 0 : 1;
+  });
+
+const tenant = program.command("tenant").description("manage tenants through a running server (super-admin)");
+tenant
+  .command("create")
+  .requiredOption("--name <name>", "the vendor's name")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (opts: { name: string; url: string }) => {
+    const res = await apiClient(TenantService, opts.url).createTenant({ name: opts.name });
+    console.log(toJsonString(CreateTenantResponseSchema, res, { prettySpaces: 2 }));
+  });
+tenant
+  .command("list")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (opts: { url: string }) => {
+    const res = await apiClient(TenantService, opts.url).listTenants({ pageSize: 1000 });
+    console.log(toJsonString(ListTenantsResponseSchema, res, { prettySpaces: 2 }));
+  });
+
+program
+  .command("api-key")
+  .description("create an API key for a tenant through a running server (super-admin); prints its secret once")
+  .requiredOption("--tenant <id>", "tenant id (ten_…)")
+  .option("--name <name>", "label", "cli")
+  .option("--scope <scope...>", "admin, read and/or ingest", ["admin"])
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (opts: { tenant: string; name: string; scope: string[]; url: string }) => {
+    const scopes = opts.scope.map((s) => {
+      const v = ApiKeyScope[s.toUpperCase() as keyof typeof ApiKeyScope];
+      if (v === undefined || v === ApiKeyScope.UNSPECIFIED) throw new InvalidArgumentError(`unknown scope ${s}`);
+      return v;
+    });
+    const res = await apiClient(TenantService, opts.url).createApiKey({ tenantId: opts.tenant, name: opts.name, scopes });
+    console.log(toJsonString(CreateApiKeyResponseSchema, res, { prettySpaces: 2 }));
+  });
+
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`licensd: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+function transport(url: string): Transport {
+  return createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
+}
+
+/** A client authenticated as the super-admin: LICENSD_SUPER_ADMIN_KEY, else the development secrets file. */
+function apiClient<T extends DescService>(service: T, url: string): Client<T> {
+  let key = process.env.LICENSD_SUPER_ADMIN_KEY;
+  const dataDir = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd");
+  if (!key && existsSync(path.join(dataDir, "secrets.json"))) key = loadDevSecrets(dataDir).superAdminKey;
+  if (!key) {
+    console.error("licensd: set LICENSD_SUPER_ADMIN_KEY");
+    process.exit(2);
+  }
+  const authed = createConnectTransport({
+    baseUrl: url,
+    httpVersion: "1.1",
+    interceptors: [
+      (next) => (req) => {
+        req.header.set("authorization", `Bearer ${key}`);
+        return next(req);
+      },
+    ],
+  });
+  return createClient(service, authed);
+}
+
+function announceGeneratedSecrets(config: Config) {
+  if (!config.generated.includes("LICENSD_SUPER_ADMIN_KEY")) return;
+  const line = "=".repeat(78);
+  process.stderr.write(
+    `\n${line}\n  DEVELOPMENT MODE: secrets were generated and kept in ${path.join(config.dataDir, "secrets.json")}\n` +
+      `  super-admin key:  ${config.superAdminKey}\n` +
+      `  Use it as:  Authorization: Bearer <key>.  Never run like this in production\n` +
+      `  (LICENSD_ENV=production requires LICENSD_DATABASE_URL, LICENSD_SUPER_ADMIN_KEY, LICENSD_DATA_KEY).\n${line}\n\n`,
+  );
+}
+
+async function serveOne(config: Config, opts: { migrate: boolean }) {
+  if (cluster.isPrimary) announceGeneratedSecrets(config);
+  let app: App;
+  try {
+    app = await createApp(config, { migrate: opts.migrate });
+  } catch (err) {
+    console.error(`licensd: failed to start: ${(err as Error).message}`);
+    process.exit(1);
+  }
+  const stop = () => {
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        app.logger.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+}
+
+/** The cluster primary: owns the embedded database and the migrations, forks the workers. */
+async function servePrimary(config: Config, workers: number) {
+  announceGeneratedSecrets(config);
+  const logger = createLogger(config.logLevel);
+  const { db, url, embedded } = await openStorage(config, logger, { migrate: true });
+  await db.close();
+  let stopping = false;
+  const env = { ...process.env, LICENSD_DATABASE_URL: url };
+  const fork = () => cluster.fork(env);
+  for (let i = 0; i < workers; i++) fork();
+  cluster.on("exit", (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ worker: worker.process.pid, code, signal }, "worker died; starting another");
+    fork();
+  });
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
+    await Promise.all(
+      all.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            w.once("exit", () => resolve());
+            w.process.kill("SIGTERM");
+          }),
+      ),
+    );
+    await embedded?.stop();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop());
+  process.once("SIGINT", () => void stop());
+  logger.info({ workers }, "licensd primary started");
+}
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  console.error(`licensd: ${(err as Error).message}`);
+  process.exit(1);
+});

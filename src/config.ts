@@ -1,0 +1,170 @@
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+/** Every setting licensd reads, validated once at start. */
+export interface Config {
+  env: "development" | "production";
+  host: string;
+  port: number;
+  /** PostgreSQL URL; undefined means "start the embedded PostgreSQL in dataDir/pg". */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  superAdminKey: string;
+  /** 32 bytes for AES-256-GCM encryption of stored secrets. */
+  dataKey: Buffer;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  logLevel: string;
+  dbPoolMax: number;
+  shutdownTimeoutMs: number;
+  workers: number;
+  /** Secrets that development mode generated (and stored) on this start, to announce. */
+  generated: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/**
+ * Reads LICENSD_* variables. Production refuses insecure defaults; development
+ * generates missing secrets once and keeps them in the data dir so restarts agree.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const str = (name: string) => {
+    const v = env[name];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const int = (name: string, def: number, min: number, max: number) => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${JSON.stringify(raw)}: must be a whole number from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  };
+
+  const envName = str("LICENSD_ENV") ?? "development";
+  if (envName !== "development" && envName !== "production") {
+    problems.push(`LICENSD_ENV=${JSON.stringify(envName)}: must be "development" or "production"`);
+  }
+  const production = envName === "production";
+  const port = int("LICENSD_PORT", 8080, 0, 65535);
+  const host = str("LICENSD_HOST") ?? (production ? "0.0.0.0" : "127.0.0.1");
+  const databaseUrl = str("LICENSD_DATABASE_URL");
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push("LICENSD_DATABASE_URL: must be a postgres:// or postgresql:// URL");
+  }
+  const dataDir = path.resolve(str("LICENSD_DATA_DIR") ?? ".licensd");
+  const logLevel = str("LICENSD_LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) {
+    problems.push(`LICENSD_LOG_LEVEL=${JSON.stringify(logLevel)}: must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const tlsCert = str("LICENSD_TLS_CERT");
+  const tlsKey = str("LICENSD_TLS_KEY");
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    problems.push("LICENSD_TLS_CERT and LICENSD_TLS_KEY: set both or neither");
+  }
+  for (const [name, file] of [["LICENSD_TLS_CERT", tlsCert], ["LICENSD_TLS_KEY", tlsKey]] as const) {
+    if (file !== undefined && !existsSync(file)) problems.push(`${name}: no file at ${file}`);
+  }
+
+  let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
+  let dataKeyText = str("LICENSD_DATA_KEY");
+  const generated: string[] = [];
+  if (superAdminKey !== undefined) {
+    const why = weakSecret(superAdminKey);
+    if (why && production) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
+  }
+  let dataKey: Buffer | undefined;
+  if (dataKeyText !== undefined) {
+    dataKey = decodeKey(dataKeyText);
+    if (!dataKey) problems.push("LICENSD_DATA_KEY: must be 32 bytes, as 64 hex characters or base64");
+  }
+
+  if (production) {
+    if (databaseUrl === undefined) problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
+    if (superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
+    if (dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
+  } else if (problems.length === 0 && (superAdminKey === undefined || dataKeyText === undefined)) {
+    const stored = loadDevSecrets(dataDir);
+    if (superAdminKey === undefined) {
+      superAdminKey = stored.superAdminKey;
+      generated.push("LICENSD_SUPER_ADMIN_KEY");
+    }
+    if (dataKeyText === undefined) {
+      dataKeyText = stored.dataKey;
+      dataKey = decodeKey(dataKeyText);
+      generated.push("LICENSD_DATA_KEY");
+    }
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    env: production ? "production" : "development",
+    host,
+    port,
+    databaseUrl,
+    dataDir,
+    superAdminKey: superAdminKey!,
+    dataKey: dataKey!,
+    tlsCert,
+    tlsKey,
+    logLevel,
+    dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),
+    shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+    workers: int("LICENSD_WORKERS", 1, 1, 256),
+    generated,
+  };
+}
+
+/** Why a super-admin key is too weak for production, or undefined when it is fine. */
+export function weakSecret(secret: string): string | undefined {
+  const bytes = decodeKey(secret, false);
+  if ((bytes?.length ?? Buffer.byteLength(secret)) < 32 || secret.length < 43) {
+    return "must hold at least 32 random bytes (43+ characters of base64, or 64 hex)";
+  }
+  if (new Set(secret).size < 16) return "looks low-entropy (too few distinct characters); use `openssl rand -base64 32`";
+  return undefined;
+}
+
+function decodeKey(text: string, exact32 = true): Buffer | undefined {
+  let buf: Buffer | undefined;
+  if (/^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0) buf = Buffer.from(text, "hex");
+  else if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) buf = Buffer.from(text, "base64");
+  if (!buf) return undefined;
+  if (exact32 && buf.length !== 32) return undefined;
+  return buf;
+}
+
+interface DevSecrets {
+  superAdminKey: string;
+  dataKey: string;
+  embeddedDbPassword: string;
+}
+
+/** The development secrets file: created once with mode 0600, then reused. */
+export function loadDevSecrets(dataDir: string): DevSecrets {
+  const file = path.join(dataDir, "secrets.json");
+  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as DevSecrets;
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const secrets: DevSecrets = {
+    superAdminKey: randomBytes(32).toString("base64url"),
+    dataKey: randomBytes(32).toString("base64"),
+    embeddedDbPassword: randomBytes(24).toString("base64url"),
+  };
+  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secrets;
+}

@@ -1,0 +1,39 @@
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { ActivationService } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { AuditService } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { LicensingService } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { TenantService } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { UsageService } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { WebhookService } from "../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
+import { Health } from "../gen/ts/health/v1/health_pb.js";
+import { ServerReflection as ReflectionV1 } from "../gen/ts/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ReflectionV1alpha } from "../gen/ts/grpc/reflection/v1alpha/reflection_pb.js";
+
+/** licensd's own six services, in the order they are documented. */
+export const licensdServices: DescService[] = [TenantService, LicensingService, ActivationService, UsageService, AuditService, WebhookService];
+
+/** Every service served, licensd's and the operator ones (health, reflection). */
+export const servedServices: DescService[] = [...licensdServices, Health, ReflectionV1, ReflectionV1alpha];
+
+export interface ServiceImpls {
+  tenant: ServiceImpl<typeof TenantService>;
+  health: ServiceImpl<typeof Health>;
+  reflectionV1: ServiceImpl<typeof ReflectionV1>;
+  reflectionV1alpha: ServiceImpl<typeof ReflectionV1alpha>;
+}
+
+/** The routes: the list of services, nothing else. Services without RPCs yet answer nothing. */
+export function routes(impl: ServiceImpls) {
+  return (router: ConnectRouter) => {
+    router.service(TenantService, impl.tenant);
+    router.service(LicensingService, {});
+    router.service(ActivationService, {});
+    router.service(UsageService, {});
+    router.service(AuditService, {});
+    router.service(WebhookService, {});
+    router.service(Health, impl.health);
+    router.service(ReflectionV1, impl.reflectionV1);
+    router.service(ReflectionV1alpha, impl.reflectionV1alpha);
+  };
+}

@@ -1,0 +1,6 @@
+import { ApiKeySchema } from "./tenants/api-key.entity.js";
+import { TenantSchema } from "./tenants/tenant.entity.js";
+import { IdempotencyRecordSchema } from "./platform/idempotency.entity.js";
+
+/** Every entity licensd maps, for MikroORM's discovery. */
+export const entities = [TenantSchema, ApiKeySchema, IdempotencyRecordSchema];

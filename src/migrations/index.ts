@@ -1,0 +1,7 @@
+import { Migration20261123000000Foundation } from "./Migration20261123000000Foundation.js";
+
+/**
+ * Every migration, in order. Listed explicitly (not discovered from a folder) so
+ * the compiled server and the TypeScript tests run the same set.
+ */
+export const migrationsList = [{ name: "Migration20261123000000Foundation", class: Migration20261123000000Foundation }];

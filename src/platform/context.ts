@@ -1,0 +1,8 @@
+import { createContextKey } from "@connectrpc/connect";
+import type { Principal } from "./auth.js";
+
+/** Who is calling; set by the auth interceptor for every request. */
+export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, { description: "licensd principal" });
+
+/** The request id: the caller's `x-request-id` when sane, else a fresh one. */
+export const requestIdKey = createContextKey<string>("", { description: "licensd request id" });

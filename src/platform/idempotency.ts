@@ -1,0 +1,83 @@
+import { clone, fromBinary, toBinary, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import canonicalize from "canonicalize";
+import type { Database, EntityManager } from "./db.js";
+import { sha256 } from "./crypto.js";
+import { alreadyExists } from "./errors.js";
+import type { Clock } from "./clock.js";
+
+export interface IdempotentCall<I extends DescMessage, O extends DescMessage> {
+  /** Tenant id, or `*` for the super-admin: keys never collide across tenants. */
+  scope: string;
+  /** `package.Service/Method`. */
+  procedure: string;
+  requestSchema: I;
+  request: MessageShape<I> & { idempotencyKey: string };
+  responseSchema: O;
+}
+
+export interface Idempotency {
+  /**
+   * Runs `fn` in one transaction. With an idempotency key, the first response is stored
+   * in that same transaction; a retry with the same key and body returns it without
+   * running `fn`, and the same key with another body is ALREADY_EXISTS. A concurrent
+   * retry waits on the first call's row lock, then gets its response.
+   */
+  run<I extends DescMessage, O extends DescMessage>(
+    call: IdempotentCall<I, O>,
+    fn: (em: EntityManager) => Promise<MessageShape<O>>,
+  ): Promise<MessageShape<O>>;
+  /** Deletes records older than the retention window; returns how many. */
+  purge(): Promise<number>;
+}
+
+/** How long a key is remembered. */
+export const IDEMPOTENCY_RETENTION_HOURS = 24;
+
+export function createIdempotency(db: Database, clock: Clock): Idempotency {
+  return {
+    run(call, fn) {
+      const key = call.request.idempotencyKey;
+      if (key === "") return db.tx(fn);
+      const digest = requestDigest(call.requestSchema, call.request);
+      return db.tx(async (em) => {
+        const inserted = await em.execute<{ key: string }[]>(
+          `insert into idempotency_records (scope, procedure, key, request_digest, response, created_at)
+           values (?, ?, ?, ?, '\\x', ?) on conflict do nothing returning key`,
+          [call.scope, call.procedure, key, digest, clock.now()],
+        );
+        if (inserted.length === 0) {
+          const [row] = await em.execute<{ request_digest: Buffer; response: Buffer }[]>(
+            `select request_digest, response from idempotency_records where scope = ? and procedure = ? and key = ?`,
+            [call.scope, call.procedure, key],
+          );
+          if (!row.request_digest.equals(digest)) {
+            throw alreadyExists("IDEMPOTENCY_KEY_REUSED", "idempotency_key: already used with a different request", {
+              field: "idempotency_key",
+            });
+          }
+          return fromBinary(call.responseSchema, row.response);
+        }
+        const response = await fn(em);
+        await em.execute(`update idempotency_records set response = ? where scope = ? and procedure = ? and key = ?`, [
+          Buffer.from(toBinary(call.responseSchema, response)),
+          call.scope,
+          call.procedure,
+          key,
+        ]);
+        return response;
+      });
+    },
+    async purge() {
+      const cutoff = new Date(clock.now().getTime() - IDEMPOTENCY_RETENTION_HOURS * 3_600_000);
+      const res = await db.em().execute<{ affectedRows?: number }>(`delete from idempotency_records where created_at < ?`, [cutoff], "run");
+      return res.affectedRows ?? 0;
+    },
+  };
+}
+
+/** SHA-256 of the request's canonical JSON (RFC 8785), its idempotency key left out. */
+function requestDigest<I extends DescMessage>(schema: I, request: MessageShape<I> & { idempotencyKey: string }): Buffer {
+  const copy = clone(schema, request) as MessageShape<I> & { idempotencyKey: string };
+  copy.idempotencyKey = "";
+  return sha256(canonicalize(toJson(schema, copy)) ?? "");
+}

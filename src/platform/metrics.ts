@@ -1,0 +1,44 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one process, served as text at GET /metrics. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: "licensd_rpc_requests_total",
+    help: "RPCs handled, by procedure and Connect code.",
+    labelNames: ["procedure", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: "licensd_rpc_duration_seconds",
+    help: "RPC handling time, by procedure.",
+    labelNames: ["procedure"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: "licensd_rpc_in_flight",
+    help: "RPCs (and open streams) being handled now.",
+    registers: [this.registry],
+  });
+
+  constructor(pool?: () => { total: number; idle: number; waiting: number } | undefined) {
+    collectDefaultMetrics({ register: this.registry, prefix: "licensd_" });
+    if (pool) {
+      for (const [field, help] of [
+        ["total", "Connections in the database pool."],
+        ["idle", "Idle connections in the database pool."],
+        ["waiting", "Queries waiting for a database connection."],
+      ] as const) {
+        new Gauge({
+          name: `licensd_db_pool_${field}`,
+          help,
+          registers: [this.registry],
+          collect() {
+            this.set(pool()?.[field] ?? 0);
+          },
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,125 @@
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "./platform/logger.js";
+
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  tls?: { cert: string; key: string };
+  logger: Logger;
+}
+
+export interface RunningServer {
+  port: number;
+  /** Requests (unary calls and open streams) being served now. */
+  inFlight(): number;
+  /** Stops accepting, lets in-flight requests finish for up to `timeoutMs`, then cuts the rest. */
+  close(timeoutMs: number, onDraining?: () => void): Promise<void>;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * One listening port for every protocol: gRPC, gRPC-Web and Connect, over HTTP/1.1 and
+ * HTTP/2. With TLS, ALPN picks the version. In cleartext, Node's HTTP/2 server does not
+ * fall back to HTTP/1.1, so the first bytes of each connection are read: the HTTP/2
+ * client preface goes to the h2c server, anything else to the HTTP/1.1 server.
+ */
+export async function listen(handler: RequestHandler, opts: ServerOptions): Promise<RunningServer> {
+  let active = 0;
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.Http2Session>();
+  const counted: RequestHandler = (req, res) => {
+    active++;
+    res.once("close", () => active--);
+    handler(req, res);
+  };
+
+  let outer: net.Server;
+  let h1: http.Server | undefined;
+  let h2: http2.Http2Server | http2.Http2SecureServer;
+  if (opts.tls) {
+    h2 = http2.createSecureServer(
+      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true },
+      counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    );
+    outer = h2;
+  } else {
+    h1 = http.createServer(counted as http.RequestListener);
+    h1.keepAliveTimeout = 65_000;
+    h2 = http2.createServer({}, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    const [h1s, h2s] = [h1, h2];
+    outer = net.createServer((socket) => {
+      sniff(socket, (isH2) => (isH2 ? h2s : h1s).emit("connection", socket));
+    });
+  }
+  h2.on("session", (session: http2.Http2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  outer.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    outer.once("error", reject);
+    outer.listen(opts.port, opts.host, () => {
+      outer.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (outer.address() as net.AddressInfo).port;
+
+  return {
+    port,
+    inFlight: () => active,
+    async close(timeoutMs, onDraining) {
+      const closed = new Promise<void>((resolve) => outer.close(() => resolve()));
+      h1?.close();
+      h1?.closeIdleConnections();
+      for (const session of sessions) session.close();
+      onDraining?.();
+      const deadline = Date.now() + timeoutMs;
+      while (active > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        h1?.closeIdleConnections();
+      }
+      if (active > 0) opts.logger.warn({ inFlight: active }, "shutdown timeout: cutting remaining requests");
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
+/**
+ * Reads (in paused mode, so nothing is consumed behind our back) until the first bytes
+ * tell HTTP/2's preface from an HTTP/1.1 request line, puts them back, and hands the
+ * socket over. Node's HTTP/2 session takes over the socket's native handle; bytes read
+ * in flowing mode ('data' events) would be lost to it, bytes unshifted here are not.
+ */
+function sniff(socket: net.Socket, route: (isH2: boolean) => void) {
+  let seen = Buffer.alloc(0);
+  const onReadable = () => {
+    let chunk: Buffer | null;
+    while ((chunk = socket.read() as Buffer | null) !== null) seen = Buffer.concat([seen, chunk]);
+    if (seen.length === 0) return;
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (isH2 && n < H2_PREFACE.length) return; // a prefix of the preface so far: read on
+    socket.off("readable", onReadable);
+    socket.off("error", onError);
+    socket.unshift(seen);
+    route(isH2);
+  };
+  const onError = () => socket.destroy();
+  socket.on("readable", onReadable);
+  socket.on("error", onError);
+}

@@ -1,0 +1,123 @@
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  CreateApiKeyRequestSchema,
+  CreateApiKeyResponseSchema,
+  CreateTenantRequestSchema,
+  CreateTenantResponseSchema,
+  DeleteTenantRequestSchema,
+  DeleteTenantResponseSchema,
+  GetTenantResponseSchema,
+  ListApiKeysResponseSchema,
+  ListTenantsResponseSchema,
+  RevokeApiKeyRequestSchema,
+  RevokeApiKeyResponseSchema,
+  TenantService as TenantServiceDesc,
+  UpdateTenantRequestSchema,
+  UpdateTenantResponseSchema,
+} from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { requireSuperAdmin, requireTenant } from "../platform/auth.js";
+import { principalKey } from "../platform/context.js";
+import type { Database } from "../platform/db.js";
+import { invalidArgument } from "../platform/errors.js";
+import type { Idempotency } from "../platform/idempotency.js";
+import { pageOf, readPage } from "../platform/pagination.js";
+import type { ApiKeyService } from "./api-key.service.js";
+import { apiKeyToProto, optionalDate, scopeFromProto, tenantToProto } from "./tenant.mapper.js";
+import type { TenantPatch, TenantService } from "./tenant.service.js";
+
+const UPDATABLE = new Set(["name", "metadata"]);
+
+const procedure = (ctx: HandlerContext) => `${ctx.service.typeName}/${ctx.method.name}`;
+
+/** The Connect implementation of licensd.tenant.v1.TenantService. */
+export function createTenantRpc(deps: {
+  db: Database;
+  idempotency: Idempotency;
+  tenants: TenantService;
+  apiKeys: ApiKeyService;
+}): ServiceImpl<typeof TenantServiceDesc> {
+  const { db, idempotency, tenants, apiKeys } = deps;
+  return {
+    async createTenant(req, ctx) {
+      requireSuperAdmin(ctx.values.get(principalKey));
+      const call = { scope: "*", procedure: procedure(ctx), requestSchema: CreateTenantRequestSchema, request: req, responseSchema: CreateTenantResponseSchema };
+      return idempotency.run(call, async (em) => {
+        const tenant = await tenants.create(em, { name: req.name, metadata: req.metadata });
+        return create(CreateTenantResponseSchema, { tenant: tenantToProto(tenant) });
+      });
+    },
+
+    async getTenant(req, ctx) {
+      const principal = ctx.values.get(principalKey);
+      const tenantId = requireTenant(principal, req.id, "read");
+      const tenant = await tenants.get(db.em(), tenantId);
+      return create(GetTenantResponseSchema, { tenant: tenantToProto(tenant) });
+    },
+
+    async listTenants(req, ctx) {
+      requireSuperAdmin(ctx.values.get(principalKey));
+      const page = readPage(req.pageSize, req.pageToken);
+      const { items, nextPageToken } = pageOf(await tenants.list(db.em(), page), page);
+      return create(ListTenantsResponseSchema, { tenants: items.map(tenantToProto), nextPageToken });
+    },
+
+    async updateTenant(req, ctx) {
+      requireSuperAdmin(ctx.values.get(principalKey));
+      const paths = req.updateMask!.paths;
+      if (paths.length === 0) throw invalidArgument("update_mask", "name at least one field: name, metadata");
+      const unknown = paths.find((p) => !UPDATABLE.has(p));
+      if (unknown !== undefined) throw invalidArgument("update_mask", `${JSON.stringify(unknown)} is not updatable (name, metadata are)`);
+      const patch: TenantPatch = {};
+      if (paths.includes("name")) patch.name = req.tenant!.name;
+      if (paths.includes("metadata")) patch.metadata = req.tenant!.metadata;
+      const call = { scope: "*", procedure: procedure(ctx), requestSchema: UpdateTenantRequestSchema, request: req, responseSchema: UpdateTenantResponseSchema };
+      return idempotency.run(call, async (em) => {
+        const tenant = await tenants.update(em, req.tenant!.id, patch);
+        return create(UpdateTenantResponseSchema, { tenant: tenantToProto(tenant) });
+      });
+    },
+
+    async deleteTenant(req, ctx) {
+      requireSuperAdmin(ctx.values.get(principalKey));
+      const call = { scope: "*", procedure: procedure(ctx), requestSchema: DeleteTenantRequestSchema, request: req, responseSchema: DeleteTenantResponseSchema };
+      return idempotency.run(call, async (em) => {
+        const tenant = await tenants.delete(em, req.id);
+        return create(DeleteTenantResponseSchema, { tenant: tenantToProto(tenant) });
+      });
+    },
+
+    async createApiKey(req, ctx) {
+      const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
+      const call = { scope: tenantId, procedure: procedure(ctx), requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema };
+      return idempotency.run(call, async (em) => {
+        const { apiKey, secret } = await apiKeys.create(em, tenantId, {
+          name: req.name,
+          scopes: req.scopes.map(scopeFromProto),
+          expiresAt: optionalDate(req.expireTime),
+        });
+        return create(CreateApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey), secret });
+      });
+    },
+
+    async listApiKeys(req, ctx) {
+      const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
+      const filters = { t: tenantId, r: req.showRevoked };
+      const page = readPage(req.pageSize, req.pageToken, filters);
+      const rows = await apiKeys.list(db.em(), tenantId, page, req.showRevoked);
+      const { items, nextPageToken } = pageOf(rows, page, filters);
+      return create(ListApiKeysResponseSchema, { apiKeys: items.map(apiKeyToProto), nextPageToken });
+    },
+
+    async revokeApiKey(req, ctx) {
+      const principal = ctx.values.get(principalKey);
+      // The key id names the tenant; a tenant key may revoke only its own tenant's keys.
+      const tenantId = principal.kind === "super_admin" ? undefined : requireTenant(principal, "", "admin");
+      const call = { scope: tenantId ?? "*", procedure: procedure(ctx), requestSchema: RevokeApiKeyRequestSchema, request: req, responseSchema: RevokeApiKeyResponseSchema };
+      return idempotency.run(call, async (em) => {
+        const apiKey = await apiKeys.revoke(em, req.id, tenantId);
+        return create(RevokeApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey) });
+      });
+    },
+  };
+}
