@@ -48,10 +48,10 @@ export function requireSuperAdmin(principal: Principal): void {
  * own tenant (an empty id means "mine") and needs `scope`; naming another tenant looks
  * exactly like naming a tenant that does not exist.
  */
-export function requireTenant(principal: Principal, tenantId: string, scope: Scope): string {
+export function requireTenant(principal: Principal, tenantId: string, scope: Scope, field = "tenant_id"): string {
   if (principal.kind === "anonymous") throw unauthenticated("MISSING_API_KEY", "this call needs `Authorization: Bearer <key>`");
   if (principal.kind === "super_admin") {
-    if (tenantId === "") throw invalidArgument("tenant_id", "required when calling with the super-admin key");
+    if (tenantId === "") throw invalidArgument(field, "required when calling with the super-admin key");
     return tenantId;
   }
   if (tenantId !== "" && tenantId !== principal.tenantId) throw notFound("tenant", tenantId);

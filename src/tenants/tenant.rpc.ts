@@ -50,7 +50,7 @@ export function createTenantRpc(deps: {
 
     async getTenant(req, ctx) {
       const principal = ctx.values.get(principalKey);
-      const tenantId = requireTenant(principal, req.id, "read");
+      const tenantId = requireTenant(principal, req.id, "read", "id");
       const tenant = await tenants.get(db.em(), tenantId);
       return create(GetTenantResponseSchema, { tenant: tenantToProto(tenant) });
     },

@@ -18,7 +18,7 @@ from licensd.tenant.v1 import api_key_pb2 as licensd_dot_tenant_dot_v1_dot_api__
 from licensd.tenant.v1 import tenant_pb2 as licensd_dot_tenant_dot_v1_dot_tenant__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&licensd/tenant/v1/tenant_service.proto\x12\x11licensd.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flicensd/tenant/v1/api_key.proto\x1a\x1elicensd/tenant/v1/tenant.proto\"\xb8\x02\n\x13\x43reateTenantRequest\x12\x1e\n\x04name\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x04name\x12}\n\x08metadata\x18\x02 \x03(\x0b\x32\x34.licensd.tenant.v1.CreateTenantRequest.MetadataEntryB+\xbaH(\x9a\x01%\x10@\"\x1ar\x18\x10\x01\x18?2\x12^[A-Za-z0-9._/-]+$*\x05r\x03\x18\x80\x04R\x08metadata\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"I\n\x14\x43reateTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"=\n\x10GetTenantRequest\x12)\n\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^ten_[0-9a-z]{26}$R\x02id\"F\n\x11GetTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"f\n\x12ListTenantsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"r\n\x13ListTenantsResponse\x12\x33\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.licensd.tenant.v1.TenantR\x07tenants\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdc\x01\n\x13UpdateTenantRequest\x12\x39\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantB\x06\xbaH\x03\xc8\x01\x01R\x06tenant\x12\x43\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01R\nupdateMask\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"I\n\x14UpdateTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"\x87\x01\n\x13\x44\x65leteTenantRequest\x12)\n\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^ten_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"I\n\x14\x44\x65leteTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"\xcc\x02\n\x13\x43reateApiKeyRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x1d\n\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64R\x04name\x12M\n\x06scopes\x18\x03 \x03(\x0e\x32\x1e.licensd.tenant.v1.ApiKeyScopeB\x15\xbaH\x12\x92\x01\x0f\x08\x01\x10\x03\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00R\x06scopes\x12\x45\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xbaH\x05\xb2\x01\x02@\x01R\nexpireTime\x12\x45\n\x0fidempotency_key\x18\x05 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"b\n\x14\x43reateApiKeyResponse\x12\x32\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"\xc4\x01\n\x12ListApiKeysRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12!\n\x0cshow_revoked\x18\x04 \x01(\x08R\x0bshowRevoked\"s\n\x13ListApiKeysResponse\x12\x34\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x07\x61piKeys\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x87\x01\n\x13RevokeApiKeyRequest\x12)\n\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^key_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"J\n\x14RevokeApiKeyResponse\x12\x32\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x06\x61piKey2\x97\x06\n\rTenantService\x12_\n\x0c\x43reateTenant\x12&.licensd.tenant.v1.CreateTenantRequest\x1a\'.licensd.tenant.v1.CreateTenantResponse\x12[\n\tGetTenant\x12#.licensd.tenant.v1.GetTenantRequest\x1a$.licensd.tenant.v1.GetTenantResponse\"\x03\x90\x02\x01\x12\x61\n\x0bListTenants\x12%.licensd.tenant.v1.ListTenantsRequest\x1a&.licensd.tenant.v1.ListTenantsResponse\"\x03\x90\x02\x01\x12_\n\x0cUpdateTenant\x12&.licensd.tenant.v1.UpdateTenantRequest\x1a\'.licensd.tenant.v1.UpdateTenantResponse\x12_\n\x0c\x44\x65leteTenant\x12&.licensd.tenant.v1.DeleteTenantRequest\x1a\'.licensd.tenant.v1.DeleteTenantResponse\x12_\n\x0c\x43reateApiKey\x12&.licensd.tenant.v1.CreateApiKeyRequest\x1a\'.licensd.tenant.v1.CreateApiKeyResponse\x12\x61\n\x0bListApiKeys\x12%.licensd.tenant.v1.ListApiKeysRequest\x1a&.licensd.tenant.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12_\n\x0cRevokeApiKey\x12&.licensd.tenant.v1.RevokeApiKeyRequest\x1a\'.licensd.tenant.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&licensd/tenant/v1/tenant_service.proto\x12\x11licensd.tenant.v1\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1flicensd/tenant/v1/api_key.proto\x1a\x1elicensd/tenant/v1/tenant.proto\"\xb8\x02\n\x13\x43reateTenantRequest\x12\x1e\n\x04name\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01R\x04name\x12}\n\x08metadata\x18\x02 \x03(\x0b\x32\x34.licensd.tenant.v1.CreateTenantRequest.MetadataEntryB+\xbaH(\x9a\x01%\x10@\"\x1ar\x18\x10\x01\x18?2\x12^[A-Za-z0-9._/-]+$*\x05r\x03\x18\x80\x04R\x08metadata\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"I\n\x14\x43reateTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"@\n\x10GetTenantRequest\x12,\n\x02id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x02id\"F\n\x11GetTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"f\n\x12ListTenantsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"r\n\x13ListTenantsResponse\x12\x33\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.licensd.tenant.v1.TenantR\x07tenants\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdc\x01\n\x13UpdateTenantRequest\x12\x39\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantB\x06\xbaH\x03\xc8\x01\x01R\x06tenant\x12\x43\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01R\nupdateMask\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"I\n\x14UpdateTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"\x87\x01\n\x13\x44\x65leteTenantRequest\x12)\n\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^ten_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"I\n\x14\x44\x65leteTenantResponse\x12\x31\n\x06tenant\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.TenantR\x06tenant\"\xcc\x02\n\x13\x43reateApiKeyRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x1d\n\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64R\x04name\x12M\n\x06scopes\x18\x03 \x03(\x0e\x32\x1e.licensd.tenant.v1.ApiKeyScopeB\x15\xbaH\x12\x92\x01\x0f\x08\x01\x10\x03\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00R\x06scopes\x12\x45\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xbaH\x05\xb2\x01\x02@\x01R\nexpireTime\x12\x45\n\x0fidempotency_key\x18\x05 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"b\n\x14\x43reateApiKeyResponse\x12\x32\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x06\x61piKey\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"\xc4\x01\n\x12ListApiKeysRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12!\n\x0cshow_revoked\x18\x04 \x01(\x08R\x0bshowRevoked\"s\n\x13ListApiKeysResponse\x12\x34\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x07\x61piKeys\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x87\x01\n\x13RevokeApiKeyRequest\x12)\n\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^key_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"J\n\x14RevokeApiKeyResponse\x12\x32\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x19.licensd.tenant.v1.ApiKeyR\x06\x61piKey2\x97\x06\n\rTenantService\x12_\n\x0c\x43reateTenant\x12&.licensd.tenant.v1.CreateTenantRequest\x1a\'.licensd.tenant.v1.CreateTenantResponse\x12[\n\tGetTenant\x12#.licensd.tenant.v1.GetTenantRequest\x1a$.licensd.tenant.v1.GetTenantResponse\"\x03\x90\x02\x01\x12\x61\n\x0bListTenants\x12%.licensd.tenant.v1.ListTenantsRequest\x1a&.licensd.tenant.v1.ListTenantsResponse\"\x03\x90\x02\x01\x12_\n\x0cUpdateTenant\x12&.licensd.tenant.v1.UpdateTenantRequest\x1a\'.licensd.tenant.v1.UpdateTenantResponse\x12_\n\x0c\x44\x65leteTenant\x12&.licensd.tenant.v1.DeleteTenantRequest\x1a\'.licensd.tenant.v1.DeleteTenantResponse\x12_\n\x0c\x43reateApiKey\x12&.licensd.tenant.v1.CreateApiKeyRequest\x1a\'.licensd.tenant.v1.CreateApiKeyResponse\x12\x61\n\x0bListApiKeys\x12%.licensd.tenant.v1.ListApiKeysRequest\x1a&.licensd.tenant.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12_\n\x0cRevokeApiKey\x12&.licensd.tenant.v1.RevokeApiKeyRequest\x1a\'.licensd.tenant.v1.RevokeApiKeyResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.tenant.v1.tenant_service_pb2', globals())
@@ -34,7 +34,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _CREATETENANTREQUEST.fields_by_name['idempotency_key']._options = None
   _CREATETENANTREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
   _GETTENANTREQUEST.fields_by_name['id']._options = None
-  _GETTENANTREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^ten_[0-9a-z]{26}$'
+  _GETTENANTREQUEST.fields_by_name['id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
   _LISTTENANTSREQUEST.fields_by_name['page_size']._options = None
   _LISTTENANTSREQUEST.fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _LISTTENANTSREQUEST.fields_by_name['page_token']._options = None
@@ -82,33 +82,33 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _CREATETENANTRESPONSE._serialized_start=537
   _CREATETENANTRESPONSE._serialized_end=610
   _GETTENANTREQUEST._serialized_start=612
-  _GETTENANTREQUEST._serialized_end=673
-  _GETTENANTRESPONSE._serialized_start=675
-  _GETTENANTRESPONSE._serialized_end=745
-  _LISTTENANTSREQUEST._serialized_start=747
-  _LISTTENANTSREQUEST._serialized_end=849
-  _LISTTENANTSRESPONSE._serialized_start=851
-  _LISTTENANTSRESPONSE._serialized_end=965
-  _UPDATETENANTREQUEST._serialized_start=968
-  _UPDATETENANTREQUEST._serialized_end=1188
-  _UPDATETENANTRESPONSE._serialized_start=1190
-  _UPDATETENANTRESPONSE._serialized_end=1263
-  _DELETETENANTREQUEST._serialized_start=1266
-  _DELETETENANTREQUEST._serialized_end=1401
-  _DELETETENANTRESPONSE._serialized_start=1403
-  _DELETETENANTRESPONSE._serialized_end=1476
-  _CREATEAPIKEYREQUEST._serialized_start=1479
-  _CREATEAPIKEYREQUEST._serialized_end=1811
-  _CREATEAPIKEYRESPONSE._serialized_start=1813
-  _CREATEAPIKEYRESPONSE._serialized_end=1911
-  _LISTAPIKEYSREQUEST._serialized_start=1914
-  _LISTAPIKEYSREQUEST._serialized_end=2110
-  _LISTAPIKEYSRESPONSE._serialized_start=2112
-  _LISTAPIKEYSRESPONSE._serialized_end=2227
-  _REVOKEAPIKEYREQUEST._serialized_start=2230
-  _REVOKEAPIKEYREQUEST._serialized_end=2365
-  _REVOKEAPIKEYRESPONSE._serialized_start=2367
-  _REVOKEAPIKEYRESPONSE._serialized_end=2441
-  _TENANTSERVICE._serialized_start=2444
-  _TENANTSERVICE._serialized_end=3235
+  _GETTENANTREQUEST._serialized_end=676
+  _GETTENANTRESPONSE._serialized_start=678
+  _GETTENANTRESPONSE._serialized_end=748
+  _LISTTENANTSREQUEST._serialized_start=750
+  _LISTTENANTSREQUEST._serialized_end=852
+  _LISTTENANTSRESPONSE._serialized_start=854
+  _LISTTENANTSRESPONSE._serialized_end=968
+  _UPDATETENANTREQUEST._serialized_start=971
+  _UPDATETENANTREQUEST._serialized_end=1191
+  _UPDATETENANTRESPONSE._serialized_start=1193
+  _UPDATETENANTRESPONSE._serialized_end=1266
+  _DELETETENANTREQUEST._serialized_start=1269
+  _DELETETENANTREQUEST._serialized_end=1404
+  _DELETETENANTRESPONSE._serialized_start=1406
+  _DELETETENANTRESPONSE._serialized_end=1479
+  _CREATEAPIKEYREQUEST._serialized_start=1482
+  _CREATEAPIKEYREQUEST._serialized_end=1814
+  _CREATEAPIKEYRESPONSE._serialized_start=1816
+  _CREATEAPIKEYRESPONSE._serialized_end=1914
+  _LISTAPIKEYSREQUEST._serialized_start=1917
+  _LISTAPIKEYSREQUEST._serialized_end=2113
+  _LISTAPIKEYSRESPONSE._serialized_start=2115
+  _LISTAPIKEYSRESPONSE._serialized_end=2230
+  _REVOKEAPIKEYREQUEST._serialized_start=2233
+  _REVOKEAPIKEYREQUEST._serialized_end=2368
+  _REVOKEAPIKEYRESPONSE._serialized_start=2370
+  _REVOKEAPIKEYRESPONSE._serialized_end=2444
+  _TENANTSERVICE._serialized_start=2447
+  _TENANTSERVICE._serialized_end=3238
 # @@protoc_insertion_point(module_scope)

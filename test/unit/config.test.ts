@@ -1,0 +1,60 @@
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../src/config.js";
+
+const tmp = () => mkdtempSync(path.join(os.tmpdir(), "licensd-config-"));
+const strongKey = "Zq3v8XkP2mN7rT1yB6wE9uA4sD0fG5hJ-LcVxQoIiR_";
+const dataKey = Buffer.alloc(32, 7).toString("base64");
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe("config", () => {
+  it("production refuses to start without a database URL, a strong super-admin key and a data key", () => {
+    const p = problems({ LICENSD_ENV: "production", LICENSD_DATA_DIR: tmp() });
+    expect(p.some((x) => x.startsWith("LICENSD_DATABASE_URL"))).toBe(true);
+    expect(p.some((x) => x.startsWith("LICENSD_SUPER_ADMIN_KEY"))).toBe(true);
+    expect(p.some((x) => x.startsWith("LICENSD_DATA_KEY"))).toBe(true);
+  });
+
+  it("production refuses weak super-admin keys", () => {
+    const base = { LICENSD_ENV: "production", LICENSD_DATABASE_URL: "postgres://db/x", LICENSD_DATA_KEY: dataKey };
+    for (const weak of ["short", "a".repeat(64), "abababababababababababababababababababababab"]) {
+      expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: weak }).join()).toContain("LICENSD_SUPER_ADMIN_KEY");
+    }
+    const ok = loadConfig({ ...base, LICENSD_SUPER_ADMIN_KEY: strongKey });
+    expect(ok).toMatchObject({ env: "production", host: "0.0.0.0", databaseUrl: "postgres://db/x" });
+    expect(ok.generated).toEqual([]);
+  });
+
+  it("names every bad value", () => {
+    const p = problems({ LICENSD_PORT: "http", LICENSD_ENV: "staging", LICENSD_LOG_LEVEL: "loud", LICENSD_DATABASE_URL: "mysql://x", LICENSD_DATA_KEY: "tooshort", LICENSD_TLS_CERT: "/nope" });
+    for (const name of ["LICENSD_PORT", "LICENSD_ENV", "LICENSD_LOG_LEVEL", "LICENSD_DATABASE_URL", "LICENSD_DATA_KEY", "LICENSD_TLS_CERT"]) {
+      expect(p.some((x) => x.startsWith(name)), name).toBe(true);
+    }
+  });
+
+  it("development generates missing secrets once, keeps them private, and reuses them", () => {
+    const dir = tmp();
+    const first = loadConfig({ LICENSD_DATA_DIR: dir });
+    expect(first.generated).toEqual(["LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]);
+    expect(first.superAdminKey.length).toBeGreaterThanOrEqual(43);
+    expect(first.dataKey.length).toBe(32);
+    expect(first.host).toBe("127.0.0.1");
+    const file = path.join(dir, "secrets.json");
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(readFileSync(file, "utf8")).superAdminKey).toBe(first.superAdminKey);
+    const second = loadConfig({ LICENSD_DATA_DIR: dir });
+    expect(second.superAdminKey).toBe(first.superAdminKey);
+    expect(second.dataKey.equals(first.dataKey)).toBe(true);
+  });
+});

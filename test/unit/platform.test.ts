@@ -1,0 +1,77 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
+import { open, seal, secretsEqual } from "../../src/platform/crypto.js";
+import { DomainError, notFound, toConnectError } from "../../src/platform/errors.js";
+import { newId } from "../../src/platform/ids.js";
+import { pageOf, readPage } from "../../src/platform/pagination.js";
+
+describe("ids", () => {
+  it("are prefixed, lowercase and sort by creation", () => {
+    const ids = Array.from({ length: 1000 }, () => newId("ten"));
+    for (const id of ids) expect(id).toMatch(/^ten_[0-9a-z]{26}$/);
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+});
+
+describe("pagination", () => {
+  const rows = Array.from({ length: 5 }, (_, i) => ({ id: `id${i}` }));
+  it("defaults to 50, returns a token only when more rows exist", () => {
+    expect(readPage(0, "").size).toBe(50);
+    const page = readPage(2, "");
+    const first = pageOf(rows.slice(0, 3), page);
+    expect(first.items.map((r) => r.id)).toEqual(["id0", "id1"]);
+    expect(readPage(2, first.nextPageToken).after).toBe("id1");
+    expect(pageOf(rows.slice(0, 2), page).nextPageToken).toBe("");
+  });
+  it("refuses forged tokens and tokens replayed under other filters", () => {
+    const token = pageOf(rows, readPage(2, "", { t: "a" }), { t: "a" }).nextPageToken;
+    expect(() => readPage(2, token, { t: "b" })).toThrow(/page_token/);
+    expect(() => readPage(2, "%%%")).toThrow(/page_token/);
+    expect(() => readPage(2, Buffer.from('{"a":1}').toString("base64url"))).toThrow(/page_token/);
+  });
+});
+
+describe("crypto", () => {
+  it("seals and opens with the data key; tampering or another key fails", () => {
+    const key = Buffer.alloc(32, 1);
+    const sealed = seal(key, Buffer.from("license key"), "lic_1");
+    expect(open(key, sealed, "lic_1").toString()).toBe("license key");
+    expect(() => open(key, sealed, "lic_2")).toThrow();
+    const flipped = Buffer.from(sealed);
+    flipped[flipped.length - 1] ^= 1;
+    expect(() => open(key, flipped, "lic_1")).toThrow();
+    expect(() => open(Buffer.alloc(32, 2), sealed, "lic_1")).toThrow();
+  });
+  it("compares secrets of any length", () => {
+    expect(secretsEqual("abc", "abc")).toBe(true);
+    expect(secretsEqual("abc", "abcd")).toBe(false);
+  });
+});
+
+describe("error mapper", () => {
+  it("keeps domain codes and reasons, with ErrorInfo", () => {
+    const { error, internal } = toConnectError(notFound("tenant", "ten_x"), "req-1");
+    expect(internal).toBe(false);
+    expect(error.code).toBe(Code.NotFound);
+    const [info] = error.findDetails(ErrorInfoSchema);
+    expect(info).toMatchObject({ reason: "TENANT_NOT_FOUND", domain: "licensd.dev", metadata: { resource: "tenant", id: "ten_x" } });
+  });
+  it("turns bugs into INTERNAL without leaking the cause", () => {
+    const { error, internal } = toConnectError(new Error("password=hunter2 at db.ts:12"), "req-2");
+    expect(internal).toBe(true);
+    expect(error.code).toBe(Code.Internal);
+    expect(error.message).not.toContain("hunter2");
+    expect(error.message).toContain("req-2");
+  });
+  it("reports an unreachable database as UNAVAILABLE", () => {
+    const err = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" });
+    expect(toConnectError(err, "r").error.code).toBe(Code.Unavailable);
+  });
+  it("adds ErrorInfo to bare ConnectErrors", () => {
+    const { error } = toConnectError(new ConnectError("slow down", Code.ResourceExhausted), "r");
+    expect(error.findDetails(ErrorInfoSchema)[0].reason).toBe("RESOURCE_EXHAUSTED");
+    expect(new DomainError(Code.Aborted, "X", "y")).toBeInstanceOf(Error);
+  });
+});
