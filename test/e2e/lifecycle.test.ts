@@ -1,0 +1,100 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ROOT, freePort, run, startServer } from "../support/server.js";
+
+const licensd = (args: string[], env: Record<string, string>) => run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env });
+
+async function createTenant(url: string, key: string, name: string) {
+  const res = await fetch(`${url}/licensd.tenant.v1.TenantService/CreateTenant`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ name }),
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { tenant: { id: string } }).tenant.id;
+}
+
+async function getTenant(url: string, key: string, id: string) {
+  const res = await fetch(`${url}/licensd.tenant.v1.TenantService/GetTenant`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify({ id }),
+  });
+  return { status: res.status, body: (await res.json()) as { tenant?: { name: string } } };
+}
+
+const children = (pid: number) =>
+  execFileSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" }).split("\n").filter((l) => l.trim() !== "").length;
+
+describe("serve", () => {
+  it("stops cleanly on SIGTERM and never logs a secret", async () => {
+    const server = await startServer();
+    await createTenant(server.url, server.superAdminKey, "Logged Co");
+    expect(await server.stop("SIGTERM")).toBe(0);
+    const out = server.output();
+    expect(out).toContain('"msg":"licensd stopped"');
+    expect(out).toContain('"procedure":"licensd.tenant.v1.TenantService/CreateTenant"');
+    expect(out).not.toContain(server.superAdminKey);
+    await server.dropDatabase();
+  });
+
+  it("runs --workers 2 processes on one port and stops them all", async () => {
+    const server = await startServer({ args: ["--workers", "2"] });
+    const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => createTenant(server.url, server.superAdminKey, `Worker Co ${i}`)));
+    expect(new Set(ids).size).toBe(20);
+    const pid = server.child.pid!;
+    expect(children(pid)).toBeGreaterThanOrEqual(2);
+    const workerPids = new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g));
+    expect(workerPids.size).toBe(2);
+    expect(await server.stop("SIGTERM")).toBe(0);
+    await server.dropDatabase();
+  });
+
+  it("refuses insecure production settings with a message per variable", async () => {
+    const res = await licensd(["serve"], { LICENSD_ENV: "production", LICENSD_DATABASE_URL: "", LICENSD_SUPER_ADMIN_KEY: "short", LICENSD_DATA_KEY: "", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")) });
+    expect(res.code).toBe(2);
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(res.stderr).toContain(name);
+  });
+
+  it("serves TLS with ALPN for HTTP/1.1 and HTTP/2 on one port", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-tls-"));
+    const cert = path.join(dir, "cert.pem");
+    const key = path.join(dir, "key.pem");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], { stdio: "ignore" });
+    const port = await freePort();
+    const server = await startServer({ env: { LICENSD_TLS_CERT: cert, LICENSD_TLS_KEY: key, LICENSD_PORT: String(port) }, healthUrl: `https://127.0.0.1:${port}`, caFile: cert });
+    for (const [flag, version] of [["--http1.1", "1.1"], ["--http2", "2"]]) {
+      const res = await run("curl", ["-s", "--cacert", cert, flag, "-w", "\n%{http_version}", "-X", "POST", `https://127.0.0.1:${port}/grpc.health.v1.Health/Check`, "-H", "content-type: application/json", "-d", "{}"]);
+      const [body, v] = res.stdout.split("\n");
+      expect(JSON.parse(body)).toEqual({ status: "SERVING" });
+      expect(v).toBe(version);
+    }
+    expect(await server.stop()).toBe(0);
+    await server.dropDatabase();
+  });
+});
+
+describe("the embedded default (no database URL)", () => {
+  it("starts its own PostgreSQL, keeps data across restarts and adopts a server orphaned by SIGKILL", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-embedded-"));
+    const first = await startServer({ embedded: true, dataDir });
+    expect(first.output()).toContain('"embeddedDatabase":true');
+    const id = await createTenant(first.url, first.superAdminKey, "Embedded Co");
+    expect(await first.stop("SIGTERM")).toBe(0);
+    expect(readFileSync(path.join(dataDir, "pg", "PG_VERSION"), "utf8").trim()).toBe("18");
+
+    const second = await startServer({ embedded: true, dataDir, env: { LICENSD_SUPER_ADMIN_KEY: first.superAdminKey } });
+    expect((await getTenant(second.url, first.superAdminKey, id)).body.tenant?.name).toBe("Embedded Co");
+    await second.stop("SIGKILL"); // leaves PostgreSQL running, orphaned
+
+    const third = await startServer({ embedded: true, dataDir, env: { LICENSD_SUPER_ADMIN_KEY: first.superAdminKey } });
+    expect(third.output()).toContain("adopting it");
+    expect((await getTenant(third.url, first.superAdminKey, id)).body.tenant?.name).toBe("Embedded Co");
+    expect(await third.stop("SIGTERM")).toBe(0);
+    const pidFile = path.join(dataDir, "pg", "postmaster.pid");
+    expect(() => readFileSync(pidFile)).toThrow(); // PostgreSQL was stopped with it
+  });
+});

@@ -1,0 +1,104 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createTestDatabase } from "./database.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+
+/** Whether e2e servers run on the embedded default (no database URL) instead of the test server. */
+export const EMBEDDED = process.env.LICENSD_TEST_EMBEDDED === "1";
+
+export interface ServerProcess {
+  url: string;
+  port: number;
+  superAdminKey: string;
+  child: ChildProcess;
+  output(): string;
+  /** Sends `signal` and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The real `licensd serve` (bin/licensd.js, built by `npm run build`) as a child process
+ * on a free port: on a fresh database of the test server, or with no database URL at
+ * all (LICENSD_TEST_EMBEDDED=1, or `embedded: true`) so it starts its embedded PostgreSQL.
+ */
+export async function startServer(opts: { args?: string[]; env?: Record<string, string>; embedded?: boolean; dataDir?: string; healthUrl?: string; caFile?: string } = {}): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
+  const embedded = opts.embedded ?? EMBEDDED;
+  const db = embedded ? undefined : await createTestDatabase();
+  const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
+  const superAdminKey = randomBytes(32).toString("base64url");
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    LICENSD_PORT: String(port),
+    LICENSD_SUPER_ADMIN_KEY: superAdminKey,
+    LICENSD_DATA_KEY: randomBytes(32).toString("base64"),
+    LICENSD_DATA_DIR: opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), "licensd-e2e-")),
+    LICENSD_LOG_LEVEL: "info",
+    ...(db ? { LICENSD_DATABASE_URL: db.url } : {}),
+    ...opts.env,
+  };
+  if (embedded) delete env.LICENSD_DATABASE_URL;
+  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`licensd exited with ${child.exitCode}:\n${out}`);
+    const up = opts.caFile
+      ? (await run("curl", ["-s", "--cacert", opts.caFile, `${opts.healthUrl}/healthz`])).stdout === "ok\n"
+      : await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    if (up) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`licensd did not become healthy:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    port,
+    superAdminKey,
+    child,
+    output: () => out,
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+    dropDatabase: async () => db?.drop(),
+  };
+}
+
+/** Runs a command to completion; resolves with its exit code and output. */
+export function run(cmd: string, args: string[], opts: { input?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+export const BUF = path.join(ROOT, "node_modules/.bin/buf");
+export { ROOT };
