@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the tests, code generation and benchmarks need from Debian and starts
+# the machine's PostgreSQL when it is installed but down. Idempotent and quick when all
+# is there; called by `npm test` (pretest) and .ci/run.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have protoc || need+=(protobuf-compiler)
+have grpc_python_plugin || need+=(protobuf-compiler-grpc)
+have protoc-gen-go || need+=(protoc-gen-go)
+have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
+have curl || need+=(curl)
+have openssl || need+=(openssl)
+have wrk || need+=(wrk)
+have h2load || need+=(nghttp2-client)
+/usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1 || need+=(python3-grpcio python3-protobuf)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! have apt-get; then
+    echo "ensure-test-deps: missing ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "ensure-test-deps: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The tests use the PostgreSQL on 127.0.0.1:5432 (LICENSD_TEST_DATABASE_URL overrides it).
+# Start the machine's cluster if it is installed and down; with none installed at all,
+# test/support/global-setup.ts starts an embedded PostgreSQL instead.
+if [ -z "${LICENSD_TEST_DATABASE_URL:-}" ] && have pg_lsclusters && have pg_ctlcluster; then
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    for v in $(ls /etc/postgresql 2>/dev/null); do
+      echo "ensure-test-deps: starting PostgreSQL $v" >&2
+      pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+    done
+  fi
+fi
