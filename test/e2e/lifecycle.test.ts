@@ -77,6 +77,20 @@ describe("serve", () => {
   });
 });
 
+describe("migrate", () => {
+  it("applies migrations once when several instances start together", async () => {
+    const { createTestDatabase, query } = await import("../support/database.js");
+    const db = await createTestDatabase();
+    const env = { LICENSD_DATABASE_URL: db.url, LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-migrate-")) };
+    const runs = await Promise.all([licensd(["migrate"], env), licensd(["migrate"], env), licensd(["migrate"], env)]);
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    const applied = await query(db.url, "select name from mikro_orm_migrations");
+    expect(applied.map((r) => r.name)).toEqual(["Migration20261123000000Foundation"]);
+    expect(await query(db.url, "select 1 from information_schema.tables where table_name = 'api_keys'")).toHaveLength(1);
+    await db.drop();
+  });
+});
+
 describe("the embedded default (no database URL)", () => {
   it("starts its own PostgreSQL, keeps data across restarts and adopts a server orphaned by SIGKILL", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-embedded-"));

@@ -65,6 +65,12 @@ describe("Connect over curl", () => {
     expect(res.body.code).toBe("invalid_argument");
     expect(res.body.message).toContain("name");
     expect(JSON.stringify(res.body.details)).toContain("google.rpc.ErrorInfo");
+    for (const body of ['{"name": ', '{"nmae": "typo"}', '{"name": 5}', "[]"]) {
+      const { stdout } = await run("curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", `${server.url}/licensd.tenant.v1.TenantService/CreateTenant`, "-H", "content-type: application/json", "-H", `authorization: Bearer ${server.superAdminKey}`, "--data-binary", body]);
+      const [json, status] = stdout.split("\n");
+      expect(status, body).toBe("400");
+      expect(JSON.parse(json).code, body).toBe("invalid_argument");
+    }
     const anon = await curlJson("licensd.tenant.v1.TenantService/ListTenants", {}, null);
     expect(anon).toMatchObject({ status: 401, body: { code: "unauthenticated" } });
   });
