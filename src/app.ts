@@ -18,6 +18,13 @@ import { createValidationInterceptor } from "./platform/validation.js";
 import { createApiKeyService } from "./tenants/api-key.service.js";
 import { createTenantRpc } from "./tenants/tenant.rpc.js";
 import { createTenantService } from "./tenants/tenant.service.js";
+import { createActivationRpc } from "./activation/activation.rpc.js";
+import { AuditFeed } from "./audit/audit-feed.js";
+import { createAuditRpc } from "./audit/audit.rpc.js";
+import { createAuditService, type AuditService } from "./audit/audit.service.js";
+import { AuditKeyring } from "./events/audit-keyring.js";
+import { createEvents } from "./events/events.js";
+import { SigningKeyStore } from "./platform/signing-keys.js";
 
 export interface App {
   config: Config;
@@ -26,6 +33,7 @@ export interface App {
   databaseUrl: string;
   server: RunningServer;
   health: HealthState;
+  audit: AuditService;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   url: string;
   /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
@@ -59,8 +67,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const clock = opts.clock ?? systemClock;
   const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
 
-  const tenants = createTenantService({ clock });
-  const apiKeys = createApiKeyService({ db, clock, tenants });
+  const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
+  const events = createEvents({ clock, keyring });
+  const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
+  await signingKeys.start();
+  const feed = new AuditFeed(databaseUrl, logger);
+  await feed.start();
+  const tenants = createTenantService({ clock, events });
+  const apiKeys = createApiKeyService({ db, clock, tenants, events });
+  const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
   const idempotency = createIdempotency(db, clock);
 
   const health = new HealthState(licensdServices.map((s) => s.typeName));
@@ -73,6 +88,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const connectHandler = connectNodeAdapter({
     routes: routes({
       tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
+      activation: createActivationRpc({ signingKeys }),
+      audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
       health: createHealthRpc(health),
       reflectionV1: createReflectionV1(reflection),
       reflectionV1alpha: createReflectionV1alpha(reflection),
@@ -127,6 +144,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
   } catch (err) {
     health.stop();
+    signingKeys.stop();
+    await feed.stop();
     await db.close();
     await embedded?.stop();
     throw err;
@@ -144,12 +163,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     databaseUrl,
     server,
     health,
+    audit,
     url,
     close() {
       closing ??= (async () => {
         clearInterval(purge);
         health.stop();
         await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
+        signingKeys.stop();
+        await feed.stop();
         await db.close();
         await embedded?.stop();
         logger.info("licensd stopped");

@@ -19,6 +19,10 @@ export interface Config {
   dbPoolMax: number;
   shutdownTimeoutMs: number;
   workers: number;
+  /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
+  auditHmacKeys: Record<string, Buffer>;
+  /** How often an idle audit tail gets a keep-alive. */
+  auditKeepAliveMs: number;
   /** Secrets that development mode generated (and stored) on this start, to announce. */
   generated: string[];
 }
@@ -110,6 +114,26 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const auditHmacKeys: Record<string, Buffer> = {};
+  const auditKeysText = str("LICENSD_AUDIT_HMAC_KEYS");
+  if (auditKeysText !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(auditKeysText);
+    } catch {
+      parsed = undefined;
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      problems.push('LICENSD_AUDIT_HMAC_KEYS: must be a JSON object {"kid": "<32 bytes, base64 or hex>", …}');
+    } else {
+      for (const [kid, value] of Object.entries(parsed)) {
+        const key = typeof value === "string" ? decodeKey(value) : undefined;
+        if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key) problems.push(`LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`);
+        else auditHmacKeys[kid] = key;
+      }
+    }
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: production ? "production" : "development",
@@ -125,6 +149,8 @@ export function loadConfig(env: Env = process.env): Config {
     dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),
     shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
     workers: int("LICENSD_WORKERS", 1, 1, 256),
+    auditHmacKeys,
+    auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     generated,
   };
 }

@@ -18,6 +18,8 @@ export const servedServices: DescService[] = [...licensdServices, Health, Reflec
 
 export interface ServiceImpls {
   tenant: ServiceImpl<typeof TenantService>;
+  activation: ServiceImpl<typeof ActivationService>;
+  audit: ServiceImpl<typeof AuditService>;
   health: ServiceImpl<typeof Health>;
   reflectionV1: ServiceImpl<typeof ReflectionV1>;
   reflectionV1alpha: ServiceImpl<typeof ReflectionV1alpha>;
@@ -28,9 +30,9 @@ export function routes(impl: ServiceImpls) {
   return (router: ConnectRouter) => {
     router.service(TenantService, impl.tenant);
     router.service(LicensingService, {});
-    router.service(ActivationService, {});
+    router.service(ActivationService, impl.activation);
     router.service(UsageService, {});
-    router.service(AuditService, {});
+    router.service(AuditService, impl.audit);
     router.service(WebhookService, {});
     router.service(Health, impl.health);
     router.service(ReflectionV1, impl.reflectionV1);

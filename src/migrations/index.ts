@@ -1,7 +1,11 @@
 import { Migration20261123000000Foundation } from "./Migration20261123000000Foundation.js";
+import { Migration20261123010000Audit } from "./Migration20261123010000Audit.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
  * the compiled server and the TypeScript tests run the same set.
  */
-export const migrationsList = [{ name: "Migration20261123000000Foundation", class: Migration20261123000000Foundation }];
+export const migrationsList = [
+  { name: "Migration20261123000000Foundation", class: Migration20261123000000Foundation },
+  { name: "Migration20261123010000Audit", class: Migration20261123010000Audit },
+];

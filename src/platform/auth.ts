@@ -67,3 +67,15 @@ export function hasScope(principal: Principal, scope: Scope): boolean {
   if (principal.kind !== "tenant") return false;
   return principal.scopes.has("admin") || principal.scopes.has(scope);
 }
+
+/** How the audit log names who made a change. */
+export function actorOf(principal: Principal): string {
+  switch (principal.kind) {
+    case "super_admin":
+      return "super_admin";
+    case "tenant":
+      return `key:${principal.keyId}`;
+    default:
+      return "anonymous";
+  }
+}

@@ -30,8 +30,13 @@ export function readPage(pageSize: number, pageToken: string, filters: unknown =
 
 /** Given up to size+1 rows, the page to return and the token for the next one. */
 export function pageOf<T extends { id: string }>(rows: T[], page: Page, filters: unknown = {}): { items: T[]; nextPageToken: string } {
+  return pageBy(rows, page, filters, (row) => row.id);
+}
+
+/** pageOf for rows ordered by another key than their id (e.g. an audit log's seq). */
+export function pageBy<T>(rows: T[], page: Page, filters: unknown, cursorOf: (row: T) => string): { items: T[]; nextPageToken: string } {
   if (rows.length <= page.size) return { items: rows, nextPageToken: "" };
   const items = rows.slice(0, page.size);
-  const token = Buffer.from(JSON.stringify({ a: items[items.length - 1].id, f: JSON.stringify(filters) })).toString("base64url");
+  const token = Buffer.from(JSON.stringify({ a: cursorOf(items[items.length - 1]), f: JSON.stringify(filters) })).toString("base64url");
   return { items, nextPageToken: token };
 }

@@ -8,6 +8,7 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import { ApiKey } from "./api-key.entity.js";
 import type { TenantService } from "./tenant.service.js";
+import type { Events } from "../events/events.js";
 
 /** `lsk_` + 43 characters of base64url: 256 bits of entropy. */
 export const API_KEY_PREFIX = "lsk_";
@@ -20,9 +21,9 @@ export interface NewApiKey {
 }
 
 /** API keys of tenants. Secrets are returned once and stored only as SHA-256 digests. */
-export function createApiKeyService({ db, clock, tenants }: { db: Database; clock: Clock; tenants: TenantService }) {
+export function createApiKeyService({ db, clock, tenants, events }: { db: Database; clock: Clock; tenants: TenantService; events: Events }) {
   return {
-    async create(em: EntityManager, tenantId: string, input: NewApiKey): Promise<{ apiKey: ApiKey; secret: string }> {
+    async create(em: EntityManager, actor: string, tenantId: string, input: NewApiKey): Promise<{ apiKey: ApiKey; secret: string }> {
       await tenants.get(em, tenantId);
       const secret = API_KEY_PREFIX + randomSecret(32);
       const now = clock.now();
@@ -39,6 +40,13 @@ export function createApiKeyService({ db, clock, tenants }: { db: Database; cloc
         updatedAt: now,
       });
       await em.flush();
+      await events.emit(em, {
+        tenantId,
+        type: "tenant.api_key.created",
+        subject: apiKey.id,
+        actor,
+        payload: { name: apiKey.name, scopes: apiKey.scopes, prefix: apiKey.prefix, expires_at: apiKey.expiresAt?.toISOString() ?? null },
+      });
       return { apiKey, secret };
     },
 
@@ -56,7 +64,7 @@ export function createApiKeyService({ db, clock, tenants }: { db: Database; cloc
     },
 
     /** Revokes a key; `tenantId` undefined means any tenant (super-admin). Idempotent. */
-    async revoke(em: EntityManager, id: string, tenantId: string | undefined): Promise<ApiKey> {
+    async revoke(em: EntityManager, actor: string, id: string, tenantId: string | undefined): Promise<ApiKey> {
       const apiKey = await em.findOne(ApiKey, { id, ...(tenantId ? { tenantId } : {}) }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!apiKey) throw notFound("api_key", id);
       await tenants.get(em, apiKey.tenantId).catch(() => {
@@ -66,6 +74,7 @@ export function createApiKeyService({ db, clock, tenants }: { db: Database; cloc
         apiKey.revokedAt = clock.now();
         apiKey.updatedAt = apiKey.revokedAt;
         await em.flush();
+        await events.emit(em, { tenantId: apiKey.tenantId, type: "tenant.api_key.revoked", subject: apiKey.id, actor, payload: { name: apiKey.name } });
       }
       return apiKey;
     },

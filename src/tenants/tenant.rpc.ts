@@ -16,7 +16,7 @@ import {
   UpdateTenantRequestSchema,
   UpdateTenantResponseSchema,
 } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { requireSuperAdmin, requireTenant } from "../platform/auth.js";
+import { actorOf, requireSuperAdmin, requireTenant } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
@@ -43,7 +43,7 @@ export function createTenantRpc(deps: {
       requireSuperAdmin(ctx.values.get(principalKey));
       const call = { scope: "*", procedure: procedure(ctx), requestSchema: CreateTenantRequestSchema, request: req, responseSchema: CreateTenantResponseSchema };
       return idempotency.run(call, async (em) => {
-        const tenant = await tenants.create(em, { name: req.name, metadata: req.metadata });
+        const tenant = await tenants.create(em, actorOf(ctx.values.get(principalKey)), { name: req.name, metadata: req.metadata });
         return create(CreateTenantResponseSchema, { tenant: tenantToProto(tenant) });
       });
     },
@@ -73,7 +73,7 @@ export function createTenantRpc(deps: {
       if (paths.includes("metadata")) patch.metadata = req.tenant!.metadata;
       const call = { scope: "*", procedure: procedure(ctx), requestSchema: UpdateTenantRequestSchema, request: req, responseSchema: UpdateTenantResponseSchema };
       return idempotency.run(call, async (em) => {
-        const tenant = await tenants.update(em, req.tenant!.id, patch);
+        const tenant = await tenants.update(em, actorOf(ctx.values.get(principalKey)), req.tenant!.id, patch);
         return create(UpdateTenantResponseSchema, { tenant: tenantToProto(tenant) });
       });
     },
@@ -82,7 +82,7 @@ export function createTenantRpc(deps: {
       requireSuperAdmin(ctx.values.get(principalKey));
       const call = { scope: "*", procedure: procedure(ctx), requestSchema: DeleteTenantRequestSchema, request: req, responseSchema: DeleteTenantResponseSchema };
       return idempotency.run(call, async (em) => {
-        const tenant = await tenants.delete(em, req.id);
+        const tenant = await tenants.delete(em, actorOf(ctx.values.get(principalKey)), req.id);
         return create(DeleteTenantResponseSchema, { tenant: tenantToProto(tenant) });
       });
     },
@@ -91,7 +91,7 @@ export function createTenantRpc(deps: {
       const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
       const call = { scope: tenantId, procedure: procedure(ctx), requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema };
       return idempotency.run(call, async (em) => {
-        const { apiKey, secret } = await apiKeys.create(em, tenantId, {
+        const { apiKey, secret } = await apiKeys.create(em, actorOf(ctx.values.get(principalKey)), tenantId, {
           name: req.name,
           scopes: req.scopes.map(scopeFromProto),
           expiresAt: optionalDate(req.expireTime),
@@ -115,7 +115,7 @@ export function createTenantRpc(deps: {
       const tenantId = principal.kind === "super_admin" ? undefined : requireTenant(principal, "", "admin");
       const call = { scope: tenantId ?? "*", procedure: procedure(ctx), requestSchema: RevokeApiKeyRequestSchema, request: req, responseSchema: RevokeApiKeyResponseSchema };
       return idempotency.run(call, async (em) => {
-        const apiKey = await apiKeys.revoke(em, req.id, tenantId);
+        const apiKey = await apiKeys.revoke(em, actorOf(principal), req.id, tenantId);
         return create(RevokeApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey) });
       });
     },

@@ -5,6 +5,7 @@ import { invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import { Tenant } from "./tenant.entity.js";
+import type { Events } from "../events/events.js";
 
 export interface TenantPatch {
   name?: string;
@@ -12,7 +13,7 @@ export interface TenantPatch {
 }
 
 /** Tenants: the vendors on this installation. Every method runs inside the caller's transaction. */
-export function createTenantService({ clock }: { clock: Clock }) {
+export function createTenantService({ clock, events }: { clock: Clock; events: Events }) {
   /** A live (not deleted) tenant, or NOT_FOUND. */
   async function get(em: EntityManager, id: string, opts: { lock?: boolean } = {}): Promise<Tenant> {
     const tenant = await em.findOne(Tenant, { id, deletedAt: null }, opts.lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
@@ -23,7 +24,7 @@ export function createTenantService({ clock }: { clock: Clock }) {
   return {
     get,
 
-    async create(em: EntityManager, input: { name: string; metadata: Record<string, string> }): Promise<Tenant> {
+    async create(em: EntityManager, actor: string, input: { name: string; metadata: Record<string, string> }): Promise<Tenant> {
       const now = clock.now();
       const tenant = em.create(Tenant, {
         id: newId("ten"),
@@ -34,6 +35,7 @@ export function createTenantService({ clock }: { clock: Clock }) {
         deletedAt: null,
       });
       await em.flush();
+      await events.emit(em, { tenantId: tenant.id, type: "tenant.created", subject: tenant.id, actor, payload: { name: tenant.name, metadata: tenant.metadata } });
       return tenant;
     },
 
@@ -45,7 +47,7 @@ export function createTenantService({ clock }: { clock: Clock }) {
       );
     },
 
-    async update(em: EntityManager, id: string, patch: TenantPatch): Promise<Tenant> {
+    async update(em: EntityManager, actor: string, id: string, patch: TenantPatch): Promise<Tenant> {
       const tenant = await get(em, id, { lock: true });
       if (patch.name !== undefined) {
         if (patch.name.length === 0) throw invalidArgument("tenant.name", "must not be empty");
@@ -54,14 +56,16 @@ export function createTenantService({ clock }: { clock: Clock }) {
       if (patch.metadata !== undefined) tenant.metadata = patch.metadata;
       tenant.updatedAt = clock.now();
       await em.flush();
+      await events.emit(em, { tenantId: id, type: "tenant.updated", subject: id, actor, payload: { ...patch } });
       return tenant;
     },
 
-    async delete(em: EntityManager, id: string): Promise<Tenant> {
+    async delete(em: EntityManager, actor: string, id: string): Promise<Tenant> {
       const tenant = await get(em, id, { lock: true });
       tenant.deletedAt = clock.now();
       tenant.updatedAt = tenant.deletedAt;
       await em.flush();
+      await events.emit(em, { tenantId: id, type: "tenant.deleted", subject: id, actor, payload: { name: tenant.name } });
       return tenant;
     },
   };

@@ -3,7 +3,10 @@
 package activationv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -14,6 +17,9 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ActivationServiceClient interface {
+	// Lists the active and retiring public signing keys, like a JWKS, so clients
+	// verify offline and follow rotations without a release. Public.
+	GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error)
 }
 
 type activationServiceClient struct {
@@ -24,10 +30,22 @@ func NewActivationServiceClient(cc grpc.ClientConnInterface) ActivationServiceCl
 	return &activationServiceClient{cc}
 }
 
+func (c *activationServiceClient) GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error) {
+	out := new(GetSigningKeysResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/GetSigningKeys", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ActivationServiceServer is the server API for ActivationService service.
 // All implementations must embed UnimplementedActivationServiceServer
 // for forward compatibility
 type ActivationServiceServer interface {
+	// Lists the active and retiring public signing keys, like a JWKS, so clients
+	// verify offline and follow rotations without a release. Public.
+	GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error)
 	mustEmbedUnimplementedActivationServiceServer()
 }
 
@@ -35,6 +53,9 @@ type ActivationServiceServer interface {
 type UnimplementedActivationServiceServer struct {
 }
 
+func (UnimplementedActivationServiceServer) GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetSigningKeys not implemented")
+}
 func (UnimplementedActivationServiceServer) mustEmbedUnimplementedActivationServiceServer() {}
 
 // UnsafeActivationServiceServer may be embedded to opt out of forward compatibility for this service.
@@ -48,10 +69,33 @@ func RegisterActivationServiceServer(s *grpc.Server, srv ActivationServiceServer
 	s.RegisterService(&_ActivationService_serviceDesc, srv)
 }
 
+func _ActivationService_GetSigningKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSigningKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).GetSigningKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/GetSigningKeys",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).GetSigningKeys(ctx, req.(*GetSigningKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ActivationService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.activation.v1.ActivationService",
 	HandlerType: (*ActivationServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "licensd/activation/v1/activation_service.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetSigningKeys",
+			Handler:    _ActivationService_GetSigningKeys_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "licensd/activation/v1/activation_service.proto",
 }

@@ -3,7 +3,10 @@
 package auditv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -14,6 +17,22 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AuditServiceClient interface {
+	// Lists entries, filtered, oldest or newest first.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
+	// Returns one entry.
+	GetAuditEvent(ctx context.Context, in *GetAuditEventRequest, opts ...grpc.CallOption) (*GetAuditEventResponse, error)
+	// Recomputes hashes, links and signatures over a range of the log and reports
+	// the first entry that is wrong.
+	VerifyAuditChain(ctx context.Context, in *VerifyAuditChainRequest, opts ...grpc.CallOption) (*VerifyAuditChainResponse, error)
+	// Streams entries in seq order: the backlog after `after_seq`, then live ones
+	// as they commit on any instance, with keep-alives while idle.
+	TailAuditEvents(ctx context.Context, in *TailAuditEventsRequest, opts ...grpc.CallOption) (AuditService_TailAuditEventsClient, error)
+	// Returns a signed checkpoint (tree head) of the tenant's log as it is now.
+	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
+	// Proves that entry `seq` is in the tree of size `tree_size` (RFC 6962 audit path).
+	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
+	// Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
+	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
 }
 
 type auditServiceClient struct {
@@ -24,10 +43,112 @@ func NewAuditServiceClient(cc grpc.ClientConnInterface) AuditServiceClient {
 	return &auditServiceClient{cc}
 }
 
+func (c *auditServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/ListAuditEvents", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) GetAuditEvent(ctx context.Context, in *GetAuditEventRequest, opts ...grpc.CallOption) (*GetAuditEventResponse, error) {
+	out := new(GetAuditEventResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/GetAuditEvent", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) VerifyAuditChain(ctx context.Context, in *VerifyAuditChainRequest, opts ...grpc.CallOption) (*VerifyAuditChainResponse, error) {
+	out := new(VerifyAuditChainResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/VerifyAuditChain", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) TailAuditEvents(ctx context.Context, in *TailAuditEventsRequest, opts ...grpc.CallOption) (AuditService_TailAuditEventsClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_AuditService_serviceDesc.Streams[0], "/licensd.audit.v1.AuditService/TailAuditEvents", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &auditServiceTailAuditEventsClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type AuditService_TailAuditEventsClient interface {
+	Recv() (*TailAuditEventsResponse, error)
+	grpc.ClientStream
+}
+
+type auditServiceTailAuditEventsClient struct {
+	grpc.ClientStream
+}
+
+func (x *auditServiceTailAuditEventsClient) Recv() (*TailAuditEventsResponse, error) {
+	m := new(TailAuditEventsResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *auditServiceClient) GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error) {
+	out := new(GetCheckpointResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/GetCheckpoint", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error) {
+	out := new(GetInclusionProofResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/GetInclusionProof", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error) {
+	out := new(GetConsistencyProofResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/GetConsistencyProof", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility
 type AuditServiceServer interface {
+	// Lists entries, filtered, oldest or newest first.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
+	// Returns one entry.
+	GetAuditEvent(context.Context, *GetAuditEventRequest) (*GetAuditEventResponse, error)
+	// Recomputes hashes, links and signatures over a range of the log and reports
+	// the first entry that is wrong.
+	VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error)
+	// Streams entries in seq order: the backlog after `after_seq`, then live ones
+	// as they commit on any instance, with keep-alives while idle.
+	TailAuditEvents(*TailAuditEventsRequest, AuditService_TailAuditEventsServer) error
+	// Returns a signed checkpoint (tree head) of the tenant's log as it is now.
+	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
+	// Proves that entry `seq` is in the tree of size `tree_size` (RFC 6962 audit path).
+	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
+	// Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
+	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -35,6 +156,27 @@ type AuditServiceServer interface {
 type UnimplementedAuditServiceServer struct {
 }
 
+func (UnimplementedAuditServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAuditEvents not implemented")
+}
+func (UnimplementedAuditServiceServer) GetAuditEvent(context.Context, *GetAuditEventRequest) (*GetAuditEventResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetAuditEvent not implemented")
+}
+func (UnimplementedAuditServiceServer) VerifyAuditChain(context.Context, *VerifyAuditChainRequest) (*VerifyAuditChainResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method VerifyAuditChain not implemented")
+}
+func (UnimplementedAuditServiceServer) TailAuditEvents(*TailAuditEventsRequest, AuditService_TailAuditEventsServer) error {
+	return status.Errorf(codes.Unimplemented, "method TailAuditEvents not implemented")
+}
+func (UnimplementedAuditServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedAuditServiceServer) GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetInclusionProof not implemented")
+}
+func (UnimplementedAuditServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 
 // UnsafeAuditServiceServer may be embedded to opt out of forward compatibility for this service.
@@ -48,10 +190,170 @@ func RegisterAuditServiceServer(s *grpc.Server, srv AuditServiceServer) {
 	s.RegisterService(&_AuditService_serviceDesc, srv)
 }
 
+func _AuditService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/ListAuditEvents",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_GetAuditEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuditEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetAuditEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/GetAuditEvent",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetAuditEvent(ctx, req.(*GetAuditEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_VerifyAuditChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).VerifyAuditChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/VerifyAuditChain",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).VerifyAuditChain(ctx, req.(*VerifyAuditChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_TailAuditEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailAuditEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditServiceServer).TailAuditEvents(m, &auditServiceTailAuditEventsServer{stream})
+}
+
+type AuditService_TailAuditEventsServer interface {
+	Send(*TailAuditEventsResponse) error
+	grpc.ServerStream
+}
+
+type auditServiceTailAuditEventsServer struct {
+	grpc.ServerStream
+}
+
+func (x *auditServiceTailAuditEventsServer) Send(m *TailAuditEventsResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _AuditService_GetCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/GetCheckpoint",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetCheckpoint(ctx, req.(*GetCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_GetInclusionProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetInclusionProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetInclusionProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/GetInclusionProof",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetInclusionProof(ctx, req.(*GetInclusionProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_GetConsistencyProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsistencyProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetConsistencyProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/GetConsistencyProof",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetConsistencyProof(ctx, req.(*GetConsistencyProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _AuditService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.audit.v1.AuditService",
 	HandlerType: (*AuditServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "licensd/audit/v1/audit_service.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _AuditService_ListAuditEvents_Handler,
+		},
+		{
+			MethodName: "GetAuditEvent",
+			Handler:    _AuditService_GetAuditEvent_Handler,
+		},
+		{
+			MethodName: "VerifyAuditChain",
+			Handler:    _AuditService_VerifyAuditChain_Handler,
+		},
+		{
+			MethodName: "GetCheckpoint",
+			Handler:    _AuditService_GetCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetInclusionProof",
+			Handler:    _AuditService_GetInclusionProof_Handler,
+		},
+		{
+			MethodName: "GetConsistencyProof",
+			Handler:    _AuditService_GetConsistencyProof_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "TailAuditEvents",
+			Handler:       _AuditService_TailAuditEvents_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "licensd/audit/v1/audit_service.proto",
 }

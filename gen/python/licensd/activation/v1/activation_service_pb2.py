@@ -11,15 +11,22 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from licensd.activation.v1 import signing_key_pb2 as licensd_dot_activation_dot_v1_dot_signing__key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.licensd/activation/v1/activation_service.proto\x12\x15licensd.activation.v12\x13\n\x11\x41\x63tivationServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.licensd/activation/v1/activation_service.proto\x12\x15licensd.activation.v1\x1a\'licensd/activation/v1/signing_key.proto\"\x17\n\x15GetSigningKeysRequest\"O\n\x16GetSigningKeysResponse\x12\x35\n\x04keys\x18\x01 \x03(\x0b\x32!.licensd.activation.v1.SigningKeyR\x04keys2\x87\x01\n\x11\x41\x63tivationService\x12r\n\x0eGetSigningKeys\x12,.licensd.activation.v1.GetSigningKeysRequest\x1a-.licensd.activation.v1.GetSigningKeysResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.activation.v1.activation_service_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _ACTIVATIONSERVICE._serialized_start=73
-  _ACTIVATIONSERVICE._serialized_end=92
+  _ACTIVATIONSERVICE.methods_by_name['GetSigningKeys']._options = None
+  _ACTIVATIONSERVICE.methods_by_name['GetSigningKeys']._serialized_options = b'\220\002\001'
+  _GETSIGNINGKEYSREQUEST._serialized_start=114
+  _GETSIGNINGKEYSREQUEST._serialized_end=137
+  _GETSIGNINGKEYSRESPONSE._serialized_start=139
+  _GETSIGNINGKEYSRESPONSE._serialized_end=218
+  _ACTIVATIONSERVICE._serialized_start=221
+  _ACTIVATIONSERVICE._serialized_end=356
 # @@protoc_insertion_point(module_scope)

@@ -2,13 +2,15 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from licensd.activation.v1 import activation_service_pb2 as licensd_dot_activation_dot_v1_dot_activation__service__pb2
 
 
 class ActivationServiceStub(object):
-    """ActivationService binds licenses to machines: activation, seat limits, heartbeats and signed leases.
+    """ActivationService binds licenses to machines: activation, seat limits,
+    heartbeats and signed leases. It also publishes the public keys that verify
+    everything licensd signs.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Its machine RPCs arrive with their own issue.
     """
 
     def __init__(self, channel):
@@ -17,18 +19,37 @@ class ActivationServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.GetSigningKeys = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/GetSigningKeys',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.FromString,
+                )
 
 
 class ActivationServiceServicer(object):
-    """ActivationService binds licenses to machines: activation, seat limits, heartbeats and signed leases.
+    """ActivationService binds licenses to machines: activation, seat limits,
+    heartbeats and signed leases. It also publishes the public keys that verify
+    everything licensd signs.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Its machine RPCs arrive with their own issue.
     """
+
+    def GetSigningKeys(self, request, context):
+        """Lists the active and retiring public signing keys, like a JWKS, so clients
+        verify offline and follow rotations without a release. Public.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSigningKeys,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.activation.v1.ActivationService', rpc_method_handlers)
@@ -37,8 +58,26 @@ def add_ActivationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ActivationService(object):
-    """ActivationService binds licenses to machines: activation, seat limits, heartbeats and signed leases.
+    """ActivationService binds licenses to machines: activation, seat limits,
+    heartbeats and signed leases. It also publishes the public keys that verify
+    everything licensd signs.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Its machine RPCs arrive with their own issue.
     """
+
+    @staticmethod
+    def GetSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/GetSigningKeys',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -2,13 +2,15 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from licensd.audit.v1 import audit_service_pb2 as licensd_dot_audit_dot_v1_dot_audit__service__pb2
 
 
 class AuditServiceStub(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every state change in licensd writes one entry, in the transaction that made
+    the change. Callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`).
     """
 
     def __init__(self, channel):
@@ -17,18 +19,140 @@ class AuditServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.ListAuditEvents = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/ListAuditEvents',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
+                )
+        self.GetAuditEvent = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/GetAuditEvent',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventResponse.FromString,
+                )
+        self.VerifyAuditChain = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/VerifyAuditChain',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.FromString,
+                )
+        self.TailAuditEvents = channel.unary_stream(
+                '/licensd.audit.v1.AuditService/TailAuditEvents',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsResponse.FromString,
+                )
+        self.GetCheckpoint = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/GetCheckpoint',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointResponse.FromString,
+                )
+        self.GetInclusionProof = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/GetInclusionProof',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofResponse.FromString,
+                )
+        self.GetConsistencyProof = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/GetConsistencyProof',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.FromString,
+                )
 
 
 class AuditServiceServicer(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every state change in licensd writes one entry, in the transaction that made
+    the change. Callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`).
     """
+
+    def ListAuditEvents(self, request, context):
+        """Lists entries, filtered, oldest or newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditEvent(self, request, context):
+        """Returns one entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAuditChain(self, request, context):
+        """Recomputes hashes, links and signatures over a range of the log and reports
+        the first entry that is wrong.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailAuditEvents(self, request, context):
+        """Streams entries in seq order: the backlog after `after_seq`, then live ones
+        as they commit on any instance, with keep-alives while idle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """Returns a signed checkpoint (tree head) of the tenant's log as it is now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Proves that entry `seq` is in the tree of size `tree_size` (RFC 6962 audit path).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetAuditEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditEvent,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventResponse.SerializeToString,
+            ),
+            'VerifyAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditChain,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'TailAuditEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailAuditEvents,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.audit.v1.AuditService', rpc_method_handlers)
@@ -39,6 +163,126 @@ def add_AuditServiceServicer_to_server(servicer, server):
 class AuditService(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every state change in licensd writes one entry, in the transaction that made
+    the change. Callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`).
     """
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/ListAuditEvents',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetAuditEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/GetAuditEvent',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetAuditEventResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def VerifyAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/VerifyAuditChain',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def TailAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/licensd.audit.v1.AuditService/TailAuditEvents',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.TailAuditEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/GetCheckpoint',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetCheckpointResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/GetInclusionProof',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetInclusionProofResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/GetConsistencyProof',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -2,24 +2,75 @@
 // @generated from file licensd/activation/v1/activation_service.proto (package licensd.activation.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { SigningKey } from "./signing_key_pb.js";
+import { file_licensd_activation_v1_signing_key } from "./signing_key_pb.js";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensd/activation/v1/activation_service.proto.
  */
 export const file_licensd_activation_v1_activation_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEyEwoRQWN0aXZhdGlvblNlcnZpY2ViBnByb3RvMw");
+  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5MocBChFBY3RpdmF0aW9uU2VydmljZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_licensd_activation_v1_signing_key]);
 
 /**
- * ActivationService binds licenses to machines: activation, seat limits, heartbeats and signed leases.
+ * Request for GetSigningKeys.
  *
- * Its RPCs arrive with their own issue; until then the service is listed by
- * reflection and health but has no methods.
+ * @generated from message licensd.activation.v1.GetSigningKeysRequest
+ */
+export type GetSigningKeysRequest = Message<"licensd.activation.v1.GetSigningKeysRequest"> & {
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetSigningKeysRequest.
+ * Use `create(GetSigningKeysRequestSchema)` to create a new message.
+ */
+export const GetSigningKeysRequestSchema: GenMessage<GetSigningKeysRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 0);
+
+/**
+ * Response for GetSigningKeys.
+ *
+ * @generated from message licensd.activation.v1.GetSigningKeysResponse
+ */
+export type GetSigningKeysResponse = Message<"licensd.activation.v1.GetSigningKeysResponse"> & {
+  /**
+   * Active key first, then retiring ones, newest first.
+   *
+   * @generated from field: repeated licensd.activation.v1.SigningKey keys = 1;
+   */
+  keys: SigningKey[];
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetSigningKeysResponse.
+ * Use `create(GetSigningKeysResponseSchema)` to create a new message.
+ */
+export const GetSigningKeysResponseSchema: GenMessage<GetSigningKeysResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 1);
+
+/**
+ * ActivationService binds licenses to machines: activation, seat limits,
+ * heartbeats and signed leases. It also publishes the public keys that verify
+ * everything licensd signs.
+ *
+ * Its machine RPCs arrive with their own issue.
  *
  * @generated from service licensd.activation.v1.ActivationService
  */
 export const ActivationService: GenService<{
+  /**
+   * Lists the active and retiring public signing keys, like a JWKS, so clients
+   * verify offline and follow rotations without a release. Public.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.GetSigningKeys
+   */
+  getSigningKeys: {
+    methodKind: "unary";
+    input: typeof GetSigningKeysRequestSchema;
+    output: typeof GetSigningKeysResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_activation_v1_activation_service, 0);
 

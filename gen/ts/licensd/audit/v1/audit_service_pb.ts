@@ -2,24 +2,734 @@
 // @generated from file licensd/audit/v1/audit_service.proto (package licensd.audit.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { AuditEvent, Checkpoint } from "./audit_event_pb.js";
+import { file_licensd_audit_v1_audit_event } from "./audit_event_pb.js";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensd/audit/v1/audit_service.proto.
  */
 export const file_licensd_audit_v1_audit_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaWNlbnNkL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QuYXVkaXQudjEyDgoMQXVkaXRTZXJ2aWNlYgZwcm90bzM");
+  fileDesc("CiRsaWNlbnNkL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QuYXVkaXQudjEi/AIKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhkKB3N1YmplY3QYAiABKAlCCLpIBXIDGIABEiwKC3R5cGVfcHJlZml4GAMgASgJQhe6SBRyEhiAATINXlthLXowLTkuX10qJBIXCgVhY3RvchgEIAEoCUIIukgFcgMYgAESLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBW9yZGVyGAcgASgOMhsubGljZW5zZC5hdWRpdC52MS5MaXN0T3JkZXJCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgIIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAkgASgJQgi6SAVyAxiABCJgChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFEdldEF1ZGl0RXZlbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5ldnRfWzAtOWEtel17MjZ9JCJEChVHZXRBdWRpdEV2ZW50UmVzcG9uc2USKwoFZXZlbnQYASABKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQigAEKF1ZlcmlmeUF1ZGl0Q2hhaW5SZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIaCglzdGFydF9zZXEYAiABKANCB7pIBCICKAASGAoHZW5kX3NlcRgDIAEoA0IHukgEIgIoACK9AQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhUKDWZpcnN0X2JhZF9zZXEYAyABKAMSLwoHcHJvYmxlbRgEIAEoDjIeLmxpY2Vuc2QuYXVkaXQudjEuQ2hhaW5Qcm9ibGVtEg4KBmRldGFpbBgFIAEoCRIRCglzdGFydF9zZXEYBiABKAMSDwoHZW5kX3NlcRgHIAEoAyLBAQoWVGFpbEF1ZGl0RXZlbnRzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSHwoJYWZ0ZXJfc2VxGAIgASgDQge6SAQiAigASACIAQESGQoHc3ViamVjdBgDIAEoCUIIukgFcgMYgAESLAoLdHlwZV9wcmVmaXgYBCABKAlCF7pIFHISGIABMg1eW2EtejAtOS5fXSokQgwKCl9hZnRlcl9zZXEihgEKF1RhaWxBdWRpdEV2ZW50c1Jlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5BdWRpdEV2ZW50SAASMQoKa2VlcF9hbGl2ZRgCIAEoCzIbLmxpY2Vuc2QuYXVkaXQudjEuS2VlcEFsaXZlSABCCQoHbWVzc2FnZSIdCglLZWVwQWxpdmUSEAoIbGFzdF9zZXEYASABKAMiRwoUR2V0Q2hlY2twb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kIkkKFUdldENoZWNrcG9pbnRSZXNwb25zZRIwCgpjaGVja3BvaW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5DaGVja3BvaW50In0KGEdldEluY2x1c2lvblByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSFAoDc2VxGAIgASgDQge6SAQiAigBEhoKCXRyZWVfc2l6ZRgDIAEoA0IHukgEIgIoACJmChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEhIKCmxlYWZfaW5kZXgYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhIKCmVudHJ5X2hhc2gYAyABKAwSDgoGaGFzaGVzGAQgAygMIoMBChpHZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSGQoIb2xkX3NpemUYAiABKANCB7pIBCICKAESGQoIbmV3X3NpemUYAyABKANCB7pIBCICKAAiUQobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgDEhAKCG5ld19zaXplGAIgASgDEg4KBmhhc2hlcxgDIAMoDCphCglMaXN0T3JkZXISGgoWTElTVF9PUkRFUl9VTlNQRUNJRklFRBAAEhsKF0xJU1RfT1JERVJfT0xERVNUX0ZJUlNUEAESGwoXTElTVF9PUkRFUl9ORVdFU1RfRklSU1QQAirOAQoMQ2hhaW5Qcm9ibGVtEh0KGUNIQUlOX1BST0JMRU1fVU5TUEVDSUZJRUQQABIfChtDSEFJTl9QUk9CTEVNX0hBU0hfTUlTTUFUQ0gQARIdChlDSEFJTl9QUk9CTEVNX0JST0tFTl9MSU5LEAISHwobQ0hBSU5fUFJPQkxFTV9CQURfU0lHTkFUVVJFEAMSHQoZQ0hBSU5fUFJPQkxFTV9NSVNTSU5HX1NFURAEEh8KG0NIQUlOX1BST0JMRU1fVFJFRV9NSVNNQVRDSBAFMpQGCgxBdWRpdFNlcnZpY2USawoPTGlzdEF1ZGl0RXZlbnRzEigubGljZW5zZC5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GikubGljZW5zZC5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIDkAIBEmUKDUdldEF1ZGl0RXZlbnQSJi5saWNlbnNkLmF1ZGl0LnYxLkdldEF1ZGl0RXZlbnRSZXF1ZXN0GicubGljZW5zZC5hdWRpdC52MS5HZXRBdWRpdEV2ZW50UmVzcG9uc2UiA5ACARJuChBWZXJpZnlBdWRpdENoYWluEikubGljZW5zZC5hdWRpdC52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBoqLmxpY2Vuc2QuYXVkaXQudjEuVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlIgOQAgESbQoPVGFpbEF1ZGl0RXZlbnRzEigubGljZW5zZC5hdWRpdC52MS5UYWlsQXVkaXRFdmVudHNSZXF1ZXN0GikubGljZW5zZC5hdWRpdC52MS5UYWlsQXVkaXRFdmVudHNSZXNwb25zZSIDkAIBMAESZQoNR2V0Q2hlY2twb2ludBImLmxpY2Vuc2QuYXVkaXQudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaJy5saWNlbnNkLmF1ZGl0LnYxLkdldENoZWNrcG9pbnRSZXNwb25zZSIDkAIBEnEKEUdldEluY2x1c2lvblByb29mEioubGljZW5zZC5hdWRpdC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaKy5saWNlbnNkLmF1ZGl0LnYxLkdldEluY2x1c2lvblByb29mUmVzcG9uc2UiA5ACARJ3ChNHZXRDb25zaXN0ZW5jeVByb29mEiwubGljZW5zZC5hdWRpdC52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBotLmxpY2Vuc2QuYXVkaXQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_audit_v1_audit_event]);
+
+/**
+ * Request for ListAuditEvents.
+ *
+ * @generated from message licensd.audit.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"licensd.audit.v1.ListAuditEventsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only entries about this resource id (Vinzy's `GET /audit/{license_id}`).
+   *
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * Only entries whose type starts with this, e.g. `tenant.` or `license.suspended`.
+   *
+   * @generated from field: string type_prefix = 3;
+   */
+  typePrefix: string;
+
+  /**
+   * Only entries by this actor.
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+
+  /**
+   * Only entries that occurred at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 5;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only entries that occurred before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 6;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Oldest or newest first.
+   *
+   * @generated from field: licensd.audit.v1.ListOrder order = 7;
+   */
+  order: ListOrder;
+
+  /**
+   * Maximum number of entries: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 8;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 9;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 0);
+
+/**
+ * Response for ListAuditEvents.
+ *
+ * @generated from message licensd.audit.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"licensd.audit.v1.ListAuditEventsResponse"> & {
+  /**
+   * One page of entries.
+   *
+   * @generated from field: repeated licensd.audit.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 1);
+
+/**
+ * Request for GetAuditEvent.
+ *
+ * @generated from message licensd.audit.v1.GetAuditEventRequest
+ */
+export type GetAuditEventRequest = Message<"licensd.audit.v1.GetAuditEventRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The entry's id (`evt_…`).
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetAuditEventRequest.
+ * Use `create(GetAuditEventRequestSchema)` to create a new message.
+ */
+export const GetAuditEventRequestSchema: GenMessage<GetAuditEventRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 2);
+
+/**
+ * Response for GetAuditEvent.
+ *
+ * @generated from message licensd.audit.v1.GetAuditEventResponse
+ */
+export type GetAuditEventResponse = Message<"licensd.audit.v1.GetAuditEventResponse"> & {
+  /**
+   * The entry.
+   *
+   * @generated from field: licensd.audit.v1.AuditEvent event = 1;
+   */
+  event?: AuditEvent | undefined;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetAuditEventResponse.
+ * Use `create(GetAuditEventResponseSchema)` to create a new message.
+ */
+export const GetAuditEventResponseSchema: GenMessage<GetAuditEventResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 3);
+
+/**
+ * Request for VerifyAuditChain.
+ *
+ * @generated from message licensd.audit.v1.VerifyAuditChainRequest
+ */
+export type VerifyAuditChainRequest = Message<"licensd.audit.v1.VerifyAuditChainRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * First seq to check; 0 means the start of the log.
+   *
+   * @generated from field: int64 start_seq = 2;
+   */
+  startSeq: bigint;
+
+  /**
+   * Last seq to check; 0 means the end of the log.
+   *
+   * @generated from field: int64 end_seq = 3;
+   */
+  endSeq: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.VerifyAuditChainRequest.
+ * Use `create(VerifyAuditChainRequestSchema)` to create a new message.
+ */
+export const VerifyAuditChainRequestSchema: GenMessage<VerifyAuditChainRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 4);
+
+/**
+ * Response for VerifyAuditChain.
+ *
+ * @generated from message licensd.audit.v1.VerifyAuditChainResponse
+ */
+export type VerifyAuditChainResponse = Message<"licensd.audit.v1.VerifyAuditChainResponse"> & {
+  /**
+   * Whether every entry in the range verified.
+   *
+   * @generated from field: bool valid = 1;
+   */
+  valid: boolean;
+
+  /**
+   * How many entries were checked.
+   *
+   * @generated from field: int64 events_checked = 2;
+   */
+  eventsChecked: bigint;
+
+  /**
+   * The first seq that failed; 0 when valid.
+   *
+   * @generated from field: int64 first_bad_seq = 3;
+   */
+  firstBadSeq: bigint;
+
+  /**
+   * What is wrong at `first_bad_seq`.
+   *
+   * @generated from field: licensd.audit.v1.ChainProblem problem = 4;
+   */
+  problem: ChainProblem;
+
+  /**
+   * A sentence about the problem.
+   *
+   * @generated from field: string detail = 5;
+   */
+  detail: string;
+
+  /**
+   * The range that was checked.
+   *
+   * @generated from field: int64 start_seq = 6;
+   */
+  startSeq: bigint;
+
+  /**
+   * The range that was checked.
+   *
+   * @generated from field: int64 end_seq = 7;
+   */
+  endSeq: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.VerifyAuditChainResponse.
+ * Use `create(VerifyAuditChainResponseSchema)` to create a new message.
+ */
+export const VerifyAuditChainResponseSchema: GenMessage<VerifyAuditChainResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 5);
+
+/**
+ * Request for TailAuditEvents.
+ *
+ * @generated from message licensd.audit.v1.TailAuditEventsRequest
+ */
+export type TailAuditEventsRequest = Message<"licensd.audit.v1.TailAuditEventsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Send entries after this seq (0: from the start). Unset: only entries
+   * committed from now on. A client that reconnects passes its last seq.
+   *
+   * @generated from field: optional int64 after_seq = 2;
+   */
+  afterSeq?: bigint | undefined;
+
+  /**
+   * Only entries about this resource id.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * Only entries whose type starts with this.
+   *
+   * @generated from field: string type_prefix = 4;
+   */
+  typePrefix: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.TailAuditEventsRequest.
+ * Use `create(TailAuditEventsRequestSchema)` to create a new message.
+ */
+export const TailAuditEventsRequestSchema: GenMessage<TailAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 6);
+
+/**
+ * One message of a tail: an entry, or a keep-alive while the log is idle.
+ *
+ * @generated from message licensd.audit.v1.TailAuditEventsResponse
+ */
+export type TailAuditEventsResponse = Message<"licensd.audit.v1.TailAuditEventsResponse"> & {
+  /**
+   * An entry or a keep-alive.
+   *
+   * @generated from oneof licensd.audit.v1.TailAuditEventsResponse.message
+   */
+  message: {
+    /**
+     * The next matching entry.
+     *
+     * @generated from field: licensd.audit.v1.AuditEvent event = 1;
+     */
+    value: AuditEvent;
+    case: "event";
+  } | {
+    /**
+     * Sent every few seconds while nothing matches.
+     *
+     * @generated from field: licensd.audit.v1.KeepAlive keep_alive = 2;
+     */
+    value: KeepAlive;
+    case: "keepAlive";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message licensd.audit.v1.TailAuditEventsResponse.
+ * Use `create(TailAuditEventsResponseSchema)` to create a new message.
+ */
+export const TailAuditEventsResponseSchema: GenMessage<TailAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 7);
+
+/**
+ * Sent while a tail is idle.
+ *
+ * @generated from message licensd.audit.v1.KeepAlive
+ */
+export type KeepAlive = Message<"licensd.audit.v1.KeepAlive"> & {
+  /**
+   * The last seq the tail has passed (matching or not): reconnect with it.
+   *
+   * @generated from field: int64 last_seq = 1;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.KeepAlive.
+ * Use `create(KeepAliveSchema)` to create a new message.
+ */
+export const KeepAliveSchema: GenMessage<KeepAlive> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 8);
+
+/**
+ * Request for GetCheckpoint.
+ *
+ * @generated from message licensd.audit.v1.GetCheckpointRequest
+ */
+export type GetCheckpointRequest = Message<"licensd.audit.v1.GetCheckpointRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetCheckpointRequest.
+ * Use `create(GetCheckpointRequestSchema)` to create a new message.
+ */
+export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 9);
+
+/**
+ * Response for GetCheckpoint.
+ *
+ * @generated from message licensd.audit.v1.GetCheckpointResponse
+ */
+export type GetCheckpointResponse = Message<"licensd.audit.v1.GetCheckpointResponse"> & {
+  /**
+   * The signed tree head.
+   *
+   * @generated from field: licensd.audit.v1.Checkpoint checkpoint = 1;
+   */
+  checkpoint?: Checkpoint | undefined;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetCheckpointResponse.
+ * Use `create(GetCheckpointResponseSchema)` to create a new message.
+ */
+export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 10);
+
+/**
+ * Request for GetInclusionProof.
+ *
+ * @generated from message licensd.audit.v1.GetInclusionProofRequest
+ */
+export type GetInclusionProofRequest = Message<"licensd.audit.v1.GetInclusionProofRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The entry to prove (1-based).
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * Size of the tree to prove it in, at least `seq`; 0 means the current size.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetInclusionProofRequest.
+ * Use `create(GetInclusionProofRequestSchema)` to create a new message.
+ */
+export const GetInclusionProofRequestSchema: GenMessage<GetInclusionProofRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 11);
+
+/**
+ * Response for GetInclusionProof.
+ *
+ * @generated from message licensd.audit.v1.GetInclusionProofResponse
+ */
+export type GetInclusionProofResponse = Message<"licensd.audit.v1.GetInclusionProofResponse"> & {
+  /**
+   * 0-based index of the leaf (seq − 1).
+   *
+   * @generated from field: int64 leaf_index = 1;
+   */
+  leafIndex: bigint;
+
+  /**
+   * The tree size the proof is for.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The entry's hash; its leaf hash is SHA-256(0x00 ‖ hash).
+   *
+   * @generated from field: bytes entry_hash = 3;
+   */
+  entryHash: Uint8Array;
+
+  /**
+   * The audit path, from the leaf up (RFC 6962 §2.1.1).
+   *
+   * @generated from field: repeated bytes hashes = 4;
+   */
+  hashes: Uint8Array[];
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetInclusionProofResponse.
+ * Use `create(GetInclusionProofResponseSchema)` to create a new message.
+ */
+export const GetInclusionProofResponseSchema: GenMessage<GetInclusionProofResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 12);
+
+/**
+ * Request for GetConsistencyProof.
+ *
+ * @generated from message licensd.audit.v1.GetConsistencyProofRequest
+ */
+export type GetConsistencyProofRequest = Message<"licensd.audit.v1.GetConsistencyProofRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The older tree size, at least 1.
+   *
+   * @generated from field: int64 old_size = 2;
+   */
+  oldSize: bigint;
+
+  /**
+   * The newer tree size, at least `old_size`; 0 means the current size.
+   *
+   * @generated from field: int64 new_size = 3;
+   */
+  newSize: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetConsistencyProofRequest.
+ * Use `create(GetConsistencyProofRequestSchema)` to create a new message.
+ */
+export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 13);
+
+/**
+ * Response for GetConsistencyProof.
+ *
+ * @generated from message licensd.audit.v1.GetConsistencyProofResponse
+ */
+export type GetConsistencyProofResponse = Message<"licensd.audit.v1.GetConsistencyProofResponse"> & {
+  /**
+   * The older size.
+   *
+   * @generated from field: int64 old_size = 1;
+   */
+  oldSize: bigint;
+
+  /**
+   * The newer size the proof is for.
+   *
+   * @generated from field: int64 new_size = 2;
+   */
+  newSize: bigint;
+
+  /**
+   * The consistency proof (RFC 6962 §2.1.2).
+   *
+   * @generated from field: repeated bytes hashes = 3;
+   */
+  hashes: Uint8Array[];
+};
+
+/**
+ * Describes the message licensd.audit.v1.GetConsistencyProofResponse.
+ * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
+ */
+export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 14);
+
+/**
+ * Which end of the log a list starts from.
+ *
+ * @generated from enum licensd.audit.v1.ListOrder
+ */
+export enum ListOrder {
+  /**
+   * Oldest first (the default).
+   *
+   * @generated from enum value: LIST_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Oldest first.
+   *
+   * @generated from enum value: LIST_ORDER_OLDEST_FIRST = 1;
+   */
+  OLDEST_FIRST = 1,
+
+  /**
+   * Newest first.
+   *
+   * @generated from enum value: LIST_ORDER_NEWEST_FIRST = 2;
+   */
+  NEWEST_FIRST = 2,
+}
+
+/**
+ * Describes the enum licensd.audit.v1.ListOrder.
+ */
+export const ListOrderSchema: GenEnum<ListOrder> = /*@__PURE__*/
+  enumDesc(file_licensd_audit_v1_audit_service, 0);
+
+/**
+ * What is wrong with an entry.
+ *
+ * @generated from enum licensd.audit.v1.ChainProblem
+ */
+export enum ChainProblem {
+  /**
+   * Nothing: the range verified.
+   *
+   * @generated from enum value: CHAIN_PROBLEM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The stored hash is not the hash of the entry's fields.
+   *
+   * @generated from enum value: CHAIN_PROBLEM_HASH_MISMATCH = 1;
+   */
+  HASH_MISMATCH = 1,
+
+  /**
+   * The entry's prev_hash is not the previous entry's hash.
+   *
+   * @generated from enum value: CHAIN_PROBLEM_BROKEN_LINK = 2;
+   */
+  BROKEN_LINK = 2,
+
+  /**
+   * The HMAC signature does not match the hash (or names an unknown key).
+   *
+   * @generated from enum value: CHAIN_PROBLEM_BAD_SIGNATURE = 3;
+   */
+  BAD_SIGNATURE = 3,
+
+  /**
+   * An entry is missing: seqs jump.
+   *
+   * @generated from enum value: CHAIN_PROBLEM_MISSING_SEQ = 4;
+   */
+  MISSING_SEQ = 4,
+
+  /**
+   * The entry is not the leaf the Merkle tree recorded for its seq.
+   *
+   * @generated from enum value: CHAIN_PROBLEM_TREE_MISMATCH = 5;
+   */
+  TREE_MISMATCH = 5,
+}
+
+/**
+ * Describes the enum licensd.audit.v1.ChainProblem.
+ */
+export const ChainProblemSchema: GenEnum<ChainProblem> = /*@__PURE__*/
+  enumDesc(file_licensd_audit_v1_audit_service, 1);
 
 /**
  * AuditService reads, tails and verifies the tenant's hash-chained audit log.
  *
- * Its RPCs arrive with their own issue; until then the service is listed by
- * reflection and health but has no methods.
+ * Every state change in licensd writes one entry, in the transaction that made
+ * the change. Callable by the tenant's admin and read keys, and by the
+ * super-admin for any tenant (naming it in `tenant_id`).
  *
  * @generated from service licensd.audit.v1.AuditService
  */
 export const AuditService: GenService<{
+  /**
+   * Lists entries, filtered, oldest or newest first.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * Returns one entry.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.GetAuditEvent
+   */
+  getAuditEvent: {
+    methodKind: "unary";
+    input: typeof GetAuditEventRequestSchema;
+    output: typeof GetAuditEventResponseSchema;
+  },
+  /**
+   * Recomputes hashes, links and signatures over a range of the log and reports
+   * the first entry that is wrong.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.VerifyAuditChain
+   */
+  verifyAuditChain: {
+    methodKind: "unary";
+    input: typeof VerifyAuditChainRequestSchema;
+    output: typeof VerifyAuditChainResponseSchema;
+  },
+  /**
+   * Streams entries in seq order: the backlog after `after_seq`, then live ones
+   * as they commit on any instance, with keep-alives while idle.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.TailAuditEvents
+   */
+  tailAuditEvents: {
+    methodKind: "server_streaming";
+    input: typeof TailAuditEventsRequestSchema;
+    output: typeof TailAuditEventsResponseSchema;
+  },
+  /**
+   * Returns a signed checkpoint (tree head) of the tenant's log as it is now.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.GetCheckpoint
+   */
+  getCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetCheckpointRequestSchema;
+    output: typeof GetCheckpointResponseSchema;
+  },
+  /**
+   * Proves that entry `seq` is in the tree of size `tree_size` (RFC 6962 audit path).
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.GetInclusionProof
+   */
+  getInclusionProof: {
+    methodKind: "unary";
+    input: typeof GetInclusionProofRequestSchema;
+    output: typeof GetInclusionProofResponseSchema;
+  },
+  /**
+   * Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.GetConsistencyProof
+   */
+  getConsistencyProof: {
+    methodKind: "unary";
+    input: typeof GetConsistencyProofRequestSchema;
+    output: typeof GetConsistencyProofResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_audit_v1_audit_service, 0);
 

@@ -1,0 +1,89 @@
+import { EventEmitter } from "node:events";
+import pg from "pg";
+import type { Logger } from "../platform/logger.js";
+import { AUDIT_CHANNEL } from "../events/events.js";
+
+/**
+ * This process's ear on the audit log: one LISTEN connection that hears every entry
+ * committed by any instance on the database, and wakes the tails (and, later, caches
+ * and the webhook dispatcher) waiting on that tenant. If the connection drops it
+ * reconnects, and every waiter is woken to re-read, so nothing is missed.
+ */
+export class AuditFeed {
+  private client: pg.Client | undefined;
+  private readonly latest = new Map<string, number>();
+  private readonly wake = new EventEmitter();
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly url: string,
+    private readonly logger: Logger,
+  ) {
+    this.wake.setMaxListeners(0);
+  }
+
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, keepAlive: true });
+    client.on("notification", (msg) => {
+      const [tenantId, seqText] = (msg.payload ?? "").split(":");
+      const seq = Number(seqText);
+      if (!tenantId || !Number.isInteger(seq)) return;
+      if (seq > (this.latest.get(tenantId) ?? 0)) this.latest.set(tenantId, seq);
+      this.wake.emit(tenantId, seq);
+    });
+    client.on("error", (err) => {
+      this.logger.warn({ err: err.message }, "audit feed connection lost; reconnecting");
+      this.reconnectSoon();
+    });
+    client.on("end", () => this.reconnectSoon());
+    await client.connect();
+    await client.query(`listen ${AUDIT_CHANNEL}`);
+    this.client = client;
+    this.wake.emit("*");
+  }
+
+  private reconnectSoon() {
+    if (this.stopped || this.retry) return;
+    this.client = undefined;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.connect().catch(() => this.reconnectSoon());
+    }, 500);
+  }
+
+  /**
+   * Resolves when an entry past `afterSeq` is announced for the tenant, when the feed
+   * reconnects, after `timeoutMs`, or when `signal` aborts — whichever is first.
+   */
+  waitFor(tenantId: string, afterSeq: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if ((this.latest.get(tenantId) ?? 0) > afterSeq || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wake.off(tenantId, onEntry);
+        this.wake.off("*", done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const onEntry = (seq: number) => {
+        if (seq > afterSeq) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.wake.on(tenantId, onEntry);
+      this.wake.on("*", done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    this.wake.emit("*");
+    await this.client?.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,106 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  AuditService as AuditServiceDesc,
+  GetAuditEventResponseSchema,
+  GetCheckpointResponseSchema,
+  GetConsistencyProofResponseSchema,
+  GetInclusionProofResponseSchema,
+  ListAuditEventsResponseSchema,
+  ListOrder,
+  TailAuditEventsResponseSchema,
+  VerifyAuditChainResponseSchema,
+} from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { requireTenant, type Principal } from "../platform/auth.js";
+import { principalKey } from "../platform/context.js";
+import type { Database } from "../platform/db.js";
+import { invalidArgument, notFound } from "../platform/errors.js";
+import { pageBy, readPage } from "../platform/pagination.js";
+import { auditEventToProto, checkpointToProto, problemToProto } from "./audit.mapper.js";
+import type { AuditService } from "./audit.service.js";
+
+/** The Connect implementation of licensd.audit.v1.AuditService. */
+export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number }): ServiceImpl<typeof AuditServiceDesc> {
+  const { db, audit, keepAliveMs } = deps;
+
+  /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
+  async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
+    const id = requireTenant(principal, tenantId, "read");
+    if (principal.kind === "super_admin") {
+      const rows = await db.em().execute(`select 1 from tenants where id = ?`, [id]);
+      if (rows.length === 0) throw notFound("tenant", id);
+    }
+    return id;
+  }
+
+  return {
+    async listAuditEvents(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const filters = {
+        subject: req.subject || undefined,
+        typePrefix: req.typePrefix || undefined,
+        actor: req.actor || undefined,
+        start: req.startTime ? timestampDate(req.startTime) : undefined,
+        end: req.endTime ? timestampDate(req.endTime) : undefined,
+      };
+      const newestFirst = req.order === ListOrder.NEWEST_FIRST;
+      const fingerprint = { tenantId, ...filters, newestFirst };
+      const page = readPage(req.pageSize, req.pageToken, fingerprint);
+      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidArgument("page_token", "not a token this list returned", "INVALID_PAGE_TOKEN");
+      const rows = await audit.list(tenantId, filters, page, newestFirst);
+      const { items, nextPageToken } = pageBy(rows, page, fingerprint, (e) => String(e.seq));
+      return create(ListAuditEventsResponseSchema, { events: items.map(auditEventToProto), nextPageToken });
+    },
+
+    async getAuditEvent(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      return create(GetAuditEventResponseSchema, { event: auditEventToProto(await audit.get(tenantId, req.id)) });
+    },
+
+    async verifyAuditChain(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const r = await audit.verify(tenantId, Number(req.startSeq), Number(req.endSeq));
+      return create(VerifyAuditChainResponseSchema, {
+        valid: r.valid,
+        eventsChecked: BigInt(r.eventsChecked),
+        firstBadSeq: BigInt(r.firstBadSeq),
+        problem: problemToProto(r.problem),
+        detail: r.detail,
+        startSeq: BigInt(r.startSeq),
+        endSeq: BigInt(r.endSeq),
+      });
+    },
+
+    async *tailAuditEvents(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const stream = audit.tail(
+        tenantId,
+        { afterSeq: req.afterSeq === undefined ? undefined : Number(req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
+        ctx.signal,
+      );
+      for await (const item of stream) {
+        yield "event" in item
+          ? create(TailAuditEventsResponseSchema, { message: { case: "event", value: auditEventToProto(item.event) } })
+          : create(TailAuditEventsResponseSchema, { message: { case: "keepAlive", value: { lastSeq: BigInt(item.keepAlive) } } });
+      }
+    },
+
+    async getCheckpoint(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      return create(GetCheckpointResponseSchema, { checkpoint: checkpointToProto(await audit.checkpoint(tenantId)) });
+    },
+
+    async getInclusionProof(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const p = await audit.inclusion(tenantId, Number(req.seq), Number(req.treeSize));
+      return create(GetInclusionProofResponseSchema, { leafIndex: BigInt(p.leafIndex), treeSize: BigInt(p.treeSize), entryHash: p.entryHash, hashes: p.hashes });
+    },
+
+    async getConsistencyProof(req, ctx) {
+      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const p = await audit.consistency(tenantId, Number(req.oldSize), Number(req.newSize));
+      return create(GetConsistencyProofResponseSchema, { oldSize: BigInt(p.oldSize), newSize: BigInt(p.newSize), hashes: p.hashes });
+    },
+  };
+}

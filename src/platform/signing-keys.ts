@@ -1,0 +1,110 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import type { Clock } from "./clock.js";
+import { open, seal } from "./crypto.js";
+import type { Database } from "./db.js";
+import { newId } from "./ids.js";
+import type { Logger } from "./logger.js";
+
+export type SigningKeyStatus = "active" | "retiring";
+
+export interface PublicSigningKey {
+  kid: string;
+  algorithm: "Ed25519";
+  /** Raw 32-byte Ed25519 public key. */
+  publicKey: Buffer;
+  status: SigningKeyStatus;
+  notBefore: Date;
+  notAfter: Date | null;
+}
+
+interface Row {
+  kid: string;
+  public_key: Buffer;
+  private_key_sealed: Buffer;
+  status: SigningKeyStatus;
+  not_before_ms: string;
+  not_after_ms: string | null;
+}
+
+// An Ed25519 SubjectPublicKeyInfo is this 12-byte DER prefix and the 32 raw key bytes.
+const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+
+export const publicKeyFromRaw = (raw: Uint8Array): KeyObject =>
+  createPublicKey({ key: Buffer.concat([SPKI_PREFIX, Buffer.from(raw)]), format: "der", type: "spki" });
+
+/** Verifies an Ed25519 signature with a raw public key. */
+export const verifyEd25519 = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean =>
+  signature.length === 64 && verify(null, message, publicKeyFromRaw(publicKey), signature);
+
+/**
+ * The Ed25519 keys that sign checkpoints (and leases and license files). Private keys
+ * are stored sealed under the data key; the first start generates one. Instances
+ * reload the set every minute, so a rotation on one reaches all.
+ */
+export class SigningKeyStore {
+  private active: { kid: string; key: KeyObject } | undefined;
+  private keys: PublicSigningKey[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly dataKey: Buffer,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.ensureActive();
+    await this.reload();
+    this.timer = setInterval(() => {
+      this.reload().catch((err: unknown) => this.logger.warn({ err }, "signing key reload failed"));
+    }, 60_000);
+    this.timer.unref();
+  }
+
+  stop() {
+    clearInterval(this.timer);
+  }
+
+  /** Creates the first key when none is active; concurrent starts create one between them. */
+  private async ensureActive() {
+    const [row] = await this.db.em().execute<{ n: number }[]>(`select count(*)::int as n from signing_keys where status = 'active'`);
+    if (row.n > 0) return;
+    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+    const kid = newId("sk");
+    const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
+    const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
+    await this.db.em().execute(
+      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at)
+       values (?, 'Ed25519', ?, ?, 'active', ?, ?) on conflict do nothing`,
+      [kid, raw, sealed, this.clock.now(), this.clock.now()],
+    );
+  }
+
+  async reload(): Promise<void> {
+    const rows = await this.db.em().execute<Row[]>(
+      `select kid, public_key, private_key_sealed, status, (extract(epoch from not_before) * 1000)::bigint as not_before_ms,
+              (extract(epoch from not_after) * 1000)::bigint as not_after_ms from signing_keys
+        where status in ('active', 'retiring') order by (status = 'active') desc, not_before desc`,
+    );
+    this.keys = rows.map((r) => ({ kid: r.kid, algorithm: "Ed25519", publicKey: r.public_key, status: r.status,
+      notBefore: new Date(Number(r.not_before_ms)),
+      notAfter: r.not_after_ms === null ? null : new Date(Number(r.not_after_ms)),
+    }));
+    const active = rows.find((r) => r.status === "active");
+    if (active && active.kid !== this.active?.kid) {
+      const der = open(this.dataKey, active.private_key_sealed, active.kid);
+      this.active = { kid: active.kid, key: createPrivateKey({ key: der, format: "der", type: "pkcs8" }) };
+    }
+  }
+
+  /** Signs with the active key. */
+  sign(message: Uint8Array): { kid: string; signature: Buffer } {
+    if (!this.active) throw new Error("no active signing key (SigningKeyStore.start not called)");
+    return { kid: this.active.kid, signature: sign(null, message, this.active.key) };
+  }
+
+  publicKeys(): PublicSigningKey[] {
+    return this.keys;
+  }
+}
