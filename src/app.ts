@@ -66,117 +66,121 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
   const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
-
-  const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
-  const events = createEvents({ clock, keyring });
-  const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
-  await signingKeys.start();
-  const feed = new AuditFeed(databaseUrl, logger);
-  await feed.start();
-  const tenants = createTenantService({ clock, events });
-  const apiKeys = createApiKeyService({ db, clock, tenants, events });
-  const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
-  const idempotency = createIdempotency(db, clock);
-
-  const health = new HealthState(licensdServices.map((s) => s.typeName));
-  await health.monitor(() => db.ping(), logger);
-  const pool = await db.orm.driver.getConnection().getNativeClient();
-  const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
-  const reflection = new ReflectionIndex(servedServices);
-  const shutdown = new AbortController();
-
-  const connectHandler = connectNodeAdapter({
-    routes: routes({
-      tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
-      activation: createActivationRpc({ signingKeys }),
-      audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
-      health: createHealthRpc(health),
-      reflectionV1: createReflectionV1(reflection),
-      reflectionV1alpha: createReflectionV1alpha(reflection),
-    }),
-    interceptors: [
-      createTelemetryInterceptor(logger, metrics),
-      createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret)),
-      createValidationInterceptor(),
-    ],
-    shutdownSignal: shutdown.signal,
-    readMaxBytes: 4 * 1024 * 1024,
-  });
-
-  const handler: RequestHandler = (req, anyRes) => {
-    const res = anyRes as http.ServerResponse; // both response kinds share writeHead/end
-    const path = req.url?.split("?")[0];
-    if (req.method === "GET" && path === "/healthz") {
-      const up = health.get("") === ServingStatus.SERVING;
-      res.writeHead(up ? 200 : 503, { "content-type": "text/plain" });
-      res.end(up ? "ok\n" : "unavailable\n");
-      return;
-    }
-    if (req.method === "GET" && path === "/metrics") {
-      metrics.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": metrics.registry.contentType });
-          res.end(text);
-        },
-        (err: unknown) => {
-          logger.error({ err }, "metrics failed");
-          res.writeHead(500);
-          res.end();
-        },
-      );
-      return;
-    }
-    connectHandler(req as never, anyRes as never);
-  };
-
-  const purge = setInterval(() => {
-    idempotency.purge().catch((err: unknown) => logger.warn({ err }, "idempotency purge failed"));
-  }, 10 * 60_000);
-  purge.unref();
-
-  let server: RunningServer;
+  // Whatever is acquired from here on is released, in reverse, if start-up fails.
+  const acquired: (() => unknown)[] = [() => embedded?.stop(), () => db.close()];
   try {
-    server = await listen(handler, {
+    return await assemble();
+  } catch (err) {
+    for (const release of acquired.reverse()) await Promise.resolve(release()).catch(() => undefined);
+    throw err;
+  }
+
+  async function assemble(): Promise<App> {
+    const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
+    const events = createEvents({ clock, keyring });
+    const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
+    acquired.push(() => signingKeys.stop());
+    await signingKeys.start();
+    const feed = new AuditFeed(databaseUrl, logger);
+    acquired.push(() => feed.stop());
+    await feed.start();
+    const tenants = createTenantService({ clock, events });
+    const apiKeys = createApiKeyService({ db, clock, tenants, events });
+    const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
+    const idempotency = createIdempotency(db, clock);
+
+    const health = new HealthState(licensdServices.map((s) => s.typeName));
+    acquired.push(() => health.stop());
+    await health.monitor(() => db.ping(), logger);
+    const pool = await db.orm.driver.getConnection().getNativeClient();
+    const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
+    const reflection = new ReflectionIndex(servedServices);
+    const shutdown = new AbortController();
+
+    const connectHandler = connectNodeAdapter({
+      routes: routes({
+        tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
+        activation: createActivationRpc({ signingKeys }),
+        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
+        health: createHealthRpc(health),
+        reflectionV1: createReflectionV1(reflection),
+        reflectionV1alpha: createReflectionV1alpha(reflection),
+      }),
+      interceptors: [
+        createTelemetryInterceptor(logger, metrics),
+        createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret)),
+        createValidationInterceptor(),
+      ],
+      shutdownSignal: shutdown.signal,
+      readMaxBytes: 4 * 1024 * 1024,
+    });
+
+    const handler: RequestHandler = (req, anyRes) => {
+      const res = anyRes as http.ServerResponse; // both response kinds share writeHead/end
+      const path = req.url?.split("?")[0];
+      if (req.method === "GET" && path === "/healthz") {
+        const up = health.get("") === ServingStatus.SERVING;
+        res.writeHead(up ? 200 : 503, { "content-type": "text/plain" });
+        res.end(up ? "ok\n" : "unavailable\n");
+        return;
+      }
+      if (req.method === "GET" && path === "/metrics") {
+        metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { "content-type": metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: unknown) => {
+            logger.error({ err }, "metrics failed");
+            res.writeHead(500);
+            res.end();
+          },
+        );
+        return;
+      }
+      connectHandler(req as never, anyRes as never);
+    };
+
+    const purge = setInterval(() => {
+      idempotency.purge().catch((err: unknown) => logger.warn({ err }, "idempotency purge failed"));
+    }, 10 * 60_000);
+    purge.unref();
+
+    acquired.push(() => clearInterval(purge));
+    const server = await listen(handler, {
       host: config.host,
       port: config.port,
       tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey } : undefined,
       logger,
     });
-  } catch (err) {
-    health.stop();
-    signingKeys.stop();
-    await feed.stop();
-    await db.close();
-    await embedded?.stop();
-    throw err;
-  }
-  const scheme = config.tlsCert ? "https" : "http";
-  const shownHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  const url = `${scheme}://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${server.port}`;
-  logger.info({ url, embeddedDatabase: embedded !== undefined, env: config.env }, "licensd listening");
+    const scheme = config.tlsCert ? "https" : "http";
+    const shownHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+    const url = `${scheme}://${shownHost.includes(":") ? `[${shownHost}]` : shownHost}:${server.port}`;
+    logger.info({ url, embeddedDatabase: embedded !== undefined, env: config.env }, "licensd listening");
 
-  let closing: Promise<void> | undefined;
-  return {
-    config,
-    logger,
-    db,
-    databaseUrl,
-    server,
-    health,
-    audit,
-    url,
-    close() {
-      closing ??= (async () => {
-        clearInterval(purge);
-        health.stop();
-        await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
-        signingKeys.stop();
-        await feed.stop();
-        await db.close();
-        await embedded?.stop();
-        logger.info("licensd stopped");
-      })();
-      return closing;
-    },
-  };
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      logger,
+      db,
+      databaseUrl,
+      server,
+      health,
+      audit,
+      url,
+      close() {
+        closing ??= (async () => {
+          clearInterval(purge);
+          health.stop();
+          await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
+          signingKeys.stop();
+          await feed.stop();
+          await db.close();
+          await embedded?.stop();
+          logger.info("licensd stopped");
+        })();
+        return closing;
+      },
+    };
+  }
 }

@@ -93,7 +93,12 @@ export class SigningKeyStore {
     }));
     const active = rows.find((r) => r.status === "active");
     if (active && active.kid !== this.active?.kid) {
-      const der = open(this.dataKey, active.private_key_sealed, active.kid);
+      let der: Buffer;
+      try {
+        der = open(this.dataKey, active.private_key_sealed, active.kid);
+      } catch {
+        throw new Error(`cannot unseal signing key ${active.kid}: LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)`);
+      }
       this.active = { kid: active.kid, key: createPrivateKey({ key: der, format: "der", type: "pkcs8" }) };
     }
   }

@@ -85,7 +85,8 @@ describe("migrate", () => {
     const runs = await Promise.all([licensd(["migrate"], env), licensd(["migrate"], env), licensd(["migrate"], env)]);
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
     const applied = await query(db.url, "select name from mikro_orm_migrations");
-    expect(applied.map((r) => r.name)).toEqual(["Migration20261123000000Foundation"]);
+    const { migrationsList } = await import("../../src/migrations/index.js");
+    expect(applied.map((r) => r.name)).toEqual(migrationsList.map((m) => m.name));
     expect(await query(db.url, "select 1 from information_schema.tables where table_name = 'api_keys'")).toHaveLength(1);
     await db.drop();
   });
@@ -100,15 +101,20 @@ describe("the embedded default (no database URL)", () => {
     expect(await first.stop("SIGTERM")).toBe(0);
     expect(readFileSync(path.join(dataDir, "pg", "PG_VERSION"), "utf8").trim()).toBe("18");
 
-    const second = await startServer({ embedded: true, dataDir, env: { LICENSD_SUPER_ADMIN_KEY: first.superAdminKey } });
+    const same = { LICENSD_SUPER_ADMIN_KEY: first.superAdminKey, LICENSD_DATA_KEY: first.dataKey };
+    const second = await startServer({ embedded: true, dataDir, env: same });
     expect((await getTenant(second.url, first.superAdminKey, id)).body.tenant?.name).toBe("Embedded Co");
     await second.stop("SIGKILL"); // leaves PostgreSQL running, orphaned
 
-    const third = await startServer({ embedded: true, dataDir, env: { LICENSD_SUPER_ADMIN_KEY: first.superAdminKey } });
+    const third = await startServer({ embedded: true, dataDir, env: same });
     expect(third.output()).toContain("adopting it");
     expect((await getTenant(third.url, first.superAdminKey, id)).body.tenant?.name).toBe("Embedded Co");
     expect(await third.stop("SIGTERM")).toBe(0);
     const pidFile = path.join(dataDir, "pg", "postmaster.pid");
     expect(() => readFileSync(pidFile)).toThrow(); // PostgreSQL was stopped with it
+    const wrongKey = await licensd(["serve"], { LICENSD_DATA_DIR: dataDir, LICENSD_SUPER_ADMIN_KEY: first.superAdminKey, LICENSD_DATA_KEY: Buffer.alloc(32, 9).toString("base64"), LICENSD_PORT: "0" });
+    expect(wrongKey.code).toBe(1);
+    expect(wrongKey.stderr).toContain("LICENSD_DATA_KEY is not the key that sealed it");
+    expect(() => readFileSync(pidFile)).toThrow(); // a failed start stops the database it started
   });
 });

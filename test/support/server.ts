@@ -15,6 +15,7 @@ export interface ServerProcess {
   url: string;
   port: number;
   superAdminKey: string;
+  dataKey: string;
   child: ChildProcess;
   output(): string;
   /** Sends `signal` and resolves with the exit code. */
@@ -42,11 +43,12 @@ export async function startServer(opts: { args?: string[]; env?: Record<string, 
   const db = embedded ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
   const superAdminKey = randomBytes(32).toString("base64url");
+  const dataKey = randomBytes(32).toString("base64");
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     LICENSD_PORT: String(port),
     LICENSD_SUPER_ADMIN_KEY: superAdminKey,
-    LICENSD_DATA_KEY: randomBytes(32).toString("base64"),
+    LICENSD_DATA_KEY: dataKey,
     LICENSD_DATA_DIR: opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), "licensd-e2e-")),
     LICENSD_LOG_LEVEL: "info",
     ...(db ? { LICENSD_DATABASE_URL: db.url } : {}),
@@ -75,7 +77,8 @@ export async function startServer(opts: { args?: string[]; env?: Record<string, 
   return {
     url,
     port,
-    superAdminKey,
+    superAdminKey: env.LICENSD_SUPER_ADMIN_KEY,
+    dataKey: env.LICENSD_DATA_KEY,
     child,
     output: () => out,
     async stop(signal = "SIGTERM") {
