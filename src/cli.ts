@@ -11,6 +11,7 @@ import { createLogger } from "./platform/logger.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/ts/health/v1/health_pb.js";
 import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { pruneAuditLog, verifyAuditLog } from "./audit/audit.cli.js";
 
 const program = new Command()
   .name("licensd")
@@ -90,6 +91,39 @@ program
     const res = await apiClient(TenantService, opts.url).createApiKey({ tenantId: opts.tenant, name: opts.name, scopes });
     console.log(toJsonString(CreateApiKeyResponseSchema, res, { prettySpaces: 2 }));
   });
+
+const audit = program.command("audit").description("verify and maintain tenants' audit logs");
+audit
+  .command("verify")
+  .description(
+    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint saved by the last run (--state), and optionally an entry's inclusion (--seq); trusts nothing the server says without proof",
+  )
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
+  .option("--key <key>", "API key (read scope); default LICENSD_API_KEY, else the super-admin key")
+  .option("--state <file>", "where the last verified checkpoint is kept between runs")
+  .option("--seq <n>", "also prove that entry n is in the log", (v) => positiveBig(v))
+  .action(async (opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint }) => {
+    const ok = await verifyAuditLog({ ...opts, key: opts.key ?? process.env.LICENSD_API_KEY });
+    process.exitCode = ok ? 0 : 1;
+  });
+audit
+  .command("prune")
+  .description("the retention job: remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)")
+  .requiredOption("--tenant <id>", "tenant id")
+  .option("--through-seq <n>", "remove entries 1..n", (v) => positiveBig(v))
+  .option("--older-than-days <d>", "remove entries older than d days", (v) => positiveBig(v))
+  .action(async (opts: { tenant: string; throughSeq?: bigint; olderThanDays?: bigint }) => {
+    if ((opts.throughSeq === undefined) === (opts.olderThanDays === undefined)) throw new InvalidArgumentError("give --through-seq or --older-than-days");
+    const config = configOrExit();
+    const result = await pruneAuditLog(config, opts.tenant, opts);
+    console.log(JSON.stringify(result));
+  });
+
+function positiveBig(v: string): bigint {
+  if (!/^\d{1,15}$/.test(v) || v === "0") throw new InvalidArgumentError("a positive whole number");
+  return BigInt(v);
+}
 
 function configOrExit(): Config {
   try {

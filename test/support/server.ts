@@ -17,6 +17,8 @@ export interface ServerProcess {
   superAdminKey: string;
   dataKey: string;
   child: ChildProcess;
+  /** The environment the server was started with. */
+  env: Record<string, string>;
   output(): string;
   /** Sends `signal` and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -80,6 +82,7 @@ export async function startServer(opts: { args?: string[]; env?: Record<string, 
     superAdminKey: env.LICENSD_SUPER_ADMIN_KEY,
     dataKey: env.LICENSD_DATA_KEY,
     child,
+    env,
     output: () => out,
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null) child.kill(signal);

@@ -1,0 +1,90 @@
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { openStorage } from "../app.js";
+import type { Config } from "../config.js";
+import { loadDevSecrets } from "../config.js";
+import { systemClock } from "../platform/clock.js";
+import { createLogger } from "../platform/logger.js";
+import { SigningKeyStore } from "../platform/signing-keys.js";
+import { AuditKeyring } from "../events/audit-keyring.js";
+import { createEvents } from "../events/events.js";
+import { verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
+import { AuditFeed } from "./audit-feed.js";
+import { createAuditService } from "./audit.service.js";
+import path from "node:path";
+
+interface SavedCheckpoint {
+  tenantId: string;
+  treeSize: number;
+  rootHash: string;
+}
+
+/** `licensd audit verify`: prints each check and returns whether all passed. */
+export async function verifyAuditLog(opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint }): Promise<boolean> {
+  let key = opts.key ?? process.env.LICENSD_SUPER_ADMIN_KEY;
+  const secrets = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd", "secrets.json");
+  if (!key && existsSync(secrets)) key = loadDevSecrets(path.dirname(secrets)).superAdminKey;
+  const auth: Interceptor = (next) => (req) => {
+    if (key) req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
+  const transport = createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1", interceptors: [auth] });
+  const audit = createClient(AuditService, transport);
+  const keys = (await createClient(ActivationService, transport).getSigningKeys({})).keys;
+  const cp = (await audit.getCheckpoint({ tenantId: opts.tenant })).checkpoint!;
+  const checkpoint = { tenantId: cp.tenantId, treeSize: Number(cp.treeSize), rootHash: cp.rootHash, signTime: timestampDate(cp.signTime!), kid: cp.kid, signature: cp.signature };
+  let ok = true;
+  const report = (passed: boolean, what: string) => {
+    ok &&= passed;
+    console.log(`${passed ? "ok  " : "FAIL"} ${what}`);
+  };
+  report(verifyCheckpoint(checkpoint, keys), `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`);
+
+  const saved: SavedCheckpoint | undefined = opts.state && existsSync(opts.state) ? (JSON.parse(readFileSync(opts.state, "utf8")) as SavedCheckpoint) : undefined;
+  if (saved && saved.tenantId === cp.tenantId) {
+    if (saved.treeSize > checkpoint.treeSize) {
+      report(false, `the log shrank from ${saved.treeSize} to ${checkpoint.treeSize} entries since the saved checkpoint`);
+    } else if (saved.treeSize > 0) {
+      const proof = await audit.getConsistencyProof({ tenantId: opts.tenant, oldSize: BigInt(saved.treeSize), newSize: cp.treeSize });
+      const older = { treeSize: saved.treeSize, rootHash: Buffer.from(saved.rootHash, "base64") };
+      report(verifyCheckpointConsistency(older, checkpoint, proof.hashes), `consistent with the saved checkpoint of ${saved.treeSize} entries (history only appended to)`);
+    }
+  }
+  if (opts.seq !== undefined) {
+    const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: opts.seq, treeSize: cp.treeSize });
+    report(verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint), `entry ${opts.seq} is in the signed tree`);
+  }
+  if (ok && opts.state) {
+    const next: SavedCheckpoint = { tenantId: cp.tenantId, treeSize: checkpoint.treeSize, rootHash: Buffer.from(cp.rootHash).toString("base64") };
+    writeFileSync(opts.state, JSON.stringify(next, null, 2));
+  }
+  return ok;
+}
+
+/** `licensd audit prune`: the retention job, run against the database directly. */
+export async function pruneAuditLog(config: Config, tenantId: string, opts: { throughSeq?: bigint; olderThanDays?: bigint }) {
+  const logger = createLogger(config.logLevel);
+  const { db, url, embedded } = await openStorage(config, logger, { migrate: true });
+  const signingKeys = new SigningKeyStore(db, config.dataKey, systemClock, logger);
+  try {
+    await signingKeys.start();
+    const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
+    const audit = createAuditService({ db, clock: systemClock, keyring, signingKeys, feed: new AuditFeed(url, logger), events: createEvents({ clock: systemClock, keyring }) });
+    let through = opts.throughSeq === undefined ? undefined : Number(opts.throughSeq);
+    if (through === undefined) {
+      const cutoff = new Date(Date.now() - Number(opts.olderThanDays) * 86_400_000);
+      const [row] = await db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ? and occurred_at < ?`, [tenantId, cutoff]);
+      if (row.seq === null) return { removed: 0 };
+      through = Number(row.seq);
+    }
+    return await audit.cut(tenantId, through);
+  } finally {
+    signingKeys.stop();
+    await db.close();
+    await embedded?.stop();
+  }
+}

@@ -1,0 +1,61 @@
+import { mkdtempSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { query } from "../support/database.js";
+import { ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+
+let server: ServerProcess & { dropDatabase(): Promise<void> };
+
+beforeAll(async () => {
+  // On the test database server: the test tampers with tables as their owner would.
+  server = await startServer({ embedded: false });
+});
+afterAll(async () => {
+  await server?.stop();
+  await server?.dropDatabase();
+});
+
+async function call(procedure: string, body: unknown, key = server.superAdminKey) {
+  const res = await fetch(`${server.url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  return (await res.json()) as Record<string, never> & { tenant: { id: string } };
+}
+
+const licensd = (args: string[], env: Record<string, string> = {}) =>
+  run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env: { LICENSD_SUPER_ADMIN_KEY: server.superAdminKey, ...env } });
+
+describe("licensd audit verify", () => {
+  it("verifies the signed checkpoint, consistency with the last run, and an entry's inclusion; catches a rewritten history", async () => {
+    const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "CLI Co" });
+    const state = path.join(mkdtempSync(path.join(os.tmpdir(), "licensd-verify-")), "checkpoint.json");
+    const first = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--state", state]);
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^ok {3}checkpoint of ten_\w+: 1 entries/m);
+    expect(JSON.parse(readFileSync(state, "utf8")).treeSize).toBe(1);
+
+    for (let i = 0; i < 4; i++) await call("licensd.tenant.v1.TenantService/UpdateTenant", { tenant: { id: tenant.id, metadata: { i: String(i) } }, updateMask: "metadata" });
+    const second = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--state", state, "--seq", "3"]);
+    expect(second.code, second.stdout).toBe(0);
+    expect(second.stdout).toContain("ok   consistent with the saved checkpoint of 1 entries");
+    expect(second.stdout).toContain("ok   entry 3 is in the signed tree");
+
+    // Rewrite history as a database owner could: replace the subtree over entries 1–4.
+    await query(server.env.LICENSD_DATABASE_URL, `set session_replication_role = replica; update audit_tree_nodes set hash = sha256('rewritten'::bytea) where tenant_id = '${tenant.id}' and level = 2 and index = 0`);
+    const third = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--state", state]);
+    expect(third.code).toBe(1);
+    expect(third.stdout).toContain("FAIL consistent with the saved checkpoint of 5 entries");
+  });
+
+  it("prunes a prefix as the retention job, and the log still verifies", async () => {
+    const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "Pruned Co" });
+    for (let i = 0; i < 3; i++) await call("licensd.tenant.v1.TenantService/UpdateTenant", { tenant: { id: tenant.id, metadata: { i: String(i) } }, updateMask: "metadata" });
+    const pruned = await licensd(["audit", "prune", "--tenant", tenant.id, "--through-seq", "2"], { LICENSD_DATABASE_URL: server.env.LICENSD_DATABASE_URL, LICENSD_DATA_KEY: server.dataKey, LICENSD_LOG_LEVEL: "warn" });
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(JSON.parse(pruned.stdout)).toEqual({ removed: 2 });
+    const report = await call("licensd.audit.v1.AuditService/VerifyAuditChain", { tenantId: tenant.id });
+    expect(report).toMatchObject({ valid: true, startSeq: "3", endSeq: "5" });
+    const bad = await licensd(["audit", "prune", "--tenant", tenant.id]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("--through-seq or --older-than-days");
+  });
+});
