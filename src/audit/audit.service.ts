@@ -8,7 +8,7 @@ import type { AuditKeyring } from "../events/audit-keyring.js";
 import { entryHash, GENESIS_HASH, type Events } from "../events/events.js";
 import type { AuditFeed } from "./audit-feed.js";
 import { checkpointText, cutText } from "./checkpoint.js";
-import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, rootHash, withNodes, type PerfectNode } from "./merkle.js";
+import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, nodeHash, rootHash, withNodes, type PerfectNode } from "./merkle.js";
 
 /** An audit entry as stored. */
 export interface AuditEntry {
@@ -194,6 +194,9 @@ export function createAuditService(deps: {
 
       let checked = 0;
       let expectedSeq = start;
+      // Perfect subtrees rebuilt from the leaves of the range, checked against the stored
+      // tree: an entry can't be swapped for another with a consistent-looking tree.
+      const stack: { level: number; index: number; hash: Buffer }[] = [];
       const BATCH = 2000;
       while (expectedSeq <= end) {
         const rows = await em.execute<(Row & { leaf: Buffer | null })[]>(
@@ -203,6 +206,7 @@ export function createAuditService(deps: {
           [tenantId, expectedSeq, end, BATCH],
         );
         if (rows.length === 0) break;
+        const rebuilt: { level: number; index: number; hash: Buffer; seq: number }[] = [];
         for (const row of rows) {
           const e = toEntry(row);
           const bad = (problem: ChainProblem, detail: string, seq = e.seq) => report({ valid: false, eventsChecked: checked, firstBadSeq: seq, problem, detail });
@@ -210,10 +214,31 @@ export function createAuditService(deps: {
           if (!entryHash(e).equals(e.hash)) return bad("HASH_MISMATCH", `entry ${e.seq}: stored hash does not match its contents`);
           if (!e.prevHash.equals(expectedPrev)) return bad("BROKEN_LINK", `entry ${e.seq}: prev_hash is not the hash of entry ${e.seq - 1}`);
           if (!keyring.verify(e.kid, e.hash, e.signature)) return bad("BAD_SIGNATURE", `entry ${e.seq}: signature does not verify under key ${e.kid}`);
-          if (!row.leaf || !leafHash(e.hash).equals(row.leaf)) return bad("TREE_MISMATCH", `entry ${e.seq} is not the leaf the Merkle tree recorded`);
+          const leaf = leafHash(e.hash);
+          if (!row.leaf || !leaf.equals(row.leaf)) return bad("TREE_MISMATCH", `entry ${e.seq} is not the leaf the Merkle tree recorded`);
+          stack.push({ level: 0, index: e.seq - 1, hash: leaf });
+          while (stack.length >= 2) {
+            const right = stack[stack.length - 1];
+            const left = stack[stack.length - 2];
+            if (left.level !== right.level || left.index % 2 !== 0 || right.index !== left.index + 1) break;
+            stack.splice(-2, 2, { level: left.level + 1, index: left.index / 2, hash: nodeHash(left.hash, right.hash) });
+            rebuilt.push({ ...stack[stack.length - 1], seq: e.seq });
+          }
           checked++;
           expectedPrev = e.hash;
           expectedSeq++;
+        }
+        const stored = await nodeFetcher(em, tenantId)(rebuilt);
+        const wrong = rebuilt.find((n) => !stored.get(`${n.level}:${n.index}`)?.equals(n.hash));
+        if (wrong) {
+          const first = wrong.index * 2 ** wrong.level + 1;
+          return report({
+            valid: false,
+            eventsChecked: checked,
+            firstBadSeq: wrong.seq,
+            problem: "TREE_MISMATCH",
+            detail: `the Merkle tree's node over entries ${first}–${wrong.seq} does not match them`,
+          });
         }
       }
       if (expectedSeq <= end) {

@@ -141,6 +141,10 @@ describe("the audit log", () => {
       // The range before the damage still verifies.
       expect((await auditOn(a).verifyAuditChain({ tenantId: t.id, startSeq: 1n, endSeq: 2n })).valid).toBe(true);
     }
+    const tree = await newTenant("Tree rewritten");
+    for (let i = 0; i < 3; i++) await tenantsOn(a).updateTenant({ tenant: { id: tree.id, metadata: { i: String(i) } }, updateMask: { paths: ["metadata"] } });
+    await tamper(`update audit_tree_nodes set hash = sha256('x'::bytea) where tenant_id = $1 and level = 2 and index = 0`, [tree.id]);
+    expect(await auditOn(a).verifyAuditChain({ tenantId: tree.id })).toMatchObject({ valid: false, firstBadSeq: 4n, problem: ChainProblem.TREE_MISMATCH });
     const t = await newTenant("Last deleted");
     await tamper(`delete from audit_events where tenant_id = $1 and seq = 2`, [t.id]);
     expect(await auditOn(a).verifyAuditChain({ tenantId: t.id })).toMatchObject({ valid: false, firstBadSeq: 2n, problem: ChainProblem.MISSING_SEQ });
