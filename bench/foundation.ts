@@ -13,6 +13,8 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 const DURATION = process.env.BENCH_DURATION ?? "8s";
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const H2_REQUESTS = Number(process.env.BENCH_H2_REQUESTS ?? 40000);
+/** One data key for the run: both servers open the signing key it sealed. */
+const DATA_KEY = randomBytes(32).toString("base64");
 const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-"));
 
 interface Result {
@@ -41,7 +43,7 @@ async function startServer(databaseUrl: string, workers: number, superAdminKey: 
       LICENSD_PORT: String(port),
       LICENSD_DATABASE_URL: databaseUrl,
       LICENSD_SUPER_ADMIN_KEY: superAdminKey,
-      LICENSD_DATA_KEY: randomBytes(32).toString("base64"),
+      LICENSD_DATA_KEY: DATA_KEY,
       LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")),
       LICENSD_LOG_LEVEL: "warn",
     },
@@ -62,6 +64,7 @@ async function startServer(databaseUrl: string, workers: number, superAdminKey: 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  child.kill("SIGKILL");
   throw new Error("server did not start");
 }
 

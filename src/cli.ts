@@ -204,14 +204,27 @@ async function servePrimary(config: Config, workers: number) {
   await db.close();
   let stopping = false;
   const env = { ...process.env, LICENSD_DATABASE_URL: url };
+  const ready = new Set<number>();
+  const restarts: number[] = [];
   const fork = () => cluster.fork(env);
   for (let i = 0; i < workers; i++) fork();
+  cluster.on("listening", (worker) => ready.add(worker.id));
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
+    // A worker that dies before listening would die again: give up instead of looping.
+    // One that dies later is replaced, at most 5 times a minute.
+    const now = Date.now();
+    restarts.push(now);
+    while (restarts[0] < now - 60_000) restarts.shift();
+    if (!ready.has(worker.id) || restarts.length > 5) {
+      logger.fatal({ worker: worker.process.pid, code, signal }, ready.has(worker.id) ? "workers keep dying; stopping" : "a worker failed to start; stopping");
+      void stop(1);
+      return;
+    }
     logger.error({ worker: worker.process.pid, code, signal }, "worker died; starting another");
     fork();
   });
-  const stop = async () => {
+  async function stop(exitCode = 0) {
     if (stopping) return;
     stopping = true;
     const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
@@ -219,14 +232,15 @@ async function servePrimary(config: Config, workers: number) {
       all.map(
         (w) =>
           new Promise<void>((resolve) => {
+            if (w.isDead()) return resolve();
             w.once("exit", () => resolve());
             w.process.kill("SIGTERM");
           }),
       ),
     );
     await embedded?.stop();
-    process.exit(0);
-  };
+    process.exit(exitCode);
+  }
   process.once("SIGTERM", () => void stop());
   process.once("SIGINT", () => void stop());
   logger.info({ workers }, "licensd primary started");

@@ -50,6 +50,10 @@ describe("serve", () => {
     const workerPids = new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g));
     expect(workerPids.size).toBe(2);
     expect(await server.stop("SIGTERM")).toBe(0);
+    // Workers that cannot start (here: a different data key) stop the primary instead of looping.
+    const broken = await licensd(["serve", "--workers", "2"], { ...server.env, LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64") });
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toContain("a worker failed to start");
     await server.dropDatabase();
   });
 
