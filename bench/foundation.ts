@@ -165,7 +165,6 @@ export async function run(): Promise<string> {
     `- load: wrk -t2 -c${CONNECTIONS} -d${DURATION} (HTTP/1.1 keep-alive); h2load -n${H2_REQUESTS} -c${Math.min(CONNECTIONS, 16)} -m8 (h2c, gRPC). The load generator shares the machine's cores with licensd and PostgreSQL.`,
     "- server: `licensd serve`, LICENSD_LOG_LEVEL=warn (per-request info logs off), database pool 10.",
     "",
-    "",
     "| scenario | req/s | p50 ms | p99 ms | errors |",
     "|---|---:|---:|---:|---:|",
     ...results.map((r) => `| ${r.name} | ${Math.round(r.rps)} | ${fmt(r.p50ms)} | ${fmt(r.p99ms)} | ${r.errors} |`),

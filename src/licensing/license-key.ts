@@ -1,0 +1,80 @@
+import { createHmac, randomInt, timingSafeEqual } from "node:crypto";
+import { base32 } from "rfc4648";
+
+/*
+ * License keys in Vinzy-Engine's format, byte-compatible so existing Vinzy keys import
+ * and validate:
+ *
+ *   PRD-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-HHHHH-HHHHH
+ *
+ * PRD is the product code (3 of A–Z0–9); five random segments over the RFC 4648 base32
+ * alphabet (A–Z2–7), whose first character is the HMAC key version (its index in the
+ * alphabet, 0–31); the last two segments are the first 10 characters of the unpadded
+ * base32 of HMAC-SHA256(secret of that version, "PRD-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE").
+ */
+
+export const KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+export const KEY_PATTERN = /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/;
+export const PRODUCT_CODE_PATTERN = /^[A-Z0-9]{3}$/;
+
+/** HMAC secrets by version (0–31); the highest version signs new keys. */
+export class LicenseKeyring {
+  private readonly secrets = new Map<number, Buffer>();
+  readonly currentVersion: number;
+
+  constructor(secrets: Record<string, string>) {
+    for (const [version, secret] of Object.entries(secrets)) {
+      const v = Number(version);
+      if (!Number.isInteger(v) || v < 0 || v > 31) throw new Error(`license key version ${version}: must be 0–31`);
+      if (secret.length === 0) throw new Error(`license key version ${version}: empty secret`);
+      this.secrets.set(v, Buffer.from(secret, "utf8"));
+    }
+    if (this.secrets.size === 0) throw new Error("the license keyring is empty");
+    this.currentVersion = Math.max(...this.secrets.keys());
+  }
+
+  secret(version: number): Buffer | undefined {
+    return this.secrets.get(version);
+  }
+
+  all(): Buffer[] {
+    return [...this.secrets.values()];
+  }
+}
+
+const signature = (secret: Buffer, body: string) => base32.stringify(createHmac("sha256", secret).update(body).digest(), { pad: false }).slice(0, 10);
+
+const randomChars = (n: number) => Array.from({ length: n }, () => KEY_ALPHABET[randomInt(32)]).join("");
+
+/** A new key for `productCode`, signed with the keyring's current version. */
+export function generateLicenseKey(productCode: string, keyring: LicenseKeyring): string {
+  if (!PRODUCT_CODE_PATTERN.test(productCode)) throw new Error(`product code ${JSON.stringify(productCode)}: must be 3 of A–Z0–9`);
+  const version = keyring.currentVersion;
+  const random = KEY_ALPHABET[version] + randomChars(24);
+  const segments = [random.slice(0, 5), random.slice(5, 10), random.slice(10, 15), random.slice(15, 20), random.slice(20, 25)];
+  const body = `${productCode}-${segments.join("-")}`;
+  const hmac = signature(keyring.secret(version)!, body);
+  return `${body}-${hmac.slice(0, 5)}-${hmac.slice(5, 10)}`;
+}
+
+export type KeyCheck = { ok: true; productCode: string; version: number } | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
+
+/**
+ * Checks a key's format and HMAC without touching the database. A key whose version has
+ * no secret is tried against every secret (Vinzy's fallback for pre-versioning keys).
+ */
+export function checkLicenseKey(key: string, keyring: LicenseKeyring): KeyCheck {
+  if (!KEY_PATTERN.test(key)) return { ok: false, code: "FORMAT_INVALID" };
+  const body = key.slice(0, 33);
+  const given = Buffer.from(key.slice(34, 39) + key.slice(40, 45));
+  const version = KEY_ALPHABET.indexOf(key[4]);
+  const own = keyring.secret(version);
+  const candidates = own ? [own] : keyring.all();
+  for (const secret of candidates) {
+    if (timingSafeEqual(Buffer.from(signature(secret, body)), given)) return { ok: true, productCode: key.slice(0, 3), version };
+  }
+  return { ok: false, code: "SIGNATURE_INVALID" };
+}
+
+/** Accepts keys as people paste them: any case, surrounding whitespace. */
+export const normalizeLicenseKey = (key: string) => key.trim().toUpperCase();
