@@ -25,6 +25,12 @@ import { createAuditService, type AuditService } from "./audit/audit.service.js"
 import { AuditKeyring } from "./events/audit-keyring.js";
 import { createEvents } from "./events/events.js";
 import { SigningKeyStore } from "./platform/signing-keys.js";
+import { createCatalogRpc } from "./licensing/catalog.rpc.js";
+import { createCatalogService } from "./licensing/catalog.service.js";
+import { LicenseKeyring } from "./licensing/license-key.js";
+import { createLicenseRpc } from "./licensing/license.rpc.js";
+import { createLicenseService } from "./licensing/license.service.js";
+import { createValidationService } from "./licensing/validation.service.js";
 
 export interface App {
   config: Config;
@@ -88,6 +94,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const apiKeys = createApiKeyService({ db, clock, tenants, events });
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
     const idempotency = createIdempotency(db, clock);
+    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
+    const catalog = createCatalogService({ clock, events });
+    const licenses = createLicenseService({ clock, events, catalog, keyring: licenseKeyring, dataKey: config.dataKey });
+    const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
 
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
@@ -101,6 +111,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       routes: routes({
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
         activation: createActivationRpc({ signingKeys }),
+        licensing: {
+          ...createCatalogRpc({ db, idempotency, catalog }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys }),
+        },
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),

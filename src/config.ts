@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { hkdfSync, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
@@ -21,6 +21,8 @@ export interface Config {
   workers: number;
   /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
   auditHmacKeys: Record<string, Buffer>;
+  /** License key HMAC secrets by version 0–31 (LICENSD_HMAC_KEYS, Vinzy's format); the highest signs. */
+  licenseKeySecrets: Record<string, string>;
   /** How often an idle audit tail gets a keep-alive. */
   auditKeepAliveMs: number;
   /** Secrets that development mode generated (and stored) on this start, to announce. */
@@ -134,6 +136,21 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  let licenseKeySecrets: Record<string, string> | undefined;
+  const hmacText = str("LICENSD_HMAC_KEYS");
+  if (hmacText !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(hmacText);
+    } catch {
+      parsed = undefined;
+    }
+    const entries = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? Object.entries(parsed) : [];
+    const ok = entries.length > 0 && entries.every(([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16);
+    if (!ok) problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
+    else licenseKeySecrets = Object.fromEntries(entries) as Record<string, string>;
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: production ? "production" : "development",
@@ -150,6 +167,8 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
     workers: int("LICENSD_WORKERS", 1, 1, 256),
     auditHmacKeys,
+    // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
+    licenseKeySecrets: licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     generated,
   };

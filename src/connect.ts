@@ -19,6 +19,7 @@ export const servedServices: DescService[] = [...licensdServices, Health, Reflec
 export interface ServiceImpls {
   tenant: ServiceImpl<typeof TenantService>;
   activation: ServiceImpl<typeof ActivationService>;
+  licensing: ServiceImpl<typeof LicensingService>;
   audit: ServiceImpl<typeof AuditService>;
   health: ServiceImpl<typeof Health>;
   reflectionV1: ServiceImpl<typeof ReflectionV1>;
@@ -29,7 +30,7 @@ export interface ServiceImpls {
 export function routes(impl: ServiceImpls) {
   return (router: ConnectRouter) => {
     router.service(TenantService, impl.tenant);
-    router.service(LicensingService, {});
+    router.service(LicensingService, impl.licensing);
     router.service(ActivationService, impl.activation);
     router.service(UsageService, {});
     router.service(AuditService, impl.audit);

@@ -9,6 +9,9 @@ import { AUDIT_CHANNEL } from "../events/events.js";
  * and the webhook dispatcher) waiting on that tenant. If the connection drops it
  * reconnects, and every waiter is woken to re-read, so nothing is missed.
  */
+const ANY_ENTRY = Symbol("any entry");
+const RECONNECTED = Symbol("reconnected");
+
 export class AuditFeed {
   private client: pg.Client | undefined;
   private readonly latest = new Map<string, number>();
@@ -35,6 +38,7 @@ export class AuditFeed {
       if (!tenantId || !Number.isInteger(seq)) return;
       if (seq > (this.latest.get(tenantId) ?? 0)) this.latest.set(tenantId, seq);
       this.wake.emit(tenantId, seq);
+      this.wake.emit(ANY_ENTRY, tenantId, seq);
     });
     client.on("error", (err) => {
       this.logger.warn({ err: err.message }, "audit feed connection lost; reconnecting");
@@ -45,6 +49,7 @@ export class AuditFeed {
     await client.query(`listen ${AUDIT_CHANNEL}`);
     this.client = client;
     this.wake.emit("*");
+    this.wake.emit(RECONNECTED);
   }
 
   private reconnectSoon() {
@@ -78,6 +83,16 @@ export class AuditFeed {
       this.wake.on("*", done);
       signal.addEventListener("abort", done, { once: true });
     });
+  }
+
+  /** Calls `listener` for every entry committed on any instance (caches invalidate on it). */
+  onEntry(listener: (tenantId: string, seq: number) => void) {
+    this.wake.on(ANY_ENTRY, listener);
+  }
+
+  /** Calls `listener` whenever the LISTEN connection is (re)established: notifications may have been missed. */
+  onReconnect(listener: () => void) {
+    this.wake.on(RECONNECTED, listener);
   }
 
   async stop(): Promise<void> {

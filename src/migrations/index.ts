@@ -1,5 +1,6 @@
 import { Migration20261123000000Foundation } from "./Migration20261123000000Foundation.js";
 import { Migration20261123010000Audit } from "./Migration20261123010000Audit.js";
+import { Migration20261123020000Licensing } from "./Migration20261123020000Licensing.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -8,4 +9,5 @@ import { Migration20261123010000Audit } from "./Migration20261123010000Audit.js"
 export const migrationsList = [
   { name: "Migration20261123000000Foundation", class: Migration20261123000000Foundation },
   { name: "Migration20261123010000Audit", class: Migration20261123010000Audit },
+  { name: "Migration20261123020000Licensing", class: Migration20261123020000Licensing },
 ];

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import {
   CreateApiKeyRequestSchema,
   CreateApiKeyResponseSchema,
@@ -22,13 +22,12 @@ import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { pageOf, readPage } from "../platform/pagination.js";
+import { procedureOf } from "../platform/rpc.js";
 import type { ApiKeyService } from "./api-key.service.js";
 import { apiKeyToProto, optionalDate, scopeFromProto, tenantToProto } from "./tenant.mapper.js";
 import type { TenantPatch, TenantService } from "./tenant.service.js";
 
 const UPDATABLE = new Set(["name", "metadata"]);
-
-const procedure = (ctx: HandlerContext) => `${ctx.service.typeName}/${ctx.method.name}`;
 
 /** The Connect implementation of licensd.tenant.v1.TenantService. */
 export function createTenantRpc(deps: {
@@ -41,7 +40,7 @@ export function createTenantRpc(deps: {
   return {
     async createTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const call = { scope: "*", procedure: procedure(ctx), requestSchema: CreateTenantRequestSchema, request: req, responseSchema: CreateTenantResponseSchema };
+      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: CreateTenantRequestSchema, request: req, responseSchema: CreateTenantResponseSchema };
       return idempotency.run(call, async (em) => {
         const tenant = await tenants.create(em, actorOf(ctx.values.get(principalKey)), { name: req.name, metadata: req.metadata });
         return create(CreateTenantResponseSchema, { tenant: tenantToProto(tenant) });
@@ -71,7 +70,7 @@ export function createTenantRpc(deps: {
       const patch: TenantPatch = {};
       if (paths.includes("name")) patch.name = req.tenant!.name;
       if (paths.includes("metadata")) patch.metadata = req.tenant!.metadata;
-      const call = { scope: "*", procedure: procedure(ctx), requestSchema: UpdateTenantRequestSchema, request: req, responseSchema: UpdateTenantResponseSchema };
+      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: UpdateTenantRequestSchema, request: req, responseSchema: UpdateTenantResponseSchema };
       return idempotency.run(call, async (em) => {
         const tenant = await tenants.update(em, actorOf(ctx.values.get(principalKey)), req.tenant!.id, patch);
         return create(UpdateTenantResponseSchema, { tenant: tenantToProto(tenant) });
@@ -80,7 +79,7 @@ export function createTenantRpc(deps: {
 
     async deleteTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const call = { scope: "*", procedure: procedure(ctx), requestSchema: DeleteTenantRequestSchema, request: req, responseSchema: DeleteTenantResponseSchema };
+      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: DeleteTenantRequestSchema, request: req, responseSchema: DeleteTenantResponseSchema };
       return idempotency.run(call, async (em) => {
         const tenant = await tenants.delete(em, actorOf(ctx.values.get(principalKey)), req.id);
         return create(DeleteTenantResponseSchema, { tenant: tenantToProto(tenant) });
@@ -89,7 +88,7 @@ export function createTenantRpc(deps: {
 
     async createApiKey(req, ctx) {
       const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
-      const call = { scope: tenantId, procedure: procedure(ctx), requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema };
+      const call = { scope: tenantId, procedure: procedureOf(ctx), requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema };
       return idempotency.run(call, async (em) => {
         const { apiKey, secret } = await apiKeys.create(em, actorOf(ctx.values.get(principalKey)), tenantId, {
           name: req.name,
@@ -113,7 +112,7 @@ export function createTenantRpc(deps: {
       const principal = ctx.values.get(principalKey);
       // The key id names the tenant; a tenant key may revoke only its own tenant's keys.
       const tenantId = principal.kind === "super_admin" ? undefined : requireTenant(principal, "", "admin");
-      const call = { scope: tenantId ?? "*", procedure: procedure(ctx), requestSchema: RevokeApiKeyRequestSchema, request: req, responseSchema: RevokeApiKeyResponseSchema };
+      const call = { scope: tenantId ?? "*", procedure: procedureOf(ctx), requestSchema: RevokeApiKeyRequestSchema, request: req, responseSchema: RevokeApiKeyResponseSchema };
       return idempotency.run(call, async (em) => {
         const apiKey = await apiKeys.revoke(em, actorOf(principal), req.id, tenantId);
         return create(RevokeApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey) });

@@ -3,7 +3,10 @@
 package licensingv1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -14,6 +17,62 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type LicensingServiceClient interface {
+	// Creates a product.
+	CreateProduct(ctx context.Context, in *CreateProductRequest, opts ...grpc.CallOption) (*CreateProductResponse, error)
+	// Returns a product.
+	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
+	// Lists products, oldest first.
+	ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error)
+	// Changes the fields of a product named by `update_mask`.
+	UpdateProduct(ctx context.Context, in *UpdateProductRequest, opts ...grpc.CallOption) (*UpdateProductResponse, error)
+	// Deletes a product; refused while licenses use it.
+	DeleteProduct(ctx context.Context, in *DeleteProductRequest, opts ...grpc.CallOption) (*DeleteProductResponse, error)
+	// Creates a policy.
+	CreatePolicy(ctx context.Context, in *CreatePolicyRequest, opts ...grpc.CallOption) (*CreatePolicyResponse, error)
+	// Returns a policy.
+	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
+	// Lists policies, oldest first.
+	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
+	// Changes the fields of a policy named by `update_mask`.
+	UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*UpdatePolicyResponse, error)
+	// Deletes a policy; refused while licenses use it.
+	DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error)
+	// Creates a customer.
+	CreateCustomer(ctx context.Context, in *CreateCustomerRequest, opts ...grpc.CallOption) (*CreateCustomerResponse, error)
+	// Returns a customer.
+	GetCustomer(ctx context.Context, in *GetCustomerRequest, opts ...grpc.CallOption) (*GetCustomerResponse, error)
+	// Lists customers, oldest first.
+	ListCustomers(ctx context.Context, in *ListCustomersRequest, opts ...grpc.CallOption) (*ListCustomersResponse, error)
+	// Changes the fields of a customer named by `update_mask`.
+	UpdateCustomer(ctx context.Context, in *UpdateCustomerRequest, opts ...grpc.CallOption) (*UpdateCustomerResponse, error)
+	// Deletes a customer; refused while licenses use it.
+	DeleteCustomer(ctx context.Context, in *DeleteCustomerRequest, opts ...grpc.CallOption) (*DeleteCustomerResponse, error)
+	// Issues a license and returns its key, the only time it is shown (see RevealLicenseKey).
+	CreateLicense(ctx context.Context, in *CreateLicenseRequest, opts ...grpc.CallOption) (*CreateLicenseResponse, error)
+	// Returns a license.
+	GetLicense(ctx context.Context, in *GetLicenseRequest, opts ...grpc.CallOption) (*GetLicenseResponse, error)
+	// Lists licenses, oldest first, filtered.
+	ListLicenses(ctx context.Context, in *ListLicensesRequest, opts ...grpc.CallOption) (*ListLicensesResponse, error)
+	// Changes the fields of a license named by `update_mask`.
+	UpdateLicense(ctx context.Context, in *UpdateLicenseRequest, opts ...grpc.CallOption) (*UpdateLicenseResponse, error)
+	// Deletes a license for good (RevokeLicense keeps its record).
+	DeleteLicense(ctx context.Context, in *DeleteLicenseRequest, opts ...grpc.CallOption) (*DeleteLicenseResponse, error)
+	// Suspends a license: validation answers SUSPENDED until ReinstateLicense.
+	SuspendLicense(ctx context.Context, in *SuspendLicenseRequest, opts ...grpc.CallOption) (*SuspendLicenseResponse, error)
+	// Reinstates a suspended license.
+	ReinstateLicense(ctx context.Context, in *ReinstateLicenseRequest, opts ...grpc.CallOption) (*ReinstateLicenseResponse, error)
+	// Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+	RenewLicense(ctx context.Context, in *RenewLicenseRequest, opts ...grpc.CallOption) (*RenewLicenseResponse, error)
+	// Revokes a license for good: validation answers REVOKED.
+	RevokeLicense(ctx context.Context, in *RevokeLicenseRequest, opts ...grpc.CallOption) (*RevokeLicenseResponse, error)
+	// Moves a license to another customer and/or policy of the same product.
+	TransferLicense(ctx context.Context, in *TransferLicenseRequest, opts ...grpc.CallOption) (*TransferLicenseResponse, error)
+	// Returns a license's key (admin scope; audited), for re-delivery.
+	RevealLicenseKey(ctx context.Context, in *RevealLicenseKeyRequest, opts ...grpc.CallOption) (*RevealLicenseKeyResponse, error)
+	// Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
+	ValidateLicense(ctx context.Context, in *ValidateLicenseRequest, opts ...grpc.CallOption) (*ValidateLicenseResponse, error)
+	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
+	GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error)
 }
 
 type licensingServiceClient struct {
@@ -24,10 +83,318 @@ func NewLicensingServiceClient(cc grpc.ClientConnInterface) LicensingServiceClie
 	return &licensingServiceClient{cc}
 }
 
+func (c *licensingServiceClient) CreateProduct(ctx context.Context, in *CreateProductRequest, opts ...grpc.CallOption) (*CreateProductResponse, error) {
+	out := new(CreateProductResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/CreateProduct", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error) {
+	out := new(GetProductResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetProduct", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error) {
+	out := new(ListProductsResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ListProducts", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) UpdateProduct(ctx context.Context, in *UpdateProductRequest, opts ...grpc.CallOption) (*UpdateProductResponse, error) {
+	out := new(UpdateProductResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/UpdateProduct", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) DeleteProduct(ctx context.Context, in *DeleteProductRequest, opts ...grpc.CallOption) (*DeleteProductResponse, error) {
+	out := new(DeleteProductResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/DeleteProduct", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) CreatePolicy(ctx context.Context, in *CreatePolicyRequest, opts ...grpc.CallOption) (*CreatePolicyResponse, error) {
+	out := new(CreatePolicyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/CreatePolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error) {
+	out := new(GetPolicyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error) {
+	out := new(ListPoliciesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ListPolicies", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) UpdatePolicy(ctx context.Context, in *UpdatePolicyRequest, opts ...grpc.CallOption) (*UpdatePolicyResponse, error) {
+	out := new(UpdatePolicyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/UpdatePolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error) {
+	out := new(DeletePolicyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/DeletePolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) CreateCustomer(ctx context.Context, in *CreateCustomerRequest, opts ...grpc.CallOption) (*CreateCustomerResponse, error) {
+	out := new(CreateCustomerResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/CreateCustomer", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) GetCustomer(ctx context.Context, in *GetCustomerRequest, opts ...grpc.CallOption) (*GetCustomerResponse, error) {
+	out := new(GetCustomerResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetCustomer", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ListCustomers(ctx context.Context, in *ListCustomersRequest, opts ...grpc.CallOption) (*ListCustomersResponse, error) {
+	out := new(ListCustomersResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ListCustomers", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) UpdateCustomer(ctx context.Context, in *UpdateCustomerRequest, opts ...grpc.CallOption) (*UpdateCustomerResponse, error) {
+	out := new(UpdateCustomerResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/UpdateCustomer", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) DeleteCustomer(ctx context.Context, in *DeleteCustomerRequest, opts ...grpc.CallOption) (*DeleteCustomerResponse, error) {
+	out := new(DeleteCustomerResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/DeleteCustomer", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) CreateLicense(ctx context.Context, in *CreateLicenseRequest, opts ...grpc.CallOption) (*CreateLicenseResponse, error) {
+	out := new(CreateLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/CreateLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) GetLicense(ctx context.Context, in *GetLicenseRequest, opts ...grpc.CallOption) (*GetLicenseResponse, error) {
+	out := new(GetLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ListLicenses(ctx context.Context, in *ListLicensesRequest, opts ...grpc.CallOption) (*ListLicensesResponse, error) {
+	out := new(ListLicensesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ListLicenses", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) UpdateLicense(ctx context.Context, in *UpdateLicenseRequest, opts ...grpc.CallOption) (*UpdateLicenseResponse, error) {
+	out := new(UpdateLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/UpdateLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) DeleteLicense(ctx context.Context, in *DeleteLicenseRequest, opts ...grpc.CallOption) (*DeleteLicenseResponse, error) {
+	out := new(DeleteLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/DeleteLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) SuspendLicense(ctx context.Context, in *SuspendLicenseRequest, opts ...grpc.CallOption) (*SuspendLicenseResponse, error) {
+	out := new(SuspendLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/SuspendLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ReinstateLicense(ctx context.Context, in *ReinstateLicenseRequest, opts ...grpc.CallOption) (*ReinstateLicenseResponse, error) {
+	out := new(ReinstateLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ReinstateLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) RenewLicense(ctx context.Context, in *RenewLicenseRequest, opts ...grpc.CallOption) (*RenewLicenseResponse, error) {
+	out := new(RenewLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/RenewLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) RevokeLicense(ctx context.Context, in *RevokeLicenseRequest, opts ...grpc.CallOption) (*RevokeLicenseResponse, error) {
+	out := new(RevokeLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/RevokeLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) TransferLicense(ctx context.Context, in *TransferLicenseRequest, opts ...grpc.CallOption) (*TransferLicenseResponse, error) {
+	out := new(TransferLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/TransferLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) RevealLicenseKey(ctx context.Context, in *RevealLicenseKeyRequest, opts ...grpc.CallOption) (*RevealLicenseKeyResponse, error) {
+	out := new(RevealLicenseKeyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/RevealLicenseKey", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ValidateLicense(ctx context.Context, in *ValidateLicenseRequest, opts ...grpc.CallOption) (*ValidateLicenseResponse, error) {
+	out := new(ValidateLicenseResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ValidateLicense", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error) {
+	out := new(GetCustomerEntitlementsResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetCustomerEntitlements", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LicensingServiceServer is the server API for LicensingService service.
 // All implementations must embed UnimplementedLicensingServiceServer
 // for forward compatibility
 type LicensingServiceServer interface {
+	// Creates a product.
+	CreateProduct(context.Context, *CreateProductRequest) (*CreateProductResponse, error)
+	// Returns a product.
+	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
+	// Lists products, oldest first.
+	ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error)
+	// Changes the fields of a product named by `update_mask`.
+	UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error)
+	// Deletes a product; refused while licenses use it.
+	DeleteProduct(context.Context, *DeleteProductRequest) (*DeleteProductResponse, error)
+	// Creates a policy.
+	CreatePolicy(context.Context, *CreatePolicyRequest) (*CreatePolicyResponse, error)
+	// Returns a policy.
+	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
+	// Lists policies, oldest first.
+	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
+	// Changes the fields of a policy named by `update_mask`.
+	UpdatePolicy(context.Context, *UpdatePolicyRequest) (*UpdatePolicyResponse, error)
+	// Deletes a policy; refused while licenses use it.
+	DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error)
+	// Creates a customer.
+	CreateCustomer(context.Context, *CreateCustomerRequest) (*CreateCustomerResponse, error)
+	// Returns a customer.
+	GetCustomer(context.Context, *GetCustomerRequest) (*GetCustomerResponse, error)
+	// Lists customers, oldest first.
+	ListCustomers(context.Context, *ListCustomersRequest) (*ListCustomersResponse, error)
+	// Changes the fields of a customer named by `update_mask`.
+	UpdateCustomer(context.Context, *UpdateCustomerRequest) (*UpdateCustomerResponse, error)
+	// Deletes a customer; refused while licenses use it.
+	DeleteCustomer(context.Context, *DeleteCustomerRequest) (*DeleteCustomerResponse, error)
+	// Issues a license and returns its key, the only time it is shown (see RevealLicenseKey).
+	CreateLicense(context.Context, *CreateLicenseRequest) (*CreateLicenseResponse, error)
+	// Returns a license.
+	GetLicense(context.Context, *GetLicenseRequest) (*GetLicenseResponse, error)
+	// Lists licenses, oldest first, filtered.
+	ListLicenses(context.Context, *ListLicensesRequest) (*ListLicensesResponse, error)
+	// Changes the fields of a license named by `update_mask`.
+	UpdateLicense(context.Context, *UpdateLicenseRequest) (*UpdateLicenseResponse, error)
+	// Deletes a license for good (RevokeLicense keeps its record).
+	DeleteLicense(context.Context, *DeleteLicenseRequest) (*DeleteLicenseResponse, error)
+	// Suspends a license: validation answers SUSPENDED until ReinstateLicense.
+	SuspendLicense(context.Context, *SuspendLicenseRequest) (*SuspendLicenseResponse, error)
+	// Reinstates a suspended license.
+	ReinstateLicense(context.Context, *ReinstateLicenseRequest) (*ReinstateLicenseResponse, error)
+	// Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+	RenewLicense(context.Context, *RenewLicenseRequest) (*RenewLicenseResponse, error)
+	// Revokes a license for good: validation answers REVOKED.
+	RevokeLicense(context.Context, *RevokeLicenseRequest) (*RevokeLicenseResponse, error)
+	// Moves a license to another customer and/or policy of the same product.
+	TransferLicense(context.Context, *TransferLicenseRequest) (*TransferLicenseResponse, error)
+	// Returns a license's key (admin scope; audited), for re-delivery.
+	RevealLicenseKey(context.Context, *RevealLicenseKeyRequest) (*RevealLicenseKeyResponse, error)
+	// Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
+	ValidateLicense(context.Context, *ValidateLicenseRequest) (*ValidateLicenseResponse, error)
+	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
+	GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error)
 	mustEmbedUnimplementedLicensingServiceServer()
 }
 
@@ -35,6 +402,90 @@ type LicensingServiceServer interface {
 type UnimplementedLicensingServiceServer struct {
 }
 
+func (UnimplementedLicensingServiceServer) CreateProduct(context.Context, *CreateProductRequest) (*CreateProductResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateProduct not implemented")
+}
+func (UnimplementedLicensingServiceServer) GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetProduct not implemented")
+}
+func (UnimplementedLicensingServiceServer) ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListProducts not implemented")
+}
+func (UnimplementedLicensingServiceServer) UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateProduct not implemented")
+}
+func (UnimplementedLicensingServiceServer) DeleteProduct(context.Context, *DeleteProductRequest) (*DeleteProductResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteProduct not implemented")
+}
+func (UnimplementedLicensingServiceServer) CreatePolicy(context.Context, *CreatePolicyRequest) (*CreatePolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreatePolicy not implemented")
+}
+func (UnimplementedLicensingServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedLicensingServiceServer) ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPolicies not implemented")
+}
+func (UnimplementedLicensingServiceServer) UpdatePolicy(context.Context, *UpdatePolicyRequest) (*UpdatePolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdatePolicy not implemented")
+}
+func (UnimplementedLicensingServiceServer) DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeletePolicy not implemented")
+}
+func (UnimplementedLicensingServiceServer) CreateCustomer(context.Context, *CreateCustomerRequest) (*CreateCustomerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateCustomer not implemented")
+}
+func (UnimplementedLicensingServiceServer) GetCustomer(context.Context, *GetCustomerRequest) (*GetCustomerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetCustomer not implemented")
+}
+func (UnimplementedLicensingServiceServer) ListCustomers(context.Context, *ListCustomersRequest) (*ListCustomersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListCustomers not implemented")
+}
+func (UnimplementedLicensingServiceServer) UpdateCustomer(context.Context, *UpdateCustomerRequest) (*UpdateCustomerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateCustomer not implemented")
+}
+func (UnimplementedLicensingServiceServer) DeleteCustomer(context.Context, *DeleteCustomerRequest) (*DeleteCustomerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteCustomer not implemented")
+}
+func (UnimplementedLicensingServiceServer) CreateLicense(context.Context, *CreateLicenseRequest) (*CreateLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) GetLicense(context.Context, *GetLicenseRequest) (*GetLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) ListLicenses(context.Context, *ListLicensesRequest) (*ListLicensesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListLicenses not implemented")
+}
+func (UnimplementedLicensingServiceServer) UpdateLicense(context.Context, *UpdateLicenseRequest) (*UpdateLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) DeleteLicense(context.Context, *DeleteLicenseRequest) (*DeleteLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) SuspendLicense(context.Context, *SuspendLicenseRequest) (*SuspendLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SuspendLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) ReinstateLicense(context.Context, *ReinstateLicenseRequest) (*ReinstateLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReinstateLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) RenewLicense(context.Context, *RenewLicenseRequest) (*RenewLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RenewLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) RevokeLicense(context.Context, *RevokeLicenseRequest) (*RevokeLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) TransferLicense(context.Context, *TransferLicenseRequest) (*TransferLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TransferLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) RevealLicenseKey(context.Context, *RevealLicenseKeyRequest) (*RevealLicenseKeyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevealLicenseKey not implemented")
+}
+func (UnimplementedLicensingServiceServer) ValidateLicense(context.Context, *ValidateLicenseRequest) (*ValidateLicenseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ValidateLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetCustomerEntitlements not implemented")
+}
 func (UnimplementedLicensingServiceServer) mustEmbedUnimplementedLicensingServiceServer() {}
 
 // UnsafeLicensingServiceServer may be embedded to opt out of forward compatibility for this service.
@@ -48,10 +499,627 @@ func RegisterLicensingServiceServer(s *grpc.Server, srv LicensingServiceServer) 
 	s.RegisterService(&_LicensingService_serviceDesc, srv)
 }
 
+func _LicensingService_CreateProduct_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateProductRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).CreateProduct(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/CreateProduct",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).CreateProduct(ctx, req.(*CreateProductRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_GetProduct_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProductRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).GetProduct(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/GetProduct",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).GetProduct(ctx, req.(*GetProductRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ListProducts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProductsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ListProducts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ListProducts",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ListProducts(ctx, req.(*ListProductsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_UpdateProduct_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateProductRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).UpdateProduct(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/UpdateProduct",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).UpdateProduct(ctx, req.(*UpdateProductRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_DeleteProduct_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteProductRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).DeleteProduct(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/DeleteProduct",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).DeleteProduct(ctx, req.(*DeleteProductRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_CreatePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).CreatePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/CreatePolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).CreatePolicy(ctx, req.(*CreatePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).GetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/GetPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).GetPolicy(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ListPolicies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPoliciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ListPolicies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ListPolicies",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ListPolicies(ctx, req.(*ListPoliciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_UpdatePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).UpdatePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/UpdatePolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).UpdatePolicy(ctx, req.(*UpdatePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_DeletePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).DeletePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/DeletePolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).DeletePolicy(ctx, req.(*DeletePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_CreateCustomer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCustomerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).CreateCustomer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/CreateCustomer",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).CreateCustomer(ctx, req.(*CreateCustomerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_GetCustomer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCustomerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).GetCustomer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/GetCustomer",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).GetCustomer(ctx, req.(*GetCustomerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ListCustomers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCustomersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ListCustomers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ListCustomers",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ListCustomers(ctx, req.(*ListCustomersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_UpdateCustomer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateCustomerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).UpdateCustomer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/UpdateCustomer",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).UpdateCustomer(ctx, req.(*UpdateCustomerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_DeleteCustomer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCustomerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).DeleteCustomer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/DeleteCustomer",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).DeleteCustomer(ctx, req.(*DeleteCustomerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_CreateLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).CreateLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/CreateLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).CreateLicense(ctx, req.(*CreateLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_GetLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).GetLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/GetLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).GetLicense(ctx, req.(*GetLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ListLicenses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLicensesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ListLicenses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ListLicenses",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ListLicenses(ctx, req.(*ListLicensesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_UpdateLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).UpdateLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/UpdateLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).UpdateLicense(ctx, req.(*UpdateLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_DeleteLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).DeleteLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/DeleteLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).DeleteLicense(ctx, req.(*DeleteLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_SuspendLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).SuspendLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/SuspendLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).SuspendLicense(ctx, req.(*SuspendLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ReinstateLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReinstateLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ReinstateLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ReinstateLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ReinstateLicense(ctx, req.(*ReinstateLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_RenewLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).RenewLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/RenewLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).RenewLicense(ctx, req.(*RenewLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_RevokeLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).RevokeLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/RevokeLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).RevokeLicense(ctx, req.(*RevokeLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_TransferLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).TransferLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/TransferLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).TransferLicense(ctx, req.(*TransferLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_RevealLicenseKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevealLicenseKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).RevealLicenseKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/RevealLicenseKey",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).RevealLicenseKey(ctx, req.(*RevealLicenseKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ValidateLicense_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ValidateLicenseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ValidateLicense(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ValidateLicense",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ValidateLicense(ctx, req.(*ValidateLicenseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_GetCustomerEntitlements_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCustomerEntitlementsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).GetCustomerEntitlements(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/GetCustomerEntitlements",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).GetCustomerEntitlements(ctx, req.(*GetCustomerEntitlementsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _LicensingService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.licensing.v1.LicensingService",
 	HandlerType: (*LicensingServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "licensd/licensing/v1/licensing_service.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateProduct",
+			Handler:    _LicensingService_CreateProduct_Handler,
+		},
+		{
+			MethodName: "GetProduct",
+			Handler:    _LicensingService_GetProduct_Handler,
+		},
+		{
+			MethodName: "ListProducts",
+			Handler:    _LicensingService_ListProducts_Handler,
+		},
+		{
+			MethodName: "UpdateProduct",
+			Handler:    _LicensingService_UpdateProduct_Handler,
+		},
+		{
+			MethodName: "DeleteProduct",
+			Handler:    _LicensingService_DeleteProduct_Handler,
+		},
+		{
+			MethodName: "CreatePolicy",
+			Handler:    _LicensingService_CreatePolicy_Handler,
+		},
+		{
+			MethodName: "GetPolicy",
+			Handler:    _LicensingService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "ListPolicies",
+			Handler:    _LicensingService_ListPolicies_Handler,
+		},
+		{
+			MethodName: "UpdatePolicy",
+			Handler:    _LicensingService_UpdatePolicy_Handler,
+		},
+		{
+			MethodName: "DeletePolicy",
+			Handler:    _LicensingService_DeletePolicy_Handler,
+		},
+		{
+			MethodName: "CreateCustomer",
+			Handler:    _LicensingService_CreateCustomer_Handler,
+		},
+		{
+			MethodName: "GetCustomer",
+			Handler:    _LicensingService_GetCustomer_Handler,
+		},
+		{
+			MethodName: "ListCustomers",
+			Handler:    _LicensingService_ListCustomers_Handler,
+		},
+		{
+			MethodName: "UpdateCustomer",
+			Handler:    _LicensingService_UpdateCustomer_Handler,
+		},
+		{
+			MethodName: "DeleteCustomer",
+			Handler:    _LicensingService_DeleteCustomer_Handler,
+		},
+		{
+			MethodName: "CreateLicense",
+			Handler:    _LicensingService_CreateLicense_Handler,
+		},
+		{
+			MethodName: "GetLicense",
+			Handler:    _LicensingService_GetLicense_Handler,
+		},
+		{
+			MethodName: "ListLicenses",
+			Handler:    _LicensingService_ListLicenses_Handler,
+		},
+		{
+			MethodName: "UpdateLicense",
+			Handler:    _LicensingService_UpdateLicense_Handler,
+		},
+		{
+			MethodName: "DeleteLicense",
+			Handler:    _LicensingService_DeleteLicense_Handler,
+		},
+		{
+			MethodName: "SuspendLicense",
+			Handler:    _LicensingService_SuspendLicense_Handler,
+		},
+		{
+			MethodName: "ReinstateLicense",
+			Handler:    _LicensingService_ReinstateLicense_Handler,
+		},
+		{
+			MethodName: "RenewLicense",
+			Handler:    _LicensingService_RenewLicense_Handler,
+		},
+		{
+			MethodName: "RevokeLicense",
+			Handler:    _LicensingService_RevokeLicense_Handler,
+		},
+		{
+			MethodName: "TransferLicense",
+			Handler:    _LicensingService_TransferLicense_Handler,
+		},
+		{
+			MethodName: "RevealLicenseKey",
+			Handler:    _LicensingService_RevealLicenseKey_Handler,
+		},
+		{
+			MethodName: "ValidateLicense",
+			Handler:    _LicensingService_ValidateLicense_Handler,
+		},
+		{
+			MethodName: "GetCustomerEntitlements",
+			Handler:    _LicensingService_GetCustomerEntitlements_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "licensd/licensing/v1/licensing_service.proto",
 }

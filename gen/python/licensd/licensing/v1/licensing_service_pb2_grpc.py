@@ -2,13 +2,16 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from licensd.licensing.v1 import licensing_service_pb2 as licensd_dot_licensing_dot_v1_dot_licensing__service__pb2
 
 
 class LicensingServiceStub(object):
-    """LicensingService issues and validates licenses: products, policies, customers, license keys, entitlements and signed offline license files.
+    """LicensingService issues and validates licenses: products, policies (plans),
+    customers, license keys and their lifecycle, entitlements and their composition.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Management calls take a tenant API key (admin scope to change, read scope to
+    read) or the super-admin key naming the tenant. ValidateLicense is public: the
+    license key is the credential.
     """
 
     def __init__(self, channel):
@@ -17,18 +20,496 @@ class LicensingServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateProduct = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/CreateProduct',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductResponse.FromString,
+                )
+        self.GetProduct = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/GetProduct',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductResponse.FromString,
+                )
+        self.ListProducts = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ListProducts',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsResponse.FromString,
+                )
+        self.UpdateProduct = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/UpdateProduct',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductResponse.FromString,
+                )
+        self.DeleteProduct = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/DeleteProduct',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductResponse.FromString,
+                )
+        self.CreatePolicy = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/CreatePolicy',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyResponse.FromString,
+                )
+        self.GetPolicy = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/GetPolicy',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyResponse.FromString,
+                )
+        self.ListPolicies = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ListPolicies',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesResponse.FromString,
+                )
+        self.UpdatePolicy = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/UpdatePolicy',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyResponse.FromString,
+                )
+        self.DeletePolicy = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/DeletePolicy',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyResponse.FromString,
+                )
+        self.CreateCustomer = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/CreateCustomer',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerResponse.FromString,
+                )
+        self.GetCustomer = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/GetCustomer',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerResponse.FromString,
+                )
+        self.ListCustomers = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ListCustomers',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersResponse.FromString,
+                )
+        self.UpdateCustomer = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/UpdateCustomer',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerResponse.FromString,
+                )
+        self.DeleteCustomer = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/DeleteCustomer',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerResponse.FromString,
+                )
+        self.CreateLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/CreateLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseResponse.FromString,
+                )
+        self.GetLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/GetLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseResponse.FromString,
+                )
+        self.ListLicenses = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ListLicenses',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesResponse.FromString,
+                )
+        self.UpdateLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/UpdateLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseResponse.FromString,
+                )
+        self.DeleteLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/DeleteLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseResponse.FromString,
+                )
+        self.SuspendLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/SuspendLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseResponse.FromString,
+                )
+        self.ReinstateLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ReinstateLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseResponse.FromString,
+                )
+        self.RenewLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/RenewLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseResponse.FromString,
+                )
+        self.RevokeLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/RevokeLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseResponse.FromString,
+                )
+        self.TransferLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/TransferLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseResponse.FromString,
+                )
+        self.RevealLicenseKey = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/RevealLicenseKey',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyResponse.FromString,
+                )
+        self.ValidateLicense = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ValidateLicense',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.FromString,
+                )
+        self.GetCustomerEntitlements = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/GetCustomerEntitlements',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.FromString,
+                )
 
 
 class LicensingServiceServicer(object):
-    """LicensingService issues and validates licenses: products, policies, customers, license keys, entitlements and signed offline license files.
+    """LicensingService issues and validates licenses: products, policies (plans),
+    customers, license keys and their lifecycle, entitlements and their composition.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Management calls take a tenant API key (admin scope to change, read scope to
+    read) or the super-admin key naming the tenant. ValidateLicense is public: the
+    license key is the credential.
     """
+
+    def CreateProduct(self, request, context):
+        """Creates a product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProduct(self, request, context):
+        """Returns a product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProducts(self, request, context):
+        """Lists products, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProduct(self, request, context):
+        """Changes the fields of a product named by `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProduct(self, request, context):
+        """Deletes a product; refused while licenses use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePolicy(self, request, context):
+        """Creates a policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """Returns a policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPolicies(self, request, context):
+        """Lists policies, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePolicy(self, request, context):
+        """Changes the fields of a policy named by `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePolicy(self, request, context):
+        """Deletes a policy; refused while licenses use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCustomer(self, request, context):
+        """Creates a customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomer(self, request, context):
+        """Returns a customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustomers(self, request, context):
+        """Lists customers, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCustomer(self, request, context):
+        """Changes the fields of a customer named by `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCustomer(self, request, context):
+        """Deletes a customer; refused while licenses use it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateLicense(self, request, context):
+        """Issues a license and returns its key, the only time it is shown (see RevealLicenseKey).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLicense(self, request, context):
+        """Returns a license.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLicenses(self, request, context):
+        """Lists licenses, oldest first, filtered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLicense(self, request, context):
+        """Changes the fields of a license named by `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLicense(self, request, context):
+        """Deletes a license for good (RevokeLicense keeps its record).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendLicense(self, request, context):
+        """Suspends a license: validation answers SUSPENDED until ReinstateLicense.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReinstateLicense(self, request, context):
+        """Reinstates a suspended license.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewLicense(self, request, context):
+        """Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeLicense(self, request, context):
+        """Revokes a license for good: validation answers REVOKED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLicense(self, request, context):
+        """Moves a license to another customer and/or policy of the same product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealLicenseKey(self, request, context):
+        """Returns a license's key (admin scope; audited), for re-delivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateLicense(self, request, context):
+        """Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerEntitlements(self, request, context):
+        """Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_LicensingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateProduct,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductResponse.SerializeToString,
+            ),
+            'GetProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProduct,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductResponse.SerializeToString,
+            ),
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsResponse.SerializeToString,
+            ),
+            'UpdateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProduct,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductResponse.SerializeToString,
+            ),
+            'DeleteProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProduct,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductResponse.SerializeToString,
+            ),
+            'CreatePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePolicy,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyResponse.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyResponse.SerializeToString,
+            ),
+            'ListPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicies,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesResponse.SerializeToString,
+            ),
+            'UpdatePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePolicy,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyResponse.SerializeToString,
+            ),
+            'DeletePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePolicy,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyResponse.SerializeToString,
+            ),
+            'CreateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCustomer,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerResponse.SerializeToString,
+            ),
+            'GetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomer,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerResponse.SerializeToString,
+            ),
+            'ListCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomers,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'UpdateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomer,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerResponse.SerializeToString,
+            ),
+            'DeleteCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCustomer,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerResponse.SerializeToString,
+            ),
+            'CreateLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseResponse.SerializeToString,
+            ),
+            'GetLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseResponse.SerializeToString,
+            ),
+            'ListLicenses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLicenses,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesResponse.SerializeToString,
+            ),
+            'UpdateLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseResponse.SerializeToString,
+            ),
+            'DeleteLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseResponse.SerializeToString,
+            ),
+            'SuspendLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseResponse.SerializeToString,
+            ),
+            'ReinstateLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReinstateLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseResponse.SerializeToString,
+            ),
+            'RenewLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseResponse.SerializeToString,
+            ),
+            'RevokeLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseResponse.SerializeToString,
+            ),
+            'TransferLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseResponse.SerializeToString,
+            ),
+            'RevealLicenseKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealLicenseKey,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyResponse.SerializeToString,
+            ),
+            'ValidateLicense': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateLicense,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.SerializeToString,
+            ),
+            'GetCustomerEntitlements': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerEntitlements,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.licensing.v1.LicensingService', rpc_method_handlers)
@@ -37,8 +518,486 @@ def add_LicensingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class LicensingService(object):
-    """LicensingService issues and validates licenses: products, policies, customers, license keys, entitlements and signed offline license files.
+    """LicensingService issues and validates licenses: products, policies (plans),
+    customers, license keys and their lifecycle, entitlements and their composition.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Management calls take a tenant API key (admin scope to change, read scope to
+    read) or the super-admin key naming the tenant. ValidateLicense is public: the
+    license key is the credential.
     """
+
+    @staticmethod
+    def CreateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/CreateProduct',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateProductResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetProduct',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetProductResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ListProducts',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListProductsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/UpdateProduct',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateProductResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/DeleteProduct',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteProductResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreatePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/CreatePolicy',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreatePolicyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetPolicy',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetPolicyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ListPolicies',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListPoliciesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdatePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/UpdatePolicy',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdatePolicyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeletePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/DeletePolicy',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeletePolicyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/CreateCustomer',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateCustomerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetCustomer',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ListCustomers',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListCustomersResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/UpdateCustomer',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateCustomerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/DeleteCustomer',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteCustomerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/CreateLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.CreateLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListLicenses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ListLicenses',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicensesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/UpdateLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.UpdateLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/DeleteLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.DeleteLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SuspendLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/SuspendLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.SuspendLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReinstateLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ReinstateLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ReinstateLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RenewLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/RenewLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RenewLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevokeLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/RevokeLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevokeLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def TransferLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/TransferLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.TransferLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevealLicenseKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/RevealLicenseKey',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RevealLicenseKeyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ValidateLicense(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ValidateLicense',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetCustomerEntitlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetCustomerEntitlements',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

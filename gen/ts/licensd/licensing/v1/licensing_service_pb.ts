@@ -2,24 +2,2764 @@
 // @generated from file licensd/licensing/v1/licensing_service.proto (package licensd.licensing.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { Duration, FieldMask, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Customer } from "./customer_pb.js";
+import { file_licensd_licensing_v1_customer } from "./customer_pb.js";
+import type { License, LicenseStatus } from "./license_pb.js";
+import { file_licensd_licensing_v1_license } from "./license_pb.js";
+import type { AgentEntitlement, Entitlement, ExpirationStrategy, ModelTier, OverageStrategy, Policy } from "./policy_pb.js";
+import { file_licensd_licensing_v1_policy } from "./policy_pb.js";
+import type { ComposeStrategy, FeatureDefinition, Product } from "./product_pb.js";
+import { file_licensd_licensing_v1_product } from "./product_pb.js";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensd/licensing/v1/licensing_service.proto.
  */
 export const file_licensd_licensing_v1_licensing_service: GenFile = /*@__PURE__*/
-  fileDesc("CixsaWNlbnNkL2xpY2Vuc2luZy92MS9saWNlbnNpbmdfc2VydmljZS5wcm90bxIUbGljZW5zZC5saWNlbnNpbmcudjEyEgoQTGljZW5zaW5nU2VydmljZWIGcHJvdG8z");
+  fileDesc("CixsaWNlbnNkL2xpY2Vuc2luZy92MS9saWNlbnNpbmdfc2VydmljZS5wcm90bxIUbGljZW5zZC5saWNlbnNpbmcudjEirAUKFENyZWF0ZVByb2R1Y3RSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIiCgRjb2RlGAIgASgJQhS6SBFyDzINXltBLVowLTldezN9JBIYCgRuYW1lGAMgASgJQgq6SAdyBRABGMgBEsMCCghmZWF0dXJlcxgEIAMoCzInLmxpY2Vuc2QubGljZW5zaW5nLnYxLkZlYXR1cmVEZWZpbml0aW9uQocCukiDApIB/wEQyAEi+QG6AYYBCgxmZWF0dXJlLm5hbWUSRG5hbWUgbXVzdCBiZSAxIHRvIDYzIG9mIFthLXowLTkuXy1dLCBzdGFydGluZyB3aXRoIGEgbGV0dGVyIG9yIGRpZ2l0GjB0aGlzLm5hbWUubWF0Y2hlcygnXlthLXowLTldW2EtejAtOS5fLV17MCw2Mn0kJym6ATAKDGZlYXR1cmUua2luZBIQa2luZCBtdXN0IGJlIHNldBoOdGhpcy5raW5kICE9IDC6ATkKD2ZlYXR1cmUuY29tcG9zZRITY29tcG9zZSBtdXN0IGJlIHNldBoRdGhpcy5jb21wb3NlICE9IDASdwoIbWV0YWRhdGEYBSADKAsyOC5saWNlbnNkLmxpY2Vuc2luZy52MS5DcmVhdGVQcm9kdWN0UmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQQCIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRwoVQ3JlYXRlUHJvZHVjdFJlc3BvbnNlEi4KB3Byb2R1Y3QYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5Qcm9kdWN0ImwKEUdldFByb2R1Y3RSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15wcm9kX1swLTlhLXpdezI2fSQiRAoSR2V0UHJvZHVjdFJlc3BvbnNlEi4KB3Byb2R1Y3QYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5Qcm9kdWN0IoMBChNMaXN0UHJvZHVjdHNSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgDIAEoCUIIukgFcgMYgAQiYAoUTGlzdFByb2R1Y3RzUmVzcG9uc2USLwoIcHJvZHVjdHMYASADKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5Qcm9kdWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLnBQoUVXBkYXRlUHJvZHVjdFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXnByb2RfWzAtOWEtel17MjZ9JBIWCgRuYW1lGAMgASgJQgi6SAVyAxjIARLDAgoIZmVhdHVyZXMYBCADKAsyJy5saWNlbnNkLmxpY2Vuc2luZy52MS5GZWF0dXJlRGVmaW5pdGlvbkKHArpIgwKSAf8BEMgBIvkBugGGAQoMZmVhdHVyZS5uYW1lEkRuYW1lIG11c3QgYmUgMSB0byA2MyBvZiBbYS16MC05Ll8tXSwgc3RhcnRpbmcgd2l0aCBhIGxldHRlciBvciBkaWdpdBowdGhpcy5uYW1lLm1hdGNoZXMoJ15bYS16MC05XVthLXowLTkuXy1dezAsNjJ9JCcpugEwCgxmZWF0dXJlLmtpbmQSEGtpbmQgbXVzdCBiZSBzZXQaDnRoaXMua2luZCAhPSAwugE5Cg9mZWF0dXJlLmNvbXBvc2USE2NvbXBvc2UgbXVzdCBiZSBzZXQaEXRoaXMuY29tcG9zZSAhPSAwEncKCG1ldGFkYXRhGAUgAygLMjgubGljZW5zZC5saWNlbnNpbmcudjEuVXBkYXRlUHJvZHVjdFJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElEEAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI3Cgt1cGRhdGVfbWFzaxgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBrpIA8gBARI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkcKFVVwZGF0ZVByb2R1Y3RSZXNwb25zZRIuCgdwcm9kdWN0GAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuUHJvZHVjdCKmAQoURGVsZXRlUHJvZHVjdFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXnByb2RfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRwoVRGVsZXRlUHJvZHVjdFJlc3BvbnNlEi4KB3Byb2R1Y3QYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5Qcm9kdWN0Iq8IChNDcmVhdGVQb2xpY3lSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIuCgpwcm9kdWN0X2lkGAIgASgJQhq6SBdyFTITXnByb2RfWzAtOWEtel17MjZ9JBIwCgRuYW1lGAMgASgJQiK6SB9yHTIbXlthLXowLTldW2EtejAtOS5fLV17MCw2Mn0kEj8KCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhK6SA+qAQwiBgiAvODfCzICCDwSFAoMYWxsX2ZlYXR1cmVzGAUgASgIEkIKDGVudGl0bGVtZW50cxgGIAMoCzIhLmxpY2Vuc2QubGljZW5zaW5nLnYxLkVudGl0bGVtZW50Qgm6SAaSAQMQyAESTAoSYWdlbnRfZW50aXRsZW1lbnRzGAcgAygLMiYubGljZW5zZC5saWNlbnNpbmcudjEuQWdlbnRFbnRpdGxlbWVudEIIukgFkgECEGQSIQoMbWF4X21hY2hpbmVzGAggASgFQgu6SAgaBhjAhD0oABIeCgltYXhfdXNlcnMYCSABKAVCC7pICBoGGMCEPSgAEhAKCGZsb2F0aW5nGAogASgIEkgKEmhlYXJ0YmVhdF9kdXJhdGlvbhgLIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIRukgOqgELIgUIgOeEDzICCDwSTwoTZXhwaXJhdGlvbl9zdHJhdGVneRgMIAEoDjIoLmxpY2Vuc2QubGljZW5zaW5nLnYxLkV4cGlyYXRpb25TdHJhdGVneUIIukgFggECEAESQAoMZ3JhY2VfcGVyaW9kGA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg+6SAyqAQkiBQiA54QPMgASSQoQb3ZlcmFnZV9zdHJhdGVneRgOIAEoDjIlLmxpY2Vuc2QubGljZW5zaW5nLnYxLk92ZXJhZ2VTdHJhdGVneUIIukgFggECEAESPwoJbGVhc2VfdHRsGA8gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhG6SA6qAQsiBQiA54QPMgIIPBJ2CghtZXRhZGF0YRgQIAMoCzI3LmxpY2Vuc2QubGljZW5zaW5nLnYxLkNyZWF0ZVBvbGljeVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElEEAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYESABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkQKFENyZWF0ZVBvbGljeVJlc3BvbnNlEiwKBnBvbGljeRgBIAEoCzIcLmxpY2Vuc2QubGljZW5zaW5nLnYxLlBvbGljeSJqChBHZXRQb2xpY3lSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5wb2xfWzAtOWEtel17MjZ9JCJBChFHZXRQb2xpY3lSZXNwb25zZRIsCgZwb2xpY3kYASABKAsyHC5saWNlbnNkLmxpY2Vuc2luZy52MS5Qb2xpY3kitgEKE0xpc3RQb2xpY2llc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjEKCnByb2R1Y3RfaWQYAiABKAlCHbpIGnIYMhZeKHByb2RfWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJfChRMaXN0UG9saWNpZXNSZXNwb25zZRIuCghwb2xpY2llcxgBIAMoCzIcLmxpY2Vuc2QubGljZW5zaW5nLnYxLlBvbGljeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4ggKE1VwZGF0ZVBvbGljeVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXnBvbF9bMC05YS16XXsyNn0kEjMKBG5hbWUYAyABKAlCJbpIInIgMh5eKFthLXowLTldW2EtejAtOS5fLV17MCw2Mn0pPyQSPwoIZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CErpID6oBDCIGCIC84N8LMgIIPBIUCgxhbGxfZmVhdHVyZXMYBSABKAgSQgoMZW50aXRsZW1lbnRzGAYgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnRCCbpIBpIBAxDIARJMChJhZ2VudF9lbnRpdGxlbWVudHMYByADKAsyJi5saWNlbnNkLmxpY2Vuc2luZy52MS5BZ2VudEVudGl0bGVtZW50Qgi6SAWSAQIQZBIhCgxtYXhfbWFjaGluZXMYCCABKAVCC7pICBoGGMCEPSgAEh4KCW1heF91c2VycxgJIAEoBUILukgIGgYYwIQ9KAASEAoIZmxvYXRpbmcYCiABKAgSSAoSaGVhcnRiZWF0X2R1cmF0aW9uGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhG6SA6qAQsiBQiA54QPMgIIPBJPChNleHBpcmF0aW9uX3N0cmF0ZWd5GAwgASgOMigubGljZW5zZC5saWNlbnNpbmcudjEuRXhwaXJhdGlvblN0cmF0ZWd5Qgi6SAWCAQIQARJACgxncmFjZV9wZXJpb2QYDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CD7pIDKoBCSIFCIDnhA8yABJJChBvdmVyYWdlX3N0cmF0ZWd5GA4gASgOMiUubGljZW5zZC5saWNlbnNpbmcudjEuT3ZlcmFnZVN0cmF0ZWd5Qgi6SAWCAQIQARI/CglsZWFzZV90dGwYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCIDnhA8yAgg8EnYKCG1ldGFkYXRhGBAgAygLMjcubGljZW5zZC5saWNlbnNpbmcudjEuVXBkYXRlUG9saWN5UmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQQCIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjcKC3VwZGF0ZV9tYXNrGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBEjUKD2lkZW1wb3RlbmN5X2tleRgSIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoUVXBkYXRlUG9saWN5UmVzcG9uc2USLAoGcG9saWN5GAEgASgLMhwubGljZW5zZC5saWNlbnNpbmcudjEuUG9saWN5IqQBChNEZWxldGVQb2xpY3lSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5wb2xfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRAoURGVsZXRlUG9saWN5UmVzcG9uc2USLAoGcG9saWN5GAEgASgLMhwubGljZW5zZC5saWNlbnNpbmcudjEuUG9saWN5Iv8CChVDcmVhdGVDdXN0b21lclJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhgKBG5hbWUYAiABKAlCCrpIB3IFEAEYyAESGQoFZW1haWwYAyABKAlCCrpIB3IFGP4BYAESHgoMb3JnYW5pemF0aW9uGAQgASgJQgi6SAVyAxjIARJ4CghtZXRhZGF0YRgFIAMoCzI5LmxpY2Vuc2QubGljZW5zaW5nLnYxLkNyZWF0ZUN1c3RvbWVyUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQQCIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSgoWQ3JlYXRlQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpY2Vuc2QubGljZW5zaW5nLnYxLkN1c3RvbWVyImwKEkdldEN1c3RvbWVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJeY3VzX1swLTlhLXpdezI2fSQiRwoTR2V0Q3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpY2Vuc2QubGljZW5zaW5nLnYxLkN1c3RvbWVyIp0BChRMaXN0Q3VzdG9tZXJzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSFwoFZW1haWwYAiABKAlCCLpIBXIDGP4BEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJjChVMaXN0Q3VzdG9tZXJzUmVzcG9uc2USMQoJY3VzdG9tZXJzGAEgAygLMh4ubGljZW5zZC5saWNlbnNpbmcudjEuQ3VzdG9tZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIt0DChVVcGRhdGVDdXN0b21lclJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXmN1c19bMC05YS16XXsyNn0kEhYKBG5hbWUYAyABKAlCCLpIBXIDGMgBEhkKBWVtYWlsGAQgASgJQgq6SAfYAQFyAmABEh4KDG9yZ2FuaXphdGlvbhgFIAEoCUIIukgFcgMYyAESeAoIbWV0YWRhdGEYBiADKAsyOS5saWNlbnNkLmxpY2Vuc2luZy52MS5VcGRhdGVDdXN0b21lclJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElEEAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI3Cgt1cGRhdGVfbWFzaxgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBrpIA8gBARI1Cg9pZGVtcG90ZW5jeV9rZXkYCCABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkoKFlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USMAoIY3VzdG9tZXIYASABKAsyHi5saWNlbnNkLmxpY2Vuc2luZy52MS5DdXN0b21lciKmAQoVRGVsZXRlQ3VzdG9tZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5jdXNfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiSgoWRGVsZXRlQ3VzdG9tZXJSZXNwb25zZRIwCghjdXN0b21lchgBIAEoCzIeLmxpY2Vuc2QubGljZW5zaW5nLnYxLkN1c3RvbWVyIs0FChRDcmVhdGVMaWNlbnNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLAoJcG9saWN5X2lkGAIgASgJQhm6SBZyFDISXnBvbF9bMC05YS16XXsyNn0kEi4KC2N1c3RvbWVyX2lkGAMgASgJQhm6SBZyFDISXmN1c19bMC05YS16XXsyNn0kEjkKC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIIukgFsgECQAESSwoVZW50aXRsZW1lbnRfb3ZlcnJpZGVzGAUgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnRCCbpIBpIBAxDIARJJCg9hZ2VudF9vdmVycmlkZXMYBiADKAsyJi5saWNlbnNkLmxpY2Vuc2luZy52MS5BZ2VudEVudGl0bGVtZW50Qgi6SAWSAQIQZBImCgxtYXhfbWFjaGluZXMYByABKAVCC7pICBoGGMCEPSgASACIAQESdwoIbWV0YWRhdGEYCCADKAsyOC5saWNlbnNkLmxpY2Vuc2luZy52MS5DcmVhdGVMaWNlbnNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQQCIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjkKCmN1c3RvbV9rZXkYCSABKAlCJbpIInIgGIABMhteKFtBLVphLXowLTkuXy1dezE2LDEyOH0pPyQSNQoPaWRlbXBvdGVuY3lfa2V5GAogASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCg1fbWF4X21hY2hpbmVzIlQKFUNyZWF0ZUxpY2Vuc2VSZXNwb25zZRIuCgdsaWNlbnNlGAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZRILCgNrZXkYAiABKAkiawoRR2V0TGljZW5zZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXmxpY19bMC05YS16XXsyNn0kIkQKEkdldExpY2Vuc2VSZXNwb25zZRIuCgdsaWNlbnNlGAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZSLbAgoTTGlzdExpY2Vuc2VzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoKcHJvZHVjdF9pZBgCIAEoCUIdukgachgyFl4ocHJvZF9bMC05YS16XXsyNn0pPyQSMQoLY3VzdG9tZXJfaWQYAyABKAlCHLpIGXIXMhVeKGN1c19bMC05YS16XXsyNn0pPyQSPQoGc3RhdHVzGAQgASgOMiMubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZVN0YXR1c0IIukgFggECEAESMQoNZXhwaXJlX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHQoJcGFnZV9zaXplGAYgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YByABKAlCCLpIBXIDGIAEImAKFExpc3RMaWNlbnNlc1Jlc3BvbnNlEi8KCGxpY2Vuc2VzGAEgAygLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiigUKFFVwZGF0ZUxpY2Vuc2VSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5saWNfWzAtOWEtel17MjZ9JBIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASSwoVZW50aXRsZW1lbnRfb3ZlcnJpZGVzGAQgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnRCCbpIBpIBAxDIARJJCg9hZ2VudF9vdmVycmlkZXMYBSADKAsyJi5saWNlbnNkLmxpY2Vuc2luZy52MS5BZ2VudEVudGl0bGVtZW50Qgi6SAWSAQIQZBImCgxtYXhfbWFjaGluZXMYBiABKAVCC7pICBoGGMCEPSgASACIAQESdwoIbWV0YWRhdGEYByADKAsyOC5saWNlbnNkLmxpY2Vuc2luZy52MS5VcGRhdGVMaWNlbnNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQQCIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjcKC3VwZGF0ZV9tYXNrGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBEjUKD2lkZW1wb3RlbmN5X2tleRgJIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDwoNX21heF9tYWNoaW5lcyJHChVVcGRhdGVMaWNlbnNlUmVzcG9uc2USLgoHbGljZW5zZRgBIAEoCzIdLmxpY2Vuc2QubGljZW5zaW5nLnYxLkxpY2Vuc2UipQEKFERlbGV0ZUxpY2Vuc2VSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5saWNfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRwoVRGVsZXRlTGljZW5zZVJlc3BvbnNlEi4KB2xpY2Vuc2UYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaWNlbnNlIqYBChVTdXNwZW5kTGljZW5zZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXmxpY19bMC05YS16XXsyNn0kEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJIChZTdXNwZW5kTGljZW5zZVJlc3BvbnNlEi4KB2xpY2Vuc2UYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaWNlbnNlIqgBChdSZWluc3RhdGVMaWNlbnNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkoKGFJlaW5zdGF0ZUxpY2Vuc2VSZXNwb25zZRIuCgdsaWNlbnNlGAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZSKkAQoTUmVuZXdMaWNlbnNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkYKFFJlbmV3TGljZW5zZVJlc3BvbnNlEi4KB2xpY2Vuc2UYASABKAsyHS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaWNlbnNlIqUBChRSZXZva2VMaWNlbnNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkcKFVJldm9rZUxpY2Vuc2VSZXNwb25zZRIuCgdsaWNlbnNlGAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZSKLAgoWVHJhbnNmZXJMaWNlbnNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSMQoLY3VzdG9tZXJfaWQYAyABKAlCHLpIGXIXMhVeKGN1c19bMC05YS16XXsyNn0pPyQSLwoJcG9saWN5X2lkGAQgASgJQhy6SBlyFzIVXihwb2xfWzAtOWEtel17MjZ9KT8kEjUKD2lkZW1wb3RlbmN5X2tleRgFIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJJChdUcmFuc2ZlckxpY2Vuc2VSZXNwb25zZRIuCgdsaWNlbnNlGAEgASgLMh0ubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZSJxChdSZXZlYWxMaWNlbnNlS2V5UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQiJwoYUmV2ZWFsTGljZW5zZUtleVJlc3BvbnNlEgsKA2tleRgBIAEoCSLAAQoWVmFsaWRhdGVMaWNlbnNlUmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESLQoMcHJvZHVjdF9jb2RlGAIgASgJQhe6SBRyEjIQXihbQS1aMC05XXszfSk/JBIdCgtmaW5nZXJwcmludBgDIAEoCUIIukgFcgMY/wESJgoMZW50aXRsZW1lbnRzGAQgAygJQhC6SA2SAQoQMiIGcgQQARg/EhcKBW5vbmNlGAUgASgJQgi6SAVyAxiAASLbAQoOTGljZW5zZVN1bW1hcnkSCgoCaWQYASABKAkSFAoMcHJvZHVjdF9jb2RlGAIgASgJEhMKC3BvbGljeV9uYW1lGAMgASgJEjMKBnN0YXR1cxgEIAEoDjIjLmxpY2Vuc2QubGljZW5zaW5nLnYxLkxpY2Vuc2VTdGF0dXMSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmN1c3RvbWVyX2VtYWlsGAYgASgJEhQKDG1heF9tYWNoaW5lcxgHIAEoBSKLAwoXVmFsaWRhdGVMaWNlbnNlUmVzcG9uc2USDQoFdmFsaWQYASABKAgSMgoEY29kZRgCIAEoDjIkLmxpY2Vuc2QubGljZW5zaW5nLnYxLlZhbGlkYXRpb25Db2RlEg4KBmRldGFpbBgDIAEoCRI1CgdsaWNlbnNlGAQgASgLMiQubGljZW5zZC5saWNlbnNpbmcudjEuTGljZW5zZVN1bW1hcnkSEAoIZmVhdHVyZXMYBSADKAkSNwoMZW50aXRsZW1lbnRzGAYgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnQSQgoSYWdlbnRfZW50aXRsZW1lbnRzGAcgAygLMiYubGljZW5zZC5saWNlbnNpbmcudjEuQWdlbnRFbnRpdGxlbWVudBINCgVub25jZRgIIAEoCRIoCgR0aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYCiABKAkSEQoJc2lnbmF0dXJlGAsgASgMIoEBCh5HZXRDdXN0b21lckVudGl0bGVtZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEi4KC2N1c3RvbWVyX2lkGAIgASgJQhm6SBZyFDISXmN1c19bMC05YS16XXsyNn0kImIKEUVudGl0bGVtZW50U291cmNlEhIKCnByb2R1Y3RfaWQYASABKAkSEgoKbGljZW5zZV9pZBgCIAEoCRIlCgV2YWx1ZRgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSK/AQoTQ29tcG9zZWRFbnRpdGxlbWVudBIPCgdmZWF0dXJlGAEgASgJEjYKB2NvbXBvc2UYAiABKA4yJS5saWNlbnNkLmxpY2Vuc2luZy52MS5Db21wb3NlU3RyYXRlZ3kSJQoFdmFsdWUYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSOAoHc291cmNlcxgEIAMoCzInLmxpY2Vuc2QubGljZW5zaW5nLnYxLkVudGl0bGVtZW50U291cmNlIogBChhDb21wb3NlZEFnZW50RW50aXRsZW1lbnQSDQoFYWdlbnQYASABKAkSEwoLdG9rZW5fbGltaXQYAiABKAMSMwoKbW9kZWxfdGllchgDIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllchITCgtsaWNlbnNlX2lkcxgEIAMoCSLYAQofR2V0Q3VzdG9tZXJFbnRpdGxlbWVudHNSZXNwb25zZRITCgtjdXN0b21lcl9pZBgBIAEoCRI/CgxlbnRpdGxlbWVudHMYAiADKAsyKS5saWNlbnNkLmxpY2Vuc2luZy52MS5Db21wb3NlZEVudGl0bGVtZW50EkoKEmFnZW50X2VudGl0bGVtZW50cxgDIAMoCzIuLmxpY2Vuc2QubGljZW5zaW5nLnYxLkNvbXBvc2VkQWdlbnRFbnRpdGxlbWVudBITCgtsaWNlbnNlX2lkcxgEIAMoCSrRBAoOVmFsaWRhdGlvbkNvZGUSHwobVkFMSURBVElPTl9DT0RFX1VOU1BFQ0lGSUVEEAASIgoeVkFMSURBVElPTl9DT0RFX0ZPUk1BVF9JTlZBTElEEAESJQohVkFMSURBVElPTl9DT0RFX1NJR05BVFVSRV9JTlZBTElEEAISHQoZVkFMSURBVElPTl9DT0RFX05PVF9GT1VORBADEhsKF1ZBTElEQVRJT05fQ09ERV9SRVZPS0VEEAQSHQoZVkFMSURBVElPTl9DT0RFX1NVU1BFTkRFRBAFEhsKF1ZBTElEQVRJT05fQ09ERV9FWFBJUkVEEAYSKgomVkFMSURBVElPTl9DT0RFX1BST0RVQ1RfU0NPUEVfTUlTTUFUQ0gQBxIuCipWQUxJREFUSU9OX0NPREVfRklOR0VSUFJJTlRfU0NPUEVfUkVRVUlSRUQQCBIeChpWQUxJREFUSU9OX0NPREVfTk9fTUFDSElORRAJEh8KG1ZBTElEQVRJT05fQ09ERV9OT19NQUNISU5FUxAKEi4KKlZBTElEQVRJT05fQ09ERV9GSU5HRVJQUklOVF9TQ09QRV9NSVNNQVRDSBALEiUKIVZBTElEQVRJT05fQ09ERV9UT09fTUFOWV9NQUNISU5FUxAMEiIKHlZBTElEQVRJT05fQ09ERV9IRUFSVEJFQVRfREVBRBANEigKJFZBTElEQVRJT05fQ09ERV9FTlRJVExFTUVOVFNfTUlTU0lORxAOEhkKFVZBTElEQVRJT05fQ09ERV9WQUxJRBAPMuwXChBMaWNlbnNpbmdTZXJ2aWNlEmgKDUNyZWF0ZVByb2R1Y3QSKi5saWNlbnNkLmxpY2Vuc2luZy52MS5DcmVhdGVQcm9kdWN0UmVxdWVzdBorLmxpY2Vuc2QubGljZW5zaW5nLnYxLkNyZWF0ZVByb2R1Y3RSZXNwb25zZRJkCgpHZXRQcm9kdWN0EicubGljZW5zZC5saWNlbnNpbmcudjEuR2V0UHJvZHVjdFJlcXVlc3QaKC5saWNlbnNkLmxpY2Vuc2luZy52MS5HZXRQcm9kdWN0UmVzcG9uc2UiA5ACARJqCgxMaXN0UHJvZHVjdHMSKS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaXN0UHJvZHVjdHNSZXF1ZXN0GioubGljZW5zZC5saWNlbnNpbmcudjEuTGlzdFByb2R1Y3RzUmVzcG9uc2UiA5ACARJoCg1VcGRhdGVQcm9kdWN0EioubGljZW5zZC5saWNlbnNpbmcudjEuVXBkYXRlUHJvZHVjdFJlcXVlc3QaKy5saWNlbnNkLmxpY2Vuc2luZy52MS5VcGRhdGVQcm9kdWN0UmVzcG9uc2USaAoNRGVsZXRlUHJvZHVjdBIqLmxpY2Vuc2QubGljZW5zaW5nLnYxLkRlbGV0ZVByb2R1Y3RSZXF1ZXN0GisubGljZW5zZC5saWNlbnNpbmcudjEuRGVsZXRlUHJvZHVjdFJlc3BvbnNlEmUKDENyZWF0ZVBvbGljeRIpLmxpY2Vuc2QubGljZW5zaW5nLnYxLkNyZWF0ZVBvbGljeVJlcXVlc3QaKi5saWNlbnNkLmxpY2Vuc2luZy52MS5DcmVhdGVQb2xpY3lSZXNwb25zZRJhCglHZXRQb2xpY3kSJi5saWNlbnNkLmxpY2Vuc2luZy52MS5HZXRQb2xpY3lSZXF1ZXN0GicubGljZW5zZC5saWNlbnNpbmcudjEuR2V0UG9saWN5UmVzcG9uc2UiA5ACARJqCgxMaXN0UG9saWNpZXMSKS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaXN0UG9saWNpZXNSZXF1ZXN0GioubGljZW5zZC5saWNlbnNpbmcudjEuTGlzdFBvbGljaWVzUmVzcG9uc2UiA5ACARJlCgxVcGRhdGVQb2xpY3kSKS5saWNlbnNkLmxpY2Vuc2luZy52MS5VcGRhdGVQb2xpY3lSZXF1ZXN0GioubGljZW5zZC5saWNlbnNpbmcudjEuVXBkYXRlUG9saWN5UmVzcG9uc2USZQoMRGVsZXRlUG9saWN5EikubGljZW5zZC5saWNlbnNpbmcudjEuRGVsZXRlUG9saWN5UmVxdWVzdBoqLmxpY2Vuc2QubGljZW5zaW5nLnYxLkRlbGV0ZVBvbGljeVJlc3BvbnNlEmsKDkNyZWF0ZUN1c3RvbWVyEisubGljZW5zZC5saWNlbnNpbmcudjEuQ3JlYXRlQ3VzdG9tZXJSZXF1ZXN0GiwubGljZW5zZC5saWNlbnNpbmcudjEuQ3JlYXRlQ3VzdG9tZXJSZXNwb25zZRJnCgtHZXRDdXN0b21lchIoLmxpY2Vuc2QubGljZW5zaW5nLnYxLkdldEN1c3RvbWVyUmVxdWVzdBopLmxpY2Vuc2QubGljZW5zaW5nLnYxLkdldEN1c3RvbWVyUmVzcG9uc2UiA5ACARJtCg1MaXN0Q3VzdG9tZXJzEioubGljZW5zZC5saWNlbnNpbmcudjEuTGlzdEN1c3RvbWVyc1JlcXVlc3QaKy5saWNlbnNkLmxpY2Vuc2luZy52MS5MaXN0Q3VzdG9tZXJzUmVzcG9uc2UiA5ACARJrCg5VcGRhdGVDdXN0b21lchIrLmxpY2Vuc2QubGljZW5zaW5nLnYxLlVwZGF0ZUN1c3RvbWVyUmVxdWVzdBosLmxpY2Vuc2QubGljZW5zaW5nLnYxLlVwZGF0ZUN1c3RvbWVyUmVzcG9uc2USawoORGVsZXRlQ3VzdG9tZXISKy5saWNlbnNkLmxpY2Vuc2luZy52MS5EZWxldGVDdXN0b21lclJlcXVlc3QaLC5saWNlbnNkLmxpY2Vuc2luZy52MS5EZWxldGVDdXN0b21lclJlc3BvbnNlEmgKDUNyZWF0ZUxpY2Vuc2USKi5saWNlbnNkLmxpY2Vuc2luZy52MS5DcmVhdGVMaWNlbnNlUmVxdWVzdBorLmxpY2Vuc2QubGljZW5zaW5nLnYxLkNyZWF0ZUxpY2Vuc2VSZXNwb25zZRJkCgpHZXRMaWNlbnNlEicubGljZW5zZC5saWNlbnNpbmcudjEuR2V0TGljZW5zZVJlcXVlc3QaKC5saWNlbnNkLmxpY2Vuc2luZy52MS5HZXRMaWNlbnNlUmVzcG9uc2UiA5ACARJqCgxMaXN0TGljZW5zZXMSKS5saWNlbnNkLmxpY2Vuc2luZy52MS5MaXN0TGljZW5zZXNSZXF1ZXN0GioubGljZW5zZC5saWNlbnNpbmcudjEuTGlzdExpY2Vuc2VzUmVzcG9uc2UiA5ACARJoCg1VcGRhdGVMaWNlbnNlEioubGljZW5zZC5saWNlbnNpbmcudjEuVXBkYXRlTGljZW5zZVJlcXVlc3QaKy5saWNlbnNkLmxpY2Vuc2luZy52MS5VcGRhdGVMaWNlbnNlUmVzcG9uc2USaAoNRGVsZXRlTGljZW5zZRIqLmxpY2Vuc2QubGljZW5zaW5nLnYxLkRlbGV0ZUxpY2Vuc2VSZXF1ZXN0GisubGljZW5zZC5saWNlbnNpbmcudjEuRGVsZXRlTGljZW5zZVJlc3BvbnNlEmsKDlN1c3BlbmRMaWNlbnNlEisubGljZW5zZC5saWNlbnNpbmcudjEuU3VzcGVuZExpY2Vuc2VSZXF1ZXN0GiwubGljZW5zZC5saWNlbnNpbmcudjEuU3VzcGVuZExpY2Vuc2VSZXNwb25zZRJxChBSZWluc3RhdGVMaWNlbnNlEi0ubGljZW5zZC5saWNlbnNpbmcudjEuUmVpbnN0YXRlTGljZW5zZVJlcXVlc3QaLi5saWNlbnNkLmxpY2Vuc2luZy52MS5SZWluc3RhdGVMaWNlbnNlUmVzcG9uc2USZQoMUmVuZXdMaWNlbnNlEikubGljZW5zZC5saWNlbnNpbmcudjEuUmVuZXdMaWNlbnNlUmVxdWVzdBoqLmxpY2Vuc2QubGljZW5zaW5nLnYxLlJlbmV3TGljZW5zZVJlc3BvbnNlEmgKDVJldm9rZUxpY2Vuc2USKi5saWNlbnNkLmxpY2Vuc2luZy52MS5SZXZva2VMaWNlbnNlUmVxdWVzdBorLmxpY2Vuc2QubGljZW5zaW5nLnYxLlJldm9rZUxpY2Vuc2VSZXNwb25zZRJuCg9UcmFuc2ZlckxpY2Vuc2USLC5saWNlbnNkLmxpY2Vuc2luZy52MS5UcmFuc2ZlckxpY2Vuc2VSZXF1ZXN0Gi0ubGljZW5zZC5saWNlbnNpbmcudjEuVHJhbnNmZXJMaWNlbnNlUmVzcG9uc2UScQoQUmV2ZWFsTGljZW5zZUtleRItLmxpY2Vuc2QubGljZW5zaW5nLnYxLlJldmVhbExpY2Vuc2VLZXlSZXF1ZXN0Gi4ubGljZW5zZC5saWNlbnNpbmcudjEuUmV2ZWFsTGljZW5zZUtleVJlc3BvbnNlEnMKD1ZhbGlkYXRlTGljZW5zZRIsLmxpY2Vuc2QubGljZW5zaW5nLnYxLlZhbGlkYXRlTGljZW5zZVJlcXVlc3QaLS5saWNlbnNkLmxpY2Vuc2luZy52MS5WYWxpZGF0ZUxpY2Vuc2VSZXNwb25zZSIDkAIBEosBChdHZXRDdXN0b21lckVudGl0bGVtZW50cxI0LmxpY2Vuc2QubGljZW5zaW5nLnYxLkdldEN1c3RvbWVyRW50aXRsZW1lbnRzUmVxdWVzdBo1LmxpY2Vuc2QubGljZW5zaW5nLnYxLkdldEN1c3RvbWVyRW50aXRsZW1lbnRzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp, file_licensd_licensing_v1_customer, file_licensd_licensing_v1_license, file_licensd_licensing_v1_policy, file_licensd_licensing_v1_product]);
 
 /**
- * LicensingService issues and validates licenses: products, policies, customers, license keys, entitlements and signed offline license files.
+ * Request for CreateProduct.
  *
- * Its RPCs arrive with their own issue; until then the service is listed by
- * reflection and health but has no methods.
+ * @generated from message licensd.licensing.v1.CreateProductRequest
+ */
+export type CreateProductRequest = Message<"licensd.licensing.v1.CreateProductRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Three characters of A–Z0–9, unique in the tenant: the first segment of its keys.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * Human-readable name.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * The features its policies and licenses may entitle (at most 200, names unique).
+   *
+   * @generated from field: repeated licensd.licensing.v1.FeatureDefinition features = 4;
+   */
+  features: FeatureDefinition[];
+
+  /**
+   * Free-form labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateProductRequest.
+ * Use `create(CreateProductRequestSchema)` to create a new message.
+ */
+export const CreateProductRequestSchema: GenMessage<CreateProductRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 0);
+
+/**
+ * Response for CreateProduct.
+ *
+ * @generated from message licensd.licensing.v1.CreateProductResponse
+ */
+export type CreateProductResponse = Message<"licensd.licensing.v1.CreateProductResponse"> & {
+  /**
+   * The new product.
+   *
+   * @generated from field: licensd.licensing.v1.Product product = 1;
+   */
+  product?: Product | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateProductResponse.
+ * Use `create(CreateProductResponseSchema)` to create a new message.
+ */
+export const CreateProductResponseSchema: GenMessage<CreateProductResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 1);
+
+/**
+ * Request for GetProduct.
+ *
+ * @generated from message licensd.licensing.v1.GetProductRequest
+ */
+export type GetProductRequest = Message<"licensd.licensing.v1.GetProductRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The product's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetProductRequest.
+ * Use `create(GetProductRequestSchema)` to create a new message.
+ */
+export const GetProductRequestSchema: GenMessage<GetProductRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 2);
+
+/**
+ * Response for GetProduct.
+ *
+ * @generated from message licensd.licensing.v1.GetProductResponse
+ */
+export type GetProductResponse = Message<"licensd.licensing.v1.GetProductResponse"> & {
+  /**
+   * The product.
+   *
+   * @generated from field: licensd.licensing.v1.Product product = 1;
+   */
+  product?: Product | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetProductResponse.
+ * Use `create(GetProductResponseSchema)` to create a new message.
+ */
+export const GetProductResponseSchema: GenMessage<GetProductResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 3);
+
+/**
+ * Request for ListProducts.
+ *
+ * @generated from message licensd.licensing.v1.ListProductsRequest
+ */
+export type ListProductsRequest = Message<"licensd.licensing.v1.ListProductsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListProductsRequest.
+ * Use `create(ListProductsRequestSchema)` to create a new message.
+ */
+export const ListProductsRequestSchema: GenMessage<ListProductsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 4);
+
+/**
+ * Response for ListProducts.
+ *
+ * @generated from message licensd.licensing.v1.ListProductsResponse
+ */
+export type ListProductsResponse = Message<"licensd.licensing.v1.ListProductsResponse"> & {
+  /**
+   * One page of products.
+   *
+   * @generated from field: repeated licensd.licensing.v1.Product products = 1;
+   */
+  products: Product[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListProductsResponse.
+ * Use `create(ListProductsResponseSchema)` to create a new message.
+ */
+export const ListProductsResponseSchema: GenMessage<ListProductsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 5);
+
+/**
+ * Request for UpdateProduct.
+ *
+ * @generated from message licensd.licensing.v1.UpdateProductRequest
+ */
+export type UpdateProductRequest = Message<"licensd.licensing.v1.UpdateProductRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The product's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * New name (with `name` in the mask).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * New features (with `features` in the mask) (at most 200, names unique).
+   *
+   * @generated from field: repeated licensd.licensing.v1.FeatureDefinition features = 4;
+   */
+  features: FeatureDefinition[];
+
+  /**
+   * New labels (with `metadata` in the mask): at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Which fields to change: name, features, metadata.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 6;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateProductRequest.
+ * Use `create(UpdateProductRequestSchema)` to create a new message.
+ */
+export const UpdateProductRequestSchema: GenMessage<UpdateProductRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 6);
+
+/**
+ * Response for UpdateProduct.
+ *
+ * @generated from message licensd.licensing.v1.UpdateProductResponse
+ */
+export type UpdateProductResponse = Message<"licensd.licensing.v1.UpdateProductResponse"> & {
+  /**
+   * The product after the change.
+   *
+   * @generated from field: licensd.licensing.v1.Product product = 1;
+   */
+  product?: Product | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateProductResponse.
+ * Use `create(UpdateProductResponseSchema)` to create a new message.
+ */
+export const UpdateProductResponseSchema: GenMessage<UpdateProductResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 7);
+
+/**
+ * Request for DeleteProduct.
+ *
+ * @generated from message licensd.licensing.v1.DeleteProductRequest
+ */
+export type DeleteProductRequest = Message<"licensd.licensing.v1.DeleteProductRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The product's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteProductRequest.
+ * Use `create(DeleteProductRequestSchema)` to create a new message.
+ */
+export const DeleteProductRequestSchema: GenMessage<DeleteProductRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 8);
+
+/**
+ * Response for DeleteProduct.
+ *
+ * @generated from message licensd.licensing.v1.DeleteProductResponse
+ */
+export type DeleteProductResponse = Message<"licensd.licensing.v1.DeleteProductResponse"> & {
+  /**
+   * The product as it was.
+   *
+   * @generated from field: licensd.licensing.v1.Product product = 1;
+   */
+  product?: Product | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteProductResponse.
+ * Use `create(DeleteProductResponseSchema)` to create a new message.
+ */
+export const DeleteProductResponseSchema: GenMessage<DeleteProductResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 9);
+
+/**
+ * Request for CreatePolicy.
+ *
+ * @generated from message licensd.licensing.v1.CreatePolicyRequest
+ */
+export type CreatePolicyRequest = Message<"licensd.licensing.v1.CreatePolicyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The product it belongs to.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * Plan name, e.g. `pro`: 1 to 63 of [a-z0-9._-]; unique per product.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * How long a license lasts from creation or renewal; unset for perpetual.
+   *
+   * @generated from field: google.protobuf.Duration duration = 4;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * Entitles every feature of the product.
+   *
+   * @generated from field: bool all_features = 5;
+   */
+  allFeatures: boolean;
+
+  /**
+   * Feature values (at most 200).
+   *
+   * @generated from field: repeated licensd.licensing.v1.Entitlement entitlements = 6;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * Per-agent allowances (at most 100).
+   *
+   * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_entitlements = 7;
+   */
+  agentEntitlements: AgentEntitlement[];
+
+  /**
+   * Machines a license may activate; 0 for unlimited.
+   *
+   * @generated from field: int32 max_machines = 8;
+   */
+  maxMachines: number;
+
+  /**
+   * Users a license may have; 0 for unlimited.
+   *
+   * @generated from field: int32 max_users = 9;
+   */
+  maxUsers: number;
+
+  /**
+   * Floating (machines may change) or node-locked.
+   *
+   * @generated from field: bool floating = 10;
+   */
+  floating: boolean;
+
+  /**
+   * How often machines must heartbeat; unset for never.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_duration = 11;
+   */
+  heartbeatDuration?: Duration | undefined;
+
+  /**
+   * What an expired license still allows.
+   *
+   * @generated from field: licensd.licensing.v1.ExpirationStrategy expiration_strategy = 12;
+   */
+  expirationStrategy: ExpirationStrategy;
+
+  /**
+   * How long after expiry a license still validates.
+   *
+   * @generated from field: google.protobuf.Duration grace_period = 13;
+   */
+  gracePeriod?: Duration | undefined;
+
+  /**
+   * What happens to usage past a limit.
+   *
+   * @generated from field: licensd.licensing.v1.OverageStrategy overage_strategy = 14;
+   */
+  overageStrategy: OverageStrategy;
+
+  /**
+   * How long a lease lasts; unset for 24 hours.
+   *
+   * @generated from field: google.protobuf.Duration lease_ttl = 15;
+   */
+  leaseTtl?: Duration | undefined;
+
+  /**
+   * Free-form labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 16;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 17;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreatePolicyRequest.
+ * Use `create(CreatePolicyRequestSchema)` to create a new message.
+ */
+export const CreatePolicyRequestSchema: GenMessage<CreatePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 10);
+
+/**
+ * Response for CreatePolicy.
+ *
+ * @generated from message licensd.licensing.v1.CreatePolicyResponse
+ */
+export type CreatePolicyResponse = Message<"licensd.licensing.v1.CreatePolicyResponse"> & {
+  /**
+   * The new policy.
+   *
+   * @generated from field: licensd.licensing.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreatePolicyResponse.
+ * Use `create(CreatePolicyResponseSchema)` to create a new message.
+ */
+export const CreatePolicyResponseSchema: GenMessage<CreatePolicyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 11);
+
+/**
+ * Request for GetPolicy.
+ *
+ * @generated from message licensd.licensing.v1.GetPolicyRequest
+ */
+export type GetPolicyRequest = Message<"licensd.licensing.v1.GetPolicyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The policy's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetPolicyRequest.
+ * Use `create(GetPolicyRequestSchema)` to create a new message.
+ */
+export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 12);
+
+/**
+ * Response for GetPolicy.
+ *
+ * @generated from message licensd.licensing.v1.GetPolicyResponse
+ */
+export type GetPolicyResponse = Message<"licensd.licensing.v1.GetPolicyResponse"> & {
+  /**
+   * The policy.
+   *
+   * @generated from field: licensd.licensing.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetPolicyResponse.
+ * Use `create(GetPolicyResponseSchema)` to create a new message.
+ */
+export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 13);
+
+/**
+ * Request for ListPolicies.
+ *
+ * @generated from message licensd.licensing.v1.ListPoliciesRequest
+ */
+export type ListPoliciesRequest = Message<"licensd.licensing.v1.ListPoliciesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only policies of this product.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListPoliciesRequest.
+ * Use `create(ListPoliciesRequestSchema)` to create a new message.
+ */
+export const ListPoliciesRequestSchema: GenMessage<ListPoliciesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 14);
+
+/**
+ * Response for ListPolicies.
+ *
+ * @generated from message licensd.licensing.v1.ListPoliciesResponse
+ */
+export type ListPoliciesResponse = Message<"licensd.licensing.v1.ListPoliciesResponse"> & {
+  /**
+   * One page of policies.
+   *
+   * @generated from field: repeated licensd.licensing.v1.Policy policies = 1;
+   */
+  policies: Policy[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListPoliciesResponse.
+ * Use `create(ListPoliciesResponseSchema)` to create a new message.
+ */
+export const ListPoliciesResponseSchema: GenMessage<ListPoliciesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 15);
+
+/**
+ * Request for UpdatePolicy.
+ *
+ * @generated from message licensd.licensing.v1.UpdatePolicyRequest
+ */
+export type UpdatePolicyRequest = Message<"licensd.licensing.v1.UpdatePolicyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The policy's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * New plan name (with `name` in the mask).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * New: How long a license lasts from creation or renewal; unset for perpetual.
+   *
+   * @generated from field: google.protobuf.Duration duration = 4;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * New: Entitles every feature of the product.
+   *
+   * @generated from field: bool all_features = 5;
+   */
+  allFeatures: boolean;
+
+  /**
+   * New: Feature values (at most 200).
+   *
+   * @generated from field: repeated licensd.licensing.v1.Entitlement entitlements = 6;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * New: Per-agent allowances (at most 100).
+   *
+   * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_entitlements = 7;
+   */
+  agentEntitlements: AgentEntitlement[];
+
+  /**
+   * New: Machines a license may activate; 0 for unlimited.
+   *
+   * @generated from field: int32 max_machines = 8;
+   */
+  maxMachines: number;
+
+  /**
+   * New: Users a license may have; 0 for unlimited.
+   *
+   * @generated from field: int32 max_users = 9;
+   */
+  maxUsers: number;
+
+  /**
+   * New: Floating (machines may change) or node-locked.
+   *
+   * @generated from field: bool floating = 10;
+   */
+  floating: boolean;
+
+  /**
+   * New: How often machines must heartbeat; unset for never.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_duration = 11;
+   */
+  heartbeatDuration?: Duration | undefined;
+
+  /**
+   * New: What an expired license still allows.
+   *
+   * @generated from field: licensd.licensing.v1.ExpirationStrategy expiration_strategy = 12;
+   */
+  expirationStrategy: ExpirationStrategy;
+
+  /**
+   * New: How long after expiry a license still validates.
+   *
+   * @generated from field: google.protobuf.Duration grace_period = 13;
+   */
+  gracePeriod?: Duration | undefined;
+
+  /**
+   * New: What happens to usage past a limit.
+   *
+   * @generated from field: licensd.licensing.v1.OverageStrategy overage_strategy = 14;
+   */
+  overageStrategy: OverageStrategy;
+
+  /**
+   * New: How long a lease lasts; unset for 24 hours.
+   *
+   * @generated from field: google.protobuf.Duration lease_ttl = 15;
+   */
+  leaseTtl?: Duration | undefined;
+
+  /**
+   * New labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 16;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Which fields to change: any of the fields above by name.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 17;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 18;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdatePolicyRequest.
+ * Use `create(UpdatePolicyRequestSchema)` to create a new message.
+ */
+export const UpdatePolicyRequestSchema: GenMessage<UpdatePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 16);
+
+/**
+ * Response for UpdatePolicy.
+ *
+ * @generated from message licensd.licensing.v1.UpdatePolicyResponse
+ */
+export type UpdatePolicyResponse = Message<"licensd.licensing.v1.UpdatePolicyResponse"> & {
+  /**
+   * The policy after the change.
+   *
+   * @generated from field: licensd.licensing.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdatePolicyResponse.
+ * Use `create(UpdatePolicyResponseSchema)` to create a new message.
+ */
+export const UpdatePolicyResponseSchema: GenMessage<UpdatePolicyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 17);
+
+/**
+ * Request for DeletePolicy.
+ *
+ * @generated from message licensd.licensing.v1.DeletePolicyRequest
+ */
+export type DeletePolicyRequest = Message<"licensd.licensing.v1.DeletePolicyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The policy's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeletePolicyRequest.
+ * Use `create(DeletePolicyRequestSchema)` to create a new message.
+ */
+export const DeletePolicyRequestSchema: GenMessage<DeletePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 18);
+
+/**
+ * Response for DeletePolicy.
+ *
+ * @generated from message licensd.licensing.v1.DeletePolicyResponse
+ */
+export type DeletePolicyResponse = Message<"licensd.licensing.v1.DeletePolicyResponse"> & {
+  /**
+   * The policy as it was.
+   *
+   * @generated from field: licensd.licensing.v1.Policy policy = 1;
+   */
+  policy?: Policy | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeletePolicyResponse.
+ * Use `create(DeletePolicyResponseSchema)` to create a new message.
+ */
+export const DeletePolicyResponseSchema: GenMessage<DeletePolicyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 19);
+
+/**
+ * Request for CreateCustomer.
+ *
+ * @generated from message licensd.licensing.v1.CreateCustomerRequest
+ */
+export type CreateCustomerRequest = Message<"licensd.licensing.v1.CreateCustomerRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Human-readable name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Contact email; unique in the tenant (case-insensitive).
+   *
+   * @generated from field: string email = 3;
+   */
+  email: string;
+
+  /**
+   * Organisation, if any.
+   *
+   * @generated from field: string organization = 4;
+   */
+  organization: string;
+
+  /**
+   * Free-form labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateCustomerRequest.
+ * Use `create(CreateCustomerRequestSchema)` to create a new message.
+ */
+export const CreateCustomerRequestSchema: GenMessage<CreateCustomerRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 20);
+
+/**
+ * Response for CreateCustomer.
+ *
+ * @generated from message licensd.licensing.v1.CreateCustomerResponse
+ */
+export type CreateCustomerResponse = Message<"licensd.licensing.v1.CreateCustomerResponse"> & {
+  /**
+   * The new customer.
+   *
+   * @generated from field: licensd.licensing.v1.Customer customer = 1;
+   */
+  customer?: Customer | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateCustomerResponse.
+ * Use `create(CreateCustomerResponseSchema)` to create a new message.
+ */
+export const CreateCustomerResponseSchema: GenMessage<CreateCustomerResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 21);
+
+/**
+ * Request for GetCustomer.
+ *
+ * @generated from message licensd.licensing.v1.GetCustomerRequest
+ */
+export type GetCustomerRequest = Message<"licensd.licensing.v1.GetCustomerRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The customer's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetCustomerRequest.
+ * Use `create(GetCustomerRequestSchema)` to create a new message.
+ */
+export const GetCustomerRequestSchema: GenMessage<GetCustomerRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 22);
+
+/**
+ * Response for GetCustomer.
+ *
+ * @generated from message licensd.licensing.v1.GetCustomerResponse
+ */
+export type GetCustomerResponse = Message<"licensd.licensing.v1.GetCustomerResponse"> & {
+  /**
+   * The customer.
+   *
+   * @generated from field: licensd.licensing.v1.Customer customer = 1;
+   */
+  customer?: Customer | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetCustomerResponse.
+ * Use `create(GetCustomerResponseSchema)` to create a new message.
+ */
+export const GetCustomerResponseSchema: GenMessage<GetCustomerResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 23);
+
+/**
+ * Request for ListCustomers.
+ *
+ * @generated from message licensd.licensing.v1.ListCustomersRequest
+ */
+export type ListCustomersRequest = Message<"licensd.licensing.v1.ListCustomersRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only the customer with this email (case-insensitive).
+   *
+   * @generated from field: string email = 2;
+   */
+  email: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListCustomersRequest.
+ * Use `create(ListCustomersRequestSchema)` to create a new message.
+ */
+export const ListCustomersRequestSchema: GenMessage<ListCustomersRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 24);
+
+/**
+ * Response for ListCustomers.
+ *
+ * @generated from message licensd.licensing.v1.ListCustomersResponse
+ */
+export type ListCustomersResponse = Message<"licensd.licensing.v1.ListCustomersResponse"> & {
+  /**
+   * One page of customers.
+   *
+   * @generated from field: repeated licensd.licensing.v1.Customer customers = 1;
+   */
+  customers: Customer[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListCustomersResponse.
+ * Use `create(ListCustomersResponseSchema)` to create a new message.
+ */
+export const ListCustomersResponseSchema: GenMessage<ListCustomersResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 25);
+
+/**
+ * Request for UpdateCustomer.
+ *
+ * @generated from message licensd.licensing.v1.UpdateCustomerRequest
+ */
+export type UpdateCustomerRequest = Message<"licensd.licensing.v1.UpdateCustomerRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The customer's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * New name (with `name` in the mask).
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * New email (with `email` in the mask).
+   *
+   * @generated from field: string email = 4;
+   */
+  email: string;
+
+  /**
+   * New organisation (with `organization` in the mask).
+   *
+   * @generated from field: string organization = 5;
+   */
+  organization: string;
+
+  /**
+   * New labels (with `metadata` in the mask): at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 6;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Which fields to change: name, email, organization, metadata.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 7;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 8;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateCustomerRequest.
+ * Use `create(UpdateCustomerRequestSchema)` to create a new message.
+ */
+export const UpdateCustomerRequestSchema: GenMessage<UpdateCustomerRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 26);
+
+/**
+ * Response for UpdateCustomer.
+ *
+ * @generated from message licensd.licensing.v1.UpdateCustomerResponse
+ */
+export type UpdateCustomerResponse = Message<"licensd.licensing.v1.UpdateCustomerResponse"> & {
+  /**
+   * The customer after the change.
+   *
+   * @generated from field: licensd.licensing.v1.Customer customer = 1;
+   */
+  customer?: Customer | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateCustomerResponse.
+ * Use `create(UpdateCustomerResponseSchema)` to create a new message.
+ */
+export const UpdateCustomerResponseSchema: GenMessage<UpdateCustomerResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 27);
+
+/**
+ * Request for DeleteCustomer.
+ *
+ * @generated from message licensd.licensing.v1.DeleteCustomerRequest
+ */
+export type DeleteCustomerRequest = Message<"licensd.licensing.v1.DeleteCustomerRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The customer's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteCustomerRequest.
+ * Use `create(DeleteCustomerRequestSchema)` to create a new message.
+ */
+export const DeleteCustomerRequestSchema: GenMessage<DeleteCustomerRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 28);
+
+/**
+ * Response for DeleteCustomer.
+ *
+ * @generated from message licensd.licensing.v1.DeleteCustomerResponse
+ */
+export type DeleteCustomerResponse = Message<"licensd.licensing.v1.DeleteCustomerResponse"> & {
+  /**
+   * The customer as it was.
+   *
+   * @generated from field: licensd.licensing.v1.Customer customer = 1;
+   */
+  customer?: Customer | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteCustomerResponse.
+ * Use `create(DeleteCustomerResponseSchema)` to create a new message.
+ */
+export const DeleteCustomerResponseSchema: GenMessage<DeleteCustomerResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 29);
+
+/**
+ * Request for CreateLicense.
+ *
+ * @generated from message licensd.licensing.v1.CreateLicenseRequest
+ */
+export type CreateLicenseRequest = Message<"licensd.licensing.v1.CreateLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The plan (it names the product).
+   *
+   * @generated from field: string policy_id = 2;
+   */
+  policyId: string;
+
+  /**
+   * Who holds it.
+   *
+   * @generated from field: string customer_id = 3;
+   */
+  customerId: string;
+
+  /**
+   * When it expires; unset to use the policy's duration from now (or perpetual).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Feature values that replace the policy's (at most 200).
+   *
+   * @generated from field: repeated licensd.licensing.v1.Entitlement entitlement_overrides = 5;
+   */
+  entitlementOverrides: Entitlement[];
+
+  /**
+   * Agent allowances that replace the policy's, by agent (at most 100).
+   *
+   * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_overrides = 6;
+   */
+  agentOverrides: AgentEntitlement[];
+
+  /**
+   * Machines it may activate, replacing the policy's; unset to use the policy's.
+   *
+   * @generated from field: optional int32 max_machines = 7;
+   */
+  maxMachines?: number | undefined;
+
+  /**
+   * Free-form labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 8;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * A key of your own instead of a generated one: a Vinzy-format key signed by the
+   * configured keyring, or any 16 to 128 characters of [A-Za-z0-9._-].
+   *
+   * @generated from field: string custom_key = 9;
+   */
+  customKey: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 10;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateLicenseRequest.
+ * Use `create(CreateLicenseRequestSchema)` to create a new message.
+ */
+export const CreateLicenseRequestSchema: GenMessage<CreateLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 30);
+
+/**
+ * Response for CreateLicense.
+ *
+ * @generated from message licensd.licensing.v1.CreateLicenseResponse
+ */
+export type CreateLicenseResponse = Message<"licensd.licensing.v1.CreateLicenseResponse"> & {
+  /**
+   * The new license.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+
+  /**
+   * Its key: shown only here and by RevealLicenseKey.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.CreateLicenseResponse.
+ * Use `create(CreateLicenseResponseSchema)` to create a new message.
+ */
+export const CreateLicenseResponseSchema: GenMessage<CreateLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 31);
+
+/**
+ * Request for GetLicense.
+ *
+ * @generated from message licensd.licensing.v1.GetLicenseRequest
+ */
+export type GetLicenseRequest = Message<"licensd.licensing.v1.GetLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetLicenseRequest.
+ * Use `create(GetLicenseRequestSchema)` to create a new message.
+ */
+export const GetLicenseRequestSchema: GenMessage<GetLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 32);
+
+/**
+ * Response for GetLicense.
+ *
+ * @generated from message licensd.licensing.v1.GetLicenseResponse
+ */
+export type GetLicenseResponse = Message<"licensd.licensing.v1.GetLicenseResponse"> & {
+  /**
+   * The license.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetLicenseResponse.
+ * Use `create(GetLicenseResponseSchema)` to create a new message.
+ */
+export const GetLicenseResponseSchema: GenMessage<GetLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 33);
+
+/**
+ * Request for ListLicenses.
+ *
+ * @generated from message licensd.licensing.v1.ListLicensesRequest
+ */
+export type ListLicensesRequest = Message<"licensd.licensing.v1.ListLicensesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only licenses of this product.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * Only licenses of this customer.
+   *
+   * @generated from field: string customer_id = 3;
+   */
+  customerId: string;
+
+  /**
+   * Only licenses in this status (EXPIRED: past their expiry).
+   *
+   * @generated from field: licensd.licensing.v1.LicenseStatus status = 4;
+   */
+  status: LicenseStatus;
+
+  /**
+   * Only licenses expiring before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_before = 5;
+   */
+  expireBefore?: Timestamp | undefined;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListLicensesRequest.
+ * Use `create(ListLicensesRequestSchema)` to create a new message.
+ */
+export const ListLicensesRequestSchema: GenMessage<ListLicensesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 34);
+
+/**
+ * Response for ListLicenses.
+ *
+ * @generated from message licensd.licensing.v1.ListLicensesResponse
+ */
+export type ListLicensesResponse = Message<"licensd.licensing.v1.ListLicensesResponse"> & {
+  /**
+   * One page of licenses.
+   *
+   * @generated from field: repeated licensd.licensing.v1.License licenses = 1;
+   */
+  licenses: License[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ListLicensesResponse.
+ * Use `create(ListLicensesResponseSchema)` to create a new message.
+ */
+export const ListLicensesResponseSchema: GenMessage<ListLicensesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 35);
+
+/**
+ * Request for UpdateLicense.
+ *
+ * @generated from message licensd.licensing.v1.UpdateLicenseRequest
+ */
+export type UpdateLicenseRequest = Message<"licensd.licensing.v1.UpdateLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * New expiry (with `expire_time` in the mask); unset for perpetual.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Feature values that replace the policy's (at most 200).
+   *
+   * @generated from field: repeated licensd.licensing.v1.Entitlement entitlement_overrides = 4;
+   */
+  entitlementOverrides: Entitlement[];
+
+  /**
+   * Agent allowances that replace the policy's, by agent (at most 100).
+   *
+   * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_overrides = 5;
+   */
+  agentOverrides: AgentEntitlement[];
+
+  /**
+   * Machines it may activate, replacing the policy's; unset to use the policy's.
+   *
+   * @generated from field: optional int32 max_machines = 6;
+   */
+  maxMachines?: number | undefined;
+
+  /**
+   * New labels: at most 64 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 7;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Which fields to change: expire_time, entitlement_overrides, agent_overrides, max_machines, metadata.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 8;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 9;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateLicenseRequest.
+ * Use `create(UpdateLicenseRequestSchema)` to create a new message.
+ */
+export const UpdateLicenseRequestSchema: GenMessage<UpdateLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 36);
+
+/**
+ * Response for UpdateLicense.
+ *
+ * @generated from message licensd.licensing.v1.UpdateLicenseResponse
+ */
+export type UpdateLicenseResponse = Message<"licensd.licensing.v1.UpdateLicenseResponse"> & {
+  /**
+   * The license after the change.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.UpdateLicenseResponse.
+ * Use `create(UpdateLicenseResponseSchema)` to create a new message.
+ */
+export const UpdateLicenseResponseSchema: GenMessage<UpdateLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 37);
+
+/**
+ * Request for DeleteLicense.
+ *
+ * @generated from message licensd.licensing.v1.DeleteLicenseRequest
+ */
+export type DeleteLicenseRequest = Message<"licensd.licensing.v1.DeleteLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteLicenseRequest.
+ * Use `create(DeleteLicenseRequestSchema)` to create a new message.
+ */
+export const DeleteLicenseRequestSchema: GenMessage<DeleteLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 38);
+
+/**
+ * Response for DeleteLicense.
+ *
+ * @generated from message licensd.licensing.v1.DeleteLicenseResponse
+ */
+export type DeleteLicenseResponse = Message<"licensd.licensing.v1.DeleteLicenseResponse"> & {
+  /**
+   * The license as it was.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.DeleteLicenseResponse.
+ * Use `create(DeleteLicenseResponseSchema)` to create a new message.
+ */
+export const DeleteLicenseResponseSchema: GenMessage<DeleteLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 39);
+
+/**
+ * Request for SuspendLicense.
+ *
+ * @generated from message licensd.licensing.v1.SuspendLicenseRequest
+ */
+export type SuspendLicenseRequest = Message<"licensd.licensing.v1.SuspendLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.SuspendLicenseRequest.
+ * Use `create(SuspendLicenseRequestSchema)` to create a new message.
+ */
+export const SuspendLicenseRequestSchema: GenMessage<SuspendLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 40);
+
+/**
+ * Response for SuspendLicense.
+ *
+ * @generated from message licensd.licensing.v1.SuspendLicenseResponse
+ */
+export type SuspendLicenseResponse = Message<"licensd.licensing.v1.SuspendLicenseResponse"> & {
+  /**
+   * The license after the change.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.SuspendLicenseResponse.
+ * Use `create(SuspendLicenseResponseSchema)` to create a new message.
+ */
+export const SuspendLicenseResponseSchema: GenMessage<SuspendLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 41);
+
+/**
+ * Request for ReinstateLicense.
+ *
+ * @generated from message licensd.licensing.v1.ReinstateLicenseRequest
+ */
+export type ReinstateLicenseRequest = Message<"licensd.licensing.v1.ReinstateLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ReinstateLicenseRequest.
+ * Use `create(ReinstateLicenseRequestSchema)` to create a new message.
+ */
+export const ReinstateLicenseRequestSchema: GenMessage<ReinstateLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 42);
+
+/**
+ * Response for ReinstateLicense.
+ *
+ * @generated from message licensd.licensing.v1.ReinstateLicenseResponse
+ */
+export type ReinstateLicenseResponse = Message<"licensd.licensing.v1.ReinstateLicenseResponse"> & {
+  /**
+   * The license after the change.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ReinstateLicenseResponse.
+ * Use `create(ReinstateLicenseResponseSchema)` to create a new message.
+ */
+export const ReinstateLicenseResponseSchema: GenMessage<ReinstateLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 43);
+
+/**
+ * Request for RenewLicense.
+ *
+ * @generated from message licensd.licensing.v1.RenewLicenseRequest
+ */
+export type RenewLicenseRequest = Message<"licensd.licensing.v1.RenewLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RenewLicenseRequest.
+ * Use `create(RenewLicenseRequestSchema)` to create a new message.
+ */
+export const RenewLicenseRequestSchema: GenMessage<RenewLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 44);
+
+/**
+ * Response for RenewLicense.
+ *
+ * @generated from message licensd.licensing.v1.RenewLicenseResponse
+ */
+export type RenewLicenseResponse = Message<"licensd.licensing.v1.RenewLicenseResponse"> & {
+  /**
+   * The license after the change.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RenewLicenseResponse.
+ * Use `create(RenewLicenseResponseSchema)` to create a new message.
+ */
+export const RenewLicenseResponseSchema: GenMessage<RenewLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 45);
+
+/**
+ * Request for RevokeLicense.
+ *
+ * @generated from message licensd.licensing.v1.RevokeLicenseRequest
+ */
+export type RevokeLicenseRequest = Message<"licensd.licensing.v1.RevokeLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RevokeLicenseRequest.
+ * Use `create(RevokeLicenseRequestSchema)` to create a new message.
+ */
+export const RevokeLicenseRequestSchema: GenMessage<RevokeLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 46);
+
+/**
+ * Response for RevokeLicense.
+ *
+ * @generated from message licensd.licensing.v1.RevokeLicenseResponse
+ */
+export type RevokeLicenseResponse = Message<"licensd.licensing.v1.RevokeLicenseResponse"> & {
+  /**
+   * The license after the change.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RevokeLicenseResponse.
+ * Use `create(RevokeLicenseResponseSchema)` to create a new message.
+ */
+export const RevokeLicenseResponseSchema: GenMessage<RevokeLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 47);
+
+/**
+ * Request for TransferLicense.
+ *
+ * @generated from message licensd.licensing.v1.TransferLicenseRequest
+ */
+export type TransferLicenseRequest = Message<"licensd.licensing.v1.TransferLicenseRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The new holder; empty to keep the current one.
+   *
+   * @generated from field: string customer_id = 3;
+   */
+  customerId: string;
+
+  /**
+   * The new plan (same product); empty to keep the current one.
+   *
+   * @generated from field: string policy_id = 4;
+   */
+  policyId: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.TransferLicenseRequest.
+ * Use `create(TransferLicenseRequestSchema)` to create a new message.
+ */
+export const TransferLicenseRequestSchema: GenMessage<TransferLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 48);
+
+/**
+ * Response for TransferLicense.
+ *
+ * @generated from message licensd.licensing.v1.TransferLicenseResponse
+ */
+export type TransferLicenseResponse = Message<"licensd.licensing.v1.TransferLicenseResponse"> & {
+  /**
+   * The license after the transfer.
+   *
+   * @generated from field: licensd.licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.TransferLicenseResponse.
+ * Use `create(TransferLicenseResponseSchema)` to create a new message.
+ */
+export const TransferLicenseResponseSchema: GenMessage<TransferLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 49);
+
+/**
+ * Request for RevealLicenseKey.
+ *
+ * @generated from message licensd.licensing.v1.RevealLicenseKeyRequest
+ */
+export type RevealLicenseKeyRequest = Message<"licensd.licensing.v1.RevealLicenseKeyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RevealLicenseKeyRequest.
+ * Use `create(RevealLicenseKeyRequestSchema)` to create a new message.
+ */
+export const RevealLicenseKeyRequestSchema: GenMessage<RevealLicenseKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 50);
+
+/**
+ * Response for RevealLicenseKey.
+ *
+ * @generated from message licensd.licensing.v1.RevealLicenseKeyResponse
+ */
+export type RevealLicenseKeyResponse = Message<"licensd.licensing.v1.RevealLicenseKeyResponse"> & {
+  /**
+   * The license's key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.RevealLicenseKeyResponse.
+ * Use `create(RevealLicenseKeyResponseSchema)` to create a new message.
+ */
+export const RevealLicenseKeyResponseSchema: GenMessage<RevealLicenseKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 51);
+
+/**
+ * Request for ValidateLicense.
+ *
+ * @generated from message licensd.licensing.v1.ValidateLicenseRequest
+ */
+export type ValidateLicenseRequest = Message<"licensd.licensing.v1.ValidateLicenseRequest"> & {
+  /**
+   * The license key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * If set, the license must be for this product (its code).
+   *
+   * @generated from field: string product_code = 2;
+   */
+  productCode: string;
+
+  /**
+   * The machine asking, when validation is scoped to a machine (activation issue).
+   *
+   * @generated from field: string fingerprint = 3;
+   */
+  fingerprint: string;
+
+  /**
+   * Features the caller needs; validation fails with ENTITLEMENTS_MISSING if any is not entitled.
+   *
+   * @generated from field: repeated string entitlements = 4;
+   */
+  entitlements: string[];
+
+  /**
+   * A caller-chosen value echoed in the signed response, so it cannot be replayed.
+   *
+   * @generated from field: string nonce = 5;
+   */
+  nonce: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ValidateLicenseRequest.
+ * Use `create(ValidateLicenseRequestSchema)` to create a new message.
+ */
+export const ValidateLicenseRequestSchema: GenMessage<ValidateLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 52);
+
+/**
+ * What a validation reveals about the license.
+ *
+ * @generated from message licensd.licensing.v1.LicenseSummary
+ */
+export type LicenseSummary = Message<"licensd.licensing.v1.LicenseSummary"> & {
+  /**
+   * The license's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Its product's code.
+   *
+   * @generated from field: string product_code = 2;
+   */
+  productCode: string;
+
+  /**
+   * Its plan's name.
+   *
+   * @generated from field: string policy_name = 3;
+   */
+  policyName: string;
+
+  /**
+   * Active, suspended, expired or revoked.
+   *
+   * @generated from field: licensd.licensing.v1.LicenseStatus status = 4;
+   */
+  status: LicenseStatus;
+
+  /**
+   * When it expires; unset for perpetual.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 5;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The holder's email.
+   *
+   * @generated from field: string customer_email = 6;
+   */
+  customerEmail: string;
+
+  /**
+   * Machines it may activate; 0 for unlimited.
+   *
+   * @generated from field: int32 max_machines = 7;
+   */
+  maxMachines: number;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.LicenseSummary.
+ * Use `create(LicenseSummarySchema)` to create a new message.
+ */
+export const LicenseSummarySchema: GenMessage<LicenseSummary> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 53);
+
+/**
+ * Response for ValidateLicense.
+ *
+ * @generated from message licensd.licensing.v1.ValidateLicenseResponse
+ */
+export type ValidateLicenseResponse = Message<"licensd.licensing.v1.ValidateLicenseResponse"> & {
+  /**
+   * Whether the software may run.
+   *
+   * @generated from field: bool valid = 1;
+   */
+  valid: boolean;
+
+  /**
+   * Why (see ValidationCode).
+   *
+   * @generated from field: licensd.licensing.v1.ValidationCode code = 2;
+   */
+  code: ValidationCode;
+
+  /**
+   * A sentence about the code.
+   *
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
+
+  /**
+   * The license, when the key names one.
+   *
+   * @generated from field: licensd.licensing.v1.LicenseSummary license = 4;
+   */
+  license?: LicenseSummary | undefined;
+
+  /**
+   * Names of the features entitled.
+   *
+   * @generated from field: repeated string features = 5;
+   */
+  features: string[];
+
+  /**
+   * Effective feature values (policy, then license overrides).
+   *
+   * @generated from field: repeated licensd.licensing.v1.Entitlement entitlements = 6;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * Effective agent allowances.
+   *
+   * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_entitlements = 7;
+   */
+  agentEntitlements: AgentEntitlement[];
+
+  /**
+   * The request's nonce.
+   *
+   * @generated from field: string nonce = 8;
+   */
+  nonce: string;
+
+  /**
+   * Server time of the answer.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 9;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The Ed25519 signing key (ActivationService.GetSigningKeys).
+   *
+   * @generated from field: string kid = 10;
+   */
+  kid: string;
+
+  /**
+   * Ed25519 signature over the RFC 8785 canonical JSON of this response's proto3 JSON form without `kid` and `signature`.
+   *
+   * @generated from field: bytes signature = 11;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ValidateLicenseResponse.
+ * Use `create(ValidateLicenseResponseSchema)` to create a new message.
+ */
+export const ValidateLicenseResponseSchema: GenMessage<ValidateLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 54);
+
+/**
+ * Request for GetCustomerEntitlements.
+ *
+ * @generated from message licensd.licensing.v1.GetCustomerEntitlementsRequest
+ */
+export type GetCustomerEntitlementsRequest = Message<"licensd.licensing.v1.GetCustomerEntitlementsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The customer.
+   *
+   * @generated from field: string customer_id = 2;
+   */
+  customerId: string;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetCustomerEntitlementsRequest.
+ * Use `create(GetCustomerEntitlementsRequestSchema)` to create a new message.
+ */
+export const GetCustomerEntitlementsRequestSchema: GenMessage<GetCustomerEntitlementsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 55);
+
+/**
+ * Where a composed value came from.
+ *
+ * @generated from message licensd.licensing.v1.EntitlementSource
+ */
+export type EntitlementSource = Message<"licensd.licensing.v1.EntitlementSource"> & {
+  /**
+   * The product.
+   *
+   * @generated from field: string product_id = 1;
+   */
+  productId: string;
+
+  /**
+   * The license.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * The value that license contributed.
+   *
+   * @generated from field: google.protobuf.Value value = 3;
+   */
+  value?: Value | undefined;
+};
+
+/**
+ * Describes the message licensd.licensing.v1.EntitlementSource.
+ * Use `create(EntitlementSourceSchema)` to create a new message.
+ */
+export const EntitlementSourceSchema: GenMessage<EntitlementSource> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 56);
+
+/**
+ * A feature's value composed across licenses.
+ *
+ * @generated from message licensd.licensing.v1.ComposedEntitlement
+ */
+export type ComposedEntitlement = Message<"licensd.licensing.v1.ComposedEntitlement"> & {
+  /**
+   * The feature.
+   *
+   * @generated from field: string feature = 1;
+   */
+  feature: string;
+
+  /**
+   * How it was composed.
+   *
+   * @generated from field: licensd.licensing.v1.ComposeStrategy compose = 2;
+   */
+  compose: ComposeStrategy;
+
+  /**
+   * The result.
+   *
+   * @generated from field: google.protobuf.Value value = 3;
+   */
+  value?: Value | undefined;
+
+  /**
+   * Each license's contribution.
+   *
+   * @generated from field: repeated licensd.licensing.v1.EntitlementSource sources = 4;
+   */
+  sources: EntitlementSource[];
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ComposedEntitlement.
+ * Use `create(ComposedEntitlementSchema)` to create a new message.
+ */
+export const ComposedEntitlementSchema: GenMessage<ComposedEntitlement> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 57);
+
+/**
+ * An agent's allowance composed across licenses: token limits add up, the highest model tier wins.
+ *
+ * @generated from message licensd.licensing.v1.ComposedAgentEntitlement
+ */
+export type ComposedAgentEntitlement = Message<"licensd.licensing.v1.ComposedAgentEntitlement"> & {
+  /**
+   * The agent.
+   *
+   * @generated from field: string agent = 1;
+   */
+  agent: string;
+
+  /**
+   * Sum of the token limits.
+   *
+   * @generated from field: int64 token_limit = 2;
+   */
+  tokenLimit: bigint;
+
+  /**
+   * The highest tier.
+   *
+   * @generated from field: licensd.licensing.v1.ModelTier model_tier = 3;
+   */
+  modelTier: ModelTier;
+
+  /**
+   * The licenses that contributed.
+   *
+   * @generated from field: repeated string license_ids = 4;
+   */
+  licenseIds: string[];
+};
+
+/**
+ * Describes the message licensd.licensing.v1.ComposedAgentEntitlement.
+ * Use `create(ComposedAgentEntitlementSchema)` to create a new message.
+ */
+export const ComposedAgentEntitlementSchema: GenMessage<ComposedAgentEntitlement> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 58);
+
+/**
+ * Response for GetCustomerEntitlements.
+ *
+ * @generated from message licensd.licensing.v1.GetCustomerEntitlementsResponse
+ */
+export type GetCustomerEntitlementsResponse = Message<"licensd.licensing.v1.GetCustomerEntitlementsResponse"> & {
+  /**
+   * The customer.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * Per feature.
+   *
+   * @generated from field: repeated licensd.licensing.v1.ComposedEntitlement entitlements = 2;
+   */
+  entitlements: ComposedEntitlement[];
+
+  /**
+   * Per agent.
+   *
+   * @generated from field: repeated licensd.licensing.v1.ComposedAgentEntitlement agent_entitlements = 3;
+   */
+  agentEntitlements: ComposedAgentEntitlement[];
+
+  /**
+   * The active licenses composed.
+   *
+   * @generated from field: repeated string license_ids = 4;
+   */
+  licenseIds: string[];
+};
+
+/**
+ * Describes the message licensd.licensing.v1.GetCustomerEntitlementsResponse.
+ * Use `create(GetCustomerEntitlementsResponseSchema)` to create a new message.
+ */
+export const GetCustomerEntitlementsResponseSchema: GenMessage<GetCustomerEntitlementsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_licensing_v1_licensing_service, 59);
+
+/**
+ * Why a license is or is not valid, checked in this order; the first that applies wins.
+ *
+ * @generated from enum licensd.licensing.v1.ValidationCode
+ */
+export enum ValidationCode {
+  /**
+   * Never sent.
+   *
+   * @generated from enum value: VALIDATION_CODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The key is not in a licensd format.
+   *
+   * @generated from enum value: VALIDATION_CODE_FORMAT_INVALID = 1;
+   */
+  FORMAT_INVALID = 1,
+
+  /**
+   * The key's HMAC does not match: forged or mistyped.
+   *
+   * @generated from enum value: VALIDATION_CODE_SIGNATURE_INVALID = 2;
+   */
+  SIGNATURE_INVALID = 2,
+
+  /**
+   * No license has this key.
+   *
+   * @generated from enum value: VALIDATION_CODE_NOT_FOUND = 3;
+   */
+  NOT_FOUND = 3,
+
+  /**
+   * The license was revoked.
+   *
+   * @generated from enum value: VALIDATION_CODE_REVOKED = 4;
+   */
+  REVOKED = 4,
+
+  /**
+   * The license is suspended.
+   *
+   * @generated from enum value: VALIDATION_CODE_SUSPENDED = 5;
+   */
+  SUSPENDED = 5,
+
+  /**
+   * The license is past its expiry (valid may still be true: grace period, MAINTAIN/ALLOW_ACCESS).
+   *
+   * @generated from enum value: VALIDATION_CODE_EXPIRED = 6;
+   */
+  EXPIRED = 6,
+
+  /**
+   * The license is for another product than `product_code`.
+   *
+   * @generated from enum value: VALIDATION_CODE_PRODUCT_SCOPE_MISMATCH = 7;
+   */
+  PRODUCT_SCOPE_MISMATCH = 7,
+
+  /**
+   * The policy requires a fingerprint and none was given.
+   *
+   * @generated from enum value: VALIDATION_CODE_FINGERPRINT_SCOPE_REQUIRED = 8;
+   */
+  FINGERPRINT_SCOPE_REQUIRED = 8,
+
+  /**
+   * The fingerprint is not activated for this license.
+   *
+   * @generated from enum value: VALIDATION_CODE_NO_MACHINE = 9;
+   */
+  NO_MACHINE = 9,
+
+  /**
+   * The license has no activated machines.
+   *
+   * @generated from enum value: VALIDATION_CODE_NO_MACHINES = 10;
+   */
+  NO_MACHINES = 10,
+
+  /**
+   * The fingerprint does not match the license's node-locked machine.
+   *
+   * @generated from enum value: VALIDATION_CODE_FINGERPRINT_SCOPE_MISMATCH = 11;
+   */
+  FINGERPRINT_SCOPE_MISMATCH = 11,
+
+  /**
+   * More machines are active than the license allows.
+   *
+   * @generated from enum value: VALIDATION_CODE_TOO_MANY_MACHINES = 12;
+   */
+  TOO_MANY_MACHINES = 12,
+
+  /**
+   * The machine stopped heartbeating.
+   *
+   * @generated from enum value: VALIDATION_CODE_HEARTBEAT_DEAD = 13;
+   */
+  HEARTBEAT_DEAD = 13,
+
+  /**
+   * A required entitlement is not granted.
+   *
+   * @generated from enum value: VALIDATION_CODE_ENTITLEMENTS_MISSING = 14;
+   */
+  ENTITLEMENTS_MISSING = 14,
+
+  /**
+   * Valid.
+   *
+   * @generated from enum value: VALIDATION_CODE_VALID = 15;
+   */
+  VALID = 15,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.ValidationCode.
+ */
+export const ValidationCodeSchema: GenEnum<ValidationCode> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_licensing_service, 0);
+
+/**
+ * LicensingService issues and validates licenses: products, policies (plans),
+ * customers, license keys and their lifecycle, entitlements and their composition.
+ *
+ * Management calls take a tenant API key (admin scope to change, read scope to
+ * read) or the super-admin key naming the tenant. ValidateLicense is public: the
+ * license key is the credential.
  *
  * @generated from service licensd.licensing.v1.LicensingService
  */
 export const LicensingService: GenService<{
+  /**
+   * Creates a product.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.CreateProduct
+   */
+  createProduct: {
+    methodKind: "unary";
+    input: typeof CreateProductRequestSchema;
+    output: typeof CreateProductResponseSchema;
+  },
+  /**
+   * Returns a product.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.GetProduct
+   */
+  getProduct: {
+    methodKind: "unary";
+    input: typeof GetProductRequestSchema;
+    output: typeof GetProductResponseSchema;
+  },
+  /**
+   * Lists products, oldest first.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ListProducts
+   */
+  listProducts: {
+    methodKind: "unary";
+    input: typeof ListProductsRequestSchema;
+    output: typeof ListProductsResponseSchema;
+  },
+  /**
+   * Changes the fields of a product named by `update_mask`.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.UpdateProduct
+   */
+  updateProduct: {
+    methodKind: "unary";
+    input: typeof UpdateProductRequestSchema;
+    output: typeof UpdateProductResponseSchema;
+  },
+  /**
+   * Deletes a product; refused while licenses use it.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.DeleteProduct
+   */
+  deleteProduct: {
+    methodKind: "unary";
+    input: typeof DeleteProductRequestSchema;
+    output: typeof DeleteProductResponseSchema;
+  },
+  /**
+   * Creates a policy.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.CreatePolicy
+   */
+  createPolicy: {
+    methodKind: "unary";
+    input: typeof CreatePolicyRequestSchema;
+    output: typeof CreatePolicyResponseSchema;
+  },
+  /**
+   * Returns a policy.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.GetPolicy
+   */
+  getPolicy: {
+    methodKind: "unary";
+    input: typeof GetPolicyRequestSchema;
+    output: typeof GetPolicyResponseSchema;
+  },
+  /**
+   * Lists policies, oldest first.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ListPolicies
+   */
+  listPolicies: {
+    methodKind: "unary";
+    input: typeof ListPoliciesRequestSchema;
+    output: typeof ListPoliciesResponseSchema;
+  },
+  /**
+   * Changes the fields of a policy named by `update_mask`.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.UpdatePolicy
+   */
+  updatePolicy: {
+    methodKind: "unary";
+    input: typeof UpdatePolicyRequestSchema;
+    output: typeof UpdatePolicyResponseSchema;
+  },
+  /**
+   * Deletes a policy; refused while licenses use it.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.DeletePolicy
+   */
+  deletePolicy: {
+    methodKind: "unary";
+    input: typeof DeletePolicyRequestSchema;
+    output: typeof DeletePolicyResponseSchema;
+  },
+  /**
+   * Creates a customer.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.CreateCustomer
+   */
+  createCustomer: {
+    methodKind: "unary";
+    input: typeof CreateCustomerRequestSchema;
+    output: typeof CreateCustomerResponseSchema;
+  },
+  /**
+   * Returns a customer.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.GetCustomer
+   */
+  getCustomer: {
+    methodKind: "unary";
+    input: typeof GetCustomerRequestSchema;
+    output: typeof GetCustomerResponseSchema;
+  },
+  /**
+   * Lists customers, oldest first.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ListCustomers
+   */
+  listCustomers: {
+    methodKind: "unary";
+    input: typeof ListCustomersRequestSchema;
+    output: typeof ListCustomersResponseSchema;
+  },
+  /**
+   * Changes the fields of a customer named by `update_mask`.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.UpdateCustomer
+   */
+  updateCustomer: {
+    methodKind: "unary";
+    input: typeof UpdateCustomerRequestSchema;
+    output: typeof UpdateCustomerResponseSchema;
+  },
+  /**
+   * Deletes a customer; refused while licenses use it.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.DeleteCustomer
+   */
+  deleteCustomer: {
+    methodKind: "unary";
+    input: typeof DeleteCustomerRequestSchema;
+    output: typeof DeleteCustomerResponseSchema;
+  },
+  /**
+   * Issues a license and returns its key, the only time it is shown (see RevealLicenseKey).
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.CreateLicense
+   */
+  createLicense: {
+    methodKind: "unary";
+    input: typeof CreateLicenseRequestSchema;
+    output: typeof CreateLicenseResponseSchema;
+  },
+  /**
+   * Returns a license.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.GetLicense
+   */
+  getLicense: {
+    methodKind: "unary";
+    input: typeof GetLicenseRequestSchema;
+    output: typeof GetLicenseResponseSchema;
+  },
+  /**
+   * Lists licenses, oldest first, filtered.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ListLicenses
+   */
+  listLicenses: {
+    methodKind: "unary";
+    input: typeof ListLicensesRequestSchema;
+    output: typeof ListLicensesResponseSchema;
+  },
+  /**
+   * Changes the fields of a license named by `update_mask`.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.UpdateLicense
+   */
+  updateLicense: {
+    methodKind: "unary";
+    input: typeof UpdateLicenseRequestSchema;
+    output: typeof UpdateLicenseResponseSchema;
+  },
+  /**
+   * Deletes a license for good (RevokeLicense keeps its record).
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.DeleteLicense
+   */
+  deleteLicense: {
+    methodKind: "unary";
+    input: typeof DeleteLicenseRequestSchema;
+    output: typeof DeleteLicenseResponseSchema;
+  },
+  /**
+   * Suspends a license: validation answers SUSPENDED until ReinstateLicense.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.SuspendLicense
+   */
+  suspendLicense: {
+    methodKind: "unary";
+    input: typeof SuspendLicenseRequestSchema;
+    output: typeof SuspendLicenseResponseSchema;
+  },
+  /**
+   * Reinstates a suspended license.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ReinstateLicense
+   */
+  reinstateLicense: {
+    methodKind: "unary";
+    input: typeof ReinstateLicenseRequestSchema;
+    output: typeof ReinstateLicenseResponseSchema;
+  },
+  /**
+   * Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.RenewLicense
+   */
+  renewLicense: {
+    methodKind: "unary";
+    input: typeof RenewLicenseRequestSchema;
+    output: typeof RenewLicenseResponseSchema;
+  },
+  /**
+   * Revokes a license for good: validation answers REVOKED.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.RevokeLicense
+   */
+  revokeLicense: {
+    methodKind: "unary";
+    input: typeof RevokeLicenseRequestSchema;
+    output: typeof RevokeLicenseResponseSchema;
+  },
+  /**
+   * Moves a license to another customer and/or policy of the same product.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.TransferLicense
+   */
+  transferLicense: {
+    methodKind: "unary";
+    input: typeof TransferLicenseRequestSchema;
+    output: typeof TransferLicenseResponseSchema;
+  },
+  /**
+   * Returns a license's key (admin scope; audited), for re-delivery.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.RevealLicenseKey
+   */
+  revealLicenseKey: {
+    methodKind: "unary";
+    input: typeof RevealLicenseKeyRequestSchema;
+    output: typeof RevealLicenseKeyResponseSchema;
+  },
+  /**
+   * Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.ValidateLicense
+   */
+  validateLicense: {
+    methodKind: "unary";
+    input: typeof ValidateLicenseRequestSchema;
+    output: typeof ValidateLicenseResponseSchema;
+  },
+  /**
+   * Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
+   *
+   * @generated from rpc licensd.licensing.v1.LicensingService.GetCustomerEntitlements
+   */
+  getCustomerEntitlements: {
+    methodKind: "unary";
+    input: typeof GetCustomerEntitlementsRequestSchema;
+    output: typeof GetCustomerEntitlementsResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_licensing_v1_licensing_service, 0);
 

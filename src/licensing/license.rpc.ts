@@ -1,0 +1,180 @@
+import { create, fromJson, toJson, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import canonicalize from "canonicalize";
+import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { LicenseStatus as PbLicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
+import type { Clock } from "../platform/clock.js";
+import type { Database } from "../platform/db.js";
+import type { Idempotency } from "../platform/idempotency.js";
+import { pageOf, readPage } from "../platform/pagination.js";
+import { readTenant, tenantMutation } from "../platform/rpc.js";
+import type { SigningKeyStore } from "../platform/signing-keys.js";
+import type { CatalogService } from "./catalog.service.js";
+import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
+import { compose } from "./composition.js";
+import { effectiveStatus, type LicensePatch, type LicenseService } from "./license.service.js";
+import { License, Policy, Product } from "./licensing.entity.js";
+import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
+import type { ValidationService } from "./validation.service.js";
+
+type LicensingImpl = ServiceImpl<typeof pb.LicensingService>;
+
+/** The bytes ValidateLicense signs: RFC 8785 canonical JSON of the response's proto3 JSON, without kid and signature. */
+export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer {
+  const unsigned = create(pb.ValidateLicenseResponseSchema, { ...res, kid: "", signature: new Uint8Array(0) });
+  return Buffer.from(canonicalize(toJson(pb.ValidateLicenseResponseSchema, unsigned))!);
+}
+
+/** Licenses, validation and composition of licensd.licensing.v1.LicensingService. */
+export function createLicenseRpc(deps: {
+  db: Database;
+  clock: Clock;
+  idempotency: Idempotency;
+  catalog: CatalogService;
+  licenses: LicenseService;
+  validation: ValidationService;
+  signingKeys: SigningKeyStore;
+}): Omit<LicensingImpl, CatalogMethods> {
+  const { db, clock, idempotency, catalog, licenses, validation, signingKeys } = deps;
+  const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
+
+  /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
+  const verb =
+    <I extends DescMessage, O extends DescMessage>(requestSchema: I, responseSchema: O, act: typeof licenses.suspend) =>
+    (req: MessageShape<I> & { tenantId: string; id: string; idempotencyKey: string }, ctx: HandlerContext) =>
+      tenantMutation(idempotency, ctx, { requestSchema, request: req, responseSchema }, async (em, m) =>
+        create(responseSchema, { license: out(await act(em, m.tenantId, m.actor, req.id)) } as unknown as MessageInitShape<O>),
+      );
+
+  return {
+    createLicense: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.CreateLicenseRequestSchema, request: req, responseSchema: pb.CreateLicenseResponseSchema }, async (em, m) => {
+        const { license, key } = await licenses.create(em, m.tenantId, m.actor, {
+          policyId: req.policyId,
+          customerId: req.customerId,
+          expiresAt: req.expireTime ? timestampDate(req.expireTime) : undefined,
+          entitlementOverrides: entitlementsFromProto(req.entitlementOverrides, "entitlement_overrides"),
+          agentOverrides: agentsFromProto(req.agentOverrides, "agent_overrides"),
+          maxMachines: req.maxMachines ?? null,
+          metadata: req.metadata,
+          customKey: req.customKey,
+        });
+        return create(pb.CreateLicenseResponseSchema, { license: out(license), key });
+      }),
+
+    async getLicense(req, ctx) {
+      return create(pb.GetLicenseResponseSchema, { license: out(await licenses.get(db.em(), readTenant(ctx, req.tenantId), req.id)) });
+    },
+
+    async listLicenses(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const status = req.status === PbLicenseStatus.UNSPECIFIED ? undefined : statusFromProto(req.status);
+      const expireBefore = req.expireBefore ? timestampDate(req.expireBefore) : undefined;
+      const filters = { tenantId, p: req.productId, c: req.customerId, s: status, e: expireBefore?.getTime() };
+      const page = readPage(req.pageSize, req.pageToken, filters);
+      const rows = await licenses.list(db.em(), tenantId, page, { productId: req.productId, customerId: req.customerId, status, expireBefore });
+      const { items, nextPageToken } = pageOf(rows, page, filters);
+      return create(pb.ListLicensesResponseSchema, { licenses: items.map(out), nextPageToken });
+    },
+
+    updateLicense: (req, ctx) => {
+      const paths = maskPaths(req.updateMask, ["expire_time", "entitlement_overrides", "agent_overrides", "max_machines", "metadata"]);
+      const patch: LicensePatch = {};
+      if (paths.has("expire_time")) patch.expiresAt = req.expireTime ? timestampDate(req.expireTime) : null;
+      if (paths.has("entitlement_overrides")) patch.entitlementOverrides = entitlementsFromProto(req.entitlementOverrides, "entitlement_overrides");
+      if (paths.has("agent_overrides")) patch.agentOverrides = agentsFromProto(req.agentOverrides, "agent_overrides");
+      if (paths.has("max_machines")) patch.maxMachines = req.maxMachines ?? null;
+      if (paths.has("metadata")) patch.metadata = req.metadata;
+      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateLicenseRequestSchema, request: req, responseSchema: pb.UpdateLicenseResponseSchema }, async (em, m) =>
+        create(pb.UpdateLicenseResponseSchema, { license: out(await licenses.update(em, m.tenantId, m.actor, req.id, patch)) }),
+      );
+    },
+
+    deleteLicense: verb(pb.DeleteLicenseRequestSchema, pb.DeleteLicenseResponseSchema, licenses.delete),
+    suspendLicense: verb(pb.SuspendLicenseRequestSchema, pb.SuspendLicenseResponseSchema, licenses.suspend),
+    reinstateLicense: verb(pb.ReinstateLicenseRequestSchema, pb.ReinstateLicenseResponseSchema, licenses.reinstate),
+    renewLicense: verb(pb.RenewLicenseRequestSchema, pb.RenewLicenseResponseSchema, licenses.renew),
+    revokeLicense: verb(pb.RevokeLicenseRequestSchema, pb.RevokeLicenseResponseSchema, licenses.revoke),
+
+    transferLicense: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.TransferLicenseRequestSchema, request: req, responseSchema: pb.TransferLicenseResponseSchema }, async (em, m) =>
+        create(pb.TransferLicenseResponseSchema, { license: out(await licenses.transfer(em, m.tenantId, m.actor, req.id, { customerId: req.customerId, policyId: req.policyId })) }),
+      ),
+
+    revealLicenseKey: (req, ctx) =>
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.RevealLicenseKeyRequestSchema, request: { ...req, idempotencyKey: "" }, responseSchema: pb.RevealLicenseKeyResponseSchema },
+        async (em, m) => create(pb.RevealLicenseKeyResponseSchema, { key: await licenses.reveal(em, m.tenantId, m.actor, req.id) }),
+      ),
+
+    async validateLicense(req) {
+      const v = await validation.validate({ key: req.key, productCode: req.productCode, requiredEntitlements: req.entitlements });
+      const res = create(pb.ValidateLicenseResponseSchema, {
+        valid: v.valid,
+        code: pb.ValidationCode[v.code],
+        detail: v.detail,
+        license: v.license && {
+          id: v.license.id,
+          productCode: v.license.productCode,
+          policyName: v.license.policyName,
+          status: statusToProto(v.license.effectiveStatus),
+          expireTime: v.license.expiresAt ? timestampFromDate(v.license.expiresAt) : undefined,
+          customerEmail: v.license.customerEmail,
+          maxMachines: v.license.maxMachines,
+        },
+        features: v.features,
+        entitlements: v.entitlements.map(entitlementToProto),
+        agentEntitlements: v.agents.map(agentToProto),
+        nonce: req.nonce,
+        time: timestampFromDate(clock.now()),
+      });
+      const { kid, signature } = signingKeys.sign(validationSigningBytes(res));
+      res.kid = kid;
+      res.signature = signature;
+      return res;
+    },
+
+    async getCustomerEntitlements(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const em = db.em();
+      await catalog.getCustomer(em, tenantId, req.customerId);
+      const now = clock.now();
+      const held = (await em.find(License, { tenantId, customerId: req.customerId, status: "active" }, { orderBy: { id: "asc" } })).filter((l) => effectiveStatus(l, now) === "active");
+      const [products, policies] = await Promise.all([
+        em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
+        em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
+      ]);
+      const productById = new Map(products.map((p) => [p.id, p]));
+      const policyById = new Map(policies.map((p) => [p.id, p]));
+      const composed = compose(
+        held.map((l) => {
+          const policy = policyById.get(l.policyId)!;
+          const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
+          const overriddenAgents = new Set(l.agentOverrides.map((a) => a.agent));
+          return {
+            licenseId: l.id,
+            productId: l.productId,
+            features: productById.get(l.productId)!.features,
+            allFeatures: policy.allFeatures,
+            entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
+            agents: [...policy.agentEntitlements.filter((a) => !overriddenAgents.has(a.agent)), ...l.agentOverrides],
+          };
+        }),
+      );
+      return create(pb.GetCustomerEntitlementsResponseSchema, {
+        customerId: req.customerId,
+        licenseIds: held.map((l) => l.id),
+        entitlements: composed.entitlements.map((e) => ({
+          feature: e.feature,
+          compose: { sum: 1, max: 2, union: 3 }[e.compose],
+          value: fromJson(ValueSchema, e.value),
+          sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
+        })),
+        agentEntitlements: composed.agents.map((a) => ({ agent: a.agent, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0, licenseIds: a.licenseIds })),
+      });
+    },
+  };
+}

@@ -1,0 +1,215 @@
+import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import type { Clock } from "../platform/clock.js";
+import { open, seal, sha256 } from "../platform/crypto.js";
+import type { EntityManager } from "../platform/db.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
+import { newId } from "../platform/ids.js";
+import type { Page } from "../platform/pagination.js";
+import type { Events } from "../events/events.js";
+import { checkAgents, checkEntitlements, type CatalogService } from "./catalog.service.js";
+import type { AgentEntitlement, Entitlement } from "./entitlements.js";
+import { checkLicenseKey, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import { License, type Policy } from "./licensing.entity.js";
+
+export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
+
+/** The status a caller sees: expiry is evaluated at read time, not stored. */
+export function effectiveStatus(license: Pick<License, "status" | "expiresAt">, now: Date): LicenseStatus {
+  if (license.status !== "active") return license.status;
+  return license.expiresAt && license.expiresAt.getTime() <= now.getTime() ? "expired" : "active";
+}
+
+export interface NewLicense {
+  policyId: string;
+  customerId: string;
+  expiresAt: Date | null | undefined;
+  entitlementOverrides: Entitlement[];
+  agentOverrides: AgentEntitlement[];
+  maxMachines: number | null;
+  metadata: Record<string, string>;
+  customKey: string;
+}
+
+export interface LicensePatch {
+  expiresAt?: Date | null;
+  entitlementOverrides?: Entitlement[];
+  agentOverrides?: AgentEntitlement[];
+  maxMachines?: number | null;
+  metadata?: Record<string, string>;
+}
+
+export interface LicenseFilters {
+  productId: string;
+  customerId: string;
+  status: LicenseStatus | undefined;
+  expireBefore: Date | undefined;
+}
+
+const keyPrefix = (key: string) => (KEY_PATTERN.test(key) ? `${key.slice(0, 9)}…` : `${key.slice(0, 6)}…`);
+
+const expiryFrom = (policy: Policy, from: Date) => (policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000));
+
+/** Licenses and their lifecycle. Every method runs in the caller's transaction and emits its event. */
+export function createLicenseService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; dataKey: Buffer }) {
+  const { clock, events, catalog, keyring, dataKey } = deps;
+
+  async function get(em: EntityManager, tenantId: string, id: string, lock = false): Promise<License> {
+    const license = await em.findOne(License, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
+    if (!license) throw notFound("license", id);
+    return license;
+  }
+
+  async function change(em: EntityManager, license: License, actor: string, type: string, payload: object = {}) {
+    license.updatedAt = clock.now();
+    await em.flush();
+    await events.emit(em, { tenantId: license.tenantId, type, subject: license.id, actor, payload: JSON.parse(JSON.stringify(payload)) });
+    return license;
+  }
+
+  return {
+    get,
+
+    async create(em: EntityManager, tenantId: string, actor: string, input: NewLicense): Promise<{ license: License; key: string }> {
+      const policy = await catalog.getPolicy(em, tenantId, input.policyId);
+      const product = await catalog.getProduct(em, tenantId, policy.productId);
+      await catalog.getCustomer(em, tenantId, input.customerId);
+      checkEntitlements(product, input.entitlementOverrides, "entitlement_overrides");
+      checkAgents(input.agentOverrides, "agent_overrides");
+      let key: string;
+      if (input.customKey) {
+        key = normalizeLicenseKey(input.customKey);
+        if (KEY_PATTERN.test(key)) {
+          const check = checkLicenseKey(key, keyring);
+          if (!check.ok) throw invalidArgument("custom_key", "a key in the Vinzy format must carry a valid HMAC from the configured keyring", "SIGNATURE_INVALID");
+          if (check.productCode !== product.code) throw invalidArgument("custom_key", `the key is for product ${check.productCode}, the policy for ${product.code}`, "PRODUCT_MISMATCH");
+        }
+      } else {
+        key = generateLicenseKey(product.code, keyring);
+      }
+      const now = clock.now();
+      const id = newId("lic");
+      const license = em.create(License, {
+        id,
+        tenantId,
+        productId: product.id,
+        policyId: policy.id,
+        customerId: input.customerId,
+        status: "active",
+        keyDigest: sha256(key),
+        keySealed: seal(dataKey, Buffer.from(key), id),
+        keyPrefix: keyPrefix(key),
+        expiresAt: input.expiresAt === undefined ? expiryFrom(policy, now) : input.expiresAt,
+        entitlementOverrides: input.entitlementOverrides,
+        agentOverrides: input.agentOverrides,
+        maxMachines: input.maxMachines,
+        metadata: input.metadata,
+        suspendedAt: null,
+        revokedAt: null,
+        createdAt: now,
+        updatedAt: now,
+      });
+      try {
+        await em.flush();
+      } catch (err) {
+        if (err instanceof UniqueConstraintViolationException) throw alreadyExists("LICENSE_KEY_TAKEN", "custom_key: another license has this key", { field: "custom_key" });
+        throw err;
+      }
+      await events.emit(em, {
+        tenantId,
+        type: "license.created",
+        subject: id,
+        actor,
+        payload: { product_id: product.id, policy_id: policy.id, customer_id: input.customerId, key_prefix: license.keyPrefix, expires_at: license.expiresAt?.toISOString() ?? null },
+      });
+      return { license, key };
+    },
+
+    async list(em: EntityManager, tenantId: string, page: Page, f: LicenseFilters): Promise<License[]> {
+      const now = clock.now();
+      const where: Record<string, unknown> = { tenantId };
+      if (f.productId) where.productId = f.productId;
+      if (f.customerId) where.customerId = f.customerId;
+      if (f.status === "expired") Object.assign(where, { status: "active", expiresAt: { $lte: now } });
+      else if (f.status === "active") Object.assign(where, { status: "active", $or: [{ expiresAt: null }, { expiresAt: { $gt: now } }] });
+      else if (f.status) where.status = f.status;
+      if (f.expireBefore) where.expiresAt = { ...((where.expiresAt as object) ?? {}), $lt: f.expireBefore };
+      if (page.after) where.id = { $gt: page.after };
+      return em.find(License, where, { orderBy: { id: "asc" }, limit: page.size + 1 });
+    },
+
+    async update(em: EntityManager, tenantId: string, actor: string, id: string, patch: LicensePatch) {
+      const license = await get(em, tenantId, id, true);
+      if (patch.entitlementOverrides) checkEntitlements(await catalog.getProduct(em, tenantId, license.productId), patch.entitlementOverrides, "entitlement_overrides");
+      if (patch.agentOverrides) checkAgents(patch.agentOverrides, "agent_overrides");
+      Object.assign(license, patch);
+      return change(em, license, actor, "license.updated", { changed: Object.keys(patch) });
+    },
+
+    async delete(em: EntityManager, tenantId: string, actor: string, id: string) {
+      const license = await get(em, tenantId, id, true);
+      em.remove(license);
+      await em.flush();
+      await events.emit(em, { tenantId, type: "license.deleted", subject: id, actor, payload: { key_prefix: license.keyPrefix } });
+      return license;
+    },
+
+    async suspend(em: EntityManager, tenantId: string, actor: string, id: string) {
+      const license = await get(em, tenantId, id, true);
+      if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
+      if (license.status === "suspended") return license;
+      license.status = "suspended";
+      license.suspendedAt = clock.now();
+      return change(em, license, actor, "license.suspended");
+    },
+
+    async reinstate(em: EntityManager, tenantId: string, actor: string, id: string) {
+      const license = await get(em, tenantId, id, true);
+      if (license.status !== "suspended") throw failedPrecondition("LICENSE_NOT_SUSPENDED", `license ${id} is ${license.status}, not suspended`);
+      license.status = "active";
+      license.suspendedAt = null;
+      return change(em, license, actor, "license.reinstated");
+    },
+
+    async renew(em: EntityManager, tenantId: string, actor: string, id: string) {
+      const license = await get(em, tenantId, id, true);
+      if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
+      const policy = await catalog.getPolicy(em, tenantId, license.policyId);
+      if (policy.durationSeconds == null) throw failedPrecondition("PERPETUAL_POLICY", `policy ${policy.name} has no duration: its licenses do not expire`);
+      const now = clock.now();
+      const from = license.expiresAt && license.expiresAt > now ? license.expiresAt : now;
+      license.expiresAt = expiryFrom(policy, from);
+      return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt!.toISOString() });
+    },
+
+    async revoke(em: EntityManager, tenantId: string, actor: string, id: string) {
+      const license = await get(em, tenantId, id, true);
+      if (license.status === "revoked") return license;
+      license.status = "revoked";
+      license.revokedAt = clock.now();
+      return change(em, license, actor, "license.revoked");
+    },
+
+    async transfer(em: EntityManager, tenantId: string, actor: string, id: string, to: { customerId: string; policyId: string }) {
+      const license = await get(em, tenantId, id, true);
+      if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
+      if (!to.customerId && !to.policyId) throw invalidArgument("customer_id", "name a new customer_id and/or policy_id");
+      const from = { customer_id: license.customerId, policy_id: license.policyId };
+      if (to.customerId) license.customerId = (await catalog.getCustomer(em, tenantId, to.customerId)).id;
+      if (to.policyId) {
+        const policy = await catalog.getPolicy(em, tenantId, to.policyId);
+        if (policy.productId !== license.productId) throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, { field: "policy_id" });
+        license.policyId = policy.id;
+      }
+      return change(em, license, actor, "license.transferred", { from, to: { customer_id: license.customerId, policy_id: license.policyId } });
+    },
+
+    async reveal(em: EntityManager, tenantId: string, actor: string, id: string): Promise<string> {
+      const license = await get(em, tenantId, id);
+      const key = open(dataKey, Buffer.from(license.keySealed), id).toString();
+      await events.emit(em, { tenantId, type: "license.key_revealed", subject: id, actor, payload: { key_prefix: license.keyPrefix } });
+      return key;
+    },
+  };
+}
+
+export type LicenseService = ReturnType<typeof createLicenseService>;

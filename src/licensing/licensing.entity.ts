@@ -1,0 +1,84 @@
+import { defineEntity, p } from "@mikro-orm/core";
+import { baseProperties } from "../platform/base-entity.js";
+import type { AgentEntitlement, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
+
+export const ProductSchema = defineEntity({
+  name: "Product",
+  tableName: "products",
+  properties: {
+    ...baseProperties,
+    code: p.string(),
+    name: p.string(),
+    features: p.json<FeatureDefinition[]>(),
+    metadata: p.json<Record<string, string>>(),
+  },
+});
+export class Product extends ProductSchema.class {}
+ProductSchema.setClass(Product);
+
+export const PolicySchema = defineEntity({
+  name: "Policy",
+  tableName: "policies",
+  properties: {
+    ...baseProperties,
+    productId: p.string(),
+    name: p.string(),
+    durationSeconds: p.bigint("number").nullable(),
+    allFeatures: p.boolean(),
+    entitlements: p.json<Entitlement[]>(),
+    agentEntitlements: p.json<AgentEntitlement[]>(),
+    maxMachines: p.integer(),
+    maxUsers: p.integer(),
+    floating: p.boolean(),
+    heartbeatSeconds: p.bigint("number").nullable(),
+    expirationStrategy: p.string().$type<ExpirationStrategy>(),
+    graceSeconds: p.bigint("number"),
+    overageStrategy: p.string().$type<OverageStrategy>(),
+    leaseTtlSeconds: p.bigint("number").nullable(),
+    metadata: p.json<Record<string, string>>(),
+  },
+});
+export class Policy extends PolicySchema.class {}
+PolicySchema.setClass(Policy);
+
+export const CustomerSchema = defineEntity({
+  name: "Customer",
+  tableName: "customers",
+  properties: {
+    ...baseProperties,
+    name: p.string(),
+    email: p.string(),
+    organization: p.string(),
+    metadata: p.json<Record<string, string>>(),
+  },
+});
+export class Customer extends CustomerSchema.class {}
+CustomerSchema.setClass(Customer);
+
+export type StoredLicenseStatus = "active" | "suspended" | "revoked";
+
+export const LicenseSchema = defineEntity({
+  name: "License",
+  tableName: "licenses",
+  properties: {
+    ...baseProperties,
+    productId: p.string(),
+    policyId: p.string(),
+    customerId: p.string(),
+    status: p.string().$type<StoredLicenseStatus>(),
+    /** SHA-256 of the key: how ValidateLicense finds the license. */
+    keyDigest: p.blob(),
+    /** The key under AES-256-GCM with the data key, for RevealLicenseKey. */
+    keySealed: p.blob(),
+    keyPrefix: p.string(),
+    expiresAt: p.datetime().nullable(),
+    entitlementOverrides: p.json<Entitlement[]>(),
+    agentOverrides: p.json<AgentEntitlement[]>(),
+    maxMachines: p.integer().nullable(),
+    metadata: p.json<Record<string, string>>(),
+    suspendedAt: p.datetime().nullable(),
+    revokedAt: p.datetime().nullable(),
+  },
+});
+export class License extends LicenseSchema.class {}
+LicenseSchema.setClass(License);

@@ -1,0 +1,163 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
+import { CustomerSchema } from "../../gen/ts/licensd/licensing/v1/customer_pb.js";
+import { LicenseSchema, LicenseStatus as PbLicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
+import {
+  AgentEntitlementSchema,
+  EntitlementSchema,
+  ExpirationStrategy as PbExpiration,
+  ModelTier as PbTier,
+  OverageStrategy as PbOverage,
+  PolicySchema,
+  type AgentEntitlement as PbAgent,
+  type Entitlement as PbEntitlement,
+} from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
+import { ComposeStrategy as PbCompose, FeatureKind as PbKind, ProductSchema, type FeatureDefinition as PbFeature } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import { invalidArgument } from "../platform/errors.js";
+import type { AgentEntitlement, ComposeStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
+import type { LicenseStatus } from "./license.service.js";
+import type { Customer, License, Policy, Product } from "./licensing.entity.js";
+
+/** A two-way map between a domain enum (lowercase names) and its proto enum. */
+function enumMap<D extends string, P extends number>(pairs: [D, P][]) {
+  const toProto = new Map(pairs);
+  const fromProto = new Map(pairs.map(([d, p]) => [p, d]));
+  return { toProto: (d: D) => toProto.get(d)!, fromProto: (p: P) => fromProto.get(p) };
+}
+
+const kinds = enumMap<FeatureKind, PbKind>([["flag", PbKind.FLAG], ["limit", PbKind.LIMIT], ["tier", PbKind.TIER]]);
+const composes = enumMap<ComposeStrategy, PbCompose>([["sum", PbCompose.SUM], ["max", PbCompose.MAX], ["union", PbCompose.UNION]]);
+export const tiers = enumMap<ModelTier, PbTier>([["basic", PbTier.BASIC], ["standard", PbTier.STANDARD], ["premium", PbTier.PREMIUM], ["enterprise", PbTier.ENTERPRISE]]);
+const expirations = enumMap<ExpirationStrategy, PbExpiration>([
+  ["restrict_access", PbExpiration.RESTRICT_ACCESS],
+  ["revoke_access", PbExpiration.REVOKE_ACCESS],
+  ["maintain_access", PbExpiration.MAINTAIN_ACCESS],
+  ["allow_access", PbExpiration.ALLOW_ACCESS],
+]);
+const overages = enumMap<OverageStrategy, PbOverage>([
+  ["no_overage", PbOverage.NO_OVERAGE],
+  ["always", PbOverage.ALWAYS],
+  ["allow_1_25x", PbOverage.ALLOW_1_25X],
+  ["allow_1_5x", PbOverage.ALLOW_1_5X],
+  ["allow_2x", PbOverage.ALLOW_2X],
+]);
+const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
+  ["active", PbLicenseStatus.ACTIVE],
+  ["suspended", PbLicenseStatus.SUSPENDED],
+  ["expired", PbLicenseStatus.EXPIRED],
+  ["revoked", PbLicenseStatus.REVOKED],
+]);
+
+export const expirationFromProto = (p: PbExpiration): ExpirationStrategy => expirations.fromProto(p) ?? "restrict_access";
+export const overageFromProto = (p: PbOverage): OverageStrategy => overages.fromProto(p) ?? "no_overage";
+export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
+export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
+
+export const seconds = (d: Duration | undefined): number | null => (d ? Number(d.seconds) : null);
+const duration = (s: number | null | undefined) => (s == null ? undefined : { seconds: BigInt(s), nanos: 0 });
+const time = (d: Date | null | undefined) => (d ? timestampFromDate(d) : undefined);
+
+export const featuresFromProto = (features: PbFeature[]): FeatureDefinition[] =>
+  features.map((f) => ({ name: f.name, kind: kinds.fromProto(f.kind)!, compose: composes.fromProto(f.compose)!, description: f.description }));
+
+export function entitlementsFromProto(list: PbEntitlement[], field: string): Entitlement[] {
+  return list.map((e, i) => {
+    switch (e.value.case) {
+      case "enabled":
+        return { feature: e.feature, enabled: e.value.value };
+      case "limit":
+        if (e.value.value < 0n || e.value.value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].limit`, "must be from 0 to 2^53-1");
+        return { feature: e.feature, limit: Number(e.value.value) };
+      case "tier": {
+        const tier = tiers.fromProto(e.value.value);
+        if (!tier) throw invalidArgument(`${field}[${i}].tier`, "must be BASIC, STANDARD, PREMIUM or ENTERPRISE");
+        return { feature: e.feature, tier };
+      }
+      default:
+        throw invalidArgument(`${field}[${i}]`, "set one of enabled, limit or tier");
+    }
+  });
+}
+
+export function agentsFromProto(list: PbAgent[], field: string): AgentEntitlement[] {
+  return list.map((a, i) => {
+    if (a.tokenLimit < 0n || a.tokenLimit > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].token_limit`, "must be from 0 to 2^53-1");
+    return { agent: a.agent, tokenLimit: Number(a.tokenLimit), modelTier: tiers.fromProto(a.modelTier) ?? null };
+  });
+}
+
+export const entitlementToProto = (e: Entitlement) =>
+  create(EntitlementSchema, {
+    feature: e.feature,
+    value: "enabled" in e ? { case: "enabled", value: e.enabled } : "limit" in e ? { case: "limit", value: BigInt(e.limit) } : { case: "tier", value: tiers.toProto(e.tier) },
+  });
+
+export const agentToProto = (a: AgentEntitlement) =>
+  create(AgentEntitlementSchema, { agent: a.agent, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : PbTier.UNSPECIFIED });
+
+export const productToProto = (p: Product) =>
+  create(ProductSchema, {
+    id: p.id,
+    tenantId: p.tenantId,
+    code: p.code,
+    name: p.name,
+    features: p.features.map((f) => ({ name: f.name, kind: kinds.toProto(f.kind), compose: composes.toProto(f.compose), description: f.description })),
+    metadata: p.metadata,
+    createTime: time(p.createdAt),
+    updateTime: time(p.updatedAt),
+  });
+
+export const policyToProto = (p: Policy) =>
+  create(PolicySchema, {
+    id: p.id,
+    tenantId: p.tenantId,
+    productId: p.productId,
+    name: p.name,
+    duration: duration(p.durationSeconds),
+    allFeatures: p.allFeatures,
+    entitlements: p.entitlements.map(entitlementToProto),
+    agentEntitlements: p.agentEntitlements.map(agentToProto),
+    maxMachines: p.maxMachines,
+    maxUsers: p.maxUsers,
+    floating: p.floating,
+    heartbeatDuration: duration(p.heartbeatSeconds),
+    expirationStrategy: expirations.toProto(p.expirationStrategy),
+    gracePeriod: duration(p.graceSeconds),
+    overageStrategy: overages.toProto(p.overageStrategy),
+    leaseTtl: duration(p.leaseTtlSeconds),
+    metadata: p.metadata,
+    createTime: time(p.createdAt),
+    updateTime: time(p.updatedAt),
+  });
+
+export const customerToProto = (c: Customer) =>
+  create(CustomerSchema, {
+    id: c.id,
+    tenantId: c.tenantId,
+    name: c.name,
+    email: c.email,
+    organization: c.organization,
+    metadata: c.metadata,
+    createTime: time(c.createdAt),
+    updateTime: time(c.updatedAt),
+  });
+
+export const licenseToProto = (l: License, status: LicenseStatus) =>
+  create(LicenseSchema, {
+    id: l.id,
+    tenantId: l.tenantId,
+    productId: l.productId,
+    policyId: l.policyId,
+    customerId: l.customerId,
+    status: statuses.toProto(status),
+    keyPrefix: l.keyPrefix,
+    expireTime: time(l.expiresAt),
+    entitlementOverrides: l.entitlementOverrides.map(entitlementToProto),
+    agentOverrides: l.agentOverrides.map(agentToProto),
+    maxMachines: l.maxMachines ?? undefined,
+    metadata: l.metadata,
+    suspendTime: time(l.suspendedAt),
+    revokeTime: time(l.revokedAt),
+    createTime: time(l.createdAt),
+    updateTime: time(l.updatedAt),
+  });

@@ -1,0 +1,173 @@
+import type { Clock } from "../platform/clock.js";
+import { sha256 } from "../platform/crypto.js";
+import type { Database } from "../platform/db.js";
+import type { AuditFeed } from "../audit/audit-feed.js";
+import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition } from "./entitlements.js";
+import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import { effectiveStatus, type LicenseStatus } from "./license.service.js";
+
+export type ValidationCode =
+  | "FORMAT_INVALID"
+  | "SIGNATURE_INVALID"
+  | "NOT_FOUND"
+  | "REVOKED"
+  | "SUSPENDED"
+  | "EXPIRED"
+  | "PRODUCT_SCOPE_MISMATCH"
+  | "ENTITLEMENTS_MISSING"
+  | "VALID";
+
+/** Everything a validation needs about one license, read in one query and cached. */
+export interface LicenseSnapshot {
+  id: string;
+  tenantId: string;
+  status: "active" | "suspended" | "revoked";
+  expiresAt: Date | null;
+  productCode: string;
+  productFeatures: FeatureDefinition[];
+  policyName: string;
+  allFeatures: boolean;
+  expirationStrategy: ExpirationStrategy;
+  graceSeconds: number;
+  maxMachines: number;
+  entitlements: Entitlement[];
+  agents: AgentEntitlement[];
+  customerEmail: string;
+}
+
+export interface Validation {
+  valid: boolean;
+  code: ValidationCode;
+  detail: string;
+  license?: LicenseSnapshot & { effectiveStatus: LicenseStatus };
+  features: string[];
+  entitlements: Entitlement[];
+  agents: AgentEntitlement[];
+}
+
+/** A custom key (not in the Vinzy format): what CreateLicense accepts as `custom_key`. */
+const CUSTOM_KEY = /^[A-Za-z0-9._-]{16,128}$/;
+const CACHE_TTL_MS = 30_000;
+const CACHE_MAX = 50_000;
+
+interface Row {
+  id: string;
+  tenant_id: string;
+  status: "active" | "suspended" | "revoked";
+  expires_ms: string | null;
+  entitlement_overrides: Entitlement[];
+  agent_overrides: AgentEntitlement[];
+  max_machines: number | null;
+  code: string;
+  features: FeatureDefinition[];
+  policy_name: string;
+  all_features: boolean;
+  expiration_strategy: ExpirationStrategy;
+  grace_seconds: string;
+  policy_max_machines: number;
+  entitlements: Entitlement[];
+  agent_entitlements: AgentEntitlement[];
+  email: string;
+}
+
+/**
+ * ValidateLicense's engine. The hot path: the key's HMAC is checked before any lookup;
+ * licenses are read with one SQL join (not the ORM) and cached per instance by key
+ * digest. Any audit entry of a tenant — every change writes one — drops that tenant's
+ * cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
+ * within the notification's latency; entries also expire after 30 s as a backstop.
+ */
+export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed }) {
+  const { db, clock, keyring, feed } = deps;
+  const cache = new Map<string, { snapshot: LicenseSnapshot | null; tenantId: string | null; until: number }>();
+  // Bumped on every invalidation: a load that overlapped one does not cache what it read.
+  let epoch = 0;
+  feed.onEntry((tenantId) => {
+    epoch++;
+    for (const [k, v] of cache) if (v.tenantId === tenantId || v.tenantId === null) cache.delete(k);
+  });
+  feed.onReconnect(() => {
+    epoch++;
+    cache.clear();
+  });
+
+  async function load(digest: Buffer): Promise<LicenseSnapshot | null> {
+    const cacheKey = digest.toString("base64");
+    const hit = cache.get(cacheKey);
+    if (hit && hit.until > Date.now()) return hit.snapshot;
+    const startEpoch = epoch;
+    const [r] = await db.em().execute<Row[]>(
+      `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
+              l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
+              po.max_machines as policy_max_machines, po.entitlements, po.agent_entitlements, c.email
+         from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
+        where l.key_digest = ?`,
+      [digest],
+    );
+    const snapshot: LicenseSnapshot | null = r
+      ? {
+          id: r.id,
+          tenantId: r.tenant_id,
+          status: r.status,
+          expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
+          productCode: r.code,
+          productFeatures: r.features,
+          policyName: r.policy_name,
+          allFeatures: r.all_features,
+          expirationStrategy: r.expiration_strategy,
+          graceSeconds: Number(r.grace_seconds),
+          maxMachines: r.max_machines ?? r.policy_max_machines,
+          entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
+          agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
+          customerEmail: r.email,
+        }
+      : null;
+    if (epoch === startEpoch) {
+      if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
+      cache.set(cacheKey, { snapshot, tenantId: snapshot?.tenantId ?? null, until: Date.now() + CACHE_TTL_MS });
+    }
+    return snapshot;
+  }
+
+  return {
+    /** Validates a key; codes are checked in the documented order, the first that applies wins. */
+    async validate(input: { key: string; productCode: string; requiredEntitlements: string[] }): Promise<Validation> {
+      const none = { features: [], entitlements: [], agents: [] };
+      const key = normalizeLicenseKey(input.key);
+      if (KEY_PATTERN.test(key)) {
+        const check = checkLicenseKey(key, keyring);
+        if (!check.ok) return { valid: false, code: check.code, detail: "the key's signature does not match: forged or mistyped", ...none };
+      } else if (!CUSTOM_KEY.test(key)) {
+        return { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none };
+      }
+      const snapshot = await load(sha256(key));
+      if (!snapshot) return { valid: false, code: "NOT_FOUND", detail: "no license has this key", ...none };
+
+      const now = clock.now();
+      const status = effectiveStatus(snapshot, now);
+      const license = { ...snapshot, effectiveStatus: status };
+      const features = snapshot.allFeatures ? snapshot.productFeatures.map((f) => f.name).sort() : snapshot.entitlements.filter(grants).map((e) => e.feature);
+      const granted = { license, features, entitlements: snapshot.entitlements, agents: snapshot.agents };
+      const fail = (code: ValidationCode, detail: string): Validation => ({ valid: false, code, detail, ...granted });
+
+      if (status === "revoked") return fail("REVOKED", "the license was revoked");
+      if (status === "suspended") return fail("SUSPENDED", "the license is suspended");
+      let expired = false;
+      if (status === "expired") {
+        const inGrace = now.getTime() < snapshot.expiresAt!.getTime() + snapshot.graceSeconds * 1000;
+        const keepsAccess = snapshot.expirationStrategy === "maintain_access" || snapshot.expirationStrategy === "allow_access";
+        if (!inGrace && !keepsAccess) return fail("EXPIRED", `the license expired at ${snapshot.expiresAt!.toISOString()}`);
+        expired = true;
+      }
+      if (input.productCode && input.productCode !== snapshot.productCode) {
+        return fail("PRODUCT_SCOPE_MISMATCH", `the license is for product ${snapshot.productCode}, not ${input.productCode}`);
+      }
+      const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
+      if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);
+      if (expired) return { valid: true, code: "EXPIRED", detail: `expired at ${snapshot.expiresAt!.toISOString()}; access continues (grace period or policy)`, ...granted };
+      return { valid: true, code: "VALID", detail: "the license is valid", ...granted };
+    },
+  };
+}
+
+export type ValidationService = ReturnType<typeof createValidationService>;

@@ -1,0 +1,34 @@
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import type { HandlerContext } from "@connectrpc/connect";
+import { actorOf, requireTenant, type Scope } from "./auth.js";
+import { principalKey } from "./context.js";
+import type { EntityManager } from "./db.js";
+import type { Idempotency } from "./idempotency.js";
+
+/** What every mutating handler needs: the tenant acted on, the actor, and an idempotent transaction. */
+export interface MutationContext {
+  tenantId: string;
+  actor: string;
+}
+
+/** `package.Service/Method` of the call being handled. */
+export const procedureOf = (ctx: HandlerContext) => `${ctx.service.typeName}/${ctx.method.name}`;
+
+/**
+ * Runs a tenant-scoped mutation: checks the caller may act on the tenant with `scope`,
+ * then runs `fn` in one transaction under the request's idempotency key.
+ */
+export function tenantMutation<I extends DescMessage, O extends DescMessage>(
+  idempotency: Idempotency,
+  ctx: HandlerContext,
+  call: { requestSchema: I; request: MessageShape<I> & { idempotencyKey: string; tenantId: string }; responseSchema: O; scope?: Scope },
+  fn: (em: EntityManager, m: MutationContext) => Promise<MessageShape<O>>,
+): Promise<MessageShape<O>> {
+  const principal = ctx.values.get(principalKey);
+  const tenantId = requireTenant(principal, call.request.tenantId, call.scope ?? "admin");
+  const m = { tenantId, actor: actorOf(principal) };
+  return idempotency.run({ scope: tenantId, procedure: procedureOf(ctx), requestSchema: call.requestSchema, request: call.request, responseSchema: call.responseSchema }, (em) => fn(em, m));
+}
+
+/** The tenant a read acts on, for a caller with `scope` (default read). */
+export const readTenant = (ctx: HandlerContext, tenantId: string, scope: Scope = "read") => requireTenant(ctx.values.get(principalKey), tenantId, scope);

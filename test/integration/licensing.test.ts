@@ -1,0 +1,297 @@
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { LicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
+import { LicensingService, ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { ExpirationStrategy, ModelTier } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
+import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { validationSigningBytes } from "../../src/licensing/license.rpc.js";
+import { verifyEd25519 } from "../../src/platform/signing-keys.js";
+import { ManualClock } from "../../src/platform/clock.js";
+import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
+import { createTestDatabase, query } from "../support/database.js";
+import { failure } from "../support/errors.js";
+
+const clock = new ManualClock(new Date());
+let db: { url: string; drop(): Promise<void> };
+let a: TestApp;
+let b: TestApp;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  a = await startTestApp({ databaseUrl: db.url, clock });
+  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+});
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await db?.drop();
+});
+
+const DAY = 86_400;
+const features = [
+  { name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION },
+  { name: "seats", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM },
+  { name: "model", kind: FeatureKind.TIER, compose: ComposeStrategy.MAX },
+  { name: "sso", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION },
+];
+
+/** A tenant with an admin key, a product PRD with a 30-day "pro" policy, and a customer. */
+async function vendor(name: string, code = "PRD") {
+  const tenants = connectClient(TenantService, a.url, a.superAdminKey);
+  const { tenant } = await tenants.createTenant({ name });
+  const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
+  const api = connectClient(LicensingService, a.url, secret);
+  const { product } = await api.createProduct({ code, name: `${name} app`, features });
+  const { policy } = await api.createPolicy({
+    productId: product!.id,
+    name: "pro",
+    duration: { seconds: BigInt(30 * DAY), nanos: 0 },
+    entitlements: [
+      { feature: "reports", value: { case: "enabled", value: true } },
+      { feature: "seats", value: { case: "limit", value: 5n } },
+      { feature: "model", value: { case: "tier", value: ModelTier.STANDARD } },
+    ],
+    agentEntitlements: [{ agent: "coder", tokenLimit: 1000n, modelTier: ModelTier.BASIC }],
+    maxMachines: 3,
+  });
+  const { customer } = await api.createCustomer({ name: "Jane Doe", email: `jane+${code.toLowerCase()}@example.com` });
+  return { tenantId: tenant!.id, secret, api, product: product!, policy: policy!, customer: customer! };
+}
+
+const validate = (t: TestApp, key: string, extra: Record<string, unknown> = {}) => connectClient(LicensingService, t.url).validateLicense({ key, ...extra });
+
+describe("products, policies and customers", () => {
+  it("creates, reads, updates and deletes, with clear errors for bad input", async () => {
+    const v = await vendor("Catalog Co");
+    expect(v.product).toMatchObject({ code: "PRD", tenantId: v.tenantId });
+    expect(await failure(v.api.createProduct({ code: "PRD", name: "dup" }))).toMatchObject({ code: "AlreadyExists", reason: "PRODUCT_CODE_TAKEN", metadata: { field: "code" } });
+    expect(await failure(v.api.createProduct({ code: "prd", name: "x" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "code" } });
+    expect(await failure(v.api.createProduct({ code: "ABC", name: "x", features: [{ name: "Bad Name", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "features[0]" },
+    });
+    expect(
+      await failure(v.api.createPolicy({ productId: v.product.id, name: "bad", entitlements: [{ feature: "nope", value: { case: "enabled", value: true } }] })),
+    ).toMatchObject({ code: "InvalidArgument", reason: "UNKNOWN_FEATURE", metadata: { field: "entitlements[0].feature" } });
+    expect(
+      await failure(v.api.createPolicy({ productId: v.product.id, name: "bad", entitlements: [{ feature: "seats", value: { case: "enabled", value: true } }] })),
+    ).toMatchObject({ code: "InvalidArgument", reason: "FEATURE_KIND_MISMATCH" });
+    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "pro" }))).toMatchObject({ code: "AlreadyExists", reason: "POLICY_NAME_TAKEN" });
+    expect(await failure(v.api.createCustomer({ name: "Jane", email: "JANE+PRD@example.com" }))).toMatchObject({ code: "AlreadyExists", reason: "CUSTOMER_EMAIL_TAKEN" });
+    expect(await failure(v.api.createCustomer({ name: "Jane", email: "not-an-email" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "email" } });
+    expect((await v.api.listCustomers({ email: "JANE+prd@EXAMPLE.com" })).customers.map((c) => c.id)).toEqual([v.customer.id]);
+
+    const renamed = await v.api.updateProduct({ id: v.product.id, name: "Renamed", updateMask: { paths: ["name"] } });
+    expect(renamed.product).toMatchObject({ name: "Renamed", code: "PRD" });
+    expect(await failure(v.api.updateProduct({ id: v.product.id, features: [], updateMask: { paths: ["features"] } }))).toMatchObject({ code: "FailedPrecondition", reason: "FEATURE_IN_USE" });
+    const policy = await v.api.updatePolicy({ id: v.policy.id, maxMachines: 10, updateMask: { paths: ["max_machines"] } });
+    expect(policy.policy).toMatchObject({ maxMachines: 10, name: "pro" });
+    expect(policy.policy!.entitlements).toHaveLength(3);
+
+    await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    expect(await failure(v.api.deleteProduct({ id: v.product.id }))).toMatchObject({ code: "FailedPrecondition", reason: "IN_USE" });
+    expect(await failure(v.api.deleteCustomer({ id: v.customer.id }))).toMatchObject({ code: "FailedPrecondition", reason: "IN_USE" });
+    const lonely = (await v.api.createCustomer({ name: "Nobody", email: "nobody@example.com" })).customer!;
+    await v.api.deleteCustomer({ id: lonely.id });
+    expect(await failure(v.api.getCustomer({ id: lonely.id }))).toMatchObject({ code: "NotFound", reason: "CUSTOMER_NOT_FOUND" });
+  });
+});
+
+describe("licenses", () => {
+  it("issues a Vinzy-format key shown once, stored only as digest and ciphertext, and revealed on demand (audited)", async () => {
+    const v = await vendor("Keys Co", "KEY");
+    const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    expect(key).toMatch(/^KEY(-[A-Z2-7]{5}){7}$/);
+    expect(license).toMatchObject({ status: LicenseStatus.ACTIVE, productId: v.product.id, keyPrefix: `${key.slice(0, 9)}…` });
+    const expires = timestampDate(license!.expireTime!).getTime();
+    expect(Math.abs(expires - (clock.now().getTime() + 30 * DAY * 1000))).toBeLessThan(1000);
+    const leaked = await query(db.url, "select 1 from licenses where position($1 in row(licenses.*)::text) > 0", [key]);
+    expect(leaked).toHaveLength(0);
+    expect((await v.api.revealLicenseKey({ id: license!.id })).key).toBe(key);
+    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ subject: license!.id });
+    expect(audit.events.map((e) => e.type)).toEqual(["license.created", "license.key_revealed"]);
+    expect(JSON.stringify(audit.events.map((e) => e.payload))).not.toContain(key.slice(10));
+  });
+
+  it("runs the lifecycle: suspend, reinstate, renew, transfer, revoke, delete", async () => {
+    const v = await vendor("Lifecycle Co", "LCY");
+    const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    const id = license!.id;
+    expect((await v.api.suspendLicense({ id })).license!.status).toBe(LicenseStatus.SUSPENDED);
+    expect((await validate(a, key)).code).toBe(ValidationCode.SUSPENDED);
+    expect((await v.api.reinstateLicense({ id })).license!.status).toBe(LicenseStatus.ACTIVE);
+    expect(await failure(v.api.reinstateLicense({ id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_NOT_SUSPENDED" });
+
+    const before = timestampDate(license!.expireTime!).getTime();
+    const renewed = await v.api.renewLicense({ id });
+    expect(timestampDate(renewed.license!.expireTime!).getTime() - before).toBe(30 * DAY * 1000);
+
+    const other = (await v.api.createCustomer({ name: "New Owner", email: "owner@example.com" })).customer!;
+    const basic = (await v.api.createPolicy({ productId: v.product.id, name: "basic", maxMachines: 1 })).policy!;
+    const moved = await v.api.transferLicense({ id, customerId: other.id, policyId: basic.id });
+    expect(moved.license).toMatchObject({ customerId: other.id, policyId: basic.id });
+    const foreign = await vendor("Foreign Co", "FRN");
+    expect(await failure(v.api.transferLicense({ id, policyId: foreign.policy.id }))).toMatchObject({ code: "NotFound" });
+
+    expect((await v.api.revokeLicense({ id })).license!.status).toBe(LicenseStatus.REVOKED);
+    expect(await failure(v.api.suspendLicense({ id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_REVOKED" });
+    expect((await validate(a, key)).code).toBe(ValidationCode.REVOKED);
+    const listed = await v.api.listLicenses({ status: LicenseStatus.REVOKED });
+    expect(listed.licenses.map((l) => l.id)).toEqual([id]);
+    await v.api.deleteLicense({ id });
+    expect(await failure(v.api.getLicense({ id }))).toMatchObject({ code: "NotFound", reason: "LICENSE_NOT_FOUND" });
+    expect((await validate(a, key)).code).toBe(ValidationCode.NOT_FOUND);
+  });
+
+  it("accepts custom keys, checks Vinzy-format ones, and refuses duplicates", async () => {
+    const v = await vendor("Custom Co", "CUS");
+    const custom = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "DT1-PRO-ACME-2026-XYZ" });
+    expect(custom.key).toBe("DT1-PRO-ACME-2026-XYZ");
+    expect((await validate(a, "DT1-PRO-ACME-2026-XYZ")).code).toBe(ValidationCode.VALID);
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "DT1-PRO-ACME-2026-XYZ" }))).toMatchObject({ code: "AlreadyExists", reason: "LICENSE_KEY_TAKEN" });
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "CUS-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG" }))).toMatchObject({
+      code: "InvalidArgument",
+      reason: "SIGNATURE_INVALID",
+    });
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "short" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "custom_key" } });
+  });
+
+  it("keeps tenants apart", async () => {
+    const x = await vendor("Tenant X", "TNX");
+    const y = await vendor("Tenant Y", "TNY");
+    const { license } = await x.api.createLicense({ policyId: x.policy.id, customerId: x.customer.id });
+    expect(await failure(y.api.getLicense({ id: license!.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(y.api.revokeLicense({ id: license!.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(y.api.createLicense({ policyId: x.policy.id, customerId: y.customer.id }))).toMatchObject({ code: "NotFound", reason: "POLICY_NOT_FOUND" });
+    expect(await failure(y.api.getProduct({ id: x.product.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(y.api.listLicenses({ tenantId: x.tenantId }))).toMatchObject({ code: "NotFound" });
+    expect((await y.api.listLicenses({})).licenses).toHaveLength(0);
+  });
+});
+
+describe("ValidateLicense", () => {
+  it("answers every code in the documented order, as data", async () => {
+    const v = await vendor("Validate Co", "VAL");
+    const { key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    const code = async (k: string, extra: Record<string, unknown> = {}) => {
+      const r = await validate(a, k, extra);
+      return [ValidationCode[r.code], r.valid];
+    };
+    expect(await code("hello")).toEqual(["FORMAT_INVALID", false]);
+    expect(await code(key.slice(0, -1) + (key.endsWith("A") ? "B" : "A"))).toEqual(["SIGNATURE_INVALID", false]);
+    expect(await code("some-unknown-custom-key-123")).toEqual(["NOT_FOUND", false]);
+    expect(await code(key)).toEqual(["VALID", true]);
+    expect(await code(` ${key.toLowerCase()} `)).toEqual(["VALID", true]);
+    expect(await code(key, { productCode: "ZZZ" })).toEqual(["PRODUCT_SCOPE_MISMATCH", false]);
+    expect(await code(key, { entitlements: ["reports"] })).toEqual(["VALID", true]);
+    expect(await code(key, { entitlements: ["reports", "sso"] })).toEqual(["ENTITLEMENTS_MISSING", false]);
+
+    const full = await validate(a, key, { nonce: "n-123" });
+    expect(full).toMatchObject({ valid: true, nonce: "n-123", features: ["model", "reports", "seats"], license: { productCode: "VAL", policyName: "pro", customerEmail: "jane+val@example.com", maxMachines: 3 } });
+    expect(full.agentEntitlements).toMatchObject([{ agent: "coder", tokenLimit: 1000n, modelTier: ModelTier.BASIC }]);
+    const keys = (await connectClient(ActivationService, b.url).getSigningKeys({})).keys;
+    const signer = keys.find((k) => k.kid === full.kid)!;
+    expect(verifyEd25519(signer.publicKey, validationSigningBytes(full), full.signature)).toBe(true);
+    expect(verifyEd25519(signer.publicKey, validationSigningBytes({ ...full, valid: false }), full.signature)).toBe(false);
+  });
+
+  it("applies expiration strategies and grace periods", async () => {
+    const v = await vendor("Expiry Co", "EXP");
+    const make = async (name: string, strategy: ExpirationStrategy, graceDays = 0) => {
+      const { policy } = await v.api.createPolicy({ productId: v.product.id, name, duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: strategy, gracePeriod: { seconds: BigInt(graceDays * DAY), nanos: 0 } });
+      return (await v.api.createLicense({ policyId: policy!.id, customerId: v.customer.id })).key;
+    };
+    const restrict = await make("restrict", ExpirationStrategy.RESTRICT_ACCESS);
+    const grace = await make("grace", ExpirationStrategy.RESTRICT_ACCESS, 3);
+    const allow = await make("allow", ExpirationStrategy.ALLOW_ACCESS);
+    clock.advance(2 * DAY * 1000);
+    try {
+      const r = await validate(a, restrict);
+      expect([ValidationCode[r.code], r.valid, r.license?.status]).toEqual(["EXPIRED", false, LicenseStatus.EXPIRED]);
+      const g = await validate(a, grace);
+      expect([ValidationCode[g.code], g.valid]).toEqual(["EXPIRED", true]);
+      const al = await validate(a, allow);
+      expect([ValidationCode[al.code], al.valid]).toEqual(["EXPIRED", true]);
+      expect((await v.api.listLicenses({ status: LicenseStatus.EXPIRED })).licenses).toHaveLength(3);
+      clock.advance(2 * DAY * 1000);
+      expect((await validate(a, grace)).valid).toBe(false);
+    } finally {
+      clock.set(new Date());
+    }
+  });
+
+  it("is public and works over Connect GET", async () => {
+    const v = await vendor("Public Co", "PUB");
+    const { key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    const message = encodeURIComponent(JSON.stringify({ key }));
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/ValidateLicense?encoding=json&message=${message}`);
+    expect(await res.json()).toMatchObject({ valid: true, code: "VALIDATION_CODE_VALID" });
+    expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "key" } });
+  });
+
+  it("sees a suspension made on another instance within a second", async () => {
+    const v = await vendor("Cache Co", "CCH");
+    const { key, license } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    expect((await validate(b, key)).code).toBe(ValidationCode.VALID); // now cached on B
+    expect((await validate(b, key)).code).toBe(ValidationCode.VALID);
+    await connectClient(LicensingService, a.url, v.secret).suspendLicense({ id: license!.id });
+    const start = Date.now();
+    let code = ValidationCode.VALID;
+    while (code !== ValidationCode.SUSPENDED && Date.now() - start < 5000) {
+      code = (await grpcClient(LicensingService, b.url).validateLicense({ key })).code;
+      if (code !== ValidationCode.SUSPENDED) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(code).toBe(ValidationCode.SUSPENDED);
+    expect(Date.now() - start).toBeLessThan(1000);
+  });
+});
+
+describe("GetCustomerEntitlements", () => {
+  it("composes a customer's active licenses across products with sources", async () => {
+    const v = await vendor("Compose Co", "CMA");
+    const second = (await v.api.createProduct({ code: "CMB", name: "Second", features })).product!;
+    const secondPolicy = (
+      await v.api.createPolicy({
+        productId: second.id,
+        name: "team",
+        entitlements: [
+          { feature: "seats", value: { case: "limit", value: 10n } },
+          { feature: "model", value: { case: "tier", value: ModelTier.PREMIUM } },
+          { feature: "sso", value: { case: "enabled", value: true } },
+        ],
+        agentEntitlements: [{ agent: "coder", tokenLimit: 500n, modelTier: ModelTier.ENTERPRISE }],
+      })
+    ).policy!;
+    const l1 = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id })).license!;
+    const l2 = (await v.api.createLicense({ policyId: secondPolicy.id, customerId: v.customer.id, entitlementOverrides: [{ feature: "seats", value: { case: "limit", value: 20n } }] })).license!;
+    const l3 = (await v.api.createLicense({ policyId: secondPolicy.id, customerId: v.customer.id })).license!;
+    await v.api.suspendLicense({ id: l3.id }); // not active: not composed
+    const res = await v.api.getCustomerEntitlements({ customerId: v.customer.id });
+    expect(res.licenseIds).toEqual([l1.id, l2.id]);
+    const by = Object.fromEntries(res.entitlements.map((e) => [e.feature, e]));
+    expect(by.seats.value).toMatchObject({ kind: { case: "numberValue", value: 25 } });
+    expect(by.seats.sources.map((s) => [s.licenseId, s.value?.kind.value])).toEqual([[l1.id, 5], [l2.id, 20]]);
+    expect(by.model.value).toMatchObject({ kind: { case: "stringValue", value: "premium" } });
+    expect(by.sso.value).toMatchObject({ kind: { case: "boolValue", value: true } });
+    expect(by.reports.value).toMatchObject({ kind: { case: "boolValue", value: true } });
+    expect(res.agentEntitlements).toMatchObject([{ agent: "coder", tokenLimit: 1500n, modelTier: ModelTier.ENTERPRISE }]);
+    expect(await failure(v.api.getCustomerEntitlements({ customerId: "cus_00000000000000000000000000" }))).toMatchObject({ code: "NotFound" });
+  });
+});
+
+describe("license keys are compatible with an independent reference", () => {
+  it("validates a key minted by the Python reference with the configured keyring", async () => {
+    const v = await vendor("Vinzy Co", "VNZ");
+    const secret = a.app.config.licenseKeySecrets["0"];
+    const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], { input: JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret }) + "\n", encoding: "utf8" });
+    const key = res.stdout.trim();
+    await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
+    expect((await validate(a, key)).code).toBe(ValidationCode.VALID);
+  });
+});
