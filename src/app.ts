@@ -96,7 +96,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const idempotency = createIdempotency(db, clock);
     const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
     const catalog = createCatalogService({ clock, events });
-    const licenses = createLicenseService({ clock, events, catalog, keyring: licenseKeyring, dataKey: config.dataKey });
+    const licenses = createLicenseService({
+      clock,
+      events,
+      catalog,
+      keyring: licenseKeyring,
+      dataKey: config.dataKey,
+      signingKeys,
+      licenseFileHmacSecret: config.licenseFileHmacSecret,
+    });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
 
     const health = new HealthState(licensdServices.map((s) => s.typeName));

@@ -23,6 +23,8 @@ export interface Config {
   auditHmacKeys: Record<string, Buffer>;
   /** License key HMAC secrets by version 0–31 (LICENSD_HMAC_KEYS, Vinzy's format); the highest signs. */
   licenseKeySecrets: Record<string, string>;
+  /** Shared secret for HMAC (`licensd1h.`) license files; unset disables them. */
+  licenseFileHmacSecret: string | undefined;
   /** How often an idle audit tail gets a keep-alive. */
   auditKeepAliveMs: number;
   /** Secrets that development mode generated (and stored) on this start, to announce. */
@@ -151,6 +153,9 @@ export function loadConfig(env: Env = process.env): Config {
     else licenseKeySecrets = Object.fromEntries(entries) as Record<string, string>;
   }
 
+  const licenseFileHmacSecret = str("LICENSD_LICENSE_FILE_HMAC_SECRET");
+  if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32) problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: production ? "production" : "development",
@@ -169,6 +174,7 @@ export function loadConfig(env: Env = process.env): Config {
     auditHmacKeys,
     // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
     licenseKeySecrets: licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
+    licenseFileHmacSecret,
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     generated,
   };

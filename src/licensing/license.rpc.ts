@@ -110,6 +110,22 @@ export function createLicenseRpc(deps: {
         async (em, m) => create(pb.RevealLicenseKeyResponseSchema, { key: await licenses.reveal(em, m.tenantId, m.actor, req.id) }),
       ),
 
+    issueLicenseFile: (req, ctx) =>
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.IssueLicenseFileRequestSchema, request: { ...req, idempotencyKey: "" }, responseSchema: pb.IssueLicenseFileResponseSchema },
+        async (em, m) => {
+          const r = await licenses.issueFile(em, m.tenantId, m.actor, req.licenseId, {
+            fingerprint: req.fingerprint,
+            encrypt: req.encrypt,
+            format: req.format === pb.LicenseFileFormat.HMAC ? "hmac" : "ed25519",
+            ttlSeconds: req.ttl ? Number(req.ttl.seconds) : null,
+          });
+          return create(pb.IssueLicenseFileResponseSchema, { licenseFile: r.file, kid: r.kid, expireTime: r.expiresAt ? timestampFromDate(r.expiresAt) : undefined });
+        },
+      ),
+
     async validateLicense(req) {
       const v = await validation.validate({ key: req.key, productCode: req.productCode, requiredEntitlements: req.entitlements });
       const res = create(pb.ValidateLicenseResponseSchema, {

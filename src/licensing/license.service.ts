@@ -7,7 +7,9 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import { checkAgents, checkEntitlements, type CatalogService } from "./catalog.service.js";
-import type { AgentEntitlement, Entitlement } from "./entitlements.js";
+import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement } from "./entitlements.js";
+import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
+import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { checkLicenseKey, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { License, type Policy } from "./licensing.entity.js";
 
@@ -50,8 +52,16 @@ const keyPrefix = (key: string) => (KEY_PATTERN.test(key) ? `${key.slice(0, 9)}â
 const expiryFrom = (policy: Policy, from: Date) => (policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000));
 
 /** Licenses and their lifecycle. Every method runs in the caller's transaction and emits its event. */
-export function createLicenseService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; dataKey: Buffer }) {
-  const { clock, events, catalog, keyring, dataKey } = deps;
+export function createLicenseService(deps: {
+  clock: Clock;
+  events: Events;
+  catalog: CatalogService;
+  keyring: LicenseKeyring;
+  dataKey: Buffer;
+  signingKeys: SigningKeyStore;
+  licenseFileHmacSecret: string | undefined;
+}) {
+  const { clock, events, catalog, keyring, dataKey, signingKeys } = deps;
 
   async function get(em: EntityManager, tenantId: string, id: string, lock = false): Promise<License> {
     const license = await em.findOne(License, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
@@ -201,6 +211,66 @@ export function createLicenseService(deps: { clock: Clock; events: Events; catal
         license.policyId = policy.id;
       }
       return change(em, license, actor, "license.transferred", { from, to: { customer_id: license.customerId, policy_id: license.policyId } });
+    },
+
+    /**
+     * An offline license file for the license: the effective plan, signed with the active
+     * Ed25519 key (or HMAC with the shared secret), optionally machine-bound and encrypted.
+     */
+    async issueFile(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      id: string,
+      opts: { fingerprint: string; encrypt: boolean; format: "ed25519" | "hmac"; ttlSeconds: number | null },
+    ): Promise<{ file: string; kid: string; expiresAt: Date | null }> {
+      const license = await get(em, tenantId, id);
+      const now = clock.now();
+      const status = effectiveStatus(license, now);
+      if (status !== "active") throw failedPrecondition("LICENSE_NOT_ACTIVE", `license ${id} is ${status}: no file can be issued`);
+      if (opts.format === "hmac" && !deps.licenseFileHmacSecret) throw failedPrecondition("HMAC_NOT_CONFIGURED", "format: LICENSD_LICENSE_FILE_HMAC_SECRET is not set", { field: "format" });
+      const [product, policy, customer] = await Promise.all([
+        catalog.getProduct(em, tenantId, license.productId),
+        catalog.getPolicy(em, tenantId, license.policyId),
+        catalog.getCustomer(em, tenantId, license.customerId),
+      ]);
+      const entitlements = effectiveEntitlements(policy.entitlements, license.entitlementOverrides);
+      let expiresAt = license.expiresAt ?? null;
+      if (opts.ttlSeconds !== null) {
+        const byTtl = new Date(now.getTime() + opts.ttlSeconds * 1000);
+        if (!expiresAt || byTtl < expiresAt) expiresAt = byTtl;
+      }
+      const kid = opts.format === "hmac" ? "hmac" : signingKeys.activeKid();
+      const payload: LicenseFilePayload = {
+        v: 1,
+        license_id: license.id,
+        tenant_id: tenantId,
+        product: { code: product.code, name: product.name },
+        customer: { name: customer.name, email: customer.email, organization: customer.organization },
+        plan: policy.name,
+        features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
+        entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])),
+        agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { token_limit: a.tokenLimit, model_tier: a.modelTier }])),
+        max_machines: license.maxMachines ?? policy.maxMachines,
+        max_users: policy.maxUsers,
+        issued_at: now.toISOString(),
+        expires_at: expiresAt ? expiresAt.toISOString() : null,
+        kid,
+        ...(opts.fingerprint ? { fingerprint: opts.fingerprint } : {}),
+      };
+      let file =
+        opts.format === "hmac"
+          ? encodeLicenseFile(HMAC_PREFIX, payload, hmacLicenseFile(deps.licenseFileHmacSecret!))
+          : encodeLicenseFile(ED25519_PREFIX, payload, (input) => signingKeys.sign(input).signature);
+      if (opts.encrypt) file = encryptLicenseFile(file, open(dataKey, Buffer.from(license.keySealed), id).toString());
+      await events.emit(em, {
+        tenantId,
+        type: "license.file_issued",
+        subject: id,
+        actor,
+        payload: { format: opts.format, encrypted: opts.encrypt, fingerprint: opts.fingerprint || null, expires_at: payload.expires_at, kid },
+      });
+      return { file, kid, expiresAt };
     },
 
     async reveal(em: EntityManager, tenantId: string, actor: string, id: string): Promise<string> {

@@ -109,6 +109,11 @@ export class SigningKeyStore {
     return { kid: this.active.kid, signature: sign(null, message, this.active.key) };
   }
 
+  activeKid(): string {
+    if (!this.active) throw new Error("no active signing key (SigningKeyStore.start not called)");
+    return this.active.kid;
+  }
+
   publicKeys(): PublicSigningKey[] {
     return this.keys;
   }

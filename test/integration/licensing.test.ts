@@ -295,3 +295,40 @@ describe("license keys are compatible with an independent reference", () => {
     expect((await validate(a, key)).code).toBe(ValidationCode.VALID);
   });
 });
+
+describe("IssueLicenseFile", () => {
+  it("issues files the SDK verifies offline with the published keys: plain, machine-bound, encrypted, short-lived", async () => {
+    const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
+    const v = await vendor("File Co", "FIL");
+    const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    const keys = (await connectClient(ActivationService, a.url).getSigningKeys({})).keys;
+
+    const plain = await v.api.issueLicenseFile({ licenseId: license!.id });
+    expect(plain.licenseFile).toMatch(/^licensd1\.[\w-]+\.[\w-]+$/);
+    const r = verifyLicenseFile(plain.licenseFile, { keys });
+    expect(r).toMatchObject({ valid: true, code: "VALID", payload: { license_id: license!.id, plan: "pro", product: { code: "FIL" }, customer: { email: "jane+fil@example.com" }, max_machines: 3, kid: plain.kid } });
+    expect(r.payload!.features).toEqual(["model", "reports", "seats"]);
+    expect(r.payload!.entitlements).toEqual({ reports: true, seats: 5, model: "standard" });
+    expect(r.payload!.expires_at).toBe(timestampDate(license!.expireTime!).toISOString());
+
+    const bound = await v.api.issueLicenseFile({ licenseId: license!.id, fingerprint: "machine-1" });
+    expect(verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-1" }).valid).toBe(true);
+    expect(verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-2" }).code).toBe("FINGERPRINT_MISMATCH");
+
+    const sealed = await v.api.issueLicenseFile({ licenseId: license!.id, encrypt: true });
+    expect(sealed.licenseFile.startsWith("licensd1e.")).toBe(true);
+    expect(verifyLicenseFile(sealed.licenseFile, { keys, licenseKey: key }).valid).toBe(true);
+    expect(verifyLicenseFile(sealed.licenseFile, { keys }).code).toBe("DECRYPTION_FAILED");
+
+    const short = await v.api.issueLicenseFile({ licenseId: license!.id, ttl: { seconds: 3600n, nanos: 0 } });
+    expect(timestampDate(short.expireTime!).getTime() - clock.now().getTime()).toBeLessThanOrEqual(3600_000);
+
+    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id, format: 2 }))).toMatchObject({ code: "FailedPrecondition", reason: "HMAC_NOT_CONFIGURED" });
+    await v.api.suspendLicense({ id: license!.id });
+    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_NOT_ACTIVE" });
+    const stranger = await vendor("Stranger Co", "STR");
+    expect(await failure(stranger.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({ code: "NotFound" });
+    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ subject: license!.id, typePrefix: "license.file_issued" });
+    expect(audit.events).toHaveLength(4);
+  });
+});

@@ -71,6 +71,10 @@ type LicensingServiceClient interface {
 	RevealLicenseKey(ctx context.Context, in *RevealLicenseKeyRequest, opts ...grpc.CallOption) (*RevealLicenseKeyResponse, error)
 	// Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
 	ValidateLicense(ctx context.Context, in *ValidateLicenseRequest, opts ...grpc.CallOption) (*ValidateLicenseResponse, error)
+	// Issues a signed offline license file (`licensd1.<payload>.<signature>`) that the
+	// SDKs verify without calling licensd; optionally bound to a machine and encrypted
+	// with a key derived from the license key. Admin scope; audited.
+	IssueLicenseFile(ctx context.Context, in *IssueLicenseFileRequest, opts ...grpc.CallOption) (*IssueLicenseFileResponse, error)
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error)
 }
@@ -326,6 +330,15 @@ func (c *licensingServiceClient) ValidateLicense(ctx context.Context, in *Valida
 	return out, nil
 }
 
+func (c *licensingServiceClient) IssueLicenseFile(ctx context.Context, in *IssueLicenseFileRequest, opts ...grpc.CallOption) (*IssueLicenseFileResponse, error) {
+	out := new(IssueLicenseFileResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/IssueLicenseFile", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *licensingServiceClient) GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error) {
 	out := new(GetCustomerEntitlementsResponse)
 	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetCustomerEntitlements", in, out, opts...)
@@ -393,6 +406,10 @@ type LicensingServiceServer interface {
 	RevealLicenseKey(context.Context, *RevealLicenseKeyRequest) (*RevealLicenseKeyResponse, error)
 	// Validates a license key. Public: the key is the credential. An invalid, expired or suspended license is an answer (`valid` false and a code), not an error. The response is signed with Ed25519.
 	ValidateLicense(context.Context, *ValidateLicenseRequest) (*ValidateLicenseResponse, error)
+	// Issues a signed offline license file (`licensd1.<payload>.<signature>`) that the
+	// SDKs verify without calling licensd; optionally bound to a machine and encrypted
+	// with a key derived from the license key. Admin scope; audited.
+	IssueLicenseFile(context.Context, *IssueLicenseFileRequest) (*IssueLicenseFileResponse, error)
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error)
 	mustEmbedUnimplementedLicensingServiceServer()
@@ -482,6 +499,9 @@ func (UnimplementedLicensingServiceServer) RevealLicenseKey(context.Context, *Re
 }
 func (UnimplementedLicensingServiceServer) ValidateLicense(context.Context, *ValidateLicenseRequest) (*ValidateLicenseResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ValidateLicense not implemented")
+}
+func (UnimplementedLicensingServiceServer) IssueLicenseFile(context.Context, *IssueLicenseFileRequest) (*IssueLicenseFileResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method IssueLicenseFile not implemented")
 }
 func (UnimplementedLicensingServiceServer) GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetCustomerEntitlements not implemented")
@@ -985,6 +1005,24 @@ func _LicensingService_ValidateLicense_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LicensingService_IssueLicenseFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueLicenseFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).IssueLicenseFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/IssueLicenseFile",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).IssueLicenseFile(ctx, req.(*IssueLicenseFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _LicensingService_GetCustomerEntitlements_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetCustomerEntitlementsRequest)
 	if err := dec(in); err != nil {
@@ -1114,6 +1152,10 @@ var _LicensingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ValidateLicense",
 			Handler:    _LicensingService_ValidateLicense_Handler,
+		},
+		{
+			MethodName: "IssueLicenseFile",
+			Handler:    _LicensingService_IssueLicenseFile_Handler,
 		},
 		{
 			MethodName: "GetCustomerEntitlements",

@@ -155,6 +155,11 @@ class LicensingServiceStub(object):
                 request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.SerializeToString,
                 response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.FromString,
                 )
+        self.IssueLicenseFile = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/IssueLicenseFile',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.FromString,
+                )
         self.GetCustomerEntitlements = channel.unary_unary(
                 '/licensd.licensing.v1.LicensingService/GetCustomerEntitlements',
                 request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
@@ -360,6 +365,15 @@ class LicensingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueLicenseFile(self, request, context):
+        """Issues a signed offline license file (`licensd1.<payload>.<signature>`) that the
+        SDKs verify without calling licensd; optionally bound to a machine and encrypted
+        with a key derived from the license key. Admin scope; audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCustomerEntitlements(self, request, context):
         """Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
         """
@@ -504,6 +518,11 @@ def add_LicensingServiceServicer_to_server(servicer, server):
                     servicer.ValidateLicense,
                     request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.FromString,
                     response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.SerializeToString,
+            ),
+            'IssueLicenseFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueLicenseFile,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.SerializeToString,
             ),
             'GetCustomerEntitlements': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCustomerEntitlements,
@@ -982,6 +1001,23 @@ class LicensingService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ValidateLicense',
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseRequest.SerializeToString,
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ValidateLicenseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def IssueLicenseFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/IssueLicenseFile',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
