@@ -1,0 +1,58 @@
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+
+let server: ServerProcess & { dropDatabase(): Promise<void> };
+let key: string;
+let licenseId: string;
+let adminKey: string;
+
+async function call(procedure: string, body: unknown, bearer: string | null = adminKey) {
+  const res = await fetch(`${server.url}/${procedure}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  return (await res.json()) as Record<string, never> & Record<string, { id: string }>;
+}
+
+beforeAll(async () => {
+  server = await startServer();
+  const tenant = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "E2E Licensing" }, server.superAdminKey);
+  const apiKey = (await call("licensd.tenant.v1.TenantService/CreateApiKey", { tenantId: tenant.tenant.id, name: "admin", scopes: ["API_KEY_SCOPE_ADMIN"] }, server.superAdminKey)) as unknown as { secret: string };
+  adminKey = apiKey.secret;
+  const product = await call("licensd.licensing.v1.LicensingService/CreateProduct", { code: "E2E", name: "E2E App", features: [{ name: "reports", kind: "FEATURE_KIND_FLAG", compose: "COMPOSE_STRATEGY_UNION" }] });
+  const policy = await call("licensd.licensing.v1.LicensingService/CreatePolicy", { productId: product.product.id, name: "pro", duration: "2592000s", entitlements: [{ feature: "reports", enabled: true }] });
+  const customer = await call("licensd.licensing.v1.LicensingService/CreateCustomer", { name: "Jane", email: "jane@example.com" });
+  const created = (await call("licensd.licensing.v1.LicensingService/CreateLicense", { policyId: policy.policy.id, customerId: customer.customer.id })) as unknown as { license: { id: string }; key: string };
+  key = created.key;
+  licenseId = created.license.id;
+});
+afterAll(async () => {
+  await server?.stop();
+  await server?.dropDatabase();
+});
+
+describe("licensing end to end", () => {
+  it("validates a key with curl (Connect JSON POST and GET), without credentials", async () => {
+    const post = await run("curl", ["-s", "-X", "POST", `${server.url}/licensd.licensing.v1.LicensingService/ValidateLicense`, "-H", "content-type: application/json", "-d", JSON.stringify({ key, entitlements: ["reports"] })]);
+    expect(JSON.parse(post.stdout)).toMatchObject({ valid: true, code: "VALIDATION_CODE_VALID", features: ["reports"], license: { productCode: "E2E", policyName: "pro" } });
+    const message = encodeURIComponent(JSON.stringify({ key: "E2E-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG" }));
+    const get = await run("curl", ["-s", `${server.url}/licensd.licensing.v1.LicensingService/ValidateLicense?encoding=json&message=${message}`]);
+    expect(JSON.parse(get.stdout)).toMatchObject({ code: "VALIDATION_CODE_SIGNATURE_INVALID" });
+    expect(JSON.parse(get.stdout).valid).toBeUndefined(); // proto3 JSON omits false
+  });
+
+  it("the Python SDK verifies an issued license file offline with keys fetched over gRPC", async () => {
+    const issued = (await call("licensd.licensing.v1.LicensingService/IssueLicenseFile", { licenseId, fingerprint: "laptop-1" })) as unknown as { licenseFile: string };
+    const res = await run("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_license_file.py"), `127.0.0.1:${server.port}`, "laptop-1"], { input: issued.licenseFile });
+    expect(res.code, res.stderr).toBe(0);
+    expect(JSON.parse(res.stdout)).toEqual({ code: "VALID", valid: true, features: ["reports"], wrong_machine: "FINGERPRINT_MISMATCH", tampered: "BAD_SIGNATURE" });
+  });
+
+  it("buf curl reaches LicensingService through reflection", async () => {
+    const res = await run(path.join(ROOT, "node_modules/.bin/buf"), ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", JSON.stringify({ key }), `${server.url}/licensd.licensing.v1.LicensingService/ValidateLicense`]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(JSON.parse(res.stdout)).toMatchObject({ valid: true });
+  });
+});
