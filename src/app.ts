@@ -31,6 +31,7 @@ import { LicenseKeyring } from "./licensing/license-key.js";
 import { createLicenseRpc } from "./licensing/license.rpc.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
+import { createImportService } from "./licensing/import.service.js";
 
 export interface App {
   config: Config;
@@ -106,6 +107,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseFileHmacSecret: config.licenseFileHmacSecret,
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
+    const imports = createImportService({ db, catalog, licenses, logger });
 
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
@@ -121,7 +123,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         activation: createActivationRpc({ signingKeys }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports }),
         },
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),

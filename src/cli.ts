@@ -12,6 +12,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/ts/health/v1/h
 import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { pruneAuditLog, verifyAuditLog } from "./audit/audit.cli.js";
+import { importFile } from "./licensing/import.cli.js";
 
 const program = new Command()
   .name("licensd")
@@ -120,6 +121,22 @@ audit
     console.log(JSON.stringify(result));
   });
 
+program
+  .command("import")
+  .description("import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their keys); a bad row is reported, the rest go on")
+  .argument("<file>", "JSON lines, one license per line")
+  .requiredOption("--product <id>", "the product the licenses are for (prod_…); tiers name its policies")
+  .option("--format <format>", "datatools or vinzy", "datatools")
+  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
+  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (file: string, opts: { product: string; format: string; tenant: string; key?: string; url: string }) => {
+    if (opts.format !== "datatools" && opts.format !== "vinzy") throw new InvalidArgumentError("--format is datatools or vinzy");
+    const key = opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey();
+    const ok = await importFile({ file, format: opts.format, product: opts.product, tenant: opts.tenant, url: opts.url, key });
+    process.exitCode = ok ? 0 : 1;
+  });
+
 function positiveBig(v: string): bigint {
   if (!/^\d{1,15}$/.test(v) || v === "0") throw new InvalidArgumentError("a positive whole number");
   return BigInt(v);
@@ -141,8 +158,8 @@ function transport(url: string): Transport {
   return createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
 }
 
-/** A client authenticated as the super-admin: LICENSD_SUPER_ADMIN_KEY, else the development secrets file. */
-function apiClient<T extends DescService>(service: T, url: string): Client<T> {
+/** The super-admin key: LICENSD_SUPER_ADMIN_KEY, else the development secrets file. */
+function superAdminKey(): string {
   let key = process.env.LICENSD_SUPER_ADMIN_KEY;
   const dataDir = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd");
   if (!key && existsSync(path.join(dataDir, "secrets.json"))) key = loadDevSecrets(dataDir).superAdminKey;
@@ -150,6 +167,12 @@ function apiClient<T extends DescService>(service: T, url: string): Client<T> {
     console.error("licensd: set LICENSD_SUPER_ADMIN_KEY");
     process.exit(2);
   }
+  return key;
+}
+
+/** A client authenticated as the super-admin. */
+function apiClient<T extends DescService>(service: T, url: string): Client<T> {
+  const key = superAdminKey();
   const authed = createConnectTransport({
     baseUrl: url,
     httpVersion: "1.1",

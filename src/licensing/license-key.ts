@@ -76,5 +76,12 @@ export function checkLicenseKey(key: string, keyring: LicenseKeyring): KeyCheck 
   return { ok: false, code: "SIGNATURE_INVALID" };
 }
 
-/** Accepts keys as people paste them: any case, surrounding whitespace. */
-export const normalizeLicenseKey = (key: string) => key.trim().toUpperCase();
+/** Accepts keys as people paste them: surrounding whitespace, and Vinzy keys in any case (custom keys are case-sensitive). */
+export function normalizeLicenseKey(key: string): string {
+  const trimmed = key.trim();
+  const upper = trimmed.toUpperCase();
+  return KEY_PATTERN.test(upper) ? upper : trimmed;
+}
+
+/** A key of the vendor's own (not in the Vinzy format), as CreateLicense and imports accept it. */
+export const CUSTOM_KEY_PATTERN = /^[A-Za-z0-9._-]{16,128}$/;

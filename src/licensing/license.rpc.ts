@@ -17,6 +17,25 @@ import { effectiveStatus, type LicensePatch, type LicenseService } from "./licen
 import { License, Policy, Product } from "./licensing.entity.js";
 import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
 import type { ValidationService } from "./validation.service.js";
+import type { ImportRow, ImportService } from "./import.service.js";
+import { actorOf, requireTenant } from "../platform/auth.js";
+import { principalKey } from "../platform/context.js";
+
+function importRowFromProto(r: pb.ImportLicensesRequest): ImportRow {
+  return {
+    productId: r.productId,
+    policyId: r.policyId,
+    tier: r.tier,
+    licenseKey: r.licenseKey,
+    customerName: r.customerName,
+    customerEmail: r.customerEmail,
+    customerOrganization: r.customerOrganization,
+    issuedAt: r.issuedAt ? timestampDate(r.issuedAt) : undefined,
+    expiresAt: r.expireTime ? timestampDate(r.expireTime) : null,
+    status: r.status === PbLicenseStatus.SUSPENDED ? "suspended" : r.status === PbLicenseStatus.REVOKED ? "revoked" : "active",
+    metadata: r.metadata,
+  };
+}
 
 type LicensingImpl = ServiceImpl<typeof pb.LicensingService>;
 
@@ -35,8 +54,9 @@ export function createLicenseRpc(deps: {
   licenses: LicenseService;
   validation: ValidationService;
   signingKeys: SigningKeyStore;
+  imports: ImportService;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys } = deps;
+  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
@@ -125,6 +145,25 @@ export function createLicenseRpc(deps: {
           return create(pb.IssueLicenseFileResponseSchema, { licenseFile: r.file, kid: r.kid, expireTime: r.expiresAt ? timestampFromDate(r.expiresAt) : undefined });
         },
       ),
+
+    async importLicenses(requests, ctx) {
+      const messages = requests[Symbol.asyncIterator]();
+      const first = await messages.next();
+      if (first.done) return create(pb.ImportLicensesResponseSchema, {});
+      const principal = ctx.values.get(principalKey);
+      const tenantId = requireTenant(principal, first.value.tenantId, "admin");
+      async function* rows(): AsyncGenerator<ImportRow> {
+        for (let next = first; !next.done; next = await messages.next()) yield importRowFromProto(next.value);
+      }
+      const s = await imports.importRows(tenantId, actorOf(principal), rows());
+      return create(pb.ImportLicensesResponseSchema, {
+        received: BigInt(s.received),
+        imported: BigInt(s.imported),
+        customersCreated: BigInt(s.customersCreated),
+        failed: BigInt(s.failed),
+        errors: s.errors.map((e) => ({ ...e, index: BigInt(e.index) })),
+      });
+    },
 
     async validateLicense(req) {
       const v = await validation.validate({ key: req.key, productCode: req.productCode, requiredEntitlements: req.entitlements });

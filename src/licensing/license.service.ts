@@ -10,7 +10,7 @@ import { checkAgents, checkEntitlements, type CatalogService } from "./catalog.s
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement } from "./entitlements.js";
 import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
-import { checkLicenseKey, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import { checkLicenseKey, CUSTOM_KEY_PATTERN, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { License, type Policy } from "./licensing.entity.js";
 
 export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
@@ -88,6 +88,7 @@ export function createLicenseService(deps: {
       let key: string;
       if (input.customKey) {
         key = normalizeLicenseKey(input.customKey);
+        if (!KEY_PATTERN.test(key) && !CUSTOM_KEY_PATTERN.test(key)) throw invalidArgument("custom_key", "must be a Vinzy-format key or 16 to 128 of [A-Za-z0-9._-]", "FORMAT_INVALID");
         if (KEY_PATTERN.test(key)) {
           const check = checkLicenseKey(key, keyring);
           if (!check.ok) throw invalidArgument("custom_key", "a key in the Vinzy format must carry a valid HMAC from the configured keyring", "SIGNATURE_INVALID");

@@ -3,7 +3,7 @@ import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition } from "./entitlements.js";
-import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 
 export type ValidationCode =
@@ -45,8 +45,6 @@ export interface Validation {
   agents: AgentEntitlement[];
 }
 
-/** A custom key (not in the Vinzy format): what CreateLicense accepts as `custom_key`. */
-const CUSTOM_KEY = /^[A-Za-z0-9._-]{16,128}$/;
 const CACHE_TTL_MS = 30_000;
 const CACHE_MAX = 50_000;
 
@@ -137,7 +135,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       if (KEY_PATTERN.test(key)) {
         const check = checkLicenseKey(key, keyring);
         if (!check.ok) return { valid: false, code: check.code, detail: "the key's signature does not match: forged or mistyped", ...none };
-      } else if (!CUSTOM_KEY.test(key)) {
+      } else if (!CUSTOM_KEY_PATTERN.test(key)) {
         return { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none };
       }
       const snapshot = await load(sha256(key));

@@ -1,3 +1,5 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, run, startServer, type ServerProcess } from "../support/server.js";
@@ -6,6 +8,7 @@ let server: ServerProcess & { dropDatabase(): Promise<void> };
 let key: string;
 let licenseId: string;
 let adminKey: string;
+let productId: string;
 
 async function call(procedure: string, body: unknown, bearer: string | null = adminKey) {
   const res = await fetch(`${server.url}/${procedure}`, {
@@ -13,7 +16,7 @@ async function call(procedure: string, body: unknown, bearer: string | null = ad
     headers: { "content-type": "application/json", ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
     body: JSON.stringify(body),
   });
-  return (await res.json()) as Record<string, never> & Record<string, { id: string }>;
+  return (await res.json()) as Record<string, { id: string }>;
 }
 
 beforeAll(async () => {
@@ -22,6 +25,7 @@ beforeAll(async () => {
   const apiKey = (await call("licensd.tenant.v1.TenantService/CreateApiKey", { tenantId: tenant.tenant.id, name: "admin", scopes: ["API_KEY_SCOPE_ADMIN"] }, server.superAdminKey)) as unknown as { secret: string };
   adminKey = apiKey.secret;
   const product = await call("licensd.licensing.v1.LicensingService/CreateProduct", { code: "E2E", name: "E2E App", features: [{ name: "reports", kind: "FEATURE_KIND_FLAG", compose: "COMPOSE_STRATEGY_UNION" }] });
+  productId = product.product.id;
   const policy = await call("licensd.licensing.v1.LicensingService/CreatePolicy", { productId: product.product.id, name: "pro", duration: "2592000s", entitlements: [{ feature: "reports", enabled: true }] });
   const customer = await call("licensd.licensing.v1.LicensingService/CreateCustomer", { name: "Jane", email: "jane@example.com" });
   const created = (await call("licensd.licensing.v1.LicensingService/CreateLicense", { policyId: policy.policy.id, customerId: customer.customer.id })) as unknown as { license: { id: string }; key: string };
@@ -48,6 +52,21 @@ describe("licensing end to end", () => {
     const res = await run("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_license_file.py"), `127.0.0.1:${server.port}`, "laptop-1"], { input: issued.licenseFile });
     expect(res.code, res.stderr).toBe(0);
     expect(JSON.parse(res.stdout)).toEqual({ code: "VALID", valid: true, features: ["reports"], wrong_machine: "FINGERPRINT_MISMATCH", tampered: "BAD_SIGNATURE" });
+  });
+
+  it("licensd import streams a DataTools issuance log, reporting bad lines and importing the rest", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-import-"));
+    const file = path.join(dir, "issued.jsonl");
+    const row = (key: string, email: string) => JSON.stringify({ license_key: key, name: "Buyer", email, tier: "pro", issued_at: "2026-05-13T22:10:27Z", expires_at: "2031-05-13T22:10:27Z", blob: "DTLIC2:..." });
+    writeFileSync(file, [row("DT1-CORE-5dd8e1db-d90c4656", "michael@example.com"), row("DT1-CORE-11111111-22222222", "ann@example.com"), "{not json", row("DT1-CORE-33333333-44444444", "broken-email")].join("\n") + "\n");
+    const res = await run(process.execPath, [path.join(ROOT, "bin/licensd.js"), "import", file, "--product", productId, "--key", adminKey, "--url", server.url]);
+    expect(res.code, res.stderr).toBe(1);
+    expect(res.stdout).toContain("received 3, imported 2 (2 new customers), failed 2");
+    expect(res.stdout).toContain("line 3: UNREADABLE");
+    expect(res.stdout).toContain("line 4: INVALID_EMAIL");
+    expect(res.stderr).toContain("importing [");
+    const check = await call("licensd.licensing.v1.LicensingService/ValidateLicense", { key: "DT1-CORE-5dd8e1db-d90c4656" }, null);
+    expect(check).toMatchObject({ valid: true, license: { customerEmail: "michael@example.com" } });
   });
 
   it("buf curl reaches LicensingService through reflection", async () => {

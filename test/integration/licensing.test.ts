@@ -332,3 +332,53 @@ describe("IssueLicenseFile", () => {
     expect(audit.events).toHaveLength(4);
   });
 });
+
+describe("ImportLicenses", () => {
+  it("imports good rows, reports bad ones by index and reason, and never stops on one", async () => {
+    const v = await vendor("Import Co", "IMP");
+    const secret = a.app.config.licenseKeySecrets["0"];
+    const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
+      input: ["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"].map((body) => JSON.stringify({ body, secret })).join("\n") + "\n",
+      encoding: "utf8",
+    });
+    const [vinzyKey, vinzyKey2] = res.stdout.trim().split("\n");
+    const rows = [
+      { licenseKey: "DT1-CORE-5dd8e1db-d90c4656", customerEmail: "buyer@example.com", customerName: "Buyer", tier: "pro", expireTime: { seconds: BigInt(Math.floor(Date.now() / 1000) + 86400), nanos: 0 } },
+      { licenseKey: vinzyKey, customerEmail: "buyer@example.com", tier: "pro" },
+      { licenseKey: vinzyKey2, customerEmail: "suspended@example.com", tier: "pro", status: LicenseStatus.SUSPENDED },
+      { licenseKey: "DT1-CORE-aaaaaaaa-bbbbbbbb", customerEmail: "not-an-email", tier: "pro" },
+      { licenseKey: "DT1-CORE-cccccccc-dddddddd", customerEmail: "x@example.com", tier: "platinum" },
+      { licenseKey: "DT1-CORE-5dd8e1db-d90c4656", customerEmail: "dup@example.com", tier: "pro" },
+      { licenseKey: "IMP-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", customerEmail: "forged@example.com", tier: "pro" },
+      { licenseKey: "bad key!", customerEmail: "y@example.com", tier: "pro" },
+      { licenseKey: "", customerEmail: "z@example.com", tier: "pro" },
+    ];
+    const summary = await grpcClient(LicensingService, a.url, v.secret).importLicenses(
+      (async function* () {
+        for (const r of rows) yield { productId: v.product.id, ...r };
+      })(),
+    );
+    expect(summary).toMatchObject({ received: 9n, imported: 3n, customersCreated: 2n, failed: 6n });
+    expect(summary.errors.map((e) => [Number(e.index), e.reason, e.field])).toEqual([
+      [3, "INVALID_EMAIL", "customer_email"],
+      [4, "UNKNOWN_POLICY", "tier"],
+      [5, "LICENSE_KEY_TAKEN", "license_key"],
+      [6, "SIGNATURE_INVALID", "license_key"],
+      [7, "FORMAT_INVALID", "license_key"],
+      [8, "MISSING_FIELD", "license_key"],
+    ]);
+    expect((await validate(a, "DT1-CORE-5dd8e1db-d90c4656")).code).toBe(ValidationCode.VALID);
+    expect((await validate(a, vinzyKey)).code).toBe(ValidationCode.VALID);
+    expect((await validate(a, vinzyKey2)).code).toBe(ValidationCode.SUSPENDED);
+    const buyer = (await v.api.listCustomers({ email: "buyer@example.com" })).customers;
+    expect(buyer).toHaveLength(1);
+    expect((await v.api.listLicenses({ customerId: buyer[0].id })).licenses.map((l) => l.metadata.imported)).toEqual(["true", "true"]);
+    const stranger = await vendor("Import Stranger", "IMS");
+    const foreign = await grpcClient(LicensingService, a.url, stranger.secret).importLicenses(
+      (async function* () {
+        yield { productId: v.product.id, licenseKey: "DT1-CORE-eeeeeeee-ffffffff", customerEmail: "q@example.com", tier: "pro" };
+      })(),
+    );
+    expect(foreign.errors.map((e) => e.reason)).toEqual(["PRODUCT_NOT_FOUND"]);
+  });
+});

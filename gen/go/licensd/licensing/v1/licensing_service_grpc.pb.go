@@ -75,6 +75,11 @@ type LicensingServiceClient interface {
 	// SDKs verify without calling licensd; optionally bound to a machine and encrypted
 	// with a key derived from the license key. Admin scope; audited.
 	IssueLicenseFile(ctx context.Context, in *IssueLicenseFileRequest, opts ...grpc.CallOption) (*IssueLicenseFileResponse, error)
+	// Imports existing licenses (a DataTools issuance log, Vinzy licenses with their
+	// keys, …): one message per license; one summary at the end. Each row is imported
+	// in its own transaction and a bad row never aborts the rest: its index and reason
+	// are reported. Customers are found by email or created. Admin scope.
+	ImportLicenses(ctx context.Context, opts ...grpc.CallOption) (LicensingService_ImportLicensesClient, error)
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error)
 }
@@ -339,6 +344,40 @@ func (c *licensingServiceClient) IssueLicenseFile(ctx context.Context, in *Issue
 	return out, nil
 }
 
+func (c *licensingServiceClient) ImportLicenses(ctx context.Context, opts ...grpc.CallOption) (LicensingService_ImportLicensesClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_LicensingService_serviceDesc.Streams[0], "/licensd.licensing.v1.LicensingService/ImportLicenses", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &licensingServiceImportLicensesClient{stream}
+	return x, nil
+}
+
+type LicensingService_ImportLicensesClient interface {
+	Send(*ImportLicensesRequest) error
+	CloseAndRecv() (*ImportLicensesResponse, error)
+	grpc.ClientStream
+}
+
+type licensingServiceImportLicensesClient struct {
+	grpc.ClientStream
+}
+
+func (x *licensingServiceImportLicensesClient) Send(m *ImportLicensesRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *licensingServiceImportLicensesClient) CloseAndRecv() (*ImportLicensesResponse, error) {
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	m := new(ImportLicensesResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *licensingServiceClient) GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error) {
 	out := new(GetCustomerEntitlementsResponse)
 	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/GetCustomerEntitlements", in, out, opts...)
@@ -410,6 +449,11 @@ type LicensingServiceServer interface {
 	// SDKs verify without calling licensd; optionally bound to a machine and encrypted
 	// with a key derived from the license key. Admin scope; audited.
 	IssueLicenseFile(context.Context, *IssueLicenseFileRequest) (*IssueLicenseFileResponse, error)
+	// Imports existing licenses (a DataTools issuance log, Vinzy licenses with their
+	// keys, …): one message per license; one summary at the end. Each row is imported
+	// in its own transaction and a bad row never aborts the rest: its index and reason
+	// are reported. Customers are found by email or created. Admin scope.
+	ImportLicenses(LicensingService_ImportLicensesServer) error
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error)
 	mustEmbedUnimplementedLicensingServiceServer()
@@ -502,6 +546,9 @@ func (UnimplementedLicensingServiceServer) ValidateLicense(context.Context, *Val
 }
 func (UnimplementedLicensingServiceServer) IssueLicenseFile(context.Context, *IssueLicenseFileRequest) (*IssueLicenseFileResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method IssueLicenseFile not implemented")
+}
+func (UnimplementedLicensingServiceServer) ImportLicenses(LicensingService_ImportLicensesServer) error {
+	return status.Errorf(codes.Unimplemented, "method ImportLicenses not implemented")
 }
 func (UnimplementedLicensingServiceServer) GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetCustomerEntitlements not implemented")
@@ -1023,6 +1070,32 @@ func _LicensingService_IssueLicenseFile_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LicensingService_ImportLicenses_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LicensingServiceServer).ImportLicenses(&licensingServiceImportLicensesServer{stream})
+}
+
+type LicensingService_ImportLicensesServer interface {
+	SendAndClose(*ImportLicensesResponse) error
+	Recv() (*ImportLicensesRequest, error)
+	grpc.ServerStream
+}
+
+type licensingServiceImportLicensesServer struct {
+	grpc.ServerStream
+}
+
+func (x *licensingServiceImportLicensesServer) SendAndClose(m *ImportLicensesResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *licensingServiceImportLicensesServer) Recv() (*ImportLicensesRequest, error) {
+	m := new(ImportLicensesRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func _LicensingService_GetCustomerEntitlements_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetCustomerEntitlementsRequest)
 	if err := dec(in); err != nil {
@@ -1162,6 +1235,12 @@ var _LicensingService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _LicensingService_GetCustomerEntitlements_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportLicenses",
+			Handler:       _LicensingService_ImportLicenses_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "licensd/licensing/v1/licensing_service.proto",
 }

@@ -160,6 +160,11 @@ class LicensingServiceStub(object):
                 request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.SerializeToString,
                 response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.FromString,
                 )
+        self.ImportLicenses = channel.stream_unary(
+                '/licensd.licensing.v1.LicensingService/ImportLicenses',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesResponse.FromString,
+                )
         self.GetCustomerEntitlements = channel.unary_unary(
                 '/licensd.licensing.v1.LicensingService/GetCustomerEntitlements',
                 request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
@@ -374,6 +379,16 @@ class LicensingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportLicenses(self, request_iterator, context):
+        """Imports existing licenses (a DataTools issuance log, Vinzy licenses with their
+        keys, …): one message per license; one summary at the end. Each row is imported
+        in its own transaction and a bad row never aborts the rest: its index and reason
+        are reported. Customers are found by email or created. Admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCustomerEntitlements(self, request, context):
         """Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
         """
@@ -523,6 +538,11 @@ def add_LicensingServiceServicer_to_server(servicer, server):
                     servicer.IssueLicenseFile,
                     request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.FromString,
                     response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.SerializeToString,
+            ),
+            'ImportLicenses': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportLicenses,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesResponse.SerializeToString,
             ),
             'GetCustomerEntitlements': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCustomerEntitlements,
@@ -1018,6 +1038,23 @@ class LicensingService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/IssueLicenseFile',
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileRequest.SerializeToString,
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.IssueLicenseFileResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ImportLicenses(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/licensd.licensing.v1.LicensingService/ImportLicenses',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ImportLicensesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
