@@ -1,0 +1,170 @@
+// Licensing benchmarks: ValidateLicense against Health.Check on the same server in the
+// same run (Connect JSON over HTTP/1.1 and gRPC over h2c, with h2load); ValidateLicense
+// latency at half of its measured maximum; and the crypto hot paths (key generate and
+// verify, license-file verify) against raw HMAC-SHA256 and raw Ed25519 verify.
+import { spawn } from "node:child_process";
+import { createHmac, generateKeyPairSync, randomBytes, sign, verify } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { ED25519_PREFIX, encodeLicenseFile, type LicenseFilePayload } from "../src/licensing/license-file.js";
+import { checkLicenseKey, generateLicenseKey, LicenseKeyring } from "../src/licensing/license-key.js";
+import { verifyLicenseFile } from "../src/sdk/license-file.js";
+import { benchDatabase } from "./support.ts";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const REQUESTS = Number(process.env.BENCH_H2_REQUESTS ?? 30000);
+const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-lic-"));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface Load {
+  rps: number;
+  p50: number;
+  p99: number | undefined;
+  failed: number;
+}
+
+/** h2load against one RPC: `grpc` (h2c, length-prefixed protobuf) or `connect` (HTTP/1.1, JSON). */
+function h2load(url: string, procedure: string, body: Buffer, protocol: "grpc" | "connect", extra: string[] = []): Load {
+  const data = path.join(work, `${procedure.replace(/\W/g, "_")}-${protocol}.bin`);
+  if (protocol === "grpc") {
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    body.copy(frame, 5);
+    writeFileSync(data, frame);
+  } else {
+    writeFileSync(data, body);
+  }
+  const headers = protocol === "grpc" ? ["-H", "content-type: application/grpc", "-H", "te: trailers"] : ["--h1", "-H", "content-type: application/json"];
+  const out = execFileSync("h2load", ["-n", String(REQUESTS), "-c", "16", "-m", protocol === "grpc" ? "8" : "1", "-t", "2", "-d", data, ...headers, ...extra, `${url}/${procedure}`], { encoding: "utf8" });
+  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1]);
+  const reqs = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  const ms = (s: string) => (s.endsWith("us") ? Number(s.slice(0, -2)) / 1000 : s.endsWith("ms") ? Number(s.slice(0, -2)) : Number(s.slice(0, -1)) * 1000);
+  const lat = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)/.exec(out);
+  if (!reqs || Number.isNaN(rps)) throw new Error(`h2load output not understood:\n${out}`);
+  return { rps, p50: lat ? ms(lat[3]) : Number.NaN, p99: undefined, failed: Number(reqs[2]) + Number(reqs[3]) };
+}
+
+/** Open-loop latency at a fixed rate: h2load --rps, per-request times from its log file. */
+function latencyAt(url: string, procedure: string, body: Buffer, rate: number): { p50: number; p99: number; sent: number } {
+  const data = path.join(work, "rate.json");
+  writeFileSync(data, body);
+  const log = path.join(work, "rate.log");
+  const clients = 8;
+  const seconds = 8;
+  execFileSync("h2load", ["--h1", "-c", String(clients), "--rps", String(Math.max(1, Math.round(rate / clients))), "-n", String(Math.round(rate * seconds)), "-d", data, "-H", "content-type: application/json", "--log-file", log, `${url}/${procedure}`], { encoding: "utf8" });
+  const times = execFileSync("cut", ["-f", "3", log], { encoding: "utf8" }).trim().split("\n").map((us) => Number(us) / 1000).sort((a, b) => a - b);
+  const at = (p: number) => times[Math.min(times.length - 1, Math.ceil((p / 100) * times.length) - 1)];
+  return { p50: at(50), p99: at(99), sent: times.length };
+}
+
+/** Operations per second of `op` over about `ms` milliseconds. */
+function opsPerSecond(op: () => unknown, ms = 1500): number {
+  for (let i = 0; i < 2000; i++) op(); // warm up
+  let n = 0;
+  const start = performance.now();
+  while (performance.now() - start < ms) {
+    for (let i = 0; i < 200; i++) op();
+    n += 200;
+  }
+  return n / ((performance.now() - start) / 1000);
+}
+
+async function serverRates() {
+  const database = await benchDatabase();
+  const port = await freePort();
+  const key = randomBytes(32).toString("base64url");
+  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve"], {
+    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")) },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+  const call = async (procedure: string, body: unknown) =>
+    (await (await fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) })).json()) as Record<string, { id: string }>;
+  const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
+  const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "BEN", name: "Bench", features: [{ name: "reports", kind: "FEATURE_KIND_FLAG", compose: "COMPOSE_STRATEGY_UNION" }] })).product.id;
+  const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", entitlements: [{ feature: "reports", enabled: true }] })).policy.id;
+  const customerId = (await call("licensd.licensing.v1.LicensingService/CreateCustomer", { tenantId, name: "Bench", email: "bench@example.com" })).customer.id;
+  const licenseKey = ((await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId, customerId })) as unknown as { key: string }).key;
+  const check = (await call("licensd.licensing.v1.LicensingService/ValidateLicense", { key: licenseKey })) as unknown as { valid: boolean };
+  if (!check.valid) throw new Error("the benchmark license does not validate");
+
+  const validateJson = Buffer.from(JSON.stringify({ key: licenseKey, entitlements: ["reports"] }));
+  const keyBytes = Buffer.from(licenseKey);
+  const validateProto = Buffer.concat([Buffer.from([0x0a, keyBytes.length]), keyBytes, Buffer.from([0x22, 7]), Buffer.from("reports")]);
+  const results = {
+    healthJson: h2load(url, "grpc.health.v1.Health/Check", Buffer.from("{}"), "connect"),
+    validateJson: h2load(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateJson, "connect"),
+    healthGrpc: h2load(url, "grpc.health.v1.Health/Check", Buffer.alloc(0), "grpc"),
+    validateGrpc: h2load(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateProto, "grpc"),
+  };
+  const half = latencyAt(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateJson, results.validateJson.rps / 2);
+  await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
+  await database.drop();
+  for (const [name, r] of Object.entries(results)) if (r.failed > 0) throw new Error(`${name}: ${r.failed} requests failed`);
+  return { ...results, half };
+}
+
+function cryptoRates() {
+  const keyring = new LicenseKeyring({ "0": "bench-secret-bench-secret" });
+  const key = generateLicenseKey("BEN", keyring);
+  const hmacKey = Buffer.from("bench-secret-bench-secret");
+  const body = key.slice(0, 33);
+  const rawHmac = opsPerSecond(() => createHmac("sha256", hmacKey).update(body).digest());
+  const generate = opsPerSecond(() => generateLicenseKey("BEN", keyring));
+  const check = opsPerSecond(() => checkLicenseKey(key, keyring));
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(12);
+  const payload: LicenseFilePayload = {
+    v: 1, license_id: "lic_bench", tenant_id: "ten_bench", product: { code: "BEN", name: "Bench" }, customer: { name: "B", email: "b@example.com", organization: "" },
+    plan: "pro", features: ["reports"], entitlements: { reports: true }, agents: {}, max_machines: 3, max_users: 0, issued_at: new Date().toISOString(), expires_at: null, kid: "k",
+  };
+  const file = encodeLicenseFile(ED25519_PREFIX, payload, (input) => sign(null, input, privateKey));
+  const [, b64, sig] = file.split(".");
+  const signingInput = Buffer.from(`${ED25519_PREFIX}.${b64}`);
+  const signature = Buffer.from(sig, "base64url");
+  const rawEd = opsPerSecond(() => verify(null, signingInput, publicKey, signature));
+  const keys = [{ kid: "k", publicKey: raw }];
+  const fileVerify = opsPerSecond(() => verifyLicenseFile(file, { keys }));
+  if (!verifyLicenseFile(file, { keys }).valid) throw new Error("license file does not verify");
+  return { rawHmac, generate, check, rawEd, fileVerify };
+}
+
+export async function run(): Promise<string> {
+  const s = await serverRates();
+  const c = cryptoRates();
+  const r = (n: number) => Math.round(n).toLocaleString("en");
+  const ratio = (a: number, b: number) => (a / b).toFixed(2);
+  const goal = (value: number, min: number) => (value >= min ? "met" : "NOT met");
+  return [
+    "## Licensing (bench/licensing.ts)",
+    "",
+    `ValidateLicense (valid key, one required entitlement, Ed25519-signed answer) against Health.Check on one \`licensd serve\`, same run; h2load -n${REQUESTS} -c16 (gRPC: -m8 streams per connection).`,
+    "",
+    "| protocol | Health.Check req/s | ValidateLicense req/s | ratio (goal ≥ 0.8) |",
+    "|---|---:|---:|---:|",
+    `| Connect JSON, HTTP/1.1 | ${r(s.healthJson.rps)} | ${r(s.validateJson.rps)} | ${ratio(s.validateJson.rps, s.healthJson.rps)} (${goal(s.validateJson.rps / s.healthJson.rps, 0.8)}) |`,
+    `| gRPC, h2c | ${r(s.healthGrpc.rps)} | ${r(s.validateGrpc.rps)} | ${ratio(s.validateGrpc.rps, s.healthGrpc.rps)} (${goal(s.validateGrpc.rps / s.healthGrpc.rps, 0.8)}) |`,
+    "",
+    `At half of that maximum (${r(s.validateJson.rps / 2)} req/s, Connect JSON, open loop, ${s.half.sent} requests): p50 ${s.half.p50.toFixed(2)} ms, p99 ${s.half.p99.toFixed(2)} ms (goal p99 < 10 ms: ${s.half.p99 < 10 ? "met" : "NOT met"}).`,
+    "",
+    "Crypto hot paths, in process, one core:",
+    "",
+    "| operation | ops/s | baseline | baseline ops/s | ratio (goal ≥ 0.5) |",
+    "|---|---:|---|---:|---:|",
+    `| verify a license key (format + HMAC) | ${r(c.check)} | raw HMAC-SHA256 of the same text | ${r(c.rawHmac)} | ${ratio(c.check, c.rawHmac)} (${goal(c.check / c.rawHmac, 0.5)}) |`,
+    `| generate a license key | ${r(c.generate)} | raw HMAC-SHA256 | ${r(c.rawHmac)} | ${ratio(c.generate, c.rawHmac)} (${goal(c.generate / c.rawHmac, 0.5)}) |`,
+    `| verify a license file (SDK) | ${r(c.fileVerify)} | raw Ed25519 verify of the same bytes | ${r(c.rawEd)} | ${ratio(c.fileVerify, c.rawEd)} (${goal(c.fileVerify / c.rawEd, 0.5)}) |`,
+  ].join("\n");
+}
