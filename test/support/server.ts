@@ -102,6 +102,8 @@ export function run(cmd: string, args: string[], opts: { input?: string; env?: R
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
+    // A command that exits without reading its input (curl) closes the pipe: not an error.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(opts.input ?? "");
   });
 }
