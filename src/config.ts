@@ -119,39 +119,22 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const auditHmacKeys: Record<string, Buffer> = {};
-  const auditKeysText = str("LICENSD_AUDIT_HMAC_KEYS");
-  if (auditKeysText !== undefined) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(auditKeysText);
-    } catch {
-      parsed = undefined;
-    }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      problems.push('LICENSD_AUDIT_HMAC_KEYS: must be a JSON object {"kid": "<32 bytes, base64 or hex>", …}');
-    } else {
-      for (const [kid, value] of Object.entries(parsed)) {
-        const key = typeof value === "string" ? decodeKey(value) : undefined;
-        if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key) problems.push(`LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`);
-        else auditHmacKeys[kid] = key;
-      }
+  const auditEntries = jsonEntries(str("LICENSD_AUDIT_HMAC_KEYS"));
+  if (auditEntries === null) {
+    problems.push('LICENSD_AUDIT_HMAC_KEYS: must be a JSON object {"kid": "<32 bytes, base64 or hex>", …}');
+  } else {
+    for (const [kid, value] of auditEntries) {
+      const key = typeof value === "string" ? decodeKey(value) : undefined;
+      if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key) problems.push(`LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`);
+      else auditHmacKeys[kid] = key;
     }
   }
 
   let licenseKeySecrets: Record<string, string> | undefined;
-  const hmacText = str("LICENSD_HMAC_KEYS");
-  if (hmacText !== undefined) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(hmacText);
-    } catch {
-      parsed = undefined;
-    }
-    const entries = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? Object.entries(parsed) : [];
-    const ok = entries.length > 0 && entries.every(([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16);
-    if (!ok) problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
-    else licenseKeySecrets = Object.fromEntries(entries) as Record<string, string>;
-  }
+  const hmacEntries = jsonEntries(str("LICENSD_HMAC_KEYS"));
+  const hmacOk = hmacEntries !== null && hmacEntries.every(([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16);
+  if (!hmacOk) problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
+  else if (hmacEntries.length > 0) licenseKeySecrets = Object.fromEntries(hmacEntries) as Record<string, string>;
 
   const licenseFileHmacSecret = str("LICENSD_LICENSE_FILE_HMAC_SECRET");
   if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32) problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
@@ -178,6 +161,17 @@ export function loadConfig(env: Env = process.env): Config {
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     generated,
   };
+}
+
+/** The entries of a JSON-object setting: [] when unset, null when it is not a JSON object. */
+function jsonEntries(text: string | undefined): [string, unknown][] | null {
+  if (text === undefined) return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? Object.entries(parsed) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Why a super-admin key is too weak for production, or undefined when it is fine. */

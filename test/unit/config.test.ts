@@ -43,6 +43,15 @@ describe("config", () => {
     }
   });
 
+  it("reads the license key keyring (Vinzy's format) and names bad ones", () => {
+    const env = { LICENSD_DATA_DIR: tmp(), LICENSD_SUPER_ADMIN_KEY: strongKey, LICENSD_DATA_KEY: dataKey };
+    expect(loadConfig({ ...env, LICENSD_HMAC_KEYS: '{"0":"old-secret-123456","3":"new-secret-123456"}' }).licenseKeySecrets).toEqual({ "0": "old-secret-123456", "3": "new-secret-123456" });
+    expect(Object.keys(loadConfig(env).licenseKeySecrets)).toEqual(["0"]); // derived from the data key
+    for (const bad of ["nope", "[]", '{"32":"long-enough-secret"}', '{"0":"short"}', '{"x":"long-enough-secret"}']) {
+      expect(problems({ ...env, LICENSD_HMAC_KEYS: bad }).join(), bad).toContain("LICENSD_HMAC_KEYS");
+    }
+  });
+
   it("development generates missing secrets once, keeps them private, and reuses them", () => {
     const dir = tmp();
     const first = loadConfig({ LICENSD_DATA_DIR: dir });
