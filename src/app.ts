@@ -32,6 +32,7 @@ import { createLicenseRpc } from "./licensing/license.rpc.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
 import { createImportService } from "./licensing/import.service.js";
+import { createLicenseWorker, type LicenseWorker } from "./licensing/license.worker.js";
 
 export interface App {
   config: Config;
@@ -41,6 +42,7 @@ export interface App {
   server: RunningServer;
   health: HealthState;
   audit: AuditService;
+  licenseWorker: LicenseWorker;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   url: string;
   /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
@@ -108,6 +110,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
     const imports = createImportService({ db, catalog, licenses, logger });
+    const licenseWorker = createLicenseWorker({ db, clock, events, logger });
+    acquired.push(() => licenseWorker.stop());
+    licenseWorker.start();
 
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
@@ -191,10 +196,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       server,
       health,
       audit,
+      licenseWorker,
       url,
       close() {
         closing ??= (async () => {
           clearInterval(purge);
+          licenseWorker.stop();
           health.stop();
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
           signingKeys.stop();

@@ -226,6 +226,30 @@ describe("ValidateLicense", () => {
     }
   });
 
+  it("revokes REVOKE_ACCESS licenses once their grace period is over, on one instance only", async () => {
+    const v = await vendor("Revoke Co", "RVK");
+    const { policy } = await v.api.createPolicy({ productId: v.product.id, name: "strict", duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: ExpirationStrategy.REVOKE_ACCESS, gracePeriod: { seconds: BigInt(DAY), nanos: 0 } });
+    const { license, key } = await v.api.createLicense({ policyId: policy!.id, customerId: v.customer.id });
+    const lenient = (await v.api.createPolicy({ productId: v.product.id, name: "lenient", duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: ExpirationStrategy.RESTRICT_ACCESS })).policy!;
+    const keeper = (await v.api.createLicense({ policyId: lenient.id, customerId: v.customer.id })).license!; // RESTRICT_ACCESS: expires, is never revoked
+    try {
+      clock.advance(1.5 * DAY * 1000); // expired, in grace
+      expect(await Promise.all([a.app.licenseWorker.tick(), b.app.licenseWorker.tick()])).toEqual([0, 0]);
+      expect((await validate(a, key)).valid).toBe(true);
+      clock.advance(DAY * 1000); // grace over
+      expect((await validate(a, key)).code).toBe(ValidationCode.EXPIRED);
+      const revoked = await Promise.all([a.app.licenseWorker.tick(), b.app.licenseWorker.tick()]);
+      expect(revoked.reduce((x, y) => x + y, 0)).toBeGreaterThanOrEqual(1);
+      expect((await v.api.getLicense({ id: license!.id })).license!.status).toBe(LicenseStatus.REVOKED);
+      expect((await v.api.getLicense({ id: keeper.id })).license!.status).toBe(LicenseStatus.EXPIRED);
+      expect((await validate(a, key)).code).toBe(ValidationCode.REVOKED);
+      const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ subject: license!.id, typePrefix: "license.revoked" });
+      expect(audit.events.map((e) => e.actor)).toEqual(["system"]);
+    } finally {
+      clock.set(new Date());
+    }
+  });
+
   it("is public and works over Connect GET", async () => {
     const v = await vendor("Public Co", "PUB");
     const { key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
