@@ -186,7 +186,7 @@ export function createLicenseRpc(deps: {
         nonce: req.nonce,
         time: timestampFromDate(clock.now()),
       });
-      const { kid, signature } = signingKeys.sign(validationSigningBytes(res));
+      const { kid, signature } = await signingKeys.signAsync(validationSigningBytes(res));
       res.kid = kid;
       res.signature = signature;
       return res;

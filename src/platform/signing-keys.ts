@@ -109,6 +109,15 @@ export class SigningKeyStore {
     return { kid: this.active.kid, signature: sign(null, message, this.active.key) };
   }
 
+  /** sign(), on libuv's thread pool: the hot path (every ValidateLicense answer) keeps the event loop free. */
+  signAsync(message: Uint8Array): Promise<{ kid: string; signature: Buffer }> {
+    const active = this.active;
+    if (!active) return Promise.reject(new Error("no active signing key (SigningKeyStore.start not called)"));
+    return new Promise((resolve, reject) => {
+      sign(null, message, active.key, (err, signature) => (err ? reject(err) : resolve({ kid: active.kid, signature })));
+    });
+  }
+
   activeKid(): string {
     if (!this.active) throw new Error("no active signing key (SigningKeyStore.start not called)");
     return this.active.kid;
