@@ -1,5 +1,7 @@
 import type http from "node:http";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createContextValues } from "@connectrpc/connect";
+import { peerAddressKey } from "./platform/context.js";
 import type { Config } from "./config.js";
 import { routes, servedServices, licensdServices } from "./connect.js";
 import { listen, type RequestHandler, type RunningServer } from "./server.js";
@@ -19,6 +21,7 @@ import { createApiKeyService } from "./tenants/api-key.service.js";
 import { createTenantRpc } from "./tenants/tenant.rpc.js";
 import { createTenantService } from "./tenants/tenant.service.js";
 import { createActivationRpc } from "./activation/activation.rpc.js";
+import { createMachineService } from "./activation/machine.service.js";
 import { AuditFeed } from "./audit/audit-feed.js";
 import { createAuditRpc } from "./audit/audit.rpc.js";
 import { createAuditService, type AuditService } from "./audit/audit.service.js";
@@ -110,6 +113,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
     const imports = createImportService({ db, catalog, licenses, logger });
+    const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys });
     const licenseWorker = createLicenseWorker({ db, clock, events, logger });
     acquired.push(() => licenseWorker.stop());
     licenseWorker.start();
@@ -125,7 +129,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const connectHandler = connectNodeAdapter({
       routes: routes({
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
-        activation: createActivationRpc({ signingKeys }),
+        activation: createActivationRpc({ db, idempotency, signingKeys, machines }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog }),
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports }),
@@ -141,6 +145,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         createValidationInterceptor(),
       ],
       shutdownSignal: shutdown.signal,
+      contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
       readMaxBytes: 4 * 1024 * 1024,
     });
 

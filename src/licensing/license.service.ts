@@ -11,9 +11,21 @@ import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, 
 import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { checkLicenseKey, CUSTOM_KEY_PATTERN, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
-import { License, type Policy } from "./licensing.entity.js";
+import { License, type Policy, type Product } from "./licensing.entity.js";
 
 export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
+
+/** What a license grants, as license files and leases state it. */
+export function planClaims(product: Product, policy: Policy, license: License) {
+  const entitlements = effectiveEntitlements(policy.entitlements, license.entitlementOverrides);
+  return {
+    features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
+    entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])) as Record<string, boolean | number | string>,
+    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { token_limit: a.tokenLimit, model_tier: a.modelTier }])),
+    max_machines: license.maxMachines ?? policy.maxMachines,
+    max_users: policy.maxUsers,
+  };
+}
 
 /** The status a caller sees: expiry is evaluated at read time, not stored. */
 export function effectiveStatus(license: Pick<License, "status" | "expiresAt">, now: Date): LicenseStatus {
@@ -235,7 +247,6 @@ export function createLicenseService(deps: {
         catalog.getPolicy(em, tenantId, license.policyId),
         catalog.getCustomer(em, tenantId, license.customerId),
       ]);
-      const entitlements = effectiveEntitlements(policy.entitlements, license.entitlementOverrides);
       let expiresAt = license.expiresAt ?? null;
       if (opts.ttlSeconds !== null) {
         const byTtl = new Date(now.getTime() + opts.ttlSeconds * 1000);
@@ -249,11 +260,7 @@ export function createLicenseService(deps: {
         product: { code: product.code, name: product.name },
         customer: { name: customer.name, email: customer.email, organization: customer.organization },
         plan: policy.name,
-        features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
-        entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])),
-        agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { token_limit: a.tokenLimit, model_tier: a.modelTier }])),
-        max_machines: license.maxMachines ?? policy.maxMachines,
-        max_users: policy.maxUsers,
+        ...planClaims(product, policy, license),
         issued_at: now.toISOString(),
         expires_at: expiresAt ? expiresAt.toISOString() : null,
         kid,

@@ -1,6 +1,7 @@
 import { Migration20261123000000Foundation } from "./Migration20261123000000Foundation.js";
 import { Migration20261123010000Audit } from "./Migration20261123010000Audit.js";
 import { Migration20261123020000Licensing } from "./Migration20261123020000Licensing.js";
+import { Migration20261123030000Machines } from "./Migration20261123030000Machines.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -10,4 +11,5 @@ export const migrationsList = [
   { name: "Migration20261123000000Foundation", class: Migration20261123000000Foundation },
   { name: "Migration20261123010000Audit", class: Migration20261123010000Audit },
   { name: "Migration20261123020000Licensing", class: Migration20261123020000Licensing },
+  { name: "Migration20261123030000Machines", class: Migration20261123030000Machines },
 ];

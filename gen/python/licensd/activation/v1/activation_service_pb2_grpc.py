@@ -10,7 +10,8 @@ class ActivationServiceStub(object):
     heartbeats and signed leases. It also publishes the public keys that verify
     everything licensd signs.
 
-    Its machine RPCs arrive with their own issue.
+    Activate, Deactivate (with the key) and Heartbeat are public: the license key is
+    the credential. Machine management takes a tenant API key or the super-admin key.
     """
 
     def __init__(self, channel):
@@ -19,6 +20,36 @@ class ActivationServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.Activate = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/Activate',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateResponse.FromString,
+                )
+        self.Deactivate = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/Deactivate',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateResponse.FromString,
+                )
+        self.Heartbeat = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/Heartbeat',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.FromString,
+                )
+        self.GetMachine = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/GetMachine',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineResponse.FromString,
+                )
+        self.ListMachines = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/ListMachines',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesResponse.FromString,
+                )
+        self.DeleteMachine = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/DeleteMachine',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineResponse.FromString,
+                )
         self.GetSigningKeys = channel.unary_unary(
                 '/licensd.activation.v1.ActivationService/GetSigningKeys',
                 request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.SerializeToString,
@@ -31,8 +62,53 @@ class ActivationServiceServicer(object):
     heartbeats and signed leases. It also publishes the public keys that verify
     everything licensd signs.
 
-    Its machine RPCs arrive with their own issue.
+    Activate, Deactivate (with the key) and Heartbeat are public: the license key is
+    the credential. Machine management takes a tenant API key or the super-admin key.
     """
+
+    def Activate(self, request, context):
+        """Activates a license on a machine (or returns the machine already activated with
+        that fingerprint) and returns a signed lease. Seat limits hold under concurrency.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Deactivate(self, request, context):
+        """Frees a machine's seat: with the license key and fingerprint (public), or by
+        machine id with an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Keeps a machine alive and returns a fresh lease.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMachine(self, request, context):
+        """Returns a machine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMachines(self, request, context):
+        """Lists machines, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMachine(self, request, context):
+        """Deletes a machine, freeing its seat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetSigningKeys(self, request, context):
         """Lists the active and retiring public signing keys, like a JWKS, so clients
@@ -45,6 +121,36 @@ class ActivationServiceServicer(object):
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Activate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Activate,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateResponse.SerializeToString,
+            ),
+            'Deactivate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deactivate,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'GetMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMachine,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineResponse.SerializeToString,
+            ),
+            'ListMachines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMachines,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesResponse.SerializeToString,
+            ),
+            'DeleteMachine': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMachine,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineResponse.SerializeToString,
+            ),
             'GetSigningKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSigningKeys,
                     request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.FromString,
@@ -62,8 +168,111 @@ class ActivationService(object):
     heartbeats and signed leases. It also publishes the public keys that verify
     everything licensd signs.
 
-    Its machine RPCs arrive with their own issue.
+    Activate, Deactivate (with the key) and Heartbeat are public: the license key is
+    the credential. Machine management takes a tenant API key or the super-admin key.
     """
+
+    @staticmethod
+    def Activate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/Activate',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Deactivate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/Deactivate',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeactivateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/Heartbeat',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/GetMachine',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListMachines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/ListMachines',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListMachinesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteMachine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/DeleteMachine',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.DeleteMachineResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
     def GetSigningKeys(request,

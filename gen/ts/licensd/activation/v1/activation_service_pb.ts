@@ -4,6 +4,11 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Machine } from "./machine_pb.js";
+import { file_licensd_activation_v1_machine } from "./machine_pb.js";
 import type { SigningKey } from "./signing_key_pb.js";
 import { file_licensd_activation_v1_signing_key } from "./signing_key_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/activation_service.proto.
  */
 export const file_licensd_activation_v1_activation_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5MocBChFBY3RpdmF0aW9uU2VydmljZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_licensd_activation_v1_signing_key]);
+  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IlQKBUxlYXNlEg0KBXRva2VuGAEgASgJEgsKA2tpZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wIKD0FjdGl2YXRlUmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wESGgoIaG9zdG5hbWUYAyABKAlCCLpIBXIDGP8BEhkKCHBsYXRmb3JtGAQgASgJQge6SARyAhhAEhoKBWNvcmVzGAUgASgFQgu6SAgaBhigjQYoABJzCghtZXRhZGF0YRgGIAMoCzI0LmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElECAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInAKEEFjdGl2YXRlUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlIuQBChFEZWFjdGl2YXRlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ARIvCgl0ZW5hbnRfaWQYAyABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoKbWFjaGluZV9pZBgEIAEoCUIdukgachgyFl4obWFjaF9bMC05YS16XXsyNn0pPyQSNQoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkUKEkRlYWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiTAoQSGVhcnRiZWF0UmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wEicQoRSGVhcnRiZWF0UmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlImwKEUdldE1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQiRQoSR2V0TWFjaGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSK1AQoTTGlzdE1hY2hpbmVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBIdCglwYWdlX3NpemUYAyABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAQiYQoUTGlzdE1hY2hpbmVzUmVzcG9uc2USMAoIbWFjaGluZXMYASADKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKFERlbGV0ZU1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkgKFURlbGV0ZU1hY2hpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUy6QUKEUFjdGl2YXRpb25TZXJ2aWNlElsKCEFjdGl2YXRlEiYubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVxdWVzdBonLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlc3BvbnNlEmEKCkRlYWN0aXZhdGUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlc3BvbnNlEl4KCUhlYXJ0YmVhdBInLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5IZWFydGJlYXRSZXF1ZXN0GigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEmYKCkdldE1hY2hpbmUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlc3BvbnNlIgOQAgESbAoMTGlzdE1hY2hpbmVzEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1JlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuTGlzdE1hY2hpbmVzUmVzcG9uc2UiA5ACARJqCg1EZWxldGVNYWNoaW5lEisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXF1ZXN0GiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXNwb25zZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
 
 /**
  * Request for GetSigningKeys.
@@ -51,15 +56,508 @@ export const GetSigningKeysResponseSchema: GenMessage<GetSigningKeysResponse> = 
   messageDesc(file_licensd_activation_v1_activation_service, 1);
 
 /**
+ * A signed lease: the machine may run offline until `expire_time`.
+ *
+ * @generated from message licensd.activation.v1.Lease
+ */
+export type Lease = Message<"licensd.activation.v1.Lease"> & {
+  /**
+   * `licensd1.<base64url(JSON payload)>.<base64url(Ed25519 signature)>`; payload `typ` is "lease".
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * The signing key.
+   *
+   * @generated from field: string kid = 2;
+   */
+  kid: string;
+
+  /**
+   * When the lease stops verifying.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.Lease.
+ * Use `create(LeaseSchema)` to create a new message.
+ */
+export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 2);
+
+/**
+ * Request for Activate.
+ *
+ * @generated from message licensd.activation.v1.ActivateRequest
+ */
+export type ActivateRequest = Message<"licensd.activation.v1.ActivateRequest"> & {
+  /**
+   * The license key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The machine's fingerprint.
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+
+  /**
+   * Host name.
+   *
+   * @generated from field: string hostname = 3;
+   */
+  hostname: string;
+
+  /**
+   * Platform, e.g. `linux-x64`.
+   *
+   * @generated from field: string platform = 4;
+   */
+  platform: string;
+
+  /**
+   * CPU cores.
+   *
+   * @generated from field: int32 cores = 5;
+   */
+  cores: number;
+
+  /**
+   * Labels: at most 32 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 6;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ActivateRequest.
+ * Use `create(ActivateRequestSchema)` to create a new message.
+ */
+export const ActivateRequestSchema: GenMessage<ActivateRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 3);
+
+/**
+ * Response for Activate.
+ *
+ * @generated from message licensd.activation.v1.ActivateResponse
+ */
+export type ActivateResponse = Message<"licensd.activation.v1.ActivateResponse"> & {
+  /**
+   * The machine.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+
+  /**
+   * Its lease.
+   *
+   * @generated from field: licensd.activation.v1.Lease lease = 2;
+   */
+  lease?: Lease | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ActivateResponse.
+ * Use `create(ActivateResponseSchema)` to create a new message.
+ */
+export const ActivateResponseSchema: GenMessage<ActivateResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 4);
+
+/**
+ * Request for Deactivate.
+ *
+ * @generated from message licensd.activation.v1.DeactivateRequest
+ */
+export type DeactivateRequest = Message<"licensd.activation.v1.DeactivateRequest"> & {
+  /**
+   * The license key (with `fingerprint`), for the machine itself.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The machine's fingerprint (with `key`).
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+
+  /**
+   * The tenant, with `machine_id` and an admin key; empty means the caller's own.
+   *
+   * @generated from field: string tenant_id = 3;
+   */
+  tenantId: string;
+
+  /**
+   * The machine, for an admin key instead of key + fingerprint.
+   *
+   * @generated from field: string machine_id = 4;
+   */
+  machineId: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.DeactivateRequest.
+ * Use `create(DeactivateRequestSchema)` to create a new message.
+ */
+export const DeactivateRequestSchema: GenMessage<DeactivateRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 5);
+
+/**
+ * Response for Deactivate.
+ *
+ * @generated from message licensd.activation.v1.DeactivateResponse
+ */
+export type DeactivateResponse = Message<"licensd.activation.v1.DeactivateResponse"> & {
+  /**
+   * The machine as it was.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.DeactivateResponse.
+ * Use `create(DeactivateResponseSchema)` to create a new message.
+ */
+export const DeactivateResponseSchema: GenMessage<DeactivateResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 6);
+
+/**
+ * Request for Heartbeat.
+ *
+ * @generated from message licensd.activation.v1.HeartbeatRequest
+ */
+export type HeartbeatRequest = Message<"licensd.activation.v1.HeartbeatRequest"> & {
+  /**
+   * The license key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The machine's fingerprint.
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.HeartbeatRequest.
+ * Use `create(HeartbeatRequestSchema)` to create a new message.
+ */
+export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 7);
+
+/**
+ * Response for Heartbeat.
+ *
+ * @generated from message licensd.activation.v1.HeartbeatResponse
+ */
+export type HeartbeatResponse = Message<"licensd.activation.v1.HeartbeatResponse"> & {
+  /**
+   * The machine.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+
+  /**
+   * A fresh lease.
+   *
+   * @generated from field: licensd.activation.v1.Lease lease = 2;
+   */
+  lease?: Lease | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.HeartbeatResponse.
+ * Use `create(HeartbeatResponseSchema)` to create a new message.
+ */
+export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 8);
+
+/**
+ * Request for GetMachine.
+ *
+ * @generated from message licensd.activation.v1.GetMachineRequest
+ */
+export type GetMachineRequest = Message<"licensd.activation.v1.GetMachineRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The machine.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetMachineRequest.
+ * Use `create(GetMachineRequestSchema)` to create a new message.
+ */
+export const GetMachineRequestSchema: GenMessage<GetMachineRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 9);
+
+/**
+ * Response for GetMachine.
+ *
+ * @generated from message licensd.activation.v1.GetMachineResponse
+ */
+export type GetMachineResponse = Message<"licensd.activation.v1.GetMachineResponse"> & {
+  /**
+   * The machine.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetMachineResponse.
+ * Use `create(GetMachineResponseSchema)` to create a new message.
+ */
+export const GetMachineResponseSchema: GenMessage<GetMachineResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 10);
+
+/**
+ * Request for ListMachines.
+ *
+ * @generated from message licensd.activation.v1.ListMachinesRequest
+ */
+export type ListMachinesRequest = Message<"licensd.activation.v1.ListMachinesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only machines of this license.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ListMachinesRequest.
+ * Use `create(ListMachinesRequestSchema)` to create a new message.
+ */
+export const ListMachinesRequestSchema: GenMessage<ListMachinesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 11);
+
+/**
+ * Response for ListMachines.
+ *
+ * @generated from message licensd.activation.v1.ListMachinesResponse
+ */
+export type ListMachinesResponse = Message<"licensd.activation.v1.ListMachinesResponse"> & {
+  /**
+   * One page of machines.
+   *
+   * @generated from field: repeated licensd.activation.v1.Machine machines = 1;
+   */
+  machines: Machine[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ListMachinesResponse.
+ * Use `create(ListMachinesResponseSchema)` to create a new message.
+ */
+export const ListMachinesResponseSchema: GenMessage<ListMachinesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 12);
+
+/**
+ * Request for DeleteMachine.
+ *
+ * @generated from message licensd.activation.v1.DeleteMachineRequest
+ */
+export type DeleteMachineRequest = Message<"licensd.activation.v1.DeleteMachineRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The machine.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.DeleteMachineRequest.
+ * Use `create(DeleteMachineRequestSchema)` to create a new message.
+ */
+export const DeleteMachineRequestSchema: GenMessage<DeleteMachineRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 13);
+
+/**
+ * Response for DeleteMachine.
+ *
+ * @generated from message licensd.activation.v1.DeleteMachineResponse
+ */
+export type DeleteMachineResponse = Message<"licensd.activation.v1.DeleteMachineResponse"> & {
+  /**
+   * The machine as it was.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.DeleteMachineResponse.
+ * Use `create(DeleteMachineResponseSchema)` to create a new message.
+ */
+export const DeleteMachineResponseSchema: GenMessage<DeleteMachineResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 14);
+
+/**
  * ActivationService binds licenses to machines: activation, seat limits,
  * heartbeats and signed leases. It also publishes the public keys that verify
  * everything licensd signs.
  *
- * Its machine RPCs arrive with their own issue.
+ * Activate, Deactivate (with the key) and Heartbeat are public: the license key is
+ * the credential. Machine management takes a tenant API key or the super-admin key.
  *
  * @generated from service licensd.activation.v1.ActivationService
  */
 export const ActivationService: GenService<{
+  /**
+   * Activates a license on a machine (or returns the machine already activated with
+   * that fingerprint) and returns a signed lease. Seat limits hold under concurrency.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.Activate
+   */
+  activate: {
+    methodKind: "unary";
+    input: typeof ActivateRequestSchema;
+    output: typeof ActivateResponseSchema;
+  },
+  /**
+   * Frees a machine's seat: with the license key and fingerprint (public), or by
+   * machine id with an admin key.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.Deactivate
+   */
+  deactivate: {
+    methodKind: "unary";
+    input: typeof DeactivateRequestSchema;
+    output: typeof DeactivateResponseSchema;
+  },
+  /**
+   * Keeps a machine alive and returns a fresh lease.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.Heartbeat
+   */
+  heartbeat: {
+    methodKind: "unary";
+    input: typeof HeartbeatRequestSchema;
+    output: typeof HeartbeatResponseSchema;
+  },
+  /**
+   * Returns a machine.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.GetMachine
+   */
+  getMachine: {
+    methodKind: "unary";
+    input: typeof GetMachineRequestSchema;
+    output: typeof GetMachineResponseSchema;
+  },
+  /**
+   * Lists machines, oldest first.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.ListMachines
+   */
+  listMachines: {
+    methodKind: "unary";
+    input: typeof ListMachinesRequestSchema;
+    output: typeof ListMachinesResponseSchema;
+  },
+  /**
+   * Deletes a machine, freeing its seat.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.DeleteMachine
+   */
+  deleteMachine: {
+    methodKind: "unary";
+    input: typeof DeleteMachineRequestSchema;
+    output: typeof DeleteMachineResponseSchema;
+  },
   /**
    * Lists the active and retiring public signing keys, like a JWKS, so clients
    * verify offline and follow rotations without a release. Public.

@@ -1,0 +1,20 @@
+import { defineEntity, p } from "@mikro-orm/core";
+import { baseProperties } from "../platform/base-entity.js";
+
+export const MachineSchema = defineEntity({
+  name: "Machine",
+  tableName: "machines",
+  properties: {
+    ...baseProperties,
+    licenseId: p.string(),
+    fingerprint: p.string(),
+    hostname: p.string(),
+    platform: p.string(),
+    cores: p.integer(),
+    ip: p.string(),
+    metadata: p.json<Record<string, string>>(),
+    lastHeartbeatAt: p.datetime(),
+  },
+});
+export class Machine extends MachineSchema.class {}
+MachineSchema.setClass(Machine);

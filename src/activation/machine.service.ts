@@ -1,0 +1,175 @@
+import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import type { Clock } from "../platform/clock.js";
+import { sha256 } from "../platform/crypto.js";
+import type { EntityManager } from "../platform/db.js";
+import { alreadyExists, failedPrecondition, notFound, unauthenticated } from "../platform/errors.js";
+import { newId } from "../platform/ids.js";
+import type { Page } from "../platform/pagination.js";
+import type { SigningKeyStore } from "../platform/signing-keys.js";
+import type { Events } from "../events/events.js";
+import type { CatalogService } from "../licensing/catalog.service.js";
+import { ED25519_PREFIX, encodeLicenseFile } from "../licensing/license-file.js";
+import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
+import { effectiveStatus, planClaims } from "../licensing/license.service.js";
+import { License, type Policy } from "../licensing/licensing.entity.js";
+import { Machine } from "./machine.entity.js";
+
+/** Vinzy's default lease lifetime. */
+export const DEFAULT_LEASE_TTL_SECONDS = 86_400;
+
+export interface MachineInfo {
+  fingerprint: string;
+  hostname: string;
+  platform: string;
+  cores: number;
+  ip: string;
+  metadata: Record<string, string>;
+}
+
+export interface SignedLease {
+  token: string;
+  kid: string;
+  expiresAt: Date;
+}
+
+/** Machines (seats) of licenses, and the Ed25519 leases they run on. */
+export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore }) {
+  const { clock, events, catalog, keyring, signingKeys } = deps;
+
+  /** The license a key names, locked for the rest of the transaction: the seat count is decided under this lock. */
+  async function lockLicense(em: EntityManager, rawKey: string): Promise<License> {
+    const key = normalizeLicenseKey(rawKey);
+    if (KEY_PATTERN.test(key) && !checkLicenseKey(key, keyring).ok) throw unauthenticated("INVALID_LICENSE_KEY", "the license key is not valid");
+    const license = await em.findOne(License, { keyDigest: sha256(key) }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    if (!license) throw unauthenticated("INVALID_LICENSE_KEY", "no license has this key");
+    return license;
+  }
+
+  /** Refuses licenses that may not run: revoked, suspended, or expired without a strategy that keeps access. */
+  function requireUsable(license: License, policy: Policy, opts: { newMachine: boolean }) {
+    const now = clock.now();
+    const status = effectiveStatus(license, now);
+    if (status === "revoked") throw failedPrecondition("LICENSE_REVOKED", "the license was revoked");
+    if (status === "suspended") throw failedPrecondition("LICENSE_SUSPENDED", "the license is suspended");
+    if (status === "expired") {
+      const inGrace = now.getTime() < license.expiresAt!.getTime() + policy.graceSeconds * 1000;
+      const keeps = policy.expirationStrategy === "allow_access" || (policy.expirationStrategy === "maintain_access" && !opts.newMachine);
+      if (!inGrace && !keeps) throw failedPrecondition("LICENSE_EXPIRED", `the license expired at ${license.expiresAt!.toISOString()}`);
+    }
+  }
+
+  async function lease(em: EntityManager, license: License, policy: Policy, machine: Machine): Promise<SignedLease> {
+    const product = await catalog.getProduct(em, license.tenantId, license.productId);
+    const now = clock.now();
+    let expiresAt = new Date(now.getTime() + (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000);
+    if (license.expiresAt && license.expiresAt > now && license.expiresAt < expiresAt) expiresAt = license.expiresAt;
+    const kid = signingKeys.activeKid();
+    const payload = {
+      v: 1 as const,
+      typ: "lease",
+      license_id: license.id,
+      tenant_id: license.tenantId,
+      machine_id: machine.id,
+      fingerprint: machine.fingerprint,
+      product: { code: product.code, name: product.name },
+      status: effectiveStatus(license, now),
+      plan: policy.name,
+      ...planClaims(product, policy, license),
+      issued_at: now.toISOString(),
+      expires_at: expiresAt.toISOString(),
+      kid,
+    };
+    const token = encodeLicenseFile(ED25519_PREFIX, payload as never, (input) => signingKeys.sign(input).signature);
+    return { token, kid, expiresAt };
+  }
+
+  async function getMachine(em: EntityManager, tenantId: string, id: string, lock = false): Promise<Machine> {
+    const machine = await em.findOne(Machine, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
+    if (!machine) throw notFound("machine", id);
+    return machine;
+  }
+
+  async function remove(em: EntityManager, machine: Machine, actor: string, type: string) {
+    em.remove(machine);
+    await em.flush();
+    await events.emit(em, { tenantId: machine.tenantId, type, subject: machine.id, actor, payload: { license_id: machine.licenseId, fingerprint: machine.fingerprint } });
+    return machine;
+  }
+
+  return {
+    getMachine,
+
+    /**
+     * Activates the license on the machine, or returns the machine already activated with
+     * that fingerprint. Seats are counted under the license's row lock, so concurrent
+     * activations never exceed the limit.
+     */
+    async activate(em: EntityManager, key: string, info: MachineInfo): Promise<{ machine: Machine; lease: SignedLease; created: boolean }> {
+      const license = await lockLicense(em, key);
+      const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
+      const now = clock.now();
+      const existing = await em.findOne(Machine, { licenseId: license.id, fingerprint: info.fingerprint });
+      requireUsable(license, policy, { newMachine: !existing });
+      if (existing) {
+        Object.assign(existing, { hostname: info.hostname || existing.hostname, platform: info.platform || existing.platform, cores: info.cores || existing.cores, ip: info.ip, lastHeartbeatAt: now, updatedAt: now });
+        await em.flush();
+        return { machine: existing, lease: await lease(em, license, policy, existing), created: false };
+      }
+      const count = await em.count(Machine, { licenseId: license.id });
+      if (!policy.floating && count >= 1) {
+        throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", { license_id: license.id });
+      }
+      const max = license.maxMachines ?? policy.maxMachines;
+      if (max > 0 && count >= max) {
+        throw failedPrecondition("TOO_MANY_MACHINES", `the license is active on ${count} of ${max} machines; deactivate one first`, { license_id: license.id, max_machines: String(max) });
+      }
+      const machine = em.create(Machine, { id: newId("mach"), tenantId: license.tenantId, licenseId: license.id, ...info, lastHeartbeatAt: now, createdAt: now, updatedAt: now });
+      try {
+        await em.flush();
+      } catch (err) {
+        if (err instanceof UniqueConstraintViolationException) throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
+        throw err;
+      }
+      await events.emit(em, {
+        tenantId: license.tenantId,
+        type: "machine.activated",
+        subject: machine.id,
+        actor: `license:${license.id}`,
+        payload: { license_id: license.id, fingerprint: machine.fingerprint, hostname: machine.hostname, platform: machine.platform, ip: machine.ip },
+      });
+      return { machine, lease: await lease(em, license, policy, machine), created: true };
+    },
+
+    /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
+    async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease }> {
+      const license = await lockLicense(em, key);
+      const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
+      const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
+      if (!machine) throw notFound("machine", fingerprint);
+      requireUsable(license, policy, { newMachine: false });
+      machine.lastHeartbeatAt = clock.now();
+      await em.flush();
+      return { machine, lease: await lease(em, license, policy, machine) };
+    },
+
+    async deactivateByKey(em: EntityManager, key: string, fingerprint: string): Promise<Machine> {
+      const license = await lockLicense(em, key);
+      const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
+      if (!machine) throw notFound("machine", fingerprint);
+      return remove(em, machine, `license:${license.id}`, "machine.deactivated");
+    },
+
+    async deactivateById(em: EntityManager, tenantId: string, actor: string, id: string): Promise<Machine> {
+      return remove(em, await getMachine(em, tenantId, id, true), actor, "machine.deactivated");
+    },
+
+    async delete(em: EntityManager, tenantId: string, actor: string, id: string): Promise<Machine> {
+      return remove(em, await getMachine(em, tenantId, id, true), actor, "machine.deleted");
+    },
+
+    list: (em: EntityManager, tenantId: string, page: Page, licenseId: string) =>
+      em.find(Machine, { tenantId, ...(licenseId ? { licenseId } : {}), ...(page.after ? { id: { $gt: page.after } } : {}) }, { orderBy: { id: "asc" }, limit: page.size + 1 }),
+  };
+}
+
+export type MachineService = ReturnType<typeof createMachineService>;

@@ -1,0 +1,114 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { FeatureKind, ComposeStrategy } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { verifyLease } from "../../src/sdk/lease.js";
+import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
+import { createTestDatabase, query } from "../support/database.js";
+import { failure } from "../support/errors.js";
+
+let db: { url: string; drop(): Promise<void> };
+let a: TestApp;
+let b: TestApp;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  a = await startTestApp({ databaseUrl: db.url });
+  b = await startTestApp({ databaseUrl: db.url, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+});
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await db?.drop();
+});
+
+/** A tenant with a product, a floating policy of 3 machines, a node-locked one, and a license on each. */
+async function setup(code: string) {
+  const tenants = connectClient(TenantService, a.url, a.superAdminKey);
+  const { tenant } = await tenants.createTenant({ name: `${code} vendor` });
+  const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
+  const api = connectClient(LicensingService, a.url, secret);
+  const product = (await api.createProduct({ code, name: "App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] })).product!;
+  const floating = (await api.createPolicy({ productId: product.id, name: "team", floating: true, maxMachines: 3, entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }] })).policy!;
+  const locked = (await api.createPolicy({ productId: product.id, name: "single", floating: false, maxMachines: 5 })).policy!;
+  const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
+  const team = await api.createLicense({ policyId: floating.id, customerId: customer.id });
+  const single = await api.createLicense({ policyId: locked.id, customerId: customer.id });
+  return { tenantId: tenant!.id, secret, api, teamKey: team.key, teamId: team.license!.id, singleKey: single.key };
+}
+
+const activation = (t: TestApp, key?: string) => connectClient(ActivationService, t.url, key);
+
+describe("activation", () => {
+  it("activates, returns the same machine for the same fingerprint, and signs a lease the SDK verifies offline", async () => {
+    const s = await setup("ACT");
+    const first = await activation(a).activate({ key: s.teamKey, fingerprint: "fp-1", hostname: "laptop", platform: "linux-x64", cores: 8 });
+    expect(first.machine).toMatchObject({ fingerprint: "fp-1", hostname: "laptop", cores: 8, licenseId: s.teamId, ip: "127.0.0.1" });
+    const again = await activation(a).activate({ key: s.teamKey, fingerprint: "fp-1" });
+    expect(again.machine!.id).toBe(first.machine!.id);
+    const keys = (await activation(b).getSigningKeys({})).keys;
+    const check = verifyLease(first.lease!.token, keys, { fingerprint: "fp-1" });
+    expect(check).toMatchObject({ valid: true, code: "VALID", lease: { typ: "lease", machine_id: first.machine!.id, license_id: s.teamId, features: ["reports"] } });
+    expect(check.hasFeature("reports")).toBe(true);
+    expect(Date.parse(check.lease!.expires_at!) - Date.now()).toBeGreaterThan(86_000_000); // Vinzy's 24 h default
+    expect(verifyLease(first.lease!.token, keys, { fingerprint: "fp-2" }).code).toBe("FINGERPRINT_MISMATCH");
+    const [p, body, sig] = first.lease!.token.split(".");
+    const forged = JSON.parse(Buffer.from(body, "base64url").toString());
+    forged.features.push("everything");
+    expect(verifyLease(`${p}.${Buffer.from(JSON.stringify(forged)).toString("base64url")}.${sig}`, keys, { fingerprint: "fp-1" }).code).toBe("BAD_SIGNATURE");
+
+    const beat = await grpcClient(ActivationService, b.url).heartbeat({ key: s.teamKey, fingerprint: "fp-1" });
+    expect(verifyLease(beat.lease!.token, keys, { fingerprint: "fp-1" }).valid).toBe(true);
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "machine." });
+    expect(audit.events.map((e) => [e.type, e.actor])).toEqual([["machine.activated", `license:${s.teamId}`]]);
+  });
+
+  it("creates exactly 3 machines from 20 concurrent activations against a limit of 3, across two instances", async () => {
+    const s = await setup("CON");
+    const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => activation(i % 2 ? a : b).activate({ key: s.teamKey, fingerprint: `fp-${i}` })));
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(3);
+    for (const r of results.filter((r) => r.status === "rejected")) {
+      expect(await failure(Promise.reject((r as PromiseRejectedResult).reason))).toMatchObject({ code: "FailedPrecondition", reason: "TOO_MANY_MACHINES" });
+    }
+    expect((await query(db.url, "select count(*)::int as n from machines where license_id = $1", [s.teamId]))[0].n).toBe(3);
+  });
+
+  it("frees a seat on deactivation, and binds node-locked licenses to their first machine", async () => {
+    const s = await setup("SEA");
+    for (const fp of ["a", "b", "c"]) await activation(a).activate({ key: s.teamKey, fingerprint: fp });
+    expect(await failure(activation(a).activate({ key: s.teamKey, fingerprint: "d" }))).toMatchObject({ reason: "TOO_MANY_MACHINES" });
+    await activation(a).deactivate({ key: s.teamKey, fingerprint: "a" });
+    expect((await activation(a).activate({ key: s.teamKey, fingerprint: "d" })).machine!.fingerprint).toBe("d");
+
+    await activation(a).activate({ key: s.singleKey, fingerprint: "first" });
+    expect(await failure(activation(a).activate({ key: s.singleKey, fingerprint: "second" }))).toMatchObject({ code: "FailedPrecondition", reason: "FINGERPRINT_SCOPE_MISMATCH" });
+    expect((await activation(a).activate({ key: s.singleKey, fingerprint: "first" })).machine!.fingerprint).toBe("first");
+  });
+
+  it("refuses suspended licenses, bad keys and bad input; manages machines by admin key, tenant-scoped", async () => {
+    const s = await setup("ADM");
+    const m = (await activation(a).activate({ key: s.teamKey, fingerprint: "fp" })).machine!;
+    expect(await failure(activation(a).activate({ key: "ADM-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", fingerprint: "x" }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" });
+    expect(await failure(activation(a).activate({ key: s.teamKey, fingerprint: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
+    expect(await failure(activation(a).activate({ key: s.teamKey, fingerprint: "x".repeat(256) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
+    expect(await failure(activation(a).heartbeat({ key: s.teamKey, fingerprint: "unknown" }))).toMatchObject({ code: "NotFound" });
+    await s.api.suspendLicense({ id: s.teamId });
+    expect(await failure(activation(a).heartbeat({ key: s.teamKey, fingerprint: "fp" }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_SUSPENDED" });
+    expect(await failure(activation(a).activate({ key: s.teamKey, fingerprint: "new" }))).toMatchObject({ reason: "LICENSE_SUSPENDED" });
+    await s.api.reinstateLicense({ id: s.teamId });
+
+    const admin = activation(a, s.secret);
+    expect((await admin.getMachine({ id: m.id })).machine!.fingerprint).toBe("fp");
+    expect((await admin.listMachines({ licenseId: s.teamId })).machines.map((x) => x.id)).toEqual([m.id]);
+    const other = await setup("OTH");
+    expect(await failure(activation(a, other.secret).getMachine({ id: m.id }))).toMatchObject({ code: "NotFound", reason: "MACHINE_NOT_FOUND" });
+    expect(await failure(activation(a, other.secret).deleteMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a).listMachines({}))).toMatchObject({ code: "Unauthenticated" });
+    await admin.deleteMachine({ id: m.id });
+    expect(await failure(admin.getMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a).deactivate({ key: s.teamKey }))).toMatchObject({ code: "InvalidArgument" });
+  });
+});
