@@ -166,7 +166,7 @@ export function createLicenseRpc(deps: {
     },
 
     async validateLicense(req) {
-      const v = await validation.validate({ key: req.key, productCode: req.productCode, requiredEntitlements: req.entitlements });
+      const v = await validation.validate({ key: req.key, productCode: req.productCode, fingerprint: req.fingerprint, requiredEntitlements: req.entitlements });
       const res = create(pb.ValidateLicenseResponseSchema, {
         valid: v.valid,
         code: pb.ValidationCode[v.code],

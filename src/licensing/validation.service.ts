@@ -14,6 +14,11 @@ export type ValidationCode =
   | "SUSPENDED"
   | "EXPIRED"
   | "PRODUCT_SCOPE_MISMATCH"
+  | "NO_MACHINE"
+  | "NO_MACHINES"
+  | "FINGERPRINT_SCOPE_MISMATCH"
+  | "TOO_MANY_MACHINES"
+  | "HEARTBEAT_DEAD"
   | "ENTITLEMENTS_MISSING"
   | "VALID";
 
@@ -30,6 +35,8 @@ export interface LicenseSnapshot {
   expirationStrategy: ExpirationStrategy;
   graceSeconds: number;
   maxMachines: number;
+  floating: boolean;
+  heartbeatSeconds: number | null;
   entitlements: Entitlement[];
   agents: AgentEntitlement[];
   customerEmail: string;
@@ -63,6 +70,8 @@ interface Row {
   expiration_strategy: ExpirationStrategy;
   grace_seconds: string;
   policy_max_machines: number;
+  floating: boolean;
+  heartbeat_seconds: string | null;
   entitlements: Entitlement[];
   agent_entitlements: AgentEntitlement[];
   email: string;
@@ -97,7 +106,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     const [r] = await db.em().execute<Row[]>(
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
               l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
-              po.max_machines as policy_max_machines, po.entitlements, po.agent_entitlements, c.email
+              po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.entitlements, po.agent_entitlements, c.email
          from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
         where l.key_digest = ?`,
       [digest],
@@ -115,6 +124,8 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
           expirationStrategy: r.expiration_strategy,
           graceSeconds: Number(r.grace_seconds),
           maxMachines: r.max_machines ?? r.policy_max_machines,
+          floating: r.floating,
+          heartbeatSeconds: r.heartbeat_seconds === null ? null : Number(r.heartbeat_seconds),
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
           customerEmail: r.email,
@@ -129,7 +140,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
 
   return {
     /** Validates a key; codes are checked in the documented order, the first that applies wins. */
-    async validate(input: { key: string; productCode: string; requiredEntitlements: string[] }): Promise<Validation> {
+    async validate(input: { key: string; productCode: string; fingerprint: string; requiredEntitlements: string[] }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
       const key = normalizeLicenseKey(input.key);
       if (KEY_PATTERN.test(key)) {
@@ -159,6 +170,22 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       }
       if (input.productCode && input.productCode !== snapshot.productCode) {
         return fail("PRODUCT_SCOPE_MISMATCH", `the license is for product ${snapshot.productCode}, not ${input.productCode}`);
+      }
+      if (input.fingerprint) {
+        // Machines change with every heartbeat: read, never cached.
+        const machines = await db.em().execute<{ fingerprint: string; last_ms: string }[]>(
+          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms from machines where license_id = ? order by id`,
+          [snapshot.id],
+        );
+        const machine = machines.find((m) => m.fingerprint === input.fingerprint);
+        if (machines.length === 0) return fail("NO_MACHINES", "the license is not activated on any machine");
+        if (!machine) {
+          return snapshot.floating ? fail("NO_MACHINE", "the license is not activated on this machine") : fail("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine");
+        }
+        if (snapshot.maxMachines > 0 && machines.length > snapshot.maxMachines) return fail("TOO_MANY_MACHINES", `${machines.length} machines are active; the license allows ${snapshot.maxMachines}`);
+        if (snapshot.heartbeatSeconds !== null && Number(machine.last_ms) + snapshot.heartbeatSeconds * 1000 < now.getTime()) {
+          return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
+        }
       }
       const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
       if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);

@@ -6,6 +6,7 @@ import { FeatureKind, ComposeStrategy } from "../../gen/ts/licensd/licensing/v1/
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { verifyLease } from "../../src/sdk/lease.js";
+import { ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -110,5 +111,26 @@ describe("activation", () => {
     await admin.deleteMachine({ id: m.id });
     expect(await failure(admin.getMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
     expect(await failure(activation(a).deactivate({ key: s.teamKey }))).toMatchObject({ code: "InvalidArgument" });
+  });
+
+  it("makes ValidateLicense's machine codes live when a fingerprint is given", async () => {
+    const s = await setup("VMC");
+    const validate = async (key: string, fingerprint: string) => ValidationCode[(await connectClient(LicensingService, b.url).validateLicense({ key, fingerprint })).code];
+    expect(await validate(s.teamKey, "fp-1")).toBe("NO_MACHINES");
+    for (const fp of ["fp-1", "fp-2"]) await activation(a).activate({ key: s.teamKey, fingerprint: fp });
+    expect(await validate(s.teamKey, "fp-1")).toBe("VALID");
+    expect(await validate(s.teamKey, "fp-9")).toBe("NO_MACHINE");
+    await activation(a).activate({ key: s.singleKey, fingerprint: "home" });
+    expect(await validate(s.singleKey, "elsewhere")).toBe("FINGERPRINT_SCOPE_MISMATCH");
+    await s.api.updateLicense({ id: s.teamId, maxMachines: 1, updateMask: { paths: ["max_machines"] } });
+    expect(await validate(s.teamKey, "fp-1")).toBe("TOO_MANY_MACHINES");
+    await s.api.updateLicense({ id: s.teamId, updateMask: { paths: ["max_machines"] } }); // back to the policy's 3
+    const team = await s.api.getLicense({ id: s.teamId });
+    await s.api.updatePolicy({ id: team.license!.policyId, heartbeatDuration: { seconds: 60n, nanos: 0 }, updateMask: { paths: ["heartbeat_duration"] } });
+    expect(await validate(s.teamKey, "fp-1")).toBe("VALID");
+    await query(db.url, "update machines set last_heartbeat_at = now() - interval '5 minutes' where license_id = $1 and fingerprint = 'fp-1'", [s.teamId]);
+    expect(await validate(s.teamKey, "fp-1")).toBe("HEARTBEAT_DEAD");
+    await activation(a).heartbeat({ key: s.teamKey, fingerprint: "fp-1" });
+    expect(await validate(s.teamKey, "fp-1")).toBe("VALID");
   });
 });
