@@ -46,6 +46,7 @@ export interface App {
   health: HealthState;
   audit: AuditService;
   licenseWorker: LicenseWorker;
+  signingKeys: SigningKeyStore;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   url: string;
   /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
@@ -202,6 +203,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       health,
       audit,
       licenseWorker,
+      signingKeys,
       url,
       close() {
         closing ??= (async () => {

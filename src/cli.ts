@@ -13,6 +13,8 @@ import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, C
 import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { pruneAuditLog, verifyAuditLog } from "./audit/audit.cli.js";
 import { importFile } from "./licensing/import.cli.js";
+import { SigningKeyStore } from "./platform/signing-keys.js";
+import { systemClock } from "./platform/clock.js";
 
 const program = new Command()
   .name("licensd")
@@ -135,6 +137,26 @@ program
     const key = opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey();
     const ok = await importFile({ file, format: opts.format, product: opts.product, tenant: opts.tenant, url: opts.url, key });
     process.exitCode = ok ? 0 : 1;
+  });
+
+const keys = program.command("keys").description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
+keys
+  .command("rotate")
+  .description("start a new signing key; the old one keeps verifying for --retire-after seconds (default: 30 days), then retires")
+  .option("--retire-after <seconds>", "how long what the old key signed stays verifiable", (v) => positiveBig(v), 2_592_000n)
+  .action(async (opts: { retireAfter: bigint }) => {
+    const config = configOrExit();
+    const logger = createLogger(config.logLevel);
+    const { db, embedded } = await openStorage(config, logger, { migrate: true });
+    const store = new SigningKeyStore(db, config.dataKey, systemClock, logger);
+    try {
+      await store.start();
+      console.log(JSON.stringify(await store.rotate(Number(opts.retireAfter))));
+    } finally {
+      store.stop();
+      await db.close();
+      await embedded?.stop();
+    }
   });
 
 function positiveBig(v: string): bigint {

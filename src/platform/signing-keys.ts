@@ -123,7 +123,36 @@ export class SigningKeyStore {
     return this.active.kid;
   }
 
+  /** Active and retiring keys; a retiring key drops out once its not_after has passed. */
   publicKeys(): PublicSigningKey[] {
-    return this.keys;
+    const now = this.clock.now().getTime();
+    return this.keys.filter((k) => k.notAfter === null || k.notAfter.getTime() > now);
+  }
+
+  /**
+   * Starts a new active key. The old one turns retiring: it signs nothing more, and what it
+   * signed keeps verifying for `retireAfterSeconds` (at least the longest lease or file
+   * lifetime in use), after which it is retired and no longer published.
+   */
+  async rotate(retireAfterSeconds: number): Promise<{ kid: string; retired: string[] }> {
+    const now = this.clock.now();
+    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+    const kid = newId("sk");
+    const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
+    const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
+    const retired = await this.db.tx(async (em) => {
+      await em.execute(`update signing_keys set status = 'retired' where status = 'retiring' and not_after <= ?`, [now]);
+      const old = await em.execute<{ kid: string }[]>(`update signing_keys set status = 'retiring', not_after = ? where status = 'active' returning kid`, [
+        new Date(now.getTime() + retireAfterSeconds * 1000),
+      ]);
+      await em.execute(
+        `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values (?, 'Ed25519', ?, ?, 'active', ?, ?)`,
+        [kid, raw, sealed, now, now],
+      );
+      return old.map((r) => r.kid);
+    });
+    await this.reload();
+    this.logger.info({ kid, retiring: retired, retireAfterSeconds }, "signing key rotated");
+    return { kid, retired };
   }
 }

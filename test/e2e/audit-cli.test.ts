@@ -58,4 +58,15 @@ describe("licensd audit verify", () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("--through-seq or --older-than-days");
   });
+
+  it("licensd keys rotate starts a new signing key that the server publishes (within its reload interval)", async () => {
+    const before = await call("licensd.activation.v1.ActivationService/GetSigningKeys", {});
+    const res = await licensd(["keys", "rotate", "--retire-after", "600"], { LICENSD_DATABASE_URL: server.env.LICENSD_DATABASE_URL, LICENSD_DATA_KEY: server.dataKey, LICENSD_LOG_LEVEL: "warn" });
+    expect(res.code, res.stderr).toBe(0);
+    const rotated = JSON.parse(res.stdout) as { kid: string; retired: string[] };
+    expect(rotated.retired).toEqual([(before as unknown as { keys: { kid: string }[] }).keys[0].kid]);
+    expect(rotated.kid).toMatch(/^sk_/);
+    const bad = await licensd(["keys", "rotate", "--retire-after", "-1"]);
+    expect(bad.code).not.toBe(0);
+  });
 });

@@ -6,6 +6,8 @@ import { FeatureKind, ComposeStrategy } from "../../gen/ts/licensd/licensing/v1/
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { verifyLease } from "../../src/sdk/lease.js";
+import { ManualClock } from "../../src/platform/clock.js";
+import { SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
 import { ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
@@ -132,5 +134,28 @@ describe("activation", () => {
     expect(await validate(s.teamKey, "fp-1")).toBe("HEARTBEAT_DEAD");
     await activation(a).heartbeat({ key: s.teamKey, fingerprint: "fp-1" });
     expect(await validate(s.teamKey, "fp-1")).toBe("VALID");
+  });
+
+  it("rotates signing keys: old leases verify until the old key retires, new ones use the new key", async () => {
+    const clock = new ManualClock(new Date());
+    const c = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+    try {
+      const s = await setup("ROT");
+      const old = (await activation(c).activate({ key: s.teamKey, fingerprint: "fp" })).lease!;
+      const { kid, retired } = await c.app.signingKeys.rotate(3600);
+      expect(retired).toEqual([old.kid]);
+      const keys = (await activation(c).getSigningKeys({})).keys;
+      expect(keys.map((k) => [k.kid, SigningKeyStatus[k.status]])).toEqual([[kid, "ACTIVE"], [old.kid, "RETIRING"]]);
+      expect(verifyLease(old.token, keys, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
+      const fresh = (await activation(c).heartbeat({ key: s.teamKey, fingerprint: "fp" })).lease!;
+      expect(fresh.kid).toBe(kid);
+      clock.advance(2 * 3600_000);
+      const later = (await activation(c).getSigningKeys({})).keys;
+      expect(later.map((k) => k.kid)).toEqual([kid]);
+      expect(verifyLease(old.token, later, { fingerprint: "fp", now: clock.now() }).code).toBe("UNKNOWN_KEY");
+      expect(verifyLease(fresh.token, later, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
+    } finally {
+      await c.close();
+    }
   });
 });
