@@ -69,6 +69,12 @@ describe("licensing end to end", () => {
     expect(check).toMatchObject({ valid: true, license: { customerEmail: "michael@example.com" } });
   });
 
+  it("the Python client activates a machine over gRPC and verifies its lease offline", async () => {
+    const res = await run("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_lease.py"), `127.0.0.1:${server.port}`, key]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(JSON.parse(res.stdout)).toEqual({ machine: "py-host", code: "VALID", machine_id_matches: true, other_machine: "FINGERPRINT_MISMATCH", bad_input: "INVALID_ARGUMENT" });
+  });
+
   it("buf curl reaches LicensingService through reflection", async () => {
     const res = await run(path.join(ROOT, "node_modules/.bin/buf"), ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", JSON.stringify({ key }), `${server.url}/licensd.licensing.v1.LicensingService/ValidateLicense`]);
     expect(res.code, res.stderr).toBe(0);

@@ -1,4 +1,4 @@
-"""licensd client-side helpers for Python: offline license file verification."""
-from .license_file import LicenseFileResult, verify_license_file
+"""licensd client-side helpers for Python: offline verification of license files and activation leases."""
+from .license_file import LicenseFileResult, verify_lease, verify_license_file
 
-__all__ = ["LicenseFileResult", "verify_license_file"]
+__all__ = ["LicenseFileResult", "verify_lease", "verify_license_file"]

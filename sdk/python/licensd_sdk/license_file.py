@@ -110,3 +110,11 @@ def verify_license_file(
     if "fingerprint" in payload and payload["fingerprint"] != fingerprint:
         return LicenseFileResult(False, "FINGERPRINT_MISMATCH", payload)
     return LicenseFileResult(True, "VALID", payload)
+
+
+def verify_lease(token: str, keys: Mapping[str, bytes], fingerprint: str, now: Optional[datetime] = None) -> LicenseFileResult:
+    """Verifies an activation lease (a signed envelope whose payload `typ` is "lease") for this machine."""
+    result = verify_license_file(token, keys=keys, fingerprint=fingerprint, now=now)
+    if result.payload is not None and result.payload.get("typ") != "lease":
+        return LicenseFileResult(False, "MALFORMED", result.payload)
+    return result
