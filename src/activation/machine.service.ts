@@ -36,11 +36,11 @@ export interface SignedLease {
 export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore }) {
   const { clock, events, catalog, keyring, signingKeys } = deps;
 
-  /** The license a key names, locked for the rest of the transaction: the seat count is decided under this lock. */
-  async function lockLicense(em: EntityManager, rawKey: string): Promise<License> {
+  /** The license a key names; with `lock`, locked for the rest of the transaction (seats are counted under it). */
+  async function licenseOf(em: EntityManager, rawKey: string, lock = true): Promise<License> {
     const key = normalizeLicenseKey(rawKey);
     if (KEY_PATTERN.test(key) && !checkLicenseKey(key, keyring).ok) throw unauthenticated("INVALID_LICENSE_KEY", "the license key is not valid");
-    const license = await em.findOne(License, { keyDigest: sha256(key) }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    const license = await em.findOne(License, { keyDigest: sha256(key) }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
     if (!license) throw unauthenticated("INVALID_LICENSE_KEY", "no license has this key");
     return license;
   }
@@ -105,7 +105,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * activations never exceed the limit.
      */
     async activate(em: EntityManager, key: string, info: MachineInfo): Promise<{ machine: Machine; lease: SignedLease; created: boolean }> {
-      const license = await lockLicense(em, key);
+      const license = await licenseOf(em, key);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
       const now = clock.now();
       const existing = await em.findOne(Machine, { licenseId: license.id, fingerprint: info.fingerprint });
@@ -142,7 +142,8 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
 
     /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
     async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease }> {
-      const license = await lockLicense(em, key);
+      // No license lock: a heartbeat takes no seat, so agents of one license do not queue.
+      const license = await licenseOf(em, key, false);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
       const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
       if (!machine) throw notFound("machine", fingerprint);
@@ -153,7 +154,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     },
 
     async deactivateByKey(em: EntityManager, key: string, fingerprint: string): Promise<Machine> {
-      const license = await lockLicense(em, key);
+      const license = await licenseOf(em, key);
       const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
       if (!machine) throw notFound("machine", fingerprint);
       return remove(em, machine, `license:${license.id}`, "machine.deactivated");
