@@ -47,8 +47,10 @@ describe("serve", () => {
     expect(new Set(ids).size).toBe(20);
     const pid = server.child.pid!;
     expect(children(pid)).toBeGreaterThanOrEqual(2);
-    const workerPids = new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g));
-    expect(workerPids.size).toBe(2);
+    // /healthz answers as soon as the first worker listens; wait for both to say so.
+    const listening = () => new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g)).size;
+    for (let i = 0; i < 300 && listening() < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(listening()).toBe(2);
     expect(await server.stop("SIGTERM")).toBe(0);
     // Workers that cannot start (here: a different data key) stop the primary instead of looping.
     const broken = await licensd(["serve", "--workers", "2"], { ...server.env, LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64") });
