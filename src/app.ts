@@ -133,7 +133,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         activation: createActivationRpc({ db, idempotency, signingKeys, machines }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
         },
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),

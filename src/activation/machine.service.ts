@@ -153,6 +153,14 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       return { machine, lease: await lease(em, license, policy, machine) };
     },
 
+    /** A fresh lease for a machine of a license, if the machine is activated (for ValidateLicense). */
+    async leaseFor(em: EntityManager, licenseId: string, fingerprint: string): Promise<SignedLease | undefined> {
+      const machine = await em.findOne(Machine, { licenseId, fingerprint });
+      const license = machine && (await em.findOne(License, { id: licenseId }));
+      if (!machine || !license) return undefined;
+      return lease(em, license, await catalog.getPolicy(em, license.tenantId, license.policyId), machine);
+    },
+
     async deactivateByKey(em: EntityManager, key: string, fingerprint: string): Promise<Machine> {
       const license = await licenseOf(em, key);
       const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });

@@ -18,6 +18,7 @@ import { License, Policy, Product } from "./licensing.entity.js";
 import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
 import type { ValidationService } from "./validation.service.js";
 import type { ImportRow, ImportService } from "./import.service.js";
+import type { MachineService } from "../activation/machine.service.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
 
@@ -55,8 +56,9 @@ export function createLicenseRpc(deps: {
   validation: ValidationService;
   signingKeys: SigningKeyStore;
   imports: ImportService;
+  machines: MachineService;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports } = deps;
+  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
@@ -185,6 +187,7 @@ export function createLicenseRpc(deps: {
         agentEntitlements: v.agents.map(agentToProto),
         nonce: req.nonce,
         time: timestampFromDate(clock.now()),
+        lease: v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "",
       });
       const { kid, signature } = await signingKeys.signAsync(validationSigningBytes(res));
       res.kid = kid;

@@ -121,6 +121,10 @@ describe("activation", () => {
     expect(await validate(s.teamKey, "fp-1")).toBe("NO_MACHINES");
     for (const fp of ["fp-1", "fp-2"]) await activation(a).activate({ key: s.teamKey, fingerprint: fp });
     expect(await validate(s.teamKey, "fp-1")).toBe("VALID");
+    const withLease = await connectClient(LicensingService, b.url).validateLicense({ key: s.teamKey, fingerprint: "fp-1" });
+    const keys = (await activation(b).getSigningKeys({})).keys;
+    expect(verifyLease(withLease.lease, keys, { fingerprint: "fp-1" }).valid).toBe(true);
+    expect((await connectClient(LicensingService, b.url).validateLicense({ key: s.teamKey })).lease).toBe("");
     expect(await validate(s.teamKey, "fp-9")).toBe("NO_MACHINE");
     await activation(a).activate({ key: s.singleKey, fingerprint: "home" });
     expect(await validate(s.singleKey, "elsewhere")).toBe("FINGERPRINT_SCOPE_MISMATCH");
