@@ -4,7 +4,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { benchDatabase, BENCH_SERVER_URL as SERVER_URL } from "./support.ts";
+import { benchDatabase } from "./support.ts";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";

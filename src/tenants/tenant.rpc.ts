@@ -22,7 +22,7 @@ import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { pageOf, readPage } from "../platform/pagination.js";
-import { procedureOf } from "../platform/rpc.js";
+import { procedureOf, tenantMutation } from "../platform/rpc.js";
 import type { ApiKeyService } from "./api-key.service.js";
 import { apiKeyToProto, optionalDate, scopeFromProto, tenantToProto } from "./tenant.mapper.js";
 import type { TenantPatch, TenantService } from "./tenant.service.js";
@@ -86,18 +86,15 @@ export function createTenantRpc(deps: {
       });
     },
 
-    async createApiKey(req, ctx) {
-      const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
-      const call = { scope: tenantId, procedure: procedureOf(ctx), requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema };
-      return idempotency.run(call, async (em) => {
-        const { apiKey, secret } = await apiKeys.create(em, actorOf(ctx.values.get(principalKey)), tenantId, {
+    createApiKey: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema }, async (em, m) => {
+        const { apiKey, secret } = await apiKeys.create(em, m.actor, m.tenantId, {
           name: req.name,
           scopes: req.scopes.map(scopeFromProto),
           expiresAt: optionalDate(req.expireTime),
         });
         return create(CreateApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey), secret });
-      });
-    },
+      }),
 
     async listApiKeys(req, ctx) {
       const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
