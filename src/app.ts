@@ -23,6 +23,9 @@ import { createTenantService } from "./tenants/tenant.service.js";
 import { createActivationRpc } from "./activation/activation.rpc.js";
 import { createMachineService } from "./activation/machine.service.js";
 import { AuditFeed } from "./audit/audit-feed.js";
+import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
+import { LeaseHub } from "./activation/lease-hub.js";
+import { createRateLimiter } from "./platform/rate-limit.js";
 import { createAuditRpc } from "./audit/audit.rpc.js";
 import { createAuditService, type AuditService } from "./audit/audit.service.js";
 import { AuditKeyring } from "./events/audit-keyring.js";
@@ -46,6 +49,8 @@ export interface App {
   health: HealthState;
   audit: AuditService;
   licenseWorker: LicenseWorker;
+  heartbeatWorker: HeartbeatWorker;
+  hub: LeaseHub;
   signingKeys: SigningKeyStore;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   url: string;
@@ -114,7 +119,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
     const imports = createImportService({ db, catalog, licenses, logger });
-    const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys });
+    const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
+    const rateLimiter = createRateLimiter(db, clock);
+    const hub = new LeaseHub(db, feed, logger);
+    const heartbeatWorker = createHeartbeatWorker({ db, clock, events, logger, rateLimiter, intervalMs: config.heartbeatSweepMs });
+    acquired.push(() => heartbeatWorker.stop());
+    heartbeatWorker.start();
     const licenseWorker = createLicenseWorker({ db, clock, events, logger });
     acquired.push(() => licenseWorker.stop());
     licenseWorker.start();
@@ -130,7 +140,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const connectHandler = connectNodeAdapter({
       routes: routes({
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
-        activation: createActivationRpc({ db, idempotency, signingKeys, machines }),
+        activation: createActivationRpc({
+          db,
+          clock,
+          idempotency,
+          signingKeys,
+          machines,
+          hub,
+          rateLimiter,
+          rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
+        }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog }),
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
@@ -203,12 +222,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       health,
       audit,
       licenseWorker,
+      heartbeatWorker,
+      hub,
       signingKeys,
       url,
       close() {
         closing ??= (async () => {
           clearInterval(purge);
           licenseWorker.stop();
+          heartbeatWorker.stop();
           health.stop();
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
           signingKeys.stop();

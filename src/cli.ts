@@ -1,5 +1,6 @@
 import cluster from "node:cluster";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
@@ -15,6 +16,9 @@ import { pruneAuditLog, verifyAuditLog } from "./audit/audit.cli.js";
 import { importFile } from "./licensing/import.cli.js";
 import { SigningKeyStore } from "./platform/signing-keys.js";
 import { systemClock } from "./platform/clock.js";
+import { createOfflineActivationRequest } from "./sdk/offline-activation.js";
+import { ActivationService } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 const program = new Command()
   .name("licensd")
@@ -139,6 +143,35 @@ program
     process.exitCode = ok ? 0 : 1;
   });
 
+const activation = program.command("activation").description("air-gapped activation: a request file from the offline machine, a response file back");
+activation
+  .command("request")
+  .description("on the machine that cannot reach licensd: write an activation request file (it names the license by the key's SHA-256 and is MACed with the key; the key itself is not in it)")
+  .requiredOption("--license-key <key>", "the license key")
+  .requiredOption("--fingerprint <fingerprint>", "this machine's fingerprint")
+  .option("--hostname <name>", "host name to record", os.hostname())
+  .option("--platform <platform>", "platform to record", `${process.platform}-${process.arch}`)
+  .requiredOption("--out <file>", "where to write the request file")
+  .action((opts: { licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }) => {
+    const text = createOfflineActivationRequest({ key: opts.licenseKey, fingerprint: opts.fingerprint, hostname: opts.hostname, platform: opts.platform, cores: os.availableParallelism() });
+    writeFileSync(opts.out, `${text}\n`, { mode: 0o600 });
+    console.log(`wrote ${opts.out}: carry it to your vendor, who answers with a response file`);
+  });
+activation
+  .command("respond")
+  .description("at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that machine) to carry back")
+  .argument("<request-file>", "the request file")
+  .requiredOption("--out <file>", "where to write the response file")
+  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
+  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (file: string, opts: { out: string; tenant: string; key?: string; url: string }) => {
+    const client = apiClient(ActivationService, opts.url, opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey());
+    const res = await client.activateOffline({ tenantId: opts.tenant, request: readFileSync(file, "utf8") });
+    writeFileSync(opts.out, `${res.lease!.token}\n`);
+    console.log(JSON.stringify({ machine_id: res.machine!.id, fingerprint: res.machine!.fingerprint, expires_at: res.lease!.expireTime ? timestampDate(res.lease!.expireTime).toISOString() : null, out: opts.out }));
+  });
+
 const keys = program.command("keys").description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
 keys
   .command("rotate")
@@ -192,9 +225,8 @@ function superAdminKey(): string {
   return key;
 }
 
-/** A client authenticated as the super-admin. */
-function apiClient<T extends DescService>(service: T, url: string): Client<T> {
-  const key = superAdminKey();
+/** A client authenticated with `key`, else as the super-admin. */
+function apiClient<T extends DescService>(service: T, url: string, key = superAdminKey()): Client<T> {
   const authed = createConnectTransport({
     baseUrl: url,
     httpVersion: "1.1",

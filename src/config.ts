@@ -27,8 +27,32 @@ export interface Config {
   licenseFileHmacSecret: string | undefined;
   /** How often an idle audit tail gets a keep-alive. */
   auditKeepAliveMs: number;
+  /** Activation attempts allowed per license (token bucket: burst, refilled evenly over the period); null disables. */
+  activationRatePerLicense: RateRule | null;
+  /** Activation attempts allowed per client IP address; null disables. */
+  activationRatePerIp: RateRule | null;
+  /** How often the heartbeat worker looks for dead machines. */
+  heartbeatSweepMs: number;
   /** Secrets that development mode generated (and stored) on this start, to announce. */
   generated: string[];
+}
+
+/** A token-bucket rule: `capacity` requests, refilled evenly over `periodSeconds`. */
+export interface RateRule {
+  capacity: number;
+  periodSeconds: number;
+}
+
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
+
+/** Parses `<count>/<period>` such as `60/1m`, `10/30s`, `1000/1h`; `0` or `off` disables. */
+export function parseRate(text: string): RateRule | null | undefined {
+  if (text === "0" || text === "off") return null;
+  const m = /^(\d{1,9})\/(\d{1,6})([smh])$/.exec(text);
+  if (!m) return undefined;
+  const capacity = Number(m[1]);
+  const periodSeconds = Number(m[2]) * UNIT_SECONDS[m[3]!]!;
+  return capacity > 0 && periodSeconds > 0 ? { capacity, periodSeconds } : undefined;
 }
 
 export class ConfigError extends Error {
@@ -139,6 +163,15 @@ export function loadConfig(env: Env = process.env): Config {
   const licenseFileHmacSecret = str("LICENSD_LICENSE_FILE_HMAC_SECRET");
   if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32) problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
 
+  const rate = (name: string, def: string) => {
+    const raw = str(name) ?? def;
+    const rule = parseRate(raw);
+    if (rule === undefined) problems.push(`${name}=${JSON.stringify(raw)}: must be <count>/<period> like 60/1m or 10/30s, or 0 to disable`);
+    return rule ?? null;
+  };
+  const activationRatePerLicense = rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m");
+  const activationRatePerIp = rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m");
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: production ? "production" : "development",
@@ -159,6 +192,9 @@ export function loadConfig(env: Env = process.env): Config {
     licenseKeySecrets: licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
     licenseFileHmacSecret,
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
+    activationRatePerLicense,
+    activationRatePerIp,
+    heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),
     generated,
   };
 }

@@ -38,7 +38,17 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
   const sessions = new Set<http2.Http2Session>();
   const counted: RequestHandler = (req, res) => {
     active++;
-    res.once("close", () => active--);
+    // Done when the response is finished (a client may keep its request side of a
+    // finished stream open; that is not work in flight) or the stream closes.
+    let done = false;
+    const release = () => {
+      if (!done) active--;
+      done = true;
+    };
+    // HTTP/2: the stream's writable side; HTTP/1.1: the response itself.
+    const out = "stream" in res ? (res as http2.Http2ServerResponse).stream : res;
+    out.once("finish", release);
+    res.once("close", release);
     handler(req, res);
   };
 

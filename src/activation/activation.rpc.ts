@@ -2,12 +2,16 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
-import { MachineSchema } from "../../gen/ts/licensd/activation/v1/machine_pb.js";
+import { MachineSchema, MachineStatus } from "../../gen/ts/licensd/activation/v1/machine_pb.js";
 import { SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
 import { peerAddressKey } from "../platform/context.js";
 import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
-import { invalidArgument } from "../platform/errors.js";
+import { DomainError, invalidArgument } from "../platform/errors.js";
+import type { Clock } from "../platform/clock.js";
+import type { RateRule } from "../config.js";
+import type { RateLimiter } from "../platform/rate-limit.js";
+import type { LeaseHub } from "./lease-hub.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { pageOf, readPage } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
@@ -27,6 +31,9 @@ const machineToProto = (m: Machine) =>
     ip: m.ip,
     metadata: m.metadata,
     lastHeartbeatTime: timestampFromDate(m.lastHeartbeatAt),
+    status: m.status === "dead" ? MachineStatus.DEAD : MachineStatus.ALIVE,
+    deathTime: m.deadAt ? timestampFromDate(m.deadAt) : undefined,
+    offline: m.offline,
     createTime: timestampFromDate(m.createdAt),
     updateTime: timestampFromDate(m.updatedAt),
   });
@@ -36,12 +43,37 @@ const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTi
 /** Calls authenticated by a license key are scoped (for idempotency) by the key's digest. */
 const keyScope = (key: string) => `key:${sha256(key.trim()).toString("hex").slice(0, 32)}`;
 
+/** Failures of a heartbeat that mean the machine may no longer run (pushed as a revocation on ConnectLease). */
+const REVOKING_REASONS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENSE_EXPIRED", "HEARTBEAT_DEAD", "MACHINE_NOT_FOUND"]);
+
+/** setTimeout's ceiling (about 24.8 days); later deadlines are re-armed by a later heartbeat. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface ActivationRpcDeps {
+  db: Database;
+  clock: Clock;
+  idempotency: Idempotency;
+  signingKeys: SigningKeyStore;
+  machines: MachineService;
+  hub: LeaseHub;
+  rateLimiter: RateLimiter;
+  rates: { perLicense: RateRule | null; perIp: RateRule | null };
+}
+
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
-export function createActivationRpc(deps: { db: Database; idempotency: Idempotency; signingKeys: SigningKeyStore; machines: MachineService }): ServiceImpl<typeof pb.ActivationService> {
-  const { db, idempotency, signingKeys, machines } = deps;
+export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
+  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates } = deps;
+
+  /** Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets live in PostgreSQL). */
+  async function limitActivation(key: string, ip: string) {
+    if (rates.perIp && ip) await rateLimiter.take(`activate:ip:${ip}`, rates.perIp, "activations from this address");
+    if (rates.perLicense) await rateLimiter.take(`activate:${keyScope(key)}`, rates.perLicense, "activations of this license");
+  }
+
   return {
-    activate: (req, ctx) =>
-      idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
+    activate: async (req, ctx) => {
+      await limitActivation(req.key, ctx.values.get(peerAddressKey));
+      return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
         const { machine, lease } = await machines.activate(em, req.key, {
           fingerprint: req.fingerprint,
           hostname: req.hostname,
@@ -51,7 +83,74 @@ export function createActivationRpc(deps: { db: Database; idempotency: Idempoten
           metadata: req.metadata,
         });
         return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
+      });
+    },
+
+    activateOffline: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.ActivateOfflineRequestSchema, request: req, responseSchema: pb.ActivateOfflineResponseSchema }, async (em, m) => {
+        const { machine, lease } = await machines.activateOffline(em, m.tenantId, m.actor, req.request);
+        return create(pb.ActivateOfflineResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
       }),
+
+    async *connectLease(requests, ctx) {
+      const input = requests[Symbol.asyncIterator]();
+      let revoke!: (r: { reason: string; message: string }) => void;
+      const revoked = new Promise<{ reason: string; message: string }>((resolve) => (revoke = resolve));
+      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+      const revocation = (r: { reason: string; message: string }) =>
+        create(pb.ConnectLeaseResponseSchema, { event: { case: "revocation", value: { reason: r.reason, message: r.message, revokeTime: timestampFromDate(clock.now()) } } });
+      let stopWatching: (() => void) | undefined;
+      let expiry: NodeJS.Timeout | undefined;
+      let key = "";
+      let fingerprint = "";
+      try {
+        for (;;) {
+          const next = await Promise.race([
+            input.next().then((r) => ({ kind: "message" as const, r })),
+            revoked.then((r) => ({ kind: "revoked" as const, r })),
+            aborted.then(() => ({ kind: "aborted" as const })),
+          ]);
+          if (next.kind === "aborted") return;
+          if (next.kind === "revoked") {
+            yield revocation(next.r);
+            return;
+          }
+          if (next.r.done) return;
+          const msg = next.r.value;
+          if (!stopWatching) {
+            if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
+            if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
+            ({ key, fingerprint } = msg);
+            // Watch first, then check: a change committed in between is still pushed.
+            const { license, machine } = await machines.identify(db.em(), key, fingerprint);
+            stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) => revoke({ reason, message }));
+          } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
+            throw invalidArgument(msg.key !== key ? "key" : "fingerprint", "must match the stream's first message (or be empty)");
+          }
+          let beat;
+          try {
+            beat = await db.tx((em) => machines.heartbeat(em, key, fingerprint));
+          } catch (err) {
+            if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
+              yield revocation({ reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason, message: err.message });
+              return;
+            }
+            throw err;
+          }
+          clearTimeout(expiry);
+          const until = machines.runsUntil(beat.license, beat.policy);
+          if (until) {
+            const ms = until.getTime() - clock.now().getTime();
+            if (ms <= MAX_TIMER_MS) expiry = setTimeout(() => revoke({ reason: "LICENSE_EXPIRED", message: `the license expired at ${beat.license.expiresAt!.toISOString()}` }), Math.max(0, ms));
+          }
+          yield create(pb.ConnectLeaseResponseSchema, { event: { case: "lease", value: leaseToProto(beat.lease) } });
+        }
+      } finally {
+        stopWatching?.();
+        clearTimeout(expiry);
+        void input.return?.();
+      }
+    },
 
     deactivate: (req, ctx) => {
       if (req.machineId) {
@@ -76,9 +175,10 @@ export function createActivationRpc(deps: { db: Database; idempotency: Idempoten
 
     async listMachines(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, l: req.licenseId };
+      const status = req.status === MachineStatus.DEAD ? "dead" : req.status === MachineStatus.ALIVE ? "alive" : undefined;
+      const filters = { tenantId, l: req.licenseId, s: status ?? "" };
       const page = readPage(req.pageSize, req.pageToken, filters);
-      const { items, nextPageToken } = pageOf(await machines.list(db.em(), tenantId, page, req.licenseId), page, filters);
+      const { items, nextPageToken } = pageOf(await machines.list(db.em(), tenantId, page, req.licenseId, status), page, filters);
       return create(pb.ListMachinesResponseSchema, { machines: items.map(machineToProto), nextPageToken });
     },
 

@@ -14,6 +14,9 @@ export const MachineSchema = defineEntity({
     ip: p.string(),
     metadata: p.json<Record<string, string>>(),
     lastHeartbeatAt: p.datetime(),
+    status: p.string().$type<"alive" | "dead">(),
+    deadAt: p.datetime().nullable(),
+    offline: p.boolean(),
   },
 });
 export class Machine extends MachineSchema.class {}

@@ -2,7 +2,7 @@ import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
 import { sha256 } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
-import { alreadyExists, failedPrecondition, notFound, unauthenticated } from "../platform/errors.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unauthenticated } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -13,9 +13,21 @@ import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring 
 import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy } from "../licensing/licensing.entity.js";
 import { Machine } from "./machine.entity.js";
+import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
+import { open } from "../platform/crypto.js";
 
 /** Vinzy's default lease lifetime. */
 export const DEFAULT_LEASE_TTL_SECONDS = 86_400;
+/** An air-gapped machine's lease, unless its policy says otherwise. */
+export const DEFAULT_OFFLINE_LEASE_TTL_SECONDS = 365 * 86_400;
+/** How old an offline activation request may be when it is uploaded. */
+const OFFLINE_REQUEST_MAX_AGE_MS = 90 * 86_400_000;
+
+/** When a license stops running on existing machines (expiry + grace, unless its strategy keeps access); null for never. */
+export function runsUntil(license: Pick<License, "expiresAt">, policy: Pick<Policy, "expirationStrategy" | "graceSeconds">): Date | null {
+  if (!license.expiresAt || policy.expirationStrategy === "allow_access" || policy.expirationStrategy === "maintain_access") return null;
+  return new Date(license.expiresAt.getTime() + policy.graceSeconds * 1000);
+}
 
 export interface MachineInfo {
   fingerprint: string;
@@ -33,8 +45,8 @@ export interface SignedLease {
 }
 
 /** Machines (seats) of licenses, and the Ed25519 leases they run on. */
-export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore }) {
-  const { clock, events, catalog, keyring, signingKeys } = deps;
+export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore; dataKey: Buffer }) {
+  const { clock, events, catalog, keyring, signingKeys, dataKey } = deps;
 
   /** The license a key names; with `lock`, locked for the rest of the transaction (seats are counted under it). */
   async function licenseOf(em: EntityManager, rawKey: string, lock = true): Promise<License> {
@@ -61,7 +73,8 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
   async function lease(em: EntityManager, license: License, policy: Policy, machine: Machine): Promise<SignedLease> {
     const product = await catalog.getProduct(em, license.tenantId, license.productId);
     const now = clock.now();
-    let expiresAt = new Date(now.getTime() + (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000);
+    const ttl = machine.offline ? (policy.offlineLeaseTtlSeconds ?? DEFAULT_OFFLINE_LEASE_TTL_SECONDS) : (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
+    let expiresAt = new Date(now.getTime() + ttl * 1000);
     if (license.expiresAt && license.expiresAt > now && license.expiresAt < expiresAt) expiresAt = license.expiresAt;
     const kid = signingKeys.activeKid();
     const payload = {
@@ -77,6 +90,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       ...planClaims(product, policy, license),
       issued_at: now.toISOString(),
       expires_at: expiresAt.toISOString(),
+      ...(machine.offline ? { offline: true } : {}),
       kid,
     };
     const token = encodeLicenseFile(ED25519_PREFIX, payload as never, (input) => signingKeys.sign(input).signature);
@@ -96,8 +110,45 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     return machine;
   }
 
+  /** Brings a dead machine back (a late heartbeat within the resurrection period, or an explicit activation). */
+  async function revive(em: EntityManager, machine: Machine, license: License, via: string) {
+    machine.status = "alive";
+    machine.deadAt = null;
+    await em.flush();
+    await events.emit(em, { tenantId: machine.tenantId, type: "machine.heartbeat.resurrected", subject: machine.id, actor: `license:${license.id}`, payload: { license_id: license.id, via } });
+  }
+
+  /** Creates a machine under the license's row lock, enforcing node-locking and the seat limit. */
+  async function addMachine(em: EntityManager, license: License, policy: Policy, info: MachineInfo & { offline: boolean }, actor: string): Promise<Machine> {
+    const now = clock.now();
+    const count = await em.count(Machine, { licenseId: license.id });
+    if (!policy.floating && count >= 1) {
+      throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", { license_id: license.id });
+    }
+    const max = license.maxMachines ?? policy.maxMachines;
+    if (max > 0 && count >= max) {
+      throw failedPrecondition("TOO_MANY_MACHINES", `the license is active on ${count} of ${max} machines; deactivate one first`, { license_id: license.id, max_machines: String(max) });
+    }
+    const machine = em.create(Machine, { id: newId("mach"), tenantId: license.tenantId, licenseId: license.id, ...info, status: "alive", deadAt: null, lastHeartbeatAt: now, createdAt: now, updatedAt: now });
+    try {
+      await em.flush();
+    } catch (err) {
+      if (err instanceof UniqueConstraintViolationException) throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
+      throw err;
+    }
+    await events.emit(em, {
+      tenantId: license.tenantId,
+      type: "machine.activated",
+      subject: machine.id,
+      actor,
+      payload: { license_id: license.id, fingerprint: machine.fingerprint, hostname: machine.hostname, platform: machine.platform, ip: machine.ip, offline: machine.offline },
+    });
+    return machine;
+  }
+
   return {
     getMachine,
+    runsUntil,
 
     /**
      * Activates the license on the machine, or returns the machine already activated with
@@ -112,45 +163,76 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       requireUsable(license, policy, { newMachine: !existing });
       if (existing) {
         Object.assign(existing, { hostname: info.hostname || existing.hostname, platform: info.platform || existing.platform, cores: info.cores || existing.cores, ip: info.ip, lastHeartbeatAt: now, updatedAt: now });
+        if (existing.status === "dead") await revive(em, existing, license, "activate");
         await em.flush();
         return { machine: existing, lease: await lease(em, license, policy, existing), created: false };
       }
-      const count = await em.count(Machine, { licenseId: license.id });
-      if (!policy.floating && count >= 1) {
-        throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", { license_id: license.id });
-      }
-      const max = license.maxMachines ?? policy.maxMachines;
-      if (max > 0 && count >= max) {
-        throw failedPrecondition("TOO_MANY_MACHINES", `the license is active on ${count} of ${max} machines; deactivate one first`, { license_id: license.id, max_machines: String(max) });
-      }
-      const machine = em.create(Machine, { id: newId("mach"), tenantId: license.tenantId, licenseId: license.id, ...info, lastHeartbeatAt: now, createdAt: now, updatedAt: now });
-      try {
-        await em.flush();
-      } catch (err) {
-        if (err instanceof UniqueConstraintViolationException) throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
-        throw err;
-      }
-      await events.emit(em, {
-        tenantId: license.tenantId,
-        type: "machine.activated",
-        subject: machine.id,
-        actor: `license:${license.id}`,
-        payload: { license_id: license.id, fingerprint: machine.fingerprint, hostname: machine.hostname, platform: machine.platform, ip: machine.ip },
-      });
+      const machine = await addMachine(em, license, policy, { ...info, offline: false }, `license:${license.id}`);
       return { machine, lease: await lease(em, license, policy, machine), created: true };
     },
 
+    /**
+     * Air-gapped activation: checks the request file (its license must be this tenant's,
+     * its MAC made with that license's key), then activates like Activate, marks the
+     * machine offline (never culled) and returns a long lease bound to its fingerprint.
+     */
+    async activateOffline(em: EntityManager, tenantId: string, actor: string, text: string): Promise<{ machine: Machine; lease: SignedLease }> {
+      const parsed = parseOfflineActivationRequest(text);
+      if (!parsed) throw invalidArgument("request", "not a licensd activation request file (licensd-req1.…)", "INVALID_ACTIVATION_REQUEST");
+      const { request } = parsed;
+      if (request.fingerprint.length < 1 || request.fingerprint.length > 255) throw invalidArgument("request", "fingerprint must be 1 to 255 characters", "INVALID_ACTIVATION_REQUEST");
+      const created = Date.parse(request.created_at);
+      const now = clock.now();
+      if (!Number.isFinite(created) || created > now.getTime() + 300_000 || created < now.getTime() - OFFLINE_REQUEST_MAX_AGE_MS) {
+        throw invalidArgument("request", "the request was created more than 90 days ago or in the future; write a new one", "ACTIVATION_REQUEST_EXPIRED");
+      }
+      const license = await em.findOne(License, { tenantId, keyDigest: Buffer.from(request.key_digest, "base64url") }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+      if (!license) throw notFound("license", "(named by the request file)");
+      if (!checkOfflineActivationRequest(parsed, open(dataKey, Buffer.from(license.keySealed), license.id).toString())) {
+        throw invalidArgument("request", "the request file was altered or not written with this license's key", "INVALID_ACTIVATION_REQUEST");
+      }
+      const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
+      const existing = await em.findOne(Machine, { licenseId: license.id, fingerprint: request.fingerprint });
+      requireUsable(license, policy, { newMachine: !existing });
+      const info = { fingerprint: request.fingerprint, hostname: request.hostname.slice(0, 255), platform: request.platform.slice(0, 64), cores: Math.max(0, Math.min(request.cores, 100000)), ip: "", metadata: {} };
+      let machine: Machine;
+      if (existing) {
+        Object.assign(existing, { offline: true, status: "alive", deadAt: null, lastHeartbeatAt: now, updatedAt: now });
+        await em.flush();
+        machine = existing;
+      } else {
+        machine = await addMachine(em, license, policy, { ...info, offline: true }, actor);
+      }
+      return { machine, lease: await lease(em, license, policy, machine) };
+    },
+
     /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
-    async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease }> {
+    async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy }> {
       // No license lock: a heartbeat takes no seat, so agents of one license do not queue.
       const license = await licenseOf(em, key, false);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
       const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
       if (!machine) throw notFound("machine", fingerprint);
       requireUsable(license, policy, { newMachine: false });
-      machine.lastHeartbeatAt = clock.now();
+      const now = clock.now();
+      if (machine.status === "dead") {
+        const window = policy.heartbeatResurrectionSeconds;
+        if (window == null || machine.deadAt!.getTime() + window * 1000 < now.getTime()) {
+          throw failedPrecondition("HEARTBEAT_DEAD", `the machine was declared dead at ${machine.deadAt!.toISOString()} and can no longer be revived; activate it again`, { machine_id: machine.id });
+        }
+        await revive(em, machine, license, "heartbeat");
+      }
+      machine.lastHeartbeatAt = now;
       await em.flush();
-      return { machine, lease: await lease(em, license, policy, machine) };
+      return { machine, lease: await lease(em, license, policy, machine), license, policy };
+    },
+
+    /** The license and machine a key and fingerprint name, read without locks or changes (ConnectLease's first look). */
+    async identify(em: EntityManager, key: string, fingerprint: string): Promise<{ license: License; machine: Machine }> {
+      const license = await licenseOf(em, key, false);
+      const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
+      if (!machine) throw notFound("machine", fingerprint);
+      return { license, machine };
     },
 
     /** A fresh lease for a machine of a license, if the machine is activated (for ValidateLicense). */
@@ -176,8 +258,8 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       return remove(em, await getMachine(em, tenantId, id, true), actor, "machine.deleted");
     },
 
-    list: (em: EntityManager, tenantId: string, page: Page, licenseId: string) =>
-      em.find(Machine, { tenantId, ...(licenseId ? { licenseId } : {}), ...(page.after ? { id: { $gt: page.after } } : {}) }, { orderBy: { id: "asc" }, limit: page.size + 1 }),
+    list: (em: EntityManager, tenantId: string, page: Page, licenseId: string, status?: "alive" | "dead") =>
+      em.find(Machine, { tenantId, ...(licenseId ? { licenseId } : {}), ...(status ? { status } : {}), ...(page.after ? { id: { $gt: page.after } } : {}) }, { orderBy: { id: "asc" }, limit: page.size + 1 }),
   };
 }
 

@@ -12,6 +12,7 @@ import {
   agentsFromProto,
   customerToProto,
   entitlementsFromProto,
+  cullFromProto,
   expirationFromProto,
   featuresFromProto,
   overageFromProto,
@@ -47,6 +48,11 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   grace_period: "graceSeconds",
   overage_strategy: "overageStrategy",
   lease_ttl: "leaseTtlSeconds",
+  heartbeat_grace_period: "heartbeatGraceSeconds",
+  heartbeat_cull_strategy: "heartbeatCullStrategy",
+  heartbeat_resurrection_period: "heartbeatResurrectionSeconds",
+  offline_lease_ttl: "offlineLeaseTtlSeconds",
+  require_fingerprint_scope: "requireFingerprintScope",
   metadata: "metadata",
 };
 
@@ -67,6 +73,11 @@ function policyInput(req: PolicyRequest): PolicyInput {
     graceSeconds: seconds(req.gracePeriod) ?? 0,
     overageStrategy: overageFromProto(req.overageStrategy),
     leaseTtlSeconds: seconds(req.leaseTtl),
+    heartbeatGraceSeconds: seconds(req.heartbeatGracePeriod) ?? 0,
+    heartbeatCullStrategy: cullFromProto(req.heartbeatCullStrategy),
+    heartbeatResurrectionSeconds: seconds(req.heartbeatResurrectionPeriod),
+    offlineLeaseTtlSeconds: seconds(req.offlineLeaseTtl),
+    requireFingerprintScope: req.requireFingerprintScope,
     metadata: req.metadata,
   };
 }

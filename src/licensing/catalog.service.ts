@@ -5,7 +5,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "..
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
-import type { AgentEntitlement, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
+import type { AgentEntitlement, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
 import { Customer, License, Policy, Product } from "./licensing.entity.js";
 
 export interface ProductInput {
@@ -29,6 +29,11 @@ export interface PolicyInput {
   graceSeconds: number;
   overageStrategy: OverageStrategy;
   leaseTtlSeconds: number | null;
+  heartbeatGraceSeconds: number;
+  heartbeatCullStrategy: CullStrategy;
+  heartbeatResurrectionSeconds: number | null;
+  offlineLeaseTtlSeconds: number | null;
+  requireFingerprintScope: boolean;
   metadata: Record<string, string>;
 }
 

@@ -23,6 +23,7 @@ export interface AgentEntitlement {
 }
 
 export type ExpirationStrategy = "restrict_access" | "revoke_access" | "maintain_access" | "allow_access";
+export type CullStrategy = "deactivate_dead" | "keep_dead";
 export type OverageStrategy = "no_overage" | "always" | "allow_1_25x" | "allow_1_5x" | "allow_2x";
 
 export const tierRank = (t: ModelTier | null | undefined) => (t ? TIER_ORDER.indexOf(t) + 1 : 0);

@@ -1,6 +1,6 @@
 import { defineEntity, p } from "@mikro-orm/core";
 import { baseProperties } from "../platform/base-entity.js";
-import type { AgentEntitlement, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
+import type { AgentEntitlement, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
 
 export const ProductSchema = defineEntity({
   name: "Product",
@@ -35,6 +35,11 @@ export const PolicySchema = defineEntity({
     graceSeconds: p.bigint("number"),
     overageStrategy: p.string().$type<OverageStrategy>(),
     leaseTtlSeconds: p.bigint("number").nullable(),
+    heartbeatGraceSeconds: p.bigint("number"),
+    heartbeatCullStrategy: p.string().$type<CullStrategy>(),
+    heartbeatResurrectionSeconds: p.bigint("number").nullable(),
+    offlineLeaseTtlSeconds: p.bigint("number").nullable(),
+    requireFingerprintScope: p.boolean(),
     metadata: p.json<Record<string, string>>(),
   },
 });

@@ -6,6 +6,7 @@ import {
   AgentEntitlementSchema,
   EntitlementSchema,
   ExpirationStrategy as PbExpiration,
+  HeartbeatCullStrategy as PbCull,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
   PolicySchema,
@@ -14,7 +15,7 @@ import {
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
 import { ComposeStrategy as PbCompose, FeatureKind as PbKind, ProductSchema, type FeatureDefinition as PbFeature } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { invalidArgument } from "../platform/errors.js";
-import type { AgentEntitlement, ComposeStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
+import type { AgentEntitlement, ComposeStrategy, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
 import type { LicenseStatus } from "./license.service.js";
 import type { Customer, License, Policy, Product } from "./licensing.entity.js";
 
@@ -34,6 +35,7 @@ const expirations = enumMap<ExpirationStrategy, PbExpiration>([
   ["maintain_access", PbExpiration.MAINTAIN_ACCESS],
   ["allow_access", PbExpiration.ALLOW_ACCESS],
 ]);
+const culls = enumMap<CullStrategy, PbCull>([["deactivate_dead", PbCull.DEACTIVATE_DEAD], ["keep_dead", PbCull.KEEP_DEAD]]);
 const overages = enumMap<OverageStrategy, PbOverage>([
   ["no_overage", PbOverage.NO_OVERAGE],
   ["always", PbOverage.ALWAYS],
@@ -49,6 +51,7 @@ const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
 ]);
 
 export const expirationFromProto = (p: PbExpiration): ExpirationStrategy => expirations.fromProto(p) ?? "restrict_access";
+export const cullFromProto = (p: PbCull): CullStrategy => culls.fromProto(p) ?? "deactivate_dead";
 export const overageFromProto = (p: PbOverage): OverageStrategy => overages.fromProto(p) ?? "no_overage";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
 export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
@@ -125,6 +128,11 @@ export const policyToProto = (p: Policy) =>
     gracePeriod: duration(p.graceSeconds),
     overageStrategy: overages.toProto(p.overageStrategy),
     leaseTtl: duration(p.leaseTtlSeconds),
+    heartbeatGracePeriod: duration(p.heartbeatGraceSeconds),
+    heartbeatCullStrategy: culls.toProto(p.heartbeatCullStrategy),
+    heartbeatResurrectionPeriod: duration(p.heartbeatResurrectionSeconds),
+    offlineLeaseTtl: duration(p.offlineLeaseTtlSeconds),
+    requireFingerprintScope: p.requireFingerprintScope,
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),

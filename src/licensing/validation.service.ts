@@ -19,6 +19,7 @@ export type ValidationCode =
   | "FINGERPRINT_SCOPE_MISMATCH"
   | "TOO_MANY_MACHINES"
   | "HEARTBEAT_DEAD"
+  | "FINGERPRINT_SCOPE_REQUIRED"
   | "ENTITLEMENTS_MISSING"
   | "VALID";
 
@@ -37,6 +38,8 @@ export interface LicenseSnapshot {
   maxMachines: number;
   floating: boolean;
   heartbeatSeconds: number | null;
+  heartbeatGraceSeconds: number;
+  requireFingerprintScope: boolean;
   entitlements: Entitlement[];
   agents: AgentEntitlement[];
   customerEmail: string;
@@ -72,6 +75,8 @@ interface Row {
   policy_max_machines: number;
   floating: boolean;
   heartbeat_seconds: string | null;
+  heartbeat_grace_seconds: string;
+  require_fingerprint_scope: boolean;
   entitlements: Entitlement[];
   agent_entitlements: AgentEntitlement[];
   email: string;
@@ -106,7 +111,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     const [r] = await db.em().execute<Row[]>(
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
               l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
-              po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.entitlements, po.agent_entitlements, c.email
+              po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds, po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
          from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
         where l.key_digest = ?`,
       [digest],
@@ -126,6 +131,8 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
           maxMachines: r.max_machines ?? r.policy_max_machines,
           floating: r.floating,
           heartbeatSeconds: r.heartbeat_seconds === null ? null : Number(r.heartbeat_seconds),
+          heartbeatGraceSeconds: Number(r.heartbeat_grace_seconds),
+          requireFingerprintScope: r.require_fingerprint_scope,
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
           customerEmail: r.email,
@@ -173,8 +180,8 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       }
       if (input.fingerprint) {
         // Machines change with every heartbeat: read, never cached.
-        const machines = await db.em().execute<{ fingerprint: string; last_ms: string }[]>(
-          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms from machines where license_id = ? order by id`,
+        const machines = await db.em().execute<{ fingerprint: string; last_ms: string; status: string; offline: boolean }[]>(
+          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = ? order by id`,
           [snapshot.id],
         );
         const machine = machines.find((m) => m.fingerprint === input.fingerprint);
@@ -183,9 +190,10 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
           return snapshot.floating ? fail("NO_MACHINE", "the license is not activated on this machine") : fail("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine");
         }
         if (snapshot.maxMachines > 0 && machines.length > snapshot.maxMachines) return fail("TOO_MANY_MACHINES", `${machines.length} machines are active; the license allows ${snapshot.maxMachines}`);
-        if (snapshot.heartbeatSeconds !== null && Number(machine.last_ms) + snapshot.heartbeatSeconds * 1000 < now.getTime()) {
-          return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
-        }
+        const overdue = snapshot.heartbeatSeconds !== null && !machine.offline && Number(machine.last_ms) + (snapshot.heartbeatSeconds + snapshot.heartbeatGraceSeconds) * 1000 < now.getTime();
+        if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
+      } else if (snapshot.requireFingerprintScope) {
+        return fail("FINGERPRINT_SCOPE_REQUIRED", "the license's policy requires a machine fingerprint");
       }
       const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
       if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);

@@ -1,4 +1,6 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import readline from "node:readline";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,6 +38,13 @@ afterAll(async () => {
   await server?.stop();
   await server?.dropDatabase();
 });
+
+/** A new license on a new floating policy of the e2e product. */
+async function floatingLicense(name: string) {
+  const policy = await call("licensd.licensing.v1.LicensingService/CreatePolicy", { productId, name, floating: true });
+  const customer = await call("licensd.licensing.v1.LicensingService/CreateCustomer", { name, email: `${name}@example.com` });
+  return (await call("licensd.licensing.v1.LicensingService/CreateLicense", { policyId: policy.policy.id, customerId: customer.customer.id })) as unknown as { license: { id: string }; key: string };
+}
 
 describe("licensing end to end", () => {
   it("validates a key with curl (Connect JSON POST and GET), without credentials", async () => {
@@ -79,5 +88,46 @@ describe("licensing end to end", () => {
     const res = await run(path.join(ROOT, "node_modules/.bin/buf"), ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", JSON.stringify({ key }), `${server.url}/licensd.licensing.v1.LicensingService/ValidateLicense`]);
     expect(res.code, res.stderr).toBe(0);
     expect(JSON.parse(res.stdout)).toMatchObject({ valid: true });
+  });
+
+  it("air-gapped activation: licensd activation request → respond → the Python SDK verifies the response file offline", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-offline-"));
+    const [req, resp] = [path.join(dir, "request.txt"), path.join(dir, "response.txt")];
+    const cli = (args: string[]) => run(process.execPath, [path.join(ROOT, "bin/licensd.js"), "activation", ...args]);
+    const { key } = await floatingLicense("offline");
+    const wrote = await cli(["request", "--license-key", key, "--fingerprint", "vault-1", "--out", req]);
+    expect(wrote.code, wrote.stderr).toBe(0);
+    expect(readFileSync(req, "utf8")).not.toContain(key);
+    const answered = await cli(["respond", req, "--out", resp, "--key", adminKey, "--url", server.url]);
+    expect(answered.code, answered.stderr).toBe(0);
+    expect(JSON.parse(answered.stdout)).toMatchObject({ fingerprint: "vault-1" });
+    const py = (args: string[], input?: string) => run("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_offline.py"), ...args], { input });
+    const res = await py(["verify", `127.0.0.1:${server.port}`, "vault-1"], readFileSync(resp, "utf8"));
+    expect(res.code, res.stderr).toBe(0);
+    expect(JSON.parse(res.stdout)).toEqual({ code: "VALID", offline: true, other_machine: "FINGERPRINT_MISMATCH" });
+
+    // The Python SDK writes request files the server accepts too.
+    const pyRequest = await py(["request", key.toLowerCase(), "vault-2"]);
+    expect(pyRequest.code, pyRequest.stderr).toBe(0);
+    writeFileSync(req, pyRequest.stdout);
+    const again = await cli(["respond", req, "--out", resp, "--key", adminKey, "--url", server.url]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse((await py(["verify", `127.0.0.1:${server.port}`, "vault-2"], readFileSync(resp, "utf8"))).stdout)).toMatchObject({ code: "VALID", offline: true });
+  });
+
+  it("a Python agent on ConnectLease gets renewed leases, then the suspension pushed the moment curl makes it", async () => {
+    const created = await floatingLicense("stream");
+    await call("licensd.activation.v1.ActivationService/Activate", { key: created.key, fingerprint: "agent-1" }, null);
+    const agent = spawn("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_connect_lease.py"), `127.0.0.1:${server.port}`, created.key, "agent-1"]);
+    let stderr = "";
+    agent.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const lines = readline.createInterface({ input: agent.stdout })[Symbol.asyncIterator]();
+    const next = async () => JSON.parse(((await lines.next()).value as string | undefined) ?? `{"exit":${JSON.stringify(stderr)}}`) as unknown;
+    expect(await next()).toEqual({ lease: "VALID", n: 1 });
+    expect(await next()).toEqual({ lease: "VALID", n: 2 });
+    const suspended = await run("curl", ["-s", "-X", "POST", `${server.url}/licensd.licensing.v1.LicensingService/SuspendLicense`, "-H", "content-type: application/json", "-H", `authorization: Bearer ${adminKey}`, "-d", JSON.stringify({ id: created.license.id })]);
+    expect(JSON.parse(suspended.stdout)).toMatchObject({ license: { status: "LICENSE_STATUS_SUSPENDED" } });
+    expect(await next()).toEqual({ revocation: "LICENSE_SUSPENDED" });
+    expect(await next()).toEqual({ ended: true });
   });
 });

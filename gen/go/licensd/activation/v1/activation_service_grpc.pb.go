@@ -25,6 +25,17 @@ type ActivationServiceClient interface {
 	Deactivate(ctx context.Context, in *DeactivateRequest, opts ...grpc.CallOption) (*DeactivateResponse, error)
 	// Keeps a machine alive and returns a fresh lease.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// Keeps a machine's lease live over one stream: the agent sends a first message with
+	// its key and fingerprint, then a heartbeat message whenever it likes; the server
+	// answers each with a renewed lease, and pushes a revocation (then ends the stream)
+	// as soon as the license is suspended, revoked, expired or deleted, or the machine is
+	// deactivated or deleted — whichever instance made the change. A dropped stream only
+	// means missed heartbeats. Public: the license key is the credential.
+	ConnectLease(ctx context.Context, opts ...grpc.CallOption) (ActivationService_ConnectLeaseClient, error)
+	// Activates a machine that cannot reach licensd: takes the request file the SDK or
+	// `licensd activation request` wrote on that machine and returns a lease bound to its
+	// fingerprint, valid for the policy's offline lease TTL, to carry back. Admin.
+	ActivateOffline(ctx context.Context, in *ActivateOfflineRequest, opts ...grpc.CallOption) (*ActivateOfflineResponse, error)
 	// Returns a machine.
 	GetMachine(ctx context.Context, in *GetMachineRequest, opts ...grpc.CallOption) (*GetMachineResponse, error)
 	// Lists machines, oldest first.
@@ -65,6 +76,46 @@ func (c *activationServiceClient) Deactivate(ctx context.Context, in *Deactivate
 func (c *activationServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
 	out := new(HeartbeatResponse)
 	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/Heartbeat", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activationServiceClient) ConnectLease(ctx context.Context, opts ...grpc.CallOption) (ActivationService_ConnectLeaseClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_ActivationService_serviceDesc.Streams[0], "/licensd.activation.v1.ActivationService/ConnectLease", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &activationServiceConnectLeaseClient{stream}
+	return x, nil
+}
+
+type ActivationService_ConnectLeaseClient interface {
+	Send(*ConnectLeaseRequest) error
+	Recv() (*ConnectLeaseResponse, error)
+	grpc.ClientStream
+}
+
+type activationServiceConnectLeaseClient struct {
+	grpc.ClientStream
+}
+
+func (x *activationServiceConnectLeaseClient) Send(m *ConnectLeaseRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *activationServiceConnectLeaseClient) Recv() (*ConnectLeaseResponse, error) {
+	m := new(ConnectLeaseResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *activationServiceClient) ActivateOffline(ctx context.Context, in *ActivateOfflineRequest, opts ...grpc.CallOption) (*ActivateOfflineResponse, error) {
+	out := new(ActivateOfflineResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/ActivateOffline", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +170,17 @@ type ActivationServiceServer interface {
 	Deactivate(context.Context, *DeactivateRequest) (*DeactivateResponse, error)
 	// Keeps a machine alive and returns a fresh lease.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// Keeps a machine's lease live over one stream: the agent sends a first message with
+	// its key and fingerprint, then a heartbeat message whenever it likes; the server
+	// answers each with a renewed lease, and pushes a revocation (then ends the stream)
+	// as soon as the license is suspended, revoked, expired or deleted, or the machine is
+	// deactivated or deleted — whichever instance made the change. A dropped stream only
+	// means missed heartbeats. Public: the license key is the credential.
+	ConnectLease(ActivationService_ConnectLeaseServer) error
+	// Activates a machine that cannot reach licensd: takes the request file the SDK or
+	// `licensd activation request` wrote on that machine and returns a lease bound to its
+	// fingerprint, valid for the policy's offline lease TTL, to carry back. Admin.
+	ActivateOffline(context.Context, *ActivateOfflineRequest) (*ActivateOfflineResponse, error)
 	// Returns a machine.
 	GetMachine(context.Context, *GetMachineRequest) (*GetMachineResponse, error)
 	// Lists machines, oldest first.
@@ -143,6 +205,12 @@ func (UnimplementedActivationServiceServer) Deactivate(context.Context, *Deactiv
 }
 func (UnimplementedActivationServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedActivationServiceServer) ConnectLease(ActivationService_ConnectLeaseServer) error {
+	return status.Errorf(codes.Unimplemented, "method ConnectLease not implemented")
+}
+func (UnimplementedActivationServiceServer) ActivateOffline(context.Context, *ActivateOfflineRequest) (*ActivateOfflineResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ActivateOffline not implemented")
 }
 func (UnimplementedActivationServiceServer) GetMachine(context.Context, *GetMachineRequest) (*GetMachineResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetMachine not implemented")
@@ -219,6 +287,50 @@ func _ActivationService_Heartbeat_Handler(srv interface{}, ctx context.Context, 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ActivationServiceServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivationService_ConnectLease_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ActivationServiceServer).ConnectLease(&activationServiceConnectLeaseServer{stream})
+}
+
+type ActivationService_ConnectLeaseServer interface {
+	Send(*ConnectLeaseResponse) error
+	Recv() (*ConnectLeaseRequest, error)
+	grpc.ServerStream
+}
+
+type activationServiceConnectLeaseServer struct {
+	grpc.ServerStream
+}
+
+func (x *activationServiceConnectLeaseServer) Send(m *ConnectLeaseResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *activationServiceConnectLeaseServer) Recv() (*ConnectLeaseRequest, error) {
+	m := new(ConnectLeaseRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _ActivationService_ActivateOffline_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateOfflineRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).ActivateOffline(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/ActivateOffline",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).ActivateOffline(ctx, req.(*ActivateOfflineRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -312,6 +424,10 @@ var _ActivationService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _ActivationService_Heartbeat_Handler,
 		},
 		{
+			MethodName: "ActivateOffline",
+			Handler:    _ActivationService_ActivateOffline_Handler,
+		},
+		{
 			MethodName: "GetMachine",
 			Handler:    _ActivationService_GetMachine_Handler,
 		},
@@ -328,6 +444,13 @@ var _ActivationService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _ActivationService_GetSigningKeys_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ConnectLease",
+			Handler:       _ActivationService_ConnectLease_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "licensd/activation/v1/activation_service.proto",
 }

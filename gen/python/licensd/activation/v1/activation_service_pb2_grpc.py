@@ -35,6 +35,16 @@ class ActivationServiceStub(object):
                 request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.FromString,
                 )
+        self.ConnectLease = channel.stream_stream(
+                '/licensd.activation.v1.ActivationService/ConnectLease',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseResponse.FromString,
+                )
+        self.ActivateOffline = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/ActivateOffline',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineResponse.FromString,
+                )
         self.GetMachine = channel.unary_unary(
                 '/licensd.activation.v1.ActivationService/GetMachine',
                 request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetMachineRequest.SerializeToString,
@@ -89,6 +99,27 @@ class ActivationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConnectLease(self, request_iterator, context):
+        """Keeps a machine's lease live over one stream: the agent sends a first message with
+        its key and fingerprint, then a heartbeat message whenever it likes; the server
+        answers each with a renewed lease, and pushes a revocation (then ends the stream)
+        as soon as the license is suspended, revoked, expired or deleted, or the machine is
+        deactivated or deleted — whichever instance made the change. A dropped stream only
+        means missed heartbeats. Public: the license key is the credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateOffline(self, request, context):
+        """Activates a machine that cannot reach licensd: takes the request file the SDK or
+        `licensd activation request` wrote on that machine and returns a lease bound to its
+        fingerprint, valid for the policy's offline lease TTL, to carry back. Admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMachine(self, request, context):
         """Returns a machine.
         """
@@ -135,6 +166,16 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.FromString,
                     response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ConnectLease': grpc.stream_stream_rpc_method_handler(
+                    servicer.ConnectLease,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseResponse.SerializeToString,
+            ),
+            'ActivateOffline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateOffline,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineResponse.SerializeToString,
             ),
             'GetMachine': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMachine,
@@ -220,6 +261,40 @@ class ActivationService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/Heartbeat',
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatRequest.SerializeToString,
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.HeartbeatResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ConnectLease(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/licensd.activation.v1.ActivationService/ConnectLease',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ConnectLeaseResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ActivateOffline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/ActivateOffline',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ActivateOfflineResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -7,7 +7,7 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Machine } from "./machine_pb.js";
+import type { Machine, MachineStatus } from "./machine_pb.js";
 import { file_licensd_activation_v1_machine } from "./machine_pb.js";
 import type { SigningKey } from "./signing_key_pb.js";
 import { file_licensd_activation_v1_signing_key } from "./signing_key_pb.js";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/activation_service.proto.
  */
 export const file_licensd_activation_v1_activation_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IlQKBUxlYXNlEg0KBXRva2VuGAEgASgJEgsKA2tpZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wIKD0FjdGl2YXRlUmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wESGgoIaG9zdG5hbWUYAyABKAlCCLpIBXIDGP8BEhkKCHBsYXRmb3JtGAQgASgJQge6SARyAhhAEhoKBWNvcmVzGAUgASgFQgu6SAgaBhigjQYoABJzCghtZXRhZGF0YRgGIAMoCzI0LmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElECAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInAKEEFjdGl2YXRlUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlIuQBChFEZWFjdGl2YXRlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ARIvCgl0ZW5hbnRfaWQYAyABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoKbWFjaGluZV9pZBgEIAEoCUIdukgachgyFl4obWFjaF9bMC05YS16XXsyNn0pPyQSNQoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkUKEkRlYWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiTAoQSGVhcnRiZWF0UmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wEicQoRSGVhcnRiZWF0UmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlImwKEUdldE1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQiRQoSR2V0TWFjaGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSK1AQoTTGlzdE1hY2hpbmVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBIdCglwYWdlX3NpemUYAyABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAQiYQoUTGlzdE1hY2hpbmVzUmVzcG9uc2USMAoIbWFjaGluZXMYASADKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKFERlbGV0ZU1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkgKFURlbGV0ZU1hY2hpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUy6QUKEUFjdGl2YXRpb25TZXJ2aWNlElsKCEFjdGl2YXRlEiYubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVxdWVzdBonLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlc3BvbnNlEmEKCkRlYWN0aXZhdGUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlc3BvbnNlEl4KCUhlYXJ0YmVhdBInLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5IZWFydGJlYXRSZXF1ZXN0GigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEmYKCkdldE1hY2hpbmUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlc3BvbnNlIgOQAgESbAoMTGlzdE1hY2hpbmVzEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1JlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuTGlzdE1hY2hpbmVzUmVzcG9uc2UiA5ACARJqCg1EZWxldGVNYWNoaW5lEisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXF1ZXN0GiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXNwb25zZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
+  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IlQKBUxlYXNlEg0KBXRva2VuGAEgASgJEgsKA2tpZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wIKD0FjdGl2YXRlUmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wESGgoIaG9zdG5hbWUYAyABKAlCCLpIBXIDGP8BEhkKCHBsYXRmb3JtGAQgASgJQge6SARyAhhAEhoKBWNvcmVzGAUgASgFQgu6SAgaBhigjQYoABJzCghtZXRhZGF0YRgGIAMoCzI0LmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElECAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInAKEEFjdGl2YXRlUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlIuQBChFEZWFjdGl2YXRlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ARIvCgl0ZW5hbnRfaWQYAyABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoKbWFjaGluZV9pZBgEIAEoCUIdukgachgyFl4obWFjaF9bMC05YS16XXsyNn0pPyQSNQoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkUKEkRlYWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiTAoQSGVhcnRiZWF0UmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wEicQoRSGVhcnRiZWF0UmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlImwKEUdldE1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQiRQoSR2V0TWFjaGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSL1AQoTTGlzdE1hY2hpbmVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBI+CgZzdGF0dXMYBSABKA4yJC5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAMgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBCABKAlCCLpIBXIDGIAEImEKFExpc3RNYWNoaW5lc1Jlc3BvbnNlEjAKCG1hY2hpbmVzGAEgAygLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqYBChREZWxldGVNYWNoaW5lUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJgoCaWQYAiABKAlCGrpIF3IVMhNebWFjaF9bMC05YS16XXsyNn0kEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJIChVEZWxldGVNYWNoaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lIksKE0Nvbm5lY3RMZWFzZVJlcXVlc3QSFQoDa2V5GAEgASgJQgi6SAVyAxiAARIdCgtmaW5nZXJwcmludBgCIAEoCUIIukgFcgMY/wEihwEKFENvbm5lY3RMZWFzZVJlc3BvbnNlEi0KBWxlYXNlGAEgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlSAASNwoKcmV2b2NhdGlvbhgCIAEoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5SZXZvY2F0aW9uSABCBwoFZXZlbnQiXgoKUmV2b2NhdGlvbhIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCRIvCgtyZXZva2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAingEKFkFjdGl2YXRlT2ZmbGluZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhwKB3JlcXVlc3QYAiABKAlCC7pICHIGEAEYgIABEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJ3ChdBY3RpdmF0ZU9mZmxpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2UyyAcKEUFjdGl2YXRpb25TZXJ2aWNlElsKCEFjdGl2YXRlEiYubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVxdWVzdBonLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlc3BvbnNlEmEKCkRlYWN0aXZhdGUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlc3BvbnNlEl4KCUhlYXJ0YmVhdBInLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5IZWFydGJlYXRSZXF1ZXN0GigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEmsKDENvbm5lY3RMZWFzZRIqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5Db25uZWN0TGVhc2VSZXF1ZXN0GisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkNvbm5lY3RMZWFzZVJlc3BvbnNlKAEwARJwCg9BY3RpdmF0ZU9mZmxpbmUSLS5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVPZmZsaW5lUmVxdWVzdBouLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZU9mZmxpbmVSZXNwb25zZRJmCgpHZXRNYWNoaW5lEigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldE1hY2hpbmVSZXF1ZXN0GikubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldE1hY2hpbmVSZXNwb25zZSIDkAIBEmwKDExpc3RNYWNoaW5lcxIqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MaXN0TWFjaGluZXNSZXF1ZXN0GisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1Jlc3BvbnNlIgOQAgESagoNRGVsZXRlTWFjaGluZRIrLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWxldGVNYWNoaW5lUmVxdWVzdBosLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWxldGVNYWNoaW5lUmVzcG9uc2UScgoOR2V0U2lnbmluZ0tleXMSLC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXF1ZXN0Gi0ubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldFNpZ25pbmdLZXlzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
 
 /**
  * Request for GetSigningKeys.
@@ -379,6 +379,13 @@ export type ListMachinesRequest = Message<"licensd.activation.v1.ListMachinesReq
   licenseId: string;
 
   /**
+   * Only machines in this status; unspecified for all.
+   *
+   * @generated from field: licensd.activation.v1.MachineStatus status = 5;
+   */
+  status: MachineStatus;
+
+  /**
    * Maximum number of results: 1 to 1000; 0 means 50.
    *
    * @generated from field: int32 page_size = 3;
@@ -486,6 +493,173 @@ export const DeleteMachineResponseSchema: GenMessage<DeleteMachineResponse> = /*
   messageDesc(file_licensd_activation_v1_activation_service, 14);
 
 /**
+ * A message from the agent on ConnectLease. The first one must carry `key` and
+ * `fingerprint`; every message, the first included, is a heartbeat. Later messages
+ * may leave both empty.
+ *
+ * @generated from message licensd.activation.v1.ConnectLeaseRequest
+ */
+export type ConnectLeaseRequest = Message<"licensd.activation.v1.ConnectLeaseRequest"> & {
+  /**
+   * The license key (first message).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The machine's fingerprint (first message).
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ConnectLeaseRequest.
+ * Use `create(ConnectLeaseRequestSchema)` to create a new message.
+ */
+export const ConnectLeaseRequestSchema: GenMessage<ConnectLeaseRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 15);
+
+/**
+ * A message from the server on ConnectLease.
+ *
+ * @generated from message licensd.activation.v1.ConnectLeaseResponse
+ */
+export type ConnectLeaseResponse = Message<"licensd.activation.v1.ConnectLeaseResponse"> & {
+  /**
+   * A renewed lease, or the end of the machine's right to run.
+   *
+   * @generated from oneof licensd.activation.v1.ConnectLeaseResponse.event
+   */
+  event: {
+    /**
+     * Answer to a heartbeat: the renewed lease.
+     *
+     * @generated from field: licensd.activation.v1.Lease lease = 1;
+     */
+    value: Lease;
+    case: "lease";
+  } | {
+    /**
+     * The license or machine may no longer run; the stream ends after this message.
+     *
+     * @generated from field: licensd.activation.v1.Revocation revocation = 2;
+     */
+    value: Revocation;
+    case: "revocation";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message licensd.activation.v1.ConnectLeaseResponse.
+ * Use `create(ConnectLeaseResponseSchema)` to create a new message.
+ */
+export const ConnectLeaseResponseSchema: GenMessage<ConnectLeaseResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 16);
+
+/**
+ * Why a machine lost its lease.
+ *
+ * @generated from message licensd.activation.v1.Revocation
+ */
+export type Revocation = Message<"licensd.activation.v1.Revocation"> & {
+  /**
+   * Machine-readable reason: LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED,
+   * LICENSE_DELETED, MACHINE_DEACTIVATED, MACHINE_DELETED, HEARTBEAT_DEAD.
+   *
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * Human-readable explanation.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * When the server noticed.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 3;
+   */
+  revokeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.Revocation.
+ * Use `create(RevocationSchema)` to create a new message.
+ */
+export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 17);
+
+/**
+ * Request for ActivateOffline.
+ *
+ * @generated from message licensd.activation.v1.ActivateOfflineRequest
+ */
+export type ActivateOfflineRequest = Message<"licensd.activation.v1.ActivateOfflineRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The request file's content, as written by `licensd activation request`.
+   *
+   * @generated from field: string request = 2;
+   */
+  request: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ActivateOfflineRequest.
+ * Use `create(ActivateOfflineRequestSchema)` to create a new message.
+ */
+export const ActivateOfflineRequestSchema: GenMessage<ActivateOfflineRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 18);
+
+/**
+ * Response for ActivateOffline.
+ *
+ * @generated from message licensd.activation.v1.ActivateOfflineResponse
+ */
+export type ActivateOfflineResponse = Message<"licensd.activation.v1.ActivateOfflineResponse"> & {
+  /**
+   * The machine, marked offline.
+   *
+   * @generated from field: licensd.activation.v1.Machine machine = 1;
+   */
+  machine?: Machine | undefined;
+
+  /**
+   * Its lease: the response file's content, verified offline by the SDK.
+   *
+   * @generated from field: licensd.activation.v1.Lease lease = 2;
+   */
+  lease?: Lease | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ActivateOfflineResponse.
+ * Use `create(ActivateOfflineResponseSchema)` to create a new message.
+ */
+export const ActivateOfflineResponseSchema: GenMessage<ActivateOfflineResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 19);
+
+/**
  * ActivationService binds licenses to machines: activation, seat limits,
  * heartbeats and signed leases. It also publishes the public keys that verify
  * everything licensd signs.
@@ -527,6 +701,33 @@ export const ActivationService: GenService<{
     methodKind: "unary";
     input: typeof HeartbeatRequestSchema;
     output: typeof HeartbeatResponseSchema;
+  },
+  /**
+   * Keeps a machine's lease live over one stream: the agent sends a first message with
+   * its key and fingerprint, then a heartbeat message whenever it likes; the server
+   * answers each with a renewed lease, and pushes a revocation (then ends the stream)
+   * as soon as the license is suspended, revoked, expired or deleted, or the machine is
+   * deactivated or deleted — whichever instance made the change. A dropped stream only
+   * means missed heartbeats. Public: the license key is the credential.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.ConnectLease
+   */
+  connectLease: {
+    methodKind: "bidi_streaming";
+    input: typeof ConnectLeaseRequestSchema;
+    output: typeof ConnectLeaseResponseSchema;
+  },
+  /**
+   * Activates a machine that cannot reach licensd: takes the request file the SDK or
+   * `licensd activation request` wrote on that machine and returns a lease bound to its
+   * fingerprint, valid for the policy's offline lease TTL, to carry back. Admin.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.ActivateOffline
+   */
+  activateOffline: {
+    methodKind: "unary";
+    input: typeof ActivateOfflineRequestSchema;
+    output: typeof ActivateOfflineResponseSchema;
   },
   /**
    * Returns a machine.

@@ -2,8 +2,8 @@
 // @generated from file licensd/activation/v1/machine.proto (package licensd.activation.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/machine.proto.
  */
 export const file_licensd_activation_v1_machine: GenFile = /*@__PURE__*/
-  fileDesc("CiNsaWNlbnNkL2FjdGl2YXRpb24vdjEvbWFjaGluZS5wcm90bxIVbGljZW5zZC5hY3RpdmF0aW9uLnYxIpwDCgdNYWNoaW5lEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpsaWNlbnNlX2lkGAMgASgJEhMKC2ZpbmdlcnByaW50GAQgASgJEhAKCGhvc3RuYW1lGAUgASgJEhAKCHBsYXRmb3JtGAYgASgJEg0KBWNvcmVzGAcgASgFEgoKAmlwGAggASgJEj4KCG1ldGFkYXRhGAkgAygLMiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUuTWV0YWRhdGFFbnRyeRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiNsaWNlbnNkL2FjdGl2YXRpb24vdjEvbWFjaGluZS5wcm90bxIVbGljZW5zZC5hY3RpdmF0aW9uLnYxIpMECgdNYWNoaW5lEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpsaWNlbnNlX2lkGAMgASgJEhMKC2ZpbmdlcnByaW50GAQgASgJEhAKCGhvc3RuYW1lGAUgASgJEhAKCHBsYXRmb3JtGAYgASgJEg0KBWNvcmVzGAcgASgFEgoKAmlwGAggASgJEj4KCG1ldGFkYXRhGAkgAygLMiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUuTWV0YWRhdGFFbnRyeRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBnN0YXR1cxgNIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzEi4KCmRlYXRoX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB29mZmxpbmUYDyABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKmIKDU1hY2hpbmVTdGF0dXMSHgoaTUFDSElORV9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRNQUNISU5FX1NUQVRVU19BTElWRRABEhcKE01BQ0hJTkVfU1RBVFVTX0RFQUQQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A Machine is one device a license is activated on, known by its fingerprint.
@@ -103,6 +103,27 @@ export type Machine = Message<"licensd.activation.v1.Machine"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 12;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Alive or dead.
+   *
+   * @generated from field: licensd.activation.v1.MachineStatus status = 13;
+   */
+  status: MachineStatus;
+
+  /**
+   * When it was declared dead; unset while alive.
+   *
+   * @generated from field: google.protobuf.Timestamp death_time = 14;
+   */
+  deathTime?: Timestamp | undefined;
+
+  /**
+   * Activated air-gapped (ActivateOffline): it never heartbeats and is never culled.
+   *
+   * @generated from field: bool offline = 15;
+   */
+  offline: boolean;
 };
 
 /**
@@ -111,4 +132,39 @@ export type Machine = Message<"licensd.activation.v1.Machine"> & {
  */
 export const MachineSchema: GenMessage<Machine> = /*@__PURE__*/
   messageDesc(file_licensd_activation_v1_machine, 0);
+
+/**
+ * Whether a machine is heartbeating.
+ *
+ * @generated from enum licensd.activation.v1.MachineStatus
+ */
+export enum MachineStatus {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: MACHINE_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Heartbeating in time, or its policy asks for no heartbeats.
+   *
+   * @generated from enum value: MACHINE_STATUS_ALIVE = 1;
+   */
+  ALIVE = 1,
+
+  /**
+   * Missed its heartbeat deadline (duration + grace); a late heartbeat within the
+   * policy's resurrection period revives it.
+   *
+   * @generated from enum value: MACHINE_STATUS_DEAD = 2;
+   */
+  DEAD = 2,
+}
+
+/**
+ * Describes the enum licensd.activation.v1.MachineStatus.
+ */
+export const MachineStatusSchema: GenEnum<MachineStatus> = /*@__PURE__*/
+  enumDesc(file_licensd_activation_v1_machine, 0);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/licensing/v1/policy.proto.
  */
 export const file_licensd_licensing_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlImsKEEFnZW50RW50aXRsZW1lbnQSDQoFYWdlbnQYASABKAkSEwoLdG9rZW5fbGltaXQYAiABKAMSMwoKbW9kZWxfdGllchgDIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllciKzBgoGUG9saWN5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMYWxsX2ZlYXR1cmVzGAYgASgIEjcKDGVudGl0bGVtZW50cxgHIAMoCzIhLmxpY2Vuc2QubGljZW5zaW5nLnYxLkVudGl0bGVtZW50EkIKEmFnZW50X2VudGl0bGVtZW50cxgIIAMoCzImLmxpY2Vuc2QubGljZW5zaW5nLnYxLkFnZW50RW50aXRsZW1lbnQSFAoMbWF4X21hY2hpbmVzGAkgASgFEhEKCW1heF91c2VycxgKIAEoBRIQCghmbG9hdGluZxgLIAEoCBI1ChJoZWFydGJlYXRfZHVyYXRpb24YDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SRQoTZXhwaXJhdGlvbl9zdHJhdGVneRgNIAEoDjIoLmxpY2Vuc2QubGljZW5zaW5nLnYxLkV4cGlyYXRpb25TdHJhdGVneRIvCgxncmFjZV9wZXJpb2QYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPwoQb3ZlcmFnZV9zdHJhdGVneRgPIAEoDjIlLmxpY2Vuc2QubGljZW5zaW5nLnYxLk92ZXJhZ2VTdHJhdGVneRIsCglsZWFzZV90dGwYECABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPAoIbWV0YWRhdGEYESADKAsyKi5saWNlbnNkLmxpY2Vuc2luZy52MS5Qb2xpY3kuTWV0YWRhdGFFbnRyeRIvCgtjcmVhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqJAQoJTW9kZWxUaWVyEhoKFk1PREVMX1RJRVJfVU5TUEVDSUZJRUQQABIUChBNT0RFTF9USUVSX0JBU0lDEAESFwoTTU9ERUxfVElFUl9TVEFOREFSRBACEhYKEk1PREVMX1RJRVJfUFJFTUlVTRADEhkKFU1PREVMX1RJRVJfRU5URVJQUklTRRAEKtgBChJFeHBpcmF0aW9uU3RyYXRlZ3kSIwofRVhQSVJBVElPTl9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEicKI0VYUElSQVRJT05fU1RSQVRFR1lfUkVTVFJJQ1RfQUNDRVNTEAESJQohRVhQSVJBVElPTl9TVFJBVEVHWV9SRVZPS0VfQUNDRVNTEAISJwojRVhQSVJBVElPTl9TVFJBVEVHWV9NQUlOVEFJTl9BQ0NFU1MQAxIkCiBFWFBJUkFUSU9OX1NUUkFURUdZX0FMTE9XX0FDQ0VTUxAEKtMBCg9PdmVyYWdlU3RyYXRlZ3kSIAocT1ZFUkFHRV9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh8KG09WRVJBR0VfU1RSQVRFR1lfTk9fT1ZFUkFHRRABEhsKF09WRVJBR0VfU1RSQVRFR1lfQUxXQVlTEAISIAocT1ZFUkFHRV9TVFJBVEVHWV9BTExPV18xXzI1WBADEh8KG09WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMV81WBAEEh0KGU9WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMlgQBWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlImsKEEFnZW50RW50aXRsZW1lbnQSDQoFYWdlbnQYASABKAkSEwoLdG9rZW5fbGltaXQYAiABKAMSMwoKbW9kZWxfdGllchgDIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllciLXCAoGUG9saWN5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMYWxsX2ZlYXR1cmVzGAYgASgIEjcKDGVudGl0bGVtZW50cxgHIAMoCzIhLmxpY2Vuc2QubGljZW5zaW5nLnYxLkVudGl0bGVtZW50EkIKEmFnZW50X2VudGl0bGVtZW50cxgIIAMoCzImLmxpY2Vuc2QubGljZW5zaW5nLnYxLkFnZW50RW50aXRsZW1lbnQSFAoMbWF4X21hY2hpbmVzGAkgASgFEhEKCW1heF91c2VycxgKIAEoBRIQCghmbG9hdGluZxgLIAEoCBI1ChJoZWFydGJlYXRfZHVyYXRpb24YDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SRQoTZXhwaXJhdGlvbl9zdHJhdGVneRgNIAEoDjIoLmxpY2Vuc2QubGljZW5zaW5nLnYxLkV4cGlyYXRpb25TdHJhdGVneRIvCgxncmFjZV9wZXJpb2QYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPwoQb3ZlcmFnZV9zdHJhdGVneRgPIAEoDjIlLmxpY2Vuc2QubGljZW5zaW5nLnYxLk92ZXJhZ2VTdHJhdGVneRIsCglsZWFzZV90dGwYECABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPAoIbWV0YWRhdGEYESADKAsyKi5saWNlbnNkLmxpY2Vuc2luZy52MS5Qb2xpY3kuTWV0YWRhdGFFbnRyeRIvCgtjcmVhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjkKFmhlYXJ0YmVhdF9ncmFjZV9wZXJpb2QYFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24STAoXaGVhcnRiZWF0X2N1bGxfc3RyYXRlZ3kYFSABKA4yKy5saWNlbnNkLmxpY2Vuc2luZy52MS5IZWFydGJlYXRDdWxsU3RyYXRlZ3kSQAodaGVhcnRiZWF0X3Jlc3VycmVjdGlvbl9wZXJpb2QYFiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRb2ZmbGluZV9sZWFzZV90dGwYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIQoZcmVxdWlyZV9maW5nZXJwcmludF9zY29wZRgYIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqiQEKCU1vZGVsVGllchIaChZNT0RFTF9USUVSX1VOU1BFQ0lGSUVEEAASFAoQTU9ERUxfVElFUl9CQVNJQxABEhcKE01PREVMX1RJRVJfU1RBTkRBUkQQAhIWChJNT0RFTF9USUVSX1BSRU1JVU0QAxIZChVNT0RFTF9USUVSX0VOVEVSUFJJU0UQBCrYAQoSRXhwaXJhdGlvblN0cmF0ZWd5EiMKH0VYUElSQVRJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABInCiNFWFBJUkFUSU9OX1NUUkFURUdZX1JFU1RSSUNUX0FDQ0VTUxABEiUKIUVYUElSQVRJT05fU1RSQVRFR1lfUkVWT0tFX0FDQ0VTUxACEicKI0VYUElSQVRJT05fU1RSQVRFR1lfTUFJTlRBSU5fQUNDRVNTEAMSJAogRVhQSVJBVElPTl9TVFJBVEVHWV9BTExPV19BQ0NFU1MQBCrTAQoPT3ZlcmFnZVN0cmF0ZWd5EiAKHE9WRVJBR0VfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIfChtPVkVSQUdFX1NUUkFURUdZX05PX09WRVJBR0UQARIbChdPVkVSQUdFX1NUUkFURUdZX0FMV0FZUxACEiAKHE9WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMV8yNVgQAxIfChtPVkVSQUdFX1NUUkFURUdZX0FMTE9XXzFfNVgQBBIdChlPVkVSQUdFX1NUUkFURUdZX0FMTE9XXzJYEAUqlAEKFUhlYXJ0YmVhdEN1bGxTdHJhdGVneRInCiNIRUFSVEJFQVRfQ1VMTF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEisKJ0hFQVJUQkVBVF9DVUxMX1NUUkFURUdZX0RFQUNUSVZBVEVfREVBRBABEiUKIUhFQVJUQkVBVF9DVUxMX1NUUkFURUdZX0tFRVBfREVBRBACYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A feature's value in a policy or a license.
@@ -240,6 +240,41 @@ export type Policy = Message<"licensd.licensing.v1.Policy"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 19;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * How long past `heartbeat_duration` a machine may stay silent before it is dead.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_grace_period = 20;
+   */
+  heartbeatGracePeriod?: Duration | undefined;
+
+  /**
+   * What happens to dead machines.
+   *
+   * @generated from field: licensd.licensing.v1.HeartbeatCullStrategy heartbeat_cull_strategy = 21;
+   */
+  heartbeatCullStrategy: HeartbeatCullStrategy;
+
+  /**
+   * How long after death a late heartbeat still revives a machine; unset for never.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_resurrection_period = 22;
+   */
+  heartbeatResurrectionPeriod?: Duration | undefined;
+
+  /**
+   * How long an air-gapped (offline) activation's lease lasts; unset for 365 days.
+   *
+   * @generated from field: google.protobuf.Duration offline_lease_ttl = 23;
+   */
+  offlineLeaseTtl?: Duration | undefined;
+
+  /**
+   * Validation must name a machine fingerprint (FINGERPRINT_SCOPE_REQUIRED otherwise).
+   *
+   * @generated from field: bool require_fingerprint_scope = 24;
+   */
+  requireFingerprintScope: boolean;
 };
 
 /**
@@ -399,4 +434,38 @@ export enum OverageStrategy {
  */
 export const OverageStrategySchema: GenEnum<OverageStrategy> = /*@__PURE__*/
   enumDesc(file_licensd_licensing_v1_policy, 2);
+
+/**
+ * What happens to machines whose heartbeats stopped (after Keygen's cull strategies).
+ *
+ * @generated from enum licensd.licensing.v1.HeartbeatCullStrategy
+ */
+export enum HeartbeatCullStrategy {
+  /**
+   * DEACTIVATE_DEAD.
+   *
+   * @generated from enum value: HEARTBEAT_CULL_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Dead machines are deactivated, freeing their seat, once the resurrection period is over.
+   *
+   * @generated from enum value: HEARTBEAT_CULL_STRATEGY_DEACTIVATE_DEAD = 1;
+   */
+  DEACTIVATE_DEAD = 1,
+
+  /**
+   * Dead machines stay (and keep their seat) until deleted or revived.
+   *
+   * @generated from enum value: HEARTBEAT_CULL_STRATEGY_KEEP_DEAD = 2;
+   */
+  KEEP_DEAD = 2,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.HeartbeatCullStrategy.
+ */
+export const HeartbeatCullStrategySchema: GenEnum<HeartbeatCullStrategy> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_policy, 3);
 

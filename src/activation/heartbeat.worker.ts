@@ -1,0 +1,100 @@
+import type { Clock } from "../platform/clock.js";
+import type { Database } from "../platform/db.js";
+import type { Logger } from "../platform/logger.js";
+import type { RateLimiter } from "../platform/rate-limit.js";
+import type { Events } from "../events/events.js";
+
+/**
+ * Heartbeat monitoring. Each pass:
+ *  1. machines of policies with a heartbeat duration whose last heartbeat is older than
+ *     duration + grace turn dead (`machine.heartbeat.dead`);
+ *  2. dead machines of DEACTIVATE_DEAD policies whose resurrection period is over (or
+ *     that have none) are deactivated, freeing the seat (`machine.deactivated`, reason
+ *     `heartbeat_dead`);
+ *  3. stale rate-limit buckets are dropped.
+ * Offline (air-gapped) machines never heartbeat and are never culled. Safe on many
+ * instances: rows are claimed with FOR UPDATE SKIP LOCKED, each in its own transaction.
+ */
+export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; rateLimiter: RateLimiter; intervalMs: number }) {
+  const { db, clock, events, logger, rateLimiter } = deps;
+  let timer: NodeJS.Timeout | undefined;
+  const BATCH = 500;
+
+  async function markDead(): Promise<number> {
+    return db.tx(async (em) => {
+      const now = clock.now();
+      const due = await em.execute<{ id: string; tenant_id: string; license_id: string; fingerprint: string; last_ms: string }[]>(
+        `select m.id, m.tenant_id, m.license_id, m.fingerprint, (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
+           from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
+          where m.status = 'alive' and not m.offline and p.heartbeat_seconds is not null
+            and m.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds + p.heartbeat_grace_seconds) < ?
+          order by m.last_heartbeat_at limit ${BATCH} for update of m skip locked`,
+        [now],
+      );
+      for (const m of due) {
+        await em.execute(`update machines set status = 'dead', dead_at = ?, updated_at = ? where id = ?`, [now, now, m.id]);
+        await events.emit(em, {
+          tenantId: m.tenant_id,
+          type: "machine.heartbeat.dead",
+          subject: m.id,
+          actor: "system",
+          payload: { license_id: m.license_id, fingerprint: m.fingerprint, last_heartbeat_at: new Date(Number(m.last_ms)).toISOString() },
+        });
+      }
+      return due.length;
+    });
+  }
+
+  async function cull(): Promise<number> {
+    return db.tx(async (em) => {
+      const now = clock.now();
+      const due = await em.execute<{ id: string; tenant_id: string; license_id: string; fingerprint: string }[]>(
+        `select m.id, m.tenant_id, m.license_id, m.fingerprint
+           from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
+          where m.status = 'dead' and p.heartbeat_cull_strategy = 'deactivate_dead'
+            and m.dead_at + make_interval(secs => coalesce(p.heartbeat_resurrection_seconds, 0)) <= ?
+          order by m.dead_at limit ${BATCH} for update of m skip locked`,
+        [now],
+      );
+      for (const m of due) {
+        await em.execute(`delete from machines where id = ?`, [m.id]);
+        await events.emit(em, {
+          tenantId: m.tenant_id,
+          type: "machine.deactivated",
+          subject: m.id,
+          actor: "system",
+          payload: { license_id: m.license_id, fingerprint: m.fingerprint, reason: "heartbeat_dead" },
+        });
+      }
+      return due.length;
+    });
+  }
+
+  /** One pass (every step until nothing is left); returns what it did. */
+  async function tick(): Promise<{ dead: number; culled: number }> {
+    let dead = 0;
+    let culled = 0;
+    for (let n = BATCH; n === BATCH; ) dead += n = await markDead();
+    for (let n = BATCH; n === BATCH; ) culled += n = await cull();
+    await rateLimiter.purge();
+    return { dead, culled };
+  }
+
+  return {
+    tick,
+    start() {
+      timer = setInterval(() => {
+        tick().then(
+          (r) => (r.dead > 0 || r.culled > 0) && logger.info(r, "heartbeat monitor: machines declared dead / deactivated"),
+          (err: unknown) => logger.warn({ err }, "heartbeat monitor pass failed"),
+        );
+      }, deps.intervalMs);
+      timer.unref();
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}
+
+export type HeartbeatWorker = ReturnType<typeof createHeartbeatWorker>;
