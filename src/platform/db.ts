@@ -22,7 +22,8 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
     clientUrl: url,
     entities,
     extensions: [Migrator],
-    migrations: { migrationsList, transactional: true, allOrNothing: true, silent: true },
+    // No schema snapshot: migrations are listed by hand, and a server must not write files into its working directory.
+    migrations: { migrationsList, transactional: true, allOrNothing: true, silent: true, snapshot: false },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
     driverOptions: { connectionTimeoutMillis: 5_000 },
     debug: false,

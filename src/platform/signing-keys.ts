@@ -32,9 +32,9 @@ const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 export const publicKeyFromRaw = (raw: Uint8Array): KeyObject =>
   createPublicKey({ key: Buffer.concat([SPKI_PREFIX, Buffer.from(raw)]), format: "der", type: "spki" });
 
-/** Verifies an Ed25519 signature with a raw public key. */
+/** Verifies an Ed25519 signature with a raw public key; a malformed key or signature is simply "no" (never throws). */
 export const verifyEd25519 = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean =>
-  signature.length === 64 && verify(null, message, publicKeyFromRaw(publicKey), signature);
+  publicKey.length === 32 && signature.length === 64 && verify(null, message, publicKeyFromRaw(publicKey), signature);
 
 /**
  * The Ed25519 keys that sign checkpoints (and leases and license files). Private keys

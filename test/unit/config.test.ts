@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../src/config.js";
+import { ConfigError, loadConfig, parseRate } from "../../src/config.js";
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "licensd-config-"));
 const strongKey = "Zq3v8XkP2mN7rT1yB6wE9uA4sD0fG5hJ-LcVxQoIiR_";
@@ -41,6 +41,19 @@ describe("config", () => {
     for (const name of ["LICENSD_PORT", "LICENSD_ENV", "LICENSD_LOG_LEVEL", "LICENSD_DATABASE_URL", "LICENSD_DATA_KEY", "LICENSD_TLS_CERT"]) {
       expect(p.some((x) => x.startsWith(name)), name).toBe(true);
     }
+  });
+
+  it("reads activation rate limits as <burst>/<period>, 0 to disable, and names bad ones", () => {
+    expect(parseRate("60/1m")).toEqual({ capacity: 60, periodSeconds: 60 });
+    expect(parseRate("10/30s")).toEqual({ capacity: 10, periodSeconds: 30 });
+    expect(parseRate("1000/2h")).toEqual({ capacity: 1000, periodSeconds: 7200 });
+    expect(parseRate("0")).toBeNull();
+    expect(parseRate("off")).toBeNull();
+    for (const bad of ["60", "60/m", "0/1m", "60/0s", "-1/1m", "1.5/1m", "60 / 1m"]) expect(parseRate(bad), bad).toBeUndefined();
+    const p = problems({ LICENSD_ACTIVATION_RATE_PER_LICENSE: "lots", LICENSD_ACTIVATION_RATE_PER_IP: "5/1d" });
+    expect(p.filter((x) => x.startsWith("LICENSD_ACTIVATION_RATE_PER_"))).toHaveLength(2);
+    const config = loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_ACTIVATION_RATE_PER_IP: "0" });
+    expect([config.activationRatePerLicense, config.activationRatePerIp]).toEqual([{ capacity: 100, periodSeconds: 60 }, null]);
   });
 
   it("reads the license key keyring (Vinzy's format) and names bad ones", () => {

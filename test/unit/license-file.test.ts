@@ -48,6 +48,7 @@ const cases: { name: string; file: string; opts: VerifyOptions; code: string }[]
   { name: "unparseable date fails safe", file: signed(payload({ expires_at: "next tuesday" })), opts: { keys }, code: "EXPIRED" },
   { name: "date of the wrong type fails safe", file: signed(payload({ expires_at: 4102444800 as unknown as string })), opts: { keys }, code: "EXPIRED" },
   { name: "garbage", file: "licensd1.not-json.sig", opts: { keys }, code: "MALFORMED" },
+  { name: "malformed public key (31 bytes)", file: signed(payload()), opts: { keys: [{ kid: "sk_test", publicKey: raw.subarray(1) }] }, code: "BAD_SIGNATURE" },
   { name: "other format", file: "DTLIC2:abc", opts: { keys }, code: "MALFORMED" },
   { name: "bound to this machine", file: signed(payload({ fingerprint: "fp-1" })), opts: { keys, fingerprint: "fp-1" }, code: "VALID" },
   { name: "bound to another machine", file: signed(payload({ fingerprint: "fp-1" })), opts: { keys, fingerprint: "fp-2" }, code: "FINGERPRINT_MISMATCH" },
