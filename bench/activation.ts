@@ -106,8 +106,10 @@ export async function run(): Promise<string> {
   const stopServer = () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once("exit", () => resolve()), child.kill("SIGTERM"))));
   process.once("exit", () => child.kill("SIGKILL"));
   for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+  const post = () => (procedure: string, body: unknown) => fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  // The load generators block this event loop for minutes: a kept-alive socket may have been closed by the server meanwhile; retry once.
   const call = async (procedure: string, body: unknown) =>
-    (await (await fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) })).json()) as Record<string, { id: string }>;
+    (await (await post()(procedure, body).catch(() => post()(procedure, body))).json()) as Record<string, { id: string }>;
   const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
   const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "ACT", name: "Bench" })).product.id;
   const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", floating: true, maxMachines: 10 })).policy.id;
@@ -159,13 +161,17 @@ export async function run(): Promise<string> {
   }
   await pgc.end();
   const before = await serverMemory(url);
-  const client = createClient(ActivationService, createGrpcTransport({ baseUrl: url }));
+  // Agents each hold their own connection in real life; here 40 HTTP/2 connections carry 250 streams each
+  // (one connection with 10,000 streams trips Node's per-session memory guard: ENHANCE_YOUR_CALM).
+  const CONNECTIONS = 40;
+  const clients = Array.from({ length: CONNECTIONS }, () => createClient(ActivationService, createGrpcTransport({ baseUrl: url })));
   const streams: ReturnType<typeof leaseStream>[] = [];
   const openStart = performance.now();
-  for (let i = 0; i < STREAMS; i += 500) {
-    const batch = Array.from({ length: Math.min(500, STREAMS - i) }, (_, j) => {
+  // 100 opening at a time: more would only queue for the server's 10 database connections.
+  for (let i = 0; i < STREAMS; i += 100) {
+    const batch = Array.from({ length: Math.min(100, STREAMS - i) }, (_, j) => {
       const n = i + j;
-      return leaseStream(client, streamLicenses[Math.floor(n / 100)]!.key, `agent-${(n % 100) + 1}`);
+      return leaseStream(clients[n % CONNECTIONS]!, streamLicenses[Math.floor(n / 100)]!.key, `agent-${(n % 100) + 1}`);
     });
     const firsts = await Promise.all(batch.map((s) => s.next()));
     if (firsts.some((r) => r.value?.event.case !== "lease")) throw new Error("a stream did not get its first lease");
@@ -174,12 +180,19 @@ export async function run(): Promise<string> {
   const openSeconds = (performance.now() - openStart) / 1000;
   await new Promise((r) => setTimeout(r, 2000));
   const after = await serverMemory(url);
-  // Heartbeat handling: one heartbeat on every stream, all at once; time until every renewed lease is back.
+  // Heartbeat handling: one heartbeat on every stream, 200 in flight at a time (agents heartbeat spread
+  // over minutes; an unpaced burst of 10,000 would only queue for database connections); time until every renewed lease is back.
   const beatStart = performance.now();
-  const beats = streams.map((s) => (s.heartbeat(), s.next()));
-  const renewed = await Promise.all(beats);
+  let cursor = 0;
+  const beatWorker = async () => {
+    while (cursor < streams.length) {
+      const s = streams[cursor++]!;
+      s.heartbeat();
+      if ((await s.next()).value?.event.case !== "lease") throw new Error("a heartbeat was not answered with a lease");
+    }
+  };
+  await Promise.all(Array.from({ length: 200 }, beatWorker));
   const beatSeconds = (performance.now() - beatStart) / 1000;
-  if (renewed.some((r) => r.value?.event.case !== "lease")) throw new Error("a heartbeat was not answered with a lease");
   // Push latency: suspend licenses one at a time; each has 100 open streams that must get the revocation.
   const pushMs: number[] = [];
   for (const l of streamLicenses.slice(0, 10)) {
@@ -239,14 +252,14 @@ export async function run(): Promise<string> {
     `| Heartbeat | ${r(m3(fleetBeat))} | ${ratio(m3(fleetBeat), m3(fleetHealth))} |`,
     `| Activate (machine already active) | ${r(m3(fleetActivate))} | ${ratio(m3(fleetActivate), m3(fleetHealth))} |`,
     "",
-    `ConnectLease, ${STREAMS.toLocaleString("en")} streams open at once on one process (gRPC over one HTTP/2 connection from the benchmark; 100 licenses × 100 machines):`,
+    `ConnectLease, ${STREAMS.toLocaleString("en")} streams open at once on one process (gRPC over 40 HTTP/2 connections from the benchmark; 100 licenses × 100 machines):`,
     "",
     "| Measure | Value |",
     "|---|---:|",
     `| opened (each: key check, watch, heartbeat, first lease) | ${r(STREAMS / openSeconds)} streams/s |`,
     `| server memory per open stream (RSS) | ${perStream(after.rss - before.rss)} |`,
     `| server memory per open stream (V8 heap used) | ${perStream(after.heap - before.heap)} |`,
-    `| heartbeats handled (one on every stream at once, until every renewed lease is back) | ${r(STREAMS / beatSeconds)} /s |`,
+    `| heartbeats handled (one on every stream, 200 in flight, until every renewed lease is back) | ${r(STREAMS / beatSeconds)} /s |`,
     `| revocation push: suspend → all 100 streams of that license notified, p50 / p99 (10 licenses) | ${percentile(pushMs, 50).toFixed(1)} ms / ${percentile(pushMs, 99).toFixed(1)} ms |`,
     "",
     `verifyLease (SDK) ${r(med(lease))} ops/s vs raw Ed25519 verify ${r(med(ed))} ops/s: ${(med(lease) / med(ed)).toFixed(2)} (goal ≥ 0.5: ${med(lease) / med(ed) >= 0.5 ? "met" : "NOT met"}).`,

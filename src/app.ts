@@ -26,6 +26,11 @@ import { AuditFeed } from "./audit/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
+import { createIngestService } from "./usage/ingest.service.js";
+import { createMeterService } from "./usage/meter.service.js";
+import { createUsageQueries } from "./usage/usage.query.js";
+import { createUsageRpc } from "./usage/usage.rpc.js";
+import { createUsageWorker, type UsageWorker } from "./usage/usage.worker.js";
 import { createAuditRpc } from "./audit/audit.rpc.js";
 import { createAuditService, type AuditService } from "./audit/audit.service.js";
 import { AuditKeyring } from "./events/audit-keyring.js";
@@ -50,6 +55,7 @@ export interface App {
   audit: AuditService;
   licenseWorker: LicenseWorker;
   heartbeatWorker: HeartbeatWorker;
+  usageWorker: UsageWorker;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
@@ -122,6 +128,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
     const rateLimiter = createRateLimiter(db, clock);
     const hub = new LeaseHub(db, feed, logger);
+    const meters = createMeterService({ clock, events, catalog });
+    const ingest = createIngestService({ db, clock, events, keyring: licenseKeyring });
+    const usageQueries = createUsageQueries({ clock, ingest });
+    const usageWorker = createUsageWorker({ db, clock, logger, ingest });
+    acquired.push(() => usageWorker.stop());
+    await usageWorker.start();
     const heartbeatWorker = createHeartbeatWorker({ db, clock, events, logger, rateLimiter, intervalMs: config.heartbeatSweepMs });
     acquired.push(() => heartbeatWorker.stop());
     heartbeatWorker.start();
@@ -154,6 +166,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           ...createCatalogRpc({ db, idempotency, catalog }),
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
         },
+        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries }),
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
@@ -223,6 +236,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       audit,
       licenseWorker,
       heartbeatWorker,
+      usageWorker,
       hub,
       signingKeys,
       url,
@@ -231,6 +245,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           clearInterval(purge);
           licenseWorker.stop();
           heartbeatWorker.stop();
+          usageWorker.stop();
           health.stop();
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
           signingKeys.stop();

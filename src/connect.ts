@@ -22,6 +22,7 @@ export interface ServiceImpls {
   licensing: ServiceImpl<typeof LicensingService>;
   audit: ServiceImpl<typeof AuditService>;
   health: ServiceImpl<typeof Health>;
+  usage: ServiceImpl<typeof UsageService>;
   reflectionV1: ServiceImpl<typeof ReflectionV1>;
   reflectionV1alpha: ServiceImpl<typeof ReflectionV1alpha>;
 }
@@ -32,7 +33,7 @@ export function routes(impl: ServiceImpls) {
     router.service(TenantService, impl.tenant);
     router.service(LicensingService, impl.licensing);
     router.service(ActivationService, impl.activation);
-    router.service(UsageService, {});
+    router.service(UsageService, impl.usage);
     router.service(AuditService, impl.audit);
     router.service(WebhookService, {});
     router.service(Health, impl.health);

@@ -3,6 +3,7 @@ import { Migration20261123010000Audit } from "./Migration20261123010000Audit.js"
 import { Migration20261123020000Licensing } from "./Migration20261123020000Licensing.js";
 import { Migration20261123030000Machines } from "./Migration20261123030000Machines.js";
 import { Migration20261123040000Heartbeats } from "./Migration20261123040000Heartbeats.js";
+import { Migration20261123050000Usage } from "./Migration20261123050000Usage.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -14,4 +15,5 @@ export const migrationsList = [
   { name: "Migration20261123020000Licensing", class: Migration20261123020000Licensing },
   { name: "Migration20261123030000Machines", class: Migration20261123030000Machines },
   { name: "Migration20261123040000Heartbeats", class: Migration20261123040000Heartbeats },
+  { name: "Migration20261123050000Usage", class: Migration20261123050000Usage },
 ];

@@ -3,7 +3,10 @@
 package usagev1
 
 import (
+	context "context"
 	grpc "google.golang.org/grpc"
+	codes "google.golang.org/grpc/codes"
+	status "google.golang.org/grpc/status"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -14,6 +17,33 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type UsageServiceClient interface {
+	// Creates a meter for a product.
+	CreateMeter(ctx context.Context, in *CreateMeterRequest, opts ...grpc.CallOption) (*CreateMeterResponse, error)
+	// Returns a meter.
+	GetMeter(ctx context.Context, in *GetMeterRequest, opts ...grpc.CallOption) (*GetMeterResponse, error)
+	// Lists meters, oldest first.
+	ListMeters(ctx context.Context, in *ListMetersRequest, opts ...grpc.CallOption) (*ListMetersResponse, error)
+	// Changes a meter's description or period.
+	UpdateMeter(ctx context.Context, in *UpdateMeterRequest, opts ...grpc.CallOption) (*UpdateMeterResponse, error)
+	// Deletes a meter; refused while it has recorded usage.
+	DeleteMeter(ctx context.Context, in *DeleteMeterRequest, opts ...grpc.CallOption) (*DeleteMeterResponse, error)
+	// Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
+	// acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
+	RecordUsage(ctx context.Context, in *RecordUsageRequest, opts ...grpc.CallOption) (*RecordUsageResponse, error)
+	// Takes any number of events and answers once at the end: accepted, duplicates and
+	// every rejection with its index and reason.
+	IngestUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_IngestUsageClient, error)
+	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
+	// committed. The server reads at most 8 batches ahead of its acknowledgements. A
+	// client that loses the stream resends every unacknowledged batch: deduplication
+	// makes that safe.
+	StreamUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_StreamUsageClient, error)
+	// Where a license stands against its limits in the current period.
+	GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error)
+	// Usage over a time range, in hour, day or month buckets, optionally per agent.
+	GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error)
+	// Raw events, newest first.
+	ListUsageEvents(ctx context.Context, in *ListUsageEventsRequest, opts ...grpc.CallOption) (*ListUsageEventsResponse, error)
 }
 
 type usageServiceClient struct {
@@ -24,10 +54,183 @@ func NewUsageServiceClient(cc grpc.ClientConnInterface) UsageServiceClient {
 	return &usageServiceClient{cc}
 }
 
+func (c *usageServiceClient) CreateMeter(ctx context.Context, in *CreateMeterRequest, opts ...grpc.CallOption) (*CreateMeterResponse, error) {
+	out := new(CreateMeterResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/CreateMeter", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) GetMeter(ctx context.Context, in *GetMeterRequest, opts ...grpc.CallOption) (*GetMeterResponse, error) {
+	out := new(GetMeterResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/GetMeter", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) ListMeters(ctx context.Context, in *ListMetersRequest, opts ...grpc.CallOption) (*ListMetersResponse, error) {
+	out := new(ListMetersResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/ListMeters", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) UpdateMeter(ctx context.Context, in *UpdateMeterRequest, opts ...grpc.CallOption) (*UpdateMeterResponse, error) {
+	out := new(UpdateMeterResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/UpdateMeter", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) DeleteMeter(ctx context.Context, in *DeleteMeterRequest, opts ...grpc.CallOption) (*DeleteMeterResponse, error) {
+	out := new(DeleteMeterResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/DeleteMeter", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) RecordUsage(ctx context.Context, in *RecordUsageRequest, opts ...grpc.CallOption) (*RecordUsageResponse, error) {
+	out := new(RecordUsageResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/RecordUsage", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) IngestUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_IngestUsageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_UsageService_serviceDesc.Streams[0], "/licensd.usage.v1.UsageService/IngestUsage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &usageServiceIngestUsageClient{stream}
+	return x, nil
+}
+
+type UsageService_IngestUsageClient interface {
+	Send(*IngestUsageRequest) error
+	CloseAndRecv() (*IngestUsageResponse, error)
+	grpc.ClientStream
+}
+
+type usageServiceIngestUsageClient struct {
+	grpc.ClientStream
+}
+
+func (x *usageServiceIngestUsageClient) Send(m *IngestUsageRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *usageServiceIngestUsageClient) CloseAndRecv() (*IngestUsageResponse, error) {
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	m := new(IngestUsageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *usageServiceClient) StreamUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_StreamUsageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_UsageService_serviceDesc.Streams[1], "/licensd.usage.v1.UsageService/StreamUsage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &usageServiceStreamUsageClient{stream}
+	return x, nil
+}
+
+type UsageService_StreamUsageClient interface {
+	Send(*StreamUsageRequest) error
+	Recv() (*StreamUsageResponse, error)
+	grpc.ClientStream
+}
+
+type usageServiceStreamUsageClient struct {
+	grpc.ClientStream
+}
+
+func (x *usageServiceStreamUsageClient) Send(m *StreamUsageRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *usageServiceStreamUsageClient) Recv() (*StreamUsageResponse, error) {
+	m := new(StreamUsageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *usageServiceClient) GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error) {
+	out := new(GetQuotaResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/GetQuota", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error) {
+	out := new(GetUsageSummaryResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/GetUsageSummary", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) ListUsageEvents(ctx context.Context, in *ListUsageEventsRequest, opts ...grpc.CallOption) (*ListUsageEventsResponse, error) {
+	out := new(ListUsageEventsResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/ListUsageEvents", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility
 type UsageServiceServer interface {
+	// Creates a meter for a product.
+	CreateMeter(context.Context, *CreateMeterRequest) (*CreateMeterResponse, error)
+	// Returns a meter.
+	GetMeter(context.Context, *GetMeterRequest) (*GetMeterResponse, error)
+	// Lists meters, oldest first.
+	ListMeters(context.Context, *ListMetersRequest) (*ListMetersResponse, error)
+	// Changes a meter's description or period.
+	UpdateMeter(context.Context, *UpdateMeterRequest) (*UpdateMeterResponse, error)
+	// Deletes a meter; refused while it has recorded usage.
+	DeleteMeter(context.Context, *DeleteMeterRequest) (*DeleteMeterResponse, error)
+	// Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
+	// acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
+	RecordUsage(context.Context, *RecordUsageRequest) (*RecordUsageResponse, error)
+	// Takes any number of events and answers once at the end: accepted, duplicates and
+	// every rejection with its index and reason.
+	IngestUsage(UsageService_IngestUsageServer) error
+	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
+	// committed. The server reads at most 8 batches ahead of its acknowledgements. A
+	// client that loses the stream resends every unacknowledged batch: deduplication
+	// makes that safe.
+	StreamUsage(UsageService_StreamUsageServer) error
+	// Where a license stands against its limits in the current period.
+	GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error)
+	// Usage over a time range, in hour, day or month buckets, optionally per agent.
+	GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error)
+	// Raw events, newest first.
+	ListUsageEvents(context.Context, *ListUsageEventsRequest) (*ListUsageEventsResponse, error)
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -35,6 +238,39 @@ type UsageServiceServer interface {
 type UnimplementedUsageServiceServer struct {
 }
 
+func (UnimplementedUsageServiceServer) CreateMeter(context.Context, *CreateMeterRequest) (*CreateMeterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateMeter not implemented")
+}
+func (UnimplementedUsageServiceServer) GetMeter(context.Context, *GetMeterRequest) (*GetMeterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetMeter not implemented")
+}
+func (UnimplementedUsageServiceServer) ListMeters(context.Context, *ListMetersRequest) (*ListMetersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListMeters not implemented")
+}
+func (UnimplementedUsageServiceServer) UpdateMeter(context.Context, *UpdateMeterRequest) (*UpdateMeterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateMeter not implemented")
+}
+func (UnimplementedUsageServiceServer) DeleteMeter(context.Context, *DeleteMeterRequest) (*DeleteMeterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteMeter not implemented")
+}
+func (UnimplementedUsageServiceServer) RecordUsage(context.Context, *RecordUsageRequest) (*RecordUsageResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RecordUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) IngestUsage(UsageService_IngestUsageServer) error {
+	return status.Errorf(codes.Unimplemented, "method IngestUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) StreamUsage(UsageService_StreamUsageServer) error {
+	return status.Errorf(codes.Unimplemented, "method StreamUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetQuota not implemented")
+}
+func (UnimplementedUsageServiceServer) GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetUsageSummary not implemented")
+}
+func (UnimplementedUsageServiceServer) ListUsageEvents(context.Context, *ListUsageEventsRequest) (*ListUsageEventsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListUsageEvents not implemented")
+}
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 
 // UnsafeUsageServiceServer may be embedded to opt out of forward compatibility for this service.
@@ -48,10 +284,273 @@ func RegisterUsageServiceServer(s *grpc.Server, srv UsageServiceServer) {
 	s.RegisterService(&_UsageService_serviceDesc, srv)
 }
 
+func _UsageService_CreateMeter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateMeterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).CreateMeter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/CreateMeter",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).CreateMeter(ctx, req.(*CreateMeterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_GetMeter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMeterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetMeter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/GetMeter",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetMeter(ctx, req.(*GetMeterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_ListMeters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMetersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).ListMeters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/ListMeters",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).ListMeters(ctx, req.(*ListMetersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_UpdateMeter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateMeterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).UpdateMeter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/UpdateMeter",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).UpdateMeter(ctx, req.(*UpdateMeterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_DeleteMeter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMeterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).DeleteMeter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/DeleteMeter",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).DeleteMeter(ctx, req.(*DeleteMeterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_RecordUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).RecordUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/RecordUsage",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).RecordUsage(ctx, req.(*RecordUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_IngestUsage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(UsageServiceServer).IngestUsage(&usageServiceIngestUsageServer{stream})
+}
+
+type UsageService_IngestUsageServer interface {
+	SendAndClose(*IngestUsageResponse) error
+	Recv() (*IngestUsageRequest, error)
+	grpc.ServerStream
+}
+
+type usageServiceIngestUsageServer struct {
+	grpc.ServerStream
+}
+
+func (x *usageServiceIngestUsageServer) SendAndClose(m *IngestUsageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *usageServiceIngestUsageServer) Recv() (*IngestUsageRequest, error) {
+	m := new(IngestUsageRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _UsageService_StreamUsage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(UsageServiceServer).StreamUsage(&usageServiceStreamUsageServer{stream})
+}
+
+type UsageService_StreamUsageServer interface {
+	Send(*StreamUsageResponse) error
+	Recv() (*StreamUsageRequest, error)
+	grpc.ServerStream
+}
+
+type usageServiceStreamUsageServer struct {
+	grpc.ServerStream
+}
+
+func (x *usageServiceStreamUsageServer) Send(m *StreamUsageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *usageServiceStreamUsageServer) Recv() (*StreamUsageRequest, error) {
+	m := new(StreamUsageRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _UsageService_GetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/GetQuota",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetQuota(ctx, req.(*GetQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_GetUsageSummary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageSummaryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetUsageSummary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/GetUsageSummary",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetUsageSummary(ctx, req.(*GetUsageSummaryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_ListUsageEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUsageEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).ListUsageEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/ListUsageEvents",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).ListUsageEvents(ctx, req.(*ListUsageEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _UsageService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.usage.v1.UsageService",
 	HandlerType: (*UsageServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
-	Streams:     []grpc.StreamDesc{},
-	Metadata:    "licensd/usage/v1/usage_service.proto",
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateMeter",
+			Handler:    _UsageService_CreateMeter_Handler,
+		},
+		{
+			MethodName: "GetMeter",
+			Handler:    _UsageService_GetMeter_Handler,
+		},
+		{
+			MethodName: "ListMeters",
+			Handler:    _UsageService_ListMeters_Handler,
+		},
+		{
+			MethodName: "UpdateMeter",
+			Handler:    _UsageService_UpdateMeter_Handler,
+		},
+		{
+			MethodName: "DeleteMeter",
+			Handler:    _UsageService_DeleteMeter_Handler,
+		},
+		{
+			MethodName: "RecordUsage",
+			Handler:    _UsageService_RecordUsage_Handler,
+		},
+		{
+			MethodName: "GetQuota",
+			Handler:    _UsageService_GetQuota_Handler,
+		},
+		{
+			MethodName: "GetUsageSummary",
+			Handler:    _UsageService_GetUsageSummary_Handler,
+		},
+		{
+			MethodName: "ListUsageEvents",
+			Handler:    _UsageService_ListUsageEvents_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "IngestUsage",
+			Handler:       _UsageService_IngestUsage_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "StreamUsage",
+			Handler:       _UsageService_StreamUsage_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "licensd/usage/v1/usage_service.proto",
 }

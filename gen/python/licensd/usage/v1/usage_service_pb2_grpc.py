@@ -2,13 +2,16 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from licensd.usage.v1 import usage_service_pb2 as licensd_dot_usage_dot_v1_dot_usage__service__pb2
 
 
 class UsageServiceStub(object):
-    """UsageService meters usage streamed from running agents, enforces limits and flags anomalies.
+    """UsageService meters usage streamed from running agents: durable, deduplicated
+    ingestion; limits with overage; summaries from hourly rollups.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Ingestion (RecordUsage, IngestUsage, StreamUsage) is public with a license key in
+    each event, or takes an API key with the `ingest` scope for events naming a
+    license id. Meters and queries of raw events take an admin (or read) key.
     """
 
     def __init__(self, channel):
@@ -17,18 +20,212 @@ class UsageServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateMeter = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/CreateMeter',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterResponse.FromString,
+                )
+        self.GetMeter = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/GetMeter',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterResponse.FromString,
+                )
+        self.ListMeters = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/ListMeters',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersResponse.FromString,
+                )
+        self.UpdateMeter = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/UpdateMeter',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterResponse.FromString,
+                )
+        self.DeleteMeter = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/DeleteMeter',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterResponse.FromString,
+                )
+        self.RecordUsage = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/RecordUsage',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
+                )
+        self.IngestUsage = channel.stream_unary(
+                '/licensd.usage.v1.UsageService/IngestUsage',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageResponse.FromString,
+                )
+        self.StreamUsage = channel.stream_stream(
+                '/licensd.usage.v1.UsageService/StreamUsage',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageResponse.FromString,
+                )
+        self.GetQuota = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/GetQuota',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaResponse.FromString,
+                )
+        self.GetUsageSummary = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/GetUsageSummary',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryResponse.FromString,
+                )
+        self.ListUsageEvents = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/ListUsageEvents',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.FromString,
+                )
 
 
 class UsageServiceServicer(object):
-    """UsageService meters usage streamed from running agents, enforces limits and flags anomalies.
+    """UsageService meters usage streamed from running agents: durable, deduplicated
+    ingestion; limits with overage; summaries from hourly rollups.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Ingestion (RecordUsage, IngestUsage, StreamUsage) is public with a license key in
+    each event, or takes an API key with the `ingest` scope for events naming a
+    license id. Meters and queries of raw events take an admin (or read) key.
     """
+
+    def CreateMeter(self, request, context):
+        """Creates a meter for a product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMeter(self, request, context):
+        """Returns a meter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMeters(self, request, context):
+        """Lists meters, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMeter(self, request, context):
+        """Changes a meter's description or period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMeter(self, request, context):
+        """Deletes a meter; refused while it has recorded usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordUsage(self, request, context):
+        """Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
+        acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IngestUsage(self, request_iterator, context):
+        """Takes any number of events and answers once at the end: accepted, duplicates and
+        every rejection with its index and reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamUsage(self, request_iterator, context):
+        """Batches in, one acknowledgement per batch out, sent after the batch's transaction
+        committed. The server reads at most 8 batches ahead of its acknowledgements. A
+        client that loses the stream resends every unacknowledged batch: deduplication
+        makes that safe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """Where a license stands against its limits in the current period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageSummary(self, request, context):
+        """Usage over a time range, in hour, day or month buckets, optionally per agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsageEvents(self, request, context):
+        """Raw events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateMeter': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMeter,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterResponse.SerializeToString,
+            ),
+            'GetMeter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMeter,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterResponse.SerializeToString,
+            ),
+            'ListMeters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMeters,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersResponse.SerializeToString,
+            ),
+            'UpdateMeter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMeter,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterResponse.SerializeToString,
+            ),
+            'DeleteMeter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMeter,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterResponse.SerializeToString,
+            ),
+            'RecordUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUsage,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'IngestUsage': grpc.stream_unary_rpc_method_handler(
+                    servicer.IngestUsage,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageResponse.SerializeToString,
+            ),
+            'StreamUsage': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamUsage,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaResponse.SerializeToString,
+            ),
+            'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageSummary,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryResponse.SerializeToString,
+            ),
+            'ListUsageEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsageEvents,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.usage.v1.UsageService', rpc_method_handlers)
@@ -37,8 +234,197 @@ def add_UsageServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class UsageService(object):
-    """UsageService meters usage streamed from running agents, enforces limits and flags anomalies.
+    """UsageService meters usage streamed from running agents: durable, deduplicated
+    ingestion; limits with overage; summaries from hourly rollups.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Ingestion (RecordUsage, IngestUsage, StreamUsage) is public with a license key in
+    each event, or takes an API key with the `ingest` scope for events naming a
+    license id. Meters and queries of raw events take an admin (or read) key.
     """
+
+    @staticmethod
+    def CreateMeter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/CreateMeter',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.CreateMeterResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetMeter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/GetMeter',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetMeterResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListMeters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/ListMeters',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListMetersResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateMeter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/UpdateMeter',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.UpdateMeterResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteMeter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/DeleteMeter',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.DeleteMeterResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RecordUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/RecordUsage',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def IngestUsage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/licensd.usage.v1.UsageService/IngestUsage',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.IngestUsageResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def StreamUsage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/licensd.usage.v1.UsageService/StreamUsage',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.StreamUsageResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/GetQuota',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetQuotaResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetUsageSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/GetUsageSummary',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.GetUsageSummaryResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListUsageEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/ListUsageEvents',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

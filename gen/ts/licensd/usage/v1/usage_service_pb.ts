@@ -2,24 +2,1066 @@
 // @generated from file licensd/usage/v1/usage_service.proto (package licensd.usage.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Aggregation, LimitPeriod, LimitState, Meter, Rejection, UsageEvent } from "./usage_pb.js";
+import { file_licensd_usage_v1_usage } from "./usage_pb.js";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensd/usage/v1/usage_service.proto.
  */
 export const file_licensd_usage_v1_usage_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaWNlbnNkL3VzYWdlL3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QudXNhZ2UudjEyDgoMVXNhZ2VTZXJ2aWNlYgZwcm90bzM");
+  fileDesc("CiRsaWNlbnNkL3VzYWdlL3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QudXNhZ2UudjEimAMKEkNyZWF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoKcHJvZHVjdF9pZBgCIAEoCUIaukgXchUyE15wcm9kX1swLTlhLXpdezI2fSQSLwoGbWV0cmljGAMgASgJQh+6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kEj4KC2FnZ3JlZ2F0aW9uGAQgASgOMh0ubGljZW5zZC51c2FnZS52MS5BZ2dyZWdhdGlvbkIKukgHggEEEAEgABIhChB1bmlxdWVfYXR0cmlidXRlGAUgASgJQge6SARyAhg/EjcKBnBlcmlvZBgGIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuTGltaXRQZXJpb2RCCLpIBYIBAhABEh0KC2Rlc2NyaXB0aW9uGAcgASgJQgi6SAVyAxj0AxI1Cg9pZGVtcG90ZW5jeV9rZXkYCCABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTQ3JlYXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiaQoPR2V0TWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JCI6ChBHZXRNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciK0AQoRTGlzdE1ldGVyc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjEKCnByb2R1Y3RfaWQYAiABKAlCHbpIGnIYMhZeKHByb2RfWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJWChJMaXN0TWV0ZXJzUmVzcG9uc2USJwoGbWV0ZXJzGAEgAygLMhcubGljZW5zZC51c2FnZS52MS5NZXRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitAIKElVwZGF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebXRyX1swLTlhLXpdezI2fSQSNwoGcGVyaW9kGAMgASgOMh0ubGljZW5zZC51c2FnZS52MS5MaW1pdFBlcmlvZEIIukgFggECEAESHQoLZGVzY3JpcHRpb24YBCABKAlCCLpIBXIDGPQDEjcKC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCI9ChNVcGRhdGVNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciKjAQoSRGVsZXRlTWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTRGVsZXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiSQoSUmVjb3JkVXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiVQoTUmVjb3JkVXNhZ2VSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgSKwoFbGltaXQYAiABKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiSQoSSW5nZXN0VXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiagoTSW5nZXN0VXNhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoAxISCgpkdXBsaWNhdGVzGAIgASgDEi0KCHJlamVjdGVkGAMgAygLMhsubGljZW5zZC51c2FnZS52MS5SZWplY3Rpb24iggEKElN0cmVhbVVzYWdlUmVxdWVzdBIxCghiYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bQS1aYS16MC05Ll86LV17MSwxMjh9JBI5CgZldmVudHMYAiADKAsyHC5saWNlbnNkLnVzYWdlLnYxLlVzYWdlRXZlbnRCC7pICJIBBQgBEOgHIqoBChNTdHJlYW1Vc2FnZVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEhAKCGFjY2VwdGVkGAIgASgFEhIKCmR1cGxpY2F0ZXMYAyABKAUSLQoIcmVqZWN0ZWQYBCADKAsyGy5saWNlbnNkLnVzYWdlLnYxLlJlamVjdGlvbhIsCgZsaW1pdHMYBSADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiigEKD0dldFF1b3RhUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLQoKbGljZW5zZV9pZBgCIAEoCUIZukgWchQyEl5saWNfWzAtOWEtel17MjZ9JBIXCgZtZXRyaWMYAyABKAlCB7pIBHICGD8iQAoQR2V0UXVvdGFSZXNwb25zZRIsCgZsaW1pdHMYASADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUigwMKFkdldFVzYWdlU3VtbWFyeVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjAKCmxpY2Vuc2VfaWQYAiABKAlCHLpIGXIXMhVeKGxpY19bMC05YS16XXsyNn0pPyQSMQoLY3VzdG9tZXJfaWQYAyABKAlCHLpIGXIXMhVeKGN1c19bMC05YS16XXsyNn0pPyQSGQoGbWV0cmljGAQgASgJQgm6SAZyBBABGD8SNgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARI0CghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARIyCgZidWNrZXQYByABKA4yGC5saWNlbnNkLnVzYWdlLnYxLkJ1Y2tldEIIukgFggECEAESFgoOZ3JvdXBfYnlfYWdlbnQYCCABKAgibgoLVXNhZ2VCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYWdlbnRfaWQYAiABKAkSDQoFdmFsdWUYAyABKAMSDgoGZXZlbnRzGAQgASgDIowBChdHZXRVc2FnZVN1bW1hcnlSZXNwb25zZRIyCgthZ2dyZWdhdGlvbhgBIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuQWdncmVnYXRpb24SLgoHYnVja2V0cxgCIAMoCzIdLmxpY2Vuc2QudXNhZ2UudjEuVXNhZ2VCdWNrZXQSDQoFdG90YWwYAyABKAMizgEKFkxpc3RVc2FnZUV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEi0KCmxpY2Vuc2VfaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSFwoGbWV0cmljGAMgASgJQge6SARyAhg/Eh0KCXBhZ2Vfc2l6ZRgEIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAUgASgJQgi6SAVyAxiABCLKAgoQU3RvcmVkVXNhZ2VFdmVudBISCgpsaWNlbnNlX2lkGAEgASgJEg4KBm1ldHJpYxgCIAEoCRIQCghxdWFudGl0eRgDIAEoAxIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEAoIYWdlbnRfaWQYBiABKAkSRgoKYXR0cmlidXRlcxgHIAMoCzIyLmxpY2Vuc2QudXNhZ2UudjEuU3RvcmVkVXNhZ2VFdmVudC5BdHRyaWJ1dGVzRW50cnkSMAoMcmVjZWl2ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJmChdMaXN0VXNhZ2VFdmVudHNSZXNwb25zZRIyCgZldmVudHMYASADKAsyIi5saWNlbnNkLnVzYWdlLnYxLlN0b3JlZFVzYWdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKlMKBkJ1Y2tldBIWChJCVUNLRVRfVU5TUEVDSUZJRUQQABIPCgtCVUNLRVRfSE9VUhABEg4KCkJVQ0tFVF9EQVkQAhIQCgxCVUNLRVRfTU9OVEgQAzKkCAoMVXNhZ2VTZXJ2aWNlEloKC0NyZWF0ZU1ldGVyEiQubGljZW5zZC51c2FnZS52MS5DcmVhdGVNZXRlclJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLkNyZWF0ZU1ldGVyUmVzcG9uc2USVgoIR2V0TWV0ZXISIS5saWNlbnNkLnVzYWdlLnYxLkdldE1ldGVyUmVxdWVzdBoiLmxpY2Vuc2QudXNhZ2UudjEuR2V0TWV0ZXJSZXNwb25zZSIDkAIBElwKCkxpc3RNZXRlcnMSIy5saWNlbnNkLnVzYWdlLnYxLkxpc3RNZXRlcnNSZXF1ZXN0GiQubGljZW5zZC51c2FnZS52MS5MaXN0TWV0ZXJzUmVzcG9uc2UiA5ACARJaCgtVcGRhdGVNZXRlchIkLmxpY2Vuc2QudXNhZ2UudjEuVXBkYXRlTWV0ZXJSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5VcGRhdGVNZXRlclJlc3BvbnNlEloKC0RlbGV0ZU1ldGVyEiQubGljZW5zZC51c2FnZS52MS5EZWxldGVNZXRlclJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLkRlbGV0ZU1ldGVyUmVzcG9uc2USWgoLUmVjb3JkVXNhZ2USJC5saWNlbnNkLnVzYWdlLnYxLlJlY29yZFVzYWdlUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuUmVjb3JkVXNhZ2VSZXNwb25zZRJcCgtJbmdlc3RVc2FnZRIkLmxpY2Vuc2QudXNhZ2UudjEuSW5nZXN0VXNhZ2VSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5Jbmdlc3RVc2FnZVJlc3BvbnNlKAESXgoLU3RyZWFtVXNhZ2USJC5saWNlbnNkLnVzYWdlLnYxLlN0cmVhbVVzYWdlUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuU3RyZWFtVXNhZ2VSZXNwb25zZSgBMAESVgoIR2V0UXVvdGESIS5saWNlbnNkLnVzYWdlLnYxLkdldFF1b3RhUmVxdWVzdBoiLmxpY2Vuc2QudXNhZ2UudjEuR2V0UXVvdGFSZXNwb25zZSIDkAIBEmsKD0dldFVzYWdlU3VtbWFyeRIoLmxpY2Vuc2QudXNhZ2UudjEuR2V0VXNhZ2VTdW1tYXJ5UmVxdWVzdBopLmxpY2Vuc2QudXNhZ2UudjEuR2V0VXNhZ2VTdW1tYXJ5UmVzcG9uc2UiA5ACARJrCg9MaXN0VXNhZ2VFdmVudHMSKC5saWNlbnNkLnVzYWdlLnYxLkxpc3RVc2FnZUV2ZW50c1JlcXVlc3QaKS5saWNlbnNkLnVzYWdlLnYxLkxpc3RVc2FnZUV2ZW50c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_licensd_usage_v1_usage]);
 
 /**
- * UsageService meters usage streamed from running agents, enforces limits and flags anomalies.
+ * Request for CreateMeter.
  *
- * Its RPCs arrive with their own issue; until then the service is listed by
- * reflection and health but has no methods.
+ * @generated from message licensd.usage.v1.CreateMeterRequest
+ */
+export type CreateMeterRequest = Message<"licensd.usage.v1.CreateMeterRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The product.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * The metric: 1 to 63 of [a-z0-9_.-], starting with a letter.
+   *
+   * @generated from field: string metric = 3;
+   */
+  metric: string;
+
+  /**
+   * How events aggregate.
+   *
+   * @generated from field: licensd.usage.v1.Aggregation aggregation = 4;
+   */
+  aggregation: Aggregation;
+
+  /**
+   * For UNIQUE_COUNT (required there, refused elsewhere): the attribute to count.
+   *
+   * @generated from field: string unique_attribute = 5;
+   */
+  uniqueAttribute: string;
+
+  /**
+   * The limit period; unspecified means MONTH.
+   *
+   * @generated from field: licensd.usage.v1.LimitPeriod period = 6;
+   */
+  period: LimitPeriod;
+
+  /**
+   * What it measures (up to 500 characters).
+   *
+   * @generated from field: string description = 7;
+   */
+  description: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 8;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.CreateMeterRequest.
+ * Use `create(CreateMeterRequestSchema)` to create a new message.
+ */
+export const CreateMeterRequestSchema: GenMessage<CreateMeterRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 0);
+
+/**
+ * Response for CreateMeter.
+ *
+ * @generated from message licensd.usage.v1.CreateMeterResponse
+ */
+export type CreateMeterResponse = Message<"licensd.usage.v1.CreateMeterResponse"> & {
+  /**
+   * The new meter.
+   *
+   * @generated from field: licensd.usage.v1.Meter meter = 1;
+   */
+  meter?: Meter | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.CreateMeterResponse.
+ * Use `create(CreateMeterResponseSchema)` to create a new message.
+ */
+export const CreateMeterResponseSchema: GenMessage<CreateMeterResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 1);
+
+/**
+ * Request for GetMeter.
+ *
+ * @generated from message licensd.usage.v1.GetMeterRequest
+ */
+export type GetMeterRequest = Message<"licensd.usage.v1.GetMeterRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The meter.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetMeterRequest.
+ * Use `create(GetMeterRequestSchema)` to create a new message.
+ */
+export const GetMeterRequestSchema: GenMessage<GetMeterRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 2);
+
+/**
+ * Response for GetMeter.
+ *
+ * @generated from message licensd.usage.v1.GetMeterResponse
+ */
+export type GetMeterResponse = Message<"licensd.usage.v1.GetMeterResponse"> & {
+  /**
+   * The meter.
+   *
+   * @generated from field: licensd.usage.v1.Meter meter = 1;
+   */
+  meter?: Meter | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetMeterResponse.
+ * Use `create(GetMeterResponseSchema)` to create a new message.
+ */
+export const GetMeterResponseSchema: GenMessage<GetMeterResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 3);
+
+/**
+ * Request for ListMeters.
+ *
+ * @generated from message licensd.usage.v1.ListMetersRequest
+ */
+export type ListMetersRequest = Message<"licensd.usage.v1.ListMetersRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only this product's meters.
+   *
+   * @generated from field: string product_id = 2;
+   */
+  productId: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListMetersRequest.
+ * Use `create(ListMetersRequestSchema)` to create a new message.
+ */
+export const ListMetersRequestSchema: GenMessage<ListMetersRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 4);
+
+/**
+ * Response for ListMeters.
+ *
+ * @generated from message licensd.usage.v1.ListMetersResponse
+ */
+export type ListMetersResponse = Message<"licensd.usage.v1.ListMetersResponse"> & {
+  /**
+   * One page of meters.
+   *
+   * @generated from field: repeated licensd.usage.v1.Meter meters = 1;
+   */
+  meters: Meter[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListMetersResponse.
+ * Use `create(ListMetersResponseSchema)` to create a new message.
+ */
+export const ListMetersResponseSchema: GenMessage<ListMetersResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 5);
+
+/**
+ * Request for UpdateMeter.
+ *
+ * @generated from message licensd.usage.v1.UpdateMeterRequest
+ */
+export type UpdateMeterRequest = Message<"licensd.usage.v1.UpdateMeterRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The meter.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * New limit period.
+   *
+   * @generated from field: licensd.usage.v1.LimitPeriod period = 3;
+   */
+  period: LimitPeriod;
+
+  /**
+   * New description.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * Which fields to change: `period`, `description`.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 5;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.UpdateMeterRequest.
+ * Use `create(UpdateMeterRequestSchema)` to create a new message.
+ */
+export const UpdateMeterRequestSchema: GenMessage<UpdateMeterRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 6);
+
+/**
+ * Response for UpdateMeter.
+ *
+ * @generated from message licensd.usage.v1.UpdateMeterResponse
+ */
+export type UpdateMeterResponse = Message<"licensd.usage.v1.UpdateMeterResponse"> & {
+  /**
+   * The meter after the change.
+   *
+   * @generated from field: licensd.usage.v1.Meter meter = 1;
+   */
+  meter?: Meter | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.UpdateMeterResponse.
+ * Use `create(UpdateMeterResponseSchema)` to create a new message.
+ */
+export const UpdateMeterResponseSchema: GenMessage<UpdateMeterResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 7);
+
+/**
+ * Request for DeleteMeter.
+ *
+ * @generated from message licensd.usage.v1.DeleteMeterRequest
+ */
+export type DeleteMeterRequest = Message<"licensd.usage.v1.DeleteMeterRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The meter.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.DeleteMeterRequest.
+ * Use `create(DeleteMeterRequestSchema)` to create a new message.
+ */
+export const DeleteMeterRequestSchema: GenMessage<DeleteMeterRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 8);
+
+/**
+ * Response for DeleteMeter.
+ *
+ * @generated from message licensd.usage.v1.DeleteMeterResponse
+ */
+export type DeleteMeterResponse = Message<"licensd.usage.v1.DeleteMeterResponse"> & {
+  /**
+   * The meter as it was.
+   *
+   * @generated from field: licensd.usage.v1.Meter meter = 1;
+   */
+  meter?: Meter | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.DeleteMeterResponse.
+ * Use `create(DeleteMeterResponseSchema)` to create a new message.
+ */
+export const DeleteMeterResponseSchema: GenMessage<DeleteMeterResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 9);
+
+/**
+ * Request for RecordUsage.
+ *
+ * @generated from message licensd.usage.v1.RecordUsageRequest
+ */
+export type RecordUsageRequest = Message<"licensd.usage.v1.RecordUsageRequest"> & {
+  /**
+   * The event; `idempotency_key` may be empty here (then the event is never deduplicated).
+   *
+   * @generated from field: licensd.usage.v1.UsageEvent event = 1;
+   */
+  event?: UsageEvent | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.RecordUsageRequest.
+ * Use `create(RecordUsageRequestSchema)` to create a new message.
+ */
+export const RecordUsageRequestSchema: GenMessage<RecordUsageRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 10);
+
+/**
+ * Response for RecordUsage.
+ *
+ * @generated from message licensd.usage.v1.RecordUsageResponse
+ */
+export type RecordUsageResponse = Message<"licensd.usage.v1.RecordUsageResponse"> & {
+  /**
+   * The key was seen before: acknowledged, not counted again.
+   *
+   * @generated from field: bool duplicate = 1;
+   */
+  duplicate: boolean;
+
+  /**
+   * The license's state for the event's metric after it.
+   *
+   * @generated from field: licensd.usage.v1.LimitState limit = 2;
+   */
+  limit?: LimitState | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.RecordUsageResponse.
+ * Use `create(RecordUsageResponseSchema)` to create a new message.
+ */
+export const RecordUsageResponseSchema: GenMessage<RecordUsageResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 11);
+
+/**
+ * One event of IngestUsage.
+ *
+ * @generated from message licensd.usage.v1.IngestUsageRequest
+ */
+export type IngestUsageRequest = Message<"licensd.usage.v1.IngestUsageRequest"> & {
+  /**
+   * The event; `idempotency_key` is required.
+   *
+   * @generated from field: licensd.usage.v1.UsageEvent event = 1;
+   */
+  event?: UsageEvent | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.IngestUsageRequest.
+ * Use `create(IngestUsageRequestSchema)` to create a new message.
+ */
+export const IngestUsageRequestSchema: GenMessage<IngestUsageRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 12);
+
+/**
+ * Response for IngestUsage.
+ *
+ * @generated from message licensd.usage.v1.IngestUsageResponse
+ */
+export type IngestUsageResponse = Message<"licensd.usage.v1.IngestUsageResponse"> & {
+  /**
+   * Events stored.
+   *
+   * @generated from field: int64 accepted = 1;
+   */
+  accepted: bigint;
+
+  /**
+   * Events whose key was seen before.
+   *
+   * @generated from field: int64 duplicates = 2;
+   */
+  duplicates: bigint;
+
+  /**
+   * Events refused, with their index in the stream.
+   *
+   * @generated from field: repeated licensd.usage.v1.Rejection rejected = 3;
+   */
+  rejected: Rejection[];
+};
+
+/**
+ * Describes the message licensd.usage.v1.IngestUsageResponse.
+ * Use `create(IngestUsageResponseSchema)` to create a new message.
+ */
+export const IngestUsageResponseSchema: GenMessage<IngestUsageResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 13);
+
+/**
+ * One batch of StreamUsage.
+ *
+ * @generated from message licensd.usage.v1.StreamUsageRequest
+ */
+export type StreamUsageRequest = Message<"licensd.usage.v1.StreamUsageRequest"> & {
+  /**
+   * Names the batch in its acknowledgement: 1 to 128 of [A-Za-z0-9._:-].
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * 1 to 1000 events, each with an `idempotency_key`.
+   *
+   * @generated from field: repeated licensd.usage.v1.UsageEvent events = 2;
+   */
+  events: UsageEvent[];
+};
+
+/**
+ * Describes the message licensd.usage.v1.StreamUsageRequest.
+ * Use `create(StreamUsageRequestSchema)` to create a new message.
+ */
+export const StreamUsageRequestSchema: GenMessage<StreamUsageRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 14);
+
+/**
+ * The acknowledgement of one batch, sent after its transaction committed.
+ *
+ * @generated from message licensd.usage.v1.StreamUsageResponse
+ */
+export type StreamUsageResponse = Message<"licensd.usage.v1.StreamUsageResponse"> & {
+  /**
+   * The batch.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * Events stored.
+   *
+   * @generated from field: int32 accepted = 2;
+   */
+  accepted: number;
+
+  /**
+   * Events whose key was seen before.
+   *
+   * @generated from field: int32 duplicates = 3;
+   */
+  duplicates: number;
+
+  /**
+   * Events refused, with their index in the batch.
+   *
+   * @generated from field: repeated licensd.usage.v1.Rejection rejected = 4;
+   */
+  rejected: Rejection[];
+
+  /**
+   * The limit state of every (license, metric) the batch touched.
+   *
+   * @generated from field: repeated licensd.usage.v1.LimitState limits = 5;
+   */
+  limits: LimitState[];
+};
+
+/**
+ * Describes the message licensd.usage.v1.StreamUsageResponse.
+ * Use `create(StreamUsageResponseSchema)` to create a new message.
+ */
+export const StreamUsageResponseSchema: GenMessage<StreamUsageResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 15);
+
+/**
+ * Request for GetQuota.
+ *
+ * @generated from message licensd.usage.v1.GetQuotaRequest
+ */
+export type GetQuotaRequest = Message<"licensd.usage.v1.GetQuotaRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Only this metric; empty for every meter of the license's product.
+   *
+   * @generated from field: string metric = 3;
+   */
+  metric: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetQuotaRequest.
+ * Use `create(GetQuotaRequestSchema)` to create a new message.
+ */
+export const GetQuotaRequestSchema: GenMessage<GetQuotaRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 16);
+
+/**
+ * Response for GetQuota.
+ *
+ * @generated from message licensd.usage.v1.GetQuotaResponse
+ */
+export type GetQuotaResponse = Message<"licensd.usage.v1.GetQuotaResponse"> & {
+  /**
+   * One per metric.
+   *
+   * @generated from field: repeated licensd.usage.v1.LimitState limits = 1;
+   */
+  limits: LimitState[];
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetQuotaResponse.
+ * Use `create(GetQuotaResponseSchema)` to create a new message.
+ */
+export const GetQuotaResponseSchema: GenMessage<GetQuotaResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 17);
+
+/**
+ * Request for GetUsageSummary.
+ *
+ * @generated from message licensd.usage.v1.GetUsageSummaryRequest
+ */
+export type GetUsageSummaryRequest = Message<"licensd.usage.v1.GetUsageSummaryRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license (or give `customer_id`).
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Every license of this customer (or give `license_id`).
+   *
+   * @generated from field: string customer_id = 3;
+   */
+  customerId: string;
+
+  /**
+   * The metric.
+   *
+   * @generated from field: string metric = 4;
+   */
+  metric: string;
+
+  /**
+   * From (inclusive); truncated to the hour.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 5;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * To (exclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 6;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Bucket size; unspecified means DAY.
+   *
+   * @generated from field: licensd.usage.v1.Bucket bucket = 7;
+   */
+  bucket: Bucket;
+
+  /**
+   * One series per agent.
+   *
+   * @generated from field: bool group_by_agent = 8;
+   */
+  groupByAgent: boolean;
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetUsageSummaryRequest.
+ * Use `create(GetUsageSummaryRequestSchema)` to create a new message.
+ */
+export const GetUsageSummaryRequestSchema: GenMessage<GetUsageSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 18);
+
+/**
+ * One bucket of a summary.
+ *
+ * @generated from message licensd.usage.v1.UsageBucket
+ */
+export type UsageBucket = Message<"licensd.usage.v1.UsageBucket"> & {
+  /**
+   * The bucket's start.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * The agent, with `group_by_agent`.
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * The meter's aggregation over the bucket.
+   *
+   * @generated from field: int64 value = 3;
+   */
+  value: bigint;
+
+  /**
+   * Events in the bucket.
+   *
+   * @generated from field: int64 events = 4;
+   */
+  events: bigint;
+};
+
+/**
+ * Describes the message licensd.usage.v1.UsageBucket.
+ * Use `create(UsageBucketSchema)` to create a new message.
+ */
+export const UsageBucketSchema: GenMessage<UsageBucket> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 19);
+
+/**
+ * Response for GetUsageSummary.
+ *
+ * @generated from message licensd.usage.v1.GetUsageSummaryResponse
+ */
+export type GetUsageSummaryResponse = Message<"licensd.usage.v1.GetUsageSummaryResponse"> & {
+  /**
+   * The meter's aggregation.
+   *
+   * @generated from field: licensd.usage.v1.Aggregation aggregation = 1;
+   */
+  aggregation: Aggregation;
+
+  /**
+   * Buckets with usage, in time order (then by agent).
+   *
+   * @generated from field: repeated licensd.usage.v1.UsageBucket buckets = 2;
+   */
+  buckets: UsageBucket[];
+
+  /**
+   * The aggregation over the whole range.
+   *
+   * @generated from field: int64 total = 3;
+   */
+  total: bigint;
+};
+
+/**
+ * Describes the message licensd.usage.v1.GetUsageSummaryResponse.
+ * Use `create(GetUsageSummaryResponseSchema)` to create a new message.
+ */
+export const GetUsageSummaryResponseSchema: GenMessage<GetUsageSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 20);
+
+/**
+ * Request for ListUsageEvents.
+ *
+ * @generated from message licensd.usage.v1.ListUsageEventsRequest
+ */
+export type ListUsageEventsRequest = Message<"licensd.usage.v1.ListUsageEventsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The license.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Only this metric.
+   *
+   * @generated from field: string metric = 3;
+   */
+  metric: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListUsageEventsRequest.
+ * Use `create(ListUsageEventsRequestSchema)` to create a new message.
+ */
+export const ListUsageEventsRequestSchema: GenMessage<ListUsageEventsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 21);
+
+/**
+ * A stored event.
+ *
+ * @generated from message licensd.usage.v1.StoredUsageEvent
+ */
+export type StoredUsageEvent = Message<"licensd.usage.v1.StoredUsageEvent"> & {
+  /**
+   * The license.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * The metric.
+   *
+   * @generated from field: string metric = 2;
+   */
+  metric: string;
+
+  /**
+   * How much.
+   *
+   * @generated from field: int64 quantity = 3;
+   */
+  quantity: bigint;
+
+  /**
+   * When it happened.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 4;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Its idempotency key (empty when it had none).
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The agent.
+   *
+   * @generated from field: string agent_id = 6;
+   */
+  agentId: string;
+
+  /**
+   * Its attributes.
+   *
+   * @generated from field: map<string, string> attributes = 7;
+   */
+  attributes: { [key: string]: string };
+
+  /**
+   * When licensd stored it.
+   *
+   * @generated from field: google.protobuf.Timestamp receive_time = 8;
+   */
+  receiveTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.StoredUsageEvent.
+ * Use `create(StoredUsageEventSchema)` to create a new message.
+ */
+export const StoredUsageEventSchema: GenMessage<StoredUsageEvent> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 22);
+
+/**
+ * Response for ListUsageEvents.
+ *
+ * @generated from message licensd.usage.v1.ListUsageEventsResponse
+ */
+export type ListUsageEventsResponse = Message<"licensd.usage.v1.ListUsageEventsResponse"> & {
+  /**
+   * One page of events.
+   *
+   * @generated from field: repeated licensd.usage.v1.StoredUsageEvent events = 1;
+   */
+  events: StoredUsageEvent[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListUsageEventsResponse.
+ * Use `create(ListUsageEventsResponseSchema)` to create a new message.
+ */
+export const ListUsageEventsResponseSchema: GenMessage<ListUsageEventsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 23);
+
+/**
+ * Bucket sizes for GetUsageSummary.
+ *
+ * @generated from enum licensd.usage.v1.Bucket
+ */
+export enum Bucket {
+  /**
+   * DAY.
+   *
+   * @generated from enum value: BUCKET_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One hour.
+   *
+   * @generated from enum value: BUCKET_HOUR = 1;
+   */
+  HOUR = 1,
+
+  /**
+   * One UTC day.
+   *
+   * @generated from enum value: BUCKET_DAY = 2;
+   */
+  DAY = 2,
+
+  /**
+   * One UTC calendar month.
+   *
+   * @generated from enum value: BUCKET_MONTH = 3;
+   */
+  MONTH = 3,
+}
+
+/**
+ * Describes the enum licensd.usage.v1.Bucket.
+ */
+export const BucketSchema: GenEnum<Bucket> = /*@__PURE__*/
+  enumDesc(file_licensd_usage_v1_usage_service, 0);
+
+/**
+ * UsageService meters usage streamed from running agents: durable, deduplicated
+ * ingestion; limits with overage; summaries from hourly rollups.
+ *
+ * Ingestion (RecordUsage, IngestUsage, StreamUsage) is public with a license key in
+ * each event, or takes an API key with the `ingest` scope for events naming a
+ * license id. Meters and queries of raw events take an admin (or read) key.
  *
  * @generated from service licensd.usage.v1.UsageService
  */
 export const UsageService: GenService<{
+  /**
+   * Creates a meter for a product.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.CreateMeter
+   */
+  createMeter: {
+    methodKind: "unary";
+    input: typeof CreateMeterRequestSchema;
+    output: typeof CreateMeterResponseSchema;
+  },
+  /**
+   * Returns a meter.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.GetMeter
+   */
+  getMeter: {
+    methodKind: "unary";
+    input: typeof GetMeterRequestSchema;
+    output: typeof GetMeterResponseSchema;
+  },
+  /**
+   * Lists meters, oldest first.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.ListMeters
+   */
+  listMeters: {
+    methodKind: "unary";
+    input: typeof ListMetersRequestSchema;
+    output: typeof ListMetersResponseSchema;
+  },
+  /**
+   * Changes a meter's description or period.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.UpdateMeter
+   */
+  updateMeter: {
+    methodKind: "unary";
+    input: typeof UpdateMeterRequestSchema;
+    output: typeof UpdateMeterResponseSchema;
+  },
+  /**
+   * Deletes a meter; refused while it has recorded usage.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.DeleteMeter
+   */
+  deleteMeter: {
+    methodKind: "unary";
+    input: typeof DeleteMeterRequestSchema;
+    output: typeof DeleteMeterResponseSchema;
+  },
+  /**
+   * Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
+   * acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.RecordUsage
+   */
+  recordUsage: {
+    methodKind: "unary";
+    input: typeof RecordUsageRequestSchema;
+    output: typeof RecordUsageResponseSchema;
+  },
+  /**
+   * Takes any number of events and answers once at the end: accepted, duplicates and
+   * every rejection with its index and reason.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.IngestUsage
+   */
+  ingestUsage: {
+    methodKind: "client_streaming";
+    input: typeof IngestUsageRequestSchema;
+    output: typeof IngestUsageResponseSchema;
+  },
+  /**
+   * Batches in, one acknowledgement per batch out, sent after the batch's transaction
+   * committed. The server reads at most 8 batches ahead of its acknowledgements. A
+   * client that loses the stream resends every unacknowledged batch: deduplication
+   * makes that safe.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.StreamUsage
+   */
+  streamUsage: {
+    methodKind: "bidi_streaming";
+    input: typeof StreamUsageRequestSchema;
+    output: typeof StreamUsageResponseSchema;
+  },
+  /**
+   * Where a license stands against its limits in the current period.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.GetQuota
+   */
+  getQuota: {
+    methodKind: "unary";
+    input: typeof GetQuotaRequestSchema;
+    output: typeof GetQuotaResponseSchema;
+  },
+  /**
+   * Usage over a time range, in hour, day or month buckets, optionally per agent.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.GetUsageSummary
+   */
+  getUsageSummary: {
+    methodKind: "unary";
+    input: typeof GetUsageSummaryRequestSchema;
+    output: typeof GetUsageSummaryResponseSchema;
+  },
+  /**
+   * Raw events, newest first.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.ListUsageEvents
+   */
+  listUsageEvents: {
+    methodKind: "unary";
+    input: typeof ListUsageEventsRequestSchema;
+    output: typeof ListUsageEventsResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_usage_v1_usage_service, 0);
 

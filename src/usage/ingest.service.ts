@@ -1,0 +1,465 @@
+import type { Principal } from "../platform/auth.js";
+import { hasScope } from "../platform/auth.js";
+import type { Clock } from "../platform/clock.js";
+import { sha256 } from "../platform/crypto.js";
+import type { Database, EntityManager } from "../platform/db.js";
+import type { Events } from "../events/events.js";
+import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
+import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
+import type { Aggregation, LimitPeriod } from "./meter.entity.js";
+
+/** How far in the past and future an event's time may be. */
+export const MAX_PAST_MS = 7 * 86_400_000;
+export const MAX_FUTURE_MS = 5 * 60_000;
+/** Deduplication keys are kept longer than the oldest event accepted, so a resend is always caught. */
+export const DEDUPE_RETENTION_MS = MAX_PAST_MS + 86_400_000;
+const MAX_ATTRIBUTES = 16;
+
+/** One event as received (the proto's fields, transport-neutral). */
+export interface IncomingEvent {
+  licenseKey: string;
+  licenseId: string;
+  metric: string;
+  quantity: bigint;
+  time: Date | undefined;
+  idempotencyKey: string;
+  agentId: string;
+  attributes: Record<string, string>;
+}
+
+export interface Rejection {
+  index: number;
+  reason: string;
+  message: string;
+}
+
+export interface LimitState {
+  licenseId: string;
+  metric: string;
+  used: bigint;
+  limit: bigint;
+  allowed: bigint;
+  warning: boolean;
+  exceeded: boolean;
+  periodStart: Date;
+  periodEnd: Date | null;
+}
+
+export interface BatchResult {
+  accepted: number;
+  duplicates: number;
+  /** Indexes of duplicate events (RecordUsage reports its one event's). */
+  duplicateIndexes: number[];
+  rejected: Rejection[];
+  limits: LimitState[];
+}
+
+interface LicenseRow {
+  id: string;
+  tenantId: string;
+  productId: string;
+  status: "active" | "suspended" | "revoked";
+  createdAt: Date;
+  expiresAt: Date | null;
+  expirationStrategy: ExpirationStrategy;
+  graceSeconds: number;
+  overage: OverageStrategy;
+  entitlements: Entitlement[];
+}
+
+interface MeterRow {
+  id: string;
+  metric: string;
+  aggregation: Aggregation;
+  uniqueAttribute: string;
+  period: LimitPeriod;
+}
+
+/** An event that passed validation, with everything its transaction needs. */
+interface Prepared {
+  index: number;
+  license: LicenseRow;
+  meter: MeterRow;
+  ts: Date;
+  hour: Date;
+  periodStart: Date;
+  periodEnd: Date | null;
+  quantity: bigint;
+  key: string;
+  agentId: string;
+  attributes: Record<string, string>;
+  uniqueValue: string;
+}
+
+/** What an overage strategy lets through, as a factor of the limit (in hundredths, to stay in integers). */
+const OVERAGE_PERCENT: Record<OverageStrategy, bigint | null> = { no_overage: 100n, allow_1_25x: 125n, allow_1_5x: 150n, allow_2x: 200n, always: null };
+
+const HOUR = 3_600_000;
+
+/** The limit period an event at `ts` falls in. */
+export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Date; expiresAt: Date | null }): { start: Date; end: Date | null } {
+  const y = ts.getUTCFullYear();
+  const m = ts.getUTCMonth();
+  if (period === "day") {
+    const start = Date.UTC(y, m, ts.getUTCDate());
+    return { start: new Date(start), end: new Date(start + 86_400_000) };
+  }
+  if (period === "license_term") return { start: license.createdAt, end: license.expiresAt };
+  return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
+}
+
+/** `?, ?, …` groups for a multi-row VALUES list. */
+const rows = (n: number, width: number) => Array.from({ length: n }, () => `(${Array(width).fill("?").join(", ")})`).join(", ");
+
+const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }) => `${p.license.id}|${p.meter.id}|${p.periodStart.getTime()}`;
+
+/**
+ * Usage ingestion. A batch is checked event by event (a bad event is rejected with its
+ * index and reason, the rest land), then written in one transaction: deduplication keys
+ * first (a key seen before — in this batch or any earlier one, on any instance — makes
+ * the event a duplicate), then the period totals of every (license, meter, period) the
+ * batch touches are locked, so limits hold across instances, then events, hourly
+ * rollups, distinct values and totals are written with multi-row statements. The
+ * caller acknowledges only after this returns, i.e. after the commit.
+ */
+export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring }) {
+  const { db, clock, events, keyring } = deps;
+  const partitions = new Set<number>();
+
+  /** Creates the month partition of usage_events that holds `ts`, once per process (idempotent across instances). */
+  async function ensurePartition(ts: Date) {
+    const start = Date.UTC(ts.getUTCFullYear(), ts.getUTCMonth(), 1);
+    if (partitions.has(start)) return;
+    const from = new Date(start);
+    const to = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() + 1, 1));
+    const name = `usage_events_${from.getUTCFullYear()}${String(from.getUTCMonth() + 1).padStart(2, "0")}`;
+    try {
+      await db.em().execute(`create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`);
+    } catch (err) {
+      // Two instances creating the same partition at once: the loser sees a duplicate; the table exists.
+      if (!/already exists/.test((err as Error).message)) throw err;
+    }
+    partitions.add(start);
+  }
+
+  /** Licenses and meters read once per batch. */
+  function lookups(em: EntityManager) {
+    const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
+    const byId = new Map<string, Promise<LicenseRow | undefined>>();
+    const meters = new Map<string, Promise<Map<string, MeterRow>>>();
+    const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
+                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
+                           p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
+                      from licenses l join policies p on p.id = l.policy_id`;
+    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
+    const toLicense = (r: Row | undefined): LicenseRow | undefined =>
+      r && {
+        id: r.id,
+        tenantId: r.tenant_id,
+        productId: r.product_id,
+        status: r.status,
+        createdAt: new Date(Number(r.created_ms)),
+        expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
+        expirationStrategy: r.expiration_strategy,
+        graceSeconds: Number(r.grace_seconds),
+        overage: r.overage_strategy,
+        entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
+      };
+    return {
+      byKey(digest: Buffer) {
+        const k = digest.toString("base64");
+        if (!byDigest.has(k)) byDigest.set(k, em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])));
+        return byDigest.get(k)!;
+      },
+      byId(id: string) {
+        if (!byId.has(id)) byId.set(id, em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])));
+        return byId.get(id)!;
+      },
+      meters(productId: string) {
+        if (!meters.has(productId)) {
+          meters.set(
+            productId,
+            em
+              .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
+              .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }]))),
+          );
+        }
+        return meters.get(productId)!;
+      },
+    };
+  }
+
+  /** Why a license may not record usage now, or undefined when it may. */
+  function unusable(l: LicenseRow, now: Date): { reason: string; message: string } | undefined {
+    if (l.status === "revoked") return { reason: "LICENSE_REVOKED", message: "the license was revoked" };
+    if (l.status === "suspended") return { reason: "LICENSE_SUSPENDED", message: "the license is suspended" };
+    if (l.expiresAt && l.expiresAt <= now) {
+      const inGrace = now.getTime() < l.expiresAt.getTime() + l.graceSeconds * 1000;
+      if (!inGrace && l.expirationStrategy !== "allow_access" && l.expirationStrategy !== "maintain_access") {
+        return { reason: "LICENSE_EXPIRED", message: `the license expired at ${l.expiresAt.toISOString()}` };
+      }
+    }
+    return undefined;
+  }
+
+  /** Checks one event and resolves its license and meter; a string is the rejection. */
+  async function prepare(look: ReturnType<typeof lookups>, e: IncomingEvent, index: number, principal: Principal, now: Date, requireKey: boolean): Promise<Prepared | Rejection> {
+    const reject = (reason: string, message: string): Rejection => ({ index, reason, message });
+    if (requireKey && !e.idempotencyKey) return reject("INVALID_EVENT", "idempotency_key: required on streams");
+    if (e.idempotencyKey.length > 128) return reject("INVALID_EVENT", "idempotency_key: at most 128 characters");
+    if (e.quantity < 0n) return reject("INVALID_QUANTITY", "quantity: must be 0 or more");
+    if (e.agentId.length > 128) return reject("INVALID_EVENT", "agent_id: at most 128 characters");
+    const attrs = Object.entries(e.attributes);
+    if (attrs.length > MAX_ATTRIBUTES || attrs.some(([k, v]) => k.length === 0 || k.length > 63 || v.length > 256)) {
+      return reject("INVALID_EVENT", `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`);
+    }
+    const ts = e.time ?? now;
+    if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {
+      return reject("INVALID_TIME", "time: must be within the last 7 days and at most 5 minutes ahead");
+    }
+
+    let license: LicenseRow | undefined;
+    if (e.licenseKey) {
+      const key = normalizeLicenseKey(e.licenseKey);
+      if (KEY_PATTERN.test(key) ? !checkLicenseKey(key, keyring).ok : !CUSTOM_KEY_PATTERN.test(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
+      license = await look.byKey(sha256(key));
+      if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
+    } else if (e.licenseId) {
+      if (principal.kind === "anonymous") return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
+      if (principal.kind === "tenant" && !hasScope(principal, "ingest")) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
+      license = await look.byId(e.licenseId);
+      if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId)) return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
+    } else {
+      return reject("INVALID_EVENT", "license_key or license_id: one is required");
+    }
+    const bad = unusable(license, now);
+    if (bad) return reject(bad.reason, bad.message);
+    const meter = (await look.meters(license.productId)).get(e.metric);
+    if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
+    let uniqueValue = "";
+    if (meter.aggregation === "unique_count") {
+      uniqueValue = e.attributes[meter.uniqueAttribute] ?? "";
+      if (!uniqueValue) return reject("INVALID_EVENT", `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`);
+    }
+    const period = periodOf(meter.period, ts, license);
+    return {
+      index,
+      license,
+      meter,
+      ts,
+      hour: new Date(Math.floor(ts.getTime() / HOUR) * HOUR),
+      periodStart: period.start,
+      periodEnd: period.end,
+      quantity: e.quantity,
+      key: e.idempotencyKey,
+      agentId: e.agentId,
+      attributes: e.attributes,
+      uniqueValue,
+    };
+  }
+
+  function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: bigint; allowed: bigint | null } {
+    const ent = p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined;
+    if (!ent || ent.limit <= 0) return { limit: 0n, allowed: null };
+    const pct = OVERAGE_PERCENT[p.license.overage];
+    const limit = BigInt(ent.limit);
+    return { limit, allowed: pct === null ? null : (limit * pct) / 100n };
+  }
+
+  /** Ingests one batch; resolves after its transaction committed. */
+  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean }): Promise<BatchResult> {
+    const now = clock.now();
+    const rejected: Rejection[] = [];
+    const prepared: Prepared[] = [];
+    const look = lookups(db.em());
+    for (const [i, e] of batch.entries()) {
+      const r = await prepare(look, e, i, principal, now, opts.requireKey);
+      if ("reason" in r) rejected.push(r);
+      else prepared.push(r);
+    }
+    for (const month of new Set(prepared.map((p) => Date.UTC(p.ts.getUTCFullYear(), p.ts.getUTCMonth(), 1)))) await ensurePartition(new Date(month));
+    if (prepared.length === 0) return { accepted: 0, duplicates: 0, duplicateIndexes: [], rejected, limits: [] };
+
+    return db.tx(async (em) => {
+      // 1. Deduplication: the keys this transaction inserts are the new ones.
+      const keyed = prepared.filter((p) => p.key);
+      const fresh = new Set<string>();
+      if (keyed.length > 0) {
+        const inserted = await em.execute<{ tenant_id: string; idempotency_key: string }[]>(
+          `insert into usage_dedupe (tenant_id, idempotency_key, received_at) values ${rows(keyed.length, 3)} on conflict do nothing returning tenant_id, idempotency_key`,
+          keyed.flatMap((p) => [p.license.tenantId, p.key, now]),
+        );
+        for (const r of inserted) fresh.add(`${r.tenant_id}|${r.idempotency_key}`);
+      }
+      const duplicateIndexes: number[] = [];
+      const candidates: Prepared[] = [];
+      for (const p of prepared) {
+        const k = `${p.license.tenantId}|${p.key}`;
+        if (p.key && !fresh.delete(k)) duplicateIndexes.push(p.index); // seen before, or earlier in this batch
+        else candidates.push(p);
+      }
+
+      // 2. Lock the period totals of every (license, meter, period) touched, in a fixed order.
+      const groups = new Map<string, { sample: Prepared; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean }>();
+      // Duplicates' groups too: their acknowledgement reports where the license stands.
+      for (const p of prepared) if (!groups.has(groupKey(p))) groups.set(groupKey(p), { sample: p, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
+      const ordered = [...groups.values()].sort((a, b) => (groupKey(a.sample) < groupKey(b.sample) ? -1 : 1));
+      if (ordered.length > 0) {
+        await em.execute(
+          `insert into usage_periods (tenant_id, license_id, meter_id, period_start) values ${rows(ordered.length, 4)} on conflict do nothing`,
+          ordered.flatMap((g) => [g.sample.license.tenantId, g.sample.license.id, g.sample.meter.id, g.sample.periodStart]),
+        );
+        const locked = await em.execute<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }[]>(
+          `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded
+             from usage_periods where (license_id, meter_id, period_start) in (${rows(ordered.length, 3)})
+            order by license_id, meter_id, period_start for update`,
+          ordered.flatMap((g) => [g.sample.license.id, g.sample.meter.id, g.sample.periodStart]),
+        );
+        for (const r of locked) {
+          const g = groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}`)!;
+          Object.assign(g, { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
+        }
+      }
+
+      // Distinct values already counted in their period (under the period lock: stable).
+      const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
+      const known = new Set<string>();
+      if (uniques.length > 0) {
+        const seen = await em.execute<{ license_id: string; meter_id: string; start_ms: string; value: string }[]>(
+          `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
+            where (license_id, meter_id, period_start, value) in (${rows(uniques.length, 4)})`,
+          uniques.flatMap((p) => [p.license.id, p.meter.id, p.periodStart, p.uniqueValue]),
+        );
+        for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
+      }
+
+      // 3. Limits, event by event in order.
+      const accepted: Prepared[] = [];
+      const newUniques: Prepared[] = [];
+      const limitRejected: Prepared[] = [];
+      for (const p of candidates) {
+        const g = groups.get(groupKey(p))!;
+        let next = g.used;
+        let latestTs = g.latestTs;
+        let isNewValue = false;
+        switch (p.meter.aggregation) {
+          case "sum":
+            next = (g.used ?? 0n) + p.quantity;
+            break;
+          case "count":
+            next = (g.used ?? 0n) + 1n;
+            break;
+          case "max":
+            next = g.used === null || p.quantity > g.used ? p.quantity : g.used;
+            break;
+          case "min":
+            next = g.used === null || p.quantity < g.used ? p.quantity : g.used;
+            break;
+          case "latest":
+            if (latestTs === null || p.ts >= latestTs) [next, latestTs] = [p.quantity, p.ts];
+            break;
+          case "unique_count": {
+            const u = `${groupKey(p)}|${p.uniqueValue}`;
+            isNewValue = !known.has(u);
+            next = (g.used ?? 0n) + (isNewValue ? 1n : 0n);
+            if (isNewValue) known.add(u);
+            break;
+          }
+        }
+        const { allowed } = limitOf(p);
+        if (allowed !== null && next !== null && next > allowed && next !== g.used) {
+          if (isNewValue) known.delete(`${groupKey(p)}|${p.uniqueValue}`);
+          limitRejected.push(p);
+          rejected.push({ index: p.index, reason: "LIMIT_EXCEEDED", message: `${p.meter.metric}: would reach ${next} of an allowed ${allowed} this period` });
+          continue;
+        }
+        Object.assign(g, { used: next, latestTs, changed: true });
+        accepted.push(p);
+        if (isNewValue) newUniques.push(p);
+      }
+      // A refused event was not recorded: forget its key, so it can be sent again later (a raised limit, a new period).
+      const forget = limitRejected.filter((p) => p.key);
+      if (forget.length > 0) {
+        await em.execute(`delete from usage_dedupe where (tenant_id, idempotency_key) in (${rows(forget.length, 2)})`, forget.flatMap((p) => [p.license.tenantId, p.key]));
+      }
+
+      // 4. Events, rollups, distinct values, totals: one multi-row statement each.
+      if (accepted.length > 0) {
+        await em.execute(
+          `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) values ${rows(accepted.length, 9)}`,
+          accepted.flatMap((p) => [p.license.tenantId, p.license.id, p.meter.id, p.ts, p.quantity.toString(), p.key, p.agentId, JSON.stringify(p.attributes), now]),
+        );
+        const rollups = new Map<string, { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date }>();
+        for (const p of accepted) {
+          const k = `${p.license.id}|${p.meter.id}|${p.hour.getTime()}|${p.agentId}`;
+          const r = rollups.get(k);
+          if (!r) rollups.set(k, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
+          else {
+            r.total += p.quantity;
+            r.events++;
+            if (p.quantity > r.max) r.max = p.quantity;
+            if (p.quantity < r.min) r.min = p.quantity;
+            if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
+          }
+        }
+        const rs = [...rollups.values()].sort((a, b) => (a.p.license.id + a.p.meter.id < b.p.license.id + b.p.meter.id ? -1 : 1));
+        await em.execute(
+          `insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts) values ${rows(rs.length, 11)}
+           on conflict (license_id, meter_id, hour, agent_id) do update set
+             total = r.total + excluded.total, events = r.events + excluded.events,
+             max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
+             latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
+             latest_ts = greatest(r.latest_ts, excluded.latest_ts)`,
+          rs.flatMap((r) => [r.p.license.tenantId, r.p.license.id, r.p.meter.id, r.p.hour, r.p.agentId, r.total.toString(), r.events, r.max.toString(), r.min.toString(), r.latest.toString(), r.latestTs]),
+        );
+        const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
+        if (hourly.length > 0) {
+          await em.execute(
+            `insert into usage_unique (license_id, meter_id, hour, agent_id, value) values ${rows(hourly.length, 5)} on conflict do nothing`,
+            hourly.flatMap((p) => [p.license.id, p.meter.id, p.hour, p.agentId, p.uniqueValue]),
+          );
+        }
+        if (newUniques.length > 0) {
+          await em.execute(
+            `insert into usage_period_unique (license_id, meter_id, period_start, value) values ${rows(newUniques.length, 4)} on conflict do nothing`,
+            newUniques.flatMap((p) => [p.license.id, p.meter.id, p.periodStart, p.uniqueValue]),
+          );
+        }
+      }
+
+      // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
+      const limits: LimitState[] = [];
+      for (const g of ordered) {
+        const { limit, allowed } = limitOf(g.sample);
+        const used = g.used ?? 0n;
+        const warning = limit > 0n && used * 10n >= limit * 8n;
+        const exceeded = limit > 0n && used > limit;
+        const base = { license_id: g.sample.license.id, metric: g.sample.meter.metric, used: Number(used), limit: Number(limit), period_start: g.sample.periodStart.toISOString() };
+        if (warning && !g.warned) {
+          await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_warning", subject: g.sample.license.id, actor: "system", payload: base });
+          Object.assign(g, { warned: true, changed: true });
+        }
+        if (exceeded && !g.exceeded) {
+          await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_exceeded", subject: g.sample.license.id, actor: "system", payload: { ...base, overage: g.sample.license.overage } });
+          Object.assign(g, { exceeded: true, changed: true });
+        }
+        limits.push({ licenseId: g.sample.license.id, metric: g.sample.meter.metric, used, limit, allowed: allowed ?? 0n, warning, exceeded, periodStart: g.sample.periodStart, periodEnd: g.sample.periodEnd });
+      }
+      const changed = ordered.filter((g) => g.changed);
+      if (changed.length > 0) {
+        await em.execute(
+          `update usage_periods u set used = v.used::numeric, latest_ts = v.latest_ts::timestamptz, warned = v.warned::boolean, exceeded = v.exceeded::boolean
+             from (values ${rows(changed.length, 7)}) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
+            where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start::timestamptz`,
+          changed.flatMap((g) => [g.sample.license.id, g.sample.meter.id, g.sample.periodStart, g.used === null ? null : g.used.toString(), g.latestTs, g.warned, g.exceeded]),
+        );
+      }
+      rejected.sort((a, b) => a.index - b.index);
+      return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
+    });
+  }
+
+  return { ingest, ensurePartition, limitOf, lookups, periodOf, unusable };
+}
+
+export type IngestService = ReturnType<typeof createIngestService>;

@@ -1,0 +1,122 @@
+import type { Clock } from "../platform/clock.js";
+import type { EntityManager } from "../platform/db.js";
+import { invalidArgument, notFound } from "../platform/errors.js";
+import type { Aggregation } from "./meter.entity.js";
+import type { IngestService, LimitState } from "./ingest.service.js";
+
+export type BucketSize = "hour" | "day" | "month";
+
+/** The SQL that aggregates rollup rows into one value, per meter aggregation. */
+const ROLLUP_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = {
+  sum: "sum(total)",
+  count: "sum(events)",
+  max: "max(max)",
+  min: "min(min)",
+  latest: "(array_agg(latest order by latest_ts desc))[1]",
+};
+
+/** Reads of usage: quotas from the period totals, summaries from the hourly rollups — never from raw events. */
+export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }) {
+  const { clock, ingest } = deps;
+
+  async function licenseScope(em: EntityManager, tenantId: string, licenseId: string, customerId: string): Promise<{ ids: string[]; productIds: string[] }> {
+    if (!licenseId === !customerId) throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
+    const rows = await em.execute<{ id: string; product_id: string }[]>(
+      licenseId ? `select id, product_id from licenses where tenant_id = ? and id = ?` : `select id, product_id from licenses where tenant_id = ? and customer_id = ? order by id`,
+      [tenantId, licenseId || customerId],
+    );
+    if (licenseId && rows.length === 0) throw notFound("license", licenseId);
+    if (customerId && rows.length === 0) {
+      const [c] = await em.execute<{ id: string }[]>(`select id from customers where tenant_id = ? and id = ?`, [tenantId, customerId]);
+      if (!c) throw notFound("customer", customerId);
+    }
+    return { ids: rows.map((r) => r.id), productIds: [...new Set(rows.map((r) => r.product_id))] };
+  }
+
+  /** `?, ?, …` for an IN list (MikroORM expands array parameters itself; we keep lists explicit). */
+  const list = (n: number) => Array(n).fill("?").join(", ");
+
+  return {
+    /** Used, limit and remaining for each metric of the license in the current period. */
+    async quota(em: EntityManager, tenantId: string, licenseId: string, metric: string): Promise<LimitState[]> {
+      const look = ingest.lookups(em);
+      const license = await look.byId(licenseId);
+      if (!license || license.tenantId !== tenantId) throw notFound("license", licenseId);
+      const meters = [...(await look.meters(license.productId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => a.metric.localeCompare(b.metric));
+      if (metric && meters.length === 0) throw notFound("meter", metric);
+      const now = clock.now();
+      const out: LimitState[] = [];
+      for (const meter of meters) {
+        const period = ingest.periodOf(meter.period, now, license);
+        const [row] = await em.execute<{ used: string | null }[]>(`select used from usage_periods where license_id = ? and meter_id = ? and period_start = ?`, [license.id, meter.id, period.start]);
+        const used = row?.used ? BigInt(row.used) : 0n;
+        const { limit, allowed } = ingest.limitOf({ license, meter });
+        out.push({ licenseId, metric: meter.metric, used, limit, allowed: allowed ?? 0n, warning: limit > 0n && used * 10n >= limit * 8n, exceeded: limit > 0n && used > limit, periodStart: period.start, periodEnd: period.end });
+      }
+      return out;
+    },
+
+    /** Buckets of one metric over a range, for a license or every license of a customer. */
+    async summary(em: EntityManager, q: { tenantId: string; licenseId: string; customerId: string; metric: string; start: Date; end: Date; bucket: BucketSize; byAgent: boolean }) {
+      if (q.end <= q.start) throw invalidArgument("end_time", "must be after start_time");
+      const scope = await licenseScope(em, q.tenantId, q.licenseId, q.customerId);
+      const meters = scope.productIds.length
+        ? await em.execute<{ id: string; aggregation: Aggregation }[]>(`select id, aggregation from meters where tenant_id = ? and metric = ? and product_id in (${list(scope.productIds.length)})`, [q.tenantId, q.metric, ...scope.productIds])
+        : [];
+      if (q.licenseId && meters.length === 0) throw notFound("meter", q.metric);
+      const aggregation: Aggregation = meters[0]?.aggregation ?? "sum";
+      if (meters.length === 0 || scope.ids.length === 0) return { aggregation, buckets: [], total: 0n };
+      const start = new Date(Math.floor(q.start.getTime() / 3_600_000) * 3_600_000);
+      const where = `license_id in (${list(scope.ids.length)}) and meter_id in (${list(meters.length)}) and hour >= ? and hour < ?`;
+      const params = [...scope.ids, ...meters.map((m) => m.id), start, q.end];
+      const agent = q.byAgent ? ", agent_id" : "";
+      const bucketExpr = `date_trunc('${q.bucket}', hour, 'UTC')`;
+      type Row = { bucket_ms: string; agent_id?: string; value: string | null; events: string };
+      let buckets: Row[];
+      let total: { value: string | null }[];
+      if (aggregation === "unique_count") {
+        const counts = await em.execute<{ bucket_ms: string; agent_id?: string; events: string }[]>(
+          `select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, sum(events) as events from usage_rollups where ${where} group by 1${agent ? ", 2" : ""}`,
+          params,
+        );
+        const events = new Map(counts.map((c) => [`${c.bucket_ms}|${c.agent_id ?? ""}`, c.events]));
+        buckets = (
+          await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, count(distinct value) as value, 0 as events from usage_unique where ${where} group by 1${agent ? ", 2" : ""}`, params)
+        ).map((r) => ({ ...r, events: events.get(`${r.bucket_ms}|${r.agent_id ?? ""}`) ?? "0" }));
+        total = await em.execute(`select count(distinct value) as value from usage_unique where ${where}`, params);
+      } else {
+        const value = ROLLUP_VALUE[aggregation];
+        buckets = await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, ${value} as value, sum(events) as events from usage_rollups where ${where} group by 1${agent ? ", 2" : ""}`, params);
+        total = await em.execute(`select ${value} as value from usage_rollups where ${where}`, params);
+      }
+      buckets.sort((a, b) => Number(a.bucket_ms) - Number(b.bucket_ms) || (a.agent_id ?? "").localeCompare(b.agent_id ?? ""));
+      return {
+        aggregation,
+        buckets: buckets.map((b) => ({ start: new Date(Number(b.bucket_ms)), agentId: b.agent_id ?? "", value: BigInt(b.value ?? 0), events: BigInt(b.events) })),
+        total: BigInt(total[0]?.value ?? 0),
+      };
+    },
+
+    /** Raw events of a license, newest first; `after` is the last row of the previous page. */
+    async events(em: EntityManager, q: { tenantId: string; licenseId: string; metric: string; size: number; after?: { ts: number; received: number; key: string } }) {
+      const [lic] = await em.execute<{ product_id: string }[]>(`select product_id from licenses where tenant_id = ? and id = ?`, [q.tenantId, q.licenseId]);
+      if (!lic) throw notFound("license", q.licenseId);
+      const conds = ["e.tenant_id = ?", "e.license_id = ?"];
+      const params: unknown[] = [q.tenantId, q.licenseId];
+      if (q.metric) (conds.push("m.metric = ?"), params.push(q.metric));
+      if (q.after) {
+        conds.push("(e.ts, e.received_at, e.idempotency_key) < (?, ?, ?)");
+        params.push(new Date(q.after.ts), new Date(q.after.received), q.after.key);
+      }
+      return em.execute<{ metric: string; quantity: string; ts_ms: string; received_ms: string; idempotency_key: string; agent_id: string; attributes: Record<string, string> }[]>(
+        `select m.metric, e.quantity, (extract(epoch from e.ts) * 1000)::bigint as ts_ms, (extract(epoch from e.received_at) * 1000)::bigint as received_ms,
+                e.idempotency_key, e.agent_id, e.attributes
+           from usage_events e join meters m on m.id = e.meter_id
+          where ${conds.join(" and ")} order by e.ts desc, e.received_at desc, e.idempotency_key desc limit ${q.size + 1}`,
+        params,
+      );
+    },
+  };
+}
+
+export type UsageQueries = ReturnType<typeof createUsageQueries>;

@@ -1,0 +1,248 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { principalKey } from "../platform/context.js";
+import type { Database } from "../platform/db.js";
+import { DomainError, invalidArgument } from "../platform/errors.js";
+import { Code } from "@connectrpc/connect";
+import type { Idempotency } from "../platform/idempotency.js";
+import { pageBy, pageOf, readPage } from "../platform/pagination.js";
+import { readTenant, tenantMutation } from "../platform/rpc.js";
+import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
+import type { MeterService } from "./meter.service.js";
+import type { IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
+import type { BucketSize, UsageQueries } from "./usage.query.js";
+
+const AGGREGATIONS: [Aggregation, PbAggregation][] = [
+  ["sum", PbAggregation.SUM],
+  ["count", PbAggregation.COUNT],
+  ["max", PbAggregation.MAX],
+  ["min", PbAggregation.MIN],
+  ["unique_count", PbAggregation.UNIQUE_COUNT],
+  ["latest", PbAggregation.LATEST],
+];
+const PERIODS: [LimitPeriod, PbPeriod][] = [
+  ["month", PbPeriod.MONTH],
+  ["day", PbPeriod.DAY],
+  ["license_term", PbPeriod.LICENSE_TERM],
+];
+const aggregationToProto = (a: Aggregation) => AGGREGATIONS.find(([d]) => d === a)![1];
+const periodFromProto = (p: PbPeriod): LimitPeriod => PERIODS.find(([, x]) => x === p)?.[0] ?? "month";
+
+const meterToProto = (m: Meter) =>
+  create(MeterSchema, {
+    id: m.id,
+    tenantId: m.tenantId,
+    productId: m.productId,
+    metric: m.metric,
+    aggregation: aggregationToProto(m.aggregation),
+    uniqueAttribute: m.uniqueAttribute,
+    period: PERIODS.find(([d]) => d === m.period)![1],
+    description: m.description,
+    createTime: timestampFromDate(m.createdAt),
+    updateTime: timestampFromDate(m.updatedAt),
+  });
+
+const limitToProto = (l: LimitState) => ({
+  licenseId: l.licenseId,
+  metric: l.metric,
+  used: l.used,
+  limit: l.limit,
+  allowed: l.allowed,
+  warning: l.warning,
+  exceeded: l.exceeded,
+  periodStart: timestampFromDate(l.periodStart),
+  periodEnd: l.periodEnd ? timestampFromDate(l.periodEnd) : undefined,
+});
+
+const incoming = (e: UsageEvent | undefined): IncomingEvent => ({
+  licenseKey: e?.licenseKey ?? "",
+  licenseId: e?.licenseId ?? "",
+  metric: e?.metric ?? "",
+  quantity: e?.quantity ?? 0n,
+  time: e?.time ? timestampDate(e.time) : undefined,
+  idempotencyKey: e?.idempotencyKey ?? "",
+  agentId: e?.agentId ?? "",
+  attributes: e?.attributes ?? {},
+});
+
+/** A rejected single event becomes the error a unary call answers with. */
+function rejectionError(reason: string, message: string): DomainError {
+  const code =
+    reason === "LIMIT_EXCEEDED" || reason.startsWith("LICENSE_") && reason !== "LICENSE_NOT_FOUND"
+      ? Code.FailedPrecondition
+      : reason === "INVALID_LICENSE_KEY" || reason === "UNAUTHENTICATED"
+        ? Code.Unauthenticated
+        : reason === "SCOPE_REQUIRED"
+          ? Code.PermissionDenied
+          : reason === "LICENSE_NOT_FOUND"
+            ? Code.NotFound
+            : Code.InvalidArgument;
+  const field = /^([a-z_.]+):/.exec(message)?.[1] ?? "event";
+  return new DomainError(code, reason, `event.${message}`, { field: `event.${field}` });
+}
+
+/** How many batches StreamUsage reads ahead of its acknowledgements. */
+export const MAX_UNACKED_BATCHES = 8;
+
+/** The Connect implementation of licensd.usage.v1.UsageService. */
+export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries }): ServiceImpl<typeof pb.UsageService> {
+  const { db, idempotency, meters, ingest, queries } = deps;
+  const principal = (ctx: HandlerContext) => ctx.values.get(principalKey);
+
+  return {
+    createMeter: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.CreateMeterRequestSchema, request: req, responseSchema: pb.CreateMeterResponseSchema }, async (em, m) => {
+        const meter = await meters.createMeter(em, m.tenantId, m.actor, {
+          productId: req.productId,
+          metric: req.metric,
+          aggregation: AGGREGATIONS.find(([, p]) => p === req.aggregation)![0],
+          uniqueAttribute: req.uniqueAttribute,
+          period: periodFromProto(req.period),
+          description: req.description,
+        });
+        return create(pb.CreateMeterResponseSchema, { meter: meterToProto(meter) });
+      }),
+    async getMeter(req, ctx) {
+      return create(pb.GetMeterResponseSchema, { meter: meterToProto(await meters.getMeter(db.em(), readTenant(ctx, req.tenantId), req.id)) });
+    },
+    async listMeters(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const filters = { tenantId, p: req.productId };
+      const page = readPage(req.pageSize, req.pageToken, filters);
+      const { items, nextPageToken } = pageOf(await meters.list(db.em(), tenantId, page, req.productId), page, filters);
+      return create(pb.ListMetersResponseSchema, { meters: items.map(meterToProto), nextPageToken });
+    },
+    updateMeter: (req, ctx) => {
+      const paths = req.updateMask?.paths ?? [];
+      const bad = paths.find((p) => p !== "period" && p !== "description");
+      if (bad !== undefined || paths.length === 0) throw invalidArgument("update_mask", `${JSON.stringify(bad ?? "")} is not updatable (period, description are)`);
+      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateMeterRequestSchema, request: req, responseSchema: pb.UpdateMeterResponseSchema }, async (em, m) => {
+        const meter = await meters.updateMeter(em, m.tenantId, m.actor, req.id, {
+          period: paths.includes("period") ? periodFromProto(req.period) : undefined,
+          description: paths.includes("description") ? req.description : undefined,
+        });
+        return create(pb.UpdateMeterResponseSchema, { meter: meterToProto(meter) });
+      });
+    },
+    deleteMeter: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.DeleteMeterRequestSchema, request: req, responseSchema: pb.DeleteMeterResponseSchema }, async (em, m) =>
+        create(pb.DeleteMeterResponseSchema, { meter: meterToProto(await meters.deleteMeter(em, m.tenantId, m.actor, req.id)) }),
+      ),
+
+    async recordUsage(req, ctx) {
+      const result = await ingest.ingest([incoming(req.event)], principal(ctx), { requireKey: false });
+      const [rejection] = result.rejected;
+      if (rejection) throw rejectionError(rejection.reason, rejection.message);
+      return create(pb.RecordUsageResponseSchema, { duplicate: result.duplicates > 0, limit: result.limits[0] && limitToProto(result.limits[0]) });
+    },
+
+    async ingestUsage(requests, ctx) {
+      // Events are written in chunks as they arrive; the summary comes after the last commit.
+      const who = principal(ctx);
+      const out = { accepted: 0n, duplicates: 0n, rejected: [] as pb.IngestUsageResponse["rejected"] };
+      let chunk: IncomingEvent[] = [];
+      let offset = 0;
+      const flush = async () => {
+        if (chunk.length === 0) return;
+        const r = await ingest.ingest(chunk, who, { requireKey: true });
+        out.accepted += BigInt(r.accepted);
+        out.duplicates += BigInt(r.duplicates);
+        out.rejected.push(...r.rejected.map((x) => ({ ...x, index: x.index + offset }) as never));
+        offset += chunk.length;
+        chunk = [];
+      };
+      for await (const req of requests) {
+        chunk.push(incoming(req.event));
+        if (chunk.length >= 500) await flush();
+      }
+      await flush();
+      return create(pb.IngestUsageResponseSchema, out);
+    },
+
+    async *streamUsage(requests, ctx) {
+      // Batches are read while earlier ones commit, at most MAX_UNACKED_BATCHES ahead of
+      // the acknowledgements; each ack goes out, in order, after its batch committed.
+      const who = principal(ctx);
+      const input = requests[Symbol.asyncIterator]();
+      type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
+      const pending: { batchId: string; result: Promise<Ack> }[] = [];
+      // Batches commit one after another, so a later batch never overtakes an earlier one.
+      let chain: Promise<unknown> = Promise.resolve();
+      let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
+      const never = new Promise<never>(() => undefined);
+      try {
+        while (reading || pending.length > 0) {
+          const canRead = reading !== undefined && pending.length < MAX_UNACKED_BATCHES;
+          const next = await Promise.race([
+            canRead ? reading!.then((r) => ({ kind: "batch" as const, r })) : never,
+            pending.length > 0 ? pending[0]!.result.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
+          ]);
+          if (next.kind === "batch") {
+            if (next.r.done) {
+              reading = undefined;
+              continue;
+            }
+            reading = input.next();
+            const batch = next.r.value;
+            const events = batch.events.map(incoming);
+            const result = chain.then(() => ingest.ingest(events, who, { requireKey: true }));
+            chain = result.catch(() => undefined);
+            pending.push({ batchId: batch.batchId, result });
+            continue;
+          }
+          const head = pending.shift()!;
+          const r = await head.result; // a failed transaction ends the stream: the client resends what was not acknowledged
+          yield create(pb.StreamUsageResponseSchema, { batchId: head.batchId, accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
+        }
+      } finally {
+        void input.return?.();
+      }
+    },
+
+    async getQuota(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      return create(pb.GetQuotaResponseSchema, { limits: (await queries.quota(db.em(), tenantId, req.licenseId, req.metric)).map(limitToProto) });
+    },
+
+    async getUsageSummary(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const bucket: BucketSize = req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
+      const s = await queries.summary(db.em(), { tenantId, licenseId: req.licenseId, customerId: req.customerId, metric: req.metric, start: timestampDate(req.startTime!), end: timestampDate(req.endTime!), bucket, byAgent: req.groupByAgent });
+      return create(pb.GetUsageSummaryResponseSchema, {
+        aggregation: aggregationToProto(s.aggregation),
+        buckets: s.buckets.map((b) => ({ startTime: timestampFromDate(b.start), agentId: b.agentId, value: b.value, events: b.events })),
+        total: s.total,
+      });
+    },
+
+    async listUsageEvents(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const filters = { tenantId, l: req.licenseId, m: req.metric };
+      const page = readPage(req.pageSize, req.pageToken, filters);
+      let after: { ts: number; received: number; key: string } | undefined;
+      if (page.after) {
+        const [ts, received, ...key] = page.after.split("|");
+        after = { ts: Number(ts), received: Number(received), key: key.join("|") };
+        if (!Number.isFinite(after.ts) || !Number.isFinite(after.received)) throw invalidArgument("page_token", "not a token this call issued");
+      }
+      const rows = await queries.events(db.em(), { tenantId, licenseId: req.licenseId, metric: req.metric, size: page.size, after });
+      const { items, nextPageToken } = pageBy(rows, page, filters, (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`);
+      return create(pb.ListUsageEventsResponseSchema, {
+        events: items.map((r) => ({
+          licenseId: req.licenseId,
+          metric: r.metric,
+          quantity: BigInt(r.quantity),
+          time: timestampFromDate(new Date(Number(r.ts_ms))),
+          idempotencyKey: r.idempotency_key,
+          agentId: r.agent_id,
+          attributes: r.attributes,
+          receiveTime: timestampFromDate(new Date(Number(r.received_ms))),
+        })),
+        nextPageToken,
+      });
+    },
+  };
+}

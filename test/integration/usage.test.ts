@@ -1,0 +1,292 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { OverageStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
+import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { Aggregation, LimitPeriod, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { Bucket, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { ManualClock } from "../../src/platform/clock.js";
+import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
+import { createTestDatabase, query } from "../support/database.js";
+import { failure } from "../support/errors.js";
+
+let db: { url: string; drop(): Promise<void> };
+let a: TestApp;
+let b: TestApp;
+const clock = new ManualClock(new Date("2026-11-23T12:00:00Z"));
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  a = await startTestApp({ databaseUrl: db.url, clock });
+  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+});
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await db?.drop();
+});
+
+/** A tenant, a product with a `tokens` limit feature, a policy (limit, overage) and a license; meters as asked. */
+async function setup(code: string, opts: { limit?: number; overage?: OverageStrategy; meters?: { metric: string; aggregation: Aggregation; uniqueAttribute?: string; period?: LimitPeriod }[] } = {}) {
+  const tenants = connectClient(TenantService, a.url, a.superAdminKey);
+  const { tenant } = await tenants.createTenant({ name: `${code} vendor` });
+  const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
+  const ingestKey = (await tenants.createApiKey({ tenantId: tenant!.id, name: "uploader", scopes: [ApiKeyScope.INGEST] })).secret;
+  const api = connectClient(LicensingService, a.url, secret);
+  const product = (await api.createProduct({ code, name: "App", features: [{ name: "tokens", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM }] })).product!;
+  const policy = (
+    await api.createPolicy({
+      productId: product.id,
+      name: "pro",
+      overageStrategy: opts.overage ?? OverageStrategy.NO_OVERAGE,
+      entitlements: opts.limit ? [{ feature: "tokens", value: { case: "limit", value: BigInt(opts.limit) } }] : [],
+    })
+  ).policy!;
+  const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
+  const lic = await api.createLicense({ policyId: policy.id, customerId: customer.id });
+  const usage = connectClient(UsageService, a.url, secret);
+  for (const m of opts.meters ?? [{ metric: "tokens", aggregation: Aggregation.SUM }]) await usage.createMeter({ productId: product.id, ...m });
+  return { tenantId: tenant!.id, secret, ingestKey, api, usage, productId: product.id, customerId: customer.id, key: lic.key, licenseId: lic.license!.id };
+}
+
+let n = 0;
+const ev = (key: string, quantity: number, extra: Partial<UsageEvent> = {}) => ({ licenseKey: key, metric: "tokens", quantity: BigInt(quantity), idempotencyKey: `ev-${++n}`, ...extra }) as UsageEvent;
+const usageOf = async (t: TestApp, secret: string, licenseId: string, metric = "tokens") => (await connectClient(UsageService, t.url, secret).getQuota({ licenseId, metric })).limits[0]!;
+
+/** A StreamUsage client: send batches, read acks. */
+function openStream(t: TestApp, key?: string) {
+  const queue: StreamUsageRequest[] = [];
+  let wake: (() => void) | undefined;
+  let closed = false;
+  async function* requests() {
+    for (;;) {
+      while (queue.length > 0) yield queue.shift()!;
+      if (closed) return;
+      await new Promise<void>((r) => (wake = r));
+    }
+  }
+  const responses = grpcClient(UsageService, t.url, key).streamUsage(requests() as AsyncIterable<StreamUsageRequest>)[Symbol.asyncIterator]();
+  return {
+    send(batchId: string, events: UsageEvent[]) {
+      queue.push({ batchId, events } as StreamUsageRequest);
+      wake?.();
+    },
+    next: async (): Promise<StreamUsageResponse> => (await responses.next()).value as StreamUsageResponse,
+    end() {
+      closed = true;
+      wake?.();
+    },
+  };
+}
+
+describe("meters", () => {
+  it("creates, lists, updates and deletes meters, with clear errors", async () => {
+    const s = await setup("MTR");
+    const { meters } = await s.usage.listMeters({ productId: s.productId });
+    expect(meters.map((m) => [m.metric, Aggregation[m.aggregation], LimitPeriod[m.period]])).toEqual([["tokens", "SUM", "MONTH"]]);
+    expect(await failure(s.usage.createMeter({ productId: s.productId, metric: "tokens", aggregation: Aggregation.COUNT }))).toMatchObject({ code: "AlreadyExists", reason: "METRIC_TAKEN", metadata: { field: "metric" } });
+    expect(await failure(s.usage.createMeter({ productId: s.productId, metric: "users", aggregation: Aggregation.UNIQUE_COUNT }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "unique_attribute" } });
+    expect(await failure(s.usage.createMeter({ productId: s.productId, metric: "Bad Name", aggregation: Aggregation.SUM }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "metric" } });
+    expect(await failure(s.usage.createMeter({ productId: s.productId, metric: "x", aggregation: Aggregation.UNSPECIFIED }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "aggregation" } });
+    const calls = (await s.usage.createMeter({ productId: s.productId, metric: "calls", aggregation: Aggregation.COUNT, period: LimitPeriod.DAY })).meter!;
+    const updated = (await s.usage.updateMeter({ id: calls.id, description: "API calls", updateMask: { paths: ["description"] } })).meter!;
+    expect([updated.description, LimitPeriod[updated.period]]).toEqual(["API calls", "DAY"]);
+    const other = await setup("MTS");
+    expect(await failure(other.usage.getMeter({ id: calls.id }))).toMatchObject({ code: "NotFound", reason: "METER_NOT_FOUND" });
+    expect(await failure(other.usage.createMeter({ productId: s.productId, metric: "z", aggregation: Aggregation.SUM }))).toMatchObject({ code: "NotFound" });
+    await s.usage.recordUsage({ event: { ...ev(s.key, 1), metric: "calls" } });
+    expect(await failure(s.usage.deleteMeter({ id: calls.id }))).toMatchObject({ code: "FailedPrecondition", reason: "METER_IN_USE" });
+    const spare = (await s.usage.createMeter({ productId: s.productId, metric: "spare", aggregation: Aggregation.MAX })).meter!;
+    await s.usage.deleteMeter({ id: spare.id });
+    expect(await failure(s.usage.getMeter({ id: spare.id }))).toMatchObject({ code: "NotFound" });
+  });
+});
+
+describe("ingestion", () => {
+  it("RecordUsage counts an event once, reports duplicates and the limit state, and refuses past a hard limit", async () => {
+    const s = await setup("REC", { limit: 100 });
+    const usage = connectClient(UsageService, a.url); // public: the license key is the credential
+    const first = ev(s.key, 60);
+    expect(await usage.recordUsage({ event: first })).toMatchObject({ duplicate: false, limit: { used: 60n, limit: 100n, allowed: 100n, warning: false, exceeded: false } });
+    expect(await connectClient(UsageService, b.url).recordUsage({ event: first })).toMatchObject({ duplicate: true, limit: { used: 60n } });
+    expect((await usage.recordUsage({ event: ev(s.key, 30) })).limit).toMatchObject({ used: 90n, warning: true });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 11) }))).toMatchObject({ code: "FailedPrecondition", reason: "LIMIT_EXCEEDED" });
+    expect((await usage.recordUsage({ event: ev(s.key, 10) })).limit).toMatchObject({ used: 100n, exceeded: false });
+    expect(await usageOf(a, s.secret, s.licenseId)).toMatchObject({ used: 100n, limit: 100n });
+    // Bad input: the field is named, nothing changes.
+    expect(await failure(usage.recordUsage({ event: ev(s.key, -1) }))).toMatchObject({ code: "InvalidArgument", reason: "INVALID_QUANTITY", metadata: { field: "event.quantity" } });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 1, { metric: "nope" }) }))).toMatchObject({ code: "InvalidArgument", reason: "UNKNOWN_METRIC", metadata: { field: "event.metric" } });
+    expect(await failure(usage.recordUsage({ event: ev("REC-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", 1) }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" });
+    expect(await failure(usage.recordUsage({ event: ev("", 1, { licenseId: s.licenseId }) }))).toMatchObject({ code: "Unauthenticated" });
+    expect(await failure(usage.recordUsage({}))).toMatchObject({ code: "InvalidArgument", metadata: { field: "event" } });
+    expect(await usageOf(a, s.secret, s.licenseId)).toMatchObject({ used: 100n });
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "usage." });
+    expect(audit.events.map((e) => e.type)).toEqual(["usage.limit_warning"]);
+  });
+
+  it("lets overage through up to the policy's factor, warning at 80% and flagging once past the limit", async () => {
+    const s = await setup("OVR", { limit: 100, overage: OverageStrategy.ALLOW_1_25X });
+    const usage = connectClient(UsageService, a.url);
+    await usage.recordUsage({ event: ev(s.key, 80) });
+    await usage.recordUsage({ event: ev(s.key, 30) });
+    expect((await usage.recordUsage({ event: ev(s.key, 15) })).limit).toMatchObject({ used: 125n, allowed: 125n, exceeded: true });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 1) }))).toMatchObject({ reason: "LIMIT_EXCEEDED" });
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "usage." });
+    expect(audit.events.map((e) => [e.type, e.payload?.used])).toEqual([
+      ["usage.limit_warning", 80],
+      ["usage.limit_exceeded", 110],
+    ]);
+    const always = await setup("OVA", { limit: 10, overage: OverageStrategy.ALWAYS });
+    expect((await usage.recordUsage({ event: ev(always.key, 1000) })).limit).toMatchObject({ used: 1000n, exceeded: true });
+  });
+
+  it("IngestUsage lands the good events of a stream and reports each bad one with its index", async () => {
+    const s = await setup("ING", { limit: 1000 });
+    const now = clock.now();
+    const events = [
+      ev(s.key, 5),
+      ev(s.key, -3),
+      ev(s.key, 5, { metric: "unknown" }),
+      ev(s.key, 5, { time: timestampFromDate(new Date(now.getTime() + 3600_000)) }),
+      ev(s.key, 5, { attributes: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])) }),
+      ev(s.key, 5, { idempotencyKey: "" }),
+      ev(s.key, 7),
+    ];
+    const res = await grpcClient(UsageService, b.url).ingestUsage((async function* () {
+      for (const event of events) yield { event };
+    })());
+    expect(res.accepted).toBe(2n);
+    expect(res.rejected.map((r) => [r.index, r.reason])).toEqual([
+      [1, "INVALID_QUANTITY"],
+      [2, "UNKNOWN_METRIC"],
+      [3, "INVALID_TIME"],
+      [4, "INVALID_EVENT"],
+      [5, "INVALID_EVENT"],
+    ]);
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(12n);
+  });
+
+  it("StreamUsage acknowledges each batch after commit; a resent batch is all duplicates, across streams and instances", async () => {
+    const s = await setup("STR");
+    const batch = Array.from({ length: 500 }, () => ev(s.key, 2));
+    const one = openStream(a);
+    one.send("b1", batch.slice(0, 250));
+    one.send("b2", batch.slice(250));
+    const [ack1, ack2] = [await one.next(), await one.next()];
+    expect([ack1.batchId, ack1.accepted, ack2.batchId, ack2.accepted]).toEqual(["b1", 250, "b2", 250]);
+    expect(ack2.limits).toMatchObject([{ licenseId: s.licenseId, metric: "tokens", used: 1000n }]);
+    one.end();
+    // The client lost its acks and resends everything, on the other instance: nothing counts twice.
+    const two = openStream(b);
+    two.send("b1-again", batch);
+    expect(await two.next()).toMatchObject({ batchId: "b1-again", accepted: 0, duplicates: 500 });
+    two.send("mixed", [ev(s.key, 1), batch[0]!, ev(s.key, -1)]);
+    expect(await two.next()).toMatchObject({ accepted: 1, duplicates: 1, rejected: [{ index: 2, reason: "INVALID_QUANTITY" }] });
+    two.end();
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(1001n);
+    // An API key with the ingest scope uploads by license id; another tenant's license is not found.
+    const uploader = openStream(a, s.ingestKey);
+    uploader.send("by-id", [{ ...ev("", 4), licenseId: s.licenseId } as UsageEvent]);
+    expect(await uploader.next()).toMatchObject({ accepted: 1 });
+    const other = await setup("STS");
+    uploader.send("foreign", [{ ...ev("", 4), licenseId: other.licenseId } as UsageEvent]);
+    expect(await uploader.next()).toMatchObject({ accepted: 0, rejected: [{ reason: "LICENSE_NOT_FOUND" }] });
+    uploader.end();
+  });
+
+  it("never lets a license pass a hard limit, with two instances streaming concurrently", async () => {
+    const s = await setup("HRD", { limit: 100 });
+    const run = async (t: TestApp, name: string) => {
+      const stream = openStream(t);
+      let accepted = 0;
+      for (let i = 0; i < 10; i++) stream.send(`${name}-${i}`, Array.from({ length: 10 }, () => ev(s.key, 1)));
+      for (let i = 0; i < 10; i++) accepted += (await stream.next()).accepted;
+      stream.end();
+      return accepted;
+    };
+    const [fromA, fromB] = await Promise.all([run(a, "a"), run(b, "b")]);
+    expect(fromA + fromB).toBe(100);
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(100n);
+    expect((await query(db.url, "select count(*)::int as n from usage_events where license_id = $1", [s.licenseId]))[0].n).toBe(100);
+  });
+});
+
+describe("aggregations, periods and summaries", () => {
+  it("aggregates SUM, COUNT, MAX, MIN, UNIQUE_COUNT and LATEST, in quotas and summaries", async () => {
+    const s = await setup("AGG", {
+      meters: [
+        { metric: "tokens", aggregation: Aggregation.SUM },
+        { metric: "calls", aggregation: Aggregation.COUNT },
+        { metric: "peak", aggregation: Aggregation.MAX },
+        { metric: "low", aggregation: Aggregation.MIN },
+        { metric: "users", aggregation: Aggregation.UNIQUE_COUNT, uniqueAttribute: "user" },
+        { metric: "seats", aggregation: Aggregation.LATEST },
+      ],
+    });
+    const t0 = clock.now().getTime() - 2 * 3600_000;
+    const at = (h: number, m = 0) => timestampFromDate(new Date(t0 + h * 3600_000 + m * 60_000));
+    const events: UsageEvent[] = [];
+    for (const [h, q, user, agent] of [
+      [0, 5, "ann", "coder"],
+      [0, 3, "bob", "reviewer"],
+      [1, 9, "ann", "coder"],
+      [1, 1, "cid", "coder"],
+    ] as const) {
+      for (const metric of ["tokens", "calls", "peak", "low", "seats"]) events.push(ev(s.key, q, { metric, time: at(h, 10), agentId: agent }));
+      events.push(ev(s.key, 1, { metric: "users", time: at(h, 10), attributes: { user }, agentId: agent }));
+    }
+    events.push(ev(s.key, 4, { metric: "seats", time: at(1, 30) })); // the latest seat count
+    const stream = openStream(a);
+    stream.send("all", events);
+    expect((await stream.next()).accepted).toBe(events.length);
+    stream.end();
+    const quota = Object.fromEntries((await s.usage.getQuota({ licenseId: s.licenseId })).limits.map((l) => [l.metric, l.used]));
+    expect(quota).toEqual({ calls: 4n, low: 1n, peak: 9n, seats: 4n, tokens: 18n, users: 3n });
+
+    const summary = (metric: string, bucket: Bucket, groupByAgent = false) =>
+      s.usage.getUsageSummary({ licenseId: s.licenseId, metric, startTime: at(0), endTime: at(3), bucket, groupByAgent });
+    const hourly = await summary("tokens", Bucket.HOUR);
+    expect([hourly.total, hourly.buckets.map((x) => [x.value, x.events])]).toEqual([18n, [[8n, 2n], [10n, 2n]]]);
+    expect((await summary("users", Bucket.HOUR)).buckets.map((x) => x.value)).toEqual([2n, 2n]);
+    expect((await summary("users", Bucket.DAY)).total).toBe(3n);
+    expect((await summary("peak", Bucket.DAY)).total).toBe(9n);
+    expect((await summary("low", Bucket.DAY)).total).toBe(1n);
+    expect((await summary("seats", Bucket.DAY)).total).toBe(4n);
+    const byAgent = await summary("tokens", Bucket.DAY, true);
+    expect(byAgent.buckets.map((x) => [x.agentId, x.value])).toEqual([
+      ["coder", 15n],
+      ["reviewer", 3n],
+    ]);
+    const perCustomer = await s.usage.getUsageSummary({ customerId: s.customerId, metric: "calls", startTime: at(0), endTime: at(3) });
+    expect(perCustomer.total).toBe(4n);
+    expect(await failure(s.usage.getUsageSummary({ metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "InvalidArgument" });
+    expect(await failure(s.usage.getUsageSummary({ licenseId: s.licenseId, metric: "calls", startTime: at(3), endTime: at(0) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_time" } });
+
+    const page1 = await s.usage.listUsageEvents({ licenseId: s.licenseId, metric: "tokens", pageSize: 3 });
+    const page2 = await s.usage.listUsageEvents({ licenseId: s.licenseId, metric: "tokens", pageSize: 3, pageToken: page1.nextPageToken });
+    const listed = [...page1.events, ...page2.events];
+    expect(listed.map((e) => e.quantity).sort((x, y) => Number(x - y))).toEqual([1n, 3n, 5n, 9n]);
+    expect(new Set(listed.map((e) => e.idempotencyKey)).size).toBe(4);
+    expect(listed[0]!.time!.seconds).toBeGreaterThanOrEqual(listed[3]!.time!.seconds); // newest first
+    expect(page2.nextPageToken).toBe("");
+    const other = await setup("AGH");
+    expect(await failure(other.usage.listUsageEvents({ licenseId: s.licenseId }))).toMatchObject({ code: "NotFound" });
+  });
+
+  it("resets monthly limits at the month boundary (UTC)", async () => {
+    const s = await setup("PER", { limit: 10 });
+    const usage = connectClient(UsageService, a.url);
+    clock.set(new Date("2026-12-31T23:50:00Z"));
+    await usage.recordUsage({ event: ev(s.key, 10) });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 1) }))).toMatchObject({ reason: "LIMIT_EXCEEDED" });
+    clock.set(new Date("2027-01-01T00:10:00Z"));
+    const jan = await usage.recordUsage({ event: ev(s.key, 10) });
+    expect(jan.limit).toMatchObject({ used: 10n, periodStart: timestampFromDate(new Date("2027-01-01T00:00:00Z")) });
+    // A late event stamped in December still counts against December's (full) total.
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 1, { time: timestampFromDate(new Date("2026-12-31T23:59:00Z")) }) }))).toMatchObject({ reason: "LIMIT_EXCEEDED" });
+    clock.set(new Date("2026-11-23T12:00:00Z"));
+  });
+});
