@@ -55,3 +55,43 @@ export function writeSection(file: string, name: string, body: string) {
   text = i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
   writeFileSync(file, text);
 }
+
+/** A `licensd serve` (the built bin/licensd.js) on a fresh benchmark database; always stopped and dropped by `stop()` or at exit. */
+export async function startBenchServer(env: Record<string, string> = {}) {
+  const { spawn } = await import("node:child_process");
+  const { mkdtempSync } = await import("node:fs");
+  const net = await import("node:net");
+  const path = await import("node:path");
+  const database = await benchDatabase();
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as import("node:net").AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+  const key = randomBytes(32).toString("base64url");
+  const child = spawn(process.execPath, [path.resolve(import.meta.dirname, "..", "bin/licensd.js"), "serve"], {
+    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")), ...env },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  process.once("exit", () => child.kill("SIGKILL"));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+  const post = (procedure: string, body: unknown) => fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  return {
+    url,
+    key,
+    database,
+    /** A Connect JSON call as the super-admin (retried once: a load generator may have left a kept-alive socket stale). */
+    async call(procedure: string, body: unknown) {
+      const res = await post(procedure, body).catch(() => post(procedure, body));
+      const json = (await res.json()) as Record<string, { id: string }>;
+      if (!res.ok) throw new Error(`${procedure}: ${JSON.stringify(json)}`);
+      return json;
+    },
+    async stop() {
+      if (child.exitCode === null) await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
+      await database.drop();
+    },
+  };
+}

@@ -30,6 +30,7 @@ import { createIngestService } from "./usage/ingest.service.js";
 import { createMeterService } from "./usage/meter.service.js";
 import { createUsageQueries } from "./usage/usage.query.js";
 import { createUsageRpc } from "./usage/usage.rpc.js";
+import { createAnomalyService } from "./usage/anomaly.service.js";
 import { createUsageWorker, type UsageWorker } from "./usage/usage.worker.js";
 import { createAuditRpc } from "./audit/audit.rpc.js";
 import { createAuditService, type AuditService } from "./audit/audit.service.js";
@@ -131,7 +132,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const meters = createMeterService({ clock, events, catalog });
     const ingest = createIngestService({ db, clock, events, keyring: licenseKeyring });
     const usageQueries = createUsageQueries({ clock, ingest });
-    const usageWorker = createUsageWorker({ db, clock, logger, ingest });
+    const anomalies = createAnomalyService({ db, clock, events });
+    const usageWorker = createUsageWorker({ db, clock, logger, ingest, anomalies });
     acquired.push(() => usageWorker.stop());
     await usageWorker.start();
     const heartbeatWorker = createHeartbeatWorker({ db, clock, events, logger, rateLimiter, intervalMs: config.heartbeatSweepMs });
@@ -166,7 +168,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           ...createCatalogRpc({ db, idempotency, catalog }),
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
         },
-        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries }),
+        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies }),
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),

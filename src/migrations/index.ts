@@ -4,6 +4,7 @@ import { Migration20261123020000Licensing } from "./Migration20261123020000Licen
 import { Migration20261123030000Machines } from "./Migration20261123030000Machines.js";
 import { Migration20261123040000Heartbeats } from "./Migration20261123040000Heartbeats.js";
 import { Migration20261123050000Usage } from "./Migration20261123050000Usage.js";
+import { Migration20261123060000Anomalies } from "./Migration20261123060000Anomalies.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -16,4 +17,5 @@ export const migrationsList = [
   { name: "Migration20261123030000Machines", class: Migration20261123030000Machines },
   { name: "Migration20261123040000Heartbeats", class: Migration20261123040000Heartbeats },
   { name: "Migration20261123050000Usage", class: Migration20261123050000Usage },
+  { name: "Migration20261123060000Anomalies", class: Migration20261123060000Anomalies },
 ];

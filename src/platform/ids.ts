@@ -1,7 +1,7 @@
 import { monotonicFactory } from "ulid";
 
 /** Resource id prefixes: the type of every id is visible in the id itself. */
-export type IdPrefix = "ten" | "key" | "req" | "evt" | "sk" | "prod" | "pol" | "cus" | "lic" | "mach" | "mtr";
+export type IdPrefix = "ten" | "key" | "req" | "evt" | "sk" | "prod" | "pol" | "cus" | "lic" | "mach" | "mtr" | "anm";
 
 const next = monotonicFactory();
 

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { AnomalySchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
@@ -10,6 +10,9 @@ import { Code } from "@connectrpc/connect";
 import type { Idempotency } from "../platform/idempotency.js";
 import { pageBy, pageOf, readPage } from "../platform/pagination.js";
 import { readTenant, tenantMutation } from "../platform/rpc.js";
+import { requireTenant } from "../platform/auth.js";
+import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
+import type { Severity } from "./anomaly.js";
 import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
 import type { IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
@@ -84,12 +87,37 @@ function rejectionError(reason: string, message: string): DomainError {
   return new DomainError(code, reason, `event.${message}`, { field: `event.${field}` });
 }
 
+const SEVERITIES: [Severity, PbSeverity][] = [
+  ["medium", PbSeverity.MEDIUM],
+  ["high", PbSeverity.HIGH],
+  ["critical", PbSeverity.CRITICAL],
+];
+const ms = (v: string | null) => (v === null ? undefined : timestampFromDate(new Date(Number(v))));
+const anomalyToProto = (a: AnomalyRow) =>
+  create(AnomalySchema, {
+    id: a.id,
+    tenantId: a.tenant_id,
+    licenseId: a.license_id,
+    metric: a.metric,
+    day: ms(a.day_ms),
+    value: BigInt(a.value),
+    mean: a.mean,
+    stddev: a.stddev,
+    zScore: a.z_score,
+    severity: SEVERITIES.find(([d]) => d === a.severity)![1],
+    resolved: a.resolved,
+    resolver: a.resolver,
+    resolutionNote: a.resolution_note,
+    resolveTime: ms(a.resolved_ms),
+    createTime: ms(a.created_ms),
+  });
+
 /** How many batches StreamUsage reads ahead of its acknowledgements. */
 export const MAX_UNACKED_BATCHES = 8;
 
 /** The Connect implementation of licensd.usage.v1.UsageService. */
-export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries }): ServiceImpl<typeof pb.UsageService> {
-  const { db, idempotency, meters, ingest, queries } = deps;
+export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries; anomalies: AnomalyService }): ServiceImpl<typeof pb.UsageService> {
+  const { db, idempotency, meters, ingest, queries, anomalies } = deps;
   const principal = (ctx: HandlerContext) => ctx.values.get(principalKey);
 
   return {
@@ -217,6 +245,32 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
         total: s.total,
       });
     },
+
+    async detectAnomalies(req, ctx) {
+      const tenantId = requireTenant(principal(ctx), req.tenantId, "admin");
+      const day = req.day ? timestampDate(req.day) : undefined;
+      return create(pb.DetectAnomaliesResponseSchema, { anomalies: (await anomalies.detect(day, tenantId)).map(anomalyToProto) });
+    },
+
+    async listAnomalies(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const filters = { tenantId, l: req.licenseId, s: req.minSeverity, r: req.resolution };
+      const page = readPage(req.pageSize, req.pageToken, filters);
+      const rows = await anomalies.list(db.em(), {
+        tenantId,
+        licenseId: req.licenseId,
+        minSeverity: SEVERITIES.find(([, p]) => p === req.minSeverity)?.[0] ?? null,
+        resolved: req.resolution === pb.ResolutionFilter.RESOLVED ? true : req.resolution === pb.ResolutionFilter.UNRESOLVED ? false : null,
+        page,
+      });
+      const { items, nextPageToken } = pageBy(rows, page, filters, (r) => r.id);
+      return create(pb.ListAnomaliesResponseSchema, { anomalies: items.map(anomalyToProto), nextPageToken });
+    },
+
+    resolveAnomaly: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: pb.ResolveAnomalyRequestSchema, request: req, responseSchema: pb.ResolveAnomalyResponseSchema }, async (em, m) =>
+        create(pb.ResolveAnomalyResponseSchema, { anomaly: anomalyToProto(await anomalies.resolve(em, m.tenantId, m.actor, req.id, req.note)) }),
+      ),
 
     async listUsageEvents(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);

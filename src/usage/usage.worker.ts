@@ -2,20 +2,23 @@ import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
 import { DEDUPE_RETENTION_MS, type IngestService } from "./ingest.service.js";
+import type { AnomalyService } from "./anomaly.service.js";
 
 /**
  * Usage housekeeping: creates the monthly partitions of usage_events ahead of time (this
  * month and the next two; ingestion also creates a missing one on demand), and drops
- * deduplication keys older than any event that can still be accepted (7 days + a day).
+ * deduplication keys older than any event that can still be accepted (7 days + a day),
+ * and scores the last closed UTC day for anomalies (recorded once, whichever instance runs first).
  */
-export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; intervalMs?: number }) {
-  const { db, clock, logger, ingest } = deps;
+export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; anomalies: AnomalyService; intervalMs?: number }) {
+  const { db, clock, logger, ingest, anomalies } = deps;
   let timer: NodeJS.Timeout | undefined;
 
   async function tick() {
     const now = clock.now();
     for (let i = -1; i <= 2; i++) await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
     await db.em().execute(`delete from usage_dedupe where received_at < ?`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
+    await anomalies.detect(new Date(now.getTime() - 86_400_000));
   }
 
   return {

@@ -6,8 +6,9 @@ import { OverageStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js"
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { Aggregation, LimitPeriod, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
-import { Bucket, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { Aggregation, LimitPeriod, Severity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { Bucket, ResolutionFilter, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
@@ -41,6 +42,7 @@ async function setup(code: string, opts: { limit?: number; overage?: OverageStra
     await api.createPolicy({
       productId: product.id,
       name: "pro",
+      floating: true,
       overageStrategy: opts.overage ?? OverageStrategy.NO_OVERAGE,
       entitlements: opts.limit ? [{ feature: "tokens", value: { case: "limit", value: BigInt(opts.limit) } }] : [],
     })
@@ -287,6 +289,51 @@ describe("aggregations, periods and summaries", () => {
     expect(jan.limit).toMatchObject({ used: 10n, periodStart: timestampFromDate(new Date("2027-01-01T00:00:00Z")) });
     // A late event stamped in December still counts against December's (full) total.
     expect(await failure(usage.recordUsage({ event: ev(s.key, 1, { time: timestampFromDate(new Date("2026-12-31T23:59:00Z")) }) }))).toMatchObject({ reason: "LIMIT_EXCEEDED" });
+    clock.set(new Date("2026-11-23T12:00:00Z"));
+  });
+});
+
+describe("anomalies", () => {
+  it("flags a day far from the license's 30-day baseline, once, for usage and for activation velocity; lists and resolves", async () => {
+    const s = await setup("ANO");
+    const usage = connectClient(UsageService, a.url);
+    const activate = connectClient(ActivationService, a.url);
+    const day0 = Date.UTC(2026, 10, 1, 12);
+    const daily = [100, 110, 90, 105, 95, 100, 98, 102, 101, 99];
+    for (const [i, q] of daily.entries()) {
+      clock.set(new Date(day0 + i * 86_400_000));
+      await usage.recordUsage({ event: ev(s.key, q) });
+      await activate.activate({ key: s.key, fingerprint: `day-${i}` }); // one new machine a day
+    }
+    clock.set(new Date(day0 + 10 * 86_400_000));
+    await usage.recordUsage({ event: ev(s.key, 1000) });
+    for (let m = 0; m < 6; m++) await activate.activate({ key: s.key, fingerprint: `burst-${m}` });
+    const day10 = timestampFromDate(new Date(Date.UTC(2026, 10, 11)));
+
+    const found = await s.usage.detectAnomalies({ day: day10 });
+    expect(found.anomalies.map((x) => [x.metric, Severity[x.severity], x.value])).toEqual(
+      expect.arrayContaining([
+        ["tokens", "CRITICAL", 1000n],
+        ["activation_velocity", "CRITICAL", 6n], // 1 a day, then 6: a flat baseline → the 999 sentinel
+      ]),
+    );
+    const tokens = found.anomalies.find((x) => x.metric === "tokens")!;
+    expect(tokens.mean).toBe(100);
+    expect(tokens.zScore).toBeGreaterThan(3);
+    expect(found.anomalies.find((x) => x.metric === "activation_velocity")!.zScore).toBe(999);
+    // A normal day is not flagged; running again (on another instance) records nothing twice.
+    expect((await s.usage.detectAnomalies({ day: timestampFromDate(new Date(Date.UTC(2026, 10, 8))) })).anomalies).toEqual([]);
+    expect((await connectClient(UsageService, b.url, s.secret).detectAnomalies({ day: day10 })).anomalies).toHaveLength(2);
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "anomaly." });
+    expect(audit.events.map((e) => e.type)).toEqual(["anomaly.detected", "anomaly.detected"]);
+
+    const resolved = await s.usage.resolveAnomaly({ id: tokens.id, note: "customer ran a migration" });
+    expect(resolved.anomaly).toMatchObject({ resolved: true, resolutionNote: "customer ran a migration", resolver: expect.stringMatching(/^key:/) });
+    expect((await s.usage.listAnomalies({ resolution: ResolutionFilter.UNRESOLVED })).anomalies.map((x) => x.metric)).toEqual(["activation_velocity"]);
+    expect((await s.usage.listAnomalies({ minSeverity: Severity.CRITICAL, licenseId: s.licenseId })).anomalies).toHaveLength(2);
+    const other = await setup("ANP");
+    expect((await other.usage.listAnomalies({})).anomalies).toEqual([]);
+    expect(await failure(other.usage.resolveAnomaly({ id: tokens.id, note: "x" }))).toMatchObject({ code: "NotFound", reason: "ANOMALY_NOT_FOUND" });
     clock.set(new Date("2026-11-23T12:00:00Z"));
   });
 });

@@ -44,6 +44,13 @@ type UsageServiceClient interface {
 	GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error)
 	// Raw events, newest first.
 	ListUsageEvents(ctx context.Context, in *ListUsageEventsRequest, opts ...grpc.CallOption) (*ListUsageEventsResponse, error)
+	// Runs anomaly detection for one UTC day now (it also runs after each day closes).
+	// Idempotent: a day's anomalies are recorded once.
+	DetectAnomalies(ctx context.Context, in *DetectAnomaliesRequest, opts ...grpc.CallOption) (*DetectAnomaliesResponse, error)
+	// Lists anomalies, newest first.
+	ListAnomalies(ctx context.Context, in *ListAnomaliesRequest, opts ...grpc.CallOption) (*ListAnomaliesResponse, error)
+	// Marks an anomaly resolved, with a note.
+	ResolveAnomaly(ctx context.Context, in *ResolveAnomalyRequest, opts ...grpc.CallOption) (*ResolveAnomalyResponse, error)
 }
 
 type usageServiceClient struct {
@@ -200,6 +207,33 @@ func (c *usageServiceClient) ListUsageEvents(ctx context.Context, in *ListUsageE
 	return out, nil
 }
 
+func (c *usageServiceClient) DetectAnomalies(ctx context.Context, in *DetectAnomaliesRequest, opts ...grpc.CallOption) (*DetectAnomaliesResponse, error) {
+	out := new(DetectAnomaliesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/DetectAnomalies", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) ListAnomalies(ctx context.Context, in *ListAnomaliesRequest, opts ...grpc.CallOption) (*ListAnomaliesResponse, error) {
+	out := new(ListAnomaliesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/ListAnomalies", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) ResolveAnomaly(ctx context.Context, in *ResolveAnomalyRequest, opts ...grpc.CallOption) (*ResolveAnomalyResponse, error) {
+	out := new(ResolveAnomalyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.usage.v1.UsageService/ResolveAnomaly", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility
@@ -231,6 +265,13 @@ type UsageServiceServer interface {
 	GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error)
 	// Raw events, newest first.
 	ListUsageEvents(context.Context, *ListUsageEventsRequest) (*ListUsageEventsResponse, error)
+	// Runs anomaly detection for one UTC day now (it also runs after each day closes).
+	// Idempotent: a day's anomalies are recorded once.
+	DetectAnomalies(context.Context, *DetectAnomaliesRequest) (*DetectAnomaliesResponse, error)
+	// Lists anomalies, newest first.
+	ListAnomalies(context.Context, *ListAnomaliesRequest) (*ListAnomaliesResponse, error)
+	// Marks an anomaly resolved, with a note.
+	ResolveAnomaly(context.Context, *ResolveAnomalyRequest) (*ResolveAnomalyResponse, error)
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -270,6 +311,15 @@ func (UnimplementedUsageServiceServer) GetUsageSummary(context.Context, *GetUsag
 }
 func (UnimplementedUsageServiceServer) ListUsageEvents(context.Context, *ListUsageEventsRequest) (*ListUsageEventsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListUsageEvents not implemented")
+}
+func (UnimplementedUsageServiceServer) DetectAnomalies(context.Context, *DetectAnomaliesRequest) (*DetectAnomaliesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DetectAnomalies not implemented")
+}
+func (UnimplementedUsageServiceServer) ListAnomalies(context.Context, *ListAnomaliesRequest) (*ListAnomaliesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAnomalies not implemented")
+}
+func (UnimplementedUsageServiceServer) ResolveAnomaly(context.Context, *ResolveAnomalyRequest) (*ResolveAnomalyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ResolveAnomaly not implemented")
 }
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 
@@ -498,6 +548,60 @@ func _UsageService_ListUsageEvents_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UsageService_DetectAnomalies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DetectAnomaliesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).DetectAnomalies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/DetectAnomalies",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).DetectAnomalies(ctx, req.(*DetectAnomaliesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_ListAnomalies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAnomaliesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).ListAnomalies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/ListAnomalies",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).ListAnomalies(ctx, req.(*ListAnomaliesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_ResolveAnomaly_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveAnomalyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).ResolveAnomaly(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.usage.v1.UsageService/ResolveAnomaly",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).ResolveAnomaly(ctx, req.(*ResolveAnomalyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _UsageService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.usage.v1.UsageService",
 	HandlerType: (*UsageServiceServer)(nil),
@@ -537,6 +641,18 @@ var _UsageService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUsageEvents",
 			Handler:    _UsageService_ListUsageEvents_Handler,
+		},
+		{
+			MethodName: "DetectAnomalies",
+			Handler:    _UsageService_DetectAnomalies_Handler,
+		},
+		{
+			MethodName: "ListAnomalies",
+			Handler:    _UsageService_ListAnomalies_Handler,
+		},
+		{
+			MethodName: "ResolveAnomaly",
+			Handler:    _UsageService_ResolveAnomaly_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -75,6 +75,21 @@ class UsageServiceStub(object):
                 request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.SerializeToString,
                 response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.FromString,
                 )
+        self.DetectAnomalies = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/DetectAnomalies',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesResponse.FromString,
+                )
+        self.ListAnomalies = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/ListAnomalies',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesResponse.FromString,
+                )
+        self.ResolveAnomaly = channel.unary_unary(
+                '/licensd.usage.v1.UsageService/ResolveAnomaly',
+                request_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyRequest.SerializeToString,
+                response_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyResponse.FromString,
+                )
 
 
 class UsageServiceServicer(object):
@@ -168,6 +183,28 @@ class UsageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectAnomalies(self, request, context):
+        """Runs anomaly detection for one UTC day now (it also runs after each day closes).
+        Idempotent: a day's anomalies are recorded once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnomalies(self, request, context):
+        """Lists anomalies, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveAnomaly(self, request, context):
+        """Marks an anomaly resolved, with a note.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +262,21 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.ListUsageEvents,
                     request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.FromString,
                     response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.SerializeToString,
+            ),
+            'DetectAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectAnomalies,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesResponse.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesResponse.SerializeToString,
+            ),
+            'ResolveAnomaly': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAnomaly,
+                    request_deserializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyRequest.FromString,
+                    response_serializer=licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -426,5 +478,56 @@ class UsageService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/ListUsageEvents',
             licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsRequest.SerializeToString,
             licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListUsageEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DetectAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/DetectAnomalies',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.DetectAnomaliesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/ListAnomalies',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ListAnomaliesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ResolveAnomaly(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.usage.v1.UsageService/ResolveAnomaly',
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyRequest.SerializeToString,
+            licensd_dot_usage_dot_v1_dot_usage__service__pb2.ResolveAnomalyResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/usage/v1/usage.proto.
  */
 export const file_licensd_usage_v1_usage: GenFile = /*@__PURE__*/
-  fileDesc("ChxsaWNlbnNkL3VzYWdlL3YxL3VzYWdlLnByb3RvEhBsaWNlbnNkLnVzYWdlLnYxIr4CCgVNZXRlchIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSEgoKcHJvZHVjdF9pZBgDIAEoCRIOCgZtZXRyaWMYBCABKAkSMgoLYWdncmVnYXRpb24YBSABKA4yHS5saWNlbnNkLnVzYWdlLnYxLkFnZ3JlZ2F0aW9uEhgKEHVuaXF1ZV9hdHRyaWJ1dGUYBiABKAkSLQoGcGVyaW9kGAcgASgOMh0ubGljZW5zZC51c2FnZS52MS5MaW1pdFBlcmlvZBITCgtkZXNjcmlwdGlvbhgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqECCgpVc2FnZUV2ZW50EhMKC2xpY2Vuc2Vfa2V5GAEgASgJEhIKCmxpY2Vuc2VfaWQYAiABKAkSDgoGbWV0cmljGAMgASgJEhAKCHF1YW50aXR5GAQgASgDEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIQCghhZ2VudF9pZBgHIAEoCRJACgphdHRyaWJ1dGVzGAggAygLMiwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50LkF0dHJpYnV0ZXNFbnRyeRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI7CglSZWplY3Rpb24SDQoFaW5kZXgYASABKAUSDgoGcmVhc29uGAIgASgJEg8KB21lc3NhZ2UYAyABKAki4wEKCkxpbWl0U3RhdGUSEgoKbGljZW5zZV9pZBgBIAEoCRIOCgZtZXRyaWMYAiABKAkSDAoEdXNlZBgDIAEoAxINCgVsaW1pdBgEIAEoAxIPCgdhbGxvd2VkGAUgASgDEg8KB3dhcm5pbmcYBiABKAgSEAoIZXhjZWVkZWQYByABKAgSMAoMcGVyaW9kX3N0YXJ0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCq2AQoLQWdncmVnYXRpb24SGwoXQUdHUkVHQVRJT05fVU5TUEVDSUZJRUQQABITCg9BR0dSRUdBVElPTl9TVU0QARIVChFBR0dSRUdBVElPTl9DT1VOVBACEhMKD0FHR1JFR0FUSU9OX01BWBADEhMKD0FHR1JFR0FUSU9OX01JThAEEhwKGEFHR1JFR0FUSU9OX1VOSVFVRV9DT1VOVBAFEhYKEkFHR1JFR0FUSU9OX0xBVEVTVBAGKngKC0xpbWl0UGVyaW9kEhwKGExJTUlUX1BFUklPRF9VTlNQRUNJRklFRBAAEhYKEkxJTUlUX1BFUklPRF9NT05USBABEhQKEExJTUlUX1BFUklPRF9EQVkQAhIdChlMSU1JVF9QRVJJT0RfTElDRU5TRV9URVJNEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChxsaWNlbnNkL3VzYWdlL3YxL3VzYWdlLnByb3RvEhBsaWNlbnNkLnVzYWdlLnYxIr4CCgVNZXRlchIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSEgoKcHJvZHVjdF9pZBgDIAEoCRIOCgZtZXRyaWMYBCABKAkSMgoLYWdncmVnYXRpb24YBSABKA4yHS5saWNlbnNkLnVzYWdlLnYxLkFnZ3JlZ2F0aW9uEhgKEHVuaXF1ZV9hdHRyaWJ1dGUYBiABKAkSLQoGcGVyaW9kGAcgASgOMh0ubGljZW5zZC51c2FnZS52MS5MaW1pdFBlcmlvZBITCgtkZXNjcmlwdGlvbhgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqECCgpVc2FnZUV2ZW50EhMKC2xpY2Vuc2Vfa2V5GAEgASgJEhIKCmxpY2Vuc2VfaWQYAiABKAkSDgoGbWV0cmljGAMgASgJEhAKCHF1YW50aXR5GAQgASgDEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIQCghhZ2VudF9pZBgHIAEoCRJACgphdHRyaWJ1dGVzGAggAygLMiwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50LkF0dHJpYnV0ZXNFbnRyeRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI7CglSZWplY3Rpb24SDQoFaW5kZXgYASABKAUSDgoGcmVhc29uGAIgASgJEg8KB21lc3NhZ2UYAyABKAki4wEKCkxpbWl0U3RhdGUSEgoKbGljZW5zZV9pZBgBIAEoCRIOCgZtZXRyaWMYAiABKAkSDAoEdXNlZBgDIAEoAxINCgVsaW1pdBgEIAEoAxIPCgdhbGxvd2VkGAUgASgDEg8KB3dhcm5pbmcYBiABKAgSEAoIZXhjZWVkZWQYByABKAgSMAoMcGVyaW9kX3N0YXJ0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKBAwoHQW5vbWFseRIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSEgoKbGljZW5zZV9pZBgDIAEoCRIOCgZtZXRyaWMYBCABKAkSJwoDZGF5GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV2YWx1ZRgGIAEoAxIMCgRtZWFuGAcgASgBEg4KBnN0ZGRldhgIIAEoARIPCgd6X3Njb3JlGAkgASgBEiwKCHNldmVyaXR5GAogASgOMhoubGljZW5zZC51c2FnZS52MS5TZXZlcml0eRIQCghyZXNvbHZlZBgLIAEoCBIQCghyZXNvbHZlchgMIAEoCRIXCg9yZXNvbHV0aW9uX25vdGUYDSABKAkSMAoMcmVzb2x2ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqtgEKC0FnZ3JlZ2F0aW9uEhsKF0FHR1JFR0FUSU9OX1VOU1BFQ0lGSUVEEAASEwoPQUdHUkVHQVRJT05fU1VNEAESFQoRQUdHUkVHQVRJT05fQ09VTlQQAhITCg9BR0dSRUdBVElPTl9NQVgQAxITCg9BR0dSRUdBVElPTl9NSU4QBBIcChhBR0dSRUdBVElPTl9VTklRVUVfQ09VTlQQBRIWChJBR0dSRUdBVElPTl9MQVRFU1QQBip4CgtMaW1pdFBlcmlvZBIcChhMSU1JVF9QRVJJT0RfVU5TUEVDSUZJRUQQABIWChJMSU1JVF9QRVJJT0RfTU9OVEgQARIUChBMSU1JVF9QRVJJT0RfREFZEAISHQoZTElNSVRfUEVSSU9EX0xJQ0VOU0VfVEVSTRADKmMKCFNldmVyaXR5EhgKFFNFVkVSSVRZX1VOU1BFQ0lGSUVEEAASEwoPU0VWRVJJVFlfTUVESVVNEAESEQoNU0VWRVJJVFlfSElHSBACEhUKEVNFVkVSSVRZX0NSSVRJQ0FMEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A Meter defines one metric of a product: how its events aggregate and over which
@@ -283,6 +283,126 @@ export const LimitStateSchema: GenMessage<LimitState> = /*@__PURE__*/
   messageDesc(file_licensd_usage_v1_usage, 3);
 
 /**
+ * An Anomaly is one day of one license's usage (or activations) far from its baseline:
+ * the previous 30 daily values.
+ *
+ * @generated from message licensd.usage.v1.Anomaly
+ */
+export type Anomaly = Message<"licensd.usage.v1.Anomaly"> & {
+  /**
+   * Server-assigned identifier: `anm_` followed by 26 lowercase base32 characters.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The tenant that owns it.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The license.
+   *
+   * @generated from field: string license_id = 3;
+   */
+  licenseId: string;
+
+  /**
+   * The metric, or `activation_velocity` (new machines per day).
+   *
+   * @generated from field: string metric = 4;
+   */
+  metric: string;
+
+  /**
+   * The UTC day, as midnight.
+   *
+   * @generated from field: google.protobuf.Timestamp day = 5;
+   */
+  day?: Timestamp | undefined;
+
+  /**
+   * The day's value: the sum of quantities, or the number of activations.
+   *
+   * @generated from field: int64 value = 6;
+   */
+  value: bigint;
+
+  /**
+   * The baseline's mean.
+   *
+   * @generated from field: double mean = 7;
+   */
+  mean: number;
+
+  /**
+   * The baseline's sample standard deviation (n − 1); 0 with fewer than 2 values.
+   *
+   * @generated from field: double stddev = 8;
+   */
+  stddev: number;
+
+  /**
+   * (value − mean) / stddev; with stddev 0: 0 when equal, else 999.
+   *
+   * @generated from field: double z_score = 9;
+   */
+  zScore: number;
+
+  /**
+   * Its class.
+   *
+   * @generated from field: licensd.usage.v1.Severity severity = 10;
+   */
+  severity: Severity;
+
+  /**
+   * Whether someone dealt with it.
+   *
+   * @generated from field: bool resolved = 11;
+   */
+  resolved: boolean;
+
+  /**
+   * Who resolved it.
+   *
+   * @generated from field: string resolver = 12;
+   */
+  resolver: string;
+
+  /**
+   * Their note.
+   *
+   * @generated from field: string resolution_note = 13;
+   */
+  resolutionNote: string;
+
+  /**
+   * When it was resolved.
+   *
+   * @generated from field: google.protobuf.Timestamp resolve_time = 14;
+   */
+  resolveTime?: Timestamp | undefined;
+
+  /**
+   * When it was detected.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 15;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.Anomaly.
+ * Use `create(AnomalySchema)` to create a new message.
+ */
+export const AnomalySchema: GenMessage<Anomaly> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage, 4);
+
+/**
  * How a meter turns events into one number per period (after OpenMeter and Lago).
  *
  * @generated from enum licensd.usage.v1.Aggregation
@@ -384,4 +504,45 @@ export enum LimitPeriod {
  */
 export const LimitPeriodSchema: GenEnum<LimitPeriod> = /*@__PURE__*/
   enumDesc(file_licensd_usage_v1_usage, 1);
+
+/**
+ * How far a day's value is from its baseline (Vinzy-Engine's classes).
+ *
+ * @generated from enum licensd.usage.v1.Severity
+ */
+export enum Severity {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: SEVERITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * |z| > 1.5.
+   *
+   * @generated from enum value: SEVERITY_MEDIUM = 1;
+   */
+  MEDIUM = 1,
+
+  /**
+   * |z| > 2.
+   *
+   * @generated from enum value: SEVERITY_HIGH = 2;
+   */
+  HIGH = 2,
+
+  /**
+   * |z| > 3 (and the 999 sentinel: any change from a flat baseline).
+   *
+   * @generated from enum value: SEVERITY_CRITICAL = 3;
+   */
+  CRITICAL = 3,
+}
+
+/**
+ * Describes the enum licensd.usage.v1.Severity.
+ */
+export const SeveritySchema: GenEnum<Severity> = /*@__PURE__*/
+  enumDesc(file_licensd_usage_v1_usage, 2);
 

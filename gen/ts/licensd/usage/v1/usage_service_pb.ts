@@ -7,7 +7,7 @@ import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Aggregation, LimitPeriod, LimitState, Meter, Rejection, UsageEvent } from "./usage_pb.js";
+import type { Aggregation, Anomaly, LimitPeriod, LimitState, Meter, Rejection, Severity, UsageEvent } from "./usage_pb.js";
 import { file_licensd_usage_v1_usage } from "./usage_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/usage/v1/usage_service.proto.
  */
 export const file_licensd_usage_v1_usage_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaWNlbnNkL3VzYWdlL3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QudXNhZ2UudjEimAMKEkNyZWF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoKcHJvZHVjdF9pZBgCIAEoCUIaukgXchUyE15wcm9kX1swLTlhLXpdezI2fSQSLwoGbWV0cmljGAMgASgJQh+6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kEj4KC2FnZ3JlZ2F0aW9uGAQgASgOMh0ubGljZW5zZC51c2FnZS52MS5BZ2dyZWdhdGlvbkIKukgHggEEEAEgABIhChB1bmlxdWVfYXR0cmlidXRlGAUgASgJQge6SARyAhg/EjcKBnBlcmlvZBgGIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuTGltaXRQZXJpb2RCCLpIBYIBAhABEh0KC2Rlc2NyaXB0aW9uGAcgASgJQgi6SAVyAxj0AxI1Cg9pZGVtcG90ZW5jeV9rZXkYCCABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTQ3JlYXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiaQoPR2V0TWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JCI6ChBHZXRNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciK0AQoRTGlzdE1ldGVyc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjEKCnByb2R1Y3RfaWQYAiABKAlCHbpIGnIYMhZeKHByb2RfWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJWChJMaXN0TWV0ZXJzUmVzcG9uc2USJwoGbWV0ZXJzGAEgAygLMhcubGljZW5zZC51c2FnZS52MS5NZXRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitAIKElVwZGF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebXRyX1swLTlhLXpdezI2fSQSNwoGcGVyaW9kGAMgASgOMh0ubGljZW5zZC51c2FnZS52MS5MaW1pdFBlcmlvZEIIukgFggECEAESHQoLZGVzY3JpcHRpb24YBCABKAlCCLpIBXIDGPQDEjcKC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCI9ChNVcGRhdGVNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciKjAQoSRGVsZXRlTWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTRGVsZXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiSQoSUmVjb3JkVXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiVQoTUmVjb3JkVXNhZ2VSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgSKwoFbGltaXQYAiABKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiSQoSSW5nZXN0VXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiagoTSW5nZXN0VXNhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoAxISCgpkdXBsaWNhdGVzGAIgASgDEi0KCHJlamVjdGVkGAMgAygLMhsubGljZW5zZC51c2FnZS52MS5SZWplY3Rpb24iggEKElN0cmVhbVVzYWdlUmVxdWVzdBIxCghiYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bQS1aYS16MC05Ll86LV17MSwxMjh9JBI5CgZldmVudHMYAiADKAsyHC5saWNlbnNkLnVzYWdlLnYxLlVzYWdlRXZlbnRCC7pICJIBBQgBEOgHIqoBChNTdHJlYW1Vc2FnZVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEhAKCGFjY2VwdGVkGAIgASgFEhIKCmR1cGxpY2F0ZXMYAyABKAUSLQoIcmVqZWN0ZWQYBCADKAsyGy5saWNlbnNkLnVzYWdlLnYxLlJlamVjdGlvbhIsCgZsaW1pdHMYBSADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiigEKD0dldFF1b3RhUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLQoKbGljZW5zZV9pZBgCIAEoCUIZukgWchQyEl5saWNfWzAtOWEtel17MjZ9JBIXCgZtZXRyaWMYAyABKAlCB7pIBHICGD8iQAoQR2V0UXVvdGFSZXNwb25zZRIsCgZsaW1pdHMYASADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUigwMKFkdldFVzYWdlU3VtbWFyeVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjAKCmxpY2Vuc2VfaWQYAiABKAlCHLpIGXIXMhVeKGxpY19bMC05YS16XXsyNn0pPyQSMQoLY3VzdG9tZXJfaWQYAyABKAlCHLpIGXIXMhVeKGN1c19bMC05YS16XXsyNn0pPyQSGQoGbWV0cmljGAQgASgJQgm6SAZyBBABGD8SNgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARI0CghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARIyCgZidWNrZXQYByABKA4yGC5saWNlbnNkLnVzYWdlLnYxLkJ1Y2tldEIIukgFggECEAESFgoOZ3JvdXBfYnlfYWdlbnQYCCABKAgibgoLVXNhZ2VCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYWdlbnRfaWQYAiABKAkSDQoFdmFsdWUYAyABKAMSDgoGZXZlbnRzGAQgASgDIowBChdHZXRVc2FnZVN1bW1hcnlSZXNwb25zZRIyCgthZ2dyZWdhdGlvbhgBIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuQWdncmVnYXRpb24SLgoHYnVja2V0cxgCIAMoCzIdLmxpY2Vuc2QudXNhZ2UudjEuVXNhZ2VCdWNrZXQSDQoFdG90YWwYAyABKAMizgEKFkxpc3RVc2FnZUV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEi0KCmxpY2Vuc2VfaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSFwoGbWV0cmljGAMgASgJQge6SARyAhg/Eh0KCXBhZ2Vfc2l6ZRgEIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAUgASgJQgi6SAVyAxiABCLKAgoQU3RvcmVkVXNhZ2VFdmVudBISCgpsaWNlbnNlX2lkGAEgASgJEg4KBm1ldHJpYxgCIAEoCRIQCghxdWFudGl0eRgDIAEoAxIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEAoIYWdlbnRfaWQYBiABKAkSRgoKYXR0cmlidXRlcxgHIAMoCzIyLmxpY2Vuc2QudXNhZ2UudjEuU3RvcmVkVXNhZ2VFdmVudC5BdHRyaWJ1dGVzRW50cnkSMAoMcmVjZWl2ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJmChdMaXN0VXNhZ2VFdmVudHNSZXNwb25zZRIyCgZldmVudHMYASADKAsyIi5saWNlbnNkLnVzYWdlLnYxLlN0b3JlZFVzYWdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKlMKBkJ1Y2tldBIWChJCVUNLRVRfVU5TUEVDSUZJRUQQABIPCgtCVUNLRVRfSE9VUhABEg4KCkJVQ0tFVF9EQVkQAhIQCgxCVUNLRVRfTU9OVEgQAzKkCAoMVXNhZ2VTZXJ2aWNlEloKC0NyZWF0ZU1ldGVyEiQubGljZW5zZC51c2FnZS52MS5DcmVhdGVNZXRlclJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLkNyZWF0ZU1ldGVyUmVzcG9uc2USVgoIR2V0TWV0ZXISIS5saWNlbnNkLnVzYWdlLnYxLkdldE1ldGVyUmVxdWVzdBoiLmxpY2Vuc2QudXNhZ2UudjEuR2V0TWV0ZXJSZXNwb25zZSIDkAIBElwKCkxpc3RNZXRlcnMSIy5saWNlbnNkLnVzYWdlLnYxLkxpc3RNZXRlcnNSZXF1ZXN0GiQubGljZW5zZC51c2FnZS52MS5MaXN0TWV0ZXJzUmVzcG9uc2UiA5ACARJaCgtVcGRhdGVNZXRlchIkLmxpY2Vuc2QudXNhZ2UudjEuVXBkYXRlTWV0ZXJSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5VcGRhdGVNZXRlclJlc3BvbnNlEloKC0RlbGV0ZU1ldGVyEiQubGljZW5zZC51c2FnZS52MS5EZWxldGVNZXRlclJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLkRlbGV0ZU1ldGVyUmVzcG9uc2USWgoLUmVjb3JkVXNhZ2USJC5saWNlbnNkLnVzYWdlLnYxLlJlY29yZFVzYWdlUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuUmVjb3JkVXNhZ2VSZXNwb25zZRJcCgtJbmdlc3RVc2FnZRIkLmxpY2Vuc2QudXNhZ2UudjEuSW5nZXN0VXNhZ2VSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5Jbmdlc3RVc2FnZVJlc3BvbnNlKAESXgoLU3RyZWFtVXNhZ2USJC5saWNlbnNkLnVzYWdlLnYxLlN0cmVhbVVzYWdlUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuU3RyZWFtVXNhZ2VSZXNwb25zZSgBMAESVgoIR2V0UXVvdGESIS5saWNlbnNkLnVzYWdlLnYxLkdldFF1b3RhUmVxdWVzdBoiLmxpY2Vuc2QudXNhZ2UudjEuR2V0UXVvdGFSZXNwb25zZSIDkAIBEmsKD0dldFVzYWdlU3VtbWFyeRIoLmxpY2Vuc2QudXNhZ2UudjEuR2V0VXNhZ2VTdW1tYXJ5UmVxdWVzdBopLmxpY2Vuc2QudXNhZ2UudjEuR2V0VXNhZ2VTdW1tYXJ5UmVzcG9uc2UiA5ACARJrCg9MaXN0VXNhZ2VFdmVudHMSKC5saWNlbnNkLnVzYWdlLnYxLkxpc3RVc2FnZUV2ZW50c1JlcXVlc3QaKS5saWNlbnNkLnVzYWdlLnYxLkxpc3RVc2FnZUV2ZW50c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_licensd_usage_v1_usage]);
+  fileDesc("CiRsaWNlbnNkL3VzYWdlL3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QudXNhZ2UudjEimAMKEkNyZWF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoKcHJvZHVjdF9pZBgCIAEoCUIaukgXchUyE15wcm9kX1swLTlhLXpdezI2fSQSLwoGbWV0cmljGAMgASgJQh+6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kEj4KC2FnZ3JlZ2F0aW9uGAQgASgOMh0ubGljZW5zZC51c2FnZS52MS5BZ2dyZWdhdGlvbkIKukgHggEEEAEgABIhChB1bmlxdWVfYXR0cmlidXRlGAUgASgJQge6SARyAhg/EjcKBnBlcmlvZBgGIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuTGltaXRQZXJpb2RCCLpIBYIBAhABEh0KC2Rlc2NyaXB0aW9uGAcgASgJQgi6SAVyAxj0AxI1Cg9pZGVtcG90ZW5jeV9rZXkYCCABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTQ3JlYXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiaQoPR2V0TWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JCI6ChBHZXRNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciK0AQoRTGlzdE1ldGVyc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjEKCnByb2R1Y3RfaWQYAiABKAlCHbpIGnIYMhZeKHByb2RfWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJWChJMaXN0TWV0ZXJzUmVzcG9uc2USJwoGbWV0ZXJzGAEgAygLMhcubGljZW5zZC51c2FnZS52MS5NZXRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitAIKElVwZGF0ZU1ldGVyUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJebXRyX1swLTlhLXpdezI2fSQSNwoGcGVyaW9kGAMgASgOMh0ubGljZW5zZC51c2FnZS52MS5MaW1pdFBlcmlvZEIIukgFggECEAESHQoLZGVzY3JpcHRpb24YBCABKAlCCLpIBXIDGPQDEjcKC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCI9ChNVcGRhdGVNZXRlclJlc3BvbnNlEiYKBW1ldGVyGAEgASgLMhcubGljZW5zZC51c2FnZS52MS5NZXRlciKjAQoSRGVsZXRlTWV0ZXJSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5tdHJfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiPQoTRGVsZXRlTWV0ZXJSZXNwb25zZRImCgVtZXRlchgBIAEoCzIXLmxpY2Vuc2QudXNhZ2UudjEuTWV0ZXIiSQoSUmVjb3JkVXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiVQoTUmVjb3JkVXNhZ2VSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgSKwoFbGltaXQYAiABKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiSQoSSW5nZXN0VXNhZ2VSZXF1ZXN0EjMKBWV2ZW50GAEgASgLMhwubGljZW5zZC51c2FnZS52MS5Vc2FnZUV2ZW50Qga6SAPIAQEiagoTSW5nZXN0VXNhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoAxISCgpkdXBsaWNhdGVzGAIgASgDEi0KCHJlamVjdGVkGAMgAygLMhsubGljZW5zZC51c2FnZS52MS5SZWplY3Rpb24iggEKElN0cmVhbVVzYWdlUmVxdWVzdBIxCghiYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bQS1aYS16MC05Ll86LV17MSwxMjh9JBI5CgZldmVudHMYAiADKAsyHC5saWNlbnNkLnVzYWdlLnYxLlVzYWdlRXZlbnRCC7pICJIBBQgBEOgHIqoBChNTdHJlYW1Vc2FnZVJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEhAKCGFjY2VwdGVkGAIgASgFEhIKCmR1cGxpY2F0ZXMYAyABKAUSLQoIcmVqZWN0ZWQYBCADKAsyGy5saWNlbnNkLnVzYWdlLnYxLlJlamVjdGlvbhIsCgZsaW1pdHMYBSADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUiigEKD0dldFF1b3RhUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLQoKbGljZW5zZV9pZBgCIAEoCUIZukgWchQyEl5saWNfWzAtOWEtel17MjZ9JBIXCgZtZXRyaWMYAyABKAlCB7pIBHICGD8iQAoQR2V0UXVvdGFSZXNwb25zZRIsCgZsaW1pdHMYASADKAsyHC5saWNlbnNkLnVzYWdlLnYxLkxpbWl0U3RhdGUigwMKFkdldFVzYWdlU3VtbWFyeVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEjAKCmxpY2Vuc2VfaWQYAiABKAlCHLpIGXIXMhVeKGxpY19bMC05YS16XXsyNn0pPyQSMQoLY3VzdG9tZXJfaWQYAyABKAlCHLpIGXIXMhVeKGN1c19bMC05YS16XXsyNn0pPyQSGQoGbWV0cmljGAQgASgJQgm6SAZyBBABGD8SNgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARI0CghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBrpIA8gBARIyCgZidWNrZXQYByABKA4yGC5saWNlbnNkLnVzYWdlLnYxLkJ1Y2tldEIIukgFggECEAESFgoOZ3JvdXBfYnlfYWdlbnQYCCABKAgibgoLVXNhZ2VCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYWdlbnRfaWQYAiABKAkSDQoFdmFsdWUYAyABKAMSDgoGZXZlbnRzGAQgASgDIowBChdHZXRVc2FnZVN1bW1hcnlSZXNwb25zZRIyCgthZ2dyZWdhdGlvbhgBIAEoDjIdLmxpY2Vuc2QudXNhZ2UudjEuQWdncmVnYXRpb24SLgoHYnVja2V0cxgCIAMoCzIdLmxpY2Vuc2QudXNhZ2UudjEuVXNhZ2VCdWNrZXQSDQoFdG90YWwYAyABKAMizgEKFkxpc3RVc2FnZUV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEi0KCmxpY2Vuc2VfaWQYAiABKAlCGbpIFnIUMhJebGljX1swLTlhLXpdezI2fSQSFwoGbWV0cmljGAMgASgJQge6SARyAhg/Eh0KCXBhZ2Vfc2l6ZRgEIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAUgASgJQgi6SAVyAxiABCLKAgoQU3RvcmVkVXNhZ2VFdmVudBISCgpsaWNlbnNlX2lkGAEgASgJEg4KBm1ldHJpYxgCIAEoCRIQCghxdWFudGl0eRgDIAEoAxIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkSEAoIYWdlbnRfaWQYBiABKAkSRgoKYXR0cmlidXRlcxgHIAMoCzIyLmxpY2Vuc2QudXNhZ2UudjEuU3RvcmVkVXNhZ2VFdmVudC5BdHRyaWJ1dGVzRW50cnkSMAoMcmVjZWl2ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJmChdMaXN0VXNhZ2VFdmVudHNSZXNwb25zZRIyCgZldmVudHMYASADKAsyIi5saWNlbnNkLnVzYWdlLnYxLlN0b3JlZFVzYWdlRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInIKFkRldGVjdEFub21hbGllc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEicKA2RheRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoXRGV0ZWN0QW5vbWFsaWVzUmVzcG9uc2USLAoJYW5vbWFsaWVzGAEgAygLMhkubGljZW5zZC51c2FnZS52MS5Bbm9tYWx5IrQCChRMaXN0QW5vbWFsaWVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBI6CgxtaW5fc2V2ZXJpdHkYAyABKA4yGi5saWNlbnNkLnVzYWdlLnYxLlNldmVyaXR5Qgi6SAWCAQIQARJACgpyZXNvbHV0aW9uGAQgASgOMiIubGljZW5zZC51c2FnZS52MS5SZXNvbHV0aW9uRmlsdGVyQgi6SAWCAQIQARIdCglwYWdlX3NpemUYBSABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgGIAEoCUIIukgFcgMYgAQiXgoVTGlzdEFub21hbGllc1Jlc3BvbnNlEiwKCWFub21hbGllcxgBIAMoCzIZLmxpY2Vuc2QudXNhZ2UudjEuQW5vbWFseRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkivgEKFVJlc29sdmVBbm9tYWx5UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJeYW5tX1swLTlhLXpdezI2fSQSFgoEbm90ZRgDIAEoCUIIukgFcgMY0A8SNQoPaWRlbXBvdGVuY3lfa2V5GAQgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkQKFlJlc29sdmVBbm9tYWx5UmVzcG9uc2USKgoHYW5vbWFseRgBIAEoCzIZLmxpY2Vuc2QudXNhZ2UudjEuQW5vbWFseSpTCgZCdWNrZXQSFgoSQlVDS0VUX1VOU1BFQ0lGSUVEEAASDwoLQlVDS0VUX0hPVVIQARIOCgpCVUNLRVRfREFZEAISEAoMQlVDS0VUX01PTlRIEAMqdwoQUmVzb2x1dGlvbkZpbHRlchIhCh1SRVNPTFVUSU9OX0ZJTFRFUl9VTlNQRUNJRklFRBAAEiAKHFJFU09MVVRJT05fRklMVEVSX1VOUkVTT0xWRUQQARIeChpSRVNPTFVUSU9OX0ZJTFRFUl9SRVNPTFZFRBACMtgKCgxVc2FnZVNlcnZpY2USWgoLQ3JlYXRlTWV0ZXISJC5saWNlbnNkLnVzYWdlLnYxLkNyZWF0ZU1ldGVyUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuQ3JlYXRlTWV0ZXJSZXNwb25zZRJWCghHZXRNZXRlchIhLmxpY2Vuc2QudXNhZ2UudjEuR2V0TWV0ZXJSZXF1ZXN0GiIubGljZW5zZC51c2FnZS52MS5HZXRNZXRlclJlc3BvbnNlIgOQAgESXAoKTGlzdE1ldGVycxIjLmxpY2Vuc2QudXNhZ2UudjEuTGlzdE1ldGVyc1JlcXVlc3QaJC5saWNlbnNkLnVzYWdlLnYxLkxpc3RNZXRlcnNSZXNwb25zZSIDkAIBEloKC1VwZGF0ZU1ldGVyEiQubGljZW5zZC51c2FnZS52MS5VcGRhdGVNZXRlclJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLlVwZGF0ZU1ldGVyUmVzcG9uc2USWgoLRGVsZXRlTWV0ZXISJC5saWNlbnNkLnVzYWdlLnYxLkRlbGV0ZU1ldGVyUmVxdWVzdBolLmxpY2Vuc2QudXNhZ2UudjEuRGVsZXRlTWV0ZXJSZXNwb25zZRJaCgtSZWNvcmRVc2FnZRIkLmxpY2Vuc2QudXNhZ2UudjEuUmVjb3JkVXNhZ2VSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5SZWNvcmRVc2FnZVJlc3BvbnNlElwKC0luZ2VzdFVzYWdlEiQubGljZW5zZC51c2FnZS52MS5Jbmdlc3RVc2FnZVJlcXVlc3QaJS5saWNlbnNkLnVzYWdlLnYxLkluZ2VzdFVzYWdlUmVzcG9uc2UoARJeCgtTdHJlYW1Vc2FnZRIkLmxpY2Vuc2QudXNhZ2UudjEuU3RyZWFtVXNhZ2VSZXF1ZXN0GiUubGljZW5zZC51c2FnZS52MS5TdHJlYW1Vc2FnZVJlc3BvbnNlKAEwARJWCghHZXRRdW90YRIhLmxpY2Vuc2QudXNhZ2UudjEuR2V0UXVvdGFSZXF1ZXN0GiIubGljZW5zZC51c2FnZS52MS5HZXRRdW90YVJlc3BvbnNlIgOQAgESawoPR2V0VXNhZ2VTdW1tYXJ5EigubGljZW5zZC51c2FnZS52MS5HZXRVc2FnZVN1bW1hcnlSZXF1ZXN0GikubGljZW5zZC51c2FnZS52MS5HZXRVc2FnZVN1bW1hcnlSZXNwb25zZSIDkAIBEmsKD0xpc3RVc2FnZUV2ZW50cxIoLmxpY2Vuc2QudXNhZ2UudjEuTGlzdFVzYWdlRXZlbnRzUmVxdWVzdBopLmxpY2Vuc2QudXNhZ2UudjEuTGlzdFVzYWdlRXZlbnRzUmVzcG9uc2UiA5ACARJmCg9EZXRlY3RBbm9tYWxpZXMSKC5saWNlbnNkLnVzYWdlLnYxLkRldGVjdEFub21hbGllc1JlcXVlc3QaKS5saWNlbnNkLnVzYWdlLnYxLkRldGVjdEFub21hbGllc1Jlc3BvbnNlEmUKDUxpc3RBbm9tYWxpZXMSJi5saWNlbnNkLnVzYWdlLnYxLkxpc3RBbm9tYWxpZXNSZXF1ZXN0GicubGljZW5zZC51c2FnZS52MS5MaXN0QW5vbWFsaWVzUmVzcG9uc2UiA5ACARJjCg5SZXNvbHZlQW5vbWFseRInLmxpY2Vuc2QudXNhZ2UudjEuUmVzb2x2ZUFub21hbHlSZXF1ZXN0GigubGljZW5zZC51c2FnZS52MS5SZXNvbHZlQW5vbWFseVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_licensd_usage_v1_usage]);
 
 /**
  * Request for CreateMeter.
@@ -896,6 +896,203 @@ export const ListUsageEventsResponseSchema: GenMessage<ListUsageEventsResponse> 
   messageDesc(file_licensd_usage_v1_usage_service, 23);
 
 /**
+ * Request for DetectAnomalies.
+ *
+ * @generated from message licensd.usage.v1.DetectAnomaliesRequest
+ */
+export type DetectAnomaliesRequest = Message<"licensd.usage.v1.DetectAnomaliesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Any time within the UTC day to examine; unset means yesterday.
+   *
+   * @generated from field: google.protobuf.Timestamp day = 2;
+   */
+  day?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.DetectAnomaliesRequest.
+ * Use `create(DetectAnomaliesRequestSchema)` to create a new message.
+ */
+export const DetectAnomaliesRequestSchema: GenMessage<DetectAnomaliesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 24);
+
+/**
+ * Response for DetectAnomalies.
+ *
+ * @generated from message licensd.usage.v1.DetectAnomaliesResponse
+ */
+export type DetectAnomaliesResponse = Message<"licensd.usage.v1.DetectAnomaliesResponse"> & {
+  /**
+   * The anomalies of that day (those found now and any found before).
+   *
+   * @generated from field: repeated licensd.usage.v1.Anomaly anomalies = 1;
+   */
+  anomalies: Anomaly[];
+};
+
+/**
+ * Describes the message licensd.usage.v1.DetectAnomaliesResponse.
+ * Use `create(DetectAnomaliesResponseSchema)` to create a new message.
+ */
+export const DetectAnomaliesResponseSchema: GenMessage<DetectAnomaliesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 25);
+
+/**
+ * Request for ListAnomalies.
+ *
+ * @generated from message licensd.usage.v1.ListAnomaliesRequest
+ */
+export type ListAnomaliesRequest = Message<"licensd.usage.v1.ListAnomaliesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only this license's.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Only this severity and above; unspecified for all.
+   *
+   * @generated from field: licensd.usage.v1.Severity min_severity = 3;
+   */
+  minSeverity: Severity;
+
+  /**
+   * Resolved, unresolved or both.
+   *
+   * @generated from field: licensd.usage.v1.ResolutionFilter resolution = 4;
+   */
+  resolution: ResolutionFilter;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListAnomaliesRequest.
+ * Use `create(ListAnomaliesRequestSchema)` to create a new message.
+ */
+export const ListAnomaliesRequestSchema: GenMessage<ListAnomaliesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 26);
+
+/**
+ * Response for ListAnomalies.
+ *
+ * @generated from message licensd.usage.v1.ListAnomaliesResponse
+ */
+export type ListAnomaliesResponse = Message<"licensd.usage.v1.ListAnomaliesResponse"> & {
+  /**
+   * One page of anomalies.
+   *
+   * @generated from field: repeated licensd.usage.v1.Anomaly anomalies = 1;
+   */
+  anomalies: Anomaly[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ListAnomaliesResponse.
+ * Use `create(ListAnomaliesResponseSchema)` to create a new message.
+ */
+export const ListAnomaliesResponseSchema: GenMessage<ListAnomaliesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 27);
+
+/**
+ * Request for ResolveAnomaly.
+ *
+ * @generated from message licensd.usage.v1.ResolveAnomalyRequest
+ */
+export type ResolveAnomalyRequest = Message<"licensd.usage.v1.ResolveAnomalyRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The anomaly.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * What was found or done (up to 2000 characters).
+   *
+   * @generated from field: string note = 3;
+   */
+  note: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ResolveAnomalyRequest.
+ * Use `create(ResolveAnomalyRequestSchema)` to create a new message.
+ */
+export const ResolveAnomalyRequestSchema: GenMessage<ResolveAnomalyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 28);
+
+/**
+ * Response for ResolveAnomaly.
+ *
+ * @generated from message licensd.usage.v1.ResolveAnomalyResponse
+ */
+export type ResolveAnomalyResponse = Message<"licensd.usage.v1.ResolveAnomalyResponse"> & {
+  /**
+   * The anomaly, resolved.
+   *
+   * @generated from field: licensd.usage.v1.Anomaly anomaly = 1;
+   */
+  anomaly?: Anomaly | undefined;
+};
+
+/**
+ * Describes the message licensd.usage.v1.ResolveAnomalyResponse.
+ * Use `create(ResolveAnomalyResponseSchema)` to create a new message.
+ */
+export const ResolveAnomalyResponseSchema: GenMessage<ResolveAnomalyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_usage_v1_usage_service, 29);
+
+/**
  * Bucket sizes for GetUsageSummary.
  *
  * @generated from enum licensd.usage.v1.Bucket
@@ -935,6 +1132,40 @@ export enum Bucket {
  */
 export const BucketSchema: GenEnum<Bucket> = /*@__PURE__*/
   enumDesc(file_licensd_usage_v1_usage_service, 0);
+
+/**
+ * Which anomalies ListAnomalies returns by resolution.
+ *
+ * @generated from enum licensd.usage.v1.ResolutionFilter
+ */
+export enum ResolutionFilter {
+  /**
+   * Both.
+   *
+   * @generated from enum value: RESOLUTION_FILTER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only unresolved ones.
+   *
+   * @generated from enum value: RESOLUTION_FILTER_UNRESOLVED = 1;
+   */
+  UNRESOLVED = 1,
+
+  /**
+   * Only resolved ones.
+   *
+   * @generated from enum value: RESOLUTION_FILTER_RESOLVED = 2;
+   */
+  RESOLVED = 2,
+}
+
+/**
+ * Describes the enum licensd.usage.v1.ResolutionFilter.
+ */
+export const ResolutionFilterSchema: GenEnum<ResolutionFilter> = /*@__PURE__*/
+  enumDesc(file_licensd_usage_v1_usage_service, 1);
 
 /**
  * UsageService meters usage streamed from running agents: durable, deduplicated
@@ -1061,6 +1292,37 @@ export const UsageService: GenService<{
     methodKind: "unary";
     input: typeof ListUsageEventsRequestSchema;
     output: typeof ListUsageEventsResponseSchema;
+  },
+  /**
+   * Runs anomaly detection for one UTC day now (it also runs after each day closes).
+   * Idempotent: a day's anomalies are recorded once.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.DetectAnomalies
+   */
+  detectAnomalies: {
+    methodKind: "unary";
+    input: typeof DetectAnomaliesRequestSchema;
+    output: typeof DetectAnomaliesResponseSchema;
+  },
+  /**
+   * Lists anomalies, newest first.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.ListAnomalies
+   */
+  listAnomalies: {
+    methodKind: "unary";
+    input: typeof ListAnomaliesRequestSchema;
+    output: typeof ListAnomaliesResponseSchema;
+  },
+  /**
+   * Marks an anomaly resolved, with a note.
+   *
+   * @generated from rpc licensd.usage.v1.UsageService.ResolveAnomaly
+   */
+  resolveAnomaly: {
+    methodKind: "unary";
+    input: typeof ResolveAnomalyRequestSchema;
+    output: typeof ResolveAnomalyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_usage_v1_usage_service, 0);

@@ -1,0 +1,166 @@
+// Usage benchmarks, on one `licensd serve`:
+//  - StreamUsage: batches of 500 events (dedupe on, limits checked, acks after commit) over
+//    one stream, against a raw COPY of the same rows into the same table in the same run;
+//    ack latency per batch;
+//  - GetUsageSummary over 10,000,000 events of one license (raw events in their monthly
+//    partitions, rollups as ingestion keeps them), against the same question asked of
+//    the raw events.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
+import { Bucket, UsageService, type StreamUsageRequest } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { percentile, startBenchServer } from "./support.ts";
+
+const BATCH = 500;
+const BATCHES = Number(process.env.BENCH_USAGE_BATCHES ?? 200);
+const SUMMARY_EVENTS = Number(process.env.BENCH_SUMMARY_EVENTS ?? 10_000_000);
+const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-usage-"));
+
+export async function run(): Promise<string> {
+  const server = await startBenchServer();
+  try {
+    const { call } = server;
+    const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
+    const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "USG", name: "Agents", features: [{ name: "tokens", kind: "FEATURE_KIND_LIMIT", compose: "COMPOSE_STRATEGY_SUM" }] })).product.id;
+    await call("licensd.usage.v1.UsageService/CreateMeter", { tenantId, productId, metric: "tokens", aggregation: "AGGREGATION_SUM" });
+    // A limit far above what the run uses: checked on every event, never reached.
+    const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", entitlements: [{ feature: "tokens", limit: "1000000000000" }] })).policy.id;
+    const customerId = (await call("licensd.licensing.v1.LicensingService/CreateCustomer", { tenantId, name: "Bench", email: "bench@example.com" })).customer.id;
+    const licenses: { key: string; license: { id: string } }[] = [];
+    for (let i = 0; i < 10; i++) licenses.push((await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId, customerId })) as unknown as { key: string; license: { id: string } });
+    const pgc = new pg.Client({ connectionString: server.database.url });
+    await pgc.connect();
+    const [{ meter_id: meterId }] = (await pgc.query(`select id as meter_id from meters where product_id = $1`, [productId])).rows as { meter_id: string }[];
+
+    // StreamUsage vs COPY, alternating, 3 rounds each.
+    const client = createClient(UsageService, createGrpcTransport({ baseUrl: server.url }));
+    let round = 0;
+    const streamRound = async () => {
+      round++;
+      const batches: StreamUsageRequest[] = Array.from({ length: BATCHES }, (_, b) => ({
+        batchId: `r${round}-b${b}`,
+        events: Array.from({ length: BATCH }, (_, i) => ({ licenseKey: licenses[(b + i) % licenses.length]!.key, metric: "tokens", quantity: BigInt(1 + (i % 50)), idempotencyKey: `r${round}-${b}-${i}`, agentId: `agent-${i % 4}` })),
+      })) as StreamUsageRequest[];
+      const sent = new Map<string, number>();
+      const latencies: number[] = [];
+      const start = performance.now();
+      let accepted = 0;
+      for await (const ack of client.streamUsage((async function* () {
+        for (const b of batches) {
+          sent.set(b.batchId, performance.now());
+          yield b;
+        }
+      })())) {
+        latencies.push(performance.now() - sent.get(ack.batchId)!);
+        accepted += ack.accepted;
+      }
+      const seconds = (performance.now() - start) / 1000;
+      if (accepted !== BATCHES * BATCH) throw new Error(`accepted ${accepted} of ${BATCHES * BATCH}`);
+      return { rate: accepted / seconds, latencies };
+    };
+    const copyRound = () => {
+      round++;
+      const file = path.join(work, `copy-${round}.csv`);
+      const now = new Date().toISOString();
+      const lines: string[] = [];
+      for (let b = 0; b < BATCHES; b++) {
+        for (let i = 0; i < BATCH; i++) lines.push(`${tenantId},${licenses[(b + i) % licenses.length]!.license.id},${meterId},${now},${1 + (i % 50)},c${round}-${b}-${i},agent-${i % 4},{},${now}`);
+      }
+      writeFileSync(file, `${lines.join("\n")}\n`);
+      const start = performance.now();
+      execFileSync("psql", [server.database.url, "-q", "-c", `\\copy usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) from '${file}' with (format csv)`]);
+      return (BATCHES * BATCH) / ((performance.now() - start) / 1000);
+    };
+    await streamRound(); // warm-up (JIT, caches, partitions)
+    const streamRates: number[] = [];
+    const copyRates: number[] = [];
+    const latencies: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      copyRates.push(copyRound());
+      const s = await streamRound();
+      streamRates.push(s.rate);
+      latencies.push(...s.latencies);
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[1]!;
+
+    // GetUsageSummary over 10M events of one license, 30 days back.
+    const big = licenses[0]!.license.id;
+    const end = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000);
+    const from = new Date(end.getTime() - 30 * 86_400_000);
+    const span = end.getTime() - from.getTime();
+    await pgc.query(
+      `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
+       select $1, $2, $3, $4::timestamptz + (n::float8 / $6) * ($5 || ' milliseconds')::interval, 1 + n % 50, 'big-' || n, 'agent-' || n % 4, '{}', now()
+         from generate_series(0, $6 - 1) n`,
+      [tenantId, big, meterId, from, String(span), SUMMARY_EVENTS],
+    );
+    // The rollups ingestion would have kept for those events (the bulk load bypassed it).
+    await pgc.query(
+      `insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
+       select tenant_id, license_id, meter_id, date_trunc('hour', ts, 'UTC'), agent_id, sum(quantity), count(*), max(quantity), min(quantity),
+              (array_agg(quantity order by ts desc))[1], max(ts)
+         from usage_events where license_id = $1 and idempotency_key like 'big-%' group by 1, 2, 3, 4, 5
+       on conflict (license_id, meter_id, hour, agent_id) do update set total = r.total + excluded.total, events = r.events + excluded.events`,
+      [big],
+    );
+    await pgc.query("analyze");
+    const summaries = createClient(UsageService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${server.key}`), next(req))] }));
+    const ask = async (bucket: Bucket, groupByAgent: boolean) => {
+      const t = performance.now();
+      const res = await summaries.getUsageSummary({ tenantId, licenseId: big, metric: "tokens", startTime: timestampFromDate(from), endTime: timestampFromDate(end), bucket, groupByAgent });
+      return { ms: performance.now() - t, events: res.buckets.reduce((n, b) => n + Number(b.events), 0), total: res.total };
+    };
+    const timings: Record<string, number[]> = { day: [], hourAgents: [] };
+    let checked = false;
+    for (let i = 0; i < 30; i++) {
+      const d = await ask(Bucket.DAY, false);
+      const h = await ask(Bucket.HOUR, true);
+      timings.day!.push(d.ms);
+      timings.hourAgents!.push(h.ms);
+      if (!checked) {
+        if (d.events < SUMMARY_EVENTS) throw new Error(`summary saw ${d.events} events`);
+        checked = true;
+      }
+    }
+    const rawTimes: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await pgc.query(`select date_trunc('day', ts, 'UTC'), sum(quantity) from usage_events where license_id = $1 and ts >= $2 and ts < $3 group by 1`, [big, from, end]);
+      rawTimes.push(performance.now() - t);
+    }
+    await pgc.end();
+
+    const r = (n: number) => Math.round(n).toLocaleString("en");
+    const ratio = med(streamRates) / med(copyRates);
+    const p = (xs: number[], q: number) => percentile(xs, q).toFixed(1);
+    return [
+      "## Usage (bench/usage.ts)",
+      "",
+      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432. StreamUsage: one gRPC stream, ${BATCHES} batches of ${BATCH} events across 10 licenses (every event deduplicated, limit-checked under the period-row lock, rolled up; each ack sent after its batch's commit; up to 8 batches in flight). COPY: \`psql \\copy\` of the same number of rows (CSV) into the same partitioned usage_events table, raw rows only. Alternating, medians of 3.`,
+      "",
+      "| Path | events/s | ÷ COPY |",
+      "|---|---:|---:|",
+      `| COPY into usage_events (baseline) | ${r(med(copyRates))} | 1.00 |`,
+      `| StreamUsage, acks after commit | ${r(med(streamRates))} | ${ratio.toFixed(2)} |`,
+      "",
+      `Goal ≥ 0.5× COPY: ${ratio >= 0.5 ? "met" : "NOT met"}. Ack latency per batch of ${BATCH} (send → ack, pipelined): p50 ${p(latencies, 50)} ms, p99 ${p(latencies, 99)} ms.`,
+      "",
+      `GetUsageSummary over ${SUMMARY_EVENTS.toLocaleString("en")} events of one license spread over 30 days (Connect JSON, 30 calls each; the rollups hold ${r(30 * 24 * 4)} rows for them):`,
+      "",
+      "| Query | p50 | p99 |",
+      "|---|---:|---:|",
+      `| daily buckets, 30 days | ${p(timings.day!, 50)} ms | ${p(timings.day!, 99)} ms |`,
+      `| hourly buckets per agent, 30 days (2,880 buckets) | ${p(timings.hourAgents!, 50)} ms | ${p(timings.hourAgents!, 99)} ms |`,
+      `| the same daily question asked of the raw events (SQL, no RPC) | ${p(rawTimes, 50)} ms | — |`,
+      "",
+      `Goal < 50 ms: ${percentile(timings.day!, 99) < 50 && percentile(timings.hourAgents!, 99) < 50 ? "met (p99)" : "NOT met"}.`,
+    ].join("\n");
+  } finally {
+    await server.stop();
+  }
+}
