@@ -7,6 +7,8 @@ import type { Events } from "../events/events.js";
 import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
 import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
+import type { SigningKeyStore } from "../platform/signing-keys.js";
+import { verifyLease } from "../sdk/lease.js";
 
 /** How far in the past and future an event's time may be. */
 export const MAX_PAST_MS = 7 * 86_400_000;
@@ -25,6 +27,8 @@ export interface IncomingEvent {
   idempotencyKey: string;
   agentId: string;
   attributes: Record<string, string>;
+  /** A lease token naming the license (agents that hold one). */
+  lease: string;
 }
 
 export interface Rejection {
@@ -122,8 +126,8 @@ const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }
  * rollups, distinct values and totals are written with multi-row statements. The
  * caller acknowledges only after this returns, i.e. after the commit.
  */
-export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring }) {
-  const { db, clock, events, keyring } = deps;
+export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore }) {
+  const { db, clock, events, keyring, signingKeys } = deps;
   const partitions = new Set<number>();
 
   /** Creates the month partition of usage_events that holds `ts`, once per process (idempotent across instances). */
@@ -224,13 +228,26 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       if (KEY_PATTERN.test(key) ? !checkLicenseKey(key, keyring).ok : !CUSTOM_KEY_PATTERN.test(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
       license = await look.byKey(sha256(key));
       if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
+    } else if (e.lease) {
+      // Only the signature and expiry matter here; the lease names its own machine.
+      const fingerprint = /^[^.]+\.([^.]+)\./.exec(e.lease)?.[1];
+      let claimed: { fingerprint?: unknown } = {};
+      try {
+        claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as { fingerprint?: unknown };
+      } catch {
+        // not a lease: verifyLease says so below
+      }
+      const check = verifyLease(e.lease, signingKeys.publicKeys(), { fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "", now });
+      if (!check.valid || !check.lease) return reject("INVALID_LEASE", `lease: ${check.code === "EXPIRED" ? "the lease expired; heartbeat for a fresh one" : `does not verify (${check.code})`}`);
+      license = await look.byId(check.lease.license_id);
+      if (!license) return reject("LICENSE_NOT_FOUND", "lease: its license no longer exists");
     } else if (e.licenseId) {
       if (principal.kind === "anonymous") return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
       if (principal.kind === "tenant" && !hasScope(principal, "ingest")) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
       license = await look.byId(e.licenseId);
       if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId)) return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
     } else {
-      return reject("INVALID_EVENT", "license_key or license_id: one is required");
+      return reject("INVALID_EVENT", "license_key, lease or license_id: one is required");
     }
     const bad = unusable(license, now);
     if (bad) return reject(bad.reason, bad.message);

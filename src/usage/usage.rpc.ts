@@ -69,6 +69,7 @@ const incoming = (e: UsageEvent | undefined): IncomingEvent => ({
   idempotencyKey: e?.idempotencyKey ?? "",
   agentId: e?.agentId ?? "",
   attributes: e?.attributes ?? {},
+  lease: e?.lease ?? "",
 });
 
 /** A rejected single event becomes the error a unary call answers with. */
@@ -76,7 +77,7 @@ function rejectionError(reason: string, message: string): DomainError {
   const code =
     reason === "LIMIT_EXCEEDED" || reason.startsWith("LICENSE_") && reason !== "LICENSE_NOT_FOUND"
       ? Code.FailedPrecondition
-      : reason === "INVALID_LICENSE_KEY" || reason === "UNAUTHENTICATED"
+      : reason === "INVALID_LICENSE_KEY" || reason === "INVALID_LEASE" || reason === "UNAUTHENTICATED"
         ? Code.Unauthenticated
         : reason === "SCOPE_REQUIRED"
           ? Code.PermissionDenied

@@ -7,6 +7,7 @@ import { HeartbeatCullStrategy } from "../../gen/ts/licensd/licensing/v1/policy_
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ManualClock } from "../../src/platform/clock.js";
 import { verifyLease } from "../../src/sdk/lease.js";
 import { createOfflineActivationRequest, verifyOfflineActivationResponse } from "../../src/sdk/offline-activation.js";
@@ -44,7 +45,7 @@ async function setup(code: string, policy: Record<string, unknown> = {}) {
   const pol = (await api.createPolicy({ productId: product.id, name: "team", floating: true, maxMachines: 3, entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }], ...policy })).policy!;
   const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
   const lic = await api.createLicense({ policyId: pol.id, customerId: customer.id });
-  return { tenantId: tenant!.id, secret, api, key: lic.key, licenseId: lic.license!.id, policy: pol };
+  return { tenantId: tenant!.id, secret, api, key: lic.key, licenseId: lic.license!.id, policy: pol, customerId: customer.id };
 }
 
 const activation = (t: TestApp, key?: string) => connectClient(ActivationService, t.url, key);
@@ -197,6 +198,44 @@ describe("ConnectLease", () => {
     const late = openLease(a);
     late.send({ key: s.key, fingerprint: "fp" });
     expect((await late.next()).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_REVOKED" } });
+  });
+
+  it("pushes LICENSE_EXPIRED the moment the license runs out while the stream is open", async () => {
+    const s = await setup("CLX");
+    const expire = new Date(Date.now() + 3600_000); // validated against the real clock: in the future
+    const lic = await s.api.createLicense({ policyId: s.policy.id, customerId: s.customerId, expireTime: timestampFromDate(expire) });
+    const saved = clock.now();
+    clock.set(new Date(expire.getTime() - 600)); // the server's clock: 0.6 s before expiry
+    try {
+      await activation(a).activate({ key: lic.key, fingerprint: "fp" });
+      const stream = openLease(a);
+      stream.send({ key: lic.key, fingerprint: "fp" });
+      expect((await stream.next()).value!.event.case).toBe("lease");
+      const started = Date.now();
+      expect((await stream.next()).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_EXPIRED" } });
+      expect(Date.now() - started).toBeLessThan(1500);
+    } finally {
+      clock.set(saved);
+    }
+  });
+
+  it("answers every activation RPC's wrong key, wrong tenant and bad fingerprint clearly, changing nothing", async () => {
+    const s = await setup("CLW");
+    const other = await setup("CLV");
+    const m = (await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!;
+    const wrongKey = "CLW-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG";
+    expect(await failure(activation(a).heartbeat({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" });
+    expect(await failure(activation(a).deactivate({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({ code: "Unauthenticated" });
+    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
+    expect(await failure(activation(a).deactivate({ key: s.key, fingerprint: "x".repeat(256) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
+    expect(await failure(activation(a).deactivate({ key: other.key, fingerprint: "fp" }))).toMatchObject({ code: "NotFound" }); // another license's key: not that machine
+    expect(await failure(activation(a, other.secret).deactivate({ machineId: m.id }))).toMatchObject({ code: "NotFound", reason: "MACHINE_NOT_FOUND" });
+    expect(await failure(activation(a, other.secret).getMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a, other.secret).deleteMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
+    expect((await activation(a, other.secret).listMachines({ licenseId: s.licenseId })).machines).toEqual([]);
+    expect(await failure(activation(a, other.secret).listMachines({ tenantId: s.tenantId }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a, "lsk_not_a_key").listMachines({}))).toMatchObject({ code: "Unauthenticated" });
+    expect((await activation(a, s.secret).getMachine({ id: m.id })).machine!.fingerprint).toBe("fp"); // still there
   });
 
   it("refuses a bad first message, a wrong key and an unknown machine with clear errors", async () => {

@@ -129,6 +129,22 @@ describe("ingestion", () => {
     expect(audit.events.map((e) => e.type)).toEqual(["usage.limit_warning"]);
   });
 
+  it("takes an agent's lease as the credential while it verifies", async () => {
+    const s = await setup("LSE", { limit: 1000 });
+    const { lease } = await connectClient(ActivationService, a.url).activate({ key: s.key, fingerprint: "agent-box" });
+    const usage = connectClient(UsageService, b.url);
+    expect((await usage.recordUsage({ event: { ...ev("", 7), lease: lease!.token } })).limit).toMatchObject({ licenseId: s.licenseId, used: 7n });
+    const [p, body, sig] = lease!.token.split(".");
+    const forged = JSON.parse(Buffer.from(body!, "base64url").toString());
+    forged.license_id = "lic_00000000000000000000000000";
+    const tampered = `${p}.${Buffer.from(JSON.stringify(forged)).toString("base64url")}.${sig}`;
+    expect(await failure(usage.recordUsage({ event: { ...ev("", 1), lease: tampered } }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LEASE", metadata: { field: "event.lease" } });
+    clock.advance(2 * 86_400_000); // past the 24 h lease
+    expect(await failure(usage.recordUsage({ event: { ...ev("", 1), lease: lease!.token } }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LEASE" });
+    clock.set(new Date("2026-11-23T12:00:00Z"));
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(7n);
+  });
+
   it("lets overage through up to the policy's factor, warning at 80% and flagging once past the limit", async () => {
     const s = await setup("OVR", { limit: 100, overage: OverageStrategy.ALLOW_1_25X });
     const usage = connectClient(UsageService, a.url);
