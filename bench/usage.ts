@@ -141,7 +141,7 @@ export async function run(): Promise<string> {
     return [
       "## Usage (bench/usage.ts)",
       "",
-      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432. StreamUsage: one gRPC stream, ${BATCHES} batches of ${BATCH} events across 10 licenses (every event deduplicated, limit-checked under the period-row lock, rolled up; each ack sent after its batch's commit; up to 8 batches in flight). COPY: \`psql \\copy\` of the same number of rows (CSV) into the same partitioned usage_events table, raw rows only. Alternating, medians of 3.`,
+      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432. StreamUsage: one gRPC stream, ${BATCHES} batches of ${BATCH} events across 10 licenses (every event deduplicated, limit-checked under the period-row lock, rolled up; each ack sent after its batch's commit; up to 4 batches in flight, each its own transaction). COPY: \`psql \\copy\` of the same number of rows (CSV) into the same partitioned usage_events table, raw rows only. Alternating, medians of 3.`,
       "",
       "| Path | events/s | ÷ COPY |",
       "|---|---:|---:|",

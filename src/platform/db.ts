@@ -1,10 +1,28 @@
 import { MikroORM, type EntityManager, type Options } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
+import { CompiledQuery, type Transaction } from "kysely";
 import type { Logger } from "./logger.js";
 import { entities } from "../entities.js";
 import { migrationsList } from "../migrations/index.js";
 
 export type { EntityManager };
+
+/**
+ * Runs SQL with bound parameters (`$1`, `$2`, … sent separately, arrays as PostgreSQL
+ * arrays) on the EntityManager's transaction. MikroORM's `execute` formats parameters
+ * into the SQL text and expands arrays; bulk statements (`unnest($1::text[], …)`) need
+ * the real bind protocol. Outside a transaction it runs on a pooled connection.
+ */
+export async function query<T>(em: EntityManager, sql: string, params: unknown[]): Promise<T[]> {
+  const ctx = em.getTransactionContext<Transaction<unknown>>();
+  const runner = ctx ?? em.getConnection().getClient();
+  try {
+    const res = await runner.executeQuery<T>(CompiledQuery.raw(sql, params));
+    return res.rows as T[];
+  } catch (err) {
+    throw em.getDriver().convertException(err as Error);
+  }
+}
 
 export interface Database {
   orm: MikroORM;

@@ -2,7 +2,7 @@ import type { Principal } from "../platform/auth.js";
 import { hasScope } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
 import { sha256 } from "../platform/crypto.js";
-import type { Database, EntityManager } from "../platform/db.js";
+import { query, type Database, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
 import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
@@ -112,8 +112,8 @@ export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Da
   return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
 }
 
-/** `?, ?, …` groups for a multi-row VALUES list. */
-const rows = (n: number, width: number) => Array.from({ length: n }, () => `(${Array(width).fill("?").join(", ")})`).join(", ");
+/** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
+const columns = <T>(items: T[], ...pick: ((x: T) => unknown)[]) => pick.map((f) => items.map(f));
 
 const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }) => `${p.license.id}|${p.meter.id}|${p.periodStart.getTime()}`;
 
@@ -151,6 +151,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
+    const keyChecks = new Map<string, boolean>();
     const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
                            p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
@@ -170,6 +171,12 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
       };
     return {
+      /** Whether a key is well-formed and (for Vinzy-format keys) its HMAC checks out; once per distinct key. */
+      keyOk(key: string) {
+        let ok = keyChecks.get(key);
+        if (ok === undefined) keyChecks.set(key, (ok = KEY_PATTERN.test(key) ? checkLicenseKey(key, keyring).ok : CUSTOM_KEY_PATTERN.test(key)));
+        return ok;
+      },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
         if (!byDigest.has(k)) byDigest.set(k, em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])));
@@ -225,7 +232,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     let license: LicenseRow | undefined;
     if (e.licenseKey) {
       const key = normalizeLicenseKey(e.licenseKey);
-      if (KEY_PATTERN.test(key) ? !checkLicenseKey(key, keyring).ok : !CUSTOM_KEY_PATTERN.test(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
+      if (!look.keyOk(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
       license = await look.byKey(sha256(key));
       if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
     } else if (e.lease) {
@@ -302,9 +309,11 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       const keyed = prepared.filter((p) => p.key);
       const fresh = new Set<string>();
       if (keyed.length > 0) {
-        const inserted = await em.execute<{ tenant_id: string; idempotency_key: string }[]>(
-          `insert into usage_dedupe (tenant_id, idempotency_key, received_at) values ${rows(keyed.length, 3)} on conflict do nothing returning tenant_id, idempotency_key`,
-          keyed.flatMap((p) => [p.license.tenantId, p.key, now]),
+        const inserted = await query<{ tenant_id: string; idempotency_key: string }>(
+          em,
+          `insert into usage_dedupe (tenant_id, idempotency_key, received_at)
+           select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_id, idempotency_key`,
+          [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now],
         );
         for (const r of inserted) fresh.add(`${r.tenant_id}|${r.idempotency_key}`);
       }
@@ -322,15 +331,19 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       for (const p of prepared) if (!groups.has(groupKey(p))) groups.set(groupKey(p), { sample: p, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
       const ordered = [...groups.values()].sort((a, b) => (groupKey(a.sample) < groupKey(b.sample) ? -1 : 1));
       if (ordered.length > 0) {
-        await em.execute(
-          `insert into usage_periods (tenant_id, license_id, meter_id, period_start) values ${rows(ordered.length, 4)} on conflict do nothing`,
-          ordered.flatMap((g) => [g.sample.license.tenantId, g.sample.license.id, g.sample.meter.id, g.sample.periodStart]),
+        const keys = columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart);
+        await query(
+          em,
+          `insert into usage_periods (tenant_id, license_id, meter_id, period_start)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) order by 2, 3, 4 on conflict do nothing`,
+          [ordered.map((g) => g.sample.license.tenantId), ...keys],
         );
-        const locked = await em.execute<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }[]>(
+        const locked = await query<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }>(
+          em,
           `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded
-             from usage_periods where (license_id, meter_id, period_start) in (${rows(ordered.length, 3)})
+             from usage_periods where (license_id, meter_id, period_start) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[]))
             order by license_id, meter_id, period_start for update`,
-          ordered.flatMap((g) => [g.sample.license.id, g.sample.meter.id, g.sample.periodStart]),
+          keys,
         );
         for (const r of locked) {
           const g = groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}`)!;
@@ -342,10 +355,11 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
       const known = new Set<string>();
       if (uniques.length > 0) {
-        const seen = await em.execute<{ license_id: string; meter_id: string; start_ms: string; value: string }[]>(
+        const seen = await query<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
+          em,
           `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
-            where (license_id, meter_id, period_start, value) in (${rows(uniques.length, 4)})`,
-          uniques.flatMap((p) => [p.license.id, p.meter.id, p.periodStart, p.uniqueValue]),
+            where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
+          columns(uniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
         );
         for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
       }
@@ -397,14 +411,29 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       // A refused event was not recorded: forget its key, so it can be sent again later (a raised limit, a new period).
       const forget = limitRejected.filter((p) => p.key);
       if (forget.length > 0) {
-        await em.execute(`delete from usage_dedupe where (tenant_id, idempotency_key) in (${rows(forget.length, 2)})`, forget.flatMap((p) => [p.license.tenantId, p.key]));
+        await query(em, `delete from usage_dedupe where (tenant_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))`, columns(forget, (p) => p.license.tenantId, (p) => p.key));
       }
 
       // 4. Events, rollups, distinct values, totals: one multi-row statement each.
       if (accepted.length > 0) {
-        await em.execute(
-          `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) values ${rows(accepted.length, 9)}`,
-          accepted.flatMap((p) => [p.license.tenantId, p.license.id, p.meter.id, p.ts, p.quantity.toString(), p.key, p.agentId, JSON.stringify(p.attributes), now]),
+        await query(
+          em,
+          `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
+           select *, $9::timestamptz from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::jsonb[])`,
+          [
+            ...columns(
+              accepted,
+              (p) => p.license.tenantId,
+              (p) => p.license.id,
+              (p) => p.meter.id,
+              (p) => p.ts,
+              (p) => p.quantity.toString(),
+              (p) => p.key,
+              (p) => p.agentId,
+              (p) => JSON.stringify(p.attributes),
+            ),
+            now,
+          ],
         );
         const rollups = new Map<string, { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date }>();
         for (const p of accepted) {
@@ -419,27 +448,45 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
             if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
           }
         }
-        const rs = [...rollups.values()].sort((a, b) => (a.p.license.id + a.p.meter.id < b.p.license.id + b.p.meter.id ? -1 : 1));
-        await em.execute(
-          `insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts) values ${rows(rs.length, 11)}
+        // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
+        const rs = [...rollups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+        await query(
+          em,
+          `insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::timestamptz[])
            on conflict (license_id, meter_id, hour, agent_id) do update set
              total = r.total + excluded.total, events = r.events + excluded.events,
              max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
              latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
              latest_ts = greatest(r.latest_ts, excluded.latest_ts)`,
-          rs.flatMap((r) => [r.p.license.tenantId, r.p.license.id, r.p.meter.id, r.p.hour, r.p.agentId, r.total.toString(), r.events, r.max.toString(), r.min.toString(), r.latest.toString(), r.latestTs]),
+          columns(
+            rs,
+            (r) => r.p.license.tenantId,
+            (r) => r.p.license.id,
+            (r) => r.p.meter.id,
+            (r) => r.p.hour,
+            (r) => r.p.agentId,
+            (r) => r.total.toString(),
+            (r) => r.events,
+            (r) => r.max.toString(),
+            (r) => r.min.toString(),
+            (r) => r.latest.toString(),
+            (r) => r.latestTs,
+          ),
         );
         const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
         if (hourly.length > 0) {
-          await em.execute(
-            `insert into usage_unique (license_id, meter_id, hour, agent_id, value) values ${rows(hourly.length, 5)} on conflict do nothing`,
-            hourly.flatMap((p) => [p.license.id, p.meter.id, p.hour, p.agentId, p.uniqueValue]),
+          await query(
+            em,
+            `insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) on conflict do nothing`,
+            columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue),
           );
         }
         if (newUniques.length > 0) {
-          await em.execute(
-            `insert into usage_period_unique (license_id, meter_id, period_start, value) values ${rows(newUniques.length, 4)} on conflict do nothing`,
-            newUniques.flatMap((p) => [p.license.id, p.meter.id, p.periodStart, p.uniqueValue]),
+          await query(
+            em,
+            `insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) on conflict do nothing`,
+            columns(newUniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
           );
         }
       }
@@ -464,11 +511,21 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       }
       const changed = ordered.filter((g) => g.changed);
       if (changed.length > 0) {
-        await em.execute(
-          `update usage_periods u set used = v.used::numeric, latest_ts = v.latest_ts::timestamptz, warned = v.warned::boolean, exceeded = v.exceeded::boolean
-             from (values ${rows(changed.length, 7)}) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
-            where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start::timestamptz`,
-          changed.flatMap((g) => [g.sample.license.id, g.sample.meter.id, g.sample.periodStart, g.used === null ? null : g.used.toString(), g.latestTs, g.warned, g.exceeded]),
+        await query(
+          em,
+          `update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
+             from unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::timestamptz[], $6::boolean[], $7::boolean[]) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
+            where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start`,
+          columns(
+            changed,
+            (g) => g.sample.license.id,
+            (g) => g.sample.meter.id,
+            (g) => g.sample.periodStart,
+            (g) => (g.used === null ? null : g.used.toString()),
+            (g) => g.latestTs,
+            (g) => g.warned,
+            (g) => g.exceeded,
+          ),
         );
       }
       rejected.sort((a, b) => a.index - b.index);

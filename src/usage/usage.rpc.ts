@@ -113,8 +113,8 @@ const anomalyToProto = (a: AnomalyRow) =>
     createTime: ms(a.created_ms),
   });
 
-/** How many batches StreamUsage reads ahead of its acknowledgements. */
-export const MAX_UNACKED_BATCHES = 8;
+/** How many batches StreamUsage reads ahead of its acknowledgements (each in its own transaction, concurrently): bounded so one stream cannot take the whole connection pool. */
+export const MAX_UNACKED_BATCHES = 4;
 
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries; anomalies: AnomalyService }): ServiceImpl<typeof pb.UsageService> {
@@ -198,8 +198,6 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       const input = requests[Symbol.asyncIterator]();
       type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
       const pending: { batchId: string; result: Promise<Ack> }[] = [];
-      // Batches commit one after another, so a later batch never overtakes an earlier one.
-      let chain: Promise<unknown> = Promise.resolve();
       let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
       const never = new Promise<never>(() => undefined);
       try {
@@ -217,8 +215,8 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
             reading = input.next();
             const batch = next.r.value;
             const events = batch.events.map(incoming);
-            const result = chain.then(() => ingest.ingest(events, who, { requireKey: true }));
-            chain = result.catch(() => undefined);
+            const result = ingest.ingest(events, who, { requireKey: true });
+            result.catch(() => undefined); // awaited (and reported) when its turn to be acknowledged comes
             pending.push({ batchId: batch.batchId, result });
             continue;
           }

@@ -34,7 +34,7 @@ type UsageServiceClient interface {
 	// every rejection with its index and reason.
 	IngestUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_IngestUsageClient, error)
 	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
-	// committed. The server reads at most 8 batches ahead of its acknowledgements. A
+	// committed. The server reads at most 4 batches ahead of its acknowledgements. A
 	// client that loses the stream resends every unacknowledged batch: deduplication
 	// makes that safe.
 	StreamUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_StreamUsageClient, error)
@@ -255,7 +255,7 @@ type UsageServiceServer interface {
 	// every rejection with its index and reason.
 	IngestUsage(UsageService_IngestUsageServer) error
 	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
-	// committed. The server reads at most 8 batches ahead of its acknowledgements. A
+	// committed. The server reads at most 4 batches ahead of its acknowledgements. A
 	// client that loses the stream resends every unacknowledged batch: deduplication
 	// makes that safe.
 	StreamUsage(UsageService_StreamUsageServer) error

@@ -154,7 +154,7 @@ class UsageServiceServicer(object):
 
     def StreamUsage(self, request_iterator, context):
         """Batches in, one acknowledgement per batch out, sent after the batch's transaction
-        committed. The server reads at most 8 batches ahead of its acknowledgements. A
+        committed. The server reads at most 4 batches ahead of its acknowledgements. A
         client that loses the stream resends every unacknowledged batch: deduplication
         makes that safe.
         """

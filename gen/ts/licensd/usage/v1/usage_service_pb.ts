@@ -1252,7 +1252,7 @@ export const UsageService: GenService<{
   },
   /**
    * Batches in, one acknowledgement per batch out, sent after the batch's transaction
-   * committed. The server reads at most 8 batches ahead of its acknowledgements. A
+   * committed. The server reads at most 4 batches ahead of its acknowledgements. A
    * client that loses the stream resends every unacknowledged batch: deduplication
    * makes that safe.
    *
