@@ -97,7 +97,7 @@ async function serverRates() {
   const port = await freePort();
   const key = randomBytes(32).toString("base64url");
   const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")) },
+    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")), ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}) },
     stdio: ["ignore", "ignore", "inherit"],
   });
   const url = `http://127.0.0.1:${port}`;
