@@ -42,7 +42,8 @@ type LicensingImpl = ServiceImpl<typeof pb.LicensingService>;
 
 /** The bytes ValidateLicense signs: RFC 8785 canonical JSON of the response's proto3 JSON, without kid and signature. */
 export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer {
-  const unsigned = create(pb.ValidateLicenseResponseSchema, { ...res, kid: "", signature: new Uint8Array(0) });
+  // The server signs before it sets kid and signature: no copy needed then.
+  const unsigned = res.kid === "" && res.signature.length === 0 ? res : create(pb.ValidateLicenseResponseSchema, { ...res, kid: "", signature: new Uint8Array(0) });
   return Buffer.from(canonicalize(toJson(pb.ValidateLicenseResponseSchema, unsigned))!);
 }
 

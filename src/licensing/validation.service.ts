@@ -92,6 +92,8 @@ interface Row {
 export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed }) {
   const { db, clock, keyring, feed } = deps;
   const cache = new Map<string, { snapshot: LicenseSnapshot | null; tenantId: string | null; until: number }>();
+  // Keys whose format and HMAC already checked out, with their digest: the check is pure, so its answer never changes.
+  const checkedKeys = new Map<string, Buffer>();
   // Bumped on every invalidation: a load that overlapped one does not cache what it read.
   let epoch = 0;
   feed.onEntry((tenantId) => {
@@ -150,13 +152,19 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     async validate(input: { key: string; productCode: string; fingerprint: string; requiredEntitlements: string[] }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
       const key = normalizeLicenseKey(input.key);
-      if (KEY_PATTERN.test(key)) {
-        const check = checkLicenseKey(key, keyring);
-        if (!check.ok) return { valid: false, code: check.code, detail: "the key's signature does not match: forged or mistyped", ...none };
-      } else if (!CUSTOM_KEY_PATTERN.test(key)) {
-        return { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none };
+      let digest = checkedKeys.get(key);
+      if (!digest) {
+        if (KEY_PATTERN.test(key)) {
+          const check = checkLicenseKey(key, keyring);
+          if (!check.ok) return { valid: false, code: check.code, detail: "the key's signature does not match: forged or mistyped", ...none };
+        } else if (!CUSTOM_KEY_PATTERN.test(key)) {
+          return { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none };
+        }
+        digest = sha256(key);
+        if (checkedKeys.size >= CACHE_MAX) checkedKeys.clear();
+        checkedKeys.set(key, digest);
       }
-      const snapshot = await load(sha256(key));
+      const snapshot = await load(digest);
       if (!snapshot) return { valid: false, code: "NOT_FOUND", detail: "no license has this key", ...none };
 
       const now = clock.now();
