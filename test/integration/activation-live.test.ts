@@ -14,6 +14,7 @@ import { createOfflineActivationRequest, verifyOfflineActivationResponse } from 
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
+import { outbox } from "../support/outbox.js";
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestApp;
@@ -54,28 +55,13 @@ const auditTypes = async (t: TestApp, secret: string, subject: string) =>
 
 /** An open ConnectLease stream: send heartbeats, read what the server says. */
 function openLease(t: TestApp) {
-  const outbox: ConnectLeaseRequest[] = [];
-  let wake: (() => void) | undefined;
-  let closed = false;
-  async function* requests() {
-    for (;;) {
-      while (outbox.length > 0) yield outbox.shift()!;
-      if (closed) return;
-      await new Promise<void>((r) => (wake = r));
-    }
-  }
+  const requests = outbox<ConnectLeaseRequest>();
   const abort = new AbortController();
-  const responses = grpcClient(ActivationService, t.url).connectLease(requests() as AsyncIterable<ConnectLeaseRequest>, { signal: abort.signal })[Symbol.asyncIterator]();
+  const responses = grpcClient(ActivationService, t.url).connectLease(requests.messages, { signal: abort.signal })[Symbol.asyncIterator]();
   return {
-    send(msg: Partial<ConnectLeaseRequest>) {
-      outbox.push(msg as ConnectLeaseRequest);
-      wake?.();
-    },
+    send: (msg: Partial<ConnectLeaseRequest>) => requests.push(msg as ConnectLeaseRequest),
     next: (): Promise<IteratorResult<ConnectLeaseResponse>> => responses.next(),
-    end() {
-      closed = true;
-      wake?.();
-    },
+    end: () => requests.end(),
     drop: () => abort.abort(),
   };
 }

@@ -13,6 +13,7 @@ import { ManualClock } from "../../src/platform/clock.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
+import { outbox } from "../support/outbox.js";
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestApp;
@@ -60,27 +61,12 @@ const usageOf = async (t: TestApp, secret: string, licenseId: string, metric = "
 
 /** A StreamUsage client: send batches, read acks. */
 function openStream(t: TestApp, key?: string) {
-  const queue: StreamUsageRequest[] = [];
-  let wake: (() => void) | undefined;
-  let closed = false;
-  async function* requests() {
-    for (;;) {
-      while (queue.length > 0) yield queue.shift()!;
-      if (closed) return;
-      await new Promise<void>((r) => (wake = r));
-    }
-  }
-  const responses = grpcClient(UsageService, t.url, key).streamUsage(requests() as AsyncIterable<StreamUsageRequest>)[Symbol.asyncIterator]();
+  const requests = outbox<StreamUsageRequest>();
+  const responses = grpcClient(UsageService, t.url, key).streamUsage(requests.messages)[Symbol.asyncIterator]();
   return {
-    send(batchId: string, events: UsageEvent[]) {
-      queue.push({ batchId, events } as StreamUsageRequest);
-      wake?.();
-    },
+    send: (batchId: string, events: UsageEvent[]) => requests.push({ batchId, events } as StreamUsageRequest),
     next: async (): Promise<StreamUsageResponse> => (await responses.next()).value as StreamUsageResponse,
-    end() {
-      closed = true;
-      wake?.();
-    },
+    end: () => requests.end(),
   };
 }
 
