@@ -16,7 +16,7 @@ import { compose } from "./composition.js";
 import { effectiveStatus, type LicensePatch, type LicenseService } from "./license.service.js";
 import { License, Policy, Product } from "./licensing.entity.js";
 import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
-import type { ValidationService } from "./validation.service.js";
+import type { LicenseSnapshot, Validation, ValidationService } from "./validation.service.js";
 import type { ImportRow, ImportService } from "./import.service.js";
 import type { MachineService } from "../activation/machine.service.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
@@ -47,6 +47,71 @@ export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer 
   return Buffer.from(canonicalize(toJson(pb.ValidateLicenseResponseSchema, unsigned))!);
 }
 
+/**
+ * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,
+ * signature), with the RFC 8785 fragments of its fields. While the license and the
+ * question stay the same, an answer is reused: each request then only adds its own
+ * fields and sorts the fragments, instead of serialising and canonicalising the whole
+ * response again. The result is byte for byte what validationSigningBytes computes
+ * (the SDK's check; tests verify answers with it).
+ */
+interface Answer {
+  base: pb.ValidateLicenseResponse;
+  fragments: [string, string][];
+  snapshot: LicenseSnapshot | undefined;
+  code: string;
+  valid: boolean;
+  detail: string;
+  status: string | undefined;
+}
+
+function answerOf(v: Validation): Answer {
+  const base = create(pb.ValidateLicenseResponseSchema, {
+    valid: v.valid,
+    code: pb.ValidationCode[v.code],
+    detail: v.detail,
+    license: v.license && {
+      id: v.license.id,
+      productCode: v.license.productCode,
+      policyName: v.license.policyName,
+      status: statusToProto(v.license.effectiveStatus),
+      expireTime: v.license.expiresAt ? timestampFromDate(v.license.expiresAt) : undefined,
+      customerEmail: v.license.customerEmail,
+      maxMachines: v.license.maxMachines,
+    },
+    features: v.features,
+    entitlements: v.entitlements.map(entitlementToProto),
+    agentEntitlements: v.agents.map(agentToProto),
+  });
+  const json = toJson(pb.ValidateLicenseResponseSchema, base) as Record<string, unknown>;
+  return {
+    base,
+    fragments: Object.entries(json).map(([k, value]) => [k, canonicalize(value)!]),
+    snapshot: v.snapshot,
+    code: v.code,
+    valid: v.valid,
+    detail: v.detail,
+    status: v.license?.effectiveStatus,
+  };
+}
+
+/** protobuf's JSON for a millisecond-precision time: RFC 3339, UTC, fraction only when non-zero (as toJson writes it). */
+const timeJson = (at: Date) => {
+  const iso = at.toISOString();
+  return at.getUTCMilliseconds() === 0 ? `${iso.slice(0, -5)}Z` : iso;
+};
+
+/** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out). */
+function signingBytesOf(answer: Answer, nonce: string, time: Date, lease: string): Buffer {
+  const parts: [string, string][] = [...answer.fragments, ["time", `"${timeJson(time)}"`]];
+  if (nonce) parts.push(["nonce", JSON.stringify(nonce)]);
+  if (lease) parts.push(["lease", JSON.stringify(lease)]);
+  parts.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return Buffer.from(`{${parts.map(([k, value]) => `"${k}":${value}`).join(",")}}`);
+}
+
+const ANSWERS_MAX = 50_000;
+
 /** Licenses, validation and composition of licensd.licensing.v1.LicensingService. */
 export function createLicenseRpc(deps: {
   db: Database;
@@ -61,6 +126,7 @@ export function createLicenseRpc(deps: {
 }): Omit<LicensingImpl, CatalogMethods> {
   const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
+  const answers = new Map<string, Answer>();
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
   const verb =
@@ -170,30 +236,21 @@ export function createLicenseRpc(deps: {
 
     async validateLicense(req) {
       const v = await validation.validate({ key: req.key, productCode: req.productCode, fingerprint: req.fingerprint, requiredEntitlements: req.entitlements });
-      const res = create(pb.ValidateLicenseResponseSchema, {
-        valid: v.valid,
-        code: pb.ValidationCode[v.code],
-        detail: v.detail,
-        license: v.license && {
-          id: v.license.id,
-          productCode: v.license.productCode,
-          policyName: v.license.policyName,
-          status: statusToProto(v.license.effectiveStatus),
-          expireTime: v.license.expiresAt ? timestampFromDate(v.license.expiresAt) : undefined,
-          customerEmail: v.license.customerEmail,
-          maxMachines: v.license.maxMachines,
-        },
-        features: v.features,
-        entitlements: v.entitlements.map(entitlementToProto),
-        agentEntitlements: v.agents.map(agentToProto),
-        nonce: req.nonce,
-        time: timestampFromDate(clock.now()),
-        lease: v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "",
-      });
-      const { kid, signature } = await signingKeys.signAsync(validationSigningBytes(res));
-      res.kid = kid;
-      res.signature = signature;
-      return res;
+      const question = v.snapshot ? `${req.key}\u0000${req.productCode}\u0000${req.fingerprint}\u0000${req.entitlements.join("\u0001")}` : undefined;
+      let answer = question === undefined ? undefined : answers.get(question);
+      if (!answer || answer.snapshot !== v.snapshot || answer.code !== v.code || answer.valid !== v.valid || answer.detail !== v.detail || answer.status !== v.license?.effectiveStatus) {
+        answer = answerOf(v);
+        if (question !== undefined) {
+          if (answers.size >= ANSWERS_MAX) answers.clear();
+          answers.set(question, answer);
+        }
+      }
+      const now = clock.now();
+      const time = timestampFromDate(now);
+      const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "";
+      const { kid, signature } = await signingKeys.signAsync(signingBytesOf(answer, req.nonce, now, lease));
+      // A shallow copy: the cached answer's nested messages are shared, never changed.
+      return { ...answer.base, nonce: req.nonce, time, lease, kid, signature };
     },
 
     async getCustomerEntitlements(req, ctx) {

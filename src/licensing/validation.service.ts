@@ -46,6 +46,8 @@ export interface LicenseSnapshot {
 }
 
 export interface Validation {
+  /** The cached license state the answer came from (the same object until the cache drops it). */
+  snapshot?: LicenseSnapshot;
   valid: boolean;
   code: ValidationCode;
   detail: string;
@@ -171,7 +173,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       const status = effectiveStatus(snapshot, now);
       const license = { ...snapshot, effectiveStatus: status };
       const features = snapshot.allFeatures ? snapshot.productFeatures.map((f) => f.name).sort() : snapshot.entitlements.filter(grants).map((e) => e.feature);
-      const granted = { license, features, entitlements: snapshot.entitlements, agents: snapshot.agents };
+      const granted = { snapshot, license, features, entitlements: snapshot.entitlements, agents: snapshot.agents };
       const fail = (code: ValidationCode, detail: string): Validation => ({ valid: false, code, detail, ...granted });
 
       if (status === "revoked") return fail("REVOKED", "the license was revoked");

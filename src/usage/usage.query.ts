@@ -87,7 +87,13 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       } else {
         const value = ROLLUP_VALUE[aggregation];
         buckets = await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, ${value} as value, sum(events) as events from usage_rollups where ${where} group by 1${agent ? ", 2" : ""}`, params);
-        total = await em.execute(`select ${value} as value from usage_rollups where ${where}`, params);
+        // The range's total follows from the buckets, except for LATEST (which needs the times).
+        const values = buckets.map((b) => BigInt(b.value ?? 0));
+        const fold = { sum: (x: bigint, y: bigint) => x + y, count: (x: bigint, y: bigint) => x + y, max: (x: bigint, y: bigint) => (y > x ? y : x), min: (x: bigint, y: bigint) => (y < x ? y : x) };
+        total =
+          aggregation === "latest"
+            ? await em.execute(`select ${value} as value from usage_rollups where ${where}`, params)
+            : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
       buckets.sort((a, b) => Number(a.bucket_ms) - Number(b.bucket_ms) || (a.agent_id ?? "").localeCompare(b.agent_id ?? ""));
       return {

@@ -9,6 +9,8 @@ import { verifyLease } from "../../src/sdk/lease.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
 import { ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { validationSigningBytes } from "../../src/licensing/license.rpc.js";
+import { verifyEd25519 } from "../../src/platform/signing-keys.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -124,6 +126,8 @@ describe("activation", () => {
     const withLease = await connectClient(LicensingService, b.url).validateLicense({ key: s.teamKey, fingerprint: "fp-1" });
     const keys = (await activation(b).getSigningKeys({})).keys;
     expect(verifyLease(withLease.lease, keys, { fingerprint: "fp-1" }).valid).toBe(true);
+    const signer = keys.find((k) => k.kid === withLease.kid)!;
+    expect(verifyEd25519(signer.publicKey, validationSigningBytes(withLease), withLease.signature)).toBe(true); // the lease is signed into the answer
     expect((await connectClient(LicensingService, b.url).validateLicense({ key: s.teamKey })).lease).toBe("");
     expect(await validate(s.teamKey, "fp-9")).toBe("NO_MACHINE");
     await activation(a).activate({ key: s.singleKey, fingerprint: "home" });

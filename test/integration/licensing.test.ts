@@ -199,6 +199,19 @@ describe("ValidateLicense", () => {
     const signer = keys.find((k) => k.kid === full.kid)!;
     expect(verifyEd25519(signer.publicKey, validationSigningBytes(full), full.signature)).toBe(true);
     expect(verifyEd25519(signer.publicKey, validationSigningBytes({ ...full, valid: false }), full.signature)).toBe(false);
+    // Every kind of answer verifies, first time and from the server's answer cache, over JSON and gRPC.
+    const answers = [
+      await validate(a, key),
+      await validate(a, key),
+      await validate(a, key, { nonce: 'ü-ñ "quoted" \\ ☃' }),
+      await validate(a, key, { entitlements: ["reports", "sso"] }),
+      await validate(a, key, { productCode: "ZZZ" }),
+      await validate(a, "some-unknown-custom-key-123"),
+      await validate(a, "hello", { nonce: "x" }),
+      await grpcClient(LicensingService, b.url).validateLicense({ key, nonce: "grpc" }),
+    ];
+    for (const r of answers) expect(verifyEd25519(keys.find((k) => k.kid === r.kid)!.publicKey, validationSigningBytes(r), r.signature), `${r.code} ${r.nonce}`).toBe(true);
+    expect(answers[0]!.time).not.toEqual(undefined);
   });
 
   it("applies expiration strategies and grace periods", async () => {
