@@ -8,6 +8,7 @@ import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type 
 import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
+import type { AuditFeed } from "../audit/audit-feed.js";
 import { verifyLease } from "../sdk/lease.js";
 
 /** How far in the past and future an event's time may be. */
@@ -126,9 +127,43 @@ const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }
  * rollups, distinct values and totals are written with multi-row statements. The
  * caller acknowledges only after this returns, i.e. after the commit.
  */
-export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore }) {
-  const { db, clock, events, keyring, signingKeys } = deps;
+export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore; feed: AuditFeed }) {
+  const { db, clock, events, keyring, signingKeys, feed } = deps;
   const partitions = new Set<number>();
+
+  // Licenses and meters are cached per instance like ValidateLicense's snapshots: any audit
+  // entry of a tenant (every change writes one) drops that tenant's entries on every
+  // instance; entries also expire after 30 s. Misses are not cached, and an unknown metric
+  // is looked up again before it is refused, so a new license or meter is usable at once.
+  type Cached<T> = { value: Promise<T>; tenantId: string; until: number };
+  const licenseCache = new Map<string, Cached<LicenseRow | undefined>>();
+  const meterCache = new Map<string, Cached<Map<string, MeterRow>>>();
+  let epoch = 0;
+  feed.onEntry((tenantId) => {
+    epoch++;
+    for (const cache of [licenseCache, meterCache] as Map<string, Cached<unknown>>[]) for (const [k, v] of cache) if (v.tenantId === tenantId) cache.delete(k);
+  });
+  feed.onReconnect(() => {
+    epoch++;
+    licenseCache.clear();
+    meterCache.clear();
+  });
+  function cached<T>(cache: Map<string, Cached<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
+    const hit = cache.get(key);
+    if (hit && hit.until > Date.now()) return hit.value;
+    const start = epoch;
+    const value = load();
+    value.then(
+      (v) => {
+        const tenantId = tenantOf(v);
+        if (tenantId === undefined || epoch !== start) return;
+        if (cache.size >= 50_000) cache.clear();
+        cache.set(key, { value, tenantId, until: Date.now() + 30_000 });
+      },
+      () => undefined,
+    );
+    return value;
+  }
 
   /** Creates the month partition of usage_events that holds `ts`, once per process (idempotent across instances). */
   async function ensurePartition(ts: Date) {
@@ -152,6 +187,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
     const keyChecks = new Map<string, boolean>();
+    const refreshed = new Set<string>();
     const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
                            p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
@@ -179,22 +215,26 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
-        if (!byDigest.has(k)) byDigest.set(k, em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])));
+        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byDigest.get(k)!;
       },
       byId(id: string) {
-        if (!byId.has(id)) byId.set(id, em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])));
+        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byId.get(id)!;
       },
-      meters(productId: string) {
-        if (!meters.has(productId)) {
-          meters.set(
-            productId,
-            em
-              .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
-              .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }]))),
-          );
+      /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
+      meters(productId: string, tenantId: string, fresh = false) {
+        const load = () =>
+          em
+            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
+            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }])));
+        if (fresh && !refreshed.has(productId)) {
+          // once per batch: a batch of unknown metrics costs one more query, not one per event
+          refreshed.add(productId);
+          meterCache.delete(productId);
+          meters.delete(productId);
         }
+        if (!meters.has(productId)) meters.set(productId, cached(meterCache, productId, load, () => tenantId));
         return meters.get(productId)!;
       },
     };
@@ -258,7 +298,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     }
     const bad = unusable(license, now);
     if (bad) return reject(bad.reason, bad.message);
-    const meter = (await look.meters(license.productId)).get(e.metric);
+    const meter = (await look.meters(license.productId, license.tenantId)).get(e.metric) ?? (await look.meters(license.productId, license.tenantId, true)).get(e.metric);
     if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
     let uniqueValue = "";
     if (meter.aggregation === "unique_count") {
@@ -291,7 +331,21 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
   }
 
   /** Ingests one batch; resolves after its transaction committed. */
-  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean }): Promise<BatchResult> {
+  /**
+   * Ingests one batch; resolves after its transaction committed. With `turn`, the batch
+   * takes its period locks only after `turn.wait` (the previous batch of the stream took
+   * its own) and calls `turn.done` once it holds them (or failed): batches of a stream
+   * then prepare and write concurrently but meet the limits in stream order.
+   */
+  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: { wait: Promise<unknown>; done: () => void } }): Promise<BatchResult> {
+    try {
+      return await ingestBatch(batch, principal, opts);
+    } finally {
+      opts.turn?.done(); // idempotent: a batch that failed or had nothing to lock must not hold up the next
+    }
+  }
+
+  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: { wait: Promise<unknown>; done: () => void } }): Promise<BatchResult> {
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
@@ -325,7 +379,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         else candidates.push(p);
       }
 
-      // 2. Lock the period totals of every (license, meter, period) touched, in a fixed order.
+      // 2. Lock the period totals of every (license, meter, period) touched, in a fixed order, after the stream's previous batch locked its own.
+      await opts.turn?.wait;
       const groups = new Map<string, { sample: Prepared; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean }>();
       // Duplicates' groups too: their acknowledgement reports where the license stands.
       for (const p of prepared) if (!groups.has(groupKey(p))) groups.set(groupKey(p), { sample: p, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
@@ -350,6 +405,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
           Object.assign(g, { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
         }
       }
+
+      opts.turn?.done();
 
       // Distinct values already counted in their period (under the period lock: stable).
       const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");

@@ -42,7 +42,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const look = ingest.lookups(em);
       const license = await look.byId(licenseId);
       if (!license || license.tenantId !== tenantId) throw notFound("license", licenseId);
-      const meters = [...(await look.meters(license.productId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => a.metric.localeCompare(b.metric));
+      const meters = [...(await look.meters(license.productId, license.tenantId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => a.metric.localeCompare(b.metric));
       if (metric && meters.length === 0) throw notFound("meter", metric);
       const now = clock.now();
       const out: LimitState[] = [];

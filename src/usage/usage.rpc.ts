@@ -199,6 +199,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
       const pending: { batchId: string; result: Promise<Ack> }[] = [];
       let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
+      let previousLocked: Promise<void> = Promise.resolve();
       const never = new Promise<never>(() => undefined);
       try {
         while (reading || pending.length > 0) {
@@ -215,7 +216,11 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
             reading = input.next();
             const batch = next.r.value;
             const events = batch.events.map(incoming);
-            const result = ingest.ingest(events, who, { requireKey: true });
+            // Each batch takes its limit locks after the previous one took its own: concurrent, but in stream order.
+            let done!: () => void;
+            const locked = new Promise<void>((resolve) => (done = resolve));
+            const result = ingest.ingest(events, who, { requireKey: true, turn: { wait: previousLocked, done } });
+            previousLocked = locked;
             result.catch(() => undefined); // awaited (and reported) when its turn to be acknowledged comes
             pending.push({ batchId: batch.batchId, result });
             continue;

@@ -131,6 +131,25 @@ describe("ingestion", () => {
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(7n);
   });
 
+  it("refuses events of a license suspended on another instance within a second (cached licenses are dropped on change)", async () => {
+    const s = await setup("SUS");
+    const usage = connectClient(UsageService, a.url);
+    await usage.recordUsage({ event: ev(s.key, 1) }); // the license is now cached on instance a
+    await connectClient(LicensingService, b.url, s.secret).suspendLicense({ id: s.licenseId });
+    const started = Date.now();
+    let refused: Awaited<ReturnType<typeof failure>> | undefined;
+    while (!refused && Date.now() - started < 1000) {
+      refused = await failure(usage.recordUsage({ event: ev(s.key, 1) })).catch(() => undefined);
+    }
+    expect(refused).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_SUSPENDED" });
+    // A meter created on another instance is usable at once.
+    await connectClient(UsageService, b.url, s.secret).createMeter({ productId: s.productId, metric: "fresh", aggregation: Aggregation.COUNT });
+    await connectClient(LicensingService, b.url, s.secret).reinstateLicense({ id: s.licenseId });
+    let accepted = false;
+    while (!accepted && Date.now() - started < 2000) accepted = await usage.recordUsage({ event: { ...ev(s.key, 1), metric: "fresh" } }).then(() => true, () => false);
+    expect(accepted).toBe(true);
+  });
+
   it("lets overage through up to the policy's factor, warning at 80% and flagging once past the limit", async () => {
     const s = await setup("OVR", { limit: 100, overage: OverageStrategy.ALLOW_1_25X });
     const usage = connectClient(UsageService, a.url);
