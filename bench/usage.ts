@@ -158,7 +158,7 @@ export async function run(): Promise<string> {
       `| hourly buckets per agent, 30 days (2,880 buckets) | ${p(timings.hourAgents!, 50)} ms | ${p(timings.hourAgents!, 99)} ms |`,
       `| the same daily question asked of the raw events (SQL, no RPC) | ${p(rawTimes, 50)} ms | — |`,
       "",
-      `Goal < 50 ms: ${percentile(timings.day!, 99) < 50 && percentile(timings.hourAgents!, 99) < 50 ? "met (p99)" : "NOT met"}.`,
+      `Goal < 50 ms (p99): daily buckets ${percentile(timings.day!, 99) < 50 ? "met" : "NOT met"}; hourly buckets per agent ${percentile(timings.hourAgents!, 99) < 50 ? "met" : "NOT met"}.`,
     ].join("\n");
   } finally {
     await server.stop();
