@@ -66,8 +66,9 @@ describe("usage ingestion end to end", () => {
     expect(ackedBeforeKill.size).toBeGreaterThanOrEqual(5);
     expect(ackedBeforeKill.size).toBeLessThan(batches.length);
 
-    // Same database, same port. The client resends everything: acknowledged batches were durable (all duplicates).
-    const second = await startServer({ env: first.env });
+    // Same database and keys (any free port). The client resends everything: acknowledged batches were durable (all duplicates).
+    const { LICENSD_PORT: _port, ...sameSetup } = first.env;
+    const second = await startServer({ env: sameSetup });
     started.push(second);
     const acks = new Map<string, StreamUsageResponse>();
     expect(await stream(second.url, batches, (ack) => acks.set(ack.batchId, ack))).toBeUndefined();

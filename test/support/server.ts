@@ -41,6 +41,18 @@ export function freePort(): Promise<number> {
  * all (LICENSD_TEST_EMBEDDED=1, or `embedded: true`) so it starts its embedded PostgreSQL.
  */
 export async function startServer(opts: { args?: string[]; env?: Record<string, string>; embedded?: boolean; dataDir?: string; healthUrl?: string; caFile?: string } = {}): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
+  // A free port can be taken by someone else (another test's embedded PostgreSQL) before
+  // the server binds it: then try another, unless the caller chose the port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServerOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || opts.env?.LICENSD_PORT || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startServerOnce(opts: { args?: string[]; env?: Record<string, string>; embedded?: boolean; dataDir?: string; healthUrl?: string; caFile?: string }): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
   const embedded = opts.embedded ?? EMBEDDED;
   const db = embedded ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
@@ -65,7 +77,10 @@ export async function startServer(opts: { args?: string[]; env?: Record<string, 
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`licensd exited with ${child.exitCode}:\n${out}`);
+    if (child.exitCode !== null) {
+      await db?.drop();
+      throw new Error(`licensd exited with ${child.exitCode}:\n${out}`);
+    }
     const up = opts.caFile
       ? (await run("curl", ["-s", "--cacert", opts.caFile, `${opts.healthUrl}/healthz`])).stdout === "ok\n"
       : await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
