@@ -129,7 +129,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
           }
           let beat;
           try {
-            beat = await db.tx((em) => machines.heartbeat(em, key, fingerprint));
+            beat = (await machines.heartbeatFast(db, key, fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
           } catch (err) {
             if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
               yield revocation({ reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason, message: err.message });
@@ -165,7 +165,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
     },
 
     async heartbeat(req) {
-      const { machine, lease } = await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint));
+      const { machine, lease } = (await machines.heartbeatFast(db, req.key, req.fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint)));
       return create(pb.HeartbeatResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
     },
 

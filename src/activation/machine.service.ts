@@ -8,10 +8,11 @@ import type { Page } from "../platform/pagination.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { Events } from "../events/events.js";
 import type { CatalogService } from "../licensing/catalog.service.js";
-import { ED25519_PREFIX, encodeLicenseFile } from "../licensing/license-file.js";
+import { ED25519_PREFIX } from "../licensing/license-file.js";
 import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import { effectiveStatus, planClaims } from "../licensing/license.service.js";
-import { License, type Policy } from "../licensing/licensing.entity.js";
+import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
+import { query, type Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
 import { open } from "../platform/crypto.js";
@@ -44,6 +45,27 @@ export interface SignedLease {
   expiresAt: Date;
 }
 
+const HEARTBEAT_SELECT = `
+  select m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
+         (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
+         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms, l.product_id, l.policy_id,
+         l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
+         p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements, p.max_machines as p_max_machines, p.max_users,
+         p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
+         pr.code, pr.name as pr_name, pr.features
+    from licenses l join machines m on m.license_id = l.id join policies p on p.id = l.policy_id join products pr on pr.id = l.product_id
+   where l.key_digest = $1 and m.fingerprint = $2`;
+
+interface HeartbeatRow {
+  id: string; tenant_id: string; license_id: string; fingerprint: string; hostname: string; platform: string; cores: number; ip: string;
+  metadata: Record<string, string>; status: string; offline: boolean; created_ms: string;
+  l_status: License["status"]; l_expires_ms: string | null; product_id: string; policy_id: string;
+  entitlement_overrides: License["entitlementOverrides"]; agent_overrides: License["agentOverrides"]; l_max_machines: number | null;
+  p_name: string; all_features: boolean; entitlements: Policy["entitlements"]; agent_entitlements: Policy["agentEntitlements"]; p_max_machines: number; max_users: number;
+  expiration_strategy: Policy["expirationStrategy"]; grace_seconds: string; lease_ttl_seconds: string | null; offline_lease_ttl_seconds: string | null;
+  code: string; pr_name: string; features: Product["features"];
+}
+
 /** Machines (seats) of licenses, and the Ed25519 leases they run on. */
 export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore; dataKey: Buffer }) {
   const { clock, events, catalog, keyring, signingKeys, dataKey } = deps;
@@ -71,7 +93,11 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
   }
 
   async function lease(em: EntityManager, license: License, policy: Policy, machine: Machine): Promise<SignedLease> {
-    const product = await catalog.getProduct(em, license.tenantId, license.productId);
+    return leaseOf(await catalog.getProduct(em, license.tenantId, license.productId), policy, license, machine);
+  }
+
+  /** Signs a lease (on the thread pool) from the four records it describes. */
+  async function leaseOf(product: Product, policy: Policy, license: License, machine: Machine): Promise<SignedLease> {
     const now = clock.now();
     const ttl = machine.offline ? (policy.offlineLeaseTtlSeconds ?? DEFAULT_OFFLINE_LEASE_TTL_SECONDS) : (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
     let expiresAt = new Date(now.getTime() + ttl * 1000);
@@ -93,8 +119,9 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       ...(machine.offline ? { offline: true } : {}),
       kid,
     };
-    const token = encodeLicenseFile(ED25519_PREFIX, payload as never, (input) => signingKeys.sign(input).signature);
-    return { token, kid, expiresAt };
+    const input = `${ED25519_PREFIX}.${Buffer.from(JSON.stringify(payload)).toString("base64url")}`;
+    const { signature } = await signingKeys.signAsync(Buffer.from(input));
+    return { token: `${input}.${signature.toString("base64url")}`, kid, expiresAt };
   }
 
   async function getMachine(em: EntityManager, tenantId: string, id: string, lock = false): Promise<Machine> {
@@ -204,6 +231,40 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
         machine = await addMachine(em, license, policy, { ...info, offline: true }, actor);
       }
       return { machine, lease: await lease(em, license, policy, machine) };
+    },
+
+    /**
+     * Heartbeat's common case in two statements and no ORM: read the machine with its
+     * license, policy and product in one join, check the license may run, stamp the
+     * machine. Returns undefined for anything else (a dead machine, none, a race with a
+     * deactivation), which the full `heartbeat` then answers with its reasons.
+     */
+    async heartbeatFast(db: Database, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
+      const normalized = normalizeLicenseKey(key);
+      if (KEY_PATTERN.test(normalized) && !checkLicenseKey(normalized, keyring).ok) return undefined;
+      const em = db.em();
+      const [r] = await query<HeartbeatRow>(em, HEARTBEAT_SELECT, [sha256(normalized), fingerprint]);
+      if (!r || r.status !== "alive") return undefined;
+      const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
+      const license = {
+        id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),
+        entitlementOverrides: r.entitlement_overrides, agentOverrides: r.agent_overrides, maxMachines: r.l_max_machines,
+      } as License;
+      const policy = {
+        id: r.policy_id, name: r.p_name, allFeatures: r.all_features, entitlements: r.entitlements, agentEntitlements: r.agent_entitlements, maxMachines: r.p_max_machines,
+        maxUsers: r.max_users, expirationStrategy: r.expiration_strategy, graceSeconds: Number(r.grace_seconds),
+        leaseTtlSeconds: r.lease_ttl_seconds === null ? null : Number(r.lease_ttl_seconds), offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
+      } as Policy;
+      requireUsable(license, policy, { newMachine: false });
+      const now = clock.now();
+      const [updated] = await query<{ id: string }>(em, `update machines set last_heartbeat_at = $1, updated_at = $1 where id = $2 and status = 'alive' returning id`, [now, r.id]);
+      if (!updated) return undefined;
+      const machine = {
+        id: r.id, tenantId: r.tenant_id, licenseId: r.license_id, fingerprint: r.fingerprint, hostname: r.hostname, platform: r.platform, cores: r.cores, ip: r.ip,
+        metadata: r.metadata, lastHeartbeatAt: now, status: "alive", deadAt: null, offline: r.offline, createdAt: new Date(Number(r.created_ms)), updatedAt: now,
+      } as Machine;
+      const product = { code: r.code, name: r.pr_name, features: r.features } as Product;
+      return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
     },
 
     /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
