@@ -13,12 +13,19 @@ import type { AnomalyService } from "./anomaly.service.js";
 export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; anomalies: AnomalyService; intervalMs?: number }) {
   const { db, clock, logger, ingest, anomalies } = deps;
   let timer: NodeJS.Timeout | undefined;
+  let lastScored = "";
 
   async function tick() {
     const now = clock.now();
     for (let i = -1; i <= 2; i++) await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
     await db.em().execute(`delete from usage_dedupe where received_at < ?`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
-    await anomalies.detect(new Date(now.getTime() - 86_400_000));
+    // Once per closed day per process (every instance may do it: recording is idempotent).
+    const yesterday = new Date(now.getTime() - 86_400_000);
+    const day = yesterday.toISOString().slice(0, 10);
+    if (day !== lastScored) {
+      await anomalies.detect(yesterday);
+      lastScored = day;
+    }
   }
 
   return {

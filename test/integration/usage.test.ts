@@ -357,4 +357,19 @@ describe("anomalies", () => {
     expect(await failure(other.usage.resolveAnomaly({ id: tokens.id, note: "x" }))).toMatchObject({ code: "NotFound", reason: "ANOMALY_NOT_FOUND" });
     clock.set(new Date("2026-11-23T12:00:00Z"));
   });
+
+  it("scores the day that just closed in the background, once", async () => {
+    const s = await setup("ANW");
+    const usage = connectClient(UsageService, a.url);
+    const day0 = Date.UTC(2026, 9, 1, 12);
+    for (const [i, q] of [50, 52, 48, 51, 49, 500].entries()) {
+      clock.set(new Date(day0 + i * 86_400_000));
+      await usage.recordUsage({ event: ev(s.key, q) });
+    }
+    clock.set(new Date(day0 + 6 * 86_400_000)); // the next day: the 500 day has closed
+    await Promise.all([a.app.usageWorker.tick(), b.app.usageWorker.tick()]);
+    const { anomalies } = await s.usage.listAnomalies({ licenseId: s.licenseId });
+    expect(anomalies.map((x) => [x.metric, x.value, Severity[x.severity]])).toEqual([["tokens", 500n, "CRITICAL"]]);
+    clock.set(new Date("2026-11-23T12:00:00Z"));
+  });
 });
