@@ -188,6 +188,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
     const keyChecks = new Map<string, boolean>();
     const refreshed = new Set<string>();
+    const digests = new Map<string, Buffer>();
     const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
                            p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
@@ -212,6 +213,12 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         let ok = keyChecks.get(key);
         if (ok === undefined) keyChecks.set(key, (ok = KEY_PATTERN.test(key) ? checkLicenseKey(key, keyring).ok : CUSTOM_KEY_PATTERN.test(key)));
         return ok;
+      },
+      /** The key's SHA-256 (how licenses are found), once per distinct key per batch. */
+      digest(key: string) {
+        let d = digests.get(key);
+        if (!d) digests.set(key, (d = sha256(key)));
+        return d;
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
@@ -273,7 +280,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     if (e.licenseKey) {
       const key = normalizeLicenseKey(e.licenseKey);
       if (!look.keyOk(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
-      license = await look.byKey(sha256(key));
+      license = await look.byKey(look.digest(key));
       if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
     } else if (e.lease) {
       // Only the signature and expiry matter here; the lease names its own machine.
