@@ -71,6 +71,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const params = [...scope.ids, ...meters.map((m) => m.id), start, q.end];
       const agent = q.byAgent ? ", agent_id" : "";
       const bucketExpr = `date_trunc('${q.bucket}', hour, 'UTC')`;
+      // Buckets in time order, then by agent (byte order, whatever the database's collation).
+      const order = `order by 1${agent ? `, agent_id collate "C"` : ""}`;
       type Row = { bucket_ms: string; agent_id?: string; value: string | null; events: string };
       let buckets: Row[];
       let total: { value: string | null }[];
@@ -81,12 +83,12 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         );
         const events = new Map(counts.map((c) => [`${c.bucket_ms}|${c.agent_id ?? ""}`, c.events]));
         buckets = (
-          await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, count(distinct value) as value, 0 as events from usage_unique where ${where} group by 1${agent ? ", 2" : ""}`, params)
+          await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, count(distinct value) as value, 0 as events from usage_unique where ${where} group by 1${agent ? ", 2" : ""} ${order}`, params)
         ).map((r) => ({ ...r, events: events.get(`${r.bucket_ms}|${r.agent_id ?? ""}`) ?? "0" }));
         total = await em.execute(`select count(distinct value) as value from usage_unique where ${where}`, params);
       } else {
         const value = ROLLUP_VALUE[aggregation];
-        buckets = await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, ${value} as value, sum(events) as events from usage_rollups where ${where} group by 1${agent ? ", 2" : ""}`, params);
+        buckets = await em.execute<Row[]>(`select (extract(epoch from ${bucketExpr}) * 1000)::bigint as bucket_ms${agent}, ${value} as value, sum(events) as events from usage_rollups where ${where} group by 1${agent ? ", 2" : ""} ${order}`, params);
         // The range's total follows from the buckets, except for LATEST (which needs the times).
         const values = buckets.map((b) => BigInt(b.value ?? 0));
         const fold = { sum: (x: bigint, y: bigint) => x + y, count: (x: bigint, y: bigint) => x + y, max: (x: bigint, y: bigint) => (y > x ? y : x), min: (x: bigint, y: bigint) => (y < x ? y : x) };
@@ -95,7 +97,6 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
             ? await em.execute(`select ${value} as value from usage_rollups where ${where}`, params)
             : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
-      buckets.sort((a, b) => Number(a.bucket_ms) - Number(b.bucket_ms) || (a.agent_id ?? "").localeCompare(b.agent_id ?? ""));
       return {
         aggregation,
         buckets: buckets.map((b) => ({ start: new Date(Number(b.bucket_ms)), agentId: b.agent_id ?? "", value: BigInt(b.value ?? 0), events: BigInt(b.events) })),
