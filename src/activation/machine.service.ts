@@ -14,6 +14,7 @@ import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import { query, type Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
+import { readForHeartbeat } from "./heartbeat.read.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
 import { open } from "../platform/crypto.js";
 
@@ -43,27 +44,6 @@ export interface SignedLease {
   token: string;
   kid: string;
   expiresAt: Date;
-}
-
-const HEARTBEAT_SELECT = `
-  select m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
-         (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
-         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms, l.product_id, l.policy_id,
-         l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
-         p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements, p.max_machines as p_max_machines, p.max_users,
-         p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
-         pr.code, pr.name as pr_name, pr.features
-    from licenses l join machines m on m.license_id = l.id join policies p on p.id = l.policy_id join products pr on pr.id = l.product_id
-   where l.key_digest = $1 and m.fingerprint = $2`;
-
-interface HeartbeatRow {
-  id: string; tenant_id: string; license_id: string; fingerprint: string; hostname: string; platform: string; cores: number; ip: string;
-  metadata: Record<string, string>; status: string; offline: boolean; created_ms: string;
-  l_status: License["status"]; l_expires_ms: string | null; product_id: string; policy_id: string;
-  entitlement_overrides: License["entitlementOverrides"]; agent_overrides: License["agentOverrides"]; l_max_machines: number | null;
-  p_name: string; all_features: boolean; entitlements: Policy["entitlements"]; agent_entitlements: Policy["agentEntitlements"]; p_max_machines: number; max_users: number;
-  expiration_strategy: Policy["expirationStrategy"]; grace_seconds: string; lease_ttl_seconds: string | null; offline_lease_ttl_seconds: string | null;
-  code: string; pr_name: string; features: Product["features"];
 }
 
 /** Machines (seats) of licenses, and the Ed25519 leases they run on. */
@@ -243,27 +223,14 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       const normalized = normalizeLicenseKey(key);
       if (KEY_PATTERN.test(normalized) && !checkLicenseKey(normalized, keyring).ok) return undefined;
       const em = db.em();
-      const [r] = await query<HeartbeatRow>(em, HEARTBEAT_SELECT, [sha256(normalized), fingerprint]);
-      if (!r || r.status !== "alive") return undefined;
-      const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
-      const license = {
-        id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),
-        entitlementOverrides: r.entitlement_overrides, agentOverrides: r.agent_overrides, maxMachines: r.l_max_machines,
-      } as License;
-      const policy = {
-        id: r.policy_id, name: r.p_name, allFeatures: r.all_features, entitlements: r.entitlements, agentEntitlements: r.agent_entitlements, maxMachines: r.p_max_machines,
-        maxUsers: r.max_users, expirationStrategy: r.expiration_strategy, graceSeconds: Number(r.grace_seconds),
-        leaseTtlSeconds: r.lease_ttl_seconds === null ? null : Number(r.lease_ttl_seconds), offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
-      } as Policy;
+      const read = await readForHeartbeat(em, sha256(normalized), fingerprint);
+      if (!read || read.status !== "alive") return undefined;
+      const { license, policy, product, machineOf } = read;
       requireUsable(license, policy, { newMachine: false });
       const now = clock.now();
-      const [updated] = await query<{ id: string }>(em, `update machines set last_heartbeat_at = $1, updated_at = $1 where id = $2 and status = 'alive' returning id`, [now, r.id]);
+      const [updated] = await query<{ id: string }>(em, `update machines set last_heartbeat_at = $1, updated_at = $1 where id = $2 and status = 'alive' returning id`, [now, read.machineId]);
       if (!updated) return undefined;
-      const machine = {
-        id: r.id, tenantId: r.tenant_id, licenseId: r.license_id, fingerprint: r.fingerprint, hostname: r.hostname, platform: r.platform, cores: r.cores, ip: r.ip,
-        metadata: r.metadata, lastHeartbeatAt: now, status: "alive", deadAt: null, offline: r.offline, createdAt: new Date(Number(r.created_ms)), updatedAt: now,
-      } as Machine;
-      const product = { code: r.code, name: r.pr_name, features: r.features } as Product;
+      const machine = machineOf(now);
       return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
     },
 

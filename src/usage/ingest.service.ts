@@ -1,42 +1,18 @@
 import type { Principal } from "../platform/auth.js";
-import { hasScope } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
-import { sha256 } from "../platform/crypto.js";
-import { query, type Database, type EntityManager } from "../platform/db.js";
+import { query, type Database } from "../platform/db.js";
 import type { Events } from "../events/events.js";
-import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
-import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
-import type { Aggregation, LimitPeriod } from "./meter.entity.js";
+import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { verifyLease } from "../sdk/lease.js";
+import { createUsageRecords, limitOf, periodOf, unusable, type LicenseRow, type MeterRow } from "./usage-records.js";
+import { prepareEvent, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
 
-/** How far in the past and future an event's time may be. */
-export const MAX_PAST_MS = 7 * 86_400_000;
-export const MAX_FUTURE_MS = 5 * 60_000;
-/** Deduplication keys are kept longer than the oldest event accepted, so a resend is always caught. */
-export const DEDUPE_RETENTION_MS = MAX_PAST_MS + 86_400_000;
-const MAX_ATTRIBUTES = 16;
+export type { IncomingEvent, Rejection };
+export { periodOf };
 
-/** One event as received (the proto's fields, transport-neutral). */
-export interface IncomingEvent {
-  licenseKey: string;
-  licenseId: string;
-  metric: string;
-  quantity: bigint;
-  time: Date | undefined;
-  idempotencyKey: string;
-  agentId: string;
-  attributes: Record<string, string>;
-  /** A lease token naming the license (agents that hold one). */
-  lease: string;
-}
 
-export interface Rejection {
-  index: number;
-  reason: string;
-  message: string;
-}
+
 
 export interface LimitState {
   licenseId: string;
@@ -59,59 +35,11 @@ export interface BatchResult {
   limits: LimitState[];
 }
 
-interface LicenseRow {
-  id: string;
-  tenantId: string;
-  productId: string;
-  status: "active" | "suspended" | "revoked";
-  createdAt: Date;
-  expiresAt: Date | null;
-  expirationStrategy: ExpirationStrategy;
-  graceSeconds: number;
-  overage: OverageStrategy;
-  entitlements: Entitlement[];
-}
 
-interface MeterRow {
-  id: string;
-  metric: string;
-  aggregation: Aggregation;
-  uniqueAttribute: string;
-  period: LimitPeriod;
-}
 
-/** An event that passed validation, with everything its transaction needs. */
-interface Prepared {
-  index: number;
-  license: LicenseRow;
-  meter: MeterRow;
-  ts: Date;
-  hour: Date;
-  periodStart: Date;
-  periodEnd: Date | null;
-  quantity: bigint;
-  key: string;
-  agentId: string;
-  attributes: Record<string, string>;
-  uniqueValue: string;
-}
 
-/** What an overage strategy lets through, as a factor of the limit (in hundredths, to stay in integers). */
-const OVERAGE_PERCENT: Record<OverageStrategy, bigint | null> = { no_overage: 100n, allow_1_25x: 125n, allow_1_5x: 150n, allow_2x: 200n, always: null };
 
-const HOUR = 3_600_000;
 
-/** The limit period an event at `ts` falls in. */
-export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Date; expiresAt: Date | null }): { start: Date; end: Date | null } {
-  const y = ts.getUTCFullYear();
-  const m = ts.getUTCMonth();
-  if (period === "day") {
-    const start = Date.UTC(y, m, ts.getUTCDate());
-    return { start: new Date(start), end: new Date(start + 86_400_000) };
-  }
-  if (period === "license_term") return { start: license.createdAt, end: license.expiresAt };
-  return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
-}
 
 /** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
 const columns = <T>(items: T[], ...pick: ((x: T) => unknown)[]) => pick.map((f) => items.map(f));
@@ -128,42 +56,10 @@ const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }
  * caller acknowledges only after this returns, i.e. after the commit.
  */
 export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore; feed: AuditFeed }) {
-  const { db, clock, events, keyring, signingKeys, feed } = deps;
+  const { db, clock, events, signingKeys } = deps;
+  const { lookups } = createUsageRecords(deps);
   const partitions = new Set<number>();
 
-  // Licenses and meters are cached per instance like ValidateLicense's snapshots: any audit
-  // entry of a tenant (every change writes one) drops that tenant's entries on every
-  // instance; entries also expire after 30 s. Misses are not cached, and an unknown metric
-  // is looked up again before it is refused, so a new license or meter is usable at once.
-  type Cached<T> = { value: Promise<T>; tenantId: string; until: number };
-  const licenseCache = new Map<string, Cached<LicenseRow | undefined>>();
-  const meterCache = new Map<string, Cached<Map<string, MeterRow>>>();
-  let epoch = 0;
-  feed.onEntry((tenantId) => {
-    epoch++;
-    for (const cache of [licenseCache, meterCache] as Map<string, Cached<unknown>>[]) for (const [k, v] of cache) if (v.tenantId === tenantId) cache.delete(k);
-  });
-  feed.onReconnect(() => {
-    epoch++;
-    licenseCache.clear();
-    meterCache.clear();
-  });
-  function cached<T>(cache: Map<string, Cached<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
-    const hit = cache.get(key);
-    if (hit && hit.until > Date.now()) return hit.value;
-    const start = epoch;
-    const value = load();
-    value.then(
-      (v) => {
-        const tenantId = tenantOf(v);
-        if (tenantId === undefined || epoch !== start) return;
-        if (cache.size >= 50_000) cache.clear();
-        cache.set(key, { value, tenantId, until: Date.now() + 30_000 });
-      },
-      () => undefined,
-    );
-    return value;
-  }
 
   /** Creates the month partition of usage_events that holds `ts`, once per process (idempotent across instances). */
   async function ensurePartition(ts: Date) {
@@ -181,161 +77,9 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     partitions.add(start);
   }
 
-  /** Licenses and meters read once per batch. */
-  function lookups(em: EntityManager) {
-    const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
-    const byId = new Map<string, Promise<LicenseRow | undefined>>();
-    const meters = new Map<string, Promise<Map<string, MeterRow>>>();
-    const keyChecks = new Map<string, boolean>();
-    const refreshed = new Set<string>();
-    const digests = new Map<string, Buffer>();
-    const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
-                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
-                           p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
-                      from licenses l join policies p on p.id = l.policy_id`;
-    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
-    const toLicense = (r: Row | undefined): LicenseRow | undefined =>
-      r && {
-        id: r.id,
-        tenantId: r.tenant_id,
-        productId: r.product_id,
-        status: r.status,
-        createdAt: new Date(Number(r.created_ms)),
-        expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
-        expirationStrategy: r.expiration_strategy,
-        graceSeconds: Number(r.grace_seconds),
-        overage: r.overage_strategy,
-        entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
-      };
-    return {
-      /** Whether a key is well-formed and (for Vinzy-format keys) its HMAC checks out; once per distinct key. */
-      keyOk(key: string) {
-        let ok = keyChecks.get(key);
-        if (ok === undefined) keyChecks.set(key, (ok = KEY_PATTERN.test(key) ? checkLicenseKey(key, keyring).ok : CUSTOM_KEY_PATTERN.test(key)));
-        return ok;
-      },
-      /** The key's SHA-256 (how licenses are found), once per distinct key per batch. */
-      digest(key: string) {
-        let d = digests.get(key);
-        if (!d) digests.set(key, (d = sha256(key)));
-        return d;
-      },
-      byKey(digest: Buffer) {
-        const k = digest.toString("base64");
-        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
-        return byDigest.get(k)!;
-      },
-      byId(id: string) {
-        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
-        return byId.get(id)!;
-      },
-      /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
-      meters(productId: string, tenantId: string, fresh = false) {
-        const load = () =>
-          em
-            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
-            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }])));
-        if (fresh && !refreshed.has(productId)) {
-          // once per batch: a batch of unknown metrics costs one more query, not one per event
-          refreshed.add(productId);
-          meterCache.delete(productId);
-          meters.delete(productId);
-        }
-        if (!meters.has(productId)) meters.set(productId, cached(meterCache, productId, load, () => tenantId));
-        return meters.get(productId)!;
-      },
-    };
-  }
 
-  /** Why a license may not record usage now, or undefined when it may. */
-  function unusable(l: LicenseRow, now: Date): { reason: string; message: string } | undefined {
-    if (l.status === "revoked") return { reason: "LICENSE_REVOKED", message: "the license was revoked" };
-    if (l.status === "suspended") return { reason: "LICENSE_SUSPENDED", message: "the license is suspended" };
-    if (l.expiresAt && l.expiresAt <= now) {
-      const inGrace = now.getTime() < l.expiresAt.getTime() + l.graceSeconds * 1000;
-      if (!inGrace && l.expirationStrategy !== "allow_access" && l.expirationStrategy !== "maintain_access") {
-        return { reason: "LICENSE_EXPIRED", message: `the license expired at ${l.expiresAt.toISOString()}` };
-      }
-    }
-    return undefined;
-  }
 
-  /** Checks one event and resolves its license and meter; a string is the rejection. */
-  async function prepare(look: ReturnType<typeof lookups>, e: IncomingEvent, index: number, principal: Principal, now: Date, requireKey: boolean): Promise<Prepared | Rejection> {
-    const reject = (reason: string, message: string): Rejection => ({ index, reason, message });
-    if (requireKey && !e.idempotencyKey) return reject("INVALID_EVENT", "idempotency_key: required on streams");
-    if (e.idempotencyKey.length > 128) return reject("INVALID_EVENT", "idempotency_key: at most 128 characters");
-    if (e.quantity < 0n) return reject("INVALID_QUANTITY", "quantity: must be 0 or more");
-    if (e.agentId.length > 128) return reject("INVALID_EVENT", "agent_id: at most 128 characters");
-    const attrs = Object.entries(e.attributes);
-    if (attrs.length > MAX_ATTRIBUTES || attrs.some(([k, v]) => k.length === 0 || k.length > 63 || v.length > 256)) {
-      return reject("INVALID_EVENT", `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`);
-    }
-    const ts = e.time ?? now;
-    if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {
-      return reject("INVALID_TIME", "time: must be within the last 7 days and at most 5 minutes ahead");
-    }
 
-    let license: LicenseRow | undefined;
-    if (e.licenseKey) {
-      const key = normalizeLicenseKey(e.licenseKey);
-      if (!look.keyOk(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
-      license = await look.byKey(look.digest(key));
-      if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
-    } else if (e.lease) {
-      // Only the signature and expiry matter here; the lease names its own machine.
-      const fingerprint = /^[^.]+\.([^.]+)\./.exec(e.lease)?.[1];
-      let claimed: { fingerprint?: unknown } = {};
-      try {
-        claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as { fingerprint?: unknown };
-      } catch {
-        // not a lease: verifyLease says so below
-      }
-      const check = verifyLease(e.lease, signingKeys.publicKeys(), { fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "", now });
-      if (!check.valid || !check.lease) return reject("INVALID_LEASE", `lease: ${check.code === "EXPIRED" ? "the lease expired; heartbeat for a fresh one" : `does not verify (${check.code})`}`);
-      license = await look.byId(check.lease.license_id);
-      if (!license) return reject("LICENSE_NOT_FOUND", "lease: its license no longer exists");
-    } else if (e.licenseId) {
-      if (principal.kind === "anonymous") return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
-      if (principal.kind === "tenant" && !hasScope(principal, "ingest")) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
-      license = await look.byId(e.licenseId);
-      if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId)) return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
-    } else {
-      return reject("INVALID_EVENT", "license_key, lease or license_id: one is required");
-    }
-    const bad = unusable(license, now);
-    if (bad) return reject(bad.reason, bad.message);
-    const meter = (await look.meters(license.productId, license.tenantId)).get(e.metric) ?? (await look.meters(license.productId, license.tenantId, true)).get(e.metric);
-    if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
-    let uniqueValue = "";
-    if (meter.aggregation === "unique_count") {
-      uniqueValue = e.attributes[meter.uniqueAttribute] ?? "";
-      if (!uniqueValue) return reject("INVALID_EVENT", `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`);
-    }
-    const period = periodOf(meter.period, ts, license);
-    return {
-      index,
-      license,
-      meter,
-      ts,
-      hour: new Date(Math.floor(ts.getTime() / HOUR) * HOUR),
-      periodStart: period.start,
-      periodEnd: period.end,
-      quantity: e.quantity,
-      key: e.idempotencyKey,
-      agentId: e.agentId,
-      attributes: e.attributes,
-      uniqueValue,
-    };
-  }
-
-  function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: bigint; allowed: bigint | null } {
-    const ent = p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined;
-    if (!ent || ent.limit <= 0) return { limit: 0n, allowed: null };
-    const pct = OVERAGE_PERCENT[p.license.overage];
-    const limit = BigInt(ent.limit);
-    return { limit, allowed: pct === null ? null : (limit * pct) / 100n };
-  }
 
   /** Ingests one batch; resolves after its transaction committed. */
   /**
@@ -358,7 +102,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const prepared: Prepared[] = [];
     const look = lookups(db.em());
     for (const [i, e] of batch.entries()) {
-      const r = await prepare(look, e, i, principal, now, opts.requireKey);
+      const r = await prepareEvent(look, signingKeys, e, i, principal, now, opts.requireKey);
       if ("reason" in r) rejected.push(r);
       else prepared.push(r);
     }

@@ -1,7 +1,8 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
-import { DEDUPE_RETENTION_MS, type IngestService } from "./ingest.service.js";
+import type { IngestService } from "./ingest.service.js";
+import { DEDUPE_RETENTION_MS } from "./usage-event.js";
 import type { AnomalyService } from "./anomaly.service.js";
 
 /**

@@ -1,0 +1,176 @@
+/*
+ * What ingestion and the usage queries read about licenses and meters: the records,
+ * their per-instance cache, and the pure rules over them (period, limit, usability).
+ */
+import { sha256 } from "../platform/crypto.js";
+import type { EntityManager } from "../platform/db.js";
+import type { AuditFeed } from "../audit/audit-feed.js";
+import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
+import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, type LicenseKeyring } from "../licensing/license-key.js";
+import type { Aggregation, LimitPeriod } from "./meter.entity.js";
+
+export interface LicenseRow {
+  id: string;
+  tenantId: string;
+  productId: string;
+  status: "active" | "suspended" | "revoked";
+  createdAt: Date;
+  expiresAt: Date | null;
+  expirationStrategy: ExpirationStrategy;
+  graceSeconds: number;
+  overage: OverageStrategy;
+  entitlements: Entitlement[];
+}
+
+export interface MeterRow {
+  id: string;
+  metric: string;
+  aggregation: Aggregation;
+  uniqueAttribute: string;
+  period: LimitPeriod;
+}
+
+/** What an overage strategy lets through, as a factor of the limit (in hundredths, to stay in integers). */
+const OVERAGE_PERCENT: Record<OverageStrategy, bigint | null> = { no_overage: 100n, allow_1_25x: 125n, allow_1_5x: 150n, allow_2x: 200n, always: null };
+
+/** The limit period an event at `ts` falls in. */
+export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Date; expiresAt: Date | null }): { start: Date; end: Date | null } {
+  const y = ts.getUTCFullYear();
+  const m = ts.getUTCMonth();
+  if (period === "day") {
+    const start = Date.UTC(y, m, ts.getUTCDate());
+    return { start: new Date(start), end: new Date(start + 86_400_000) };
+  }
+  if (period === "license_term") return { start: license.createdAt, end: license.expiresAt };
+  return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
+}
+
+export function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: bigint; allowed: bigint | null } {
+  const ent = p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined;
+  if (!ent || ent.limit <= 0) return { limit: 0n, allowed: null };
+  const pct = OVERAGE_PERCENT[p.license.overage];
+  const limit = BigInt(ent.limit);
+  return { limit, allowed: pct === null ? null : (limit * pct) / 100n };
+}
+
+/** Why a license may not record usage now, or undefined when it may. */
+export function unusable(l: LicenseRow, now: Date): { reason: string; message: string } | undefined {
+  if (l.status === "revoked") return { reason: "LICENSE_REVOKED", message: "the license was revoked" };
+  if (l.status === "suspended") return { reason: "LICENSE_SUSPENDED", message: "the license is suspended" };
+  if (l.expiresAt && l.expiresAt <= now) {
+    const inGrace = now.getTime() < l.expiresAt.getTime() + l.graceSeconds * 1000;
+    if (!inGrace && l.expirationStrategy !== "allow_access" && l.expirationStrategy !== "maintain_access") {
+      return { reason: "LICENSE_EXPIRED", message: `the license expired at ${l.expiresAt.toISOString()}` };
+    }
+  }
+  return undefined;
+}
+
+/** Licenses and meters by key digest, id and product, cached per instance. */
+export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditFeed }) {
+  const { keyring, feed } = deps;
+
+  // Licenses and meters are cached per instance like ValidateLicense's snapshots: any audit
+  // entry of a tenant (every change writes one) drops that tenant's entries on every
+  // instance; entries also expire after 30 s. Misses are not cached, and an unknown metric
+  // is looked up again before it is refused, so a new license or meter is usable at once.
+  type Cached<T> = { value: Promise<T>; tenantId: string; until: number };
+  const licenseCache = new Map<string, Cached<LicenseRow | undefined>>();
+  const meterCache = new Map<string, Cached<Map<string, MeterRow>>>();
+  let epoch = 0;
+  feed.onEntry((tenantId) => {
+    epoch++;
+    for (const cache of [licenseCache, meterCache] as Map<string, Cached<unknown>>[]) for (const [k, v] of cache) if (v.tenantId === tenantId) cache.delete(k);
+  });
+  feed.onReconnect(() => {
+    epoch++;
+    licenseCache.clear();
+    meterCache.clear();
+  });
+  function cached<T>(cache: Map<string, Cached<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
+    const hit = cache.get(key);
+    if (hit && hit.until > Date.now()) return hit.value;
+    const start = epoch;
+    const value = load();
+    value.then(
+      (v) => {
+        const tenantId = tenantOf(v);
+        if (tenantId === undefined || epoch !== start) return;
+        if (cache.size >= 50_000) cache.clear();
+        cache.set(key, { value, tenantId, until: Date.now() + 30_000 });
+      },
+      () => undefined,
+    );
+    return value;
+  }
+
+  /** Licenses and meters read once per batch. */
+  function lookups(em: EntityManager) {
+    const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
+    const byId = new Map<string, Promise<LicenseRow | undefined>>();
+    const meters = new Map<string, Promise<Map<string, MeterRow>>>();
+    const keyChecks = new Map<string, boolean>();
+    const refreshed = new Set<string>();
+    const digests = new Map<string, Buffer>();
+    const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
+                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
+                           p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
+                      from licenses l join policies p on p.id = l.policy_id`;
+    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
+    const toLicense = (r: Row | undefined): LicenseRow | undefined =>
+      r && {
+        id: r.id,
+        tenantId: r.tenant_id,
+        productId: r.product_id,
+        status: r.status,
+        createdAt: new Date(Number(r.created_ms)),
+        expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
+        expirationStrategy: r.expiration_strategy,
+        graceSeconds: Number(r.grace_seconds),
+        overage: r.overage_strategy,
+        entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
+      };
+    return {
+      /** Whether a key is well-formed and (for Vinzy-format keys) its HMAC checks out; once per distinct key. */
+      keyOk(key: string) {
+        let ok = keyChecks.get(key);
+        if (ok === undefined) keyChecks.set(key, (ok = KEY_PATTERN.test(key) ? checkLicenseKey(key, keyring).ok : CUSTOM_KEY_PATTERN.test(key)));
+        return ok;
+      },
+      /** The key's SHA-256 (how licenses are found), once per distinct key per batch. */
+      digest(key: string) {
+        let d = digests.get(key);
+        if (!d) digests.set(key, (d = sha256(key)));
+        return d;
+      },
+      byKey(digest: Buffer) {
+        const k = digest.toString("base64");
+        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        return byDigest.get(k)!;
+      },
+      byId(id: string) {
+        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        return byId.get(id)!;
+      },
+      /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
+      meters(productId: string, tenantId: string, fresh = false) {
+        const load = () =>
+          em
+            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
+            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }])));
+        if (fresh && !refreshed.has(productId)) {
+          // once per batch: a batch of unknown metrics costs one more query, not one per event
+          refreshed.add(productId);
+          meterCache.delete(productId);
+          meters.delete(productId);
+        }
+        if (!meters.has(productId)) meters.set(productId, cached(meterCache, productId, load, () => tenantId));
+        return meters.get(productId)!;
+      },
+    };
+  }
+
+  return { lookups };
+}
+
+export type UsageLookups = ReturnType<ReturnType<typeof createUsageRecords>["lookups"]>;
