@@ -1,6 +1,5 @@
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import { sha256 } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unauthenticated } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
@@ -9,7 +8,7 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { Events } from "../events/events.js";
 import type { CatalogService } from "../licensing/catalog.service.js";
 import { ED25519_PREFIX } from "../licensing/license-file.js";
-import { checkLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
+import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import { query, type Database } from "../platform/db.js";
@@ -52,9 +51,9 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
 
   /** The license a key names; with `lock`, locked for the rest of the transaction (seats are counted under it). */
   async function licenseOf(em: EntityManager, rawKey: string, lock = true): Promise<License> {
-    const key = normalizeLicenseKey(rawKey);
-    if (KEY_PATTERN.test(key) && !checkLicenseKey(key, keyring).ok) throw unauthenticated("INVALID_LICENSE_KEY", "the license key is not valid");
-    const license = await em.findOne(License, { keyDigest: sha256(key) }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
+    const found = lookupLicenseKey(rawKey, keyring);
+    if (!found.ok) throw unauthenticated("INVALID_LICENSE_KEY", "the license key is not valid");
+    const license = await em.findOne(License, { keyDigest: found.digest }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
     if (!license) throw unauthenticated("INVALID_LICENSE_KEY", "no license has this key");
     return license;
   }
@@ -220,10 +219,10 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * deactivation), which the full `heartbeat` then answers with its reasons.
      */
     async heartbeatFast(db: Database, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
-      const normalized = normalizeLicenseKey(key);
-      if (KEY_PATTERN.test(normalized) && !checkLicenseKey(normalized, keyring).ok) return undefined;
+      const found = lookupLicenseKey(key, keyring);
+      if (!found.ok) return undefined; // the full path says why
       const em = db.em();
-      const read = await readForHeartbeat(em, sha256(normalized), fingerprint);
+      const read = await readForHeartbeat(em, found.digest, fingerprint);
       if (!read || read.status !== "alive") return undefined;
       const { license, policy, product, machineOf } = read;
       requireUsable(license, policy, { newMachine: false });

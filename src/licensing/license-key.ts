@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { base32 } from "rfc4648";
 
 /*
@@ -101,3 +101,32 @@ export function normalizeLicenseKey(key: string): string {
 
 /** A key of the vendor's own (not in the Vinzy format), as CreateLicense and imports accept it. */
 export const CUSTOM_KEY_PATTERN = /^[A-Za-z0-9._-]{16,128}$/;
+
+export type KeyLookup = { ok: true; key: string; digest: Buffer } | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
+
+const verified = new WeakMap<LicenseKeyring, Map<string, { key: string; digest: Buffer }>>();
+
+/**
+ * How every credential-taking path reads a presented key: normalised, its format checked
+ * (and its HMAC, for Vinzy keys) before any lookup, and the SHA-256 digest licenses are
+ * found by. Keys that pass are remembered per keyring (bounded): the check is pure, so
+ * its answer never changes, and hot paths (validation, heartbeats, usage batches) skip
+ * the HMAC and the hash for a key they saw before.
+ */
+export function lookupLicenseKey(raw: string, keyring: LicenseKeyring): KeyLookup {
+  let memo = verified.get(keyring);
+  if (!memo) verified.set(keyring, (memo = new Map()));
+  const hit = memo.get(raw);
+  if (hit) return { ok: true, ...hit };
+  const key = normalizeLicenseKey(raw);
+  if (KEY_PATTERN.test(key)) {
+    const check = checkLicenseKey(key, keyring);
+    if (!check.ok) return check;
+  } else if (!CUSTOM_KEY_PATTERN.test(key)) {
+    return { ok: false, code: "FORMAT_INVALID" };
+  }
+  const found = { key, digest: createHash("sha256").update(key).digest() };
+  if (memo.size >= 50_000) memo.clear();
+  memo.set(raw, found);
+  return { ok: true, ...found };
+}

@@ -1,9 +1,8 @@
 import type { Clock } from "../platform/clock.js";
-import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition } from "./entitlements.js";
-import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 
 export type ValidationCode =
@@ -94,8 +93,6 @@ interface Row {
 export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed }) {
   const { db, clock, keyring, feed } = deps;
   const cache = new Map<string, { snapshot: LicenseSnapshot | null; tenantId: string | null; until: number }>();
-  // Keys whose format and HMAC already checked out, with their digest: the check is pure, so its answer never changes.
-  const checkedKeys = new Map<string, Buffer>();
   // Bumped on every invalidation: a load that overlapped one does not cache what it read.
   let epoch = 0;
   feed.onEntry((tenantId) => {
@@ -153,19 +150,13 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     /** Validates a key; codes are checked in the documented order, the first that applies wins. */
     async validate(input: { key: string; productCode: string; fingerprint: string; requiredEntitlements: string[] }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
-      const key = normalizeLicenseKey(input.key);
-      let digest = checkedKeys.get(key);
-      if (!digest) {
-        if (KEY_PATTERN.test(key)) {
-          const check = checkLicenseKey(key, keyring);
-          if (!check.ok) return { valid: false, code: check.code, detail: "the key's signature does not match: forged or mistyped", ...none };
-        } else if (!CUSTOM_KEY_PATTERN.test(key)) {
-          return { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none };
-        }
-        digest = sha256(key);
-        if (checkedKeys.size >= CACHE_MAX) checkedKeys.clear();
-        checkedKeys.set(key, digest);
+      const found = lookupLicenseKey(input.key, keyring);
+      if (!found.ok) {
+        return found.code === "FORMAT_INVALID"
+          ? { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none }
+          : { valid: false, code: found.code, detail: "the key's signature does not match: forged or mistyped", ...none };
       }
+      const { digest } = found;
       const snapshot = await load(digest);
       if (!snapshot) return { valid: false, code: "NOT_FOUND", detail: "no license has this key", ...none };
 

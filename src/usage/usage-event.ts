@@ -5,7 +5,6 @@
  */
 import type { Principal } from "../platform/auth.js";
 import { hasScope } from "../platform/auth.js";
-import { normalizeLicenseKey } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { verifyLease } from "../sdk/lease.js";
 import { periodOf, unusable, type LicenseRow, type MeterRow, type UsageLookups } from "./usage-records.js";
@@ -73,9 +72,9 @@ export async function prepareEvent(look: UsageLookups, signingKeys: SigningKeySt
 
   let license: LicenseRow | undefined;
   if (e.licenseKey) {
-    const key = normalizeLicenseKey(e.licenseKey);
-    if (!look.keyOk(key)) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
-    license = await look.byKey(look.digest(key));
+    const lookup = look.byPresentedKey(e.licenseKey);
+    if (!lookup) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
+    license = await lookup;
     if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
   } else if (e.lease) {
     // Only the signature and expiry matter here; the lease names its own machine.

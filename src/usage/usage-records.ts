@@ -2,11 +2,10 @@
  * What ingestion and the usage queries read about licenses and meters: the records,
  * their per-instance cache, and the pure rules over them (period, limit, usability).
  */
-import { sha256 } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
-import { checkLicenseKey, CUSTOM_KEY_PATTERN, KEY_PATTERN, type LicenseKeyring } from "../licensing/license-key.js";
+import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 
 export interface LicenseRow {
@@ -109,9 +108,7 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
     const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
-    const keyChecks = new Map<string, boolean>();
     const refreshed = new Set<string>();
-    const digests = new Map<string, Buffer>();
     const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
                            p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
@@ -131,17 +128,10 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
         entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
       };
     return {
-      /** Whether a key is well-formed and (for Vinzy-format keys) its HMAC checks out; once per distinct key. */
-      keyOk(key: string) {
-        let ok = keyChecks.get(key);
-        if (ok === undefined) keyChecks.set(key, (ok = KEY_PATTERN.test(key) ? checkLicenseKey(key, keyring).ok : CUSTOM_KEY_PATTERN.test(key)));
-        return ok;
-      },
-      /** The key's SHA-256 (how licenses are found), once per distinct key per batch. */
-      digest(key: string) {
-        let d = digests.get(key);
-        if (!d) digests.set(key, (d = sha256(key)));
-        return d;
+      /** The license a presented key names (its HMAC checked first); undefined for a bad key. */
+      byPresentedKey(raw: string) {
+        const found = lookupLicenseKey(raw, keyring);
+        return found.ok ? this.byKey(found.digest) : undefined;
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
