@@ -5,26 +5,14 @@ import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { createUsageRecords, limitOf, periodOf, unusable, type LicenseRow, type MeterRow } from "./usage-records.js";
+import { createUsageRecords, limitOf, limitState, type LicenseRow, type LimitState, type MeterRow } from "./usage-records.js";
 import { prepareEvent, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
 
 export type { IncomingEvent, Rejection };
-export { periodOf };
+export type { LimitState };
 
 
 
-
-export interface LimitState {
-  licenseId: string;
-  metric: string;
-  used: bigint;
-  limit: bigint;
-  allowed: bigint;
-  warning: boolean;
-  exceeded: boolean;
-  periodStart: Date;
-  periodEnd: Date | null;
-}
 
 export interface BatchResult {
   accepted: number;
@@ -302,20 +290,17 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
       const limits: LimitState[] = [];
       for (const g of ordered) {
-        const { limit, allowed } = limitOf(g.sample);
-        const used = g.used ?? 0n;
-        const warning = limit > 0n && used * 10n >= limit * 8n;
-        const exceeded = limit > 0n && used > limit;
-        const base = { license_id: g.sample.license.id, metric: g.sample.meter.metric, used: Number(used), limit: Number(limit), period_start: g.sample.periodStart.toISOString() };
-        if (warning && !g.warned) {
+        const state = limitState(g.sample.license, g.sample.meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd });
+        const base = { license_id: state.licenseId, metric: state.metric, used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
+        if (state.warning && !g.warned) {
           await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_warning", subject: g.sample.license.id, actor: "system", payload: base });
           Object.assign(g, { warned: true, changed: true });
         }
-        if (exceeded && !g.exceeded) {
+        if (state.exceeded && !g.exceeded) {
           await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_exceeded", subject: g.sample.license.id, actor: "system", payload: { ...base, overage: g.sample.license.overage } });
           Object.assign(g, { exceeded: true, changed: true });
         }
-        limits.push({ licenseId: g.sample.license.id, metric: g.sample.meter.metric, used, limit, allowed: allowed ?? 0n, warning, exceeded, periodStart: g.sample.periodStart, periodEnd: g.sample.periodEnd });
+        limits.push(state);
       }
       const changed = ordered.filter((g) => g.changed);
       if (changed.length > 0) {
@@ -341,7 +326,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     });
   }
 
-  return { ingest, ensurePartition, limitOf, lookups, periodOf, unusable };
+  return { ingest, ensurePartition, lookups };
 }
 
 export type IngestService = ReturnType<typeof createIngestService>;

@@ -52,6 +52,34 @@ export function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: b
   return { limit, allowed: pct === null ? null : (limit * pct) / 100n };
 }
 
+/** Where a license stands against one metric's limit, given what it used in the period. */
+export interface LimitState {
+  licenseId: string;
+  metric: string;
+  used: bigint;
+  limit: bigint;
+  allowed: bigint;
+  warning: boolean;
+  exceeded: boolean;
+  periodStart: Date;
+  periodEnd: Date | null;
+}
+
+export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, period: { start: Date; end: Date | null }): LimitState {
+  const { limit, allowed } = limitOf({ license, meter });
+  return {
+    licenseId: license.id,
+    metric: meter.metric,
+    used,
+    limit,
+    allowed: allowed ?? 0n,
+    warning: limit > 0n && used * 10n >= limit * 8n,
+    exceeded: limit > 0n && used > limit,
+    periodStart: period.start,
+    periodEnd: period.end,
+  };
+}
+
 /** Why a license may not record usage now, or undefined when it may. */
 export function unusable(l: LicenseRow, now: Date): { reason: string; message: string } | undefined {
   if (l.status === "revoked") return { reason: "LICENSE_REVOKED", message: "the license was revoked" };

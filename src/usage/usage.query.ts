@@ -2,7 +2,8 @@ import type { Clock } from "../platform/clock.js";
 import type { EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import type { Aggregation } from "./meter.entity.js";
-import type { IngestService, LimitState } from "./ingest.service.js";
+import type { IngestService } from "./ingest.service.js";
+import { limitState, periodOf, type LimitState } from "./usage-records.js";
 
 export type BucketSize = "hour" | "day" | "month";
 
@@ -47,11 +48,10 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const now = clock.now();
       const out: LimitState[] = [];
       for (const meter of meters) {
-        const period = ingest.periodOf(meter.period, now, license);
+        const period = periodOf(meter.period, now, license);
         const [row] = await em.execute<{ used: string | null }[]>(`select used from usage_periods where license_id = ? and meter_id = ? and period_start = ?`, [license.id, meter.id, period.start]);
         const used = row?.used ? BigInt(row.used) : 0n;
-        const { limit, allowed } = ingest.limitOf({ license, meter });
-        out.push({ licenseId, metric: meter.metric, used, limit, allowed: allowed ?? 0n, warning: limit > 0n && used * 10n >= limit * 8n, exceeded: limit > 0n && used > limit, periodStart: period.start, periodEnd: period.end });
+        out.push(limitState(license, meter, used, period));
       }
       return out;
     },

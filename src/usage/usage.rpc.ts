@@ -73,19 +73,22 @@ const incoming = (e: UsageEvent | undefined): IncomingEvent => ({
 });
 
 /** A rejected single event becomes the error a unary call answers with. */
+/** The code a rejected single event answers with, by reason; anything else is INVALID_ARGUMENT. */
+const REJECTION_CODES: Record<string, Code> = {
+  LIMIT_EXCEEDED: Code.FailedPrecondition,
+  LICENSE_SUSPENDED: Code.FailedPrecondition,
+  LICENSE_REVOKED: Code.FailedPrecondition,
+  LICENSE_EXPIRED: Code.FailedPrecondition,
+  INVALID_LICENSE_KEY: Code.Unauthenticated,
+  INVALID_LEASE: Code.Unauthenticated,
+  UNAUTHENTICATED: Code.Unauthenticated,
+  SCOPE_REQUIRED: Code.PermissionDenied,
+  LICENSE_NOT_FOUND: Code.NotFound,
+};
+
 function rejectionError(reason: string, message: string): DomainError {
-  const code =
-    reason === "LIMIT_EXCEEDED" || reason.startsWith("LICENSE_") && reason !== "LICENSE_NOT_FOUND"
-      ? Code.FailedPrecondition
-      : reason === "INVALID_LICENSE_KEY" || reason === "INVALID_LEASE" || reason === "UNAUTHENTICATED"
-        ? Code.Unauthenticated
-        : reason === "SCOPE_REQUIRED"
-          ? Code.PermissionDenied
-          : reason === "LICENSE_NOT_FOUND"
-            ? Code.NotFound
-            : Code.InvalidArgument;
   const field = /^([a-z_.]+):/.exec(message)?.[1] ?? "event";
-  return new DomainError(code, reason, `event.${message}`, { field: `event.${field}` });
+  return new DomainError(REJECTION_CODES[reason] ?? Code.InvalidArgument, reason, `event.${message}`, { field: `event.${field}` });
 }
 
 const SEVERITIES: [Severity, PbSeverity][] = [
