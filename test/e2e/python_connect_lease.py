@@ -3,21 +3,16 @@ bidirectional stream): prints one JSON line per server message, sending a heartb
 after each lease, until the server pushes a revocation and ends the stream.
 Usage: python3 python_connect_lease.py HOST:PORT LICENSE_KEY FINGERPRINT"""
 import json
-import os
 import queue
 import sys
 
-root = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, os.path.join(root, "gen", "python"))
-sys.path.insert(0, os.path.join(root, "sdk", "python"))
+from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
 
-import grpc  # noqa: E402
-from licensd.activation.v1 import activation_service_pb2 as pb, activation_service_pb2_grpc  # noqa: E402
+from licensd.activation.v1 import activation_service_pb2 as pb  # noqa: E402
 from licensd_sdk import verify_lease  # noqa: E402
 
 target, key, fingerprint = sys.argv[1], sys.argv[2], sys.argv[3]
-stub = activation_service_pb2_grpc.ActivationServiceStub(grpc.insecure_channel(target))
-keys = {k.kid: k.public_key for k in stub.GetSigningKeys(pb.GetSigningKeysRequest()).keys}
+stub, keys = activation(target)
 
 outbox: "queue.Queue[pb.ConnectLeaseRequest | None]" = queue.Queue()
 outbox.put(pb.ConnectLeaseRequest(key=key, fingerprint=fingerprint))

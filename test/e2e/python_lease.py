@@ -1,20 +1,16 @@
 """Activates a machine through the generated Python gRPC client and verifies the lease
 offline with the Python SDK. Usage: python3 python_lease.py HOST:PORT LICENSE_KEY"""
 import json
-import os
 import sys
 
-root = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, os.path.join(root, "gen", "python"))
-sys.path.insert(0, os.path.join(root, "sdk", "python"))
+from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
 
 import grpc  # noqa: E402
-from licensd.activation.v1 import activation_service_pb2 as pb, activation_service_pb2_grpc  # noqa: E402
-from licensd_sdk import verify_lease, verify_license_file  # noqa: E402
+from licensd.activation.v1 import activation_service_pb2 as pb  # noqa: E402
+from licensd_sdk import verify_lease  # noqa: E402
 
 target, key = sys.argv[1], sys.argv[2]
-stub = activation_service_pb2_grpc.ActivationServiceStub(grpc.insecure_channel(target))
-keys = {k.kid: k.public_key for k in stub.GetSigningKeys(pb.GetSigningKeysRequest()).keys}
+stub, keys = activation(target)
 res = stub.Activate(pb.ActivateRequest(key=key, fingerprint="py-host", hostname="py", platform="linux-x64", cores=2))
 lease = verify_lease(res.lease.token, keys, fingerprint="py-host")
 try:

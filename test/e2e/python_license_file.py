@@ -6,21 +6,15 @@ Prints {"code": ..., "valid": ..., "features": [...], "wrong_machine": ..., "tam
 """
 import base64
 import json
-import os
 import sys
 
-root = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, os.path.join(root, "gen", "python"))
-sys.path.insert(0, os.path.join(root, "sdk", "python"))
+from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
 
-import grpc  # noqa: E402
-from licensd.activation.v1 import activation_service_pb2, activation_service_pb2_grpc  # noqa: E402
 from licensd_sdk import verify_license_file  # noqa: E402
 
 target, fingerprint = sys.argv[1], sys.argv[2]
 license_file = sys.stdin.read().strip()
-stub = activation_service_pb2_grpc.ActivationServiceStub(grpc.insecure_channel(target))
-keys = {k.kid: k.public_key for k in stub.GetSigningKeys(activation_service_pb2.GetSigningKeysRequest()).keys}
+stub, keys = activation(target)
 
 result = verify_license_file(license_file, keys=keys, fingerprint=fingerprint)
 # Grant oneself another feature, keeping the signature: must not verify.
