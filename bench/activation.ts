@@ -5,32 +5,22 @@
 //  - ConnectLease: 10,000 open streams (server memory per stream, heartbeat handling
 //    rate, revocation push latency);
 //  - verifyLease against raw Ed25519 verify, in process.
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { ActivationService, type ConnectLeaseRequest, type ConnectLeaseResponse } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
-import { generateKeyPairSync, randomBytes, sign, verify } from "node:crypto";
+import { generateKeyPairSync, sign, verify } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { ED25519_PREFIX, encodeLicenseFile } from "../src/licensing/license-file.js";
 import { verifyLease } from "../src/sdk/lease.js";
-import { benchDatabase, percentile } from "./support.ts";
+import { percentile, startBenchServer } from "./support.ts";
 
-const ROOT = path.resolve(import.meta.dirname, "..");
 const REQUESTS = Number(process.env.BENCH_H2_REQUESTS ?? 10000);
 const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-act-"));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function rate(url: string, procedure: string, body: string): number {
   const data = path.join(work, `${procedure.replace(/\W/g, "_")}.json`);
@@ -94,22 +84,9 @@ async function serverMemory(url: string) {
 }
 
 export async function run(): Promise<string> {
-  const database = await benchDatabase();
-  const port = await freePort();
-  const key = randomBytes(32).toString("base64url");
-  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "1000000/1m", LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")) },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  // Whatever happens, the server goes and the database is dropped.
-  const stopServer = () => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once("exit", () => resolve()), child.kill("SIGTERM"))));
-  process.once("exit", () => child.kill("SIGKILL"));
-  for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
-  const post = () => (procedure: string, body: unknown) => fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
-  // The load generators block this event loop for minutes: a kept-alive socket may have been closed by the server meanwhile; retry once.
-  const call = async (procedure: string, body: unknown) =>
-    (await (await post()(procedure, body).catch(() => post()(procedure, body))).json()) as Record<string, { id: string }>;
+  // Activation rate limits out of the way: every request comes from 127.0.0.1 (the per-license bucket still runs).
+  const server = await startBenchServer({ LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "1000000/1m" });
+  const { url, call, database } = server;
   const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
   const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "ACT", name: "Bench" })).product.id;
   const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", floating: true, maxMachines: 10 })).policy.id;
@@ -206,8 +183,7 @@ export async function run(): Promise<string> {
   if (pushMs.some((ms) => Number.isNaN(ms))) throw new Error("a stream missed its revocation");
   for (const s of streams) s.close();
 
-  await stopServer();
-  await database.drop();
+  await server.stop();
 
   const { publicKey, privateKey } = generateKeyPairSync("ed25519");
   const raw = publicKey.export({ format: "der", type: "spki" }).subarray(12);
