@@ -5,6 +5,7 @@ import { Migration20261123030000Machines } from "./Migration20261123030000Machin
 import { Migration20261123040000Heartbeats } from "./Migration20261123040000Heartbeats.js";
 import { Migration20261123050000Usage } from "./Migration20261123050000Usage.js";
 import { Migration20261123060000Anomalies } from "./Migration20261123060000Anomalies.js";
+import { Migration20261123070000UsageKeys } from "./Migration20261123070000UsageKeys.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -18,4 +19,5 @@ export const migrationsList = [
   { name: "Migration20261123040000Heartbeats", class: Migration20261123040000Heartbeats },
   { name: "Migration20261123050000Usage", class: Migration20261123050000Usage },
   { name: "Migration20261123060000Anomalies", class: Migration20261123060000Anomalies },
+  { name: "Migration20261123070000UsageKeys", class: Migration20261123070000UsageKeys },
 ];

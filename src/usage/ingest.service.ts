@@ -1,12 +1,13 @@
 import type { Principal } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
-import { query, type Database } from "../platform/db.js";
+import { UniqueConstraintViolationException } from "@mikro-orm/core";
+import { query, type Database, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { createUsageRecords, limitOf, limitState, type LicenseRow, type LimitState, type MeterRow } from "./usage-records.js";
-import { prepareEvent, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
+import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
+import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
 
 export type { IncomingEvent, Rejection };
 export type { LimitState };
@@ -29,10 +30,58 @@ export interface BatchResult {
 
 
 
+/** Events, from one JSON parameter expanded by json_to_recordset: cheaper to build and to send than nine arrays. */
+const eventsInsert = (json: string, receivedAt: string) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
+  select t, l, m, ts, q, k, a, at, ${receivedAt}::timestamptz from json_to_recordset(${json}::json) as x (t text, l text, m text, ts timestamptz, q bigint, k text, a text, at jsonb)`;
+
+/** The JSON for eventsInsert. Ids are ours (no character needs escaping); what clients sent goes through JSON.stringify. */
+function eventsJson(items: Prepared[]): string {
+  const parts: string[] = [];
+  let lastTs: Date | undefined;
+  let lastIso = "";
+  for (const p of items) {
+    if (p.ts !== lastTs) [lastTs, lastIso] = [p.ts, p.ts.toISOString()];
+    let at = "{}";
+    for (const _ in p.attributes) {
+      at = JSON.stringify(p.attributes);
+      break;
+    }
+    parts.push(`{"t":"${p.license.tenantId}","l":"${p.license.id}","m":"${p.meter.id}","ts":"${lastIso}","q":${p.quantity},"k":${JSON.stringify(p.key)},"a":${JSON.stringify(p.agentId)},"at":${at}}`);
+  }
+  return `[${parts.join(",")}]`;
+}
+
+/** A stage of a stream's order: entered after the previous batch's `done`. */
+interface Stage {
+  wait: Promise<unknown>;
+  done: () => void;
+}
+/** A batch's place in its stream. */
+export interface Turn {
+  keys: Stage;
+  limits: Stage;
+}
+
+/** Gives each batch of one stream its turn after the batch before it. */
+export function streamOrder(): () => Turn {
+  let keys: Promise<void> = Promise.resolve();
+  let limits: Promise<void> = Promise.resolve();
+  const stage = (after: Promise<void>): [Stage, Promise<void>] => {
+    let done!: () => void;
+    const next = new Promise<void>((resolve) => (done = resolve));
+    return [{ wait: after, done }, next];
+  };
+  return () => {
+    const [k, nextKeys] = stage(keys);
+    const [l, nextLimits] = stage(limits);
+    [keys, limits] = [nextKeys, nextLimits];
+    return { keys: k, limits: l };
+  };
+}
+
 /** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
 const columns = <T>(items: T[], ...pick: ((x: T) => unknown)[]) => pick.map((f) => items.map(f));
 
-const groupKey = (p: { license: LicenseRow; meter: MeterRow; periodStart: Date }) => `${p.license.id}|${p.meter.id}|${p.periodStart.getTime()}`;
 
 /**
  * Usage ingestion. A batch is checked event by event (a bad event is rejected with its
@@ -69,261 +118,290 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
 
 
 
-  /** Ingests one batch; resolves after its transaction committed. */
   /**
-   * Ingests one batch; resolves after its transaction committed. With `turn`, the batch
-   * takes its period locks only after `turn.wait` (the previous batch of the stream took
-   * its own) and calls `turn.done` once it holds them (or failed): batches of a stream
-   * then prepare and write concurrently but meet the limits in stream order.
+   * Ingests one batch; resolves after its transaction committed. With `turn` (a stream's
+   * batches, written concurrently), the batch writes its keys and takes its period locks
+   * each only after the stream's previous batch did: limits are met in stream order, and
+   * no batch ever waits in PostgreSQL for a row a later batch of its stream holds while
+   * that one waits here for it.
    */
-  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: { wait: Promise<unknown>; done: () => void } }): Promise<BatchResult> {
+  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult> {
     try {
       return await ingestBatch(batch, principal, opts);
     } finally {
-      opts.turn?.done(); // idempotent: a batch that failed or had nothing to lock must not hold up the next
+      // idempotent: a batch that failed, or had nothing to write, must not hold up the next
+      opts.turn?.keys.done();
+      opts.turn?.limits.done();
     }
   }
 
-  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: { wait: Promise<unknown>; done: () => void } }): Promise<BatchResult> {
+  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult> {
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
-    const look = lookups(db.em());
-    for (const [i, e] of batch.entries()) {
-      const r = await prepareEvent(look, signingKeys, e, i, principal, now, opts.requireKey);
+    const resolved = await resolveBatch(lookups(db.em()), signingKeys, batch, principal, now);
+    const shapes = new TimeShapes();
+    for (let i = 0; i < batch.length; i++) {
+      const r = prepareEvent(resolved, shapes, batch[i], i, principal, now, opts.requireKey);
       if ("reason" in r) rejected.push(r);
       else prepared.push(r);
     }
     for (const month of new Set(prepared.map((p) => Date.UTC(p.ts.getUTCFullYear(), p.ts.getUTCMonth(), 1)))) await ensurePartition(new Date(month));
     if (prepared.length === 0) return { accepted: 0, duplicates: 0, duplicateIndexes: [], rejected, limits: [] };
 
-    return db.tx(async (em) => {
-      // 1. Deduplication: the keys this transaction inserts are the new ones.
-      const keyed = prepared.filter((p) => p.key);
-      const fresh = new Set<string>();
-      if (keyed.length > 0) {
-        const inserted = await query<{ tenant_id: string; idempotency_key: string }>(
-          em,
-          `insert into usage_dedupe (tenant_id, idempotency_key, received_at)
-           select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_id, idempotency_key`,
-          [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now],
-        );
-        for (const r of inserted) fresh.add(`${r.tenant_id}|${r.idempotency_key}`);
-      }
-      const duplicateIndexes: number[] = [];
-      const candidates: Prepared[] = [];
-      for (const p of prepared) {
-        const k = `${p.license.tenantId}|${p.key}`;
-        if (p.key && !fresh.delete(k)) duplicateIndexes.push(p.index); // seen before, or earlier in this batch
-        else candidates.push(p);
-      }
-
-      // 2. Lock the period totals of every (license, meter, period) touched, in a fixed order, after the stream's previous batch locked its own.
-      await opts.turn?.wait;
-      const groups = new Map<string, { sample: Prepared; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean }>();
-      // Duplicates' groups too: their acknowledgement reports where the license stands.
-      for (const p of prepared) if (!groups.has(groupKey(p))) groups.set(groupKey(p), { sample: p, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
-      const ordered = [...groups.values()].sort((a, b) => (groupKey(a.sample) < groupKey(b.sample) ? -1 : 1));
-      if (ordered.length > 0) {
-        const keys = columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart);
-        await query(
-          em,
-          `insert into usage_periods (tenant_id, license_id, meter_id, period_start)
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) order by 2, 3, 4 on conflict do nothing`,
-          [ordered.map((g) => g.sample.license.tenantId), ...keys],
-        );
-        const locked = await query<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }>(
-          em,
-          `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded
-             from usage_periods where (license_id, meter_id, period_start) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[]))
-            order by license_id, meter_id, period_start for update`,
-          keys,
-        );
-        for (const r of locked) {
-          const g = groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}`)!;
-          Object.assign(g, { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
-        }
-      }
-
-      opts.turn?.done();
-
-      // Distinct values already counted in their period (under the period lock: stable).
-      const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
-      const known = new Set<string>();
-      if (uniques.length > 0) {
-        const seen = await query<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
-          em,
-          `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
-            where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
-          columns(uniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
-        );
-        for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
-      }
-
-      // 3. Limits, event by event in order.
-      const accepted: Prepared[] = [];
-      const newUniques: Prepared[] = [];
-      const limitRejected: Prepared[] = [];
-      for (const p of candidates) {
-        const g = groups.get(groupKey(p))!;
-        let next = g.used;
-        let latestTs = g.latestTs;
-        let isNewValue = false;
-        switch (p.meter.aggregation) {
-          case "sum":
-            next = (g.used ?? 0n) + p.quantity;
-            break;
-          case "count":
-            next = (g.used ?? 0n) + 1n;
-            break;
-          case "max":
-            next = g.used === null || p.quantity > g.used ? p.quantity : g.used;
-            break;
-          case "min":
-            next = g.used === null || p.quantity < g.used ? p.quantity : g.used;
-            break;
-          case "latest":
-            if (latestTs === null || p.ts >= latestTs) [next, latestTs] = [p.quantity, p.ts];
-            break;
-          case "unique_count": {
-            const u = `${groupKey(p)}|${p.uniqueValue}`;
-            isNewValue = !known.has(u);
-            next = (g.used ?? 0n) + (isNewValue ? 1n : 0n);
-            if (isNewValue) known.add(u);
-            break;
-          }
-        }
-        const { allowed } = limitOf(p);
-        if (allowed !== null && next !== null && next > allowed && next !== g.used) {
-          if (isNewValue) known.delete(`${groupKey(p)}|${p.uniqueValue}`);
-          limitRejected.push(p);
-          rejected.push({ index: p.index, reason: "LIMIT_EXCEEDED", message: `${p.meter.metric}: would reach ${next} of an allowed ${allowed} this period` });
-          continue;
-        }
-        Object.assign(g, { used: next, latestTs, changed: true });
-        accepted.push(p);
-        if (isNewValue) newUniques.push(p);
-      }
-      // A refused event was not recorded: forget its key, so it can be sent again later (a raised limit, a new period).
-      const forget = limitRejected.filter((p) => p.key);
-      if (forget.length > 0) {
-        await query(em, `delete from usage_dedupe where (tenant_id, idempotency_key) in (select * from unnest($1::text[], $2::text[]))`, columns(forget, (p) => p.license.tenantId, (p) => p.key));
-      }
-
-      // 4. Events, rollups, distinct values, totals: one multi-row statement each.
-      if (accepted.length > 0) {
-        await query(
-          em,
-          `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
-           select *, $9::timestamptz from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[], $8::jsonb[])`,
-          [
-            ...columns(
-              accepted,
-              (p) => p.license.tenantId,
-              (p) => p.license.id,
-              (p) => p.meter.id,
-              (p) => p.ts,
-              (p) => p.quantity.toString(),
-              (p) => p.key,
-              (p) => p.agentId,
-              (p) => JSON.stringify(p.attributes),
-            ),
-            now,
-          ],
-        );
-        const rollups = new Map<string, { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date }>();
-        for (const p of accepted) {
-          const k = `${p.license.id}|${p.meter.id}|${p.hour.getTime()}|${p.agentId}`;
-          const r = rollups.get(k);
-          if (!r) rollups.set(k, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
-          else {
-            r.total += p.quantity;
-            r.events++;
-            if (p.quantity > r.max) r.max = p.quantity;
-            if (p.quantity < r.min) r.min = p.quantity;
-            if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
-          }
-        }
-        // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
-        const rs = [...rollups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
-        await query(
-          em,
-          `insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::numeric[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::timestamptz[])
-           on conflict (license_id, meter_id, hour, agent_id) do update set
-             total = r.total + excluded.total, events = r.events + excluded.events,
-             max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
-             latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
-             latest_ts = greatest(r.latest_ts, excluded.latest_ts)`,
-          columns(
-            rs,
-            (r) => r.p.license.tenantId,
-            (r) => r.p.license.id,
-            (r) => r.p.meter.id,
-            (r) => r.p.hour,
-            (r) => r.p.agentId,
-            (r) => r.total.toString(),
-            (r) => r.events,
-            (r) => r.max.toString(),
-            (r) => r.min.toString(),
-            (r) => r.latest.toString(),
-            (r) => r.latestTs,
-          ),
-        );
-        const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
-        if (hourly.length > 0) {
-          await query(
-            em,
-            `insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) on conflict do nothing`,
-            columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue),
-          );
-        }
-        if (newUniques.length > 0) {
-          await query(
-            em,
-            `insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) on conflict do nothing`,
-            columns(newUniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
-          );
-        }
-      }
-
-      // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
-      const limits: LimitState[] = [];
-      for (const g of ordered) {
-        const state = limitState(g.sample.license, g.sample.meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd });
-        const base = { license_id: state.licenseId, metric: state.metric, used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
-        if (state.warning && !g.warned) {
-          await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_warning", subject: g.sample.license.id, actor: "system", payload: base });
-          Object.assign(g, { warned: true, changed: true });
-        }
-        if (state.exceeded && !g.exceeded) {
-          await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_exceeded", subject: g.sample.license.id, actor: "system", payload: { ...base, overage: g.sample.license.overage } });
-          Object.assign(g, { exceeded: true, changed: true });
-        }
-        limits.push(state);
-      }
-      const changed = ordered.filter((g) => g.changed);
-      if (changed.length > 0) {
-        await query(
-          em,
-          `update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
-             from unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::timestamptz[], $6::boolean[], $7::boolean[]) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
-            where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start`,
-          columns(
-            changed,
-            (g) => g.sample.license.id,
-            (g) => g.sample.meter.id,
-            (g) => g.sample.periodStart,
-            (g) => (g.used === null ? null : g.used.toString()),
-            (g) => g.latestTs,
-            (g) => g.warned,
-            (g) => g.exceeded,
-          ),
-        );
-      }
-      rejected.sort((a, b) => a.index - b.index);
-      return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
+    // A key twice in one batch: the first counts, the others are duplicates.
+    const firstOfKey = new Set<string>();
+    const repeated: number[] = [];
+    const distinct = prepared.filter((p) => {
+      if (!p.key) return true;
+      const k = `${p.license.tenantId}|${p.key}`;
+      if (firstOfKey.has(k)) return (repeated.push(p.index), false);
+      firstOfKey.add(k);
+      return true;
     });
+    // Keys are written with a plain INSERT first: no key of the batch has been seen before
+    // is the common case, and a plain insert costs PostgreSQL less than half of ON CONFLICT's
+    // speculative one. A key seen before (a resent batch) fails it; the batch then runs again
+    // with ON CONFLICT DO NOTHING, which sorts new keys from old. Nothing is locked yet
+    // when that happens (keys come first), so the retry costs one statement.
+    for (let careful = false; ; careful = true) {
+      try {
+        return await db.tx((em) => write(em, now, prepared, distinct, repeated, rejected.slice(), careful, opts.turn));
+      } catch (err) {
+        if (careful || !(err instanceof UniqueConstraintViolationException) || !/usage_dedupe/.test(err.message)) throw err;
+      }
+    }
+  }
+
+  async function write(
+    em: EntityManager,
+    now: Date,
+    prepared: Prepared[],
+    distinct: Prepared[],
+    repeated: number[],
+    rejected: Rejection[],
+    careful: boolean,
+    turn: Turn | undefined,
+  ): Promise<BatchResult> {
+    // 1. Deduplication: the keys this transaction inserts are the new ones. (A failed plain
+    // insert keeps the stream's key turn: the careful retry must not find a later batch's
+    // uncommitted copy of a key in its way.)
+    const keyed = distinct.filter((p) => p.key);
+    let candidates = distinct;
+    const duplicateIndexes = [...repeated];
+    await turn?.keys.wait;
+    if (keyed.length > 0 && !careful) {
+      // The keys, and with them (nothing else can refuse them before the limits) the events.
+      await query(
+        em,
+        `with keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k))
+         ${eventsInsert("$4", "$3")}`,
+        [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now, eventsJson(keyed)],
+      );
+    } else if (keyed.length > 0) {
+      const inserted = await query<{ tenant_id: string; idempotency_key: string }>(
+        em,
+        `insert into usage_dedupe (tenant_id, idempotency_key, received_at)
+         select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_id, idempotency_key`,
+        [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now],
+      );
+      const fresh = new Set(inserted.map((r) => `${r.tenant_id}|${r.idempotency_key}`));
+      candidates = distinct.filter((p) => !p.key || fresh.has(`${p.license.tenantId}|${p.key}`) || (duplicateIndexes.push(p.index), false));
+      // 2. The keyed events are written before any lock is taken, so batches insert them in
+      // parallel; the rare one a limit then refuses is deleted again below (its key is unique
+      // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
+      const early = candidates.filter((p) => p.key);
+      if (early.length > 0) await query(em, eventsInsert("$1", "$2"), [eventsJson(early), now]);
+    }
+    turn?.keys.done();
+
+    // 3. Lock the period totals of every (license, meter, period) touched, in a fixed order, after the stream's previous batch locked its own.
+    const groups = new Map<string, { sample: Prepared; allowed: bigint | null; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean }>();
+    // Duplicates' groups too: their acknowledgement reports where the license stands.
+    for (const p of prepared) if (!groups.has(p.group)) groups.set(p.group, { sample: p, allowed: limitOf(p).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
+    const ordered = [...groups.values()].sort((a, b) => (a.sample.group < b.sample.group ? -1 : 1));
+    // One statement creates the missing rows and locks them all, in key order, once the
+    // stream's previous batch holds its own. (DO UPDATE, a no-op, is what locks an existing
+    // row and returns it.)
+    await turn?.limits.wait;
+    const locked = await query<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }>(
+      em,
+      `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start)
+       select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) order by 2, 3, 4
+       on conflict (license_id, meter_id, period_start) do update set tenant_id = u.tenant_id
+       returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
+      [ordered.map((g) => g.sample.license.tenantId), ...columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart)],
+    );
+    turn?.limits.done();
+    for (const r of locked) {
+      const g = groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}`)!;
+      Object.assign(g, { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
+    }
+
+    // Distinct values already counted in their period (under the period lock: stable).
+    const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
+    const known = new Set<string>();
+    if (uniques.length > 0) {
+      const seen = await query<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
+        em,
+        `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
+          where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
+        columns(uniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
+      );
+      for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
+    }
+
+    // 4. Limits, event by event in order.
+    const accepted: Prepared[] = [];
+    const newUniques: Prepared[] = [];
+    const limitRejected: Prepared[] = [];
+    for (const p of candidates) {
+      const g = groups.get(p.group)!;
+      let next = g.used;
+      let latestTs = g.latestTs;
+      let isNewValue = false;
+      switch (p.meter.aggregation) {
+        case "sum":
+          next = (g.used ?? 0n) + p.quantity;
+          break;
+        case "count":
+          next = (g.used ?? 0n) + 1n;
+          break;
+        case "max":
+          next = g.used === null || p.quantity > g.used ? p.quantity : g.used;
+          break;
+        case "min":
+          next = g.used === null || p.quantity < g.used ? p.quantity : g.used;
+          break;
+        case "latest":
+          if (latestTs === null || p.ts >= latestTs) [next, latestTs] = [p.quantity, p.ts];
+          break;
+        case "unique_count": {
+          const u = `${p.group}|${p.uniqueValue}`;
+          isNewValue = !known.has(u);
+          next = (g.used ?? 0n) + (isNewValue ? 1n : 0n);
+          if (isNewValue) known.add(u);
+          break;
+        }
+      }
+      const { allowed } = g;
+      if (allowed !== null && next !== null && next > allowed && next !== g.used) {
+        if (isNewValue) known.delete(`${p.group}|${p.uniqueValue}`);
+        limitRejected.push(p);
+        rejected.push({ index: p.index, reason: "LIMIT_EXCEEDED", message: `${p.meter.metric}: would reach ${next} of an allowed ${allowed} this period` });
+        continue;
+      }
+      Object.assign(g, { used: next, latestTs, changed: true });
+      accepted.push(p);
+      if (isNewValue) newUniques.push(p);
+    }
+    // A refused event was not recorded: its early row goes, and its key is forgotten, so it
+    // can be sent again later (a raised limit, a new period).
+    const forget = limitRejected.filter((p) => p.key);
+    if (forget.length > 0) {
+      const [tenants, licenses, times, idempotencyKeys] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key);
+      await query(
+        em,
+        `with gone as (delete from usage_dedupe where (tenant_id, idempotency_key) in (select * from unnest($1::text[], $4::text[])))
+         delete from usage_events e using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) as f (tenant_id, license_id, ts, idempotency_key)
+          where e.license_id = f.license_id and e.ts = f.ts and e.tenant_id = f.tenant_id and e.idempotency_key = f.idempotency_key`,
+        [tenants, licenses, times, idempotencyKeys],
+      );
+    }
+    const late = accepted.filter((p) => !p.key);
+    if (late.length > 0) await query(em, eventsInsert("$1", "$2"), [eventsJson(late), now]);
+
+    // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
+    const limits: LimitState[] = [];
+    for (const g of ordered) {
+      const state = limitState(g.sample.license, g.sample.meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd });
+      const base = { license_id: state.licenseId, metric: state.metric, used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
+      if (state.warning && !g.warned) {
+        await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_warning", subject: g.sample.license.id, actor: "system", payload: base });
+        Object.assign(g, { warned: true, changed: true });
+      }
+      if (state.exceeded && !g.exceeded) {
+        await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_exceeded", subject: g.sample.license.id, actor: "system", payload: { ...base, overage: g.sample.license.overage } });
+        Object.assign(g, { exceeded: true, changed: true });
+      }
+      limits.push(state);
+    }
+
+    // 6. Rollups, distinct values and period totals: one statement.
+    const parts: string[] = [];
+    const params: unknown[] = [];
+    const bind = (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
+    if (accepted.length > 0) {
+      const rollups = new Map<string, { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date }>();
+      for (const p of accepted) {
+        const k = `${p.license.id}|${p.meter.id}|${p.hour.getTime()}|${p.agentId}`;
+        const r = rollups.get(k);
+        if (!r) rollups.set(k, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
+        else {
+          r.total += p.quantity;
+          r.events++;
+          if (p.quantity > r.max) r.max = p.quantity;
+          if (p.quantity < r.min) r.min = p.quantity;
+          if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
+        }
+      }
+      // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
+      const rs = [...rollups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+      const $ = bind(
+        columns(
+          rs,
+          (r) => r.p.license.tenantId,
+          (r) => r.p.license.id,
+          (r) => r.p.meter.id,
+          (r) => r.p.hour,
+          (r) => r.p.agentId,
+          (r) => r.total.toString(),
+          (r) => r.events,
+          (r) => r.max.toString(),
+          (r) => r.min.toString(),
+          (r) => r.latest.toString(),
+          (r) => r.latestTs,
+        ),
+      );
+      parts.push(`rollups as (insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
+         select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[], ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[], ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[])
+         on conflict (license_id, meter_id, hour, agent_id) do update set
+           total = r.total + excluded.total, events = r.events + excluded.events,
+           max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
+           latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
+           latest_ts = greatest(r.latest_ts, excluded.latest_ts))`);
+      const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
+      if (hourly.length > 0) {
+        const h = bind(columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue));
+        parts.push(`hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[], ${h[4]}::text[]) on conflict do nothing)`);
+      }
+      if (newUniques.length > 0) {
+        const u = bind(columns(newUniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue));
+        parts.push(`period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[]) on conflict do nothing)`);
+      }
+    }
+    const changed = ordered.filter((g) => g.changed);
+    if (changed.length > 0) {
+      const c = bind(
+        columns(
+          changed,
+          (g) => g.sample.license.id,
+          (g) => g.sample.meter.id,
+          (g) => g.sample.periodStart,
+          (g) => (g.used === null ? null : g.used.toString()),
+          (g) => g.latestTs,
+          (g) => g.warned,
+          (g) => g.exceeded,
+        ),
+      );
+      parts.push(`totals as (update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
+           from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::numeric[], ${c[4]}::timestamptz[], ${c[5]}::boolean[], ${c[6]}::boolean[]) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
+          where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start)`);
+    }
+    if (parts.length > 0) await query(em, `with ${parts.join(",\n")} select 1`, params);
+    rejected.sort((a, b) => a.index - b.index);
+    duplicateIndexes.sort((a, b) => a - b);
+    return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
   }
 
   return { ingest, ensurePartition, lookups };

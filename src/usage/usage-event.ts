@@ -18,6 +18,9 @@ const MAX_ATTRIBUTES = 16;
 
 const HOUR = 3_600_000;
 
+// PostgreSQL text cannot hold NUL. (Half a surrogate pair cannot arrive: both decoders refuse it.)
+const storable = (s: string) => !s.includes("\0");
+
 /** One event as received (the proto's fields, transport-neutral). */
 export interface IncomingEvent {
   licenseKey: string;
@@ -47,6 +50,8 @@ export interface Prepared {
   hour: Date;
   periodStart: Date;
   periodEnd: Date | null;
+  /** license|meter|period start: the period total the event counts toward. */
+  group: string;
   quantity: bigint;
   key: string;
   agentId: string;
@@ -54,67 +59,156 @@ export interface Prepared {
   uniqueValue: string;
 }
 
-/** Checks one event and resolves its license and meter; a string is the rejection. */
-export async function prepareEvent(look: UsageLookups, signingKeys: SigningKeyStore, e: IncomingEvent, index: number, principal: Principal, now: Date, requireKey: boolean): Promise<Prepared | Rejection> {
+/** What a lease names, or why it is refused. */
+type LeaseLookup = { license: LicenseRow | undefined } | { rejection: string };
+
+/**
+ * The licenses and meters a batch names, each loaded once (concurrently) before its
+ * events are checked: the check itself is then synchronous, with no promise per event.
+ */
+export interface Resolved {
+  /** By presented key: the license, undefined when no license has the key, null for a key that fails its format or HMAC. */
+  byKey: Map<string, LicenseRow | undefined | null>;
+  byId: Map<string, LicenseRow | undefined>;
+  byLease: Map<string, LeaseLookup>;
+  /** product id → metric → meter */
+  meters: Map<string, Map<string, MeterRow>>;
+}
+
+const mayNameById = (principal: Principal) => hasScope(principal, "ingest");
+
+/** Loads what the batch's events name: licenses by key, lease and id, then their products' meters (again, once, for a metric not known yet). */
+export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeyStore, batch: IncomingEvent[], principal: Principal, now: Date): Promise<Resolved> {
+  const r: Resolved = { byKey: new Map(), byId: new Map(), byLease: new Map(), meters: new Map() };
+  const loads: Promise<unknown>[] = [];
+  for (const e of batch) {
+    if (e.licenseKey) {
+      if (!r.byKey.has(e.licenseKey)) {
+        const key = e.licenseKey;
+        r.byKey.set(key, null);
+        const lookup = look.byPresentedKey(key);
+        if (lookup) loads.push(lookup.then((l) => r.byKey.set(key, l)));
+      }
+    } else if (e.lease) {
+      if (!r.byLease.has(e.lease)) {
+        const token = e.lease;
+        // Only the signature and expiry matter here; the lease names its own machine.
+        const fingerprint = /^[^.]+\.([^.]+)\./.exec(token)?.[1];
+        let claimed: { fingerprint?: unknown } = {};
+        try {
+          claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as { fingerprint?: unknown };
+        } catch {
+          // not a lease: verifyLease says so below
+        }
+        const check = verifyLease(token, signingKeys.publicKeys(), { fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "", now });
+        if (!check.valid || !check.lease) r.byLease.set(token, { rejection: check.code === "EXPIRED" ? "the lease expired; heartbeat for a fresh one" : `does not verify (${check.code})` });
+        else {
+          r.byLease.set(token, { license: undefined });
+          loads.push(look.byId(check.lease.license_id).then((license) => r.byLease.set(token, { license })));
+        }
+      }
+    } else if (e.licenseId && mayNameById(principal) && !r.byId.has(e.licenseId)) {
+      const id = e.licenseId;
+      r.byId.set(id, undefined);
+      loads.push(look.byId(id).then((l) => r.byId.set(id, l)));
+    }
+  }
+  await Promise.all(loads);
+  const products = new Map<string, string>();
+  const licenses = [...r.byKey.values(), ...r.byId.values(), ...[...r.byLease.values()].map((x) => ("license" in x ? x.license : undefined))];
+  for (const l of licenses) if (l) products.set(l.productId, l.tenantId);
+  const loadMeters = (fresh: boolean, ids: Iterable<string>) => Promise.all([...ids].map(async (productId) => r.meters.set(productId, await look.meters(productId, products.get(productId)!, fresh))));
+  await loadMeters(false, products.keys());
+  // A metric the cached meters do not know may be new: those products are read again, once.
+  const stale = new Set<string>();
+  for (const e of batch) {
+    const l = e.licenseKey ? r.byKey.get(e.licenseKey) : e.lease ? (r.byLease.get(e.lease) as { license?: LicenseRow } | undefined)?.license : r.byId.get(e.licenseId);
+    if (l && !r.meters.get(l.productId)!.has(e.metric)) stale.add(l.productId);
+  }
+  if (stale.size > 0) await loadMeters(true, stale);
+  return r;
+}
+
+/** Per batch: one Date per hour and one period per (kind, start), not one each per event. */
+export class TimeShapes {
+  private readonly hours = new Map<number, Date>();
+  private readonly periods = new Map<string, { start: Date; end: Date | null }>();
+  hourOf(ts: Date): Date {
+    const ms = Math.floor(ts.getTime() / HOUR) * HOUR;
+    let d = this.hours.get(ms);
+    if (!d) this.hours.set(ms, (d = new Date(ms)));
+    return d;
+  }
+  periodOf(meter: MeterRow, ts: Date, license: LicenseRow): { start: Date; end: Date | null } {
+    const p = periodOf(meter.period, ts, license);
+    const k = `${meter.period}|${license.id}|${p.start.getTime()}`;
+    let known = this.periods.get(k);
+    if (!known) this.periods.set(k, (known = p));
+    return known;
+  }
+}
+
+/** Checks one event against what its batch resolved; a Rejection says why it is refused. */
+export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: IncomingEvent, index: number, principal: Principal, now: Date, requireKey: boolean): Prepared | Rejection {
   const reject = (reason: string, message: string): Rejection => ({ index, reason, message });
   if (requireKey && !e.idempotencyKey) return reject("INVALID_EVENT", "idempotency_key: required on streams");
   if (e.idempotencyKey.length > 128) return reject("INVALID_EVENT", "idempotency_key: at most 128 characters");
   if (e.quantity < 0n) return reject("INVALID_QUANTITY", "quantity: must be 0 or more");
   if (e.agentId.length > 128) return reject("INVALID_EVENT", "agent_id: at most 128 characters");
-  const attrs = Object.entries(e.attributes);
-  if (attrs.length > MAX_ATTRIBUTES || attrs.some(([k, v]) => k.length === 0 || k.length > 63 || v.length > 256)) {
-    return reject("INVALID_EVENT", `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`);
+  let attrCount = 0;
+  for (const k in e.attributes) {
+    const v = e.attributes[k];
+    if (++attrCount > MAX_ATTRIBUTES || k.length === 0 || k.length > 63 || v.length > 256) {
+      return reject("INVALID_EVENT", `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`);
+    }
   }
+  // Refused here, not failed in the batch's SQL.
+  if (!storable(e.idempotencyKey)) return reject("INVALID_EVENT", "idempotency_key: must not contain NUL");
+  if (!storable(e.agentId)) return reject("INVALID_EVENT", "agent_id: must not contain NUL");
+  if (!storable(e.metric)) return reject("INVALID_EVENT", "metric: must not contain NUL");
+  for (const k in e.attributes) if (!storable(k) || !storable(e.attributes[k])) return reject("INVALID_EVENT", "attributes: must not contain NUL");
   const ts = e.time ?? now;
   if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {
     return reject("INVALID_TIME", "time: must be within the last 7 days and at most 5 minutes ahead");
   }
 
-  let license: LicenseRow | undefined;
+  let license: LicenseRow | undefined | null;
   if (e.licenseKey) {
-    const lookup = look.byPresentedKey(e.licenseKey);
-    if (!lookup) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
-    license = await lookup;
+    license = resolved.byKey.get(e.licenseKey);
+    if (license === null) return reject("INVALID_LICENSE_KEY", "license_key: not a valid license key");
     if (!license) return reject("INVALID_LICENSE_KEY", "license_key: no license has this key");
   } else if (e.lease) {
-    // Only the signature and expiry matter here; the lease names its own machine.
-    const fingerprint = /^[^.]+\.([^.]+)\./.exec(e.lease)?.[1];
-    let claimed: { fingerprint?: unknown } = {};
-    try {
-      claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as { fingerprint?: unknown };
-    } catch {
-      // not a lease: verifyLease says so below
-    }
-    const check = verifyLease(e.lease, signingKeys.publicKeys(), { fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "", now });
-    if (!check.valid || !check.lease) return reject("INVALID_LEASE", `lease: ${check.code === "EXPIRED" ? "the lease expired; heartbeat for a fresh one" : `does not verify (${check.code})`}`);
-    license = await look.byId(check.lease.license_id);
+    const found = resolved.byLease.get(e.lease)!;
+    if ("rejection" in found) return reject("INVALID_LEASE", `lease: ${found.rejection}`);
+    license = found.license;
     if (!license) return reject("LICENSE_NOT_FOUND", "lease: its license no longer exists");
   } else if (e.licenseId) {
     if (principal.kind === "anonymous") return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
-    if (principal.kind === "tenant" && !hasScope(principal, "ingest")) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
-    license = await look.byId(e.licenseId);
+    if (!mayNameById(principal)) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
+    license = resolved.byId.get(e.licenseId);
     if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId)) return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
   } else {
     return reject("INVALID_EVENT", "license_key, lease or license_id: one is required");
   }
   const bad = unusable(license, now);
   if (bad) return reject(bad.reason, bad.message);
-  const meter = (await look.meters(license.productId, license.tenantId)).get(e.metric) ?? (await look.meters(license.productId, license.tenantId, true)).get(e.metric);
+  const meter = resolved.meters.get(license.productId)?.get(e.metric);
   if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
   let uniqueValue = "";
   if (meter.aggregation === "unique_count") {
     uniqueValue = e.attributes[meter.uniqueAttribute] ?? "";
     if (!uniqueValue) return reject("INVALID_EVENT", `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`);
   }
-  const period = periodOf(meter.period, ts, license);
+  const period = shapes.periodOf(meter, ts, license);
   return {
     index,
     license,
     meter,
     ts,
-    hour: new Date(Math.floor(ts.getTime() / HOUR) * HOUR),
+    hour: shapes.hourOf(ts),
     periodStart: period.start,
     periodEnd: period.end,
+    group: `${license.id}|${meter.id}|${period.start.getTime()}`,
     quantity: e.quantity,
     key: e.idempotencyKey,
     agentId: e.agentId,

@@ -15,7 +15,7 @@ import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
 import type { Severity } from "./anomaly.js";
 import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
-import type { IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
+import { streamOrder, type IncomingEvent, type IngestService, type LimitState } from "./ingest.service.js";
 import type { BucketSize, UsageQueries } from "./usage.query.js";
 
 const AGGREGATIONS: [Aggregation, PbAggregation][] = [
@@ -202,7 +202,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
       const pending: { batchId: string; result: Promise<Ack> }[] = [];
       let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
-      let previousLocked: Promise<void> = Promise.resolve();
+      const nextTurn = streamOrder();
       const never = new Promise<never>(() => undefined);
       try {
         while (reading || pending.length > 0) {
@@ -219,11 +219,8 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
             reading = input.next();
             const batch = next.r.value;
             const events = batch.events.map(incoming);
-            // Each batch takes its limit locks after the previous one took its own: concurrent, but in stream order.
-            let done!: () => void;
-            const locked = new Promise<void>((resolve) => (done = resolve));
-            const result = ingest.ingest(events, who, { requireKey: true, turn: { wait: previousLocked, done } });
-            previousLocked = locked;
+            // Batches write concurrently, but meet their keys and limits in stream order.
+            const result = ingest.ingest(events, who, { requireKey: true, turn: nextTurn() });
             result.catch(() => undefined); // awaited (and reported) when its turn to be acknowledged comes
             pending.push({ batchId: batch.batchId, result });
             continue;

@@ -220,6 +220,42 @@ describe("ingestion", () => {
     uploader.end();
   });
 
+  it("counts a key once when batches in flight on one stream repeat it, in order, without stalling the stream", async () => {
+    const s = await setup("RPT");
+    const stream = openStream(a);
+    // Four batches in flight at once, each repeating the previous one's last two keys (a
+    // client resending while the first copies are still being written).
+    const batches = Array.from({ length: 4 }, () => Array.from({ length: 50 }, () => ev(s.key, 1)));
+    for (let i = 1; i < batches.length; i++) batches[i]!.splice(0, 2, ...batches[i - 1]!.slice(-2));
+    batches.forEach((events, i) => stream.send(`rpt-${i}`, events));
+    const acks = [];
+    for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
+    stream.end();
+    expect(acks.map((x) => [x.batchId, x.accepted, x.duplicates])).toEqual([
+      ["rpt-0", 50, 0],
+      ["rpt-1", 48, 2],
+      ["rpt-2", 48, 2],
+      ["rpt-3", 48, 2],
+    ]);
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(194n);
+  });
+
+  it("refuses an event whose strings PostgreSQL cannot store (NUL), and lands the rest of its batch", async () => {
+    const s = await setup("NUL");
+    const stream = openStream(a);
+    stream.send("nul", [ev(s.key, 1, { idempotencyKey: "a\u0000b" }), ev(s.key, 2), ev(s.key, 4, { attributes: { k: "v\u0000" } })]);
+    const ack = await stream.next();
+    stream.end();
+    expect(ack.accepted).toBe(1);
+    expect(ack.rejected.map((r) => [r.index, r.reason, r.message.split(":")[0]])).toEqual([
+      [0, "INVALID_EVENT", "idempotency_key"],
+      [2, "INVALID_EVENT", "attributes"],
+    ]);
+    // Half a surrogate pair never gets this far: the JSON decoder refuses it, naming the field.
+    expect(await failure(s.usage.recordUsage({ event: ev(s.key, 3, { agentId: "x\ud800" }) }))).toMatchObject({ code: "InvalidArgument", message: expect.stringContaining("agent_id") });
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(2n);
+  });
+
   it("never lets a license pass a hard limit, with two instances streaming concurrently", async () => {
     const s = await setup("HRD", { limit: 100 });
     const run = async (t: TestApp, name: string) => {
