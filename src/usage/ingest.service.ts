@@ -8,12 +8,11 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
 import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
+import { columns, eventsInsert, eventsJson } from "./ingest-sql.js";
+import type { Turn } from "./stream-order.js";
 
 export type { IncomingEvent, Rejection };
 export type { LimitState };
-
-
-
 
 export interface BatchResult {
   accepted: number;
@@ -23,65 +22,6 @@ export interface BatchResult {
   rejected: Rejection[];
   limits: LimitState[];
 }
-
-
-
-
-
-
-
-/** Events, from one JSON parameter expanded by json_to_recordset: cheaper to build and to send than nine arrays. */
-const eventsInsert = (json: string, receivedAt: string) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
-  select t, l, m, ts, q, k, a, at, ${receivedAt}::timestamptz from json_to_recordset(${json}::json) as x (t text, l text, m text, ts timestamptz, q bigint, k text, a text, at jsonb)`;
-
-/** The JSON for eventsInsert. Ids are ours (no character needs escaping); what clients sent goes through JSON.stringify. */
-function eventsJson(items: Prepared[]): string {
-  const parts: string[] = [];
-  let lastTs: Date | undefined;
-  let lastIso = "";
-  for (const p of items) {
-    if (p.ts !== lastTs) [lastTs, lastIso] = [p.ts, p.ts.toISOString()];
-    let at = "{}";
-    for (const _ in p.attributes) {
-      at = JSON.stringify(p.attributes);
-      break;
-    }
-    parts.push(`{"t":"${p.license.tenantId}","l":"${p.license.id}","m":"${p.meter.id}","ts":"${lastIso}","q":${p.quantity},"k":${JSON.stringify(p.key)},"a":${JSON.stringify(p.agentId)},"at":${at}}`);
-  }
-  return `[${parts.join(",")}]`;
-}
-
-/** A stage of a stream's order: entered after the previous batch's `done`. */
-interface Stage {
-  wait: Promise<unknown>;
-  done: () => void;
-}
-/** A batch's place in its stream. */
-export interface Turn {
-  keys: Stage;
-  limits: Stage;
-}
-
-/** Gives each batch of one stream its turn after the batch before it. */
-export function streamOrder(): () => Turn {
-  let keys: Promise<void> = Promise.resolve();
-  let limits: Promise<void> = Promise.resolve();
-  const stage = (after: Promise<void>): [Stage, Promise<void>] => {
-    let done!: () => void;
-    const next = new Promise<void>((resolve) => (done = resolve));
-    return [{ wait: after, done }, next];
-  };
-  return () => {
-    const [k, nextKeys] = stage(keys);
-    const [l, nextLimits] = stage(limits);
-    [keys, limits] = [nextKeys, nextLimits];
-    return { keys: k, limits: l };
-  };
-}
-
-/** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
-const columns = <T>(items: T[], ...pick: ((x: T) => unknown)[]) => pick.map((f) => items.map(f));
-
 
 /**
  * Usage ingestion. A batch is checked event by event (a bad event is rejected with its
@@ -96,7 +36,6 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
   const { db, clock, events, signingKeys } = deps;
   const { lookups } = createUsageRecords(deps);
   const partitions = new Set<number>();
-
 
   /** Creates the month partition of usage_events that holds `ts`, once per process (idempotent across instances). */
   async function ensurePartition(ts: Date) {
@@ -113,10 +52,6 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     }
     partitions.add(start);
   }
-
-
-
-
 
   /**
    * Ingests one batch; resolves after its transaction committed. With `turn` (a stream's

@@ -15,7 +15,8 @@ import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
 import type { Severity } from "./anomaly.js";
 import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
-import { streamOrder, type IncomingEvent, type IngestService, type LimitState } from "./ingest.service.js";
+import type { IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
+import { streamOrder } from "./stream-order.js";
 import type { BucketSize, UsageQueries } from "./usage.query.js";
 
 const AGGREGATIONS: [Aggregation, PbAggregation][] = [
