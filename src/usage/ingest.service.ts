@@ -26,11 +26,12 @@ export interface BatchResult {
 /**
  * Usage ingestion. A batch is checked event by event (a bad event is rejected with its
  * index and reason, the rest land), then written in one transaction: deduplication keys
- * first (a key seen before — in this batch or any earlier one, on any instance — makes
- * the event a duplicate), then the period totals of every (license, meter, period) the
- * batch touches are locked, so limits hold across instances, then events, hourly
- * rollups, distinct values and totals are written with multi-row statements. The
- * caller acknowledges only after this returns, i.e. after the commit.
+ * and keyed events first (a key seen before — in this batch or any earlier one, on any
+ * instance — makes the event a duplicate), then the period totals of every (license,
+ * meter, period) the batch touches are locked, so limits hold across instances, then
+ * refused events are taken back and hourly rollups, distinct values and totals written,
+ * all with multi-row statements. The caller acknowledges only after this returns, i.e.
+ * after the commit.
  */
 export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore; feed: AuditFeed }) {
   const { db, clock, events, signingKeys } = deps;
@@ -94,8 +95,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       firstOfKey.add(k);
       return true;
     });
-    // Keys are written with a plain INSERT first: no key of the batch has been seen before
-    // is the common case, and a plain insert costs PostgreSQL less than half of ON CONFLICT's
+    // Keys are written with a plain INSERT first: a batch of keys never seen before is the
+    // common case, and a plain insert costs PostgreSQL less than half of ON CONFLICT's
     // speculative one. A key seen before (a resent batch) fails it; the batch then runs again
     // with ON CONFLICT DO NOTHING, which sorts new keys from old. Nothing is locked yet
     // when that happens (keys come first), so the retry costs one statement.

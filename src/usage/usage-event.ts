@@ -140,10 +140,11 @@ export class TimeShapes {
     return d;
   }
   periodOf(meter: MeterRow, ts: Date, license: LicenseRow): { start: Date; end: Date | null } {
-    const p = periodOf(meter.period, ts, license);
-    const k = `${meter.period}|${license.id}|${p.start.getTime()}`;
+    // Keyed by what decides the period (its day, month, or the license), computed before any Date is made.
+    const at = meter.period === "day" ? Math.floor(ts.getTime() / 86_400_000) : meter.period === "month" ? ts.getUTCFullYear() * 12 + ts.getUTCMonth() : 0;
+    const k = `${meter.period}|${license.id}|${at}`;
     let known = this.periods.get(k);
-    if (!known) this.periods.set(k, (known = p));
+    if (!known) this.periods.set(k, (known = periodOf(meter.period, ts, license)));
     return known;
   }
 }
