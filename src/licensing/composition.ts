@@ -45,8 +45,8 @@ function combine(strategy: ComposeStrategy, a: ComposedValue, b: ComposedValue):
 /**
  * Vinzy's cross-product composition over a customer's active licenses: per feature, the
  * product's strategy (sum adds numbers, max takes the highest number or tier, union ORs
- * flags and keeps the first other value); per agent, token limits add and the highest
- * model tier wins. Every value lists the licenses it came from.
+ * flags and keeps the first other value); per agent, token limits add (0, no limit, stays
+ * unlimited) and the highest model tier wins. Every value lists the licenses it came from.
  */
 export function compose(licenses: ComposableLicense[]): { entitlements: ComposedEntitlement[]; agents: ComposedAgent[] } {
   const byFeature = new Map<string, ComposedEntitlement>();
@@ -70,7 +70,7 @@ export function compose(licenses: ComposableLicense[]): { entitlements: Composed
       const existing = byAgent.get(a.agent);
       if (!existing) byAgent.set(a.agent, { agent: a.agent, tokenLimit: a.tokenLimit, modelTier: a.modelTier, licenseIds: [l.licenseId] });
       else {
-        existing.tokenLimit += a.tokenLimit;
+        existing.tokenLimit = existing.tokenLimit === 0 || a.tokenLimit === 0 ? 0 : existing.tokenLimit + a.tokenLimit;
         if (tierRank(a.modelTier) > tierRank(existing.modelTier)) existing.modelTier = a.modelTier;
         existing.licenseIds.push(l.licenseId);
       }

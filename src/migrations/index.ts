@@ -6,6 +6,7 @@ import { Migration20261123040000Heartbeats } from "./Migration20261123040000Hear
 import { Migration20261123050000Usage } from "./Migration20261123050000Usage.js";
 import { Migration20261123060000Anomalies } from "./Migration20261123060000Anomalies.js";
 import { Migration20261123070000UsageKeys } from "./Migration20261123070000UsageKeys.js";
+import { Migration20261123080000AgentTokens } from "./Migration20261123080000AgentTokens.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -20,4 +21,5 @@ export const migrationsList = [
   { name: "Migration20261123050000Usage", class: Migration20261123050000Usage },
   { name: "Migration20261123060000Anomalies", class: Migration20261123060000Anomalies },
   { name: "Migration20261123070000UsageKeys", class: Migration20261123070000UsageKeys },
+  { name: "Migration20261123080000AgentTokens", class: Migration20261123080000AgentTokens },
 ];

@@ -151,27 +151,52 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     }
     turn?.keys.done();
 
-    // 3. Lock the period totals of every (license, meter, period) touched, in a fixed order, after the stream's previous batch locked its own.
-    const groups = new Map<string, { sample: Prepared; allowed: bigint | null; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean }>();
+    // 3. Lock the period totals of every (license, meter, period) touched — and, for a meter
+    // counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
+    // previous batch locked its own.
+    type Group = { sample: Prepared; agentId: string; allowed: bigint | null; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean };
+    const groups = new Map<string, Group>();
+    const open = (key: string, p: Prepared, agentId: string) => {
+      if (!groups.has(key)) groups.set(key, { sample: p, agentId, allowed: limitOf(p, agentId).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
+    };
     // Duplicates' groups too: their acknowledgement reports where the license stands.
-    for (const p of prepared) if (!groups.has(p.group)) groups.set(p.group, { sample: p, allowed: limitOf(p).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
-    const ordered = [...groups.values()].sort((a, b) => (a.sample.group < b.sample.group ? -1 : 1));
+    for (const p of prepared) {
+      open(p.group, p, "");
+      if (p.agentGroup) open(p.agentGroup, p, p.agentId);
+    }
+    const ordered = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, g]) => g);
     // One statement creates the missing rows and locks them all, in key order, once the
     // stream's previous batch holds its own. (DO UPDATE, a no-op, is what locks an existing
     // row and returns it.)
     await turn?.limits.wait;
-    const locked = await query<{ license_id: string; meter_id: string; start_ms: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean }>(
+    type Locked = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean };
+    const locked = await query<Locked>(
       em,
-      `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start)
-       select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) order by 2, 3, 4
-       on conflict (license_id, meter_id, period_start) do update set tenant_id = u.tenant_id
-       returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
-      [ordered.map((g) => g.sample.license.tenantId), ...columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart)],
+      `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
+       select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
+       on conflict (license_id, meter_id, period_start, agent_id) do update set tenant_id = u.tenant_id
+       returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, agent_id, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
+      [ordered.map((g) => g.sample.license.tenantId), ...columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart, (g) => g.agentId)],
     );
     turn?.limits.done();
+    const groupOf = (r: { license_id: string; meter_id: string; start_ms: string; agent_id: string }) => groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`)!;
+    // An agent's total starts from what the agent used in the period so far: nothing, unless
+    // the meter started counting agent tokens within the period (the rollups know).
+    const fresh = locked.filter((r) => r.agent_id && r.used === null);
+    if (fresh.length > 0) {
+      const rebuilt = await query<Locked>(
+        em,
+        `update usage_periods u set used = coalesce((select sum(r.total) from usage_rollups r
+                  where r.license_id = u.license_id and r.meter_id = u.meter_id and r.agent_id = u.agent_id and r.hour >= u.period_start and (v.period_end is null or r.hour < v.period_end)), 0)
+           from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[]) as v (license_id, meter_id, period_start, agent_id, period_end)
+          where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id
+          returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id, u.used, null as latest_ms, u.warned, u.exceeded`,
+        columns(fresh.map(groupOf), (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart, (g) => g.agentId, (g) => g.sample.periodEnd),
+      );
+      locked.push(...rebuilt);
+    }
     for (const r of locked) {
-      const g = groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}`)!;
-      Object.assign(g, { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
+      Object.assign(groupOf(r), { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
     }
 
     // Distinct values already counted in their period (under the period lock: stable).
@@ -191,6 +216,11 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const accepted: Prepared[] = [];
     const newUniques: Prepared[] = [];
     const limitRejected: Prepared[] = [];
+    const refuse = (p: Prepared, isNewValue: boolean, message: string) => {
+      if (isNewValue) known.delete(`${p.group}|${p.uniqueValue}`);
+      limitRejected.push(p);
+      rejected.push({ index: p.index, reason: "LIMIT_EXCEEDED", message });
+    };
     for (const p of candidates) {
       const g = groups.get(p.group)!;
       let next = g.used;
@@ -222,12 +252,17 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       }
       const { allowed } = g;
       if (allowed !== null && next !== null && next > allowed && next !== g.used) {
-        if (isNewValue) known.delete(`${p.group}|${p.uniqueValue}`);
-        limitRejected.push(p);
-        rejected.push({ index: p.index, reason: "LIMIT_EXCEEDED", message: `${p.meter.metric}: would reach ${next} of an allowed ${allowed} this period` });
+        refuse(p, isNewValue, `${p.meter.metric}: would reach ${next} of an allowed ${allowed} this period`);
+        continue;
+      }
+      const a = p.agentGroup ? groups.get(p.agentGroup)! : undefined;
+      const agentNext = a && (a.used ?? 0n) + p.quantity;
+      if (a && a.allowed !== null && agentNext! > a.allowed && p.quantity > 0n) {
+        refuse(p, isNewValue, `${p.meter.metric}: agent ${JSON.stringify(p.agentId)} would reach ${agentNext} of an allowed ${a.allowed} tokens this period`);
         continue;
       }
       Object.assign(g, { used: next, latestTs, changed: true });
+      if (a) Object.assign(a, { used: agentNext, changed: true });
       accepted.push(p);
       if (isNewValue) newUniques.push(p);
     }
@@ -250,14 +285,17 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
     const limits: LimitState[] = [];
     for (const g of ordered) {
-      const state = limitState(g.sample.license, g.sample.meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd });
-      const base = { license_id: state.licenseId, metric: state.metric, used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
+      const { license, meter } = g.sample;
+      // An agent is reported (and warned about) when the license names it.
+      if (g.agentId && !license.agentTokens.has(g.agentId)) continue;
+      const state = limitState(license, meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd }, g.agentId);
+      const base = { license_id: state.licenseId, metric: state.metric, ...(g.agentId ? { agent_id: g.agentId } : {}), used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
       if (state.warning && !g.warned) {
-        await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_warning", subject: g.sample.license.id, actor: "system", payload: base });
+        await events.emit(em, { tenantId: license.tenantId, type: "usage.limit_warning", subject: license.id, actor: "system", payload: base });
         Object.assign(g, { warned: true, changed: true });
       }
       if (state.exceeded && !g.exceeded) {
-        await events.emit(em, { tenantId: g.sample.license.tenantId, type: "usage.limit_exceeded", subject: g.sample.license.id, actor: "system", payload: { ...base, overage: g.sample.license.overage } });
+        await events.emit(em, { tenantId: license.tenantId, type: "usage.limit_exceeded", subject: license.id, actor: "system", payload: { ...base, overage: license.overage } });
         Object.assign(g, { exceeded: true, changed: true });
       }
       limits.push(state);
@@ -324,6 +362,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
           (g) => g.sample.license.id,
           (g) => g.sample.meter.id,
           (g) => g.sample.periodStart,
+          (g) => g.agentId,
           (g) => (g.used === null ? null : g.used.toString()),
           (g) => g.latestTs,
           (g) => g.warned,
@@ -331,8 +370,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         ),
       );
       parts.push(`totals as (update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
-           from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::numeric[], ${c[4]}::timestamptz[], ${c[5]}::boolean[], ${c[6]}::boolean[]) as v (license_id, meter_id, period_start, used, latest_ts, warned, exceeded)
-          where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start)`);
+           from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::text[], ${c[4]}::numeric[], ${c[5]}::timestamptz[], ${c[6]}::boolean[], ${c[7]}::boolean[]) as v (license_id, meter_id, period_start, agent_id, used, latest_ts, warned, exceeded)
+          where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id)`);
     }
     if (parts.length > 0) await query(em, `with ${parts.join(",\n")} select 1`, params);
     rejected.sort((a, b) => a.index - b.index);

@@ -15,6 +15,8 @@ export const MeterSchema = defineEntity({
     uniqueAttribute: p.string(),
     period: p.string().$type<LimitPeriod>(),
     description: p.string(),
+    /** Each agent's events are also held to its token_limit (SUM meters only). */
+    agentTokens: p.boolean().default(false),
   },
 });
 export class Meter extends MeterSchema.class {}

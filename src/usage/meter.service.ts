@@ -15,6 +15,7 @@ export interface MeterInput {
   uniqueAttribute: string;
   period: LimitPeriod;
   description: string;
+  agentTokens: boolean;
 }
 
 /** Meters: the metrics of a product, how they aggregate and over which period their limits apply. */
@@ -28,7 +29,7 @@ export function createMeterService(deps: { clock: Clock; events: Events; catalog
   }
 
   const emit = (em: EntityManager, m: Meter, type: string, actor: string) =>
-    events.emit(em, { tenantId: m.tenantId, type, subject: m.id, actor, payload: { product_id: m.productId, metric: m.metric, aggregation: m.aggregation, period: m.period } });
+    events.emit(em, { tenantId: m.tenantId, type, subject: m.id, actor, payload: { product_id: m.productId, metric: m.metric, aggregation: m.aggregation, period: m.period, agent_tokens: m.agentTokens } });
 
   return {
     getMeter,
@@ -39,6 +40,7 @@ export function createMeterService(deps: { clock: Clock; events: Events; catalog
         throw invalidArgument("unique_attribute", "UNIQUE_COUNT meters name the attribute whose distinct values they count (1 to 63 of [A-Za-z0-9._/-])");
       }
       if (input.aggregation !== "unique_count" && input.uniqueAttribute) throw invalidArgument("unique_attribute", "only UNIQUE_COUNT meters take one");
+      if (input.agentTokens && input.aggregation !== "sum") throw invalidArgument("agent_tokens", "only a SUM meter counts agent tokens");
       const now = clock.now();
       const meter = em.create(Meter, { id: newId("mtr"), tenantId, ...input, createdAt: now, updatedAt: now });
       try {
@@ -54,8 +56,14 @@ export function createMeterService(deps: { clock: Clock; events: Events; catalog
     list: (em: EntityManager, tenantId: string, page: Page, productId: string) =>
       em.find(Meter, { tenantId, ...(productId ? { productId } : {}), ...(page.after ? { id: { $gt: page.after } } : {}) }, { orderBy: { id: "asc" }, limit: page.size + 1 }),
 
-    async updateMeter(em: EntityManager, tenantId: string, actor: string, id: string, patch: Partial<Pick<MeterInput, "period" | "description">>) {
+    async updateMeter(em: EntityManager, tenantId: string, actor: string, id: string, patch: Partial<Pick<MeterInput, "period" | "description" | "agentTokens">>) {
       const meter = await getMeter(em, tenantId, id, true);
+      if (patch.agentTokens && meter.aggregation !== "sum") throw invalidArgument("agent_tokens", "only a SUM meter counts agent tokens");
+      if (patch.agentTokens !== undefined && patch.agentTokens !== meter.agentTokens) {
+        // Agents' period totals are kept only while the meter counts agent tokens: stale
+        // ones go, and ingestion rebuilds each from the hourly rollups when it next needs it.
+        await em.execute(`delete from usage_periods where meter_id = ? and agent_id <> ''`, [meter.id]);
+      }
       Object.assign(meter, Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)), { updatedAt: clock.now() });
       await em.flush();
       await emit(em, meter, "meter.updated", actor);

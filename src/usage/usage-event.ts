@@ -52,6 +52,8 @@ export interface Prepared {
   periodEnd: Date | null;
   /** license|meter|period start: the period total the event counts toward. */
   group: string;
+  /** group|agent: the agent's token total it also counts toward (a meter counting agent tokens), else "". */
+  agentGroup: string;
   quantity: bigint;
   key: string;
   agentId: string;
@@ -201,6 +203,7 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
     if (!uniqueValue) return reject("INVALID_EVENT", `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`);
   }
   const period = shapes.periodOf(meter, ts, license);
+  const group = `${license.id}|${meter.id}|${period.start.getTime()}`;
   return {
     index,
     license,
@@ -209,7 +212,8 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
     hour: shapes.hourOf(ts),
     periodStart: period.start,
     periodEnd: period.end,
-    group: `${license.id}|${meter.id}|${period.start.getTime()}`,
+    group,
+    agentGroup: meter.agentTokens && e.agentId ? `${group}|${e.agentId}` : "",
     quantity: e.quantity,
     key: e.idempotencyKey,
     agentId: e.agentId,

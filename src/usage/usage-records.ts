@@ -4,7 +4,7 @@
  */
 import type { EntityManager } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { effectiveEntitlements, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
+import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 
@@ -19,6 +19,8 @@ export interface LicenseRow {
   graceSeconds: number;
   overage: OverageStrategy;
   entitlements: Entitlement[];
+  /** Agent → token limit per period (0: no limit), for meters that count agent tokens. */
+  agentTokens: Map<string, number>;
 }
 
 export interface MeterRow {
@@ -27,6 +29,7 @@ export interface MeterRow {
   aggregation: Aggregation;
   uniqueAttribute: string;
   period: LimitPeriod;
+  agentTokens: boolean;
 }
 
 /** What an overage strategy lets through, as a factor of the limit (in hundredths, to stay in integers). */
@@ -44,11 +47,12 @@ export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Da
   return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
 }
 
-export function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: bigint; allowed: bigint | null } {
-  const ent = p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined;
-  if (!ent || ent.limit <= 0) return { limit: 0n, allowed: null };
+/** The metric's limit, or with `agentId` (a meter counting agent tokens) that agent's token limit; allowed is null when nothing is refused. */
+export function limitOf(p: { license: LicenseRow; meter: MeterRow }, agentId = ""): { limit: bigint; allowed: bigint | null } {
+  const n = agentId ? (p.license.agentTokens.get(agentId) ?? 0) : ((p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined)?.limit ?? 0);
+  if (n <= 0) return { limit: 0n, allowed: null };
   const pct = OVERAGE_PERCENT[p.license.overage];
-  const limit = BigInt(ent.limit);
+  const limit = BigInt(n);
   return { limit, allowed: pct === null ? null : (limit * pct) / 100n };
 }
 
@@ -56,6 +60,8 @@ export function limitOf(p: { license: LicenseRow; meter: MeterRow }): { limit: b
 export interface LimitState {
   licenseId: string;
   metric: string;
+  /** An agent's token allowance; "" for the metric as a whole. */
+  agentId: string;
   used: bigint;
   limit: bigint;
   allowed: bigint;
@@ -65,11 +71,12 @@ export interface LimitState {
   periodEnd: Date | null;
 }
 
-export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, period: { start: Date; end: Date | null }): LimitState {
-  const { limit, allowed } = limitOf({ license, meter });
+export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, period: { start: Date; end: Date | null }, agentId = ""): LimitState {
+  const { limit, allowed } = limitOf({ license, meter }, agentId);
   return {
     licenseId: license.id,
     metric: meter.metric,
+    agentId,
     used,
     limit,
     allowed: allowed ?? 0n,
@@ -138,10 +145,10 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
     const refreshed = new Set<string>();
     const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
-                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides,
-                           p.entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
+                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
+                           p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
                       from licenses l join policies p on p.id = l.policy_id`;
-    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
+    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; agent_overrides: AgentEntitlement[]; agent_entitlements: AgentEntitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
     const toLicense = (r: Row | undefined): LicenseRow | undefined =>
       r && {
         id: r.id,
@@ -154,6 +161,7 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
         graceSeconds: Number(r.grace_seconds),
         overage: r.overage_strategy,
         entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
+        agentTokens: new Map(effectiveAgents(r.agent_entitlements, r.agent_overrides).map((a) => [a.agent, a.tokenLimit])),
       };
     return {
       /** The license a presented key names (its HMAC checked first); undefined for a bad key. */
@@ -174,8 +182,8 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
       meters(productId: string, tenantId: string, fresh = false) {
         const load = () =>
           em
-            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod }[]>(`select id, metric, aggregation, unique_attribute, period from meters where product_id = ?`, [productId])
-            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period }])));
+            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }[]>(`select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = ?`, [productId])
+            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period, agentTokens: r.agent_tokens }])));
         if (fresh && !refreshed.has(productId)) {
           // once per batch: a batch of unknown metrics costs one more query, not one per event
           refreshed.add(productId);

@@ -49,9 +49,23 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const out: LimitState[] = [];
       for (const meter of meters) {
         const period = periodOf(meter.period, now, license);
-        const [row] = await em.execute<{ used: string | null }[]>(`select used from usage_periods where license_id = ? and meter_id = ? and period_start = ?`, [license.id, meter.id, period.start]);
-        const used = row?.used ? BigInt(row.used) : 0n;
-        out.push(limitState(license, meter, used, period));
+        const rows = await em.execute<{ agent_id: string; used: string | null }[]>(`select agent_id, used from usage_periods where license_id = ? and meter_id = ? and period_start = ?`, [license.id, meter.id, period.start]);
+        const usedBy = new Map(rows.map((r) => [r.agent_id, r.used === null ? 0n : BigInt(r.used)]));
+        out.push(limitState(license, meter, usedBy.get("") ?? 0n, period));
+        if (!meter.agentTokens) continue;
+        // Each agent the license names; one without a period row yet (the meter started
+        // counting agent tokens this period and the agent has not sent since) from the rollups.
+        for (const agentId of [...license.agentTokens.keys()].sort()) {
+          let used = usedBy.get(agentId);
+          if (used === undefined) {
+            const [r] = await em.execute<{ used: string | null }[]>(
+              `select sum(total) as used from usage_rollups where license_id = ? and meter_id = ? and agent_id = ? and hour >= ?${period.end ? " and hour < ?" : ""}`,
+              [license.id, meter.id, agentId, period.start, ...(period.end ? [period.end] : [])],
+            );
+            used = r?.used ? BigInt(r.used) : 0n;
+          }
+          out.push(limitState(license, meter, used, period, agentId));
+        }
       }
       return out;
     },

@@ -45,6 +45,7 @@ const meterToProto = (m: Meter) =>
     uniqueAttribute: m.uniqueAttribute,
     period: PERIODS.find(([d]) => d === m.period)![1],
     description: m.description,
+    agentTokens: m.agentTokens,
     createTime: timestampFromDate(m.createdAt),
     updateTime: timestampFromDate(m.updatedAt),
   });
@@ -52,6 +53,7 @@ const meterToProto = (m: Meter) =>
 const limitToProto = (l: LimitState) => ({
   licenseId: l.licenseId,
   metric: l.metric,
+  agentId: l.agentId,
   used: l.used,
   limit: l.limit,
   allowed: l.allowed,
@@ -135,6 +137,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
           uniqueAttribute: req.uniqueAttribute,
           period: periodFromProto(req.period),
           description: req.description,
+          agentTokens: req.agentTokens,
         });
         return create(pb.CreateMeterResponseSchema, { meter: meterToProto(meter) });
       }),
@@ -150,12 +153,13 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
     },
     updateMeter: (req, ctx) => {
       const paths = req.updateMask?.paths ?? [];
-      const bad = paths.find((p) => p !== "period" && p !== "description");
-      if (bad !== undefined || paths.length === 0) throw invalidArgument("update_mask", `${JSON.stringify(bad ?? "")} is not updatable (period, description are)`);
+      const bad = paths.find((p) => p !== "period" && p !== "description" && p !== "agent_tokens");
+      if (bad !== undefined || paths.length === 0) throw invalidArgument("update_mask", `${JSON.stringify(bad ?? "")} is not updatable (period, description, agent_tokens are)`);
       return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateMeterRequestSchema, request: req, responseSchema: pb.UpdateMeterResponseSchema }, async (em, m) => {
         const meter = await meters.updateMeter(em, m.tenantId, m.actor, req.id, {
           period: paths.includes("period") ? periodFromProto(req.period) : undefined,
           description: paths.includes("description") ? req.description : undefined,
+          agentTokens: paths.includes("agent_tokens") ? req.agentTokens : undefined,
         });
         return create(pb.UpdateMeterResponseSchema, { meter: meterToProto(meter) });
       });

@@ -32,7 +32,10 @@ afterAll(async () => {
 });
 
 /** A tenant, a product with a `tokens` limit feature, a policy (limit, overage) and a license; meters as asked. */
-async function setup(code: string, opts: { limit?: number; overage?: OverageStrategy; meters?: { metric: string; aggregation: Aggregation; uniqueAttribute?: string; period?: LimitPeriod }[] } = {}) {
+async function setup(
+  code: string,
+  opts: { limit?: number; overage?: OverageStrategy; agents?: Record<string, number>; meters?: { metric: string; aggregation: Aggregation; uniqueAttribute?: string; period?: LimitPeriod; agentTokens?: boolean }[] } = {},
+) {
   const tenants = connectClient(TenantService, a.url, a.superAdminKey);
   const { tenant } = await tenants.createTenant({ name: `${code} vendor` });
   const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
@@ -46,6 +49,7 @@ async function setup(code: string, opts: { limit?: number; overage?: OverageStra
       floating: true,
       overageStrategy: opts.overage ?? OverageStrategy.NO_OVERAGE,
       entitlements: opts.limit ? [{ feature: "tokens", value: { case: "limit", value: BigInt(opts.limit) } }] : [],
+      agentEntitlements: Object.entries(opts.agents ?? {}).map(([agent, tokenLimit]) => ({ agent, tokenLimit: BigInt(tokenLimit) })),
     })
   ).policy!;
   const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
@@ -270,6 +274,108 @@ describe("ingestion", () => {
     expect(fromA + fromB).toBe(100);
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(100n);
     expect((await query(db.url, "select count(*)::int as n from usage_events where license_id = $1", [s.licenseId]))[0].n).toBe(100);
+  });
+});
+
+describe("agent token allowances", () => {
+  const agentState = (limits: { agentId: string; used: bigint; limit: bigint }[]) => limits.map((l) => [l.agentId, l.used, l.limit]);
+
+  it("holds each agent the license names to its token limit, beside the metric's own limit", async () => {
+    const s = await setup("AGT", { limit: 1000, agents: { coder: 100, reviewer: 0 }, meters: [{ metric: "tokens", aggregation: Aggregation.SUM, agentTokens: true }] });
+    const stream = openStream(a);
+    stream.send("b1", [
+      ev(s.key, 60, { agentId: "coder" }),
+      ev(s.key, 50, { agentId: "coder" }), // coder would reach 110 of 100
+      ev(s.key, 500, { agentId: "reviewer" }), // 0: no agent limit
+      ev(s.key, 300, { agentId: "scripts" }), // not named by the license: the metric's limit only
+      ev(s.key, 100),
+      ev(s.key, 40, { agentId: "coder" }),
+    ]);
+    const ack = await stream.next();
+    expect(ack.accepted).toBe(5);
+    expect(ack.rejected.map((r) => [r.index, r.reason])).toEqual([[1, "LIMIT_EXCEEDED"]]);
+    expect(ack.rejected[0]!.message).toContain('agent "coder" would reach 110 of an allowed 100');
+    expect(agentState(ack.limits)).toEqual([
+      ["", 1000n, 1000n],
+      ["coder", 100n, 100n],
+      ["reviewer", 500n, 0n],
+    ]);
+    // The metric's limit still holds for every agent.
+    stream.send("b2", [ev(s.key, 1, { agentId: "reviewer" }), ev(s.key, 0, { agentId: "coder" })]);
+    const second = await stream.next();
+    expect([second.accepted, second.rejected.map((r) => [r.index, r.reason])]).toEqual([1, [[0, "LIMIT_EXCEEDED"]]]);
+    stream.end();
+    const quota = await s.usage.getQuota({ licenseId: s.licenseId });
+    expect(agentState(quota.limits)).toEqual([
+      ["", 1000n, 1000n],
+      ["coder", 100n, 100n],
+      ["reviewer", 500n, 0n],
+    ]);
+    expect(quota.limits[1]).toMatchObject({ metric: "tokens", warning: true, exceeded: false });
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "usage." });
+    expect(audit.events.map((e) => [e.type, e.payload?.agent_id ?? ""])).toEqual([
+      ["usage.limit_warning", ""],
+      ["usage.limit_warning", "coder"],
+    ]);
+    // Summaries per agent read the same rollups.
+    const summary = await s.usage.getUsageSummary({ licenseId: s.licenseId, metric: "tokens", startTime: timestampFromDate(new Date("2026-11-23T00:00:00Z")), endTime: timestampFromDate(new Date("2026-11-24T00:00:00Z")), bucket: Bucket.DAY, groupByAgent: true });
+    expect(summary.buckets.map((b) => [b.agentId, b.value])).toEqual([
+      ["", 100n],
+      ["coder", 100n],
+      ["reviewer", 500n],
+      ["scripts", 300n],
+    ]);
+  });
+
+  it("never lets an agent pass its token limit, with two instances streaming concurrently", async () => {
+    const s = await setup("AGC", { agents: { coder: 50 }, meters: [{ metric: "tokens", aggregation: Aggregation.SUM, agentTokens: true }] });
+    const run = async (t: TestApp, name: string) => {
+      const stream = openStream(t);
+      let accepted = 0;
+      for (let i = 0; i < 6; i++) stream.send(`${name}-${i}`, Array.from({ length: 10 }, () => ev(s.key, 1, { agentId: "coder" })));
+      for (let i = 0; i < 6; i++) accepted += (await stream.next()).accepted;
+      stream.end();
+      return accepted;
+    };
+    const [fromA, fromB] = await Promise.all([run(a, "a"), run(b, "b")]);
+    expect(fromA + fromB).toBe(50);
+    expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([
+      ["", 50n, 0n],
+      ["coder", 50n, 50n],
+    ]);
+  });
+
+  it("turned on within a period, counts what each agent used so far; only SUM meters count agent tokens", async () => {
+    const s = await setup("AGU", { agents: { coder: 100 } });
+    const usage = connectClient(UsageService, a.url);
+    await usage.recordUsage({ event: ev(s.key, 70, { agentId: "coder" }) });
+    const meter = (await s.usage.listMeters({ productId: s.productId })).meters[0]!;
+    expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([["", 70n, 0n]]);
+    expect((await s.usage.updateMeter({ id: meter.id, agentTokens: true, updateMask: { paths: ["agent_tokens"] } })).meter).toMatchObject({ agentTokens: true });
+    expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([
+      ["", 70n, 0n],
+      ["coder", 70n, 100n],
+    ]);
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 40, { agentId: "coder" }) }))).toMatchObject({ code: "FailedPrecondition", reason: "LIMIT_EXCEEDED" });
+    await usage.recordUsage({ event: ev(s.key, 30, { agentId: "coder" }) });
+    expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([
+      ["", 100n, 0n],
+      ["coder", 100n, 100n],
+    ]);
+    // Off and on again: the agent's total is rebuilt, not left stale.
+    await s.usage.updateMeter({ id: meter.id, agentTokens: false, updateMask: { paths: ["agent_tokens"] } });
+    await usage.recordUsage({ event: ev(s.key, 5, { agentId: "coder" }) });
+    await s.usage.updateMeter({ id: meter.id, agentTokens: true, updateMask: { paths: ["agent_tokens"] } });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 1, { agentId: "coder" }) }))).toMatchObject({ reason: "LIMIT_EXCEEDED" });
+    expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([
+      ["", 105n, 0n],
+      ["coder", 105n, 100n],
+    ]);
+    // Bad input names the field and changes nothing.
+    expect(await failure(s.usage.createMeter({ productId: s.productId, metric: "calls", aggregation: Aggregation.COUNT, agentTokens: true }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "agent_tokens" } });
+    const calls = (await s.usage.createMeter({ productId: s.productId, metric: "calls", aggregation: Aggregation.COUNT })).meter!;
+    expect(await failure(s.usage.updateMeter({ id: calls.id, agentTokens: true, updateMask: { paths: ["agent_tokens"] } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "agent_tokens" } });
+    expect((await s.usage.getMeter({ id: calls.id })).meter).toMatchObject({ agentTokens: false });
   });
 });
 

@@ -40,6 +40,10 @@ describe("cross-product composition", () => {
       { agent: "reviewer", tokenLimit: 10, modelTier: null, licenseIds: ["b"] },
     ]);
   });
+  it("an agent token limit of 0 (no limit) stays unlimited when composed", () => {
+    const r = compose([lic("x", { agents: [{ agent: "coder", tokenLimit: 0, modelTier: null }] }), lic("y", { agents: [{ agent: "coder", tokenLimit: 300, modelTier: null }] })]);
+    expect(r.agents.map((a) => [a.agent, a.tokenLimit])).toEqual([["coder", 0]]);
+  });
   it("all_features enables every flag of the product", () => {
     const r = compose([lic("x", { allFeatures: true })]);
     expect(r.entitlements).toEqual([{ feature: "sso", compose: "union", value: true, sources: [{ productId: "prod_x", licenseId: "x", value: true }] }]);

@@ -380,7 +380,8 @@ type AgentEntitlement struct {
 
 	// The agent's name, e.g. `coder` or `reviewer`.
 	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	// Tokens the agent may use per period; 0 means none.
+	// Tokens the agent may use per period, counted by the product's meters with
+	// `agent_tokens` (usage.v1.Meter); 0 means no limit (the metric's own limit still applies).
 	TokenLimit int64 `protobuf:"varint,2,opt,name=token_limit,json=tokenLimit,proto3" json:"token_limit,omitempty"`
 	// The highest model tier the agent may use.
 	ModelTier ModelTier `protobuf:"varint,3,opt,name=model_tier,json=modelTier,proto3,enum=licensd.licensing.v1.ModelTier" json:"model_tier,omitempty"`

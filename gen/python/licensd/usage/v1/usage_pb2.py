@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clicensd/usage/v1/usage.proto\x12\x10licensd.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x03\n\x05Meter\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x16\n\x06metric\x18\x04 \x01(\tR\x06metric\x12?\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x1d.licensd.usage.v1.AggregationR\x0b\x61ggregation\x12)\n\x10unique_attribute\x18\x06 \x01(\tR\x0funiqueAttribute\x12\x35\n\x06period\x18\x07 \x01(\x0e\x32\x1d.licensd.usage.v1.LimitPeriodR\x06period\x12 \n\x0b\x64\x65scription\x18\x08 \x01(\tR\x0b\x64\x65scription\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\x97\x03\n\nUsageEvent\x12\x1f\n\x0blicense_key\x18\x01 \x01(\tR\nlicenseKey\x12\x1d\n\nlicense_id\x18\x02 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x03 \x01(\tR\x06metric\x12\x1a\n\x08quantity\x18\x04 \x01(\x03R\x08quantity\x12.\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\'\n\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x19\n\x08\x61gent_id\x18\x07 \x01(\tR\x07\x61gentId\x12L\n\nattributes\x18\x08 \x03(\x0b\x32,.licensd.usage.v1.UsageEvent.AttributesEntryR\nattributes\x12\x14\n\x05lease\x18\t \x01(\tR\x05lease\x1a=\n\x0f\x41ttributesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"S\n\tRejection\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\"\xb7\x02\n\nLimitState\x12\x1d\n\nlicense_id\x18\x01 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x02 \x01(\tR\x06metric\x12\x12\n\x04used\x18\x03 \x01(\x03R\x04used\x12\x14\n\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x18\n\x07\x61llowed\x18\x05 \x01(\x03R\x07\x61llowed\x12\x18\n\x07warning\x18\x06 \x01(\x08R\x07warning\x12\x1a\n\x08\x65xceeded\x18\x07 \x01(\x08R\x08\x65xceeded\x12=\n\x0cperiod_start\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bperiodStart\x12\x39\n\nperiod_end\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tperiodEnd\"\x8b\x04\n\x07\x41nomaly\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nlicense_id\x18\x03 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x04 \x01(\tR\x06metric\x12,\n\x03\x64\x61y\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x03\x64\x61y\x12\x14\n\x05value\x18\x06 \x01(\x03R\x05value\x12\x12\n\x04mean\x18\x07 \x01(\x01R\x04mean\x12\x16\n\x06stddev\x18\x08 \x01(\x01R\x06stddev\x12\x17\n\x07z_score\x18\t \x01(\x01R\x06zScore\x12\x36\n\x08severity\x18\n \x01(\x0e\x32\x1a.licensd.usage.v1.SeverityR\x08severity\x12\x1a\n\x08resolved\x18\x0b \x01(\x08R\x08resolved\x12\x1a\n\x08resolver\x18\x0c \x01(\tR\x08resolver\x12\'\n\x0fresolution_note\x18\r \x01(\tR\x0eresolutionNote\x12=\n\x0cresolve_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bresolveTime\x12;\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime*\xb6\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x01\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x04\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x05\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x06*x\n\x0bLimitPeriod\x12\x1c\n\x18LIMIT_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12LIMIT_PERIOD_MONTH\x10\x01\x12\x14\n\x10LIMIT_PERIOD_DAY\x10\x02\x12\x1d\n\x19LIMIT_PERIOD_LICENSE_TERM\x10\x03*c\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x01\x12\x11\n\rSEVERITY_HIGH\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clicensd/usage/v1/usage.proto\x12\x10licensd.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x03\n\x05Meter\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x16\n\x06metric\x18\x04 \x01(\tR\x06metric\x12?\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x1d.licensd.usage.v1.AggregationR\x0b\x61ggregation\x12)\n\x10unique_attribute\x18\x06 \x01(\tR\x0funiqueAttribute\x12\x35\n\x06period\x18\x07 \x01(\x0e\x32\x1d.licensd.usage.v1.LimitPeriodR\x06period\x12 \n\x0b\x64\x65scription\x18\x08 \x01(\tR\x0b\x64\x65scription\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12!\n\x0c\x61gent_tokens\x18\x0b \x01(\x08R\x0b\x61gentTokens\"\x97\x03\n\nUsageEvent\x12\x1f\n\x0blicense_key\x18\x01 \x01(\tR\nlicenseKey\x12\x1d\n\nlicense_id\x18\x02 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x03 \x01(\tR\x06metric\x12\x1a\n\x08quantity\x18\x04 \x01(\x03R\x08quantity\x12.\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12\'\n\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x19\n\x08\x61gent_id\x18\x07 \x01(\tR\x07\x61gentId\x12L\n\nattributes\x18\x08 \x03(\x0b\x32,.licensd.usage.v1.UsageEvent.AttributesEntryR\nattributes\x12\x14\n\x05lease\x18\t \x01(\tR\x05lease\x1a=\n\x0f\x41ttributesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"S\n\tRejection\x12\x14\n\x05index\x18\x01 \x01(\x05R\x05index\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\"\xd2\x02\n\nLimitState\x12\x1d\n\nlicense_id\x18\x01 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x02 \x01(\tR\x06metric\x12\x12\n\x04used\x18\x03 \x01(\x03R\x04used\x12\x14\n\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x18\n\x07\x61llowed\x18\x05 \x01(\x03R\x07\x61llowed\x12\x18\n\x07warning\x18\x06 \x01(\x08R\x07warning\x12\x1a\n\x08\x65xceeded\x18\x07 \x01(\x08R\x08\x65xceeded\x12=\n\x0cperiod_start\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bperiodStart\x12\x39\n\nperiod_end\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tperiodEnd\x12\x19\n\x08\x61gent_id\x18\n \x01(\tR\x07\x61gentId\"\x8b\x04\n\x07\x41nomaly\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nlicense_id\x18\x03 \x01(\tR\tlicenseId\x12\x16\n\x06metric\x18\x04 \x01(\tR\x06metric\x12,\n\x03\x64\x61y\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x03\x64\x61y\x12\x14\n\x05value\x18\x06 \x01(\x03R\x05value\x12\x12\n\x04mean\x18\x07 \x01(\x01R\x04mean\x12\x16\n\x06stddev\x18\x08 \x01(\x01R\x06stddev\x12\x17\n\x07z_score\x18\t \x01(\x01R\x06zScore\x12\x36\n\x08severity\x18\n \x01(\x0e\x32\x1a.licensd.usage.v1.SeverityR\x08severity\x12\x1a\n\x08resolved\x18\x0b \x01(\x08R\x08resolved\x12\x1a\n\x08resolver\x18\x0c \x01(\tR\x08resolver\x12\'\n\x0fresolution_note\x18\r \x01(\tR\x0eresolutionNote\x12=\n\x0cresolve_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bresolveTime\x12;\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime*\xb6\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x01\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x13\n\x0f\x41GGREGATION_MIN\x10\x04\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x05\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x06*x\n\x0bLimitPeriod\x12\x1c\n\x18LIMIT_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12LIMIT_PERIOD_MONTH\x10\x01\x12\x14\n\x10LIMIT_PERIOD_DAY\x10\x02\x12\x1d\n\x19LIMIT_PERIOD_LICENSE_TERM\x10\x03*c\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x01\x12\x11\n\rSEVERITY_HIGH\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.usage.v1.usage_pb2', globals())
@@ -23,22 +23,22 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _USAGEEVENT_ATTRIBUTESENTRY._options = None
   _USAGEEVENT_ATTRIBUTESENTRY._serialized_options = b'8\001'
-  _AGGREGATION._serialized_start=1848
-  _AGGREGATION._serialized_end=2030
-  _LIMITPERIOD._serialized_start=2032
-  _LIMITPERIOD._serialized_end=2152
-  _SEVERITY._serialized_start=2154
-  _SEVERITY._serialized_end=2253
+  _AGGREGATION._serialized_start=1910
+  _AGGREGATION._serialized_end=2092
+  _LIMITPERIOD._serialized_start=2094
+  _LIMITPERIOD._serialized_end=2214
+  _SEVERITY._serialized_start=2216
+  _SEVERITY._serialized_end=2315
   _METER._serialized_start=84
-  _METER._serialized_end=510
-  _USAGEEVENT._serialized_start=513
-  _USAGEEVENT._serialized_end=920
-  _USAGEEVENT_ATTRIBUTESENTRY._serialized_start=859
-  _USAGEEVENT_ATTRIBUTESENTRY._serialized_end=920
-  _REJECTION._serialized_start=922
-  _REJECTION._serialized_end=1005
-  _LIMITSTATE._serialized_start=1008
-  _LIMITSTATE._serialized_end=1319
-  _ANOMALY._serialized_start=1322
-  _ANOMALY._serialized_end=1845
+  _METER._serialized_end=545
+  _USAGEEVENT._serialized_start=548
+  _USAGEEVENT._serialized_end=955
+  _USAGEEVENT_ATTRIBUTESENTRY._serialized_start=894
+  _USAGEEVENT_ATTRIBUTESENTRY._serialized_end=955
+  _REJECTION._serialized_start=957
+  _REJECTION._serialized_end=1040
+  _LIMITSTATE._serialized_start=1043
+  _LIMITSTATE._serialized_end=1381
+  _ANOMALY._serialized_start=1384
+  _ANOMALY._serialized_end=1907
 # @@protoc_insertion_point(module_scope)

@@ -80,7 +80,8 @@ export type AgentEntitlement = Message<"licensd.licensing.v1.AgentEntitlement"> 
   agent: string;
 
   /**
-   * Tokens the agent may use per period; 0 means none.
+   * Tokens the agent may use per period, counted by the product's meters with
+   * `agent_tokens` (usage.v1.Meter); 0 means no limit (the metric's own limit still applies).
    *
    * @generated from field: int64 token_limit = 2;
    */
