@@ -425,6 +425,24 @@ describe("aggregations, periods and summaries", () => {
       ["coder", 15n],
       ["reviewer", 3n],
     ]);
+    // By hour and agent: each bucket is one rollup row (SUM, UNIQUE_COUNT and LATEST).
+    const rows = async (metric: string) => (await summary(metric, Bucket.HOUR, true)).buckets.map((x) => [Number(x.startTime!.seconds) * 1000 - t0, x.agentId, x.value, x.events]);
+    expect(await rows("tokens")).toEqual([
+      [0, "coder", 5n, 1n],
+      [0, "reviewer", 3n, 1n],
+      [3_600_000, "coder", 10n, 2n],
+    ]);
+    expect(await rows("users")).toEqual([
+      [0, "coder", 1n, 1n],
+      [0, "reviewer", 1n, 1n],
+      [3_600_000, "coder", 2n, 2n],
+    ]);
+    expect(await rows("seats")).toEqual([
+      [0, "coder", 5n, 1n],
+      [0, "reviewer", 3n, 1n],
+      [3_600_000, "", 4n, 1n],
+      [3_600_000, "coder", 1n, 2n],
+    ]);
     const perCustomer = await s.usage.getUsageSummary({ customerId: s.customerId, metric: "calls", startTime: at(0), endTime: at(3) });
     expect(perCustomer.total).toBe(4n);
     expect(await failure(s.usage.getUsageSummary({ metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "InvalidArgument" });
