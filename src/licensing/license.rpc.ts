@@ -49,15 +49,21 @@ export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer 
 
 /**
  * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,
- * signature), with the RFC 8785 fragments of its fields. While the license and the
- * question stay the same, an answer is reused: each request then only adds its own
- * fields and sorts the fragments, instead of serialising and canonicalising the whole
+ * signature), with the RFC 8785 canonical JSON of its fields, already in key order. While
+ * the license and the question stay the same, an answer is reused: each request then only
+ * splices its own fields in, instead of serialising and canonicalising the whole
  * response again. The result is byte for byte what validationSigningBytes computes
  * (the SDK's check; tests verify answers with it).
  */
 interface Answer {
   base: pb.ValidateLicenseResponse;
-  fragments: [string, string][];
+  /**
+   * The canonical JSON of base's fields, in key order, cut where the per-request fields
+   * go: pieces[0] comes before "lease", pieces[1] between "lease" and "nonce", pieces[2]
+   * between "nonce" and "time", pieces[3] after "time" (each a comma-joined run of
+   * `"key":value`, possibly empty).
+   */
+  pieces: [string, string, string, string];
   snapshot: LicenseSnapshot | undefined;
   code: string;
   valid: boolean;
@@ -84,9 +90,15 @@ function answerOf(v: Validation): Answer {
     agentEntitlements: v.agents.map(agentToProto),
   });
   const json = toJson(pb.ValidateLicenseResponseSchema, base) as Record<string, unknown>;
+  const fragments = Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const run = (from: string, to: string) =>
+    fragments
+      .filter(([k]) => k > from && k < to)
+      .map(([k, value]) => `${JSON.stringify(k)}:${canonicalize(value)!}`)
+      .join(",");
   return {
     base,
-    fragments: Object.entries(json).map(([k, value]) => [k, canonicalize(value)!]),
+    pieces: [run("", "lease"), run("lease", "nonce"), run("nonce", "time"), run("time", "\uffff")],
     snapshot: v.snapshot,
     code: v.code,
     valid: v.valid,
@@ -101,13 +113,21 @@ const timeJson = (at: Date) => {
   return at.getUTCMilliseconds() === 0 ? `${iso.slice(0, -5)}Z` : iso;
 };
 
-/** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out). */
+/** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out), from the answer's precut pieces. */
 function signingBytesOf(answer: Answer, nonce: string, time: Date, lease: string): Buffer {
-  const parts: [string, string][] = [...answer.fragments, ["time", `"${timeJson(time)}"`]];
-  if (nonce) parts.push(["nonce", JSON.stringify(nonce)]);
-  if (lease) parts.push(["lease", JSON.stringify(lease)]);
-  parts.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return Buffer.from(`{${parts.map(([k, value]) => `"${k}":${value}`).join(",")}}`);
+  const [beforeLease, beforeNonce, beforeTime, afterTime] = answer.pieces;
+  let out = "{";
+  const add = (part: string) => {
+    if (part) out += out.length > 1 ? `,${part}` : part;
+  };
+  add(beforeLease);
+  if (lease) add(`"lease":${JSON.stringify(lease)}`);
+  add(beforeNonce);
+  if (nonce) add(`"nonce":${JSON.stringify(nonce)}`);
+  add(beforeTime);
+  add(`"time":"${timeJson(time)}"`);
+  add(afterTime);
+  return Buffer.from(`${out}}`);
 }
 
 const ANSWERS_MAX = 50_000;

@@ -146,6 +146,19 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     return snapshot;
   }
 
+  // What follows from a snapshot alone, worked out once per cached snapshot (and status),
+  // not per request. Shared, never changed.
+  type Derived = { license: LicenseSnapshot & { effectiveStatus: LicenseStatus }; features: string[] };
+  const derived = new WeakMap<LicenseSnapshot, Partial<Record<LicenseStatus, Derived>>>();
+  function derivedOf(snapshot: LicenseSnapshot, status: LicenseStatus): Derived {
+    let byStatus = derived.get(snapshot);
+    if (!byStatus) derived.set(snapshot, (byStatus = {}));
+    return (byStatus[status] ??= {
+      license: { ...snapshot, effectiveStatus: status },
+      features: snapshot.allFeatures ? snapshot.productFeatures.map((f) => f.name).sort() : snapshot.entitlements.filter(grants).map((e) => e.feature),
+    });
+  }
+
   return {
     /** Validates a key; codes are checked in the documented order, the first that applies wins. */
     async validate(input: { key: string; productCode: string; fingerprint: string; requiredEntitlements: string[] }): Promise<Validation> {
@@ -162,8 +175,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
 
       const now = clock.now();
       const status = effectiveStatus(snapshot, now);
-      const license = { ...snapshot, effectiveStatus: status };
-      const features = snapshot.allFeatures ? snapshot.productFeatures.map((f) => f.name).sort() : snapshot.entitlements.filter(grants).map((e) => e.feature);
+      const { license, features } = derivedOf(snapshot, status);
       const granted = { snapshot, license, features, entitlements: snapshot.entitlements, agents: snapshot.agents };
       const fail = (code: ValidationCode, detail: string): Validation => ({ valid: false, code, detail, ...granted });
 
