@@ -8,7 +8,7 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
 import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
-import { columns, eventsInsert, eventsJson } from "./ingest-sql.js";
+import { columns, eventRecords, eventsInsert, eventsParams } from "./ingest-sql.js";
 import type { Turn } from "./stream-order.js";
 
 export type { IncomingEvent, Rejection };
@@ -130,9 +130,10 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       // The keys, and with them (nothing else can refuse them before the limits) the events.
       await query(
         em,
-        `with keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k))
-         ${eventsInsert("$4", "$3")}`,
-        [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now, eventsJson(keyed)],
+        `with x as (${eventRecords(2)}),
+         keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select tenant_id, idempotency_key, $1::timestamptz from x)
+         ${eventsInsert("x", "$1")}`,
+        [now, ...eventsParams(keyed)],
       );
     } else if (keyed.length > 0) {
       const inserted = await query<{ tenant_id: string; idempotency_key: string }>(
@@ -147,7 +148,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       // parallel; the rare one a limit then refuses is deleted again below (its key is unique
       // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
       const early = candidates.filter((p) => p.key);
-      if (early.length > 0) await query(em, eventsInsert("$1", "$2"), [eventsJson(early), now]);
+      if (early.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
     }
     turn?.keys.done();
 
@@ -280,7 +281,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       );
     }
     const late = accepted.filter((p) => !p.key);
-    if (late.length > 0) await query(em, eventsInsert("$1", "$2"), [eventsJson(late), now]);
+    if (late.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
 
     // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
     const limits: LimitState[] = [];

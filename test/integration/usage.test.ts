@@ -244,6 +244,23 @@ describe("ingestion", () => {
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(194n);
   });
 
+  it("stores each event as sent: time to the millisecond, agent and attributes (or none)", async () => {
+    const s = await setup("RAW");
+    const at = new Date(clock.now().getTime() - 3_723_456);
+    const stream = openStream(a);
+    stream.send("raw", [
+      ev(s.key, 7, { idempotencyKey: "raw-1", time: timestampFromDate(at), agentId: "coder", attributes: { model: "large", "quote\"d": "new\nline ✓" } }),
+      ev(s.key, 0, { idempotencyKey: "raw-2", time: timestampFromDate(new Date(at.getTime() + 1)) }),
+    ]);
+    expect((await stream.next()).accepted).toBe(2);
+    stream.end();
+    const { events } = await s.usage.listUsageEvents({ licenseId: s.licenseId });
+    expect(events.map((e) => [e.idempotencyKey, e.time, e.quantity, e.agentId, e.attributes])).toEqual([
+      ["raw-2", timestampFromDate(new Date(at.getTime() + 1)), 0n, "", {}],
+      ["raw-1", timestampFromDate(at), 7n, "coder", { model: "large", "quote\"d": "new\nline ✓" }],
+    ]);
+  });
+
   it("refuses an event whose strings PostgreSQL cannot store (NUL), and lands the rest of its batch", async () => {
     const s = await setup("NUL");
     const stream = openStream(a);
