@@ -94,16 +94,16 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       // decode instead of a row per bucket, which costs the server more than the query.
       // (date_part is float8; epoch milliseconds of whole hours are exact in it.)
       const asJson = (from: string, value: string, events: string) =>
-        `select coalesce(json_agg(json_build_array((date_part('epoch', b) * 1000)::bigint, ${agent ? "agent_id" : "''"}, (${value})::text, ${events}) order by b${agent ? `, agent_id collate "C"` : ""}), '[]') as buckets from ${from}`;
+        `select coalesce(json_agg(json_build_array((date_part('epoch', b) * 1000)::bigint, ${agent ? "agent_id" : "''"}, (${value})::text, (${events})::text) order by b${agent ? `, agent_id collate "C"` : ""}), '[]') as buckets from ${from}`;
       const grouped = (table: string, value: string, events: string) => `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
-      type Bucket = [number, string, string | null, number];
+      type Bucket = [number, string, string | null, string];
       const bucketsOf = async (sql: string) => (await em.execute<{ buckets: Bucket[] }[]>(sql, params))[0]!.buckets;
       let buckets: Bucket[];
       let total: { value: string | null }[];
       if (aggregation === "unique_count") {
         const counts = await bucketsOf(asJson(grouped("usage_rollups", "0", "sum(events)"), "value", "events"));
         const events = new Map(counts.map(([ms, agentId, , n]) => [`${ms}|${agentId}`, n]));
-        buckets = (await bucketsOf(asJson(grouped("usage_unique", "count(distinct value)", "0"), "value", "events"))).map(([ms, agentId, value]) => [ms, agentId, value, events.get(`${ms}|${agentId}`) ?? 0]);
+        buckets = (await bucketsOf(asJson(grouped("usage_unique", "count(distinct value)", "0"), "value", "events"))).map(([ms, agentId, value]) => [ms, agentId, value, events.get(`${ms}|${agentId}`) ?? "0"]);
         total = await em.execute(`select count(distinct value) as value from usage_unique where ${where}`, params);
       } else {
         const value = ROLLUP_VALUE[aggregation];

@@ -173,7 +173,8 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       const result = await ingest.ingest([incoming(req.event)], principal(ctx), { requireKey: false });
       const [rejection] = result.rejected;
       if (rejection) throw rejectionError(rejection.reason, rejection.message);
-      return create(pb.RecordUsageResponseSchema, { duplicate: result.duplicates > 0, limit: result.limits[0] && limitToProto(result.limits[0]) });
+      const [limit, agentLimit] = [result.limits.find((l) => !l.agentId), result.limits.find((l) => l.agentId)];
+      return create(pb.RecordUsageResponseSchema, { duplicate: result.duplicates > 0, limit: limit && limitToProto(limit), agentLimit: agentLimit && limitToProto(agentLimit) });
     },
 
     async ingestUsage(requests, ctx) {

@@ -374,7 +374,8 @@ describe("agent token allowances", () => {
       ["coder", 70n, 100n],
     ]);
     expect(await failure(usage.recordUsage({ event: ev(s.key, 40, { agentId: "coder" }) }))).toMatchObject({ code: "FailedPrecondition", reason: "LIMIT_EXCEEDED" });
-    await usage.recordUsage({ event: ev(s.key, 30, { agentId: "coder" }) });
+    expect(await usage.recordUsage({ event: ev(s.key, 30, { agentId: "coder" }) })).toMatchObject({ limit: { agentId: "", used: 100n }, agentLimit: { agentId: "coder", used: 100n, limit: 100n, warning: true } });
+    expect((await usage.recordUsage({ event: ev(s.key, 0, { agentId: "scripts" }) })).agentLimit).toBeUndefined(); // not named by the license
     expect(agentState((await s.usage.getQuota({ licenseId: s.licenseId })).limits)).toEqual([
       ["", 100n, 0n],
       ["coder", 100n, 100n],

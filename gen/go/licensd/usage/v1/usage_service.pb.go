@@ -875,6 +875,9 @@ type RecordUsageResponse struct {
 	Duplicate bool `protobuf:"varint,1,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	// The license's state for the event's metric after it.
 	Limit *LimitState `protobuf:"bytes,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// The event's agent against its token allowance after it, when the meter counts agent
+	// tokens and the license names the agent.
+	AgentLimit *LimitState `protobuf:"bytes,3,opt,name=agent_limit,json=agentLimit,proto3" json:"agent_limit,omitempty"`
 }
 
 func (x *RecordUsageResponse) Reset() {
@@ -919,6 +922,13 @@ func (x *RecordUsageResponse) GetDuplicate() bool {
 func (x *RecordUsageResponse) GetLimit() *LimitState {
 	if x != nil {
 		return x.Limit
+	}
+	return nil
+}
+
+func (x *RecordUsageResponse) GetAgentLimit() *LimitState {
+	if x != nil {
+		return x.AgentLimit
 	}
 	return nil
 }
@@ -2331,13 +2341,17 @@ var file_licensd_usage_v1_usage_service_proto_rawDesc = []byte{
 	0x20, 0x01, 0x28, 0x0b, 0x32, 0x1c, 0x2e, 0x6c, 0x69, 0x63, 0x65, 0x6e, 0x73, 0x64, 0x2e, 0x75,
 	0x73, 0x61, 0x67, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x73, 0x61, 0x67, 0x65, 0x45, 0x76, 0x65,
 	0x6e, 0x74, 0x42, 0x06, 0xba, 0x48, 0x03, 0xc8, 0x01, 0x01, 0x52, 0x05, 0x65, 0x76, 0x65, 0x6e,
-	0x74, 0x22, 0x67, 0x0a, 0x13, 0x52, 0x65, 0x63, 0x6f, 0x72, 0x64, 0x55, 0x73, 0x61, 0x67, 0x65,
-	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x1c, 0x0a, 0x09, 0x64, 0x75, 0x70, 0x6c,
-	0x69, 0x63, 0x61, 0x74, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x64, 0x75, 0x70,
-	0x6c, 0x69, 0x63, 0x61, 0x74, 0x65, 0x12, 0x32, 0x0a, 0x05, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x18,
-	0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1c, 0x2e, 0x6c, 0x69, 0x63, 0x65, 0x6e, 0x73, 0x64, 0x2e,
-	0x75, 0x73, 0x61, 0x67, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x6d, 0x69, 0x74, 0x53, 0x74,
-	0x61, 0x74, 0x65, 0x52, 0x05, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x22, 0x50, 0x0a, 0x12, 0x49, 0x6e,
+	0x74, 0x22, 0xa6, 0x01, 0x0a, 0x13, 0x52, 0x65, 0x63, 0x6f, 0x72, 0x64, 0x55, 0x73, 0x61, 0x67,
+	0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x1c, 0x0a, 0x09, 0x64, 0x75, 0x70,
+	0x6c, 0x69, 0x63, 0x61, 0x74, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x08, 0x52, 0x09, 0x64, 0x75,
+	0x70, 0x6c, 0x69, 0x63, 0x61, 0x74, 0x65, 0x12, 0x32, 0x0a, 0x05, 0x6c, 0x69, 0x6d, 0x69, 0x74,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1c, 0x2e, 0x6c, 0x69, 0x63, 0x65, 0x6e, 0x73, 0x64,
+	0x2e, 0x75, 0x73, 0x61, 0x67, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x6d, 0x69, 0x74, 0x53,
+	0x74, 0x61, 0x74, 0x65, 0x52, 0x05, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x12, 0x3d, 0x0a, 0x0b, 0x61,
+	0x67, 0x65, 0x6e, 0x74, 0x5f, 0x6c, 0x69, 0x6d, 0x69, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0b,
+	0x32, 0x1c, 0x2e, 0x6c, 0x69, 0x63, 0x65, 0x6e, 0x73, 0x64, 0x2e, 0x75, 0x73, 0x61, 0x67, 0x65,
+	0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x6d, 0x69, 0x74, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x0a,
+	0x61, 0x67, 0x65, 0x6e, 0x74, 0x4c, 0x69, 0x6d, 0x69, 0x74, 0x22, 0x50, 0x0a, 0x12, 0x49, 0x6e,
 	0x67, 0x65, 0x73, 0x74, 0x55, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
 	0x12, 0x3a, 0x0a, 0x05, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32,
 	0x1c, 0x2e, 0x6c, 0x69, 0x63, 0x65, 0x6e, 0x73, 0x64, 0x2e, 0x75, 0x73, 0x61, 0x67, 0x65, 0x2e,
@@ -2739,61 +2753,62 @@ var file_licensd_usage_v1_usage_service_proto_depIdxs = []int32{
 	35, // 8: licensd.usage.v1.DeleteMeterResponse.meter:type_name -> licensd.usage.v1.Meter
 	37, // 9: licensd.usage.v1.RecordUsageRequest.event:type_name -> licensd.usage.v1.UsageEvent
 	38, // 10: licensd.usage.v1.RecordUsageResponse.limit:type_name -> licensd.usage.v1.LimitState
-	37, // 11: licensd.usage.v1.IngestUsageRequest.event:type_name -> licensd.usage.v1.UsageEvent
-	39, // 12: licensd.usage.v1.IngestUsageResponse.rejected:type_name -> licensd.usage.v1.Rejection
-	37, // 13: licensd.usage.v1.StreamUsageRequest.events:type_name -> licensd.usage.v1.UsageEvent
-	39, // 14: licensd.usage.v1.StreamUsageResponse.rejected:type_name -> licensd.usage.v1.Rejection
-	38, // 15: licensd.usage.v1.StreamUsageResponse.limits:type_name -> licensd.usage.v1.LimitState
-	38, // 16: licensd.usage.v1.GetQuotaResponse.limits:type_name -> licensd.usage.v1.LimitState
-	40, // 17: licensd.usage.v1.GetUsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
-	40, // 18: licensd.usage.v1.GetUsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
-	0,  // 19: licensd.usage.v1.GetUsageSummaryRequest.bucket:type_name -> licensd.usage.v1.Bucket
-	40, // 20: licensd.usage.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
-	33, // 21: licensd.usage.v1.GetUsageSummaryResponse.aggregation:type_name -> licensd.usage.v1.Aggregation
-	21, // 22: licensd.usage.v1.GetUsageSummaryResponse.buckets:type_name -> licensd.usage.v1.UsageBucket
-	40, // 23: licensd.usage.v1.StoredUsageEvent.time:type_name -> google.protobuf.Timestamp
-	32, // 24: licensd.usage.v1.StoredUsageEvent.attributes:type_name -> licensd.usage.v1.StoredUsageEvent.AttributesEntry
-	40, // 25: licensd.usage.v1.StoredUsageEvent.receive_time:type_name -> google.protobuf.Timestamp
-	24, // 26: licensd.usage.v1.ListUsageEventsResponse.events:type_name -> licensd.usage.v1.StoredUsageEvent
-	40, // 27: licensd.usage.v1.DetectAnomaliesRequest.day:type_name -> google.protobuf.Timestamp
-	41, // 28: licensd.usage.v1.DetectAnomaliesResponse.anomalies:type_name -> licensd.usage.v1.Anomaly
-	42, // 29: licensd.usage.v1.ListAnomaliesRequest.min_severity:type_name -> licensd.usage.v1.Severity
-	1,  // 30: licensd.usage.v1.ListAnomaliesRequest.resolution:type_name -> licensd.usage.v1.ResolutionFilter
-	41, // 31: licensd.usage.v1.ListAnomaliesResponse.anomalies:type_name -> licensd.usage.v1.Anomaly
-	41, // 32: licensd.usage.v1.ResolveAnomalyResponse.anomaly:type_name -> licensd.usage.v1.Anomaly
-	2,  // 33: licensd.usage.v1.UsageService.CreateMeter:input_type -> licensd.usage.v1.CreateMeterRequest
-	4,  // 34: licensd.usage.v1.UsageService.GetMeter:input_type -> licensd.usage.v1.GetMeterRequest
-	6,  // 35: licensd.usage.v1.UsageService.ListMeters:input_type -> licensd.usage.v1.ListMetersRequest
-	8,  // 36: licensd.usage.v1.UsageService.UpdateMeter:input_type -> licensd.usage.v1.UpdateMeterRequest
-	10, // 37: licensd.usage.v1.UsageService.DeleteMeter:input_type -> licensd.usage.v1.DeleteMeterRequest
-	12, // 38: licensd.usage.v1.UsageService.RecordUsage:input_type -> licensd.usage.v1.RecordUsageRequest
-	14, // 39: licensd.usage.v1.UsageService.IngestUsage:input_type -> licensd.usage.v1.IngestUsageRequest
-	16, // 40: licensd.usage.v1.UsageService.StreamUsage:input_type -> licensd.usage.v1.StreamUsageRequest
-	18, // 41: licensd.usage.v1.UsageService.GetQuota:input_type -> licensd.usage.v1.GetQuotaRequest
-	20, // 42: licensd.usage.v1.UsageService.GetUsageSummary:input_type -> licensd.usage.v1.GetUsageSummaryRequest
-	23, // 43: licensd.usage.v1.UsageService.ListUsageEvents:input_type -> licensd.usage.v1.ListUsageEventsRequest
-	26, // 44: licensd.usage.v1.UsageService.DetectAnomalies:input_type -> licensd.usage.v1.DetectAnomaliesRequest
-	28, // 45: licensd.usage.v1.UsageService.ListAnomalies:input_type -> licensd.usage.v1.ListAnomaliesRequest
-	30, // 46: licensd.usage.v1.UsageService.ResolveAnomaly:input_type -> licensd.usage.v1.ResolveAnomalyRequest
-	3,  // 47: licensd.usage.v1.UsageService.CreateMeter:output_type -> licensd.usage.v1.CreateMeterResponse
-	5,  // 48: licensd.usage.v1.UsageService.GetMeter:output_type -> licensd.usage.v1.GetMeterResponse
-	7,  // 49: licensd.usage.v1.UsageService.ListMeters:output_type -> licensd.usage.v1.ListMetersResponse
-	9,  // 50: licensd.usage.v1.UsageService.UpdateMeter:output_type -> licensd.usage.v1.UpdateMeterResponse
-	11, // 51: licensd.usage.v1.UsageService.DeleteMeter:output_type -> licensd.usage.v1.DeleteMeterResponse
-	13, // 52: licensd.usage.v1.UsageService.RecordUsage:output_type -> licensd.usage.v1.RecordUsageResponse
-	15, // 53: licensd.usage.v1.UsageService.IngestUsage:output_type -> licensd.usage.v1.IngestUsageResponse
-	17, // 54: licensd.usage.v1.UsageService.StreamUsage:output_type -> licensd.usage.v1.StreamUsageResponse
-	19, // 55: licensd.usage.v1.UsageService.GetQuota:output_type -> licensd.usage.v1.GetQuotaResponse
-	22, // 56: licensd.usage.v1.UsageService.GetUsageSummary:output_type -> licensd.usage.v1.GetUsageSummaryResponse
-	25, // 57: licensd.usage.v1.UsageService.ListUsageEvents:output_type -> licensd.usage.v1.ListUsageEventsResponse
-	27, // 58: licensd.usage.v1.UsageService.DetectAnomalies:output_type -> licensd.usage.v1.DetectAnomaliesResponse
-	29, // 59: licensd.usage.v1.UsageService.ListAnomalies:output_type -> licensd.usage.v1.ListAnomaliesResponse
-	31, // 60: licensd.usage.v1.UsageService.ResolveAnomaly:output_type -> licensd.usage.v1.ResolveAnomalyResponse
-	47, // [47:61] is the sub-list for method output_type
-	33, // [33:47] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	38, // 11: licensd.usage.v1.RecordUsageResponse.agent_limit:type_name -> licensd.usage.v1.LimitState
+	37, // 12: licensd.usage.v1.IngestUsageRequest.event:type_name -> licensd.usage.v1.UsageEvent
+	39, // 13: licensd.usage.v1.IngestUsageResponse.rejected:type_name -> licensd.usage.v1.Rejection
+	37, // 14: licensd.usage.v1.StreamUsageRequest.events:type_name -> licensd.usage.v1.UsageEvent
+	39, // 15: licensd.usage.v1.StreamUsageResponse.rejected:type_name -> licensd.usage.v1.Rejection
+	38, // 16: licensd.usage.v1.StreamUsageResponse.limits:type_name -> licensd.usage.v1.LimitState
+	38, // 17: licensd.usage.v1.GetQuotaResponse.limits:type_name -> licensd.usage.v1.LimitState
+	40, // 18: licensd.usage.v1.GetUsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
+	40, // 19: licensd.usage.v1.GetUsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 20: licensd.usage.v1.GetUsageSummaryRequest.bucket:type_name -> licensd.usage.v1.Bucket
+	40, // 21: licensd.usage.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
+	33, // 22: licensd.usage.v1.GetUsageSummaryResponse.aggregation:type_name -> licensd.usage.v1.Aggregation
+	21, // 23: licensd.usage.v1.GetUsageSummaryResponse.buckets:type_name -> licensd.usage.v1.UsageBucket
+	40, // 24: licensd.usage.v1.StoredUsageEvent.time:type_name -> google.protobuf.Timestamp
+	32, // 25: licensd.usage.v1.StoredUsageEvent.attributes:type_name -> licensd.usage.v1.StoredUsageEvent.AttributesEntry
+	40, // 26: licensd.usage.v1.StoredUsageEvent.receive_time:type_name -> google.protobuf.Timestamp
+	24, // 27: licensd.usage.v1.ListUsageEventsResponse.events:type_name -> licensd.usage.v1.StoredUsageEvent
+	40, // 28: licensd.usage.v1.DetectAnomaliesRequest.day:type_name -> google.protobuf.Timestamp
+	41, // 29: licensd.usage.v1.DetectAnomaliesResponse.anomalies:type_name -> licensd.usage.v1.Anomaly
+	42, // 30: licensd.usage.v1.ListAnomaliesRequest.min_severity:type_name -> licensd.usage.v1.Severity
+	1,  // 31: licensd.usage.v1.ListAnomaliesRequest.resolution:type_name -> licensd.usage.v1.ResolutionFilter
+	41, // 32: licensd.usage.v1.ListAnomaliesResponse.anomalies:type_name -> licensd.usage.v1.Anomaly
+	41, // 33: licensd.usage.v1.ResolveAnomalyResponse.anomaly:type_name -> licensd.usage.v1.Anomaly
+	2,  // 34: licensd.usage.v1.UsageService.CreateMeter:input_type -> licensd.usage.v1.CreateMeterRequest
+	4,  // 35: licensd.usage.v1.UsageService.GetMeter:input_type -> licensd.usage.v1.GetMeterRequest
+	6,  // 36: licensd.usage.v1.UsageService.ListMeters:input_type -> licensd.usage.v1.ListMetersRequest
+	8,  // 37: licensd.usage.v1.UsageService.UpdateMeter:input_type -> licensd.usage.v1.UpdateMeterRequest
+	10, // 38: licensd.usage.v1.UsageService.DeleteMeter:input_type -> licensd.usage.v1.DeleteMeterRequest
+	12, // 39: licensd.usage.v1.UsageService.RecordUsage:input_type -> licensd.usage.v1.RecordUsageRequest
+	14, // 40: licensd.usage.v1.UsageService.IngestUsage:input_type -> licensd.usage.v1.IngestUsageRequest
+	16, // 41: licensd.usage.v1.UsageService.StreamUsage:input_type -> licensd.usage.v1.StreamUsageRequest
+	18, // 42: licensd.usage.v1.UsageService.GetQuota:input_type -> licensd.usage.v1.GetQuotaRequest
+	20, // 43: licensd.usage.v1.UsageService.GetUsageSummary:input_type -> licensd.usage.v1.GetUsageSummaryRequest
+	23, // 44: licensd.usage.v1.UsageService.ListUsageEvents:input_type -> licensd.usage.v1.ListUsageEventsRequest
+	26, // 45: licensd.usage.v1.UsageService.DetectAnomalies:input_type -> licensd.usage.v1.DetectAnomaliesRequest
+	28, // 46: licensd.usage.v1.UsageService.ListAnomalies:input_type -> licensd.usage.v1.ListAnomaliesRequest
+	30, // 47: licensd.usage.v1.UsageService.ResolveAnomaly:input_type -> licensd.usage.v1.ResolveAnomalyRequest
+	3,  // 48: licensd.usage.v1.UsageService.CreateMeter:output_type -> licensd.usage.v1.CreateMeterResponse
+	5,  // 49: licensd.usage.v1.UsageService.GetMeter:output_type -> licensd.usage.v1.GetMeterResponse
+	7,  // 50: licensd.usage.v1.UsageService.ListMeters:output_type -> licensd.usage.v1.ListMetersResponse
+	9,  // 51: licensd.usage.v1.UsageService.UpdateMeter:output_type -> licensd.usage.v1.UpdateMeterResponse
+	11, // 52: licensd.usage.v1.UsageService.DeleteMeter:output_type -> licensd.usage.v1.DeleteMeterResponse
+	13, // 53: licensd.usage.v1.UsageService.RecordUsage:output_type -> licensd.usage.v1.RecordUsageResponse
+	15, // 54: licensd.usage.v1.UsageService.IngestUsage:output_type -> licensd.usage.v1.IngestUsageResponse
+	17, // 55: licensd.usage.v1.UsageService.StreamUsage:output_type -> licensd.usage.v1.StreamUsageResponse
+	19, // 56: licensd.usage.v1.UsageService.GetQuota:output_type -> licensd.usage.v1.GetQuotaResponse
+	22, // 57: licensd.usage.v1.UsageService.GetUsageSummary:output_type -> licensd.usage.v1.GetUsageSummaryResponse
+	25, // 58: licensd.usage.v1.UsageService.ListUsageEvents:output_type -> licensd.usage.v1.ListUsageEventsResponse
+	27, // 59: licensd.usage.v1.UsageService.DetectAnomalies:output_type -> licensd.usage.v1.DetectAnomaliesResponse
+	29, // 60: licensd.usage.v1.UsageService.ListAnomalies:output_type -> licensd.usage.v1.ListAnomaliesResponse
+	31, // 61: licensd.usage.v1.UsageService.ResolveAnomaly:output_type -> licensd.usage.v1.ResolveAnomalyResponse
+	48, // [48:62] is the sub-list for method output_type
+	34, // [34:48] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_licensd_usage_v1_usage_service_proto_init() }
