@@ -113,6 +113,8 @@ export async function run(): Promise<string> {
     // Vacuumed and analyzed now, as a settled database would be: otherwise autovacuum starts on
     // the 10M fresh rows in the middle of the timed calls and takes a core from them.
     await pgc.query("vacuum (analyze) usage_events, usage_rollups");
+    // And checkpointed: the load's WAL would otherwise be flushed by a checkpoint during them.
+    await pgc.query("checkpoint");
     const auth = [(next: Parameters<Interceptor>[0]) => (req: Parameters<ReturnType<Interceptor>>[0]) => (req.header.set("authorization", `Bearer ${server.key}`), next(req))];
     // Both Connect encodings: binary (connect-node's default) and JSON (browsers, curl).
     const encodings = {

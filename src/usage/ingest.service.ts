@@ -86,13 +86,14 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     if (prepared.length === 0) return { accepted: 0, duplicates: 0, duplicateIndexes: [], rejected, limits: [] };
 
     // A key twice in one batch: the first counts, the others are duplicates.
-    const firstOfKey = new Set<string>();
+    const keysOf = new Map<string, Set<string>>(); // tenant → keys (no key string built per event)
     const repeated: number[] = [];
     const distinct = prepared.filter((p) => {
       if (!p.key) return true;
-      const k = `${p.license.tenantId}|${p.key}`;
-      if (firstOfKey.has(k)) return (repeated.push(p.index), false);
-      firstOfKey.add(k);
+      let keys = keysOf.get(p.license.tenantId);
+      if (!keys) keysOf.set(p.license.tenantId, (keys = new Set()));
+      if (keys.has(p.key)) return (repeated.push(p.index), false);
+      keys.add(p.key);
       return true;
     });
     // Keys are written with a plain INSERT first: a batch of keys never seen before is the
@@ -307,11 +308,16 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const params: unknown[] = [];
     const bind = (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
     if (accepted.length > 0) {
-      const rollups = new Map<string, { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date }>();
+      type Rollup = { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date };
+      // (license, meter, period) group → hour → agent: the group strings and hour Dates are shared per batch.
+      const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
       for (const p of accepted) {
-        const k = `${p.license.id}|${p.meter.id}|${p.hour.getTime()}|${p.agentId}`;
-        const r = rollups.get(k);
-        if (!r) rollups.set(k, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
+        let byHour = rollups.get(p.group);
+        if (!byHour) rollups.set(p.group, (byHour = new Map()));
+        let byAgent = byHour.get(p.hour);
+        if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
+        const r = byAgent.get(p.agentId);
+        if (!r) byAgent.set(p.agentId, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
         else {
           r.total += p.quantity;
           r.events++;
@@ -321,7 +327,11 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         }
       }
       // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
-      const rs = [...rollups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+      const rs = [...rollups.values()]
+        .flatMap((byHour) => [...byHour.values()].flatMap((byAgent) => [...byAgent.values()]))
+        .map((r) => ({ r, k: `${r.p.license.id}|${r.p.meter.id}|${r.p.hour.getTime()}|${r.p.agentId}` }))
+        .sort(({ k: a }, { k: b }) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(({ r }) => r);
       const $ = bind(
         columns(
           rs,
