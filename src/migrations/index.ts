@@ -7,6 +7,7 @@ import { Migration20261123050000Usage } from "./Migration20261123050000Usage.js"
 import { Migration20261123060000Anomalies } from "./Migration20261123060000Anomalies.js";
 import { Migration20261123070000UsageKeys } from "./Migration20261123070000UsageKeys.js";
 import { Migration20261123080000AgentTokens } from "./Migration20261123080000AgentTokens.js";
+import { Migration20261123090000UsageEventsCollation } from "./Migration20261123090000UsageEventsCollation.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -22,4 +23,5 @@ export const migrationsList = [
   { name: "Migration20261123060000Anomalies", class: Migration20261123060000Anomalies },
   { name: "Migration20261123070000UsageKeys", class: Migration20261123070000UsageKeys },
   { name: "Migration20261123080000AgentTokens", class: Migration20261123080000AgentTokens },
+  { name: "Migration20261123090000UsageEventsCollation", class: Migration20261123090000UsageEventsCollation },
 ];
