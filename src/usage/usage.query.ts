@@ -7,6 +7,9 @@ import { limitState, periodOf, type LimitState } from "./usage-records.js";
 
 export type BucketSize = "hour" | "day" | "month";
 
+/** One summary bucket: [start (epoch ms), agent id ("" unless grouped by agent), value (null: none), events]. */
+export type SummaryBucket = [startMs: number, agentId: string, value: string | null, events: string];
+
 /** The SQL that aggregates rollup rows into one value, per meter aggregation. */
 const ROLLUP_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = {
   sum: "sum(total)",
@@ -96,7 +99,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const asJson = (from: string, value: string, events: string) =>
         `select coalesce(json_agg(json_build_array((date_part('epoch', b) * 1000)::bigint, ${agent ? "agent_id" : "''"}, (${value})::text, (${events})::text) order by b${agent ? `, agent_id collate "C"` : ""}), '[]') as buckets from ${from}`;
       const grouped = (table: string, value: string, events: string) => `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
-      type Bucket = [number, string, string | null, string];
+      /** [start ms, agent id, value, events], as PostgreSQL sent it. */
+      type Bucket = SummaryBucket;
       const bucketsOf = async (sql: string) => (await em.execute<{ buckets: Bucket[] }[]>(sql, params))[0]!.buckets;
       let buckets: Bucket[];
       let total: { value: string | null }[];
@@ -118,11 +122,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
             ? await em.execute(`select ${value} as value from usage_rollups where ${where}`, params)
             : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
-      return {
-        aggregation,
-        buckets: buckets.map(([ms, agentId, value, events]) => ({ start: new Date(ms), agentId, value: BigInt(value ?? 0), events: BigInt(events) })),
-        total: BigInt(total[0]?.value ?? 0),
-      };
+      // The buckets stay as they were decoded: the RPC layer turns each into its message directly.
+      return { aggregation, buckets, total: BigInt(total[0]?.value ?? 0) };
     },
 
     /** Raw events of a license, newest first; `after` is the last row of the previous page. */

@@ -249,11 +249,18 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       const tenantId = readTenant(ctx, req.tenantId);
       const bucket: BucketSize = req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
       const s = await queries.summary(db.em(), { tenantId, licenseId: req.licenseId, customerId: req.customerId, metric: req.metric, start: timestampDate(req.startTime!), end: timestampDate(req.endTime!), bucket, byAgent: req.groupByAgent });
-      return create(pb.GetUsageSummaryResponseSchema, {
-        aggregation: aggregationToProto(s.aggregation),
-        buckets: s.buckets.map((b) => ({ startTime: timestampFromDate(b.start), agentId: b.agentId, value: b.value, events: b.events })),
-        total: s.total,
-      });
+      // Thousands of buckets: each is written as its message (protobuf-es messages are plain
+      // objects with a $typeName, every field set) instead of an init object that create()
+      // then copies, with a Date and a Timestamp made on the way. Fewer objects per call mean
+      // shorter young-generation collections under load.
+      const buckets = s.buckets.map(([ms, agentId, value, events]): pb.UsageBucket => ({
+        $typeName: "licensd.usage.v1.UsageBucket",
+        startTime: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
+        agentId,
+        value: BigInt(value ?? 0),
+        events: BigInt(events),
+      }));
+      return create(pb.GetUsageSummaryResponseSchema, { aggregation: aggregationToProto(s.aggregation), buckets, total: s.total });
     },
 
     async detectAnomalies(req, ctx) {
