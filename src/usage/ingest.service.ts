@@ -8,7 +8,7 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
 import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
-import { columns, eventRecords, eventsInsert, eventsParams } from "./ingest-sql.js";
+import { columns, eventRecords, eventsInsert, eventsParams, finishStatement, type PeriodTotal } from "./ingest-sql.js";
 import type { Turn } from "./stream-order.js";
 
 export type { IncomingEvent, Rejection };
@@ -156,7 +156,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     // 3. Lock the period totals of every (license, meter, period) touched — and, for a meter
     // counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
     // previous batch locked its own.
-    type Group = { sample: Prepared; agentId: string; allowed: bigint | null; used: bigint | null; latestTs: Date | null; warned: boolean; exceeded: boolean; changed: boolean };
+    type Group = PeriodTotal & { allowed: bigint | null; changed: boolean };
     const groups = new Map<string, Group>();
     const open = (key: string, p: Prepared, agentId: string) => {
       if (!groups.has(key)) groups.set(key, { sample: p, agentId, allowed: limitOf(p, agentId).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
@@ -304,87 +304,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     }
 
     // 6. Rollups, distinct values and period totals: one statement.
-    const parts: string[] = [];
-    const params: unknown[] = [];
-    const bind = (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
-    if (accepted.length > 0) {
-      type Rollup = { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date };
-      // (license, meter, period) group → hour → agent: the group strings and hour Dates are shared per batch.
-      const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
-      for (const p of accepted) {
-        let byHour = rollups.get(p.group);
-        if (!byHour) rollups.set(p.group, (byHour = new Map()));
-        let byAgent = byHour.get(p.hour);
-        if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
-        const r = byAgent.get(p.agentId);
-        if (!r) byAgent.set(p.agentId, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
-        else {
-          r.total += p.quantity;
-          r.events++;
-          if (p.quantity > r.max) r.max = p.quantity;
-          if (p.quantity < r.min) r.min = p.quantity;
-          if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
-        }
-      }
-      // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
-      const rs = [...rollups.values()]
-        .flatMap((byHour) => [...byHour.values()].flatMap((byAgent) => [...byAgent.values()]))
-        .map((r) => ({ r, k: `${r.p.license.id}|${r.p.meter.id}|${r.p.hour.getTime()}|${r.p.agentId}` }))
-        .sort(({ k: a }, { k: b }) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(({ r }) => r);
-      const $ = bind(
-        columns(
-          rs,
-          (r) => r.p.license.tenantId,
-          (r) => r.p.license.id,
-          (r) => r.p.meter.id,
-          (r) => r.p.hour,
-          (r) => r.p.agentId,
-          (r) => r.total.toString(),
-          (r) => r.events,
-          (r) => r.max.toString(),
-          (r) => r.min.toString(),
-          (r) => r.latest.toString(),
-          (r) => r.latestTs,
-        ),
-      );
-      parts.push(`rollups as (insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
-         select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[], ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[], ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[])
-         on conflict (license_id, meter_id, hour, agent_id) do update set
-           total = r.total + excluded.total, events = r.events + excluded.events,
-           max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
-           latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
-           latest_ts = greatest(r.latest_ts, excluded.latest_ts))`);
-      const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
-      if (hourly.length > 0) {
-        const h = bind(columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue));
-        parts.push(`hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[], ${h[4]}::text[]) on conflict do nothing)`);
-      }
-      if (newUniques.length > 0) {
-        const u = bind(columns(newUniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue));
-        parts.push(`period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[]) on conflict do nothing)`);
-      }
-    }
-    const changed = ordered.filter((g) => g.changed);
-    if (changed.length > 0) {
-      const c = bind(
-        columns(
-          changed,
-          (g) => g.sample.license.id,
-          (g) => g.sample.meter.id,
-          (g) => g.sample.periodStart,
-          (g) => g.agentId,
-          (g) => (g.used === null ? null : g.used.toString()),
-          (g) => g.latestTs,
-          (g) => g.warned,
-          (g) => g.exceeded,
-        ),
-      );
-      parts.push(`totals as (update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
-           from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::text[], ${c[4]}::numeric[], ${c[5]}::timestamptz[], ${c[6]}::boolean[], ${c[7]}::boolean[]) as v (license_id, meter_id, period_start, agent_id, used, latest_ts, warned, exceeded)
-          where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id)`);
-    }
-    if (parts.length > 0) await query(em, `with ${parts.join(",\n")} select 1`, params);
+    const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
+    if (finish) await query(em, finish.sql, finish.params);
     rejected.sort((a, b) => a.index - b.index);
     duplicateIndexes.sort((a, b) => a - b);
     return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
