@@ -300,14 +300,15 @@ describe("agent token allowances", () => {
   it("holds each agent the license names to its token limit, beside the metric's own limit", async () => {
     const s = await setup("AGT", { limit: 1000, agents: { coder: 100, reviewer: 0 }, meters: [{ metric: "tokens", aggregation: Aggregation.SUM, agentTokens: true }] });
     const stream = openStream(a);
-    stream.send("b1", [
+    const b1 = [
       ev(s.key, 60, { agentId: "coder" }),
       ev(s.key, 50, { agentId: "coder" }), // coder would reach 110 of 100
       ev(s.key, 500, { agentId: "reviewer" }), // 0: no agent limit
       ev(s.key, 300, { agentId: "scripts" }), // not named by the license: the metric's limit only
       ev(s.key, 100),
       ev(s.key, 40, { agentId: "coder" }),
-    ]);
+    ];
+    stream.send("b1", b1);
     const ack = await stream.next();
     expect(ack.accepted).toBe(5);
     expect(ack.rejected.map((r) => [r.index, r.reason])).toEqual([[1, "LIMIT_EXCEEDED"]]);
@@ -317,6 +318,11 @@ describe("agent token allowances", () => {
       ["coder", 100n, 100n],
       ["reviewer", 500n, 0n],
     ]);
+    // A resent batch counts nothing again, for the metric or its agents; the refused event is tried again (and refused again).
+    stream.send("b1-again", b1);
+    const again = await stream.next();
+    expect([again.accepted, again.duplicates, again.rejected.map((r) => [r.index, r.reason])]).toEqual([0, 5, [[1, "LIMIT_EXCEEDED"]]]);
+    expect(agentState(again.limits)).toEqual(agentState(ack.limits));
     // The metric's limit still holds for every agent.
     stream.send("b2", [ev(s.key, 1, { agentId: "reviewer" }), ev(s.key, 0, { agentId: "coder" })]);
     const second = await stream.next();
