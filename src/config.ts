@@ -17,6 +17,8 @@ export interface Config {
   tlsKey: string | undefined;
   logLevel: string;
   dbPoolMax: number;
+  /** Prepare ingestion's statements once per connection (off for poolers that cannot keep them). */
+  dbPreparedStatements: boolean;
   shutdownTimeoutMs: number;
   workers: number;
   /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
@@ -85,6 +87,15 @@ export function loadConfig(env: Env = process.env): Config {
       return def;
     }
     return n;
+  };
+
+  const onOff = (name: string, def: boolean) => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    if (["on", "true", "1"].includes(raw)) return true;
+    if (["off", "false", "0"].includes(raw)) return false;
+    problems.push(`${name}=${JSON.stringify(raw)}: must be on or off`);
+    return def;
   };
 
   const envName = str("LICENSD_ENV") ?? "development";
@@ -172,6 +183,14 @@ export function loadConfig(env: Env = process.env): Config {
   const activationRatePerLicense = rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m");
   const activationRatePerIp = rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m");
 
+  // Read before the check below, so a bad value is named rather than replaced by its default.
+  const dbPoolMax = int("LICENSD_DB_POOL_MAX", 10, 1, 1000);
+  const dbPreparedStatements = onOff("LICENSD_DB_PREPARED_STATEMENTS", true);
+  const shutdownTimeoutMs = int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
+  const workers = int("LICENSD_WORKERS", 1, 1, 256);
+  const auditKeepAliveMs = int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000);
+  const heartbeatSweepMs = int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000);
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: production ? "production" : "development",
@@ -184,17 +203,18 @@ export function loadConfig(env: Env = process.env): Config {
     tlsCert,
     tlsKey,
     logLevel,
-    dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),
-    shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
-    workers: int("LICENSD_WORKERS", 1, 1, 256),
+    dbPoolMax,
+    dbPreparedStatements,
+    shutdownTimeoutMs,
+    workers,
     auditHmacKeys,
     // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
     licenseKeySecrets: licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
     licenseFileHmacSecret,
-    auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
+    auditKeepAliveMs,
     activationRatePerLicense,
     activationRatePerIp,
-    heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),
+    heartbeatSweepMs,
     generated,
   };
 }
