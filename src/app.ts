@@ -77,7 +77,7 @@ export async function openStorage(config: Config, logger: Logger, opts: { migrat
   let embedded: EmbeddedDatabase | undefined;
   const url = config.databaseUrl ?? (embedded = await startEmbeddedDatabase(config.dataDir, logger)).url;
   try {
-    const db = await openDatabase(url, { poolMax: config.dbPoolMax, preparedStatements: config.dbPreparedStatements, logger });
+    const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger });
     if (opts.migrate) await migrate(db, url, logger);
     return { db, url, embedded };
   } catch (err) {

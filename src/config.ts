@@ -17,8 +17,6 @@ export interface Config {
   tlsKey: string | undefined;
   logLevel: string;
   dbPoolMax: number;
-  /** Prepare ingestion's statements once per connection (off for poolers that cannot keep them). */
-  dbPreparedStatements: boolean;
   shutdownTimeoutMs: number;
   workers: number;
   /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
@@ -87,15 +85,6 @@ export function loadConfig(env: Env = process.env): Config {
       return def;
     }
     return n;
-  };
-
-  const onOff = (name: string, def: boolean) => {
-    const raw = str(name);
-    if (raw === undefined) return def;
-    if (["on", "true", "1"].includes(raw)) return true;
-    if (["off", "false", "0"].includes(raw)) return false;
-    problems.push(`${name}=${JSON.stringify(raw)}: must be on or off`);
-    return def;
   };
 
   const envName = str("LICENSD_ENV") ?? "development";
@@ -185,7 +174,6 @@ export function loadConfig(env: Env = process.env): Config {
 
   // Read before the check below, so a bad value is named rather than replaced by its default.
   const dbPoolMax = int("LICENSD_DB_POOL_MAX", 10, 1, 1000);
-  const dbPreparedStatements = onOff("LICENSD_DB_PREPARED_STATEMENTS", true);
   const shutdownTimeoutMs = int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const workers = int("LICENSD_WORKERS", 1, 1, 256);
   const auditKeepAliveMs = int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000);
@@ -204,7 +192,6 @@ export function loadConfig(env: Env = process.env): Config {
     tlsKey,
     logLevel,
     dbPoolMax,
-    dbPreparedStatements,
     shutdownTimeoutMs,
     workers,
     auditHmacKeys,

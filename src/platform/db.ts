@@ -1,8 +1,6 @@
 import { MikroORM, type EntityManager, type Options } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
-import pg from "pg";
-import { createHash } from "node:crypto";
 import type { Logger } from "./logger.js";
 import { entities } from "../entities.js";
 import { migrationsList } from "../migrations/index.js";
@@ -26,35 +24,6 @@ export async function query<T>(em: EntityManager, sql: string, params: unknown[]
   }
 }
 
-/** Marks SQL run often enough to be prepared once per connection (see PreparingClient). */
-export const PREPARED = "/* prepared */ ";
-
-/** Statement names by text: the text's digest, so one name never stands for two texts. */
-const statementNames = new Map<string, string>();
-
-/**
- * pg's Client, preparing the statements marked with PREPARED once per connection, so
- * PostgreSQL skips parsing them (and, once it settles on a generic plan, planning) on every
- * later run: ingestion sends the same few statements for every batch. Hand-written: kysely,
- * under MikroORM, sends every query unnamed, and node-pg prepares only a query config that
- * carries a name (once per connection).
- */
-class PreparingClient extends pg.Client {
-  // pg's query() has a dozen overloads; this only looks at (text, values) and passes the rest on.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  override query(config: any, values?: any, callback?: any): any {
-    if (typeof config === "string" && config.startsWith(PREPARED) && Array.isArray(values)) {
-      let name = statementNames.get(config);
-      if (name === undefined) {
-        name = `licensd_${createHash("sha256").update(config).digest("base64url").slice(0, 40)}`;
-        if (statementNames.size < 1000) statementNames.set(config, name);
-      }
-      return super.query({ name, text: config, values }, callback);
-    }
-    return super.query(config, values, callback);
-  }
-}
-
 export interface Database {
   orm: MikroORM;
   /** Runs `fn` in one transaction on a fresh EntityManager; commits when it returns. */
@@ -66,7 +35,7 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export async function openDatabase(url: string, opts: { poolMax: number; preparedStatements?: boolean; logger: Logger }): Promise<Database> {
+export async function openDatabase(url: string, opts: { poolMax: number; logger: Logger }): Promise<Database> {
   const config: Options = {
     clientUrl: url,
     entities,
@@ -74,7 +43,7 @@ export async function openDatabase(url: string, opts: { poolMax: number; prepare
     // No schema snapshot: migrations are listed by hand, and a server must not write files into its working directory.
     migrations: { migrationsList, transactional: true, allOrNothing: true, silent: true, snapshot: false },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
-    driverOptions: { connectionTimeoutMillis: 5_000, ...(opts.preparedStatements === false ? {} : { Client: PreparingClient }) },
+    driverOptions: { connectionTimeoutMillis: 5_000 },
     debug: false,
     logger: (message) => opts.logger.debug({ orm: message }),
     allowGlobalContext: false,

@@ -1,7 +1,7 @@
 import type { Principal } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
 import { UniqueConstraintViolationException } from "@mikro-orm/core";
-import { PREPARED, query, type Database, type EntityManager } from "../platform/db.js";
+import { query, type Database, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -131,7 +131,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       // The keys, and with them (nothing else can refuse them before the limits) the events.
       await query(
         em,
-        `${PREPARED}with x as (${eventRecords(2)}),
+        `with x as (${eventRecords(2)}),
          keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select tenant_id, idempotency_key, $1::timestamptz from x)
          ${eventsInsert("x", "$1")}`,
         [now, ...eventsParams(keyed)],
@@ -174,7 +174,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     type Locked = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean };
     const locked = await query<Locked>(
       em,
-      `${PREPARED}insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
+      `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
        select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
        on conflict (license_id, meter_id, period_start, agent_id) do update set tenant_id = u.tenant_id
        returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, agent_id, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
@@ -305,7 +305,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
 
     // 6. Rollups, distinct values and period totals: one statement.
     const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
-    if (finish) await query(em, PREPARED + finish.sql, finish.params);
+    if (finish) await query(em, finish.sql, finish.params);
     rejected.sort((a, b) => a.index - b.index);
     duplicateIndexes.sort((a, b) => a - b);
     return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };

@@ -12,7 +12,6 @@ import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation
 import { ManualClock } from "../../src/platform/clock.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
-import { PREPARED, query as sqlOn } from "../../src/platform/db.js";
 import { failure } from "../support/errors.js";
 import { outbox } from "../support/outbox.js";
 
@@ -24,8 +23,7 @@ const clock = new ManualClock(new Date("2026-11-23T12:00:00Z"));
 beforeAll(async () => {
   db = await createTestDatabase();
   a = await startTestApp({ databaseUrl: db.url, clock });
-  // Instance b runs without prepared statements (LICENSD_DB_PREPARED_STATEMENTS=off): every cross-instance test covers both ways.
-  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"), LICENSD_DB_PREPARED_STATEMENTS: "off" } });
+  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
 });
 afterAll(async () => {
   await a?.close();
@@ -293,20 +291,6 @@ describe("ingestion", () => {
     expect(fromA + fromB).toBe(100);
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(100n);
     expect((await query(db.url, "select count(*)::int as n from usage_events where license_id = $1", [s.licenseId]))[0].n).toBe(100);
-  });
-});
-
-describe("prepared statements", () => {
-  it("prepares marked statements once per connection, and only where they are on", async () => {
-    const marked = `${PREPARED}select $1::int + 1 as n`;
-    const preparedOn = (t: TestApp) =>
-      t.app.db.tx(async (em) => {
-        const answers = [await sqlOn<{ n: number }>(em, marked, [1]), await sqlOn<{ n: number }>(em, marked, [41])].map((r) => r[0]!.n);
-        const statements = await sqlOn<{ statement: string }>(em, "select statement from pg_prepared_statements", []);
-        return { answers, prepared: statements.filter((s) => s.statement === marked).length };
-      });
-    expect(await preparedOn(a)).toEqual({ answers: [2, 42], prepared: 1 });
-    expect(await preparedOn(b)).toEqual({ answers: [2, 42], prepared: 0 });
   });
 });
 

@@ -37,8 +37,8 @@ describe("config", () => {
   });
 
   it("names every bad value", () => {
-    const p = problems({ LICENSD_PORT: "http", LICENSD_ENV: "staging", LICENSD_LOG_LEVEL: "loud", LICENSD_DATABASE_URL: "mysql://x", LICENSD_DATA_KEY: "tooshort", LICENSD_TLS_CERT: "/nope", LICENSD_DB_PREPARED_STATEMENTS: "maybe", LICENSD_DB_POOL_MAX: "0", LICENSD_WORKERS: "many", LICENSD_SHUTDOWN_TIMEOUT_MS: "-1", LICENSD_AUDIT_KEEPALIVE_MS: "1.5", LICENSD_HEARTBEAT_SWEEP_MS: "10" });
-    const named = ["LICENSD_PORT", "LICENSD_ENV", "LICENSD_LOG_LEVEL", "LICENSD_DATABASE_URL", "LICENSD_DATA_KEY", "LICENSD_TLS_CERT", "LICENSD_DB_PREPARED_STATEMENTS"];
+    const p = problems({ LICENSD_PORT: "http", LICENSD_ENV: "staging", LICENSD_LOG_LEVEL: "loud", LICENSD_DATABASE_URL: "mysql://x", LICENSD_DATA_KEY: "tooshort", LICENSD_TLS_CERT: "/nope", LICENSD_DB_POOL_MAX: "0", LICENSD_WORKERS: "many", LICENSD_SHUTDOWN_TIMEOUT_MS: "-1", LICENSD_AUDIT_KEEPALIVE_MS: "1.5", LICENSD_HEARTBEAT_SWEEP_MS: "10" });
+    const named = ["LICENSD_PORT", "LICENSD_ENV", "LICENSD_LOG_LEVEL", "LICENSD_DATABASE_URL", "LICENSD_DATA_KEY", "LICENSD_TLS_CERT"];
     // (numeric settings were once read after the check, and a bad one silently became its default)
     for (const name of [...named, "LICENSD_DB_POOL_MAX", "LICENSD_WORKERS", "LICENSD_SHUTDOWN_TIMEOUT_MS", "LICENSD_AUDIT_KEEPALIVE_MS", "LICENSD_HEARTBEAT_SWEEP_MS"]) {
       expect(p.some((x) => x.startsWith(name)), name).toBe(true);
