@@ -59,19 +59,19 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const usedBy = new Map(rows.map((r) => [r.agent_id, r.used === null ? 0n : BigInt(r.used)]));
         out.push(limitState(license, meter, usedBy.get("") ?? 0n, period));
         if (!meter.agentTokens) continue;
-        // Each agent the license names; one without a period row yet (the meter started
-        // counting agent tokens this period and the agent has not sent since) from the rollups.
-        for (const agentId of [...license.agentTokens.keys()].sort()) {
-          let used = usedBy.get(agentId);
-          if (used === undefined) {
-            const [r] = await em.execute<{ used: string | null }[]>(
-              `select sum(total) as used from usage_rollups where license_id = ? and meter_id = ? and agent_id = ? and hour >= ?${period.end ? " and hour < ?" : ""}`,
-              [license.id, meter.id, agentId, period.start, ...(period.end ? [period.end] : [])],
-            );
-            used = r?.used ? BigInt(r.used) : 0n;
-          }
-          out.push(limitState(license, meter, used, period, agentId));
+        // Each agent the license names; those without a period row yet (the meter started
+        // counting agent tokens this period and they have not sent since) from the rollups, in one query.
+        const agents = [...license.agentTokens.keys()].sort();
+        const missing = agents.filter((a) => !usedBy.has(a));
+        if (missing.length > 0) {
+          const rows = await em.execute<{ agent_id: string; used: string | null }[]>(
+            `select agent_id, sum(total) as used from usage_rollups
+              where license_id = ? and meter_id = ? and agent_id in (${list(missing.length)}) and hour >= ?${period.end ? " and hour < ?" : ""} group by agent_id`,
+            [license.id, meter.id, ...missing, period.start, ...(period.end ? [period.end] : [])],
+          );
+          for (const r of rows) usedBy.set(r.agent_id, r.used === null ? 0n : BigInt(r.used));
         }
+        for (const agentId of agents) out.push(limitState(license, meter, usedBy.get(agentId) ?? 0n, period, agentId));
       }
       return out;
     },
