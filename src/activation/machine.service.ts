@@ -99,7 +99,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       kid,
     };
     const input = `${ED25519_PREFIX}.${Buffer.from(JSON.stringify(payload)).toString("base64url")}`;
-    const { signature } = await signingKeys.signAsync(Buffer.from(input));
+    const { signature } = signingKeys.sign(Buffer.from(input));
     return { token: `${input}.${signature.toString("base64url")}`, kid, expiresAt };
   }
 

@@ -268,7 +268,7 @@ export function createLicenseRpc(deps: {
       const now = clock.now();
       const time = timestampFromDate(now);
       const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "";
-      const { kid, signature } = await signingKeys.signAsync(signingBytesOf(answer, req.nonce, now, lease));
+      const { kid, signature } = signingKeys.sign(signingBytesOf(answer, req.nonce, now, lease));
       // A shallow copy: the cached answer's nested messages are shared, never changed.
       return { ...answer.base, nonce: req.nonce, time, lease, kid, signature };
     },

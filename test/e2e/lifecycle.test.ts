@@ -26,12 +26,18 @@ async function getTenant(url: string, key: string, id: string) {
   return { status: res.status, body: (await res.json()) as { tenant?: { name: string } } };
 }
 
-const children = (pid: number) =>
-  execFileSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" }).split("\n").filter((l) => l.trim() !== "").length;
+const childPids = (pid: number) =>
+  execFileSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" }).split("\n").map((l) => l.trim()).filter((l) => l !== "");
+const children = (pid: number) => childPids(pid).length;
+/** The node flags a process runs with (from its command line). */
+const nodeFlags = (pid: number | string) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a.startsWith("--"));
 
 describe("serve", () => {
   it("stops cleanly on SIGTERM and never logs a secret", async () => {
     const server = await startServer();
+    // bin/licensd.js restarts itself in place with AsyncLocalStorage on async context
+    // frames (no promise hooks): same process id, so this SIGTERM reaches the server.
+    expect(nodeFlags(server.child.pid!)).toContain("--experimental-async-context-frame");
     await createTenant(server.url, server.superAdminKey, "Logged Co");
     expect(await server.stop("SIGTERM")).toBe(0);
     const out = server.output();
@@ -47,6 +53,9 @@ describe("serve", () => {
     expect(new Set(ids).size).toBe(20);
     const pid = server.child.pid!;
     expect(children(pid)).toBeGreaterThanOrEqual(2);
+    const workers = childPids(pid).filter((c) => readFileSync(`/proc/${c}/cmdline`, "utf8").includes("licensd.js"));
+    expect(workers.length).toBeGreaterThanOrEqual(2);
+    for (const worker of workers) expect(nodeFlags(worker)).toContain("--experimental-async-context-frame");
     // /healthz answers as soon as the first worker listens; wait for both to say so.
     const listening = () => new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g)).size;
     for (let i = 0; i < 300 && listening() < 2; i++) await new Promise((r) => setTimeout(r, 100));
