@@ -11,6 +11,11 @@
 // supervisors see one process). LICENSD_NO_REEXEC=1 turns this off.
 const FLAG = "--experimental-async-context-frame";
 if (!process.execArgv.includes(FLAG) && typeof process.execve === "function" && !process.env.LICENSD_NO_REEXEC) {
-  process.execve(process.execPath, [process.execPath, FLAG, ...process.execArgv, ...process.argv.slice(1)], process.env);
+  try {
+    process.execve(process.execPath, [process.execPath, FLAG, ...process.execArgv, ...process.argv.slice(1)], process.env);
+  } catch (err) {
+    // Not fatal: licensd works the same without the flag, only slower.
+    process.emitWarning(`could not restart with ${FLAG} (${err.message}); running without it`);
+  }
 }
 await import("../dist/src/cli.js");
