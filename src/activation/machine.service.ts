@@ -75,7 +75,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     return leaseOf(await catalog.getProduct(em, license.tenantId, license.productId), policy, license, machine);
   }
 
-  /** Signs a lease (on the thread pool) from the four records it describes. */
+  /** Signs a lease from the four records it describes. */
   async function leaseOf(product: Product, policy: Policy, license: License, machine: Machine): Promise<SignedLease> {
     const now = clock.now();
     const ttl = machine.offline ? (policy.offlineLeaseTtlSeconds ?? DEFAULT_OFFLINE_LEASE_TTL_SECONDS) : (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
