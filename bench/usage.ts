@@ -49,10 +49,10 @@ export async function run(): Promise<string> {
     // too), as a fleet's agents do: one stream's batches never wait for another's period locks.
     const streamRound = async (streams = 1) => {
       round++;
-      const own = (s: number) => licenses.filter((_, l) => l % streams === s);
+      const owned = Array.from({ length: streams }, (_, s) => licenses.filter((_, l) => l % streams === s));
       const batches: StreamUsageRequest[] = Array.from({ length: BATCHES }, (_, b) => ({
         batchId: `r${round}-b${b}`,
-        events: Array.from({ length: BATCH }, (_, i) => ({ licenseKey: own(b % streams)[(b + i) % own(b % streams).length]!.key, metric: "tokens", quantity: BigInt(1 + (i % 50)), idempotencyKey: `r${round}-${b}-${i}`, agentId: `agent-${i % 4}` })),
+        events: Array.from({ length: BATCH }, (_, i) => ({ licenseKey: owned[b % streams]![(b + i) % owned[b % streams]!.length]!.key, metric: "tokens", quantity: BigInt(1 + (i % 50)), idempotencyKey: `r${round}-${b}-${i}`, agentId: `agent-${i % 4}` })),
       })) as StreamUsageRequest[];
       const sent = new Map<string, number>();
       const latencies: number[] = [];
