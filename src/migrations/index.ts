@@ -8,6 +8,7 @@ import { Migration20261123060000Anomalies } from "./Migration20261123060000Anoma
 import { Migration20261123070000UsageKeys } from "./Migration20261123070000UsageKeys.js";
 import { Migration20261123080000AgentTokens } from "./Migration20261123080000AgentTokens.js";
 import { Migration20261123090000UsageEventsCollation } from "./Migration20261123090000UsageEventsCollation.js";
+import { Migration20261123100000UsageFastPath } from "./Migration20261123100000UsageFastPath.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -24,4 +25,5 @@ export const migrationsList = [
   { name: "Migration20261123070000UsageKeys", class: Migration20261123070000UsageKeys },
   { name: "Migration20261123080000AgentTokens", class: Migration20261123080000AgentTokens },
   { name: "Migration20261123090000UsageEventsCollation", class: Migration20261123090000UsageEventsCollation },
+  { name: "Migration20261123100000UsageFastPath", class: Migration20261123100000UsageFastPath },
 ];

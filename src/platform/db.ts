@@ -1,4 +1,4 @@
-import { MikroORM, type EntityManager, type Options } from "@mikro-orm/postgresql";
+import { MikroORM, type EntityManager, type Options, type PostgreSqlConnection } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
 import type { Logger } from "./logger.js";
@@ -30,6 +30,12 @@ export interface Database {
   tx<T>(fn: (em: EntityManager) => Promise<T>): Promise<T>;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
+  /**
+   * One statement on its own (in its own transaction, one round trip), with bound
+   * parameters as `query` sends them, prepared once per pooled connection under `name`:
+   * for a hot statement whose text never changes, PostgreSQL then parses and plans it once.
+   */
+  prepared<T>(name: string, sql: string, params: unknown[]): Promise<T[]>;
   /** `select 1` with a short timeout: is the database answering? */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -53,6 +59,14 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
     orm,
     tx: (fn) => orm.em.fork().transactional((em) => fn(em)),
     em: () => orm.em.fork(),
+    async prepared<T>(name: string, sql: string, params: unknown[]) {
+      const pool = await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient();
+      try {
+        return (await pool.query({ name, text: sql, values: params })).rows as T[];
+      } catch (err) {
+        throw orm.em.getDriver().convertException(err as Error);
+      }
+    },
     async ping(timeoutMs = 2_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => {

@@ -52,63 +52,73 @@ export interface PeriodTotal {
   exceeded: boolean;
 }
 
+/** Binds values as parameters of one statement (after those already in `params`): their `$n` placeholders. */
+export const binder = (params: unknown[]) => (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
+
 /**
- * The statement that ends a batch: hourly rollups of the accepted events (in key order,
- * so concurrent batches upsert shared rows in the same order: no deadlocks), their
- * distinct values, and the changed period totals. Undefined when there is nothing to write.
+ * The hourly rollups of accepted events, as a CTE named `rollups`, in key order: concurrent
+ * batches upsert shared rows in the same order (no deadlocks). `after` is a condition the
+ * insert waits for (a scalar subquery naming an earlier CTE), or "true".
  */
-export function finishStatement(accepted: Prepared[], newUniques: Prepared[], changed: PeriodTotal[]): { sql: string; params: unknown[] } | undefined {
-  const parts: string[] = [];
-  const params: unknown[] = [];
-  const bind = (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
-  if (accepted.length > 0) {
-    type Rollup = { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date };
-    // (license, meter, period) group → hour → agent: the group strings and hour Dates are shared per batch.
-    const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
-    for (const p of accepted) {
-      let byHour = rollups.get(p.group);
-      if (!byHour) rollups.set(p.group, (byHour = new Map()));
-      let byAgent = byHour.get(p.hour);
-      if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
-      const r = byAgent.get(p.agentId);
-      if (!r) byAgent.set(p.agentId, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
-      else {
-        r.total += p.quantity;
-        r.events++;
-        if (p.quantity > r.max) r.max = p.quantity;
-        if (p.quantity < r.min) r.min = p.quantity;
-        if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
-      }
+function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[], after = "true"): string {
+  type Rollup = { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date };
+  // (license, meter, period) group → hour → agent: the group strings and hour Dates are shared per batch.
+  const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
+  for (const p of accepted) {
+    let byHour = rollups.get(p.group);
+    if (!byHour) rollups.set(p.group, (byHour = new Map()));
+    let byAgent = byHour.get(p.hour);
+    if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
+    const r = byAgent.get(p.agentId);
+    if (!r) byAgent.set(p.agentId, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
+    else {
+      r.total += p.quantity;
+      r.events++;
+      if (p.quantity > r.max) r.max = p.quantity;
+      if (p.quantity < r.min) r.min = p.quantity;
+      if (p.ts >= r.latestTs) [r.latest, r.latestTs] = [p.quantity, p.ts];
     }
-    // In key order: concurrent batches upsert shared rollup rows in the same order (no deadlocks).
-    const rs = [...rollups.values()]
-      .flatMap((byHour) => [...byHour.values()].flatMap((byAgent) => [...byAgent.values()]))
-      .map((r) => ({ r, k: `${r.p.license.id}|${r.p.meter.id}|${r.p.hour.getTime()}|${r.p.agentId}` }))
-      .sort(({ k: a }, { k: b }) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(({ r }) => r);
-    const $ = bind(
-      columns(
-        rs,
-        (r) => r.p.license.tenantId,
-        (r) => r.p.license.id,
-        (r) => r.p.meter.id,
-        (r) => r.p.hour,
-        (r) => r.p.agentId,
-        (r) => r.total.toString(),
-        (r) => r.events,
-        (r) => r.max.toString(),
-        (r) => r.min.toString(),
-        (r) => r.latest.toString(),
-        (r) => r.latestTs,
-      ),
-    );
-    parts.push(`rollups as (insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
-       select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[], ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[], ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[])
+  }
+  const rs = [...rollups.values()]
+    .flatMap((byHour) => [...byHour.values()].flatMap((byAgent) => [...byAgent.values()]))
+    .map((r) => ({ r, k: `${r.p.license.id}|${r.p.meter.id}|${r.p.hour.getTime()}|${r.p.agentId}` }))
+    .sort(({ k: a }, { k: b }) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(({ r }) => r);
+  const $ = bind(
+    columns(
+      rs,
+      (r) => r.p.license.tenantId,
+      (r) => r.p.license.id,
+      (r) => r.p.meter.id,
+      (r) => r.p.hour,
+      (r) => r.p.agentId,
+      (r) => r.total.toString(),
+      (r) => r.events,
+      (r) => r.max.toString(),
+      (r) => r.min.toString(),
+      (r) => r.latest.toString(),
+      (r) => r.latestTs,
+    ),
+  );
+  return `rollups as (insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
+       select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[], ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[], ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[]) where ${after}
        on conflict (license_id, meter_id, hour, agent_id) do update set
          total = r.total + excluded.total, events = r.events + excluded.events,
          max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
          latest = case when excluded.latest_ts >= r.latest_ts then excluded.latest else r.latest end,
-         latest_ts = greatest(r.latest_ts, excluded.latest_ts))`);
+         latest_ts = greatest(r.latest_ts, excluded.latest_ts))`;
+}
+
+/**
+ * The statement that ends a batch: hourly rollups of the accepted events, their distinct
+ * values, and the changed period totals. Undefined when there is nothing to write.
+ */
+export function finishStatement(accepted: Prepared[], newUniques: Prepared[], changed: PeriodTotal[]): { sql: string; params: unknown[] } | undefined {
+  const parts: string[] = [];
+  const params: unknown[] = [];
+  const bind = binder(params);
+  if (accepted.length > 0) {
+    parts.push(rollupsCte(accepted, bind));
     const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
     if (hourly.length > 0) {
       const h = bind(columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue));
@@ -140,3 +150,70 @@ export function finishStatement(accepted: Prepared[], newUniques: Prepared[], ch
   return parts.length > 0 ? { sql: `with ${parts.join(",\n")} select 1`, params } : undefined;
 }
 
+
+/** A period total a batch adds to in one statement: `delta` on top of what it holds, within `limit` and `allowed`. */
+export interface FastGroup {
+  sample: Prepared;
+  /** "" for the metric as a whole. */
+  agentId: string;
+  delta: bigint;
+  /** What batches ahead of it may still add: its limits are checked as if they had. */
+  pending: bigint;
+  /** 0: no limit. */
+  limit: bigint;
+  /** null: nothing refused. */
+  allowed: bigint | null;
+}
+
+/**
+ * A whole batch in one statement, run on its own (its own transaction, one round trip):
+ * the keys and events (as the general path writes them), then the period totals of
+ * `groups` locked in key order (the general path's order), checked, and raised by their
+ * deltas, then the rollups. PostgreSQL stops it (SQLSTATE LU001, licensd_usage_fast_path)
+ * and nothing is written when a total is not there yet (an agent's also needs its
+ * rebuild from the rollups), or when the total with the batch and what is pending ahead
+ * of it would pass what is allowed or cross a threshold that must be recorded (80%
+ * warning, limit exceeded): the general path handles those. The text depends on nothing
+ * but the parameters' count, so it is prepared once per connection. Returns the raised totals.
+ */
+export function fastStatement(now: Date, events: Prepared[], groups: FastGroup[]): { sql: string; params: unknown[] } {
+  const params: unknown[] = [now, ...eventsParams(events)];
+  const bind = binder(params);
+  const g = bind(
+    columns(
+      groups,
+      (x) => x.sample.license.id,
+      (x) => x.sample.meter.id,
+      (x) => x.sample.periodStart,
+      (x) => x.agentId,
+      (x) => x.delta.toString(),
+      (x) => x.pending.toString(),
+      (x) => x.limit.toString(),
+      (x) => (x.allowed === null ? null : x.allowed.toString()),
+    ),
+  );
+  const [count] = bind([groups.length]);
+  const ok = `(select ok from checked)`;
+  const sql = `with x as (${eventRecords(2)}),
+    keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select tenant_id, idempotency_key, $1::timestamptz from x returning 1),
+    ev as (${eventsInsert("x", "$1")} returning 1),
+    g as (select * from unnest(${g[0]}::text[], ${g[1]}::text[], ${g[2]}::timestamptz[], ${g[3]}::text[], ${g[4]}::numeric[], ${g[5]}::numeric[], ${g[6]}::numeric[], ${g[7]}::numeric[])
+            as g (license_id, meter_id, period_start, agent_id, delta, pending, lim, allowed)),
+    -- after the keys and events (the counts make PostgreSQL write them first): a key another
+    -- batch holds is waited for before any total is locked, as on the general path
+    locked as (select u.license_id, u.meter_id, u.period_start, u.agent_id, u.used, u.warned, u.exceeded, g.delta, g.pending, g.lim, g.allowed
+                 from usage_periods u join g on g.license_id = u.license_id and g.meter_id = u.meter_id and g.period_start = u.period_start and g.agent_id = u.agent_id
+                where (select count(*) from keys) + (select count(*) from ev) >= 0
+                order by g.license_id, g.meter_id, g.period_start, g.agent_id for update of u),
+    checked as (select licensd_usage_fast_path(count(*) = ${count}::int and coalesce(bool_and(
+                  (agent_id = '' or used is not null)
+                  and (allowed is null or coalesce(used, 0) + delta + pending <= allowed)
+                  and (lim = 0 or ((warned or (coalesce(used, 0) + delta + pending) * 10 < lim * 8) and (exceeded or coalesce(used, 0) + delta + pending <= lim)))), false)) as ok
+                  from locked),
+    raised as (update usage_periods u set used = coalesce(l.used, 0) + l.delta from locked l
+                where ${ok} and u.license_id = l.license_id and u.meter_id = l.meter_id and u.period_start = l.period_start and u.agent_id = l.agent_id
+                returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id, u.used),
+    ${rollupsCte(events, bind, ok)}
+    select * from raised`;
+  return { sql, params };
+}

@@ -1,6 +1,6 @@
 import type { Principal } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
+import { DeadlockException, UniqueConstraintViolationException } from "@mikro-orm/core";
 import { query, type Database, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
@@ -8,8 +8,8 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
 import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
-import { columns, eventRecords, eventsInsert, eventsParams, finishStatement, type PeriodTotal } from "./ingest-sql.js";
-import type { Turn } from "./stream-order.js";
+import { columns, eventRecords, eventsInsert, eventsParams, fastStatement, finishStatement, type FastGroup, type PeriodTotal } from "./ingest-sql.js";
+import type { Admission, Turn } from "./stream-order.js";
 
 export type { IncomingEvent, Rejection };
 export type { LimitState };
@@ -30,8 +30,9 @@ export interface BatchResult {
  * instance — makes the event a duplicate), then the period totals of every (license,
  * meter, period) the batch touches are locked, so limits hold across instances, then
  * refused events are taken back and hourly rollups, distinct values and totals written,
- * all with multi-row statements. The caller acknowledges only after this returns, i.e.
- * after the commit.
+ * all with multi-row statements. The common batch, clear of every limit and threshold,
+ * does all of it in one statement (`fast`), and falls back to that general path when it
+ * is not. The caller acknowledges only after this returns, i.e. after the commit.
  */
 export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore; feed: AuditFeed }) {
   const { db, clock, events, signingKeys } = deps;
@@ -56,18 +57,18 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
 
   /**
    * Ingests one batch; resolves after its transaction committed. With `turn` (a stream's
-   * batches, written concurrently), the batch writes its keys and takes its period locks
-   * each only after the stream's previous batch did: limits are met in stream order, and
-   * no batch ever waits in PostgreSQL for a row a later batch of its stream holds while
-   * that one waits here for it.
+   * batches, written concurrently), limits are met in stream order, and a key repeated by
+   * batches in flight counts in the first (stream-order.ts): on the general path the batch
+   * writes its keys and takes its period locks each only after the stream's batches before
+   * it did, so no batch ever waits in PostgreSQL for a row a later batch of its stream
+   * holds while that one waits here for it.
    */
   async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult> {
     try {
       return await ingestBatch(batch, principal, opts);
     } finally {
       // idempotent: a batch that failed, or had nothing to write, must not hold up the next
-      opts.turn?.keys.done();
-      opts.turn?.limits.done();
+      opts.turn?.finish();
     }
   }
 
@@ -96,18 +97,84 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       keys.add(p.key);
       return true;
     });
+    // What the batch may add to each additive (SUM, COUNT, agent token) period total.
+    const adds = new Map<string, bigint>();
+    const add = (group: string, n: bigint) => adds.set(group, (adds.get(group) ?? 0n) + n);
+    for (const p of distinct) {
+      if (p.meter.aggregation === "sum" || p.meter.aggregation === "count") add(p.group, p.meter.aggregation === "count" ? 1n : p.quantity);
+      if (p.agentGroup) add(p.agentGroup, p.quantity);
+    }
+    const { turn } = opts;
+    let admission: Admission = { overlaps: false, pending: new Map() };
+    if (turn) {
+      await turn.admitted;
+      admission = turn.admit(keysOf, adds);
+    }
+
+    const isResent = (err: unknown) => err instanceof UniqueConstraintViolationException && /usage_dedupe/.test(err.message);
+    let careful = false;
+    if (distinct.length > 0 && distinct.every((p) => p.key) && prepared.every((p) => p.meter.aggregation === "sum" || p.meter.aggregation === "count")) {
+      if (admission.overlaps) {
+        // A key of an unfinished batch before it: after that batch, so its copy counts.
+        await turn?.keys.wait;
+        await turn?.limits.wait;
+      }
+      try {
+        return await fast(now, prepared, distinct, repeated, rejected, adds, admission.pending);
+      } catch (err) {
+        // Nothing was written: the statement stopped itself (a limit or threshold in reach, a
+        // total not there yet), met a key seen before (a resent batch), or lost a deadlock
+        // (keys sent again in another order while the first copies are being written).
+        if (!((err as { code?: string }).code === "LU001" || err instanceof DeadlockException || isResent(err))) throw err;
+        careful = isResent(err);
+      }
+    }
     // Keys are written with a plain INSERT first: a batch of keys never seen before is the
     // common case, and a plain insert costs PostgreSQL less than half of ON CONFLICT's
     // speculative one. A key seen before (a resent batch) fails it; the batch then runs again
     // with ON CONFLICT DO NOTHING, which sorts new keys from old. Nothing is locked yet
     // when that happens (keys come first), so the retry costs one statement.
-    for (let careful = false; ; careful = true) {
+    for (; ; careful = true) {
       try {
-        return await db.tx((em) => write(em, now, prepared, distinct, repeated, rejected.slice(), careful, opts.turn));
+        return await db.tx((em) => write(em, now, prepared, distinct, repeated, rejected.slice(), careful, turn));
       } catch (err) {
-        if (careful || !(err instanceof UniqueConstraintViolationException) || !/usage_dedupe/.test(err.message)) throw err;
+        if (careful || !isResent(err)) throw err;
       }
     }
+  }
+
+  /**
+   * The common batch — new keyed events of SUM and COUNT meters, clear of every limit and
+   * threshold — in one statement (fastStatement) on its own: one round trip, and its
+   * period locks are held only while PostgreSQL finishes the statement and commits, never
+   * while this process is busy elsewhere. `pending` is what unfinished batches before it
+   * in its stream may still add: its limits are checked as if they had. Throws, having
+   * written nothing, when the batch needs the general path.
+   */
+  async function fast(now: Date, prepared: Prepared[], distinct: Prepared[], repeated: number[], rejected: Rejection[], adds: Map<string, bigint>, pending: Map<string, bigint>): Promise<BatchResult> {
+    // Duplicates' totals too: their acknowledgement reports where the license stands.
+    const groups = new Map<string, FastGroup>();
+    const open = (key: string, p: Prepared, agentId: string) => {
+      if (!groups.has(key)) groups.set(key, { sample: p, agentId, delta: adds.get(key) ?? 0n, pending: pending.get(key) ?? 0n, ...limitOf(p, agentId) });
+    };
+    for (const p of prepared) {
+      open(p.group, p, "");
+      if (p.agentGroup) open(p.agentGroup, p, p.agentId);
+    }
+    const entries = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+    const { sql, params } = fastStatement(now, distinct, entries.map(([, g]) => g));
+    const raised = await db.prepared<{ license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string }>("licensd-usage-batch", sql, params);
+    const used = new Map(raised.map((r) => [`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`, BigInt(r.used)]));
+    const limits: LimitState[] = [];
+    for (const [key, g] of entries) {
+      const { license, meter } = g.sample;
+      // An agent is reported when the license names it.
+      if (g.agentId && !license.agentTokens.has(g.agentId)) continue;
+      limits.push(limitState(license, meter, used.get(key)!, { start: g.sample.periodStart, end: g.sample.periodEnd }, g.agentId));
+    }
+    rejected.sort((a, b) => a.index - b.index);
+    const duplicateIndexes = [...repeated].sort((a, b) => a - b);
+    return { accepted: distinct.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
   }
 
   async function write(

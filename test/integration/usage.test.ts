@@ -244,6 +244,32 @@ describe("ingestion", () => {
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(194n);
   });
 
+  it("meets a limit in stream order while batches in flight run up to it: the first event past it is refused, none after it lands", async () => {
+    const s = await setup("ORD", { limit: 1000 });
+    const stream = openStream(a);
+    stream.send("ord-0", Array.from({ length: 50 }, () => ev(s.key, 5)));
+    expect(await stream.next()).toMatchObject({ batchId: "ord-0", accepted: 50 });
+    // Five at once: to 500 and 750 (clear of everything), to exactly 1000 (across the 80%
+    // warning), then one token each, past the limit. Had a later batch gone ahead of an
+    // earlier one, the 1000th token's batch would lose an event to a later single token.
+    const batches = [...Array.from({ length: 3 }, () => Array.from({ length: 50 }, () => ev(s.key, 5))), [ev(s.key, 1)], [ev(s.key, 1)]];
+    batches.forEach((events, i) => stream.send(`ord-${i + 1}`, events));
+    const acks = [];
+    for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
+    stream.end();
+    expect(acks.map((x) => [x.batchId, x.accepted, x.rejected.map((r) => [r.index, r.reason])])).toEqual([
+      ["ord-1", 50, []],
+      ["ord-2", 50, []],
+      ["ord-3", 50, []],
+      ["ord-4", 0, [[0, "LIMIT_EXCEEDED"]]],
+      ["ord-5", 0, [[0, "LIMIT_EXCEEDED"]]],
+    ]);
+    expect(acks.at(-1)!.limits[0]).toMatchObject({ used: 1000n, limit: 1000n, warning: true, exceeded: false });
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(1000n);
+    const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "usage." });
+    expect(audit.events.map((e) => [e.type, e.payload?.used])).toEqual([["usage.limit_warning", 1000]]);
+  });
+
   it("stores each event as sent: time to the millisecond, agent and attributes (or none)", async () => {
     const s = await setup("RAW");
     const at = new Date(clock.now().getTime() - 3_723_456);
