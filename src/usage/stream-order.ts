@@ -35,13 +35,24 @@ export interface Turn {
   finish(): void;
 }
 
+/** Whether two batches hold a key in common (tenant → keys). */
+function shares(a: Map<string, Set<string>>, b: Map<string, Set<string>>): boolean {
+  for (const [tenantId, keys] of b) {
+    const theirs = a.get(tenantId);
+    if (theirs) for (const key of keys) if (theirs.has(key)) return true;
+  }
+  return false;
+}
+
 /** Gives each batch of one stream its turn. */
 export function streamOrder(): () => Turn {
   let keys: Promise<unknown> = Promise.resolve();
   let limits: Promise<unknown> = Promise.resolve();
   let admitted: Promise<unknown> = Promise.resolve();
   const pending = new Map<string, bigint>();
-  const heldKeys = new Map<string, Map<string, number>>(); // tenant → key → unfinished batches holding it
+  // The keys of the registered, unfinished batches (tenant → keys): the sets the batches built
+  // for themselves, looked into rather than merged (a stream has at most a few in flight).
+  const unfinished = new Set<Map<string, Set<string>>>();
   // A stage's successors wait for it and for everything before it: a batch that did not
   // wait may finish before the batches ahead of it.
   const stage = (before: Promise<unknown>): [Stage, Promise<unknown>] => {
@@ -59,16 +70,8 @@ export function streamOrder(): () => Turn {
     return {
       admitted: a.wait,
       admit(batchKeys, adds) {
-        let overlaps = false;
-        for (const [tenantId, ks] of batchKeys) {
-          let held = heldKeys.get(tenantId);
-          if (!held) heldKeys.set(tenantId, (held = new Map()));
-          for (const key of ks) {
-            const n = held.get(key) ?? 0;
-            if (n > 0) overlaps = true;
-            held.set(key, n + 1);
-          }
-        }
+        const overlaps = [...unfinished].some((earlier) => shares(earlier, batchKeys));
+        unfinished.add(batchKeys);
         const before = new Map<string, bigint>();
         for (const [group, add] of adds) {
           const p = pending.get(group) ?? 0n;
@@ -85,15 +88,7 @@ export function streamOrder(): () => Turn {
         if (finished) return;
         finished = true;
         if (registered) {
-          for (const [tenantId, ks] of registered.keys) {
-            const held = heldKeys.get(tenantId)!;
-            for (const key of ks) {
-              const n = held.get(key)! - 1;
-              if (n > 0) held.set(key, n);
-              else held.delete(key);
-            }
-            if (held.size === 0) heldKeys.delete(tenantId);
-          }
+          unfinished.delete(registered.keys);
           for (const [group, add] of registered.adds) {
             if (add === 0n) continue;
             const p = pending.get(group)! - add;
