@@ -11,9 +11,9 @@ import { ED25519_PREFIX } from "../licensing/license-file.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
-import { query, type Database } from "../platform/db.js";
+import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
-import { readForHeartbeat } from "./heartbeat.read.js";
+import { stampHeartbeat } from "./heartbeat.read.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
 import { open } from "../platform/crypto.js";
 
@@ -213,23 +213,19 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     },
 
     /**
-     * Heartbeat's common case in two statements and no ORM: read the machine with its
-     * license, policy and product in one join, check the license may run, stamp the
-     * machine. Returns undefined for anything else (a dead machine, none, a race with a
-     * deactivation), which the full `heartbeat` then answers with its reasons.
+     * Heartbeat's common case in one statement and no ORM (heartbeat.read.ts): a live
+     * machine of an active, unexpired license is stamped and read back with its license,
+     * policy and product. Returns undefined, having changed nothing, for anything else (a
+     * dead machine, none, a license refused or in its grace period), which the full
+     * `heartbeat` then answers with its reasons.
      */
     async heartbeatFast(db: Database, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
       const found = lookupLicenseKey(key, keyring);
       if (!found.ok) return undefined; // the full path says why
-      const em = db.em();
-      const read = await readForHeartbeat(em, found.digest, fingerprint);
-      if (!read || read.status !== "alive") return undefined;
-      const { license, policy, product, machineOf } = read;
-      requireUsable(license, policy, { newMachine: false });
       const now = clock.now();
-      const [updated] = await query<{ id: string }>(em, `update machines set last_heartbeat_at = $1, updated_at = $1 where id = $2 and status = 'alive' returning id`, [now, read.machineId]);
-      if (!updated) return undefined;
-      const machine = machineOf(now);
+      const stamped = await stampHeartbeat(db, found.digest, fingerprint, now);
+      if (!stamped) return undefined;
+      const { license, policy, product, machine } = stamped;
       return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
     },
 
