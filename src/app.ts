@@ -102,13 +102,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
   async function assemble(): Promise<App> {
     const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
-    const events = createEvents({ clock, keyring });
-    const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
-    acquired.push(() => signingKeys.stop());
-    await signingKeys.start();
     const feed = new AuditFeed(databaseUrl, logger);
     acquired.push(() => feed.stop());
     await feed.start();
+    // This process's caches drop what a change touched as soon as it commits, before its caller hears back.
+    const events = createEvents({ clock, keyring, committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)) });
+    const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
+    acquired.push(() => signingKeys.stop());
+    await signingKeys.start();
     const tenants = createTenantService({ clock, events });
     const apiKeys = createApiKeyService({ db, clock, tenants, events });
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });

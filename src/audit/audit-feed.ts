@@ -85,7 +85,15 @@ export class AuditFeed {
     });
   }
 
-  /** Calls `listener` for every entry committed on any instance (caches invalidate on it). */
+  /**
+   * An entry this process committed, told at once (its NOTIFY comes back later): the
+   * `onEntry` listeners run now, so a caller that changed something reads its own write.
+   */
+  announce(tenantId: string, seq: number) {
+    this.wake.emit(ANY_ENTRY, tenantId, seq);
+  }
+
+  /** Calls `listener` for every entry committed on any instance, and (first) for this process's own at once (caches invalidate on it). */
   onEntry(listener: (tenantId: string, seq: number) => void) {
     this.wake.on(ANY_ENTRY, listener);
   }

@@ -69,7 +69,12 @@ interface Head {
   frontier: Buffer;
 }
 
-export function createEvents({ clock, keyring }: { clock: Clock; keyring: AuditKeyring }): Events {
+/**
+ * `committed`, when given, is told of each entry with the transaction it was written in:
+ * the server registers it to run after that commit, so this process's caches drop what the
+ * change touched before its caller hears back (other instances learn it by NOTIFY).
+ */
+export function createEvents({ clock, keyring, committed }: { clock: Clock; keyring: AuditKeyring; committed?: (em: EntityManager, tenantId: string, seq: number) => void }): Events {
   return {
     async emit(em, event) {
       // The hot path of every mutation: plain SQL, two round trips (lock the head, then
@@ -112,6 +117,7 @@ export function createEvents({ clock, keyring }: { clock: Clock; keyring: AuditK
           AUDIT_CHANNEL, `${event.tenantId}:${seq}`,
         ],
       );
+      committed?.(em, event.tenantId, seq);
       return { id, seq };
     },
   };

@@ -26,8 +26,10 @@ export async function query<T>(em: EntityManager, sql: string, params: unknown[]
 
 export interface Database {
   orm: MikroORM;
-  /** Runs `fn` in one transaction on a fresh EntityManager; commits when it returns. */
+  /** Runs `fn` in one transaction on a fresh EntityManager; commits when it returns, then runs the hooks `afterCommit` registered on it. */
   tx<T>(fn: (em: EntityManager) => Promise<T>): Promise<T>;
+  /** Runs `hook` once the transaction of `em` (one `tx` gave) has committed; never, if it rolls back. */
+  afterCommit(em: EntityManager, hook: () => void): void;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
   /**
@@ -55,9 +57,24 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
     allowGlobalContext: false,
   };
   const orm = await MikroORM.init(config);
+  const hooks = new WeakMap<EntityManager, (() => void)[]>();
   const db: Database = {
     orm,
-    tx: (fn) => orm.em.fork().transactional((em) => fn(em)),
+    async tx(fn) {
+      let after: (() => void)[] | undefined;
+      const result = await orm.em.fork().transactional(async (em) => {
+        const r = await fn(em);
+        after = hooks.get(em);
+        return r;
+      });
+      for (const hook of after ?? []) hook();
+      return result;
+    },
+    afterCommit(em, hook) {
+      const registered = hooks.get(em);
+      if (registered) registered.push(hook);
+      else hooks.set(em, [hook]);
+    },
     em: () => orm.em.fork(),
     async prepared<T>(name: string, sql: string, params: unknown[]) {
       const pool = await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient();

@@ -7,6 +7,11 @@ import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.
 import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../../src/sdk/audit-verifier.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
+import { AuditFeed } from "../../src/audit/audit-feed.js";
+import { AuditKeyring } from "../../src/events/audit-keyring.js";
+import { createEvents } from "../../src/events/events.js";
+import { systemClock } from "../../src/platform/clock.js";
+import { createLogger } from "../../src/platform/logger.js";
 import { failure } from "../support/errors.js";
 
 let db: { url: string; drop(): Promise<void> };
@@ -121,6 +126,27 @@ describe("the audit log", () => {
     expect(events.map((e) => Number(e.seq))).toEqual(Array.from({ length: 52 }, (_, i) => i + 1));
     const report = await auditOn(b).verifyAuditChain({ tenantId: t.id });
     expect(report).toMatchObject({ valid: true, eventsChecked: 52n, firstBadSeq: 0n, problem: ChainProblem.UNSPECIFIED });
+  });
+
+  it("tells this process's listeners of an entry as soon as its transaction commits (before any NOTIFY), and never of a rolled-back one", async () => {
+    const t = await newTenant("Read Your Writes Co");
+    const { db: database, config } = a.app;
+    // A feed that never LISTENs: whatever its listeners hear comes from this process's commits.
+    const feed = new AuditFeed(a.databaseUrl, createLogger("silent"));
+    const heard: string[] = [];
+    feed.onEntry((tenantId) => heard.push(tenantId));
+    const events = createEvents({ clock: systemClock, keyring: new AuditKeyring(config.dataKey, config.auditHmacKeys), committed: (em, tenantId, seq) => database.afterCommit(em, () => feed.announce(tenantId, seq)) });
+    const entry = { tenantId: t.id, type: "tenant.noted", subject: t.id, actor: "test", payload: {} };
+    await expect(database.tx(async (em) => (await events.emit(em, entry), Promise.reject(new Error("rolled back"))))).rejects.toThrow("rolled back");
+    expect(heard).toEqual([]);
+    const pending = database.tx(async (em) => {
+      await events.emit(em, entry);
+      expect(heard).toEqual([]); // not before the commit
+    });
+    await pending;
+    expect(heard).toEqual([t.id]);
+    expect((await allEvents(t.id)).map((e) => e.type)).toEqual(["tenant.created", "tenant.api_key.created", "tenant.noted"]);
+    expect(await auditOn(a).verifyAuditChain({ tenantId: t.id })).toMatchObject({ valid: true, eventsChecked: 3n });
   });
 
   it("VerifyAuditChain names exactly the entry whose payload, hash or signature changed, or that was deleted", async () => {
