@@ -85,8 +85,8 @@ interface Row {
 
 /**
  * ValidateLicense's engine. The hot path: the key's HMAC is checked before any lookup;
- * licenses are read with one SQL join (not the ORM) and cached per instance by key
- * digest. Any audit entry of a tenant — every change writes one — drops that tenant's
+ * licenses are read with one SQL join (not the ORM; a statement prepared once per pooled
+ * connection) and cached per instance by key digest. Any audit entry of a tenant — every change writes one — drops that tenant's
  * cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
  * within the notification's latency; entries also expire after 30 s as a backstop.
  */
@@ -109,12 +109,13 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     const hit = cache.get(cacheKey);
     if (hit && hit.until > Date.now()) return hit.snapshot;
     const startEpoch = epoch;
-    const [r] = await db.em().execute<Row[]>(
+    const [r] = await db.prepared<Row>(
+      "licensd-validate-license",
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
               l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds, po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
          from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
-        where l.key_digest = ?`,
+        where l.key_digest = $1`,
       [digest],
     );
     const snapshot: LicenseSnapshot | null = r
@@ -193,8 +194,9 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       }
       if (input.fingerprint) {
         // Machines change with every heartbeat: read, never cached.
-        const machines = await db.em().execute<{ fingerprint: string; last_ms: string; status: string; offline: boolean }[]>(
-          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = ? order by id`,
+        const machines = await db.prepared<{ fingerprint: string; last_ms: string; status: string; offline: boolean }>(
+          "licensd-validate-machines",
+          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = $1 order by id`,
           [snapshot.id],
         );
         const machine = machines.find((m) => m.fingerprint === input.fingerprint);

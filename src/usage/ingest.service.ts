@@ -76,7 +76,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
-    const resolved = await resolveBatch(lookups(db.em()), signingKeys, batch, principal, now);
+    const resolved = await resolveBatch(lookups(), signingKeys, batch, principal, now);
     const shapes = new TimeShapes();
     for (let i = 0; i < batch.length; i++) {
       const r = prepareEvent(resolved, shapes, batch[i], i, principal, now, opts.requireKey);

@@ -2,7 +2,7 @@
  * What ingestion and the usage queries read about licenses and meters: the records,
  * their per-instance cache, and the pure rules over them (period, limit, usability).
  */
-import type { EntityManager } from "../platform/db.js";
+import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
@@ -101,8 +101,8 @@ export function unusable(l: LicenseRow, now: Date): { reason: string; message: s
 }
 
 /** Licenses and meters by key digest, id and product, cached per instance. */
-export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditFeed }) {
-  const { keyring, feed } = deps;
+export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring; feed: AuditFeed }) {
+  const { db, keyring, feed } = deps;
 
   // Licenses and meters are cached per instance like ValidateLicense's snapshots: any audit
   // entry of a tenant (every change writes one) drops that tenant's entries on every
@@ -138,8 +138,8 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
     return value;
   }
 
-  /** Licenses and meters read once per batch. */
-  function lookups(em: EntityManager) {
+  /** Licenses and meters read once per batch (statements prepared once per pooled connection). */
+  function lookups() {
     const byDigest = new Map<string, Promise<LicenseRow | undefined>>();
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
@@ -171,18 +171,18 @@ export function createUsageRecords(deps: { keyring: LicenseKeyring; feed: AuditF
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
-        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => em.execute<Row[]>(`${select} where l.key_digest = ?`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => db.prepared<Row>("licensd-usage-license-by-digest", `${select} where l.key_digest = $1`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byDigest.get(k)!;
       },
       byId(id: string) {
-        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => em.execute<Row[]>(`${select} where l.id = ?`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => db.prepared<Row>("licensd-usage-license-by-id", `${select} where l.id = $1`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byId.get(id)!;
       },
       /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
       meters(productId: string, tenantId: string, fresh = false) {
         const load = () =>
-          em
-            .execute<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }[]>(`select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = ?`, [productId])
+          db
+            .prepared<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }>("licensd-usage-meters", `select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = $1`, [productId])
             .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period, agentTokens: r.agent_tokens }])));
         if (fresh && !refreshed.has(productId)) {
           // once per batch: a batch of unknown metrics costs one more query, not one per event

@@ -46,7 +46,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
   return {
     /** Used, limit and remaining for each metric of the license in the current period. */
     async quota(em: EntityManager, tenantId: string, licenseId: string, metric: string): Promise<LimitState[]> {
-      const look = ingest.lookups(em);
+      const look = ingest.lookups();
       const license = await look.byId(licenseId);
       if (!license || license.tenantId !== tenantId) throw notFound("license", licenseId);
       const meters = [...(await look.meters(license.productId, license.tenantId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => a.metric.localeCompare(b.metric));
