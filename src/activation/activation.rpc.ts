@@ -73,15 +73,13 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
   return {
     activate: async (req, ctx) => {
       await limitActivation(req.key, ctx.values.get(peerAddressKey));
+      const info = { fingerprint: req.fingerprint, hostname: req.hostname, platform: req.platform, cores: req.cores, ip: ctx.values.get(peerAddressKey), metadata: req.metadata };
+      // A machine already active and alive (an agent restarting), without an idempotency key
+      // to record: one statement. Anything else takes the full path, in one transaction.
+      const again = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
+      if (again) return create(pb.ActivateResponseSchema, { machine: machineToProto(again.machine), lease: leaseToProto(again.lease) });
       return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
-        const { machine, lease } = await machines.activate(em, req.key, {
-          fingerprint: req.fingerprint,
-          hostname: req.hostname,
-          platform: req.platform,
-          cores: req.cores,
-          ip: ctx.values.get(peerAddressKey),
-          metadata: req.metadata,
-        });
+        const { machine, lease } = await machines.activate(em, req.key, info);
         return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
       });
     },

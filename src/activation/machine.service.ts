@@ -13,7 +13,7 @@ import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
-import { stampHeartbeat } from "./heartbeat.read.js";
+import { stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
 import { open } from "../platform/crypto.js";
 
@@ -213,7 +213,22 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     },
 
     /**
-     * Heartbeat's common case in one statement and no ORM (heartbeat.read.ts): a live
+     * Activate's common case — the machine is already active and alive (an agent
+     * restarting), its license active and unexpired — in one statement and no ORM
+     * (machine-stamp.ts), with no license lock: no seat changes hands. Returns undefined,
+     * having changed nothing, for anything else, which the full `activate` answers.
+     */
+    async activateFast(db: Database, key: string, info: MachineInfo): Promise<{ machine: Machine; lease: SignedLease } | undefined> {
+      const found = lookupLicenseKey(key, keyring);
+      if (!found.ok) return undefined; // the full path says why
+      const stamped = await stampMachine(db, found.digest, info.fingerprint, clock.now(), info);
+      if (!stamped) return undefined;
+      const { license, policy, product, machine } = stamped;
+      return { machine, lease: await leaseOf(product, policy, license, machine) };
+    },
+
+    /**
+     * Heartbeat's common case in one statement and no ORM (machine-stamp.ts): a live
      * machine of an active, unexpired license is stamped and read back with its license,
      * policy and product. Returns undefined, having changed nothing, for anything else (a
      * dead machine, none, a license refused or in its grace period), which the full
@@ -223,7 +238,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       const found = lookupLicenseKey(key, keyring);
       if (!found.ok) return undefined; // the full path says why
       const now = clock.now();
-      const stamped = await stampHeartbeat(db, found.digest, fingerprint, now);
+      const stamped = await stampMachine(db, found.digest, fingerprint, now);
       if (!stamped) return undefined;
       const { license, policy, product, machine } = stamped;
       return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };

@@ -16,15 +16,17 @@ export function createRateLimiter(db: Database, clock: Clock) {
     async take(key: string, rule: RateRule, what: string): Promise<void> {
       const rate = rule.capacity / rule.periodSeconds; // tokens per second
       const now = clock.now();
-      const level = `least(?::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * ?::float8)`;
-      const [row] = await db.em().execute<{ tokens: number; granted: boolean }[]>(
-        `insert into rate_buckets as b (key, tokens, granted, refilled_at) values (?, ? - 1, true, ?)
+      // Prepared once per pooled connection ($2 capacity, $4 tokens per second).
+      const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
+      const [row] = await db.prepared<{ tokens: number; granted: boolean }>(
+        "licensd-rate-take",
+        `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, $2::float8 - 1, true, $3)
          on conflict (key) do update set
            tokens = case when ${level} >= 1 then ${level} - 1 else ${level} end,
            granted = ${level} >= 1,
            refilled_at = greatest(b.refilled_at, excluded.refilled_at)
          returning tokens, granted`,
-        [key, rule.capacity, now, ...Array<number>(4).fill(0).flatMap(() => [rule.capacity, rate])],
+        [key, rule.capacity, now, rate],
       );
       if (row!.granted) return;
       const retryMs = Math.ceil(((1 - Number(row!.tokens)) / rate) * 1000);

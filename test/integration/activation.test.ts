@@ -54,6 +54,11 @@ describe("activation", () => {
     expect(first.machine).toMatchObject({ fingerprint: "fp-1", hostname: "laptop", cores: 8, licenseId: s.teamId, ip: "127.0.0.1" });
     const again = await activation(a).activate({ key: s.teamKey, fingerprint: "fp-1" });
     expect(again.machine!.id).toBe(first.machine!.id);
+    // An agent restarting: what it leaves out is kept, what it says is recorded, with or
+    // without an idempotency key (the one-statement path and the transactional one agree).
+    expect(again.machine).toMatchObject({ hostname: "laptop", platform: "linux-x64", cores: 8 });
+    expect((await activation(a).activate({ key: s.teamKey, fingerprint: "fp-1", hostname: "laptop-2", cores: 16 })).machine).toMatchObject({ id: first.machine!.id, hostname: "laptop-2", platform: "linux-x64", cores: 16 });
+    expect((await activation(b).activate({ key: s.teamKey, fingerprint: "fp-1", platform: "linux-arm64", idempotencyKey: "restart-1" })).machine).toMatchObject({ id: first.machine!.id, hostname: "laptop-2", platform: "linux-arm64", cores: 16 });
     const keys = (await activation(b).getSigningKeys({})).keys;
     const check = verifyLease(first.lease!.token, keys, { fingerprint: "fp-1" });
     expect(check).toMatchObject({ valid: true, code: "VALID", lease: { typ: "lease", machine_id: first.machine!.id, license_id: s.teamId, features: ["reports"] } });

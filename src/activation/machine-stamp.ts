@@ -3,23 +3,27 @@ import type { License, Policy, Product } from "../licensing/licensing.entity.js"
 import type { Machine } from "./machine.entity.js";
 
 /*
- * Heartbeat's fast path in one statement: stamp a live machine of an active, unexpired
- * license (by key digest and fingerprint) and return it with its license, policy and
- * product, turned into the plain records the lease is built from. Prepared once per pooled
- * connection: planning this four-table join was most of PostgreSQL's work per heartbeat.
+ * Heartbeat's and Activate's fast path in one statement: stamp a live machine of an
+ * active, unexpired license (by key digest and fingerprint) and return it with its license,
+ * policy and product, turned into the plain records the lease is built from. Prepared
+ * once per pooled connection: planning this four-table join was most of PostgreSQL's work
+ * per heartbeat.
  */
-const HEARTBEAT_STAMP = `
-  update machines m set last_heartbeat_at = $3, updated_at = $3
-    from licenses l join policies p on p.id = l.policy_id join products pr on pr.id = l.product_id
-   where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
-     and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)
-  returning m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
+const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
          (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
          l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms, l.product_id, l.policy_id,
          l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
          p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements, p.max_machines as p_max_machines, p.max_users,
          p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
          pr.code, pr.name as pr_name, pr.features`;
+const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l join policies p on p.id = l.policy_id join products pr on pr.id = l.product_id
+   where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
+     and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)`;
+const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3 ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
+/** Activate of a machine already active (an agent restarting): what it tells of itself, as the full path keeps it (empty and 0 keep what was there). */
+const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3,
+         hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform), cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
+  ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
 interface HeartbeatRow {
   id: string; tenant_id: string; license_id: string; fingerprint: string; hostname: string; platform: string; cores: number; ip: string;
@@ -35,12 +39,15 @@ interface HeartbeatRow {
 const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
 
 /**
- * Stamps the machine of a license (by key digest) and fingerprint alive at `now`, and returns
- * it with everything a lease needs; undefined, having changed nothing, when there is no such
- * machine alive or the license is not active and unexpired (the full path answers those).
+ * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
+ * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
+ * undefined, having changed nothing, when there is no such machine alive or the license is
+ * not active and unexpired (the full path answers those).
  */
-export async function stampHeartbeat(db: Database, keyDigest: Buffer, fingerprint: string, now: Date) {
-  const [r] = await db.prepared<HeartbeatRow>("licensd-heartbeat", HEARTBEAT_STAMP, [keyDigest, fingerprint, now]);
+export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date, seen?: { hostname: string; platform: string; cores: number; ip: string }) {
+  const [r] = seen
+    ? await db.prepared<HeartbeatRow>("licensd-activate-again", ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip])
+    : await db.prepared<HeartbeatRow>("licensd-heartbeat", HEARTBEAT_STAMP, [keyDigest, fingerprint, now]);
   if (!r) return undefined;
   const license = {
     id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),
