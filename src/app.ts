@@ -1,5 +1,6 @@
 import type http from "node:http";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { fastBrotli, fastGzip } from "./platform/compression.js";
 import { createContextValues } from "@connectrpc/connect";
 import { peerAddressKey } from "./platform/context.js";
 import type { Config } from "./config.js";
@@ -180,6 +181,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret)),
         createValidationInterceptor(),
       ],
+      // Fast levels for answers compressed once each (see compression.ts), in connect-node's order.
+      acceptCompression: [fastGzip, fastBrotli],
       shutdownSignal: shutdown.signal,
       contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
       readMaxBytes: 4 * 1024 * 1024,

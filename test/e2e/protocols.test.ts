@@ -1,4 +1,7 @@
+import { readFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import zlib from "node:zlib";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { createClient } from "@connectrpc/connect";
@@ -51,6 +54,20 @@ describe("Connect over curl", () => {
     const got = await curlJson("licensd.tenant.v1.TenantService/GetTenant", { id: tenantId });
     expect(got.status).toBe(200);
     expect(got.body).toMatchObject({ tenant: { id: tenantId, name: "E2E Vendor", metadata: { tier: "gold" } } });
+  });
+
+  it("compresses a large answer with the encoding the client names first, gzip or brotli", async () => {
+    const metadata = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, `value ${i} `.repeat(10)]));
+    const id = ((await curlJson("licensd.tenant.v1.TenantService/CreateTenant", { name: "Big Metadata", metadata })).body as { tenant: { id: string } }).tenant.id;
+    const plain = await curlJson("licensd.tenant.v1.TenantService/GetTenant", { id });
+    for (const [accept, encoding, inflate] of [["br, gzip", "br", zlib.brotliDecompressSync], ["gzip, br", "gzip", zlib.gunzipSync]] as const) {
+      const out = path.join(os.tmpdir(), `licensd-e2e-${encoding}-${process.pid}.bin`);
+      const { stdout } = await run("curl", ["-s", "-D", "-", "-o", out, "-X", "POST", `${server.url}/licensd.tenant.v1.TenantService/GetTenant`, "-H", "content-type: application/json", "-H", `accept-encoding: ${accept}`, "-H", `authorization: Bearer ${server.superAdminKey}`, "--data-binary", JSON.stringify({ id })]);
+      expect(stdout.toLowerCase()).toContain(`content-encoding: ${encoding}`);
+      const body = readFileSync(out);
+      expect(body.length).toBeLessThan(JSON.stringify(plain.body).length / 2);
+      expect(JSON.parse(inflate(body).toString())).toEqual(plain.body);
+    }
   });
 
   it("serves NO_SIDE_EFFECTS reads over Connect GET", async () => {
