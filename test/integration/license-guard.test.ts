@@ -1,5 +1,4 @@
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -59,13 +58,12 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 5_000) {
 }
 
 /** A URL nothing listens on. */
-async function closedPortUrl() {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return `http://127.0.0.1:${port}`;
-}
+/**
+ * An address where no licensd answers: connections are refused. Port 1, below the range
+ * the kernel hands out (a port taken from listen(0) and closed again could be handed
+ * meanwhile to a server another test file starts, and the guard would find a licensd there).
+ */
+const closedPortUrl = async () => "http://127.0.0.1:1";
 
 /** A guard that is online and holds a lease, and the cache file it wrote. */
 async function onlineGuard(code: string, opts: Partial<LicenseGuardOptions> = {}) {
