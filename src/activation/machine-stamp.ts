@@ -25,7 +25,7 @@ const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at
          hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform), cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
-interface HeartbeatRow {
+interface StampRow {
   id: string; tenant_id: string; license_id: string; fingerprint: string; hostname: string; platform: string; cores: number; ip: string;
   metadata: Record<string, string>; status: string; offline: boolean; created_ms: string;
   l_status: License["status"]; l_expires_ms: string | null; product_id: string; policy_id: string;
@@ -34,7 +34,6 @@ interface HeartbeatRow {
   expiration_strategy: Policy["expirationStrategy"]; grace_seconds: string; lease_ttl_seconds: string | null; offline_lease_ttl_seconds: string | null;
   code: string; pr_name: string; features: Product["features"];
 }
-
 
 const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
 
@@ -46,8 +45,8 @@ const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
  */
 export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date, seen?: { hostname: string; platform: string; cores: number; ip: string }) {
   const [r] = seen
-    ? await db.prepared<HeartbeatRow>("licensd-activate-again", ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip])
-    : await db.prepared<HeartbeatRow>("licensd-heartbeat", HEARTBEAT_STAMP, [keyDigest, fingerprint, now]);
+    ? await db.prepared<StampRow>("licensd-activate-again", ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip])
+    : await db.prepared<StampRow>("licensd-heartbeat", HEARTBEAT_STAMP, [keyDigest, fingerprint, now]);
   if (!r) return undefined;
   const license = {
     id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),

@@ -75,6 +75,16 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     return leaseOf(await catalog.getProduct(em, license.tenantId, license.productId), policy, license, machine);
   }
 
+  /** Heartbeat's and Activate's one-statement path (machine-stamp.ts): the stamped machine and a fresh lease, or undefined with nothing changed. */
+  async function stampFast(db: Database, key: string, fingerprint: string, seen?: MachineInfo): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
+    const found = lookupLicenseKey(key, keyring);
+    if (!found.ok) return undefined; // the full path says why
+    const stamped = await stampMachine(db, found.digest, fingerprint, clock.now(), seen);
+    if (!stamped) return undefined;
+    const { license, policy, product, machine } = stamped;
+    return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
+  }
+
   /** Signs a lease from the four records it describes. */
   async function leaseOf(product: Product, policy: Policy, license: License, machine: Machine): Promise<SignedLease> {
     const now = clock.now();
@@ -218,14 +228,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * (machine-stamp.ts), with no license lock: no seat changes hands. Returns undefined,
      * having changed nothing, for anything else, which the full `activate` answers.
      */
-    async activateFast(db: Database, key: string, info: MachineInfo): Promise<{ machine: Machine; lease: SignedLease } | undefined> {
-      const found = lookupLicenseKey(key, keyring);
-      if (!found.ok) return undefined; // the full path says why
-      const stamped = await stampMachine(db, found.digest, info.fingerprint, clock.now(), info);
-      if (!stamped) return undefined;
-      const { license, policy, product, machine } = stamped;
-      return { machine, lease: await leaseOf(product, policy, license, machine) };
-    },
+    activateFast: (db: Database, key: string, info: MachineInfo) => stampFast(db, key, info.fingerprint, info),
 
     /**
      * Heartbeat's common case in one statement and no ORM (machine-stamp.ts): a live
@@ -234,15 +237,7 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * dead machine, none, a license refused or in its grace period), which the full
      * `heartbeat` then answers with its reasons.
      */
-    async heartbeatFast(db: Database, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
-      const found = lookupLicenseKey(key, keyring);
-      if (!found.ok) return undefined; // the full path says why
-      const now = clock.now();
-      const stamped = await stampMachine(db, found.digest, fingerprint, now);
-      if (!stamped) return undefined;
-      const { license, policy, product, machine } = stamped;
-      return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
-    },
+    heartbeatFast: (db: Database, key: string, fingerprint: string) => stampFast(db, key, fingerprint),
 
     /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
     async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy }> {

@@ -67,7 +67,14 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
         after = hooks.get(em);
         return r;
       });
-      for (const hook of after ?? []) hook();
+      // Committed: a hook that fails must not make the caller think the change did not happen.
+      for (const hook of after ?? []) {
+        try {
+          hook();
+        } catch (err) {
+          opts.logger.error({ err }, "after-commit hook failed");
+        }
+      }
       return result;
     },
     afterCommit(em, hook) {
