@@ -64,6 +64,8 @@ export interface App {
   url: string;
   /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
   close(): Promise<void>;
+  /** What `close` is waiting for ("" before it was called). */
+  closingStage(): string;
 }
 
 export interface AppOptions {
@@ -232,6 +234,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     logger.info({ url, embeddedDatabase: embedded !== undefined, env: config.env }, "licensd listening");
 
     let closing: Promise<void> | undefined;
+    let closingStage = "";
     return {
       config,
       logger,
@@ -253,15 +256,21 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           heartbeatWorker.stop();
           usageWorker.stop();
           health.stop();
+          closingStage = "draining calls and streams";
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
           signingKeys.stop();
+          closingStage = "closing the audit feed";
           await feed.stop();
+          closingStage = "closing the database pool";
           await db.close();
+          closingStage = "stopping the embedded PostgreSQL";
           await embedded?.stop();
+          closingStage = "stopped";
           logger.info("licensd stopped");
         })();
         return closing;
       },
+      closingStage: () => closingStage,
     };
   }
 }

@@ -101,7 +101,10 @@ async function startServerOnce(opts: { args?: string[]; env?: Record<string, str
     output: () => out,
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null) child.kill(signal);
-      return exited;
+      const code = await exited;
+      // A failed graceful stop says why in the server's own last words.
+      if (signal === "SIGTERM" && code !== 0) console.error(`licensd exited with ${code} after SIGTERM; its last output:\n${out.slice(-4000)}`);
+      return code;
     },
     dropDatabase: async () => db?.drop(),
   };
