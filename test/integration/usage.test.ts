@@ -497,6 +497,17 @@ describe("aggregations, periods and summaries", () => {
     expect(perCustomer.total).toBe(4n);
     expect(await failure(s.usage.getUsageSummary({ metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "InvalidArgument" });
     expect(await failure(s.usage.getUsageSummary({ licenseId: s.licenseId, metric: "calls", startTime: at(3), endTime: at(0) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_time" } });
+    // Agents in byte order (PostgreSQL's "C"), which is not UTF-16's: U+FFFD before U+1F600.
+    const agents = ["\u{1F600}", "\uFFFD", "é", "a", "Z"];
+    const named = openStream(a);
+    named.send("agents", agents.map((agentId, i) => ev(s.key, i + 1, { metric: "calls", time: at(2, 5), agentId })));
+    expect((await named.next()).accepted).toBe(agents.length);
+    named.end();
+    const inOrder = ["Z", "a", "é", "\uFFFD", "\u{1F600}"];
+    for (const bucket of [Bucket.HOUR, Bucket.DAY]) {
+      const got = (await summary("calls", bucket, true)).buckets.filter((x) => agents.includes(x.agentId)).map((x) => x.agentId);
+      expect(got).toEqual(inOrder);
+    }
 
     const page1 = await s.usage.listUsageEvents({ licenseId: s.licenseId, metric: "tokens", pageSize: 3 });
     const page2 = await s.usage.listUsageEvents({ licenseId: s.licenseId, metric: "tokens", pageSize: 3, pageToken: page1.nextPageToken });
