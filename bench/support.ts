@@ -77,7 +77,8 @@ export async function startBenchServer(env: Record<string, string> = {}) {
       // e.g. BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under load
       ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
       ...env },
-    stdio: ["ignore", "ignore", "inherit"],
+    // BENCH_SERVER_STDOUT=1: the server's stdout too (e.g. with BENCH_SERVER_NODE_ARGS="--trace-gc")
+    stdio: ["ignore", process.env.BENCH_SERVER_STDOUT ? "inherit" : "ignore", "inherit"],
   });
   process.once("exit", () => child.kill("SIGKILL"));
   const url = `http://127.0.0.1:${port}`;
