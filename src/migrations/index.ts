@@ -9,6 +9,7 @@ import { Migration20261123070000UsageKeys } from "./Migration20261123070000Usage
 import { Migration20261123080000AgentTokens } from "./Migration20261123080000AgentTokens.js";
 import { Migration20261123090000UsageEventsCollation } from "./Migration20261123090000UsageEventsCollation.js";
 import { Migration20261123100000UsageFastPath } from "./Migration20261123100000UsageFastPath.js";
+import { Migration20261123110000UsageDedupeTenantSeq } from "./Migration20261123110000UsageDedupeTenantSeq.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -26,4 +27,5 @@ export const migrationsList = [
   { name: "Migration20261123080000AgentTokens", class: Migration20261123080000AgentTokens },
   { name: "Migration20261123090000UsageEventsCollation", class: Migration20261123090000UsageEventsCollation },
   { name: "Migration20261123100000UsageFastPath", class: Migration20261123100000UsageFastPath },
+  { name: "Migration20261123110000UsageDedupeTenantSeq", class: Migration20261123110000UsageDedupeTenantSeq },
 ];

@@ -41,19 +41,19 @@ export async function writeBatch(
     await query(
       em,
       `with x as (${eventRecords(2)}),
-       keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select tenant_id, idempotency_key, $1::timestamptz from x)
+       keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x)
        ${eventsInsert("x", "$1")}`,
       [now, ...eventsParams(keyed)],
     );
   } else if (keyed.length > 0) {
-    const inserted = await query<{ tenant_id: string; idempotency_key: string }>(
+    const inserted = await query<{ tenant_seq: number; idempotency_key: string }>(
       em,
-      `insert into usage_dedupe (tenant_id, idempotency_key, received_at)
-       select t, k, $3::timestamptz from unnest($1::text[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_id, idempotency_key`,
-      [...columns(keyed, (p) => p.license.tenantId, (p) => p.key), now],
+      `insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
+       select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_seq, idempotency_key`,
+      [...columns(keyed, (p) => p.license.tenantSeq, (p) => p.key), now],
     );
-    const fresh = new Set(inserted.map((r) => `${r.tenant_id}|${r.idempotency_key}`));
-    candidates = distinct.filter((p) => !p.key || fresh.has(`${p.license.tenantId}|${p.key}`) || (duplicateIndexes.push(p.index), false));
+    const fresh = new Set(inserted.map((r) => `${r.tenant_seq}|${r.idempotency_key}`));
+    candidates = distinct.filter((p) => !p.key || fresh.has(`${p.license.tenantSeq}|${p.key}`) || (duplicateIndexes.push(p.index), false));
     // 2. The keyed events are written before any lock is taken, so batches insert them in
     // parallel; the rare one a limit then refuses is deleted again below (its key is unique
     // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
@@ -181,13 +181,13 @@ export async function writeBatch(
   // can be sent again later (a raised limit, a new period).
   const forget = limitRejected.filter((p) => p.key);
   if (forget.length > 0) {
-    const [tenants, licenses, times, idempotencyKeys] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key);
+    const [tenants, licenses, times, idempotencyKeys, seqs] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key, (p) => p.license.tenantSeq);
     await query(
       em,
-      `with gone as (delete from usage_dedupe where (tenant_id, idempotency_key) in (select * from unnest($1::text[], $4::text[])))
+      `with gone as (delete from usage_dedupe where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
        delete from usage_events e using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) as f (tenant_id, license_id, ts, idempotency_key)
         where e.license_id = f.license_id and e.ts = f.ts and e.tenant_id = f.tenant_id and e.idempotency_key = f.idempotency_key`,
-      [tenants, licenses, times, idempotencyKeys],
+      [tenants, licenses, times, idempotencyKeys, seqs],
     );
   }
   const late = accepted.filter((p) => !p.key);

@@ -26,6 +26,7 @@ export function eventsParams(items: Prepared[]): unknown[] {
     return { ids, indexOf: (id: string) => ids.get(id) ?? (ids.set(id, ids.size + 1), ids.size) };
   };
   const tenants = dictionary();
+  const seqs = new Map<string, number>();
   const licenses = dictionary();
   const meters = dictionary();
   const agents = dictionary();
@@ -38,6 +39,7 @@ export function eventsParams(items: Prepared[]): unknown[] {
   for (let i = 0; i < n; i++) {
     const p = items[i]!;
     t[i] = tenants.indexOf(p.license.tenantId);
+    seqs.set(p.license.tenantId, p.license.tenantSeq);
     l[i] = licenses.indexOf(p.license.id);
     m[i] = meters.indexOf(p.meter.id);
     d[i] = p.ts.getTime() - base;
@@ -67,13 +69,14 @@ export function eventsParams(items: Prepared[]): unknown[] {
     textArray(k),
     named ? numberArray(a) : null,
     attributed ? textArray(at) : null,
+    numberArray([...tenants.ids.keys()].map((id) => seqs.get(id)!)),
   ];
 }
 
-/** The rows of eventsParams bound at `$n` … `$n+12`, as a query of usage_events' columns (a NULL column repeats one value: unnest pads it). */
+/** The rows of eventsParams bound at `$n` … `$n+13`, as a query of usage_events' columns and tenant_seq (a NULL column repeats one value: unnest pads it). */
 export const eventRecords = (n: number) => {
   const $ = (i: number) => `$${n + i}`;
-  return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
+  return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(13)}::int[])[coalesce(t, 1)] as tenant_seq, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
          to_timestamp((${$(4)}::int8 + coalesce(d, 0)) / 1000.0) as ts, q as quantity, k as idempotency_key, coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
     from unnest(${$(5)}::int[], ${$(6)}::int[], ${$(7)}::int[], ${$(8)}::int8[], ${$(9)}::int8[], ${$(10)}::text[], ${$(11)}::int[], ${$(12)}::text[]) as x (t, l, m, d, q, k, a, at)`;
 };
@@ -239,7 +242,7 @@ export function fastStatement(now: Date, events: Prepared[], groups: FastGroup[]
   const [count] = bind([groups.length]);
   const ok = `(select ok from checked)`;
   const sql = `with x as (${eventRecords(2)}),
-    keys as (insert into usage_dedupe (tenant_id, idempotency_key, received_at) select tenant_id, idempotency_key, $1::timestamptz from x returning 1),
+    keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x returning 1),
     ev as (${eventsInsert("x", "$1")} returning 1),
     g as (select * from unnest(${g[0]}::text[], ${g[1]}::text[], ${g[2]}::timestamptz[], ${g[3]}::text[], ${g[4]}::numeric[], ${g[5]}::numeric[], ${g[6]}::numeric[], ${g[7]}::numeric[])
             as g (license_id, meter_id, period_start, agent_id, delta, pending, lim, allowed)),

@@ -11,6 +11,8 @@ import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 export interface LicenseRow {
   id: string;
   tenantId: string;
+  /** The tenant's number (tenants.seq): how deduplication keys name it. */
+  tenantSeq: number;
   productId: string;
   status: "active" | "suspended" | "revoked";
   createdAt: Date;
@@ -144,15 +146,16 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
     const refreshed = new Set<string>();
-    const select = `select l.id, l.tenant_id, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
+    const select = `select l.id, l.tenant_id, t.seq as tenant_seq, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
                            p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
-                      from licenses l join policies p on p.id = l.policy_id`;
-    type Row = { id: string; tenant_id: string; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; agent_overrides: AgentEntitlement[]; agent_entitlements: AgentEntitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
+                      from licenses l join policies p on p.id = l.policy_id join tenants t on t.id = l.tenant_id`;
+    type Row = { id: string; tenant_id: string; tenant_seq: number; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; agent_overrides: AgentEntitlement[]; agent_entitlements: AgentEntitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
     const toLicense = (r: Row | undefined): LicenseRow | undefined =>
       r && {
         id: r.id,
         tenantId: r.tenant_id,
+        tenantSeq: r.tenant_seq,
         productId: r.product_id,
         status: r.status,
         createdAt: new Date(Number(r.created_ms)),

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -73,7 +73,8 @@ async function onlineGuard(code: string, opts: Partial<LicenseGuardOptions> = {}
   const g = guard({ key: s.key, cacheFile, onChange: (i) => seen.push(i), ...opts });
   await g.start();
   await waitFor("the first lease on the stream", () => g.info().online && g.info().valid);
-  await waitFor("the cache file", () => readCache(cacheFile).lease !== null);
+  // (written after the lease arrives, atomically: absent until then)
+  await waitFor("the cache file", () => existsSync(cacheFile) && readCache(cacheFile).lease !== null);
   return { s, g, cacheFile, seen };
 }
 
