@@ -24,6 +24,17 @@ export interface RunningServer {
   close(timeoutMs: number, onDraining?: () => void): Promise<void>;
 }
 
+/**
+ * HTTP/2 flow-control windows: how much a client may send before the server acknowledges
+ * it. The protocol's default, 64 KiB per stream and per connection, is about one batch of
+ * 500 usage events: an agent streaming usage then waits a round trip through this
+ * server's event loop for every batch. 1 MiB per stream and 4 MiB per connection let it
+ * keep the few batches StreamUsage reads ahead on the wire (gRPC servers grow theirs to
+ * similar sizes); Node's maxSessionMemory (10 MB) still bounds what one connection may
+ * make the server buffer.
+ */
+const H2_SETTINGS: http2.Settings = { initialWindowSize: 1 << 20 };
+const H2_CONNECTION_WINDOW = 4 << 20;
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
@@ -57,14 +68,14 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
   let h2: http2.Http2Server | http2.Http2SecureServer;
   if (opts.tls) {
     h2 = http2.createSecureServer(
-      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true },
+      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true, settings: H2_SETTINGS },
       counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
     outer = h2;
   } else {
     h1 = http.createServer(counted as http.RequestListener);
     h1.keepAliveTimeout = 65_000;
-    h2 = http2.createServer({}, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    h2 = http2.createServer({ settings: H2_SETTINGS }, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
     const [h1s, h2s] = [h1, h2];
     outer = net.createServer((socket) => {
       sniff(socket, (isH2) => (isH2 ? h2s : h1s).emit("connection", socket));
@@ -72,6 +83,7 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
   }
   h2.on("session", (session: http2.Http2Session) => {
     sessions.add(session);
+    session.setLocalWindowSize(H2_CONNECTION_WINDOW);
     session.once("close", () => sessions.delete(session));
   });
   outer.on("connection", (socket: net.Socket) => {
