@@ -77,7 +77,7 @@ export function eventsParams(items: Prepared[]): unknown[] {
 export const eventRecords = (n: number) => {
   const $ = (i: number) => `$${n + i}`;
   return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(13)}::int[])[coalesce(t, 1)] as tenant_seq, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
-         to_timestamp((${$(4)}::int8 + coalesce(d, 0)) / 1000.0) as ts, q as quantity, k as idempotency_key, coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
+         to_timestamp((${$(4)}::int8 + coalesce(d, 0))::float8 / 1000) as ts, q as quantity, k as idempotency_key, coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
     from unnest(${$(5)}::int[], ${$(6)}::int[], ${$(7)}::int[], ${$(8)}::int8[], ${$(9)}::int8[], ${$(10)}::text[], ${$(11)}::int[], ${$(12)}::text[]) as x (t, l, m, d, q, k, a, at)`;
 };
 
