@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { AnomalySchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { AnomalySchema, UsageEventSchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
@@ -63,17 +63,9 @@ const limitToProto = (l: LimitState) => ({
   periodEnd: l.periodEnd ? timestampFromDate(l.periodEnd) : undefined,
 });
 
-const incoming = (e: UsageEvent | undefined): IncomingEvent => ({
-  licenseKey: e?.licenseKey ?? "",
-  licenseId: e?.licenseId ?? "",
-  metric: e?.metric ?? "",
-  quantity: e?.quantity ?? 0n,
-  time: e?.time ? timestampDate(e.time) : undefined,
-  idempotencyKey: e?.idempotencyKey ?? "",
-  agentId: e?.agentId ?? "",
-  attributes: e?.attributes ?? {},
-  lease: e?.lease ?? "",
-});
+/** A request's event as ingestion reads it: the decoded message itself (an absent one: all fields empty). */
+const NO_EVENT = create(UsageEventSchema);
+const incoming = (e: UsageEvent | undefined): IncomingEvent => e ?? NO_EVENT;
 
 /** A rejected single event becomes the error a unary call answers with. */
 /** The code a rejected single event answers with, by reason; anything else is INVALID_ARGUMENT. */
