@@ -70,10 +70,11 @@ export async function startBenchServer(env: Record<string, string> = {}) {
     });
   });
   const key = randomBytes(32).toString("base64url");
+  // BENCH_SERVER_LOG_LEVEL: e.g. "info" (one line per RPC, with its handler time; with BENCH_SERVER_STDOUT=1)
   // BENCH_SERVER_NODE_ARGS: node flags that NODE_OPTIONS refuses, e.g. "--perf-basic-prof" (for perf record)
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, path.resolve(import.meta.dirname, "..", "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
+    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
       // e.g. BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under load
       ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
       ...env },
