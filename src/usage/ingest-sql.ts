@@ -13,8 +13,8 @@ const numberArray = (xs: (number | bigint)[]) => `{${xs.join(",")}}`;
 const textArray = (xs: string[]) => `{${xs.map((x) => (/["\\]/.test(x) ? `"${x.replace(/["\\]/g, "\\$&")}"` : `"${x}"`)).join(",")}}`;
 
 /**
- * A batch's events as 13 bind parameters: one array literal per
- * column, indexes into the few tenant, license, meter and agent ids a batch names, and
+ * A batch's events as 14 bind parameters: one array literal per column, indexes into the
+ * few tenant, license, meter and agent ids a batch names (and the tenants' numbers), and
  * times as milliseconds after the earliest. PostgreSQL reads these about four times faster
  * than the same events as a JSON array of records (0.3 ms for 500 events against 1.0 to
  * 1.4), and the columns that would only repeat one value — one tenant, one meter, no time
