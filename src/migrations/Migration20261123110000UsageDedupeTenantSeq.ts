@@ -12,34 +12,29 @@ export class Migration20261123110000UsageDedupeTenantSeq extends Migration {
   override async up(): Promise<void> {
     this.addSql(`alter table tenants add column seq integer generated always as identity`);
     this.addSql(`alter table tenants add constraint tenants_seq_key unique (seq)`);
+    this.rebuild(`tenant_seq integer`, `select t.seq, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.id = d.tenant_id`);
+  }
+
+  override async down(): Promise<void> {
+    this.rebuild(`tenant_id text collate "C"`, `select t.id, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.seq = d.tenant_seq`);
+    this.addSql(`alter table tenants drop column seq`);
+  }
+
+  /** usage_dedupe again, its tenant column (the first of its key) as `tenantColumn`, filled by `rows` from the old one. */
+  private rebuild(tenantColumn: string, rows: string) {
+    const tenant = tenantColumn.split(" ")[0];
     this.addSql(`
       create table usage_dedupe_next (
-        tenant_seq integer not null,
+        ${tenantColumn} not null,
         idempotency_key text collate "C" not null,
         received_at timestamptz not null,
-        primary key (tenant_seq, idempotency_key)
+        primary key (${tenant}, idempotency_key)
       )`);
-    this.addSql(`insert into usage_dedupe_next select t.seq, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.id = d.tenant_id`);
+    this.addSql(`insert into usage_dedupe_next ${rows}`);
     this.addSql(`drop table usage_dedupe`);
     this.addSql(`alter table usage_dedupe_next rename to usage_dedupe`);
     // "usage_dedupe_pkey": ingestion recognises a resent key by its constraint's name
     this.addSql(`alter table usage_dedupe rename constraint usage_dedupe_next_pkey to usage_dedupe_pkey`);
     this.addSql(`create index usage_dedupe_age_idx on usage_dedupe using brin (received_at)`);
-  }
-
-  override async down(): Promise<void> {
-    this.addSql(`
-      create table usage_dedupe_prev (
-        tenant_id text collate "C" not null,
-        idempotency_key text collate "C" not null,
-        received_at timestamptz not null,
-        primary key (tenant_id, idempotency_key)
-      )`);
-    this.addSql(`insert into usage_dedupe_prev select t.id, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.seq = d.tenant_seq`);
-    this.addSql(`drop table usage_dedupe`);
-    this.addSql(`alter table usage_dedupe_prev rename to usage_dedupe`);
-    this.addSql(`alter table usage_dedupe rename constraint usage_dedupe_prev_pkey to usage_dedupe_pkey`);
-    this.addSql(`create index usage_dedupe_age_idx on usage_dedupe using brin (received_at)`);
-    this.addSql(`alter table tenants drop column seq`);
   }
 }
