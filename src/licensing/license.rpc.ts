@@ -107,10 +107,18 @@ function answerOf(v: Validation): Answer {
   };
 }
 
-/** protobuf's JSON for a millisecond-precision time: RFC 3339, UTC, fraction only when non-zero (as toJson writes it). */
+/**
+ * protobuf's JSON for a millisecond-precision time: RFC 3339, UTC, fraction only when
+ * non-zero (as toJson writes it). The last one is kept: under load, answers signed in the
+ * same millisecond share it (toISOString costs a few µs).
+ */
+let lastTime = { ms: Number.NaN, json: "" };
 const timeJson = (at: Date) => {
+  const ms = at.getTime();
+  if (ms === lastTime.ms) return lastTime.json;
   const iso = at.toISOString();
-  return at.getUTCMilliseconds() === 0 ? `${iso.slice(0, -5)}Z` : iso;
+  lastTime = { ms, json: at.getUTCMilliseconds() === 0 ? `${iso.slice(0, -5)}Z` : iso };
+  return lastTime.json;
 };
 
 /** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out), from the answer's precut pieces. */
