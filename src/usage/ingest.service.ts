@@ -85,7 +85,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       if ("reason" in r) rejected.push(r);
       else prepared.push(r);
     }
-    for (const month of new Set(prepared.map((p) => Date.UTC(p.ts.getUTCFullYear(), p.ts.getUTCMonth(), 1)))) await ensurePartition(new Date(month));
+    // (by the batch's distinct hours, not event by event)
+    for (const month of new Set([...shapes.hoursSeen()].map((h) => Date.UTC(h.getUTCFullYear(), h.getUTCMonth(), 1)))) await ensurePartition(new Date(month));
     if (prepared.length === 0) return { accepted: 0, duplicates: 0, duplicateIndexes: [], rejected, limits: [] };
 
     // A key twice in one batch: the first counts, the others are duplicates.

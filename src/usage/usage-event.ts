@@ -88,7 +88,9 @@ const mayNameById = (principal: Principal) => hasScope(principal, "ingest");
 export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeyStore, batch: IncomingEvent[], principal: Principal, now: Date): Promise<Resolved> {
   const r: Resolved = { byKey: new Map(), byId: new Map(), byLease: new Map(), meters: new Map() };
   const loads: Promise<unknown>[] = [];
+  const metrics = new Set<string>();
   for (const e of batch) {
+    metrics.add(e.metric);
     if (e.licenseKey) {
       if (!r.byKey.has(e.licenseKey)) {
         const key = e.licenseKey;
@@ -127,8 +129,10 @@ export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeySt
   const loadMeters = (fresh: boolean, ids: Iterable<string>) => Promise.all([...ids].map(async (productId) => r.meters.set(productId, await look.meters(productId, products.get(productId)!, fresh))));
   await loadMeters(false, products.keys());
   // A metric the cached meters do not know may be new: those products are read again, once.
+  // (Event by event only when some product lacks one of the batch's metrics.)
   const stale = new Set<string>();
-  for (const e of batch) {
+  const complete = [...r.meters.values()].every((byMetric) => [...metrics].every((m) => byMetric.has(m)));
+  if (!complete) for (const e of batch) {
     const l = e.licenseKey ? r.byKey.get(e.licenseKey) : e.lease ? (r.byLease.get(e.lease) as { license?: LicenseRow } | undefined)?.license : r.byId.get(e.licenseId);
     if (l && !r.meters.get(l.productId)!.has(e.metric)) stale.add(l.productId);
   }
@@ -155,6 +159,10 @@ interface Slot {
 export class TimeShapes {
   private readonly hours = new Map<number, Date>();
   private readonly slots = new Map<LicenseRow, Map<MeterRow, Map<number, Slot>>>();
+  /** The hours of the events prepared so far. */
+  hoursSeen(): Iterable<Date> {
+    return this.hours.values();
+  }
   hourOf(ts: Date): Date {
     const ms = Math.floor(ts.getTime() / HOUR) * HOUR;
     let d = this.hours.get(ms);

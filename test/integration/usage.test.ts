@@ -152,6 +152,12 @@ describe("ingestion", () => {
     let accepted = false;
     while (!accepted && Date.now() - started < 2000) accepted = await usage.recordUsage({ event: { ...ev(s.key, 1), metric: "fresh" } }).then(() => true, () => false);
     expect(accepted).toBe(true);
+    // A meter created on another instance, used at once beside a known one in one batch.
+    await connectClient(UsageService, b.url, s.secret).createMeter({ productId: s.productId, metric: "fresher", aggregation: Aggregation.COUNT });
+    const stream = openStream(a);
+    stream.send("fresher", [ev(s.key, 1, { metric: "fresh" }), ev(s.key, 1, { metric: "fresher" })]);
+    expect(await stream.next()).toMatchObject({ accepted: 2, rejected: [] });
+    stream.end();
   });
 
   it("lets overage through up to the policy's factor, warning at 80% and flagging once past the limit", async () => {
