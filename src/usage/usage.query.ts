@@ -46,18 +46,26 @@ const ROLLUP_ROW_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = {
 export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }) {
   const { clock, ingest } = deps;
 
-  async function licenseScope(em: EntityManager, tenantId: string, licenseId: string, customerId: string): Promise<{ ids: string[]; productIds: string[] }> {
+  /**
+   * The licenses a summary covers (one, or all of a customer's), with the meters of their
+   * products that have `metric`: one query (a left join, so a license whose product lacks
+   * the meter still counts as found).
+   */
+  async function summaryScope(em: EntityManager, tenantId: string, licenseId: string, customerId: string, metric: string): Promise<{ ids: string[]; meters: { id: string; aggregation: Aggregation }[] }> {
     if (!licenseId === !customerId) throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
-    const rows = await em.execute<{ id: string; product_id: string }[]>(
-      licenseId ? `select id, product_id from licenses where tenant_id = ? and id = ?` : `select id, product_id from licenses where tenant_id = ? and customer_id = ? order by id`,
-      [tenantId, licenseId || customerId],
+    const rows = await em.execute<{ id: string; meter_id: string | null; aggregation: Aggregation | null }[]>(
+      `select l.id, m.id as meter_id, m.aggregation from licenses l left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = ?
+        where l.tenant_id = ? and ${licenseId ? "l.id = ?" : "l.customer_id = ?"} order by l.id`,
+      [metric, tenantId, licenseId || customerId],
     );
     if (licenseId && rows.length === 0) throw notFound("license", licenseId);
     if (customerId && rows.length === 0) {
       const [c] = await em.execute<{ id: string }[]>(`select id from customers where tenant_id = ? and id = ?`, [tenantId, customerId]);
       if (!c) throw notFound("customer", customerId);
     }
-    return { ids: rows.map((r) => r.id), productIds: [...new Set(rows.map((r) => r.product_id))] };
+    const meters = new Map<string, Aggregation>();
+    for (const r of rows) if (r.meter_id) meters.set(r.meter_id, r.aggregation!);
+    return { ids: rows.map((r) => r.id), meters: [...meters].map(([id, aggregation]) => ({ id, aggregation })) };
   }
 
   /** `?, ?, …` for an IN list (MikroORM expands array parameters itself; we keep lists explicit). */
@@ -99,10 +107,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
     /** Buckets of one metric over a range, for a license or every license of a customer. */
     async summary(em: EntityManager, q: { tenantId: string; licenseId: string; customerId: string; metric: string; start: Date; end: Date; bucket: BucketSize; byAgent: boolean }) {
       if (q.end <= q.start) throw invalidArgument("end_time", "must be after start_time");
-      const scope = await licenseScope(em, q.tenantId, q.licenseId, q.customerId);
-      const meters = scope.productIds.length
-        ? await em.execute<{ id: string; aggregation: Aggregation }[]>(`select id, aggregation from meters where tenant_id = ? and metric = ? and product_id in (${list(scope.productIds.length)})`, [q.tenantId, q.metric, ...scope.productIds])
-        : [];
+      const { meters, ...scope } = await summaryScope(em, q.tenantId, q.licenseId, q.customerId, q.metric);
       if (q.licenseId && meters.length === 0) throw notFound("meter", q.metric);
       const aggregation: Aggregation = meters[0]?.aggregation ?? "sum";
       if (meters.length === 0 || scope.ids.length === 0) return { aggregation, buckets: [], total: 0n };

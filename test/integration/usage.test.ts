@@ -531,6 +531,9 @@ describe("aggregations, periods and summaries", () => {
     expect(perCustomer.total).toBe(4n);
     expect(await failure(s.usage.getUsageSummary({ metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "InvalidArgument" });
     expect(await failure(s.usage.getUsageSummary({ licenseId: s.licenseId, metric: "calls", startTime: at(3), endTime: at(0) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_time" } });
+    for (const q of [{ licenseId: s.licenseId, metric: "nope" }, { licenseId: `lic_${"0".repeat(26)}`, metric: "calls" }, { customerId: `cus_${"0".repeat(26)}`, metric: "calls" }]) {
+      expect(await failure(s.usage.getUsageSummary({ ...q, startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "NotFound" });
+    }
     // Agents in byte order (PostgreSQL's "C"), which is not UTF-16's: U+FFFD before U+1F600.
     const agents = ["\u{1F600}", "\uFFFD", "é", "a", "Z"];
     const named = openStream(a);
@@ -552,6 +555,8 @@ describe("aggregations, periods and summaries", () => {
     expect(page2.nextPageToken).toBe("");
     const other = await setup("AGH");
     expect(await failure(other.usage.listUsageEvents({ licenseId: s.licenseId }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(other.usage.getUsageSummary({ licenseId: s.licenseId, metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(other.usage.getUsageSummary({ customerId: s.customerId, metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "NotFound" });
   });
 
   it("resets monthly limits at the month boundary (UTC)", async () => {
