@@ -74,10 +74,28 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     }
   }
 
-  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult> {
+  /**
+   * Several batches of one stream, in one transaction, as if they were one batch: each
+   * gets its own result (indexes within it, the limits its events touched). A stream
+   * whose batches arrive faster than they commit writes those that queued up together:
+   * one commit, and one update of each total and rollup, for all of them.
+   */
+  async function ingestTogether(batches: IncomingEvent[][], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult[]> {
+    if (batches.length === 1) return [await ingest(batches[0]!, principal, opts)];
+    const seen: { prepared?: Prepared[] } = {};
+    try {
+      const whole = await ingestBatch(batches.flat(), principal, opts, seen);
+      return splitResult(whole, seen.prepared ?? [], batches.map((b) => b.length));
+    } finally {
+      opts.turn?.finish();
+    }
+  }
+
+  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
+    if (seen) seen.prepared = prepared;
     const resolved = await resolveBatch(lookups(), signingKeys, batch, principal, now);
     const shapes = new TimeShapes();
     for (let i = 0; i < batch.length; i++) {
@@ -180,7 +198,50 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     return { accepted: distinct.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
   }
 
-  return { ingest, ensurePartition, lookups };
+  return { ingest, ingestTogether, ensurePartition, lookups };
+}
+
+/** A limit's key: license, metric, period and agent ("" for the metric as a whole). */
+const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId: string) => `${licenseId}|${metric}|${periodStart.getTime()}|${agentId}`;
+
+/**
+ * The result of batches written as one (`sizes` events each, in order), batch by batch:
+ * duplicates and rejections by the batch they fell in, reindexed within it, and the
+ * limits of the totals its own events (duplicates too) count toward, as the commit left them.
+ */
+export function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]): BatchResult[] {
+  const starts: number[] = [];
+  let end = 0;
+  for (const n of sizes) (starts.push(end), (end += n));
+  const batchOf = (index: number) => {
+    let b = sizes.length - 1;
+    while (starts[b]! > index) b--;
+    return b;
+  };
+  const parts = sizes.map((): BatchResult => ({ accepted: 0, duplicates: 0, duplicateIndexes: [], rejected: [], limits: [] }));
+  for (const i of whole.duplicateIndexes) {
+    const b = batchOf(i);
+    parts[b]!.duplicateIndexes.push(i - starts[b]!);
+  }
+  for (const r of whole.rejected) {
+    const b = batchOf(r.index);
+    parts[b]!.rejected.push({ ...r, index: r.index - starts[b]! });
+  }
+  // The totals each batch's events count toward: their group strings (shared, none built
+  // per event), then one limit key per distinct total.
+  const groups = sizes.map(() => new Map<string, Prepared>());
+  for (const p of prepared) {
+    const g = groups[batchOf(p.index)]!;
+    if (!g.has(p.group)) g.set(p.group, p);
+    if (p.agentGroup && !g.has(p.agentGroup)) g.set(p.agentGroup, p); // (an agent's own total: meters of agent tokens only)
+  }
+  const touched = groups.map((g) => new Set([...g].map(([group, p]) => limitKey(p.license.id, p.meter.metric, p.periodStart, group === p.group ? "" : p.agentId))));
+  parts.forEach((part, b) => {
+    part.limits = whole.limits.filter((l) => touched[b]!.has(limitKey(l.licenseId, l.metric, l.periodStart, l.agentId)));
+    part.duplicates = part.duplicateIndexes.length;
+    part.accepted = sizes[b]! - part.duplicates - part.rejected.length;
+  });
+  return parts;
 }
 
 export type IngestService = ReturnType<typeof createIngestService>;

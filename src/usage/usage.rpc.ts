@@ -111,8 +111,12 @@ const anomalyToProto = (a: AnomalyRow) =>
     createTime: ms(a.created_ms),
   });
 
-/** How many batches StreamUsage reads ahead of its acknowledgements (each in its own transaction, concurrently): bounded so one stream cannot take the whole connection pool. */
-export const MAX_UNACKED_BATCHES = 4;
+/** How many batches StreamUsage reads ahead of its acknowledgements: a stream's memory is bounded. */
+export const MAX_UNACKED_BATCHES = 8;
+/** How many transactions one stream runs at once: bounded so one stream cannot take the whole connection pool. */
+export const STREAM_WRITERS = 2;
+/** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
+export const MERGE_EVENTS = 2000;
 
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries; anomalies: AnomalyService }): ServiceImpl<typeof pb.UsageService> {
@@ -193,39 +197,69 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
     },
 
     async *streamUsage(requests, ctx) {
-      // Batches are read while earlier ones commit, at most MAX_UNACKED_BATCHES ahead of
-      // the acknowledgements; each ack goes out, in order, after its batch committed.
+      // Batches are read while earlier ones commit, at most MAX_UNACKED_BATCHES ahead of the
+      // acknowledgements. At most STREAM_WRITERS transactions run at once; batches that
+      // queue up meanwhile are written together, in one transaction, when one finishes
+      // (up to MERGE_EVENTS events). Each ack goes out, in order, after its batch committed.
       const who = principal(ctx);
       const input = requests[Symbol.asyncIterator]();
       type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
-      const pending: { batchId: string; result: Promise<Ack> }[] = [];
+      const queued: pb.StreamUsageRequest[] = [];
+      const writing: { batchIds: string[]; results: Promise<Ack[]> }[] = [];
+      let running = 0;
+      let unacked = 0;
+      // Resolves when a transaction finishes: the queued batches may start.
+      let finished!: () => void;
+      let aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
+      const start = () => {
+        while (queued.length > 0 && running < STREAM_WRITERS) {
+          const take = [queued.shift()!];
+          let events = take[0]!.events.length;
+          while (queued.length > 0 && events + queued[0]!.events.length <= MERGE_EVENTS) {
+            const batch = queued.shift()!;
+            take.push(batch);
+            events += batch.events.length;
+          }
+          running++;
+          // Transactions overlap, but meet their keys and limits in stream order.
+          const results = ingest.ingestTogether(take.map((b) => b.events.map(incoming)), who, { requireKey: true, turn: nextTurn() });
+          // (a failure is awaited, and reported, when its turn to be acknowledged comes)
+          void results.catch(() => undefined).finally(() => {
+            running--;
+            finished();
+            aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
+          });
+          writing.push({ batchIds: take.map((b) => b.batchId), results });
+        }
+      };
       let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
       const nextTurn = streamOrder();
       const never = new Promise<never>(() => undefined);
       try {
-        while (reading || pending.length > 0) {
-          const canRead = reading !== undefined && pending.length < MAX_UNACKED_BATCHES;
+        while (reading || queued.length > 0 || writing.length > 0) {
+          start();
+          const canRead = reading !== undefined && unacked < MAX_UNACKED_BATCHES;
           const next = await Promise.race([
             canRead ? reading!.then((r) => ({ kind: "batch" as const, r })) : never,
-            pending.length > 0 ? pending[0]!.result.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
+            writing.length > 0 ? writing[0]!.results.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
+            queued.length > 0 ? aWriterFinished.then(() => ({ kind: "slot" as const })) : never,
           ]);
+          if (next.kind === "slot") continue;
           if (next.kind === "batch") {
-            if (next.r.done) {
-              reading = undefined;
-              continue;
+            if (next.r.done) reading = undefined;
+            else {
+              reading = input.next();
+              queued.push(next.r.value);
+              unacked++;
             }
-            reading = input.next();
-            const batch = next.r.value;
-            const events = batch.events.map(incoming);
-            // Batches write concurrently, but meet their keys and limits in stream order.
-            const result = ingest.ingest(events, who, { requireKey: true, turn: nextTurn() });
-            result.catch(() => undefined); // awaited (and reported) when its turn to be acknowledged comes
-            pending.push({ batchId: batch.batchId, result });
             continue;
           }
-          const head = pending.shift()!;
-          const r = await head.result; // a failed transaction ends the stream: the client resends what was not acknowledged
-          yield create(pb.StreamUsageResponseSchema, { batchId: head.batchId, accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
+          const head = writing.shift()!;
+          const results = await head.results; // a failed transaction ends the stream: the client resends what was not acknowledged
+          for (const [i, r] of results.entries()) {
+            unacked--;
+            yield create(pb.StreamUsageResponseSchema, { batchId: head.batchIds[i], accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
+          }
         }
       } finally {
         void input.return?.();

@@ -321,6 +321,36 @@ describe("ingestion", () => {
     }
   });
 
+  it("writes batches that queue up behind a stream's transactions together, and still answers each batch for itself", async () => {
+    const [x, y] = [await setup("QUX"), await setup("QUY", { limit: 100 })];
+    const ones = (key: string, n: number) => Array.from({ length: n }, () => ev(key, 1));
+    const batches = [ones(x.key, 20), ones(x.key, 20), [ev(x.key, 1), ev(x.key, 1), ev(x.key, -1), ev(y.key, 10)]];
+    batches.push([batches[1]![0]!, ev(y.key, 50)], [ev(y.key, 30), ev(y.key, 30)], ones(x.key, 10), [ev(y.key, 5)]);
+    batches.push([batches[5]![3]!, ev(x.key, 2)]);
+    const stream = openStream(a);
+    // All at once: two transactions start, the rest queue up behind them.
+    batches.forEach((events, i) => stream.send(`q-${i}`, events));
+    const acks = [];
+    for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
+    stream.end();
+    const who = (id: string) => (id === x.licenseId ? "x" : "y");
+    expect(acks.map((k) => [k.batchId, k.accepted, k.duplicates, k.rejected.map((r) => [r.index, r.reason]), [...new Set(k.limits.map((l) => who(l.licenseId)))].sort()])).toEqual([
+      ["q-0", 20, 0, [], ["x"]],
+      ["q-1", 20, 0, [], ["x"]],
+      ["q-2", 3, 0, [[2, "INVALID_QUANTITY"]], ["x", "y"]],
+      ["q-3", 1, 1, [], ["x", "y"]],
+      ["q-4", 1, 0, [[1, "LIMIT_EXCEEDED"]], ["y"]],
+      ["q-5", 10, 0, [], ["x"]],
+      ["q-6", 1, 0, [], ["y"]],
+      ["q-7", 1, 1, [], ["x"]],
+    ]);
+    expect(acks[6]!.limits[0]).toMatchObject({ used: 95n, limit: 100n });
+    expect([(await usageOf(a, x.secret, x.licenseId)).used, (await usageOf(a, y.secret, y.licenseId)).used]).toEqual([54n, 95n]);
+    // Written together: fewer transactions (rows' xmin) than batches.
+    const [{ n }] = await query<{ n: number }>(db.url, "select count(distinct xmin::text)::int as n from usage_events where license_id in ($1, $2)", [x.licenseId, y.licenseId]);
+    expect(n).toBeLessThan(batches.length);
+  });
+
   it("refuses an event whose strings PostgreSQL cannot store (NUL), and lands the rest of its batch", async () => {
     const s = await setup("NUL");
     const stream = openStream(a);
