@@ -168,7 +168,7 @@ export async function run(): Promise<string> {
     return [
       "## Usage (bench/usage.ts)",
       "",
-      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432. StreamUsage: one gRPC stream, ${BATCHES} batches of ${BATCH} events across 10 licenses (every event deduplicated, limit-checked under the period-row lock, rolled up; each ack sent after its batch's commit; up to 8 batches read ahead, in at most 2 transactions at once, batches that queue up written together); then the same batches dealt over ${STREAMS} streams at once (one HTTP/2 connection), as a fleet of agents uploads. COPY: \`psql \\copy\` of the same number of rows (CSV) into the same partitioned usage_events table, raw rows only. Alternating (COPY, one stream, ${STREAMS} streams), medians of 3.`,
+      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432. StreamUsage: one gRPC stream, ${BATCHES} batches of ${BATCH} events across 10 licenses (every event deduplicated, limit-checked under the period-row lock, rolled up; each ack sent after its batch's commit; up to 12 batches read ahead, in at most 3 transactions at once, batches that queue up written together); then the same batches dealt over ${STREAMS} streams at once (one HTTP/2 connection), as a fleet of agents uploads. COPY: \`psql \\copy\` of the same number of rows (CSV) into the same partitioned usage_events table, raw rows only. Alternating (COPY, one stream, ${STREAMS} streams), medians of 3.`,
       "",
       "| Path | events/s | ÷ COPY |",
       "|---|---:|---:|",

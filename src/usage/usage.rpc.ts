@@ -112,9 +112,9 @@ const anomalyToProto = (a: AnomalyRow) =>
   });
 
 /** How many batches StreamUsage reads ahead of its acknowledgements: a stream's memory is bounded. */
-export const MAX_UNACKED_BATCHES = 8;
+export const MAX_UNACKED_BATCHES = 12;
 /** How many transactions one stream runs at once: bounded so one stream cannot take the whole connection pool. */
-export const STREAM_WRITERS = 2;
+export const STREAM_WRITERS = 3;
 /** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
 export const MERGE_EVENTS = 2000;
 
