@@ -10,12 +10,12 @@ import { Code } from "@connectrpc/connect";
 import type { Idempotency } from "../platform/idempotency.js";
 import { pageBy, pageOf, readPage } from "../platform/pagination.js";
 import { readTenant, tenantMutation } from "../platform/rpc.js";
-import { requireTenant } from "../platform/auth.js";
+import { requireTenant, type Principal } from "../platform/auth.js";
 import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
 import type { Severity } from "./anomaly.js";
 import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
-import type { IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
+import type { BatchResult, IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
 import { streamOrder } from "./stream-order.js";
 import type { BucketSize, UsageQueries } from "./usage.query.js";
 
@@ -118,6 +118,82 @@ export const STREAM_WRITERS = 3;
 /** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
 export const MERGE_EVENTS = 2000;
 
+/** IngestUsage writes its events in chunks of this many. */
+const INGEST_CHUNK = 500;
+
+/**
+ * Writes a stream's batches as they arrive and yields each batch's result, in order, once
+ * its transaction committed. Batches are read while earlier ones commit, at most
+ * MAX_UNACKED_BATCHES ahead of the results; at most STREAM_WRITERS transactions run at
+ * once; batches that queue up meanwhile are written together, in one transaction, when
+ * one finishes (up to MERGE_EVENTS events). A failed transaction ends the stream with its
+ * error: the client resends what was not acknowledged.
+ */
+export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>): AsyncGenerator<{ id: Id; result: BatchResult }> {
+  type Batch = { id: Id; events: IncomingEvent[] };
+  const input = batches[Symbol.asyncIterator]();
+  const queued: Batch[] = [];
+  const writing: { ids: Id[]; results: Promise<BatchResult[]> }[] = [];
+  const nextTurn = streamOrder();
+  let running = 0;
+  let unacked = 0;
+  // Resolves when a transaction finishes: the queued batches may start.
+  let finished!: () => void;
+  let aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
+  const start = () => {
+    while (queued.length > 0 && running < STREAM_WRITERS) {
+      const take = [queued.shift()!];
+      let events = take[0]!.events.length;
+      while (queued.length > 0 && events + queued[0]!.events.length <= MERGE_EVENTS) {
+        const batch = queued.shift()!;
+        take.push(batch);
+        events += batch.events.length;
+      }
+      running++;
+      // Transactions overlap, but meet their keys and limits in stream order.
+      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn() });
+      // (a failure is awaited, and reported, when its turn to be acknowledged comes)
+      void results.catch(() => undefined).finally(() => {
+        running--;
+        finished();
+        aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
+      });
+      writing.push({ ids: take.map((b) => b.id), results });
+    }
+  };
+  let reading: Promise<IteratorResult<Batch>> | undefined = input.next();
+  const never = new Promise<never>(() => undefined);
+  try {
+    while (reading || queued.length > 0 || writing.length > 0) {
+      start();
+      const canRead = reading !== undefined && unacked < MAX_UNACKED_BATCHES;
+      const next = await Promise.race([
+        canRead ? reading!.then((r) => ({ kind: "batch" as const, r })) : never,
+        writing.length > 0 ? writing[0]!.results.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
+        queued.length > 0 ? aWriterFinished.then(() => ({ kind: "slot" as const })) : never,
+      ]);
+      if (next.kind === "slot") continue;
+      if (next.kind === "batch") {
+        if (next.r.done) reading = undefined;
+        else {
+          reading = input.next();
+          queued.push(next.r.value);
+          unacked++;
+        }
+        continue;
+      }
+      const head = writing.shift()!;
+      const results = await head.results;
+      for (const [i, result] of results.entries()) {
+        unacked--;
+        yield { id: head.ids[i]!, result };
+      }
+    }
+  } finally {
+    void input.return?.();
+  }
+}
+
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries; anomalies: AnomalyService }): ServiceImpl<typeof pb.UsageService> {
   const { db, idempotency, meters, ingest, queries, anomalies } = deps;
@@ -174,95 +250,33 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
     },
 
     async ingestUsage(requests, ctx) {
-      // Events are written in chunks as they arrive; the summary comes after the last commit.
-      const who = principal(ctx);
+      // Events are written in chunks of 500 as they arrive, as StreamUsage writes batches
+      // (chunks read while earlier ones commit); the summary comes after the last commit.
+      const chunks = (async function* () {
+        let chunk: IncomingEvent[] = [];
+        let offset = 0;
+        for await (const req of requests) {
+          chunk.push(incoming(req.event));
+          if (chunk.length >= INGEST_CHUNK) (yield { id: offset, events: chunk }, (offset += chunk.length), (chunk = []));
+        }
+        if (chunk.length > 0) yield { id: offset, events: chunk };
+      })();
       const out = { accepted: 0n, duplicates: 0n, rejected: [] as pb.IngestUsageResponse["rejected"] };
-      let chunk: IncomingEvent[] = [];
-      let offset = 0;
-      const flush = async () => {
-        if (chunk.length === 0) return;
-        const r = await ingest.ingest(chunk, who, { requireKey: true });
+      for await (const { id: offset, result: r } of writeInOrder(ingest, principal(ctx), chunks)) {
         out.accepted += BigInt(r.accepted);
         out.duplicates += BigInt(r.duplicates);
         out.rejected.push(...r.rejected.map((x) => ({ ...x, index: x.index + offset }) as never));
-        offset += chunk.length;
-        chunk = [];
-      };
-      for await (const req of requests) {
-        chunk.push(incoming(req.event));
-        if (chunk.length >= 500) await flush();
       }
-      await flush();
       return create(pb.IngestUsageResponseSchema, out);
     },
 
     async *streamUsage(requests, ctx) {
-      // Batches are read while earlier ones commit, at most MAX_UNACKED_BATCHES ahead of the
-      // acknowledgements. At most STREAM_WRITERS transactions run at once; batches that
-      // queue up meanwhile are written together, in one transaction, when one finishes
-      // (up to MERGE_EVENTS events). Each ack goes out, in order, after its batch committed.
-      const who = principal(ctx);
-      const input = requests[Symbol.asyncIterator]();
-      type Ack = Awaited<ReturnType<IngestService["ingest"]>>;
-      const queued: pb.StreamUsageRequest[] = [];
-      const writing: { batchIds: string[]; results: Promise<Ack[]> }[] = [];
-      let running = 0;
-      let unacked = 0;
-      // Resolves when a transaction finishes: the queued batches may start.
-      let finished!: () => void;
-      let aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-      const start = () => {
-        while (queued.length > 0 && running < STREAM_WRITERS) {
-          const take = [queued.shift()!];
-          let events = take[0]!.events.length;
-          while (queued.length > 0 && events + queued[0]!.events.length <= MERGE_EVENTS) {
-            const batch = queued.shift()!;
-            take.push(batch);
-            events += batch.events.length;
-          }
-          running++;
-          // Transactions overlap, but meet their keys and limits in stream order.
-          const results = ingest.ingestTogether(take.map((b) => b.events.map(incoming)), who, { requireKey: true, turn: nextTurn() });
-          // (a failure is awaited, and reported, when its turn to be acknowledged comes)
-          void results.catch(() => undefined).finally(() => {
-            running--;
-            finished();
-            aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-          });
-          writing.push({ batchIds: take.map((b) => b.batchId), results });
-        }
-      };
-      let reading: Promise<IteratorResult<pb.StreamUsageRequest>> | undefined = input.next();
-      const nextTurn = streamOrder();
-      const never = new Promise<never>(() => undefined);
-      try {
-        while (reading || queued.length > 0 || writing.length > 0) {
-          start();
-          const canRead = reading !== undefined && unacked < MAX_UNACKED_BATCHES;
-          const next = await Promise.race([
-            canRead ? reading!.then((r) => ({ kind: "batch" as const, r })) : never,
-            writing.length > 0 ? writing[0]!.results.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
-            queued.length > 0 ? aWriterFinished.then(() => ({ kind: "slot" as const })) : never,
-          ]);
-          if (next.kind === "slot") continue;
-          if (next.kind === "batch") {
-            if (next.r.done) reading = undefined;
-            else {
-              reading = input.next();
-              queued.push(next.r.value);
-              unacked++;
-            }
-            continue;
-          }
-          const head = writing.shift()!;
-          const results = await head.results; // a failed transaction ends the stream: the client resends what was not acknowledged
-          for (const [i, r] of results.entries()) {
-            unacked--;
-            yield create(pb.StreamUsageResponseSchema, { batchId: head.batchIds[i], accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
-          }
-        }
-      } finally {
-        void input.return?.();
+      // Each ack goes out, in order, after its batch committed.
+      const batches = (async function* () {
+        for await (const batch of requests) yield { id: batch.batchId, events: batch.events.map(incoming) };
+      })();
+      for await (const { id, result: r } of writeInOrder(ingest, principal(ctx), batches)) {
+        yield create(pb.StreamUsageResponseSchema, { batchId: id, accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
       }
     },
 

@@ -202,6 +202,25 @@ describe("ingestion", () => {
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(12n);
   });
 
+  it("IngestUsage writes a long stream in chunks that overlap, and still meets its limit in order and indexes rejections across chunks", async () => {
+    const s = await setup("INL", { limit: 1500 });
+    const events = Array.from({ length: 1700 }, () => ev(s.key, 1));
+    events[3] = ev(s.key, -1);
+    events[600] = { ...events[10]! };
+    events[1234] = ev(s.key, 1, { metric: "unknown" });
+    const res = await grpcClient(UsageService, a.url).ingestUsage((async function* () {
+      for (const event of events) yield { event };
+    })());
+    // 1,697 good events in order: the 1,500th is at index 1502, the rest pass the limit.
+    expect([res.accepted, res.duplicates]).toEqual([1500n, 1n]);
+    expect(res.rejected.map((r) => [r.index, r.reason])).toEqual([
+      [3, "INVALID_QUANTITY"],
+      [1234, "UNKNOWN_METRIC"],
+      ...Array.from({ length: 197 }, (_, i) => [1503 + i, "LIMIT_EXCEEDED"]),
+    ]);
+    expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(1500n);
+  });
+
   it("StreamUsage acknowledges each batch after commit; a resent batch is all duplicates, across streams and instances", async () => {
     const s = await setup("STR");
     const batch = Array.from({ length: 500 }, () => ev(s.key, 2));
