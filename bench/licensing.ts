@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createHmac, generateKeyPairSync, randomBytes, sign, verify } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -56,15 +56,32 @@ function h2load(url: string, procedure: string, body: Buffer, protocol: "grpc" |
   return { rps, p50: lat ? ms(lat[3]) : Number.NaN, p99: undefined, failed: Number(reqs[2]) + Number(reqs[3]) };
 }
 
-/** Open-loop latency at a fixed rate: h2load --rps, per-request times from its log file. */
-function latencyAt(url: string, procedure: string, body: Buffer, rate: number): { p50: number; p99: number; sent: number } {
+/**
+ * Open-loop latency at a fixed rate: 8 connections, each its own h2load process (-c1
+ * --rps), started together, so their clocks fall at unrelated phases, as independent
+ * callers' do; per-request times from their log files. (One h2load with -c8 --rps fires
+ * all 8 connections in the same instant every tick: each request then waits behind up to
+ * 7 others, and p50 measures 4 service times on any server, Health.Check included.)
+ */
+async function latencyAt(url: string, procedure: string, body: Buffer, rate: number): Promise<{ p50: number; p99: number; sent: number }> {
   const data = path.join(work, "rate.json");
   writeFileSync(data, body);
-  const log = path.join(work, "rate.log");
   const clients = 8;
   const seconds = 8;
-  execFileSync("h2load", ["--h1", "-c", String(clients), "--rps", String(Math.max(1, Math.round(rate / clients))), "-n", String(Math.round(rate * seconds)), "-d", data, "-H", "content-type: application/json", "--log-file", log, `${url}/${procedure}`], { encoding: "utf8" });
-  const times = execFileSync("cut", ["-f", "3", log], { encoding: "utf8" }).trim().split("\n").map((us) => Number(us) / 1000).sort((a, b) => a - b);
+  // (h2load appends to a log file: each run writes fresh ones)
+  const run = mkdtempSync(path.join(work, "rate-"));
+  const logs = Array.from({ length: clients }, (_, i) => path.join(run, `${i}.log`));
+  await Promise.all(
+    logs.map(
+      (log) =>
+        new Promise<void>((resolve, reject) => {
+          const h = spawn("h2load", ["--h1", "-c", "1", "--rps", String(Math.max(1, Math.round(rate / clients))), "-n", String(Math.round((rate / clients) * seconds)), "-d", data, "-H", "content-type: application/json", "--log-file", log, `${url}/${procedure}`], { stdio: "ignore" });
+          h.once("error", reject);
+          h.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`h2load exited with ${code}`))));
+        }),
+    ),
+  );
+  const times = logs.flatMap((log) => readFileSync(log, "utf8").trim().split("\n").map((line) => Number(line.split("\t")[2]) / 1000)).sort((a, b) => a - b);
   const at = (p: number) => times[Math.min(times.length - 1, Math.ceil((p / 100) * times.length) - 1)];
   return { p50: at(50), p99: at(99), sent: times.length };
 }
@@ -136,10 +153,12 @@ async function serverRates() {
     () => h2load(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateProto, "grpc"),
   );
   if (json.failed + grpc.failed > 0) throw new Error(`${json.failed + grpc.failed} requests failed`);
-  const half = latencyAt(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateJson, json.subject.rps / 2);
+  const half = await latencyAt(url, "licensd.licensing.v1.LicensingService/ValidateLicense", validateJson, json.subject.rps / 2);
+  // The same open loop on Health.Check: what any request costs at that rate on this machine.
+  const halfHealth = await latencyAt(url, "grpc.health.v1.Health/Check", Buffer.from("{}"), json.subject.rps / 2);
   await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
   await database.drop();
-  return { json, grpc, half };
+  return { json, grpc, half, halfHealth };
 }
 
 function cryptoRates() {
@@ -183,7 +202,7 @@ export async function run(): Promise<string> {
       ([name, x]) => `| ${name} | ${r(x.baseline.rps)} | ${r(x.subject.rps)} | ${x.ratio.toFixed(2)} (${goal(x.ratio, 0.8)}) | ${x.low.toFixed(2)}–${x.high.toFixed(2)} |`,
     ),
     "",
-    `At half of that maximum (${r(s.json.subject.rps / 2)} req/s, Connect JSON, open loop, ${s.half.sent} requests): p50 ${s.half.p50.toFixed(2)} ms, p99 ${s.half.p99.toFixed(2)} ms (goal p99 < 10 ms: ${s.half.p99 < 10 ? "met" : "NOT met"}).`,
+    `At half of that maximum (${r(s.json.subject.rps / 2)} req/s, Connect JSON, open loop over 8 connections at unrelated phases, ${s.half.sent} requests): p50 ${s.half.p50.toFixed(2)} ms, p99 ${s.half.p99.toFixed(2)} ms (goal p99 < 10 ms: ${s.half.p99 < 10 ? "met" : "NOT met"}). Health.Check, the same open loop at the same rate right after: p50 ${s.halfHealth.p50.toFixed(2)} ms, p99 ${s.halfHealth.p99.toFixed(2)} ms.`,
     "",
     "Crypto hot paths, in process, one core; each measured in alternation with its baseline (7 rounds of 300 ms, medians):",
     "",
