@@ -30,13 +30,14 @@ type UsageServiceClient interface {
 	// Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
 	// acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
 	RecordUsage(ctx context.Context, in *RecordUsageRequest, opts ...grpc.CallOption) (*RecordUsageResponse, error)
-	// Takes any number of events and answers once at the end: accepted, duplicates and
-	// every rejection with its index and reason.
+	// Takes any number of events and answers once at the end, after the last commit:
+	// accepted, duplicates and every rejection with its index and reason.
 	IngestUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_IngestUsageClient, error)
 	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
-	// committed. The server reads at most 4 batches ahead of its acknowledgements. A
-	// client that loses the stream resends every unacknowledged batch: deduplication
-	// makes that safe.
+	// committed. The server reads at most 12 batches ahead of its acknowledgements, and
+	// batches that queue up while earlier ones commit may share a transaction; each is
+	// still acknowledged on its own. A client that loses the stream resends every
+	// unacknowledged batch: deduplication makes that safe.
 	StreamUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_StreamUsageClient, error)
 	// Where a license stands against its limits in the current period.
 	GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error)
@@ -251,13 +252,14 @@ type UsageServiceServer interface {
 	// Records one event (Vinzy's `POST /usage/record`). A duplicate idempotency key is
 	// acknowledged as a duplicate; an event past a hard limit is refused (LIMIT_EXCEEDED).
 	RecordUsage(context.Context, *RecordUsageRequest) (*RecordUsageResponse, error)
-	// Takes any number of events and answers once at the end: accepted, duplicates and
-	// every rejection with its index and reason.
+	// Takes any number of events and answers once at the end, after the last commit:
+	// accepted, duplicates and every rejection with its index and reason.
 	IngestUsage(UsageService_IngestUsageServer) error
 	// Batches in, one acknowledgement per batch out, sent after the batch's transaction
-	// committed. The server reads at most 4 batches ahead of its acknowledgements. A
-	// client that loses the stream resends every unacknowledged batch: deduplication
-	// makes that safe.
+	// committed. The server reads at most 12 batches ahead of its acknowledgements, and
+	// batches that queue up while earlier ones commit may share a transaction; each is
+	// still acknowledged on its own. A client that loses the stream resends every
+	// unacknowledged batch: deduplication makes that safe.
 	StreamUsage(UsageService_StreamUsageServer) error
 	// Where a license stands against its limits in the current period.
 	GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error)

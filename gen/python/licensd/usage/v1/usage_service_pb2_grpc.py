@@ -145,8 +145,8 @@ class UsageServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def IngestUsage(self, request_iterator, context):
-        """Takes any number of events and answers once at the end: accepted, duplicates and
-        every rejection with its index and reason.
+        """Takes any number of events and answers once at the end, after the last commit:
+        accepted, duplicates and every rejection with its index and reason.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,9 +154,10 @@ class UsageServiceServicer(object):
 
     def StreamUsage(self, request_iterator, context):
         """Batches in, one acknowledgement per batch out, sent after the batch's transaction
-        committed. The server reads at most 4 batches ahead of its acknowledgements. A
-        client that loses the stream resends every unacknowledged batch: deduplication
-        makes that safe.
+        committed. The server reads at most 12 batches ahead of its acknowledgements, and
+        batches that queue up while earlier ones commit may share a transaction; each is
+        still acknowledged on its own. A client that loses the stream resends every
+        unacknowledged batch: deduplication makes that safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

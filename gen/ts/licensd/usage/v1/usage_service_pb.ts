@@ -1264,8 +1264,8 @@ export const UsageService: GenService<{
     output: typeof RecordUsageResponseSchema;
   },
   /**
-   * Takes any number of events and answers once at the end: accepted, duplicates and
-   * every rejection with its index and reason.
+   * Takes any number of events and answers once at the end, after the last commit:
+   * accepted, duplicates and every rejection with its index and reason.
    *
    * @generated from rpc licensd.usage.v1.UsageService.IngestUsage
    */
@@ -1276,9 +1276,10 @@ export const UsageService: GenService<{
   },
   /**
    * Batches in, one acknowledgement per batch out, sent after the batch's transaction
-   * committed. The server reads at most 4 batches ahead of its acknowledgements. A
-   * client that loses the stream resends every unacknowledged batch: deduplication
-   * makes that safe.
+   * committed. The server reads at most 12 batches ahead of its acknowledgements, and
+   * batches that queue up while earlier ones commit may share a transaction; each is
+   * still acknowledged on its own. A client that loses the stream resends every
+   * unacknowledged batch: deduplication makes that safe.
    *
    * @generated from rpc licensd.usage.v1.UsageService.StreamUsage
    */
