@@ -63,11 +63,12 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * batches in flight counts in the first (stream-order.ts): on the general path the batch
    * writes its keys and takes its period locks each only after the stream's batches before
    * it did, so no batch ever waits in PostgreSQL for a row a later batch of its stream
-   * holds while that one waits here for it.
+   * holds while that one waits here for it. `seen`, when given, receives the batch's
+   * prepared events (ingestTogether splits the result by them).
    */
-  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult> {
+  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
     try {
-      return await ingestBatch(batch, principal, opts);
+      return await ingestBatch(batch, principal, opts, seen);
     } finally {
       // idempotent: a batch that failed, or had nothing to write, must not hold up the next
       opts.turn?.finish();
@@ -83,12 +84,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
   async function ingestTogether(batches: IncomingEvent[][], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult[]> {
     if (batches.length === 1) return [await ingest(batches[0]!, principal, opts)];
     const seen: { prepared?: Prepared[] } = {};
-    try {
-      const whole = await ingestBatch(batches.flat(), principal, opts, seen);
-      return splitResult(whole, seen.prepared ?? [], batches.map((b) => b.length));
-    } finally {
-      opts.turn?.finish();
-    }
+    const whole = await ingest(batches.flat(), principal, opts, seen);
+    return splitResult(whole, seen.prepared ?? [], batches.map((b) => b.length));
   }
 
   async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
@@ -209,7 +206,7 @@ const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId:
  * duplicates and rejections by the batch they fell in, reindexed within it, and the
  * limits of the totals its own events (duplicates too) count toward, as the commit left them.
  */
-export function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]): BatchResult[] {
+function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]): BatchResult[] {
   const starts: number[] = [];
   let end = 0;
   for (const n of sizes) (starts.push(end), (end += n));

@@ -257,7 +257,10 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
         let offset = 0;
         for await (const req of requests) {
           chunk.push(incoming(req.event));
-          if (chunk.length >= INGEST_CHUNK) (yield { id: offset, events: chunk }, (offset += chunk.length), (chunk = []));
+          if (chunk.length < INGEST_CHUNK) continue;
+          yield { id: offset, events: chunk };
+          offset += chunk.length;
+          chunk = [];
         }
         if (chunk.length > 0) yield { id: offset, events: chunk };
       })();
