@@ -122,7 +122,7 @@ const timeJson = (at: Date) => {
 };
 
 /** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out), from the answer's precut pieces. */
-function signingBytesOf(answer: Answer, nonce: string, time: Date, lease: string): Buffer {
+function signingTextOf(answer: Answer, nonce: string, time: Date, lease: string): string {
   const [beforeLease, beforeNonce, beforeTime, afterTime] = answer.pieces;
   let out = "{";
   const add = (part: string) => {
@@ -135,7 +135,7 @@ function signingBytesOf(answer: Answer, nonce: string, time: Date, lease: string
   add(beforeTime);
   add(`"time":"${timeJson(time)}"`);
   add(afterTime);
-  return Buffer.from(`${out}}`);
+  return `${out}}`;
 }
 
 const ANSWERS_MAX = 50_000;
@@ -276,7 +276,8 @@ export function createLicenseRpc(deps: {
       const now = clock.now();
       const time = timestampFromDate(now);
       const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "";
-      const { kid, signature } = signingKeys.sign(signingBytesOf(answer, req.nonce, now, lease));
+      // Signed on the signing worker, batched with the other answers of this turn.
+      const { kid, signature } = await signingKeys.signLater(signingTextOf(answer, req.nonce, now, lease));
       // A shallow copy: the cached answer's nested messages are shared, never changed.
       return { ...answer.base, nonce: req.nonce, time, lease, kid, signature };
     },

@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, verify, type KeyObject } from "node:crypto";
 import sodium from "sodium-native";
+import { BatchSigner } from "./batch-signer.js";
 import type { Clock } from "./clock.js";
 import { open, seal } from "./crypto.js";
 import type { Database } from "./db.js";
@@ -46,13 +47,16 @@ export class SigningKeyStore {
   private active: { kid: string; secretKey: Buffer } | undefined;
   private keys: PublicSigningKey[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private readonly batches: BatchSigner;
 
   constructor(
     private readonly db: Database,
     private readonly dataKey: Buffer,
     private readonly clock: Clock,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.batches = new BatchSigner(() => this.activeKey(), logger);
+  }
 
   async start(): Promise<void> {
     await this.ensureActive();
@@ -63,8 +67,10 @@ export class SigningKeyStore {
     this.timer.unref();
   }
 
-  stop() {
+  /** Stops the reloads and the signing worker (what it still had to sign is signed first). */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.batches.stop();
   }
 
   /** Creates the first key when none is active; concurrent starts create one between them. */
@@ -116,7 +122,10 @@ export class SigningKeyStore {
     seed.fill(0);
     const previous = this.active;
     this.active = { kid, secretKey };
-    if (previous) sodium.sodium_free(previous.secretKey);
+    if (previous) {
+      this.batches.drop(previous.kid);
+      sodium.sodium_free(previous.secretKey);
+    }
   }
 
   /**
@@ -126,10 +135,25 @@ export class SigningKeyStore {
    * side, 20,000 signatures each).
    */
   sign(message: Uint8Array): { kid: string; signature: Buffer } {
-    if (!this.active) throw new Error("no active signing key (SigningKeyStore.start not called)");
+    const { kid, secretKey } = this.activeKey();
     const signature = Buffer.allocUnsafe(sodium.crypto_sign_BYTES);
-    sodium.crypto_sign_detached(signature, message, this.active.secretKey);
-    return { kid: this.active.kid, signature };
+    sodium.crypto_sign_detached(signature, message, secretKey);
+    return { kid, signature };
+  }
+
+  /**
+   * Signs the UTF-8 bytes of `message` with the active key on the signing worker, batched
+   * with whatever else is signed in the same turn of the event loop (see BatchSigner): for
+   * hot paths whose answer can wait for its signature, such as ValidateLicense.
+   */
+  signLater(message: string): Promise<{ kid: string; signature: Buffer }> {
+    this.activeKey();
+    return this.batches.sign(message);
+  }
+
+  private activeKey(): { kid: string; secretKey: Buffer } {
+    if (!this.active) throw new Error("no active signing key (SigningKeyStore.start not called)");
+    return this.active;
   }
 
   activeKid(): string {

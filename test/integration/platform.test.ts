@@ -7,6 +7,7 @@ import { connectClient, grpcClient, startTestApp, type TestApp } from "../suppor
 import { createTestDatabase } from "../support/database.js";
 import { failure } from "../support/errors.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
+import { verifyEd25519 } from "../../src/platform/signing-keys.js";
 
 async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -114,5 +115,42 @@ describe("graceful shutdown", () => {
     await closing;
     await expect(fetch(`${t.url}/healthz`)).rejects.toThrow();
     await t.close();
+  });
+});
+
+describe("the signing worker", () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp();
+  });
+  afterAll(async () => t?.close());
+
+  it("signs what a turn asks under the active key; after a rotation under the new one; at and after stop, in line", async () => {
+    const keys = t.app.signingKeys;
+    const publicKey = (kid: string) => keys.publicKeys().find((k) => k.kid === kid)!.publicKey;
+    const texts = Array.from({ length: 50 }, (_, i) => `{"n":${i},"text":"é ${"x".repeat(i * 40)}"}`);
+    const check = (signed: { kid: string; signature: Buffer }[], kid: string) => {
+      for (const [i, s] of signed.entries()) {
+        expect(s.kid).toBe(kid);
+        expect(verifyEd25519(publicKey(kid), Buffer.from(texts[i]!), s.signature)).toBe(true);
+        expect(verifyEd25519(publicKey(kid), Buffer.from(texts[(i + 1) % texts.length]!), s.signature)).toBe(false);
+      }
+    };
+    const first = keys.activeKid();
+    check(await Promise.all(texts.map((m) => keys.signLater(m))), first);
+    // Asked in separate turns, each on its own.
+    const oneByOne = [];
+    for (const m of texts.slice(0, 5)) oneByOne.push(await keys.signLater(m));
+    check(oneByOne, first);
+
+    const { kid: second } = await keys.rotate(3600);
+    expect(second).not.toBe(first);
+    check(await Promise.all(texts.map((m) => keys.signLater(m))), second);
+
+    // Asked, then the store stops before the batch leaves: still signed, in line.
+    const pending = Promise.all(texts.map((m) => keys.signLater(m)));
+    await keys.stop();
+    check(await pending, second);
+    check(await Promise.all(texts.map((m) => keys.signLater(m))), second);
   });
 });
