@@ -258,7 +258,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           health.stop();
           closingStage = "draining calls and streams";
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
-          await signingKeys.stop();
+          signingKeys.stop();
           closingStage = "closing the audit feed";
           await feed.stop();
           closingStage = "closing the database pool";

@@ -186,7 +186,7 @@ keys
       await store.start();
       console.log(JSON.stringify(await store.rotate(Number(opts.retireAfter))));
     } finally {
-      await store.stop();
+      store.stop();
       await db.close();
       await embedded?.stop();
     }

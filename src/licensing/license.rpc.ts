@@ -276,7 +276,7 @@ export function createLicenseRpc(deps: {
       const now = clock.now();
       const time = timestampFromDate(now);
       const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "";
-      // Signed on the signing worker, batched with the other answers of this turn.
+      // Signed at the end of the turn, with the other answers the turn produced.
       const { kid, signature } = await signingKeys.signLater(signingTextOf(answer, req.nonce, now, lease));
       // A shallow copy: the cached answer's nested messages are shared, never changed.
       return { ...answer.base, nonce: req.nonce, time, lease, kid, signature };

@@ -55,7 +55,7 @@ export class SigningKeyStore {
     private readonly clock: Clock,
     private readonly logger: Logger,
   ) {
-    this.batches = new BatchSigner(() => this.activeKey(), logger);
+    this.batches = new BatchSigner(() => this.activeKey());
   }
 
   async start(): Promise<void> {
@@ -67,10 +67,10 @@ export class SigningKeyStore {
     this.timer.unref();
   }
 
-  /** Stops the reloads and the signing worker (what it still had to sign is signed first). */
-  async stop(): Promise<void> {
+  /** Stops the reloads; signatures still waiting for the end of the turn are made now. */
+  stop() {
     clearInterval(this.timer);
-    await this.batches.stop();
+    this.batches.flush();
   }
 
   /** Creates the first key when none is active; concurrent starts create one between them. */
@@ -122,10 +122,7 @@ export class SigningKeyStore {
     seed.fill(0);
     const previous = this.active;
     this.active = { kid, secretKey };
-    if (previous) {
-      this.batches.drop(previous.kid);
-      sodium.sodium_free(previous.secretKey);
-    }
+    if (previous) sodium.sodium_free(previous.secretKey);
   }
 
   /**
@@ -142,9 +139,9 @@ export class SigningKeyStore {
   }
 
   /**
-   * Signs the UTF-8 bytes of `message` with the active key on the signing worker, batched
-   * with whatever else is signed in the same turn of the event loop (see BatchSigner): for
-   * hot paths whose answer can wait for its signature, such as ValidateLicense.
+   * Signs the UTF-8 bytes of `message` with the active key at the end of this turn of the
+   * event loop, together with whatever else the turn asks (see BatchSigner): for hot paths
+   * whose answer can wait for its signature, such as ValidateLicense.
    */
   signLater(message: string): Promise<{ kid: string; signature: Buffer }> {
     this.activeKey();
