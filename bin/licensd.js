@@ -14,8 +14,9 @@
 // 2–4 ms: on Node 22 every RPC's AbortSignals (connect creates three) each get a hidden
 // class of their own and survive young collections, so every collection copies the
 // requests of its whole interval. ValidateLicense's p99 at half load was lower with 16 MB
-// in 5 of 6 interleaved rounds, and StreamUsage measured no slower (bench/usage.ts, both
-// sizes in one session). An operator's own --max-semi-space-size still applies.
+// in 5 of 6 interleaved rounds; StreamUsage showed no difference beyond the host's noise
+// (bench/usage.ts, three runs with each size alternated: 0.47–0.52 of COPY on one stream
+// either way). An operator's own --max-semi-space-size still applies.
 //
 // process.execve keeps the process id, so signals and supervisors see one process.
 // LICENSD_NO_REEXEC=1 turns this off.
