@@ -3,6 +3,7 @@ import sodium from "sodium-native";
 interface Pending {
   message: string;
   resolve: (signed: { kid: string; signature: Buffer }) => void;
+  reject: (err: unknown) => void;
 }
 
 /**
@@ -24,8 +25,8 @@ export class BatchSigner {
   constructor(private readonly activeKey: () => { kid: string; secretKey: Buffer }) {}
 
   sign(message: string): Promise<{ kid: string; signature: Buffer }> {
-    return new Promise((resolve) => {
-      this.queue.push({ message, resolve });
+    return new Promise((resolve, reject) => {
+      this.queue.push({ message, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -39,12 +40,17 @@ export class BatchSigner {
     const items = this.queue;
     this.queue = [];
     if (items.length === 0) return;
-    // The key active when the batch is signed (a rotation may have happened since it was asked).
-    const { kid, secretKey } = this.activeKey();
+    // Each request hears back, whatever happens to the others: a failure fails its own call.
     for (const item of items) {
-      const signature = Buffer.allocUnsafe(sodium.crypto_sign_BYTES);
-      sodium.crypto_sign_detached(signature, Buffer.from(item.message), secretKey);
-      item.resolve({ kid, signature });
+      try {
+        // The key active now (a rotation may have happened since the signature was asked).
+        const { kid, secretKey } = this.activeKey();
+        const signature = Buffer.allocUnsafe(sodium.crypto_sign_BYTES);
+        sodium.crypto_sign_detached(signature, Buffer.from(item.message), secretKey);
+        item.resolve({ kid, signature });
+      } catch (err) {
+        item.reject(err);
+      }
     }
   }
 }
