@@ -55,7 +55,7 @@ export class SigningKeyStore {
     private readonly clock: Clock,
     private readonly logger: Logger,
   ) {
-    this.batches = new BatchSigner(() => this.activeKey());
+    this.batches = new BatchSigner((message) => this.sign(message));
   }
 
   async start(): Promise<void> {
@@ -145,7 +145,7 @@ export class SigningKeyStore {
    */
   signLater(message: string): Promise<{ kid: string; signature: Buffer }> {
     this.activeKey();
-    return this.batches.sign(message);
+    return this.batches.later(message);
   }
 
   private activeKey(): { kid: string; secretKey: Buffer } {
