@@ -270,6 +270,9 @@ describe("ValidateLicense", () => {
     const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/ValidateLicense?encoding=json&message=${message}`);
     expect(await res.json()).toMatchObject({ valid: true, code: "VALIDATION_CODE_VALID" });
     expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "key" } });
+    // product_code is optional; when given, it must be a product code.
+    expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key, productCode: "pu" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "product_code" } });
+    expect(await connectClient(LicensingService, a.url).validateLicense({ key, productCode: "PUB" })).toMatchObject({ valid: true });
   });
 
   it("sees a suspension made on another instance within a second", async () => {
