@@ -10,6 +10,34 @@ export type BucketSize = "hour" | "day" | "month";
 /** One summary bucket: [start (epoch ms), agent id ("" unless grouped by agent), value (null: none), events]. */
 export type SummaryBucket = [startMs: number, agentId: string, value: string | null, events: string];
 
+/** A summary laid out as series: each bucket's start once, and per agent its values and events lined up with them. */
+export interface SummarySeries {
+  startsMs: number[];
+  series: { agentId: string; values: bigint[]; events: bigint[] }[];
+}
+
+/**
+ * The series layout of buckets in time order (then by agent): a column per agent, in
+ * code-point order of the ids, with a 0 (and 0 events) where an agent had no usage in a
+ * bucket another agent used.
+ */
+export function seriesOf(buckets: readonly SummaryBucket[]): SummarySeries {
+  const agents = [...new Set(buckets.map((b) => b[1]))].sort(byCodePoint);
+  const column = new Map(agents.map((agentId, i) => [agentId, i]));
+  const series = agents.map((agentId) => ({ agentId, values: [] as bigint[], events: [] as bigint[] }));
+  const startsMs: number[] = [];
+  for (const [ms, agentId, value, events] of buckets) {
+    if (startsMs[startsMs.length - 1] !== ms) {
+      startsMs.push(ms);
+      for (const s of series) (s.values.push(0n), s.events.push(0n));
+    }
+    const s = series[column.get(agentId)!]!;
+    s.values[startsMs.length - 1] = BigInt(value ?? 0);
+    s.events[startsMs.length - 1] = BigInt(events);
+  }
+  return { startsMs, series };
+}
+
 /**
  * Orders strings by code point (as UTF-8 bytes compare, PostgreSQL's "C" collation), where
  * `<` compares UTF-16 code units: a surrogate (U+D800–DFFF, half of a character above

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { AnomalySchema, UsageEventSchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
@@ -17,7 +17,7 @@ import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
 import type { BatchResult, IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
 import { streamOrder } from "./stream-order.js";
-import type { BucketSize, UsageQueries } from "./usage.query.js";
+import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
 
 const AGGREGATIONS: [Aggregation, PbAggregation][] = [
   ["sum", PbAggregation.SUM],
@@ -292,6 +292,11 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
       const tenantId = readTenant(ctx, req.tenantId);
       const bucket: BucketSize = req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
       const s = await queries.summary(db.em(), { tenantId, licenseId: req.licenseId, customerId: req.customerId, metric: req.metric, start: timestampDate(req.startTime!), end: timestampDate(req.endTime!), bucket, byAgent: req.groupByAgent });
+      const aggregation = aggregationToProto(s.aggregation);
+      if (req.layout === pb.SummaryLayout.SERIES) {
+        const { startsMs, series } = seriesOf(s.buckets);
+        return create(pb.GetUsageSummaryResponseSchema, { aggregation, total: s.total, bucketStarts: startsMs.map(timestampFromMs), series });
+      }
       // Thousands of buckets: each is written as its message (protobuf-es messages are plain
       // objects with a $typeName, every field set) instead of an init object that create()
       // then copies, with a Date and a Timestamp made on the way. Fewer objects per call mean
@@ -303,7 +308,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
         value: BigInt(value ?? 0),
         events: BigInt(events),
       }));
-      return create(pb.GetUsageSummaryResponseSchema, { aggregation: aggregationToProto(s.aggregation), buckets, total: s.total });
+      return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets, total: s.total });
     },
 
     async detectAnomalies(req, ctx) {

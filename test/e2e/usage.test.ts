@@ -87,5 +87,19 @@ describe("usage ingestion end to end", () => {
     )) as unknown as { total: string; buckets: { events: string }[] };
     expect(BigInt(summary.total)).toBe(expected);
     expect(summary.buckets.reduce((n, b) => n + Number(b.events), 0)).toBe(60 * 200);
+    // The same as series, in the JSON a browser or curl reads: RFC 3339 starts, int64 as strings.
+    const series = (await call(
+      second.url,
+      "licensd.usage.v1.UsageService/GetUsageSummary",
+      { tenantId, licenseId: created.license.id, metric: "tokens", startTime: new Date(now - 86_400_000).toISOString(), endTime: new Date(now + 3_600_000).toISOString(), bucket: "BUCKET_HOUR", groupByAgent: true, layout: "SUMMARY_LAYOUT_SERIES" },
+      key,
+    )) as unknown as { total: string; buckets?: unknown; bucketStarts: string[]; series: { agentId: string; values: string[]; events: string[] }[] };
+    expect(summary.buckets).toBeDefined();
+    expect(series.buckets).toBeUndefined();
+    expect(series.bucketStarts.length).toBeGreaterThan(0);
+    for (const t of series.bucketStarts) expect(t).toMatch(/^\d{4}-\d\d-\d\dT\d\d:00:00Z$/);
+    expect(series.series.map((x) => [x.agentId, x.values.length])).toEqual([["coder", series.bucketStarts.length]]);
+    expect(series.series[0]!.values.reduce((n, v) => n + BigInt(v), 0n)).toBe(expected);
+    expect(series.series[0]!.events.reduce((n, v) => n + Number(v), 0)).toBe(60 * 200);
   });
 });

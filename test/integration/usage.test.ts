@@ -7,7 +7,7 @@ import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation, LimitPeriod, Severity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
-import { Bucket, ResolutionFilter, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { Bucket, ResolutionFilter, SummaryLayout, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
@@ -606,6 +606,65 @@ describe("aggregations, periods and summaries", () => {
     expect(await failure(other.usage.listUsageEvents({ licenseId: s.licenseId }))).toMatchObject({ code: "NotFound" });
     expect(await failure(other.usage.getUsageSummary({ licenseId: s.licenseId, metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "NotFound" });
     expect(await failure(other.usage.getUsageSummary({ customerId: s.customerId, metric: "calls", startTime: at(0), endTime: at(3) }))).toMatchObject({ code: "NotFound" });
+  });
+
+  it("lays a summary out as series: each bucket start once, a column per agent with zeros where it had none, the rows' numbers", async () => {
+    const s = await setup("SER", {
+      meters: [
+        { metric: "tokens", aggregation: Aggregation.SUM },
+        { metric: "users", aggregation: Aggregation.UNIQUE_COUNT, uniqueAttribute: "user" },
+        { metric: "seats", aggregation: Aggregation.LATEST },
+      ],
+    });
+    const t0 = clock.now().getTime() - 3 * 3600_000;
+    const at = (h: number, m = 0) => timestampFromDate(new Date(t0 + h * 3600_000 + m * 60_000));
+    const events: UsageEvent[] = [];
+    // hour 0: coder and reviewer; hour 1: nobody; hour 2: reviewer only
+    for (const [h, q, user, agent] of [
+      [0, 5, "ann", "coder"],
+      [0, 3, "bob", "reviewer"],
+      [0, 2, "cid", "coder"],
+      [2, 7, "ann", "reviewer"],
+    ] as const) {
+      for (const metric of ["tokens", "seats"]) events.push(ev(s.key, q, { metric, time: at(h, 10), agentId: agent }));
+      events.push(ev(s.key, 1, { metric: "users", time: at(h, 10), attributes: { user }, agentId: agent }));
+    }
+    const stream = openStream(a);
+    stream.send("all", events);
+    expect((await stream.next()).accepted).toBe(events.length);
+    stream.end();
+    const ask = (metric: string, bucket: Bucket, groupByAgent: boolean, layout: SummaryLayout) =>
+      s.usage.getUsageSummary({ licenseId: s.licenseId, metric, startTime: at(0), endTime: at(3), bucket, groupByAgent, layout });
+    const hour = (t: { seconds: bigint } | undefined) => (Number(t!.seconds) * 1000 - t0) / 3_600_000;
+
+    const tokens = await ask("tokens", Bucket.HOUR, true, SummaryLayout.SERIES);
+    expect(tokens.buckets).toEqual([]);
+    expect(tokens.total).toBe(17n);
+    expect(tokens.bucketStarts.map(hour)).toEqual([0, 2]);
+    expect(tokens.series.map((x) => [x.agentId, x.values, x.events])).toEqual([
+      ["coder", [7n, 0n], [2n, 0n]],
+      ["reviewer", [3n, 7n], [1n, 1n]],
+    ]);
+    // Every aggregation's and bucket size's series hold what its rows hold (UNIQUE_COUNT and
+    // LATEST take their own paths through the rollups).
+    for (const metric of ["tokens", "users", "seats"]) {
+      for (const bucket of [Bucket.HOUR, Bucket.DAY]) {
+        for (const groupByAgent of [true, false]) {
+          const rows = await ask(metric, bucket, groupByAgent, SummaryLayout.ROWS);
+          const series = await ask(metric, bucket, groupByAgent, SummaryLayout.SERIES);
+          expect(series.total).toBe(rows.total);
+          expect(series.aggregation).toBe(rows.aggregation);
+          const fromSeries = series.bucketStarts.flatMap((t, i) => series.series.filter((x) => x.events[i]! > 0n).map((x) => [t.seconds, x.agentId, x.values[i], x.events[i]]));
+          expect(fromSeries).toEqual(rows.buckets.map((b) => [b.startTime!.seconds, b.agentId, b.value, b.events]));
+          if (!groupByAgent) expect(series.series.map((x) => x.agentId)).toEqual([""]);
+        }
+      }
+    }
+    // Unspecified is rows; nothing in range is an empty answer in either layout.
+    expect((await ask("tokens", Bucket.HOUR, true, SummaryLayout.UNSPECIFIED)).buckets).toHaveLength(3);
+    const empty = await s.usage.getUsageSummary({ licenseId: s.licenseId, metric: "tokens", startTime: at(-48), endTime: at(-24), layout: SummaryLayout.SERIES });
+    expect([empty.bucketStarts, empty.series, empty.total]).toEqual([[], [], 0n]);
+    expect(await failure(ask("tokens", Bucket.HOUR, true, 7 as SummaryLayout))).toMatchObject({ code: "InvalidArgument", metadata: { field: "layout" } });
   });
 
   it("resets monthly limits at the month boundary (UTC)", async () => {

@@ -41,7 +41,8 @@ type UsageServiceClient interface {
 	StreamUsage(ctx context.Context, opts ...grpc.CallOption) (UsageService_StreamUsageClient, error)
 	// Where a license stands against its limits in the current period.
 	GetQuota(ctx context.Context, in *GetQuotaRequest, opts ...grpc.CallOption) (*GetQuotaResponse, error)
-	// Usage over a time range, in hour, day or month buckets, optionally per agent.
+	// Usage over a time range, in hour, day or month buckets, optionally per agent: as
+	// rows (a bucket each) or as series (a column of values per agent).
 	GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error)
 	// Raw events, newest first.
 	ListUsageEvents(ctx context.Context, in *ListUsageEventsRequest, opts ...grpc.CallOption) (*ListUsageEventsResponse, error)
@@ -263,7 +264,8 @@ type UsageServiceServer interface {
 	StreamUsage(UsageService_StreamUsageServer) error
 	// Where a license stands against its limits in the current period.
 	GetQuota(context.Context, *GetQuotaRequest) (*GetQuotaResponse, error)
-	// Usage over a time range, in hour, day or month buckets, optionally per agent.
+	// Usage over a time range, in hour, day or month buckets, optionally per agent: as
+	// rows (a bucket each) or as series (a column of values per agent).
 	GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error)
 	// Raw events, newest first.
 	ListUsageEvents(context.Context, *ListUsageEventsRequest) (*ListUsageEventsResponse, error)

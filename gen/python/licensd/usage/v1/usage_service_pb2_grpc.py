@@ -171,7 +171,8 @@ class UsageServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetUsageSummary(self, request, context):
-        """Usage over a time range, in hour, day or month buckets, optionally per agent.
+        """Usage over a time range, in hour, day or month buckets, optionally per agent: as
+        rows (a bucket each) or as series (a column of values per agent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
