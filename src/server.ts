@@ -69,7 +69,7 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
   let h2: http2.Http2Server | http2.Http2SecureServer;
   if (opts.tls) {
     h2 = http2.createSecureServer(
-      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true, settings: H2_SETTINGS },
+      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true, settings: H2_SETTINGS, noDelay: true },
       counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
     outer = h2;
@@ -78,7 +78,9 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
     h1.keepAliveTimeout = 65_000;
     h2 = http2.createServer({ settings: H2_SETTINGS }, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
     const [h1s, h2s] = [h1, h2];
-    outer = net.createServer((socket) => {
+    // TCP_NODELAY on every accepted socket, as Node's own http.Server sets by default: the
+    // sockets are accepted here, not by h1 or h2, so theirs never applies.
+    outer = net.createServer({ noDelay: true }, (socket) => {
       sniff(socket, (isH2) => (isH2 ? h2s : h1s).emit("connection", socket));
     });
   }
