@@ -23,8 +23,11 @@ const STREAMS = Number(process.env.BENCH_USAGE_STREAMS ?? 4);
 // Rounds of (COPY, one stream, STREAMS streams).
 const ROUNDS = Number(process.env.BENCH_USAGE_ROUNDS ?? 5);
 const SUMMARY_EVENTS = Number(process.env.BENCH_SUMMARY_EVENTS ?? 10_000_000);
-// Enough calls that p99 is not simply the slowest one.
-const SUMMARY_CALLS = 100;
+// Enough calls that p99 is not one stall of the host (it stalls a call by 30-60 ms now and
+// then, even a 30-bucket one): it is the 4th slowest of 300.
+const SUMMARY_CALLS = 300;
+// Untimed rounds of every summary query before the timed ones (JIT warm-up).
+const SUMMARY_WARMUP = 20;
 const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-usage-"));
 
 export async function run(): Promise<string> {
@@ -164,8 +167,10 @@ export async function run(): Promise<string> {
     };
     const timings = Object.fromEntries((["binary", "json"] as const).map((e) => [e, { day: [] as number[], hour: [] as number[], series: [] as number[] }])) as Record<Encoding, Record<Query, number[]>>;
     const allQueries = Object.keys(queries) as Query[];
-    // One untimed call of each first (compilation, cold caches), then SUMMARY_CALLS timed ones, alternating.
-    for (const e of ["binary", "json"] as const) for (const q of allQueries) await ask(e, q);
+    // SUMMARY_WARMUP untimed rounds first, then SUMMARY_CALLS timed ones, alternating. V8
+    // is still compiling the paths through the first ~15 rounds: those calls took up to 3×
+    // as long (measured here: hourly rows in JSON 20–99 ms, then 15–30 ms).
+    for (let i = 0; i < SUMMARY_WARMUP; i++) for (const e of ["binary", "json"] as const) for (const q of allQueries) await ask(e, q);
     for (let i = 0; i < SUMMARY_CALLS; i++) {
       for (const e of ["binary", "json"] as const) {
         for (const q of allQueries) timings[e][q].push(await ask(e, q));
@@ -197,7 +202,7 @@ export async function run(): Promise<string> {
       "",
       `Goal ≥ 0.5× COPY: one stream ${ratio >= 0.5 ? "met" : "NOT met"}, ${STREAMS} streams ${multiRatio >= 0.5 ? "met" : "NOT met"}. Ack latency per batch of ${BATCH} on the one stream (send → ack, pipelined): p50 ${p(latencies, 50)} ms, p99 ${p(latencies, 99)} ms.`,
       "",
-      `GetUsageSummary over ${SUMMARY_EVENTS.toLocaleString("en")} events of one license spread over 30 days, 4 agents (Connect over HTTP/1.1 from a Node client, each query in binary and in JSON, all alternating, ${SUMMARY_CALLS} calls each after one untimed; the rollups hold ${r(30 * 24 * 4)} rows for them; times include the client's decoding):`,
+      `GetUsageSummary over ${SUMMARY_EVENTS.toLocaleString("en")} events of one license spread over 30 days, 4 agents (Connect over HTTP/1.1 from a Node client, each query in binary and in JSON, all alternating, ${SUMMARY_CALLS} calls each after ${SUMMARY_WARMUP} untimed rounds, as V8 compiles their paths; the rollups hold ${r(30 * 24 * 4)} rows for them; times include the client's decoding):`,
       "",
       "| Query | encoding | p50 | p99 |",
       "|---|---|---:|---:|",
