@@ -27,7 +27,7 @@ import { AuditFeed } from "./audit/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
-import { createIngestService } from "./usage/ingest.service.js";
+import { createIngestService, type IngestService } from "./usage/ingest.service.js";
 import { createMeterService } from "./usage/meter.service.js";
 import { createUsageQueries } from "./usage/usage.query.js";
 import { createUsageRpc } from "./usage/usage.rpc.js";
@@ -58,6 +58,7 @@ export interface App {
   licenseWorker: LicenseWorker;
   heartbeatWorker: HeartbeatWorker;
   usageWorker: UsageWorker;
+  ingest: IngestService;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
@@ -246,6 +247,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseWorker,
       heartbeatWorker,
       usageWorker,
+      ingest,
       hub,
       signingKeys,
       url,

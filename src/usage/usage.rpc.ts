@@ -162,16 +162,20 @@ export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, b
     }
   };
   let reading: Promise<IteratorResult<Batch>> | undefined = input.next();
-  const never = new Promise<never>(() => undefined);
+  type Next = { kind: "batch"; r: IteratorResult<Batch> } | { kind: "ack" } | { kind: "slot" };
   try {
     while (reading || queued.length > 0 || writing.length > 0) {
       start();
-      const canRead = reading !== undefined && unacked < MAX_UNACKED_BATCHES;
-      const next = await Promise.race([
-        canRead ? reading!.then((r) => ({ kind: "batch" as const, r })) : never,
-        writing.length > 0 ? writing[0]!.results.then(() => ({ kind: "ack" as const }), () => ({ kind: "ack" as const })) : never,
-        queued.length > 0 ? aWriterFinished.then(() => ({ kind: "slot" as const })) : never,
-      ]);
+      // Only what can happen is raced. (A promise that never settles must not stand in for
+      // the rest: every race adds a reaction to it that holds the race's outcome, here the
+      // batch just read, for as long as the promise lives, which made a stream keep every
+      // batch it was ever sent.) Something always can: while reading waits for
+      // acknowledgements, batches are queued or being written.
+      const arms: Promise<Next>[] = [];
+      if (reading !== undefined && unacked < MAX_UNACKED_BATCHES) arms.push(reading.then((r) => ({ kind: "batch", r })));
+      if (writing.length > 0) arms.push(writing[0]!.results.then(() => ({ kind: "ack" }), () => ({ kind: "ack" })));
+      if (queued.length > 0) arms.push(aWriterFinished.then(() => ({ kind: "slot" })));
+      const next = await Promise.race(arms);
       if (next.kind === "slot") continue;
       if (next.kind === "batch") {
         if (next.r.done) reading = undefined;

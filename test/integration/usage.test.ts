@@ -1,3 +1,6 @@
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
@@ -6,10 +9,11 @@ import { OverageStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js"
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { Aggregation, LimitPeriod, Severity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { Aggregation, LimitPeriod, Severity, UsageEventSchema, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { Bucket, ResolutionFilter, SummaryLayout, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
+import { writeInOrder } from "../../src/usage/usage.rpc.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -509,6 +513,36 @@ describe("agent token allowances", () => {
     const calls = (await s.usage.createMeter({ productId: s.productId, metric: "calls", aggregation: Aggregation.COUNT })).meter!;
     expect(await failure(s.usage.updateMeter({ id: calls.id, agentTokens: true, updateMask: { paths: ["agent_tokens"] } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "agent_tokens" } });
     expect((await s.usage.getMeter({ id: calls.id })).meter).toMatchObject({ agentTokens: false });
+  });
+});
+
+describe("a long stream's memory", () => {
+  it("holds no batch it acknowledged: what a stream keeps is bounded by its unacknowledged batches, not its length", async () => {
+    const s = await setup("MEM");
+    v8.setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    // Batches as StreamUsage hands them to writeInOrder (decoded messages), each watched for collection.
+    const sent: WeakRef<object>[] = [];
+    const batches = (async function* () {
+      for (let id = 0; id < 80; id++) {
+        const batch = { id, events: Array.from({ length: 20 }, () => create(UsageEventSchema, ev(s.key, 1))) };
+        sent.push(new WeakRef(batch));
+        yield batch;
+      }
+    })();
+    let acked = 0;
+    let keptOfFirst40 = -1;
+    for await (const { id, result } of writeInOrder(a.app.ingest, { kind: "anonymous" }, batches)) {
+      expect([id, result.accepted]).toEqual([acked, 20]);
+      if (++acked === 60) {
+        // The stream is still open (20 batches to go); the first 40 were acknowledged long ago.
+        await new Promise((resolve) => setImmediate(resolve));
+        gc();
+        keptOfFirst40 = sent.slice(0, 40).filter((r) => r.deref() !== undefined).length;
+      }
+    }
+    expect(acked).toBe(80);
+    expect(keptOfFirst40).toBe(0);
   });
 });
 
