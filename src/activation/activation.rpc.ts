@@ -13,6 +13,7 @@ import type { RateRule } from "../config.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { LeaseHub } from "./lease-hub.js";
 import type { Idempotency } from "../platform/idempotency.js";
+import { Interrupt } from "../platform/interrupt.js";
 import { pageOf, readPage } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -92,9 +93,12 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
 
     async *connectLease(requests, ctx) {
       const input = requests[Symbol.asyncIterator]();
-      let revoke!: (r: { reason: string; message: string }) => void;
-      const revoked = new Promise<{ reason: string; message: string }>((resolve) => (revoke = resolve));
-      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+      // A revocation or the client going away, raced with each message (a stream may stay open for days).
+      const stop = new Interrupt<{ kind: "revoked"; r: { reason: string; message: string } } | { kind: "aborted" }>();
+      const revoke = (r: { reason: string; message: string }) => stop.raise({ kind: "revoked", r });
+      const onAbort = () => stop.raise({ kind: "aborted" });
+      if (ctx.signal.aborted) onAbort();
+      else ctx.signal.addEventListener("abort", onAbort, { once: true });
       const revocation = (r: { reason: string; message: string }) =>
         create(pb.ConnectLeaseResponseSchema, { event: { case: "revocation", value: { reason: r.reason, message: r.message, revokeTime: timestampFromDate(clock.now()) } } });
       let stopWatching: (() => void) | undefined;
@@ -103,11 +107,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
       let fingerprint = "";
       try {
         for (;;) {
-          const next = await Promise.race([
-            input.next().then((r) => ({ kind: "message" as const, r })),
-            revoked.then((r) => ({ kind: "revoked" as const, r })),
-            aborted.then(() => ({ kind: "aborted" as const })),
-          ]);
+          const next = await Promise.race([input.next().then((r) => ({ kind: "message" as const, r })), stop.next()]);
           if (next.kind === "aborted") return;
           if (next.kind === "revoked") {
             yield revocation(next.r);
@@ -144,6 +144,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
           yield create(pb.ConnectLeaseResponseSchema, { event: { case: "lease", value: leaseToProto(beat.lease) } });
         }
       } finally {
+        ctx.signal.removeEventListener("abort", onAbort);
         stopWatching?.();
         clearTimeout(expiry);
         void input.return?.();

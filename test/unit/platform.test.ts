@@ -1,9 +1,12 @@
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { open, seal, secretsEqual } from "../../src/platform/crypto.js";
 import { DomainError, notFound, toConnectError } from "../../src/platform/errors.js";
 import { newId } from "../../src/platform/ids.js";
+import { Interrupt } from "../../src/platform/interrupt.js";
 import { pageOf, readPage } from "../../src/platform/pagination.js";
 
 describe("ids", () => {
@@ -73,5 +76,41 @@ describe("error mapper", () => {
     const { error } = toConnectError(new ConnectError("slow down", Code.ResourceExhausted), "r");
     expect(error.findDetails(ErrorInfoSchema)[0].reason).toBe("RESOURCE_EXHAUSTED");
     expect(new DomainError(Code.Aborted, "X", "y")).toBeInstanceOf(Error);
+  });
+});
+
+describe("Interrupt", () => {
+  it("wakes the waiting turn with the first outcome; turns after it settle at once; later outcomes change nothing", async () => {
+    const stop = new Interrupt<string>();
+    const turn = stop.next();
+    let woken: string | undefined;
+    void turn.then((v) => (woken = v));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(woken).toBeUndefined();
+    stop.raise("revoked");
+    stop.raise("aborted");
+    expect(await turn).toBe("revoked");
+    expect(await stop.next()).toBe("revoked");
+  });
+
+  it("keeps none of the turns' outcomes, where racing one long-lived promise keeps them all", async () => {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    /** Races 200 messages, one a turn, with `other()`; how many are still alive after a full collection. */
+    const kept = async (other: () => Promise<unknown>) => {
+      const sent: WeakRef<object>[] = [];
+      for (let i = 0; i < 200; i++) {
+        const message = { i };
+        sent.push(new WeakRef(message));
+        await Promise.race([Promise.resolve(message), other()]);
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+      return sent.filter((r) => r.deref() !== undefined).length;
+    };
+    const stop = new Interrupt<string>();
+    expect(await kept(() => stop.next())).toBeLessThanOrEqual(1); // the last turn's, until the next
+    const never = new Promise<string>(() => undefined);
+    expect(await kept(() => never)).toBe(200);
   });
 });
