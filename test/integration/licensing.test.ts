@@ -334,6 +334,29 @@ describe("license keys are compatible with an independent reference", () => {
     await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
     expect((await validate(a, key)).code).toBe(ValidationCode.VALID);
   });
+
+  it("accepts pre-versioning keys whose first character names another version of the keyring, as Vinzy does", async () => {
+    const ring = { "0": "legacy-secret-0000", "1": "second-secret-0000", "2": "current-secret-000" };
+    const c = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"), LICENSD_HMAC_KEYS: JSON.stringify(ring) } });
+    try {
+      const v = await vendor("Keyring Co", "KRG");
+      const api = connectClient(LicensingService, c.url, v.secret);
+      const bodies = ["KRG-BQWER-TYUIO-PASDF-GHJKL-ZXCVB", "KRG-CQWER-TYUIO-PASDF-GHJKL-ZXCVB"]; // versions 1 and 2 by their first character
+      const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
+        input: [...bodies.map((body) => ({ body, secret: ring["0"] })), { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" }].map((r) => JSON.stringify(r)).join("\n") + "\n",
+        encoding: "utf8",
+      });
+      const [legacyB, legacyC, forged] = res.stdout.trim().split("\n");
+      for (const key of [legacyB, legacyC]) {
+        await api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
+        expect((await validate(c, key)).code).toBe(ValidationCode.VALID);
+      }
+      expect(await failure(api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: forged }))).toMatchObject({ code: "InvalidArgument", reason: "SIGNATURE_INVALID" });
+      expect((await validate(c, forged)).code).toBe(ValidationCode.SIGNATURE_INVALID);
+    } finally {
+      await c.close();
+    }
+  });
 });
 
 describe("IssueLicenseFile", () => {
