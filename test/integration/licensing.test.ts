@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -59,6 +60,7 @@ async function vendor(name: string, code = "PRD") {
     ],
     agentEntitlements: [{ agent: "coder", tokenLimit: 1000n, modelTier: ModelTier.BASIC }],
     maxMachines: 3,
+    floating: true,
   });
   const { customer } = await api.createCustomer({ name: "Jane Doe", email: `jane+${code.toLowerCase()}@example.com` });
   return { tenantId: tenant!.id, secret, api, product: product!, policy: policy!, customer: customer! };
@@ -100,6 +102,60 @@ describe("products, policies and customers", () => {
     const lonely = (await v.api.createCustomer({ name: "Nobody", email: "nobody@example.com" })).customer!;
     await v.api.deleteCustomer({ id: lonely.id });
     expect(await failure(v.api.getCustomer({ id: lonely.id }))).toMatchObject({ code: "NotFound", reason: "CUSTOMER_NOT_FOUND" });
+  });
+});
+
+describe("node-locked policies and seat counts", () => {
+  it("refuses max_machines above 1 without floating on CreatePolicy and UpdatePolicy, naming floating, and changes nothing", async () => {
+    const v = await vendor("Seats Co", "SEA");
+    const refused = { code: "InvalidArgument", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } };
+    const created = await failure(v.api.createPolicy({ productId: v.product.id, name: "team", maxMachines: 3 }));
+    expect(created).toMatchObject(refused);
+    expect(created.message).toMatch(/^floating: /);
+    expect((await v.api.listPolicies({ productId: v.product.id })).policies.map((p) => p.name)).toEqual(["pro"]);
+    const locked = (await v.api.createPolicy({ productId: v.product.id, name: "single", maxMachines: 1 })).policy!;
+    expect((await v.api.createPolicy({ productId: v.product.id, name: "unbounded", maxMachines: 0 })).policy).toMatchObject({ floating: false, maxMachines: 0 });
+
+    // The mask is applied first: the policy that would result is checked.
+    expect(await failure(v.api.updatePolicy({ id: locked.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, updateMask: { paths: ["floating"] } }))).toMatchObject(refused);
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 3, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject(refused);
+    expect((await v.api.getPolicy({ id: locked.id })).policy).toMatchObject({ floating: false, maxMachines: 1 });
+    expect((await v.api.getPolicy({ id: v.policy.id })).policy).toMatchObject({ floating: true, maxMachines: 3 });
+    expect((await v.api.updatePolicy({ id: locked.id, floating: true, maxMachines: 2, updateMask: { paths: ["max_machines", "floating"] } })).policy).toMatchObject({ floating: true, maxMachines: 2 });
+    expect((await v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } })).policy).toMatchObject({ floating: false, maxMachines: 1 });
+    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ typePrefix: "policy." });
+    expect(audit.events.map((e) => e.type)).toEqual(["policy.created", "policy.created", "policy.created", "policy.updated", "policy.updated"]);
+  });
+
+  it("refuses a license's own max_machines above 1 under a node-locked policy", async () => {
+    const v = await vendor("License Seats Co", "LSE");
+    const single = (await v.api.createPolicy({ productId: v.product.id, name: "single" })).policy!;
+    const refused = { code: "InvalidArgument", reason: "FLOATING_REQUIRED", metadata: { field: "max_machines" } };
+    expect(await failure(v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 4 }))).toMatchObject(refused);
+    const lic = (await v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 1 })).license!;
+    expect(await failure(v.api.updateLicense({ id: lic.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
+    expect((await v.api.getLicense({ id: lic.id })).license!.maxMachines).toBe(1);
+    // A floating license with its own seat count cannot move to a node-locked policy, nor the policy become node-locked.
+    const team = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, maxMachines: 5 })).license!;
+    expect(await failure(v.api.transferLicense({ id: team.id, policyId: single.id }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED" });
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } });
+    expect((await v.api.getLicense({ id: team.id })).license!.policyId).toBe(v.policy.id);
+  });
+
+  it("the README's licensing example gives three machines", async () => {
+    const v = await vendor("Readme Co", "RDM");
+    const { product } = await v.api.createProduct({ code: "PRD", name: "My App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }, { name: "seats", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM }] });
+    const readme = readFileSync(path.join(import.meta.dirname, "../../README.md"), "utf8");
+    const example = readme.match(/^h CreatePolicy '(\{.*\})'$/m)![1].replace("prod_…", product!.id);
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/CreatePolicy`, { method: "POST", headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" }, body: example });
+    expect(res.status).toBe(200);
+    const { policy } = (await res.json()) as { policy: { id: string; maxMachines: number; floating: boolean } };
+    expect(policy).toMatchObject({ maxMachines: 3, floating: true });
+    const { key } = await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id });
+    const machines = connectClient(ActivationService, a.url);
+    for (const fingerprint of ["laptop-1", "laptop-2", "laptop-3"]) await machines.activate({ key, fingerprint });
+    expect(await failure(machines.activate({ key, fingerprint: "laptop-4" }))).toMatchObject({ code: "FailedPrecondition", reason: "TOO_MANY_MACHINES" });
   });
 });
 
