@@ -72,7 +72,7 @@ export function checkAgents(agents: AgentEntitlement[], field: string) {
   const seen = new Set<string>();
   agents.forEach((a, i) => {
     if (!/^[A-Za-z0-9._-]{1,63}$/.test(a.agent)) throw invalidArgument(`${field}[${i}].agent`, "must be 1 to 63 of [A-Za-z0-9._-]");
-    if (a.tokenLimit < 0) throw invalidArgument(`${field}[${i}].token_limit`, "must not be negative");
+    if ((a.tokenLimit ?? 0) < 0) throw invalidArgument(`${field}[${i}].token_allowance`, "must not be negative");
     if (seen.has(a.agent)) throw invalidArgument(`${field}[${i}].agent`, `agent ${a.agent} appears twice`);
     seen.add(a.agent);
   });

@@ -21,7 +21,7 @@ export function planClaims(product: Product, policy: Policy, license: License) {
   return {
     features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
     entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])) as Record<string, boolean | number | string>,
-    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { token_limit: a.tokenLimit, model_tier: a.modelTier }])),
+    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { enabled: a.enabled, token_limit: a.tokenLimit, model_tier: a.modelTier }])),
     max_machines: license.maxMachines ?? policy.maxMachines,
     max_users: policy.maxUsers,
   };
