@@ -381,6 +381,100 @@ describe("GetCustomerEntitlements", () => {
   });
 });
 
+describe("agent entitlements", () => {
+  /** A Connect JSON call as any HTTP client makes it; the answer as it reads it. */
+  const json = async <T>(v: { secret: string }, method: string, body: object): Promise<T> => {
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/${method}`, { method: "POST", headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    expect(res.status).toBe(200);
+    return (await res.json()) as T;
+  };
+  type AgentsJson = Record<string, unknown>[];
+
+  it("a license overriding one attribute inherits the others from its policy, in answers, license files, leases and composition; a disabled agent says so", async () => {
+    const v = await vendor("Agents Co", "AGE");
+    const policy = (
+      await v.api.createPolicy({
+        productId: v.product.id,
+        name: "agents",
+        floating: true,
+        agentEntitlements: [
+          { agent: "coder", tokenAllowance: 1000n, modelTier: ModelTier.BASIC },
+          { agent: "reviewer", tokenAllowance: 10n },
+        ],
+      })
+    ).policy!;
+    // Over JSON, as a client writes it: only the attributes it overrides.
+    const created = await json<{ license: { id: string; agentOverrides: AgentsJson }; key: string }>(v, "CreateLicense", { policyId: policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenAllowance: "5000" }, { agent: "reviewer", enabled: false }] });
+    const { id } = created.license;
+    const { key } = created;
+    expect(created.license.agentOverrides).toEqual([
+      { agent: "coder", tokenAllowance: "5000", tokenLimit: "5000" },
+      { agent: "reviewer", enabled: false },
+    ]);
+    expect((await json<{ policy: { agentEntitlements: AgentsJson } }>(v, "GetPolicy", { id: policy.id })).policy.agentEntitlements).toEqual([
+      { agent: "coder", tokenAllowance: "1000", tokenLimit: "1000", modelTier: "MODEL_TIER_BASIC" },
+      { agent: "reviewer", tokenAllowance: "10", tokenLimit: "10" },
+    ]);
+
+    const expected = [
+      { agent: "coder", enabled: true, tokenAllowance: 5000n, tokenLimit: 5000n, modelTier: ModelTier.BASIC },
+      { agent: "reviewer", enabled: false, tokenAllowance: 10n, tokenLimit: 10n, modelTier: ModelTier.UNSPECIFIED },
+    ];
+    const answer = await validate(a, key, { nonce: "agents" });
+    expect(answer.agentEntitlements).toMatchObject(expected);
+    const keys = (await connectClient(ActivationService, a.url).getSigningKeys({})).keys;
+    expect(verifyEd25519(keys.find((k) => k.kid === answer.kid)!.publicKey, validationSigningBytes(answer), answer.signature)).toBe(true);
+
+    const agents = { coder: { enabled: true, token_limit: 5000, model_tier: "basic" }, reviewer: { enabled: false, token_limit: 10, model_tier: null } };
+    const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
+    const { verifyLease } = await import("../../src/sdk/lease.js");
+    const file = await v.api.issueLicenseFile({ licenseId: id });
+    expect(verifyLicenseFile(file.licenseFile, { keys }).payload!.agents).toEqual(agents);
+    const { lease } = await connectClient(ActivationService, a.url).activate({ key, fingerprint: "agents-1" });
+    expect(verifyLease(lease!.token, keys, { fingerprint: "agents-1" }).payload!.agents).toEqual(agents);
+
+    // Composition across licenses counts an agent only where it is enabled.
+    const plain = (await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id })).license!;
+    const composed = await v.api.getCustomerEntitlements({ customerId: v.customer.id });
+    expect(composed.agentEntitlements).toMatchObject([
+      { agent: "coder", enabled: true, tokenLimit: 6000n, modelTier: ModelTier.BASIC, licenseIds: [id, plain.id] },
+      { agent: "reviewer", enabled: true, tokenLimit: 10n, licenseIds: [id, plain.id] },
+    ]);
+
+    // An explicit 0 overrides the policy's limit with none; the tier is still inherited.
+    await json(v, "UpdateLicense", { id, agentOverrides: [{ agent: "coder", tokenAllowance: "0" }], updateMask: "agentOverrides" });
+    expect((await validate(a, key)).agentEntitlements).toMatchObject([
+      { agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.BASIC },
+      { agent: "reviewer", enabled: true, tokenAllowance: 10n },
+    ]);
+  });
+
+  it("reads overrides stored before attributes could be left unset as they were meant: the whole allowance replaced", async () => {
+    const v = await vendor("Agents Legacy Co", "AGL");
+    const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    await query(db.url, `update licenses set agent_overrides = '[{"agent":"coder","tokenLimit":0,"modelTier":null}]' where id = $1`, [license!.id]);
+    expect((await validate(a, key)).agentEntitlements).toMatchObject([{ agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.UNSPECIFIED }]);
+  });
+
+  it("takes token_limit as the deprecated name of token_allowance, and refuses what contradicts", async () => {
+    const v = await vendor("Agents Alias Co", "AGA");
+    const { license } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n }] });
+    expect(license!.agentOverrides).toMatchObject([{ agent: "coder", tokenAllowance: 7n, tokenLimit: 7n, modelTier: ModelTier.UNSPECIFIED }]);
+    expect(license!.agentOverrides[0].enabled).toBeUndefined();
+    const before = (await v.api.listLicenses({ customerId: v.customer.id })).licenses.length;
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n, tokenAllowance: 8n }] }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "agent_overrides[0].token_limit" },
+    });
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", modelTier: 9 as ModelTier }] }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "agent_overrides[0].model_tier" },
+    });
+    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "neg", agentEntitlements: [{ agent: "coder", tokenAllowance: -1n }] }))).toMatchObject({ code: "InvalidArgument" });
+    expect((await v.api.listLicenses({ customerId: v.customer.id })).licenses).toHaveLength(before);
+  });
+});
+
 describe("license keys are compatible with an independent reference", () => {
   it("validates a key minted by the Python reference with the configured keyring", async () => {
     const v = await vendor("Vinzy Co", "VNZ");
