@@ -483,7 +483,7 @@ async function validationVectors() {
   const db = {
     em: () => em,
     prepared: async (name: string, _sql: string, params: unknown[]) => {
-      if (name === "licensd-validate-license") return [lic, suspended].filter((l) => l.keyDigest.equals(params[0] as Buffer)).map(rowOf);
+      if (name === "licensd-validate-license") return [lic, suspended].filter((l) => Buffer.from(l.keyDigest).equals(params[0] as Buffer)).map(rowOf);
       if (name === "licensd-validate-machines") {
         return [online].filter((m) => m.licenseId === params[0]).map((m) => ({ fingerprint: m.fingerprint, last_ms: String(m.lastHeartbeatAt.getTime()), status: m.status, offline: m.offline }));
       }
@@ -632,7 +632,7 @@ function auditVectors() {
   })();
   const tamperedEntries = [
     { name: "payload changed", seq: 1, api_json: { ...apiJson(entries[0]), payload: { name: "Acme Corp", metadata: { a: "1", b: "2" } } }, expect: "HASH_MISMATCH" },
-    { name: "seq changed", seq: 2, api_json: { ...apiJson(entries[1]), seq: "3" }, expect: "HASH_MISMATCH" },
+    { name: "subject removed (read as the empty string)", seq: 2, api_json: (({ subject: _, ...rest }) => rest)(apiJson(entries[1])), expect: "HASH_MISMATCH" },
     { name: "occurred one millisecond later", seq: 3, api_json: { ...apiJson(entries[2]), occurTime: new Date(entries[2].occurredAt.getTime() + 1).toISOString() }, expect: "HASH_MISMATCH" },
     { name: "linked to entry 2 (hash and HMAC recomputed)", seq: 4, api_json: apiJson(relinked), expect: "BROKEN_LINK" },
     { name: "HMAC attributed to another key", seq: 5, api_json: { ...apiJson(entries[4]), kid: "dk1" }, expect: "BAD_SIGNATURE" },
