@@ -143,9 +143,15 @@ const POLICY_ENTITLEMENTS: Entitlement[] = [
   { feature: "seats", limit: 5 },
   { feature: "model", tier: "premium" },
 ];
+// Unset attributes take defaults in a policy and are inherited in an override (Vinzy's merge).
 const POLICY_AGENTS: AgentEntitlement[] = [
   { agent: "coder", tokenLimit: 100000, modelTier: "premium" },
-  { agent: "reviewer", tokenLimit: 0, modelTier: null },
+  { agent: "reviewer" },
+  { agent: "tester", enabled: false, tokenLimit: 0 },
+];
+const LICENSE_AGENTS: AgentEntitlement[] = [
+  { agent: "coder", modelTier: "enterprise" },
+  { agent: "reviewer", tokenLimit: 5000 },
 ];
 
 const product = { id: "prod_0000000000000000000000test", tenantId: TENANT, code: "PRD", name: "Test Product — ünïcödé", features: FEATURES, metadata: {} } as unknown as Product;
@@ -189,7 +195,7 @@ function license(id: string, key: string, over: Partial<Pick<License, "status" |
     keyPrefix: key.slice(0, 9),
     expiresAt: new Date("2028-03-01T00:00:00.000Z"),
     entitlementOverrides: [{ feature: "seats", limit: 10 }],
-    agentOverrides: [],
+    agentOverrides: LICENSE_AGENTS,
     maxMachines: null,
     metadata: {},
     suspendedAt: null,

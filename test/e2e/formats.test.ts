@@ -51,7 +51,7 @@ describe("formats, checked from the document", () => {
       floating: true,
       maxMachines: 3,
       entitlements: [{ feature: "reports", enabled: true }, { feature: "seats", limit: "5" }, { feature: "model", tier: "MODEL_TIER_PREMIUM" }],
-      agentEntitlements: [{ agent: "coder", tokenLimit: "100000", modelTier: "MODEL_TIER_STANDARD" }],
+      agentEntitlements: [{ agent: "coder", tokenAllowance: "100000", modelTier: "MODEL_TIER_STANDARD" }, { agent: "tester", enabled: false, tokenAllowance: "0" }],
     }, admin);
     const { customer } = await call<{ customer: { id: string } }>(`${L}/CreateCustomer`, { ...t, name: "Zoë", email: "zoe@example.com" }, admin);
     const { key } = await call<{ key: string }>(`${L}/CreateLicense`, { ...t, policyId: policy.id, customerId: customer.id }, admin);
