@@ -56,25 +56,29 @@ export function writeSection(file: string, name: string, body: string) {
   writeFileSync(file, text);
 }
 
-/** A `licensd serve` (the built bin/licensd.js) on a fresh benchmark database; always stopped and dropped by `stop()` or at exit. */
-export async function startBenchServer(env: Record<string, string> = {}) {
+/**
+ * A `licensd serve` (the built bin/licensd.js) on a fresh benchmark database; always stopped and dropped by `stop()` or at exit.
+ * With `peer`, a second instance on that server's database and keys (its `stop()` leaves the database to the peer).
+ */
+export async function startBenchServer(env: Record<string, string> = {}, peer?: { database: { url: string; drop(): Promise<void> }; key: string; dataKey: string }) {
   const { spawn } = await import("node:child_process");
   const { mkdtempSync } = await import("node:fs");
   const net = await import("node:net");
   const path = await import("node:path");
-  const database = await benchDatabase();
+  const database = peer?.database ?? (await benchDatabase());
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, "127.0.0.1", () => {
       const { port } = s.address() as import("node:net").AddressInfo;
       s.close(() => resolve(port));
     });
   });
-  const key = randomBytes(32).toString("base64url");
+  const key = peer?.key ?? randomBytes(32).toString("base64url");
+  const dataKey = peer?.dataKey ?? randomBytes(32).toString("base64");
   // BENCH_SERVER_LOG_LEVEL: e.g. "info" (one line per RPC, with its handler time; with BENCH_SERVER_STDOUT=1)
   // BENCH_SERVER_NODE_ARGS: node flags that NODE_OPTIONS refuses, e.g. "--perf-basic-prof" (for perf record)
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, path.resolve(import.meta.dirname, "..", "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: randomBytes(32).toString("base64"), LICENSD_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
+    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: dataKey, LICENSD_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
       // e.g. BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under load
       ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
       ...env },
@@ -88,6 +92,7 @@ export async function startBenchServer(env: Record<string, string> = {}) {
   return {
     url,
     key,
+    dataKey,
     database,
     /** A Connect JSON call as the super-admin (retried once: a load generator may have left a kept-alive socket stale). */
     async call(procedure: string, body: unknown) {
@@ -98,7 +103,7 @@ export async function startBenchServer(env: Record<string, string> = {}) {
     },
     async stop() {
       if (child.exitCode === null) await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
-      await database.drop();
+      if (!peer) await database.drop();
     },
   };
 }

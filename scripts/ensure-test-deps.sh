@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests, code generation and benchmarks need from Debian and starts
-# the machine's PostgreSQL when it is installed but down. Idempotent and quick when all
-# is there; called by `npm test` (pretest) and .ci/run.
+# Installs what the tests and code generation need from Debian and starts the machine's
+# PostgreSQL when it is installed but down. Idempotent and quick when all is there; called
+# by `npm test` (pretest), .ci/run and scripts/ensure-bench-deps.sh. The load generators
+# only the benchmarks use (wrk, h2load) are installed by scripts/ensure-bench-deps.sh.
 set -euo pipefail
 
 need=()
@@ -11,9 +12,8 @@ have grpc_python_plugin || need+=(protobuf-compiler-grpc)
 have protoc-gen-go || need+=(protoc-gen-go)
 have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
 have curl || need+=(curl)
+have jq || need+=(jq)
 have openssl || need+=(openssl)
-have wrk || need+=(wrk)
-have h2load || need+=(nghttp2-client)
 /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1 || need+=(python3-grpcio python3-protobuf)
 /usr/bin/python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' >/dev/null 2>&1 || need+=(python3-cryptography)
 

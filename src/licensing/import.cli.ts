@@ -48,7 +48,7 @@ export async function importFile(opts: { file: string; format: "datatools" | "vi
   const lines: string[] = [];
   for await (const line of createInterface({ input: createReadStream(opts.file), crlfDelay: Infinity })) if (line.trim() !== "") lines.push(line);
   const base: Row = { tenantId: opts.tenant, productId: opts.product };
-  const local: string[] = [];
+  const local: { line: number; text: string }[] = [];
   const sentLine: number[] = [];
   const tty = process.stderr.isTTY;
   const bar = (done: number) => {
@@ -63,7 +63,7 @@ export async function importFile(opts: { file: string; format: "datatools" | "vi
         sentLine.push(i + 1);
         yield create(ImportLicensesRequestSchema, row);
       } catch (err) {
-        local.push(`line ${i + 1}: UNREADABLE: ${(err as Error).message}`);
+        local.push({ line: i + 1, text: `UNREADABLE: ${(err as Error).message}` });
       }
       if (tty || (i + 1) % 500 === 0 || i + 1 === lines.length) bar(i + 1);
     }
@@ -80,7 +80,8 @@ export async function importFile(opts: { file: string; format: "datatools" | "vi
   const summary = await createClient(LicensingService, transport).importLicenses(rows());
   if (tty) process.stderr.write("\n");
   console.log(`received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), failed ${Number(summary.failed) + local.length}`);
-  for (const e of local) console.log(e);
-  for (const e of summary.errors) console.log(`line ${sentLine[Number(e.index)]}: ${e.reason}: ${e.message}`);
+  // One report in file order: lines the command could not read, and rows the server refused.
+  const refused = summary.errors.map((e) => ({ line: sentLine[Number(e.index)]!, text: `${e.reason}: ${e.message}` }));
+  for (const e of [...local, ...refused].sort((a, b) => a.line - b.line)) console.log(`line ${e.line}: ${e.text}`);
   return Number(summary.failed) === 0 && local.length === 0;
 }

@@ -15,6 +15,7 @@ import { connectClient, grpcClient, startTestApp, type TestApp } from "../suppor
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
 import { outbox } from "../support/outbox.js";
+import { within } from "../support/wait.js";
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestApp;
@@ -153,13 +154,11 @@ describe("ConnectLease", () => {
     stream.send({});
     expect((await stream.next()).value!.event.case).toBe("lease");
 
-    const started = Date.now();
+    // No heartbeat is sent: the revocation is pushed (its latency: bench/propagation.ts, BENCHMARKS.md).
     await connectClient(LicensingService, b.url, s.secret).suspendLicense({ id: s.licenseId });
-    const pushed = (await stream.next()).value!;
-    const elapsed = Date.now() - started;
+    const pushed = (await within(stream.next(), "the pushed revocation")).value!;
     expect(pushed.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_SUSPENDED" } });
-    expect(elapsed).toBeLessThan(1000); // the issue's bound: pushed within 1 s
-    expect((await stream.next()).done).toBe(true);
+    expect((await within(stream.next(), "the end of the stream")).done).toBe(true);
   });
 
   it("pushes machine deletion, ends for a dead license at once, and treats a dropped stream as silence", async () => {
@@ -197,9 +196,8 @@ describe("ConnectLease", () => {
       const stream = openLease(a);
       stream.send({ key: lic.key, fingerprint: "fp" });
       expect((await stream.next()).value!.event.case).toBe("lease");
-      const started = Date.now();
-      expect((await stream.next()).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_EXPIRED" } });
-      expect(Date.now() - started).toBeLessThan(1500);
+      // No heartbeat is sent: the server's own expiry timer pushes it (its latency: bench/propagation.ts).
+      expect((await within(stream.next(), "the pushed expiry")).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_EXPIRED" } });
     } finally {
       clock.set(saved);
     }

@@ -18,6 +18,7 @@ import { connectClient, grpcClient, startTestApp, type TestApp } from "../suppor
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
 import { outbox } from "../support/outbox.js";
+import { until } from "../support/wait.js";
 
 let db: { url: string; drop(): Promise<void> };
 let a: TestApp;
@@ -139,22 +140,18 @@ describe("ingestion", () => {
     expect((await usageOf(a, s.secret, s.licenseId)).used).toBe(7n);
   });
 
-  it("refuses events of a license suspended on another instance within a second (cached licenses are dropped on change)", async () => {
+  it("refuses events of a license suspended on another instance (cached licenses are dropped on change)", async () => {
     const s = await setup("SUS");
     const usage = connectClient(UsageService, a.url);
     await usage.recordUsage({ event: ev(s.key, 1) }); // the license is now cached on instance a
     await connectClient(LicensingService, b.url, s.secret).suspendLicense({ id: s.licenseId });
-    const started = Date.now();
-    let refused: Awaited<ReturnType<typeof failure>> | undefined;
-    while (!refused && Date.now() - started < 1000) {
-      refused = await failure(usage.recordUsage({ event: ev(s.key, 1) })).catch(() => undefined);
-    }
+    // How soon is measured in bench/propagation.ts; here: instance a refuses without a restart.
+    const refused = await until("instance a to refuse the suspended license", () => failure(usage.recordUsage({ event: ev(s.key, 1) })).catch(() => undefined));
     expect(refused).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_SUSPENDED" });
     // A meter created on another instance is usable at once.
     await connectClient(UsageService, b.url, s.secret).createMeter({ productId: s.productId, metric: "fresh", aggregation: Aggregation.COUNT });
     await connectClient(LicensingService, b.url, s.secret).reinstateLicense({ id: s.licenseId });
-    let accepted = false;
-    while (!accepted && Date.now() - started < 2000) accepted = await usage.recordUsage({ event: { ...ev(s.key, 1), metric: "fresh" } }).then(() => true, () => false);
+    const accepted = await until("instance a to accept the reinstated license", () => usage.recordUsage({ event: { ...ev(s.key, 1), metric: "fresh" } }).then(() => true, () => false));
     expect(accepted).toBe(true);
     // A meter created on another instance, used at once beside a known one in one batch.
     await connectClient(UsageService, b.url, s.secret).createMeter({ productId: s.productId, metric: "fresher", aggregation: Aggregation.COUNT });

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -40,7 +40,18 @@ export function freePort(): Promise<number> {
  * on a free port: on a fresh database of the test server, or with no database URL at
  * all (LICENSD_TEST_EMBEDDED=1, or `embedded: true`) so it starts its embedded PostgreSQL.
  */
-export async function startServer(opts: { args?: string[]; env?: Record<string, string>; embedded?: boolean; dataDir?: string; healthUrl?: string; caFile?: string } = {}): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
+type StartOptions = {
+  args?: string[];
+  env?: Record<string, string>;
+  embedded?: boolean;
+  dataDir?: string;
+  healthUrl?: string;
+  caFile?: string;
+  /** No super-admin or data key given: development mode generates them into `<dataDir>/secrets.json`, as `npm start` does. */
+  generateSecrets?: boolean;
+};
+
+export async function startServer(opts: StartOptions = {}): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
   // A free port can be taken by someone else (another test's embedded PostgreSQL) before
   // the server binds it: then try another, unless the caller chose the port.
   for (let attempt = 1; ; attempt++) {
@@ -52,7 +63,7 @@ export async function startServer(opts: { args?: string[]; env?: Record<string, 
   }
 }
 
-async function startServerOnce(opts: { args?: string[]; env?: Record<string, string>; embedded?: boolean; dataDir?: string; healthUrl?: string; caFile?: string }): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
+async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
   const embedded = opts.embedded ?? EMBEDDED;
   const db = embedded ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
@@ -69,6 +80,10 @@ async function startServerOnce(opts: { args?: string[]; env?: Record<string, str
     ...opts.env,
   };
   if (embedded) delete env.LICENSD_DATABASE_URL;
+  if (opts.generateSecrets) {
+    delete env.LICENSD_SUPER_ADMIN_KEY;
+    delete env.LICENSD_DATA_KEY;
+  }
   const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])], { env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
@@ -91,11 +106,12 @@ async function startServerOnce(opts: { args?: string[]; env?: Record<string, str
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  const generated = opts.generateSecrets ? (JSON.parse(readFileSync(path.join(env.LICENSD_DATA_DIR, "secrets.json"), "utf8")) as { superAdminKey: string; dataKey: string }) : undefined;
   return {
     url,
     port,
-    superAdminKey: env.LICENSD_SUPER_ADMIN_KEY,
-    dataKey: env.LICENSD_DATA_KEY,
+    superAdminKey: generated?.superAdminKey ?? env.LICENSD_SUPER_ADMIN_KEY,
+    dataKey: generated?.dataKey ?? env.LICENSD_DATA_KEY,
     child,
     env,
     output: () => out,
