@@ -11,11 +11,13 @@ import { sha256 } from "../../src/platform/crypto.js";
 import { createOfflineActivationRequest } from "../../src/sdk/offline-activation.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { outbox } from "../support/outbox.js";
-import { findSecretsAtRest, secretForms, type Secret } from "../support/secret-scan.js";
+import { findSecretsAtRest, findSecretsInText, secretForms, type Secret } from "../support/secret-scan.js";
+import { createLogger } from "../../src/platform/logger.js";
 
 /*
  * After each call that hands out or takes a secret, every column of every table that can
- * hold text or bytes is searched for every secret seen so far, in clear, hex and base64.
+ * hold text or bytes, and the server's log at its most verbose level, are searched for
+ * every secret seen so far, in clear, hex and base64.
  */
 
 const LICENSE_FILE_HMAC_SECRET = randomBytes(32).toString("base64url");
@@ -27,13 +29,15 @@ const keep = (name: string, value: string | Buffer) => {
   return value;
 };
 
+let log = "";
 const reported = new Set<string>();
 /**
  * Fails naming the secret, the form, the table and the column of every hit that an
  * earlier test did not already report, so each failure points at the call that stored it.
  */
 async function expectNoSecretAtRest() {
-  const hits = (await findSecretsAtRest(t.databaseUrl, secrets)).filter((h) => !reported.has(JSON.stringify(h)));
+  const logged = findSecretsInText(log, secrets).map((h) => ({ ...h, table: "(the server's log)", column: "" }));
+  const hits = [...(await findSecretsAtRest(t.databaseUrl, secrets)), ...logged].filter((h) => !reported.has(JSON.stringify(h)));
   for (const h of hits) reported.add(JSON.stringify(h));
   expect(hits).toEqual([]);
 }
@@ -52,6 +56,7 @@ const admin = () => connectClient(LicensingService, t.url, adminSecret);
 
 beforeAll(async () => {
   t = await startTestApp({
+    logger: createLogger("trace", { write: (line: string) => void (log += line) }),
     env: {
       LICENSD_LICENSE_FILE_HMAC_SECRET: LICENSE_FILE_HMAC_SECRET,
       LICENSD_AUDIT_HMAC_KEYS: JSON.stringify({ a1: AUDIT_HMAC_KEY.toString("base64") }),
@@ -99,6 +104,9 @@ describe("the scan", () => {
     expect(where("embedded")).toContain("customers.metadata:base64@2");
     expect(where("admin key digest")).toContain("api_keys.secret_digest:raw bytes");
     expect(where("admin key digest")).toContain("api_keys.secret_digest:hex");
+    // The log is captured, and searched the same way.
+    expect(log).toContain("CreateCustomer");
+    expect(findSecretsInText(log, [{ name: "tenant", value: tenantId }])).toContainEqual({ secret: "tenant", form: "plain" });
     // The forms cut off only the characters that depend on the neighbours.
     for (const f of secretForms("0123456789abcdef")) expect(f.text.length, f.form).toBeGreaterThanOrEqual(16);
   });

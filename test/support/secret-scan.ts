@@ -91,3 +91,8 @@ export async function findSecretsAtRest(databaseUrl: string, secrets: Secret[]):
     await client.end();
   }
 }
+
+/** The secrets found in a text (a log, a file), in any of their text forms. */
+export function findSecretsInText(text: string, secrets: Secret[]): { secret: string; form: string }[] {
+  return secrets.flatMap((s) => secretForms(s.value).filter((f) => text.includes(f.text)).map((f) => ({ secret: s.name, form: f.form })));
+}
