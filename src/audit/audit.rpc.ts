@@ -16,13 +16,14 @@ import { requireTenant, type Principal } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
-import { pageBy, readPage } from "../platform/pagination.js";
+import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
+import { procedureOf } from "../platform/rpc.js";
 import { auditEventToProto, checkpointToProto, problemToProto } from "./audit.mapper.js";
 import type { AuditService } from "./audit.service.js";
 
 /** The Connect implementation of licensd.audit.v1.AuditService. */
-export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number }): ServiceImpl<typeof AuditServiceDesc> {
-  const { db, audit, keepAliveMs } = deps;
+export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
+  const { db, audit, keepAliveMs, pages } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
   async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
@@ -45,11 +46,11 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
         end: req.endTime ? timestampDate(req.endTime) : undefined,
       };
       const newestFirst = req.order === ListOrder.NEWEST_FIRST;
-      const fingerprint = { tenantId, ...filters, newestFirst };
-      const page = readPage(req.pageSize, req.pageToken, fingerprint);
-      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidArgument("page_token", "not a token this list returned", "INVALID_PAGE_TOKEN");
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { ...filters, newestFirst } });
+      // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
+      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidPageToken();
       const rows = await audit.list(tenantId, filters, page, newestFirst);
-      const { items, nextPageToken } = pageBy(rows, page, fingerprint, (e) => String(e.seq));
+      const { items, nextPageToken } = pages.pageBy(rows, page, (e) => String(e.seq));
       return create(ListAuditEventsResponseSchema, { events: items.map(auditEventToProto), nextPageToken });
     },
 
