@@ -21,6 +21,12 @@ import { procedureOf } from "../platform/rpc.js";
 import { auditEventToProto, checkpointToProto, problemToProto } from "./audit.mapper.js";
 import type { AuditService } from "./audit.service.js";
 
+/** A seq or tree size from a request: int64 on the wire, a safe integer here (no log gets past 2^53 - 1 entries). */
+function seqOf(field: string, value: bigint): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(field, `must be 0 to ${Number.MAX_SAFE_INTEGER}`, "OUT_OF_RANGE");
+  return Number(value);
+}
+
 /** The Connect implementation of licensd.audit.v1.AuditService. */
 export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
   const { db, audit, keepAliveMs, pages } = deps;
@@ -61,7 +67,7 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
 
     async verifyAuditChain(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const r = await audit.verify(tenantId, Number(req.startSeq), Number(req.endSeq));
+      const r = await audit.verify(tenantId, seqOf("start_seq", req.startSeq), seqOf("end_seq", req.endSeq));
       return create(VerifyAuditChainResponseSchema, {
         valid: r.valid,
         eventsChecked: BigInt(r.eventsChecked),
@@ -77,7 +83,7 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
       const stream = audit.tail(
         tenantId,
-        { afterSeq: req.afterSeq === undefined ? undefined : Number(req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
+        { afterSeq: req.afterSeq === undefined ? undefined : seqOf("after_seq", req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
         ctx.signal,
       );
       for await (const item of stream) {
@@ -94,13 +100,13 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
 
     async getInclusionProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.inclusion(tenantId, Number(req.seq), Number(req.treeSize));
+      const p = await audit.inclusion(tenantId, seqOf("seq", req.seq), seqOf("tree_size", req.treeSize));
       return create(GetInclusionProofResponseSchema, { leafIndex: BigInt(p.leafIndex), treeSize: BigInt(p.treeSize), entryHash: p.entryHash, hashes: p.hashes });
     },
 
     async getConsistencyProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.consistency(tenantId, Number(req.oldSize), Number(req.newSize));
+      const p = await audit.consistency(tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
       return create(GetConsistencyProofResponseSchema, { oldSize: BigInt(p.oldSize), newSize: BigInt(p.newSize), hashes: p.hashes });
     },
   };

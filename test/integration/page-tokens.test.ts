@@ -57,7 +57,7 @@ async function vendor(name: string, code: string): Promise<Vendor> {
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  a = await startTestApp({ databaseUrl: db.url, clock });
+  a = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_AUDIT_KEEPALIVE_MS: "200" } });
   b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
   acme = await vendor("Acme", "AC");
   other = await vendor("Other", "OT");
@@ -277,5 +277,47 @@ describe("page tokens are opaque and tamper-evident", () => {
     } finally {
       await foreign.close();
     }
+  });
+});
+
+describe("the audit log's numeric cursors", () => {
+  const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+  const TOO_BIG = [MAX_SAFE + 1n, 9_223_372_036_854_775_807n];
+  const audit = () => connectClient(AuditService, a.url, acme.secret);
+
+  it("seq numbers past 2^53 - 1 are INVALID_ARGUMENT naming the field and the range", async () => {
+    const calls: [string, (v: bigint) => Promise<unknown>][] = [
+      ["start_seq", (v) => audit().verifyAuditChain({ startSeq: v })],
+      ["end_seq", (v) => audit().verifyAuditChain({ endSeq: v })],
+      ["seq", (v) => audit().getInclusionProof({ seq: v })],
+      ["tree_size", (v) => audit().getInclusionProof({ seq: 1n, treeSize: v })],
+      ["old_size", (v) => audit().getConsistencyProof({ oldSize: v })],
+      ["new_size", (v) => audit().getConsistencyProof({ oldSize: 1n, newSize: v })],
+      ["after_seq", async (v) => {
+        for await (const _ of audit().tailAuditEvents({ afterSeq: v }, { timeoutMs: 5_000 })) return;
+      }],
+    ];
+    for (const [field, call] of calls) {
+      for (const v of TOO_BIG) {
+        const f = await failure(call(v));
+        expect(f, `${field} = ${v}`).toMatchObject({ code: "InvalidArgument", metadata: { field } });
+        expect(f.message, `${field} = ${v}`).toContain(String(MAX_SAFE));
+      }
+    }
+  });
+
+  it("the largest allowed seq is an ordinary answer, never INTERNAL", async () => {
+    const head = BigInt((await audit().getCheckpoint({})).checkpoint!.treeSize);
+    expect((await audit().verifyAuditChain({ startSeq: MAX_SAFE })).valid).toBe(true); // an empty range
+    expect(await failure(audit().verifyAuditChain({ endSeq: MAX_SAFE }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_seq" } });
+    for (const call of [() => audit().getInclusionProof({ seq: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: 1n, newSize: MAX_SAFE })]) {
+      expect((await failure(call())).code).not.toBe("Internal");
+    }
+    // A tail after the end of the log waits, keeping the client's cursor alive.
+    for await (const m of audit().tailAuditEvents({ afterSeq: MAX_SAFE }, { timeoutMs: 10_000 })) {
+      expect(m.message).toMatchObject({ case: "keepAlive", value: { lastSeq: MAX_SAFE } });
+      break;
+    }
+    expect(head).toBeGreaterThan(0n);
   });
 });
