@@ -213,6 +213,19 @@ describe("no secret is stored in clear", () => {
     const usage = connectClient(UsageService, t.url);
     await usage.recordUsage({ event: { licenseKey: key, metric: "tokens", quantity: 5n, idempotencyKey: "by-key" } });
     await usage.recordUsage({ event: { lease: lease!.token, metric: "tokens", quantity: 5n, idempotencyKey: "by-lease" } });
+    const streamed = grpcClient(UsageService, t.url);
+    await streamed.ingestUsage(
+      (async function* () {
+        yield { event: { licenseKey: key, metric: "tokens", quantity: 1n, idempotencyKey: "ingested" } };
+      })(),
+    );
+    for await (const ack of streamed.streamUsage(
+      (async function* () {
+        yield { batchId: "b1", events: [{ licenseKey: key, metric: "tokens", quantity: 1n, idempotencyKey: "streamed" }] };
+      })(),
+    )) {
+      expect(ack.batchId).toBe("b1");
+    }
     await expectNoSecretAtRest();
   });
 
@@ -227,6 +240,16 @@ describe("no secret is stored in clear", () => {
       activation.heartbeat({ key: unknown, fingerprint: "fp" }),
       activation.deactivate({ key: unknown, fingerprint: "fp", idempotencyKey: idem(true) }),
       connectClient(UsageService, t.url).recordUsage({ event: { licenseKey: unknown, metric: "tokens", quantity: 1n, idempotencyKey: "unknown" } }),
+      grpcClient(UsageService, t.url).ingestUsage(
+        (async function* () {
+          yield { event: { licenseKey: unknown, metric: "tokens", quantity: 1n, idempotencyKey: "unknown-ingested" } };
+        })(),
+      ),
+      (async () => {
+        for await (const _ of grpcClient(ActivationService, t.url).connectLease((async function* () {
+          yield { key: unknown, fingerprint: "fp" } as ConnectLeaseRequest;
+        })()));
+      })(),
     ];
     await Promise.allSettled(attempts);
     await expectNoSecretAtRest();
