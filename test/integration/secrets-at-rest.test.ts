@@ -7,9 +7,10 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { sha256 } from "../../src/platform/crypto.js";
+import { open, sha256 } from "../../src/platform/crypto.js";
 import { createOfflineActivationRequest } from "../../src/sdk/offline-activation.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
+import { query } from "../support/database.js";
 import { outbox } from "../support/outbox.js";
 import { findSecretsAtRest, findSecretsInText, secretForms, type Secret } from "../support/secret-scan.js";
 import { createLogger } from "../../src/platform/logger.js";
@@ -36,10 +37,25 @@ const reported = new Set<string>();
  * earlier test did not already report, so each failure points at the call that stored it.
  */
 async function expectNoSecretAtRest() {
+  await keepSigningKeys();
   const logged = findSecretsInText(log, secrets).map((h) => ({ ...h, table: "(the server's log)", column: "" }));
   const hits = [...(await findSecretsAtRest(t.databaseUrl, secrets)), ...logged].filter((h) => !reported.has(JSON.stringify(h)));
   for (const h of hits) reported.add(JSON.stringify(h));
   expect(hits).toEqual([]);
+}
+
+/** The Ed25519 private keys (PKCS#8 and the bare 32-byte seed), opened from their sealed rows: new ones too (rotation). */
+const seenKids = new Set<string>();
+async function keepSigningKeys() {
+  const rows = await query<{ kid: string; private_key_sealed: Buffer }>(t.databaseUrl, "select kid, private_key_sealed from signing_keys");
+  expect(rows.length).toBeGreaterThan(0);
+  for (const { kid, private_key_sealed } of rows) {
+    if (seenKids.has(kid)) continue;
+    seenKids.add(kid);
+    const der = open(t.app.config.dataKey, private_key_sealed, kid);
+    keep(`signing key ${kid} (PKCS#8)`, der);
+    keep(`signing key ${kid} (seed)`, der.subarray(der.length - 32));
+  }
 }
 
 let n = 0;
