@@ -307,17 +307,14 @@ describe("the audit log's numeric cursors", () => {
   });
 
   it("the largest allowed seq is an ordinary answer, never INTERNAL", async () => {
-    const head = BigInt((await audit().getCheckpoint({})).checkpoint!.treeSize);
     expect((await audit().verifyAuditChain({ startSeq: MAX_SAFE })).valid).toBe(true); // an empty range
     expect(await failure(audit().verifyAuditChain({ endSeq: MAX_SAFE }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_seq" } });
     for (const call of [() => audit().getInclusionProof({ seq: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: 1n, newSize: MAX_SAFE })]) {
       expect((await failure(call())).code).not.toBe("Internal");
     }
     // A tail after the end of the log waits, keeping the client's cursor alive.
-    for await (const m of audit().tailAuditEvents({ afterSeq: MAX_SAFE }, { timeoutMs: 10_000 })) {
-      expect(m.message).toMatchObject({ case: "keepAlive", value: { lastSeq: MAX_SAFE } });
-      break;
-    }
-    expect(head).toBeGreaterThan(0n);
+    const tail = audit().tailAuditEvents({ afterSeq: MAX_SAFE }, { timeoutMs: 10_000 })[Symbol.asyncIterator]();
+    expect((await tail.next()).value?.message).toMatchObject({ case: "keepAlive", value: { lastSeq: MAX_SAFE } });
+    await tail.return?.();
   });
 });
