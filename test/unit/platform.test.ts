@@ -31,6 +31,10 @@ describe("pagination", () => {
     expect(pages.read(2, first.nextPageToken, scope).after).toBe("id1");
     expect(pages.pageOf(rows.slice(0, 2), page).nextPageToken).toBe("");
   });
+  it("writes the format docs/api.md specifies (known answer, computed with Python's hmac and cryptography's HKDF)", () => {
+    const page = pages.read(2, "", scope);
+    expect(pages.pageOf(rows, page).nextPageToken).toBe("AWlkMUVufzjX78ceQYn7AiIPySI");
+  });
   it("refuses tokens forged, altered, or replayed under another list, tenant, filters or key", () => {
     const token = pages.pageOf(rows, pages.read(2, "", scope)).nextPageToken;
     expect(pages.read(2, token, { ...scope, filters: { t: "a", u: undefined } }).after).toBe("id1"); // unset filters are no filter
