@@ -503,7 +503,7 @@ async function validationVectors() {
       db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed }),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
-      idempotency: undefined as never, licenses: {} as never, imports: undefined as never,
+      idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
     });
   const ask = async (req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string }, at: Date, active = KEY_A) => {
     clock.set(at);
