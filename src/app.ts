@@ -174,7 +174,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies }),
-        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
+        audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
         reflectionV1alpha: createReflectionV1alpha(reflection),

@@ -155,8 +155,11 @@ describe("activation", () => {
     try {
       const s = await setup("ROT");
       const old = (await activation(c).activate({ key: s.teamKey, fingerprint: "fp" })).lease!;
-      const { kid, retired } = await c.app.signingKeys.rotate(3600);
-      expect(retired).toEqual([old.kid]);
+      const rotated = await activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds: 3600n }, idempotencyKey: "rot-1" });
+      const kid = rotated.key!.kid;
+      expect(rotated.retiringKids).toEqual([old.kid]);
+      // A retry with the same idempotency key rotates nothing more and answers the same.
+      expect((await activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds: 3600n }, idempotencyKey: "rot-1" })).key!.kid).toBe(kid);
       const keys = (await activation(c).getSigningKeys({})).keys;
       expect(keys.map((k) => [k.kid, SigningKeyStatus[k.status]])).toEqual([[kid, "ACTIVE"], [old.kid, "RETIRING"]]);
       expect(verifyLease(old.token, keys, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
