@@ -253,6 +253,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       url,
       close() {
         closing ??= (async () => {
+          // A postmaster that stops from here on (Ctrl-C reaches its process group too) is not restarted.
+          embedded?.endSupervision();
           clearInterval(purge);
           licenseWorker.stop();
           heartbeatWorker.stop();

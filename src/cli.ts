@@ -317,6 +317,7 @@ async function servePrimary(config: Config, workers: number) {
   async function stop(exitCode = 0) {
     if (stopping) return;
     stopping = true;
+    embedded?.endSupervision();
     const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
     await Promise.all(
       all.map(
