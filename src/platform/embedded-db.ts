@@ -34,93 +34,130 @@ const GUEST_WAIT_MS = 120_000;
  * `<dataDir>/embedded-db.owner`: the one licensd (with its --workers) that started it. The
  * owner restarts the postmaster if it dies and stops it on exit. Any other process (`licensd
  * migrate` next to `licensd serve`) uses it as a guest and never stops it; a postmaster
- * whose owner is dead (killed with SIGKILL) is adopted, and then owned, by the next comer.
+ * whose owner is dead (killed with SIGKILL, or stopped while a guest still needs it) is
+ * adopted, and then owned, by the next comer.
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const pgDir = path.join(dataDir, "pg");
   const { embeddedDbPassword: password } = loadDevSecrets(dataDir);
-  const urlFor = (port: number) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
-  const ownerFile = path.join(dataDir, "embedded-db.owner");
-
-  for (;;) {
-    const claim = await claimOwnership(ownerFile);
-    if (claim.owner !== undefined) {
-      const port = await waitForOwnersServer(pgDir, ownerFile, claim.owner);
-      if (port === undefined) continue; // the owner died meanwhile: claim again
-      logger.info({ port, owner: claim.owner.pid, dir: pgDir }, "using the embedded PostgreSQL of a running licensd (it stays up when this process ends)");
-      return { url: urlFor(port), owned: false, endSupervision: () => undefined, stop: async () => undefined };
-    }
-    try {
-      const postmaster = await Postmaster.open(pgDir, password, logger);
-      return { url: urlFor(postmaster.port), owned: true, endSupervision: () => postmaster.endSupervision(), stop: () => postmaster.stop().finally(() => releaseOwnership(ownerFile, claim.record)) };
-    } catch (err) {
-      releaseOwnership(ownerFile, claim.record);
-      throw err;
-    }
-  }
+  const cluster = new EmbeddedCluster(pgDir, path.join(dataDir, "embedded-db.owner"), password, logger);
+  await cluster.open();
+  return {
+    url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${cluster.port}/postgres`,
+    get owned() {
+      return cluster.owned;
+    },
+    endSupervision: () => cluster.endSupervision(),
+    stop: () => cluster.stop(),
+  };
 }
 
 /**
- * The postmaster this process owns: started by it (or adopted from a dead owner), watched
- * every SUPERVISE_EVERY_MS and restarted on the same port, with a capped backoff, when it
- * dies. Clients keep their URL; the pool, LISTEN connections and health checks reconnect.
+ * This process's hold on the embedded PostgreSQL, as its owner or as a guest. Every
+ * SUPERVISE_EVERY_MS it checks that the postmaster is alive. When it died, the owner starts
+ * it again on the same port (waits between attempts capped by RESTART_BACKOFF_MS); a guest
+ * waits for the owner to do so, and takes over if the owner is gone. Clients keep their
+ * URL: the pool, LISTEN connections and health checks reconnect by themselves.
  */
-class Postmaster {
-  private pid: number;
+class EmbeddedCluster {
+  port = 0;
+  private pid = 0;
+  private record: OwnerRecord | undefined;
+  private server: EmbeddedPostgresServer | undefined;
   private supervising = true;
   private timer: NodeJS.Timeout | undefined;
-  private restarting: Promise<void> | undefined;
+  private recovering: Promise<void> | undefined;
 
-  private constructor(
+  constructor(
     private readonly pgDir: string,
-    readonly port: number,
-    pid: number,
-    private readonly server: EmbeddedPostgresServer,
+    private readonly ownerFile: string,
+    private readonly password: string,
     private readonly logger: Logger,
-  ) {
-    this.pid = pid;
+  ) {}
+
+  get owned() {
+    return this.record !== undefined;
+  }
+
+  async open() {
+    for (;;) {
+      const claim = await claimOwnership(this.ownerFile);
+      if (claim.owner === undefined) {
+        this.record = claim.record;
+        try {
+          await this.startOrAdopt();
+        } catch (err) {
+          this.release();
+          throw err;
+        }
+        break;
+      }
+      const running = await waitForOwnersServer(this.pgDir, this.ownerFile, claim.owner);
+      if (running === undefined) continue; // the owner died meanwhile: claim again
+      ({ pid: this.pid, port: this.port } = running);
+      this.logger.info({ port: this.port, owner: claim.owner.pid, dir: this.pgDir }, "using the embedded PostgreSQL of a running licensd (it stays up when this process ends)");
+      break;
+    }
     this.timer = setInterval(() => this.check(), SUPERVISE_EVERY_MS);
     this.timer.unref();
   }
 
-  static async open(pgDir: string, password: string, logger: Logger): Promise<Postmaster> {
-    const running = await runningServer(pgDir);
-    const port = running?.port ?? (await freePort());
-    const server = await createServer(pgDir, port, password, logger);
-    if (running !== undefined) {
+  /** As the owner: adopts a running postmaster (its owner died), else starts one, on `this.port` once that is chosen. */
+  private async startOrAdopt() {
+    const running = await runningServer(this.pgDir);
+    if (running !== undefined && (this.port === 0 || running.port === this.port)) {
       // Left behind by a licensd that died without stopping it (SIGKILL): adopt it.
-      logger.warn({ port: running.port, postmaster: running.pid, dir: pgDir }, "embedded PostgreSQL from an earlier run is still up; adopting it");
-      return new Postmaster(pgDir, port, running.pid, server, logger);
+      this.logger.warn({ port: running.port, postmaster: running.pid, dir: this.pgDir }, "embedded PostgreSQL from an earlier run is still up; adopting it");
+      ({ pid: this.pid, port: this.port } = running);
+      return;
     }
-    if (!existsSync(path.join(pgDir, "PG_VERSION"))) {
-      logger.info({ dir: pgDir }, "initialising the embedded PostgreSQL (first start only)");
-      await server.initialise();
+    // An orphan on another port than this process's clients use: it is ours now, so it may go.
+    if (running !== undefined) await stopPostmaster(running.pid);
+    if (this.port === 0) this.port = await freePort();
+    this.server ??= await createServer(this.pgDir, this.port, this.password, this.logger);
+    if (!existsSync(path.join(this.pgDir, "PG_VERSION"))) {
+      this.logger.info({ dir: this.pgDir }, "initialising the embedded PostgreSQL (first start only)");
+      await this.server.initialise();
     }
-    const pid = await startServer(server, pgDir);
-    logger.info({ port, dir: pgDir }, "embedded PostgreSQL started");
-    return new Postmaster(pgDir, port, pid, server, logger);
+    this.pid = await startServer(this.server, this.pgDir);
+    this.logger.info({ port: this.port, postmaster: this.pid, dir: this.pgDir }, "embedded PostgreSQL started");
   }
 
   private check() {
-    if (!this.supervising || this.restarting || isAlive(this.pid)) return;
-    this.logger.error({ postmaster: this.pid, dir: this.pgDir }, "the embedded PostgreSQL died; restarting it");
-    this.restarting = this.restart().finally(() => (this.restarting = undefined));
+    if (!this.supervising || this.recovering || isAlive(this.pid)) return;
+    this.logger.error({ postmaster: this.pid, dir: this.pgDir, owned: this.owned }, this.owned ? "the embedded PostgreSQL died; restarting it" : "the embedded PostgreSQL went away; waiting for its owner");
+    this.recovering = this.recover().finally(() => (this.recovering = undefined));
   }
 
-  /** Starts the postmaster again until it runs or supervision ends; waits are capped (RESTART_BACKOFF_MS). */
-  private async restart() {
+  /** Until the postmaster runs again or supervision ends. */
+  private async recover() {
     let wait = RESTART_BACKOFF_MS.first;
     for (let attempt = 1; this.supervising; attempt++) {
       try {
-        this.pid = await startServer(this.server, this.pgDir);
-        this.logger.info({ port: this.port, postmaster: this.pid, attempt }, "embedded PostgreSQL restarted");
-        return;
+        if (!this.owned) {
+          const running = await runningServer(this.pgDir);
+          if (running !== undefined && running.port === this.port) {
+            this.pid = running.pid;
+            this.logger.info({ port: this.port, postmaster: this.pid }, "the embedded PostgreSQL is back");
+            return;
+          }
+          const claim = await claimOwnership(this.ownerFile);
+          if (claim.owner === undefined) {
+            this.record = claim.record;
+            this.logger.warn({ dir: this.pgDir }, "the embedded PostgreSQL's owner is gone; taking it over");
+          }
+        }
+        if (this.owned) {
+          await this.startOrAdopt();
+          this.logger.info({ port: this.port, postmaster: this.pid, attempt }, "embedded PostgreSQL restarted");
+          return;
+        }
       } catch (err) {
         // Typically: the dead postmaster's backends still hold its shared memory for a moment.
         this.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, "embedded PostgreSQL did not start; retrying");
-        await new Promise((r) => setTimeout(r, wait));
-        wait = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
       }
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
     }
   }
 
@@ -129,10 +166,18 @@ class Postmaster {
     clearInterval(this.timer);
   }
 
+  /** The owner stops the postmaster and gives the data dir up; a guest only stops watching. */
   async stop() {
     this.endSupervision();
-    await this.restarting;
+    await this.recovering;
+    if (!this.owned) return;
     await stopPostmaster(this.pid);
+    this.release();
+  }
+
+  private release() {
+    if (this.record !== undefined) releaseOwnership(this.ownerFile, this.record);
+    this.record = undefined;
   }
 }
 
@@ -214,12 +259,12 @@ function releaseOwnership(file: string, record: OwnerRecord) {
   if (current !== undefined && parseOwner(current)?.pid === record.pid && parseOwner(current)?.started === record.started) rmSync(file, { force: true });
 }
 
-/** The port of the owner's postmaster once it accepts connections; undefined if the owner died first. */
-async function waitForOwnersServer(pgDir: string, ownerFile: string, owner: OwnerRecord): Promise<number | undefined> {
+/** The owner's postmaster once it accepts connections; undefined if the owner died first. */
+async function waitForOwnersServer(pgDir: string, ownerFile: string, owner: OwnerRecord): Promise<{ pid: number; port: number } | undefined> {
   const deadline = Date.now() + GUEST_WAIT_MS;
   for (;;) {
     const running = await runningServer(pgDir);
-    if (running !== undefined) return running.port;
+    if (running !== undefined) return running;
     const text = readText(ownerFile);
     const current = text === undefined ? undefined : parseOwner(text);
     if (current === undefined || current.pid !== owner.pid || !ownerAlive(current)) return undefined;

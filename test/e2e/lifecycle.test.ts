@@ -161,13 +161,14 @@ describe("the embedded database belongs to the server that started it", () => {
   }
   const healthz = (url: string) => fetch(`${url}/healthz`).then((r) => r.status, () => 0);
 
-  it("a command run next to the server uses its database and never stops it; alone, it starts and stops its own", async () => {
+  it("a command or second server next to the server uses its database and never stops it; the guest takes over when the owner is gone", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-guest-"));
+    const ownerFile = path.join(dataDir, "embedded-db.owner");
+    const owner = () => (JSON.parse(readFileSync(ownerFile, "utf8")) as { pid: number; command: string });
     const server = await startServer({ embedded: true, dataDir });
     const same = { LICENSD_DATA_DIR: dataDir, LICENSD_SUPER_ADMIN_KEY: server.superAdminKey, LICENSD_DATA_KEY: server.dataKey };
     const pid = postmasterPid(dataDir);
-    const owner = JSON.parse(readFileSync(path.join(dataDir, "embedded-db.owner"), "utf8")) as { pid: number; command: string };
-    expect(owner).toMatchObject({ pid: server.child.pid, command: "serve" });
+    expect(owner()).toMatchObject({ pid: server.child.pid, command: "serve" });
 
     const migrate = await licensd(["migrate"], same);
     expect(migrate.code, migrate.stderr).toBe(0);
@@ -181,17 +182,31 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(await healthz(server.url)).toBe(200);
     const id = await createTenant(server.url, server.superAdminKey, "Still Up Co");
     expect((await getTenant(server.url, server.superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+
+    // A second server on the same data dir is a guest; when the owner stops (and stops its
+    // postmaster), the guest takes the database over and serves again.
+    const guest = await startServer({ embedded: true, dataDir, env: same });
+    expect(guest.output()).toContain("using the embedded PostgreSQL of a running licensd");
     expect(await server.stop("SIGTERM")).toBe(0);
     expect(alive(pid)).toBe(false);
-    expect(existsSync(path.join(dataDir, "embedded-db.owner"))).toBe(false);
+    await until("the guest owns the database", () => existsSync(ownerFile) && owner().pid === guest.child.pid, 120);
+    expect(guest.output()).toContain("taking it over");
+    // Its health may not have seen the gap yet: wait for the restart itself, then for health.
+    await until("the guest restarted the database", () => guest.output().includes("embedded PostgreSQL restarted"), 120);
+    await until("the guest serves again", async () => (await healthz(guest.url)) === 200, 120);
+    expect((await getTenant(guest.url, server.superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+    const taken = postmasterPid(dataDir);
+    expect(await guest.stop("SIGTERM")).toBe(0);
+    expect(alive(taken)).toBe(false);
+    expect(existsSync(ownerFile)).toBe(false);
 
     // Nothing running: migrate starts the database, and stops what it started.
     const alone = await licensd(["migrate"], same);
     expect(alone.code, alone.stderr).toBe(0);
     expect(alone.stdout).toContain("embedded PostgreSQL started");
     expect(existsSync(path.join(dataDir, "pg", "postmaster.pid"))).toBe(false);
-    expect(existsSync(path.join(dataDir, "embedded-db.owner"))).toBe(false);
-  }, 180_000);
+    expect(existsSync(ownerFile)).toBe(false);
+  }, 300_000);
 
   it("serve restarts its postmaster when it dies: NOT_SERVING meanwhile, then SERVING with the data intact; SIGTERM still stops both", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-supervised-"));
