@@ -296,13 +296,25 @@ async function servePrimary(config: Config, workers: number) {
   const env = { ...process.env, LICENSD_DATABASE_URL: url };
   const ready = new Set<number>();
   const restarts: number[] = [];
-  const fork = () => cluster.fork(env);
+  // The embedded database's outage count when each worker was forked: one that fails to start
+  // during an outage (its postmaster being restarted) is started again once it is back.
+  const forkedAt = new Map<number, number>();
+  const fork = () => forkedAt.set(cluster.fork(env).id, embedded?.outages().count ?? 0);
   for (let i = 0; i < workers; i++) fork();
   cluster.on("listening", (worker) => ready.add(worker.id));
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
     // A worker that dies before listening would die again: give up instead of looping.
     // One that dies later is replaced, at most 5 times a minute.
+    const outages = embedded?.outages();
+    if (!ready.has(worker.id) && outages !== undefined && (outages.down || outages.count !== forkedAt.get(worker.id))) {
+      logger.warn({ worker: worker.process.pid, code, signal }, "a worker could not start while the embedded PostgreSQL was down; starting another once it is back");
+      void (async () => {
+        while (!stopping && embedded?.outages().down) await new Promise((r) => setTimeout(r, 500));
+        if (!stopping) fork();
+      })();
+      return;
+    }
     const now = Date.now();
     restarts.push(now);
     while (restarts[0] < now - 60_000) restarts.shift();

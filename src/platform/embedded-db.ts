@@ -14,6 +14,8 @@ export interface EmbeddedDatabase {
    * only the owner supervises, restarts and stops it. A guest uses another live licensd's.
    */
   owned: boolean;
+  /** How many times the postmaster was found dead since this process started using it, and whether it is down now. */
+  outages(): { count: number; down: boolean };
   /** Stops restarting the postmaster when it dies: a deliberate shutdown has begun. */
   endSupervision(): void;
   /** The owner stops the postmaster and gives the data dir up; a guest only lets go. */
@@ -47,6 +49,7 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
     get owned() {
       return cluster.owned;
     },
+    outages: () => ({ count: cluster.outages, down: cluster.down }),
     endSupervision: () => cluster.endSupervision(),
     stop: () => cluster.stop(),
   };
@@ -61,6 +64,7 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
  */
 class EmbeddedCluster {
   port = 0;
+  outages = 0;
   private pid = 0;
   private record: OwnerRecord | undefined;
   private server: EmbeddedPostgresServer | undefined;
@@ -77,6 +81,10 @@ class EmbeddedCluster {
 
   get owned() {
     return this.record !== undefined;
+  }
+
+  get down() {
+    return this.recovering !== undefined;
   }
 
   async open() {
@@ -125,6 +133,7 @@ class EmbeddedCluster {
 
   private check() {
     if (!this.supervising || this.recovering || isAlive(this.pid)) return;
+    this.outages++;
     this.logger.error({ postmaster: this.pid, dir: this.pgDir, owned: this.owned }, this.owned ? "the embedded PostgreSQL died; restarting it" : "the embedded PostgreSQL went away; waiting for its owner");
     this.recovering = this.recover().finally(() => (this.recovering = undefined));
   }

@@ -208,6 +208,27 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(existsSync(ownerFile)).toBe(false);
   }, 300_000);
 
+  it("with --workers, the primary owns and restarts the postmaster; the workers ride it out", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-workers-embedded-"));
+    const server = await startServer({ embedded: true, dataDir, args: ["--workers", "2"] });
+    const listening = () => new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g)).size;
+    await until("both workers listen", () => listening() === 2);
+    const workers = childPids(server.child.pid!).filter((c) => readFileSync(`/proc/${c}/cmdline`, "utf8").includes("licensd.js"));
+    const before = await createTenant(server.url, server.superAdminKey, "Workers Before Co");
+    const first = postmasterPid(dataDir);
+    process.kill(first, "SIGKILL");
+    await until("a new postmaster runs", () => existsSync(path.join(dataDir, "pg", "postmaster.pid")) && postmasterPid(dataDir) !== first && alive(postmasterPid(dataDir)), 120);
+    await until("the workers serve again", async () => (await healthz(server.url)) === 200 && (await getTenant(server.url, server.superAdminKey, before)).status === 200, 120);
+    expect((await getTenant(server.url, server.superAdminKey, before)).body.tenant?.name).toBe("Workers Before Co");
+    const after = await createTenant(server.url, server.superAdminKey, "Workers After Co");
+    expect((await getTenant(server.url, server.superAdminKey, after)).body.tenant?.name).toBe("Workers After Co");
+    // Same workers: the outage did not cost a process.
+    expect(childPids(server.child.pid!).filter((c) => workers.includes(c))).toHaveLength(workers.length);
+    const second = postmasterPid(dataDir);
+    expect(await server.stop("SIGTERM")).toBe(0);
+    expect(alive(second)).toBe(false);
+  }, 300_000);
+
   it("serve restarts its postmaster when it dies: NOT_SERVING meanwhile, then SERVING with the data intact; SIGTERM still stops both", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-supervised-"));
     // A long keep-alive: a tail then hears a new entry only through the LISTEN connection.
