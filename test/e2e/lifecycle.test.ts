@@ -165,8 +165,14 @@ describe("the embedded database belongs to the server that started it", () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-guest-"));
     const ownerFile = path.join(dataDir, "embedded-db.owner");
     const owner = () => (JSON.parse(readFileSync(ownerFile, "utf8")) as { pid: number; command: string });
-    const server = await startServer({ embedded: true, dataDir });
-    const same = { LICENSD_DATA_DIR: dataDir, LICENSD_SUPER_ADMIN_KEY: server.superAdminKey, LICENSD_DATA_KEY: server.dataKey };
+    // No keys given: development generates them on the first start and announces the key there only.
+    const noKeys = { LICENSD_SUPER_ADMIN_KEY: "", LICENSD_DATA_KEY: "" };
+    const server = await startServer({ embedded: true, dataDir, env: noKeys });
+    const secretsFile = path.join(dataDir, "secrets.json");
+    const superAdminKey = (JSON.parse(readFileSync(secretsFile, "utf8")) as { superAdminKey: string }).superAdminKey;
+    expect(server.output()).toContain("DEVELOPMENT MODE: secrets were generated");
+    expect(server.output()).toContain(`super-admin key:  ${superAdminKey}`);
+    const same = { LICENSD_DATA_DIR: dataDir, ...noKeys };
     const pid = postmasterPid(dataDir);
     expect(owner()).toMatchObject({ pid: server.child.pid, command: "serve" });
 
@@ -180,13 +186,17 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(postmasterPid(dataDir)).toBe(pid);
     expect(alive(pid)).toBe(true);
     expect(await healthz(server.url)).toBe(200);
-    const id = await createTenant(server.url, server.superAdminKey, "Still Up Co");
-    expect((await getTenant(server.url, server.superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+    const id = await createTenant(server.url, superAdminKey, "Still Up Co");
+    expect((await getTenant(server.url, superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
 
     // A second server on the same data dir is a guest; when the owner stops (and stops its
     // postmaster), the guest takes the database over and serves again.
-    const guest = await startServer({ embedded: true, dataDir, env: same });
+    const guest = await startServer({ embedded: true, dataDir, env: noKeys });
     expect(guest.output()).toContain("using the embedded PostgreSQL of a running licensd");
+    // Loaded, not generated: no banner, one line saying where the secrets are, never the key.
+    expect(guest.output()).not.toContain("DEVELOPMENT MODE");
+    expect(guest.output()).toContain(`"file":${JSON.stringify(secretsFile)},"msg":"development secrets loaded"`);
+    expect(guest.output()).not.toContain(superAdminKey);
     expect(await server.stop("SIGTERM")).toBe(0);
     expect(alive(pid)).toBe(false);
     await until("the guest owns the database", () => existsSync(ownerFile) && owner().pid === guest.child.pid, 120);
@@ -194,7 +204,7 @@ describe("the embedded database belongs to the server that started it", () => {
     // Its health may not have seen the gap yet: wait for the restart itself, then for health.
     await until("the guest restarted the database", () => guest.output().includes("embedded PostgreSQL restarted"), 120);
     await until("the guest serves again", async () => (await healthz(guest.url)) === 200, 120);
-    expect((await getTenant(guest.url, server.superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+    expect((await getTenant(guest.url, superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
     const taken = postmasterPid(dataDir);
     expect(await guest.stop("SIGTERM")).toBe(0);
     expect(alive(taken)).toBe(false);
