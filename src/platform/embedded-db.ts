@@ -24,7 +24,7 @@ export interface EmbeddedDatabase {
 
 const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "exit", "beforeExit", "uncaughtException", "unhandledRejection", "message"] as const;
 
-/** How often the owner checks that its postmaster is alive, and the bounds of its restart backoff. */
+/** How often a process checks that the postmaster it uses is alive, and the bounds of the owner's restart backoff. */
 const SUPERVISE_EVERY_MS = 500;
 const RESTART_BACKOFF_MS = { first: 250, max: 5_000 };
 /** How long a guest waits for the owner's postmaster to accept connections (first start, restart). */
