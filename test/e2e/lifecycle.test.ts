@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -210,7 +210,9 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(alive(taken)).toBe(false);
     expect(existsSync(ownerFile)).toBe(false);
 
-    // Nothing running: migrate starts the database, and stops what it started.
+    // A record naming a live process that is not its owner (a reused pid: same pid, another
+    // start time) is stale. Nothing running: migrate starts the database, and stops what it started.
+    writeFileSync(ownerFile, JSON.stringify({ pid: process.pid, started: "1", command: "serve", since: "" }));
     const alone = await licensd(["migrate"], same);
     expect(alone.code, alone.stderr).toBe(0);
     expect(alone.stdout).toContain("embedded PostgreSQL started");

@@ -155,6 +155,13 @@ describe("activation", () => {
     try {
       const s = await setup("ROT");
       const old = (await activation(c).activate({ key: s.teamKey, fingerprint: "fp" })).lease!;
+      // Only the super-admin rotates, with a retire_after in range; refusals change nothing.
+      expect(await failure(activation(c).rotateSigningKey({}))).toMatchObject({ code: "Unauthenticated" });
+      expect(await failure(activation(c, s.secret).rotateSigningKey({}))).toMatchObject({ code: "PermissionDenied", reason: "SUPER_ADMIN_REQUIRED" });
+      for (const seconds of [0n, -5n, 315_360_001n]) {
+        expect(await failure(activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "retire_after" } });
+      }
+      expect((await activation(c).getSigningKeys({})).keys.map((k) => k.kid)).toEqual([old.kid]);
       const rotated = await activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds: 3600n }, idempotencyKey: "rot-1" });
       const kid = rotated.key!.kid;
       expect(rotated.retiringKids).toEqual([old.kid]);
