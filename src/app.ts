@@ -177,7 +177,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages }),
-        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
+        audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
         reflectionV1alpha: createReflectionV1alpha(reflection),
@@ -256,6 +256,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       url,
       close() {
         closing ??= (async () => {
+          // A postmaster that stops from here on (Ctrl-C reaches its process group too) is not restarted.
+          embedded?.endSupervision();
           clearInterval(purge);
           licenseWorker.stop();
           heartbeatWorker.stop();
