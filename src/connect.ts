@@ -20,8 +20,8 @@ export const servedServices: DescService[] = [...licensdServices, Health, Reflec
 
 /**
  * Files reflection serves beside the services' own: what a client needs to decode the
- * answers licensd sends, i.e. the google.rpc.Status of gRPC errors and its details
- * (ErrorInfo, BadRequest, RetryInfo), so grpcurl and buf curl print them.
+ * answers licensd sends: the google.rpc.Status of gRPC errors and its details (ErrorInfo,
+ * BadRequest), so clients resolving types through reflection (grpcurl) decode them.
  */
 export const reflectedFiles: DescFile[] = [file_google_rpc_status, file_google_rpc_error_details];
 
