@@ -146,14 +146,15 @@ class EdgeCall {
     return { status: codeToHttpStatus(error.code), header, body: createAsyncIterable([body]) };
   }
 
-  async response(res: UniversalServerResponse): Promise<UniversalServerResponse> {
+  response(res: UniversalServerResponse): UniversalServerResponse | Promise<UniversalServerResponse> {
     switch (this.protocol) {
       case "grpc":
         return this.grpc(res);
       case "grpc-web":
         return this.grpcWeb(res);
       default:
-        return this.connect(res);
+        // The hot path (a Connect POST that succeeded) passes as it is.
+        return res.status === 200 && this.request.method !== "GET" ? res : this.connect(res);
     }
   }
 
