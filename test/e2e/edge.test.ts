@@ -361,7 +361,7 @@ describe("application/grpc-web-text, Google's grpc-web client's default mode", (
 
   it("a server stream: every event, then the status (DEADLINE_EXCEEDED: the deadline the client set passed)", async () => {
     const tail = grpcWebMethod(TAIL, grpcWeb.MethodType.SERVER_STREAMING, TailAuditEventsRequestSchema, TailAuditEventsResponseSchema);
-    const stream = client().serverStreaming(`${server.url}/${TAIL}`, create(TailAuditEventsRequestSchema, { tenantId, afterSeq: 0n }), { authorization: `Bearer ${server.superAdminKey}`, deadline: String(Date.now() + 1500) }, tail);
+    const stream = client().serverStreaming(`${server.url}/${TAIL}`, create(TailAuditEventsRequestSchema, { tenantId, afterSeq: 0n }), { authorization: `Bearer ${server.superAdminKey}`, deadline: String(Date.now() + 3000) }, tail);
     const seqs: bigint[] = [];
     const status = await new Promise<grpcWeb.Status>((resolve) => {
       stream.on("data", (m) => {
