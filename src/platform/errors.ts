@@ -64,6 +64,8 @@ export function toConnectError(err: unknown, requestId: string, signal?: AbortSi
   if (err instanceof DomainError) {
     return { error: connectError(err.code, err.reason, err.message, err.metadata), internal: false };
   }
+  // An abort surfacing from a stopped call means what stopped it: its deadline, its client, the shutdown.
+  if (signal?.aborted && signal.reason instanceof ConnectError && (err as { name?: unknown } | undefined)?.name === "AbortError") err = signal.reason;
   if (isHangUp(err, signal)) {
     return { error: connectError(Code.Canceled, "CANCELED", "the client went away"), internal: false };
   }

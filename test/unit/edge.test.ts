@@ -62,6 +62,13 @@ describe("a client hanging up", () => {
     // The same reset with the call still running is the database's connection: not the client's.
     expect(isHangUp(reset, new AbortController().signal)).toBe(false);
   });
+
+  it("an abort surfacing from a call stopped by its deadline is DEADLINE_EXCEEDED", () => {
+    const deadline = new AbortController();
+    deadline.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+    const abortError = Object.assign(new Error("The operation was aborted"), { name: "AbortError" });
+    expect(toConnectError(abortError, "r", deadline.signal)).toMatchObject({ internal: false, error: { code: Code.DeadlineExceeded } });
+  });
 });
 
 describe("grpc-message", () => {
