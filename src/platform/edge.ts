@@ -96,8 +96,11 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
     (refusal ? Promise.resolve(refusal) : handler(call.request).then((uRes) => call.response(uRes)))
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((err: unknown) => {
-        if (isHangUp(err, uReq.signal)) opts.logger.debug({ procedure: call.procedure, err }, "client went away before the answer was written");
-        else opts.logger.warn({ procedure: call.procedure, err }, "writing an answer failed");
+        if (isHangUp(err, uReq.signal)) {
+          opts.logger.debug({ procedure: call.procedure, err }, "client went away before the answer was written");
+          return;
+        }
+        opts.logger.warn({ procedure: call.procedure, err }, "writing an answer failed");
         if (!res.headersSent) {
           res.writeHead(500);
           res.end();
