@@ -1,6 +1,7 @@
 import { hkdfSync, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { compileTrustedProxies, type ForwardedHeader } from "./platform/client-address.js";
 
 /** Every setting licensd reads, validated once at start. */
 export interface Config {
@@ -31,8 +32,18 @@ export interface Config {
   activationRatePerLicense: RateRule | null;
   /** Activation attempts allowed per client IP address; null disables. */
   activationRatePerIp: RateRule | null;
+  /** Failed key lookups allowed per client address on every key-credential RPC; null disables. */
+  keyFailureRatePerIp: RateRule | null;
+  /** CreateLicense/import custom keys refused because another tenant holds them, per tenant; null disables. */
+  keyCollisionRatePerTenant: RateRule | null;
+  /** Proxies (CIDRs) whose forwarding header names the client; empty: the TCP peer is the client. */
+  trustedProxies: string[];
+  /** The header trusted proxies write the client address in. */
+  forwardedHeader: ForwardedHeader;
   /** How often the heartbeat worker looks for dead machines. */
   heartbeatSweepMs: number;
+  /** Settings that were accepted but deserve a word in the log at start. */
+  warnings: string[];
   /** Secrets that development mode generated (and stored) on this start, to announce. */
   generated: string[];
 }
@@ -87,9 +98,14 @@ export function loadConfig(env: Env = process.env): Config {
     return n;
   };
 
-  const envName = str("LICENSD_ENV") ?? "development";
+  const warnings: string[] = [];
+  // NODE_ENV=production alone means production: a deployment that says so must not get generated secrets and an embedded database.
+  const nodeProduction = str("NODE_ENV") === "production";
+  const envName = str("LICENSD_ENV") ?? (nodeProduction ? "production" : "development");
   if (envName !== "development" && envName !== "production") {
     problems.push(`LICENSD_ENV=${JSON.stringify(envName)}: must be "development" or "production"`);
+  } else if (envName === "development" && nodeProduction) {
+    warnings.push("NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so");
   }
   const production = envName === "production";
   const port = int("LICENSD_PORT", 8080, 0, 65535);
@@ -171,6 +187,16 @@ export function loadConfig(env: Env = process.env): Config {
   };
   const activationRatePerLicense = rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m");
   const activationRatePerIp = rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m");
+  const keyFailureRatePerIp = rate("LICENSD_KEY_FAILURE_RATE_PER_IP", "60/1m");
+  const keyCollisionRatePerTenant = rate("LICENSD_KEY_COLLISION_RATE_PER_TENANT", "30/1h");
+
+  const trustedProxies = (str("LICENSD_TRUSTED_PROXIES") ?? "").split(",").map((e) => e.trim()).filter((e) => e !== "");
+  const trust = compileTrustedProxies(trustedProxies);
+  if ("bad" in trust) problems.push(`LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`);
+  const forwardedHeader = (str("LICENSD_FORWARDED_HEADER") ?? "x-forwarded-for").toLowerCase();
+  if (forwardedHeader !== "x-forwarded-for" && forwardedHeader !== "forwarded") {
+    problems.push(`LICENSD_FORWARDED_HEADER=${JSON.stringify(forwardedHeader)}: must be "x-forwarded-for" or "forwarded"`);
+  }
 
   // Read before the check below, so a bad value is named rather than replaced by its default.
   const dbPoolMax = int("LICENSD_DB_POOL_MAX", 10, 1, 1000);
@@ -201,8 +227,13 @@ export function loadConfig(env: Env = process.env): Config {
     auditKeepAliveMs,
     activationRatePerLicense,
     activationRatePerIp,
+    keyFailureRatePerIp,
+    keyCollisionRatePerTenant,
+    trustedProxies,
+    forwardedHeader: forwardedHeader as ForwardedHeader,
     heartbeatSweepMs,
     generated,
+    warnings,
   };
 }
 
