@@ -1,4 +1,6 @@
 import { hkdfSync, randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import type { ZxcvbnFactory } from "@zxcvbn-ts/core";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { compileTrustedProxies, type ForwardedHeader } from "./platform/client-address.js";
@@ -131,9 +133,9 @@ export function loadConfig(env: Env = process.env): Config {
   let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
   let dataKeyText = str("LICENSD_DATA_KEY");
   const generated: string[] = [];
-  if (superAdminKey !== undefined) {
+  if (superAdminKey !== undefined && production) {
     const why = weakSecret(superAdminKey);
-    if (why && production) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
+    if (why) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
   }
   let dataKey: Buffer | undefined;
   if (dataKeyText !== undefined) {
@@ -248,13 +250,41 @@ function jsonEntries(text: string | undefined): [string, unknown][] | null {
   }
 }
 
-/** Why a super-admin key is too weak for production, or undefined when it is fine. */
-export function weakSecret(secret: string): string | undefined {
-  const bytes = decodeKey(secret, false);
-  if ((bytes?.length ?? Buffer.byteLength(secret)) < 32 || secret.length < 43) {
-    return "must hold at least 32 random bytes (43+ characters of base64, or 64 hex)";
+/** The estimator behind `weakSecret`, loaded on first use (its dictionaries take a moment and some memory). */
+let estimator: ZxcvbnFactory | undefined;
+function estimate(text: string): number {
+  if (!estimator) {
+    const require = createRequire(import.meta.url);
+    const { ZxcvbnFactory: Factory } = require("@zxcvbn-ts/core") as typeof import("@zxcvbn-ts/core");
+    const common = require("@zxcvbn-ts/language-common") as typeof import("@zxcvbn-ts/language-common");
+    // (up to 10 l33t substitutions per word: past that the search costs seconds and finds nothing more here)
+    estimator = new Factory({ dictionary: common.dictionary, graphs: common.adjacencyGraphs, l33tMaxSubstitutions: 10 });
   }
-  if (new Set(secret).size < 16) return "looks low-entropy (too few distinct characters); use `openssl rand -base64 32`";
+  return estimator.check(text).guessesLog10;
+}
+
+/** The share of a key's characters whose worth the strength estimate must reach (docs/security.md). */
+export const SUPER_ADMIN_KEY_MIN_RATIO = 0.8;
+
+/**
+ * Why a super-admin key is too weak for production, or undefined when it is fine. Two
+ * rules: it decodes (hex, base64 or base64url) to at least 32 bytes; and zxcvbn-ts
+ * estimates at least 10^(0.8·n) guesses for its n characters (padding aside, 64 at most), i.e. finds
+ * at most a fifth of it made of words, names, dates, sequences, repeats or keyboard walks.
+ * Generated keys find close to none (10^0.9n and up in every sample), human-made ones much.
+ */
+export function weakSecret(secret: string): string | undefined {
+  const how = "at least 32 random bytes written as hex, base64 or base64url (e.g. `openssl rand -base64 32`)";
+  const bytes = decodeKey(secret, false);
+  if (!bytes) return `must be ${how}; this one is not hex, base64 or base64url`;
+  if (bytes.length < 32) return `must be ${how}; this one decodes to ${bytes.length} bytes`;
+  // (the first 64 characters: all of a generated key, and the estimate's cost grows with the square of the length)
+  const text = secret.replace(/=+$/, "").slice(0, 64);
+  const log10 = estimate(text);
+  const needed = SUPER_ADMIN_KEY_MIN_RATIO * text.length;
+  if (log10 < needed) {
+    return `must be ${how}, and look random: zxcvbn's strength estimate must reach 10^${Math.ceil(needed)} guesses (0.8 × its ${text.length} characters), this one gets 10^${Math.floor(log10)}: it holds words, dates, sequences, repeats or keyboard patterns`;
+  }
   return undefined;
 }
 
