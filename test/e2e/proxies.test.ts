@@ -9,7 +9,8 @@ let rfc7239: Server;
 const env = { LICENSD_TRUSTED_PROXIES: "127.0.0.2/32", LICENSD_KEY_FAILURE_RATE_PER_IP: "3/1h", LICENSD_ACTIVATION_RATE_PER_IP: "0" };
 
 beforeAll(async () => {
-  [xff, rfc7239] = await Promise.all([startServer({ env }), startServer({ env: { ...env, LICENSD_FORWARDED_HEADER: "forwarded" } })]);
+  xff = await startServer({ env });
+  rfc7239 = await startServer({ env: { ...env, LICENSD_FORWARDED_HEADER: "forwarded" } });
 }, 180_000);
 afterAll(async () => {
   for (const s of [xff, rfc7239]) {
