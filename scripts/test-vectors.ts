@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { create, toBinary, toJson } from "@bufbuild/protobuf";
-import type { HandlerContext } from "@connectrpc/connect";
+import { createContextValues, type HandlerContext } from "@connectrpc/connect";
 import canonicalize from "canonicalize";
 import { AuditEventSchema, CheckpointSchema } from "../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ValidateLicenseRequestSchema, ValidateLicenseResponseSchema } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -504,11 +504,12 @@ async function validationVectors() {
       validation: createValidationService({ db, clock, keyring, feed }),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
       idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
+      keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined } as never, // no limits in a script
     });
   const ask = async (req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string }, at: Date, active = KEY_A) => {
     clock.set(at);
     const request = create(ValidateLicenseRequestSchema, req);
-    const answer = create(ValidateLicenseResponseSchema, await rpc(active).validateLicense(request, {} as HandlerContext));
+    const answer = create(ValidateLicenseResponseSchema, await rpc(active).validateLicense(request, { values: createContextValues() } as HandlerContext));
     const signingText = validationSigningBytes(answer).toString("utf8");
     return {
       request: toJson(ValidateLicenseRequestSchema, request),
