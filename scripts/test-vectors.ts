@@ -388,6 +388,7 @@ async function licenseFileVectors() {
     { name: "signed, but v is true", file: signA({ ...payloadOf(files.ed25519), v: true }), keys: A, now: valid, expect: "MALFORMED" },
     { name: "signed, but features is not an array", file: signA({ ...payloadOf(files.ed25519), features: "reports" }), keys: A, now: valid, expect: "MALFORMED" },
     { name: "signed, but expires_at is not a date (fails safe)", file: signA({ ...payloadOf(files.ed25519), expires_at: "next tuesday" }), keys: A, now: valid, expect: "EXPIRED" },
+    { name: "signed, but carries a typ (a lease is not a license file)", file: signA({ ...payloadOf(files.bound), typ: "lease" }), keys: A, fingerprint: "laptop-7f3a", now: valid, expect: "MALFORMED" },
     { name: "signed, but expires_at is a number (fails safe)", file: signA({ ...payloadOf(files.ed25519), expires_at: 4102444800 }), keys: A, now: valid, expect: "EXPIRED" },
   ];
   const issued = Object.fromEntries(

@@ -14,6 +14,7 @@ import type { RateRule } from "../config.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { addressBucket } from "../platform/client-address.js";
+import { normalizeLicenseKey } from "../licensing/license-key.js";
 import type { LeaseHub } from "./lease-hub.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { Interrupt } from "../platform/interrupt.js";
@@ -57,8 +58,8 @@ const machineToProto = (m: Machine) =>
 
 const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTime: timestampFromDate(l.expiresAt) });
 
-/** Calls authenticated by a license key are scoped (for idempotency) by the key's digest. */
-const keyScope = (key: string) => `key:${sha256(key.trim()).toString("hex").slice(0, 32)}`;
+/** Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are found by it, however it was typed. */
+const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
 
 /** Failures of a heartbeat that mean the machine may no longer run (pushed as a revocation on ConnectLease). */
 const REVOKING_REASONS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENSE_EXPIRED", "HEARTBEAT_DEAD", "MACHINE_NOT_FOUND"]);

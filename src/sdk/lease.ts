@@ -2,7 +2,7 @@
  * Offline verification of activation leases: the same signed envelope as license files
  * (`licensd1.<payload>.<sig>`), with payload `typ` "lease" and bound to one machine.
  */
-import { verifyLicenseFile, type LicenseFileResult } from "./license-file.js";
+import { verifyEnvelope, type LicenseFileResult } from "./license-file.js";
 
 export interface LeaseCheck extends LicenseFileResult {
   /** The lease's claims when it verified (features, entitlements, expiry, machine). */
@@ -11,7 +11,7 @@ export interface LeaseCheck extends LicenseFileResult {
 
 /** Verifies a lease for this machine with the published keys; never throws. */
 export function verifyLease(token: string, keys: { kid: string; publicKey: Uint8Array }[], opts: { fingerprint: string; now?: Date }): LeaseCheck {
-  const r = verifyLicenseFile(token, { keys, fingerprint: opts.fingerprint, now: opts.now });
+  const r = verifyEnvelope(token, { keys, fingerprint: opts.fingerprint, now: opts.now });
   const typ = (r.payload as { typ?: string } | undefined)?.typ;
   if (r.payload && typ !== "lease") return { ...r, valid: false, code: "MALFORMED", hasFeature: () => false };
   return { ...r, lease: r.valid ? (r.payload as LeaseCheck["lease"]) : undefined };

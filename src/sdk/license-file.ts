@@ -36,7 +36,14 @@ const result = (code: LicenseFileCode, payload?: LicenseFilePayload): LicenseFil
   return { valid, code, payload, hasFeature: (f) => valid && !!payload?.features.includes(f) };
 };
 
+/** Verifies a license file; a signed payload with a `typ` (a lease) is not one, and is MALFORMED. */
 export function verifyLicenseFile(file: string, opts: VerifyOptions): LicenseFileResult {
+  const r = verifyEnvelope(file, opts);
+  return r.payload && (r.payload as { typ?: unknown }).typ !== undefined ? result("MALFORMED", r.payload) : r;
+}
+
+/** The checks license files and leases share: the envelope, its signature, expiry and fingerprint. */
+export function verifyEnvelope(file: string, opts: VerifyOptions): LicenseFileResult {
   let text = file.trim();
   if (text.startsWith(`${ENCRYPTED_PREFIX}.`)) {
     if (!opts.licenseKey) return result("DECRYPTION_FAILED");

@@ -297,6 +297,8 @@ describe("activation rate limits", () => {
     clock.advance(Number(refused.metadata.retry_delay_ms));
     expect((await activation(a).activate({ key: s.key, fingerprint: "fp-5" })).machine!.fingerprint).toBe("fp-5");
     expect(await failure(activation(a).activate({ key: s.key, fingerprint: "fp-6" }))).toMatchObject({ code: "ResourceExhausted" });
+    // The same license's bucket however the key is typed (Vinzy keys are accepted in any case).
+    expect(await failure(activation(b).activate({ key: ` ${s.key.toLowerCase()} `, fingerprint: "fp-7" }))).toMatchObject({ code: "ResourceExhausted", reason: "RATE_LIMITED" });
   });
 
   it("limits per client address too", async () => {

@@ -68,7 +68,25 @@ def verify_license_file(
     fingerprint: Optional[str] = None,
     now: Optional[datetime] = None,
 ) -> LicenseFileResult:
-    """Verifies a license file. `keys` maps kid to raw 32-byte Ed25519 public keys."""
+    """Verifies a license file. `keys` maps kid to raw 32-byte Ed25519 public keys.
+
+    A signed payload that carries a `typ` (a lease) is not a license file: MALFORMED."""
+    result = _verify_envelope(file, keys, hmac_secret, allow_hmac, license_key, fingerprint, now)
+    if result.payload is not None and "typ" in result.payload:
+        return LicenseFileResult(False, "MALFORMED", result.payload)
+    return result
+
+
+def _verify_envelope(
+    file: str,
+    keys: Optional[Mapping[str, bytes]],
+    hmac_secret: Optional[str],
+    allow_hmac: bool,
+    license_key: Optional[str],
+    fingerprint: Optional[str],
+    now: Optional[datetime],
+) -> LicenseFileResult:
+    """The checks license files and leases share: the envelope, its signature, expiry and fingerprint."""
     text = file.strip()
     if text.startswith(ENCRYPTED_PREFIX + "."):
         parts = text.split(".")
@@ -117,7 +135,7 @@ def verify_license_file(
 
 def verify_lease(token: str, keys: Mapping[str, bytes], fingerprint: str, now: Optional[datetime] = None) -> LicenseFileResult:
     """Verifies an activation lease (a signed envelope whose payload `typ` is "lease") for this machine."""
-    result = verify_license_file(token, keys=keys, fingerprint=fingerprint, now=now)
+    result = _verify_envelope(token, keys, None, False, None, fingerprint, now)
     if result.payload is not None and result.payload.get("typ") != "lease":
         return LicenseFileResult(False, "MALFORMED", result.payload)
     return result
