@@ -1,4 +1,5 @@
 import { effectiveEntitlements, tierRank, type ComposeStrategy, type ResolvedAgent, type Entitlement, type FeatureDefinition, type ModelTier } from "./entitlements.js";
+import { byCodePoint } from "../platform/order.js";
 
 /** One active license, as composition sees it. */
 export interface ComposableLicense {
@@ -84,7 +85,7 @@ export function compose(licenses: ComposableLicense[]): { entitlements: Composed
     }
   }
   return {
-    entitlements: [...byFeature.values()].sort((a, b) => a.feature.localeCompare(b.feature)),
-    agents: [...byAgent.values()].sort((a, b) => a.agent.localeCompare(b.agent)),
+    entitlements: [...byFeature.values()].sort((a, b) => byCodePoint(a.feature, b.feature)),
+    agents: [...byAgent.values()].sort((a, b) => byCodePoint(a.agent, b.agent)),
   };
 }

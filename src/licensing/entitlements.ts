@@ -1,4 +1,5 @@
 /** Plain licensing domain types shared by entities, services and mappers. */
+import { byCodePoint } from "../platform/order.js";
 
 export type FeatureKind = "flag" | "limit" | "tier";
 export type ComposeStrategy = "sum" | "max" | "union";
@@ -49,7 +50,7 @@ export const tierRank = (t: ModelTier | null | undefined) => (t ? TIER_ORDER.ind
 export function effectiveEntitlements(policy: Entitlement[], overrides: Entitlement[]): Entitlement[] {
   const byFeature = new Map(policy.map((e) => [e.feature, e]));
   for (const o of overrides) byFeature.set(o.feature, o);
-  return [...byFeature.values()].sort((a, b) => a.feature.localeCompare(b.feature));
+  return [...byFeature.values()].sort((a, b) => byCodePoint(a.feature, b.feature));
 }
 
 /**
@@ -70,7 +71,7 @@ export function effectiveAgents(policy: AgentEntitlement[], overrides: AgentEnti
   }
   return [...byAgent.values()]
     .map((a) => ({ agent: a.agent, enabled: a.enabled ?? true, tokenLimit: a.tokenLimit ?? 0, modelTier: a.modelTier ?? null }))
-    .sort((a, b) => a.agent.localeCompare(b.agent));
+    .sort((a, b) => byCodePoint(a.agent, b.agent));
 }
 
 /** Whether an entitlement grants its feature: an enabled flag, a positive limit, any tier. */

@@ -4,6 +4,7 @@ import { invalidArgument, notFound } from "../platform/errors.js";
 import type { Aggregation } from "./meter.entity.js";
 import type { IngestService } from "./ingest.service.js";
 import { limitState, periodOf, type LimitState } from "./usage-records.js";
+import { byCodePoint } from "../platform/order.js";
 
 export type BucketSize = "hour" | "day" | "month";
 
@@ -36,26 +37,6 @@ export function seriesOf(buckets: readonly SummaryBucket[]): SummarySeries {
     s.events[startsMs.length - 1] = BigInt(events);
   }
   return { startsMs, series };
-}
-
-/**
- * Orders strings by code point (as UTF-8 bytes compare, PostgreSQL's "C" collation), where
- * `<` compares UTF-16 code units: a surrogate (U+D800–DFFF, half of a character above
- * U+FFFF) must sort after U+E000–FFFF.
- */
-function byCodePoint(a: string, b: string): number {
-  if (a === b) return 0;
-  for (let i = 0; i < a.length && i < b.length; i++) {
-    let x = a.charCodeAt(i);
-    let y = b.charCodeAt(i);
-    if (x === y) continue;
-    if (x >= 0xd800 && y >= 0xd800) {
-      x += x < 0xe000 ? 0x2000 : -0x800;
-      y += y < 0xe000 ? 0x2000 : -0x800;
-    }
-    return x - y;
-  }
-  return a.length - b.length;
 }
 
 /** The SQL that aggregates rollup rows into one value, per meter aggregation. */
@@ -105,7 +86,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const look = ingest.lookups();
       const license = await look.byId(licenseId);
       if (!license || license.tenantId !== tenantId) throw notFound("license", licenseId);
-      const meters = [...(await look.meters(license.productId, license.tenantId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => a.metric.localeCompare(b.metric));
+      const meters = [...(await look.meters(license.productId, license.tenantId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => byCodePoint(a.metric, b.metric));
       if (metric && meters.length === 0) throw notFound("meter", metric);
       const now = clock.now();
       const out: LimitState[] = [];

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compose, type ComposableLicense } from "../../src/licensing/composition.js";
-import { effectiveAgents, type AgentEntitlement, type FeatureDefinition } from "../../src/licensing/entitlements.js";
+import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type FeatureDefinition } from "../../src/licensing/entitlements.js";
 
 const features: FeatureDefinition[] = [
   { name: "seats", kind: "limit", compose: "sum", description: "" },
@@ -95,5 +95,14 @@ describe("a license's agent overrides over its policy's (Vinzy's per-attribute m
       { agent: "CDO", enabled: true, tokenLimit: 0, modelTier: null },
       { agent: "CTO", enabled: true, tokenLimit: 100_000, modelTier: "premium" },
     ]);
+  });
+});
+
+describe("the order of entitlements and agents in answers and signed files", () => {
+  it("is by code point, the same on every host (not the locale's collation)", () => {
+    const names = ["a_b", "a-b", "B", "a", "é", "z", "😀", "\uffee"];
+    const expected = ["B", "a", "a-b", "a_b", "z", "é", "\uffee", "😀"];
+    expect(effectiveEntitlements(names.map((feature) => ({ feature, enabled: true })), []).map((e) => e.feature)).toEqual(expected);
+    expect(effectiveAgents(names.map((agent) => ({ agent })), []).map((a) => a.agent)).toEqual(expected);
   });
 });
