@@ -104,14 +104,15 @@ const audit = program.command("audit").description("verify and maintain tenants'
 audit
   .command("verify")
   .description(
-    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint saved by the last run (--state), and optionally an entry's inclusion (--seq); trusts nothing the server says without proof",
+    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint saved by the last run (--state), and optionally an entry's inclusion (--event, or --seq); trusts nothing the server says without proof",
   )
   .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
   .option("--key <key>", "API key (read scope); default LICENSD_API_KEY, else the super-admin key")
   .option("--state <file>", "where the last verified checkpoint is kept between runs")
-  .option("--seq <n>", "also prove that entry n is in the log", (v) => positiveBig(v))
-  .action(async (opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint }) => {
+  .option("--seq <n>", "also prove that the server's hash for entry n is in the log", (v) => positiveBig(v))
+  .option("--event <id>", "also prove that this entry (evt_…), hashed here from its fields, is in the log")
+  .action(async (opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint; event?: string }) => {
     const ok = await verifyAuditLog({ ...opts, key: opts.key ?? process.env.LICENSD_API_KEY });
     process.exitCode = ok ? 0 : 1;
   });

@@ -5,7 +5,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { loadDevSecrets } from "../config.js";
-import { verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
+import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
 import path from "node:path";
 
 interface SavedCheckpoint {
@@ -15,7 +15,7 @@ interface SavedCheckpoint {
 }
 
 /** `licensd audit verify`: prints each check and returns whether all passed. */
-export async function verifyAuditLog(opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint }): Promise<boolean> {
+export async function verifyAuditLog(opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint; event?: string }): Promise<boolean> {
   let key = opts.key ?? process.env.LICENSD_SUPER_ADMIN_KEY;
   const secrets = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd", "secrets.json");
   if (!key && existsSync(secrets)) key = loadDevSecrets(path.dirname(secrets)).superAdminKey;
@@ -48,6 +48,15 @@ export async function verifyAuditLog(opts: { url: string; tenant: string; key?: 
   if (opts.seq !== undefined) {
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: opts.seq, treeSize: cp.treeSize });
     report(verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint), `entry ${opts.seq} is in the signed tree`);
+  }
+  if (opts.event !== undefined) {
+    // The entry as the server shows it, hashed here from its fields (docs/formats.md), so the
+    // proof is about this content and not about a hash the server merely asserts.
+    const e = (await audit.getAuditEvent({ tenantId: opts.tenant, id: opts.event })).event!;
+    const hash = entryHash({ tenantId: e.tenantId, seq: Number(e.seq), id: e.id, type: e.type, subject: e.subject, actor: e.actor, payload: e.payload ?? {}, occurredAt: timestampDate(e.occurTime!), prevHash: e.prevHash });
+    const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: e.seq, treeSize: cp.treeSize });
+    const included = Buffer.from(proof.entryHash).equals(hash) && verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
+    report(included, `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… and is in the signed tree`);
   }
   if (ok && opts.state) {
     const next: SavedCheckpoint = { tenantId: cp.tenantId, treeSize: checkpoint.treeSize, rootHash: Buffer.from(cp.rootHash).toString("base64") };

@@ -38,6 +38,15 @@ describe("licensd audit verify", () => {
     expect(second.code, second.stdout).toBe(0);
     expect(second.stdout).toContain("ok   consistent with the saved checkpoint of 1 entries");
     expect(second.stdout).toContain("ok   entry 3 is in the signed tree");
+    const { events } = (await call("licensd.audit.v1.AuditService/ListAuditEvents", { tenantId: tenant.id })) as unknown as { events: { id: string; seq: string }[] };
+    const byEvent = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--event", events.find((e) => e.seq === "2")!.id]);
+    expect(byEvent.code, byEvent.stdout).toBe(0);
+    expect(byEvent.stdout).toMatch(/^ok {3}entry evt_\w+ \(seq 2, tenant\.updated\) hashes to [0-9a-f]{16}… and is in the signed tree/m);
+    // An entry whose content was changed (its stored hash left alone) is caught.
+    await query(server.env.LICENSD_DATABASE_URL, `set session_replication_role = replica; update audit_events set actor = 'someone-else' where tenant_id = '${tenant.id}' and seq = 2`);
+    const altered = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--event", events.find((e) => e.seq === "2")!.id]);
+    expect(altered.code, altered.stdout).toBe(1);
+    expect(altered.stdout).toMatch(/^FAIL entry evt_\w+ \(seq 2/m);
 
     // Rewrite history as a database owner could: replace the subtree over entries 1–4.
     await query(server.env.LICENSD_DATABASE_URL, `set session_replication_role = replica; update audit_tree_nodes set hash = sha256('rewritten'::bytea) where tenant_id = '${tenant.id}' and level = 2 and index = 0`);
