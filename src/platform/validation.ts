@@ -1,23 +1,30 @@
 import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
-import { createValidator, type Violation } from "@bufbuild/protovalidate";
+import { createValidator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { ERROR_DOMAIN } from "./errors.js";
+import { RequestFieldRules, type FieldProblem } from "./request-fields.js";
 
 /**
  * Enforces the protovalidate (`buf.validate`) rules of every request message, unary
- * and streamed: a bad message is refused with INVALID_ARGUMENT naming the field, an
- * ErrorInfo (reason INVALID_ARGUMENT, metadata.field) and a BadRequest listing every
- * violation. Nothing reaches a handler unvalidated.
+ * and streamed, and the rules every field of every request shares (no NUL in strings,
+ * timestamps and durations in range: request-fields.ts): a bad message is refused with
+ * INVALID_ARGUMENT naming the field, an ErrorInfo (reason INVALID_ARGUMENT,
+ * metadata.field) and a BadRequest listing every violation. Nothing reaches a handler
+ * unvalidated.
  */
 export function createValidationInterceptor(): Interceptor {
   const validator = createValidator();
+  const fieldRules = new RequestFieldRules();
   const check = (schema: DescMessage, message: Message) => {
+    const problems = fieldRules.check(schema, message);
     const result = validator.validate(schema, message);
-    if (result.kind === "valid") return;
     if (result.kind === "error") throw result.error;
-    throw invalidRequest(result.violations);
+    if (result.kind === "invalid") {
+      for (const v of result.violations) problems.push({ field: pathToString(v.field), message: v.message, rule: v.ruleId });
+    }
+    if (problems.length > 0) throw invalidRequest(problems);
   };
   return (next) => async (req) => {
     if (!req.stream) {
@@ -38,10 +45,9 @@ export function createValidationInterceptor(): Interceptor {
   };
 }
 
-export function invalidRequest(violations: Violation[]): ConnectError {
-  const fields = violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId }));
-  const first = fields[0];
-  const message = fields.map((f) => `${f.field}: ${f.message}`).join("; ");
+export function invalidRequest(problems: FieldProblem[]): ConnectError {
+  const first = problems[0];
+  const message = problems.map((f) => `${f.field}: ${f.message}`).join("; ");
   return new ConnectError(message, Code.InvalidArgument, undefined, [
     {
       desc: ErrorInfoSchema,
@@ -54,7 +60,7 @@ export function invalidRequest(violations: Violation[]): ConnectError {
     {
       desc: BadRequestSchema,
       value: create(BadRequestSchema, {
-        fieldViolations: fields.map((f) => ({ field: f.field, description: f.message, reason: f.rule })),
+        fieldViolations: problems.map((f) => ({ field: f.field, description: f.message, reason: f.rule })),
       }),
     },
   ]);
