@@ -1,0 +1,21 @@
+/** A failed fuzz call, as the suite saw it. */
+export interface Failure {
+  rpc: string;
+  transport: string;
+  code: string;
+  message: string;
+  /** Error-level server log lines the call caused, described. */
+  errors: string[];
+  /** The request as sent (for signatures that depend on it), stringified and shortened. */
+  request: string;
+}
+
+/**
+ * Failures owned by another helper's branch, tolerated until that branch is merged.
+ * Each entry names its owner; the list must be empty when every branch is in.
+ */
+export const KNOWN_FAILURES: { owner: string; what: string; matches(f: Failure): boolean }[] = [];
+
+export function knownFailure(f: Failure) {
+  return KNOWN_FAILURES.find((k) => k.matches(f));
+}

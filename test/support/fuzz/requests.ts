@@ -1,0 +1,311 @@
+import { ScalarType, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { offlineRequestWith, type Pools } from "./world.js";
+
+/** A request message as plain init data (what `create(schema, init)` takes). */
+export type Init = Record<string, unknown>;
+
+/**
+ * How hostile a generated message is: `plausible` fills fields with real ids and sane
+ * values (to reach deep code paths), `mixed` makes a few fields hostile, `hostile` most.
+ */
+type Mode = "plausible" | "mixed" | "hostile";
+const HOSTILE_ODDS: Record<Mode, number> = { plausible: 0, mixed: 0.15, hostile: 0.6 };
+
+interface Ctx {
+  pools: Pools;
+  method: DescMethod;
+  /** Ids destructive calls must not name (the fuzz tenants). */
+  spare: { tenant: string };
+  mode: Mode;
+}
+
+const NOW = Math.floor(Date.now() / 1000);
+const DAY = 86_400;
+
+/** Requests for `method`'s input, from its descriptor: every field by type, values real, random and at the edges. */
+export function requestArb(method: DescMethod, pools: Pools, spare: { tenant: string }): fc.Arbitrary<Init> {
+  const modes: Mode[] = ["plausible", "mixed", "hostile"];
+  return fc.oneof(
+    ...modes.map((mode) => ({ weight: mode === "hostile" ? 1 : 2, arbitrary: messageArb(method.input, { pools, method, spare, mode }, 0) })),
+  );
+}
+
+/** A client stream's messages: a plausible first message more often than not, then anything. */
+export function streamArb(method: DescMethod, pools: Pools, spare: { tenant: string }): fc.Arbitrary<Init[]> {
+  const first = messageArb(method.input, { pools, method, spare, mode: "plausible" }, 0);
+  return fc.tuple(fc.oneof(first, requestArb(method, pools, spare)), fc.array(requestArb(method, pools, spare), { maxLength: 3 })).map(([a, rest]) => [a, ...rest]);
+}
+
+function messageArb(desc: DescMessage, ctx: Ctx, depth: number): fc.Arbitrary<Init> {
+  if (desc.typeName === "google.protobuf.Timestamp") return timestampArb(ctx);
+  if (desc.typeName === "google.protobuf.Duration") return durationArb(ctx);
+  if (desc.typeName === "google.protobuf.FieldMask") return fieldMaskArb(ctx);
+  if (depth > 4) return fc.constant({});
+  const entries: Record<string, fc.Arbitrary<unknown>> = {};
+  for (const field of desc.fields) {
+    if (field.oneof) continue;
+    const presence = ctx.mode === "plausible" ? 3 : 2;
+    entries[field.localName] = fc.option(fieldArb(field, desc, ctx, depth), { nil: undefined, freq: presence });
+  }
+  for (const oneof of desc.oneofs) {
+    entries[oneof.localName] = fc.oneof(
+      fc.constant(undefined),
+      ...oneof.fields.map((f) => fieldArb(f, desc, ctx, depth).map((value) => ({ case: f.localName, value }))),
+    );
+  }
+  return fc.record(entries).map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)));
+}
+
+function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number): fc.Arbitrary<unknown> {
+  switch (field.fieldKind) {
+    case "scalar":
+      return scalarArb(field.scalar, field, parent, ctx);
+    case "enum":
+      return enumArb(field.enum.values.map((v) => v.number), ctx);
+    case "message":
+      return messageArb(field.message, ctx, depth + 1);
+    case "list": {
+      const item: fc.Arbitrary<unknown> =
+        field.listKind === "scalar"
+          ? scalarArb(field.scalar, field, parent, ctx)
+          : field.listKind === "enum"
+            ? enumArb(field.enum.values.map((v) => v.number), ctx)
+            : messageArb(field.message, ctx, depth + 1);
+      return sized(fc.array(item, { maxLength: 3 }), item.map((x) => [x]), ctx, (x, n) => Array.from({ length: n }, () => x[0]));
+    }
+    case "map": {
+      const key = field.mapKey === ScalarType.STRING ? mapKeyArb(ctx) : scalarArb(field.mapKey, field, parent, ctx).map(String);
+      const value: fc.Arbitrary<unknown> =
+        field.mapKind === "scalar" ? scalarArb(field.scalar, field, parent, ctx) : field.mapKind === "enum" ? enumArb(field.enum.values.map((v) => v.number), ctx) : messageArb(field.message, ctx, depth + 1);
+      const small = fc.dictionary(key, value, { maxKeys: 3 });
+      return sized(small, value.map((v) => ({ k0: v })), ctx, (x, n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, x.k0])));
+    }
+  }
+}
+
+/** A small collection usually; in hostile moods one past every limit licensd has (200, 1000, …). */
+function sized<T, S>(small: fc.Arbitrary<T>, seed: fc.Arbitrary<S>, ctx: Ctx, grow: (s: S, n: number) => T): fc.Arbitrary<T> {
+  if (ctx.mode === "plausible") return small;
+  const big = fc.tuple(seed, fc.constantFrom(17, 33, 65, 101, 201, 257, 1001, 5000)).map(([s, n]) => grow(s, n));
+  return fc.oneof({ weight: 6, arbitrary: small }, { weight: 1, arbitrary: big });
+}
+
+const hostileOr = <T>(ctx: Ctx, plausible: fc.Arbitrary<T>, hostile: fc.Arbitrary<T>): fc.Arbitrary<T> => {
+  const odds = HOSTILE_ODDS[ctx.mode];
+  if (odds === 0) return plausible;
+  const h = Math.round(odds * 20);
+  return fc.oneof({ weight: 20 - h, arbitrary: plausible }, { weight: h, arbitrary: hostile });
+};
+
+const INT32 = [0, 1, -1, 2, 50, 1000, 1001, 1_000_000, 1_000_001, 2_147_483_647, -2_147_483_648];
+const INT64 = [0n, 1n, -1n, 2n ** 31n, 2n ** 53n + 1n, 2n ** 62n, 2n ** 63n - 1n, -(2n ** 63n), -(2n ** 53n)];
+const UINT64 = [0n, 1n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n];
+
+function scalarArb(scalar: ScalarType, field: DescField, parent: DescMessage, ctx: Ctx): fc.Arbitrary<unknown> {
+  switch (scalar) {
+    case ScalarType.STRING:
+      return hostileOr(ctx, plausibleString(field, parent, ctx), hostileString());
+    case ScalarType.BOOL:
+      return fc.boolean();
+    case ScalarType.INT32:
+    case ScalarType.SINT32:
+    case ScalarType.SFIXED32:
+      return hostileOr(ctx, plausibleInt(field), fc.oneof(fc.constantFrom(...INT32), fc.integer()));
+    case ScalarType.UINT32:
+    case ScalarType.FIXED32:
+      return hostileOr(ctx, plausibleInt(field), fc.oneof(fc.constantFrom(0, 1, 4_294_967_295), fc.nat()));
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+      return hostileOr(ctx, plausibleInt(field).map(BigInt), fc.oneof(fc.constantFrom(...INT64), fc.bigInt(-(2n ** 63n), 2n ** 63n - 1n)));
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      return hostileOr(ctx, plausibleInt(field).map(BigInt), fc.oneof(fc.constantFrom(...UINT64), fc.bigInt(0n, 2n ** 64n - 1n)));
+    case ScalarType.DOUBLE:
+    case ScalarType.FLOAT:
+      return fc.oneof(fc.constantFrom(Number.NaN, Infinity, -Infinity, -0, 0, 1e308, 5e-324, 1.5, 3.4e38), fc.double());
+    case ScalarType.BYTES:
+      return fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.constant(new Uint8Array(70_000)));
+  }
+}
+
+function plausibleInt(field: DescField): fc.Arbitrary<number> {
+  if (field.name === "page_size") return fc.constantFrom(0, 1, 2, 50, 1000);
+  if (/seq|size/.test(field.name)) return fc.integer({ min: 0, max: 40 });
+  if (/quantity|limit/.test(field.name)) return fc.integer({ min: 0, max: 10_000 });
+  return fc.integer({ min: 0, max: 10 });
+}
+
+function enumArb(values: number[], ctx: Ctx): fc.Arbitrary<number> {
+  const defined = fc.constantFrom(...values);
+  return hostileOr(ctx, defined, fc.oneof(fc.constantFrom(-1, values.length, 2_147_483_647, -2_147_483_648), fc.integer()));
+}
+
+/** Strings that break things: NUL, lone surrogates, control characters, huge, SQL and JSON look-alikes. */
+export function hostileString(): fc.Arbitrary<string> {
+  return fc.oneof(
+    fc.constantFrom("", " ", "\0", "a\0b", "\uD800", "x\uDFFFy", "\u0001\u001f\u007f", "\r\n", "'; drop table licenses; --", "%_\\", "💥", "\u202Eevil", '{"a":1}', "null", "NaN", "-1", "1e400"),
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: "binary", maxLength: 40 }),
+    fc.tuple(fc.string({ maxLength: 10 }), fc.string({ maxLength: 10 })).map(([a, b]) => `${a}\0${b}`),
+    fc.constantFrom(64, 129, 256, 513, 2001, 20_000, 100_000).map((n) => "x".repeat(n)),
+  );
+}
+
+function mapKeyArb(ctx: Ctx): fc.Arbitrary<string> {
+  return hostileOr(ctx, fc.stringMatching(/^[a-z][a-z0-9._/-]{0,10}$/), hostileString());
+}
+
+const pick = (xs: string[], extra: string[] = []): fc.Arbitrary<string> => fc.constantFrom(...(xs.length + extra.length > 0 ? [...xs, ...extra] : [""]));
+const fakeId = (prefix: string) => fc.stringMatching(/^[0-9a-z]{26}$/).map((s) => `${prefix}_${s}`);
+const realOrFake = (xs: string[], prefix: string) => fc.oneof({ weight: 4, arbitrary: pick(xs) }, { weight: 1, arbitrary: fakeId(prefix) });
+
+/** Values that look right for the field (by its name and message): real ids, keys, leases, sane text. */
+function plausibleString(field: DescField, parent: DescMessage, ctx: Ctx): fc.Arbitrary<string> {
+  const p = ctx.pools;
+  const name = field.name;
+  const msg = parent.name;
+  if (name === "tenant_id") return fc.oneof({ weight: 3, arbitrary: pick(p.tenant, [""]) }, { weight: 1, arbitrary: fakeId("ten") });
+  if (name === "id") return idFor(msg, ctx);
+  const byField: Record<string, () => fc.Arbitrary<string>> = {
+    product_id: () => realOrFake(p.product, "prod"),
+    policy_id: () => realOrFake(p.policy, "pol"),
+    customer_id: () => realOrFake(p.customer, "cus"),
+    license_id: () => realOrFake(p.license, "lic"),
+    machine_id: () => realOrFake(p.machine, "mach"),
+    key: () => licenseKeyArb(p),
+    license_key: () => licenseKeyArb(p),
+    custom_key: () => fc.oneof(fc.constant(""), fc.stringMatching(/^[A-Za-z0-9._-]{16,40}$/), pick(p.licenseKey)),
+    fingerprint: () => fc.oneof(pick(p.fingerprint), fc.stringMatching(/^[a-z0-9-]{1,20}$/)),
+    lease: () => fc.oneof(pick(p.lease), fc.constant("licensd1.e30.AAAA")),
+    metric: () => fc.oneof(pick(p.metric), fc.stringMatching(/^[a-z][a-z0-9_.-]{0,10}$/)),
+    unique_attribute: () => fc.constantFrom("", "user", "region"),
+    product_code: () => fc.oneof(pick(p.productCode), fc.stringMatching(/^[A-Z0-9]{3}$/)),
+    code: () => fc.stringMatching(/^[A-Z0-9]{3}$/),
+    feature: () => fc.oneof(pick(p.feature), fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/)),
+    agent: () => fc.oneof(pick(p.agent), fc.stringMatching(/^[a-z]{1,8}$/)),
+    agent_id: () => fc.oneof(pick(p.agent), fc.stringMatching(/^[a-z]{1,8}$/)),
+    email: () => fc.oneof(pick(p.email), fc.emailAddress()),
+    customer_email: () => fc.oneof(pick(p.email), fc.emailAddress()),
+    request: () => fc.oneof(pick(p.offlineRequest), offlineRequestArb(p)),
+    page_token: () => pageTokenArb(p),
+    idempotency_key: () => fc.oneof(fc.constant(""), fc.stringMatching(/^[A-Za-z0-9._:-]{1,24}$/)),
+    batch_id: () => fc.stringMatching(/^[A-Za-z0-9._:-]{1,16}$/),
+    type_prefix: () => fc.constantFrom("", "license.", "tenant.", "machine.activated", "usage."),
+    subject: () => fc.oneof(pick(p.license), pick(p.product), fc.constant("")),
+    actor: () => fc.constantFrom("", "super_admin", "anonymous", "key:key_x"),
+    tier: () => fc.constantFrom("pro", "", "enterprise"),
+    name: () => (msg.endsWith("PolicyRequest") ? fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,10}$/) : fc.stringMatching(/^[A-Za-z0-9 ]{1,20}$/)),
+  };
+  const make = byField[name];
+  if (make) return make();
+  return fc.stringMatching(/^[A-Za-z0-9 ._-]{0,20}$/);
+}
+
+function idFor(messageName: string, ctx: Ctx): fc.Arbitrary<string> {
+  const p = ctx.pools;
+  const kinds: [RegExp, string[], string][] = [
+    [/ApiKey/, p.apiKey, "key"],
+    [/DeleteTenant/, [ctx.spare.tenant], "ten"],
+    [/Tenant/, p.tenant, "ten"],
+    [/AuditEvent/, p.event, "evt"],
+    [/Anomal/, p.anomaly, "anm"],
+    [/Machine/, p.machine, "mach"],
+    [/Meter/, p.meter, "mtr"],
+    [/Customer/, p.customer, "cus"],
+    [/Policy/, p.policy, "pol"],
+    [/Product/, p.product, "prod"],
+    [/License/, p.license, "lic"],
+  ];
+  for (const [re, pool, prefix] of kinds) if (re.test(messageName)) return pool.length > 0 ? realOrFake(pool, prefix) : fakeId(prefix);
+  return fakeId("x");
+}
+
+function licenseKeyArb(p: Pools): fc.Arbitrary<string> {
+  return fc.oneof(
+    { weight: 4, arbitrary: pick(p.licenseKey) },
+    { weight: 1, arbitrary: fc.stringMatching(/^[A-Z0-9]{3}(-[A-Z0-9]{5}){7}$/) },
+    { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9._-]{16,40}$/) },
+    { weight: 1, arbitrary: pick(p.licenseKey).map((k) => k.toLowerCase()) },
+  );
+}
+
+/** Page tokens: none, real, and forged (JSON a client could write: NUL, huge numbers, wrong types). */
+function pageTokenArb(p: Pools): fc.Arbitrary<string> {
+  const forged = fc
+    .constantFrom<unknown>({ a: "x\u0000", f: "{}" }, { a: "1e300|0|k", f: "{}" }, { a: 5 }, [], null, { a: "lic_zzzzzzzzzzzzzzzzzzzzzzzzzz", f: "{}" }, "x")
+    .map((v) => Buffer.from(JSON.stringify(v)).toString("base64url"));
+  return fc.oneof({ weight: 6, arbitrary: fc.constant("") }, { weight: 2, arbitrary: pick(p.pageToken) }, { weight: 1, arbitrary: forged });
+}
+
+/** Offline activation requests whose payload is anything, MACed with a real key so the server must read it. */
+function offlineRequestArb(p: Pools): fc.Arbitrary<string> {
+  const key = pick(p.licenseKey);
+  const field = fc.oneof(hostileString(), fc.integer(), fc.double(), fc.constant(null), fc.constant([]), fc.constant({}), fc.boolean());
+  const payload = fc.record({
+    v: fc.oneof(fc.constant(1), field),
+    typ: fc.oneof(fc.constant("activation_request"), field),
+    key_digest: field,
+    fingerprint: fc.oneof(fc.stringMatching(/^[a-z0-9-]{1,20}$/), field),
+    hostname: fc.oneof(fc.constant("host"), field),
+    platform: fc.oneof(fc.constant("linux"), field),
+    cores: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(-1, 2 ** 31, 2 ** 53, 1e300), field),
+    created_at: fc.oneof(fc.constant(new Date().toISOString()), fc.constantFrom("0001-01-01T00:00:00Z", "+275760-09-13T00:00:00Z", "9999-12-31T23:59:59.999Z", "nope"), field),
+    nonce: fc.oneof(fc.constant("n"), field),
+  });
+  return fc.tuple(key, payload).map(([k, body]) => offlineRequestWith(k, body));
+}
+
+function timestampArb(ctx: Ctx): fc.Arbitrary<Init> {
+  const plausible = fc.integer({ min: -60 * DAY, max: 400 * DAY }).map((d) => ({ seconds: BigInt(NOW + d), nanos: 0 }));
+  const hostile = fc.oneof(
+    fc.constantFrom(
+      { seconds: 0n, nanos: 0 },
+      { seconds: -1n, nanos: 0 },
+      { seconds: -62135596800n, nanos: 0 },
+      { seconds: 253402300799n, nanos: 999_999_999 },
+      { seconds: 253402300799n, nanos: 0 },
+      { seconds: 221845391999n, nanos: 999_999_999 },
+      { seconds: 221845392000n, nanos: 0 },
+      { seconds: 8_640_000_000_000n, nanos: 0 },
+      { seconds: 10n ** 15n, nanos: 0 },
+      { seconds: -(10n ** 15n), nanos: 0 },
+      { seconds: BigInt(NOW), nanos: -1 },
+      { seconds: BigInt(NOW), nanos: 1_000_000_000 },
+      { seconds: BigInt(NOW), nanos: 999_999_999 },
+      { seconds: 2n ** 63n - 1n, nanos: 0 },
+    ),
+    fc.record({ seconds: fc.bigInt(-62135596800n, 253402300799n), nanos: fc.integer({ min: 0, max: 999_999_999 }) }),
+  );
+  return hostileOr(ctx, plausible, hostile);
+}
+
+function durationArb(ctx: Ctx): fc.Arbitrary<Init> {
+  const plausible = fc.constantFrom(60n, 3600n, 86_400n, 30n * 86_400n, 365n * 86_400n).map((seconds) => ({ seconds, nanos: 0 }));
+  const hostile = fc.oneof(
+    fc.constantFrom(
+      { seconds: 0n, nanos: 0 },
+      { seconds: 59n, nanos: 999_999_999 },
+      { seconds: 60n, nanos: -1 },
+      { seconds: 31_536_000n, nanos: 1 },
+      { seconds: 3_153_600_000n, nanos: 0 },
+      { seconds: 3_153_600_001n, nanos: 0 },
+      { seconds: 315_576_000_000n, nanos: 0 },
+      { seconds: 315_576_000_001n, nanos: 0 },
+      { seconds: -1n, nanos: 0 },
+      { seconds: 61n, nanos: -2_000_000_000 },
+      { seconds: 2n ** 63n - 1n, nanos: 0 },
+    ),
+    fc.record({ seconds: fc.bigInt(-(2n ** 40n), 2n ** 40n), nanos: fc.integer({ min: -999_999_999, max: 999_999_999 }) }),
+  );
+  return hostileOr(ctx, plausible, hostile);
+}
+
+function fieldMaskArb(ctx: Ctx): fc.Arbitrary<Init> {
+  const own = ctx.method.input.fields.flatMap((f) => (f.fieldKind === "message" && f.message.typeName.startsWith("licensd.") ? f.message.fields.map((g) => g.name) : [f.name]));
+  const names = own.filter((n) => !["update_mask", "id", "tenant_id", "idempotency_key"].includes(n));
+  const plausible = fc.subarray(names.length > 0 ? names : ["name"], { minLength: 1 });
+  const hostile = fc.array(fc.oneof(hostileString(), fc.constantFrom("*", "id", "tenant_id", "create_time", "a.b.c", "")), { maxLength: 4 });
+  return hostileOr(ctx, plausible, hostile).map((paths) => ({ paths }));
+}
