@@ -45,9 +45,19 @@ export function createValidationInterceptor(): Interceptor {
   };
 }
 
-export function invalidRequest(problems: FieldProblem[]): ConnectError {
+/** How much of a bad request the answer repeats: paths may hold map keys of any length, and the answer travels in headers. */
+const MAX_VIOLATIONS = 20;
+const MAX_PATH = 160;
+const MAX_MESSAGE = 2000;
+
+const boundedPath = (path: string) => (path.length <= MAX_PATH ? path : `${path.slice(0, MAX_PATH - 41)}…${path.slice(-40)}`);
+
+export function invalidRequest(all: FieldProblem[]): ConnectError {
+  const problems = all.slice(0, MAX_VIOLATIONS).map((p) => ({ ...p, field: boundedPath(p.field) }));
   const first = problems[0];
-  const message = problems.map((f) => `${f.field}: ${f.message}`).join("; ");
+  let message = problems.map((f) => `${f.field}: ${f.message}`).join("; ");
+  if (all.length > problems.length) message += `; and ${all.length - problems.length} more`;
+  if (message.length > MAX_MESSAGE) message = `${message.slice(0, MAX_MESSAGE - 1)}…`;
   return new ConnectError(message, Code.InvalidArgument, undefined, [
     {
       desc: ErrorInfoSchema,

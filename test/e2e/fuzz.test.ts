@@ -23,14 +23,17 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  *   LICENSD_FUZZ_RUNS     runs per RPC and protocol (default 6; `npm run fuzz` uses 200)
  *   LICENSD_FUZZ_SEED     base seed (printed on failure with the path to replay)
  *   LICENSD_FUZZ_PATH     replay one counterexample (with LICENSD_FUZZ_SEED and LICENSD_FUZZ_ONLY)
- *   LICENSD_FUZZ_ONLY     run only the property named `<Service>/<Method> <protocol>`
+ *   LICENSD_FUZZ_ONLY     run only the properties whose name (`<Service>/<Method> <protocol>`) this regex matches
  *   LICENSD_FUZZ_SHRINK   1: shrink a counterexample (slower)
+ *   LICENSD_FUZZ_STATS    1: print how each RPC answered (to see how deep the calls got)
  */
 const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 6);
 const BASE_SEED = process.env.LICENSD_FUZZ_SEED !== undefined ? Number(process.env.LICENSD_FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 const REPLAY_PATH = process.env.LICENSD_FUZZ_PATH;
-const ONLY = process.env.LICENSD_FUZZ_ONLY;
+const ONLY = process.env.LICENSD_FUZZ_ONLY ? new RegExp(process.env.LICENSD_FUZZ_ONLY) : undefined;
 const SHRINK = process.env.LICENSD_FUZZ_SHRINK === "1";
+const STATS = process.env.LICENSD_FUZZ_STATS === "1";
+const answers = new Map<string, Map<string, number>>();
 
 type Protocol = "connect-json" | "connect-binary" | "grpc";
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
@@ -60,6 +63,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
   if (knownSeen.size > 0) console.log(`fuzz: known failures owned by other branches:\n${[...knownSeen].map(([k, n]) => `  ${n}× ${k}`).join("\n")}`);
   expect(await server?.stop()).toBe(0);
   await server?.dropDatabase();
@@ -188,12 +192,17 @@ function shorten(value: unknown): string {
 async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
   const rpc = `${method.parent.name}/${method.name}`;
   const name = `${rpc} ${protocol}`;
-  if (ONLY && ONLY !== name) return;
+  if (ONLY && !ONLY.test(name)) return;
   const seed = REPLAY_PATH ? BASE_SEED : (BASE_SEED + index * 7919) | 0;
   const property = fc.asyncProperty(sampleArb(method), async (s) => {
     const mark = log.mark();
     const outcome = await send(method, protocol, s);
     if (outcome === "skip") return;
+    if (STATS) {
+      const codes = answers.get(rpc) ?? new Map<string, number>();
+      codes.set(outcome.code, (codes.get(outcome.code) ?? 0) + 1);
+      answers.set(rpc, codes);
+    }
     const problems: string[] = [];
     if (!CLIENT_CODES.has(outcome.code)) problems.push(`answered ${outcome.code}: ${outcome.message}`);
     const dead = await barrier();
@@ -217,7 +226,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
       [
         `${name} failed after ${result.numRuns} run(s): ${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`,
         `request: ${example}`,
-        `replay: LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='${name}' npx vitest run test/e2e/fuzz.test.ts -t '${rpc}'`,
+        `replay: LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='^${name}$' npx vitest run test/e2e/fuzz.test.ts -t '${rpc}'`,
       ].join("\n"),
     );
   }
