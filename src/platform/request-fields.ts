@@ -21,9 +21,13 @@ export interface FieldProblem {
   rule: string;
 }
 
+/** 64-bit integers in requests: licensd computes with JavaScript numbers, exact up to 2^53−1. */
+const MAX_INT64 = BigInt(Number.MAX_SAFE_INTEGER);
+
 export const TIME_RANGE_MESSAGE = `must be from ${EARLIEST_REQUEST_TIME.text} up to (not including) ${LATEST_REQUEST_TIME.text}, with nanos from 0 to ${MAX_NANOS}`;
 const DURATION_MESSAGE = `must be within ±${MAX_DURATION_SECONDS}s, with nanos from -${MAX_NANOS} to ${MAX_NANOS} of the same sign as seconds`;
 const NUL_MESSAGE = "must not contain the NUL character (U+0000)";
+const INT64_MESSAGE = `must be from -${MAX_INT64} to ${MAX_INT64} (2^53−1)`;
 
 type Fields = Record<string, unknown>;
 /** True when the message (or anything in it) breaks a rule; cheap, allocates nothing. */
@@ -43,11 +47,17 @@ export class RequestFieldRules {
   private readonly plans = new Map<string, Check[]>();
   private readonly relevance = new Map<string, boolean>();
 
+  /**
+   * `checkedByService`: message types a service checks item by item and answers as data
+   * (usage events: a bad event is a Rejection, the rest of its batch lands), left out here.
+   */
+  constructor(private readonly checkedByService: ReadonlySet<string> = new Set()) {}
+
   /** Every offending field of `message` (at most `limit`), or an empty list. */
   check(schema: DescMessage, message: object, limit = 20): FieldProblem[] {
     if (!this.scan(schema, message as Fields)) return [];
     const out: FieldProblem[] = [];
-    collect(schema, message as Fields, "", out, limit);
+    collect(schema, message as Fields, "", out, limit, this.checkedByService);
     return out;
   }
 
@@ -82,7 +92,8 @@ export class RequestFieldRules {
       : (m) => m[field.localName];
     switch (field.fieldKind) {
       case "scalar":
-        return field.scalar === ScalarType.STRING ? (m) => hasNul(value(m)) : undefined;
+        if (field.scalar === ScalarType.STRING) return (m) => hasNul(value(m));
+        return LONG.has(field.scalar) ? (m) => badLong(value(m)) : undefined;
       case "enum":
         return undefined;
       case "message": {
@@ -98,10 +109,11 @@ export class RequestFieldRules {
       }
       case "list": {
         if (field.listKind === "scalar") {
-          if (field.scalar !== ScalarType.STRING) return undefined;
+          const bad = field.scalar === ScalarType.STRING ? hasNul : LONG.has(field.scalar) ? badLong : undefined;
+          if (!bad) return undefined;
           return (m) => {
             const list = value(m) as unknown[];
-            for (let i = 0; i < list.length; i++) if (hasNul(list[i])) return true;
+            for (let i = 0; i < list.length; i++) if (bad(list[i])) return true;
             return false;
           };
         }
@@ -115,7 +127,7 @@ export class RequestFieldRules {
       }
       case "map": {
         const keys = field.mapKey === ScalarType.STRING;
-        const values = field.mapKind === "scalar" ? field.scalar === ScalarType.STRING : false;
+        const values = field.mapKind === "scalar" && (field.scalar === ScalarType.STRING || LONG.has(field.scalar));
         const sub = field.mapKind === "message" && this.relevant(field.message) ? field.message : undefined;
         if (!keys && !values && !sub) return undefined;
         return (m) => {
@@ -123,7 +135,7 @@ export class RequestFieldRules {
           for (const k in map) {
             if (keys && k.indexOf("\0") !== -1) return true;
             const v = map[k];
-            if (values && hasNul(v)) return true;
+            if (values && (hasNul(v) || badLong(v))) return true;
             if (sub && this.scan(sub, v as Fields)) return true;
           }
           return false;
@@ -136,13 +148,17 @@ export class RequestFieldRules {
   private relevant(schema: DescMessage): boolean {
     const known = this.relevance.get(schema.typeName);
     if (known !== undefined) return known;
+    if (this.checkedByService.has(schema.typeName)) {
+      this.relevance.set(schema.typeName, false);
+      return false;
+    }
     this.relevance.set(schema.typeName, false);
     const found =
       schema.typeName === TIMESTAMP ||
       schema.typeName === DURATION ||
       schema.fields.some((f) => {
-        if (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) return f.scalar === ScalarType.STRING;
-        if (f.fieldKind === "map") return f.mapKey === ScalarType.STRING || (f.mapKind === "scalar" && f.scalar === ScalarType.STRING) || (f.mapKind === "message" && this.relevant(f.message));
+        if (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) return f.scalar === ScalarType.STRING || LONG.has(f.scalar);
+        if (f.fieldKind === "map") return f.mapKey === ScalarType.STRING || (f.mapKind === "scalar" && (f.scalar === ScalarType.STRING || LONG.has(f.scalar))) || (f.mapKind === "message" && this.relevant(f.message));
         if (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) return this.relevant(f.message);
         return false;
       });
@@ -152,6 +168,10 @@ export class RequestFieldRules {
 }
 
 const hasNul = (v: unknown) => typeof v === "string" && v.indexOf("\0") !== -1;
+
+const LONG = new Set([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
+/** 64-bit fields hold a bigint (licensd's protos use no `jstype = JS_STRING`). */
+const badLong = (v: unknown) => typeof v === "bigint" && (v > MAX_INT64 || v < -MAX_INT64);
 
 function badTimestamp(m: Fields): boolean {
   const seconds = m.seconds as bigint;
@@ -167,7 +187,8 @@ function badDuration(m: Fields): boolean {
 }
 
 /** The slow path: names every offending field, in protovalidate's path syntax. */
-function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem[], limit: number): void {
+function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem[], limit: number, skip: ReadonlySet<string>): void {
+  if (skip.has(schema.typeName)) return;
   if (schema.typeName === TIMESTAMP) {
     if (badTimestamp(m)) out.push({ field: path, message: TIME_RANGE_MESSAGE, rule: "licensd.timestamp.range" });
     return;
@@ -178,6 +199,7 @@ function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem
   }
   const nul = (field: string, v: unknown) => {
     if (hasNul(v)) out.push({ field, message: NUL_MESSAGE, rule: "licensd.string.no_nul" });
+    else if (badLong(v)) out.push({ field, message: INT64_MESSAGE, rule: "licensd.int64.range" });
   };
   for (const field of schema.fields) {
     if (out.length >= limit) return;
@@ -194,11 +216,11 @@ function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem
         break;
       case "message":
         if (typeof v === "string") nul(at, v);
-        else if (v !== undefined && v !== null && typeof v === "object") collect(field.message, v as Fields, at, out, limit);
+        else if (v !== undefined && v !== null && typeof v === "object") collect(field.message, v as Fields, at, out, limit, skip);
         break;
       case "list":
         (v as unknown[]).forEach((item, i) => {
-          if (field.listKind === "message") collect(field.message, item as Fields, `${at}[${i}]`, out, limit);
+          if (field.listKind === "message") collect(field.message, item as Fields, `${at}[${i}]`, out, limit, skip);
           else nul(`${at}[${i}]`, item);
         });
         break;
@@ -206,7 +228,7 @@ function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem
         for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
           const keyPath = field.mapKey === ScalarType.STRING ? `${at}[${quoteKey(k)}]` : `${at}[${k}]`;
           if (field.mapKey === ScalarType.STRING && k.includes("\0")) out.push({ field: keyPath, message: `key ${NUL_MESSAGE}`, rule: "licensd.string.no_nul" });
-          if (field.mapKind === "message") collect(field.message, item as Fields, keyPath, out, limit);
+          if (field.mapKind === "message") collect(field.message, item as Fields, keyPath, out, limit, skip);
           else nul(keyPath, item);
         }
         break;

@@ -14,9 +14,9 @@ import { RequestFieldRules, type FieldProblem } from "./request-fields.js";
  * metadata.field) and a BadRequest listing every violation. Nothing reaches a handler
  * unvalidated.
  */
-export function createValidationInterceptor(): Interceptor {
+export function createValidationInterceptor(opts: { checkedByService?: ReadonlySet<string> } = {}): Interceptor {
   const validator = createValidator();
-  const fieldRules = new RequestFieldRules();
+  const fieldRules = new RequestFieldRules(opts.checkedByService);
   const check = (schema: DescMessage, message: Message) => {
     const problems = fieldRules.check(schema, message);
     const result = validator.validate(schema, message);

@@ -116,7 +116,7 @@ export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeySt
           loads.push(look.byId(check.lease.license_id).then((license) => r.byLease.set(token, { license })));
         }
       }
-    } else if (e.licenseId && mayNameById(principal) && !r.byId.has(e.licenseId)) {
+    } else if (e.licenseId && storable(e.licenseId) && mayNameById(principal) && !r.byId.has(e.licenseId)) {
       const id = e.licenseId;
       r.byId.set(id, undefined);
       loads.push(look.byId(id).then((l) => r.byId.set(id, l)));
@@ -208,6 +208,7 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   if (!storable(e.idempotencyKey)) return reject("INVALID_EVENT", "idempotency_key: must not contain NUL");
   if (!storable(e.agentId)) return reject("INVALID_EVENT", "agent_id: must not contain NUL");
   if (!storable(e.metric)) return reject("INVALID_EVENT", "metric: must not contain NUL");
+  if (!storable(e.licenseId)) return reject("INVALID_EVENT", "license_id: must not contain NUL");
   for (const k in e.attributes) if (!storable(k) || !storable(e.attributes[k])) return reject("INVALID_EVENT", "attributes: must not contain NUL");
   const ts = e.time ? new Date(timestampMs(e.time)) : now;
   if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {

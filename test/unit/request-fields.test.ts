@@ -4,6 +4,8 @@ import { describe, expect, it } from "vitest";
 import { CreateTenantRequestSchema, UpdateTenantRequestSchema } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { CreatePolicyRequestSchema, CreateLicenseRequestSchema, ValidateLicenseRequestSchema } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { StreamUsageRequestSchema } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { UsageEventSchema } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
+import { GetInclusionProofRequestSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { RequestFieldRules } from "../../src/platform/request-fields.js";
 
 const rules = new RequestFieldRules();
@@ -52,5 +54,20 @@ describe("request field rules", () => {
     expect(policy(60n, -5)).toEqual(["duration"]);
     expect(policy(60n, 1_000_000_000)).toEqual(["duration"]);
     expect(policy(315576000001n, 0)).toEqual(["duration"]);
+  });
+
+  it("hold 64-bit integers to JavaScript's exact range, ±(2^53−1), nested ones included", () => {
+    const proof = (seq: bigint) => rules.check(GetInclusionProofRequestSchema, create(GetInclusionProofRequestSchema, { seq, treeSize: 1n }));
+    expect(proof(9007199254740991n)).toEqual([]);
+    expect(proof(-9007199254740991n)).toEqual([]);
+    expect(proof(9007199254740992n)).toEqual([{ field: "seq", message: "must be from -9007199254740991 to 9007199254740991 (2^53−1)", rule: "licensd.int64.range" }]);
+    const policy = create(CreatePolicyRequestSchema, { entitlements: [{ feature: "a", value: { case: "limit", value: 2n ** 63n - 1n } }], agentEntitlements: [{ agent: "x", tokenLimit: -(2n ** 63n) }] });
+    expect(fields(rules.check(CreatePolicyRequestSchema, policy))).toEqual(["entitlements[0].limit", "agent_entitlements[0].token_limit"]);
+  });
+
+  it("leave alone the types a service checks item by item (usage events are answered per event)", () => {
+    const perEvent = new RequestFieldRules(new Set([UsageEventSchema.typeName]));
+    const req = create(StreamUsageRequestSchema, { batchId: "b\0", events: [{ metric: "m\0", quantity: 2n ** 63n - 1n, time: { seconds: -1n } }] });
+    expect(fields(perEvent.check(StreamUsageRequestSchema, req))).toEqual(["batch_id"]);
   });
 });
