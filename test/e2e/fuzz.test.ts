@@ -74,8 +74,8 @@ afterAll(async () => {
 
 /** A credential for a fuzzed call: tenant keys and the super-admin most often, so calls get past auth. */
 const credentialArb: fc.Arbitrary<Credential> = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom<Credential>("a_admin", "super_admin") },
-  { weight: 2, arbitrary: fc.constantFrom<Credential>(...CREDENTIALS) },
+  { weight: 5, arbitrary: fc.constantFrom<Credential>("a_admin", "super_admin") },
+  { weight: 3, arbitrary: fc.constantFrom<Credential>(...CREDENTIALS) },
 );
 
 /** Health check through the whole interceptor chain; its log line proves every earlier line was read. */
@@ -108,8 +108,8 @@ interface Sample {
 const sampleArb = (method: DescMethod): fc.Arbitrary<Sample> =>
   fc.record({
     credential: credentialArb,
-    messages: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming" ? streamArb(method, world.pools, world.spare) : requestArb(method, world.pools, world.spare).map((m) => [m]),
-    json: fc.oneof({ weight: 3, arbitrary: fc.constant<JsonMutation[]>([]) }, { weight: 2, arbitrary: fc.array(jsonMutationArb, { minLength: 1, maxLength: 2 }) }),
+    messages: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming" ? streamArb(method, world) : requestArb(method, world).map((m) => [m]),
+    json: fc.oneof({ weight: 5, arbitrary: fc.constant<JsonMutation[]>([]) }, { weight: 2, arbitrary: fc.array(jsonMutationArb, { minLength: 1, maxLength: 2 }) }),
     get: fc.boolean(),
   });
 

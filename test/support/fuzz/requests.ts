@@ -14,6 +14,7 @@ const HOSTILE_ODDS: Record<Mode, number> = { plausible: 0, mixed: 0.15, hostile:
 
 interface Ctx {
   pools: Pools;
+  own: Pools;
   method: DescMethod;
   /** Ids destructive calls must not name (the fuzz tenants). */
   spare: { tenant: string };
@@ -23,18 +24,23 @@ interface Ctx {
 const NOW = Math.floor(Date.now() / 1000);
 const DAY = 86_400;
 
+/** What requests may name: every real value, the caller's own tenant's, and a tenant DeleteTenant may take. */
+export interface Names {
+  pools: Pools;
+  own: Pools;
+  spare: { tenant: string };
+}
+
 /** Requests for `method`'s input, from its descriptor: every field by type, values real, random and at the edges. */
-export function requestArb(method: DescMethod, pools: Pools, spare: { tenant: string }): fc.Arbitrary<Init> {
-  const modes: Mode[] = ["plausible", "mixed", "hostile"];
-  return fc.oneof(
-    ...modes.map((mode) => ({ weight: mode === "hostile" ? 1 : 2, arbitrary: messageArb(method.input, { pools, method, spare, mode }, 0) })),
-  );
+export function requestArb(method: DescMethod, names: Names): fc.Arbitrary<Init> {
+  const weights: Record<Mode, number> = { plausible: 3, mixed: 2, hostile: 1 };
+  return fc.oneof(...(Object.keys(weights) as Mode[]).map((mode) => ({ weight: weights[mode], arbitrary: messageArb(method.input, { ...names, method, mode }, 0) })));
 }
 
 /** A client stream's messages: a plausible first message more often than not, then anything. */
-export function streamArb(method: DescMethod, pools: Pools, spare: { tenant: string }): fc.Arbitrary<Init[]> {
-  const first = messageArb(method.input, { pools, method, spare, mode: "plausible" }, 0);
-  return fc.tuple(fc.oneof(first, requestArb(method, pools, spare)), fc.array(requestArb(method, pools, spare), { maxLength: 3 })).map(([a, rest]) => [a, ...rest]);
+export function streamArb(method: DescMethod, names: Names): fc.Arbitrary<Init[]> {
+  const first = messageArb(method.input, { ...names, method, mode: "plausible" }, 0);
+  return fc.tuple(fc.oneof(first, requestArb(method, names)), fc.array(requestArb(method, names), { maxLength: 3 })).map(([a, rest]) => [a, ...rest]);
 }
 
 function messageArb(desc: DescMessage, ctx: Ctx, depth: number): fc.Arbitrary<Init> {
@@ -45,7 +51,9 @@ function messageArb(desc: DescMessage, ctx: Ctx, depth: number): fc.Arbitrary<In
   const entries: Record<string, fc.Arbitrary<unknown>> = {};
   for (const field of desc.fields) {
     if (field.oneof) continue;
-    const presence = ctx.mode === "plausible" ? 3 : 2;
+    // Plausible requests carry most scalars (ids), fewer collections and nested messages.
+    const collection = field.fieldKind !== "scalar" && field.fieldKind !== "enum";
+    const presence = ctx.mode === "plausible" ? (collection ? 2 : 5) : 2;
     entries[field.localName] = fc.option(fieldArb(field, desc, ctx, depth), { nil: undefined, freq: presence });
   }
   for (const oneof of desc.oneofs) {
@@ -64,6 +72,7 @@ function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number
     case "enum":
       return enumArb(field.enum.values.map((v) => v.number), ctx);
     case "message":
+      if (field.message.typeName === "google.protobuf.Timestamp") return timestampArb(ctx, field.name);
       return messageArb(field.message, ctx, depth + 1);
     case "list": {
       const item: fc.Arbitrary<unknown> =
@@ -72,7 +81,7 @@ function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number
           : field.listKind === "enum"
             ? enumArb(field.enum.values.map((v) => v.number), ctx)
             : messageArb(field.message, ctx, depth + 1);
-      return sized(fc.array(item, { maxLength: 3 }), item.map((x) => [x]), ctx, (x, n) => Array.from({ length: n }, () => x[0]));
+      return sized(fc.array(item, { maxLength: ctx.mode === "plausible" ? 2 : 3 }), item.map((x) => [x]), ctx, (x, n) => Array.from({ length: n }, () => x[0]));
     }
     case "map": {
       const key = field.mapKey === ScalarType.STRING ? mapKeyArb(ctx) : scalarArb(field.mapKey, field, parent, ctx).map(String);
@@ -159,41 +168,44 @@ function mapKeyArb(ctx: Ctx): fc.Arbitrary<string> {
 
 const pick = (xs: string[], extra: string[] = []): fc.Arbitrary<string> => fc.constantFrom(...(xs.length + extra.length > 0 ? [...xs, ...extra] : [""]));
 const fakeId = (prefix: string) => fc.stringMatching(/^[0-9a-z]{26}$/).map((s) => `${prefix}_${s}`);
-const realOrFake = (xs: string[], prefix: string) => fc.oneof({ weight: 4, arbitrary: pick(xs) }, { weight: 1, arbitrary: fakeId(prefix) });
+/** Mostly the caller's own, sometimes another tenant's, now and then one that never existed. */
+const real = (ctx: Ctx, k: keyof Pools) => fc.oneof({ weight: 6, arbitrary: pick(ctx.own[k]) }, { weight: 1, arbitrary: pick(ctx.pools[k]) });
+const realOrFake = (ctx: Ctx, k: keyof Pools, prefix: string) => fc.oneof({ weight: 7, arbitrary: real(ctx, k) }, { weight: 1, arbitrary: fakeId(prefix) });
 
 /** Values that look right for the field (by its name and message): real ids, keys, leases, sane text. */
 function plausibleString(field: DescField, parent: DescMessage, ctx: Ctx): fc.Arbitrary<string> {
   const p = ctx.pools;
   const name = field.name;
   const msg = parent.name;
-  if (name === "tenant_id") return fc.oneof({ weight: 3, arbitrary: pick(p.tenant, [""]) }, { weight: 1, arbitrary: fakeId("ten") });
+  if (name === "tenant_id") return fc.oneof({ weight: 5, arbitrary: pick(ctx.own.tenant) }, { weight: 2, arbitrary: fc.constant("") }, { weight: 1, arbitrary: pick(p.tenant) }, { weight: 1, arbitrary: fakeId("ten") });
   if (name === "id") return idFor(msg, ctx);
+  const email = () => fc.oneof(real(ctx, "email"), fc.stringMatching(/^[a-z0-9]{1,12}$/).map((u) => `${u}@example.com`));
   const byField: Record<string, () => fc.Arbitrary<string>> = {
-    product_id: () => realOrFake(p.product, "prod"),
-    policy_id: () => realOrFake(p.policy, "pol"),
-    customer_id: () => realOrFake(p.customer, "cus"),
-    license_id: () => realOrFake(p.license, "lic"),
-    machine_id: () => realOrFake(p.machine, "mach"),
-    key: () => licenseKeyArb(p),
-    license_key: () => licenseKeyArb(p),
-    custom_key: () => fc.oneof(fc.constant(""), fc.stringMatching(/^[A-Za-z0-9._-]{16,40}$/), pick(p.licenseKey)),
-    fingerprint: () => fc.oneof(pick(p.fingerprint), fc.stringMatching(/^[a-z0-9-]{1,20}$/)),
-    lease: () => fc.oneof(pick(p.lease), fc.constant("licensd1.e30.AAAA")),
-    metric: () => fc.oneof(pick(p.metric), fc.stringMatching(/^[a-z][a-z0-9_.-]{0,10}$/)),
+    product_id: () => realOrFake(ctx, "product", "prod"),
+    policy_id: () => realOrFake(ctx, "policy", "pol"),
+    customer_id: () => realOrFake(ctx, "customer", "cus"),
+    license_id: () => realOrFake(ctx, "license", "lic"),
+    machine_id: () => realOrFake(ctx, "machine", "mach"),
+    key: () => licenseKeyArb(ctx),
+    license_key: () => licenseKeyArb(ctx),
+    custom_key: () => fc.oneof({ weight: 4, arbitrary: fc.constant("") }, { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9._-]{16,40}$/) }, { weight: 1, arbitrary: pick(p.licenseKey) }),
+    fingerprint: () => fc.oneof({ weight: 3, arbitrary: real(ctx, "fingerprint") }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z0-9-]{1,20}$/) }),
+    lease: () => fc.oneof({ weight: 4, arbitrary: real(ctx, "lease") }, { weight: 1, arbitrary: fc.constant("licensd1.e30.AAAA") }),
+    metric: () => fc.oneof({ weight: 4, arbitrary: real(ctx, "metric") }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z][a-z0-9_.-]{0,10}$/) }),
     unique_attribute: () => fc.constantFrom("", "user", "region"),
-    product_code: () => fc.oneof(pick(p.productCode), fc.stringMatching(/^[A-Z0-9]{3}$/)),
+    product_code: () => fc.oneof({ weight: 3, arbitrary: real(ctx, "productCode") }, { weight: 1, arbitrary: fc.stringMatching(/^[A-Z0-9]{3}$/) }),
     code: () => fc.stringMatching(/^[A-Z0-9]{3}$/),
-    feature: () => fc.oneof(pick(p.feature), fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/)),
-    agent: () => fc.oneof(pick(p.agent), fc.stringMatching(/^[a-z]{1,8}$/)),
-    agent_id: () => fc.oneof(pick(p.agent), fc.stringMatching(/^[a-z]{1,8}$/)),
-    email: () => fc.oneof(pick(p.email), fc.emailAddress()),
-    customer_email: () => fc.oneof(pick(p.email), fc.emailAddress()),
-    request: () => fc.oneof(pick(p.offlineRequest), offlineRequestArb(p)),
+    feature: () => fc.oneof({ weight: 4, arbitrary: real(ctx, "feature") }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/) }),
+    agent: () => fc.oneof({ weight: 3, arbitrary: real(ctx, "agent") }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z]{1,8}$/) }),
+    agent_id: () => fc.oneof({ weight: 3, arbitrary: real(ctx, "agent") }, { weight: 1, arbitrary: fc.stringMatching(/^[a-z]{1,8}$/) }),
+    email,
+    customer_email: email,
+    request: () => fc.oneof({ weight: 2, arbitrary: real(ctx, "offlineRequest") }, { weight: 1, arbitrary: offlineRequestArb(p) }),
     page_token: () => pageTokenArb(p),
     idempotency_key: () => fc.oneof(fc.constant(""), fc.stringMatching(/^[A-Za-z0-9._:-]{1,24}$/)),
     batch_id: () => fc.stringMatching(/^[A-Za-z0-9._:-]{1,16}$/),
     type_prefix: () => fc.constantFrom("", "license.", "tenant.", "machine.activated", "usage."),
-    subject: () => fc.oneof(pick(p.license), pick(p.product), fc.constant("")),
+    subject: () => fc.oneof(real(ctx, "license"), real(ctx, "product"), fc.constant("")),
     actor: () => fc.constantFrom("", "super_admin", "anonymous", "key:key_x"),
     tier: () => fc.constantFrom("pro", "", "enterprise"),
     name: () => (msg.endsWith("PolicyRequest") ? fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,10}$/) : fc.stringMatching(/^[A-Za-z0-9 ]{1,20}$/)),
@@ -204,38 +216,40 @@ function plausibleString(field: DescField, parent: DescMessage, ctx: Ctx): fc.Ar
 }
 
 function idFor(messageName: string, ctx: Ctx): fc.Arbitrary<string> {
-  const p = ctx.pools;
-  const kinds: [RegExp, string[], string][] = [
-    [/ApiKey/, p.apiKey, "key"],
-    [/DeleteTenant/, [ctx.spare.tenant], "ten"],
-    [/Tenant/, p.tenant, "ten"],
-    [/AuditEvent/, p.event, "evt"],
-    [/Anomal/, p.anomaly, "anm"],
-    [/Machine/, p.machine, "mach"],
-    [/Meter/, p.meter, "mtr"],
-    [/Customer/, p.customer, "cus"],
-    [/Policy/, p.policy, "pol"],
-    [/Product/, p.product, "prod"],
-    [/License/, p.license, "lic"],
+  if (/DeleteTenant/.test(messageName)) return fc.oneof({ weight: 3, arbitrary: fc.constant(ctx.spare.tenant) }, { weight: 1, arbitrary: fakeId("ten") });
+  const kinds: [RegExp, keyof Pools, string][] = [
+    [/ApiKey/, "apiKey", "key"],
+    [/Tenant/, "tenant", "ten"],
+    [/AuditEvent/, "event", "evt"],
+    [/Anomal/, "anomaly", "anm"],
+    [/Machine/, "machine", "mach"],
+    [/Meter/, "meter", "mtr"],
+    [/Customer/, "customer", "cus"],
+    [/Policy/, "policy", "pol"],
+    [/Product/, "product", "prod"],
+    [/License/, "license", "lic"],
   ];
-  for (const [re, pool, prefix] of kinds) if (re.test(messageName)) return pool.length > 0 ? realOrFake(pool, prefix) : fakeId(prefix);
+  for (const [re, k, prefix] of kinds) if (re.test(messageName)) return ctx.pools[k].length > 0 ? realOrFake(ctx, k, prefix) : fakeId(prefix);
   return fakeId("x");
 }
 
-function licenseKeyArb(p: Pools): fc.Arbitrary<string> {
+function licenseKeyArb(ctx: Ctx): fc.Arbitrary<string> {
   return fc.oneof(
-    { weight: 4, arbitrary: pick(p.licenseKey) },
+    { weight: 6, arbitrary: real(ctx, "licenseKey") },
     { weight: 1, arbitrary: fc.stringMatching(/^[A-Z0-9]{3}(-[A-Z0-9]{5}){7}$/) },
     { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9._-]{16,40}$/) },
-    { weight: 1, arbitrary: pick(p.licenseKey).map((k) => k.toLowerCase()) },
+    { weight: 1, arbitrary: pick(ctx.pools.licenseKey).map((k) => k.toLowerCase()) },
   );
 }
 
+/** Page tokens a client could write by hand (the issue's examples among them). */
+export const FORGED_PAGE_TOKENS = [{ a: "x\u0000", f: "{}" }, { a: "1e300|0|k", f: "{}" }, { a: 5 }, [], null, { a: "lic_zzzzzzzzzzzzzzzzzzzzzzzzzz", f: "{}" }, "x"].map((v) =>
+  Buffer.from(JSON.stringify(v)).toString("base64url"),
+);
+
 /** Page tokens: none, real, and forged (JSON a client could write: NUL, huge numbers, wrong types). */
 function pageTokenArb(p: Pools): fc.Arbitrary<string> {
-  const forged = fc
-    .constantFrom<unknown>({ a: "x\u0000", f: "{}" }, { a: "1e300|0|k", f: "{}" }, { a: 5 }, [], null, { a: "lic_zzzzzzzzzzzzzzzzzzzzzzzzzz", f: "{}" }, "x")
-    .map((v) => Buffer.from(JSON.stringify(v)).toString("base64url"));
+  const forged = fc.constantFrom(...FORGED_PAGE_TOKENS);
   return fc.oneof({ weight: 6, arbitrary: fc.constant("") }, { weight: 2, arbitrary: pick(p.pageToken) }, { weight: 1, arbitrary: forged });
 }
 
@@ -257,8 +271,10 @@ function offlineRequestArb(p: Pools): fc.Arbitrary<string> {
   return fc.tuple(key, payload).map(([k, body]) => offlineRequestWith(k, body));
 }
 
-function timestampArb(ctx: Ctx): fc.Arbitrary<Init> {
-  const plausible = fc.integer({ min: -60 * DAY, max: 400 * DAY }).map((d) => ({ seconds: BigInt(NOW + d), nanos: 0 }));
+/** Plausible times by what the field means: expiries ahead, range starts and days behind, anything else near now. */
+function timestampArb(ctx: Ctx, name = ""): fc.Arbitrary<Init> {
+  const [from, to] = /expire/.test(name) ? [DAY / 24, 400 * DAY] : /start|day|issued|after/.test(name) ? [-30 * DAY, 0] : /end|before/.test(name) ? [-DAY, 30 * DAY] : name === "time" ? [-3600, 0] : [-60 * DAY, 400 * DAY];
+  const plausible = fc.integer({ min: from, max: to }).map((d) => ({ seconds: BigInt(NOW + d), nanos: 0 }));
   const hostile = fc.oneof(
     fc.constantFrom(
       { seconds: 0n, nanos: 0 },
