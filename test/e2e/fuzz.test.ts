@@ -8,9 +8,10 @@ import { licensdServices } from "../../src/connect.js";
 import { startServer, type ServerProcess } from "../support/server.js";
 import { mutateJson, jsonMutationArb, type Json, type JsonMutation } from "../support/fuzz/json.js";
 import { knownFailure, type Failure } from "../support/fuzz/known-failures.js";
-import { requestArb, streamArb, type Init } from "../support/fuzz/requests.js";
+import { binaryBodyArb, FRAME_CASES, grpcFrames, jsonBodyArb } from "../support/fuzz/garbage.js";
+import { plausibleArb, requestArb, streamArb, type Init } from "../support/fuzz/requests.js";
 import { describeLine, ServerLog } from "../support/fuzz/server-log.js";
-import { CLIENT_CODES, connectGetRaw, connectUnaryRaw, outcomeOf, type Outcome } from "../support/fuzz/wire.js";
+import { CLIENT_CODES, connectGetRaw, connectUnaryRaw, outcomeOf, RawH2, type Outcome } from "../support/fuzz/wire.js";
 import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
 
 /**
@@ -26,6 +27,7 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  *   LICENSD_FUZZ_ONLY     run only the properties whose name (`<Service>/<Method> <protocol>`) this regex matches
  *   LICENSD_FUZZ_SHRINK   1: shrink a counterexample (slower)
  *   LICENSD_FUZZ_STATS    1: print how each RPC answered (to see how deep the calls got)
+ *   LICENSD_FUZZ_SURVEY   1: do not stop at a failure; print every distinct one at the end
  */
 const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 6);
 const BASE_SEED = process.env.LICENSD_FUZZ_SEED !== undefined ? Number(process.env.LICENSD_FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
@@ -33,6 +35,8 @@ const REPLAY_PATH = process.env.LICENSD_FUZZ_PATH;
 const ONLY = process.env.LICENSD_FUZZ_ONLY ? new RegExp(process.env.LICENSD_FUZZ_ONLY) : undefined;
 const SHRINK = process.env.LICENSD_FUZZ_SHRINK === "1";
 const STATS = process.env.LICENSD_FUZZ_STATS === "1";
+const SURVEY = process.env.LICENSD_FUZZ_SURVEY === "1";
+const surveyed = new Map<string, { n: number; example: string }>();
 const answers = new Map<string, Map<string, number>>();
 
 type Protocol = "connect-json" | "connect-binary" | "grpc";
@@ -43,6 +47,9 @@ let log: ServerLog;
 let world: World;
 let transports: Record<Protocol | "connect-json-h2", Transport>;
 let barrierCount = 0;
+let startupOutput = "";
+/** Where the last sample's log check ended. */
+let lastMark = 0;
 const knownSeen = new Map<string, number>();
 
 beforeAll(async () => {
@@ -51,6 +58,7 @@ beforeAll(async () => {
     env: { LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "0", LICENSD_LOG_LEVEL: "info", LICENSD_AUDIT_KEEPALIVE_MS: "100" },
   });
   log = new ServerLog(server.child);
+  startupOutput = server.output();
   const baseUrl = server.url;
   transports = {
     "connect-json": createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
@@ -64,12 +72,18 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
+  if (SURVEY) console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
   if (knownSeen.size > 0) console.log(`fuzz: known failures owned by other branches:\n${[...knownSeen].map(([k, n]) => `  ${n}× ${k}`).join("\n")}`);
+  // Lines after the last call's barrier belong to no call: still none may be an error.
+  const mark = lastMark;
+  expect(await barrier()).toBeUndefined();
+  const late = log.errorsSince(mark).map(describeLine);
   expect(await server?.stop()).toBe(0);
   await server?.dropDatabase();
-  // Startup lines were read before the log watcher attached: check them too.
-  const early = server.output().split("\n").filter((l) => /"level":(5|6)\d/.test(l));
-  expect(early, "error-level lines in the server's output").toEqual([]);
+  // Startup lines were written before the log watcher attached: check them too.
+  const early = startupOutput.split("\n").filter((l) => /"level":(5|6)\d/.test(l));
+  expect(early, "error-level lines at startup").toEqual([]);
+  expect(late.filter((e) => !knownFailure({ rpc: "(after the last call)", transport: "", code: "ok", message: "", errors: [e], request: "" })), "error-level lines after the last call").toEqual([]);
 });
 
 /** A credential for a fuzzed call: tenant keys and the super-admin most often, so calls get past auth. */
@@ -174,13 +188,15 @@ async function send(method: DescMethod, protocol: Protocol, s: Sample): Promise<
 
 /** A counterexample with long strings, lists and maps cut short, so it stays readable. */
 function shorten(value: unknown): string {
-  const cut = (v: unknown): unknown => {
+  const cut = (v: unknown, depth = 0): unknown => {
     if (typeof v === "string") return v.length > 80 ? `${v.slice(0, 60)}…(${v.length} chars)` : v;
-    if (Array.isArray(v)) return v.length > 6 ? [...v.slice(0, 3).map(cut), `…(${v.length} items)`] : v.map(cut);
+    if (depth > 8) return "…";
+    if (Array.isArray(v)) return v.length > 6 ? [...v.slice(0, 3).map((x) => cut(x, depth + 1)), `…(${v.length} items)`] : v.map((x) => cut(x, depth + 1));
     if (v instanceof Uint8Array) return v.length > 32 ? `bytes(${v.length})` : v;
+    if (v !== null && typeof v === "object" && (v as { kind?: unknown }).kind === "rpc") return procedureOf(v as DescMethod);
     if (v !== null && typeof v === "object") {
       const entries = Object.entries(v);
-      const kept = entries.slice(0, 12).map(([k, x]) => [cut(k) as string, cut(x)]);
+      const kept = entries.slice(0, 12).map(([k, x]) => [cut(k) as string, cut(x, depth + 1)]);
       if (entries.length > 12) kept.push(["…", `${entries.length} keys`]);
       return Object.fromEntries(kept);
     }
@@ -208,6 +224,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
     const dead = await barrier();
     if (dead) problems.push(`server not healthy after the call: ${dead}`);
     const errors = log.errorsSince(mark).map(describeLine);
+    lastMark = log.mark();
     problems.push(...errors.map((e) => `logged ${e}`));
     if (problems.length === 0) return;
     const failure: Failure = { rpc, transport: protocol, code: outcome.code, message: outcome.message, errors, request: shorten(s) };
@@ -217,6 +234,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
       knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
       return;
     }
+    if (SURVEY) return survey(failure);
     throw new Error(problems.join("\n"));
   });
   const result = await fc.check(property, { numRuns: RUNS, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
@@ -247,4 +265,112 @@ describe("fuzzed requests to every RPC", () => {
       }, 600_000);
     }
   }
+});
+
+/** One garbage case: a call whose answer must be a client code, with the server healthy and quiet after it. */
+async function garbageProperty<T>(name: string, arb: fc.Arbitrary<T>, send: (t: T) => Promise<Outcome>, runs: number, accept: (o: Outcome, t: T) => boolean = () => false) {
+  if (ONLY && !ONLY.test(name)) return;
+  const seed = REPLAY_PATH ? BASE_SEED : (BASE_SEED ^ hash(name)) | 0;
+  const property = fc.asyncProperty(arb, async (t) => {
+    const mark = log.mark();
+    const outcome = await send(t);
+    const problems: string[] = [];
+    if (!CLIENT_CODES.has(outcome.code) && !accept(outcome, t)) problems.push(`answered ${outcome.code}: ${outcome.message}`);
+    const dead = await barrier();
+    if (dead) problems.push(`server not healthy after the call: ${dead}`);
+    const errors = log.errorsSince(mark).map(describeLine);
+    lastMark = log.mark();
+    problems.push(...errors.map((e) => `logged ${e}`));
+    if (problems.length === 0) return;
+    const failure: Failure = { rpc: name, transport: "raw", code: outcome.code, message: outcome.message, errors, request: shorten(t) };
+    const known = dead ? undefined : knownFailure(failure);
+    if (known) {
+      const k = `${known.owner}: ${known.what}`;
+      knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
+      return;
+    }
+    if (SURVEY) return survey(failure);
+    throw new Error(problems.join("\n"));
+  });
+  const result = await fc.check(property, { numRuns: runs, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
+  if (result.failed) {
+    throw new Error(
+      [
+        `${name} failed after ${result.numRuns} run(s): ${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`,
+        `request: ${result.counterexample ? shorten(result.counterexample[0]) : "(none)"}`,
+        `replay: LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='^${name}$' npx vitest run test/e2e/fuzz.test.ts -t 'garbage'`,
+      ].join("\n"),
+    );
+  }
+}
+
+function survey(f: Failure) {
+  const signature = `${f.rpc} ${f.transport}: ${f.code} ${f.message.replace(/[0-9a-f-]{36}/g, "…").slice(0, 100)} | ${(f.errors[0] ?? "").slice(0, 160)}`;
+  const s = surveyed.get(signature) ?? { n: 0, example: f.request.slice(0, 300) };
+  s.n++;
+  surveyed.set(signature, s);
+}
+
+function hash(text: string): number {
+  let h = 0;
+  for (const c of text) h = (Math.imul(h, 31) + c.charCodeAt(0)) | 0;
+  return h;
+}
+
+const allMethods = () => licensdServices.flatMap((s) => s.methods);
+const procedureOf = (m: DescMethod) => `${m.parent.typeName}/${m.name}`;
+/** A method, a credential and a real request of that method (a seed for the garbage). */
+const seededArb = (methods: DescMethod[]) =>
+  fc.constantFrom(...methods).chain((method) => fc.record({ method: fc.constant(method), credential: credentialArb, seed: plausibleArb(method, world).map((m) => toBinary(method.input, create(method.input, m))) }));
+const GARBAGE_RUNS = RUNS * 12;
+
+describe("garbage on the wire", () => {
+  let h2: RawH2;
+  beforeAll(() => {
+    h2 = new RawH2(server.url);
+  });
+  afterAll(() => h2?.close());
+
+  it("Connect binary: bodies that are not protobuf, to every unary RPC", async () => {
+    const unary = allMethods().filter((m) => m.methodKind === "unary");
+    const arb = seededArb(unary).chain((s) => binaryBodyArb(s.seed).map((body) => ({ ...s, body })));
+    await garbageProperty("connect-binary bodies", arb, (t) => connectUnaryRaw(server.url, procedureOf(t.method), t.body.bytes, { contentType: "application/proto", headers: world.headers[t.credential] }), GARBAGE_RUNS);
+  }, 600_000);
+
+  it("Connect JSON: bodies that are not a request, to every unary RPC", async () => {
+    const unary = allMethods().filter((m) => m.methodKind === "unary");
+    const arb = fc.record({ method: fc.constantFrom(...unary), credential: credentialArb, body: jsonBodyArb });
+    await garbageProperty("connect-json bodies", arb, (t) => connectUnaryRaw(server.url, procedureOf(t.method), t.body.text, { contentType: "application/json", headers: world.headers[t.credential] }), GARBAGE_RUNS);
+  }, 600_000);
+
+  it("Connect GET: queries that are not a request, to every read", async () => {
+    const reads = allMethods().filter((m) => m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS && m.methodKind === "unary");
+    const query = fc.oneof(
+      fc.constantFrom("", "encoding=json", "message=%7B%7D", "encoding=xml&message=x", "encoding=json&message=%7B", "encoding=proto&base64=1&message=%%%", "encoding=proto&message=%FF%FF", "encoding=json&compression=gzip&message=abc", "connect=v2&encoding=json&message=%7B%7D", "encoding=json&message=%7B%7D&message=%7B%7D"),
+      fc.uint8Array({ maxLength: 40 }).map((b) => `encoding=proto&base64=1&message=${Buffer.from(b).toString("base64url")}`),
+      fc.string({ maxLength: 30 }).map((t) => `encoding=json&message=${encodeURIComponent(t)}`),
+    );
+    const arb = fc.record({ method: fc.constantFrom(...reads), credential: credentialArb, query });
+    // An encoding the server does not speak is refused by HTTP status 415, as the Connect protocol says.
+    const unsupported = (o: Outcome, t: { query: string }) => o.code.startsWith("http 415") && !/(^|&)encoding=(json|proto)(&|$)/.test(t.query);
+    await garbageProperty("connect-get queries", arb, (t) => connectGetRaw(server.url, procedureOf(t.method), t.query, world.headers[t.credential]), GARBAGE_RUNS, unsupported);
+  }, 600_000);
+
+  it("gRPC: broken frames to every RPC, unary and streaming", async () => {
+    const arb = seededArb(allMethods()).chain((s) => fc.record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) }).map((g) => ({ ...s, ...g })));
+    await garbageProperty("grpc frames", arb, (t) => {
+      const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
+      return h2.grpc(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...headers });
+    }, GARBAGE_RUNS);
+  }, 600_000);
+
+  it("Connect streaming: broken envelopes to every streaming RPC", async () => {
+    const streams = allMethods().filter((m) => m.methodKind !== "unary");
+    const arb = seededArb(streams).chain((s) => fc.record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) }).map((g) => ({ ...s, ...g })));
+    await garbageProperty("connect-stream envelopes", arb, (t) => {
+      const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
+      const connectHeaders = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k === "grpc-encoding" ? "connect-content-encoding" : k, v]));
+      return h2.connectStream(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...connectHeaders });
+    }, GARBAGE_RUNS);
+  }, 600_000);
 });

@@ -25,8 +25,22 @@ export const KNOWN_FAILURES: { owner: string; what: string; matches(f: Failure):
   },
   {
     owner: "edge (i19-edge)",
+    what: "malformed protobuf, invalid UTF-8, deep nesting, compressed frames without an encoding and protocol violations answer INTERNAL/UNIMPLEMENTED",
+    matches: (f) => {
+      if (f.transport !== "raw" || !/^(internal|unknown|unimplemented)$/.test(f.code)) return false;
+      const text = `${f.message} ${f.errors.join(" ")}`;
+      if (/parse binary|premature EOF|illegal tag|wire type|recursion depth|decompress|protocol error|not valid for encoding|invalid end group|varint/.test(text)) return true;
+      // Connect GET's undecodable base64 fails before any handler, with connect-es's bare message.
+      return f.code === "internal" && f.message === "internal error" && f.errors.length === 0;
+    },
+  },
+  {
+    owner: "edge (i19-edge)",
     what: "a client hanging up on a stream is logged as an internal error",
-    matches: (f) => CLIENT_CODES.has(f.code) && f.errors.length > 0 && f.errors.every((e) => /stream has been destroyed|Premature close|aborted/i.test(e)),
+    matches: (f) => {
+      const hangUp = (e: string) => /stream has been destroyed|Premature close|aborted|ECANCELED|ECONNRESET/i.test(e);
+      return CLIENT_CODES.has(f.code) && f.errors.some(hangUp) && f.errors.every((e) => hangUp(e) || e.startsWith("raw output:"));
+    },
   },
 ];
 

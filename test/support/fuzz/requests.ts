@@ -37,6 +37,11 @@ export function requestArb(method: DescMethod, names: Names): fc.Arbitrary<Init>
   return fc.oneof(...(Object.keys(weights) as Mode[]).map((mode) => ({ weight: weights[mode], arbitrary: messageArb(method.input, { ...names, method, mode }, 0) })));
 }
 
+/** Requests that look right: real ids of the caller's tenant, sane values (a seed to corrupt). */
+export function plausibleArb(method: DescMethod, names: Names): fc.Arbitrary<Init> {
+  return messageArb(method.input, { ...names, method, mode: "plausible" }, 0);
+}
+
 /** A client stream's messages: a plausible first message more often than not, then anything. */
 export function streamArb(method: DescMethod, names: Names): fc.Arbitrary<Init[]> {
   const first = messageArb(method.input, { ...names, method, mode: "plausible" }, 0);

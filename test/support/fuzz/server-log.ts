@@ -6,6 +6,8 @@ export interface LogLine {
   requestId?: string;
   procedure?: string;
   err?: { type?: string; message?: string; stack?: string };
+  /** Output that was not a pino line (console.error from a library, a crash trace). */
+  raw?: boolean;
   [k: string]: unknown;
 }
 
@@ -36,7 +38,7 @@ export class ServerLog {
         line = JSON.parse(raw) as LogLine;
       } catch {
         // Anything on stdout/stderr that is not a pino line (a crash trace) counts as an error.
-        line = { level: 60, msg: raw };
+        line = { level: 60, msg: raw, raw: true };
       }
       this.lines.push(line);
       if (line.requestId) this.waiters.get(line.requestId)?.();
@@ -70,6 +72,7 @@ export class ServerLog {
 
 /** One error line, short enough for a failure message. */
 export function describeLine(l: LogLine): string {
+  if (l.raw) return `raw output: ${String(l.msg).slice(0, 300)}`;
   const err = l.err ? ` ${l.err.type ?? ""}: ${l.err.message ?? ""}` : "";
   return `level ${l.level} ${l.procedure ?? ""} ${l.msg ?? ""}${err}`.slice(0, 400);
 }

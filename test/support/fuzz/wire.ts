@@ -60,14 +60,6 @@ async function connectAnswer(res: Response): Promise<Outcome> {
   return { code: `http ${res.status} (no Connect error body)`, message: text.toString("utf8").slice(0, 200) };
 }
 
-/** One gRPC length-prefixed message: flag byte, 4-byte big-endian length, payload. */
-export function grpcFrame(payload: Uint8Array, opts: { compressed?: boolean; declaredLength?: number } = {}): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = opts.compressed ? 1 : 0;
-  head.writeUInt32BE(opts.declaredLength ?? payload.length, 1);
-  return Buffer.concat([head, payload]);
-}
-
 const GRPC_CODES: Record<string, string> = Object.fromEntries(
   Object.values(Code)
     .filter((c): c is Code => typeof c === "number")
@@ -75,25 +67,35 @@ const GRPC_CODES: Record<string, string> = Object.fromEntries(
 );
 GRPC_CODES["0"] = "ok";
 
+/** Stops sending a body the server answered without reading (a reset only then: Node limits how often a peer resets). */
+function abandonBody(req: http2.ClientHttp2Stream) {
+  if (!req.writableFinished && !req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+}
+
 /**
- * gRPC over a raw HTTP/2 stream, for frames no client library would send: the body is
- * written as given (any number of chunks) and the answer is read from grpc-status.
+ * gRPC and Connect streams over raw HTTP/2, for frames no client library would send: the
+ * body is written as given (any number of chunks) and the answer read from grpc-status
+ * or the end-of-stream message.
  */
-export class RawGrpc {
-  private session: http2.ClientHttp2Session | undefined;
+export class RawH2 {
+  private sessions = new Set<http2.ClientHttp2Session>();
 
   constructor(private readonly baseUrl: string) {}
 
+  /**
+   * A connection per call, as independent clients would open: Node's HTTP/2 server ends
+   * a connection that keeps sending broken frames (ENHANCE_YOUR_CALM), which would
+   * otherwise turn every later case into that one answer.
+   */
   private connect(): http2.ClientHttp2Session {
-    if (!this.session || this.session.closed || this.session.destroyed) {
-      const session = http2.connect(this.baseUrl);
-      session.on("error", () => undefined);
-      this.session = session;
-    }
-    return this.session;
+    const session = http2.connect(this.baseUrl);
+    session.on("error", () => undefined);
+    this.sessions.add(session);
+    session.on("close", () => this.sessions.delete(session));
+    return session;
   }
 
-  call(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<Outcome> {
+  grpc(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<Outcome> {
     return new Promise((resolve) => {
       let done = false;
       const finish = (o: Outcome) => {
@@ -113,12 +115,17 @@ export class RawGrpc {
         te: "trailers",
         ...headers,
       });
+      const abandon = () => abandonBody(req);
+      req.on("close", () => req.session?.close());
       let status: string | undefined;
       let message = "";
+      // The answer is complete with its grpc-status (the server need not read a body it refused).
       const read = (h: http2.IncomingHttpHeaders) => {
         if (h["grpc-status"] !== undefined) {
           status = String(h["grpc-status"]);
           message = decodeURIComponent(String(h["grpc-message"] ?? ""));
+          finish({ code: GRPC_CODES[status] ?? `grpc-status ${status}`, message });
+          abandon();
         }
       };
       let httpStatus = 0;
@@ -129,16 +136,81 @@ export class RawGrpc {
       req.on("trailers", read);
       req.on("data", () => undefined);
       req.on("error", (err) => finish({ code: `stream error: ${err.message}`, message: "" }));
-      req.on("close", () => {
+      const end = () => {
         if (status !== undefined) finish({ code: GRPC_CODES[status] ?? `grpc-status ${status}`, message });
         else finish({ code: `http ${httpStatus} without grpc-status`, message: "" });
+      };
+      req.on("end", end);
+      req.on("close", end);
+      for (const c of chunks) req.write(c);
+      req.end();
+    });
+  }
+
+  /**
+   * A Connect streaming call (enveloped messages) over a raw HTTP/2 stream; the answer is
+   * the end-of-stream envelope's error, or ok.
+   */
+  connectStream(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<Outcome> {
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (o: Outcome) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(o);
+      };
+      const timer = setTimeout(() => {
+        req.close(http2.constants.NGHTTP2_CANCEL);
+        finish({ code: "no answer (timeout)", message: `the stream did not end within ${timeoutMs} ms` });
+      }, timeoutMs);
+      const req = this.connect().request({ ":method": "POST", ":path": `/${procedure}`, "content-type": "application/connect+proto", ...headers });
+      const abandon = () => abandonBody(req);
+      req.on("close", () => req.session?.close());
+      let status = 0;
+      const body: Buffer[] = [];
+      req.on("response", (h) => (status = Number(h[":status"])));
+      req.on("data", (d: Buffer) => body.push(d));
+      req.on("error", (err) => finish({ code: `stream error: ${err.message}`, message: "" }));
+      const end = () => {
+        const all = Buffer.concat(body);
+        if (status !== 200) {
+          try {
+            const err = JSON.parse(all.toString("utf8")) as { code?: string; message?: string };
+            if (typeof err.code === "string") return finish({ code: err.code, message: err.message ?? "" });
+          } catch {
+            // reported below
+          }
+          return finish({ code: `http ${status} (no Connect error body)`, message: all.toString("utf8").slice(0, 200) });
+        }
+        for (let at = 0; at + 5 <= all.length; ) {
+          const flags = all[at];
+          const len = all.readUInt32BE(at + 1);
+          const payload = all.subarray(at + 5, at + 5 + len);
+          at += 5 + len;
+          if (flags & 2) {
+            try {
+              const end = JSON.parse(payload.toString("utf8")) as { error?: { code?: string; message?: string } };
+              return finish(end.error ? { code: end.error.code ?? "(no code)", message: end.error.message ?? "" } : { code: "ok", message: "" });
+            } catch {
+              return finish({ code: "unreadable end-of-stream message", message: payload.toString("utf8").slice(0, 200) });
+            }
+          }
+        }
+        finish({ code: "no end-of-stream message", message: "" });
+      };
+      // The answer is complete when the server ends its side (it need not read a body it refused).
+      req.on("end", () => {
+        end();
+        abandon();
       });
+      req.on("close", end);
       for (const c of chunks) req.write(c);
       req.end();
     });
   }
 
   close() {
-    this.session?.close();
+    for (const s of this.sessions) s.close();
   }
 }
