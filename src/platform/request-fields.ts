@@ -8,7 +8,7 @@ import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf
  * JavaScript and every client's Timestamp (which ends at 9999-12-31).
  */
 export const EARLIEST_REQUEST_TIME = { seconds: 0n, text: "1970-01-01T00:00:00Z" } as const;
-export const LATEST_REQUEST_TIME = { seconds: 221845392000n, text: "9000-01-01T00:00:00Z" } as const;
+export const LATEST_REQUEST_TIME = { seconds: 221845392000n, text: "9000-01-01T00:00:00Z", date: new Date(221845392000 * 1000) } as const;
 
 /** google.protobuf.Duration's own range (±10,000 years), which licensd's arithmetic holds. */
 const MAX_DURATION_SECONDS = 315576000000n;

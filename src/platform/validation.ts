@@ -50,7 +50,11 @@ const MAX_VIOLATIONS = 20;
 const MAX_PATH = 160;
 const MAX_MESSAGE = 2000;
 
-const boundedPath = (path: string) => (path.length <= MAX_PATH ? path : `${path.slice(0, MAX_PATH - 41)}…${path.slice(-40)}`);
+/** A path cut to a readable length, its control characters (a map key may hold any) escaped. */
+function boundedPath(path: string): string {
+  const printable = path.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return printable.length <= MAX_PATH ? printable : `${printable.slice(0, MAX_PATH - 41)}…${printable.slice(-40)}`;
+}
 
 export function invalidRequest(all: FieldProblem[]): ConnectError {
   const problems = all.slice(0, MAX_VIOLATIONS).map((p) => ({ ...p, field: boundedPath(p.field) }));
