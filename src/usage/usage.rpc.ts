@@ -18,6 +18,7 @@ import type { MeterService } from "./meter.service.js";
 import type { BatchResult, IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
 import { streamOrder } from "./stream-order.js";
 import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
+import { int64Total } from "./usage-records.js";
 
 const AGGREGATIONS: [Aggregation, PbAggregation][] = [
   ["sum", PbAggregation.SUM],
@@ -99,7 +100,7 @@ const anomalyToProto = (a: AnomalyRow) =>
     licenseId: a.license_id,
     metric: a.metric,
     day: ms(a.day_ms),
-    value: BigInt(a.value),
+    value: int64Total(a.value),
     mean: a.mean,
     stddev: a.stddev,
     zScore: a.z_score,
@@ -309,8 +310,8 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
         $typeName: "licensd.usage.v1.UsageBucket",
         startTime: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
         agentId,
-        value: BigInt(value ?? 0),
-        events: BigInt(events),
+        value: int64Total(value ?? 0n),
+        events: int64Total(events),
       }));
       return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets, total: s.total });
     },

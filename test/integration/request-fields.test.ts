@@ -173,3 +173,32 @@ describe("the super-admin naming a tenant", () => {
     expect((await rows("select count(*)::int as n from customers where tenant_id = $1", [gone]))[0].n).toBe(0);
   });
 });
+
+describe("usage totals past int64", () => {
+  it("refuse an event of more than 2^53−1, saturate totals at 2^63−1, and keep anomaly detection working", async () => {
+    const usage = connectClient(UsageService, t.url, admin);
+    await usage.createMeter({ productId, metric: "tokens", aggregation: Aggregation.SUM });
+    const { license, key } = await connectClient(LicensingService, t.url, admin).createLicense({ policyId, customerId });
+    const agent = grpcClient(UsageService, t.url);
+    expect(await refused(agent.recordUsage({ event: { licenseKey: key, metric: "tokens", quantity: 2n ** 53n, idempotencyKey: "too-big" } }))).toMatchObject({
+      code: "InvalidArgument",
+      reason: "INVALID_QUANTITY",
+      message: "event.quantity: must be from 0 to 9007199254740991 (2^53−1)",
+    });
+    const max = 2n ** 53n - 1n;
+    const sent = await agent.ingestUsage(
+      (async function* () {
+        for (let i = 0; i < 1100; i++) yield { event: { licenseKey: key, metric: "tokens", quantity: max, idempotencyKey: `big-${i}` } };
+      })(),
+    );
+    expect(sent).toMatchObject({ accepted: 1100n, rejected: [] });
+    const int64Max = 2n ** 63n - 1n;
+    expect((await usage.getQuota({ licenseId: license!.id, metric: "tokens" })).limits[0]).toMatchObject({ used: int64Max });
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const summary = await usage.getUsageSummary({ licenseId: license!.id, metric: "tokens", startTime: { seconds: now - 86_400n }, endTime: { seconds: now + 3600n } });
+    expect(summary.total).toBe(int64Max);
+    expect(summary.buckets.map((b) => b.value)).toEqual([int64Max]);
+    await usage.detectAnomalies({ day: { seconds: now } });
+  });
+});
+

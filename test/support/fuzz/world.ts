@@ -191,6 +191,8 @@ export class World {
     const fingerprint = `fp-${tag}`;
     const activated = await act.activate({ key: license.key, fingerprint, hostname: "host", platform: "linux-x64", cores: 4 });
     const meter = (await usage.createMeter({ productId: product.id, metric: "api_calls", aggregation: Aggregation.SUM, agentTokens: true })).meter!;
+    // No limit on this one: its totals only grow.
+    const free = (await usage.createMeter({ productId: product.id, metric: "tokens", aggregation: Aggregation.SUM })).meter!;
     await usage.recordUsage({ event: { licenseKey: license.key, metric: "api_calls", quantity: 3n, agentId: "coder", idempotencyKey: `seed-${tag}` } });
     return {
       product: [product.id],
@@ -198,11 +200,11 @@ export class World {
       customer: [customer.id],
       license: [license.license!.id, suspended.license!.id],
       machine: [activated.machine!.id],
-      meter: [meter.id],
+      meter: [meter.id, free.id],
       licenseKey: [license.key, suspended.key],
       fingerprint: [fingerprint],
       lease: [activated.lease!.token],
-      metric: ["api_calls"],
+      metric: ["api_calls", "tokens"],
       productCode: [code],
       feature: ["reports", "api_calls", "model"],
       agent: ["coder"],
