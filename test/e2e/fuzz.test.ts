@@ -5,7 +5,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { licensdServices } from "../../src/connect.js";
-import { startServer, type ServerProcess } from "../support/server.js";
+import { EMBEDDED, startServer, type ServerProcess } from "../support/server.js";
 import { mutateJson, jsonMutationArb, type Json, type JsonMutation } from "../support/fuzz/json.js";
 import { knownFailure, type Failure } from "../support/fuzz/known-failures.js";
 import { binaryBodyArb, FRAME_CASES, grpcFrames, jsonBodyArb } from "../support/fuzz/garbage.js";
@@ -39,6 +39,9 @@ const SURVEY = process.env.LICENSD_FUZZ_SURVEY === "1";
 const surveyed = new Map<string, { n: number; example: string }>();
 const answers = new Map<string, Map<string, number>>();
 
+/** CI runs the e2e files twice (test server, then embedded): the fuzz suite once is enough, unless asked. */
+const SKIP = EMBEDDED && process.env.LICENSD_FUZZ_RUNS === undefined;
+
 type Protocol = "connect-json" | "connect-binary" | "grpc";
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
 
@@ -53,6 +56,7 @@ let lastMark = 0;
 const knownSeen = new Map<string, number>();
 
 beforeAll(async () => {
+  if (SKIP) return;
   server = await startServer({
     // Activation limits would answer most fuzzed activations RESOURCE_EXHAUSTED before any deeper code ran.
     env: { LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "0", LICENSD_LOG_LEVEL: "info", LICENSD_AUDIT_KEEPALIVE_MS: "100" },
@@ -71,6 +75,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (SKIP) return;
   if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
   if (SURVEY) console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
   if (knownSeen.size > 0) console.log(`fuzz: known failures owned by other branches:\n${[...knownSeen].map(([k, n]) => `  ${n}× ${k}`).join("\n")}`);
@@ -250,7 +255,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
   }
 }
 
-describe("fuzzed requests to every RPC", () => {
+describe.skipIf(SKIP)("fuzzed requests to every RPC", () => {
   let index = 0;
   let dirty = false;
   for (const service of licensdServices) {
@@ -324,7 +329,7 @@ const seededArb = (methods: DescMethod[]) =>
   fc.constantFrom(...methods).chain((method) => fc.record({ method: fc.constant(method), credential: credentialArb, seed: plausibleArb(method, world).map((m) => toBinary(method.input, create(method.input, m))) }));
 const GARBAGE_RUNS = RUNS * 12;
 
-describe("garbage on the wire", () => {
+describe.skipIf(SKIP)("garbage on the wire", () => {
   let h2: RawH2;
   beforeAll(() => {
     h2 = new RawH2(server.url);

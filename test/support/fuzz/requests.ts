@@ -1,5 +1,6 @@
 import { ScalarType, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
 import fc from "fast-check";
+import { licenseKeyDigest } from "../../../src/sdk/offline-activation.js";
 import { offlineRequestWith, type Pools } from "./world.js";
 
 /** A request message as plain init data (what `create(schema, init)` takes). */
@@ -168,7 +169,7 @@ export function hostileString(): fc.Arbitrary<string> {
 }
 
 function mapKeyArb(ctx: Ctx): fc.Arbitrary<string> {
-  return hostileOr(ctx, fc.stringMatching(/^[a-z][a-z0-9._/-]{0,10}$/), hostileString());
+  return hostileOr(ctx, fc.oneof(fc.constantFrom("user", "region"), fc.stringMatching(/^[a-z][a-z0-9._/-]{0,10}$/)), hostileString());
 }
 
 const pick = (xs: string[], extra: string[] = []): fc.Arbitrary<string> => fc.constantFrom(...(xs.length + extra.length > 0 ? [...xs, ...extra] : [""]));
@@ -258,25 +259,34 @@ function pageTokenArb(p: Pools): fc.Arbitrary<string> {
   return fc.oneof({ weight: 6, arbitrary: fc.constant("") }, { weight: 2, arbitrary: pick(p.pageToken) }, { weight: 1, arbitrary: forged });
 }
 
-/** Offline activation requests whose payload is anything, MACed with a real key so the server must read it. */
+/**
+ * Offline activation requests MACed with a real license key, so the server must read the
+ * payload: a well-formed one with one field (or every field, now and then) replaced by
+ * anything JSON can hold.
+ */
 function offlineRequestArb(p: Pools): fc.Arbitrary<string> {
-  const key = pick(p.licenseKey);
-  const field = fc.oneof(hostileString(), fc.integer(), fc.double(), fc.constant(null), fc.constant([]), fc.constant({}), fc.boolean());
-  const payload = fc.record({
-    v: fc.oneof(fc.constant(1), field),
-    typ: fc.oneof(fc.constant("activation_request"), field),
-    key_digest: field,
-    fingerprint: fc.oneof(fc.stringMatching(/^[a-z0-9-]{1,20}$/), field),
-    hostname: fc.oneof(fc.constant("host"), field),
-    platform: fc.oneof(fc.constant("linux"), field),
-    cores: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constantFrom(-1, 2 ** 31, 2 ** 53, 1e300), field),
-    created_at: fc.oneof(fc.constant(new Date().toISOString()), fc.constantFrom("0001-01-01T00:00:00Z", "+275760-09-13T00:00:00Z", "9999-12-31T23:59:59.999Z", "nope"), field),
-    nonce: fc.oneof(fc.constant("n"), field),
-  });
-  return fc.tuple(key, payload).map(([k, body]) => offlineRequestWith(k, body));
+  const anything = fc.oneof(hostileString(), fc.integer(), fc.double(), fc.constant(null), fc.constant([]), fc.constant({}), fc.boolean(), fc.constantFrom(-1, 2 ** 31, 2 ** 53, 1e300));
+  const times = fc.constantFrom("0001-01-01T00:00:00Z", "+275760-09-13T00:00:00Z", "9999-12-31T23:59:59.999Z", "1969-12-31T23:59:59Z", "nope", "");
+  return fc
+    .tuple(pick(p.licenseKey), fc.stringMatching(/^[a-z0-9-]{1,20}$/), fc.constantFrom("v", "typ", "key_digest", "fingerprint", "hostname", "platform", "cores", "created_at", "nonce", "*"), fc.oneof(anything, times))
+    .map(([key, fingerprint, field, value]) => {
+      const payload: Record<string, unknown> = {
+        v: 1,
+        typ: "activation_request",
+        key_digest: licenseKeyDigest(key).toString("base64url"),
+        fingerprint,
+        hostname: "host",
+        platform: "linux",
+        cores: 4,
+        created_at: new Date().toISOString(),
+        nonce: "n",
+      };
+      if (field === "*") for (const k of Object.keys(payload)) payload[k] = value;
+      else payload[field] = value;
+      return offlineRequestWith(key, payload);
+    });
 }
 
-/** Plausible times by what the field means: expiries ahead, range starts and days behind, anything else near now. */
 function timestampArb(ctx: Ctx, name = ""): fc.Arbitrary<Init> {
   const [from, to] = /expire/.test(name) ? [DAY / 24, 400 * DAY] : /start|day|issued|after/.test(name) ? [-30 * DAY, 0] : /end|before/.test(name) ? [-DAY, 30 * DAY] : name === "time" ? [-3600, 0] : [-60 * DAY, 400 * DAY];
   const plausible = fc.integer({ min: from, max: to }).map((d) => ({ seconds: BigInt(NOW + d), nanos: 0 }));

@@ -191,8 +191,13 @@ export class World {
     const fingerprint = `fp-${tag}`;
     const activated = await act.activate({ key: license.key, fingerprint, hostname: "host", platform: "linux-x64", cores: 4 });
     const meter = (await usage.createMeter({ productId: product.id, metric: "api_calls", aggregation: Aggregation.SUM, agentTokens: true })).meter!;
-    // No limit on this one: its totals only grow.
-    const free = (await usage.createMeter({ productId: product.id, metric: "tokens", aggregation: Aggregation.SUM })).meter!;
+    // No limit on these: their totals only grow, and each aggregation has its own code.
+    const others = [
+      await usage.createMeter({ productId: product.id, metric: "tokens", aggregation: Aggregation.SUM }),
+      await usage.createMeter({ productId: product.id, metric: "users", aggregation: Aggregation.UNIQUE_COUNT, uniqueAttribute: "user" }),
+      await usage.createMeter({ productId: product.id, metric: "peak", aggregation: Aggregation.MAX }),
+      await usage.createMeter({ productId: product.id, metric: "last", aggregation: Aggregation.LATEST }),
+    ].map((r) => r.meter!);
     await usage.recordUsage({ event: { licenseKey: license.key, metric: "api_calls", quantity: 3n, agentId: "coder", idempotencyKey: `seed-${tag}` } });
     return {
       product: [product.id],
@@ -200,11 +205,11 @@ export class World {
       customer: [customer.id],
       license: [license.license!.id, suspended.license!.id],
       machine: [activated.machine!.id],
-      meter: [meter.id, free.id],
+      meter: [meter.id, ...others.map((m) => m.id)],
       licenseKey: [license.key, suspended.key],
       fingerprint: [fingerprint],
       lease: [activated.lease!.token],
-      metric: ["api_calls", "tokens"],
+      metric: ["api_calls", ...others.map((m) => m.metric)],
       productCode: [code],
       feature: ["reports", "api_calls", "model"],
       agent: ["coder"],
