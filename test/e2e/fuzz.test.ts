@@ -28,6 +28,7 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  *   LICENSD_FUZZ_SHRINK   1: shrink a counterexample (slower)
  *   LICENSD_FUZZ_STATS    1: print how each RPC answered (to see how deep the calls got)
  *   LICENSD_FUZZ_SURVEY   1: do not stop at a failure; print every distinct one at the end
+ *                         (but stop at one whose description matches LICENSD_FUZZ_STOP_AT)
  */
 const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 6);
 const BASE_SEED = process.env.LICENSD_FUZZ_SEED !== undefined ? Number(process.env.LICENSD_FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
@@ -37,6 +38,7 @@ const SHRINK = process.env.LICENSD_FUZZ_SHRINK === "1";
 const STATS = process.env.LICENSD_FUZZ_STATS === "1";
 const SURVEY = process.env.LICENSD_FUZZ_SURVEY === "1";
 const surveyed = new Map<string, { n: number; example: string }>();
+const STOP_AT = process.env.LICENSD_FUZZ_STOP_AT ? new RegExp(process.env.LICENSD_FUZZ_STOP_AT) : undefined;
 const answers = new Map<string, Map<string, number>>();
 
 /** CI runs the e2e files twice (test server, then embedded): the fuzz suite once is enough, unless asked. */
@@ -239,7 +241,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
       knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
       return;
     }
-    if (SURVEY) return survey(failure);
+    if (SURVEY && !STOP_AT?.test(problems.join("\n"))) return survey(failure);
     throw new Error(problems.join("\n"));
   });
   const result = await fc.check(property, { numRuns: RUNS, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
@@ -294,7 +296,7 @@ async function garbageProperty<T>(name: string, arb: fc.Arbitrary<T>, send: (t: 
       knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
       return;
     }
-    if (SURVEY) return survey(failure);
+    if (SURVEY && !STOP_AT?.test(problems.join("\n"))) return survey(failure);
     throw new Error(problems.join("\n"));
   });
   const result = await fc.check(property, { numRuns: runs, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
