@@ -1,10 +1,9 @@
 import type http from "node:http";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { fastBrotli, fastGzip } from "./platform/compression.js";
 import { createContextValues } from "@connectrpc/connect";
 import { peerAddressKey } from "./platform/context.js";
 import type { Config } from "./config.js";
-import { routes, servedServices, licensdServices } from "./connect.js";
+import { routes, servedServices, licensdServices, publicReads, reflectedFiles } from "./connect.js";
 import { listen, type RequestHandler, type RunningServer } from "./server.js";
 import { createAuthInterceptor } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
@@ -15,6 +14,8 @@ import { createIdempotency } from "./platform/idempotency.js";
 import { createLogger, type Logger } from "./platform/logger.js";
 import { Metrics } from "./platform/metrics.js";
 import { migrate } from "./platform/migrate.js";
+import { createEdgeHandler } from "./platform/edge.js";
+import { shuttingDown } from "./platform/errors.js";
 import { createReflectionV1, createReflectionV1alpha, ReflectionIndex } from "./platform/reflection.js";
 import { createTelemetryInterceptor } from "./platform/telemetry.js";
 import { createValidationInterceptor } from "./platform/validation.js";
@@ -154,10 +155,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     await health.monitor(() => db.ping(), logger);
     const pool = await db.orm.driver.getConnection().getNativeClient();
     const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
-    const reflection = new ReflectionIndex(servedServices);
+    const reflection = new ReflectionIndex(servedServices, reflectedFiles);
     const shutdown = new AbortController();
 
-    const connectHandler = connectNodeAdapter({
+    const connectHandler = createEdgeHandler({
       routes: routes({
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
         activation: createActivationRpc({
@@ -191,6 +192,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       shutdownSignal: shutdown.signal,
       contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
       readMaxBytes: 4 * 1024 * 1024,
+      publicReads,
+      logger,
+      metrics,
     });
 
     const handler: RequestHandler = (req, anyRes) => {
@@ -261,7 +265,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           usageWorker.stop();
           health.stop();
           closingStage = "draining calls and streams";
-          await server.close(config.shutdownTimeoutMs, () => shutdown.abort());
+          await server.close(config.shutdownTimeoutMs, () => shutdown.abort(shuttingDown()));
           signingKeys.stop();
           closingStage = "closing the audit feed";
           await feed.stop();

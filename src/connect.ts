@@ -1,5 +1,5 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescFile, DescMethod, DescService } from "@bufbuild/protobuf";
 import { ActivationService } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -9,12 +9,28 @@ import { WebhookService } from "../gen/ts/licensd/webhook/v1/webhook_service_pb.
 import { Health } from "../gen/ts/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/ts/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/ts/grpc/reflection/v1alpha/reflection_pb.js";
+import { file_google_rpc_error_details } from "../gen/ts/google/rpc/error_details_pb.js";
+import { file_google_rpc_status } from "../gen/ts/google/rpc/status_pb.js";
 
 /** licensd's own six services, in the order they are documented. */
 export const licensdServices: DescService[] = [TenantService, LicensingService, ActivationService, UsageService, AuditService, WebhookService];
 
 /** Every service served, licensd's and the operator ones (health, reflection). */
 export const servedServices: DescService[] = [...licensdServices, Health, ReflectionV1, ReflectionV1alpha];
+
+/**
+ * Files reflection serves beside the services' own: what a client needs to decode the
+ * answers licensd sends: the google.rpc.Status of gRPC errors and its details (ErrorInfo,
+ * BadRequest), so clients resolving types through reflection (grpcurl) decode them.
+ */
+export const reflectedFiles: DescFile[] = [file_google_rpc_status, file_google_rpc_error_details];
+
+/**
+ * Reads whose Connect GET answers any cache may keep, with max-age in seconds: public,
+ * the same for every caller. The signing keys: a minute, the time every instance takes
+ * to load a rotated key anyway. Every other GET answer is `no-store`.
+ */
+export const publicReads: ReadonlyMap<DescMethod, number> = new Map([[ActivationService.method.getSigningKeys, 60]]);
 
 export interface ServiceImpls {
   tenant: ServiceImpl<typeof TenantService>;

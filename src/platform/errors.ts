@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 
 export const ERROR_DOMAIN = "licensd.dev";
@@ -53,18 +54,25 @@ export function connectError(code: Code, reason: string, message: string, metada
 
 /**
  * THE mapper from anything thrown inside a handler to what the client sees. Domain
- * errors keep their code and reason; ConnectErrors pass through (adding ErrorInfo when
- * missing); anything else is a bug: INTERNAL with the request id, the cause is logged
- * by the caller and never sent.
+ * errors keep their code and reason; ConnectErrors pass through (connect's own refusals
+ * of an undecodable request become INVALID_ARGUMENT, see `protocolError`; ErrorInfo is
+ * added when missing); a client that hung up is CANCELED; anything else is a bug:
+ * INTERNAL with the request id, the cause is logged by the caller and never sent.
+ * `signal` is the call's: an aborted one tells a reset connection from a database's.
  */
-export function toConnectError(err: unknown, requestId: string): { error: ConnectError; internal: boolean } {
+export function toConnectError(err: unknown, requestId: string, signal?: AbortSignal): { error: ConnectError; internal: boolean } {
   if (err instanceof DomainError) {
     return { error: connectError(err.code, err.reason, err.message, err.metadata), internal: false };
   }
+  // An abort surfacing from a stopped call means what stopped it: its deadline, its client, the shutdown.
+  if (signal?.aborted && signal.reason instanceof ConnectError && (err as { name?: unknown } | undefined)?.name === "AbortError") err = signal.reason;
+  if (isHangUp(err, signal)) {
+    return { error: connectError(Code.Canceled, "CANCELED", "the client went away"), internal: false };
+  }
   if (err instanceof ConnectError) {
-    if (err.details.length === 0 && err.code !== Code.Internal && err.code !== Code.Unknown) {
-      const reason = Code[err.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-      return { error: connectError(err.code, reason, err.rawMessage, {}), internal: false };
+    if (err.details.length === 0) {
+      const error = protocolError(err);
+      if (error.code !== Code.Internal && error.code !== Code.Unknown) return { error, internal: false };
     }
     if (err.code === Code.Unknown || err.code === Code.Internal) return { error: internalError(requestId), internal: true };
     return { error: err, internal: false };
@@ -78,6 +86,84 @@ export function toConnectError(err: unknown, requestId: string): { error: Connec
     };
   }
   return { error: internalError(requestId), internal: true };
+}
+
+/**
+ * Why the server's open calls stop when it shuts down: streams it ends then end cleanly
+ * (their clients reconnect elsewhere); anything else their signal says is the client's
+ * doing (gone) or its deadline.
+ */
+export const shuttingDown = () => new ConnectError("the server is shutting down", Code.Unavailable);
+
+/** A code as Connect writes it on the wire (`invalid_argument`): the one spelling of logs and metrics. */
+export const codeName = (code: Code | undefined): string => (code === undefined ? "ok" : codeToString(code));
+
+/** The ErrorInfo reason of a bare ConnectError: its code in UPPER_SNAKE_CASE. */
+const reasonOf = (code: Code) => codeToString(code).toUpperCase();
+
+/*
+ * connect-es refuses what it cannot decode with ConnectErrors that carry only a message,
+ * some of them INTERNAL ("parse binary: …", "decompression failed"). Matched on their
+ * messages (connect 2.2.0 and protobuf-es 2.17 are pinned; test/e2e/edge.test.ts pins
+ * each case), they become INVALID_ARGUMENT MALFORMED_REQUEST, UNKNOWN_FIELD, or
+ * RESOURCE_EXHAUSTED MESSAGE_TOO_LARGE, each with ErrorInfo.
+ */
+const UNKNOWN_JSON_KEY = /^cannot decode message (\S+) from JSON: key "(.*)" is unknown$/s;
+const BAD_JSON_FIELD = /^cannot decode field (\S+)\.([^.\s]+) from JSON: (.*)$/s;
+const TOO_LARGE = /^message (?:size (?:\d+ )?is|is) larger than configured readMaxBytes (\d+)/;
+const MALFORMED_INTERNAL = /^(parse binary: |decompression failed$|received compressed envelope, but do not know how to decompress$)/;
+const WRONG_MESSAGE_COUNT = /^protocol error: (missing input message|received extra input message)/;
+
+/**
+ * The client-facing form of a ConnectError that carries no detail (one from connect's
+ * protocol layer, or a plain one of ours): a request that cannot be decoded is the
+ * client's mistake, never INTERNAL; the rest keep their code and gain an ErrorInfo.
+ */
+export function protocolError(err: ConnectError): ConnectError {
+  const message = err.rawMessage;
+  let m: RegExpExecArray | null;
+  switch (err.code) {
+    case Code.InvalidArgument:
+      if ((m = UNKNOWN_JSON_KEY.exec(message))) {
+        return connectError(Code.InvalidArgument, "UNKNOWN_FIELD", `${m[2]}: unknown field (${m[1]} has no field of this name)`, { field: m[2] });
+      }
+      if ((m = BAD_JSON_FIELD.exec(message))) {
+        return connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `${m[2]}: ${m[3]}`, { field: m[2] });
+      }
+      return malformed(message);
+    case Code.Internal:
+      return MALFORMED_INTERNAL.test(message) ? malformed(message) : err;
+    case Code.Unimplemented:
+      return WRONG_MESSAGE_COUNT.test(message) ? malformed(message) : connectError(err.code, reasonOf(err.code), message);
+    case Code.ResourceExhausted:
+      if ((m = TOO_LARGE.exec(message))) {
+        return connectError(Code.ResourceExhausted, "MESSAGE_TOO_LARGE", `the request is larger than the ${m[1]} bytes this server reads`, { limit_bytes: m[1] });
+      }
+      return connectError(err.code, reasonOf(err.code), message);
+    case Code.Unknown:
+      return err;
+    default:
+      return connectError(err.code, reasonOf(err.code), message);
+  }
+}
+
+const malformed = (detail: string) => connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `malformed request: ${detail}`);
+
+/** Node's and connect's ways of saying the client reset the stream or closed the connection. */
+const HANG_UPS = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ERR_STREAM_DESTROYED", "ERR_HTTP2_INVALID_STREAM", "ERR_HTTP2_STREAM_CANCEL", "ERR_STREAM_WRITE_AFTER_END"]);
+
+/** Whether `err` is a client hanging up (a reset stream, a closed connection), not a failure of ours. */
+export function isHangUp(err: unknown, signal?: AbortSignal): boolean {
+  let e: unknown = err;
+  for (let depth = 0; e && depth < 4; depth++) {
+    if (e instanceof ConnectError && e.code === Code.Canceled) return true;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && HANG_UPS.has(code)) return true;
+    // A reset socket or an abort is the client's only while the call's own signal says so (else: the database's).
+    if (signal?.aborted && (code === "ECONNRESET" || code === "EPIPE" || (e as { name?: unknown }).name === "AbortError")) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function internalError(requestId: string) {

@@ -26,13 +26,15 @@ export class ReflectionIndex {
   private readonly files = new Map<string, DescFile>();
   private readonly serviceNames: string[];
 
-  constructor(services: DescService[]) {
+  /** `services` and the files they import, and `extraFiles`: files clients need that no service imports (error details). */
+  constructor(services: DescService[], extraFiles: DescFile[] = []) {
     const visit = (file: DescFile) => {
       if (this.files.has(file.name)) return;
       file.dependencies.forEach(visit);
       this.files.set(file.name, file);
     };
     services.forEach((s) => visit(s.file));
+    extraFiles.forEach(visit);
     this.registry = createRegistry(...this.files.values());
     this.serviceNames = services.map((s) => s.typeName).sort();
   }

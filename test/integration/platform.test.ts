@@ -42,7 +42,7 @@ describe("health, metrics and readiness", () => {
     await failure(admin.getTenant({ id: "ten_00000000000000000000000000" }));
     const text = await (await fetch(`${t.url}/metrics`)).text();
     expect(text).toContain('licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/CreateTenant",code="ok"} 1');
-    expect(text).toContain('licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/GetTenant",code="NotFound"} 1');
+    expect(text).toContain('licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/GetTenant",code="not_found"} 1');
     expect(text).toMatch(/licensd_rpc_duration_seconds_bucket\{le="0.005",procedure="licensd.tenant.v1.TenantService\/CreateTenant"\} \d/);
     expect(text).toMatch(/licensd_db_pool_total \d+/);
   });
