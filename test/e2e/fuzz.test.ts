@@ -66,11 +66,14 @@ beforeAll(async () => {
   log = new ServerLog(server.child);
   startupOutput = server.output();
   const baseUrl = server.url;
+  // A client's own HTTP/2 session refuses streams (ENHANCE_YOUR_CALM) once it buffers more
+  // than maxSessionMemory (10 MB by default): fuzzed messages of 20 MB must reach the server.
+  const nodeOptions = { maxSessionMemory: 256 };
   transports = {
     "connect-json": createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
-    "connect-json-h2": createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false }),
-    "connect-binary": createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
-    grpc: createGrpcTransport({ baseUrl }),
+    "connect-json-h2": createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false, nodeOptions }),
+    "connect-binary": createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, nodeOptions }),
+    grpc: createGrpcTransport({ baseUrl, nodeOptions }),
   };
   world = await World.create(baseUrl, server.superAdminKey);
   console.log(`fuzz: base seed ${BASE_SEED}, ${RUNS} runs per RPC and protocol`);

@@ -88,7 +88,7 @@ export class RawH2 {
    * otherwise turn every later case into that one answer.
    */
   private connect(): http2.ClientHttp2Session {
-    const session = http2.connect(this.baseUrl);
+    const session = http2.connect(this.baseUrl, { maxSessionMemory: 256 });
     session.on("error", () => undefined);
     this.sessions.add(session);
     session.on("close", () => this.sessions.delete(session));
