@@ -11,6 +11,7 @@ import { openDatabase, type Database } from "./platform/db.js";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./platform/embedded-db.js";
 import { createHealthRpc, HealthState, ServingStatus } from "./platform/health.js";
 import { createIdempotency } from "./platform/idempotency.js";
+import { PageTokens } from "./platform/pagination.js";
 import { createLogger, type Logger } from "./platform/logger.js";
 import { Metrics } from "./platform/metrics.js";
 import { migrate } from "./platform/migrate.js";
@@ -119,7 +120,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const tenants = createTenantService({ clock, events });
     const apiKeys = createApiKeyService({ db, clock, tenants, events });
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
-    const idempotency = createIdempotency(db, clock);
+    const idempotency = createIdempotency(db, clock, config.dataKey);
+    const pages = new PageTokens(config.dataKey);
     const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
     const catalog = createCatalogService({ clock, events });
     const licenses = createLicenseService({
@@ -160,7 +162,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
     const connectHandler = createEdgeHandler({
       routes: routes({
-        tenant: createTenantRpc({ db, idempotency, tenants, apiKeys }),
+        tenant: createTenantRpc({ db, idempotency, tenants, apiKeys, pages }),
         activation: createActivationRpc({
           db,
           clock,
@@ -170,13 +172,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           hub,
           rateLimiter,
           rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
+          pages,
         }),
         licensing: {
-          ...createCatalogRpc({ db, idempotency, catalog }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines }),
+          ...createCatalogRpc({ db, idempotency, catalog, pages }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages }),
         },
-        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies }),
-        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs }),
+        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages }),
+        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
         reflectionV1alpha: createReflectionV1alpha(reflection),

@@ -14,7 +14,7 @@ import type { RateLimiter } from "../platform/rate-limit.js";
 import type { LeaseHub } from "./lease-hub.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { Interrupt } from "../platform/interrupt.js";
-import { pageOf, readPage } from "../platform/pagination.js";
+import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { Machine } from "./machine.entity.js";
@@ -59,11 +59,12 @@ export interface ActivationRpcDeps {
   hub: LeaseHub;
   rateLimiter: RateLimiter;
   rates: { perLicense: RateRule | null; perIp: RateRule | null };
+  pages: PageTokens;
 }
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
 export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
-  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates } = deps;
+  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates, pages } = deps;
 
   /** Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets live in PostgreSQL). */
   async function limitActivation(key: string, ip: string) {
@@ -175,9 +176,8 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
     async listMachines(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
       const status = req.status === MachineStatus.DEAD ? "dead" : req.status === MachineStatus.ALIVE ? "alive" : undefined;
-      const filters = { tenantId, l: req.licenseId, s: status ?? "" };
-      const page = readPage(req.pageSize, req.pageToken, filters);
-      const { items, nextPageToken } = pageOf(await machines.list(db.em(), tenantId, page, req.licenseId, status), page, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, status: status ?? "" } });
+      const { items, nextPageToken } = pages.pageOf(await machines.list(db.em(), tenantId, page, req.licenseId, status), page);
       return create(pb.ListMachinesResponseSchema, { machines: items.map(machineToProto), nextPageToken });
     },
 

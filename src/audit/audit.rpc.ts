@@ -16,13 +16,20 @@ import { requireTenant, type Principal } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
-import { pageBy, readPage } from "../platform/pagination.js";
+import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
+import { procedureOf } from "../platform/rpc.js";
 import { auditEventToProto, checkpointToProto, problemToProto } from "./audit.mapper.js";
 import type { AuditService } from "./audit.service.js";
 
+/** A seq or tree size from a request: int64 on the wire, a safe integer here (no log gets past 2^53 - 1 entries). */
+function seqOf(field: string, value: bigint): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(field, `must be 0 to ${Number.MAX_SAFE_INTEGER}`, "OUT_OF_RANGE");
+  return Number(value);
+}
+
 /** The Connect implementation of licensd.audit.v1.AuditService. */
-export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number }): ServiceImpl<typeof AuditServiceDesc> {
-  const { db, audit, keepAliveMs } = deps;
+export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
+  const { db, audit, keepAliveMs, pages } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
   async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
@@ -45,11 +52,11 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
         end: req.endTime ? timestampDate(req.endTime) : undefined,
       };
       const newestFirst = req.order === ListOrder.NEWEST_FIRST;
-      const fingerprint = { tenantId, ...filters, newestFirst };
-      const page = readPage(req.pageSize, req.pageToken, fingerprint);
-      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidArgument("page_token", "not a token this list returned", "INVALID_PAGE_TOKEN");
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { ...filters, newestFirst } });
+      // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
+      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidPageToken();
       const rows = await audit.list(tenantId, filters, page, newestFirst);
-      const { items, nextPageToken } = pageBy(rows, page, fingerprint, (e) => String(e.seq));
+      const { items, nextPageToken } = pages.pageBy(rows, page, (e) => String(e.seq));
       return create(ListAuditEventsResponseSchema, { events: items.map(auditEventToProto), nextPageToken });
     },
 
@@ -60,7 +67,7 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
 
     async verifyAuditChain(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const r = await audit.verify(tenantId, Number(req.startSeq), Number(req.endSeq));
+      const r = await audit.verify(tenantId, seqOf("start_seq", req.startSeq), seqOf("end_seq", req.endSeq));
       return create(VerifyAuditChainResponseSchema, {
         valid: r.valid,
         eventsChecked: BigInt(r.eventsChecked),
@@ -76,7 +83,7 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
       const stream = audit.tail(
         tenantId,
-        { afterSeq: req.afterSeq === undefined ? undefined : Number(req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
+        { afterSeq: req.afterSeq === undefined ? undefined : seqOf("after_seq", req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
         ctx.signal,
       );
       for await (const item of stream) {
@@ -93,13 +100,13 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
 
     async getInclusionProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.inclusion(tenantId, Number(req.seq), Number(req.treeSize));
+      const p = await audit.inclusion(tenantId, seqOf("seq", req.seq), seqOf("tree_size", req.treeSize));
       return create(GetInclusionProofResponseSchema, { leafIndex: BigInt(p.leafIndex), treeSize: BigInt(p.treeSize), entryHash: p.entryHash, hashes: p.hashes });
     },
 
     async getConsistencyProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.consistency(tenantId, Number(req.oldSize), Number(req.newSize));
+      const p = await audit.consistency(tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
       return create(GetConsistencyProofResponseSchema, { oldSize: BigInt(p.oldSize), newSize: BigInt(p.newSize), hashes: p.hashes });
     },
   };

@@ -5,8 +5,8 @@ import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
-import { pageOf, readPage } from "../platform/pagination.js";
-import { readTenant, tenantMutation } from "../platform/rpc.js";
+import type { PageTokens } from "../platform/pagination.js";
+import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { CatalogService, PolicyInput } from "./catalog.service.js";
 import {
   agentsFromProto,
@@ -83,8 +83,8 @@ function policyInput(req: PolicyRequest): PolicyInput {
 }
 
 /** Products, policies and customers of licensd.licensing.v1.LicensingService. */
-export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency; catalog: CatalogService }): Pick<LicensingImpl, CatalogMethods> {
-  const { db, idempotency, catalog } = deps;
+export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency; catalog: CatalogService; pages: PageTokens }): Pick<LicensingImpl, CatalogMethods> {
+  const { db, idempotency, catalog, pages } = deps;
   return {
     createProduct: (req, ctx) =>
       tenantMutation(idempotency, ctx, { requestSchema: pb.CreateProductRequestSchema, request: req, responseSchema: pb.CreateProductResponseSchema }, async (em, m) => {
@@ -97,8 +97,8 @@ export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency;
     },
     async listProducts(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = readPage(req.pageSize, req.pageToken, { tenantId });
-      const { items, nextPageToken } = pageOf(await catalog.listProducts(db.em(), tenantId, page), page, { tenantId });
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId });
+      const { items, nextPageToken } = pages.pageOf(await catalog.listProducts(db.em(), tenantId, page), page);
       return create(pb.ListProductsResponseSchema, { products: items.map(productToProto), nextPageToken });
     },
     updateProduct: (req, ctx) => {
@@ -128,9 +128,8 @@ export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency;
     },
     async listPolicies(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, p: req.productId };
-      const page = readPage(req.pageSize, req.pageToken, filters);
-      const { items, nextPageToken } = pageOf(await catalog.listPolicies(db.em(), tenantId, page, req.productId), page, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { productId: req.productId } });
+      const { items, nextPageToken } = pages.pageOf(await catalog.listPolicies(db.em(), tenantId, page, req.productId), page);
       return create(pb.ListPoliciesResponseSchema, { policies: items.map(policyToProto), nextPageToken });
     },
     updatePolicy: (req, ctx) => {
@@ -158,9 +157,8 @@ export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency;
     },
     async listCustomers(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, e: req.email.toLowerCase() };
-      const page = readPage(req.pageSize, req.pageToken, filters);
-      const { items, nextPageToken } = pageOf(await catalog.listCustomers(db.em(), tenantId, page, req.email), page, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { email: req.email.toLowerCase() } });
+      const { items, nextPageToken } = pages.pageOf(await catalog.listCustomers(db.em(), tenantId, page, req.email), page);
       return create(pb.ListCustomersResponseSchema, { customers: items.map(customerToProto), nextPageToken });
     },
     updateCustomer: (req, ctx) => {

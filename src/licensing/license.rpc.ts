@@ -7,8 +7,8 @@ import { LicenseStatus as PbLicenseStatus } from "../../gen/ts/licensd/licensing
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Idempotency } from "../platform/idempotency.js";
-import { pageOf, readPage } from "../platform/pagination.js";
-import { readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
+import type { PageTokens } from "../platform/pagination.js";
+import { procedureOf, readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { CatalogService } from "./catalog.service.js";
 import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
@@ -151,8 +151,9 @@ export function createLicenseRpc(deps: {
   signingKeys: SigningKeyStore;
   imports: ImportService;
   machines: MachineService;
+  pages: PageTokens;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines } = deps;
+  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
   const answers = new Map<string, Answer>();
 
@@ -188,10 +189,10 @@ export function createLicenseRpc(deps: {
       const tenantId = readTenant(ctx, req.tenantId);
       const status = req.status === PbLicenseStatus.UNSPECIFIED ? undefined : statusFromProto(req.status);
       const expireBefore = req.expireBefore ? timestampDate(req.expireBefore) : undefined;
-      const filters = { tenantId, p: req.productId, c: req.customerId, s: status, e: expireBefore?.getTime() };
-      const page = readPage(req.pageSize, req.pageToken, filters);
+      const filters = { productId: req.productId, customerId: req.customerId, status, expireBefore: expireBefore?.getTime() };
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters });
       const rows = await licenses.list(db.em(), tenantId, page, { productId: req.productId, customerId: req.customerId, status, expireBefore });
-      const { items, nextPageToken } = pageOf(rows, page, filters);
+      const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(pb.ListLicensesResponseSchema, { licenses: items.map(out), nextPageToken });
     },
 

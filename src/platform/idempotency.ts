@@ -1,8 +1,8 @@
 import { clone, fromBinary, toBinary, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
 import type { Database, EntityManager } from "./db.js";
-import { sha256 } from "./crypto.js";
-import { alreadyExists } from "./errors.js";
+import { open, seal, sha256 } from "./crypto.js";
+import { alreadyExists, failedPrecondition } from "./errors.js";
 import type { Clock } from "./clock.js";
 
 export interface IdempotentCall<I extends DescMessage, O extends DescMessage> {
@@ -20,7 +20,8 @@ export interface Idempotency {
    * Runs `fn` in one transaction. With an idempotency key, the first response is stored
    * in that same transaction; a retry with the same key and body returns it without
    * running `fn`, and the same key with another body is ALREADY_EXISTS. A concurrent
-   * retry waits on the first call's row lock, then gets its response.
+   * retry waits on the first call's row lock, then gets its response. Every response is
+   * stored sealed under the data key (many hold a secret: API keys, license keys, leases).
    */
   run<I extends DescMessage, O extends DescMessage>(
     call: IdempotentCall<I, O>,
@@ -33,21 +34,28 @@ export interface Idempotency {
 /** How long a key is remembered. */
 export const IDEMPOTENCY_RETENTION_HOURS = 24;
 
-export function createIdempotency(db: Database, clock: Clock): Idempotency {
+/**
+ * What a recorded response is sealed to (AES-GCM associated data): its row, so a sealed
+ * response moved to another row, or a blob sealed for anything else, does not open.
+ */
+const recordAad = (scope: string, procedure: string, key: string) => JSON.stringify(["licensd idempotency record v1", scope, procedure, key]);
+
+export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): Idempotency {
   return {
     run(call, fn) {
       const key = call.request.idempotencyKey;
       if (key === "") return db.tx(fn);
       const digest = requestDigest(call.requestSchema, call.request);
+      const aad = recordAad(call.scope, call.procedure, key);
       return db.tx(async (em) => {
         const inserted = await em.execute<{ key: string }[]>(
-          `insert into idempotency_records (scope, procedure, key, request_digest, response, created_at)
-           values (?, ?, ?, ?, '\\x', ?) on conflict do nothing returning key`,
+          `insert into idempotency_records (scope, procedure, key, request_digest, response_sealed, created_at)
+           values (?, ?, ?, ?, null, ?) on conflict do nothing returning key`,
           [call.scope, call.procedure, key, digest, clock.now()],
         );
         if (inserted.length === 0) {
-          const [row] = await em.execute<{ request_digest: Buffer; response: Buffer }[]>(
-            `select request_digest, response from idempotency_records where scope = ? and procedure = ? and key = ?`,
+          const [row] = await em.execute<{ request_digest: Buffer; response_sealed: Buffer | null }[]>(
+            `select request_digest, response_sealed from idempotency_records where scope = ? and procedure = ? and key = ?`,
             [call.scope, call.procedure, key],
           );
           if (!row.request_digest.equals(digest)) {
@@ -55,11 +63,19 @@ export function createIdempotency(db: Database, clock: Clock): Idempotency {
               field: "idempotency_key",
             });
           }
-          return fromBinary(call.responseSchema, row.response);
+          if (row.response_sealed === null) {
+            // Recorded in clear by an older licensd; the upgrade discarded the answer but kept the key spent.
+            throw failedPrecondition(
+              "IDEMPOTENCY_RESPONSE_DISCARDED",
+              "idempotency_key: this call already ran, but its answer was recorded before licensd sealed recorded answers and was discarded on upgrade; it was not run again (look its result up, or send a new key to run it anew)",
+              { field: "idempotency_key" },
+            );
+          }
+          return fromBinary(call.responseSchema, open(dataKey, row.response_sealed, aad));
         }
         const response = await fn(em);
-        await em.execute(`update idempotency_records set response = ? where scope = ? and procedure = ? and key = ?`, [
-          Buffer.from(toBinary(call.responseSchema, response)),
+        await em.execute(`update idempotency_records set response_sealed = ? where scope = ? and procedure = ? and key = ?`, [
+          seal(dataKey, Buffer.from(toBinary(call.responseSchema, response)), aad),
           call.scope,
           call.procedure,
           key,

@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger } from "pino";
 
 export type { Logger };
 
@@ -6,13 +6,14 @@ export type { Logger };
  * JSON logs on stdout. Authorization headers, secrets and keys are redacted by path
  * as a second line of defence; the code never passes them to the logger.
  */
-export function createLogger(level: string): Logger {
-  return pino({
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { service: "licensd", pid: process.pid },
     redact: {
       paths: ["authorization", "*.authorization", "secret", "*.secret", "superAdminKey", "*.superAdminKey", "dataKey", "*.dataKey", "password", "*.password"],
       censor: "[redacted]",
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

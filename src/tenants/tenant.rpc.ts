@@ -21,7 +21,7 @@ import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
-import { pageOf, readPage } from "../platform/pagination.js";
+import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, tenantMutation } from "../platform/rpc.js";
 import type { ApiKeyService } from "./api-key.service.js";
 import { apiKeyToProto, optionalDate, scopeFromProto, tenantToProto } from "./tenant.mapper.js";
@@ -35,8 +35,9 @@ export function createTenantRpc(deps: {
   idempotency: Idempotency;
   tenants: TenantService;
   apiKeys: ApiKeyService;
+  pages: PageTokens;
 }): ServiceImpl<typeof TenantServiceDesc> {
-  const { db, idempotency, tenants, apiKeys } = deps;
+  const { db, idempotency, tenants, apiKeys, pages } = deps;
   return {
     async createTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
@@ -56,8 +57,8 @@ export function createTenantRpc(deps: {
 
     async listTenants(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const page = readPage(req.pageSize, req.pageToken);
-      const { items, nextPageToken } = pageOf(await tenants.list(db.em(), page), page);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId: "*" });
+      const { items, nextPageToken } = pages.pageOf(await tenants.list(db.em(), page), page);
       return create(ListTenantsResponseSchema, { tenants: items.map(tenantToProto), nextPageToken });
     },
 
@@ -98,10 +99,9 @@ export function createTenantRpc(deps: {
 
     async listApiKeys(req, ctx) {
       const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
-      const filters = { t: tenantId, r: req.showRevoked };
-      const page = readPage(req.pageSize, req.pageToken, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { showRevoked: req.showRevoked } });
       const rows = await apiKeys.list(db.em(), tenantId, page, req.showRevoked);
-      const { items, nextPageToken } = pageOf(rows, page, filters);
+      const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(ListApiKeysResponseSchema, { apiKeys: items.map(apiKeyToProto), nextPageToken });
     },
 

@@ -8,8 +8,8 @@ import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
 import { Code } from "@connectrpc/connect";
 import type { Idempotency } from "../platform/idempotency.js";
-import { pageBy, pageOf, readPage } from "../platform/pagination.js";
-import { readTenant, tenantMutation } from "../platform/rpc.js";
+import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
+import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import { requireTenant, type Principal } from "../platform/auth.js";
 import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
 import type { Severity } from "./anomaly.js";
@@ -200,8 +200,16 @@ export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, b
 }
 
 /** The Connect implementation of licensd.usage.v1.UsageService. */
-export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; meters: MeterService; ingest: IngestService; queries: UsageQueries; anomalies: AnomalyService }): ServiceImpl<typeof pb.UsageService> {
-  const { db, idempotency, meters, ingest, queries, anomalies } = deps;
+export function createUsageRpc(deps: {
+  db: Database;
+  idempotency: Idempotency;
+  meters: MeterService;
+  ingest: IngestService;
+  queries: UsageQueries;
+  anomalies: AnomalyService;
+  pages: PageTokens;
+}): ServiceImpl<typeof pb.UsageService> {
+  const { db, idempotency, meters, ingest, queries, anomalies, pages } = deps;
   const principal = (ctx: HandlerContext) => ctx.values.get(principalKey);
 
   return {
@@ -223,9 +231,8 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
     },
     async listMeters(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, p: req.productId };
-      const page = readPage(req.pageSize, req.pageToken, filters);
-      const { items, nextPageToken } = pageOf(await meters.list(db.em(), tenantId, page, req.productId), page, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { productId: req.productId } });
+      const { items, nextPageToken } = pages.pageOf(await meters.list(db.em(), tenantId, page, req.productId), page);
       return create(pb.ListMetersResponseSchema, { meters: items.map(meterToProto), nextPageToken });
     },
     updateMeter: (req, ctx) => {
@@ -324,8 +331,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
 
     async listAnomalies(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, l: req.licenseId, s: req.minSeverity, r: req.resolution };
-      const page = readPage(req.pageSize, req.pageToken, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, minSeverity: req.minSeverity, resolution: req.resolution } });
       const rows = await anomalies.list(db.em(), {
         tenantId,
         licenseId: req.licenseId,
@@ -333,7 +339,7 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
         resolved: req.resolution === pb.ResolutionFilter.RESOLVED ? true : req.resolution === pb.ResolutionFilter.UNRESOLVED ? false : null,
         page,
       });
-      const { items, nextPageToken } = pageBy(rows, page, filters, (r) => r.id);
+      const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(pb.ListAnomaliesResponseSchema, { anomalies: items.map(anomalyToProto), nextPageToken });
     },
 
@@ -344,16 +350,16 @@ export function createUsageRpc(deps: { db: Database; idempotency: Idempotency; m
 
     async listUsageEvents(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const filters = { tenantId, l: req.licenseId, m: req.metric };
-      const page = readPage(req.pageSize, req.pageToken, filters);
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, metric: req.metric } });
       let after: { ts: number; received: number; key: string } | undefined;
       if (page.after) {
         const [ts, received, ...key] = page.after.split("|");
         after = { ts: Number(ts), received: Number(received), key: key.join("|") };
-        if (!Number.isFinite(after.ts) || !Number.isFinite(after.received)) throw invalidArgument("page_token", "not a token this call issued");
+        // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
+        if (!Number.isSafeInteger(after.ts) || !Number.isSafeInteger(after.received)) throw invalidPageToken();
       }
       const rows = await queries.events(db.em(), { tenantId, licenseId: req.licenseId, metric: req.metric, size: page.size, after });
-      const { items, nextPageToken } = pageBy(rows, page, filters, (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`);
+      const { items, nextPageToken } = pages.pageBy(rows, page, (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`);
       return create(pb.ListUsageEventsResponseSchema, {
         events: items.map((r) => ({
           licenseId: req.licenseId,

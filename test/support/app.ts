@@ -7,7 +7,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import type { DescService } from "@bufbuild/protobuf";
 import { createApp, type App } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
-import { createLogger } from "../../src/platform/logger.js";
+import { createLogger, type Logger } from "../../src/platform/logger.js";
 import type { Clock } from "../../src/platform/clock.js";
 import { createTestDatabase } from "./database.js";
 
@@ -20,7 +20,7 @@ export interface TestApp {
 }
 
 /** A real licensd (in this process) on a free port, on its own fresh PostgreSQL database. */
-export async function startTestApp(opts: { clock?: Clock; env?: Record<string, string>; databaseUrl?: string } = {}): Promise<TestApp> {
+export async function startTestApp(opts: { clock?: Clock; env?: Record<string, string>; databaseUrl?: string; logger?: Logger } = {}): Promise<TestApp> {
   const database = opts.databaseUrl ? undefined : await createTestDatabase();
   const databaseUrl = opts.databaseUrl ?? database!.url;
   const superAdminKey = randomBytes(32).toString("base64url");
@@ -33,7 +33,7 @@ export async function startTestApp(opts: { clock?: Clock; env?: Record<string, s
     LICENSD_SHUTDOWN_TIMEOUT_MS: "5000",
     ...opts.env,
   });
-  const app = await createApp(config, { clock: opts.clock, logger: createLogger(process.env.LICENSD_TEST_LOG ?? "silent") });
+  const app = await createApp(config, { clock: opts.clock, logger: opts.logger ?? createLogger(process.env.LICENSD_TEST_LOG ?? "silent") });
   return {
     app,
     url: app.url,

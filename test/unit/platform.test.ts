@@ -7,7 +7,7 @@ import { open, seal, secretsEqual } from "../../src/platform/crypto.js";
 import { DomainError, notFound, toConnectError } from "../../src/platform/errors.js";
 import { newId } from "../../src/platform/ids.js";
 import { Interrupt } from "../../src/platform/interrupt.js";
-import { pageOf, readPage } from "../../src/platform/pagination.js";
+import { PageTokens } from "../../src/platform/pagination.js";
 
 describe("ids", () => {
   it("are prefixed, lowercase and sort by creation", () => {
@@ -20,19 +20,31 @@ describe("ids", () => {
 
 describe("pagination", () => {
   const rows = Array.from({ length: 5 }, (_, i) => ({ id: `id${i}` }));
+  const pages = new PageTokens(Buffer.alloc(32, 7));
+  const scope = { list: "x.v1.S/ListThings", tenantId: "ten_a", filters: { t: "a" } };
   it("defaults to 50, returns a token only when more rows exist", () => {
-    expect(readPage(0, "").size).toBe(50);
-    const page = readPage(2, "");
-    const first = pageOf(rows.slice(0, 3), page);
+    expect(pages.read(0, "", scope).size).toBe(50);
+    expect(pages.read(5000, "", scope).size).toBe(1000);
+    const page = pages.read(2, "", scope);
+    const first = pages.pageOf(rows.slice(0, 3), page);
     expect(first.items.map((r) => r.id)).toEqual(["id0", "id1"]);
-    expect(readPage(2, first.nextPageToken).after).toBe("id1");
-    expect(pageOf(rows.slice(0, 2), page).nextPageToken).toBe("");
+    expect(pages.read(2, first.nextPageToken, scope).after).toBe("id1");
+    expect(pages.pageOf(rows.slice(0, 2), page).nextPageToken).toBe("");
   });
-  it("refuses forged tokens and tokens replayed under other filters", () => {
-    const token = pageOf(rows, readPage(2, "", { t: "a" }), { t: "a" }).nextPageToken;
-    expect(() => readPage(2, token, { t: "b" })).toThrow(/page_token/);
-    expect(() => readPage(2, "%%%")).toThrow(/page_token/);
-    expect(() => readPage(2, Buffer.from('{"a":1}').toString("base64url"))).toThrow(/page_token/);
+  it("writes the format docs/api.md specifies (known answer, computed with Python's hmac and cryptography's HKDF)", () => {
+    const page = pages.read(2, "", scope);
+    expect(pages.pageOf(rows, page).nextPageToken).toBe("AWlkMUVufzjX78ceQYn7AiIPySI");
+  });
+  it("refuses tokens forged, altered, or replayed under another list, tenant, filters or key", () => {
+    const token = pages.pageOf(rows, pages.read(2, "", scope)).nextPageToken;
+    expect(pages.read(2, token, { ...scope, filters: { t: "a", u: undefined } }).after).toBe("id1"); // unset filters are no filter
+    for (const other of [{ ...scope, filters: { t: "b" } }, { ...scope, tenantId: "ten_b" }, { ...scope, list: "x.v1.S/ListOthers" }, { ...scope, filters: {} }]) {
+      expect(() => pages.read(2, token, other)).toThrow(/page_token/);
+    }
+    expect(() => new PageTokens(Buffer.alloc(32, 8)).read(2, token, scope)).toThrow(/page_token/);
+    for (const forged of ["%%%", Buffer.from('{"a":"id1","f":"{\\"t\\":\\"a\\"}"}').toString("base64url"), token.slice(0, -1), `${token}=`, `${token}A`]) {
+      expect(() => pages.read(2, forged, scope), forged).toThrow(/page_token/);
+    }
   });
 });
 
