@@ -60,8 +60,16 @@ const knownSeen = new Map<string, number>();
 beforeAll(async () => {
   if (SKIP) return;
   server = await startServer({
-    // Activation limits would answer most fuzzed activations RESOURCE_EXHAUSTED before any deeper code ran.
-    env: { LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "0", LICENSD_LOG_LEVEL: "info", LICENSD_AUDIT_KEEPALIVE_MS: "100" },
+    // Rate limits (activations, failed key lookups, custom key collisions) would answer most
+    // fuzzed calls RESOURCE_EXHAUSTED, from one address, before any deeper code ran.
+    env: {
+      LICENSD_ACTIVATION_RATE_PER_IP: "0",
+      LICENSD_ACTIVATION_RATE_PER_LICENSE: "0",
+      LICENSD_KEY_FAILURE_RATE_PER_IP: "0",
+      LICENSD_KEY_COLLISION_RATE_PER_TENANT: "0",
+      LICENSD_LOG_LEVEL: "info",
+      LICENSD_AUDIT_KEEPALIVE_MS: "100",
+    },
   });
   log = new ServerLog(server.child);
   startupOutput = server.output();
