@@ -341,6 +341,8 @@ const procedureOf = (m: DescMethod) => `${m.parent.typeName}/${m.name}`;
 const seededArb = (methods: DescMethod[]) =>
   fc.constantFrom(...methods).chain((method) => fc.record({ method: fc.constant(method), credential: credentialArb, seed: plausibleArb(method, world).map((m) => toBinary(method.input, create(method.input, m))) }));
 const GARBAGE_RUNS = RUNS * 12;
+/** An audit tail that accepted its request streams until the client leaves. */
+const openFor = (m: DescMethod) => (m.methodKind === "server_streaming" ? 1000 : undefined);
 
 describe.skipIf(SKIP)("garbage on the wire", () => {
   let h2: RawH2;
@@ -378,7 +380,7 @@ describe.skipIf(SKIP)("garbage on the wire", () => {
     const arb = seededArb(allMethods()).chain((s) => fc.record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) }).map((g) => ({ ...s, ...g })));
     await garbageProperty("grpc frames", arb, (t) => {
       const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
-      return h2.grpc(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...headers });
+      return h2.grpc(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...headers }, { openMs: openFor(t.method) });
     }, GARBAGE_RUNS);
   }, 600_000);
 
@@ -388,7 +390,7 @@ describe.skipIf(SKIP)("garbage on the wire", () => {
     await garbageProperty("connect-stream envelopes", arb, (t) => {
       const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
       const connectHeaders = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k === "grpc-encoding" ? "connect-content-encoding" : k, v]));
-      return h2.connectStream(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...connectHeaders });
+      return h2.connectStream(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...connectHeaders }, { openMs: openFor(t.method) });
     }, GARBAGE_RUNS);
   }, 600_000);
 });

@@ -67,6 +67,12 @@ const GRPC_CODES: Record<string, string> = Object.fromEntries(
 );
 GRPC_CODES["0"] = "ok";
 
+/** A stream still open after it started answering: accepted; the client hangs up. */
+function leaveOpen(req: http2.ClientHttp2Stream, finish: (o: Outcome) => void) {
+  finish({ code: "ok", message: "the stream is open" });
+  if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+}
+
 /** Stops sending a body the server answered without reading (a reset only then: Node limits how often a peer resets). */
 function abandonBody(req: http2.ClientHttp2Stream) {
   if (!req.writableFinished && !req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
@@ -95,7 +101,12 @@ export class RawH2 {
     return session;
   }
 
-  grpc(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<Outcome> {
+  /**
+   * `openMs`: for a stream that may never end (an audit tail), an answer that started
+   * (headers, no status) and stays open this long counts as accepted; the client leaves.
+   */
+  grpc(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, opts: { timeoutMs?: number; openMs?: number } = {}): Promise<Outcome> {
+    const timeoutMs = opts.timeoutMs ?? 15_000;
     return new Promise((resolve) => {
       let done = false;
       const finish = (o: Outcome) => {
@@ -132,6 +143,7 @@ export class RawH2 {
       req.on("response", (h) => {
         httpStatus = Number(h[":status"]);
         read(h);
+        if (!done && opts.openMs !== undefined) setTimeout(() => leaveOpen(req, finish), opts.openMs).unref();
       });
       req.on("trailers", read);
       req.on("data", () => undefined);
@@ -151,7 +163,8 @@ export class RawH2 {
    * A Connect streaming call (enveloped messages) over a raw HTTP/2 stream; the answer is
    * the end-of-stream envelope's error, or ok.
    */
-  connectStream(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, timeoutMs = 15_000): Promise<Outcome> {
+  connectStream(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, opts: { timeoutMs?: number; openMs?: number } = {}): Promise<Outcome> {
+    const timeoutMs = opts.timeoutMs ?? 15_000;
     return new Promise((resolve) => {
       let done = false;
       const finish = (o: Outcome) => {
@@ -169,7 +182,10 @@ export class RawH2 {
       req.on("close", () => req.session?.close());
       let status = 0;
       const body: Buffer[] = [];
-      req.on("response", (h) => (status = Number(h[":status"])));
+      req.on("response", (h) => {
+        status = Number(h[":status"]);
+        if (status === 200 && opts.openMs !== undefined) setTimeout(() => leaveOpen(req, finish), opts.openMs).unref();
+      });
       req.on("data", (d: Buffer) => body.push(d));
       req.on("error", (err) => finish({ code: `stream error: ${err.message}`, message: "" }));
       const end = () => {
