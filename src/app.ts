@@ -30,6 +30,8 @@ import { AuditFeed } from "./audit/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
+import { createForeignKeyBudget, createKeyFailureLimit } from "./platform/key-failures.js";
+import { createClientAddress } from "./platform/client-address.js";
 import { createIngestService, type IngestService } from "./usage/ingest.service.js";
 import { createMeterService } from "./usage/meter.service.js";
 import { createUsageQueries } from "./usage/usage.query.js";
@@ -97,6 +99,7 @@ export async function openStorage(config: Config, logger: Logger, opts: { migrat
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
+  for (const warning of config.warnings) logger.warn(warning);
   const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
   // Whatever is acquired from here on is released, in reverse, if start-up fails.
   const acquired: (() => unknown)[] = [() => embedded?.stop(), () => db.close()];
@@ -123,6 +126,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const idempotency = createIdempotency(db, clock, config.dataKey);
     const pages = new PageTokens(config.dataKey);
     const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
+    const rateLimiter = createRateLimiter(db, clock);
+    const keyFailures = createKeyFailureLimit({ db, clock, rateLimiter, rule: config.keyFailureRatePerIp, notifications: feed, logger });
+    await keyFailures.start();
+    const foreignKeys = createForeignKeyBudget({ rateLimiter, keyFailures, rule: config.keyCollisionRatePerTenant, logger });
     const catalog = createCatalogService({ clock, events });
     const licenses = createLicenseService({
       clock,
@@ -132,11 +139,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       dataKey: config.dataKey,
       signingKeys,
       licenseFileHmacSecret: config.licenseFileHmacSecret,
+      foreignKeys,
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
     const imports = createImportService({ db, catalog, licenses, logger });
     const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
-    const rateLimiter = createRateLimiter(db, clock);
     const hub = new LeaseHub(db, feed, logger);
     const meters = createMeterService({ clock, events, catalog });
     const ingest = createIngestService({ db, clock, events, keyring: licenseKeyring, signingKeys, feed });
@@ -159,6 +166,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
     const reflection = new ReflectionIndex(servedServices, reflectedFiles);
     const shutdown = new AbortController();
+    const clientAddress = createClientAddress(config.trustedProxies, config.forwardedHeader);
 
     const connectHandler = createEdgeHandler({
       routes: routes({
@@ -173,12 +181,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           rateLimiter,
           rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
           pages,
+          keyFailures,
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures }),
         },
-        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages }),
+        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
         audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
@@ -186,14 +195,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }),
       interceptors: [
         createTelemetryInterceptor(logger, metrics),
-        createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret)),
+        createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret), keyFailures),
         // Usage events are checked one by one by the ingest: a bad one is a Rejection, its batch lands.
         createValidationInterceptor({ checkedByService: new Set([UsageEventSchema.typeName]) }),
       ],
       // Fast levels for answers compressed once each (see compression.ts), in connect-node's order.
       acceptCompression: [fastGzip, fastBrotli],
       shutdownSignal: shutdown.signal,
-      contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
+      contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req)),
       readMaxBytes: 4 * 1024 * 1024,
       publicReads,
       logger,

@@ -1,6 +1,9 @@
 import { hkdfSync, randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import type { ZxcvbnFactory } from "@zxcvbn-ts/core";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { compileTrustedProxies, type ForwardedHeader } from "./platform/client-address.js";
 
 /** Every setting licensd reads, validated once at start. */
 export interface Config {
@@ -31,8 +34,18 @@ export interface Config {
   activationRatePerLicense: RateRule | null;
   /** Activation attempts allowed per client IP address; null disables. */
   activationRatePerIp: RateRule | null;
+  /** Failed key lookups allowed per client address on every key-credential RPC; null disables. */
+  keyFailureRatePerIp: RateRule | null;
+  /** CreateLicense/import custom keys refused because another tenant holds them, per tenant; null disables. */
+  keyCollisionRatePerTenant: RateRule | null;
+  /** Proxies (CIDRs) whose forwarding header names the client; empty: the TCP peer is the client. */
+  trustedProxies: string[];
+  /** The header trusted proxies write the client address in. */
+  forwardedHeader: ForwardedHeader;
   /** How often the heartbeat worker looks for dead machines. */
   heartbeatSweepMs: number;
+  /** Settings that were accepted but deserve a word in the log at start. */
+  warnings: string[];
   /** Secrets that development mode generated (and stored) on this start, to announce. */
   generated: string[];
 }
@@ -87,9 +100,14 @@ export function loadConfig(env: Env = process.env): Config {
     return n;
   };
 
-  const envName = str("LICENSD_ENV") ?? "development";
+  const warnings: string[] = [];
+  // NODE_ENV=production alone means production: a deployment that says so must not get generated secrets and an embedded database.
+  const nodeProduction = str("NODE_ENV") === "production";
+  const envName = str("LICENSD_ENV") ?? (nodeProduction ? "production" : "development");
   if (envName !== "development" && envName !== "production") {
     problems.push(`LICENSD_ENV=${JSON.stringify(envName)}: must be "development" or "production"`);
+  } else if (envName === "development" && nodeProduction) {
+    warnings.push("NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so");
   }
   const production = envName === "production";
   const port = int("LICENSD_PORT", 8080, 0, 65535);
@@ -115,9 +133,9 @@ export function loadConfig(env: Env = process.env): Config {
   let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
   let dataKeyText = str("LICENSD_DATA_KEY");
   const generated: string[] = [];
-  if (superAdminKey !== undefined) {
+  if (superAdminKey !== undefined && production) {
     const why = weakSecret(superAdminKey);
-    if (why && production) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
+    if (why) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
   }
   let dataKey: Buffer | undefined;
   if (dataKeyText !== undefined) {
@@ -171,6 +189,16 @@ export function loadConfig(env: Env = process.env): Config {
   };
   const activationRatePerLicense = rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m");
   const activationRatePerIp = rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m");
+  const keyFailureRatePerIp = rate("LICENSD_KEY_FAILURE_RATE_PER_IP", "60/1m");
+  const keyCollisionRatePerTenant = rate("LICENSD_KEY_COLLISION_RATE_PER_TENANT", "30/1h");
+
+  const trustedProxies = (str("LICENSD_TRUSTED_PROXIES") ?? "").split(",").map((e) => e.trim()).filter((e) => e !== "");
+  const trust = compileTrustedProxies(trustedProxies);
+  if ("bad" in trust) problems.push(`LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`);
+  const forwardedHeader = (str("LICENSD_FORWARDED_HEADER") ?? "x-forwarded-for").toLowerCase();
+  if (forwardedHeader !== "x-forwarded-for" && forwardedHeader !== "forwarded") {
+    problems.push(`LICENSD_FORWARDED_HEADER=${JSON.stringify(forwardedHeader)}: must be "x-forwarded-for" or "forwarded"`);
+  }
 
   // Read before the check below, so a bad value is named rather than replaced by its default.
   const dbPoolMax = int("LICENSD_DB_POOL_MAX", 10, 1, 1000);
@@ -201,8 +229,13 @@ export function loadConfig(env: Env = process.env): Config {
     auditKeepAliveMs,
     activationRatePerLicense,
     activationRatePerIp,
+    keyFailureRatePerIp,
+    keyCollisionRatePerTenant,
+    trustedProxies,
+    forwardedHeader: forwardedHeader as ForwardedHeader,
     heartbeatSweepMs,
     generated,
+    warnings,
   };
 }
 
@@ -217,13 +250,41 @@ function jsonEntries(text: string | undefined): [string, unknown][] | null {
   }
 }
 
-/** Why a super-admin key is too weak for production, or undefined when it is fine. */
-export function weakSecret(secret: string): string | undefined {
-  const bytes = decodeKey(secret, false);
-  if ((bytes?.length ?? Buffer.byteLength(secret)) < 32 || secret.length < 43) {
-    return "must hold at least 32 random bytes (43+ characters of base64, or 64 hex)";
+/** The estimator behind `weakSecret`, loaded on first use (its dictionaries take a moment and some memory). */
+let estimator: ZxcvbnFactory | undefined;
+function estimate(text: string): number {
+  if (!estimator) {
+    const require = createRequire(import.meta.url);
+    const { ZxcvbnFactory: Factory } = require("@zxcvbn-ts/core") as typeof import("@zxcvbn-ts/core");
+    const common = require("@zxcvbn-ts/language-common") as typeof import("@zxcvbn-ts/language-common");
+    // (up to 10 l33t substitutions per word: past that the search costs seconds and finds nothing more here)
+    estimator = new Factory({ dictionary: common.dictionary, graphs: common.adjacencyGraphs, l33tMaxSubstitutions: 10 });
   }
-  if (new Set(secret).size < 16) return "looks low-entropy (too few distinct characters); use `openssl rand -base64 32`";
+  return estimator.check(text).guessesLog10;
+}
+
+/** The share of a key's characters whose worth the strength estimate must reach (docs/security.md). */
+export const SUPER_ADMIN_KEY_MIN_RATIO = 0.8;
+
+/**
+ * Why a super-admin key is too weak for production, or undefined when it is fine. Two
+ * rules: it decodes (hex, base64 or base64url) to at least 32 bytes; and zxcvbn-ts
+ * estimates at least 10^(0.8·n) guesses for its n characters (padding aside, 64 at most), i.e. finds
+ * at most a fifth of it made of words, names, dates, sequences, repeats or keyboard walks.
+ * Generated keys find close to none (10^0.9n and up in every sample), human-made ones much.
+ */
+export function weakSecret(secret: string): string | undefined {
+  const how = "at least 32 random bytes written as hex, base64 or base64url (e.g. `openssl rand -base64 32`)";
+  const bytes = decodeKey(secret, false);
+  if (!bytes) return `must be ${how}; this one is not hex, base64 or base64url`;
+  if (bytes.length < 32) return `must be ${how}; this one decodes to ${bytes.length} bytes`;
+  // (the first 64 characters: all of a generated key, and the estimate's cost grows with the square of the length)
+  const text = secret.replace(/=+$/, "").slice(0, 64);
+  const log10 = estimate(text);
+  const needed = SUPER_ADMIN_KEY_MIN_RATIO * text.length;
+  if (log10 < needed) {
+    return `must be ${how}, and look random: zxcvbn's strength estimate must reach 10^${Math.ceil(needed)} guesses (0.8 × its ${text.length} characters), this one gets 10^${Math.floor(log10)}: it holds words, dates, sequences, repeats or keyboard patterns`;
+  }
   return undefined;
 }
 

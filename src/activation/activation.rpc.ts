@@ -11,6 +11,8 @@ import { DomainError, invalidArgument } from "../platform/errors.js";
 import type { Clock } from "../platform/clock.js";
 import type { RateRule } from "../config.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
+import type { KeyFailureLimit } from "../platform/key-failures.js";
+import { addressBucket } from "../platform/client-address.js";
 import type { LeaseHub } from "./lease-hub.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { Interrupt } from "../platform/interrupt.js";
@@ -60,31 +62,33 @@ export interface ActivationRpcDeps {
   rateLimiter: RateLimiter;
   rates: { perLicense: RateRule | null; perIp: RateRule | null };
   pages: PageTokens;
+  keyFailures: KeyFailureLimit;
 }
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
 export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
-  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates, pages } = deps;
+  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates, pages, keyFailures } = deps;
 
   /** Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets live in PostgreSQL). */
   async function limitActivation(key: string, ip: string) {
-    if (rates.perIp && ip) await rateLimiter.take(`activate:ip:${ip}`, rates.perIp, "activations from this address");
+    if (rates.perIp && ip) await rateLimiter.take(`activate:ip:${addressBucket(ip)}`, rates.perIp, "activations from this address");
     if (rates.perLicense) await rateLimiter.take(`activate:${keyScope(key)}`, rates.perLicense, "activations of this license");
   }
 
   return {
-    activate: async (req, ctx) => {
-      await limitActivation(req.key, ctx.values.get(peerAddressKey));
-      const info = { fingerprint: req.fingerprint, hostname: req.hostname, platform: req.platform, cores: req.cores, ip: ctx.values.get(peerAddressKey), metadata: req.metadata };
-      // A machine already active and alive (an agent restarting), without an idempotency key
-      // to record: one statement. Anything else takes the full path, in one transaction.
-      const again = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
-      if (again) return create(pb.ActivateResponseSchema, { machine: machineToProto(again.machine), lease: leaseToProto(again.lease) });
-      return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
-        const { machine, lease } = await machines.activate(em, req.key, info);
-        return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
-      });
-    },
+    activate: (req, ctx) =>
+      keyFailures.guard(ctx.values.get(peerAddressKey), async () => {
+        await limitActivation(req.key, ctx.values.get(peerAddressKey));
+        const info = { fingerprint: req.fingerprint, hostname: req.hostname, platform: req.platform, cores: req.cores, ip: ctx.values.get(peerAddressKey), metadata: req.metadata };
+        // A machine already active and alive (an agent restarting), without an idempotency key
+        // to record: one statement. Anything else takes the full path, in one transaction.
+        const again = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
+        if (again) return create(pb.ActivateResponseSchema, { machine: machineToProto(again.machine), lease: leaseToProto(again.lease) });
+        return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
+          const { machine, lease } = await machines.activate(em, req.key, info);
+          return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
+        });
+      }),
 
     activateOffline: (req, ctx) =>
       tenantMutation(idempotency, ctx, { requestSchema: pb.ActivateOfflineRequestSchema, request: req, responseSchema: pb.ActivateOfflineResponseSchema }, async (em, m) => {
@@ -121,7 +125,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
             if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
             ({ key, fingerprint } = msg);
             // Watch first, then check: a change committed in between is still pushed.
-            const { license, machine } = await machines.identify(db.em(), key, fingerprint);
+            const { license, machine } = await keyFailures.guard(ctx.values.get(peerAddressKey), () => machines.identify(db.em(), key, fingerprint));
             stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) => revoke({ reason, message }));
           } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
             throw invalidArgument(msg.key !== key ? "key" : "fingerprint", "must match the stream's first message (or be empty)");
@@ -159,15 +163,18 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
         );
       }
       if (!req.key || !req.fingerprint) throw invalidArgument("key", "give key and fingerprint, or machine_id with an admin key");
-      return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.DeactivateRequestSchema, request: req, responseSchema: pb.DeactivateResponseSchema }, async (em) =>
-        create(pb.DeactivateResponseSchema, { machine: machineToProto(await machines.deactivateByKey(em, req.key, req.fingerprint)) }),
+      return keyFailures.guard(ctx.values.get(peerAddressKey), () =>
+        idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.DeactivateRequestSchema, request: req, responseSchema: pb.DeactivateResponseSchema }, async (em) =>
+          create(pb.DeactivateResponseSchema, { machine: machineToProto(await machines.deactivateByKey(em, req.key, req.fingerprint)) }),
+        ),
       );
     },
 
-    async heartbeat(req) {
-      const { machine, lease } = (await machines.heartbeatFast(db, req.key, req.fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint)));
-      return create(pb.HeartbeatResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
-    },
+    heartbeat: (req, ctx) =>
+      keyFailures.guard(ctx.values.get(peerAddressKey), async () => {
+        const { machine, lease } = (await machines.heartbeatFast(db, req.key, req.fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint)));
+        return create(pb.HeartbeatResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
+      }),
 
     async getMachine(req, ctx) {
       return create(pb.GetMachineResponseSchema, { machine: machineToProto(await machines.getMachine(db.em(), readTenant(ctx, req.tenantId), req.id)) });

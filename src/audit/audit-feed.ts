@@ -18,6 +18,8 @@ export class AuditFeed {
   private readonly wake = new EventEmitter();
   private stopped = false;
   private retry: NodeJS.Timeout | undefined;
+  /** Other channels this connection listens on (platform's cross-instance messages), by name. */
+  private readonly channels = new Map<string, (payload: string) => void>();
 
   constructor(
     private readonly url: string,
@@ -33,6 +35,8 @@ export class AuditFeed {
   private async connect(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url, keepAlive: true });
     client.on("notification", (msg) => {
+      const other = this.channels.get(msg.channel);
+      if (other) return other(msg.payload ?? "");
       const [tenantId, seqText] = (msg.payload ?? "").split(":");
       const seq = Number(seqText);
       if (!tenantId || !Number.isInteger(seq)) return;
@@ -47,6 +51,7 @@ export class AuditFeed {
     client.on("end", () => this.reconnectSoon());
     await client.connect();
     await client.query(`listen ${AUDIT_CHANNEL}`);
+    for (const channel of this.channels.keys()) await client.query(`listen ${channel}`);
     this.client = client;
     this.wake.emit("*");
     this.wake.emit(RECONNECTED);
@@ -101,6 +106,12 @@ export class AuditFeed {
   /** Calls `listener` whenever the LISTEN connection is (re)established: notifications may have been missed. */
   onReconnect(listener: () => void) {
     this.wake.on(RECONNECTED, listener);
+  }
+
+  /** Also hears `channel` (a plain identifier) on the same connection, now and after every reconnect. */
+  async listen(channel: string, onMessage: (payload: string) => void): Promise<void> {
+    this.channels.set(channel, onMessage);
+    await this.client?.query(`listen ${channel}`);
   }
 
   async stop(): Promise<void> {

@@ -38,7 +38,7 @@ const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 export function createImportService(deps: { db: Database; catalog: CatalogService; licenses: LicenseService; logger: Logger }) {
   const { db, catalog, licenses, logger } = deps;
 
-  async function importRow(tenantId: string, actor: string, row: ImportRow): Promise<{ customerCreated: boolean }> {
+  async function importRow(tenantId: string, actor: string, row: ImportRow, clientAddress: string): Promise<{ customerCreated: boolean }> {
     const rowError = (reason: string, field: string, message: string) => new DomainError(Code.InvalidArgument, reason, `${field}: ${message}`, { field });
     if (!row.licenseKey) throw rowError("MISSING_FIELD", "license_key", "license_key is required");
     if (!EMAIL.test(row.customerEmail)) throw rowError("INVALID_EMAIL", "customer_email", `${JSON.stringify(row.customerEmail)} is not an email address`);
@@ -68,6 +68,7 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
         maxMachines: null,
         metadata: { ...row.metadata, imported: "true", ...(row.issuedAt ? { issued_at: row.issuedAt.toISOString() } : {}) },
         customKey: row.licenseKey,
+        clientAddress,
       });
       if (row.status === "suspended") await licenses.suspend(em, tenantId, actor, license.id);
       if (row.status === "revoked") await licenses.revoke(em, tenantId, actor, license.id);
@@ -76,12 +77,13 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
   }
 
   return {
-    async importRows(tenantId: string, actor: string, rows: AsyncIterable<ImportRow>, onProgress?: (s: ImportSummary) => void): Promise<ImportSummary> {
+    /** Imports rows as they arrive; `clientAddress` pays for keys another tenant holds (as CreateLicense's custom keys do). */
+    async importRows(tenantId: string, actor: string, rows: AsyncIterable<ImportRow>, opts: { clientAddress?: string; onProgress?: (s: ImportSummary) => void } = {}): Promise<ImportSummary> {
       const summary: ImportSummary = { received: 0, imported: 0, customersCreated: 0, failed: 0, errors: [] };
       for await (const row of rows) {
         const index = summary.received++;
         try {
-          const { customerCreated } = await importRow(tenantId, actor, row);
+          const { customerCreated } = await importRow(tenantId, actor, row, opts.clientAddress ?? "");
           summary.imported++;
           if (customerCreated) summary.customersCreated++;
         } catch (err) {
@@ -95,7 +97,7 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
           }
           if (summary.errors.length < MAX_REPORTED_ERRORS) summary.errors.push({ index, ...reported });
         }
-        onProgress?.(summary);
+        opts.onProgress?.(summary);
       }
       return summary;
     },

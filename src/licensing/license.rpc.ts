@@ -20,7 +20,8 @@ import type { LicenseSnapshot, Validation, ValidationService } from "./validatio
 import type { ImportRow, ImportService } from "./import.service.js";
 import type { MachineService } from "../activation/machine.service.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
-import { principalKey } from "../platform/context.js";
+import { peerAddressKey, principalKey } from "../platform/context.js";
+import type { KeyFailureLimit } from "../platform/key-failures.js";
 
 function importRowFromProto(r: pb.ImportLicensesRequest): ImportRow {
   return {
@@ -152,8 +153,9 @@ export function createLicenseRpc(deps: {
   imports: ImportService;
   machines: MachineService;
   pages: PageTokens;
+  keyFailures: KeyFailureLimit;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages } = deps;
+  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
   const answers = new Map<string, Answer>();
 
@@ -177,6 +179,7 @@ export function createLicenseRpc(deps: {
           maxMachines: req.maxMachines ?? null,
           metadata: req.metadata,
           customKey: req.customKey,
+          clientAddress: ctx.values.get(peerAddressKey),
         });
         return create(pb.CreateLicenseResponseSchema, { license: out(license), key });
       }),
@@ -254,7 +257,7 @@ export function createLicenseRpc(deps: {
       async function* rows(): AsyncGenerator<ImportRow> {
         for (let next = first; !next.done; next = await messages.next()) yield importRowFromProto(next.value);
       }
-      const s = await imports.importRows(tenantId, actorOf(principal), rows());
+      const s = await imports.importRows(tenantId, actorOf(principal), rows(), { clientAddress: ctx.values.get(peerAddressKey) });
       return create(pb.ImportLicensesResponseSchema, {
         received: BigInt(s.received),
         imported: BigInt(s.imported),
@@ -264,8 +267,12 @@ export function createLicenseRpc(deps: {
       });
     },
 
-    async validateLicense(req) {
+    async validateLicense(req, ctx) {
+      // An address that spent its failure budget is refused before the look-up (a hit must not be told either).
+      const address = ctx.values.get(peerAddressKey);
+      keyFailures.refuseIfBlocked(address);
       const v = await validation.validate({ key: req.key, productCode: req.productCode, fingerprint: req.fingerprint, requiredEntitlements: req.entitlements });
+      if (v.code === "NOT_FOUND" || v.code === "FORMAT_INVALID" || v.code === "SIGNATURE_INVALID") await keyFailures.failed(address);
       const question = v.snapshot ? `${req.key}\u0000${req.productCode}\u0000${req.fingerprint}\u0000${req.entitlements.join("\u0001")}` : undefined;
       let answer = question === undefined ? undefined : answers.get(question);
       if (!answer || answer.snapshot !== v.snapshot || answer.code !== v.code || answer.valid !== v.valid || answer.detail !== v.detail || answer.status !== v.license?.effectiveStatus) {

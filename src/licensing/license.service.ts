@@ -44,7 +44,24 @@ export interface NewLicense {
   maxMachines: number | null;
   metadata: Record<string, string>;
   customKey: string;
+  /** The caller's address (its failure budget pays for custom keys another tenant holds); "" when unknown. */
+  clientAddress?: string;
 }
+
+/**
+ * Custom keys another tenant holds: refused without saying why, and paid for from the
+ * caller's failure budgets, so CreateLicense and imports are no faster an oracle for
+ * which keys exist than the public ValidateLicense (docs/security.md). app.ts fills it.
+ */
+export interface ForeignKeyBudget {
+  /** Throws RATE_LIMITED, before any lookup, while the tenant or the address may not try custom keys. */
+  admit(tenantId: string, clientAddress: string): Promise<void>;
+  /** Pays for one refusal (and logs it with ids); throws RATE_LIMITED when that spent the budget. */
+  refused(tenantId: string, clientAddress: string, holder: { tenantId: string; licenseId: string }): Promise<void>;
+}
+
+/** The one answer for a custom key that cannot be used for a reason that is not the caller's to know. */
+export const keyRefused = () => invalidArgument("custom_key", "this key cannot be used; choose another", "LICENSE_KEY_REFUSED");
 
 export interface LicensePatch {
   expiresAt?: Date | null;
@@ -74,8 +91,9 @@ export function createLicenseService(deps: {
   dataKey: Buffer;
   signingKeys: SigningKeyStore;
   licenseFileHmacSecret: string | undefined;
+  foreignKeys?: ForeignKeyBudget;
 }) {
-  const { clock, events, catalog, keyring, dataKey, signingKeys } = deps;
+  const { clock, events, catalog, keyring, dataKey, signingKeys, foreignKeys } = deps;
 
   async function get(em: EntityManager, tenantId: string, id: string, lock = false): Promise<License> {
     const license = await em.findOne(License, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
@@ -108,6 +126,15 @@ export function createLicenseService(deps: {
           if (!check.ok) throw invalidArgument("custom_key", "a key in the Vinzy format must carry a valid HMAC from the configured keyring", "SIGNATURE_INVALID");
           if (check.productCode !== product.code) throw invalidArgument("custom_key", `the key is for product ${check.productCode}, the policy for ${product.code}`, "PRODUCT_MISMATCH");
         }
+        // Keys are one namespace (the public RPCs take the key alone): the tenant may learn of its own license, nothing of another's.
+        const address = input.clientAddress ?? "";
+        await foreignKeys?.admit(tenantId, address);
+        const [holder] = await em.execute<{ id: string; tenant_id: string }[]>(`select id, tenant_id from licenses where key_digest = ?`, [sha256(key)]);
+        if (holder?.tenant_id === tenantId) throw alreadyExists("LICENSE_KEY_TAKEN", `custom_key: license ${holder.id} already has this key`, { field: "custom_key", license_id: holder.id });
+        if (holder) {
+          await foreignKeys?.refused(tenantId, address, { tenantId: holder.tenant_id, licenseId: holder.id });
+          throw keyRefused();
+        }
       } else {
         key = generateLicenseKey(product.code, keyring);
       }
@@ -136,7 +163,8 @@ export function createLicenseService(deps: {
       try {
         await em.flush();
       } catch (err) {
-        if (err instanceof UniqueConstraintViolationException) throw alreadyExists("LICENSE_KEY_TAKEN", "custom_key: another license has this key", { field: "custom_key" });
+        // (a license created with the same key since the look-up above: whose it is cannot be told here)
+        if (err instanceof UniqueConstraintViolationException) throw keyRefused();
         throw err;
       }
       await events.emit(em, {

@@ -1,5 +1,6 @@
 import type { Interceptor } from "@connectrpc/connect";
-import { principalKey } from "./context.js";
+import { peerAddressKey, principalKey } from "./context.js";
+import type { KeyFailureLimit } from "./key-failures.js";
 import { secretsEqual } from "./crypto.js";
 import { invalidArgument, notFound, permissionDenied, unauthenticated } from "./errors.js";
 
@@ -17,19 +18,25 @@ export type ApiKeyResolver = (secret: string) => Promise<Principal | undefined>;
 /**
  * Turns `Authorization: Bearer <token>` into a Principal in the handler context. No
  * header means anonymous (public RPCs take their own credential, e.g. a license key);
- * a header that names no live key is refused at once.
+ * a header that names no live key is refused at once, and counts as a failed key lookup
+ * of the client's address (which, once blocked, has no key looked up).
  */
-export function createAuthInterceptor(superAdminKey: string, resolveApiKey: ApiKeyResolver): Interceptor {
+export function createAuthInterceptor(superAdminKey: string, resolveApiKey: ApiKeyResolver, keyFailures?: KeyFailureLimit): Interceptor {
   return (next) => async (req) => {
     const header = req.header.get("authorization");
     if (header !== null) {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
       if (!match) throw unauthenticated("MALFORMED_AUTHORIZATION", "authorization header must be `Bearer <key>`");
       const token = match[1];
+      const address = req.contextValues.get(peerAddressKey);
+      keyFailures?.refuseIfBlocked(address);
       let principal: Principal | undefined;
       if (secretsEqual(token, superAdminKey)) principal = { kind: "super_admin" };
       else if (token.startsWith("lsk_")) principal = await resolveApiKey(token);
-      if (!principal) throw unauthenticated("INVALID_API_KEY", "the API key is unknown, revoked or expired");
+      if (!principal) {
+        await keyFailures?.failed(address);
+        throw unauthenticated("INVALID_API_KEY", "the API key is unknown, revoked or expired");
+      }
       req.contextValues.set(principalKey, principal);
     }
     return next(req);

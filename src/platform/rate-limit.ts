@@ -36,6 +36,39 @@ export function createRateLimiter(db: Database, clock: Clock) {
       });
     },
 
+    /**
+     * Takes `n` tokens from `key`'s bucket if it holds them, else empties it; never throws.
+     * Returns whether they were granted, what is left, and how long until a token is back.
+     */
+    async draw(key: string, rule: RateRule, n: number): Promise<{ granted: boolean; tokens: number; retryMs: number }> {
+      const rate = rule.capacity / rule.periodSeconds;
+      const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
+      const [row] = await db.prepared<{ tokens: number; granted: boolean }>(
+        "licensd-rate-draw",
+        `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, greatest($2::float8 - $5::float8, 0), $5::float8 <= $2::float8, $3)
+         on conflict (key) do update set
+           tokens = case when ${level} >= $5::float8 then ${level} - $5::float8 else 0 end,
+           granted = ${level} >= $5::float8,
+           refilled_at = greatest(b.refilled_at, excluded.refilled_at)
+         returning tokens, granted`,
+        [key, rule.capacity, clock.now(), rate, n],
+      );
+      const tokens = Number(row!.tokens);
+      return { granted: row!.granted, tokens, retryMs: tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / rate) * 1000) };
+    },
+
+    /** What `key`'s bucket holds now (without taking anything), and how long until it holds a token. */
+    async peek(key: string, rule: RateRule): Promise<{ tokens: number; retryMs: number }> {
+      const rate = rule.capacity / rule.periodSeconds;
+      const [row] = await db.prepared<{ tokens: number | null }>(
+        "licensd-rate-peek",
+        `select least($2::float8, tokens + greatest(0, extract(epoch from ($3::timestamptz - refilled_at))) * $4::float8) as tokens from rate_buckets where key = $1`,
+        [key, rule.capacity, clock.now(), rate],
+      );
+      const tokens = row ? Number(row.tokens) : rule.capacity;
+      return { tokens, retryMs: tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / rate) * 1000) };
+    },
+
     /** Drops buckets untouched for an hour (full again by then for any sane rule). */
     async purge(): Promise<void> {
       await db.em().execute(`delete from rate_buckets where refilled_at < ?`, [new Date(clock.now().getTime() - 3_600_000)]);

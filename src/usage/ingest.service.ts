@@ -13,6 +13,20 @@ import { writeBatch } from "./ingest-general.js";
 import type { Admission, Turn } from "./stream-order.js";
 
 export type { IncomingEvent, Rejection };
+
+/** The caller's failure budget for license keys (platform/key-failures.ts, bound to its address). */
+export interface KeyGuard {
+  /** Throws RATE_LIMITED while the caller may not have keys looked up. */
+  refuseIfBlocked(): void;
+  /** Pays for `n` keys that named no license; throws RATE_LIMITED (nothing written) when the budget held fewer. */
+  failed(n: number): Promise<void>;
+}
+
+export interface IngestOptions {
+  requireKey: boolean;
+  turn?: Turn;
+  keyGuard?: KeyGuard;
+}
 export type { LimitState };
 
 export interface BatchResult {
@@ -66,7 +80,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * holds while that one waits here for it. `seen`, when given, receives the batch's
    * prepared events (ingestTogether splits the result by them).
    */
-  async function ingest(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
+  async function ingest(batch: IncomingEvent[], principal: Principal, opts: IngestOptions, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
     try {
       return await ingestBatch(batch, principal, opts, seen);
     } finally {
@@ -81,19 +95,28 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * whose batches arrive faster than they commit writes those that queued up together:
    * one commit, and one update of each total and rollup, for all of them.
    */
-  async function ingestTogether(batches: IncomingEvent[][], principal: Principal, opts: { requireKey: boolean; turn?: Turn }): Promise<BatchResult[]> {
+  async function ingestTogether(batches: IncomingEvent[][], principal: Principal, opts: IngestOptions): Promise<BatchResult[]> {
     if (batches.length === 1) return [await ingest(batches[0]!, principal, opts)];
     const seen: { prepared?: Prepared[] } = {};
     const whole = await ingest(batches.flat(), principal, opts, seen);
     return splitResult(whole, seen.prepared ?? [], batches.map((b) => b.length));
   }
 
-  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: { requireKey: boolean; turn?: Turn }, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
+  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: IngestOptions, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
     if (seen) seen.prepared = prepared;
+    const { keyGuard } = opts;
+    const byKey = keyGuard !== undefined && batch.some((e) => e.licenseKey);
+    if (byKey) keyGuard.refuseIfBlocked();
     const resolved = await resolveBatch(lookups(), signingKeys, batch, principal, now);
+    if (byKey) {
+      // Every wrong key of the batch is one guess: paid for before anything is written or answered.
+      let wrong = 0;
+      for (const license of resolved.byKey.values()) if (!license) wrong++;
+      if (wrong > 0) await keyGuard.failed(wrong);
+    }
     const shapes = new TimeShapes();
     for (let i = 0; i < batch.length; i++) {
       const r = prepareEvent(resolved, shapes, batch[i], i, principal, now, opts.requireKey);

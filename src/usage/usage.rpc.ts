@@ -3,7 +3,7 @@ import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/pro
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { AnomalySchema, UsageEventSchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
-import { principalKey } from "../platform/context.js";
+import { peerAddressKey, principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
 import { Code } from "@connectrpc/connect";
@@ -15,7 +15,8 @@ import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
 import type { Severity } from "./anomaly.js";
 import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
-import type { BatchResult, IncomingEvent, IngestService, LimitState } from "./ingest.service.js";
+import type { BatchResult, IncomingEvent, IngestService, KeyGuard, LimitState } from "./ingest.service.js";
+import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { streamOrder } from "./stream-order.js";
 import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
 import { int64Total } from "./usage-records.js";
@@ -130,7 +131,7 @@ const INGEST_CHUNK = 500;
  * one finishes (up to MERGE_EVENTS events). A failed transaction ends the stream with its
  * error: the client resends what was not acknowledged.
  */
-export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>): AsyncGenerator<{ id: Id; result: BatchResult }> {
+export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>, keyGuard?: KeyGuard): AsyncGenerator<{ id: Id; result: BatchResult }> {
   type Batch = { id: Id; events: IncomingEvent[] };
   const input = batches[Symbol.asyncIterator]();
   const queued: Batch[] = [];
@@ -152,7 +153,7 @@ export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, b
       }
       running++;
       // Transactions overlap, but meet their keys and limits in stream order.
-      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn() });
+      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn(), keyGuard });
       // (a failure is awaited, and reported, when its turn to be acknowledged comes)
       void results.catch(() => undefined).finally(() => {
         running--;
@@ -208,9 +209,15 @@ export function createUsageRpc(deps: {
   queries: UsageQueries;
   anomalies: AnomalyService;
   pages: PageTokens;
+  keyFailures: KeyFailureLimit;
 }): ServiceImpl<typeof pb.UsageService> {
-  const { db, idempotency, meters, ingest, queries, anomalies, pages } = deps;
+  const { db, idempotency, meters, ingest, queries, anomalies, pages, keyFailures } = deps;
   const principal = (ctx: HandlerContext) => ctx.values.get(principalKey);
+  /** Events naming licenses by key draw on the caller's address's failure budget. */
+  const keyGuard = (ctx: HandlerContext): KeyGuard => {
+    const address = ctx.values.get(peerAddressKey);
+    return { refuseIfBlocked: () => keyFailures.refuseIfBlocked(address), failed: (n) => keyFailures.failed(address, n) };
+  };
 
   return {
     createMeter: (req, ctx) =>
@@ -254,7 +261,7 @@ export function createUsageRpc(deps: {
       ),
 
     async recordUsage(req, ctx) {
-      const result = await ingest.ingest([incoming(req.event)], principal(ctx), { requireKey: false });
+      const result = await ingest.ingest([incoming(req.event)], principal(ctx), { requireKey: false, keyGuard: keyGuard(ctx) });
       const [rejection] = result.rejected;
       if (rejection) throw rejectionError(rejection.reason, rejection.message);
       const [limit, agentLimit] = [result.limits.find((l) => !l.agentId), result.limits.find((l) => l.agentId)];
@@ -277,7 +284,7 @@ export function createUsageRpc(deps: {
         if (chunk.length > 0) yield { id: offset, events: chunk };
       })();
       const out = { accepted: 0n, duplicates: 0n, rejected: [] as pb.IngestUsageResponse["rejected"] };
-      for await (const { id: offset, result: r } of writeInOrder(ingest, principal(ctx), chunks)) {
+      for await (const { id: offset, result: r } of writeInOrder(ingest, principal(ctx), chunks, keyGuard(ctx))) {
         out.accepted += BigInt(r.accepted);
         out.duplicates += BigInt(r.duplicates);
         out.rejected.push(...r.rejected.map((x) => ({ ...x, index: x.index + offset }) as never));
@@ -290,7 +297,7 @@ export function createUsageRpc(deps: {
       const batches = (async function* () {
         for await (const batch of requests) yield { id: batch.batchId, events: batch.events.map(incoming) };
       })();
-      for await (const { id, result: r } of writeInOrder(ingest, principal(ctx), batches)) {
+      for await (const { id, result: r } of writeInOrder(ingest, principal(ctx), batches, keyGuard(ctx))) {
         yield create(pb.StreamUsageResponseSchema, { batchId: id, accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
       }
     },

@@ -72,6 +72,15 @@ describe("serve", () => {
     const res = await licensd(["serve"], { LICENSD_ENV: "production", LICENSD_DATABASE_URL: "", LICENSD_SUPER_ADMIN_KEY: "short", LICENSD_DATA_KEY: "", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")) });
     expect(res.code).toBe(2);
     for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(res.stderr).toContain(name);
+    // NODE_ENV=production without LICENSD_ENV is production too: no generated secrets, no embedded database.
+    const node = await licensd(["serve"], { NODE_ENV: "production", LICENSD_ENV: "", LICENSD_DATABASE_URL: "", LICENSD_SUPER_ADMIN_KEY: "", LICENSD_DATA_KEY: "", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")) });
+    expect(node.code).toBe(2);
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(node.stderr).toContain(`${name}: required in production`);
+    // A human-made super-admin key that decodes to 32 bytes is refused, with the rule it breaks.
+    const human = await licensd(["serve"], { NODE_ENV: "production", LICENSD_ENV: "", LICENSD_DATABASE_URL: "postgres://127.0.0.1:5432/none", LICENSD_SUPER_ADMIN_KEY: "Password1234567890Password1234567890abcdefg", LICENSD_DATA_KEY: Buffer.alloc(32, 3).toString("base64") });
+    expect(human.code).toBe(2);
+    expect(human.stderr).toContain("LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url");
+    expect(human.stderr).toContain("zxcvbn's strength estimate must reach 10^35 guesses");
   });
 
   it("serves TLS with ALPN for HTTP/1.1 and HTTP/2 on one port", async () => {

@@ -1,8 +1,9 @@
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, parseRate } from "../../src/config.js";
+import { ConfigError, loadConfig, parseRate, weakSecret } from "../../src/config.js";
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "licensd-config-"));
 const strongKey = "Zq3v8XkP2mN7rT1yB6wE9uA4sD0fG5hJ-LcVxQoIiR_";
@@ -34,6 +35,58 @@ describe("config", () => {
     const ok = loadConfig({ ...base, LICENSD_SUPER_ADMIN_KEY: strongKey });
     expect(ok).toMatchObject({ env: "production", host: "0.0.0.0", databaseUrl: "postgres://db/x" });
     expect(ok.generated).toEqual([]);
+  });
+
+  it("production requires super-admin keys of 32+ bytes that look random, and says so", () => {
+    const base = { LICENSD_ENV: "production", LICENSD_DATABASE_URL: "postgres://db/x", LICENSD_DATA_KEY: dataKey };
+    const human = [
+      "Password1234567890Password1234567890abcdefg", // decodes to 32 bytes: words, digits in a row, a repeat
+      "MySuperSecretAdminKeyForLicensdProduction2026",
+      "correcthorsebatterystaplecorrecthorsebattery",
+      "qwertyuiopasdfghjklzxcvbnmqwertyuiopasdfghjk",
+      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+      "aaaabbbbccccddddeeeeffffgggghhhhiiiijjjjkkkk",
+    ];
+    for (const weak of human) {
+      const [problem] = problems({ ...base, LICENSD_SUPER_ADMIN_KEY: weak });
+      expect(problem, weak).toMatch(/^LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url .*look random: zxcvbn's strength estimate must reach 10\^\d+ guesses/);
+    }
+    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: randomBytes(31).toString("base64url") })).toEqual(["LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url (e.g. `openssl rand -base64 32`); this one decodes to 31 bytes"]);
+    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: "not base64: has spaces and a colon" })[0]).toContain("not hex, base64 or base64url");
+    // Development takes any key (and never loads the estimator).
+    expect(loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_SUPER_ADMIN_KEY: human[0]!, LICENSD_DATA_KEY: dataKey }).superAdminKey).toBe(human[0]);
+  });
+
+  it("accepts every generated super-admin key: randomBytes(32) as base64url, `openssl rand -base64 32`, `openssl rand -hex 32`", () => {
+    let checked = 0;
+    for (let i = 0; i < 334; i++) {
+      for (const encoding of ["base64url", "base64", "hex"] as const) {
+        const key = randomBytes(32).toString(encoding);
+        expect(weakSecret(key), key).toBeUndefined();
+        checked++;
+      }
+    }
+    expect(checked).toBe(1002);
+  }, 120_000);
+
+  it("NODE_ENV=production alone means production; LICENSD_ENV=development still wins, with a warning", () => {
+    const p = problems({ NODE_ENV: "production", LICENSD_DATA_DIR: tmp() });
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(p.some((x) => x.startsWith(name)), name).toBe(true);
+    const prod = loadConfig({ NODE_ENV: "production", LICENSD_DATABASE_URL: "postgres://db/x", LICENSD_SUPER_ADMIN_KEY: strongKey, LICENSD_DATA_KEY: dataKey });
+    expect(prod).toMatchObject({ env: "production", host: "0.0.0.0", generated: [], warnings: [] });
+    const dev = loadConfig({ NODE_ENV: "production", LICENSD_ENV: "development", LICENSD_DATA_DIR: tmp() });
+    expect(dev.env).toBe("development");
+    expect(dev.warnings).toEqual([expect.stringContaining("NODE_ENV=production, but LICENSD_ENV=development")]);
+    expect(loadConfig({ NODE_ENV: "development", LICENSD_DATA_DIR: tmp() }).env).toBe("development");
+  });
+
+  it("reads trusted proxies, the forwarding header and the key failure budgets, and names bad ones", () => {
+    const ok = loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_TRUSTED_PROXIES: "10.0.0.0/8, 2001:db8::/32,127.0.0.1", LICENSD_FORWARDED_HEADER: "Forwarded", LICENSD_KEY_FAILURE_RATE_PER_IP: "0" });
+    expect(ok).toMatchObject({ trustedProxies: ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1"], forwardedHeader: "forwarded", keyFailureRatePerIp: null, keyCollisionRatePerTenant: { capacity: 30, periodSeconds: 3600 } });
+    expect(loadConfig({ LICENSD_DATA_DIR: tmp() })).toMatchObject({ trustedProxies: [], forwardedHeader: "x-forwarded-for", keyFailureRatePerIp: { capacity: 60, periodSeconds: 60 } });
+    const p = problems({ LICENSD_TRUSTED_PROXIES: "10.0.0.0/8,proxy.example,300.1.1.1", LICENSD_FORWARDED_HEADER: "x-real-ip", LICENSD_KEY_FAILURE_RATE_PER_IP: "many", LICENSD_KEY_COLLISION_RATE_PER_TENANT: "1/1d" });
+    expect(p).toContainEqual('LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: "proxy.example", "300.1.1.1"');
+    for (const name of ["LICENSD_FORWARDED_HEADER", "LICENSD_KEY_FAILURE_RATE_PER_IP", "LICENSD_KEY_COLLISION_RATE_PER_TENANT"]) expect(p.some((x) => x.startsWith(name)), name).toBe(true);
   });
 
   it("names every bad value", () => {
