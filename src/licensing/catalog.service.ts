@@ -72,10 +72,27 @@ export function checkAgents(agents: AgentEntitlement[], field: string) {
   const seen = new Set<string>();
   agents.forEach((a, i) => {
     if (!/^[A-Za-z0-9._-]{1,63}$/.test(a.agent)) throw invalidArgument(`${field}[${i}].agent`, "must be 1 to 63 of [A-Za-z0-9._-]");
-    if (a.tokenLimit < 0) throw invalidArgument(`${field}[${i}].token_limit`, "must not be negative");
+    if ((a.tokenLimit ?? 0) < 0) throw invalidArgument(`${field}[${i}].token_allowance`, "must not be negative");
     if (seen.has(a.agent)) throw invalidArgument(`${field}[${i}].agent`, `agent ${a.agent} appears twice`);
     seen.add(a.agent);
   });
+}
+
+/**
+ * A node-locked policy (`floating: false`) binds its licenses to their first machine, so a
+ * seat count above one could never be used: the combination is refused where it is written.
+ */
+export function checkNodeLocked(policy: Pick<PolicyInput, "maxMachines" | "floating">) {
+  if (!policy.floating && policy.maxMachines > 1) {
+    throw invalidArgument("floating", `must be true when max_machines is ${policy.maxMachines}: a node-locked policy binds one machine (set floating, or max_machines to 0 or 1)`, "FLOATING_REQUIRED");
+  }
+}
+
+/** The same rule for a license's own max_machines under its policy. */
+export function checkLicenseSeats(policy: Pick<Policy, "name" | "floating">, maxMachines: number | null | undefined) {
+  if (!policy.floating && maxMachines != null && maxMachines > 1) {
+    throw invalidArgument("max_machines", `policy ${policy.name} is node-locked (floating: false) and binds one machine: more needs a floating policy`, "FLOATING_REQUIRED");
+  }
 }
 
 async function flushUnique(em: EntityManager, reason: string, message: string, field: string) {
@@ -164,6 +181,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       const product = await getProduct(em, tenantId, productId);
       checkEntitlements(product, input.entitlements, "entitlements");
       checkAgents(input.agentEntitlements, "agent_entitlements");
+      checkNodeLocked(input);
       const now = clock.now();
       const policy = em.create(Policy, { id: newId("pol"), tenantId, productId, ...input, createdAt: now, updatedAt: now });
       await flushUnique(em, "POLICY_NAME_TAKEN", `name: product ${product.code} already has a policy ${input.name}`, "name");
@@ -178,6 +196,10 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       if (patch.entitlements) checkEntitlements(await getProduct(em, tenantId, policy.productId), patch.entitlements, "entitlements");
       if (patch.agentEntitlements) checkAgents(patch.agentEntitlements, "agent_entitlements");
       Object.assign(policy, patch);
+      checkNodeLocked(policy);
+      if (patch.floating === false && (await em.count(License, { policyId: id, maxMachines: { $gt: 1 } })) > 0) {
+        throw failedPrecondition("FLOATING_REQUIRED", "floating: licenses of this policy allow more than one machine (their max_machines); a node-locked policy binds one", { field: "floating" });
+      }
       policy.updatedAt = clock.now();
       await flushUnique(em, "POLICY_NAME_TAKEN", `name: the product already has a policy ${patch.name}`, "name");
       await emit(em, tenantId, "policy.updated", id, actor, { changed: Object.keys(patch) });

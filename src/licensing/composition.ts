@@ -1,4 +1,4 @@
-import { effectiveAgents, effectiveEntitlements, tierRank, type AgentEntitlement, type ComposeStrategy, type Entitlement, type FeatureDefinition, type ModelTier } from "./entitlements.js";
+import { effectiveEntitlements, tierRank, type ComposeStrategy, type ResolvedAgent, type Entitlement, type FeatureDefinition, type ModelTier } from "./entitlements.js";
 
 /** One active license, as composition sees it. */
 export interface ComposableLicense {
@@ -7,7 +7,8 @@ export interface ComposableLicense {
   features: FeatureDefinition[];
   allFeatures: boolean;
   entitlements: Entitlement[];
-  agents: AgentEntitlement[];
+  /** Its policy's agent allowances merged with its overrides (effectiveAgents). */
+  agents: ResolvedAgent[];
 }
 
 export type ComposedValue = boolean | number | ModelTier;
@@ -21,6 +22,8 @@ export interface ComposedEntitlement {
 
 export interface ComposedAgent {
   agent: string;
+  enabled: boolean;
+  /** 0: no limit. */
   tokenLimit: number;
   modelTier: ModelTier | null;
   licenseIds: string[];
@@ -45,8 +48,9 @@ function combine(strategy: ComposeStrategy, a: ComposedValue, b: ComposedValue):
 /**
  * Vinzy's cross-product composition over a customer's active licenses: per feature, the
  * product's strategy (sum adds numbers, max takes the highest number or tier, union ORs
- * flags and keeps the first other value); per agent, token limits add (0, no limit, stays
- * unlimited) and the highest model tier wins. Every value lists the licenses it came from.
+ * flags and keeps the first other value); per agent, enabled when any license enables it
+ * and, over the licenses that do, token limits add (0, no limit, stays unlimited) and the
+ * highest model tier wins. Every value lists the licenses it came from.
  */
 export function compose(licenses: ComposableLicense[]): { entitlements: ComposedEntitlement[]; agents: ComposedAgent[] } {
   const byFeature = new Map<string, ComposedEntitlement>();
@@ -66,13 +70,16 @@ export function compose(licenses: ComposableLicense[]): { entitlements: Composed
         existing.sources.push({ productId: l.productId, licenseId: l.licenseId, value });
       }
     }
-    for (const a of effectiveAgents(l.agents, [])) {
-      const existing = byAgent.get(a.agent);
-      if (!existing) byAgent.set(a.agent, { agent: a.agent, tokenLimit: a.tokenLimit, modelTier: a.modelTier, licenseIds: [l.licenseId] });
+    for (const a of l.agents) {
+      let composed = byAgent.get(a.agent);
+      if (!composed) byAgent.set(a.agent, (composed = { agent: a.agent, enabled: false, tokenLimit: 0, modelTier: null, licenseIds: [] }));
+      composed.licenseIds.push(l.licenseId);
+      // A license that disables the agent grants it nothing to add.
+      if (!a.enabled) continue;
+      if (!composed.enabled) Object.assign(composed, { enabled: true, tokenLimit: a.tokenLimit, modelTier: a.modelTier });
       else {
-        existing.tokenLimit = existing.tokenLimit === 0 || a.tokenLimit === 0 ? 0 : existing.tokenLimit + a.tokenLimit;
-        if (tierRank(a.modelTier) > tierRank(existing.modelTier)) existing.modelTier = a.modelTier;
-        existing.licenseIds.push(l.licenseId);
+        composed.tokenLimit = composed.tokenLimit === 0 || a.tokenLimit === 0 ? 0 : composed.tokenLimit + a.tokenLimit;
+        if (tierRank(a.modelTier) > tierRank(composed.modelTier)) composed.modelTier = a.modelTier;
       }
     }
   }

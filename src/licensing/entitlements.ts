@@ -16,8 +16,25 @@ export interface FeatureDefinition {
 export type EntitlementValue = { enabled: boolean } | { limit: number } | { tier: ModelTier };
 export type Entitlement = { feature: string } & EntitlementValue;
 
+/**
+ * An agent's allowance as a policy or a license override states it. An absent attribute
+ * is unset (a default in a policy, inherited in an override); stored as JSON, so absent
+ * means the key is missing. `modelTier: null` is "no tier", set (rows written before
+ * attributes could be unset hold it, and keep meaning it).
+ */
 export interface AgentEntitlement {
   agent: string;
+  enabled?: boolean;
+  /** Tokens per period; 0: no limit. */
+  tokenLimit?: number;
+  modelTier?: ModelTier | null;
+}
+
+/** An agent's allowance with every attribute resolved. */
+export interface ResolvedAgent {
+  agent: string;
+  enabled: boolean;
+  /** Tokens per period; 0: no limit. */
   tokenLimit: number;
   modelTier: ModelTier | null;
 }
@@ -35,10 +52,25 @@ export function effectiveEntitlements(policy: Entitlement[], overrides: Entitlem
   return [...byFeature.values()].sort((a, b) => a.feature.localeCompare(b.feature));
 }
 
-export function effectiveAgents(policy: AgentEntitlement[], overrides: AgentEntitlement[]): AgentEntitlement[] {
+/**
+ * Policy agent allowances with the license's overrides merged in, attribute by attribute
+ * as Vinzy-Engine does: the override's value where it sets one, else the policy's, else
+ * the default (enabled, no token limit, no tier).
+ */
+export function effectiveAgents(policy: AgentEntitlement[], overrides: AgentEntitlement[]): ResolvedAgent[] {
   const byAgent = new Map(policy.map((a) => [a.agent, a]));
-  for (const o of overrides) byAgent.set(o.agent, o);
-  return [...byAgent.values()].sort((a, b) => a.agent.localeCompare(b.agent));
+  for (const o of overrides) {
+    const p = byAgent.get(o.agent);
+    byAgent.set(o.agent, {
+      agent: o.agent,
+      enabled: o.enabled ?? p?.enabled,
+      tokenLimit: o.tokenLimit ?? p?.tokenLimit,
+      modelTier: o.modelTier !== undefined ? o.modelTier : p?.modelTier,
+    });
+  }
+  return [...byAgent.values()]
+    .map((a) => ({ agent: a.agent, enabled: a.enabled ?? true, tokenLimit: a.tokenLimit ?? 0, modelTier: a.modelTier ?? null }))
+    .sort((a, b) => a.agent.localeCompare(b.agent));
 }
 
 /** Whether an entitlement grants its feature: an enabled flag, a positive limit, any tier. */

@@ -25,7 +25,7 @@ export interface LicenseFilePayload {
   plan: string;
   features: string[];
   entitlements: Record<string, boolean | number | string>;
-  agents: Record<string, { token_limit: number; model_tier: string | null }>;
+  agents: Record<string, { enabled: boolean; token_limit: number; model_tier: string | null }>;
   max_machines: number;
   max_users: number;
   /** RFC 3339. */

@@ -76,20 +76,19 @@ export function generateLicenseKey(productCode: string, keyring: LicenseKeyring)
 export type KeyCheck = { ok: true; productCode: string; version: number } | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
 
 /**
- * Checks a key's format and HMAC without touching the database. A key whose version has
- * no secret is tried against every secret (Vinzy's fallback for pre-versioning keys).
+ * Checks a key's format and HMAC without touching the database, as Vinzy's
+ * `verify_hmac_multi` does: the secret of the key's own version, then every other secret,
+ * because a pre-versioning key's first character is random and may name any version.
+ * Every secret is tried and compared in constant time, so the time taken does not say
+ * which one matched.
  */
 export function checkLicenseKey(key: string, keyring: LicenseKeyring): KeyCheck {
   if (!KEY_PATTERN.test(key)) return { ok: false, code: "FORMAT_INVALID" };
   const body = key.slice(0, 33);
   const given = Buffer.from(key.slice(34, 39) + key.slice(40, 45));
-  const version = KEY_ALPHABET.indexOf(key[4]);
-  const own = keyring.secret(version);
-  const candidates = own ? [own] : keyring.all();
-  for (const secret of candidates) {
-    if (timingSafeEqual(Buffer.from(signature(secret, body)), given)) return { ok: true, productCode: key.slice(0, 3), version };
-  }
-  return { ok: false, code: "SIGNATURE_INVALID" };
+  let matched = false;
+  for (const secret of keyring.all()) matched = timingSafeEqual(Buffer.from(signature(secret, body)), given) || matched;
+  return matched ? { ok: true, productCode: key.slice(0, 3), version: KEY_ALPHABET.indexOf(key[4]) } : { ok: false, code: "SIGNATURE_INVALID" };
 }
 
 /** Accepts keys as people paste them: surrounding whitespace, and Vinzy keys in any case (custom keys are case-sensitive). */

@@ -13,6 +13,7 @@ import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { CatalogService } from "./catalog.service.js";
 import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
 import { compose } from "./composition.js";
+import { effectiveAgents } from "./entitlements.js";
 import { effectiveStatus, type LicensePatch, type LicenseService } from "./license.service.js";
 import { License, Policy, Product } from "./licensing.entity.js";
 import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
@@ -307,14 +308,13 @@ export function createLicenseRpc(deps: {
         held.map((l) => {
           const policy = policyById.get(l.policyId)!;
           const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
-          const overriddenAgents = new Set(l.agentOverrides.map((a) => a.agent));
           return {
             licenseId: l.id,
             productId: l.productId,
             features: productById.get(l.productId)!.features,
             allFeatures: policy.allFeatures,
             entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
-            agents: [...policy.agentEntitlements.filter((a) => !overriddenAgents.has(a.agent)), ...l.agentOverrides],
+            agents: effectiveAgents(policy.agentEntitlements, l.agentOverrides),
           };
         }),
       );
@@ -327,7 +327,7 @@ export function createLicenseRpc(deps: {
           value: fromJson(ValueSchema, e.value),
           sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
         })),
-        agentEntitlements: composed.agents.map((a) => ({ agent: a.agent, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0, licenseIds: a.licenseIds })),
+        agentEntitlements: composed.agents.map((a) => ({ agent: a.agent, enabled: a.enabled, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0, licenseIds: a.licenseIds })),
       });
     },
   };

@@ -8,7 +8,7 @@ import { LATEST_REQUEST_TIME } from "../platform/request-fields.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
-import { checkAgents, checkEntitlements, type CatalogService } from "./catalog.service.js";
+import { checkAgents, checkEntitlements, checkLicenseSeats, type CatalogService } from "./catalog.service.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement } from "./entitlements.js";
 import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -23,7 +23,7 @@ export function planClaims(product: Product, policy: Policy, license: License) {
   return {
     features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
     entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])) as Record<string, boolean | number | string>,
-    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { token_limit: a.tokenLimit, model_tier: a.modelTier }])),
+    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { enabled: a.enabled, token_limit: a.tokenLimit, model_tier: a.modelTier }])),
     max_machines: license.maxMachines ?? policy.maxMachines,
     max_users: policy.maxUsers,
   };
@@ -117,6 +117,7 @@ export function createLicenseService(deps: {
       await catalog.getCustomer(em, tenantId, input.customerId);
       checkEntitlements(product, input.entitlementOverrides, "entitlement_overrides");
       checkAgents(input.agentOverrides, "agent_overrides");
+      checkLicenseSeats(policy, input.maxMachines);
       let key: string;
       if (input.customKey) {
         key = normalizeLicenseKey(input.customKey);
@@ -194,6 +195,7 @@ export function createLicenseService(deps: {
       const license = await get(em, tenantId, id, true);
       if (patch.entitlementOverrides) checkEntitlements(await catalog.getProduct(em, tenantId, license.productId), patch.entitlementOverrides, "entitlement_overrides");
       if (patch.agentOverrides) checkAgents(patch.agentOverrides, "agent_overrides");
+      if (patch.maxMachines !== undefined) checkLicenseSeats(await catalog.getPolicy(em, tenantId, license.policyId), patch.maxMachines);
       Object.assign(license, patch);
       return change(em, license, actor, "license.updated", { changed: Object.keys(patch) });
     },
@@ -256,6 +258,9 @@ export function createLicenseService(deps: {
       if (to.policyId) {
         const policy = await catalog.getPolicy(em, tenantId, to.policyId);
         if (policy.productId !== license.productId) throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, { field: "policy_id" });
+        if (!policy.floating && license.maxMachines != null && license.maxMachines > 1) {
+          throw failedPrecondition("FLOATING_REQUIRED", `policy ${policy.name} is node-locked (floating: false) and the license allows ${license.maxMachines} machines (its max_machines)`, { field: "policy_id" });
+        }
         license.policyId = policy.id;
       }
       return change(em, license, actor, "license.transferred", { from, to: { customer_id: license.customerId, policy_id: license.policyId } });

@@ -15,7 +15,7 @@ import {
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
 import { ComposeStrategy as PbCompose, FeatureKind as PbKind, ProductSchema, type FeatureDefinition as PbFeature } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { invalidArgument } from "../platform/errors.js";
-import type { AgentEntitlement, ComposeStrategy, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
+import type { AgentEntitlement, ComposeStrategy, ResolvedAgent, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
 import type { LicenseStatus } from "./license.service.js";
 import type { Customer, License, Policy, Product } from "./licensing.entity.js";
 
@@ -82,10 +82,27 @@ export function entitlementsFromProto(list: PbEntitlement[], field: string): Ent
   });
 }
 
+/** Agent allowances as given: unset attributes stay absent (`token_limit`, deprecated, stands in for an unset `token_allowance` when non-zero). */
 export function agentsFromProto(list: PbAgent[], field: string): AgentEntitlement[] {
+  const tokens = (v: bigint, name: string, i: number) => {
+    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].${name}`, "must be from 0 to 2^53-1");
+    return Number(v);
+  };
   return list.map((a, i) => {
-    if (a.tokenLimit < 0n || a.tokenLimit > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].token_limit`, "must be from 0 to 2^53-1");
-    return { agent: a.agent, tokenLimit: Number(a.tokenLimit), modelTier: tiers.fromProto(a.modelTier) ?? null };
+    const out: AgentEntitlement = { agent: a.agent };
+    if (a.enabled !== undefined) out.enabled = a.enabled;
+    if (a.tokenAllowance !== undefined) {
+      if (a.tokenLimit !== 0n && a.tokenLimit !== a.tokenAllowance) throw invalidArgument(`${field}[${i}].token_limit`, "differs from token_allowance, which it is the deprecated name of: set one of them");
+      out.tokenLimit = tokens(a.tokenAllowance, "token_allowance", i);
+    } else if (a.tokenLimit !== 0n) {
+      out.tokenLimit = tokens(a.tokenLimit, "token_limit", i);
+    }
+    if (a.modelTier !== PbTier.UNSPECIFIED) {
+      const tier = tiers.fromProto(a.modelTier);
+      if (!tier) throw invalidArgument(`${field}[${i}].model_tier`, "must be BASIC, STANDARD, PREMIUM or ENTERPRISE, or unset");
+      out.modelTier = tier;
+    }
+    return out;
   });
 }
 
@@ -95,8 +112,15 @@ export const entitlementToProto = (e: Entitlement) =>
     value: "enabled" in e ? { case: "enabled", value: e.enabled } : "limit" in e ? { case: "limit", value: BigInt(e.limit) } : { case: "tier", value: tiers.toProto(e.tier) },
   });
 
-export const agentToProto = (a: AgentEntitlement) =>
-  create(AgentEntitlementSchema, { agent: a.agent, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : PbTier.UNSPECIFIED });
+/** A stated allowance keeps its unset attributes unset; a resolved one has them all. */
+export const agentToProto = (a: AgentEntitlement | ResolvedAgent) =>
+  create(AgentEntitlementSchema, {
+    agent: a.agent,
+    enabled: a.enabled,
+    tokenAllowance: a.tokenLimit === undefined ? undefined : BigInt(a.tokenLimit),
+    tokenLimit: BigInt(a.tokenLimit ?? 0),
+    modelTier: a.modelTier ? tiers.toProto(a.modelTier) : PbTier.UNSPECIFIED,
+  });
 
 export const productToProto = (p: Product) =>
   create(ProductSchema, {

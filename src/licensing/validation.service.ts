@@ -1,7 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition } from "./entitlements.js";
+import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 
@@ -40,7 +40,7 @@ export interface LicenseSnapshot {
   heartbeatGraceSeconds: number;
   requireFingerprintScope: boolean;
   entitlements: Entitlement[];
-  agents: AgentEntitlement[];
+  agents: ResolvedAgent[];
   customerEmail: string;
 }
 
@@ -53,7 +53,7 @@ export interface Validation {
   license?: LicenseSnapshot & { effectiveStatus: LicenseStatus };
   features: string[];
   entitlements: Entitlement[];
-  agents: AgentEntitlement[];
+  agents: ResolvedAgent[];
 }
 
 const CACHE_TTL_MS = 30_000;

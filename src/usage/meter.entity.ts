@@ -15,7 +15,7 @@ export const MeterSchema = defineEntity({
     uniqueAttribute: p.string(),
     period: p.string().$type<LimitPeriod>(),
     description: p.string(),
-    /** Each agent's events are also held to its token_limit (SUM meters only). */
+    /** Each agent's events are also held to its token_allowance (SUM meters only). */
     agentTokens: p.boolean().default(false),
   },
 });

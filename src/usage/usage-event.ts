@@ -240,6 +240,7 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   if (bad) return reject(bad.reason, bad.message);
   const meter = resolved.meters.get(license.productId)?.get(e.metric);
   if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
+  if (meter.agentTokens && e.agentId && license.disabledAgents.has(e.agentId)) return reject("AGENT_DISABLED", `agent_id: the license does not entitle agent ${JSON.stringify(e.agentId)}`);
   let uniqueValue = "";
   if (meter.aggregation === "unique_count") {
     uniqueValue = e.attributes[meter.uniqueAttribute] ?? "";

@@ -4,7 +4,7 @@
  */
 import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../audit/audit-feed.js";
-import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy } from "../licensing/entitlements.js";
+import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy, type ResolvedAgent } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 
@@ -21,8 +21,10 @@ export interface LicenseRow {
   graceSeconds: number;
   overage: OverageStrategy;
   entitlements: Entitlement[];
-  /** Agent → token limit per period (0: no limit), for meters that count agent tokens. */
+  /** Agent → token limit per period (0: no limit), for meters that count agent tokens; enabled agents only. */
   agentTokens: Map<string, number>;
+  /** Agents the license disables: their events on meters that count agent tokens are refused. */
+  disabledAgents: Set<string>;
 }
 
 export interface MeterRow {
@@ -100,6 +102,10 @@ export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, p
   };
 }
 
+function agentAllowances(agents: ResolvedAgent[]): Pick<LicenseRow, "agentTokens" | "disabledAgents"> {
+  return { agentTokens: new Map(agents.filter((a) => a.enabled).map((a) => [a.agent, a.tokenLimit])), disabledAgents: new Set(agents.filter((a) => !a.enabled).map((a) => a.agent)) };
+}
+
 /** Why a license may not record usage now, or undefined when it may. */
 export function unusable(l: LicenseRow, now: Date): { reason: string; message: string } | undefined {
   if (l.status === "revoked") return { reason: "LICENSE_REVOKED", message: "the license was revoked" };
@@ -175,7 +181,7 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
         graceSeconds: Number(r.grace_seconds),
         overage: r.overage_strategy,
         entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
-        agentTokens: new Map(effectiveAgents(r.agent_entitlements, r.agent_overrides).map((a) => [a.agent, a.tokenLimit])),
+        ...agentAllowances(effectiveAgents(r.agent_entitlements, r.agent_overrides)),
       };
     return {
       /** The license a presented key names (its HMAC checked first); undefined for a bad key. */

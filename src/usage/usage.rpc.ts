@@ -76,6 +76,7 @@ const REJECTION_CODES: Record<string, Code> = {
   LICENSE_SUSPENDED: Code.FailedPrecondition,
   LICENSE_REVOKED: Code.FailedPrecondition,
   LICENSE_EXPIRED: Code.FailedPrecondition,
+  AGENT_DISABLED: Code.FailedPrecondition,
   INVALID_LICENSE_KEY: Code.Unauthenticated,
   INVALID_LEASE: Code.Unauthenticated,
   UNAUTHENTICATED: Code.Unauthenticated,

@@ -38,7 +38,7 @@ async function setup(code: string) {
   const api = connectClient(LicensingService, a.url, secret);
   const product = (await api.createProduct({ code, name: "App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] })).product!;
   const floating = (await api.createPolicy({ productId: product.id, name: "team", floating: true, maxMachines: 3, entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }] })).policy!;
-  const locked = (await api.createPolicy({ productId: product.id, name: "single", floating: false, maxMachines: 5 })).policy!;
+  const locked = (await api.createPolicy({ productId: product.id, name: "single", floating: false, maxMachines: 1 })).policy!;
   const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
   const team = await api.createLicense({ policyId: floating.id, customerId: customer.id });
   const single = await api.createLicense({ policyId: locked.id, customerId: customer.id });

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -59,6 +60,7 @@ async function vendor(name: string, code = "PRD") {
     ],
     agentEntitlements: [{ agent: "coder", tokenLimit: 1000n, modelTier: ModelTier.BASIC }],
     maxMachines: 3,
+    floating: true,
   });
   const { customer } = await api.createCustomer({ name: "Jane Doe", email: `jane+${code.toLowerCase()}@example.com` });
   return { tenantId: tenant!.id, secret, api, product: product!, policy: policy!, customer: customer! };
@@ -100,6 +102,60 @@ describe("products, policies and customers", () => {
     const lonely = (await v.api.createCustomer({ name: "Nobody", email: "nobody@example.com" })).customer!;
     await v.api.deleteCustomer({ id: lonely.id });
     expect(await failure(v.api.getCustomer({ id: lonely.id }))).toMatchObject({ code: "NotFound", reason: "CUSTOMER_NOT_FOUND" });
+  });
+});
+
+describe("node-locked policies and seat counts", () => {
+  it("refuses max_machines above 1 without floating on CreatePolicy and UpdatePolicy, naming floating, and changes nothing", async () => {
+    const v = await vendor("Seats Co", "SEA");
+    const refused = { code: "InvalidArgument", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } };
+    const created = await failure(v.api.createPolicy({ productId: v.product.id, name: "team", maxMachines: 3 }));
+    expect(created).toMatchObject(refused);
+    expect(created.message).toMatch(/^floating: /);
+    expect((await v.api.listPolicies({ productId: v.product.id })).policies.map((p) => p.name)).toEqual(["pro"]);
+    const locked = (await v.api.createPolicy({ productId: v.product.id, name: "single", maxMachines: 1 })).policy!;
+    expect((await v.api.createPolicy({ productId: v.product.id, name: "unbounded", maxMachines: 0 })).policy).toMatchObject({ floating: false, maxMachines: 0 });
+
+    // The mask is applied first: the policy that would result is checked.
+    expect(await failure(v.api.updatePolicy({ id: locked.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, updateMask: { paths: ["floating"] } }))).toMatchObject(refused);
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 3, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject(refused);
+    expect((await v.api.getPolicy({ id: locked.id })).policy).toMatchObject({ floating: false, maxMachines: 1 });
+    expect((await v.api.getPolicy({ id: v.policy.id })).policy).toMatchObject({ floating: true, maxMachines: 3 });
+    expect((await v.api.updatePolicy({ id: locked.id, floating: true, maxMachines: 2, updateMask: { paths: ["max_machines", "floating"] } })).policy).toMatchObject({ floating: true, maxMachines: 2 });
+    expect((await v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } })).policy).toMatchObject({ floating: false, maxMachines: 1 });
+    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ typePrefix: "policy." });
+    expect(audit.events.map((e) => e.type)).toEqual(["policy.created", "policy.created", "policy.created", "policy.updated", "policy.updated"]);
+  });
+
+  it("refuses a license's own max_machines above 1 under a node-locked policy", async () => {
+    const v = await vendor("License Seats Co", "LSE");
+    const single = (await v.api.createPolicy({ productId: v.product.id, name: "single" })).policy!;
+    const refused = { code: "InvalidArgument", reason: "FLOATING_REQUIRED", metadata: { field: "max_machines" } };
+    expect(await failure(v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 4 }))).toMatchObject(refused);
+    const lic = (await v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 1 })).license!;
+    expect(await failure(v.api.updateLicense({ id: lic.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
+    expect((await v.api.getLicense({ id: lic.id })).license!.maxMachines).toBe(1);
+    // A floating license with its own seat count cannot move to a node-locked policy, nor the policy become node-locked.
+    const team = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, maxMachines: 5 })).license!;
+    expect(await failure(v.api.transferLicense({ id: team.id, policyId: single.id }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED" });
+    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } });
+    expect((await v.api.getLicense({ id: team.id })).license!.policyId).toBe(v.policy.id);
+  });
+
+  it("the README's licensing example gives three machines", async () => {
+    const v = await vendor("Readme Co", "RDM");
+    const { product } = await v.api.createProduct({ code: "PRD", name: "My App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }, { name: "seats", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM }] });
+    const readme = readFileSync(path.join(import.meta.dirname, "../../README.md"), "utf8");
+    const example = readme.match(/^h CreatePolicy '(\{.*\})'$/m)![1].replace("prod_…", product!.id);
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/CreatePolicy`, { method: "POST", headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" }, body: example });
+    expect(res.status).toBe(200);
+    const { policy } = (await res.json()) as { policy: { id: string; maxMachines: number; floating: boolean } };
+    expect(policy).toMatchObject({ maxMachines: 3, floating: true });
+    const { key } = await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id });
+    const machines = connectClient(ActivationService, a.url);
+    for (const fingerprint of ["laptop-1", "laptop-2", "laptop-3"]) await machines.activate({ key, fingerprint });
+    expect(await failure(machines.activate({ key, fingerprint: "laptop-4" }))).toMatchObject({ code: "FailedPrecondition", reason: "TOO_MANY_MACHINES" });
   });
 });
 
@@ -325,6 +381,100 @@ describe("GetCustomerEntitlements", () => {
   });
 });
 
+describe("agent entitlements", () => {
+  /** A Connect JSON call as any HTTP client makes it; the answer as it reads it. */
+  const json = async <T>(v: { secret: string }, method: string, body: object): Promise<T> => {
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/${method}`, { method: "POST", headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    expect(res.status).toBe(200);
+    return (await res.json()) as T;
+  };
+  type AgentsJson = Record<string, unknown>[];
+
+  it("a license overriding one attribute inherits the others from its policy, in answers, license files, leases and composition; a disabled agent says so", async () => {
+    const v = await vendor("Agents Co", "AGE");
+    const policy = (
+      await v.api.createPolicy({
+        productId: v.product.id,
+        name: "agents",
+        floating: true,
+        agentEntitlements: [
+          { agent: "coder", tokenAllowance: 1000n, modelTier: ModelTier.BASIC },
+          { agent: "reviewer", tokenAllowance: 10n },
+        ],
+      })
+    ).policy!;
+    // Over JSON, as a client writes it: only the attributes it overrides.
+    const created = await json<{ license: { id: string; agentOverrides: AgentsJson }; key: string }>(v, "CreateLicense", { policyId: policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenAllowance: "5000" }, { agent: "reviewer", enabled: false }] });
+    const { id } = created.license;
+    const { key } = created;
+    expect(created.license.agentOverrides).toEqual([
+      { agent: "coder", tokenAllowance: "5000", tokenLimit: "5000" },
+      { agent: "reviewer", enabled: false },
+    ]);
+    expect((await json<{ policy: { agentEntitlements: AgentsJson } }>(v, "GetPolicy", { id: policy.id })).policy.agentEntitlements).toEqual([
+      { agent: "coder", tokenAllowance: "1000", tokenLimit: "1000", modelTier: "MODEL_TIER_BASIC" },
+      { agent: "reviewer", tokenAllowance: "10", tokenLimit: "10" },
+    ]);
+
+    const expected = [
+      { agent: "coder", enabled: true, tokenAllowance: 5000n, tokenLimit: 5000n, modelTier: ModelTier.BASIC },
+      { agent: "reviewer", enabled: false, tokenAllowance: 10n, tokenLimit: 10n, modelTier: ModelTier.UNSPECIFIED },
+    ];
+    const answer = await validate(a, key, { nonce: "agents" });
+    expect(answer.agentEntitlements).toMatchObject(expected);
+    const keys = (await connectClient(ActivationService, a.url).getSigningKeys({})).keys;
+    expect(verifyEd25519(keys.find((k) => k.kid === answer.kid)!.publicKey, validationSigningBytes(answer), answer.signature)).toBe(true);
+
+    const agents = { coder: { enabled: true, token_limit: 5000, model_tier: "basic" }, reviewer: { enabled: false, token_limit: 10, model_tier: null } };
+    const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
+    const { verifyLease } = await import("../../src/sdk/lease.js");
+    const file = await v.api.issueLicenseFile({ licenseId: id });
+    expect(verifyLicenseFile(file.licenseFile, { keys }).payload!.agents).toEqual(agents);
+    const { lease } = await connectClient(ActivationService, a.url).activate({ key, fingerprint: "agents-1" });
+    expect(verifyLease(lease!.token, keys, { fingerprint: "agents-1" }).payload!.agents).toEqual(agents);
+
+    // Composition across licenses counts an agent only where it is enabled.
+    const plain = (await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id })).license!;
+    const composed = await v.api.getCustomerEntitlements({ customerId: v.customer.id });
+    expect(composed.agentEntitlements).toMatchObject([
+      { agent: "coder", enabled: true, tokenLimit: 6000n, modelTier: ModelTier.BASIC, licenseIds: [id, plain.id] },
+      { agent: "reviewer", enabled: true, tokenLimit: 10n, licenseIds: [id, plain.id] },
+    ]);
+
+    // An explicit 0 overrides the policy's limit with none; the tier is still inherited.
+    await json(v, "UpdateLicense", { id, agentOverrides: [{ agent: "coder", tokenAllowance: "0" }], updateMask: "agentOverrides" });
+    expect((await validate(a, key)).agentEntitlements).toMatchObject([
+      { agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.BASIC },
+      { agent: "reviewer", enabled: true, tokenAllowance: 10n },
+    ]);
+  });
+
+  it("reads overrides stored before attributes could be left unset as they were meant: the whole allowance replaced", async () => {
+    const v = await vendor("Agents Legacy Co", "AGL");
+    const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
+    await query(db.url, `update licenses set agent_overrides = '[{"agent":"coder","tokenLimit":0,"modelTier":null}]' where id = $1`, [license!.id]);
+    expect((await validate(a, key)).agentEntitlements).toMatchObject([{ agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.UNSPECIFIED }]);
+  });
+
+  it("takes token_limit as the deprecated name of token_allowance, and refuses what contradicts", async () => {
+    const v = await vendor("Agents Alias Co", "AGA");
+    const { license } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n }] });
+    expect(license!.agentOverrides).toMatchObject([{ agent: "coder", tokenAllowance: 7n, tokenLimit: 7n, modelTier: ModelTier.UNSPECIFIED }]);
+    expect(license!.agentOverrides[0].enabled).toBeUndefined();
+    const before = (await v.api.listLicenses({ customerId: v.customer.id })).licenses.length;
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n, tokenAllowance: 8n }] }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "agent_overrides[0].token_limit" },
+    });
+    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", modelTier: 9 as ModelTier }] }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "agent_overrides[0].model_tier" },
+    });
+    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "neg", agentEntitlements: [{ agent: "coder", tokenAllowance: -1n }] }))).toMatchObject({ code: "InvalidArgument" });
+    expect((await v.api.listLicenses({ customerId: v.customer.id })).licenses).toHaveLength(before);
+  });
+});
+
 describe("license keys are compatible with an independent reference", () => {
   it("validates a key minted by the Python reference with the configured keyring", async () => {
     const v = await vendor("Vinzy Co", "VNZ");
@@ -333,6 +483,29 @@ describe("license keys are compatible with an independent reference", () => {
     const key = res.stdout.trim();
     await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
     expect((await validate(a, key)).code).toBe(ValidationCode.VALID);
+  });
+
+  it("accepts pre-versioning keys whose first character names another version of the keyring, as Vinzy does", async () => {
+    const ring = { "0": "legacy-secret-0000", "1": "second-secret-0000", "2": "current-secret-000" };
+    const c = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"), LICENSD_HMAC_KEYS: JSON.stringify(ring) } });
+    try {
+      const v = await vendor("Keyring Co", "KRG");
+      const api = connectClient(LicensingService, c.url, v.secret);
+      const bodies = ["KRG-BQWER-TYUIO-PASDF-GHJKL-ZXCVB", "KRG-CQWER-TYUIO-PASDF-GHJKL-ZXCVB"]; // versions 1 and 2 by their first character
+      const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
+        input: [...bodies.map((body) => ({ body, secret: ring["0"] })), { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" }].map((r) => JSON.stringify(r)).join("\n") + "\n",
+        encoding: "utf8",
+      });
+      const [legacyB, legacyC, forged] = res.stdout.trim().split("\n");
+      for (const key of [legacyB, legacyC]) {
+        await api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
+        expect((await validate(c, key)).code).toBe(ValidationCode.VALID);
+      }
+      expect(await failure(api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: forged }))).toMatchObject({ code: "InvalidArgument", reason: "SIGNATURE_INVALID" });
+      expect((await validate(c, forged)).code).toBe(ValidationCode.SIGNATURE_INVALID);
+    } finally {
+      await c.close();
+    }
   });
 });
 

@@ -5,7 +5,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
-import { OverageStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
+import { ModelTier, OverageStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
@@ -461,6 +461,32 @@ describe("agent token allowances", () => {
       ["reviewer", 500n],
       ["scripts", 300n],
     ]);
+  });
+
+  it("holds an agent to the limit its policy sets when the license overrides another attribute, and refuses a disabled agent's tokens", async () => {
+    const s = await setup("AGO", { agents: { coder: 100, reviewer: 200 }, meters: [{ metric: "tokens", aggregation: Aggregation.SUM, agentTokens: true }] });
+    await s.api.updateLicense({ id: s.licenseId, agentOverrides: [{ agent: "coder", modelTier: ModelTier.PREMIUM }, { agent: "reviewer", enabled: false }], updateMask: { paths: ["agent_overrides"] } });
+    const usage = connectClient(UsageService, a.url);
+    expect((await usage.recordUsage({ event: ev(s.key, 60, { agentId: "coder" }) })).agentLimit).toMatchObject({ agentId: "coder", used: 60n, limit: 100n });
+    expect(await failure(usage.recordUsage({ event: ev(s.key, 50, { agentId: "coder" }) }))).toMatchObject({ code: "FailedPrecondition", reason: "LIMIT_EXCEEDED" });
+    const disabled = await failure(usage.recordUsage({ event: ev(s.key, 1, { agentId: "reviewer" }) }));
+    expect(disabled).toMatchObject({ code: "FailedPrecondition", reason: "AGENT_DISABLED", metadata: { field: "event.agent_id" } });
+    expect(disabled.message).toContain('"reviewer"');
+    // In a batch too, and without touching the other events; the metric's total counts only what was accepted.
+    const ack = await grpcClient(UsageService, a.url).ingestUsage(
+      (async function* () {
+        for (const e of [ev(s.key, 5, { agentId: "reviewer" }), ev(s.key, 7, { agentId: "coder" }), ev(s.key, 9)]) yield { event: e };
+      })(),
+    );
+    expect([ack.accepted, ack.rejected.map((r) => [r.index, r.reason])]).toEqual([2n, [[0, "AGENT_DISABLED"]]]);
+    const quota = await s.usage.getQuota({ licenseId: s.licenseId });
+    expect(agentState(quota.limits)).toEqual([
+      ["", 76n, 0n],
+      ["coder", 67n, 100n],
+    ]);
+    // Enabled again by the license: its policy's limit applies.
+    await s.api.updateLicense({ id: s.licenseId, agentOverrides: [{ agent: "reviewer", enabled: true }], updateMask: { paths: ["agent_overrides"] } });
+    expect((await usage.recordUsage({ event: ev(s.key, 3, { agentId: "reviewer" }) })).agentLimit).toMatchObject({ agentId: "reviewer", used: 3n, limit: 200n });
   });
 
   it("never lets an agent pass its token limit, with two instances streaming concurrently", async () => {

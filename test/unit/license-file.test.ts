@@ -21,7 +21,7 @@ const payload = (over: Partial<LicenseFilePayload> = {}): LicenseFilePayload => 
   plan: "pro",
   features: ["reports"],
   entitlements: { reports: true, seats: 5 },
-  agents: { coder: { token_limit: 1000, model_tier: "basic" } },
+  agents: { coder: { enabled: true, token_limit: 1000, model_tier: "basic" } },
   max_machines: 3,
   max_users: 0,
   issued_at: "2026-11-23T10:00:00.000Z",

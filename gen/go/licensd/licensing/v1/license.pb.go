@@ -108,7 +108,8 @@ type License struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Feature values that replace the policy's.
 	EntitlementOverrides []*Entitlement `protobuf:"bytes,9,rep,name=entitlement_overrides,json=entitlementOverrides,proto3" json:"entitlement_overrides,omitempty"`
-	// Agent allowances that replace the policy's, by agent.
+	// Agent allowances over the policy's, by agent: the attributes set here replace the
+	// policy's, the unset ones are inherited (see AgentEntitlement).
 	AgentOverrides []*AgentEntitlement `protobuf:"bytes,10,rep,name=agent_overrides,json=agentOverrides,proto3" json:"agent_overrides,omitempty"`
 	// Machines it may activate, replacing the policy's max_machines; unset to use the policy's.
 	MaxMachines *int32 `protobuf:"varint,11,opt,name=max_machines,json=maxMachines,proto3,oneof" json:"max_machines,omitempty"`

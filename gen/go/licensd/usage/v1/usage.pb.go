@@ -232,9 +232,10 @@ type Meter struct {
 	// When it last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// The meter counts tokens (SUM meters only): each agent's events are also held to that
-	// agent's `token_limit` in the license's agent entitlements, per period, with the
+	// agent's `token_allowance` in the license's agent entitlements, per period, with the
 	// policy's overage strategy. Events without an agent id, or of an agent the license
-	// does not list, count toward the metric's limit only.
+	// does not list, count toward the metric's limit only; those of an agent it disables
+	// are refused (AGENT_DISABLED).
 	AgentTokens bool `protobuf:"varint,11,opt,name=agent_tokens,json=agentTokens,proto3" json:"agent_tokens,omitempty"`
 }
 
@@ -478,7 +479,8 @@ type Rejection struct {
 	// Its position in the request (the batch, or the stream's event count for IngestUsage).
 	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// Machine-readable reason: LIMIT_EXCEEDED, UNKNOWN_METRIC, INVALID_LICENSE_KEY, LICENSE_NOT_FOUND,
-	// LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED, INVALID_LEASE, INVALID_QUANTITY, INVALID_TIME, INVALID_EVENT.
+	// LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED, INVALID_LEASE, INVALID_QUANTITY, INVALID_TIME, INVALID_EVENT,
+	// AGENT_DISABLED (an agent the license disables, on a meter with `agent_tokens`).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Human-readable explanation naming the field.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
@@ -549,7 +551,7 @@ type LimitState struct {
 	Metric string `protobuf:"bytes,2,opt,name=metric,proto3" json:"metric,omitempty"`
 	// Used so far this period (the meter's aggregation).
 	Used int64 `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
-	// The entitled limit (for an agent: its token_limit); 0 when there is none.
+	// The entitled limit (for an agent: its token_allowance); 0 when there is none.
 	Limit int64 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// What the overage strategy lets through (limit × factor); 0 when unlimited.
 	Allowed int64 `protobuf:"varint,5,opt,name=allowed,proto3" json:"allowed,omitempty"`

@@ -212,7 +212,7 @@ type CreateMeterRequest struct {
 	// Optional key that makes the call safe to retry: a retry with the same key and body
 	// returns the first response and changes nothing.
 	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// Hold each agent to its token_limit (SUM meters only; see Meter.agent_tokens).
+	// Hold each agent to its token_allowance (SUM meters only; see Meter.agent_tokens).
 	AgentTokens bool `protobuf:"varint,9,opt,name=agent_tokens,json=agentTokens,proto3" json:"agent_tokens,omitempty"`
 }
 
@@ -620,7 +620,7 @@ type UpdateMeterRequest struct {
 	// Optional key that makes the call safe to retry: a retry with the same key and body
 	// returns the first response and changes nothing.
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// Hold each agent to its token_limit from now on (SUM meters only). Turned on within a
+	// Hold each agent to its token_allowance from now on (SUM meters only). Turned on within a
 	// period, agents' use so far in the period counts (from the hourly rollups).
 	AgentTokens bool `protobuf:"varint,7,opt,name=agent_tokens,json=agentTokens,proto3" json:"agent_tokens,omitempty"`
 }

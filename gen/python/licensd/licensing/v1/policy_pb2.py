@@ -11,33 +11,38 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!licensd/licensing/v1/policy.proto\x12\x14licensd.licensing.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0b\x45ntitlement\x12\x18\n\x07\x66\x65\x61ture\x18\x01 \x01(\tR\x07\x66\x65\x61ture\x12\x1a\n\x07\x65nabled\x18\x02 \x01(\x08H\x00R\x07\x65nabled\x12\x16\n\x05limit\x18\x03 \x01(\x03H\x00R\x05limit\x12\x35\n\x04tier\x18\x04 \x01(\x0e\x32\x1f.licensd.licensing.v1.ModelTierH\x00R\x04tierB\x07\n\x05value\"\x89\x01\n\x10\x41gentEntitlement\x12\x14\n\x05\x61gent\x18\x01 \x01(\tR\x05\x61gent\x12\x1f\n\x0btoken_limit\x18\x02 \x01(\x03R\ntokenLimit\x12>\n\nmodel_tier\x18\x03 \x01(\x0e\x32\x1f.licensd.licensing.v1.ModelTierR\tmodelTier\"\xc0\x0b\n\x06Policy\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x04 \x01(\tR\x04name\x12\x35\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12!\n\x0c\x61ll_features\x18\x06 \x01(\x08R\x0b\x61llFeatures\x12\x45\n\x0c\x65ntitlements\x18\x07 \x03(\x0b\x32!.licensd.licensing.v1.EntitlementR\x0c\x65ntitlements\x12U\n\x12\x61gent_entitlements\x18\x08 \x03(\x0b\x32&.licensd.licensing.v1.AgentEntitlementR\x11\x61gentEntitlements\x12!\n\x0cmax_machines\x18\t \x01(\x05R\x0bmaxMachines\x12\x1b\n\tmax_users\x18\n \x01(\x05R\x08maxUsers\x12\x1a\n\x08\x66loating\x18\x0b \x01(\x08R\x08\x66loating\x12H\n\x12heartbeat_duration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationR\x11heartbeatDuration\x12Y\n\x13\x65xpiration_strategy\x18\r \x01(\x0e\x32(.licensd.licensing.v1.ExpirationStrategyR\x12\x65xpirationStrategy\x12<\n\x0cgrace_period\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationR\x0bgracePeriod\x12P\n\x10overage_strategy\x18\x0f \x01(\x0e\x32%.licensd.licensing.v1.OverageStrategyR\x0foverageStrategy\x12\x36\n\tlease_ttl\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12\x46\n\x08metadata\x18\x11 \x03(\x0b\x32*.licensd.licensing.v1.Policy.MetadataEntryR\x08metadata\x12;\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12O\n\x16heartbeat_grace_period\x18\x14 \x01(\x0b\x32\x19.google.protobuf.DurationR\x14heartbeatGracePeriod\x12\x63\n\x17heartbeat_cull_strategy\x18\x15 \x01(\x0e\x32+.licensd.licensing.v1.HeartbeatCullStrategyR\x15heartbeatCullStrategy\x12]\n\x1dheartbeat_resurrection_period\x18\x16 \x01(\x0b\x32\x19.google.protobuf.DurationR\x1bheartbeatResurrectionPeriod\x12\x45\n\x11offline_lease_ttl\x18\x17 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0fofflineLeaseTtl\x12:\n\x19require_fingerprint_scope\x18\x18 \x01(\x08R\x17requireFingerprintScope\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*\x89\x01\n\tModelTier\x12\x1a\n\x16MODEL_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10MODEL_TIER_BASIC\x10\x01\x12\x17\n\x13MODEL_TIER_STANDARD\x10\x02\x12\x16\n\x12MODEL_TIER_PREMIUM\x10\x03\x12\x19\n\x15MODEL_TIER_ENTERPRISE\x10\x04*\xd8\x01\n\x12\x45xpirationStrategy\x12#\n\x1f\x45XPIRATION_STRATEGY_UNSPECIFIED\x10\x00\x12\'\n#EXPIRATION_STRATEGY_RESTRICT_ACCESS\x10\x01\x12%\n!EXPIRATION_STRATEGY_REVOKE_ACCESS\x10\x02\x12\'\n#EXPIRATION_STRATEGY_MAINTAIN_ACCESS\x10\x03\x12$\n EXPIRATION_STRATEGY_ALLOW_ACCESS\x10\x04*\xd3\x01\n\x0fOverageStrategy\x12 \n\x1cOVERAGE_STRATEGY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOVERAGE_STRATEGY_NO_OVERAGE\x10\x01\x12\x1b\n\x17OVERAGE_STRATEGY_ALWAYS\x10\x02\x12 \n\x1cOVERAGE_STRATEGY_ALLOW_1_25X\x10\x03\x12\x1f\n\x1bOVERAGE_STRATEGY_ALLOW_1_5X\x10\x04\x12\x1d\n\x19OVERAGE_STRATEGY_ALLOW_2X\x10\x05*\x94\x01\n\x15HeartbeatCullStrategy\x12\'\n#HEARTBEAT_CULL_STRATEGY_UNSPECIFIED\x10\x00\x12+\n\'HEARTBEAT_CULL_STRATEGY_DEACTIVATE_DEAD\x10\x01\x12%\n!HEARTBEAT_CULL_STRATEGY_KEEP_DEAD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!licensd/licensing/v1/policy.proto\x12\x14licensd.licensing.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0b\x45ntitlement\x12\x18\n\x07\x66\x65\x61ture\x18\x01 \x01(\tR\x07\x66\x65\x61ture\x12\x1a\n\x07\x65nabled\x18\x02 \x01(\x08H\x00R\x07\x65nabled\x12\x16\n\x05limit\x18\x03 \x01(\x03H\x00R\x05limit\x12\x35\n\x04tier\x18\x04 \x01(\x0e\x32\x1f.licensd.licensing.v1.ModelTierH\x00R\x04tierB\x07\n\x05value\"\x8c\x02\n\x10\x41gentEntitlement\x12\x14\n\x05\x61gent\x18\x01 \x01(\tR\x05\x61gent\x12#\n\x0btoken_limit\x18\x02 \x01(\x03\x42\x02\x18\x01R\ntokenLimit\x12>\n\nmodel_tier\x18\x03 \x01(\x0e\x32\x1f.licensd.licensing.v1.ModelTierR\tmodelTier\x12\x1d\n\x07\x65nabled\x18\x04 \x01(\x08H\x00R\x07\x65nabled\x88\x01\x01\x12>\n\x0ftoken_allowance\x18\x05 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x00H\x01R\x0etokenAllowance\x88\x01\x01\x42\n\n\x08_enabledB\x12\n\x10_token_allowance\"\xc0\x0b\n\x06Policy\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x12\n\x04name\x18\x04 \x01(\tR\x04name\x12\x35\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x64uration\x12!\n\x0c\x61ll_features\x18\x06 \x01(\x08R\x0b\x61llFeatures\x12\x45\n\x0c\x65ntitlements\x18\x07 \x03(\x0b\x32!.licensd.licensing.v1.EntitlementR\x0c\x65ntitlements\x12U\n\x12\x61gent_entitlements\x18\x08 \x03(\x0b\x32&.licensd.licensing.v1.AgentEntitlementR\x11\x61gentEntitlements\x12!\n\x0cmax_machines\x18\t \x01(\x05R\x0bmaxMachines\x12\x1b\n\tmax_users\x18\n \x01(\x05R\x08maxUsers\x12\x1a\n\x08\x66loating\x18\x0b \x01(\x08R\x08\x66loating\x12H\n\x12heartbeat_duration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationR\x11heartbeatDuration\x12Y\n\x13\x65xpiration_strategy\x18\r \x01(\x0e\x32(.licensd.licensing.v1.ExpirationStrategyR\x12\x65xpirationStrategy\x12<\n\x0cgrace_period\x18\x0e \x01(\x0b\x32\x19.google.protobuf.DurationR\x0bgracePeriod\x12P\n\x10overage_strategy\x18\x0f \x01(\x0e\x32%.licensd.licensing.v1.OverageStrategyR\x0foverageStrategy\x12\x36\n\tlease_ttl\x18\x10 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12\x46\n\x08metadata\x18\x11 \x03(\x0b\x32*.licensd.licensing.v1.Policy.MetadataEntryR\x08metadata\x12;\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12O\n\x16heartbeat_grace_period\x18\x14 \x01(\x0b\x32\x19.google.protobuf.DurationR\x14heartbeatGracePeriod\x12\x63\n\x17heartbeat_cull_strategy\x18\x15 \x01(\x0e\x32+.licensd.licensing.v1.HeartbeatCullStrategyR\x15heartbeatCullStrategy\x12]\n\x1dheartbeat_resurrection_period\x18\x16 \x01(\x0b\x32\x19.google.protobuf.DurationR\x1bheartbeatResurrectionPeriod\x12\x45\n\x11offline_lease_ttl\x18\x17 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0fofflineLeaseTtl\x12:\n\x19require_fingerprint_scope\x18\x18 \x01(\x08R\x17requireFingerprintScope\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*\x89\x01\n\tModelTier\x12\x1a\n\x16MODEL_TIER_UNSPECIFIED\x10\x00\x12\x14\n\x10MODEL_TIER_BASIC\x10\x01\x12\x17\n\x13MODEL_TIER_STANDARD\x10\x02\x12\x16\n\x12MODEL_TIER_PREMIUM\x10\x03\x12\x19\n\x15MODEL_TIER_ENTERPRISE\x10\x04*\xd8\x01\n\x12\x45xpirationStrategy\x12#\n\x1f\x45XPIRATION_STRATEGY_UNSPECIFIED\x10\x00\x12\'\n#EXPIRATION_STRATEGY_RESTRICT_ACCESS\x10\x01\x12%\n!EXPIRATION_STRATEGY_REVOKE_ACCESS\x10\x02\x12\'\n#EXPIRATION_STRATEGY_MAINTAIN_ACCESS\x10\x03\x12$\n EXPIRATION_STRATEGY_ALLOW_ACCESS\x10\x04*\xd3\x01\n\x0fOverageStrategy\x12 \n\x1cOVERAGE_STRATEGY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOVERAGE_STRATEGY_NO_OVERAGE\x10\x01\x12\x1b\n\x17OVERAGE_STRATEGY_ALWAYS\x10\x02\x12 \n\x1cOVERAGE_STRATEGY_ALLOW_1_25X\x10\x03\x12\x1f\n\x1bOVERAGE_STRATEGY_ALLOW_1_5X\x10\x04\x12\x1d\n\x19OVERAGE_STRATEGY_ALLOW_2X\x10\x05*\x94\x01\n\x15HeartbeatCullStrategy\x12\'\n#HEARTBEAT_CULL_STRATEGY_UNSPECIFIED\x10\x00\x12+\n\'HEARTBEAT_CULL_STRATEGY_DEACTIVATE_DEAD\x10\x01\x12%\n!HEARTBEAT_CULL_STRATEGY_KEEP_DEAD\x10\x02\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.licensing.v1.policy_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _AGENTENTITLEMENT.fields_by_name['token_limit']._options = None
+  _AGENTENTITLEMENT.fields_by_name['token_limit']._serialized_options = b'\030\001'
+  _AGENTENTITLEMENT.fields_by_name['token_allowance']._options = None
+  _AGENTENTITLEMENT.fields_by_name['token_allowance']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017(\000'
   _POLICY_METADATAENTRY._options = None
   _POLICY_METADATAENTRY._serialized_options = b'8\001'
-  _MODELTIER._serialized_start=1898
-  _MODELTIER._serialized_end=2035
-  _EXPIRATIONSTRATEGY._serialized_start=2038
-  _EXPIRATIONSTRATEGY._serialized_end=2254
-  _OVERAGESTRATEGY._serialized_start=2257
-  _OVERAGESTRATEGY._serialized_end=2468
-  _HEARTBEATCULLSTRATEGY._serialized_start=2471
-  _HEARTBEATCULLSTRATEGY._serialized_end=2619
-  _ENTITLEMENT._serialized_start=125
-  _ENTITLEMENT._serialized_end=280
-  _AGENTENTITLEMENT._serialized_start=283
-  _AGENTENTITLEMENT._serialized_end=420
-  _POLICY._serialized_start=423
-  _POLICY._serialized_end=1895
-  _POLICY_METADATAENTRY._serialized_start=1836
-  _POLICY_METADATAENTRY._serialized_end=1895
+  _MODELTIER._serialized_start=2058
+  _MODELTIER._serialized_end=2195
+  _EXPIRATIONSTRATEGY._serialized_start=2198
+  _EXPIRATIONSTRATEGY._serialized_end=2414
+  _OVERAGESTRATEGY._serialized_start=2417
+  _OVERAGESTRATEGY._serialized_end=2628
+  _HEARTBEATCULLSTRATEGY._serialized_start=2631
+  _HEARTBEATCULLSTRATEGY._serialized_end=2779
+  _ENTITLEMENT._serialized_start=154
+  _ENTITLEMENT._serialized_end=309
+  _AGENTENTITLEMENT._serialized_start=312
+  _AGENTENTITLEMENT._serialized_end=580
+  _POLICY._serialized_start=583
+  _POLICY._serialized_end=2055
+  _POLICY_METADATAENTRY._serialized_start=1996
+  _POLICY_METADATAENTRY._serialized_end=2055
 # @@protoc_insertion_point(module_scope)

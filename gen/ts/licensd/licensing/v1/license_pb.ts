@@ -88,7 +88,8 @@ export type License = Message<"licensd.licensing.v1.License"> & {
   entitlementOverrides: Entitlement[];
 
   /**
-   * Agent allowances that replace the policy's, by agent.
+   * Agent allowances over the policy's, by agent: the attributes set here replace the
+   * policy's, the unset ones are inherited (see AgentEntitlement).
    *
    * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_overrides = 10;
    */

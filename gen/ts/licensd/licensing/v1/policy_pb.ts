@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/licensing/v1/policy.proto.
  */
 export const file_licensd_licensing_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlImsKEEFnZW50RW50aXRsZW1lbnQSDQoFYWdlbnQYASABKAkSEwoLdG9rZW5fbGltaXQYAiABKAMSMwoKbW9kZWxfdGllchgDIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllciLXCAoGUG9saWN5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMYWxsX2ZlYXR1cmVzGAYgASgIEjcKDGVudGl0bGVtZW50cxgHIAMoCzIhLmxpY2Vuc2QubGljZW5zaW5nLnYxLkVudGl0bGVtZW50EkIKEmFnZW50X2VudGl0bGVtZW50cxgIIAMoCzImLmxpY2Vuc2QubGljZW5zaW5nLnYxLkFnZW50RW50aXRsZW1lbnQSFAoMbWF4X21hY2hpbmVzGAkgASgFEhEKCW1heF91c2VycxgKIAEoBRIQCghmbG9hdGluZxgLIAEoCBI1ChJoZWFydGJlYXRfZHVyYXRpb24YDCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SRQoTZXhwaXJhdGlvbl9zdHJhdGVneRgNIAEoDjIoLmxpY2Vuc2QubGljZW5zaW5nLnYxLkV4cGlyYXRpb25TdHJhdGVneRIvCgxncmFjZV9wZXJpb2QYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPwoQb3ZlcmFnZV9zdHJhdGVneRgPIAEoDjIlLmxpY2Vuc2QubGljZW5zaW5nLnYxLk92ZXJhZ2VTdHJhdGVneRIsCglsZWFzZV90dGwYECABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPAoIbWV0YWRhdGEYESADKAsyKi5saWNlbnNkLmxpY2Vuc2luZy52MS5Qb2xpY3kuTWV0YWRhdGFFbnRyeRIvCgtjcmVhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjkKFmhlYXJ0YmVhdF9ncmFjZV9wZXJpb2QYFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24STAoXaGVhcnRiZWF0X2N1bGxfc3RyYXRlZ3kYFSABKA4yKy5saWNlbnNkLmxpY2Vuc2luZy52MS5IZWFydGJlYXRDdWxsU3RyYXRlZ3kSQAodaGVhcnRiZWF0X3Jlc3VycmVjdGlvbl9wZXJpb2QYFiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRb2ZmbGluZV9sZWFzZV90dGwYFyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIQoZcmVxdWlyZV9maW5nZXJwcmludF9zY29wZRgYIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqiQEKCU1vZGVsVGllchIaChZNT0RFTF9USUVSX1VOU1BFQ0lGSUVEEAASFAoQTU9ERUxfVElFUl9CQVNJQxABEhcKE01PREVMX1RJRVJfU1RBTkRBUkQQAhIWChJNT0RFTF9USUVSX1BSRU1JVU0QAxIZChVNT0RFTF9USUVSX0VOVEVSUFJJU0UQBCrYAQoSRXhwaXJhdGlvblN0cmF0ZWd5EiMKH0VYUElSQVRJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABInCiNFWFBJUkFUSU9OX1NUUkFURUdZX1JFU1RSSUNUX0FDQ0VTUxABEiUKIUVYUElSQVRJT05fU1RSQVRFR1lfUkVWT0tFX0FDQ0VTUxACEicKI0VYUElSQVRJT05fU1RSQVRFR1lfTUFJTlRBSU5fQUNDRVNTEAMSJAogRVhQSVJBVElPTl9TVFJBVEVHWV9BTExPV19BQ0NFU1MQBCrTAQoPT3ZlcmFnZVN0cmF0ZWd5EiAKHE9WRVJBR0VfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIfChtPVkVSQUdFX1NUUkFURUdZX05PX09WRVJBR0UQARIbChdPVkVSQUdFX1NUUkFURUdZX0FMV0FZUxACEiAKHE9WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMV8yNVgQAxIfChtPVkVSQUdFX1NUUkFURUdZX0FMTE9XXzFfNVgQBBIdChlPVkVSQUdFX1NUUkFURUdZX0FMTE9XXzJYEAUqlAEKFUhlYXJ0YmVhdEN1bGxTdHJhdGVneRInCiNIRUFSVEJFQVRfQ1VMTF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEisKJ0hFQVJUQkVBVF9DVUxMX1NUUkFURUdZX0RFQUNUSVZBVEVfREVBRBABEiUKIUhFQVJUQkVBVF9DVUxMX1NUUkFURUdZX0tFRVBfREVBRBACYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlItUBChBBZ2VudEVudGl0bGVtZW50Eg0KBWFnZW50GAEgASgJEhcKC3Rva2VuX2xpbWl0GAIgASgDQgIYARIzCgptb2RlbF90aWVyGAMgASgOMh8ubGljZW5zZC5saWNlbnNpbmcudjEuTW9kZWxUaWVyEhQKB2VuYWJsZWQYBCABKAhIAIgBARIuCg90b2tlbl9hbGxvd2FuY2UYBSABKANCELpIDSILGP////////8PKABIAYgBAUIKCghfZW5hYmxlZEISChBfdG9rZW5fYWxsb3dhbmNlItcICgZQb2xpY3kSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEbmFtZRgEIAEoCRIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxhbGxfZmVhdHVyZXMYBiABKAgSNwoMZW50aXRsZW1lbnRzGAcgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnQSQgoSYWdlbnRfZW50aXRsZW1lbnRzGAggAygLMiYubGljZW5zZC5saWNlbnNpbmcudjEuQWdlbnRFbnRpdGxlbWVudBIUCgxtYXhfbWFjaGluZXMYCSABKAUSEQoJbWF4X3VzZXJzGAogASgFEhAKCGZsb2F0aW5nGAsgASgIEjUKEmhlYXJ0YmVhdF9kdXJhdGlvbhgMIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJFChNleHBpcmF0aW9uX3N0cmF0ZWd5GA0gASgOMigubGljZW5zZC5saWNlbnNpbmcudjEuRXhwaXJhdGlvblN0cmF0ZWd5Ei8KDGdyYWNlX3BlcmlvZBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI/ChBvdmVyYWdlX3N0cmF0ZWd5GA8gASgOMiUubGljZW5zZC5saWNlbnNpbmcudjEuT3ZlcmFnZVN0cmF0ZWd5EiwKCWxlYXNlX3R0bBgQIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI8CghtZXRhZGF0YRgRIAMoCzIqLmxpY2Vuc2QubGljZW5zaW5nLnYxLlBvbGljeS5NZXRhZGF0YUVudHJ5Ei8KC2NyZWF0ZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoWaGVhcnRiZWF0X2dyYWNlX3BlcmlvZBgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJMChdoZWFydGJlYXRfY3VsbF9zdHJhdGVneRgVIAEoDjIrLmxpY2Vuc2QubGljZW5zaW5nLnYxLkhlYXJ0YmVhdEN1bGxTdHJhdGVneRJACh1oZWFydGJlYXRfcmVzdXJyZWN0aW9uX3BlcmlvZBgWIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFvZmZsaW5lX2xlYXNlX3R0bBgXIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIhChlyZXF1aXJlX2ZpbmdlcnByaW50X3Njb3BlGBggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqJAQoJTW9kZWxUaWVyEhoKFk1PREVMX1RJRVJfVU5TUEVDSUZJRUQQABIUChBNT0RFTF9USUVSX0JBU0lDEAESFwoTTU9ERUxfVElFUl9TVEFOREFSRBACEhYKEk1PREVMX1RJRVJfUFJFTUlVTRADEhkKFU1PREVMX1RJRVJfRU5URVJQUklTRRAEKtgBChJFeHBpcmF0aW9uU3RyYXRlZ3kSIwofRVhQSVJBVElPTl9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEicKI0VYUElSQVRJT05fU1RSQVRFR1lfUkVTVFJJQ1RfQUNDRVNTEAESJQohRVhQSVJBVElPTl9TVFJBVEVHWV9SRVZPS0VfQUNDRVNTEAISJwojRVhQSVJBVElPTl9TVFJBVEVHWV9NQUlOVEFJTl9BQ0NFU1MQAxIkCiBFWFBJUkFUSU9OX1NUUkFURUdZX0FMTE9XX0FDQ0VTUxAEKtMBCg9PdmVyYWdlU3RyYXRlZ3kSIAocT1ZFUkFHRV9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh8KG09WRVJBR0VfU1RSQVRFR1lfTk9fT1ZFUkFHRRABEhsKF09WRVJBR0VfU1RSQVRFR1lfQUxXQVlTEAISIAocT1ZFUkFHRV9TVFJBVEVHWV9BTExPV18xXzI1WBADEh8KG09WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMV81WBAEEh0KGU9WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMlgQBSqUAQoVSGVhcnRiZWF0Q3VsbFN0cmF0ZWd5EicKI0hFQVJUQkVBVF9DVUxMX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASKwonSEVBUlRCRUFUX0NVTExfU1RSQVRFR1lfREVBQ1RJVkFURV9ERUFEEAESJQohSEVBUlRCRUFUX0NVTExfU1RSQVRFR1lfS0VFUF9ERUFEEAJiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A feature's value in a policy or a license.
@@ -67,7 +68,14 @@ export const EntitlementSchema: GenMessage<Entitlement> = /*@__PURE__*/
   messageDesc(file_licensd_licensing_v1_policy, 0);
 
 /**
- * What one AI agent may use.
+ * What one AI agent may use. Each attribute may be left unset. In a policy's
+ * `agent_entitlements`, an unset attribute takes its default: enabled, no token limit, no
+ * model tier. In a license's `agent_overrides`, an unset attribute is inherited from the
+ * policy's entry for the same agent, attribute by attribute (Vinzy-Engine's merge: the
+ * license's value where it sets one, else the policy's, else the default); an agent only
+ * the license names starts from the defaults. In answers (ValidateLicense, leases,
+ * license files) the entitlement is the merged result, with `enabled` and
+ * `token_allowance` always set.
  *
  * @generated from message licensd.licensing.v1.AgentEntitlement
  */
@@ -80,19 +88,43 @@ export type AgentEntitlement = Message<"licensd.licensing.v1.AgentEntitlement"> 
   agent: string;
 
   /**
-   * Tokens the agent may use per period, counted by the product's meters with
-   * `agent_tokens` (usage.v1.Meter); 0 means no limit (the metric's own limit still applies).
+   * Deprecated: use `token_allowance`, which can be left unset. Read, it is the token
+   * allowance (0 when it is unset or 0). Written, a non-zero value sets
+   * `token_allowance` when that is unset (a different value set in both is refused); 0
+   * says nothing, so it cannot override a limit with "no limit".
    *
-   * @generated from field: int64 token_limit = 2;
+   * @generated from field: int64 token_limit = 2 [deprecated = true];
+   * @deprecated
    */
   tokenLimit: bigint;
 
   /**
-   * The highest model tier the agent may use.
+   * The highest model tier the agent may use. MODEL_TIER_UNSPECIFIED is unset: inherited
+   * from the policy in an override; no tier in a policy.
    *
    * @generated from field: licensd.licensing.v1.ModelTier model_tier = 3;
    */
   modelTier: ModelTier;
+
+  /**
+   * Whether the license entitles the agent. Unset: inherited from the policy in an
+   * override; true in a policy. A disabled agent's events on meters with `agent_tokens`
+   * are refused (AGENT_DISABLED).
+   *
+   * @generated from field: optional bool enabled = 4;
+   */
+  enabled?: boolean | undefined;
+
+  /**
+   * Tokens the agent may use per period, counted by the product's meters with
+   * `agent_tokens` (usage.v1.Meter); 0 means no limit (the metric's own limit still
+   * applies). Unset: inherited from the policy in an override; no limit in a policy.
+   * Across licenses (GetCustomerEntitlements) allowances add up, and one without a limit
+   * makes the sum unlimited.
+   *
+   * @generated from field: optional int64 token_allowance = 5;
+   */
+  tokenAllowance?: bigint | undefined;
 };
 
 /**
@@ -159,7 +191,7 @@ export type Policy = Message<"licensd.licensing.v1.Policy"> & {
   entitlements: Entitlement[];
 
   /**
-   * Per-agent allowances.
+   * Per-agent allowances; unset attributes take their defaults (see AgentEntitlement).
    *
    * @generated from field: repeated licensd.licensing.v1.AgentEntitlement agent_entitlements = 8;
    */

@@ -93,9 +93,10 @@ export type Meter = Message<"licensd.usage.v1.Meter"> & {
 
   /**
    * The meter counts tokens (SUM meters only): each agent's events are also held to that
-   * agent's `token_limit` in the license's agent entitlements, per period, with the
+   * agent's `token_allowance` in the license's agent entitlements, per period, with the
    * policy's overage strategy. Events without an agent id, or of an agent the license
-   * does not list, count toward the metric's limit only.
+   * does not list, count toward the metric's limit only; those of an agent it disables
+   * are refused (AGENT_DISABLED).
    *
    * @generated from field: bool agent_tokens = 11;
    */
@@ -202,7 +203,8 @@ export type Rejection = Message<"licensd.usage.v1.Rejection"> & {
 
   /**
    * Machine-readable reason: LIMIT_EXCEEDED, UNKNOWN_METRIC, INVALID_LICENSE_KEY, LICENSE_NOT_FOUND,
-   * LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED, INVALID_LEASE, INVALID_QUANTITY, INVALID_TIME, INVALID_EVENT.
+   * LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED, INVALID_LEASE, INVALID_QUANTITY, INVALID_TIME, INVALID_EVENT,
+   * AGENT_DISABLED (an agent the license disables, on a meter with `agent_tokens`).
    *
    * @generated from field: string reason = 2;
    */
@@ -251,7 +253,7 @@ export type LimitState = Message<"licensd.usage.v1.LimitState"> & {
   used: bigint;
 
   /**
-   * The entitled limit (for an agent: its token_limit); 0 when there is none.
+   * The entitled limit (for an agent: its token_allowance); 0 when there is none.
    *
    * @generated from field: int64 limit = 4;
    */

@@ -81,7 +81,7 @@ export type CreateMeterRequest = Message<"licensd.usage.v1.CreateMeterRequest"> 
   idempotencyKey: string;
 
   /**
-   * Hold each agent to its token_limit (SUM meters only; see Meter.agent_tokens).
+   * Hold each agent to its token_allowance (SUM meters only; see Meter.agent_tokens).
    *
    * @generated from field: bool agent_tokens = 9;
    */
@@ -285,7 +285,7 @@ export type UpdateMeterRequest = Message<"licensd.usage.v1.UpdateMeterRequest"> 
   idempotencyKey: string;
 
   /**
-   * Hold each agent to its token_limit from now on (SUM meters only). Turned on within a
+   * Hold each agent to its token_allowance from now on (SUM meters only). Turned on within a
    * period, agents' use so far in the period counts (from the hourly rollups).
    *
    * @generated from field: bool agent_tokens = 7;
