@@ -188,7 +188,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
-        audit: createAuditRpc({ db, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
+        audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
         reflectionV1alpha: createReflectionV1alpha(reflection),
@@ -271,6 +271,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       url,
       close() {
         closing ??= (async () => {
+          // A postmaster that stops from here on (Ctrl-C reaches its process group too) is not restarted.
+          embedded?.endSupervision();
           clearInterval(purge);
           licenseWorker.stop();
           heartbeatWorker.stop();

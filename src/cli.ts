@@ -2,27 +2,28 @@ import cluster from "node:cluster";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { toJsonString, type DescService } from "@bufbuild/protobuf";
 import { createApp, openStorage, type App } from "./app.js";
 import { ConfigError, loadConfig, loadDevSecrets, type Config } from "./config.js";
-import { createLogger } from "./platform/logger.js";
+import { createLogger, type Logger } from "./platform/logger.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/ts/health/v1/health_pb.js";
 import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
-import { pruneAuditLog, verifyAuditLog } from "./audit/audit.cli.js";
+import { verifyAuditLog } from "./audit/audit.cli.js";
+import { AuditService, PruneAuditLogResponseSchema } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { importFile } from "./licensing/import.cli.js";
-import { SigningKeyStore } from "./platform/signing-keys.js";
-import { systemClock } from "./platform/clock.js";
 import { createOfflineActivationRequest } from "./sdk/offline-activation.js";
-import { ActivationService } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { ActivationService, RotateSigningKeyResponseSchema } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import packageJson from "../package.json" with { type: "json" };
 
 const program = new Command()
   .name("licensd")
-  .description("Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.");
+  .description("Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.")
+  .version(packageJson.version, "-V, --version", "print the licensd version");
 
 const positiveInt = (value: string) => {
   const n = Number(value);
@@ -116,15 +117,20 @@ audit
   });
 audit
   .command("prune")
-  .description("the retention job: remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)")
-  .requiredOption("--tenant <id>", "tenant id")
+  .description("the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)")
+  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
   .option("--through-seq <n>", "remove entries 1..n", (v) => positiveBig(v))
   .option("--older-than-days <d>", "remove entries older than d days", (v) => positiveBig(v))
-  .action(async (opts: { tenant: string; throughSeq?: bigint; olderThanDays?: bigint }) => {
+  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (opts: { tenant: string; throughSeq?: bigint; olderThanDays?: bigint; key?: string; url: string }) => {
     if ((opts.throughSeq === undefined) === (opts.olderThanDays === undefined)) throw new InvalidArgumentError("give --through-seq or --older-than-days");
-    const config = configOrExit();
-    const result = await pruneAuditLog(config, opts.tenant, opts);
-    console.log(JSON.stringify(result));
+    const cut =
+      opts.throughSeq !== undefined
+        ? ({ case: "throughSeq", value: opts.throughSeq } as const)
+        : ({ case: "olderThan", value: { seconds: opts.olderThanDays! * 86_400n, nanos: 0 } } as const);
+    const res = await apiClient(AuditService, opts.url, opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey()).pruneAuditLog({ tenantId: opts.tenant, cut });
+    console.log(toJsonString(PruneAuditLogResponseSchema, res, { alwaysEmitImplicit: true }));
   });
 
 program
@@ -175,21 +181,13 @@ activation
 const keys = program.command("keys").description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
 keys
   .command("rotate")
-  .description("start a new signing key; the old one keeps verifying for --retire-after seconds (default: 30 days), then retires")
-  .option("--retire-after <seconds>", "how long what the old key signed stays verifiable", (v) => positiveBig(v), 2_592_000n)
-  .action(async (opts: { retireAfter: bigint }) => {
-    const config = configOrExit();
-    const logger = createLogger(config.logLevel);
-    const { db, embedded } = await openStorage(config, logger, { migrate: true });
-    const store = new SigningKeyStore(db, config.dataKey, systemClock, logger);
-    try {
-      await store.start();
-      console.log(JSON.stringify(await store.rotate(Number(opts.retireAfter))));
-    } finally {
-      store.stop();
-      await db.close();
-      await embedded?.stop();
-    }
+  .description("start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying for --retire-after seconds, then retires")
+  .addOption(new Option("--retire-after <seconds>", "how long what the old key signed stays verifiable").argParser(positiveBig).default(2_592_000n, "2592000, 30 days"))
+  .option("--key <key>", "the super-admin key; default LICENSD_SUPER_ADMIN_KEY, else the development secrets file")
+  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
+  .action(async (opts: { retireAfter: bigint; key?: string; url: string }) => {
+    const res = await apiClient(ActivationService, opts.url, opts.key ?? superAdminKey()).rotateSigningKey({ retireAfter: { seconds: opts.retireAfter, nanos: 0 } });
+    console.log(toJsonString(RotateSigningKeyResponseSchema, res, { prettySpaces: 2 }));
   });
 
 function positiveBig(v: string): bigint {
@@ -240,6 +238,7 @@ function apiClient<T extends DescService>(service: T, url: string, key = superAd
   return createClient(service, authed);
 }
 
+/** The banner with the super-admin key, on the start that generated it only (stderr, never the log). */
 function announceGeneratedSecrets(config: Config) {
   if (!config.generated.includes("LICENSD_SUPER_ADMIN_KEY")) return;
   const line = "=".repeat(78);
@@ -251,6 +250,11 @@ function announceGeneratedSecrets(config: Config) {
   );
 }
 
+/** On a start that did not generate them: one line saying where the development secrets are kept (never the secrets). */
+function noteLoadedSecrets(config: Config, logger: Logger) {
+  if (config.devSecretsFile !== undefined && config.generated.length === 0) logger.info({ file: config.devSecretsFile }, "development secrets loaded");
+}
+
 async function serveOne(config: Config, opts: { migrate: boolean }) {
   if (cluster.isPrimary) announceGeneratedSecrets(config);
   let app: App;
@@ -260,6 +264,7 @@ async function serveOne(config: Config, opts: { migrate: boolean }) {
     console.error(`licensd: failed to start: ${(err as Error).message}`);
     process.exit(1);
   }
+  if (cluster.isPrimary) noteLoadedSecrets(config, app.logger);
   const stop = () => {
     // SIGTERM always ends the process: past the drain period and a margin, a shutdown that
     // still waits (a pool client never released, a database that does not stop) is reported
@@ -284,19 +289,32 @@ async function serveOne(config: Config, opts: { migrate: boolean }) {
 async function servePrimary(config: Config, workers: number) {
   announceGeneratedSecrets(config);
   const logger = createLogger(config.logLevel);
+  noteLoadedSecrets(config, logger);
   const { db, url, embedded } = await openStorage(config, logger, { migrate: true });
   await db.close();
   let stopping = false;
   const env = { ...process.env, LICENSD_DATABASE_URL: url };
   const ready = new Set<number>();
   const restarts: number[] = [];
-  const fork = () => cluster.fork(env);
+  // The embedded database's outage count when each worker was forked: one that fails to start
+  // during an outage (its postmaster being restarted) is started again once it is back.
+  const forkedAt = new Map<number, number>();
+  const fork = () => forkedAt.set(cluster.fork(env).id, embedded?.outages().count ?? 0);
   for (let i = 0; i < workers; i++) fork();
   cluster.on("listening", (worker) => ready.add(worker.id));
   cluster.on("exit", (worker, code, signal) => {
     if (stopping) return;
     // A worker that dies before listening would die again: give up instead of looping.
     // One that dies later is replaced, at most 5 times a minute.
+    const outages = embedded?.outages();
+    if (!ready.has(worker.id) && outages !== undefined && (outages.down || outages.count !== forkedAt.get(worker.id))) {
+      logger.warn({ worker: worker.process.pid, code, signal }, "a worker could not start while the embedded PostgreSQL was down; starting another once it is back");
+      void (async () => {
+        while (!stopping && embedded?.outages().down) await new Promise((r) => setTimeout(r, 500));
+        if (!stopping) fork();
+      })();
+      return;
+    }
     const now = Date.now();
     restarts.push(now);
     while (restarts[0] < now - 60_000) restarts.shift();
@@ -311,6 +329,7 @@ async function servePrimary(config: Config, workers: number) {
   async function stop(exitCode = 0) {
     if (stopping) return;
     stopping = true;
+    embedded?.endSupervision();
     const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
     await Promise.all(
       all.map(

@@ -48,6 +48,8 @@ export interface Config {
   warnings: string[];
   /** Secrets that development mode generated (and stored) on this start, to announce. */
   generated: string[];
+  /** The development secrets file, when some secret was read from (or written to) it. */
+  devSecretsFile: string | undefined;
 }
 
 /** A token-bucket rule: `capacity` requests, refilled evenly over `periodSeconds`. */
@@ -133,6 +135,7 @@ export function loadConfig(env: Env = process.env): Config {
   let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
   let dataKeyText = str("LICENSD_DATA_KEY");
   const generated: string[] = [];
+  let devSecretsFile: string | undefined;
   if (superAdminKey !== undefined && production) {
     const why = weakSecret(superAdminKey);
     if (why) problems.push(`LICENSD_SUPER_ADMIN_KEY: ${why}`);
@@ -148,15 +151,16 @@ export function loadConfig(env: Env = process.env): Config {
     if (superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
     if (dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
   } else if (problems.length === 0 && (superAdminKey === undefined || dataKeyText === undefined)) {
-    const stored = loadDevSecrets(dataDir);
+    const { secrets: stored, created } = openDevSecrets(dataDir);
+    devSecretsFile = path.join(dataDir, "secrets.json");
     if (superAdminKey === undefined) {
       superAdminKey = stored.superAdminKey;
-      generated.push("LICENSD_SUPER_ADMIN_KEY");
+      if (created) generated.push("LICENSD_SUPER_ADMIN_KEY");
     }
     if (dataKeyText === undefined) {
       dataKeyText = stored.dataKey;
       dataKey = decodeKey(dataKeyText);
-      generated.push("LICENSD_DATA_KEY");
+      if (created) generated.push("LICENSD_DATA_KEY");
     }
   }
 
@@ -236,6 +240,7 @@ export function loadConfig(env: Env = process.env): Config {
     heartbeatSweepMs,
     generated,
     warnings,
+    devSecretsFile,
   };
 }
 
@@ -305,15 +310,26 @@ interface DevSecrets {
 
 /** The development secrets file: created once with mode 0600, then reused. */
 export function loadDevSecrets(dataDir: string): DevSecrets {
+  return openDevSecrets(dataDir).secrets;
+}
+
+/** The development secrets, and whether this call created the file. */
+export function openDevSecrets(dataDir: string): { secrets: DevSecrets; created: boolean } {
   const file = path.join(dataDir, "secrets.json");
-  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as DevSecrets;
+  if (existsSync(file)) return { secrets: JSON.parse(readFileSync(file, "utf8")) as DevSecrets, created: false };
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const secrets: DevSecrets = {
     superAdminKey: randomBytes(32).toString("base64url"),
     dataKey: randomBytes(32).toString("base64"),
     embeddedDbPassword: randomBytes(24).toString("base64url"),
   };
-  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
+  try {
+    // Exclusive: of two processes starting at once, one writes and both use what it wrote.
+    writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    return { secrets: JSON.parse(readFileSync(file, "utf8")) as DevSecrets, created: false };
+  }
   chmodSync(file, 0o600);
-  return secrets;
+  return { secrets, created: true };
 }

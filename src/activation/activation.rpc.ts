@@ -3,8 +3,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { MachineSchema, MachineStatus } from "../../gen/ts/licensd/activation/v1/machine_pb.js";
-import { SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
-import { peerAddressKey } from "../platform/context.js";
+import { SigningKeySchema, SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
+import { requireSuperAdmin } from "../platform/auth.js";
+import { peerAddressKey, principalKey } from "../platform/context.js";
 import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
@@ -18,9 +19,22 @@ import type { Idempotency } from "../platform/idempotency.js";
 import { Interrupt } from "../platform/interrupt.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
-import type { SigningKeyStore } from "../platform/signing-keys.js";
+import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys.js";
 import type { Machine } from "./machine.entity.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
+
+/** What RotateSigningKey keeps a retired key verifiable for when the request says nothing. */
+const DEFAULT_RETIRE_AFTER_SECONDS = 30 * 86_400;
+
+const signingKeyToProto = (k: PublicSigningKey) =>
+  create(SigningKeySchema, {
+    kid: k.kid,
+    algorithm: k.algorithm,
+    publicKey: k.publicKey,
+    status: k.status === "active" ? SigningKeyStatus.ACTIVE : SigningKeyStatus.RETIRING,
+    notBefore: timestampFromDate(k.notBefore),
+    notAfter: k.notAfter ? timestampFromDate(k.notAfter) : undefined,
+  });
 
 const machineToProto = (m: Machine) =>
   create(MachineSchema, {
@@ -194,16 +208,20 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
       ),
 
     getSigningKeys() {
-      return create(pb.GetSigningKeysResponseSchema, {
-        keys: signingKeys.publicKeys().map((k) => ({
-          kid: k.kid,
-          algorithm: k.algorithm,
-          publicKey: k.publicKey,
-          status: k.status === "active" ? SigningKeyStatus.ACTIVE : SigningKeyStatus.RETIRING,
-          notBefore: timestampFromDate(k.notBefore),
-          notAfter: k.notAfter ? timestampFromDate(k.notAfter) : undefined,
-        })),
+      return create(pb.GetSigningKeysResponseSchema, { keys: signingKeys.publicKeys().map(signingKeyToProto) });
+    },
+
+    async rotateSigningKey(req, ctx) {
+      requireSuperAdmin(ctx.values.get(principalKey));
+      const retireAfterSeconds = req.retireAfter ? Number(req.retireAfter.seconds) + req.retireAfter.nanos / 1e9 : DEFAULT_RETIRE_AFTER_SECONDS;
+      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: pb.RotateSigningKeyRequestSchema, request: req, responseSchema: pb.RotateSigningKeyResponseSchema };
+      const res = await idempotency.run(call, async (em) => {
+        const { key, retiring } = await signingKeys.rotate(em, retireAfterSeconds);
+        return create(pb.RotateSigningKeyResponseSchema, { key: signingKeyToProto(key), retiringKids: retiring });
       });
+      // This instance signs with the new key from now on; the others reload within a minute.
+      await signingKeys.reload();
+      return res;
     },
   };
 }

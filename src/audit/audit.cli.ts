@@ -4,17 +4,8 @@ import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import { openStorage } from "../app.js";
-import type { Config } from "../config.js";
 import { loadDevSecrets } from "../config.js";
-import { systemClock } from "../platform/clock.js";
-import { createLogger } from "../platform/logger.js";
-import { SigningKeyStore } from "../platform/signing-keys.js";
-import { AuditKeyring } from "../events/audit-keyring.js";
-import { createEvents } from "../events/events.js";
 import { verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
-import { AuditFeed } from "./audit-feed.js";
-import { createAuditService } from "./audit.service.js";
 import path from "node:path";
 
 interface SavedCheckpoint {
@@ -63,28 +54,4 @@ export async function verifyAuditLog(opts: { url: string; tenant: string; key?: 
     writeFileSync(opts.state, JSON.stringify(next, null, 2));
   }
   return ok;
-}
-
-/** `licensd audit prune`: the retention job, run against the database directly. */
-export async function pruneAuditLog(config: Config, tenantId: string, opts: { throughSeq?: bigint; olderThanDays?: bigint }) {
-  const logger = createLogger(config.logLevel);
-  const { db, url, embedded } = await openStorage(config, logger, { migrate: true });
-  const signingKeys = new SigningKeyStore(db, config.dataKey, systemClock, logger);
-  try {
-    await signingKeys.start();
-    const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
-    const audit = createAuditService({ db, clock: systemClock, keyring, signingKeys, feed: new AuditFeed(url, logger), events: createEvents({ clock: systemClock, keyring }) });
-    let through = opts.throughSeq === undefined ? undefined : Number(opts.throughSeq);
-    if (through === undefined) {
-      const cutoff = new Date(Date.now() - Number(opts.olderThanDays) * 86_400_000);
-      const [row] = await db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ? and occurred_at < ?`, [tenantId, cutoff]);
-      if (row.seq === null) return { removed: 0 };
-      through = Number(row.seq);
-    }
-    return await audit.cut(tenantId, through);
-  } finally {
-    signingKeys.stop();
-    await db.close();
-    await embedded?.stop();
-  }
 }

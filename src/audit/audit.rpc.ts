@@ -9,6 +9,8 @@ import {
   GetInclusionProofResponseSchema,
   ListAuditEventsResponseSchema,
   ListOrder,
+  PruneAuditLogRequestSchema,
+  PruneAuditLogResponseSchema,
   TailAuditEventsResponseSchema,
   VerifyAuditChainResponseSchema,
 } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
@@ -17,7 +19,9 @@ import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
-import { procedureOf } from "../platform/rpc.js";
+import type { Clock } from "../platform/clock.js";
+import type { Idempotency } from "../platform/idempotency.js";
+import { procedureOf, tenantMutation } from "../platform/rpc.js";
 import { auditEventToProto, checkpointToProto, problemToProto } from "./audit.mapper.js";
 import type { AuditService } from "./audit.service.js";
 
@@ -28,8 +32,8 @@ function seqOf(field: string, value: bigint): number {
 }
 
 /** The Connect implementation of licensd.audit.v1.AuditService. */
-export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
-  const { db, audit, keepAliveMs, pages } = deps;
+export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: Idempotency; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
+  const { db, clock, idempotency, audit, keepAliveMs, pages } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
   async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
@@ -109,5 +113,21 @@ export function createAuditRpc(deps: { db: Database; audit: AuditService; keepAl
       const p = await audit.consistency(tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
       return create(GetConsistencyProofResponseSchema, { oldSize: BigInt(p.oldSize), newSize: BigInt(p.newSize), hashes: p.hashes });
     },
+
+    pruneAuditLog: (req, ctx) =>
+      tenantMutation(idempotency, ctx, { requestSchema: PruneAuditLogRequestSchema, request: req, responseSchema: PruneAuditLogResponseSchema }, async (em, m) => {
+        if (ctx.values.get(principalKey).kind === "super_admin") {
+          const rows = await em.execute(`select 1 from tenants where id = ?`, [m.tenantId]);
+          if (rows.length === 0) throw notFound("tenant", m.tenantId);
+        }
+        const cut = req.cut;
+        if (cut.case === undefined) throw invalidArgument("cut", "give through_seq or older_than");
+        const what =
+          cut.case === "throughSeq"
+            ? { throughSeq: Number(cut.value) }
+            : { olderThan: new Date(clock.now().getTime() - Number(cut.value.seconds) * 1000 - Math.floor(cut.value.nanos / 1e6)) };
+        const r = await audit.prune(em, m.tenantId, m.actor, what);
+        return create(PruneAuditLogResponseSchema, { removedCount: BigInt(r.removed), throughSeq: BigInt(r.throughSeq) });
+      }),
   };
 }

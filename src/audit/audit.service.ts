@@ -302,23 +302,31 @@ export function createAuditService(deps: {
     },
 
     /**
-     * The documented retention job: removes entries 1..throughSeq of a tenant's log,
+     * The documented retention job, inside the caller's transaction: removes entries
+     * 1..throughSeq of a tenant's log (or every entry that occurred before `olderThan`),
      * keeping a signed record of where it cut (and the Merkle tree, so proofs and
      * checkpoints still cover the whole history). The cut itself is an audit entry.
      */
-    async cut(tenantId: string, throughSeq: number): Promise<{ removed: number }> {
-      return db.tx(async (em) => {
-        const [entry] = await em.execute<{ hash: Buffer }[]>(`select hash from audit_events where tenant_id = ? and seq = ?`, [tenantId, throughSeq]);
-        if (!entry) throw failedPrecondition("NOTHING_TO_CUT", `entry ${throughSeq} is not in the log (already cut, or not written yet)`);
-        const cutAt = clock.now();
-        const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, entry.hash, cutAt)));
-        await em.execute(`insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values (?, ?, ?, ?, ?, ?)`, [tenantId, throughSeq, entry.hash, cutAt, kid, signature]);
-        await em.execute(`set local licensd.audit_retention = 'on'`);
-        const res = await em.execute<{ affectedRows?: number }>(`delete from audit_events where tenant_id = ? and seq <= ?`, [tenantId, throughSeq], "run");
-        await em.execute(`set local licensd.audit_retention = 'off'`);
-        await events.emit(em, { tenantId, type: "audit.retention.cut", subject: tenantId, actor: "system", payload: { through_seq: throughSeq, removed: res.affectedRows ?? 0 } });
-        return { removed: res.affectedRows ?? 0 };
-      });
+    async prune(em: EntityManager, tenantId: string, actor: string, what: { throughSeq: number } | { olderThan: Date }): Promise<{ removed: number; throughSeq: number }> {
+      let throughSeq: number;
+      if ("throughSeq" in what) {
+        throughSeq = what.throughSeq;
+      } else {
+        const [row] = await em.execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ? and occurred_at < ?`, [tenantId, what.olderThan]);
+        if (row.seq === null) return { removed: 0, throughSeq: 0 };
+        throughSeq = Number(row.seq);
+      }
+      const [entry] = await em.execute<{ hash: Buffer }[]>(`select hash from audit_events where tenant_id = ? and seq = ?`, [tenantId, throughSeq]);
+      if (!entry) throw failedPrecondition("NOTHING_TO_CUT", `entry ${throughSeq} is not in the log (already cut, or not written yet)`, { field: "through_seq" });
+      const cutAt = clock.now();
+      const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, entry.hash, cutAt)));
+      await em.execute(`insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values (?, ?, ?, ?, ?, ?)`, [tenantId, throughSeq, entry.hash, cutAt, kid, signature]);
+      await em.execute(`set local licensd.audit_retention = 'on'`);
+      const res = await em.execute<{ affectedRows?: number }>(`delete from audit_events where tenant_id = ? and seq <= ?`, [tenantId, throughSeq], "run");
+      await em.execute(`set local licensd.audit_retention = 'off'`);
+      const removed = res.affectedRows ?? 0;
+      await events.emit(em, { tenantId, type: "audit.retention.cut", subject: tenantId, actor, payload: { through_seq: throughSeq, removed } });
+      return { removed, throughSeq };
     },
   };
 }

@@ -3,7 +3,7 @@ import sodium from "sodium-native";
 import { BatchSigner } from "./batch-signer.js";
 import type { Clock } from "./clock.js";
 import { open, seal } from "./crypto.js";
-import type { Database } from "./db.js";
+import type { Database, EntityManager } from "./db.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 
@@ -165,29 +165,27 @@ export class SigningKeyStore {
   }
 
   /**
-   * Starts a new active key. The old one turns retiring: it signs nothing more, and what it
-   * signed keeps verifying for `retireAfterSeconds` (at least the longest lease or file
-   * lifetime in use), after which it is retired and no longer published.
+   * Starts a new active key inside the caller's transaction `em`. The old one turns
+   * retiring: it signs nothing more, and what it signed keeps verifying for
+   * `retireAfterSeconds` (at least the longest lease or file lifetime in use), after which
+   * it is retired and no longer published. Call `reload` once the transaction commits.
    */
-  async rotate(retireAfterSeconds: number): Promise<{ kid: string; retired: string[] }> {
+  async rotate(em: EntityManager, retireAfterSeconds: number): Promise<{ key: PublicSigningKey; retiring: string[] }> {
     const now = this.clock.now();
     const { publicKey, privateKey } = generateKeyPairSync("ed25519");
     const kid = newId("sk");
     const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
     const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
-    const retired = await this.db.tx(async (em) => {
-      await em.execute(`update signing_keys set status = 'retired' where status = 'retiring' and not_after <= ?`, [now]);
-      const old = await em.execute<{ kid: string }[]>(`update signing_keys set status = 'retiring', not_after = ? where status = 'active' returning kid`, [
-        new Date(now.getTime() + retireAfterSeconds * 1000),
-      ]);
-      await em.execute(
-        `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values (?, 'Ed25519', ?, ?, 'active', ?, ?)`,
-        [kid, raw, sealed, now, now],
-      );
-      return old.map((r) => r.kid);
-    });
-    await this.reload();
-    this.logger.info({ kid, retiring: retired, retireAfterSeconds }, "signing key rotated");
-    return { kid, retired };
+    await em.execute(`update signing_keys set status = 'retired' where status = 'retiring' and not_after <= ?`, [now]);
+    const old = await em.execute<{ kid: string }[]>(`update signing_keys set status = 'retiring', not_after = ? where status = 'active' returning kid`, [
+      new Date(now.getTime() + retireAfterSeconds * 1000),
+    ]);
+    await em.execute(
+      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values (?, 'Ed25519', ?, ?, 'active', ?, ?)`,
+      [kid, raw, sealed, now, now],
+    );
+    const retiring = old.map((r) => r.kid);
+    this.logger.info({ kid, retiring, retireAfterSeconds }, "signing key rotated");
+    return { key: { kid, algorithm: "Ed25519", publicKey: Buffer.from(raw), status: "active", notBefore: now, notAfter: null }, retiring };
   }
 }

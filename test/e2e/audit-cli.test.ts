@@ -49,24 +49,62 @@ describe("licensd audit verify", () => {
   it("prunes a prefix as the retention job, and the log still verifies", async () => {
     const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "Pruned Co" });
     for (let i = 0; i < 3; i++) await call("licensd.tenant.v1.TenantService/UpdateTenant", { tenant: { id: tenant.id, metadata: { i: String(i) } }, updateMask: "metadata" });
-    const pruned = await licensd(["audit", "prune", "--tenant", tenant.id, "--through-seq", "2"], { LICENSD_DATABASE_URL: server.env.LICENSD_DATABASE_URL, LICENSD_DATA_KEY: server.dataKey, LICENSD_LOG_LEVEL: "warn" });
+    // Through the API: the command needs no database URL nor data key.
+    const pruned = await licensd(["audit", "prune", "--url", server.url, "--tenant", tenant.id, "--through-seq", "2"]);
     expect(pruned.code, pruned.stderr).toBe(0);
-    expect(JSON.parse(pruned.stdout)).toEqual({ removed: 2 });
+    expect(JSON.parse(pruned.stdout)).toEqual({ removedCount: "2", throughSeq: "2" });
     const report = await call("licensd.audit.v1.AuditService/VerifyAuditChain", { tenantId: tenant.id });
     expect(report).toMatchObject({ valid: true, startSeq: "3", endSeq: "5" });
+    const again = await licensd(["audit", "prune", "--url", server.url, "--tenant", tenant.id, "--through-seq", "2"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("is not in the log");
     const bad = await licensd(["audit", "prune", "--tenant", tenant.id]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("--through-seq or --older-than-days");
   });
 
-  it("licensd keys rotate starts a new signing key that the server publishes (within its reload interval)", async () => {
-    const before = await call("licensd.activation.v1.ActivationService/GetSigningKeys", {});
-    const res = await licensd(["keys", "rotate", "--retire-after", "600"], { LICENSD_DATABASE_URL: server.env.LICENSD_DATABASE_URL, LICENSD_DATA_KEY: server.dataKey, LICENSD_LOG_LEVEL: "warn" });
+  it("licensd keys rotate starts a new signing key through the API, which the server publishes at once", async () => {
+    const before = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as { keys: { kid: string }[] };
+    const res = await licensd(["keys", "rotate", "--url", server.url, "--retire-after", "600"]);
     expect(res.code, res.stderr).toBe(0);
-    const rotated = JSON.parse(res.stdout) as { kid: string; retired: string[] };
-    expect(rotated.retired).toEqual([(before as unknown as { keys: { kid: string }[] }).keys[0].kid]);
-    expect(rotated.kid).toMatch(/^sk_/);
-    const bad = await licensd(["keys", "rotate", "--retire-after", "-1"]);
+    const rotated = JSON.parse(res.stdout) as { key: { kid: string; status: string }; retiringKids: string[] };
+    expect(rotated.retiringKids).toEqual([before.keys[0].kid]);
+    expect(rotated.key).toMatchObject({ kid: expect.stringMatching(/^sk_/), status: "SIGNING_KEY_STATUS_ACTIVE" });
+    const after = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as { keys: { kid: string; status: string; notAfter: string }[] };
+    expect(after.keys.map((k) => [k.kid, k.status])).toEqual([
+      [rotated.key.kid, "SIGNING_KEY_STATUS_ACTIVE"],
+      [before.keys[0].kid, "SIGNING_KEY_STATUS_RETIRING"],
+    ]);
+    const bad = await licensd(["keys", "rotate", "--url", server.url, "--retire-after", "-1"]);
     expect(bad.code).not.toBe(0);
+    // Only the super-admin rotates keys.
+    const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "Not Admin Co" });
+    const { secret } = (await call("licensd.tenant.v1.TenantService/CreateApiKey", { tenantId: tenant.id, name: "a", scopes: ["API_KEY_SCOPE_ADMIN"] })) as unknown as { secret: string };
+    const refused = await licensd(["keys", "rotate", "--url", server.url, "--key", secret]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("super-admin");
+  });
+});
+
+describe("the command line itself", () => {
+  it("prints its version and every command's help (defaults included)", async () => {
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+    const [long, short, rotate, ...helps] = await Promise.all([
+      licensd(["--version"]),
+      licensd(["-V"]),
+      licensd(["keys", "rotate", "--help"]),
+      ...[[], ["serve"], ["migrate"], ["audit", "prune"]].map((command) => licensd([...command, "--help"])),
+    ]);
+    for (const res of [long, short]) {
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout.trim()).toBe(version);
+    }
+    expect(rotate.code, rotate.stderr).toBe(0);
+    expect(rotate.stdout).toContain("--retire-after <seconds>");
+    expect(rotate.stdout).toContain("(default: 2592000, 30 days)");
+    for (const res of helps) {
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout).toContain("Usage: licensd");
+    }
   });
 });

@@ -1,8 +1,14 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
+import { Health, HealthCheckResponse_ServingStatus as S } from "../../gen/ts/health/v1/health_pb.js";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { bearer } from "../support/app.js";
 import { ROOT, freePort, run, startServer } from "../support/server.js";
 
 const licensd = (args: string[], env: Record<string, string>) => run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env });
@@ -141,4 +147,179 @@ describe("the embedded default (no database URL)", () => {
     expect(wrongKey.stderr).toContain("LICENSD_DATA_KEY is not the key that sealed it");
     expect(() => readFileSync(pidFile)).toThrow(); // a failed start stops the database it started
   });
+});
+
+describe("the embedded database belongs to the server that started it", () => {
+  const postmasterPid = (dataDir: string) => Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
+  const postmasterPort = (dataDir: string) => Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[3]);
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  /** Polls `condition` every 100 ms until it holds, for at most `seconds` (a bound, not a speed goal). */
+  async function until(what: string, condition: () => Promise<boolean> | boolean, seconds = 60) {
+    for (let i = 0; i < seconds * 10; i++) {
+      if (await condition()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting until ${what}`);
+  }
+  const healthz = (url: string) => fetch(`${url}/healthz`).then((r) => r.status, () => 0);
+
+  it("a command or second server next to the server uses its database and never stops it; the guest takes over when the owner is gone", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-guest-"));
+    const ownerFile = path.join(dataDir, "embedded-db.owner");
+    const owner = () => (JSON.parse(readFileSync(ownerFile, "utf8")) as { pid: number; command: string });
+    // No keys given: development generates them on the first start and announces the key there only.
+    const noKeys = { LICENSD_SUPER_ADMIN_KEY: "", LICENSD_DATA_KEY: "" };
+    const server = await startServer({ embedded: true, dataDir, env: noKeys });
+    const secretsFile = path.join(dataDir, "secrets.json");
+    const superAdminKey = (JSON.parse(readFileSync(secretsFile, "utf8")) as { superAdminKey: string }).superAdminKey;
+    expect(server.output()).toContain("DEVELOPMENT MODE: secrets were generated");
+    expect(server.output()).toContain(`super-admin key:  ${superAdminKey}`);
+    const same = { LICENSD_DATA_DIR: dataDir, ...noKeys };
+    const pid = postmasterPid(dataDir);
+    expect(owner()).toMatchObject({ pid: server.child.pid, command: "serve" });
+
+    const migrate = await licensd(["migrate"], same);
+    expect(migrate.code, migrate.stderr).toBe(0);
+    expect(migrate.stdout).toContain("using the embedded PostgreSQL of a running licensd");
+    // Through the API: these need no database at all.
+    const rotate = await licensd(["keys", "rotate", "--url", server.url], same);
+    expect(rotate.code, rotate.stderr).toBe(0);
+
+    expect(postmasterPid(dataDir)).toBe(pid);
+    expect(alive(pid)).toBe(true);
+    expect(await healthz(server.url)).toBe(200);
+    const id = await createTenant(server.url, superAdminKey, "Still Up Co");
+    expect((await getTenant(server.url, superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+
+    // A second server on the same data dir is a guest; when the owner stops (and stops its
+    // postmaster), the guest takes the database over and serves again.
+    const guest = await startServer({ embedded: true, dataDir, env: noKeys });
+    expect(guest.output()).toContain("using the embedded PostgreSQL of a running licensd");
+    // Loaded, not generated: no banner, one line saying where the secrets are, never the key.
+    expect(guest.output()).not.toContain("DEVELOPMENT MODE");
+    expect(guest.output()).toContain(`"file":${JSON.stringify(secretsFile)},"msg":"development secrets loaded"`);
+    expect(guest.output()).not.toContain(superAdminKey);
+    expect(await server.stop("SIGTERM")).toBe(0);
+    expect(alive(pid)).toBe(false);
+    await until("the guest owns the database", () => existsSync(ownerFile) && owner().pid === guest.child.pid, 120);
+    expect(guest.output()).toContain("taking it over");
+    // Its health may not have seen the gap yet: wait for the restart itself, then for health.
+    await until("the guest restarted the database", () => guest.output().includes("embedded PostgreSQL restarted"), 120);
+    await until("the guest serves again", async () => (await healthz(guest.url)) === 200, 120);
+    expect((await getTenant(guest.url, superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
+    const taken = postmasterPid(dataDir);
+    expect(await guest.stop("SIGTERM")).toBe(0);
+    expect(alive(taken)).toBe(false);
+    expect(existsSync(ownerFile)).toBe(false);
+
+    // A record naming a live process that is not its owner (a reused pid: same pid, another
+    // start time) is stale. Nothing running: migrate starts the database, and stops what it started.
+    writeFileSync(ownerFile, JSON.stringify({ pid: process.pid, started: "1", command: "serve", since: "" }));
+    const alone = await licensd(["migrate"], same);
+    expect(alone.code, alone.stderr).toBe(0);
+    expect(alone.stdout).toContain("embedded PostgreSQL started");
+    expect(existsSync(path.join(dataDir, "pg", "postmaster.pid"))).toBe(false);
+    expect(existsSync(ownerFile)).toBe(false);
+  }, 300_000);
+
+  it("with --workers, the primary owns and restarts the postmaster; the workers ride it out", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-workers-embedded-"));
+    const server = await startServer({ embedded: true, dataDir, args: ["--workers", "2"] });
+    const listening = () => new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g)).size;
+    await until("both workers listen", () => listening() === 2);
+    const workers = childPids(server.child.pid!).filter((c) => readFileSync(`/proc/${c}/cmdline`, "utf8").includes("licensd.js"));
+    const before = await createTenant(server.url, server.superAdminKey, "Workers Before Co");
+    const first = postmasterPid(dataDir);
+    process.kill(first, "SIGKILL");
+    await until("a new postmaster runs", () => existsSync(path.join(dataDir, "pg", "postmaster.pid")) && postmasterPid(dataDir) !== first && alive(postmasterPid(dataDir)), 120);
+    await until("the workers serve again", async () => (await healthz(server.url)) === 200 && (await getTenant(server.url, server.superAdminKey, before)).status === 200, 120);
+    expect((await getTenant(server.url, server.superAdminKey, before)).body.tenant?.name).toBe("Workers Before Co");
+    const after = await createTenant(server.url, server.superAdminKey, "Workers After Co");
+    expect((await getTenant(server.url, server.superAdminKey, after)).body.tenant?.name).toBe("Workers After Co");
+    // Same workers: the outage did not cost a process.
+    expect(childPids(server.child.pid!).filter((c) => workers.includes(c))).toHaveLength(workers.length);
+    const second = postmasterPid(dataDir);
+    expect(await server.stop("SIGTERM")).toBe(0);
+    expect(alive(second)).toBe(false);
+  }, 300_000);
+
+  it("serve restarts its postmaster when it dies: NOT_SERVING meanwhile, then SERVING with the data intact; SIGTERM still stops both", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-supervised-"));
+    // A long keep-alive: a tail then hears a new entry only through the LISTEN connection.
+    const server = await startServer({ embedded: true, dataDir, env: { LICENSD_AUDIT_KEEPALIVE_MS: "600000" } });
+    const before = await createTenant(server.url, server.superAdminKey, "Before Co");
+    const health = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
+    const watching = new AbortController();
+    const seen: string[] = [];
+    const watch = (async () => {
+      for await (const res of health.watch({ service: "" }, { signal: watching.signal })) seen.push(S[res.status]);
+    })().catch(() => undefined);
+    await until("the watch reports SERVING", () => seen.includes("SERVING"));
+
+    // Freeze licensd, kill the postmaster and hold its port: it cannot come back until released.
+    const first = postmasterPid(dataDir);
+    const port = postmasterPort(dataDir);
+    process.kill(server.child.pid!, "SIGSTOP");
+    process.kill(first, "SIGKILL"); // a zombie until licensd, frozen, reaps it: wait for its port instead
+    const squatter = net.createServer((socket) => socket.destroy());
+    await until("the port is taken over", () => new Promise<boolean>((resolve) => {
+      squatter.once("error", () => resolve(false));
+      squatter.listen(port, "127.0.0.1", () => resolve(true));
+    }));
+    process.kill(server.child.pid!, "SIGCONT");
+
+    await until("/healthz answers 503", async () => (await healthz(server.url)) === 503);
+    await until("the watch reports NOT_SERVING", () => seen.includes("NOT_SERVING"));
+    expect((await health.check({ service: "" })).status).toBe(S.NOT_SERVING);
+    await until("a restart was tried", () => server.output().includes("embedded PostgreSQL did not start; retrying"));
+
+    await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    await until("/healthz answers 200 again", async () => (await healthz(server.url)) === 200, 120);
+    await until("the watch reports SERVING again", () => seen.lastIndexOf("SERVING") > seen.indexOf("NOT_SERVING"));
+    expect((await health.check({ service: "" })).status).toBe(S.SERVING);
+    const second = postmasterPid(dataDir);
+    expect(second).not.toBe(first);
+    expect(server.output()).toContain("embedded PostgreSQL restarted");
+
+    // The write from before and one from after are both there.
+    expect((await getTenant(server.url, server.superAdminKey, before)).body.tenant?.name).toBe("Before Co");
+    const after = await createTenant(server.url, server.superAdminKey, "After Co");
+    expect((await getTenant(server.url, server.superAdminKey, after)).body.tenant?.name).toBe("After Co");
+
+    // The audit feed's LISTEN connection is back: a live tail hears the next entry.
+    const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: bearer(server.superAdminKey) }));
+    const tailing = new AbortController();
+    const heard = (async () => {
+      for await (const res of audit.tailAuditEvents({ tenantId: after, afterSeq: 1n }, { signal: tailing.signal })) {
+        if (res.message.case === "event") return res.message.value.type;
+      }
+      return undefined;
+    })();
+    await new Promise((r) => setTimeout(r, 500)); // let the tail read its (empty) backlog and wait for news
+    const update = await fetch(`${server.url}/licensd.tenant.v1.TenantService/UpdateTenant`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${server.superAdminKey}` },
+      body: JSON.stringify({ tenant: { id: after, name: "After Co 2" }, updateMask: "name" }),
+    });
+    expect(update.status).toBe(200);
+    const bound = setTimeout(() => tailing.abort(), 60_000);
+    expect(await heard).toBe("tenant.updated");
+    clearTimeout(bound);
+    tailing.abort();
+
+    // A deliberate stop is not fought: licensd exits cleanly and its postmaster with it.
+    watching.abort();
+    await watch;
+    expect(await server.stop("SIGTERM")).toBe(0);
+    expect(alive(second)).toBe(false);
+    expect(existsSync(path.join(dataDir, "pg", "postmaster.pid"))).toBe(false);
+    expect(server.output().split("the embedded PostgreSQL died; restarting it").length - 1).toBe(1);
+  }, 300_000);
 });

@@ -155,8 +155,18 @@ describe("activation", () => {
     try {
       const s = await setup("ROT");
       const old = (await activation(c).activate({ key: s.teamKey, fingerprint: "fp" })).lease!;
-      const { kid, retired } = await c.app.signingKeys.rotate(3600);
-      expect(retired).toEqual([old.kid]);
+      // Only the super-admin rotates, with a retire_after in range; refusals change nothing.
+      expect(await failure(activation(c).rotateSigningKey({}))).toMatchObject({ code: "Unauthenticated" });
+      expect(await failure(activation(c, s.secret).rotateSigningKey({}))).toMatchObject({ code: "PermissionDenied", reason: "SUPER_ADMIN_REQUIRED" });
+      for (const seconds of [0n, -5n, 315_360_001n]) {
+        expect(await failure(activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "retire_after" } });
+      }
+      expect((await activation(c).getSigningKeys({})).keys.map((k) => k.kid)).toEqual([old.kid]);
+      const rotated = await activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds: 3600n }, idempotencyKey: "rot-1" });
+      const kid = rotated.key!.kid;
+      expect(rotated.retiringKids).toEqual([old.kid]);
+      // A retry with the same idempotency key rotates nothing more and answers the same.
+      expect((await activation(c, a.superAdminKey).rotateSigningKey({ retireAfter: { seconds: 3600n }, idempotencyKey: "rot-1" })).key!.kid).toBe(kid);
       const keys = (await activation(c).getSigningKeys({})).keys;
       expect(keys.map((k) => [k.kid, SigningKeyStatus[k.status]])).toEqual([[kid, "ACTIVE"], [old.kid, "RETIRING"]]);
       expect(verifyLease(old.token, keys, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);

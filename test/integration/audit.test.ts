@@ -285,10 +285,10 @@ describe("retention", () => {
     const t = await newTenant("Retained Co");
     for (let i = 0; i < 6; i++) await tenantsOn(a).updateTenant({ tenant: { id: t.id, metadata: { i: String(i) } }, updateMask: { paths: ["metadata"] } });
     const before = (await auditOn(a, t.secret).getCheckpoint({})).checkpoint!;
-    expect(await a.app.audit.cut(t.id, 5)).toEqual({ removed: 5 });
+    expect(await auditOn(a, t.secret).pruneAuditLog({ cut: { case: "throughSeq", value: 5n } })).toMatchObject({ removedCount: 5n, throughSeq: 5n });
     const events = await allEvents(t.id);
     expect(events.map((e) => Number(e.seq))).toEqual([6, 7, 8, 9]);
-    expect(events.at(-1)).toMatchObject({ type: "audit.retention.cut", actor: "system", payload: { through_seq: 5, removed: 5 } });
+    expect(events.at(-1)).toMatchObject({ type: "audit.retention.cut", actor: expect.stringMatching(/^key:key_/), payload: { through_seq: 5, removed: 5 } });
     expect(await auditOn(a).verifyAuditChain({ tenantId: t.id })).toMatchObject({ valid: true, eventsChecked: 4n, startSeq: 6n, endSeq: 9n });
     expect(await failure(auditOn(a).verifyAuditChain({ tenantId: t.id, startSeq: 2n }))).toMatchObject({ code: "InvalidArgument", reason: "PRUNED" });
     const proof = await auditOn(a).getConsistencyProof({ tenantId: t.id, oldSize: before.treeSize, newSize: 9n });
@@ -297,7 +297,35 @@ describe("retention", () => {
     // Forging the cut record breaks verification at the first kept entry.
     await tamper(`update audit_cuts set hash = sha256('x'::bytea) where tenant_id = $1`, [t.id]);
     expect(await auditOn(a).verifyAuditChain({ tenantId: t.id })).toMatchObject({ valid: false, firstBadSeq: 6n });
-    await expect(a.app.audit.cut(t.id, 3)).rejects.toThrow(/not in the log/);
+    expect(await failure(auditOn(a).pruneAuditLog({ tenantId: t.id, cut: { case: "throughSeq", value: 3n } }))).toMatchObject({ code: "FailedPrecondition", reason: "NOTHING_TO_CUT" });
+  });
+
+  it("prunes by age, as the tenant's admin or the super-admin, idempotently; others are refused and nothing changes", async () => {
+    const t = await newTenant("Aged Co");
+    const other = await newTenant("Other Co");
+    for (let i = 0; i < 3; i++) await tenantsOn(a).updateTenant({ tenant: { id: t.id, metadata: { i: String(i) } }, updateMask: { paths: ["metadata"] } });
+    const reader = (await tenantsOn(a, t.secret).createApiKey({ name: "reader", scopes: [ApiKeyScope.READ] })).secret;
+    const head = BigInt((await allEvents(t.id)).length);
+    // Nothing is a day old yet: nothing to remove, and no cut is recorded.
+    const day = { case: "olderThan" as const, value: { seconds: 86_400n, nanos: 0 } };
+    expect(await auditOn(a, t.secret).pruneAuditLog({ cut: day })).toMatchObject({ removedCount: 0n, throughSeq: 0n });
+    expect(BigInt((await allEvents(t.id)).length)).toBe(head);
+    expect(await failure(auditOn(a, reader).pruneAuditLog({ cut: { case: "throughSeq", value: 1n } }))).toMatchObject({ code: "PermissionDenied" });
+    expect(await failure(auditOn(a, other.secret).pruneAuditLog({ tenantId: t.id, cut: { case: "throughSeq", value: 1n } }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(connectClient(AuditService, a.url).pruneAuditLog({ tenantId: t.id, cut: { case: "throughSeq", value: 1n } }))).toMatchObject({ code: "Unauthenticated" });
+    expect(await failure(auditOn(a).pruneAuditLog({ tenantId: "ten_00000000000000000000000000", cut: { case: "throughSeq", value: 1n } }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(auditOn(a).pruneAuditLog({ tenantId: t.id }))).toMatchObject({ code: "InvalidArgument" });
+    expect(await failure(auditOn(a).pruneAuditLog({ tenantId: t.id, cut: { case: "throughSeq", value: 0n } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "through_seq" } });
+    expect(await failure(auditOn(a).pruneAuditLog({ tenantId: t.id, cut: { case: "olderThan", value: { seconds: -1n, nanos: 0 } } }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "older_than" } });
+    expect(BigInt((await allEvents(t.id)).length)).toBe(head);
+    // Everything older than a second from now: the whole log so far, once, even when retried.
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = { case: "olderThan" as const, value: { seconds: 1n, nanos: 0 } };
+    const first = await auditOn(a).pruneAuditLog({ tenantId: t.id, cut: second, idempotencyKey: "prune-1" });
+    expect(first).toMatchObject({ removedCount: head, throughSeq: head });
+    expect(await auditOn(a).pruneAuditLog({ tenantId: t.id, cut: second, idempotencyKey: "prune-1" })).toEqual(first);
+    const left = await allEvents(t.id);
+    expect(left.map((e) => [Number(e.seq), e.type, e.actor])).toEqual([[Number(head) + 1, "audit.retention.cut", "super_admin"]]);
   });
 });
 

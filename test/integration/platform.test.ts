@@ -143,7 +143,8 @@ describe("signatures made at the end of the turn (ValidateLicense's)", () => {
     for (const m of texts.slice(0, 5)) oneByOne.push(await keys.signLater(m));
     check(oneByOne, first);
 
-    const { kid: second } = await keys.rotate(3600);
+    const { key: { kid: second } } = await t.app.db.tx((em) => keys.rotate(em, 3600));
+    await keys.reload();
     expect(second).not.toBe(first);
     check(await Promise.all(texts.map((m) => keys.signLater(m))), second);
 

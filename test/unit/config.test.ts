@@ -133,5 +133,8 @@ describe("config", () => {
     const second = loadConfig({ LICENSD_DATA_DIR: dir });
     expect(second.superAdminKey).toBe(first.superAdminKey);
     expect(second.dataKey.equals(first.dataKey)).toBe(true);
+    // Loaded, not generated: nothing to announce, only where they are kept.
+    expect(second.generated).toEqual([]);
+    expect(second.devSecretsFile).toBe(file);
   });
 });

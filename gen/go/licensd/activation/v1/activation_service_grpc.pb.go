@@ -45,6 +45,12 @@ type ActivationServiceClient interface {
 	// Lists the active and retiring public signing keys, like a JWKS, so clients
 	// verify offline and follow rotations without a release. Public.
 	GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error)
+	// Starts a new active signing key. The key it replaces turns RETIRING: it signs
+	// nothing more, and stays published (so what it signed keeps verifying) for
+	// `retire_after`. Every instance signs with the new key within a minute. Keys
+	// belong to the installation, not to a tenant, so the rotation is logged rather
+	// than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
+	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
 }
 
 type activationServiceClient struct {
@@ -158,6 +164,15 @@ func (c *activationServiceClient) GetSigningKeys(ctx context.Context, in *GetSig
 	return out, nil
 }
 
+func (c *activationServiceClient) RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error) {
+	out := new(RotateSigningKeyResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/RotateSigningKey", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ActivationServiceServer is the server API for ActivationService service.
 // All implementations must embed UnimplementedActivationServiceServer
 // for forward compatibility
@@ -190,6 +205,12 @@ type ActivationServiceServer interface {
 	// Lists the active and retiring public signing keys, like a JWKS, so clients
 	// verify offline and follow rotations without a release. Public.
 	GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error)
+	// Starts a new active signing key. The key it replaces turns RETIRING: it signs
+	// nothing more, and stays published (so what it signed keeps verifying) for
+	// `retire_after`. Every instance signs with the new key within a minute. Keys
+	// belong to the installation, not to a tenant, so the rotation is logged rather
+	// than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
+	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
 	mustEmbedUnimplementedActivationServiceServer()
 }
 
@@ -223,6 +244,9 @@ func (UnimplementedActivationServiceServer) DeleteMachine(context.Context, *Dele
 }
 func (UnimplementedActivationServiceServer) GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSigningKeys not implemented")
+}
+func (UnimplementedActivationServiceServer) RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotateSigningKey not implemented")
 }
 func (UnimplementedActivationServiceServer) mustEmbedUnimplementedActivationServiceServer() {}
 
@@ -407,6 +431,24 @@ func _ActivationService_GetSigningKeys_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ActivationService_RotateSigningKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSigningKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).RotateSigningKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/RotateSigningKey",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).RotateSigningKey(ctx, req.(*RotateSigningKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ActivationService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.activation.v1.ActivationService",
 	HandlerType: (*ActivationServiceServer)(nil),
@@ -442,6 +484,10 @@ var _ActivationService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSigningKeys",
 			Handler:    _ActivationService_GetSigningKeys_Handler,
+		},
+		{
+			MethodName: "RotateSigningKey",
+			Handler:    _ActivationService_RotateSigningKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

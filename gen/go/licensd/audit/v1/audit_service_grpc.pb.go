@@ -33,6 +33,12 @@ type AuditServiceClient interface {
 	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
 	// Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
 	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
+	// The retention job (`licensd audit prune`): removes the tenant's oldest entries
+	// and records a cut signed with Ed25519 (seq and hash of the last removed entry).
+	// The Merkle tree is kept, so checkpoints and proofs still cover the whole
+	// history; verification starts after the cut. Writes an `audit.retention.cut`
+	// entry. FAILED_PRECONDITION (NOTHING_TO_CUT) when `through_seq` is not in the log.
+	PruneAuditLog(ctx context.Context, in *PruneAuditLogRequest, opts ...grpc.CallOption) (*PruneAuditLogResponse, error)
 }
 
 type auditServiceClient struct {
@@ -129,6 +135,15 @@ func (c *auditServiceClient) GetConsistencyProof(ctx context.Context, in *GetCon
 	return out, nil
 }
 
+func (c *auditServiceClient) PruneAuditLog(ctx context.Context, in *PruneAuditLogRequest, opts ...grpc.CallOption) (*PruneAuditLogResponse, error) {
+	out := new(PruneAuditLogResponse)
+	err := c.cc.Invoke(ctx, "/licensd.audit.v1.AuditService/PruneAuditLog", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility
@@ -149,6 +164,12 @@ type AuditServiceServer interface {
 	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
 	// Proves that the tree of size `old_size` is a prefix of the one of size `new_size`.
 	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
+	// The retention job (`licensd audit prune`): removes the tenant's oldest entries
+	// and records a cut signed with Ed25519 (seq and hash of the last removed entry).
+	// The Merkle tree is kept, so checkpoints and proofs still cover the whole
+	// history; verification starts after the cut. Writes an `audit.retention.cut`
+	// entry. FAILED_PRECONDITION (NOTHING_TO_CUT) when `through_seq` is not in the log.
+	PruneAuditLog(context.Context, *PruneAuditLogRequest) (*PruneAuditLogResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -176,6 +197,9 @@ func (UnimplementedAuditServiceServer) GetInclusionProof(context.Context, *GetIn
 }
 func (UnimplementedAuditServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
+func (UnimplementedAuditServiceServer) PruneAuditLog(context.Context, *PruneAuditLogRequest) (*PruneAuditLogResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PruneAuditLog not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 
@@ -319,6 +343,24 @@ func _AuditService_GetConsistencyProof_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_PruneAuditLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PruneAuditLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).PruneAuditLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.audit.v1.AuditService/PruneAuditLog",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).PruneAuditLog(ctx, req.(*PruneAuditLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _AuditService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.audit.v1.AuditService",
 	HandlerType: (*AuditServiceServer)(nil),
@@ -346,6 +388,10 @@ var _AuditService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConsistencyProof",
 			Handler:    _AuditService_GetConsistencyProof_Handler,
+		},
+		{
+			MethodName: "PruneAuditLog",
+			Handler:    _AuditService_PruneAuditLog_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

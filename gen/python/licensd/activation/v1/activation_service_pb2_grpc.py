@@ -65,6 +65,11 @@ class ActivationServiceStub(object):
                 request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.SerializeToString,
                 response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.FromString,
                 )
+        self.RotateSigningKey = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/RotateSigningKey',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.FromString,
+                )
 
 
 class ActivationServiceServicer(object):
@@ -149,6 +154,17 @@ class ActivationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateSigningKey(self, request, context):
+        """Starts a new active signing key. The key it replaces turns RETIRING: it signs
+        nothing more, and stays published (so what it signed keeps verifying) for
+        `retire_after`. Every instance signs with the new key within a minute. Keys
+        belong to the installation, not to a tenant, so the rotation is logged rather
+        than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +212,11 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.GetSigningKeys,
                     request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.FromString,
                     response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,5 +384,22 @@ class ActivationService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/GetSigningKeys',
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysRequest.SerializeToString,
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetSigningKeysResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/RotateSigningKey',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

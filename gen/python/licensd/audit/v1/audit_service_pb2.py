@@ -12,11 +12,12 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from licensd.audit.v1 import audit_event_pb2 as licensd_dot_audit_dot_v1_dot_audit__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$licensd/audit/v1/audit_service.proto\x12\x10licensd.audit.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"licensd/audit/v1/audit_event.proto\"\xd2\x03\n\x16ListAuditEventsRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\"\n\x07subject\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x07subject\x12\x38\n\x0btype_prefix\x18\x03 \x01(\tB\x17\xbaH\x14r\x12\x18\x80\x01\x32\r^[a-z0-9._]*$R\ntypePrefix\x12\x1e\n\x05\x61\x63tor\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05\x61\x63tor\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12;\n\x05order\x18\x07 \x01(\x0e\x32\x1b.licensd.audit.v1.ListOrderB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x05order\x12\'\n\tpage_size\x18\x08 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"w\n\x17ListAuditEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.licensd.audit.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"|\n\x14GetAuditEventRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^evt_[0-9a-z]{26}$R\x02id\"K\n\x15GetAuditEventResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x17VerifyAuditChainRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12$\n\tstart_seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x08startSeq\x12 \n\x07\x65nd_seq\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x06\x65ndSeq\"\x83\x02\n\x18VerifyAuditChainResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12%\n\x0e\x65vents_checked\x18\x02 \x01(\x03R\reventsChecked\x12\"\n\rfirst_bad_seq\x18\x03 \x01(\x03R\x0b\x66irstBadSeq\x12\x38\n\x07problem\x18\x04 \x01(\x0e\x32\x1e.licensd.audit.v1.ChainProblemR\x07problem\x12\x16\n\x06\x64\x65tail\x18\x05 \x01(\tR\x06\x64\x65tail\x12\x1b\n\tstart_seq\x18\x06 \x01(\x03R\x08startSeq\x12\x17\n\x07\x65nd_seq\x18\x07 \x01(\x03R\x06\x65ndSeq\"\xea\x01\n\x16TailAuditEventsRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\tafter_seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00R\x08\x61\x66terSeq\x88\x01\x01\x12\"\n\x07subject\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x07subject\x12\x38\n\x0btype_prefix\x18\x04 \x01(\tB\x17\xbaH\x14r\x12\x18\x80\x01\x32\r^[a-z0-9._]*$R\ntypePrefixB\x0c\n\n_after_seq\"\x98\x01\n\x17TailAuditEventsResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.AuditEventH\x00R\x05\x65vent\x12<\n\nkeep_alive\x18\x02 \x01(\x0b\x32\x1b.licensd.audit.v1.KeepAliveH\x00R\tkeepAliveB\t\n\x07message\"&\n\tKeepAlive\x12\x19\n\x08last_seq\x18\x01 \x01(\x03R\x07lastSeq\"Q\n\x14GetCheckpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\"U\n\x15GetCheckpointResponse\x12<\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.CheckpointR\ncheckpoint\"\x96\x01\n\x18GetInclusionProofRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x19\n\x03seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01R\x03seq\x12$\n\ttree_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x08treeSize\"\x8e\x01\n\x19GetInclusionProofResponse\x12\x1d\n\nleaf_index\x18\x01 \x01(\x03R\tleafIndex\x12\x1b\n\ttree_size\x18\x02 \x01(\x03R\x08treeSize\x12\x1d\n\nentry_hash\x18\x03 \x01(\x0cR\tentryHash\x12\x16\n\x06hashes\x18\x04 \x03(\x0cR\x06hashes\"\x9f\x01\n\x1aGetConsistencyProofRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\"\n\x08old_size\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01R\x07oldSize\x12\"\n\x08new_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x07newSize\"k\n\x1bGetConsistencyProofResponse\x12\x19\n\x08old_size\x18\x01 \x01(\x03R\x07oldSize\x12\x19\n\x08new_size\x18\x02 \x01(\x03R\x07newSize\x12\x16\n\x06hashes\x18\x03 \x03(\x0cR\x06hashes*a\n\tListOrder\x12\x1a\n\x16LIST_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17LIST_ORDER_OLDEST_FIRST\x10\x01\x12\x1b\n\x17LIST_ORDER_NEWEST_FIRST\x10\x02*\xce\x01\n\x0c\x43hainProblem\x12\x1d\n\x19\x43HAIN_PROBLEM_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43HAIN_PROBLEM_HASH_MISMATCH\x10\x01\x12\x1d\n\x19\x43HAIN_PROBLEM_BROKEN_LINK\x10\x02\x12\x1f\n\x1b\x43HAIN_PROBLEM_BAD_SIGNATURE\x10\x03\x12\x1d\n\x19\x43HAIN_PROBLEM_MISSING_SEQ\x10\x04\x12\x1f\n\x1b\x43HAIN_PROBLEM_TREE_MISMATCH\x10\x05\x32\x94\x06\n\x0c\x41uditService\x12k\n\x0fListAuditEvents\x12(.licensd.audit.v1.ListAuditEventsRequest\x1a).licensd.audit.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12\x65\n\rGetAuditEvent\x12&.licensd.audit.v1.GetAuditEventRequest\x1a\'.licensd.audit.v1.GetAuditEventResponse\"\x03\x90\x02\x01\x12n\n\x10VerifyAuditChain\x12).licensd.audit.v1.VerifyAuditChainRequest\x1a*.licensd.audit.v1.VerifyAuditChainResponse\"\x03\x90\x02\x01\x12m\n\x0fTailAuditEvents\x12(.licensd.audit.v1.TailAuditEventsRequest\x1a).licensd.audit.v1.TailAuditEventsResponse\"\x03\x90\x02\x01\x30\x01\x12\x65\n\rGetCheckpoint\x12&.licensd.audit.v1.GetCheckpointRequest\x1a\'.licensd.audit.v1.GetCheckpointResponse\"\x03\x90\x02\x01\x12q\n\x11GetInclusionProof\x12*.licensd.audit.v1.GetInclusionProofRequest\x1a+.licensd.audit.v1.GetInclusionProofResponse\"\x03\x90\x02\x01\x12w\n\x13GetConsistencyProof\x12,.licensd.audit.v1.GetConsistencyProofRequest\x1a-.licensd.audit.v1.GetConsistencyProofResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$licensd/audit/v1/audit_service.proto\x12\x10licensd.audit.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"licensd/audit/v1/audit_event.proto\"\xd2\x03\n\x16ListAuditEventsRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\"\n\x07subject\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x07subject\x12\x38\n\x0btype_prefix\x18\x03 \x01(\tB\x17\xbaH\x14r\x12\x18\x80\x01\x32\r^[a-z0-9._]*$R\ntypePrefix\x12\x1e\n\x05\x61\x63tor\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05\x61\x63tor\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12;\n\x05order\x18\x07 \x01(\x0e\x32\x1b.licensd.audit.v1.ListOrderB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x05order\x12\'\n\tpage_size\x18\x08 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"w\n\x17ListAuditEventsResponse\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.licensd.audit.v1.AuditEventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"|\n\x14GetAuditEventRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^evt_[0-9a-z]{26}$R\x02id\"K\n\x15GetAuditEventResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.AuditEventR\x05\x65vent\"\x9c\x01\n\x17VerifyAuditChainRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12$\n\tstart_seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x08startSeq\x12 \n\x07\x65nd_seq\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x06\x65ndSeq\"\x83\x02\n\x18VerifyAuditChainResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12%\n\x0e\x65vents_checked\x18\x02 \x01(\x03R\reventsChecked\x12\"\n\rfirst_bad_seq\x18\x03 \x01(\x03R\x0b\x66irstBadSeq\x12\x38\n\x07problem\x18\x04 \x01(\x0e\x32\x1e.licensd.audit.v1.ChainProblemR\x07problem\x12\x16\n\x06\x64\x65tail\x18\x05 \x01(\tR\x06\x64\x65tail\x12\x1b\n\tstart_seq\x18\x06 \x01(\x03R\x08startSeq\x12\x17\n\x07\x65nd_seq\x18\x07 \x01(\x03R\x06\x65ndSeq\"\xea\x01\n\x16TailAuditEventsRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\tafter_seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00R\x08\x61\x66terSeq\x88\x01\x01\x12\"\n\x07subject\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x07subject\x12\x38\n\x0btype_prefix\x18\x04 \x01(\tB\x17\xbaH\x14r\x12\x18\x80\x01\x32\r^[a-z0-9._]*$R\ntypePrefixB\x0c\n\n_after_seq\"\x98\x01\n\x17TailAuditEventsResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.AuditEventH\x00R\x05\x65vent\x12<\n\nkeep_alive\x18\x02 \x01(\x0b\x32\x1b.licensd.audit.v1.KeepAliveH\x00R\tkeepAliveB\t\n\x07message\"&\n\tKeepAlive\x12\x19\n\x08last_seq\x18\x01 \x01(\x03R\x07lastSeq\"Q\n\x14GetCheckpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\"U\n\x15GetCheckpointResponse\x12<\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.licensd.audit.v1.CheckpointR\ncheckpoint\"\x96\x01\n\x18GetInclusionProofRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x19\n\x03seq\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01R\x03seq\x12$\n\ttree_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x08treeSize\"\x8e\x01\n\x19GetInclusionProofResponse\x12\x1d\n\nleaf_index\x18\x01 \x01(\x03R\tleafIndex\x12\x1b\n\ttree_size\x18\x02 \x01(\x03R\x08treeSize\x12\x1d\n\nentry_hash\x18\x03 \x01(\x0cR\tentryHash\x12\x16\n\x06hashes\x18\x04 \x03(\x0cR\x06hashes\"\x9f\x01\n\x1aGetConsistencyProofRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\"\n\x08old_size\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01R\x07oldSize\x12\"\n\x08new_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x07newSize\"\xab\x02\n\x14PruneAuditLogRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x33\n\x0bthrough_seq\x18\x02 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\xff\xff\xff\xff\xff\xff\xff\x0f(\x01H\x00R\nthroughSeq\x12N\n\nolder_than\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\x0c\"\x06\x08\x80\xbc\xe0\xdf\x0b\x32\x02\x08\x01H\x00R\tolderThan\x12\x45\n\x0fidempotency_key\x18\x04 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKeyB\x0c\n\x03\x63ut\x12\x05\xbaH\x02\x08\x01\"]\n\x15PruneAuditLogResponse\x12#\n\rremoved_count\x18\x01 \x01(\x03R\x0cremovedCount\x12\x1f\n\x0bthrough_seq\x18\x02 \x01(\x03R\nthroughSeq\"k\n\x1bGetConsistencyProofResponse\x12\x19\n\x08old_size\x18\x01 \x01(\x03R\x07oldSize\x12\x19\n\x08new_size\x18\x02 \x01(\x03R\x07newSize\x12\x16\n\x06hashes\x18\x03 \x03(\x0cR\x06hashes*a\n\tListOrder\x12\x1a\n\x16LIST_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17LIST_ORDER_OLDEST_FIRST\x10\x01\x12\x1b\n\x17LIST_ORDER_NEWEST_FIRST\x10\x02*\xce\x01\n\x0c\x43hainProblem\x12\x1d\n\x19\x43HAIN_PROBLEM_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43HAIN_PROBLEM_HASH_MISMATCH\x10\x01\x12\x1d\n\x19\x43HAIN_PROBLEM_BROKEN_LINK\x10\x02\x12\x1f\n\x1b\x43HAIN_PROBLEM_BAD_SIGNATURE\x10\x03\x12\x1d\n\x19\x43HAIN_PROBLEM_MISSING_SEQ\x10\x04\x12\x1f\n\x1b\x43HAIN_PROBLEM_TREE_MISMATCH\x10\x05\x32\xf6\x06\n\x0c\x41uditService\x12k\n\x0fListAuditEvents\x12(.licensd.audit.v1.ListAuditEventsRequest\x1a).licensd.audit.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12\x65\n\rGetAuditEvent\x12&.licensd.audit.v1.GetAuditEventRequest\x1a\'.licensd.audit.v1.GetAuditEventResponse\"\x03\x90\x02\x01\x12n\n\x10VerifyAuditChain\x12).licensd.audit.v1.VerifyAuditChainRequest\x1a*.licensd.audit.v1.VerifyAuditChainResponse\"\x03\x90\x02\x01\x12m\n\x0fTailAuditEvents\x12(.licensd.audit.v1.TailAuditEventsRequest\x1a).licensd.audit.v1.TailAuditEventsResponse\"\x03\x90\x02\x01\x30\x01\x12\x65\n\rGetCheckpoint\x12&.licensd.audit.v1.GetCheckpointRequest\x1a\'.licensd.audit.v1.GetCheckpointResponse\"\x03\x90\x02\x01\x12q\n\x11GetInclusionProof\x12*.licensd.audit.v1.GetInclusionProofRequest\x1a+.licensd.audit.v1.GetInclusionProofResponse\"\x03\x90\x02\x01\x12w\n\x13GetConsistencyProof\x12,.licensd.audit.v1.GetConsistencyProofRequest\x1a-.licensd.audit.v1.GetConsistencyProofResponse\"\x03\x90\x02\x01\x12`\n\rPruneAuditLog\x12&.licensd.audit.v1.PruneAuditLogRequest\x1a\'.licensd.audit.v1.PruneAuditLogResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.audit.v1.audit_service_pb2', globals())
@@ -69,6 +70,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETCONSISTENCYPROOFREQUEST.fields_by_name['old_size']._serialized_options = b'\272H\004\"\002(\001'
   _GETCONSISTENCYPROOFREQUEST.fields_by_name['new_size']._options = None
   _GETCONSISTENCYPROOFREQUEST.fields_by_name['new_size']._serialized_options = b'\272H\004\"\002(\000'
+  _PRUNEAUDITLOGREQUEST.oneofs_by_name['cut']._options = None
+  _PRUNEAUDITLOGREQUEST.oneofs_by_name['cut']._serialized_options = b'\272H\002\010\001'
+  _PRUNEAUDITLOGREQUEST.fields_by_name['tenant_id']._options = None
+  _PRUNEAUDITLOGREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _PRUNEAUDITLOGREQUEST.fields_by_name['through_seq']._options = None
+  _PRUNEAUDITLOGREQUEST.fields_by_name['through_seq']._serialized_options = b'\272H\r\"\013\030\377\377\377\377\377\377\377\017(\001'
+  _PRUNEAUDITLOGREQUEST.fields_by_name['older_than']._options = None
+  _PRUNEAUDITLOGREQUEST.fields_by_name['older_than']._serialized_options = b'\272H\017\252\001\014\"\006\010\200\274\340\337\0132\002\010\001'
+  _PRUNEAUDITLOGREQUEST.fields_by_name['idempotency_key']._options = None
+  _PRUNEAUDITLOGREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
   _AUDITSERVICE.methods_by_name['ListAuditEvents']._options = None
   _AUDITSERVICE.methods_by_name['ListAuditEvents']._serialized_options = b'\220\002\001'
   _AUDITSERVICE.methods_by_name['GetAuditEvent']._options = None
@@ -83,40 +94,44 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _AUDITSERVICE.methods_by_name['GetInclusionProof']._serialized_options = b'\220\002\001'
   _AUDITSERVICE.methods_by_name['GetConsistencyProof']._options = None
   _AUDITSERVICE.methods_by_name['GetConsistencyProof']._serialized_options = b'\220\002\001'
-  _LISTORDER._serialized_start=2541
-  _LISTORDER._serialized_end=2638
-  _CHAINPROBLEM._serialized_start=2641
-  _CHAINPROBLEM._serialized_end=2847
-  _LISTAUDITEVENTSREQUEST._serialized_start=157
-  _LISTAUDITEVENTSREQUEST._serialized_end=623
-  _LISTAUDITEVENTSRESPONSE._serialized_start=625
-  _LISTAUDITEVENTSRESPONSE._serialized_end=744
-  _GETAUDITEVENTREQUEST._serialized_start=746
-  _GETAUDITEVENTREQUEST._serialized_end=870
-  _GETAUDITEVENTRESPONSE._serialized_start=872
-  _GETAUDITEVENTRESPONSE._serialized_end=947
-  _VERIFYAUDITCHAINREQUEST._serialized_start=950
-  _VERIFYAUDITCHAINREQUEST._serialized_end=1106
-  _VERIFYAUDITCHAINRESPONSE._serialized_start=1109
-  _VERIFYAUDITCHAINRESPONSE._serialized_end=1368
-  _TAILAUDITEVENTSREQUEST._serialized_start=1371
-  _TAILAUDITEVENTSREQUEST._serialized_end=1605
-  _TAILAUDITEVENTSRESPONSE._serialized_start=1608
-  _TAILAUDITEVENTSRESPONSE._serialized_end=1760
-  _KEEPALIVE._serialized_start=1762
-  _KEEPALIVE._serialized_end=1800
-  _GETCHECKPOINTREQUEST._serialized_start=1802
-  _GETCHECKPOINTREQUEST._serialized_end=1883
-  _GETCHECKPOINTRESPONSE._serialized_start=1885
-  _GETCHECKPOINTRESPONSE._serialized_end=1970
-  _GETINCLUSIONPROOFREQUEST._serialized_start=1973
-  _GETINCLUSIONPROOFREQUEST._serialized_end=2123
-  _GETINCLUSIONPROOFRESPONSE._serialized_start=2126
-  _GETINCLUSIONPROOFRESPONSE._serialized_end=2268
-  _GETCONSISTENCYPROOFREQUEST._serialized_start=2271
-  _GETCONSISTENCYPROOFREQUEST._serialized_end=2430
-  _GETCONSISTENCYPROOFRESPONSE._serialized_start=2432
-  _GETCONSISTENCYPROOFRESPONSE._serialized_end=2539
-  _AUDITSERVICE._serialized_start=2850
-  _AUDITSERVICE._serialized_end=3638
+  _LISTORDER._serialized_start=2970
+  _LISTORDER._serialized_end=3067
+  _CHAINPROBLEM._serialized_start=3070
+  _CHAINPROBLEM._serialized_end=3276
+  _LISTAUDITEVENTSREQUEST._serialized_start=189
+  _LISTAUDITEVENTSREQUEST._serialized_end=655
+  _LISTAUDITEVENTSRESPONSE._serialized_start=657
+  _LISTAUDITEVENTSRESPONSE._serialized_end=776
+  _GETAUDITEVENTREQUEST._serialized_start=778
+  _GETAUDITEVENTREQUEST._serialized_end=902
+  _GETAUDITEVENTRESPONSE._serialized_start=904
+  _GETAUDITEVENTRESPONSE._serialized_end=979
+  _VERIFYAUDITCHAINREQUEST._serialized_start=982
+  _VERIFYAUDITCHAINREQUEST._serialized_end=1138
+  _VERIFYAUDITCHAINRESPONSE._serialized_start=1141
+  _VERIFYAUDITCHAINRESPONSE._serialized_end=1400
+  _TAILAUDITEVENTSREQUEST._serialized_start=1403
+  _TAILAUDITEVENTSREQUEST._serialized_end=1637
+  _TAILAUDITEVENTSRESPONSE._serialized_start=1640
+  _TAILAUDITEVENTSRESPONSE._serialized_end=1792
+  _KEEPALIVE._serialized_start=1794
+  _KEEPALIVE._serialized_end=1832
+  _GETCHECKPOINTREQUEST._serialized_start=1834
+  _GETCHECKPOINTREQUEST._serialized_end=1915
+  _GETCHECKPOINTRESPONSE._serialized_start=1917
+  _GETCHECKPOINTRESPONSE._serialized_end=2002
+  _GETINCLUSIONPROOFREQUEST._serialized_start=2005
+  _GETINCLUSIONPROOFREQUEST._serialized_end=2155
+  _GETINCLUSIONPROOFRESPONSE._serialized_start=2158
+  _GETINCLUSIONPROOFRESPONSE._serialized_end=2300
+  _GETCONSISTENCYPROOFREQUEST._serialized_start=2303
+  _GETCONSISTENCYPROOFREQUEST._serialized_end=2462
+  _PRUNEAUDITLOGREQUEST._serialized_start=2465
+  _PRUNEAUDITLOGREQUEST._serialized_end=2764
+  _PRUNEAUDITLOGRESPONSE._serialized_start=2766
+  _PRUNEAUDITLOGRESPONSE._serialized_end=2859
+  _GETCONSISTENCYPROOFRESPONSE._serialized_start=2861
+  _GETCONSISTENCYPROOFRESPONSE._serialized_end=2968
+  _AUDITSERVICE._serialized_start=3279
+  _AUDITSERVICE._serialized_end=4165
 # @@protoc_insertion_point(module_scope)

@@ -9,8 +9,9 @@ class AuditServiceStub(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
     Every state change in licensd writes one entry, in the transaction that made
-    the change. Callable by the tenant's admin and read keys, and by the
-    super-admin for any tenant (naming it in `tenant_id`).
+    the change. Reads are callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`); pruning needs an admin key
+    or the super-admin.
     """
 
     def __init__(self, channel):
@@ -54,14 +55,20 @@ class AuditServiceStub(object):
                 request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.FromString,
                 )
+        self.PruneAuditLog = channel.unary_unary(
+                '/licensd.audit.v1.AuditService/PruneAuditLog',
+                request_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogRequest.SerializeToString,
+                response_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogResponse.FromString,
+                )
 
 
 class AuditServiceServicer(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
     Every state change in licensd writes one entry, in the transaction that made
-    the change. Callable by the tenant's admin and read keys, and by the
-    super-admin for any tenant (naming it in `tenant_id`).
+    the change. Reads are callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`); pruning needs an admin key
+    or the super-admin.
     """
 
     def ListAuditEvents(self, request, context):
@@ -115,6 +122,17 @@ class AuditServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PruneAuditLog(self, request, context):
+        """The retention job (`licensd audit prune`): removes the tenant's oldest entries
+        and records a cut signed with Ed25519 (seq and hash of the last removed entry).
+        The Merkle tree is kept, so checkpoints and proofs still cover the whole
+        history; verification starts after the cut. Writes an `audit.retention.cut`
+        entry. FAILED_PRECONDITION (NOTHING_TO_CUT) when `through_seq` is not in the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +171,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
+            'PruneAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneAuditLog,
+                    request_deserializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogRequest.FromString,
+                    response_serializer=licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.audit.v1.AuditService', rpc_method_handlers)
@@ -164,8 +187,9 @@ class AuditService(object):
     """AuditService reads, tails and verifies the tenant's hash-chained audit log.
 
     Every state change in licensd writes one entry, in the transaction that made
-    the change. Callable by the tenant's admin and read keys, and by the
-    super-admin for any tenant (naming it in `tenant_id`).
+    the change. Reads are callable by the tenant's admin and read keys, and by the
+    super-admin for any tenant (naming it in `tenant_id`); pruning needs an admin key
+    or the super-admin.
     """
 
     @staticmethod
@@ -284,5 +308,22 @@ class AuditService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/GetConsistencyProof',
             licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofRequest.SerializeToString,
             licensd_dot_audit_dot_v1_dot_audit__service__pb2.GetConsistencyProofResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PruneAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.audit.v1.AuditService/PruneAuditLog',
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogRequest.SerializeToString,
+            licensd_dot_audit_dot_v1_dot_audit__service__pb2.PruneAuditLogResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -5,8 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Machine, MachineStatus } from "./machine_pb.js";
 import { file_licensd_activation_v1_machine } from "./machine_pb.js";
 import type { SigningKey } from "./signing_key_pb.js";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/activation_service.proto.
  */
 export const file_licensd_activation_v1_activation_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IlQKBUxlYXNlEg0KBXRva2VuGAEgASgJEgsKA2tpZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wIKD0FjdGl2YXRlUmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wESGgoIaG9zdG5hbWUYAyABKAlCCLpIBXIDGP8BEhkKCHBsYXRmb3JtGAQgASgJQge6SARyAhhAEhoKBWNvcmVzGAUgASgFQgu6SAgaBhigjQYoABJzCghtZXRhZGF0YRgGIAMoCzI0LmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElECAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInAKEEFjdGl2YXRlUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlIuQBChFEZWFjdGl2YXRlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ARIvCgl0ZW5hbnRfaWQYAyABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoKbWFjaGluZV9pZBgEIAEoCUIdukgachgyFl4obWFjaF9bMC05YS16XXsyNn0pPyQSNQoPaWRlbXBvdGVuY3lfa2V5GAUgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkUKEkRlYWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiTAoQSGVhcnRiZWF0UmVxdWVzdBIXCgNrZXkYASABKAlCCrpIB3IFEAEYgAESHwoLZmluZ2VycHJpbnQYAiABKAlCCrpIB3IFEAEY/wEicQoRSGVhcnRiZWF0UmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlImwKEUdldE1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQiRQoSR2V0TWFjaGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSL1AQoTTGlzdE1hY2hpbmVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBI+CgZzdGF0dXMYBSABKA4yJC5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAMgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBCABKAlCCLpIBXIDGIAEImEKFExpc3RNYWNoaW5lc1Jlc3BvbnNlEjAKCG1hY2hpbmVzGAEgAygLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqYBChREZWxldGVNYWNoaW5lUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJgoCaWQYAiABKAlCGrpIF3IVMhNebWFjaF9bMC05YS16XXsyNn0kEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJIChVEZWxldGVNYWNoaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lIksKE0Nvbm5lY3RMZWFzZVJlcXVlc3QSFQoDa2V5GAEgASgJQgi6SAVyAxiAARIdCgtmaW5nZXJwcmludBgCIAEoCUIIukgFcgMY/wEihwEKFENvbm5lY3RMZWFzZVJlc3BvbnNlEi0KBWxlYXNlGAEgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlSAASNwoKcmV2b2NhdGlvbhgCIAEoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5SZXZvY2F0aW9uSABCBwoFZXZlbnQiXgoKUmV2b2NhdGlvbhIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCRIvCgtyZXZva2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAingEKFkFjdGl2YXRlT2ZmbGluZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhwKB3JlcXVlc3QYAiABKAlCC7pICHIGEAEYgIABEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJ3ChdBY3RpdmF0ZU9mZmxpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2UyyAcKEUFjdGl2YXRpb25TZXJ2aWNlElsKCEFjdGl2YXRlEiYubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVxdWVzdBonLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZVJlc3BvbnNlEmEKCkRlYWN0aXZhdGUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuRGVhY3RpdmF0ZVJlc3BvbnNlEl4KCUhlYXJ0YmVhdBInLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5IZWFydGJlYXRSZXF1ZXN0GigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEmsKDENvbm5lY3RMZWFzZRIqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5Db25uZWN0TGVhc2VSZXF1ZXN0GisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkNvbm5lY3RMZWFzZVJlc3BvbnNlKAEwARJwCg9BY3RpdmF0ZU9mZmxpbmUSLS5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVPZmZsaW5lUmVxdWVzdBouLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZU9mZmxpbmVSZXNwb25zZRJmCgpHZXRNYWNoaW5lEigubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldE1hY2hpbmVSZXF1ZXN0GikubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldE1hY2hpbmVSZXNwb25zZSIDkAIBEmwKDExpc3RNYWNoaW5lcxIqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MaXN0TWFjaGluZXNSZXF1ZXN0GisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1Jlc3BvbnNlIgOQAgESagoNRGVsZXRlTWFjaGluZRIrLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWxldGVNYWNoaW5lUmVxdWVzdBosLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWxldGVNYWNoaW5lUmVzcG9uc2UScgoOR2V0U2lnbmluZ0tleXMSLC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXF1ZXN0Gi0ubGljZW5zZC5hY3RpdmF0aW9uLnYxLkdldFNpZ25pbmdLZXlzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
+  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IpUBChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBJDCgxyZXRpcmVfYWZ0ZXIYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CErpID6oBDCIGCICGsJYBMgIIARI1Cg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiYQoYUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEi4KA2tleRgBIAEoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5EhUKDXJldGlyaW5nX2tpZHMYAiADKAkiVAoFTGVhc2USDQoFdG9rZW4YASABKAkSCwoDa2lkGAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL7AgoPQWN0aXZhdGVSZXF1ZXN0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAARIfCgtmaW5nZXJwcmludBgCIAEoCUIKukgHcgUQARj/ARIaCghob3N0bmFtZRgDIAEoCUIIukgFcgMY/wESGQoIcGxhdGZvcm0YBCABKAlCB7pIBHICGEASGgoFY29yZXMYBSABKAVCC7pICBoGGKCNBigAEnMKCG1ldGFkYXRhGAYgAygLMjQubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQICIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEEjUKD2lkZW1wb3RlbmN5X2tleRgHIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicAoQQWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2Ui5AEKEURlYWN0aXZhdGVSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESHQoLZmluZ2VycHJpbnQYAiABKAlCCLpIBXIDGP8BEi8KCXRlbmFudF9pZBgDIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIxCgptYWNoaW5lX2lkGAQgASgJQh26SBpyGDIWXihtYWNoX1swLTlhLXpdezI2fSk/JBI1Cg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRQoSRGVhY3RpdmF0ZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSJMChBIZWFydGJlYXRSZXF1ZXN0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAARIfCgtmaW5nZXJwcmludBgCIAEoCUIKukgHcgUQARj/ASJxChFIZWFydGJlYXRSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2UibAoRR2V0TWFjaGluZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXm1hY2hfWzAtOWEtel17MjZ9JCJFChJHZXRNYWNoaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lIvUBChNMaXN0TWFjaGluZXNSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIwCgpsaWNlbnNlX2lkGAIgASgJQhy6SBlyFzIVXihsaWNfWzAtOWEtel17MjZ9KT8kEj4KBnN0YXR1cxgFIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzQgi6SAWCAQIQARIdCglwYWdlX3NpemUYAyABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAQiYQoUTGlzdE1hY2hpbmVzUmVzcG9uc2USMAoIbWFjaGluZXMYASADKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKFERlbGV0ZU1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkgKFURlbGV0ZU1hY2hpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiSwoTQ29ubmVjdExlYXNlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ASKHAQoUQ29ubmVjdExlYXNlUmVzcG9uc2USLQoFbGVhc2UYASABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2VIABI3CgpyZXZvY2F0aW9uGAIgASgLMiEubGljZW5zZC5hY3RpdmF0aW9uLnYxLlJldm9jYXRpb25IAEIHCgVldmVudCJeCgpSZXZvY2F0aW9uEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEi8KC3Jldm9rZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKeAQoWQWN0aXZhdGVPZmZsaW5lUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSHAoHcmVxdWVzdBgCIAEoCUILukgIcgYQARiAgAESNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIncKF0FjdGl2YXRlT2ZmbGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIrCgVsZWFzZRgCIAEoCzIcLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MZWFzZTK9CAoRQWN0aXZhdGlvblNlcnZpY2USWwoIQWN0aXZhdGUSJi5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVSZXF1ZXN0GicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVzcG9uc2USYQoKRGVhY3RpdmF0ZRIoLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVxdWVzdBopLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVzcG9uc2USXgoJSGVhcnRiZWF0EicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKC5saWNlbnNkLmFjdGl2YXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2USawoMQ29ubmVjdExlYXNlEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkNvbm5lY3RMZWFzZVJlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuQ29ubmVjdExlYXNlUmVzcG9uc2UoATABEnAKD0FjdGl2YXRlT2ZmbGluZRItLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZU9mZmxpbmVSZXF1ZXN0Gi4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlT2ZmbGluZVJlc3BvbnNlEmYKCkdldE1hY2hpbmUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlc3BvbnNlIgOQAgESbAoMTGlzdE1hY2hpbmVzEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1JlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuTGlzdE1hY2hpbmVzUmVzcG9uc2UiA5ACARJqCg1EZWxldGVNYWNoaW5lEisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXF1ZXN0GiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXNwb25zZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBEnMKEFJvdGF0ZVNpZ25pbmdLZXkSLi5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaLy5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
 
 /**
  * Request for GetSigningKeys.
@@ -56,6 +56,64 @@ export const GetSigningKeysResponseSchema: GenMessage<GetSigningKeysResponse> = 
   messageDesc(file_licensd_activation_v1_activation_service, 1);
 
 /**
+ * Request for RotateSigningKey.
+ *
+ * @generated from message licensd.activation.v1.RotateSigningKeyRequest
+ */
+export type RotateSigningKeyRequest = Message<"licensd.activation.v1.RotateSigningKeyRequest"> & {
+  /**
+   * How long what the current key signed stays verifiable: at least the longest
+   * lease or license file lifetime in use. Unset means 30 days; 1 second to 10 years.
+   *
+   * @generated from field: google.protobuf.Duration retire_after = 1;
+   */
+  retireAfter?: Duration | undefined;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and rotates nothing more.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.RotateSigningKeyRequest.
+ * Use `create(RotateSigningKeyRequestSchema)` to create a new message.
+ */
+export const RotateSigningKeyRequestSchema: GenMessage<RotateSigningKeyRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 2);
+
+/**
+ * Response for RotateSigningKey.
+ *
+ * @generated from message licensd.activation.v1.RotateSigningKeyResponse
+ */
+export type RotateSigningKeyResponse = Message<"licensd.activation.v1.RotateSigningKeyResponse"> & {
+  /**
+   * The new active key.
+   *
+   * @generated from field: licensd.activation.v1.SigningKey key = 1;
+   */
+  key?: SigningKey | undefined;
+
+  /**
+   * The keys this rotation turned RETIRING (the one that was active).
+   *
+   * @generated from field: repeated string retiring_kids = 2;
+   */
+  retiringKids: string[];
+};
+
+/**
+ * Describes the message licensd.activation.v1.RotateSigningKeyResponse.
+ * Use `create(RotateSigningKeyResponseSchema)` to create a new message.
+ */
+export const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 3);
+
+/**
  * A signed lease: the machine may run offline until `expire_time`.
  *
  * @generated from message licensd.activation.v1.Lease
@@ -88,7 +146,7 @@ export type Lease = Message<"licensd.activation.v1.Lease"> & {
  * Use `create(LeaseSchema)` to create a new message.
  */
 export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 2);
+  messageDesc(file_licensd_activation_v1_activation_service, 4);
 
 /**
  * Request for Activate.
@@ -152,7 +210,7 @@ export type ActivateRequest = Message<"licensd.activation.v1.ActivateRequest"> &
  * Use `create(ActivateRequestSchema)` to create a new message.
  */
 export const ActivateRequestSchema: GenMessage<ActivateRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 3);
+  messageDesc(file_licensd_activation_v1_activation_service, 5);
 
 /**
  * Response for Activate.
@@ -180,7 +238,7 @@ export type ActivateResponse = Message<"licensd.activation.v1.ActivateResponse">
  * Use `create(ActivateResponseSchema)` to create a new message.
  */
 export const ActivateResponseSchema: GenMessage<ActivateResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 4);
+  messageDesc(file_licensd_activation_v1_activation_service, 6);
 
 /**
  * Request for Deactivate.
@@ -230,7 +288,7 @@ export type DeactivateRequest = Message<"licensd.activation.v1.DeactivateRequest
  * Use `create(DeactivateRequestSchema)` to create a new message.
  */
 export const DeactivateRequestSchema: GenMessage<DeactivateRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 5);
+  messageDesc(file_licensd_activation_v1_activation_service, 7);
 
 /**
  * Response for Deactivate.
@@ -251,7 +309,7 @@ export type DeactivateResponse = Message<"licensd.activation.v1.DeactivateRespon
  * Use `create(DeactivateResponseSchema)` to create a new message.
  */
 export const DeactivateResponseSchema: GenMessage<DeactivateResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 6);
+  messageDesc(file_licensd_activation_v1_activation_service, 8);
 
 /**
  * Request for Heartbeat.
@@ -279,7 +337,7 @@ export type HeartbeatRequest = Message<"licensd.activation.v1.HeartbeatRequest">
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 7);
+  messageDesc(file_licensd_activation_v1_activation_service, 9);
 
 /**
  * Response for Heartbeat.
@@ -307,7 +365,7 @@ export type HeartbeatResponse = Message<"licensd.activation.v1.HeartbeatResponse
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 8);
+  messageDesc(file_licensd_activation_v1_activation_service, 10);
 
 /**
  * Request for GetMachine.
@@ -335,7 +393,7 @@ export type GetMachineRequest = Message<"licensd.activation.v1.GetMachineRequest
  * Use `create(GetMachineRequestSchema)` to create a new message.
  */
 export const GetMachineRequestSchema: GenMessage<GetMachineRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 9);
+  messageDesc(file_licensd_activation_v1_activation_service, 11);
 
 /**
  * Response for GetMachine.
@@ -356,7 +414,7 @@ export type GetMachineResponse = Message<"licensd.activation.v1.GetMachineRespon
  * Use `create(GetMachineResponseSchema)` to create a new message.
  */
 export const GetMachineResponseSchema: GenMessage<GetMachineResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 10);
+  messageDesc(file_licensd_activation_v1_activation_service, 12);
 
 /**
  * Request for ListMachines.
@@ -405,7 +463,7 @@ export type ListMachinesRequest = Message<"licensd.activation.v1.ListMachinesReq
  * Use `create(ListMachinesRequestSchema)` to create a new message.
  */
 export const ListMachinesRequestSchema: GenMessage<ListMachinesRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 11);
+  messageDesc(file_licensd_activation_v1_activation_service, 13);
 
 /**
  * Response for ListMachines.
@@ -433,7 +491,7 @@ export type ListMachinesResponse = Message<"licensd.activation.v1.ListMachinesRe
  * Use `create(ListMachinesResponseSchema)` to create a new message.
  */
 export const ListMachinesResponseSchema: GenMessage<ListMachinesResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 12);
+  messageDesc(file_licensd_activation_v1_activation_service, 14);
 
 /**
  * Request for DeleteMachine.
@@ -469,7 +527,7 @@ export type DeleteMachineRequest = Message<"licensd.activation.v1.DeleteMachineR
  * Use `create(DeleteMachineRequestSchema)` to create a new message.
  */
 export const DeleteMachineRequestSchema: GenMessage<DeleteMachineRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 13);
+  messageDesc(file_licensd_activation_v1_activation_service, 15);
 
 /**
  * Response for DeleteMachine.
@@ -490,7 +548,7 @@ export type DeleteMachineResponse = Message<"licensd.activation.v1.DeleteMachine
  * Use `create(DeleteMachineResponseSchema)` to create a new message.
  */
 export const DeleteMachineResponseSchema: GenMessage<DeleteMachineResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 14);
+  messageDesc(file_licensd_activation_v1_activation_service, 16);
 
 /**
  * A message from the agent on ConnectLease. The first one must carry `key` and
@@ -520,7 +578,7 @@ export type ConnectLeaseRequest = Message<"licensd.activation.v1.ConnectLeaseReq
  * Use `create(ConnectLeaseRequestSchema)` to create a new message.
  */
 export const ConnectLeaseRequestSchema: GenMessage<ConnectLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 15);
+  messageDesc(file_licensd_activation_v1_activation_service, 17);
 
 /**
  * A message from the server on ConnectLease.
@@ -557,7 +615,7 @@ export type ConnectLeaseResponse = Message<"licensd.activation.v1.ConnectLeaseRe
  * Use `create(ConnectLeaseResponseSchema)` to create a new message.
  */
 export const ConnectLeaseResponseSchema: GenMessage<ConnectLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 16);
+  messageDesc(file_licensd_activation_v1_activation_service, 18);
 
 /**
  * Why a machine lost its lease.
@@ -593,7 +651,7 @@ export type Revocation = Message<"licensd.activation.v1.Revocation"> & {
  * Use `create(RevocationSchema)` to create a new message.
  */
 export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 17);
+  messageDesc(file_licensd_activation_v1_activation_service, 19);
 
 /**
  * Request for ActivateOffline.
@@ -629,7 +687,7 @@ export type ActivateOfflineRequest = Message<"licensd.activation.v1.ActivateOffl
  * Use `create(ActivateOfflineRequestSchema)` to create a new message.
  */
 export const ActivateOfflineRequestSchema: GenMessage<ActivateOfflineRequest> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 18);
+  messageDesc(file_licensd_activation_v1_activation_service, 20);
 
 /**
  * Response for ActivateOffline.
@@ -657,7 +715,7 @@ export type ActivateOfflineResponse = Message<"licensd.activation.v1.ActivateOff
  * Use `create(ActivateOfflineResponseSchema)` to create a new message.
  */
 export const ActivateOfflineResponseSchema: GenMessage<ActivateOfflineResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_activation_v1_activation_service, 19);
+  messageDesc(file_licensd_activation_v1_activation_service, 21);
 
 /**
  * ActivationService binds licenses to machines: activation, seat limits,
@@ -769,6 +827,20 @@ export const ActivationService: GenService<{
     methodKind: "unary";
     input: typeof GetSigningKeysRequestSchema;
     output: typeof GetSigningKeysResponseSchema;
+  },
+  /**
+   * Starts a new active signing key. The key it replaces turns RETIRING: it signs
+   * nothing more, and stays published (so what it signed keeps verifying) for
+   * `retire_after`. Every instance signs with the new key within a minute. Keys
+   * belong to the installation, not to a tenant, so the rotation is logged rather
+   * than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.RotateSigningKey
+   */
+  rotateSigningKey: {
+    methodKind: "unary";
+    input: typeof RotateSigningKeyRequestSchema;
+    output: typeof RotateSigningKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_activation_v1_activation_service, 0);

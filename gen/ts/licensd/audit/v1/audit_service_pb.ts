@@ -5,8 +5,8 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { AuditEvent, Checkpoint } from "./audit_event_pb.js";
 import { file_licensd_audit_v1_audit_event } from "./audit_event_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/audit/v1/audit_service.proto.
  */
 export const file_licensd_audit_v1_audit_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRsaWNlbnNkL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QuYXVkaXQudjEi/AIKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhkKB3N1YmplY3QYAiABKAlCCLpIBXIDGIABEiwKC3R5cGVfcHJlZml4GAMgASgJQhe6SBRyEhiAATINXlthLXowLTkuX10qJBIXCgVhY3RvchgEIAEoCUIIukgFcgMYgAESLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBW9yZGVyGAcgASgOMhsubGljZW5zZC5hdWRpdC52MS5MaXN0T3JkZXJCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgIIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAkgASgJQgi6SAVyAxiABCJgChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFEdldEF1ZGl0RXZlbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5ldnRfWzAtOWEtel17MjZ9JCJEChVHZXRBdWRpdEV2ZW50UmVzcG9uc2USKwoFZXZlbnQYASABKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQigAEKF1ZlcmlmeUF1ZGl0Q2hhaW5SZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIaCglzdGFydF9zZXEYAiABKANCB7pIBCICKAASGAoHZW5kX3NlcRgDIAEoA0IHukgEIgIoACK9AQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhUKDWZpcnN0X2JhZF9zZXEYAyABKAMSLwoHcHJvYmxlbRgEIAEoDjIeLmxpY2Vuc2QuYXVkaXQudjEuQ2hhaW5Qcm9ibGVtEg4KBmRldGFpbBgFIAEoCRIRCglzdGFydF9zZXEYBiABKAMSDwoHZW5kX3NlcRgHIAEoAyLBAQoWVGFpbEF1ZGl0RXZlbnRzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSHwoJYWZ0ZXJfc2VxGAIgASgDQge6SAQiAigASACIAQESGQoHc3ViamVjdBgDIAEoCUIIukgFcgMYgAESLAoLdHlwZV9wcmVmaXgYBCABKAlCF7pIFHISGIABMg1eW2EtejAtOS5fXSokQgwKCl9hZnRlcl9zZXEihgEKF1RhaWxBdWRpdEV2ZW50c1Jlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5BdWRpdEV2ZW50SAASMQoKa2VlcF9hbGl2ZRgCIAEoCzIbLmxpY2Vuc2QuYXVkaXQudjEuS2VlcEFsaXZlSABCCQoHbWVzc2FnZSIdCglLZWVwQWxpdmUSEAoIbGFzdF9zZXEYASABKAMiRwoUR2V0Q2hlY2twb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kIkkKFUdldENoZWNrcG9pbnRSZXNwb25zZRIwCgpjaGVja3BvaW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5DaGVja3BvaW50In0KGEdldEluY2x1c2lvblByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSFAoDc2VxGAIgASgDQge6SAQiAigBEhoKCXRyZWVfc2l6ZRgDIAEoA0IHukgEIgIoACJmChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEhIKCmxlYWZfaW5kZXgYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhIKCmVudHJ5X2hhc2gYAyABKAwSDgoGaGFzaGVzGAQgAygMIoMBChpHZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSGQoIb2xkX3NpemUYAiABKANCB7pIBCICKAESGQoIbmV3X3NpemUYAyABKANCB7pIBCICKAAiUQobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgDEhAKCG5ld19zaXplGAIgASgDEg4KBmhhc2hlcxgDIAMoDCphCglMaXN0T3JkZXISGgoWTElTVF9PUkRFUl9VTlNQRUNJRklFRBAAEhsKF0xJU1RfT1JERVJfT0xERVNUX0ZJUlNUEAESGwoXTElTVF9PUkRFUl9ORVdFU1RfRklSU1QQAirOAQoMQ2hhaW5Qcm9ibGVtEh0KGUNIQUlOX1BST0JMRU1fVU5TUEVDSUZJRUQQABIfChtDSEFJTl9QUk9CTEVNX0hBU0hfTUlTTUFUQ0gQARIdChlDSEFJTl9QUk9CTEVNX0JST0tFTl9MSU5LEAISHwobQ0hBSU5fUFJPQkxFTV9CQURfU0lHTkFUVVJFEAMSHQoZQ0hBSU5fUFJPQkxFTV9NSVNTSU5HX1NFURAEEh8KG0NIQUlOX1BST0JMRU1fVFJFRV9NSVNNQVRDSBAFMpQGCgxBdWRpdFNlcnZpY2USawoPTGlzdEF1ZGl0RXZlbnRzEigubGljZW5zZC5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GikubGljZW5zZC5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIDkAIBEmUKDUdldEF1ZGl0RXZlbnQSJi5saWNlbnNkLmF1ZGl0LnYxLkdldEF1ZGl0RXZlbnRSZXF1ZXN0GicubGljZW5zZC5hdWRpdC52MS5HZXRBdWRpdEV2ZW50UmVzcG9uc2UiA5ACARJuChBWZXJpZnlBdWRpdENoYWluEikubGljZW5zZC5hdWRpdC52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBoqLmxpY2Vuc2QuYXVkaXQudjEuVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlIgOQAgESbQoPVGFpbEF1ZGl0RXZlbnRzEigubGljZW5zZC5hdWRpdC52MS5UYWlsQXVkaXRFdmVudHNSZXF1ZXN0GikubGljZW5zZC5hdWRpdC52MS5UYWlsQXVkaXRFdmVudHNSZXNwb25zZSIDkAIBMAESZQoNR2V0Q2hlY2twb2ludBImLmxpY2Vuc2QuYXVkaXQudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaJy5saWNlbnNkLmF1ZGl0LnYxLkdldENoZWNrcG9pbnRSZXNwb25zZSIDkAIBEnEKEUdldEluY2x1c2lvblByb29mEioubGljZW5zZC5hdWRpdC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaKy5saWNlbnNkLmF1ZGl0LnYxLkdldEluY2x1c2lvblByb29mUmVzcG9uc2UiA5ACARJ3ChNHZXRDb25zaXN0ZW5jeVByb29mEiwubGljZW5zZC5hdWRpdC52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBotLmxpY2Vuc2QuYXVkaXQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_licensd_audit_v1_audit_event]);
+  fileDesc("CiRsaWNlbnNkL2F1ZGl0L3YxL2F1ZGl0X3NlcnZpY2UucHJvdG8SEGxpY2Vuc2QuYXVkaXQudjEi/AIKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhkKB3N1YmplY3QYAiABKAlCCLpIBXIDGIABEiwKC3R5cGVfcHJlZml4GAMgASgJQhe6SBRyEhiAATINXlthLXowLTkuX10qJBIXCgVhY3RvchgEIAEoCUIIukgFcgMYgAESLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBW9yZGVyGAcgASgOMhsubGljZW5zZC5hdWRpdC52MS5MaXN0T3JkZXJCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgIIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAkgASgJQgi6SAVyAxiABCJgChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm4KFEdldEF1ZGl0RXZlbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl5ldnRfWzAtOWEtel17MjZ9JCJEChVHZXRBdWRpdEV2ZW50UmVzcG9uc2USKwoFZXZlbnQYASABKAsyHC5saWNlbnNkLmF1ZGl0LnYxLkF1ZGl0RXZlbnQigAEKF1ZlcmlmeUF1ZGl0Q2hhaW5SZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIaCglzdGFydF9zZXEYAiABKANCB7pIBCICKAASGAoHZW5kX3NlcRgDIAEoA0IHukgEIgIoACK9AQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhUKDWZpcnN0X2JhZF9zZXEYAyABKAMSLwoHcHJvYmxlbRgEIAEoDjIeLmxpY2Vuc2QuYXVkaXQudjEuQ2hhaW5Qcm9ibGVtEg4KBmRldGFpbBgFIAEoCRIRCglzdGFydF9zZXEYBiABKAMSDwoHZW5kX3NlcRgHIAEoAyLBAQoWVGFpbEF1ZGl0RXZlbnRzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSHwoJYWZ0ZXJfc2VxGAIgASgDQge6SAQiAigASACIAQESGQoHc3ViamVjdBgDIAEoCUIIukgFcgMYgAESLAoLdHlwZV9wcmVmaXgYBCABKAlCF7pIFHISGIABMg1eW2EtejAtOS5fXSokQgwKCl9hZnRlcl9zZXEihgEKF1RhaWxBdWRpdEV2ZW50c1Jlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5BdWRpdEV2ZW50SAASMQoKa2VlcF9hbGl2ZRgCIAEoCzIbLmxpY2Vuc2QuYXVkaXQudjEuS2VlcEFsaXZlSABCCQoHbWVzc2FnZSIdCglLZWVwQWxpdmUSEAoIbGFzdF9zZXEYASABKAMiRwoUR2V0Q2hlY2twb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kIkkKFUdldENoZWNrcG9pbnRSZXNwb25zZRIwCgpjaGVja3BvaW50GAEgASgLMhwubGljZW5zZC5hdWRpdC52MS5DaGVja3BvaW50In0KGEdldEluY2x1c2lvblByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSFAoDc2VxGAIgASgDQge6SAQiAigBEhoKCXRyZWVfc2l6ZRgDIAEoA0IHukgEIgIoACJmChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEhIKCmxlYWZfaW5kZXgYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhIKCmVudHJ5X2hhc2gYAyABKAwSDgoGaGFzaGVzGAQgAygMIoMBChpHZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSGQoIb2xkX3NpemUYAiABKANCB7pIBCICKAESGQoIbmV3X3NpemUYAyABKANCB7pIBCICKAAi+gEKFFBydW5lQXVkaXRMb2dSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBInCgt0aHJvdWdoX3NlcRgCIAEoA0IQukgNIgsY/////////w8oAUgAEkMKCm9sZGVyX3RoYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CErpID6oBDCIGCIC84N8LMgIIAUgAEjUKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJEIMCgNjdXQSBbpIAggBIkMKFVBydW5lQXVkaXRMb2dSZXNwb25zZRIVCg1yZW1vdmVkX2NvdW50GAEgASgDEhMKC3Rocm91Z2hfc2VxGAIgASgDIlEKG0dldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZRIQCghvbGRfc2l6ZRgBIAEoAxIQCghuZXdfc2l6ZRgCIAEoAxIOCgZoYXNoZXMYAyADKAwqYQoJTGlzdE9yZGVyEhoKFkxJU1RfT1JERVJfVU5TUEVDSUZJRUQQABIbChdMSVNUX09SREVSX09MREVTVF9GSVJTVBABEhsKF0xJU1RfT1JERVJfTkVXRVNUX0ZJUlNUEAIqzgEKDENoYWluUHJvYmxlbRIdChlDSEFJTl9QUk9CTEVNX1VOU1BFQ0lGSUVEEAASHwobQ0hBSU5fUFJPQkxFTV9IQVNIX01JU01BVENIEAESHQoZQ0hBSU5fUFJPQkxFTV9CUk9LRU5fTElOSxACEh8KG0NIQUlOX1BST0JMRU1fQkFEX1NJR05BVFVSRRADEh0KGUNIQUlOX1BST0JMRU1fTUlTU0lOR19TRVEQBBIfChtDSEFJTl9QUk9CTEVNX1RSRUVfTUlTTUFUQ0gQBTL2BgoMQXVkaXRTZXJ2aWNlEmsKD0xpc3RBdWRpdEV2ZW50cxIoLmxpY2Vuc2QuYXVkaXQudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBopLmxpY2Vuc2QuYXVkaXQudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2UiA5ACARJlCg1HZXRBdWRpdEV2ZW50EiYubGljZW5zZC5hdWRpdC52MS5HZXRBdWRpdEV2ZW50UmVxdWVzdBonLmxpY2Vuc2QuYXVkaXQudjEuR2V0QXVkaXRFdmVudFJlc3BvbnNlIgOQAgESbgoQVmVyaWZ5QXVkaXRDaGFpbhIpLmxpY2Vuc2QuYXVkaXQudjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKi5saWNlbnNkLmF1ZGl0LnYxLlZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZSIDkAIBEm0KD1RhaWxBdWRpdEV2ZW50cxIoLmxpY2Vuc2QuYXVkaXQudjEuVGFpbEF1ZGl0RXZlbnRzUmVxdWVzdBopLmxpY2Vuc2QuYXVkaXQudjEuVGFpbEF1ZGl0RXZlbnRzUmVzcG9uc2UiA5ACATABEmUKDUdldENoZWNrcG9pbnQSJi5saWNlbnNkLmF1ZGl0LnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0GicubGljZW5zZC5hdWRpdC52MS5HZXRDaGVja3BvaW50UmVzcG9uc2UiA5ACARJxChFHZXRJbmNsdXNpb25Qcm9vZhIqLmxpY2Vuc2QuYXVkaXQudjEuR2V0SW5jbHVzaW9uUHJvb2ZSZXF1ZXN0GisubGljZW5zZC5hdWRpdC52MS5HZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlIgOQAgESdwoTR2V0Q29uc2lzdGVuY3lQcm9vZhIsLmxpY2Vuc2QuYXVkaXQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QaLS5saWNlbnNkLmF1ZGl0LnYxLkdldENvbnNpc3RlbmN5UHJvb2ZSZXNwb25zZSIDkAIBEmAKDVBydW5lQXVkaXRMb2cSJi5saWNlbnNkLmF1ZGl0LnYxLlBydW5lQXVkaXRMb2dSZXF1ZXN0GicubGljZW5zZC5hdWRpdC52MS5QcnVuZUF1ZGl0TG9nUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_licensd_audit_v1_audit_event]);
 
 /**
  * Request for ListAuditEvents.
@@ -525,6 +525,86 @@ export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofReq
   messageDesc(file_licensd_audit_v1_audit_service, 13);
 
 /**
+ * Request for PruneAuditLog.
+ *
+ * @generated from message licensd.audit.v1.PruneAuditLogRequest
+ */
+export type PruneAuditLogRequest = Message<"licensd.audit.v1.PruneAuditLogRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Which entries to remove; exactly one is required.
+   *
+   * @generated from oneof licensd.audit.v1.PruneAuditLogRequest.cut
+   */
+  cut: {
+    /**
+     * Remove entries 1 through this seq.
+     *
+     * @generated from field: int64 through_seq = 2;
+     */
+    value: bigint;
+    case: "throughSeq";
+  } | {
+    /**
+     * Remove the entries that occurred more than this long ago (1 second to 100 years).
+     *
+     * @generated from field: google.protobuf.Duration older_than = 3;
+     */
+    value: Duration;
+    case: "olderThan";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and removes nothing more.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.audit.v1.PruneAuditLogRequest.
+ * Use `create(PruneAuditLogRequestSchema)` to create a new message.
+ */
+export const PruneAuditLogRequestSchema: GenMessage<PruneAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 14);
+
+/**
+ * Response for PruneAuditLog.
+ *
+ * @generated from message licensd.audit.v1.PruneAuditLogResponse
+ */
+export type PruneAuditLogResponse = Message<"licensd.audit.v1.PruneAuditLogResponse"> & {
+  /**
+   * How many entries were removed; 0 when none was old enough.
+   *
+   * @generated from field: int64 removed_count = 1;
+   */
+  removedCount: bigint;
+
+  /**
+   * The last removed seq (entries after it remain); 0 when none was removed.
+   *
+   * @generated from field: int64 through_seq = 2;
+   */
+  throughSeq: bigint;
+};
+
+/**
+ * Describes the message licensd.audit.v1.PruneAuditLogResponse.
+ * Use `create(PruneAuditLogResponseSchema)` to create a new message.
+ */
+export const PruneAuditLogResponseSchema: GenMessage<PruneAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_audit_v1_audit_service, 15);
+
+/**
  * Response for GetConsistencyProof.
  *
  * @generated from message licensd.audit.v1.GetConsistencyProofResponse
@@ -557,7 +637,7 @@ export type GetConsistencyProofResponse = Message<"licensd.audit.v1.GetConsisten
  * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
  */
 export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
-  messageDesc(file_licensd_audit_v1_audit_service, 14);
+  messageDesc(file_licensd_audit_v1_audit_service, 16);
 
 /**
  * Which end of the log a list starts from.
@@ -652,8 +732,9 @@ export const ChainProblemSchema: GenEnum<ChainProblem> = /*@__PURE__*/
  * AuditService reads, tails and verifies the tenant's hash-chained audit log.
  *
  * Every state change in licensd writes one entry, in the transaction that made
- * the change. Callable by the tenant's admin and read keys, and by the
- * super-admin for any tenant (naming it in `tenant_id`).
+ * the change. Reads are callable by the tenant's admin and read keys, and by the
+ * super-admin for any tenant (naming it in `tenant_id`); pruning needs an admin key
+ * or the super-admin.
  *
  * @generated from service licensd.audit.v1.AuditService
  */
@@ -729,6 +810,20 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof GetConsistencyProofRequestSchema;
     output: typeof GetConsistencyProofResponseSchema;
+  },
+  /**
+   * The retention job (`licensd audit prune`): removes the tenant's oldest entries
+   * and records a cut signed with Ed25519 (seq and hash of the last removed entry).
+   * The Merkle tree is kept, so checkpoints and proofs still cover the whole
+   * history; verification starts after the cut. Writes an `audit.retention.cut`
+   * entry. FAILED_PRECONDITION (NOTHING_TO_CUT) when `through_seq` is not in the log.
+   *
+   * @generated from rpc licensd.audit.v1.AuditService.PruneAuditLog
+   */
+  pruneAuditLog: {
+    methodKind: "unary";
+    input: typeof PruneAuditLogRequestSchema;
+    output: typeof PruneAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_audit_v1_audit_service, 0);
