@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import { normalizeLicenseKey } from "./license-key.js";
 
 /*
  * Offline license files, after HenKaiPan, DataTools and PocketPaw, done properly:
@@ -9,7 +10,9 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } f
  *
  * The signature covers the ASCII text before the last dot ("licensd1.<payload>"). An
  * encrypted file holds a signed one; its key is HKDF-SHA256(license key, "licensd1e",
- * "license file"), so only the holder of the license key can open it.
+ * "license file"), so only the holder of the license key can open it. The key is
+ * normalised first (as stored: Vinzy keys upper-cased), so it opens with the key as typed.
+ * Byte layouts: docs/formats.md.
  */
 
 export const ED25519_PREFIX = "licensd1";
@@ -47,7 +50,7 @@ export function encodeLicenseFile(prefix: string, payload: LicenseFilePayload, s
 export const hmacLicenseFile = (secret: string) => (input: Buffer) => createHmac("sha256", secret).update(input).digest();
 
 function fileKey(licenseKey: string): Buffer {
-  return Buffer.from(hkdfSync("sha256", Buffer.from(licenseKey.trim()), Buffer.from(ENCRYPTED_PREFIX), "license file", 32));
+  return Buffer.from(hkdfSync("sha256", Buffer.from(normalizeLicenseKey(licenseKey)), Buffer.from(ENCRYPTED_PREFIX), "license file", 32));
 }
 
 export function encryptLicenseFile(file: string, licenseKey: string): string {

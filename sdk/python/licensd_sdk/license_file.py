@@ -1,4 +1,4 @@
-"""Offline verification of licensd license files (format: src/licensing/license-file.ts).
+"""Offline verification of licensd license files (format: docs/formats.md).
 
     licensd1.<base64url(JSON payload)>.<base64url(Ed25519 signature)>
     licensd1h.<base64url(JSON payload)>.<base64url(HMAC-SHA256)>
@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .offline_activation import normalize_license_key
+
 ED25519_PREFIX = "licensd1"
 HMAC_PREFIX = "licensd1h"
 ENCRYPTED_PREFIX = "licensd1e"
@@ -44,7 +46,7 @@ def _b64decode(text: str) -> bytes:
 
 def _file_key(license_key: str) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=ENCRYPTED_PREFIX.encode(), info=b"license file")
-    return hkdf.derive(license_key.strip().encode())
+    return hkdf.derive(normalize_license_key(license_key).encode())
 
 
 def _parse_time(value: Any) -> Optional[datetime]:
@@ -81,7 +83,8 @@ def verify_license_file(
         return LicenseFileResult(False, "MALFORMED")
     try:
         payload = json.loads(_b64decode(parts[1]))
-        if not isinstance(payload, dict) or payload.get("v") != 1 or not isinstance(payload.get("kid"), str):
+        version = payload.get("v") if isinstance(payload, dict) else None
+        if isinstance(version, bool) or version != 1 or not isinstance(payload.get("kid"), str) or not isinstance(payload.get("features"), list):
             return LicenseFileResult(False, "MALFORMED")
         signature = _b64decode(parts[2])
     except (ValueError, json.JSONDecodeError):
