@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { create, toBinary, toJson } from "@bufbuild/protobuf";
-import type { HandlerContext } from "@connectrpc/connect";
+import { createContextValues, type HandlerContext } from "@connectrpc/connect";
 import canonicalize from "canonicalize";
 import { AuditEventSchema, CheckpointSchema } from "../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ValidateLicenseRequestSchema, ValidateLicenseResponseSchema } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -39,6 +39,7 @@ import { createValidationService } from "../src/licensing/validation.service.js"
 import { ManualClock } from "../src/platform/clock.js";
 import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
+import type { KeyFailureLimit } from "../src/platform/key-failures.js";
 import type { SigningKeyStore } from "../src/platform/signing-keys.js";
 import { createOfflineActivationRequest, parseOfflineActivationRequest, checkOfflineActivationRequest } from "../src/sdk/offline-activation.js";
 
@@ -503,12 +504,14 @@ async function validationVectors() {
       db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed }),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
-      idempotency: undefined as never, licenses: {} as never, imports: undefined as never,
+      idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
+      // No address is ever blocked here: validation answers as it would for a first look-up.
+      keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined, guard: <T>(_address: string, lookup: () => Promise<T>) => lookup() } as unknown as KeyFailureLimit,
     });
   const ask = async (req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string }, at: Date, active = KEY_A) => {
     clock.set(at);
     const request = create(ValidateLicenseRequestSchema, req);
-    const answer = create(ValidateLicenseResponseSchema, await rpc(active).validateLicense(request, {} as HandlerContext));
+    const answer = create(ValidateLicenseResponseSchema, await rpc(active).validateLicense(request, { values: createContextValues() } as HandlerContext));
     const signingText = validationSigningBytes(answer).toString("utf8");
     return {
       request: toJson(ValidateLicenseRequestSchema, request),
