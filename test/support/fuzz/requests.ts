@@ -99,11 +99,25 @@ function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number
   }
 }
 
-/** A small collection usually; in hostile moods one past every limit licensd has (200, 1000, …). */
+/**
+ * A small collection usually; in hostile moods one past every limit licensd has (200,
+ * 1000, …), of copies of one item, fewer when the item is big: a request stays under
+ * 8 MB (twice what the server reads), not the gigabytes 5,000 copies of a 100,000-character
+ * string would make.
+ */
 function sized<T, S>(small: fc.Arbitrary<T>, seed: fc.Arbitrary<S>, ctx: Ctx, grow: (s: S, n: number) => T): fc.Arbitrary<T> {
   if (ctx.mode === "plausible") return small;
-  const big = fc.tuple(seed, fc.constantFrom(17, 33, 65, 101, 201, 257, 1001, 5000)).map(([s, n]) => grow(s, n));
+  const big = fc.tuple(seed, fc.constantFrom(17, 33, 65, 101, 201, 257, 1001, 5000)).map(([s, n]) => grow(s, Math.max(1, Math.min(n, Math.floor(8_000_000 / approxSize(s))))));
   return fc.oneof({ weight: 6, arbitrary: small }, { weight: 1, arbitrary: big });
+}
+
+/** Roughly how many bytes a value takes on the wire. */
+function approxSize(v: unknown): number {
+  if (typeof v === "string") return v.length + 2;
+  if (v instanceof Uint8Array) return v.length + 2;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + approxSize(x), 2);
+  if (v !== null && typeof v === "object") return Object.entries(v).reduce((n, [k, x]) => n + k.length + approxSize(x), 2);
+  return 10;
 }
 
 const hostileOr = <T>(ctx: Ctx, plausible: fc.Arbitrary<T>, hostile: fc.Arbitrary<T>): fc.Arbitrary<T> => {
