@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { licensdServices } from "../../src/connect.js";
 import { EMBEDDED, startServer, type ServerProcess } from "../support/server.js";
 import { mutateJson, jsonMutationArb, type Json, type JsonMutation } from "../support/fuzz/json.js";
-import { knownFailure, type Failure } from "../support/fuzz/known-failures.js";
 import { binaryBodyArb, FRAME_CASES, grpcFrames, jsonBodyArb } from "../support/fuzz/garbage.js";
 import { plausibleArb, requestArb, streamArb, type Init } from "../support/fuzz/requests.js";
 import { describeLine, ServerLog } from "../support/fuzz/server-log.js";
@@ -55,7 +54,6 @@ let barrierCount = 0;
 let startupOutput = "";
 /** Where the last sample's log check ended. */
 let lastMark = 0;
-const knownSeen = new Map<string, number>();
 
 beforeAll(async () => {
   if (SKIP) return;
@@ -91,7 +89,6 @@ afterAll(async () => {
   if (SKIP) return;
   if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
   if (SURVEY) console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
-  if (knownSeen.size > 0) console.log(`fuzz: known failures owned by other branches:\n${[...knownSeen].map(([k, n]) => `  ${n}× ${k}`).join("\n")}`);
   // Lines after the last call's barrier belong to no call: still none may be an error.
   const mark = lastMark;
   expect(await barrier()).toBeUndefined();
@@ -101,7 +98,7 @@ afterAll(async () => {
   // Startup lines were written before the log watcher attached: check them too.
   const early = startupOutput.split("\n").filter((l) => /"level":(5|6)\d/.test(l));
   expect(early, "error-level lines at startup").toEqual([]);
-  expect(late.filter((e) => !knownFailure({ rpc: "(after the last call)", transport: "", code: "ok", message: "", errors: [e], request: "" })), "error-level lines after the last call").toEqual([]);
+  expect(late, "error-level lines after the last call").toEqual([]);
 });
 
 /** A credential for a fuzzed call: tenant keys and the super-admin most often, so calls get past auth. */
@@ -223,12 +220,41 @@ function shorten(value: unknown): string {
   return fc.stringify(cut(value)).slice(0, 6000);
 }
 
+/**
+ * The verdict on one call, after it: its answer is a client code (or `accept`ed), the
+ * server answers a health check, and it logged nothing at error level meanwhile.
+ */
+async function judge(property: string, mark: number, outcome: Outcome, sample: unknown, accepted = false) {
+  const problems: string[] = [];
+  if (!CLIENT_CODES.has(outcome.code) && !accepted) problems.push(`answered ${outcome.code}: ${outcome.message}`);
+  const dead = await barrier();
+  if (dead) problems.push(`server not healthy after the call: ${dead}`);
+  const errors = log.errorsSince(mark).map(describeLine);
+  lastMark = log.mark();
+  problems.push(...errors.map((e) => `logged ${e}`));
+  if (problems.length === 0) return;
+  if (SURVEY && !STOP_AT?.test(problems.join("\n"))) return survey(property, outcome, errors, shorten(sample));
+  throw new Error(problems.join("\n"));
+}
+
+/** Runs one property, and on failure says how to replay it. */
+async function check<T>(name: string, testName: string, arb: fc.Arbitrary<T>, runs: number, seed: number, run: (t: T) => Promise<void>) {
+  const result = await fc.check(fc.asyncProperty(arb, run), { numRuns: runs, seed: REPLAY_PATH ? BASE_SEED : seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
+  if (!result.failed) return;
+  throw new Error(
+    [
+      `${name} failed after ${result.numRuns} run(s): ${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`,
+      `request: ${result.counterexample ? shorten(result.counterexample[0]) : "(none)"}`,
+      `replay (after npm run build): LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='^${name}$' npx vitest run test/e2e/fuzz.test.ts -t '${testName}'`,
+    ].join("\n"),
+  );
+}
+
 async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
   const rpc = `${method.parent.name}/${method.name}`;
   const name = `${rpc} ${protocol}`;
   if (ONLY && !ONLY.test(name)) return;
-  const seed = REPLAY_PATH ? BASE_SEED : (BASE_SEED + index * 7919) | 0;
-  const property = fc.asyncProperty(sampleArb(method), async (s) => {
+  await check(name, rpc, sampleArb(method), RUNS, (BASE_SEED + index * 7919) | 0, async (s) => {
     const mark = log.mark();
     const outcome = await send(method, protocol, s);
     if (outcome === "skip") return;
@@ -237,35 +263,8 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
       codes.set(outcome.code, (codes.get(outcome.code) ?? 0) + 1);
       answers.set(rpc, codes);
     }
-    const problems: string[] = [];
-    if (!CLIENT_CODES.has(outcome.code)) problems.push(`answered ${outcome.code}: ${outcome.message}`);
-    const dead = await barrier();
-    if (dead) problems.push(`server not healthy after the call: ${dead}`);
-    const errors = log.errorsSince(mark).map(describeLine);
-    lastMark = log.mark();
-    problems.push(...errors.map((e) => `logged ${e}`));
-    if (problems.length === 0) return;
-    const failure: Failure = { rpc, transport: protocol, code: outcome.code, message: outcome.message, errors, request: shorten(s) };
-    const known = dead ? undefined : knownFailure(failure);
-    if (known) {
-      const k = `${known.owner}: ${known.what}`;
-      knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
-      return;
-    }
-    if (SURVEY && !STOP_AT?.test(problems.join("\n"))) return survey(failure);
-    throw new Error(problems.join("\n"));
+    await judge(name, mark, outcome, s);
   });
-  const result = await fc.check(property, { numRuns: RUNS, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
-  if (result.failed) {
-    const example = result.counterexample ? shorten(result.counterexample[0]) : "(none)";
-    throw new Error(
-      [
-        `${name} failed after ${result.numRuns} run(s): ${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`,
-        `request: ${example}`,
-        `replay: LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='^${name}$' npx vitest run test/e2e/fuzz.test.ts -t '${rpc}'`,
-      ].join("\n"),
-    );
-  }
 }
 
 describe.skipIf(SKIP)("fuzzed requests to every RPC", () => {
@@ -288,43 +287,16 @@ describe.skipIf(SKIP)("fuzzed requests to every RPC", () => {
 /** One garbage case: a call whose answer must be a client code, with the server healthy and quiet after it. */
 async function garbageProperty<T>(name: string, arb: fc.Arbitrary<T>, send: (t: T) => Promise<Outcome>, runs: number, accept: (o: Outcome, t: T) => boolean = () => false) {
   if (ONLY && !ONLY.test(name)) return;
-  const seed = REPLAY_PATH ? BASE_SEED : (BASE_SEED ^ hash(name)) | 0;
-  const property = fc.asyncProperty(arb, async (t) => {
+  await check(name, "garbage", arb, runs, (BASE_SEED ^ hash(name)) | 0, async (t) => {
     const mark = log.mark();
     const outcome = await send(t);
-    const problems: string[] = [];
-    if (!CLIENT_CODES.has(outcome.code) && !accept(outcome, t)) problems.push(`answered ${outcome.code}: ${outcome.message}`);
-    const dead = await barrier();
-    if (dead) problems.push(`server not healthy after the call: ${dead}`);
-    const errors = log.errorsSince(mark).map(describeLine);
-    lastMark = log.mark();
-    problems.push(...errors.map((e) => `logged ${e}`));
-    if (problems.length === 0) return;
-    const failure: Failure = { rpc: name, transport: "raw", code: outcome.code, message: outcome.message, errors, request: shorten(t) };
-    const known = dead ? undefined : knownFailure(failure);
-    if (known) {
-      const k = `${known.owner}: ${known.what}`;
-      knownSeen.set(k, (knownSeen.get(k) ?? 0) + 1);
-      return;
-    }
-    if (SURVEY && !STOP_AT?.test(problems.join("\n"))) return survey(failure);
-    throw new Error(problems.join("\n"));
+    await judge(name, mark, outcome, t, accept(outcome, t));
   });
-  const result = await fc.check(property, { numRuns: runs, seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
-  if (result.failed) {
-    throw new Error(
-      [
-        `${name} failed after ${result.numRuns} run(s): ${result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance)}`,
-        `request: ${result.counterexample ? shorten(result.counterexample[0]) : "(none)"}`,
-        `replay: LICENSD_FUZZ_SEED=${result.seed} LICENSD_FUZZ_PATH=${result.counterexamplePath} LICENSD_FUZZ_ONLY='^${name}$' npx vitest run test/e2e/fuzz.test.ts -t 'garbage'`,
-      ].join("\n"),
-    );
-  }
 }
 
-function survey(f: Failure) {
-  const signature = `${f.rpc} ${f.transport}: ${f.code} ${f.message.replace(/[0-9a-f-]{36}/g, "…").slice(0, 100)} | ${(f.errors[0] ?? "").slice(0, 160)}`;
-  const s = surveyed.get(signature) ?? { n: 0, example: f.request.slice(0, 300) };
+function survey(property: string, outcome: Outcome, errors: string[], request: string) {
+  const signature = `${property}: ${outcome.code} ${outcome.message.replace(/[0-9a-f-]{36}/g, "…").slice(0, 100)} | ${(errors[0] ?? "").slice(0, 160)}`;
+  const s = surveyed.get(signature) ?? { n: 0, example: request.slice(0, 300) };
   s.n++;
   surveyed.set(signature, s);
 }
