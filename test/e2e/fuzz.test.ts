@@ -20,7 +20,7 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  * deserves (never INTERNAL, UNKNOWN, UNAVAILABLE), the server must stay healthy and
  * log nothing at error level.
  *
- *   LICENSD_FUZZ_RUNS     runs per RPC and protocol (default 6; `npm run fuzz` uses 200)
+ *   LICENSD_FUZZ_RUNS     runs per RPC and protocol (default 10; `npm run fuzz` uses 200)
  *   LICENSD_FUZZ_SEED     base seed (printed on failure with the path to replay)
  *   LICENSD_FUZZ_PATH     replay one counterexample (with LICENSD_FUZZ_SEED and LICENSD_FUZZ_ONLY)
  *   LICENSD_FUZZ_ONLY     run only the properties whose name (`<Service>/<Method> <protocol>`) this regex matches
@@ -29,7 +29,7 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  *   LICENSD_FUZZ_SURVEY   1: do not stop at a failure; print every distinct one at the end
  *                         (but stop at one whose description matches LICENSD_FUZZ_STOP_AT)
  */
-const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 6);
+const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 10);
 const BASE_SEED = process.env.LICENSD_FUZZ_SEED !== undefined ? Number(process.env.LICENSD_FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 const REPLAY_PATH = process.env.LICENSD_FUZZ_PATH;
 const ONLY = process.env.LICENSD_FUZZ_ONLY ? new RegExp(process.env.LICENSD_FUZZ_ONLY) : undefined;
