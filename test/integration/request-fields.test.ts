@@ -80,6 +80,15 @@ describe("NUL in a string field", () => {
     expect(await refused(audit.listAuditEvents({ actor: "\u0000" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "actor" } });
   });
 
+  it("names a field under a 100,000-character map key in a few hundred bytes (the answer travels in headers)", async () => {
+    const huge = "k".repeat(100_000);
+    const f = await refused(grpcClient(TenantService, t.url, t.superAdminKey).createTenant({ name: "Acme", metadata: { [huge]: "v\u0000" } }));
+    expect(f).toMatchObject({ code: "InvalidArgument", reason: "INVALID_ARGUMENT" });
+    expect(f.metadata.field).toMatch(/^metadata\["k+…k+"\]$/);
+    expect(f.metadata.field.length).toBeLessThanOrEqual(160);
+    expect(f.message.length).toBeLessThanOrEqual(2000);
+  });
+
   it("ends a client stream at the message that holds it", async () => {
     const lic = grpcClient(LicensingService, t.url, admin);
     async function* rowsIn() {

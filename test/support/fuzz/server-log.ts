@@ -21,6 +21,7 @@ export class ServerLog {
   readonly lines: LogLine[] = [];
   private partial = "";
   private waiters = new Map<string, () => void>();
+  private seen = new Set<string>();
 
   constructor(child: ChildProcess) {
     const take = (d: Buffer) => this.take(d.toString("utf8"));
@@ -41,7 +42,10 @@ export class ServerLog {
         line = { level: 60, msg: raw, raw: true };
       }
       this.lines.push(line);
-      if (line.requestId) this.waiters.get(line.requestId)?.();
+      if (line.requestId) {
+        this.seen.add(line.requestId);
+        this.waiters.get(line.requestId)?.();
+      }
     }
   }
 
@@ -55,7 +59,7 @@ export class ServerLog {
 
   /** Resolves once a line naming `requestId` was read (or after `ms`, with false). */
   barrier(requestId: string, ms = 10_000): Promise<boolean> {
-    if (this.lines.some((l) => l.requestId === requestId)) return Promise.resolve(true);
+    if (this.seen.has(requestId)) return Promise.resolve(true);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.waiters.delete(requestId);
