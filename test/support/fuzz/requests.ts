@@ -10,8 +10,8 @@ export type Init = Record<string, unknown>;
  * How hostile a generated message is: `plausible` fills fields with real ids and sane
  * values (to reach deep code paths), `mixed` makes a few fields hostile, `hostile` most.
  */
-type Mode = "plausible" | "mixed" | "hostile";
-const HOSTILE_ODDS: Record<Mode, number> = { plausible: 0, mixed: 0.15, hostile: 0.6 };
+type Mode = "plausible" | "sparse" | "mixed" | "hostile";
+const HOSTILE_ODDS: Record<Mode, number> = { plausible: 0, sparse: 0, mixed: 0.15, hostile: 0.6 };
 
 interface Ctx {
   pools: Pools;
@@ -34,7 +34,8 @@ export interface Names {
 
 /** Requests for `method`'s input, from its descriptor: every field by type, values real, random and at the edges. */
 export function requestArb(method: DescMethod, names: Names): fc.Arbitrary<Init> {
-  const weights: Record<Mode, number> = { plausible: 3, mixed: 2, hostile: 1 };
+  // `sparse`: plausible values in half the fields, for RPCs that take one of several (license_id or customer_id).
+  const weights: Record<Mode, number> = { plausible: 3, sparse: 1, mixed: 2, hostile: 1 };
   return fc.oneof(...(Object.keys(weights) as Mode[]).map((mode) => ({ weight: weights[mode], arbitrary: messageArb(method.input, { ...names, method, mode }, 0) })));
 }
 
@@ -57,8 +58,8 @@ function messageArb(desc: DescMessage, ctx: Ctx, depth: number): fc.Arbitrary<In
   const entries: Record<string, fc.Arbitrary<unknown>> = {};
   for (const field of desc.fields) {
     if (field.oneof) continue;
-    // Plausible requests carry most scalars (ids), fewer collections and nested messages.
-    const collection = field.fieldKind !== "scalar" && field.fieldKind !== "enum";
+    // Plausible requests carry most fields, fewer lists and maps.
+    const collection = field.fieldKind === "list" || field.fieldKind === "map";
     const presence = ctx.mode === "plausible" ? (collection ? 2 : 5) : 2;
     entries[field.localName] = fc.option(fieldArb(field, desc, ctx, depth), { nil: undefined, freq: presence });
   }
@@ -87,7 +88,7 @@ function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number
           : field.listKind === "enum"
             ? enumArb(field.enum.values.map((v) => v.number), ctx)
             : messageArb(field.message, ctx, depth + 1);
-      return sized(fc.array(item, { maxLength: ctx.mode === "plausible" ? 2 : 3 }), item.map((x) => [x]), ctx, (x, n) => Array.from({ length: n }, () => x[0]));
+      return sized(fc.array(item, { maxLength: HOSTILE_ODDS[ctx.mode] === 0 ? 2 : 3 }), item.map((x) => [x]), ctx, (x, n) => Array.from({ length: n }, () => x[0]));
     }
     case "map": {
       const key = field.mapKey === ScalarType.STRING ? mapKeyArb(ctx) : scalarArb(field.mapKey, field, parent, ctx).map(String);
@@ -106,7 +107,7 @@ function fieldArb(field: DescField, parent: DescMessage, ctx: Ctx, depth: number
  * string would make.
  */
 function sized<T, S>(small: fc.Arbitrary<T>, seed: fc.Arbitrary<S>, ctx: Ctx, grow: (s: S, n: number) => T): fc.Arbitrary<T> {
-  if (ctx.mode === "plausible") return small;
+  if (HOSTILE_ODDS[ctx.mode] === 0) return small;
   const big = fc.tuple(seed, fc.constantFrom(17, 33, 65, 101, 201, 257, 1001, 5000)).map(([s, n]) => grow(s, Math.max(1, Math.min(n, Math.floor(8_000_000 / approxSize(s))))));
   return fc.oneof({ weight: 6, arbitrary: small }, { weight: 1, arbitrary: big });
 }
@@ -167,7 +168,9 @@ function plausibleInt(field: DescField): fc.Arbitrary<number> {
 }
 
 function enumArb(values: number[], ctx: Ctx): fc.Arbitrary<number> {
-  const defined = fc.constantFrom(...values);
+  // The zero value is UNSPECIFIED: a default some fields refuse, so less often than the rest.
+  const set = values.filter((v) => v !== 0);
+  const defined = set.length === 0 ? fc.constant(0) : fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...set) }, { weight: 1, arbitrary: fc.constant(0) });
   return hostileOr(ctx, defined, fc.oneof(fc.constantFrom(-1, values.length, 2_147_483_647, -2_147_483_648), fc.integer()));
 }
 
@@ -349,7 +352,8 @@ function durationArb(ctx: Ctx): fc.Arbitrary<Init> {
 
 function fieldMaskArb(ctx: Ctx): fc.Arbitrary<Init> {
   const own = ctx.method.input.fields.flatMap((f) => (f.fieldKind === "message" && f.message.typeName.startsWith("licensd.") ? f.message.fields.map((g) => g.name) : [f.name]));
-  const names = own.filter((n) => !["update_mask", "id", "tenant_id", "idempotency_key"].includes(n));
+  // What an update may name: not ids, keys or the times the server keeps.
+  const names = own.filter((n) => !/^(update_mask|id|tenant_id|idempotency_key)$|_time$/.test(n));
   const plausible = fc.subarray(names.length > 0 ? names : ["name"], { minLength: 1 });
   const hostile = fc.array(fc.oneof(hostileString(), fc.constantFrom("*", "id", "tenant_id", "create_time", "a.b.c", "")), { maxLength: 4 });
   return hostileOr(ctx, plausible, hostile).map((paths) => ({ paths }));
