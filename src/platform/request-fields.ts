@@ -36,10 +36,13 @@ type Check = (m: Fields) => boolean;
 const TIMESTAMP = "google.protobuf.Timestamp";
 const DURATION = "google.protobuf.Duration";
 
+const NONE: readonly FieldProblem[] = Object.freeze([]);
+
 /**
  * What protovalidate rules cannot say about every field of every request: no string
- * holds NUL (PostgreSQL refuses it in text), every Timestamp is in the supported range
- * and every Duration is a valid one. A compiled plan per message type makes the common
+ * holds NUL (PostgreSQL refuses it in text), every Timestamp is in the supported range,
+ * every Duration is a valid one and every 64-bit integer is exact as a JavaScript number.
+ * A compiled plan per message type makes the common
  * case (nothing wrong) a few property reads and `indexOf` calls; only a request that
  * breaks a rule is walked again to name every offending field.
  */
@@ -54,8 +57,8 @@ export class RequestFieldRules {
   constructor(private readonly checkedByService: ReadonlySet<string> = new Set()) {}
 
   /** Every offending field of `message` (at most `limit`), or an empty list. */
-  check(schema: DescMessage, message: object, limit = 20): FieldProblem[] {
-    if (!this.scan(schema, message as Fields)) return [];
+  check(schema: DescMessage, message: object, limit = 20): readonly FieldProblem[] {
+    if (!this.scan(schema, message as Fields)) return NONE;
     const out: FieldProblem[] = [];
     collect(schema, message as Fields, "", out, limit, this.checkedByService);
     return out;

@@ -18,13 +18,13 @@ export function createValidationInterceptor(opts: { checkedByService?: ReadonlyS
   const validator = createValidator();
   const fieldRules = new RequestFieldRules(opts.checkedByService);
   const check = (schema: DescMessage, message: Message) => {
-    const problems = fieldRules.check(schema, message);
+    const ours = fieldRules.check(schema, message);
     const result = validator.validate(schema, message);
     if (result.kind === "error") throw result.error;
     if (result.kind === "invalid") {
-      for (const v of result.violations) problems.push({ field: pathToString(v.field), message: v.message, rule: v.ruleId });
+      throw invalidRequest([...ours, ...result.violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId }))]);
     }
-    if (problems.length > 0) throw invalidRequest(problems);
+    if (ours.length > 0) throw invalidRequest(ours);
   };
   return (next) => async (req) => {
     if (!req.stream) {
@@ -56,7 +56,7 @@ function boundedPath(path: string): string {
   return printable.length <= MAX_PATH ? printable : `${printable.slice(0, MAX_PATH - 41)}…${printable.slice(-40)}`;
 }
 
-export function invalidRequest(all: FieldProblem[]): ConnectError {
+export function invalidRequest(all: readonly FieldProblem[]): ConnectError {
   const problems = all.slice(0, MAX_VIOLATIONS).map((p) => ({ ...p, field: boundedPath(p.field) }));
   const first = problems[0];
   let message = problems.map((f) => `${f.field}: ${f.message}`).join("; ");

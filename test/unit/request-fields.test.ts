@@ -9,7 +9,7 @@ import { GetInclusionProofRequestSchema } from "../../gen/ts/licensd/audit/v1/au
 import { RequestFieldRules } from "../../src/platform/request-fields.js";
 
 const rules = new RequestFieldRules();
-const fields = (problems: { field: string }[]) => problems.map((p) => p.field);
+const fields = (problems: readonly { field: string }[]) => problems.map((p) => p.field);
 
 describe("request field rules", () => {
   it("pass a clean request without a word", () => {
