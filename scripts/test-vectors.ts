@@ -39,6 +39,7 @@ import { createValidationService } from "../src/licensing/validation.service.js"
 import { ManualClock } from "../src/platform/clock.js";
 import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
+import type { KeyFailureLimit } from "../src/platform/key-failures.js";
 import type { SigningKeyStore } from "../src/platform/signing-keys.js";
 import { createOfflineActivationRequest, parseOfflineActivationRequest, checkOfflineActivationRequest } from "../src/sdk/offline-activation.js";
 
@@ -505,7 +506,8 @@ async function validationVectors() {
       validation: createValidationService({ db, clock, keyring, feed }),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
       idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
-      keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined } as never, // no limits in a script
+      // No address is ever blocked here: validation answers as it would for a first look-up.
+      keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined, guard: <T>(_address: string, lookup: () => Promise<T>) => lookup() } as unknown as KeyFailureLimit,
     });
   const ask = async (req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string }, at: Date, active = KEY_A) => {
     clock.set(at);

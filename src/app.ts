@@ -20,6 +20,7 @@ import { shuttingDown } from "./platform/errors.js";
 import { createReflectionV1, createReflectionV1alpha, ReflectionIndex } from "./platform/reflection.js";
 import { createTelemetryInterceptor } from "./platform/telemetry.js";
 import { createValidationInterceptor } from "./platform/validation.js";
+import { UsageEventSchema } from "../gen/ts/licensd/usage/v1/usage_pb.js";
 import { createApiKeyService } from "./tenants/api-key.service.js";
 import { createTenantRpc } from "./tenants/tenant.rpc.js";
 import { createTenantService } from "./tenants/tenant.service.js";
@@ -195,7 +196,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       interceptors: [
         createTelemetryInterceptor(logger, metrics),
         createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret), keyFailures),
-        createValidationInterceptor(),
+        // Usage events are checked one by one by the ingest: a bad one is a Rejection, its batch lands.
+        createValidationInterceptor({ checkedByService: new Set([UsageEventSchema.typeName]) }),
       ],
       // Fast levels for answers compressed once each (see compression.ts), in connect-node's order.
       acceptCompression: [fastGzip, fastBrotli],

@@ -8,7 +8,7 @@ import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
-import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
+import { procedureOf, readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { CatalogService } from "./catalog.service.js";
 import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
@@ -254,6 +254,7 @@ export function createLicenseRpc(deps: {
       if (first.done) return create(pb.ImportLicensesResponseSchema, {});
       const principal = ctx.values.get(principalKey);
       const tenantId = requireTenant(principal, first.value.tenantId, "admin");
+      await requireLiveTenant(db.em(), principal, tenantId);
       async function* rows(): AsyncGenerator<ImportRow> {
         for (let next = first; !next.done; next = await messages.next()) yield importRowFromProto(next.value);
       }

@@ -1,8 +1,10 @@
+import { Code } from "@connectrpc/connect";
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
 import { open, seal, sha256 } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
+import { alreadyExists, DomainError, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
+import { LATEST_REQUEST_TIME } from "../platform/request-fields.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
@@ -230,7 +232,12 @@ export function createLicenseService(deps: {
       if (policy.durationSeconds == null) throw failedPrecondition("PERPETUAL_POLICY", `policy ${policy.name} has no duration: its licenses do not expire`);
       const now = clock.now();
       const from = license.expiresAt && license.expiresAt > now ? license.expiresAt : now;
-      license.expiresAt = expiryFrom(policy, from);
+      const expiresAt = expiryFrom(policy, from)!;
+      // Renewals add up: each stays in the range every request time has (docs/requests.md).
+      if (expiresAt >= LATEST_REQUEST_TIME.date) {
+        throw new DomainError(Code.OutOfRange, "EXPIRY_OUT_OF_RANGE", `renewing would move the expiry to ${expiresAt.toISOString()}, past ${LATEST_REQUEST_TIME.text}`, { id });
+      }
+      license.expiresAt = expiresAt;
       return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt!.toISOString() });
     },
 

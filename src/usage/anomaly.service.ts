@@ -40,13 +40,17 @@ const SEVERITY_RANK: Record<Severity, number> = { medium: 1, high: 2, critical: 
 export function createAnomalyService(deps: { db: Database; clock: Clock; events: Events }) {
   const { db, clock, events } = deps;
 
-  /** Daily series per (license, metric) for [day − 30 days, day], from the rollups and the audit log. */
+  /**
+   * Daily series per (license, metric) for [day − 30 days, day], from the rollups and the
+   * audit log. Day totals saturate at 2^53−1: they are scored as JavaScript numbers and
+   * stored in a bigint, and the rollups (numeric) may hold more.
+   */
   async function series(em: EntityManager, day: Date, tenantId?: string) {
     const from = new Date(day.getTime() - BASELINE_DAYS * DAY);
     const to = new Date(day.getTime() + DAY);
     const tenant = tenantId ? "and r.tenant_id = ?" : "";
     const usage = await em.execute<{ tenant_id: string; license_id: string; metric: string; day_ms: string; value: string }[]>(
-      `select r.tenant_id, r.license_id, m.metric, (extract(epoch from date_trunc('day', r.hour, 'UTC')) * 1000)::bigint as day_ms, sum(r.total)::bigint as value
+      `select r.tenant_id, r.license_id, m.metric, (extract(epoch from date_trunc('day', r.hour, 'UTC')) * 1000)::bigint as day_ms, least(sum(r.total), 9007199254740991)::bigint as value
          from usage_rollups r join meters m on m.id = r.meter_id
         where r.hour >= ? and r.hour < ? ${tenant}
           and (r.license_id, r.meter_id) in (select license_id, meter_id from usage_rollups where hour >= ? and hour < ?)

@@ -19,6 +19,9 @@ const MAX_ATTRIBUTES = 16;
 
 const HOUR = 3_600_000;
 
+/** What one event may count: exact in JavaScript; totals are summed in numeric (see int64Total). */
+const MAX_QUANTITY = BigInt(Number.MAX_SAFE_INTEGER);
+
 // PostgreSQL text cannot hold NUL. (Half a surrogate pair cannot arrive: both decoders refuse it.)
 const storable = (s: string) => !s.includes("\0");
 
@@ -116,7 +119,7 @@ export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeySt
           loads.push(look.byId(check.lease.license_id).then((license) => r.byLease.set(token, { license })));
         }
       }
-    } else if (e.licenseId && mayNameById(principal) && !r.byId.has(e.licenseId)) {
+    } else if (e.licenseId && storable(e.licenseId) && mayNameById(principal) && !r.byId.has(e.licenseId)) {
       const id = e.licenseId;
       r.byId.set(id, undefined);
       loads.push(look.byId(id).then((l) => r.byId.set(id, l)));
@@ -195,7 +198,7 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   const reject = (reason: string, message: string): Rejection => ({ index, reason, message });
   if (requireKey && !e.idempotencyKey) return reject("INVALID_EVENT", "idempotency_key: required on streams");
   if (e.idempotencyKey.length > 128) return reject("INVALID_EVENT", "idempotency_key: at most 128 characters");
-  if (e.quantity < 0n) return reject("INVALID_QUANTITY", "quantity: must be 0 or more");
+  if (e.quantity < 0n || e.quantity > MAX_QUANTITY) return reject("INVALID_QUANTITY", `quantity: must be from 0 to ${MAX_QUANTITY} (2^53−1)`);
   if (e.agentId.length > 128) return reject("INVALID_EVENT", "agent_id: at most 128 characters");
   let attrCount = 0;
   for (const k in e.attributes) {
@@ -208,6 +211,7 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   if (!storable(e.idempotencyKey)) return reject("INVALID_EVENT", "idempotency_key: must not contain NUL");
   if (!storable(e.agentId)) return reject("INVALID_EVENT", "agent_id: must not contain NUL");
   if (!storable(e.metric)) return reject("INVALID_EVENT", "metric: must not contain NUL");
+  if (!storable(e.licenseId)) return reject("INVALID_EVENT", "license_id: must not contain NUL");
   for (const k in e.attributes) if (!storable(k) || !storable(e.attributes[k])) return reject("INVALID_EVENT", "attributes: must not contain NUL");
   const ts = e.time ? new Date(timestampMs(e.time)) : now;
   if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {

@@ -75,13 +75,24 @@ export interface LimitState {
   periodEnd: Date | null;
 }
 
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * A total as the API's int64 fields can carry it: PostgreSQL sums in numeric, so a
+ * license's totals may pass 2^63−1 (each event is at most 2^53−1); they saturate there.
+ */
+export const int64Total = (v: bigint | string): bigint => {
+  const n = typeof v === "bigint" ? v : BigInt(v);
+  return n > INT64_MAX ? INT64_MAX : n < -INT64_MAX - 1n ? -INT64_MAX - 1n : n;
+};
+
 export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, period: { start: Date; end: Date | null }, agentId = ""): LimitState {
   const { limit, allowed } = limitOf({ license, meter }, agentId);
   return {
     licenseId: license.id,
     metric: meter.metric,
     agentId,
-    used,
+    used: int64Total(used),
     limit,
     allowed: allowed ?? 0n,
     warning: limit > 0n && used * 10n >= limit * 8n,

@@ -3,7 +3,7 @@ import type { EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import type { Aggregation } from "./meter.entity.js";
 import type { IngestService } from "./ingest.service.js";
-import { limitState, periodOf, type LimitState } from "./usage-records.js";
+import { int64Total, limitState, periodOf, type LimitState } from "./usage-records.js";
 import { byCodePoint } from "../platform/order.js";
 
 export type BucketSize = "hour" | "day" | "month";
@@ -33,8 +33,8 @@ export function seriesOf(buckets: readonly SummaryBucket[]): SummarySeries {
       for (const s of series) (s.values.push(0n), s.events.push(0n));
     }
     const s = series[column.get(agentId)!]!;
-    s.values[startsMs.length - 1] = BigInt(value ?? 0);
-    s.events[startsMs.length - 1] = BigInt(events);
+    s.values[startsMs.length - 1] = int64Total(value ?? 0n);
+    s.events[startsMs.length - 1] = int64Total(events);
   }
   return { startsMs, series };
 }
@@ -168,7 +168,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
             : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
       // The buckets stay as they were decoded: the RPC layer turns each into its message directly.
-      return { aggregation, buckets, total: BigInt(total[0]?.value ?? 0) };
+      return { aggregation, buckets, total: int64Total(total[0]?.value ?? 0n) };
     },
 
     /** Raw events of a license, newest first; `after` is the last row of the previous page. */

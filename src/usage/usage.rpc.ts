@@ -19,6 +19,7 @@ import type { BatchResult, IncomingEvent, IngestService, KeyGuard, LimitState } 
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { streamOrder } from "./stream-order.js";
 import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
+import { int64Total } from "./usage-records.js";
 
 const AGGREGATIONS: [Aggregation, PbAggregation][] = [
   ["sum", PbAggregation.SUM],
@@ -101,7 +102,7 @@ const anomalyToProto = (a: AnomalyRow) =>
     licenseId: a.license_id,
     metric: a.metric,
     day: ms(a.day_ms),
-    value: BigInt(a.value),
+    value: int64Total(a.value),
     mean: a.mean,
     stddev: a.stddev,
     zScore: a.z_score,
@@ -324,8 +325,8 @@ export function createUsageRpc(deps: {
         $typeName: "licensd.usage.v1.UsageBucket",
         startTime: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
         agentId,
-        value: BigInt(value ?? 0),
-        events: BigInt(events),
+        value: int64Total(value ?? 0n),
+        events: int64Total(events),
       }));
       return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets, total: s.total });
     },
