@@ -44,7 +44,8 @@ type AuditEvent struct {
 	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Details of the change.
 	Payload *structpb.Struct `protobuf:"bytes,7,opt,name=payload,proto3" json:"payload,omitempty"`
-	// When the change was committed.
+	// When the change was made: the server clock as the entry was written, inside the
+	// change's transaction, just before it committed (millisecond precision; hashed as such).
 	OccurTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=occur_time,json=occurTime,proto3" json:"occur_time,omitempty"`
 	// Hash of the previous entry (32 zero bytes for the first).
 	PrevHash []byte `protobuf:"bytes,9,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`

@@ -72,7 +72,8 @@ export type AuditEvent = Message<"licensd.audit.v1.AuditEvent"> & {
   payload?: JsonObject | undefined;
 
   /**
-   * When the change was committed.
+   * When the change was made: the server clock as the entry was written, inside the
+   * change's transaction, just before it committed (millisecond precision; hashed as such).
    *
    * @generated from field: google.protobuf.Timestamp occur_time = 8;
    */
