@@ -5,7 +5,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { licensdServices } from "../../src/connect.js";
-import { EMBEDDED, startServer, type ServerProcess } from "../support/server.js";
+import { startServer, type ServerProcess } from "../support/server.js";
 import { mutateJson, jsonMutationArb, type Json, type JsonMutation } from "../support/fuzz/json.js";
 import { binaryBodyArb, FRAME_CASES, grpcFrames, jsonBodyArb } from "../support/fuzz/garbage.js";
 import { plausibleArb, requestArb, streamArb, type Init } from "../support/fuzz/requests.js";
@@ -40,8 +40,6 @@ const surveyed = new Map<string, { n: number; example: string }>();
 const STOP_AT = process.env.LICENSD_FUZZ_STOP_AT ? new RegExp(process.env.LICENSD_FUZZ_STOP_AT) : undefined;
 const answers = new Map<string, Map<string, number>>();
 
-/** CI runs the e2e files twice (test server, then embedded): the fuzz suite once is enough, unless asked. */
-const SKIP = EMBEDDED && process.env.LICENSD_FUZZ_RUNS === undefined;
 
 type Protocol = "connect-json" | "connect-binary" | "grpc";
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
@@ -56,7 +54,6 @@ let startupOutput = "";
 let lastMark = 0;
 
 beforeAll(async () => {
-  if (SKIP) return;
   server = await startServer({
     // Rate limits (activations, failed key lookups, custom key collisions) would answer most
     // fuzzed calls RESOURCE_EXHAUSTED, from one address, before any deeper code ran.
@@ -86,7 +83,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (SKIP) return;
   if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
   if (SURVEY) console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
   // Lines after the last call's barrier belong to no call: still none may be an error.
@@ -267,7 +263,7 @@ async function fuzz(method: DescMethod, protocol: Protocol, index: number) {
   });
 }
 
-describe.skipIf(SKIP)("fuzzed requests to every RPC", () => {
+describe("fuzzed requests to every RPC", () => {
   let index = 0;
   let dirty = false;
   for (const service of licensdServices) {
@@ -316,7 +312,7 @@ const GARBAGE_RUNS = RUNS * 12;
 /** An audit tail that accepted its request streams until the client leaves. */
 const openFor = (m: DescMethod) => (m.methodKind === "server_streaming" ? 1000 : undefined);
 
-describe.skipIf(SKIP)("garbage on the wire", () => {
+describe("garbage on the wire", () => {
   let h2: RawH2;
   beforeAll(() => {
     h2 = new RawH2(server.url);
