@@ -6,8 +6,9 @@ import { startServer, type ServerProcess } from "../support/server.js";
 
 const started: (ServerProcess & { dropDatabase(): Promise<void> })[] = [];
 afterAll(async () => {
+  // Gracefully: on the embedded default a server stops the PostgreSQL it owns (a SIGKILL would leave it running).
   for (const s of started.reverse()) {
-    await s.stop("SIGKILL");
+    await s.stop();
     await s.dropDatabase();
   }
 });
