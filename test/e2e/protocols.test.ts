@@ -102,9 +102,11 @@ describe("Connect over curl", () => {
 describe("buf curl through server reflection", () => {
   it("lists every service", async () => {
     const out = await bufCurl(["--list-services", server.url]);
-    for (const name of ["licensd.tenant.v1.TenantService", "licensd.licensing.v1.LicensingService", "licensd.activation.v1.ActivationService", "licensd.usage.v1.UsageService", "licensd.audit.v1.AuditService", "licensd.webhook.v1.WebhookService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+    for (const name of ["licensd.tenant.v1.TenantService", "licensd.licensing.v1.LicensingService", "licensd.activation.v1.ActivationService", "licensd.usage.v1.UsageService", "licensd.audit.v1.AuditService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
       expect(out).toContain(name);
     }
+    // WebhookService has no methods yet: it is not served until the webhooks issue brings them.
+    expect(out).not.toContain("licensd.webhook.v1.WebhookService");
     expect(await bufCurl(["--list-methods", server.url])).toContain("licensd.tenant.v1.TenantService/CreateApiKey");
   });
 
