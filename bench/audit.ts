@@ -20,6 +20,7 @@ import { AuditKeyring } from "../src/events/audit-keyring.js";
 import { createEvents } from "../src/events/events.js";
 import { systemClock } from "../src/platform/clock.js";
 import { openDatabase, type Database } from "../src/platform/db.js";
+import { schema } from "../src/entities.js";
 import { createLogger } from "../src/platform/logger.js";
 import { migrate } from "../src/platform/migrate.js";
 import { SigningKeyStore } from "../src/platform/signing-keys.js";
@@ -218,7 +219,7 @@ async function proofTimes(db: Database, url: string) {
 
 export async function run(): Promise<string> {
   const database = await benchDatabase();
-  const db = await openDatabase(database.url, { poolMax: 40, logger });
+  const db = await openDatabase(database.url, { poolMax: 40, logger, schema });
   try {
     await migrate(db, database.url, logger);
     const sections = [

@@ -8,6 +8,7 @@ import { listen, type RequestHandler, type RunningServer } from "./server.js";
 import { createAuthInterceptor } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
 import { openDatabase, type Database } from "./platform/db.js";
+import { schema } from "./entities.js";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./platform/embedded-db.js";
 import { createHealthRpc, HealthState, ServingStatus } from "./platform/health.js";
 import { createIdempotency } from "./platform/idempotency.js";
@@ -86,7 +87,7 @@ export async function openStorage(config: Config, logger: Logger, opts: { migrat
   let embedded: EmbeddedDatabase | undefined;
   const url = config.databaseUrl ?? (embedded = await startEmbeddedDatabase(config.dataDir, logger)).url;
   try {
-    const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger });
+    const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger, schema });
     if (opts.migrate) await migrate(db, url, logger);
     return { db, url, embedded };
   } catch (err) {

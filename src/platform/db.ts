@@ -2,8 +2,6 @@ import { MikroORM, type EntityManager, type Options, type PostgreSqlConnection }
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
 import type { Logger } from "./logger.js";
-import { entities } from "../entities.js";
-import { migrationsList } from "../migrations/index.js";
 
 export type { EntityManager };
 
@@ -43,13 +41,19 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export async function openDatabase(url: string, opts: { poolMax: number; logger: Logger }): Promise<Database> {
+/** What the database maps, given by the composition root (platform knows no domain): every entity, every migration in order. */
+export interface Schema {
+  entities: NonNullable<Options["entities"]>;
+  migrations: NonNullable<NonNullable<Options["migrations"]>["migrationsList"]>;
+}
+
+export async function openDatabase(url: string, opts: { poolMax: number; logger: Logger; schema: Schema }): Promise<Database> {
   const config: Options = {
     clientUrl: url,
-    entities,
+    entities: opts.schema.entities,
     extensions: [Migrator],
     // No schema snapshot: migrations are listed by hand, and a server must not write files into its working directory.
-    migrations: { migrationsList, transactional: true, allOrNothing: true, silent: true, snapshot: false },
+    migrations: { migrationsList: opts.schema.migrations, transactional: true, allOrNothing: true, silent: true, snapshot: false },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
     driverOptions: { connectionTimeoutMillis: 5_000 },
     debug: false,

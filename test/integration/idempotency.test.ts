@@ -5,6 +5,7 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { CreateApiKeyRequestSchema, CreateTenantRequestSchema, TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { sha256 } from "../../src/platform/crypto.js";
 import { openDatabase } from "../../src/platform/db.js";
+import { schema } from "../../src/entities.js";
 import { createLogger } from "../../src/platform/logger.js";
 import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
@@ -70,7 +71,7 @@ describe("the upgrade to sealed answers", () => {
   it("discards answers recorded in clear but keeps their keys spent: a retry is refused, not run again", async () => {
     const db = await createTestDatabase();
     try {
-      const orm = await openDatabase(db.url, { poolMax: 2, logger: createLogger("silent") });
+      const orm = await openDatabase(db.url, { poolMax: 2, logger: createLogger("silent"), schema });
       try {
         await orm.orm.migrator.up({ to: "Migration20261123110000UsageDedupeTenantSeq" });
       } finally {
