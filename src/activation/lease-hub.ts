@@ -1,5 +1,5 @@
-import type { AuditFeed } from "../audit/audit-feed.js";
-import type { Database } from "../platform/db.js";
+import type { AuditFeed } from "../events/audit-feed.js";
+import type { EventLog } from "../events/event-log.js";
 import type { Logger } from "../platform/logger.js";
 
 /** What ends a live lease, by audit event type. */
@@ -38,7 +38,7 @@ export class LeaseHub {
   private readonly tenants = new Map<string, TenantWatch>();
 
   constructor(
-    private readonly db: Database,
+    private readonly log: EventLog,
     feed: AuditFeed,
     private readonly logger: Logger,
   ) {
@@ -63,10 +63,10 @@ export class LeaseHub {
   async watch(tenantId: string, subjects: string[], revoke: Revoke): Promise<() => void> {
     let t = this.tenants.get(tenantId);
     if (!t) {
-      const [head] = await this.db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
+      const head = await this.log.head(tenantId);
       t = this.tenants.get(tenantId); // another stream of the tenant may have won the race
       if (!t) {
-        t = { seq: Number(head?.seq ?? 0), bySubject: new Map(), count: 0, running: false, again: false };
+        t = { seq: head, bySubject: new Map(), count: 0, running: false, again: false };
         this.tenants.set(tenantId, t);
       }
     }
@@ -103,12 +103,9 @@ export class LeaseHub {
       do {
         t.again = false;
         for (;;) {
-          const rows = await this.db.em().execute<{ seq: string; type: string; subject: string }[]>(
-            `select seq, type, subject from audit_events where tenant_id = ? and seq > ? order by seq limit 1000`,
-            [tenantId, t.seq],
-          );
+          const rows = await this.log.entriesAfter(tenantId, t.seq, 1000);
           for (const r of rows) {
-            t.seq = Number(r.seq);
+            t.seq = r.seq;
             const what = REVOKING[r.type];
             const watchers = what && t.bySubject.get(r.subject);
             if (watchers) for (const revoke of [...watchers]) revoke(what.reason, what.message);

@@ -6,9 +6,9 @@ import { verifyEd25519 } from "../platform/signing-keys.js";
 import type { Page } from "../platform/pagination.js";
 import type { AuditKeyring } from "../events/audit-keyring.js";
 import { entryHash, GENESIS_HASH, type EntryFields, type Events } from "../events/events.js";
-import type { AuditFeed } from "./audit-feed.js";
+import type { AuditFeed } from "../events/audit-feed.js";
 import { checkpointText, cutText } from "./checkpoint.js";
-import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, nodeHash, rootHash, withNodes, type PerfectNode } from "./merkle.js";
+import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, nodeHash, rootHash, withNodes, type PerfectNode } from "../events/merkle.js";
 
 /** An audit entry as stored: the hashed fields, and the hash and signature over them. */
 export interface AuditEntry extends EntryFields {

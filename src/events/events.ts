@@ -3,7 +3,7 @@ import type { Clock } from "../platform/clock.js";
 import { sha256 } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
 import { newId } from "../platform/ids.js";
-import { appendLeaf, leafHash } from "../audit/merkle.js";
+import { appendLeaf, leafHash } from "./merkle.js";
 import type { AuditKeyring } from "./audit-keyring.js";
 
 /** The channel every committed audit entry is announced on (payload `tenant_id:seq`). */

@@ -1,6 +1,6 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
-import type { AuditFeed } from "../audit/audit-feed.js";
+import type { AuditFeed } from "../events/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";

@@ -7,7 +7,7 @@
  *     appended to, not rewritten.
  */
 import { checkpointText } from "../audit/checkpoint.js";
-import { leafHash, verifyConsistency, verifyInclusion } from "../audit/merkle.js";
+import { leafHash, verifyConsistency, verifyInclusion } from "../events/merkle.js";
 import { verifyEd25519 } from "../platform/signing-keys.js";
 
 export { entryHash } from "../events/events.js";

@@ -4,6 +4,7 @@ import { notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
+import { dailyCounts } from "../events/event-log.js";
 import { BASELINE_DAYS, score, type Severity } from "./anomaly.js";
 
 export const ACTIVATION_VELOCITY = "activation_velocity";
@@ -57,15 +58,9 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
         group by 1, 2, 3, 4`,
       [from, to, ...(tenantId ? [tenantId] : []), day, to],
     );
-    const atenant = tenantId ? "and tenant_id = ?" : "";
-    const activations = await em.execute<{ tenant_id: string; license_id: string; day_ms: string; value: string }[]>(
-      `select tenant_id, payload->>'license_id' as license_id, (extract(epoch from date_trunc('day', occurred_at, 'UTC')) * 1000)::bigint as day_ms, count(*) as value
-         from audit_events where type = 'machine.activated' and occurred_at >= ? and occurred_at < ? ${atenant}
-        group by 1, 2, 3`,
-      [from, to, ...(tenantId ? [tenantId] : [])],
-    );
+    const activations = await dailyCounts(em, { type: "machine.activated", field: "license_id", from, to, tenantId });
     const bySeries = new Map<string, { tenantId: string; licenseId: string; metric: string; days: Map<number, number> }>();
-    for (const r of [...usage, ...activations.map((a) => ({ ...a, metric: ACTIVATION_VELOCITY }))]) {
+    for (const r of [...usage, ...activations.map((a) => ({ ...a, license_id: a.key, metric: ACTIVATION_VELOCITY }))]) {
       const k = `${r.license_id}|${r.metric}`;
       if (!bySeries.has(k)) bySeries.set(k, { tenantId: r.tenant_id, licenseId: r.license_id, metric: r.metric, days: new Map() });
       bySeries.get(k)!.days.set(Number(r.day_ms), Number(r.value));

@@ -5,7 +5,7 @@ import type { Database } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
-import type { AuditFeed } from "../audit/audit-feed.js";
+import type { AuditFeed } from "../events/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
 import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
 import { fastStatement, type FastGroup } from "./ingest-sql.js";

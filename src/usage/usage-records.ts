@@ -3,7 +3,7 @@
  * their per-instance cache, and the pure rules over them (period, limit, usability).
  */
 import type { Database } from "../platform/db.js";
-import type { AuditFeed } from "../audit/audit-feed.js";
+import type { AuditFeed } from "../events/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy, type ResolvedAgent } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";

@@ -7,7 +7,7 @@ import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.
 import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../../src/sdk/audit-verifier.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
-import { AuditFeed } from "../../src/audit/audit-feed.js";
+import { AuditFeed } from "../../src/events/audit-feed.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
 import { createEvents } from "../../src/events/events.js";
 import { systemClock } from "../../src/platform/clock.js";
@@ -331,7 +331,7 @@ describe("retention", () => {
 
 /** The RFC 6962 root of a list of entry hashes, computed client-side. */
 async function computeRootFromEvents(hashes: Buffer[]) {
-  const { appendLeaf, leafHash, rootHash } = await import("../../src/audit/merkle.js");
+  const { appendLeaf, leafHash, rootHash } = await import("../../src/events/merkle.js");
   const nodes = new Map<string, Buffer>();
   let frontier: Buffer[] = [];
   hashes.forEach((h, i) => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { appendLeaf, consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, rootHash, verifyConsistency, verifyInclusion, type PerfectNode } from "../../src/audit/merkle.js";
+import { appendLeaf, consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, rootHash, verifyConsistency, verifyInclusion, type PerfectNode } from "../../src/events/merkle.js";
 
 /** A tree built the way the server builds it: leaf by leaf, storing completed perfect subtrees. */
 function build(leaves: Buffer[]) {

@@ -11,7 +11,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { AuditEventSchema, CheckpointSchema } from "../../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ValidateLicenseResponseSchema } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
-import { leafHash, nodeHash, rootHash, EMPTY_ROOT } from "../../src/audit/merkle.js";
+import { leafHash, nodeHash, rootHash, EMPTY_ROOT } from "../../src/events/merkle.js";
 import { checkpointText, cutText } from "../../src/audit/checkpoint.js";
 import { loadConfig } from "../../src/config.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import pg from "pg";
 import type { Logger } from "../platform/logger.js";
-import { AUDIT_CHANNEL } from "../events/events.js";
+import { AUDIT_CHANNEL } from "./events.js";
 
 /**
  * This process's ear on the audit log: one LISTEN connection that hears every entry

@@ -1,0 +1,65 @@
+import type { Database, EntityManager } from "../platform/db.js";
+
+/** One audit entry as a reader of the log sees it (the hash chain's fields stay with the audit domain). */
+export interface LogEntry {
+  seq: number;
+  type: string;
+  /** The resource id the change is about. */
+  subject: string;
+}
+
+/**
+ * The event log's read API for the domains that follow it (with the feed, which says when
+ * to read): a reader keeps the last seq it read and asks for the entries after it.
+ */
+export interface EventLog {
+  /** The tenant's newest seq, 0 when its log is empty. */
+  head(tenantId: string): Promise<number>;
+  /** The tenant's entries with seq > `afterSeq`, oldest first, at most `limit`. */
+  entriesAfter(tenantId: string, afterSeq: number, limit: number): Promise<LogEntry[]>;
+}
+
+export function createEventLog(db: Database): EventLog {
+  return {
+    async head(tenantId) {
+      const [head] = await db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
+      return Number(head?.seq ?? 0);
+    },
+    async entriesAfter(tenantId, afterSeq, limit) {
+      const rows = await db
+        .em()
+        .execute<{ seq: string; type: string; subject: string }[]>(
+          `select seq, type, subject from audit_events where tenant_id = ? and seq > ? order by seq limit ?`,
+          [tenantId, afterSeq, limit],
+        );
+      return rows.map((r) => ({ seq: Number(r.seq), type: r.type, subject: r.subject }));
+    },
+  };
+}
+
+/** Entries of one type counted per UTC day and per the value of one payload field (e.g. activations per license). */
+export interface DailyCount {
+  tenant_id: string;
+  /** The payload field's value. */
+  key: string;
+  /** The UTC day's start, epoch milliseconds. */
+  day_ms: string;
+  value: string;
+}
+
+/**
+ * Counts `type` entries in [from, to) per tenant, payload `field` and UTC day, on `em`'s
+ * transaction; all tenants' unless `tenantId` is given.
+ */
+export async function dailyCounts(
+  em: EntityManager,
+  q: { type: string; field: string; from: Date; to: Date; tenantId?: string },
+): Promise<DailyCount[]> {
+  const tenant = q.tenantId ? "and tenant_id = ?" : "";
+  return em.execute<DailyCount[]>(
+    `select tenant_id, payload->>? as key, (extract(epoch from date_trunc('day', occurred_at, 'UTC')) * 1000)::bigint as day_ms, count(*) as value
+       from audit_events where type = ? and occurred_at >= ? and occurred_at < ? ${tenant}
+      group by 1, 2, 3`,
+    [q.field, q.type, q.from, q.to, ...(q.tenantId ? [q.tenantId] : [])],
+  );
+}
