@@ -1,9 +1,11 @@
-import { hkdfSync, randomBytes } from "node:crypto";
+import { hkdfSync } from "node:crypto";
 import { createRequire } from "node:module";
 import type { ZxcvbnFactory } from "@zxcvbn-ts/core";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { compileTrustedProxies, type ForwardedHeader } from "./platform/client-address.js";
+import { loadDevSecrets, openDevSecrets } from "./platform/dev-secrets.js";
+import type { RateRule } from "./platform/rate-limit.js";
 
 /** Every setting licensd reads, validated once at start. */
 export interface Config {
@@ -52,11 +54,7 @@ export interface Config {
   devSecretsFile: string | undefined;
 }
 
-/** A token-bucket rule: `capacity` requests, refilled evenly over `periodSeconds`. */
-export interface RateRule {
-  capacity: number;
-  periodSeconds: number;
-}
+export type { RateRule };
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
 
@@ -81,11 +79,54 @@ type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
+/** The environment being read: every step records what is wrong in `problems` and goes on, so all are reported at once. */
+interface Settings {
+  /** The variable's value; unset and empty are the same. */
+  str(name: string): string | undefined;
+  /** A whole number in [min, max], else `def` (and a problem when it was set). */
+  int(name: string, def: number, min: number, max: number): number;
+  /** A rate rule (`parseRate`), `def` when unset; null (disabled) after a problem. */
+  rate(name: string, def: string): RateRule | null;
+  problems: string[];
+  warnings: string[];
+}
+
 /**
  * Reads LICENSD_* variables. Production refuses insecure defaults; development
  * generates missing secrets once and keeps them in the data dir so restarts agree.
+ * The steps run in this order, so the problems are reported in it.
  */
 export function loadConfig(env: Env = process.env): Config {
+  const settings = readSettings(env);
+  const production = readMode(settings);
+  const server = readServer(settings, production);
+  const secrets = readSecrets(settings, production, server);
+  const keys = readSigningKeys(settings);
+  const limits = readLimits(settings);
+  const proxies = readProxies(settings);
+  const tuning = readTuning(settings);
+
+  if (settings.problems.length > 0) throw new ConfigError(settings.problems);
+  const { dataKey } = secrets;
+  return {
+    env: production ? "production" : "development",
+    ...server,
+    superAdminKey: secrets.superAdminKey!,
+    dataKey: dataKey!,
+    ...tuning,
+    auditHmacKeys: keys.auditHmacKeys,
+    // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
+    licenseKeySecrets: keys.licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
+    licenseFileHmacSecret: keys.licenseFileHmacSecret,
+    ...limits,
+    ...proxies,
+    generated: secrets.generated,
+    devSecretsFile: secrets.devSecretsFile,
+    warnings: settings.warnings,
+  };
+}
+
+function readSettings(env: Env): Settings {
   const problems: string[] = [];
   const str = (name: string) => {
     const v = env[name];
@@ -101,8 +142,17 @@ export function loadConfig(env: Env = process.env): Config {
     }
     return n;
   };
+  const rate = (name: string, def: string) => {
+    const raw = str(name) ?? def;
+    const rule = parseRate(raw);
+    if (rule === undefined) problems.push(`${name}=${JSON.stringify(raw)}: must be <count>/<period> like 60/1m or 10/30s, or 0 to disable`);
+    return rule ?? null;
+  };
+  return { str, int, rate, problems, warnings: [] };
+}
 
-  const warnings: string[] = [];
+/** LICENSD_ENV (or NODE_ENV): whether this is production. */
+function readMode({ str, problems, warnings }: Settings): boolean {
   // NODE_ENV=production alone means production: a deployment that says so must not get generated secrets and an embedded database.
   const nodeProduction = str("NODE_ENV") === "production";
   const envName = str("LICENSD_ENV") ?? (nodeProduction ? "production" : "development");
@@ -111,7 +161,11 @@ export function loadConfig(env: Env = process.env): Config {
   } else if (envName === "development" && nodeProduction) {
     warnings.push("NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so");
   }
-  const production = envName === "production";
+  return envName === "production";
+}
+
+/** Where licensd listens and keeps its data: address, database, data dir, log level, TLS. */
+function readServer({ str, int, problems }: Settings, production: boolean) {
   const port = int("LICENSD_PORT", 8080, 0, 65535);
   const host = str("LICENSD_HOST") ?? (production ? "0.0.0.0" : "127.0.0.1");
   const databaseUrl = str("LICENSD_DATABASE_URL");
@@ -131,7 +185,15 @@ export function loadConfig(env: Env = process.env): Config {
   for (const [name, file] of [["LICENSD_TLS_CERT", tlsCert], ["LICENSD_TLS_KEY", tlsKey]] as const) {
     if (file !== undefined && !existsSync(file)) problems.push(`${name}: no file at ${file}`);
   }
+  return { host, port, databaseUrl, dataDir, tlsCert, tlsKey, logLevel };
+}
 
+/**
+ * The super-admin key and the data key: checked in production, where they (and a database
+ * URL) are required; in development, whichever is missing comes from the secrets file.
+ */
+function readSecrets(settings: Settings, production: boolean, server: { databaseUrl: string | undefined; dataDir: string }) {
+  const { str, problems } = settings;
   let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
   let dataKeyText = str("LICENSD_DATA_KEY");
   const generated: string[] = [];
@@ -147,12 +209,10 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   if (production) {
-    if (databaseUrl === undefined) problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
-    if (superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
-    if (dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
+    requireProductionSettings(settings, { databaseUrl: server.databaseUrl, superAdminKey, dataKeyText });
   } else if (problems.length === 0 && (superAdminKey === undefined || dataKeyText === undefined)) {
-    const { secrets: stored, created } = openDevSecrets(dataDir);
-    devSecretsFile = path.join(dataDir, "secrets.json");
+    const { secrets: stored, created } = openDevSecrets(server.dataDir);
+    devSecretsFile = path.join(server.dataDir, "secrets.json");
     if (superAdminKey === undefined) {
       superAdminKey = stored.superAdminKey;
       if (created) generated.push("LICENSD_SUPER_ADMIN_KEY");
@@ -163,7 +223,18 @@ export function loadConfig(env: Env = process.env): Config {
       if (created) generated.push("LICENSD_DATA_KEY");
     }
   }
+  return { superAdminKey, dataKey, generated, devSecretsFile };
+}
 
+/** Production never falls back to the embedded database or generated secrets. */
+function requireProductionSettings({ problems }: Settings, set: { databaseUrl?: string; superAdminKey?: string; dataKeyText?: string }) {
+  if (set.databaseUrl === undefined) problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
+  if (set.superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
+  if (set.dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
+}
+
+/** The audit log's extra HMAC keys, the license-key HMAC keyring and the license-file HMAC secret. */
+function readSigningKeys({ str, problems }: Settings) {
   const auditHmacKeys: Record<string, Buffer> = {};
   const auditEntries = jsonEntries(str("LICENSD_AUDIT_HMAC_KEYS"));
   if (auditEntries === null) {
@@ -184,18 +255,21 @@ export function loadConfig(env: Env = process.env): Config {
 
   const licenseFileHmacSecret = str("LICENSD_LICENSE_FILE_HMAC_SECRET");
   if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32) problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
+  return { auditHmacKeys, licenseKeySecrets, licenseFileHmacSecret };
+}
 
-  const rate = (name: string, def: string) => {
-    const raw = str(name) ?? def;
-    const rule = parseRate(raw);
-    if (rule === undefined) problems.push(`${name}=${JSON.stringify(raw)}: must be <count>/<period> like 60/1m or 10/30s, or 0 to disable`);
-    return rule ?? null;
+/** The rate limits (token buckets). */
+function readLimits({ rate }: Settings) {
+  return {
+    activationRatePerLicense: rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m"),
+    activationRatePerIp: rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m"),
+    keyFailureRatePerIp: rate("LICENSD_KEY_FAILURE_RATE_PER_IP", "60/1m"),
+    keyCollisionRatePerTenant: rate("LICENSD_KEY_COLLISION_RATE_PER_TENANT", "30/1h"),
   };
-  const activationRatePerLicense = rate("LICENSD_ACTIVATION_RATE_PER_LICENSE", "100/1m");
-  const activationRatePerIp = rate("LICENSD_ACTIVATION_RATE_PER_IP", "300/1m");
-  const keyFailureRatePerIp = rate("LICENSD_KEY_FAILURE_RATE_PER_IP", "60/1m");
-  const keyCollisionRatePerTenant = rate("LICENSD_KEY_COLLISION_RATE_PER_TENANT", "30/1h");
+}
 
+/** Which proxies' forwarding header names the client, and which header that is. */
+function readProxies({ str, problems }: Settings) {
   const trustedProxies = (str("LICENSD_TRUSTED_PROXIES") ?? "").split(",").map((e) => e.trim()).filter((e) => e !== "");
   const trust = compileTrustedProxies(trustedProxies);
   if ("bad" in trust) problems.push(`LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`);
@@ -203,44 +277,17 @@ export function loadConfig(env: Env = process.env): Config {
   if (forwardedHeader !== "x-forwarded-for" && forwardedHeader !== "forwarded") {
     problems.push(`LICENSD_FORWARDED_HEADER=${JSON.stringify(forwardedHeader)}: must be "x-forwarded-for" or "forwarded"`);
   }
+  return { trustedProxies, forwardedHeader: forwardedHeader as ForwardedHeader };
+}
 
-  // Read before the check below, so a bad value is named rather than replaced by its default.
-  const dbPoolMax = int("LICENSD_DB_POOL_MAX", 10, 1, 1000);
-  const shutdownTimeoutMs = int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
-  const workers = int("LICENSD_WORKERS", 1, 1, 256);
-  const auditKeepAliveMs = int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000);
-  const heartbeatSweepMs = int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000);
-
-  if (problems.length > 0) throw new ConfigError(problems);
+/** Pool size, shutdown, processes and intervals; read before the check for problems, so a bad value is named rather than replaced by its default. */
+function readTuning({ int }: Settings) {
   return {
-    env: production ? "production" : "development",
-    host,
-    port,
-    databaseUrl,
-    dataDir,
-    superAdminKey: superAdminKey!,
-    dataKey: dataKey!,
-    tlsCert,
-    tlsKey,
-    logLevel,
-    dbPoolMax,
-    shutdownTimeoutMs,
-    workers,
-    auditHmacKeys,
-    // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
-    licenseKeySecrets: licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
-    licenseFileHmacSecret,
-    auditKeepAliveMs,
-    activationRatePerLicense,
-    activationRatePerIp,
-    keyFailureRatePerIp,
-    keyCollisionRatePerTenant,
-    trustedProxies,
-    forwardedHeader: forwardedHeader as ForwardedHeader,
-    heartbeatSweepMs,
-    generated,
-    devSecretsFile,
-    warnings,
+    dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),
+    shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+    workers: int("LICENSD_WORKERS", 1, 1, 256),
+    auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
+    heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),
   };
 }
 
@@ -302,34 +349,4 @@ function decodeKey(text: string, exact32 = true): Buffer | undefined {
   return buf;
 }
 
-interface DevSecrets {
-  superAdminKey: string;
-  dataKey: string;
-  embeddedDbPassword: string;
-}
-
-/** The development secrets file: created once with mode 0600, then reused. */
-export function loadDevSecrets(dataDir: string): DevSecrets {
-  return openDevSecrets(dataDir).secrets;
-}
-
-/** The development secrets, and whether this call created the file. */
-export function openDevSecrets(dataDir: string): { secrets: DevSecrets; created: boolean } {
-  const file = path.join(dataDir, "secrets.json");
-  if (existsSync(file)) return { secrets: JSON.parse(readFileSync(file, "utf8")) as DevSecrets, created: false };
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const secrets: DevSecrets = {
-    superAdminKey: randomBytes(32).toString("base64url"),
-    dataKey: randomBytes(32).toString("base64"),
-    embeddedDbPassword: randomBytes(24).toString("base64url"),
-  };
-  try {
-    // Exclusive: of two processes starting at once, one writes and both use what it wrote.
-    writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: "wx" });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    return { secrets: JSON.parse(readFileSync(file, "utf8")) as DevSecrets, created: false };
-  }
-  chmodSync(file, 0o600);
-  return { secrets, created: true };
-}
+export { loadDevSecrets, openDevSecrets };

@@ -10,7 +10,7 @@ import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
 import type { Clock } from "../platform/clock.js";
-import type { RateRule } from "../config.js";
+import type { RateRule } from "../platform/rate-limit.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { addressBucket } from "../platform/client-address.js";

@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadDevSecrets } from "../config.js";
+import { loadDevSecrets } from "./dev-secrets.js";
 import type { Logger } from "./logger.js";
 
 export interface EmbeddedDatabase {

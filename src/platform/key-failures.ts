@@ -1,5 +1,5 @@
 import { Code } from "@connectrpc/connect";
-import type { RateRule } from "../config.js";
+import type { RateRule } from "./rate-limit.js";
 import { addressBucket } from "./client-address.js";
 import type { Clock } from "./clock.js";
 import type { Database } from "./db.js";

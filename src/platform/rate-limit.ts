@@ -1,8 +1,13 @@
-import type { RateRule } from "../config.js";
 import type { Clock } from "./clock.js";
 import type { Database } from "./db.js";
 import { DomainError } from "./errors.js";
 import { Code } from "@connectrpc/connect";
+
+/** A token-bucket rule: `capacity` requests, refilled evenly over `periodSeconds`. */
+export interface RateRule {
+  capacity: number;
+  periodSeconds: number;
+}
 
 /**
  * Token buckets held in PostgreSQL, so every instance draws from the same bucket: one
