@@ -29,4 +29,4 @@ if (!process.execArgv.includes(flag) && typeof process.execve === "function" && 
     process.emitWarning(`could not restart with ${flag} (${err.message}); running without it`);
   }
 }
-await import("../dist/src/cli.js");
+await import("../dist/src/cli/main.js");

@@ -6,19 +6,19 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { toJsonString, type DescService } from "@bufbuild/protobuf";
-import { createApp, openStorage, type App } from "./app.js";
-import { ConfigError, loadConfig, loadDevSecrets, type Config } from "./config.js";
-import { createLogger, type Logger } from "./platform/logger.js";
-import { Health, HealthCheckResponse_ServingStatus } from "../gen/ts/health/v1/health_pb.js";
-import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { ApiKeyScope } from "../gen/ts/licensd/tenant/v1/api_key_pb.js";
-import { verifyAuditLog } from "./audit/audit.cli.js";
-import { AuditService, PruneAuditLogResponseSchema } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import { importFile } from "./licensing/import.cli.js";
-import { createOfflineActivationRequest } from "./sdk/offline-activation.js";
-import { ActivationService, RotateSigningKeyResponseSchema } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { createApp, openStorage, type App } from "../app.js";
+import { ConfigError, loadConfig, loadDevSecrets, type Config } from "../config.js";
+import { createLogger, type Logger } from "../platform/logger.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/ts/health/v1/health_pb.js";
+import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { verifyAuditLog } from "./audit-verify.js";
+import { AuditService, PruneAuditLogResponseSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { importFile } from "./import.js";
+import { createOfflineActivationRequest } from "../sdk/offline-activation.js";
+import { ActivationService, RotateSigningKeyResponseSchema } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import packageJson from "../package.json" with { type: "json" };
+import packageJson from "../../package.json" with { type: "json" };
 
 const program = new Command()
   .name("licensd")

@@ -4,7 +4,7 @@ import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import { loadDevSecrets } from "../config.js";
+import { loadDevSecrets } from "../platform/dev-secrets.js";
 import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
 import path from "node:path";
 
