@@ -19,6 +19,7 @@ import canonicalize from "canonicalize";
 import { AuditEventSchema, CheckpointSchema } from "../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ValidateLicenseRequestSchema, ValidateLicenseResponseSchema } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { createMachineService } from "../src/activation/machine.service.js";
+import { createLicenseMachines } from "../src/activation/license-machines.js";
 import type { Machine } from "../src/activation/machine.entity.js";
 import { auditEventToProto, checkpointToProto } from "../src/audit/audit.mapper.js";
 import type { AuditEntry } from "../src/audit/audit.service.js";
@@ -500,11 +501,16 @@ async function validationVectors() {
   } as unknown as Database;
   const feed = { onEntry: () => {}, onReconnect: () => {} } as unknown as AuditFeed;
   const clock = new ManualClock(ISSUED_AT);
+  const machinesOf = (active: TestSigningKey) =>
+    createLicenseMachines({
+      db,
+      machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
+    });
   const rpc = (active: TestSigningKey) =>
     createLicenseRpc({
       db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
-      validation: createValidationService({ db, clock, keyring, feed }),
-      machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
+      validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active) }),
+      machines: machinesOf(active),
       idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
       // No address is ever blocked here: validation answers as it would for a first look-up.
       keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined, guard: <T>(_address: string, lookup: () => Promise<T>) => lookup() } as unknown as KeyFailureLimit,

@@ -27,6 +27,7 @@ import { createTenantRpc } from "./tenants/tenant.rpc.js";
 import { createTenantService } from "./tenants/tenant.service.js";
 import { createActivationRpc } from "./activation/activation.rpc.js";
 import { createMachineService } from "./activation/machine.service.js";
+import { createLicenseMachines } from "./activation/license-machines.js";
 import { AuditFeed } from "./events/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
@@ -143,9 +144,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseFileHmacSecret: config.licenseFileHmacSecret,
       foreignKeys,
     });
-    const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
-    const imports = createImportService({ db, catalog, licenses, logger });
     const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
+    // Licensing asks about machines through its port; activation fills it.
+    const licenseMachines = createLicenseMachines({ db, machines });
+    const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed, machines: licenseMachines });
+    const imports = createImportService({ db, catalog, licenses, logger });
     const hub = new LeaseHub(createEventLog(db), feed, logger);
     const meters = createMeterService({ clock, events, catalog });
     const ingest = createIngestService({ db, clock, events, keyring: licenseKeyring, signingKeys, feed });
@@ -187,7 +190,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines: licenseMachines, pages, keyFailures }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),

@@ -19,7 +19,7 @@ import { License, Policy, Product } from "./licensing.entity.js";
 import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
 import type { LicenseSnapshot, Validation, ValidationService } from "./validation.service.js";
 import type { ImportRow, ImportService } from "./import.service.js";
-import type { MachineService } from "../activation/machine.service.js";
+import type { LicenseMachines } from "./license-machines.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
@@ -152,7 +152,7 @@ export function createLicenseRpc(deps: {
   validation: ValidationService;
   signingKeys: SigningKeyStore;
   imports: ImportService;
-  machines: MachineService;
+  machines: LicenseMachines;
   pages: PageTokens;
   keyFailures: KeyFailureLimit;
 }): Omit<LicensingImpl, CatalogMethods> {
@@ -285,7 +285,7 @@ export function createLicenseRpc(deps: {
       }
       const now = clock.now();
       const time = timestampFromDate(now);
-      const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseFor(db.em(), v.license.id, req.fingerprint))?.token ?? "") : "";
+      const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseToken(v.license.id, req.fingerprint)) ?? "") : "";
       // Signed at the end of the turn, with the other answers the turn produced.
       const { kid, signature } = await signingKeys.signLater(signingTextOf(answer, req.nonce, now, lease));
       // A shallow copy: the cached answer's nested messages are shared, never changed.

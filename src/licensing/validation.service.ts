@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
+import type { LicenseMachines } from "./license-machines.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
@@ -90,8 +91,8 @@ interface Row {
  * cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
  * within the notification's latency; entries also expire after 30 s as a backstop.
  */
-export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed }) {
-  const { db, clock, keyring, feed } = deps;
+export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed; machines: LicenseMachines }) {
+  const { db, clock, keyring, feed, machines: licenseMachines } = deps;
   const cache = new Map<string, { snapshot: LicenseSnapshot | null; tenantId: string | null; until: number }>();
   // Bumped on every invalidation: a load that overlapped one does not cache what it read.
   let epoch = 0;
@@ -194,11 +195,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       }
       if (input.fingerprint) {
         // Machines change with every heartbeat: read, never cached.
-        const machines = await db.prepared<{ fingerprint: string; last_ms: string; status: string; offline: boolean }>(
-          "licensd-validate-machines",
-          `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = $1 order by id`,
-          [snapshot.id],
-        );
+        const machines = await licenseMachines.ofLicense(snapshot.id);
         const machine = machines.find((m) => m.fingerprint === input.fingerprint);
         if (machines.length === 0) return fail("NO_MACHINES", "the license is not activated on any machine");
         if (!machine) {

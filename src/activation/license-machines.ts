@@ -1,0 +1,20 @@
+import type { Database } from "../platform/db.js";
+import type { LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
+import type { MachineService } from "./machine.service.js";
+
+/** Activation's side of licensing's LicenseMachines port. */
+export function createLicenseMachines(deps: { db: Database; machines: MachineService }): LicenseMachines {
+  const { db, machines } = deps;
+  return {
+    // ValidateLicense's hot path: one prepared statement (not the ORM), never cached (heartbeats change it).
+    ofLicense: (licenseId) =>
+      db.prepared<LicenseMachine>(
+        "licensd-validate-machines",
+        `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = $1 order by id`,
+        [licenseId],
+      ),
+    async leaseToken(licenseId, fingerprint) {
+      return (await machines.leaseFor(db.em(), licenseId, fingerprint))?.token;
+    },
+  };
+}
