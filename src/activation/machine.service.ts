@@ -14,7 +14,7 @@ import { License, type Policy, type Product } from "../licensing/licensing.entit
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
 import { stampMachine } from "./machine-stamp.js";
-import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../sdk/offline-activation.js";
+import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { open } from "../platform/crypto.js";
 
 /** Vinzy's default lease lifetime. */

@@ -7,7 +7,7 @@ import type { Principal } from "../platform/auth.js";
 import { hasScope } from "../platform/auth.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { verifyLease } from "../sdk/lease.js";
+import { verifyLease } from "../licensing/lease-verify.js";
 import { periodOf, unusable, type LicenseRow, type MeterRow, type UsageLookups } from "./usage-records.js";
 
 /** How far in the past and future an event's time may be. */
