@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import pg from "pg";
+import { backoff } from "../platform/backoff.js";
 import type { Logger } from "../platform/logger.js";
 import { AUDIT_CHANNEL } from "./events.js";
 
@@ -7,7 +8,7 @@ import { AUDIT_CHANNEL } from "./events.js";
  * This process's ear on the audit log: one LISTEN connection that hears every entry
  * committed by any instance on the database, and wakes the tails (and, later, caches
  * and the webhook dispatcher) waiting on that tenant. If the connection drops it
- * reconnects, and every waiter is woken to re-read, so nothing is missed.
+ * reconnects (with capped, jittered backoff), and every waiter is woken to re-read, so nothing is missed.
  */
 const ANY_ENTRY = Symbol("any entry");
 const RECONNECTED = Symbol("reconnected");
@@ -18,6 +19,8 @@ export class AuditFeed {
   private readonly wake = new EventEmitter();
   private stopped = false;
   private retry: NodeJS.Timeout | undefined;
+  /** Reconnect delays: from 0.25–0.5 s, doubling to 15–30 s while the database stays away. */
+  private readonly delays = backoff({ baseMs: 500, capMs: 30_000 });
   /** Other channels this connection listens on (platform's cross-instance messages), by name. */
   private readonly channels = new Map<string, (payload: string) => void>();
 
@@ -53,6 +56,7 @@ export class AuditFeed {
     await client.query(`listen ${AUDIT_CHANNEL}`);
     for (const channel of this.channels.keys()) await client.query(`listen ${channel}`);
     this.client = client;
+    this.delays.reset();
     this.wake.emit("*");
     this.wake.emit(RECONNECTED);
   }
@@ -63,7 +67,7 @@ export class AuditFeed {
     this.retry = setTimeout(() => {
       this.retry = undefined;
       this.connect().catch(() => this.reconnectSoon());
-    }, 500);
+    }, this.delays.next());
   }
 
   /**

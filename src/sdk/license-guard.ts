@@ -22,6 +22,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { ActivationService, type ConnectLeaseRequestSchema } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { verifyLease, type LeaseCheck } from "./lease.js";
+import { backoff, type Backoff } from "../platform/backoff.js";
 
 export interface LicenseGuardOptions {
   /** licensd's base URL, e.g. `https://licensd.example.com`. */
@@ -135,7 +136,7 @@ export class LicenseGuard {
   private error: string | null = null;
   private online = false;
   private needsActivation = true;
-  private attempt = 0;
+  private readonly retry: Backoff;
   /** The signature check of the current token with the current keys (expiry is checked per call). */
   private checked?: { token: string; keys: SigningKey[]; check: LeaseCheck };
   private starting?: Promise<void>;
@@ -146,6 +147,7 @@ export class LicenseGuard {
     this.now = opts.now ?? (() => new Date());
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5 * 60_000;
     this.backoff = opts.backoff ?? { initialMs: 1_000, maxMs: 60_000 };
+    this.retry = backoff({ baseMs: this.backoff.initialMs, capMs: this.backoff.maxMs });
     let transport = opts.transport;
     if (!transport) {
       // Pings notice a connection that died silently, which a quiet stream would not.
@@ -246,9 +248,8 @@ export class LicenseGuard {
         next = this.failed(ConnectError.from(err));
       }
       if (next === "stop" || halt.aborted) break;
-      // Capped exponential backoff, drawn from the upper half so a fleet cut off together does not return in step.
-      const ceiling = next === "slow" ? this.backoff.maxMs : Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** this.attempt++);
-      await sleep(ceiling / 2 + (Math.random() * ceiling) / 2, halt);
+      // Capped, jittered backoff, so a fleet cut off together does not return in step.
+      await sleep(next === "slow" ? this.retry.slowest() : this.retry.next(), halt);
     }
   }
 
@@ -268,7 +269,7 @@ export class LicenseGuard {
       }
       for await (const res of this.client.connectLease(this.heartbeats(signal), { signal })) {
         if (res.event.case === "lease") {
-          this.attempt = 0;
+          this.retry.reset();
           this.online = true;
           await this.accept(res.event.value.token, signal);
         } else if (res.event.case === "revocation") {
@@ -327,7 +328,7 @@ export class LicenseGuard {
     if (FINAL.has(reason)) return "stop";
     if (reason === "HEARTBEAT_DEAD") {
       this.needsActivation = true;
-      this.attempt = 0;
+      this.retry.reset();
       return "retry";
     }
     return "slow";
