@@ -1,16 +1,11 @@
 import type { Interceptor } from "@connectrpc/connect";
-import { peerAddressKey, principalKey } from "./context.js";
+import { peerAddressKey, principalKey, type Principal, type Scope } from "./context.js";
 import type { KeyFailureLimit } from "./key-failures.js";
 import { secretsEqual } from "./crypto.js";
 import { invalidArgument, notFound, permissionDenied, unauthenticated } from "./errors.js";
 
-export type Scope = "admin" | "read" | "ingest";
-
-/** Who is calling. Set once per request by the auth interceptor. */
-export type Principal =
-  | { kind: "super_admin" }
-  | { kind: "tenant"; tenantId: string; keyId: string; scopes: ReadonlySet<Scope> }
-  | { kind: "anonymous" };
+// (defined beside the context key that carries them, so context.ts needs nothing of this file)
+export type { Principal, Scope };
 
 /** Resolves a tenant API key's secret to its principal, or undefined when it is not live. */
 export type ApiKeyResolver = (secret: string) => Promise<Principal | undefined>;

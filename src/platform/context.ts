@@ -1,5 +1,12 @@
 import { createContextKey } from "@connectrpc/connect";
-import type { Principal } from "./auth.js";
+
+export type Scope = "admin" | "read" | "ingest";
+
+/** Who is calling. Set once per request by the auth interceptor. */
+export type Principal =
+  | { kind: "super_admin" }
+  | { kind: "tenant"; tenantId: string; keyId: string; scopes: ReadonlySet<Scope> }
+  | { kind: "anonymous" };
 
 /** Who is calling; set by the auth interceptor for every request. */
 export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, { description: "licensd principal" });

@@ -10,7 +10,7 @@ import { limitOf, limitState, type LimitState } from "./usage-records.js";
 import type { Prepared, Rejection } from "./usage-event.js";
 import { columns, eventRecords, eventsInsert, eventsParams, finishStatement, type PeriodTotal } from "./ingest-sql.js";
 import type { Turn } from "./stream-order.js";
-import type { BatchResult } from "./ingest.service.js";
+import type { BatchResult } from "./batch-result.js";
 
 /**
  * Writes a batch in the caller's transaction: keys and keyed events, then the period totals

@@ -11,6 +11,7 @@ import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepar
 import { fastStatement, type FastGroup } from "./ingest-sql.js";
 import { writeBatch } from "./ingest-general.js";
 import type { Admission, Turn } from "./stream-order.js";
+import type { BatchResult } from "./batch-result.js";
 
 export type { IncomingEvent, Rejection };
 
@@ -29,14 +30,7 @@ export interface IngestOptions {
 }
 export type { LimitState };
 
-export interface BatchResult {
-  accepted: number;
-  duplicates: number;
-  /** Indexes of duplicate events (RecordUsage reports its one event's). */
-  duplicateIndexes: number[];
-  rejected: Rejection[];
-  limits: LimitState[];
-}
+export type { BatchResult };
 
 /**
  * Usage ingestion. A batch is checked event by event (a bad event is rejected with its

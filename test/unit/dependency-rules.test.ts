@@ -1,0 +1,53 @@
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const CONFIG = path.join(ROOT, ".dependency-cruiser.cjs");
+const CLI = path.join(ROOT, "node_modules", "dependency-cruiser", "bin", "dependency-cruiser.mjs");
+
+function depcruise(cwd: string) {
+  return spawnSync(process.execPath, [CLI, "src", "--config", CONFIG], { cwd, encoding: "utf8" });
+}
+
+describe("the dependency rules (npm run deps)", () => {
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("hold for src/ today", () => {
+    const res = depcruise(ROOT);
+    expect(res.stdout + res.stderr).toContain("no dependency violations found");
+    expect(res.status).toBe(0);
+  });
+
+  it("fail on forbidden imports, type-only ones included, naming each broken rule", () => {
+    // A small tree laid out like src/, with one forbidden import per rule.
+    const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-deps-"));
+    dirs.push(dir);
+    const files: Record<string, string> = {
+      "tsconfig.json": JSON.stringify({ compilerOptions: { module: "NodeNext", moduleResolution: "NodeNext", allowImportingTsExtensions: true, noEmit: true } }),
+      "src/config.ts": "export const port = 1;\n",
+      "src/platform/clock.ts": 'import { port } from "../config.js";\nimport type { License } from "../licensing/license.ts";\nexport const p: License | number = port;\n',
+      "src/licensing/license.ts": 'import type { Machine } from "../activation/machine.js";\nexport type License = { machine?: Machine };\n',
+      "src/activation/machine.ts": 'import { verify } from "../sdk/lease.js";\nexport type Machine = { ok: typeof verify };\n',
+      "src/sdk/lease.ts": "export const verify = () => true;\n",
+      "src/events/feed.ts": 'import type { Machine } from "../activation/machine.js";\nexport type Feed = Machine[];\n',
+    };
+    for (const [file, text] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+      writeFileSync(path.join(dir, file), text);
+    }
+    const res = depcruise(dir);
+    expect(res.status).not.toBe(0);
+    const out = res.stdout + res.stderr;
+    expect(out).toContain("error platform-knows-no-domain: src/platform/clock.ts → src/config.ts");
+    expect(out).toContain("error platform-knows-no-domain: src/platform/clock.ts → src/licensing/license.ts");
+    expect(out).toContain("error domain-imports-no-other-domain: src/licensing/license.ts → src/activation/machine.ts");
+    expect(out).toContain("error server-imports-no-sdk: src/activation/machine.ts → src/sdk/lease.ts");
+    expect(out).toContain("error events-imports-only-platform: src/events/feed.ts → src/activation/machine.ts");
+  });
+});
