@@ -20,21 +20,23 @@ module.exports = {
   forbidden: [
     {
       name: "platform-knows-no-domain",
-      comment: "platform/ is the floor every room stands on: it imports no domain, no events/, no sdk/ and no entry file.",
+      comment: "platform/ is the floor every room stands on: it imports no domain, no events/, no sdk/, no entry file.",
       severity: "error",
       from: { path: "^src/platform/" },
       to: { path: [`^src/${DOMAINS}/`, "^src/events/", "^src/sdk/", ENTRY] },
     },
     {
       name: "events-imports-only-platform",
-      comment: "events/ (emit, the Merkle tree, the feed, the read API) is read by every domain, so it imports only platform/.",
+      comment: "events/ (emit, the Merkle tree, the feed, the read API) serves every domain: it imports only platform/.",
       severity: "error",
       from: { path: "^src/events/" },
       to: { path: "^src/", pathNot: ["^src/events/", "^src/platform/", "^src/types/"] },
     },
     {
       name: "domain-imports-no-entry",
-      comment: "Domains are wired by the composition root; they never import app.ts, cli/, server.ts, connect.ts, config.ts, entities.ts or the migrations.",
+      comment:
+        "Domains are wired by the composition root; they never import app.ts, cli/, server.ts, connect.ts, " +
+        "config.ts, entities.ts or the migrations.",
       severity: "error",
       from: { path: `^src/${DOMAINS}/` },
       to: { path: ENTRY },
@@ -66,8 +68,10 @@ module.exports = {
       from: { path: "^src/(activation|usage)/" },
       to: {
         path: "^src/licensing/",
-        pathNot:
-          "^src/licensing/(license-key|license-file|license-file-verify|lease-verify|licensing\\.entity|catalog\\.service|license\\.service|entitlements|license-machines)\\.ts$",
+        pathNot: [
+          "^src/licensing/(license-key|license-file|license-file-verify|lease-verify|entitlements|license-machines)\\.ts$",
+          "^src/licensing/(licensing\\.entity|catalog\\.service|license\\.service)\\.ts$",
+        ],
       },
     },
     {
@@ -75,7 +79,7 @@ module.exports = {
       comment:
         "src/sdk/ is client code (it moves out with the client packages). The server owns the pure formats it needs " +
         "(licensing/lease-verify.ts, activation/offline-request.ts, …) and the sdk imports them, not the other way. " +
-        "Only the CLI (entry) may import sdk/, for client-side work: audit verify, writing offline activation requests.",
+        "Only the CLI (entry) may import sdk/, for client-side work: audit verify, offline activation requests.",
       severity: "error",
       from: { path: "^src/", pathNot: ["^src/sdk/", "^src/cli/"] },
       to: { path: "^src/sdk/" },
@@ -114,7 +118,11 @@ module.exports = {
     exclude: { path: ["^dist/", "^node_modules/"] },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
-    enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default"], extensions: [".ts", ".js", ".json", ".d.ts"] },
+    enhancedResolveOptions: {
+      exportsFields: ["exports"],
+      conditionNames: ["import", "require", "node", "default"],
+      extensions: [".ts", ".js", ".json", ".d.ts"],
+    },
     reporterOptions: { text: { highlightFocused: true } },
   },
 };

@@ -79,7 +79,7 @@ type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
-/** The environment being read: every step records what is wrong in `problems` and goes on, so all are reported at once. */
+/** The environment being read: each step records what is wrong in `problems` and goes on, to report all at once. */
 interface Settings {
   /** The variable's value; unset and empty are the same. */
   str(name: string): string | undefined;
@@ -192,7 +192,7 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
  * The super-admin key and the data key: checked in production, where they (and a database
  * URL) are required; in development, whichever is missing comes from the secrets file.
  */
-function readSecrets(settings: Settings, production: boolean, server: { databaseUrl: string | undefined; dataDir: string }) {
+function readSecrets(settings: Settings, production: boolean, server: { databaseUrl?: string; dataDir: string }) {
   const { str, problems } = settings;
   let superAdminKey = str("LICENSD_SUPER_ADMIN_KEY");
   let dataKeyText = str("LICENSD_DATA_KEY");
@@ -227,7 +227,10 @@ function readSecrets(settings: Settings, production: boolean, server: { database
 }
 
 /** Production never falls back to the embedded database or generated secrets. */
-function requireProductionSettings({ problems }: Settings, set: { databaseUrl?: string; superAdminKey?: string; dataKeyText?: string }) {
+function requireProductionSettings(
+  { problems }: Settings,
+  set: { databaseUrl?: string; superAdminKey?: string; dataKeyText?: string },
+) {
   if (set.databaseUrl === undefined) problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
   if (set.superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
   if (set.dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
@@ -280,7 +283,10 @@ function readProxies({ str, problems }: Settings) {
   return { trustedProxies, forwardedHeader: forwardedHeader as ForwardedHeader };
 }
 
-/** Pool size, shutdown, processes and intervals; read before the check for problems, so a bad value is named rather than replaced by its default. */
+/**
+ * Pool size, shutdown, processes and intervals; read before the check for problems, so a bad
+ * value is named rather than replaced by its default.
+ */
 function readTuning({ int }: Settings) {
   return {
     dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),

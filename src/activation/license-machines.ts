@@ -10,6 +10,7 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
     ofLicense: (licenseId) =>
       db.prepared<LicenseMachine>(
         "licensd-validate-machines",
+        // (the statement text as validation.service.ts ran it, byte for byte)
         `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = $1 order by id`,
         [licenseId],
       ),

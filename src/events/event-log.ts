@@ -22,7 +22,9 @@ export interface EventLog {
 export function createEventLog(db: Database): EventLog {
   return {
     async head(tenantId) {
-      const [head] = await db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
+      const [head] = await db
+        .em()
+        .execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
       return Number(head?.seq ?? 0);
     },
     async entriesAfter(tenantId, afterSeq, limit) {
@@ -57,7 +59,8 @@ export async function dailyCounts(
 ): Promise<DailyCount[]> {
   const tenant = q.tenantId ? "and tenant_id = ?" : "";
   return em.execute<DailyCount[]>(
-    `select tenant_id, payload->>? as key, (extract(epoch from date_trunc('day', occurred_at, 'UTC')) * 1000)::bigint as day_ms, count(*) as value
+    `select tenant_id, payload->>? as key,
+            (extract(epoch from date_trunc('day', occurred_at, 'UTC')) * 1000)::bigint as day_ms, count(*) as value
        from audit_events where type = ? and occurred_at >= ? and occurred_at < ? ${tenant}
       group by 1, 2, 3`,
     [q.field, q.type, q.from, q.to, ...(q.tenantId ? [q.tenantId] : [])],
