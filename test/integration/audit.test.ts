@@ -10,6 +10,7 @@ import { createTestDatabase, query } from "../support/database.js";
 import { AuditFeed } from "../../src/events/audit-feed.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
 import { createEvents } from "../../src/events/events.js";
+import { createEventLog, dailyCounts } from "../../src/events/event-log.js";
 import { systemClock } from "../../src/platform/clock.js";
 import { createLogger } from "../../src/platform/logger.js";
 import { failure } from "../support/errors.js";
@@ -126,6 +127,33 @@ describe("the audit log", () => {
     expect(events.map((e) => Number(e.seq))).toEqual(Array.from({ length: 52 }, (_, i) => i + 1));
     const report = await auditOn(b).verifyAuditChain({ tenantId: t.id });
     expect(report).toMatchObject({ valid: true, eventsChecked: 52n, firstBadSeq: 0n, problem: ChainProblem.UNSPECIFIED });
+  });
+
+  it("reads a tenant's entries after a seq through the event log's read API, in order, and counts them per day", async () => {
+    const t = await newTenant("Log Reader Co");
+    const other = await newTenant("Other Log Co");
+    const log = createEventLog(a.app.db);
+    expect(await log.head(t.id)).toBe(2);
+    expect(await log.head("ten_nosuchtenant")).toBe(0);
+    await tenantsOn(a).updateTenant({ tenant: { id: t.id, name: "Log Reader Corp" }, updateMask: { paths: ["name"] } });
+    expect(await log.entriesAfter(t.id, 0, 10)).toEqual([
+      { seq: 1, type: "tenant.created", subject: t.id },
+      { seq: 2, type: "tenant.api_key.created", subject: expect.stringMatching(/^key_/) },
+      { seq: 3, type: "tenant.updated", subject: t.id },
+    ]);
+    expect((await log.entriesAfter(t.id, 1, 1)).map((e) => e.seq)).toEqual([2]);
+    expect(await log.entriesAfter(t.id, 3, 10)).toEqual([]);
+    const now = Date.now();
+    const counts = await dailyCounts(a.app.db.em(), {
+      type: "tenant.created",
+      field: "name",
+      from: new Date(now - 86_400_000),
+      to: new Date(now + 86_400_000),
+      tenantId: t.id,
+    });
+    expect(counts.map((c) => [c.tenant_id, c.key, Number(c.value)])).toEqual([[t.id, "Log Reader Co", 1]]);
+    expect(Number(counts[0]!.day_ms) % 86_400_000).toBe(0);
+    expect(await log.head(other.id)).toBe(2); // each tenant its own log
   });
 
   it("tells this process's listeners of an entry as soon as its transaction commits (before any NOTIFY), and never of a rolled-back one", async () => {
