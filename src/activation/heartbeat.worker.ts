@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { Events } from "../events/events.js";
 
@@ -17,7 +18,7 @@ import type { Events } from "../events/events.js";
  */
 export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; rateLimiter: RateLimiter; intervalMs: number }) {
   const { db, clock, events, logger, rateLimiter } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
   const BATCH = 500;
 
   async function markDead(): Promise<number> {
@@ -83,16 +84,18 @@ export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events
   return {
     tick,
     start() {
-      timer = setInterval(() => {
-        tick().then(
-          (r) => (r.dead > 0 || r.culled > 0) && logger.info(r, "heartbeat monitor: machines declared dead / deactivated"),
-          (err: unknown) => logger.warn({ err }, "heartbeat monitor pass failed"),
-        );
-      }, deps.intervalMs);
-      timer.unref();
+      loop = every(
+        deps.intervalMs,
+        async () => {
+          const r = await tick();
+          if (r.dead > 0 || r.culled > 0) logger.info(r, "heartbeat monitor: machines declared dead / deactivated");
+        },
+        { name: "heartbeat monitor", logger },
+      );
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }

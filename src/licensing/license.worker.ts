@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { Events } from "../events/events.js";
 
 /**
@@ -11,7 +12,7 @@ import type { Events } from "../events/events.js";
  */
 export function createLicenseWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; intervalMs?: number }) {
   const { db, clock, events, logger } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
 
   /** One pass; returns how many licenses it revoked. */
   async function tick(): Promise<number> {
@@ -35,16 +36,18 @@ export function createLicenseWorker(deps: { db: Database; clock: Clock; events: 
   return {
     tick,
     start() {
-      timer = setInterval(() => {
-        tick().then(
-          (n) => n > 0 && logger.info({ revoked: n }, "revoked licenses past their grace period"),
-          (err: unknown) => logger.warn({ err }, "license worker pass failed"),
-        );
-      }, deps.intervalMs ?? 60_000);
-      timer.unref();
+      loop = every(
+        deps.intervalMs ?? 60_000,
+        async () => {
+          const n = await tick();
+          if (n > 0) logger.info({ revoked: n }, "revoked licenses past their grace period");
+        },
+        { name: "license worker", logger },
+      );
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }

@@ -6,6 +6,7 @@ import { open, seal } from "./crypto.js";
 import type { Database, EntityManager } from "./db.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
+import { every, type Every } from "./worker.js";
 
 export type SigningKeyStatus = "active" | "retiring";
 
@@ -46,7 +47,7 @@ export const verifyEd25519 = (publicKey: Uint8Array, message: Uint8Array, signat
 export class SigningKeyStore {
   private active: { kid: string; secretKey: Buffer } | undefined;
   private keys: PublicSigningKey[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private reloads: Every | undefined;
   private readonly batches: BatchSigner;
 
   constructor(
@@ -61,16 +62,16 @@ export class SigningKeyStore {
   async start(): Promise<void> {
     await this.ensureActive();
     await this.reload();
-    this.timer = setInterval(() => {
-      this.reload().catch((err: unknown) => this.logger.warn({ err }, "signing key reload failed"));
-    }, 60_000);
-    this.timer.unref();
+    this.reloads = every(60_000, () => this.reload(), { name: "signing key reload", logger: this.logger });
   }
 
-  /** Stops the reloads; signatures still waiting for the end of the turn are made now. */
-  stop() {
-    clearInterval(this.timer);
+  /**
+   * Stops the reloads (resolves once a running one has ended); signatures still waiting for
+   * the end of the turn are made now.
+   */
+  async stop(): Promise<void> {
     this.batches.flush();
+    await this.reloads?.stop();
   }
 
   /** Creates the first key when none is active; concurrent starts create one between them. */

@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { IngestService } from "./ingest.service.js";
 import { DEDUPE_RETENTION_MS } from "./usage-event.js";
 import type { AnomalyService } from "./anomaly.service.js";
@@ -13,7 +14,7 @@ import type { AnomalyService } from "./anomaly.service.js";
  */
 export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; anomalies: AnomalyService; intervalMs?: number }) {
   const { db, clock, logger, ingest, anomalies } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
   let lastScored = "";
 
   async function tick() {
@@ -33,13 +34,11 @@ export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Lo
     tick,
     async start() {
       await tick();
-      timer = setInterval(() => {
-        tick().catch((err: unknown) => logger.warn({ err }, "usage worker pass failed"));
-      }, deps.intervalMs ?? 3_600_000);
-      timer.unref();
+      loop = every(deps.intervalMs ?? 3_600_000, tick, { name: "usage worker", logger });
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }
