@@ -8,17 +8,58 @@ import { migrationsList } from "../migrations/index.js";
 export type { EntityManager };
 
 /**
- * Runs SQL with bound parameters (`$1`, `$2`, … sent separately, arrays as PostgreSQL
- * arrays) on the EntityManager's transaction. MikroORM's `execute` formats parameters
- * into the SQL text and expands arrays; bulk statements (`unnest($1::text[], …)`) need
- * the real bind protocol. Outside a transaction it runs on a pooled connection.
+ * Hand-written SQL: the one way. Entity work goes through the ORM (`em.find`,
+ * `em.persist`, …); a statement the ORM does not express well, or a hot path that must not
+ * pay for it, goes through `sql` (rows) or `affectedRows` (how many rows a write touched):
+ *
+ *     const rows = await sql<{ id: string }>(em, "select id from tenants where id = $1", [id]);
+ *     const n = await affectedRows(db, "delete from usage_dedupe where received_at < $1", [cutoff]);
+ *
+ * - Placeholders are `$1`, `$2`, …; parameters are bound (never formatted into the text):
+ *   a JavaScript array is one PostgreSQL array (`= any($1)`, `unnest($1::text[])`), a Date a
+ *   timestamp, a Buffer bytea, a plain object JSON. Where PostgreSQL cannot infer a
+ *   parameter's type (`select $1`, `coalesce($1, …)`), cast it (`$1::timestamptz`).
+ * - `on` is an EntityManager or the Database. An EntityManager that `db.tx` gave runs the
+ *   statement in its transaction (on the transaction's connection); any other runs it on a
+ *   pooled connection, as does the Database.
+ * - Outside a transaction, `{ name }` makes it a named prepared statement: each pooled
+ *   connection parses and plans it once (hot statements whose text never changes, e.g.
+ *   validation, machine stamps, rate limits; BENCHMARKS.md measured the difference). The
+ *   name is ignored inside a transaction.
+ * - Errors are MikroORM's exceptions (e.g. `UniqueConstraintViolationException`).
+ *
+ * Sessions that must hold one connection (LISTEN, advisory locks) take their own `pg`
+ * client; migrations keep MikroORM's migration API.
  */
-export async function query<T>(em: EntityManager, sql: string, params: unknown[]): Promise<T[]> {
-  const ctx = em.getTransactionContext<Transaction<unknown>>();
-  const runner = ctx ?? em.getConnection().getClient();
+export type SqlRunner = Database | EntityManager;
+
+export interface SqlOptions {
+  /** A named prepared statement (outside a transaction); the same name must always carry the same text. */
+  name?: string;
+}
+
+/** Runs `text` with `params` bound to `$1`, `$2`, … and returns its rows (see above). */
+export async function sql<T>(on: SqlRunner, text: string, params: readonly unknown[] = [], opts?: SqlOptions): Promise<T[]> {
+  return (await run<T>(on, text, params, opts?.name)).rows;
+}
+
+/** Runs a write (`insert`, `update`, `delete`) and returns how many rows it touched. */
+export async function affectedRows(on: SqlRunner, text: string, params: readonly unknown[] = [], opts?: SqlOptions): Promise<number> {
+  return (await run(on, text, params, opts?.name)).count;
+}
+
+async function run<T>(on: SqlRunner, text: string, params: readonly unknown[], name: string | undefined): Promise<{ rows: T[]; count: number }> {
+  const em = "tx" in on ? on.orm.em : on;
+  const trx = "tx" in on ? undefined : on.getTransactionContext<Transaction<unknown>>();
   try {
-    const res = await runner.executeQuery<T>(CompiledQuery.raw(sql, params));
-    return res.rows as T[];
+    if (trx) {
+      const res = await trx.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
+      return { rows: res.rows as T[], count: Number(res.numAffectedRows ?? res.rows.length) };
+    }
+    const pool = await (em.getConnection() as PostgreSqlConnection).getNativeClient();
+    const values = params as unknown[];
+    const res = await pool.query(name ? { name, text, values } : { text, values });
+    return { rows: res.rows as T[], count: res.rowCount ?? res.rows.length };
   } catch (err) {
     throw em.getDriver().convertException(err as Error);
   }
@@ -32,12 +73,6 @@ export interface Database {
   afterCommit(em: EntityManager, hook: () => void): void;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
-  /**
-   * One statement on its own (in its own transaction, one round trip), with bound
-   * parameters as `query` sends them, prepared once per pooled connection under `name`:
-   * for a hot statement whose text never changes, PostgreSQL then parses and plans it once.
-   */
-  prepared<T>(name: string, sql: string, params: unknown[]): Promise<T[]>;
   /** `select 1` with a short timeout: is the database answering? */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -83,22 +118,12 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
       else hooks.set(em, [hook]);
     },
     em: () => orm.em.fork(),
-    async prepared<T>(name: string, sql: string, params: unknown[]) {
-      const pool = await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient();
-      try {
-        return (await pool.query({ name, text: sql, values: params })).rows as T[];
-      } catch (err) {
-        throw orm.em.getDriver().convertException(err as Error);
-      }
-    },
     async ping(timeoutMs = 2_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), timeoutMs);
       });
-      const query = orm.em
-        .fork()
-        .execute("select 1")
+      const query = sql(db, "select 1")
         .then(() => true)
         .catch(() => false);
       try {

@@ -4,7 +4,7 @@
  * period, a limit or threshold in reach, keyless events, resent keys, MAX, MIN, LATEST
  * and UNIQUE_COUNT meters.
  */
-import { query, type EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import { limitOf, limitState, type LimitState } from "./usage-records.js";
 import type { Prepared, Rejection } from "./usage-event.js";
@@ -38,7 +38,7 @@ export async function writeBatch(
   await turn?.keys.wait;
   if (keyed.length > 0 && !careful) {
     // The keys, and with them (nothing else can refuse them before the limits) the events.
-    await query(
+    await sql(
       em,
       `with x as (${eventRecords(2)}),
        keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x)
@@ -46,7 +46,7 @@ export async function writeBatch(
       [now, ...eventsParams(keyed)],
     );
   } else if (keyed.length > 0) {
-    const inserted = await query<{ tenant_seq: number; idempotency_key: string }>(
+    const inserted = await sql<{ tenant_seq: number; idempotency_key: string }>(
       em,
       `insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
        select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_seq, idempotency_key`,
@@ -58,7 +58,7 @@ export async function writeBatch(
     // parallel; the rare one a limit then refuses is deleted again below (its key is unique
     // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
     const early = candidates.filter((p) => p.key);
-    if (early.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
+    if (early.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
   }
   turn?.keys.done();
 
@@ -81,7 +81,7 @@ export async function writeBatch(
   // row and returns it.)
   await turn?.limits.wait;
   type Locked = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean };
-  const locked = await query<Locked>(
+  const locked = await sql<Locked>(
     em,
     `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
      select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
@@ -95,7 +95,7 @@ export async function writeBatch(
   // the meter started counting agent tokens within the period (the rollups know).
   const fresh = locked.filter((r) => r.agent_id && r.used === null);
   if (fresh.length > 0) {
-    const rebuilt = await query<Locked>(
+    const rebuilt = await sql<Locked>(
       em,
       `update usage_periods u set used = coalesce((select sum(r.total) from usage_rollups r
                 where r.license_id = u.license_id and r.meter_id = u.meter_id and r.agent_id = u.agent_id and r.hour >= u.period_start and (v.period_end is null or r.hour < v.period_end)), 0)
@@ -114,7 +114,7 @@ export async function writeBatch(
   const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
   const known = new Set<string>();
   if (uniques.length > 0) {
-    const seen = await query<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
+    const seen = await sql<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
       em,
       `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
         where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
@@ -182,7 +182,7 @@ export async function writeBatch(
   const forget = limitRejected.filter((p) => p.key);
   if (forget.length > 0) {
     const [tenants, licenses, times, idempotencyKeys, seqs] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key, (p) => p.license.tenantSeq);
-    await query(
+    await sql(
       em,
       `with gone as (delete from usage_dedupe where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
        delete from usage_events e using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) as f (tenant_id, license_id, ts, idempotency_key)
@@ -191,7 +191,7 @@ export async function writeBatch(
     );
   }
   const late = accepted.filter((p) => !p.key);
-  if (late.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
+  if (late.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
 
   // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
   const limits: LimitState[] = [];
@@ -214,7 +214,7 @@ export async function writeBatch(
 
   // 6. Rollups, distinct values and period totals: one statement.
   const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
-  if (finish) await query(em, finish.sql, finish.params);
+  if (finish) await sql(em, finish.sql, finish.params);
   rejected.sort((a, b) => a.index - b.index);
   duplicateIndexes.sort((a, b) => a - b);
   return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
