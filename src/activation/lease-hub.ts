@@ -1,5 +1,5 @@
 import type { AuditFeed } from "../audit/audit-feed.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
 
 /** What ends a live lease, by audit event type. */
@@ -63,7 +63,7 @@ export class LeaseHub {
   async watch(tenantId: string, subjects: string[], revoke: Revoke): Promise<() => void> {
     let t = this.tenants.get(tenantId);
     if (!t) {
-      const [head] = await this.db.em().execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
+      const [head] = await sql<{ seq: string | null }>(this.db, `select max(seq) as seq from audit_events where tenant_id = $1`, [tenantId]);
       t = this.tenants.get(tenantId); // another stream of the tenant may have won the race
       if (!t) {
         t = { seq: Number(head?.seq ?? 0), bySubject: new Map(), count: 0, running: false, again: false };
@@ -103,8 +103,9 @@ export class LeaseHub {
       do {
         t.again = false;
         for (;;) {
-          const rows = await this.db.em().execute<{ seq: string; type: string; subject: string }[]>(
-            `select seq, type, subject from audit_events where tenant_id = ? and seq > ? order by seq limit 1000`,
+          const rows = await sql<{ seq: string; type: string; subject: string }>(
+            this.db,
+            `select seq, type, subject from audit_events where tenant_id = $1 and seq > $2 order by seq limit 1000`,
             [tenantId, t.seq],
           );
           for (const r of rows) {

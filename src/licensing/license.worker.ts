@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
 import { every, type Every } from "../platform/worker.js";
 import type { Events } from "../events/events.js";
@@ -18,15 +18,16 @@ export function createLicenseWorker(deps: { db: Database; clock: Clock; events: 
   async function tick(): Promise<number> {
     return db.tx(async (em) => {
       const now = clock.now();
-      const due = await em.execute<{ id: string; tenant_id: string }[]>(
+      const due = await sql<{ id: string; tenant_id: string }>(
+        em,
         `select l.id, l.tenant_id from licenses l join policies p on p.id = l.policy_id
           where l.status = 'active' and p.expiration_strategy = 'revoke_access'
-            and l.expires_at + make_interval(secs => p.grace_seconds) <= ?
+            and l.expires_at + make_interval(secs => p.grace_seconds) <= $1
           order by l.id limit 500 for update of l skip locked`,
         [now],
       );
       for (const l of due) {
-        await em.execute(`update licenses set status = 'revoked', revoked_at = ?, updated_at = ? where id = ?`, [now, now, l.id]);
+        await sql(em, `update licenses set status = 'revoked', revoked_at = $1, updated_at = $2 where id = $3`, [now, now, l.id]);
         await events.emit(em, { tenantId: l.tenant_id, type: "license.revoked", subject: l.id, actor: "system", payload: { reason: "expired (REVOKE_ACCESS policy)" } });
       }
       return due.length;

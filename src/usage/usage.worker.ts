@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
 import { every, type Every } from "../platform/worker.js";
 import type { IngestService } from "./ingest.service.js";
@@ -20,7 +20,7 @@ export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Lo
   async function tick() {
     const now = clock.now();
     for (let i = -1; i <= 2; i++) await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
-    await db.em().execute(`delete from usage_dedupe where received_at < ?`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
+    await sql(db, `delete from usage_dedupe where received_at < $1`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
     // Once per closed day per process (every instance may do it: recording is idempotent).
     const yesterday = new Date(now.getTime() - 86_400_000);
     const day = yesterday.toISOString().slice(0, 10);
