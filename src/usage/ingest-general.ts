@@ -12,6 +12,19 @@ import { columns, eventRecords, eventsInsert, eventsParams, finishStatement, typ
 import type { Turn } from "./stream-order.js";
 import type { BatchResult } from "./ingest.service.js";
 
+/** A (license, meter, period[, agent]) total locked for the batch, with what the batch does to it. */
+type Group = PeriodTotal & { allowed: bigint | null; changed: boolean };
+type Locked = {
+  license_id: string;
+  meter_id: string;
+  start_ms: string;
+  agent_id: string;
+  used: string | null;
+  latest_ms: string | null;
+  warned: boolean;
+  exceeded: boolean;
+};
+
 /**
  * Writes a batch in the caller's transaction: keys and keyed events, then the period totals
  * locked in key order (after the stream's batches before it, with `turn`), limits checked
@@ -29,9 +42,32 @@ export async function writeBatch(
   careful: boolean,
   turn: Turn | undefined,
 ): Promise<BatchResult> {
-  // 1. Deduplication: the keys this transaction inserts are the new ones. (A failed plain
-  // insert keeps the stream's key turn: the careful retry must not find a later batch's
-  // uncommitted copy of a key in its way.)
+  const { candidates, duplicateIndexes } = await dedupe(em, now, distinct, repeated, careful, turn);
+  const { groups, ordered } = await lockPeriodTotals(em, prepared, turn);
+  const known = await knownUniqueValues(em, candidates);
+  const { accepted, newUniques, limitRejected } = checkLimits(candidates, groups, known, rejected);
+  await takeBackRefused(em, limitRejected);
+  await insertKeylessEvents(em, now, accepted);
+  const limits = await recordThresholds(events, em, ordered);
+  await writeTotals(em, accepted, newUniques, ordered);
+  rejected.sort((a, b) => a.index - b.index);
+  duplicateIndexes.sort((a, b) => a - b);
+  return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
+}
+
+/**
+ * 1. Deduplication: the keys this transaction inserts are the new ones; returns the events
+ * still to write and the indexes of duplicates. (A failed plain insert keeps the stream's
+ * key turn: the careful retry must not find a later batch's uncommitted copy of a key in its way.)
+ */
+async function dedupe(
+  em: EntityManager,
+  now: Date,
+  distinct: Prepared[],
+  repeated: number[],
+  careful: boolean,
+  turn: Turn | undefined,
+) {
   const keyed = distinct.filter((p) => p.key);
   let candidates = distinct;
   const duplicateIndexes = [...repeated];
@@ -61,11 +97,15 @@ export async function writeBatch(
     if (early.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
   }
   turn?.keys.done();
+  return { candidates, duplicateIndexes };
+}
 
-  // 3. Lock the period totals of every (license, meter, period) touched — and, for a meter
-  // counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
-  // previous batch locked its own.
-  type Group = PeriodTotal & { allowed: bigint | null; changed: boolean };
+/**
+ * 3. Locks the period totals of every (license, meter, period) touched — and, for a meter
+ * counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
+ * previous batch locked its own. Returns them by key, and in lock order.
+ */
+async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: Turn | undefined) {
   const groups = new Map<string, Group>();
   const open = (key: string, p: Prepared, agentId: string) => {
     if (!groups.has(key)) groups.set(key, { sample: p, agentId, allowed: limitOf(p, agentId).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
@@ -80,7 +120,6 @@ export async function writeBatch(
   // stream's previous batch holds its own. (DO UPDATE, a no-op, is what locks an existing
   // row and returns it.)
   await turn?.limits.wait;
-  type Locked = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean };
   const locked = await sql<Locked>(
     em,
     `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
@@ -109,8 +148,11 @@ export async function writeBatch(
   for (const r of locked) {
     Object.assign(groupOf(r), { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
   }
+  return { groups, ordered };
+}
 
-  // Distinct values already counted in their period (under the period lock: stable).
+/** Distinct values already counted in their period (under the period lock: stable). */
+async function knownUniqueValues(em: EntityManager, candidates: Prepared[]): Promise<Set<string>> {
   const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
   const known = new Set<string>();
   if (uniques.length > 0) {
@@ -122,8 +164,14 @@ export async function writeBatch(
     );
     for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
   }
+  return known;
+}
 
-  // 4. Limits, event by event in order.
+/**
+ * 4. Limits, event by event in order: each accepted event moves its totals; a refused one
+ * is added to `rejected`.
+ */
+function checkLimits(candidates: Prepared[], groups: Map<string, Group>, known: Set<string>, rejected: Rejection[]) {
   const accepted: Prepared[] = [];
   const newUniques: Prepared[] = [];
   const limitRejected: Prepared[] = [];
@@ -177,8 +225,14 @@ export async function writeBatch(
     accepted.push(p);
     if (isNewValue) newUniques.push(p);
   }
-  // A refused event was not recorded: its early row goes, and its key is forgotten, so it
-  // can be sent again later (a raised limit, a new period).
+  return { accepted, newUniques, limitRejected };
+}
+
+/**
+ * A refused event was not recorded: its early row goes, and its key is forgotten, so it
+ * can be sent again later (a raised limit, a new period).
+ */
+async function takeBackRefused(em: EntityManager, limitRejected: Prepared[]) {
   const forget = limitRejected.filter((p) => p.key);
   if (forget.length > 0) {
     const [tenants, licenses, times, idempotencyKeys, seqs] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key, (p) => p.license.tenantSeq);
@@ -190,10 +244,19 @@ export async function writeBatch(
       [tenants, licenses, times, idempotencyKeys, seqs],
     );
   }
+}
+
+/** Keyless events (unary calls), written once their limits let them in. */
+async function insertKeylessEvents(em: EntityManager, now: Date, accepted: Prepared[]) {
   const late = accepted.filter((p) => !p.key);
   if (late.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
+}
 
-  // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
+/**
+ * 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and
+ * metric; returns where each total stands.
+ */
+async function recordThresholds(events: Events, em: EntityManager, ordered: Group[]): Promise<LimitState[]> {
   const limits: LimitState[] = [];
   for (const g of ordered) {
     const { license, meter } = g.sample;
@@ -211,11 +274,11 @@ export async function writeBatch(
     }
     limits.push(state);
   }
+  return limits;
+}
 
-  // 6. Rollups, distinct values and period totals: one statement.
+/** 6. Rollups, distinct values and period totals: one statement. */
+async function writeTotals(em: EntityManager, accepted: Prepared[], newUniques: Prepared[], ordered: Group[]) {
   const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
   if (finish) await sql(em, finish.sql, finish.params);
-  rejected.sort((a, b) => a.index - b.index);
-  duplicateIndexes.sort((a, b) => a - b);
-  return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
 }
