@@ -45,7 +45,9 @@ const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
  */
 export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date, seen?: { hostname: string; platform: string; cores: number; ip: string }) {
   const [r] = seen
-    ? await sql<StampRow>(db, ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip], { name: "licensd-activate-again" })
+    ? await sql<StampRow>(db, ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip], {
+        name: "licensd-activate-again",
+      })
     : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
   if (!r) return undefined;
   const license = {

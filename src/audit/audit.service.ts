@@ -121,9 +121,10 @@ export function createAuditService(deps: {
     return async (keys: { level: number; index: number }[]) => {
       const found = new Map<string, Buffer>();
       if (keys.length === 0) return found;
+      const pairs = keys.map((_, i) => `($${2 + 2 * i}, $${3 + 2 * i})`).join(", ");
       const rows = await sql<{ level: number; index: string; hash: Buffer }>(
         em,
-        `select level, index, hash from audit_tree_nodes where tenant_id = $1 and (level, index) in (${keys.map((_, i) => `($${2 + 2 * i}, $${3 + 2 * i})`).join(", ")})`,
+        `select level, index, hash from audit_tree_nodes where tenant_id = $1 and (level, index) in (${pairs})`,
         [tenantId, ...keys.flatMap((k) => [k.level, k.index])],
       );
       for (const r of rows) found.set(`${r.level}:${r.index}`, r.hash);

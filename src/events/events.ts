@@ -100,7 +100,9 @@ export function createEvents({ clock, keyring, committed }: { clock: Clock; keyr
       const tree = appendLeaf(frontier, seq - 1, leafHash(hash));
 
       // Nodes' parameters follow the 18 fixed ones.
-      const nodeValues = tree.completed.map((_, i) => `($${19 + 4 * i}, $${20 + 4 * i}, $${21 + 4 * i}, $${22 + 4 * i})`).join(", ");
+      const nodeValues = tree.completed
+        .map((_, i) => `($${19 + 4 * i}, $${20 + 4 * i}, $${21 + 4 * i}, $${22 + 4 * i})`)
+        .join(", ");
       await sql(
         em,
         `with entry as (

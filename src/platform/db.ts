@@ -39,16 +39,31 @@ export interface SqlOptions {
 }
 
 /** Runs `text` with `params` bound to `$1`, `$2`, … and returns its rows (see above). */
-export async function sql<T>(on: SqlRunner, text: string, params: readonly unknown[] = [], opts?: SqlOptions): Promise<T[]> {
+export async function sql<T>(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[] = [],
+  opts?: SqlOptions,
+): Promise<T[]> {
   return (await run<T>(on, text, params, opts?.name)).rows;
 }
 
 /** Runs a write (`insert`, `update`, `delete`) and returns how many rows it touched. */
-export async function affectedRows(on: SqlRunner, text: string, params: readonly unknown[] = [], opts?: SqlOptions): Promise<number> {
+export async function affectedRows(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[] = [],
+  opts?: SqlOptions,
+): Promise<number> {
   return (await run(on, text, params, opts?.name)).count;
 }
 
-async function run<T>(on: SqlRunner, text: string, params: readonly unknown[], name: string | undefined): Promise<{ rows: T[]; count: number }> {
+async function run<T>(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[],
+  name: string | undefined,
+): Promise<{ rows: T[]; count: number }> {
   const em = "tx" in on ? on.orm.em : on;
   const trx = "tx" in on ? undefined : on.getTransactionContext<Transaction<unknown>>();
   try {

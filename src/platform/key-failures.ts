@@ -97,7 +97,8 @@ export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLi
     if (r.tokens < 1) {
       const until = clock.now().getTime() + r.retryMs;
       block(bucket, until);
-      await sql(db, "select pg_notify($1, $2)", [KEY_FAILURES_CHANNEL, `${bucket} ${until}`], { name: "licensd-key-failures-notify" }).catch((err: unknown) => {
+      const notify = "select pg_notify($1, $2)";
+      await sql(db, notify, [KEY_FAILURES_CHANNEL, `${bucket} ${until}`], { name: "licensd-key-failures-notify" }).catch((err: unknown) => {
         // The other instances still refuse this address's failures (the bucket is shared); they only answer its hits until they hear.
         logger.warn({ err }, "could not tell the other instances about a blocked address");
       });

@@ -104,7 +104,8 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
           });
         }
         const tenant = tenantId ? "and tenant_id = $2" : "";
-        return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where day = $1 ${tenant} order by id`, [start, ...(tenantId ? [tenantId] : [])]);
+        const params = [start, ...(tenantId ? [tenantId] : [])];
+        return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where day = $1 ${tenant} order by id`, params);
       });
     },
 
@@ -118,7 +119,8 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
       }
       if (q.resolved !== null) conds.push(`resolved = $${params.push(q.resolved)}`);
       if (q.page.after) conds.push(`id < $${params.push(q.page.after)}`);
-      return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where ${conds.join(" and ")} order by id desc limit ${q.page.size + 1}`, params);
+      const where = conds.join(" and ");
+      return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where ${where} order by id desc limit ${q.page.size + 1}`, params);
     },
 
     async resolve(em: EntityManager, tenantId: string, actor: string, id: string, note: string): Promise<AnomalyRow> {

@@ -132,7 +132,9 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       if (meters.length === 0 || scope.ids.length === 0) return { aggregation, buckets: [], total: 0n };
       const start = new Date(Math.floor(q.start.getTime() / 3_600_000) * 3_600_000);
       const params: unknown[] = [];
-      const where = `license_id in (${list(params, scope.ids)}) and meter_id in (${list(params, meters.map((m) => m.id))}) and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
+      const licenseIn = list(params, scope.ids);
+      const meterIn = list(params, meters.map((m) => m.id));
+      const where = `license_id in (${licenseIn}) and meter_id in (${meterIn}) and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
       const agent = q.byAgent ? ", agent_id" : "";
       // Rollup rows are hourly already: hour buckets need no truncation.
       const bucketExpr = q.bucket === "hour" ? "hour" : `date_trunc('${q.bucket}', hour, 'UTC')`;
@@ -189,8 +191,19 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const conds = ["e.tenant_id = $1", "e.license_id = $2"];
       const params: unknown[] = [q.tenantId, q.licenseId];
       if (q.metric) conds.push(`m.metric = ${list(params, [q.metric])}`);
-      if (q.after) conds.push(`(e.ts, e.received_at, e.idempotency_key) < (${list(params, [new Date(q.after.ts), new Date(q.after.received), q.after.key])})`);
-      type EventRow = { metric: string; quantity: string; ts_ms: string; received_ms: string; idempotency_key: string; agent_id: string; attributes: Record<string, string> };
+      if (q.after) {
+        const after = list(params, [new Date(q.after.ts), new Date(q.after.received), q.after.key]);
+        conds.push(`(e.ts, e.received_at, e.idempotency_key) < (${after})`);
+      }
+      type EventRow = {
+        metric: string;
+        quantity: string;
+        ts_ms: string;
+        received_ms: string;
+        idempotency_key: string;
+        agent_id: string;
+        attributes: Record<string, string>;
+      };
       return sql<EventRow>(
         em,
         `select m.metric, e.quantity, (extract(epoch from e.ts) * 1000)::bigint as ts_ms, (extract(epoch from e.received_at) * 1000)::bigint as received_ms,
