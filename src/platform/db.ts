@@ -58,19 +58,39 @@ export async function affectedRows(
   return (await run(on, text, params, opts?.name)).count;
 }
 
-async function run<T>(
-  on: SqlRunner,
+/** What a statement returned: its rows, and how many rows it touched. */
+export interface SqlResult<T> {
+  rows: T[];
+  count: number;
+}
+
+function run<T>(on: SqlRunner, text: string, params: readonly unknown[], name: string | undefined): Promise<SqlResult<T>> {
+  if ("pooled" in on) return on.pooled<T>(text, params, name);
+  const trx = on.getTransactionContext<Transaction<unknown>>();
+  return trx ? inTransaction<T>(on, trx, text, params) : onPool<T>(on, text, params, name);
+}
+
+async function inTransaction<T>(
+  em: EntityManager,
+  trx: Transaction<unknown>,
+  text: string,
+  params: readonly unknown[],
+): Promise<SqlResult<T>> {
+  try {
+    const res = await trx.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
+    return { rows: res.rows as T[], count: Number(res.numAffectedRows ?? res.rows.length) };
+  } catch (err) {
+    throw em.getDriver().convertException(err as Error);
+  }
+}
+
+async function onPool<T>(
+  em: EntityManager,
   text: string,
   params: readonly unknown[],
   name: string | undefined,
-): Promise<{ rows: T[]; count: number }> {
-  const em = "tx" in on ? on.orm.em : on;
-  const trx = "tx" in on ? undefined : on.getTransactionContext<Transaction<unknown>>();
+): Promise<SqlResult<T>> {
   try {
-    if (trx) {
-      const res = await trx.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
-      return { rows: res.rows as T[], count: Number(res.numAffectedRows ?? res.rows.length) };
-    }
     const pool = await (em.getConnection() as PostgreSqlConnection).getNativeClient();
     const values = params as unknown[];
     const res = await pool.query(name ? { name, text, values } : { text, values });
@@ -88,6 +108,8 @@ export interface Database {
   afterCommit(em: EntityManager, hook: () => void): void;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
+  /** One statement on a pooled connection: what `sql(db, …)` and `affectedRows(db, …)` run. */
+  pooled<T>(text: string, params: readonly unknown[], name?: string): Promise<SqlResult<T>>;
   /** `select 1` with a short timeout: is the database answering? */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -133,6 +155,7 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
       else hooks.set(em, [hook]);
     },
     em: () => orm.em.fork(),
+    pooled: <T>(text: string, params: readonly unknown[], name?: string) => onPool<T>(orm.em, text, params, name),
     async ping(timeoutMs = 2_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => {
