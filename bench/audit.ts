@@ -19,7 +19,7 @@ import { appendLeaf, leafHash } from "../src/events/merkle.js";
 import { AuditKeyring } from "../src/events/audit-keyring.js";
 import { createEvents } from "../src/events/events.js";
 import { systemClock } from "../src/platform/clock.js";
-import { openDatabase, type Database } from "../src/platform/db.js";
+import { openDatabase, sql, type Database } from "../src/platform/db.js";
 import { schema } from "../src/entities.js";
 import { createLogger } from "../src/platform/logger.js";
 import { migrate } from "../src/platform/migrate.js";
@@ -35,7 +35,7 @@ const DATA_KEY = randomBytes(32);
 
 async function newTenant(db: Database, name: string): Promise<string> {
   const id = `ten_${randomBytes(13).toString("hex").slice(0, 26)}`;
-  await db.em().execute(`insert into tenants (id, name, metadata, created_at, updated_at) values (?, ?, '{}', now(), now())`, [id, name]);
+  await sql(db, `insert into tenants (id, name, metadata, created_at, updated_at) values ($1, $2, '{}', now(), now())`, [id, name]);
   return id;
 }
 
@@ -57,21 +57,21 @@ async function rate(writers: number, op: (writer: number) => Promise<unknown>): 
 
 async function appendRates(db: Database) {
   const events = createEvents({ clock: systemClock, keyring: new AuditKeyring(randomBytes(32)) });
-  await db.em().execute(`create table bench_baseline (id bigserial primary key, tenant_id text not null, type text not null, payload jsonb not null, created_at timestamptz not null)`);
+  await sql(db, `create table bench_baseline (id bigserial primary key, tenant_id text not null, type text not null, payload jsonb not null, created_at timestamptz not null)`);
   const shared = await newTenant(db, "one tenant");
   const own = await Promise.all(Array.from({ length: 32 }, (_, i) => newTenant(db, `writer ${i}`)));
   const payload = { name: "bench", metadata: { plan: "gold", region: "eu-west-1" } };
   const rows: string[] = [];
   for (const writers of [1, 8, 32]) {
     const baseline = await rate(writers, () =>
-      db.tx((em) => em.execute(`insert into bench_baseline (tenant_id, type, payload, created_at) values (?, 'tenant.updated', ?::jsonb, now())`, [shared, JSON.stringify(payload)])),
+      db.tx((em) => sql(em, `insert into bench_baseline (tenant_id, type, payload, created_at) values ($1, 'tenant.updated', $2::jsonb, now())`, [shared, JSON.stringify(payload)])),
     );
     const oneTenant = await rate(writers, () => db.tx((em) => events.emit(em, { tenantId: shared, type: "tenant.updated", subject: shared, actor: "system", payload })));
     const perWriter = await rate(writers, (w) => db.tx((em) => events.emit(em, { tenantId: own[w], type: "tenant.updated", subject: own[w], actor: "system", payload })));
     rows.push(`| ${writers} | ${Math.round(baseline)} | ${Math.round(oneTenant)} | ${(oneTenant / baseline).toFixed(2)} | ${Math.round(perWriter)} | ${(perWriter / baseline).toFixed(2)} |`);
     console.log(rows.at(-1));
   }
-  const [check] = await db.em().execute<{ n: string; max: string }[]>(`select count(*) as n, max(seq) as max from audit_events where tenant_id = ?`, [shared]);
+  const [check] = await sql<{ n: string; max: string }>(db, `select count(*) as n, max(seq) as max from audit_events where tenant_id = $1`, [shared]);
   if (check.n !== check.max) throw new Error(`gap in the shared tenant's chain: ${check.n} entries, max seq ${check.max}`);
   return [
     "Append rate (entries/s, each in its own transaction). Baseline: a transaction inserting one",
@@ -196,7 +196,7 @@ async function proofTimes(db: Database, url: string) {
     return ms;
   };
   const rand = (max: number) => 1 + Math.floor(Math.random() * max);
-  const baseline = await time(200, () => db.em().execute(`select hash from audit_tree_nodes where tenant_id = ? and level = 0 and index = ?`, [tenantId, rand(TREE_SIZE) - 1]));
+  const baseline = await time(200, () => sql(db, `select hash from audit_tree_nodes where tenant_id = $1 and level = 0 and index = $2`, [tenantId, rand(TREE_SIZE) - 1]));
   const checkpoint = await time(200, () => audit.checkpoint(tenantId));
   const inclusion = await time(200, () => audit.inclusion(tenantId, rand(TREE_SIZE), 0));
   const consistency = await time(200, () => audit.consistency(tenantId, rand(TREE_SIZE - 1), 0));

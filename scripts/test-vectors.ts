@@ -491,10 +491,11 @@ async function validationVectors() {
   });
   const db = {
     em: () => em,
-    prepared: async (name: string, _sql: string, params: unknown[]) => {
-      if (name === "licensd-validate-license") return [lic, suspended].filter((l) => Buffer.from(l.keyDigest).equals(params[0] as Buffer)).map(rowOf);
+    pooled: async (_sql: string, params: unknown[], name?: string) => {
+      const rows = (rs: unknown[]) => ({ rows: rs, count: rs.length });
+      if (name === "licensd-validate-license") return rows([lic, suspended].filter((l) => Buffer.from(l.keyDigest).equals(params[0] as Buffer)).map(rowOf));
       if (name === "licensd-validate-machines") {
-        return [online].filter((m) => m.licenseId === params[0]).map((m) => ({ fingerprint: m.fingerprint, last_ms: String(m.lastHeartbeatAt.getTime()), status: m.status, offline: m.offline }));
+        return rows([online].filter((m) => m.licenseId === params[0]).map((m) => ({ fingerprint: m.fingerprint, last_ms: String(m.lastHeartbeatAt.getTime()), status: m.status, offline: m.offline })));
       }
       throw new Error(`unexpected statement ${name}`);
     },

@@ -1,5 +1,6 @@
 import type http from "node:http";
 import { fastBrotli, fastGzip } from "./platform/compression.js";
+import { every } from "./platform/worker.js";
 import { createContextValues } from "@connectrpc/connect";
 import { peerAddressKey } from "./platform/context.js";
 import type { Config } from "./config.js";
@@ -240,12 +241,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       connectHandler(req as never, anyRes as never);
     };
 
-    const purge = setInterval(() => {
-      idempotency.purge().catch((err: unknown) => logger.warn({ err }, "idempotency purge failed"));
-    }, 10 * 60_000);
-    purge.unref();
-
-    acquired.push(() => clearInterval(purge));
+    const purge = every(10 * 60_000, () => idempotency.purge(), { name: "idempotency purge", logger });
+    acquired.push(() => purge.stop());
     const server = await listen(handler, {
       host: config.host,
       port: config.port,
@@ -278,14 +275,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         closing ??= (async () => {
           // A postmaster that stops from here on (Ctrl-C reaches its process group too) is not restarted.
           embedded?.endSupervision();
-          clearInterval(purge);
-          licenseWorker.stop();
-          heartbeatWorker.stop();
-          usageWorker.stop();
-          health.stop();
+          // No pass starts from here on; the pool closes only once the running ones have ended.
+          const loops = [purge, licenseWorker, heartbeatWorker, usageWorker, health];
+          const passesEnded = Promise.all(loops.map((loop) => loop.stop()));
           closingStage = "draining calls and streams";
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort(shuttingDown()));
-          signingKeys.stop();
+          const reloadEnded = signingKeys.stop();
+          closingStage = "waiting for background passes";
+          await Promise.all([passesEnded, reloadEnded]);
           closingStage = "closing the audit feed";
           await feed.stop();
           closingStage = "closing the database pool";

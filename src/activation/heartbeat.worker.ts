@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { Events } from "../events/events.js";
 
@@ -17,22 +18,23 @@ import type { Events } from "../events/events.js";
  */
 export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; rateLimiter: RateLimiter; intervalMs: number }) {
   const { db, clock, events, logger, rateLimiter } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
   const BATCH = 500;
 
   async function markDead(): Promise<number> {
     return db.tx(async (em) => {
       const now = clock.now();
-      const due = await em.execute<{ id: string; tenant_id: string; license_id: string; fingerprint: string; last_ms: string }[]>(
+      const due = await sql<{ id: string; tenant_id: string; license_id: string; fingerprint: string; last_ms: string }>(
+        em,
         `select m.id, m.tenant_id, m.license_id, m.fingerprint, (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
            from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
           where m.status = 'alive' and not m.offline and p.heartbeat_seconds is not null
-            and m.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds + p.heartbeat_grace_seconds) < ?
+            and m.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds + p.heartbeat_grace_seconds) < $1
           order by m.last_heartbeat_at limit ${BATCH} for update of m skip locked`,
         [now],
       );
       for (const m of due) {
-        await em.execute(`update machines set status = 'dead', dead_at = ?, updated_at = ? where id = ?`, [now, now, m.id]);
+        await sql(em, `update machines set status = 'dead', dead_at = $1, updated_at = $2 where id = $3`, [now, now, m.id]);
         await events.emit(em, {
           tenantId: m.tenant_id,
           type: "machine.heartbeat.dead",
@@ -48,16 +50,17 @@ export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events
   async function cull(): Promise<number> {
     return db.tx(async (em) => {
       const now = clock.now();
-      const due = await em.execute<{ id: string; tenant_id: string; license_id: string; fingerprint: string }[]>(
+      const due = await sql<{ id: string; tenant_id: string; license_id: string; fingerprint: string }>(
+        em,
         `select m.id, m.tenant_id, m.license_id, m.fingerprint
            from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
           where m.status = 'dead' and p.heartbeat_cull_strategy = 'deactivate_dead'
-            and m.dead_at + make_interval(secs => coalesce(p.heartbeat_resurrection_seconds, 0)) <= ?
+            and m.dead_at + make_interval(secs => coalesce(p.heartbeat_resurrection_seconds, 0)) <= $1
           order by m.dead_at limit ${BATCH} for update of m skip locked`,
         [now],
       );
       for (const m of due) {
-        await em.execute(`delete from machines where id = ?`, [m.id]);
+        await sql(em, `delete from machines where id = $1`, [m.id]);
         await events.emit(em, {
           tenantId: m.tenant_id,
           type: "machine.deactivated",
@@ -83,16 +86,18 @@ export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events
   return {
     tick,
     start() {
-      timer = setInterval(() => {
-        tick().then(
-          (r) => (r.dead > 0 || r.culled > 0) && logger.info(r, "heartbeat monitor: machines declared dead / deactivated"),
-          (err: unknown) => logger.warn({ err }, "heartbeat monitor pass failed"),
-        );
-      }, deps.intervalMs);
-      timer.unref();
+      loop = every(
+        deps.intervalMs,
+        async () => {
+          const r = await tick();
+          if (r.dead > 0 || r.culled > 0) logger.info(r, "heartbeat monitor: machines declared dead / deactivated");
+        },
+        { name: "heartbeat monitor", logger },
+      );
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
 import type { MachineService } from "./machine.service.js";
 
@@ -8,11 +8,12 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
   return {
     // ValidateLicense's hot path: one prepared statement (not the ORM), never cached (heartbeats change it).
     ofLicense: (licenseId) =>
-      db.prepared<LicenseMachine>(
-        "licensd-validate-machines",
-        // (the statement text as validation.service.ts ran it, byte for byte)
-        `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline from machines where license_id = $1 order by id`,
+      sql<LicenseMachine>(
+        db,
+        `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline
+           from machines where license_id = $1 order by id`,
         [licenseId],
+        { name: "licensd-validate-machines" },
       ),
     async leaseToken(licenseId, fingerprint) {
       return (await machines.leaseFor(db.em(), licenseId, fingerprint))?.token;

@@ -1,4 +1,4 @@
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { License, Policy, Product } from "../licensing/licensing.entity.js";
 import type { Machine } from "./machine.entity.js";
 
@@ -45,8 +45,10 @@ const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
  */
 export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date, seen?: { hostname: string; platform: string; cores: number; ip: string }) {
   const [r] = seen
-    ? await db.prepared<StampRow>("licensd-activate-again", ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip])
-    : await db.prepared<StampRow>("licensd-heartbeat", HEARTBEAT_STAMP, [keyDigest, fingerprint, now]);
+    ? await sql<StampRow>(db, ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip], {
+        name: "licensd-activate-again",
+      })
+    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
   if (!r) return undefined;
   const license = {
     id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),

@@ -16,7 +16,7 @@ import {
 } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { requireTenant, type Principal } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
 import type { Clock } from "../platform/clock.js";
@@ -39,7 +39,7 @@ export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: 
   async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
     const id = requireTenant(principal, tenantId, "read");
     if (principal.kind === "super_admin") {
-      const rows = await db.em().execute(`select 1 from tenants where id = ?`, [id]);
+      const rows = await sql(db, `select 1 from tenants where id = $1`, [id]);
       if (rows.length === 0) throw notFound("tenant", id);
     }
     return id;
@@ -117,7 +117,7 @@ export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: 
     pruneAuditLog: (req, ctx) =>
       tenantMutation(idempotency, ctx, { requestSchema: PruneAuditLogRequestSchema, request: req, responseSchema: PruneAuditLogResponseSchema }, async (em, m) => {
         if (ctx.values.get(principalKey).kind === "super_admin") {
-          const rows = await em.execute(`select 1 from tenants where id = ?`, [m.tenantId]);
+          const rows = await sql(em, `select 1 from tenants where id = $1`, [m.tenantId]);
           if (rows.length === 0) throw notFound("tenant", m.tenantId);
         }
         const cut = req.cut;

@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database, EntityManager } from "../platform/db.js";
+import { affectedRows, sql, type Database, type EntityManager } from "../platform/db.js";
 import { failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { verifyEd25519 } from "../platform/signing-keys.js";
@@ -103,18 +103,17 @@ export function createAuditService(deps: {
   const { db, clock, keyring, signingKeys, feed, events } = deps;
 
   function where(tenantId: string, f: AuditFilters, params: unknown[]): string {
-    const clauses = ["tenant_id = ?"];
-    params.push(tenantId);
-    if (f.subject) clauses.push("subject = ?"), params.push(f.subject);
-    if (f.typePrefix) clauses.push("type like ?"), params.push(likePrefix(f.typePrefix));
-    if (f.actor) clauses.push("actor = ?"), params.push(f.actor);
-    if (f.start) clauses.push("occurred_at >= ?"), params.push(f.start);
-    if (f.end) clauses.push("occurred_at < ?"), params.push(f.end);
+    const clauses = [`tenant_id = $${params.push(tenantId)}`];
+    if (f.subject) clauses.push(`subject = $${params.push(f.subject)}`);
+    if (f.typePrefix) clauses.push(`type like $${params.push(likePrefix(f.typePrefix))}`);
+    if (f.actor) clauses.push(`actor = $${params.push(f.actor)}`);
+    if (f.start) clauses.push(`occurred_at >= $${params.push(f.start)}`);
+    if (f.end) clauses.push(`occurred_at < $${params.push(f.end)}`);
     return clauses.join(" and ");
   }
 
   async function headSeq(em: EntityManager, tenantId: string): Promise<number> {
-    const [row] = await em.execute<{ seq: string }[]>(`select seq from audit_heads where tenant_id = ?`, [tenantId]);
+    const [row] = await sql<{ seq: string }>(em, `select seq from audit_heads where tenant_id = $1`, [tenantId]);
     return row ? Number(row.seq) : 0;
   }
 
@@ -122,8 +121,10 @@ export function createAuditService(deps: {
     return async (keys: { level: number; index: number }[]) => {
       const found = new Map<string, Buffer>();
       if (keys.length === 0) return found;
-      const rows = await em.execute<{ level: number; index: string; hash: Buffer }[]>(
-        `select level, index, hash from audit_tree_nodes where tenant_id = ? and (level, index) in (${keys.map(() => "(?, ?)").join(", ")})`,
+      const pairs = keys.map((_, i) => `($${2 + 2 * i}, $${3 + 2 * i})`).join(", ");
+      const rows = await sql<{ level: number; index: string; hash: Buffer }>(
+        em,
+        `select level, index, hash from audit_tree_nodes where tenant_id = $1 and (level, index) in (${pairs})`,
         [tenantId, ...keys.flatMap((k) => [k.level, k.index])],
       );
       for (const r of rows) found.set(`${r.level}:${r.index}`, r.hash);
@@ -136,18 +137,14 @@ export function createAuditService(deps: {
   return {
     async list(tenantId: string, filters: AuditFilters, page: Page, newestFirst: boolean): Promise<AuditEntry[]> {
       const params: unknown[] = [];
-      let sql = `select ${COLUMNS} from audit_events where ${where(tenantId, filters, params)}`;
-      if (page.after !== undefined) {
-        sql += newestFirst ? " and seq < ?" : " and seq > ?";
-        params.push(page.after);
-      }
-      sql += ` order by seq ${newestFirst ? "desc" : "asc"} limit ?`;
-      params.push(page.size + 1);
-      return (await db.em().execute<Row[]>(sql, params)).map(toEntry);
+      let text = `select ${COLUMNS} from audit_events where ${where(tenantId, filters, params)}`;
+      if (page.after !== undefined) text += ` and seq ${newestFirst ? "<" : ">"} $${params.push(page.after)}`;
+      text += ` order by seq ${newestFirst ? "desc" : "asc"} limit $${params.push(page.size + 1)}`;
+      return (await sql<Row>(db, text, params)).map(toEntry);
     },
 
     async get(tenantId: string, id: string): Promise<AuditEntry> {
-      const [row] = await db.em().execute<Row[]>(`select ${COLUMNS} from audit_events where tenant_id = ? and id = ?`, [tenantId, id]);
+      const [row] = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and id = $2`, [tenantId, id]);
       if (!row) throw notFound("audit_event", id);
       return toEntry(row);
     },
@@ -156,8 +153,9 @@ export function createAuditService(deps: {
     async verify(tenantId: string, startSeq: number, endSeq: number): Promise<ChainReport> {
       const em = db.em();
       const head = await headSeq(em, tenantId);
-      const [cut] = await em.execute<{ seq: string; hash: Buffer; cut_ms: string; kid: string; signature: Buffer }[]>(
-        `select seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid, signature from audit_cuts where tenant_id = ? order by seq desc limit 1`,
+      const [cut] = await sql<{ seq: string; hash: Buffer; cut_ms: string; kid: string; signature: Buffer }>(
+        em,
+        `select seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid, signature from audit_cuts where tenant_id = $1 order by seq desc limit 1`,
         [tenantId],
       );
       const floor = cut ? Number(cut.seq) + 1 : 1;
@@ -179,7 +177,7 @@ export function createAuditService(deps: {
       } else if (start === 1) {
         expectedPrev = GENESIS_HASH;
       } else {
-        const [prev] = await em.execute<{ hash: Buffer }[]>(`select hash from audit_events where tenant_id = ? and seq = ?`, [tenantId, start - 1]);
+        const [prev] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, start - 1]);
         if (!prev) return report({ valid: false, eventsChecked: 0, firstBadSeq: start - 1, problem: "MISSING_SEQ", detail: `entry ${start - 1} is missing` });
         expectedPrev = prev.hash;
       }
@@ -191,10 +189,11 @@ export function createAuditService(deps: {
       const stack: { level: number; index: number; hash: Buffer }[] = [];
       const BATCH = 2000;
       while (expectedSeq <= end) {
-        const rows = await em.execute<(Row & { leaf: Buffer | null })[]>(
+        const rows = await sql<Row & { leaf: Buffer | null }>(
+          em,
           `select ${columns("e.")}, n.hash as leaf
              from audit_events e left join audit_tree_nodes n on n.tenant_id = e.tenant_id and n.level = 0 and n.index = e.seq - 1
-            where e.tenant_id = ? and e.seq >= ? and e.seq <= ? order by e.seq limit ?`,
+            where e.tenant_id = $1 and e.seq >= $2 and e.seq <= $3 order by e.seq limit $4`,
           [tenantId, expectedSeq, end, BATCH],
         );
         if (rows.length === 0) break;
@@ -250,7 +249,7 @@ export function createAuditService(deps: {
         (!opts.filters.subject || e.subject === opts.filters.subject) && (!opts.filters.typePrefix || e.type.startsWith(opts.filters.typePrefix));
       let idleSince = Date.now();
       while (!signal.aborted) {
-        const rows = await db.em().execute<Row[]>(`select ${COLUMNS} from audit_events where tenant_id = ? and seq > ? order by seq limit 500`, [tenantId, cursor]);
+        const rows = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and seq > $2 order by seq limit 500`, [tenantId, cursor]);
         for (const row of rows) {
           const e = toEntry(row);
           cursor = e.seq;
@@ -287,7 +286,7 @@ export function createAuditService(deps: {
       if (size > head) throw invalidArgument("tree_size", `the log has ${head} entries`, "OUT_OF_RANGE");
       if (seq > size) throw invalidArgument("seq", `must be at most the tree size (${size})`, "OUT_OF_RANGE");
       const hashes = await computeWithTree(em, tenantId, (node) => inclusionProof(seq - 1, size, node));
-      const [row] = await em.execute<{ hash: Buffer }[]>(`select hash from audit_events where tenant_id = ? and seq = ?`, [tenantId, seq]);
+      const [row] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, seq]);
       return { leafIndex: seq - 1, treeSize: size, entryHash: row?.hash ?? Buffer.alloc(0), hashes };
     },
 
@@ -312,19 +311,18 @@ export function createAuditService(deps: {
       if ("throughSeq" in what) {
         throughSeq = what.throughSeq;
       } else {
-        const [row] = await em.execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ? and occurred_at < ?`, [tenantId, what.olderThan]);
+        const [row] = await sql<{ seq: string | null }>(em, `select max(seq) as seq from audit_events where tenant_id = $1 and occurred_at < $2`, [tenantId, what.olderThan]);
         if (row.seq === null) return { removed: 0, throughSeq: 0 };
         throughSeq = Number(row.seq);
       }
-      const [entry] = await em.execute<{ hash: Buffer }[]>(`select hash from audit_events where tenant_id = ? and seq = ?`, [tenantId, throughSeq]);
+      const [entry] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, throughSeq]);
       if (!entry) throw failedPrecondition("NOTHING_TO_CUT", `entry ${throughSeq} is not in the log (already cut, or not written yet)`, { field: "through_seq" });
       const cutAt = clock.now();
       const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, entry.hash, cutAt)));
-      await em.execute(`insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values (?, ?, ?, ?, ?, ?)`, [tenantId, throughSeq, entry.hash, cutAt, kid, signature]);
-      await em.execute(`set local licensd.audit_retention = 'on'`);
-      const res = await em.execute<{ affectedRows?: number }>(`delete from audit_events where tenant_id = ? and seq <= ?`, [tenantId, throughSeq], "run");
-      await em.execute(`set local licensd.audit_retention = 'off'`);
-      const removed = res.affectedRows ?? 0;
+      await sql(em, `insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values ($1, $2, $3, $4, $5, $6)`, [tenantId, throughSeq, entry.hash, cutAt, kid, signature]);
+      await sql(em, `set local licensd.audit_retention = 'on'`);
+      const removed = await affectedRows(em, `delete from audit_events where tenant_id = $1 and seq <= $2`, [tenantId, throughSeq]);
+      await sql(em, `set local licensd.audit_retention = 'off'`);
       await events.emit(em, { tenantId, type: "audit.retention.cut", subject: tenantId, actor, payload: { through_seq: throughSeq, removed } });
       return { removed, throughSeq };
     },

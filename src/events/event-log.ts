@@ -1,4 +1,4 @@
-import type { Database, EntityManager } from "../platform/db.js";
+import { sql, type Database, type EntityManager } from "../platform/db.js";
 
 /** One audit entry as a reader of the log sees it (the hash chain's fields stay with the audit domain). */
 export interface LogEntry {
@@ -22,18 +22,19 @@ export interface EventLog {
 export function createEventLog(db: Database): EventLog {
   return {
     async head(tenantId) {
-      const [head] = await db
-        .em()
-        .execute<{ seq: string | null }[]>(`select max(seq) as seq from audit_events where tenant_id = ?`, [tenantId]);
+      const [head] = await sql<{ seq: string | null }>(
+        db,
+        `select max(seq) as seq from audit_events where tenant_id = $1`,
+        [tenantId],
+      );
       return Number(head?.seq ?? 0);
     },
     async entriesAfter(tenantId, afterSeq, limit) {
-      const rows = await db
-        .em()
-        .execute<{ seq: string; type: string; subject: string }[]>(
-          `select seq, type, subject from audit_events where tenant_id = ? and seq > ? order by seq limit ?`,
-          [tenantId, afterSeq, limit],
-        );
+      const rows = await sql<{ seq: string; type: string; subject: string }>(
+        db,
+        `select seq, type, subject from audit_events where tenant_id = $1 and seq > $2 order by seq limit $3`,
+        [tenantId, afterSeq, limit],
+      );
       return rows.map((r) => ({ seq: Number(r.seq), type: r.type, subject: r.subject }));
     },
   };
@@ -57,11 +58,12 @@ export async function dailyCounts(
   em: EntityManager,
   q: { type: string; field: string; from: Date; to: Date; tenantId?: string },
 ): Promise<DailyCount[]> {
-  const tenant = q.tenantId ? "and tenant_id = ?" : "";
-  return em.execute<DailyCount[]>(
-    `select tenant_id, payload->>? as key,
+  const tenant = q.tenantId ? "and tenant_id = $5" : "";
+  return sql<DailyCount>(
+    em,
+    `select tenant_id, payload->>$1::text as key,
             (extract(epoch from date_trunc('day', occurred_at, 'UTC')) * 1000)::bigint as day_ms, count(*) as value
-       from audit_events where type = ? and occurred_at >= ? and occurred_at < ? ${tenant}
+       from audit_events where type = $2 and occurred_at >= $3 and occurred_at < $4 ${tenant}
       group by 1, 2, 3`,
     [q.field, q.type, q.from, q.to, ...(q.tenantId ? [q.tenantId] : [])],
   );

@@ -1,7 +1,7 @@
 import canonicalize from "canonicalize";
 import type { Clock } from "../platform/clock.js";
 import { sha256 } from "../platform/crypto.js";
-import type { EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import { newId } from "../platform/ids.js";
 import { appendLeaf, leafHash } from "./merkle.js";
 import type { AuditKeyring } from "./audit-keyring.js";
@@ -80,10 +80,10 @@ export function createEvents({ clock, keyring, committed }: { clock: Clock; keyr
       // The hot path of every mutation: plain SQL, two round trips (lock the head, then
       // one statement that writes everything).
       const lockHead = () =>
-        em.execute<Head[]>(`select seq, hash, frontier from audit_heads where tenant_id = ? for update`, [event.tenantId]);
+        sql<Head>(em, `select seq, hash, frontier from audit_heads where tenant_id = $1 for update`, [event.tenantId]);
       let [head] = await lockHead();
       if (!head) {
-        await em.execute(`insert into audit_heads (tenant_id, seq, hash, frontier) values (?, 0, ?, '\\x') on conflict do nothing`, [
+        await sql(em, `insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, 0, $2, '\\x') on conflict do nothing`, [
           event.tenantId,
           GENESIS_HASH,
         ]);
@@ -99,22 +99,26 @@ export function createEvents({ clock, keyring, committed }: { clock: Clock; keyr
       for (let i = 0; i < head.frontier.length; i += 32) frontier.push(head.frontier.subarray(i, i + 32));
       const tree = appendLeaf(frontier, seq - 1, leafHash(hash));
 
-      const nodeValues = tree.completed.map(() => "(?, ?, ?, ?)").join(", ");
-      await em.execute(
+      // Nodes' parameters follow the 18 fixed ones.
+      const nodeValues = tree.completed
+        .map((_, i) => `($${19 + 4 * i}, $${20 + 4 * i}, $${21 + 4 * i}, $${22 + 4 * i})`)
+        .join(", ");
+      await sql(
+        em,
         `with entry as (
            insert into audit_events (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
-           values (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?)
+           values ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12)
          ), nodes as (
            insert into audit_tree_nodes (tenant_id, level, index, hash) values ${nodeValues}
          ), head as (
-           update audit_heads set seq = ?, hash = ?, frontier = ? where tenant_id = ?
+           update audit_heads set seq = $13, hash = $14, frontier = $15 where tenant_id = $16
          )
-         select pg_notify(?, ?)`,
+         select pg_notify($17, $18)`,
         [
           event.tenantId, seq, id, event.type, event.subject, event.actor, JSON.stringify(event.payload), occurredAt, head.hash, hash, kid, signature,
-          ...tree.completed.flatMap((n) => [event.tenantId, n.level, n.index, n.hash]),
           seq, hash, Buffer.concat(tree.frontier), event.tenantId,
           AUDIT_CHANNEL, `${event.tenantId}:${seq}`,
+          ...tree.completed.flatMap((n) => [event.tenantId, n.level, n.index, n.hash]),
         ],
       );
       committed?.(em, event.tenantId, seq);

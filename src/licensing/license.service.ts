@@ -2,7 +2,7 @@ import { Code } from "@connectrpc/connect";
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
 import { open, seal, sha256 } from "../platform/crypto.js";
-import type { EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import { alreadyExists, DomainError, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import { LATEST_REQUEST_TIME } from "../platform/request-fields.js";
 import { newId } from "../platform/ids.js";
@@ -130,7 +130,7 @@ export function createLicenseService(deps: {
         // Keys are one namespace (the public RPCs take the key alone): the tenant may learn of its own license, nothing of another's.
         const address = input.clientAddress ?? "";
         await foreignKeys?.admit(tenantId, address);
-        const [holder] = await em.execute<{ id: string; tenant_id: string }[]>(`select id, tenant_id from licenses where key_digest = ?`, [sha256(key)]);
+        const [holder] = await sql<{ id: string; tenant_id: string }>(em, `select id, tenant_id from licenses where key_digest = $1`, [sha256(key)]);
         if (holder?.tenant_id === tenantId) throw alreadyExists("LICENSE_KEY_TAKEN", `custom_key: license ${holder.id} already has this key`, { field: "custom_key", license_id: holder.id });
         if (holder) {
           await foreignKeys?.refused(tenantId, address, { tenantId: holder.tenant_id, licenseId: holder.id });

@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { Events } from "../events/events.js";
 
 /**
@@ -11,21 +12,22 @@ import type { Events } from "../events/events.js";
  */
 export function createLicenseWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; intervalMs?: number }) {
   const { db, clock, events, logger } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
 
   /** One pass; returns how many licenses it revoked. */
   async function tick(): Promise<number> {
     return db.tx(async (em) => {
       const now = clock.now();
-      const due = await em.execute<{ id: string; tenant_id: string }[]>(
+      const due = await sql<{ id: string; tenant_id: string }>(
+        em,
         `select l.id, l.tenant_id from licenses l join policies p on p.id = l.policy_id
           where l.status = 'active' and p.expiration_strategy = 'revoke_access'
-            and l.expires_at + make_interval(secs => p.grace_seconds) <= ?
+            and l.expires_at + make_interval(secs => p.grace_seconds) <= $1
           order by l.id limit 500 for update of l skip locked`,
         [now],
       );
       for (const l of due) {
-        await em.execute(`update licenses set status = 'revoked', revoked_at = ?, updated_at = ? where id = ?`, [now, now, l.id]);
+        await sql(em, `update licenses set status = 'revoked', revoked_at = $1, updated_at = $2 where id = $3`, [now, now, l.id]);
         await events.emit(em, { tenantId: l.tenant_id, type: "license.revoked", subject: l.id, actor: "system", payload: { reason: "expired (REVOKE_ACCESS policy)" } });
       }
       return due.length;
@@ -35,16 +37,18 @@ export function createLicenseWorker(deps: { db: Database; clock: Clock; events: 
   return {
     tick,
     start() {
-      timer = setInterval(() => {
-        tick().then(
-          (n) => n > 0 && logger.info({ revoked: n }, "revoked licenses past their grace period"),
-          (err: unknown) => logger.warn({ err }, "license worker pass failed"),
-        );
-      }, deps.intervalMs ?? 60_000);
-      timer.unref();
+      loop = every(
+        deps.intervalMs ?? 60_000,
+        async () => {
+          const n = await tick();
+          if (n > 0) logger.info({ revoked: n }, "revoked licenses past their grace period");
+        },
+        { name: "license worker", logger },
+      );
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import type { LicenseMachines } from "./license-machines.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
@@ -110,14 +110,15 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     const hit = cache.get(cacheKey);
     if (hit && hit.until > Date.now()) return hit.snapshot;
     const startEpoch = epoch;
-    const [r] = await db.prepared<Row>(
-      "licensd-validate-license",
+    const [r] = await sql<Row>(
+      db,
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
               l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds, po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
          from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
         where l.key_digest = $1`,
       [digest],
+      { name: "licensd-validate-license" },
     );
     const snapshot: LicenseSnapshot | null = r
       ? {

@@ -6,17 +6,93 @@ import type { Logger } from "./logger.js";
 export type { EntityManager };
 
 /**
- * Runs SQL with bound parameters (`$1`, `$2`, … sent separately, arrays as PostgreSQL
- * arrays) on the EntityManager's transaction. MikroORM's `execute` formats parameters
- * into the SQL text and expands arrays; bulk statements (`unnest($1::text[], …)`) need
- * the real bind protocol. Outside a transaction it runs on a pooled connection.
+ * Hand-written SQL: the one way. Entity work goes through the ORM (`em.find`,
+ * `em.persist`, …); a statement the ORM does not express well, or a hot path that must not
+ * pay for it, goes through `sql` (rows) or `affectedRows` (how many rows a write touched):
+ *
+ *     const rows = await sql<{ id: string }>(em, "select id from tenants where id = $1", [id]);
+ *     const n = await affectedRows(db, "delete from usage_dedupe where received_at < $1", [cutoff]);
+ *
+ * - Placeholders are `$1`, `$2`, …; parameters are bound (never formatted into the text):
+ *   a JavaScript array is one PostgreSQL array (`= any($1)`, `unnest($1::text[])`), a Date a
+ *   timestamp, a Buffer bytea, a plain object JSON. Where PostgreSQL cannot infer a
+ *   parameter's type (`select $1`, `coalesce($1, …)`), cast it (`$1::timestamptz`).
+ * - `on` is an EntityManager or the Database. An EntityManager that `db.tx` gave runs the
+ *   statement in its transaction (on the transaction's connection); any other runs it on a
+ *   pooled connection, as does the Database.
+ * - Outside a transaction, `{ name }` makes it a named prepared statement: each pooled
+ *   connection parses and plans it once (hot statements whose text never changes, e.g.
+ *   validation, machine stamps, rate limits; BENCHMARKS.md measured the difference). The
+ *   name is ignored inside a transaction.
+ * - Errors are MikroORM's exceptions (e.g. `UniqueConstraintViolationException`).
+ *
+ * Sessions that must hold one connection (LISTEN, advisory locks) take their own `pg`
+ * client; migrations keep MikroORM's migration API.
  */
-export async function query<T>(em: EntityManager, sql: string, params: unknown[]): Promise<T[]> {
-  const ctx = em.getTransactionContext<Transaction<unknown>>();
-  const runner = ctx ?? em.getConnection().getClient();
+export type SqlRunner = Database | EntityManager;
+
+export interface SqlOptions {
+  /** A named prepared statement (outside a transaction); the same name must always carry the same text. */
+  name?: string;
+}
+
+/** Runs `text` with `params` bound to `$1`, `$2`, … and returns its rows (see above). */
+export async function sql<T>(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[] = [],
+  opts?: SqlOptions,
+): Promise<T[]> {
+  return (await run<T>(on, text, params, opts?.name)).rows;
+}
+
+/** Runs a write (`insert`, `update`, `delete`) and returns how many rows it touched. */
+export async function affectedRows(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[] = [],
+  opts?: SqlOptions,
+): Promise<number> {
+  return (await run(on, text, params, opts?.name)).count;
+}
+
+/** What a statement returned: its rows, and how many rows it touched. */
+export interface SqlResult<T> {
+  rows: T[];
+  count: number;
+}
+
+function run<T>(on: SqlRunner, text: string, params: readonly unknown[], name: string | undefined): Promise<SqlResult<T>> {
+  if ("pooled" in on) return on.pooled<T>(text, params, name);
+  const trx = on.getTransactionContext<Transaction<unknown>>();
+  return trx ? inTransaction<T>(on, trx, text, params) : onPool<T>(on, text, params, name);
+}
+
+async function inTransaction<T>(
+  em: EntityManager,
+  trx: Transaction<unknown>,
+  text: string,
+  params: readonly unknown[],
+): Promise<SqlResult<T>> {
   try {
-    const res = await runner.executeQuery<T>(CompiledQuery.raw(sql, params));
-    return res.rows as T[];
+    const res = await trx.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
+    return { rows: res.rows as T[], count: Number(res.numAffectedRows ?? res.rows.length) };
+  } catch (err) {
+    throw em.getDriver().convertException(err as Error);
+  }
+}
+
+async function onPool<T>(
+  em: EntityManager,
+  text: string,
+  params: readonly unknown[],
+  name: string | undefined,
+): Promise<SqlResult<T>> {
+  try {
+    const pool = await (em.getConnection() as PostgreSqlConnection).getNativeClient();
+    const values = params as unknown[];
+    const res = await pool.query(name ? { name, text, values } : { text, values });
+    return { rows: res.rows as T[], count: res.rowCount ?? res.rows.length };
   } catch (err) {
     throw em.getDriver().convertException(err as Error);
   }
@@ -30,12 +106,8 @@ export interface Database {
   afterCommit(em: EntityManager, hook: () => void): void;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
-  /**
-   * One statement on its own (in its own transaction, one round trip), with bound
-   * parameters as `query` sends them, prepared once per pooled connection under `name`:
-   * for a hot statement whose text never changes, PostgreSQL then parses and plans it once.
-   */
-  prepared<T>(name: string, sql: string, params: unknown[]): Promise<T[]>;
+  /** One statement on a pooled connection: what `sql(db, …)` and `affectedRows(db, …)` run. */
+  pooled<T>(text: string, params: readonly unknown[], name?: string): Promise<SqlResult<T>>;
   /** `select 1` with a short timeout: is the database answering? */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -87,22 +159,13 @@ export async function openDatabase(url: string, opts: { poolMax: number; logger:
       else hooks.set(em, [hook]);
     },
     em: () => orm.em.fork(),
-    async prepared<T>(name: string, sql: string, params: unknown[]) {
-      const pool = await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient();
-      try {
-        return (await pool.query({ name, text: sql, values: params })).rows as T[];
-      } catch (err) {
-        throw orm.em.getDriver().convertException(err as Error);
-      }
-    },
+    pooled: <T>(text: string, params: readonly unknown[], name?: string) => onPool<T>(orm.em, text, params, name),
     async ping(timeoutMs = 2_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), timeoutMs);
       });
-      const query = orm.em
-        .fork()
-        .execute("select 1")
+      const query = sql(db, "select 1")
         .then(() => true)
         .catch(() => false);
       try {

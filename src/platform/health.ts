@@ -8,6 +8,7 @@ import {
   HealthListResponseSchema,
 } from "../../gen/ts/health/v1/health_pb.js";
 import type { Logger } from "./logger.js";
+import { every, type Every } from "./worker.js";
 
 export { Status as ServingStatus };
 
@@ -19,7 +20,7 @@ export { Status as ServingStatus };
 export class HealthState {
   private readonly statuses = new Map<string, Status>();
   private readonly changes = new EventEmitter();
-  private timer: NodeJS.Timeout | undefined;
+  private loop: Every | undefined;
 
   constructor(serviceNames: string[]) {
     for (const name of ["", ...serviceNames]) this.statuses.set(name, Status.NOT_SERVING);
@@ -48,17 +49,18 @@ export class HealthState {
       const up = await ping();
       const next = up ? Status.SERVING : Status.NOT_SERVING;
       if (this.statuses.get("") !== next) logger[up ? "info" : "error"]({ database: up ? "up" : "down" }, "database health changed");
-      if (this.timer) this.setAll(next);
+      if (this.loop) this.setAll(next);
     };
-    this.timer = setInterval(() => void tick(), intervalMs);
-    this.timer.unref();
+    this.loop = every(intervalMs, tick, { name: "database health check", logger });
     return tick();
   }
 
-  stop() {
-    clearInterval(this.timer);
-    this.timer = undefined;
+  /** Everything turns NOT_SERVING at once; resolves once a running ping has ended. */
+  stop(): Promise<void> {
+    const loop = this.loop;
+    this.loop = undefined;
     this.setAll(Status.NOT_SERVING);
+    return loop?.stop() ?? Promise.resolve();
   }
 
   /**

@@ -1,6 +1,6 @@
 import { clone, fromBinary, toBinary, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
-import type { Database, EntityManager } from "./db.js";
+import { affectedRows, sql, type Database, type EntityManager } from "./db.js";
 import { open, seal, sha256 } from "./crypto.js";
 import { alreadyExists, failedPrecondition } from "./errors.js";
 import type { Clock } from "./clock.js";
@@ -48,14 +48,16 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
       const digest = requestDigest(call.requestSchema, call.request);
       const aad = recordAad(call.scope, call.procedure, key);
       return db.tx(async (em) => {
-        const inserted = await em.execute<{ key: string }[]>(
+        const inserted = await sql<{ key: string }>(
+          em,
           `insert into idempotency_records (scope, procedure, key, request_digest, response_sealed, created_at)
-           values (?, ?, ?, ?, null, ?) on conflict do nothing returning key`,
+           values ($1, $2, $3, $4, null, $5) on conflict do nothing returning key`,
           [call.scope, call.procedure, key, digest, clock.now()],
         );
         if (inserted.length === 0) {
-          const [row] = await em.execute<{ request_digest: Buffer; response_sealed: Buffer | null }[]>(
-            `select request_digest, response_sealed from idempotency_records where scope = ? and procedure = ? and key = ?`,
+          const [row] = await sql<{ request_digest: Buffer; response_sealed: Buffer | null }>(
+            em,
+            `select request_digest, response_sealed from idempotency_records where scope = $1 and procedure = $2 and key = $3`,
             [call.scope, call.procedure, key],
           );
           if (!row.request_digest.equals(digest)) {
@@ -74,7 +76,7 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
           return fromBinary(call.responseSchema, open(dataKey, row.response_sealed, aad));
         }
         const response = await fn(em);
-        await em.execute(`update idempotency_records set response_sealed = ? where scope = ? and procedure = ? and key = ?`, [
+        await sql(em, `update idempotency_records set response_sealed = $1 where scope = $2 and procedure = $3 and key = $4`, [
           seal(dataKey, Buffer.from(toBinary(call.responseSchema, response)), aad),
           call.scope,
           call.procedure,
@@ -85,8 +87,7 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
     },
     async purge() {
       const cutoff = new Date(clock.now().getTime() - IDEMPOTENCY_RETENTION_HOURS * 3_600_000);
-      const res = await db.em().execute<{ affectedRows?: number }>(`delete from idempotency_records where created_at < ?`, [cutoff], "run");
-      return res.affectedRows ?? 0;
+      return affectedRows(db, `delete from idempotency_records where created_at < $1`, [cutoff]);
     },
   };
 }

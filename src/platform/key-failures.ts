@@ -2,7 +2,7 @@ import { Code } from "@connectrpc/connect";
 import type { RateRule } from "./rate-limit.js";
 import { addressBucket } from "./client-address.js";
 import type { Clock } from "./clock.js";
-import type { Database } from "./db.js";
+import { sql, type Database } from "./db.js";
 import { DomainError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { RateLimiter } from "./rate-limit.js";
@@ -66,10 +66,11 @@ export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLi
   async function load() {
     if (!rule) return;
     const rate = rule.capacity / rule.periodSeconds;
-    const rows = await db.prepared<{ key: string; tokens: number; refilled_ms: string }>(
-      "licensd-key-failures-blocked",
+    const rows = await sql<{ key: string; tokens: number; refilled_ms: string }>(
+      db,
       `select key, tokens, (extract(epoch from refilled_at) * 1000)::bigint as refilled_ms from rate_buckets where key like '${BUCKET_PREFIX}%' and tokens < 1`,
       [],
+      { name: "licensd-key-failures-blocked" },
     );
     const now = clock.now().getTime();
     for (const r of rows) {
@@ -96,7 +97,8 @@ export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLi
     if (r.tokens < 1) {
       const until = clock.now().getTime() + r.retryMs;
       block(bucket, until);
-      await db.prepared("licensd-key-failures-notify", "select pg_notify($1, $2)", [KEY_FAILURES_CHANNEL, `${bucket} ${until}`]).catch((err: unknown) => {
+      const notify = "select pg_notify($1, $2)";
+      await sql(db, notify, [KEY_FAILURES_CHANNEL, `${bucket} ${until}`], { name: "licensd-key-failures-notify" }).catch((err: unknown) => {
         // The other instances still refuse this address's failures (the bucket is shared); they only answer its hits until they hear.
         logger.warn({ err }, "could not tell the other instances about a blocked address");
       });

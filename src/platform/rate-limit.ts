@@ -1,5 +1,5 @@
 import type { Clock } from "./clock.js";
-import type { Database } from "./db.js";
+import { sql, type Database } from "./db.js";
 import { DomainError } from "./errors.js";
 import { Code } from "@connectrpc/connect";
 
@@ -23,8 +23,8 @@ export function createRateLimiter(db: Database, clock: Clock) {
       const now = clock.now();
       // Prepared once per pooled connection ($2 capacity, $4 tokens per second).
       const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
-      const [row] = await db.prepared<{ tokens: number; granted: boolean }>(
-        "licensd-rate-take",
+      const [row] = await sql<{ tokens: number; granted: boolean }>(
+        db,
         `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, $2::float8 - 1, true, $3)
          on conflict (key) do update set
            tokens = case when ${level} >= 1 then ${level} - 1 else ${level} end,
@@ -32,6 +32,7 @@ export function createRateLimiter(db: Database, clock: Clock) {
            refilled_at = greatest(b.refilled_at, excluded.refilled_at)
          returning tokens, granted`,
         [key, rule.capacity, now, rate],
+        { name: "licensd-rate-take" },
       );
       if (row!.granted) return;
       const retryMs = Math.ceil(((1 - Number(row!.tokens)) / rate) * 1000);
@@ -48,8 +49,8 @@ export function createRateLimiter(db: Database, clock: Clock) {
     async draw(key: string, rule: RateRule, n: number): Promise<{ granted: boolean; tokens: number; retryMs: number }> {
       const rate = rule.capacity / rule.periodSeconds;
       const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
-      const [row] = await db.prepared<{ tokens: number; granted: boolean }>(
-        "licensd-rate-draw",
+      const [row] = await sql<{ tokens: number; granted: boolean }>(
+        db,
         `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, greatest($2::float8 - $5::float8, 0), $5::float8 <= $2::float8, $3)
          on conflict (key) do update set
            tokens = case when ${level} >= $5::float8 then ${level} - $5::float8 else 0 end,
@@ -57,6 +58,7 @@ export function createRateLimiter(db: Database, clock: Clock) {
            refilled_at = greatest(b.refilled_at, excluded.refilled_at)
          returning tokens, granted`,
         [key, rule.capacity, clock.now(), rate, n],
+        { name: "licensd-rate-draw" },
       );
       const tokens = Number(row!.tokens);
       return { granted: row!.granted, tokens, retryMs: tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / rate) * 1000) };
@@ -65,10 +67,11 @@ export function createRateLimiter(db: Database, clock: Clock) {
     /** What `key`'s bucket holds now (without taking anything), and how long until it holds a token. */
     async peek(key: string, rule: RateRule): Promise<{ tokens: number; retryMs: number }> {
       const rate = rule.capacity / rule.periodSeconds;
-      const [row] = await db.prepared<{ tokens: number | null }>(
-        "licensd-rate-peek",
+      const [row] = await sql<{ tokens: number | null }>(
+        db,
         `select least($2::float8, tokens + greatest(0, extract(epoch from ($3::timestamptz - refilled_at))) * $4::float8) as tokens from rate_buckets where key = $1`,
         [key, rule.capacity, clock.now(), rate],
+        { name: "licensd-rate-peek" },
       );
       const tokens = row ? Number(row.tokens) : rule.capacity;
       return { tokens, retryMs: tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / rate) * 1000) };
@@ -76,7 +79,7 @@ export function createRateLimiter(db: Database, clock: Clock) {
 
     /** Drops buckets untouched for an hour (full again by then for any sane rule). */
     async purge(): Promise<void> {
-      await db.em().execute(`delete from rate_buckets where refilled_at < ?`, [new Date(clock.now().getTime() - 3_600_000)]);
+      await sql(db, `delete from rate_buckets where refilled_at < $1`, [new Date(clock.now().getTime() - 3_600_000)]);
     },
   };
 }

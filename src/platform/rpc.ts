@@ -2,7 +2,7 @@ import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { actorOf, requireTenant, type Principal, type Scope } from "./auth.js";
 import { principalKey } from "./context.js";
-import type { EntityManager } from "./db.js";
+import { sql, type EntityManager } from "./db.js";
 import { notFound } from "./errors.js";
 import type { Idempotency } from "./idempotency.js";
 
@@ -41,7 +41,7 @@ export function tenantMutation<I extends DescMessage, O extends DescMessage>(
  */
 export async function requireLiveTenant(em: EntityManager, principal: Principal, tenantId: string): Promise<void> {
   if (principal.kind !== "super_admin") return;
-  const rows = await em.execute<{ id: string }[]>(`select id from tenants where id = ? and deleted_at is null for key share`, [tenantId]);
+  const rows = await sql<{ id: string }>(em, `select id from tenants where id = $1 and deleted_at is null for key share`, [tenantId]);
   if (rows.length === 0) throw notFound("tenant", tenantId);
 }
 

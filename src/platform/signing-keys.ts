@@ -3,9 +3,10 @@ import sodium from "sodium-native";
 import { BatchSigner } from "./batch-signer.js";
 import type { Clock } from "./clock.js";
 import { open, seal } from "./crypto.js";
-import type { Database, EntityManager } from "./db.js";
+import { sql, type Database, type EntityManager } from "./db.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
+import { every, type Every } from "./worker.js";
 
 export type SigningKeyStatus = "active" | "retiring";
 
@@ -46,7 +47,7 @@ export const verifyEd25519 = (publicKey: Uint8Array, message: Uint8Array, signat
 export class SigningKeyStore {
   private active: { kid: string; secretKey: Buffer } | undefined;
   private keys: PublicSigningKey[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private reloads: Every | undefined;
   private readonly batches: BatchSigner;
 
   constructor(
@@ -61,35 +62,37 @@ export class SigningKeyStore {
   async start(): Promise<void> {
     await this.ensureActive();
     await this.reload();
-    this.timer = setInterval(() => {
-      this.reload().catch((err: unknown) => this.logger.warn({ err }, "signing key reload failed"));
-    }, 60_000);
-    this.timer.unref();
+    this.reloads = every(60_000, () => this.reload(), { name: "signing key reload", logger: this.logger });
   }
 
-  /** Stops the reloads; signatures still waiting for the end of the turn are made now. */
-  stop() {
-    clearInterval(this.timer);
+  /**
+   * Stops the reloads (resolves once a running one has ended); signatures still waiting for
+   * the end of the turn are made now.
+   */
+  async stop(): Promise<void> {
     this.batches.flush();
+    await this.reloads?.stop();
   }
 
   /** Creates the first key when none is active; concurrent starts create one between them. */
   private async ensureActive() {
-    const [row] = await this.db.em().execute<{ n: number }[]>(`select count(*)::int as n from signing_keys where status = 'active'`);
+    const [row] = await sql<{ n: number }>(this.db, `select count(*)::int as n from signing_keys where status = 'active'`);
     if (row.n > 0) return;
     const { publicKey, privateKey } = generateKeyPairSync("ed25519");
     const kid = newId("sk");
     const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
     const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
-    await this.db.em().execute(
+    await sql(
+      this.db,
       `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at)
-       values (?, 'Ed25519', ?, ?, 'active', ?, ?) on conflict do nothing`,
+       values ($1, 'Ed25519', $2, $3, 'active', $4, $5) on conflict do nothing`,
       [kid, raw, sealed, this.clock.now(), this.clock.now()],
     );
   }
 
   async reload(): Promise<void> {
-    const rows = await this.db.em().execute<Row[]>(
+    const rows = await sql<Row>(
+      this.db,
       `select kid, public_key, private_key_sealed, status, (extract(epoch from not_before) * 1000)::bigint as not_before_ms,
               (extract(epoch from not_after) * 1000)::bigint as not_after_ms from signing_keys
         where status in ('active', 'retiring') order by (status = 'active') desc, not_before desc`,
@@ -176,12 +179,13 @@ export class SigningKeyStore {
     const kid = newId("sk");
     const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
     const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
-    await em.execute(`update signing_keys set status = 'retired' where status = 'retiring' and not_after <= ?`, [now]);
-    const old = await em.execute<{ kid: string }[]>(`update signing_keys set status = 'retiring', not_after = ? where status = 'active' returning kid`, [
+    await sql(em, `update signing_keys set status = 'retired' where status = 'retiring' and not_after <= $1`, [now]);
+    const old = await sql<{ kid: string }>(em, `update signing_keys set status = 'retiring', not_after = $1 where status = 'active' returning kid`, [
       new Date(now.getTime() + retireAfterSeconds * 1000),
     ]);
-    await em.execute(
-      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values (?, 'Ed25519', ?, ?, 'active', ?, ?)`,
+    await sql(
+      em,
+      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
       [kid, raw, sealed, now, now],
     );
     const retiring = old.map((r) => r.kid);

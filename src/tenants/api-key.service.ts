@@ -1,5 +1,5 @@
 import { LockMode } from "@mikro-orm/core";
-import type { Database, EntityManager } from "../platform/db.js";
+import { sql, type Database, type EntityManager } from "../platform/db.js";
 import type { Principal, Scope } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
 import { randomSecret, sha256 } from "../platform/crypto.js";
@@ -84,9 +84,10 @@ export function createApiKeyService({ db, clock, tenants, events }: { db: Databa
      * authenticated request, so it is one indexed query by digest, not an ORM load.
      */
     async resolve(secret: string): Promise<Principal | undefined> {
-      const rows = await db.em().execute<{ id: string; tenant_id: string; scopes: string[] }[]>(
+      const rows = await sql<{ id: string; tenant_id: string; scopes: string[] }>(
+        db,
         `select k.id, k.tenant_id, k.scopes from api_keys k join tenants t on t.id = k.tenant_id
-          where k.secret_digest = ? and k.revoked_at is null and (k.expires_at is null or k.expires_at > ?)
+          where k.secret_digest = $1 and k.revoked_at is null and (k.expires_at is null or k.expires_at > $2)
             and t.deleted_at is null`,
         [sha256(secret), clock.now()],
       );

@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database, EntityManager } from "../platform/db.js";
+import { sql, type Database, type EntityManager } from "../platform/db.js";
 import { notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -49,14 +49,15 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
   async function series(em: EntityManager, day: Date, tenantId?: string) {
     const from = new Date(day.getTime() - BASELINE_DAYS * DAY);
     const to = new Date(day.getTime() + DAY);
-    const tenant = tenantId ? "and r.tenant_id = ?" : "";
-    const usage = await em.execute<{ tenant_id: string; license_id: string; metric: string; day_ms: string; value: string }[]>(
+    const tenant = tenantId ? "and r.tenant_id = $5" : "";
+    const usage = await sql<{ tenant_id: string; license_id: string; metric: string; day_ms: string; value: string }>(
+      em,
       `select r.tenant_id, r.license_id, m.metric, (extract(epoch from date_trunc('day', r.hour, 'UTC')) * 1000)::bigint as day_ms, least(sum(r.total), 9007199254740991)::bigint as value
          from usage_rollups r join meters m on m.id = r.meter_id
-        where r.hour >= ? and r.hour < ? ${tenant}
-          and (r.license_id, r.meter_id) in (select license_id, meter_id from usage_rollups where hour >= ? and hour < ?)
+        where r.hour >= $1 and r.hour < $2 ${tenant}
+          and (r.license_id, r.meter_id) in (select license_id, meter_id from usage_rollups where hour >= $3 and hour < $4)
         group by 1, 2, 3, 4`,
-      [from, to, ...(tenantId ? [tenantId] : []), day, to],
+      [from, to, day, to, ...(tenantId ? [tenantId] : [])],
     );
     const activations = await dailyCounts(em, { type: "machine.activated", field: "license_id", from, to, tenantId });
     const bySeries = new Map<string, { tenantId: string; licenseId: string; metric: string; days: Map<number, number> }>();
@@ -81,9 +82,10 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
           const r = score(baseline, value);
           if (!r.severity) continue;
           const id = newId("anm");
-          const inserted = await em.execute<{ id: string }[]>(
+          const inserted = await sql<{ id: string }>(
+            em,
             `insert into anomalies (id, tenant_id, license_id, metric, day, value, mean, stddev, z_score, severity, created_at)
-             values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict (license_id, metric, day) do nothing returning id`,
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict (license_id, metric, day) do nothing returning id`,
             [id, s.tenantId, s.licenseId, s.metric, start, value, r.mean, r.stddev, r.z, r.severity, clock.now()],
           );
           if (inserted.length === 0) continue; // found before, by this or another instance
@@ -95,32 +97,35 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
             payload: { license_id: s.licenseId, metric: s.metric, day: start.toISOString(), value, mean: r.mean, stddev: r.stddev, z_score: r.z, severity: r.severity },
           });
         }
-        return em.execute<AnomalyRow[]>(`select ${COLUMNS} from anomalies where day = ? ${tenantId ? "and tenant_id = ?" : ""} order by id`, [start, ...(tenantId ? [tenantId] : [])]);
+        const tenant = tenantId ? "and tenant_id = $2" : "";
+        const params = [start, ...(tenantId ? [tenantId] : [])];
+        return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where day = $1 ${tenant} order by id`, params);
       });
     },
 
     async list(em: EntityManager, q: { tenantId: string; licenseId: string; minSeverity: Severity | null; resolved: boolean | null; page: Page }): Promise<AnomalyRow[]> {
-      const conds = ["tenant_id = ?"];
-      const params: unknown[] = [q.tenantId];
-      if (q.licenseId) (conds.push("license_id = ?"), params.push(q.licenseId));
+      const params: unknown[] = [];
+      const conds = [`tenant_id = $${params.push(q.tenantId)}`];
+      if (q.licenseId) conds.push(`license_id = $${params.push(q.licenseId)}`);
       if (q.minSeverity) {
         const allowed = (Object.keys(SEVERITY_RANK) as Severity[]).filter((s) => SEVERITY_RANK[s] >= SEVERITY_RANK[q.minSeverity!]);
-        conds.push(`severity in (${allowed.map(() => "?").join(", ")})`);
-        params.push(...allowed);
+        conds.push(`severity in (${allowed.map((s) => `$${params.push(s)}`).join(", ")})`);
       }
-      if (q.resolved !== null) (conds.push("resolved = ?"), params.push(q.resolved));
-      if (q.page.after) (conds.push("id < ?"), params.push(q.page.after));
-      return em.execute<AnomalyRow[]>(`select ${COLUMNS} from anomalies where ${conds.join(" and ")} order by id desc limit ${q.page.size + 1}`, params);
+      if (q.resolved !== null) conds.push(`resolved = $${params.push(q.resolved)}`);
+      if (q.page.after) conds.push(`id < $${params.push(q.page.after)}`);
+      const where = conds.join(" and ");
+      return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where ${where} order by id desc limit ${q.page.size + 1}`, params);
     },
 
     async resolve(em: EntityManager, tenantId: string, actor: string, id: string, note: string): Promise<AnomalyRow> {
-      const [row] = await em.execute<{ id: string }[]>(
-        `update anomalies set resolved = true, resolver = ?, resolution_note = ?, resolved_at = ? where id = ? and tenant_id = ? returning id`,
+      const [row] = await sql<{ id: string }>(
+        em,
+        `update anomalies set resolved = true, resolver = $1, resolution_note = $2, resolved_at = $3 where id = $4 and tenant_id = $5 returning id`,
         [actor, note, clock.now(), id, tenantId],
       );
       if (!row) throw notFound("anomaly", id);
       await events.emit(em, { tenantId, type: "anomaly.resolved", subject: id, actor, payload: { note } });
-      const [out] = await em.execute<AnomalyRow[]>(`select ${COLUMNS} from anomalies where id = ?`, [id]);
+      const [out] = await sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where id = $1`, [id]);
       return out!;
     },
   };

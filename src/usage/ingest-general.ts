@@ -4,13 +4,26 @@
  * period, a limit or threshold in reach, keyless events, resent keys, MAX, MIN, LATEST
  * and UNIQUE_COUNT meters.
  */
-import { query, type EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import { limitOf, limitState, type LimitState } from "./usage-records.js";
 import type { Prepared, Rejection } from "./usage-event.js";
 import { columns, eventRecords, eventsInsert, eventsParams, finishStatement, type PeriodTotal } from "./ingest-sql.js";
 import type { Turn } from "./stream-order.js";
 import type { BatchResult } from "./batch-result.js";
+
+/** A (license, meter, period[, agent]) total locked for the batch, with what the batch does to it. */
+type Group = PeriodTotal & { allowed: bigint | null; changed: boolean };
+type Locked = {
+  license_id: string;
+  meter_id: string;
+  start_ms: string;
+  agent_id: string;
+  used: string | null;
+  latest_ms: string | null;
+  warned: boolean;
+  exceeded: boolean;
+};
 
 /**
  * Writes a batch in the caller's transaction: keys and keyed events, then the period totals
@@ -29,16 +42,39 @@ export async function writeBatch(
   careful: boolean,
   turn: Turn | undefined,
 ): Promise<BatchResult> {
-  // 1. Deduplication: the keys this transaction inserts are the new ones. (A failed plain
-  // insert keeps the stream's key turn: the careful retry must not find a later batch's
-  // uncommitted copy of a key in its way.)
+  const { candidates, duplicateIndexes } = await dedupe(em, now, distinct, repeated, careful, turn);
+  const { groups, ordered } = await lockPeriodTotals(em, prepared, turn);
+  const known = await knownUniqueValues(em, candidates);
+  const { accepted, newUniques, limitRejected } = checkLimits(candidates, groups, known, rejected);
+  await takeBackRefused(em, limitRejected);
+  await insertKeylessEvents(em, now, accepted);
+  const limits = await recordThresholds(events, em, ordered);
+  await writeTotals(em, accepted, newUniques, ordered);
+  rejected.sort((a, b) => a.index - b.index);
+  duplicateIndexes.sort((a, b) => a - b);
+  return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
+}
+
+/**
+ * 1. Deduplication: the keys this transaction inserts are the new ones; returns the events
+ * still to write and the indexes of duplicates. (A failed plain insert keeps the stream's
+ * key turn: the careful retry must not find a later batch's uncommitted copy of a key in its way.)
+ */
+async function dedupe(
+  em: EntityManager,
+  now: Date,
+  distinct: Prepared[],
+  repeated: number[],
+  careful: boolean,
+  turn: Turn | undefined,
+) {
   const keyed = distinct.filter((p) => p.key);
   let candidates = distinct;
   const duplicateIndexes = [...repeated];
   await turn?.keys.wait;
   if (keyed.length > 0 && !careful) {
     // The keys, and with them (nothing else can refuse them before the limits) the events.
-    await query(
+    await sql(
       em,
       `with x as (${eventRecords(2)}),
        keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x)
@@ -46,7 +82,7 @@ export async function writeBatch(
       [now, ...eventsParams(keyed)],
     );
   } else if (keyed.length > 0) {
-    const inserted = await query<{ tenant_seq: number; idempotency_key: string }>(
+    const inserted = await sql<{ tenant_seq: number; idempotency_key: string }>(
       em,
       `insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
        select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_seq, idempotency_key`,
@@ -58,14 +94,18 @@ export async function writeBatch(
     // parallel; the rare one a limit then refuses is deleted again below (its key is unique
     // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
     const early = candidates.filter((p) => p.key);
-    if (early.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
+    if (early.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(early)]);
   }
   turn?.keys.done();
+  return { candidates, duplicateIndexes };
+}
 
-  // 3. Lock the period totals of every (license, meter, period) touched — and, for a meter
-  // counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
-  // previous batch locked its own.
-  type Group = PeriodTotal & { allowed: bigint | null; changed: boolean };
+/**
+ * 3. Locks the period totals of every (license, meter, period) touched — and, for a meter
+ * counting agent tokens, of every (…, agent) — in a fixed order, after the stream's
+ * previous batch locked its own. Returns them by key, and in lock order.
+ */
+async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: Turn | undefined) {
   const groups = new Map<string, Group>();
   const open = (key: string, p: Prepared, agentId: string) => {
     if (!groups.has(key)) groups.set(key, { sample: p, agentId, allowed: limitOf(p, agentId).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
@@ -80,8 +120,7 @@ export async function writeBatch(
   // stream's previous batch holds its own. (DO UPDATE, a no-op, is what locks an existing
   // row and returns it.)
   await turn?.limits.wait;
-  type Locked = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string | null; latest_ms: string | null; warned: boolean; exceeded: boolean };
-  const locked = await query<Locked>(
+  const locked = await sql<Locked>(
     em,
     `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
      select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
@@ -95,7 +134,7 @@ export async function writeBatch(
   // the meter started counting agent tokens within the period (the rollups know).
   const fresh = locked.filter((r) => r.agent_id && r.used === null);
   if (fresh.length > 0) {
-    const rebuilt = await query<Locked>(
+    const rebuilt = await sql<Locked>(
       em,
       `update usage_periods u set used = coalesce((select sum(r.total) from usage_rollups r
                 where r.license_id = u.license_id and r.meter_id = u.meter_id and r.agent_id = u.agent_id and r.hour >= u.period_start and (v.period_end is null or r.hour < v.period_end)), 0)
@@ -109,12 +148,15 @@ export async function writeBatch(
   for (const r of locked) {
     Object.assign(groupOf(r), { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
   }
+  return { groups, ordered };
+}
 
-  // Distinct values already counted in their period (under the period lock: stable).
+/** Distinct values already counted in their period (under the period lock: stable). */
+async function knownUniqueValues(em: EntityManager, candidates: Prepared[]): Promise<Set<string>> {
   const uniques = candidates.filter((p) => p.meter.aggregation === "unique_count");
   const known = new Set<string>();
   if (uniques.length > 0) {
-    const seen = await query<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
+    const seen = await sql<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
       em,
       `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
         where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
@@ -122,8 +164,14 @@ export async function writeBatch(
     );
     for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
   }
+  return known;
+}
 
-  // 4. Limits, event by event in order.
+/**
+ * 4. Limits, event by event in order: each accepted event moves its totals; a refused one
+ * is added to `rejected`.
+ */
+function checkLimits(candidates: Prepared[], groups: Map<string, Group>, known: Set<string>, rejected: Rejection[]) {
   const accepted: Prepared[] = [];
   const newUniques: Prepared[] = [];
   const limitRejected: Prepared[] = [];
@@ -177,12 +225,18 @@ export async function writeBatch(
     accepted.push(p);
     if (isNewValue) newUniques.push(p);
   }
-  // A refused event was not recorded: its early row goes, and its key is forgotten, so it
-  // can be sent again later (a raised limit, a new period).
+  return { accepted, newUniques, limitRejected };
+}
+
+/**
+ * A refused event was not recorded: its early row goes, and its key is forgotten, so it
+ * can be sent again later (a raised limit, a new period).
+ */
+async function takeBackRefused(em: EntityManager, limitRejected: Prepared[]) {
   const forget = limitRejected.filter((p) => p.key);
   if (forget.length > 0) {
     const [tenants, licenses, times, idempotencyKeys, seqs] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key, (p) => p.license.tenantSeq);
-    await query(
+    await sql(
       em,
       `with gone as (delete from usage_dedupe where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
        delete from usage_events e using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) as f (tenant_id, license_id, ts, idempotency_key)
@@ -190,10 +244,19 @@ export async function writeBatch(
       [tenants, licenses, times, idempotencyKeys, seqs],
     );
   }
-  const late = accepted.filter((p) => !p.key);
-  if (late.length > 0) await query(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
+}
 
-  // 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and metric.
+/** Keyless events (unary calls), written once their limits let them in. */
+async function insertKeylessEvents(em: EntityManager, now: Date, accepted: Prepared[]) {
+  const late = accepted.filter((p) => !p.key);
+  if (late.length > 0) await sql(em, eventsInsert(`(${eventRecords(2)}) e`, "$1"), [now, ...eventsParams(late)]);
+}
+
+/**
+ * 5. Thresholds: a warning at 80% and an exceeded entry past the limit, once per period and
+ * metric; returns where each total stands.
+ */
+async function recordThresholds(events: Events, em: EntityManager, ordered: Group[]): Promise<LimitState[]> {
   const limits: LimitState[] = [];
   for (const g of ordered) {
     const { license, meter } = g.sample;
@@ -211,11 +274,11 @@ export async function writeBatch(
     }
     limits.push(state);
   }
+  return limits;
+}
 
-  // 6. Rollups, distinct values and period totals: one statement.
+/** 6. Rollups, distinct values and period totals: one statement. */
+async function writeTotals(em: EntityManager, accepted: Prepared[], newUniques: Prepared[], ordered: Group[]) {
   const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
-  if (finish) await query(em, finish.sql, finish.params);
-  rejected.sort((a, b) => a.index - b.index);
-  duplicateIndexes.sort((a, b) => a - b);
-  return { accepted: accepted.length, duplicates: duplicateIndexes.length, duplicateIndexes, rejected, limits };
+  if (finish) await sql(em, finish.sql, finish.params);
 }

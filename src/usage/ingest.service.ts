@@ -1,7 +1,7 @@
 import type { Principal } from "../platform/auth.js";
 import type { Clock } from "../platform/clock.js";
 import { DeadlockException, UniqueConstraintViolationException } from "@mikro-orm/core";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -57,7 +57,7 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const to = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() + 1, 1));
     const name = `usage_events_${from.getUTCFullYear()}${String(from.getUTCMonth() + 1).padStart(2, "0")}`;
     try {
-      await db.em().execute(`create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`);
+      await sql(db, `create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`);
     } catch (err) {
       // Two instances creating the same partition at once: the loser sees a duplicate; the table exists.
       if (!/already exists/.test((err as Error).message)) throw err;
@@ -197,8 +197,9 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       if (p.agentGroup) open(p.agentGroup, p, p.agentId);
     }
     const entries = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-    const { sql, params } = fastStatement(now, distinct, entries.map(([, g]) => g));
-    const raised = await db.prepared<{ license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string }>("licensd-usage-batch", sql, params);
+    const statement = fastStatement(now, distinct, entries.map(([, g]) => g));
+    type Raised = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string };
+    const raised = await sql<Raised>(db, statement.sql, statement.params, { name: "licensd-usage-batch" });
     const used = new Map(raised.map((r) => [`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`, BigInt(r.used)]));
     const limits: LimitState[] = [];
     for (const [key, g] of entries) {

@@ -1,6 +1,6 @@
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import type { EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -62,7 +62,7 @@ export function createMeterService(deps: { clock: Clock; events: Events; catalog
       if (patch.agentTokens !== undefined && patch.agentTokens !== meter.agentTokens) {
         // Agents' period totals are kept only while the meter counts agent tokens: stale
         // ones go, and ingestion rebuilds each from the hourly rollups when it next needs it.
-        await em.execute(`delete from usage_periods where meter_id = ? and agent_id <> ''`, [meter.id]);
+        await sql(em, `delete from usage_periods where meter_id = $1 and agent_id <> ''`, [meter.id]);
       }
       Object.assign(meter, Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)), { updatedAt: clock.now() });
       await em.flush();
@@ -72,7 +72,7 @@ export function createMeterService(deps: { clock: Clock; events: Events; catalog
 
     async deleteMeter(em: EntityManager, tenantId: string, actor: string, id: string) {
       const meter = await getMeter(em, tenantId, id, true);
-      const [used] = await em.execute<{ n: number }[]>(`select count(*)::int as n from (select 1 from usage_rollups where meter_id = ? limit 1) x`, [id]);
+      const [used] = await sql<{ n: number }>(em, `select count(*)::int as n from (select 1 from usage_rollups where meter_id = $1 limit 1) x`, [id]);
       if (used!.n > 0) throw failedPrecondition("METER_IN_USE", "the meter has recorded usage; it stays for the record", { meter_id: id });
       em.remove(meter);
       await em.flush();

@@ -2,7 +2,7 @@
  * What ingestion and the usage queries read about licenses and meters: the records,
  * their per-instance cache, and the pure rules over them (period, limit, usability).
  */
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy, type ResolvedAgent } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
@@ -191,18 +191,17 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
-        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => db.prepared<Row>("licensd-usage-license-by-digest", `${select} where l.key_digest = $1`, [digest]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => sql<Row>(db, `${select} where l.key_digest = $1`, [digest], { name: "licensd-usage-license-by-digest" }).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byDigest.get(k)!;
       },
       byId(id: string) {
-        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => db.prepared<Row>("licensd-usage-license-by-id", `${select} where l.id = $1`, [id]).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => sql<Row>(db, `${select} where l.id = $1`, [id], { name: "licensd-usage-license-by-id" }).then((r) => toLicense(r[0])), (l) => l?.tenantId));
         return byId.get(id)!;
       },
       /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
       meters(productId: string, tenantId: string, fresh = false) {
         const load = () =>
-          db
-            .prepared<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }>("licensd-usage-meters", `select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = $1`, [productId])
+          sql<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }>(db, `select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = $1`, [productId], { name: "licensd-usage-meters" })
             .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period, agentTokens: r.agent_tokens }])));
         if (fresh && !refreshed.has(productId)) {
           // once per batch: a batch of unknown metrics costs one more query, not one per event

@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import type { EntityManager } from "../platform/db.js";
+import { sql, type EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import type { Aggregation } from "./meter.entity.js";
 import type { IngestService } from "./ingest.service.js";
@@ -62,14 +62,15 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
    */
   async function summaryScope(em: EntityManager, tenantId: string, licenseId: string, customerId: string, metric: string): Promise<{ ids: string[]; meters: { id: string; aggregation: Aggregation }[] }> {
     if (!licenseId === !customerId) throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
-    const rows = await em.execute<{ id: string; meter_id: string | null; aggregation: Aggregation | null }[]>(
-      `select l.id, m.id as meter_id, m.aggregation from licenses l left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = ?
-        where l.tenant_id = ? and ${licenseId ? "l.id = ?" : "l.customer_id = ?"} order by l.id`,
+    const rows = await sql<{ id: string; meter_id: string | null; aggregation: Aggregation | null }>(
+      em,
+      `select l.id, m.id as meter_id, m.aggregation from licenses l left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = $1
+        where l.tenant_id = $2 and ${licenseId ? "l.id = $3" : "l.customer_id = $3"} order by l.id`,
       [metric, tenantId, licenseId || customerId],
     );
     if (licenseId && rows.length === 0) throw notFound("license", licenseId);
     if (customerId && rows.length === 0) {
-      const [c] = await em.execute<{ id: string }[]>(`select id from customers where tenant_id = ? and id = ?`, [tenantId, customerId]);
+      const [c] = await sql<{ id: string }>(em, `select id from customers where tenant_id = $1 and id = $2`, [tenantId, customerId]);
       if (!c) throw notFound("customer", customerId);
     }
     const meters = new Map<string, Aggregation>();
@@ -77,8 +78,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
     return { ids: rows.map((r) => r.id), meters: [...meters].map(([id, aggregation]) => ({ id, aggregation })) };
   }
 
-  /** `?, ?, …` for an IN list (MikroORM expands array parameters itself; we keep lists explicit). */
-  const list = (n: number) => Array(n).fill("?").join(", ");
+  /** Appends `values` to `params` and returns their placeholders (`$3, $4, …`) for an IN list. */
+  const list = (params: unknown[], values: readonly unknown[]) => values.map((v) => `$${params.push(v)}`).join(", ");
 
   return {
     /** Used, limit and remaining for each metric of the license in the current period. */
@@ -92,7 +93,11 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const out: LimitState[] = [];
       for (const meter of meters) {
         const period = periodOf(meter.period, now, license);
-        const rows = await em.execute<{ agent_id: string; used: string | null }[]>(`select agent_id, used from usage_periods where license_id = ? and meter_id = ? and period_start = ?`, [license.id, meter.id, period.start]);
+        const rows = await sql<{ agent_id: string; used: string | null }>(
+          em,
+          `select agent_id, used from usage_periods where license_id = $1 and meter_id = $2 and period_start = $3`,
+          [license.id, meter.id, period.start],
+        );
         const usedBy = new Map(rows.map((r) => [r.agent_id, r.used === null ? 0n : BigInt(r.used)]));
         out.push(limitState(license, meter, usedBy.get("") ?? 0n, period));
         if (!meter.agentTokens) continue;
@@ -101,10 +106,15 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const agents = [...license.agentTokens.keys()].sort();
         const missing = agents.filter((a) => !usedBy.has(a));
         if (missing.length > 0) {
-          const rows = await em.execute<{ agent_id: string; used: string | null }[]>(
+          const params: unknown[] = [license.id, meter.id];
+          const agentIn = list(params, missing);
+          const from = list(params, [period.start]);
+          const to = period.end ? ` and hour < ${list(params, [period.end])}` : "";
+          const rows = await sql<{ agent_id: string; used: string | null }>(
+            em,
             `select agent_id, sum(total) as used from usage_rollups
-              where license_id = ? and meter_id = ? and agent_id in (${list(missing.length)}) and hour >= ?${period.end ? " and hour < ?" : ""} group by agent_id`,
-            [license.id, meter.id, ...missing, period.start, ...(period.end ? [period.end] : [])],
+              where license_id = $1 and meter_id = $2 and agent_id in (${agentIn}) and hour >= ${from}${to} group by agent_id`,
+            params,
           );
           for (const r of rows) usedBy.set(r.agent_id, r.used === null ? 0n : BigInt(r.used));
         }
@@ -121,8 +131,10 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const aggregation: Aggregation = meters[0]?.aggregation ?? "sum";
       if (meters.length === 0 || scope.ids.length === 0) return { aggregation, buckets: [], total: 0n };
       const start = new Date(Math.floor(q.start.getTime() / 3_600_000) * 3_600_000);
-      const where = `license_id in (${list(scope.ids.length)}) and meter_id in (${list(meters.length)}) and hour >= ? and hour < ?`;
-      const params = [...scope.ids, ...meters.map((m) => m.id), start, q.end];
+      const params: unknown[] = [];
+      const licenseIn = list(params, scope.ids);
+      const meterIn = list(params, meters.map((m) => m.id));
+      const where = `license_id in (${licenseIn}) and meter_id in (${meterIn}) and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
       const agent = q.byAgent ? ", agent_id" : "";
       // Rollup rows are hourly already: hour buckets need no truncation.
       const bucketExpr = q.bucket === "hour" ? "hour" : `date_trunc('${q.bucket}', hour, 'UTC')`;
@@ -134,7 +146,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       // json_agg of sorted rows cost it (2,880 hourly rows: 2 ms against 8.5 ms), and one
       // string split is the cheapest decoding on this side. A null value travels as "".
       const bucketsOf = async (from: string): Promise<Bucket[]> => {
-        const [row] = await em.execute<{ nums: string | null; agents: string[] | null }[]>(
+        const [row] = await sql<{ nums: string | null; agents: string[] | null }>(
+          em,
           `select string_agg(date_part('epoch', b)::bigint || ',' || coalesce(value::text, '') || ',' || events, ',') as nums${agent ? ", json_agg(agent_id) as agents" : ", null as agents"} from ${from}`,
           params,
         );
@@ -153,7 +166,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const counts = await bucketsOf(grouped("usage_rollups", "0", "sum(events)"));
         const events = new Map(counts.map(([ms, agentId, , n]) => [`${ms}|${agentId}`, n]));
         buckets = (await bucketsOf(grouped("usage_unique", "count(distinct value)", "0"))).map(([ms, agentId, value]) => [ms, agentId, value, events.get(`${ms}|${agentId}`) ?? "0"]);
-        total = await em.execute(`select count(distinct value) as value from usage_unique where ${where}`, params);
+        total = await sql(em, `select count(distinct value) as value from usage_unique where ${where}`, params);
       } else {
         const value = ROLLUP_VALUE[aggregation];
         // One license's one meter by hour and agent: each rollup row is a bucket as it stands.
@@ -164,7 +177,7 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const fold = { sum: (x: bigint, y: bigint) => x + y, count: (x: bigint, y: bigint) => x + y, max: (x: bigint, y: bigint) => (y > x ? y : x), min: (x: bigint, y: bigint) => (y < x ? y : x) };
         total =
           aggregation === "latest"
-            ? await em.execute(`select ${value} as value from usage_rollups where ${where}`, params)
+            ? await sql<{ value: string | null }>(em, `select ${value} as value from usage_rollups where ${where}`, params)
             : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
       // The buckets stay as they were decoded: the RPC layer turns each into its message directly.
@@ -173,16 +186,26 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
 
     /** Raw events of a license, newest first; `after` is the last row of the previous page. */
     async events(em: EntityManager, q: { tenantId: string; licenseId: string; metric: string; size: number; after?: { ts: number; received: number; key: string } }) {
-      const [lic] = await em.execute<{ product_id: string }[]>(`select product_id from licenses where tenant_id = ? and id = ?`, [q.tenantId, q.licenseId]);
+      const [lic] = await sql<{ product_id: string }>(em, `select product_id from licenses where tenant_id = $1 and id = $2`, [q.tenantId, q.licenseId]);
       if (!lic) throw notFound("license", q.licenseId);
-      const conds = ["e.tenant_id = ?", "e.license_id = ?"];
+      const conds = ["e.tenant_id = $1", "e.license_id = $2"];
       const params: unknown[] = [q.tenantId, q.licenseId];
-      if (q.metric) (conds.push("m.metric = ?"), params.push(q.metric));
+      if (q.metric) conds.push(`m.metric = ${list(params, [q.metric])}`);
       if (q.after) {
-        conds.push("(e.ts, e.received_at, e.idempotency_key) < (?, ?, ?)");
-        params.push(new Date(q.after.ts), new Date(q.after.received), q.after.key);
+        const after = list(params, [new Date(q.after.ts), new Date(q.after.received), q.after.key]);
+        conds.push(`(e.ts, e.received_at, e.idempotency_key) < (${after})`);
       }
-      return em.execute<{ metric: string; quantity: string; ts_ms: string; received_ms: string; idempotency_key: string; agent_id: string; attributes: Record<string, string> }[]>(
+      type EventRow = {
+        metric: string;
+        quantity: string;
+        ts_ms: string;
+        received_ms: string;
+        idempotency_key: string;
+        agent_id: string;
+        attributes: Record<string, string>;
+      };
+      return sql<EventRow>(
+        em,
         `select m.metric, e.quantity, (extract(epoch from e.ts) * 1000)::bigint as ts_ms, (extract(epoch from e.received_at) * 1000)::bigint as received_ms,
                 e.idempotency_key, e.agent_id, e.attributes
            from usage_events e join meters m on m.id = e.meter_id

@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
-import type { Database } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
+import { every, type Every } from "../platform/worker.js";
 import type { IngestService } from "./ingest.service.js";
 import { DEDUPE_RETENTION_MS } from "./usage-event.js";
 import type { AnomalyService } from "./anomaly.service.js";
@@ -13,13 +14,13 @@ import type { AnomalyService } from "./anomaly.service.js";
  */
 export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; anomalies: AnomalyService; intervalMs?: number }) {
   const { db, clock, logger, ingest, anomalies } = deps;
-  let timer: NodeJS.Timeout | undefined;
+  let loop: Every | undefined;
   let lastScored = "";
 
   async function tick() {
     const now = clock.now();
     for (let i = -1; i <= 2; i++) await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
-    await db.em().execute(`delete from usage_dedupe where received_at < ?`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
+    await sql(db, `delete from usage_dedupe where received_at < $1`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
     // Once per closed day per process (every instance may do it: recording is idempotent).
     const yesterday = new Date(now.getTime() - 86_400_000);
     const day = yesterday.toISOString().slice(0, 10);
@@ -33,13 +34,11 @@ export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Lo
     tick,
     async start() {
       await tick();
-      timer = setInterval(() => {
-        tick().catch((err: unknown) => logger.warn({ err }, "usage worker pass failed"));
-      }, deps.intervalMs ?? 3_600_000);
-      timer.unref();
+      loop = every(deps.intervalMs ?? 3_600_000, tick, { name: "usage worker", logger });
     },
-    stop() {
-      clearInterval(timer);
+    /** Resolves once a running pass has ended. */
+    async stop() {
+      await loop?.stop();
     },
   };
 }
