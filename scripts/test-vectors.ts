@@ -36,6 +36,7 @@ import { createLicenseRpc, validationSigningBytes } from "../src/licensing/licen
 import { createLicenseService } from "../src/licensing/license.service.js";
 import type { Customer, License, Policy, Product } from "../src/licensing/licensing.entity.js";
 import { createValidationService } from "../src/licensing/validation.service.js";
+import { ValidationAnswers } from "../src/licensing/validation-answer.js";
 import { ManualClock } from "../src/platform/clock.js";
 import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
@@ -504,6 +505,7 @@ async function validationVectors() {
     createLicenseRpc({
       db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed }),
+      answers: new ValidationAnswers(feed),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
       idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
       // No address is ever blocked here: validation answers as it would for a first look-up.

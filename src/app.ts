@@ -49,6 +49,7 @@ import { LicenseKeyring } from "./licensing/license-key.js";
 import { createLicenseRpc } from "./licensing/license.rpc.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
+import { ValidationAnswers } from "./licensing/validation-answer.js";
 import { createImportService } from "./licensing/import.service.js";
 import { createLicenseWorker, type LicenseWorker } from "./licensing/license.worker.js";
 
@@ -142,6 +143,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       foreignKeys,
     });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed });
+    const validationAnswers = new ValidationAnswers(feed);
     const imports = createImportService({ db, catalog, licenses, logger });
     const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
     const hub = new LeaseHub(db, feed, logger);
@@ -185,7 +187,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures }),
+          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers: validationAnswers }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
