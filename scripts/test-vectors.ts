@@ -503,7 +503,7 @@ async function validationVectors() {
   const clock = new ManualClock(ISSUED_AT);
   const rpc = (active: TestSigningKey) =>
     createLicenseRpc({
-      db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
+      db, clock, signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed }),
       answers: new ValidationAnswers(feed),
       machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),

@@ -187,7 +187,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers: validationAnswers }),
+          ...createLicenseRpc({ db, clock, idempotency, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers: validationAnswers }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),

@@ -1,5 +1,5 @@
-import { create, fromJson, toJson, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { create, toJson, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import canonicalize from "canonicalize";
 import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -10,13 +10,10 @@ import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
-import type { CatalogService } from "./catalog.service.js";
 import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
-import { compose } from "./composition.js";
-import { effectiveAgents } from "./entitlements.js";
 import { effectiveStatus, type LicensePatch, type LicenseService } from "./license.service.js";
-import { License, Policy, Product } from "./licensing.entity.js";
-import { agentsFromProto, entitlementsFromProto, licenseToProto, statusFromProto, tiers } from "./licensing.mapper.js";
+import type { License } from "./licensing.entity.js";
+import { agentsFromProto, composedAgentToProto, composedEntitlementToProto, entitlementsFromProto, licenseToProto, statusFromProto } from "./licensing.mapper.js";
 import type { ValidationService } from "./validation.service.js";
 import type { ValidationAnswers } from "./validation-answer.js";
 import type { ImportRow, ImportService } from "./import.service.js";
@@ -58,7 +55,6 @@ export function createLicenseRpc(deps: {
   db: Database;
   clock: Clock;
   idempotency: Idempotency;
-  catalog: CatalogService;
   licenses: LicenseService;
   validation: ValidationService;
   signingKeys: SigningKeyStore;
@@ -68,7 +64,7 @@ export function createLicenseRpc(deps: {
   keyFailures: KeyFailureLimit;
   answers: ValidationAnswers;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers } = deps;
+  const { db, clock, idempotency, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
@@ -196,41 +192,12 @@ export function createLicenseRpc(deps: {
     },
 
     async getCustomerEntitlements(req, ctx) {
-      const tenantId = readTenant(ctx, req.tenantId);
-      const em = db.em();
-      await catalog.getCustomer(em, tenantId, req.customerId);
-      const now = clock.now();
-      const held = (await em.find(License, { tenantId, customerId: req.customerId, status: "active" }, { orderBy: { id: "asc" } })).filter((l) => effectiveStatus(l, now) === "active");
-      const [products, policies] = await Promise.all([
-        em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
-        em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
-      ]);
-      const productById = new Map(products.map((p) => [p.id, p]));
-      const policyById = new Map(policies.map((p) => [p.id, p]));
-      const composed = compose(
-        held.map((l) => {
-          const policy = policyById.get(l.policyId)!;
-          const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
-          return {
-            licenseId: l.id,
-            productId: l.productId,
-            features: productById.get(l.productId)!.features,
-            allFeatures: policy.allFeatures,
-            entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
-            agents: effectiveAgents(policy.agentEntitlements, l.agentOverrides),
-          };
-        }),
-      );
+      const held = await licenses.customerEntitlements(db.em(), readTenant(ctx, req.tenantId), req.customerId);
       return create(pb.GetCustomerEntitlementsResponseSchema, {
         customerId: req.customerId,
-        licenseIds: held.map((l) => l.id),
-        entitlements: composed.entitlements.map((e) => ({
-          feature: e.feature,
-          compose: { sum: 1, max: 2, union: 3 }[e.compose],
-          value: fromJson(ValueSchema, e.value),
-          sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
-        })),
-        agentEntitlements: composed.agents.map((a) => ({ agent: a.agent, enabled: a.enabled, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0, licenseIds: a.licenseIds })),
+        licenseIds: held.licenseIds,
+        entitlements: held.entitlements.map(composedEntitlementToProto),
+        agentEntitlements: held.agents.map(composedAgentToProto),
       });
     },
   };
