@@ -17,7 +17,7 @@ import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
 import type { MeterService } from "./meter.service.js";
 import type { BatchResult, IncomingEvent, IngestService, KeyGuard, LimitState } from "./ingest.service.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
-import { streamOrder } from "./stream-order.js";
+import { chunksOf, writeInOrder } from "./stream-writer.js";
 import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
 import { int64Total } from "./usage-records.js";
 
@@ -114,93 +114,6 @@ const anomalyToProto = (a: AnomalyRow) =>
     createTime: ms(a.created_ms),
   });
 
-/** How many batches StreamUsage reads ahead of its acknowledgements: a stream's memory is bounded. */
-export const MAX_UNACKED_BATCHES = 12;
-/** How many transactions one stream runs at once: bounded so one stream cannot take the whole connection pool. */
-export const STREAM_WRITERS = 3;
-/** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
-export const MERGE_EVENTS = 2000;
-
-/** IngestUsage writes its events in chunks of this many. */
-const INGEST_CHUNK = 500;
-
-/**
- * Writes a stream's batches as they arrive and yields each batch's result, in order, once
- * its transaction committed. Batches are read while earlier ones commit, at most
- * MAX_UNACKED_BATCHES ahead of the results; at most STREAM_WRITERS transactions run at
- * once; batches that queue up meanwhile are written together, in one transaction, when
- * one finishes (up to MERGE_EVENTS events). A failed transaction ends the stream with its
- * error: the client resends what was not acknowledged.
- */
-export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>, keyGuard?: KeyGuard): AsyncGenerator<{ id: Id; result: BatchResult }> {
-  type Batch = { id: Id; events: IncomingEvent[] };
-  const input = batches[Symbol.asyncIterator]();
-  const queued: Batch[] = [];
-  const writing: { ids: Id[]; results: Promise<BatchResult[]> }[] = [];
-  const nextTurn = streamOrder();
-  let running = 0;
-  let unacked = 0;
-  // Resolves when a transaction finishes: the queued batches may start.
-  let finished!: () => void;
-  let aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-  const start = () => {
-    while (queued.length > 0 && running < STREAM_WRITERS) {
-      const take = [queued.shift()!];
-      let events = take[0]!.events.length;
-      while (queued.length > 0 && events + queued[0]!.events.length <= MERGE_EVENTS) {
-        const batch = queued.shift()!;
-        take.push(batch);
-        events += batch.events.length;
-      }
-      running++;
-      // Transactions overlap, but meet their keys and limits in stream order.
-      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn(), keyGuard });
-      // (a failure is awaited, and reported, when its turn to be acknowledged comes)
-      void results.catch(() => undefined).finally(() => {
-        running--;
-        finished();
-        aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-      });
-      writing.push({ ids: take.map((b) => b.id), results });
-    }
-  };
-  let reading: Promise<IteratorResult<Batch>> | undefined = input.next();
-  type Next = { kind: "batch"; r: IteratorResult<Batch> } | { kind: "ack" } | { kind: "slot" };
-  try {
-    while (reading || queued.length > 0 || writing.length > 0) {
-      start();
-      // Only what can happen is raced. (A promise that never settles must not stand in for
-      // the rest: every race adds a reaction to it that holds the race's outcome, here the
-      // batch just read, for as long as the promise lives, which made a stream keep every
-      // batch it was ever sent.) Something always can: while reading waits for
-      // acknowledgements, batches are queued or being written.
-      const arms: Promise<Next>[] = [];
-      if (reading !== undefined && unacked < MAX_UNACKED_BATCHES) arms.push(reading.then((r) => ({ kind: "batch", r })));
-      if (writing.length > 0) arms.push(writing[0]!.results.then(() => ({ kind: "ack" }), () => ({ kind: "ack" })));
-      if (queued.length > 0) arms.push(aWriterFinished.then(() => ({ kind: "slot" })));
-      const next = await Promise.race(arms);
-      if (next.kind === "slot") continue;
-      if (next.kind === "batch") {
-        if (next.r.done) reading = undefined;
-        else {
-          reading = input.next();
-          queued.push(next.r.value);
-          unacked++;
-        }
-        continue;
-      }
-      const head = writing.shift()!;
-      const results = await head.results;
-      for (const [i, result] of results.entries()) {
-        unacked--;
-        yield { id: head.ids[i]!, result };
-      }
-    }
-  } finally {
-    void input.return?.();
-  }
-}
-
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: {
   db: Database;
@@ -270,20 +183,9 @@ export function createUsageRpc(deps: {
     },
 
     async ingestUsage(requests, ctx) {
-      // Events are written in chunks of 500 as they arrive, as StreamUsage writes batches
-      // (chunks read while earlier ones commit); the summary comes after the last commit.
-      const chunks = (async function* () {
-        let chunk: IncomingEvent[] = [];
-        let offset = 0;
-        for await (const req of requests) {
-          chunk.push(incoming(req.event));
-          if (chunk.length < INGEST_CHUNK) continue;
-          yield { id: offset, events: chunk };
-          offset += chunk.length;
-          chunk = [];
-        }
-        if (chunk.length > 0) yield { id: offset, events: chunk };
-      })();
+      // Events are written in chunks as they arrive, as StreamUsage writes batches (chunks
+      // read while earlier ones commit); the summary comes after the last commit.
+      const chunks = chunksOf(requests, (req) => incoming(req.event));
       const out = { accepted: 0n, duplicates: 0n, rejected: [] as pb.IngestUsageResponse["rejected"] };
       for await (const { id: offset, result: r } of writeInOrder(ingest, principal(ctx), chunks, keyGuard(ctx))) {
         out.accepted += BigInt(r.accepted);
