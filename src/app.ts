@@ -29,6 +29,7 @@ import { createMachineService } from "./activation/machine.service.js";
 import { AuditFeed } from "./audit/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
+import { createLeaseSessions } from "./activation/lease-session.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
 import { createForeignKeyBudget, createKeyFailureLimit } from "./platform/key-failures.js";
 import { createClientAddress } from "./platform/client-address.js";
@@ -175,11 +176,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys, pages }),
         activation: createActivationRpc({
           db,
-          clock,
           idempotency,
           signingKeys,
           machines,
-          hub,
+          leases: createLeaseSessions({ db, clock, machines, hub, keyFailures }),
           rateLimiter,
           rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
           pages,
