@@ -46,7 +46,7 @@ import { createEvents } from "./events/events.js";
 import { SigningKeyStore } from "./platform/signing-keys.js";
 import { createCatalogRpc } from "./licensing/catalog.rpc.js";
 import { createCatalogService } from "./licensing/catalog.service.js";
-import { LicenseKeyring } from "./licensing/license-key.js";
+import { KeyCharacterPool, LicenseKeyring } from "./licensing/license-key.js";
 import { createLicenseRpc } from "./licensing/license.rpc.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
@@ -127,7 +127,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
     const idempotency = createIdempotency(db, clock, config.dataKey);
     const pages = new PageTokens(config.dataKey);
-    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
+    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets, new KeyCharacterPool());
     const rateLimiter = createRateLimiter(db, clock);
     const keyFailures = createKeyFailureLimit({ db, clock, rateLimiter, rule: config.keyFailureRatePerIp, notifications: feed, logger });
     await keyFailures.start();

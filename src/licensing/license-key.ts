@@ -17,12 +17,34 @@ export const KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 export const KEY_PATTERN = /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/;
 export const PRODUCT_CODE_PATTERN = /^[A-Z0-9]{3}$/;
 
-/** HMAC secrets by version (0–31); the highest version signs new keys, whose random characters it draws too. */
+/** Random characters for new keys, from CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys, not one per key. */
+export class KeyCharacterPool {
+  private pool = Buffer.alloc(0);
+  private at = 0;
+
+  /** n uniform characters of the alphabet: 256 is a multiple of 32, so `byte & 31` has no bias. */
+  chars(n: number): string {
+    if (this.at + n > this.pool.length) {
+      this.pool = randomBytes(4096);
+      this.at = 0;
+    }
+    let out = "";
+    for (let i = 0; i < n; i++) out += KEY_ALPHABET[this.pool[this.at + i] & 31];
+    this.pool.fill(0, this.at, this.at + n); // used bytes are not left in memory
+    this.at += n;
+    return out;
+  }
+}
+
+/** HMAC secrets by version (0–31); the highest version signs new keys, with random characters from its pool. */
 export class LicenseKeyring {
   private readonly secrets = new Map<number, Buffer>();
   readonly currentVersion: number;
 
-  constructor(secrets: Record<string, string>) {
+  constructor(
+    secrets: Record<string, string>,
+    private readonly random = new KeyCharacterPool(),
+  ) {
     for (const [version, secret] of Object.entries(secrets)) {
       const v = Number(version);
       if (!Number.isInteger(v) || v < 0 || v > 31) throw new Error(`license key version ${version}: must be 0–31`);
@@ -41,21 +63,9 @@ export class LicenseKeyring {
     return [...this.secrets.values()];
   }
 
-  // CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys instead of one per key.
-  private pool = Buffer.alloc(0);
-  private poolAt = 0;
-
-  /** n uniform characters of the alphabet for a new key: 256 is a multiple of 32, so `byte & 31` has no bias. */
+  /** n random characters of the alphabet for a new key. */
   randomChars(n: number): string {
-    if (this.poolAt + n > this.pool.length) {
-      this.pool = randomBytes(4096);
-      this.poolAt = 0;
-    }
-    let out = "";
-    for (let i = 0; i < n; i++) out += KEY_ALPHABET[this.pool[this.poolAt + i] & 31];
-    this.pool.fill(0, this.poolAt, this.poolAt + n); // used bytes are not left in memory
-    this.poolAt += n;
-    return out;
+    return this.random.chars(n);
   }
 }
 
