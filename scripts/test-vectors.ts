@@ -32,11 +32,12 @@ import { entryHash, GENESIS_HASH, type Events, type JsonValue } from "../src/eve
 import type { CatalogService } from "../src/licensing/catalog.service.js";
 import type { AgentEntitlement, Entitlement, FeatureDefinition } from "../src/licensing/entitlements.js";
 import { decryptLicenseFile, ED25519_PREFIX, encodeLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "../src/licensing/license-file.js";
-import { checkLicenseKey, generateLicenseKey, LicenseKeyring, lookupLicenseKey } from "../src/licensing/license-key.js";
+import { checkLicenseKey, generateLicenseKey, KeyCharacterPool, LicenseKeyring, lookupLicenseKey } from "../src/licensing/license-key.js";
 import { createLicenseRpc, validationSigningBytes } from "../src/licensing/license.rpc.js";
 import { createLicenseService } from "../src/licensing/license.service.js";
 import type { Customer, License, Policy, Product } from "../src/licensing/licensing.entity.js";
 import { createValidationService } from "../src/licensing/validation.service.js";
+import { ValidationAnswers } from "../src/licensing/validation-answer.js";
 import { ManualClock } from "../src/platform/clock.js";
 import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
@@ -67,6 +68,8 @@ function fixedStream() {
 // Every module here imports randomBytes from node:crypto; this replaces it for this process only.
 const nodeCrypto = createRequire(import.meta.url)("node:crypto") as { randomBytes: (n: number) => Buffer };
 nodeCrypto.randomBytes = fixedStream();
+// One pool of key characters for every keyring here, so keys take their bytes from the stream in minting order.
+const keyCharacters = new KeyCharacterPool();
 syncBuiltinESMExports();
 
 // ---------------------------------------------------------------- helpers
@@ -129,7 +132,7 @@ const AUDIT_KEY_ID = "a2027";
 const AUDIT_KEY = Buffer.from("test-only audit hmac key 32bytes", "utf8");
 const TENANT = "ten_0000000000000000000000test";
 const ISSUED_AT = new Date("2027-03-01T12:00:00.000Z");
-const keyring = new LicenseKeyring(KEYRING_SECRETS);
+const keyring = new LicenseKeyring(KEYRING_SECRETS, keyCharacters);
 /** The audit key dk1 as docs/formats.md derives it (AuditKeyring keeps it private; the vectors check it against AuditKeyring's HMACs). */
 const DK1 = Buffer.from(hkdfSync("sha256", DATA_KEY, Buffer.alloc(0), "licensd audit hmac v1", 32));
 
@@ -224,7 +227,7 @@ const catalog = {
 // ---------------------------------------------------------------- license keys
 
 function licenseKeys() {
-  const mint = (product: string, secrets: Record<string, string>) => generateLicenseKey(product, new LicenseKeyring(secrets));
+  const mint = (product: string, secrets: Record<string, string>) => generateLicenseKey(product, new LicenseKeyring(secrets, keyCharacters));
   const v3 = mint("PRD", { "3": KEYRING_SECRETS["3"] });
   const v0 = mint("AB9", { "0": KEYRING_SECRETS["0"] });
   const preVersioning = mint("PRD", { "25": KEYRING_SECRETS["0"] }); // first character Z: version 25, which has no secret
@@ -276,7 +279,7 @@ function licenseKeys() {
 function derivations() {
   const config = loadConfig({ LICENSD_DATA_DIR: "/nonexistent-licensd-vectors", LICENSD_SUPER_ADMIN_KEY: "x".repeat(50), LICENSD_DATA_KEY: DATA_KEY.toString("base64") });
   const v0Secret = config.licenseKeySecrets["0"];
-  const defaultKeyring = new LicenseKeyring(config.licenseKeySecrets);
+  const defaultKeyring = new LicenseKeyring(config.licenseKeySecrets, keyCharacters);
   const key = generateLicenseKey("PRD", defaultKeyring);
   const audit = new AuditKeyring(DATA_KEY);
   const probe = Buffer.alloc(32, 0xab);
@@ -509,8 +512,9 @@ async function validationVectors() {
     });
   const rpc = (active: TestSigningKey) =>
     createLicenseRpc({
-      db, clock, catalog, signingKeys: signer(active, [KEY_A, KEY_B]),
+      db, clock, signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active) }),
+      answers: new ValidationAnswers(feed),
       machines: machinesOf(active),
       idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
       // No address is ever blocked here: validation answers as it would for a first look-up.

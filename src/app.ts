@@ -32,6 +32,7 @@ import { createLicenseMachines } from "./activation/license-machines.js";
 import { AuditFeed } from "./events/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
+import { createLeaseSessions } from "./activation/lease-session.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
 import { createForeignKeyBudget, createKeyFailureLimit } from "./platform/key-failures.js";
 import { createClientAddress } from "./platform/client-address.js";
@@ -49,10 +50,11 @@ import { createEventLog } from "./events/event-log.js";
 import { SigningKeyStore } from "./platform/signing-keys.js";
 import { createCatalogRpc } from "./licensing/catalog.rpc.js";
 import { createCatalogService } from "./licensing/catalog.service.js";
-import { LicenseKeyring } from "./licensing/license-key.js";
+import { KeyCharacterPool, LicenseKeyring } from "./licensing/license-key.js";
 import { createLicenseRpc } from "./licensing/license.rpc.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
+import { ValidationAnswers } from "./licensing/validation-answer.js";
 import { createImportService } from "./licensing/import.service.js";
 import { createLicenseWorker, type LicenseWorker } from "./licensing/license.worker.js";
 
@@ -129,7 +131,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
     const idempotency = createIdempotency(db, clock, config.dataKey);
     const pages = new PageTokens(config.dataKey);
-    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets);
+    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets, new KeyCharacterPool());
     const rateLimiter = createRateLimiter(db, clock);
     const keyFailures = createKeyFailureLimit({ db, clock, rateLimiter, rule: config.keyFailureRatePerIp, notifications: feed, logger });
     await keyFailures.start();
@@ -145,6 +147,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseFileHmacSecret: config.licenseFileHmacSecret,
       foreignKeys,
     });
+    const validationAnswers = new ValidationAnswers(feed);
     const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
@@ -179,11 +182,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         tenant: createTenantRpc({ db, idempotency, tenants, apiKeys, pages }),
         activation: createActivationRpc({
           db,
-          clock,
           idempotency,
           signingKeys,
           machines,
-          hub,
+          leases: createLeaseSessions({ db, clock, machines, hub, keyFailures }),
           rateLimiter,
           rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
           pages,
@@ -191,7 +193,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines: licenseMachines, pages, keyFailures }),
+          ...createLicenseRpc({ db, clock, idempotency, licenses, validation, signingKeys, imports, machines: licenseMachines, pages, keyFailures, answers: validationAnswers }),
         },
         usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),

@@ -15,9 +15,8 @@ import type { RateLimiter } from "../platform/rate-limit.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { addressBucket } from "../platform/client-address.js";
 import { normalizeLicenseKey } from "../licensing/license-key.js";
-import type { LeaseHub } from "./lease-hub.js";
+import type { LeaseSessions } from "./lease-session.js";
 import type { Idempotency } from "../platform/idempotency.js";
-import { Interrupt } from "../platform/interrupt.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys.js";
@@ -61,19 +60,12 @@ const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTi
 /** Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are found by it, however it was typed. */
 const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
 
-/** Failures of a heartbeat that mean the machine may no longer run (pushed as a revocation on ConnectLease). */
-const REVOKING_REASONS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENSE_EXPIRED", "HEARTBEAT_DEAD", "MACHINE_NOT_FOUND"]);
-
-/** setTimeout's ceiling (about 24.8 days); later deadlines are re-armed by a later heartbeat. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 export interface ActivationRpcDeps {
   db: Database;
-  clock: Clock;
   idempotency: Idempotency;
   signingKeys: SigningKeyStore;
   machines: MachineService;
-  hub: LeaseHub;
+  leases: LeaseSessions;
   rateLimiter: RateLimiter;
   rates: { perLicense: RateRule | null; perIp: RateRule | null };
   pages: PageTokens;
@@ -82,7 +74,7 @@ export interface ActivationRpcDeps {
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
 export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
-  const { db, clock, idempotency, signingKeys, machines, hub, rateLimiter, rates, pages, keyFailures } = deps;
+  const { db, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
 
   /** Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets live in PostgreSQL). */
   async function limitActivation(key: string, ip: string) {
@@ -112,62 +104,13 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
       }),
 
     async *connectLease(requests, ctx) {
-      const input = requests[Symbol.asyncIterator]();
-      // A revocation or the client going away, raced with each message (a stream may stay open for days).
-      const stop = new Interrupt<{ kind: "revoked"; r: { reason: string; message: string } } | { kind: "aborted" }>();
-      const revoke = (r: { reason: string; message: string }) => stop.raise({ kind: "revoked", r });
-      const onAbort = () => stop.raise({ kind: "aborted" });
-      if (ctx.signal.aborted) onAbort();
-      else ctx.signal.addEventListener("abort", onAbort, { once: true });
-      const revocation = (r: { reason: string; message: string }) =>
-        create(pb.ConnectLeaseResponseSchema, { event: { case: "revocation", value: { reason: r.reason, message: r.message, revokeTime: timestampFromDate(clock.now()) } } });
-      let stopWatching: (() => void) | undefined;
-      let expiry: NodeJS.Timeout | undefined;
-      let key = "";
-      let fingerprint = "";
-      try {
-        for (;;) {
-          const next = await Promise.race([input.next().then((r) => ({ kind: "message" as const, r })), stop.next()]);
-          if (next.kind === "aborted") return;
-          if (next.kind === "revoked") {
-            yield revocation(next.r);
-            return;
-          }
-          if (next.r.done) return;
-          const msg = next.r.value;
-          if (!stopWatching) {
-            if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
-            if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
-            ({ key, fingerprint } = msg);
-            // Watch first, then check: a change committed in between is still pushed.
-            const { license, machine } = await keyFailures.guard(ctx.values.get(peerAddressKey), () => machines.identify(db.em(), key, fingerprint));
-            stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) => revoke({ reason, message }));
-          } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
-            throw invalidArgument(msg.key !== key ? "key" : "fingerprint", "must match the stream's first message (or be empty)");
-          }
-          let beat;
-          try {
-            beat = (await machines.heartbeatFast(db, key, fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
-          } catch (err) {
-            if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
-              yield revocation({ reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason, message: err.message });
-              return;
-            }
-            throw err;
-          }
-          clearTimeout(expiry);
-          const until = machines.runsUntil(beat.license, beat.policy);
-          if (until) {
-            const ms = until.getTime() - clock.now().getTime();
-            if (ms <= MAX_TIMER_MS) expiry = setTimeout(() => revoke({ reason: "LICENSE_EXPIRED", message: `the license expired at ${beat.license.expiresAt!.toISOString()}` }), Math.max(0, ms));
-          }
-          yield create(pb.ConnectLeaseResponseSchema, { event: { case: "lease", value: leaseToProto(beat.lease) } });
-        }
-      } finally {
-        ctx.signal.removeEventListener("abort", onAbort);
-        stopWatching?.();
-        clearTimeout(expiry);
-        void input.return?.();
+      for await (const event of leases.run(requests, { signal: ctx.signal, address: ctx.values.get(peerAddressKey) })) {
+        yield create(pb.ConnectLeaseResponseSchema, {
+          event:
+            event.kind === "lease"
+              ? { case: "lease", value: leaseToProto(event.lease) }
+              : { case: "revocation", value: { reason: event.reason, message: event.message, revokeTime: timestampFromDate(event.time) } },
+        });
       }
     },
 

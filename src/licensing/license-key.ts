@@ -17,12 +17,34 @@ export const KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 export const KEY_PATTERN = /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/;
 export const PRODUCT_CODE_PATTERN = /^[A-Z0-9]{3}$/;
 
-/** HMAC secrets by version (0–31); the highest version signs new keys. */
+/** Random characters for new keys, from CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys, not one per key. */
+export class KeyCharacterPool {
+  private pool = Buffer.alloc(0);
+  private at = 0;
+
+  /** n uniform characters of the alphabet: 256 is a multiple of 32, so `byte & 31` has no bias. */
+  chars(n: number): string {
+    if (this.at + n > this.pool.length) {
+      this.pool = randomBytes(4096);
+      this.at = 0;
+    }
+    let out = "";
+    for (let i = 0; i < n; i++) out += KEY_ALPHABET[this.pool[this.at + i] & 31];
+    this.pool.fill(0, this.at, this.at + n); // used bytes are not left in memory
+    this.at += n;
+    return out;
+  }
+}
+
+/** HMAC secrets by version (0–31); the highest version signs new keys, with random characters from its pool. */
 export class LicenseKeyring {
   private readonly secrets = new Map<number, Buffer>();
   readonly currentVersion: number;
 
-  constructor(secrets: Record<string, string>) {
+  constructor(
+    secrets: Record<string, string>,
+    private readonly random = new KeyCharacterPool(),
+  ) {
     for (const [version, secret] of Object.entries(secrets)) {
       const v = Number(version);
       if (!Number.isInteger(v) || v < 0 || v > 31) throw new Error(`license key version ${version}: must be 0–31`);
@@ -40,33 +62,21 @@ export class LicenseKeyring {
   all(): Buffer[] {
     return [...this.secrets.values()];
   }
+
+  /** n random characters of the alphabet for a new key. */
+  randomChars(n: number): string {
+    return this.random.chars(n);
+  }
 }
 
 // The first 10 base32 characters carry 50 bits: they depend only on the first 7 bytes of the MAC.
 const signature = (secret: Buffer, body: string) => base32.stringify(createHmac("sha256", secret).update(body).digest().subarray(0, 7), { pad: false }).slice(0, 10);
 
-// CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys instead of one per key.
-let pool = Buffer.alloc(0);
-let poolAt = 0;
-
-/** n uniform characters of the alphabet: 256 is a multiple of 32, so `byte & 31` has no bias. */
-function randomChars(n: number): string {
-  if (poolAt + n > pool.length) {
-    pool = randomBytes(4096);
-    poolAt = 0;
-  }
-  let out = "";
-  for (let i = 0; i < n; i++) out += KEY_ALPHABET[pool[poolAt + i] & 31];
-  pool.fill(0, poolAt, poolAt + n); // used bytes are not left in memory
-  poolAt += n;
-  return out;
-}
-
 /** A new key for `productCode`, signed with the keyring's current version. */
 export function generateLicenseKey(productCode: string, keyring: LicenseKeyring): string {
   if (!PRODUCT_CODE_PATTERN.test(productCode)) throw new Error(`product code ${JSON.stringify(productCode)}: must be 3 of A–Z0–9`);
   const version = keyring.currentVersion;
-  const random = KEY_ALPHABET[version] + randomChars(24);
+  const random = KEY_ALPHABET[version] + keyring.randomChars(24);
   const segments = [random.slice(0, 5), random.slice(5, 10), random.slice(10, 15), random.slice(15, 20), random.slice(20, 25)];
   const body = `${productCode}-${segments.join("-")}`;
   const hmac = signature(keyring.secret(version)!, body);

@@ -1,5 +1,5 @@
-import { create, fromJson, toJson, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { create, toJson, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import canonicalize from "canonicalize";
 import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -10,14 +10,12 @@ import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
-import type { CatalogService } from "./catalog.service.js";
 import { maskPaths, type CatalogMethods } from "./catalog.rpc.js";
-import { compose } from "./composition.js";
-import { effectiveAgents } from "./entitlements.js";
 import { effectiveStatus, type LicensePatch, type LicenseService } from "./license.service.js";
-import { License, Policy, Product } from "./licensing.entity.js";
-import { agentsFromProto, agentToProto, entitlementsFromProto, entitlementToProto, licenseToProto, statusFromProto, statusToProto, tiers } from "./licensing.mapper.js";
-import type { LicenseSnapshot, Validation, ValidationService } from "./validation.service.js";
+import type { License } from "./licensing.entity.js";
+import { agentsFromProto, composedAgentToProto, composedEntitlementToProto, entitlementsFromProto, licenseToProto, statusFromProto } from "./licensing.mapper.js";
+import type { ValidationService } from "./validation.service.js";
+import type { ValidationAnswers } from "./validation-answer.js";
 import type { ImportRow, ImportService } from "./import.service.js";
 import type { LicenseMachines } from "./license-machines.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
@@ -42,112 +40,21 @@ function importRowFromProto(r: pb.ImportLicensesRequest): ImportRow {
 
 type LicensingImpl = ServiceImpl<typeof pb.LicensingService>;
 
-/** The bytes ValidateLicense signs: RFC 8785 canonical JSON of the response's proto3 JSON, without kid and signature. */
+/**
+ * The bytes ValidateLicense signs: RFC 8785 canonical JSON of the response's proto3 JSON, without kid and signature
+ * (docs/formats.md). The server signs the same bytes spliced from a cached answer (validation-answer.ts).
+ */
 export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer {
   // The server signs before it sets kid and signature: no copy needed then.
   const unsigned = res.kid === "" && res.signature.length === 0 ? res : create(pb.ValidateLicenseResponseSchema, { ...res, kid: "", signature: new Uint8Array(0) });
   return Buffer.from(canonicalize(toJson(pb.ValidateLicenseResponseSchema, unsigned))!);
 }
 
-/**
- * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,
- * signature), with the RFC 8785 canonical JSON of its fields, already in key order. While
- * the license and the question stay the same, an answer is reused: each request then only
- * splices its own fields in, instead of serialising and canonicalising the whole
- * response again. The result is byte for byte what validationSigningBytes computes
- * (the SDK's check; tests verify answers with it).
- */
-interface Answer {
-  base: pb.ValidateLicenseResponse;
-  /**
-   * The canonical JSON of base's fields, in key order, cut where the per-request fields
-   * go: pieces[0] comes before "lease", pieces[1] between "lease" and "nonce", pieces[2]
-   * between "nonce" and "time", pieces[3] after "time" (each a comma-joined run of
-   * `"key":value`, possibly empty).
-   */
-  pieces: [string, string, string, string];
-  snapshot: LicenseSnapshot | undefined;
-  code: string;
-  valid: boolean;
-  detail: string;
-  status: string | undefined;
-}
-
-function answerOf(v: Validation): Answer {
-  const base = create(pb.ValidateLicenseResponseSchema, {
-    valid: v.valid,
-    code: pb.ValidationCode[v.code],
-    detail: v.detail,
-    license: v.license && {
-      id: v.license.id,
-      productCode: v.license.productCode,
-      policyName: v.license.policyName,
-      status: statusToProto(v.license.effectiveStatus),
-      expireTime: v.license.expiresAt ? timestampFromDate(v.license.expiresAt) : undefined,
-      customerEmail: v.license.customerEmail,
-      maxMachines: v.license.maxMachines,
-    },
-    features: v.features,
-    entitlements: v.entitlements.map(entitlementToProto),
-    agentEntitlements: v.agents.map(agentToProto),
-  });
-  const json = toJson(pb.ValidateLicenseResponseSchema, base) as Record<string, unknown>;
-  const fragments = Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const run = (from: string, to: string) =>
-    fragments
-      .filter(([k]) => k > from && k < to)
-      .map(([k, value]) => `${JSON.stringify(k)}:${canonicalize(value)!}`)
-      .join(",");
-  return {
-    base,
-    pieces: [run("", "lease"), run("lease", "nonce"), run("nonce", "time"), run("time", "\uffff")],
-    snapshot: v.snapshot,
-    code: v.code,
-    valid: v.valid,
-    detail: v.detail,
-    status: v.license?.effectiveStatus,
-  };
-}
-
-/**
- * protobuf's JSON for a millisecond-precision time: RFC 3339, UTC, fraction only when
- * non-zero (as toJson writes it). The last one is kept: under load, answers signed in the
- * same millisecond share it (toISOString costs a few µs).
- */
-let lastTime = { ms: Number.NaN, json: "" };
-const timeJson = (at: Date) => {
-  const ms = at.getTime();
-  if (ms === lastTime.ms) return lastTime.json;
-  const iso = at.toISOString();
-  lastTime = { ms, json: at.getUTCMilliseconds() === 0 ? `${iso.slice(0, -5)}Z` : iso };
-  return lastTime.json;
-};
-
-/** The canonical JSON of base + the per-request fields (proto3 JSON leaves empty strings out), from the answer's precut pieces. */
-function signingTextOf(answer: Answer, nonce: string, time: Date, lease: string): string {
-  const [beforeLease, beforeNonce, beforeTime, afterTime] = answer.pieces;
-  let out = "{";
-  const add = (part: string) => {
-    if (part) out += out.length > 1 ? `,${part}` : part;
-  };
-  add(beforeLease);
-  if (lease) add(`"lease":${JSON.stringify(lease)}`);
-  add(beforeNonce);
-  if (nonce) add(`"nonce":${JSON.stringify(nonce)}`);
-  add(beforeTime);
-  add(`"time":"${timeJson(time)}"`);
-  add(afterTime);
-  return `${out}}`;
-}
-
-const ANSWERS_MAX = 50_000;
-
 /** Licenses, validation and composition of licensd.licensing.v1.LicensingService. */
 export function createLicenseRpc(deps: {
   db: Database;
   clock: Clock;
   idempotency: Idempotency;
-  catalog: CatalogService;
   licenses: LicenseService;
   validation: ValidationService;
   signingKeys: SigningKeyStore;
@@ -155,10 +62,10 @@ export function createLicenseRpc(deps: {
   machines: LicenseMachines;
   pages: PageTokens;
   keyFailures: KeyFailureLimit;
+  answers: ValidationAnswers;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, catalog, licenses, validation, signingKeys, imports, machines, pages, keyFailures } = deps;
+  const { db, clock, idempotency, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
-  const answers = new Map<string, Answer>();
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
   const verb =
@@ -274,60 +181,23 @@ export function createLicenseRpc(deps: {
       keyFailures.refuseIfBlocked(address);
       const v = await validation.validate({ key: req.key, productCode: req.productCode, fingerprint: req.fingerprint, requiredEntitlements: req.entitlements });
       if (v.code === "NOT_FOUND" || v.code === "FORMAT_INVALID" || v.code === "SIGNATURE_INVALID") await keyFailures.failed(address);
-      const question = v.snapshot ? `${req.key}\u0000${req.productCode}\u0000${req.fingerprint}\u0000${req.entitlements.join("\u0001")}` : undefined;
-      let answer = question === undefined ? undefined : answers.get(question);
-      if (!answer || answer.snapshot !== v.snapshot || answer.code !== v.code || answer.valid !== v.valid || answer.detail !== v.detail || answer.status !== v.license?.effectiveStatus) {
-        answer = answerOf(v);
-        if (question !== undefined) {
-          if (answers.size >= ANSWERS_MAX) answers.clear();
-          answers.set(question, answer);
-        }
-      }
+      const answer = answers.of(req, v);
       const now = clock.now();
       const time = timestampFromDate(now);
       const lease = v.valid && req.fingerprint && v.license ? ((await machines.leaseToken(v.license.id, req.fingerprint)) ?? "") : "";
       // Signed at the end of the turn, with the other answers the turn produced.
-      const { kid, signature } = await signingKeys.signLater(signingTextOf(answer, req.nonce, now, lease));
+      const { kid, signature } = await signingKeys.signLater(answers.signingText(answer, req.nonce, now, lease));
       // A shallow copy: the cached answer's nested messages are shared, never changed.
       return { ...answer.base, nonce: req.nonce, time, lease, kid, signature };
     },
 
     async getCustomerEntitlements(req, ctx) {
-      const tenantId = readTenant(ctx, req.tenantId);
-      const em = db.em();
-      await catalog.getCustomer(em, tenantId, req.customerId);
-      const now = clock.now();
-      const held = (await em.find(License, { tenantId, customerId: req.customerId, status: "active" }, { orderBy: { id: "asc" } })).filter((l) => effectiveStatus(l, now) === "active");
-      const [products, policies] = await Promise.all([
-        em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
-        em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
-      ]);
-      const productById = new Map(products.map((p) => [p.id, p]));
-      const policyById = new Map(policies.map((p) => [p.id, p]));
-      const composed = compose(
-        held.map((l) => {
-          const policy = policyById.get(l.policyId)!;
-          const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
-          return {
-            licenseId: l.id,
-            productId: l.productId,
-            features: productById.get(l.productId)!.features,
-            allFeatures: policy.allFeatures,
-            entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
-            agents: effectiveAgents(policy.agentEntitlements, l.agentOverrides),
-          };
-        }),
-      );
+      const held = await licenses.customerEntitlements(db.em(), readTenant(ctx, req.tenantId), req.customerId);
       return create(pb.GetCustomerEntitlementsResponseSchema, {
         customerId: req.customerId,
-        licenseIds: held.map((l) => l.id),
-        entitlements: composed.entitlements.map((e) => ({
-          feature: e.feature,
-          compose: { sum: 1, max: 2, union: 3 }[e.compose],
-          value: fromJson(ValueSchema, e.value),
-          sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
-        })),
-        agentEntitlements: composed.agents.map((a) => ({ agent: a.agent, enabled: a.enabled, tokenLimit: BigInt(a.tokenLimit), modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0, licenseIds: a.licenseIds })),
+        licenseIds: held.licenseIds,
+        entitlements: held.entitlements.map(composedEntitlementToProto),
+        agentEntitlements: held.agents.map(composedAgentToProto),
       });
     },
   };

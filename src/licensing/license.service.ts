@@ -13,7 +13,8 @@ import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, 
 import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { checkLicenseKey, CUSTOM_KEY_PATTERN, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
-import { License, type Policy, type Product } from "./licensing.entity.js";
+import { License, Policy, Product } from "./licensing.entity.js";
+import { compose, type ComposedAgent, type ComposedEntitlement } from "./composition.js";
 
 export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
 
@@ -69,6 +70,13 @@ export interface LicensePatch {
   agentOverrides?: AgentEntitlement[];
   maxMachines?: number | null;
   metadata?: Record<string, string>;
+}
+
+/** A customer's active licenses and what they grant together. */
+export interface CustomerEntitlements {
+  licenseIds: string[];
+  entitlements: ComposedEntitlement[];
+  agents: ComposedAgent[];
 }
 
 export interface LicenseFilters {
@@ -319,6 +327,34 @@ export function createLicenseService(deps: {
         payload: { format: opts.format, encrypted: opts.encrypt, fingerprint: opts.fingerprint || null, expires_at: payload.expires_at, kid },
       });
       return { file, kid, expiresAt };
+    },
+
+    /** What a customer's active licenses grant together (Vinzy's composition), with the licenses it came from. */
+    async customerEntitlements(em: EntityManager, tenantId: string, customerId: string): Promise<CustomerEntitlements> {
+      await catalog.getCustomer(em, tenantId, customerId);
+      const now = clock.now();
+      const held = (await em.find(License, { tenantId, customerId, status: "active" }, { orderBy: { id: "asc" } })).filter((l) => effectiveStatus(l, now) === "active");
+      const [products, policies] = await Promise.all([
+        em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
+        em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
+      ]);
+      const productById = new Map(products.map((p) => [p.id, p]));
+      const policyById = new Map(policies.map((p) => [p.id, p]));
+      const composed = compose(
+        held.map((l) => {
+          const policy = policyById.get(l.policyId)!;
+          const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
+          return {
+            licenseId: l.id,
+            productId: l.productId,
+            features: productById.get(l.productId)!.features,
+            allFeatures: policy.allFeatures,
+            entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
+            agents: effectiveAgents(policy.agentEntitlements, l.agentOverrides),
+          };
+        }),
+      );
+      return { licenseIds: held.map((l) => l.id), ...composed };
     },
 
     async reveal(em: EntityManager, tenantId: string, actor: string, id: string): Promise<string> {

@@ -1,5 +1,5 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
+import { create, fromJson } from "@bufbuild/protobuf";
+import { timestampFromDate, ValueSchema, type Duration } from "@bufbuild/protobuf/wkt";
 import { CustomerSchema } from "../../gen/ts/licensd/licensing/v1/customer_pb.js";
 import { LicenseSchema, LicenseStatus as PbLicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
 import {
@@ -16,6 +16,7 @@ import {
 import { ComposeStrategy as PbCompose, FeatureKind as PbKind, ProductSchema, type FeatureDefinition as PbFeature } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { AgentEntitlement, ComposeStrategy, ResolvedAgent, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
+import type { ComposedAgent, ComposedEntitlement } from "./composition.js";
 import type { LicenseStatus } from "./license.service.js";
 import type { Customer, License, Policy, Product } from "./licensing.entity.js";
 
@@ -193,3 +194,20 @@ export const licenseToProto = (l: License, status: LicenseStatus) =>
     createTime: time(l.createdAt),
     updateTime: time(l.updatedAt),
   });
+
+/** One entitlement of a customer's composition (GetCustomerEntitlements). */
+export const composedEntitlementToProto = (e: ComposedEntitlement) => ({
+  feature: e.feature,
+  compose: { sum: 1, max: 2, union: 3 }[e.compose],
+  value: fromJson(ValueSchema, e.value),
+  sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
+});
+
+/** One agent allowance of a customer's composition (GetCustomerEntitlements). */
+export const composedAgentToProto = (a: ComposedAgent) => ({
+  agent: a.agent,
+  enabled: a.enabled,
+  tokenLimit: BigInt(a.tokenLimit),
+  modelTier: a.modelTier ? tiers.toProto(a.modelTier) : 0,
+  licenseIds: a.licenseIds,
+});

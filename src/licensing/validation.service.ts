@@ -1,6 +1,7 @@
 import type { Clock } from "../platform/clock.js";
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
+import { TenantCache } from "../platform/tenant-cache.js";
 import type { LicenseMachines } from "./license-machines.js";
 import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
@@ -87,29 +88,20 @@ interface Row {
 /**
  * ValidateLicense's engine. The hot path: the key's HMAC is checked before any lookup;
  * licenses are read with one SQL join (not the ORM; a statement prepared once per pooled
- * connection) and cached per instance by key digest. Any audit entry of a tenant — every change writes one — drops that tenant's
+ * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a tenant — every change writes one — drops that tenant's
  * cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
  * within the notification's latency; entries also expire after 30 s as a backstop.
  */
 export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed; machines: LicenseMachines }) {
   const { db, clock, keyring, feed, machines: licenseMachines } = deps;
-  const cache = new Map<string, { snapshot: LicenseSnapshot | null; tenantId: string | null; until: number }>();
-  // Bumped on every invalidation: a load that overlapped one does not cache what it read.
-  let epoch = 0;
-  feed.onEntry((tenantId) => {
-    epoch++;
-    for (const [k, v] of cache) if (v.tenantId === tenantId || v.tenantId === null) cache.delete(k);
-  });
-  feed.onReconnect(() => {
-    epoch++;
-    cache.clear();
-  });
+  // A miss (no license has the key) is cached too, as no tenant's: any change drops it.
+  const cache = new TenantCache<LicenseSnapshot | null>({ max: CACHE_MAX, ttlMs: CACHE_TTL_MS }).follow(feed);
 
   async function load(digest: Buffer): Promise<LicenseSnapshot | null> {
     const cacheKey = digest.toString("base64");
     const hit = cache.get(cacheKey);
-    if (hit && hit.until > Date.now()) return hit.snapshot;
-    const startEpoch = epoch;
+    if (hit !== undefined) return hit;
+    const stamp = cache.stamp();
     const [r] = await sql<Row>(
       db,
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
@@ -142,10 +134,7 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
           customerEmail: r.email,
         }
       : null;
-    if (epoch === startEpoch) {
-      if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
-      cache.set(cacheKey, { snapshot, tenantId: snapshot?.tenantId ?? null, until: Date.now() + CACHE_TTL_MS });
-    }
+    cache.set(cacheKey, snapshot?.tenantId ?? null, snapshot, stamp);
     return snapshot;
   }
 

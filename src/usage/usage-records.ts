@@ -4,6 +4,7 @@
  */
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
+import { TenantCache } from "../platform/tenant-cache.js";
 import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy, type ResolvedAgent } from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
@@ -123,34 +124,21 @@ export function unusable(l: LicenseRow, now: Date): { reason: string; message: s
 export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring; feed: AuditFeed }) {
   const { db, keyring, feed } = deps;
 
-  // Licenses and meters are cached per instance like ValidateLicense's snapshots: any audit
+  // Licenses and meters are cached per instance (TenantCache) like ValidateLicense's snapshots: any audit
   // entry of a tenant (every change writes one) drops that tenant's entries on every
   // instance; entries also expire after 30 s. Misses are not cached, and an unknown metric
   // is looked up again before it is refused, so a new license or meter is usable at once.
-  type Cached<T> = { value: Promise<T>; tenantId: string; until: number };
-  const licenseCache = new Map<string, Cached<LicenseRow | undefined>>();
-  const meterCache = new Map<string, Cached<Map<string, MeterRow>>>();
-  let epoch = 0;
-  feed.onEntry((tenantId) => {
-    epoch++;
-    for (const cache of [licenseCache, meterCache] as Map<string, Cached<unknown>>[]) for (const [k, v] of cache) if (v.tenantId === tenantId) cache.delete(k);
-  });
-  feed.onReconnect(() => {
-    epoch++;
-    licenseCache.clear();
-    meterCache.clear();
-  });
-  function cached<T>(cache: Map<string, Cached<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
+  const licenseCache = new TenantCache<Promise<LicenseRow | undefined>>({ max: 50_000, ttlMs: 30_000 }).follow(feed);
+  const meterCache = new TenantCache<Promise<Map<string, MeterRow>>>({ max: 50_000, ttlMs: 30_000 }).follow(feed);
+  function cached<T>(cache: TenantCache<Promise<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
     const hit = cache.get(key);
-    if (hit && hit.until > Date.now()) return hit.value;
-    const start = epoch;
+    if (hit) return hit;
+    const stamp = cache.stamp();
     const value = load();
     value.then(
       (v) => {
         const tenantId = tenantOf(v);
-        if (tenantId === undefined || epoch !== start) return;
-        if (cache.size >= 50_000) cache.clear();
-        cache.set(key, { value, tenantId, until: Date.now() + 30_000 });
+        if (tenantId !== undefined) cache.set(key, tenantId, value, stamp);
       },
       () => undefined,
     );

@@ -1,205 +1,33 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { AnomalySchema, UsageEventSchema, Aggregation as PbAggregation, LimitPeriod as PbPeriod, MeterSchema, Severity as PbSeverity, type UsageEvent } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
-import { DomainError, invalidArgument } from "../platform/errors.js";
-import { Code } from "@connectrpc/connect";
+import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
-import { requireTenant, type Principal } from "../platform/auth.js";
-import type { AnomalyRow, AnomalyService } from "./anomaly.service.js";
-import type { Severity } from "./anomaly.js";
-import type { Meter, Aggregation, LimitPeriod } from "./meter.entity.js";
+import { requireTenant } from "../platform/auth.js";
+import type { AnomalyService } from "./anomaly.service.js";
 import type { MeterService } from "./meter.service.js";
-import type { BatchResult, IncomingEvent, IngestService, KeyGuard, LimitState } from "./ingest.service.js";
+import type { IngestService, KeyGuard } from "./ingest.service.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
-import { streamOrder } from "./stream-order.js";
+import { chunksOf, writeInOrder } from "./stream-writer.js";
 import { seriesOf, type BucketSize, type UsageQueries } from "./usage.query.js";
-import { int64Total } from "./usage-records.js";
-
-const AGGREGATIONS: [Aggregation, PbAggregation][] = [
-  ["sum", PbAggregation.SUM],
-  ["count", PbAggregation.COUNT],
-  ["max", PbAggregation.MAX],
-  ["min", PbAggregation.MIN],
-  ["unique_count", PbAggregation.UNIQUE_COUNT],
-  ["latest", PbAggregation.LATEST],
-];
-const PERIODS: [LimitPeriod, PbPeriod][] = [
-  ["month", PbPeriod.MONTH],
-  ["day", PbPeriod.DAY],
-  ["license_term", PbPeriod.LICENSE_TERM],
-];
-const aggregationToProto = (a: Aggregation) => AGGREGATIONS.find(([d]) => d === a)![1];
-const periodFromProto = (p: PbPeriod): LimitPeriod => PERIODS.find(([, x]) => x === p)?.[0] ?? "month";
-
-const meterToProto = (m: Meter) =>
-  create(MeterSchema, {
-    id: m.id,
-    tenantId: m.tenantId,
-    productId: m.productId,
-    metric: m.metric,
-    aggregation: aggregationToProto(m.aggregation),
-    uniqueAttribute: m.uniqueAttribute,
-    period: PERIODS.find(([d]) => d === m.period)![1],
-    description: m.description,
-    agentTokens: m.agentTokens,
-    createTime: timestampFromDate(m.createdAt),
-    updateTime: timestampFromDate(m.updatedAt),
-  });
-
-const limitToProto = (l: LimitState) => ({
-  licenseId: l.licenseId,
-  metric: l.metric,
-  agentId: l.agentId,
-  used: l.used,
-  limit: l.limit,
-  allowed: l.allowed,
-  warning: l.warning,
-  exceeded: l.exceeded,
-  periodStart: timestampFromDate(l.periodStart),
-  periodEnd: l.periodEnd ? timestampFromDate(l.periodEnd) : undefined,
-});
-
-/** A request's event as ingestion reads it: the decoded message itself (an absent one: all fields empty). */
-const NO_EVENT = create(UsageEventSchema);
-const incoming = (e: UsageEvent | undefined): IncomingEvent => e ?? NO_EVENT;
-
-/** A rejected single event becomes the error a unary call answers with. */
-/** The code a rejected single event answers with, by reason; anything else is INVALID_ARGUMENT. */
-const REJECTION_CODES: Record<string, Code> = {
-  LIMIT_EXCEEDED: Code.FailedPrecondition,
-  LICENSE_SUSPENDED: Code.FailedPrecondition,
-  LICENSE_REVOKED: Code.FailedPrecondition,
-  LICENSE_EXPIRED: Code.FailedPrecondition,
-  AGENT_DISABLED: Code.FailedPrecondition,
-  INVALID_LICENSE_KEY: Code.Unauthenticated,
-  INVALID_LEASE: Code.Unauthenticated,
-  UNAUTHENTICATED: Code.Unauthenticated,
-  SCOPE_REQUIRED: Code.PermissionDenied,
-  LICENSE_NOT_FOUND: Code.NotFound,
-};
-
-function rejectionError(reason: string, message: string): DomainError {
-  const field = /^([a-z_.]+):/.exec(message)?.[1] ?? "event";
-  return new DomainError(REJECTION_CODES[reason] ?? Code.InvalidArgument, reason, `event.${message}`, { field: `event.${field}` });
-}
-
-const SEVERITIES: [Severity, PbSeverity][] = [
-  ["medium", PbSeverity.MEDIUM],
-  ["high", PbSeverity.HIGH],
-  ["critical", PbSeverity.CRITICAL],
-];
-const ms = (v: string | null) => (v === null ? undefined : timestampFromDate(new Date(Number(v))));
-const anomalyToProto = (a: AnomalyRow) =>
-  create(AnomalySchema, {
-    id: a.id,
-    tenantId: a.tenant_id,
-    licenseId: a.license_id,
-    metric: a.metric,
-    day: ms(a.day_ms),
-    value: int64Total(a.value),
-    mean: a.mean,
-    stddev: a.stddev,
-    zScore: a.z_score,
-    severity: SEVERITIES.find(([d]) => d === a.severity)![1],
-    resolved: a.resolved,
-    resolver: a.resolver,
-    resolutionNote: a.resolution_note,
-    resolveTime: ms(a.resolved_ms),
-    createTime: ms(a.created_ms),
-  });
-
-/** How many batches StreamUsage reads ahead of its acknowledgements: a stream's memory is bounded. */
-export const MAX_UNACKED_BATCHES = 12;
-/** How many transactions one stream runs at once: bounded so one stream cannot take the whole connection pool. */
-export const STREAM_WRITERS = 3;
-/** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
-export const MERGE_EVENTS = 2000;
-
-/** IngestUsage writes its events in chunks of this many. */
-const INGEST_CHUNK = 500;
-
-/**
- * Writes a stream's batches as they arrive and yields each batch's result, in order, once
- * its transaction committed. Batches are read while earlier ones commit, at most
- * MAX_UNACKED_BATCHES ahead of the results; at most STREAM_WRITERS transactions run at
- * once; batches that queue up meanwhile are written together, in one transaction, when
- * one finishes (up to MERGE_EVENTS events). A failed transaction ends the stream with its
- * error: the client resends what was not acknowledged.
- */
-export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>, keyGuard?: KeyGuard): AsyncGenerator<{ id: Id; result: BatchResult }> {
-  type Batch = { id: Id; events: IncomingEvent[] };
-  const input = batches[Symbol.asyncIterator]();
-  const queued: Batch[] = [];
-  const writing: { ids: Id[]; results: Promise<BatchResult[]> }[] = [];
-  const nextTurn = streamOrder();
-  let running = 0;
-  let unacked = 0;
-  // Resolves when a transaction finishes: the queued batches may start.
-  let finished!: () => void;
-  let aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-  const start = () => {
-    while (queued.length > 0 && running < STREAM_WRITERS) {
-      const take = [queued.shift()!];
-      let events = take[0]!.events.length;
-      while (queued.length > 0 && events + queued[0]!.events.length <= MERGE_EVENTS) {
-        const batch = queued.shift()!;
-        take.push(batch);
-        events += batch.events.length;
-      }
-      running++;
-      // Transactions overlap, but meet their keys and limits in stream order.
-      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn(), keyGuard });
-      // (a failure is awaited, and reported, when its turn to be acknowledged comes)
-      void results.catch(() => undefined).finally(() => {
-        running--;
-        finished();
-        aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-      });
-      writing.push({ ids: take.map((b) => b.id), results });
-    }
-  };
-  let reading: Promise<IteratorResult<Batch>> | undefined = input.next();
-  type Next = { kind: "batch"; r: IteratorResult<Batch> } | { kind: "ack" } | { kind: "slot" };
-  try {
-    while (reading || queued.length > 0 || writing.length > 0) {
-      start();
-      // Only what can happen is raced. (A promise that never settles must not stand in for
-      // the rest: every race adds a reaction to it that holds the race's outcome, here the
-      // batch just read, for as long as the promise lives, which made a stream keep every
-      // batch it was ever sent.) Something always can: while reading waits for
-      // acknowledgements, batches are queued or being written.
-      const arms: Promise<Next>[] = [];
-      if (reading !== undefined && unacked < MAX_UNACKED_BATCHES) arms.push(reading.then((r) => ({ kind: "batch", r })));
-      if (writing.length > 0) arms.push(writing[0]!.results.then(() => ({ kind: "ack" }), () => ({ kind: "ack" })));
-      if (queued.length > 0) arms.push(aWriterFinished.then(() => ({ kind: "slot" })));
-      const next = await Promise.race(arms);
-      if (next.kind === "slot") continue;
-      if (next.kind === "batch") {
-        if (next.r.done) reading = undefined;
-        else {
-          reading = input.next();
-          queued.push(next.r.value);
-          unacked++;
-        }
-        continue;
-      }
-      const head = writing.shift()!;
-      const results = await head.results;
-      for (const [i, result] of results.entries()) {
-        unacked--;
-        yield { id: head.ids[i]!, result };
-      }
-    }
-  } finally {
-    void input.return?.();
-  }
-}
+import {
+  aggregationFromProto,
+  aggregationToProto,
+  anomalyToProto,
+  incoming,
+  limitToProto,
+  meterToProto,
+  periodFromProto,
+  rejectionError,
+  severityFromProto,
+  summaryBucketsToProto,
+  usageEventToProto,
+} from "./usage.mapper.js";
 
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: {
@@ -226,7 +54,7 @@ export function createUsageRpc(deps: {
         const meter = await meters.createMeter(em, m.tenantId, m.actor, {
           productId: req.productId,
           metric: req.metric,
-          aggregation: AGGREGATIONS.find(([, p]) => p === req.aggregation)![0],
+          aggregation: aggregationFromProto(req.aggregation),
           uniqueAttribute: req.uniqueAttribute,
           period: periodFromProto(req.period),
           description: req.description,
@@ -270,20 +98,9 @@ export function createUsageRpc(deps: {
     },
 
     async ingestUsage(requests, ctx) {
-      // Events are written in chunks of 500 as they arrive, as StreamUsage writes batches
-      // (chunks read while earlier ones commit); the summary comes after the last commit.
-      const chunks = (async function* () {
-        let chunk: IncomingEvent[] = [];
-        let offset = 0;
-        for await (const req of requests) {
-          chunk.push(incoming(req.event));
-          if (chunk.length < INGEST_CHUNK) continue;
-          yield { id: offset, events: chunk };
-          offset += chunk.length;
-          chunk = [];
-        }
-        if (chunk.length > 0) yield { id: offset, events: chunk };
-      })();
+      // Events are written in chunks as they arrive, as StreamUsage writes batches (chunks
+      // read while earlier ones commit); the summary comes after the last commit.
+      const chunks = chunksOf(requests, (req) => incoming(req.event));
       const out = { accepted: 0n, duplicates: 0n, rejected: [] as pb.IngestUsageResponse["rejected"] };
       for await (const { id: offset, result: r } of writeInOrder(ingest, principal(ctx), chunks, keyGuard(ctx))) {
         out.accepted += BigInt(r.accepted);
@@ -317,18 +134,7 @@ export function createUsageRpc(deps: {
         const { startsMs, series } = seriesOf(s.buckets);
         return create(pb.GetUsageSummaryResponseSchema, { aggregation, total: s.total, bucketStarts: startsMs.map(timestampFromMs), series });
       }
-      // Thousands of buckets: each is written as its message (protobuf-es messages are plain
-      // objects with a $typeName, every field set) instead of an init object that create()
-      // then copies, with a Date and a Timestamp made on the way. Fewer objects per call mean
-      // shorter young-generation collections under load.
-      const buckets = s.buckets.map(([ms, agentId, value, events]): pb.UsageBucket => ({
-        $typeName: "licensd.usage.v1.UsageBucket",
-        startTime: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 },
-        agentId,
-        value: int64Total(value ?? 0n),
-        events: int64Total(events),
-      }));
-      return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets, total: s.total });
+      return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets: summaryBucketsToProto(s.buckets), total: s.total });
     },
 
     async detectAnomalies(req, ctx) {
@@ -343,7 +149,7 @@ export function createUsageRpc(deps: {
       const rows = await anomalies.list(db.em(), {
         tenantId,
         licenseId: req.licenseId,
-        minSeverity: SEVERITIES.find(([, p]) => p === req.minSeverity)?.[0] ?? null,
+        minSeverity: severityFromProto(req.minSeverity),
         resolved: req.resolution === pb.ResolutionFilter.RESOLVED ? true : req.resolution === pb.ResolutionFilter.UNRESOLVED ? false : null,
         page,
       });
@@ -369,16 +175,7 @@ export function createUsageRpc(deps: {
       const rows = await queries.events(db.em(), { tenantId, licenseId: req.licenseId, metric: req.metric, size: page.size, after });
       const { items, nextPageToken } = pages.pageBy(rows, page, (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`);
       return create(pb.ListUsageEventsResponseSchema, {
-        events: items.map((r) => ({
-          licenseId: req.licenseId,
-          metric: r.metric,
-          quantity: BigInt(r.quantity),
-          time: timestampFromDate(new Date(Number(r.ts_ms))),
-          idempotencyKey: r.idempotency_key,
-          agentId: r.agent_id,
-          attributes: r.attributes,
-          receiveTime: timestampFromDate(new Date(Number(r.received_ms))),
-        })),
+        events: items.map((r) => usageEventToProto(req.licenseId, r)),
         nextPageToken,
       });
     },

@@ -13,7 +13,7 @@ import { Aggregation, LimitPeriod, Severity, UsageEventSchema, type UsageEvent }
 import { Bucket, ResolutionFilter, SummaryLayout, UsageService, type StreamUsageRequest, type StreamUsageResponse } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { ManualClock } from "../../src/platform/clock.js";
-import { writeInOrder } from "../../src/usage/usage.rpc.js";
+import { writeInOrder } from "../../src/usage/stream-writer.js";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
