@@ -17,7 +17,7 @@ import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { connectError, isHangUp, protocolError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
-import { protocolOf, recordRpc, requestIdOf, type RpcTracer } from "./telemetry.js";
+import { logContextKey, protocolOf, recordRpc, requestIdOf, type RpcTracer } from "./telemetry.js";
 
 type NodeServerRequest = Parameters<typeof universalRequestFromNodeRequest>[0];
 type NodeServerResponse = Parameters<typeof universalResponseToNodeResponse>[1];
@@ -98,11 +98,12 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
     (refusal ? Promise.resolve(refusal) : handler(call.request).then((uRes) => call.response(uRes)))
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((err: unknown) => {
+        const ids = uReq.contextValues?.get(logContextKey);
         if (isHangUp(err, uReq.signal)) {
-          opts.logger.debug({ procedure: call.procedure, err }, "client went away before the answer was written");
+          opts.logger.debug({ ...ids, procedure: call.procedure, err }, "client went away before the answer was written");
           return;
         }
-        opts.logger.warn({ procedure: call.procedure, err }, "writing an answer failed");
+        opts.logger.warn({ ...ids, procedure: call.procedure, err }, "writing an answer failed");
         if (!res.headersSent) {
           res.writeHead(500);
           res.end();

@@ -1,9 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { principalKey, requestIdKey } from "./context.js";
 import { codeName, isHangUp, toConnectError } from "./errors.js";
 import { logContext, type LogContext, type Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
+
+/** The call's LogContext, for lines the edge logs after the call (writing its answer). */
+export const logContextKey = createContextKey<LogContext | undefined>(undefined, { description: "licensd log context" });
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -82,6 +85,7 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
     const protocol = protocolOf(req.header.get("content-type"), req.requestMethod);
     const span = tracer?.start(procedure, req.header);
     const log: LogContext = span ? { requestId, traceId: span.traceId, spanId: span.spanId } : { requestId };
+    req.contextValues.set(logContextKey, log);
     const inContext = <T>(fn: () => T): T => logContext.run(log, span ? () => span.run(fn) : fn);
     metrics.inFlight.inc();
     let finished = false;
