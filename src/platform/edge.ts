@@ -100,7 +100,8 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
       .catch((err: unknown) => {
         const ids = uReq.contextValues?.get(logContextKey);
         if (isHangUp(err, uReq.signal)) {
-          opts.logger.debug({ ...ids, procedure: call.procedure, err }, "client went away before the answer was written");
+          const line = { ...ids, procedure: call.procedure, err };
+          opts.logger.debug(line, "client went away before the answer was written");
           return;
         }
         opts.logger.warn({ ...ids, procedure: call.procedure, err }, "writing an answer failed");

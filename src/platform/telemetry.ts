@@ -6,7 +6,9 @@ import { logContext, type LogContext, type Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 
 /** The call's LogContext, for lines the edge logs after the call (writing its answer). */
-export const logContextKey = createContextKey<LogContext | undefined>(undefined, { description: "licensd log context" });
+export const logContextKey = createContextKey<LogContext | undefined>(undefined, {
+  description: "licensd log context",
+});
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

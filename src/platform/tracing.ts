@@ -1,7 +1,17 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type TextMapGetter } from "@opentelemetry/api";
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Context,
+  type Span,
+  type TextMapGetter,
+} from "@opentelemetry/api";
 import type { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
 import type { SpanProcessor } from "@opentelemetry/sdk-trace";
 import { codeName } from "./errors.js";
@@ -25,14 +35,18 @@ export interface Tracing {
 
 /** Starts the SDK (W3C trace context, PostgreSQL spans) and registers it as OpenTelemetry's global. */
 export async function startTracing(env: NodeJS.ProcessEnv, opts: TracingOptions = {}): Promise<Tracing> {
-  const [{ NodeSDK }, { PgInstrumentation }] = await Promise.all([import("@opentelemetry/sdk-node"), import("@opentelemetry/instrumentation-pg")]);
+  const [{ NodeSDK }, { PgInstrumentation }] = await Promise.all([
+    import("@opentelemetry/sdk-node"),
+    import("@opentelemetry/instrumentation-pg"),
+  ]);
   // Only spans that belong to a request: the workers' and the audit feed's queries would each be a trace of one span.
   const pg = new PgInstrumentation({
     requireParentSpan: true,
     // MikroORM inlines its parameters into the SQL: names, emails, digests would leave in every span.
     requestHook: (span, { query }) => span.setAttribute("db.query.text", sqlWithoutLiterals(query.text)),
   });
-  const named = env.OTEL_SERVICE_NAME !== undefined || /(^|,)\s*service\.name\s*=/.test(env.OTEL_RESOURCE_ATTRIBUTES ?? "");
+  const named =
+    env.OTEL_SERVICE_NAME !== undefined || /(^|,)\s*service\.name\s*=/.test(env.OTEL_RESOURCE_ATTRIBUTES ?? "");
   const sdk = new NodeSDK({
     serviceName: named ? undefined : "licensd",
     instrumentations: [pg],
@@ -46,7 +60,8 @@ export async function startTracing(env: NodeJS.ProcessEnv, opts: TracingOptions 
   const tracer = trace.getTracer("licensd");
   return {
     tracer: {
-      start: (procedure, header, startTime) => startRpcSpan(tracer.startSpan.bind(tracer), procedure, header, startTime),
+      start: (procedure, header, startTime) =>
+        startRpcSpan(tracer.startSpan.bind(tracer), procedure, header, startTime),
     },
     shutdown: () => sdk.shutdown(),
   };
@@ -86,7 +101,9 @@ function packageVersion(file: string): string | undefined {
  * by `?`, as OpenTelemetry asks of db.query.text; quoted identifiers are kept as they are.
  */
 export const sqlWithoutLiterals = (sql: string): string =>
-  sql.replace(/"(?:[^"]|"")*"|(?:\b[Ee])'(?:[^'\\]|''|\\.)*'|(?:\b[BbXx])?'(?:[^']|'')*'/g, (m) => (m[0] === '"' ? m : "?"));
+  sql.replace(/"(?:[^"]|"")*"|(?:\b[Ee])'(?:[^'\\]|''|\\.)*'|(?:\b[BbXx])?'(?:[^']|'')*'/g, (m) =>
+    m[0] === '"' ? m : "?",
+  );
 
 const headerGetter: TextMapGetter<Headers> = {
   keys: (carrier) => [...carrier.keys()],
@@ -97,7 +114,12 @@ const headerGetter: TextMapGetter<Headers> = {
  * The span of one RPC, named by its procedure (`licensd.licensing.v1.LicensingService/ValidateLicense`)
  * with OpenTelemetry's RPC attributes; a `traceparent` header continues the caller's trace.
  */
-function startRpcSpan(startSpan: (name: string, options: object, ctx: Context) => Span, procedure: string, header: Headers, startTime?: number): RpcSpan {
+function startRpcSpan(
+  startSpan: (name: string, options: object, ctx: Context) => Span,
+  procedure: string,
+  header: Headers,
+  startTime?: number,
+): RpcSpan {
   const parent = propagation.extract(ROOT_CONTEXT, header, headerGetter);
   const slash = procedure.lastIndexOf("/");
   const span = startSpan(
@@ -125,7 +147,8 @@ function startRpcSpan(startSpan: (name: string, options: object, ctx: Context) =
         "licensd.tenant": o.tenant,
         "licensd.request_id": o.requestId,
       });
-      if (grpc) span.setAttribute("rpc.grpc.status_code", o.code ?? 0); // Connect's codes are gRPC's numbers
+      if (grpc)
+        span.setAttribute("rpc.grpc.status_code", o.code ?? 0); // Connect's codes are gRPC's numbers
       else if (o.code !== undefined) span.setAttribute("rpc.connect_rpc.error_code", code);
       if (o.code !== undefined) span.setStatus({ code: SpanStatusCode.ERROR, message: code });
       span.end();

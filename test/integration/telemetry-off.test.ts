@@ -15,7 +15,11 @@ const lines: Record<string, unknown>[] = [];
 let t: TestApp;
 
 beforeAll(async () => {
-  t = await startTestApp({ logger: createLogger("info", { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }) });
+  t = await startTestApp({
+    logger: createLogger("info", {
+      write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>),
+    }),
+  });
 });
 afterAll(async () => {
   await t?.close();
@@ -50,12 +54,24 @@ describe("OpenTelemetry off (no OTEL_* settings)", () => {
     const key = `OFF-${randomBytes(6).toString("hex").toUpperCase()}`;
     for (const i of [0, 1]) {
       const { tenant } = await tenants.createTenant({ name: `Untraced ${i}` });
-      const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
+      const { secret } = await tenants.createApiKey({
+        tenantId: tenant!.id,
+        name: "admin",
+        scopes: [ApiKeyScope.ADMIN],
+      });
       const api = connectClient(LicensingService, t.url, secret);
       const { product } = await api.createProduct({ code: "OFF", name: "Untraced app" });
-      const { policy } = await api.createPolicy({ productId: product!.id, name: "std", duration: { seconds: 86_400n, nanos: 0 } });
+      const { policy } = await api.createPolicy({
+        productId: product!.id,
+        name: "std",
+        duration: { seconds: 86_400n, nanos: 0 },
+      });
       const { customer } = await api.createCustomer({ name: "Jane Doe", email: `jane${i}@example.com` });
-      const create = licensing(secret, `req-off-${i}`).createLicense({ policyId: policy!.id, customerId: customer!.id, customKey: key });
+      const create = licensing(secret, `req-off-${i}`).createLicense({
+        policyId: policy!.id,
+        customerId: customer!.id,
+        customKey: key,
+      });
       if (i === 0) await create;
       else expect(await failure(create)).toMatchObject({ code: "InvalidArgument" });
     }

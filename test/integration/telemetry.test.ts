@@ -36,7 +36,9 @@ beforeAll(async () => {
     LICENSD_DATA_KEY: randomBytes(32).toString("base64"),
     LICENSD_SHUTDOWN_TIMEOUT_MS: "5000",
   });
-  const logger = createLogger("info", { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const logger = createLogger("info", {
+    write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>),
+  });
   app = await createApp(config, { logger, tracing: { spanProcessors: [new SimpleSpanProcessor({ exporter })] } });
 });
 afterAll(async () => {
@@ -45,12 +47,18 @@ afterAll(async () => {
 });
 
 const spansNamed = (name: string) => exporter.getFinishedSpans().filter((s) => s.name === name);
-const childrenOf = (span: ReadableSpan) => exporter.getFinishedSpans().filter((s) => s.parentSpanContext?.spanId === span.spanContext().spanId);
+const childrenOf = (span: ReadableSpan) =>
+  exporter.getFinishedSpans().filter((s) => s.parentSpanContext?.spanId === span.spanContext().spanId);
 const sqlOf = (span: ReadableSpan) => String(span.attributes["db.query.text"] ?? span.attributes["db.statement"] ?? "");
 const rpcLine = (requestId: string) => lines.find((l) => l.msg === "rpc" && l.requestId === requestId);
 
 /** A client that sends `x-request-id` (and, when given, `traceparent`) with every call. */
-function client<T extends Parameters<typeof createClient>[0]>(service: T, key: string, requestId: string, traceparent?: string) {
+function client<T extends Parameters<typeof createClient>[0]>(
+  service: T,
+  key: string,
+  requestId: string,
+  traceparent?: string,
+) {
   const transport = createConnectTransport({
     baseUrl: app.url,
     httpVersion: "1.1",
@@ -100,21 +108,39 @@ describe("OpenTelemetry tracing", () => {
     for (const s of childrenOf(span)) expect(s.spanContext().traceId).toBe(span.spanContext().traceId);
 
     // The rpc log line names the same trace and span.
-    expect(rpcLine("req-create-product")).toMatchObject({ traceId: span.spanContext().traceId, spanId: span.spanContext().spanId, tenant: t.id, code: "ok" });
+    expect(rpcLine("req-create-product")).toMatchObject({
+      traceId: span.spanContext().traceId,
+      spanId: span.spanContext().spanId,
+      tenant: t.id,
+      code: "ok",
+    });
   });
 
   it("marks a refused call's span as an error with the code's name, over gRPC as over Connect", async () => {
     const t = await newTenant("Refused Co");
     exporter.reset();
-    expect(await failure(client(LicensingService, t.secret, "req-bad-code").createProduct({ code: "lower", name: "x" }))).toMatchObject({ code: "InvalidArgument" });
+    expect(
+      await failure(client(LicensingService, t.secret, "req-bad-code").createProduct({ code: "lower", name: "x" })),
+    ).toMatchObject({ code: "InvalidArgument" });
     const [connectSpan] = spansNamed("licensd.licensing.v1.LicensingService/CreateProduct");
     expect(connectSpan.status).toEqual({ code: 2, message: "invalid_argument" }); // ERROR
-    expect(connectSpan.attributes).toMatchObject({ "rpc.connect_rpc.error_code": "invalid_argument", "licensd.code": "invalid_argument", "licensd.tenant": t.id });
+    expect(connectSpan.attributes).toMatchObject({
+      "rpc.connect_rpc.error_code": "invalid_argument",
+      "licensd.code": "invalid_argument",
+      "licensd.tenant": t.id,
+    });
 
     exporter.reset();
-    expect(await failure(grpcClient(LicensingService, app.url, t.secret).getProduct({ id: "prod_nope" }))).toMatchObject({ code: "InvalidArgument" });
+    expect(
+      await failure(grpcClient(LicensingService, app.url, t.secret).getProduct({ id: "prod_nope" })),
+    ).toMatchObject({ code: "InvalidArgument" });
     const [grpcSpan] = spansNamed("licensd.licensing.v1.LicensingService/GetProduct");
-    expect(grpcSpan.attributes).toMatchObject({ "rpc.system": "grpc", "rpc.grpc.status_code": 3, "licensd.protocol": "grpc", "licensd.code": "invalid_argument" });
+    expect(grpcSpan.attributes).toMatchObject({
+      "rpc.system": "grpc",
+      "rpc.grpc.status_code": 3,
+      "licensd.protocol": "grpc",
+      "licensd.code": "invalid_argument",
+    });
     expect(grpcSpan.status).toEqual({ code: 2, message: "invalid_argument" });
   });
 
@@ -127,7 +153,11 @@ describe("OpenTelemetry tracing", () => {
     });
     expect(res.status).toBe(400);
     const [span] = spansNamed("licensd.tenant.v1.TenantService/CreateTenant");
-    expect(span.attributes).toMatchObject({ "licensd.code": "invalid_argument", "licensd.tenant": "unknown", "licensd.request_id": "req-unknown-field" });
+    expect(span.attributes).toMatchObject({
+      "licensd.code": "invalid_argument",
+      "licensd.tenant": "unknown",
+      "licensd.request_id": "req-unknown-field",
+    });
     expect(rpcLine("req-unknown-field")).toMatchObject({ traceId: span.spanContext().traceId });
   });
 
@@ -150,16 +180,32 @@ describe("OpenTelemetry tracing", () => {
     for (const [i, v] of vendors.entries()) {
       const api = connectClient(LicensingService, app.url, v.secret);
       const { product } = await api.createProduct({ code: "KEY", name: "Keyed app" });
-      const { policy } = await api.createPolicy({ productId: product!.id, name: "std", duration: { seconds: 86_400n, nanos: 0 } });
+      const { policy } = await api.createPolicy({
+        productId: product!.id,
+        name: "std",
+        duration: { seconds: 86_400n, nanos: 0 },
+      });
       const { customer } = await api.createCustomer({ name: "Jane Doe", email: `jane${i}@example.com` });
       exporter.reset();
-      const create = client(LicensingService, v.secret, `req-custom-key-${i}`).createLicense({ policyId: policy!.id, customerId: customer!.id, customKey: key });
+      const create = client(LicensingService, v.secret, `req-custom-key-${i}`).createLicense({
+        policyId: policy!.id,
+        customerId: customer!.id,
+        customKey: key,
+      });
       if (i === 0) await create;
-      else expect(await failure(create)).toMatchObject({ code: "InvalidArgument", message: "custom_key: this key cannot be used; choose another" });
+      else
+        expect(await failure(create)).toMatchObject({
+          code: "InvalidArgument",
+          message: "custom_key: this key cannot be used; choose another",
+        });
     }
     const [span] = spansNamed("licensd.licensing.v1.LicensingService/CreateLicense");
     const warning = lines.find((l) => typeof l.msg === "string" && l.msg.startsWith("custom license key refused"));
-    expect(warning).toMatchObject({ requestId: "req-custom-key-1", traceId: span.spanContext().traceId, spanId: span.spanContext().spanId });
+    expect(warning).toMatchObject({
+      requestId: "req-custom-key-1",
+      traceId: span.spanContext().traceId,
+      spanId: span.spanContext().spanId,
+    });
     // Lines logged outside any request carry neither.
     const outside = lines.find((l) => l.msg === "licensd listening");
     expect(outside).toBeDefined();
@@ -171,14 +217,24 @@ describe("OpenTelemetry tracing", () => {
     const t = await newTenant("Streamed Co");
     exporter.reset();
     const abort = new AbortController();
-    const tail = client(AuditService, t.secret, "req-tail").tailAuditEvents({ afterSeq: 0n }, { signal: abort.signal })[Symbol.asyncIterator]();
+    const tail = client(AuditService, t.secret, "req-tail")
+      .tailAuditEvents({ afterSeq: 0n }, { signal: abort.signal })
+      [Symbol.asyncIterator]();
     const first = await tail.next();
     expect(first.value.message.case).toBe("event");
     expect(spansNamed("licensd.audit.v1.AuditService/TailAuditEvents")).toHaveLength(0); // still open
     abort.abort();
     await until("the tail's span", () => spansNamed("licensd.audit.v1.AuditService/TailAuditEvents").length === 1);
     const [span] = spansNamed("licensd.audit.v1.AuditService/TailAuditEvents");
-    expect(span.attributes).toMatchObject({ "licensd.request_id": "req-tail", "licensd.tenant": t.id, "licensd.code": "canceled" });
-    expect(childrenOf(span).map(sqlOf).some((q) => /audit_events/.test(q))).toBe(true);
+    expect(span.attributes).toMatchObject({
+      "licensd.request_id": "req-tail",
+      "licensd.tenant": t.id,
+      "licensd.code": "canceled",
+    });
+    expect(
+      childrenOf(span)
+        .map(sqlOf)
+        .some((q) => /audit_events/.test(q)),
+    ).toBe(true);
   });
 });
