@@ -20,7 +20,8 @@ import { migrate } from "./platform/migrate.js";
 import { createEdgeHandler } from "./platform/edge.js";
 import { shuttingDown } from "./platform/errors.js";
 import { createReflectionV1, createReflectionV1alpha, ReflectionIndex } from "./platform/reflection.js";
-import { createTelemetryInterceptor } from "./platform/telemetry.js";
+import { createTelemetryInterceptor, tracingConfigured } from "./platform/telemetry.js";
+import type { Tracing, TracingOptions } from "./platform/tracing.js";
 import { createValidationInterceptor } from "./platform/validation.js";
 import { UsageEventSchema } from "../gen/ts/licensd/usage/v1/usage_pb.js";
 import { createApiKeyService } from "./tenants/api-key.service.js";
@@ -72,6 +73,8 @@ export interface App {
   ingest: IngestService;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
+  /** OpenTelemetry, when on. */
+  tracing: Tracing | undefined;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   url: string;
   /** Graceful: NOT_SERVING, stop accepting, drain calls and streams, close the pool, stop an embedded database. */
@@ -85,6 +88,8 @@ export interface AppOptions {
   clock?: Clock;
   /** Apply migrations at start (default true; cluster workers leave it to the primary). */
   migrate?: boolean;
+  /** Tracing on, whatever OTEL_* says (tests pass an in-memory exporter); by default it follows OTEL_*. */
+  tracing?: TracingOptions;
 }
 
 /** Opens the database (embedded when no URL is configured), migrates it when asked. */
@@ -109,7 +114,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
   // Whatever is acquired from here on is released, in reverse, if start-up fails.
   const acquired: (() => unknown)[] = [() => embedded?.stop(), () => db.close()];
+  let tracing: Tracing | undefined;
   try {
+    if (opts.tracing || tracingConfigured(process.env)) {
+      // Imported only when on: without OTEL_* settings the SDK is never loaded.
+      tracing = await (await import("./platform/tracing.js")).startTracing(process.env, opts.tracing);
+      acquired.push(() => tracing?.shutdown());
+      logger.info("OpenTelemetry tracing on");
+    }
     return await assemble();
   } catch (err) {
     for (const release of acquired.reverse()) await Promise.resolve(release()).catch(() => undefined);
@@ -202,7 +214,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         reflectionV1alpha: createReflectionV1alpha(reflection),
       }),
       interceptors: [
-        createTelemetryInterceptor(logger, metrics),
+        createTelemetryInterceptor(logger, metrics, tracing?.tracer),
         createAuthInterceptor(config.superAdminKey, (secret) => apiKeys.resolve(secret), keyFailures),
         // Usage events are checked one by one by the ingest: a bad one is a Rejection, its batch lands.
         createValidationInterceptor({ checkedByService: new Set([UsageEventSchema.typeName]) }),
@@ -215,6 +227,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       publicReads,
       logger,
       metrics,
+      tracer: tracing?.tracer,
     });
 
     const handler: RequestHandler = (req, anyRes) => {
@@ -272,6 +285,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       ingest,
       hub,
       signingKeys,
+      tracing,
       url,
       close() {
         closing ??= (async () => {
@@ -291,6 +305,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           await db.close();
           closingStage = "stopping the embedded PostgreSQL";
           await embedded?.stop();
+          closingStage = "exporting the last spans";
+          await tracing?.shutdown();
           closingStage = "stopped";
           logger.info("licensd stopped");
         })();

@@ -27,12 +27,12 @@ export interface RunningServer {
 /**
  * HTTP/2 flow-control windows: how much a client may send before the server acknowledges
  * it. The protocol's default, 64 KiB per stream and per connection, is about one batch of
- * 500 usage events: an agent streaming usage then waited on a window update from this
+ * 500 usage events: an agent streaming usage would wait on a window update from this
  * server's event loop for every batch. 256 KiB per stream is about four batches on the
- * wire, which StreamUsage reads ahead (MAX_UNACKED_BATCHES) as they come; 1 MiB per connection, four
- * such streams. Larger windows (1 MiB per stream) measured no faster, and queued batches
- * longer before the server read them (ack latency p50 98 ms against 65). Node's
- * maxSessionMemory (10 MB) still bounds what one connection may make the server buffer.
+ * wire, which StreamUsage reads ahead (MAX_UNACKED_BATCHES) as they come; 1 MiB per
+ * connection, four such streams. Larger windows only queue batches longer before the
+ * server reads them (BENCHMARKS.md, "Design history"). Node's maxSessionMemory (10 MB)
+ * still bounds what one connection may make the server buffer.
  */
 const H2_SETTINGS: http2.Settings = { initialWindowSize: 256 << 10 };
 const H2_CONNECTION_WINDOW = 1 << 20;

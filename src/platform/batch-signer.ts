@@ -8,13 +8,9 @@ interface Pending {
  * Ed25519 signatures for answers that can wait to the end of the event loop's turn
  * (ValidateLicense): what the turn's requests ask is signed together, back to back, once
  * the turn's I/O is read (setImmediate), and their answers then go out together.
- *
- * Measured on the benchmark host (interleaved A/B, 16 connections of Connect JSON, server
- * CPU per request): ValidateLicense 242–319 µs signing each answer in its own request,
- * 176–216 µs this way. Signing in a row keeps libsodium's tables and the code of the path
- * in cache, and answers written in a burst cost the loopback less; the same deferral
- * applied to Health.Check saved it about 11% (one A/B). A worker thread for the signatures was tried too:
- * no faster than this, and at moderate load its hand-offs lengthened the tail.
+ * Signing in a row keeps libsodium's tables and the code of the path in cache, and
+ * answers written in a burst cost the loopback less: about a quarter less server CPU per
+ * ValidateLicense than signing in each request (BENCHMARKS.md, "Design history").
  */
 export class BatchSigner {
   private queue: Pending[] = [];

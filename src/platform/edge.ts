@@ -17,7 +17,7 @@ import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { connectError, isHangUp, protocolError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
-import { protocolOf, recordRpc, requestIdOf } from "./telemetry.js";
+import { logContextKey, protocolOf, recordRpc, requestIdOf, type RpcTracer } from "./telemetry.js";
 
 type NodeServerRequest = Parameters<typeof universalRequestFromNodeRequest>[0];
 type NodeServerResponse = Parameters<typeof universalResponseToNodeResponse>[1];
@@ -33,6 +33,8 @@ export interface EdgeOptions {
   publicReads: ReadonlyMap<DescMethod, number>;
   logger: Logger;
   metrics: Metrics;
+  /** With tracing on: refusals get their span too. */
+  tracer?: RpcTracer;
 }
 
 /**
@@ -96,11 +98,13 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
     (refusal ? Promise.resolve(refusal) : handler(call.request).then((uRes) => call.response(uRes)))
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((err: unknown) => {
+        const ids = uReq.contextValues?.get(logContextKey);
         if (isHangUp(err, uReq.signal)) {
-          opts.logger.debug({ procedure: call.procedure, err }, "client went away before the answer was written");
+          const line = { ...ids, procedure: call.procedure, err };
+          opts.logger.debug(line, "client went away before the answer was written");
           return;
         }
-        opts.logger.warn({ procedure: call.procedure, err }, "writing an answer failed");
+        opts.logger.warn({ ...ids, procedure: call.procedure, err }, "writing an answer failed");
         if (!res.headersSent) {
           res.writeHead(500);
           res.end();
@@ -278,19 +282,25 @@ class EdgeCall {
 
   /** The mapped form of a refusal no interceptor saw, counted and logged as every call is. */
   private refused(code: Code, message: string): ConnectError {
+    const seconds = Number(process.hrtime.bigint() - this.start) / 1e9;
+    const span = this.opts.tracer?.start(this.procedure, this.request.header, Date.now() - seconds * 1e3);
     let error = protocolError(new ConnectError(message, code));
     if (error.code === Code.Internal || error.code === Code.Unknown) {
       // Not a request connect could not decode: a failure of ours (an answer that did not serialize).
-      this.opts.logger.error({ requestId: this.requestId, procedure: this.procedure, err: error }, "internal error");
+      const ids = { requestId: this.requestId, traceId: span?.traceId, spanId: span?.spanId };
+      this.opts.logger.error({ ...ids, procedure: this.procedure, err: error }, "internal error");
       error = connectError(Code.Internal, "INTERNAL", `internal error (request id ${this.requestId})`, { request_id: this.requestId });
     }
+    span?.end({ requestId: this.requestId, protocol: this.protocol, code: error.code, tenant: "unknown" });
     recordRpc(this.opts.logger, this.opts.metrics, {
       requestId: this.requestId,
       procedure: this.procedure,
       protocol: this.protocol,
       code: error.code,
-      seconds: Number(process.hrtime.bigint() - this.start) / 1e9,
+      seconds,
       tenant: "unknown",
+      traceId: span?.traceId,
+      spanId: span?.spanId,
     });
     return error;
   }

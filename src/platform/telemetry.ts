@@ -1,14 +1,46 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { principalKey, requestIdKey } from "./context.js";
 import { codeName, isHangUp, toConnectError } from "./errors.js";
-import type { Logger } from "./logger.js";
+import { logContext, type LogContext, type Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
+
+/** The call's LogContext, for lines the edge logs after the call (writing its answer). */
+export const logContextKey = createContextKey<LogContext | undefined>(undefined, {
+  description: "licensd log context",
+});
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The caller's `x-request-id` when sane, else a fresh one. */
 export const requestIdOf = (given: string | null): string => (given && SANE_REQUEST_ID.test(given) ? given : randomUUID());
+
+/**
+ * Tracing is on when OpenTelemetry's standard variables name where traces go (an OTLP
+ * endpoint, or a traces exporter other than `none`) and OTEL_SDK_DISABLED is not `true`.
+ */
+export function tracingConfigured(env: NodeJS.ProcessEnv): boolean {
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true") return false;
+  const exporter = env.OTEL_TRACES_EXPORTER?.trim().toLowerCase();
+  if (exporter === "none") return false;
+  return Boolean(exporter || env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+}
+
+/** Starts RPC spans; given only when tracing is on (tracing.ts implements it). */
+export interface RpcTracer {
+  /** The span of one call, continuing the trace a `traceparent` header names; `startTime` in ms since the epoch. */
+  start(procedure: string, header: Headers, startTime?: number): RpcSpan;
+}
+
+export interface RpcSpan {
+  traceId: string;
+  spanId: string;
+  /** Runs `fn` with this span as the active one, so the spans it starts (PostgreSQL's) are its children. */
+  run<T>(fn: () => T): T;
+  end(outcome: RpcSpanEnd): void;
+}
+
+export type RpcSpanEnd = Pick<RpcOutcome, "requestId" | "protocol" | "code" | "tenant">;
 
 /** One RPC's outcome, as the `rpc` log line and the metrics record it. */
 export interface RpcOutcome {
@@ -19,6 +51,9 @@ export interface RpcOutcome {
   code: Code | undefined;
   seconds: number;
   tenant: string;
+  /** With tracing on. */
+  traceId?: string;
+  spanId?: string;
 }
 
 /** Counts an RPC and writes its `rpc` log line; codes are spelt as Connect's wire names (`ok`, `invalid_argument`). */
@@ -26,7 +61,9 @@ export function recordRpc(logger: Logger, metrics: Metrics, o: RpcOutcome) {
   const code = codeName(o.code);
   metrics.requests.inc({ procedure: o.procedure, code });
   metrics.latency.observe({ procedure: o.procedure }, o.seconds);
-  logger.info({ requestId: o.requestId, procedure: o.procedure, protocol: o.protocol, code, ms: Math.round(o.seconds * 1e4) / 10, tenant: o.tenant }, "rpc");
+  const ms = Math.round(o.seconds * 1e4) / 10;
+  const { requestId, traceId, spanId, procedure, protocol, tenant } = o;
+  logger.info({ requestId, traceId, spanId, procedure, protocol, code, ms, tenant }, "rpc");
 }
 
 /**
@@ -36,13 +73,22 @@ export function recordRpc(logger: Logger, metrics: Metrics, o: RpcOutcome) {
  * A stream that ends because its deadline passed ends with DEADLINE_EXCEEDED (one whose
  * client left: CANCELED), never OK: implementations stop on the call's signal, this says
  * why. The server's shutdown (`shuttingDown`) ends streams cleanly.
+ *
+ * The call (and each message of a streamed answer) runs inside its LogContext, so every
+ * line logged meanwhile carries the request id; with a tracer, inside its span too, which
+ * covers the whole call, a stream until its end.
  */
-export function createTelemetryInterceptor(logger: Logger, metrics: Metrics): Interceptor {
+export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tracer?: RpcTracer): Interceptor {
   return (next) => async (req) => {
     const start = process.hrtime.bigint();
     const requestId = requestIdOf(req.header.get("x-request-id"));
     req.contextValues.set(requestIdKey, requestId);
     const procedure = `${req.service.typeName}/${req.method.name}`;
+    const protocol = protocolOf(req.header.get("content-type"), req.requestMethod);
+    const span = tracer?.start(procedure, req.header);
+    const log: LogContext = span ? { requestId, traceId: span.traceId, spanId: span.spanId } : { requestId };
+    req.contextValues.set(logContextKey, log);
+    const inContext = <T>(fn: () => T): T => logContext.run(log, span ? () => span.run(fn) : fn);
     metrics.inFlight.inc();
     let finished = false;
     const finish = (err: unknown) => {
@@ -53,33 +99,42 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics): In
       if (err !== undefined) {
         const { error, internal } = toConnectError(err, requestId, req.signal);
         mapped = error;
-        if (internal) logger.error({ requestId, procedure, err }, "internal error");
+        if (internal) logger.error({ ...log, procedure, err }, "internal error");
       }
       const principal = req.contextValues.get(principalKey);
+      const tenant = principal.kind === "tenant" ? principal.tenantId : principal.kind;
+      span?.end({ requestId, protocol, code: mapped?.code, tenant });
       recordRpc(logger, metrics, {
         requestId,
         procedure,
-        protocol: protocolOf(req.header.get("content-type"), req.requestMethod),
+        protocol,
         code: mapped?.code,
         seconds: Number(process.hrtime.bigint() - start) / 1e9,
-        tenant: principal.kind === "tenant" ? principal.tenantId : principal.kind,
+        tenant,
+        traceId: span?.traceId,
+        spanId: span?.spanId,
       });
       return mapped;
     };
     try {
-      const res = await next(req);
+      const res = await inContext(() => next(req));
       res.header.set("x-request-id", requestId);
       if (!res.stream) {
         finish(undefined);
         return res;
       }
-      const messages = res.message;
+      const messages = res.message[Symbol.asyncIterator]();
       const signal = req.signal;
       return {
         ...res,
         message: (async function* () {
+          let open = true;
           try {
-            yield* messages;
+            // The implementation's generator runs when its messages are pulled: here, in the call's context.
+            for (let r = await inContext(() => messages.next()); !r.done; r = await inContext(() => messages.next())) {
+              yield r.value;
+            }
+            open = false;
             if (signal.aborted) {
               // Ended because its deadline passed or its client left, not because it was done.
               const reason: unknown = signal.reason;
@@ -87,8 +142,11 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics): In
             }
             finish(undefined);
           } catch (err) {
+            open = false;
             throw finish(err) ?? err;
           } finally {
+            // A consumer that stops early ends the implementation's generator too (what yield* did).
+            if (open) await inContext(async () => messages.return?.());
             finish(undefined);
           }
         })(),
