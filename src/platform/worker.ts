@@ -1,3 +1,4 @@
+import { backoff } from "./backoff.js";
 import type { Logger } from "./logger.js";
 
 export interface EveryOptions {
@@ -6,7 +7,10 @@ export interface EveryOptions {
   logger: Logger;
   /** Each wait is `ms` ± this fraction, so instances started together do not tick in lockstep (default 0.1). */
   jitter?: number;
-  /** After failed passes the wait doubles per failure, up to this (default: the larger of `ms` and 5 minutes). */
+  /**
+   * After failed passes the wait doubles per failure (platform/backoff.ts, jittered by `jitter`), up to this
+   * (default: the larger of `ms` and 5 minutes).
+   */
   maxBackoffMs?: number;
   /** While passes keep failing, one more log line at most this often (default 10 minutes). */
   repeatLogMs?: number;
@@ -36,11 +40,12 @@ export function every(ms: number, tick: () => Promise<unknown>, opts: EveryOptio
   let failures = 0;
   let loggedAt = 0;
 
-  // Doubling per consecutive failure, capped; the same shape as LicenseGuard's reconnect backoff.
-  const base = () => (failures === 0 ? ms : Math.min(ms * 2 ** failures, maxBackoffMs));
+  // After a failure: 2·ms, 4·ms, … capped (the backoff the feed and LicenseGuard use).
+  const failing = backoff({ baseMs: 2 * ms, capMs: maxBackoffMs, jitter, random });
+  const nextWait = () => ms * (1 - jitter + 2 * jitter * random());
   const schedule = () => {
     if (stopped) return;
-    const wait = base() * (1 - jitter + 2 * jitter * random());
+    const wait = failures === 0 ? nextWait() : failing.next();
     timer = setTimeout(run, Math.max(0, Math.round(wait)));
     timer.unref();
   };
@@ -49,6 +54,7 @@ export function every(ms: number, tick: () => Promise<unknown>, opts: EveryOptio
       await tick();
       if (failures > 0) opts.logger.info({ failedPasses: failures }, `${opts.name} recovered`);
       failures = 0;
+      failing.reset();
     } catch (err) {
       failures++;
       const now = Date.now();
