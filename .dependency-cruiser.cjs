@@ -27,7 +27,8 @@ module.exports = {
     },
     {
       name: "events-imports-only-platform",
-      comment: "events/ (emit, the Merkle tree, the feed, the read API) serves every domain: it imports only platform/.",
+      comment:
+        "events/ (emit, the Merkle tree, the feed, the read API) serves every domain: it imports only platform/.",
       severity: "error",
       from: { path: "^src/events/" },
       to: { path: "^src/", pathNot: ["^src/events/", "^src/platform/", "^src/types/"] },

@@ -9,7 +9,11 @@ import { execFileSync } from "node:child_process";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
-import { ActivationService, type ConnectLeaseRequest, type ConnectLeaseResponse } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  type ConnectLeaseRequest,
+  type ConnectLeaseResponse,
+} from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { generateKeyPairSync, sign, verify } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -21,14 +25,31 @@ import { percentile, startBenchServer } from "./support.ts";
 const REQUESTS = Number(process.env.BENCH_H2_REQUESTS ?? 10000);
 const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-act-"));
 
-
 function rate(url: string, procedure: string, body: string): number {
   const data = path.join(work, `${procedure.replace(/\W/g, "_")}.json`);
   writeFileSync(data, body);
-  const out = execFileSync("h2load", ["--h1", "-n", String(REQUESTS), "-c", "16", "-t", "2", "-d", data, "-H", "content-type: application/json", `${url}/${procedure}`], { encoding: "utf8" });
+  const out = execFileSync(
+    "h2load",
+    [
+      "--h1",
+      "-n",
+      String(REQUESTS),
+      "-c",
+      "16",
+      "-t",
+      "2",
+      "-d",
+      data,
+      "-H",
+      "content-type: application/json",
+      `${url}/${procedure}`,
+    ],
+    { encoding: "utf8" },
+  );
   const reqs = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out)!;
   const status = /status codes: (\d+) 2xx/.exec(out)!;
-  if (Number(reqs[2]) + Number(reqs[3]) > 0 || Number(status[1]) !== REQUESTS) throw new Error(`${procedure}: failures\n${out}`);
+  if (Number(reqs[2]) + Number(reqs[3]) > 0 || Number(status[1]) !== REQUESTS)
+    throw new Error(`${procedure}: failures\n${out}`);
   return Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)![1]);
 }
 
@@ -45,17 +66,23 @@ function wrkRate(url: string, procedure: string, bodies: string[]): number {
       `wrk.method = "POST"`,
       `wrk.headers["content-type"] = "application/json"`,
       "request = function() i = i % #bodies + 1; return wrk.format(nil, nil, nil, bodies[i]) end",
-      "done = function(summary, latency, requests) io.write(string.format(\"BAD %d\\n\", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout)) end",
+      'done = function(summary, latency, requests) io.write(string.format("BAD %d\\n", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout)) end',
     ].join("\n"),
   );
-  const out = execFileSync("wrk", ["-t", "2", "-c", "16", "-d", "4s", "-s", script, `${url}/${procedure}`], { encoding: "utf8" });
+  const out = execFileSync("wrk", ["-t", "2", "-c", "16", "-d", "4s", "-s", script, `${url}/${procedure}`], {
+    encoding: "utf8",
+  });
   const bad = Number(/BAD (\d+)/.exec(out)![1]);
   if (bad > 0) throw new Error(`${procedure}: ${bad} failed requests\n${out}`);
   return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]);
 }
 
 /** One ConnectLease stream: a queue feeds its requests; responses are read as they come. */
-function leaseStream(client: ReturnType<typeof createClient<typeof ActivationService>>, key: string, fingerprint: string) {
+function leaseStream(
+  client: ReturnType<typeof createClient<typeof ActivationService>>,
+  key: string,
+  fingerprint: string,
+) {
   const queue: ConnectLeaseRequest[] = [{ key, fingerprint } as ConnectLeaseRequest];
   let wake: (() => void) | undefined;
   async function* requests() {
@@ -85,7 +112,10 @@ async function serverMemory(url: string) {
 
 export async function run(): Promise<string> {
   // Activation rate limits out of the way: every request comes from 127.0.0.1 (the per-license bucket still runs).
-  const server = await startBenchServer({ LICENSD_ACTIVATION_RATE_PER_IP: "0", LICENSD_ACTIVATION_RATE_PER_LICENSE: "1000000/1m" });
+  const server = await startBenchServer({
+    LICENSD_ACTIVATION_RATE_PER_IP: "0",
+    LICENSD_ACTIVATION_RATE_PER_LICENSE: "1000000/1m",
+  });
   const { url, call, database } = server;
   // Before each timed phase the database is settled, as one between bursts would be: otherwise
   // autovacuum (each phase updates the same machine rows tens of thousands of times) and a
@@ -98,10 +128,32 @@ export async function run(): Promise<string> {
     await c.end();
   };
   const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
-  const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "ACT", name: "Bench" })).product.id;
-  const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", floating: true, maxMachines: 10 })).policy.id;
-  const customerId = (await call("licensd.licensing.v1.LicensingService/CreateCustomer", { tenantId, name: "Bench", email: "bench@example.com" })).customer.id;
-  const licenseKey = ((await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId, customerId })) as unknown as { key: string }).key;
+  const productId = (
+    await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "ACT", name: "Bench" })
+  ).product.id;
+  const policyId = (
+    await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
+      tenantId,
+      productId,
+      name: "pro",
+      floating: true,
+      maxMachines: 10,
+    })
+  ).policy.id;
+  const customerId = (
+    await call("licensd.licensing.v1.LicensingService/CreateCustomer", {
+      tenantId,
+      name: "Bench",
+      email: "bench@example.com",
+    })
+  ).customer.id;
+  const licenseKey = (
+    (await call("licensd.licensing.v1.LicensingService/CreateLicense", {
+      tenantId,
+      policyId,
+      customerId,
+    })) as unknown as { key: string }
+  ).key;
   const machine = JSON.stringify({ key: licenseKey, fingerprint: "bench-host" });
   await call("licensd.activation.v1.ActivationService/Activate", JSON.parse(machine));
 
@@ -110,14 +162,31 @@ export async function run(): Promise<string> {
   const activate = median3(() => rate(url, "licensd.activation.v1.ActivationService/Activate", machine));
 
   // The fleet: 1,000 licenses × 5 machines, activated through the API.
-  const fleetPolicy = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "fleet", floating: true, maxMachines: 5 })).policy.id;
+  const fleetPolicy = (
+    await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
+      tenantId,
+      productId,
+      name: "fleet",
+      floating: true,
+      maxMachines: 5,
+    })
+  ).policy.id;
   const fleetKeys: string[] = [];
   for (let i = 0; i < 1000; i += 50) {
-    const batch = await Promise.all(Array.from({ length: 50 }, () => call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId: fleetPolicy, customerId })));
+    const batch = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId: fleetPolicy, customerId }),
+      ),
+    );
     fleetKeys.push(...batch.map((b) => (b as unknown as { key: string }).key));
   }
-  const fleet = fleetKeys.flatMap((k, i) => Array.from({ length: 5 }, (_, j) => JSON.stringify({ key: k, fingerprint: `host-${i}-${j}` })));
-  for (let i = 0; i < fleet.length; i += 100) await Promise.all(fleet.slice(i, i + 100).map((b) => call("licensd.activation.v1.ActivationService/Activate", JSON.parse(b))));
+  const fleet = fleetKeys.flatMap((k, i) =>
+    Array.from({ length: 5 }, (_, j) => JSON.stringify({ key: k, fingerprint: `host-${i}-${j}` })),
+  );
+  for (let i = 0; i < fleet.length; i += 100)
+    await Promise.all(
+      fleet.slice(i, i + 100).map((b) => call("licensd.activation.v1.ActivationService/Activate", JSON.parse(b))),
+    );
   const shuffled = [...fleet].sort(() => Math.random() - 0.5);
   await settle();
   const fleetHealth: number[] = [];
@@ -132,10 +201,21 @@ export async function run(): Promise<string> {
 
   // ConnectLease: 10,000 streams = 100 licenses × 100 machines (machine rows inserted directly: setup, not measured).
   const STREAMS = Number(process.env.BENCH_LEASE_STREAMS ?? 10_000);
-  const streamPolicy = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "streams", floating: true })).policy.id;
+  const streamPolicy = (
+    await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
+      tenantId,
+      productId,
+      name: "streams",
+      floating: true,
+    })
+  ).policy.id;
   const streamLicenses: { id: string; key: string }[] = [];
   for (let i = 0; i < STREAMS / 100; i++) {
-    const created = (await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId: streamPolicy, customerId })) as unknown as { key: string; license: { id: string } };
+    const created = (await call("licensd.licensing.v1.LicensingService/CreateLicense", {
+      tenantId,
+      policyId: streamPolicy,
+      customerId,
+    })) as unknown as { key: string; license: { id: string } };
     streamLicenses.push({ id: created.license.id, key: created.key });
   }
   const pgc = new pg.Client({ connectionString: database.url });
@@ -153,7 +233,9 @@ export async function run(): Promise<string> {
   // Agents each hold their own connection in real life; here 40 HTTP/2 connections carry 250 streams each
   // (one connection with 10,000 streams trips Node's per-session memory guard: ENHANCE_YOUR_CALM).
   const CONNECTIONS = 40;
-  const clients = Array.from({ length: CONNECTIONS }, () => createClient(ActivationService, createGrpcTransport({ baseUrl: url })));
+  const clients = Array.from({ length: CONNECTIONS }, () =>
+    createClient(ActivationService, createGrpcTransport({ baseUrl: url })),
+  );
   const streams: ReturnType<typeof leaseStream>[] = [];
   const openStart = performance.now();
   // 100 opening at a time: more would only queue for the server's 10 database connections.
@@ -170,7 +252,8 @@ export async function run(): Promise<string> {
   await new Promise((r) => setTimeout(r, 2000));
   const after = await serverMemory(url);
   // Heartbeat handling: one heartbeat on every stream, 200 in flight at a time (agents heartbeat spread
-  // over minutes; an unpaced burst of 10,000 would only queue for database connections); time until every renewed lease is back.
+  // over minutes; an unpaced burst of 10,000 would only queue for database connections); time until every renewed lease
+  // is back.
   const beatStart = performance.now();
   let cursor = 0;
   const beatWorker = async () => {
@@ -188,7 +271,9 @@ export async function run(): Promise<string> {
     const idx = streamLicenses.indexOf(l);
     const mine = streams.slice(idx * 100, idx * 100 + 100);
     const t0 = performance.now();
-    const got = mine.map((s) => s.next().then((r) => (r.value?.event.case === "revocation" ? performance.now() - t0 : Number.NaN)));
+    const got = mine.map((s) =>
+      s.next().then((r) => (r.value?.event.case === "revocation" ? performance.now() - t0 : Number.NaN)),
+    );
     await call("licensd.licensing.v1.LicensingService/SuspendLicense", { tenantId, id: l.id });
     pushMs.push(...(await Promise.all(got)));
   }
@@ -199,7 +284,25 @@ export async function run(): Promise<string> {
 
   const { publicKey, privateKey } = generateKeyPairSync("ed25519");
   const raw = publicKey.export({ format: "der", type: "spki" }).subarray(12);
-  const payload = { v: 1, typ: "lease", license_id: "lic_b", tenant_id: "ten_b", machine_id: "mach_b", fingerprint: "fp", product: { code: "ACT", name: "B" }, status: "active", plan: "pro", features: ["reports"], entitlements: {}, agents: {}, max_machines: 10, max_users: 0, issued_at: new Date().toISOString(), expires_at: new Date(Date.now() + 86_400_000).toISOString(), kid: "k" };
+  const payload = {
+    v: 1,
+    typ: "lease",
+    license_id: "lic_b",
+    tenant_id: "ten_b",
+    machine_id: "mach_b",
+    fingerprint: "fp",
+    product: { code: "ACT", name: "B" },
+    status: "active",
+    plan: "pro",
+    features: ["reports"],
+    entitlements: {},
+    agents: {},
+    max_machines: 10,
+    max_users: 0,
+    issued_at: new Date().toISOString(),
+    expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+    kid: "k",
+  };
   const token = encodeLicenseFile(ED25519_PREFIX, payload as never, (input) => sign(null, input, privateKey));
   const [, b64, sig] = token.split(".");
   const input = Buffer.from(`${ED25519_PREFIX}.${b64}`);
@@ -214,11 +317,13 @@ export async function run(): Promise<string> {
   };
   const lease: number[] = [];
   const ed: number[] = [];
-  for (let i = 0; i < 7; i++) (lease.push(ops(() => verifyLease(token, keys, { fingerprint: "fp" }))), ed.push(ops(() => verify(null, input, publicKey, signature))));
+  for (let i = 0; i < 7; i++)
+    lease.push(ops(() => verifyLease(token, keys, { fingerprint: "fp" }))),
+      ed.push(ops(() => verify(null, input, publicKey, signature)));
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[3];
   const r = (n: number) => Math.round(n).toLocaleString("en");
   const ratio = (a: number, b: number) => (a / b).toFixed(2);
-  const perStream = (bytes: number) => `${((bytes / STREAMS) / 1024).toFixed(1)} KiB`;
+  const perStream = (bytes: number) => `${(bytes / STREAMS / 1024).toFixed(1)} KiB`;
   return [
     "## Activation (bench/activation.ts)",
     "",

@@ -35,7 +35,11 @@ const DATA_KEY = randomBytes(32);
 
 async function newTenant(db: Database, name: string): Promise<string> {
   const id = `ten_${randomBytes(13).toString("hex").slice(0, 26)}`;
-  await sql(db, `insert into tenants (id, name, metadata, created_at, updated_at) values ($1, $2, '{}', now(), now())`, [id, name]);
+  await sql(
+    db,
+    `insert into tenants (id, name, metadata, created_at, updated_at) values ($1, $2, '{}', now(), now())`,
+    [id, name],
+  );
   return id;
 }
 
@@ -57,26 +61,50 @@ async function rate(writers: number, op: (writer: number) => Promise<unknown>): 
 
 async function appendRates(db: Database) {
   const events = createEvents({ clock: systemClock, keyring: new AuditKeyring(randomBytes(32)) });
-  await sql(db, `create table bench_baseline (id bigserial primary key, tenant_id text not null, type text not null, payload jsonb not null, created_at timestamptz not null)`);
+  await sql(
+    db,
+    `create table bench_baseline (id bigserial primary key, tenant_id text not null, type text not null, payload jsonb not null, created_at timestamptz not null)`,
+  );
   const shared = await newTenant(db, "one tenant");
   const own = await Promise.all(Array.from({ length: 32 }, (_, i) => newTenant(db, `writer ${i}`)));
   const payload = { name: "bench", metadata: { plan: "gold", region: "eu-west-1" } };
   const rows: string[] = [];
   for (const writers of [1, 8, 32]) {
     const baseline = await rate(writers, () =>
-      db.tx((em) => sql(em, `insert into bench_baseline (tenant_id, type, payload, created_at) values ($1, 'tenant.updated', $2::jsonb, now())`, [shared, JSON.stringify(payload)])),
+      db.tx((em) =>
+        sql(
+          em,
+          `insert into bench_baseline (tenant_id, type, payload, created_at) values ($1, 'tenant.updated', $2::jsonb, now())`,
+          [shared, JSON.stringify(payload)],
+        ),
+      ),
     );
-    const oneTenant = await rate(writers, () => db.tx((em) => events.emit(em, { tenantId: shared, type: "tenant.updated", subject: shared, actor: "system", payload })));
-    const perWriter = await rate(writers, (w) => db.tx((em) => events.emit(em, { tenantId: own[w], type: "tenant.updated", subject: own[w], actor: "system", payload })));
-    rows.push(`| ${writers} | ${Math.round(baseline)} | ${Math.round(oneTenant)} | ${(oneTenant / baseline).toFixed(2)} | ${Math.round(perWriter)} | ${(perWriter / baseline).toFixed(2)} |`);
+    const oneTenant = await rate(writers, () =>
+      db.tx((em) =>
+        events.emit(em, { tenantId: shared, type: "tenant.updated", subject: shared, actor: "system", payload }),
+      ),
+    );
+    const perWriter = await rate(writers, (w) =>
+      db.tx((em) =>
+        events.emit(em, { tenantId: own[w], type: "tenant.updated", subject: own[w], actor: "system", payload }),
+      ),
+    );
+    rows.push(
+      `| ${writers} | ${Math.round(baseline)} | ${Math.round(oneTenant)} | ${(oneTenant / baseline).toFixed(2)} | ${Math.round(perWriter)} | ${(perWriter / baseline).toFixed(2)} |`,
+    );
     console.log(rows.at(-1));
   }
-  const [check] = await sql<{ n: string; max: string }>(db, `select count(*) as n, max(seq) as max from audit_events where tenant_id = $1`, [shared]);
-  if (check.n !== check.max) throw new Error(`gap in the shared tenant's chain: ${check.n} entries, max seq ${check.max}`);
+  const [check] = await sql<{ n: string; max: string }>(
+    db,
+    `select count(*) as n, max(seq) as max from audit_events where tenant_id = $1`,
+    [shared],
+  );
+  if (check.n !== check.max)
+    throw new Error(`gap in the shared tenant's chain: ${check.n} entries, max seq ${check.max}`);
   return [
     "Append rate (entries/s, each in its own transaction). Baseline: a transaction inserting one",
-    "row of the same size into a plain table. \"One tenant\": every writer appends to the same",
-    "tenant's chain (serialised by its head lock); \"own tenant\": each writer has its own.",
+    'row of the same size into a plain table. "One tenant": every writer appends to the same',
+    'tenant\'s chain (serialised by its head lock); "own tenant": each writer has its own.',
     "",
     "| writers | baseline tx/s | append, one tenant | ratio | append, own tenant | ratio |",
     "|---:|---:|---:|---:|---:|---:|",
@@ -96,20 +124,47 @@ function freePort(): Promise<number> {
 async function startServer(databaseUrl: string, superAdminKey: string, dataKey: string) {
   const port = await freePort();
   const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: databaseUrl, LICENSD_SUPER_ADMIN_KEY: superAdminKey, LICENSD_DATA_KEY: dataKey, LICENSD_LOG_LEVEL: "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")) },
+    env: {
+      ...process.env,
+      LICENSD_PORT: String(port),
+      LICENSD_DATABASE_URL: databaseUrl,
+      LICENSD_SUPER_ADMIN_KEY: superAdminKey,
+      LICENSD_DATA_KEY: dataKey,
+      LICENSD_LOG_LEVEL: "warn",
+      LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
+    },
     stdio: ["ignore", "ignore", "inherit"],
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
-  return { url, stop: () => new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM"))) };
+  for (
+    let i = 0;
+    i < 600 &&
+    !(await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    ));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 100));
+  return {
+    url,
+    stop: () => new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM"))),
+  };
 }
 
 async function tailLatency(databaseUrl: string) {
   const key = randomBytes(32).toString("base64url");
   const dataKey = DATA_KEY.toString("base64");
   const [a, b] = [await startServer(databaseUrl, key, dataKey), await startServer(databaseUrl, key, dataKey)];
-  const auth = [(next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => (req.header.set("authorization", `Bearer ${key}`), next(req))];
-  const tenantsA = createClient(TenantService, createConnectTransport({ baseUrl: a.url, httpVersion: "1.1", interceptors: auth }));
+  const auth = [
+    (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => (
+      req.header.set("authorization", `Bearer ${key}`), next(req)
+    ),
+  ];
+  const tenantsA = createClient(
+    TenantService,
+    createConnectTransport({ baseUrl: a.url, httpVersion: "1.1", interceptors: auth }),
+  );
   const auditB = createClient(AuditService, createGrpcTransport({ baseUrl: b.url, interceptors: auth }));
   const tenantId = (await tenantsA.createTenant({ name: "tailed" })).tenant!.id;
   const N = Number(process.env.BENCH_TAIL_EVENTS ?? 300);
@@ -127,7 +182,10 @@ async function tailLatency(databaseUrl: string) {
   })();
   for (let i = 0; i < N + WARMUP; i++) {
     const t0 = performance.now();
-    await tenantsA.updateTenant({ tenant: { id: tenantId, metadata: { i: String(i) } }, updateMask: { paths: ["metadata"] } });
+    await tenantsA.updateTenant({
+      tenant: { id: tenantId, metadata: { i: String(i) } },
+      updateMask: { paths: ["metadata"] },
+    });
     if (i >= WARMUP) roundTrips.push(performance.now() - t0);
     await new Promise((r) => setTimeout(r, 20)); // ~40 changes/s: latency, not throughput
   }
@@ -156,7 +214,10 @@ async function syntheticTree(db: Database, url: string, tenantId: string) {
   let frontier: Buffer[] = [];
   let batch: { level: number[]; index: number[]; hash: Buffer[] } = { level: [], index: [], hash: [] };
   const flush = async () => {
-    await c.query(`insert into audit_tree_nodes (tenant_id, level, index, hash) select $1, * from unnest($2::smallint[], $3::bigint[], $4::bytea[])`, [tenantId, batch.level, batch.index, batch.hash]);
+    await c.query(
+      `insert into audit_tree_nodes (tenant_id, level, index, hash) select $1, * from unnest($2::smallint[], $3::bigint[], $4::bytea[])`,
+      [tenantId, batch.level, batch.index, batch.hash],
+    );
     batch = { level: [], index: [], hash: [] };
   };
   let last = Buffer.alloc(32);
@@ -172,7 +233,12 @@ async function syntheticTree(db: Database, url: string, tenantId: string) {
     if (batch.level.length >= 50_000) await flush();
   }
   await flush();
-  await c.query(`insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, $2, $3, $4)`, [tenantId, TREE_SIZE, last, Buffer.concat(frontier)]);
+  await c.query(`insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, $2, $3, $4)`, [
+    tenantId,
+    TREE_SIZE,
+    last,
+    Buffer.concat(frontier),
+  ]);
   await c.end();
   void db;
 }
@@ -185,7 +251,14 @@ async function proofTimes(db: Database, url: string) {
   const signingKeys = new SigningKeyStore(db, DATA_KEY, systemClock, logger);
   await signingKeys.start();
   const keyring = new AuditKeyring(randomBytes(32));
-  const audit = createAuditService({ db, clock: systemClock, keyring, signingKeys, feed: new AuditFeed(url, logger), events: createEvents({ clock: systemClock, keyring }) });
+  const audit = createAuditService({
+    db,
+    clock: systemClock,
+    keyring,
+    signingKeys,
+    feed: new AuditFeed(url, logger),
+    events: createEvents({ clock: systemClock, keyring }),
+  });
   const time = async (n: number, op: (i: number) => Promise<unknown>) => {
     const ms: number[] = [];
     for (let i = 0; i < n; i++) {
@@ -196,7 +269,12 @@ async function proofTimes(db: Database, url: string) {
     return ms;
   };
   const rand = (max: number) => 1 + Math.floor(Math.random() * max);
-  const baseline = await time(200, () => sql(db, `select hash from audit_tree_nodes where tenant_id = $1 and level = 0 and index = $2`, [tenantId, rand(TREE_SIZE) - 1]));
+  const baseline = await time(200, () =>
+    sql(db, `select hash from audit_tree_nodes where tenant_id = $1 and level = 0 and index = $2`, [
+      tenantId,
+      rand(TREE_SIZE) - 1,
+    ]),
+  );
   const checkpoint = await time(200, () => audit.checkpoint(tenantId));
   const inclusion = await time(200, () => audit.inclusion(tenantId, rand(TREE_SIZE), 0));
   const consistency = await time(200, () => audit.consistency(tenantId, rand(TREE_SIZE - 1), 0));

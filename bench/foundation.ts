@@ -34,24 +34,32 @@ function freePort(): Promise<number> {
   });
 }
 
-
 async function startServer(databaseUrl: string, workers: number, superAdminKey: string) {
   const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", "--workers", String(workers)], {
-    env: {
-      ...process.env,
-      LICENSD_PORT: String(port),
-      LICENSD_DATABASE_URL: databaseUrl,
-      LICENSD_SUPER_ADMIN_KEY: superAdminKey,
-      LICENSD_DATA_KEY: DATA_KEY,
-      LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")),
-      LICENSD_LOG_LEVEL: "warn",
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [path.join(ROOT, "bin/licensd.js"), "serve", "--workers", String(workers)],
+    {
+      env: {
+        ...process.env,
+        LICENSD_PORT: String(port),
+        LICENSD_DATABASE_URL: databaseUrl,
+        LICENSD_SUPER_ADMIN_KEY: superAdminKey,
+        LICENSD_DATA_KEY: DATA_KEY,
+        LICENSD_DATA_DIR: mkdtempSync(path.join(work, "data-")),
+        LICENSD_LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "ignore", "inherit"],
     },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  );
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 600; i++) {
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) {
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    ) {
       return {
         url,
         port,
@@ -74,13 +82,19 @@ function wrk(name: string, url: string, body: string, headers: Record<string, st
   const lines = [
     `wrk.method = "POST"`,
     `wrk.body = ${JSON.stringify(body)}`,
-    ...Object.entries({ "content-type": "application/json", ...headers }).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`),
+    ...Object.entries({ "content-type": "application/json", ...headers }).map(
+      ([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`,
+    ),
     `function done(summary, latency, requests)`,
     `  io.write(string.format("RESULT %f %f %f %d\\n", summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))`,
     `end`,
   ];
   writeFileSync(script, lines.join("\n"));
-  const out = execFileSync("wrk", ["-t", "2", "-c", String(CONNECTIONS), "-d", DURATION, "--latency", "-s", script, url], { encoding: "utf8" });
+  const out = execFileSync(
+    "wrk",
+    ["-t", "2", "-c", String(CONNECTIONS), "-d", DURATION, "--latency", "-s", script, url],
+    { encoding: "utf8" },
+  );
   const m = /RESULT (\S+) (\S+) (\S+) (\d+)/.exec(out);
   if (!m) throw new Error(`wrk output not understood:\n${out}`);
   return { name, rps: Number(m[1]), p50ms: Number(m[2]), p99ms: Number(m[3]), errors: Number(m[4]) };
@@ -93,7 +107,22 @@ function h2load(name: string, url: string, message: Buffer, headers: Record<stri
   message.copy(frame, 5);
   const data = path.join(work, `${name.replace(/\W+/g, "_")}.bin`);
   writeFileSync(data, frame);
-  const args = ["-n", String(H2_REQUESTS), "-c", String(Math.min(CONNECTIONS, 16)), "-m", "8", "-t", "2", "-d", data, "-H", "content-type: application/grpc", "-H", "te: trailers"];
+  const args = [
+    "-n",
+    String(H2_REQUESTS),
+    "-c",
+    String(Math.min(CONNECTIONS, 16)),
+    "-m",
+    "8",
+    "-t",
+    "2",
+    "-d",
+    data,
+    "-H",
+    "content-type: application/grpc",
+    "-H",
+    "te: trailers",
+  ];
   for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
   const out = execFileSync("h2load", [...args, url], { encoding: "utf8" });
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out);
@@ -101,8 +130,18 @@ function h2load(name: string, url: string, message: Buffer, headers: Record<stri
   const reqs = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
   const lat = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)/.exec(out);
   if (!rps || !status || !reqs) throw new Error(`h2load output not understood:\n${out}`);
-  const toMs = (s: string) => (s.endsWith("us") ? Number(s.slice(0, -2)) / 1000 : s.endsWith("ms") ? Number(s.slice(0, -2)) : Number(s.slice(0, -1)) * 1000);
-  return { name, rps: Number(rps[1]), p50ms: lat ? toMs(lat[3]) : undefined, errors: Number(reqs[2]) + Number(reqs[3]) + Number(status[4]) };
+  const toMs = (s: string) =>
+    s.endsWith("us")
+      ? Number(s.slice(0, -2)) / 1000
+      : s.endsWith("ms")
+        ? Number(s.slice(0, -2))
+        : Number(s.slice(0, -1)) * 1000;
+  return {
+    name,
+    rps: Number(rps[1]),
+    p50ms: lat ? toMs(lat[3]) : undefined,
+    errors: Number(reqs[2]) + Number(reqs[3]) + Number(status[4]),
+  };
 }
 
 /** A protobuf message with one string field number 1 (HealthCheckRequest.service, GetTenantRequest.id). */
@@ -118,7 +157,29 @@ async function grpcStatusOk(url: string, procedure: string, message: Buffer, key
   message.copy(frame, 5);
   const data = path.join(work, "check.bin");
   writeFileSync(data, frame);
-  const out = execFileSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${key}`, "--data-binary", `@${data}`, "-D", "-", `${url}/${procedure}`], { encoding: "utf8" });
+  const out = execFileSync(
+    "curl",
+    [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--http2-prior-knowledge",
+      "-H",
+      "content-type: application/grpc",
+      "-H",
+      "te: trailers",
+      "-H",
+      `authorization: Bearer ${key}`,
+      "--data-binary",
+      `@${data}`,
+      "-D",
+      "-",
+      `${url}/${procedure}`,
+    ],
+    { encoding: "utf8" },
+  );
   if (!/grpc-status: 0/.test(out) && !out.includes("200")) throw new Error(`gRPC ${procedure} failed: ${out}`);
 }
 
@@ -141,16 +202,43 @@ export async function run(): Promise<string> {
   await grpcStatusOk(one.url, "licensd.tenant.v1.TenantService/GetTenant", stringField1(tenantId), key);
 
   console.log("measuring --workers 1 …");
-  results.push(wrk("Health.Check · Connect JSON · HTTP/1.1 · 1 worker", `${one.url}/grpc.health.v1.Health/Check`, "{}", {}));
-  results.push(wrk("GetTenant · Connect JSON · HTTP/1.1 · 1 worker", `${one.url}/licensd.tenant.v1.TenantService/GetTenant`, JSON.stringify({ id: tenantId }), auth));
-  results.push(h2load("Health.Check · gRPC · h2c · 1 worker", `${one.url}/grpc.health.v1.Health/Check`, Buffer.alloc(0), {}));
-  results.push(h2load("GetTenant · gRPC · h2c · 1 worker", `${one.url}/licensd.tenant.v1.TenantService/GetTenant`, stringField1(tenantId), auth));
+  results.push(
+    wrk("Health.Check · Connect JSON · HTTP/1.1 · 1 worker", `${one.url}/grpc.health.v1.Health/Check`, "{}", {}),
+  );
+  results.push(
+    wrk(
+      "GetTenant · Connect JSON · HTTP/1.1 · 1 worker",
+      `${one.url}/licensd.tenant.v1.TenantService/GetTenant`,
+      JSON.stringify({ id: tenantId }),
+      auth,
+    ),
+  );
+  results.push(
+    h2load("Health.Check · gRPC · h2c · 1 worker", `${one.url}/grpc.health.v1.Health/Check`, Buffer.alloc(0), {}),
+  );
+  results.push(
+    h2load(
+      "GetTenant · gRPC · h2c · 1 worker",
+      `${one.url}/licensd.tenant.v1.TenantService/GetTenant`,
+      stringField1(tenantId),
+      auth,
+    ),
+  );
   await one.stop();
 
   console.log("measuring --workers 2 …");
   const two = await startServer(databaseUrl, 2, key);
-  results.push(wrk("Health.Check · Connect JSON · HTTP/1.1 · 2 workers", `${two.url}/grpc.health.v1.Health/Check`, "{}", {}));
-  results.push(wrk("GetTenant · Connect JSON · HTTP/1.1 · 2 workers", `${two.url}/licensd.tenant.v1.TenantService/GetTenant`, JSON.stringify({ id: tenantId }), auth));
+  results.push(
+    wrk("Health.Check · Connect JSON · HTTP/1.1 · 2 workers", `${two.url}/grpc.health.v1.Health/Check`, "{}", {}),
+  );
+  results.push(
+    wrk(
+      "GetTenant · Connect JSON · HTTP/1.1 · 2 workers",
+      `${two.url}/licensd.tenant.v1.TenantService/GetTenant`,
+      JSON.stringify({ id: tenantId }),
+      auth,
+    ),
+  );
   await two.stop();
 
   await database.drop();

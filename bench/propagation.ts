@@ -21,14 +21,47 @@ export async function run(): Promise<string> {
   try {
     const { call } = a;
     const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
-    const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "PRP", name: "Bench" })).product.id;
-    await call("licensd.usage.v1.UsageService/CreateMeter", { tenantId, productId, metric: "tokens", aggregation: "AGGREGATION_SUM" });
-    const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", floating: true, maxMachines: 10 })).policy.id;
-    const customerId = (await call("licensd.licensing.v1.LicensingService/CreateCustomer", { tenantId, name: "Bench", email: "bench@example.com" })).customer.id;
+    const productId = (
+      await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "PRP", name: "Bench" })
+    ).product.id;
+    await call("licensd.usage.v1.UsageService/CreateMeter", {
+      tenantId,
+      productId,
+      metric: "tokens",
+      aggregation: "AGGREGATION_SUM",
+    });
+    const policyId = (
+      await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
+        tenantId,
+        productId,
+        name: "pro",
+        floating: true,
+        maxMachines: 10,
+      })
+    ).policy.id;
+    const customerId = (
+      await call("licensd.licensing.v1.LicensingService/CreateCustomer", {
+        tenantId,
+        name: "Bench",
+        email: "bench@example.com",
+      })
+    ).customer.id;
     const createLicense = async (extra: Record<string, unknown> = {}) =>
-      (await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId, customerId, ...extra })) as unknown as { key: string; license: { id: string } };
+      (await call("licensd.licensing.v1.LicensingService/CreateLicense", {
+        tenantId,
+        policyId,
+        customerId,
+        ...extra,
+      })) as unknown as { key: string; license: { id: string } };
 
-    const adminA = createClient(LicensingService, createConnectTransport({ baseUrl: a.url, httpVersion: "1.1", interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${a.key}`), next(req))] }));
+    const adminA = createClient(
+      LicensingService,
+      createConnectTransport({
+        baseUrl: a.url,
+        httpVersion: "1.1",
+        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${a.key}`), next(req))],
+      }),
+    );
     const publicB = createClient(LicensingService, createConnectTransport({ baseUrl: b.url, httpVersion: "1.1" }));
     const usageB = createClient(UsageService, createConnectTransport({ baseUrl: b.url, httpVersion: "1.1" }));
     const streamsB = createClient(ActivationService, createGrpcTransport({ baseUrl: b.url }));
@@ -43,10 +76,14 @@ export async function run(): Promise<string> {
     /** Calls `probe` back to back until it says yes; the time of the first yes. */
     const pollUntil = async (probe: () => Promise<boolean>) => {
       const deadline = performance.now() + 30_000;
-      while (!(await probe())) if (performance.now() > deadline) throw new Error("a change was never seen on instance B");
+      while (!(await probe()))
+        if (performance.now() > deadline) throw new Error("a change was never seen on instance B");
       return performance.now();
     };
-    /** Opens a ConnectLease stream on B (one heartbeat: the opening message) once it has its first lease; `revoked` is the receipt of its revocation. */
+    /**
+     * Opens a ConnectLease stream on B (one heartbeat: the opening message) once it has its first lease; `revoked` is
+     * the receipt of its revocation.
+     */
     const leaseOnB = async (key: string, fingerprint: string) => {
       await activationA.activate({ key, fingerprint });
       const abort = new AbortController();
@@ -74,18 +111,34 @@ export async function run(): Promise<string> {
     for (let i = 0; i < ROUNDS; i++) {
       // ValidateLicense on B, license cached there.
       const v = await createLicense();
-      for (let j = 0; j < 2; j++) if ((await publicB.validateLicense({ key: v.key })).code !== ValidationCode.VALID) throw new Error("not valid before suspension");
+      for (let j = 0; j < 2; j++)
+        if ((await publicB.validateLicense({ key: v.key })).code !== ValidationCode.VALID)
+          throw new Error("not valid before suspension");
       const vs = await suspend(v.license.id);
       roundTrips.push(vs.roundTrip);
-      validation.push((await pollUntil(async () => (await publicB.validateLicense({ key: v.key })).code === ValidationCode.SUSPENDED)) - vs.sent);
+      validation.push(
+        (await pollUntil(
+          async () => (await publicB.validateLicense({ key: v.key })).code === ValidationCode.SUSPENDED,
+        )) - vs.sent,
+      );
 
       // RecordUsage on B, license cached there.
       const u = await createLicense();
-      const record = () => usageB.recordUsage({ event: { licenseKey: u.key, metric: "tokens", quantity: 1n, idempotencyKey: `u-${++seq}` } });
+      const record = () =>
+        usageB.recordUsage({
+          event: { licenseKey: u.key, metric: "tokens", quantity: 1n, idempotencyKey: `u-${++seq}` },
+        });
       await record();
       const us = await suspend(u.license.id);
       roundTrips.push(us.roundTrip);
-      usage.push((await pollUntil(() => record().then(() => false, () => true))) - us.sent);
+      usage.push(
+        (await pollUntil(() =>
+          record().then(
+            () => false,
+            () => true,
+          ),
+        )) - us.sent,
+      );
 
       // ConnectLease on B, suspension on A.
       const l = await createLicense();
@@ -97,7 +150,8 @@ export async function run(): Promise<string> {
       push.push(pushed.at - ls.sent);
     }
 
-    // Expiry: licenses expiring 8 s from now (time to open every stream first), 100 ms apart, each with a stream open on B.
+    // Expiry: licenses expiring 8 s from now (time to open every stream first), 100 ms apart, each with a stream open
+    // on B.
     const expiry: number[] = [];
     const base = Date.now() + 8_000;
     const expiring = await Promise.all(

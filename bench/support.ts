@@ -27,7 +27,8 @@ export function percentile(values: number[], p: number): number {
 }
 
 export function machine(): string {
-  const cpu = readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model ?? "unknown";
+  const cpu =
+    readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model ?? "unknown";
   return `${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
 }
 
@@ -52,15 +53,20 @@ export function writeSection(file: string, name: string, body: string) {
   const section = `${start}\n${body.trim()}\n${end}`;
   const i = text.indexOf(start);
   const j = text.indexOf(end);
-  text = i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
+  text =
+    i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
   writeFileSync(file, text);
 }
 
 /**
- * A `licensd serve` (the built bin/licensd.js) on a fresh benchmark database; always stopped and dropped by `stop()` or at exit.
- * With `peer`, a second instance on that server's database and keys (its `stop()` leaves the database to the peer).
+ * A `licensd serve` (the built bin/licensd.js) on a fresh benchmark database; always stopped and dropped by `stop()` or
+ * at exit. With `peer`, a second instance on that server's database and keys (its `stop()` leaves the database to the
+ * peer).
  */
-export async function startBenchServer(env: Record<string, string> = {}, peer?: { database: { url: string; drop(): Promise<void> }; key: string; dataKey: string }) {
+export async function startBenchServer(
+  env: Record<string, string> = {},
+  peer?: { database: { url: string; drop(): Promise<void> }; key: string; dataKey: string },
+) {
   const { spawn } = await import("node:child_process");
   const { mkdtempSync } = await import("node:fs");
   const net = await import("node:net");
@@ -77,24 +83,52 @@ export async function startBenchServer(env: Record<string, string> = {}, peer?: 
   // BENCH_SERVER_LOG_LEVEL: e.g. "info" (one line per RPC, with its handler time; with BENCH_SERVER_STDOUT=1)
   // BENCH_SERVER_NODE_ARGS: node flags that NODE_OPTIONS refuses, e.g. "--perf-basic-prof" (for perf record)
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, path.resolve(import.meta.dirname, "..", "bin/licensd.js"), "serve"], {
-    env: { ...process.env, LICENSD_PORT: String(port), LICENSD_DATABASE_URL: database.url, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: dataKey, LICENSD_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? "warn", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
-      // e.g. BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under load
-      ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
-      ...env },
-    // BENCH_SERVER_STDOUT=1: the server's stdout too (e.g. with BENCH_SERVER_NODE_ARGS="--trace-gc")
-    stdio: ["ignore", process.env.BENCH_SERVER_STDOUT ? "inherit" : "ignore", "inherit"],
-  });
+  const child = spawn(
+    process.execPath,
+    [...nodeArgs, path.resolve(import.meta.dirname, "..", "bin/licensd.js"), "serve"],
+    {
+      env: {
+        ...process.env,
+        LICENSD_PORT: String(port),
+        LICENSD_DATABASE_URL: database.url,
+        LICENSD_SUPER_ADMIN_KEY: key,
+        LICENSD_DATA_KEY: dataKey,
+        LICENSD_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? "warn",
+        LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-bench-")),
+        // e.g. BENCH_SERVER_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the server under load
+        ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
+        ...env,
+      },
+      // BENCH_SERVER_STDOUT=1: the server's stdout too (e.g. with BENCH_SERVER_NODE_ARGS="--trace-gc")
+      stdio: ["ignore", process.env.BENCH_SERVER_STDOUT ? "inherit" : "ignore", "inherit"],
+    },
+  );
   process.once("exit", () => child.kill("SIGKILL"));
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600 && !(await fetch(`${url}/healthz`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
-  const post = (procedure: string, body: unknown) => fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  for (
+    let i = 0;
+    i < 600 &&
+    !(await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    ));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 100));
+  const post = (procedure: string, body: unknown) =>
+    fetch(`${url}/${procedure}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+      body: JSON.stringify(body),
+    });
   return {
     url,
     key,
     dataKey,
     database,
-    /** A Connect JSON call as the super-admin (retried once: a load generator may have left a kept-alive socket stale). */
+    /**
+     * A Connect JSON call as the super-admin (retried once: a load generator may have left a kept-alive socket stale).
+     */
     async call(procedure: string, body: unknown) {
       const res = await post(procedure, body).catch(() => post(procedure, body));
       const json = (await res.json()) as Record<string, { id: string }>;
@@ -102,7 +136,8 @@ export async function startBenchServer(env: Record<string, string> = {}, peer?: 
       return json;
     },
     async stop() {
-      if (child.exitCode === null) await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
+      if (child.exitCode === null)
+        await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
       if (!peer) await database.drop();
     },
   };

@@ -13,7 +13,12 @@ import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import pg from "pg";
-import { Bucket, SummaryLayout, UsageService, type StreamUsageRequest } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import {
+  Bucket,
+  SummaryLayout,
+  UsageService,
+  type StreamUsageRequest,
+} from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { percentile, startBenchServer } from "./support.ts";
 
 const BATCH = 500;
@@ -35,16 +40,50 @@ export async function run(): Promise<string> {
   try {
     const { call } = server;
     const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
-    const productId = (await call("licensd.licensing.v1.LicensingService/CreateProduct", { tenantId, code: "USG", name: "Agents", features: [{ name: "tokens", kind: "FEATURE_KIND_LIMIT", compose: "COMPOSE_STRATEGY_SUM" }] })).product.id;
-    await call("licensd.usage.v1.UsageService/CreateMeter", { tenantId, productId, metric: "tokens", aggregation: "AGGREGATION_SUM" });
+    const productId = (
+      await call("licensd.licensing.v1.LicensingService/CreateProduct", {
+        tenantId,
+        code: "USG",
+        name: "Agents",
+        features: [{ name: "tokens", kind: "FEATURE_KIND_LIMIT", compose: "COMPOSE_STRATEGY_SUM" }],
+      })
+    ).product.id;
+    await call("licensd.usage.v1.UsageService/CreateMeter", {
+      tenantId,
+      productId,
+      metric: "tokens",
+      aggregation: "AGGREGATION_SUM",
+    });
     // A limit far above what the run uses: checked on every event, never reached.
-    const policyId = (await call("licensd.licensing.v1.LicensingService/CreatePolicy", { tenantId, productId, name: "pro", entitlements: [{ feature: "tokens", limit: "1000000000000" }] })).policy.id;
-    const customerId = (await call("licensd.licensing.v1.LicensingService/CreateCustomer", { tenantId, name: "Bench", email: "bench@example.com" })).customer.id;
+    const policyId = (
+      await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
+        tenantId,
+        productId,
+        name: "pro",
+        entitlements: [{ feature: "tokens", limit: "1000000000000" }],
+      })
+    ).policy.id;
+    const customerId = (
+      await call("licensd.licensing.v1.LicensingService/CreateCustomer", {
+        tenantId,
+        name: "Bench",
+        email: "bench@example.com",
+      })
+    ).customer.id;
     const licenses: { key: string; license: { id: string } }[] = [];
-    for (let i = 0; i < 10; i++) licenses.push((await call("licensd.licensing.v1.LicensingService/CreateLicense", { tenantId, policyId, customerId })) as unknown as { key: string; license: { id: string } });
+    for (let i = 0; i < 10; i++)
+      licenses.push(
+        (await call("licensd.licensing.v1.LicensingService/CreateLicense", {
+          tenantId,
+          policyId,
+          customerId,
+        })) as unknown as { key: string; license: { id: string } },
+      );
     const pgc = new pg.Client({ connectionString: server.database.url });
     await pgc.connect();
-    const [{ meter_id: meterId }] = (await pgc.query(`select id as meter_id from meters where product_id = $1`, [productId])).rows as { meter_id: string }[];
+    const [{ meter_id: meterId }] = (
+      await pgc.query(`select id as meter_id from meters where product_id = $1`, [productId])
+    ).rows as { meter_id: string }[];
 
     // StreamUsage vs COPY, alternating, 3 rounds each.
     const client = createClient(UsageService, createGrpcTransport({ baseUrl: server.url }));
@@ -57,7 +96,13 @@ export async function run(): Promise<string> {
       const owned = Array.from({ length: streams }, (_, s) => licenses.filter((_, l) => l % streams === s));
       const batches: StreamUsageRequest[] = Array.from({ length: BATCHES }, (_, b) => ({
         batchId: `r${round}-b${b}`,
-        events: Array.from({ length: BATCH }, (_, i) => ({ licenseKey: owned[b % streams]![(b + i) % owned[b % streams]!.length]!.key, metric: "tokens", quantity: BigInt(1 + (i % 50)), idempotencyKey: `r${round}-${b}-${i}`, agentId: `agent-${i % 4}` })),
+        events: Array.from({ length: BATCH }, (_, i) => ({
+          licenseKey: owned[b % streams]![(b + i) % owned[b % streams]!.length]!.key,
+          metric: "tokens",
+          quantity: BigInt(1 + (i % 50)),
+          idempotencyKey: `r${round}-${b}-${i}`,
+          agentId: `agent-${i % 4}`,
+        })),
       })) as StreamUsageRequest[];
       const sent = new Map<string, number>();
       const latencies: number[] = [];
@@ -66,12 +111,14 @@ export async function run(): Promise<string> {
       await Promise.all(
         Array.from({ length: streams }, async (_, s) => {
           const mine = batches.filter((_, b) => b % streams === s);
-          for await (const ack of client.streamUsage((async function* () {
-            for (const b of mine) {
-              sent.set(b.batchId, performance.now());
-              yield b;
-            }
-          })())) {
+          for await (const ack of client.streamUsage(
+            (async function* () {
+              for (const b of mine) {
+                sent.set(b.batchId, performance.now());
+                yield b;
+              }
+            })(),
+          )) {
             latencies.push(performance.now() - sent.get(ack.batchId)!);
             accepted += ack.accepted;
           }
@@ -87,11 +134,19 @@ export async function run(): Promise<string> {
       const now = new Date().toISOString();
       const lines: string[] = [];
       for (let b = 0; b < BATCHES; b++) {
-        for (let i = 0; i < BATCH; i++) lines.push(`${tenantId},${licenses[(b + i) % licenses.length]!.license.id},${meterId},${now},${1 + (i % 50)},c${round}-${b}-${i},agent-${i % 4},{},${now}`);
+        for (let i = 0; i < BATCH; i++)
+          lines.push(
+            `${tenantId},${licenses[(b + i) % licenses.length]!.license.id},${meterId},${now},${1 + (i % 50)},c${round}-${b}-${i},agent-${i % 4},{},${now}`,
+          );
       }
       writeFileSync(file, `${lines.join("\n")}\n`);
       const start = performance.now();
-      execFileSync("psql", [server.database.url, "-q", "-c", `\\copy usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) from '${file}' with (format csv)`]);
+      execFileSync("psql", [
+        server.database.url,
+        "-q",
+        "-c",
+        `\\copy usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) from '${file}' with (format csv)`,
+      ]);
       return (BATCHES * BATCH) / ((performance.now() - start) / 1000);
     };
     await streamRound(); // warm-up (JIT, caches, partitions)
@@ -139,38 +194,80 @@ export async function run(): Promise<string> {
     await pgc.query("vacuum (analyze) usage_events, usage_rollups");
     // And checkpointed: the load's WAL would otherwise be flushed by a checkpoint during them.
     await pgc.query("checkpoint");
-    const auth = [(next: Parameters<Interceptor>[0]) => (req: Parameters<ReturnType<Interceptor>>[0]) => (req.header.set("authorization", `Bearer ${server.key}`), next(req))];
+    const auth = [
+      (next: Parameters<Interceptor>[0]) => (req: Parameters<ReturnType<Interceptor>>[0]) => (
+        req.header.set("authorization", `Bearer ${server.key}`), next(req)
+      ),
+    ];
     // Both Connect encodings: binary (connect-node's default) and JSON (browsers, curl).
     const encodings = {
-      binary: createClient(UsageService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: true, interceptors: auth })),
-      json: createClient(UsageService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: auth })),
+      binary: createClient(
+        UsageService,
+        createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: true, interceptors: auth }),
+      ),
+      json: createClient(
+        UsageService,
+        createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: auth }),
+      ),
     };
     type Encoding = keyof typeof encodings;
     // The queries: daily totals as rows; hourly per agent as rows and as series (the same
     // numbers, each hour's start once and a column of values per agent).
     const queries = {
-      day: { bucket: Bucket.DAY, groupByAgent: false, layout: SummaryLayout.ROWS, label: "daily buckets, 30 days (30 buckets), rows" },
-      hour: { bucket: Bucket.HOUR, groupByAgent: true, layout: SummaryLayout.ROWS, label: "hourly buckets per agent, 30 days (2,880 buckets), rows" },
-      series: { bucket: Bucket.HOUR, groupByAgent: true, layout: SummaryLayout.SERIES, label: "hourly buckets per agent, 30 days (720 starts × 4 agents), series" },
+      day: {
+        bucket: Bucket.DAY,
+        groupByAgent: false,
+        layout: SummaryLayout.ROWS,
+        label: "daily buckets, 30 days (30 buckets), rows",
+      },
+      hour: {
+        bucket: Bucket.HOUR,
+        groupByAgent: true,
+        layout: SummaryLayout.ROWS,
+        label: "hourly buckets per agent, 30 days (2,880 buckets), rows",
+      },
+      series: {
+        bucket: Bucket.HOUR,
+        groupByAgent: true,
+        layout: SummaryLayout.SERIES,
+        label: "hourly buckets per agent, 30 days (720 starts × 4 agents), series",
+      },
     };
     type Query = keyof typeof queries;
     const ask = async (encoding: Encoding, query: Query) => {
       const { bucket, groupByAgent, layout } = queries[query];
       const t = performance.now();
-      const res = await encodings[encoding].getUsageSummary({ tenantId, licenseId: big, metric: "tokens", startTime: timestampFromDate(from), endTime: timestampFromDate(end), bucket, groupByAgent, layout });
+      const res = await encodings[encoding].getUsageSummary({
+        tenantId,
+        licenseId: big,
+        metric: "tokens",
+        startTime: timestampFromDate(from),
+        endTime: timestampFromDate(end),
+        bucket,
+        groupByAgent,
+        layout,
+      });
       const ms = performance.now() - t;
-      const counts = layout === SummaryLayout.SERIES ? res.series.flatMap((x) => x.events) : res.buckets.map((b) => b.events);
+      const counts =
+        layout === SummaryLayout.SERIES ? res.series.flatMap((x) => x.events) : res.buckets.map((b) => b.events);
       const events = counts.reduce((n, e) => n + Number(e), 0);
       // (at least: the streamed events fall in the current hour, past the range, unless the hour turned since)
-      if (events < SUMMARY_EVENTS || counts.length < (groupByAgent ? 30 * 24 * 4 : 30)) throw new Error(`${query} summary saw ${events} events in ${counts.length} buckets`);
+      if (events < SUMMARY_EVENTS || counts.length < (groupByAgent ? 30 * 24 * 4 : 30))
+        throw new Error(`${query} summary saw ${events} events in ${counts.length} buckets`);
       return ms;
     };
-    const timings = Object.fromEntries((["binary", "json"] as const).map((e) => [e, { day: [] as number[], hour: [] as number[], series: [] as number[] }])) as Record<Encoding, Record<Query, number[]>>;
+    const timings = Object.fromEntries(
+      (["binary", "json"] as const).map((e) => [
+        e,
+        { day: [] as number[], hour: [] as number[], series: [] as number[] },
+      ]),
+    ) as Record<Encoding, Record<Query, number[]>>;
     const allQueries = Object.keys(queries) as Query[];
     // SUMMARY_WARMUP untimed rounds first, then SUMMARY_CALLS timed ones, alternating. V8
     // is still compiling the paths through the first ~15 rounds: those calls took up to 3×
     // as long (measured here: hourly rows in JSON 20–99 ms, then 15–30 ms).
-    for (let i = 0; i < SUMMARY_WARMUP; i++) for (const e of ["binary", "json"] as const) for (const q of allQueries) await ask(e, q);
+    for (let i = 0; i < SUMMARY_WARMUP; i++)
+      for (const e of ["binary", "json"] as const) for (const q of allQueries) await ask(e, q);
     for (let i = 0; i < SUMMARY_CALLS; i++) {
       for (const e of ["binary", "json"] as const) {
         for (const q of allQueries) timings[e][q].push(await ask(e, q));
@@ -179,7 +276,10 @@ export async function run(): Promise<string> {
     const rawTimes: number[] = [];
     for (let i = 0; i < 3; i++) {
       const t = performance.now();
-      await pgc.query(`select date_trunc('day', ts, 'UTC'), sum(quantity) from usage_events where license_id = $1 and ts >= $2 and ts < $3 group by 1`, [big, from, end]);
+      await pgc.query(
+        `select date_trunc('day', ts, 'UTC'), sum(quantity) from usage_events where license_id = $1 and ts >= $2 and ts < $3 group by 1`,
+        [big, from, end],
+      );
       rawTimes.push(performance.now() - t);
     }
     await pgc.end();
@@ -206,7 +306,12 @@ export async function run(): Promise<string> {
       "",
       "| Query | encoding | p50 | p99 |",
       "|---|---|---:|---:|",
-      ...allQueries.flatMap((q) => (["binary", "json"] as const).map((e) => `| ${queries[q].label} | ${e === "binary" ? "Connect binary" : "Connect JSON"} | ${p(timings[e][q], 50)} ms | ${p(timings[e][q], 99)} ms |`)),
+      ...allQueries.flatMap((q) =>
+        (["binary", "json"] as const).map(
+          (e) =>
+            `| ${queries[q].label} | ${e === "binary" ? "Connect binary" : "Connect JSON"} | ${p(timings[e][q], 50)} ms | ${p(timings[e][q], 99)} ms |`,
+        ),
+      ),
       `| the same daily question asked of the raw events (SQL, no RPC) | — | ${p(rawTimes, 50)} ms | — |`,
       "",
       `Goal < 50 ms (p99): ${allQueries.flatMap((q) => (["binary", "json"] as const).map((e) => `${{ day: "daily", hour: "hourly per agent as rows", series: "hourly per agent as series" }[q]}, ${e}: ${percentile(timings[e][q], 99) < 50 ? "met" : "NOT met"}`)).join("; ")}.`,

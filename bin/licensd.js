@@ -16,7 +16,11 @@
 const flag = "--experimental-async-context-frame";
 if (!process.execArgv.includes(flag) && typeof process.execve === "function" && !process.env.LICENSD_NO_REEXEC) {
   try {
-    process.execve(process.execPath, [process.execPath, flag, ...process.execArgv, ...process.argv.slice(1)], process.env);
+    process.execve(
+      process.execPath,
+      [process.execPath, flag, ...process.execArgv, ...process.argv.slice(1)],
+      process.env,
+    );
   } catch (err) {
     // Not fatal: licensd works the same without the flag, only slower.
     process.emitWarning(`could not restart with ${flag} (${err.message}); running without it`);

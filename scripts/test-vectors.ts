@@ -9,7 +9,15 @@
  * Randomness (IVs, nonces, generated keys) comes from a fixed SHA-256 counter stream, so
  * the output only changes when a format or a fixture changes.
  */
-import { createDecipheriv, createHash, createPrivateKey, createPublicKey, hkdfSync, sign, type KeyObject } from "node:crypto";
+import {
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  hkdfSync,
+  sign,
+  type KeyObject,
+} from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
@@ -17,7 +25,10 @@ import { create, toBinary, toJson } from "@bufbuild/protobuf";
 import { createContextValues, type HandlerContext } from "@connectrpc/connect";
 import canonicalize from "canonicalize";
 import { AuditEventSchema, CheckpointSchema } from "../gen/ts/licensd/audit/v1/audit_event_pb.js";
-import { ValidateLicenseRequestSchema, ValidateLicenseResponseSchema } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import {
+  ValidateLicenseRequestSchema,
+  ValidateLicenseResponseSchema,
+} from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { createMachineService } from "../src/activation/machine.service.js";
 import { createLicenseMachines } from "../src/activation/license-machines.js";
 import type { Machine } from "../src/activation/machine.entity.js";
@@ -25,14 +36,35 @@ import { auditEventToProto, checkpointToProto } from "../src/audit/audit.mapper.
 import type { AuditEntry } from "../src/audit/audit.service.js";
 import type { AuditFeed } from "../src/events/audit-feed.js";
 import { checkpointText, cutText } from "../src/audit/checkpoint.js";
-import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, nodeHash, rootHash, type PerfectNode } from "../src/events/merkle.js";
+import {
+  consistencyProof,
+  EMPTY_ROOT,
+  inclusionProof,
+  leafHash,
+  nodeHash,
+  rootHash,
+  type PerfectNode,
+} from "../src/events/merkle.js";
 import { loadConfig } from "../src/config.js";
 import { AuditKeyring } from "../src/events/audit-keyring.js";
 import { entryHash, GENESIS_HASH, type Events, type JsonValue } from "../src/events/events.js";
 import type { CatalogService } from "../src/licensing/catalog.service.js";
 import type { AgentEntitlement, Entitlement, FeatureDefinition } from "../src/licensing/entitlements.js";
-import { decryptLicenseFile, ED25519_PREFIX, encodeLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "../src/licensing/license-file.js";
-import { checkLicenseKey, generateLicenseKey, KeyCharacterPool, LicenseKeyring, lookupLicenseKey } from "../src/licensing/license-key.js";
+import {
+  decryptLicenseFile,
+  ED25519_PREFIX,
+  encodeLicenseFile,
+  HMAC_PREFIX,
+  hmacLicenseFile,
+  type LicenseFilePayload,
+} from "../src/licensing/license-file.js";
+import {
+  checkLicenseKey,
+  generateLicenseKey,
+  KeyCharacterPool,
+  LicenseKeyring,
+  lookupLicenseKey,
+} from "../src/licensing/license-key.js";
 import { createLicenseRpc, validationSigningBytes } from "../src/licensing/license.rpc.js";
 import { createLicenseService } from "../src/licensing/license.service.js";
 import type { Customer, License, Policy, Product } from "../src/licensing/licensing.entity.js";
@@ -43,7 +75,11 @@ import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
 import type { KeyFailureLimit } from "../src/platform/key-failures.js";
 import type { SigningKeyStore } from "../src/platform/signing-keys.js";
-import { createOfflineActivationRequest, parseOfflineActivationRequest, checkOfflineActivationRequest } from "../src/sdk/offline-activation.js";
+import {
+  createOfflineActivationRequest,
+  parseOfflineActivationRequest,
+  checkOfflineActivationRequest,
+} from "../src/sdk/offline-activation.js";
 
 const ROOT = path.join(import.meta.dirname, "..");
 const OUT = path.join(ROOT, "docs", "test-vectors.json");
@@ -89,26 +125,45 @@ interface TestSigningKey {
 /** An Ed25519 key from a 32-byte seed (RFC 8032's own test seeds: public, never for production). */
 function ed25519(kid: string, seedHex: string): TestSigningKey {
   const seed = Buffer.from(seedHex, "hex");
-  const privateKey = createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]),
+    format: "der",
+    type: "pkcs8",
+  });
   const publicKey = createPublicKey(privateKey).export({ format: "der", type: "spki" }).subarray(12);
   return { kid, seed, privateKey, publicKey };
 }
 
-/** What the services need of SigningKeyStore, signing with a fixed key (Ed25519 is deterministic: the same bytes libsodium makes). */
+/**
+ * What the services need of SigningKeyStore, signing with a fixed key (Ed25519 is deterministic: the same bytes
+ * libsodium makes).
+ */
 function signer(active: TestSigningKey, published: TestSigningKey[]): SigningKeyStore {
   const signWith = (m: Uint8Array) => ({ kid: active.kid, signature: sign(null, m, active.privateKey) });
   const fake = {
     activeKid: () => active.kid,
     sign: signWith,
     signLater: async (m: string) => signWith(Buffer.from(m)),
-    publicKeys: () => published.map((k) => ({ kid: k.kid, algorithm: "Ed25519", publicKey: k.publicKey, status: k === active ? "active" : "retiring", notBefore: new Date(0), notAfter: null })),
+    publicKeys: () =>
+      published.map((k) => ({
+        kid: k.kid,
+        algorithm: "Ed25519",
+        publicKey: k.publicKey,
+        status: k === active ? "active" : "retiring",
+        notBefore: new Date(0),
+        notAfter: null,
+      })),
   };
   return fake as unknown as SigningKeyStore;
 }
 
-/** An EntityManager over arrays: findOne matches every field of `where` (the services read licenses and machines this way). */
+/**
+ * An EntityManager over arrays: findOne matches every field of `where` (the services read licenses and machines this
+ * way).
+ */
 function memoryEm(rows: { licenses: License[]; machines: Machine[] }): EntityManager {
-  const match = (row: object, where: Record<string, unknown>) => Object.entries(where).every(([k, v]) => (row as Record<string, unknown>)[k] === v);
+  const match = (row: object, where: Record<string, unknown>) =>
+    Object.entries(where).every(([k, v]) => (row as Record<string, unknown>)[k] === v);
   const fake = {
     findOne: async (entity: { name: string }, where: Record<string, unknown>) => {
       const list: object[] = entity.name === "License" ? rows.licenses : entity.name === "Machine" ? rows.machines : [];
@@ -123,8 +178,14 @@ const noEvents: Events = { emit: async () => ({ id: "evt_unused", seq: 0 }) };
 
 // ---------------------------------------------------------------- TEST-ONLY keys and fixtures
 
-const KEY_A = ed25519("sk_00000000000000000000testa", "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
-const KEY_B = ed25519("sk_00000000000000000000testb", "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb");
+const KEY_A = ed25519(
+  "sk_00000000000000000000testa",
+  "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+);
+const KEY_B = ed25519(
+  "sk_00000000000000000000testb",
+  "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+);
 const DATA_KEY = Buffer.from("test-only data key, never use it", "utf8");
 const KEYRING_SECRETS = { "0": "test-only vinzy secret, version 0", "3": "test-only vinzy secret, version 3" };
 const FILE_HMAC_SECRET = "test-only license-file shared secret (32+ chars)";
@@ -133,7 +194,10 @@ const AUDIT_KEY = Buffer.from("test-only audit hmac key 32bytes", "utf8");
 const TENANT = "ten_0000000000000000000000test";
 const ISSUED_AT = new Date("2027-03-01T12:00:00.000Z");
 const keyring = new LicenseKeyring(KEYRING_SECRETS, keyCharacters);
-/** The audit key dk1 as docs/formats.md derives it (AuditKeyring keeps it private; the vectors check it against AuditKeyring's HMACs). */
+/**
+ * The audit key dk1 as docs/formats.md derives it (AuditKeyring keeps it private; the vectors check it against
+ * AuditKeyring's HMACs).
+ */
 const DK1 = Buffer.from(hkdfSync("sha256", DATA_KEY, Buffer.alloc(0), "licensd audit hmac v1", 32));
 
 const FEATURES: FeatureDefinition[] = [
@@ -159,7 +223,14 @@ const LICENSE_AGENTS: AgentEntitlement[] = [
   { agent: "reviewer", tokenLimit: 5000 },
 ];
 
-const product = { id: "prod_0000000000000000000000test", tenantId: TENANT, code: "PRD", name: "Test Product — ünïcödé", features: FEATURES, metadata: {} } as unknown as Product;
+const product = {
+  id: "prod_0000000000000000000000test",
+  tenantId: TENANT,
+  code: "PRD",
+  name: "Test Product — ünïcödé",
+  features: FEATURES,
+  metadata: {},
+} as unknown as Product;
 const policy = {
   id: "pol_0000000000000000000000test",
   tenantId: TENANT,
@@ -184,10 +255,24 @@ const policy = {
   requireFingerprintScope: false,
   metadata: {},
 } as unknown as Policy;
-const customer = { id: "cus_0000000000000000000000test", tenantId: TENANT, name: "Zoë Example", email: "zoe@example.com", organization: "Example GmbH", metadata: {} } as unknown as Customer;
+const customer = {
+  id: "cus_0000000000000000000000test",
+  tenantId: TENANT,
+  name: "Zoë Example",
+  email: "zoe@example.com",
+  organization: "Example GmbH",
+  metadata: {},
+} as unknown as Customer;
 
-/** A license of the fixture policy; its key is stored as licensd stores it (digest, and sealed under the data key with the license id as AAD). */
-function license(id: string, key: string, over: Partial<Pick<License, "status" | "expiresAt" | "entitlementOverrides" | "agentOverrides" | "maxMachines">> = {}): License {
+/**
+ * A license of the fixture policy; its key is stored as licensd stores it (digest, and sealed under the data key with
+ * the license id as AAD).
+ */
+function license(
+  id: string,
+  key: string,
+  over: Partial<Pick<License, "status" | "expiresAt" | "entitlementOverrides" | "agentOverrides" | "maxMachines">> = {},
+): License {
   return {
     id,
     tenantId: TENANT,
@@ -213,8 +298,21 @@ function license(id: string, key: string, over: Partial<Pick<License, "status" |
 
 function machine(id: string, licenseId: string, fingerprint: string, offline = false): Machine {
   return {
-    id, tenantId: TENANT, licenseId, fingerprint, hostname: "build-01", platform: "linux-x64", cores: 8, ip: "", metadata: {},
-    lastHeartbeatAt: ISSUED_AT, status: "alive", deadAt: null, offline, createdAt: ISSUED_AT, updatedAt: ISSUED_AT,
+    id,
+    tenantId: TENANT,
+    licenseId,
+    fingerprint,
+    hostname: "build-01",
+    platform: "linux-x64",
+    cores: 8,
+    ip: "",
+    metadata: {},
+    lastHeartbeatAt: ISSUED_AT,
+    status: "alive",
+    deadAt: null,
+    offline,
+    createdAt: ISSUED_AT,
+    updatedAt: ISSUED_AT,
   } as unknown as Machine;
 }
 
@@ -227,7 +325,8 @@ const catalog = {
 // ---------------------------------------------------------------- license keys
 
 function licenseKeys() {
-  const mint = (product: string, secrets: Record<string, string>) => generateLicenseKey(product, new LicenseKeyring(secrets, keyCharacters));
+  const mint = (product: string, secrets: Record<string, string>) =>
+    generateLicenseKey(product, new LicenseKeyring(secrets, keyCharacters));
   const v3 = mint("PRD", { "3": KEYRING_SECRETS["3"] });
   const v0 = mint("AB9", { "0": KEYRING_SECRETS["0"] });
   const preVersioning = mint("PRD", { "25": KEYRING_SECRETS["0"] }); // first character Z: version 25, which has no secret
@@ -239,7 +338,10 @@ function licenseKeys() {
     { name: "version 0, signed by its secret", input: v0 },
     { name: "lower case and surrounding whitespace are normalised", input: `  ${v3.toLowerCase()}\n` },
     { name: "version 25 has no secret: valid because another secret matches", input: preVersioning },
-    { name: "names version 3 but was signed with version 0's secret: valid (any secret may match)", input: crossVersion },
+    {
+      name: "names version 3 but was signed with version 0's secret: valid (any secret may match)",
+      input: crossVersion,
+    },
     { name: "a character of the body changed", input: flip(v3, 10) },
     { name: "a character of the HMAC changed", input: flip(v3, 40) },
     { name: "signed by a secret not in the keyring", input: foreign },
@@ -255,7 +357,8 @@ function licenseKeys() {
     keyring: KEYRING_SECRETS,
     vectors: cases.map(({ name, input }) => {
       const found = lookupLicenseKey(input, keyring);
-      const check = found.ok && /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/.test(found.key) ? checkLicenseKey(found.key, keyring) : undefined;
+      const check =
+        found.ok && /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/.test(found.key) ? checkLicenseKey(found.key, keyring) : undefined;
       return {
         name,
         input,
@@ -264,7 +367,9 @@ function licenseKeys() {
           ? {
               normalized: found.key,
               kind: check ? "vinzy" : "custom",
-              ...(check?.ok ? { product_code: check.productCode, version: check.version, hmac_input: found.key.slice(0, 33) } : {}),
+              ...(check?.ok
+                ? { product_code: check.productCode, version: check.version, hmac_input: found.key.slice(0, 33) }
+                : {}),
               digest_hex: hex(found.digest),
               digest_base64url: b64url(found.digest),
             }
@@ -277,7 +382,11 @@ function licenseKeys() {
 // ---------------------------------------------------------------- derived secrets
 
 function derivations() {
-  const config = loadConfig({ LICENSD_DATA_DIR: "/nonexistent-licensd-vectors", LICENSD_SUPER_ADMIN_KEY: "x".repeat(50), LICENSD_DATA_KEY: DATA_KEY.toString("base64") });
+  const config = loadConfig({
+    LICENSD_DATA_DIR: "/nonexistent-licensd-vectors",
+    LICENSD_SUPER_ADMIN_KEY: "x".repeat(50),
+    LICENSD_DATA_KEY: DATA_KEY.toString("base64"),
+  });
   const v0Secret = config.licenseKeySecrets["0"];
   const defaultKeyring = new LicenseKeyring(config.licenseKeySecrets, keyCharacters);
   const key = generateLicenseKey("PRD", defaultKeyring);
@@ -286,7 +395,11 @@ function derivations() {
   return {
     data_key_base64: DATA_KEY.toString("base64"),
     data_key_hex: hex(DATA_KEY),
-    license_key_hmac_v0: { secret: v0Secret, key_signed_with_it: key, verifies: checkLicenseKey(key, defaultKeyring).ok },
+    license_key_hmac_v0: {
+      secret: v0Secret,
+      key_signed_with_it: key,
+      verifies: checkLicenseKey(key, defaultKeyring).ok,
+    },
     audit_dk1: { probe_hash_hex: hex(probe), hmac_hex: hex(audit.sign(probe).signature), kid: audit.sign(probe).kid },
   };
 }
@@ -301,9 +414,26 @@ function licenseFiles() {
   const em = memoryEm({ licenses: [lic, perpetual, custom], machines: [] });
   const clock = new ManualClock(ISSUED_AT);
   const service = (active: TestSigningKey) =>
-    createLicenseService({ clock, events: noEvents, catalog, keyring, dataKey: DATA_KEY, signingKeys: signer(active, [KEY_A, KEY_B]), licenseFileHmacSecret: FILE_HMAC_SECRET });
-  const issue = (l: License, opts: { fingerprint?: string; encrypt?: boolean; format?: "ed25519" | "hmac"; ttlSeconds?: number | null }, active = KEY_A) =>
-    service(active).issueFile(em, TENANT, "key:test", l.id, { fingerprint: opts.fingerprint ?? "", encrypt: opts.encrypt ?? false, format: opts.format ?? "ed25519", ttlSeconds: opts.ttlSeconds ?? null });
+    createLicenseService({
+      clock,
+      events: noEvents,
+      catalog,
+      keyring,
+      dataKey: DATA_KEY,
+      signingKeys: signer(active, [KEY_A, KEY_B]),
+      licenseFileHmacSecret: FILE_HMAC_SECRET,
+    });
+  const issue = (
+    l: License,
+    opts: { fingerprint?: string; encrypt?: boolean; format?: "ed25519" | "hmac"; ttlSeconds?: number | null },
+    active = KEY_A,
+  ) =>
+    service(active).issueFile(em, TENANT, "key:test", l.id, {
+      fingerprint: opts.fingerprint ?? "",
+      encrypt: opts.encrypt ?? false,
+      format: opts.format ?? "ed25519",
+      ttlSeconds: opts.ttlSeconds ?? null,
+    });
 
   const describe = (file: string, licenseKey?: string) => {
     const out: Record<string, unknown> = { file };
@@ -313,9 +443,16 @@ function licenseFiles() {
       const raw = fromB64url(body);
       signed = decryptLicenseFile(file, licenseKey!);
       // The file key as docs/formats.md derives it, checked by opening the file with it.
-      const fileKey = Buffer.from(hkdfSync("sha256", Buffer.from(licenseKey!), Buffer.from("licensd1e"), "license file", 32));
-      const decipher = createDecipheriv("aes-256-gcm", fileKey, fromB64url(iv)).setAAD(Buffer.from("licensd1e")).setAuthTag(raw.subarray(raw.length - 16));
-      if (Buffer.concat([decipher.update(raw.subarray(0, raw.length - 16)), decipher.final()]).toString("utf8") !== signed) throw new Error("file key derivation disagrees");
+      const fileKey = Buffer.from(
+        hkdfSync("sha256", Buffer.from(licenseKey!), Buffer.from("licensd1e"), "license file", 32),
+      );
+      const decipher = createDecipheriv("aes-256-gcm", fileKey, fromB64url(iv))
+        .setAAD(Buffer.from("licensd1e"))
+        .setAuthTag(raw.subarray(raw.length - 16));
+      if (
+        Buffer.concat([decipher.update(raw.subarray(0, raw.length - 16)), decipher.final()]).toString("utf8") !== signed
+      )
+        throw new Error("file key derivation disagrees");
       out.encryption = {
         license_key: licenseKey,
         file_key_hex: hex(fileKey),
@@ -348,7 +485,8 @@ async function licenseFileVectors() {
   };
   // Files no server issues, signed with the test key, for what verifiers must refuse.
   const payloadOf = (file: string) => JSON.parse(fromB64url(file.split(".")[1]).toString("utf8")) as LicenseFilePayload;
-  const signA = (p: unknown) => encodeLicenseFile(ED25519_PREFIX, p as LicenseFilePayload, (input) => sign(null, input, KEY_A.privateKey));
+  const signA = (p: unknown) =>
+    encodeLicenseFile(ED25519_PREFIX, p as LicenseFilePayload, (input) => sign(null, input, KEY_A.privateKey));
   const [prefix, body, sig] = files.ed25519.split(".");
   const tampered = { ...payloadOf(files.ed25519), features: [...payloadOf(files.ed25519).features, "export"] };
   const flippedIv = (() => {
@@ -360,44 +498,231 @@ async function licenseFileVectors() {
   const A = [KEY_A.kid];
   const AB = [KEY_A.kid, KEY_B.kid];
   const valid = "2027-06-01T00:00:00.000Z";
-  const cases: { name: string; file: string; keys?: string[]; hmac_secret?: string; allow_hmac?: boolean; license_key?: string; fingerprint?: string; now: string; expect: string }[] = [
+  const cases: {
+    name: string;
+    file: string;
+    keys?: string[];
+    hmac_secret?: string;
+    allow_hmac?: boolean;
+    license_key?: string;
+    fingerprint?: string;
+    now: string;
+    expect: string;
+  }[] = [
     { name: "Ed25519 file", file: files.ed25519, keys: AB, now: valid, expect: "VALID" },
-    { name: "perpetual (expires_at null)", file: files.perpetual, keys: A, now: "2099-01-01T00:00:00.000Z", expect: "VALID" },
+    {
+      name: "perpetual (expires_at null)",
+      file: files.perpetual,
+      keys: A,
+      now: "2099-01-01T00:00:00.000Z",
+      expect: "VALID",
+    },
     { name: "signed by the other published key", file: files.byB, keys: AB, now: valid, expect: "VALID" },
     { name: "time-limited by ttl", file: files.ttl, keys: A, now: "2027-03-31T11:59:59.999Z", expect: "VALID" },
-    { name: "time-limited by ttl, at its expiry instant", file: files.ttl, keys: A, now: "2027-03-31T12:00:00.000Z", expect: "EXPIRED" },
-    { name: "past the license's expiry", file: files.ed25519, keys: A, now: "2028-03-01T00:00:00.000Z", expect: "EXPIRED" },
-    { name: "bound to this machine", file: files.bound, keys: A, fingerprint: "laptop-7f3a", now: valid, expect: "VALID" },
-    { name: "bound to another machine", file: files.bound, keys: A, fingerprint: "laptop-0000", now: valid, expect: "FINGERPRINT_MISMATCH" },
-    { name: "bound, verified without a fingerprint", file: files.bound, keys: A, now: valid, expect: "FINGERPRINT_MISMATCH" },
-    { name: "payload changed after signing", file: signA(tampered).split(".").slice(0, 2).concat(sig).join("."), keys: A, now: valid, expect: "BAD_SIGNATURE" },
-    { name: "signature of another file", file: `${prefix}.${body}.${files.byB.split(".")[2]}`, keys: A, now: valid, expect: "BAD_SIGNATURE" },
-    { name: "signed by B but naming A's kid", file: encodeLicenseFile(ED25519_PREFIX, payloadOf(files.ed25519), (input) => sign(null, input, KEY_B.privateKey)), keys: AB, now: valid, expect: "BAD_SIGNATURE" },
+    {
+      name: "time-limited by ttl, at its expiry instant",
+      file: files.ttl,
+      keys: A,
+      now: "2027-03-31T12:00:00.000Z",
+      expect: "EXPIRED",
+    },
+    {
+      name: "past the license's expiry",
+      file: files.ed25519,
+      keys: A,
+      now: "2028-03-01T00:00:00.000Z",
+      expect: "EXPIRED",
+    },
+    {
+      name: "bound to this machine",
+      file: files.bound,
+      keys: A,
+      fingerprint: "laptop-7f3a",
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "bound to another machine",
+      file: files.bound,
+      keys: A,
+      fingerprint: "laptop-0000",
+      now: valid,
+      expect: "FINGERPRINT_MISMATCH",
+    },
+    {
+      name: "bound, verified without a fingerprint",
+      file: files.bound,
+      keys: A,
+      now: valid,
+      expect: "FINGERPRINT_MISMATCH",
+    },
+    {
+      name: "payload changed after signing",
+      file: signA(tampered).split(".").slice(0, 2).concat(sig).join("."),
+      keys: A,
+      now: valid,
+      expect: "BAD_SIGNATURE",
+    },
+    {
+      name: "signature of another file",
+      file: `${prefix}.${body}.${files.byB.split(".")[2]}`,
+      keys: A,
+      now: valid,
+      expect: "BAD_SIGNATURE",
+    },
+    {
+      name: "signed by B but naming A's kid",
+      file: encodeLicenseFile(ED25519_PREFIX, payloadOf(files.ed25519), (input) => sign(null, input, KEY_B.privateKey)),
+      keys: AB,
+      now: valid,
+      expect: "BAD_SIGNATURE",
+    },
     { name: "kid not among the published keys", file: files.byB, keys: A, now: valid, expect: "UNKNOWN_KEY" },
-    { name: "HMAC file with the shared secret", file: files.hmac, hmac_secret: FILE_HMAC_SECRET, now: valid, expect: "VALID" },
-    { name: "HMAC file refused when Ed25519 keys are configured", file: files.hmac, keys: A, hmac_secret: FILE_HMAC_SECRET, now: valid, expect: "HMAC_NOT_ALLOWED" },
-    { name: "HMAC file allowed explicitly", file: files.hmac, keys: A, hmac_secret: FILE_HMAC_SECRET, allow_hmac: true, now: valid, expect: "VALID" },
-    { name: "HMAC file with a wrong secret", file: files.hmac, hmac_secret: `${FILE_HMAC_SECRET}!`, now: valid, expect: "BAD_SIGNATURE" },
+    {
+      name: "HMAC file with the shared secret",
+      file: files.hmac,
+      hmac_secret: FILE_HMAC_SECRET,
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "HMAC file refused when Ed25519 keys are configured",
+      file: files.hmac,
+      keys: A,
+      hmac_secret: FILE_HMAC_SECRET,
+      now: valid,
+      expect: "HMAC_NOT_ALLOWED",
+    },
+    {
+      name: "HMAC file allowed explicitly",
+      file: files.hmac,
+      keys: A,
+      hmac_secret: FILE_HMAC_SECRET,
+      allow_hmac: true,
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "HMAC file with a wrong secret",
+      file: files.hmac,
+      hmac_secret: `${FILE_HMAC_SECRET}!`,
+      now: valid,
+      expect: "BAD_SIGNATURE",
+    },
     { name: "HMAC file without a secret", file: files.hmac, now: valid, expect: "UNKNOWN_KEY" },
-    { name: "encrypted, opened with the license key", file: files.encrypted, keys: A, license_key: keyV3, now: valid, expect: "VALID" },
-    { name: "encrypted, opened with the key as typed (lower case, spaces)", file: files.encrypted, keys: A, license_key: ` ${keyV3.toLowerCase()} `, now: valid, expect: "VALID" },
-    { name: "encrypted HMAC file under a custom key", file: files.encryptedCustom, hmac_secret: FILE_HMAC_SECRET, license_key: "ACME-custom.key_2027", now: valid, expect: "VALID" },
-    { name: "encrypted, custom keys are case-sensitive", file: files.encryptedCustom, hmac_secret: FILE_HMAC_SECRET, license_key: "acme-custom.key_2027", now: valid, expect: "DECRYPTION_FAILED" },
-    { name: "encrypted, another license's key", file: files.encrypted, keys: A, license_key: "ACME-custom.key_2027", now: valid, expect: "DECRYPTION_FAILED" },
-    { name: "encrypted, no license key given", file: files.encrypted, keys: A, now: valid, expect: "DECRYPTION_FAILED" },
-    { name: "encrypted, a ciphertext bit flipped", file: flippedIv, keys: A, license_key: keyV3, now: valid, expect: "DECRYPTION_FAILED" },
+    {
+      name: "encrypted, opened with the license key",
+      file: files.encrypted,
+      keys: A,
+      license_key: keyV3,
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "encrypted, opened with the key as typed (lower case, spaces)",
+      file: files.encrypted,
+      keys: A,
+      license_key: ` ${keyV3.toLowerCase()} `,
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "encrypted HMAC file under a custom key",
+      file: files.encryptedCustom,
+      hmac_secret: FILE_HMAC_SECRET,
+      license_key: "ACME-custom.key_2027",
+      now: valid,
+      expect: "VALID",
+    },
+    {
+      name: "encrypted, custom keys are case-sensitive",
+      file: files.encryptedCustom,
+      hmac_secret: FILE_HMAC_SECRET,
+      license_key: "acme-custom.key_2027",
+      now: valid,
+      expect: "DECRYPTION_FAILED",
+    },
+    {
+      name: "encrypted, another license's key",
+      file: files.encrypted,
+      keys: A,
+      license_key: "ACME-custom.key_2027",
+      now: valid,
+      expect: "DECRYPTION_FAILED",
+    },
+    {
+      name: "encrypted, no license key given",
+      file: files.encrypted,
+      keys: A,
+      now: valid,
+      expect: "DECRYPTION_FAILED",
+    },
+    {
+      name: "encrypted, a ciphertext bit flipped",
+      file: flippedIv,
+      keys: A,
+      license_key: keyV3,
+      now: valid,
+      expect: "DECRYPTION_FAILED",
+    },
     { name: "two parts only", file: `${prefix}.${body}`, keys: A, now: valid, expect: "MALFORMED" },
     { name: "unknown prefix", file: `licensd2.${body}.${sig}`, keys: A, now: valid, expect: "MALFORMED" },
-    { name: "payload is not JSON", file: `${prefix}.${b64url("not json")}.${sig}`, keys: A, now: valid, expect: "MALFORMED" },
-    { name: "signed, but v is 2", file: signA({ ...payloadOf(files.ed25519), v: 2 }), keys: A, now: valid, expect: "MALFORMED" },
-    { name: "signed, but v is true", file: signA({ ...payloadOf(files.ed25519), v: true }), keys: A, now: valid, expect: "MALFORMED" },
-    { name: "signed, but features is not an array", file: signA({ ...payloadOf(files.ed25519), features: "reports" }), keys: A, now: valid, expect: "MALFORMED" },
-    { name: "signed, but expires_at is not a date (fails safe)", file: signA({ ...payloadOf(files.ed25519), expires_at: "next tuesday" }), keys: A, now: valid, expect: "EXPIRED" },
-    { name: "signed, but carries a typ (a lease is not a license file)", file: signA({ ...payloadOf(files.bound), typ: "lease" }), keys: A, fingerprint: "laptop-7f3a", now: valid, expect: "MALFORMED" },
-    { name: "signed, but expires_at is a number (fails safe)", file: signA({ ...payloadOf(files.ed25519), expires_at: 4102444800 }), keys: A, now: valid, expect: "EXPIRED" },
+    {
+      name: "payload is not JSON",
+      file: `${prefix}.${b64url("not json")}.${sig}`,
+      keys: A,
+      now: valid,
+      expect: "MALFORMED",
+    },
+    {
+      name: "signed, but v is 2",
+      file: signA({ ...payloadOf(files.ed25519), v: 2 }),
+      keys: A,
+      now: valid,
+      expect: "MALFORMED",
+    },
+    {
+      name: "signed, but v is true",
+      file: signA({ ...payloadOf(files.ed25519), v: true }),
+      keys: A,
+      now: valid,
+      expect: "MALFORMED",
+    },
+    {
+      name: "signed, but features is not an array",
+      file: signA({ ...payloadOf(files.ed25519), features: "reports" }),
+      keys: A,
+      now: valid,
+      expect: "MALFORMED",
+    },
+    {
+      name: "signed, but expires_at is not a date (fails safe)",
+      file: signA({ ...payloadOf(files.ed25519), expires_at: "next tuesday" }),
+      keys: A,
+      now: valid,
+      expect: "EXPIRED",
+    },
+    {
+      name: "signed, but carries a typ (a lease is not a license file)",
+      file: signA({ ...payloadOf(files.bound), typ: "lease" }),
+      keys: A,
+      fingerprint: "laptop-7f3a",
+      now: valid,
+      expect: "MALFORMED",
+    },
+    {
+      name: "signed, but expires_at is a number (fails safe)",
+      file: signA({ ...payloadOf(files.ed25519), expires_at: 4102444800 }),
+      keys: A,
+      now: valid,
+      expect: "EXPIRED",
+    },
   ];
   const issued = Object.fromEntries(
-    Object.entries(files).map(([name, file]) => [name, describe(file, name === "encrypted" ? keyV3 : name === "encryptedCustom" ? "ACME-custom.key_2027" : undefined)]),
+    Object.entries(files).map(([name, file]) => [
+      name,
+      describe(file, name === "encrypted" ? keyV3 : name === "encryptedCustom" ? "ACME-custom.key_2027" : undefined),
+    ]),
   );
   return { issued, cases };
 }
@@ -407,39 +732,141 @@ async function licenseFileVectors() {
 async function leaseVectors() {
   const key = generateLicenseKey("PRD", keyring);
   const lic = license("lic_00000000000000000000leases", key);
-  const shortLived = license("lic_0000000000000000000ends24h", generateLicenseKey("PRD", keyring), { expiresAt: new Date("2027-03-01T18:00:00.000Z") });
+  const shortLived = license("lic_0000000000000000000ends24h", generateLicenseKey("PRD", keyring), {
+    expiresAt: new Date("2027-03-01T18:00:00.000Z"),
+  });
   const online = machine("mach_0000000000000000000online", lic.id, "laptop-7f3a");
   const offline = machine("mach_000000000000000000offline", lic.id, "vault-9c1e", true);
   const capped = machine("mach_0000000000000000000capped", shortLived.id, "laptop-7f3a");
   const em = memoryEm({ licenses: [lic, shortLived], machines: [online, offline, capped] });
   const clock = new ManualClock(ISSUED_AT);
-  const machines = (active: TestSigningKey) => createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY });
-  const lease = async (m: Machine, active = KEY_A) => (await machines(active).leaseFor(em, m.licenseId, m.fingerprint))!.token;
-  const tokens = { online: await lease(online), offline: await lease(offline), capped: await lease(capped), byB: await lease(online, KEY_B) };
+  const machines = (active: TestSigningKey) =>
+    createMachineService({
+      clock,
+      events: noEvents,
+      catalog,
+      keyring,
+      signingKeys: signer(active, [KEY_A, KEY_B]),
+      dataKey: DATA_KEY,
+    });
+  const lease = async (m: Machine, active = KEY_A) =>
+    (await machines(active).leaseFor(em, m.licenseId, m.fingerprint))!.token;
+  const tokens = {
+    online: await lease(online),
+    offline: await lease(offline),
+    capped: await lease(capped),
+    byB: await lease(online, KEY_B),
+  };
   const [prefix, body] = tokens.online.split(".");
   const payload = JSON.parse(fromB64url(body).toString("utf8")) as Record<string, unknown>;
-  const forged = encodeLicenseFile(ED25519_PREFIX, { ...payload, fingerprint: "laptop-0000" } as unknown as LicenseFilePayload, () => Buffer.alloc(64));
+  const forged = encodeLicenseFile(
+    ED25519_PREFIX,
+    { ...payload, fingerprint: "laptop-0000" } as unknown as LicenseFilePayload,
+    () => Buffer.alloc(64),
+  );
   const fileContext = licenseFiles();
   const licenseFile = (await fileContext.issue(fileContext.lic, { fingerprint: "laptop-7f3a" })).file;
   const describe = (token: string) => {
     const [p, b, s] = token.split(".");
-    return { token, signing_input: `${p}.${b}`, payload_json: fromB64url(b).toString("utf8"), signature_hex: hex(fromB64url(s)) };
+    return {
+      token,
+      signing_input: `${p}.${b}`,
+      payload_json: fromB64url(b).toString("utf8"),
+      signature_hex: hex(fromB64url(s)),
+    };
   };
   const soon = "2027-03-01T13:00:00.000Z";
   return {
     issued: Object.fromEntries(Object.entries(tokens).map(([n, t]) => [n, describe(t)])),
     cases: [
-      { name: "online lease, on its machine", token: tokens.online, keys: [KEY_A.kid, KEY_B.kid], fingerprint: "laptop-7f3a", now: soon, expect: "VALID" },
-      { name: "signed by the retiring key B, still published", token: tokens.byB, keys: [KEY_A.kid, KEY_B.kid], fingerprint: "laptop-7f3a", now: soon, expect: "VALID" },
-      { name: "B no longer published", token: tokens.byB, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: soon, expect: "UNKNOWN_KEY" },
-      { name: "online lease, one millisecond before its 24 h end", token: tokens.online, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: "2027-03-02T11:59:59.999Z", expect: "VALID" },
-      { name: "online lease, at its end", token: tokens.online, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: "2027-03-02T12:00:00.000Z", expect: "EXPIRED" },
-      { name: "another machine", token: tokens.online, keys: [KEY_A.kid], fingerprint: "laptop-0000", now: soon, expect: "FINGERPRINT_MISMATCH" },
-      { name: "offline lease (air-gapped), 365 days", token: tokens.offline, keys: [KEY_A.kid], fingerprint: "vault-9c1e", now: "2028-02-29T11:59:59.999Z", expect: "VALID" },
-      { name: "lease ends with its license (6 h left)", token: tokens.capped, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: "2027-03-01T18:00:00.000Z", expect: "EXPIRED" },
-      { name: "fingerprint rewritten, signature of the original", token: `${forged.split(".").slice(0, 2).join(".")}.${tokens.online.split(".")[2]}`, keys: [KEY_A.kid], fingerprint: "laptop-0000", now: soon, expect: "BAD_SIGNATURE" },
-      { name: "a license file (no typ) is not a lease", token: licenseFile, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: soon, expect: "MALFORMED" },
-      { name: "truncated", token: `${prefix}.${body}`, keys: [KEY_A.kid], fingerprint: "laptop-7f3a", now: soon, expect: "MALFORMED" },
+      {
+        name: "online lease, on its machine",
+        token: tokens.online,
+        keys: [KEY_A.kid, KEY_B.kid],
+        fingerprint: "laptop-7f3a",
+        now: soon,
+        expect: "VALID",
+      },
+      {
+        name: "signed by the retiring key B, still published",
+        token: tokens.byB,
+        keys: [KEY_A.kid, KEY_B.kid],
+        fingerprint: "laptop-7f3a",
+        now: soon,
+        expect: "VALID",
+      },
+      {
+        name: "B no longer published",
+        token: tokens.byB,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: soon,
+        expect: "UNKNOWN_KEY",
+      },
+      {
+        name: "online lease, one millisecond before its 24 h end",
+        token: tokens.online,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: "2027-03-02T11:59:59.999Z",
+        expect: "VALID",
+      },
+      {
+        name: "online lease, at its end",
+        token: tokens.online,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: "2027-03-02T12:00:00.000Z",
+        expect: "EXPIRED",
+      },
+      {
+        name: "another machine",
+        token: tokens.online,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-0000",
+        now: soon,
+        expect: "FINGERPRINT_MISMATCH",
+      },
+      {
+        name: "offline lease (air-gapped), 365 days",
+        token: tokens.offline,
+        keys: [KEY_A.kid],
+        fingerprint: "vault-9c1e",
+        now: "2028-02-29T11:59:59.999Z",
+        expect: "VALID",
+      },
+      {
+        name: "lease ends with its license (6 h left)",
+        token: tokens.capped,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: "2027-03-01T18:00:00.000Z",
+        expect: "EXPIRED",
+      },
+      {
+        name: "fingerprint rewritten, signature of the original",
+        token: `${forged.split(".").slice(0, 2).join(".")}.${tokens.online.split(".")[2]}`,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-0000",
+        now: soon,
+        expect: "BAD_SIGNATURE",
+      },
+      {
+        name: "a license file (no typ) is not a lease",
+        token: licenseFile,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: soon,
+        expect: "MALFORMED",
+      },
+      {
+        name: "truncated",
+        token: `${prefix}.${body}`,
+        keys: [KEY_A.kid],
+        fingerprint: "laptop-7f3a",
+        now: soon,
+        expect: "MALFORMED",
+      },
     ],
     offline_response_key: key,
   };
@@ -449,23 +876,54 @@ function offlineRequestVectors() {
   const vinzy = generateLicenseKey("PRD", keyring);
   const now = new Date("2027-03-01T09:30:00.000Z");
   const requests = [
-    { name: "Vinzy key, typed in lower case (MAC and digest use the normalised key)", key: vinzy.toLowerCase(), opts: { fingerprint: "vault-9c1e", hostname: "vault", platform: "linux-x64", cores: 4, now } },
-    { name: "custom key, defaults for the optional fields", key: "ACME-custom.key_2027", opts: { fingerprint: "vault-9c1e", now } },
+    {
+      name: "Vinzy key, typed in lower case (MAC and digest use the normalised key)",
+      key: vinzy.toLowerCase(),
+      opts: { fingerprint: "vault-9c1e", hostname: "vault", platform: "linux-x64", cores: 4, now },
+    },
+    {
+      name: "custom key, defaults for the optional fields",
+      key: "ACME-custom.key_2027",
+      opts: { fingerprint: "vault-9c1e", now },
+    },
   ].map(({ name, key, opts }) => {
     const text = createOfflineActivationRequest({ key, ...opts });
     const parsed = parseOfflineActivationRequest(text)!;
     const [, body, mac] = text.split(".");
-    return { name, key, text, signing_input: parsed.signingInput, request_json: fromB64url(body).toString("utf8"), mac_hex: hex(fromB64url(mac)), key_digest_hex: hex(fromB64url(parsed.request.key_digest)) };
+    return {
+      name,
+      key,
+      text,
+      signing_input: parsed.signingInput,
+      request_json: fromB64url(body).toString("utf8"),
+      mac_hex: hex(fromB64url(mac)),
+      key_digest_hex: hex(fromB64url(parsed.request.key_digest)),
+    };
   });
   const [first] = requests;
   const [p, body, mac] = first.text.split(".");
   const altered = b64url(first.request_json.replace("vault-9c1e", "vault-0000"));
   const cases = [
-    ...requests.map((r) => ({ name: `${r.name}: MAC verifies with the key`, text: r.text, key: r.key, expect: "VALID" })),
-    { name: "MAC checked with another license's key", text: first.text, key: "ACME-custom.key_2027", expect: "BAD_MAC" },
+    ...requests.map((r) => ({
+      name: `${r.name}: MAC verifies with the key`,
+      text: r.text,
+      key: r.key,
+      expect: "VALID",
+    })),
+    {
+      name: "MAC checked with another license's key",
+      text: first.text,
+      key: "ACME-custom.key_2027",
+      expect: "BAD_MAC",
+    },
     { name: "fingerprint changed on the way", text: `${p}.${altered}.${mac}`, key: first.key, expect: "BAD_MAC" },
     { name: "not a request file", text: `licensd-req2.${body}.${mac}`, key: first.key, expect: "MALFORMED" },
-    { name: "v is not 1", text: `${p}.${b64url(first.request_json.replace('"v":1', '"v":2'))}.${mac}`, key: first.key, expect: "MALFORMED" },
+    {
+      name: "v is not 1",
+      text: `${p}.${b64url(first.request_json.replace('"v":1', '"v":2'))}.${mac}`,
+      key: first.key,
+      expect: "MALFORMED",
+    },
   ].map((c) => {
     const parsed = parseOfflineActivationRequest(c.text);
     const got = !parsed ? "MALFORMED" : checkOfflineActivationRequest(parsed, c.key) ? "VALID" : "BAD_MAC";
@@ -485,20 +943,45 @@ async function validationVectors() {
   const online = machine("mach_0000000000000000000online", lic.id, "laptop-7f3a");
   const em = memoryEm({ licenses: [lic, suspended], machines: [online] });
   const rowOf = (l: License) => ({
-    id: l.id, tenant_id: l.tenantId, status: l.status, expires_ms: l.expiresAt ? String(l.expiresAt.getTime()) : null,
-    entitlement_overrides: l.entitlementOverrides, agent_overrides: l.agentOverrides, max_machines: l.maxMachines,
-    code: product.code, features: product.features, policy_name: policy.name, all_features: policy.allFeatures,
-    expiration_strategy: policy.expirationStrategy, grace_seconds: String(policy.graceSeconds), policy_max_machines: policy.maxMachines,
-    floating: policy.floating, heartbeat_seconds: null, heartbeat_grace_seconds: "0", require_fingerprint_scope: policy.requireFingerprintScope,
-    entitlements: policy.entitlements, agent_entitlements: policy.agentEntitlements, email: customer.email,
+    id: l.id,
+    tenant_id: l.tenantId,
+    status: l.status,
+    expires_ms: l.expiresAt ? String(l.expiresAt.getTime()) : null,
+    entitlement_overrides: l.entitlementOverrides,
+    agent_overrides: l.agentOverrides,
+    max_machines: l.maxMachines,
+    code: product.code,
+    features: product.features,
+    policy_name: policy.name,
+    all_features: policy.allFeatures,
+    expiration_strategy: policy.expirationStrategy,
+    grace_seconds: String(policy.graceSeconds),
+    policy_max_machines: policy.maxMachines,
+    floating: policy.floating,
+    heartbeat_seconds: null,
+    heartbeat_grace_seconds: "0",
+    require_fingerprint_scope: policy.requireFingerprintScope,
+    entitlements: policy.entitlements,
+    agent_entitlements: policy.agentEntitlements,
+    email: customer.email,
   });
   const db = {
     em: () => em,
     pooled: async (_sql: string, params: unknown[], name?: string) => {
       const rows = (rs: unknown[]) => ({ rows: rs, count: rs.length });
-      if (name === "licensd-validate-license") return rows([lic, suspended].filter((l) => Buffer.from(l.keyDigest).equals(params[0] as Buffer)).map(rowOf));
+      if (name === "licensd-validate-license")
+        return rows([lic, suspended].filter((l) => Buffer.from(l.keyDigest).equals(params[0] as Buffer)).map(rowOf));
       if (name === "licensd-validate-machines") {
-        return rows([online].filter((m) => m.licenseId === params[0]).map((m) => ({ fingerprint: m.fingerprint, last_ms: String(m.lastHeartbeatAt.getTime()), status: m.status, offline: m.offline })));
+        return rows(
+          [online]
+            .filter((m) => m.licenseId === params[0])
+            .map((m) => ({
+              fingerprint: m.fingerprint,
+              last_ms: String(m.lastHeartbeatAt.getTime()),
+              status: m.status,
+              offline: m.offline,
+            })),
+        );
       }
       throw new Error(`unexpected statement ${name}`);
     },
@@ -508,22 +991,45 @@ async function validationVectors() {
   const machinesOf = (active: TestSigningKey) =>
     createLicenseMachines({
       db,
-      machines: createMachineService({ clock, events: noEvents, catalog, keyring, signingKeys: signer(active, [KEY_A, KEY_B]), dataKey: DATA_KEY }),
+      machines: createMachineService({
+        clock,
+        events: noEvents,
+        catalog,
+        keyring,
+        signingKeys: signer(active, [KEY_A, KEY_B]),
+        dataKey: DATA_KEY,
+      }),
     });
   const rpc = (active: TestSigningKey) =>
     createLicenseRpc({
-      db, clock, signingKeys: signer(active, [KEY_A, KEY_B]),
+      db,
+      clock,
+      signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active) }),
       answers: new ValidationAnswers(feed),
       machines: machinesOf(active),
-      idempotency: undefined as never, licenses: {} as never, imports: undefined as never, pages: undefined as never,
+      idempotency: undefined as never,
+      licenses: {} as never,
+      imports: undefined as never,
+      pages: undefined as never,
       // No address is ever blocked here: validation answers as it would for a first look-up.
-      keyFailures: { refuseIfBlocked: () => undefined, failed: async () => undefined, guard: <T>(_address: string, lookup: () => Promise<T>) => lookup() } as unknown as KeyFailureLimit,
+      keyFailures: {
+        refuseIfBlocked: () => undefined,
+        failed: async () => undefined,
+        guard: <T>(_address: string, lookup: () => Promise<T>) => lookup(),
+      } as unknown as KeyFailureLimit,
     });
-  const ask = async (req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string }, at: Date, active = KEY_A) => {
+  const ask = async (
+    req: { key: string; productCode?: string; fingerprint?: string; entitlements?: string[]; nonce?: string },
+    at: Date,
+    active = KEY_A,
+  ) => {
     clock.set(at);
     const request = create(ValidateLicenseRequestSchema, req);
-    const answer = create(ValidateLicenseResponseSchema, await rpc(active).validateLicense(request, { values: createContextValues() } as HandlerContext));
+    const answer = create(
+      ValidateLicenseResponseSchema,
+      await rpc(active).validateLicense(request, { values: createContextValues() } as HandlerContext),
+    );
     const signingText = validationSigningBytes(answer).toString("utf8");
     return {
       request: toJson(ValidateLicenseRequestSchema, request),
@@ -535,25 +1041,80 @@ async function validationVectors() {
     };
   };
   const answers = {
-    valid_on_machine: await ask({ key: keyValid, productCode: "PRD", fingerprint: "laptop-7f3a", entitlements: ["reports"], nonce: "n-1c0ffee" }, ISSUED_AT),
+    valid_on_machine: await ask(
+      { key: keyValid, productCode: "PRD", fingerprint: "laptop-7f3a", entitlements: ["reports"], nonce: "n-1c0ffee" },
+      ISSUED_AT,
+    ),
     valid_no_machine: await ask({ key: keyValid }, new Date(ISSUED_AT.getTime() + 250)),
-    entitlement_missing: await ask({ key: keyValid, entitlements: ["export"], nonce: "n-2" }, new Date(ISSUED_AT.getTime() + 1)),
+    entitlement_missing: await ask(
+      { key: keyValid, entitlements: ["export"], nonce: "n-2" },
+      new Date(ISSUED_AT.getTime() + 1),
+    ),
     suspended: await ask({ key: keySuspended, nonce: "n-3" }, ISSUED_AT),
     not_found: await ask({ key: generateLicenseKey("PRD", keyring), nonce: "n-4" }, ISSUED_AT),
     format_invalid: await ask({ key: "not a key" }, ISSUED_AT),
     signed_by_b: await ask({ key: keyValid, nonce: "n-5" }, ISSUED_AT, KEY_B),
   };
   type Json = Record<string, unknown>;
-  const edit = (name: keyof typeof answers, change: (j: Json) => Json) => change(structuredClone(answers[name].response_json) as Json);
+  const edit = (name: keyof typeof answers, change: (j: Json) => Json) =>
+    change(structuredClone(answers[name].response_json) as Json);
   const cases = [
-    ...Object.keys(answers).map((name) => ({ name, answer: name, response_json: answers[name as keyof typeof answers].response_json, keys: [KEY_A.kid, KEY_B.kid], expect: true })),
-    { name: "valid flipped to false (omitted)", answer: "valid_on_machine", response_json: edit("valid_on_machine", ({ valid: _, ...j }) => j), keys: [KEY_A.kid], expect: false },
-    { name: "not_found turned valid", answer: "not_found", response_json: edit("not_found", (j) => ({ ...j, valid: true })), keys: [KEY_A.kid], expect: false },
-    { name: "a feature added", answer: "valid_no_machine", response_json: edit("valid_no_machine", (j) => ({ ...j, features: [...(j.features as string[]), "export"] })), keys: [KEY_A.kid], expect: false },
-    { name: "nonce replaced (a replayed answer)", answer: "valid_on_machine", response_json: edit("valid_on_machine", (j) => ({ ...j, nonce: "n-attacker" })), keys: [KEY_A.kid], expect: false },
-    { name: "time moved", answer: "suspended", response_json: edit("suspended", (j) => ({ ...j, time: "2027-03-02T12:00:00Z" })), keys: [KEY_A.kid], expect: false },
-    { name: "kid changed to the other published key", answer: "valid_no_machine", response_json: edit("valid_no_machine", (j) => ({ ...j, kid: KEY_B.kid })), keys: [KEY_A.kid, KEY_B.kid], expect: false },
-    { name: "kid not published", answer: "signed_by_b", response_json: answers.signed_by_b.response_json, keys: [KEY_A.kid], expect: false },
+    ...Object.keys(answers).map((name) => ({
+      name,
+      answer: name,
+      response_json: answers[name as keyof typeof answers].response_json,
+      keys: [KEY_A.kid, KEY_B.kid],
+      expect: true,
+    })),
+    {
+      name: "valid flipped to false (omitted)",
+      answer: "valid_on_machine",
+      response_json: edit("valid_on_machine", ({ valid: _, ...j }) => j),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "not_found turned valid",
+      answer: "not_found",
+      response_json: edit("not_found", (j) => ({ ...j, valid: true })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "a feature added",
+      answer: "valid_no_machine",
+      response_json: edit("valid_no_machine", (j) => ({ ...j, features: [...(j.features as string[]), "export"] })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "nonce replaced (a replayed answer)",
+      answer: "valid_on_machine",
+      response_json: edit("valid_on_machine", (j) => ({ ...j, nonce: "n-attacker" })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "time moved",
+      answer: "suspended",
+      response_json: edit("suspended", (j) => ({ ...j, time: "2027-03-02T12:00:00Z" })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "kid changed to the other published key",
+      answer: "valid_no_machine",
+      response_json: edit("valid_no_machine", (j) => ({ ...j, kid: KEY_B.kid })),
+      keys: [KEY_A.kid, KEY_B.kid],
+      expect: false,
+    },
+    {
+      name: "kid not published",
+      answer: "signed_by_b",
+      response_json: answers.signed_by_b.response_json,
+      keys: [KEY_A.kid],
+      expect: false,
+    },
   ];
   return { answers, cases };
 }
@@ -562,12 +1123,58 @@ async function validationVectors() {
 
 function auditVectors() {
   const payloads: { type: string; subject: string; actor: string; payload: { [k: string]: JsonValue } }[] = [
-    { type: "tenant.created", subject: TENANT, actor: "super_admin", payload: { name: "Acme", metadata: { b: "2", a: "1" } } },
-    { type: "license.created", subject: "lic_0000000000000000000000file", actor: "key:key_0000000000000000000000test", payload: { key_prefix: "PRD-DAAAA…", max_machines: null, policy_id: policy.id } },
-    { type: "machine.activated", subject: "mach_0000000000000000000online", actor: "license:lic_0000000000000000000000file", payload: { license_id: "lic_0000000000000000000000file", fingerprint: "laptop-7f3a", hostname: "Zoë's \"laptop\"\n", platform: "", ip: "127.0.0.1", offline: false } },
-    { type: "anomaly.detected", subject: "anm_0000000000000000000000test", actor: "system", payload: { z_score: 3.1415926535, mean: 0.000001, stddev: 1.5e-7, total: 1e21, counts: [0, -1, 2.5], "é": "accent", "\u{1F600}": "astral key", "\uFF61": "bmp key" } },
-    { type: "license.suspended", subject: "lic_0000000000000000000000file", actor: "key:key_0000000000000000000000test", payload: {} },
-    { type: "machine.deleted", subject: "", actor: "system", payload: { reason: "tab\there, nul-free \u0001 control", through_seq: 4 } },
+    {
+      type: "tenant.created",
+      subject: TENANT,
+      actor: "super_admin",
+      payload: { name: "Acme", metadata: { b: "2", a: "1" } },
+    },
+    {
+      type: "license.created",
+      subject: "lic_0000000000000000000000file",
+      actor: "key:key_0000000000000000000000test",
+      payload: { key_prefix: "PRD-DAAAA…", max_machines: null, policy_id: policy.id },
+    },
+    {
+      type: "machine.activated",
+      subject: "mach_0000000000000000000online",
+      actor: "license:lic_0000000000000000000000file",
+      payload: {
+        license_id: "lic_0000000000000000000000file",
+        fingerprint: "laptop-7f3a",
+        hostname: 'Zoë\'s "laptop"\n',
+        platform: "",
+        ip: "127.0.0.1",
+        offline: false,
+      },
+    },
+    {
+      type: "anomaly.detected",
+      subject: "anm_0000000000000000000000test",
+      actor: "system",
+      payload: {
+        z_score: 3.1415926535,
+        mean: 0.000001,
+        stddev: 1.5e-7,
+        total: 1e21,
+        counts: [0, -1, 2.5],
+        é: "accent",
+        "\u{1F600}": "astral key",
+        "\uFF61": "bmp key",
+      },
+    },
+    {
+      type: "license.suspended",
+      subject: "lic_0000000000000000000000file",
+      actor: "key:key_0000000000000000000000test",
+      payload: {},
+    },
+    {
+      type: "machine.deleted",
+      subject: "",
+      actor: "system",
+      payload: { reason: "tab\there, nul-free \u0001 control", through_seq: 4 },
+    },
     { type: "audit.retention.cut", subject: TENANT, actor: "system", payload: { through_seq: 2, removed: 2 } },
   ];
   const dk1Only = new AuditKeyring(DATA_KEY);
@@ -577,7 +1184,14 @@ function auditVectors() {
   payloads.forEach((p, i) => {
     const seq = i + 1;
     const occurredAt = new Date(ISSUED_AT.getTime() + i * 60_000 + (i % 3) * 7); // some with milliseconds, some without
-    const fields = { tenantId: TENANT, seq, id: `evt_${String(seq).padStart(26, "0")}`, ...p, occurredAt, prevHash: prev };
+    const fields = {
+      tenantId: TENANT,
+      seq,
+      id: `evt_${String(seq).padStart(26, "0")}`,
+      ...p,
+      occurredAt,
+      prevHash: prev,
+    };
     const hash = entryHash(fields);
     const { kid, signature } = (seq <= 4 ? dk1Only : rotated).sign(hash);
     entries.push({ ...fields, prevHash: prev, hash, kid, signature });
@@ -585,7 +1199,17 @@ function auditVectors() {
   });
   /** The text entryHash hashes (the same RFC 8785 library), checked against the hash. */
   const canonicalOf = (e: AuditEntry) => {
-    const text = canonicalize({ tenant_id: e.tenantId, seq: e.seq, id: e.id, type: e.type, subject: e.subject, actor: e.actor, payload: e.payload as JsonValue, occurred_at: e.occurredAt.toISOString(), prev_hash: hex(e.prevHash) })!;
+    const text = canonicalize({
+      tenant_id: e.tenantId,
+      seq: e.seq,
+      id: e.id,
+      type: e.type,
+      subject: e.subject,
+      actor: e.actor,
+      payload: e.payload as JsonValue,
+      occurred_at: e.occurredAt.toISOString(),
+      prev_hash: hex(e.prevHash),
+    })!;
     if (!sha256(text).equals(e.hash)) throw new Error(`entry ${e.seq}: canonical text does not give its hash`);
     return text;
   };
@@ -593,57 +1217,135 @@ function auditVectors() {
   const nodes = new Map<string, Buffer>();
   entries.forEach((e, i) => nodes.set(`0:${i}`, leafHash(e.hash)));
   for (let level = 1; 2 ** level <= entries.length; level++) {
-    for (let i = 0; (i + 1) * 2 ** level <= entries.length; i++) nodes.set(`${level}:${i}`, nodeHash(nodes.get(`${level - 1}:${2 * i}`)!, nodes.get(`${level - 1}:${2 * i + 1}`)!));
+    for (let i = 0; (i + 1) * 2 ** level <= entries.length; i++)
+      nodes.set(
+        `${level}:${i}`,
+        nodeHash(nodes.get(`${level - 1}:${2 * i}`)!, nodes.get(`${level - 1}:${2 * i + 1}`)!),
+      );
   }
   const node: PerfectNode = (level, index) => nodes.get(`${level}:${index}`)!;
   const n = entries.length;
-  const roots = Array.from({ length: n + 1 }, (_, size) => ({ tree_size: size, root_hex: hex(size === 0 ? EMPTY_ROOT : rootHash(size, node)) }));
+  const roots = Array.from({ length: n + 1 }, (_, size) => ({
+    tree_size: size,
+    root_hex: hex(size === 0 ? EMPTY_ROOT : rootHash(size, node)),
+  }));
   const checkpoint = (size: number, signTime: Date, key: TestSigningKey) => {
     const root = size === 0 ? EMPTY_ROOT : rootHash(size, node);
     const signedText = checkpointText(TENANT, size, root, signTime);
     const signature = sign(null, Buffer.from(signedText), key.privateKey);
     const cp = { tenantId: TENANT, treeSize: size, rootHash: root, signTime, kid: key.kid, signature, signedText };
-    return { tree_size: size, signed_text: signedText, kid: key.kid, signature_hex: hex(signature), api_json: toJson(CheckpointSchema, checkpointToProto(cp)) };
+    return {
+      tree_size: size,
+      signed_text: signedText,
+      kid: key.kid,
+      signature_hex: hex(signature),
+      api_json: toJson(CheckpointSchema, checkpointToProto(cp)),
+    };
   };
-  const checkpoints = [checkpoint(n, new Date("2027-03-01T12:30:00.000Z"), KEY_A), checkpoint(4, new Date("2027-03-01T12:03:30.125Z"), KEY_A), checkpoint(0, new Date("2027-03-01T11:00:00.000Z"), KEY_B)];
+  const checkpoints = [
+    checkpoint(n, new Date("2027-03-01T12:30:00.000Z"), KEY_A),
+    checkpoint(4, new Date("2027-03-01T12:03:30.125Z"), KEY_A),
+    checkpoint(0, new Date("2027-03-01T11:00:00.000Z"), KEY_B),
+  ];
   type CpJson = Record<string, unknown>;
-  const edited = (i: number, change: (j: CpJson) => CpJson) => change(structuredClone(checkpoints[i].api_json) as CpJson);
+  const edited = (i: number, change: (j: CpJson) => CpJson) =>
+    change(structuredClone(checkpoints[i].api_json) as CpJson);
   const checkpointCases = [
-    ...checkpoints.map((c, i) => ({ name: `checkpoint of size ${c.tree_size}`, api_json: checkpoints[i].api_json, keys: [KEY_A.kid, KEY_B.kid], expect: true })),
-    { name: "tree size changed", api_json: edited(0, (j) => ({ ...j, treeSize: "6" })), keys: [KEY_A.kid], expect: false },
-    { name: "root of another size", api_json: edited(0, (j) => ({ ...j, rootHash: b64(Buffer.from(roots[6].root_hex, "hex")) })), keys: [KEY_A.kid], expect: false },
-    { name: "sign time changed by 1 ms", api_json: edited(1, (j) => ({ ...j, signTime: "2027-03-01T12:03:30.126Z" })), keys: [KEY_A.kid], expect: false },
-    { name: "tenant changed", api_json: edited(0, (j) => ({ ...j, tenantId: "ten_0000000000000000000000othr" })), keys: [KEY_A.kid], expect: false },
+    ...checkpoints.map((c, i) => ({
+      name: `checkpoint of size ${c.tree_size}`,
+      api_json: checkpoints[i].api_json,
+      keys: [KEY_A.kid, KEY_B.kid],
+      expect: true,
+    })),
+    {
+      name: "tree size changed",
+      api_json: edited(0, (j) => ({ ...j, treeSize: "6" })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "root of another size",
+      api_json: edited(0, (j) => ({ ...j, rootHash: b64(Buffer.from(roots[6].root_hex, "hex")) })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "sign time changed by 1 ms",
+      api_json: edited(1, (j) => ({ ...j, signTime: "2027-03-01T12:03:30.126Z" })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
+      name: "tenant changed",
+      api_json: edited(0, (j) => ({ ...j, tenantId: "ten_0000000000000000000000othr" })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
     { name: "kid not published", api_json: checkpoints[2].api_json, keys: [KEY_A.kid], expect: false },
   ];
-  const inclusion: { seq: number; leaf_index: number; tree_size: number; entry_hash_hex: string; proof_hex: string[]; expect: boolean; name?: string }[] = [];
+  const inclusion: {
+    seq: number;
+    leaf_index: number;
+    tree_size: number;
+    entry_hash_hex: string;
+    proof_hex: string[];
+    expect: boolean;
+    name?: string;
+  }[] = [];
   for (const size of [1, 4, 5, n]) {
     for (let seq = 1; seq <= size; seq++) {
-      inclusion.push({ seq, leaf_index: seq - 1, tree_size: size, entry_hash_hex: hex(entries[seq - 1].hash), proof_hex: inclusionProof(seq - 1, size, node).map(hex), expect: true });
+      inclusion.push({
+        seq,
+        leaf_index: seq - 1,
+        tree_size: size,
+        entry_hash_hex: hex(entries[seq - 1].hash),
+        proof_hex: inclusionProof(seq - 1, size, node).map(hex),
+        expect: true,
+      });
     }
   }
   const good = inclusion.find((p) => p.tree_size === n && p.seq === 3)!;
   inclusion.push(
     { ...good, name: "wrong leaf index", leaf_index: 3, expect: false },
     { ...good, name: "another entry's hash", entry_hash_hex: hex(entries[3].hash), expect: false },
-    { ...good, name: "a proof hash changed", proof_hex: [good.proof_hex[0].replace(/^./, (c) => (c === "0" ? "1" : "0")), ...good.proof_hex.slice(1)], expect: false },
+    {
+      ...good,
+      name: "a proof hash changed",
+      proof_hex: [good.proof_hex[0].replace(/^./, (c) => (c === "0" ? "1" : "0")), ...good.proof_hex.slice(1)],
+      expect: false,
+    },
     { ...good, name: "proof one hash short", proof_hex: good.proof_hex.slice(0, -1), expect: false },
     { ...good, name: "leaf index past the tree", leaf_index: n, expect: false },
   );
   const consistency: { old_size: number; new_size: number; proof_hex: string[]; expect: boolean; name?: string }[] = [];
-  for (let m = 1; m <= n; m++) for (let k = m; k <= n; k++) consistency.push({ old_size: m, new_size: k, proof_hex: consistencyProof(m, k, node).map(hex), expect: true });
+  for (let m = 1; m <= n; m++)
+    for (let k = m; k <= n; k++)
+      consistency.push({ old_size: m, new_size: k, proof_hex: consistencyProof(m, k, node).map(hex), expect: true });
   const c = consistency.find((x) => x.old_size === 3 && x.new_size === n)!;
   consistency.push(
-    { ...c, name: "a proof hash changed", proof_hex: [c.proof_hex[0].replace(/^./, (ch) => (ch === "0" ? "1" : "0")), ...c.proof_hex.slice(1)], expect: false },
+    {
+      ...c,
+      name: "a proof hash changed",
+      proof_hex: [c.proof_hex[0].replace(/^./, (ch) => (ch === "0" ? "1" : "0")), ...c.proof_hex.slice(1)],
+      expect: false,
+    },
     { ...c, name: "claims another old size", old_size: 2, expect: false },
     { ...c, name: "empty proof", proof_hex: [], expect: false },
   );
   const cut = (() => {
     const at = new Date("2027-03-02T00:00:00.000Z");
     const text = cutText(TENANT, 2, entries[1].hash, at);
-    return { seq: 2, hash_hex: hex(entries[1].hash), cut_at: at.toISOString(), signed_text: text, kid: KEY_A.kid, signature_hex: hex(sign(null, Buffer.from(text), KEY_A.privateKey)) };
+    return {
+      seq: 2,
+      hash_hex: hex(entries[1].hash),
+      cut_at: at.toISOString(),
+      signed_text: text,
+      kid: KEY_A.kid,
+      signature_hex: hex(sign(null, Buffer.from(text), KEY_A.privateKey)),
+    };
   })();
-  // Changed entries, each replacing its seq in the chain; a verifier holding the HMAC keys names the first bad seq and why.
+  // Changed entries, each replacing its seq in the chain; a verifier holding the HMAC keys names the first bad seq and
+  // why.
   const apiJson = (e: AuditEntry) => toJson(AuditEventSchema, auditEventToProto(e)) as Record<string, unknown>;
   const relinked = (() => {
     const e = entries[3];
@@ -652,11 +1354,36 @@ function auditVectors() {
     return { ...fields, hash, ...dk1Only.sign(hash) };
   })();
   const tamperedEntries = [
-    { name: "payload changed", seq: 1, api_json: { ...apiJson(entries[0]), payload: { name: "Acme Corp", metadata: { a: "1", b: "2" } } }, expect: "HASH_MISMATCH" },
-    { name: "subject removed (read as the empty string)", seq: 2, api_json: (({ subject: _, ...rest }) => rest)(apiJson(entries[1])), expect: "HASH_MISMATCH" },
-    { name: "occurred one millisecond later", seq: 3, api_json: { ...apiJson(entries[2]), occurTime: new Date(entries[2].occurredAt.getTime() + 1).toISOString() }, expect: "HASH_MISMATCH" },
-    { name: "linked to entry 2 (hash and HMAC recomputed)", seq: 4, api_json: apiJson(relinked), expect: "BROKEN_LINK" },
-    { name: "HMAC attributed to another key", seq: 5, api_json: { ...apiJson(entries[4]), kid: "dk1" }, expect: "BAD_SIGNATURE" },
+    {
+      name: "payload changed",
+      seq: 1,
+      api_json: { ...apiJson(entries[0]), payload: { name: "Acme Corp", metadata: { a: "1", b: "2" } } },
+      expect: "HASH_MISMATCH",
+    },
+    {
+      name: "subject removed (read as the empty string)",
+      seq: 2,
+      api_json: (({ subject: _, ...rest }) => rest)(apiJson(entries[1])),
+      expect: "HASH_MISMATCH",
+    },
+    {
+      name: "occurred one millisecond later",
+      seq: 3,
+      api_json: { ...apiJson(entries[2]), occurTime: new Date(entries[2].occurredAt.getTime() + 1).toISOString() },
+      expect: "HASH_MISMATCH",
+    },
+    {
+      name: "linked to entry 2 (hash and HMAC recomputed)",
+      seq: 4,
+      api_json: apiJson(relinked),
+      expect: "BROKEN_LINK",
+    },
+    {
+      name: "HMAC attributed to another key",
+      seq: 5,
+      api_json: { ...apiJson(entries[4]), kid: "dk1" },
+      expect: "BAD_SIGNATURE",
+    },
   ];
   return {
     tenant_id: TENANT,
@@ -687,7 +1414,11 @@ function merkleVectors() {
   const nodes = new Map<string, Buffer>();
   leaves.forEach((l, i) => nodes.set(`0:${i}`, leafHash(Buffer.from(l, "hex"))));
   for (let level = 1; 2 ** level <= leaves.length; level++) {
-    for (let i = 0; (i + 1) * 2 ** level <= leaves.length; i++) nodes.set(`${level}:${i}`, nodeHash(nodes.get(`${level - 1}:${2 * i}`)!, nodes.get(`${level - 1}:${2 * i + 1}`)!));
+    for (let i = 0; (i + 1) * 2 ** level <= leaves.length; i++)
+      nodes.set(
+        `${level}:${i}`,
+        nodeHash(nodes.get(`${level - 1}:${2 * i}`)!, nodes.get(`${level - 1}:${2 * i + 1}`)!),
+      );
   }
   const node: PerfectNode = (level, index) => nodes.get(`${level}:${index}`)!;
   return {
@@ -718,12 +1449,31 @@ function sealingVectors() {
     }
   };
   const cases = [
-    { name: "license key, AAD = license id", sealed_hex: hex(sealedKey), aad: lic, plaintext_hex: hex(Buffer.from(licenseKey)), expect: true },
-    { name: "signing key (PKCS#8 DER), AAD = kid", sealed_hex: hex(sealedSigning), aad: KEY_A.kid, plaintext_hex: hex(pkcs8), expect: true },
-    { name: "license key under another license's id", sealed_hex: hex(sealedKey), aad: "lic_0000000000000000000000othr", expect: false },
+    {
+      name: "license key, AAD = license id",
+      sealed_hex: hex(sealedKey),
+      aad: lic,
+      plaintext_hex: hex(Buffer.from(licenseKey)),
+      expect: true,
+    },
+    {
+      name: "signing key (PKCS#8 DER), AAD = kid",
+      sealed_hex: hex(sealedSigning),
+      aad: KEY_A.kid,
+      plaintext_hex: hex(pkcs8),
+      expect: true,
+    },
+    {
+      name: "license key under another license's id",
+      sealed_hex: hex(sealedKey),
+      aad: "lic_0000000000000000000000othr",
+      expect: false,
+    },
     { name: "a ciphertext bit flipped", sealed_hex: hex(flipped), aad: lic, expect: false },
   ];
-  for (const c of cases) if (opens(Buffer.from(c.sealed_hex, "hex"), c.aad) !== c.expect) throw new Error(`sealing "${c.name}": licensd disagrees`);
+  for (const c of cases)
+    if (opens(Buffer.from(c.sealed_hex, "hex"), c.aad) !== c.expect)
+      throw new Error(`sealing "${c.name}": licensd disagrees`);
   const apiKey = "lsk_" + b64url(Buffer.from("test-only api key secret 32bytes"));
   return { cases, api_key: { secret: apiKey, digest_hex: hex(sha256(apiKey)) } };
 }
@@ -739,7 +1489,12 @@ async function build() {
     ],
     keys: {
       test_only: true,
-      ed25519: [KEY_A, KEY_B].map((k) => ({ kid: k.kid, seed_hex: hex(k.seed), public_key_hex: hex(k.publicKey), public_key_base64: b64(k.publicKey) })),
+      ed25519: [KEY_A, KEY_B].map((k) => ({
+        kid: k.kid,
+        seed_hex: hex(k.seed),
+        public_key_hex: hex(k.publicKey),
+        public_key_base64: b64(k.publicKey),
+      })),
       data_key_hex: hex(DATA_KEY),
       license_key_hmac_keyring: KEYRING_SECRETS,
       license_file_hmac_secret: FILE_HMAC_SECRET,
@@ -767,7 +1522,9 @@ if (process.argv.includes("--check")) {
     // missing: reported below
   }
   if (current !== text) {
-    process.stderr.write(`${path.relative(ROOT, OUT)} is not what the code produces: run \`npx tsx scripts/test-vectors.ts\` and review the diff\n`);
+    process.stderr.write(
+      `${path.relative(ROOT, OUT)} is not what the code produces: run \`npx tsx scripts/test-vectors.ts\` and review the diff\n`,
+    );
     process.exit(1);
   }
 } else {

@@ -134,7 +134,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     acquired.push(() => feed.stop());
     await feed.start();
     // This process's caches drop what a change touched as soon as it commits, before its caller hears back.
-    const events = createEvents({ clock, keyring, committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)) });
+    const events = createEvents({
+      clock,
+      keyring,
+      committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)),
+    });
     const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
     acquired.push(() => signingKeys.stop());
     await signingKeys.start();
@@ -145,9 +149,21 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const pages = new PageTokens(config.dataKey);
     const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets, new KeyCharacterPool());
     const rateLimiter = createRateLimiter(db, clock);
-    const keyFailures = createKeyFailureLimit({ db, clock, rateLimiter, rule: config.keyFailureRatePerIp, notifications: feed, logger });
+    const keyFailures = createKeyFailureLimit({
+      db,
+      clock,
+      rateLimiter,
+      rule: config.keyFailureRatePerIp,
+      notifications: feed,
+      logger,
+    });
     await keyFailures.start();
-    const foreignKeys = createForeignKeyBudget({ rateLimiter, keyFailures, rule: config.keyCollisionRatePerTenant, logger });
+    const foreignKeys = createForeignKeyBudget({
+      rateLimiter,
+      keyFailures,
+      rule: config.keyCollisionRatePerTenant,
+      logger,
+    });
     const catalog = createCatalogService({ clock, events });
     const licenses = createLicenseService({
       clock,
@@ -160,7 +176,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       foreignKeys,
     });
     const validationAnswers = new ValidationAnswers(feed);
-    const machines = createMachineService({ clock, events, catalog, keyring: licenseKeyring, signingKeys, dataKey: config.dataKey });
+    const machines = createMachineService({
+      clock,
+      events,
+      catalog,
+      keyring: licenseKeyring,
+      signingKeys,
+      dataKey: config.dataKey,
+    });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
     const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed, machines: licenseMachines });
@@ -173,7 +196,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const usageWorker = createUsageWorker({ db, clock, logger, ingest, anomalies });
     acquired.push(() => usageWorker.stop());
     await usageWorker.start();
-    const heartbeatWorker = createHeartbeatWorker({ db, clock, events, logger, rateLimiter, intervalMs: config.heartbeatSweepMs });
+    const heartbeatWorker = createHeartbeatWorker({
+      db,
+      clock,
+      events,
+      logger,
+      rateLimiter,
+      intervalMs: config.heartbeatSweepMs,
+    });
     acquired.push(() => heartbeatWorker.stop());
     heartbeatWorker.start();
     const licenseWorker = createLicenseWorker({ db, clock, events, logger });
@@ -205,9 +235,30 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         licensing: {
           ...createCatalogRpc({ db, idempotency, catalog, pages }),
-          ...createLicenseRpc({ db, clock, idempotency, licenses, validation, signingKeys, imports, machines: licenseMachines, pages, keyFailures, answers: validationAnswers }),
+          ...createLicenseRpc({
+            db,
+            clock,
+            idempotency,
+            licenses,
+            validation,
+            signingKeys,
+            imports,
+            machines: licenseMachines,
+            pages,
+            keyFailures,
+            answers: validationAnswers,
+          }),
         },
-        usage: createUsageRpc({ db, idempotency, meters, ingest, queries: usageQueries, anomalies, pages, keyFailures }),
+        usage: createUsageRpc({
+          db,
+          idempotency,
+          meters,
+          ingest,
+          queries: usageQueries,
+          anomalies,
+          pages,
+          keyFailures,
+        }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),

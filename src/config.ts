@@ -116,7 +116,11 @@ export function loadConfig(env: Env = process.env): Config {
     ...tuning,
     auditHmacKeys: keys.auditHmacKeys,
     // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
-    licenseKeySecrets: keys.licenseKeySecrets ?? { "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString("hex") },
+    licenseKeySecrets: keys.licenseKeySecrets ?? {
+      "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString(
+        "hex",
+      ),
+    },
     licenseFileHmacSecret: keys.licenseFileHmacSecret,
     ...limits,
     ...proxies,
@@ -145,7 +149,8 @@ function readSettings(env: Env): Settings {
   const rate = (name: string, def: string) => {
     const raw = str(name) ?? def;
     const rule = parseRate(raw);
-    if (rule === undefined) problems.push(`${name}=${JSON.stringify(raw)}: must be <count>/<period> like 60/1m or 10/30s, or 0 to disable`);
+    if (rule === undefined)
+      problems.push(`${name}=${JSON.stringify(raw)}: must be <count>/<period> like 60/1m or 10/30s, or 0 to disable`);
     return rule ?? null;
   };
   return { str, int, rate, problems, warnings: [] };
@@ -153,13 +158,16 @@ function readSettings(env: Env): Settings {
 
 /** LICENSD_ENV (or NODE_ENV): whether this is production. */
 function readMode({ str, problems, warnings }: Settings): boolean {
-  // NODE_ENV=production alone means production: a deployment that says so must not get generated secrets and an embedded database.
+  // NODE_ENV=production alone means production: a deployment that says so must not get generated secrets and an
+  // embedded database.
   const nodeProduction = str("NODE_ENV") === "production";
   const envName = str("LICENSD_ENV") ?? (nodeProduction ? "production" : "development");
   if (envName !== "development" && envName !== "production") {
     problems.push(`LICENSD_ENV=${JSON.stringify(envName)}: must be "development" or "production"`);
   } else if (envName === "development" && nodeProduction) {
-    warnings.push("NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so");
+    warnings.push(
+      "NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so",
+    );
   }
   return envName === "production";
 }
@@ -182,7 +190,10 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
     problems.push("LICENSD_TLS_CERT and LICENSD_TLS_KEY: set both or neither");
   }
-  for (const [name, file] of [["LICENSD_TLS_CERT", tlsCert], ["LICENSD_TLS_KEY", tlsKey]] as const) {
+  for (const [name, file] of [
+    ["LICENSD_TLS_CERT", tlsCert],
+    ["LICENSD_TLS_KEY", tlsKey],
+  ] as const) {
     if (file !== undefined && !existsSync(file)) problems.push(`${name}: no file at ${file}`);
   }
   return { host, port, databaseUrl, dataDir, tlsCert, tlsKey, logLevel };
@@ -231,9 +242,14 @@ function requireProductionSettings(
   { problems }: Settings,
   set: { databaseUrl?: string; superAdminKey?: string; dataKeyText?: string },
 ) {
-  if (set.databaseUrl === undefined) problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
-  if (set.superAdminKey === undefined) problems.push("LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)");
-  if (set.dataKeyText === undefined) problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
+  if (set.databaseUrl === undefined)
+    problems.push("LICENSD_DATABASE_URL: required in production (the embedded PostgreSQL is for development)");
+  if (set.superAdminKey === undefined)
+    problems.push(
+      "LICENSD_SUPER_ADMIN_KEY: required in production (at least 32 random bytes, e.g. `openssl rand -base64 32`)",
+    );
+  if (set.dataKeyText === undefined)
+    problems.push("LICENSD_DATA_KEY: required in production (32 random bytes, e.g. `openssl rand -base64 32`)");
 }
 
 /** The audit log's extra HMAC keys, the license-key HMAC keyring and the license-file HMAC secret. */
@@ -245,19 +261,28 @@ function readSigningKeys({ str, problems }: Settings) {
   } else {
     for (const [kid, value] of auditEntries) {
       const key = typeof value === "string" ? decodeKey(value) : undefined;
-      if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key) problems.push(`LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`);
+      if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key)
+        problems.push(
+          `LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`,
+        );
       else auditHmacKeys[kid] = key;
     }
   }
 
   let licenseKeySecrets: Record<string, string> | undefined;
   const hmacEntries = jsonEntries(str("LICENSD_HMAC_KEYS"));
-  const hmacOk = hmacEntries !== null && hmacEntries.every(([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16);
-  if (!hmacOk) problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
+  const hmacOk =
+    hmacEntries !== null &&
+    hmacEntries.every(
+      ([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16,
+    );
+  if (!hmacOk)
+    problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
   else if (hmacEntries.length > 0) licenseKeySecrets = Object.fromEntries(hmacEntries) as Record<string, string>;
 
   const licenseFileHmacSecret = str("LICENSD_LICENSE_FILE_HMAC_SECRET");
-  if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32) problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
+  if (licenseFileHmacSecret !== undefined && licenseFileHmacSecret.length < 32)
+    problems.push("LICENSD_LICENSE_FILE_HMAC_SECRET: must be at least 32 characters");
   return { auditHmacKeys, licenseKeySecrets, licenseFileHmacSecret };
 }
 
@@ -273,12 +298,20 @@ function readLimits({ rate }: Settings) {
 
 /** Which proxies' forwarding header names the client, and which header that is. */
 function readProxies({ str, problems }: Settings) {
-  const trustedProxies = (str("LICENSD_TRUSTED_PROXIES") ?? "").split(",").map((e) => e.trim()).filter((e) => e !== "");
+  const trustedProxies = (str("LICENSD_TRUSTED_PROXIES") ?? "")
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "");
   const trust = compileTrustedProxies(trustedProxies);
-  if ("bad" in trust) problems.push(`LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`);
+  if ("bad" in trust)
+    problems.push(
+      `LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`,
+    );
   const forwardedHeader = (str("LICENSD_FORWARDED_HEADER") ?? "x-forwarded-for").toLowerCase();
   if (forwardedHeader !== "x-forwarded-for" && forwardedHeader !== "forwarded") {
-    problems.push(`LICENSD_FORWARDED_HEADER=${JSON.stringify(forwardedHeader)}: must be "x-forwarded-for" or "forwarded"`);
+    problems.push(
+      `LICENSD_FORWARDED_HEADER=${JSON.stringify(forwardedHeader)}: must be "x-forwarded-for" or "forwarded"`,
+    );
   }
   return { trustedProxies, forwardedHeader: forwardedHeader as ForwardedHeader };
 }
@@ -316,7 +349,11 @@ function estimate(text: string): number {
     const { ZxcvbnFactory: Factory } = require("@zxcvbn-ts/core") as typeof import("@zxcvbn-ts/core");
     const common = require("@zxcvbn-ts/language-common") as typeof import("@zxcvbn-ts/language-common");
     // (up to 10 l33t substitutions per word: past that the search costs seconds and finds nothing more here)
-    estimator = new Factory({ dictionary: common.dictionary, graphs: common.adjacencyGraphs, l33tMaxSubstitutions: 10 });
+    estimator = new Factory({
+      dictionary: common.dictionary,
+      graphs: common.adjacencyGraphs,
+      l33tMaxSubstitutions: 10,
+    });
   }
   return estimator.check(text).guessesLog10;
 }

@@ -15,7 +15,13 @@ import { file_google_rpc_status } from "../gen/ts/google/rpc/status_pb.js";
  * licensd's own services, in the order they are documented. WebhookService (proto/licensd/webhook) has no
  * methods yet: it is served, and reported by health and reflection, once the webhooks issue brings them.
  */
-export const licensdServices: DescService[] = [TenantService, LicensingService, ActivationService, UsageService, AuditService];
+export const licensdServices: DescService[] = [
+  TenantService,
+  LicensingService,
+  ActivationService,
+  UsageService,
+  AuditService,
+];
 
 /** Every service served, licensd's and the operator ones (health, reflection). */
 export const servedServices: DescService[] = [...licensdServices, Health, ReflectionV1, ReflectionV1alpha];

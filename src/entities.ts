@@ -8,7 +8,17 @@ import { migrationsList } from "./migrations/index.js";
 import { CustomerSchema, LicenseSchema, PolicySchema, ProductSchema } from "./licensing/licensing.entity.js";
 
 /** Every entity licensd maps, for MikroORM's discovery. */
-export const entities = [TenantSchema, ApiKeySchema, IdempotencyRecordSchema, ProductSchema, PolicySchema, CustomerSchema, LicenseSchema, MachineSchema, MeterSchema];
+export const entities = [
+  TenantSchema,
+  ApiKeySchema,
+  IdempotencyRecordSchema,
+  ProductSchema,
+  PolicySchema,
+  CustomerSchema,
+  LicenseSchema,
+  MachineSchema,
+  MeterSchema,
+];
 
 /** The schema the composition root opens the database with: these entities and every migration. */
 export const schema: Schema = { entities, migrations: migrationsList };

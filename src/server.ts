@@ -69,14 +69,23 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
   let h2: http2.Http2Server | http2.Http2SecureServer;
   if (opts.tls) {
     h2 = http2.createSecureServer(
-      { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key), allowHTTP1: true, settings: H2_SETTINGS, noDelay: true },
+      {
+        cert: readFileSync(opts.tls.cert),
+        key: readFileSync(opts.tls.key),
+        allowHTTP1: true,
+        settings: H2_SETTINGS,
+        noDelay: true,
+      },
       counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
     );
     outer = h2;
   } else {
     h1 = http.createServer(counted as http.RequestListener);
     h1.keepAliveTimeout = 65_000;
-    h2 = http2.createServer({ settings: H2_SETTINGS }, counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    h2 = http2.createServer(
+      { settings: H2_SETTINGS },
+      counted as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    );
     const [h1s, h2s] = [h1, h2];
     // TCP_NODELAY on every accepted socket, as Node's own http.Server sets by default: the
     // sockets are accepted here, not by h1 or h2, so theirs never applies.

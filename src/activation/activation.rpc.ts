@@ -57,7 +57,10 @@ const machineToProto = (m: Machine) =>
 
 const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTime: timestampFromDate(l.expiresAt) });
 
-/** Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are found by it, however it was typed. */
+/**
+ * Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are
+ * found by it, however it was typed.
+ */
 const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
 
 export interface ActivationRpcDeps {
@@ -76,32 +79,69 @@ export interface ActivationRpcDeps {
 export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
   const { db, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
 
-  /** Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets live in PostgreSQL). */
+  /**
+   * Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets
+   * live in PostgreSQL).
+   */
   async function limitActivation(key: string, ip: string) {
-    if (rates.perIp && ip) await rateLimiter.take(`activate:ip:${addressBucket(ip)}`, rates.perIp, "activations from this address");
-    if (rates.perLicense) await rateLimiter.take(`activate:${keyScope(key)}`, rates.perLicense, "activations of this license");
+    if (rates.perIp && ip)
+      await rateLimiter.take(`activate:ip:${addressBucket(ip)}`, rates.perIp, "activations from this address");
+    if (rates.perLicense)
+      await rateLimiter.take(`activate:${keyScope(key)}`, rates.perLicense, "activations of this license");
   }
 
   return {
     activate: (req, ctx) =>
       keyFailures.guard(ctx.values.get(peerAddressKey), async () => {
         await limitActivation(req.key, ctx.values.get(peerAddressKey));
-        const info = { fingerprint: req.fingerprint, hostname: req.hostname, platform: req.platform, cores: req.cores, ip: ctx.values.get(peerAddressKey), metadata: req.metadata };
+        const info = {
+          fingerprint: req.fingerprint,
+          hostname: req.hostname,
+          platform: req.platform,
+          cores: req.cores,
+          ip: ctx.values.get(peerAddressKey),
+          metadata: req.metadata,
+        };
         // A machine already active and alive (an agent restarting), without an idempotency key
         // to record: one statement. Anything else takes the full path, in one transaction.
         const again = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
-        if (again) return create(pb.ActivateResponseSchema, { machine: machineToProto(again.machine), lease: leaseToProto(again.lease) });
-        return idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.ActivateRequestSchema, request: req, responseSchema: pb.ActivateResponseSchema }, async (em) => {
-          const { machine, lease } = await machines.activate(em, req.key, info);
-          return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
-        });
+        if (again)
+          return create(pb.ActivateResponseSchema, {
+            machine: machineToProto(again.machine),
+            lease: leaseToProto(again.lease),
+          });
+        return idempotency.run(
+          {
+            scope: keyScope(req.key),
+            procedure: procedureOf(ctx),
+            requestSchema: pb.ActivateRequestSchema,
+            request: req,
+            responseSchema: pb.ActivateResponseSchema,
+          },
+          async (em) => {
+            const { machine, lease } = await machines.activate(em, req.key, info);
+            return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
+          },
+        );
       }),
 
     activateOffline: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.ActivateOfflineRequestSchema, request: req, responseSchema: pb.ActivateOfflineResponseSchema }, async (em, m) => {
-        const { machine, lease } = await machines.activateOffline(em, m.tenantId, m.actor, req.request);
-        return create(pb.ActivateOfflineResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.ActivateOfflineRequestSchema,
+          request: req,
+          responseSchema: pb.ActivateOfflineResponseSchema,
+        },
+        async (em, m) => {
+          const { machine, lease } = await machines.activateOffline(em, m.tenantId, m.actor, req.request);
+          return create(pb.ActivateOfflineResponseSchema, {
+            machine: machineToProto(machine),
+            lease: leaseToProto(lease),
+          });
+        },
+      ),
 
     async *connectLease(requests, ctx) {
       for await (const event of leases.run(requests, { signal: ctx.signal, address: ctx.values.get(peerAddressKey) })) {
@@ -109,46 +149,84 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
           event:
             event.kind === "lease"
               ? { case: "lease", value: leaseToProto(event.lease) }
-              : { case: "revocation", value: { reason: event.reason, message: event.message, revokeTime: timestampFromDate(event.time) } },
+              : {
+                  case: "revocation",
+                  value: { reason: event.reason, message: event.message, revokeTime: timestampFromDate(event.time) },
+                },
         });
       }
     },
 
     deactivate: (req, ctx) => {
       if (req.machineId) {
-        return tenantMutation(idempotency, ctx, { requestSchema: pb.DeactivateRequestSchema, request: req, responseSchema: pb.DeactivateResponseSchema }, async (em, m) =>
-          create(pb.DeactivateResponseSchema, { machine: machineToProto(await machines.deactivateById(em, m.tenantId, m.actor, req.machineId)) }),
+        return tenantMutation(
+          idempotency,
+          ctx,
+          { requestSchema: pb.DeactivateRequestSchema, request: req, responseSchema: pb.DeactivateResponseSchema },
+          async (em, m) =>
+            create(pb.DeactivateResponseSchema, {
+              machine: machineToProto(await machines.deactivateById(em, m.tenantId, m.actor, req.machineId)),
+            }),
         );
       }
-      if (!req.key || !req.fingerprint) throw invalidArgument("key", "give key and fingerprint, or machine_id with an admin key");
+      if (!req.key || !req.fingerprint)
+        throw invalidArgument("key", "give key and fingerprint, or machine_id with an admin key");
       return keyFailures.guard(ctx.values.get(peerAddressKey), () =>
-        idempotency.run({ scope: keyScope(req.key), procedure: procedureOf(ctx), requestSchema: pb.DeactivateRequestSchema, request: req, responseSchema: pb.DeactivateResponseSchema }, async (em) =>
-          create(pb.DeactivateResponseSchema, { machine: machineToProto(await machines.deactivateByKey(em, req.key, req.fingerprint)) }),
+        idempotency.run(
+          {
+            scope: keyScope(req.key),
+            procedure: procedureOf(ctx),
+            requestSchema: pb.DeactivateRequestSchema,
+            request: req,
+            responseSchema: pb.DeactivateResponseSchema,
+          },
+          async (em) =>
+            create(pb.DeactivateResponseSchema, {
+              machine: machineToProto(await machines.deactivateByKey(em, req.key, req.fingerprint)),
+            }),
         ),
       );
     },
 
     heartbeat: (req, ctx) =>
       keyFailures.guard(ctx.values.get(peerAddressKey), async () => {
-        const { machine, lease } = (await machines.heartbeatFast(db, req.key, req.fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint)));
+        const { machine, lease } =
+          (await machines.heartbeatFast(db, req.key, req.fingerprint)) ??
+          (await db.tx((em) => machines.heartbeat(em, req.key, req.fingerprint)));
         return create(pb.HeartbeatResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
       }),
 
     async getMachine(req, ctx) {
-      return create(pb.GetMachineResponseSchema, { machine: machineToProto(await machines.getMachine(db.em(), readTenant(ctx, req.tenantId), req.id)) });
+      return create(pb.GetMachineResponseSchema, {
+        machine: machineToProto(await machines.getMachine(db.em(), readTenant(ctx, req.tenantId), req.id)),
+      });
     },
 
     async listMachines(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const status = req.status === MachineStatus.DEAD ? "dead" : req.status === MachineStatus.ALIVE ? "alive" : undefined;
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, status: status ?? "" } });
-      const { items, nextPageToken } = pages.pageOf(await machines.list(db.em(), tenantId, page, req.licenseId, status), page);
+      const status =
+        req.status === MachineStatus.DEAD ? "dead" : req.status === MachineStatus.ALIVE ? "alive" : undefined;
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { licenseId: req.licenseId, status: status ?? "" },
+      });
+      const { items, nextPageToken } = pages.pageOf(
+        await machines.list(db.em(), tenantId, page, req.licenseId, status),
+        page,
+      );
       return create(pb.ListMachinesResponseSchema, { machines: items.map(machineToProto), nextPageToken });
     },
 
     deleteMachine: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.DeleteMachineRequestSchema, request: req, responseSchema: pb.DeleteMachineResponseSchema }, async (em, m) =>
-        create(pb.DeleteMachineResponseSchema, { machine: machineToProto(await machines.delete(em, m.tenantId, m.actor, req.id)) }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.DeleteMachineRequestSchema, request: req, responseSchema: pb.DeleteMachineResponseSchema },
+        async (em, m) =>
+          create(pb.DeleteMachineResponseSchema, {
+            machine: machineToProto(await machines.delete(em, m.tenantId, m.actor, req.id)),
+          }),
       ),
 
     getSigningKeys() {
@@ -157,8 +235,16 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
 
     async rotateSigningKey(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const retireAfterSeconds = req.retireAfter ? Number(req.retireAfter.seconds) + req.retireAfter.nanos / 1e9 : DEFAULT_RETIRE_AFTER_SECONDS;
-      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: pb.RotateSigningKeyRequestSchema, request: req, responseSchema: pb.RotateSigningKeyResponseSchema };
+      const retireAfterSeconds = req.retireAfter
+        ? Number(req.retireAfter.seconds) + req.retireAfter.nanos / 1e9
+        : DEFAULT_RETIRE_AFTER_SECONDS;
+      const call = {
+        scope: "*",
+        procedure: procedureOf(ctx),
+        requestSchema: pb.RotateSigningKeyRequestSchema,
+        request: req,
+        responseSchema: pb.RotateSigningKeyResponseSchema,
+      };
       const res = await idempotency.run(call, async (em) => {
         const { key, retiring } = await signingKeys.rotate(em, retireAfterSeconds);
         return create(pb.RotateSigningKeyResponseSchema, { key: signingKeyToProto(key), retiringKids: retiring });

@@ -16,7 +16,14 @@ import type { Events } from "../events/events.js";
  * Offline (air-gapped) machines never heartbeat and are never culled. Safe on many
  * instances: rows are claimed with FOR UPDATE SKIP LOCKED, each in its own transaction.
  */
-export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; rateLimiter: RateLimiter; intervalMs: number }) {
+export function createHeartbeatWorker(deps: {
+  db: Database;
+  clock: Clock;
+  events: Events;
+  logger: Logger;
+  rateLimiter: RateLimiter;
+  intervalMs: number;
+}) {
   const { db, clock, events, logger, rateLimiter } = deps;
   let loop: Every | undefined;
   const BATCH = 500;
@@ -24,7 +31,13 @@ export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events
   async function markDead(): Promise<number> {
     return db.tx(async (em) => {
       const now = clock.now();
-      const due = await sql<{ id: string; tenant_id: string; license_id: string; fingerprint: string; last_ms: string }>(
+      const due = await sql<{
+        id: string;
+        tenant_id: string;
+        license_id: string;
+        fingerprint: string;
+        last_ms: string;
+      }>(
         em,
         `select m.id, m.tenant_id, m.license_id, m.fingerprint, (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
            from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
@@ -34,13 +47,21 @@ export function createHeartbeatWorker(deps: { db: Database; clock: Clock; events
         [now],
       );
       for (const m of due) {
-        await sql(em, `update machines set status = 'dead', dead_at = $1, updated_at = $2 where id = $3`, [now, now, m.id]);
+        await sql(em, `update machines set status = 'dead', dead_at = $1, updated_at = $2 where id = $3`, [
+          now,
+          now,
+          m.id,
+        ]);
         await events.emit(em, {
           tenantId: m.tenant_id,
           type: "machine.heartbeat.dead",
           subject: m.id,
           actor: "system",
-          payload: { license_id: m.license_id, fingerprint: m.fingerprint, last_heartbeat_at: new Date(Number(m.last_ms)).toISOString() },
+          payload: {
+            license_id: m.license_id,
+            fingerprint: m.fingerprint,
+            last_heartbeat_at: new Date(Number(m.last_ms)).toISOString(),
+          },
         });
       }
       return due.length;

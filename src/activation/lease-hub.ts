@@ -114,16 +114,15 @@ export class LeaseHub {
         }
       } while (t.again);
     };
-    run()
-      .then(
-        () => {
-          t.running = false;
-        },
-        (err: unknown) => {
-          t.running = false;
-          this.logger.warn({ err, tenantId }, "lease hub could not read the audit log; retrying in 1 s");
-          setTimeout(() => this.catchUp(tenantId), 1000).unref();
-        },
-      );
+    run().then(
+      () => {
+        t.running = false;
+      },
+      (err: unknown) => {
+        t.running = false;
+        this.logger.warn({ err, tenantId }, "lease hub could not read the audit log; retrying in 1 s");
+        setTimeout(() => this.catchUp(tenantId), 1000).unref();
+      },
+    );
   }
 }

@@ -18,7 +18,13 @@ export type LeaseEvent =
   | { kind: "revocation"; reason: string; message: string; time: Date };
 
 /** Failures of a heartbeat that mean the machine may no longer run (pushed as a revocation). */
-const REVOKING_REASONS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENSE_EXPIRED", "HEARTBEAT_DEAD", "MACHINE_NOT_FOUND"]);
+const REVOKING_REASONS = new Set([
+  "LICENSE_SUSPENDED",
+  "LICENSE_REVOKED",
+  "LICENSE_EXPIRED",
+  "HEARTBEAT_DEAD",
+  "MACHINE_NOT_FOUND",
+]);
 
 /** setTimeout's ceiling (about 24.8 days); later deadlines are re-armed by a later heartbeat. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -51,8 +57,12 @@ export function createLeaseSessions(deps: {
     const onAbort = () => stop.raise({ kind: "aborted" });
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
-    const revocation = (r: { reason: string; message: string }): LeaseEvent =>
-      ({ kind: "revocation", reason: r.reason, message: r.message, time: clock.now() });
+    const revocation = (r: { reason: string; message: string }): LeaseEvent => ({
+      kind: "revocation",
+      reason: r.reason,
+      message: r.message,
+      time: clock.now(),
+    });
     let stopWatching: (() => void) | undefined;
     let expiry: NodeJS.Timeout | undefined;
     let key = "";
@@ -69,20 +79,33 @@ export function createLeaseSessions(deps: {
         const msg = next.r.value;
         if (!stopWatching) {
           if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
-          if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
+          if (!msg.fingerprint)
+            throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
           ({ key, fingerprint } = msg);
           // Watch first, then check: a change committed in between is still pushed.
-          const { license, machine } = await keyFailures.guard(address, () => machines.identify(db.em(), key, fingerprint));
-          stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) => revoke({ reason, message }));
+          const { license, machine } = await keyFailures.guard(address, () =>
+            machines.identify(db.em(), key, fingerprint),
+          );
+          stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) =>
+            revoke({ reason, message }),
+          );
         } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
-          throw invalidArgument(msg.key !== key ? "key" : "fingerprint", "must match the stream's first message (or be empty)");
+          throw invalidArgument(
+            msg.key !== key ? "key" : "fingerprint",
+            "must match the stream's first message (or be empty)",
+          );
         }
         let beat;
         try {
-          beat = (await machines.heartbeatFast(db, key, fingerprint)) ?? (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
+          beat =
+            (await machines.heartbeatFast(db, key, fingerprint)) ??
+            (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
         } catch (err) {
           if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
-            yield revocation({ reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason, message: err.message });
+            yield revocation({
+              reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason,
+              message: err.message,
+            });
             return;
           }
           throw err;
@@ -91,7 +114,15 @@ export function createLeaseSessions(deps: {
         const until = machines.runsUntil(beat.license, beat.policy);
         if (until) {
           const ms = until.getTime() - clock.now().getTime();
-          if (ms <= MAX_TIMER_MS) expiry = setTimeout(() => revoke({ reason: "LICENSE_EXPIRED", message: `the license expired at ${beat.license.expiresAt!.toISOString()}` }), Math.max(0, ms));
+          if (ms <= MAX_TIMER_MS)
+            expiry = setTimeout(
+              () =>
+                revoke({
+                  reason: "LICENSE_EXPIRED",
+                  message: `the license expired at ${beat.license.expiresAt!.toISOString()}`,
+                }),
+              Math.max(0, ms),
+            );
         }
         yield { kind: "lease", lease: beat.lease };
       }

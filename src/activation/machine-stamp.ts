@@ -20,19 +20,47 @@ const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l join policies p on p.id 
    where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
      and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)`;
 const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3 ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
-/** Activate of a machine already active (an agent restarting): what it tells of itself, as the full path keeps it (empty and 0 keep what was there). */
+/**
+ * Activate of a machine already active (an agent restarting): what it tells of itself, as the full path keeps it (empty
+ * and 0 keep what was there).
+ */
 const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3,
          hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform), cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
 interface StampRow {
-  id: string; tenant_id: string; license_id: string; fingerprint: string; hostname: string; platform: string; cores: number; ip: string;
-  metadata: Record<string, string>; status: string; offline: boolean; created_ms: string;
-  l_status: License["status"]; l_expires_ms: string | null; product_id: string; policy_id: string;
-  entitlement_overrides: License["entitlementOverrides"]; agent_overrides: License["agentOverrides"]; l_max_machines: number | null;
-  p_name: string; all_features: boolean; entitlements: Policy["entitlements"]; agent_entitlements: Policy["agentEntitlements"]; p_max_machines: number; max_users: number;
-  expiration_strategy: Policy["expirationStrategy"]; grace_seconds: string; lease_ttl_seconds: string | null; offline_lease_ttl_seconds: string | null;
-  code: string; pr_name: string; features: Product["features"];
+  id: string;
+  tenant_id: string;
+  license_id: string;
+  fingerprint: string;
+  hostname: string;
+  platform: string;
+  cores: number;
+  ip: string;
+  metadata: Record<string, string>;
+  status: string;
+  offline: boolean;
+  created_ms: string;
+  l_status: License["status"];
+  l_expires_ms: string | null;
+  product_id: string;
+  policy_id: string;
+  entitlement_overrides: License["entitlementOverrides"];
+  agent_overrides: License["agentOverrides"];
+  l_max_machines: number | null;
+  p_name: string;
+  all_features: boolean;
+  entitlements: Policy["entitlements"];
+  agent_entitlements: Policy["agentEntitlements"];
+  p_max_machines: number;
+  max_users: number;
+  expiration_strategy: Policy["expirationStrategy"];
+  grace_seconds: string;
+  lease_ttl_seconds: string | null;
+  offline_lease_ttl_seconds: string | null;
+  code: string;
+  pr_name: string;
+  features: Product["features"];
 }
 
 const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
@@ -43,26 +71,65 @@ const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
  * undefined, having changed nothing, when there is no such machine alive or the license is
  * not active and unexpired (the full path answers those).
  */
-export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date, seen?: { hostname: string; platform: string; cores: number; ip: string }) {
+export async function stampMachine(
+  db: Database,
+  keyDigest: Buffer,
+  fingerprint: string,
+  now: Date,
+  seen?: { hostname: string; platform: string; cores: number; ip: string },
+) {
   const [r] = seen
-    ? await sql<StampRow>(db, ACTIVATE_STAMP, [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip], {
-        name: "licensd-activate-again",
-      })
+    ? await sql<StampRow>(
+        db,
+        ACTIVATE_STAMP,
+        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
+        {
+          name: "licensd-activate-again",
+        },
+      )
     : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
   if (!r) return undefined;
   const license = {
-    id: r.license_id, tenantId: r.tenant_id, productId: r.product_id, policyId: r.policy_id, status: r.l_status, expiresAt: ms(r.l_expires_ms),
-    entitlementOverrides: r.entitlement_overrides, agentOverrides: r.agent_overrides, maxMachines: r.l_max_machines,
+    id: r.license_id,
+    tenantId: r.tenant_id,
+    productId: r.product_id,
+    policyId: r.policy_id,
+    status: r.l_status,
+    expiresAt: ms(r.l_expires_ms),
+    entitlementOverrides: r.entitlement_overrides,
+    agentOverrides: r.agent_overrides,
+    maxMachines: r.l_max_machines,
   } as License;
   const policy = {
-    id: r.policy_id, name: r.p_name, allFeatures: r.all_features, entitlements: r.entitlements, agentEntitlements: r.agent_entitlements, maxMachines: r.p_max_machines,
-    maxUsers: r.max_users, expirationStrategy: r.expiration_strategy, graceSeconds: Number(r.grace_seconds),
-    leaseTtlSeconds: r.lease_ttl_seconds === null ? null : Number(r.lease_ttl_seconds), offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
+    id: r.policy_id,
+    name: r.p_name,
+    allFeatures: r.all_features,
+    entitlements: r.entitlements,
+    agentEntitlements: r.agent_entitlements,
+    maxMachines: r.p_max_machines,
+    maxUsers: r.max_users,
+    expirationStrategy: r.expiration_strategy,
+    graceSeconds: Number(r.grace_seconds),
+    leaseTtlSeconds: r.lease_ttl_seconds === null ? null : Number(r.lease_ttl_seconds),
+    offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
   } as Policy;
   const product = { code: r.code, name: r.pr_name, features: r.features } as Product;
   const machine = {
-    id: r.id, tenantId: r.tenant_id, licenseId: r.license_id, fingerprint: r.fingerprint, hostname: r.hostname, platform: r.platform, cores: r.cores, ip: r.ip,
-    metadata: r.metadata, lastHeartbeatAt: now, status: "alive", deadAt: null, offline: r.offline, createdAt: new Date(Number(r.created_ms)), updatedAt: now,
+    id: r.id,
+    tenantId: r.tenant_id,
+    licenseId: r.license_id,
+    fingerprint: r.fingerprint,
+    hostname: r.hostname,
+    platform: r.platform,
+    cores: r.cores,
+    ip: r.ip,
+    metadata: r.metadata,
+    lastHeartbeatAt: now,
+    status: "alive",
+    deadAt: null,
+    offline: r.offline,
+    createdAt: new Date(Number(r.created_ms)),
+    updatedAt: now,
   } as Machine;
   return { license, policy, product, machine };
 }

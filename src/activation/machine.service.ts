@@ -24,9 +24,19 @@ export const DEFAULT_OFFLINE_LEASE_TTL_SECONDS = 365 * 86_400;
 /** How old an offline activation request may be when it is uploaded. */
 const OFFLINE_REQUEST_MAX_AGE_MS = 90 * 86_400_000;
 
-/** When a license stops running on existing machines (expiry + grace, unless its strategy keeps access); null for never. */
-export function runsUntil(license: Pick<License, "expiresAt">, policy: Pick<Policy, "expirationStrategy" | "graceSeconds">): Date | null {
-  if (!license.expiresAt || policy.expirationStrategy === "allow_access" || policy.expirationStrategy === "maintain_access") return null;
+/**
+ * When a license stops running on existing machines (expiry + grace, unless its strategy keeps access); null for never.
+ */
+export function runsUntil(
+  license: Pick<License, "expiresAt">,
+  policy: Pick<Policy, "expirationStrategy" | "graceSeconds">,
+): Date | null {
+  if (
+    !license.expiresAt ||
+    policy.expirationStrategy === "allow_access" ||
+    policy.expirationStrategy === "maintain_access"
+  )
+    return null;
   return new Date(license.expiresAt.getTime() + policy.graceSeconds * 1000);
 }
 
@@ -46,14 +56,25 @@ export interface SignedLease {
 }
 
 /** Machines (seats) of licenses, and the Ed25519 leases they run on. */
-export function createMachineService(deps: { clock: Clock; events: Events; catalog: CatalogService; keyring: LicenseKeyring; signingKeys: SigningKeyStore; dataKey: Buffer }) {
+export function createMachineService(deps: {
+  clock: Clock;
+  events: Events;
+  catalog: CatalogService;
+  keyring: LicenseKeyring;
+  signingKeys: SigningKeyStore;
+  dataKey: Buffer;
+}) {
   const { clock, events, catalog, keyring, signingKeys, dataKey } = deps;
 
   /** The license a key names; with `lock`, locked for the rest of the transaction (seats are counted under it). */
   async function licenseOf(em: EntityManager, rawKey: string, lock = true): Promise<License> {
     const found = lookupLicenseKey(rawKey, keyring);
     if (!found.ok) throw unauthenticated("INVALID_LICENSE_KEY", "the license key is not valid");
-    const license = await em.findOne(License, { keyDigest: found.digest }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
+    const license = await em.findOne(
+      License,
+      { keyDigest: found.digest },
+      lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {},
+    );
     if (!license) throw unauthenticated("INVALID_LICENSE_KEY", "no license has this key");
     return license;
   }
@@ -66,8 +87,11 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     if (status === "suspended") throw failedPrecondition("LICENSE_SUSPENDED", "the license is suspended");
     if (status === "expired") {
       const inGrace = now.getTime() < license.expiresAt!.getTime() + policy.graceSeconds * 1000;
-      const keeps = policy.expirationStrategy === "allow_access" || (policy.expirationStrategy === "maintain_access" && !opts.newMachine);
-      if (!inGrace && !keeps) throw failedPrecondition("LICENSE_EXPIRED", `the license expired at ${license.expiresAt!.toISOString()}`);
+      const keeps =
+        policy.expirationStrategy === "allow_access" ||
+        (policy.expirationStrategy === "maintain_access" && !opts.newMachine);
+      if (!inGrace && !keeps)
+        throw failedPrecondition("LICENSE_EXPIRED", `the license expired at ${license.expiresAt!.toISOString()}`);
     }
   }
 
@@ -75,8 +99,16 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     return leaseOf(await catalog.getProduct(em, license.tenantId, license.productId), policy, license, machine);
   }
 
-  /** Heartbeat's and Activate's one-statement path (machine-stamp.ts): the stamped machine and a fresh lease, or undefined with nothing changed. */
-  async function stampFast(db: Database, key: string, fingerprint: string, seen?: MachineInfo): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
+  /**
+   * Heartbeat's and Activate's one-statement path (machine-stamp.ts): the stamped machine and a fresh lease, or
+   * undefined with nothing changed.
+   */
+  async function stampFast(
+    db: Database,
+    key: string,
+    fingerprint: string,
+    seen?: MachineInfo,
+  ): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
     const found = lookupLicenseKey(key, keyring);
     if (!found.ok) return undefined; // the full path says why
     const stamped = await stampMachine(db, found.digest, fingerprint, clock.now(), seen);
@@ -88,7 +120,9 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
   /** Signs a lease from the four records it describes. */
   async function leaseOf(product: Product, policy: Policy, license: License, machine: Machine): Promise<SignedLease> {
     const now = clock.now();
-    const ttl = machine.offline ? (policy.offlineLeaseTtlSeconds ?? DEFAULT_OFFLINE_LEASE_TTL_SECONDS) : (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
+    const ttl = machine.offline
+      ? (policy.offlineLeaseTtlSeconds ?? DEFAULT_OFFLINE_LEASE_TTL_SECONDS)
+      : (policy.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS);
     let expiresAt = new Date(now.getTime() + ttl * 1000);
     if (license.expiresAt && license.expiresAt > now && license.expiresAt < expiresAt) expiresAt = license.expiresAt;
     const kid = signingKeys.activeKid();
@@ -122,7 +156,13 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
   async function remove(em: EntityManager, machine: Machine, actor: string, type: string) {
     em.remove(machine);
     await em.flush();
-    await events.emit(em, { tenantId: machine.tenantId, type, subject: machine.id, actor, payload: { license_id: machine.licenseId, fingerprint: machine.fingerprint } });
+    await events.emit(em, {
+      tenantId: machine.tenantId,
+      type,
+      subject: machine.id,
+      actor,
+      payload: { license_id: machine.licenseId, fingerprint: machine.fingerprint },
+    });
     return machine;
   }
 
@@ -131,25 +171,54 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     machine.status = "alive";
     machine.deadAt = null;
     await em.flush();
-    await events.emit(em, { tenantId: machine.tenantId, type: "machine.heartbeat.resurrected", subject: machine.id, actor: `license:${license.id}`, payload: { license_id: license.id, via } });
+    await events.emit(em, {
+      tenantId: machine.tenantId,
+      type: "machine.heartbeat.resurrected",
+      subject: machine.id,
+      actor: `license:${license.id}`,
+      payload: { license_id: license.id, via },
+    });
   }
 
   /** Creates a machine under the license's row lock, enforcing node-locking and the seat limit. */
-  async function addMachine(em: EntityManager, license: License, policy: Policy, info: MachineInfo & { offline: boolean }, actor: string): Promise<Machine> {
+  async function addMachine(
+    em: EntityManager,
+    license: License,
+    policy: Policy,
+    info: MachineInfo & { offline: boolean },
+    actor: string,
+  ): Promise<Machine> {
     const now = clock.now();
     const count = await em.count(Machine, { licenseId: license.id });
     if (!policy.floating && count >= 1) {
-      throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", { license_id: license.id });
+      throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", {
+        license_id: license.id,
+      });
     }
     const max = license.maxMachines ?? policy.maxMachines;
     if (max > 0 && count >= max) {
-      throw failedPrecondition("TOO_MANY_MACHINES", `the license is active on ${count} of ${max} machines; deactivate one first`, { license_id: license.id, max_machines: String(max) });
+      throw failedPrecondition(
+        "TOO_MANY_MACHINES",
+        `the license is active on ${count} of ${max} machines; deactivate one first`,
+        { license_id: license.id, max_machines: String(max) },
+      );
     }
-    const machine = em.create(Machine, { id: newId("mach"), tenantId: license.tenantId, licenseId: license.id, ...info, status: "alive", deadAt: null, lastHeartbeatAt: now, createdAt: now, updatedAt: now });
+    const machine = em.create(Machine, {
+      id: newId("mach"),
+      tenantId: license.tenantId,
+      licenseId: license.id,
+      ...info,
+      status: "alive",
+      deadAt: null,
+      lastHeartbeatAt: now,
+      createdAt: now,
+      updatedAt: now,
+    });
     try {
       await em.flush();
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
+      if (err instanceof UniqueConstraintViolationException)
+        throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
       throw err;
     }
     await events.emit(em, {
@@ -157,7 +226,14 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       type: "machine.activated",
       subject: machine.id,
       actor,
-      payload: { license_id: license.id, fingerprint: machine.fingerprint, hostname: machine.hostname, platform: machine.platform, ip: machine.ip, offline: machine.offline },
+      payload: {
+        license_id: license.id,
+        fingerprint: machine.fingerprint,
+        hostname: machine.hostname,
+        platform: machine.platform,
+        ip: machine.ip,
+        offline: machine.offline,
+      },
     });
     return machine;
   }
@@ -171,14 +247,25 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * that fingerprint. Seats are counted under the license's row lock, so concurrent
      * activations never exceed the limit.
      */
-    async activate(em: EntityManager, key: string, info: MachineInfo): Promise<{ machine: Machine; lease: SignedLease; created: boolean }> {
+    async activate(
+      em: EntityManager,
+      key: string,
+      info: MachineInfo,
+    ): Promise<{ machine: Machine; lease: SignedLease; created: boolean }> {
       const license = await licenseOf(em, key);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
       const now = clock.now();
       const existing = await em.findOne(Machine, { licenseId: license.id, fingerprint: info.fingerprint });
       requireUsable(license, policy, { newMachine: !existing });
       if (existing) {
-        Object.assign(existing, { hostname: info.hostname || existing.hostname, platform: info.platform || existing.platform, cores: info.cores || existing.cores, ip: info.ip, lastHeartbeatAt: now, updatedAt: now });
+        Object.assign(existing, {
+          hostname: info.hostname || existing.hostname,
+          platform: info.platform || existing.platform,
+          cores: info.cores || existing.cores,
+          ip: info.ip,
+          lastHeartbeatAt: now,
+          updatedAt: now,
+        });
         if (existing.status === "dead") await revive(em, existing, license, "activate");
         await em.flush();
         return { machine: existing, lease: await lease(em, license, policy, existing), created: false };
@@ -192,25 +279,61 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      * its MAC made with that license's key), then activates like Activate, marks the
      * machine offline (never culled) and returns a long lease bound to its fingerprint.
      */
-    async activateOffline(em: EntityManager, tenantId: string, actor: string, text: string): Promise<{ machine: Machine; lease: SignedLease }> {
+    async activateOffline(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      text: string,
+    ): Promise<{ machine: Machine; lease: SignedLease }> {
       const parsed = parseOfflineActivationRequest(text);
-      if (!parsed) throw invalidArgument("request", "not a licensd activation request file (licensd-req1.…)", "INVALID_ACTIVATION_REQUEST");
+      if (!parsed)
+        throw invalidArgument(
+          "request",
+          "not a licensd activation request file (licensd-req1.…)",
+          "INVALID_ACTIVATION_REQUEST",
+        );
       const { request } = parsed;
-      if (request.fingerprint.length < 1 || request.fingerprint.length > 255) throw invalidArgument("request", "fingerprint must be 1 to 255 characters", "INVALID_ACTIVATION_REQUEST");
+      if (request.fingerprint.length < 1 || request.fingerprint.length > 255)
+        throw invalidArgument("request", "fingerprint must be 1 to 255 characters", "INVALID_ACTIVATION_REQUEST");
       const created = Date.parse(request.created_at);
       const now = clock.now();
-      if (!Number.isFinite(created) || created > now.getTime() + 300_000 || created < now.getTime() - OFFLINE_REQUEST_MAX_AGE_MS) {
-        throw invalidArgument("request", "the request was created more than 90 days ago or in the future; write a new one", "ACTIVATION_REQUEST_EXPIRED");
+      if (
+        !Number.isFinite(created) ||
+        created > now.getTime() + 300_000 ||
+        created < now.getTime() - OFFLINE_REQUEST_MAX_AGE_MS
+      ) {
+        throw invalidArgument(
+          "request",
+          "the request was created more than 90 days ago or in the future; write a new one",
+          "ACTIVATION_REQUEST_EXPIRED",
+        );
       }
-      const license = await em.findOne(License, { tenantId, keyDigest: Buffer.from(request.key_digest, "base64url") }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+      const license = await em.findOne(
+        License,
+        { tenantId, keyDigest: Buffer.from(request.key_digest, "base64url") },
+        { lockMode: LockMode.PESSIMISTIC_WRITE },
+      );
       if (!license) throw notFound("license", "(named by the request file)");
-      if (!checkOfflineActivationRequest(parsed, open(dataKey, Buffer.from(license.keySealed), license.id).toString())) {
-        throw invalidArgument("request", "the request file was altered or not written with this license's key", "INVALID_ACTIVATION_REQUEST");
+      if (
+        !checkOfflineActivationRequest(parsed, open(dataKey, Buffer.from(license.keySealed), license.id).toString())
+      ) {
+        throw invalidArgument(
+          "request",
+          "the request file was altered or not written with this license's key",
+          "INVALID_ACTIVATION_REQUEST",
+        );
       }
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
       const existing = await em.findOne(Machine, { licenseId: license.id, fingerprint: request.fingerprint });
       requireUsable(license, policy, { newMachine: !existing });
-      const info = { fingerprint: request.fingerprint, hostname: request.hostname.slice(0, 255), platform: request.platform.slice(0, 64), cores: Math.max(0, Math.min(request.cores, 100000)), ip: "", metadata: {} };
+      const info = {
+        fingerprint: request.fingerprint,
+        hostname: request.hostname.slice(0, 255),
+        platform: request.platform.slice(0, 64),
+        cores: Math.max(0, Math.min(request.cores, 100000)),
+        ip: "",
+        metadata: {},
+      };
       let machine: Machine;
       if (existing) {
         Object.assign(existing, { offline: true, status: "alive", deadAt: null, lastHeartbeatAt: now, updatedAt: now });
@@ -239,8 +362,15 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
      */
     heartbeatFast: (db: Database, key: string, fingerprint: string) => stampFast(db, key, fingerprint),
 
-    /** Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a change. */
-    async heartbeat(em: EntityManager, key: string, fingerprint: string): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy }> {
+    /**
+     * Extends a machine's life; refused (with the reason) once its license may not run. Not audited: liveness, not a
+     * change.
+     */
+    async heartbeat(
+      em: EntityManager,
+      key: string,
+      fingerprint: string,
+    ): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy }> {
       // No license lock: a heartbeat takes no seat, so agents of one license do not queue.
       const license = await licenseOf(em, key, false);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
@@ -251,7 +381,11 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       if (machine.status === "dead") {
         const window = policy.heartbeatResurrectionSeconds;
         if (window == null || machine.deadAt!.getTime() + window * 1000 < now.getTime()) {
-          throw failedPrecondition("HEARTBEAT_DEAD", `the machine was declared dead at ${machine.deadAt!.toISOString()} and can no longer be revived; activate it again`, { machine_id: machine.id });
+          throw failedPrecondition(
+            "HEARTBEAT_DEAD",
+            `the machine was declared dead at ${machine.deadAt!.toISOString()} and can no longer be revived; activate it again`,
+            { machine_id: machine.id },
+          );
         }
         await revive(em, machine, license, "heartbeat");
       }
@@ -260,8 +394,14 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
       return { machine, lease: await lease(em, license, policy, machine), license, policy };
     },
 
-    /** The license and machine a key and fingerprint name, read without locks or changes (ConnectLease's first look). */
-    async identify(em: EntityManager, key: string, fingerprint: string): Promise<{ license: License; machine: Machine }> {
+    /**
+     * The license and machine a key and fingerprint name, read without locks or changes (ConnectLease's first look).
+     */
+    async identify(
+      em: EntityManager,
+      key: string,
+      fingerprint: string,
+    ): Promise<{ license: License; machine: Machine }> {
       const license = await licenseOf(em, key, false);
       const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
       if (!machine) throw notFound("machine", fingerprint);
@@ -292,7 +432,16 @@ export function createMachineService(deps: { clock: Clock; events: Events; catal
     },
 
     list: (em: EntityManager, tenantId: string, page: Page, licenseId: string, status?: "alive" | "dead") =>
-      em.find(Machine, { tenantId, ...(licenseId ? { licenseId } : {}), ...(status ? { status } : {}), ...(page.after ? { id: { $gt: page.after } } : {}) }, { orderBy: { id: "asc" }, limit: page.size + 1 }),
+      em.find(
+        Machine,
+        {
+          tenantId,
+          ...(licenseId ? { licenseId } : {}),
+          ...(status ? { status } : {}),
+          ...(page.after ? { id: { $gt: page.after } } : {}),
+        },
+        { orderBy: { id: "asc" }, limit: page.size + 1 },
+      ),
   };
 }
 

@@ -30,19 +30,34 @@ export interface OfflineActivationRequest {
 }
 
 /** HMAC-SHA256 under the normalized license key: what a request file is MACed with. */
-export const requestMac = (key: string, input: string) => createHmac("sha256", normalizeLicenseKey(key)).update(input).digest();
+export const requestMac = (key: string, input: string) =>
+  createHmac("sha256", normalizeLicenseKey(key)).update(input).digest();
 
 /** The SHA-256 of a license key as licensd stores it (what a request file names the license by). */
 export const licenseKeyDigest = (key: string) => createHash("sha256").update(normalizeLicenseKey(key)).digest();
 
 /** Reads a request file without checking its MAC (the server needs the digest to find the key first). */
-export function parseOfflineActivationRequest(text: string): { request: OfflineActivationRequest; signingInput: string; mac: Buffer } | undefined {
+export function parseOfflineActivationRequest(
+  text: string,
+): { request: OfflineActivationRequest; signingInput: string; mac: Buffer } | undefined {
   const parts = text.trim().split(".");
   if (parts.length !== 3 || parts[0] !== REQUEST_PREFIX) return undefined;
   try {
     const request = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")) as OfflineActivationRequest;
-    if (request?.v !== 1 || request.typ !== "activation_request" || typeof request.key_digest !== "string" || typeof request.fingerprint !== "string") return undefined;
-    if (typeof request.hostname !== "string" || typeof request.platform !== "string" || !Number.isInteger(request.cores) || typeof request.created_at !== "string") return undefined;
+    if (
+      request?.v !== 1 ||
+      request.typ !== "activation_request" ||
+      typeof request.key_digest !== "string" ||
+      typeof request.fingerprint !== "string"
+    )
+      return undefined;
+    if (
+      typeof request.hostname !== "string" ||
+      typeof request.platform !== "string" ||
+      !Number.isInteger(request.cores) ||
+      typeof request.created_at !== "string"
+    )
+      return undefined;
     return { request, signingInput: `${parts[0]}.${parts[1]}`, mac: Buffer.from(parts[2]!, "base64url") };
   } catch {
     return undefined;

@@ -32,4 +32,5 @@ export const checkpointToProto = (c: SignedCheckpoint) =>
     signedText: c.signedText,
   });
 
-export const problemToProto = (p: Problem | undefined): ChainProblem => (p ? ChainProblem[p] : ChainProblem.UNSPECIFIED);
+export const problemToProto = (p: Problem | undefined): ChainProblem =>
+  p ? ChainProblem[p] : ChainProblem.UNSPECIFIED;

@@ -27,12 +27,20 @@ import type { AuditService } from "./audit.service.js";
 
 /** A seq or tree size from a request: int64 on the wire, a safe integer here (no log gets past 2^53 - 1 entries). */
 function seqOf(field: string, value: bigint): number {
-  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(field, `must be 0 to ${Number.MAX_SAFE_INTEGER}`, "OUT_OF_RANGE");
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER))
+    throw invalidArgument(field, `must be 0 to ${Number.MAX_SAFE_INTEGER}`, "OUT_OF_RANGE");
   return Number(value);
 }
 
 /** The Connect implementation of licensd.audit.v1.AuditService. */
-export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: Idempotency; audit: AuditService; keepAliveMs: number; pages: PageTokens }): ServiceImpl<typeof AuditServiceDesc> {
+export function createAuditRpc(deps: {
+  db: Database;
+  clock: Clock;
+  idempotency: Idempotency;
+  audit: AuditService;
+  keepAliveMs: number;
+  pages: PageTokens;
+}): ServiceImpl<typeof AuditServiceDesc> {
   const { db, clock, idempotency, audit, keepAliveMs, pages } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
@@ -56,7 +64,11 @@ export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: 
         end: req.endTime ? timestampDate(req.endTime) : undefined,
       };
       const newestFirst = req.order === ListOrder.NEWEST_FIRST;
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { ...filters, newestFirst } });
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { ...filters, newestFirst },
+      });
       // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
       if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidPageToken();
       const rows = await audit.list(tenantId, filters, page, newestFirst);
@@ -87,13 +99,19 @@ export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: 
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
       const stream = audit.tail(
         tenantId,
-        { afterSeq: req.afterSeq === undefined ? undefined : seqOf("after_seq", req.afterSeq), filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined }, keepAliveMs },
+        {
+          afterSeq: req.afterSeq === undefined ? undefined : seqOf("after_seq", req.afterSeq),
+          filters: { subject: req.subject || undefined, typePrefix: req.typePrefix || undefined },
+          keepAliveMs,
+        },
         ctx.signal,
       );
       for await (const item of stream) {
         yield "event" in item
           ? create(TailAuditEventsResponseSchema, { message: { case: "event", value: auditEventToProto(item.event) } })
-          : create(TailAuditEventsResponseSchema, { message: { case: "keepAlive", value: { lastSeq: BigInt(item.keepAlive) } } });
+          : create(TailAuditEventsResponseSchema, {
+              message: { case: "keepAlive", value: { lastSeq: BigInt(item.keepAlive) } },
+            });
       }
     },
 
@@ -105,29 +123,50 @@ export function createAuditRpc(deps: { db: Database; clock: Clock; idempotency: 
     async getInclusionProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
       const p = await audit.inclusion(tenantId, seqOf("seq", req.seq), seqOf("tree_size", req.treeSize));
-      return create(GetInclusionProofResponseSchema, { leafIndex: BigInt(p.leafIndex), treeSize: BigInt(p.treeSize), entryHash: p.entryHash, hashes: p.hashes });
+      return create(GetInclusionProofResponseSchema, {
+        leafIndex: BigInt(p.leafIndex),
+        treeSize: BigInt(p.treeSize),
+        entryHash: p.entryHash,
+        hashes: p.hashes,
+      });
     },
 
     async getConsistencyProof(req, ctx) {
       const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
       const p = await audit.consistency(tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
-      return create(GetConsistencyProofResponseSchema, { oldSize: BigInt(p.oldSize), newSize: BigInt(p.newSize), hashes: p.hashes });
+      return create(GetConsistencyProofResponseSchema, {
+        oldSize: BigInt(p.oldSize),
+        newSize: BigInt(p.newSize),
+        hashes: p.hashes,
+      });
     },
 
     pruneAuditLog: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: PruneAuditLogRequestSchema, request: req, responseSchema: PruneAuditLogResponseSchema }, async (em, m) => {
-        if (ctx.values.get(principalKey).kind === "super_admin") {
-          const rows = await sql(em, `select 1 from tenants where id = $1`, [m.tenantId]);
-          if (rows.length === 0) throw notFound("tenant", m.tenantId);
-        }
-        const cut = req.cut;
-        if (cut.case === undefined) throw invalidArgument("cut", "give through_seq or older_than");
-        const what =
-          cut.case === "throughSeq"
-            ? { throughSeq: seqOf("through_seq", cut.value) }
-            : { olderThan: new Date(clock.now().getTime() - Number(cut.value.seconds) * 1000 - Math.floor(cut.value.nanos / 1e6)) };
-        const r = await audit.prune(em, m.tenantId, m.actor, what);
-        return create(PruneAuditLogResponseSchema, { removedCount: BigInt(r.removed), throughSeq: BigInt(r.throughSeq) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: PruneAuditLogRequestSchema, request: req, responseSchema: PruneAuditLogResponseSchema },
+        async (em, m) => {
+          if (ctx.values.get(principalKey).kind === "super_admin") {
+            const rows = await sql(em, `select 1 from tenants where id = $1`, [m.tenantId]);
+            if (rows.length === 0) throw notFound("tenant", m.tenantId);
+          }
+          const cut = req.cut;
+          if (cut.case === undefined) throw invalidArgument("cut", "give through_seq or older_than");
+          const what =
+            cut.case === "throughSeq"
+              ? { throughSeq: seqOf("through_seq", cut.value) }
+              : {
+                  olderThan: new Date(
+                    clock.now().getTime() - Number(cut.value.seconds) * 1000 - Math.floor(cut.value.nanos / 1e6),
+                  ),
+                };
+          const r = await audit.prune(em, m.tenantId, m.actor, what);
+          return create(PruneAuditLogResponseSchema, {
+            removedCount: BigInt(r.removed),
+            throughSeq: BigInt(r.throughSeq),
+          });
+        },
+      ),
   };
 }

@@ -8,7 +8,16 @@ import type { AuditKeyring } from "../events/audit-keyring.js";
 import { entryHash, GENESIS_HASH, type EntryFields, type Events } from "../events/events.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { checkpointText, cutText } from "./checkpoint.js";
-import { consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, nodeHash, rootHash, withNodes, type PerfectNode } from "../events/merkle.js";
+import {
+  consistencyProof,
+  EMPTY_ROOT,
+  inclusionProof,
+  leafHash,
+  nodeHash,
+  rootHash,
+  withNodes,
+  type PerfectNode,
+} from "../events/merkle.js";
 
 /** An audit entry as stored: the hashed fields, and the hash and signature over them. */
 export interface AuditEntry extends EntryFields {
@@ -132,7 +141,8 @@ export function createAuditService(deps: {
     };
   }
 
-  const computeWithTree = <T>(em: EntityManager, tenantId: string, compute: (node: PerfectNode) => T) => withNodes(compute, nodeFetcher(em, tenantId));
+  const computeWithTree = <T>(em: EntityManager, tenantId: string, compute: (node: PerfectNode) => T) =>
+    withNodes(compute, nodeFetcher(em, tenantId));
 
   return {
     async list(tenantId: string, filters: AuditFilters, page: Page, newestFirst: boolean): Promise<AuditEntry[]> {
@@ -144,7 +154,10 @@ export function createAuditService(deps: {
     },
 
     async get(tenantId: string, id: string): Promise<AuditEntry> {
-      const [row] = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and id = $2`, [tenantId, id]);
+      const [row] = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and id = $2`, [
+        tenantId,
+        id,
+      ]);
       if (!row) throw notFound("audit_event", id);
       return toEntry(row);
     },
@@ -161,9 +174,14 @@ export function createAuditService(deps: {
       const floor = cut ? Number(cut.seq) + 1 : 1;
       const start = startSeq === 0 ? floor : startSeq;
       const end = endSeq === 0 ? head : endSeq;
-      if (start < floor) throw invalidArgument("start_seq", `entries before ${floor} were removed by retention`, "PRUNED");
+      if (start < floor)
+        throw invalidArgument("start_seq", `entries before ${floor} were removed by retention`, "PRUNED");
       if (end > head) throw invalidArgument("end_seq", `the log ends at ${head}`, "OUT_OF_RANGE");
-      const report = (r: Omit<ChainReport, "startSeq" | "endSeq">): ChainReport => ({ ...r, startSeq: start, endSeq: end });
+      const report = (r: Omit<ChainReport, "startSeq" | "endSeq">): ChainReport => ({
+        ...r,
+        startSeq: start,
+        endSeq: end,
+      });
       if (start > end) return report({ valid: true, eventsChecked: 0, firstBadSeq: 0, detail: "empty range" });
 
       let expectedPrev: Buffer;
@@ -171,14 +189,31 @@ export function createAuditService(deps: {
         const text = cutText(tenantId, Number(cut.seq), cut.hash, new Date(Number(cut.cut_ms)));
         const key = signingKeys.publicKeys().find((k) => k.kid === cut.kid);
         if (!key || !verifyEd25519(key.publicKey, Buffer.from(text), cut.signature)) {
-          return report({ valid: false, eventsChecked: 0, firstBadSeq: start, problem: "BROKEN_LINK", detail: `the retention cut at ${cut.seq} is not signed by a known key` });
+          return report({
+            valid: false,
+            eventsChecked: 0,
+            firstBadSeq: start,
+            problem: "BROKEN_LINK",
+            detail: `the retention cut at ${cut.seq} is not signed by a known key`,
+          });
         }
         expectedPrev = cut.hash;
       } else if (start === 1) {
         expectedPrev = GENESIS_HASH;
       } else {
-        const [prev] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, start - 1]);
-        if (!prev) return report({ valid: false, eventsChecked: 0, firstBadSeq: start - 1, problem: "MISSING_SEQ", detail: `entry ${start - 1} is missing` });
+        const [prev] = await sql<{ hash: Buffer }>(
+          em,
+          `select hash from audit_events where tenant_id = $1 and seq = $2`,
+          [tenantId, start - 1],
+        );
+        if (!prev)
+          return report({
+            valid: false,
+            eventsChecked: 0,
+            firstBadSeq: start - 1,
+            problem: "MISSING_SEQ",
+            detail: `entry ${start - 1} is missing`,
+          });
         expectedPrev = prev.hash;
       }
 
@@ -200,19 +235,29 @@ export function createAuditService(deps: {
         const rebuilt: { level: number; index: number; hash: Buffer; seq: number }[] = [];
         for (const row of rows) {
           const e = toEntry(row);
-          const bad = (problem: ChainProblem, detail: string, seq = e.seq) => report({ valid: false, eventsChecked: checked, firstBadSeq: seq, problem, detail });
-          if (e.seq !== expectedSeq) return bad("MISSING_SEQ", `entry ${expectedSeq} is missing (next present is ${e.seq})`, expectedSeq);
-          if (!entryHash(e).equals(e.hash)) return bad("HASH_MISMATCH", `entry ${e.seq}: stored hash does not match its contents`);
-          if (!e.prevHash.equals(expectedPrev)) return bad("BROKEN_LINK", `entry ${e.seq}: prev_hash is not the hash of entry ${e.seq - 1}`);
-          if (!keyring.verify(e.kid, e.hash, e.signature)) return bad("BAD_SIGNATURE", `entry ${e.seq}: signature does not verify under key ${e.kid}`);
+          const bad = (problem: ChainProblem, detail: string, seq = e.seq) =>
+            report({ valid: false, eventsChecked: checked, firstBadSeq: seq, problem, detail });
+          if (e.seq !== expectedSeq)
+            return bad("MISSING_SEQ", `entry ${expectedSeq} is missing (next present is ${e.seq})`, expectedSeq);
+          if (!entryHash(e).equals(e.hash))
+            return bad("HASH_MISMATCH", `entry ${e.seq}: stored hash does not match its contents`);
+          if (!e.prevHash.equals(expectedPrev))
+            return bad("BROKEN_LINK", `entry ${e.seq}: prev_hash is not the hash of entry ${e.seq - 1}`);
+          if (!keyring.verify(e.kid, e.hash, e.signature))
+            return bad("BAD_SIGNATURE", `entry ${e.seq}: signature does not verify under key ${e.kid}`);
           const leaf = leafHash(e.hash);
-          if (!row.leaf || !leaf.equals(row.leaf)) return bad("TREE_MISMATCH", `entry ${e.seq} is not the leaf the Merkle tree recorded`);
+          if (!row.leaf || !leaf.equals(row.leaf))
+            return bad("TREE_MISMATCH", `entry ${e.seq} is not the leaf the Merkle tree recorded`);
           stack.push({ level: 0, index: e.seq - 1, hash: leaf });
           while (stack.length >= 2) {
             const right = stack[stack.length - 1];
             const left = stack[stack.length - 2];
             if (left.level !== right.level || left.index % 2 !== 0 || right.index !== left.index + 1) break;
-            stack.splice(-2, 2, { level: left.level + 1, index: left.index / 2, hash: nodeHash(left.hash, right.hash) });
+            stack.splice(-2, 2, {
+              level: left.level + 1,
+              index: left.index / 2,
+              hash: nodeHash(left.hash, right.hash),
+            });
             rebuilt.push({ ...stack[stack.length - 1], seq: e.seq });
           }
           checked++;
@@ -233,7 +278,13 @@ export function createAuditService(deps: {
         }
       }
       if (expectedSeq <= end) {
-        return report({ valid: false, eventsChecked: checked, firstBadSeq: expectedSeq, problem: "MISSING_SEQ", detail: `entry ${expectedSeq} is missing` });
+        return report({
+          valid: false,
+          eventsChecked: checked,
+          firstBadSeq: expectedSeq,
+          problem: "MISSING_SEQ",
+          detail: `entry ${expectedSeq} is missing`,
+        });
       }
       return report({ valid: true, eventsChecked: checked, firstBadSeq: 0, detail: `${checked} entries verified` });
     },
@@ -243,13 +294,22 @@ export function createAuditService(deps: {
      * keep-alive every `keepAliveMs` while nothing matches. Commits are in seq order
      * (the head lock), so reading `seq > cursor` never skips an entry.
      */
-    async *tail(tenantId: string, opts: { afterSeq?: number; filters: AuditFilters; keepAliveMs: number }, signal: AbortSignal): AsyncGenerator<TailItem> {
+    async *tail(
+      tenantId: string,
+      opts: { afterSeq?: number; filters: AuditFilters; keepAliveMs: number },
+      signal: AbortSignal,
+    ): AsyncGenerator<TailItem> {
       let cursor = opts.afterSeq ?? (await headSeq(db.em(), tenantId));
       const matches = (e: AuditEntry) =>
-        (!opts.filters.subject || e.subject === opts.filters.subject) && (!opts.filters.typePrefix || e.type.startsWith(opts.filters.typePrefix));
+        (!opts.filters.subject || e.subject === opts.filters.subject) &&
+        (!opts.filters.typePrefix || e.type.startsWith(opts.filters.typePrefix));
       let idleSince = Date.now();
       while (!signal.aborted) {
-        const rows = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and seq > $2 order by seq limit 500`, [tenantId, cursor]);
+        const rows = await sql<Row>(
+          db,
+          `select ${COLUMNS} from audit_events where tenant_id = $1 and seq > $2 order by seq limit 500`,
+          [tenantId, cursor],
+        );
         for (const row of rows) {
           const e = toEntry(row);
           cursor = e.seq;
@@ -286,7 +346,10 @@ export function createAuditService(deps: {
       if (size > head) throw invalidArgument("tree_size", `the log has ${head} entries`, "OUT_OF_RANGE");
       if (seq > size) throw invalidArgument("seq", `must be at most the tree size (${size})`, "OUT_OF_RANGE");
       const hashes = await computeWithTree(em, tenantId, (node) => inclusionProof(seq - 1, size, node));
-      const [row] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, seq]);
+      const [row] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [
+        tenantId,
+        seq,
+      ]);
       return { leafIndex: seq - 1, treeSize: size, entryHash: row?.hash ?? Buffer.alloc(0), hashes };
     },
 
@@ -306,24 +369,55 @@ export function createAuditService(deps: {
      * keeping a signed record of where it cut (and the Merkle tree, so proofs and
      * checkpoints still cover the whole history). The cut itself is an audit entry.
      */
-    async prune(em: EntityManager, tenantId: string, actor: string, what: { throughSeq: number } | { olderThan: Date }): Promise<{ removed: number; throughSeq: number }> {
+    async prune(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      what: { throughSeq: number } | { olderThan: Date },
+    ): Promise<{ removed: number; throughSeq: number }> {
       let throughSeq: number;
       if ("throughSeq" in what) {
         throughSeq = what.throughSeq;
       } else {
-        const [row] = await sql<{ seq: string | null }>(em, `select max(seq) as seq from audit_events where tenant_id = $1 and occurred_at < $2`, [tenantId, what.olderThan]);
+        const [row] = await sql<{ seq: string | null }>(
+          em,
+          `select max(seq) as seq from audit_events where tenant_id = $1 and occurred_at < $2`,
+          [tenantId, what.olderThan],
+        );
         if (row.seq === null) return { removed: 0, throughSeq: 0 };
         throughSeq = Number(row.seq);
       }
-      const [entry] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [tenantId, throughSeq]);
-      if (!entry) throw failedPrecondition("NOTHING_TO_CUT", `entry ${throughSeq} is not in the log (already cut, or not written yet)`, { field: "through_seq" });
+      const [entry] = await sql<{ hash: Buffer }>(
+        em,
+        `select hash from audit_events where tenant_id = $1 and seq = $2`,
+        [tenantId, throughSeq],
+      );
+      if (!entry)
+        throw failedPrecondition(
+          "NOTHING_TO_CUT",
+          `entry ${throughSeq} is not in the log (already cut, or not written yet)`,
+          { field: "through_seq" },
+        );
       const cutAt = clock.now();
       const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, entry.hash, cutAt)));
-      await sql(em, `insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values ($1, $2, $3, $4, $5, $6)`, [tenantId, throughSeq, entry.hash, cutAt, kid, signature]);
+      await sql(
+        em,
+        `insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values ($1, $2, $3, $4, $5, $6)`,
+        [tenantId, throughSeq, entry.hash, cutAt, kid, signature],
+      );
       await sql(em, `set local licensd.audit_retention = 'on'`);
-      const removed = await affectedRows(em, `delete from audit_events where tenant_id = $1 and seq <= $2`, [tenantId, throughSeq]);
+      const removed = await affectedRows(em, `delete from audit_events where tenant_id = $1 and seq <= $2`, [
+        tenantId,
+        throughSeq,
+      ]);
       await sql(em, `set local licensd.audit_retention = 'off'`);
-      await events.emit(em, { tenantId, type: "audit.retention.cut", subject: tenantId, actor, payload: { through_seq: throughSeq, removed } });
+      await events.emit(em, {
+        tenantId,
+        type: "audit.retention.cut",
+        subject: tenantId,
+        actor,
+        payload: { through_seq: throughSeq, removed },
+      });
       return { removed, throughSeq };
     },
   };

@@ -5,7 +5,12 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { loadDevSecrets } from "../platform/dev-secrets.js";
-import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../sdk/audit-verifier.js";
+import {
+  entryHash,
+  verifyCheckpoint,
+  verifyCheckpointConsistency,
+  verifyEntryInclusion,
+} from "../sdk/audit-verifier.js";
 import path from "node:path";
 
 interface SavedCheckpoint {
@@ -15,7 +20,14 @@ interface SavedCheckpoint {
 }
 
 /** `licensd audit verify`: prints each check and returns whether all passed. */
-export async function verifyAuditLog(opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint; event?: string }): Promise<boolean> {
+export async function verifyAuditLog(opts: {
+  url: string;
+  tenant: string;
+  key?: string;
+  state?: string;
+  seq?: bigint;
+  event?: string;
+}): Promise<boolean> {
   let key = opts.key ?? process.env.LICENSD_SUPER_ADMIN_KEY;
   const secrets = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd", "secrets.json");
   if (!key && existsSync(secrets)) key = loadDevSecrets(path.dirname(secrets)).superAdminKey;
@@ -27,39 +39,84 @@ export async function verifyAuditLog(opts: { url: string; tenant: string; key?: 
   const audit = createClient(AuditService, transport);
   const keys = (await createClient(ActivationService, transport).getSigningKeys({})).keys;
   const cp = (await audit.getCheckpoint({ tenantId: opts.tenant })).checkpoint!;
-  const checkpoint = { tenantId: cp.tenantId, treeSize: Number(cp.treeSize), rootHash: cp.rootHash, signTime: timestampDate(cp.signTime!), kid: cp.kid, signature: cp.signature };
+  const checkpoint = {
+    tenantId: cp.tenantId,
+    treeSize: Number(cp.treeSize),
+    rootHash: cp.rootHash,
+    signTime: timestampDate(cp.signTime!),
+    kid: cp.kid,
+    signature: cp.signature,
+  };
   let ok = true;
   const report = (passed: boolean, what: string) => {
     ok &&= passed;
     console.log(`${passed ? "ok  " : "FAIL"} ${what}`);
   };
-  report(verifyCheckpoint(checkpoint, keys), `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`);
+  report(
+    verifyCheckpoint(checkpoint, keys),
+    `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
+  );
 
-  const saved: SavedCheckpoint | undefined = opts.state && existsSync(opts.state) ? (JSON.parse(readFileSync(opts.state, "utf8")) as SavedCheckpoint) : undefined;
+  const saved: SavedCheckpoint | undefined =
+    opts.state && existsSync(opts.state)
+      ? (JSON.parse(readFileSync(opts.state, "utf8")) as SavedCheckpoint)
+      : undefined;
   if (saved && saved.tenantId === cp.tenantId) {
     if (saved.treeSize > checkpoint.treeSize) {
-      report(false, `the log shrank from ${saved.treeSize} to ${checkpoint.treeSize} entries since the saved checkpoint`);
+      report(
+        false,
+        `the log shrank from ${saved.treeSize} to ${checkpoint.treeSize} entries since the saved checkpoint`,
+      );
     } else if (saved.treeSize > 0) {
-      const proof = await audit.getConsistencyProof({ tenantId: opts.tenant, oldSize: BigInt(saved.treeSize), newSize: cp.treeSize });
+      const proof = await audit.getConsistencyProof({
+        tenantId: opts.tenant,
+        oldSize: BigInt(saved.treeSize),
+        newSize: cp.treeSize,
+      });
       const older = { treeSize: saved.treeSize, rootHash: Buffer.from(saved.rootHash, "base64") };
-      report(verifyCheckpointConsistency(older, checkpoint, proof.hashes), `consistent with the saved checkpoint of ${saved.treeSize} entries (history only appended to)`);
+      report(
+        verifyCheckpointConsistency(older, checkpoint, proof.hashes),
+        `consistent with the saved checkpoint of ${saved.treeSize} entries (history only appended to)`,
+      );
     }
   }
   if (opts.seq !== undefined) {
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: opts.seq, treeSize: cp.treeSize });
-    report(verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint), `entry ${opts.seq} is in the signed tree`);
+    report(
+      verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint),
+      `entry ${opts.seq} is in the signed tree`,
+    );
   }
   if (opts.event !== undefined) {
     // The entry as the server shows it, hashed here from its fields (docs/formats.md), so the
     // proof is about this content and not about a hash the server merely asserts.
     const e = (await audit.getAuditEvent({ tenantId: opts.tenant, id: opts.event })).event!;
-    const hash = entryHash({ tenantId: e.tenantId, seq: Number(e.seq), id: e.id, type: e.type, subject: e.subject, actor: e.actor, payload: e.payload ?? {}, occurredAt: timestampDate(e.occurTime!), prevHash: e.prevHash });
+    const hash = entryHash({
+      tenantId: e.tenantId,
+      seq: Number(e.seq),
+      id: e.id,
+      type: e.type,
+      subject: e.subject,
+      actor: e.actor,
+      payload: e.payload ?? {},
+      occurredAt: timestampDate(e.occurTime!),
+      prevHash: e.prevHash,
+    });
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: e.seq, treeSize: cp.treeSize });
-    const included = Buffer.from(proof.entryHash).equals(hash) && verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
-    report(included, `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… and is in the signed tree`);
+    const included =
+      Buffer.from(proof.entryHash).equals(hash) &&
+      verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
+    report(
+      included,
+      `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… and is in the signed tree`,
+    );
   }
   if (ok && opts.state) {
-    const next: SavedCheckpoint = { tenantId: cp.tenantId, treeSize: checkpoint.treeSize, rootHash: Buffer.from(cp.rootHash).toString("base64") };
+    const next: SavedCheckpoint = {
+      tenantId: cp.tenantId,
+      treeSize: checkpoint.treeSize,
+      rootHash: Buffer.from(cp.rootHash).toString("base64"),
+    };
     writeFileSync(opts.state, JSON.stringify(next, null, 2));
   }
   return ok;

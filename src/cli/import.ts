@@ -5,7 +5,10 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { LicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
-import { ImportLicensesRequestSchema, LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import {
+  ImportLicensesRequestSchema,
+  LicensingService,
+} from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 
 type Row = MessageInitShape<typeof ImportLicensesRequestSchema>;
 
@@ -25,7 +28,16 @@ function parseLine(line: string, format: "datatools" | "vinzy", base: Row): Row 
   };
   if (format === "datatools") {
     // DataTools issuance log: {license_key, name, email, tier, issued_at, expires_at, blob}
-    return { ...base, licenseKey: str("license_key"), customerName: str("name"), customerEmail: str("email"), tier: str("tier"), issuedAt: time("issued_at"), expireTime: time("expires_at"), metadata: { source: "datatools" } };
+    return {
+      ...base,
+      licenseKey: str("license_key"),
+      customerName: str("name"),
+      customerEmail: str("email"),
+      tier: str("tier"),
+      issuedAt: time("issued_at"),
+      expireTime: time("expires_at"),
+      metadata: { source: "datatools" },
+    };
   }
   // Vinzy licenses: {key, customer_name|name, customer_email|email, organization, tier|policy, status, expires_at}
   const status = str("status").toLowerCase();
@@ -38,15 +50,31 @@ function parseLine(line: string, format: "datatools" | "vinzy", base: Row): Row 
     tier: str("tier", "policy"),
     issuedAt: time("created_at"),
     expireTime: time("expires_at"),
-    status: status === "suspended" ? LicenseStatus.SUSPENDED : status === "revoked" ? LicenseStatus.REVOKED : LicenseStatus.ACTIVE,
+    status:
+      status === "suspended"
+        ? LicenseStatus.SUSPENDED
+        : status === "revoked"
+          ? LicenseStatus.REVOKED
+          : LicenseStatus.ACTIVE,
     metadata: { source: "vinzy" },
   };
 }
 
-/** `licensd import FILE`: streams the file's rows to ImportLicenses with a progress bar; returns whether every row was imported. */
-export async function importFile(opts: { file: string; format: "datatools" | "vinzy"; product: string; tenant: string; url: string; key: string }): Promise<boolean> {
+/**
+ * `licensd import FILE`: streams the file's rows to ImportLicenses with a progress bar; returns whether every row was
+ * imported.
+ */
+export async function importFile(opts: {
+  file: string;
+  format: "datatools" | "vinzy";
+  product: string;
+  tenant: string;
+  url: string;
+  key: string;
+}): Promise<boolean> {
   const lines: string[] = [];
-  for await (const line of createInterface({ input: createReadStream(opts.file), crlfDelay: Infinity })) if (line.trim() !== "") lines.push(line);
+  for await (const line of createInterface({ input: createReadStream(opts.file), crlfDelay: Infinity }))
+    if (line.trim() !== "") lines.push(line);
   const base: Row = { tenantId: opts.tenant, productId: opts.product };
   const local: { line: number; text: string }[] = [];
   const sentLine: number[] = [];
@@ -54,7 +82,9 @@ export async function importFile(opts: { file: string; format: "datatools" | "vi
   const bar = (done: number) => {
     const width = 30;
     const filled = Math.round((done / Math.max(lines.length, 1)) * width);
-    process.stderr.write(`${tty ? "\r" : ""}importing [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${lines.length}${tty ? "" : "\n"}`);
+    process.stderr.write(
+      `${tty ? "\r" : ""}importing [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${lines.length}${tty ? "" : "\n"}`,
+    );
   };
   async function* rows() {
     for (let i = 0; i < lines.length; i++) {
@@ -79,7 +109,9 @@ export async function importFile(opts: { file: string; format: "datatools" | "vi
   });
   const summary = await createClient(LicensingService, transport).importLicenses(rows());
   if (tty) process.stderr.write("\n");
-  console.log(`received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), failed ${Number(summary.failed) + local.length}`);
+  console.log(
+    `received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), failed ${Number(summary.failed) + local.length}`,
+  );
   // One report in file order: lines the command could not read, and rows the server refused.
   const refused = summary.errors.map((e) => ({ line: sentLine[Number(e.index)]!, text: `${e.reason}: ${e.message}` }));
   for (const e of [...local, ...refused].sort((a, b) => a.line - b.line)) console.log(`line ${e.line}: ${e.text}`);

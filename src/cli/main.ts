@@ -10,19 +10,29 @@ import { createApp, openStorage, type App } from "../app.js";
 import { ConfigError, loadConfig, loadDevSecrets, type Config } from "../config.js";
 import { createLogger, type Logger } from "../platform/logger.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/ts/health/v1/health_pb.js";
-import { TenantService, CreateTenantResponseSchema, ListTenantsResponseSchema, CreateApiKeyResponseSchema } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import {
+  TenantService,
+  CreateTenantResponseSchema,
+  ListTenantsResponseSchema,
+  CreateApiKeyResponseSchema,
+} from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { verifyAuditLog } from "./audit-verify.js";
 import { AuditService, PruneAuditLogResponseSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { importFile } from "./import.js";
 import { createOfflineActivationRequest } from "../sdk/offline-activation.js";
-import { ActivationService, RotateSigningKeyResponseSchema } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  RotateSigningKeyResponseSchema,
+} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import packageJson from "../../package.json" with { type: "json" };
 
 const program = new Command()
   .name("licensd")
-  .description("Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.")
+  .description(
+    "Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.",
+  )
   .version(packageJson.version, "-V, --version", "print the licensd version");
 
 const positiveInt = (value: string) => {
@@ -96,7 +106,11 @@ program
       if (v === undefined || v === ApiKeyScope.UNSPECIFIED) throw new InvalidArgumentError(`unknown scope ${s}`);
       return v;
     });
-    const res = await apiClient(TenantService, opts.url).createApiKey({ tenantId: opts.tenant, name: opts.name, scopes });
+    const res = await apiClient(TenantService, opts.url).createApiKey({
+      tenantId: opts.tenant,
+      name: opts.name,
+      scopes,
+    });
     console.log(toJsonString(CreateApiKeyResponseSchema, res, { prettySpaces: 2 }));
   });
 
@@ -118,55 +132,86 @@ audit
   });
 audit
   .command("prune")
-  .description("the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)")
+  .description(
+    "the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)",
+  )
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
   .option("--through-seq <n>", "remove entries 1..n", (v) => positiveBig(v))
   .option("--older-than-days <d>", "remove entries older than d days", (v) => positiveBig(v))
   .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
   .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
   .action(async (opts: { tenant: string; throughSeq?: bigint; olderThanDays?: bigint; key?: string; url: string }) => {
-    if ((opts.throughSeq === undefined) === (opts.olderThanDays === undefined)) throw new InvalidArgumentError("give --through-seq or --older-than-days");
+    if ((opts.throughSeq === undefined) === (opts.olderThanDays === undefined))
+      throw new InvalidArgumentError("give --through-seq or --older-than-days");
     const cut =
       opts.throughSeq !== undefined
         ? ({ case: "throughSeq", value: opts.throughSeq } as const)
         : ({ case: "olderThan", value: { seconds: opts.olderThanDays! * 86_400n, nanos: 0 } } as const);
-    const res = await apiClient(AuditService, opts.url, opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey()).pruneAuditLog({ tenantId: opts.tenant, cut });
+    const res = await apiClient(
+      AuditService,
+      opts.url,
+      opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey(),
+    ).pruneAuditLog({ tenantId: opts.tenant, cut });
     console.log(toJsonString(PruneAuditLogResponseSchema, res, { alwaysEmitImplicit: true }));
   });
 
 program
   .command("import")
-  .description("import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their keys); a bad row is reported, the rest go on")
+  .description(
+    "import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their keys); a bad row is reported, the rest go on",
+  )
   .argument("<file>", "JSON lines, one license per line")
   .requiredOption("--product <id>", "the product the licenses are for (prod_…); tiers name its policies")
   .option("--format <format>", "datatools or vinzy", "datatools")
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
   .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
   .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (file: string, opts: { product: string; format: string; tenant: string; key?: string; url: string }) => {
-    if (opts.format !== "datatools" && opts.format !== "vinzy") throw new InvalidArgumentError("--format is datatools or vinzy");
-    const key = opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey();
-    const ok = await importFile({ file, format: opts.format, product: opts.product, tenant: opts.tenant, url: opts.url, key });
-    process.exitCode = ok ? 0 : 1;
-  });
+  .action(
+    async (file: string, opts: { product: string; format: string; tenant: string; key?: string; url: string }) => {
+      if (opts.format !== "datatools" && opts.format !== "vinzy")
+        throw new InvalidArgumentError("--format is datatools or vinzy");
+      const key = opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey();
+      const ok = await importFile({
+        file,
+        format: opts.format,
+        product: opts.product,
+        tenant: opts.tenant,
+        url: opts.url,
+        key,
+      });
+      process.exitCode = ok ? 0 : 1;
+    },
+  );
 
-const activation = program.command("activation").description("air-gapped activation: a request file from the offline machine, a response file back");
+const activation = program
+  .command("activation")
+  .description("air-gapped activation: a request file from the offline machine, a response file back");
 activation
   .command("request")
-  .description("on the machine that cannot reach licensd: write an activation request file (it names the license by the key's SHA-256 and is MACed with the key; the key itself is not in it)")
+  .description(
+    "on the machine that cannot reach licensd: write an activation request file (it names the license by the key's SHA-256 and is MACed with the key; the key itself is not in it)",
+  )
   .requiredOption("--license-key <key>", "the license key")
   .requiredOption("--fingerprint <fingerprint>", "this machine's fingerprint")
   .option("--hostname <name>", "host name to record", os.hostname())
   .option("--platform <platform>", "platform to record", `${process.platform}-${process.arch}`)
   .requiredOption("--out <file>", "where to write the request file")
   .action((opts: { licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }) => {
-    const text = createOfflineActivationRequest({ key: opts.licenseKey, fingerprint: opts.fingerprint, hostname: opts.hostname, platform: opts.platform, cores: os.availableParallelism() });
+    const text = createOfflineActivationRequest({
+      key: opts.licenseKey,
+      fingerprint: opts.fingerprint,
+      hostname: opts.hostname,
+      platform: opts.platform,
+      cores: os.availableParallelism(),
+    });
     writeFileSync(opts.out, `${text}\n`, { mode: 0o600 });
     console.log(`wrote ${opts.out}: carry it to your vendor, who answers with a response file`);
   });
 activation
   .command("respond")
-  .description("at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that machine) to carry back")
+  .description(
+    "at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that machine) to carry back",
+  )
   .argument("<request-file>", "the request file")
   .requiredOption("--out <file>", "where to write the response file")
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
@@ -176,18 +221,35 @@ activation
     const client = apiClient(ActivationService, opts.url, opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey());
     const res = await client.activateOffline({ tenantId: opts.tenant, request: readFileSync(file, "utf8") });
     writeFileSync(opts.out, `${res.lease!.token}\n`);
-    console.log(JSON.stringify({ machine_id: res.machine!.id, fingerprint: res.machine!.fingerprint, expires_at: res.lease!.expireTime ? timestampDate(res.lease!.expireTime).toISOString() : null, out: opts.out }));
+    console.log(
+      JSON.stringify({
+        machine_id: res.machine!.id,
+        fingerprint: res.machine!.fingerprint,
+        expires_at: res.lease!.expireTime ? timestampDate(res.lease!.expireTime).toISOString() : null,
+        out: opts.out,
+      }),
+    );
   });
 
-const keys = program.command("keys").description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
+const keys = program
+  .command("keys")
+  .description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
 keys
   .command("rotate")
-  .description("start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying for --retire-after seconds, then retires")
-  .addOption(new Option("--retire-after <seconds>", "how long what the old key signed stays verifiable").argParser(positiveBig).default(2_592_000n, "2592000, 30 days"))
+  .description(
+    "start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying for --retire-after seconds, then retires",
+  )
+  .addOption(
+    new Option("--retire-after <seconds>", "how long what the old key signed stays verifiable")
+      .argParser(positiveBig)
+      .default(2_592_000n, "2592000, 30 days"),
+  )
   .option("--key <key>", "the super-admin key; default LICENSD_SUPER_ADMIN_KEY, else the development secrets file")
   .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
   .action(async (opts: { retireAfter: bigint; key?: string; url: string }) => {
-    const res = await apiClient(ActivationService, opts.url, opts.key ?? superAdminKey()).rotateSigningKey({ retireAfter: { seconds: opts.retireAfter, nanos: 0 } });
+    const res = await apiClient(ActivationService, opts.url, opts.key ?? superAdminKey()).rotateSigningKey({
+      retireAfter: { seconds: opts.retireAfter, nanos: 0 },
+    });
     console.log(toJsonString(RotateSigningKeyResponseSchema, res, { prettySpaces: 2 }));
   });
 
@@ -251,9 +313,12 @@ function announceGeneratedSecrets(config: Config) {
   );
 }
 
-/** On a start that did not generate them: one line saying where the development secrets are kept (never the secrets). */
+/**
+ * On a start that did not generate them: one line saying where the development secrets are kept (never the secrets).
+ */
 function noteLoadedSecrets(config: Config, logger: Logger) {
-  if (config.devSecretsFile !== undefined && config.generated.length === 0) logger.info({ file: config.devSecretsFile }, "development secrets loaded");
+  if (config.devSecretsFile !== undefined && config.generated.length === 0)
+    logger.info({ file: config.devSecretsFile }, "development secrets loaded");
 }
 
 async function serveOne(config: Config, opts: { migrate: boolean }) {
@@ -309,7 +374,10 @@ async function servePrimary(config: Config, workers: number) {
     // One that dies later is replaced, at most 5 times a minute.
     const outages = embedded?.outages();
     if (!ready.has(worker.id) && outages !== undefined && (outages.down || outages.count !== forkedAt.get(worker.id))) {
-      logger.warn({ worker: worker.process.pid, code, signal }, "a worker could not start while the embedded PostgreSQL was down; starting another once it is back");
+      logger.warn(
+        { worker: worker.process.pid, code, signal },
+        "a worker could not start while the embedded PostgreSQL was down; starting another once it is back",
+      );
       void (async () => {
         while (!stopping && embedded?.outages().down) await new Promise((r) => setTimeout(r, 500));
         if (!stopping) fork();
@@ -320,7 +388,10 @@ async function servePrimary(config: Config, workers: number) {
     restarts.push(now);
     while (restarts[0] < now - 60_000) restarts.shift();
     if (!ready.has(worker.id) || restarts.length > 5) {
-      logger.fatal({ worker: worker.process.pid, code, signal }, ready.has(worker.id) ? "workers keep dying; stopping" : "a worker failed to start; stopping");
+      logger.fatal(
+        { worker: worker.process.pid, code, signal },
+        ready.has(worker.id) ? "workers keep dying; stopping" : "a worker failed to start; stopping",
+      );
       void stop(1);
       return;
     }

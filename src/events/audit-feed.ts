@@ -102,7 +102,10 @@ export class AuditFeed {
     this.wake.emit(ANY_ENTRY, tenantId, seq);
   }
 
-  /** Calls `listener` for every entry committed on any instance, and (first) for this process's own at once (caches invalidate on it). */
+  /**
+   * Calls `listener` for every entry committed on any instance, and (first) for this process's own at once (caches
+   * invalidate on it).
+   */
   onEntry(listener: (tenantId: string, seq: number) => void) {
     this.wake.on(ANY_ENTRY, listener);
   }

@@ -16,7 +16,10 @@ export class AuditKeyring {
   }
 
   sign(hash: Uint8Array): { kid: string; signature: Buffer } {
-    return { kid: this.currentKid, signature: createHmac("sha256", this.keys.get(this.currentKid)!).update(hash).digest() };
+    return {
+      kid: this.currentKid,
+      signature: createHmac("sha256", this.keys.get(this.currentKid)!).update(hash).digest(),
+    };
   }
 
   verify(kid: string, hash: Uint8Array, signature: Uint8Array): boolean {

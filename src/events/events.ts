@@ -74,7 +74,15 @@ interface Head {
  * the server registers it to run after that commit, so this process's caches drop what the
  * change touched before its caller hears back (other instances learn it by NOTIFY).
  */
-export function createEvents({ clock, keyring, committed }: { clock: Clock; keyring: AuditKeyring; committed?: (em: EntityManager, tenantId: string, seq: number) => void }): Events {
+export function createEvents({
+  clock,
+  keyring,
+  committed,
+}: {
+  clock: Clock;
+  keyring: AuditKeyring;
+  committed?: (em: EntityManager, tenantId: string, seq: number) => void;
+}): Events {
   return {
     async emit(em, event) {
       // The hot path of every mutation: plain SQL, two round trips (lock the head, then
@@ -83,10 +91,11 @@ export function createEvents({ clock, keyring, committed }: { clock: Clock; keyr
         sql<Head>(em, `select seq, hash, frontier from audit_heads where tenant_id = $1 for update`, [event.tenantId]);
       let [head] = await lockHead();
       if (!head) {
-        await sql(em, `insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, 0, $2, '\\x') on conflict do nothing`, [
-          event.tenantId,
-          GENESIS_HASH,
-        ]);
+        await sql(
+          em,
+          `insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, 0, $2, '\\x') on conflict do nothing`,
+          [event.tenantId, GENESIS_HASH],
+        );
         [head] = await lockHead();
       }
       const seq = Number(head.seq) + 1;
@@ -115,9 +124,24 @@ export function createEvents({ clock, keyring, committed }: { clock: Clock; keyr
          )
          select pg_notify($17, $18)`,
         [
-          event.tenantId, seq, id, event.type, event.subject, event.actor, JSON.stringify(event.payload), occurredAt, head.hash, hash, kid, signature,
-          seq, hash, Buffer.concat(tree.frontier), event.tenantId,
-          AUDIT_CHANNEL, `${event.tenantId}:${seq}`,
+          event.tenantId,
+          seq,
+          id,
+          event.type,
+          event.subject,
+          event.actor,
+          JSON.stringify(event.payload),
+          occurredAt,
+          head.hash,
+          hash,
+          kid,
+          signature,
+          seq,
+          hash,
+          Buffer.concat(tree.frontier),
+          event.tenantId,
+          AUDIT_CHANNEL,
+          `${event.tenantId}:${seq}`,
           ...tree.completed.flatMap((n) => [event.tenantId, n.level, n.index, n.hash]),
         ],
       );

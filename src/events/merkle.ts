@@ -12,10 +12,18 @@ import { createHash } from "node:crypto";
 
 export const EMPTY_ROOT = createHash("sha256").digest();
 
-export const leafHash = (data: Uint8Array): Buffer => createHash("sha256").update(Buffer.from([0])).update(data).digest();
+export const leafHash = (data: Uint8Array): Buffer =>
+  createHash("sha256")
+    .update(Buffer.from([0]))
+    .update(data)
+    .digest();
 
 export const nodeHash = (left: Uint8Array, right: Uint8Array): Buffer =>
-  createHash("sha256").update(Buffer.from([1])).update(left).update(right).digest();
+  createHash("sha256")
+    .update(Buffer.from([1]))
+    .update(left)
+    .update(right)
+    .digest();
 
 /** Largest power of two strictly less than n (n ≥ 2). */
 function split(n: number): number {
@@ -109,7 +117,11 @@ export async function withNodes<T>(
  * `frontier` (the hashes of the perfect subtrees covering leaves [0, index), largest
  * first). Returns the new frontier and the perfect subtrees completed by this leaf.
  */
-export function appendLeaf(frontier: Buffer[], index: number, leaf: Buffer): { frontier: Buffer[]; completed: { level: number; index: number; hash: Buffer }[] } {
+export function appendLeaf(
+  frontier: Buffer[],
+  index: number,
+  leaf: Buffer,
+): { frontier: Buffer[]; completed: { level: number; index: number; hash: Buffer }[] } {
   const next = [...frontier];
   const completed = [{ level: 0, index, hash: leaf }];
   let hash = leaf;
@@ -126,7 +138,13 @@ export function appendLeaf(frontier: Buffer[], index: number, leaf: Buffer): { f
 }
 
 /** RFC 9162 §2.1.3.2: does `proof` show `leaf` at `index` in the tree of `size` with `root`? */
-export function verifyInclusion(leaf: Uint8Array, index: number, size: number, proof: Uint8Array[], root: Uint8Array): boolean {
+export function verifyInclusion(
+  leaf: Uint8Array,
+  index: number,
+  size: number,
+  proof: Uint8Array[],
+  root: Uint8Array,
+): boolean {
   if (index < 0 || index >= size) return false;
   let fn = index;
   let sn = size - 1;
@@ -151,7 +169,13 @@ export function verifyInclusion(leaf: Uint8Array, index: number, size: number, p
 }
 
 /** RFC 9162 §2.1.4.2: is the tree (size1, root1) a prefix of (size2, root2)? */
-export function verifyConsistency(size1: number, size2: number, proof: Uint8Array[], root1: Uint8Array, root2: Uint8Array): boolean {
+export function verifyConsistency(
+  size1: number,
+  size2: number,
+  proof: Uint8Array[],
+  root1: Uint8Array,
+  root2: Uint8Array,
+): boolean {
   if (size1 <= 0 || size1 > size2) return false;
   if (size1 === size2) return proof.length === 0 && Buffer.from(root1).equals(Buffer.from(root2));
   const path = proof.map((p) => Buffer.from(p));

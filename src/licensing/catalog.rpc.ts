@@ -22,14 +22,19 @@ import {
 } from "./licensing.mapper.js";
 
 type LicensingImpl = ServiceImpl<typeof pb.LicensingService>;
-export type CatalogMethods = `${"create" | "get" | "update" | "delete"}${"Product" | "Policy" | "Customer"}` | "listProducts" | "listPolicies" | "listCustomers";
+export type CatalogMethods =
+  | `${"create" | "get" | "update" | "delete"}${"Product" | "Policy" | "Customer"}`
+  | "listProducts"
+  | "listPolicies"
+  | "listCustomers";
 
 /** The update mask's paths, refused when empty or naming a field that cannot change. */
 export function maskPaths(mask: FieldMask | undefined, allowed: string[]): Set<string> {
   const paths = mask?.paths ?? [];
   if (paths.length === 0) throw invalidArgument("update_mask", `name at least one field: ${allowed.join(", ")}`);
   const bad = paths.find((p) => !allowed.includes(p));
-  if (bad !== undefined) throw invalidArgument("update_mask", `${JSON.stringify(bad)} is not updatable (${allowed.join(", ")} are)`);
+  if (bad !== undefined)
+    throw invalidArgument("update_mask", `${JSON.stringify(bad)} is not updatable (${allowed.join(", ")} are)`);
   return new Set(paths);
 }
 
@@ -83,14 +88,29 @@ function policyInput(req: PolicyRequest): PolicyInput {
 }
 
 /** Products, policies and customers of licensd.licensing.v1.LicensingService. */
-export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency; catalog: CatalogService; pages: PageTokens }): Pick<LicensingImpl, CatalogMethods> {
+export function createCatalogRpc(deps: {
+  db: Database;
+  idempotency: Idempotency;
+  catalog: CatalogService;
+  pages: PageTokens;
+}): Pick<LicensingImpl, CatalogMethods> {
   const { db, idempotency, catalog, pages } = deps;
   return {
     createProduct: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.CreateProductRequestSchema, request: req, responseSchema: pb.CreateProductResponseSchema }, async (em, m) => {
-        const product = await catalog.createProduct(em, m.tenantId, m.actor, { code: req.code, name: req.name, features: featuresFromProto(req.features), metadata: req.metadata });
-        return create(pb.CreateProductResponseSchema, { product: productToProto(product) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.CreateProductRequestSchema, request: req, responseSchema: pb.CreateProductResponseSchema },
+        async (em, m) => {
+          const product = await catalog.createProduct(em, m.tenantId, m.actor, {
+            code: req.code,
+            name: req.name,
+            features: featuresFromProto(req.features),
+            metadata: req.metadata,
+          });
+          return create(pb.CreateProductResponseSchema, { product: productToProto(product) });
+        },
+      ),
     async getProduct(req, ctx) {
       const product = await catalog.getProduct(db.em(), readTenant(ctx, req.tenantId), req.id);
       return create(pb.GetProductResponseSchema, { product: productToProto(product) });
@@ -103,75 +123,156 @@ export function createCatalogRpc(deps: { db: Database; idempotency: Idempotency;
     },
     updateProduct: (req, ctx) => {
       const paths = maskPaths(req.updateMask, ["name", "features", "metadata"]);
-      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateProductRequestSchema, request: req, responseSchema: pb.UpdateProductResponseSchema }, async (em, m) => {
-        const product = await catalog.updateProduct(em, m.tenantId, m.actor, req.id, {
-          name: paths.has("name") ? req.name : undefined,
-          features: paths.has("features") ? featuresFromProto(req.features) : undefined,
-          metadata: paths.has("metadata") ? req.metadata : undefined,
-        });
-        return create(pb.UpdateProductResponseSchema, { product: productToProto(product) });
-      });
+      return tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.UpdateProductRequestSchema, request: req, responseSchema: pb.UpdateProductResponseSchema },
+        async (em, m) => {
+          const product = await catalog.updateProduct(em, m.tenantId, m.actor, req.id, {
+            name: paths.has("name") ? req.name : undefined,
+            features: paths.has("features") ? featuresFromProto(req.features) : undefined,
+            metadata: paths.has("metadata") ? req.metadata : undefined,
+          });
+          return create(pb.UpdateProductResponseSchema, { product: productToProto(product) });
+        },
+      );
     },
     deleteProduct: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.DeleteProductRequestSchema, request: req, responseSchema: pb.DeleteProductResponseSchema }, async (em, m) => {
-        return create(pb.DeleteProductResponseSchema, { product: productToProto(await catalog.deleteProduct(em, m.tenantId, m.actor, req.id)) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.DeleteProductRequestSchema, request: req, responseSchema: pb.DeleteProductResponseSchema },
+        async (em, m) => {
+          return create(pb.DeleteProductResponseSchema, {
+            product: productToProto(await catalog.deleteProduct(em, m.tenantId, m.actor, req.id)),
+          });
+        },
+      ),
 
     createPolicy: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.CreatePolicyRequestSchema, request: req, responseSchema: pb.CreatePolicyResponseSchema }, async (em, m) => {
-        const policy = await catalog.createPolicy(em, m.tenantId, m.actor, req.productId, policyInput(req));
-        return create(pb.CreatePolicyResponseSchema, { policy: policyToProto(policy) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.CreatePolicyRequestSchema, request: req, responseSchema: pb.CreatePolicyResponseSchema },
+        async (em, m) => {
+          const policy = await catalog.createPolicy(em, m.tenantId, m.actor, req.productId, policyInput(req));
+          return create(pb.CreatePolicyResponseSchema, { policy: policyToProto(policy) });
+        },
+      ),
     async getPolicy(req, ctx) {
       const policy = await catalog.getPolicy(db.em(), readTenant(ctx, req.tenantId), req.id);
       return create(pb.GetPolicyResponseSchema, { policy: policyToProto(policy) });
     },
     async listPolicies(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { productId: req.productId } });
-      const { items, nextPageToken } = pages.pageOf(await catalog.listPolicies(db.em(), tenantId, page, req.productId), page);
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { productId: req.productId },
+      });
+      const { items, nextPageToken } = pages.pageOf(
+        await catalog.listPolicies(db.em(), tenantId, page, req.productId),
+        page,
+      );
       return create(pb.ListPoliciesResponseSchema, { policies: items.map(policyToProto), nextPageToken });
     },
     updatePolicy: (req, ctx) => {
       const paths = maskPaths(req.updateMask, Object.keys(POLICY_FIELDS));
       const all = policyInput(req);
-      const patch: Partial<PolicyInput> = Object.fromEntries([...paths].map((p) => [POLICY_FIELDS[p], all[POLICY_FIELDS[p]]]));
-      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdatePolicyRequestSchema, request: req, responseSchema: pb.UpdatePolicyResponseSchema }, async (em, m) => {
-        const policy = await catalog.updatePolicy(em, m.tenantId, m.actor, req.id, patch);
-        return create(pb.UpdatePolicyResponseSchema, { policy: policyToProto(policy) });
-      });
+      const patch: Partial<PolicyInput> = Object.fromEntries(
+        [...paths].map((p) => [POLICY_FIELDS[p], all[POLICY_FIELDS[p]]]),
+      );
+      return tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.UpdatePolicyRequestSchema, request: req, responseSchema: pb.UpdatePolicyResponseSchema },
+        async (em, m) => {
+          const policy = await catalog.updatePolicy(em, m.tenantId, m.actor, req.id, patch);
+          return create(pb.UpdatePolicyResponseSchema, { policy: policyToProto(policy) });
+        },
+      );
     },
     deletePolicy: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.DeletePolicyRequestSchema, request: req, responseSchema: pb.DeletePolicyResponseSchema }, async (em, m) => {
-        return create(pb.DeletePolicyResponseSchema, { policy: policyToProto(await catalog.deletePolicy(em, m.tenantId, m.actor, req.id)) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.DeletePolicyRequestSchema, request: req, responseSchema: pb.DeletePolicyResponseSchema },
+        async (em, m) => {
+          return create(pb.DeletePolicyResponseSchema, {
+            policy: policyToProto(await catalog.deletePolicy(em, m.tenantId, m.actor, req.id)),
+          });
+        },
+      ),
 
     createCustomer: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.CreateCustomerRequestSchema, request: req, responseSchema: pb.CreateCustomerResponseSchema }, async (em, m) => {
-        const customer = await catalog.createCustomer(em, m.tenantId, m.actor, { name: req.name, email: req.email, organization: req.organization, metadata: req.metadata });
-        return create(pb.CreateCustomerResponseSchema, { customer: customerToProto(customer) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.CreateCustomerRequestSchema,
+          request: req,
+          responseSchema: pb.CreateCustomerResponseSchema,
+        },
+        async (em, m) => {
+          const customer = await catalog.createCustomer(em, m.tenantId, m.actor, {
+            name: req.name,
+            email: req.email,
+            organization: req.organization,
+            metadata: req.metadata,
+          });
+          return create(pb.CreateCustomerResponseSchema, { customer: customerToProto(customer) });
+        },
+      ),
     async getCustomer(req, ctx) {
       const customer = await catalog.getCustomer(db.em(), readTenant(ctx, req.tenantId), req.id);
       return create(pb.GetCustomerResponseSchema, { customer: customerToProto(customer) });
     },
     async listCustomers(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { email: req.email.toLowerCase() } });
-      const { items, nextPageToken } = pages.pageOf(await catalog.listCustomers(db.em(), tenantId, page, req.email), page);
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { email: req.email.toLowerCase() },
+      });
+      const { items, nextPageToken } = pages.pageOf(
+        await catalog.listCustomers(db.em(), tenantId, page, req.email),
+        page,
+      );
       return create(pb.ListCustomersResponseSchema, { customers: items.map(customerToProto), nextPageToken });
     },
     updateCustomer: (req, ctx) => {
       const paths = maskPaths(req.updateMask, ["name", "email", "organization", "metadata"]);
-      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateCustomerRequestSchema, request: req, responseSchema: pb.UpdateCustomerResponseSchema }, async (em, m) => {
-        const patch = Object.fromEntries([...paths].map((p) => [p, req[p as "name" | "email" | "organization" | "metadata"]]));
-        const customer = await catalog.updateCustomer(em, m.tenantId, m.actor, req.id, patch);
-        return create(pb.UpdateCustomerResponseSchema, { customer: customerToProto(customer) });
-      });
+      return tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.UpdateCustomerRequestSchema,
+          request: req,
+          responseSchema: pb.UpdateCustomerResponseSchema,
+        },
+        async (em, m) => {
+          const patch = Object.fromEntries(
+            [...paths].map((p) => [p, req[p as "name" | "email" | "organization" | "metadata"]]),
+          );
+          const customer = await catalog.updateCustomer(em, m.tenantId, m.actor, req.id, patch);
+          return create(pb.UpdateCustomerResponseSchema, { customer: customerToProto(customer) });
+        },
+      );
     },
     deleteCustomer: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.DeleteCustomerRequestSchema, request: req, responseSchema: pb.DeleteCustomerResponseSchema }, async (em, m) => {
-        return create(pb.DeleteCustomerResponseSchema, { customer: customerToProto(await catalog.deleteCustomer(em, m.tenantId, m.actor, req.id)) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.DeleteCustomerRequestSchema,
+          request: req,
+          responseSchema: pb.DeleteCustomerResponseSchema,
+        },
+        async (em, m) => {
+          return create(pb.DeleteCustomerResponseSchema, {
+            customer: customerToProto(await catalog.deleteCustomer(em, m.tenantId, m.actor, req.id)),
+          });
+        },
+      ),
   };
 }

@@ -5,7 +5,14 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "..
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
-import type { AgentEntitlement, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
+import type {
+  AgentEntitlement,
+  CullStrategy,
+  Entitlement,
+  ExpirationStrategy,
+  FeatureDefinition,
+  OverageStrategy,
+} from "./entitlements.js";
 import { Customer, License, Policy, Product } from "./licensing.entity.js";
 
 export interface ProductInput {
@@ -48,7 +55,8 @@ export interface CustomerInput {
 function checkFeatures(features: FeatureDefinition[], field: string) {
   const seen = new Set<string>();
   features.forEach((f, i) => {
-    if (seen.has(f.name)) throw invalidArgument(`${field}[${i}].name`, `feature ${JSON.stringify(f.name)} is defined twice`);
+    if (seen.has(f.name))
+      throw invalidArgument(`${field}[${i}].name`, `feature ${JSON.stringify(f.name)} is defined twice`);
     seen.add(f.name);
   });
 }
@@ -59,9 +67,19 @@ export function checkEntitlements(product: Product, entitlements: Entitlement[],
   const seen = new Set<string>();
   entitlements.forEach((e, i) => {
     const def = defs.get(e.feature);
-    if (!def) throw invalidArgument(`${field}[${i}].feature`, `product ${product.code} defines no feature ${JSON.stringify(e.feature)}`, "UNKNOWN_FEATURE");
+    if (!def)
+      throw invalidArgument(
+        `${field}[${i}].feature`,
+        `product ${product.code} defines no feature ${JSON.stringify(e.feature)}`,
+        "UNKNOWN_FEATURE",
+      );
     const kind = "enabled" in e ? "flag" : "limit" in e ? "limit" : "tier";
-    if (kind !== def.kind) throw invalidArgument(`${field}[${i}]`, `feature ${e.feature} is a ${def.kind}, not a ${kind}`, "FEATURE_KIND_MISMATCH");
+    if (kind !== def.kind)
+      throw invalidArgument(
+        `${field}[${i}]`,
+        `feature ${e.feature} is a ${def.kind}, not a ${kind}`,
+        "FEATURE_KIND_MISMATCH",
+      );
     if ("limit" in e && e.limit < 0) throw invalidArgument(`${field}[${i}].limit`, "must not be negative");
     if (seen.has(e.feature)) throw invalidArgument(`${field}[${i}].feature`, `feature ${e.feature} appears twice`);
     seen.add(e.feature);
@@ -71,7 +89,8 @@ export function checkEntitlements(product: Product, entitlements: Entitlement[],
 export function checkAgents(agents: AgentEntitlement[], field: string) {
   const seen = new Set<string>();
   agents.forEach((a, i) => {
-    if (!/^[A-Za-z0-9._-]{1,63}$/.test(a.agent)) throw invalidArgument(`${field}[${i}].agent`, "must be 1 to 63 of [A-Za-z0-9._-]");
+    if (!/^[A-Za-z0-9._-]{1,63}$/.test(a.agent))
+      throw invalidArgument(`${field}[${i}].agent`, "must be 1 to 63 of [A-Za-z0-9._-]");
     if ((a.tokenLimit ?? 0) < 0) throw invalidArgument(`${field}[${i}].token_allowance`, "must not be negative");
     if (seen.has(a.agent)) throw invalidArgument(`${field}[${i}].agent`, `agent ${a.agent} appears twice`);
     seen.add(a.agent);
@@ -84,14 +103,22 @@ export function checkAgents(agents: AgentEntitlement[], field: string) {
  */
 export function checkNodeLocked(policy: Pick<PolicyInput, "maxMachines" | "floating">) {
   if (!policy.floating && policy.maxMachines > 1) {
-    throw invalidArgument("floating", `must be true when max_machines is ${policy.maxMachines}: a node-locked policy binds one machine (set floating, or max_machines to 0 or 1)`, "FLOATING_REQUIRED");
+    throw invalidArgument(
+      "floating",
+      `must be true when max_machines is ${policy.maxMachines}: a node-locked policy binds one machine (set floating, or max_machines to 0 or 1)`,
+      "FLOATING_REQUIRED",
+    );
   }
 }
 
 /** The same rule for a license's own max_machines under its policy. */
 export function checkLicenseSeats(policy: Pick<Policy, "name" | "floating">, maxMachines: number | null | undefined) {
   if (!policy.floating && maxMachines != null && maxMachines > 1) {
-    throw invalidArgument("max_machines", `policy ${policy.name} is node-locked (floating: false) and binds one machine: more needs a floating policy`, "FLOATING_REQUIRED");
+    throw invalidArgument(
+      "max_machines",
+      `policy ${policy.name} is node-locked (floating: false) and binds one machine: more needs a floating policy`,
+      "FLOATING_REQUIRED",
+    );
   }
 }
 
@@ -127,8 +154,14 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
     if (!customer) throw notFound("customer", id);
     return customer;
   }
-  const emit = (em: EntityManager, tenantId: string, type: string, subject: string, actor: string, payload: Record<string, never> | object) =>
-    events.emit(em, { tenantId, type, subject, actor, payload: JSON.parse(JSON.stringify(payload)) });
+  const emit = (
+    em: EntityManager,
+    tenantId: string,
+    type: string,
+    subject: string,
+    actor: string,
+    payload: Record<string, never> | object,
+  ) => events.emit(em, { tenantId, type, subject, actor, payload: JSON.parse(JSON.stringify(payload)) });
   const inUse = async (em: EntityManager, where: Record<string, string>, what: string) => {
     if ((await em.count(License, where)) > 0) throw failedPrecondition("IN_USE", `${what} still has licenses`, where);
   };
@@ -142,12 +175,24 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       checkFeatures(input.features, "features");
       const now = clock.now();
       const product = em.create(Product, { id: newId("prod"), tenantId, ...input, createdAt: now, updatedAt: now });
-      await flushUnique(em, "PRODUCT_CODE_TAKEN", `code: product code ${input.code} is already used in this tenant`, "code");
+      await flushUnique(
+        em,
+        "PRODUCT_CODE_TAKEN",
+        `code: product code ${input.code} is already used in this tenant`,
+        "code",
+      );
       await emit(em, tenantId, "product.created", product.id, actor, { code: product.code, name: product.name });
       return product;
     },
-    listProducts: (em: EntityManager, tenantId: string, page: Page) => em.find(Product, listWhere(tenantId, page), { orderBy: { id: "asc" }, limit: page.size + 1 }),
-    async updateProduct(em: EntityManager, tenantId: string, actor: string, id: string, patch: Partial<Pick<ProductInput, "name" | "features" | "metadata">>) {
+    listProducts: (em: EntityManager, tenantId: string, page: Page) =>
+      em.find(Product, listWhere(tenantId, page), { orderBy: { id: "asc" }, limit: page.size + 1 }),
+    async updateProduct(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      id: string,
+      patch: Partial<Pick<ProductInput, "name" | "features" | "metadata">>,
+    ) {
       const product = await getProduct(em, tenantId, id, true);
       if (patch.name !== undefined && patch.name === "") throw invalidArgument("name", "must not be empty");
       if (patch.features) {
@@ -157,7 +202,12 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
         for (const policy of policies) {
           for (const e of policy.entitlements) {
             const kind = kept.get(e.feature);
-            if (kind === undefined) throw failedPrecondition("FEATURE_IN_USE", `features: policy ${policy.name} entitles ${e.feature}, which the update removes`, { field: "features" });
+            if (kind === undefined)
+              throw failedPrecondition(
+                "FEATURE_IN_USE",
+                `features: policy ${policy.name} entitles ${e.feature}, which the update removes`,
+                { field: "features" },
+              );
           }
         }
       }
@@ -177,28 +227,54 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       return product;
     },
 
-    async createPolicy(em: EntityManager, tenantId: string, actor: string, productId: string, input: PolicyInput): Promise<Policy> {
+    async createPolicy(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      productId: string,
+      input: PolicyInput,
+    ): Promise<Policy> {
       const product = await getProduct(em, tenantId, productId);
       checkEntitlements(product, input.entitlements, "entitlements");
       checkAgents(input.agentEntitlements, "agent_entitlements");
       checkNodeLocked(input);
       const now = clock.now();
-      const policy = em.create(Policy, { id: newId("pol"), tenantId, productId, ...input, createdAt: now, updatedAt: now });
-      await flushUnique(em, "POLICY_NAME_TAKEN", `name: product ${product.code} already has a policy ${input.name}`, "name");
+      const policy = em.create(Policy, {
+        id: newId("pol"),
+        tenantId,
+        productId,
+        ...input,
+        createdAt: now,
+        updatedAt: now,
+      });
+      await flushUnique(
+        em,
+        "POLICY_NAME_TAKEN",
+        `name: product ${product.code} already has a policy ${input.name}`,
+        "name",
+      );
       await emit(em, tenantId, "policy.created", policy.id, actor, { product_id: productId, name: policy.name });
       return policy;
     },
     listPolicies: (em: EntityManager, tenantId: string, page: Page, productId: string) =>
-      em.find(Policy, listWhere(tenantId, page, productId ? { productId } : {}), { orderBy: { id: "asc" }, limit: page.size + 1 }),
+      em.find(Policy, listWhere(tenantId, page, productId ? { productId } : {}), {
+        orderBy: { id: "asc" },
+        limit: page.size + 1,
+      }),
     async updatePolicy(em: EntityManager, tenantId: string, actor: string, id: string, patch: Partial<PolicyInput>) {
       const policy = await getPolicy(em, tenantId, id, true);
       if (patch.name !== undefined && patch.name === "") throw invalidArgument("name", "must not be empty");
-      if (patch.entitlements) checkEntitlements(await getProduct(em, tenantId, policy.productId), patch.entitlements, "entitlements");
+      if (patch.entitlements)
+        checkEntitlements(await getProduct(em, tenantId, policy.productId), patch.entitlements, "entitlements");
       if (patch.agentEntitlements) checkAgents(patch.agentEntitlements, "agent_entitlements");
       Object.assign(policy, patch);
       checkNodeLocked(policy);
       if (patch.floating === false && (await em.count(License, { policyId: id, maxMachines: { $gt: 1 } })) > 0) {
-        throw failedPrecondition("FLOATING_REQUIRED", "floating: licenses of this policy allow more than one machine (their max_machines); a node-locked policy binds one", { field: "floating" });
+        throw failedPrecondition(
+          "FLOATING_REQUIRED",
+          "floating: licenses of this policy allow more than one machine (their max_machines); a node-locked policy binds one",
+          { field: "floating" },
+        );
       }
       policy.updatedAt = clock.now();
       await flushUnique(em, "POLICY_NAME_TAKEN", `name: the product already has a policy ${patch.name}`, "name");
@@ -222,11 +298,21 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       return customer;
     },
     listCustomers: (em: EntityManager, tenantId: string, page: Page, email: string) =>
-      em.find(Customer, listWhere(tenantId, page, email ? { email: { $ilike: email.replace(/[\\%_]/g, (c) => `\\${c}`) } } : {}), {
-        orderBy: { id: "asc" },
-        limit: page.size + 1,
-      }),
-    async updateCustomer(em: EntityManager, tenantId: string, actor: string, id: string, patch: Partial<CustomerInput>) {
+      em.find(
+        Customer,
+        listWhere(tenantId, page, email ? { email: { $ilike: email.replace(/[\\%_]/g, (c) => `\\${c}`) } } : {}),
+        {
+          orderBy: { id: "asc" },
+          limit: page.size + 1,
+        },
+      ),
+    async updateCustomer(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      id: string,
+      patch: Partial<CustomerInput>,
+    ) {
       const customer = await getCustomer(em, tenantId, id, true);
       if (patch.name !== undefined && patch.name === "") throw invalidArgument("name", "must not be empty");
       if (patch.email !== undefined && patch.email === "") throw invalidArgument("email", "must not be empty");

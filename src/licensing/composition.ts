@@ -1,4 +1,12 @@
-import { effectiveEntitlements, tierRank, type ComposeStrategy, type ResolvedAgent, type Entitlement, type FeatureDefinition, type ModelTier } from "./entitlements.js";
+import {
+  effectiveEntitlements,
+  tierRank,
+  type ComposeStrategy,
+  type ResolvedAgent,
+  type Entitlement,
+  type FeatureDefinition,
+  type ModelTier,
+} from "./entitlements.js";
 import { byCodePoint } from "../platform/order.js";
 
 /** One active license, as composition sees it. */
@@ -53,19 +61,29 @@ function combine(strategy: ComposeStrategy, a: ComposedValue, b: ComposedValue):
  * and, over the licenses that do, token limits add (0, no limit, stays unlimited) and the
  * highest model tier wins. Every value lists the licenses it came from.
  */
-export function compose(licenses: ComposableLicense[]): { entitlements: ComposedEntitlement[]; agents: ComposedAgent[] } {
+export function compose(licenses: ComposableLicense[]): {
+  entitlements: ComposedEntitlement[];
+  agents: ComposedAgent[];
+} {
   const byFeature = new Map<string, ComposedEntitlement>();
   const byAgent = new Map<string, ComposedAgent>();
   for (const l of licenses) {
     const defs = new Map(l.features.map((f) => [f.name, f]));
     const own = new Map(l.entitlements.map((e) => [e.feature, e]));
-    if (l.allFeatures) for (const f of l.features) if (f.kind === "flag" && !own.has(f.name)) own.set(f.name, { feature: f.name, enabled: true });
+    if (l.allFeatures)
+      for (const f of l.features)
+        if (f.kind === "flag" && !own.has(f.name)) own.set(f.name, { feature: f.name, enabled: true });
     for (const e of effectiveEntitlements([...own.values()], [])) {
       const value = valueOf(e);
       const existing = byFeature.get(e.feature);
       if (!existing) {
         const compose = defs.get(e.feature)?.compose ?? "union";
-        byFeature.set(e.feature, { feature: e.feature, compose, value, sources: [{ productId: l.productId, licenseId: l.licenseId, value }] });
+        byFeature.set(e.feature, {
+          feature: e.feature,
+          compose,
+          value,
+          sources: [{ productId: l.productId, licenseId: l.licenseId, value }],
+        });
       } else {
         existing.value = combine(existing.compose, existing.value, value);
         existing.sources.push({ productId: l.productId, licenseId: l.licenseId, value });
@@ -73,11 +91,16 @@ export function compose(licenses: ComposableLicense[]): { entitlements: Composed
     }
     for (const a of l.agents) {
       let composed = byAgent.get(a.agent);
-      if (!composed) byAgent.set(a.agent, (composed = { agent: a.agent, enabled: false, tokenLimit: 0, modelTier: null, licenseIds: [] }));
+      if (!composed)
+        byAgent.set(
+          a.agent,
+          (composed = { agent: a.agent, enabled: false, tokenLimit: 0, modelTier: null, licenseIds: [] }),
+        );
       composed.licenseIds.push(l.licenseId);
       // A license that disables the agent grants it nothing to add.
       if (!a.enabled) continue;
-      if (!composed.enabled) Object.assign(composed, { enabled: true, tokenLimit: a.tokenLimit, modelTier: a.modelTier });
+      if (!composed.enabled)
+        Object.assign(composed, { enabled: true, tokenLimit: a.tokenLimit, modelTier: a.modelTier });
       else {
         composed.tokenLimit = composed.tokenLimit === 0 || a.tokenLimit === 0 ? 0 : composed.tokenLimit + a.tokenLimit;
         if (tierRank(a.modelTier) > tierRank(composed.modelTier)) composed.modelTier = a.modelTier;

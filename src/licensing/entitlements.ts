@@ -70,7 +70,12 @@ export function effectiveAgents(policy: AgentEntitlement[], overrides: AgentEnti
     });
   }
   return [...byAgent.values()]
-    .map((a) => ({ agent: a.agent, enabled: a.enabled ?? true, tokenLimit: a.tokenLimit ?? 0, modelTier: a.modelTier ?? null }))
+    .map((a) => ({
+      agent: a.agent,
+      enabled: a.enabled ?? true,
+      tokenLimit: a.tokenLimit ?? 0,
+      modelTier: a.modelTier ?? null,
+    }))
     .sort((a, b) => byCodePoint(a.agent, b.agent));
 }
 

@@ -35,23 +35,43 @@ const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
  * Bulk import of existing licenses (DataTools issuance logs, Vinzy licenses with their
  * keys). Each row is its own transaction: a bad row is reported and the rest go on.
  */
-export function createImportService(deps: { db: Database; catalog: CatalogService; licenses: LicenseService; logger: Logger }) {
+export function createImportService(deps: {
+  db: Database;
+  catalog: CatalogService;
+  licenses: LicenseService;
+  logger: Logger;
+}) {
   const { db, catalog, licenses, logger } = deps;
 
-  async function importRow(tenantId: string, actor: string, row: ImportRow, clientAddress: string): Promise<{ customerCreated: boolean }> {
-    const rowError = (reason: string, field: string, message: string) => new DomainError(Code.InvalidArgument, reason, `${field}: ${message}`, { field });
+  async function importRow(
+    tenantId: string,
+    actor: string,
+    row: ImportRow,
+    clientAddress: string,
+  ): Promise<{ customerCreated: boolean }> {
+    const rowError = (reason: string, field: string, message: string) =>
+      new DomainError(Code.InvalidArgument, reason, `${field}: ${message}`, { field });
     if (!row.licenseKey) throw rowError("MISSING_FIELD", "license_key", "license_key is required");
-    if (!EMAIL.test(row.customerEmail)) throw rowError("INVALID_EMAIL", "customer_email", `${JSON.stringify(row.customerEmail)} is not an email address`);
+    if (!EMAIL.test(row.customerEmail))
+      throw rowError("INVALID_EMAIL", "customer_email", `${JSON.stringify(row.customerEmail)} is not an email address`);
     if (!row.productId) throw rowError("MISSING_FIELD", "product_id", "product_id is required");
     return db.tx(async (em) => {
       const product = await catalog.getProduct(em, tenantId, row.productId);
       let policyId = row.policyId;
       if (!policyId) {
         const policy = await em.findOne(Policy, { tenantId, productId: product.id, name: row.tier });
-        if (!policy) throw rowError("UNKNOWN_POLICY", "tier", `product ${product.code} has no policy named ${JSON.stringify(row.tier)}`);
+        if (!policy)
+          throw rowError(
+            "UNKNOWN_POLICY",
+            "tier",
+            `product ${product.code} has no policy named ${JSON.stringify(row.tier)}`,
+          );
         policyId = policy.id;
       }
-      let customer = await em.findOne(Customer, { tenantId, email: { $ilike: row.customerEmail.replace(/[\\%_]/g, (c) => `\\${c}`) } });
+      let customer = await em.findOne(Customer, {
+        tenantId,
+        email: { $ilike: row.customerEmail.replace(/[\\%_]/g, (c) => `\\${c}`) },
+      });
       const customerCreated = !customer;
       customer ??= await catalog.createCustomer(em, tenantId, actor, {
         name: row.customerName || row.customerEmail,
@@ -66,7 +86,11 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
         entitlementOverrides: [],
         agentOverrides: [],
         maxMachines: null,
-        metadata: { ...row.metadata, imported: "true", ...(row.issuedAt ? { issued_at: row.issuedAt.toISOString() } : {}) },
+        metadata: {
+          ...row.metadata,
+          imported: "true",
+          ...(row.issuedAt ? { issued_at: row.issuedAt.toISOString() } : {}),
+        },
         customKey: row.licenseKey,
         clientAddress,
       });
@@ -77,8 +101,16 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
   }
 
   return {
-    /** Imports rows as they arrive; `clientAddress` pays for keys another tenant holds (as CreateLicense's custom keys do). */
-    async importRows(tenantId: string, actor: string, rows: AsyncIterable<ImportRow>, opts: { clientAddress?: string; onProgress?: (s: ImportSummary) => void } = {}): Promise<ImportSummary> {
+    /**
+     * Imports rows as they arrive; `clientAddress` pays for keys another tenant holds (as CreateLicense's custom keys
+     * do).
+     */
+    async importRows(
+      tenantId: string,
+      actor: string,
+      rows: AsyncIterable<ImportRow>,
+      opts: { clientAddress?: string; onProgress?: (s: ImportSummary) => void } = {},
+    ): Promise<ImportSummary> {
       const summary: ImportSummary = { received: 0, imported: 0, customersCreated: 0, failed: 0, errors: [] };
       for await (const row of rows) {
         const index = summary.received++;
@@ -88,7 +120,11 @@ export function createImportService(deps: { db: Database; catalog: CatalogServic
           if (customerCreated) summary.customersCreated++;
         } catch (err) {
           summary.failed++;
-          let reported = { reason: "INTERNAL", field: "", message: "the row could not be imported (see the server log)" };
+          let reported = {
+            reason: "INTERNAL",
+            field: "",
+            message: "the row could not be imported (see the server log)",
+          };
           if (err instanceof DomainError) {
             const field = err.metadata.field === "custom_key" ? "license_key" : (err.metadata.field ?? "");
             reported = { reason: err.reason, field, message: err.message.replace(/^custom_key:/, "license_key:") };

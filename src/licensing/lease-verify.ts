@@ -10,7 +10,11 @@ export interface LeaseCheck extends LicenseFileResult {
 }
 
 /** Verifies a lease for this machine with the published keys; never throws. */
-export function verifyLease(token: string, keys: { kid: string; publicKey: Uint8Array }[], opts: { fingerprint: string; now?: Date }): LeaseCheck {
+export function verifyLease(
+  token: string,
+  keys: { kid: string; publicKey: Uint8Array }[],
+  opts: { fingerprint: string; now?: Date },
+): LeaseCheck {
   const r = verifyEnvelope(token, { keys, fingerprint: opts.fingerprint, now: opts.now });
   const typ = (r.payload as { typ?: string } | undefined)?.typ;
   if (r.payload && typ !== "lease") return { ...r, valid: false, code: "MALFORMED", hasFeature: () => false };

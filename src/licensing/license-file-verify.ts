@@ -1,14 +1,28 @@
 /*
  * Offline verification of licensd license files (see license-file.ts for the format): the
- * server checks leases with it (usage events may carry one), and the SDK re-exports it. Never throws: every failure is a result with a code, so an application
- * can gate features with `hasFeature()` and fall back to its free tier (PocketPaw's
- * "never throws" LicenseInfo). Fail-safe: an unparseable date counts as expired.
+ * server checks leases with it (usage events may carry one), and the SDK re-exports it. Never throws: every failure is
+ * a result with a code, so an application can gate features with `hasFeature()` and fall back to its free tier
+ * (PocketPaw's "never throws" LicenseInfo). Fail-safe: an unparseable date counts as expired.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { verifyEd25519 } from "../platform/signing-keys.js";
-import { decryptLicenseFile, ED25519_PREFIX, ENCRYPTED_PREFIX, HMAC_PREFIX, type LicenseFilePayload } from "./license-file.js";
+import {
+  decryptLicenseFile,
+  ED25519_PREFIX,
+  ENCRYPTED_PREFIX,
+  HMAC_PREFIX,
+  type LicenseFilePayload,
+} from "./license-file.js";
 
-export type LicenseFileCode = "VALID" | "MALFORMED" | "UNKNOWN_KEY" | "BAD_SIGNATURE" | "HMAC_NOT_ALLOWED" | "DECRYPTION_FAILED" | "EXPIRED" | "FINGERPRINT_MISMATCH";
+export type LicenseFileCode =
+  | "VALID"
+  | "MALFORMED"
+  | "UNKNOWN_KEY"
+  | "BAD_SIGNATURE"
+  | "HMAC_NOT_ALLOWED"
+  | "DECRYPTION_FAILED"
+  | "EXPIRED"
+  | "FINGERPRINT_MISMATCH";
 
 export interface LicenseFileResult {
   valid: boolean;
@@ -22,7 +36,10 @@ export interface VerifyOptions {
   keys?: { kid: string; publicKey: Uint8Array }[];
   /** The shared secret, for `licensd1h.` files. */
   hmacSecret?: string;
-  /** Accept `licensd1h.` files even though Ed25519 keys are configured (off by default: a leaked shared secret must not mint files). */
+  /**
+   * Accept `licensd1h.` files even though Ed25519 keys are configured (off by default: a leaked shared secret must not
+   * mint files).
+   */
   allowHmac?: boolean;
   /** The license key, to open encrypted (`licensd1e.`) files. */
   licenseKey?: string;
@@ -58,7 +75,8 @@ export function verifyEnvelope(file: string, opts: VerifyOptions): LicenseFileRe
   let payload: LicenseFilePayload;
   try {
     payload = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8")) as LicenseFilePayload;
-    if (payload?.v !== 1 || typeof payload.kid !== "string" || !Array.isArray(payload.features)) return result("MALFORMED");
+    if (payload?.v !== 1 || typeof payload.kid !== "string" || !Array.isArray(payload.features))
+      return result("MALFORMED");
   } catch {
     return result("MALFORMED");
   }
@@ -68,7 +86,8 @@ export function verifyEnvelope(file: string, opts: VerifyOptions): LicenseFileRe
     if ((opts.keys?.length ?? 0) > 0 && !opts.allowHmac) return result("HMAC_NOT_ALLOWED", payload);
     if (!opts.hmacSecret) return result("UNKNOWN_KEY", payload);
     const expected = createHmac("sha256", opts.hmacSecret).update(signingInput).digest();
-    if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) return result("BAD_SIGNATURE", payload);
+    if (signature.length !== expected.length || !timingSafeEqual(signature, expected))
+      return result("BAD_SIGNATURE", payload);
   } else {
     const key = opts.keys?.find((k) => k.kid === payload.kid);
     if (!key) return result("UNKNOWN_KEY", payload);
@@ -78,6 +97,7 @@ export function verifyEnvelope(file: string, opts: VerifyOptions): LicenseFileRe
     const expires = typeof payload.expires_at === "string" ? Date.parse(payload.expires_at) : Number.NaN;
     if (!Number.isFinite(expires) || expires <= (opts.now ?? new Date()).getTime()) return result("EXPIRED", payload);
   }
-  if (payload.fingerprint !== undefined && payload.fingerprint !== opts.fingerprint) return result("FINGERPRINT_MISMATCH", payload);
+  if (payload.fingerprint !== undefined && payload.fingerprint !== opts.fingerprint)
+    return result("FINGERPRINT_MISMATCH", payload);
   return result("VALID", payload);
 }

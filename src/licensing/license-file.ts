@@ -42,15 +42,22 @@ export interface LicenseFilePayload {
 
 const b64 = (data: Buffer | string) => Buffer.from(data).toString("base64url");
 
-export function encodeLicenseFile(prefix: string, payload: LicenseFilePayload, sign: (signingInput: Buffer) => Buffer): string {
+export function encodeLicenseFile(
+  prefix: string,
+  payload: LicenseFilePayload,
+  sign: (signingInput: Buffer) => Buffer,
+): string {
   const signingInput = `${prefix}.${b64(JSON.stringify(payload))}`;
   return `${signingInput}.${b64(sign(Buffer.from(signingInput)))}`;
 }
 
-export const hmacLicenseFile = (secret: string) => (input: Buffer) => createHmac("sha256", secret).update(input).digest();
+export const hmacLicenseFile = (secret: string) => (input: Buffer) =>
+  createHmac("sha256", secret).update(input).digest();
 
 function fileKey(licenseKey: string): Buffer {
-  return Buffer.from(hkdfSync("sha256", Buffer.from(normalizeLicenseKey(licenseKey)), Buffer.from(ENCRYPTED_PREFIX), "license file", 32));
+  return Buffer.from(
+    hkdfSync("sha256", Buffer.from(normalizeLicenseKey(licenseKey)), Buffer.from(ENCRYPTED_PREFIX), "license file", 32),
+  );
 }
 
 export function encryptLicenseFile(file: string, licenseKey: string): string {
@@ -64,7 +71,8 @@ export function encryptLicenseFile(file: string, licenseKey: string): string {
 /** The signed file inside an encrypted one; throws when the key is wrong or the file was altered. */
 export function decryptLicenseFile(file: string, licenseKey: string): string {
   const [prefix, ivText, bodyText, extra] = file.trim().split(".");
-  if (prefix !== ENCRYPTED_PREFIX || !ivText || !bodyText || extra !== undefined) throw new Error("not an encrypted license file");
+  if (prefix !== ENCRYPTED_PREFIX || !ivText || !bodyText || extra !== undefined)
+    throw new Error("not an encrypted license file");
   const body = Buffer.from(bodyText, "base64url");
   const decipher = createDecipheriv("aes-256-gcm", fileKey(licenseKey), Buffer.from(ivText, "base64url"));
   decipher.setAAD(Buffer.from(ENCRYPTED_PREFIX));

@@ -17,7 +17,10 @@ export const KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 export const KEY_PATTERN = /^[A-Z0-9]{3}(-[A-Z2-7]{5}){7}$/;
 export const PRODUCT_CODE_PATTERN = /^[A-Z0-9]{3}$/;
 
-/** Random characters for new keys, from CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys, not one per key. */
+/**
+ * Random characters for new keys, from CSPRNG bytes drawn 4 KiB at a time: one system call per ~170 keys, not one per
+ * key.
+ */
 export class KeyCharacterPool {
   private pool = Buffer.alloc(0);
   private at = 0;
@@ -70,20 +73,30 @@ export class LicenseKeyring {
 }
 
 // The first 10 base32 characters carry 50 bits: they depend only on the first 7 bytes of the MAC.
-const signature = (secret: Buffer, body: string) => base32.stringify(createHmac("sha256", secret).update(body).digest().subarray(0, 7), { pad: false }).slice(0, 10);
+const signature = (secret: Buffer, body: string) =>
+  base32.stringify(createHmac("sha256", secret).update(body).digest().subarray(0, 7), { pad: false }).slice(0, 10);
 
 /** A new key for `productCode`, signed with the keyring's current version. */
 export function generateLicenseKey(productCode: string, keyring: LicenseKeyring): string {
-  if (!PRODUCT_CODE_PATTERN.test(productCode)) throw new Error(`product code ${JSON.stringify(productCode)}: must be 3 of A–Z0–9`);
+  if (!PRODUCT_CODE_PATTERN.test(productCode))
+    throw new Error(`product code ${JSON.stringify(productCode)}: must be 3 of A–Z0–9`);
   const version = keyring.currentVersion;
   const random = KEY_ALPHABET[version] + keyring.randomChars(24);
-  const segments = [random.slice(0, 5), random.slice(5, 10), random.slice(10, 15), random.slice(15, 20), random.slice(20, 25)];
+  const segments = [
+    random.slice(0, 5),
+    random.slice(5, 10),
+    random.slice(10, 15),
+    random.slice(15, 20),
+    random.slice(20, 25),
+  ];
   const body = `${productCode}-${segments.join("-")}`;
   const hmac = signature(keyring.secret(version)!, body);
   return `${body}-${hmac.slice(0, 5)}-${hmac.slice(5, 10)}`;
 }
 
-export type KeyCheck = { ok: true; productCode: string; version: number } | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
+export type KeyCheck =
+  | { ok: true; productCode: string; version: number }
+  | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
 
 /**
  * Checks a key's format and HMAC without touching the database, as Vinzy's
@@ -98,10 +111,15 @@ export function checkLicenseKey(key: string, keyring: LicenseKeyring): KeyCheck 
   const given = Buffer.from(key.slice(34, 39) + key.slice(40, 45));
   let matched = false;
   for (const secret of keyring.all()) matched = timingSafeEqual(Buffer.from(signature(secret, body)), given) || matched;
-  return matched ? { ok: true, productCode: key.slice(0, 3), version: KEY_ALPHABET.indexOf(key[4]) } : { ok: false, code: "SIGNATURE_INVALID" };
+  return matched
+    ? { ok: true, productCode: key.slice(0, 3), version: KEY_ALPHABET.indexOf(key[4]) }
+    : { ok: false, code: "SIGNATURE_INVALID" };
 }
 
-/** Accepts keys as people paste them: surrounding whitespace, and Vinzy keys in any case (custom keys are case-sensitive). */
+/**
+ * Accepts keys as people paste them: surrounding whitespace, and Vinzy keys in any case (custom keys are
+ * case-sensitive).
+ */
 export function normalizeLicenseKey(key: string): string {
   const trimmed = key.trim();
   const upper = trimmed.toUpperCase();
@@ -111,7 +129,9 @@ export function normalizeLicenseKey(key: string): string {
 /** A key of the vendor's own (not in the Vinzy format), as CreateLicense and imports accept it. */
 export const CUSTOM_KEY_PATTERN = /^[A-Za-z0-9._-]{16,128}$/;
 
-export type KeyLookup = { ok: true; key: string; digest: Buffer } | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
+export type KeyLookup =
+  | { ok: true; key: string; digest: Buffer }
+  | { ok: false; code: "FORMAT_INVALID" | "SIGNATURE_INVALID" };
 
 const verified = new WeakMap<LicenseKeyring, Map<string, { key: string; digest: Buffer }>>();
 

@@ -9,10 +9,30 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import { checkAgents, checkEntitlements, checkLicenseSeats, type CatalogService } from "./catalog.service.js";
-import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement } from "./entitlements.js";
-import { ED25519_PREFIX, encodeLicenseFile, encryptLicenseFile, HMAC_PREFIX, hmacLicenseFile, type LicenseFilePayload } from "./license-file.js";
+import {
+  effectiveAgents,
+  effectiveEntitlements,
+  grants,
+  type AgentEntitlement,
+  type Entitlement,
+} from "./entitlements.js";
+import {
+  ED25519_PREFIX,
+  encodeLicenseFile,
+  encryptLicenseFile,
+  HMAC_PREFIX,
+  hmacLicenseFile,
+  type LicenseFilePayload,
+} from "./license-file.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
-import { checkLicenseKey, CUSTOM_KEY_PATTERN, generateLicenseKey, KEY_PATTERN, normalizeLicenseKey, type LicenseKeyring } from "./license-key.js";
+import {
+  checkLicenseKey,
+  CUSTOM_KEY_PATTERN,
+  generateLicenseKey,
+  KEY_PATTERN,
+  normalizeLicenseKey,
+  type LicenseKeyring,
+} from "./license-key.js";
 import { License, Policy, Product } from "./licensing.entity.js";
 import { compose, type ComposedAgent, type ComposedEntitlement } from "./composition.js";
 
@@ -22,9 +42,18 @@ export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
 export function planClaims(product: Product, policy: Policy, license: License) {
   const entitlements = effectiveEntitlements(policy.entitlements, license.entitlementOverrides);
   return {
-    features: policy.allFeatures ? product.features.map((f) => f.name).sort() : entitlements.filter(grants).map((e) => e.feature),
-    entitlements: Object.fromEntries(entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier])) as Record<string, boolean | number | string>,
-    agents: Object.fromEntries(effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [a.agent, { enabled: a.enabled, token_limit: a.tokenLimit, model_tier: a.modelTier }])),
+    features: policy.allFeatures
+      ? product.features.map((f) => f.name).sort()
+      : entitlements.filter(grants).map((e) => e.feature),
+    entitlements: Object.fromEntries(
+      entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier]),
+    ) as Record<string, boolean | number | string>,
+    agents: Object.fromEntries(
+      effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [
+        a.agent,
+        { enabled: a.enabled, token_limit: a.tokenLimit, model_tier: a.modelTier },
+      ]),
+    ),
     max_machines: license.maxMachines ?? policy.maxMachines,
     max_users: policy.maxUsers,
   };
@@ -62,7 +91,8 @@ export interface ForeignKeyBudget {
 }
 
 /** The one answer for a custom key that cannot be used for a reason that is not the caller's to know. */
-export const keyRefused = () => invalidArgument("custom_key", "this key cannot be used; choose another", "LICENSE_KEY_REFUSED");
+export const keyRefused = () =>
+  invalidArgument("custom_key", "this key cannot be used; choose another", "LICENSE_KEY_REFUSED");
 
 export interface LicensePatch {
   expiresAt?: Date | null;
@@ -88,7 +118,8 @@ export interface LicenseFilters {
 
 const keyPrefix = (key: string) => (KEY_PATTERN.test(key) ? `${key.slice(0, 9)}…` : `${key.slice(0, 6)}…`);
 
-const expiryFrom = (policy: Policy, from: Date) => (policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000));
+const expiryFrom = (policy: Policy, from: Date) =>
+  policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000);
 
 /** Licenses and their lifecycle. Every method runs in the caller's transaction and emits its event. */
 export function createLicenseService(deps: {
@@ -112,14 +143,25 @@ export function createLicenseService(deps: {
   async function change(em: EntityManager, license: License, actor: string, type: string, payload: object = {}) {
     license.updatedAt = clock.now();
     await em.flush();
-    await events.emit(em, { tenantId: license.tenantId, type, subject: license.id, actor, payload: JSON.parse(JSON.stringify(payload)) });
+    await events.emit(em, {
+      tenantId: license.tenantId,
+      type,
+      subject: license.id,
+      actor,
+      payload: JSON.parse(JSON.stringify(payload)),
+    });
     return license;
   }
 
   return {
     get,
 
-    async create(em: EntityManager, tenantId: string, actor: string, input: NewLicense): Promise<{ license: License; key: string }> {
+    async create(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      input: NewLicense,
+    ): Promise<{ license: License; key: string }> {
       const policy = await catalog.getPolicy(em, tenantId, input.policyId);
       const product = await catalog.getProduct(em, tenantId, policy.productId);
       await catalog.getCustomer(em, tenantId, input.customerId);
@@ -129,17 +171,41 @@ export function createLicenseService(deps: {
       let key: string;
       if (input.customKey) {
         key = normalizeLicenseKey(input.customKey);
-        if (!KEY_PATTERN.test(key) && !CUSTOM_KEY_PATTERN.test(key)) throw invalidArgument("custom_key", "must be a Vinzy-format key or 16 to 128 of [A-Za-z0-9._-]", "FORMAT_INVALID");
+        if (!KEY_PATTERN.test(key) && !CUSTOM_KEY_PATTERN.test(key))
+          throw invalidArgument(
+            "custom_key",
+            "must be a Vinzy-format key or 16 to 128 of [A-Za-z0-9._-]",
+            "FORMAT_INVALID",
+          );
         if (KEY_PATTERN.test(key)) {
           const check = checkLicenseKey(key, keyring);
-          if (!check.ok) throw invalidArgument("custom_key", "a key in the Vinzy format must carry a valid HMAC from the configured keyring", "SIGNATURE_INVALID");
-          if (check.productCode !== product.code) throw invalidArgument("custom_key", `the key is for product ${check.productCode}, the policy for ${product.code}`, "PRODUCT_MISMATCH");
+          if (!check.ok)
+            throw invalidArgument(
+              "custom_key",
+              "a key in the Vinzy format must carry a valid HMAC from the configured keyring",
+              "SIGNATURE_INVALID",
+            );
+          if (check.productCode !== product.code)
+            throw invalidArgument(
+              "custom_key",
+              `the key is for product ${check.productCode}, the policy for ${product.code}`,
+              "PRODUCT_MISMATCH",
+            );
         }
-        // Keys are one namespace (the public RPCs take the key alone): the tenant may learn of its own license, nothing of another's.
+        // Keys are one namespace (the public RPCs take the key alone): the tenant may learn of its own license, nothing
+        // of another's.
         const address = input.clientAddress ?? "";
         await foreignKeys?.admit(tenantId, address);
-        const [holder] = await sql<{ id: string; tenant_id: string }>(em, `select id, tenant_id from licenses where key_digest = $1`, [sha256(key)]);
-        if (holder?.tenant_id === tenantId) throw alreadyExists("LICENSE_KEY_TAKEN", `custom_key: license ${holder.id} already has this key`, { field: "custom_key", license_id: holder.id });
+        const [holder] = await sql<{ id: string; tenant_id: string }>(
+          em,
+          `select id, tenant_id from licenses where key_digest = $1`,
+          [sha256(key)],
+        );
+        if (holder?.tenant_id === tenantId)
+          throw alreadyExists("LICENSE_KEY_TAKEN", `custom_key: license ${holder.id} already has this key`, {
+            field: "custom_key",
+            license_id: holder.id,
+          });
         if (holder) {
           await foreignKeys?.refused(tenantId, address, { tenantId: holder.tenant_id, licenseId: holder.id });
           throw keyRefused();
@@ -181,7 +247,13 @@ export function createLicenseService(deps: {
         type: "license.created",
         subject: id,
         actor,
-        payload: { product_id: product.id, policy_id: policy.id, customer_id: input.customerId, key_prefix: license.keyPrefix, expires_at: license.expiresAt?.toISOString() ?? null },
+        payload: {
+          product_id: product.id,
+          policy_id: policy.id,
+          customer_id: input.customerId,
+          key_prefix: license.keyPrefix,
+          expires_at: license.expiresAt?.toISOString() ?? null,
+        },
       });
       return { license, key };
     },
@@ -192,7 +264,8 @@ export function createLicenseService(deps: {
       if (f.productId) where.productId = f.productId;
       if (f.customerId) where.customerId = f.customerId;
       if (f.status === "expired") Object.assign(where, { status: "active", expiresAt: { $lte: now } });
-      else if (f.status === "active") Object.assign(where, { status: "active", $or: [{ expiresAt: null }, { expiresAt: { $gt: now } }] });
+      else if (f.status === "active")
+        Object.assign(where, { status: "active", $or: [{ expiresAt: null }, { expiresAt: { $gt: now } }] });
       else if (f.status) where.status = f.status;
       if (f.expireBefore) where.expiresAt = { ...((where.expiresAt as object) ?? {}), $lt: f.expireBefore };
       if (page.after) where.id = { $gt: page.after };
@@ -201,9 +274,15 @@ export function createLicenseService(deps: {
 
     async update(em: EntityManager, tenantId: string, actor: string, id: string, patch: LicensePatch) {
       const license = await get(em, tenantId, id, true);
-      if (patch.entitlementOverrides) checkEntitlements(await catalog.getProduct(em, tenantId, license.productId), patch.entitlementOverrides, "entitlement_overrides");
+      if (patch.entitlementOverrides)
+        checkEntitlements(
+          await catalog.getProduct(em, tenantId, license.productId),
+          patch.entitlementOverrides,
+          "entitlement_overrides",
+        );
       if (patch.agentOverrides) checkAgents(patch.agentOverrides, "agent_overrides");
-      if (patch.maxMachines !== undefined) checkLicenseSeats(await catalog.getPolicy(em, tenantId, license.policyId), patch.maxMachines);
+      if (patch.maxMachines !== undefined)
+        checkLicenseSeats(await catalog.getPolicy(em, tenantId, license.policyId), patch.maxMachines);
       Object.assign(license, patch);
       return change(em, license, actor, "license.updated", { changed: Object.keys(patch) });
     },
@@ -212,7 +291,13 @@ export function createLicenseService(deps: {
       const license = await get(em, tenantId, id, true);
       em.remove(license);
       await em.flush();
-      await events.emit(em, { tenantId, type: "license.deleted", subject: id, actor, payload: { key_prefix: license.keyPrefix } });
+      await events.emit(em, {
+        tenantId,
+        type: "license.deleted",
+        subject: id,
+        actor,
+        payload: { key_prefix: license.keyPrefix },
+      });
       return license;
     },
 
@@ -227,7 +312,8 @@ export function createLicenseService(deps: {
 
     async reinstate(em: EntityManager, tenantId: string, actor: string, id: string) {
       const license = await get(em, tenantId, id, true);
-      if (license.status !== "suspended") throw failedPrecondition("LICENSE_NOT_SUSPENDED", `license ${id} is ${license.status}, not suspended`);
+      if (license.status !== "suspended")
+        throw failedPrecondition("LICENSE_NOT_SUSPENDED", `license ${id} is ${license.status}, not suspended`);
       license.status = "active";
       license.suspendedAt = null;
       return change(em, license, actor, "license.reinstated");
@@ -237,13 +323,22 @@ export function createLicenseService(deps: {
       const license = await get(em, tenantId, id, true);
       if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
       const policy = await catalog.getPolicy(em, tenantId, license.policyId);
-      if (policy.durationSeconds == null) throw failedPrecondition("PERPETUAL_POLICY", `policy ${policy.name} has no duration: its licenses do not expire`);
+      if (policy.durationSeconds == null)
+        throw failedPrecondition(
+          "PERPETUAL_POLICY",
+          `policy ${policy.name} has no duration: its licenses do not expire`,
+        );
       const now = clock.now();
       const from = license.expiresAt && license.expiresAt > now ? license.expiresAt : now;
       const expiresAt = expiryFrom(policy, from)!;
       // Renewals add up: each stays in the range every request time has (docs/requests.md).
       if (expiresAt >= LATEST_REQUEST_TIME.date) {
-        throw new DomainError(Code.OutOfRange, "EXPIRY_OUT_OF_RANGE", `renewing would move the expiry to ${expiresAt.toISOString()}, past ${LATEST_REQUEST_TIME.text}`, { id });
+        throw new DomainError(
+          Code.OutOfRange,
+          "EXPIRY_OUT_OF_RANGE",
+          `renewing would move the expiry to ${expiresAt.toISOString()}, past ${LATEST_REQUEST_TIME.text}`,
+          { id },
+        );
       }
       license.expiresAt = expiresAt;
       return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt!.toISOString() });
@@ -257,21 +352,38 @@ export function createLicenseService(deps: {
       return change(em, license, actor, "license.revoked");
     },
 
-    async transfer(em: EntityManager, tenantId: string, actor: string, id: string, to: { customerId: string; policyId: string }) {
+    async transfer(
+      em: EntityManager,
+      tenantId: string,
+      actor: string,
+      id: string,
+      to: { customerId: string; policyId: string },
+    ) {
       const license = await get(em, tenantId, id, true);
       if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
-      if (!to.customerId && !to.policyId) throw invalidArgument("customer_id", "name a new customer_id and/or policy_id");
+      if (!to.customerId && !to.policyId)
+        throw invalidArgument("customer_id", "name a new customer_id and/or policy_id");
       const from = { customer_id: license.customerId, policy_id: license.policyId };
       if (to.customerId) license.customerId = (await catalog.getCustomer(em, tenantId, to.customerId)).id;
       if (to.policyId) {
         const policy = await catalog.getPolicy(em, tenantId, to.policyId);
-        if (policy.productId !== license.productId) throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, { field: "policy_id" });
+        if (policy.productId !== license.productId)
+          throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, {
+            field: "policy_id",
+          });
         if (!policy.floating && license.maxMachines != null && license.maxMachines > 1) {
-          throw failedPrecondition("FLOATING_REQUIRED", `policy ${policy.name} is node-locked (floating: false) and the license allows ${license.maxMachines} machines (its max_machines)`, { field: "policy_id" });
+          throw failedPrecondition(
+            "FLOATING_REQUIRED",
+            `policy ${policy.name} is node-locked (floating: false) and the license allows ${license.maxMachines} machines (its max_machines)`,
+            { field: "policy_id" },
+          );
         }
         license.policyId = policy.id;
       }
-      return change(em, license, actor, "license.transferred", { from, to: { customer_id: license.customerId, policy_id: license.policyId } });
+      return change(em, license, actor, "license.transferred", {
+        from,
+        to: { customer_id: license.customerId, policy_id: license.policyId },
+      });
     },
 
     /**
@@ -288,8 +400,12 @@ export function createLicenseService(deps: {
       const license = await get(em, tenantId, id);
       const now = clock.now();
       const status = effectiveStatus(license, now);
-      if (status !== "active") throw failedPrecondition("LICENSE_NOT_ACTIVE", `license ${id} is ${status}: no file can be issued`);
-      if (opts.format === "hmac" && !deps.licenseFileHmacSecret) throw failedPrecondition("HMAC_NOT_CONFIGURED", "format: LICENSD_LICENSE_FILE_HMAC_SECRET is not set", { field: "format" });
+      if (status !== "active")
+        throw failedPrecondition("LICENSE_NOT_ACTIVE", `license ${id} is ${status}: no file can be issued`);
+      if (opts.format === "hmac" && !deps.licenseFileHmacSecret)
+        throw failedPrecondition("HMAC_NOT_CONFIGURED", "format: LICENSD_LICENSE_FILE_HMAC_SECRET is not set", {
+          field: "format",
+        });
       const [product, policy, customer] = await Promise.all([
         catalog.getProduct(em, tenantId, license.productId),
         catalog.getPolicy(em, tenantId, license.policyId),
@@ -324,7 +440,13 @@ export function createLicenseService(deps: {
         type: "license.file_issued",
         subject: id,
         actor,
-        payload: { format: opts.format, encrypted: opts.encrypt, fingerprint: opts.fingerprint || null, expires_at: payload.expires_at, kid },
+        payload: {
+          format: opts.format,
+          encrypted: opts.encrypt,
+          fingerprint: opts.fingerprint || null,
+          expires_at: payload.expires_at,
+          kid,
+        },
       });
       return { file, kid, expiresAt };
     },
@@ -333,7 +455,9 @@ export function createLicenseService(deps: {
     async customerEntitlements(em: EntityManager, tenantId: string, customerId: string): Promise<CustomerEntitlements> {
       await catalog.getCustomer(em, tenantId, customerId);
       const now = clock.now();
-      const held = (await em.find(License, { tenantId, customerId, status: "active" }, { orderBy: { id: "asc" } })).filter((l) => effectiveStatus(l, now) === "active");
+      const held = (
+        await em.find(License, { tenantId, customerId, status: "active" }, { orderBy: { id: "asc" } })
+      ).filter((l) => effectiveStatus(l, now) === "active");
       const [products, policies] = await Promise.all([
         em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
         em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
@@ -360,7 +484,13 @@ export function createLicenseService(deps: {
     async reveal(em: EntityManager, tenantId: string, actor: string, id: string): Promise<string> {
       const license = await get(em, tenantId, id);
       const key = open(dataKey, Buffer.from(license.keySealed), id).toString();
-      await events.emit(em, { tenantId, type: "license.key_revealed", subject: id, actor, payload: { key_prefix: license.keyPrefix } });
+      await events.emit(em, {
+        tenantId,
+        type: "license.key_revealed",
+        subject: id,
+        actor,
+        payload: { key_prefix: license.keyPrefix },
+      });
       return key;
     },
   };

@@ -10,7 +10,13 @@ import type { Events } from "../events/events.js";
  * moment; this makes the stored status and the audit log say so). Safe on many
  * instances: rows are claimed with FOR UPDATE SKIP LOCKED.
  */
-export function createLicenseWorker(deps: { db: Database; clock: Clock; events: Events; logger: Logger; intervalMs?: number }) {
+export function createLicenseWorker(deps: {
+  db: Database;
+  clock: Clock;
+  events: Events;
+  logger: Logger;
+  intervalMs?: number;
+}) {
   const { db, clock, events, logger } = deps;
   let loop: Every | undefined;
 
@@ -27,8 +33,18 @@ export function createLicenseWorker(deps: { db: Database; clock: Clock; events: 
         [now],
       );
       for (const l of due) {
-        await sql(em, `update licenses set status = 'revoked', revoked_at = $1, updated_at = $2 where id = $3`, [now, now, l.id]);
-        await events.emit(em, { tenantId: l.tenant_id, type: "license.revoked", subject: l.id, actor: "system", payload: { reason: "expired (REVOKE_ACCESS policy)" } });
+        await sql(em, `update licenses set status = 'revoked', revoked_at = $1, updated_at = $2 where id = $3`, [
+          now,
+          now,
+          l.id,
+        ]);
+        await events.emit(em, {
+          tenantId: l.tenant_id,
+          type: "license.revoked",
+          subject: l.id,
+          actor: "system",
+          payload: { reason: "expired (REVOKE_ACCESS policy)" },
+        });
       }
       return due.length;
     });

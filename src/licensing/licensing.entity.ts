@@ -1,6 +1,13 @@
 import { defineEntity, p } from "@mikro-orm/core";
 import { baseProperties } from "../platform/base-entity.js";
-import type { AgentEntitlement, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, OverageStrategy } from "./entitlements.js";
+import type {
+  AgentEntitlement,
+  CullStrategy,
+  Entitlement,
+  ExpirationStrategy,
+  FeatureDefinition,
+  OverageStrategy,
+} from "./entitlements.js";
 
 export const ProductSchema = defineEntity({
   name: "Product",

@@ -13,9 +13,25 @@ import {
   type AgentEntitlement as PbAgent,
   type Entitlement as PbEntitlement,
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
-import { ComposeStrategy as PbCompose, FeatureKind as PbKind, ProductSchema, type FeatureDefinition as PbFeature } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import {
+  ComposeStrategy as PbCompose,
+  FeatureKind as PbKind,
+  ProductSchema,
+  type FeatureDefinition as PbFeature,
+} from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { invalidArgument } from "../platform/errors.js";
-import type { AgentEntitlement, ComposeStrategy, ResolvedAgent, CullStrategy, Entitlement, ExpirationStrategy, FeatureDefinition, FeatureKind, ModelTier, OverageStrategy } from "./entitlements.js";
+import type {
+  AgentEntitlement,
+  ComposeStrategy,
+  ResolvedAgent,
+  CullStrategy,
+  Entitlement,
+  ExpirationStrategy,
+  FeatureDefinition,
+  FeatureKind,
+  ModelTier,
+  OverageStrategy,
+} from "./entitlements.js";
 import type { ComposedAgent, ComposedEntitlement } from "./composition.js";
 import type { LicenseStatus } from "./license.service.js";
 import type { Customer, License, Policy, Product } from "./licensing.entity.js";
@@ -27,16 +43,32 @@ function enumMap<D extends string, P extends number>(pairs: [D, P][]) {
   return { toProto: (d: D) => toProto.get(d)!, fromProto: (p: P) => fromProto.get(p) };
 }
 
-const kinds = enumMap<FeatureKind, PbKind>([["flag", PbKind.FLAG], ["limit", PbKind.LIMIT], ["tier", PbKind.TIER]]);
-const composes = enumMap<ComposeStrategy, PbCompose>([["sum", PbCompose.SUM], ["max", PbCompose.MAX], ["union", PbCompose.UNION]]);
-export const tiers = enumMap<ModelTier, PbTier>([["basic", PbTier.BASIC], ["standard", PbTier.STANDARD], ["premium", PbTier.PREMIUM], ["enterprise", PbTier.ENTERPRISE]]);
+const kinds = enumMap<FeatureKind, PbKind>([
+  ["flag", PbKind.FLAG],
+  ["limit", PbKind.LIMIT],
+  ["tier", PbKind.TIER],
+]);
+const composes = enumMap<ComposeStrategy, PbCompose>([
+  ["sum", PbCompose.SUM],
+  ["max", PbCompose.MAX],
+  ["union", PbCompose.UNION],
+]);
+export const tiers = enumMap<ModelTier, PbTier>([
+  ["basic", PbTier.BASIC],
+  ["standard", PbTier.STANDARD],
+  ["premium", PbTier.PREMIUM],
+  ["enterprise", PbTier.ENTERPRISE],
+]);
 const expirations = enumMap<ExpirationStrategy, PbExpiration>([
   ["restrict_access", PbExpiration.RESTRICT_ACCESS],
   ["revoke_access", PbExpiration.REVOKE_ACCESS],
   ["maintain_access", PbExpiration.MAINTAIN_ACCESS],
   ["allow_access", PbExpiration.ALLOW_ACCESS],
 ]);
-const culls = enumMap<CullStrategy, PbCull>([["deactivate_dead", PbCull.DEACTIVATE_DEAD], ["keep_dead", PbCull.KEEP_DEAD]]);
+const culls = enumMap<CullStrategy, PbCull>([
+  ["deactivate_dead", PbCull.DEACTIVATE_DEAD],
+  ["keep_dead", PbCull.KEEP_DEAD],
+]);
 const overages = enumMap<OverageStrategy, PbOverage>([
   ["no_overage", PbOverage.NO_OVERAGE],
   ["always", PbOverage.ALWAYS],
@@ -51,7 +83,8 @@ const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
   ["revoked", PbLicenseStatus.REVOKED],
 ]);
 
-export const expirationFromProto = (p: PbExpiration): ExpirationStrategy => expirations.fromProto(p) ?? "restrict_access";
+export const expirationFromProto = (p: PbExpiration): ExpirationStrategy =>
+  expirations.fromProto(p) ?? "restrict_access";
 export const cullFromProto = (p: PbCull): CullStrategy => culls.fromProto(p) ?? "deactivate_dead";
 export const overageFromProto = (p: PbOverage): OverageStrategy => overages.fromProto(p) ?? "no_overage";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
@@ -62,7 +95,12 @@ const duration = (s: number | null | undefined) => (s == null ? undefined : { se
 const time = (d: Date | null | undefined) => (d ? timestampFromDate(d) : undefined);
 
 export const featuresFromProto = (features: PbFeature[]): FeatureDefinition[] =>
-  features.map((f) => ({ name: f.name, kind: kinds.fromProto(f.kind)!, compose: composes.fromProto(f.compose)!, description: f.description }));
+  features.map((f) => ({
+    name: f.name,
+    kind: kinds.fromProto(f.kind)!,
+    compose: composes.fromProto(f.compose)!,
+    description: f.description,
+  }));
 
 export function entitlementsFromProto(list: PbEntitlement[], field: string): Entitlement[] {
   return list.map((e, i) => {
@@ -70,7 +108,8 @@ export function entitlementsFromProto(list: PbEntitlement[], field: string): Ent
       case "enabled":
         return { feature: e.feature, enabled: e.value.value };
       case "limit":
-        if (e.value.value < 0n || e.value.value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].limit`, "must be from 0 to 2^53-1");
+        if (e.value.value < 0n || e.value.value > BigInt(Number.MAX_SAFE_INTEGER))
+          throw invalidArgument(`${field}[${i}].limit`, "must be from 0 to 2^53-1");
         return { feature: e.feature, limit: Number(e.value.value) };
       case "tier": {
         const tier = tiers.fromProto(e.value.value);
@@ -83,24 +122,33 @@ export function entitlementsFromProto(list: PbEntitlement[], field: string): Ent
   });
 }
 
-/** Agent allowances as given: unset attributes stay absent (`token_limit`, deprecated, stands in for an unset `token_allowance` when non-zero). */
+/**
+ * Agent allowances as given: unset attributes stay absent (`token_limit`, deprecated, stands in for an unset
+ * `token_allowance` when non-zero).
+ */
 export function agentsFromProto(list: PbAgent[], field: string): AgentEntitlement[] {
   const tokens = (v: bigint, name: string, i: number) => {
-    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field}[${i}].${name}`, "must be from 0 to 2^53-1");
+    if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw invalidArgument(`${field}[${i}].${name}`, "must be from 0 to 2^53-1");
     return Number(v);
   };
   return list.map((a, i) => {
     const out: AgentEntitlement = { agent: a.agent };
     if (a.enabled !== undefined) out.enabled = a.enabled;
     if (a.tokenAllowance !== undefined) {
-      if (a.tokenLimit !== 0n && a.tokenLimit !== a.tokenAllowance) throw invalidArgument(`${field}[${i}].token_limit`, "differs from token_allowance, which it is the deprecated name of: set one of them");
+      if (a.tokenLimit !== 0n && a.tokenLimit !== a.tokenAllowance)
+        throw invalidArgument(
+          `${field}[${i}].token_limit`,
+          "differs from token_allowance, which it is the deprecated name of: set one of them",
+        );
       out.tokenLimit = tokens(a.tokenAllowance, "token_allowance", i);
     } else if (a.tokenLimit !== 0n) {
       out.tokenLimit = tokens(a.tokenLimit, "token_limit", i);
     }
     if (a.modelTier !== PbTier.UNSPECIFIED) {
       const tier = tiers.fromProto(a.modelTier);
-      if (!tier) throw invalidArgument(`${field}[${i}].model_tier`, "must be BASIC, STANDARD, PREMIUM or ENTERPRISE, or unset");
+      if (!tier)
+        throw invalidArgument(`${field}[${i}].model_tier`, "must be BASIC, STANDARD, PREMIUM or ENTERPRISE, or unset");
       out.modelTier = tier;
     }
     return out;
@@ -110,7 +158,12 @@ export function agentsFromProto(list: PbAgent[], field: string): AgentEntitlemen
 export const entitlementToProto = (e: Entitlement) =>
   create(EntitlementSchema, {
     feature: e.feature,
-    value: "enabled" in e ? { case: "enabled", value: e.enabled } : "limit" in e ? { case: "limit", value: BigInt(e.limit) } : { case: "tier", value: tiers.toProto(e.tier) },
+    value:
+      "enabled" in e
+        ? { case: "enabled", value: e.enabled }
+        : "limit" in e
+          ? { case: "limit", value: BigInt(e.limit) }
+          : { case: "tier", value: tiers.toProto(e.tier) },
   });
 
 /** A stated allowance keeps its unset attributes unset; a resolved one has them all. */
@@ -129,7 +182,12 @@ export const productToProto = (p: Product) =>
     tenantId: p.tenantId,
     code: p.code,
     name: p.name,
-    features: p.features.map((f) => ({ name: f.name, kind: kinds.toProto(f.kind), compose: composes.toProto(f.compose), description: f.description })),
+    features: p.features.map((f) => ({
+      name: f.name,
+      kind: kinds.toProto(f.kind),
+      compose: composes.toProto(f.compose),
+      description: f.description,
+    })),
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),
@@ -200,7 +258,11 @@ export const composedEntitlementToProto = (e: ComposedEntitlement) => ({
   feature: e.feature,
   compose: { sum: 1, max: 2, union: 3 }[e.compose],
   value: fromJson(ValueSchema, e.value),
-  sources: e.sources.map((s) => ({ productId: s.productId, licenseId: s.licenseId, value: fromJson(ValueSchema, s.value) })),
+  sources: e.sources.map((s) => ({
+    productId: s.productId,
+    licenseId: s.licenseId,
+    value: fromJson(ValueSchema, s.value),
+  })),
 });
 
 /** One agent allowance of a customer's composition (GetCustomerEntitlements). */

@@ -102,8 +102,15 @@ export class ValidationAnswers {
     const { key, productCode, fingerprint, entitlements } = question;
     const q = v.snapshot && `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}`;
     const cached = q === undefined ? undefined : this.answers.get(q);
-    if (cached && cached.snapshot === v.snapshot && cached.code === v.code && cached.valid === v.valid
-      && cached.detail === v.detail && cached.status === v.license?.effectiveStatus) return cached;
+    if (
+      cached &&
+      cached.snapshot === v.snapshot &&
+      cached.code === v.code &&
+      cached.valid === v.valid &&
+      cached.detail === v.detail &&
+      cached.status === v.license?.effectiveStatus
+    )
+      return cached;
     const answer = answerOf(v);
     if (q !== undefined) this.answers.set(q, v.snapshot!.tenantId, answer);
     return answer;

@@ -3,7 +3,16 @@ import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { TenantCache } from "../platform/tenant-cache.js";
 import type { LicenseMachines } from "./license-machines.js";
-import { effectiveAgents, effectiveEntitlements, grants, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type FeatureDefinition, type ResolvedAgent } from "./entitlements.js";
+import {
+  effectiveAgents,
+  effectiveEntitlements,
+  grants,
+  type AgentEntitlement,
+  type Entitlement,
+  type ExpirationStrategy,
+  type FeatureDefinition,
+  type ResolvedAgent,
+} from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 
@@ -88,11 +97,17 @@ interface Row {
 /**
  * ValidateLicense's engine. The hot path: the key's HMAC is checked before any lookup;
  * licenses are read with one SQL join (not the ORM; a statement prepared once per pooled
- * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a tenant — every change writes one — drops that tenant's
- * cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
+ * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a tenant — every change writes
+ * one — drops that tenant's cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
  * within the notification's latency; entries also expire after 30 s as a backstop.
  */
-export function createValidationService(deps: { db: Database; clock: Clock; keyring: LicenseKeyring; feed: AuditFeed; machines: LicenseMachines }) {
+export function createValidationService(deps: {
+  db: Database;
+  clock: Clock;
+  keyring: LicenseKeyring;
+  feed: AuditFeed;
+  machines: LicenseMachines;
+}) {
   const { db, clock, keyring, feed, machines: licenseMachines } = deps;
   // A miss (no license has the key) is cached too, as no tenant's: any change drops it.
   const cache = new TenantCache<LicenseSnapshot | null>({ max: CACHE_MAX, ttlMs: CACHE_TTL_MS }).follow(feed);
@@ -147,19 +162,31 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
     if (!byStatus) derived.set(snapshot, (byStatus = {}));
     return (byStatus[status] ??= {
       license: { ...snapshot, effectiveStatus: status },
-      features: snapshot.allFeatures ? snapshot.productFeatures.map((f) => f.name).sort() : snapshot.entitlements.filter(grants).map((e) => e.feature),
+      features: snapshot.allFeatures
+        ? snapshot.productFeatures.map((f) => f.name).sort()
+        : snapshot.entitlements.filter(grants).map((e) => e.feature),
     });
   }
 
   return {
     /** Validates a key; codes are checked in the documented order, the first that applies wins. */
-    async validate(input: { key: string; productCode: string; fingerprint: string; requiredEntitlements: string[] }): Promise<Validation> {
+    async validate(input: {
+      key: string;
+      productCode: string;
+      fingerprint: string;
+      requiredEntitlements: string[];
+    }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
       const found = lookupLicenseKey(input.key, keyring);
       if (!found.ok) {
         return found.code === "FORMAT_INVALID"
           ? { valid: false, code: "FORMAT_INVALID", detail: "not a license key", ...none }
-          : { valid: false, code: found.code, detail: "the key's signature does not match: forged or mistyped", ...none };
+          : {
+              valid: false,
+              code: found.code,
+              detail: "the key's signature does not match: forged or mistyped",
+              ...none,
+            };
       }
       const { digest } = found;
       const snapshot = await load(digest);
@@ -176,12 +203,17 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
       let expired = false;
       if (status === "expired") {
         const inGrace = now.getTime() < snapshot.expiresAt!.getTime() + snapshot.graceSeconds * 1000;
-        const keepsAccess = snapshot.expirationStrategy === "maintain_access" || snapshot.expirationStrategy === "allow_access";
-        if (!inGrace && !keepsAccess) return fail("EXPIRED", `the license expired at ${snapshot.expiresAt!.toISOString()}`);
+        const keepsAccess =
+          snapshot.expirationStrategy === "maintain_access" || snapshot.expirationStrategy === "allow_access";
+        if (!inGrace && !keepsAccess)
+          return fail("EXPIRED", `the license expired at ${snapshot.expiresAt!.toISOString()}`);
         expired = true;
       }
       if (input.productCode && input.productCode !== snapshot.productCode) {
-        return fail("PRODUCT_SCOPE_MISMATCH", `the license is for product ${snapshot.productCode}, not ${input.productCode}`);
+        return fail(
+          "PRODUCT_SCOPE_MISMATCH",
+          `the license is for product ${snapshot.productCode}, not ${input.productCode}`,
+        );
       }
       if (input.fingerprint) {
         // Machines change with every heartbeat: read, never cached.
@@ -189,17 +221,32 @@ export function createValidationService(deps: { db: Database; clock: Clock; keyr
         const machine = machines.find((m) => m.fingerprint === input.fingerprint);
         if (machines.length === 0) return fail("NO_MACHINES", "the license is not activated on any machine");
         if (!machine) {
-          return snapshot.floating ? fail("NO_MACHINE", "the license is not activated on this machine") : fail("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine");
+          return snapshot.floating
+            ? fail("NO_MACHINE", "the license is not activated on this machine")
+            : fail("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine");
         }
-        if (snapshot.maxMachines > 0 && machines.length > snapshot.maxMachines) return fail("TOO_MANY_MACHINES", `${machines.length} machines are active; the license allows ${snapshot.maxMachines}`);
-        const overdue = snapshot.heartbeatSeconds !== null && !machine.offline && Number(machine.last_ms) + (snapshot.heartbeatSeconds + snapshot.heartbeatGraceSeconds) * 1000 < now.getTime();
+        if (snapshot.maxMachines > 0 && machines.length > snapshot.maxMachines)
+          return fail(
+            "TOO_MANY_MACHINES",
+            `${machines.length} machines are active; the license allows ${snapshot.maxMachines}`,
+          );
+        const overdue =
+          snapshot.heartbeatSeconds !== null &&
+          !machine.offline &&
+          Number(machine.last_ms) + (snapshot.heartbeatSeconds + snapshot.heartbeatGraceSeconds) * 1000 < now.getTime();
         if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
       } else if (snapshot.requireFingerprintScope) {
         return fail("FINGERPRINT_SCOPE_REQUIRED", "the license's policy requires a machine fingerprint");
       }
       const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
       if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);
-      if (expired) return { valid: true, code: "EXPIRED", detail: `expired at ${snapshot.expiresAt!.toISOString()}; access continues (grace period or policy)`, ...granted };
+      if (expired)
+        return {
+          valid: true,
+          code: "EXPIRED",
+          detail: `expired at ${snapshot.expiresAt!.toISOString()}; access continues (grace period or policy)`,
+          ...granted,
+        };
       return { valid: true, code: "VALID", detail: "the license is valid", ...granted };
     },
   };

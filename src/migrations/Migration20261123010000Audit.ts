@@ -81,13 +81,18 @@ export class Migration20261123010000Audit extends Migration {
         raise exception '% is append-only: % refused', tg_table_name, tg_op using errcode = '42501';
       end $$`);
     for (const table of ["audit_events", "audit_tree_nodes", "audit_cuts"]) {
-      this.addSql(`create trigger ${table}_append_only before update or delete on ${table} for each row execute function audit_append_only()`);
-      this.addSql(`create trigger ${table}_no_truncate before truncate on ${table} for each statement execute function audit_append_only()`);
+      this.addSql(
+        `create trigger ${table}_append_only before update or delete on ${table} for each row execute function audit_append_only()`,
+      );
+      this.addSql(
+        `create trigger ${table}_no_truncate before truncate on ${table} for each statement execute function audit_append_only()`,
+      );
     }
   }
 
   override async down(): Promise<void> {
-    for (const table of ["audit_cuts", "audit_tree_nodes", "audit_events", "audit_heads", "signing_keys"]) this.addSql(`drop table ${table}`);
+    for (const table of ["audit_cuts", "audit_tree_nodes", "audit_events", "audit_heads", "signing_keys"])
+      this.addSql(`drop table ${table}`);
     this.addSql(`drop function audit_append_only`);
   }
 }

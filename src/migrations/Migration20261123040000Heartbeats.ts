@@ -16,7 +16,9 @@ export class Migration20261123040000Heartbeats extends Migration {
         add column dead_at timestamptz,
         add column offline boolean not null default false`);
     // The heartbeat worker's scans: alive machines by age, dead ones by time of death.
-    this.addSql(`create index machines_alive_heartbeat_idx on machines (last_heartbeat_at) where status = 'alive' and not offline`);
+    this.addSql(
+      `create index machines_alive_heartbeat_idx on machines (last_heartbeat_at) where status = 'alive' and not offline`,
+    );
     this.addSql(`create index machines_dead_idx on machines (dead_at) where status = 'dead'`);
     // Token buckets shared by every instance (activation rate limits).
     this.addSql(`

@@ -92,6 +92,15 @@ export class Migration20261123050000Usage extends Migration {
   }
 
   override async down(): Promise<void> {
-    for (const t of ["usage_period_unique", "usage_periods", "usage_unique", "usage_rollups", "usage_dedupe", "usage_events", "meters"]) this.addSql(`drop table ${t}`);
+    for (const t of [
+      "usage_period_unique",
+      "usage_periods",
+      "usage_unique",
+      "usage_rollups",
+      "usage_dedupe",
+      "usage_events",
+      "meters",
+    ])
+      this.addSql(`drop table ${t}`);
   }
 }

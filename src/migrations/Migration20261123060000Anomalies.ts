@@ -23,7 +23,9 @@ export class Migration20261123060000Anomalies extends Migration {
         unique (license_id, metric, day)
       )`);
     this.addSql(`create index anomalies_tenant_idx on anomalies (tenant_id, id desc)`);
-    this.addSql(`create index audit_events_activation_idx on audit_events (occurred_at) where type = 'machine.activated'`);
+    this.addSql(
+      `create index audit_events_activation_idx on audit_events (occurred_at) where type = 'machine.activated'`,
+    );
   }
 
   override async down(): Promise<void> {

@@ -8,7 +8,9 @@ import { Migration } from "@mikro-orm/migrations";
  */
 export class Migration20261123070000UsageKeys extends Migration {
   override async up(): Promise<void> {
-    this.addSql(`alter table usage_dedupe alter column tenant_id type text collate "C", alter column idempotency_key type text collate "C"`);
+    this.addSql(
+      `alter table usage_dedupe alter column tenant_id type text collate "C", alter column idempotency_key type text collate "C"`,
+    );
     this.addSql(`drop index usage_dedupe_age_idx`);
     this.addSql(`create index usage_dedupe_age_idx on usage_dedupe using brin (received_at)`);
   }
@@ -16,6 +18,8 @@ export class Migration20261123070000UsageKeys extends Migration {
   override async down(): Promise<void> {
     this.addSql(`drop index usage_dedupe_age_idx`);
     this.addSql(`create index usage_dedupe_age_idx on usage_dedupe (received_at)`);
-    this.addSql(`alter table usage_dedupe alter column tenant_id type text collate "default", alter column idempotency_key type text collate "default"`);
+    this.addSql(
+      `alter table usage_dedupe alter column tenant_id type text collate "default", alter column idempotency_key type text collate "default"`,
+    );
   }
 }

@@ -12,15 +12,23 @@ export class Migration20261123110000UsageDedupeTenantSeq extends Migration {
   override async up(): Promise<void> {
     this.addSql(`alter table tenants add column seq integer generated always as identity`);
     this.addSql(`alter table tenants add constraint tenants_seq_key unique (seq)`);
-    this.rebuild(`tenant_seq integer`, `select t.seq, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.id = d.tenant_id`);
+    this.rebuild(
+      `tenant_seq integer`,
+      `select t.seq, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.id = d.tenant_id`,
+    );
   }
 
   override async down(): Promise<void> {
-    this.rebuild(`tenant_id text collate "C"`, `select t.id, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.seq = d.tenant_seq`);
+    this.rebuild(
+      `tenant_id text collate "C"`,
+      `select t.id, d.idempotency_key, d.received_at from usage_dedupe d join tenants t on t.seq = d.tenant_seq`,
+    );
     this.addSql(`alter table tenants drop column seq`);
   }
 
-  /** usage_dedupe again, its tenant column (the first of its key) as `tenantColumn`, filled by `rows` from the old one. */
+  /**
+   * usage_dedupe again, its tenant column (the first of its key) as `tenantColumn`, filled by `rows` from the old one.
+   */
   private rebuild(tenantColumn: string, rows: string) {
     const tenant = tenantColumn.split(" ")[0];
     this.addSql(`

@@ -9,12 +9,18 @@ import { Migration } from "@mikro-orm/migrations";
  */
 export class Migration20261123121500IdempotencySealed extends Migration {
   override async up(): Promise<void> {
-    this.rebuild(`response_sealed bytea`, `select scope, procedure, key, request_digest, null, created_at from idempotency_records`);
+    this.rebuild(
+      `response_sealed bytea`,
+      `select scope, procedure, key, request_digest, null, created_at from idempotency_records`,
+    );
   }
 
   override async down(): Promise<void> {
     // The older code reads answers in clear and could not open these: none are kept.
-    this.rebuild(`response bytea not null`, `select scope, procedure, key, request_digest, response_sealed, created_at from idempotency_records where false`);
+    this.rebuild(
+      `response bytea not null`,
+      `select scope, procedure, key, request_digest, response_sealed, created_at from idempotency_records where false`,
+    );
   }
 
   /** idempotency_records again, with `responseColumn` filled by `rows` from the old one. */
@@ -32,7 +38,9 @@ export class Migration20261123121500IdempotencySealed extends Migration {
     this.addSql(`insert into idempotency_records_next ${rows}`);
     this.addSql(`drop table idempotency_records`);
     this.addSql(`alter table idempotency_records_next rename to idempotency_records`);
-    this.addSql(`alter table idempotency_records rename constraint idempotency_records_next_pkey to idempotency_records_pkey`);
+    this.addSql(
+      `alter table idempotency_records rename constraint idempotency_records_next_pkey to idempotency_records_pkey`,
+    );
     this.addSql(`create index idempotency_records_created_at_idx on idempotency_records (created_at)`);
   }
 }

@@ -16,7 +16,11 @@ export type ApiKeyResolver = (secret: string) => Promise<Principal | undefined>;
  * a header that names no live key is refused at once, and counts as a failed key lookup
  * of the client's address (which, once blocked, has no key looked up).
  */
-export function createAuthInterceptor(superAdminKey: string, resolveApiKey: ApiKeyResolver, keyFailures?: KeyFailureLimit): Interceptor {
+export function createAuthInterceptor(
+  superAdminKey: string,
+  resolveApiKey: ApiKeyResolver,
+  keyFailures?: KeyFailureLimit,
+): Interceptor {
   return (next) => async (req) => {
     const header = req.header.get("authorization");
     if (header !== null) {
@@ -39,7 +43,8 @@ export function createAuthInterceptor(superAdminKey: string, resolveApiKey: ApiK
 }
 
 export function requireSuperAdmin(principal: Principal): void {
-  if (principal.kind === "anonymous") throw unauthenticated("MISSING_API_KEY", "this call needs `Authorization: Bearer <key>`");
+  if (principal.kind === "anonymous")
+    throw unauthenticated("MISSING_API_KEY", "this call needs `Authorization: Bearer <key>`");
   if (principal.kind !== "super_admin") {
     throw permissionDenied("SUPER_ADMIN_REQUIRED", "this call needs the super-admin key");
   }
@@ -51,7 +56,8 @@ export function requireSuperAdmin(principal: Principal): void {
  * exactly like naming a tenant that does not exist.
  */
 export function requireTenant(principal: Principal, tenantId: string, scope: Scope, field = "tenant_id"): string {
-  if (principal.kind === "anonymous") throw unauthenticated("MISSING_API_KEY", "this call needs `Authorization: Bearer <key>`");
+  if (principal.kind === "anonymous")
+    throw unauthenticated("MISSING_API_KEY", "this call needs `Authorization: Bearer <key>`");
   if (principal.kind === "super_admin") {
     if (tenantId === "") throw invalidArgument(field, "required when calling with the super-admin key");
     return tenantId;

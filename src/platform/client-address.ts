@@ -13,7 +13,9 @@ type Request = Pick<http.IncomingMessage | http2.Http2ServerRequest, "headers" |
  * Checks `LICENSD_TRUSTED_PROXIES` (CIDRs, addresses, or proxy-addr's names `loopback`,
  * `linklocal`, `uniquelocal`): the trust function, or the entries that do not parse.
  */
-export function compileTrustedProxies(entries: string[]): { trust: (addr: string, i: number) => boolean } | { bad: string[] } {
+export function compileTrustedProxies(
+  entries: string[],
+): { trust: (addr: string, i: number) => boolean } | { bad: string[] } {
   const bad = entries.filter((e) => {
     try {
       proxyaddr.compile(e);

@@ -7,7 +7,8 @@ const gzip = promisify(zlib.gzip);
 const brotliCompress = promisify(zlib.brotliCompress);
 
 /** zlib's Buffer as the plain Uint8Array (on an ArrayBuffer) Connect expects. */
-const plain = (b: Buffer): Uint8Array<ArrayBuffer> => (b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b));
+const plain = (b: Buffer): Uint8Array<ArrayBuffer> =>
+  b.buffer instanceof ArrayBuffer ? (b as Uint8Array<ArrayBuffer>) : new Uint8Array(b);
 
 /**
  * Response compression for answers made per request. connect-node's own gzip and brotli
@@ -26,6 +27,9 @@ export const fastGzip: Compression = {
 
 export const fastBrotli: Compression = {
   name: "br",
-  compress: (bytes) => brotliCompress(bytes, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length } }).then(plain),
+  compress: (bytes) =>
+    brotliCompress(bytes, {
+      params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length },
+    }).then(plain),
   decompress: compressionBrotli.decompress,
 };

@@ -14,5 +14,8 @@ export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, {
 /** The request id: the caller's `x-request-id` when sane, else a fresh one. */
 export const requestIdKey = createContextKey<string>("", { description: "licensd request id" });
 
-/** The client's address: the TCP peer, or what trusted proxies say it is (client-address.ts); never taken from the request body. */
+/**
+ * The client's address: the TCP peer, or what trusted proxies say it is (client-address.ts); never taken from the
+ * request body.
+ */
 export const peerAddressKey = createContextKey<string>("", { description: "licensd peer address" });

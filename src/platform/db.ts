@@ -62,7 +62,12 @@ export interface SqlResult<T> {
   count: number;
 }
 
-function run<T>(on: SqlRunner, text: string, params: readonly unknown[], name: string | undefined): Promise<SqlResult<T>> {
+function run<T>(
+  on: SqlRunner,
+  text: string,
+  params: readonly unknown[],
+  name: string | undefined,
+): Promise<SqlResult<T>> {
   if ("pooled" in on) return on.pooled<T>(text, params, name);
   const trx = on.getTransactionContext<Transaction<unknown>>();
   return trx ? inTransaction<T>(on, trx, text, params) : onPool<T>(on, text, params, name);
@@ -100,7 +105,10 @@ async function onPool<T>(
 
 export interface Database {
   orm: MikroORM;
-  /** Runs `fn` in one transaction on a fresh EntityManager; commits when it returns, then runs the hooks `afterCommit` registered on it. */
+  /**
+   * Runs `fn` in one transaction on a fresh EntityManager; commits when it returns, then runs the hooks `afterCommit`
+   * registered on it.
+   */
   tx<T>(fn: (em: EntityManager) => Promise<T>): Promise<T>;
   /** Runs `hook` once the transaction of `em` (one `tx` gave) has committed; never, if it rolls back. */
   afterCommit(em: EntityManager, hook: () => void): void;
@@ -113,19 +121,31 @@ export interface Database {
   close(): Promise<void>;
 }
 
-/** What the database maps, given by the composition root (platform knows no domain): every entity, every migration in order. */
+/**
+ * What the database maps, given by the composition root (platform knows no domain): every entity, every migration in
+ * order.
+ */
 export interface Schema {
   entities: NonNullable<Options["entities"]>;
   migrations: NonNullable<NonNullable<Options["migrations"]>["migrationsList"]>;
 }
 
-export async function openDatabase(url: string, opts: { poolMax: number; logger: Logger; schema: Schema }): Promise<Database> {
+export async function openDatabase(
+  url: string,
+  opts: { poolMax: number; logger: Logger; schema: Schema },
+): Promise<Database> {
   const config: Options = {
     clientUrl: url,
     entities: opts.schema.entities,
     extensions: [Migrator],
     // No schema snapshot: migrations are listed by hand, and a server must not write files into its working directory.
-    migrations: { migrationsList: opts.schema.migrations, transactional: true, allOrNothing: true, silent: true, snapshot: false },
+    migrations: {
+      migrationsList: opts.schema.migrations,
+      transactional: true,
+      allOrNothing: true,
+      silent: true,
+      snapshot: false,
+    },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
     driverOptions: { connectionTimeoutMillis: 5_000 },
     debug: false,

@@ -1,5 +1,12 @@
 import type { DescMethod, JsonReadOptions } from "@bufbuild/protobuf";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createConnectRouter,
+  type ConnectRouter,
+  type ContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import {
   compressedFlag,
@@ -29,7 +36,10 @@ export interface EdgeOptions {
   readMaxBytes: number;
   shutdownSignal: AbortSignal;
   contextValues: (req: NodeServerRequest) => ContextValues;
-  /** Connect GET reads whose answers any cache may keep, with their max-age in seconds; every other GET answer is `no-store`. */
+  /**
+   * Connect GET reads whose answers any cache may keep, with their max-age in seconds; every other GET answer is
+   * `no-store`.
+   */
   publicReads: ReadonlyMap<DescMethod, number>;
   logger: Logger;
   metrics: Metrics;
@@ -149,7 +159,12 @@ class EdgeCall {
     if (/^[A-Za-z0-9+/_-]*$/.test(message) && message.length % 4 !== 1) return undefined;
     const error = this.refused(Code.InvalidArgument, "message: not base64 (the query says base64=1)");
     const body = errorToJsonBytes(error, {});
-    const header = new Headers({ "content-type": "application/json", "content-length": String(body.byteLength), "cache-control": "no-store", "x-request-id": this.requestId });
+    const header = new Headers({
+      "content-type": "application/json",
+      "content-length": String(body.byteLength),
+      "cache-control": "no-store",
+      "x-request-id": this.requestId,
+    });
     return { status: codeToHttpStatus(error.code), header, body: createAsyncIterable([body]) };
   }
 
@@ -167,7 +182,12 @@ class EdgeCall {
 
   /** Connect: an error without ErrorInfo comes from before the interceptors; GETs get Cache-Control. */
   private async connect(res: UniversalServerResponse): Promise<UniversalServerResponse> {
-    if (res.status !== 200 && res.body && this.handler.method.methodKind === "unary" && res.header?.get("content-type") === "application/json") {
+    if (
+      res.status !== 200 &&
+      res.body &&
+      this.handler.method.methodKind === "unary" &&
+      res.header?.get("content-type") === "application/json"
+    ) {
       res = await this.connectUnaryError(res);
     }
     if (this.request.method === "GET" && res.header) {
@@ -222,7 +242,10 @@ class EdgeCall {
     };
   }
 
-  /** gRPC-Web: the trailers are the body's last frame; grpc-web-text answers are base64, each frame on its own (the spec's in-stream padding). */
+  /**
+   * gRPC-Web: the trailers are the body's last frame; grpc-web-text answers are base64, each frame on its own (the
+   * spec's in-stream padding).
+   */
   private grpcWeb(res: UniversalServerResponse): UniversalServerResponse {
     if (!res.body) return res;
     if (this.text) res.header?.set("content-type", "application/grpc-web-text+proto");
@@ -235,7 +258,9 @@ class EdgeCall {
           if (frame.byteLength > 0 && (frame[0] & trailerFlag) === trailerFlag) {
             frame = await self.grpcWebTrailer(frame, res.header);
           }
-          yield self.text ? Buffer.from(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString("base64"), "latin1") : frame;
+          yield self.text
+            ? Buffer.from(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString("base64"), "latin1")
+            : frame;
         }
       })(),
     };
@@ -289,7 +314,9 @@ class EdgeCall {
       // Not a request connect could not decode: a failure of ours (an answer that did not serialize).
       const ids = { requestId: this.requestId, traceId: span?.traceId, spanId: span?.spanId };
       this.opts.logger.error({ ...ids, procedure: this.procedure, err: error }, "internal error");
-      error = connectError(Code.Internal, "INTERNAL", `internal error (request id ${this.requestId})`, { request_id: this.requestId });
+      error = connectError(Code.Internal, "INTERNAL", `internal error (request id ${this.requestId})`, {
+        request_id: this.requestId,
+      });
     }
     span?.end({ requestId: this.requestId, protocol: this.protocol, code: error.code, tenant: "unknown" });
     recordRpc(this.opts.logger, this.opts.metrics, {
@@ -315,7 +342,10 @@ export function encodeGrpcMessage(message: string): string {
   if (/^[\x20-\x24\x26-\x7e]*$/.test(message)) return message;
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }
@@ -338,13 +368,19 @@ const BASE64_SEGMENT = /^[A-Za-z0-9+/]*={0,2}$/;
 async function* fromBase64Text(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   let pending = "";
   for await (const chunk of body) {
-    pending += Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString("latin1").replace(/[\r\n\t ]/g, "");
+    pending += Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+      .toString("latin1")
+      .replace(/[\r\n\t ]/g, "");
     const whole = pending.length - (pending.length % 4);
     if (whole === 0) continue;
     yield decodeBase64Groups(pending.slice(0, whole));
     pending = pending.slice(whole);
   }
-  if (pending.length > 0) throw new ConnectError("protocol error: the grpc-web-text body is not base64 (length not a multiple of 4)", Code.InvalidArgument);
+  if (pending.length > 0)
+    throw new ConnectError(
+      "protocol error: the grpc-web-text body is not base64 (length not a multiple of 4)",
+      Code.InvalidArgument,
+    );
 }
 
 function decodeBase64Groups(text: string): Uint8Array {
@@ -361,6 +397,7 @@ function decodeBase64Groups(text: string): Uint8Array {
 }
 
 function decodeBase64Segment(segment: string): Buffer {
-  if (!BASE64_SEGMENT.test(segment)) throw new ConnectError("protocol error: the grpc-web-text body is not base64", Code.InvalidArgument);
+  if (!BASE64_SEGMENT.test(segment))
+    throw new ConnectError("protocol error: the grpc-web-text body is not base64", Code.InvalidArgument);
   return Buffer.from(segment, "base64");
 }

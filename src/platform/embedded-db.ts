@@ -22,7 +22,17 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
-const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "exit", "beforeExit", "uncaughtException", "unhandledRejection", "message"] as const;
+const HOOKED_EVENTS = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGBREAK",
+  "exit",
+  "beforeExit",
+  "uncaughtException",
+  "unhandledRejection",
+  "message",
+] as const;
 
 /** How often a process checks that the postmaster it uses is alive, and the bounds of the owner's restart backoff. */
 const SUPERVISE_EVERY_MS = 500;
@@ -103,19 +113,27 @@ class EmbeddedCluster {
       const running = await waitForOwnersServer(this.pgDir, this.ownerFile, claim.owner);
       if (running === undefined) continue; // the owner died meanwhile: claim again
       ({ pid: this.pid, port: this.port } = running);
-      this.logger.info({ port: this.port, owner: claim.owner.pid, dir: this.pgDir }, "using the embedded PostgreSQL of a running licensd (it stays up when this process ends)");
+      this.logger.info(
+        { port: this.port, owner: claim.owner.pid, dir: this.pgDir },
+        "using the embedded PostgreSQL of a running licensd (it stays up when this process ends)",
+      );
       break;
     }
     this.timer = setInterval(() => this.check(), SUPERVISE_EVERY_MS);
     this.timer.unref();
   }
 
-  /** As the owner: adopts a running postmaster (its owner died), else starts one, on `this.port` once that is chosen. */
+  /**
+   * As the owner: adopts a running postmaster (its owner died), else starts one, on `this.port` once that is chosen.
+   */
   private async startOrAdopt() {
     const running = await runningServer(this.pgDir);
     if (running !== undefined && (this.port === 0 || running.port === this.port)) {
       // Left behind by a licensd that died without stopping it (SIGKILL): adopt it.
-      this.logger.warn({ port: running.port, postmaster: running.pid, dir: this.pgDir }, "embedded PostgreSQL from an earlier run is still up; adopting it");
+      this.logger.warn(
+        { port: running.port, postmaster: running.pid, dir: this.pgDir },
+        "embedded PostgreSQL from an earlier run is still up; adopting it",
+      );
       ({ pid: this.pid, port: this.port } = running);
       return;
     }
@@ -134,7 +152,12 @@ class EmbeddedCluster {
   private check() {
     if (!this.supervising || this.recovering || isAlive(this.pid)) return;
     this.outages++;
-    this.logger.error({ postmaster: this.pid, dir: this.pgDir, owned: this.owned }, this.owned ? "the embedded PostgreSQL died; restarting it" : "the embedded PostgreSQL went away; waiting for its owner");
+    this.logger.error(
+      { postmaster: this.pid, dir: this.pgDir, owned: this.owned },
+      this.owned
+        ? "the embedded PostgreSQL died; restarting it"
+        : "the embedded PostgreSQL went away; waiting for its owner",
+    );
     this.recovering = this.recover().finally(() => (this.recovering = undefined));
   }
 
@@ -163,7 +186,10 @@ class EmbeddedCluster {
         }
       } catch (err) {
         // Typically: the dead postmaster's backends still hold its shared memory for a moment.
-        this.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, "embedded PostgreSQL did not start; retrying");
+        this.logger.warn(
+          { err: (err as Error).message, attempt, retryInMs: wait },
+          "embedded PostgreSQL did not start; retrying",
+        );
       }
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, RESTART_BACKOFF_MS.max);
@@ -192,7 +218,12 @@ class EmbeddedCluster {
 
 type EmbeddedPostgresServer = InstanceType<Awaited<ReturnType<typeof importWithoutExitHooks>>>;
 
-async function createServer(pgDir: string, port: number, password: string, logger: Logger): Promise<EmbeddedPostgresServer> {
+async function createServer(
+  pgDir: string,
+  port: number,
+  password: string,
+  logger: Logger,
+): Promise<EmbeddedPostgresServer> {
   const EmbeddedPostgres = await importWithoutExitHooks();
   const root = process.getuid?.() === 0;
   const server = new EmbeddedPostgres({
@@ -237,8 +268,15 @@ interface OwnerRecord {
  * a stale postmaster.pid. Written by hand: lock-file packages decide staleness by age,
  * which would make a SIGKILLed server's successor wait; a pid answers at once.
  */
-async function claimOwnership(file: string): Promise<{ record: OwnerRecord; owner?: undefined } | { owner: OwnerRecord }> {
-  const record: OwnerRecord = { pid: process.pid, started: processStart(process.pid), command: process.argv.slice(2).join(" "), since: new Date().toISOString() };
+async function claimOwnership(
+  file: string,
+): Promise<{ record: OwnerRecord; owner?: undefined } | { owner: OwnerRecord }> {
+  const record: OwnerRecord = {
+    pid: process.pid,
+    started: processStart(process.pid),
+    command: process.argv.slice(2).join(" "),
+    since: new Date().toISOString(),
+  };
   const draft = `${file}.${process.pid}`;
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   writeFileSync(draft, JSON.stringify(record), { mode: 0o600 });
@@ -265,11 +303,20 @@ async function claimOwnership(file: string): Promise<{ record: OwnerRecord; owne
 
 function releaseOwnership(file: string, record: OwnerRecord) {
   const current = readText(file);
-  if (current !== undefined && parseOwner(current)?.pid === record.pid && parseOwner(current)?.started === record.started) rmSync(file, { force: true });
+  if (
+    current !== undefined &&
+    parseOwner(current)?.pid === record.pid &&
+    parseOwner(current)?.started === record.started
+  )
+    rmSync(file, { force: true });
 }
 
 /** The owner's postmaster once it accepts connections; undefined if the owner died first. */
-async function waitForOwnersServer(pgDir: string, ownerFile: string, owner: OwnerRecord): Promise<{ pid: number; port: number } | undefined> {
+async function waitForOwnersServer(
+  pgDir: string,
+  ownerFile: string,
+  owner: OwnerRecord,
+): Promise<{ pid: number; port: number } | undefined> {
   const deadline = Date.now() + GUEST_WAIT_MS;
   for (;;) {
     const running = await runningServer(pgDir);
@@ -277,7 +324,10 @@ async function waitForOwnersServer(pgDir: string, ownerFile: string, owner: Owne
     const text = readText(ownerFile);
     const current = text === undefined ? undefined : parseOwner(text);
     if (current === undefined || current.pid !== owner.pid || !ownerAlive(current)) return undefined;
-    if (Date.now() > deadline) throw new Error(`the embedded PostgreSQL in ${pgDir} belongs to licensd process ${owner.pid} (${owner.command}), which has not brought it up`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `the embedded PostgreSQL in ${pgDir} belongs to licensd process ${owner.pid} (${owner.command}), which has not brought it up`,
+      );
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -293,7 +343,9 @@ function readText(file: string): string | undefined {
 function parseOwner(text: string): OwnerRecord | undefined {
   try {
     const o = JSON.parse(text) as Partial<OwnerRecord>;
-    return typeof o.pid === "number" && Number.isInteger(o.pid) && o.pid > 0 ? { pid: o.pid, started: o.started ?? null, command: o.command ?? "", since: o.since ?? "" } : undefined;
+    return typeof o.pid === "number" && Number.isInteger(o.pid) && o.pid > 0
+      ? { pid: o.pid, started: o.started ?? null, command: o.command ?? "", since: o.since ?? "" }
+      : undefined;
   } catch {
     return undefined;
   }
@@ -428,6 +480,9 @@ async function grantTraversal(pgDir: string, logger: Logger) {
     }
   }
   if (opened.length > 0) {
-    logger.warn({ directories: opened }, "running as root: granted search permission (o+x) so the postgres user can reach its binaries and data");
+    logger.warn(
+      { directories: opened },
+      "running as root: granted search permission (o+x) so the postgres user can reach its binaries and data",
+    );
   }
 }

@@ -60,12 +60,21 @@ export function connectError(code: Code, reason: string, message: string, metada
  * INTERNAL with the request id, the cause is logged by the caller and never sent.
  * `signal` is the call's: an aborted one tells a reset connection from a database's.
  */
-export function toConnectError(err: unknown, requestId: string, signal?: AbortSignal): { error: ConnectError; internal: boolean } {
+export function toConnectError(
+  err: unknown,
+  requestId: string,
+  signal?: AbortSignal,
+): { error: ConnectError; internal: boolean } {
   if (err instanceof DomainError) {
     return { error: connectError(err.code, err.reason, err.message, err.metadata), internal: false };
   }
   // An abort surfacing from a stopped call means what stopped it: its deadline, its client, the shutdown.
-  if (signal?.aborted && signal.reason instanceof ConnectError && (err as { name?: unknown } | undefined)?.name === "AbortError") err = signal.reason;
+  if (
+    signal?.aborted &&
+    signal.reason instanceof ConnectError &&
+    (err as { name?: unknown } | undefined)?.name === "AbortError"
+  )
+    err = signal.reason;
   if (isHangUp(err, signal)) {
     return { error: connectError(Code.Canceled, "CANCELED", "the client went away"), internal: false };
   }
@@ -74,7 +83,8 @@ export function toConnectError(err: unknown, requestId: string, signal?: AbortSi
       const error = protocolError(err);
       if (error.code !== Code.Internal && error.code !== Code.Unknown) return { error, internal: false };
     }
-    if (err.code === Code.Unknown || err.code === Code.Internal) return { error: internalError(requestId), internal: true };
+    if (err.code === Code.Unknown || err.code === Code.Internal)
+      return { error: internalError(requestId), internal: true };
     return { error: err, internal: false };
   }
   if (isDatabaseDown(err)) {
@@ -111,7 +121,8 @@ const reasonOf = (code: Code) => codeToString(code).toUpperCase();
 const UNKNOWN_JSON_KEY = /^cannot decode message (\S+) from JSON: key "(.*)" is unknown$/s;
 const BAD_JSON_FIELD = /^cannot decode field (\S+)\.([^.\s]+) from JSON: (.*)$/s;
 const TOO_LARGE = /^message (?:size (?:\d+ )?is|is) larger than configured readMaxBytes (\d+)/;
-const MALFORMED_INTERNAL = /^(parse binary: |decompression failed$|received compressed envelope, but do not know how to decompress$)/;
+const MALFORMED_INTERNAL =
+  /^(parse binary: |decompression failed$|received compressed envelope, but do not know how to decompress$)/;
 const WRONG_MESSAGE_COUNT = /^protocol error: (missing input message|received extra input message)/;
 
 /**
@@ -125,7 +136,12 @@ export function protocolError(err: ConnectError): ConnectError {
   switch (err.code) {
     case Code.InvalidArgument:
       if ((m = UNKNOWN_JSON_KEY.exec(message))) {
-        return connectError(Code.InvalidArgument, "UNKNOWN_FIELD", `${m[2]}: unknown field (${m[1]} has no field of this name)`, { field: m[2] });
+        return connectError(
+          Code.InvalidArgument,
+          "UNKNOWN_FIELD",
+          `${m[2]}: unknown field (${m[1]} has no field of this name)`,
+          { field: m[2] },
+        );
       }
       if ((m = BAD_JSON_FIELD.exec(message))) {
         return connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `${m[2]}: ${m[3]}`, { field: m[2] });
@@ -134,10 +150,17 @@ export function protocolError(err: ConnectError): ConnectError {
     case Code.Internal:
       return MALFORMED_INTERNAL.test(message) ? malformed(message) : err;
     case Code.Unimplemented:
-      return WRONG_MESSAGE_COUNT.test(message) ? malformed(message) : connectError(err.code, reasonOf(err.code), message);
+      return WRONG_MESSAGE_COUNT.test(message)
+        ? malformed(message)
+        : connectError(err.code, reasonOf(err.code), message);
     case Code.ResourceExhausted:
       if ((m = TOO_LARGE.exec(message))) {
-        return connectError(Code.ResourceExhausted, "MESSAGE_TOO_LARGE", `the request is larger than the ${m[1]} bytes this server reads`, { limit_bytes: m[1] });
+        return connectError(
+          Code.ResourceExhausted,
+          "MESSAGE_TOO_LARGE",
+          `the request is larger than the ${m[1]} bytes this server reads`,
+          { limit_bytes: m[1] },
+        );
       }
       return connectError(err.code, reasonOf(err.code), message);
     case Code.Unknown:
@@ -147,10 +170,17 @@ export function protocolError(err: ConnectError): ConnectError {
   }
 }
 
-const malformed = (detail: string) => connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `malformed request: ${detail}`);
+const malformed = (detail: string) =>
+  connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `malformed request: ${detail}`);
 
 /** Node's and connect's ways of saying the client reset the stream or closed the connection. */
-const HANG_UPS = new Set(["ERR_STREAM_PREMATURE_CLOSE", "ERR_STREAM_DESTROYED", "ERR_HTTP2_INVALID_STREAM", "ERR_HTTP2_STREAM_CANCEL", "ERR_STREAM_WRITE_AFTER_END"]);
+const HANG_UPS = new Set([
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_STREAM_DESTROYED",
+  "ERR_HTTP2_INVALID_STREAM",
+  "ERR_HTTP2_STREAM_CANCEL",
+  "ERR_STREAM_WRITE_AFTER_END",
+]);
 
 /** Whether `err` is a client hanging up (a reset stream, a closed connection), not a failure of ours. */
 export function isHangUp(err: unknown, signal?: AbortSignal): boolean {
@@ -160,7 +190,11 @@ export function isHangUp(err: unknown, signal?: AbortSignal): boolean {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && HANG_UPS.has(code)) return true;
     // A reset socket or an abort is the client's only while the call's own signal says so (else: the database's).
-    if (signal?.aborted && (code === "ECONNRESET" || code === "EPIPE" || (e as { name?: unknown }).name === "AbortError")) return true;
+    if (
+      signal?.aborted &&
+      (code === "ECONNRESET" || code === "EPIPE" || (e as { name?: unknown }).name === "AbortError")
+    )
+      return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;
@@ -170,7 +204,16 @@ function internalError(requestId: string) {
   return connectError(Code.Internal, "INTERNAL", `internal error (request id ${requestId})`, { request_id: requestId });
 }
 
-const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "08006", "08001"]);
+const CONNECTION_ERRORS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "57P01",
+  "57P03",
+  "08006",
+  "08001",
+]);
 
 function isDatabaseDown(err: unknown): boolean {
   let e: unknown = err;
@@ -178,7 +221,8 @@ function isDatabaseDown(err: unknown): boolean {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && CONNECTION_ERRORS.has(code)) return true;
     const msg = (e as { message?: unknown }).message;
-    if (typeof msg === "string" && /Connection terminated|timeout exceeded when trying to connect/i.test(msg)) return true;
+    if (typeof msg === "string" && /Connection terminated|timeout exceeded when trying to connect/i.test(msg))
+      return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;

@@ -48,7 +48,8 @@ export class HealthState {
     const tick = async () => {
       const up = await ping();
       const next = up ? Status.SERVING : Status.NOT_SERVING;
-      if (this.statuses.get("") !== next) logger[up ? "info" : "error"]({ database: up ? "up" : "down" }, "database health changed");
+      if (this.statuses.get("") !== next)
+        logger[up ? "info" : "error"]({ database: up ? "up" : "down" }, "database health changed");
       if (this.loop) this.setAll(next);
     };
     this.loop = every(intervalMs, tick, { name: "database health check", logger });

@@ -10,7 +10,10 @@ export const IdempotencyRecordSchema = defineEntity({
     procedure: p.string().primary(),
     key: p.string().primary(),
     requestDigest: p.blob(),
-    /** The first response's protobuf binary, sealed under the data key (crypto.seal); null only for answers an upgrade discarded. */
+    /**
+     * The first response's protobuf binary, sealed under the data key (crypto.seal); null only for answers an upgrade
+     * discarded.
+     */
     responseSealed: p.blob().nullable(),
     createdAt: p.datetime(),
   },

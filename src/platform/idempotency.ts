@@ -38,7 +38,8 @@ export const IDEMPOTENCY_RETENTION_HOURS = 24;
  * What a recorded response is sealed to (AES-GCM associated data): its row, so a sealed
  * response moved to another row, or a blob sealed for anything else, does not open.
  */
-const recordAad = (scope: string, procedure: string, key: string) => JSON.stringify(["licensd idempotency record v1", scope, procedure, key]);
+const recordAad = (scope: string, procedure: string, key: string) =>
+  JSON.stringify(["licensd idempotency record v1", scope, procedure, key]);
 
 export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): Idempotency {
   return {
@@ -76,12 +77,11 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
           return fromBinary(call.responseSchema, open(dataKey, row.response_sealed, aad));
         }
         const response = await fn(em);
-        await sql(em, `update idempotency_records set response_sealed = $1 where scope = $2 and procedure = $3 and key = $4`, [
-          seal(dataKey, Buffer.from(toBinary(call.responseSchema, response)), aad),
-          call.scope,
-          call.procedure,
-          key,
-        ]);
+        await sql(
+          em,
+          `update idempotency_records set response_sealed = $1 where scope = $2 and procedure = $3 and key = $4`,
+          [seal(dataKey, Buffer.from(toBinary(call.responseSchema, response)), aad), call.scope, call.procedure, key],
+        );
         return response;
       });
     },
@@ -93,7 +93,10 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
 }
 
 /** SHA-256 of the request's canonical JSON (RFC 8785), its idempotency key left out. */
-function requestDigest<I extends DescMessage>(schema: I, request: MessageShape<I> & { idempotencyKey: string }): Buffer {
+function requestDigest<I extends DescMessage>(
+  schema: I,
+  request: MessageShape<I> & { idempotencyKey: string },
+): Buffer {
   const copy = clone(schema, request) as MessageShape<I> & { idempotencyKey: string };
   copy.idempotencyKey = "";
   return sha256(canonicalize(toJson(schema, copy)) ?? "");

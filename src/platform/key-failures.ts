@@ -25,10 +25,15 @@ export const KEY_FAILURE_REASONS = new Set(["INVALID_LICENSE_KEY", "INVALID_API_
 const isKeyFailure = (err: unknown) => err instanceof DomainError && KEY_FAILURE_REASONS.has(err.reason);
 
 export function rateLimited(what: string, retryMs: number, rule: RateRule): DomainError {
-  return new DomainError(Code.ResourceExhausted, "RATE_LIMITED", `too many ${what}; retry in ${Math.max(1, Math.ceil(retryMs / 1000))} s`, {
-    retry_delay_ms: String(Math.max(1, retryMs)),
-    limit: `${rule.capacity}/${rule.periodSeconds}s`,
-  });
+  return new DomainError(
+    Code.ResourceExhausted,
+    "RATE_LIMITED",
+    `too many ${what}; retry in ${Math.max(1, Math.ceil(retryMs / 1000))} s`,
+    {
+      retry_delay_ms: String(Math.max(1, retryMs)),
+      limit: `${rule.capacity}/${rule.periodSeconds}s`,
+    },
+  );
 }
 
 /**
@@ -40,7 +45,14 @@ export function rateLimited(what: string, retryMs: number, rule: RateRule): Doma
  * look-up per call) and told to the other instances by NOTIFY; an instance that starts
  * or reconnects reads the blocked buckets back.
  */
-export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLimiter: RateLimiter; rule: RateRule | null; notifications: Notifications; logger: Logger }) {
+export function createKeyFailureLimit(deps: {
+  db: Database;
+  clock: Clock;
+  rateLimiter: RateLimiter;
+  rule: RateRule | null;
+  notifications: Notifications;
+  logger: Logger;
+}) {
   const { db, clock, rateLimiter, rule, notifications, logger } = deps;
   /** address bucket → blocked until (clock ms) */
   const blocked = new Map<string, number>();
@@ -89,7 +101,10 @@ export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLi
     blocked.delete(bucket);
   }
 
-  /** Draws `n` failures from the address's bucket; throws RATE_LIMITED when it held fewer (the caller answers nothing else). */
+  /**
+   * Draws `n` failures from the address's bucket; throws RATE_LIMITED when it held fewer (the caller answers nothing
+   * else).
+   */
   async function failed(address: string, n = 1): Promise<void> {
     if (!rule || !address || n <= 0) return;
     const bucket = addressBucket(address);
@@ -98,8 +113,11 @@ export function createKeyFailureLimit(deps: { db: Database; clock: Clock; rateLi
       const until = clock.now().getTime() + r.retryMs;
       block(bucket, until);
       const notify = "select pg_notify($1, $2)";
-      await sql(db, notify, [KEY_FAILURES_CHANNEL, `${bucket} ${until}`], { name: "licensd-key-failures-notify" }).catch((err: unknown) => {
-        // The other instances still refuse this address's failures (the bucket is shared); they only answer its hits until they hear.
+      await sql(db, notify, [KEY_FAILURES_CHANNEL, `${bucket} ${until}`], {
+        name: "licensd-key-failures-notify",
+      }).catch((err: unknown) => {
+        // The other instances still refuse this address's failures (the bucket is shared); they only answer its hits
+        // until they hear.
         logger.warn({ err }, "could not tell the other instances about a blocked address");
       });
     }
@@ -143,7 +161,12 @@ export type KeyFailureLimit = ReturnType<typeof createKeyFailureLimit>;
  * (LICENSD_KEY_COLLISION_RATE_PER_TENANT). A spent budget refuses custom keys before
  * they are looked up. Refusals are logged with ids only, never the key.
  */
-export function createForeignKeyBudget(deps: { rateLimiter: RateLimiter; keyFailures: KeyFailureLimit; rule: RateRule | null; logger: Logger }) {
+export function createForeignKeyBudget(deps: {
+  rateLimiter: RateLimiter;
+  keyFailures: KeyFailureLimit;
+  rule: RateRule | null;
+  logger: Logger;
+}) {
   const { rateLimiter, keyFailures, rule, logger } = deps;
   const bucket = (tenantId: string) => `keyfail:tenant:${tenantId}`;
   const what = "custom keys refused for this tenant";
@@ -154,8 +177,15 @@ export function createForeignKeyBudget(deps: { rateLimiter: RateLimiter; keyFail
       const { tokens, retryMs } = await rateLimiter.peek(bucket(tenantId), rule);
       if (tokens < 1) throw rateLimited(what, retryMs, rule);
     },
-    async refused(tenantId: string, clientAddress: string, holder: { tenantId: string; licenseId: string }): Promise<void> {
-      logger.warn({ tenantId, holderTenantId: holder.tenantId, holderLicenseId: holder.licenseId }, "custom license key refused: another tenant's license has it");
+    async refused(
+      tenantId: string,
+      clientAddress: string,
+      holder: { tenantId: string; licenseId: string },
+    ): Promise<void> {
+      logger.warn(
+        { tenantId, holderTenantId: holder.tenantId, holderLicenseId: holder.licenseId },
+        "custom license key refused: another tenant's license has it",
+      );
       await keyFailures.failed(clientAddress);
       if (!rule) return;
       const r = await rateLimiter.draw(bucket(tenantId), rule, 1);

@@ -26,13 +26,19 @@ const VERSION = 1;
 const TAG_BYTES = 16;
 
 /** The refusal for any token this server did not issue for this list, tenant and filters. */
-export const invalidPageToken = () => invalidArgument("page_token", "not a token this list returned for these filters (send the next_page_token of the previous page, with the same filters)", "INVALID_PAGE_TOKEN");
+export const invalidPageToken = () =>
+  invalidArgument(
+    "page_token",
+    "not a token this list returned for these filters (send the next_page_token of the previous page, with the same filters)",
+    "INVALID_PAGE_TOKEN",
+  );
 
 /**
  * Page tokens, opaque to clients and tamper-evident:
  *
  *   base64url( 0x01 | cursor (UTF-8) | tag (16 bytes) )
- *   tag = HMAC-SHA256(K, JSON ["licensd page token v1", list, tenant, RFC 8785 JSON of filters, cursor]) truncated to 16 bytes
+ * tag = HMAC-SHA256(K, JSON ["licensd page token v1", list, tenant, RFC 8785 JSON of filters, cursor]) truncated to 16
+ * bytes
  *   K   = HKDF-SHA256(data key, salt empty, info "licensd page token v1", 32 bytes)
  *
  * The cursor is readable but not forgeable: a token altered, truncated, made up, or
@@ -46,13 +52,17 @@ export class PageTokens {
     this.key = Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), "licensd page token v1", 32));
   }
 
-  /** The page a request asks for; throws INVALID_ARGUMENT (INVALID_PAGE_TOKEN, page_token) for a token not issued for `scope`. */
+  /**
+   * The page a request asks for; throws INVALID_ARGUMENT (INVALID_PAGE_TOKEN, page_token) for a token not issued for
+   * `scope`.
+   */
   read(pageSize: number, pageToken: string, scope: PageScope): Page {
     const size = pageSize === 0 ? DEFAULT_PAGE_SIZE : Math.min(pageSize, MAX_PAGE_SIZE);
     if (pageToken === "") return { size, after: undefined, scope };
     const bytes = Buffer.from(pageToken, "base64url");
     // One spelling per token: padding, other alphabets or stray characters are not it.
-    if (bytes.toString("base64url") !== pageToken || bytes.length <= 1 + TAG_BYTES || bytes[0] !== VERSION) throw invalidPageToken();
+    if (bytes.toString("base64url") !== pageToken || bytes.length <= 1 + TAG_BYTES || bytes[0] !== VERSION)
+      throw invalidPageToken();
     const cursor = bytes.subarray(1, bytes.length - TAG_BYTES);
     const tag = bytes.subarray(bytes.length - TAG_BYTES);
     const after = cursor.toString("utf8");
@@ -70,12 +80,22 @@ export class PageTokens {
     if (rows.length <= page.size) return { items: rows, nextPageToken: "" };
     const items = rows.slice(0, page.size);
     const cursor = cursorOf(items[items.length - 1]!);
-    const token = Buffer.concat([Buffer.of(VERSION), Buffer.from(cursor, "utf8"), this.tag(page.scope, cursor)]).toString("base64url");
+    const token = Buffer.concat([
+      Buffer.of(VERSION),
+      Buffer.from(cursor, "utf8"),
+      this.tag(page.scope, cursor),
+    ]).toString("base64url");
     return { items, nextPageToken: token };
   }
 
   private tag(scope: PageScope, cursor: string): Buffer {
-    const bound = JSON.stringify(["licensd page token v1", scope.list, scope.tenantId, canonicalize(scope.filters ?? {}) ?? "", cursor]);
+    const bound = JSON.stringify([
+      "licensd page token v1",
+      scope.list,
+      scope.tenantId,
+      canonicalize(scope.filters ?? {}) ?? "",
+      cursor,
+    ]);
     return createHmac("sha256", this.key).update(bound).digest().subarray(0, TAG_BYTES);
   }
 }

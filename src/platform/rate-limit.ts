@@ -36,10 +36,15 @@ export function createRateLimiter(db: Database, clock: Clock) {
       );
       if (row!.granted) return;
       const retryMs = Math.ceil(((1 - Number(row!.tokens)) / rate) * 1000);
-      throw new DomainError(Code.ResourceExhausted, "RATE_LIMITED", `too many ${what}; retry in ${Math.ceil(retryMs / 1000)} s`, {
-        retry_delay_ms: String(retryMs),
-        limit: `${rule.capacity}/${rule.periodSeconds}s`,
-      });
+      throw new DomainError(
+        Code.ResourceExhausted,
+        "RATE_LIMITED",
+        `too many ${what}; retry in ${Math.ceil(retryMs / 1000)} s`,
+        {
+          retry_delay_ms: String(retryMs),
+          limit: `${rule.capacity}/${rule.periodSeconds}s`,
+        },
+      );
     },
 
     /**

@@ -26,7 +26,9 @@ export class ReflectionIndex {
   private readonly files = new Map<string, DescFile>();
   private readonly serviceNames: string[];
 
-  /** `services` and the files they import, and `extraFiles`: files clients need that no service imports (error details). */
+  /**
+   * `services` and the files they import, and `extraFiles`: files clients need that no service imports (error details).
+   */
   constructor(services: DescService[], extraFiles: DescFile[] = []) {
     const visit = (file: DescFile) => {
       if (this.files.has(file.name)) return;
@@ -55,7 +57,9 @@ export class ReflectionIndex {
       case "fileContainingExtension": {
         const extendee = this.registry.getMessage(r.value.containingType);
         const ext = extendee && this.registry.getExtensionFor(extendee, r.value.extensionNumber);
-        return ext ? this.withImports(ext.file) : notFound(`extension ${r.value.containingType}(${r.value.extensionNumber})`);
+        return ext
+          ? this.withImports(ext.file)
+          : notFound(`extension ${r.value.containingType}(${r.value.extensionNumber})`);
       }
       case "allExtensionNumbersOfType": {
         const message = this.registry.getMessage(r.value);
@@ -64,7 +68,10 @@ export class ReflectionIndex {
         for (const desc of this.registry) {
           if (desc.kind === "extension" && desc.extendee.typeName === message.typeName) numbers.push(desc.number);
         }
-        return { case: "allExtensionNumbersResponse", value: { baseTypeName: message.typeName, extensionNumber: numbers.sort((a, b) => a - b) } };
+        return {
+          case: "allExtensionNumbersResponse",
+          value: { baseTypeName: message.typeName, extensionNumber: numbers.sort((a, b) => a - b) },
+        };
       }
       default:
         return { case: "errorResponse", value: { errorCode: 3, errorMessage: "unsupported reflection request" } };
@@ -92,7 +99,10 @@ export class ReflectionIndex {
   }
 }
 
-const notFound = (what: string): Answer => ({ case: "errorResponse", value: { errorCode: NOT_FOUND, errorMessage: `${what} not found` } });
+const notFound = (what: string): Answer => ({
+  case: "errorResponse",
+  value: { errorCode: NOT_FOUND, errorMessage: `${what} not found` },
+});
 
 export function createReflectionV1(index: ReflectionIndex): ServiceImpl<typeof v1.ServerReflection> {
   return {

@@ -8,7 +8,11 @@ import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf
  * JavaScript and every client's Timestamp (which ends at 9999-12-31).
  */
 export const EARLIEST_REQUEST_TIME = { seconds: 0n, text: "1970-01-01T00:00:00Z" } as const;
-export const LATEST_REQUEST_TIME = { seconds: 221845392000n, text: "9000-01-01T00:00:00Z", date: new Date(221845392000 * 1000) } as const;
+export const LATEST_REQUEST_TIME = {
+  seconds: 221845392000n,
+  text: "9000-01-01T00:00:00Z",
+  date: new Date(221845392000 * 1000),
+} as const;
 
 /** google.protobuf.Duration's own range (±10,000 years), which licensd's arithmetic holds. */
 const MAX_DURATION_SECONDS = 315576000000n;
@@ -78,10 +82,11 @@ export class RequestFieldRules {
     this.plans.set(schema.typeName, plan);
     if (schema.typeName === TIMESTAMP) plan.push((m) => badTimestamp(m));
     else if (schema.typeName === DURATION) plan.push((m) => badDuration(m));
-    else for (const field of schema.fields) {
-      const check = this.fieldCheck(field);
-      if (check) plan.push(check);
-    }
+    else
+      for (const field of schema.fields) {
+        const check = this.fieldCheck(field);
+        if (check) plan.push(check);
+      }
     return plan;
   }
 
@@ -160,9 +165,16 @@ export class RequestFieldRules {
       schema.typeName === TIMESTAMP ||
       schema.typeName === DURATION ||
       schema.fields.some((f) => {
-        if (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar")) return f.scalar === ScalarType.STRING || LONG.has(f.scalar);
-        if (f.fieldKind === "map") return f.mapKey === ScalarType.STRING || (f.mapKind === "scalar" && (f.scalar === ScalarType.STRING || LONG.has(f.scalar))) || (f.mapKind === "message" && this.relevant(f.message));
-        if (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")) return this.relevant(f.message);
+        if (f.fieldKind === "scalar" || (f.fieldKind === "list" && f.listKind === "scalar"))
+          return f.scalar === ScalarType.STRING || LONG.has(f.scalar);
+        if (f.fieldKind === "map")
+          return (
+            f.mapKey === ScalarType.STRING ||
+            (f.mapKind === "scalar" && (f.scalar === ScalarType.STRING || LONG.has(f.scalar))) ||
+            (f.mapKind === "message" && this.relevant(f.message))
+          );
+        if (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message"))
+          return this.relevant(f.message);
         return false;
       });
     this.relevance.set(schema.typeName, found);
@@ -179,18 +191,28 @@ const badLong = (v: unknown) => typeof v === "bigint" && (v > MAX_INT64 || v < -
 function badTimestamp(m: Fields): boolean {
   const seconds = m.seconds as bigint;
   const nanos = m.nanos as number;
-  return seconds < EARLIEST_REQUEST_TIME.seconds || seconds >= LATEST_REQUEST_TIME.seconds || nanos < 0 || nanos > MAX_NANOS;
+  return (
+    seconds < EARLIEST_REQUEST_TIME.seconds || seconds >= LATEST_REQUEST_TIME.seconds || nanos < 0 || nanos > MAX_NANOS
+  );
 }
 
 function badDuration(m: Fields): boolean {
   const seconds = m.seconds as bigint;
   const nanos = m.nanos as number;
-  if (seconds > MAX_DURATION_SECONDS || seconds < -MAX_DURATION_SECONDS || nanos > MAX_NANOS || nanos < -MAX_NANOS) return true;
+  if (seconds > MAX_DURATION_SECONDS || seconds < -MAX_DURATION_SECONDS || nanos > MAX_NANOS || nanos < -MAX_NANOS)
+    return true;
   return (seconds > 0n && nanos < 0) || (seconds < 0n && nanos > 0);
 }
 
 /** The slow path: names every offending field, in protovalidate's path syntax. */
-function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem[], limit: number, skip: ReadonlySet<string>): void {
+function collect(
+  schema: DescMessage,
+  m: Fields,
+  path: string,
+  out: FieldProblem[],
+  limit: number,
+  skip: ReadonlySet<string>,
+): void {
   if (skip.has(schema.typeName)) return;
   if (schema.typeName === TIMESTAMP) {
     if (badTimestamp(m)) out.push({ field: path, message: TIME_RANGE_MESSAGE, rule: "licensd.timestamp.range" });
@@ -219,7 +241,8 @@ function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem
         break;
       case "message":
         if (typeof v === "string") nul(at, v);
-        else if (v !== undefined && v !== null && typeof v === "object") collect(field.message, v as Fields, at, out, limit, skip);
+        else if (v !== undefined && v !== null && typeof v === "object")
+          collect(field.message, v as Fields, at, out, limit, skip);
         break;
       case "list":
         (v as unknown[]).forEach((item, i) => {
@@ -230,7 +253,8 @@ function collect(schema: DescMessage, m: Fields, path: string, out: FieldProblem
       case "map":
         for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
           const keyPath = field.mapKey === ScalarType.STRING ? `${at}[${quoteKey(k)}]` : `${at}[${k}]`;
-          if (field.mapKey === ScalarType.STRING && k.includes("\0")) out.push({ field: keyPath, message: `key ${NUL_MESSAGE}`, rule: "licensd.string.no_nul" });
+          if (field.mapKey === ScalarType.STRING && k.includes("\0"))
+            out.push({ field: keyPath, message: `key ${NUL_MESSAGE}`, rule: "licensd.string.no_nul" });
           if (field.mapKind === "message") collect(field.message, item as Fields, keyPath, out, limit, skip);
           else nul(keyPath, item);
         }

@@ -22,16 +22,30 @@ export const procedureOf = (ctx: HandlerContext) => `${ctx.service.typeName}/${c
 export function tenantMutation<I extends DescMessage, O extends DescMessage>(
   idempotency: Idempotency,
   ctx: HandlerContext,
-  call: { requestSchema: I; request: MessageShape<I> & { idempotencyKey: string; tenantId: string }; responseSchema: O; scope?: Scope },
+  call: {
+    requestSchema: I;
+    request: MessageShape<I> & { idempotencyKey: string; tenantId: string };
+    responseSchema: O;
+    scope?: Scope;
+  },
   fn: (em: EntityManager, m: MutationContext) => Promise<MessageShape<O>>,
 ): Promise<MessageShape<O>> {
   const principal = ctx.values.get(principalKey);
   const tenantId = requireTenant(principal, call.request.tenantId, call.scope ?? "admin");
   const m = { tenantId, actor: actorOf(principal) };
-  return idempotency.run({ scope: tenantId, procedure: procedureOf(ctx), requestSchema: call.requestSchema, request: call.request, responseSchema: call.responseSchema }, async (em) => {
-    await requireLiveTenant(em, principal, tenantId);
-    return fn(em, m);
-  });
+  return idempotency.run(
+    {
+      scope: tenantId,
+      procedure: procedureOf(ctx),
+      requestSchema: call.requestSchema,
+      request: call.request,
+      responseSchema: call.responseSchema,
+    },
+    async (em) => {
+      await requireLiveTenant(em, principal, tenantId);
+      return fn(em, m);
+    },
+  );
 }
 
 /**
@@ -41,9 +55,14 @@ export function tenantMutation<I extends DescMessage, O extends DescMessage>(
  */
 export async function requireLiveTenant(em: EntityManager, principal: Principal, tenantId: string): Promise<void> {
   if (principal.kind !== "super_admin") return;
-  const rows = await sql<{ id: string }>(em, `select id from tenants where id = $1 and deleted_at is null for key share`, [tenantId]);
+  const rows = await sql<{ id: string }>(
+    em,
+    `select id from tenants where id = $1 and deleted_at is null for key share`,
+    [tenantId],
+  );
   if (rows.length === 0) throw notFound("tenant", tenantId);
 }
 
 /** The tenant a read acts on, for a caller with `scope` (default read). */
-export const readTenant = (ctx: HandlerContext, tenantId: string, scope: Scope = "read") => requireTenant(ctx.values.get(principalKey), tenantId, scope);
+export const readTenant = (ctx: HandlerContext, tenantId: string, scope: Scope = "read") =>
+  requireTenant(ctx.values.get(principalKey), tenantId, scope);

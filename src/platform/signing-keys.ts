@@ -76,7 +76,10 @@ export class SigningKeyStore {
 
   /** Creates the first key when none is active; concurrent starts create one between them. */
   private async ensureActive() {
-    const [row] = await sql<{ n: number }>(this.db, `select count(*)::int as n from signing_keys where status = 'active'`);
+    const [row] = await sql<{ n: number }>(
+      this.db,
+      `select count(*)::int as n from signing_keys where status = 'active'`,
+    );
     if (row.n > 0) return;
     const { publicKey, privateKey } = generateKeyPairSync("ed25519");
     const kid = newId("sk");
@@ -97,7 +100,11 @@ export class SigningKeyStore {
               (extract(epoch from not_after) * 1000)::bigint as not_after_ms from signing_keys
         where status in ('active', 'retiring') order by (status = 'active') desc, not_before desc`,
     );
-    this.keys = rows.map((r) => ({ kid: r.kid, algorithm: "Ed25519", publicKey: r.public_key, status: r.status,
+    this.keys = rows.map((r) => ({
+      kid: r.kid,
+      algorithm: "Ed25519",
+      publicKey: r.public_key,
+      status: r.status,
       notBefore: new Date(Number(r.not_before_ms)),
       notAfter: r.not_after_ms === null ? null : new Date(Number(r.not_after_ms)),
     }));
@@ -107,7 +114,9 @@ export class SigningKeyStore {
       try {
         der = open(this.dataKey, active.private_key_sealed, active.kid);
       } catch {
-        throw new Error(`cannot unseal signing key ${active.kid}: LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)`);
+        throw new Error(
+          `cannot unseal signing key ${active.kid}: LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)`,
+        );
       }
       this.setActive(active.kid, createPrivateKey({ key: der, format: "der", type: "pkcs8" }));
       der.fill(0);
@@ -180,9 +189,11 @@ export class SigningKeyStore {
     const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
     const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
     await sql(em, `update signing_keys set status = 'retired' where status = 'retiring' and not_after <= $1`, [now]);
-    const old = await sql<{ kid: string }>(em, `update signing_keys set status = 'retiring', not_after = $1 where status = 'active' returning kid`, [
-      new Date(now.getTime() + retireAfterSeconds * 1000),
-    ]);
+    const old = await sql<{ kid: string }>(
+      em,
+      `update signing_keys set status = 'retiring', not_after = $1 where status = 'active' returning kid`,
+      [new Date(now.getTime() + retireAfterSeconds * 1000)],
+    );
     await sql(
       em,
       `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
@@ -190,6 +201,9 @@ export class SigningKeyStore {
     );
     const retiring = old.map((r) => r.kid);
     this.logger.info({ kid, retiring, retireAfterSeconds }, "signing key rotated");
-    return { key: { kid, algorithm: "Ed25519", publicKey: Buffer.from(raw), status: "active", notBefore: now, notAfter: null }, retiring };
+    return {
+      key: { kid, algorithm: "Ed25519", publicKey: Buffer.from(raw), status: "active", notBefore: now, notAfter: null },
+      retiring,
+    };
   }
 }

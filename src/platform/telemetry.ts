@@ -13,7 +13,8 @@ export const logContextKey = createContextKey<LogContext | undefined>(undefined,
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The caller's `x-request-id` when sane, else a fresh one. */
-export const requestIdOf = (given: string | null): string => (given && SANE_REQUEST_ID.test(given) ? given : randomUUID());
+export const requestIdOf = (given: string | null): string =>
+  given && SANE_REQUEST_ID.test(given) ? given : randomUUID();
 
 /**
  * Tracing is on when OpenTelemetry's standard variables name where traces go (an OTLP
@@ -138,7 +139,8 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
             if (signal.aborted) {
               // Ended because its deadline passed or its client left, not because it was done.
               const reason: unknown = signal.reason;
-              if ((reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) || isHangUp(reason, signal)) throw reason;
+              if ((reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) || isHangUp(reason, signal))
+                throw reason;
             }
             finish(undefined);
           } catch (err) {

@@ -22,7 +22,10 @@ export function createValidationInterceptor(opts: { checkedByService?: ReadonlyS
     const result = validator.validate(schema, message);
     if (result.kind === "error") throw result.error;
     if (result.kind === "invalid") {
-      throw invalidRequest([...ours, ...result.violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId }))]);
+      throw invalidRequest([
+        ...ours,
+        ...result.violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId })),
+      ]);
     }
     if (ours.length > 0) throw invalidRequest(ours);
   };
@@ -45,14 +48,20 @@ export function createValidationInterceptor(opts: { checkedByService?: ReadonlyS
   };
 }
 
-/** How much of a bad request the answer repeats: paths may hold map keys of any length, and the answer travels in headers. */
+/**
+ * How much of a bad request the answer repeats: paths may hold map keys of any length, and the answer travels in
+ * headers.
+ */
 const MAX_VIOLATIONS = 20;
 const MAX_PATH = 160;
 const MAX_MESSAGE = 2000;
 
 /** A path cut to a readable length, its control characters (a map key may hold any) escaped. */
 function boundedPath(path: string): string {
-  const printable = path.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  const printable = path.replace(
+    /[\u0000-\u001f\u007f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
   return printable.length <= MAX_PATH ? printable : `${printable.slice(0, MAX_PATH - 41)}…${printable.slice(-40)}`;
 }
 

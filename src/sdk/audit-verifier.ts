@@ -30,15 +30,28 @@ export interface PublicKeyLike {
 export function verifyCheckpoint(cp: CheckpointLike, keys: PublicKeyLike[]): boolean {
   const key = keys.find((k) => k.kid === cp.kid);
   if (!key) return false;
-  return verifyEd25519(key.publicKey, Buffer.from(checkpointText(cp.tenantId, cp.treeSize, cp.rootHash, cp.signTime)), cp.signature);
+  return verifyEd25519(
+    key.publicKey,
+    Buffer.from(checkpointText(cp.tenantId, cp.treeSize, cp.rootHash, cp.signTime)),
+    cp.signature,
+  );
 }
 
 /** Is the entry whose hash is `entryHash` at `leafIndex` of the checkpoint's tree? */
-export function verifyEntryInclusion(entryHash: Uint8Array, leafIndex: number, proof: Uint8Array[], cp: Pick<CheckpointLike, "treeSize" | "rootHash">): boolean {
+export function verifyEntryInclusion(
+  entryHash: Uint8Array,
+  leafIndex: number,
+  proof: Uint8Array[],
+  cp: Pick<CheckpointLike, "treeSize" | "rootHash">,
+): boolean {
   return verifyInclusion(leafHash(entryHash), leafIndex, cp.treeSize, proof, cp.rootHash);
 }
 
 /** Does `newer` extend `older` (same history, more entries)? */
-export function verifyCheckpointConsistency(older: Pick<CheckpointLike, "treeSize" | "rootHash">, newer: Pick<CheckpointLike, "treeSize" | "rootHash">, proof: Uint8Array[]): boolean {
+export function verifyCheckpointConsistency(
+  older: Pick<CheckpointLike, "treeSize" | "rootHash">,
+  newer: Pick<CheckpointLike, "treeSize" | "rootHash">,
+  proof: Uint8Array[],
+): boolean {
   return verifyConsistency(older.treeSize, newer.treeSize, proof, older.rootHash, newer.rootHash);
 }

@@ -20,7 +20,10 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
-import { ActivationService, type ConnectLeaseRequestSchema } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  type ConnectLeaseRequestSchema,
+} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { verifyLease, type LeaseCheck } from "./lease.js";
 import { backoff, type Backoff } from "../platform/backoff.js";
 
@@ -41,16 +44,24 @@ export interface LicenseGuardOptions {
   heartbeatIntervalMs?: number;
   /** Reconnect delays: doubling from `initialMs`, capped at `maxMs` (defaults 1 s and 60 s). */
   backoff?: { initialMs: number; maxMs: number };
-  /** Defaults to a gRPC (HTTP/2) transport to `url`, which `stop()` closes. A given transport is the caller's to close. */
+  /**
+   * Defaults to a gRPC (HTTP/2) transport to `url`, which `stop()` closes. A given transport is the caller's to close.
+   */
   transport?: Transport;
   now?: () => Date;
-  /** Called after every change: a lease stored, a revocation, the stream opening or closing. Errors it throws are ignored. */
+  /**
+   * Called after every change: a lease stored, a revocation, the stream opening or closing. Errors it throws are
+   * ignored.
+   */
   onChange?: (info: LicenseInfo) => void;
 }
 
 export interface LicenseInfo {
   valid: boolean;
-  /** VALID, NO_LEASE, a lease check failure (EXPIRED, BAD_SIGNATURE, UNKNOWN_KEY, …) or a revocation's reason (LICENSE_SUSPENDED, …). */
+  /**
+   * VALID, NO_LEASE, a lease check failure (EXPIRED, BAD_SIGNATURE, UNKNOWN_KEY, …) or a revocation's reason
+   * (LICENSE_SUSPENDED, …).
+   */
   reason: string;
   /** Claims of a lease whose signature verified (also when it has expired); null otherwise. */
   status: string | null;
@@ -87,7 +98,13 @@ interface CacheFile {
  * newer than this SDK — can be undone (reinstatement, renewal): retry at the slowest
  * pace; each attempt is refused with the same revocation until then.
  */
-const FINAL = new Set(["LICENSE_REVOKED", "LICENSE_DELETED", "MACHINE_DELETED", "MACHINE_DEACTIVATED", "INVALID_LICENSE_KEY"]);
+const FINAL = new Set([
+  "LICENSE_REVOKED",
+  "LICENSE_DELETED",
+  "MACHINE_DELETED",
+  "MACHINE_DEACTIVATED",
+  "INVALID_LICENSE_KEY",
+]);
 
 /** Errors from Activate that the server also pushes as revocations. */
 const REVOKING_ERRORS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENSE_EXPIRED", "HEARTBEAT_DEAD"]);
@@ -176,7 +193,17 @@ export class LicenseGuard {
 
   /** A snapshot of the license as of now. Never throws. */
   info(): LicenseInfo {
-    const none = { valid: false, status: null, plan: null, expiresAt: null, machineId: null, features: [], entitlements: {}, online: this.online, error: this.error };
+    const none = {
+      valid: false,
+      status: null,
+      plan: null,
+      expiresAt: null,
+      machineId: null,
+      features: [],
+      entitlements: {},
+      online: this.online,
+      error: this.error,
+    };
     if (this.revocation) return { ...none, reason: this.revocation };
     if (!this.token) return { ...none, reason: "NO_LEASE" };
     const check = this.check(this.token);
@@ -191,7 +218,14 @@ export class LicenseGuard {
       // Fail safe: an unreadable clock counts as past every expiry.
     }
     if (expiresAt !== null && !(expiresAt.getTime() > now)) return { ...none, ...claims, reason: "EXPIRED" };
-    return { ...none, ...claims, valid: true, reason: "VALID", features: [...lease.features], entitlements: { ...lease.entitlements } };
+    return {
+      ...none,
+      ...claims,
+      valid: true,
+      reason: "VALID",
+      features: [...lease.features],
+      entitlements: { ...lease.entitlements },
+    };
   }
 
   hasFeature(name: string): boolean {
@@ -224,13 +258,17 @@ export class LicenseGuard {
     try {
       text = await readFile(this.opts.cacheFile, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") this.error = `cannot read the cache file: ${(err as Error).message}`;
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        this.error = `cannot read the cache file: ${(err as Error).message}`;
       return;
     }
     try {
       const cache = JSON.parse(text) as Partial<CacheFile>;
       this.token = typeof cache.lease === "string" ? cache.lease : null;
-      this.keys = (Array.isArray(cache.keys) ? cache.keys : []).map((k) => ({ kid: String(k.kid), publicKey: Buffer.from(String(k.publicKey), "base64") }));
+      this.keys = (Array.isArray(cache.keys) ? cache.keys : []).map((k) => ({
+        kid: String(k.kid),
+        publicKey: Buffer.from(String(k.publicKey), "base64"),
+      }));
     } catch {
       this.error = "the cache file is not valid JSON or not a lease cache; ignored";
     }
@@ -261,7 +299,13 @@ export class LicenseGuard {
       await this.fetchKeys(signal);
       if (this.needsActivation) {
         const { lease } = await this.client.activate(
-          { key: this.opts.key, fingerprint: this.opts.fingerprint, hostname: this.opts.hostname ?? os.hostname(), platform: this.opts.platform ?? `${process.platform}-${process.arch}`, cores: os.availableParallelism() },
+          {
+            key: this.opts.key,
+            fingerprint: this.opts.fingerprint,
+            hostname: this.opts.hostname ?? os.hostname(),
+            platform: this.opts.platform ?? `${process.platform}-${process.arch}`,
+            cores: os.availableParallelism(),
+          },
           { signal },
         );
         this.needsActivation = false;
@@ -348,7 +392,11 @@ export class LicenseGuard {
 
   /** Queues a write of the current state; writes stay in order. A failed write is reported, never thrown. */
   private persist() {
-    const cache: CacheFile = { v: 1, lease: this.token, keys: this.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey).toString("base64") })) };
+    const cache: CacheFile = {
+      v: 1,
+      lease: this.token,
+      keys: this.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey).toString("base64") })),
+    };
     this.writes = this.writes
       .then(() => writeAtomic(this.opts.cacheFile, `${JSON.stringify(cache)}\n`))
       .catch((err: Error) => {

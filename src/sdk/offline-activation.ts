@@ -4,7 +4,12 @@
  * the response file (an offline lease) that comes back.
  */
 import { randomBytes } from "node:crypto";
-import { licenseKeyDigest, REQUEST_PREFIX, requestMac, type OfflineActivationRequest } from "../activation/offline-request.js";
+import {
+  licenseKeyDigest,
+  REQUEST_PREFIX,
+  requestMac,
+  type OfflineActivationRequest,
+} from "../activation/offline-request.js";
 import { verifyLease, type LeaseCheck } from "../licensing/lease-verify.js";
 
 export {
@@ -18,7 +23,14 @@ export {
 const b64 = (data: Buffer | string) => Buffer.from(data).toString("base64url");
 
 /** Writes the request file's content for this machine. */
-export function createOfflineActivationRequest(opts: { key: string; fingerprint: string; hostname?: string; platform?: string; cores?: number; now?: Date }): string {
+export function createOfflineActivationRequest(opts: {
+  key: string;
+  fingerprint: string;
+  hostname?: string;
+  platform?: string;
+  cores?: number;
+  now?: Date;
+}): string {
   if (!opts.fingerprint || opts.fingerprint.length > 255) throw new Error("fingerprint: must be 1 to 255 characters");
   const request: OfflineActivationRequest = {
     v: 1,
@@ -36,6 +48,10 @@ export function createOfflineActivationRequest(opts: { key: string; fingerprint:
 }
 
 /** Verifies a response file (an offline lease) on the machine that asked for it; never throws. */
-export function verifyOfflineActivationResponse(text: string, keys: { kid: string; publicKey: Uint8Array }[], opts: { fingerprint: string; now?: Date }): LeaseCheck {
+export function verifyOfflineActivationResponse(
+  text: string,
+  keys: { kid: string; publicKey: Uint8Array }[],
+  opts: { fingerprint: string; now?: Date },
+): LeaseCheck {
   return verifyLease(text.trim(), keys, opts);
 }

@@ -21,9 +21,24 @@ export interface NewApiKey {
 }
 
 /** API keys of tenants. Secrets are returned once and stored only as SHA-256 digests. */
-export function createApiKeyService({ db, clock, tenants, events }: { db: Database; clock: Clock; tenants: TenantService; events: Events }) {
+export function createApiKeyService({
+  db,
+  clock,
+  tenants,
+  events,
+}: {
+  db: Database;
+  clock: Clock;
+  tenants: TenantService;
+  events: Events;
+}) {
   return {
-    async create(em: EntityManager, actor: string, tenantId: string, input: NewApiKey): Promise<{ apiKey: ApiKey; secret: string }> {
+    async create(
+      em: EntityManager,
+      actor: string,
+      tenantId: string,
+      input: NewApiKey,
+    ): Promise<{ apiKey: ApiKey; secret: string }> {
       await tenants.get(em, tenantId);
       const secret = API_KEY_PREFIX + randomSecret(32);
       const now = clock.now();
@@ -45,7 +60,12 @@ export function createApiKeyService({ db, clock, tenants, events }: { db: Databa
         type: "tenant.api_key.created",
         subject: apiKey.id,
         actor,
-        payload: { name: apiKey.name, scopes: apiKey.scopes, prefix: apiKey.prefix, expires_at: apiKey.expiresAt?.toISOString() ?? null },
+        payload: {
+          name: apiKey.name,
+          scopes: apiKey.scopes,
+          prefix: apiKey.prefix,
+          expires_at: apiKey.expiresAt?.toISOString() ?? null,
+        },
       });
       return { apiKey, secret };
     },
@@ -65,7 +85,11 @@ export function createApiKeyService({ db, clock, tenants, events }: { db: Databa
 
     /** Revokes a key; `tenantId` undefined means any tenant (super-admin). Idempotent. */
     async revoke(em: EntityManager, actor: string, id: string, tenantId: string | undefined): Promise<ApiKey> {
-      const apiKey = await em.findOne(ApiKey, { id, ...(tenantId ? { tenantId } : {}) }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+      const apiKey = await em.findOne(
+        ApiKey,
+        { id, ...(tenantId ? { tenantId } : {}) },
+        { lockMode: LockMode.PESSIMISTIC_WRITE },
+      );
       if (!apiKey) throw notFound("api_key", id);
       await tenants.get(em, apiKey.tenantId).catch(() => {
         throw notFound("api_key", id);
@@ -74,7 +98,13 @@ export function createApiKeyService({ db, clock, tenants, events }: { db: Databa
         apiKey.revokedAt = clock.now();
         apiKey.updatedAt = apiKey.revokedAt;
         await em.flush();
-        await events.emit(em, { tenantId: apiKey.tenantId, type: "tenant.api_key.revoked", subject: apiKey.id, actor, payload: { name: apiKey.name } });
+        await events.emit(em, {
+          tenantId: apiKey.tenantId,
+          type: "tenant.api_key.revoked",
+          subject: apiKey.id,
+          actor,
+          payload: { name: apiKey.name },
+        });
       }
       return apiKey;
     },

@@ -41,9 +41,18 @@ export function createTenantRpc(deps: {
   return {
     async createTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: CreateTenantRequestSchema, request: req, responseSchema: CreateTenantResponseSchema };
+      const call = {
+        scope: "*",
+        procedure: procedureOf(ctx),
+        requestSchema: CreateTenantRequestSchema,
+        request: req,
+        responseSchema: CreateTenantResponseSchema,
+      };
       return idempotency.run(call, async (em) => {
-        const tenant = await tenants.create(em, actorOf(ctx.values.get(principalKey)), { name: req.name, metadata: req.metadata });
+        const tenant = await tenants.create(em, actorOf(ctx.values.get(principalKey)), {
+          name: req.name,
+          metadata: req.metadata,
+        });
         return create(CreateTenantResponseSchema, { tenant: tenantToProto(tenant) });
       });
     },
@@ -67,11 +76,18 @@ export function createTenantRpc(deps: {
       const paths = req.updateMask!.paths;
       if (paths.length === 0) throw invalidArgument("update_mask", "name at least one field: name, metadata");
       const unknown = paths.find((p) => !UPDATABLE.has(p));
-      if (unknown !== undefined) throw invalidArgument("update_mask", `${JSON.stringify(unknown)} is not updatable (name, metadata are)`);
+      if (unknown !== undefined)
+        throw invalidArgument("update_mask", `${JSON.stringify(unknown)} is not updatable (name, metadata are)`);
       const patch: TenantPatch = {};
       if (paths.includes("name")) patch.name = req.tenant!.name;
       if (paths.includes("metadata")) patch.metadata = req.tenant!.metadata;
-      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: UpdateTenantRequestSchema, request: req, responseSchema: UpdateTenantResponseSchema };
+      const call = {
+        scope: "*",
+        procedure: procedureOf(ctx),
+        requestSchema: UpdateTenantRequestSchema,
+        request: req,
+        responseSchema: UpdateTenantResponseSchema,
+      };
       return idempotency.run(call, async (em) => {
         const tenant = await tenants.update(em, actorOf(ctx.values.get(principalKey)), req.tenant!.id, patch);
         return create(UpdateTenantResponseSchema, { tenant: tenantToProto(tenant) });
@@ -80,7 +96,13 @@ export function createTenantRpc(deps: {
 
     async deleteTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
-      const call = { scope: "*", procedure: procedureOf(ctx), requestSchema: DeleteTenantRequestSchema, request: req, responseSchema: DeleteTenantResponseSchema };
+      const call = {
+        scope: "*",
+        procedure: procedureOf(ctx),
+        requestSchema: DeleteTenantRequestSchema,
+        request: req,
+        responseSchema: DeleteTenantResponseSchema,
+      };
       return idempotency.run(call, async (em) => {
         const tenant = await tenants.delete(em, actorOf(ctx.values.get(principalKey)), req.id);
         return create(DeleteTenantResponseSchema, { tenant: tenantToProto(tenant) });
@@ -88,18 +110,27 @@ export function createTenantRpc(deps: {
     },
 
     createApiKey: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema }, async (em, m) => {
-        const { apiKey, secret } = await apiKeys.create(em, m.actor, m.tenantId, {
-          name: req.name,
-          scopes: req.scopes.map(scopeFromProto),
-          expiresAt: optionalDate(req.expireTime),
-        });
-        return create(CreateApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey), secret });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: CreateApiKeyRequestSchema, request: req, responseSchema: CreateApiKeyResponseSchema },
+        async (em, m) => {
+          const { apiKey, secret } = await apiKeys.create(em, m.actor, m.tenantId, {
+            name: req.name,
+            scopes: req.scopes.map(scopeFromProto),
+            expiresAt: optionalDate(req.expireTime),
+          });
+          return create(CreateApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey), secret });
+        },
+      ),
 
     async listApiKeys(req, ctx) {
       const tenantId = requireTenant(ctx.values.get(principalKey), req.tenantId, "admin");
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { showRevoked: req.showRevoked } });
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { showRevoked: req.showRevoked },
+      });
       const rows = await apiKeys.list(db.em(), tenantId, page, req.showRevoked);
       const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(ListApiKeysResponseSchema, { apiKeys: items.map(apiKeyToProto), nextPageToken });
@@ -109,7 +140,13 @@ export function createTenantRpc(deps: {
       const principal = ctx.values.get(principalKey);
       // The key id names the tenant; a tenant key may revoke only its own tenant's keys.
       const tenantId = principal.kind === "super_admin" ? undefined : requireTenant(principal, "", "admin");
-      const call = { scope: tenantId ?? "*", procedure: procedureOf(ctx), requestSchema: RevokeApiKeyRequestSchema, request: req, responseSchema: RevokeApiKeyResponseSchema };
+      const call = {
+        scope: tenantId ?? "*",
+        procedure: procedureOf(ctx),
+        requestSchema: RevokeApiKeyRequestSchema,
+        request: req,
+        responseSchema: RevokeApiKeyResponseSchema,
+      };
       return idempotency.run(call, async (em) => {
         const apiKey = await apiKeys.revoke(em, actorOf(principal), req.id, tenantId);
         return create(RevokeApiKeyResponseSchema, { apiKey: apiKeyToProto(apiKey) });

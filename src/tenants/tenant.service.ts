@@ -16,7 +16,11 @@ export interface TenantPatch {
 export function createTenantService({ clock, events }: { clock: Clock; events: Events }) {
   /** A live (not deleted) tenant, or NOT_FOUND. */
   async function get(em: EntityManager, id: string, opts: { lock?: boolean } = {}): Promise<Tenant> {
-    const tenant = await em.findOne(Tenant, { id, deletedAt: null }, opts.lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
+    const tenant = await em.findOne(
+      Tenant,
+      { id, deletedAt: null },
+      opts.lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {},
+    );
     if (!tenant) throw notFound("tenant", id);
     return tenant;
   }
@@ -24,7 +28,11 @@ export function createTenantService({ clock, events }: { clock: Clock; events: E
   return {
     get,
 
-    async create(em: EntityManager, actor: string, input: { name: string; metadata: Record<string, string> }): Promise<Tenant> {
+    async create(
+      em: EntityManager,
+      actor: string,
+      input: { name: string; metadata: Record<string, string> },
+    ): Promise<Tenant> {
       const now = clock.now();
       const tenant = em.create(Tenant, {
         id: newId("ten"),
@@ -35,7 +43,13 @@ export function createTenantService({ clock, events }: { clock: Clock; events: E
         deletedAt: null,
       });
       await em.flush();
-      await events.emit(em, { tenantId: tenant.id, type: "tenant.created", subject: tenant.id, actor, payload: { name: tenant.name, metadata: tenant.metadata } });
+      await events.emit(em, {
+        tenantId: tenant.id,
+        type: "tenant.created",
+        subject: tenant.id,
+        actor,
+        payload: { name: tenant.name, metadata: tenant.metadata },
+      });
       return tenant;
     },
 
@@ -65,7 +79,13 @@ export function createTenantService({ clock, events }: { clock: Clock; events: E
       tenant.deletedAt = clock.now();
       tenant.updatedAt = tenant.deletedAt;
       await em.flush();
-      await events.emit(em, { tenantId: id, type: "tenant.deleted", subject: id, actor, payload: { name: tenant.name } });
+      await events.emit(em, {
+        tenantId: id,
+        type: "tenant.deleted",
+        subject: id,
+        actor,
+        payload: { name: tenant.name },
+      });
       return tenant;
     },
   };

@@ -60,10 +60,14 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
       [from, to, day, to, ...(tenantId ? [tenantId] : [])],
     );
     const activations = await dailyCounts(em, { type: "machine.activated", field: "license_id", from, to, tenantId });
-    const bySeries = new Map<string, { tenantId: string; licenseId: string; metric: string; days: Map<number, number> }>();
+    const bySeries = new Map<
+      string,
+      { tenantId: string; licenseId: string; metric: string; days: Map<number, number> }
+    >();
     for (const r of [...usage, ...activations.map((a) => ({ ...a, license_id: a.key, metric: ACTIVATION_VELOCITY }))]) {
       const k = `${r.license_id}|${r.metric}`;
-      if (!bySeries.has(k)) bySeries.set(k, { tenantId: r.tenant_id, licenseId: r.license_id, metric: r.metric, days: new Map() });
+      if (!bySeries.has(k))
+        bySeries.set(k, { tenantId: r.tenant_id, licenseId: r.license_id, metric: r.metric, days: new Map() });
       bySeries.get(k)!.days.set(Number(r.day_ms), Number(r.value));
     }
     return [...bySeries.values()];
@@ -77,7 +81,10 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
         for (const s of await series(em, start, tenantId)) {
           const value = s.days.get(start.getTime());
           if (value === undefined) continue;
-          const baseline = [...s.days.entries()].filter(([d]) => d < start.getTime()).sort(([a], [b]) => a - b).map(([, v]) => v);
+          const baseline = [...s.days.entries()]
+            .filter(([d]) => d < start.getTime())
+            .sort(([a], [b]) => a - b)
+            .map(([, v]) => v);
           if (baseline.length === 0) continue;
           const r = score(baseline, value);
           if (!r.severity) continue;
@@ -94,7 +101,16 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
             type: "anomaly.detected",
             subject: id,
             actor: "system",
-            payload: { license_id: s.licenseId, metric: s.metric, day: start.toISOString(), value, mean: r.mean, stddev: r.stddev, z_score: r.z, severity: r.severity },
+            payload: {
+              license_id: s.licenseId,
+              metric: s.metric,
+              day: start.toISOString(),
+              value,
+              mean: r.mean,
+              stddev: r.stddev,
+              z_score: r.z,
+              severity: r.severity,
+            },
           });
         }
         const tenant = tenantId ? "and tenant_id = $2" : "";
@@ -103,18 +119,27 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
       });
     },
 
-    async list(em: EntityManager, q: { tenantId: string; licenseId: string; minSeverity: Severity | null; resolved: boolean | null; page: Page }): Promise<AnomalyRow[]> {
+    async list(
+      em: EntityManager,
+      q: { tenantId: string; licenseId: string; minSeverity: Severity | null; resolved: boolean | null; page: Page },
+    ): Promise<AnomalyRow[]> {
       const params: unknown[] = [];
       const conds = [`tenant_id = $${params.push(q.tenantId)}`];
       if (q.licenseId) conds.push(`license_id = $${params.push(q.licenseId)}`);
       if (q.minSeverity) {
-        const allowed = (Object.keys(SEVERITY_RANK) as Severity[]).filter((s) => SEVERITY_RANK[s] >= SEVERITY_RANK[q.minSeverity!]);
+        const allowed = (Object.keys(SEVERITY_RANK) as Severity[]).filter(
+          (s) => SEVERITY_RANK[s] >= SEVERITY_RANK[q.minSeverity!],
+        );
         conds.push(`severity in (${allowed.map((s) => `$${params.push(s)}`).join(", ")})`);
       }
       if (q.resolved !== null) conds.push(`resolved = $${params.push(q.resolved)}`);
       if (q.page.after) conds.push(`id < $${params.push(q.page.after)}`);
       const where = conds.join(" and ");
-      return sql<AnomalyRow>(em, `select ${COLUMNS} from anomalies where ${where} order by id desc limit ${q.page.size + 1}`, params);
+      return sql<AnomalyRow>(
+        em,
+        `select ${COLUMNS} from anomalies where ${where} order by id desc limit ${q.page.size + 1}`,
+        params,
+      );
     },
 
     async resolve(em: EntityManager, tenantId: string, actor: string, id: string, note: string): Promise<AnomalyRow> {

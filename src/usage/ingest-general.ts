@@ -86,10 +86,19 @@ async function dedupe(
       em,
       `insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
        select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_seq, idempotency_key`,
-      [...columns(keyed, (p) => p.license.tenantSeq, (p) => p.key), now],
+      [
+        ...columns(
+          keyed,
+          (p) => p.license.tenantSeq,
+          (p) => p.key,
+        ),
+        now,
+      ],
     );
     const fresh = new Set(inserted.map((r) => `${r.tenant_seq}|${r.idempotency_key}`));
-    candidates = distinct.filter((p) => !p.key || fresh.has(`${p.license.tenantSeq}|${p.key}`) || (duplicateIndexes.push(p.index), false));
+    candidates = distinct.filter(
+      (p) => !p.key || fresh.has(`${p.license.tenantSeq}|${p.key}`) || (duplicateIndexes.push(p.index), false),
+    );
     // 2. The keyed events are written before any lock is taken, so batches insert them in
     // parallel; the rare one a limit then refuses is deleted again below (its key is unique
     // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.
@@ -108,7 +117,17 @@ async function dedupe(
 async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: Turn | undefined) {
   const groups = new Map<string, Group>();
   const open = (key: string, p: Prepared, agentId: string) => {
-    if (!groups.has(key)) groups.set(key, { sample: p, agentId, allowed: limitOf(p, agentId).allowed, used: null, latestTs: null, warned: false, exceeded: false, changed: false });
+    if (!groups.has(key))
+      groups.set(key, {
+        sample: p,
+        agentId,
+        allowed: limitOf(p, agentId).allowed,
+        used: null,
+        latestTs: null,
+        warned: false,
+        exceeded: false,
+        changed: false,
+      });
   };
   // Duplicates' groups too: their acknowledgement reports where the license stands.
   for (const p of prepared) {
@@ -126,10 +145,20 @@ async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: T
      select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
      on conflict (license_id, meter_id, period_start, agent_id) do update set tenant_id = u.tenant_id
      returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, agent_id, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
-    [ordered.map((g) => g.sample.license.tenantId), ...columns(ordered, (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart, (g) => g.agentId)],
+    [
+      ordered.map((g) => g.sample.license.tenantId),
+      ...columns(
+        ordered,
+        (g) => g.sample.license.id,
+        (g) => g.sample.meter.id,
+        (g) => g.sample.periodStart,
+        (g) => g.agentId,
+      ),
+    ],
   );
   turn?.limits.done();
-  const groupOf = (r: { license_id: string; meter_id: string; start_ms: string; agent_id: string }) => groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`)!;
+  const groupOf = (r: { license_id: string; meter_id: string; start_ms: string; agent_id: string }) =>
+    groups.get(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`)!;
   // An agent's total starts from what the agent used in the period so far: nothing, unless
   // the meter started counting agent tokens within the period (the rollups know).
   const fresh = locked.filter((r) => r.agent_id && r.used === null);
@@ -141,12 +170,24 @@ async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: T
          from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[]) as v (license_id, meter_id, period_start, agent_id, period_end)
         where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id
         returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id, u.used, null as latest_ms, u.warned, u.exceeded`,
-      columns(fresh.map(groupOf), (g) => g.sample.license.id, (g) => g.sample.meter.id, (g) => g.sample.periodStart, (g) => g.agentId, (g) => g.sample.periodEnd),
+      columns(
+        fresh.map(groupOf),
+        (g) => g.sample.license.id,
+        (g) => g.sample.meter.id,
+        (g) => g.sample.periodStart,
+        (g) => g.agentId,
+        (g) => g.sample.periodEnd,
+      ),
     );
     locked.push(...rebuilt);
   }
   for (const r of locked) {
-    Object.assign(groupOf(r), { used: r.used === null ? null : BigInt(r.used), latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)), warned: r.warned, exceeded: r.exceeded });
+    Object.assign(groupOf(r), {
+      used: r.used === null ? null : BigInt(r.used),
+      latestTs: r.latest_ms === null ? null : new Date(Number(r.latest_ms)),
+      warned: r.warned,
+      exceeded: r.exceeded,
+    });
   }
   return { groups, ordered };
 }
@@ -160,7 +201,13 @@ async function knownUniqueValues(em: EntityManager, candidates: Prepared[]): Pro
       em,
       `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
         where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
-      columns(uniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue),
+      columns(
+        uniques,
+        (p) => p.license.id,
+        (p) => p.meter.id,
+        (p) => p.periodStart,
+        (p) => p.uniqueValue,
+      ),
     );
     for (const r of seen) known.add(`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}|${r.value}`);
   }
@@ -217,7 +264,11 @@ function checkLimits(candidates: Prepared[], groups: Map<string, Group>, known: 
     const a = p.agentGroup ? groups.get(p.agentGroup)! : undefined;
     const agentNext = a && (a.used ?? 0n) + p.quantity;
     if (a && a.allowed !== null && agentNext! > a.allowed && p.quantity > 0n) {
-      refuse(p, isNewValue, `${p.meter.metric}: agent ${JSON.stringify(p.agentId)} would reach ${agentNext} of an allowed ${a.allowed} tokens this period`);
+      refuse(
+        p,
+        isNewValue,
+        `${p.meter.metric}: agent ${JSON.stringify(p.agentId)} would reach ${agentNext} of an allowed ${a.allowed} tokens this period`,
+      );
       continue;
     }
     Object.assign(g, { used: next, latestTs, changed: true });
@@ -235,7 +286,14 @@ function checkLimits(candidates: Prepared[], groups: Map<string, Group>, known: 
 async function takeBackRefused(em: EntityManager, limitRejected: Prepared[]) {
   const forget = limitRejected.filter((p) => p.key);
   if (forget.length > 0) {
-    const [tenants, licenses, times, idempotencyKeys, seqs] = columns(forget, (p) => p.license.tenantId, (p) => p.license.id, (p) => p.ts, (p) => p.key, (p) => p.license.tenantSeq);
+    const [tenants, licenses, times, idempotencyKeys, seqs] = columns(
+      forget,
+      (p) => p.license.tenantId,
+      (p) => p.license.id,
+      (p) => p.ts,
+      (p) => p.key,
+      (p) => p.license.tenantSeq,
+    );
     await sql(
       em,
       `with gone as (delete from usage_dedupe where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
@@ -262,14 +320,39 @@ async function recordThresholds(events: Events, em: EntityManager, ordered: Grou
     const { license, meter } = g.sample;
     // An agent is reported (and warned about) when the license names it.
     if (g.agentId && !license.agentTokens.has(g.agentId)) continue;
-    const state = limitState(license, meter, g.used ?? 0n, { start: g.sample.periodStart, end: g.sample.periodEnd }, g.agentId);
-    const base = { license_id: state.licenseId, metric: state.metric, ...(g.agentId ? { agent_id: g.agentId } : {}), used: Number(state.used), limit: Number(state.limit), period_start: state.periodStart.toISOString() };
+    const state = limitState(
+      license,
+      meter,
+      g.used ?? 0n,
+      { start: g.sample.periodStart, end: g.sample.periodEnd },
+      g.agentId,
+    );
+    const base = {
+      license_id: state.licenseId,
+      metric: state.metric,
+      ...(g.agentId ? { agent_id: g.agentId } : {}),
+      used: Number(state.used),
+      limit: Number(state.limit),
+      period_start: state.periodStart.toISOString(),
+    };
     if (state.warning && !g.warned) {
-      await events.emit(em, { tenantId: license.tenantId, type: "usage.limit_warning", subject: license.id, actor: "system", payload: base });
+      await events.emit(em, {
+        tenantId: license.tenantId,
+        type: "usage.limit_warning",
+        subject: license.id,
+        actor: "system",
+        payload: base,
+      });
       Object.assign(g, { warned: true, changed: true });
     }
     if (state.exceeded && !g.exceeded) {
-      await events.emit(em, { tenantId: license.tenantId, type: "usage.limit_exceeded", subject: license.id, actor: "system", payload: { ...base, overage: license.overage } });
+      await events.emit(em, {
+        tenantId: license.tenantId,
+        type: "usage.limit_exceeded",
+        subject: license.id,
+        actor: "system",
+        payload: { ...base, overage: license.overage },
+      });
       Object.assign(g, { exceeded: true, changed: true });
     }
     limits.push(state);
@@ -279,6 +362,10 @@ async function recordThresholds(events: Events, em: EntityManager, ordered: Grou
 
 /** 6. Rollups, distinct values and period totals: one statement. */
 async function writeTotals(em: EntityManager, accepted: Prepared[], newUniques: Prepared[], ordered: Group[]) {
-  const finish = finishStatement(accepted, newUniques, ordered.filter((g) => g.changed));
+  const finish = finishStatement(
+    accepted,
+    newUniques,
+    ordered.filter((g) => g.changed),
+  );
   if (finish) await sql(em, finish.sql, finish.params);
 }

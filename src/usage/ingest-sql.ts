@@ -10,7 +10,8 @@ import type { Prepared } from "./usage-event.js";
 /** `{1,2,3}`: an int or bigint array literal. */
 const numberArray = (xs: (number | bigint)[]) => `{${xs.join(",")}}`;
 /** A text array literal: every element quoted (so none reads as NULL), with `"` and `\` escaped by a backslash. */
-const textArray = (xs: string[]) => `{${xs.map((x) => (/["\\]/.test(x) ? `"${x.replace(/["\\]/g, "\\$&")}"` : `"${x}"`)).join(",")}}`;
+const textArray = (xs: string[]) =>
+  `{${xs.map((x) => (/["\\]/.test(x) ? `"${x.replace(/["\\]/g, "\\$&")}"` : `"${x}"`)).join(",")}}`;
 
 /**
  * A batch's events as 14 bind parameters: one array literal per column, indexes into the
@@ -73,7 +74,10 @@ export function eventsParams(items: Prepared[]): unknown[] {
   ];
 }
 
-/** The rows of eventsParams bound at `$n` … `$n+13`, as a query of usage_events' columns and tenant_seq (a NULL column repeats one value: unnest pads it). */
+/**
+ * The rows of eventsParams bound at `$n` … `$n+13`, as a query of usage_events' columns and tenant_seq (a NULL column
+ * repeats one value: unnest pads it).
+ */
 export const eventRecords = (n: number) => {
   const $ = (i: number) => `$${n + i}`;
   return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(13)}::int[])[coalesce(t, 1)] as tenant_seq, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
@@ -82,7 +86,10 @@ export const eventRecords = (n: number) => {
 };
 
 /** Inserts the rows of `source` (a query or CTE with usage_events' columns) received at `receivedAt`. */
-export const eventsInsert = (source: string, receivedAt: string) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
+export const eventsInsert = (
+  source: string,
+  receivedAt: string,
+) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
   select tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, ${receivedAt}::timestamptz from ${source}`;
 
 /** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
@@ -100,7 +107,8 @@ export interface PeriodTotal {
 }
 
 /** Binds values as parameters of one statement (after those already in `params`): their `$n` placeholders. */
-export const binder = (params: unknown[]) => (values: unknown[]) => values.map((v) => (params.push(v), `$${params.length}`));
+export const binder = (params: unknown[]) => (values: unknown[]) =>
+  values.map((v) => (params.push(v), `$${params.length}`));
 
 /**
  * The hourly rollups of accepted events, as a CTE named `rollups`, in key order: concurrent
@@ -108,7 +116,15 @@ export const binder = (params: unknown[]) => (values: unknown[]) => values.map((
  * insert waits for (a scalar subquery naming an earlier CTE), or "true".
  */
 function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[], after = "true"): string {
-  type Rollup = { p: Prepared; total: bigint; events: number; max: bigint; min: bigint; latest: bigint; latestTs: Date };
+  type Rollup = {
+    p: Prepared;
+    total: bigint;
+    events: number;
+    max: bigint;
+    min: bigint;
+    latest: bigint;
+    latestTs: Date;
+  };
   // (license, meter, period) group → hour → agent: the group strings and hour Dates are shared per batch.
   const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
   for (const p of accepted) {
@@ -117,7 +133,16 @@ function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[],
     let byAgent = byHour.get(p.hour);
     if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
     const r = byAgent.get(p.agentId);
-    if (!r) byAgent.set(p.agentId, { p, total: p.quantity, events: 1, max: p.quantity, min: p.quantity, latest: p.quantity, latestTs: p.ts });
+    if (!r)
+      byAgent.set(p.agentId, {
+        p,
+        total: p.quantity,
+        events: 1,
+        max: p.quantity,
+        min: p.quantity,
+        latest: p.quantity,
+        latestTs: p.ts,
+      });
     else {
       r.total += p.quantity;
       r.events++;
@@ -160,7 +185,11 @@ function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[],
  * The statement that ends a batch: hourly rollups of the accepted events, their distinct
  * values, and the changed period totals. Undefined when there is nothing to write.
  */
-export function finishStatement(accepted: Prepared[], newUniques: Prepared[], changed: PeriodTotal[]): { sql: string; params: unknown[] } | undefined {
+export function finishStatement(
+  accepted: Prepared[],
+  newUniques: Prepared[],
+  changed: PeriodTotal[],
+): { sql: string; params: unknown[] } | undefined {
   const parts: string[] = [];
   const params: unknown[] = [];
   const bind = binder(params);
@@ -168,12 +197,33 @@ export function finishStatement(accepted: Prepared[], newUniques: Prepared[], ch
     parts.push(rollupsCte(accepted, bind));
     const hourly = accepted.filter((p) => p.meter.aggregation === "unique_count");
     if (hourly.length > 0) {
-      const h = bind(columns(hourly, (p) => p.license.id, (p) => p.meter.id, (p) => p.hour, (p) => p.agentId, (p) => p.uniqueValue));
-      parts.push(`hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[], ${h[4]}::text[]) on conflict do nothing)`);
+      const h = bind(
+        columns(
+          hourly,
+          (p) => p.license.id,
+          (p) => p.meter.id,
+          (p) => p.hour,
+          (p) => p.agentId,
+          (p) => p.uniqueValue,
+        ),
+      );
+      parts.push(
+        `hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[], ${h[4]}::text[]) on conflict do nothing)`,
+      );
     }
     if (newUniques.length > 0) {
-      const u = bind(columns(newUniques, (p) => p.license.id, (p) => p.meter.id, (p) => p.periodStart, (p) => p.uniqueValue));
-      parts.push(`period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[]) on conflict do nothing)`);
+      const u = bind(
+        columns(
+          newUniques,
+          (p) => p.license.id,
+          (p) => p.meter.id,
+          (p) => p.periodStart,
+          (p) => p.uniqueValue,
+        ),
+      );
+      parts.push(
+        `period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[]) on conflict do nothing)`,
+      );
     }
   }
   if (changed.length > 0) {
@@ -196,7 +246,6 @@ export function finishStatement(accepted: Prepared[], newUniques: Prepared[], ch
   }
   return parts.length > 0 ? { sql: `with ${parts.join(",\n")} select 1`, params } : undefined;
 }
-
 
 /** A period total a batch adds to in one statement: `delta` on top of what it holds, within `limit` and `allowed`. */
 export interface FastGroup {

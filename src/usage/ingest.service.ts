@@ -7,7 +7,14 @@ import type { LicenseKeyring } from "../licensing/license-key.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
-import { prepareEvent, resolveBatch, TimeShapes, type IncomingEvent, type Prepared, type Rejection } from "./usage-event.js";
+import {
+  prepareEvent,
+  resolveBatch,
+  TimeShapes,
+  type IncomingEvent,
+  type Prepared,
+  type Rejection,
+} from "./usage-event.js";
 import { fastStatement, type FastGroup } from "./ingest-sql.js";
 import { writeBatch } from "./ingest-general.js";
 import type { Admission, Turn } from "./stream-order.js";
@@ -44,7 +51,14 @@ export type { BatchResult };
  * back to the general path when it is not. The caller acknowledges only after this
  * returns, i.e. after the commit.
  */
-export function createIngestService(deps: { db: Database; clock: Clock; events: Events; keyring: LicenseKeyring; signingKeys: SigningKeyStore; feed: AuditFeed }) {
+export function createIngestService(deps: {
+  db: Database;
+  clock: Clock;
+  events: Events;
+  keyring: LicenseKeyring;
+  signingKeys: SigningKeyStore;
+  feed: AuditFeed;
+}) {
   const { db, clock, events, signingKeys } = deps;
   const { lookups } = createUsageRecords(deps);
   const partitions = new Set<number>();
@@ -57,7 +71,10 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const to = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() + 1, 1));
     const name = `usage_events_${from.getUTCFullYear()}${String(from.getUTCMonth() + 1).padStart(2, "0")}`;
     try {
-      await sql(db, `create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`);
+      await sql(
+        db,
+        `create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`,
+      );
     } catch (err) {
       // Two instances creating the same partition at once: the loser sees a duplicate; the table exists.
       if (!/already exists/.test((err as Error).message)) throw err;
@@ -74,7 +91,12 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * holds while that one waits here for it. `seen`, when given, receives the batch's
    * prepared events (ingestTogether splits the result by them).
    */
-  async function ingest(batch: IncomingEvent[], principal: Principal, opts: IngestOptions, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
+  async function ingest(
+    batch: IncomingEvent[],
+    principal: Principal,
+    opts: IngestOptions,
+    seen?: { prepared?: Prepared[] },
+  ): Promise<BatchResult> {
     try {
       return await ingestBatch(batch, principal, opts, seen);
     } finally {
@@ -89,14 +111,27 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * whose batches arrive faster than they commit writes those that queued up together:
    * one commit, and one update of each total and rollup, for all of them.
    */
-  async function ingestTogether(batches: IncomingEvent[][], principal: Principal, opts: IngestOptions): Promise<BatchResult[]> {
+  async function ingestTogether(
+    batches: IncomingEvent[][],
+    principal: Principal,
+    opts: IngestOptions,
+  ): Promise<BatchResult[]> {
     if (batches.length === 1) return [await ingest(batches[0]!, principal, opts)];
     const seen: { prepared?: Prepared[] } = {};
     const whole = await ingest(batches.flat(), principal, opts, seen);
-    return splitResult(whole, seen.prepared ?? [], batches.map((b) => b.length));
+    return splitResult(
+      whole,
+      seen.prepared ?? [],
+      batches.map((b) => b.length),
+    );
   }
 
-  async function ingestBatch(batch: IncomingEvent[], principal: Principal, opts: IngestOptions, seen?: { prepared?: Prepared[] }): Promise<BatchResult> {
+  async function ingestBatch(
+    batch: IncomingEvent[],
+    principal: Principal,
+    opts: IngestOptions,
+    seen?: { prepared?: Prepared[] },
+  ): Promise<BatchResult> {
     const now = clock.now();
     const rejected: Rejection[] = [];
     const prepared: Prepared[] = [];
@@ -118,7 +153,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       else prepared.push(r);
     }
     // (by the batch's distinct hours, not event by event)
-    for (const month of new Set([...shapes.hoursSeen()].map((h) => Date.UTC(h.getUTCFullYear(), h.getUTCMonth(), 1)))) await ensurePartition(new Date(month));
+    for (const month of new Set([...shapes.hoursSeen()].map((h) => Date.UTC(h.getUTCFullYear(), h.getUTCMonth(), 1))))
+      await ensurePartition(new Date(month));
     if (prepared.length === 0) return { accepted: 0, duplicates: 0, duplicateIndexes: [], rejected, limits: [] };
 
     // A key twice in one batch: the first counts, the others are duplicates.
@@ -136,7 +172,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     const adds = new Map<string, bigint>();
     const add = (group: string, n: bigint) => adds.set(group, (adds.get(group) ?? 0n) + n);
     for (const p of distinct) {
-      if (p.meter.aggregation === "sum" || p.meter.aggregation === "count") add(p.group, p.meter.aggregation === "count" ? 1n : p.quantity);
+      if (p.meter.aggregation === "sum" || p.meter.aggregation === "count")
+        add(p.group, p.meter.aggregation === "count" ? 1n : p.quantity);
       if (p.agentGroup) add(p.agentGroup, p.quantity);
     }
     const { turn } = opts;
@@ -146,9 +183,14 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
       admission = turn.admit(keysOf, adds);
     }
 
-    const isResent = (err: unknown) => err instanceof UniqueConstraintViolationException && /usage_dedupe/.test(err.message);
+    const isResent = (err: unknown) =>
+      err instanceof UniqueConstraintViolationException && /usage_dedupe/.test(err.message);
     let careful = false;
-    if (distinct.length > 0 && distinct.every((p) => p.key) && prepared.every((p) => p.meter.aggregation === "sum" || p.meter.aggregation === "count")) {
+    if (
+      distinct.length > 0 &&
+      distinct.every((p) => p.key) &&
+      prepared.every((p) => p.meter.aggregation === "sum" || p.meter.aggregation === "count")
+    ) {
       if (admission.overlaps) {
         // A key of an unfinished batch before it: after that batch, so its copy counts.
         await turn?.keys.wait;
@@ -160,7 +202,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
         // Nothing was written: the statement stopped itself (a limit or threshold in reach, a
         // total not there yet), met a key seen before (a resent batch), or lost a deadlock
         // (keys sent again in another order while the first copies are being written).
-        if (!((err as { code?: string }).code === "LU001" || err instanceof DeadlockException || isResent(err))) throw err;
+        if (!((err as { code?: string }).code === "LU001" || err instanceof DeadlockException || isResent(err)))
+          throw err;
         careful = isResent(err);
       }
     }
@@ -171,7 +214,9 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
     // when that happens (keys come first), so the retry costs one statement.
     for (; ; careful = true) {
       try {
-        return await db.tx((em) => writeBatch(events, em, now, prepared, distinct, repeated, rejected.slice(), careful, turn));
+        return await db.tx((em) =>
+          writeBatch(events, em, now, prepared, distinct, repeated, rejected.slice(), careful, turn),
+        );
       } catch (err) {
         if (careful || !isResent(err)) throw err;
       }
@@ -186,27 +231,53 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
    * in its stream may still add: its limits are checked as if they had. Throws, having
    * written nothing, when the batch needs the general path.
    */
-  async function fast(now: Date, prepared: Prepared[], distinct: Prepared[], repeated: number[], rejected: Rejection[], adds: Map<string, bigint>, pending: Map<string, bigint>): Promise<BatchResult> {
+  async function fast(
+    now: Date,
+    prepared: Prepared[],
+    distinct: Prepared[],
+    repeated: number[],
+    rejected: Rejection[],
+    adds: Map<string, bigint>,
+    pending: Map<string, bigint>,
+  ): Promise<BatchResult> {
     // Duplicates' totals too: their acknowledgement reports where the license stands.
     const groups = new Map<string, FastGroup>();
     const open = (key: string, p: Prepared, agentId: string) => {
-      if (!groups.has(key)) groups.set(key, { sample: p, agentId, delta: adds.get(key) ?? 0n, pending: pending.get(key) ?? 0n, ...limitOf(p, agentId) });
+      if (!groups.has(key))
+        groups.set(key, {
+          sample: p,
+          agentId,
+          delta: adds.get(key) ?? 0n,
+          pending: pending.get(key) ?? 0n,
+          ...limitOf(p, agentId),
+        });
     };
     for (const p of prepared) {
       open(p.group, p, "");
       if (p.agentGroup) open(p.agentGroup, p, p.agentId);
     }
     const entries = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-    const statement = fastStatement(now, distinct, entries.map(([, g]) => g));
+    const statement = fastStatement(
+      now,
+      distinct,
+      entries.map(([, g]) => g),
+    );
     type Raised = { license_id: string; meter_id: string; start_ms: string; agent_id: string; used: string };
     const raised = await sql<Raised>(db, statement.sql, statement.params, { name: "licensd-usage-batch" });
-    const used = new Map(raised.map((r) => [`${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`, BigInt(r.used)]));
+    const used = new Map(
+      raised.map((r) => [
+        `${r.license_id}|${r.meter_id}|${Number(r.start_ms)}${r.agent_id ? `|${r.agent_id}` : ""}`,
+        BigInt(r.used),
+      ]),
+    );
     const limits: LimitState[] = [];
     for (const [key, g] of entries) {
       const { license, meter } = g.sample;
       // An agent is reported when the license names it.
       if (g.agentId && !license.agentTokens.has(g.agentId)) continue;
-      limits.push(limitState(license, meter, used.get(key)!, { start: g.sample.periodStart, end: g.sample.periodEnd }, g.agentId));
+      limits.push(
+        limitState(license, meter, used.get(key)!, { start: g.sample.periodStart, end: g.sample.periodEnd }, g.agentId),
+      );
     }
     rejected.sort((a, b) => a.index - b.index);
     const duplicateIndexes = [...repeated].sort((a, b) => a - b);
@@ -217,7 +288,8 @@ export function createIngestService(deps: { db: Database; clock: Clock; events: 
 }
 
 /** A limit's key: license, metric, period and agent ("" for the metric as a whole). */
-const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId: string) => `${licenseId}|${metric}|${periodStart.getTime()}|${agentId}`;
+const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId: string) =>
+  `${licenseId}|${metric}|${periodStart.getTime()}|${agentId}`;
 
 /**
  * The result of batches written as one (`sizes` events each, in order), batch by batch:
@@ -227,13 +299,15 @@ const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId:
 function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]): BatchResult[] {
   const starts: number[] = [];
   let end = 0;
-  for (const n of sizes) (starts.push(end), (end += n));
+  for (const n of sizes) starts.push(end), (end += n);
   const batchOf = (index: number) => {
     let b = sizes.length - 1;
     while (starts[b]! > index) b--;
     return b;
   };
-  const parts = sizes.map((): BatchResult => ({ accepted: 0, duplicates: 0, duplicateIndexes: [], rejected: [], limits: [] }));
+  const parts = sizes.map(
+    (): BatchResult => ({ accepted: 0, duplicates: 0, duplicateIndexes: [], rejected: [], limits: [] }),
+  );
   for (const i of whole.duplicateIndexes) {
     const b = batchOf(i);
     parts[b]!.duplicateIndexes.push(i - starts[b]!);
@@ -250,9 +324,18 @@ function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]):
     if (!g.has(p.group)) g.set(p.group, p);
     if (p.agentGroup && !g.has(p.agentGroup)) g.set(p.agentGroup, p); // (an agent's own total: meters of agent tokens only)
   }
-  const touched = groups.map((g) => new Set([...g].map(([group, p]) => limitKey(p.license.id, p.meter.metric, p.periodStart, group === p.group ? "" : p.agentId))));
+  const touched = groups.map(
+    (g) =>
+      new Set(
+        [...g].map(([group, p]) =>
+          limitKey(p.license.id, p.meter.metric, p.periodStart, group === p.group ? "" : p.agentId),
+        ),
+      ),
+  );
   parts.forEach((part, b) => {
-    part.limits = whole.limits.filter((l) => touched[b]!.has(limitKey(l.licenseId, l.metric, l.periodStart, l.agentId)));
+    part.limits = whole.limits.filter((l) =>
+      touched[b]!.has(limitKey(l.licenseId, l.metric, l.periodStart, l.agentId)),
+    );
     part.duplicates = part.duplicateIndexes.length;
     part.accepted = sizes[b]! - part.duplicates - part.rejected.length;
   });

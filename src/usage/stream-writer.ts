@@ -10,7 +10,10 @@ import { streamOrder } from "./stream-order.js";
 export const MAX_UNACKED_BATCHES = 12;
 /** How many transactions one stream runs at once: bounded so one stream cannot take the whole connection pool. */
 export const STREAM_WRITERS = 3;
-/** Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch alone). */
+/**
+ * Batches queued behind a stream's running transactions are written together, up to this many events (a larger batch
+ * alone).
+ */
 export const MERGE_EVENTS = 2000;
 
 /**
@@ -21,7 +24,12 @@ export const MERGE_EVENTS = 2000;
  * one finishes (up to MERGE_EVENTS events). A failed transaction ends the stream with its
  * error: the client resends what was not acknowledged.
  */
-export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>, keyGuard?: KeyGuard): AsyncGenerator<{ id: Id; result: BatchResult }> {
+export async function* writeInOrder<Id>(
+  ingest: IngestService,
+  who: Principal,
+  batches: AsyncIterable<{ id: Id; events: IncomingEvent[] }>,
+  keyGuard?: KeyGuard,
+): AsyncGenerator<{ id: Id; result: BatchResult }> {
   type Batch = { id: Id; events: IncomingEvent[] };
   const input = batches[Symbol.asyncIterator]();
   const queued: Batch[] = [];
@@ -43,13 +51,19 @@ export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, b
       }
       running++;
       // Transactions overlap, but meet their keys and limits in stream order.
-      const results = ingest.ingestTogether(take.map((b) => b.events), who, { requireKey: true, turn: nextTurn(), keyGuard });
+      const results = ingest.ingestTogether(
+        take.map((b) => b.events),
+        who,
+        { requireKey: true, turn: nextTurn(), keyGuard },
+      );
       // (a failure is awaited, and reported, when its turn to be acknowledged comes)
-      void results.catch(() => undefined).finally(() => {
-        running--;
-        finished();
-        aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
-      });
+      void results
+        .catch(() => undefined)
+        .finally(() => {
+          running--;
+          finished();
+          aWriterFinished = new Promise<void>((resolve) => (finished = resolve));
+        });
       writing.push({ ids: take.map((b) => b.id), results });
     }
   };
@@ -63,8 +77,15 @@ export async function* writeInOrder<Id>(ingest: IngestService, who: Principal, b
       // lives. Something always can: while reading waits for acknowledgements, batches are
       // queued or being written.
       const arms: Promise<Next>[] = [];
-      if (reading !== undefined && unacked < MAX_UNACKED_BATCHES) arms.push(reading.then((r) => ({ kind: "batch", r })));
-      if (writing.length > 0) arms.push(writing[0]!.results.then(() => ({ kind: "ack" }), () => ({ kind: "ack" })));
+      if (reading !== undefined && unacked < MAX_UNACKED_BATCHES)
+        arms.push(reading.then((r) => ({ kind: "batch", r })));
+      if (writing.length > 0)
+        arms.push(
+          writing[0]!.results.then(
+            () => ({ kind: "ack" }),
+            () => ({ kind: "ack" }),
+          ),
+        );
       if (queued.length > 0) arms.push(aWriterFinished.then(() => ({ kind: "slot" })));
       const next = await Promise.race(arms);
       if (next.kind === "slot") continue;

@@ -77,7 +77,9 @@ type LeaseLookup = { license: LicenseRow | undefined } | { rejection: string };
  * events are checked: the check itself is then synchronous, with no promise per event.
  */
 export interface Resolved {
-  /** By presented key: the license, undefined when no license has the key, null for a key that fails its format or HMAC. */
+  /**
+   * By presented key: the license, undefined when no license has the key, null for a key that fails its format or HMAC.
+   */
   byKey: Map<string, LicenseRow | undefined | null>;
   byId: Map<string, LicenseRow | undefined>;
   byLease: Map<string, LeaseLookup>;
@@ -87,8 +89,17 @@ export interface Resolved {
 
 const mayNameById = (principal: Principal) => hasScope(principal, "ingest");
 
-/** Loads what the batch's events name: licenses by key, lease and id, then their products' meters (again, once, for a metric not known yet). */
-export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeyStore, batch: IncomingEvent[], principal: Principal, now: Date): Promise<Resolved> {
+/**
+ * Loads what the batch's events name: licenses by key, lease and id, then their products' meters (again, once, for a
+ * metric not known yet).
+ */
+export async function resolveBatch(
+  look: UsageLookups,
+  signingKeys: SigningKeyStore,
+  batch: IncomingEvent[],
+  principal: Principal,
+  now: Date,
+): Promise<Resolved> {
   const r: Resolved = { byKey: new Map(), byId: new Map(), byLease: new Map(), meters: new Map() };
   const loads: Promise<unknown>[] = [];
   const metrics = new Set<string>();
@@ -108,12 +119,23 @@ export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeySt
         const fingerprint = /^[^.]+\.([^.]+)\./.exec(token)?.[1];
         let claimed: { fingerprint?: unknown } = {};
         try {
-          claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as { fingerprint?: unknown };
+          claimed = JSON.parse(Buffer.from(fingerprint ?? "", "base64url").toString("utf8")) as {
+            fingerprint?: unknown;
+          };
         } catch {
           // not a lease: verifyLease says so below
         }
-        const check = verifyLease(token, signingKeys.publicKeys(), { fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "", now });
-        if (!check.valid || !check.lease) r.byLease.set(token, { rejection: check.code === "EXPIRED" ? "the lease expired; heartbeat for a fresh one" : `does not verify (${check.code})` });
+        const check = verifyLease(token, signingKeys.publicKeys(), {
+          fingerprint: typeof claimed.fingerprint === "string" ? claimed.fingerprint : "",
+          now,
+        });
+        if (!check.valid || !check.lease)
+          r.byLease.set(token, {
+            rejection:
+              check.code === "EXPIRED"
+                ? "the lease expired; heartbeat for a fresh one"
+                : `does not verify (${check.code})`,
+          });
         else {
           r.byLease.set(token, { license: undefined });
           loads.push(look.byId(check.lease.license_id).then((license) => r.byLease.set(token, { license })));
@@ -127,18 +149,32 @@ export async function resolveBatch(look: UsageLookups, signingKeys: SigningKeySt
   }
   await Promise.all(loads);
   const products = new Map<string, string>();
-  const licenses = [...r.byKey.values(), ...r.byId.values(), ...[...r.byLease.values()].map((x) => ("license" in x ? x.license : undefined))];
+  const licenses = [
+    ...r.byKey.values(),
+    ...r.byId.values(),
+    ...[...r.byLease.values()].map((x) => ("license" in x ? x.license : undefined)),
+  ];
   for (const l of licenses) if (l) products.set(l.productId, l.tenantId);
-  const loadMeters = (fresh: boolean, ids: Iterable<string>) => Promise.all([...ids].map(async (productId) => r.meters.set(productId, await look.meters(productId, products.get(productId)!, fresh))));
+  const loadMeters = (fresh: boolean, ids: Iterable<string>) =>
+    Promise.all(
+      [...ids].map(async (productId) =>
+        r.meters.set(productId, await look.meters(productId, products.get(productId)!, fresh)),
+      ),
+    );
   await loadMeters(false, products.keys());
   // A metric the cached meters do not know may be new: those products are read again, once.
   // (Event by event only when some product lacks one of the batch's metrics.)
   const stale = new Set<string>();
   const complete = [...r.meters.values()].every((byMetric) => [...metrics].every((m) => byMetric.has(m)));
-  if (!complete) for (const e of batch) {
-    const l = e.licenseKey ? r.byKey.get(e.licenseKey) : e.lease ? (r.byLease.get(e.lease) as { license?: LicenseRow } | undefined)?.license : r.byId.get(e.licenseId);
-    if (l && !r.meters.get(l.productId)!.has(e.metric)) stale.add(l.productId);
-  }
+  if (!complete)
+    for (const e of batch) {
+      const l = e.licenseKey
+        ? r.byKey.get(e.licenseKey)
+        : e.lease
+          ? (r.byLease.get(e.lease) as { license?: LicenseRow } | undefined)?.license
+          : r.byId.get(e.licenseId);
+      if (l && !r.meters.get(l.productId)!.has(e.metric)) stale.add(l.productId);
+    }
   if (stale.size > 0) await loadMeters(true, stale);
   return r;
 }
@@ -174,7 +210,12 @@ export class TimeShapes {
   }
   slotOf(meter: MeterRow, ts: Date, license: LicenseRow): Slot {
     // Keyed by what decides the period (its day, month, or the license), computed before any Date is made.
-    const at = meter.period === "day" ? Math.floor(ts.getTime() / 86_400_000) : meter.period === "month" ? ts.getUTCFullYear() * 12 + ts.getUTCMonth() : 0;
+    const at =
+      meter.period === "day"
+        ? Math.floor(ts.getTime() / 86_400_000)
+        : meter.period === "month"
+          ? ts.getUTCFullYear() * 12 + ts.getUTCMonth()
+          : 0;
     let byMeter = this.slots.get(license);
     if (!byMeter) this.slots.set(license, (byMeter = new Map()));
     let byPeriod = byMeter.get(meter);
@@ -182,7 +223,10 @@ export class TimeShapes {
     let slot = byPeriod.get(at);
     if (!slot) {
       const { start, end } = periodOf(meter.period, ts, license);
-      byPeriod.set(at, (slot = { start, end, group: `${license.id}|${meter.id}|${start.getTime()}`, agentGroups: new Map() }));
+      byPeriod.set(
+        at,
+        (slot = { start, end, group: `${license.id}|${meter.id}|${start.getTime()}`, agentGroups: new Map() }),
+      );
     }
     return slot;
   }
@@ -194,17 +238,29 @@ export class TimeShapes {
 }
 
 /** Checks one event against what its batch resolved; a Rejection says why it is refused. */
-export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: IncomingEvent, index: number, principal: Principal, now: Date, requireKey: boolean): Prepared | Rejection {
+export function prepareEvent(
+  resolved: Resolved,
+  shapes: TimeShapes,
+  e: IncomingEvent,
+  index: number,
+  principal: Principal,
+  now: Date,
+  requireKey: boolean,
+): Prepared | Rejection {
   const reject = (reason: string, message: string): Rejection => ({ index, reason, message });
   if (requireKey && !e.idempotencyKey) return reject("INVALID_EVENT", "idempotency_key: required on streams");
   if (e.idempotencyKey.length > 128) return reject("INVALID_EVENT", "idempotency_key: at most 128 characters");
-  if (e.quantity < 0n || e.quantity > MAX_QUANTITY) return reject("INVALID_QUANTITY", `quantity: must be from 0 to ${MAX_QUANTITY} (2^53−1)`);
+  if (e.quantity < 0n || e.quantity > MAX_QUANTITY)
+    return reject("INVALID_QUANTITY", `quantity: must be from 0 to ${MAX_QUANTITY} (2^53−1)`);
   if (e.agentId.length > 128) return reject("INVALID_EVENT", "agent_id: at most 128 characters");
   let attrCount = 0;
   for (const k in e.attributes) {
     const v = e.attributes[k];
     if (++attrCount > MAX_ATTRIBUTES || k.length === 0 || k.length > 63 || v.length > 256) {
-      return reject("INVALID_EVENT", `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`);
+      return reject(
+        "INVALID_EVENT",
+        `attributes: at most ${MAX_ATTRIBUTES}, keys 1 to 63 characters, values up to 256`,
+      );
     }
   }
   // Refused here, not failed in the batch's SQL.
@@ -212,9 +268,14 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   if (!storable(e.agentId)) return reject("INVALID_EVENT", "agent_id: must not contain NUL");
   if (!storable(e.metric)) return reject("INVALID_EVENT", "metric: must not contain NUL");
   if (!storable(e.licenseId)) return reject("INVALID_EVENT", "license_id: must not contain NUL");
-  for (const k in e.attributes) if (!storable(k) || !storable(e.attributes[k])) return reject("INVALID_EVENT", "attributes: must not contain NUL");
+  for (const k in e.attributes)
+    if (!storable(k) || !storable(e.attributes[k])) return reject("INVALID_EVENT", "attributes: must not contain NUL");
   const ts = e.time ? new Date(timestampMs(e.time)) : now;
-  if (Number.isNaN(ts.getTime()) || ts.getTime() > now.getTime() + MAX_FUTURE_MS || ts.getTime() < now.getTime() - MAX_PAST_MS) {
+  if (
+    Number.isNaN(ts.getTime()) ||
+    ts.getTime() > now.getTime() + MAX_FUTURE_MS ||
+    ts.getTime() < now.getTime() - MAX_PAST_MS
+  ) {
     return reject("INVALID_TIME", "time: must be within the last 7 days and at most 5 minutes ahead");
   }
 
@@ -229,10 +290,12 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
     license = found.license;
     if (!license) return reject("LICENSE_NOT_FOUND", "lease: its license no longer exists");
   } else if (e.licenseId) {
-    if (principal.kind === "anonymous") return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
+    if (principal.kind === "anonymous")
+      return reject("UNAUTHENTICATED", "license_id: naming a license by id needs an API key with the ingest scope");
     if (!mayNameById(principal)) return reject("SCOPE_REQUIRED", "license_id: the API key needs the ingest scope");
     license = resolved.byId.get(e.licenseId);
-    if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId)) return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
+    if (!license || (principal.kind === "tenant" && license.tenantId !== principal.tenantId))
+      return reject("LICENSE_NOT_FOUND", `license_id: license ${JSON.stringify(e.licenseId)} not found`);
   } else {
     return reject("INVALID_EVENT", "license_key, lease or license_id: one is required");
   }
@@ -240,11 +303,16 @@ export function prepareEvent(resolved: Resolved, shapes: TimeShapes, e: Incoming
   if (bad) return reject(bad.reason, bad.message);
   const meter = resolved.meters.get(license.productId)?.get(e.metric);
   if (!meter) return reject("UNKNOWN_METRIC", `metric: the license's product has no meter ${JSON.stringify(e.metric)}`);
-  if (meter.agentTokens && e.agentId && license.disabledAgents.has(e.agentId)) return reject("AGENT_DISABLED", `agent_id: the license does not entitle agent ${JSON.stringify(e.agentId)}`);
+  if (meter.agentTokens && e.agentId && license.disabledAgents.has(e.agentId))
+    return reject("AGENT_DISABLED", `agent_id: the license does not entitle agent ${JSON.stringify(e.agentId)}`);
   let uniqueValue = "";
   if (meter.aggregation === "unique_count") {
     uniqueValue = e.attributes[meter.uniqueAttribute] ?? "";
-    if (!uniqueValue) return reject("INVALID_EVENT", `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`);
+    if (!uniqueValue)
+      return reject(
+        "INVALID_EVENT",
+        `attributes.${meter.uniqueAttribute}: required by the UNIQUE_COUNT meter ${meter.metric}`,
+      );
   }
   const slot = shapes.slotOf(meter, ts, license);
   return {

@@ -5,7 +5,15 @@
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { TenantCache } from "../platform/tenant-cache.js";
-import { effectiveAgents, effectiveEntitlements, type AgentEntitlement, type Entitlement, type ExpirationStrategy, type OverageStrategy, type ResolvedAgent } from "../licensing/entitlements.js";
+import {
+  effectiveAgents,
+  effectiveEntitlements,
+  type AgentEntitlement,
+  type Entitlement,
+  type ExpirationStrategy,
+  type OverageStrategy,
+  type ResolvedAgent,
+} from "../licensing/entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
 import type { Aggregation, LimitPeriod } from "./meter.entity.js";
 
@@ -38,10 +46,20 @@ export interface MeterRow {
 }
 
 /** What an overage strategy lets through, as a factor of the limit (in hundredths, to stay in integers). */
-const OVERAGE_PERCENT: Record<OverageStrategy, bigint | null> = { no_overage: 100n, allow_1_25x: 125n, allow_1_5x: 150n, allow_2x: 200n, always: null };
+const OVERAGE_PERCENT: Record<OverageStrategy, bigint | null> = {
+  no_overage: 100n,
+  allow_1_25x: 125n,
+  allow_1_5x: 150n,
+  allow_2x: 200n,
+  always: null,
+};
 
 /** The limit period an event at `ts` falls in. */
-export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Date; expiresAt: Date | null }): { start: Date; end: Date | null } {
+export function periodOf(
+  period: LimitPeriod,
+  ts: Date,
+  license: { createdAt: Date; expiresAt: Date | null },
+): { start: Date; end: Date | null } {
   const y = ts.getUTCFullYear();
   const m = ts.getUTCMonth();
   if (period === "day") {
@@ -52,9 +70,21 @@ export function periodOf(period: LimitPeriod, ts: Date, license: { createdAt: Da
   return { start: new Date(Date.UTC(y, m, 1)), end: new Date(Date.UTC(y, m + 1, 1)) };
 }
 
-/** The metric's limit, or with `agentId` (a meter counting agent tokens) that agent's token limit; allowed is null when nothing is refused. */
-export function limitOf(p: { license: LicenseRow; meter: MeterRow }, agentId = ""): { limit: bigint; allowed: bigint | null } {
-  const n = agentId ? (p.license.agentTokens.get(agentId) ?? 0) : ((p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as { limit: number } | undefined)?.limit ?? 0);
+/**
+ * The metric's limit, or with `agentId` (a meter counting agent tokens) that agent's token limit; allowed is null when
+ * nothing is refused.
+ */
+export function limitOf(
+  p: { license: LicenseRow; meter: MeterRow },
+  agentId = "",
+): { limit: bigint; allowed: bigint | null } {
+  const n = agentId
+    ? (p.license.agentTokens.get(agentId) ?? 0)
+    : ((
+        p.license.entitlements.find((x) => x.feature === p.meter.metric && "limit" in x) as
+          | { limit: number }
+          | undefined
+      )?.limit ?? 0);
   if (n <= 0) return { limit: 0n, allowed: null };
   const pct = OVERAGE_PERCENT[p.license.overage];
   const limit = BigInt(n);
@@ -87,7 +117,13 @@ export const int64Total = (v: bigint | string): bigint => {
   return n > INT64_MAX ? INT64_MAX : n < -INT64_MAX - 1n ? -INT64_MAX - 1n : n;
 };
 
-export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, period: { start: Date; end: Date | null }, agentId = ""): LimitState {
+export function limitState(
+  license: LicenseRow,
+  meter: MeterRow,
+  used: bigint,
+  period: { start: Date; end: Date | null },
+  agentId = "",
+): LimitState {
   const { limit, allowed } = limitOf({ license, meter }, agentId);
   return {
     licenseId: license.id,
@@ -104,7 +140,10 @@ export function limitState(license: LicenseRow, meter: MeterRow, used: bigint, p
 }
 
 function agentAllowances(agents: ResolvedAgent[]): Pick<LicenseRow, "agentTokens" | "disabledAgents"> {
-  return { agentTokens: new Map(agents.filter((a) => a.enabled).map((a) => [a.agent, a.tokenLimit])), disabledAgents: new Set(agents.filter((a) => !a.enabled).map((a) => a.agent)) };
+  return {
+    agentTokens: new Map(agents.filter((a) => a.enabled).map((a) => [a.agent, a.tokenLimit])),
+    disabledAgents: new Set(agents.filter((a) => !a.enabled).map((a) => a.agent)),
+  };
 }
 
 /** Why a license may not record usage now, or undefined when it may. */
@@ -130,7 +169,12 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
   // is looked up again before it is refused, so a new license or meter is usable at once.
   const licenseCache = new TenantCache<Promise<LicenseRow | undefined>>({ max: 50_000, ttlMs: 30_000 }).follow(feed);
   const meterCache = new TenantCache<Promise<Map<string, MeterRow>>>({ max: 50_000, ttlMs: 30_000 }).follow(feed);
-  function cached<T>(cache: TenantCache<Promise<T>>, key: string, load: () => Promise<T>, tenantOf: (v: T) => string | undefined): Promise<T> {
+  function cached<T>(
+    cache: TenantCache<Promise<T>>,
+    key: string,
+    load: () => Promise<T>,
+    tenantOf: (v: T) => string | undefined,
+  ): Promise<T> {
     const hit = cache.get(key);
     if (hit) return hit;
     const stamp = cache.stamp();
@@ -155,7 +199,22 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
                            p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
                       from licenses l join policies p on p.id = l.policy_id join tenants t on t.id = l.tenant_id`;
-    type Row = { id: string; tenant_id: string; tenant_seq: number; product_id: string; status: LicenseRow["status"]; created_ms: string; expires_ms: string | null; entitlement_overrides: Entitlement[]; entitlements: Entitlement[]; agent_overrides: AgentEntitlement[]; agent_entitlements: AgentEntitlement[]; overage_strategy: OverageStrategy; expiration_strategy: ExpirationStrategy; grace_seconds: string };
+    type Row = {
+      id: string;
+      tenant_id: string;
+      tenant_seq: number;
+      product_id: string;
+      status: LicenseRow["status"];
+      created_ms: string;
+      expires_ms: string | null;
+      entitlement_overrides: Entitlement[];
+      entitlements: Entitlement[];
+      agent_overrides: AgentEntitlement[];
+      agent_entitlements: AgentEntitlement[];
+      overage_strategy: OverageStrategy;
+      expiration_strategy: ExpirationStrategy;
+      grace_seconds: string;
+    };
     const toLicense = (r: Row | undefined): LicenseRow | undefined =>
       r && {
         id: r.id,
@@ -179,25 +238,79 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
       },
       byKey(digest: Buffer) {
         const k = digest.toString("base64");
-        if (!byDigest.has(k)) byDigest.set(k, cached(licenseCache, `d:${k}`, () => sql<Row>(db, `${select} where l.key_digest = $1`, [digest], { name: "licensd-usage-license-by-digest" }).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byDigest.has(k))
+          byDigest.set(
+            k,
+            cached(
+              licenseCache,
+              `d:${k}`,
+              () =>
+                sql<Row>(db, `${select} where l.key_digest = $1`, [digest], {
+                  name: "licensd-usage-license-by-digest",
+                }).then((r) => toLicense(r[0])),
+              (l) => l?.tenantId,
+            ),
+          );
         return byDigest.get(k)!;
       },
       byId(id: string) {
-        if (!byId.has(id)) byId.set(id, cached(licenseCache, `i:${id}`, () => sql<Row>(db, `${select} where l.id = $1`, [id], { name: "licensd-usage-license-by-id" }).then((r) => toLicense(r[0])), (l) => l?.tenantId));
+        if (!byId.has(id))
+          byId.set(
+            id,
+            cached(
+              licenseCache,
+              `i:${id}`,
+              () =>
+                sql<Row>(db, `${select} where l.id = $1`, [id], { name: "licensd-usage-license-by-id" }).then((r) =>
+                  toLicense(r[0]),
+                ),
+              (l) => l?.tenantId,
+            ),
+          );
         return byId.get(id)!;
       },
       /** The product's meters by metric; `fresh` skips the instance cache (a metric it does not know yet). */
       meters(productId: string, tenantId: string, fresh = false) {
         const load = () =>
-          sql<{ id: string; metric: string; aggregation: Aggregation; unique_attribute: string; period: LimitPeriod; agent_tokens: boolean }>(db, `select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = $1`, [productId], { name: "licensd-usage-meters" })
-            .then((rs) => new Map(rs.map((r) => [r.metric, { id: r.id, metric: r.metric, aggregation: r.aggregation, uniqueAttribute: r.unique_attribute, period: r.period, agentTokens: r.agent_tokens }])));
+          sql<{
+            id: string;
+            metric: string;
+            aggregation: Aggregation;
+            unique_attribute: string;
+            period: LimitPeriod;
+            agent_tokens: boolean;
+          }>(
+            db,
+            `select id, metric, aggregation, unique_attribute, period, agent_tokens from meters where product_id = $1`,
+            [productId],
+            { name: "licensd-usage-meters" },
+          ).then(
+            (rs) =>
+              new Map(
+                rs.map((r) => [
+                  r.metric,
+                  {
+                    id: r.id,
+                    metric: r.metric,
+                    aggregation: r.aggregation,
+                    uniqueAttribute: r.unique_attribute,
+                    period: r.period,
+                    agentTokens: r.agent_tokens,
+                  },
+                ]),
+              ),
+          );
         if (fresh && !refreshed.has(productId)) {
           // once per batch: a batch of unknown metrics costs one more query, not one per event
           refreshed.add(productId);
           meterCache.delete(productId);
           meters.delete(productId);
         }
-        if (!meters.has(productId)) meters.set(productId, cached(meterCache, productId, load, () => tenantId));
+        if (!meters.has(productId))
+          meters.set(
+            productId,
+            cached(meterCache, productId, load, () => tenantId),
+          );
         return meters.get(productId)!;
       },
     };

@@ -84,7 +84,9 @@ const REJECTION_CODES: Record<string, Code> = {
 
 export function rejectionError(reason: string, message: string): DomainError {
   const field = /^([a-z_.]+):/.exec(message)?.[1] ?? "event";
-  return new DomainError(REJECTION_CODES[reason] ?? Code.InvalidArgument, reason, `event.${message}`, { field: `event.${field}` });
+  return new DomainError(REJECTION_CODES[reason] ?? Code.InvalidArgument, reason, `event.${message}`, {
+    field: `event.${field}`,
+  });
 }
 
 const SEVERITIES: [Severity, PbSeverity][] = [
@@ -122,17 +124,19 @@ export const severityFromProto = (p: PbSeverity): Severity | null => SEVERITIES.
  * call, so shorter young-generation collections under load.
  */
 export const summaryBucketsToProto = (buckets: SummaryBucket[]) =>
-  buckets.map(([ms, agentId, value, events]): UsageBucket => ({
-    $typeName: "licensd.usage.v1.UsageBucket",
-    startTime: {
-      $typeName: "google.protobuf.Timestamp",
-      seconds: BigInt(Math.floor(ms / 1000)),
-      nanos: (ms % 1000) * 1_000_000,
-    },
-    agentId,
-    value: int64Total(value ?? 0n),
-    events: int64Total(events),
-  }));
+  buckets.map(
+    ([ms, agentId, value, events]): UsageBucket => ({
+      $typeName: "licensd.usage.v1.UsageBucket",
+      startTime: {
+        $typeName: "google.protobuf.Timestamp",
+        seconds: BigInt(Math.floor(ms / 1000)),
+        nanos: (ms % 1000) * 1_000_000,
+      },
+      agentId,
+      value: int64Total(value ?? 0n),
+      events: int64Total(events),
+    }),
+  );
 
 type UsageEventRow = Awaited<ReturnType<UsageQueries["events"]>>[number];
 

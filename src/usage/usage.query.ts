@@ -30,7 +30,7 @@ export function seriesOf(buckets: readonly SummaryBucket[]): SummarySeries {
   for (const [ms, agentId, value, events] of buckets) {
     if (startsMs[startsMs.length - 1] !== ms) {
       startsMs.push(ms);
-      for (const s of series) (s.values.push(0n), s.events.push(0n));
+      for (const s of series) s.values.push(0n), s.events.push(0n);
     }
     const s = series[column.get(agentId)!]!;
     s.values[startsMs.length - 1] = int64Total(value ?? 0n);
@@ -49,7 +49,13 @@ const ROLLUP_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = {
 };
 
 /** The same, for one rollup row (one license, meter, hour and agent). */
-const ROLLUP_ROW_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = { sum: "total", count: "events", max: "max", min: "min", latest: "latest" };
+const ROLLUP_ROW_VALUE: Record<Exclude<Aggregation, "unique_count">, string> = {
+  sum: "total",
+  count: "events",
+  max: "max",
+  min: "min",
+  latest: "latest",
+};
 
 /** Reads of usage: quotas from the period totals, summaries from the hourly rollups — never from raw events. */
 export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }) {
@@ -60,8 +66,15 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
    * products that have `metric`: one query (a left join, so a license whose product lacks
    * the meter still counts as found).
    */
-  async function summaryScope(em: EntityManager, tenantId: string, licenseId: string, customerId: string, metric: string): Promise<{ ids: string[]; meters: { id: string; aggregation: Aggregation }[] }> {
-    if (!licenseId === !customerId) throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
+  async function summaryScope(
+    em: EntityManager,
+    tenantId: string,
+    licenseId: string,
+    customerId: string,
+    metric: string,
+  ): Promise<{ ids: string[]; meters: { id: string; aggregation: Aggregation }[] }> {
+    if (!licenseId === !customerId)
+      throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
     const rows = await sql<{ id: string; meter_id: string | null; aggregation: Aggregation | null }>(
       em,
       `select l.id, m.id as meter_id, m.aggregation from licenses l left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = $1
@@ -70,7 +83,10 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
     );
     if (licenseId && rows.length === 0) throw notFound("license", licenseId);
     if (customerId && rows.length === 0) {
-      const [c] = await sql<{ id: string }>(em, `select id from customers where tenant_id = $1 and id = $2`, [tenantId, customerId]);
+      const [c] = await sql<{ id: string }>(em, `select id from customers where tenant_id = $1 and id = $2`, [
+        tenantId,
+        customerId,
+      ]);
       if (!c) throw notFound("customer", customerId);
     }
     const meters = new Map<string, Aggregation>();
@@ -87,7 +103,9 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const look = ingest.lookups();
       const license = await look.byId(licenseId);
       if (!license || license.tenantId !== tenantId) throw notFound("license", licenseId);
-      const meters = [...(await look.meters(license.productId, license.tenantId)).values()].filter((m) => !metric || m.metric === metric).sort((a, b) => byCodePoint(a.metric, b.metric));
+      const meters = [...(await look.meters(license.productId, license.tenantId)).values()]
+        .filter((m) => !metric || m.metric === metric)
+        .sort((a, b) => byCodePoint(a.metric, b.metric));
       if (metric && meters.length === 0) throw notFound("meter", metric);
       const now = clock.now();
       const out: LimitState[] = [];
@@ -124,7 +142,19 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
     },
 
     /** Buckets of one metric over a range, for a license or every license of a customer. */
-    async summary(em: EntityManager, q: { tenantId: string; licenseId: string; customerId: string; metric: string; start: Date; end: Date; bucket: BucketSize; byAgent: boolean }) {
+    async summary(
+      em: EntityManager,
+      q: {
+        tenantId: string;
+        licenseId: string;
+        customerId: string;
+        metric: string;
+        start: Date;
+        end: Date;
+        bucket: BucketSize;
+        byAgent: boolean;
+      },
+    ) {
       if (q.end <= q.start) throw invalidArgument("end_time", "must be after start_time");
       const { meters, ...scope } = await summaryScope(em, q.tenantId, q.licenseId, q.customerId, q.metric);
       if (q.licenseId && meters.length === 0) throw notFound("meter", q.metric);
@@ -133,7 +163,10 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const start = new Date(Math.floor(q.start.getTime() / 3_600_000) * 3_600_000);
       const params: unknown[] = [];
       const licenseIn = list(params, scope.ids);
-      const meterIn = list(params, meters.map((m) => m.id));
+      const meterIn = list(
+        params,
+        meters.map((m) => m.id),
+      );
       const where = `license_id in (${licenseIn}) and meter_id in (${meterIn}) and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
       const agent = q.byAgent ? ", agent_id" : "";
       // Rollup rows are hourly already: hour buckets need no truncation.
@@ -155,29 +188,46 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const f = row.nums.split(",");
         const agents = row.agents;
         const out: Bucket[] = new Array(f.length / 3);
-        for (let i = 0, j = 0; i < f.length; i += 3, j++) out[j] = [Number(f[i]) * 1000, agents ? agents[j]! : "", f[i + 1] === "" ? null : f[i + 1]!, f[i + 2]!];
+        for (let i = 0, j = 0; i < f.length; i += 3, j++)
+          out[j] = [Number(f[i]) * 1000, agents ? agents[j]! : "", f[i + 1] === "" ? null : f[i + 1]!, f[i + 2]!];
         // in time order, then by agent in byte order (UTF-8 byte order is code point order)
         return out.sort((x, y) => x[0] - y[0] || byCodePoint(x[1], y[1]));
       };
-      const grouped = (table: string, value: string, events: string) => `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
+      const grouped = (table: string, value: string, events: string) =>
+        `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
       let buckets: Bucket[];
       let total: { value: string | null }[];
       if (aggregation === "unique_count") {
         const counts = await bucketsOf(grouped("usage_rollups", "0", "sum(events)"));
         const events = new Map(counts.map(([ms, agentId, , n]) => [`${ms}|${agentId}`, n]));
-        buckets = (await bucketsOf(grouped("usage_unique", "count(distinct value)", "0"))).map(([ms, agentId, value]) => [ms, agentId, value, events.get(`${ms}|${agentId}`) ?? "0"]);
+        buckets = (await bucketsOf(grouped("usage_unique", "count(distinct value)", "0"))).map(
+          ([ms, agentId, value]) => [ms, agentId, value, events.get(`${ms}|${agentId}`) ?? "0"],
+        );
         total = await sql(em, `select count(distinct value) as value from usage_unique where ${where}`, params);
       } else {
         const value = ROLLUP_VALUE[aggregation];
         // One license's one meter by hour and agent: each rollup row is a bucket as it stands.
         const asStored = q.bucket === "hour" && q.byAgent && scope.ids.length === 1 && meters.length === 1;
-        buckets = await bucketsOf(asStored ? `(select hour as b, agent_id, ${ROLLUP_ROW_VALUE[aggregation]} as value, events from usage_rollups where ${where}) g` : grouped("usage_rollups", value, "sum(events)"));
+        buckets = await bucketsOf(
+          asStored
+            ? `(select hour as b, agent_id, ${ROLLUP_ROW_VALUE[aggregation]} as value, events from usage_rollups where ${where}) g`
+            : grouped("usage_rollups", value, "sum(events)"),
+        );
         // The range's total follows from the buckets, except for LATEST (which needs the times).
         const values = buckets.map((b) => BigInt(b[2] ?? 0));
-        const fold = { sum: (x: bigint, y: bigint) => x + y, count: (x: bigint, y: bigint) => x + y, max: (x: bigint, y: bigint) => (y > x ? y : x), min: (x: bigint, y: bigint) => (y < x ? y : x) };
+        const fold = {
+          sum: (x: bigint, y: bigint) => x + y,
+          count: (x: bigint, y: bigint) => x + y,
+          max: (x: bigint, y: bigint) => (y > x ? y : x),
+          min: (x: bigint, y: bigint) => (y < x ? y : x),
+        };
         total =
           aggregation === "latest"
-            ? await sql<{ value: string | null }>(em, `select ${value} as value from usage_rollups where ${where}`, params)
+            ? await sql<{ value: string | null }>(
+                em,
+                `select ${value} as value from usage_rollups where ${where}`,
+                params,
+              )
             : [{ value: values.length === 0 ? null : values.reduce(fold[aggregation]).toString() }];
       }
       // The buckets stay as they were decoded: the RPC layer turns each into its message directly.
@@ -185,8 +235,21 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
     },
 
     /** Raw events of a license, newest first; `after` is the last row of the previous page. */
-    async events(em: EntityManager, q: { tenantId: string; licenseId: string; metric: string; size: number; after?: { ts: number; received: number; key: string } }) {
-      const [lic] = await sql<{ product_id: string }>(em, `select product_id from licenses where tenant_id = $1 and id = $2`, [q.tenantId, q.licenseId]);
+    async events(
+      em: EntityManager,
+      q: {
+        tenantId: string;
+        licenseId: string;
+        metric: string;
+        size: number;
+        after?: { ts: number; received: number; key: string };
+      },
+    ) {
+      const [lic] = await sql<{ product_id: string }>(
+        em,
+        `select product_id from licenses where tenant_id = $1 and id = $2`,
+        [q.tenantId, q.licenseId],
+      );
       if (!lic) throw notFound("license", q.licenseId);
       const conds = ["e.tenant_id = $1", "e.license_id = $2"];
       const params: unknown[] = [q.tenantId, q.licenseId];

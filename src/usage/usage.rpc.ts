@@ -45,56 +45,92 @@ export function createUsageRpc(deps: {
   /** Events naming licenses by key draw on the caller's address's failure budget. */
   const keyGuard = (ctx: HandlerContext): KeyGuard => {
     const address = ctx.values.get(peerAddressKey);
-    return { refuseIfBlocked: () => keyFailures.refuseIfBlocked(address), failed: (n) => keyFailures.failed(address, n) };
+    return {
+      refuseIfBlocked: () => keyFailures.refuseIfBlocked(address),
+      failed: (n) => keyFailures.failed(address, n),
+    };
   };
 
   return {
     createMeter: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.CreateMeterRequestSchema, request: req, responseSchema: pb.CreateMeterResponseSchema }, async (em, m) => {
-        const meter = await meters.createMeter(em, m.tenantId, m.actor, {
-          productId: req.productId,
-          metric: req.metric,
-          aggregation: aggregationFromProto(req.aggregation),
-          uniqueAttribute: req.uniqueAttribute,
-          period: periodFromProto(req.period),
-          description: req.description,
-          agentTokens: req.agentTokens,
-        });
-        return create(pb.CreateMeterResponseSchema, { meter: meterToProto(meter) });
-      }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.CreateMeterRequestSchema, request: req, responseSchema: pb.CreateMeterResponseSchema },
+        async (em, m) => {
+          const meter = await meters.createMeter(em, m.tenantId, m.actor, {
+            productId: req.productId,
+            metric: req.metric,
+            aggregation: aggregationFromProto(req.aggregation),
+            uniqueAttribute: req.uniqueAttribute,
+            period: periodFromProto(req.period),
+            description: req.description,
+            agentTokens: req.agentTokens,
+          });
+          return create(pb.CreateMeterResponseSchema, { meter: meterToProto(meter) });
+        },
+      ),
     async getMeter(req, ctx) {
-      return create(pb.GetMeterResponseSchema, { meter: meterToProto(await meters.getMeter(db.em(), readTenant(ctx, req.tenantId), req.id)) });
+      return create(pb.GetMeterResponseSchema, {
+        meter: meterToProto(await meters.getMeter(db.em(), readTenant(ctx, req.tenantId), req.id)),
+      });
     },
     async listMeters(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { productId: req.productId } });
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { productId: req.productId },
+      });
       const { items, nextPageToken } = pages.pageOf(await meters.list(db.em(), tenantId, page, req.productId), page);
       return create(pb.ListMetersResponseSchema, { meters: items.map(meterToProto), nextPageToken });
     },
     updateMeter: (req, ctx) => {
       const paths = req.updateMask?.paths ?? [];
       const bad = paths.find((p) => p !== "period" && p !== "description" && p !== "agent_tokens");
-      if (bad !== undefined || paths.length === 0) throw invalidArgument("update_mask", `${JSON.stringify(bad ?? "")} is not updatable (period, description, agent_tokens are)`);
-      return tenantMutation(idempotency, ctx, { requestSchema: pb.UpdateMeterRequestSchema, request: req, responseSchema: pb.UpdateMeterResponseSchema }, async (em, m) => {
-        const meter = await meters.updateMeter(em, m.tenantId, m.actor, req.id, {
-          period: paths.includes("period") ? periodFromProto(req.period) : undefined,
-          description: paths.includes("description") ? req.description : undefined,
-          agentTokens: paths.includes("agent_tokens") ? req.agentTokens : undefined,
-        });
-        return create(pb.UpdateMeterResponseSchema, { meter: meterToProto(meter) });
-      });
+      if (bad !== undefined || paths.length === 0)
+        throw invalidArgument(
+          "update_mask",
+          `${JSON.stringify(bad ?? "")} is not updatable (period, description, agent_tokens are)`,
+        );
+      return tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.UpdateMeterRequestSchema, request: req, responseSchema: pb.UpdateMeterResponseSchema },
+        async (em, m) => {
+          const meter = await meters.updateMeter(em, m.tenantId, m.actor, req.id, {
+            period: paths.includes("period") ? periodFromProto(req.period) : undefined,
+            description: paths.includes("description") ? req.description : undefined,
+            agentTokens: paths.includes("agent_tokens") ? req.agentTokens : undefined,
+          });
+          return create(pb.UpdateMeterResponseSchema, { meter: meterToProto(meter) });
+        },
+      );
     },
     deleteMeter: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.DeleteMeterRequestSchema, request: req, responseSchema: pb.DeleteMeterResponseSchema }, async (em, m) =>
-        create(pb.DeleteMeterResponseSchema, { meter: meterToProto(await meters.deleteMeter(em, m.tenantId, m.actor, req.id)) }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        { requestSchema: pb.DeleteMeterRequestSchema, request: req, responseSchema: pb.DeleteMeterResponseSchema },
+        async (em, m) =>
+          create(pb.DeleteMeterResponseSchema, {
+            meter: meterToProto(await meters.deleteMeter(em, m.tenantId, m.actor, req.id)),
+          }),
       ),
 
     async recordUsage(req, ctx) {
-      const result = await ingest.ingest([incoming(req.event)], principal(ctx), { requireKey: false, keyGuard: keyGuard(ctx) });
+      const result = await ingest.ingest([incoming(req.event)], principal(ctx), {
+        requireKey: false,
+        keyGuard: keyGuard(ctx),
+      });
       const [rejection] = result.rejected;
       if (rejection) throw rejectionError(rejection.reason, rejection.message);
       const [limit, agentLimit] = [result.limits.find((l) => !l.agentId), result.limits.find((l) => l.agentId)];
-      return create(pb.RecordUsageResponseSchema, { duplicate: result.duplicates > 0, limit: limit && limitToProto(limit), agentLimit: agentLimit && limitToProto(agentLimit) });
+      return create(pb.RecordUsageResponseSchema, {
+        duplicate: result.duplicates > 0,
+        limit: limit && limitToProto(limit),
+        agentLimit: agentLimit && limitToProto(agentLimit),
+      });
     },
 
     async ingestUsage(requests, ctx) {
@@ -116,41 +152,79 @@ export function createUsageRpc(deps: {
         for await (const batch of requests) yield { id: batch.batchId, events: batch.events.map(incoming) };
       })();
       for await (const { id, result: r } of writeInOrder(ingest, principal(ctx), batches, keyGuard(ctx))) {
-        yield create(pb.StreamUsageResponseSchema, { batchId: id, accepted: r.accepted, duplicates: r.duplicates, rejected: r.rejected, limits: r.limits.map(limitToProto) });
+        yield create(pb.StreamUsageResponseSchema, {
+          batchId: id,
+          accepted: r.accepted,
+          duplicates: r.duplicates,
+          rejected: r.rejected,
+          limits: r.limits.map(limitToProto),
+        });
       }
     },
 
     async getQuota(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      return create(pb.GetQuotaResponseSchema, { limits: (await queries.quota(db.em(), tenantId, req.licenseId, req.metric)).map(limitToProto) });
+      return create(pb.GetQuotaResponseSchema, {
+        limits: (await queries.quota(db.em(), tenantId, req.licenseId, req.metric)).map(limitToProto),
+      });
     },
 
     async getUsageSummary(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const bucket: BucketSize = req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
-      const s = await queries.summary(db.em(), { tenantId, licenseId: req.licenseId, customerId: req.customerId, metric: req.metric, start: timestampDate(req.startTime!), end: timestampDate(req.endTime!), bucket, byAgent: req.groupByAgent });
+      const bucket: BucketSize =
+        req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
+      const s = await queries.summary(db.em(), {
+        tenantId,
+        licenseId: req.licenseId,
+        customerId: req.customerId,
+        metric: req.metric,
+        start: timestampDate(req.startTime!),
+        end: timestampDate(req.endTime!),
+        bucket,
+        byAgent: req.groupByAgent,
+      });
       const aggregation = aggregationToProto(s.aggregation);
       if (req.layout === pb.SummaryLayout.SERIES) {
         const { startsMs, series } = seriesOf(s.buckets);
-        return create(pb.GetUsageSummaryResponseSchema, { aggregation, total: s.total, bucketStarts: startsMs.map(timestampFromMs), series });
+        return create(pb.GetUsageSummaryResponseSchema, {
+          aggregation,
+          total: s.total,
+          bucketStarts: startsMs.map(timestampFromMs),
+          series,
+        });
       }
-      return create(pb.GetUsageSummaryResponseSchema, { aggregation, buckets: summaryBucketsToProto(s.buckets), total: s.total });
+      return create(pb.GetUsageSummaryResponseSchema, {
+        aggregation,
+        buckets: summaryBucketsToProto(s.buckets),
+        total: s.total,
+      });
     },
 
     async detectAnomalies(req, ctx) {
       const tenantId = requireTenant(principal(ctx), req.tenantId, "admin");
       const day = req.day ? timestampDate(req.day) : undefined;
-      return create(pb.DetectAnomaliesResponseSchema, { anomalies: (await anomalies.detect(day, tenantId)).map(anomalyToProto) });
+      return create(pb.DetectAnomaliesResponseSchema, {
+        anomalies: (await anomalies.detect(day, tenantId)).map(anomalyToProto),
+      });
     },
 
     async listAnomalies(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, minSeverity: req.minSeverity, resolution: req.resolution } });
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { licenseId: req.licenseId, minSeverity: req.minSeverity, resolution: req.resolution },
+      });
       const rows = await anomalies.list(db.em(), {
         tenantId,
         licenseId: req.licenseId,
         minSeverity: severityFromProto(req.minSeverity),
-        resolved: req.resolution === pb.ResolutionFilter.RESOLVED ? true : req.resolution === pb.ResolutionFilter.UNRESOLVED ? false : null,
+        resolved:
+          req.resolution === pb.ResolutionFilter.RESOLVED
+            ? true
+            : req.resolution === pb.ResolutionFilter.UNRESOLVED
+              ? false
+              : null,
         page,
       });
       const { items, nextPageToken } = pages.pageOf(rows, page);
@@ -158,13 +232,27 @@ export function createUsageRpc(deps: {
     },
 
     resolveAnomaly: (req, ctx) =>
-      tenantMutation(idempotency, ctx, { requestSchema: pb.ResolveAnomalyRequestSchema, request: req, responseSchema: pb.ResolveAnomalyResponseSchema }, async (em, m) =>
-        create(pb.ResolveAnomalyResponseSchema, { anomaly: anomalyToProto(await anomalies.resolve(em, m.tenantId, m.actor, req.id, req.note)) }),
+      tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.ResolveAnomalyRequestSchema,
+          request: req,
+          responseSchema: pb.ResolveAnomalyResponseSchema,
+        },
+        async (em, m) =>
+          create(pb.ResolveAnomalyResponseSchema, {
+            anomaly: anomalyToProto(await anomalies.resolve(em, m.tenantId, m.actor, req.id, req.note)),
+          }),
       ),
 
     async listUsageEvents(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
-      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters: { licenseId: req.licenseId, metric: req.metric } });
+      const page = pages.read(req.pageSize, req.pageToken, {
+        list: procedureOf(ctx),
+        tenantId,
+        filters: { licenseId: req.licenseId, metric: req.metric },
+      });
       let after: { ts: number; received: number; key: string } | undefined;
       if (page.after) {
         const [ts, received, ...key] = page.after.split("|");
@@ -172,8 +260,18 @@ export function createUsageRpc(deps: {
         // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
         if (!Number.isSafeInteger(after.ts) || !Number.isSafeInteger(after.received)) throw invalidPageToken();
       }
-      const rows = await queries.events(db.em(), { tenantId, licenseId: req.licenseId, metric: req.metric, size: page.size, after });
-      const { items, nextPageToken } = pages.pageBy(rows, page, (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`);
+      const rows = await queries.events(db.em(), {
+        tenantId,
+        licenseId: req.licenseId,
+        metric: req.metric,
+        size: page.size,
+        after,
+      });
+      const { items, nextPageToken } = pages.pageBy(
+        rows,
+        page,
+        (r) => `${r.ts_ms}|${r.received_ms}|${r.idempotency_key}`,
+      );
       return create(pb.ListUsageEventsResponseSchema, {
         events: items.map((r) => usageEventToProto(req.licenseId, r)),
         nextPageToken,

@@ -12,14 +12,22 @@ import type { AnomalyService } from "./anomaly.service.js";
  * deduplication keys older than any event that can still be accepted (7 days + a day),
  * and scores the last closed UTC day for anomalies (recorded once, whichever instance runs first).
  */
-export function createUsageWorker(deps: { db: Database; clock: Clock; logger: Logger; ingest: IngestService; anomalies: AnomalyService; intervalMs?: number }) {
+export function createUsageWorker(deps: {
+  db: Database;
+  clock: Clock;
+  logger: Logger;
+  ingest: IngestService;
+  anomalies: AnomalyService;
+  intervalMs?: number;
+}) {
   const { db, clock, logger, ingest, anomalies } = deps;
   let loop: Every | undefined;
   let lastScored = "";
 
   async function tick() {
     const now = clock.now();
-    for (let i = -1; i <= 2; i++) await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
+    for (let i = -1; i <= 2; i++)
+      await ingest.ensurePartition(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)));
     await sql(db, `delete from usage_dedupe where received_at < $1`, [new Date(now.getTime() - DEDUPE_RETENTION_MS)]);
     // Once per closed day per process (every instance may do it: recording is idempotent).
     const yesterday = new Date(now.getTime() - 86_400_000);

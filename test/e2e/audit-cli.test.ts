@@ -17,12 +17,18 @@ afterAll(async () => {
 });
 
 async function call(procedure: string, body: unknown, key = server.superAdminKey) {
-  const res = await fetch(`${server.url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  const res = await fetch(`${server.url}/${procedure}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify(body),
+  });
   return (await res.json()) as Record<string, never> & { tenant: { id: string } };
 }
 
 const licensd = (args: string[], env: Record<string, string> = {}) =>
-  run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env: { LICENSD_SUPER_ADMIN_KEY: server.superAdminKey, ...env } });
+  run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], {
+    env: { LICENSD_SUPER_ADMIN_KEY: server.superAdminKey, ...env },
+  });
 
 describe("licensd audit verify", () => {
   it("verifies the signed checkpoint, consistency with the last run, and an entry's inclusion; catches a rewritten history", async () => {
@@ -33,23 +39,66 @@ describe("licensd audit verify", () => {
     expect(first.stdout).toMatch(/^ok {3}checkpoint of ten_\w+: 1 entries/m);
     expect(JSON.parse(readFileSync(state, "utf8")).treeSize).toBe(1);
 
-    for (let i = 0; i < 4; i++) await call("licensd.tenant.v1.TenantService/UpdateTenant", { tenant: { id: tenant.id, metadata: { i: String(i) } }, updateMask: "metadata" });
-    const second = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--state", state, "--seq", "3"]);
+    for (let i = 0; i < 4; i++)
+      await call("licensd.tenant.v1.TenantService/UpdateTenant", {
+        tenant: { id: tenant.id, metadata: { i: String(i) } },
+        updateMask: "metadata",
+      });
+    const second = await licensd([
+      "audit",
+      "verify",
+      "--url",
+      server.url,
+      "--tenant",
+      tenant.id,
+      "--state",
+      state,
+      "--seq",
+      "3",
+    ]);
     expect(second.code, second.stdout).toBe(0);
     expect(second.stdout).toContain("ok   consistent with the saved checkpoint of 1 entries");
     expect(second.stdout).toContain("ok   entry 3 is in the signed tree");
-    const { events } = (await call("licensd.audit.v1.AuditService/ListAuditEvents", { tenantId: tenant.id })) as unknown as { events: { id: string; seq: string }[] };
-    const byEvent = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--event", events.find((e) => e.seq === "2")!.id]);
+    const { events } = (await call("licensd.audit.v1.AuditService/ListAuditEvents", {
+      tenantId: tenant.id,
+    })) as unknown as { events: { id: string; seq: string }[] };
+    const byEvent = await licensd([
+      "audit",
+      "verify",
+      "--url",
+      server.url,
+      "--tenant",
+      tenant.id,
+      "--event",
+      events.find((e) => e.seq === "2")!.id,
+    ]);
     expect(byEvent.code, byEvent.stdout).toBe(0);
-    expect(byEvent.stdout).toMatch(/^ok {3}entry evt_\w+ \(seq 2, tenant\.updated\) hashes to [0-9a-f]{16}… and is in the signed tree/m);
+    expect(byEvent.stdout).toMatch(
+      /^ok {3}entry evt_\w+ \(seq 2, tenant\.updated\) hashes to [0-9a-f]{16}… and is in the signed tree/m,
+    );
     // An entry whose content was changed (its stored hash left alone) is caught.
-    await query(server.env.LICENSD_DATABASE_URL, `set session_replication_role = replica; update audit_events set actor = 'someone-else' where tenant_id = '${tenant.id}' and seq = 2`);
-    const altered = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--event", events.find((e) => e.seq === "2")!.id]);
+    await query(
+      server.env.LICENSD_DATABASE_URL,
+      `set session_replication_role = replica; update audit_events set actor = 'someone-else' where tenant_id = '${tenant.id}' and seq = 2`,
+    );
+    const altered = await licensd([
+      "audit",
+      "verify",
+      "--url",
+      server.url,
+      "--tenant",
+      tenant.id,
+      "--event",
+      events.find((e) => e.seq === "2")!.id,
+    ]);
     expect(altered.code, altered.stdout).toBe(1);
     expect(altered.stdout).toMatch(/^FAIL entry evt_\w+ \(seq 2/m);
 
     // Rewrite history as a database owner could: replace the subtree over entries 1–4.
-    await query(server.env.LICENSD_DATABASE_URL, `set session_replication_role = replica; update audit_tree_nodes set hash = sha256('rewritten'::bytea) where tenant_id = '${tenant.id}' and level = 2 and index = 0`);
+    await query(
+      server.env.LICENSD_DATABASE_URL,
+      `set session_replication_role = replica; update audit_tree_nodes set hash = sha256('rewritten'::bytea) where tenant_id = '${tenant.id}' and level = 2 and index = 0`,
+    );
     const third = await licensd(["audit", "verify", "--url", server.url, "--tenant", tenant.id, "--state", state]);
     expect(third.code).toBe(1);
     expect(third.stdout).toContain("FAIL consistent with the saved checkpoint of 5 entries");
@@ -57,7 +106,11 @@ describe("licensd audit verify", () => {
 
   it("prunes a prefix as the retention job, and the log still verifies", async () => {
     const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "Pruned Co" });
-    for (let i = 0; i < 3; i++) await call("licensd.tenant.v1.TenantService/UpdateTenant", { tenant: { id: tenant.id, metadata: { i: String(i) } }, updateMask: "metadata" });
+    for (let i = 0; i < 3; i++)
+      await call("licensd.tenant.v1.TenantService/UpdateTenant", {
+        tenant: { id: tenant.id, metadata: { i: String(i) } },
+        updateMask: "metadata",
+      });
     // Through the API: the command needs no database URL nor data key.
     const pruned = await licensd(["audit", "prune", "--url", server.url, "--tenant", tenant.id, "--through-seq", "2"]);
     expect(pruned.code, pruned.stderr).toBe(0);
@@ -73,13 +126,17 @@ describe("licensd audit verify", () => {
   });
 
   it("licensd keys rotate starts a new signing key through the API, which the server publishes at once", async () => {
-    const before = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as { keys: { kid: string }[] };
+    const before = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as {
+      keys: { kid: string }[];
+    };
     const res = await licensd(["keys", "rotate", "--url", server.url, "--retire-after", "600"]);
     expect(res.code, res.stderr).toBe(0);
     const rotated = JSON.parse(res.stdout) as { key: { kid: string; status: string }; retiringKids: string[] };
     expect(rotated.retiringKids).toEqual([before.keys[0].kid]);
     expect(rotated.key).toMatchObject({ kid: expect.stringMatching(/^sk_/), status: "SIGNING_KEY_STATUS_ACTIVE" });
-    const after = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as { keys: { kid: string; status: string; notAfter: string }[] };
+    const after = (await call("licensd.activation.v1.ActivationService/GetSigningKeys", {})) as unknown as {
+      keys: { kid: string; status: string; notAfter: string }[];
+    };
     expect(after.keys.map((k) => [k.kid, k.status])).toEqual([
       [rotated.key.kid, "SIGNING_KEY_STATUS_ACTIVE"],
       [before.keys[0].kid, "SIGNING_KEY_STATUS_RETIRING"],
@@ -88,7 +145,11 @@ describe("licensd audit verify", () => {
     expect(bad.code).not.toBe(0);
     // Only the super-admin rotates keys.
     const { tenant } = await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "Not Admin Co" });
-    const { secret } = (await call("licensd.tenant.v1.TenantService/CreateApiKey", { tenantId: tenant.id, name: "a", scopes: ["API_KEY_SCOPE_ADMIN"] })) as unknown as { secret: string };
+    const { secret } = (await call("licensd.tenant.v1.TenantService/CreateApiKey", {
+      tenantId: tenant.id,
+      name: "a",
+      scopes: ["API_KEY_SCOPE_ADMIN"],
+    })) as unknown as { secret: string };
     const refused = await licensd(["keys", "rotate", "--url", server.url, "--key", secret]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("super-admin");

@@ -1,4 +1,13 @@
-import { create, toBinary, toJson, type DescMessage, type DescMethod, type DescMethodStreaming, type DescMethodUnary, type JsonValue } from "@bufbuild/protobuf";
+import {
+  create,
+  toBinary,
+  toJson,
+  type DescMessage,
+  type DescMethod,
+  type DescMethodStreaming,
+  type DescMethodUnary,
+  type JsonValue,
+} from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import type { Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -30,7 +39,10 @@ import { CREDENTIALS, World, type Credential } from "../support/fuzz/world.js";
  *                         (but stop at one whose description matches LICENSD_FUZZ_STOP_AT)
  */
 const RUNS = Number(process.env.LICENSD_FUZZ_RUNS ?? 10);
-const BASE_SEED = process.env.LICENSD_FUZZ_SEED !== undefined ? Number(process.env.LICENSD_FUZZ_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
+const BASE_SEED =
+  process.env.LICENSD_FUZZ_SEED !== undefined
+    ? Number(process.env.LICENSD_FUZZ_SEED)
+    : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
 const REPLAY_PATH = process.env.LICENSD_FUZZ_PATH;
 const ONLY = process.env.LICENSD_FUZZ_ONLY ? new RegExp(process.env.LICENSD_FUZZ_ONLY) : undefined;
 const SHRINK = process.env.LICENSD_FUZZ_SHRINK === "1";
@@ -39,7 +51,6 @@ const SURVEY = process.env.LICENSD_FUZZ_SURVEY === "1";
 const surveyed = new Map<string, { n: number; example: string }>();
 const STOP_AT = process.env.LICENSD_FUZZ_STOP_AT ? new RegExp(process.env.LICENSD_FUZZ_STOP_AT) : undefined;
 const answers = new Map<string, Map<string, number>>();
-
 
 type Protocol = "connect-json" | "connect-binary" | "grpc";
 const PROTOCOLS: Protocol[] = ["connect-json", "connect-binary", "grpc"];
@@ -83,8 +94,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (STATS) for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
-  if (SURVEY) console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
+  if (STATS)
+    for (const [rpc, codes] of answers) console.log(`${rpc}: ${[...codes].map(([c, n]) => `${c} ${n}`).join(", ")}`);
+  if (SURVEY)
+    console.log(`fuzz survey:\n${[...surveyed].map(([k, v]) => `  ${v.n}× ${k}\n      e.g. ${v.example}`).join("\n")}`);
   // Lines after the last call's barrier belong to no call: still none may be an error.
   const mark = lastMark;
   expect(await barrier()).toBeUndefined();
@@ -133,8 +146,14 @@ interface Sample {
 const sampleArb = (method: DescMethod): fc.Arbitrary<Sample> =>
   fc.record({
     credential: credentialArb,
-    messages: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming" ? streamArb(method, world) : requestArb(method, world).map((m) => [m]),
-    json: fc.oneof({ weight: 5, arbitrary: fc.constant<JsonMutation[]>([]) }, { weight: 2, arbitrary: fc.array(jsonMutationArb, { minLength: 1, maxLength: 2 }) }),
+    messages:
+      method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming"
+        ? streamArb(method, world)
+        : requestArb(method, world).map((m) => [m]),
+    json: fc.oneof(
+      { weight: 5, arbitrary: fc.constant<JsonMutation[]>([]) },
+      { weight: 2, arbitrary: fc.array(jsonMutationArb, { minLength: 1, maxLength: 2 }) },
+    ),
     get: fc.boolean(),
   });
 
@@ -156,7 +175,13 @@ async function send(method: DescMethod, protocol: Protocol, s: Sample): Promise<
     if (protocol === "connect-json") {
       const json = jsonOf(schema, s.messages[0]);
       if (json === undefined) return "skip";
-      const body = JSON.stringify(mutateJson(json as Json, s.json, schema.fields.map((f) => f.jsonName)));
+      const body = JSON.stringify(
+        mutateJson(
+          json as Json,
+          s.json,
+          schema.fields.map((f) => f.jsonName),
+        ),
+      );
       const procedure = `${method.parent.typeName}/${method.name}`;
       const query = `connect=v1&encoding=json&message=${encodeURIComponent(body)}`;
       // Node's HTTP parser refuses request lines past 16 KiB (431) before licensd sees them;
@@ -173,7 +198,13 @@ async function send(method: DescMethod, protocol: Protocol, s: Sample): Promise<
       return outcomeOf(err);
     }
   }
-  if (protocol === "connect-json" && s.messages.slice(0, method.methodKind === "server_streaming" ? 1 : undefined).some((m) => jsonOf(schema, m) === undefined)) return "skip";
+  if (
+    protocol === "connect-json" &&
+    s.messages
+      .slice(0, method.methodKind === "server_streaming" ? 1 : undefined)
+      .some((m) => jsonOf(schema, m) === undefined)
+  )
+    return "skip";
   const transport = transports[protocol === "connect-json" ? "connect-json-h2" : protocol];
   const serverStreaming = method.methodKind === "server_streaming";
   const ac = new AbortController();
@@ -190,7 +221,10 @@ async function send(method: DescMethod, protocol: Protocol, s: Sample): Promise<
     }
     return { code: "ok", message: "" };
   } catch (err) {
-    if (ac.signal.aborted) return serverStreaming ? { code: "ok", message: "" } : { code: "no answer (hung)", message: "the stream did not end within 15 s" };
+    if (ac.signal.aborted)
+      return serverStreaming
+        ? { code: "ok", message: "" }
+        : { code: "no answer (hung)", message: "the stream did not end within 15 s" };
     return outcomeOf(err);
   } finally {
     clearTimeout(timer);
@@ -202,9 +236,13 @@ function shorten(value: unknown): string {
   const cut = (v: unknown, depth = 0): unknown => {
     if (typeof v === "string") return v.length > 80 ? `${v.slice(0, 60)}…(${v.length} chars)` : v;
     if (depth > 8) return "…";
-    if (Array.isArray(v)) return v.length > 6 ? [...v.slice(0, 3).map((x) => cut(x, depth + 1)), `…(${v.length} items)`] : v.map((x) => cut(x, depth + 1));
+    if (Array.isArray(v))
+      return v.length > 6
+        ? [...v.slice(0, 3).map((x) => cut(x, depth + 1)), `…(${v.length} items)`]
+        : v.map((x) => cut(x, depth + 1));
     if (v instanceof Uint8Array) return v.length > 32 ? `bytes(${v.length})` : v;
-    if (v !== null && typeof v === "object" && (v as { kind?: unknown }).kind === "rpc") return procedureOf(v as DescMethod);
+    if (v !== null && typeof v === "object" && (v as { kind?: unknown }).kind === "rpc")
+      return procedureOf(v as DescMethod);
     if (v !== null && typeof v === "object") {
       const entries = Object.entries(v);
       const kept = entries.slice(0, 12).map(([k, x]) => [cut(k) as string, cut(x, depth + 1)]);
@@ -234,8 +272,20 @@ async function judge(property: string, mark: number, outcome: Outcome, sample: u
 }
 
 /** Runs one property, and on failure says how to replay it. */
-async function check<T>(name: string, testName: string, arb: fc.Arbitrary<T>, runs: number, seed: number, run: (t: T) => Promise<void>) {
-  const result = await fc.check(fc.asyncProperty(arb, run), { numRuns: runs, seed: REPLAY_PATH ? BASE_SEED : seed, path: REPLAY_PATH, endOnFailure: !SHRINK });
+async function check<T>(
+  name: string,
+  testName: string,
+  arb: fc.Arbitrary<T>,
+  runs: number,
+  seed: number,
+  run: (t: T) => Promise<void>,
+) {
+  const result = await fc.check(fc.asyncProperty(arb, run), {
+    numRuns: runs,
+    seed: REPLAY_PATH ? BASE_SEED : seed,
+    path: REPLAY_PATH,
+    endOnFailure: !SHRINK,
+  });
   if (!result.failed) return;
   throw new Error(
     [
@@ -281,7 +331,13 @@ describe("fuzzed requests to every RPC", () => {
 });
 
 /** One garbage case: a call whose answer must be a client code, with the server healthy and quiet after it. */
-async function garbageProperty<T>(name: string, arb: fc.Arbitrary<T>, send: (t: T) => Promise<Outcome>, runs: number, accept: (o: Outcome, t: T) => boolean = () => false) {
+async function garbageProperty<T>(
+  name: string,
+  arb: fc.Arbitrary<T>,
+  send: (t: T) => Promise<Outcome>,
+  runs: number,
+  accept: (o: Outcome, t: T) => boolean = () => false,
+) {
   if (ONLY && !ONLY.test(name)) return;
   await check(name, "garbage", arb, runs, (BASE_SEED ^ hash(name)) | 0, async (t) => {
     const mark = log.mark();
@@ -307,7 +363,13 @@ const allMethods = () => licensdServices.flatMap((s) => s.methods);
 const procedureOf = (m: DescMethod) => `${m.parent.typeName}/${m.name}`;
 /** A method, a credential and a real request of that method (a seed for the garbage). */
 const seededArb = (methods: DescMethod[]) =>
-  fc.constantFrom(...methods).chain((method) => fc.record({ method: fc.constant(method), credential: credentialArb, seed: plausibleArb(method, world).map((m) => toBinary(method.input, create(method.input, m))) }));
+  fc.constantFrom(...methods).chain((method) =>
+    fc.record({
+      method: fc.constant(method),
+      credential: credentialArb,
+      seed: plausibleArb(method, world).map((m) => toBinary(method.input, create(method.input, m))),
+    }),
+  );
 const GARBAGE_RUNS = RUNS * 12;
 /** An audit tail that accepted its request streams until the client leaves. */
 const openFor = (m: DescMethod) => (m.methodKind === "server_streaming" ? 1000 : undefined);
@@ -322,43 +384,113 @@ describe("garbage on the wire", () => {
   it("Connect binary: bodies that are not protobuf, to every unary RPC", async () => {
     const unary = allMethods().filter((m) => m.methodKind === "unary");
     const arb = seededArb(unary).chain((s) => binaryBodyArb(s.seed).map((body) => ({ ...s, body })));
-    await garbageProperty("connect-binary bodies", arb, (t) => connectUnaryRaw(server.url, procedureOf(t.method), t.body.bytes, { contentType: "application/proto", headers: world.headers[t.credential] }), GARBAGE_RUNS);
+    await garbageProperty(
+      "connect-binary bodies",
+      arb,
+      (t) =>
+        connectUnaryRaw(server.url, procedureOf(t.method), t.body.bytes, {
+          contentType: "application/proto",
+          headers: world.headers[t.credential],
+        }),
+      GARBAGE_RUNS,
+    );
   }, 600_000);
 
   it("Connect JSON: bodies that are not a request, to every unary RPC", async () => {
     const unary = allMethods().filter((m) => m.methodKind === "unary");
     const arb = fc.record({ method: fc.constantFrom(...unary), credential: credentialArb, body: jsonBodyArb });
-    await garbageProperty("connect-json bodies", arb, (t) => connectUnaryRaw(server.url, procedureOf(t.method), t.body.text, { contentType: "application/json", headers: world.headers[t.credential] }), GARBAGE_RUNS);
+    await garbageProperty(
+      "connect-json bodies",
+      arb,
+      (t) =>
+        connectUnaryRaw(server.url, procedureOf(t.method), t.body.text, {
+          contentType: "application/json",
+          headers: world.headers[t.credential],
+        }),
+      GARBAGE_RUNS,
+    );
   }, 600_000);
 
   it("Connect GET: queries that are not a request, to every read", async () => {
-    const reads = allMethods().filter((m) => m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS && m.methodKind === "unary");
+    const reads = allMethods().filter(
+      (m) => m.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS && m.methodKind === "unary",
+    );
     const query = fc.oneof(
-      fc.constantFrom("", "encoding=json", "message=%7B%7D", "encoding=xml&message=x", "encoding=json&message=%7B", "encoding=proto&base64=1&message=%%%", "encoding=proto&message=%FF%FF", "encoding=json&compression=gzip&message=abc", "connect=v2&encoding=json&message=%7B%7D", "encoding=json&message=%7B%7D&message=%7B%7D"),
-      fc.uint8Array({ maxLength: 40 }).map((b) => `encoding=proto&base64=1&message=${Buffer.from(b).toString("base64url")}`),
+      fc.constantFrom(
+        "",
+        "encoding=json",
+        "message=%7B%7D",
+        "encoding=xml&message=x",
+        "encoding=json&message=%7B",
+        "encoding=proto&base64=1&message=%%%",
+        "encoding=proto&message=%FF%FF",
+        "encoding=json&compression=gzip&message=abc",
+        "connect=v2&encoding=json&message=%7B%7D",
+        "encoding=json&message=%7B%7D&message=%7B%7D",
+      ),
+      fc
+        .uint8Array({ maxLength: 40 })
+        .map((b) => `encoding=proto&base64=1&message=${Buffer.from(b).toString("base64url")}`),
       fc.string({ maxLength: 30 }).map((t) => `encoding=json&message=${encodeURIComponent(t)}`),
     );
     const arb = fc.record({ method: fc.constantFrom(...reads), credential: credentialArb, query });
     // An encoding the server does not speak is refused by HTTP status 415, as the Connect protocol says.
-    const unsupported = (o: Outcome, t: { query: string }) => o.code.startsWith("http 415") && !/(^|&)encoding=(json|proto)(&|$)/.test(t.query);
-    await garbageProperty("connect-get queries", arb, (t) => connectGetRaw(server.url, procedureOf(t.method), t.query, world.headers[t.credential]), GARBAGE_RUNS, unsupported);
+    const unsupported = (o: Outcome, t: { query: string }) =>
+      o.code.startsWith("http 415") && !/(^|&)encoding=(json|proto)(&|$)/.test(t.query);
+    await garbageProperty(
+      "connect-get queries",
+      arb,
+      (t) => connectGetRaw(server.url, procedureOf(t.method), t.query, world.headers[t.credential]),
+      GARBAGE_RUNS,
+      unsupported,
+    );
   }, 600_000);
 
   it("gRPC: broken frames to every RPC, unary and streaming", async () => {
-    const arb = seededArb(allMethods()).chain((s) => fc.record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) }).map((g) => ({ ...s, ...g })));
-    await garbageProperty("grpc frames", arb, (t) => {
-      const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
-      return h2.grpc(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...headers }, { openMs: openFor(t.method) });
-    }, GARBAGE_RUNS);
+    const arb = seededArb(allMethods()).chain((s) =>
+      fc
+        .record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) })
+        .map((g) => ({ ...s, ...g })),
+    );
+    await garbageProperty(
+      "grpc frames",
+      arb,
+      (t) => {
+        const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
+        return h2.grpc(
+          procedureOf(t.method),
+          chunks,
+          { ...world.headers[t.credential], ...headers },
+          { openMs: openFor(t.method) },
+        );
+      },
+      GARBAGE_RUNS,
+    );
   }, 600_000);
 
   it("Connect streaming: broken envelopes to every streaming RPC", async () => {
     const streams = allMethods().filter((m) => m.methodKind !== "unary");
-    const arb = seededArb(streams).chain((s) => fc.record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) }).map((g) => ({ ...s, ...g })));
-    await garbageProperty("connect-stream envelopes", arb, (t) => {
-      const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
-      const connectHeaders = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k === "grpc-encoding" ? "connect-content-encoding" : k, v]));
-      return h2.connectStream(procedureOf(t.method), chunks, { ...world.headers[t.credential], ...connectHeaders }, { openMs: openFor(t.method) });
-    }, GARBAGE_RUNS);
+    const arb = seededArb(streams).chain((s) =>
+      fc
+        .record({ case: fc.constantFrom(...FRAME_CASES), junk: fc.uint8Array({ minLength: 1, maxLength: 32 }) })
+        .map((g) => ({ ...s, ...g })),
+    );
+    await garbageProperty(
+      "connect-stream envelopes",
+      arb,
+      (t) => {
+        const { chunks, headers } = grpcFrames(t.case, t.seed, t.junk);
+        const connectHeaders = Object.fromEntries(
+          Object.entries(headers).map(([k, v]) => [k === "grpc-encoding" ? "connect-content-encoding" : k, v]),
+        );
+        return h2.connectStream(
+          procedureOf(t.method),
+          chunks,
+          { ...world.headers[t.credential], ...connectHeaders },
+          { openMs: openFor(t.method) },
+        );
+      },
+      GARBAGE_RUNS,
+    );
   }, 600_000);
 });

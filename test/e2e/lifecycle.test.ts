@@ -11,7 +11,8 @@ import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js"
 import { bearer } from "../support/app.js";
 import { ROOT, freePort, run, startServer } from "../support/server.js";
 
-const licensd = (args: string[], env: Record<string, string>) => run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env });
+const licensd = (args: string[], env: Record<string, string>) =>
+  run(process.execPath, [path.join(ROOT, "bin/licensd.js"), ...args], { env });
 
 async function createTenant(url: string, key: string, name: string) {
   const res = await fetch(`${url}/licensd.tenant.v1.TenantService/CreateTenant`, {
@@ -33,10 +34,16 @@ async function getTenant(url: string, key: string, id: string) {
 }
 
 const childPids = (pid: number) =>
-  execFileSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" }).split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  execFileSync("ps", ["-o", "pid=", "--ppid", String(pid)], { encoding: "utf8" })
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
 const children = (pid: number) => childPids(pid).length;
 /** The node flags a process runs with (from its command line). */
-const nodeFlags = (pid: number | string) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a.startsWith("--"));
+const nodeFlags = (pid: number | string) =>
+  readFileSync(`/proc/${pid}/cmdline`, "utf8")
+    .split("\0")
+    .filter((a) => a.startsWith("--"));
 
 describe("serve", () => {
   it("stops cleanly on SIGTERM and never logs a secret", async () => {
@@ -55,7 +62,9 @@ describe("serve", () => {
 
   it("runs --workers 2 processes on one port and stops them all", async () => {
     const server = await startServer({ args: ["--workers", "2"] });
-    const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => createTenant(server.url, server.superAdminKey, `Worker Co ${i}`)));
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => createTenant(server.url, server.superAdminKey, `Worker Co ${i}`)),
+    );
     expect(new Set(ids).size).toBe(20);
     const pid = server.child.pid!;
     expect(children(pid)).toBeGreaterThanOrEqual(2);
@@ -68,24 +77,50 @@ describe("serve", () => {
     expect(listening()).toBe(2);
     expect(await server.stop("SIGTERM")).toBe(0);
     // Workers that cannot start (here: a different data key) stop the primary instead of looping.
-    const broken = await licensd(["serve", "--workers", "2"], { ...server.env, LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64") });
+    const broken = await licensd(["serve", "--workers", "2"], {
+      ...server.env,
+      LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64"),
+    });
     expect(broken.code).toBe(1);
     expect(broken.stdout).toContain("a worker failed to start");
     await server.dropDatabase();
   });
 
   it("refuses insecure production settings with a message per variable", async () => {
-    const res = await licensd(["serve"], { LICENSD_ENV: "production", LICENSD_DATABASE_URL: "", LICENSD_SUPER_ADMIN_KEY: "short", LICENSD_DATA_KEY: "", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")) });
+    const res = await licensd(["serve"], {
+      LICENSD_ENV: "production",
+      LICENSD_DATABASE_URL: "",
+      LICENSD_SUPER_ADMIN_KEY: "short",
+      LICENSD_DATA_KEY: "",
+      LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")),
+    });
     expect(res.code).toBe(2);
-    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(res.stderr).toContain(name);
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"])
+      expect(res.stderr).toContain(name);
     // NODE_ENV=production without LICENSD_ENV is production too: no generated secrets, no embedded database.
-    const node = await licensd(["serve"], { NODE_ENV: "production", LICENSD_ENV: "", LICENSD_DATABASE_URL: "", LICENSD_SUPER_ADMIN_KEY: "", LICENSD_DATA_KEY: "", LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")) });
+    const node = await licensd(["serve"], {
+      NODE_ENV: "production",
+      LICENSD_ENV: "",
+      LICENSD_DATABASE_URL: "",
+      LICENSD_SUPER_ADMIN_KEY: "",
+      LICENSD_DATA_KEY: "",
+      LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-prod-")),
+    });
     expect(node.code).toBe(2);
-    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(node.stderr).toContain(`${name}: required in production`);
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"])
+      expect(node.stderr).toContain(`${name}: required in production`);
     // A human-made super-admin key that decodes to 32 bytes is refused, with the rule it breaks.
-    const human = await licensd(["serve"], { NODE_ENV: "production", LICENSD_ENV: "", LICENSD_DATABASE_URL: "postgres://127.0.0.1:5432/none", LICENSD_SUPER_ADMIN_KEY: "Password1234567890Password1234567890abcdefg", LICENSD_DATA_KEY: Buffer.alloc(32, 3).toString("base64") });
+    const human = await licensd(["serve"], {
+      NODE_ENV: "production",
+      LICENSD_ENV: "",
+      LICENSD_DATABASE_URL: "postgres://127.0.0.1:5432/none",
+      LICENSD_SUPER_ADMIN_KEY: "Password1234567890Password1234567890abcdefg",
+      LICENSD_DATA_KEY: Buffer.alloc(32, 3).toString("base64"),
+    });
     expect(human.code).toBe(2);
-    expect(human.stderr).toContain("LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url");
+    expect(human.stderr).toContain(
+      "LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url",
+    );
     expect(human.stderr).toContain("zxcvbn's strength estimate must reach 10^35 guesses");
   });
 
@@ -93,11 +128,54 @@ describe("serve", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-tls-"));
     const cert = path.join(dir, "cert.pem");
     const key = path.join(dir, "key.pem");
-    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], { stdio: "ignore" });
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+      ],
+      { stdio: "ignore" },
+    );
     const port = await freePort();
-    const server = await startServer({ env: { LICENSD_TLS_CERT: cert, LICENSD_TLS_KEY: key, LICENSD_PORT: String(port) }, healthUrl: `https://127.0.0.1:${port}`, caFile: cert });
-    for (const [flag, version] of [["--http1.1", "1.1"], ["--http2", "2"]]) {
-      const res = await run("curl", ["-s", "--cacert", cert, flag, "-w", "\n%{http_version}", "-X", "POST", `https://127.0.0.1:${port}/grpc.health.v1.Health/Check`, "-H", "content-type: application/json", "-d", "{}"]);
+    const server = await startServer({
+      env: { LICENSD_TLS_CERT: cert, LICENSD_TLS_KEY: key, LICENSD_PORT: String(port) },
+      healthUrl: `https://127.0.0.1:${port}`,
+      caFile: cert,
+    });
+    for (const [flag, version] of [
+      ["--http1.1", "1.1"],
+      ["--http2", "2"],
+    ]) {
+      const res = await run("curl", [
+        "-s",
+        "--cacert",
+        cert,
+        flag,
+        "-w",
+        "\n%{http_version}",
+        "-X",
+        "POST",
+        `https://127.0.0.1:${port}/grpc.health.v1.Health/Check`,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{}",
+      ]);
       const [body, v] = res.stdout.split("\n");
       expect(JSON.parse(body)).toEqual({ status: "SERVING" });
       expect(v).toBe(version);
@@ -111,13 +189,18 @@ describe("migrate", () => {
   it("applies migrations once when several instances start together", async () => {
     const { createTestDatabase, query } = await import("../support/database.js");
     const db = await createTestDatabase();
-    const env = { LICENSD_DATABASE_URL: db.url, LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-migrate-")) };
+    const env = {
+      LICENSD_DATABASE_URL: db.url,
+      LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-migrate-")),
+    };
     const runs = await Promise.all([licensd(["migrate"], env), licensd(["migrate"], env), licensd(["migrate"], env)]);
     for (const r of runs) expect(r.code, r.stderr).toBe(0);
     const applied = await query(db.url, "select name from mikro_orm_migrations");
     const { migrationsList } = await import("../../src/migrations/index.js");
     expect(applied.map((r) => r.name)).toEqual(migrationsList.map((m) => m.name));
-    expect(await query(db.url, "select 1 from information_schema.tables where table_name = 'api_keys'")).toHaveLength(1);
+    expect(await query(db.url, "select 1 from information_schema.tables where table_name = 'api_keys'")).toHaveLength(
+      1,
+    );
     await db.drop();
   });
 });
@@ -142,7 +225,12 @@ describe("the embedded default (no database URL)", () => {
     expect(await third.stop("SIGTERM")).toBe(0);
     const pidFile = path.join(dataDir, "pg", "postmaster.pid");
     expect(() => readFileSync(pidFile)).toThrow(); // PostgreSQL was stopped with it
-    const wrongKey = await licensd(["serve"], { LICENSD_DATA_DIR: dataDir, LICENSD_SUPER_ADMIN_KEY: first.superAdminKey, LICENSD_DATA_KEY: Buffer.alloc(32, 9).toString("base64"), LICENSD_PORT: "0" });
+    const wrongKey = await licensd(["serve"], {
+      LICENSD_DATA_DIR: dataDir,
+      LICENSD_SUPER_ADMIN_KEY: first.superAdminKey,
+      LICENSD_DATA_KEY: Buffer.alloc(32, 9).toString("base64"),
+      LICENSD_PORT: "0",
+    });
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stderr).toContain("LICENSD_DATA_KEY is not the key that sealed it");
     expect(() => readFileSync(pidFile)).toThrow(); // a failed start stops the database it started
@@ -150,8 +238,10 @@ describe("the embedded default (no database URL)", () => {
 });
 
 describe("the embedded database belongs to the server that started it", () => {
-  const postmasterPid = (dataDir: string) => Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
-  const postmasterPort = (dataDir: string) => Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[3]);
+  const postmasterPid = (dataDir: string) =>
+    Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
+  const postmasterPort = (dataDir: string) =>
+    Number(readFileSync(path.join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[3]);
   const alive = (pid: number) => {
     try {
       process.kill(pid, 0);
@@ -168,12 +258,16 @@ describe("the embedded database belongs to the server that started it", () => {
     }
     throw new Error(`timed out waiting until ${what}`);
   }
-  const healthz = (url: string) => fetch(`${url}/healthz`).then((r) => r.status, () => 0);
+  const healthz = (url: string) =>
+    fetch(`${url}/healthz`).then(
+      (r) => r.status,
+      () => 0,
+    );
 
   it("a command or second server next to the server uses its database and never stops it; the guest takes over when the owner is gone", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "licensd-guest-"));
     const ownerFile = path.join(dataDir, "embedded-db.owner");
-    const owner = () => (JSON.parse(readFileSync(ownerFile, "utf8")) as { pid: number; command: string });
+    const owner = () => JSON.parse(readFileSync(ownerFile, "utf8")) as { pid: number; command: string };
     // No keys given: development generates them on the first start and announces the key there only.
     const noKeys = { LICENSD_SUPER_ADMIN_KEY: "", LICENSD_DATA_KEY: "" };
     const server = await startServer({ embedded: true, dataDir, env: noKeys });
@@ -211,7 +305,11 @@ describe("the embedded database belongs to the server that started it", () => {
     await until("the guest owns the database", () => existsSync(ownerFile) && owner().pid === guest.child.pid, 120);
     expect(guest.output()).toContain("taking it over");
     // Its health may not have seen the gap yet: wait for the restart itself, then for health.
-    await until("the guest restarted the database", () => guest.output().includes("embedded PostgreSQL restarted"), 120);
+    await until(
+      "the guest restarted the database",
+      () => guest.output().includes("embedded PostgreSQL restarted"),
+      120,
+    );
     await until("the guest serves again", async () => (await healthz(guest.url)) === 200, 120);
     expect((await getTenant(guest.url, superAdminKey, id)).body.tenant?.name).toBe("Still Up Co");
     const taken = postmasterPid(dataDir);
@@ -234,12 +332,27 @@ describe("the embedded database belongs to the server that started it", () => {
     const server = await startServer({ embedded: true, dataDir, args: ["--workers", "2"] });
     const listening = () => new Set(server.output().match(/"pid":(\d+)[^\n]*"msg":"licensd listening"/g)).size;
     await until("both workers listen", () => listening() === 2);
-    const workers = childPids(server.child.pid!).filter((c) => readFileSync(`/proc/${c}/cmdline`, "utf8").includes("licensd.js"));
+    const workers = childPids(server.child.pid!).filter((c) =>
+      readFileSync(`/proc/${c}/cmdline`, "utf8").includes("licensd.js"),
+    );
     const before = await createTenant(server.url, server.superAdminKey, "Workers Before Co");
     const first = postmasterPid(dataDir);
     process.kill(first, "SIGKILL");
-    await until("a new postmaster runs", () => existsSync(path.join(dataDir, "pg", "postmaster.pid")) && postmasterPid(dataDir) !== first && alive(postmasterPid(dataDir)), 120);
-    await until("the workers serve again", async () => (await healthz(server.url)) === 200 && (await getTenant(server.url, server.superAdminKey, before)).status === 200, 120);
+    await until(
+      "a new postmaster runs",
+      () =>
+        existsSync(path.join(dataDir, "pg", "postmaster.pid")) &&
+        postmasterPid(dataDir) !== first &&
+        alive(postmasterPid(dataDir)),
+      120,
+    );
+    await until(
+      "the workers serve again",
+      async () =>
+        (await healthz(server.url)) === 200 &&
+        (await getTenant(server.url, server.superAdminKey, before)).status === 200,
+      120,
+    );
     expect((await getTenant(server.url, server.superAdminKey, before)).body.tenant?.name).toBe("Workers Before Co");
     const after = await createTenant(server.url, server.superAdminKey, "Workers After Co");
     expect((await getTenant(server.url, server.superAdminKey, after)).body.tenant?.name).toBe("Workers After Co");
@@ -269,10 +382,14 @@ describe("the embedded database belongs to the server that started it", () => {
     process.kill(server.child.pid!, "SIGSTOP");
     process.kill(first, "SIGKILL"); // a zombie until licensd, frozen, reaps it: wait for its port instead
     const squatter = net.createServer((socket) => socket.destroy());
-    await until("the port is taken over", () => new Promise<boolean>((resolve) => {
-      squatter.once("error", () => resolve(false));
-      squatter.listen(port, "127.0.0.1", () => resolve(true));
-    }));
+    await until(
+      "the port is taken over",
+      () =>
+        new Promise<boolean>((resolve) => {
+          squatter.once("error", () => resolve(false));
+          squatter.listen(port, "127.0.0.1", () => resolve(true));
+        }),
+    );
     process.kill(server.child.pid!, "SIGCONT");
 
     await until("/healthz answers 503", async () => (await healthz(server.url)) === 503);
@@ -294,7 +411,10 @@ describe("the embedded database belongs to the server that started it", () => {
     expect((await getTenant(server.url, server.superAdminKey, after)).body.tenant?.name).toBe("After Co");
 
     // The audit feed's LISTEN connection is back: a live tail hears the next entry.
-    const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: bearer(server.superAdminKey) }));
+    const audit = createClient(
+      AuditService,
+      createGrpcTransport({ baseUrl: server.url, interceptors: bearer(server.superAdminKey) }),
+    );
     const tailing = new AbortController();
     const heard = (async () => {
       for await (const res of audit.tailAuditEvents({ tenantId: after, afterSeq: 1n }, { signal: tailing.signal })) {

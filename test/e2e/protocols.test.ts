@@ -26,7 +26,10 @@ let tenantId: string;
 
 beforeAll(async () => {
   server = await startServer();
-  const res = await curlJson("licensd.tenant.v1.TenantService/CreateTenant", { name: "E2E Vendor", metadata: { tier: "gold" } });
+  const res = await curlJson("licensd.tenant.v1.TenantService/CreateTenant", {
+    name: "E2E Vendor",
+    metadata: { tier: "gold" },
+  });
   tenantId = (res.body as { tenant: { id: string } }).tenant.id;
 });
 afterAll(async () => {
@@ -35,7 +38,18 @@ afterAll(async () => {
 });
 
 async function curlJson(procedure: string, body: unknown, key: string | null = server.superAdminKey) {
-  const args = ["-s", "-w", "\n%{http_code}", "-X", "POST", `${server.url}/${procedure}`, "-H", "content-type: application/json", "--data-binary", JSON.stringify(body)];
+  const args = [
+    "-s",
+    "-w",
+    "\n%{http_code}",
+    "-X",
+    "POST",
+    `${server.url}/${procedure}`,
+    "-H",
+    "content-type: application/json",
+    "--data-binary",
+    JSON.stringify(body),
+  ];
   if (key) args.push("-H", `authorization: Bearer ${key}`);
   const { stdout } = await run("curl", args);
   const lines = stdout.trimEnd().split("\n");
@@ -58,11 +72,35 @@ describe("Connect over curl", () => {
 
   it("compresses a large answer with the encoding the client names first, gzip or brotli", async () => {
     const metadata = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, `value ${i} `.repeat(10)]));
-    const id = ((await curlJson("licensd.tenant.v1.TenantService/CreateTenant", { name: "Big Metadata", metadata })).body as { tenant: { id: string } }).tenant.id;
+    const id = (
+      (await curlJson("licensd.tenant.v1.TenantService/CreateTenant", { name: "Big Metadata", metadata })).body as {
+        tenant: { id: string };
+      }
+    ).tenant.id;
     const plain = await curlJson("licensd.tenant.v1.TenantService/GetTenant", { id });
-    for (const [accept, encoding, inflate] of [["br, gzip", "br", zlib.brotliDecompressSync], ["gzip, br", "gzip", zlib.gunzipSync]] as const) {
+    for (const [accept, encoding, inflate] of [
+      ["br, gzip", "br", zlib.brotliDecompressSync],
+      ["gzip, br", "gzip", zlib.gunzipSync],
+    ] as const) {
       const out = path.join(os.tmpdir(), `licensd-e2e-${encoding}-${process.pid}.bin`);
-      const { stdout } = await run("curl", ["-s", "-D", "-", "-o", out, "-X", "POST", `${server.url}/licensd.tenant.v1.TenantService/GetTenant`, "-H", "content-type: application/json", "-H", `accept-encoding: ${accept}`, "-H", `authorization: Bearer ${server.superAdminKey}`, "--data-binary", JSON.stringify({ id })]);
+      const { stdout } = await run("curl", [
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        out,
+        "-X",
+        "POST",
+        `${server.url}/licensd.tenant.v1.TenantService/GetTenant`,
+        "-H",
+        "content-type: application/json",
+        "-H",
+        `accept-encoding: ${accept}`,
+        "-H",
+        `authorization: Bearer ${server.superAdminKey}`,
+        "--data-binary",
+        JSON.stringify({ id }),
+      ]);
       expect(stdout.toLowerCase()).toContain(`content-encoding: ${encoding}`);
       const body = readFileSync(out);
       expect(body.length).toBeLessThan(JSON.stringify(plain.body).length / 2);
@@ -72,7 +110,12 @@ describe("Connect over curl", () => {
 
   it("serves NO_SIDE_EFFECTS reads over Connect GET", async () => {
     const message = encodeURIComponent(JSON.stringify({ id: tenantId }));
-    const { stdout } = await run("curl", ["-s", "-H", `authorization: Bearer ${server.superAdminKey}`, `${server.url}/licensd.tenant.v1.TenantService/GetTenant?connect=v1&encoding=json&message=${message}`]);
+    const { stdout } = await run("curl", [
+      "-s",
+      "-H",
+      `authorization: Bearer ${server.superAdminKey}`,
+      `${server.url}/licensd.tenant.v1.TenantService/GetTenant?connect=v1&encoding=json&message=${message}`,
+    ]);
     expect(JSON.parse(stdout)).toMatchObject({ tenant: { id: tenantId } });
   });
 
@@ -83,7 +126,20 @@ describe("Connect over curl", () => {
     expect(res.body.message).toContain("name");
     expect(JSON.stringify(res.body.details)).toContain("google.rpc.ErrorInfo");
     for (const body of ['{"name": ', '{"nmae": "typo"}', '{"name": 5}', "[]"]) {
-      const { stdout } = await run("curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", `${server.url}/licensd.tenant.v1.TenantService/CreateTenant`, "-H", "content-type: application/json", "-H", `authorization: Bearer ${server.superAdminKey}`, "--data-binary", body]);
+      const { stdout } = await run("curl", [
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+        `${server.url}/licensd.tenant.v1.TenantService/CreateTenant`,
+        "-H",
+        "content-type: application/json",
+        "-H",
+        `authorization: Bearer ${server.superAdminKey}`,
+        "--data-binary",
+        body,
+      ]);
       const [json, status] = stdout.split("\n");
       expect(status, body).toBe("400");
       expect(JSON.parse(json).code, body).toBe("invalid_argument");
@@ -94,7 +150,15 @@ describe("Connect over curl", () => {
 
   it("serves /healthz over HTTP/1.1 and h2c on the same port", async () => {
     expect((await run("curl", ["-s", `${server.url}/healthz`])).stdout).toBe("ok\n");
-    const h2 = await run("curl", ["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}", `${server.url}/healthz`]);
+    const h2 = await run("curl", [
+      "-s",
+      "--http2-prior-knowledge",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_version}",
+      `${server.url}/healthz`,
+    ]);
     expect(h2.stdout).toBe("2");
   });
 });
@@ -102,7 +166,15 @@ describe("Connect over curl", () => {
 describe("buf curl through server reflection", () => {
   it("lists every service", async () => {
     const out = await bufCurl(["--list-services", server.url]);
-    for (const name of ["licensd.tenant.v1.TenantService", "licensd.licensing.v1.LicensingService", "licensd.activation.v1.ActivationService", "licensd.usage.v1.UsageService", "licensd.audit.v1.AuditService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+    for (const name of [
+      "licensd.tenant.v1.TenantService",
+      "licensd.licensing.v1.LicensingService",
+      "licensd.activation.v1.ActivationService",
+      "licensd.usage.v1.UsageService",
+      "licensd.audit.v1.AuditService",
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+    ]) {
       expect(out).toContain(name);
     }
     // WebhookService has no methods yet: it is not served until the webhooks issue brings them.
@@ -112,41 +184,96 @@ describe("buf curl through server reflection", () => {
 
   for (const protocol of ["grpc", "grpcweb", "connect"]) {
     it(`calls TenantService schema-less over --protocol ${protocol}`, async () => {
-      const out = await bufCurl(["--protocol", protocol, "-H", `authorization: Bearer ${server.superAdminKey}`, "-d", JSON.stringify({ id: tenantId }), `${server.url}/licensd.tenant.v1.TenantService/GetTenant`]);
+      const out = await bufCurl([
+        "--protocol",
+        protocol,
+        "-H",
+        `authorization: Bearer ${server.superAdminKey}`,
+        "-d",
+        JSON.stringify({ id: tenantId }),
+        `${server.url}/licensd.tenant.v1.TenantService/GetTenant`,
+      ]);
       expect(JSON.parse(out)).toMatchObject({ tenant: { id: tenantId, name: "E2E Vendor" } });
     });
   }
 
   it("works with the v1alpha reflection protocol too", async () => {
-    const out = await bufCurl(["--reflect-protocol", "grpc-v1alpha", "--protocol", "grpc", `${server.url}/grpc.health.v1.Health/Check`]);
+    const out = await bufCurl([
+      "--reflect-protocol",
+      "grpc-v1alpha",
+      "--protocol",
+      "grpc",
+      `${server.url}/grpc.health.v1.Health/Check`,
+    ]);
     expect(JSON.parse(out)).toEqual({ status: "SERVING" });
   });
 
   it("reports errors with their gRPC code", async () => {
-    const res = await run(BUF, ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "-d", "{}", `${server.url}/licensd.tenant.v1.TenantService/ListTenants`]);
+    const res = await run(BUF, [
+      "curl",
+      "--http2-prior-knowledge",
+      "--protocol",
+      "grpc",
+      "-d",
+      "{}",
+      `${server.url}/licensd.tenant.v1.TenantService/ListTenants`,
+    ]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain("unauthenticated");
   });
 });
 
 describe("@grpc/grpc-js with the generated code", () => {
-  const unary = <I extends DescMessage, O extends DescMessage>(client: grpc.Client, method: string, input: I, output: O, msg: MessageShape<I>, md: grpc.Metadata) =>
+  const unary = <I extends DescMessage, O extends DescMessage>(
+    client: grpc.Client,
+    method: string,
+    input: I,
+    output: O,
+    msg: MessageShape<I>,
+    md: grpc.Metadata,
+  ) =>
     new Promise<MessageShape<O>>((resolve, reject) => {
-      client.makeUnaryRequest(method, (m: MessageShape<I>) => Buffer.from(toBinary(input, m)), (b: Buffer) => fromBinary(output, b), msg, md, (err, res) => (err ? reject(err) : resolve(res!)));
+      client.makeUnaryRequest(
+        method,
+        (m: MessageShape<I>) => Buffer.from(toBinary(input, m)),
+        (b: Buffer) => fromBinary(output, b),
+        msg,
+        md,
+        (err, res) => (err ? reject(err) : resolve(res!)),
+      );
     });
 
   it("calls GetTenant and streams Health.Watch over HTTP/2", async () => {
     const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
     const md = new grpc.Metadata();
     md.set("authorization", `Bearer ${server.superAdminKey}`);
-    const got = await unary(client, "/licensd.tenant.v1.TenantService/GetTenant", GetTenantRequestSchema, GetTenantResponseSchema, create(GetTenantRequestSchema, { id: tenantId }), md);
+    const got = await unary(
+      client,
+      "/licensd.tenant.v1.TenantService/GetTenant",
+      GetTenantRequestSchema,
+      GetTenantResponseSchema,
+      create(GetTenantRequestSchema, { id: tenantId }),
+      md,
+    );
     expect(got.tenant!.name).toBe("E2E Vendor");
 
-    const err = await unary(client, "/licensd.tenant.v1.TenantService/GetTenant", GetTenantRequestSchema, GetTenantResponseSchema, create(GetTenantRequestSchema, { id: "bad" }), md).catch((e: grpc.ServiceError) => e);
+    const err = await unary(
+      client,
+      "/licensd.tenant.v1.TenantService/GetTenant",
+      GetTenantRequestSchema,
+      GetTenantResponseSchema,
+      create(GetTenantRequestSchema, { id: "bad" }),
+      md,
+    ).catch((e: grpc.ServiceError) => e);
     expect((err as grpc.ServiceError).code).toBe(grpc.status.INVALID_ARGUMENT);
     expect((err as grpc.ServiceError).metadata.get("grpc-status-details-bin")).toHaveLength(1);
 
-    const stream = client.makeServerStreamRequest("/grpc.health.v1.Health/Watch", (m: MessageShape<typeof HealthCheckRequestSchema>) => Buffer.from(toBinary(HealthCheckRequestSchema, m)), (b: Buffer) => fromBinary(HealthCheckResponseSchema, b), create(HealthCheckRequestSchema, { service: "licensd.tenant.v1.TenantService" }));
+    const stream = client.makeServerStreamRequest(
+      "/grpc.health.v1.Health/Watch",
+      (m: MessageShape<typeof HealthCheckRequestSchema>) => Buffer.from(toBinary(HealthCheckRequestSchema, m)),
+      (b: Buffer) => fromBinary(HealthCheckResponseSchema, b),
+      create(HealthCheckRequestSchema, { service: "licensd.tenant.v1.TenantService" }),
+    );
     const first = await new Promise<MessageShape<typeof HealthCheckResponseSchema>>((resolve, reject) => {
       stream.once("data", resolve);
       stream.once("error", reject);
@@ -159,7 +286,11 @@ describe("@grpc/grpc-js with the generated code", () => {
 
 describe("gRPC-Web over HTTP/1.1", () => {
   it("calls unary and server-streaming RPCs", async () => {
-    const transport = createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: bearer(server.superAdminKey) });
+    const transport = createGrpcWebTransport({
+      baseUrl: server.url,
+      httpVersion: "1.1",
+      interceptors: bearer(server.superAdminKey),
+    });
     const tenants = createClient(TenantService, transport);
     expect((await tenants.getTenant({ id: tenantId })).tenant!.name).toBe("E2E Vendor");
     const health = createClient(Health, transport);
@@ -172,7 +303,11 @@ describe("gRPC-Web over HTTP/1.1", () => {
 
 describe("the generated Python client (grpcio)", () => {
   it("manages tenants and keys, sees only its own tenant, and reads ErrorInfo", async () => {
-    const res = await run("/usr/bin/python3", [path.join(ROOT, "test/e2e/python_client.py"), `127.0.0.1:${server.port}`, server.superAdminKey]);
+    const res = await run("/usr/bin/python3", [
+      path.join(ROOT, "test/e2e/python_client.py"),
+      `127.0.0.1:${server.port}`,
+      server.superAdminKey,
+    ]);
     expect(res.code, res.stderr).toBe(0);
     const out = JSON.parse(res.stdout);
     expect(out.tenant_a).toMatchObject({ name: "Py Tenant A", metadata: { sdk: "python" } });
@@ -180,8 +315,14 @@ describe("the generated Python client (grpcio)", () => {
     expect(out.a_sees_itself).toBe(true);
     expect(out.a_keys).toEqual([out.a_key_id]);
     expect(out.b_keys).not.toContain(out.a_key_id);
-    expect(out.cross_tenant).toMatchObject({ code: "NOT_FOUND", info: { reason: "TENANT_NOT_FOUND", domain: "licensd.dev" } });
-    expect(out.bad_input).toMatchObject({ code: "INVALID_ARGUMENT", info: { reason: "INVALID_ARGUMENT", metadata: { field: "name" } } });
+    expect(out.cross_tenant).toMatchObject({
+      code: "NOT_FOUND",
+      info: { reason: "TENANT_NOT_FOUND", domain: "licensd.dev" },
+    });
+    expect(out.bad_input).toMatchObject({
+      code: "INVALID_ARGUMENT",
+      info: { reason: "INVALID_ARGUMENT", metadata: { field: "name" } },
+    });
     expect(out.anonymous).toEqual({ code: "UNAUTHENTICATED" });
   });
 });

@@ -38,7 +38,25 @@ afterAll(async () => {
 describe("the README's walkthrough", () => {
   it("shows activation, usage, audit and imports, not only tenants and licensing", () => {
     const { script } = extractWalkthrough(files);
-    for (const rpc of ["CreateTenant", "CreateApiKey", "CreateLicense", "ValidateLicense", "IssueLicenseFile", "SuspendLicense", "Activate", "Heartbeat", "Deactivate", "CreateMeter", "RecordUsage", "IngestUsage", "GetQuota", "GetUsageSummary", "ListAuditEvents", "VerifyAuditChain", "GetCheckpoint"]) {
+    for (const rpc of [
+      "CreateTenant",
+      "CreateApiKey",
+      "CreateLicense",
+      "ValidateLicense",
+      "IssueLicenseFile",
+      "SuspendLicense",
+      "Activate",
+      "Heartbeat",
+      "Deactivate",
+      "CreateMeter",
+      "RecordUsage",
+      "IngestUsage",
+      "GetQuota",
+      "GetUsageSummary",
+      "ListAuditEvents",
+      "VerifyAuditChain",
+      "GetCheckpoint",
+    ]) {
       expect(script, rpc).toMatch(new RegExp(`/${rpc}\\b`));
     }
     expect(script).toMatch(/npx licensd activation respond .*--key/);

@@ -1,5 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ActivationService, type ConnectLeaseRequest, type ConnectLeaseResponse } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  type ConnectLeaseRequest,
+  type ConnectLeaseResponse,
+} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { MachineStatus } from "../../gen/ts/licensd/activation/v1/machine_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService, ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -27,7 +31,15 @@ beforeAll(async () => {
   // Two instances on one database and one (moved) clock; activation rate limits at 5 a minute per license.
   const env = { LICENSD_ACTIVATION_RATE_PER_LICENSE: "5/1m", LICENSD_ACTIVATION_RATE_PER_IP: "0" };
   a = await startTestApp({ databaseUrl: db.url, clock, env });
-  b = await startTestApp({ databaseUrl: db.url, clock, env: { ...env, LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+  b = await startTestApp({
+    databaseUrl: db.url,
+    clock,
+    env: {
+      ...env,
+      LICENSD_SUPER_ADMIN_KEY: a.superAdminKey,
+      LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"),
+    },
+  });
 });
 afterAll(async () => {
   await a?.close();
@@ -43,11 +55,34 @@ async function setup(code: string, policy: Record<string, unknown> = {}) {
   const { tenant } = await tenants.createTenant({ name: `${code} vendor` });
   const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
   const api = connectClient(LicensingService, a.url, secret);
-  const product = (await api.createProduct({ code, name: "App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] })).product!;
-  const pol = (await api.createPolicy({ productId: product.id, name: "team", floating: true, maxMachines: 3, entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }], ...policy })).policy!;
+  const product = (
+    await api.createProduct({
+      code,
+      name: "App",
+      features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }],
+    })
+  ).product!;
+  const pol = (
+    await api.createPolicy({
+      productId: product.id,
+      name: "team",
+      floating: true,
+      maxMachines: 3,
+      entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }],
+      ...policy,
+    })
+  ).policy!;
   const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
   const lic = await api.createLicense({ policyId: pol.id, customerId: customer.id });
-  return { tenantId: tenant!.id, secret, api, key: lic.key, licenseId: lic.license!.id, policy: pol, customerId: customer.id };
+  return {
+    tenantId: tenant!.id,
+    secret,
+    api,
+    key: lic.key,
+    licenseId: lic.license!.id,
+    policy: pol,
+    customerId: customer.id,
+  };
 }
 
 const activation = (t: TestApp, key?: string) => connectClient(ActivationService, t.url, key);
@@ -58,7 +93,9 @@ const auditTypes = async (t: TestApp, secret: string, subject: string) =>
 function openLease(t: TestApp) {
   const requests = outbox<ConnectLeaseRequest>();
   const abort = new AbortController();
-  const responses = grpcClient(ActivationService, t.url).connectLease(requests.messages, { signal: abort.signal })[Symbol.asyncIterator]();
+  const responses = grpcClient(ActivationService, t.url)
+    .connectLease(requests.messages, { signal: abort.signal })
+    [Symbol.asyncIterator]();
   return {
     send: (msg: Partial<ConnectLeaseRequest>) => requests.push(msg as ConnectLeaseRequest),
     next: (): Promise<IteratorResult<ConnectLeaseResponse>> => responses.next(),
@@ -77,7 +114,10 @@ describe("heartbeat monitoring", () => {
     });
     const m = (await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!;
     expect(MachineStatus[m.status]).toBe("ALIVE");
-    const validate = async () => ValidationCode[(await connectClient(LicensingService, a.url).validateLicense({ key: s.key, fingerprint: "fp" })).code];
+    const validate = async () =>
+      ValidationCode[
+        (await connectClient(LicensingService, a.url).validateLicense({ key: s.key, fingerprint: "fp" })).code
+      ];
 
     clock.advance(80_000); // past the duration, within the grace period
     await Promise.all([a.app.heartbeatWorker.tick(), b.app.heartbeatWorker.tick()]);
@@ -106,7 +146,9 @@ describe("heartbeat monitoring", () => {
     clock.advance(61_000); // resurrection period over: deactivated, seat freed
     await Promise.all([a.app.heartbeatWorker.tick(), b.app.heartbeatWorker.tick()]);
     expect(await failure(admin.getMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
-    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "fp" }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "fp" }))).toMatchObject({
+      code: "NotFound",
+    });
     expect(await auditTypes(a, s.secret, m.id)).toEqual([
       ["machine.activated", `license:${s.licenseId}`],
       ["machine.heartbeat.dead", "system"],
@@ -114,21 +156,37 @@ describe("heartbeat monitoring", () => {
       ["machine.heartbeat.dead", "system"],
       ["machine.deactivated", "system"],
     ]);
-    const [culled] = (await connectClient(AuditService, a.url, s.secret).listAuditEvents({ subject: m.id, typePrefix: "machine.deactivated" })).events;
+    const [culled] = (
+      await connectClient(AuditService, a.url, s.secret).listAuditEvents({
+        subject: m.id,
+        typePrefix: "machine.deactivated",
+      })
+    ).events;
     expect(culled!.payload).toMatchObject({ reason: "heartbeat_dead", license_id: s.licenseId });
   });
 
   it("keeps dead machines (and their seats) under KEEP_DEAD; a late heartbeat is refused, an activation revives; offline machines are never culled", async () => {
-    const s = await setup("HBK", { heartbeatDuration: sec(60), heartbeatCullStrategy: HeartbeatCullStrategy.KEEP_DEAD, maxMachines: 1 });
+    const s = await setup("HBK", {
+      heartbeatDuration: sec(60),
+      heartbeatCullStrategy: HeartbeatCullStrategy.KEEP_DEAD,
+      maxMachines: 1,
+    });
     const m = (await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!;
     clock.advance(61_000);
     await a.app.heartbeatWorker.tick();
     clock.advance(3600_000);
     await a.app.heartbeatWorker.tick();
     expect((await activation(a, s.secret).getMachine({ id: m.id })).machine!.status).toBe(MachineStatus.DEAD);
-    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "fp" }))).toMatchObject({ code: "FailedPrecondition", reason: "HEARTBEAT_DEAD" });
-    expect(await failure(activation(a).activate({ key: s.key, fingerprint: "other" }))).toMatchObject({ reason: "TOO_MANY_MACHINES" });
-    expect(MachineStatus[(await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!.status]).toBe("ALIVE");
+    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "fp" }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "HEARTBEAT_DEAD",
+    });
+    expect(await failure(activation(a).activate({ key: s.key, fingerprint: "other" }))).toMatchObject({
+      reason: "TOO_MANY_MACHINES",
+    });
+    expect(MachineStatus[(await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!.status]).toBe(
+      "ALIVE",
+    );
   });
 
   it("requires a fingerprint in validation when the policy says so", async () => {
@@ -150,7 +208,9 @@ describe("ConnectLease", () => {
     stream.send({ key: s.key, fingerprint: "fp" });
     const first = (await stream.next()).value!;
     expect(first.event.case).toBe("lease");
-    expect(verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
+    expect(
+      verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }).valid,
+    ).toBe(true);
     stream.send({});
     expect((await stream.next()).value!.event.case).toBe("lease");
 
@@ -175,20 +235,30 @@ describe("ConnectLease", () => {
     stream.send({ key: s.key, fingerprint: "fp" });
     expect((await stream.next()).value!.event.case).toBe("lease");
     await activation(a, s.secret).deleteMachine({ id: m.id });
-    expect((await stream.next()).value!.event).toMatchObject({ case: "revocation", value: { reason: "MACHINE_DELETED" } });
+    expect((await stream.next()).value!.event).toMatchObject({
+      case: "revocation",
+      value: { reason: "MACHINE_DELETED" },
+    });
     expect((await stream.next()).done).toBe(true);
 
     await activation(a).activate({ key: s.key, fingerprint: "fp" });
     await connectClient(LicensingService, a.url, s.secret).revokeLicense({ id: s.licenseId });
     const late = openLease(a);
     late.send({ key: s.key, fingerprint: "fp" });
-    expect((await late.next()).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_REVOKED" } });
+    expect((await late.next()).value!.event).toMatchObject({
+      case: "revocation",
+      value: { reason: "LICENSE_REVOKED" },
+    });
   });
 
   it("pushes LICENSE_EXPIRED the moment the license runs out while the stream is open", async () => {
     const s = await setup("CLX");
     const expire = new Date(Date.now() + 3600_000); // validated against the real clock: in the future
-    const lic = await s.api.createLicense({ policyId: s.policy.id, customerId: s.customerId, expireTime: timestampFromDate(expire) });
+    const lic = await s.api.createLicense({
+      policyId: s.policy.id,
+      customerId: s.customerId,
+      expireTime: timestampFromDate(expire),
+    });
     const saved = clock.now();
     clock.set(new Date(expire.getTime() - 600)); // the server's clock: 0.6 s before expiry
     try {
@@ -197,7 +267,10 @@ describe("ConnectLease", () => {
       stream.send({ key: lic.key, fingerprint: "fp" });
       expect((await stream.next()).value!.event.case).toBe("lease");
       // No heartbeat is sent: the server's own expiry timer pushes it (its latency: bench/propagation.ts).
-      expect((await within(stream.next(), "the pushed expiry")).value!.event).toMatchObject({ case: "revocation", value: { reason: "LICENSE_EXPIRED" } });
+      expect((await within(stream.next(), "the pushed expiry")).value!.event).toMatchObject({
+        case: "revocation",
+        value: { reason: "LICENSE_EXPIRED" },
+      });
     } finally {
       clock.set(saved);
     }
@@ -208,16 +281,34 @@ describe("ConnectLease", () => {
     const other = await setup("CLV");
     const m = (await activation(a).activate({ key: s.key, fingerprint: "fp" })).machine!;
     const wrongKey = "CLW-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG";
-    expect(await failure(activation(a).heartbeat({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({ code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" });
-    expect(await failure(activation(a).deactivate({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({ code: "Unauthenticated" });
-    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
-    expect(await failure(activation(a).deactivate({ key: s.key, fingerprint: "x".repeat(256) }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "fingerprint" } });
-    expect(await failure(activation(a).deactivate({ key: other.key, fingerprint: "fp" }))).toMatchObject({ code: "NotFound" }); // another license's key: not that machine
-    expect(await failure(activation(a, other.secret).deactivate({ machineId: m.id }))).toMatchObject({ code: "NotFound", reason: "MACHINE_NOT_FOUND" });
+    expect(await failure(activation(a).heartbeat({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({
+      code: "Unauthenticated",
+      reason: "INVALID_LICENSE_KEY",
+    });
+    expect(await failure(activation(a).deactivate({ key: wrongKey, fingerprint: "fp" }))).toMatchObject({
+      code: "Unauthenticated",
+    });
+    expect(await failure(activation(a).heartbeat({ key: s.key, fingerprint: "" }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "fingerprint" },
+    });
+    expect(await failure(activation(a).deactivate({ key: s.key, fingerprint: "x".repeat(256) }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "fingerprint" },
+    });
+    expect(await failure(activation(a).deactivate({ key: other.key, fingerprint: "fp" }))).toMatchObject({
+      code: "NotFound",
+    }); // another license's key: not that machine
+    expect(await failure(activation(a, other.secret).deactivate({ machineId: m.id }))).toMatchObject({
+      code: "NotFound",
+      reason: "MACHINE_NOT_FOUND",
+    });
     expect(await failure(activation(a, other.secret).getMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
     expect(await failure(activation(a, other.secret).deleteMachine({ id: m.id }))).toMatchObject({ code: "NotFound" });
     expect((await activation(a, other.secret).listMachines({ licenseId: s.licenseId })).machines).toEqual([]);
-    expect(await failure(activation(a, other.secret).listMachines({ tenantId: s.tenantId }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a, other.secret).listMachines({ tenantId: s.tenantId }))).toMatchObject({
+      code: "NotFound",
+    });
     expect(await failure(activation(a, "lsk_not_a_key").listMachines({}))).toMatchObject({ code: "Unauthenticated" });
     expect((await activation(a, s.secret).getMachine({ id: m.id })).machine!.fingerprint).toBe("fp"); // still there
   });
@@ -232,9 +323,15 @@ describe("ConnectLease", () => {
     };
     await expectError({ fingerprint: "fp" }, { code: "InvalidArgument", metadata: { field: "key" } });
     await expectError({ key: s.key }, { code: "InvalidArgument", metadata: { field: "fingerprint" } });
-    await expectError({ key: "CLE-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", fingerprint: "fp" }, { code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" });
+    await expectError(
+      { key: "CLE-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", fingerprint: "fp" },
+      { code: "Unauthenticated", reason: "INVALID_LICENSE_KEY" },
+    );
     await expectError({ key: s.key, fingerprint: "nowhere" }, { code: "NotFound", reason: "MACHINE_NOT_FOUND" });
-    await expectError({ key: s.key, fingerprint: "x".repeat(256) }, { code: "InvalidArgument", metadata: { field: "fingerprint" } });
+    await expectError(
+      { key: s.key, fingerprint: "x".repeat(256) },
+      { code: "InvalidArgument", metadata: { field: "fingerprint" } },
+    );
     expect(a.app.hub.size + b.app.hub.size).toBe(0);
   });
 });
@@ -242,7 +339,14 @@ describe("ConnectLease", () => {
 describe("air-gapped activation", () => {
   it("round-trips a request file and a response file the SDK verifies offline", async () => {
     const s = await setup("OFF", { offlineLeaseTtl: sec(30 * 86_400) });
-    const requestFile = createOfflineActivationRequest({ key: s.key, fingerprint: "vault-7", hostname: "vault", platform: "linux-x64", cores: 4, now: clock.now() });
+    const requestFile = createOfflineActivationRequest({
+      key: s.key,
+      fingerprint: "vault-7",
+      hostname: "vault",
+      platform: "linux-x64",
+      cores: 4,
+      now: clock.now(),
+    });
     expect(requestFile).not.toContain(s.key);
     const admin = activation(a, s.secret);
     const { machine, lease } = await admin.activateOffline({ request: requestFile });
@@ -251,11 +355,22 @@ describe("air-gapped activation", () => {
     const check = verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "vault-7", now: clock.now() });
     expect(check).toMatchObject({ valid: true, lease: { offline: true, machine_id: machine!.id } });
     expect(Date.parse(check.lease!.expires_at!) - clock.now().getTime()).toBe(30 * 86_400_000);
-    expect(verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "other", now: clock.now() }).valid).toBe(false);
-    expect(verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "vault-7", now: new Date(clock.now().getTime() + 31 * 86_400_000) }).code).toBe("EXPIRED");
+    expect(verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "other", now: clock.now() }).valid).toBe(
+      false,
+    );
+    expect(
+      verifyOfflineActivationResponse(lease!.token, keys, {
+        fingerprint: "vault-7",
+        now: new Date(clock.now().getTime() + 31 * 86_400_000),
+      }).code,
+    ).toBe("EXPIRED");
 
     // Offline machines are never declared dead.
-    await s.api.updatePolicy({ id: s.policy.id, heartbeatDuration: sec(60), updateMask: { paths: ["heartbeat_duration"] } });
+    await s.api.updatePolicy({
+      id: s.policy.id,
+      heartbeatDuration: sec(60),
+      updateMask: { paths: ["heartbeat_duration"] },
+    });
     clock.advance(3600_000);
     await a.app.heartbeatWorker.tick();
     expect((await admin.getMachine({ id: machine!.id })).machine!.status).toBe(MachineStatus.ALIVE);
@@ -266,20 +381,42 @@ describe("air-gapped activation", () => {
     const s = await setup("OFB");
     const other = await setup("OFC");
     const requestFile = createOfflineActivationRequest({ key: s.key, fingerprint: "fp", now: clock.now() });
-    expect(await failure(activation(a, other.secret).activateOffline({ request: requestFile }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(activation(a, other.secret).activateOffline({ request: requestFile }))).toMatchObject({
+      code: "NotFound",
+    });
     const [p, body, mac] = requestFile.split(".");
     const altered = JSON.parse(Buffer.from(body!, "base64url").toString());
     altered.fingerprint = "someone-else";
-    expect(await failure(activation(a, s.secret).activateOffline({ request: `${p}.${Buffer.from(JSON.stringify(altered)).toString("base64url")}.${mac}` }))).toMatchObject({
+    expect(
+      await failure(
+        activation(a, s.secret).activateOffline({
+          request: `${p}.${Buffer.from(JSON.stringify(altered)).toString("base64url")}.${mac}`,
+        }),
+      ),
+    ).toMatchObject({
       code: "InvalidArgument",
       reason: "INVALID_ACTIVATION_REQUEST",
       metadata: { field: "request" },
     });
-    expect(await failure(activation(a, s.secret).activateOffline({ request: "hello" }))).toMatchObject({ code: "InvalidArgument", reason: "INVALID_ACTIVATION_REQUEST" });
-    const stale = createOfflineActivationRequest({ key: s.key, fingerprint: "fp", now: new Date(clock.now().getTime() - 91 * 86_400_000) });
-    expect(await failure(activation(a, s.secret).activateOffline({ request: stale }))).toMatchObject({ code: "InvalidArgument", reason: "ACTIVATION_REQUEST_EXPIRED" });
-    expect(await failure(activation(a).activateOffline({ request: requestFile }))).toMatchObject({ code: "Unauthenticated" });
-    expect((await query(db.url, "select count(*)::int as n from machines where license_id = $1", [s.licenseId]))[0].n).toBe(0);
+    expect(await failure(activation(a, s.secret).activateOffline({ request: "hello" }))).toMatchObject({
+      code: "InvalidArgument",
+      reason: "INVALID_ACTIVATION_REQUEST",
+    });
+    const stale = createOfflineActivationRequest({
+      key: s.key,
+      fingerprint: "fp",
+      now: new Date(clock.now().getTime() - 91 * 86_400_000),
+    });
+    expect(await failure(activation(a, s.secret).activateOffline({ request: stale }))).toMatchObject({
+      code: "InvalidArgument",
+      reason: "ACTIVATION_REQUEST_EXPIRED",
+    });
+    expect(await failure(activation(a).activateOffline({ request: requestFile }))).toMatchObject({
+      code: "Unauthenticated",
+    });
+    expect(
+      (await query(db.url, "select count(*)::int as n from machines where license_id = $1", [s.licenseId]))[0].n,
+    ).toBe(0);
   });
 });
 
@@ -293,23 +430,43 @@ describe("activation rate limits", () => {
     expect(Number(refused.metadata.retry_delay_ms)).toBeGreaterThan(0);
     expect(Number(refused.metadata.retry_delay_ms)).toBeLessThanOrEqual(12_000); // one token per 12 s
     expect((await activation(a).activate({ key: other.key, fingerprint: "fp" })).machine).toBeDefined(); // another license's bucket
-    expect((await query(db.url, "select count(*)::int as n from machines where license_id = $1", [s.licenseId]))[0].n).toBe(5);
+    expect(
+      (await query(db.url, "select count(*)::int as n from machines where license_id = $1", [s.licenseId]))[0].n,
+    ).toBe(5);
     clock.advance(Number(refused.metadata.retry_delay_ms));
     expect((await activation(a).activate({ key: s.key, fingerprint: "fp-5" })).machine!.fingerprint).toBe("fp-5");
-    expect(await failure(activation(a).activate({ key: s.key, fingerprint: "fp-6" }))).toMatchObject({ code: "ResourceExhausted" });
+    expect(await failure(activation(a).activate({ key: s.key, fingerprint: "fp-6" }))).toMatchObject({
+      code: "ResourceExhausted",
+    });
     // The same license's bucket however the key is typed (Vinzy keys are accepted in any case).
-    expect(await failure(activation(b).activate({ key: ` ${s.key.toLowerCase()} `, fingerprint: "fp-7" }))).toMatchObject({ code: "ResourceExhausted", reason: "RATE_LIMITED" });
+    expect(
+      await failure(activation(b).activate({ key: ` ${s.key.toLowerCase()} `, fingerprint: "fp-7" })),
+    ).toMatchObject({ code: "ResourceExhausted", reason: "RATE_LIMITED" });
   });
 
   it("limits per client address too", async () => {
-    const c = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_ACTIVATION_RATE_PER_IP: "2/1h", LICENSD_ACTIVATION_RATE_PER_LICENSE: "0", LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+    const c = await startTestApp({
+      databaseUrl: db.url,
+      clock,
+      env: {
+        LICENSD_ACTIVATION_RATE_PER_IP: "2/1h",
+        LICENSD_ACTIVATION_RATE_PER_LICENSE: "0",
+        LICENSD_SUPER_ADMIN_KEY: a.superAdminKey,
+        LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"),
+      },
+    });
     try {
       const s = await setup("RTI", { maxMachines: 0 });
       const bad = "RTI-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG";
-      expect(await failure(activation(c).activate({ key: bad, fingerprint: "x" }))).toMatchObject({ code: "Unauthenticated" });
+      expect(await failure(activation(c).activate({ key: bad, fingerprint: "x" }))).toMatchObject({
+        code: "Unauthenticated",
+      });
       await activation(c).activate({ key: s.key, fingerprint: "a" });
       // Guessing keys from one address runs out too.
-      expect(await failure(activation(c).activate({ key: s.key, fingerprint: "b" }))).toMatchObject({ code: "ResourceExhausted", reason: "RATE_LIMITED" });
+      expect(await failure(activation(c).activate({ key: s.key, fingerprint: "b" }))).toMatchObject({
+        code: "ResourceExhausted",
+        reason: "RATE_LIMITED",
+      });
     } finally {
       await c.close();
     }

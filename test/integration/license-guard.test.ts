@@ -33,19 +33,40 @@ async function setup(code: string) {
   const { tenant } = await tenants.createTenant({ name: `${code} vendor` });
   const { secret } = await tenants.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
   const api = connectClient(LicensingService, a.url, secret);
-  const product = (await api.createProduct({ code, name: "App", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] })).product!;
-  const pol = (await api.createPolicy({ productId: product.id, name: "team", floating: true, maxMachines: 3, entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }] })).policy!;
+  const product = (
+    await api.createProduct({
+      code,
+      name: "App",
+      features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }],
+    })
+  ).product!;
+  const pol = (
+    await api.createPolicy({
+      productId: product.id,
+      name: "team",
+      floating: true,
+      maxMachines: 3,
+      entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }],
+    })
+  ).policy!;
   const customer = (await api.createCustomer({ name: "Jane", email: `jane@${code.toLowerCase()}.example` })).customer!;
   const lic = await api.createLicense({ policyId: pol.id, customerId: customer.id });
   return { secret, api, key: lic.key, licenseId: lic.license!.id };
 }
 
 const cachePath = () => path.join(mkdtempSync(path.join(os.tmpdir(), "license-guard-")), "lease.json");
-const readCache = (file: string) => JSON.parse(readFileSync(file, "utf8")) as { lease: string | null; keys: { kid: string; publicKey: string }[] };
+const readCache = (file: string) =>
+  JSON.parse(readFileSync(file, "utf8")) as { lease: string | null; keys: { kid: string; publicKey: string }[] };
 
 /** A guard with test-sized intervals; every guard is stopped before the servers close. */
 function guard(opts: Partial<LicenseGuardOptions> & Pick<LicenseGuardOptions, "key" | "cacheFile">) {
-  const g = new LicenseGuard({ url: a.url, fingerprint: "fp", heartbeatIntervalMs: 100, backoff: { initialMs: 50, maxMs: 200 }, ...opts });
+  const g = new LicenseGuard({
+    url: a.url,
+    fingerprint: "fp",
+    heartbeatIntervalMs: 100,
+    backoff: { initialMs: 50, maxMs: 200 },
+    ...opts,
+  });
   guards.push(g);
   return g;
 }
@@ -89,10 +110,23 @@ describe("LicenseGuard", () => {
     expect(g.info()).toMatchObject({ valid: false, reason: "NO_LEASE", features: [] });
     expect(g.hasFeature("reports")).toBe(false);
 
-    await waitFor("three leases (activation and heartbeats)", () => seen.filter((i) => i.valid && i.online).length >= 3);
-    const [machine] = (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId })).machines;
+    await waitFor(
+      "three leases (activation and heartbeats)",
+      () => seen.filter((i) => i.valid && i.online).length >= 3,
+    );
+    const [machine] = (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId }))
+      .machines;
     expect(machine).toMatchObject({ fingerprint: "fp", licenseId: s.licenseId });
-    expect(g.info()).toMatchObject({ valid: true, reason: "VALID", status: "active", plan: "team", features: ["reports"], machineId: machine!.id, online: true, error: null });
+    expect(g.info()).toMatchObject({
+      valid: true,
+      reason: "VALID",
+      status: "active",
+      plan: "team",
+      features: ["reports"],
+      machineId: machine!.id,
+      online: true,
+      error: null,
+    });
     expect(g.info().expiresAt!.getTime()).toBeGreaterThan(Date.now());
     expect(g.hasFeature("reports")).toBe(true);
     expect(g.hasFeature("export")).toBe(false);
@@ -102,7 +136,10 @@ describe("LicenseGuard", () => {
     expect(statSync(cacheFile).mode & 0o777).toBe(0o600);
     const cache = readCache(cacheFile);
     const keys = cache.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey, "base64") }));
-    expect(verifyLease(cache.lease!, keys, { fingerprint: "fp" })).toMatchObject({ valid: true, lease: { machine_id: machine!.id, features: ["reports"] } });
+    expect(verifyLease(cache.lease!, keys, { fingerprint: "fp" })).toMatchObject({
+      valid: true,
+      lease: { machine_id: machine!.id, features: ["reports"] },
+    });
 
     await g.stop();
     expect(g.info().online).toBe(false);
@@ -112,13 +149,19 @@ describe("LicenseGuard", () => {
   it("reports a wrong key, keeps no lease and does not retry", async () => {
     const s = await setup("LGW");
     const seen: LicenseInfo[] = [];
-    const g = guard({ key: `${s.key.slice(0, -1)}${s.key.endsWith("A") ? "B" : "A"}`, cacheFile: cachePath(), onChange: (i) => seen.push(i) });
+    const g = guard({
+      key: `${s.key.slice(0, -1)}${s.key.endsWith("A") ? "B" : "A"}`,
+      cacheFile: cachePath(),
+      onChange: (i) => seen.push(i),
+    });
     await g.start();
     await waitFor("the refusal", () => g.info().reason === "INVALID_LICENSE_KEY");
     await new Promise((r) => setTimeout(r, 300));
     expect(seen.map((i) => i.reason)).toEqual(["INVALID_LICENSE_KEY"]);
     expect(g.hasFeature("reports")).toBe(false);
-    expect((await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId })).machines).toEqual([]);
+    expect(
+      (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId })).machines,
+    ).toEqual([]);
     await g.stop();
   });
 
@@ -192,12 +235,22 @@ describe("LicenseGuard", () => {
     claims.features.push("admin");
     claims.expires_at = "2099-01-01T00:00:00Z";
     const tampered = cachePath();
-    writeFileSync(tampered, JSON.stringify({ ...cache, lease: `${prefix}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${sig}` }));
+    writeFileSync(
+      tampered,
+      JSON.stringify({
+        ...cache,
+        lease: `${prefix}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${sig}`,
+      }),
+    );
     expect(await offline(tampered)).toMatchObject({ valid: false, reason: "BAD_SIGNATURE", features: [], plan: null });
 
     const garbled = cachePath();
     writeFileSync(garbled, "{not json");
-    expect(await offline(garbled)).toMatchObject({ valid: false, reason: "NO_LEASE", error: expect.stringMatching(/not valid JSON/) });
+    expect(await offline(garbled)).toMatchObject({
+      valid: false,
+      reason: "NO_LEASE",
+      error: expect.stringMatching(/not valid JSON/),
+    });
 
     const badKey = cachePath();
     writeFileSync(badKey, JSON.stringify({ ...cache, keys: cache.keys.map((k) => ({ ...k, publicKey: "AAAA" })) }));

@@ -26,7 +26,11 @@ let b: TestApp;
 beforeAll(async () => {
   db = await createTestDatabase();
   a = await startTestApp({ databaseUrl: db.url, clock });
-  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+  b = await startTestApp({
+    databaseUrl: db.url,
+    clock,
+    env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") },
+  });
 });
 afterAll(async () => {
   await a?.close();
@@ -66,42 +70,100 @@ async function vendor(name: string, code = "PRD") {
   return { tenantId: tenant!.id, secret, api, product: product!, policy: policy!, customer: customer! };
 }
 
-const validate = (t: TestApp, key: string, extra: Record<string, unknown> = {}) => connectClient(LicensingService, t.url).validateLicense({ key, ...extra });
+const validate = (t: TestApp, key: string, extra: Record<string, unknown> = {}) =>
+  connectClient(LicensingService, t.url).validateLicense({ key, ...extra });
 
 describe("products, policies and customers", () => {
   it("creates, reads, updates and deletes, with clear errors for bad input", async () => {
     const v = await vendor("Catalog Co");
     expect(v.product).toMatchObject({ code: "PRD", tenantId: v.tenantId });
-    expect(await failure(v.api.createProduct({ code: "PRD", name: "dup" }))).toMatchObject({ code: "AlreadyExists", reason: "PRODUCT_CODE_TAKEN", metadata: { field: "code" } });
-    expect(await failure(v.api.createProduct({ code: "prd", name: "x" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "code" } });
-    expect(await failure(v.api.createProduct({ code: "ABC", name: "x", features: [{ name: "Bad Name", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] }))).toMatchObject({
+    expect(await failure(v.api.createProduct({ code: "PRD", name: "dup" }))).toMatchObject({
+      code: "AlreadyExists",
+      reason: "PRODUCT_CODE_TAKEN",
+      metadata: { field: "code" },
+    });
+    expect(await failure(v.api.createProduct({ code: "prd", name: "x" }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "code" },
+    });
+    expect(
+      await failure(
+        v.api.createProduct({
+          code: "ABC",
+          name: "x",
+          features: [{ name: "Bad Name", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }],
+        }),
+      ),
+    ).toMatchObject({
       code: "InvalidArgument",
       metadata: { field: "features[0]" },
     });
     expect(
-      await failure(v.api.createPolicy({ productId: v.product.id, name: "bad", entitlements: [{ feature: "nope", value: { case: "enabled", value: true } }] })),
-    ).toMatchObject({ code: "InvalidArgument", reason: "UNKNOWN_FEATURE", metadata: { field: "entitlements[0].feature" } });
+      await failure(
+        v.api.createPolicy({
+          productId: v.product.id,
+          name: "bad",
+          entitlements: [{ feature: "nope", value: { case: "enabled", value: true } }],
+        }),
+      ),
+    ).toMatchObject({
+      code: "InvalidArgument",
+      reason: "UNKNOWN_FEATURE",
+      metadata: { field: "entitlements[0].feature" },
+    });
     expect(
-      await failure(v.api.createPolicy({ productId: v.product.id, name: "bad", entitlements: [{ feature: "seats", value: { case: "enabled", value: true } }] })),
+      await failure(
+        v.api.createPolicy({
+          productId: v.product.id,
+          name: "bad",
+          entitlements: [{ feature: "seats", value: { case: "enabled", value: true } }],
+        }),
+      ),
     ).toMatchObject({ code: "InvalidArgument", reason: "FEATURE_KIND_MISMATCH" });
-    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "pro" }))).toMatchObject({ code: "AlreadyExists", reason: "POLICY_NAME_TAKEN" });
-    expect(await failure(v.api.createCustomer({ name: "Jane", email: "JANE+PRD@example.com" }))).toMatchObject({ code: "AlreadyExists", reason: "CUSTOMER_EMAIL_TAKEN" });
-    expect(await failure(v.api.createCustomer({ name: "Jane", email: "not-an-email" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "email" } });
-    expect((await v.api.listCustomers({ email: "JANE+prd@EXAMPLE.com" })).customers.map((c) => c.id)).toEqual([v.customer.id]);
+    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "pro" }))).toMatchObject({
+      code: "AlreadyExists",
+      reason: "POLICY_NAME_TAKEN",
+    });
+    expect(await failure(v.api.createCustomer({ name: "Jane", email: "JANE+PRD@example.com" }))).toMatchObject({
+      code: "AlreadyExists",
+      reason: "CUSTOMER_EMAIL_TAKEN",
+    });
+    expect(await failure(v.api.createCustomer({ name: "Jane", email: "not-an-email" }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "email" },
+    });
+    expect((await v.api.listCustomers({ email: "JANE+prd@EXAMPLE.com" })).customers.map((c) => c.id)).toEqual([
+      v.customer.id,
+    ]);
 
     const renamed = await v.api.updateProduct({ id: v.product.id, name: "Renamed", updateMask: { paths: ["name"] } });
     expect(renamed.product).toMatchObject({ name: "Renamed", code: "PRD" });
-    expect(await failure(v.api.updateProduct({ id: v.product.id, features: [], updateMask: { paths: ["features"] } }))).toMatchObject({ code: "FailedPrecondition", reason: "FEATURE_IN_USE" });
-    const policy = await v.api.updatePolicy({ id: v.policy.id, maxMachines: 10, updateMask: { paths: ["max_machines"] } });
+    expect(
+      await failure(v.api.updateProduct({ id: v.product.id, features: [], updateMask: { paths: ["features"] } })),
+    ).toMatchObject({ code: "FailedPrecondition", reason: "FEATURE_IN_USE" });
+    const policy = await v.api.updatePolicy({
+      id: v.policy.id,
+      maxMachines: 10,
+      updateMask: { paths: ["max_machines"] },
+    });
     expect(policy.policy).toMatchObject({ maxMachines: 10, name: "pro" });
     expect(policy.policy!.entitlements).toHaveLength(3);
 
     await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
-    expect(await failure(v.api.deleteProduct({ id: v.product.id }))).toMatchObject({ code: "FailedPrecondition", reason: "IN_USE" });
-    expect(await failure(v.api.deleteCustomer({ id: v.customer.id }))).toMatchObject({ code: "FailedPrecondition", reason: "IN_USE" });
+    expect(await failure(v.api.deleteProduct({ id: v.product.id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "IN_USE",
+    });
+    expect(await failure(v.api.deleteCustomer({ id: v.customer.id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "IN_USE",
+    });
     const lonely = (await v.api.createCustomer({ name: "Nobody", email: "nobody@example.com" })).customer!;
     await v.api.deleteCustomer({ id: lonely.id });
-    expect(await failure(v.api.getCustomer({ id: lonely.id }))).toMatchObject({ code: "NotFound", reason: "CUSTOMER_NOT_FOUND" });
+    expect(await failure(v.api.getCustomer({ id: lonely.id }))).toMatchObject({
+      code: "NotFound",
+      reason: "CUSTOMER_NOT_FOUND",
+    });
   });
 });
 
@@ -114,32 +176,90 @@ describe("node-locked policies and seat counts", () => {
     expect(created.message).toMatch(/^floating: /);
     expect((await v.api.listPolicies({ productId: v.product.id })).policies.map((p) => p.name)).toEqual(["pro"]);
     const locked = (await v.api.createPolicy({ productId: v.product.id, name: "single", maxMachines: 1 })).policy!;
-    expect((await v.api.createPolicy({ productId: v.product.id, name: "unbounded", maxMachines: 0 })).policy).toMatchObject({ floating: false, maxMachines: 0 });
+    expect(
+      (await v.api.createPolicy({ productId: v.product.id, name: "unbounded", maxMachines: 0 })).policy,
+    ).toMatchObject({ floating: false, maxMachines: 0 });
 
     // The mask is applied first: the policy that would result is checked.
-    expect(await failure(v.api.updatePolicy({ id: locked.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
-    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, updateMask: { paths: ["floating"] } }))).toMatchObject(refused);
-    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 3, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject(refused);
+    expect(
+      await failure(v.api.updatePolicy({ id: locked.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } })),
+    ).toMatchObject(refused);
+    expect(
+      await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, updateMask: { paths: ["floating"] } })),
+    ).toMatchObject(refused);
+    expect(
+      await failure(
+        v.api.updatePolicy({
+          id: v.policy.id,
+          floating: false,
+          maxMachines: 3,
+          updateMask: { paths: ["floating", "max_machines"] },
+        }),
+      ),
+    ).toMatchObject(refused);
     expect((await v.api.getPolicy({ id: locked.id })).policy).toMatchObject({ floating: false, maxMachines: 1 });
     expect((await v.api.getPolicy({ id: v.policy.id })).policy).toMatchObject({ floating: true, maxMachines: 3 });
-    expect((await v.api.updatePolicy({ id: locked.id, floating: true, maxMachines: 2, updateMask: { paths: ["max_machines", "floating"] } })).policy).toMatchObject({ floating: true, maxMachines: 2 });
-    expect((await v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } })).policy).toMatchObject({ floating: false, maxMachines: 1 });
+    expect(
+      (
+        await v.api.updatePolicy({
+          id: locked.id,
+          floating: true,
+          maxMachines: 2,
+          updateMask: { paths: ["max_machines", "floating"] },
+        })
+      ).policy,
+    ).toMatchObject({ floating: true, maxMachines: 2 });
+    expect(
+      (
+        await v.api.updatePolicy({
+          id: v.policy.id,
+          floating: false,
+          maxMachines: 1,
+          updateMask: { paths: ["floating", "max_machines"] },
+        })
+      ).policy,
+    ).toMatchObject({ floating: false, maxMachines: 1 });
     const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ typePrefix: "policy." });
-    expect(audit.events.map((e) => e.type)).toEqual(["policy.created", "policy.created", "policy.created", "policy.updated", "policy.updated"]);
+    expect(audit.events.map((e) => e.type)).toEqual([
+      "policy.created",
+      "policy.created",
+      "policy.created",
+      "policy.updated",
+      "policy.updated",
+    ]);
   });
 
   it("refuses a license's own max_machines above 1 under a node-locked policy", async () => {
     const v = await vendor("License Seats Co", "LSE");
     const single = (await v.api.createPolicy({ productId: v.product.id, name: "single" })).policy!;
     const refused = { code: "InvalidArgument", reason: "FLOATING_REQUIRED", metadata: { field: "max_machines" } };
-    expect(await failure(v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 4 }))).toMatchObject(refused);
-    const lic = (await v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 1 })).license!;
-    expect(await failure(v.api.updateLicense({ id: lic.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } }))).toMatchObject(refused);
+    expect(
+      await failure(v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 4 })),
+    ).toMatchObject(refused);
+    const lic = (await v.api.createLicense({ policyId: single.id, customerId: v.customer.id, maxMachines: 1 }))
+      .license!;
+    expect(
+      await failure(v.api.updateLicense({ id: lic.id, maxMachines: 2, updateMask: { paths: ["max_machines"] } })),
+    ).toMatchObject(refused);
     expect((await v.api.getLicense({ id: lic.id })).license!.maxMachines).toBe(1);
-    // A floating license with its own seat count cannot move to a node-locked policy, nor the policy become node-locked.
-    const team = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, maxMachines: 5 })).license!;
-    expect(await failure(v.api.transferLicense({ id: team.id, policyId: single.id }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED" });
-    expect(await failure(v.api.updatePolicy({ id: v.policy.id, floating: false, maxMachines: 1, updateMask: { paths: ["floating", "max_machines"] } }))).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } });
+    // A floating license with its own seat count cannot move to a node-locked policy, nor the policy become
+    // node-locked.
+    const team = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, maxMachines: 5 }))
+      .license!;
+    expect(await failure(v.api.transferLicense({ id: team.id, policyId: single.id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "FLOATING_REQUIRED",
+    });
+    expect(
+      await failure(
+        v.api.updatePolicy({
+          id: v.policy.id,
+          floating: false,
+          maxMachines: 1,
+          updateMask: { paths: ["floating", "max_machines"] },
+        }),
+      ),
+    ).toMatchObject({ code: "FailedPrecondition", reason: "FLOATING_REQUIRED", metadata: { field: "floating" } });
     expect((await v.api.getLicense({ id: team.id })).license!.policyId).toBe(v.policy.id);
   });
 });
@@ -149,7 +269,11 @@ describe("licenses", () => {
     const v = await vendor("Keys Co", "KEY");
     const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
     expect(key).toMatch(/^KEY(-[A-Z2-7]{5}){7}$/);
-    expect(license).toMatchObject({ status: LicenseStatus.ACTIVE, productId: v.product.id, keyPrefix: `${key.slice(0, 9)}…` });
+    expect(license).toMatchObject({
+      status: LicenseStatus.ACTIVE,
+      productId: v.product.id,
+      keyPrefix: `${key.slice(0, 9)}…`,
+    });
     const expires = timestampDate(license!.expireTime!).getTime();
     expect(Math.abs(expires - (clock.now().getTime() + 30 * DAY * 1000))).toBeLessThan(1000);
     const leaked = await query(db.url, "select 1 from licenses where position($1 in row(licenses.*)::text) > 0", [key]);
@@ -167,7 +291,10 @@ describe("licenses", () => {
     expect((await v.api.suspendLicense({ id })).license!.status).toBe(LicenseStatus.SUSPENDED);
     expect((await validate(a, key)).code).toBe(ValidationCode.SUSPENDED);
     expect((await v.api.reinstateLicense({ id })).license!.status).toBe(LicenseStatus.ACTIVE);
-    expect(await failure(v.api.reinstateLicense({ id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_NOT_SUSPENDED" });
+    expect(await failure(v.api.reinstateLicense({ id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "LICENSE_NOT_SUSPENDED",
+    });
 
     const before = timestampDate(license!.expireTime!).getTime();
     const renewed = await v.api.renewLicense({ id });
@@ -178,10 +305,15 @@ describe("licenses", () => {
     const moved = await v.api.transferLicense({ id, customerId: other.id, policyId: basic.id });
     expect(moved.license).toMatchObject({ customerId: other.id, policyId: basic.id });
     const foreign = await vendor("Foreign Co", "FRN");
-    expect(await failure(v.api.transferLicense({ id, policyId: foreign.policy.id }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(v.api.transferLicense({ id, policyId: foreign.policy.id }))).toMatchObject({
+      code: "NotFound",
+    });
 
     expect((await v.api.revokeLicense({ id })).license!.status).toBe(LicenseStatus.REVOKED);
-    expect(await failure(v.api.suspendLicense({ id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_REVOKED" });
+    expect(await failure(v.api.suspendLicense({ id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "LICENSE_REVOKED",
+    });
     expect((await validate(a, key)).code).toBe(ValidationCode.REVOKED);
     const listed = await v.api.listLicenses({ status: LicenseStatus.REVOKED });
     expect(listed.licenses.map((l) => l.id)).toEqual([id]);
@@ -192,15 +324,33 @@ describe("licenses", () => {
 
   it("accepts custom keys, checks Vinzy-format ones, and refuses duplicates", async () => {
     const v = await vendor("Custom Co", "CUS");
-    const custom = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "DT1-PRO-ACME-2026-XYZ" });
+    const custom = await v.api.createLicense({
+      policyId: v.policy.id,
+      customerId: v.customer.id,
+      customKey: "DT1-PRO-ACME-2026-XYZ",
+    });
     expect(custom.key).toBe("DT1-PRO-ACME-2026-XYZ");
     expect((await validate(a, "DT1-PRO-ACME-2026-XYZ")).code).toBe(ValidationCode.VALID);
-    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "DT1-PRO-ACME-2026-XYZ" }))).toMatchObject({ code: "AlreadyExists", reason: "LICENSE_KEY_TAKEN" });
-    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "CUS-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG" }))).toMatchObject({
+    expect(
+      await failure(
+        v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "DT1-PRO-ACME-2026-XYZ" }),
+      ),
+    ).toMatchObject({ code: "AlreadyExists", reason: "LICENSE_KEY_TAKEN" });
+    expect(
+      await failure(
+        v.api.createLicense({
+          policyId: v.policy.id,
+          customerId: v.customer.id,
+          customKey: "CUS-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG",
+        }),
+      ),
+    ).toMatchObject({
       code: "InvalidArgument",
       reason: "SIGNATURE_INVALID",
     });
-    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "short" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "custom_key" } });
+    expect(
+      await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: "short" })),
+    ).toMatchObject({ code: "InvalidArgument", metadata: { field: "custom_key" } });
   });
 
   it("keeps tenants apart", async () => {
@@ -209,7 +359,10 @@ describe("licenses", () => {
     const { license } = await x.api.createLicense({ policyId: x.policy.id, customerId: x.customer.id });
     expect(await failure(y.api.getLicense({ id: license!.id }))).toMatchObject({ code: "NotFound" });
     expect(await failure(y.api.revokeLicense({ id: license!.id }))).toMatchObject({ code: "NotFound" });
-    expect(await failure(y.api.createLicense({ policyId: x.policy.id, customerId: y.customer.id }))).toMatchObject({ code: "NotFound", reason: "POLICY_NOT_FOUND" });
+    expect(await failure(y.api.createLicense({ policyId: x.policy.id, customerId: y.customer.id }))).toMatchObject({
+      code: "NotFound",
+      reason: "POLICY_NOT_FOUND",
+    });
     expect(await failure(y.api.getProduct({ id: x.product.id }))).toMatchObject({ code: "NotFound" });
     expect(await failure(y.api.listLicenses({ tenantId: x.tenantId }))).toMatchObject({ code: "NotFound" });
     expect((await y.api.listLicenses({})).licenses).toHaveLength(0);
@@ -234,12 +387,19 @@ describe("ValidateLicense", () => {
     expect(await code(key, { entitlements: ["reports", "sso"] })).toEqual(["ENTITLEMENTS_MISSING", false]);
 
     const full = await validate(a, key, { nonce: "n-123" });
-    expect(full).toMatchObject({ valid: true, nonce: "n-123", features: ["model", "reports", "seats"], license: { productCode: "VAL", policyName: "pro", customerEmail: "jane+val@example.com", maxMachines: 3 } });
+    expect(full).toMatchObject({
+      valid: true,
+      nonce: "n-123",
+      features: ["model", "reports", "seats"],
+      license: { productCode: "VAL", policyName: "pro", customerEmail: "jane+val@example.com", maxMachines: 3 },
+    });
     expect(full.agentEntitlements).toMatchObject([{ agent: "coder", tokenLimit: 1000n, modelTier: ModelTier.BASIC }]);
     const keys = (await connectClient(ActivationService, b.url).getSigningKeys({})).keys;
     const signer = keys.find((k) => k.kid === full.kid)!;
     expect(verifyEd25519(signer.publicKey, validationSigningBytes(full), full.signature)).toBe(true);
-    expect(verifyEd25519(signer.publicKey, validationSigningBytes({ ...full, valid: false }), full.signature)).toBe(false);
+    expect(verifyEd25519(signer.publicKey, validationSigningBytes({ ...full, valid: false }), full.signature)).toBe(
+      false,
+    );
     // Every kind of answer verifies, first time and from the server's answer cache, over JSON and gRPC.
     const answers = [
       await validate(a, key),
@@ -251,14 +411,24 @@ describe("ValidateLicense", () => {
       await validate(a, "hello", { nonce: "x" }),
       await grpcClient(LicensingService, b.url).validateLicense({ key, nonce: "grpc" }),
     ];
-    for (const r of answers) expect(verifyEd25519(keys.find((k) => k.kid === r.kid)!.publicKey, validationSigningBytes(r), r.signature), `${r.code} ${r.nonce}`).toBe(true);
+    for (const r of answers)
+      expect(
+        verifyEd25519(keys.find((k) => k.kid === r.kid)!.publicKey, validationSigningBytes(r), r.signature),
+        `${r.code} ${r.nonce}`,
+      ).toBe(true);
     expect(answers[0]!.time).not.toEqual(undefined);
   });
 
   it("applies expiration strategies and grace periods", async () => {
     const v = await vendor("Expiry Co", "EXP");
     const make = async (name: string, strategy: ExpirationStrategy, graceDays = 0) => {
-      const { policy } = await v.api.createPolicy({ productId: v.product.id, name, duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: strategy, gracePeriod: { seconds: BigInt(graceDays * DAY), nanos: 0 } });
+      const { policy } = await v.api.createPolicy({
+        productId: v.product.id,
+        name,
+        duration: { seconds: BigInt(DAY), nanos: 0 },
+        expirationStrategy: strategy,
+        gracePeriod: { seconds: BigInt(graceDays * DAY), nanos: 0 },
+      });
       return (await v.api.createLicense({ policyId: policy!.id, customerId: v.customer.id })).key;
     };
     const restrict = await make("restrict", ExpirationStrategy.RESTRICT_ACCESS);
@@ -282,9 +452,22 @@ describe("ValidateLicense", () => {
 
   it("revokes REVOKE_ACCESS licenses once their grace period is over, on one instance only", async () => {
     const v = await vendor("Revoke Co", "RVK");
-    const { policy } = await v.api.createPolicy({ productId: v.product.id, name: "strict", duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: ExpirationStrategy.REVOKE_ACCESS, gracePeriod: { seconds: BigInt(DAY), nanos: 0 } });
+    const { policy } = await v.api.createPolicy({
+      productId: v.product.id,
+      name: "strict",
+      duration: { seconds: BigInt(DAY), nanos: 0 },
+      expirationStrategy: ExpirationStrategy.REVOKE_ACCESS,
+      gracePeriod: { seconds: BigInt(DAY), nanos: 0 },
+    });
     const { license, key } = await v.api.createLicense({ policyId: policy!.id, customerId: v.customer.id });
-    const lenient = (await v.api.createPolicy({ productId: v.product.id, name: "lenient", duration: { seconds: BigInt(DAY), nanos: 0 }, expirationStrategy: ExpirationStrategy.RESTRICT_ACCESS })).policy!;
+    const lenient = (
+      await v.api.createPolicy({
+        productId: v.product.id,
+        name: "lenient",
+        duration: { seconds: BigInt(DAY), nanos: 0 },
+        expirationStrategy: ExpirationStrategy.RESTRICT_ACCESS,
+      })
+    ).policy!;
     const keeper = (await v.api.createLicense({ policyId: lenient.id, customerId: v.customer.id })).license!; // RESTRICT_ACCESS: expires, is never revoked
     try {
       clock.advance(1.5 * DAY * 1000); // expired, in grace
@@ -297,7 +480,10 @@ describe("ValidateLicense", () => {
       expect((await v.api.getLicense({ id: license!.id })).license!.status).toBe(LicenseStatus.REVOKED);
       expect((await v.api.getLicense({ id: keeper.id })).license!.status).toBe(LicenseStatus.EXPIRED);
       expect((await validate(a, key)).code).toBe(ValidationCode.REVOKED);
-      const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ subject: license!.id, typePrefix: "license.revoked" });
+      const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({
+        subject: license!.id,
+        typePrefix: "license.revoked",
+      });
       expect(audit.events.map((e) => e.actor)).toEqual(["system"]);
     } finally {
       clock.set(new Date());
@@ -308,12 +494,21 @@ describe("ValidateLicense", () => {
     const v = await vendor("Public Co", "PUB");
     const { key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
     const message = encodeURIComponent(JSON.stringify({ key }));
-    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/ValidateLicense?encoding=json&message=${message}`);
+    const res = await fetch(
+      `${a.url}/licensd.licensing.v1.LicensingService/ValidateLicense?encoding=json&message=${message}`,
+    );
     expect(await res.json()).toMatchObject({ valid: true, code: "VALIDATION_CODE_VALID" });
-    expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key: "" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "key" } });
+    expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key: "" }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "key" },
+    });
     // product_code is optional; when given, it must be a product code.
-    expect(await failure(connectClient(LicensingService, a.url).validateLicense({ key, productCode: "pu" }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "product_code" } });
-    expect(await connectClient(LicensingService, a.url).validateLicense({ key, productCode: "PUB" })).toMatchObject({ valid: true });
+    expect(
+      await failure(connectClient(LicensingService, a.url).validateLicense({ key, productCode: "pu" })),
+    ).toMatchObject({ code: "InvalidArgument", metadata: { field: "product_code" } });
+    expect(await connectClient(LicensingService, a.url).validateLicense({ key, productCode: "PUB" })).toMatchObject({
+      valid: true,
+    });
   });
 
   it("sees a suspension made on another instance (cached licenses are dropped on change)", async () => {
@@ -323,7 +518,11 @@ describe("ValidateLicense", () => {
     expect((await validate(b, key)).code).toBe(ValidationCode.VALID);
     await connectClient(LicensingService, a.url, v.secret).suspendLicense({ id: license!.id });
     // How soon B sees it is measured in bench/propagation.ts; here: it does, without a restart.
-    const code = await until("SUSPENDED on instance B", async () => (await grpcClient(LicensingService, b.url).validateLicense({ key })).code, (c) => c === ValidationCode.SUSPENDED);
+    const code = await until(
+      "SUSPENDED on instance B",
+      async () => (await grpcClient(LicensingService, b.url).validateLicense({ key })).code,
+      (c) => c === ValidationCode.SUSPENDED,
+    );
     expect(code).toBe(ValidationCode.SUSPENDED);
   });
 });
@@ -345,26 +544,43 @@ describe("GetCustomerEntitlements", () => {
       })
     ).policy!;
     const l1 = (await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id })).license!;
-    const l2 = (await v.api.createLicense({ policyId: secondPolicy.id, customerId: v.customer.id, entitlementOverrides: [{ feature: "seats", value: { case: "limit", value: 20n } }] })).license!;
+    const l2 = (
+      await v.api.createLicense({
+        policyId: secondPolicy.id,
+        customerId: v.customer.id,
+        entitlementOverrides: [{ feature: "seats", value: { case: "limit", value: 20n } }],
+      })
+    ).license!;
     const l3 = (await v.api.createLicense({ policyId: secondPolicy.id, customerId: v.customer.id })).license!;
     await v.api.suspendLicense({ id: l3.id }); // not active: not composed
     const res = await v.api.getCustomerEntitlements({ customerId: v.customer.id });
     expect(res.licenseIds).toEqual([l1.id, l2.id]);
     const by = Object.fromEntries(res.entitlements.map((e) => [e.feature, e]));
     expect(by.seats.value).toMatchObject({ kind: { case: "numberValue", value: 25 } });
-    expect(by.seats.sources.map((s) => [s.licenseId, s.value?.kind.value])).toEqual([[l1.id, 5], [l2.id, 20]]);
+    expect(by.seats.sources.map((s) => [s.licenseId, s.value?.kind.value])).toEqual([
+      [l1.id, 5],
+      [l2.id, 20],
+    ]);
     expect(by.model.value).toMatchObject({ kind: { case: "stringValue", value: "premium" } });
     expect(by.sso.value).toMatchObject({ kind: { case: "boolValue", value: true } });
     expect(by.reports.value).toMatchObject({ kind: { case: "boolValue", value: true } });
-    expect(res.agentEntitlements).toMatchObject([{ agent: "coder", tokenLimit: 1500n, modelTier: ModelTier.ENTERPRISE }]);
-    expect(await failure(v.api.getCustomerEntitlements({ customerId: "cus_00000000000000000000000000" }))).toMatchObject({ code: "NotFound" });
+    expect(res.agentEntitlements).toMatchObject([
+      { agent: "coder", tokenLimit: 1500n, modelTier: ModelTier.ENTERPRISE },
+    ]);
+    expect(
+      await failure(v.api.getCustomerEntitlements({ customerId: "cus_00000000000000000000000000" })),
+    ).toMatchObject({ code: "NotFound" });
   });
 });
 
 describe("agent entitlements", () => {
   /** A Connect JSON call as any HTTP client makes it; the answer as it reads it. */
   const json = async <T>(v: { secret: string }, method: string, body: object): Promise<T> => {
-    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/${method}`, { method: "POST", headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await fetch(`${a.url}/licensd.licensing.v1.LicensingService/${method}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${v.secret}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
     expect(res.status).toBe(200);
     return (await res.json()) as T;
   };
@@ -384,14 +600,28 @@ describe("agent entitlements", () => {
       })
     ).policy!;
     // Over JSON, as a client writes it: only the attributes it overrides.
-    const created = await json<{ license: { id: string; agentOverrides: AgentsJson }; key: string }>(v, "CreateLicense", { policyId: policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenAllowance: "5000" }, { agent: "reviewer", enabled: false }] });
+    const created = await json<{ license: { id: string; agentOverrides: AgentsJson }; key: string }>(
+      v,
+      "CreateLicense",
+      {
+        policyId: policy.id,
+        customerId: v.customer.id,
+        agentOverrides: [
+          { agent: "coder", tokenAllowance: "5000" },
+          { agent: "reviewer", enabled: false },
+        ],
+      },
+    );
     const { id } = created.license;
     const { key } = created;
     expect(created.license.agentOverrides).toEqual([
       { agent: "coder", tokenAllowance: "5000", tokenLimit: "5000" },
       { agent: "reviewer", enabled: false },
     ]);
-    expect((await json<{ policy: { agentEntitlements: AgentsJson } }>(v, "GetPolicy", { id: policy.id })).policy.agentEntitlements).toEqual([
+    expect(
+      (await json<{ policy: { agentEntitlements: AgentsJson } }>(v, "GetPolicy", { id: policy.id })).policy
+        .agentEntitlements,
+    ).toEqual([
       { agent: "coder", tokenAllowance: "1000", tokenLimit: "1000", modelTier: "MODEL_TIER_BASIC" },
       { agent: "reviewer", tokenAllowance: "10", tokenLimit: "10" },
     ]);
@@ -403,9 +633,18 @@ describe("agent entitlements", () => {
     const answer = await validate(a, key, { nonce: "agents" });
     expect(answer.agentEntitlements).toMatchObject(expected);
     const keys = (await connectClient(ActivationService, a.url).getSigningKeys({})).keys;
-    expect(verifyEd25519(keys.find((k) => k.kid === answer.kid)!.publicKey, validationSigningBytes(answer), answer.signature)).toBe(true);
+    expect(
+      verifyEd25519(
+        keys.find((k) => k.kid === answer.kid)!.publicKey,
+        validationSigningBytes(answer),
+        answer.signature,
+      ),
+    ).toBe(true);
 
-    const agents = { coder: { enabled: true, token_limit: 5000, model_tier: "basic" }, reviewer: { enabled: false, token_limit: 10, model_tier: null } };
+    const agents = {
+      coder: { enabled: true, token_limit: 5000, model_tier: "basic" },
+      reviewer: { enabled: false, token_limit: 10, model_tier: null },
+    };
     const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
     const { verifyLease } = await import("../../src/sdk/lease.js");
     const file = await v.api.issueLicenseFile({ licenseId: id });
@@ -422,7 +661,11 @@ describe("agent entitlements", () => {
     ]);
 
     // An explicit 0 overrides the policy's limit with none; the tier is still inherited.
-    await json(v, "UpdateLicense", { id, agentOverrides: [{ agent: "coder", tokenAllowance: "0" }], updateMask: "agentOverrides" });
+    await json(v, "UpdateLicense", {
+      id,
+      agentOverrides: [{ agent: "coder", tokenAllowance: "0" }],
+      updateMask: "agentOverrides",
+    });
     expect((await validate(a, key)).agentEntitlements).toMatchObject([
       { agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.BASIC },
       { agent: "reviewer", enabled: true, tokenAllowance: 10n },
@@ -432,25 +675,61 @@ describe("agent entitlements", () => {
   it("reads overrides stored before attributes could be left unset as they were meant: the whole allowance replaced", async () => {
     const v = await vendor("Agents Legacy Co", "AGL");
     const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
-    await query(db.url, `update licenses set agent_overrides = '[{"agent":"coder","tokenLimit":0,"modelTier":null}]' where id = $1`, [license!.id]);
-    expect((await validate(a, key)).agentEntitlements).toMatchObject([{ agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.UNSPECIFIED }]);
+    await query(
+      db.url,
+      `update licenses set agent_overrides = '[{"agent":"coder","tokenLimit":0,"modelTier":null}]' where id = $1`,
+      [license!.id],
+    );
+    expect((await validate(a, key)).agentEntitlements).toMatchObject([
+      { agent: "coder", enabled: true, tokenAllowance: 0n, modelTier: ModelTier.UNSPECIFIED },
+    ]);
   });
 
   it("takes token_limit as the deprecated name of token_allowance, and refuses what contradicts", async () => {
     const v = await vendor("Agents Alias Co", "AGA");
-    const { license } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n }] });
-    expect(license!.agentOverrides).toMatchObject([{ agent: "coder", tokenAllowance: 7n, tokenLimit: 7n, modelTier: ModelTier.UNSPECIFIED }]);
+    const { license } = await v.api.createLicense({
+      policyId: v.policy.id,
+      customerId: v.customer.id,
+      agentOverrides: [{ agent: "coder", tokenLimit: 7n }],
+    });
+    expect(license!.agentOverrides).toMatchObject([
+      { agent: "coder", tokenAllowance: 7n, tokenLimit: 7n, modelTier: ModelTier.UNSPECIFIED },
+    ]);
     expect(license!.agentOverrides[0].enabled).toBeUndefined();
     const before = (await v.api.listLicenses({ customerId: v.customer.id })).licenses.length;
-    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", tokenLimit: 7n, tokenAllowance: 8n }] }))).toMatchObject({
+    expect(
+      await failure(
+        v.api.createLicense({
+          policyId: v.policy.id,
+          customerId: v.customer.id,
+          agentOverrides: [{ agent: "coder", tokenLimit: 7n, tokenAllowance: 8n }],
+        }),
+      ),
+    ).toMatchObject({
       code: "InvalidArgument",
       metadata: { field: "agent_overrides[0].token_limit" },
     });
-    expect(await failure(v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, agentOverrides: [{ agent: "coder", modelTier: 9 as ModelTier }] }))).toMatchObject({
+    expect(
+      await failure(
+        v.api.createLicense({
+          policyId: v.policy.id,
+          customerId: v.customer.id,
+          agentOverrides: [{ agent: "coder", modelTier: 9 as ModelTier }],
+        }),
+      ),
+    ).toMatchObject({
       code: "InvalidArgument",
       metadata: { field: "agent_overrides[0].model_tier" },
     });
-    expect(await failure(v.api.createPolicy({ productId: v.product.id, name: "neg", agentEntitlements: [{ agent: "coder", tokenAllowance: -1n }] }))).toMatchObject({ code: "InvalidArgument" });
+    expect(
+      await failure(
+        v.api.createPolicy({
+          productId: v.product.id,
+          name: "neg",
+          agentEntitlements: [{ agent: "coder", tokenAllowance: -1n }],
+        }),
+      ),
+    ).toMatchObject({ code: "InvalidArgument" });
     expect((await v.api.listLicenses({ customerId: v.customer.id })).licenses).toHaveLength(before);
   });
 });
@@ -459,7 +738,10 @@ describe("license keys are compatible with an independent reference", () => {
   it("validates a key minted by the Python reference with the configured keyring", async () => {
     const v = await vendor("Vinzy Co", "VNZ");
     const secret = a.app.config.licenseKeySecrets["0"];
-    const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], { input: JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret }) + "\n", encoding: "utf8" });
+    const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
+      input: JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret }) + "\n",
+      encoding: "utf8",
+    });
     const key = res.stdout.trim();
     await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
     expect((await validate(a, key)).code).toBe(ValidationCode.VALID);
@@ -467,13 +749,27 @@ describe("license keys are compatible with an independent reference", () => {
 
   it("accepts pre-versioning keys whose first character names another version of the keyring, as Vinzy does", async () => {
     const ring = { "0": "legacy-secret-0000", "1": "second-secret-0000", "2": "current-secret-000" };
-    const c = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"), LICENSD_HMAC_KEYS: JSON.stringify(ring) } });
+    const c = await startTestApp({
+      databaseUrl: db.url,
+      clock,
+      env: {
+        LICENSD_SUPER_ADMIN_KEY: a.superAdminKey,
+        LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64"),
+        LICENSD_HMAC_KEYS: JSON.stringify(ring),
+      },
+    });
     try {
       const v = await vendor("Keyring Co", "KRG");
       const api = connectClient(LicensingService, c.url, v.secret);
       const bodies = ["KRG-BQWER-TYUIO-PASDF-GHJKL-ZXCVB", "KRG-CQWER-TYUIO-PASDF-GHJKL-ZXCVB"]; // versions 1 and 2 by their first character
       const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
-        input: [...bodies.map((body) => ({ body, secret: ring["0"] })), { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" }].map((r) => JSON.stringify(r)).join("\n") + "\n",
+        input:
+          [
+            ...bodies.map((body) => ({ body, secret: ring["0"] })),
+            { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" },
+          ]
+            .map((r) => JSON.stringify(r))
+            .join("\n") + "\n",
         encoding: "utf8",
       });
       const [legacyB, legacyC, forged] = res.stdout.trim().split("\n");
@@ -481,7 +777,9 @@ describe("license keys are compatible with an independent reference", () => {
         await api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: key });
         expect((await validate(c, key)).code).toBe(ValidationCode.VALID);
       }
-      expect(await failure(api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: forged }))).toMatchObject({ code: "InvalidArgument", reason: "SIGNATURE_INVALID" });
+      expect(
+        await failure(api.createLicense({ policyId: v.policy.id, customerId: v.customer.id, customKey: forged })),
+      ).toMatchObject({ code: "InvalidArgument", reason: "SIGNATURE_INVALID" });
       expect((await validate(c, forged)).code).toBe(ValidationCode.SIGNATURE_INVALID);
     } finally {
       await c.close();
@@ -499,7 +797,18 @@ describe("IssueLicenseFile", () => {
     const plain = await v.api.issueLicenseFile({ licenseId: license!.id });
     expect(plain.licenseFile).toMatch(/^licensd1\.[\w-]+\.[\w-]+$/);
     const r = verifyLicenseFile(plain.licenseFile, { keys });
-    expect(r).toMatchObject({ valid: true, code: "VALID", payload: { license_id: license!.id, plan: "pro", product: { code: "FIL" }, customer: { email: "jane+fil@example.com" }, max_machines: 3, kid: plain.kid } });
+    expect(r).toMatchObject({
+      valid: true,
+      code: "VALID",
+      payload: {
+        license_id: license!.id,
+        plan: "pro",
+        product: { code: "FIL" },
+        customer: { email: "jane+fil@example.com" },
+        max_machines: 3,
+        kid: plain.kid,
+      },
+    });
     expect(r.payload!.features).toEqual(["model", "reports", "seats"]);
     expect(r.payload!.entitlements).toEqual({ reports: true, seats: 5, model: "standard" });
     expect(r.payload!.expires_at).toBe(timestampDate(license!.expireTime!).toISOString());
@@ -516,12 +825,23 @@ describe("IssueLicenseFile", () => {
     const short = await v.api.issueLicenseFile({ licenseId: license!.id, ttl: { seconds: 3600n, nanos: 0 } });
     expect(timestampDate(short.expireTime!).getTime() - clock.now().getTime()).toBeLessThanOrEqual(3600_000);
 
-    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id, format: 2 }))).toMatchObject({ code: "FailedPrecondition", reason: "HMAC_NOT_CONFIGURED" });
+    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id, format: 2 }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "HMAC_NOT_CONFIGURED",
+    });
     await v.api.suspendLicense({ id: license!.id });
-    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({ code: "FailedPrecondition", reason: "LICENSE_NOT_ACTIVE" });
+    expect(await failure(v.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({
+      code: "FailedPrecondition",
+      reason: "LICENSE_NOT_ACTIVE",
+    });
     const stranger = await vendor("Stranger Co", "STR");
-    expect(await failure(stranger.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({ code: "NotFound" });
-    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({ subject: license!.id, typePrefix: "license.file_issued" });
+    expect(await failure(stranger.api.issueLicenseFile({ licenseId: license!.id }))).toMatchObject({
+      code: "NotFound",
+    });
+    const audit = await connectClient(AuditService, a.url, v.secret).listAuditEvents({
+      subject: license!.id,
+      typePrefix: "license.file_issued",
+    });
     expect(audit.events).toHaveLength(4);
   });
 });
@@ -531,12 +851,21 @@ describe("ImportLicenses", () => {
     const v = await vendor("Import Co", "IMP");
     const secret = a.app.config.licenseKeySecrets["0"];
     const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
-      input: ["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"].map((body) => JSON.stringify({ body, secret })).join("\n") + "\n",
+      input:
+        ["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"]
+          .map((body) => JSON.stringify({ body, secret }))
+          .join("\n") + "\n",
       encoding: "utf8",
     });
     const [vinzyKey, vinzyKey2] = res.stdout.trim().split("\n");
     const rows = [
-      { licenseKey: "DT1-CORE-5dd8e1db-d90c4656", customerEmail: "buyer@example.com", customerName: "Buyer", tier: "pro", expireTime: { seconds: BigInt(Math.floor(Date.now() / 1000) + 86400), nanos: 0 } },
+      {
+        licenseKey: "DT1-CORE-5dd8e1db-d90c4656",
+        customerEmail: "buyer@example.com",
+        customerName: "Buyer",
+        tier: "pro",
+        expireTime: { seconds: BigInt(Math.floor(Date.now() / 1000) + 86400), nanos: 0 },
+      },
       { licenseKey: vinzyKey, customerEmail: "buyer@example.com", tier: "pro" },
       { licenseKey: vinzyKey2, customerEmail: "suspended@example.com", tier: "pro", status: LicenseStatus.SUSPENDED },
       { licenseKey: "DT1-CORE-aaaaaaaa-bbbbbbbb", customerEmail: "not-an-email", tier: "pro" },
@@ -565,11 +894,19 @@ describe("ImportLicenses", () => {
     expect((await validate(a, vinzyKey2)).code).toBe(ValidationCode.SUSPENDED);
     const buyer = (await v.api.listCustomers({ email: "buyer@example.com" })).customers;
     expect(buyer).toHaveLength(1);
-    expect((await v.api.listLicenses({ customerId: buyer[0].id })).licenses.map((l) => l.metadata.imported)).toEqual(["true", "true"]);
+    expect((await v.api.listLicenses({ customerId: buyer[0].id })).licenses.map((l) => l.metadata.imported)).toEqual([
+      "true",
+      "true",
+    ]);
     const stranger = await vendor("Import Stranger", "IMS");
     const foreign = await grpcClient(LicensingService, a.url, stranger.secret).importLicenses(
       (async function* () {
-        yield { productId: v.product.id, licenseKey: "DT1-CORE-eeeeeeee-ffffffff", customerEmail: "q@example.com", tier: "pro" };
+        yield {
+          productId: v.product.id,
+          licenseKey: "DT1-CORE-eeeeeeee-ffffffff",
+          customerEmail: "q@example.com",
+          tier: "pro",
+        };
       })(),
     );
     expect(foreign.errors.map((e) => e.reason)).toEqual(["PRODUCT_NOT_FOUND"]);

@@ -39,14 +39,27 @@ async function vendor(name: string, code: string): Promise<Vendor> {
   const api = connectClient(LicensingService, a.url, secret);
   const productIds: string[] = [];
   for (const suffix of ["A", "B", "C"]) {
-    productIds.push((await api.createProduct({ code: `${code}${suffix}`, name: suffix, features: [{ name: "tokens", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM }] })).product!.id);
+    productIds.push(
+      (
+        await api.createProduct({
+          code: `${code}${suffix}`,
+          name: suffix,
+          features: [{ name: "tokens", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM }],
+        })
+      ).product!.id,
+    );
   }
   const policyIds: string[] = [];
-  for (const p of ["basic", "team", "pro"]) policyIds.push((await api.createPolicy({ productId: productIds[0]!, name: p, floating: true, maxMachines: 100 })).policy!.id);
+  for (const p of ["basic", "team", "pro"])
+    policyIds.push(
+      (await api.createPolicy({ productId: productIds[0]!, name: p, floating: true, maxMachines: 100 })).policy!.id,
+    );
   const customerIds: string[] = [];
-  for (const c of ["ann", "bob", "cy"]) customerIds.push((await api.createCustomer({ name: c, email: `${c}@${code.toLowerCase()}.example` })).customer!.id);
+  for (const c of ["ann", "bob", "cy"])
+    customerIds.push((await api.createCustomer({ name: c, email: `${c}@${code.toLowerCase()}.example` })).customer!.id);
   const keys: string[] = [];
-  for (const customerId of customerIds) keys.push((await api.createLicense({ policyId: policyIds[0]!, customerId })).key);
+  for (const customerId of customerIds)
+    keys.push((await api.createLicense({ policyId: policyIds[0]!, customerId })).key);
   const usage = connectClient(UsageService, a.url, secret);
   await usage.createMeter({ productId: productIds[0]!, metric: "tokens", aggregation: Aggregation.SUM });
   await usage.createMeter({ productId: productIds[0]!, metric: "calls", aggregation: Aggregation.COUNT });
@@ -58,7 +71,11 @@ async function vendor(name: string, code: string): Promise<Vendor> {
 beforeAll(async () => {
   db = await createTestDatabase();
   a = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_AUDIT_KEEPALIVE_MS: "200" } });
-  b = await startTestApp({ databaseUrl: db.url, clock, env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") } });
+  b = await startTestApp({
+    databaseUrl: db.url,
+    clock,
+    env: { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") },
+  });
   acme = await vendor("Acme", "AC");
   other = await vendor("Other", "OT");
   // Ten ordinary days of usage and one new machine a day, then a burst: usage events, machines and two anomalies.
@@ -68,13 +85,17 @@ beforeAll(async () => {
   const day0 = clock.now().getTime();
   for (let i = 0; i < 10; i++) {
     clock.set(new Date(day0 + i * 86_400_000));
-    await usage.recordUsage({ event: { licenseKey: key, metric: "tokens", quantity: BigInt(100 + (i % 3) * 5), idempotencyKey: `day-${i}` } });
+    await usage.recordUsage({
+      event: { licenseKey: key, metric: "tokens", quantity: BigInt(100 + (i % 3) * 5), idempotencyKey: `day-${i}` },
+    });
     await activation.activate({ key, fingerprint: `day-${i}` });
   }
   clock.set(new Date(day0 + 10 * 86_400_000));
   await usage.recordUsage({ event: { licenseKey: key, metric: "tokens", quantity: 5000n, idempotencyKey: "burst" } });
   for (let m = 0; m < 6; m++) await activation.activate({ key, fingerprint: `burst-${m}` });
-  const found = await connectClient(UsageService, a.url, acme.secret).detectAnomalies({ day: timestampFromDate(new Date(Date.UTC(2026, 10, 11))) });
+  const found = await connectClient(UsageService, a.url, acme.secret).detectAnomalies({
+    day: timestampFromDate(new Date(Date.UTC(2026, 10, 11))),
+  });
   expect(found.anomalies.length).toBeGreaterThanOrEqual(2);
 });
 afterAll(async () => {
@@ -91,8 +112,14 @@ interface Listing {
   ids: string[];
   next: string;
 }
-/** One list RPC as a client calls it: with a key, on an instance, optionally for a tenant (super-admin) and with other filters. */
-type Lister = (opts: { app?: TestApp; key?: string; tenantId?: string; otherFilters?: boolean }, page: PageRequest) => Promise<Listing>;
+/**
+ * One list RPC as a client calls it: with a key, on an instance, optionally for a tenant (super-admin) and with other
+ * filters.
+ */
+type Lister = (
+  opts: { app?: TestApp; key?: string; tenantId?: string; otherFilters?: boolean },
+  page: PageRequest,
+) => Promise<Listing>;
 
 const listing = <T>(items: T[], id: (x: T) => string, next: string): Listing => ({ ids: items.map(id), next });
 
@@ -110,7 +137,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(TenantService, (o.app ?? a).url, o.key ?? acme.secret).listApiKeys({ ...p, tenantId: o.tenantId, showRevoked: o.otherFilters });
+      const r = await connectClient(TenantService, (o.app ?? a).url, o.key ?? acme.secret).listApiKeys({
+        ...p,
+        tenantId: o.tenantId,
+        showRevoked: o.otherFilters,
+      });
       return listing(r.apiKeys, (x) => x.id, r.nextPageToken);
     },
   },
@@ -118,7 +149,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(ActivationService, (o.app ?? a).url, o.key ?? acme.secret).listMachines({ ...p, tenantId: o.tenantId, status: o.otherFilters ? MachineStatus.ALIVE : undefined });
+      const r = await connectClient(ActivationService, (o.app ?? a).url, o.key ?? acme.secret).listMachines({
+        ...p,
+        tenantId: o.tenantId,
+        status: o.otherFilters ? MachineStatus.ALIVE : undefined,
+      });
       return listing(r.machines, (x) => x.id, r.nextPageToken);
     },
   },
@@ -126,7 +161,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(AuditService, (o.app ?? a).url, o.key ?? acme.secret).listAuditEvents({ ...p, tenantId: o.tenantId, typePrefix: o.otherFilters ? "license." : "" });
+      const r = await connectClient(AuditService, (o.app ?? a).url, o.key ?? acme.secret).listAuditEvents({
+        ...p,
+        tenantId: o.tenantId,
+        typePrefix: o.otherFilters ? "license." : "",
+      });
       return listing(r.events, (x) => x.id, r.nextPageToken);
     },
   },
@@ -134,7 +173,10 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: false,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listProducts({ ...p, tenantId: o.tenantId });
+      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listProducts({
+        ...p,
+        tenantId: o.tenantId,
+      });
       return listing(r.products, (x) => x.id, r.nextPageToken);
     },
   },
@@ -142,7 +184,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listPolicies({ ...p, tenantId: o.tenantId, productId: o.otherFilters ? acme.productIds[1] : "" });
+      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listPolicies({
+        ...p,
+        tenantId: o.tenantId,
+        productId: o.otherFilters ? acme.productIds[1] : "",
+      });
       return listing(r.policies, (x) => x.id, r.nextPageToken);
     },
   },
@@ -150,7 +196,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listCustomers({ ...p, tenantId: o.tenantId, email: o.otherFilters ? "ann@ac.example" : "" });
+      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listCustomers({
+        ...p,
+        tenantId: o.tenantId,
+        email: o.otherFilters ? "ann@ac.example" : "",
+      });
       return listing(r.customers, (x) => x.id, r.nextPageToken);
     },
   },
@@ -158,7 +208,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listLicenses({ ...p, tenantId: o.tenantId, customerId: o.otherFilters ? acme.customerIds[1] : "" });
+      const r = await connectClient(LicensingService, (o.app ?? a).url, o.key ?? acme.secret).listLicenses({
+        ...p,
+        tenantId: o.tenantId,
+        customerId: o.otherFilters ? acme.customerIds[1] : "",
+      });
       return listing(r.licenses, (x) => x.id, r.nextPageToken);
     },
   },
@@ -166,7 +220,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listMeters({ ...p, tenantId: o.tenantId, productId: o.otherFilters ? acme.productIds[1] : "" });
+      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listMeters({
+        ...p,
+        tenantId: o.tenantId,
+        productId: o.otherFilters ? acme.productIds[1] : "",
+      });
       return listing(r.meters, (x) => x.id, r.nextPageToken);
     },
   },
@@ -174,7 +232,11 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listAnomalies({ ...p, tenantId: o.tenantId, minSeverity: o.otherFilters ? Severity.CRITICAL : undefined });
+      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listAnomalies({
+        ...p,
+        tenantId: o.tenantId,
+        minSeverity: o.otherFilters ? Severity.CRITICAL : undefined,
+      });
       return listing(r.anomalies, (x) => x.id, r.nextPageToken);
     },
   },
@@ -182,7 +244,12 @@ const LISTS: Record<string, { list: Lister; filtered: boolean; tenantScoped: boo
     filtered: true,
     tenantScoped: true,
     list: async (o, p) => {
-      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listUsageEvents({ ...p, tenantId: o.tenantId, licenseId: acme.licenseId, metric: o.otherFilters ? "calls" : "" });
+      const r = await connectClient(UsageService, (o.app ?? a).url, o.key ?? acme.secret).listUsageEvents({
+        ...p,
+        tenantId: o.tenantId,
+        licenseId: acme.licenseId,
+        metric: o.otherFilters ? "calls" : "",
+      });
       return listing(r.events, (x) => `${x.idempotencyKey}`, r.nextPageToken);
     },
   },
@@ -192,7 +259,8 @@ const NAMES = Object.keys(LISTS);
 const refused = { code: "InvalidArgument", reason: "INVALID_PAGE_TOKEN", metadata: { field: "page_token" } };
 const b64 = (data: Buffer | string) => Buffer.from(data).toString("base64url");
 /** A token's second page: the first token a list hands out, with one row per page. */
-const firstToken = async (name: string, o: Parameters<Lister>[0] = {}) => (await LISTS[name]!.list(o, { pageSize: 1, pageToken: "" })).next;
+const firstToken = async (name: string, o: Parameters<Lister>[0] = {}) =>
+  (await LISTS[name]!.list(o, { pageSize: 1, pageToken: "" })).next;
 
 describe("paging", () => {
   it.each(NAMES)("%s: a walk, page by page, returns every row exactly once, in order", async (name) => {
@@ -242,38 +310,69 @@ describe("page tokens are opaque and tamper-evident", () => {
       "AAAA",
     ].filter((f) => f !== token);
     for (const pageToken of forged) {
-      expect(await failure(LISTS[name]!.list({}, { pageSize: 1, pageToken })), `${name} with ${JSON.stringify(pageToken)}`).toMatchObject(refused);
+      expect(
+        await failure(LISTS[name]!.list({}, { pageSize: 1, pageToken })),
+        `${name} with ${JSON.stringify(pageToken)}`,
+      ).toMatchObject(refused);
     }
   });
 
   it.each(NAMES)("%s: a token from another list is INVALID_ARGUMENT", async (name) => {
     for (const from of NAMES.filter((n) => n !== name)) {
       const token = await firstToken(from);
-      expect(await failure(LISTS[name]!.list({}, { pageSize: 1, pageToken: token })), `${from}'s token on ${name}`).toMatchObject(refused);
+      expect(
+        await failure(LISTS[name]!.list({}, { pageSize: 1, pageToken: token })),
+        `${from}'s token on ${name}`,
+      ).toMatchObject(refused);
     }
   });
 
-  it.each(NAMES.filter((n) => LISTS[n]!.filtered))("%s: a token under other filters is INVALID_ARGUMENT", async (name) => {
-    const token = await firstToken(name);
-    expect(await failure(LISTS[name]!.list({ otherFilters: true }, { pageSize: 1, pageToken: token }))).toMatchObject(refused);
-  });
+  it.each(NAMES.filter((n) => LISTS[n]!.filtered))(
+    "%s: a token under other filters is INVALID_ARGUMENT",
+    async (name) => {
+      const token = await firstToken(name);
+      expect(await failure(LISTS[name]!.list({ otherFilters: true }, { pageSize: 1, pageToken: token }))).toMatchObject(
+        refused,
+      );
+    },
+  );
 
-  it.each(NAMES.filter((n) => LISTS[n]!.tenantScoped))("%s: a token from tenant A is INVALID_ARGUMENT for tenant B", async (name) => {
-    const token = await firstToken(name);
-    // B's own key, on B's list.
-    expect(await failure(LISTS[name]!.list({ key: other.secret }, { pageSize: 1, pageToken: token }))).toMatchObject(refused);
-    // The super-admin, listing A then B.
-    const asAdmin = await firstToken(name, { key: a.superAdminKey, tenantId: acme.tenantId });
-    expect(await failure(LISTS[name]!.list({ key: a.superAdminKey, tenantId: other.tenantId }, { pageSize: 1, pageToken: asAdmin }))).toMatchObject(refused);
-    // The same token still works where it was issued.
-    expect((await LISTS[name]!.list({ key: a.superAdminKey, tenantId: acme.tenantId }, { pageSize: 1, pageToken: asAdmin })).ids).toHaveLength(1);
-  });
+  it.each(NAMES.filter((n) => LISTS[n]!.tenantScoped))(
+    "%s: a token from tenant A is INVALID_ARGUMENT for tenant B",
+    async (name) => {
+      const token = await firstToken(name);
+      // B's own key, on B's list.
+      expect(await failure(LISTS[name]!.list({ key: other.secret }, { pageSize: 1, pageToken: token }))).toMatchObject(
+        refused,
+      );
+      // The super-admin, listing A then B.
+      const asAdmin = await firstToken(name, { key: a.superAdminKey, tenantId: acme.tenantId });
+      expect(
+        await failure(
+          LISTS[name]!.list({ key: a.superAdminKey, tenantId: other.tenantId }, { pageSize: 1, pageToken: asAdmin }),
+        ),
+      ).toMatchObject(refused);
+      // The same token still works where it was issued.
+      expect(
+        (
+          await LISTS[name]!.list(
+            { key: a.superAdminKey, tenantId: acme.tenantId },
+            { pageSize: 1, pageToken: asAdmin },
+          )
+        ).ids,
+      ).toHaveLength(1);
+    },
+  );
 
   it("an instance with another data key refuses the tokens of this one", async () => {
     const foreign = await startTestApp();
     try {
       const token = await firstToken("ListTenants");
-      expect(await failure(LISTS.ListTenants!.list({ app: foreign, key: foreign.superAdminKey }, { pageSize: 1, pageToken: token }))).toMatchObject(refused);
+      expect(
+        await failure(
+          LISTS.ListTenants!.list({ app: foreign, key: foreign.superAdminKey }, { pageSize: 1, pageToken: token }),
+        ),
+      ).toMatchObject(refused);
     } finally {
       await foreign.close();
     }
@@ -293,9 +392,12 @@ describe("the audit log's numeric cursors", () => {
       ["tree_size", (v) => audit().getInclusionProof({ seq: 1n, treeSize: v })],
       ["old_size", (v) => audit().getConsistencyProof({ oldSize: v })],
       ["new_size", (v) => audit().getConsistencyProof({ oldSize: 1n, newSize: v })],
-      ["after_seq", async (v) => {
-        for await (const _ of audit().tailAuditEvents({ afterSeq: v }, { timeoutMs: 5_000 })) return;
-      }],
+      [
+        "after_seq",
+        async (v) => {
+          for await (const _ of audit().tailAuditEvents({ afterSeq: v }, { timeoutMs: 5_000 })) return;
+        },
+      ],
     ];
     for (const [field, call] of calls) {
       for (const v of TOO_BIG) {
@@ -308,8 +410,15 @@ describe("the audit log's numeric cursors", () => {
 
   it("the largest allowed seq is an ordinary answer, never INTERNAL", async () => {
     expect((await audit().verifyAuditChain({ startSeq: MAX_SAFE })).valid).toBe(true); // an empty range
-    expect(await failure(audit().verifyAuditChain({ endSeq: MAX_SAFE }))).toMatchObject({ code: "InvalidArgument", metadata: { field: "end_seq" } });
-    for (const call of [() => audit().getInclusionProof({ seq: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: MAX_SAFE }), () => audit().getConsistencyProof({ oldSize: 1n, newSize: MAX_SAFE })]) {
+    expect(await failure(audit().verifyAuditChain({ endSeq: MAX_SAFE }))).toMatchObject({
+      code: "InvalidArgument",
+      metadata: { field: "end_seq" },
+    });
+    for (const call of [
+      () => audit().getInclusionProof({ seq: MAX_SAFE }),
+      () => audit().getConsistencyProof({ oldSize: MAX_SAFE }),
+      () => audit().getConsistencyProof({ oldSize: 1n, newSize: MAX_SAFE }),
+    ]) {
       expect((await failure(call())).code).not.toBe("Internal");
     }
     // A tail after the end of the log waits, keeping the client's cursor alive.

@@ -31,7 +31,9 @@ describe("health, metrics and readiness", () => {
     for (const svc of licensdServices) expect((await health.check({ service: svc.typeName })).status).toBe(S.SERVING);
     expect(await failure(health.check({ service: "no.such.Service" }))).toMatchObject({ code: "NotFound" });
     // Not served until it has methods (the webhooks issue), so not reported SERVING either.
-    expect(await failure(health.check({ service: "licensd.webhook.v1.WebhookService" }))).toMatchObject({ code: "NotFound" });
+    expect(await failure(health.check({ service: "licensd.webhook.v1.WebhookService" }))).toMatchObject({
+      code: "NotFound",
+    });
     const list = await health.list({});
     expect(Object.keys(list.statuses).sort()).toEqual(["", ...licensdServices.map((s) => s.typeName)].sort());
     const res = await fetch(`${t.url}/healthz`);
@@ -43,9 +45,15 @@ describe("health, metrics and readiness", () => {
     await admin.createTenant({ name: "Metered" });
     await failure(admin.getTenant({ id: "ten_00000000000000000000000000" }));
     const text = await (await fetch(`${t.url}/metrics`)).text();
-    expect(text).toContain('licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/CreateTenant",code="ok"} 1');
-    expect(text).toContain('licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/GetTenant",code="not_found"} 1');
-    expect(text).toMatch(/licensd_rpc_duration_seconds_bucket\{le="0.005",procedure="licensd.tenant.v1.TenantService\/CreateTenant"\} \d/);
+    expect(text).toContain(
+      'licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/CreateTenant",code="ok"} 1',
+    );
+    expect(text).toContain(
+      'licensd_rpc_requests_total{procedure="licensd.tenant.v1.TenantService/GetTenant",code="not_found"} 1',
+    );
+    expect(text).toMatch(
+      /licensd_rpc_duration_seconds_bucket\{le="0.005",procedure="licensd.tenant.v1.TenantService\/CreateTenant"\} \d/,
+    );
     expect(text).toMatch(/licensd_db_pool_total \d+/);
   });
 });
@@ -68,13 +76,21 @@ describe("database outage", () => {
       expect((await watch.next()).value.status).toBe(S.NOT_SERVING);
       expect((await health.check({ service: "" })).status).toBe(S.NOT_SERVING);
       expect((await fetch(`${t.url}/healthz`)).status).toBe(503);
-      const f = await failure(connectClient(TenantService, t.url, t.superAdminKey).createTenant({ name: "during outage" }));
+      const f = await failure(
+        connectClient(TenantService, t.url, t.superAdminKey).createTenant({ name: "during outage" }),
+      );
       expect(f).toMatchObject({ code: "Unavailable", reason: "DATABASE_UNAVAILABLE" });
 
       await proxy.start(port);
       expect((await watch.next()).value.status).toBe(S.SERVING);
       const ok = await until(
-        () => connectClient(TenantService, t.url, t.superAdminKey).createTenant({ name: "after outage" }).then(() => true, () => false),
+        () =>
+          connectClient(TenantService, t.url, t.superAdminKey)
+            .createTenant({ name: "after outage" })
+            .then(
+              () => true,
+              () => false,
+            ),
         (v) => v,
       );
       expect(ok).toBe(true);
@@ -104,7 +120,10 @@ describe("graceful shutdown", () => {
     const watching = (async () => {
       for await (const r of watch) received.push(r.status);
     })();
-    await until(async () => t.app.server.inFlight(), (n) => n >= 2);
+    await until(
+      async () => t.app.server.inFlight(),
+      (n) => n >= 2,
+    );
 
     const closing = t.app.close();
     await new Promise((r) => setTimeout(r, 300));
@@ -145,10 +164,11 @@ describe("signatures made at the end of the turn (ValidateLicense's)", () => {
     for (const m of texts.slice(0, 5)) oneByOne.push(await keys.signLater(m));
     check(oneByOne, first);
 
-    const { key: { kid: second } } = await t.app.db.tx((em) => keys.rotate(em, 3600));
+    const {
+      key: { kid: second },
+    } = await t.app.db.tx((em) => keys.rotate(em, 3600));
     await keys.reload();
     expect(second).not.toBe(first);
     check(await Promise.all(texts.map((m) => keys.signLater(m))), second);
-
   });
 });

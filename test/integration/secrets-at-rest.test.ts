@@ -1,6 +1,9 @@
 import { hkdfSync, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ActivationService, type ConnectLeaseRequest } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  type ConnectLeaseRequest,
+} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
@@ -39,15 +42,22 @@ const reported = new Set<string>();
 async function expectNoSecretAtRest() {
   await keepSigningKeys();
   const logged = findSecretsInText(log, secrets).map((h) => ({ ...h, table: "(the server's log)", column: "" }));
-  const hits = [...(await findSecretsAtRest(t.databaseUrl, secrets)), ...logged].filter((h) => !reported.has(JSON.stringify(h)));
+  const hits = [...(await findSecretsAtRest(t.databaseUrl, secrets)), ...logged].filter(
+    (h) => !reported.has(JSON.stringify(h)),
+  );
   for (const h of hits) reported.add(JSON.stringify(h));
   expect(hits).toEqual([]);
 }
 
-/** The Ed25519 private keys (PKCS#8 and the bare 32-byte seed), opened from their sealed rows: new ones too (rotation). */
+/**
+ * The Ed25519 private keys (PKCS#8 and the bare 32-byte seed), opened from their sealed rows: new ones too (rotation).
+ */
 const seenKids = new Set<string>();
 async function keepSigningKeys() {
-  const rows = await query<{ kid: string; private_key_sealed: Buffer }>(t.databaseUrl, "select kid, private_key_sealed from signing_keys");
+  const rows = await query<{ kid: string; private_key_sealed: Buffer }>(
+    t.databaseUrl,
+    "select kid, private_key_sealed from signing_keys",
+  );
   expect(rows.length).toBeGreaterThan(0);
   for (const { kid, private_key_sealed } of rows) {
     if (seenKids.has(kid)) continue;
@@ -84,17 +94,29 @@ beforeAll(async () => {
   keep("LICENSD_DATA_KEY", dataKey);
   keep("LICENSD_LICENSE_FILE_HMAC_SECRET", LICENSE_FILE_HMAC_SECRET);
   keep("LICENSD_AUDIT_HMAC_KEYS a1", AUDIT_HMAC_KEY);
-  for (const [version, secret] of Object.entries(t.app.config.licenseKeySecrets)) keep(`license key HMAC secret v${version}`, secret);
-  for (const info of ["licensd audit hmac v1", "licensd page token v1"]) keep(`data key HKDF "${info}"`, Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), info, 32)));
+  for (const [version, secret] of Object.entries(t.app.config.licenseKeySecrets))
+    keep(`license key HMAC secret v${version}`, secret);
+  for (const info of ["licensd audit hmac v1", "licensd page token v1"])
+    keep(`data key HKDF "${info}"`, Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), info, 32)));
 
   const tenants = connectClient(TenantService, t.url, t.superAdminKey);
   tenantId = (await tenants.createTenant({ name: "Scan Co" })).tenant!.id;
   adminSecret = (await tenants.createApiKey({ tenantId, name: "admin", scopes: [ApiKeyScope.ADMIN] })).secret;
   keep("admin API key", adminSecret);
-  productId = (await admin().createProduct({ code: "SCN", name: "Scanner", features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }] })).product!.id;
+  productId = (
+    await admin().createProduct({
+      code: "SCN",
+      name: "Scanner",
+      features: [{ name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION }],
+    })
+  ).product!.id;
   policyId = (await admin().createPolicy({ productId, name: "team", floating: true, maxMachines: 10 })).policy!.id;
   customerId = (await admin().createCustomer({ name: "Jane", email: "jane@scan.example" })).customer!.id;
-  await connectClient(UsageService, t.url, adminSecret).createMeter({ productId, metric: "tokens", aggregation: Aggregation.SUM });
+  await connectClient(UsageService, t.url, adminSecret).createMeter({
+    productId,
+    metric: "tokens",
+    aggregation: Aggregation.SUM,
+  });
 });
 afterAll(async () => {
   await t?.close();
@@ -109,20 +131,28 @@ describe("the scan", () => {
   it("finds what is stored, in clear, hex, base64 at any alignment and as raw bytes, naming table and column", async () => {
     const canary = `canary-${randomBytes(12).toString("hex")}`;
     const embedded = `canary-${randomBytes(12).toString("hex")}`;
-    await admin().createCustomer({ name: canary, email: "canary@scan.example", metadata: { note: Buffer.from(`xy${embedded}z`).toString("base64") } });
+    await admin().createCustomer({
+      name: canary,
+      email: "canary@scan.example",
+      metadata: { note: Buffer.from(`xy${embedded}z`).toString("base64") },
+    });
     const hits = await findSecretsAtRest(t.databaseUrl, [
       { name: "canary", value: canary },
       { name: "embedded", value: embedded },
       { name: "admin key digest", value: sha256(adminSecret) },
     ]);
-    const where = (name: string) => new Set(hits.filter((h) => h.secret === name).map((h) => `${h.table}.${h.column}:${h.form}`));
+    const where = (name: string) =>
+      new Set(hits.filter((h) => h.secret === name).map((h) => `${h.table}.${h.column}:${h.form}`));
     expect(where("canary")).toContain("customers.name:plain");
     expect(where("embedded")).toContain("customers.metadata:base64@2");
     expect(where("admin key digest")).toContain("api_keys.secret_digest:raw bytes");
     expect(where("admin key digest")).toContain("api_keys.secret_digest:hex");
     // The log is captured, and searched the same way.
     expect(log).toContain("CreateCustomer");
-    expect(findSecretsInText(log, [{ name: "tenant", value: tenantId }])).toContainEqual({ secret: "tenant", form: "plain" });
+    expect(findSecretsInText(log, [{ name: "tenant", value: tenantId }])).toContainEqual({
+      secret: "tenant",
+      form: "plain",
+    });
     // The forms cut off only the characters that depend on the neighbours.
     for (const f of secretForms("0123456789abcdef")) expect(f.text.length, f.form).toBeGreaterThanOrEqual(16);
   });
@@ -134,9 +164,21 @@ describe("no secret is stored in clear", () => {
   });
 
   it.each(BOTH)("CreateApiKey, by the super-admin and by a tenant admin (idempotency key: %s)", async (withKey) => {
-    const bySuperAdmin = await connectClient(TenantService, t.url, t.superAdminKey).createApiKey({ tenantId, name: "ops", scopes: [ApiKeyScope.READ], idempotencyKey: idem(withKey) });
-    const byTenant = await connectClient(TenantService, t.url, adminSecret).createApiKey({ name: "ci", scopes: [ApiKeyScope.INGEST], idempotencyKey: idem(withKey) });
-    for (const [who, secret] of [["super-admin", bySuperAdmin.secret], ["tenant", byTenant.secret]]) {
+    const bySuperAdmin = await connectClient(TenantService, t.url, t.superAdminKey).createApiKey({
+      tenantId,
+      name: "ops",
+      scopes: [ApiKeyScope.READ],
+      idempotencyKey: idem(withKey),
+    });
+    const byTenant = await connectClient(TenantService, t.url, adminSecret).createApiKey({
+      name: "ci",
+      scopes: [ApiKeyScope.INGEST],
+      idempotencyKey: idem(withKey),
+    });
+    for (const [who, secret] of [
+      ["super-admin", bySuperAdmin.secret],
+      ["tenant", byTenant.secret],
+    ]) {
       keep(`CreateApiKey (${who}) secret`, secret);
       keep(`CreateApiKey (${who}) secret, decoded`, Buffer.from(secret.replace(/^lsk_/, ""), "base64url"));
     }
@@ -166,27 +208,48 @@ describe("no secret is stored in clear", () => {
     for (const key of imported) keep("ImportLicenses license_key", key);
     const summary = await grpcClient(LicensingService, t.url, adminSecret).importLicenses(
       (async function* () {
-        for (const [i, key] of imported.entries()) yield { productId, tier: "team", licenseKey: key, customerEmail: `imported${i}@scan.example` };
-        yield { productId, tier: "no-such-tier", licenseKey: keep("ImportLicenses license_key of a refused row", `refused-${randomBytes(16).toString("hex")}`) as string, customerEmail: "x@scan.example" };
+        for (const [i, key] of imported.entries())
+          yield { productId, tier: "team", licenseKey: key, customerEmail: `imported${i}@scan.example` };
+        yield {
+          productId,
+          tier: "no-such-tier",
+          licenseKey: keep(
+            "ImportLicenses license_key of a refused row",
+            `refused-${randomBytes(16).toString("hex")}`,
+          ) as string,
+          customerEmail: "x@scan.example",
+        };
       })(),
     );
     expect(summary).toMatchObject({ imported: 2n, failed: 1n });
     await expectNoSecretAtRest();
   });
 
-  it.each(BOTH)("Activate, Heartbeat, ValidateLicense and Deactivate with the key, and their leases (idempotency key: %s)", async (withKey) => {
-    const { key } = await newLicense(false);
-    keep("license key", key);
-    const activation = connectClient(ActivationService, t.url);
-    const activated = await activation.activate({ key, fingerprint: "fp-1", hostname: "host", idempotencyKey: idem(withKey) });
-    keep("Activate lease", activated.lease!.token);
-    keep("Heartbeat lease", (await activation.heartbeat({ key, fingerprint: "fp-1" })).lease!.token);
-    const validated = await connectClient(LicensingService, t.url).validateLicense({ key, fingerprint: "fp-1", nonce: "n" });
-    expect(validated.valid).toBe(true);
-    keep("ValidateLicense lease", validated.lease);
-    await activation.deactivate({ key, fingerprint: "fp-1", idempotencyKey: idem(withKey) });
-    await expectNoSecretAtRest();
-  });
+  it.each(BOTH)(
+    "Activate, Heartbeat, ValidateLicense and Deactivate with the key, and their leases (idempotency key: %s)",
+    async (withKey) => {
+      const { key } = await newLicense(false);
+      keep("license key", key);
+      const activation = connectClient(ActivationService, t.url);
+      const activated = await activation.activate({
+        key,
+        fingerprint: "fp-1",
+        hostname: "host",
+        idempotencyKey: idem(withKey),
+      });
+      keep("Activate lease", activated.lease!.token);
+      keep("Heartbeat lease", (await activation.heartbeat({ key, fingerprint: "fp-1" })).lease!.token);
+      const validated = await connectClient(LicensingService, t.url).validateLicense({
+        key,
+        fingerprint: "fp-1",
+        nonce: "n",
+      });
+      expect(validated.valid).toBe(true);
+      keep("ValidateLicense lease", validated.lease);
+      await activation.deactivate({ key, fingerprint: "fp-1", idempotencyKey: idem(withKey) });
+      await expectNoSecretAtRest();
+    },
+  );
 
   it("ConnectLease", async () => {
     const { key } = await newLicense(false);
@@ -207,7 +270,10 @@ describe("no secret is stored in clear", () => {
     const { key } = await newLicense(false);
     keep("license key", key);
     const request = createOfflineActivationRequest({ key, fingerprint: `offline-${withKey}` });
-    const res = await connectClient(ActivationService, t.url, adminSecret).activateOffline({ request, idempotencyKey: idem(withKey) });
+    const res = await connectClient(ActivationService, t.url, adminSecret).activateOffline({
+      request,
+      idempotencyKey: idem(withKey),
+    });
     keep("ActivateOffline lease", res.lease!.token);
     await expectNoSecretAtRest();
   });
@@ -228,7 +294,9 @@ describe("no secret is stored in clear", () => {
     keep("Activate lease", lease!.token);
     const usage = connectClient(UsageService, t.url);
     await usage.recordUsage({ event: { licenseKey: key, metric: "tokens", quantity: 5n, idempotencyKey: "by-key" } });
-    await usage.recordUsage({ event: { lease: lease!.token, metric: "tokens", quantity: 5n, idempotencyKey: "by-lease" } });
+    await usage.recordUsage({
+      event: { lease: lease!.token, metric: "tokens", quantity: 5n, idempotencyKey: "by-lease" },
+    });
     const streamed = grpcClient(UsageService, t.url);
     await streamed.ingestUsage(
       (async function* () {
@@ -237,7 +305,10 @@ describe("no secret is stored in clear", () => {
     );
     for await (const ack of streamed.streamUsage(
       (async function* () {
-        yield { batchId: "b1", events: [{ licenseKey: key, metric: "tokens", quantity: 1n, idempotencyKey: "streamed" }] };
+        yield {
+          batchId: "b1",
+          events: [{ licenseKey: key, metric: "tokens", quantity: 1n, idempotencyKey: "streamed" }],
+        };
       })(),
     )) {
       expect(ack.batchId).toBe("b1");
@@ -255,16 +326,20 @@ describe("no secret is stored in clear", () => {
       activation.activate({ key: unknown, fingerprint: "fp" }),
       activation.heartbeat({ key: unknown, fingerprint: "fp" }),
       activation.deactivate({ key: unknown, fingerprint: "fp", idempotencyKey: idem(true) }),
-      connectClient(UsageService, t.url).recordUsage({ event: { licenseKey: unknown, metric: "tokens", quantity: 1n, idempotencyKey: "unknown" } }),
+      connectClient(UsageService, t.url).recordUsage({
+        event: { licenseKey: unknown, metric: "tokens", quantity: 1n, idempotencyKey: "unknown" },
+      }),
       grpcClient(UsageService, t.url).ingestUsage(
         (async function* () {
           yield { event: { licenseKey: unknown, metric: "tokens", quantity: 1n, idempotencyKey: "unknown-ingested" } };
         })(),
       ),
       (async () => {
-        for await (const _ of grpcClient(ActivationService, t.url).connectLease((async function* () {
-          yield { key: unknown, fingerprint: "fp" } as ConnectLeaseRequest;
-        })()));
+        for await (const _ of grpcClient(ActivationService, t.url).connectLease(
+          (async function* () {
+            yield { key: unknown, fingerprint: "fp" } as ConnectLeaseRequest;
+          })(),
+        ));
       })(),
     ];
     await Promise.allSettled(attempts);

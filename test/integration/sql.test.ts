@@ -24,7 +24,9 @@ describe("sql() and affectedRows(): hand-written SQL", () => {
   it("runs in the transaction of the EntityManager db.tx gives: its writes are seen there, and undone by a rollback", async () => {
     await db.tx(async (em) => {
       await sql(em, "insert into notes (id, body) values ($1, $2)", ["n1", "kept"]);
-      expect(await sql<{ body: string }>(em, "select body from notes where id = $1", ["n1"])).toEqual([{ body: "kept" }]);
+      expect(await sql<{ body: string }>(em, "select body from notes where id = $1", ["n1"])).toEqual([
+        { body: "kept" },
+      ]);
     });
     await expect(
       db.tx(async (em) => {
@@ -39,7 +41,9 @@ describe("sql() and affectedRows(): hand-written SQL", () => {
   it("binds parameters (never formats them into the text): arrays are PostgreSQL arrays, text stays text", async () => {
     const tricky = "it's $1 and ? and '); drop table notes; --";
     await sql(db, "insert into notes (id, body, tags) values ($1, $2, $3)", ["n3", tricky, ["a", "b"]]);
-    const [row] = await sql<{ body: string; tags: string[] }>(db, "select body, tags from notes where id = any($1)", [["n3", "nope"]]);
+    const [row] = await sql<{ body: string; tags: string[] }>(db, "select body, tags from notes where id = any($1)", [
+      ["n3", "nope"],
+    ]);
     expect(row).toEqual({ body: tricky, tags: ["a", "b"] });
   });
 
@@ -54,14 +58,18 @@ describe("sql() and affectedRows(): hand-written SQL", () => {
     const text = "select body from notes where id = $1";
     expect(await sql(db, text, ["n1"], { name: "test-note-by-id" })).toEqual([{ body: "kept" }]);
     expect(await sql(db, text, ["n3"], { name: "test-note-by-id" })).toHaveLength(1);
-    const prepared = await sql<{ name: string }>(db, "select name from pg_prepared_statements where name = $1", ["test-note-by-id"]);
+    const prepared = await sql<{ name: string }>(db, "select name from pg_prepared_statements where name = $1", [
+      "test-note-by-id",
+    ]);
     expect(prepared).toEqual([{ name: "test-note-by-id" }]);
   });
 
   it("throws MikroORM's exceptions, in a transaction and on the pool", async () => {
-    await expect(sql(db, "insert into notes (id, body) values ($1, $2)", ["n1", "again"])).rejects.toBeInstanceOf(UniqueConstraintViolationException);
-    await expect(db.tx((em) => sql(em, "insert into notes (id, body) values ($1, $2)", ["n1", "again"]))).rejects.toBeInstanceOf(
+    await expect(sql(db, "insert into notes (id, body) values ($1, $2)", ["n1", "again"])).rejects.toBeInstanceOf(
       UniqueConstraintViolationException,
     );
+    await expect(
+      db.tx((em) => sql(em, "insert into notes (id, body) values ($1, $2)", ["n1", "again"])),
+    ).rejects.toBeInstanceOf(UniqueConstraintViolationException);
   });
 });

@@ -35,17 +35,26 @@ describe("tenants", () => {
     expect(got.tenant!.name).toBe("Acme");
 
     clock.advance(1000);
-    const renamed = await admin().updateTenant({ tenant: { id: tenant!.id, name: "Acme Corp", metadata: {} }, updateMask: { paths: ["name"] } });
+    const renamed = await admin().updateTenant({
+      tenant: { id: tenant!.id, name: "Acme Corp", metadata: {} },
+      updateMask: { paths: ["name"] },
+    });
     expect(renamed.tenant!.name).toBe("Acme Corp");
     expect(renamed.tenant!.metadata).toEqual({ plan: "gold", region: "eu" }); // not in the mask: untouched
     expect(renamed.tenant!.updateTime!.seconds).toBeGreaterThan(tenant!.updateTime!.seconds);
 
-    const relabelled = await admin().updateTenant({ tenant: { id: tenant!.id, metadata: { plan: "silver" } }, updateMask: { paths: ["metadata"] } });
+    const relabelled = await admin().updateTenant({
+      tenant: { id: tenant!.id, metadata: { plan: "silver" } },
+      updateMask: { paths: ["metadata"] },
+    });
     expect(relabelled.tenant).toMatchObject({ name: "Acme Corp", metadata: { plan: "silver" } });
 
     const deleted = await admin().deleteTenant({ id: tenant!.id });
     expect(deleted.tenant!.id).toBe(tenant!.id);
-    expect(await failure(admin().getTenant({ id: tenant!.id }))).toMatchObject({ code: "NotFound", reason: "TENANT_NOT_FOUND" });
+    expect(await failure(admin().getTenant({ id: tenant!.id }))).toMatchObject({
+      code: "NotFound",
+      reason: "TENANT_NOT_FOUND",
+    });
     expect(await failure(admin().deleteTenant({ id: tenant!.id }))).toMatchObject({ code: "NotFound" });
     const listed = await admin().listTenants({ pageSize: 1000 });
     expect(listed.tenants.map((x) => x.id)).not.toContain(tenant!.id);
@@ -63,8 +72,25 @@ describe("tenants", () => {
       [() => admin().listTenants({ pageToken: "garbage!" }), "page_token"],
       [() => admin().updateTenant({ tenant: { id: "ten_00000000000000000000000000", name: "x" } }), "update_mask"],
       [() => admin().createApiKey({ tenantId: "ten_00000000000000000000000000", name: "k", scopes: [] }), "scopes"],
-      [() => admin().createApiKey({ tenantId: "ten_00000000000000000000000000", name: "k", scopes: [ApiKeyScope.UNSPECIFIED] }), "scopes[0]"],
-      [() => admin().createApiKey({ tenantId: "ten_00000000000000000000000000", name: "k", scopes: [ApiKeyScope.READ], expireTime: { seconds: 1n, nanos: 0 } }), "expire_time"],
+      [
+        () =>
+          admin().createApiKey({
+            tenantId: "ten_00000000000000000000000000",
+            name: "k",
+            scopes: [ApiKeyScope.UNSPECIFIED],
+          }),
+        "scopes[0]",
+      ],
+      [
+        () =>
+          admin().createApiKey({
+            tenantId: "ten_00000000000000000000000000",
+            name: "k",
+            scopes: [ApiKeyScope.READ],
+            expireTime: { seconds: 1n, nanos: 0 },
+          }),
+        "expire_time",
+      ],
       [() => admin().createApiKey({ name: "k", scopes: [ApiKeyScope.READ] }), "tenant_id"],
     ] as const;
     for (const [call, field] of cases) {
@@ -75,7 +101,9 @@ describe("tenants", () => {
     }
     const { tenant } = await admin().createTenant({ name: "Masked" });
     for (const paths of [["id"], [], ["name", "create_time"]]) {
-      const f = await failure(admin().updateTenant({ tenant: { id: tenant!.id, name: "Changed" }, updateMask: { paths } }));
+      const f = await failure(
+        admin().updateTenant({ tenant: { id: tenant!.id, name: "Changed" }, updateMask: { paths } }),
+      );
       expect(f).toMatchObject({ code: "InvalidArgument", metadata: { field: "update_mask" } });
     }
     expect((await admin().getTenant({ id: tenant!.id })).tenant!.name).toBe("Masked");
@@ -112,22 +140,38 @@ describe("idempotency", () => {
   it("refuses the same key with another body: ALREADY_EXISTS, nothing created", async () => {
     await admin().createTenant({ name: "First body", idempotencyKey: "reused-key" });
     const f = await failure(admin().createTenant({ name: "Second body", idempotencyKey: "reused-key" }));
-    expect(f).toMatchObject({ code: "AlreadyExists", reason: "IDEMPOTENCY_KEY_REUSED", metadata: { field: "idempotency_key" } });
+    expect(f).toMatchObject({
+      code: "AlreadyExists",
+      reason: "IDEMPOTENCY_KEY_REUSED",
+      metadata: { field: "idempotency_key" },
+    });
     expect(await query(t.databaseUrl, "select 1 from tenants where name = 'Second body'")).toHaveLength(0);
   });
 
   it("runs concurrent retries once", async () => {
-    const calls = Array.from({ length: 8 }, () => admin().createTenant({ name: "Concurrent Co", idempotencyKey: "concurrent-key" }));
+    const calls = Array.from({ length: 8 }, () =>
+      admin().createTenant({ name: "Concurrent Co", idempotencyKey: "concurrent-key" }),
+    );
     const results = await Promise.all(calls);
     expect(new Set(results.map((r) => r.tenant!.id)).size).toBe(1);
-    expect((await query(t.databaseUrl, "select count(*)::int as n from tenants where name = 'Concurrent Co'"))[0].n).toBe(1);
+    expect(
+      (await query(t.databaseUrl, "select count(*)::int as n from tenants where name = 'Concurrent Co'"))[0].n,
+    ).toBe(1);
   });
 
   it("keeps keys apart per tenant and per method", async () => {
     const a = await tenantWithKey("Idem A");
     const b = await tenantWithKey("Idem B");
-    const ka = await connectClient(TenantService, t.url, a.secret).createApiKey({ name: "same", scopes: [ApiKeyScope.READ], idempotencyKey: "k" });
-    const kb = await connectClient(TenantService, t.url, b.secret).createApiKey({ name: "same", scopes: [ApiKeyScope.READ], idempotencyKey: "k" });
+    const ka = await connectClient(TenantService, t.url, a.secret).createApiKey({
+      name: "same",
+      scopes: [ApiKeyScope.READ],
+      idempotencyKey: "k",
+    });
+    const kb = await connectClient(TenantService, t.url, b.secret).createApiKey({
+      name: "same",
+      scopes: [ApiKeyScope.READ],
+      idempotencyKey: "k",
+    });
     expect(ka.apiKey!.tenantId).toBe(a.tenant.id);
     expect(kb.apiKey!.tenantId).toBe(b.tenant.id);
     expect(kb.secret).not.toBe(ka.secret);
@@ -139,9 +183,17 @@ describe("API keys and auth", () => {
     const { tenant, secret, apiKey } = await tenantWithKey("Digest Co");
     expect(secret).toMatch(/^lsk_[A-Za-z0-9_-]{43}$/);
     expect(apiKey.prefix).toBe(secret.slice(0, 12));
-    const rows = await query<{ secret_digest: Buffer }>(t.databaseUrl, "select secret_digest from api_keys where id = $1", [apiKey.id]);
+    const rows = await query<{ secret_digest: Buffer }>(
+      t.databaseUrl,
+      "select secret_digest from api_keys where id = $1",
+      [apiKey.id],
+    );
     expect(rows[0].secret_digest.equals(sha256(secret))).toBe(true);
-    const leaked = await query(t.databaseUrl, "select 1 from api_keys where position($1 in row(api_keys.*)::text) > 0", [secret.slice(4)]);
+    const leaked = await query(
+      t.databaseUrl,
+      "select 1 from api_keys where position($1 in row(api_keys.*)::text) > 0",
+      [secret.slice(4)],
+    );
     expect(leaked).toHaveLength(0);
     const listed = await admin().listApiKeys({ tenantId: tenant.id });
     expect(toJsonString(ListApiKeysResponseSchema, listed)).not.toContain(secret.slice(4));
@@ -156,9 +208,17 @@ describe("API keys and auth", () => {
     expect((await asAdmin.getTenant({ id: tenant.id })).tenant!.name).toBe("Scoped Co");
     expect((await asReader.getTenant({ id: tenant.id })).tenant!.name).toBe("Scoped Co");
     expect((await asAdmin.listApiKeys({})).apiKeys).toHaveLength(2);
-    expect(await failure(asReader.listApiKeys({}))).toMatchObject({ code: "PermissionDenied", reason: "SCOPE_REQUIRED" });
-    expect(await failure(asReader.createApiKey({ name: "x", scopes: [ApiKeyScope.ADMIN] }))).toMatchObject({ code: "PermissionDenied" });
-    expect(await failure(asAdmin.createTenant({ name: "nope" }))).toMatchObject({ code: "PermissionDenied", reason: "SUPER_ADMIN_REQUIRED" });
+    expect(await failure(asReader.listApiKeys({}))).toMatchObject({
+      code: "PermissionDenied",
+      reason: "SCOPE_REQUIRED",
+    });
+    expect(await failure(asReader.createApiKey({ name: "x", scopes: [ApiKeyScope.ADMIN] }))).toMatchObject({
+      code: "PermissionDenied",
+    });
+    expect(await failure(asAdmin.createTenant({ name: "nope" }))).toMatchObject({
+      code: "PermissionDenied",
+      reason: "SUPER_ADMIN_REQUIRED",
+    });
     expect(await failure(asAdmin.listTenants({}))).toMatchObject({ code: "PermissionDenied" });
     expect(await failure(asAdmin.deleteTenant({ id: tenant.id }))).toMatchObject({ code: "PermissionDenied" });
   });
@@ -166,12 +226,19 @@ describe("API keys and auth", () => {
   it("refuses missing, malformed, unknown, revoked and expired keys", async () => {
     const { tenant, secret } = await tenantWithKey("Auth Co");
     const anon = connectClient(TenantService, t.url);
-    expect(await failure(anon.getTenant({ id: tenant.id }))).toMatchObject({ code: "Unauthenticated", reason: "MISSING_API_KEY" });
-    expect(await failure(connectClient(TenantService, t.url, "lsk_unknown").getTenant({ id: tenant.id }))).toMatchObject({
+    expect(await failure(anon.getTenant({ id: tenant.id }))).toMatchObject({
+      code: "Unauthenticated",
+      reason: "MISSING_API_KEY",
+    });
+    expect(
+      await failure(connectClient(TenantService, t.url, "lsk_unknown").getTenant({ id: tenant.id })),
+    ).toMatchObject({
       code: "Unauthenticated",
       reason: "INVALID_API_KEY",
     });
-    expect(await failure(connectClient(TenantService, t.url, "not-a-key").listTenants({}))).toMatchObject({ code: "Unauthenticated" });
+    expect(await failure(connectClient(TenantService, t.url, "not-a-key").listTenants({}))).toMatchObject({
+      code: "Unauthenticated",
+    });
 
     clock.set(new Date());
     const temp = await admin().createApiKey({
@@ -191,7 +258,9 @@ describe("API keys and auth", () => {
     expect(revoked.apiKey!.revokeTime).toBeDefined();
     const again = await asAdmin.revokeApiKey({ id: other.apiKey!.id });
     expect(again.apiKey!.revokeTime).toEqual(revoked.apiKey!.revokeTime);
-    expect(await failure(connectClient(TenantService, t.url, other.secret).getTenant({}))).toMatchObject({ code: "Unauthenticated" });
+    expect(await failure(connectClient(TenantService, t.url, other.secret).getTenant({}))).toMatchObject({
+      code: "Unauthenticated",
+    });
     const live = await asAdmin.listApiKeys({});
     expect(live.apiKeys.map((k) => k.id)).not.toContain(other.apiKey!.id);
     const all = await asAdmin.listApiKeys({ showRevoked: true });
@@ -212,13 +281,21 @@ describe("API keys and auth", () => {
     const asB = grpcClient(TenantService, t.url, b.secret);
     expect(await failure(asB.getTenant({ id: a.tenant.id }))).toMatchObject({ code: "NotFound" });
     expect(await failure(asB.listApiKeys({ tenantId: a.tenant.id }))).toMatchObject({ code: "NotFound" });
-    expect(await failure(asB.createApiKey({ tenantId: a.tenant.id, name: "x", scopes: [ApiKeyScope.ADMIN] }))).toMatchObject({ code: "NotFound" });
-    expect(await failure(asB.revokeApiKey({ id: a.apiKey.id }))).toMatchObject({ code: "NotFound", reason: "API_KEY_NOT_FOUND" });
+    expect(
+      await failure(asB.createApiKey({ tenantId: a.tenant.id, name: "x", scopes: [ApiKeyScope.ADMIN] })),
+    ).toMatchObject({ code: "NotFound" });
+    expect(await failure(asB.revokeApiKey({ id: a.apiKey.id }))).toMatchObject({
+      code: "NotFound",
+      reason: "API_KEY_NOT_FOUND",
+    });
     const mine = await asB.listApiKeys({});
     expect(mine.apiKeys.every((k) => k.tenantId === b.tenant.id)).toBe(true);
     // A's key is still live after B's attempt.
     expect((await connectClient(TenantService, t.url, a.secret).getTenant({})).tenant!.id).toBe(a.tenant.id);
     // Unknown ids look the same as other tenants' ids.
-    expect(await failure(asB.revokeApiKey({ id: "key_00000000000000000000000000" }))).toMatchObject({ code: "NotFound", reason: "API_KEY_NOT_FOUND" });
+    expect(await failure(asB.revokeApiKey({ id: "key_00000000000000000000000000" }))).toMatchObject({
+      code: "NotFound",
+      reason: "API_KEY_NOT_FOUND",
+    });
   });
 });

@@ -20,7 +20,9 @@ export interface TestApp {
 }
 
 /** A real licensd (in this process) on a free port, on its own fresh PostgreSQL database. */
-export async function startTestApp(opts: { clock?: Clock; env?: Record<string, string>; databaseUrl?: string; logger?: Logger } = {}): Promise<TestApp> {
+export async function startTestApp(
+  opts: { clock?: Clock; env?: Record<string, string>; databaseUrl?: string; logger?: Logger } = {},
+): Promise<TestApp> {
   const database = opts.databaseUrl ? undefined : await createTestDatabase();
   const databaseUrl = opts.databaseUrl ?? database!.url;
   const superAdminKey = randomBytes(32).toString("base64url");
@@ -33,7 +35,10 @@ export async function startTestApp(opts: { clock?: Clock; env?: Record<string, s
     LICENSD_SHUTDOWN_TIMEOUT_MS: "5000",
     ...opts.env,
   });
-  const app = await createApp(config, { clock: opts.clock, logger: opts.logger ?? createLogger(process.env.LICENSD_TEST_LOG ?? "silent") });
+  const app = await createApp(config, {
+    clock: opts.clock,
+    logger: opts.logger ?? createLogger(process.env.LICENSD_TEST_LOG ?? "silent"),
+  });
   return {
     app,
     url: app.url,
@@ -58,7 +63,10 @@ export const bearer = (key: string | undefined): Interceptor[] =>
 
 /** A Connect (HTTP/1.1, JSON) client; `key` is sent as the bearer token. */
 export function connectClient<T extends DescService>(service: T, url: string, key?: string): Client<T> {
-  return createClient(service, createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: false, interceptors: bearer(key) }));
+  return createClient(
+    service,
+    createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: false, interceptors: bearer(key) }),
+  );
 }
 
 /** A gRPC (HTTP/2 cleartext) client. */

@@ -25,7 +25,11 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
 }
 
 /** Runs one query on a database directly, as an operator with psql would. */
-export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(url: string, sql: string, params: unknown[] = []) {
+export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(
+  url: string,
+  sql: string,
+  params: unknown[] = [],
+) {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
   try {

@@ -8,7 +8,13 @@ export async function failure(call: Promise<unknown>) {
   } catch (err) {
     const e = ConnectError.from(err);
     const [info] = e.findDetails(ErrorInfoSchema);
-    return { code: Code[e.code], message: e.rawMessage, reason: info?.reason, domain: info?.domain, metadata: info?.metadata ?? {} };
+    return {
+      code: Code[e.code],
+      message: e.rawMessage,
+      reason: info?.reason,
+      domain: info?.domain,
+      metadata: info?.metadata ?? {},
+    };
   }
   throw new Error("expected the call to fail, but it succeeded");
 }

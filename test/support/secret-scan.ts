@@ -26,7 +26,9 @@ export function secretForms(value: string | Buffer): { form: string; text: strin
   forms.push({ form: "hex", text: bytes.toString("hex") }, { form: "HEX", text: bytes.toString("hex").toUpperCase() });
   for (const encoding of ["base64", "base64url"] as const) {
     for (let shift = 0; shift < 3; shift++) {
-      const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString(encoding).replace(/=+$/, "");
+      const encoded = Buffer.concat([Buffer.alloc(shift), bytes])
+        .toString(encoding)
+        .replace(/=+$/, "");
       // Characters that also carry bits of the unknown neighbours are dropped at both ends.
       const start = shift === 0 ? 0 : Math.ceil((shift * 8) / 6);
       const end = Math.floor(((shift + bytes.length) * 8) / 6);
@@ -83,7 +85,8 @@ export async function findSecretsAtRest(databaseUrl: string, secrets: Secret[]):
             where exists (select 1 from ${table} where position(x.needle in ${column}) > 0)`,
           [secrets.map((s) => (Buffer.isBuffer(s.value) ? s.value : Buffer.from(s.value, "utf8")))],
         );
-        for (const { n } of raw.rows) hits.push({ secret: secrets[Number(n) - 1]!.name, form: "raw bytes", table: col.table, column: col.column });
+        for (const { n } of raw.rows)
+          hits.push({ secret: secrets[Number(n) - 1]!.name, form: "raw bytes", table: col.table, column: col.column });
       }
     }
     return hits;
@@ -94,5 +97,9 @@ export async function findSecretsAtRest(databaseUrl: string, secrets: Secret[]):
 
 /** The secrets found in a text (a log, a file), in any of their text forms. */
 export function findSecretsInText(text: string, secrets: Secret[]): { secret: string; form: string }[] {
-  return secrets.flatMap((s) => secretForms(s.value).filter((f) => text.includes(f.text)).map((f) => ({ secret: s.name, form: f.form })));
+  return secrets.flatMap((s) =>
+    secretForms(s.value)
+      .filter((f) => text.includes(f.text))
+      .map((f) => ({ secret: s.name, form: f.form })),
+  );
 }

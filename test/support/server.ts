@@ -47,7 +47,10 @@ type StartOptions = {
   dataDir?: string;
   healthUrl?: string;
   caFile?: string;
-  /** No super-admin or data key given: development mode generates them into `<dataDir>/secrets.json`, as `npm start` does. */
+  /**
+   * No super-admin or data key given: development mode generates them into `<dataDir>/secrets.json`, as `npm start`
+   * does.
+   */
   generateSecrets?: boolean;
 };
 
@@ -84,7 +87,10 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     delete env.LICENSD_SUPER_ADMIN_KEY;
     delete env.LICENSD_DATA_KEY;
   }
-  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
@@ -98,7 +104,10 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     }
     const up = opts.caFile
       ? (await run("curl", ["-s", "--cacert", opts.caFile, `${opts.healthUrl}/healthz`])).stdout === "ok\n"
-      : await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+      : await fetch(`${url}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        );
     if (up) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
@@ -106,7 +115,12 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  const generated = opts.generateSecrets ? (JSON.parse(readFileSync(path.join(env.LICENSD_DATA_DIR, "secrets.json"), "utf8")) as { superAdminKey: string; dataKey: string }) : undefined;
+  const generated = opts.generateSecrets
+    ? (JSON.parse(readFileSync(path.join(env.LICENSD_DATA_DIR, "secrets.json"), "utf8")) as {
+        superAdminKey: string;
+        dataKey: string;
+      })
+    : undefined;
   return {
     url,
     port,
@@ -119,7 +133,8 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
       if (child.exitCode === null) child.kill(signal);
       const code = await exited;
       // A failed graceful stop says why in the server's own last words.
-      if (signal === "SIGTERM" && code !== 0) console.error(`licensd exited with ${code} after SIGTERM; its last output:\n${out.slice(-4000)}`);
+      if (signal === "SIGTERM" && code !== 0)
+        console.error(`licensd exited with ${code} after SIGTERM; its last output:\n${out.slice(-4000)}`);
       return code;
     },
     dropDatabase: async () => db?.drop(),
@@ -127,7 +142,11 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
 }
 
 /** Runs a command to completion; resolves with its exit code and output. */
-export function run(cmd: string, args: string[], opts: { input?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; env?: Record<string, string>; cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env } });
     let stdout = "";

@@ -19,12 +19,19 @@ export async function within<T>(promise: Promise<T>, what: string, ms = BOUND_MS
 }
 
 /** Calls `fn` until `ok` holds for its value and returns that value; fails naming `what` after `ms`. */
-export async function until<T>(what: string, fn: () => Promise<T> | T, ok: (v: T) => boolean = Boolean, ms = BOUND_MS, pauseMs = 20): Promise<T> {
+export async function until<T>(
+  what: string,
+  fn: () => Promise<T> | T,
+  ok: (v: T) => boolean = Boolean,
+  ms = BOUND_MS,
+  pauseMs = 20,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${describe(v)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}; last value: ${describe(v)}`);
     await new Promise((r) => setTimeout(r, pauseMs));
   }
 }

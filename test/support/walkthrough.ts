@@ -96,7 +96,9 @@ export function checkOutput(walkthrough: Walkthrough, output: string): string[] 
       const re = lineMatcher(e.text);
       while (i < segment.length && !re.test(segment[i]!)) i++;
       if (i === segment.length) {
-        problems.push(`${e.at}: expected a line like\n    ${e.text}\n  in what the commands above it printed:\n${segment.map((l) => `    | ${l}`).join("\n")}`);
+        problems.push(
+          `${e.at}: expected a line like\n    ${e.text}\n  in what the commands above it printed:\n${segment.map((l) => `    | ${l}`).join("\n")}`,
+        );
         return;
       }
       i++;

@@ -29,10 +29,23 @@ describe("anomaly scoring (Vinzy-Engine's rule)", () => {
 
   it("uses only the last 30 values", () => {
     const old = Array(10).fill(1_000_000);
-    expect(score([...old, ...Array(15).fill(10), ...Array(15).fill(12)], 11)).toMatchObject({ mean: 11, severity: null });
+    expect(score([...old, ...Array(15).fill(10), ...Array(15).fill(12)], 11)).toMatchObject({
+      mean: 11,
+      severity: null,
+    });
   });
 
   it("classifies strictly above the thresholds", () => {
-    expect([1.5, 1.5001, 2, 2.0001, 3, 3.0001, -1.6, -2.5, -3.5].map(classify)).toEqual([null, "medium", "medium", "high", "high", "critical", "medium", "high", "critical"]);
+    expect([1.5, 1.5001, 2, 2.0001, 3, 3.0001, -1.6, -2.5, -3.5].map(classify)).toEqual([
+      null,
+      "medium",
+      "medium",
+      "high",
+      "high",
+      "critical",
+      "medium",
+      "high",
+      "critical",
+    ]);
   });
 });

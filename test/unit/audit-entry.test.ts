@@ -29,7 +29,14 @@ describe("audit entry hash", () => {
   });
   it("changes with every field", () => {
     const h = entryHash(base);
-    for (const change of [{ seq: 2 }, { type: "tenant.updated" }, { actor: "system" }, { payload: { name: "Acme!" } }, { occurredAt: new Date(base.occurredAt.getTime() + 1) }, { prevHash: Buffer.alloc(32, 1) }]) {
+    for (const change of [
+      { seq: 2 },
+      { type: "tenant.updated" },
+      { actor: "system" },
+      { payload: { name: "Acme!" } },
+      { occurredAt: new Date(base.occurredAt.getTime() + 1) },
+      { prevHash: Buffer.alloc(32, 1) },
+    ]) {
       expect(entryHash({ ...base, ...change }).equals(h), JSON.stringify(change)).toBe(false);
     }
   });
@@ -42,7 +49,7 @@ describe("audit keyring", () => {
     const hash = entryHash(base);
     const old = before.sign(hash);
     expect(old.kid).toBe("dk1");
-    const after = new AuditKeyring(dataKey, { "a2026": Buffer.alloc(32, 4) });
+    const after = new AuditKeyring(dataKey, { a2026: Buffer.alloc(32, 4) });
     const fresh = after.sign(hash);
     expect(fresh.kid).toBe("a2026");
     expect(after.verify(old.kid, hash, old.signature)).toBe(true);
@@ -52,10 +59,22 @@ describe("audit keyring", () => {
     expect(new AuditKeyring(Buffer.alloc(32, 5)).verify("dk1", hash, old.signature)).toBe(false);
   });
   it("reads LICENSD_AUDIT_HMAC_KEYS and names bad entries", () => {
-    const env = { LICENSD_DATA_DIR: "/tmp/licensd-keyring-test", LICENSD_SUPER_ADMIN_KEY: "x".repeat(50), LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64") };
-    const ok = loadConfig({ ...env, LICENSD_AUDIT_HMAC_KEYS: JSON.stringify({ k2: Buffer.alloc(32, 2).toString("hex") }) });
+    const env = {
+      LICENSD_DATA_DIR: "/tmp/licensd-keyring-test",
+      LICENSD_SUPER_ADMIN_KEY: "x".repeat(50),
+      LICENSD_DATA_KEY: Buffer.alloc(32, 1).toString("base64"),
+    };
+    const ok = loadConfig({
+      ...env,
+      LICENSD_AUDIT_HMAC_KEYS: JSON.stringify({ k2: Buffer.alloc(32, 2).toString("hex") }),
+    });
     expect(Object.keys(ok.auditHmacKeys)).toEqual(["k2"]);
-    for (const bad of ["not json", "[]", JSON.stringify({ dk1: Buffer.alloc(32).toString("hex") }), JSON.stringify({ k: "short" })]) {
+    for (const bad of [
+      "not json",
+      "[]",
+      JSON.stringify({ dk1: Buffer.alloc(32).toString("hex") }),
+      JSON.stringify({ k: "short" }),
+    ]) {
       expect(() => loadConfig({ ...env, LICENSD_AUDIT_HMAC_KEYS: bad })).toThrow(ConfigError);
     }
   });
@@ -63,6 +82,8 @@ describe("audit keyring", () => {
 
 describe("checkpoint text", () => {
   it("is the documented line format", () => {
-    expect(checkpointText("ten_x", 3, Buffer.alloc(32, 255), new Date(1000))).toBe(`licensd.dev/audit/v1\nten_x\n3\n${Buffer.alloc(32, 255).toString("base64")}\n1000\n`);
+    expect(checkpointText("ten_x", 3, Buffer.alloc(32, 255), new Date(1000))).toBe(
+      `licensd.dev/audit/v1\nten_x\n3\n${Buffer.alloc(32, 255).toString("base64")}\n1000\n`,
+    );
   });
 });

@@ -49,12 +49,21 @@ describe("config", () => {
     ];
     for (const weak of human) {
       const [problem] = problems({ ...base, LICENSD_SUPER_ADMIN_KEY: weak });
-      expect(problem, weak).toMatch(/^LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url .*look random: zxcvbn's strength estimate must reach 10\^\d+ guesses/);
+      expect(problem, weak).toMatch(
+        /^LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url .*look random: zxcvbn's strength estimate must reach 10\^\d+ guesses/,
+      );
     }
-    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: randomBytes(31).toString("base64url") })).toEqual(["LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url (e.g. `openssl rand -base64 32`); this one decodes to 31 bytes"]);
-    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: "not base64: has spaces and a colon" })[0]).toContain("not hex, base64 or base64url");
+    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: randomBytes(31).toString("base64url") })).toEqual([
+      "LICENSD_SUPER_ADMIN_KEY: must be at least 32 random bytes written as hex, base64 or base64url (e.g. `openssl rand -base64 32`); this one decodes to 31 bytes",
+    ]);
+    expect(problems({ ...base, LICENSD_SUPER_ADMIN_KEY: "not base64: has spaces and a colon" })[0]).toContain(
+      "not hex, base64 or base64url",
+    );
     // Development takes any key (and never loads the estimator).
-    expect(loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_SUPER_ADMIN_KEY: human[0]!, LICENSD_DATA_KEY: dataKey }).superAdminKey).toBe(human[0]);
+    expect(
+      loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_SUPER_ADMIN_KEY: human[0]!, LICENSD_DATA_KEY: dataKey })
+        .superAdminKey,
+    ).toBe(human[0]);
   });
 
   it("accepts every generated super-admin key: randomBytes(32) as base64url, `openssl rand -base64 32`, `openssl rand -hex 32`", () => {
@@ -71,8 +80,17 @@ describe("config", () => {
 
   it("NODE_ENV=production alone means production; LICENSD_ENV=development still wins, with a warning", () => {
     const p = problems({ NODE_ENV: "production", LICENSD_DATA_DIR: tmp() });
-    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"]) expect(p.some((x) => x.startsWith(name)), name).toBe(true);
-    const prod = loadConfig({ NODE_ENV: "production", LICENSD_DATABASE_URL: "postgres://db/x", LICENSD_SUPER_ADMIN_KEY: strongKey, LICENSD_DATA_KEY: dataKey });
+    for (const name of ["LICENSD_DATABASE_URL", "LICENSD_SUPER_ADMIN_KEY", "LICENSD_DATA_KEY"])
+      expect(
+        p.some((x) => x.startsWith(name)),
+        name,
+      ).toBe(true);
+    const prod = loadConfig({
+      NODE_ENV: "production",
+      LICENSD_DATABASE_URL: "postgres://db/x",
+      LICENSD_SUPER_ADMIN_KEY: strongKey,
+      LICENSD_DATA_KEY: dataKey,
+    });
     expect(prod).toMatchObject({ env: "production", host: "0.0.0.0", generated: [], warnings: [] });
     const dev = loadConfig({ NODE_ENV: "production", LICENSD_ENV: "development", LICENSD_DATA_DIR: tmp() });
     expect(dev.env).toBe("development");
@@ -81,20 +99,76 @@ describe("config", () => {
   });
 
   it("reads trusted proxies, the forwarding header and the key failure budgets, and names bad ones", () => {
-    const ok = loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_TRUSTED_PROXIES: "10.0.0.0/8, 2001:db8::/32,127.0.0.1", LICENSD_FORWARDED_HEADER: "Forwarded", LICENSD_KEY_FAILURE_RATE_PER_IP: "0" });
-    expect(ok).toMatchObject({ trustedProxies: ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1"], forwardedHeader: "forwarded", keyFailureRatePerIp: null, keyCollisionRatePerTenant: { capacity: 30, periodSeconds: 3600 } });
-    expect(loadConfig({ LICENSD_DATA_DIR: tmp() })).toMatchObject({ trustedProxies: [], forwardedHeader: "x-forwarded-for", keyFailureRatePerIp: { capacity: 60, periodSeconds: 60 } });
-    const p = problems({ LICENSD_TRUSTED_PROXIES: "10.0.0.0/8,proxy.example,300.1.1.1", LICENSD_FORWARDED_HEADER: "x-real-ip", LICENSD_KEY_FAILURE_RATE_PER_IP: "many", LICENSD_KEY_COLLISION_RATE_PER_TENANT: "1/1d" });
+    const ok = loadConfig({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_TRUSTED_PROXIES: "10.0.0.0/8, 2001:db8::/32,127.0.0.1",
+      LICENSD_FORWARDED_HEADER: "Forwarded",
+      LICENSD_KEY_FAILURE_RATE_PER_IP: "0",
+    });
+    expect(ok).toMatchObject({
+      trustedProxies: ["10.0.0.0/8", "2001:db8::/32", "127.0.0.1"],
+      forwardedHeader: "forwarded",
+      keyFailureRatePerIp: null,
+      keyCollisionRatePerTenant: { capacity: 30, periodSeconds: 3600 },
+    });
+    expect(loadConfig({ LICENSD_DATA_DIR: tmp() })).toMatchObject({
+      trustedProxies: [],
+      forwardedHeader: "x-forwarded-for",
+      keyFailureRatePerIp: { capacity: 60, periodSeconds: 60 },
+    });
+    const p = problems({
+      LICENSD_TRUSTED_PROXIES: "10.0.0.0/8,proxy.example,300.1.1.1",
+      LICENSD_FORWARDED_HEADER: "x-real-ip",
+      LICENSD_KEY_FAILURE_RATE_PER_IP: "many",
+      LICENSD_KEY_COLLISION_RATE_PER_TENANT: "1/1d",
+    });
     expect(p).toContainEqual('LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: "proxy.example", "300.1.1.1"');
-    for (const name of ["LICENSD_FORWARDED_HEADER", "LICENSD_KEY_FAILURE_RATE_PER_IP", "LICENSD_KEY_COLLISION_RATE_PER_TENANT"]) expect(p.some((x) => x.startsWith(name)), name).toBe(true);
+    for (const name of [
+      "LICENSD_FORWARDED_HEADER",
+      "LICENSD_KEY_FAILURE_RATE_PER_IP",
+      "LICENSD_KEY_COLLISION_RATE_PER_TENANT",
+    ])
+      expect(
+        p.some((x) => x.startsWith(name)),
+        name,
+      ).toBe(true);
   });
 
   it("names every bad value", () => {
-    const p = problems({ LICENSD_PORT: "http", LICENSD_ENV: "staging", LICENSD_LOG_LEVEL: "loud", LICENSD_DATABASE_URL: "mysql://x", LICENSD_DATA_KEY: "tooshort", LICENSD_TLS_CERT: "/nope", LICENSD_DB_POOL_MAX: "0", LICENSD_WORKERS: "many", LICENSD_SHUTDOWN_TIMEOUT_MS: "-1", LICENSD_AUDIT_KEEPALIVE_MS: "1.5", LICENSD_HEARTBEAT_SWEEP_MS: "10" });
-    const named = ["LICENSD_PORT", "LICENSD_ENV", "LICENSD_LOG_LEVEL", "LICENSD_DATABASE_URL", "LICENSD_DATA_KEY", "LICENSD_TLS_CERT"];
+    const p = problems({
+      LICENSD_PORT: "http",
+      LICENSD_ENV: "staging",
+      LICENSD_LOG_LEVEL: "loud",
+      LICENSD_DATABASE_URL: "mysql://x",
+      LICENSD_DATA_KEY: "tooshort",
+      LICENSD_TLS_CERT: "/nope",
+      LICENSD_DB_POOL_MAX: "0",
+      LICENSD_WORKERS: "many",
+      LICENSD_SHUTDOWN_TIMEOUT_MS: "-1",
+      LICENSD_AUDIT_KEEPALIVE_MS: "1.5",
+      LICENSD_HEARTBEAT_SWEEP_MS: "10",
+    });
+    const named = [
+      "LICENSD_PORT",
+      "LICENSD_ENV",
+      "LICENSD_LOG_LEVEL",
+      "LICENSD_DATABASE_URL",
+      "LICENSD_DATA_KEY",
+      "LICENSD_TLS_CERT",
+    ];
     // (numeric settings were once read after the check, and a bad one silently became its default)
-    for (const name of [...named, "LICENSD_DB_POOL_MAX", "LICENSD_WORKERS", "LICENSD_SHUTDOWN_TIMEOUT_MS", "LICENSD_AUDIT_KEEPALIVE_MS", "LICENSD_HEARTBEAT_SWEEP_MS"]) {
-      expect(p.some((x) => x.startsWith(name)), name).toBe(true);
+    for (const name of [
+      ...named,
+      "LICENSD_DB_POOL_MAX",
+      "LICENSD_WORKERS",
+      "LICENSD_SHUTDOWN_TIMEOUT_MS",
+      "LICENSD_AUDIT_KEEPALIVE_MS",
+      "LICENSD_HEARTBEAT_SWEEP_MS",
+    ]) {
+      expect(
+        p.some((x) => x.startsWith(name)),
+        name,
+      ).toBe(true);
     }
   });
 
@@ -104,16 +178,22 @@ describe("config", () => {
     expect(parseRate("1000/2h")).toEqual({ capacity: 1000, periodSeconds: 7200 });
     expect(parseRate("0")).toBeNull();
     expect(parseRate("off")).toBeNull();
-    for (const bad of ["60", "60/m", "0/1m", "60/0s", "-1/1m", "1.5/1m", "60 / 1m"]) expect(parseRate(bad), bad).toBeUndefined();
+    for (const bad of ["60", "60/m", "0/1m", "60/0s", "-1/1m", "1.5/1m", "60 / 1m"])
+      expect(parseRate(bad), bad).toBeUndefined();
     const p = problems({ LICENSD_ACTIVATION_RATE_PER_LICENSE: "lots", LICENSD_ACTIVATION_RATE_PER_IP: "5/1d" });
     expect(p.filter((x) => x.startsWith("LICENSD_ACTIVATION_RATE_PER_"))).toHaveLength(2);
     const config = loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_ACTIVATION_RATE_PER_IP: "0" });
-    expect([config.activationRatePerLicense, config.activationRatePerIp]).toEqual([{ capacity: 100, periodSeconds: 60 }, null]);
+    expect([config.activationRatePerLicense, config.activationRatePerIp]).toEqual([
+      { capacity: 100, periodSeconds: 60 },
+      null,
+    ]);
   });
 
   it("reads the license key keyring (Vinzy's format) and names bad ones", () => {
     const env = { LICENSD_DATA_DIR: tmp(), LICENSD_SUPER_ADMIN_KEY: strongKey, LICENSD_DATA_KEY: dataKey };
-    expect(loadConfig({ ...env, LICENSD_HMAC_KEYS: '{"0":"old-secret-123456","3":"new-secret-123456"}' }).licenseKeySecrets).toEqual({ "0": "old-secret-123456", "3": "new-secret-123456" });
+    expect(
+      loadConfig({ ...env, LICENSD_HMAC_KEYS: '{"0":"old-secret-123456","3":"new-secret-123456"}' }).licenseKeySecrets,
+    ).toEqual({ "0": "old-secret-123456", "3": "new-secret-123456" });
     expect(Object.keys(loadConfig(env).licenseKeySecrets)).toEqual(["0"]); // derived from the data key
     for (const bad of ["nope", "[]", '{"32":"long-enough-secret"}', '{"0":"short"}', '{"x":"long-enough-secret"}']) {
       expect(problems({ ...env, LICENSD_HMAC_KEYS: bad }).join(), bad).toContain("LICENSD_HMAC_KEYS");

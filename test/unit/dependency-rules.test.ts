@@ -29,11 +29,21 @@ describe("the dependency rules (npm run deps)", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-deps-"));
     dirs.push(dir);
     const files: Record<string, string> = {
-      "tsconfig.json": JSON.stringify({ compilerOptions: { module: "NodeNext", moduleResolution: "NodeNext", allowImportingTsExtensions: true, noEmit: true } }),
+      "tsconfig.json": JSON.stringify({
+        compilerOptions: {
+          module: "NodeNext",
+          moduleResolution: "NodeNext",
+          allowImportingTsExtensions: true,
+          noEmit: true,
+        },
+      }),
       "src/config.ts": "export const port = 1;\n",
-      "src/platform/clock.ts": 'import { port } from "../config.js";\nimport type { License } from "../licensing/license.ts";\nexport const p: License | number = port;\n',
-      "src/licensing/license.ts": 'import type { Machine } from "../activation/machine.js";\nexport type License = { machine?: Machine };\n',
-      "src/activation/machine.ts": 'import { verify } from "../sdk/lease.js";\nexport type Machine = { ok: typeof verify };\n',
+      "src/platform/clock.ts":
+        'import { port } from "../config.js";\nimport type { License } from "../licensing/license.ts";\nexport const p: License | number = port;\n',
+      "src/licensing/license.ts":
+        'import type { Machine } from "../activation/machine.js";\nexport type License = { machine?: Machine };\n',
+      "src/activation/machine.ts":
+        'import { verify } from "../sdk/lease.js";\nexport type Machine = { ok: typeof verify };\n',
       "src/sdk/lease.ts": "export const verify = () => true;\n",
       "src/events/feed.ts": 'import type { Machine } from "../activation/machine.js";\nexport type Feed = Machine[];\n',
     };

@@ -15,21 +15,42 @@ describe("connect's refusals, as the client sees them", () => {
       [Code.Internal, "parse binary: premature EOF"],
       [Code.Internal, "decompression failed"],
       [Code.Internal, "received compressed envelope, but do not know how to decompress"],
-      [Code.InvalidArgument, "cannot decode message licensd.tenant.v1.CreateTenantRequest from JSON: Unexpected end of JSON input"],
+      [
+        Code.InvalidArgument,
+        "cannot decode message licensd.tenant.v1.CreateTenantRequest from JSON: Unexpected end of JSON input",
+      ],
       [Code.InvalidArgument, "protocol error: incomplete envelope"],
       [Code.Unimplemented, "protocol error: missing input message for unary method"],
     ] as const) {
-      expect(mapped(new ConnectError(message, code)), message).toMatchObject({ code: "invalid_argument", reason: "MALFORMED_REQUEST", domain: "licensd.dev" });
+      expect(mapped(new ConnectError(message, code)), message).toMatchObject({
+        code: "invalid_argument",
+        reason: "MALFORMED_REQUEST",
+        domain: "licensd.dev",
+      });
     }
   });
 
   it("names the field of an unknown JSON key or a value of the wrong type", () => {
-    expect(mapped(new ConnectError('cannot decode message licensd.x.v1.Req from JSON: key "floatng" is unknown', Code.InvalidArgument))).toMatchObject({
+    expect(
+      mapped(
+        new ConnectError(
+          'cannot decode message licensd.x.v1.Req from JSON: key "floatng" is unknown',
+          Code.InvalidArgument,
+        ),
+      ),
+    ).toMatchObject({
       message: "floatng: unknown field (licensd.x.v1.Req has no field of this name)",
       reason: "UNKNOWN_FIELD",
       metadata: { field: "floatng" },
     });
-    expect(mapped(new ConnectError("cannot decode field licensd.x.v1.Req.max_machines from JSON: expected number, got true", Code.InvalidArgument))).toMatchObject({
+    expect(
+      mapped(
+        new ConnectError(
+          "cannot decode field licensd.x.v1.Req.max_machines from JSON: expected number, got true",
+          Code.InvalidArgument,
+        ),
+      ),
+    ).toMatchObject({
       message: "max_machines: expected number, got true",
       reason: "MALFORMED_REQUEST",
       metadata: { field: "max_machines" },
@@ -37,7 +58,11 @@ describe("connect's refusals, as the client sees them", () => {
   });
 
   it("a message over the read limit is RESOURCE_EXHAUSTED with the limit", () => {
-    expect(mapped(new ConnectError("message size 5000000 is larger than configured readMaxBytes 4194304", Code.ResourceExhausted))).toMatchObject({
+    expect(
+      mapped(
+        new ConnectError("message size 5000000 is larger than configured readMaxBytes 4194304", Code.ResourceExhausted),
+      ),
+    ).toMatchObject({
       code: "resource_exhausted",
       reason: "MESSAGE_TOO_LARGE",
       metadata: { limit_bytes: "4194304" },
@@ -67,18 +92,27 @@ describe("a client hanging up", () => {
     const deadline = new AbortController();
     deadline.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded));
     const abortError = Object.assign(new Error("The operation was aborted"), { name: "AbortError" });
-    expect(toConnectError(abortError, "r", deadline.signal)).toMatchObject({ internal: false, error: { code: Code.DeadlineExceeded } });
+    expect(toConnectError(abortError, "r", deadline.signal)).toMatchObject({
+      internal: false,
+      error: { code: Code.DeadlineExceeded },
+    });
   });
 });
 
 describe("grpc-message", () => {
   it("is percent-encoded as PROTOCOL-HTTP2.md says: bytes outside 0x20–0x7E and % only", () => {
-    expect(encodeGrpcMessage("id: does not match `^(ten_[0-9a-z]{26})?$`")).toBe("id: does not match `^(ten_[0-9a-z]{26})?$`");
+    expect(encodeGrpcMessage("id: does not match `^(ten_[0-9a-z]{26})?$`")).toBe(
+      "id: does not match `^(ten_[0-9a-z]{26})?$`",
+    );
     expect(encodeGrpcMessage("100% ü\n😀")).toBe("100%25 %C3%BC%0A%F0%9F%98%80");
     expect(decodeURIComponent(encodeGrpcMessage("a: 100% ü"))).toBe("a: 100% ü");
   });
 
   it("codes are Connect's wire names", () => {
-    expect([undefined, Code.AlreadyExists, Code.InvalidArgument].map(codeName)).toEqual(["ok", "already_exists", "invalid_argument"]);
+    expect([undefined, Code.AlreadyExists, Code.InvalidArgument].map(codeName)).toEqual([
+      "ok",
+      "already_exists",
+      "invalid_argument",
+    ]);
   });
 });

@@ -5,7 +5,10 @@ import { describe, expect, it } from "vitest";
 import { checkLicenseKey, generateLicenseKey, KEY_ALPHABET, LicenseKeyring } from "../../src/licensing/license-key.js";
 
 function runReference(requests: object[]): string[] {
-  const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "vinzy_reference.py")], { input: requests.map((r) => JSON.stringify(r)).join("\n") + "\n", encoding: "utf8" });
+  const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "vinzy_reference.py")], {
+    input: requests.map((r) => JSON.stringify(r)).join("\n") + "\n",
+    encoding: "utf8",
+  });
   if (res.status !== 0) throw new Error(res.stderr);
   return res.stdout.trim().split("\n");
 }
@@ -14,7 +17,8 @@ function runReference(requests: object[]): string[] {
 const reference = (requests: { body: string; secret: string }[]) => runReference(requests);
 
 /** Vinzy's keyring verdict (verify_hmac_multi) for each key, from the same reference. */
-const referenceAccepts = (keys: string[], keyring: Record<string, string>) => runReference(keys.map((verify) => ({ verify, keyring }))).map((r) => r === "true");
+const referenceAccepts = (keys: string[], keyring: Record<string, string>) =>
+  runReference(keys.map((verify) => ({ verify, keyring }))).map((r) => r === "true");
 
 /** A key body whose first random character is `first`, the rest random. */
 const bodyStartingWith = (first: string) => {
@@ -62,13 +66,19 @@ describe("Vinzy-compatible license keys", () => {
     const requests: { body: string; secret: string }[] = [];
     const expected: boolean[] = [];
     // Keys of each version signed by their own secret.
-    for (const [v, secret] of Object.entries(ring)) for (let i = 0; i < 4; i++) (requests.push({ body: bodyStartingWith(KEY_ALPHABET[Number(v)]), secret }), expected.push(true));
-    // Pre-versioning keys: signed by the legacy secret, first character random (every one of the 32, "B" and "C" name versions 1 and 2).
-    for (const first of KEY_ALPHABET) (requests.push({ body: bodyStartingWith(first), secret: "legacy-secret" }), expected.push(true));
+    for (const [v, secret] of Object.entries(ring))
+      for (let i = 0; i < 4; i++)
+        requests.push({ body: bodyStartingWith(KEY_ALPHABET[Number(v)]), secret }), expected.push(true);
+    // Pre-versioning keys: signed by the legacy secret, first character random (every one of the 32, "B" and "C" name
+    // versions 1 and 2).
+    for (const first of KEY_ALPHABET)
+      requests.push({ body: bodyStartingWith(first), secret: "legacy-secret" }), expected.push(true);
     // Any secret of the ring is tried, whatever the first character names.
-    for (const first of "ACZ7") (requests.push({ body: bodyStartingWith(first), secret: "second-secret" }), expected.push(true));
+    for (const first of "ACZ7")
+      requests.push({ body: bodyStartingWith(first), secret: "second-secret" }), expected.push(true);
     // Forged: signed by a secret outside the ring, for every first character.
-    for (const first of KEY_ALPHABET) (requests.push({ body: bodyStartingWith(first), secret: "not-in-the-ring" }), expected.push(false));
+    for (const first of KEY_ALPHABET)
+      requests.push({ body: bodyStartingWith(first), secret: "not-in-the-ring" }), expected.push(false);
     const keys = reference(requests);
     // Forged: a valid key's body altered after signing, and a made-up signature.
     for (const key of keys.slice(0, 20)) {
@@ -80,17 +90,30 @@ describe("Vinzy-compatible license keys", () => {
     expect(keys.map((k) => checkLicenseKey(k, three).ok)).toEqual(vinzy);
     const collided = keys.filter((k, i) => vinzy[i] && (k[4] === "B" || k[4] === "C"));
     expect(collided.length).toBeGreaterThanOrEqual(3);
-    for (const k of collided) expect(checkLicenseKey(k, three)).toEqual({ ok: true, productCode: "PRD", version: KEY_ALPHABET.indexOf(k[4]) });
+    for (const k of collided)
+      expect(checkLicenseKey(k, three)).toEqual({ ok: true, productCode: "PRD", version: KEY_ALPHABET.indexOf(k[4]) });
   });
 
   it("rejects bad formats and forged signatures", () => {
     const key = generateLicenseKey("PRD", keyring);
-    for (const bad of ["", "PRD", key.toLowerCase(), key.slice(0, -1), `${key}A`, key.replace(/-/g, ""), `PR-${key.slice(3)}`, key.replace(/^PRD-./, "PRD-1")]) {
+    for (const bad of [
+      "",
+      "PRD",
+      key.toLowerCase(),
+      key.slice(0, -1),
+      `${key}A`,
+      key.replace(/-/g, ""),
+      `PR-${key.slice(3)}`,
+      key.replace(/^PRD-./, "PRD-1"),
+    ]) {
       expect(checkLicenseKey(bad, keyring), bad).toEqual({ ok: false, code: "FORMAT_INVALID" });
     }
     const flipped = key.slice(0, 10) + (key[10] === "A" ? "B" : "A") + key.slice(11);
     expect(checkLicenseKey(flipped, keyring)).toEqual({ ok: false, code: "SIGNATURE_INVALID" });
-    expect(checkLicenseKey(key, new LicenseKeyring({ "3": "another-secret" }))).toEqual({ ok: false, code: "SIGNATURE_INVALID" });
+    expect(checkLicenseKey(key, new LicenseKeyring({ "3": "another-secret" }))).toEqual({
+      ok: false,
+      code: "SIGNATURE_INVALID",
+    });
   });
 
   it("refuses bad keyrings and product codes", () => {

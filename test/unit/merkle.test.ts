@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { appendLeaf, consistencyProof, EMPTY_ROOT, inclusionProof, leafHash, rootHash, verifyConsistency, verifyInclusion, type PerfectNode } from "../../src/events/merkle.js";
+import {
+  appendLeaf,
+  consistencyProof,
+  EMPTY_ROOT,
+  inclusionProof,
+  leafHash,
+  rootHash,
+  verifyConsistency,
+  verifyInclusion,
+  type PerfectNode,
+} from "../../src/events/merkle.js";
 
 /** A tree built the way the server builds it: leaf by leaf, storing completed perfect subtrees. */
 function build(leaves: Buffer[]) {
@@ -19,7 +29,16 @@ function build(leaves: Buffer[]) {
 }
 
 // The test vectors of Certificate Transparency's reference implementation (merkle_tree_test).
-const CT_LEAVES = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"].map((h) => Buffer.from(h, "hex"));
+const CT_LEAVES = [
+  "",
+  "00",
+  "10",
+  "2021",
+  "3031",
+  "40414243",
+  "5051525354555657",
+  "606162636465666768696a6b6c6d6e6f",
+].map((h) => Buffer.from(h, "hex"));
 const CT_ROOTS = [
   "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
   "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",

@@ -38,11 +38,22 @@ describe("pagination", () => {
   it("refuses tokens forged, altered, or replayed under another list, tenant, filters or key", () => {
     const token = pages.pageOf(rows, pages.read(2, "", scope)).nextPageToken;
     expect(pages.read(2, token, { ...scope, filters: { t: "a", u: undefined } }).after).toBe("id1"); // unset filters are no filter
-    for (const other of [{ ...scope, filters: { t: "b" } }, { ...scope, tenantId: "ten_b" }, { ...scope, list: "x.v1.S/ListOthers" }, { ...scope, filters: {} }]) {
+    for (const other of [
+      { ...scope, filters: { t: "b" } },
+      { ...scope, tenantId: "ten_b" },
+      { ...scope, list: "x.v1.S/ListOthers" },
+      { ...scope, filters: {} },
+    ]) {
       expect(() => pages.read(2, token, other)).toThrow(/page_token/);
     }
     expect(() => new PageTokens(Buffer.alloc(32, 8)).read(2, token, scope)).toThrow(/page_token/);
-    for (const forged of ["%%%", Buffer.from('{"a":"id1","f":"{\\"t\\":\\"a\\"}"}').toString("base64url"), token.slice(0, -1), `${token}=`, `${token}A`]) {
+    for (const forged of [
+      "%%%",
+      Buffer.from('{"a":"id1","f":"{\\"t\\":\\"a\\"}"}').toString("base64url"),
+      token.slice(0, -1),
+      `${token}=`,
+      `${token}A`,
+    ]) {
       expect(() => pages.read(2, forged, scope), forged).toThrow(/page_token/);
     }
   });
@@ -71,7 +82,11 @@ describe("error mapper", () => {
     expect(internal).toBe(false);
     expect(error.code).toBe(Code.NotFound);
     const [info] = error.findDetails(ErrorInfoSchema);
-    expect(info).toMatchObject({ reason: "TENANT_NOT_FOUND", domain: "licensd.dev", metadata: { resource: "tenant", id: "ten_x" } });
+    expect(info).toMatchObject({
+      reason: "TENANT_NOT_FOUND",
+      domain: "licensd.dev",
+      metadata: { resource: "tenant", id: "ten_x" },
+    });
   });
   it("turns bugs into INTERNAL without leaking the cause", () => {
     const { error, internal } = toConnectError(new Error("password=hunter2 at db.ts:12"), "req-2");

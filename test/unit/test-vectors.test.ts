@@ -20,67 +20,205 @@ import { checkLicenseKey, LicenseKeyring, lookupLicenseKey } from "../../src/lic
 import { validationSigningBytes } from "../../src/licensing/license.rpc.js";
 import { open, sha256 } from "../../src/platform/crypto.js";
 import { verifyEd25519 } from "../../src/platform/signing-keys.js";
-import { entryHash, verifyCheckpoint, verifyCheckpointConsistency, verifyEntryInclusion } from "../../src/sdk/audit-verifier.js";
+import {
+  entryHash,
+  verifyCheckpoint,
+  verifyCheckpointConsistency,
+  verifyEntryInclusion,
+} from "../../src/sdk/audit-verifier.js";
 import { verifyLease } from "../../src/sdk/lease.js";
 import { verifyLicenseFile } from "../../src/sdk/license-file.js";
-import { checkOfflineActivationRequest, licenseKeyDigest, parseOfflineActivationRequest } from "../../src/sdk/offline-activation.js";
+import {
+  checkOfflineActivationRequest,
+  licenseKeyDigest,
+  parseOfflineActivationRequest,
+} from "../../src/sdk/offline-activation.js";
 
 const ROOT = path.join(import.meta.dirname, "..", "..");
 const FILE = path.join(ROOT, "docs", "test-vectors.json");
 
 type Json = Record<string, unknown>;
 interface Vectors {
-  keys: { ed25519: { kid: string; seed_hex: string; public_key_hex: string }[]; data_key_hex: string; license_key_hmac_keyring: Record<string, string>; license_file_hmac_secret: string; audit_hmac_keys_hex: Record<string, string> };
-  derivations: { license_key_hmac_v0: { secret: string; key_signed_with_it: string; verifies: boolean }; audit_dk1: { probe_hash_hex: string; hmac_hex: string; kid: string } };
-  license_keys: { keyring: Record<string, string>; vectors: { name: string; input: string; expect: string; normalized?: string; kind?: string; product_code?: string; version?: number; hmac_input?: string; digest_hex?: string; digest_base64url?: string }[] };
-  license_files: {
-    issued: Record<string, { file: string; signing_input: string; payload_json: string; signature_hex: string; encryption?: { license_key: string; file_key_hex: string; iv_hex: string; ciphertext_hex: string; tag_hex: string; plaintext: string } }>;
-    cases: { name: string; file: string; keys?: string[]; hmac_secret?: string; allow_hmac?: boolean; license_key?: string; fingerprint?: string; now: string; expect: string }[];
+  keys: {
+    ed25519: { kid: string; seed_hex: string; public_key_hex: string }[];
+    data_key_hex: string;
+    license_key_hmac_keyring: Record<string, string>;
+    license_file_hmac_secret: string;
+    audit_hmac_keys_hex: Record<string, string>;
   };
-  leases: { issued: Record<string, { token: string; signing_input: string; payload_json: string; signature_hex: string }>; cases: { name: string; token: string; keys: string[]; fingerprint: string; now: string; expect: string }[] };
+  derivations: {
+    license_key_hmac_v0: { secret: string; key_signed_with_it: string; verifies: boolean };
+    audit_dk1: { probe_hash_hex: string; hmac_hex: string; kid: string };
+  };
+  license_keys: {
+    keyring: Record<string, string>;
+    vectors: {
+      name: string;
+      input: string;
+      expect: string;
+      normalized?: string;
+      kind?: string;
+      product_code?: string;
+      version?: number;
+      hmac_input?: string;
+      digest_hex?: string;
+      digest_base64url?: string;
+    }[];
+  };
+  license_files: {
+    issued: Record<
+      string,
+      {
+        file: string;
+        signing_input: string;
+        payload_json: string;
+        signature_hex: string;
+        encryption?: {
+          license_key: string;
+          file_key_hex: string;
+          iv_hex: string;
+          ciphertext_hex: string;
+          tag_hex: string;
+          plaintext: string;
+        };
+      }
+    >;
+    cases: {
+      name: string;
+      file: string;
+      keys?: string[];
+      hmac_secret?: string;
+      allow_hmac?: boolean;
+      license_key?: string;
+      fingerprint?: string;
+      now: string;
+      expect: string;
+    }[];
+  };
+  leases: {
+    issued: Record<string, { token: string; signing_input: string; payload_json: string; signature_hex: string }>;
+    cases: { name: string; token: string; keys: string[]; fingerprint: string; now: string; expect: string }[];
+  };
   offline_activation: {
-    requests: { name: string; key: string; text: string; signing_input: string; request_json: string; mac_hex: string; key_digest_hex: string }[];
+    requests: {
+      name: string;
+      key: string;
+      text: string;
+      signing_input: string;
+      request_json: string;
+      mac_hex: string;
+      key_digest_hex: string;
+    }[];
     cases: { name: string; text: string; key: string; expect: string }[];
   };
   validate_license: {
-    answers: Record<string, { request: Json; response_json: Json; response_binary_base64: string; signing_text: string; kid: string; signature_hex: string }>;
+    answers: Record<
+      string,
+      {
+        request: Json;
+        response_json: Json;
+        response_binary_base64: string;
+        signing_text: string;
+        kid: string;
+        signature_hex: string;
+      }
+    >;
     cases: { name: string; answer: string; response_json: Json; keys: string[]; expect: boolean }[];
   };
   audit: {
     tenant_id: string;
     hmac_keys_hex: Record<string, string>;
-    entries: { seq: number; canonical_json: string; hash_hex: string; kid: string; signature_hex: string; leaf_hash_hex: string; api_json: Json }[];
+    entries: {
+      seq: number;
+      canonical_json: string;
+      hash_hex: string;
+      kid: string;
+      signature_hex: string;
+      leaf_hash_hex: string;
+      api_json: Json;
+    }[];
     tampered_entries: { name: string; seq: number; api_json: Json; expect: string }[];
     roots: { tree_size: number; root_hex: string }[];
     checkpoints: { tree_size: number; signed_text: string; kid: string; signature_hex: string; api_json: Json }[];
     checkpoint_cases: { name: string; api_json: Json; keys: string[]; expect: boolean }[];
-    inclusion_proofs: { seq: number; leaf_index: number; tree_size: number; entry_hash_hex: string; proof_hex: string[]; expect: boolean }[];
+    inclusion_proofs: {
+      seq: number;
+      leaf_index: number;
+      tree_size: number;
+      entry_hash_hex: string;
+      proof_hex: string[];
+      expect: boolean;
+    }[];
     consistency_proofs: { old_size: number; new_size: number; proof_hex: string[]; expect: boolean }[];
-    retention_cut: { seq: number; hash_hex: string; cut_at: string; signed_text: string; kid: string; signature_hex: string };
+    retention_cut: {
+      seq: number;
+      hash_hex: string;
+      cut_at: string;
+      signed_text: string;
+      kid: string;
+      signature_hex: string;
+    };
   };
-  merkle: { empty_root_hex: string; leaves_hex: string[]; leaf_hashes_hex: string[]; roots: { tree_size: number; root_hex: string }[] };
-  sealing: { cases: { name: string; sealed_hex: string; aad: string; plaintext_hex?: string; expect: boolean }[]; api_key: { secret: string; digest_hex: string } };
+  merkle: {
+    empty_root_hex: string;
+    leaves_hex: string[];
+    leaf_hashes_hex: string[];
+    roots: { tree_size: number; root_hex: string }[];
+  };
+  sealing: {
+    cases: { name: string; sealed_hex: string; aad: string; plaintext_hex?: string; expect: boolean }[];
+    api_key: { secret: string; digest_hex: string };
+  };
 }
 
 const v = JSON.parse(readFileSync(FILE, "utf8")) as Vectors;
 const hex = (s: string) => Buffer.from(s, "hex");
-const publishedKeys = (kids: string[] = []) => v.keys.ed25519.filter((k) => kids.includes(k.kid)).map((k) => ({ kid: k.kid, publicKey: hex(k.public_key_hex) }));
+const publishedKeys = (kids: string[] = []) =>
+  v.keys.ed25519.filter((k) => kids.includes(k.kid)).map((k) => ({ kid: k.kid, publicKey: hex(k.public_key_hex) }));
 const dataKey = hex(v.keys.data_key_hex);
 
 /** An audit entry as the API gives it (proto3 JSON), as the fields its hash covers. */
 function entryOf(json: Json) {
   const e = fromJson(AuditEventSchema, json as JsonValue);
-  return { tenantId: e.tenantId, seq: Number(e.seq), id: e.id, type: e.type, subject: e.subject, actor: e.actor, payload: e.payload, occurredAt: timestampDate(e.occurTime!), prevHash: e.prevHash, hash: e.hash, kid: e.kid, signature: e.signature };
+  return {
+    tenantId: e.tenantId,
+    seq: Number(e.seq),
+    id: e.id,
+    type: e.type,
+    subject: e.subject,
+    actor: e.actor,
+    payload: e.payload,
+    occurredAt: timestampDate(e.occurTime!),
+    prevHash: e.prevHash,
+    hash: e.hash,
+    kid: e.kid,
+    signature: e.signature,
+  };
 }
 
 function checkpointOf(json: Json) {
   const c = fromJson(CheckpointSchema, json as JsonValue);
-  return { tenantId: c.tenantId, treeSize: Number(c.treeSize), rootHash: c.rootHash, signTime: timestampDate(c.signTime!), kid: c.kid, signature: c.signature };
+  return {
+    tenantId: c.tenantId,
+    treeSize: Number(c.treeSize),
+    rootHash: c.rootHash,
+    signTime: timestampDate(c.signTime!),
+    kid: c.kid,
+    signature: c.signature,
+  };
 }
 
 describe("docs/test-vectors.json", () => {
   it("is exactly what scripts/test-vectors.ts produces from the code today", () => {
-    const res = spawnSync(process.execPath, [path.join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), path.join(ROOT, "scripts", "test-vectors.ts"), "--check"], { cwd: ROOT, encoding: "utf8" });
+    const res = spawnSync(
+      process.execPath,
+      [
+        path.join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"),
+        path.join(ROOT, "scripts", "test-vectors.ts"),
+        "--check",
+      ],
+      { cwd: ROOT, encoding: "utf8" },
+    );
     expect(res.status, res.stderr).toBe(0);
   });
 
@@ -99,22 +237,50 @@ describe("license keys", () => {
     expect(found.key).toBe(c.normalized);
     expect(found.digest.toString("hex")).toBe(c.digest_hex);
     expect(found.digest.toString("base64url")).toBe(c.digest_base64url);
-    if (c.kind === "vinzy") expect(checkLicenseKey(found.key, keyring)).toEqual({ ok: true, productCode: c.product_code, version: c.version });
+    if (c.kind === "vinzy")
+      expect(checkLicenseKey(found.key, keyring)).toEqual({
+        ok: true,
+        productCode: c.product_code,
+        version: c.version,
+      });
   });
 
   it("derives the default version-0 secret from the data key, and dk1", () => {
-    const config = loadConfig({ LICENSD_DATA_DIR: "/nonexistent-licensd-vectors", LICENSD_SUPER_ADMIN_KEY: "x".repeat(50), LICENSD_DATA_KEY: dataKey.toString("base64") });
+    const config = loadConfig({
+      LICENSD_DATA_DIR: "/nonexistent-licensd-vectors",
+      LICENSD_SUPER_ADMIN_KEY: "x".repeat(50),
+      LICENSD_DATA_KEY: dataKey.toString("base64"),
+    });
     expect(config.licenseKeySecrets).toEqual({ "0": v.derivations.license_key_hmac_v0.secret });
-    expect(checkLicenseKey(v.derivations.license_key_hmac_v0.key_signed_with_it, new LicenseKeyring(config.licenseKeySecrets)).ok).toBe(true);
+    expect(
+      checkLicenseKey(
+        v.derivations.license_key_hmac_v0.key_signed_with_it,
+        new LicenseKeyring(config.licenseKeySecrets),
+      ).ok,
+    ).toBe(true);
     const dk1 = new AuditKeyring(dataKey).sign(hex(v.derivations.audit_dk1.probe_hash_hex));
-    expect({ kid: dk1.kid, hmac: dk1.signature.toString("hex") }).toEqual({ kid: "dk1", hmac: v.derivations.audit_dk1.hmac_hex });
-    expect(createHmac("sha256", hex(v.audit.hmac_keys_hex.dk1)).update(hex(v.derivations.audit_dk1.probe_hash_hex)).digest("hex")).toBe(v.derivations.audit_dk1.hmac_hex);
+    expect({ kid: dk1.kid, hmac: dk1.signature.toString("hex") }).toEqual({
+      kid: "dk1",
+      hmac: v.derivations.audit_dk1.hmac_hex,
+    });
+    expect(
+      createHmac("sha256", hex(v.audit.hmac_keys_hex.dk1))
+        .update(hex(v.derivations.audit_dk1.probe_hash_hex))
+        .digest("hex"),
+    ).toBe(v.derivations.audit_dk1.hmac_hex);
   });
 });
 
 describe("license files", () => {
   it.each(v.license_files.cases)("$name → $expect", (c) => {
-    const r = verifyLicenseFile(c.file, { keys: publishedKeys(c.keys), hmacSecret: c.hmac_secret, allowHmac: c.allow_hmac, licenseKey: c.license_key, fingerprint: c.fingerprint, now: new Date(c.now) });
+    const r = verifyLicenseFile(c.file, {
+      keys: publishedKeys(c.keys),
+      hmacSecret: c.hmac_secret,
+      allowHmac: c.allow_hmac,
+      licenseKey: c.license_key,
+      fingerprint: c.fingerprint,
+      now: new Date(c.now),
+    });
     expect(r.code).toBe(c.expect);
   });
 
@@ -122,10 +288,14 @@ describe("license files", () => {
     for (const [name, f] of Object.entries(v.license_files.issued)) {
       const signed = f.encryption ? f.encryption.plaintext : f.file;
       expect(signed, name).toBe(`${f.signing_input}.${Buffer.from(f.signature_hex, "hex").toString("base64url")}`);
-      expect(f.signing_input, name).toBe(`${f.signing_input.split(".")[0]}.${Buffer.from(f.payload_json).toString("base64url")}`);
+      expect(f.signing_input, name).toBe(
+        `${f.signing_input.split(".")[0]}.${Buffer.from(f.payload_json).toString("base64url")}`,
+      );
       if (f.encryption) {
         const e = f.encryption;
-        expect(f.file, name).toBe(`licensd1e.${hex(e.iv_hex).toString("base64url")}.${Buffer.concat([hex(e.ciphertext_hex), hex(e.tag_hex)]).toString("base64url")}`);
+        expect(f.file, name).toBe(
+          `licensd1e.${hex(e.iv_hex).toString("base64url")}.${Buffer.concat([hex(e.ciphertext_hex), hex(e.tag_hex)]).toString("base64url")}`,
+        );
       }
     }
   });
@@ -133,7 +303,9 @@ describe("license files", () => {
 
 describe("leases", () => {
   it.each(v.leases.cases)("$name → $expect", (c) => {
-    expect(verifyLease(c.token, publishedKeys(c.keys), { fingerprint: c.fingerprint, now: new Date(c.now) }).code).toBe(c.expect);
+    expect(verifyLease(c.token, publishedKeys(c.keys), { fingerprint: c.fingerprint, now: new Date(c.now) }).code).toBe(
+      c.expect,
+    );
   });
 });
 
@@ -153,13 +325,16 @@ describe("offline activation", () => {
 });
 
 describe("ValidateLicense answers", () => {
-  it.each(Object.entries(v.validate_license.answers))("%s: the signing text is the canonical JSON of the answer without kid and signature", (_, a) => {
-    const fromJsonForm = fromJson(ValidateLicenseResponseSchema, a.response_json as JsonValue);
-    const fromBinaryForm = fromBinary(ValidateLicenseResponseSchema, Buffer.from(a.response_binary_base64, "base64"));
-    expect(validationSigningBytes(fromJsonForm).toString("utf8")).toBe(a.signing_text);
-    expect(validationSigningBytes(fromBinaryForm).toString("utf8")).toBe(a.signing_text);
-    expect(Buffer.from(fromJsonForm.signature).toString("hex")).toBe(a.signature_hex);
-  });
+  it.each(Object.entries(v.validate_license.answers))(
+    "%s: the signing text is the canonical JSON of the answer without kid and signature",
+    (_, a) => {
+      const fromJsonForm = fromJson(ValidateLicenseResponseSchema, a.response_json as JsonValue);
+      const fromBinaryForm = fromBinary(ValidateLicenseResponseSchema, Buffer.from(a.response_binary_base64, "base64"));
+      expect(validationSigningBytes(fromJsonForm).toString("utf8")).toBe(a.signing_text);
+      expect(validationSigningBytes(fromBinaryForm).toString("utf8")).toBe(a.signing_text);
+      expect(Buffer.from(fromJsonForm.signature).toString("hex")).toBe(a.signature_hex);
+    },
+  );
 
   it.each(v.validate_license.cases)("$name → verifies: $expect", (c) => {
     const res = fromJson(ValidateLicenseResponseSchema, c.response_json as JsonValue);
@@ -169,7 +344,10 @@ describe("ValidateLicense answers", () => {
 });
 
 describe("audit log", () => {
-  const keyring = new AuditKeyring(dataKey, Object.fromEntries(Object.entries(v.keys.audit_hmac_keys_hex).map(([kid, k]) => [kid, hex(k)])));
+  const keyring = new AuditKeyring(
+    dataKey,
+    Object.fromEntries(Object.entries(v.keys.audit_hmac_keys_hex).map(([kid, k]) => [kid, hex(k)])),
+  );
 
   it("entries: canonical JSON, hash, link, HMAC and leaf", () => {
     let prev: Uint8Array = GENESIS_HASH;
@@ -207,7 +385,8 @@ describe("audit log", () => {
 
   it("Merkle roots of the log at every size", () => {
     const leaves = v.audit.entries.map((e) => hex(e.leaf_hash_hex));
-    for (const r of v.audit.roots) expect(treeRoot(leaves.slice(0, r.tree_size)).toString("hex"), `size ${r.tree_size}`).toBe(r.root_hex);
+    for (const r of v.audit.roots)
+      expect(treeRoot(leaves.slice(0, r.tree_size)).toString("hex"), `size ${r.tree_size}`).toBe(r.root_hex);
   });
 
   it.each(v.audit.checkpoint_cases)("checkpoint: $name → $expect", (c) => {
@@ -222,12 +401,19 @@ describe("audit log", () => {
     }
     const cut = v.audit.retention_cut;
     expect(cutText(v.audit.tenant_id, cut.seq, hex(cut.hash_hex), new Date(cut.cut_at))).toBe(cut.signed_text);
-    expect(verifyEd25519(publishedKeys([cut.kid])[0].publicKey, Buffer.from(cut.signed_text), hex(cut.signature_hex))).toBe(true);
+    expect(
+      verifyEd25519(publishedKeys([cut.kid])[0].publicKey, Buffer.from(cut.signed_text), hex(cut.signature_hex)),
+    ).toBe(true);
   });
 
   it.each(v.audit.inclusion_proofs)("inclusion of seq $seq in a tree of $tree_size → $expect", (p) => {
     const root = hex(v.audit.roots[p.tree_size].root_hex);
-    expect(verifyEntryInclusion(hex(p.entry_hash_hex), p.leaf_index, p.proof_hex.map(hex), { treeSize: p.tree_size, rootHash: root })).toBe(p.expect);
+    expect(
+      verifyEntryInclusion(hex(p.entry_hash_hex), p.leaf_index, p.proof_hex.map(hex), {
+        treeSize: p.tree_size,
+        rootHash: root,
+      }),
+    ).toBe(p.expect);
   });
 
   it.each(v.audit.consistency_proofs)("consistency of $old_size with $new_size → $expect", (p) => {
@@ -251,7 +437,11 @@ describe("RFC 6962 known answers", () => {
     const leaves = v.merkle.leaves_hex.map((l) => leafHash(hex(l)));
     expect(leaves.map((l) => l.toString("hex"))).toEqual(v.merkle.leaf_hashes_hex);
     for (const r of v.merkle.roots) {
-      expect(rootHash(r.tree_size, (level, index) => treeRoot(leaves.slice(index * 2 ** level, (index + 1) * 2 ** level))).toString("hex")).toBe(r.root_hex);
+      expect(
+        rootHash(r.tree_size, (level, index) =>
+          treeRoot(leaves.slice(index * 2 ** level, (index + 1) * 2 ** level)),
+        ).toString("hex"),
+      ).toBe(r.root_hex);
     }
   });
 });
@@ -275,7 +465,9 @@ describe("sealing and digests", () => {
 
 describe("Python consumes the same vectors", () => {
   it("the SDK's verifiers and the independent implementation from docs/formats.md pass every vector", () => {
-    const res = spawnSync("/usr/bin/python3", [path.join(ROOT, "test", "unit", "vectors_check.py"), FILE], { encoding: "utf8" });
+    const res = spawnSync("/usr/bin/python3", [path.join(ROOT, "test", "unit", "vectors_check.py"), FILE], {
+      encoding: "utf8",
+    });
     expect(res.status, res.stderr).toBe(0);
     const report = JSON.parse(res.stdout) as Record<string, { checked: number; failures: string[] }>;
     const failures = Object.entries(report).flatMap(([section, r]) => r.failures.map((f) => `${section}: ${f}`));
@@ -289,10 +481,18 @@ describe("Python consumes the same vectors", () => {
       "independent.derivations": { checked: 2 },
       "independent.license_files": { checked: Object.keys(v.license_files.issued).length },
       "independent.offline_requests": { checked: v.offline_activation.cases.length },
-      "independent.validate_license": { checked: v.validate_license.cases.length + Object.keys(v.validate_license.answers).length },
+      "independent.validate_license": {
+        checked: v.validate_license.cases.length + Object.keys(v.validate_license.answers).length,
+      },
       "independent.audit_entries": { checked: v.audit.entries.length + 1 + v.audit.tampered_entries.length },
       "independent.checkpoints": { checked: v.audit.checkpoint_cases.length + 1 },
-      "independent.merkle": { checked: v.audit.roots.length + v.merkle.roots.length + v.audit.inclusion_proofs.length + v.audit.consistency_proofs.length },
+      "independent.merkle": {
+        checked:
+          v.audit.roots.length +
+          v.merkle.roots.length +
+          v.audit.inclusion_proofs.length +
+          v.audit.consistency_proofs.length,
+      },
       "independent.sealing": { checked: v.sealing.cases.length + 1 },
     });
   });

@@ -51,9 +51,17 @@ describe("ValidationAnswers", () => {
   it("signs the same bytes validationSigningBytes computes for the whole response, with and without lease and nonce", () => {
     const answers = new ValidationAnswers(feed().changes);
     const answer = answers.of(question, valid(snapshot("ten_a")));
-    for (const [nonce, lease, at] of [["n-1", "", "2026-12-06T01:02:03.456Z"], ["", "lease.token", "2026-12-06T01:02:03.000Z"]] as const) {
+    for (const [nonce, lease, at] of [
+      ["n-1", "", "2026-12-06T01:02:03.456Z"],
+      ["", "lease.token", "2026-12-06T01:02:03.000Z"],
+    ] as const) {
       const time = new Date(at);
-      const response = create(ValidateLicenseResponseSchema, { ...answer.base, nonce, lease, time: timestampFromDate(time) });
+      const response = create(ValidateLicenseResponseSchema, {
+        ...answer.base,
+        nonce,
+        lease,
+        time: timestampFromDate(time),
+      });
       expect(answers.signingText(answer, nonce, time, lease)).toBe(validationSigningBytes(response).toString("utf8"));
     }
   });

@@ -14,14 +14,14 @@ const doc = [
   "<!-- walkthrough: … -->",
   "Prose.",
   "```sh",
-  "echo '{\"id\":\"ten_1\",\"name\":\"A\"}'",
-  "# → {\"id\":\"ten_…\",\"name\":\"A\"}",
+  'echo \'{"id":"ten_1","name":"A"}\'',
+  '# → {"id":"ten_…","name":"A"}',
   "echo one; echo two; echo three",
   "# → one",
   "# → three",
   "```",
   "```json",
-  "{\"not\": \"run\"}",
+  '{"not": "run"}',
   "```",
   "<!-- /walkthrough -->",
   "```sh",
@@ -40,8 +40,17 @@ describe("walkthrough extraction and checks", () => {
     const w = walkthroughOf(doc);
     expect(w.blocks).toEqual(["doc.md:7"]);
     expect(w.script).not.toContain("not run");
-    expect(w.checks).toEqual([[{ at: "doc.md:9", text: '{"id":"ten_…","name":"A"}' }], [{ at: "doc.md:11", text: "one" }, { at: "doc.md:12", text: "three" }]]);
-    expect(w.script.split("\n").filter((l) => l.includes("@@walkthrough"))).toEqual([`echo '${checkMarker(0)}'`, `echo '${checkMarker(1)}'`]);
+    expect(w.checks).toEqual([
+      [{ at: "doc.md:9", text: '{"id":"ten_…","name":"A"}' }],
+      [
+        { at: "doc.md:11", text: "one" },
+        { at: "doc.md:12", text: "three" },
+      ],
+    ]);
+    expect(w.script.split("\n").filter((l) => l.includes("@@walkthrough"))).toEqual([
+      `echo '${checkMarker(0)}'`,
+      `echo '${checkMarker(1)}'`,
+    ]);
   });
 
   it("accepts output where every expected line appears, in order, in its command's output", () => {
@@ -52,10 +61,18 @@ describe("walkthrough extraction and checks", () => {
 
   it("refuses a changed value, a line out of order, a line printed by another command, and a run that stopped early", () => {
     const w = walkthroughOf(doc);
-    expect(checkOutput(w, `{"id":"ten_01abc","name":"B"}\n${checkMarker(0)}\none\nthree\n${checkMarker(1)}\n`)[0]).toMatch(/^doc\.md:9: expected a line like/);
-    expect(checkOutput(w, `{"id":"ten_01abc","name":"A"}\n${checkMarker(0)}\nthree\none\n${checkMarker(1)}\n`)[0]).toMatch(/^doc\.md:12:/);
-    expect(checkOutput(w, `{"id":"ten_01abc","name":"A"}\none\n${checkMarker(0)}\nthree\n${checkMarker(1)}\n`)[0]).toMatch(/^doc\.md:11:/);
-    expect(checkOutput(w, `{"id":"ten_01abc","name":"A"}\n${checkMarker(0)}\none\n`)).toEqual(["doc.md:11: the walkthrough stopped before this check"]);
+    expect(
+      checkOutput(w, `{"id":"ten_01abc","name":"B"}\n${checkMarker(0)}\none\nthree\n${checkMarker(1)}\n`)[0],
+    ).toMatch(/^doc\.md:9: expected a line like/);
+    expect(
+      checkOutput(w, `{"id":"ten_01abc","name":"A"}\n${checkMarker(0)}\nthree\none\n${checkMarker(1)}\n`)[0],
+    ).toMatch(/^doc\.md:12:/);
+    expect(
+      checkOutput(w, `{"id":"ten_01abc","name":"A"}\none\n${checkMarker(0)}\nthree\n${checkMarker(1)}\n`)[0],
+    ).toMatch(/^doc\.md:11:/);
+    expect(checkOutput(w, `{"id":"ten_01abc","name":"A"}\n${checkMarker(0)}\none\n`)).toEqual([
+      "doc.md:11: the walkthrough stopped before this check",
+    ]);
   });
 
   it("reads … as anything and the rest literally, over whole lines", () => {

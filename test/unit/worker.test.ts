@@ -5,7 +5,10 @@ import { every } from "../../src/platform/worker.js";
 /** A logger that records (level, message) pairs. */
 function recordingLogger() {
   const lines: { level: string; msg: string }[] = [];
-  const logger = pino({ level: "debug" }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: string; msg: string }) });
+  const logger = pino(
+    { level: "debug" },
+    { write: (s: string) => void lines.push(JSON.parse(s) as { level: string; msg: string }) },
+  );
   return { logger, lines: () => lines.map((l) => ({ level: pino.levels.labels[Number(l.level)], msg: l.msg })) };
 }
 
@@ -145,7 +148,12 @@ describe("every(ms, tick)", () => {
     ] as const) {
       const at: number[] = [];
       const start = Date.now();
-      const loop = every(1_000, async () => void at.push(Date.now() - start), { name: "w", logger, jitter: 0.2, random: () => r });
+      const loop = every(1_000, async () => void at.push(Date.now() - start), {
+        name: "w",
+        logger,
+        jitter: 0.2,
+        random: () => r,
+      });
       await vi.advanceTimersByTimeAsync(expected - 1);
       expect(at).toEqual([]);
       await vi.advanceTimersByTimeAsync(1);

@@ -31,14 +31,19 @@ export function binaryBodyArb(seed: Uint8Array): fc.Arbitrary<Body> {
   return fc.oneof(
     fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => ({ what: "random bytes", bytes })),
     fc.constant({ what: "the issue's \\x08\\xff\\xff", bytes: Uint8Array.from([0x08, 0xff, 0xff]) }),
-    fc.nat(Math.max(0, seed.length - 1)).map((n) => ({ what: `a real request cut to ${n} of ${seed.length} bytes`, bytes: seed.subarray(0, n) })),
+    fc
+      .nat(Math.max(0, seed.length - 1))
+      .map((n) => ({ what: `a real request cut to ${n} of ${seed.length} bytes`, bytes: seed.subarray(0, n) })),
     fc.tuple(fc.nat(Math.max(0, seed.length)), fc.uint8Array({ minLength: 1, maxLength: 8 })).map(([at, junk]) => ({
       what: `a real request with ${junk.length} bytes spliced in at ${at}`,
       bytes: Uint8Array.from([...seed.subarray(0, at), ...junk, ...seed.subarray(at)]),
     })),
     fc.constant({ what: "invalid UTF-8 in field 1", bytes: invalidUtf8 }),
     fc.constant({ what: "a length prefix past the end", bytes: Uint8Array.from([0x0a, 0xff, 0xff, 0xff, 0x0f, 0x41]) }),
-    fc.constant({ what: "a 10-byte varint that overflows", bytes: Uint8Array.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]) }),
+    fc.constant({
+      what: "a 10-byte varint that overflows",
+      bytes: Uint8Array.from([0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+    }),
     fc.constant({ what: "wire type 7", bytes: Uint8Array.from([0x0f, 0x00]) }),
     fc.constant({ what: "field number 0", bytes: Uint8Array.from([0x02, 0x00]) }),
     fc.constant({ what: "an end-group tag without a start", bytes: Uint8Array.from([0x0c]) }),
@@ -107,7 +112,11 @@ const frame = (payload: Uint8Array, flag = 0, declared = payload.length) => {
 };
 
 /** The chunks and extra headers of a gRPC request for `c`, built around a valid message `seed`. */
-export function grpcFrames(c: FrameCase, seed: Uint8Array, junk: Uint8Array): { chunks: Buffer[]; headers: Record<string, string> } {
+export function grpcFrames(
+  c: FrameCase,
+  seed: Uint8Array,
+  junk: Uint8Array,
+): { chunks: Buffer[]; headers: Record<string, string> } {
   switch (c) {
     case "garbage message":
       return { chunks: [frame(junk)], headers: {} };

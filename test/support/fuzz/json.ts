@@ -65,7 +65,9 @@ export function mutateJson(json: Json, mutations: JsonMutation[], names: string[
     let node: Json = root;
     for (let i = 0; i < m.walk.length; i++) {
       if (node === null || typeof node !== "object") break;
-      const keys: (string | number)[] = Array.isArray(node) ? node.map((_, j) => j) : [...new Set([...Object.keys(node), ...(i === 0 ? names : [])])];
+      const keys: (string | number)[] = Array.isArray(node)
+        ? node.map((_, j) => j)
+        : [...new Set([...Object.keys(node), ...(i === 0 ? names : [])])];
       if (keys.length === 0) break;
       const key = keys[m.walk[i] % keys.length];
       const last = i === m.walk.length - 1;
@@ -77,7 +79,14 @@ export function mutateJson(json: Json, mutations: JsonMutation[], names: string[
       }
       node = child;
     }
-    if (m.kind === "unknown_field" && root !== null && typeof root === "object" && !Array.isArray(root) && m.walk.length === 1) root.zzUnknownTop = m.value;
+    if (
+      m.kind === "unknown_field" &&
+      root !== null &&
+      typeof root === "object" &&
+      !Array.isArray(root) &&
+      m.walk.length === 1
+    )
+      root.zzUnknownTop = m.value;
   }
   return root;
 }

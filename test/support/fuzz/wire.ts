@@ -33,7 +33,12 @@ export function outcomeOf(err: unknown): Outcome {
 }
 
 /** A Connect unary call with a body of our own making (bytes or text), over HTTP/1.1. */
-export async function connectUnaryRaw(baseUrl: string, procedure: string, body: Uint8Array | string, opts: { contentType: string; headers?: Record<string, string> }): Promise<Outcome> {
+export async function connectUnaryRaw(
+  baseUrl: string,
+  procedure: string,
+  body: Uint8Array | string,
+  opts: { contentType: string; headers?: Record<string, string> },
+): Promise<Outcome> {
   const res = await fetch(`${baseUrl}/${procedure}`, {
     method: "POST",
     headers: { "content-type": opts.contentType, "connect-protocol-version": "1", ...opts.headers },
@@ -43,7 +48,12 @@ export async function connectUnaryRaw(baseUrl: string, procedure: string, body: 
 }
 
 /** A Connect GET (`?encoding=…&message=…`) with a query of our own making. */
-export async function connectGetRaw(baseUrl: string, procedure: string, query: string, headers: Record<string, string> = {}): Promise<Outcome> {
+export async function connectGetRaw(
+  baseUrl: string,
+  procedure: string,
+  query: string,
+  headers: Record<string, string> = {},
+): Promise<Outcome> {
   const res = await fetch(`${baseUrl}/${procedure}?${query}`, { headers });
   return connectAnswer(res);
 }
@@ -53,7 +63,8 @@ async function connectAnswer(res: Response): Promise<Outcome> {
   if (res.status === 200) return { code: "ok", message: "" };
   try {
     const body = JSON.parse(text.toString("utf8")) as { code?: unknown; message?: unknown };
-    if (typeof body.code === "string") return { code: body.code, message: typeof body.message === "string" ? body.message : "" };
+    if (typeof body.code === "string")
+      return { code: body.code, message: typeof body.message === "string" ? body.message : "" };
   } catch {
     // not a Connect error body: reported below
   }
@@ -73,7 +84,9 @@ function leaveOpen(req: http2.ClientHttp2Stream, finish: (o: Outcome) => void) {
   if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
 }
 
-/** Stops sending a body the server answered without reading (a reset only then: Node limits how often a peer resets). */
+/**
+ * Stops sending a body the server answered without reading (a reset only then: Node limits how often a peer resets).
+ */
 function abandonBody(req: http2.ClientHttp2Stream) {
   if (!req.writableFinished && !req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
 }
@@ -105,7 +118,12 @@ export class RawH2 {
    * `openMs`: for a stream that may never end (an audit tail), an answer that started
    * (headers, no status) and stays open this long counts as accepted; the client leaves.
    */
-  grpc(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, opts: { timeoutMs?: number; openMs?: number } = {}): Promise<Outcome> {
+  grpc(
+    procedure: string,
+    chunks: Buffer[],
+    headers: Record<string, string> = {},
+    opts: { timeoutMs?: number; openMs?: number } = {},
+  ): Promise<Outcome> {
     const timeoutMs = opts.timeoutMs ?? 15_000;
     return new Promise((resolve) => {
       let done = false;
@@ -163,7 +181,12 @@ export class RawH2 {
    * A Connect streaming call (enveloped messages) over a raw HTTP/2 stream; the answer is
    * the end-of-stream envelope's error, or ok.
    */
-  connectStream(procedure: string, chunks: Buffer[], headers: Record<string, string> = {}, opts: { timeoutMs?: number; openMs?: number } = {}): Promise<Outcome> {
+  connectStream(
+    procedure: string,
+    chunks: Buffer[],
+    headers: Record<string, string> = {},
+    opts: { timeoutMs?: number; openMs?: number } = {},
+  ): Promise<Outcome> {
     const timeoutMs = opts.timeoutMs ?? 15_000;
     return new Promise((resolve) => {
       let done = false;
@@ -177,7 +200,12 @@ export class RawH2 {
         req.close(http2.constants.NGHTTP2_CANCEL);
         finish({ code: "no answer (timeout)", message: `the stream did not end within ${timeoutMs} ms` });
       }, timeoutMs);
-      const req = this.connect().request({ ":method": "POST", ":path": `/${procedure}`, "content-type": "application/connect+proto", ...headers });
+      const req = this.connect().request({
+        ":method": "POST",
+        ":path": `/${procedure}`,
+        "content-type": "application/connect+proto",
+        ...headers,
+      });
       const abandon = () => abandonBody(req);
       req.on("close", () => req.session?.close());
       let status = 0;
@@ -197,7 +225,10 @@ export class RawH2 {
           } catch {
             // reported below
           }
-          return finish({ code: `http ${status} (no Connect error body)`, message: all.toString("utf8").slice(0, 200) });
+          return finish({
+            code: `http ${status} (no Connect error body)`,
+            message: all.toString("utf8").slice(0, 200),
+          });
         }
         for (let at = 0; at + 5 <= all.length; ) {
           const flags = all[at];
@@ -207,9 +238,16 @@ export class RawH2 {
           if (flags & 2) {
             try {
               const end = JSON.parse(payload.toString("utf8")) as { error?: { code?: string; message?: string } };
-              return finish(end.error ? { code: end.error.code ?? "(no code)", message: end.error.message ?? "" } : { code: "ok", message: "" });
+              return finish(
+                end.error
+                  ? { code: end.error.code ?? "(no code)", message: end.error.message ?? "" }
+                  : { code: "ok", message: "" },
+              );
             } catch {
-              return finish({ code: "unreadable end-of-stream message", message: payload.toString("utf8").slice(0, 200) });
+              return finish({
+                code: "unreadable end-of-stream message",
+                message: payload.toString("utf8").slice(0, 200),
+              });
             }
           }
         }

@@ -17,7 +17,16 @@ import { bearer } from "../app.js";
 
 /** The credentials a fuzzed call may carry (its Authorization header), by name. */
 export type Credential = "none" | "wrong" | "malformed" | "super_admin" | "a_admin" | "a_read" | "a_ingest" | "b_admin";
-export const CREDENTIALS: Credential[] = ["none", "wrong", "malformed", "super_admin", "a_admin", "a_read", "a_ingest", "b_admin"];
+export const CREDENTIALS: Credential[] = [
+  "none",
+  "wrong",
+  "malformed",
+  "super_admin",
+  "a_admin",
+  "a_read",
+  "a_ingest",
+  "b_admin",
+];
 
 /**
  * Real values a request can name, by what they are, so that fuzzed calls reach past
@@ -85,7 +94,8 @@ export class World {
     const su = mk(TenantService, this.url, this.superAdminKey);
     this.tenantA = (await su.createTenant({ name: "Fuzz A", metadata: { tier: "gold" } })).tenant!.id;
     this.tenantB = (await su.createTenant({ name: "Fuzz B" })).tenant!.id;
-    const key = async (tenantId: string, scope: ApiKeyScope) => (await su.createApiKey({ tenantId, name: `fuzz ${scope}`, scopes: [scope] })).secret;
+    const key = async (tenantId: string, scope: ApiKeyScope) =>
+      (await su.createApiKey({ tenantId, name: `fuzz ${scope}`, scopes: [scope] })).secret;
     this.keys = {
       a_admin: await key(this.tenantA, ApiKeyScope.ADMIN),
       a_read: await key(this.tenantA, ApiKeyScope.READ),
@@ -107,10 +117,17 @@ export class World {
 
   async refresh(): Promise<void> {
     this.round++;
-    const [a, b] = await Promise.all([this.resources(this.keys.a_admin, `A${this.round}`), this.resources(this.keys.b_admin, `B${this.round}`)]);
+    const [a, b] = await Promise.all([
+      this.resources(this.keys.a_admin, `A${this.round}`),
+      this.resources(this.keys.b_admin, `B${this.round}`),
+    ]);
     const su = mk(TenantService, this.url, this.superAdminKey);
     // Spare API keys: RevokeApiKey may hit these, never the keys the fuzz calls with.
-    const spare = await su.createApiKey({ tenantId: this.tenantA, name: `spare ${this.round}`, scopes: [ApiKeyScope.READ] });
+    const spare = await su.createApiKey({
+      tenantId: this.tenantA,
+      name: `spare ${this.round}`,
+      scopes: [ApiKeyScope.READ],
+    });
     this.spareKeyIds.push(spare.apiKey!.id);
     this.spare = { tenant: (await su.createTenant({ name: `Spare ${this.round}` })).tenant!.id };
     const audit = mk(AuditService, this.url, this.keys.a_admin);
@@ -139,7 +156,11 @@ export class World {
       offlineRequest: merge("offlineRequest"),
       pageToken: page.nextPageToken ? [page.nextPageToken] : [],
     };
-    this.own = { ...this.pools, tenant: [this.tenantA], ...Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v])) };
+    this.own = {
+      ...this.pools,
+      tenant: [this.tenantA],
+      ...Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v])),
+    };
   }
 
   private async resources(key: string, tag: string) {
@@ -154,17 +175,20 @@ export class World {
       product = await lic
         .createProduct({
           code,
-        name: `Fuzz ${tag}`,
-        features: [
-          { name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION },
-          { name: "api_calls", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM },
-          { name: "model", kind: FeatureKind.TIER, compose: ComposeStrategy.MAX },
+          name: `Fuzz ${tag}`,
+          features: [
+            { name: "reports", kind: FeatureKind.FLAG, compose: ComposeStrategy.UNION },
+            { name: "api_calls", kind: FeatureKind.LIMIT, compose: ComposeStrategy.SUM },
+            { name: "model", kind: FeatureKind.TIER, compose: ComposeStrategy.MAX },
           ],
         })
-        .then((r) => r.product!, (err: unknown) => {
-          if (attempt < 20 && ConnectError.from(err).code === Code.AlreadyExists) return undefined;
-          throw err;
-        });
+        .then(
+          (r) => r.product!,
+          (err: unknown) => {
+            if (attempt < 20 && ConnectError.from(err).code === Code.AlreadyExists) return undefined;
+            throw err;
+          },
+        );
     }
     const policy = (
       await lic.createPolicy({
@@ -189,16 +213,42 @@ export class World {
     const suspended = await lic.createLicense({ policyId: policy.id, customerId: customer.id });
     await lic.suspendLicense({ id: suspended.license!.id });
     const fingerprint = `fp-${tag}`;
-    const activated = await act.activate({ key: license.key, fingerprint, hostname: "host", platform: "linux-x64", cores: 4 });
-    const meter = (await usage.createMeter({ productId: product.id, metric: "api_calls", aggregation: Aggregation.SUM, agentTokens: true })).meter!;
+    const activated = await act.activate({
+      key: license.key,
+      fingerprint,
+      hostname: "host",
+      platform: "linux-x64",
+      cores: 4,
+    });
+    const meter = (
+      await usage.createMeter({
+        productId: product.id,
+        metric: "api_calls",
+        aggregation: Aggregation.SUM,
+        agentTokens: true,
+      })
+    ).meter!;
     // No limit on these: their totals only grow, and each aggregation has its own code.
     const others = [
       await usage.createMeter({ productId: product.id, metric: "tokens", aggregation: Aggregation.SUM }),
-      await usage.createMeter({ productId: product.id, metric: "users", aggregation: Aggregation.UNIQUE_COUNT, uniqueAttribute: "user" }),
+      await usage.createMeter({
+        productId: product.id,
+        metric: "users",
+        aggregation: Aggregation.UNIQUE_COUNT,
+        uniqueAttribute: "user",
+      }),
       await usage.createMeter({ productId: product.id, metric: "peak", aggregation: Aggregation.MAX }),
       await usage.createMeter({ productId: product.id, metric: "last", aggregation: Aggregation.LATEST }),
     ].map((r) => r.meter!);
-    await usage.recordUsage({ event: { licenseKey: license.key, metric: "api_calls", quantity: 3n, agentId: "coder", idempotencyKey: `seed-${tag}` } });
+    await usage.recordUsage({
+      event: {
+        licenseKey: license.key,
+        metric: "api_calls",
+        quantity: 3n,
+        agentId: "coder",
+        idempotencyKey: `seed-${tag}`,
+      },
+    });
     return {
       product: [product.id],
       policy: [policy.id],
