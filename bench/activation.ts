@@ -317,9 +317,10 @@ export async function run(): Promise<string> {
   };
   const lease: number[] = [];
   const ed: number[] = [];
-  for (let i = 0; i < 7; i++)
-    lease.push(ops(() => verifyLease(token, keys, { fingerprint: "fp" }))),
-      ed.push(ops(() => verify(null, input, publicKey, signature)));
+  for (let i = 0; i < 7; i++) {
+    lease.push(ops(() => verifyLease(token, keys, { fingerprint: "fp" })));
+    ed.push(ops(() => verify(null, input, publicKey, signature)));
+  }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[3];
   const r = (n: number) => Math.round(n).toLocaleString("en");
   const ratio = (a: number, b: number) => (a / b).toFixed(2);

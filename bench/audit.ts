@@ -148,7 +148,11 @@ async function startServer(databaseUrl: string, superAdminKey: string, dataKey: 
     await new Promise((r) => setTimeout(r, 100));
   return {
     url,
-    stop: () => new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM"))),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      }),
   };
 }
 
@@ -157,9 +161,10 @@ async function tailLatency(databaseUrl: string) {
   const dataKey = DATA_KEY.toString("base64");
   const [a, b] = [await startServer(databaseUrl, key, dataKey), await startServer(databaseUrl, key, dataKey)];
   const auth = [
-    (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => (
-      req.header.set("authorization", `Bearer ${key}`), next(req)
-    ),
+    (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) => (req: Parameters<typeof next>[0]) => {
+      req.header.set("authorization", `Bearer ${key}`);
+      return next(req);
+    },
   ];
   const tenantsA = createClient(
     TenantService,

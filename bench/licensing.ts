@@ -162,7 +162,11 @@ function opsPerSecond(op: () => unknown, ms = 300): number {
 
 /** Rates of `op` and of its `baseline`, measured in alternation (7 rounds, medians) so drift hits both alike. */
 function paired(op: () => unknown, baseline: () => unknown): { op: number; baseline: number } {
-  for (let i = 0; i < 5000; i++) op(), baseline(); // warm up both
+  // warm up both
+  for (let i = 0; i < 5000; i++) {
+    op();
+    baseline();
+  }
   const a: number[] = [];
   const b: number[] = [];
   for (let round = 0; round < 7; round++) {
@@ -259,7 +263,10 @@ async function serverRates() {
   const alternate = (baseline: () => Load, subject: () => Load) => {
     const b: Load[] = [];
     const s: Load[] = [];
-    for (let round = 0; round < ROUNDS; round++) b.push(baseline()), s.push(subject());
+    for (let round = 0; round < ROUNDS; round++) {
+      b.push(baseline());
+      s.push(subject());
+    }
     const mid = <T>(xs: T[], by: (x: T) => number) => [...xs].sort((x, y) => by(x) - by(y))[Math.floor(xs.length / 2)]!;
     const ratios = s.map((l, i) => l.rps / b[i]!.rps);
     return {
@@ -288,7 +295,10 @@ async function serverRates() {
   );
   // The same open loop on Health.Check: what any request costs at that rate on this machine.
   const halfHealth = await latencyAt(url, "grpc.health.v1.Health/Check", Buffer.from("{}"), json.subject.rps / 2);
-  await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
+  await new Promise<void>((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
   await database.drop();
   return { json, grpc, half, halfHealth };
 }

@@ -59,7 +59,12 @@ export async function run(): Promise<string> {
       createConnectTransport({
         baseUrl: a.url,
         httpVersion: "1.1",
-        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${a.key}`), next(req))],
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${a.key}`);
+            return next(req);
+          },
+        ],
       }),
     );
     const publicB = createClient(LicensingService, createConnectTransport({ baseUrl: b.url, httpVersion: "1.1" }));

@@ -137,7 +137,10 @@ export async function startBenchServer(
     },
     async stop() {
       if (child.exitCode === null)
-        await new Promise<void>((resolve) => (child.once("exit", () => resolve()), child.kill("SIGTERM")));
+        await new Promise<void>((resolve) => {
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+        });
       if (!peer) await database.drop();
     },
   };

@@ -195,9 +195,10 @@ export async function run(): Promise<string> {
     // And checkpointed: the load's WAL would otherwise be flushed by a checkpoint during them.
     await pgc.query("checkpoint");
     const auth = [
-      (next: Parameters<Interceptor>[0]) => (req: Parameters<ReturnType<Interceptor>>[0]) => (
-        req.header.set("authorization", `Bearer ${server.key}`), next(req)
-      ),
+      (next: Parameters<Interceptor>[0]) => (req: Parameters<ReturnType<Interceptor>>[0]) => {
+        req.header.set("authorization", `Bearer ${server.key}`);
+        return next(req);
+      },
     ];
     // Both Connect encodings: binary (connect-node's default) and JSON (browsers, curl).
     const encodings = {

@@ -95,7 +95,11 @@ export interface AppOptions {
 /** Opens the database (embedded when no URL is configured), migrates it when asked. */
 export async function openStorage(config: Config, logger: Logger, opts: { migrate: boolean }) {
   let embedded: EmbeddedDatabase | undefined;
-  const url = config.databaseUrl ?? (embedded = await startEmbeddedDatabase(config.dataDir, logger)).url;
+  let url = config.databaseUrl;
+  if (url === undefined) {
+    embedded = await startEmbeddedDatabase(config.dataDir, logger);
+    url = embedded.url;
+  }
   try {
     const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger, schema });
     if (opts.migrate) await migrate(db, url, logger);

@@ -271,12 +271,11 @@ function readSigningKeys({ str, problems }: Settings) {
 
   let licenseKeySecrets: Record<string, string> | undefined;
   const hmacEntries = jsonEntries(str("LICENSD_HMAC_KEYS"));
-  const hmacOk =
-    hmacEntries !== null &&
-    hmacEntries.every(
+  const hmacOk = (entries: [string, unknown][]) =>
+    entries.every(
       ([v, secret]) => /^([0-9]|[12][0-9]|3[01])$/.test(v) && typeof secret === "string" && secret.length >= 16,
     );
-  if (!hmacOk)
+  if (hmacEntries === null || !hmacOk(hmacEntries))
     problems.push('LICENSD_HMAC_KEYS: must be a JSON object {"<version 0-31>": "<secret, 16+ characters>", …}');
   else if (hmacEntries.length > 0) licenseKeySecrets = Object.fromEntries(hmacEntries) as Record<string, string>;
 

@@ -142,8 +142,9 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
 function sniff(socket: net.Socket, route: (isH2: boolean) => void) {
   let seen = Buffer.alloc(0);
   const onReadable = () => {
-    let chunk: Buffer | null;
-    while ((chunk = socket.read() as Buffer | null) !== null) seen = Buffer.concat([seen, chunk]);
+    for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) {
+      seen = Buffer.concat([seen, chunk]);
+    }
     if (seen.length === 0) return;
     const n = Math.min(seen.length, H2_PREFACE.length);
     const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));

@@ -12,9 +12,7 @@ const REVOKING: Record<string, { reason: string; message: string }> = {
   "machine.heartbeat.dead": { reason: "HEARTBEAT_DEAD", message: "the machine missed its heartbeat deadline" },
 };
 
-export interface Revoke {
-  (reason: string, message: string): void;
-}
+export type Revoke = (reason: string, message: string) => void;
 
 interface TenantWatch {
   /** The last audit seq read for this tenant. */
@@ -73,7 +71,10 @@ export class LeaseHub {
     const watch = t;
     for (const s of subjects) {
       let set = watch.bySubject.get(s);
-      if (!set) watch.bySubject.set(s, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        watch.bySubject.set(s, set);
+      }
       set.add(revoke);
     }
     watch.count++;

@@ -95,7 +95,7 @@ export function createLeaseSessions(deps: {
             "must match the stream's first message (or be empty)",
           );
         }
-        let beat;
+        let beat: Awaited<ReturnType<typeof machines.heartbeatFast>>;
         try {
           beat =
             (await machines.heartbeatFast(db, key, fingerprint)) ??

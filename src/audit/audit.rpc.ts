@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
-  AuditService as AuditServiceDesc,
+  type AuditService as AuditServiceDesc,
   GetAuditEventResponseSchema,
   GetCheckpointResponseSchema,
   GetConsistencyProofResponseSchema,

@@ -38,7 +38,8 @@ export interface ComposedAgent {
   licenseIds: string[];
 }
 
-const valueOf = (e: Entitlement): ComposedValue => ("enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier);
+const entitlementValue = (e: Entitlement): ComposedValue =>
+  "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier;
 
 function combine(strategy: ComposeStrategy, a: ComposedValue, b: ComposedValue): ComposedValue {
   if (typeof a === "boolean" || typeof b === "boolean") return Boolean(a) || Boolean(b);
@@ -74,7 +75,7 @@ export function compose(licenses: ComposableLicense[]): {
       for (const f of l.features)
         if (f.kind === "flag" && !own.has(f.name)) own.set(f.name, { feature: f.name, enabled: true });
     for (const e of effectiveEntitlements([...own.values()], [])) {
-      const value = valueOf(e);
+      const value = entitlementValue(e);
       const existing = byFeature.get(e.feature);
       if (!existing) {
         const compose = defs.get(e.feature)?.compose ?? "union";
@@ -91,11 +92,10 @@ export function compose(licenses: ComposableLicense[]): {
     }
     for (const a of l.agents) {
       let composed = byAgent.get(a.agent);
-      if (!composed)
-        byAgent.set(
-          a.agent,
-          (composed = { agent: a.agent, enabled: false, tokenLimit: 0, modelTier: null, licenseIds: [] }),
-        );
+      if (!composed) {
+        composed = { agent: a.agent, enabled: false, tokenLimit: 0, modelTier: null, licenseIds: [] };
+        byAgent.set(a.agent, composed);
+      }
       composed.licenseIds.push(l.licenseId);
       // A license that disables the agent grants it nothing to add.
       if (!a.enabled) continue;

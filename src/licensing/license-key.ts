@@ -144,7 +144,10 @@ const verified = new WeakMap<LicenseKeyring, Map<string, { key: string; digest: 
  */
 export function lookupLicenseKey(raw: string, keyring: LicenseKeyring): KeyLookup {
   let memo = verified.get(keyring);
-  if (!memo) verified.set(keyring, (memo = new Map()));
+  if (!memo) {
+    memo = new Map();
+    verified.set(keyring, memo);
+  }
   const hit = memo.get(raw);
   if (hit) return { ok: true, ...hit };
   const key = normalizeLicenseKey(raw);

@@ -159,13 +159,17 @@ export function createValidationService(deps: {
   const derived = new WeakMap<LicenseSnapshot, Partial<Record<LicenseStatus, Derived>>>();
   function derivedOf(snapshot: LicenseSnapshot, status: LicenseStatus): Derived {
     let byStatus = derived.get(snapshot);
-    if (!byStatus) derived.set(snapshot, (byStatus = {}));
-    return (byStatus[status] ??= {
+    if (!byStatus) {
+      byStatus = {};
+      derived.set(snapshot, byStatus);
+    }
+    byStatus[status] ??= {
       license: { ...snapshot, effectiveStatus: status },
       features: snapshot.allFeatures
         ? snapshot.productFeatures.map((f) => f.name).sort()
         : snapshot.entitlements.filter(grants).map((e) => e.feature),
-    });
+    };
+    return byStatus[status];
   }
 
   return {

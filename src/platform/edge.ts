@@ -302,7 +302,8 @@ class EdgeCall {
 
   private requestIdValue: string | undefined;
   private get requestId(): string {
-    return (this.requestIdValue ??= requestIdOf(this.request.header.get("x-request-id")));
+    this.requestIdValue ??= requestIdOf(this.request.header.get("x-request-id"));
+    return this.requestIdValue;
   }
 
   /** The mapped form of a refusal no interceptor saw, counted and logged as every call is. */

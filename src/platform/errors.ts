@@ -132,29 +132,32 @@ const WRONG_MESSAGE_COUNT = /^protocol error: (missing input message|received ex
  */
 export function protocolError(err: ConnectError): ConnectError {
   const message = err.rawMessage;
-  let m: RegExpExecArray | null;
   switch (err.code) {
-    case Code.InvalidArgument:
-      if ((m = UNKNOWN_JSON_KEY.exec(message))) {
+    case Code.InvalidArgument: {
+      const unknown = UNKNOWN_JSON_KEY.exec(message);
+      if (unknown) {
         return connectError(
           Code.InvalidArgument,
           "UNKNOWN_FIELD",
-          `${m[2]}: unknown field (${m[1]} has no field of this name)`,
-          { field: m[2] },
+          `${unknown[2]}: unknown field (${unknown[1]} has no field of this name)`,
+          { field: unknown[2] },
         );
       }
-      if ((m = BAD_JSON_FIELD.exec(message))) {
-        return connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `${m[2]}: ${m[3]}`, { field: m[2] });
+      const bad = BAD_JSON_FIELD.exec(message);
+      if (bad) {
+        return connectError(Code.InvalidArgument, "MALFORMED_REQUEST", `${bad[2]}: ${bad[3]}`, { field: bad[2] });
       }
       return malformed(message);
+    }
     case Code.Internal:
       return MALFORMED_INTERNAL.test(message) ? malformed(message) : err;
     case Code.Unimplemented:
       return WRONG_MESSAGE_COUNT.test(message)
         ? malformed(message)
         : connectError(err.code, reasonOf(err.code), message);
-    case Code.ResourceExhausted:
-      if ((m = TOO_LARGE.exec(message))) {
+    case Code.ResourceExhausted: {
+      const m = TOO_LARGE.exec(message);
+      if (m) {
         return connectError(
           Code.ResourceExhausted,
           "MESSAGE_TOO_LARGE",
@@ -163,6 +166,7 @@ export function protocolError(err: ConnectError): ConnectError {
         );
       }
       return connectError(err.code, reasonOf(err.code), message);
+    }
     case Code.Unknown:
       return err;
     default:

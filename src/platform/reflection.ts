@@ -35,8 +35,8 @@ export class ReflectionIndex {
       file.dependencies.forEach(visit);
       this.files.set(file.name, file);
     };
-    services.forEach((s) => visit(s.file));
-    extraFiles.forEach(visit);
+    for (const s of services) visit(s.file);
+    for (const f of extraFiles) visit(f);
     this.registry = createRegistry(...this.files.values());
     this.serviceNames = services.map((s) => s.typeName).sort();
   }

@@ -72,7 +72,10 @@ export class TenantCache<V> {
     if (stamp !== this.generation) return;
     this.entries.set(key, { value, tenantId });
     let keys = this.keysOf.get(tenantId);
-    if (!keys) this.keysOf.set(tenantId, (keys = new Set()));
+    if (!keys) {
+      keys = new Set();
+      this.keysOf.set(tenantId, keys);
+    }
     keys.add(key);
   }
 

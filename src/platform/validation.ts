@@ -59,6 +59,7 @@ const MAX_MESSAGE = 2000;
 /** A path cut to a readable length, its control characters (a map key may hold any) escaped. */
 function boundedPath(path: string): string {
   const printable = path.replace(
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this escapes
     /[\u0000-\u001f\u007f]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );

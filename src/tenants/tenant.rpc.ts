@@ -12,7 +12,7 @@ import {
   ListTenantsResponseSchema,
   RevokeApiKeyRequestSchema,
   RevokeApiKeyResponseSchema,
-  TenantService as TenantServiceDesc,
+  type TenantService as TenantServiceDesc,
   UpdateTenantRequestSchema,
   UpdateTenantResponseSchema,
 } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";

@@ -96,9 +96,11 @@ async function dedupe(
       ],
     );
     const fresh = new Set(inserted.map((r) => `${r.tenant_seq}|${r.idempotency_key}`));
-    candidates = distinct.filter(
-      (p) => !p.key || fresh.has(`${p.license.tenantSeq}|${p.key}`) || (duplicateIndexes.push(p.index), false),
-    );
+    candidates = distinct.filter((p) => {
+      if (!p.key || fresh.has(`${p.license.tenantSeq}|${p.key}`)) return true;
+      duplicateIndexes.push(p.index);
+      return false;
+    });
     // 2. The keyed events are written before any lock is taken, so batches insert them in
     // parallel; the rare one a limit then refuses is deleted again below (its key is unique
     // in its tenant: it matches that one row). Keyless events (unary calls) wait for their limits.

@@ -24,7 +24,15 @@ const textArray = (xs: string[]) =>
 export function eventsParams(items: Prepared[]): unknown[] {
   const dictionary = () => {
     const ids = new Map<string, number>();
-    return { ids, indexOf: (id: string) => ids.get(id) ?? (ids.set(id, ids.size + 1), ids.size) };
+    const indexOf = (id: string) => {
+      let n = ids.get(id);
+      if (n === undefined) {
+        n = ids.size + 1;
+        ids.set(id, n);
+      }
+      return n;
+    };
+    return { ids, indexOf };
   };
   const tenants = dictionary();
   const seqs = new Map<string, number>();
@@ -107,8 +115,7 @@ export interface PeriodTotal {
 }
 
 /** Binds values as parameters of one statement (after those already in `params`): their `$n` placeholders. */
-export const binder = (params: unknown[]) => (values: unknown[]) =>
-  values.map((v) => (params.push(v), `$${params.length}`));
+export const binder = (params: unknown[]) => (values: unknown[]) => values.map((v) => `$${params.push(v)}`);
 
 /**
  * The hourly rollups of accepted events, as a CTE named `rollups`, in key order: concurrent
@@ -129,9 +136,15 @@ function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[],
   const rollups = new Map<string, Map<Date, Map<string, Rollup>>>();
   for (const p of accepted) {
     let byHour = rollups.get(p.group);
-    if (!byHour) rollups.set(p.group, (byHour = new Map()));
+    if (!byHour) {
+      byHour = new Map();
+      rollups.set(p.group, byHour);
+    }
     let byAgent = byHour.get(p.hour);
-    if (!byAgent) byHour.set(p.hour, (byAgent = new Map()));
+    if (!byAgent) {
+      byAgent = new Map();
+      byHour.set(p.hour, byAgent);
+    }
     const r = byAgent.get(p.agentId);
     if (!r)
       byAgent.set(p.agentId, {

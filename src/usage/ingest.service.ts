@@ -163,8 +163,14 @@ export function createIngestService(deps: {
     const distinct = prepared.filter((p) => {
       if (!p.key) return true;
       let keys = keysOf.get(p.license.tenantId);
-      if (!keys) keysOf.set(p.license.tenantId, (keys = new Set()));
-      if (keys.has(p.key)) return (repeated.push(p.index), false);
+      if (!keys) {
+        keys = new Set();
+        keysOf.set(p.license.tenantId, keys);
+      }
+      if (keys.has(p.key)) {
+        repeated.push(p.index);
+        return false;
+      }
       keys.add(p.key);
       return true;
     });
@@ -299,7 +305,10 @@ const limitKey = (licenseId: string, metric: string, periodStart: Date, agentId:
 function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]): BatchResult[] {
   const starts: number[] = [];
   let end = 0;
-  for (const n of sizes) starts.push(end), (end += n);
+  for (const n of sizes) {
+    starts.push(end);
+    end += n;
+  }
   const batchOf = (index: number) => {
     let b = sizes.length - 1;
     while (starts[b]! > index) b--;

@@ -205,7 +205,10 @@ export class TimeShapes {
   hourOf(ts: Date): Date {
     const ms = Math.floor(ts.getTime() / HOUR) * HOUR;
     let d = this.hours.get(ms);
-    if (!d) this.hours.set(ms, (d = new Date(ms)));
+    if (!d) {
+      d = new Date(ms);
+      this.hours.set(ms, d);
+    }
     return d;
   }
   slotOf(meter: MeterRow, ts: Date, license: LicenseRow): Slot {
@@ -217,22 +220,29 @@ export class TimeShapes {
           ? ts.getUTCFullYear() * 12 + ts.getUTCMonth()
           : 0;
     let byMeter = this.slots.get(license);
-    if (!byMeter) this.slots.set(license, (byMeter = new Map()));
+    if (!byMeter) {
+      byMeter = new Map();
+      this.slots.set(license, byMeter);
+    }
     let byPeriod = byMeter.get(meter);
-    if (!byPeriod) byMeter.set(meter, (byPeriod = new Map()));
+    if (!byPeriod) {
+      byPeriod = new Map();
+      byMeter.set(meter, byPeriod);
+    }
     let slot = byPeriod.get(at);
     if (!slot) {
       const { start, end } = periodOf(meter.period, ts, license);
-      byPeriod.set(
-        at,
-        (slot = { start, end, group: `${license.id}|${meter.id}|${start.getTime()}`, agentGroups: new Map() }),
-      );
+      slot = { start, end, group: `${license.id}|${meter.id}|${start.getTime()}`, agentGroups: new Map() };
+      byPeriod.set(at, slot);
     }
     return slot;
   }
   agentGroupOf(slot: Slot, agentId: string): string {
     let g = slot.agentGroups.get(agentId);
-    if (g === undefined) slot.agentGroups.set(agentId, (g = `${slot.group}|${agentId}`));
+    if (g === undefined) {
+      g = `${slot.group}|${agentId}`;
+      slot.agentGroups.set(agentId, g);
+    }
     return g;
   }
 }

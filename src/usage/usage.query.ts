@@ -30,7 +30,10 @@ export function seriesOf(buckets: readonly SummaryBucket[]): SummarySeries {
   for (const [ms, agentId, value, events] of buckets) {
     if (startsMs[startsMs.length - 1] !== ms) {
       startsMs.push(ms);
-      for (const s of series) s.values.push(0n), s.events.push(0n);
+      for (const s of series) {
+        s.values.push(0n);
+        s.events.push(0n);
+      }
     }
     const s = series[column.get(agentId)!]!;
     s.values[startsMs.length - 1] = int64Total(value ?? 0n);

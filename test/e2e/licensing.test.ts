@@ -137,12 +137,12 @@ describe("licensing end to end", () => {
       });
     writeFileSync(
       file,
-      [
+      `${[
         row("DT1-CORE-5dd8e1db-d90c4656", "michael@example.com"),
         row("DT1-CORE-11111111-22222222", "ann@example.com"),
         "{not json",
         row("DT1-CORE-33333333-44444444", "broken-email"),
-      ].join("\n") + "\n",
+      ].join("\n")}\n`,
     );
     const res = await run(process.execPath, [
       path.join(ROOT, "bin/licensd.js"),

@@ -231,7 +231,10 @@ describe("the audit log", () => {
     });
     const entry = { tenantId: t.id, type: "tenant.noted", subject: t.id, actor: "test", payload: {} };
     await expect(
-      database.tx(async (em) => (await events.emit(em, entry), Promise.reject(new Error("rolled back")))),
+      database.tx(async (em) => {
+        await events.emit(em, entry);
+        throw new Error("rolled back");
+      }),
     ).rejects.toThrow("rolled back");
     expect(heard).toEqual([]);
     const pending = database.tx(async (em) => {

@@ -739,7 +739,7 @@ describe("license keys are compatible with an independent reference", () => {
     const v = await vendor("Vinzy Co", "VNZ");
     const secret = a.app.config.licenseKeySecrets["0"];
     const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
-      input: JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret }) + "\n",
+      input: `${JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret })}\n`,
       encoding: "utf8",
     });
     const key = res.stdout.trim();
@@ -763,13 +763,12 @@ describe("license keys are compatible with an independent reference", () => {
       const api = connectClient(LicensingService, c.url, v.secret);
       const bodies = ["KRG-BQWER-TYUIO-PASDF-GHJKL-ZXCVB", "KRG-CQWER-TYUIO-PASDF-GHJKL-ZXCVB"]; // versions 1 and 2 by their first character
       const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
-        input:
-          [
-            ...bodies.map((body) => ({ body, secret: ring["0"] })),
-            { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" },
-          ]
-            .map((r) => JSON.stringify(r))
-            .join("\n") + "\n",
+        input: `${[
+          ...bodies.map((body) => ({ body, secret: ring["0"] })),
+          { body: "KRG-DQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret: "outside-the-ring-0" },
+        ]
+          .map((r) => JSON.stringify(r))
+          .join("\n")}\n`,
         encoding: "utf8",
       });
       const [legacyB, legacyC, forged] = res.stdout.trim().split("\n");
@@ -851,10 +850,9 @@ describe("ImportLicenses", () => {
     const v = await vendor("Import Co", "IMP");
     const secret = a.app.config.licenseKeySecrets["0"];
     const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
-      input:
-        ["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"]
-          .map((body) => JSON.stringify({ body, secret }))
-          .join("\n") + "\n",
+      input: `${["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"]
+        .map((body) => JSON.stringify({ body, secret }))
+        .join("\n")}\n`,
       encoding: "utf8",
     });
     const [vinzyKey, vinzyKey2] = res.stdout.trim().split("\n");

@@ -82,7 +82,11 @@ const admin = () => connectClient(LicensingService, t.url, adminSecret);
 
 beforeAll(async () => {
   t = await startTestApp({
-    logger: createLogger("trace", { write: (line: string) => void (log += line) }),
+    logger: createLogger("trace", {
+      write: (line: string) => {
+        log += line;
+      },
+    }),
     env: {
       LICENSD_LICENSE_FILE_HMAC_SECRET: LICENSE_FILE_HMAC_SECRET,
       LICENSD_AUDIT_HMAC_KEYS: JSON.stringify({ a1: AUDIT_HMAC_KEY.toString("base64") }),

@@ -409,7 +409,7 @@ describe("ingestion", () => {
     // client resending while the first copies are still being written).
     const batches = Array.from({ length: 4 }, () => Array.from({ length: 50 }, () => ev(s.key, 1)));
     for (let i = 1; i < batches.length; i++) batches[i]!.splice(0, 2, ...batches[i - 1]!.slice(-2));
-    batches.forEach((events, i) => stream.send(`rpt-${i}`, events));
+    for (const [i, events] of batches.entries()) stream.send(`rpt-${i}`, events);
     const acks = [];
     for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
     stream.end();
@@ -438,7 +438,7 @@ describe("ingestion", () => {
       [ev(s.key, 1)],
       [ev(s.key, 1)],
     ];
-    batches.forEach((events, i) => stream.send(`ord-${i + 1}`, events));
+    for (const [i, events] of batches.entries()) stream.send(`ord-${i + 1}`, events);
     const acks = [];
     for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
     stream.end();
@@ -543,7 +543,7 @@ describe("ingestion", () => {
     batches.push([batches[5]![3]!, ev(x.key, 2)]);
     const stream = openStream(a);
     // All at once: two transactions start, the rest queue up behind them.
-    batches.forEach((events, i) => stream.send(`q-${i}`, events));
+    for (const [i, events] of batches.entries()) stream.send(`q-${i}`, events);
     const acks = [];
     for (let i = 0; i < batches.length; i++) acks.push(await stream.next());
     stream.end();

@@ -6,7 +6,7 @@ import { checkLicenseKey, generateLicenseKey, KEY_ALPHABET, LicenseKeyring } fro
 
 function runReference(requests: object[]): string[] {
   const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "vinzy_reference.py")], {
-    input: requests.map((r) => JSON.stringify(r)).join("\n") + "\n",
+    input: `${requests.map((r) => JSON.stringify(r)).join("\n")}\n`,
     encoding: "utf8",
   });
   if (res.status !== 0) throw new Error(res.stderr);
@@ -67,18 +67,26 @@ describe("Vinzy-compatible license keys", () => {
     const expected: boolean[] = [];
     // Keys of each version signed by their own secret.
     for (const [v, secret] of Object.entries(ring))
-      for (let i = 0; i < 4; i++)
-        requests.push({ body: bodyStartingWith(KEY_ALPHABET[Number(v)]), secret }), expected.push(true);
+      for (let i = 0; i < 4; i++) {
+        requests.push({ body: bodyStartingWith(KEY_ALPHABET[Number(v)]), secret });
+        expected.push(true);
+      }
     // Pre-versioning keys: signed by the legacy secret, first character random (every one of the 32, "B" and "C" name
     // versions 1 and 2).
-    for (const first of KEY_ALPHABET)
-      requests.push({ body: bodyStartingWith(first), secret: "legacy-secret" }), expected.push(true);
+    for (const first of KEY_ALPHABET) {
+      requests.push({ body: bodyStartingWith(first), secret: "legacy-secret" });
+      expected.push(true);
+    }
     // Any secret of the ring is tried, whatever the first character names.
-    for (const first of "ACZ7")
-      requests.push({ body: bodyStartingWith(first), secret: "second-secret" }), expected.push(true);
+    for (const first of "ACZ7") {
+      requests.push({ body: bodyStartingWith(first), secret: "second-secret" });
+      expected.push(true);
+    }
     // Forged: signed by a secret outside the ring, for every first character.
-    for (const first of KEY_ALPHABET)
-      requests.push({ body: bodyStartingWith(first), secret: "not-in-the-ring" }), expected.push(false);
+    for (const first of KEY_ALPHABET) {
+      requests.push({ body: bodyStartingWith(first), secret: "not-in-the-ring" });
+      expected.push(false);
+    }
     const keys = reference(requests);
     // Forged: a valid key's body altered after signing, and a made-up signature.
     for (const key of keys.slice(0, 20)) {

@@ -12,7 +12,15 @@ function changes() {
   const entry: ((tenantId: string) => void)[] = [];
   const reconnect: (() => void)[] = [];
   const feed: TenantChanges = { onEntry: (l) => entry.push(l), onReconnect: (l) => reconnect.push(l) };
-  return { feed, entry: (t: string) => entry.forEach((l) => l(t)), reconnect: () => reconnect.forEach((l) => l()) };
+  return {
+    feed,
+    entry: (t: string) => {
+      for (const l of entry) l(t);
+    },
+    reconnect: () => {
+      for (const l of reconnect) l();
+    },
+  };
 }
 
 describe("TenantCache", () => {

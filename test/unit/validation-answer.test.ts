@@ -42,7 +42,12 @@ const valid = (s: LicenseSnapshot): Validation => ({
 function feed() {
   const listeners: ((tenantId: string) => void)[] = [];
   const changes: TenantChanges = { onEntry: (l) => listeners.push(l), onReconnect: () => undefined };
-  return { changes, entry: (t: string) => listeners.forEach((l) => l(t)) };
+  return {
+    changes,
+    entry: (t: string) => {
+      for (const l of listeners) l(t);
+    },
+  };
 }
 
 const question = { key: "PRD-KEY", productCode: "", fingerprint: "", entitlements: ["reports"] };

@@ -169,7 +169,7 @@ export class World {
     const usage = mk(UsageService, this.url, key);
     // Fuzzed calls create products with random codes: take the first code still free.
     let code = "";
-    let product;
+    let product: Awaited<ReturnType<typeof lic.createProduct>>["product"];
     for (let attempt = 0; !product; attempt++) {
       code = codeFor(`${tag}/${attempt}`);
       product = await lic
