@@ -196,7 +196,10 @@ export function isHangUp(err: unknown, signal?: AbortSignal): boolean {
     // A reset socket or an abort is the client's only while the call's own signal says so (else: the database's).
     if (
       signal?.aborted &&
-      (code === "ECONNRESET" || code === "EPIPE" || (e as { name?: unknown }).name === "AbortError")
+      (code === "ECONNRESET" ||
+        code === "EPIPE" ||
+        code === "ECANCELED" ||
+        (e as { name?: unknown }).name === "AbortError")
     )
       return true;
     e = (e as { cause?: unknown }).cause;

@@ -86,6 +86,10 @@ describe("a client hanging up", () => {
     expect(isHangUp(reset, aborted.signal)).toBe(true);
     // The same reset with the call still running is the database's connection: not the client's.
     expect(isHangUp(reset, new AbortController().signal)).toBe(false);
+    // A write cancelled under a stream the client closed (libuv's ECANCELED), seen in the fuzz suite's TailAuditEvents.
+    const cancelled = Object.assign(new Error("write ECANCELED"), { code: "ECANCELED" });
+    expect(isHangUp(cancelled, aborted.signal)).toBe(true);
+    expect(isHangUp(cancelled, new AbortController().signal)).toBe(false);
   });
 
   it("an abort surfacing from a call stopped by its deadline is DEADLINE_EXCEEDED", () => {
