@@ -166,7 +166,8 @@ function readMode({ str, problems, warnings }: Settings): boolean {
     problems.push(`LICENSD_ENV=${JSON.stringify(envName)}: must be "development" or "production"`);
   } else if (envName === "development" && nodeProduction) {
     warnings.push(
-      "NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded PostgreSQL) because LICENSD_ENV says so",
+      "NODE_ENV=production, but LICENSD_ENV=development: running in development mode (generated secrets, embedded " +
+        "PostgreSQL) because LICENSD_ENV says so",
     );
   }
   return envName === "production";
@@ -263,7 +264,8 @@ function readSigningKeys({ str, problems }: Settings) {
       const key = typeof value === "string" ? decodeKey(value) : undefined;
       if (!/^[A-Za-z0-9._-]{1,32}$/.test(kid) || kid === "dk1" || !key)
         problems.push(
-          `LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key`,
+          `LICENSD_AUDIT_HMAC_KEYS: entry ${JSON.stringify(kid)} ` +
+            "needs a kid of [A-Za-z0-9._-] (not dk1) and a 32-byte key",
         );
       else auditHmacKeys[kid] = key;
     }
@@ -304,7 +306,8 @@ function readProxies({ str, problems }: Settings) {
   const trust = compileTrustedProxies(trustedProxies);
   if ("bad" in trust)
     problems.push(
-      `LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: ${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`,
+      "LICENSD_TRUSTED_PROXIES: not an IPv4/IPv6 address or CIDR: " +
+        `${trust.bad.map((b) => JSON.stringify(b)).join(", ")}`,
     );
   const forwardedHeader = (str("LICENSD_FORWARDED_HEADER") ?? "x-forwarded-for").toLowerCase();
   if (forwardedHeader !== "x-forwarded-for" && forwardedHeader !== "forwarded") {
@@ -377,7 +380,11 @@ export function weakSecret(secret: string): string | undefined {
   const log10 = estimate(text);
   const needed = SUPER_ADMIN_KEY_MIN_RATIO * text.length;
   if (log10 < needed) {
-    return `must be ${how}, and look random: zxcvbn's strength estimate must reach 10^${Math.ceil(needed)} guesses (0.8 × its ${text.length} characters), this one gets 10^${Math.floor(log10)}: it holds words, dates, sequences, repeats or keyboard patterns`;
+    return (
+      `must be ${how}, and look random: zxcvbn's strength estimate must reach 10^${Math.ceil(needed)} guesses ` +
+      `(0.8 × its ${text.length} characters), this one gets 10^${Math.floor(log10)}: ` +
+      "it holds words, dates, sequences, repeats or keyboard patterns"
+    );
   }
   return undefined;
 }

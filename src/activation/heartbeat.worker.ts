@@ -39,7 +39,8 @@ export function createHeartbeatWorker(deps: {
         last_ms: string;
       }>(
         em,
-        `select m.id, m.tenant_id, m.license_id, m.fingerprint, (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
+        `select m.id, m.tenant_id, m.license_id, m.fingerprint,
+                (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
            from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
           where m.status = 'alive' and not m.offline and p.heartbeat_seconds is not null
             and m.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds + p.heartbeat_grace_seconds) < $1

@@ -9,23 +9,29 @@ import type { Machine } from "./machine.entity.js";
  * once per pooled connection: planning this four-table join was most of PostgreSQL's work
  * per heartbeat.
  */
-const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
-         (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
-         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms, l.product_id, l.policy_id,
+const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata,
+         m.status, m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
+         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
+         l.product_id, l.policy_id,
          l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
-         p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements, p.max_machines as p_max_machines, p.max_users,
+         p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements,
+         p.max_machines as p_max_machines, p.max_users,
          p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
          pr.code, pr.name as pr_name, pr.features`;
-const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l join policies p on p.id = l.policy_id join products pr on pr.id = l.product_id
+const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l
+     join policies p on p.id = l.policy_id
+     join products pr on pr.id = l.product_id
    where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
      and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)`;
-const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3 ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
+const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3
+  ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 /**
  * Activate of a machine already active (an agent restarting): what it tells of itself, as the full path keeps it (empty
  * and 0 keep what was there).
  */
 const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3,
-         hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform), cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
+         hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform),
+         cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
 interface StampRow {

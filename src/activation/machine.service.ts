@@ -383,7 +383,8 @@ export function createMachineService(deps: {
         if (window == null || machine.deadAt!.getTime() + window * 1000 < now.getTime()) {
           throw failedPrecondition(
             "HEARTBEAT_DEAD",
-            `the machine was declared dead at ${machine.deadAt!.toISOString()} and can no longer be revived; activate it again`,
+            `the machine was declared dead at ${machine.deadAt!.toISOString()} ` +
+              "and can no longer be revived; activate it again",
             { machine_id: machine.id },
           );
         }

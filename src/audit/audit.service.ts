@@ -76,7 +76,9 @@ interface Row {
 
 // Timestamps are read as epoch milliseconds: exact, and independent of the driver's type parsing.
 const columns = (t = "") =>
-  `${t}tenant_id, ${t}seq, ${t}id, ${t}type, ${t}subject, ${t}actor, ${t}payload, (extract(epoch from ${t}occurred_at) * 1000)::bigint as occurred_ms, ${t}prev_hash, ${t}hash, ${t}kid, ${t}signature`;
+  `${t}tenant_id, ${t}seq, ${t}id, ${t}type, ${t}subject, ${t}actor, ${t}payload,
+   (extract(epoch from ${t}occurred_at) * 1000)::bigint as occurred_ms,
+   ${t}prev_hash, ${t}hash, ${t}kid, ${t}signature`;
 const COLUMNS = columns();
 
 const toEntry = (r: Row): AuditEntry => ({
@@ -168,7 +170,8 @@ export function createAuditService(deps: {
       const head = await headSeq(em, tenantId);
       const [cut] = await sql<{ seq: string; hash: Buffer; cut_ms: string; kid: string; signature: Buffer }>(
         em,
-        `select seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid, signature from audit_cuts where tenant_id = $1 order by seq desc limit 1`,
+        `select seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid, signature
+           from audit_cuts where tenant_id = $1 order by seq desc limit 1`,
         [tenantId],
       );
       const floor = cut ? Number(cut.seq) + 1 : 1;
@@ -227,7 +230,8 @@ export function createAuditService(deps: {
         const rows = await sql<Row & { leaf: Buffer | null }>(
           em,
           `select ${columns("e.")}, n.hash as leaf
-             from audit_events e left join audit_tree_nodes n on n.tenant_id = e.tenant_id and n.level = 0 and n.index = e.seq - 1
+             from audit_events e
+             left join audit_tree_nodes n on n.tenant_id = e.tenant_id and n.level = 0 and n.index = e.seq - 1
             where e.tenant_id = $1 and e.seq >= $2 and e.seq <= $3 order by e.seq limit $4`,
           [tenantId, expectedSeq, end, BATCH],
         );

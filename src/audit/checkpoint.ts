@@ -3,7 +3,8 @@
  * from the fields they were given and never trust a text sent alongside.
  */
 export function checkpointText(tenantId: string, treeSize: number, rootHash: Uint8Array, signTime: Date): string {
-  return `licensd.dev/audit/v1\n${tenantId}\n${treeSize}\n${Buffer.from(rootHash).toString("base64")}\n${signTime.getTime()}\n`;
+  const root = Buffer.from(rootHash).toString("base64");
+  return `licensd.dev/audit/v1\n${tenantId}\n${treeSize}\n${root}\n${signTime.getTime()}\n`;
 }
 
 export function cutText(tenantId: string, seq: number, hash: Uint8Array, cutAt: Date): string {

@@ -54,7 +54,8 @@ export async function verifyAuditLog(opts: {
   };
   report(
     verifyCheckpoint(checkpoint, keys),
-    `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
+    `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, ` +
+      `root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
   );
 
   const saved: SavedCheckpoint | undefined =
@@ -108,7 +109,8 @@ export async function verifyAuditLog(opts: {
       verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
     report(
       included,
-      `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… and is in the signed tree`,
+      `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… ` +
+        "and is in the signed tree",
     );
   }
   if (ok && opts.state) {

@@ -82,9 +82,8 @@ export async function importFile(opts: {
   const bar = (done: number) => {
     const width = 30;
     const filled = Math.round((done / Math.max(lines.length, 1)) * width);
-    process.stderr.write(
-      `${tty ? "\r" : ""}importing [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${lines.length}${tty ? "" : "\n"}`,
-    );
+    const gauge = `${"#".repeat(filled)}${"-".repeat(width - filled)}`;
+    process.stderr.write(`${tty ? "\r" : ""}importing [${gauge}] ${done}/${lines.length}${tty ? "" : "\n"}`);
   };
   async function* rows() {
     for (let i = 0; i < lines.length; i++) {
@@ -110,7 +109,8 @@ export async function importFile(opts: {
   const summary = await createClient(LicensingService, transport).importLicenses(rows());
   if (tty) process.stderr.write("\n");
   console.log(
-    `received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), failed ${Number(summary.failed) + local.length}`,
+    `received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), ` +
+      `failed ${Number(summary.failed) + local.length}`,
   );
   // One report in file order: lines the command could not read, and rows the server refused.
   const refused = summary.errors.map((e) => ({ line: sentLine[Number(e.index)]!, text: `${e.reason}: ${e.message}` }));

@@ -118,7 +118,9 @@ const audit = program.command("audit").description("verify and maintain tenants'
 audit
   .command("verify")
   .description(
-    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint saved by the last run (--state), and optionally an entry's inclusion (--event, or --seq); trusts nothing the server says without proof",
+    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint " +
+      "saved by the last run (--state), and optionally an entry's inclusion (--event, or --seq); trusts nothing " +
+      "the server says without proof",
   )
   .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
@@ -133,7 +135,8 @@ audit
 audit
   .command("prune")
   .description(
-    "the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and the Merkle tree, so proofs still hold)",
+    "the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and " +
+      "the Merkle tree, so proofs still hold)",
   )
   .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
   .option("--through-seq <n>", "remove entries 1..n", (v) => positiveBig(v))
@@ -158,7 +161,8 @@ audit
 program
   .command("import")
   .description(
-    "import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their keys); a bad row is reported, the rest go on",
+    "import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their " +
+      "keys); a bad row is reported, the rest go on",
   )
   .argument("<file>", "JSON lines, one license per line")
   .requiredOption("--product <id>", "the product the licenses are for (prod_…); tiers name its policies")
@@ -189,7 +193,8 @@ const activation = program
 activation
   .command("request")
   .description(
-    "on the machine that cannot reach licensd: write an activation request file (it names the license by the key's SHA-256 and is MACed with the key; the key itself is not in it)",
+    "on the machine that cannot reach licensd: write an activation request file (it names the license by the key's " +
+      "SHA-256 and is MACed with the key; the key itself is not in it)",
   )
   .requiredOption("--license-key <key>", "the license key")
   .requiredOption("--fingerprint <fingerprint>", "this machine's fingerprint")
@@ -210,7 +215,8 @@ activation
 activation
   .command("respond")
   .description(
-    "at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that machine) to carry back",
+    "at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that " +
+      "machine) to carry back",
   )
   .argument("<request-file>", "the request file")
   .requiredOption("--out <file>", "where to write the response file")
@@ -237,7 +243,8 @@ const keys = program
 keys
   .command("rotate")
   .description(
-    "start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying for --retire-after seconds, then retires",
+    "start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying " +
+      "for --retire-after seconds, then retires",
   )
   .addOption(
     new Option("--retire-after <seconds>", "how long what the old key signed stays verifiable")
@@ -309,7 +316,8 @@ function announceGeneratedSecrets(config: Config) {
     `\n${line}\n  DEVELOPMENT MODE: secrets were generated and kept in ${path.join(config.dataDir, "secrets.json")}\n` +
       `  super-admin key:  ${config.superAdminKey}\n` +
       `  Use it as:  Authorization: Bearer <key>.  Never run like this in production\n` +
-      `  (LICENSD_ENV=production requires LICENSD_DATABASE_URL, LICENSD_SUPER_ADMIN_KEY, LICENSD_DATA_KEY).\n${line}\n\n`,
+      "  (LICENSD_ENV=production requires LICENSD_DATABASE_URL, LICENSD_SUPER_ADMIN_KEY, LICENSD_DATA_KEY).\n" +
+      `${line}\n\n`,
   );
 }
 

@@ -115,7 +115,8 @@ export function createEvents({
       await sql(
         em,
         `with entry as (
-           insert into audit_events (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
+           insert into audit_events
+             (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
            values ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12)
          ), nodes as (
            insert into audit_tree_nodes (tenant_id, level, index, hash) values ${nodeValues}

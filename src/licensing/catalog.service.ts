@@ -105,7 +105,8 @@ export function checkNodeLocked(policy: Pick<PolicyInput, "maxMachines" | "float
   if (!policy.floating && policy.maxMachines > 1) {
     throw invalidArgument(
       "floating",
-      `must be true when max_machines is ${policy.maxMachines}: a node-locked policy binds one machine (set floating, or max_machines to 0 or 1)`,
+      `must be true when max_machines is ${policy.maxMachines}: ` +
+        "a node-locked policy binds one machine (set floating, or max_machines to 0 or 1)",
       "FLOATING_REQUIRED",
     );
   }
@@ -272,7 +273,8 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       if (patch.floating === false && (await em.count(License, { policyId: id, maxMachines: { $gt: 1 } })) > 0) {
         throw failedPrecondition(
           "FLOATING_REQUIRED",
-          "floating: licenses of this policy allow more than one machine (their max_machines); a node-locked policy binds one",
+          "floating: licenses of this policy allow more than one machine (their max_machines); " +
+            "a node-locked policy binds one",
           { field: "floating" },
         );
       }

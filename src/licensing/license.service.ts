@@ -374,7 +374,8 @@ export function createLicenseService(deps: {
         if (!policy.floating && license.maxMachines != null && license.maxMachines > 1) {
           throw failedPrecondition(
             "FLOATING_REQUIRED",
-            `policy ${policy.name} is node-locked (floating: false) and the license allows ${license.maxMachines} machines (its max_machines)`,
+            `policy ${policy.name} is node-locked (floating: false) ` +
+              `and the license allows ${license.maxMachines} machines (its max_machines)`,
             { field: "policy_id" },
           );
         }

@@ -97,9 +97,10 @@ interface Row {
 /**
  * ValidateLicense's engine. The hot path: the key's HMAC is checked before any lookup;
  * licenses are read with one SQL join (not the ORM; a statement prepared once per pooled
- * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a tenant — every change writes
- * one — drops that tenant's cached licenses on every instance (LISTEN/NOTIFY), so a suspension is seen everywhere
- * within the notification's latency; entries also expire after 30 s as a backstop.
+ * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a
+ * tenant — every change writes one — drops that tenant's cached licenses on every instance
+ * (LISTEN/NOTIFY), so a suspension is seen everywhere within the notification's latency;
+ * entries also expire after 30 s as a backstop.
  */
 export function createValidationService(deps: {
   db: Database;
@@ -119,10 +120,15 @@ export function createValidationService(deps: {
     const stamp = cache.stamp();
     const [r] = await sql<Row>(
       db,
-      `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
-              l.max_machines, pr.code, pr.features, po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
-              po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds, po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
-         from licenses l join products pr on pr.id = l.product_id join policies po on po.id = l.policy_id join customers c on c.id = l.customer_id
+      `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms,
+              l.entitlement_overrides, l.agent_overrides, l.max_machines, pr.code, pr.features,
+              po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
+              po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
+              po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
+         from licenses l
+         join products pr on pr.id = l.product_id
+         join policies po on po.id = l.policy_id
+         join customers c on c.id = l.customer_id
         where l.key_digest = $1`,
       [digest],
       { name: "licensd-validate-license" },

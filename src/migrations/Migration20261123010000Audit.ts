@@ -82,10 +82,12 @@ export class Migration20261123010000Audit extends Migration {
       end $$`);
     for (const table of ["audit_events", "audit_tree_nodes", "audit_cuts"]) {
       this.addSql(
-        `create trigger ${table}_append_only before update or delete on ${table} for each row execute function audit_append_only()`,
+        `create trigger ${table}_append_only before update or delete on ${table}
+           for each row execute function audit_append_only()`,
       );
       this.addSql(
-        `create trigger ${table}_no_truncate before truncate on ${table} for each statement execute function audit_append_only()`,
+        `create trigger ${table}_no_truncate before truncate on ${table}
+           for each statement execute function audit_append_only()`,
       );
     }
   }

@@ -17,7 +17,8 @@ export class Migration20261123040000Heartbeats extends Migration {
         add column offline boolean not null default false`);
     // The heartbeat worker's scans: alive machines by age, dead ones by time of death.
     this.addSql(
-      `create index machines_alive_heartbeat_idx on machines (last_heartbeat_at) where status = 'alive' and not offline`,
+      `create index machines_alive_heartbeat_idx on machines (last_heartbeat_at)
+         where status = 'alive' and not offline`,
     );
     this.addSql(`create index machines_dead_idx on machines (dead_at) where status = 'dead'`);
     // Token buckets shared by every instance (activation rate limits).
@@ -35,6 +36,7 @@ export class Migration20261123040000Heartbeats extends Migration {
     this.addSql(`alter table machines drop column status, drop column dead_at, drop column offline`);
     this.addSql(`
       alter table policies drop column heartbeat_grace_seconds, drop column heartbeat_cull_strategy,
-        drop column heartbeat_resurrection_seconds, drop column offline_lease_ttl_seconds, drop column require_fingerprint_scope`);
+        drop column heartbeat_resurrection_seconds, drop column offline_lease_ttl_seconds,
+        drop column require_fingerprint_scope`);
   }
 }

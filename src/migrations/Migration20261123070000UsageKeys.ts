@@ -9,7 +9,9 @@ import { Migration } from "@mikro-orm/migrations";
 export class Migration20261123070000UsageKeys extends Migration {
   override async up(): Promise<void> {
     this.addSql(
-      `alter table usage_dedupe alter column tenant_id type text collate "C", alter column idempotency_key type text collate "C"`,
+      `alter table usage_dedupe
+         alter column tenant_id type text collate "C",
+         alter column idempotency_key type text collate "C"`,
     );
     this.addSql(`drop index usage_dedupe_age_idx`);
     this.addSql(`create index usage_dedupe_age_idx on usage_dedupe using brin (received_at)`);
@@ -19,7 +21,9 @@ export class Migration20261123070000UsageKeys extends Migration {
     this.addSql(`drop index usage_dedupe_age_idx`);
     this.addSql(`create index usage_dedupe_age_idx on usage_dedupe (received_at)`);
     this.addSql(
-      `alter table usage_dedupe alter column tenant_id type text collate "default", alter column idempotency_key type text collate "default"`,
+      `alter table usage_dedupe
+         alter column tenant_id type text collate "default",
+         alter column idempotency_key type text collate "default"`,
     );
   }
 }

@@ -326,7 +326,8 @@ async function waitForOwnersServer(
     if (current === undefined || current.pid !== owner.pid || !ownerAlive(current)) return undefined;
     if (Date.now() > deadline)
       throw new Error(
-        `the embedded PostgreSQL in ${pgDir} belongs to licensd process ${owner.pid} (${owner.command}), which has not brought it up`,
+        `the embedded PostgreSQL in ${pgDir} belongs to licensd process ${owner.pid} (${owner.command}), ` +
+          "which has not brought it up",
       );
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -58,7 +58,8 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
         if (inserted.length === 0) {
           const [row] = await sql<{ request_digest: Buffer; response_sealed: Buffer | null }>(
             em,
-            `select request_digest, response_sealed from idempotency_records where scope = $1 and procedure = $2 and key = $3`,
+            `select request_digest, response_sealed from idempotency_records
+              where scope = $1 and procedure = $2 and key = $3`,
             [call.scope, call.procedure, key],
           );
           if (!row.request_digest.equals(digest)) {
@@ -70,7 +71,9 @@ export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): 
             // Recorded in clear by an older licensd; the upgrade discarded the answer but kept the key spent.
             throw failedPrecondition(
               "IDEMPOTENCY_RESPONSE_DISCARDED",
-              "idempotency_key: this call already ran, but its answer was recorded before licensd sealed recorded answers and was discarded on upgrade; it was not run again (look its result up, or send a new key to run it anew)",
+              "idempotency_key: this call already ran, but its answer was recorded before licensd sealed recorded " +
+                "answers and was discarded on upgrade; it was not run again (look its result up, or send a new key " +
+                "to run it anew)",
               { field: "idempotency_key" },
             );
           }

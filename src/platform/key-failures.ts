@@ -80,7 +80,8 @@ export function createKeyFailureLimit(deps: {
     const rate = rule.capacity / rule.periodSeconds;
     const rows = await sql<{ key: string; tokens: number; refilled_ms: string }>(
       db,
-      `select key, tokens, (extract(epoch from refilled_at) * 1000)::bigint as refilled_ms from rate_buckets where key like '${BUCKET_PREFIX}%' and tokens < 1`,
+      `select key, tokens, (extract(epoch from refilled_at) * 1000)::bigint as refilled_ms
+         from rate_buckets where key like '${BUCKET_PREFIX}%' and tokens < 1`,
       [],
       { name: "licensd-key-failures-blocked" },
     );

@@ -29,7 +29,8 @@ const TAG_BYTES = 16;
 export const invalidPageToken = () =>
   invalidArgument(
     "page_token",
-    "not a token this list returned for these filters (send the next_page_token of the previous page, with the same filters)",
+    "not a token this list returned for these filters (send the next_page_token of the previous page, with the " +
+      "same filters)",
     "INVALID_PAGE_TOKEN",
   );
 

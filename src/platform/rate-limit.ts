@@ -22,7 +22,8 @@ export function createRateLimiter(db: Database, clock: Clock) {
       const rate = rule.capacity / rule.periodSeconds; // tokens per second
       const now = clock.now();
       // Prepared once per pooled connection ($2 capacity, $4 tokens per second).
-      const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
+      const level = `least($2::float8,
+        b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
       const [row] = await sql<{ tokens: number; granted: boolean }>(
         db,
         `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, $2::float8 - 1, true, $3)
@@ -53,10 +54,12 @@ export function createRateLimiter(db: Database, clock: Clock) {
      */
     async draw(key: string, rule: RateRule, n: number): Promise<{ granted: boolean; tokens: number; retryMs: number }> {
       const rate = rule.capacity / rule.periodSeconds;
-      const level = `least($2::float8, b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
+      const level = `least($2::float8,
+        b.tokens + greatest(0, extract(epoch from (excluded.refilled_at - b.refilled_at))) * $4::float8)`;
       const [row] = await sql<{ tokens: number; granted: boolean }>(
         db,
-        `insert into rate_buckets as b (key, tokens, granted, refilled_at) values ($1, greatest($2::float8 - $5::float8, 0), $5::float8 <= $2::float8, $3)
+        `insert into rate_buckets as b (key, tokens, granted, refilled_at)
+         values ($1, greatest($2::float8 - $5::float8, 0), $5::float8 <= $2::float8, $3)
          on conflict (key) do update set
            tokens = case when ${level} >= $5::float8 then ${level} - $5::float8 else 0 end,
            granted = ${level} >= $5::float8,
@@ -74,7 +77,9 @@ export function createRateLimiter(db: Database, clock: Clock) {
       const rate = rule.capacity / rule.periodSeconds;
       const [row] = await sql<{ tokens: number | null }>(
         db,
-        `select least($2::float8, tokens + greatest(0, extract(epoch from ($3::timestamptz - refilled_at))) * $4::float8) as tokens from rate_buckets where key = $1`,
+        `select least($2::float8,
+                      tokens + greatest(0, extract(epoch from ($3::timestamptz - refilled_at))) * $4::float8) as tokens
+           from rate_buckets where key = $1`,
         [key, rule.capacity, clock.now(), rate],
         { name: "licensd-rate-peek" },
       );

@@ -28,8 +28,12 @@ export interface FieldProblem {
 /** 64-bit integers in requests: licensd computes with JavaScript numbers, exact up to 2^53−1. */
 const MAX_INT64 = BigInt(Number.MAX_SAFE_INTEGER);
 
-export const TIME_RANGE_MESSAGE = `must be from ${EARLIEST_REQUEST_TIME.text} up to (not including) ${LATEST_REQUEST_TIME.text}, with nanos from 0 to ${MAX_NANOS}`;
-const DURATION_MESSAGE = `must be within ±${MAX_DURATION_SECONDS}s, with nanos from -${MAX_NANOS} to ${MAX_NANOS} of the same sign as seconds`;
+export const TIME_RANGE_MESSAGE =
+  `must be from ${EARLIEST_REQUEST_TIME.text} up to (not including) ${LATEST_REQUEST_TIME.text}, ` +
+  `with nanos from 0 to ${MAX_NANOS}`;
+const DURATION_MESSAGE =
+  `must be within ±${MAX_DURATION_SECONDS}s, with nanos from -${MAX_NANOS} to ${MAX_NANOS} ` +
+  "of the same sign as seconds";
 const NUL_MESSAGE = "must not contain the NUL character (U+0000)";
 const INT64_MESSAGE = `must be from -${MAX_INT64} to ${MAX_INT64} (2^53−1)`;
 

@@ -96,7 +96,8 @@ export class SigningKeyStore {
   async reload(): Promise<void> {
     const rows = await sql<Row>(
       this.db,
-      `select kid, public_key, private_key_sealed, status, (extract(epoch from not_before) * 1000)::bigint as not_before_ms,
+      `select kid, public_key, private_key_sealed, status,
+              (extract(epoch from not_before) * 1000)::bigint as not_before_ms,
               (extract(epoch from not_after) * 1000)::bigint as not_after_ms from signing_keys
         where status in ('active', 'retiring') order by (status = 'active') desc, not_before desc`,
     );
@@ -115,7 +116,8 @@ export class SigningKeyStore {
         der = open(this.dataKey, active.private_key_sealed, active.kid);
       } catch {
         throw new Error(
-          `cannot unseal signing key ${active.kid}: LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)`,
+          `cannot unseal signing key ${active.kid}: ` +
+            "LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)",
         );
       }
       this.setActive(active.kid, createPrivateKey({ key: der, format: "der", type: "pkcs8" }));
@@ -196,7 +198,8 @@ export class SigningKeyStore {
     );
     await sql(
       em,
-      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at) values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
+      `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at)
+       values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
       [kid, raw, sealed, now, now],
     );
     const retiring = old.map((r) => r.kid);

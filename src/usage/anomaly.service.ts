@@ -28,8 +28,10 @@ export interface AnomalyRow {
   created_ms: string;
 }
 
-const COLUMNS = `id, tenant_id, license_id, metric, (extract(epoch from day) * 1000)::bigint as day_ms, value, mean, stddev, z_score, severity, resolved, resolver,
-  resolution_note, (extract(epoch from resolved_at) * 1000)::bigint as resolved_ms, (extract(epoch from created_at) * 1000)::bigint as created_ms`;
+const COLUMNS = `id, tenant_id, license_id, metric, (extract(epoch from day) * 1000)::bigint as day_ms,
+  value, mean, stddev, z_score, severity, resolved, resolver, resolution_note,
+  (extract(epoch from resolved_at) * 1000)::bigint as resolved_ms,
+  (extract(epoch from created_at) * 1000)::bigint as created_ms`;
 const SEVERITY_RANK: Record<Severity, number> = { medium: 1, high: 2, critical: 3 };
 
 /**
@@ -52,10 +54,13 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
     const tenant = tenantId ? "and r.tenant_id = $5" : "";
     const usage = await sql<{ tenant_id: string; license_id: string; metric: string; day_ms: string; value: string }>(
       em,
-      `select r.tenant_id, r.license_id, m.metric, (extract(epoch from date_trunc('day', r.hour, 'UTC')) * 1000)::bigint as day_ms, least(sum(r.total), 9007199254740991)::bigint as value
+      `select r.tenant_id, r.license_id, m.metric,
+              (extract(epoch from date_trunc('day', r.hour, 'UTC')) * 1000)::bigint as day_ms,
+              least(sum(r.total), 9007199254740991)::bigint as value
          from usage_rollups r join meters m on m.id = r.meter_id
         where r.hour >= $1 and r.hour < $2 ${tenant}
-          and (r.license_id, r.meter_id) in (select license_id, meter_id from usage_rollups where hour >= $3 and hour < $4)
+          and (r.license_id, r.meter_id) in
+              (select license_id, meter_id from usage_rollups where hour >= $3 and hour < $4)
         group by 1, 2, 3, 4`,
       [from, to, day, to, ...(tenantId ? [tenantId] : [])],
     );
@@ -91,8 +96,10 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
           const id = newId("anm");
           const inserted = await sql<{ id: string }>(
             em,
-            `insert into anomalies (id, tenant_id, license_id, metric, day, value, mean, stddev, z_score, severity, created_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict (license_id, metric, day) do nothing returning id`,
+            `insert into anomalies
+               (id, tenant_id, license_id, metric, day, value, mean, stddev, z_score, severity, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             on conflict (license_id, metric, day) do nothing returning id`,
             [id, s.tenantId, s.licenseId, s.metric, start, value, r.mean, r.stddev, r.z, r.severity, clock.now()],
           );
           if (inserted.length === 0) continue; // found before, by this or another instance
@@ -145,7 +152,8 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
     async resolve(em: EntityManager, tenantId: string, actor: string, id: string, note: string): Promise<AnomalyRow> {
       const [row] = await sql<{ id: string }>(
         em,
-        `update anomalies set resolved = true, resolver = $1, resolution_note = $2, resolved_at = $3 where id = $4 and tenant_id = $5 returning id`,
+        `update anomalies set resolved = true, resolver = $1, resolution_note = $2, resolved_at = $3
+          where id = $4 and tenant_id = $5 returning id`,
         [actor, note, clock.now(), id, tenantId],
       );
       if (!row) throw notFound("anomaly", id);

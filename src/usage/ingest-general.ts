@@ -77,7 +77,8 @@ async function dedupe(
     await sql(
       em,
       `with x as (${eventRecords(2)}),
-       keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x)
+       keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
+                select tenant_seq, idempotency_key, $1::timestamptz from x)
        ${eventsInsert("x", "$1")}`,
       [now, ...eventsParams(keyed)],
     );
@@ -85,7 +86,8 @@ async function dedupe(
     const inserted = await sql<{ tenant_seq: number; idempotency_key: string }>(
       em,
       `insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
-       select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k) on conflict do nothing returning tenant_seq, idempotency_key`,
+       select t, k, $3::timestamptz from unnest($1::int[], $2::text[]) as u (t, k)
+       on conflict do nothing returning tenant_seq, idempotency_key`,
       [
         ...columns(
           keyed,
@@ -146,7 +148,8 @@ async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: T
     `insert into usage_periods as u (tenant_id, license_id, meter_id, period_start, agent_id)
      select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) order by 2, 3, 4, 5
      on conflict (license_id, meter_id, period_start, agent_id) do update set tenant_id = u.tenant_id
-     returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, agent_id, used, (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
+     returning license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, agent_id, used,
+               (extract(epoch from latest_ts) * 1000)::bigint as latest_ms, warned, exceeded`,
     [
       ordered.map((g) => g.sample.license.tenantId),
       ...columns(
@@ -168,10 +171,14 @@ async function lockPeriodTotals(em: EntityManager, prepared: Prepared[], turn: T
     const rebuilt = await sql<Locked>(
       em,
       `update usage_periods u set used = coalesce((select sum(r.total) from usage_rollups r
-                where r.license_id = u.license_id and r.meter_id = u.meter_id and r.agent_id = u.agent_id and r.hour >= u.period_start and (v.period_end is null or r.hour < v.period_end)), 0)
-         from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[]) as v (license_id, meter_id, period_start, agent_id, period_end)
-        where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id
-        returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id, u.used, null as latest_ms, u.warned, u.exceeded`,
+                where r.license_id = u.license_id and r.meter_id = u.meter_id and r.agent_id = u.agent_id
+                  and r.hour >= u.period_start and (v.period_end is null or r.hour < v.period_end)), 0)
+         from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
+              as v (license_id, meter_id, period_start, agent_id, period_end)
+        where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start
+          and u.agent_id = v.agent_id
+        returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id,
+                  u.used, null as latest_ms, u.warned, u.exceeded`,
       columns(
         fresh.map(groupOf),
         (g) => g.sample.license.id,
@@ -201,8 +208,10 @@ async function knownUniqueValues(em: EntityManager, candidates: Prepared[]): Pro
   if (uniques.length > 0) {
     const seen = await sql<{ license_id: string; meter_id: string; start_ms: string; value: string }>(
       em,
-      `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value from usage_period_unique
-        where (license_id, meter_id, period_start, value) in (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
+      `select license_id, meter_id, (extract(epoch from period_start) * 1000)::bigint as start_ms, value
+         from usage_period_unique
+        where (license_id, meter_id, period_start, value) in
+              (select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]))`,
       columns(
         uniques,
         (p) => p.license.id,
@@ -269,7 +278,8 @@ function checkLimits(candidates: Prepared[], groups: Map<string, Group>, known: 
       refuse(
         p,
         isNewValue,
-        `${p.meter.metric}: agent ${JSON.stringify(p.agentId)} would reach ${agentNext} of an allowed ${a.allowed} tokens this period`,
+        `${p.meter.metric}: agent ${JSON.stringify(p.agentId)} would reach ${agentNext} ` +
+          `of an allowed ${a.allowed} tokens this period`,
       );
       continue;
     }
@@ -298,9 +308,13 @@ async function takeBackRefused(em: EntityManager, limitRejected: Prepared[]) {
     );
     await sql(
       em,
-      `with gone as (delete from usage_dedupe where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
-       delete from usage_events e using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) as f (tenant_id, license_id, ts, idempotency_key)
-        where e.license_id = f.license_id and e.ts = f.ts and e.tenant_id = f.tenant_id and e.idempotency_key = f.idempotency_key`,
+      `with gone as (delete from usage_dedupe
+                      where (tenant_seq, idempotency_key) in (select * from unnest($5::int[], $4::text[])))
+       delete from usage_events e
+        using unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
+              as f (tenant_id, license_id, ts, idempotency_key)
+        where e.license_id = f.license_id and e.ts = f.ts and e.tenant_id = f.tenant_id
+          and e.idempotency_key = f.idempotency_key`,
       [tenants, licenses, times, idempotencyKeys, seqs],
     );
   }

@@ -88,17 +88,20 @@ export function eventsParams(items: Prepared[]): unknown[] {
  */
 export const eventRecords = (n: number) => {
   const $ = (i: number) => `$${n + i}`;
-  return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(13)}::int[])[coalesce(t, 1)] as tenant_seq, (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
-         to_timestamp((${$(4)}::int8 + coalesce(d, 0))::float8 / 1000) as ts, q as quantity, k as idempotency_key, coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
-    from unnest(${$(5)}::int[], ${$(6)}::int[], ${$(7)}::int[], ${$(8)}::int8[], ${$(9)}::int8[], ${$(10)}::text[], ${$(11)}::int[], ${$(12)}::text[]) as x (t, l, m, d, q, k, a, at)`;
+  return `select (${$(0)}::text[])[coalesce(t, 1)] as tenant_id, (${$(13)}::int[])[coalesce(t, 1)] as tenant_seq,
+         (${$(1)}::text[])[l] as license_id, (${$(2)}::text[])[coalesce(m, 1)] as meter_id,
+         to_timestamp((${$(4)}::int8 + coalesce(d, 0))::float8 / 1000) as ts, q as quantity, k as idempotency_key,
+         coalesce((${$(3)}::text[])[a], '') as agent_id, coalesce(at::jsonb, '{}') as attributes
+    from unnest(${$(5)}::int[], ${$(6)}::int[], ${$(7)}::int[], ${$(8)}::int8[], ${$(9)}::int8[],
+                ${$(10)}::text[], ${$(11)}::int[], ${$(12)}::text[]) as x (t, l, m, d, q, k, a, at)`;
 };
 
 /** Inserts the rows of `source` (a query or CTE with usage_events' columns) received at `receivedAt`. */
-export const eventsInsert = (
-  source: string,
-  receivedAt: string,
-) => `insert into usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
-  select tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, ${receivedAt}::timestamptz from ${source}`;
+export const eventsInsert = (source: string, receivedAt: string) =>
+  `insert into usage_events
+     (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at)
+   select tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes,
+          ${receivedAt}::timestamptz from ${source}`;
 
 /** Column arrays for `unnest($1::text[], …)`: one bind parameter per column, whatever the batch size. */
 export const columns = <T>(items: T[], ...pick: ((x: T) => unknown)[]) => pick.map((f) => items.map(f));
@@ -185,8 +188,12 @@ function rollupsCte(accepted: Prepared[], bind: (values: unknown[]) => string[],
       (r) => r.latestTs,
     ),
   );
-  return `rollups as (insert into usage_rollups as r (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
-       select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[], ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[], ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[]) where ${after}
+  return `rollups as (insert into usage_rollups as r
+                        (tenant_id, license_id, meter_id, hour, agent_id, total, events, max, min, latest, latest_ts)
+       select * from unnest(${$[0]}::text[], ${$[1]}::text[], ${$[2]}::text[], ${$[3]}::timestamptz[],
+                            ${$[4]}::text[], ${$[5]}::numeric[], ${$[6]}::bigint[], ${$[7]}::bigint[],
+                            ${$[8]}::bigint[], ${$[9]}::bigint[], ${$[10]}::timestamptz[])
+       where ${after}
        on conflict (license_id, meter_id, hour, agent_id) do update set
          total = r.total + excluded.total, events = r.events + excluded.events,
          max = greatest(r.max, excluded.max), min = least(r.min, excluded.min),
@@ -221,7 +228,10 @@ export function finishStatement(
         ),
       );
       parts.push(
-        `hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value) select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[], ${h[4]}::text[]) on conflict do nothing)`,
+        `hourly as (insert into usage_unique (license_id, meter_id, hour, agent_id, value)
+           select * from unnest(${h[0]}::text[], ${h[1]}::text[], ${h[2]}::timestamptz[], ${h[3]}::text[],
+                                ${h[4]}::text[])
+           on conflict do nothing)`,
       );
     }
     if (newUniques.length > 0) {
@@ -235,7 +245,9 @@ export function finishStatement(
         ),
       );
       parts.push(
-        `period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value) select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[]) on conflict do nothing)`,
+        `period_values as (insert into usage_period_unique (license_id, meter_id, period_start, value)
+           select * from unnest(${u[0]}::text[], ${u[1]}::text[], ${u[2]}::timestamptz[], ${u[3]}::text[])
+           on conflict do nothing)`,
       );
     }
   }
@@ -253,9 +265,13 @@ export function finishStatement(
         (g) => g.exceeded,
       ),
     );
-    parts.push(`totals as (update usage_periods u set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
-         from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::text[], ${c[4]}::numeric[], ${c[5]}::timestamptz[], ${c[6]}::boolean[], ${c[7]}::boolean[]) as v (license_id, meter_id, period_start, agent_id, used, latest_ts, warned, exceeded)
-        where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start and u.agent_id = v.agent_id)`);
+    parts.push(`totals as (update usage_periods u
+            set used = v.used, latest_ts = v.latest_ts, warned = v.warned, exceeded = v.exceeded
+         from unnest(${c[0]}::text[], ${c[1]}::text[], ${c[2]}::timestamptz[], ${c[3]}::text[], ${c[4]}::numeric[],
+                     ${c[5]}::timestamptz[], ${c[6]}::boolean[], ${c[7]}::boolean[])
+              as v (license_id, meter_id, period_start, agent_id, used, latest_ts, warned, exceeded)
+        where u.license_id = v.license_id and u.meter_id = v.meter_id and u.period_start = v.period_start
+          and u.agent_id = v.agent_id)`);
   }
   return parts.length > 0 ? { sql: `with ${parts.join(",\n")} select 1`, params } : undefined;
 }
@@ -304,24 +320,32 @@ export function fastStatement(now: Date, events: Prepared[], groups: FastGroup[]
   const [count] = bind([groups.length]);
   const ok = `(select ok from checked)`;
   const sql = `with x as (${eventRecords(2)}),
-    keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at) select tenant_seq, idempotency_key, $1::timestamptz from x returning 1),
+    keys as (insert into usage_dedupe (tenant_seq, idempotency_key, received_at)
+             select tenant_seq, idempotency_key, $1::timestamptz from x returning 1),
     ev as (${eventsInsert("x", "$1")} returning 1),
-    g as (select * from unnest(${g[0]}::text[], ${g[1]}::text[], ${g[2]}::timestamptz[], ${g[3]}::text[], ${g[4]}::numeric[], ${g[5]}::numeric[], ${g[6]}::numeric[], ${g[7]}::numeric[])
+    g as (select * from unnest(${g[0]}::text[], ${g[1]}::text[], ${g[2]}::timestamptz[], ${g[3]}::text[],
+                               ${g[4]}::numeric[], ${g[5]}::numeric[], ${g[6]}::numeric[], ${g[7]}::numeric[])
             as g (license_id, meter_id, period_start, agent_id, delta, pending, lim, allowed)),
     -- after the keys and events (the counts make PostgreSQL write them first): a key another
     -- batch holds is waited for before any total is locked, as on the general path
-    locked as (select u.license_id, u.meter_id, u.period_start, u.agent_id, u.used, u.warned, u.exceeded, g.delta, g.pending, g.lim, g.allowed
-                 from usage_periods u join g on g.license_id = u.license_id and g.meter_id = u.meter_id and g.period_start = u.period_start and g.agent_id = u.agent_id
+    locked as (select u.license_id, u.meter_id, u.period_start, u.agent_id, u.used, u.warned, u.exceeded,
+                      g.delta, g.pending, g.lim, g.allowed
+                 from usage_periods u
+                 join g on g.license_id = u.license_id and g.meter_id = u.meter_id and g.period_start = u.period_start
+                       and g.agent_id = u.agent_id
                 where (select count(*) from keys) + (select count(*) from ev) >= 0
                 order by g.license_id, g.meter_id, g.period_start, g.agent_id for update of u),
     checked as (select licensd_usage_fast_path(count(*) = ${count}::int and coalesce(bool_and(
                   (agent_id = '' or used is not null)
                   and (allowed is null or coalesce(used, 0) + delta + pending <= allowed)
-                  and (lim = 0 or ((warned or (coalesce(used, 0) + delta + pending) * 10 < lim * 8) and (exceeded or coalesce(used, 0) + delta + pending <= lim)))), false)) as ok
+                  and (lim = 0 or ((warned or (coalesce(used, 0) + delta + pending) * 10 < lim * 8)
+                                   and (exceeded or coalesce(used, 0) + delta + pending <= lim)))), false)) as ok
                   from locked),
     raised as (update usage_periods u set used = coalesce(l.used, 0) + l.delta from locked l
-                where ${ok} and u.license_id = l.license_id and u.meter_id = l.meter_id and u.period_start = l.period_start and u.agent_id = l.agent_id
-                returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms, u.agent_id, u.used),
+                where ${ok} and u.license_id = l.license_id and u.meter_id = l.meter_id
+                  and u.period_start = l.period_start and u.agent_id = l.agent_id
+                returning u.license_id, u.meter_id, (extract(epoch from u.period_start) * 1000)::bigint as start_ms,
+                          u.agent_id, u.used),
     ${rollupsCte(events, bind, ok)}
     select * from raised`;
   return { sql, params };

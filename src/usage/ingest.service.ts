@@ -73,7 +73,8 @@ export function createIngestService(deps: {
     try {
       await sql(
         db,
-        `create table if not exists ${name} partition of usage_events for values from ('${from.toISOString()}') to ('${to.toISOString()}')`,
+        `create table if not exists ${name} partition of usage_events
+           for values from ('${from.toISOString()}') to ('${to.toISOString()}')`,
       );
     } catch (err) {
       // Two instances creating the same partition at once: the loser sees a duplicate; the table exists.
@@ -331,7 +332,8 @@ function splitResult(whole: BatchResult, prepared: Prepared[], sizes: number[]):
   for (const p of prepared) {
     const g = groups[batchOf(p.index)]!;
     if (!g.has(p.group)) g.set(p.group, p);
-    if (p.agentGroup && !g.has(p.agentGroup)) g.set(p.agentGroup, p); // (an agent's own total: meters of agent tokens only)
+    // (an agent's own total: meters of agent tokens only)
+    if (p.agentGroup && !g.has(p.agentGroup)) g.set(p.agentGroup, p);
   }
   const touched = groups.map(
     (g) =>

@@ -195,10 +195,15 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
     const byId = new Map<string, Promise<LicenseRow | undefined>>();
     const meters = new Map<string, Promise<Map<string, MeterRow>>>();
     const refreshed = new Set<string>();
-    const select = `select l.id, l.tenant_id, t.seq as tenant_seq, l.product_id, l.status, (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
-                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms, l.entitlement_overrides, l.agent_overrides,
-                           p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy, p.grace_seconds
-                      from licenses l join policies p on p.id = l.policy_id join tenants t on t.id = l.tenant_id`;
+    const select = `select l.id, l.tenant_id, t.seq as tenant_seq, l.product_id, l.status,
+                           (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
+                           (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms,
+                           l.entitlement_overrides, l.agent_overrides,
+                           p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy,
+                           p.grace_seconds
+                      from licenses l
+                      join policies p on p.id = l.policy_id
+                      join tenants t on t.id = l.tenant_id`;
     type Row = {
       id: string;
       tenant_id: string;

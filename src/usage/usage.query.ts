@@ -80,7 +80,9 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       throw invalidArgument(licenseId ? "customer_id" : "license_id", "give license_id or customer_id (one of them)");
     const rows = await sql<{ id: string; meter_id: string | null; aggregation: Aggregation | null }>(
       em,
-      `select l.id, m.id as meter_id, m.aggregation from licenses l left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = $1
+      `select l.id, m.id as meter_id, m.aggregation
+         from licenses l
+         left join meters m on m.product_id = l.product_id and m.tenant_id = l.tenant_id and m.metric = $1
         where l.tenant_id = $2 and ${licenseId ? "l.id = $3" : "l.customer_id = $3"} order by l.id`,
       [metric, tenantId, licenseId || customerId],
     );
@@ -134,7 +136,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
           const rows = await sql<{ agent_id: string; used: string | null }>(
             em,
             `select agent_id, sum(total) as used from usage_rollups
-              where license_id = $1 and meter_id = $2 and agent_id in (${agentIn}) and hour >= ${from}${to} group by agent_id`,
+              where license_id = $1 and meter_id = $2 and agent_id in (${agentIn}) and hour >= ${from}${to}
+              group by agent_id`,
             params,
           );
           for (const r of rows) usedBy.set(r.agent_id, r.used === null ? 0n : BigInt(r.used));
@@ -170,7 +173,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         params,
         meters.map((m) => m.id),
       );
-      const where = `license_id in (${licenseIn}) and meter_id in (${meterIn}) and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
+      const where = `license_id in (${licenseIn}) and meter_id in (${meterIn})
+                     and hour >= ${list(params, [start])} and hour < ${list(params, [q.end])}`;
       const agent = q.byAgent ? ", agent_id" : "";
       // Rollup rows are hourly already: hour buckets need no truncation.
       const bucketExpr = q.bucket === "hour" ? "hour" : `date_trunc('${q.bucket}', hour, 'UTC')`;
@@ -184,7 +188,9 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       const bucketsOf = async (from: string): Promise<Bucket[]> => {
         const [row] = await sql<{ nums: string | null; agents: string[] | null }>(
           em,
-          `select string_agg(date_part('epoch', b)::bigint || ',' || coalesce(value::text, '') || ',' || events, ',') as nums${agent ? ", json_agg(agent_id) as agents" : ", null as agents"} from ${from}`,
+          `select string_agg(date_part('epoch', b)::bigint || ',' || coalesce(value::text, '') || ',' || events, ',')
+                  as nums${agent ? ", json_agg(agent_id) as agents" : ", null as agents"}
+             from ${from}`,
           params,
         );
         if (!row?.nums) return [];
@@ -197,7 +203,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         return out.sort((x, y) => x[0] - y[0] || byCodePoint(x[1], y[1]));
       };
       const grouped = (table: string, value: string, events: string) =>
-        `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
+        `(select ${bucketExpr} as b${agent}, ${value} as value, ${events} as events
+            from ${table} where ${where} group by 1${agent ? ", 2" : ""}) g`;
       let buckets: Bucket[];
       let total: { value: string | null }[];
       if (aggregation === "unique_count") {
@@ -213,7 +220,8 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
         const asStored = q.bucket === "hour" && q.byAgent && scope.ids.length === 1 && meters.length === 1;
         buckets = await bucketsOf(
           asStored
-            ? `(select hour as b, agent_id, ${ROLLUP_ROW_VALUE[aggregation]} as value, events from usage_rollups where ${where}) g`
+            ? `(select hour as b, agent_id, ${ROLLUP_ROW_VALUE[aggregation]} as value, events
+                  from usage_rollups where ${where}) g`
             : grouped("usage_rollups", value, "sum(events)"),
         );
         // The range's total follows from the buckets, except for LATEST (which needs the times).
@@ -272,10 +280,12 @@ export function createUsageQueries(deps: { clock: Clock; ingest: IngestService }
       };
       return sql<EventRow>(
         em,
-        `select m.metric, e.quantity, (extract(epoch from e.ts) * 1000)::bigint as ts_ms, (extract(epoch from e.received_at) * 1000)::bigint as received_ms,
+        `select m.metric, e.quantity, (extract(epoch from e.ts) * 1000)::bigint as ts_ms,
+                (extract(epoch from e.received_at) * 1000)::bigint as received_ms,
                 e.idempotency_key, e.agent_id, e.attributes
            from usage_events e join meters m on m.id = e.meter_id
-          where ${conds.join(" and ")} order by e.ts desc, e.received_at desc, e.idempotency_key desc limit ${q.size + 1}`,
+          where ${conds.join(" and ")}
+          order by e.ts desc, e.received_at desc, e.idempotency_key desc limit ${q.size + 1}`,
         params,
       );
     },
