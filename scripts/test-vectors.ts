@@ -33,7 +33,7 @@ import { createMachineService } from "../src/activation/machine.service.js";
 import { createLicenseMachines } from "../src/activation/license-machines.js";
 import type { Machine } from "../src/activation/machine.entity.js";
 import { auditEventToProto, checkpointToProto } from "../src/audit/audit.mapper.js";
-import type { AuditEntry } from "../src/audit/audit.service.js";
+import type { AuditEntry } from "../src/events/log-store.js";
 import type { AuditFeed } from "../src/events/audit-feed.js";
 import { checkpointText, cutText } from "../src/audit/checkpoint.js";
 import {

@@ -3,7 +3,8 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { AuditEventSchema, CheckpointSchema } from "../../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ChainProblem } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import type { AuditEntry, ChainProblem as Problem, SignedCheckpoint } from "./audit.service.js";
+import type { AuditEntry } from "../events/log-store.js";
+import type { ChainProblem as Problem, SignedCheckpoint } from "./audit.service.js";
 
 export const auditEventToProto = (e: AuditEntry) =>
   create(AuditEventSchema, {

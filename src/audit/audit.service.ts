@@ -1,12 +1,28 @@
 import type { Clock } from "../platform/clock.js";
-import { affectedRows, sql, type Database, type EntityManager } from "../platform/db.js";
+import type { Database, EntityManager } from "../platform/db.js";
 import { failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import { verifyEd25519 } from "../platform/signing-keys.js";
 import type { Page } from "../platform/pagination.js";
 import type { AuditKeyring } from "../events/audit-keyring.js";
-import { entryHash, GENESIS_HASH, type EntryFields, type Events } from "../events/events.js";
+import { entryHash, GENESIS_HASH, type Events } from "../events/events.js";
 import type { AuditFeed } from "../events/audit-feed.js";
+import {
+  chainRows,
+  cutThrough,
+  ENTRIES_PAGE,
+  entriesFrom,
+  entryById,
+  entryHashAt,
+  headSeq,
+  lastSeqBefore,
+  latestCut,
+  listEntries,
+  treeNodes,
+  type AuditEntry,
+  type AuditFilters,
+  type NodeKey,
+} from "../events/log-store.js";
 import { checkpointText, cutText } from "./checkpoint.js";
 import {
   consistencyProof,
@@ -18,22 +34,6 @@ import {
   withNodes,
   type PerfectNode,
 } from "../events/merkle.js";
-
-/** An audit entry as stored: the hashed fields, and the hash and signature over them. */
-export interface AuditEntry extends EntryFields {
-  prevHash: Buffer;
-  hash: Buffer;
-  kid: string;
-  signature: Buffer;
-}
-
-export interface AuditFilters {
-  subject?: string;
-  typePrefix?: string;
-  actor?: string;
-  start?: Date;
-  end?: Date;
-}
 
 export type ChainProblem = "HASH_MISMATCH" | "BROKEN_LINK" | "BAD_SIGNATURE" | "MISSING_SEQ" | "TREE_MISMATCH";
 
@@ -59,49 +59,9 @@ export interface SignedCheckpoint {
 
 export type TailItem = { event: AuditEntry } | { keepAlive: number };
 
-interface Row {
-  tenant_id: string;
-  seq: string;
-  id: string;
-  type: string;
-  subject: string;
-  actor: string;
-  payload: unknown;
-  occurred_ms: string;
-  prev_hash: Buffer;
-  hash: Buffer;
-  kid: string;
-  signature: Buffer;
-}
-
-// Timestamps are read as epoch milliseconds: exact, and independent of the driver's type parsing.
-const columns = (t = "") =>
-  `${t}tenant_id, ${t}seq, ${t}id, ${t}type, ${t}subject, ${t}actor, ${t}payload,
-   (extract(epoch from ${t}occurred_at) * 1000)::bigint as occurred_ms,
-   ${t}prev_hash, ${t}hash, ${t}kid, ${t}signature`;
-const COLUMNS = columns();
-
-const toEntry = (r: Row): AuditEntry => ({
-  tenantId: r.tenant_id,
-  seq: Number(r.seq),
-  id: r.id,
-  type: r.type,
-  subject: r.subject,
-  actor: r.actor,
-  payload: r.payload,
-  occurredAt: new Date(Number(r.occurred_ms)),
-  prevHash: r.prev_hash,
-  hash: r.hash,
-  kid: r.kid,
-  signature: r.signature,
-});
-
-/** Escapes LIKE metacharacters so a type prefix matches literally. */
-const likePrefix = (prefix: string) => `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-
 /**
- * Reading, tailing, proving and pruning the audit log. The log is append-only rows read
- * by seq ranges, with no unit of work to track, so this module speaks SQL directly.
+ * Reading, tailing, proving and pruning the audit log: verification, proofs, checkpoint
+ * and cut signing. The statements over the log's tables are events/log-store.ts's.
  */
 export function createAuditService(deps: {
   db: Database;
@@ -113,68 +73,28 @@ export function createAuditService(deps: {
 }) {
   const { db, clock, keyring, signingKeys, feed, events } = deps;
 
-  function where(tenantId: string, f: AuditFilters, params: unknown[]): string {
-    const clauses = [`tenant_id = $${params.push(tenantId)}`];
-    if (f.subject) clauses.push(`subject = $${params.push(f.subject)}`);
-    if (f.typePrefix) clauses.push(`type like $${params.push(likePrefix(f.typePrefix))}`);
-    if (f.actor) clauses.push(`actor = $${params.push(f.actor)}`);
-    if (f.start) clauses.push(`occurred_at >= $${params.push(f.start)}`);
-    if (f.end) clauses.push(`occurred_at < $${params.push(f.end)}`);
-    return clauses.join(" and ");
-  }
-
-  async function headSeq(em: EntityManager, tenantId: string): Promise<number> {
-    const [row] = await sql<{ seq: string }>(em, `select seq from audit_heads where tenant_id = $1`, [tenantId]);
-    return row ? Number(row.seq) : 0;
-  }
-
-  function nodeFetcher(em: EntityManager, tenantId: string) {
-    return async (keys: { level: number; index: number }[]) => {
-      const found = new Map<string, Buffer>();
-      if (keys.length === 0) return found;
-      const pairs = keys.map((_, i) => `($${2 + 2 * i}, $${3 + 2 * i})`).join(", ");
-      const rows = await sql<{ level: number; index: string; hash: Buffer }>(
-        em,
-        `select level, index, hash from audit_tree_nodes where tenant_id = $1 and (level, index) in (${pairs})`,
-        [tenantId, ...keys.flatMap((k) => [k.level, k.index])],
-      );
-      for (const r of rows) found.set(`${r.level}:${r.index}`, r.hash);
-      return found;
-    };
-  }
+  const nodeFetcher = (em: EntityManager, tenantId: string) => (keys: NodeKey[]) => treeNodes(em, tenantId, keys);
 
   const computeWithTree = <T>(em: EntityManager, tenantId: string, compute: (node: PerfectNode) => T) =>
     withNodes(compute, nodeFetcher(em, tenantId));
 
   return {
     async list(tenantId: string, filters: AuditFilters, page: Page, newestFirst: boolean): Promise<AuditEntry[]> {
-      const params: unknown[] = [];
-      let text = `select ${COLUMNS} from audit_events where ${where(tenantId, filters, params)}`;
-      if (page.after !== undefined) text += ` and seq ${newestFirst ? "<" : ">"} $${params.push(page.after)}`;
-      text += ` order by seq ${newestFirst ? "desc" : "asc"} limit $${params.push(page.size + 1)}`;
-      return (await sql<Row>(db, text, params)).map(toEntry);
+      return listEntries(db, tenantId, filters, page, newestFirst);
     },
 
     async get(tenantId: string, id: string): Promise<AuditEntry> {
-      const [row] = await sql<Row>(db, `select ${COLUMNS} from audit_events where tenant_id = $1 and id = $2`, [
-        tenantId,
-        id,
-      ]);
-      if (!row) throw notFound("audit_event", id);
-      return toEntry(row);
+      const entry = await entryById(db, tenantId, id);
+      if (!entry) throw notFound("audit_event", id);
+      return entry;
     },
 
     /** Recomputes every entry of [start, end]; reports the first that is wrong. */
     async verify(tenantId: string, startSeq: number, endSeq: number): Promise<ChainReport> {
       const em = db.em();
       const head = await headSeq(em, tenantId);
-      const [cut] = await sql<{ seq: string; hash: Buffer; cut_ms: string; kid: string; signature: Buffer }>(
-        em,
-        `select seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid, signature
-           from audit_cuts where tenant_id = $1 order by seq desc limit 1`,
-        [tenantId],
-      );
-      const floor = cut ? Number(cut.seq) + 1 : 1;
+      const cut = await latestCut(em, tenantId);
+      const floor = cut ? cut.seq + 1 : 1;
       const start = startSeq === 0 ? floor : startSeq;
       const end = endSeq === 0 ? head : endSeq;
       if (start < floor)
@@ -189,7 +109,7 @@ export function createAuditService(deps: {
 
       let expectedPrev: Buffer;
       if (start === floor && cut) {
-        const text = cutText(tenantId, Number(cut.seq), cut.hash, new Date(Number(cut.cut_ms)));
+        const text = cutText(tenantId, cut.seq, cut.hash, cut.cutAt);
         const key = signingKeys.publicKeys().find((k) => k.kid === cut.kid);
         if (!key || !verifyEd25519(key.publicKey, Buffer.from(text), cut.signature)) {
           return report({
@@ -204,11 +124,7 @@ export function createAuditService(deps: {
       } else if (start === 1) {
         expectedPrev = GENESIS_HASH;
       } else {
-        const [prev] = await sql<{ hash: Buffer }>(
-          em,
-          `select hash from audit_events where tenant_id = $1 and seq = $2`,
-          [tenantId, start - 1],
-        );
+        const prev = await entryHashAt(em, tenantId, start - 1);
         if (!prev)
           return report({
             valid: false,
@@ -217,7 +133,7 @@ export function createAuditService(deps: {
             problem: "MISSING_SEQ",
             detail: `entry ${start - 1} is missing`,
           });
-        expectedPrev = prev.hash;
+        expectedPrev = prev;
       }
 
       let checked = 0;
@@ -227,18 +143,11 @@ export function createAuditService(deps: {
       const stack: { level: number; index: number; hash: Buffer }[] = [];
       const BATCH = 2000;
       while (expectedSeq <= end) {
-        const rows = await sql<Row & { leaf: Buffer | null }>(
-          em,
-          `select ${columns("e.")}, n.hash as leaf
-             from audit_events e
-             left join audit_tree_nodes n on n.tenant_id = e.tenant_id and n.level = 0 and n.index = e.seq - 1
-            where e.tenant_id = $1 and e.seq >= $2 and e.seq <= $3 order by e.seq limit $4`,
-          [tenantId, expectedSeq, end, BATCH],
-        );
+        const rows = await chainRows(em, tenantId, expectedSeq, end, BATCH);
         if (rows.length === 0) break;
         const rebuilt: { level: number; index: number; hash: Buffer; seq: number }[] = [];
         for (const row of rows) {
-          const e = toEntry(row);
+          const e = row.entry;
           const bad = (problem: ChainProblem, detail: string, seq = e.seq) =>
             report({ valid: false, eventsChecked: checked, firstBadSeq: seq, problem, detail });
           if (e.seq !== expectedSeq)
@@ -309,20 +218,15 @@ export function createAuditService(deps: {
         (!opts.filters.typePrefix || e.type.startsWith(opts.filters.typePrefix));
       let idleSince = Date.now();
       while (!signal.aborted) {
-        const rows = await sql<Row>(
-          db,
-          `select ${COLUMNS} from audit_events where tenant_id = $1 and seq > $2 order by seq limit 500`,
-          [tenantId, cursor],
-        );
-        for (const row of rows) {
-          const e = toEntry(row);
+        const rows = await entriesFrom(db, tenantId, cursor);
+        for (const e of rows) {
           cursor = e.seq;
           if (matches(e)) {
             idleSince = Date.now();
             yield { event: e };
           }
         }
-        if (rows.length === 500) continue;
+        if (rows.length === ENTRIES_PAGE) continue;
         const wait = opts.keepAliveMs - (Date.now() - idleSince);
         if (wait <= 0) {
           idleSince = Date.now();
@@ -350,11 +254,8 @@ export function createAuditService(deps: {
       if (size > head) throw invalidArgument("tree_size", `the log has ${head} entries`, "OUT_OF_RANGE");
       if (seq > size) throw invalidArgument("seq", `must be at most the tree size (${size})`, "OUT_OF_RANGE");
       const hashes = await computeWithTree(em, tenantId, (node) => inclusionProof(seq - 1, size, node));
-      const [row] = await sql<{ hash: Buffer }>(em, `select hash from audit_events where tenant_id = $1 and seq = $2`, [
-        tenantId,
-        seq,
-      ]);
-      return { leafIndex: seq - 1, treeSize: size, entryHash: row?.hash ?? Buffer.alloc(0), hashes };
+      const hash = await entryHashAt(em, tenantId, seq);
+      return { leafIndex: seq - 1, treeSize: size, entryHash: hash ?? Buffer.alloc(0), hashes };
     },
 
     async consistency(tenantId: string, oldSize: number, newSize: number) {
@@ -383,38 +284,20 @@ export function createAuditService(deps: {
       if ("throughSeq" in what) {
         throughSeq = what.throughSeq;
       } else {
-        const [row] = await sql<{ seq: string | null }>(
-          em,
-          `select max(seq) as seq from audit_events where tenant_id = $1 and occurred_at < $2`,
-          [tenantId, what.olderThan],
-        );
-        if (row.seq === null) return { removed: 0, throughSeq: 0 };
-        throughSeq = Number(row.seq);
+        const last = await lastSeqBefore(em, tenantId, what.olderThan);
+        if (last === null) return { removed: 0, throughSeq: 0 };
+        throughSeq = last;
       }
-      const [entry] = await sql<{ hash: Buffer }>(
-        em,
-        `select hash from audit_events where tenant_id = $1 and seq = $2`,
-        [tenantId, throughSeq],
-      );
-      if (!entry)
+      const hash = await entryHashAt(em, tenantId, throughSeq);
+      if (!hash)
         throw failedPrecondition(
           "NOTHING_TO_CUT",
           `entry ${throughSeq} is not in the log (already cut, or not written yet)`,
           { field: "through_seq" },
         );
       const cutAt = clock.now();
-      const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, entry.hash, cutAt)));
-      await sql(
-        em,
-        `insert into audit_cuts (tenant_id, seq, hash, cut_at, kid, signature) values ($1, $2, $3, $4, $5, $6)`,
-        [tenantId, throughSeq, entry.hash, cutAt, kid, signature],
-      );
-      await sql(em, `set local licensd.audit_retention = 'on'`);
-      const removed = await affectedRows(em, `delete from audit_events where tenant_id = $1 and seq <= $2`, [
-        tenantId,
-        throughSeq,
-      ]);
-      await sql(em, `set local licensd.audit_retention = 'off'`);
+      const { kid, signature } = signingKeys.sign(Buffer.from(cutText(tenantId, throughSeq, hash, cutAt)));
+      const removed = await cutThrough(em, tenantId, { seq: throughSeq, hash, cutAt, kid, signature });
       await events.emit(em, {
         tenantId,
         type: "audit.retention.cut",
