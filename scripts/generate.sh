@@ -10,7 +10,7 @@ buf generate build/image.binpb --template buf.gen.yaml \
   --path licensd --path google/rpc --path health --path grpc/reflection
 buf generate build/image.binpb --template buf.gen.python.yaml \
   --path licensd --path google/rpc --path buf/validate
-buf generate build/image.binpb --template buf.gen.go.yaml --path licensd
+buf generate build/image.binpb --template buf.gen.go.yaml --path licensd --path buf/validate
 
 # Python packages: every generated folder but gen/python/google itself gets an
 # __init__.py; leaving google/ without one lets it merge with the system's
