@@ -9,21 +9,7 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import { checkAgents, checkEntitlements, checkLicenseSeats, type CatalogService } from "./catalog.service.js";
-import {
-  effectiveAgents,
-  effectiveEntitlements,
-  grants,
-  type AgentEntitlement,
-  type Entitlement,
-} from "./entitlements.js";
-import {
-  ED25519_PREFIX,
-  encodeLicenseFile,
-  encryptLicenseFile,
-  HMAC_PREFIX,
-  hmacLicenseFile,
-  type LicenseFilePayload,
-} from "./license-file.js";
+import type { AgentEntitlement, Entitlement } from "./entitlements.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import {
   checkLicenseKey,
@@ -33,37 +19,12 @@ import {
   normalizeLicenseKey,
   type LicenseKeyring,
 } from "./license-key.js";
-import { License, Policy, Product } from "./licensing.entity.js";
-import { compose, type ComposedAgent, type ComposedEntitlement } from "./composition.js";
+import { License, type Policy } from "./licensing.entity.js";
+import { customerEntitlements } from "./customer-entitlements.js";
+import { issueLicenseFile, type LicenseFileOptions } from "./license-file-issue.js";
+import type { LicenseStatus } from "./license-plan.js";
 
-export type LicenseStatus = "active" | "suspended" | "expired" | "revoked";
-
-/** What a license grants, as license files and leases state it. */
-export function planClaims(product: Product, policy: Policy, license: License) {
-  const entitlements = effectiveEntitlements(policy.entitlements, license.entitlementOverrides);
-  return {
-    features: policy.allFeatures
-      ? product.features.map((f) => f.name).sort()
-      : entitlements.filter(grants).map((e) => e.feature),
-    entitlements: Object.fromEntries(
-      entitlements.map((e) => [e.feature, "enabled" in e ? e.enabled : "limit" in e ? e.limit : e.tier]),
-    ) as Record<string, boolean | number | string>,
-    agents: Object.fromEntries(
-      effectiveAgents(policy.agentEntitlements, license.agentOverrides).map((a) => [
-        a.agent,
-        { enabled: a.enabled, token_limit: a.tokenLimit, model_tier: a.modelTier },
-      ]),
-    ),
-    max_machines: license.maxMachines ?? policy.maxMachines,
-    max_users: policy.maxUsers,
-  };
-}
-
-/** The status a caller sees: expiry is evaluated at read time, not stored. */
-export function effectiveStatus(license: Pick<License, "status" | "expiresAt">, now: Date): LicenseStatus {
-  if (license.status !== "active") return license.status;
-  return license.expiresAt && license.expiresAt.getTime() <= now.getTime() ? "expired" : "active";
-}
+export { effectiveStatus, planClaims, type LicenseStatus } from "./license-plan.js";
 
 export interface NewLicense {
   policyId: string;
@@ -102,13 +63,6 @@ export interface LicensePatch {
   metadata?: Record<string, string>;
 }
 
-/** A customer's active licenses and what they grant together. */
-export interface CustomerEntitlements {
-  licenseIds: string[];
-  entitlements: ComposedEntitlement[];
-  agents: ComposedAgent[];
-}
-
 export interface LicenseFilters {
   productId: string;
   customerId: string;
@@ -132,7 +86,7 @@ export function createLicenseService(deps: {
   licenseFileHmacSecret: string | undefined;
   foreignKeys?: ForeignKeyBudget;
 }) {
-  const { clock, events, catalog, keyring, dataKey, signingKeys, foreignKeys } = deps;
+  const { clock, events, catalog, keyring, dataKey, foreignKeys } = deps;
 
   async function get(em: EntityManager, tenantId: string, id: string, lock = false): Promise<License> {
     const license = await em.findOne(License, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
@@ -391,96 +345,13 @@ export function createLicenseService(deps: {
      * An offline license file for the license: the effective plan, signed with the active
      * Ed25519 key (or HMAC with the shared secret), optionally machine-bound and encrypted.
      */
-    async issueFile(
-      em: EntityManager,
-      tenantId: string,
-      actor: string,
-      id: string,
-      opts: { fingerprint: string; encrypt: boolean; format: "ed25519" | "hmac"; ttlSeconds: number | null },
-    ): Promise<{ file: string; kid: string; expiresAt: Date | null }> {
-      const license = await get(em, tenantId, id);
-      const now = clock.now();
-      const status = effectiveStatus(license, now);
-      if (status !== "active")
-        throw failedPrecondition("LICENSE_NOT_ACTIVE", `license ${id} is ${status}: no file can be issued`);
-      if (opts.format === "hmac" && !deps.licenseFileHmacSecret)
-        throw failedPrecondition("HMAC_NOT_CONFIGURED", "format: LICENSD_LICENSE_FILE_HMAC_SECRET is not set", {
-          field: "format",
-        });
-      const [product, policy, customer] = await Promise.all([
-        catalog.getProduct(em, tenantId, license.productId),
-        catalog.getPolicy(em, tenantId, license.policyId),
-        catalog.getCustomer(em, tenantId, license.customerId),
-      ]);
-      let expiresAt = license.expiresAt ?? null;
-      if (opts.ttlSeconds !== null) {
-        const byTtl = new Date(now.getTime() + opts.ttlSeconds * 1000);
-        if (!expiresAt || byTtl < expiresAt) expiresAt = byTtl;
-      }
-      const kid = opts.format === "hmac" ? "hmac" : signingKeys.activeKid();
-      const payload: LicenseFilePayload = {
-        v: 1,
-        license_id: license.id,
-        tenant_id: tenantId,
-        product: { code: product.code, name: product.name },
-        customer: { name: customer.name, email: customer.email, organization: customer.organization },
-        plan: policy.name,
-        ...planClaims(product, policy, license),
-        issued_at: now.toISOString(),
-        expires_at: expiresAt ? expiresAt.toISOString() : null,
-        kid,
-        ...(opts.fingerprint ? { fingerprint: opts.fingerprint } : {}),
-      };
-      let file =
-        opts.format === "hmac"
-          ? encodeLicenseFile(HMAC_PREFIX, payload, hmacLicenseFile(deps.licenseFileHmacSecret!))
-          : encodeLicenseFile(ED25519_PREFIX, payload, (input) => signingKeys.sign(input).signature);
-      if (opts.encrypt) file = encryptLicenseFile(file, open(dataKey, Buffer.from(license.keySealed), id).toString());
-      await events.emit(em, {
-        tenantId,
-        type: "license.file_issued",
-        subject: id,
-        actor,
-        payload: {
-          format: opts.format,
-          encrypted: opts.encrypt,
-          fingerprint: opts.fingerprint || null,
-          expires_at: payload.expires_at,
-          kid,
-        },
-      });
-      return { file, kid, expiresAt };
+    async issueFile(em: EntityManager, tenantId: string, actor: string, id: string, opts: LicenseFileOptions) {
+      return issueLicenseFile(em, { ...deps, license: await get(em, tenantId, id) }, actor, opts);
     },
 
     /** What a customer's active licenses grant together (Vinzy's composition), with the licenses it came from. */
-    async customerEntitlements(em: EntityManager, tenantId: string, customerId: string): Promise<CustomerEntitlements> {
-      await catalog.getCustomer(em, tenantId, customerId);
-      const now = clock.now();
-      const held = (
-        await em.find(License, { tenantId, customerId, status: "active" }, { orderBy: { id: "asc" } })
-      ).filter((l) => effectiveStatus(l, now) === "active");
-      const [products, policies] = await Promise.all([
-        em.find(Product, { id: { $in: [...new Set(held.map((l) => l.productId))] } }),
-        em.find(Policy, { id: { $in: [...new Set(held.map((l) => l.policyId))] } }),
-      ]);
-      const productById = new Map(products.map((p) => [p.id, p]));
-      const policyById = new Map(policies.map((p) => [p.id, p]));
-      const composed = compose(
-        held.map((l) => {
-          const policy = policyById.get(l.policyId)!;
-          const overridden = new Set(l.entitlementOverrides.map((e) => e.feature));
-          return {
-            licenseId: l.id,
-            productId: l.productId,
-            features: productById.get(l.productId)!.features,
-            allFeatures: policy.allFeatures,
-            entitlements: [...policy.entitlements.filter((e) => !overridden.has(e.feature)), ...l.entitlementOverrides],
-            agents: effectiveAgents(policy.agentEntitlements, l.agentOverrides),
-          };
-        }),
-      );
-      return { licenseIds: held.map((l) => l.id), ...composed };
-    },
+    customerEntitlements: (em: EntityManager, tenantId: string, customerId: string) =>
+      customerEntitlements(em, deps, tenantId, customerId),
 
     async reveal(em: EntityManager, tenantId: string, actor: string, id: string): Promise<string> {
       const license = await get(em, tenantId, id);
