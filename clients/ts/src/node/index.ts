@@ -1,0 +1,6 @@
+/*
+ * @licensd/client/node: the parts that need Node (files, HTTP/2 gRPC): LicenseGuard,
+ * UsageUploader and the plain-Node HTTP gates. Everything in "@licensd/client" itself runs
+ * in browsers, Deno, Bun and edge runtimes too.
+ */
+export {};
