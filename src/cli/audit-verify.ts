@@ -1,17 +1,13 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
-import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import { loadDevSecrets } from "../platform/dev-secrets.js";
+import { ActivationService, AuditService } from "@licensd/client";
 import {
   entryHash,
   verifyCheckpoint,
   verifyCheckpointConsistency,
   verifyEntryInclusion,
 } from "../sdk/audit-verifier.js";
-import path from "node:path";
+import type { Context } from "./runtime.js";
 
 interface SavedCheckpoint {
   tenantId: string;
@@ -19,25 +15,16 @@ interface SavedCheckpoint {
   rootHash: string;
 }
 
-/** `licensd audit verify`: prints each check and returns whether all passed. */
-export async function verifyAuditLog(opts: {
-  url: string;
-  tenant: string;
-  key?: string;
-  state?: string;
-  seq?: bigint;
-  event?: string;
-}): Promise<boolean> {
-  let key = opts.key ?? process.env.LICENSD_SUPER_ADMIN_KEY;
-  const secrets = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd", "secrets.json");
-  if (!key && existsSync(secrets)) key = loadDevSecrets(path.dirname(secrets)).superAdminKey;
-  const auth: Interceptor = (next) => (req) => {
-    if (key) req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
-  const transport = createConnectTransport({ baseUrl: opts.url, httpVersion: "1.1", interceptors: [auth] });
-  const audit = createClient(AuditService, transport);
-  const keys = (await createClient(ActivationService, transport).getSigningKeys({})).keys;
+/**
+ * `licensd audit verify`: checks the tenant's signed checkpoint, its consistency with the one saved by the last run,
+ * and optionally an entry's inclusion. Returns each check, in order.
+ */
+export async function verifyAuditLog(
+  ctx: Context,
+  opts: { tenant: string; state?: string; seq?: bigint; event?: string },
+): Promise<{ ok: boolean; checks: { ok: boolean; check: string }[] }> {
+  const audit = ctx.client(AuditService);
+  const keys = (await ctx.client(ActivationService).getSigningKeys({})).keys;
   const cp = (await audit.getCheckpoint({ tenantId: opts.tenant })).checkpoint!;
   const checkpoint = {
     tenantId: cp.tenantId,
@@ -48,9 +35,10 @@ export async function verifyAuditLog(opts: {
     signature: cp.signature,
   };
   let ok = true;
+  const checks: { ok: boolean; check: string }[] = [];
   const report = (passed: boolean, what: string) => {
     ok &&= passed;
-    console.log(`${passed ? "ok  " : "FAIL"} ${what}`);
+    checks.push({ ok: passed, check: what });
   };
   report(
     verifyCheckpoint(checkpoint, keys),
@@ -121,5 +109,5 @@ export async function verifyAuditLog(opts: {
     };
     writeFileSync(opts.state, JSON.stringify(next, null, 2));
   }
-  return ok;
+  return { ok, checks };
 }

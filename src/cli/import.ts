@@ -2,13 +2,15 @@ import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { LicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
+import { LicensingService } from "@licensd/client";
+import { LicenseStatus } from "@licensd/client/gen/licensd/licensing/v1/license_pb.js";
 import {
   ImportLicensesRequestSchema,
-  LicensingService,
-} from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+  type ImportLicensesResponse,
+} from "@licensd/client/gen/licensd/licensing/v1/licensing_service_pb.js";
+import cliProgress from "cli-progress";
+import { printJson } from "./output.js";
+import type { Context } from "./runtime.js";
 
 type Row = MessageInitShape<typeof ImportLicensesRequestSchema>;
 
@@ -61,30 +63,32 @@ function parseLine(line: string, format: "datatools" | "vinzy", base: Row): Row 
 }
 
 /**
- * `licensd import FILE`: streams the file's rows to ImportLicenses with a progress bar; returns whether every row was
- * imported.
+ * `licensd import FILE`: streams the file's rows to ImportLicenses with a progress bar (stderr, on a terminal);
+ * returns whether every row was imported.
  */
-export async function importFile(opts: {
-  file: string;
-  format: "datatools" | "vinzy";
-  product: string;
-  tenant: string;
-  url: string;
-  key: string;
-}): Promise<boolean> {
+export async function importFile(
+  ctx: Context,
+  opts: { file: string; format: "datatools" | "vinzy"; product: string },
+): Promise<boolean> {
   const lines: string[] = [];
   for await (const line of createInterface({ input: createReadStream(opts.file), crlfDelay: Infinity }))
     if (line.trim() !== "") lines.push(line);
-  const base: Row = { tenantId: opts.tenant, productId: opts.product };
+  const base: Row = { tenantId: ctx.tenant, productId: opts.product };
   const local: { line: number; text: string }[] = [];
   const sentLine: number[] = [];
-  const tty = process.stderr.isTTY;
-  const bar = (done: number) => {
-    const width = 30;
-    const filled = Math.round((done / Math.max(lines.length, 1)) * width);
-    const gauge = `${"#".repeat(filled)}${"-".repeat(width - filled)}`;
-    process.stderr.write(`${tty ? "\r" : ""}importing [${gauge}] ${done}/${lines.length}${tty ? "" : "\n"}`);
-  };
+  const bar =
+    process.stderr.isTTY && !ctx.json
+      ? new cliProgress.SingleBar(
+          {
+            format: "importing [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s",
+            stream: process.stderr,
+            hideCursor: true,
+          },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  const started = Date.now();
+  bar?.start(lines.length, 0, { rate: 0 });
   async function* rows() {
     for (let i = 0; i < lines.length; i++) {
       try {
@@ -94,26 +98,33 @@ export async function importFile(opts: {
       } catch (err) {
         local.push({ line: i + 1, text: `UNREADABLE: ${(err as Error).message}` });
       }
-      if (tty || (i + 1) % 500 === 0 || i + 1 === lines.length) bar(i + 1);
+      bar?.update(i + 1, { rate: Math.round((i + 1) / Math.max((Date.now() - started) / 1000, 0.001)) });
     }
   }
-  const transport = createGrpcTransport({
-    baseUrl: opts.url,
-    interceptors: [
-      (next) => (req) => {
-        req.header.set("authorization", `Bearer ${opts.key}`);
-        return next(req);
-      },
-    ],
-  });
-  const summary = await createClient(LicensingService, transport).importLicenses(rows());
-  if (tty) process.stderr.write("\n");
-  console.log(
-    `received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), ` +
-      `failed ${Number(summary.failed) + local.length}`,
-  );
+  let summary: ImportLicensesResponse;
+  try {
+    summary = await ctx.streamClient(LicensingService).importLicenses(rows());
+  } finally {
+    bar?.stop();
+  }
   // One report in file order: lines the command could not read, and rows the server refused.
   const refused = summary.errors.map((e) => ({ line: sentLine[Number(e.index)]!, text: `${e.reason}: ${e.message}` }));
-  for (const e of [...local, ...refused].sort((a, b) => a.line - b.line)) console.log(`line ${e.line}: ${e.text}`);
-  return Number(summary.failed) === 0 && local.length === 0;
+  const problems = [...local, ...refused].sort((a, b) => a.line - b.line);
+  const failed = Number(summary.failed) + local.length;
+  if (ctx.json)
+    printJson({
+      received: Number(summary.received),
+      imported: Number(summary.imported),
+      customersCreated: Number(summary.customersCreated),
+      failed,
+      errors: problems,
+    });
+  else {
+    process.stdout.write(
+      `received ${summary.received}, imported ${summary.imported} (${summary.customersCreated} new customers), ` +
+        `failed ${failed}\n`,
+    );
+    for (const e of problems) process.stdout.write(`line ${e.line}: ${e.text}\n`);
+  }
+  return failed === 0;
 }

@@ -1,39 +1,37 @@
 import cluster from "node:cluster";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createClient, type Client, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { toJsonString, type DescService } from "@bufbuild/protobuf";
-import { createApp, openStorage, type App } from "../app.js";
-import { ConfigError, loadConfig, loadDevSecrets, type Config } from "../config.js";
-import { createLogger, type Logger } from "../platform/logger.js";
-import { Health, HealthCheckResponse_ServingStatus } from "../../gen/ts/health/v1/health_pb.js";
-import {
-  TenantService,
-  CreateTenantResponseSchema,
-  ListTenantsResponseSchema,
-  CreateApiKeyResponseSchema,
-} from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
-import { verifyAuditLog } from "./audit-verify.js";
-import { AuditService, PruneAuditLogResponseSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
-import { importFile } from "./import.js";
-import { createOfflineActivationRequest } from "../sdk/offline-activation.js";
-import {
-  ActivationService,
-  RotateSigningKeyResponseSchema,
-} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { App } from "../app.js";
+import { ConfigError, loadConfig, type Config } from "../config.js";
+import type { Logger } from "../platform/logger.js";
 import packageJson from "../../package.json" with { type: "json" };
+import { registerCommands } from "./commands.js";
+import { type GlobalOptions, reportFailure } from "./runtime.js";
+import { parseCount } from "./parse.js";
 
+/*
+ * Only serve and migrate open the database; they load the server (app.ts and MikroORM) when
+ * they run, so every other command starts fast and needs nothing but a URL and a key.
+ */
 const program = new Command()
   .name("licensd")
   .description(
-    "Self-hosted licensing, activation and usage metering. Settings come from LICENSD_* environment variables.",
+    "Self-hosted licensing, activation and usage metering.\n" +
+      "serve and migrate read LICENSD_* settings and open the database; every other command talks to a " +
+      "running server over its API (--url, --api-key). docs/cli.md has the whole reference.",
   )
-  .version(packageJson.version, "-V, --version", "print the licensd version");
+  .version(packageJson.version, "-V, --version", "print the licensd version")
+  .option("--url <url>", "the server (env LICENSD_URL; default http://127.0.0.1:8080)")
+  .option("--api-key <key>", "an API key (env LICENSD_API_KEY; else LICENSD_SUPER_ADMIN_KEY)")
+  .addOption(new Option("--key <key>", "same as --api-key").hideHelp())
+  .option("--tenant <id>", "the tenant to act on with the super-admin key (env LICENSD_TENANT)")
+  .option("--json", "print one JSON document on stdout (errors too), for scripts")
+  .addOption(new Option("--timeout <seconds>", "how long to wait for an answer").argParser(parseCount).default(30))
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride();
+
+/** Set by serve: its process lives on after the command's action returns. */
+let isServing = false;
 
 const positiveInt = (value: string) => {
   const n = Number(value);
@@ -47,6 +45,7 @@ program
   .option("-w, --workers <n>", "processes sharing the port (node:cluster)", positiveInt)
   .action(async (opts: { workers?: number }) => {
     const config = configOrExit();
+    isServing = true;
     const workers = opts.workers ?? config.workers;
     if (cluster.isPrimary && workers > 1) await servePrimary(config, workers);
     else await serveOne(config, { migrate: cluster.isPrimary });
@@ -57,213 +56,15 @@ program
   .description("apply pending database migrations and exit")
   .action(async () => {
     const config = configOrExit();
+    const { createLogger } = await import("../platform/logger.js");
     const logger = createLogger(config.logLevel);
+    const { openStorage } = await import("../app.js");
     const { db, embedded } = await openStorage(config, logger, { migrate: true });
     await db.close();
     await embedded?.stop();
   });
 
-program
-  .command("health")
-  .description("ask a running server for its health (grpc.health.v1 Check); exit 0 when SERVING")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .option("--service <name>", "one service, e.g. licensd.tenant.v1.TenantService", "")
-  .action(async (opts: { url: string; service: string }) => {
-    const client = createClient(Health, transport(opts.url));
-    const res = await client.check({ service: opts.service });
-    const status = HealthCheckResponse_ServingStatus[res.status];
-    console.log(status);
-    process.exitCode = res.status === HealthCheckResponse_ServingStatus.SERVING ? 0 : 1;
-  });
-
-const tenant = program.command("tenant").description("manage tenants through a running server (super-admin)");
-tenant
-  .command("create")
-  .requiredOption("--name <name>", "the vendor's name")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (opts: { name: string; url: string }) => {
-    const res = await apiClient(TenantService, opts.url).createTenant({ name: opts.name });
-    console.log(toJsonString(CreateTenantResponseSchema, res, { prettySpaces: 2 }));
-  });
-tenant
-  .command("list")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (opts: { url: string }) => {
-    const res = await apiClient(TenantService, opts.url).listTenants({ pageSize: 1000 });
-    console.log(toJsonString(ListTenantsResponseSchema, res, { prettySpaces: 2 }));
-  });
-
-program
-  .command("api-key")
-  .description("create an API key for a tenant through a running server (super-admin); prints its secret once")
-  .requiredOption("--tenant <id>", "tenant id (ten_…)")
-  .option("--name <name>", "label", "cli")
-  .option("--scope <scope...>", "admin, read and/or ingest", ["admin"])
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (opts: { tenant: string; name: string; scope: string[]; url: string }) => {
-    const scopes = opts.scope.map((s) => {
-      const v = ApiKeyScope[s.toUpperCase() as keyof typeof ApiKeyScope];
-      if (v === undefined || v === ApiKeyScope.UNSPECIFIED) throw new InvalidArgumentError(`unknown scope ${s}`);
-      return v;
-    });
-    const res = await apiClient(TenantService, opts.url).createApiKey({
-      tenantId: opts.tenant,
-      name: opts.name,
-      scopes,
-    });
-    console.log(toJsonString(CreateApiKeyResponseSchema, res, { prettySpaces: 2 }));
-  });
-
-const audit = program.command("audit").description("verify and maintain tenants' audit logs");
-audit
-  .command("verify")
-  .description(
-    "check a tenant's signed checkpoint against the published signing keys, its consistency with the checkpoint " +
-      "saved by the last run (--state), and optionally an entry's inclusion (--event, or --seq); trusts nothing " +
-      "the server says without proof",
-  )
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
-  .option("--key <key>", "API key (read scope); default LICENSD_API_KEY, else the super-admin key")
-  .option("--state <file>", "where the last verified checkpoint is kept between runs")
-  .option("--seq <n>", "also prove that the server's hash for entry n is in the log", (v) => positiveBig(v))
-  .option("--event <id>", "also prove that this entry (evt_…), hashed here from its fields, is in the log")
-  .action(async (opts: { url: string; tenant: string; key?: string; state?: string; seq?: bigint; event?: string }) => {
-    const ok = await verifyAuditLog({ ...opts, key: opts.key ?? process.env.LICENSD_API_KEY });
-    process.exitCode = ok ? 0 : 1;
-  });
-audit
-  .command("prune")
-  .description(
-    "the retention job (PruneAuditLog): remove a tenant's oldest entries, keeping a signed record of the cut (and " +
-      "the Merkle tree, so proofs still hold)",
-  )
-  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
-  .option("--through-seq <n>", "remove entries 1..n", (v) => positiveBig(v))
-  .option("--older-than-days <d>", "remove entries older than d days", (v) => positiveBig(v))
-  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (opts: { tenant: string; throughSeq?: bigint; olderThanDays?: bigint; key?: string; url: string }) => {
-    if ((opts.throughSeq === undefined) === (opts.olderThanDays === undefined))
-      throw new InvalidArgumentError("give --through-seq or --older-than-days");
-    const cut =
-      opts.throughSeq !== undefined
-        ? ({ case: "throughSeq", value: opts.throughSeq } as const)
-        : ({ case: "olderThan", value: { seconds: opts.olderThanDays! * 86_400n, nanos: 0 } } as const);
-    const res = await apiClient(
-      AuditService,
-      opts.url,
-      opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey(),
-    ).pruneAuditLog({ tenantId: opts.tenant, cut });
-    console.log(toJsonString(PruneAuditLogResponseSchema, res, { alwaysEmitImplicit: true }));
-  });
-
-program
-  .command("import")
-  .description(
-    "import existing licenses from a JSON-lines file (a DataTools issuance log, or Vinzy licenses with their " +
-      "keys); a bad row is reported, the rest go on",
-  )
-  .argument("<file>", "JSON lines, one license per line")
-  .requiredOption("--product <id>", "the product the licenses are for (prod_…); tiers name its policies")
-  .option("--format <format>", "datatools or vinzy", "datatools")
-  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
-  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(
-    async (file: string, opts: { product: string; format: string; tenant: string; key?: string; url: string }) => {
-      if (opts.format !== "datatools" && opts.format !== "vinzy")
-        throw new InvalidArgumentError("--format is datatools or vinzy");
-      const key = opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey();
-      const ok = await importFile({
-        file,
-        format: opts.format,
-        product: opts.product,
-        tenant: opts.tenant,
-        url: opts.url,
-        key,
-      });
-      process.exitCode = ok ? 0 : 1;
-    },
-  );
-
-const activation = program
-  .command("activation")
-  .description("air-gapped activation: a request file from the offline machine, a response file back");
-activation
-  .command("request")
-  .description(
-    "on the machine that cannot reach licensd: write an activation request file (it names the license by the key's " +
-      "SHA-256 and is MACed with the key; the key itself is not in it)",
-  )
-  .requiredOption("--license-key <key>", "the license key")
-  .requiredOption("--fingerprint <fingerprint>", "this machine's fingerprint")
-  .option("--hostname <name>", "host name to record", os.hostname())
-  .option("--platform <platform>", "platform to record", `${process.platform}-${process.arch}`)
-  .requiredOption("--out <file>", "where to write the request file")
-  .action((opts: { licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }) => {
-    const text = createOfflineActivationRequest({
-      key: opts.licenseKey,
-      fingerprint: opts.fingerprint,
-      hostname: opts.hostname,
-      platform: opts.platform,
-      cores: os.availableParallelism(),
-    });
-    writeFileSync(opts.out, `${text}\n`, { mode: 0o600 });
-    console.log(`wrote ${opts.out}: carry it to your vendor, who answers with a response file`);
-  });
-activation
-  .command("respond")
-  .description(
-    "at the vendor: upload a request file (ActivateOffline) and write the response file (a lease bound to that " +
-      "machine) to carry back",
-  )
-  .argument("<request-file>", "the request file")
-  .requiredOption("--out <file>", "where to write the response file")
-  .option("--tenant <id>", "tenant id (needed with the super-admin key)", "")
-  .option("--key <key>", "an admin API key; default LICENSD_API_KEY, else the super-admin key")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (file: string, opts: { out: string; tenant: string; key?: string; url: string }) => {
-    const client = apiClient(ActivationService, opts.url, opts.key ?? process.env.LICENSD_API_KEY ?? superAdminKey());
-    const res = await client.activateOffline({ tenantId: opts.tenant, request: readFileSync(file, "utf8") });
-    writeFileSync(opts.out, `${res.lease!.token}\n`);
-    console.log(
-      JSON.stringify({
-        machine_id: res.machine!.id,
-        fingerprint: res.machine!.fingerprint,
-        expires_at: res.lease!.expireTime ? timestampDate(res.lease!.expireTime).toISOString() : null,
-        out: opts.out,
-      }),
-    );
-  });
-
-const keys = program
-  .command("keys")
-  .description("the Ed25519 keys that sign leases, license files, validations and audit checkpoints");
-keys
-  .command("rotate")
-  .description(
-    "start a new signing key through a running server (RotateSigningKey, super-admin); the old one keeps verifying " +
-      "for --retire-after seconds, then retires",
-  )
-  .addOption(
-    new Option("--retire-after <seconds>", "how long what the old key signed stays verifiable")
-      .argParser(positiveBig)
-      .default(2_592_000n, "2592000, 30 days"),
-  )
-  .option("--key <key>", "the super-admin key; default LICENSD_SUPER_ADMIN_KEY, else the development secrets file")
-  .option("--url <url>", "server URL", process.env.LICENSD_URL ?? "http://127.0.0.1:8080")
-  .action(async (opts: { retireAfter: bigint; key?: string; url: string }) => {
-    const res = await apiClient(ActivationService, opts.url, opts.key ?? superAdminKey()).rotateSigningKey({
-      retireAfter: { seconds: opts.retireAfter, nanos: 0 },
-    });
-    console.log(toJsonString(RotateSigningKeyResponseSchema, res, { prettySpaces: 2 }));
-  });
-
-function positiveBig(v: string): bigint {
-  if (!/^\d{1,15}$/.test(v) || v === "0") throw new InvalidArgumentError("a positive whole number");
-  return BigInt(v);
-}
+registerCommands(program);
 
 function configOrExit(): Config {
   try {
@@ -275,37 +76,6 @@ function configOrExit(): Config {
     }
     throw err;
   }
-}
-
-function transport(url: string): Transport {
-  return createConnectTransport({ baseUrl: url, httpVersion: "1.1" });
-}
-
-/** The super-admin key: LICENSD_SUPER_ADMIN_KEY, else the development secrets file. */
-function superAdminKey(): string {
-  let key = process.env.LICENSD_SUPER_ADMIN_KEY;
-  const dataDir = path.resolve(process.env.LICENSD_DATA_DIR ?? ".licensd");
-  if (!key && existsSync(path.join(dataDir, "secrets.json"))) key = loadDevSecrets(dataDir).superAdminKey;
-  if (!key) {
-    console.error("licensd: set LICENSD_SUPER_ADMIN_KEY");
-    process.exit(2);
-  }
-  return key;
-}
-
-/** A client authenticated with `key`, else as the super-admin. */
-function apiClient<T extends DescService>(service: T, url: string, key = superAdminKey()): Client<T> {
-  const authed = createConnectTransport({
-    baseUrl: url,
-    httpVersion: "1.1",
-    interceptors: [
-      (next) => (req) => {
-        req.header.set("authorization", `Bearer ${key}`);
-        return next(req);
-      },
-    ],
-  });
-  return createClient(service, authed);
 }
 
 /** The banner with the super-admin key, on the start that generated it only (stderr, never the log). */
@@ -331,6 +101,7 @@ function noteLoadedSecrets(config: Config, logger: Logger) {
 
 async function serveOne(config: Config, opts: { migrate: boolean }) {
   if (cluster.isPrimary) announceGeneratedSecrets(config);
+  const { createApp } = await import("../app.js");
   let app: App;
   try {
     app = await createApp(config, { migrate: opts.migrate });
@@ -362,6 +133,7 @@ async function serveOne(config: Config, opts: { migrate: boolean }) {
 /** The cluster primary: owns the embedded database and the migrations, forks the workers. */
 async function servePrimary(config: Config, workers: number) {
   announceGeneratedSecrets(config);
+  const [{ createLogger }, { openStorage }] = await Promise.all([import("../platform/logger.js"), import("../app.js")]);
   const logger = createLogger(config.logLevel);
   noteLoadedSecrets(config, logger);
   const { db, url, embedded } = await openStorage(config, logger, { migrate: true });
@@ -429,7 +201,13 @@ async function servePrimary(config: Config, workers: number) {
   logger.info({ workers }, "licensd primary started");
 }
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  console.error(`licensd: ${(err as Error).message}`);
-  process.exit(1);
-});
+program.parseAsync(process.argv).then(
+  () => {
+    // Streams and HTTP/2 sessions of a finished command must not hold the process open.
+    if (!isServing) process.exit(process.exitCode ?? 0);
+  },
+  (err: unknown) => {
+    const opts = program.opts() as GlobalOptions;
+    process.exit(reportFailure(err, { json: opts.json === true, url: opts.url ?? process.env.LICENSD_URL }));
+  },
+);
