@@ -107,7 +107,7 @@ export function licenseCommands(program: Command): void {
         printList(ctx, "licenses", LicenseSchema, page, [
           { header: "ID", value: (l) => l.id },
           { header: "STATUS", value: (l) => enumText(LicenseStatusSchema, l.status), status: true },
-          { header: "KEY", value: (l) => `${l.keyPrefix}…` },
+          { header: "KEY", value: (l) => l.keyPrefix },
           { header: "POLICY", value: (l) => l.policyId },
           { header: "CUSTOMER", value: (l) => l.customerId },
           { header: "EXPIRES", value: (l) => time(l.expireTime) || "never" },

@@ -27,7 +27,6 @@ const program = new Command()
   .option("--tenant <id>", "the tenant to act on with the super-admin key (env LICENSD_TENANT)")
   .option("--json", "print one JSON document on stdout (errors too), for scripts")
   .addOption(new Option("--timeout <seconds>", "how long to wait for an answer").argParser(parseCount).default(30))
-  .showHelpAfterError("(run with --help for usage)")
   .exitOverride();
 
 /** Set by serve: its process lives on after the command's action returns. */

@@ -74,11 +74,21 @@ function fieldText(field: DescField, v: unknown): string {
   if (field.fieldKind === "list" && field.listKind === "enum" && Array.isArray(v))
     return v.map((x) => shortEnumName(field.enum, String(x))).join(", ");
   if (field.fieldKind === "list" && field.listKind === "scalar" && Array.isArray(v)) return v.join(", ");
+  // A list of messages (features, entitlements): each item's values joined by ":", e.g. `seats:limit:sum`.
+  if (field.fieldKind === "list" && field.listKind === "message" && Array.isArray(v))
+    return v.map((item: Record<string, unknown>) => compact(field.message, item)).join(", ");
   if (field.fieldKind === "map" && field.mapKind === "scalar")
     return Object.entries(v as Record<string, unknown>)
       .map(([k, x]) => `${k}=${x}`)
       .join(", ");
   return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+function compact(schema: DescMessage, item: Record<string, unknown>): string {
+  return schema.fields
+    .filter((f) => item[f.jsonName] !== undefined)
+    .map((f) => fieldText(f, item[f.jsonName]))
+    .join(":");
 }
 
 /** Prints `field: value` rows (a two-column table on a terminal). */

@@ -217,7 +217,8 @@ export function reportFailure(err: unknown, opts: { json: boolean; url?: string 
   const f = describeFailure(err, opts.url);
   const lines = [`error: ${f.message}`];
   if (f.reason) lines.push(`reason: ${f.reason}`);
-  for (const v of f.fields) lines.push(`field: ${v.field}: ${v.description}`);
+  for (const v of f.fields)
+    if (f.message !== `${v.field}: ${v.description}`) lines.push(`field: ${v.field}: ${v.description}`);
   if (f.metadata && f.fields.length === 0)
     for (const [k, v] of Object.entries(f.metadata)) if (k !== "rule") lines.push(`${k}: ${v}`);
   if (f.hint) lines.push(`hint: ${f.hint}`);

@@ -140,10 +140,12 @@ async function sendUsage(
   const tick = () =>
     bar?.update(state.ackedLines, { rate: Math.round(acked / Math.max((Date.now() - started) / 1000, 0.001)) });
 
-  const input = createInterface({
-    input: opts.file ? createReadStream(opts.file) : process.stdin,
-    crlfDelay: Number.POSITIVE_INFINITY,
-  });
+  // Opened when the stream asks for its first batch: readline drops lines emitted before anyone iterates.
+  const input = () =>
+    createInterface({
+      input: opts.file ? createReadStream(opts.file) : process.stdin,
+      crlfDelay: Number.POSITIVE_INFINITY,
+    });
   // Acks come back in order (the server writes a stream's batches in order): a window of
   // unacknowledged batches, each one's end recorded when its ack arrives.
   const pending: Batch[] = [];
@@ -223,7 +225,7 @@ async function sendUsage(
  * UsageEvent are rejected here, with their line number, and not sent.
  */
 function readBatches(
-  input: AsyncIterable<string>,
+  input: () => AsyncIterable<string>,
   state: SendState,
   batchSize: number,
   totals: Totals,
@@ -234,7 +236,7 @@ function readBatches(
     let lineNo = 0;
     let current: Batch | undefined;
     let n = 0;
-    for await (const line of input) {
+    for await (const line of input()) {
       lineNo++;
       hash.update(`${line}\n`);
       if (lineNo <= state.ackedLines) {
