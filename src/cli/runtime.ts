@@ -110,6 +110,9 @@ export function createContext(opts: GlobalOptions): Context {
 /** The global options as commander parsed them, wherever on the line they were given. */
 export const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
 
+/** A Connect code as it is written on the wire: NotFound → not_found. */
+const codeName = (code: Code) => Code[code].replace(/[A-Z]/g, (c, i: number) => (i > 0 ? "_" : "") + c.toLowerCase());
+
 /** Node's codes for a server that is not there, found anywhere down an error's causes. */
 const NETWORK =
   /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|EPROTO|CERT_|ERR_TLS)/;
@@ -168,7 +171,7 @@ export function describeFailure(err: unknown, url?: string): Failure {
       return {
         exitCode: EXIT.unreachable,
         message: `cannot reach licensd at ${url ?? "the server"}: ${net ?? err.rawMessage}`,
-        code: Code[err.code],
+        code: codeName(err.code),
         fields: [],
         hint:
           err.code === Code.DeadlineExceeded
@@ -179,7 +182,7 @@ export function describeFailure(err: unknown, url?: string): Failure {
       exitCode: EXIT.server,
       message: err.rawMessage,
       reason: info?.reason,
-      code: Code[err.code],
+      code: codeName(err.code),
       metadata: info && Object.keys(info.metadata).length > 0 ? info.metadata : undefined,
       fields: (bad?.fieldViolations ?? []).map((v) => ({ field: v.field, description: v.description })),
       hint: HINTS[err.code],

@@ -212,15 +212,15 @@ export function usageCommands(program: Command): void {
   listOptions(
     usage
       .command("events")
-      .description("list stored usage events")
-      .option("--license <id>", "only this license's (lic_…)")
+      .description("list a license's stored usage events")
+      .requiredOption("--license <id>", "license id (lic_…)")
       .option("--metric <name>", "only this metric"),
   ).action(
-    act<ListOptions & { license?: string; metric?: string }>(async (ctx, o) => {
+    act<ListOptions & { license: string; metric?: string }>(async (ctx, o) => {
       const page = await collectPages(o, async (pageSize, pageToken) => {
         const r = await ctx.client(UsageService).listUsageEvents({
           tenantId: ctx.tenant,
-          licenseId: o.license ?? "",
+          licenseId: o.license,
           metric: o.metric ?? "",
           pageSize,
           pageToken,
