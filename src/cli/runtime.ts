@@ -213,7 +213,8 @@ export function reportFailure(err: unknown, opts: { json: boolean; url?: string 
   if (err instanceof CommanderError) {
     // commander already printed its message (it names the flag); help and --version end here too.
     if (err.exitCode === 0 || err.code === "commander.helpDisplayed" || err.code === "commander.version") return 0;
-    if (err.code === "commander.help") return 0;
+    // A command group without its subcommand: its help was printed instead.
+    if (err.code === "commander.help") return EXIT.usage;
     process.stderr.write("hint: `licensd <command> --help` lists the flags\n");
     return EXIT.usage;
   }

@@ -1,0 +1,464 @@
+/*
+ * The operator CLI as a user drives it: the built `licensd` (bin/licensd.js) spawned against a
+ * real server on a real port, its output read as text (plain when piped), as --json, and by its
+ * exit codes (0 ok, 1 server refused, 2 usage, 3 unreachable, 4 a check said no).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+
+let server: ServerProcess & { dropDatabase(): Promise<void> };
+let adminKey = "";
+let tenantId = "";
+const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-cli-"));
+const BIN = path.join(ROOT, "bin/licensd.js");
+
+beforeAll(async () => {
+  server = await startServer({ embedded: false });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+  await server?.dropDatabase();
+});
+
+type Result = { code: number | null; stdout: string; stderr: string };
+
+/** `licensd …` as the tenant's admin (LICENSD_URL and LICENSD_API_KEY set, as an operator's shell would). */
+function licensd(args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<Result> {
+  return run(process.execPath, [BIN, ...args], {
+    input: opts.input,
+    // An empty data dir: no development secrets file to fall back on.
+    env: { LICENSD_URL: server.url, LICENSD_API_KEY: adminKey, LICENSD_DATA_DIR: dir, NO_COLOR: "", ...opts.env },
+  });
+}
+const superAdmin = (args: string[]) => licensd(args, { env: { LICENSD_API_KEY: server.superAdminKey } });
+const json = <T = Record<string, unknown>>(r: Result): T => {
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as T;
+};
+/** The value of `field: value` in plain output. */
+const field = (out: string, name: string) => new RegExp(`^${name}: (.*)$`, "m").exec(out)?.[1];
+
+let productId = "";
+let policyId = "";
+let customerId = "";
+let licenseId = "";
+let licenseKey = "";
+
+describe("licensd: the command line itself", () => {
+  it("prints its version, and usage errors name the flag with exit 2 and no stack trace", async () => {
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+    const v = await licensd(["--version"]);
+    expect(v.code).toBe(0);
+    expect(v.stdout.trim()).toBe(version);
+    const bad = await licensd(["license", "list", "--limit", "lots"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("option '--limit <n>' argument 'lots' is invalid");
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const unknown = await licensd(["licence", "list"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'licence'");
+    const group = await licensd(["license"]);
+    expect(group.code).toBe(2);
+    expect(group.stderr).toContain("Usage: licensd license");
+  });
+
+  it("an unreachable server is exit 3 with the URL, in text and in --json", async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const res = await licensd(["tenant", "list", "--url", url]);
+    expect(res.code).toBe(3);
+    expect(res.stderr).toContain(`error: cannot reach licensd at ${url}: ECONNREFUSED`);
+    expect(res.stderr).toContain("hint: is the server running? set --url or LICENSD_URL");
+    const asJson = await licensd(["--json", "health", "--url", url]);
+    expect(asJson.code).toBe(3);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ error: { exitCode: 3 } });
+    const notUrl = await licensd(["tenant", "list", "--url", "ftp://x"]);
+    expect(notUrl.code).toBe(2);
+    expect(notUrl.stderr).toContain("--url: not an http(s) URL");
+  });
+
+  it("health: SERVING exits 0, as text and --json", async () => {
+    const res = await licensd(["health"]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout.trim()).toBe("SERVING");
+    expect(json(await licensd(["health", "--json"]))).toMatchObject({ status: "SERVING", url: server.url });
+  });
+});
+
+describe("licensd tenant and api-key", () => {
+  it("creates a tenant and its admin key as the super-admin, lists and shows them", async () => {
+    const created = json<{ tenant: { id: string; name: string } }>(
+      await superAdmin(["tenant", "create", "--name", "CLI Co", "--json"]),
+    );
+    tenantId = created.tenant.id;
+    expect(tenantId).toMatch(/^ten_/);
+    const list = await superAdmin(["tenant", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tNAME\tCREATED");
+    expect(list.stdout).toMatch(new RegExp(`^${tenantId}\tCLI Co\t`, "m"));
+    const key = json<{ apiKey: { scopes: string[] }; secret: string }>(
+      await superAdmin(["--tenant", tenantId, "api-key", "create", "--name", "ops", "--scope", "admin", "--json"]),
+    );
+    expect(key.apiKey.scopes).toEqual(["API_KEY_SCOPE_ADMIN"]);
+    adminKey = key.secret;
+    // The tenant's own key needs no --tenant.
+    const keys = await licensd(["api-key", "list"]);
+    expect(keys.code, keys.stderr).toBe(0);
+    expect(keys.stdout).toMatch(/^key_\w+\tops\tadmin\t\S+\t\tactive$/m);
+    const shown = await superAdmin(["tenant", "update", tenantId, "--name", "CLI Company"]);
+    expect(field(shown.stdout, "name")).toBe("CLI Company");
+  });
+
+  it("refusals show the server's reason: a tenant key cannot list tenants; a bad id names the field", async () => {
+    const denied = await licensd(["tenant", "list"]);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/^reason: [A-Z_]+$/m);
+    expect(denied.stderr).toContain("super-admin");
+    const badId = await superAdmin(["tenant", "show", "ten_nope"]);
+    expect(badId.code).toBe(1);
+    expect(badId.stderr).toMatch(/^error: id: /m);
+    expect(badId.stderr).toContain("reason: INVALID_ARGUMENT");
+    const noKey = await licensd(["product", "list"], { env: { LICENSD_API_KEY: "" } });
+    expect(noKey.code).toBe(1);
+    expect(noKey.stderr).toContain("reason: MISSING_API_KEY");
+    expect(noKey.stderr).toContain("hint: give an API key: --api-key or LICENSD_API_KEY");
+  });
+});
+
+describe("licensd product, policy and customer", () => {
+  it("creates and lists them, as text and --json", async () => {
+    const product = await licensd([
+      "product",
+      "create",
+      "--code",
+      "CLI",
+      "--name",
+      "CLI Pro",
+      "--feature",
+      "sso",
+      "--feature",
+      "seats:limit",
+    ]);
+    expect(product.code, product.stderr).toBe(0);
+    expect(field(product.stdout, "features")).toBe("sso:flag:union, seats:limit:sum");
+    productId = field(product.stdout, "id")!;
+    const products = json<{ products: { id: string; code: string }[]; nextPageToken: string }>(
+      await licensd(["product", "list", "--json"]),
+    );
+    expect(products.products).toEqual([expect.objectContaining({ id: productId, code: "CLI" })]);
+
+    const policy = json<{ policy: { id: string; maxMachines: number; floating: boolean } }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        productId,
+        "--name",
+        "pro",
+        "--duration",
+        "365d",
+        "--entitle",
+        "sso",
+        "--entitle",
+        "seats=5",
+        "--max-machines",
+        "2",
+        "--floating",
+        "--json",
+      ]),
+    );
+    policyId = policy.policy.id;
+    expect(policy.policy).toMatchObject({ maxMachines: 2, floating: true });
+    const policies = await licensd(["policy", "list", "--product", productId]);
+    expect(policies.stdout).toMatch(new RegExp(`^${policyId}\tpro\t${productId}\t1y\t2\tsso,seats$`, "m"));
+
+    const customer = await licensd(["customer", "create", "--name", "Ann", "--email", "ann@example.com"]);
+    expect(customer.code, customer.stderr).toBe(0);
+    customerId = field(customer.stdout, "id")!;
+    const found = json<{ customers: { id: string }[] }>(
+      await licensd(["customer", "list", "--email", "ann@example.com", "--json"]),
+    );
+    expect(found.customers.map((c) => c.id)).toEqual([customerId]);
+    const updated = await licensd(["customer", "update", customerId, "--organization", "Ann Co"]);
+    expect(field(updated.stdout, "organization")).toBe("Ann Co");
+    expect(field(updated.stdout, "name")).toBe("Ann");
+  });
+
+  it("a bad flag value is a usage error naming the flag; a rule the server enforces shows its reason", async () => {
+    const bad = await licensd(["policy", "create", "--product", productId, "--name", "x", "--duration", "3 weeks"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("option '--duration <d>' argument '3 weeks' is invalid");
+    const nodeLocked = await licensd(["policy", "create", "--product", productId, "--name", "team", "--max-machines", "3"]);
+    expect(nodeLocked.code).toBe(1);
+    expect(nodeLocked.stderr).toContain("reason: FLOATING_REQUIRED");
+    const nothing = await licensd(["customer", "update", customerId]);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toContain("nothing to change");
+    const lower = await licensd(["--json", "product", "create", "--code", "cli", "--name", "x"]);
+    expect(lower.code).toBe(1);
+    expect(JSON.parse(lower.stdout)).toMatchObject({
+      error: { reason: "INVALID_ARGUMENT", fieldViolations: [{ field: "code" }] },
+    });
+  });
+});
+
+describe("licensd license", () => {
+  it("creates, lists, shows, suspends, validates, reinstates, renews and transfers a license", async () => {
+    const created = json<{ license: { id: string; status: string }; key: string }>(
+      await licensd(["license", "create", "--policy", policyId, "--customer", customerId, "--json"]),
+    );
+    licenseId = created.license.id;
+    licenseKey = created.key;
+    expect(created.license.status).toBe("LICENSE_STATUS_ACTIVE");
+    const list = await licensd(["license", "list", "--customer", customerId]);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tSTATUS\tKEY\tPOLICY\tCUSTOMER\tEXPIRES");
+    expect(list.stdout).toMatch(new RegExp(`^${licenseId}\tactive\tCLI-\\S+\t${policyId}\t${customerId}\t20\\d\\d-`, "m"));
+
+    const valid = await licensd(["license", "validate", licenseKey, "--feature", "sso"]);
+    expect(valid.code, valid.stderr).toBe(0);
+    expect(field(valid.stdout, "valid")).toBe("true");
+    expect(field(valid.stdout, "features")).toBe("seats, sso");
+
+    expect(field((await licensd(["license", "suspend", licenseId])).stdout, "status")).toBe("suspended");
+    const suspended = await licensd(["license", "validate", licenseKey, "--json"]);
+    expect(suspended.code).toBe(4);
+    expect(JSON.parse(suspended.stdout)).toMatchObject({ valid: false, code: "VALIDATION_CODE_SUSPENDED" });
+    expect(field((await licensd(["license", "reinstate", licenseId])).stdout, "status")).toBe("active");
+
+    const before = json<{ license: { expireTime: string } }>(await licensd(["license", "show", licenseId, "--json"]));
+    const renewed = json<{ license: { expireTime: string } }>(await licensd(["license", "renew", licenseId, "--json"]));
+    expect(Date.parse(renewed.license.expireTime)).toBeGreaterThan(Date.parse(before.license.expireTime));
+
+    const other = json<{ customer: { id: string } }>(
+      await licensd(["customer", "create", "--name", "Bob", "--email", "bob@example.com", "--json"]),
+    );
+    const moved = await licensd(["license", "transfer", licenseId, "--customer", other.customer.id]);
+    expect(field(moved.stdout, "customer_id")).toBe(other.customer.id);
+    await licensd(["license", "transfer", licenseId, "--customer", customerId]);
+  });
+
+  it("issues a license file to a path", async () => {
+    const out = path.join(dir, "license.txt");
+    const res = await licensd(["license", "file", licenseId, "--out", out, "--fingerprint", "m-1"]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(readFileSync(out, "utf8")).toMatch(/^licensd1\.[\w-]+\.[\w-]+\n$/);
+    expect(field(res.stdout, "kid")).toMatch(/^sk_/);
+  });
+
+  it("errors: an unknown license shows LICENSE_NOT_FOUND; a bad --status is a usage error", async () => {
+    const missing = await licensd(["license", "show", "lic_00000000000000000000000000"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("reason: LICENSE_NOT_FOUND");
+    const asJson = await licensd(["license", "show", "lic_00000000000000000000000000", "--json"]);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ error: { reason: "LICENSE_NOT_FOUND", code: "not_found" } });
+    const bad = await licensd(["license", "list", "--status", "paused"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("one of active, suspended, expired, revoked");
+  });
+});
+
+describe("licensd activation, lease, machine and keys", () => {
+  it("air-gapped activation, then lease verify offline on the real lease, with saved keys", async () => {
+    const [req, resp, keys] = ["request.txt", "response.txt", "keys.json"].map((f) => path.join(dir, f));
+    const offline = { LICENSD_URL: `http://127.0.0.1:${await freePort()}` };
+    // The offline machine: no server needed.
+    const wrote = await licensd(
+      ["activation", "request", "--license-key", licenseKey, "--fingerprint", "vault-1", "--out", req],
+      { env: offline },
+    );
+    expect(wrote.code, wrote.stderr).toBe(0);
+    expect(readFileSync(req, "utf8")).not.toContain(licenseKey);
+    const answered = json<{ machineId: string; fingerprint: string }>(
+      await licensd(["activation", "respond", req, "--out", resp, "--json"]),
+    );
+    expect(answered).toMatchObject({ fingerprint: "vault-1", machineId: expect.stringMatching(/^mach_/) });
+    const saved = await licensd(["keys", "list", "--json"]);
+    writeFileSync(keys, saved.stdout);
+
+    const verified = await licensd(["lease", "verify", resp, "--keys", keys, "--fingerprint", "vault-1"], {
+      env: offline,
+    });
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(field(verified.stdout, "code")).toBe("VALID");
+    expect(field(verified.stdout, "licenseId")).toBe(licenseId);
+    const wrongMachine = await licensd(
+      ["lease", "verify", resp, "--keys", keys, "--fingerprint", "vault-2", "--json"],
+      { env: offline },
+    );
+    expect(wrongMachine.code).toBe(4);
+    expect(JSON.parse(wrongMachine.stdout)).toMatchObject({ valid: false, code: "FINGERPRINT_MISMATCH" });
+    const lines = readFileSync(resp, "utf8").trim().split(".");
+    writeFileSync(path.join(dir, "tampered.txt"), `${lines[0]}.${lines[1]}.${"A".repeat(86)}`);
+    const tampered = await licensd(["lease", "verify", path.join(dir, "tampered.txt"), "--fingerprint", "vault-1"]);
+    expect(tampered.code).toBe(4);
+    expect(field(tampered.stdout, "code")).toBe("BAD_SIGNATURE");
+    const noKeys = await licensd(["lease", "verify", resp, "--keys", req]);
+    expect(noKeys.code).toBe(2);
+    expect(noKeys.stderr).toContain(`--keys ${req}: not a signing-key list`);
+
+    const machines = await licensd(["machine", "list", "--license", licenseId]);
+    expect(machines.stdout.split("\n")[0]).toBe("ID\tLICENSE\tFINGERPRINT\tHOSTNAME\tSTATUS\tLAST HEARTBEAT");
+    expect(machines.stdout).toMatch(new RegExp(`^${answered.machineId}\t${licenseId}\tvault-1\t`, "m"));
+    const deactivated = await licensd(["machine", "deactivate", answered.machineId, "--json"]);
+    expect(json<{ machine: { id: string } }>(deactivated).machine.id).toBe(answered.machineId);
+    const none = json<{ machines: unknown[] }>(await licensd(["machine", "list", "--license", licenseId, "--json"]));
+    expect(none.machines).toEqual([]);
+    const again = await licensd(["machine", "deactivate", answered.machineId]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^reason: \w+_NOT_FOUND$/m);
+  });
+
+  it("keys list shows the active signing key", async () => {
+    const res = await licensd(["keys", "list"]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^sk_\w+\tEd25519\tactive\t/m);
+  });
+});
+
+describe("licensd meter and usage", () => {
+  const events = (n: number, quantity = 1, metric = "calls") =>
+    Array.from({ length: n }, () => JSON.stringify({ license_id: licenseId, metric, quantity })).join("\n");
+  const summary = async () =>
+    json<{ total: string }>(await licensd(["usage", "summary", "--license", licenseId, "--metric", "calls", "--json"]));
+
+  it("creates a meter, sends events from stdin, and summarises them", async () => {
+    const meter = await licensd(["meter", "create", "--product", productId, "--metric", "calls", "--aggregation", "sum"]);
+    expect(meter.code, meter.stderr).toBe(0);
+    expect(field(meter.stdout, "aggregation")).toBe("sum");
+    const meters = json<{ meters: { metric: string }[] }>(await licensd(["meter", "list", "--json"]));
+    expect(meters.meters.map((m) => m.metric)).toEqual(["calls"]);
+
+    const sent = await licensd(["usage", "send", "--json"], {
+      input: `${events(3, 2)}\n\nnot json\n${events(1, 1, "nope")}\n`,
+    });
+    expect(sent.code).toBe(1); // two lines were refused
+    expect(JSON.parse(sent.stdout)).toMatchObject({
+      sent: 4,
+      accepted: 3,
+      rejected: 2,
+      rejections: [
+        { line: 5, reason: "UNREADABLE" },
+        { line: 6, reason: "UNKNOWN_METRIC" },
+      ],
+    });
+    expect((await summary()).total).toBe("6");
+    const table = await licensd(["usage", "summary", "--license", licenseId, "--metric", "calls"]);
+    expect(table.stdout).toMatch(/^START\tVALUE\tEVENTS\n\d{4}-\d\d-\d\dT00:00:00Z\t6\t3\ntotal \(sum\): 6\n$/);
+  });
+
+  it("resumes an interrupted send: after a kill mid-stream, the re-run sends the rest and each event counts once", async () => {
+    const before = Number((await summary()).total);
+    const n = 20_000;
+    const file = path.join(dir, "usage.jsonl");
+    writeFileSync(file, `${events(n)}\n`);
+    const state = `${file}.licensd-state`;
+    const child = spawn(process.execPath, [BIN, "usage", "send", file, "--batch-size", "50"], {
+      env: { ...process.env, LICENSD_URL: server.url, LICENSD_API_KEY: adminKey },
+      stdio: "ignore",
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    // Killed once some batches were acknowledged (and more are in flight).
+    let ackedAtKill = 0;
+    for (let i = 0; i < 600 && ackedAtKill === 0; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      if (existsSync(state)) ackedAtKill = (JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines;
+    }
+    child.kill("SIGKILL");
+    await exited;
+    expect(ackedAtKill).toBeGreaterThan(0);
+    const acked = (JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines;
+    expect(acked).toBeLessThan(n);
+
+    const rerun = json<{ sent: number; skipped: number; accepted: number; duplicates: number; lines: number }>(
+      await licensd(["usage", "send", file, "--json"]),
+    );
+    expect(rerun.skipped).toBe(acked);
+    expect(rerun.sent).toBe(n - acked);
+    expect(rerun.accepted + rerun.duplicates).toBe(n - acked);
+    expect(rerun.lines).toBe(n);
+    expect(Number((await summary()).total)).toBe(before + n);
+    // A third run finds everything acknowledged and sends nothing.
+    expect(json<{ sent: number }>(await licensd(["usage", "send", file, "--json"])).sent).toBe(0);
+    // A changed prefix is refused rather than half-resent.
+    writeFileSync(file, `${events(1, 7)}\n${events(n)}\n`);
+    const changed = await licensd(["usage", "send", file]);
+    expect(changed.code).toBe(2);
+    expect(changed.stderr).toContain("changed since they were sent");
+  });
+
+  it("quota, events, and errors: a bad aggregation names the flag; an unknown meter shows its reason", async () => {
+    const evts = await licensd(["usage", "events", "--license", licenseId, "--limit", "2"]);
+    expect(evts.stdout.split("\n")[0]).toBe("TIME\tLICENSE\tMETRIC\tQUANTITY\tAGENT\tIDEMPOTENCY KEY");
+    expect(evts.stdout.trim().split("\n")).toHaveLength(3);
+    expect(evts.stderr).toMatch(/^more: --page-token \S+/m);
+    const bad = await licensd(["meter", "create", "--product", productId, "--metric", "x", "--aggregation", "avg"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("option '--aggregation <agg>' argument 'avg' is invalid");
+    const missing = await licensd(["meter", "show", "mtr_00000000000000000000000000"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^reason: METER_NOT_FOUND$/m);
+  });
+});
+
+describe("licensd anomaly, audit and import", () => {
+  it("anomaly list and resolve", async () => {
+    const list = await licensd(["anomaly", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toBe("ID\tLICENSE\tMETRIC\tDAY\tVALUE\tZ\tSEVERITY\tSTATE\n");
+    expect(json(await licensd(["anomaly", "list", "--unresolved", "--json"]))).toEqual({
+      anomalies: [],
+      nextPageToken: "",
+    });
+    const missing = await licensd(["anomaly", "resolve", "anm_00000000000000000000000000", "--note", "ok"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("reason: ANOMALY_NOT_FOUND");
+  });
+
+  it("audit list, tail and verify", async () => {
+    const list = await licensd(["audit", "list", "--type", "license.", "--limit", "3"]);
+    expect(list.stdout.split("\n")[0]).toBe("SEQ\tTIME\tTYPE\tSUBJECT\tACTOR\tID");
+    expect(list.stdout).toMatch(new RegExp(`^\\d+\t\\S+\tlicense\\.created\t${licenseId}\t`, "m"));
+    const all = json<{ events: { seq: string }[]; nextPageToken: string }>(
+      await licensd(["audit", "list", "--limit", "2", "--json"]),
+    );
+    expect(all.events.map((e) => e.seq)).toEqual(["1", "2"]);
+    expect(all.nextPageToken).not.toBe("");
+    const tail = await licensd(["audit", "tail", "--after-seq", "0", "--count", "2", "--json"]);
+    expect(tail.code, tail.stderr).toBe(0);
+    expect(tail.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { seq: string }).seq)).toEqual(["1", "2"]);
+    const verify = await licensd(["audit", "verify", "--json"]);
+    expect(json<{ ok: boolean }>(verify).ok).toBe(true);
+    const bad = await licensd(["audit", "verify", "--seq", "0"]);
+    expect(bad.code).toBe(2);
+  });
+
+  it("import FILE: imports the good rows, reports the bad ones by line", async () => {
+    const file = path.join(dir, "issued.jsonl");
+    const row = (key: string, email: string) =>
+      JSON.stringify({ license_key: key, name: "Buyer", email, tier: "pro", expires_at: "2031-05-13T22:10:27Z" });
+    writeFileSync(file, `${row("DT1-CORE-aaaa1111-bbbb2222", "c@example.com")}\n{oops\n`);
+    const res = await licensd(["import", file, "--product", productId, "--json"]);
+    expect(res.code).toBe(1);
+    expect(JSON.parse(res.stdout)).toMatchObject({ imported: 1, failed: 1, errors: [{ line: 2 }] });
+    const missing = await licensd(["import", path.join(dir, "nope.jsonl"), "--product", productId]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("no such file");
+  });
+});
+
+describe("licensd on a terminal", () => {
+  const script = ["/usr/bin/script", "/bin/script"].find((p) => existsSync(p));
+  it.skipIf(!script)("draws tables with colours, and honours NO_COLOR", async () => {
+    const cmd = `${process.execPath} ${BIN} license list`;
+    const env = { LICENSD_URL: server.url, LICENSD_API_KEY: adminKey, TERM: "xterm" };
+    const coloured = await run(script!, ["-qec", cmd, "/dev/null"], { env });
+    expect(coloured.stdout).toContain("┌");
+    expect(coloured.stdout).toContain("\u001b[32mactive\u001b[39m");
+    const plain = await run(script!, ["-qec", cmd, "/dev/null"], { env: { ...env, NO_COLOR: "1" } });
+    expect(plain.stdout).toContain("│ active │");
+    expect(plain.stdout).not.toContain("\u001b[32m");
+  });
+});
