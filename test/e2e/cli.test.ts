@@ -191,7 +191,16 @@ describe("licensd product, policy and customer", () => {
     const bad = await licensd(["policy", "create", "--product", productId, "--name", "x", "--duration", "3 weeks"]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("option '--duration <d>' argument '3 weeks' is invalid");
-    const nodeLocked = await licensd(["policy", "create", "--product", productId, "--name", "team", "--max-machines", "3"]);
+    const nodeLocked = await licensd([
+      "policy",
+      "create",
+      "--product",
+      productId,
+      "--name",
+      "team",
+      "--max-machines",
+      "3",
+    ]);
     expect(nodeLocked.code).toBe(1);
     expect(nodeLocked.stderr).toContain("reason: FLOATING_REQUIRED");
     const nothing = await licensd(["customer", "update", customerId]);
@@ -215,7 +224,9 @@ describe("licensd license", () => {
     expect(created.license.status).toBe("LICENSE_STATUS_ACTIVE");
     const list = await licensd(["license", "list", "--customer", customerId]);
     expect(list.stdout.split("\n")[0]).toBe("ID\tSTATUS\tKEY\tPOLICY\tCUSTOMER\tEXPIRES");
-    expect(list.stdout).toMatch(new RegExp(`^${licenseId}\tactive\tCLI-\\S+\t${policyId}\t${customerId}\t20\\d\\d-`, "m"));
+    expect(list.stdout).toMatch(
+      new RegExp(`^${licenseId}\tactive\tCLI-\\S+\t${policyId}\t${customerId}\t20\\d\\d-`, "m"),
+    );
 
     const valid = await licensd(["license", "validate", licenseKey, "--feature", "sso"]);
     expect(valid.code, valid.stderr).toBe(0);
@@ -325,7 +336,16 @@ describe("licensd meter and usage", () => {
     json<{ total: string }>(await licensd(["usage", "summary", "--license", licenseId, "--metric", "calls", "--json"]));
 
   it("creates a meter, sends events from stdin, and summarises them", async () => {
-    const meter = await licensd(["meter", "create", "--product", productId, "--metric", "calls", "--aggregation", "sum"]);
+    const meter = await licensd([
+      "meter",
+      "create",
+      "--product",
+      productId,
+      "--metric",
+      "calls",
+      "--aggregation",
+      "sum",
+    ]);
     expect(meter.code, meter.stderr).toBe(0);
     expect(field(meter.stdout, "aggregation")).toBe("sum");
     const meters = json<{ meters: { metric: string }[] }>(await licensd(["meter", "list", "--json"]));
@@ -364,7 +384,8 @@ describe("licensd meter and usage", () => {
     let ackedAtKill = 0;
     for (let i = 0; i < 600 && ackedAtKill === 0; i++) {
       await new Promise((r) => setTimeout(r, 25));
-      if (existsSync(state)) ackedAtKill = (JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines;
+      if (existsSync(state))
+        ackedAtKill = (JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines;
     }
     child.kill("SIGKILL");
     await exited;
@@ -428,7 +449,12 @@ describe("licensd anomaly, audit and import", () => {
     expect(all.nextPageToken).not.toBe("");
     const tail = await licensd(["audit", "tail", "--after-seq", "0", "--count", "2", "--json"]);
     expect(tail.code, tail.stderr).toBe(0);
-    expect(tail.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { seq: string }).seq)).toEqual(["1", "2"]);
+    expect(
+      tail.stdout
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { seq: string }).seq),
+    ).toEqual(["1", "2"]);
     const verify = await licensd(["audit", "verify", "--json"]);
     expect(json<{ ok: boolean }>(verify).ok).toBe(true);
     const bad = await licensd(["audit", "verify", "--seq", "0"]);
