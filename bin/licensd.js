@@ -13,8 +13,17 @@
 // The young generation keeps V8's default size (16 MB semi-spaces): larger ones made each
 // collection longer and the tail of ValidateLicense worse (BENCHMARKS.md, "Design history").
 // An operator's own --max-semi-space-size still applies.
+//
+// Only serve and migrate run the server's code; every other command is a short API client,
+// which a restart would only make slower to start.
 const flag = "--experimental-async-context-frame";
-if (!process.execArgv.includes(flag) && typeof process.execve === "function" && !process.env.LICENSD_NO_REEXEC) {
+const runsServer = ["serve", "migrate"].includes(process.argv[2]);
+if (
+  runsServer &&
+  !process.execArgv.includes(flag) &&
+  typeof process.execve === "function" &&
+  !process.env.LICENSD_NO_REEXEC
+) {
   try {
     process.execve(
       process.execPath,

@@ -13,8 +13,6 @@ import {
 import { MachineSchema, MachineStatusSchema } from "@licensd/client/gen/licensd/activation/v1/machine_pb.js";
 import { SigningKeySchema, SigningKeyStatusSchema } from "@licensd/client/gen/licensd/activation/v1/signing_key_pb.js";
 import { type Command, Option } from "commander";
-import { verifyLease } from "../sdk/lease.js";
-import { createOfflineActivationRequest } from "../sdk/offline-activation.js";
 import {
   act,
   collectPages,
@@ -95,6 +93,8 @@ export function activationCommands(program: Command): void {
     .option("--fingerprint <fp>", "the machine it must be bound to; without it the binding is shown, not checked")
     .action(
       act<{ keys?: string; fingerprint?: string }>(async (ctx, o, [file]) => {
+        // Loaded on use (native Ed25519 today), so the other commands start without it.
+        const { verifyLease } = await import("../sdk/lease.js");
         const token = readFileSync(file, "utf8").trim();
         const keys = await signingKeys(ctx, o.keys);
         const bound = leaseFingerprint(token);
@@ -139,24 +139,27 @@ export function activationCommands(program: Command): void {
     .option("--platform <platform>", "platform to record", `${process.platform}-${process.arch}`)
     .requiredOption("--out <file>", "where to write the request file")
     .action(
-      act<{ licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }>((ctx, o) => {
-        let text: string;
-        try {
-          text = createOfflineActivationRequest({
-            key: o.licenseKey,
-            fingerprint: o.fingerprint,
-            hostname: o.hostname,
-            platform: o.platform,
-            cores: os.availableParallelism(),
-          });
-        } catch (err) {
-          throw new CliFailure(`--${(err as Error).message}`, EXIT.usage);
-        }
-        writeFileSync(o.out, `${text}\n`, { mode: 0o600 });
-        if (ctx.json) printJson({ out: o.out });
-        else process.stdout.write(`wrote ${o.out}: carry it to your vendor, who answers with a response file\n`);
-        return undefined;
-      }),
+      act<{ licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }>(
+        async (ctx, o) => {
+          const { createOfflineActivationRequest } = await import("../sdk/offline-activation.js");
+          let text: string;
+          try {
+            text = createOfflineActivationRequest({
+              key: o.licenseKey,
+              fingerprint: o.fingerprint,
+              hostname: o.hostname,
+              platform: o.platform,
+              cores: os.availableParallelism(),
+            });
+          } catch (err) {
+            throw new CliFailure(`--${(err as Error).message}`, EXIT.usage);
+          }
+          writeFileSync(o.out, `${text}\n`, { mode: 0o600 });
+          if (ctx.json) printJson({ out: o.out });
+          else process.stdout.write(`wrote ${o.out}: carry it to your vendor, who answers with a response file\n`);
+          return undefined;
+        },
+      ),
     );
   mutationOptions(
     activation

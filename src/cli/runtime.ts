@@ -10,7 +10,7 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema, ErrorInfoSchema } from "@licensd/client/gen/google/rpc/error_details_pb.js";
 import { type Command, CommanderError, InvalidArgumentError } from "commander";
-import { loadDevSecrets } from "../config.js";
+import { loadDevSecrets } from "../platform/dev-secrets.js";
 import packageJson from "../../package.json" with { type: "json" };
 
 /** Exit codes, documented in docs/cli.md: scripts tell a typo from a refusal from an outage. */
