@@ -7,12 +7,23 @@ import {
   verifyCheckpointConsistency,
   verifyEntryInclusion,
 } from "../sdk/audit-verifier.js";
-import type { Context } from "./runtime.js";
+import { CliFailure, type Context, EXIT } from "./runtime.js";
 
 interface SavedCheckpoint {
   tenantId: string;
   treeSize: number;
   rootHash: string;
+}
+
+function readSaved(file: string): SavedCheckpoint {
+  try {
+    const saved = JSON.parse(readFileSync(file, "utf8")) as SavedCheckpoint;
+    if (typeof saved.tenantId === "string" && Number.isInteger(saved.treeSize) && typeof saved.rootHash === "string")
+      return saved;
+  } catch {
+    // Reported below.
+  }
+  throw new CliFailure(`--state ${file}: not a checkpoint saved by audit verify`, EXIT.usage, "give another file");
 }
 
 /**
@@ -46,10 +57,7 @@ export async function verifyAuditLog(
       `root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
   );
 
-  const saved: SavedCheckpoint | undefined =
-    opts.state && existsSync(opts.state)
-      ? (JSON.parse(readFileSync(opts.state, "utf8")) as SavedCheckpoint)
-      : undefined;
+  const saved = opts.state && existsSync(opts.state) ? readSaved(opts.state) : undefined;
   if (saved && saved.tenantId === cp.tenantId) {
     if (saved.treeSize > checkpoint.treeSize) {
       report(

@@ -1,5 +1,5 @@
 /* `licensd product …`, `licensd policy …`, `licensd customer …` (LicensingService). */
-import { create, type MessageInitShape, toJson } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Duration, FieldMaskSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { LicensingService } from "@licensd/client";
 import { CustomerSchema } from "@licensd/client/gen/licensd/licensing/v1/customer_pb.js";
@@ -81,15 +81,16 @@ export function parseEntitlement(value: string, previous: EntitlementInit[] = []
 
 const bodyOption = ["--body <json>", "more request fields as protobuf JSON, or @file.json", parseBody] as const;
 
+/** One product, policy or customer: `{"<key>": …}` with --json, else its fields. */
 function show<T extends typeof ProductSchema | typeof PolicySchema | typeof CustomerSchema>(
   ctx: Context,
   key: string,
-  response: Record<string, unknown>,
   schema: T,
-  resource: unknown,
+  resource: MessageShape<T> | undefined,
 ) {
-  if (ctx.json) return printJson({ ...response, [key]: messageJson(schema, resource as never) });
-  printRecord(ctx, fieldsOf(schema, resource as never));
+  if (resource === undefined) return;
+  if (ctx.json) return printJson({ [key]: messageJson(schema, resource) });
+  printRecord(ctx, fieldsOf(schema, resource));
 }
 
 export function catalogCommands(program: Command): void {
@@ -121,7 +122,7 @@ export function catalogCommands(program: Command): void {
         idempotencyKey: idempotencyKey(o),
       });
       const res = await ctx.client(LicensingService).createProduct(message);
-      show(ctx, "product", {}, ProductSchema, res.product);
+      show(ctx, "product", ProductSchema, res.product);
     }),
   );
   listOptions(product.command("list").description("list products")).action(
@@ -146,7 +147,7 @@ export function catalogCommands(program: Command): void {
     .action(
       act(async (ctx, _o, [id]) => {
         const res = await ctx.client(LicensingService).getProduct({ tenantId: ctx.tenant, id });
-        show(ctx, "product", {}, ProductSchema, res.product);
+        show(ctx, "product", ProductSchema, res.product);
       }),
     );
   mutationOptions(
@@ -176,7 +177,7 @@ export function catalogCommands(program: Command): void {
       });
       message.updateMask = maskOf(o, { name: "name", feature: "features", meta: "metadata" }, bodyPaths);
       const res = await ctx.client(LicensingService).updateProduct(message);
-      show(ctx, "product", {}, ProductSchema, res.product);
+      show(ctx, "product", ProductSchema, res.product);
     }),
   );
   deleteCommand(
@@ -274,7 +275,7 @@ export function catalogCommands(program: Command): void {
         productId: o.product,
       });
       const res = await ctx.client(LicensingService).createPolicy(message);
-      show(ctx, "policy", {}, PolicySchema, res.policy);
+      show(ctx, "policy", PolicySchema, res.policy);
     }),
   );
   listOptions(
@@ -307,7 +308,7 @@ export function catalogCommands(program: Command): void {
     .action(
       act(async (ctx, _o, [id]) => {
         const res = await ctx.client(LicensingService).getPolicy({ tenantId: ctx.tenant, id });
-        show(ctx, "policy", {}, PolicySchema, res.policy);
+        show(ctx, "policy", PolicySchema, res.policy);
       }),
     );
   mutationOptions(
@@ -347,7 +348,7 @@ export function catalogCommands(program: Command): void {
         bodyPaths,
       );
       const res = await ctx.client(LicensingService).updatePolicy(message);
-      show(ctx, "policy", {}, PolicySchema, res.policy);
+      show(ctx, "policy", PolicySchema, res.policy);
     }),
   );
   deleteCommand(
@@ -388,7 +389,7 @@ export function catalogCommands(program: Command): void {
         idempotencyKey: idempotencyKey(o),
       });
       const res = await ctx.client(LicensingService).createCustomer(message);
-      show(ctx, "customer", {}, CustomerSchema, res.customer);
+      show(ctx, "customer", CustomerSchema, res.customer);
     }),
   );
   listOptions(
@@ -463,7 +464,7 @@ export function catalogCommands(program: Command): void {
         [],
       );
       const res = await ctx.client(LicensingService).updateCustomer(message);
-      show(ctx, "customer", {}, CustomerSchema, res.customer);
+      show(ctx, "customer", CustomerSchema, res.customer);
     }),
   );
   deleteCommand(
@@ -490,7 +491,7 @@ function deleteCommand<S extends typeof ProductSchema | typeof PolicySchema | ty
   parent: Command,
   what: string,
   prefix: string,
-  call: (ctx: Context, id: string, key: string) => Promise<unknown>,
+  call: (ctx: Context, id: string, key: string) => Promise<MessageShape<S> | undefined>,
   schema: S,
 ) {
   mutationOptions(
@@ -498,7 +499,7 @@ function deleteCommand<S extends typeof ProductSchema | typeof PolicySchema | ty
   ).action(
     act<{ idempotencyKey?: string }>(async (ctx, o, [id]) => {
       const resource = await call(ctx, id, idempotencyKey(o));
-      show(ctx, what, {}, schema, resource);
+      show(ctx, what, schema, resource);
     }),
   );
 }

@@ -71,6 +71,8 @@ export function fieldsOf<D extends DescMessage>(schema: D, msg: MessageShape<D>)
 
 function fieldText(field: DescField, v: unknown): string {
   if (field.fieldKind === "enum" && typeof v === "string") return shortEnumName(field.enum, v);
+  if (field.fieldKind === "message" && field.message.typeName === "google.protobuf.Duration" && typeof v === "string")
+    return humanDuration(v);
   if (field.fieldKind === "list" && field.listKind === "enum" && Array.isArray(v))
     return v.map((x) => shortEnumName(field.enum, String(x))).join(", ");
   if (field.fieldKind === "list" && field.listKind === "scalar" && Array.isArray(v)) return v.join(", ");
@@ -82,6 +84,21 @@ function fieldText(field: DescField, v: unknown): string {
       .map(([k, x]) => `${k}=${x}`)
       .join(", ");
   return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+/** Protobuf JSON's `31536000s` as `1y` (whole units only; anything else as it was). */
+function humanDuration(v: string): string {
+  const m = /^(\d+)s$/.exec(v);
+  if (!m) return v;
+  const s = Number(m[1]);
+  for (const [unit, n] of [
+    ["y", 31_536_000],
+    ["d", 86_400],
+    ["h", 3600],
+    ["m", 60],
+  ] as const)
+    if (s >= n && s % n === 0) return `${s / n}${unit}`;
+  return v;
 }
 
 function compact(schema: DescMessage, item: Record<string, unknown>): string {
