@@ -207,6 +207,8 @@ program.parseAsync(process.argv).then(
   },
   (err: unknown) => {
     const opts = program.opts() as GlobalOptions;
-    process.exit(reportFailure(err, { json: opts.json === true, url: opts.url ?? process.env.LICENSD_URL }));
+    // --json may not have been parsed yet when an earlier flag was refused: the command line says whether it was given.
+    const json = opts.json === true || process.argv.includes("--json");
+    process.exit(reportFailure(err, { json, url: opts.url ?? process.env.LICENSD_URL }));
   },
 );

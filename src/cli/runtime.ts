@@ -216,6 +216,10 @@ export function reportFailure(err: unknown, opts: { json: boolean; url?: string 
     // A command group without its subcommand: its help was printed instead.
     if (err.code === "commander.help") return EXIT.usage;
     process.stderr.write("hint: `licensd <command> --help` lists the flags\n");
+    if (opts.json) {
+      const error = { message: err.message.replace(/^error: /, ""), code: "usage", exitCode: EXIT.usage };
+      process.stdout.write(`${JSON.stringify({ error })}\n`);
+    }
     return EXIT.usage;
   }
   const f = describeFailure(err, opts.url);
