@@ -77,6 +77,7 @@ export function activationCommands(program: Command): void {
         .deactivate({ tenantId: ctx.tenant, machineId: id, idempotencyKey: idempotencyKey(o) });
       if (ctx.json) return printJson({ machine: messageJson(MachineSchema, res.machine!) });
       printRecord(ctx, fieldsOf(MachineSchema, res.machine!));
+      note(ctx, "deactivated: the machine above (as it was) no longer holds a seat");
     }),
   );
 

@@ -58,6 +58,9 @@ describe("licensd: the command line itself", () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("option '--limit <n>' argument 'lots' is invalid");
     expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const badJson = await licensd(["license", "list", "--limit", "lots", "--json"]);
+    expect(badJson.code).toBe(2);
+    expect(JSON.parse(badJson.stdout)).toMatchObject({ error: { code: "usage", exitCode: 2 } });
     const unknown = await licensd(["licence", "list"]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("unknown command 'licence'");
@@ -317,6 +320,9 @@ describe("licensd activation, lease, machine and keys", () => {
     expect(json<{ machine: { id: string } }>(deactivated).machine.id).toBe(answered.machineId);
     const none = json<{ machines: unknown[] }>(await licensd(["machine", "list", "--license", licenseId, "--json"]));
     expect(none.machines).toEqual([]);
+    const quota = await licensd(["usage", "quota", "--license", licenseId]);
+    expect(quota.code, quota.stderr).toBe(0);
+    expect(quota.stdout.split("\n")[0]).toBe("LICENSE\tMETRIC\tAGENT\tUSED\tLIMIT\tSTATE\tPERIOD END");
     const again = await licensd(["machine", "deactivate", answered.machineId]);
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/^reason: \w+_NOT_FOUND$/m);
