@@ -28,6 +28,7 @@ type Error struct {
 	// FieldViolations lists every field a request broke (google.rpc.BadRequest).
 	FieldViolations []FieldViolation
 	status          *status.Status
+	cause           error // set for errors raised here rather than by the server
 }
 
 // FieldViolation is one entry of a google.rpc.BadRequest: the field path as
@@ -43,6 +44,9 @@ func (e *Error) Error() string {
 	}
 	return fmt.Sprintf("licensd: %s: %s", e.Code, e.Message)
 }
+
+// Unwrap gives the local cause, e.g. ErrBadSignature for an answer Validate refused.
+func (e *Error) Unwrap() error { return e.cause }
 
 // GRPCStatus lets status.FromError and status.Code read an *Error.
 func (e *Error) GRPCStatus() *status.Status { return e.status }
