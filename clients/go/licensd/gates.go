@@ -15,20 +15,20 @@ import (
 // never fails, so it can be shown on a settings page or served from a status endpoint
 // whatever went wrong (the Code and Detail say what).
 type LicenseInfo struct {
-	Valid bool
+	Valid bool `json:"valid"`
 	// Code is VALID, or why not: a verifier code (EXPIRED, BAD_SIGNATURE, …), a
 	// ValidateLicense code without its prefix (SUSPENDED, NOT_FOUND, …), NO_LICENSE, or
 	// UNAVAILABLE (licensd could not be asked and nothing was known before).
-	Code     string
-	Detail   string
-	Features []string
+	Code     string   `json:"code"`
+	Detail   string   `json:"detail,omitempty"`
+	Features []string `json:"features"`
 	// Tier is the license's plan (its policy's name, e.g. "pro").
-	Tier      string
-	LicenseID string
-	ExpiresAt *time.Time // nil: perpetual, or not known
+	Tier      string     `json:"tier,omitempty"`
+	LicenseID string     `json:"license_id,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at"` // nil: perpetual, or not known
 	// InGrace: past its expiry but still valid (a grace period, or a policy that keeps
 	// access); time to renew.
-	InGrace bool
+	InGrace bool `json:"in_grace"`
 }
 
 // HasFeature reports whether the license is valid and grants feature.

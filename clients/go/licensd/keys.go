@@ -68,7 +68,7 @@ func (s *SigningKeys) KeysFor(ctx context.Context, kids ...string) (Keys, error)
 		return nil, err
 	}
 	for _, kid := range kids {
-		if _, ok := keys[kid]; ok {
+		if _, ok := keys[kid]; ok || kid == "" {
 			continue
 		}
 		s.mu.Lock()
