@@ -6,6 +6,7 @@
  * a lease and audit proofs offline, gates HTTP handlers, and reads refusals; the
  * user-facing licensd-check command is run as an operator would run it.
  */
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -154,5 +155,98 @@ describe("Go client (clients/go) against a live licensd", () => {
     const refused = await check("-key", "K".repeat(200));
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/InvalidArgument INVALID_ARGUMENT: .*\(field key\)/);
+  }, 120_000);
+
+  it("UsageUploader: an agent killed mid-upload and restarted has every recorded event counted once", async () => {
+    const admin = server.superAdminKey;
+    const { tenant } = await call<{ tenant: { id: string } }>(
+      "licensd.tenant.v1.TenantService/CreateTenant",
+      { name: "Go agent" },
+      admin,
+    );
+    const t = { tenantId: tenant.id };
+    const { product } = await call<{ product: { id: string } }>(
+      "licensd.licensing.v1.LicensingService/CreateProduct",
+      { ...t, code: "AGT", name: "Agents" },
+      admin,
+    );
+    await call(
+      "licensd.usage.v1.UsageService/CreateMeter",
+      { ...t, productId: product.id, metric: "tokens", aggregation: "AGGREGATION_SUM" },
+      admin,
+    );
+    const { policy } = await call<{ policy: { id: string } }>(
+      "licensd.licensing.v1.LicensingService/CreatePolicy",
+      { ...t, productId: product.id, name: "metered" },
+      admin,
+    );
+    const { customer } = await call<{ customer: { id: string } }>(
+      "licensd.licensing.v1.LicensingService/CreateCustomer",
+      { ...t, name: "Ann", email: "ann@example.com" },
+      admin,
+    );
+    const created = await call<{ key: string; license: { id: string } }>(
+      "licensd.licensing.v1.LicensingService/CreateLicense",
+      { ...t, policyId: policy.id, customerId: customer.id },
+      admin,
+    );
+    const spool = mkdtempSync(path.join(os.tmpdir(), "licensd-go-spool-"));
+    const recorded = 3000; // 150 batches of 20
+
+    // First run: records everything (each event fsync'd), starts uploading, and is
+    // SIGKILLed as soon as licensd acknowledged its first batch.
+    const agent = spawn(path.join(bin, "e2eclient"), [
+      "agent",
+      `127.0.0.1:${server.port}`,
+      spool,
+      created.key,
+      String(recorded),
+    ]);
+    let firstRun = "";
+    let stderr = "";
+    agent.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      agent.once("exit", (_code, signal) => resolve(signal)),
+    );
+    await new Promise<void>((resolve, reject) => {
+      agent.stdout.on("data", (d: Buffer) => {
+        firstRun += d.toString();
+        if (firstRun.includes('"ack"')) {
+          agent.kill("SIGKILL");
+          resolve();
+        }
+      });
+      agent.once("exit", () => reject(new Error(`the agent ended before its first ack:\n${firstRun}\n${stderr}`)));
+    });
+    expect(await exited).toBe("SIGKILL");
+    expect(firstRun).toContain(`{"recorded":${recorded}}`);
+
+    // Second run: nothing new recorded; it finds what was left and drains it.
+    const second = await run(path.join(bin, "e2eclient"), [
+      "agent",
+      `127.0.0.1:${server.port}`,
+      spool,
+      created.key,
+      "0",
+    ]);
+    expect(second.code, second.stderr).toBe(0);
+    const lines = second.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, number | string | boolean>);
+    const left = lines[0].pending_at_start as number;
+    // Killed mid-upload: some batches were acknowledged, others were not.
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThan(recorded);
+    expect(lines.at(-1)).toEqual({ drained: true, pending: 0 });
+    expect(lines.filter((l) => "ack" in l).every((l) => l.rejected === 0)).toBe(true);
+
+    // licensd counted every recorded event exactly once.
+    const quota = await call<{ limits: { metric: string; used: string }[] }>(
+      "licensd.usage.v1.UsageService/GetQuota",
+      { ...t, licenseId: created.license.id, metric: "tokens" },
+      admin,
+    );
+    expect(quota.limits.find((l) => l.metric === "tokens")?.used).toBe(String(recorded));
   }, 120_000);
 });

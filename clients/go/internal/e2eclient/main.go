@@ -2,7 +2,9 @@
 // would, and prints what it saw as JSON for test/e2e/go-client.test.ts to check. It is a
 // test program, not an example to copy: each step stops at the first surprise.
 //
-//	e2eclient ADDR            (LICENSD_API_KEY: a tenant admin key)
+//	e2eclient ADDR                      (LICENSD_API_KEY: a tenant admin key)
+//	e2eclient agent ADDR DIR KEY N      records N events into the spool DIR (none if N is 0),
+//	                                    then uploads the spool and prints each ack as a line
 package main
 
 import (
@@ -23,12 +25,20 @@ import (
 	auditv1 "licensd.dev/client/gen/licensd/audit/v1"
 	licensingv1 "licensd.dev/client/gen/licensd/licensing/v1"
 	tenantv1 "licensd.dev/client/gen/licensd/tenant/v1"
+	usagev1 "licensd.dev/client/gen/licensd/usage/v1"
 	"licensd.dev/client/licensd"
 )
 
 type report map[string]interface{}
 
 func main() {
+	if os.Args[1] == "agent" {
+		if err := agent(os.Args[2], os.Args[3], os.Args[4], os.Args[5]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	out := report{}
 	err := run(os.Args[1], os.Getenv("LICENSD_API_KEY"), out)
 	if err != nil {
@@ -295,4 +305,46 @@ func gateStatus(gate func(http.Handler) http.Handler) report {
 	var body map[string]interface{}
 	_ = json.NewDecoder(res.Body).Decode(&body)
 	return report{"status": res.StatusCode, "body": body}
+}
+
+// agent is a usage agent: it records, then uploads; the e2e test kills it mid-upload and
+// runs it again with N = 0 to drain what is left.
+func agent(addr, dir, key, n string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := licensd.Dial(ctx, addr, licensd.WithInsecure())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out := json.NewEncoder(os.Stdout)
+	u, err := licensd.NewUsageUploader(c, licensd.UsageUploaderOptions{
+		Dir: dir, LicenseKey: key, BatchSize: 20, FlushInterval: 100 * time.Millisecond,
+		OnAck: func(ack *usagev1.StreamUsageResponse) {
+			_ = out.Encode(report{"ack": ack.GetBatchId(), "accepted": ack.GetAccepted(), "duplicates": ack.GetDuplicates(), "rejected": len(ack.GetRejected())})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	_ = out.Encode(report{"pending_at_start": u.Pending()})
+	var count int
+	if _, err := fmt.Sscan(n, &count); err != nil {
+		return err
+	}
+	for i := 0; i < count; i++ {
+		if err := u.Record("tokens", 1, map[string]string{"i": fmt.Sprint(i)}); err != nil {
+			return err
+		}
+	}
+	_ = out.Encode(report{"recorded": count})
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	if err := u.Flush(ctx); err != nil {
+		return err
+	}
+	cancel()
+	<-done
+	_ = out.Encode(report{"drained": true, "pending": u.Pending()})
+	return nil
 }
