@@ -11,7 +11,9 @@
 //     VerifyAuditProof) over Ed25519 keys that SigningKeys fetches, caches and refetches
 //     on rotation; the byte formats are specified in licensd's docs/formats.md;
 //   - gates: LicenseInfo, a license state that never fails, and net/http middleware
-//     RequireLicense / RequireFeature answering 402/403 with a JSON body.
+//     RequireLicense / RequireFeature answering 402/403 with a JSON body;
+//   - UsageUploader: usage recorded to an fsync'd on-disk spool and streamed to licensd,
+//     every recorded event counted once across crashes and reconnects.
 //
 // The generated messages and stubs live in licensd.dev/client/gen/licensd/<domain>/v1.
 package licensd
