@@ -104,6 +104,8 @@ describe("Go client (clients/go) against a live licensd", () => {
     });
     expect(out.lease).toMatchObject({ code: "VALID", other_machine: "FINGERPRINT_MISMATCH" });
     expect(out.lease.machine_id).toMatch(/^mach_/);
+    // Air-gapped activation: a request file written by the Go client, answered by licensd.
+    expect(out.offline_activation).toEqual({ request_check: "VALID", lease: "VALID", offline: true });
 
     // Refusals: code, ErrorInfo reason and field, BadRequest violations.
     const bad = out.bad_input as Refusal;

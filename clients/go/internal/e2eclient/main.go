@@ -195,6 +195,23 @@ func run(addr, apiKey string, out report) error {
 		"other_machine": licensd.VerifyLease(activated.GetLease().GetToken(), keys, "other-host", time.Time{}).Code,
 	}
 
+	// An air-gapped machine: a request file, answered by the vendor with ActivateOffline;
+	// the response is an offline lease the machine checks itself.
+	request, err := licensd.NewOfflineActivationRequest(licensd.OfflineActivation{LicenseKey: strings.ToLower(key), Fingerprint: "vault-go", Hostname: "vault", Cores: 4})
+	if err != nil {
+		return err
+	}
+	offline, err := c.Activation.ActivateOffline(ctx, &activationv1.ActivateOfflineRequest{Request: request})
+	if err != nil {
+		return fmt.Errorf("ActivateOffline: %w", err)
+	}
+	keys, _ = c.SigningKeys.KeysFor(ctx, offline.GetLease().GetKid())
+	offlineLease := licensd.VerifyLease(offline.GetLease().GetToken()+"\n", keys, "vault-go", time.Time{})
+	out["offline_activation"] = report{
+		"request_check": licensd.CheckOfflineActivationRequest(request, key),
+		"lease":         offlineLease.Code, "offline": offlineLease.Claims.Offline,
+	}
+
 	// Refusals, as a user reads them.
 	_, err = c.Licensing.CreateProduct(ctx, &licensingv1.CreateProductRequest{Code: "bad code", Name: ""})
 	out["bad_input"] = refusal(err)
