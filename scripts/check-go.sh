@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 gocode=/usr/share/gocode
 # golang/protobuf 1.3 (the other Debian package) predates protobuf's API v2: gRPC's codec
-# would marshal the generated messages by struct reflection and lose oneofs and optionals.
+# marshals with it, and panics on any generated message with a oneof.
 if ! grep -q 'google.golang.org/protobuf' "$gocode/src/github.com/golang/protobuf/proto/proto.go" 2>/dev/null; then
   echo "check-go: needs golang-github-golang-protobuf-1-5-dev (bash scripts/ensure-test-deps.sh)" >&2
   exit 1

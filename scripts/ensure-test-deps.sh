@@ -13,8 +13,8 @@ have protoc-gen-go || need+=(protoc-gen-go)
 have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
 # The Go module clients/go is built and tested in CI (scripts/check-go.sh) against Debian's Go
 # gRPC, protobuf and genproto (errdetails) libraries. golang/protobuf must be the 1.5 package
-# (an API v2 shim; it replaces the 1.3 one gRPC's package would otherwise pull in), else
-# gRPC's codec mangles the generated messages.
+# (an API v2 shim; it replaces the 1.3 one gRPC's package would otherwise pull in): with 1.3,
+# gRPC's codec panics marshalling any generated message with a oneof.
 have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 [ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need+=(golang-google-protobuf-dev)
