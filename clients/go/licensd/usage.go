@@ -45,6 +45,9 @@ type UsageUploaderOptions struct {
 	// OnAck, if set, sees every acknowledgement (accepted, duplicates, and the events
 	// refused as data: LIMIT_EXCEEDED, INVALID_TIME, …, which are not sent again).
 	OnAck func(*usagev1.StreamUsageResponse)
+	// OnError, if set, sees why a stream ended (licensd unreachable, a refused credential,
+	// …). Run keeps retrying whatever the error: the events stay in the spool.
+	OnError func(error)
 }
 
 // UsageUploader counts usage durably: Record appends an event to an on-disk spool and
@@ -280,7 +283,9 @@ func (u *UsageUploader) Run(ctx context.Context) error {
 		if capped > 30*time.Second {
 			capped = 30 * time.Second
 		}
-		_ = err // the stream's error only decides the wait; the spool keeps the events
+		if err != nil && u.opts.OnError != nil {
+			u.opts.OnError(err)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(mrand.Int63n(int64(capped)) + 1)):
