@@ -14,13 +14,16 @@ let server: ServerProcess & { dropDatabase(): Promise<void> };
 /** What the examples are told to use: the server, a tenant admin key, a license key, its product. */
 let env: Record<string, string>;
 
-async function call(key: string | undefined, method: string, body: unknown): Promise<Record<string, any>> {
+// biome-ignore lint/suspicious/noExplicitAny: the Connect JSON answers are read field by field, as a script would.
+type Json = Record<string, any>;
+
+async function call(key: string | undefined, method: string, body: unknown): Promise<Json> {
   const res = await fetch(`${server.url}/${method}`, {
     method: "POST",
     headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}) },
     body: JSON.stringify(body),
   });
-  const json = (await res.json()) as Record<string, any>;
+  const json = (await res.json()) as Json;
   if (!res.ok) throw new Error(`${method}: ${JSON.stringify(json)}`);
   return json;
 }
