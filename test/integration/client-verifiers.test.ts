@@ -4,15 +4,6 @@
  * rotation, honours retired keys and survives licensd going away; the signed answers,
  * leases and audit proofs licensd gives out verify.
  */
-import { ManualClock } from "../../../src/platform/clock.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectClient, startTestApp, type TestApp } from "../../../test/support/app.js";
-import { ActivationService } from "../gen/licensd/activation/v1/activation_service_pb.js";
-import { AuditService } from "../gen/licensd/audit/v1/audit_service_pb.js";
-import { LicensingService } from "../gen/licensd/licensing/v1/licensing_service_pb.js";
-import { ComposeStrategy, FeatureKind } from "../gen/licensd/licensing/v1/product_pb.js";
-import { ApiKeyScope } from "../gen/licensd/tenant/v1/api_key_pb.js";
-import { TenantService } from "../gen/licensd/tenant/v1/tenant_service_pb.js";
 import {
   SigningKeys,
   SigningKeysUnavailableError,
@@ -20,7 +11,16 @@ import {
   verifyLease,
   verifyLicenseFile,
   verifyValidationResponse,
-} from "../src/index.js";
+} from "@licensd/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
+import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
+import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
+import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { ManualClock } from "../../src/platform/clock.js";
+import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 
 let app: TestApp;
 const clock = new ManualClock(new Date());
