@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "sdk", "python"))
-from licensd_sdk import verify_license_file  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python", "src"))
+from licensd_client import verify_license_file  # noqa: E402
 
 for line in sys.stdin:
     case = json.loads(line)
