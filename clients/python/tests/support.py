@@ -43,6 +43,11 @@ class Fixture:
     license_key: str
     keys: Dict[str, bytes]
 
+    def current_keys(self) -> Dict[str, bytes]:
+        """The keys published now (a test may have rotated them since the fixture was made)."""
+        with Client(URL) as c:
+            return {k.kid: bytes(k.public_key) for k in c.activation.GetSigningKeys().keys}
+
     def admin(self, **options) -> Client:
         return Client(URL, api_key=self.api_key, **options)
 
