@@ -1,4 +1,4 @@
-"""Checks a live server's signed and hashed artifacts with the Python SDK's verifiers,
+"""Checks a live server's signed and hashed artifacts with the Python client's (licensd_client) verifiers,
 which were written from docs/formats.md: ValidateLicense answers (over gRPC, converted with
 json_format.MessageToDict, and as Connect JSON read from stdin), every audit entry's hash,
 link and HMAC (dk1 derived from the data key), inclusion proofs, checkpoints and a

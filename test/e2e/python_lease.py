@@ -1,5 +1,5 @@
 """Activates a machine through the generated Python gRPC client and verifies the lease
-offline with the Python SDK. Usage: python3 python_lease.py HOST:PORT LICENSE_KEY"""
+offline with the Python client (licensd_client). Usage: python3 python_lease.py HOST:PORT LICENSE_KEY"""
 import json
 import sys
 

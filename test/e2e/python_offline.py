@@ -1,4 +1,4 @@
-"""Air-gapped activation with the Python SDK. `request KEY FINGERPRINT` prints a request
+"""Air-gapped activation with the Python client (licensd_client). `request KEY FINGERPRINT` prints a request
 file; `verify HOST:PORT FINGERPRINT < response` verifies the response file offline, with
 keys fetched once over gRPC."""
 import json
