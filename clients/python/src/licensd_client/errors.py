@@ -7,7 +7,7 @@ field violation. `LicensdError` exposes those instead of a bare `grpc.RpcError`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import grpc
