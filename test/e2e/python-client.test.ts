@@ -7,11 +7,12 @@
  * UsageUploader with an agent SIGKILLed mid-upload. Last, with the server stopped,
  * LicenseGuard answers from the cache the online run left.
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
 
 const PACKAGE = path.join(ROOT, "clients/python");
 const TESTS = path.join(PACKAGE, "tests");
@@ -118,6 +119,56 @@ describe("the Python package, installed from its path", () => {
     ])
       expect(res.stderr).toMatch(new RegExp(`${name} .*\\.\\.\\. ok`));
   }, 240_000);
+
+  it("speaks TLS to a licensd with a private CA, and refuses a certificate it does not trust", async () => {
+    const cert = path.join(work, "cert.pem");
+    const key = path.join(work, "key.pem");
+    execFileSync(
+      "openssl",
+      [
+        ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"],
+        ...["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+      ],
+      { stdio: "ignore" },
+    );
+    const port = await freePort();
+    const tls = await startServer({
+      env: { LICENSD_TLS_CERT: cert, LICENSD_TLS_KEY: key, LICENSD_PORT: String(port) },
+      healthUrl: `https://127.0.0.1:${port}`,
+      caFile: cert,
+    });
+    try {
+      const res = await py([
+        "-c",
+        [
+          "import json, sys",
+          "from licensd_client import Client, LicensdError",
+          "url, ca = sys.argv[1], open(sys.argv[2], 'rb').read()",
+          "out = {}",
+          "with Client(url, root_certificates=ca, retries=0) as c:",
+          "    out['keys'] = len(c.activation.GetSigningKeys().keys)",
+          "for name, opts in (('untrusted', {}), ('plaintext', {'tls': False})):",
+          "    try:",
+          "        with Client(url, retries=0, timeout=5, **opts) as c:",
+          "            c.activation.GetSigningKeys()",
+          "        out[name] = 'connected'",
+          "    except LicensdError as err:",
+          "        out[name] = err.code.name",
+          "print(json.dumps(out))",
+        ].join("\n"),
+        `https://127.0.0.1:${port}`,
+        cert,
+      ]);
+      expect(res.code, res.stderr).toBe(0);
+      const out = JSON.parse(res.stdout) as Record<string, unknown>;
+      expect(out.keys).toBeGreaterThanOrEqual(1);
+      expect(out.untrusted).toBe("UNAVAILABLE");
+      expect(out.plaintext).not.toBe("connected");
+    } finally {
+      await tls.stop();
+      await tls.dropDatabase();
+    }
+  }, 120_000);
 
   it("LicenseGuard answers from its cache once the server has stopped", async () => {
     expect(await server.stop()).toBe(0);
