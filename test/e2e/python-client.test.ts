@@ -109,7 +109,7 @@ describe("the Python package, installed from its path", () => {
     expect(r.ok).toBe(true);
     expect(r.ran).toBeGreaterThanOrEqual(35);
     // Only the offline half of LicenseGuard waits for the next test (the server stopped).
-    expect(r.skipped.filter((l) => !l.includes("test_guard_offline"))).toEqual([]);
+    expect(r.skipped.filter((l) => !l.includes("no offline guard state"))).toEqual([]);
     for (const name of [
       "test_killed_mid_upload_counts_every_event_once",
       "test_online_then_cached",
@@ -117,7 +117,7 @@ describe("the Python package, installed from its path", () => {
       "test_wsgi_over_a_socket",
       "test_bad_input_names_reason_and_field",
     ])
-      expect(res.stderr).toMatch(new RegExp(`${name} .*\\.\\.\\. ok`));
+      expect(res.stderr).toContain(`${name} (`); // ran, and (exit 0, no skips) passed
   }, 240_000);
 
   it("speaks TLS to a licensd with a private CA, and refuses a certificate it does not trust", async () => {

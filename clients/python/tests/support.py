@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from licensd.activation.v1 import activation_service_pb2 as act
-from licensd.licensing.v1 import licensing_service_pb2 as lic
 from licensd.licensing.v1 import policy_pb2, product_pb2
 from licensd.tenant.v1 import api_key_pb2
 from licensd.usage.v1 import usage_pb2
@@ -97,4 +96,4 @@ def fixture() -> Fixture:
     return _fixture
 
 
-__all__ = ["Fixture", "fixture", "live", "lic", "URL", "SUPER_ADMIN_KEY", "VECTORS", "HERE"]
+__all__ = ["Fixture", "fixture", "live", "URL", "SUPER_ADMIN_KEY", "VECTORS", "HERE"]

@@ -9,10 +9,9 @@ import tempfile
 import time
 import unittest
 
-from support import fixture, live
+from support import URL, fixture, live
 
 from licensd_client import Client, LicenseGuard, LicenseInfo
-from support import URL
 
 
 def until(predicate, what: str, seconds: float = 20.0):
