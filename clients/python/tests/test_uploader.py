@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from licensd.usage.v1 import usage_service_pb2 as usage_pb
 from support import HERE, URL, fixture, live
 
-from licensd_client import Client, SpoolFull, UsageUploader
+from licensd_client import Client, LicenseGuard, SpoolFull, UsageUploader
 
 
 def summary(f, license_id: str):
@@ -107,6 +107,20 @@ class Upload(unittest.TestCase):
         self.assertEqual([(r.metric, r.reason) for r in rejected], [("no-such-metric", "UNKNOWN_METRIC")])
         self.assertEqual(summary(self.f, license_id), (40, 80))
         self.assertEqual(sorted(n for n in os.listdir(spool) if n.startswith("seg-") and os.path.getsize(os.path.join(spool, n))), [], "acknowledged events left the disk")
+
+    def test_events_named_by_a_guards_lease(self) -> None:
+        license_id, key = self.f.new_license()
+        directory = tempfile.mkdtemp()
+        with LicenseGuard(Client(URL), key, "py-usage-host", os.path.join(directory, "lease.json")) as guard:
+            deadline = time.monotonic() + 20
+            while guard.current_lease() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with UsageUploader(Client(URL), os.path.join(directory, "spool"), lease=guard.current_lease, idle_close=0.2) as u:
+                for _ in range(5):
+                    u.record("tokens", 3, agent_id="leased")
+                self.assertTrue(u.flush(30), u.last_error)
+                self.assertEqual((u.accepted, u.rejected), (5, 0))
+        self.assertEqual(summary(self.f, license_id), (5, 15))
 
     def test_killed_mid_upload_counts_every_event_once(self) -> None:
         license_id, key = self.f.new_license()

@@ -163,6 +163,11 @@ class LicenseGuard:
     def has_feature(self, name: str) -> bool:
         return self.info().has_feature(name)
 
+    def current_lease(self) -> Optional[str]:
+        """The lease token while it is valid (for UsageUploader(lease=guard.current_lease)); None otherwise."""
+        with self._lock:
+            return self._token if self._info().valid else None
+
     def entitlement(self, name: str) -> Any:
         return self.info().entitlement(name)
 
