@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 from google.protobuf import timestamp_pb2
 from licensd.usage.v1 import usage_service_pb2 as usage_pb
@@ -28,6 +31,59 @@ def summary(f, license_id: str):
     with f.admin() as c:
         res = c.usage.GetUsageSummary(license_id=license_id, metric="tokens", start_time=start, end_time=end, bucket=usage_pb.BUCKET_DAY)
     return sum(b.events for b in res.buckets), res.total
+
+
+class CuttableProxy:
+    """A loopback TCP proxy to licensd whose connections can be cut, as a flaky network would."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list = []
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.cuts += 1
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.sockets = []
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
 
 
 class Spool(unittest.TestCase):
@@ -121,6 +177,28 @@ class Upload(unittest.TestCase):
                 self.assertTrue(u.flush(30), u.last_error)
                 self.assertEqual((u.accepted, u.rejected), (5, 0))
         self.assertEqual(summary(self.f, license_id), (5, 15))
+
+    def test_dropped_connections_lose_and_double_nothing(self) -> None:
+        license_id, key = self.f.new_license()
+        proxy = CuttableProxy(URL)
+        try:
+            with UsageUploader(Client(proxy.url, timeout=5), tempfile.mkdtemp(), license_key=key, batch_size=20, max_in_flight=2, backoff_initial=0.05, backoff_max=0.2) as u:
+                for i in range(600):
+                    u.record("tokens", 1 + i % 5)
+                acked = 0
+                for threshold in (60, 240, 420):
+                    deadline = time.monotonic() + 30
+                    while u.accepted + u.duplicates < threshold and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    if u.pending:
+                        proxy.cut()
+                    acked = u.accepted + u.duplicates
+                self.assertTrue(u.flush(60), u.last_error)
+                self.assertGreater(proxy.cuts, 0)
+                self.assertGreater(acked, 0)
+        finally:
+            proxy.close()
+        self.assertEqual(summary(self.f, license_id), (600, sum(1 + i % 5 for i in range(600))))
 
     def test_killed_mid_upload_counts_every_event_once(self) -> None:
         license_id, key = self.f.new_license()
