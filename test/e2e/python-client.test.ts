@@ -64,20 +64,23 @@ describe("the Python package, installed from its path", () => {
       "-c",
       [
         "import json, grpc, google.protobuf, google.rpc.status_pb2 as s, buf.validate.validate_pb2 as b",
-        "import licensd_client, licensd.usage.v1.usage_service_pb2_grpc as u, licensd.webhook.v1.webhook_service_pb2 as w",
+        "import importlib, licensd_client, licensd.usage.v1.usage_service_pb2_grpc as u",
+        "services = [importlib.import_module(f'licensd.{d}.v1.{d}_service_pb2_grpc')",
+        "            for d in ('tenant', 'licensing', 'activation', 'usage', 'audit', 'webhook')]",
         "from importlib.metadata import version",
         "print(json.dumps({'client': licensd_client.__file__, 'stubs': u.__file__, 'rpc': s.__file__, 'validate': b.__file__,",
         " 'grpc': grpc.__file__, 'protobuf': google.protobuf.__file__, 'version': version('licensd-client'),",
-        " 'exports': sorted(licensd_client.__all__)}))",
+        " 'exports': sorted(licensd_client.__all__), 'services': len(services)}))",
       ].join("\n"),
     ]);
     expect(res.code, res.stderr).toBe(0);
-    const out = JSON.parse(res.stdout) as Record<string, string | string[]>;
+    const out = JSON.parse(res.stdout) as Record<string, string | string[] | number>;
     const site = path.join(work, "venv/lib");
     for (const key of ["client", "stubs", "rpc", "validate"]) expect(out[key]).toContain(site);
     expect(out.grpc).toMatch(/^\/usr\/lib\/python3\/dist-packages\//);
     expect(out.protobuf).toMatch(/^\/usr\/lib\/python3\/dist-packages\//);
     expect(out.version).toBe("0.1.0");
+    expect(out.services).toBe(6);
     expect(out.exports).toEqual(
       expect.arrayContaining([
         "Client",
