@@ -37,6 +37,7 @@ class Guard(unittest.TestCase):
         guard = LicenseGuard(Client(URL), self.f.license_key, "py-guard-host", cache, heartbeat_interval=0.5, on_change=changes.append)
         self.assertEqual(guard.info().code, "NO_LEASE")  # nothing cached, not started
         with guard:
+            self.assertTrue(guard.running)
             info = until(lambda: guard.info() if guard.info().online else None, "the lease stream")
             self.assertEqual((info.valid, info.code, info.tier), (True, "VALID", "pro"))
             self.assertTrue(guard.has_feature("reports"))
@@ -44,6 +45,7 @@ class Guard(unittest.TestCase):
             self.assertIsNotNone(info.expiry)
             self.assertTrue(info.machine_id and info.machine_id.startswith("mach_"))
             self.assertTrue(any(c.online for c in changes))
+        self.assertFalse(guard.running)
         self.assertFalse(guard.info().online)
         self.assertTrue(guard.info().valid, "stopping keeps the lease")
         self.assertEqual(stat.S_IMODE(os.stat(cache).st_mode), 0o600)
@@ -75,7 +77,7 @@ class Guard(unittest.TestCase):
             info = until(lambda: guard.info() if guard.info().code != "NO_LEASE" else None, "a verdict")
             self.assertIsInstance(info, LicenseInfo)
             self.assertEqual((info.valid, info.code), (False, "INVALID_LICENSE_KEY"))
-            until(lambda: not guard._thread.is_alive(), "the guard to give up: reconnecting cannot help")
+            until(lambda: not guard.running, "the guard to give up: reconnecting cannot help")
 
 
 if __name__ == "__main__":

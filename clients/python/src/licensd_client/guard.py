@@ -163,6 +163,11 @@ class LicenseGuard:
     def has_feature(self, name: str) -> bool:
         return self.info().has_feature(name)
 
+    @property
+    def running(self) -> bool:
+        """Whether the guard still keeps the lease fresh: False before start(), after stop(), and after a final revocation."""
+        return self._thread is not None and self._thread.is_alive()
+
     def current_lease(self) -> Optional[str]:
         """The lease token while it is valid (for UsageUploader(lease=guard.current_lease)); None otherwise."""
         with self._lock:
