@@ -93,6 +93,15 @@ module.exports = {
       to: { path: ENTRY },
     },
     {
+      name: "server-imports-no-client",
+      comment:
+        "@licensd/client (clients/ts) is what product code installs. Only the CLI, which works over the API like any " +
+        "client, uses it (offline activation requests, audit verify); the server keeps its own formats.",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/cli/" },
+      to: { path: "^clients/" },
+    },
+    {
       name: "src-imports-no-tests",
       comment: "Nothing in src/ imports test/, bench/ or scripts/.",
       severity: "error",
@@ -121,7 +130,8 @@ module.exports = {
     tsConfig: { fileName: "tsconfig.json" },
     enhancedResolveOptions: {
       exportsFields: ["exports"],
-      conditionNames: ["import", "require", "node", "default"],
+      // licensd-source: @licensd/client (clients/ts) resolves to its sources, as in tsconfig.json.
+      conditionNames: ["licensd-source", "import", "require", "node", "default"],
       extensions: [".ts", ".js", ".json", ".d.ts"],
     },
     reporterOptions: { text: { highlightFocused: true } },

@@ -3,6 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   // @licensd/client (clients/ts, an npm workspace) is tested from its sources.
   resolve: { conditions: ["licensd-source"] },
+  // Tests run in Vite's server (SSR) environment, which resolves with its own conditions.
+  ssr: { resolve: { conditions: ["licensd-source"] } },
   test: {
     include: ["test/**/*.test.ts", "clients/ts/test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],
