@@ -3,4 +3,4 @@
  * UsageUploader and the plain-Node HTTP gates. Everything in "@licensd/client" itself runs
  * in browsers, Deno, Bun and edge runtimes too.
  */
-export {};
+export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
