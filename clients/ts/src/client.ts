@@ -82,6 +82,9 @@ export interface LicensdClient {
   close(): void;
 }
 
+/** What a transport takes as request headers (HeadersInit, which Node's types do not name). */
+type Header = Parameters<Transport["unary"]>[3];
+
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_RETRY: Required<RetryOptions> = { maxAttempts: 3, initialMs: 100, maxMs: 5_000 };
 
@@ -161,21 +164,24 @@ export function isRetryableError(err: ConnectError): boolean {
 }
 
 /**
- * fetch rejects with a TypeError exactly when the network failed (refused, reset, DNS),
- * which connect-web reports as UNKNOWN: it is UNAVAILABLE, as the HTTP/2 transport says.
+ * A lost connection, as each transport reports it, is UNAVAILABLE: fetch rejects with a
+ * TypeError exactly when the network failed (refused, reset, DNS), which connect-web reports
+ * as UNKNOWN; an HTTP/2 stream on a connection that died closes with CANCEL, which
+ * connect-node reports as CANCELED although the caller cancelled nothing.
  */
-function normalize(raw: unknown): ConnectError {
+function normalize(raw: unknown, signal: AbortSignal | undefined): ConnectError {
   const err = ConnectError.from(raw);
-  if (err.code === Code.Unknown && err.cause instanceof TypeError && err.details.length === 0)
-    return new ConnectError(err.rawMessage, Code.Unavailable, err.metadata, undefined, err.cause);
-  return err;
+  if (err.details.length > 0) return err;
+  const lost =
+    (err.code === Code.Unknown && err.cause instanceof TypeError) || (err.code === Code.Canceled && !signal?.aborted);
+  return lost ? new ConnectError(err.rawMessage, Code.Unavailable, err.metadata, undefined, err.cause ?? err) : err;
 }
 
 /** Wraps a transport with the API key header, the unary deadline and retries. */
 function licensdTransport(inner: Transport, options: LicensdClientOptions): Transport {
   const retry = options.retry === false ? { ...DEFAULT_RETRY, maxAttempts: 1 } : { ...DEFAULT_RETRY, ...options.retry };
   const defaultTimeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const withKey = (header: HeadersInit | undefined) => {
+  const withKey = (header: Header) => {
     const h = new Headers(header);
     if (options.apiKey !== undefined && !h.has("authorization")) h.set("authorization", `Bearer ${options.apiKey}`);
     return h;
@@ -185,7 +191,7 @@ function licensdTransport(inner: Transport, options: LicensdClientOptions): Tran
       method: DescMethodUnary<I, O>,
       signal: AbortSignal | undefined,
       timeoutMs: number | undefined,
-      header: HeadersInit | undefined,
+      header: Header,
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ) {
@@ -202,7 +208,7 @@ function licensdTransport(inner: Transport, options: LicensdClientOptions): Tran
         try {
           return await inner.unary(method, signal, remaining, headers, input, contextValues);
         } catch (raw) {
-          const error = normalize(raw);
+          const error = normalize(raw, signal);
           if (attempt >= attempts || signal?.aborted || !isRetryableError(error)) throw error;
           const asked = describeError(error).retryDelayMs;
           if (asked !== undefined && asked > retry.maxMs) throw error;
@@ -222,12 +228,12 @@ function licensdTransport(inner: Transport, options: LicensdClientOptions): Tran
       method: DescMethodStreaming<I, O>,
       signal: AbortSignal | undefined,
       timeoutMs: number | undefined,
-      header: HeadersInit | undefined,
+      header: Header,
       input: AsyncIterable<MessageInitShape<I>>,
       contextValues?: ContextValues,
     ) {
       return inner.stream(method, signal, timeoutMs ?? 0, withKey(header), input, contextValues).catch((raw) => {
-        throw normalize(raw);
+        throw normalize(raw, signal);
       });
     },
   };
