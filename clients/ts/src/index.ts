@@ -20,3 +20,13 @@ export {
   type RetryOptions,
 } from "./client.js";
 export { codeName, describeError, type FieldViolation, type LicensdErrorDescription } from "./errors.js";
+export { type Gate, gateError, requireFeature, requireLicense } from "./gates/gate.js";
+export {
+  decide,
+  fixedLicense,
+  type GateDecision,
+  invalidLicense,
+  type LicenseInfo,
+  type LicenseSource,
+  readLicense,
+} from "./gates/license-info.js";

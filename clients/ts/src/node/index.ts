@@ -4,3 +4,4 @@
  * in browsers, Deno, Bun and edge runtimes too.
  */
 export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
+export { type HttpGate, refuse, requireFeature, requireLicense } from "./http-gate.js";
