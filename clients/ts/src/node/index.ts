@@ -5,3 +5,4 @@
  */
 export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
 export { type HttpGate, refuse, requireFeature, requireLicense } from "./http-gate.js";
+export { LicenseGuard, type LicenseGuardOptions } from "./license-guard.js";
