@@ -10,6 +10,8 @@
  *   platform/ imports no domain, no events/, no entry.
  *   sdk/      client-side code (moves out with the client packages): the server never imports
  *             it; the CLI may, for client-side work (audit verify, writing offline requests).
+ *   clients/  @licensd/client (clients/ts) is what product code installs: the server never imports
+ *             it; the CLI, a client of the API itself, may.
  *
  * Type-only imports count (tsPreCompilationDeps).
  */
@@ -86,6 +88,16 @@ module.exports = {
       to: { path: "^src/sdk/" },
     },
     {
+      name: "server-imports-no-client",
+      comment:
+        "@licensd/client (clients/ts) is what product code installs, and it imports nothing of src/; the server " +
+        "does not import it either (it owns the formats it signs: licensing/lease-verify.ts, …). Only the CLI, " +
+        "itself a client of the API, may.",
+      severity: "error",
+      from: { path: "^src/", pathNot: "^src/cli/" },
+      to: { path: ["^clients/", "^node_modules/@licensd/client/"] },
+    },
+    {
       name: "sdk-imports-no-entry",
       comment: "The sdk may use the server's pure formats and platform helpers, never the composition root or the CLI.",
       severity: "error",
@@ -116,12 +128,14 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: ["node_modules", "^gen/"] },
-    exclude: { path: ["^dist/", "^node_modules/"] },
+    // @licensd/client stays in view when installed from a tarball too, for server-imports-no-client.
+    exclude: { path: ["^dist/", "^node_modules/(?!@licensd/client/)"] },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
     enhancedResolveOptions: {
       exportsFields: ["exports"],
-      conditionNames: ["import", "require", "node", "default"],
+      // licensd-source: @licensd/client resolves to its sources (as for tsc and vitest), built or not.
+      conditionNames: ["licensd-source", "import", "require", "node", "default"],
       extensions: [".ts", ".js", ".json", ".d.ts"],
     },
     reporterOptions: { text: { highlightFocused: true } },
