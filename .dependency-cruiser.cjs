@@ -134,7 +134,7 @@ module.exports = {
     tsConfig: { fileName: "tsconfig.json" },
     enhancedResolveOptions: {
       exportsFields: ["exports"],
-      // licensd-source: @licensd/client resolves to its sources (as for tsc and vitest), built or not.
+      // licensd-source: @licensd/client (clients/ts) resolves to its sources, as in tsconfig.json.
       conditionNames: ["licensd-source", "import", "require", "node", "default"],
       extensions: [".ts", ".js", ".json", ".d.ts"],
     },

@@ -5,12 +5,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { loadDevSecrets } from "../platform/dev-secrets.js";
-import {
-  entryHash,
-  verifyCheckpoint,
-  verifyCheckpointConsistency,
-  verifyEntryInclusion,
-} from "../sdk/audit-verifier.js";
+import { auditEntryHash, leafHash, verifyCheckpoint, verifyConsistency, verifyInclusion } from "@licensd/client";
 import path from "node:path";
 
 interface SavedCheckpoint {
@@ -53,7 +48,7 @@ export async function verifyAuditLog(opts: {
     console.log(`${passed ? "ok  " : "FAIL"} ${what}`);
   };
   report(
-    verifyCheckpoint(checkpoint, keys),
+    (await verifyCheckpoint(cp, keys)).verified,
     `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, ` +
       `root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
   );
@@ -76,7 +71,7 @@ export async function verifyAuditLog(opts: {
       });
       const older = { treeSize: saved.treeSize, rootHash: Buffer.from(saved.rootHash, "base64") };
       report(
-        verifyCheckpointConsistency(older, checkpoint, proof.hashes),
+        verifyConsistency(older.treeSize, checkpoint.treeSize, proof.hashes, older.rootHash, checkpoint.rootHash),
         `consistent with the saved checkpoint of ${saved.treeSize} entries (history only appended to)`,
       );
     }
@@ -84,7 +79,13 @@ export async function verifyAuditLog(opts: {
   if (opts.seq !== undefined) {
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: opts.seq, treeSize: cp.treeSize });
     report(
-      verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint),
+      verifyInclusion(
+        leafHash(proof.entryHash),
+        Number(proof.leafIndex),
+        checkpoint.treeSize,
+        proof.hashes,
+        checkpoint.rootHash,
+      ),
       `entry ${opts.seq} is in the signed tree`,
     );
   }
@@ -92,21 +93,11 @@ export async function verifyAuditLog(opts: {
     // The entry as the server shows it, hashed here from its fields (docs/formats.md), so the
     // proof is about this content and not about a hash the server merely asserts.
     const e = (await audit.getAuditEvent({ tenantId: opts.tenant, id: opts.event })).event!;
-    const hash = entryHash({
-      tenantId: e.tenantId,
-      seq: Number(e.seq),
-      id: e.id,
-      type: e.type,
-      subject: e.subject,
-      actor: e.actor,
-      payload: e.payload ?? {},
-      occurredAt: timestampDate(e.occurTime!),
-      prevHash: e.prevHash,
-    });
+    const hash = Buffer.from(auditEntryHash(e));
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: e.seq, treeSize: cp.treeSize });
     const included =
       Buffer.from(proof.entryHash).equals(hash) &&
-      verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
+      verifyInclusion(leafHash(hash), Number(proof.leafIndex), checkpoint.treeSize, proof.hashes, checkpoint.rootHash);
     report(
       included,
       `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… ` +

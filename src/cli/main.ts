@@ -20,7 +20,7 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { verifyAuditLog } from "./audit-verify.js";
 import { AuditService, PruneAuditLogResponseSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { importFile } from "./import.js";
-import { createOfflineActivationRequest } from "../sdk/offline-activation.js";
+import { createOfflineActivationRequest } from "@licensd/client";
 import {
   ActivationService,
   RotateSigningKeyResponseSchema,

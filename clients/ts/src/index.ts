@@ -30,3 +30,4 @@ export {
   type LicenseSource,
   readLicense,
 } from "./gates/license-info.js";
+export * from "./verify/index.js";
