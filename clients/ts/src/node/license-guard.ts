@@ -46,7 +46,8 @@ export interface LicenseGuardOptions {
   /** Reconnect delays: doubling from `initialMs`, capped at `maxMs` (defaults 1 s and 60 s). */
   backoff?: { initialMs: number; maxMs: number };
   /**
-   * Defaults to a gRPC (HTTP/2) transport to `baseUrl`, which `stop()` closes. A given transport is the caller's to close.
+   * Defaults to a gRPC (HTTP/2) transport to `baseUrl`, which `stop()` closes. A given transport is the caller's to
+   * close.
    */
   transport?: Transport;
   now?: () => Date;
