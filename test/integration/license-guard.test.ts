@@ -170,8 +170,8 @@ describe("LicenseGuard", () => {
 
   it("answers from the cache at once when licensd cannot be reached, and stops granting once the lease expires", async () => {
     const { s, g, cacheFile } = await onlineGuard("LGB");
-    const expiry = g.info().expiry!;
     await g.stop();
+    const expiry = g.info().expiry!; // of the last lease, the one the cache holds
 
     const url = await closedPortUrl();
     const offline = guard({ baseUrl: url, key: s.key, cacheFile });
@@ -209,7 +209,8 @@ describe("LicenseGuard", () => {
   });
 
   it("stops for good when the machine is deleted, and does not take the seat back", async () => {
-    const { s, g, cacheFile } = await onlineGuard("LGD");
+    // No heartbeats: one after the deletion would be refused first (MACHINE_DEACTIVATED), before the push arrives.
+    const { s, g, cacheFile } = await onlineGuard("LGD", { heartbeatIntervalMs: 600_000 });
     const admin = connectClient(ActivationService, a.url, s.secret);
     await admin.deleteMachine({ id: g.info().machineId! });
     await waitFor("the deletion", () => g.info().code === "MACHINE_DELETED");

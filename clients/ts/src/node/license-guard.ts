@@ -312,6 +312,8 @@ export class LicenseGuard implements LicenseSource {
       await this.fetchKeys(signal);
       check = await this.verify(token, this.now());
     }
+    // Once stop() is called the state stays as it was: nothing changes, nothing is reported after it.
+    if (this.halt.signal.aborted) return;
     if (!check.valid) {
       this.error = `licensd sent a lease that does not verify (${check.code}); keeping the previous one`;
       return;
