@@ -209,6 +209,26 @@ describe("retries", () => {
     }
   });
 
+  it("end within the call's deadline: no retry starts that would end past it", async () => {
+    const retries: RetryEvent[] = [];
+    const c = client({
+      baseUrl: viaProxy(),
+      apiKey: adminKey,
+      timeoutMs: 300,
+      retry: { maxAttempts: 1_000_000, initialMs: 5, maxMs: 20 },
+      onRetry: (e) => retries.push(e),
+    });
+    await appProxy.cut();
+    try {
+      const f = await failure(c.licensing.listProducts({}));
+      expect([Code.Unavailable, Code.DeadlineExceeded]).toContain(f.code);
+      expect(retries.length).toBeGreaterThan(0);
+      expect(retries.length).toBeLessThan(1_000_000);
+    } finally {
+      await appProxy.start(appProxy.port);
+    }
+  });
+
   it("wait at least the delay the server asks for when it rate-limits (RATE_LIMITED)", async () => {
     // Its own licensd and database: two failed keys a second from this address, then it is blocked.
     const limited = await startTestApp({ env: { LICENSD_KEY_FAILURE_RATE_PER_IP: "2/1s" } });

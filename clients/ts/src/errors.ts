@@ -59,6 +59,8 @@ const HINTS: Record<string, string> = {
   HEARTBEAT_DEAD: "the machine missed its heartbeats: activate it again",
   MESSAGE_TOO_LARGE: "the request is larger than the server accepts: send it in smaller pieces",
   EXPIRY_OUT_OF_RANGE: "the new expiry would be after 9000-01-01",
+  LICENSE_REQUIRED: "this service runs only with a valid license (metadata.license_code says why there is none)",
+  FEATURE_NOT_LICENSED: "the license does not include the feature in metadata.feature: upgrade the plan",
 };
 
 /**
