@@ -31,3 +31,4 @@ export {
   readLicense,
 } from "./gates/license-info.js";
 export * from "./verify/index.js";
+export { licenseFileSource, type LicenseFileSourceOptions } from "./gates/license-file-source.js";

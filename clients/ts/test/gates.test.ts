@@ -3,8 +3,10 @@
  * (grpc.health.v1.Health stands in for it), a plain Node HTTP server and an Express app,
  * each reached over HTTP on a loopback port, with the license changing between requests.
  */
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createConnectTransport } from "@connectrpc/connect-web";
@@ -13,6 +15,7 @@ import {
   describeError,
   fixedLicense,
   invalidLicense,
+  licenseFileSource,
   type LicenseInfo,
   type LicenseSource,
   requireFeature as requireFeatureConnect,
@@ -241,5 +244,50 @@ describe("the gates as Express middleware", () => {
 
     source.current = valid(["reports", "scheduling"]);
     expect(await get(`${url}/api/schedules`)).toMatchObject({ status: 200, body: { schedules: [] } });
+  });
+});
+
+describe("licenseFileSource", () => {
+  // docs/test-vectors.json: license files signed with the published test keys.
+  const vectors = JSON.parse(readFileSync(path.join(import.meta.dirname, "../../../docs/test-vectors.json"), "utf8"));
+  const keys = (vectors.keys.ed25519 as { kid: string; public_key_hex: string }[]).map((k) => ({
+    kid: k.kid,
+    publicKey: Uint8Array.from(Buffer.from(k.public_key_hex, "hex")),
+  }));
+  const cases = vectors.license_files.cases as { name: string; file: string; now: string; fingerprint?: string }[];
+  const file = (name: string) => cases.find((c) => c.name === name)!;
+
+  it("grants the file's features until its expiry, read against the clock at every check", async () => {
+    const c = file("Ed25519 file");
+    let now = new Date(c.now);
+    const source = await licenseFileSource(c.file, { keys, now: () => now });
+    expect(source.info()).toMatchObject({ valid: true, code: "VALID", tier: "pro", grace: false });
+    expect(decide(source, "reports").allowed).toBe(true);
+    expect(decide(source, "sso")).toMatchObject({ allowed: false, missing: "feature" });
+    const expiry = source.info().expiry!;
+    now = new Date(expiry.getTime() + 1);
+    expect(source.info()).toMatchObject({ valid: false, code: "EXPIRED", features: [], expiry });
+    expect(decide(source, "reports")).toMatchObject({ allowed: false, missing: "license" });
+  });
+
+  it("never grants anything for a file that does not verify", async () => {
+    const c = file("Ed25519 file");
+    const [prefix, body, sig] = c.file.split(".");
+    const claims = JSON.parse(Buffer.from(body!, "base64url").toString());
+    claims.features.push("everything");
+    const forged = `${prefix}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${sig}`;
+    const now = () => new Date(c.now);
+    expect((await licenseFileSource(forged, { keys, now })).info()).toMatchObject({
+      valid: false,
+      code: "BAD_SIGNATURE",
+      features: [],
+    });
+    expect((await licenseFileSource(c.file, { keys: [], now })).info()).toMatchObject({ code: "UNKNOWN_KEY" });
+    expect((await licenseFileSource("not a license", { keys, now })).info()).toMatchObject({ code: "MALFORMED" });
+    const bound = file("bound to another machine");
+    expect((await licenseFileSource(bound.file, { keys, fingerprint: bound.fingerprint, now })).info()).toMatchObject({
+      valid: false,
+      code: "FINGERPRINT_MISMATCH",
+    });
   });
 });
