@@ -136,8 +136,11 @@ describe("LicenseGuard", () => {
     expect(g.entitlement("reports")).toBe(true);
     expect(g.entitlement("export")).toBeUndefined();
 
+    expect(g.running).toBe(true);
+
     expect(statSync(cacheFile).mode & 0o777).toBe(0o600);
     const cache = readCache(cacheFile);
+    await waitFor("the cache to hold the lease the guard holds", () => readCache(cacheFile).lease === g.lease);
     const keys = cache.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey, "base64") }));
     expect(await verifyLease(cache.lease!, keys, { fingerprint: "fp" })).toMatchObject({
       valid: true,
@@ -146,6 +149,7 @@ describe("LicenseGuard", () => {
 
     await g.stop();
     expect(g.info().online).toBe(false);
+    expect(g.running).toBe(false);
     await waitFor("the server to see the stream end", () => a.app.hub.size === 0);
   });
 
@@ -162,6 +166,8 @@ describe("LicenseGuard", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(seen.map((i) => i.code)).toEqual(["INVALID_LICENSE_KEY"]);
     expect(g.hasFeature("reports")).toBe(false);
+    expect(g.running).toBe(false);
+    expect(g.lease).toBeNull();
     expect(
       (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId })).machines,
     ).toEqual([]);
@@ -215,6 +221,8 @@ describe("LicenseGuard", () => {
     await admin.deleteMachine({ id: g.info().machineId! });
     await waitFor("the deletion", () => g.info().code === "MACHINE_DELETED");
     expect(g.hasFeature("reports")).toBe(false);
+    expect(g.lease).toBeNull();
+    await waitFor("the guard to give up", () => !g.running);
     await new Promise((r) => setTimeout(r, 600)); // three times the longest retry delay
     expect((await admin.listMachines({ licenseId: s.licenseId })).machines).toEqual([]);
     expect(readCache(cacheFile).lease).toBeNull();

@@ -127,6 +127,8 @@ export class LicenseGuard implements LicenseSource {
   private readonly retry: Backoff;
   private starting?: Promise<void>;
   private loop?: Promise<void>;
+  /** The loop ended on a final revocation (or a wrong key): it will not reconnect. */
+  private finished = false;
   private writes: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: LicenseGuardOptions) {
@@ -187,6 +189,19 @@ export class LicenseGuard implements LicenseSource {
     };
   }
 
+  /**
+   * The lease held while it is valid (a signed `licensd1.…` token bound to this machine), e.g. as UsageUploader's
+   * `lease` credential; null otherwise.
+   */
+  get lease(): string | null {
+    return this.info().valid ? (this.current?.token ?? null) : null;
+  }
+
+  /** Started, not stopped, and not ended by a final revocation: the guard still keeps the lease fresh. */
+  get running(): boolean {
+    return this.loop !== undefined && !this.finished && !this.halt.signal.aborted;
+  }
+
   hasFeature(name: string): boolean {
     const info = this.info();
     return info.valid && info.features.includes(name);
@@ -239,6 +254,7 @@ export class LicenseGuard implements LicenseSource {
         if (halt.aborted) break;
         next = this.failed(ConnectError.from(err));
       }
+      if (next === "stop") this.finished = true;
       if (next === "stop" || halt.aborted) break;
       // Capped, jittered backoff, so a fleet cut off together does not return in step.
       await sleep(next === "slow" ? this.retry.slowest() : this.retry.next(), halt);
