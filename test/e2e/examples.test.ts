@@ -3,7 +3,7 @@
  * run it: the walkthroughs (curl, buf curl) block by block with their "# →" lines checked,
  * and the programs (Node agent, Python script, Go program) as processes.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -73,7 +73,10 @@ beforeAll(async () => {
   };
 }, 180_000);
 
+const work = mkdtempSync(path.join(os.tmpdir(), "licensd-examples-"));
+
 afterAll(async () => {
+  rmSync(work, { recursive: true, force: true });
   await server?.stop();
   await server?.dropDatabase();
 });
@@ -97,5 +100,34 @@ describe.each(["curl.md", "buf-curl.md"])("examples/%s", (name) => {
     expect(res.code, `examples/${name} failed:\n${output}`).toBe(0);
     const problems = checkOutput(walkthrough, output);
     expect(problems, problems.join("\n\n")).toEqual([]);
+  });
+});
+
+describe("examples/python/validate.py", () => {
+  it("runs in a fresh venv with the package installed from clients/python", { timeout: 180_000 }, async () => {
+    // As clients/python/README.md says: a venv over Debian's grpcio/protobuf/cryptography, pip from the path.
+    const venv = path.join(work, "venv");
+    const made = await run("/usr/bin/python3", ["-m", "venv", "--system-site-packages", venv]);
+    expect(made.code, made.stderr).toBe(0);
+    const pip = await run(path.join(venv, "bin/pip"), [
+      "install",
+      "--no-index",
+      "--no-build-isolation",
+      "--disable-pip-version-check",
+      "--quiet",
+      path.join(ROOT, "clients/python"),
+    ]);
+    expect(pip.code, pip.stdout + pip.stderr).toBe(0);
+    // Run from outside the checkout: only what pip installed is importable.
+    const res = await run(path.join(venv, "bin/python"), [path.join(ROOT, "examples/python/validate.py")], {
+      cwd: work,
+      env,
+    });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/^signed answer verified \(kid sk_\w+\)$/m);
+    expect(res.stdout).toMatch(/^valid=True code=VALIDATION_CODE_VALID features=.*reports/m);
+    expect(res.stdout).toMatch(/^report exported$/m);
+    expect(res.stdout).toMatch(/^enable_sso: HTTP 403 .*'error': 'license_required', 'feature': 'sso'/m);
+    expect(res.stdout).toMatch(/^refused: INVALID_ARGUMENT reason=\S+ field=key$/m);
   });
 });
