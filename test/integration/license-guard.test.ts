@@ -126,6 +126,7 @@ describe("LicenseGuard", () => {
       status: "active",
       tier: "team",
       features: ["reports"],
+      licenseId: s.licenseId,
       machineId: machine!.id,
       online: true,
       error: null,

@@ -23,7 +23,7 @@ export async function licenseFileSource(file: string, opts: LicenseFileSourceOpt
     return { info: () => fixed };
   }
   const expiry = typeof payload.expires_at === "string" ? new Date(payload.expires_at) : null;
-  const claims = { tier: payload.plan || null, expiry, machineId: null };
+  const claims = { tier: payload.plan || null, expiry, licenseId: payload.license_id, machineId: null };
   return {
     info(): LicenseInfo {
       let at = Number.NaN;

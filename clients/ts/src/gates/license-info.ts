@@ -25,6 +25,8 @@ export interface LicenseInfo {
   status: string | null;
   /** Feature values (limits, flags, strings); empty unless valid. */
   entitlements: Record<string, boolean | number | string>;
+  /** The license (`lic_…`) the lease or file is of; null when unknown. */
+  licenseId: string | null;
   /** The machine the lease is bound to; null when there is none. */
   machineId: string | null;
   /** The source is in touch with licensd right now (LicenseGuard: its ConnectLease stream is open). */
@@ -40,7 +42,16 @@ export interface LicenseSource {
 
 /** A license state that is not valid, for `code`. */
 export function invalidLicense(code: string, more: Partial<LicenseInfo> = {}): LicenseInfo {
-  const none = { tier: null, expiry: null, grace: false, status: null, machineId: null, online: false, error: null };
+  const none = {
+    tier: null,
+    expiry: null,
+    grace: false,
+    status: null,
+    licenseId: null,
+    machineId: null,
+    online: false,
+    error: null,
+  };
   return { ...none, ...more, valid: false, code, features: [], entitlements: {} };
 }
 

@@ -170,7 +170,14 @@ export class LicenseGuard implements LicenseSource {
     const lease: LeasePayload | undefined = this.current.check.lease;
     if (!lease) return invalidLicense(this.current.check.code, base);
     const expiry = typeof lease.expires_at === "string" ? new Date(lease.expires_at) : null;
-    const claims = { ...base, status: lease.status, tier: lease.plan, expiry, machineId: lease.machine_id };
+    const claims = {
+      ...base,
+      status: lease.status,
+      tier: lease.plan,
+      expiry,
+      licenseId: lease.license_id,
+      machineId: lease.machine_id,
+    };
     let now = Number.NaN;
     try {
       now = this.now().getTime();
