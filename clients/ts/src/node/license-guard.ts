@@ -1,7 +1,7 @@
 /*
  * LicenseGuard: keeps this machine's lease fresh over ConnectLease and answers feature
  * checks from it, online or offline (the Keygen and Cryptlex client model, with
- * PocketPaw's "never throws" LicenseInfo).
+ * PocketPaw's "never throws" LicenseInfo). It is a LicenseSource: the gates take it.
  *
  * The last lease and the signing keys live in a cache file, so `hasFeature()` answers
  * right after `start()`, before or without any network. In the background the guard
@@ -16,20 +16,21 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
   ActivationService,
   type ConnectLeaseRequestSchema,
-} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
-import { verifyLease, type LeaseCheck } from "./lease.js";
-import { backoff, type Backoff } from "../platform/backoff.js";
+} from "../../gen/licensd/activation/v1/activation_service_pb.js";
+import { type Backoff, backoff, sleep } from "../backoff.js";
+import { invalidLicense, type LicenseInfo, type LicenseSource } from "../gates/license-info.js";
+import { type LeaseCheck, type LeasePayload, verifyLease } from "../verify/lease.js";
 
 export interface LicenseGuardOptions {
   /** licensd's base URL, e.g. `https://licensd.example.com`. */
-  url: string;
+  baseUrl: string;
   /** The license key. */
   key: string;
   /** This machine's fingerprint (the lease is bound to it). */
@@ -45,7 +46,8 @@ export interface LicenseGuardOptions {
   /** Reconnect delays: doubling from `initialMs`, capped at `maxMs` (defaults 1 s and 60 s). */
   backoff?: { initialMs: number; maxMs: number };
   /**
-   * Defaults to a gRPC (HTTP/2) transport to `url`, which `stop()` closes. A given transport is the caller's to close.
+   * Defaults to a gRPC (HTTP/2) transport to `baseUrl`, which `stop()` closes. A given transport is the caller's to
+   * close.
    */
   transport?: Transport;
   now?: () => Date;
@@ -54,27 +56,6 @@ export interface LicenseGuardOptions {
    * ignored.
    */
   onChange?: (info: LicenseInfo) => void;
-}
-
-export interface LicenseInfo {
-  valid: boolean;
-  /**
-   * VALID, NO_LEASE, a lease check failure (EXPIRED, BAD_SIGNATURE, UNKNOWN_KEY, …) or a revocation's reason
-   * (LICENSE_SUSPENDED, …).
-   */
-  reason: string;
-  /** Claims of a lease whose signature verified (also when it has expired); null otherwise. */
-  status: string | null;
-  plan: string | null;
-  expiresAt: Date | null;
-  machineId: string | null;
-  /** Empty unless valid. */
-  features: string[];
-  entitlements: Record<string, boolean | number | string>;
-  /** The ConnectLease stream is open: a lease arrived on it and it has not ended. */
-  online: boolean;
-  /** Why the last attempt to reach licensd (or to write the cache) failed; null once a lease arrives. */
-  error: string | null;
 }
 
 interface SigningKey {
@@ -111,20 +92,6 @@ const REVOKING_ERRORS = new Set(["LICENSE_SUSPENDED", "LICENSE_REVOKED", "LICENS
 
 type Next = "retry" | "slow" | "stop";
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
 /** Writes a file whole or not at all: a reader (another guard, a crash) never sees half of it. */
 async function writeAtomic(file: string, data: string) {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -138,7 +105,7 @@ async function writeAtomic(file: string, data: string) {
   }
 }
 
-export class LicenseGuard {
+export class LicenseGuard implements LicenseSource {
   private readonly client: Client<typeof ActivationService>;
   /** Our own HTTP/2 connection, when no transport was given: stop() closes it. */
   private readonly sessions?: Http2SessionManager;
@@ -148,28 +115,32 @@ export class LicenseGuard {
   private readonly halt = new AbortController();
 
   private keys: SigningKey[] = [];
-  private token: string | null = null;
+  /**
+   * The lease held, with the check of its signature and binding against the keys held (expiry is checked at every
+   * info(), against the clock). Both change together, so info() never sees a lease without its check.
+   */
+  private current: { token: string; check: LeaseCheck } | null = null;
   private revocation: string | null = null;
   private error: string | null = null;
   private online = false;
   private needsActivation = true;
   private readonly retry: Backoff;
-  /** The signature check of the current token with the current keys (expiry is checked per call). */
-  private checked?: { token: string; keys: SigningKey[]; check: LeaseCheck };
   private starting?: Promise<void>;
   private loop?: Promise<void>;
+  /** The loop ended on a final revocation (or a wrong key): it will not reconnect. */
+  private finished = false;
   private writes: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: LicenseGuardOptions) {
     this.now = opts.now ?? (() => new Date());
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5 * 60_000;
     this.backoff = opts.backoff ?? { initialMs: 1_000, maxMs: 60_000 };
-    this.retry = backoff({ baseMs: this.backoff.initialMs, capMs: this.backoff.maxMs });
+    this.retry = backoff(this.backoff.initialMs, this.backoff.maxMs);
     let transport = opts.transport;
     if (!transport) {
       // Pings notice a connection that died silently, which a quiet stream would not.
-      this.sessions = new Http2SessionManager(opts.url, { pingIntervalMs: 30_000, pingTimeoutMs: 10_000 });
-      transport = createGrpcTransport({ baseUrl: opts.url, sessionManager: this.sessions });
+      this.sessions = new Http2SessionManager(opts.baseUrl, { pingIntervalMs: 30_000, pingTimeoutMs: 10_000 });
+      transport = createGrpcTransport({ baseUrl: opts.baseUrl, sessionManager: this.sessions });
     }
     this.client = createClient(ActivationService, transport);
   }
@@ -193,39 +164,49 @@ export class LicenseGuard {
 
   /** A snapshot of the license as of now. Never throws. */
   info(): LicenseInfo {
-    const none = {
-      valid: false,
-      status: null,
-      plan: null,
-      expiresAt: null,
-      machineId: null,
-      features: [],
-      entitlements: {},
-      online: this.online,
-      error: this.error,
+    const base = { online: this.online, error: this.error };
+    if (this.revocation) return invalidLicense(this.revocation, base);
+    if (!this.current) return invalidLicense("NO_LEASE", base);
+    const lease: LeasePayload | undefined = this.current.check.lease;
+    if (!lease) return invalidLicense(this.current.check.code, base);
+    const expiry = typeof lease.expires_at === "string" ? new Date(lease.expires_at) : null;
+    const claims = {
+      ...base,
+      status: lease.status,
+      tier: lease.plan,
+      expiry,
+      licenseId: lease.license_id,
+      machineId: lease.machine_id,
     };
-    if (this.revocation) return { ...none, reason: this.revocation };
-    if (!this.token) return { ...none, reason: "NO_LEASE" };
-    const check = this.check(this.token);
-    if (!check.lease) return { ...none, reason: check.code };
-    const lease = check.lease;
-    const expiresAt = lease.expires_at === null ? null : new Date(lease.expires_at);
-    const claims = { status: lease.status, plan: lease.plan, expiresAt, machineId: lease.machine_id };
     let now = Number.NaN;
     try {
       now = this.now().getTime();
     } catch {
       // Fail safe: an unreadable clock counts as past every expiry.
     }
-    if (expiresAt !== null && !(expiresAt.getTime() > now)) return { ...none, ...claims, reason: "EXPIRED" };
+    if (expiry !== null && !(expiry.getTime() > now)) return invalidLicense("EXPIRED", claims);
     return {
-      ...none,
       ...claims,
       valid: true,
-      reason: "VALID",
+      code: "VALID",
+      // A lease signed for a license past its expiry is access the policy grants on grace.
+      grace: lease.status === "expired",
       features: [...lease.features],
       entitlements: { ...lease.entitlements },
     };
+  }
+
+  /**
+   * The lease held while it is valid (a signed `licensd1.…` token bound to this machine), e.g. as UsageUploader's
+   * `lease` credential; null otherwise.
+   */
+  get lease(): string | null {
+    return this.info().valid ? (this.current?.token ?? null) : null;
+  }
+
+  /** Started, not stopped, and not ended by a final revocation: the guard still keeps the lease fresh. */
+  get running(): boolean {
+    return this.loop !== undefined && !this.finished && !this.halt.signal.aborted;
   }
 
   hasFeature(name: string): boolean {
@@ -239,18 +220,13 @@ export class LicenseGuard {
     return info.valid && Object.hasOwn(info.entitlements, name) ? info.entitlements[name] : undefined;
   }
 
-  /** Verifies the signature (and binding) once per token and key set; an epoch clock leaves expiry to info(). */
-  private check(token: string): LeaseCheck {
-    if (this.checked?.token !== token || this.checked.keys !== this.keys) {
-      let check: LeaseCheck;
-      try {
-        check = verifyLease(token, this.keys, { fingerprint: this.opts.fingerprint, now: new Date(0) });
-      } catch {
-        check = { valid: false, code: "MALFORMED", hasFeature: () => false };
-      }
-      this.checked = { token, keys: this.keys, check };
+  /** The lease's signature and binding against the keys held; an epoch clock leaves expiry to info(). */
+  private async verify(token: string, now = new Date(0)): Promise<LeaseCheck> {
+    try {
+      return await verifyLease(token, this.keys, { fingerprint: this.opts.fingerprint, now });
+    } catch {
+      return { valid: false, code: "MALFORMED", hasFeature: () => false };
     }
-    return this.checked.check;
   }
 
   private async load() {
@@ -264,11 +240,11 @@ export class LicenseGuard {
     }
     try {
       const cache = JSON.parse(text) as Partial<CacheFile>;
-      this.token = typeof cache.lease === "string" ? cache.lease : null;
       this.keys = (Array.isArray(cache.keys) ? cache.keys : []).map((k) => ({
         kid: String(k.kid),
         publicKey: Buffer.from(String(k.publicKey), "base64"),
       }));
+      if (typeof cache.lease === "string") this.current = { token: cache.lease, check: await this.verify(cache.lease) };
     } catch {
       this.error = "the cache file is not valid JSON or not a lease cache; ignored";
     }
@@ -285,6 +261,7 @@ export class LicenseGuard {
         if (halt.aborted) break;
         next = this.failed(ConnectError.from(err));
       }
+      if (next === "stop") this.finished = true;
       if (next === "stop" || halt.aborted) break;
       // Capped, jittered backoff, so a fleet cut off together does not return in step.
       await sleep(next === "slow" ? this.retry.slowest() : this.retry.next(), halt);
@@ -343,20 +320,28 @@ export class LicenseGuard {
   private async fetchKeys(signal: AbortSignal) {
     const { keys } = await this.client.getSigningKeys({}, { signal });
     this.keys = keys.map((k) => ({ kid: k.kid, publicKey: k.publicKey }));
+    // The lease held is judged by the keys held: a key withdrawn since it was signed no longer vouches for it.
+    const held = this.current;
+    if (held) {
+      const check = await this.verify(held.token);
+      if (this.current === held) this.current = { token: held.token, check };
+    }
   }
 
   /** Stores a lease from the server once it verifies (a key rotated since we fetched the keys is fetched). */
   private async accept(token: string, signal: AbortSignal) {
-    let check = verifyLease(token, this.keys, { fingerprint: this.opts.fingerprint, now: this.now() });
+    let check = await this.verify(token, this.now());
     if (check.code === "UNKNOWN_KEY") {
       await this.fetchKeys(signal);
-      check = verifyLease(token, this.keys, { fingerprint: this.opts.fingerprint, now: this.now() });
+      check = await this.verify(token, this.now());
     }
+    // Once stop() is called the state stays as it was: nothing changes, nothing is reported after it.
+    if (this.halt.signal.aborted) return;
     if (!check.valid) {
       this.error = `licensd sent a lease that does not verify (${check.code}); keeping the previous one`;
       return;
     }
-    this.token = token;
+    this.current = { token, check };
     this.revocation = null;
     this.error = null;
     this.persist();
@@ -366,7 +351,7 @@ export class LicenseGuard {
   /** Drops the lease (here and in the cache) and says whether to reconnect. */
   private revoke(reason: string): Next {
     this.revocation = reason;
-    this.token = null;
+    this.current = null;
     this.persist();
     this.changed();
     if (FINAL.has(reason)) return "stop";
@@ -394,7 +379,7 @@ export class LicenseGuard {
   private persist() {
     const cache: CacheFile = {
       v: 1,
-      lease: this.token,
+      lease: this.current?.token ?? null,
       keys: this.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey).toString("base64") })),
     };
     this.writes = this.writes
