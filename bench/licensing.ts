@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { ED25519_PREFIX, encodeLicenseFile, type LicenseFilePayload } from "../src/licensing/license-file.js";
 import { checkLicenseKey, generateLicenseKey, LicenseKeyring } from "../src/licensing/license-key.js";
-import { verifyLicenseFile } from "../src/sdk/license-file.js";
+import { verifyLicenseFile } from "../src/licensing/license-file-verify.js";
 import { benchDatabase } from "./support.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");

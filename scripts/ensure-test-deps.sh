@@ -11,15 +11,26 @@ have protoc || need+=(protobuf-compiler)
 have grpc_python_plugin || need+=(protobuf-compiler-grpc)
 have protoc-gen-go || need+=(protoc-gen-go)
 have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
-# gen/go is compiled in CI (scripts/check-go.sh) against Debian's Go gRPC and protobuf libraries.
+# The Go module clients/go is built and tested in CI (scripts/check-go.sh) against Debian's Go
+# gRPC, protobuf and genproto (errdetails) libraries. golang/protobuf must be the 1.5 package
+# (an API v2 shim; it replaces the 1.3 one gRPC's package would otherwise pull in): with 1.3,
+# gRPC's codec panics marshalling any generated message with a oneof.
 have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 [ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need+=(golang-google-protobuf-dev)
+[ -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ] || need+=(golang-google-genproto-dev)
+grep -q google.golang.org/protobuf /usr/share/gocode/src/github.com/golang/protobuf/proto/proto.go 2>/dev/null ||
+  need+=(golang-github-golang-protobuf-1-5-dev)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have openssl || need+=(openssl)
 /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1 || need+=(python3-grpcio python3-protobuf)
 /usr/bin/python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' >/dev/null 2>&1 || need+=(python3-cryptography)
+# The Python client package (clients/python) is installed by the tests into a fresh venv
+# (`python3 -m venv --system-site-packages`, then `pip install --no-build-isolation`), offline.
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+/usr/bin/python3 -c 'import setuptools, wheel' >/dev/null 2>&1 || need+=(python3-setuptools python3-wheel)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! have apt-get; then

@@ -73,11 +73,9 @@ import { open, seal, sha256 } from "../src/platform/crypto.js";
 import type { Database, EntityManager } from "../src/platform/db.js";
 import type { KeyFailureLimit } from "../src/platform/key-failures.js";
 import type { SigningKeyStore } from "../src/platform/signing-keys.js";
-import {
-  createOfflineActivationRequest,
-  parseOfflineActivationRequest,
-  checkOfflineActivationRequest,
-} from "../src/sdk/offline-activation.js";
+// From the client package's sources: the script runs under plain tsx, without the licensd-source condition.
+import { createOfflineActivationRequest } from "../clients/ts/src/verify/offline-activation.js";
+import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../src/activation/offline-request.js";
 
 const ROOT = path.join(import.meta.dirname, "..");
 const OUT = path.join(ROOT, "docs", "test-vectors.json");
@@ -885,7 +883,8 @@ function offlineRequestVectors() {
       opts: { fingerprint: "vault-9c1e", now },
     },
   ].map(({ name, key, opts }) => {
-    const text = createOfflineActivationRequest({ key, ...opts });
+    // The client draws its nonce from WebCrypto; take it from the fixed stream instead.
+    const text = createOfflineActivationRequest({ key, ...opts, nonce: nodeCrypto.randomBytes(12) });
     const parsed = parseOfflineActivationRequest(text)!;
     const [, body, mac] = text.split(".");
     return {

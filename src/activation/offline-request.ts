@@ -8,7 +8,7 @@
  * bound to the machine's fingerprint) back. The request names the license by the
  * SHA-256 of its key — the key itself never leaves the machine — and the HMAC under the
  * key proves the file was written by a holder of the key and not altered on the way.
- * The SDK (sdk/offline-activation.ts) writes request files with the same functions.
+ * Machines write request files with @licensd/client (clients/ts/src/verify/offline-activation.ts).
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { normalizeLicenseKey } from "../licensing/license-key.js";

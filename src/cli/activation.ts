@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { ActivationService } from "@licensd/client";
+import { ActivationService, createOfflineActivationRequest, verifyLease } from "@licensd/client";
 import {
   GetSigningKeysResponseSchema,
   RotateSigningKeyResponseSchema,
@@ -94,12 +94,10 @@ export function activationCommands(program: Command): void {
     .option("--fingerprint <fp>", "the machine it must be bound to; without it the binding is shown, not checked")
     .action(
       act<{ keys?: string; fingerprint?: string }>(async (ctx, o, [file]) => {
-        // Loaded on use (native Ed25519 today), so the other commands start without it.
-        const { verifyLease } = await import("../sdk/lease.js");
         const token = readFileSync(file, "utf8").trim();
         const keys = await signingKeys(ctx, o.keys);
         const bound = leaseFingerprint(token);
-        const check = verifyLease(token, keys, { fingerprint: o.fingerprint ?? bound ?? "" });
+        const check = await verifyLease(token, keys, { fingerprint: o.fingerprint ?? bound ?? "" });
         const lease = check.payload as Record<string, unknown> | undefined;
         const summary = {
           valid: check.valid,
@@ -142,7 +140,6 @@ export function activationCommands(program: Command): void {
     .action(
       act<{ licenseKey: string; fingerprint: string; hostname: string; platform: string; out: string }>(
         async (ctx, o) => {
-          const { createOfflineActivationRequest } = await import("../sdk/offline-activation.js");
           let text: string;
           try {
             text = createOfflineActivationRequest({

@@ -1,12 +1,14 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { ActivationService, AuditService } from "@licensd/client";
 import {
-  entryHash,
+  ActivationService,
+  AuditService,
+  auditEntryHash,
+  leafHash,
   verifyCheckpoint,
-  verifyCheckpointConsistency,
-  verifyEntryInclusion,
-} from "../sdk/audit-verifier.js";
+  verifyConsistency,
+  verifyInclusion,
+} from "@licensd/client";
 import { CliFailure, type Context, EXIT } from "./runtime.js";
 
 interface SavedCheckpoint {
@@ -52,7 +54,7 @@ export async function verifyAuditLog(
     checks.push({ ok: passed, check: what });
   };
   report(
-    verifyCheckpoint(checkpoint, keys),
+    (await verifyCheckpoint(cp, keys)).verified,
     `checkpoint of ${cp.tenantId}: ${cp.treeSize} entries, ` +
       `root ${Buffer.from(cp.rootHash).toString("hex").slice(0, 16)}…, signed by ${cp.kid}`,
   );
@@ -72,7 +74,7 @@ export async function verifyAuditLog(
       });
       const older = { treeSize: saved.treeSize, rootHash: Buffer.from(saved.rootHash, "base64") };
       report(
-        verifyCheckpointConsistency(older, checkpoint, proof.hashes),
+        verifyConsistency(older.treeSize, checkpoint.treeSize, proof.hashes, older.rootHash, checkpoint.rootHash),
         `consistent with the saved checkpoint of ${saved.treeSize} entries (history only appended to)`,
       );
     }
@@ -80,7 +82,13 @@ export async function verifyAuditLog(
   if (opts.seq !== undefined) {
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: opts.seq, treeSize: cp.treeSize });
     report(
-      verifyEntryInclusion(proof.entryHash, Number(proof.leafIndex), proof.hashes, checkpoint),
+      verifyInclusion(
+        leafHash(proof.entryHash),
+        Number(proof.leafIndex),
+        checkpoint.treeSize,
+        proof.hashes,
+        checkpoint.rootHash,
+      ),
       `entry ${opts.seq} is in the signed tree`,
     );
   }
@@ -88,21 +96,11 @@ export async function verifyAuditLog(
     // The entry as the server shows it, hashed here from its fields (docs/formats.md), so the
     // proof is about this content and not about a hash the server merely asserts.
     const e = (await audit.getAuditEvent({ tenantId: opts.tenant, id: opts.event })).event!;
-    const hash = entryHash({
-      tenantId: e.tenantId,
-      seq: Number(e.seq),
-      id: e.id,
-      type: e.type,
-      subject: e.subject,
-      actor: e.actor,
-      payload: e.payload ?? {},
-      occurredAt: timestampDate(e.occurTime!),
-      prevHash: e.prevHash,
-    });
+    const hash = Buffer.from(auditEntryHash(e));
     const proof = await audit.getInclusionProof({ tenantId: opts.tenant, seq: e.seq, treeSize: cp.treeSize });
     const included =
       Buffer.from(proof.entryHash).equals(hash) &&
-      verifyEntryInclusion(hash, Number(proof.leafIndex), proof.hashes, checkpoint);
+      verifyInclusion(leafHash(hash), Number(proof.leafIndex), checkpoint.treeSize, proof.hashes, checkpoint.rootHash);
     report(
       included,
       `entry ${e.id} (seq ${e.seq}, ${e.type}) hashes to ${hash.toString("hex").slice(0, 16)}… ` +

@@ -22,6 +22,7 @@ import {
   printList,
   time,
 } from "./command.js";
+import { verifyAuditLog } from "./audit-verify.js";
 import { fieldsOf, messageJson, note, paint, printJson, printRecord } from "./output.js";
 import { parseCount, parsePositiveBig, parseSeconds, parseTime } from "./parse.js";
 import { type Context, EXIT, UsageError } from "./runtime.js";
@@ -113,8 +114,6 @@ export function auditCommands(program: Command): void {
     .option("--event <id>", "also prove that this entry (evt_…), hashed here from its fields, is in the log")
     .action(
       act<{ state?: string; seq?: bigint; event?: string }>(async (ctx, o) => {
-        // Loaded on use: the verifier shares the server's hashing code, which brings its database layer along.
-        const { verifyAuditLog } = await import("./audit-verify.js");
         const { ok, checks } = await verifyAuditLog(ctx, { ...o, tenant: ctx.tenant });
         if (ctx.json) printJson({ ok, checks });
         else for (const c of checks) process.stdout.write(`${paint(ctx, c.ok ? "ok  " : "FAIL")} ${c.check}\n`);

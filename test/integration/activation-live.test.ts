@@ -13,8 +13,7 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ManualClock } from "../../src/platform/clock.js";
-import { verifyLease } from "../../src/sdk/lease.js";
-import { createOfflineActivationRequest, verifyOfflineActivationResponse } from "../../src/sdk/offline-activation.js";
+import { createOfflineActivationRequest, verifyLease, verifyOfflineActivationResponse } from "@licensd/client";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -209,7 +208,8 @@ describe("ConnectLease", () => {
     const first = (await stream.next()).value!;
     expect(first.event.case).toBe("lease");
     expect(
-      verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }).valid,
+      (await verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }))
+        .valid,
     ).toBe(true);
     stream.send({});
     expect((await stream.next()).value!.event.case).toBe("lease");
@@ -352,17 +352,22 @@ describe("air-gapped activation", () => {
     const { machine, lease } = await admin.activateOffline({ request: requestFile });
     expect(machine).toMatchObject({ fingerprint: "vault-7", hostname: "vault", offline: true, licenseId: s.licenseId });
     const keys = (await activation(a).getSigningKeys({})).keys;
-    const check = verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "vault-7", now: clock.now() });
+    const check = await verifyOfflineActivationResponse(lease!.token, keys, {
+      fingerprint: "vault-7",
+      now: clock.now(),
+    });
     expect(check).toMatchObject({ valid: true, lease: { offline: true, machine_id: machine!.id } });
     expect(Date.parse(check.lease!.expires_at!) - clock.now().getTime()).toBe(30 * 86_400_000);
-    expect(verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "other", now: clock.now() }).valid).toBe(
-      false,
-    );
     expect(
-      verifyOfflineActivationResponse(lease!.token, keys, {
-        fingerprint: "vault-7",
-        now: new Date(clock.now().getTime() + 31 * 86_400_000),
-      }).code,
+      (await verifyOfflineActivationResponse(lease!.token, keys, { fingerprint: "other", now: clock.now() })).valid,
+    ).toBe(false);
+    expect(
+      (
+        await verifyOfflineActivationResponse(lease!.token, keys, {
+          fingerprint: "vault-7",
+          now: new Date(clock.now().getTime() + 31 * 86_400_000),
+        })
+      ).code,
     ).toBe("EXPIRED");
 
     // Offline machines are never declared dead.

@@ -645,12 +645,12 @@ describe("agent entitlements", () => {
       coder: { enabled: true, token_limit: 5000, model_tier: "basic" },
       reviewer: { enabled: false, token_limit: 10, model_tier: null },
     };
-    const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
-    const { verifyLease } = await import("../../src/sdk/lease.js");
+    const { verifyLicenseFile } = await import("@licensd/client");
+    const { verifyLease } = await import("@licensd/client");
     const file = await v.api.issueLicenseFile({ licenseId: id });
-    expect(verifyLicenseFile(file.licenseFile, { keys }).payload!.agents).toEqual(agents);
+    expect((await verifyLicenseFile(file.licenseFile, { keys })).payload!.agents).toEqual(agents);
     const { lease } = await connectClient(ActivationService, a.url).activate({ key, fingerprint: "agents-1" });
-    expect(verifyLease(lease!.token, keys, { fingerprint: "agents-1" }).payload!.agents).toEqual(agents);
+    expect((await verifyLease(lease!.token, keys, { fingerprint: "agents-1" })).payload!.agents).toEqual(agents);
 
     // Composition across licenses counts an agent only where it is enabled.
     const plain = (await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id })).license!;
@@ -788,14 +788,14 @@ describe("license keys are compatible with an independent reference", () => {
 
 describe("IssueLicenseFile", () => {
   it("issues files the SDK verifies offline with the published keys: plain, machine-bound, encrypted, short-lived", async () => {
-    const { verifyLicenseFile } = await import("../../src/sdk/license-file.js");
+    const { verifyLicenseFile } = await import("@licensd/client");
     const v = await vendor("File Co", "FIL");
     const { license, key } = await v.api.createLicense({ policyId: v.policy.id, customerId: v.customer.id });
     const keys = (await connectClient(ActivationService, a.url).getSigningKeys({})).keys;
 
     const plain = await v.api.issueLicenseFile({ licenseId: license!.id });
     expect(plain.licenseFile).toMatch(/^licensd1\.[\w-]+\.[\w-]+$/);
-    const r = verifyLicenseFile(plain.licenseFile, { keys });
+    const r = await verifyLicenseFile(plain.licenseFile, { keys });
     expect(r).toMatchObject({
       valid: true,
       code: "VALID",
@@ -813,13 +813,15 @@ describe("IssueLicenseFile", () => {
     expect(r.payload!.expires_at).toBe(timestampDate(license!.expireTime!).toISOString());
 
     const bound = await v.api.issueLicenseFile({ licenseId: license!.id, fingerprint: "machine-1" });
-    expect(verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-1" }).valid).toBe(true);
-    expect(verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-2" }).code).toBe("FINGERPRINT_MISMATCH");
+    expect((await verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-1" })).valid).toBe(true);
+    expect((await verifyLicenseFile(bound.licenseFile, { keys, fingerprint: "machine-2" })).code).toBe(
+      "FINGERPRINT_MISMATCH",
+    );
 
     const sealed = await v.api.issueLicenseFile({ licenseId: license!.id, encrypt: true });
     expect(sealed.licenseFile.startsWith("licensd1e.")).toBe(true);
-    expect(verifyLicenseFile(sealed.licenseFile, { keys, licenseKey: key }).valid).toBe(true);
-    expect(verifyLicenseFile(sealed.licenseFile, { keys }).code).toBe("DECRYPTION_FAILED");
+    expect((await verifyLicenseFile(sealed.licenseFile, { keys, licenseKey: key })).valid).toBe(true);
+    expect((await verifyLicenseFile(sealed.licenseFile, { keys })).code).toBe("DECRYPTION_FAILED");
 
     const short = await v.api.issueLicenseFile({ licenseId: license!.id, ttl: { seconds: 3600n, nanos: 0 } });
     expect(timestampDate(short.expireTime!).getTime() - clock.now().getTime()).toBeLessThanOrEqual(3600_000);

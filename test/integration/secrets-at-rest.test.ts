@@ -11,7 +11,7 @@ import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.
 import { Aggregation } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { open, sha256 } from "../../src/platform/crypto.js";
-import { createOfflineActivationRequest } from "../../src/sdk/offline-activation.js";
+import { createOfflineActivationRequest } from "@licensd/client";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { query } from "../support/database.js";
 import { outbox } from "../support/outbox.js";

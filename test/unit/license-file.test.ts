@@ -10,7 +10,7 @@ import {
   hmacLicenseFile,
   type LicenseFilePayload,
 } from "../../src/licensing/license-file.js";
-import { verifyLicenseFile, type VerifyOptions } from "../../src/sdk/license-file.js";
+import { verifyLicenseFile, type VerifyOptions } from "../../src/licensing/license-file-verify.js";
 
 const { publicKey, privateKey } = generateKeyPairSync("ed25519");
 const raw = publicKey.export({ format: "der", type: "spki" }).subarray(12);

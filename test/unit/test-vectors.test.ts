@@ -11,28 +11,29 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { AuditEventSchema, CheckpointSchema } from "../../gen/ts/licensd/audit/v1/audit_event_pb.js";
 import { ValidateLicenseResponseSchema } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
-import { leafHash, nodeHash, rootHash, EMPTY_ROOT } from "../../src/events/merkle.js";
+import {
+  leafHash,
+  nodeHash,
+  rootHash,
+  EMPTY_ROOT,
+  verifyConsistency,
+  verifyInclusion,
+} from "../../src/events/merkle.js";
 import { checkpointText, cutText } from "../../src/audit/checkpoint.js";
 import { loadConfig } from "../../src/config.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
-import { GENESIS_HASH } from "../../src/events/events.js";
+import { entryHash, GENESIS_HASH } from "../../src/events/events.js";
 import { checkLicenseKey, LicenseKeyring, lookupLicenseKey } from "../../src/licensing/license-key.js";
 import { validationSigningBytes } from "../../src/licensing/license.rpc.js";
 import { open, sha256 } from "../../src/platform/crypto.js";
 import { verifyEd25519 } from "../../src/platform/signing-keys.js";
-import {
-  entryHash,
-  verifyCheckpoint,
-  verifyCheckpointConsistency,
-  verifyEntryInclusion,
-} from "../../src/sdk/audit-verifier.js";
-import { verifyLease } from "../../src/sdk/lease.js";
-import { verifyLicenseFile } from "../../src/sdk/license-file.js";
+import { verifyLease } from "../../src/licensing/lease-verify.js";
+import { verifyLicenseFile } from "../../src/licensing/license-file-verify.js";
 import {
   checkOfflineActivationRequest,
   licenseKeyDigest,
   parseOfflineActivationRequest,
-} from "../../src/sdk/offline-activation.js";
+} from "../../src/activation/offline-request.js";
 
 const ROOT = path.join(import.meta.dirname, "..", "..");
 const FILE = path.join(ROOT, "docs", "test-vectors.json");
@@ -176,6 +177,13 @@ const hex = (s: string) => Buffer.from(s, "hex");
 const publishedKeys = (kids: string[] = []) =>
   v.keys.ed25519.filter((k) => kids.includes(k.kid)).map((k) => ({ kid: k.kid, publicKey: hex(k.public_key_hex) }));
 const dataKey = hex(v.keys.data_key_hex);
+
+/** The server's own check of a checkpoint's signature (the client's is in clients/ts/test/verify-vectors.test.ts). */
+function verifyCheckpoint(cp: ReturnType<typeof checkpointOf>, keys: { kid: string; publicKey: Uint8Array }[]) {
+  const key = keys.find((k) => k.kid === cp.kid);
+  const text = checkpointText(cp.tenantId, cp.treeSize, cp.rootHash, cp.signTime);
+  return !!key && verifyEd25519(key.publicKey, Buffer.from(text), cp.signature);
+}
 
 /** An audit entry as the API gives it (proto3 JSON), as the fields its hash covers. */
 function entryOf(json: Json) {
@@ -409,16 +417,15 @@ describe("audit log", () => {
   it.each(v.audit.inclusion_proofs)("inclusion of seq $seq in a tree of $tree_size → $expect", (p) => {
     const root = hex(v.audit.roots[p.tree_size].root_hex);
     expect(
-      verifyEntryInclusion(hex(p.entry_hash_hex), p.leaf_index, p.proof_hex.map(hex), {
-        treeSize: p.tree_size,
-        rootHash: root,
-      }),
+      verifyInclusion(leafHash(hex(p.entry_hash_hex)), p.leaf_index, p.tree_size, p.proof_hex.map(hex), root),
     ).toBe(p.expect);
   });
 
   it.each(v.audit.consistency_proofs)("consistency of $old_size with $new_size → $expect", (p) => {
-    const at = (size: number) => ({ treeSize: size, rootHash: hex(v.audit.roots[size].root_hex) });
-    expect(verifyCheckpointConsistency(at(p.old_size), at(p.new_size), p.proof_hex.map(hex))).toBe(p.expect);
+    const root = (size: number) => hex(v.audit.roots[size].root_hex);
+    expect(verifyConsistency(p.old_size, p.new_size, p.proof_hex.map(hex), root(p.old_size), root(p.new_size))).toBe(
+      p.expect,
+    );
   });
 });
 

@@ -1,6 +1,6 @@
 import { ScalarType, type DescField, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
 import fc from "fast-check";
-import { licenseKeyDigest } from "../../../src/sdk/offline-activation.js";
+import { licenseKeyDigest } from "../../../src/activation/offline-request.js";
 import { offlineRequestWith, type Pools } from "./world.js";
 
 /** A request message as plain init data (what `create(schema, init)` takes). */

@@ -11,7 +11,7 @@ import { ApiKeyScope } from "../../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation } from "../../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { createOfflineActivationRequest } from "../../../src/sdk/offline-activation.js";
+import { createOfflineActivationRequest } from "@licensd/client";
 import { normalizeLicenseKey } from "../../../src/licensing/license-key.js";
 import { bearer } from "../app.js";
 

@@ -3,4 +3,6 @@
  * UsageUploader and the plain-Node HTTP gates. Everything in "@licensd/client" itself runs
  * in browsers, Deno, Bun and edge runtimes too.
  */
-export {};
+export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
+export { type HttpGate, refuse, requireFeature, requireLicense } from "./http-gate.js";
+export { LicenseGuard, type LicenseGuardOptions } from "./license-guard.js";
