@@ -214,7 +214,7 @@ export async function run(): Promise<string> {
   for (const [name, op, expect] of checks) {
     const first = await op();
     if (first.code !== expect) throw new Error(`${name}: ${first.code}, expected ${expect}`);
-    const bytes = signedSize[name.split(" ")[0]!]!;
+    const bytes = signedSize[name.match(/^\w+/)![0]]!;
     const r = await paired(op, raw(sameSize(bytes)));
     rows.push(`| ${name} | ${bytes} | ${fmt(r.op)} | ${fmt(r.baseline)} | ${(r.op / r.baseline).toFixed(2)} |`);
     console.log(rows.at(-1));

@@ -15,6 +15,8 @@ have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
 have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 [ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need+=(golang-google-protobuf-dev)
+# @licensd/client's portability test runs the verifiers in headless Chromium (playwright-core drives it).
+have chromium || need+=(chromium)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have openssl || need+=(openssl)
