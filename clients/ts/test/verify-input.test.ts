@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import path from "node:path";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -31,7 +32,7 @@ const v = JSON.parse(
   validate_license: {
     answers: Record<string, { request: { nonce?: string }; response_json: Record<string, unknown> }>;
   };
-  audit: { checkpoints: { tree_size: number; api_json: Record<string, unknown> }[] };
+  audit: { checkpoints: { tree_size: number; api_json: JsonObject }[] };
 };
 const keys = v.keys.ed25519.map((k) => ({
   kid: k.kid,
