@@ -25,7 +25,7 @@ interface Report {
 }
 
 /** The runner and everything it imports as one script; `platform: "browser"` refuses Node built-ins. */
-async function bundle(): Promise<string> {
+async function bundle(): Promise<{ text: string; inputs: string[] }> {
   const out = await build({
     entryPoints: [RUNNER],
     bundle: true,
@@ -35,16 +35,18 @@ async function bundle(): Promise<string> {
     globalName: "licensdVectors",
     target: "es2022",
     logLevel: "silent",
+    metafile: true,
   });
-  return out.outputFiles[0]!.text;
+  return { text: out.outputFiles[0]!.text, inputs: Object.keys(out.metafile.inputs) };
 }
 
 let browser: Browser | undefined;
 let server: Server | undefined;
 let script = "";
+let inputs: string[] = [];
 
 beforeAll(async () => {
-  script = await bundle();
+  ({ text: script, inputs } = await bundle());
   if (!CHROMIUM) return;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -80,9 +82,13 @@ const lanAddress = () =>
     .find((a) => a?.family === "IPv4" && !a.internal)?.address;
 
 describe("portability", () => {
-  it("the bundle has no Node built-ins in it", () => {
+  it("the bundle has no Node built-ins and nothing of the server in it", () => {
     expect(script.length).toBeGreaterThan(1000);
     expect(script).not.toMatch(/require\(["']node:|from ["']node:/);
+    // Paths are relative to the repository: the package, its dependencies and the vectors only.
+    const outside = inputs.filter((i) => !/^(clients\/ts\/|node_modules\/)/.test(i) && i !== "docs/test-vectors.json");
+    expect(outside).toEqual([]);
+    expect(inputs.filter((i) => i.startsWith("clients/ts/src/verify/")).length).toBeGreaterThan(5);
   });
 
   it.skipIf(!CHROMIUM)("passes every vector in headless Chromium, with WebCrypto's Ed25519", async () => {
