@@ -46,6 +46,9 @@ describe("the dependency rules (npm run deps)", () => {
         'import { verify } from "../sdk/lease.js";\nexport type Machine = { ok: typeof verify };\n',
       "src/sdk/lease.ts": "export const verify = () => true;\n",
       "src/events/feed.ts": 'import type { Machine } from "../activation/machine.js";\nexport type Feed = Machine[];\n',
+      "clients/ts/src/index.ts": "export const verifyLease = () => true;\n",
+      "src/usage/meter.ts": 'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const m = verifyLease;\n',
+      "src/cli/main.ts": 'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const c = verifyLease;\n',
     };
     for (const [file, text] of Object.entries(files)) {
       mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
@@ -59,5 +62,8 @@ describe("the dependency rules (npm run deps)", () => {
     expect(out).toContain("error domain-imports-no-other-domain: src/licensing/license.ts → src/activation/machine.ts");
     expect(out).toContain("error server-imports-no-sdk: src/activation/machine.ts → src/sdk/lease.ts");
     expect(out).toContain("error events-imports-only-platform: src/events/feed.ts → src/activation/machine.ts");
+    expect(out).toContain("error server-imports-no-client: src/usage/meter.ts → clients/ts/src/index.ts");
+    // The CLI works over the API like any client, and may use it.
+    expect(out).not.toContain("src/cli/main.ts → clients/ts/src/index.ts");
   });
 });
