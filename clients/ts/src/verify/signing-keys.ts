@@ -109,6 +109,11 @@ export class SigningKeys implements KeySource {
     return this.now().getTime() - this.lastAttempt;
   }
 
+  /**
+   * The keys whose not_after has not passed. not_before is not checked: a client clock a
+   * little behind licensd's would refuse a key just rotated in, and licensd publishes a key
+   * only once it may sign.
+   */
   private usable(keys: PublishedKey[]): PublishedKey[] {
     const now = this.now().getTime();
     return keys.filter((k) => k.notAfter === undefined || k.notAfter.getTime() > now);
