@@ -47,8 +47,10 @@ describe("the dependency rules (npm run deps)", () => {
       "src/sdk/lease.ts": "export const verify = () => true;\n",
       "src/events/feed.ts": 'import type { Machine } from "../activation/machine.js";\nexport type Feed = Machine[];\n',
       "clients/ts/src/index.ts": "export const verifyLease = () => true;\n",
-      "src/usage/meter.ts": 'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const m = verifyLease;\n',
-      "src/cli/main.ts": 'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const c = verifyLease;\n',
+      "src/usage/meter.ts":
+        'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const m = verifyLease;\n',
+      "src/cli/main.ts":
+        'import { verifyLease } from "../../clients/ts/src/index.ts";\nexport const c = verifyLease;\n',
     };
     for (const [file, text] of Object.entries(files)) {
       mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
