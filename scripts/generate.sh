@@ -14,5 +14,7 @@ buf generate build/image.binpb --template buf.gen.go.yaml --path licensd --path 
 
 # Python packages: every generated folder but gen/python/google itself gets an
 # __init__.py; leaving google/ without one lets it merge with the system's
-# google.protobuf (a namespace package).
+# google.protobuf (a namespace package). gen/python is the one generated copy: the
+# licensd-client package (clients/python/pyproject.toml) takes its stubs from here when
+# it is built, so CI's freshness check of gen/ covers the package too.
 find gen/python -type d ! -path gen/python ! -path gen/python/google -exec touch {}/__init__.py \;

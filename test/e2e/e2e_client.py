@@ -5,7 +5,7 @@ import sys
 
 root = os.path.join(os.path.dirname(__file__), "..", "..")
 sys.path.insert(0, os.path.join(root, "gen", "python"))
-sys.path.insert(0, os.path.join(root, "sdk", "python"))
+sys.path.insert(0, os.path.join(root, "clients", "python", "src"))
 
 import grpc  # noqa: E402
 from licensd.activation.v1 import activation_service_pb2 as pb, activation_service_pb2_grpc  # noqa: E402

@@ -1,6 +1,6 @@
 /*
  * The real server's artifacts checked by verifiers written from docs/formats.md (the
- * Python SDK's), not by licensd's own code: signed ValidateLicense answers over gRPC and
+ * Python client's, licensd_client), not by licensd's own code: signed ValidateLicense answers over gRPC and
  * Connect JSON, audit entry hashes and HMACs, checkpoints, inclusion and consistency proofs.
  */
 import path from "node:path";

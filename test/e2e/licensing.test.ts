@@ -102,7 +102,7 @@ describe("licensing end to end", () => {
     expect(JSON.parse(get.stdout).valid).toBeUndefined(); // proto3 JSON omits false
   });
 
-  it("the Python SDK verifies an issued license file offline with keys fetched over gRPC", async () => {
+  it("the Python client (licensd_client) verifies an issued license file offline with keys fetched over gRPC", async () => {
     const issued = (await call("licensd.licensing.v1.LicensingService/IssueLicenseFile", {
       licenseId,
       fingerprint: "laptop-1",
@@ -198,7 +198,7 @@ describe("licensing end to end", () => {
     expect(JSON.parse(res.stdout)).toMatchObject({ valid: true });
   });
 
-  it("air-gapped activation: licensd activation request → respond → the Python SDK verifies the response file offline", async () => {
+  it("air-gapped activation: licensd activation request → respond → the Python client (licensd_client) verifies the response file offline", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-offline-"));
     const [req, resp] = [path.join(dir, "request.txt"), path.join(dir, "response.txt")];
     const cli = (args: string[]) => run(process.execPath, [path.join(ROOT, "bin/licensd.js"), "activation", ...args]);
@@ -215,7 +215,7 @@ describe("licensing end to end", () => {
     expect(res.code, res.stderr).toBe(0);
     expect(JSON.parse(res.stdout)).toEqual({ code: "VALID", offline: true, other_machine: "FINGERPRINT_MISMATCH" });
 
-    // The Python SDK writes request files the server accepts too.
+    // The Python client writes request files the server accepts too.
     const pyRequest = await py(["request", key.toLowerCase(), "vault-2"]);
     expect(pyRequest.code, pyRequest.stderr).toBe(0);
     writeFileSync(req, pyRequest.stdout);

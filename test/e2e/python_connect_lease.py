@@ -6,10 +6,10 @@ import json
 import queue
 import sys
 
-from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
+from e2e_client import activation  # noqa: E402  (puts gen/python and licensd_client on the path)
 
 from licensd.activation.v1 import activation_service_pb2 as pb  # noqa: E402
-from licensd_sdk import verify_lease  # noqa: E402
+from licensd_client import verify_lease  # noqa: E402
 
 target, key, fingerprint = sys.argv[1], sys.argv[2], sys.argv[3]
 stub, keys = activation(target)

@@ -1,4 +1,4 @@
-"""Checks a live server's signed and hashed artifacts with the Python SDK's verifiers,
+"""Checks a live server's signed and hashed artifacts with the Python client's (licensd_client) verifiers,
 which were written from docs/formats.md: ValidateLicense answers (over gRPC, converted with
 json_format.MessageToDict, and as Connect JSON read from stdin), every audit entry's hash,
 link and HMAC (dk1 derived from the data key), inclusion proofs, checkpoints and a
@@ -13,7 +13,7 @@ import hmac
 import json
 import sys
 
-from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
+from e2e_client import activation  # noqa: E402  (puts gen/python and licensd_client on the path)
 
 import grpc  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 from licensd.audit.v1 import audit_service_pb2 as audit_pb, audit_service_pb2_grpc  # noqa: E402
 from licensd.licensing.v1 import licensing_service_pb2 as lic_pb, licensing_service_pb2_grpc  # noqa: E402
-from licensd_sdk import entry_hash, verify_checkpoint, verify_consistency, verify_inclusion, verify_validation_response  # noqa: E402
-from licensd_sdk.audit import GENESIS_HASH, leaf_hash  # noqa: E402
+from licensd_client import entry_hash, verify_checkpoint, verify_consistency, verify_inclusion, verify_validation_response  # noqa: E402
+from licensd_client.audit import GENESIS_HASH, leaf_hash  # noqa: E402
 
 target, admin_key, tenant_id, license_key, fingerprint, data_key_b64 = sys.argv[1:7]
 connect_answer = json.loads(sys.stdin.read())

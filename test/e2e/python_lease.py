@@ -1,13 +1,13 @@
 """Activates a machine through the generated Python gRPC client and verifies the lease
-offline with the Python SDK. Usage: python3 python_lease.py HOST:PORT LICENSE_KEY"""
+offline with the Python client (licensd_client). Usage: python3 python_lease.py HOST:PORT LICENSE_KEY"""
 import json
 import sys
 
-from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
+from e2e_client import activation  # noqa: E402  (puts gen/python and licensd_client on the path)
 
 import grpc  # noqa: E402
 from licensd.activation.v1 import activation_service_pb2 as pb  # noqa: E402
-from licensd_sdk import verify_lease  # noqa: E402
+from licensd_client import verify_lease  # noqa: E402
 
 target, key = sys.argv[1], sys.argv[2]
 stub, keys = activation(target)

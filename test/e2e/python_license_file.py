@@ -1,4 +1,4 @@
-"""Verifies a licensd license file offline with the Python SDK (sdk/python), taking the
+"""Verifies a licensd license file offline with the Python client (clients/python), taking the
 public keys from the server's ActivationService.GetSigningKeys over gRPC (generated stubs).
 
 Usage: python3 python_license_file.py HOST:PORT FINGERPRINT < license-file
@@ -8,9 +8,9 @@ import base64
 import json
 import sys
 
-from e2e_client import activation  # noqa: E402  (puts gen/python and the SDK on the path)
+from e2e_client import activation  # noqa: E402  (puts gen/python and licensd_client on the path)
 
-from licensd_sdk import verify_license_file  # noqa: E402
+from licensd_client import verify_license_file  # noqa: E402
 
 target, fingerprint = sys.argv[1], sys.argv[2]
 license_file = sys.stdin.read().strip()

@@ -15,7 +15,7 @@ from datetime import datetime
 from unittest import mock
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-sys.path.insert(0, os.path.join(ROOT, "sdk", "python"))
+sys.path.insert(0, os.path.join(ROOT, "clients", "python", "src"))
 sys.path.insert(0, os.path.join(ROOT, "gen", "python"))
 
 from cryptography.exceptions import InvalidSignature, InvalidTag  # noqa: E402
@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: E402
 
-from licensd_sdk import offline_activation, verify_lease, verify_license_file  # noqa: E402
-from licensd_sdk.audit import (  # noqa: E402
+from licensd_client import offline_activation, verify_lease, verify_license_file  # noqa: E402
+from licensd_client.audit import (  # noqa: E402
     GENESIS_HASH, entry_fields, entry_hash, leaf_hash, tree_hash, verify_checkpoint, verify_consistency, verify_inclusion,
 )
-from licensd_sdk.jcs import canonical_json  # noqa: E402
-from licensd_sdk.validation import validation_signing_bytes, verify_validation_response  # noqa: E402
+from licensd_client.jcs import canonical_json  # noqa: E402
+from licensd_client.validation import validation_signing_bytes, verify_validation_response  # noqa: E402
 
 vectors = json.load(open(sys.argv[1], encoding="utf-8"))
 report = {}

@@ -7,8 +7,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "sdk", "python"))
-from licensd_sdk import verify_license_file  # noqa: E402
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "clients", "python", "src"))
+sys.path.insert(0, os.path.join(ROOT, "gen", "python"))  # licensd_client imports its generated stubs
+from licensd_client import verify_license_file  # noqa: E402
 
 for line in sys.stdin:
     case = json.loads(line)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 from typing import Any, Mapping, Optional
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -20,9 +23,24 @@ def validation_signing_bytes(response: Mapping[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in response.items() if k not in ("kid", "signature")}).encode("utf-8")
 
 
-def verify_validation_response(response: Mapping[str, Any], keys: Mapping[str, bytes], nonce: Optional[str] = None) -> bool:
+def as_json(response: Any) -> dict:
+    """A ValidateLicenseResponse message or its proto3 JSON form, as the JSON form."""
+    if isinstance(response, Message):
+        return json_format.MessageToDict(response)
+    if isinstance(response, Mapping):
+        return dict(response)
+    raise TypeError(f"expected a ValidateLicenseResponse or its JSON form, not {type(response).__name__}")
+
+
+def verify_validation_response(response: Any, keys: Mapping[str, bytes], nonce: Optional[str] = None) -> bool:
     """Whether the answer is signed by the published key it names (and echoes `nonce`, when given).
-    `keys` maps kid to the raw 32-byte Ed25519 public key (ActivationService.GetSigningKeys)."""
+    `response` is the generated message or its JSON form; `keys` maps kid to the raw 32-byte
+    Ed25519 public key (ActivationService.GetSigningKeys). Give the nonce you sent: without
+    it a recorded answer could be replayed to you."""
+    try:
+        response = as_json(response)
+    except TypeError:
+        return False
     if nonce is not None and response.get("nonce", "") != nonce:
         return False
     key = keys.get(response.get("kid", ""))
