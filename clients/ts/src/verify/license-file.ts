@@ -88,36 +88,16 @@ const result = (code: LicenseFileCode, payload?: LicenseFilePayload): LicenseFil
   return { valid, code, payload, hasFeature: (f) => features.includes(f) };
 };
 
-/**
- * The signed file inside an encrypted one, or undefined when the key is wrong or the file
- * altered. HKDF and AES-GCM by WebCrypto where there is one (native, faster), else by @noble.
- */
-async function decrypt(text: string, licenseKey: string): Promise<string | undefined> {
+/** The signed file inside an encrypted one, or undefined when the key is wrong or the file altered. */
+function decrypt(text: string, licenseKey: string): string | undefined {
   const parts = text.split(".");
   if (parts.length !== 3 || parts[0] !== ENCRYPTED_PREFIX) return undefined;
   const iv = fromBase64Url(parts[1]!);
   const body = fromBase64Url(parts[2]!);
   if (iv?.length !== 12 || !body || body.length < 16) return undefined;
-  const ikm = utf8(normalizeLicenseKey(licenseKey));
-  const salt = utf8(ENCRYPTED_PREFIX);
-  const info = utf8("license file");
   try {
-    const subtle = globalThis.crypto?.subtle;
-    if (!subtle) return fromUtf8(gcm(hkdf(sha256, ikm, salt, info, 32), iv, salt).decrypt(body));
-    const base = await subtle.importKey("raw", ikm as Uint8Array<ArrayBuffer>, "HKDF", false, ["deriveKey"]);
-    const key = await subtle.deriveKey(
-      { name: "HKDF", hash: "SHA-256", salt: salt as Uint8Array<ArrayBuffer>, info: info as Uint8Array<ArrayBuffer> },
-      base,
-      { name: "AES-GCM", length: 256 },
-      false,
-      ["decrypt"],
-    );
-    const plain = await subtle.decrypt(
-      { name: "AES-GCM", iv: iv as Uint8Array<ArrayBuffer>, additionalData: salt as Uint8Array<ArrayBuffer> },
-      key,
-      body as Uint8Array<ArrayBuffer>,
-    );
-    return fromUtf8(new Uint8Array(plain));
+    const key = hkdf(sha256, utf8(normalizeLicenseKey(licenseKey)), utf8(ENCRYPTED_PREFIX), utf8("license file"), 32);
+    return fromUtf8(gcm(key, iv, utf8(ENCRYPTED_PREFIX)).decrypt(body));
   } catch {
     return undefined;
   }
@@ -128,7 +108,7 @@ export async function verifyEnvelope(file: unknown, opts: VerifyLicenseFileOptio
   if (typeof file !== "string") return result("MALFORMED");
   let text = file.trim();
   if (text.startsWith(`${ENCRYPTED_PREFIX}.`)) {
-    const plain = typeof opts.licenseKey === "string" ? await decrypt(text, opts.licenseKey) : undefined;
+    const plain = typeof opts.licenseKey === "string" ? decrypt(text, opts.licenseKey) : undefined;
     if (plain === undefined) return result("DECRYPTION_FAILED");
     text = plain;
   }
