@@ -3,4 +3,21 @@
  * UsageUploader and the plain-Node HTTP gates. Everything in "@licensd/client" itself runs
  * in browsers, Deno, Bun and edge runtimes too.
  */
-export {};
+export { SpoolFullError, SpoolLockedError } from "./spool.js";
+export {
+  InvalidUsageEventError,
+  UsageUploader,
+  UsageUploaderClosedError,
+  type RecordOptions,
+  type RejectedUsageEvent,
+  type UsageUploaderOptions,
+  type UsageUploaderStats,
+} from "./usage-uploader.js";
+export {
+  backoffDelay,
+  streamBatches,
+  UsageStreamError,
+  type Backoff,
+  type StreamBatchesOptions,
+  type UsageBatch,
+} from "./usage-stream.js";
