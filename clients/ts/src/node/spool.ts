@@ -248,7 +248,7 @@ export class UsageSpool {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 2) throw err;
       }
       const pid = Number(await readFile(file, "utf8").catch(() => ""));
-      if (pid > 0 && pid !== process.pid && alive(pid)) throw new SpoolLockedError(this.dir, pid);
+      if (pid > 0 && alive(pid)) throw new SpoolLockedError(this.dir, pid);
       // Left by a process that is gone: take it over (by rename, so two takers cannot both win).
       const stale = `${file}.${randomUUID()}`;
       await rename(file, stale).catch(() => undefined);
