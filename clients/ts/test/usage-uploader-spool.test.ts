@@ -22,7 +22,7 @@ describe("UsageSpool", () => {
   it("keeps appended events, with every field, across a reopen, and hands them out once, in order", async () => {
     const dir = tmp();
     const spool = await UsageSpool.open(dir);
-    const special = event(0, { attributes: { model: "gpt-x", "ü": "naïve\n\"quoted\"" }, agentId: "coder" });
+    const special = event(0, { attributes: { model: "gpt-x", ü: 'naïve\n"quoted"' }, agentId: "coder" });
     await spool.append([special]);
     await Promise.all(Array.from({ length: 199 }, (_, i) => spool.append([event(i + 1)])));
     expect(spool.counts().pending).toBe(200);

@@ -171,7 +171,12 @@ describe("UsageUploader", () => {
         () => uploader.record("tokens", 1, Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))),
         () => uploader.record("tokens", 1, { k: "x".repeat(257) }),
         () => uploader.record("tokens", 1, {}, { licenseId: "not-an-id" }),
-      ].map((f) => f().then(() => undefined, (e: InvalidUsageEventError) => [e.name, e.field])),
+      ].map((f) =>
+        f().then(
+          () => undefined,
+          (e: InvalidUsageEventError) => [e.name, e.field],
+        ),
+      ),
     );
     expect(refusals).toEqual([
       ["InvalidUsageEventError", "metric"],
