@@ -8,19 +8,20 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { startTestApp, type TestApp } from "../../../test/support/app.js";
-import { ROOT } from "../../../test/support/server.js";
+import { ROOT, type ServerProcess, startServer } from "../../../test/support/server.js";
 import { within } from "../../../test/support/wait.js";
 import { storedEvents, timesEachSeq, vendor } from "./usage-uploader-support.js";
 
 const AGENT = path.join(import.meta.dirname, "fixtures/usage-agent.ts");
 
-let app: TestApp;
+// The real `licensd serve` (built by `npm run build`, as `npm test` does first) on a fresh database.
+let app: ServerProcess & { dropDatabase(): Promise<void> };
 beforeAll(async () => {
-  app = await startTestApp();
+  app = await startServer();
 });
 afterAll(async () => {
-  await app?.close();
+  await app?.stop();
+  await app?.dropDatabase();
 });
 
 /** The agent on the project's Node, reading @licensd/client from its sources; `onLine` sees each report. */

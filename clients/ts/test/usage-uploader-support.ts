@@ -1,11 +1,28 @@
 // A vendor set up on a live licensd for the UsageUploader tests, and what they read back: the
 // events the server stored, through the API an operator would use.
-import { LicensingService } from "../../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
-import { ApiKeyScope } from "../../../gen/ts/licensd/tenant/v1/api_key_pb.js";
-import { TenantService } from "../../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { Aggregation } from "../../../gen/ts/licensd/usage/v1/usage_pb.js";
-import { UsageService } from "../../../gen/ts/licensd/usage/v1/usage_service_pb.js";
-import { connectClient } from "../../../test/support/app.js";
+import type { DescService } from "@bufbuild/protobuf";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { LicensingService, TenantService, UsageService } from "@licensd/client";
+import { ApiKeyScope } from "@licensd/client/gen/licensd/tenant/v1/api_key_pb.js";
+import { Aggregation } from "@licensd/client/gen/licensd/usage/v1/usage_pb.js";
+
+/** A Connect (HTTP/1.1, JSON) client sending `key` as its bearer token, as an operator's script would. */
+function connectClient<T extends DescService>(service: T, url: string, key: string): Client<T> {
+  return createClient(
+    service,
+    createConnectTransport({
+      baseUrl: url,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${key}`);
+          return next(req);
+        },
+      ],
+    }),
+  );
+}
 
 /** A tenant with an admin and an ingest key, a product with a `tokens` SUM meter, a policy and one license. */
 export async function vendor(url: string, superAdminKey: string, code: string) {
@@ -31,7 +48,7 @@ export async function vendor(url: string, superAdminKey: string, code: string) {
 }
 
 /** Every event the server stored for a license (ListUsageEvents, all pages). */
-export async function storedEvents(usage: ReturnType<typeof connectClient<typeof UsageService>>, licenseId: string) {
+export async function storedEvents(usage: Client<typeof UsageService>, licenseId: string) {
   const out = [];
   let pageToken = "";
   do {

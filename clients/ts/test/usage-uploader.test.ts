@@ -6,24 +6,26 @@ import path from "node:path";
 import { Code } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
-  InvalidUsageEventError,
+  type InvalidUsageEventError,
   type RejectedUsageEvent,
   SpoolFullError,
   UsageStreamError,
   UsageUploader,
 } from "@licensd/client/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestApp, type TestApp } from "../../../test/support/app.js";
+import { type ServerProcess, startServer } from "../../../test/support/server.js";
 import { TcpProxy } from "../../../test/support/tcp-proxy.js";
 import { within } from "../../../test/support/wait.js";
 import { storedEvents, timesEachSeq, vendor } from "./usage-uploader-support.js";
 
-let app: TestApp;
+// The real `licensd serve` (built by `npm run build`, as `npm test` does first) on a fresh database.
+let app: ServerProcess & { dropDatabase(): Promise<void> };
 beforeAll(async () => {
-  app = await startTestApp();
+  app = await startServer();
 });
 afterAll(async () => {
-  await app?.close();
+  await app?.stop();
+  await app?.dropDatabase();
 });
 
 const spoolDir = () => mkdtempSync(path.join(os.tmpdir(), "licensd-uploader-"));

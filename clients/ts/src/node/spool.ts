@@ -433,7 +433,15 @@ export class UsageSpool {
     for (const segment of this.segments) {
       if (out.length >= maxEvents || bytes >= maxBytes) break;
       if (segment.sendPos >= segment.count) continue;
-      if (!segment.events) segment.events = decodeSegment(await readFile(segment.file)).events.slice(0, segment.count);
+      if (!segment.events) {
+        try {
+          segment.events = decodeSegment(await readFile(segment.file)).events.slice(0, segment.count);
+        } catch (err) {
+          // What was already taken is returned: entries handed out must reach the caller.
+          if (out.length > 0) break;
+          throw err;
+        }
+      }
       const events = segment.events;
       while (segment.sendPos < segment.count && out.length < maxEvents && bytes < maxBytes) {
         const index = segment.sendPos++;

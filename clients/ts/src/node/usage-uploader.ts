@@ -7,10 +7,10 @@
  */
 import { randomUUID } from "node:crypto";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { UsageService, type StreamUsageResponse } from "../../gen/licensd/usage/v1/usage_service_pb.js";
 import { UsageSpool, type SpoolEntry, type SpooledEvent } from "./spool.js";
-import { streamBatches, UsageStreamError, type Backoff, type UsageBatch } from "./usage-stream.js";
+import { backoffDelay, streamBatches, UsageStreamError, type Backoff, type UsageBatch } from "./usage-stream.js";
 
 export interface UsageUploaderOptions {
   /** The spool directory: one per agent process (a second process on it is refused with SpoolLockedError). */
@@ -117,6 +117,20 @@ export class UsageUploaderClosedError extends Error {
 
 interface SpoolBatch extends UsageBatch {
   entries: SpoolEntry[];
+}
+
+type Credential = { licenseKey: string } | { lease: string } | { licenseId: string };
+
+function toProto(entries: SpoolEntry[], credential: Credential): UsageBatch["events"] {
+  return entries.map(({ event: e }) => ({
+    metric: e.metric,
+    quantity: BigInt(e.quantity),
+    time: timestampFromMs(e.time),
+    idempotencyKey: e.key,
+    agentId: e.agentId ?? "",
+    attributes: e.attributes ?? {},
+    ...(e.licenseId ? { licenseId: e.licenseId } : credential),
+  }));
 }
 
 const METRIC = /^[a-z][a-z0-9_.-]{0,62}$/;
@@ -307,6 +321,7 @@ export class UsageUploader {
           for (const f of this.flushes.splice(0)) f.reject(error);
           return;
         }
+        await this.woken(backoffDelay(0, this.opts.backoff));
       }
     }
   }
@@ -337,8 +352,20 @@ export class UsageUploader {
   private async *batches(spool: UsageSpool): AsyncGenerator<SpoolBatch> {
     const idleMs = this.opts.idleMs ?? 5000;
     const delayMs = this.opts.batchDelayMs ?? 100;
+    let failures = 0;
     while (!this.closing) {
-      const entries = await spool.take(this.batchSize);
+      let credential: Credential;
+      let entries: SpoolEntry[];
+      try {
+        // The credential first: events taken from the spool are handed out once per process.
+        credential = await this.credential();
+        entries = await spool.take(this.batchSize);
+        failures = 0;
+      } catch (err) {
+        this.failed(new UsageStreamError(ConnectError.from(err)));
+        await this.woken(backoffDelay(failures++, this.opts.backoff));
+        continue;
+      }
       if (entries.length === 0) {
         let idle: NodeJS.Timeout | undefined;
         const timedOut = await Promise.race([
@@ -352,30 +379,22 @@ export class UsageUploader {
       }
       if (entries.length < this.batchSize && delayMs > 0 && this.flushes.length === 0) {
         await this.woken(delayMs);
-        entries.push(...(await spool.take(this.batchSize - entries.length)));
+        entries.push(...(await spool.take(this.batchSize - entries.length).catch(() => [])));
       }
-      yield { batchId: `${this.session}-${++this.batchSeq}`, events: await this.toProto(entries), entries };
+      yield { batchId: `${this.session}-${++this.batchSeq}`, events: toProto(entries, credential), entries };
     }
   }
 
-  private async toProto(entries: SpoolEntry[]): Promise<UsageBatch["events"]> {
-    const { licenseKey, licenseId } = this.opts;
-    const lease = typeof this.opts.lease === "function" ? await this.opts.lease() : this.opts.lease;
-    return entries.map(({ event: e }) => ({
-      metric: e.metric,
-      quantity: BigInt(e.quantity),
-      time: timestampFromMs(e.time),
-      idempotencyKey: e.key,
-      agentId: e.agentId ?? "",
-      attributes: e.attributes ?? {},
-      ...(e.licenseId
-        ? { licenseId: e.licenseId }
-        : licenseKey
-          ? { licenseKey }
-          : lease
-            ? { lease }
-            : { licenseId: licenseId ?? "" }),
-    }));
+  /** How events that do not name their license by id name it: read per batch, so a renewed lease is used. */
+  private async credential(): Promise<Credential> {
+    const { licenseKey, lease, licenseId } = this.opts;
+    if (licenseKey) return { licenseKey };
+    if (lease !== undefined) {
+      const token = typeof lease === "function" ? await lease() : lease;
+      if (!token) throw new ConnectError("no lease to send usage with yet", Code.Unavailable);
+      return { lease: token };
+    }
+    return { licenseId: licenseId ?? "" };
   }
 
   private async acknowledged(spool: UsageSpool, batch: SpoolBatch, ack: StreamUsageResponse) {
