@@ -50,14 +50,14 @@ describe("UsageSpool", () => {
     const lines = readFileSync(full, "utf8").split("\n");
     lines[2] = lines[2]!.replace('"tokens"', '"tokenz"');
     writeFileSync(full, lines.join("\n"));
-    appendFileSync(full, encodeLine(event(99)).subarray(0, 30));
+    appendFileSync(full, Buffer.from(encodeLine(event(99))).subarray(0, 30));
 
     const again = await UsageSpool.open(dir);
     expect(again.counts()).toMatchObject({ pending: 4, corrupt: 2 });
     await again.append([event(5)]);
     // A new segment took the append: the torn file is left as it was.
     expect(segments(dir)).toHaveLength(2);
-    expect(readFileSync(full).subarray(-30)).toEqual(encodeLine(event(99)).subarray(0, 30));
+    expect(readFileSync(full).subarray(-30)).toEqual(Buffer.from(encodeLine(event(99))).subarray(0, 30));
     expect(await keysOf(again)).toEqual(["key-0", "key-1", "key-3", "key-4", "key-5"]);
     await again.close();
   });

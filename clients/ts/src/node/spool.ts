@@ -111,7 +111,8 @@ export interface SpoolSegment {
 }
 
 interface Append {
-  buf: Buffer;
+  text: string;
+  bytes: number;
   events: SpooledEvent[];
   resolve(): void;
   reject(err: unknown): void;
@@ -121,8 +122,8 @@ const SEGMENT = /^seg-(\d{16})\.jsonl$/;
 const segmentName = (seq: number) => `seg-${String(seq).padStart(16, "0")}.jsonl`;
 const MiB = 1024 * 1024;
 
-/** One line of the format: checksum, space, JSON, newline. */
-export function encodeLine(e: SpooledEvent): Buffer {
+/** One line of the format: checksum, space, JSON, newline (a string: one buffer is made per write, not per event). */
+export function encodeLine(e: SpooledEvent): string {
   const json = JSON.stringify({
     k: e.key,
     m: e.metric,
@@ -132,9 +133,8 @@ export function encodeLine(e: SpooledEvent): Buffer {
     ...(e.agentId ? { g: e.agentId } : {}),
     ...(e.licenseId ? { l: e.licenseId } : {}),
   });
-  const body = Buffer.from(json, "utf8");
-  const head = Buffer.from(`${crc32(body).toString(16).padStart(8, "0")} `, "latin1");
-  return Buffer.concat([head, body, Buffer.from("\n")]);
+  // zlib's crc32 takes a string as its UTF-8 bytes, the bytes written.
+  return `${crc32(json).toString(16).padStart(8, "0")} ${json}\n`;
 }
 
 /** The valid events of a segment's bytes, in order; `corrupt` counts the lines skipped. */
@@ -328,12 +328,13 @@ export class UsageSpool {
   append(events: SpooledEvent[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error("usage spool closed"));
     if (this.broken) return Promise.reject(this.broken);
-    const buf = Buffer.concat(events.map(encodeLine));
+    const text = events.length === 1 ? encodeLine(events[0]!) : events.map(encodeLine).join("");
+    const bytes = Buffer.byteLength(text);
     const used = this.bytes + this.queuedBytes;
-    if (used + buf.length > this.maxBytes) return Promise.reject(new SpoolFullError(used, this.maxBytes));
-    this.queuedBytes += buf.length;
+    if (used + bytes > this.maxBytes) return Promise.reject(new SpoolFullError(used, this.maxBytes));
+    this.queuedBytes += bytes;
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ buf, events, resolve, reject });
+      this.queue.push({ text, bytes, events, resolve, reject });
       this.writing ??= this.writeQueued();
     });
   }
@@ -346,7 +347,7 @@ export class UsageSpool {
         return;
       }
       const jobs = this.queue.splice(0);
-      const buf = jobs.length === 1 ? jobs[0]!.buf : Buffer.concat(jobs.map((j) => j.buf));
+      const buf = Buffer.from(jobs.length === 1 ? jobs[0]!.text : jobs.map((j) => j.text).join(""));
       let segment: SpoolSegment | undefined;
       try {
         segment = await this.writableSegment();
