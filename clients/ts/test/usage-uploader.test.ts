@@ -3,7 +3,7 @@
 import { mkdtempSync, readdirSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   type InvalidUsageEventError,
@@ -12,10 +12,11 @@ import {
   UsageStreamError,
   UsageUploader,
 } from "@licensd/client/node";
+import { ActivationService } from "@licensd/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServerProcess, startServer } from "../../../test/support/server.js";
 import { TcpProxy } from "../../../test/support/tcp-proxy.js";
-import { within } from "../../../test/support/wait.js";
+import { until, within } from "../../../test/support/wait.js";
 import { storedEvents, timesEachSeq, vendor } from "./usage-uploader-support.js";
 
 // The real `licensd serve` (built by `npm run build`, as `npm test` does first) on a fresh database.
@@ -152,6 +153,33 @@ describe("UsageUploader", () => {
     const stored = await storedEvents(v.usage, license.id);
     expect(stored).toHaveLength(10);
     expect([...timesEachSeq(stored).values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it("names the license by the agent's current lease, read as each batch is sent", async () => {
+    const v = await vendor(app.url, app.superAdminKey, "UPL");
+    const license = await v.license();
+    const { lease } = await createClient(ActivationService, grpc(app.url)).activate({
+      key: license.key,
+      fingerprint: "agent-box",
+    });
+    let current: string | undefined;
+    const uploader = new UsageUploader({
+      dir: spoolDir(),
+      transport: grpc(app.url),
+      lease: () => current,
+      backoff: { initialMs: 50, maxMs: 200 },
+    });
+    for (let i = 0; i < 5; i++) await uploader.record("tokens", 10, { seq: String(i) });
+    // No lease yet: nothing is sent (and nothing is lost), the reason is reported.
+    await until("the missing lease to be reported", () => uploader.stats().lastError?.message ?? "");
+    expect(uploader.stats()).toMatchObject({ sent: 0, pending: 5, halted: false });
+    expect(uploader.stats().lastError!.message).toMatch(/no lease/);
+    current = lease!.token;
+    await within(uploader.flush(), "flush once the lease is there");
+    expect(uploader.stats()).toMatchObject({ sent: 5, acked: 5, pending: 0 });
+    await uploader.close();
+    const stored = await storedEvents(v.usage, license.id);
+    expect(stored.map((e) => e.attributes.seq).sort()).toEqual(["0", "1", "2", "3", "4"]);
   });
 
   it("refuses what the server would refuse as malformed, and records past maxSpoolBytes, writing nothing", async () => {
