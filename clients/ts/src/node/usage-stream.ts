@@ -73,7 +73,10 @@ const PERMANENT = new Set([
   Code.Unimplemented,
 ]);
 
-/** "Full jitter" (a random delay up to the capped exponential one), so agents cut off together do not return together. */
+/**
+ * A random delay from half the initial one up to the capped exponential one: agents cut off together do not all come
+ * back together.
+ */
 export function backoffDelay(attempt: number, b: Backoff = {}): number {
   const initial = b.initialMs ?? 250;
   const cap = Math.min(b.maxMs ?? 30_000, initial * 2 ** Math.min(attempt, 30));
