@@ -460,9 +460,10 @@ export class UsageSpool {
     return this.segments.some((s) => s.sendPos < s.count);
   }
 
-  /** Resolves on the next append (or close). */
-  changed(): Promise<void> {
-    return new Promise((resolve) => this.waiters.add(resolve));
+  /** Calls `fn` once, on the next append (or close); the returned function cancels that. */
+  watch(fn: () => void): () => void {
+    this.waiters.add(fn);
+    return () => this.waiters.delete(fn);
   }
 
   private wake() {

@@ -145,6 +145,7 @@ export class UsageUploader {
   private readonly loop: Promise<void>;
   private readonly abort = new AbortController();
   private closing = false;
+  private closed: Promise<void> | undefined;
   private halted: UsageStreamError | undefined;
   private readonly session = randomUUID().slice(0, 8);
   private batchSeq = 0;
@@ -268,8 +269,12 @@ export class UsageUploader {
    * Stops sending and closes the spool. What is not acknowledged yet stays on disk and is sent by the next uploader
    * on the same directory; call flush() first to deliver it now.
    */
-  async close(): Promise<void> {
-    if (this.closing) return this.loop;
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown() {
     this.closing = true;
     this.abort.abort(new UsageUploaderClosedError());
     this.wake();
@@ -297,7 +302,7 @@ export class UsageUploader {
     const callOptions = this.opts.apiKey ? { headers: { authorization: `Bearer ${this.opts.apiKey}` } } : undefined;
     while (!this.closing) {
       if (!spool.hasUnsent()) {
-        await Promise.race([spool.changed(), this.woken()]);
+        await this.pause(undefined, spool);
         continue;
       }
       try {
@@ -321,7 +326,7 @@ export class UsageUploader {
           for (const f of this.flushes.splice(0)) f.reject(error);
           return;
         }
-        await this.woken(backoffDelay(0, this.opts.backoff));
+        await this.pause(backoffDelay(0, this.opts.backoff));
       }
     }
   }
@@ -331,16 +336,22 @@ export class UsageUploader {
     this.opts.onError?.(error);
   }
 
-  /** Resolves on flush() or close(), or after `ms`. */
-  private woken(ms?: number): Promise<void> {
+  /**
+   * Resolves on flush() or close(), after `ms` when given (then with true), or on the next append to `spool` when
+   * given; leaves no timer or listener behind.
+   */
+  private pause(ms?: number, spool?: UsageSpool): Promise<boolean> {
     return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        this.wakers.delete(done);
-        resolve();
+      const done = (timedOut: boolean) => {
+        clearTimeout(timer);
+        this.wakers.delete(woken);
+        unwatch?.();
+        resolve(timedOut);
       };
-      const t = ms === undefined ? undefined : setTimeout(done, ms);
-      this.wakers.add(done);
+      const woken = () => done(false);
+      const timer = ms === undefined ? undefined : setTimeout(() => done(true), ms);
+      const unwatch = spool?.watch(woken);
+      this.wakers.add(woken);
     });
   }
 
@@ -363,22 +374,15 @@ export class UsageUploader {
         failures = 0;
       } catch (err) {
         this.failed(new UsageStreamError(ConnectError.from(err)));
-        await this.woken(backoffDelay(failures++, this.opts.backoff));
+        await this.pause(backoffDelay(failures++, this.opts.backoff));
         continue;
       }
       if (entries.length === 0) {
-        let idle: NodeJS.Timeout | undefined;
-        const timedOut = await Promise.race([
-          spool.changed().then(() => false),
-          this.woken().then(() => false),
-          new Promise<boolean>((resolve) => (idle = setTimeout(() => resolve(true), idleMs))),
-        ]);
-        clearTimeout(idle);
-        if (timedOut) return;
+        if (await this.pause(idleMs, spool)) return;
         continue;
       }
       if (entries.length < this.batchSize && delayMs > 0 && this.flushes.length === 0) {
-        await this.woken(delayMs);
+        await this.pause(delayMs);
         entries.push(...(await spool.take(this.batchSize - entries.length).catch(() => [])));
       }
       yield { batchId: `${this.session}-${++this.batchSeq}`, events: toProto(entries, credential), entries };
