@@ -121,6 +121,7 @@ interface Append {
 const SEGMENT = /^seg-(\d{16})\.jsonl$/;
 const segmentName = (seq: number) => `seg-${String(seq).padStart(16, "0")}.jsonl`;
 const MiB = 1024 * 1024;
+const WRITE_BYTES = 256 * 1024;
 
 /** One line of the format: checksum, space, JSON, newline (a string: one buffer is made per write, not per event). */
 export function encodeLine(e: SpooledEvent): string {
@@ -346,7 +347,10 @@ export class UsageSpool {
         this.writing = undefined;
         return;
       }
-      const jobs = this.queue.splice(0);
+      // Up to WRITE_BYTES a write: a burst of records becomes sendable in steps, not only once all of it is on disk.
+      let take = 0;
+      for (let bytes = 0; take < this.queue.length && bytes < WRITE_BYTES; take++) bytes += this.queue[take]!.bytes;
+      const jobs = this.queue.splice(0, take);
       const buf = Buffer.from(jobs.length === 1 ? jobs[0]!.text : jobs.map((j) => j.text).join(""));
       let segment: SpoolSegment | undefined;
       try {
