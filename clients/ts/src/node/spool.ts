@@ -533,13 +533,8 @@ export class UsageSpool {
 }
 
 function encodedSize(e: SpooledEvent): number {
-  // Close enough for batch sizing: the JSON without the checksum's 10 bytes of framing.
-  return (
-    40 +
-    e.key.length +
-    e.metric.length +
-    (e.agentId?.length ?? 0) +
-    (e.licenseId?.length ?? 0) +
-    (e.attributes ? JSON.stringify(e.attributes).length : 0)
-  );
+  // Close enough for batch sizing (a batch's message must stay under the server's 4 MiB): field lengths plus framing.
+  let size = 40 + e.key.length + e.metric.length + (e.agentId?.length ?? 0) + (e.licenseId?.length ?? 0);
+  for (const k in e.attributes) size += 6 + k.length + e.attributes[k]!.length;
+  return size;
 }
