@@ -26,6 +26,7 @@ import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
 import { mkdir, open, readFile, readdir, rename, rm, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import path from "node:path";
+// zlib.crc32 arrived in Node 20.15 and 22.2: hence the package's engines field.
 import { crc32 } from "node:zlib";
 
 /** One recorded event as the spool keeps it. */
