@@ -1,18 +1,17 @@
 // UsageUploader (@licensd/client/node) against StreamUsage driven directly, on one `licensd serve`:
 //  - baseline: StreamUsage with batches of BATCH events, WINDOW batches on the wire, one gRPC stream; the same
-//    events as the uploader sends (a UUID key and a time each), built before the clock starts;
+//    events as the uploader sends (a UUIDv7 key and a time each), built before the clock starts;
 //  - UsageUploader, records not awaited one by one (concurrent `record`s share writes and fsyncs),
 //    then flush(): record → fsync'd spool → the same batch size and window → acked, settled;
 //  - UsageUploader, each record awaited (one fsync per event), then flush();
 // alternating, ROUNDS rounds, each against the baseline run beside it.
-import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { type UsageBatch, UsageUploader } from "@licensd/client/node";
+import { newEventKey, type UsageBatch, UsageUploader } from "@licensd/client/node";
 import { UsageService } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { startBenchServer } from "./support.ts";
 
@@ -65,7 +64,7 @@ export async function run(): Promise<string> {
           licenseKey: key,
           metric: "tokens",
           quantity: BigInt(1 + (i % 7)),
-          idempotencyKey: randomUUID(),
+          idempotencyKey: newEventKey(),
           time: timestampFromMs(Date.now()),
           agentId: "coder",
           attributes: { seq: String(b * BATCH + i) },
@@ -140,7 +139,7 @@ export async function run(): Promise<string> {
     return [
       "## UsageUploader (bench/uploader.ts)",
       "",
-      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432; one license, a SUM meter, no limit. Baseline: StreamUsage driven directly over one gRPC stream, ${EVENTS.toLocaleString("en")} events in batches of ${BATCH} with up to ${WINDOW} batches awaiting their acks; the events are those the uploader sends (a UUID idempotency key and a time each), built before the clock starts. UsageUploader (@licensd/client/node, same process as the baseline's client, spool on the machine's disk): the same batch size and window; time from the first \`record\` until \`flush()\` resolved, i.e. every event fsync'd into the spool, sent, committed, acknowledged and settled (segments deleted). Either with the records issued together (concurrent \`record\` calls share writes and fsyncs, up to 256 KiB each), or each \`record\` awaited before the next (one fsync per event; ${AWAITED.toLocaleString("en")} events). Alternating, ${ROUNDS} rounds after a warm-up: events/s are medians, each ratio the median of the rounds' ratios to their own baseline run (their range beside it).`,
+      `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432; one license, a SUM meter, no limit. Baseline: StreamUsage driven directly over one gRPC stream, ${EVENTS.toLocaleString("en")} events in batches of ${BATCH} with up to ${WINDOW} batches awaiting their acks; the events are those the uploader sends (a UUIDv7 idempotency key and a time each), built before the clock starts. UsageUploader (@licensd/client/node, same process as the baseline's client, spool on the machine's disk): the same batch size and window; time from the first \`record\` until \`flush()\` resolved, i.e. every event fsync'd into the spool, sent, committed, acknowledged and settled (segments deleted). Either with the records issued together (concurrent \`record\` calls share writes and fsyncs, up to 256 KiB each), or each \`record\` awaited before the next (one fsync per event; ${AWAITED.toLocaleString("en")} events). Alternating, ${ROUNDS} rounds after a warm-up: events/s are medians, each ratio the median of the rounds' ratios to their own baseline run (their range beside it).`,
       "",
       "| Path | events/s (record → acked) | ÷ direct | rounds' ratios | record alone, events/s |",
       "|---|---:|---:|---:|---:|",

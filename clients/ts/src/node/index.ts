@@ -15,6 +15,7 @@ export {
 } from "./usage-uploader.js";
 export {
   backoffDelay,
+  newEventKey,
   streamBatches,
   UsageStreamError,
   type Backoff,

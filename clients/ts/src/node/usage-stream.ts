@@ -9,9 +9,18 @@
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
+import { v7 as uuidv7 } from "uuid";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { UsageEventSchema } from "../../gen/licensd/usage/v1/usage_pb.js";
 import type { StreamUsageResponse, UsageService } from "../../gen/licensd/usage/v1/usage_service_pb.js";
+
+/**
+ * A fresh idempotency key for a usage event: a UUIDv7, time-ordered, so consecutive keys land side by side in the
+ * server's deduplication index (a B-tree) rather than all over it.
+ */
+export function newEventKey(): string {
+  return uuidv7();
+}
 
 /** One batch: 1 to 1,000 events, each with an idempotency key; `batchId` names it in its ack. */
 export interface UsageBatch {

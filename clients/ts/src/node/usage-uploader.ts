@@ -10,7 +10,14 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { UsageService, type StreamUsageResponse } from "../../gen/licensd/usage/v1/usage_service_pb.js";
 import { UsageSpool, type SpoolEntry, type SpooledEvent } from "./spool.js";
-import { backoffDelay, streamBatches, UsageStreamError, type Backoff, type UsageBatch } from "./usage-stream.js";
+import {
+  backoffDelay,
+  newEventKey,
+  streamBatches,
+  UsageStreamError,
+  type Backoff,
+  type UsageBatch,
+} from "./usage-stream.js";
 
 export interface UsageUploaderOptions {
   /** The spool directory: one per agent process (a second process on it is refused with SpoolLockedError). */
@@ -238,7 +245,7 @@ export class UsageUploader {
     const time = options.time?.getTime() ?? Date.now();
     if (!Number.isFinite(time)) throw new InvalidUsageEventError("time", "not a valid date");
     return {
-      key: randomUUID(),
+      key: newEventKey(),
       metric,
       quantity: q,
       time,
