@@ -1,11 +1,11 @@
 // The UsageUploader's spool on a real directory: what survives a reopen, what a torn or corrupt
 // line costs, the full policy and the lock.
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { encodeLine, SpoolFullError, SpoolLockedError, type SpooledEvent, UsageSpool } from "../src/node/spool.js";
+import { encodeLine, SpoolFullError, type SpooledEvent, UsageSpool } from "../src/node/spool.js";
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "licensd-spool-"));
 const event = (i: number, extra: Partial<SpooledEvent> = {}): SpooledEvent => ({
@@ -110,18 +110,25 @@ describe("UsageSpool", () => {
     await again.close();
   });
 
-  it("is held by one process at a time; a lock left by a dead process is taken over", async () => {
+  it("is held by one live process at a time; a lock left by a dead process, or naming this one, is taken over", async () => {
     const dir = tmp();
     const spool = await UsageSpool.open(dir);
-    await expect(UsageSpool.open(dir)).rejects.toBeInstanceOf(SpoolLockedError);
     await spool.append([event(1)]);
     await spool.close();
-    // A pid that no longer runs (the child has exited), as SIGKILL leaves it.
-    const dead = spawnSync(process.execPath, ["-e", "console.log(process.pid)"], { encoding: "utf8" }).stdout.trim();
-    writeFileSync(path.join(dir, "lock"), dead);
+    // Another process, alive, holds it.
+    const other = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60_000)"]);
+    writeFileSync(path.join(dir, "lock"), String(other.pid));
+    await expect(UsageSpool.open(dir)).rejects.toMatchObject({ name: "SpoolLockedError", pid: other.pid });
+    // That process gone, as SIGKILL leaves it: the lock is taken over.
+    const exited = new Promise((resolve) => other.once("exit", resolve));
+    other.kill("SIGKILL");
+    await exited;
     const again = await UsageSpool.open(dir);
-    expect(await keysOf(again)).toEqual(["key-1"]);
     expect(readFileSync(path.join(dir, "lock"), "utf8")).toBe(String(process.pid));
+    expect(await keysOf(again)).toEqual(["key-1"]);
     await again.close();
+    // A lock naming this very process is an earlier run's (a restarted container's PID 1 has the same pid).
+    writeFileSync(path.join(dir, "lock"), String(process.pid));
+    await (await UsageSpool.open(dir)).close();
   });
 });

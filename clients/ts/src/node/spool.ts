@@ -12,7 +12,8 @@
  *   cursor.json   {"segment": <sequence>, "settled": <n>}: the first n valid lines of that segment are settled.
  *       Replaced by rename and not fsync'd: losing it only means resending events the server then
  *       answers as duplicates (their idempotency keys are unchanged).
- *   lock          the holder's pid; a lock whose process is gone is taken over.
+ *   lock          the holder's pid; a lock whose process is gone (or that names this process, as a restarted
+ *                 container's PID 1 finds it) is taken over.
  *
  * Recovery reads every segment in order and skips a line whose checksum or JSON does not hold
  * (a torn last line from a crash mid-write; counted in `corrupt`). An opened spool never
@@ -250,7 +251,8 @@ export class UsageSpool {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 2) throw err;
       }
       const pid = Number(await readFile(file, "utf8").catch(() => ""));
-      if (pid > 0 && alive(pid)) throw new SpoolLockedError(this.dir, pid);
+      // Our own pid is an earlier run's (a container's PID 1 restarted): open a directory once per process.
+      if (pid > 0 && pid !== process.pid && alive(pid)) throw new SpoolLockedError(this.dir, pid);
       // Left by a process that is gone: take it over (by rename, so two takers cannot both win).
       const stale = `${file}.${randomUUID()}`;
       await rename(file, stale).catch(() => undefined);
