@@ -8,8 +8,8 @@
  *             events/, generated code, and other domains only through the arrows listed below.
  *   events/   the event log: imports only platform/.
  *   platform/ imports no domain, no events/, no entry.
- *   sdk/      client-side code (moves out with the client packages): the server never imports
- *             it; the CLI may, for client-side work (audit verify, writing offline requests).
+ *   clients/  @licensd/client (clients/ts) is what product code installs: the server never imports
+ *             it; the CLI, a client of the API itself, may.
  *
  * Type-only imports count (tsPreCompilationDeps).
  */
@@ -20,10 +20,10 @@ module.exports = {
   forbidden: [
     {
       name: "platform-knows-no-domain",
-      comment: "platform/ is the floor every room stands on: it imports no domain, no events/, no sdk/, no entry file.",
+      comment: "platform/ is the floor every room stands on: it imports no domain, no events/, no entry file.",
       severity: "error",
       from: { path: "^src/platform/" },
-      to: { path: [`^src/${DOMAINS}/`, "^src/events/", "^src/sdk/", ENTRY] },
+      to: { path: [`^src/${DOMAINS}/`, "^src/events/", ENTRY] },
     },
     {
       name: "events-imports-only-platform",
@@ -76,30 +76,14 @@ module.exports = {
       },
     },
     {
-      name: "server-imports-no-sdk",
-      comment:
-        "src/sdk/ is client code (it moves out with the client packages). The server owns the pure formats it needs " +
-        "(licensing/lease-verify.ts, activation/offline-request.ts, …) and the sdk imports them, not the other way. " +
-        "Only the CLI (entry) may import sdk/, for client-side work: audit verify, offline activation requests.",
-      severity: "error",
-      from: { path: "^src/", pathNot: ["^src/sdk/", "^src/cli/"] },
-      to: { path: "^src/sdk/" },
-    },
-    {
-      name: "sdk-imports-no-entry",
-      comment: "The sdk may use the server's pure formats and platform helpers, never the composition root or the CLI.",
-      severity: "error",
-      from: { path: "^src/sdk/" },
-      to: { path: ENTRY },
-    },
-    {
       name: "server-imports-no-client",
       comment:
-        "@licensd/client (clients/ts) is what product code installs. Only the CLI, which works over the API like any " +
-        "client, uses it (offline activation requests, audit verify); the server keeps its own formats.",
+        "@licensd/client (clients/ts) is what product code installs, and it imports nothing of src/; the server " +
+        "does not import it either (it owns the formats it signs: licensing/lease-verify.ts, …). Only the CLI, " +
+        "itself a client of the API, may.",
       severity: "error",
       from: { path: "^src/", pathNot: "^src/cli/" },
-      to: { path: "^clients/" },
+      to: { path: ["^clients/", "^node_modules/@licensd/client/"] },
     },
     {
       name: "src-imports-no-tests",
@@ -125,7 +109,8 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: ["node_modules", "^gen/"] },
-    exclude: { path: ["^dist/", "^node_modules/"] },
+    // @licensd/client stays in view when installed from a tarball too, for server-imports-no-client.
+    exclude: { path: ["^dist/", "^node_modules/(?!@licensd/client/)"] },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
     enhancedResolveOptions: {

@@ -2,9 +2,10 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   // @licensd/client (clients/ts, an npm workspace) is tested from its sources.
+  // Tests run in Vite's server (SSR) environment, which reads ssr.resolve.conditions, not resolve.conditions;
+  // setting them replaces Vite's defaults (module, node, development|production), so they are listed too.
   resolve: { conditions: ["licensd-source"] },
-  // Tests run in Vite's server (SSR) environment, which resolves with its own conditions.
-  ssr: { resolve: { conditions: ["licensd-source"] } },
+  ssr: { resolve: { conditions: ["licensd-source", "module", "node", "development|production"] } },
   test: {
     include: ["test/**/*.test.ts", "clients/ts/test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],

@@ -19,7 +19,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ED25519_PREFIX, encodeLicenseFile } from "../src/licensing/license-file.js";
-import { verifyLease } from "../src/sdk/lease.js";
+import { verifyLease } from "../src/licensing/lease-verify.js";
 import { percentile, startBenchServer } from "./support.ts";
 
 const REQUESTS = Number(process.env.BENCH_H2_REQUESTS ?? 10000);

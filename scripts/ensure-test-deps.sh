@@ -11,10 +11,16 @@ have protoc || need+=(protobuf-compiler)
 have grpc_python_plugin || need+=(protobuf-compiler-grpc)
 have protoc-gen-go || need+=(protoc-gen-go)
 have protoc-gen-go-grpc || need+=(protoc-gen-go-grpc)
-# gen/go is compiled in CI (scripts/check-go.sh) against Debian's Go gRPC and protobuf libraries.
+# The Go module clients/go is built and tested in CI (scripts/check-go.sh) against Debian's Go
+# gRPC, protobuf and genproto (errdetails) libraries. golang/protobuf must be the 1.5 package
+# (an API v2 shim; it replaces the 1.3 one gRPC's package would otherwise pull in): with 1.3,
+# gRPC's codec panics marshalling any generated message with a oneof.
 have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 [ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need+=(golang-google-protobuf-dev)
+[ -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ] || need+=(golang-google-genproto-dev)
+grep -q google.golang.org/protobuf /usr/share/gocode/src/github.com/golang/protobuf/proto/proto.go 2>/dev/null ||
+  need+=(golang-github-golang-protobuf-1-5-dev)
 # @licensd/client's portability test runs the verifiers in headless Chromium (playwright-core drives it).
 have chromium || need+=(chromium)
 have curl || need+=(curl)

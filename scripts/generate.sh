@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Rebuilds gen/ts, gen/python and gen/go from proto/. Run as `npm run generate`
-# (so node_modules/.bin and its Node 22 come first on PATH).
+# Rebuilds gen/ts, gen/python and clients/go/gen (the Go module's stubs) from proto/.
+# Run as `npm run generate` (so node_modules/.bin and its Node 22 come first on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-image.sh build/image.binpb
 
-rm -rf gen/ts gen/python gen/go
+rm -rf gen/ts gen/python clients/go/gen
 buf generate build/image.binpb --template buf.gen.yaml \
   --path licensd --path google/rpc --path health --path grpc/reflection
 buf generate build/image.binpb --template buf.gen.python.yaml \
   --path licensd --path google/rpc --path buf/validate
+# Go: into the module clients/go (buf.gen.go.yaml says why). google/rpc is not generated
+# for Go: the module uses genproto's errdetails, which gRPC already links, and a second
+# copy of the same proto files would collide in the protobuf registry.
 buf generate build/image.binpb --template buf.gen.go.yaml --path licensd --path buf/validate
 
 # Python packages: every generated folder but gen/python/google itself gets an

@@ -13,8 +13,7 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ManualClock } from "../../src/platform/clock.js";
-import { verifyLease } from "../../src/sdk/lease.js";
-import { createOfflineActivationRequest, verifyOfflineActivationResponse } from "@licensd/client";
+import { createOfflineActivationRequest, verifyLease, verifyOfflineActivationResponse } from "@licensd/client";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -209,7 +208,8 @@ describe("ConnectLease", () => {
     const first = (await stream.next()).value!;
     expect(first.event.case).toBe("lease");
     expect(
-      verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }).valid,
+      (await verifyLease((first.event.value as { token: string }).token, keys, { fingerprint: "fp", now: clock.now() }))
+        .valid,
     ).toBe(true);
     stream.send({});
     expect((await stream.next()).value!.event.case).toBe("lease");

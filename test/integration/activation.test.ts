@@ -5,7 +5,7 @@ import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_se
 import { FeatureKind, ComposeStrategy } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { verifyLease } from "../../src/sdk/lease.js";
+import { verifyLease } from "@licensd/client";
 import { ManualClock } from "../../src/platform/clock.js";
 import { SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
 import { ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -101,7 +101,7 @@ describe("activation", () => {
       ).machine,
     ).toMatchObject({ id: first.machine!.id, hostname: "laptop-2", platform: "linux-arm64", cores: 16 });
     const keys = (await activation(b).getSigningKeys({})).keys;
-    const check = verifyLease(first.lease!.token, keys, { fingerprint: "fp-1" });
+    const check = await verifyLease(first.lease!.token, keys, { fingerprint: "fp-1" });
     expect(check).toMatchObject({
       valid: true,
       code: "VALID",
@@ -109,18 +109,20 @@ describe("activation", () => {
     });
     expect(check.hasFeature("reports")).toBe(true);
     expect(Date.parse(check.lease!.expires_at!) - Date.now()).toBeGreaterThan(86_000_000); // Vinzy's 24 h default
-    expect(verifyLease(first.lease!.token, keys, { fingerprint: "fp-2" }).code).toBe("FINGERPRINT_MISMATCH");
+    expect((await verifyLease(first.lease!.token, keys, { fingerprint: "fp-2" })).code).toBe("FINGERPRINT_MISMATCH");
     const [p, body, sig] = first.lease!.token.split(".");
     const forged = JSON.parse(Buffer.from(body, "base64url").toString());
     forged.features.push("everything");
     expect(
-      verifyLease(`${p}.${Buffer.from(JSON.stringify(forged)).toString("base64url")}.${sig}`, keys, {
-        fingerprint: "fp-1",
-      }).code,
+      (
+        await verifyLease(`${p}.${Buffer.from(JSON.stringify(forged)).toString("base64url")}.${sig}`, keys, {
+          fingerprint: "fp-1",
+        })
+      ).code,
     ).toBe("BAD_SIGNATURE");
 
     const beat = await grpcClient(ActivationService, b.url).heartbeat({ key: s.teamKey, fingerprint: "fp-1" });
-    expect(verifyLease(beat.lease!.token, keys, { fingerprint: "fp-1" }).valid).toBe(true);
+    expect((await verifyLease(beat.lease!.token, keys, { fingerprint: "fp-1" })).valid).toBe(true);
     const audit = await connectClient(AuditService, a.url, s.secret).listAuditEvents({ typePrefix: "machine." });
     expect(audit.events.map((e) => [e.type, e.actor])).toEqual([["machine.activated", `license:${s.teamId}`]]);
   });
@@ -217,7 +219,7 @@ describe("activation", () => {
       fingerprint: "fp-1",
     });
     const keys = (await activation(b).getSigningKeys({})).keys;
-    expect(verifyLease(withLease.lease, keys, { fingerprint: "fp-1" }).valid).toBe(true);
+    expect((await verifyLease(withLease.lease, keys, { fingerprint: "fp-1" })).valid).toBe(true);
     const signer = keys.find((k) => k.kid === withLease.kid)!;
     expect(verifyEd25519(signer.publicKey, validationSigningBytes(withLease), withLease.signature)).toBe(true); // the lease is signed into the answer
     expect((await connectClient(LicensingService, b.url).validateLicense({ key: s.teamKey })).lease).toBe("");
@@ -286,14 +288,14 @@ describe("activation", () => {
         [kid, "ACTIVE"],
         [old.kid, "RETIRING"],
       ]);
-      expect(verifyLease(old.token, keys, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
+      expect((await verifyLease(old.token, keys, { fingerprint: "fp", now: clock.now() })).valid).toBe(true);
       const fresh = (await activation(c).heartbeat({ key: s.teamKey, fingerprint: "fp" })).lease!;
       expect(fresh.kid).toBe(kid);
       clock.advance(2 * 3600_000);
       const later = (await activation(c).getSigningKeys({})).keys;
       expect(later.map((k) => k.kid)).toEqual([kid]);
-      expect(verifyLease(old.token, later, { fingerprint: "fp", now: clock.now() }).code).toBe("UNKNOWN_KEY");
-      expect(verifyLease(fresh.token, later, { fingerprint: "fp", now: clock.now() }).valid).toBe(true);
+      expect((await verifyLease(old.token, later, { fingerprint: "fp", now: clock.now() })).code).toBe("UNKNOWN_KEY");
+      expect((await verifyLease(fresh.token, later, { fingerprint: "fp", now: clock.now() })).valid).toBe(true);
     } finally {
       await c.close();
     }

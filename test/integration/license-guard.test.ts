@@ -4,11 +4,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import { ExpirationStrategy } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
-import { verifyLease } from "../../src/sdk/lease.js";
-import { LicenseGuard, type LicenseGuardOptions, type LicenseInfo } from "../../src/sdk/license-guard.js";
+import { type LicenseInfo, verifyLease } from "@licensd/client";
+import { LicenseGuard, type LicenseGuardOptions } from "@licensd/client/node";
+import { ManualClock } from "../../src/platform/clock.js";
 import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase } from "../support/database.js";
 import { BOUND_MS } from "../support/wait.js";
@@ -61,7 +63,7 @@ const readCache = (file: string) =>
 /** A guard with test-sized intervals; every guard is stopped before the servers close. */
 function guard(opts: Partial<LicenseGuardOptions> & Pick<LicenseGuardOptions, "key" | "cacheFile">) {
   const g = new LicenseGuard({
-    url: a.url,
+    baseUrl: a.url,
     fingerprint: "fp",
     heartbeatIntervalMs: 100,
     backoff: { initialMs: 50, maxMs: 200 },
@@ -107,7 +109,7 @@ describe("LicenseGuard", () => {
     const seen: LicenseInfo[] = [];
     const g = guard({ key: s.key, cacheFile, onChange: (i) => seen.push(i) });
     await g.start();
-    expect(g.info()).toMatchObject({ valid: false, reason: "NO_LEASE", features: [] });
+    expect(g.info()).toMatchObject({ valid: false, code: "NO_LEASE", features: [] });
     expect(g.hasFeature("reports")).toBe(false);
 
     await waitFor(
@@ -119,30 +121,36 @@ describe("LicenseGuard", () => {
     expect(machine).toMatchObject({ fingerprint: "fp", licenseId: s.licenseId });
     expect(g.info()).toMatchObject({
       valid: true,
-      reason: "VALID",
+      code: "VALID",
+      grace: false,
       status: "active",
-      plan: "team",
+      tier: "team",
       features: ["reports"],
+      licenseId: s.licenseId,
       machineId: machine!.id,
       online: true,
       error: null,
     });
-    expect(g.info().expiresAt!.getTime()).toBeGreaterThan(Date.now());
+    expect(g.info().expiry!.getTime()).toBeGreaterThan(Date.now());
     expect(g.hasFeature("reports")).toBe(true);
     expect(g.hasFeature("export")).toBe(false);
     expect(g.entitlement("reports")).toBe(true);
     expect(g.entitlement("export")).toBeUndefined();
 
+    expect(g.running).toBe(true);
+
     expect(statSync(cacheFile).mode & 0o777).toBe(0o600);
     const cache = readCache(cacheFile);
+    await waitFor("the cache to hold the lease the guard holds", () => readCache(cacheFile).lease === g.lease);
     const keys = cache.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey, "base64") }));
-    expect(verifyLease(cache.lease!, keys, { fingerprint: "fp" })).toMatchObject({
+    expect(await verifyLease(cache.lease!, keys, { fingerprint: "fp" })).toMatchObject({
       valid: true,
       lease: { machine_id: machine!.id, features: ["reports"] },
     });
 
     await g.stop();
     expect(g.info().online).toBe(false);
+    expect(g.running).toBe(false);
     await waitFor("the server to see the stream end", () => a.app.hub.size === 0);
   });
 
@@ -155,10 +163,12 @@ describe("LicenseGuard", () => {
       onChange: (i) => seen.push(i),
     });
     await g.start();
-    await waitFor("the refusal", () => g.info().reason === "INVALID_LICENSE_KEY");
+    await waitFor("the refusal", () => g.info().code === "INVALID_LICENSE_KEY");
     await new Promise((r) => setTimeout(r, 300));
-    expect(seen.map((i) => i.reason)).toEqual(["INVALID_LICENSE_KEY"]);
+    expect(seen.map((i) => i.code)).toEqual(["INVALID_LICENSE_KEY"]);
     expect(g.hasFeature("reports")).toBe(false);
+    expect(g.running).toBe(false);
+    expect(g.lease).toBeNull();
     expect(
       (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId })).machines,
     ).toEqual([]);
@@ -167,22 +177,22 @@ describe("LicenseGuard", () => {
 
   it("answers from the cache at once when licensd cannot be reached, and stops granting once the lease expires", async () => {
     const { s, g, cacheFile } = await onlineGuard("LGB");
-    const expiresAt = g.info().expiresAt!;
     await g.stop();
+    const expiry = g.info().expiry!; // of the last lease, the one the cache holds
 
     const url = await closedPortUrl();
-    const offline = guard({ url, key: s.key, cacheFile });
+    const offline = guard({ baseUrl: url, key: s.key, cacheFile });
     await offline.start();
     expect(offline.hasFeature("reports")).toBe(true);
-    expect(offline.info()).toMatchObject({ valid: true, online: false, expiresAt });
+    expect(offline.info()).toMatchObject({ valid: true, online: false, expiry });
     await waitFor("a failed connection attempt", () => offline.info().error !== null);
     expect(offline.info().error).toMatch(/^Unavailable/);
     expect(offline.hasFeature("reports")).toBe(true); // failures keep the cached lease
 
-    const later = guard({ url, key: s.key, cacheFile, now: () => new Date(expiresAt.getTime() + 1_000) });
+    const later = guard({ baseUrl: url, key: s.key, cacheFile, now: () => new Date(expiry.getTime() + 1_000) });
     await later.start();
     expect(later.hasFeature("reports")).toBe(false);
-    expect(later.info()).toMatchObject({ valid: false, reason: "EXPIRED", features: [], expiresAt });
+    expect(later.info()).toMatchObject({ valid: false, code: "EXPIRED", features: [], expiry });
     await Promise.all([offline.stop(), later.stop()]);
   });
 
@@ -190,14 +200,14 @@ describe("LicenseGuard", () => {
     const { s, g, cacheFile } = await onlineGuard("LGC");
     await s.api.suspendLicense({ id: s.licenseId });
     // How soon a suspension reaches a stream is measured in bench/propagation.ts (BENCHMARKS.md).
-    await waitFor("the suspension", () => g.info().reason === "LICENSE_SUSPENDED");
+    await waitFor("the suspension", () => g.info().code === "LICENSE_SUSPENDED");
     expect(g.info()).toMatchObject({ valid: false, features: [] });
     expect(g.hasFeature("reports")).toBe(false);
     await waitFor("the cache without a lease", () => readCache(cacheFile).lease === null);
 
     // Suspension may be undone: the guard keeps trying (slowly) and is refused until then.
     await new Promise((r) => setTimeout(r, 300));
-    expect(g.info().reason).toBe("LICENSE_SUSPENDED");
+    expect(g.info().code).toBe("LICENSE_SUSPENDED");
     await s.api.reinstateLicense({ id: s.licenseId });
     await waitFor("a lease after reinstatement", () => g.info().valid);
     expect(g.hasFeature("reports")).toBe(true);
@@ -206,11 +216,14 @@ describe("LicenseGuard", () => {
   });
 
   it("stops for good when the machine is deleted, and does not take the seat back", async () => {
-    const { s, g, cacheFile } = await onlineGuard("LGD");
+    // No heartbeats: one after the deletion would be refused first (MACHINE_DEACTIVATED), before the push arrives.
+    const { s, g, cacheFile } = await onlineGuard("LGD", { heartbeatIntervalMs: 600_000 });
     const admin = connectClient(ActivationService, a.url, s.secret);
     await admin.deleteMachine({ id: g.info().machineId! });
-    await waitFor("the deletion", () => g.info().reason === "MACHINE_DELETED");
+    await waitFor("the deletion", () => g.info().code === "MACHINE_DELETED");
     expect(g.hasFeature("reports")).toBe(false);
+    expect(g.lease).toBeNull();
+    await waitFor("the guard to give up", () => !g.running);
     await new Promise((r) => setTimeout(r, 600)); // three times the longest retry delay
     expect((await admin.listMachines({ licenseId: s.licenseId })).machines).toEqual([]);
     expect(readCache(cacheFile).lease).toBeNull();
@@ -222,7 +235,7 @@ describe("LicenseGuard", () => {
     await g.stop();
     const url = await closedPortUrl();
     const offline = async (file: string, fingerprint = "fp") => {
-      const o = guard({ url, key: s.key, cacheFile: file, fingerprint });
+      const o = guard({ baseUrl: url, key: s.key, cacheFile: file, fingerprint });
       await o.start();
       const info = o.info();
       expect(o.hasFeature("reports")).toBe(false);
@@ -242,13 +255,13 @@ describe("LicenseGuard", () => {
         lease: `${prefix}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${sig}`,
       }),
     );
-    expect(await offline(tampered)).toMatchObject({ valid: false, reason: "BAD_SIGNATURE", features: [], plan: null });
+    expect(await offline(tampered)).toMatchObject({ valid: false, code: "BAD_SIGNATURE", features: [], tier: null });
 
     const garbled = cachePath();
     writeFileSync(garbled, "{not json");
     expect(await offline(garbled)).toMatchObject({
       valid: false,
-      reason: "NO_LEASE",
+      code: "NO_LEASE",
       error: expect.stringMatching(/not valid JSON/),
     });
 
@@ -256,7 +269,7 @@ describe("LicenseGuard", () => {
     writeFileSync(badKey, JSON.stringify({ ...cache, keys: cache.keys.map((k) => ({ ...k, publicKey: "AAAA" })) }));
     expect(await offline(badKey)).toMatchObject({ valid: false });
 
-    expect(await offline(cacheFile, "another-machine")).toMatchObject({ valid: false, reason: "FINGERPRINT_MISMATCH" });
+    expect(await offline(cacheFile, "another-machine")).toMatchObject({ valid: false, code: "FINGERPRINT_MISMATCH" });
   });
 
   it("reconnects when licensd goes away and comes back on the same address", async () => {
@@ -264,7 +277,7 @@ describe("LicenseGuard", () => {
     const first = await startTestApp({ databaseUrl: db.url, env });
     let second: TestApp | undefined;
     try {
-      const { g, seen } = await onlineGuard("LGF", { url: first.url });
+      const { g, seen } = await onlineGuard("LGF", { baseUrl: first.url });
       await first.close();
       await waitFor("the stream to end", () => !g.info().online);
       expect(g.hasFeature("reports")).toBe(true); // the cached lease carries on
@@ -277,6 +290,40 @@ describe("LicenseGuard", () => {
       await g.stop();
     } finally {
       await second?.close();
+    }
+  });
+
+  it("reports a license past its expiry that its policy still grants as valid on grace", async () => {
+    // Another instance on the same database whose clock the test moves past the license's expiry.
+    const clock = new ManualClock();
+    const env = { LICENSD_SUPER_ADMIN_KEY: a.superAdminKey, LICENSD_DATA_KEY: a.app.config.dataKey.toString("base64") };
+    const moved = await startTestApp({ databaseUrl: db.url, env, clock });
+    try {
+      const s = await setup("LGG");
+      const pol = (
+        await s.api.createPolicy({
+          productId: (await s.api.getLicense({ id: s.licenseId })).license!.productId,
+          name: "monthly",
+          floating: true,
+          maxMachines: 3,
+          duration: { seconds: BigInt(30 * 86_400) },
+          gracePeriod: { seconds: BigInt(7 * 86_400) },
+          expirationStrategy: ExpirationStrategy.RESTRICT_ACCESS,
+          entitlements: [{ feature: "reports", value: { case: "enabled", value: true } }],
+        })
+      ).policy!;
+      const customer = (await s.api.createCustomer({ name: "Grace", email: "grace@lgg.example" })).customer!;
+      const lic = await s.api.createLicense({ policyId: pol.id, customerId: customer.id });
+      clock.advance(32 * 86_400_000); // two days past the expiry, five left of the grace period
+
+      const g = guard({ baseUrl: moved.url, key: lic.key, cacheFile: cachePath(), now: () => clock.now() });
+      await g.start();
+      await waitFor("a lease", () => g.info().valid);
+      expect(g.info()).toMatchObject({ valid: true, code: "VALID", grace: true, status: "expired", tier: "monthly" });
+      expect(g.hasFeature("reports")).toBe(true);
+      await g.stop();
+    } finally {
+      await moved.close();
     }
   });
 });

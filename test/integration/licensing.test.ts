@@ -646,11 +646,11 @@ describe("agent entitlements", () => {
       reviewer: { enabled: false, token_limit: 10, model_tier: null },
     };
     const { verifyLicenseFile } = await import("@licensd/client");
-    const { verifyLease } = await import("../../src/sdk/lease.js");
+    const { verifyLease } = await import("@licensd/client");
     const file = await v.api.issueLicenseFile({ licenseId: id });
     expect((await verifyLicenseFile(file.licenseFile, { keys })).payload!.agents).toEqual(agents);
     const { lease } = await connectClient(ActivationService, a.url).activate({ key, fingerprint: "agents-1" });
-    expect(verifyLease(lease!.token, keys, { fingerprint: "agents-1" }).payload!.agents).toEqual(agents);
+    expect((await verifyLease(lease!.token, keys, { fingerprint: "agents-1" })).payload!.agents).toEqual(agents);
 
     // Composition across licenses counts an agent only where it is enabled.
     const plain = (await v.api.createLicense({ policyId: policy.id, customerId: v.customer.id })).license!;

@@ -9,4 +9,26 @@ export { LicensingService } from "../gen/licensd/licensing/v1/licensing_service_
 export { TenantService } from "../gen/licensd/tenant/v1/tenant_service_pb.js";
 export { UsageService } from "../gen/licensd/usage/v1/usage_service_pb.js";
 export { WebhookService } from "../gen/licensd/webhook/v1/webhook_service_pb.js";
+export {
+  createLicensdClient,
+  isIdempotentCall,
+  isRetryableError,
+  type LicensdClient,
+  type LicensdClientOptions,
+  type Protocol,
+  type RetryEvent,
+  type RetryOptions,
+} from "./client.js";
+export { codeName, describeError, type FieldViolation, type LicensdErrorDescription } from "./errors.js";
+export { type Gate, gateError, requireFeature, requireLicense } from "./gates/gate.js";
+export {
+  decide,
+  fixedLicense,
+  type GateDecision,
+  invalidLicense,
+  type LicenseInfo,
+  type LicenseSource,
+  readLicense,
+} from "./gates/license-info.js";
 export * from "./verify/index.js";
+export { licenseFileSource, type LicenseFileSourceOptions } from "./gates/license-file-source.js";

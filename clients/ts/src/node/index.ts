@@ -3,4 +3,25 @@
  * UsageUploader and the plain-Node HTTP gates. Everything in "@licensd/client" itself runs
  * in browsers, Deno, Bun and edge runtimes too.
  */
-export {};
+export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
+export { type HttpGate, refuse, requireFeature, requireLicense } from "./http-gate.js";
+export { LicenseGuard, type LicenseGuardOptions } from "./license-guard.js";
+export { SpoolFullError, SpoolLockedError } from "./spool.js";
+export {
+  InvalidUsageEventError,
+  UsageUploader,
+  UsageUploaderClosedError,
+  type RecordOptions,
+  type RejectedUsageEvent,
+  type UsageUploaderOptions,
+  type UsageUploaderStats,
+} from "./usage-uploader.js";
+export {
+  backoffDelay,
+  newEventKey,
+  streamBatches,
+  UsageStreamError,
+  type Backoff,
+  type StreamBatchesOptions,
+  type UsageBatch,
+} from "./usage-stream.js";
