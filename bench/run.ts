@@ -3,7 +3,16 @@
 import path from "node:path";
 import { machine, writeSection } from "./support.ts";
 
-const ALL = ["foundation", "audit", "licensing", "activation", "usage", "propagation"] as const;
+const ALL = [
+  "foundation",
+  "audit",
+  "licensing",
+  "activation",
+  "usage",
+  "propagation",
+  "uploader",
+  "verifiers",
+] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");
 

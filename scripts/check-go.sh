@@ -22,6 +22,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/licensd.dev"
 ln -s "$root/clients/go" "$work/src/licensd.dev/client"
+# examples/go (a program using the module) builds in the same GOPATH as licensd.dev/example-go.
+ln -s "$root/examples/go" "$work/src/licensd.dev/example-go"
 # The build cache is content-addressed, so keeping it between runs is safe and saves
 # recompiling gRPC every time; -trimpath keeps the temporary directories out of the cache keys.
 export GO111MODULE=off GOPATH="$work:$gocode" GOCACHE="${GOCACHE:-$root/build/go-cache}" GOFLAGS=-trimpath
@@ -32,7 +34,7 @@ if [ $# -gt 0 ]; then
 fi
 pkgs=$(go list ./...)
 go build ./...
-go vet ./...
+go vet ./... licensd.dev/example-go
 go test -count=1 ./...
 
 # Module mode too, as users with a network build it: go.mod's requirements (and their

@@ -21,6 +21,8 @@ have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ] || need+=(golang-google-genproto-dev)
 grep -q google.golang.org/protobuf /usr/share/gocode/src/github.com/golang/protobuf/proto/proto.go 2>/dev/null ||
   need+=(golang-github-golang-protobuf-1-5-dev)
+# @licensd/client's portability test runs the verifiers in headless Chromium (playwright-core drives it).
+have chromium || need+=(chromium)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have openssl || need+=(openssl)

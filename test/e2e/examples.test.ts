@@ -131,3 +131,39 @@ describe("examples/python/validate.py", () => {
     expect(res.stdout).toMatch(/^refused: INVALID_ARGUMENT reason=\S+ field=key$/m);
   });
 });
+
+describe("examples/node-agent/agent.mjs", () => {
+  it("activates, gates its routes and meters usage through @licensd/client/node", { timeout: 120_000 }, async () => {
+    // Run by the project's Node 22 as `node examples/node-agent/agent.mjs`: @licensd/client resolves to the built package.
+    const res = await run(process.execPath, [path.join(ROOT, "examples/node-agent/agent.mjs")], {
+      env: { ...env, AGENT_DIR: mkdtempSync(path.join(work, "agent-")) },
+    });
+    const out = res.stdout + res.stderr;
+    expect(res.code, out).toBe(0);
+    expect(out).toMatch(/^license: valid=true code=VALID tier=pro features=.*reports/m);
+    expect(out).toMatch(/^GET \/reports → 200 \{"ok":"reports"\}$/m);
+    expect(out).toMatch(/^GET \/sso → 403 .*"error":"license_required","feature":"sso"/m);
+    expect(out).toMatch(/^usage: acked=100 pending=0 rejected=0$/m);
+  });
+});
+
+describe("examples/go", () => {
+  it("builds offline with Debian's Go and gRPC, validates and verifies", { timeout: 300_000 }, async () => {
+    const bin = path.join(work, "go-example");
+    const built = await run("bash", [
+      path.join(ROOT, "scripts/check-go.sh"),
+      "build",
+      "-o",
+      bin,
+      "licensd.dev/example-go",
+    ]);
+    expect(built.code, built.stderr).toBe(0);
+    const res = await run(bin, [], { env });
+    const out = res.stdout + res.stderr;
+    expect(res.code, out).toBe(0);
+    expect(out).toMatch(/^validated: signature ok, valid=true code=VALIDATION_CODE_VALID tier=pro reports=true$/m);
+    expect(out).toMatch(/^license file: VALID \(reports=true\)$/m);
+    expect(out).toMatch(/^on another machine: FINGERPRINT_MISMATCH$/m);
+    expect(out).toMatch(/^refused: InvalidArgument reason=\S+ field=key$/m);
+  });
+});

@@ -197,6 +197,14 @@ describe("SigningKeys against licensd", () => {
       "KEYS_UNAVAILABLE",
     );
     await expect(nowhere.refresh()).rejects.toBeInstanceOf(SigningKeysUnavailableError);
+    // While licensd is away and nothing is cached, checks fail fast instead of asking at every call.
+    const { calls, fetch } = recordingFetch();
+    const away = new SigningKeys({ baseUrl: "http://127.0.0.1:1", fetch, now: () => clock.now() });
+    for (let i = 0; i < 3; i++)
+      expect((await verifyLease(lease.token, away, { fingerprint: "fp-p", now: clock.now() })).code).toBe(
+        "KEYS_UNAVAILABLE",
+      );
+    expect(calls).toHaveLength(1);
     await app.close();
     clock.advance(60_000);
     // Past the TTL, the refetch fails: the keys fetched before still verify.

@@ -6,3 +6,22 @@
 export { createLicensdClient, type LicensdNodeClientOptions } from "./client.js";
 export { type HttpGate, refuse, requireFeature, requireLicense } from "./http-gate.js";
 export { LicenseGuard, type LicenseGuardOptions } from "./license-guard.js";
+export { SpoolFullError, SpoolLockedError } from "./spool.js";
+export {
+  InvalidUsageEventError,
+  UsageUploader,
+  UsageUploaderClosedError,
+  type RecordOptions,
+  type RejectedUsageEvent,
+  type UsageUploaderOptions,
+  type UsageUploaderStats,
+} from "./usage-uploader.js";
+export {
+  backoffDelay,
+  newEventKey,
+  streamBatches,
+  UsageStreamError,
+  type Backoff,
+  type StreamBatchesOptions,
+  type UsageBatch,
+} from "./usage-stream.js";

@@ -67,10 +67,16 @@ const int = (v: bigint | number | string | undefined): number => {
 const timeMs = (t: { seconds: bigint; nanos: number } | undefined): number =>
   t === undefined ? Number.NaN : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
 
+/** The message itself, or read from its proto3 JSON; a TypeError when it is neither. */
 function message<T>(value: unknown, schema: Parameters<typeof fromJson>[0]): T {
   if (isMessage(value, schema)) return value as T;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new TypeError("not an object");
-  return fromJson(schema, value as JsonObject, { ignoreUnknownFields: true }) as T;
+  if (typeof value !== "object" || value === null || Array.isArray(value) || ArrayBuffer.isView(value))
+    throw new TypeError(`not a ${schema.typeName}`);
+  try {
+    return fromJson(schema, value as JsonObject, { ignoreUnknownFields: true }) as T;
+  } catch (err) {
+    throw new TypeError(`not a ${schema.typeName}: ${(err as Error).message}`);
+  }
 }
 
 /** Reads a Checkpoint (message or proto3 JSON); throws a TypeError when it is not one. */
@@ -219,7 +225,7 @@ export async function verifyAuditProof(input: AuditProofInput): Promise<AuditPro
     // Every tree extends the empty one, whose root is fixed.
     const consistent =
       older.treeSize === 0
-        ? older.rootHash.length === 0 || toHex(older.rootHash) === toHex(EMPTY_ROOT)
+        ? toHex(older.rootHash) === toHex(EMPTY_ROOT)
         : verifyConsistency(older.treeSize, cp.treeSize, hashes, older.rootHash, cp.rootHash);
     if (!consistent) return fail("NOT_CONSISTENT");
   }

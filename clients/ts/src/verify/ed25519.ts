@@ -45,6 +45,8 @@ export async function verifyEd25519(
   signature: Uint8Array,
   backend?: Ed25519Backend,
 ): Promise<boolean> {
+  if (!(publicKey instanceof Uint8Array) || !(message instanceof Uint8Array) || !(signature instanceof Uint8Array))
+    return false;
   if (publicKey.length !== 32 || signature.length !== 64) return false;
   try {
     if ((backend ?? (await ed25519Backend())) === "webcrypto") {

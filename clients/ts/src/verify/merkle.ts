@@ -5,17 +5,20 @@
  * @noble/hashes): a proof is a few dozen small hashes.
  */
 import { sha256 } from "@noble/hashes/sha2.js";
-import { concatBytes, equalBytes } from "./bytes.js";
+import { equalBytes } from "./bytes.js";
 
 /** The root of an empty tree: SHA-256 of nothing. */
 export const EMPTY_ROOT: Uint8Array = sha256(new Uint8Array(0));
 
+const LEAF = new Uint8Array([0]);
+const NODE = new Uint8Array([1]);
+
 /** SHA-256(0x00 ‖ entry hash): the leaf of an audit entry. */
-export const leafHash = (entryHash: Uint8Array): Uint8Array => sha256(concatBytes(new Uint8Array([0]), entryHash));
+export const leafHash = (entryHash: Uint8Array): Uint8Array => sha256.create().update(LEAF).update(entryHash).digest();
 
 /** SHA-256(0x01 ‖ left ‖ right). */
 export const nodeHash = (left: Uint8Array, right: Uint8Array): Uint8Array =>
-  sha256(concatBytes(new Uint8Array([1]), left, right));
+  sha256.create().update(NODE).update(left).update(right).digest();
 
 const isSize = (n: number) => Number.isSafeInteger(n) && n >= 0;
 // Arithmetic, not bit operations: sizes may pass 2^31.

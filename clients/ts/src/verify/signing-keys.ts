@@ -51,6 +51,7 @@ export class SigningKeys implements KeySource {
   private readonly now: () => Date;
   private cache?: { keys: PublishedKey[]; at: number };
   private lastAttempt = Number.NEGATIVE_INFINITY;
+  private lastError?: SigningKeysUnavailableError;
   private fetching?: Promise<PublishedKey[]>;
 
   constructor(opts: SigningKeysOptions) {
@@ -86,6 +87,8 @@ export class SigningKeys implements KeySource {
   async list(): Promise<PublishedKey[]> {
     if (this.pinned) return this.pinned.map((k) => ({ ...k, status: "active" as const }));
     const age = this.cache ? this.now().getTime() - this.cache.at : Number.POSITIVE_INFINITY;
+    // With licensd down and nothing cached, every check would ask again: fail fast until the interval has passed.
+    if (!this.cache && this.lastError && this.msSinceAttempt() < this.minRefetchIntervalMs) throw this.lastError;
     if (!this.cache || (age >= this.ttlMs && this.msSinceAttempt() >= this.minRefetchIntervalMs)) {
       try {
         await this.fetchOnce(false);
@@ -106,6 +109,11 @@ export class SigningKeys implements KeySource {
     return this.now().getTime() - this.lastAttempt;
   }
 
+  /**
+   * The keys whose not_after has not passed. not_before is not checked: a client clock a
+   * little behind licensd's would refuse a key just rotated in, and licensd publishes a key
+   * only once it may sign.
+   */
   private usable(keys: PublishedKey[]): PublishedKey[] {
     const now = this.now().getTime();
     return keys.filter((k) => k.notAfter === undefined || k.notAfter.getTime() > now);
@@ -125,9 +133,13 @@ export class SigningKeys implements KeySource {
     try {
       res = await this.client!.getSigningKeys({}, bypassCaches ? { headers: { "cache-control": "no-cache" } } : {});
     } catch (err) {
-      throw new SigningKeysUnavailableError(`cannot fetch licensd's signing keys: ${(err as Error).message}`, {
-        cause: err,
-      });
+      this.lastError = new SigningKeysUnavailableError(
+        `cannot fetch licensd's signing keys: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+      throw this.lastError;
     }
     const keys: PublishedKey[] = [];
     for (const k of res.keys) {
@@ -143,6 +155,7 @@ export class SigningKeys implements KeySource {
       });
     }
     this.cache = { keys, at: this.now().getTime() };
+    this.lastError = undefined;
     return keys;
   }
 }

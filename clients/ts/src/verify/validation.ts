@@ -89,7 +89,9 @@ export async function verifyValidationResponse(
   if (!json || typeof json.signature !== "string") return outcome("MALFORMED");
   let response: ValidateLicenseResponse;
   try {
-    response = fromJson(ValidateLicenseResponseSchema, json, { ignoreUnknownFields: true });
+    response = isMessage(answer, ValidateLicenseResponseSchema)
+      ? answer
+      : fromJson(ValidateLicenseResponseSchema, json, { ignoreUnknownFields: true });
   } catch {
     return outcome("MALFORMED");
   }
