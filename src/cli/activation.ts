@@ -246,7 +246,7 @@ function leaseFingerprint(token: string): string | undefined {
 }
 
 /** Public keys from a saved `keys list --json`, else from the server (GetSigningKeys). */
-async function signingKeys(ctx: Context, file: string | undefined) {
+export async function signingKeys(ctx: Context, file: string | undefined) {
   if (file === undefined) return (await ctx.client(ActivationService).getSigningKeys({})).keys;
   let json: JsonValue;
   try {

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { LicensingService } from "@licensd/client";
+import { LicensingService, verifyValidationResponse } from "@licensd/client";
 import {
   type License,
   LicenseSchema,
@@ -32,7 +32,8 @@ import {
 } from "./command.js";
 import { fieldsOf, messageJson, note, printJson, printRecord } from "./output.js";
 import { collect, collectPairs, enumParser, parseBody, parseCount, parseDuration, parseTime } from "./parse.js";
-import { CliFailure, type Context, EXIT, UsageError } from "./runtime.js";
+import { type Context, EXIT, UsageError } from "./runtime.js";
+import { signingKeys } from "./activation.js";
 
 function showLicense(ctx: Context, license: License | undefined, extra: Record<string, string> = {}) {
   if (ctx.json) return printJson({ license: license && messageJson(LicenseSchema, license), ...extra });
@@ -259,8 +260,9 @@ export function licenseCommands(program: Command): void {
     .option("--product <code>", "the product code it must be for")
     .option("--fingerprint <fp>", "the machine asking")
     .option("--feature <name>", "a feature that must be entitled (repeatable)", collect)
+    .option("--keys <file>", "the signing keys that check the signed answer (`keys list --json`); else fetched")
     .action(
-      act<{ product?: string; fingerprint?: string; feature?: string[] }>(async (ctx, o, [key]) => {
+      act<{ product?: string; fingerprint?: string; feature?: string[]; keys?: string }>(async (ctx, o, [key]) => {
         const nonce = randomBytes(12).toString("base64url");
         const res = await ctx.client(LicensingService).validateLicense({
           key,
@@ -269,12 +271,17 @@ export function licenseCommands(program: Command): void {
           entitlements: o.feature ?? [],
           nonce,
         });
-        // The signed answer echoes our nonce: an answer replayed from another call says something else.
-        if (res.nonce !== nonce)
-          throw new CliFailure("the server's answer does not echo this call's nonce", EXIT.negative);
-        if (ctx.json) printJson(messageJson(ValidateLicenseResponseSchema, res));
+        // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
+        // something impersonating the server passes for licensd's.
+        const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
+        if (ctx.json)
+          printJson({
+            ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
+            answer: check.code,
+          });
         else
           printRecord(ctx, [
+            ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
             ["valid", String(res.valid)],
             ["code", enumText(ValidationCodeSchema, res.code)],
             ["detail", res.detail],
@@ -283,7 +290,7 @@ export function licenseCommands(program: Command): void {
             ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
             ["features", res.features.join(", ")],
           ]);
-        return res.valid ? EXIT.ok : EXIT.negative;
+        return check.valid ? EXIT.ok : EXIT.negative;
       }),
     );
 }

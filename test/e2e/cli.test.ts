@@ -234,12 +234,18 @@ describe("licensd license", () => {
     const valid = await licensd(["license", "validate", licenseKey, "--feature", "sso"]);
     expect(valid.code, valid.stderr).toBe(0);
     expect(field(valid.stdout, "valid")).toBe("true");
+    // The signed answer is checked against the published keys and this call's nonce.
+    expect(field(valid.stdout, "answer")).toMatch(/^VERIFIED \(signed by sk_\w+\)$/);
     expect(field(valid.stdout, "features")).toBe("seats, sso");
 
     expect(field((await licensd(["license", "suspend", licenseId])).stdout, "status")).toBe("suspended");
     const suspended = await licensd(["license", "validate", licenseKey, "--json"]);
     expect(suspended.code).toBe(4);
-    expect(JSON.parse(suspended.stdout)).toMatchObject({ valid: false, code: "VALIDATION_CODE_SUSPENDED" });
+    expect(JSON.parse(suspended.stdout)).toMatchObject({
+      valid: false,
+      code: "VALIDATION_CODE_SUSPENDED",
+      answer: "VERIFIED",
+    });
     expect(field((await licensd(["license", "reinstate", licenseId])).stdout, "status")).toBe("active");
 
     const before = json<{ license: { expireTime: string } }>(await licensd(["license", "show", licenseId, "--json"]));
