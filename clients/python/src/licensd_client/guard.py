@@ -1,6 +1,6 @@
 """LicenseGuard: keeps this machine's lease fresh over ConnectLease and answers feature
 checks from it, online or offline. A port of the TypeScript LicenseGuard
-(src/sdk/license-guard.ts), with the same cache file, revocation rules and LicenseInfo.
+(clients/ts/src/node/license-guard.ts), with the same cache file, revocation rules and LicenseInfo.
 
 The last lease and the signing keys live in a cache file (written atomically, mode 0600),
 so `info()` answers right after `start()`, before or without any network. A background

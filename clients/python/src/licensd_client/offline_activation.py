@@ -1,4 +1,4 @@
-"""Air-gapped activation request files (format: src/sdk/offline-activation.ts).
+"""Air-gapped activation request files (format: docs/formats.md; TypeScript: clients/ts/src/verify/offline-activation.ts).
 
     licensd-req1.<base64url(JSON request)>.<base64url(HMAC-SHA256(license key, "licensd-req1.<payload>"))>
 
