@@ -8,6 +8,11 @@
  * the SHA-256 of those lines. A re-run skips that acknowledged prefix (after checking it did
  * not change) and sends the rest with the same keys, so a batch that committed just before a
  * crash, but whose ack was lost, is a duplicate the server counts once.
+ *
+ * Within one run, a broken stream (a dropped connection, a restarting server) is reopened by
+ * streamBatches from @licensd/client/node after a capped, jittered backoff, and the batches not yet
+ * acknowledged go again with the same keys; the state file only ever moves over acknowledged batches.
+ * Errors a retry cannot fix end the run at once; retrying ends after --max-retry-time without an ack.
  */
 import { createHash, type Hash, randomBytes } from "node:crypto";
 import {
@@ -22,16 +27,16 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { UsageService } from "@licensd/client";
+import { streamBatches, UsageStreamError } from "@licensd/client/node";
 import { type UsageEvent, UsageEventSchema } from "@licensd/client/gen/licensd/usage/v1/usage_pb.js";
-import type { StreamUsageRequest } from "@licensd/client/gen/licensd/usage/v1/usage_service_pb.js";
-import { StreamUsageRequestSchema } from "@licensd/client/gen/licensd/usage/v1/usage_service_pb.js";
 import cliProgress from "cli-progress";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { act } from "./command.js";
 import { printJson, printRecord } from "./output.js";
-import { CliFailure, type Context, EXIT } from "./runtime.js";
+import { parseSeconds } from "./parse.js";
+import { CliFailure, type Context, describeFailure, EXIT } from "./runtime.js";
 
 interface SendState {
   v: 1;
@@ -44,7 +49,7 @@ interface SendState {
 }
 
 interface Batch {
-  id: string;
+  batchId: string;
   events: UsageEvent[];
   /** The input line of each event, for reporting rejections. */
   lines: number[];
@@ -59,6 +64,8 @@ interface Totals {
   duplicates: number;
   rejected: { line: number; reason: string; message: string }[];
   skipped: number;
+  /** Streams reopened after a transient error. */
+  reconnects: number;
 }
 
 const parseBatchSize = (v: string) => {
@@ -69,6 +76,9 @@ const parseBatchSize = (v: string) => {
 
 /** How many batches may await their acknowledgement: the server reads at most 12 ahead. */
 const WINDOW = 8;
+
+/** How long a run keeps retrying a broken stream without any acknowledgement, unless --max-retry-time says. */
+const DEFAULT_MAX_RETRY = "5m";
 
 export function usageSendCommand(usage: Command): void {
   usage
@@ -83,14 +93,31 @@ export function usageSendCommand(usage: Command): void {
     .option("--state <file>", "where progress is kept (default FILE.licensd-state; stdin: none unless given)")
     .option("--no-state", "keep no progress: a re-run resends everything with new keys")
     .option("--fresh", "ignore an existing state file: send the input as new events")
+    .addOption(
+      new Option(
+        "--max-retry-time <d>",
+        "after a dropped connection or a transient server error, keep reconnecting and resending for this long " +
+          "without an acknowledgement before giving up (90s, 15m, …; 0: no retries)",
+      )
+        .argParser(parseSeconds)
+        .default(parseSeconds(DEFAULT_MAX_RETRY), DEFAULT_MAX_RETRY),
+    )
     .action(
-      act<{ batchSize: number; state?: string | false; fresh?: boolean }>(async (ctx, o, [file]) => {
-        const stdin = file === undefined || file === "-";
-        if (!stdin && !existsSync(file)) throw new CliFailure(`${file}: no such file`, EXIT.usage);
-        const statePath =
-          o.state === false ? undefined : (o.state ?? (stdin ? undefined : `${path.resolve(file)}.licensd-state`));
-        return sendUsage(ctx, { file: stdin ? undefined : file, statePath, batchSize: o.batchSize, fresh: o.fresh });
-      }),
+      act<{ batchSize: number; state?: string | false; fresh?: boolean; maxRetryTime: bigint }>(
+        async (ctx, o, [file]) => {
+          const stdin = file === undefined || file === "-";
+          if (!stdin && !existsSync(file)) throw new CliFailure(`${file}: no such file`, EXIT.usage);
+          const statePath =
+            o.state === false ? undefined : (o.state ?? (stdin ? undefined : `${path.resolve(file)}.licensd-state`));
+          return sendUsage(ctx, {
+            file: stdin ? undefined : file,
+            statePath,
+            batchSize: o.batchSize,
+            fresh: o.fresh,
+            maxRetryMs: Number(o.maxRetryTime) * 1000,
+          });
+        },
+      ),
     );
 }
 
@@ -128,11 +155,11 @@ async function countLines(file: string): Promise<number> {
 
 async function sendUsage(
   ctx: Context,
-  opts: { file?: string; statePath?: string; batchSize: number; fresh?: boolean },
+  opts: { file?: string; statePath?: string; batchSize: number; fresh?: boolean; maxRetryMs: number },
 ): Promise<number> {
   const state = readState(opts.statePath, opts.fresh);
   if (opts.statePath) writeState(opts.statePath, state);
-  const totals: Totals = { sent: 0, accepted: 0, duplicates: 0, rejected: [], skipped: 0 };
+  const totals: Totals = { sent: 0, accepted: 0, duplicates: 0, rejected: [], skipped: 0, reconnects: 0 };
   const started = Date.now();
   const total = opts.file ? await countLines(opts.file) : undefined;
   const bar = process.stderr.isTTY && !ctx.json ? progressBar(total) : undefined;
@@ -146,42 +173,81 @@ async function sendUsage(
       input: opts.file ? createReadStream(opts.file) : process.stdin,
       crlfDelay: Number.POSITIVE_INFINITY,
     });
-  // Acks come back in order (the server writes a stream's batches in order): a window of
-  // unacknowledged batches, each one's end recorded when its ack arrives.
-  const pending: Batch[] = [];
-  let wake: (() => void) | undefined;
   const batches = readBatches(input, state, opts.batchSize, totals);
-  // A problem with the input (a changed prefix) ends the stream cleanly and is reported as itself.
+  // A problem with the input (a changed prefix) ends the source cleanly (what was sent is still
+  // acknowledged and recorded) and is reported as itself, not as a stream error to retry.
   let inputError: unknown;
-  async function* requests(): AsyncGenerator<StreamUsageRequest> {
+  async function* source(): AsyncGenerator<Batch> {
     try {
-      for await (const batch of batches) {
-        while (pending.length >= WINDOW) await new Promise<void>((r) => (wake = r));
-        pending.push(batch);
-        totals.sent += batch.events.length;
-        yield create(StreamUsageRequestSchema, { batchId: batch.id, events: batch.events });
-      }
+      yield* batches;
     } catch (err) {
       inputError = err;
     }
   }
-  const client = ctx.streamClient(UsageService);
-  try {
-    for await (const ack of client.streamUsage(requests())) {
-      const batch = pending.shift();
-      if (!batch || batch.id !== ack.batchId)
-        throw new CliFailure(`acknowledgement out of order (${ack.batchId})`, EXIT.server);
-      totals.accepted += ack.accepted;
-      totals.duplicates += ack.duplicates;
-      for (const r of ack.rejected)
-        totals.rejected.push({ line: batch.lines[r.index] ?? -1, reason: r.reason, message: r.message });
-      acked += batch.events.length;
+  // The batches sent and not yet written to the state file, in input order. The state file moves
+  // only over a run of acknowledged batches from the front, so it never claims a line whose batch
+  // might still be unacknowledged (acks come in order, but the bookkeeping does not rely on it).
+  const unrecorded: { batch: Batch; done: boolean }[] = [];
+  const record = () => {
+    let moved = false;
+    while (unrecorded[0]?.done) {
+      const { batch } = unrecorded.shift()!;
       state.ackedLines = batch.endLine;
       state.ackedHash = batch.endHash;
-      if (opts.statePath) writeState(opts.statePath, state);
-      tick();
-      wake?.();
+      moved = true;
     }
+    if (moved && opts.statePath) writeState(opts.statePath, state);
+  };
+
+  // Retrying stops once it has gone on for maxRetryMs since the last acknowledgement (or the start).
+  const giveUp = new AbortController();
+  let failingSince: number | undefined;
+  try {
+    await streamBatches<Batch>({
+      client: ctx.streamClient(UsageService),
+      batches: source(),
+      window: WINDOW,
+      signal: giveUp.signal,
+      onSend(batch, resend) {
+        if (resend) return;
+        totals.sent += batch.events.length;
+        unrecorded.push({ batch, done: false });
+      },
+      onAck(batch, ack) {
+        failingSince = undefined;
+        totals.accepted += ack.accepted;
+        totals.duplicates += ack.duplicates;
+        for (const r of ack.rejected)
+          totals.rejected.push({ line: batch.lines[r.index] ?? -1, reason: r.reason, message: r.message });
+        acked += batch.events.length;
+        const entry = unrecorded.find((u) => u.batch === batch);
+        if (entry) entry.done = true;
+        try {
+          record();
+        } catch (err) {
+          // The state file cannot be written: no reason to retry the stream.
+          giveUp.abort(err);
+          throw err;
+        }
+        tick();
+      },
+      onRetry(error, delayMs) {
+        const now = Date.now();
+        failingSince ??= now;
+        const left = failingSince + opts.maxRetryMs - now;
+        if (delayMs >= left) {
+          // Wakes the backoff sleep when the time is up; streamBatches then rejects with this error.
+          setTimeout(() => giveUp.abort(error), Math.max(0, left));
+          return;
+        }
+        totals.reconnects++;
+        const f = describeFailure(error.cause, ctx.url);
+        process.stderr.write(
+          `${bar ? "\n" : ""}warning: stream broken (${f.message}); ` +
+            `resending unacknowledged batches in ${(delayMs / 1000).toFixed(1)}s\n`,
+        );
+      },
+    });
     if (inputError) throw inputError;
     // Lines after the last batch (blank or unreadable ones) are done too.
     const rest = batches.tail();
@@ -191,7 +257,17 @@ async function sendUsage(
       if (opts.statePath) writeState(opts.statePath, state);
     }
   } catch (err) {
-    throw inputError ?? err;
+    if (inputError) throw inputError;
+    if (!(err instanceof UsageStreamError)) throw err;
+    if (err.permanent) throw err.cause;
+    // Out of retry time: reported as the last error (a server that cannot be reached: exit 3).
+    const f = describeFailure(err.cause, ctx.url);
+    if (f.exitCode !== EXIT.unreachable) throw err.cause;
+    throw new CliFailure(
+      `${f.message} (gave up after retrying for ${opts.maxRetryMs / 1000}s; ${state.ackedLines} lines acknowledged)`,
+      EXIT.unreachable,
+      opts.statePath ? `${f.hint}; a re-run resumes after the acknowledged lines` : f.hint,
+    );
   } finally {
     bar?.stop();
   }
@@ -203,6 +279,7 @@ async function sendUsage(
     duplicates: totals.duplicates,
     rejected: totals.rejected.length,
     skipped: totals.skipped,
+    reconnects: totals.reconnects,
     lines: state.ackedLines,
     eventsPerSecond: Math.round(totals.sent / Math.max(seconds, 0.001)),
     state: opts.statePath ?? null,
@@ -262,7 +339,7 @@ function readBatches(
         continue;
       }
       if (!event.idempotencyKey) event.idempotencyKey = `cli.${state.seed}.${lineNo}`;
-      current ??= { id: `b${++n}.${lineNo}`, events: [], lines: [], endLine: 0, endHash: "" };
+      current ??= { batchId: `b${++n}.${lineNo}`, events: [], lines: [], endLine: 0, endHash: "" };
       current.events.push(event);
       current.lines.push(lineNo);
       if (current.events.length >= batchSize) {
