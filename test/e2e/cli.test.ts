@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+import { TcpProxy } from "../support/tcp-proxy.js";
 
 let server: ServerProcess & { dropDatabase(): Promise<void> };
 let adminKey = "";
@@ -420,6 +421,70 @@ describe("licensd meter and usage", () => {
     const changed = await licensd(["usage", "send", file]);
     expect(changed.code).toBe(2);
     expect(changed.stderr).toContain("changed since they were sent");
+  });
+
+  it("survives a dropped connection: reconnects, resends the unacknowledged batches, each event counts once", async () => {
+    const before = Number((await summary()).total);
+    const n = 20_000;
+    const file = path.join(dir, "usage-cut.jsonl");
+    writeFileSync(file, `${events(n)}\n`);
+    const state = `${file}.licensd-state`;
+    const target = new URL(server.url);
+    const proxy = new TcpProxy({ host: target.hostname, port: Number(target.port) });
+    const port = await proxy.start();
+    const sending = licensd(["usage", "send", file, "--batch-size", "50", "--json"], {
+      env: { LICENSD_URL: `http://127.0.0.1:${port}` },
+    });
+    let ackedAtCut = 0;
+    let res: Result;
+    try {
+      // Cut once some batches were acknowledged (and more are in flight), then let it back in.
+      for (let i = 0; i < 600 && ackedAtCut === 0; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        if (existsSync(state))
+          ackedAtCut = (JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines;
+      }
+      await proxy.cut();
+      await new Promise((r) => setTimeout(r, 300));
+      await proxy.start(port);
+      res = await sending;
+    } finally {
+      await proxy.cut();
+    }
+    expect(ackedAtCut).toBeGreaterThan(0);
+    expect(ackedAtCut).toBeLessThan(n);
+    const out = json<{
+      sent: number;
+      accepted: number;
+      duplicates: number;
+      rejected: number;
+      reconnects: number;
+      lines: number;
+    }>(res);
+    expect(out).toMatchObject({ sent: n, rejected: 0, lines: n });
+    expect(out.reconnects).toBeGreaterThanOrEqual(1);
+    expect(out.accepted + out.duplicates).toBe(n);
+    expect(res.stderr).toContain("warning: stream broken");
+    expect((JSON.parse(readFileSync(state, "utf8")) as { ackedLines: number }).ackedLines).toBe(n);
+    expect(Number((await summary()).total)).toBe(before + n);
+  });
+
+  it("gives up on an unreachable server after --max-retry-time (exit 3); a refused key ends it at once (exit 1)", async () => {
+    const file = path.join(dir, "usage-down.jsonl");
+    writeFileSync(file, `${events(3)}\n`);
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const t0 = Date.now();
+    const down = await licensd(["usage", "send", file, "--max-retry-time", "2s"], { env: { LICENSD_URL: url } });
+    expect(down.code, down.stderr).toBe(3);
+    expect(down.stderr).toContain(`error: cannot reach licensd at ${url}`);
+    expect(down.stderr).toContain("gave up after retrying for 2s; 0 lines acknowledged");
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
+    const refused = await licensd(["usage", "send", file], { env: { LICENSD_API_KEY: "not-a-key" } });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^reason: [A-Z_]+$/m);
+    expect(refused.stderr).not.toContain("stream broken");
+    const bad = await licensd(["usage", "send", file, "--max-retry-time", "soon"]);
+    expect(bad.code).toBe(2);
   });
 
   it("quota, events, and errors: a bad aggregation names the flag; an unknown meter shows its reason", async () => {
