@@ -12,6 +12,7 @@
 import {
   createDecipheriv,
   createHash,
+  createHmac,
   createPrivateKey,
   createPublicKey,
   hkdfSync,
@@ -75,6 +76,7 @@ import type { KeyFailureLimit } from "../src/platform/key-failures.js";
 import type { SigningKeyStore } from "../src/platform/signing-keys.js";
 // From the client package's sources: the script runs under plain tsx, without the licensd-source condition.
 import { createOfflineActivationRequest } from "../clients/ts/src/verify/offline-activation.js";
+import { verifyWebhook } from "../clients/ts/src/verify/webhook.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "../src/activation/offline-request.js";
 
 const ROOT = path.join(import.meta.dirname, "..");
@@ -1476,6 +1478,105 @@ function sealingVectors() {
   return { cases, api_key: { secret: apiKey, digest_hex: hex(sha256(apiKey)) } };
 }
 
+// ---------------------------------------------------------------- webhook signatures (Standard Webhooks)
+
+function webhookVectors() {
+  // Key bytes from fixed labels (not the shared stream, so no other section moves).
+  const keyOf = (label: string) => createHash("sha256").update(`licensd test webhook secret ${label}`).digest();
+  const current = `whsec_${b64(keyOf("current"))}`;
+  const previous = `whsec_${b64(keyOf("previous"))}`;
+  const sign = (secret: string, id: string, ts: number, body: string) =>
+    `v1,${createHmac("sha256", Buffer.from(secret.slice(6), "base64"))
+      .update(`${id}.${ts}.${body}`)
+      .digest("base64")}`;
+  const id = "evt_0000000000000000000000hook";
+  const ts = 1_798_761_600; // 2027-01-01T00:00:00Z
+  const payload = JSON.stringify({
+    type: "license.created",
+    timestamp: "2027-01-01T00:00:00Z",
+    data: { license_id: "lic_0000000000000000000000hook", name: "Zoë's license ✓" },
+  });
+  const good = sign(current, id, ts, payload);
+  const headers = (signature: string, at = ts, msgId = id) => ({
+    "webhook-id": msgId,
+    "webhook-timestamp": String(at),
+    "webhook-signature": signature,
+  });
+  const base = { secret: current, payload, headers: headers(good), now: ts };
+  const cases = [
+    { name: "valid", ...base, expect: "OK" },
+    { name: "valid, received 300 s after signing (the edge)", ...base, now: ts + 300, expect: "OK" },
+    { name: "valid, received 300 s before signing (clock skew edge)", ...base, now: ts - 300, expect: "OK" },
+    {
+      name: "two signatures during rotation: previous and current secret, checked with the current",
+      ...base,
+      headers: headers(`${sign(previous, id, ts, payload)} ${good}`),
+      expect: "OK",
+    },
+    {
+      name: "two signatures during rotation, checked with the previous secret",
+      ...base,
+      secret: previous,
+      headers: headers(`${sign(previous, id, ts, payload)} ${good}`),
+      expect: "OK",
+    },
+    {
+      name: "an unknown version and a bad v1 before the valid v1",
+      ...base,
+      headers: headers(`v1a,${b64(Buffer.alloc(64, 1))} v1,${b64(Buffer.alloc(32))} ${good}`),
+      expect: "OK",
+    },
+    { name: "body tampered", ...base, payload: payload.replace("created", "deleted"), expect: "BAD_SIGNATURE" },
+    {
+      name: "webhook-id tampered",
+      ...base,
+      headers: headers(good, ts, `${id.slice(0, -1)}x`),
+      expect: "BAD_SIGNATURE",
+    },
+    {
+      name: "webhook-timestamp tampered (within tolerance)",
+      ...base,
+      headers: headers(good, ts + 1),
+      expect: "BAD_SIGNATURE",
+    },
+    { name: "another secret", ...base, secret: previous, expect: "BAD_SIGNATURE" },
+    {
+      name: "only an unknown signature version",
+      ...base,
+      headers: headers(`v2,${good.slice(3)}`),
+      expect: "BAD_SIGNATURE",
+    },
+    { name: "received 301 s after signing", ...base, now: ts + 301, expect: "TIMESTAMP_OUT_OF_TOLERANCE" },
+    { name: "signed 301 s in the future", ...base, now: ts - 301, expect: "TIMESTAMP_OUT_OF_TOLERANCE" },
+    {
+      name: "no webhook-signature",
+      ...base,
+      headers: { "webhook-id": id, "webhook-timestamp": String(ts) },
+      expect: "MISSING_HEADERS",
+    },
+    { name: "secret without whsec_", ...base, secret: current.slice(6), expect: "BAD_SECRET" },
+    {
+      name: "webhook-timestamp not whole seconds",
+      ...base,
+      headers: { ...headers(good), "webhook-timestamp": `${ts}.5` },
+      expect: "MALFORMED",
+    },
+  ];
+  for (const c of cases) {
+    const r = verifyWebhook(c.payload, c.headers, c.secret, { now: c.now * 1000 });
+    if ((r.ok ? "OK" : r.reason) !== c.expect) throw new Error(`webhooks "${c.name}": the client disagrees`);
+  }
+  return {
+    about: [
+      "Standard Webhooks (docs/formats.md, Webhook signatures): verify each case's payload (its UTF-8 bytes),",
+      "headers and secret at `now` (Unix seconds) with a 300 s tolerance; `expect` is OK or the refusal reason.",
+    ],
+    tolerance_seconds: 300,
+    secrets: { current, previous },
+    cases,
+  };
+}
+
 // ---------------------------------------------------------------- assemble
 
 async function build() {
@@ -1507,6 +1608,7 @@ async function build() {
     audit: auditVectors(),
     merkle: merkleVectors(),
     sealing: sealingVectors(),
+    webhooks: webhookVectors(),
   };
   return `${JSON.stringify(vectors, null, 2)}\n`;
 }

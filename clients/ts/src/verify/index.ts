@@ -51,3 +51,13 @@ export {
   validationSigningBytes,
   verifyValidationResponse,
 } from "./validation.js";
+export {
+  type VerifyWebhookOptions,
+  verifyWebhook,
+  WEBHOOK_TOLERANCE_SECONDS,
+  type WebhookFailure,
+  type WebhookHeaders,
+  type WebhookVerification,
+  webhookSecretKey,
+  webhookSignature,
+} from "./webhook.js";
