@@ -8,7 +8,8 @@
 - gates: `LicenseInfo` (never raises), `require_license` / `require_feature` decorators,
   `WSGILicenseGate` / `ASGILicenseGate` middleware (402 / 403);
 - `LicenseGuard`: activation and a live lease over ConnectLease, cached for offline use;
-- `UsageUploader`: usage events spooled on disk and streamed with StreamUsage, exactly once.
+- `UsageUploader`: usage events spooled on disk and streamed with StreamUsage, exactly once;
+- `verify_webhook`: a received webhook delivery checked (Standard Webhooks signatures).
 
 Importing it starts nothing: no thread, no connection, no file.
 """
@@ -35,6 +36,7 @@ from .license_file import LicenseFileResult, verify_lease, verify_license_file
 from .offline_activation import create_offline_activation_request
 from .uploader import Rejected, SpoolFull, UsageUploader
 from .validation import verify_validation_response
+from .webhooks import WebhookMessage, WebhookVerificationError, verify_webhook
 
 __all__ = [
     "ASGILicenseGate",
@@ -53,6 +55,8 @@ __all__ = [
     "SpoolFull",
     "UsageUploader",
     "WSGILicenseGate",
+    "WebhookMessage",
+    "WebhookVerificationError",
     "__version__",
     "canonical_json",
     "check",
@@ -71,4 +75,5 @@ __all__ = [
     "verify_lease",
     "verify_license_file",
     "verify_validation_response",
+    "verify_webhook",
 ]
