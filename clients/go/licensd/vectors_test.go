@@ -129,6 +129,7 @@ type vectors struct {
 			RootHex  string `json:"root_hex"`
 		} `json:"roots"`
 	} `json:"merkle"`
+	Webhooks json.RawMessage `json:"webhooks"` // read by TestVectorsWebhooks
 }
 
 func loadVectors(t *testing.T) *vectors {
