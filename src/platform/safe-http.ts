@@ -267,6 +267,9 @@ export function createSafeSender(options: SafeSenderOptions): SafeSender {
     for (const { address } of addresses) {
       let cls: AddressClass;
       try {
+        // Only canonical IP strings: net.connect would resolve anything else (ipaddr.js reads
+        // "0x7f.1" or "2130706433" as 127.0.0.1; net.connect would look them up as names).
+        if (typeof address !== "string" || net.isIP(address) === 0) throw new Error("not an IP address");
         cls = classifyAddress(address);
       } catch {
         throw new SsrfRefused("INVALID_ADDRESS", `${target.hostname} resolved to ${JSON.stringify(address)}`);
@@ -283,7 +286,9 @@ export function createSafeSender(options: SafeSenderOptions): SafeSender {
         );
       }
     }
-    return addresses[0]!;
+    // The first answer, as the resolver ordered them (verbatim); only this one is dialed.
+    const first = addresses[0]!.address;
+    return { address: first, family: net.isIP(first) === 6 ? 6 : 4 };
   }
 
   return {
@@ -340,27 +345,39 @@ export function createSafeSender(options: SafeSenderOptions): SafeSender {
         reject(err);
       };
 
-      const req = http.request({
-        method,
-        // The hostname here only names the request; createConnection decides where it goes.
-        host: target.hostname,
-        port: target.port,
-        path: `${target.url.pathname}${target.url.search}`,
-        headers,
-        setHost: false,
-        // No agent: no pooled socket is reused and node:http performs no lookup of its own.
-        agent: undefined,
-        createConnection: () => {
-          socket = connect({
-            address: picked.address,
-            family: picked.family,
-            port: target.port,
-            tls: target.tls,
-            servername: target.literal ? undefined : target.hostname,
-          });
-          return socket as net.Socket;
-        },
-      });
+      const makeRequest = () =>
+        http.request({
+          method,
+          // The hostname here only names the request; createConnection decides where it goes.
+          host: target.hostname,
+          port: target.port,
+          path: `${target.url.pathname}${target.url.search}`,
+          headers,
+          setHost: false,
+          // No agent: no pooled socket is reused and node:http performs no lookup of its own.
+          agent: undefined,
+          createConnection: () => {
+            socket = connect({
+              address: picked.address,
+              family: picked.family,
+              port: target.port,
+              tls: target.tls,
+              servername: target.literal ? undefined : target.hostname,
+            });
+            return socket as net.Socket;
+          },
+        });
+      let req: http.ClientRequest;
+      try {
+        req = makeRequest();
+      } catch (err) {
+        // A connect function that throws (bad options, …): no request went out.
+        const why = err instanceof Error ? err.message : String(err);
+        reject(
+          new DeliveryError("CONNECTION_FAILED", `${target.url.host} (${picked.address}): ${why}`, { cause: err }),
+        );
+        return;
+      }
       const onAbort = () => fail(signal.reason as DeliveryError);
       signal.addEventListener("abort", onAbort, { once: true });
 

@@ -4,8 +4,14 @@
  * connect, or (rebinding) reaches an injected connect that dials the loopback receiver
  * instead. No test sends a packet off the loopback.
  */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
@@ -221,6 +227,17 @@ describe("safe sender: refusals come before any connect", () => {
     expect(guard.connections).toBe(0);
   });
 
+  it.each([["2130706433"], ["0x7f.1"], ["localhost"]])(
+    "refuses a resolver answer that is not a canonical IP address (%s): connect would resolve it",
+    async (bad) => {
+      const { send, connect } = refusingSender({ "odd.example.test": [{ address: bad, family: 4 }] });
+      const err = await refusal(send(`http://odd.example.test:${guard.port}/`));
+      expect(err.reason).toBe("INVALID_ADDRESS");
+      expect(connect).not.toHaveBeenCalled();
+      expect(guard.connections).toBe(0);
+    },
+  );
+
   it("refuses a name that does not resolve, or resolves to nothing (RESOLVE_FAILED)", async () => {
     const { send, connect } = refusingSender({ "empty.example.test": [] });
     const missing = await refusal(send(`http://missing.example.test:${guard.port}/`));
@@ -353,6 +370,74 @@ describe("safe sender: responses", () => {
     await expect(sender()(`http://127.0.0.1:${port}/`)).rejects.toMatchObject({
       name: "DeliveryError",
       reason: "CONNECTION_FAILED",
+    });
+  });
+});
+
+describe("safe sender: https with the default connect (TLS to the checked address, name for SNI and certificate)", () => {
+  const NAME = "hooks.example.test";
+  let dir: string;
+  let cert: string;
+  let server: https.Server;
+  let port: number;
+  const seen: Array<{ servername: string | false | undefined; host: string | undefined }> = [];
+  let savedCAs: string[];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "licensd-safe-http-"));
+    execFileSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+        .concat(["-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")])
+        .concat(["-subj", `/CN=${NAME}`, "-addext", `subjectAltName=DNS:${NAME}`]),
+      { stdio: "ignore" },
+    );
+    cert = readFileSync(path.join(dir, "cert.pem"), "utf8");
+    server = https.createServer({ key: readFileSync(path.join(dir, "key.pem")), cert }, (req, res) => {
+      seen.push({ servername: (req.socket as tls.TLSSocket).servername, host: req.headers.host });
+      req.resume();
+      req.on("end", () => res.end("tls ok"));
+    });
+    await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+    port = (server.address() as AddressInfo).port;
+    savedCAs = tls.getCACertificates("default");
+  });
+  afterAll(async () => {
+    tls.setDefaultCACertificates(savedCAs);
+    server.closeAllConnections();
+    await new Promise<void>((done) => server.close(() => done()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const httpsSender = (name: string) =>
+    createSafeSender({
+      allowPrivate: true,
+      allowHttp: false,
+      userAgent: UA,
+      resolve: async (n) => (n === name ? [{ address: "127.0.0.1", family: 4 }] : []),
+    }).send;
+
+  it("refuses an untrusted certificate (TLS_FAILED)", async () => {
+    tls.setDefaultCACertificates(savedCAs);
+    await expect(httpsSender(NAME)(`https://${NAME}:${port}/`, { body: "{}" })).rejects.toMatchObject({
+      name: "DeliveryError",
+      reason: "TLS_FAILED",
+    });
+  });
+
+  it("delivers when the certificate is trusted and names the URL's host, sent as SNI", async () => {
+    tls.setDefaultCACertificates([...savedCAs, cert]);
+    const result = await httpsSender(NAME)(`https://${NAME}:${port}/in`, { body: "{}" });
+    expect(result).toMatchObject({ status: 200, bodyPrefix: "tls ok", address: "127.0.0.1" });
+    expect(seen.at(-1)).toEqual({ servername: NAME, host: `${NAME}:${port}` });
+  });
+
+  it("refuses a trusted certificate for another name (the check uses the URL's host, not the address)", async () => {
+    tls.setDefaultCACertificates([...savedCAs, cert]);
+    const other = "other.example.test";
+    await expect(httpsSender(other)(`https://${other}:${port}/`, { body: "{}" })).rejects.toMatchObject({
+      name: "DeliveryError",
+      reason: "TLS_FAILED",
     });
   });
 });
