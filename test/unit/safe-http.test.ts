@@ -380,7 +380,7 @@ describe("safe sender: https with the default connect (TLS to the checked addres
   let cert: string;
   let server: https.Server;
   let port: number;
-  const seen: Array<{ servername: string | false | undefined; host: string | undefined }> = [];
+  const seen: Array<{ servername: string | false | null | undefined; host: string | undefined }> = [];
   let savedCAs: string[];
 
   beforeAll(async () => {
