@@ -21,13 +21,13 @@
  *
  * Why node:http with `createConnection` rather than undici or an Agent's `lookup`: the
  * request gets exactly the socket we opened to the checked address, and node:http never
- * resolves anything itself (it is given no agent, so no pooled socket to another address
- * is ever reused, and no `lookup` hook can be skipped by a code path that resolves on its
- * own). `createConnection` is a documented, stable node:http option; undici is not a
- * dependency of licensd and its `connect` hook would give the same guarantee at the cost of
- * one more package. An http.Agent `lookup` override would also work, but it runs inside
- * net.connect per attempt (happy-eyeballs may call it again), so the "resolved once and
- * checked" property would depend on Node internals; here it is explicit.
+ * resolves anything itself (it is given no agent, so no keep-alive socket opened for an
+ * earlier answer is reused). `createConnection` is a documented, stable node:http option.
+ * undici's Agent `connect` hook would give the same guarantee, but undici is not a
+ * dependency of licensd (Node's bundled copy does not expose its Agent). An http.Agent
+ * `lookup` override would also work, but the check would then run inside net.connect, per
+ * socket, mixed with pooling; here "resolve once, check all, dial the checked address" is
+ * three visible steps, and tests can replace the resolver and the dialer.
  */
 import dns from "node:dns";
 import http from "node:http";
