@@ -38,13 +38,15 @@ class Guard(unittest.TestCase):
         self.assertEqual(guard.info().code, "NO_LEASE")  # nothing cached, not started
         with guard:
             self.assertTrue(guard.running)
-            info = until(lambda: guard.info() if guard.info().online else None, "the lease stream")
+            # The stream opens (online) just before its first lease is verified and stored: wait for both.
+            info = until(lambda: guard.info() if guard.info().online and guard.info().valid else None, "the lease stream")
             self.assertEqual((info.valid, info.code, info.tier), (True, "VALID", "pro"))
             self.assertTrue(guard.has_feature("reports"))
             self.assertFalse(guard.has_feature("export"))
             self.assertIsNotNone(info.expiry)
             self.assertTrue(info.machine_id and info.machine_id.startswith("mach_"))
-            self.assertTrue(any(c.online for c in changes))
+            # on_change runs on the guard's thread after the state changed: wait for it, do not race it.
+            until(lambda: any(c.online for c in changes), "an on_change call with the stream open")
         self.assertFalse(guard.running)
         self.assertFalse(guard.info().online)
         self.assertTrue(guard.info().valid, "stopping keeps the lease")
