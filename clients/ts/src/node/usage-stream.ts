@@ -13,6 +13,7 @@ import { v7 as uuidv7 } from "uuid";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { UsageEventSchema } from "../../gen/licensd/usage/v1/usage_pb.js";
 import type { StreamUsageResponse, UsageService } from "../../gen/licensd/usage/v1/usage_service_pb.js";
+import { sleep } from "../backoff.js";
 
 /**
  * A fresh idempotency key for a usage event: a UUIDv7, time-ordered, so consecutive keys land side by side in the
@@ -90,18 +91,6 @@ export function backoffDelay(attempt: number, b: Backoff = {}): number {
   const initial = b.initialMs ?? 250;
   const cap = Math.min(b.maxMs ?? 30_000, initial * 2 ** Math.min(attempt, 30));
   return Math.round(initial / 2 + Math.random() * (cap - initial / 2));
-}
-
-function sleep(ms: number, signal?: AbortSignal) {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**
