@@ -303,7 +303,8 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(await server.stop("SIGTERM")).toBe(0);
     expect(alive(pid)).toBe(false);
     await until("the guest owns the database", () => existsSync(ownerFile) && owner().pid === guest.child.pid, 120);
-    expect(guest.output()).toContain("taking it over");
+    // The record is written just before the line is logged, and the log reaches us through a pipe.
+    await until("the guest says it takes over", () => guest.output().includes("taking it over"), 30);
     // Its health may not have seen the gap yet: wait for the restart itself, then for health.
     await until(
       "the guest restarted the database",
