@@ -11,15 +11,143 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from licensd.webhook.v1 import webhook_pb2 as licensd_dot_webhook_dot_v1_dot_webhook__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(licensd/webhook/v1/webhook_service.proto\x12\x12licensd.webhook.v12\x10\n\x0eWebhookServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(licensd/webhook/v1/webhook_service.proto\x12\x12licensd.webhook.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a licensd/webhook/v1/webhook.proto\"\xf1\x02\n\x1c\x43reateWebhookEndpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\x1c\n\x03url\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10R\x03url\x12*\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03R\x0b\x64\x65scription\x12Z\n\x0b\x65vent_types\x18\x04 \x03(\tB9\xbaH6\x92\x01\x33\x10@\x18\x01\"-r+\x18\x64\x32\'^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$R\neventTypes\x12\x1d\n\x07\x65nabled\x18\x05 \x01(\x08H\x00R\x07\x65nabled\x88\x01\x01\x12\x45\n\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKeyB\n\n\x08_enabled\"x\n\x1d\x43reateWebhookEndpointResponse\x12?\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\x08\x65ndpoint\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"\x81\x01\n\x19GetWebhookEndpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whe_[0-9a-z]{26}$R\x02id\"]\n\x1aGetWebhookEndpointResponse\x12?\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\x08\x65ndpoint\"\xaa\x01\n\x1bListWebhookEndpointsRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x89\x01\n\x1cListWebhookEndpointsResponse\x12\x41\n\tendpoints\x18\x01 \x03(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\tendpoints\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xce\x03\n\x1cUpdateWebhookEndpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whe_[0-9a-z]{26}$R\x02id\x12\x1a\n\x03url\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10R\x03url\x12*\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03R\x0b\x64\x65scription\x12Z\n\x0b\x65vent_types\x18\x05 \x03(\tB9\xbaH6\x92\x01\x33\x10@\x18\x01\"-r+\x18\x64\x32\'^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$R\neventTypes\x12\x18\n\x07\x65nabled\x18\x06 \x01(\x08R\x07\x65nabled\x12\x43\n\x0bupdate_mask\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01R\nupdateMask\x12\x45\n\x0fidempotency_key\x18\x08 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"`\n\x1dUpdateWebhookEndpointResponse\x12?\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\x08\x65ndpoint\"\xcb\x01\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whe_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"`\n\x1d\x44\x65leteWebhookEndpointResponse\x12?\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\x08\x65ndpoint\"\x8e\x02\n\x1aRotateWebhookSecretRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whe_[0-9a-z]{26}$R\x02id\x12\x43\n\x07overlap\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xf5$2\x00R\x07overlap\x12\x45\n\x0fidempotency_key\x18\x04 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"v\n\x1bRotateWebhookSecretResponse\x12?\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookEndpointR\x08\x65ndpoint\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"\xf0\x02\n\x1cListWebhookDeliveriesRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12=\n\x0b\x65ndpoint_id\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(whe_[0-9a-z]{26})?$R\nendpointId\x12\x37\n\x08\x65vent_id\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(evt_[0-9a-z]{26})?$R\x07\x65ventId\x12K\n\x06status\x18\x04 \x01(\x0e\x32).licensd.webhook.v1.WebhookDeliveryStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06status\x12\'\n\tpage_size\x18\x05 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x8c\x01\n\x1dListWebhookDeliveriesResponse\x12\x43\n\ndeliveries\x18\x01 \x03(\x0b\x32#.licensd.webhook.v1.WebhookDeliveryR\ndeliveries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x81\x01\n\x19GetWebhookDeliveryRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whd_[0-9a-z]{26}$R\x02id\"]\n\x1aGetWebhookDeliveryResponse\x12?\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookDeliveryR\x08\x64\x65livery\"\xc6\x01\n\x17RedeliverWebhookRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12)\n\x02id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whd_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"[\n\x18RedeliverWebhookResponse\x12?\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookDeliveryR\x08\x64\x65livery\"\xd6\x01\n\x16SendTestWebhookRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12:\n\x0b\x65ndpoint_id\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x32\x12^whe_[0-9a-z]{26}$R\nendpointId\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"Z\n\x17SendTestWebhookResponse\x12?\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32#.licensd.webhook.v1.WebhookDeliveryR\x08\x64\x65livery2\xd5\t\n\x0eWebhookService\x12|\n\x15\x43reateWebhookEndpoint\x12\x30.licensd.webhook.v1.CreateWebhookEndpointRequest\x1a\x31.licensd.webhook.v1.CreateWebhookEndpointResponse\x12x\n\x12GetWebhookEndpoint\x12-.licensd.webhook.v1.GetWebhookEndpointRequest\x1a..licensd.webhook.v1.GetWebhookEndpointResponse\"\x03\x90\x02\x01\x12~\n\x14ListWebhookEndpoints\x12/.licensd.webhook.v1.ListWebhookEndpointsRequest\x1a\x30.licensd.webhook.v1.ListWebhookEndpointsResponse\"\x03\x90\x02\x01\x12|\n\x15UpdateWebhookEndpoint\x12\x30.licensd.webhook.v1.UpdateWebhookEndpointRequest\x1a\x31.licensd.webhook.v1.UpdateWebhookEndpointResponse\x12|\n\x15\x44\x65leteWebhookEndpoint\x12\x30.licensd.webhook.v1.DeleteWebhookEndpointRequest\x1a\x31.licensd.webhook.v1.DeleteWebhookEndpointResponse\x12v\n\x13RotateWebhookSecret\x12..licensd.webhook.v1.RotateWebhookSecretRequest\x1a/.licensd.webhook.v1.RotateWebhookSecretResponse\x12\x81\x01\n\x15ListWebhookDeliveries\x12\x30.licensd.webhook.v1.ListWebhookDeliveriesRequest\x1a\x31.licensd.webhook.v1.ListWebhookDeliveriesResponse\"\x03\x90\x02\x01\x12x\n\x12GetWebhookDelivery\x12-.licensd.webhook.v1.GetWebhookDeliveryRequest\x1a..licensd.webhook.v1.GetWebhookDeliveryResponse\"\x03\x90\x02\x01\x12m\n\x10RedeliverWebhook\x12+.licensd.webhook.v1.RedeliverWebhookRequest\x1a,.licensd.webhook.v1.RedeliverWebhookResponse\x12j\n\x0fSendTestWebhook\x12*.licensd.webhook.v1.SendTestWebhookRequest\x1a+.licensd.webhook.v1.SendTestWebhookResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.webhook.v1.webhook_service_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _WEBHOOKSERVICE._serialized_start=64
-  _WEBHOOKSERVICE._serialized_end=80
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._options = None
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['url']._options = None
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['url']._serialized_options = b'\272H\007r\005\020\001\030\200\020'
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['description']._options = None
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['description']._serialized_options = b'\272H\005r\003\030\364\003'
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['event_types']._options = None
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['event_types']._serialized_options = b'\272H6\222\0013\020@\030\001\"-r+\030d2\'^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$'
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._options = None
+  _CREATEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _GETWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._options = None
+  _GETWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _GETWEBHOOKENDPOINTREQUEST.fields_by_name['id']._options = None
+  _GETWEBHOOKENDPOINTREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whe_[0-9a-z]{26}$'
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['tenant_id']._options = None
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['page_size']._options = None
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['page_token']._options = None
+  _LISTWEBHOOKENDPOINTSREQUEST.fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['id']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whe_[0-9a-z]{26}$'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['url']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['url']._serialized_options = b'\272H\005r\003\030\200\020'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['description']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['description']._serialized_options = b'\272H\005r\003\030\364\003'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['event_types']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['event_types']._serialized_options = b'\272H6\222\0013\020@\030\001\"-r+\030d2\'^(\\*|[a-z0-9_]+(\\.[a-z0-9_]+)*(\\.\\*)?)$'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['update_mask']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['update_mask']._serialized_options = b'\272H\003\310\001\001'
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._options = None
+  _UPDATEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._options = None
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['id']._options = None
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whe_[0-9a-z]{26}$'
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._options = None
+  _DELETEWEBHOOKENDPOINTREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['tenant_id']._options = None
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['id']._options = None
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whe_[0-9a-z]{26}$'
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['overlap']._options = None
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['overlap']._serialized_options = b'\272H\013\252\001\010\"\004\010\200\365$2\000'
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['idempotency_key']._options = None
+  _ROTATEWEBHOOKSECRETREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['tenant_id']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['endpoint_id']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['endpoint_id']._serialized_options = b'\272H\031r\0272\025^(whe_[0-9a-z]{26})?$'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['event_id']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['event_id']._serialized_options = b'\272H\031r\0272\025^(evt_[0-9a-z]{26})?$'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['status']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['status']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['page_size']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['page_token']._options = None
+  _LISTWEBHOOKDELIVERIESREQUEST.fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _GETWEBHOOKDELIVERYREQUEST.fields_by_name['tenant_id']._options = None
+  _GETWEBHOOKDELIVERYREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _GETWEBHOOKDELIVERYREQUEST.fields_by_name['id']._options = None
+  _GETWEBHOOKDELIVERYREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whd_[0-9a-z]{26}$'
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['tenant_id']._options = None
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['id']._options = None
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['id']._serialized_options = b'\272H\026r\0242\022^whd_[0-9a-z]{26}$'
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['idempotency_key']._options = None
+  _REDELIVERWEBHOOKREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['tenant_id']._options = None
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['tenant_id']._serialized_options = b'\272H\031r\0272\025^(ten_[0-9a-z]{26})?$'
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['endpoint_id']._options = None
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['endpoint_id']._serialized_options = b'\272H\026r\0242\022^whe_[0-9a-z]{26}$'
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['idempotency_key']._options = None
+  _SENDTESTWEBHOOKREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
+  _WEBHOOKSERVICE.methods_by_name['GetWebhookEndpoint']._options = None
+  _WEBHOOKSERVICE.methods_by_name['GetWebhookEndpoint']._serialized_options = b'\220\002\001'
+  _WEBHOOKSERVICE.methods_by_name['ListWebhookEndpoints']._options = None
+  _WEBHOOKSERVICE.methods_by_name['ListWebhookEndpoints']._serialized_options = b'\220\002\001'
+  _WEBHOOKSERVICE.methods_by_name['ListWebhookDeliveries']._options = None
+  _WEBHOOKSERVICE.methods_by_name['ListWebhookDeliveries']._serialized_options = b'\220\002\001'
+  _WEBHOOKSERVICE.methods_by_name['GetWebhookDelivery']._options = None
+  _WEBHOOKSERVICE.methods_by_name['GetWebhookDelivery']._serialized_options = b'\220\002\001'
+  _CREATEWEBHOOKENDPOINTREQUEST._serialized_start=194
+  _CREATEWEBHOOKENDPOINTREQUEST._serialized_end=563
+  _CREATEWEBHOOKENDPOINTRESPONSE._serialized_start=565
+  _CREATEWEBHOOKENDPOINTRESPONSE._serialized_end=685
+  _GETWEBHOOKENDPOINTREQUEST._serialized_start=688
+  _GETWEBHOOKENDPOINTREQUEST._serialized_end=817
+  _GETWEBHOOKENDPOINTRESPONSE._serialized_start=819
+  _GETWEBHOOKENDPOINTRESPONSE._serialized_end=912
+  _LISTWEBHOOKENDPOINTSREQUEST._serialized_start=915
+  _LISTWEBHOOKENDPOINTSREQUEST._serialized_end=1085
+  _LISTWEBHOOKENDPOINTSRESPONSE._serialized_start=1088
+  _LISTWEBHOOKENDPOINTSRESPONSE._serialized_end=1225
+  _UPDATEWEBHOOKENDPOINTREQUEST._serialized_start=1228
+  _UPDATEWEBHOOKENDPOINTREQUEST._serialized_end=1690
+  _UPDATEWEBHOOKENDPOINTRESPONSE._serialized_start=1692
+  _UPDATEWEBHOOKENDPOINTRESPONSE._serialized_end=1788
+  _DELETEWEBHOOKENDPOINTREQUEST._serialized_start=1791
+  _DELETEWEBHOOKENDPOINTREQUEST._serialized_end=1994
+  _DELETEWEBHOOKENDPOINTRESPONSE._serialized_start=1996
+  _DELETEWEBHOOKENDPOINTRESPONSE._serialized_end=2092
+  _ROTATEWEBHOOKSECRETREQUEST._serialized_start=2095
+  _ROTATEWEBHOOKSECRETREQUEST._serialized_end=2365
+  _ROTATEWEBHOOKSECRETRESPONSE._serialized_start=2367
+  _ROTATEWEBHOOKSECRETRESPONSE._serialized_end=2485
+  _LISTWEBHOOKDELIVERIESREQUEST._serialized_start=2488
+  _LISTWEBHOOKDELIVERIESREQUEST._serialized_end=2856
+  _LISTWEBHOOKDELIVERIESRESPONSE._serialized_start=2859
+  _LISTWEBHOOKDELIVERIESRESPONSE._serialized_end=2999
+  _GETWEBHOOKDELIVERYREQUEST._serialized_start=3002
+  _GETWEBHOOKDELIVERYREQUEST._serialized_end=3131
+  _GETWEBHOOKDELIVERYRESPONSE._serialized_start=3133
+  _GETWEBHOOKDELIVERYRESPONSE._serialized_end=3226
+  _REDELIVERWEBHOOKREQUEST._serialized_start=3229
+  _REDELIVERWEBHOOKREQUEST._serialized_end=3427
+  _REDELIVERWEBHOOKRESPONSE._serialized_start=3429
+  _REDELIVERWEBHOOKRESPONSE._serialized_end=3520
+  _SENDTESTWEBHOOKREQUEST._serialized_start=3523
+  _SENDTESTWEBHOOKREQUEST._serialized_end=3737
+  _SENDTESTWEBHOOKRESPONSE._serialized_start=3739
+  _SENDTESTWEBHOOKRESPONSE._serialized_end=3829
+  _WEBHOOKSERVICE._serialized_start=3832
+  _WEBHOOKSERVICE._serialized_end=5069
 # @@protoc_insertion_point(module_scope)

@@ -2,13 +2,16 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
+from licensd.webhook.v1 import webhook_service_pb2 as licensd_dot_webhook_dot_v1_dot_webhook__service__pb2
 
 
 class WebhookServiceStub(object):
     """WebhookService manages signed webhook endpoints and their deliveries.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every change in a tenant's audit log (see docs/webhooks.md for the catalog) is
+    delivered to each of the tenant's enabled endpoints whose `event_types` match it:
+    POSTed as Standard Webhooks JSON, signed with the endpoint's secret, retried on
+    failure for about three days. Reads need the `read` scope, changes `admin`.
     """
 
     def __init__(self, channel):
@@ -17,18 +20,195 @@ class WebhookServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/CreateWebhookEndpoint',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointResponse.FromString,
+                )
+        self.GetWebhookEndpoint = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/GetWebhookEndpoint',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointResponse.FromString,
+                )
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ListWebhookEndpoints',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsResponse.FromString,
+                )
+        self.UpdateWebhookEndpoint = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointResponse.FromString,
+                )
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointResponse.FromString,
+                )
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/RotateWebhookSecret',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretResponse.FromString,
+                )
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ListWebhookDeliveries',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                )
+        self.GetWebhookDelivery = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/GetWebhookDelivery',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryResponse.FromString,
+                )
+        self.RedeliverWebhook = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/RedeliverWebhook',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookResponse.FromString,
+                )
+        self.SendTestWebhook = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/SendTestWebhook',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.FromString,
+                )
 
 
 class WebhookServiceServicer(object):
     """WebhookService manages signed webhook endpoints and their deliveries.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every change in a tenant's audit log (see docs/webhooks.md for the catalog) is
+    delivered to each of the tenant's enabled endpoints whose `event_types` match it:
+    POSTed as Standard Webhooks JSON, signed with the endpoint's secret, retried on
+    failure for about three days. Reads need the `read` scope, changes `admin`.
     """
+
+    def CreateWebhookEndpoint(self, request, context):
+        """Creates an endpoint; the answer carries its signing secret, shown only here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookEndpoint(self, request, context):
+        """Returns one endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Lists the tenant's endpoints, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhookEndpoint(self, request, context):
+        """Changes the fields named in `update_mask`: url, description, event_types, enabled.
+        Enabling clears `disabled_reason` and `failing_since`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes an endpoint and its delivery history; nothing more is sent to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Replaces the signing secret. The old one keeps signing too (a second signature in
+        `webhook-signature`) for `overlap`, so receivers can switch without missing one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Lists deliveries, newest first, with their attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookDelivery(self, request, context):
+        """Returns one delivery with its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverWebhook(self, request, context):
+        """Sends a delivery again now, whatever its status: one more attempt with the same
+        `webhook-id` and body, made before the call returns. A success marks it SUCCEEDED;
+        a failure leaves its status as it was. The endpoint must be enabled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendTestWebhook(self, request, context):
+        """Sends a `webhook.test` event to one endpoint (enabled or not) before the call
+        returns, and records it as a delivery. Never retried.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_WebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointResponse.SerializeToString,
+            ),
+            'GetWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookEndpoint,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'UpdateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhookEndpoint,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookDelivery,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryResponse.SerializeToString,
+            ),
+            'RedeliverWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverWebhook,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookResponse.SerializeToString,
+            ),
+            'SendTestWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendTestWebhook,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'licensd.webhook.v1.WebhookService', rpc_method_handlers)
@@ -39,6 +219,178 @@ def add_WebhookServiceServicer_to_server(servicer, server):
 class WebhookService(object):
     """WebhookService manages signed webhook endpoints and their deliveries.
 
-    Its RPCs arrive with their own issue; until then the service is listed by
-    reflection and health but has no methods.
+    Every change in a tenant's audit log (see docs/webhooks.md for the catalog) is
+    delivered to each of the tenant's enabled endpoints whose `event_types` match it:
+    POSTed as Standard Webhooks JSON, signed with the endpoint's secret, retried on
+    failure for about three days. Reads need the `read` scope, changes `admin`.
     """
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/CreateWebhookEndpoint',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreateWebhookEndpointResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/GetWebhookEndpoint',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookEndpointResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ListWebhookEndpoints',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookEndpointsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/UpdateWebhookEndpoint',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateWebhookEndpointResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/DeleteWebhookEndpoint',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeleteWebhookEndpointResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/RotateWebhookSecret',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotateWebhookSecretResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ListWebhookDeliveries',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/GetWebhookDelivery',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetWebhookDeliveryResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RedeliverWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/RedeliverWebhook',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RedeliverWebhookResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SendTestWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/SendTestWebhook',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -2,24 +2,798 @@
 // @generated from file licensd/webhook/v1/webhook_service.proto (package licensd.webhook.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { Duration, FieldMask } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
+import type { WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint } from "./webhook_pb.js";
+import { file_licensd_webhook_v1_webhook } from "./webhook_pb.js";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file licensd/webhook/v1/webhook_service.proto.
  */
 export const file_licensd_webhook_v1_webhook_service: GenFile = /*@__PURE__*/
-  fileDesc("CihsaWNlbnNkL3dlYmhvb2svdjEvd2ViaG9va19zZXJ2aWNlLnByb3RvEhJsaWNlbnNkLndlYmhvb2sudjEyEAoOV2ViaG9va1NlcnZpY2ViBnByb3RvMw");
+  fileDesc("CihsaWNlbnNkL3dlYmhvb2svdjEvd2ViaG9va19zZXJ2aWNlLnByb3RvEhJsaWNlbnNkLndlYmhvb2sudjEisAIKHENyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhcKA3VybBgCIAEoCUIKukgHcgUQARiAEBIdCgtkZXNjcmlwdGlvbhgDIAEoCUIIukgFcgMY9AMSTgoLZXZlbnRfdHlwZXMYBCADKAlCObpINpIBMxBAGAEiLXIrGGQyJ14oXCp8W2EtejAtOV9dKyhcLlthLXowLTlfXSspKihcLlwqKT8pJBIUCgdlbmFibGVkGAUgASgISACIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokQgoKCF9lbmFibGVkImYKHUNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludBIOCgZzZWNyZXQYAiABKAkicwoZR2V0V2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQiUwoaR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50IosBChtMaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJvChxMaXN0V2ViaG9va0VuZHBvaW50c1Jlc3BvbnNlEjYKCWVuZHBvaW50cxgBIAMoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRW5kcG9pbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIv0CChxVcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGVfWzAtOWEtel17MjZ9JBIVCgN1cmwYAyABKAlCCLpIBXIDGIAQEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxj0AxJOCgtldmVudF90eXBlcxgFIAMoCUI5ukg2kgEzEEAYASItcisYZDInXihcKnxbYS16MC05X10rKFwuW2EtejAtOV9dKykqKFwuXCopPykkEg8KB2VuYWJsZWQYBiABKAgSNwoLdXBkYXRlX21hc2sYByABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQga6SAPIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAggASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHVVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCKtAQocRGVsZXRlV2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHURlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCLnAQoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXndoZV9bMC05YS16XXsyNn0kEjoKB292ZXJsYXAYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECID1JDIAEjUKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJkChtSb3RhdGVXZWJob29rU2VjcmV0UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50Eg4KBnNlY3JldBgCIAEoCSK0AgocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoLZW5kcG9pbnRfaWQYAiABKAlCHLpIGXIXMhVeKHdoZV9bMC05YS16XXsyNn0pPyQSLgoIZXZlbnRfaWQYAyABKAlCHLpIGXIXMhVeKGV2dF9bMC05YS16XXsyNn0pPyQSQwoGc3RhdHVzGAQgASgOMikubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAUgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBiABKAlCCLpIBXIDGIAEInEKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjcKCmRlbGl2ZXJpZXMYASADKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzChlHZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JCJTChpHZXRXZWJob29rRGVsaXZlcnlSZXNwb25zZRI1CghkZWxpdmVyeRgBIAEoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRGVsaXZlcnkiqAEKF1JlZGVsaXZlcldlYmhvb2tSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiUQoYUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeSKwAQoWU2VuZFRlc3RXZWJob29rUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoLZW5kcG9pbnRfaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlAKF1NlbmRUZXN0V2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeTLVCQoOV2ViaG9va1NlcnZpY2USfAoVQ3JlYXRlV2ViaG9va0VuZHBvaW50EjAubGljZW5zZC53ZWJob29rLnYxLkNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QaMS5saWNlbnNkLndlYmhvb2sudjEuQ3JlYXRlV2ViaG9va0VuZHBvaW50UmVzcG9uc2USeAoSR2V0V2ViaG9va0VuZHBvaW50Ei0ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tFbmRwb2ludFJlcXVlc3QaLi5saWNlbnNkLndlYmhvb2sudjEuR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2UiA5ACARJ+ChRMaXN0V2ViaG9va0VuZHBvaW50cxIvLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QaMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tFbmRwb2ludHNSZXNwb25zZSIDkAIBEnwKFVVwZGF0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5VcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLlVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnwKFURlbGV0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5EZWxldGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLkRlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnYKE1JvdGF0ZVdlYmhvb2tTZWNyZXQSLi5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QaLy5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlc3BvbnNlEoEBChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBoxLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZSIDkAIBEngKEkdldFdlYmhvb2tEZWxpdmVyeRItLmxpY2Vuc2Qud2ViaG9vay52MS5HZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Gi4ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tEZWxpdmVyeVJlc3BvbnNlIgOQAgESbQoQUmVkZWxpdmVyV2ViaG9vaxIrLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVxdWVzdBosLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USagoPU2VuZFRlc3RXZWJob29rEioubGljZW5zZC53ZWJob29rLnYxLlNlbmRUZXN0V2ViaG9va1JlcXVlc3QaKy5saWNlbnNkLndlYmhvb2sudjEuU2VuZFRlc3RXZWJob29rUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_field_mask, file_licensd_webhook_v1_webhook]);
+
+/**
+ * Request for CreateWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.CreateWebhookEndpointRequest
+ */
+export type CreateWebhookEndpointRequest = Message<"licensd.webhook.v1.CreateWebhookEndpointRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * https://… (http://… only in development), at most 2048 characters, no user:password.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Free text, at most 500 characters.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * Exact event types, `prefix.*` or `*`; empty for all. At most 64, each at most 100
+   * characters; each must name or match a type of the catalog.
+   *
+   * @generated from field: repeated string event_types = 4;
+   */
+  eventTypes: string[];
+
+  /**
+   * Created disabled when false; unset means enabled.
+   *
+   * @generated from field: optional bool enabled = 5;
+   */
+  enabled?: boolean | undefined;
+
+  /**
+   * Makes a retry return the first answer (with the same secret) and change nothing.
+   *
+   * @generated from field: string idempotency_key = 6;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.CreateWebhookEndpointRequest.
+ * Use `create(CreateWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const CreateWebhookEndpointRequestSchema: GenMessage<CreateWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 0);
+
+/**
+ * Response for CreateWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.CreateWebhookEndpointResponse
+ */
+export type CreateWebhookEndpointResponse = Message<"licensd.webhook.v1.CreateWebhookEndpointResponse"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+
+  /**
+   * `whsec_` followed by the base64 of 32 random bytes: give it to the receiver's
+   * verifyWebhook. It is never shown again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.CreateWebhookEndpointResponse.
+ * Use `create(CreateWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const CreateWebhookEndpointResponseSchema: GenMessage<CreateWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 1);
+
+/**
+ * Request for GetWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.GetWebhookEndpointRequest
+ */
+export type GetWebhookEndpointRequest = Message<"licensd.webhook.v1.GetWebhookEndpointRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The endpoint's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetWebhookEndpointRequest.
+ * Use `create(GetWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const GetWebhookEndpointRequestSchema: GenMessage<GetWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 2);
+
+/**
+ * Response for GetWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.GetWebhookEndpointResponse
+ */
+export type GetWebhookEndpointResponse = Message<"licensd.webhook.v1.GetWebhookEndpointResponse"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetWebhookEndpointResponse.
+ * Use `create(GetWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const GetWebhookEndpointResponseSchema: GenMessage<GetWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 3);
+
+/**
+ * Request for ListWebhookEndpoints.
+ *
+ * @generated from message licensd.webhook.v1.ListWebhookEndpointsRequest
+ */
+export type ListWebhookEndpointsRequest = Message<"licensd.webhook.v1.ListWebhookEndpointsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * At most this many (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's `next_page_token`.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListWebhookEndpointsRequest.
+ * Use `create(ListWebhookEndpointsRequestSchema)` to create a new message.
+ */
+export const ListWebhookEndpointsRequestSchema: GenMessage<ListWebhookEndpointsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 4);
+
+/**
+ * Response for ListWebhookEndpoints.
+ *
+ * @generated from message licensd.webhook.v1.ListWebhookEndpointsResponse
+ */
+export type ListWebhookEndpointsResponse = Message<"licensd.webhook.v1.ListWebhookEndpointsResponse"> & {
+  /**
+   * The endpoints.
+   *
+   * @generated from field: repeated licensd.webhook.v1.WebhookEndpoint endpoints = 1;
+   */
+  endpoints: WebhookEndpoint[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListWebhookEndpointsResponse.
+ * Use `create(ListWebhookEndpointsResponseSchema)` to create a new message.
+ */
+export const ListWebhookEndpointsResponseSchema: GenMessage<ListWebhookEndpointsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 5);
+
+/**
+ * Request for UpdateWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.UpdateWebhookEndpointRequest
+ */
+export type UpdateWebhookEndpointRequest = Message<"licensd.webhook.v1.UpdateWebhookEndpointRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The endpoint's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The new url (same rules as at creation).
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+
+  /**
+   * The new description.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * The new event type filters (same rules as at creation).
+   *
+   * @generated from field: repeated string event_types = 5;
+   */
+  eventTypes: string[];
+
+  /**
+   * Enabled or not.
+   *
+   * @generated from field: bool enabled = 6;
+   */
+  enabled: boolean;
+
+  /**
+   * Which of url, description, event_types, enabled to change.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 7;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 8;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.UpdateWebhookEndpointRequest.
+ * Use `create(UpdateWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const UpdateWebhookEndpointRequestSchema: GenMessage<UpdateWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 6);
+
+/**
+ * Response for UpdateWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.UpdateWebhookEndpointResponse
+ */
+export type UpdateWebhookEndpointResponse = Message<"licensd.webhook.v1.UpdateWebhookEndpointResponse"> & {
+  /**
+   * The endpoint as changed.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.UpdateWebhookEndpointResponse.
+ * Use `create(UpdateWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const UpdateWebhookEndpointResponseSchema: GenMessage<UpdateWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 7);
+
+/**
+ * Request for DeleteWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.DeleteWebhookEndpointRequest
+ */
+export type DeleteWebhookEndpointRequest = Message<"licensd.webhook.v1.DeleteWebhookEndpointRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The endpoint's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.DeleteWebhookEndpointRequest.
+ * Use `create(DeleteWebhookEndpointRequestSchema)` to create a new message.
+ */
+export const DeleteWebhookEndpointRequestSchema: GenMessage<DeleteWebhookEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 8);
+
+/**
+ * Response for DeleteWebhookEndpoint.
+ *
+ * @generated from message licensd.webhook.v1.DeleteWebhookEndpointResponse
+ */
+export type DeleteWebhookEndpointResponse = Message<"licensd.webhook.v1.DeleteWebhookEndpointResponse"> & {
+  /**
+   * The endpoint as it was.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.DeleteWebhookEndpointResponse.
+ * Use `create(DeleteWebhookEndpointResponseSchema)` to create a new message.
+ */
+export const DeleteWebhookEndpointResponseSchema: GenMessage<DeleteWebhookEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 9);
+
+/**
+ * Request for RotateWebhookSecret.
+ *
+ * @generated from message licensd.webhook.v1.RotateWebhookSecretRequest
+ */
+export type RotateWebhookSecretRequest = Message<"licensd.webhook.v1.RotateWebhookSecretRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The endpoint's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * How long the old secret keeps signing next to the new one: 0 to 7 days; unset
+   * means 24 hours. 0 drops it at once. A secret rotated out earlier is dropped.
+   *
+   * @generated from field: google.protobuf.Duration overlap = 3;
+   */
+  overlap?: Duration | undefined;
+
+  /**
+   * Makes a retry return the first answer (with the same secret) and change nothing.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RotateWebhookSecretRequest.
+ * Use `create(RotateWebhookSecretRequestSchema)` to create a new message.
+ */
+export const RotateWebhookSecretRequestSchema: GenMessage<RotateWebhookSecretRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 10);
+
+/**
+ * Response for RotateWebhookSecret.
+ *
+ * @generated from message licensd.webhook.v1.RotateWebhookSecretResponse
+ */
+export type RotateWebhookSecretResponse = Message<"licensd.webhook.v1.RotateWebhookSecretResponse"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookEndpoint endpoint = 1;
+   */
+  endpoint?: WebhookEndpoint | undefined;
+
+  /**
+   * The new `whsec_…` secret; never shown again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RotateWebhookSecretResponse.
+ * Use `create(RotateWebhookSecretResponseSchema)` to create a new message.
+ */
+export const RotateWebhookSecretResponseSchema: GenMessage<RotateWebhookSecretResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 11);
+
+/**
+ * Request for ListWebhookDeliveries.
+ *
+ * @generated from message licensd.webhook.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"licensd.webhook.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only this endpoint's deliveries.
+   *
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * Only this event's deliveries.
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * Only deliveries with this status; UNSPECIFIED for any.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookDeliveryStatus status = 4;
+   */
+  status: WebhookDeliveryStatus;
+
+  /**
+   * At most this many (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's `next_page_token`.
+   *
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 12);
+
+/**
+ * Response for ListWebhookDeliveries.
+ *
+ * @generated from message licensd.webhook.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"licensd.webhook.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * The deliveries, newest first.
+   *
+   * @generated from field: repeated licensd.webhook.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 13);
+
+/**
+ * Request for GetWebhookDelivery.
+ *
+ * @generated from message licensd.webhook.v1.GetWebhookDeliveryRequest
+ */
+export type GetWebhookDeliveryRequest = Message<"licensd.webhook.v1.GetWebhookDeliveryRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The delivery's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetWebhookDeliveryRequest.
+ * Use `create(GetWebhookDeliveryRequestSchema)` to create a new message.
+ */
+export const GetWebhookDeliveryRequestSchema: GenMessage<GetWebhookDeliveryRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 14);
+
+/**
+ * Response for GetWebhookDelivery.
+ *
+ * @generated from message licensd.webhook.v1.GetWebhookDeliveryResponse
+ */
+export type GetWebhookDeliveryResponse = Message<"licensd.webhook.v1.GetWebhookDeliveryResponse"> & {
+  /**
+   * The delivery.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetWebhookDeliveryResponse.
+ * Use `create(GetWebhookDeliveryResponseSchema)` to create a new message.
+ */
+export const GetWebhookDeliveryResponseSchema: GenMessage<GetWebhookDeliveryResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 15);
+
+/**
+ * Request for RedeliverWebhook.
+ *
+ * @generated from message licensd.webhook.v1.RedeliverWebhookRequest
+ */
+export type RedeliverWebhookRequest = Message<"licensd.webhook.v1.RedeliverWebhookRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The delivery's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Makes a retry return the first answer and send nothing more.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RedeliverWebhookRequest.
+ * Use `create(RedeliverWebhookRequestSchema)` to create a new message.
+ */
+export const RedeliverWebhookRequestSchema: GenMessage<RedeliverWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 16);
+
+/**
+ * Response for RedeliverWebhook.
+ *
+ * @generated from message licensd.webhook.v1.RedeliverWebhookResponse
+ */
+export type RedeliverWebhookResponse = Message<"licensd.webhook.v1.RedeliverWebhookResponse"> & {
+  /**
+   * The delivery, with the new attempt last.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RedeliverWebhookResponse.
+ * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
+ */
+export const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 17);
+
+/**
+ * Request for SendTestWebhook.
+ *
+ * @generated from message licensd.webhook.v1.SendTestWebhookRequest
+ */
+export type SendTestWebhookRequest = Message<"licensd.webhook.v1.SendTestWebhookRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The endpoint's id.
+   *
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * Makes a retry return the first answer and send nothing more.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.SendTestWebhookRequest.
+ * Use `create(SendTestWebhookRequestSchema)` to create a new message.
+ */
+export const SendTestWebhookRequestSchema: GenMessage<SendTestWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 18);
+
+/**
+ * Response for SendTestWebhook.
+ *
+ * @generated from message licensd.webhook.v1.SendTestWebhookResponse
+ */
+export type SendTestWebhookResponse = Message<"licensd.webhook.v1.SendTestWebhookResponse"> & {
+  /**
+   * The test delivery with its one attempt.
+   *
+   * @generated from field: licensd.webhook.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.SendTestWebhookResponse.
+ * Use `create(SendTestWebhookResponseSchema)` to create a new message.
+ */
+export const SendTestWebhookResponseSchema: GenMessage<SendTestWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 19);
 
 /**
  * WebhookService manages signed webhook endpoints and their deliveries.
  *
- * Its RPCs arrive with their own issue; until then the service is listed by
- * reflection and health but has no methods.
+ * Every change in a tenant's audit log (see docs/webhooks.md for the catalog) is
+ * delivered to each of the tenant's enabled endpoints whose `event_types` match it:
+ * POSTed as Standard Webhooks JSON, signed with the endpoint's secret, retried on
+ * failure for about three days. Reads need the `read` scope, changes `admin`.
  *
  * @generated from service licensd.webhook.v1.WebhookService
  */
 export const WebhookService: GenService<{
+  /**
+   * Creates an endpoint; the answer carries its signing secret, shown only here.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.CreateWebhookEndpoint
+   */
+  createWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof CreateWebhookEndpointRequestSchema;
+    output: typeof CreateWebhookEndpointResponseSchema;
+  },
+  /**
+   * Returns one endpoint.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.GetWebhookEndpoint
+   */
+  getWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof GetWebhookEndpointRequestSchema;
+    output: typeof GetWebhookEndpointResponseSchema;
+  },
+  /**
+   * Lists the tenant's endpoints, oldest first.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.ListWebhookEndpoints
+   */
+  listWebhookEndpoints: {
+    methodKind: "unary";
+    input: typeof ListWebhookEndpointsRequestSchema;
+    output: typeof ListWebhookEndpointsResponseSchema;
+  },
+  /**
+   * Changes the fields named in `update_mask`: url, description, event_types, enabled.
+   * Enabling clears `disabled_reason` and `failing_since`.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.UpdateWebhookEndpoint
+   */
+  updateWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof UpdateWebhookEndpointRequestSchema;
+    output: typeof UpdateWebhookEndpointResponseSchema;
+  },
+  /**
+   * Deletes an endpoint and its delivery history; nothing more is sent to it.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.DeleteWebhookEndpoint
+   */
+  deleteWebhookEndpoint: {
+    methodKind: "unary";
+    input: typeof DeleteWebhookEndpointRequestSchema;
+    output: typeof DeleteWebhookEndpointResponseSchema;
+  },
+  /**
+   * Replaces the signing secret. The old one keeps signing too (a second signature in
+   * `webhook-signature`) for `overlap`, so receivers can switch without missing one.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.RotateWebhookSecret
+   */
+  rotateWebhookSecret: {
+    methodKind: "unary";
+    input: typeof RotateWebhookSecretRequestSchema;
+    output: typeof RotateWebhookSecretResponseSchema;
+  },
+  /**
+   * Lists deliveries, newest first, with their attempts.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
+  },
+  /**
+   * Returns one delivery with its attempts.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.GetWebhookDelivery
+   */
+  getWebhookDelivery: {
+    methodKind: "unary";
+    input: typeof GetWebhookDeliveryRequestSchema;
+    output: typeof GetWebhookDeliveryResponseSchema;
+  },
+  /**
+   * Sends a delivery again now, whatever its status: one more attempt with the same
+   * `webhook-id` and body, made before the call returns. A success marks it SUCCEEDED;
+   * a failure leaves its status as it was. The endpoint must be enabled.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.RedeliverWebhook
+   */
+  redeliverWebhook: {
+    methodKind: "unary";
+    input: typeof RedeliverWebhookRequestSchema;
+    output: typeof RedeliverWebhookResponseSchema;
+  },
+  /**
+   * Sends a `webhook.test` event to one endpoint (enabled or not) before the call
+   * returns, and records it as a delivery. Never retried.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.SendTestWebhook
+   */
+  sendTestWebhook: {
+    methodKind: "unary";
+    input: typeof SendTestWebhookRequestSchema;
+    output: typeof SendTestWebhookResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_webhook_v1_webhook_service, 0);
 
