@@ -12,6 +12,7 @@ import { paint, printJson } from "./output.js";
 import { EXIT, UsageError } from "./runtime.js";
 import { tenantCommands } from "./tenants.js";
 import { usageCommands } from "./usage.js";
+import { webhookCommands } from "./webhooks.js";
 
 export function registerCommands(program: Command): void {
   program
@@ -33,6 +34,7 @@ export function registerCommands(program: Command): void {
   activationCommands(program);
   usageCommands(program);
   auditCommands(program);
+  webhookCommands(program);
   program
     .command("import")
     .description(

@@ -16,9 +16,30 @@ export interface Column<T> {
   status?: boolean;
 }
 
-const GOOD = new Set(["active", "valid", "ok", "serving", "true", "resolved", "verified"]);
-const WARN = new Set(["suspended", "expired", "retiring", "inactive", "warning", "medium", "unresolved"]);
-const BAD = new Set(["revoked", "dead", "invalid", "fail", "not-serving", "false", "high", "critical", "retired"]);
+const GOOD = new Set(["active", "valid", "ok", "serving", "true", "resolved", "verified", "enabled", "succeeded"]);
+const WARN = new Set([
+  "suspended",
+  "expired",
+  "retiring",
+  "inactive",
+  "warning",
+  "medium",
+  "unresolved",
+  "disabled",
+  "pending",
+]);
+const BAD = new Set([
+  "revoked",
+  "dead",
+  "invalid",
+  "fail",
+  "not-serving",
+  "false",
+  "high",
+  "critical",
+  "retired",
+  "failed",
+]);
 
 export function paint(ctx: Context, text: string): string {
   if (!ctx.colour) return text;
