@@ -5,8 +5,11 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { verifyWebhook } from "@licensd/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
@@ -18,7 +21,8 @@ const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-cli-"));
 const BIN = path.join(ROOT, "bin/licensd.js");
 
 beforeAll(async () => {
-  server = await startServer({ embedded: false });
+  // Webhook endpoints on 127.0.0.1 (the receiver of `licensd webhook`) are allowed.
+  server = await startServer({ embedded: false, env: { LICENSD_WEBHOOK_ALLOW_PRIVATE: "true" } });
 }, 120_000);
 afterAll(async () => {
   await server?.stop();
@@ -549,6 +553,206 @@ describe("licensd anomaly, audit and import", () => {
     const missing = await licensd(["import", path.join(dir, "nope.jsonl"), "--product", productId]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain("no such file");
+  });
+});
+
+describe("licensd webhook", () => {
+  /** A receiver on 127.0.0.1: records every POST, answers with `status`. */
+  type Received = { headers: IncomingHttpHeaders; body: string };
+  const received: Received[] = [];
+  let status = 200;
+  let receiver: Server;
+  let hookUrl = "";
+  let endpointId = "";
+  let secret = "";
+  // A tenant of its own, so this block runs alone (`-t webhook`) and its lists hold only its endpoints.
+  let hookKey = "";
+  const hooks = (args: string[]) => licensd(args, { env: { LICENSD_API_KEY: hookKey } });
+  beforeAll(async () => {
+    const tenant = json<{ tenant: { id: string } }>(
+      await superAdmin(["tenant", "create", "--name", "Hooks", "--json"]),
+    );
+    hookKey = json<{ secret: string }>(
+      await superAdmin(["--tenant", tenant.tenant.id, "api-key", "create", "--name", "hooks", "--json"]),
+    ).secret;
+    receiver = createServer((req, res) => {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (chunk: string) => (body += chunk));
+      req.on("end", () => {
+        received.push({ headers: req.headers, body });
+        res.writeHead(status, { "content-type": "text/plain" }).end(status < 300 ? "ok" : "broken");
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  });
+  afterAll(() => new Promise<void>((resolve) => receiver?.close(() => resolve())));
+  /** The requests carrying webhook-id `id` (the dispatcher may send the tenant's other events too). */
+  const withId = (id: string) => received.filter((r) => r.headers["webhook-id"] === id);
+  /** The attempt rows (tab-separated, after the header) that follow a delivery's fields. */
+  const attempts = (out: string) => out.split("\n\n")[1]?.trim().split("\n").slice(1) ?? [];
+
+  it("create prints the secret once; list and show never do", async () => {
+    const created = await hooks([
+      "webhook",
+      "create",
+      "--url",
+      hookUrl,
+      "--description",
+      "CLI hook",
+      "--event-type",
+      "license.*",
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    endpointId = field(created.stdout, "id")!;
+    secret = field(created.stdout, "secret")!;
+    expect(endpointId).toMatch(/^whe_[0-9a-z]{26}$/);
+    expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    expect(field(created.stdout, "url")).toBe(hookUrl);
+    expect(field(created.stdout, "event_types")).toBe("license.*");
+    expect(field(created.stdout, "enabled")).toBe("true");
+    expect(created.stderr).toContain("keep the secret now");
+
+    const list = await hooks(["webhook", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tURL\tEVENT TYPES\tSTATUS\tDISABLED REASON\tDESCRIPTION");
+    expect(list.stdout).toContain(`${endpointId}\t${hookUrl}\tlicense.*\tenabled\t\tCLI hook\n`);
+    const shown = await hooks(["webhook", "show", endpointId, "--json"]);
+    expect(json<{ endpoint: { id: string } }>(shown).endpoint.id).toBe(endpointId);
+    for (const out of [list.stdout, shown.stdout, (await hooks(["webhook", "get", endpointId])).stdout])
+      expect(out).not.toContain(secret);
+  });
+
+  it("test: the receiver gets a signed POST that verifyWebhook accepts; deliveries and delivery show it", async () => {
+    const sent = await hooks(["webhook", "test", endpointId]);
+    expect(sent.code, sent.stderr).toBe(0);
+    expect(field(sent.stdout, "event_type")).toBe("webhook.test");
+    expect(field(sent.stdout, "status")).toBe("succeeded");
+    const deliveryId = field(sent.stdout, "id")!;
+    const eventId = field(sent.stdout, "event_id")!;
+    expect(deliveryId).toMatch(/^whd_/);
+    expect(sent.stdout.split("\n\n")[1]?.split("\n")[0]).toBe("#\tTIME\tHTTP\tLATENCY MS\tERROR REASON\tERROR\tMANUAL");
+    expect(attempts(sent.stdout)).toEqual([expect.stringMatching(/^1\t\S+Z\t200\t\d+\t\t\tyes$/)]);
+
+    // The attempt was made before the call returned.
+    const [request] = withId(eventId);
+    expect(request, "the receiver got no request with the delivery's webhook-id").toBeDefined();
+    expect(request.headers["content-type"]).toMatch(/^application\/json/);
+    const verified = verifyWebhook<{ type: string }>(request.body, request.headers, secret);
+    expect(verified).toMatchObject({ ok: true, id: eventId, event: { type: "webhook.test" } });
+    const forged = `whsec_${Buffer.alloc(32, 1).toString("base64")}`;
+    expect(verifyWebhook(request.body, request.headers, forged)).toMatchObject({ ok: false, reason: "BAD_SIGNATURE" });
+
+    const list = await hooks(["webhook", "deliveries", "--endpoint", endpointId, "--status", "succeeded"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tENDPOINT\tEVENT TYPE\tSTATUS\tATTEMPTS\tLAST HTTP\tNEXT ATTEMPT");
+    expect(list.stdout).toContain(`${deliveryId}\t${endpointId}\twebhook.test\tsucceeded\t1\t200\t\n`);
+    const failed = json<{ deliveries: unknown[] }>(
+      await hooks(["webhook", "deliveries", "--endpoint", endpointId, "--status", "failed", "--json"]),
+    );
+    expect(failed.deliveries).toEqual([]);
+    const one = await hooks(["webhook", "delivery", deliveryId]);
+    expect(one.code, one.stderr).toBe(0);
+    expect(field(one.stdout, "endpoint_id")).toBe(endpointId);
+    expect(attempts(one.stdout)).toHaveLength(1);
+    const bad = await hooks(["webhook", "deliveries", "--status", "lost"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("one of pending, succeeded, failed");
+  });
+
+  it("redeliver: one more attempt with the same webhook-id, shown last", async () => {
+    const sent = json<{ delivery: { id: string; eventId: string } }>(
+      await hooks(["webhook", "test", endpointId, "--json"]),
+    );
+    const res = await hooks(["webhook", "redeliver", sent.delivery.id]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(field(res.stdout, "attempt_count")).toBe("2");
+    expect(attempts(res.stdout)).toEqual([
+      expect.stringMatching(/^1\t.*\t200\t/),
+      expect.stringMatching(/^2\t.*\t200\t\d+\t\t\tyes$/),
+    ]);
+    const requests = withId(sent.delivery.eventId);
+    expect(requests).toHaveLength(2);
+    expect(requests[1].body).toBe(requests[0].body);
+    expect(verifyWebhook(requests[1].body, requests[1].headers, secret)).toMatchObject({ ok: true });
+  });
+
+  it("rotate-secret: prints the new secret once; the old one signs too for --overlap, not at all with 0", async () => {
+    const rotated = json<{ endpoint: { previousSecretExpireTime: string }; secret: string }>(
+      await hooks(["webhook", "rotate-secret", endpointId, "--overlap", "1h", "--json"]),
+    );
+    expect(rotated.secret).toMatch(/^whsec_/);
+    expect(rotated.secret).not.toBe(secret);
+    expect(Date.parse(rotated.endpoint.previousSecretExpireTime) - Date.now()).toBeGreaterThan(50 * 60_000);
+    const both = json<{ delivery: { eventId: string } }>(await hooks(["webhook", "test", endpointId, "--json"]));
+    const [signedTwice] = withId(both.delivery.eventId);
+    expect(verifyWebhook(signedTwice.body, signedTwice.headers, rotated.secret)).toMatchObject({ ok: true });
+    expect(verifyWebhook(signedTwice.body, signedTwice.headers, secret)).toMatchObject({ ok: true });
+
+    const again = await hooks(["webhook", "rotate-secret", endpointId, "--overlap", "0"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain("keep the secret now");
+    const newest = field(again.stdout, "secret")!;
+    const only = json<{ delivery: { eventId: string } }>(await hooks(["webhook", "test", endpointId, "--json"]));
+    const [signedOnce] = withId(only.delivery.eventId);
+    expect(verifyWebhook(signedOnce.body, signedOnce.headers, newest)).toMatchObject({ ok: true });
+    expect(verifyWebhook(signedOnce.body, signedOnce.headers, rotated.secret)).toMatchObject({ ok: false });
+    secret = newest;
+    const bad = await hooks(["webhook", "rotate-secret", endpointId, "--overlap", "a while"]);
+    expect(bad.code).toBe(2);
+  });
+
+  it("a receiver answering 500 makes test exit 4, with the attempt shown", async () => {
+    status = 500;
+    try {
+      const res = await hooks(["webhook", "test", endpointId]);
+      expect(res.code, res.stderr).toBe(4);
+      expect(attempts(res.stdout)).toEqual([expect.stringMatching(/^1\t\S+\t500\t/)]);
+      expect(res.stderr).toContain("the attempt did not succeed: HTTP 500");
+      const asJson = await hooks(["webhook", "test", endpointId, "--json"]);
+      expect(asJson.code).toBe(4);
+      expect(JSON.parse(asJson.stdout)).toMatchObject({ delivery: { attempts: [{ httpStatus: 500 }] } });
+    } finally {
+      status = 200;
+    }
+  });
+
+  it("update: --disable and --enable, other fields by their flags only; a bad --url shows the server's message", async () => {
+    const disabled = await hooks(["webhook", "update", endpointId, "--disable"]);
+    expect(disabled.code, disabled.stderr).toBe(0);
+    expect(field(disabled.stdout, "enabled")).toBe("false");
+    expect(field(disabled.stdout, "disabled_reason")).toBe("manual");
+    expect(field(disabled.stdout, "description")).toBe("CLI hook");
+    const list = await hooks(["webhook", "list"]);
+    expect(list.stdout).toContain(`${endpointId}\t${hookUrl}\tlicense.*\tdisabled\tmanual\tCLI hook\n`);
+    const enabled = await hooks(["webhook", "update", endpointId, "--enable", "--description", "renamed"]);
+    expect(field(enabled.stdout, "enabled")).toBe("true");
+    expect(field(enabled.stdout, "description")).toBe("renamed");
+    expect(field(enabled.stdout, "event_types")).toBe("license.*");
+    const both = await hooks(["webhook", "update", endpointId, "--enable", "--disable"]);
+    expect(both.code).toBe(2);
+    const nothing = await hooks(["webhook", "update", endpointId]);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toContain("nothing to change");
+
+    const badUrl = await hooks(["webhook", "create", "--url", "ftp://x"]);
+    expect(badUrl.code).toBe(1);
+    expect(badUrl.stderr).toMatch(/^error: url: .*ftp/m);
+    expect(badUrl.stderr).toMatch(/^reason: [A-Z_]+$/m);
+    const badJson = await hooks(["webhook", "update", endpointId, "--url", "ftp://x", "--json"]);
+    expect(badJson.code).toBe(1);
+    expect(JSON.parse(badJson.stdout)).toMatchObject({ error: { code: "invalid_argument", exitCode: 1 } });
+  });
+
+  it("delete: the endpoint is gone", async () => {
+    const deleted = await hooks(["webhook", "delete", endpointId]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(field(deleted.stdout, "id")).toBe(endpointId);
+    const gone = await hooks(["webhook", "show", endpointId]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/^reason: \w+_NOT_FOUND$/m);
+    expect(json<{ endpoints: unknown[] }>(await hooks(["webhook", "list", "--json"])).endpoints).toEqual([]);
   });
 });
 
