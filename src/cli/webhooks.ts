@@ -42,7 +42,10 @@ import { type Context, EXIT, UsageError } from "./runtime.js";
 function endpointRows(endpoint: WebhookEndpoint): [string, string][] {
   const rows = fieldsOf(WebhookEndpointSchema, endpoint);
   if (!endpoint.enabled) {
-    const at = rows.findIndex(([k]) => k === "disabled_reason");
+    // In the schema's order: before the first field that comes after `enabled`.
+    const fields = WebhookEndpointSchema.fields;
+    const after = new Set(fields.slice(fields.indexOf(WebhookEndpointSchema.field.enabled) + 1).map((f) => f.name));
+    const at = rows.findIndex(([k]) => after.has(k));
     rows.splice(at < 0 ? rows.length : at, 0, ["enabled", "false"]);
   }
   return rows;
@@ -103,8 +106,11 @@ function attemptOutcome(ctx: Context, delivery: WebhookDelivery | undefined): nu
   return EXIT.negative;
 }
 
+const ENDPOINT_URL_MISSING =
+  "give the endpoint's URL with --endpoint-url (--url names the licensd server, as for every command)";
+
 interface EndpointFlags {
-  url?: string;
+  endpointUrl?: string;
   description?: string;
   eventType?: string[];
   idempotencyKey?: string;
@@ -118,15 +124,17 @@ export function webhookCommands(program: Command): void {
     webhook
       .command("create")
       .description("create an endpoint; its signing secret (whsec_…) is printed once and never again")
-      .requiredOption("--url <url>", "where deliveries are POSTed: https://… (http://… only in development)")
+      // Not --url: that is the global option naming the server, taken wherever it is on the line.
+      .option("--endpoint-url <url>", "where deliveries are POSTed: https://… (http://… only in development)")
       .option("--description <text>", "free text")
       .option("--event-type <type>", "an event type, `prefix.*` or `*` (repeatable; default all)", collect)
       .option("--disabled", "create it disabled: nothing is sent until `webhook update --enable`"),
   ).action(
-    act<EndpointFlags & { url: string; disabled?: boolean }>(async (ctx, o) => {
+    act<EndpointFlags & { disabled?: boolean }>(async (ctx, o) => {
+      if (o.endpointUrl === undefined) throw new UsageError(ENDPOINT_URL_MISSING);
       const res = await ctx.client(WebhookService).createWebhookEndpoint({
         tenantId: ctx.tenant,
-        url: o.url,
+        url: o.endpointUrl,
         description: o.description ?? "",
         eventTypes: o.eventType ?? [],
         enabled: o.disabled ? false : undefined,
@@ -168,7 +176,7 @@ export function webhookCommands(program: Command): void {
       .command("update")
       .description("change an endpoint (only the fields given change); enabling clears its failure state")
       .argument("<id>", "endpoint id (whe_…)")
-      .option("--url <url>", "the new url")
+      .option("--endpoint-url <url>", "the new URL deliveries are POSTed to")
       .option("--description <text>", "the new description")
       .option("--event-type <type>", "event types, replacing the list (repeatable; `*` for all)", collect)
       .addOption(new Option("--enable", "send deliveries again (pending ones resume)").conflicts("disable"))
@@ -178,14 +186,16 @@ export function webhookCommands(program: Command): void {
       const enabled = o.enable ? true : o.disable ? false : undefined;
       const mask = updateMask(
         { ...o, enabled },
-        { url: "url", description: "description", eventType: "event_types", enabled: "enabled" },
+        { endpointUrl: "url", description: "description", eventType: "event_types", enabled: "enabled" },
       );
       if (mask.paths.length === 0)
-        throw new UsageError("nothing to change: give --url, --description, --event-type, --enable or --disable");
+        throw new UsageError(
+          "nothing to change: give --endpoint-url, --description, --event-type, --enable or --disable",
+        );
       const res = await ctx.client(WebhookService).updateWebhookEndpoint({
         tenantId: ctx.tenant,
         id,
-        url: o.url ?? "",
+        url: o.endpointUrl ?? "",
         description: o.description ?? "",
         eventTypes: o.eventType ?? [],
         enabled: enabled ?? false,

@@ -597,7 +597,7 @@ describe("licensd webhook", () => {
     const created = await hooks([
       "webhook",
       "create",
-      "--url",
+      "--endpoint-url",
       hookUrl,
       "--description",
       "CLI hook",
@@ -736,11 +736,15 @@ describe("licensd webhook", () => {
     expect(nothing.code).toBe(2);
     expect(nothing.stderr).toContain("nothing to change");
 
-    const badUrl = await hooks(["webhook", "create", "--url", "ftp://x"]);
+    // --url is the global option naming the server: the endpoint's URL has a flag of its own.
+    const serverUrl = await hooks(["webhook", "create", "--url", server.url]);
+    expect(serverUrl.code).toBe(2);
+    expect(serverUrl.stderr).toContain("give the endpoint's URL with --endpoint-url");
+    const badUrl = await hooks(["webhook", "create", "--endpoint-url", "ftp://x"]);
     expect(badUrl.code).toBe(1);
     expect(badUrl.stderr).toMatch(/^error: url: .*ftp/m);
     expect(badUrl.stderr).toMatch(/^reason: [A-Z_]+$/m);
-    const badJson = await hooks(["webhook", "update", endpointId, "--url", "ftp://x", "--json"]);
+    const badJson = await hooks(["webhook", "update", endpointId, "--endpoint-url", "ftp://x", "--json"]);
     expect(badJson.code).toBe(1);
     expect(JSON.parse(badJson.stdout)).toMatchObject({ error: { code: "invalid_argument", exitCode: 1 } });
   });
