@@ -99,8 +99,6 @@ export interface AppOptions {
   tracing?: TracingOptions;
   /** For tests: where webhook hosts resolve and how their addresses are dialed (never off the loopback). */
   webhookNetwork?: { resolve?: ResolveFn; connect?: ConnectFn };
-  /** For tests: the webhook dispatcher's lease on a claimed delivery (default 60 s). */
-  webhookLeaseMs?: number;
 }
 
 /** Opens the database (embedded when no URL is configured), migrates it when asked. */
@@ -256,7 +254,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       metrics,
       pollMs: config.webhooks.pollMs,
       historyDays: config.webhooks.historyDays,
-      leaseMs: opts.webhookLeaseMs,
+      leaseMs: config.webhooks.leaseMs,
     });
 
     if (config.webhooks.dispatcher) {

@@ -69,6 +69,8 @@ export interface WebhookSettings {
   historyDays: number;
   /** How often the dispatcher looks for due work when no notification woke it. */
   pollMs: number;
+  /** How long a claimed delivery stays claimed: past it, an attempt never recorded (a crash) is made again. */
+  leaseMs: number;
 }
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
@@ -371,6 +373,7 @@ function readWebhooks({ str, int, problems, warnings }: Settings, production: bo
     dispatcher: flag("LICENSD_WEBHOOK_DISPATCHER", true),
     historyDays: int("LICENSD_WEBHOOK_HISTORY_DAYS", 30, 1, 3650),
     pollMs: int("LICENSD_WEBHOOK_POLL_MS", 1_000, 10, 60_000),
+    leaseMs: int("LICENSD_WEBHOOK_LEASE_MS", 60_000, 1_000, 3_600_000),
   };
 }
 
