@@ -58,6 +58,12 @@ import { createValidationService } from "./licensing/validation.service.js";
 import { ValidationAnswers } from "./licensing/validation-answer.js";
 import { createImportService } from "./licensing/import.service.js";
 import { createLicenseWorker, type LicenseWorker } from "./licensing/license.worker.js";
+import { createSafeSender, type ConnectFn, type ResolveFn } from "./platform/safe-http.js";
+import { createDeliveryQueries } from "./webhooks/delivery.query.js";
+import { createDispatcher, type Dispatcher } from "./webhooks/dispatcher.js";
+import { createEndpointService } from "./webhooks/endpoint.service.js";
+import { createWebhookRpc } from "./webhooks/webhook.rpc.js";
+import packageJson from "../package.json" with { type: "json" };
 
 export interface App {
   config: Config;
@@ -70,6 +76,7 @@ export interface App {
   licenseWorker: LicenseWorker;
   heartbeatWorker: HeartbeatWorker;
   usageWorker: UsageWorker;
+  webhooks: Dispatcher;
   ingest: IngestService;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
@@ -90,6 +97,8 @@ export interface AppOptions {
   migrate?: boolean;
   /** Tracing on, whatever OTEL_* says (tests pass an in-memory exporter); by default it follows OTEL_*. */
   tracing?: TracingOptions;
+  /** For tests: where webhook hosts resolve and how their addresses are dialed (never off the loopback). */
+  webhookNetwork?: { resolve?: ResolveFn; connect?: ConnectFn };
 }
 
 /** Opens the database (embedded when no URL is configured), migrates it when asked. */
@@ -214,11 +223,44 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     acquired.push(() => licenseWorker.stop());
     licenseWorker.start();
 
+    const webhookEndpoints = createEndpointService({
+      clock,
+      events,
+      dataKey: config.dataKey,
+      allowHttp: config.webhooks.allowHttp,
+      allowPrivate: config.webhooks.allowPrivate,
+    });
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
     await health.monitor(() => db.ping(), logger);
     const pool = await db.orm.driver.getConnection().getNativeClient();
     const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
+    const webhooks = createDispatcher({
+      db,
+      clock,
+      logger,
+      log: createEventLog(db),
+      feed,
+      events,
+      dataKey: config.dataKey,
+      sender: createSafeSender({
+        allowPrivate: config.webhooks.allowPrivate,
+        allowHttp: config.webhooks.allowHttp,
+        timeoutMs: 15_000,
+        maxResponseBytes: 1024,
+        userAgent: `licensd/${packageJson.version}`,
+        ...opts.webhookNetwork,
+      }),
+      metrics,
+      pollMs: config.webhooks.pollMs,
+      historyDays: config.webhooks.historyDays,
+      leaseMs: config.webhooks.leaseMs,
+    });
+
+    if (config.webhooks.dispatcher) {
+      acquired.push(() => webhooks.stop());
+      await webhooks.start();
+    }
     const reflection = new ReflectionIndex(servedServices, reflectedFiles);
     const shutdown = new AbortController();
     const clientAddress = createClientAddress(config.trustedProxies, config.forwardedHeader);
@@ -262,6 +304,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           anomalies,
           pages,
           keyFailures,
+        }),
+        webhook: createWebhookRpc({
+          db,
+          idempotency,
+          endpoints: webhookEndpoints,
+          deliveries: createDeliveryQueries(),
+          dispatcher: webhooks,
+          pages,
         }),
         audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
@@ -337,6 +387,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseWorker,
       heartbeatWorker,
       usageWorker,
+      webhooks,
       ingest,
       hub,
       signingKeys,
@@ -347,7 +398,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           // A postmaster that stops from here on (Ctrl-C reaches its process group too) is not restarted.
           embedded?.endSupervision();
           // No pass starts from here on; the pool closes only once the running ones have ended.
-          const loops = [purge, licenseWorker, heartbeatWorker, usageWorker, health];
+          const loops = [purge, licenseWorker, heartbeatWorker, usageWorker, webhooks, health];
           const passesEnded = Promise.all(loops.map((loop) => loop.stop()));
           closingStage = "draining calls and streams";
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort(shuttingDown()));

@@ -46,6 +46,8 @@ export interface Config {
   forwardedHeader: ForwardedHeader;
   /** How often the heartbeat worker looks for dead machines. */
   heartbeatSweepMs: number;
+  /** Webhook deliveries: SSRF rules, whether this instance sends, how long history is kept. */
+  webhooks: WebhookSettings;
   /** Settings that were accepted but deserve a word in the log at start. */
   warnings: string[];
   /** Secrets that development mode generated (and stored) on this start, to announce. */
@@ -55,6 +57,21 @@ export interface Config {
 }
 
 export type { RateRule };
+
+export interface WebhookSettings {
+  /** Loopback, private and link-local destinations allowed (LICENSD_WEBHOOK_ALLOW_PRIVATE). */
+  allowPrivate: boolean;
+  /** http:// endpoint URLs allowed: development only. */
+  allowHttp: boolean;
+  /** Whether this instance runs the dispatcher (LICENSD_WEBHOOK_DISPATCHER, default true). */
+  dispatcher: boolean;
+  /** Finished deliveries older than this many days are pruned (LICENSD_WEBHOOK_HISTORY_DAYS). */
+  historyDays: number;
+  /** How often the dispatcher looks for due work when no notification woke it. */
+  pollMs: number;
+  /** How long a claimed delivery stays claimed: past it, an attempt never recorded (a crash) is made again. */
+  leaseMs: number;
+}
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
 
@@ -105,6 +122,7 @@ export function loadConfig(env: Env = process.env): Config {
   const limits = readLimits(settings);
   const proxies = readProxies(settings);
   const tuning = readTuning(settings);
+  const webhooks = readWebhooks(settings, production);
 
   if (settings.problems.length > 0) throw new ConfigError(settings.problems);
   const { dataKey } = secrets;
@@ -124,6 +142,7 @@ export function loadConfig(env: Env = process.env): Config {
     licenseFileHmacSecret: keys.licenseFileHmacSecret,
     ...limits,
     ...proxies,
+    webhooks,
     generated: secrets.generated,
     devSecretsFile: secrets.devSecretsFile,
     warnings: settings.warnings,
@@ -329,6 +348,32 @@ function readTuning({ int }: Settings) {
     workers: int("LICENSD_WORKERS", 1, 1, 256),
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),
+  };
+}
+
+/** LICENSD_WEBHOOK_*: the outbound deliveries. */
+function readWebhooks({ str, int, problems, warnings }: Settings, production: boolean): WebhookSettings {
+  const flag = (name: string, def: boolean) => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    if (raw === "true" || raw === "1") return true;
+    if (raw === "false" || raw === "0") return false;
+    problems.push(`${name}=${JSON.stringify(raw)}: must be true or false`);
+    return def;
+  };
+  const allowPrivate = flag("LICENSD_WEBHOOK_ALLOW_PRIVATE", false);
+  if (allowPrivate && production)
+    warnings.push(
+      "LICENSD_WEBHOOK_ALLOW_PRIVATE=true: webhook endpoints may point at loopback, private and link-local " +
+        "addresses (cloud metadata services included); keep it off unless every tenant is trusted",
+    );
+  return {
+    allowPrivate,
+    allowHttp: !production,
+    dispatcher: flag("LICENSD_WEBHOOK_DISPATCHER", true),
+    historyDays: int("LICENSD_WEBHOOK_HISTORY_DAYS", 30, 1, 3650),
+    pollMs: int("LICENSD_WEBHOOK_POLL_MS", 1_000, 10, 60_000),
+    leaseMs: int("LICENSD_WEBHOOK_LEASE_MS", 60_000, 1_000, 3_600_000),
   };
 }
 

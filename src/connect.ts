@@ -5,22 +5,21 @@ import { AuditService } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { TenantService } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { UsageService } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { WebhookService } from "../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
 import { Health } from "../gen/ts/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/ts/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/ts/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_google_rpc_error_details } from "../gen/ts/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/ts/google/rpc/status_pb.js";
 
-/**
- * licensd's own services, in the order they are documented. WebhookService (proto/licensd/webhook) has no
- * methods yet: it is served, and reported by health and reflection, once the webhooks issue brings them.
- */
+/** licensd's own services, in the order they are documented. */
 export const licensdServices: DescService[] = [
   TenantService,
   LicensingService,
   ActivationService,
   UsageService,
   AuditService,
+  WebhookService,
 ];
 
 /** Every service served, licensd's and the operator ones (health, reflection). */
@@ -47,6 +46,7 @@ export interface ServiceImpls {
   audit: ServiceImpl<typeof AuditService>;
   health: ServiceImpl<typeof Health>;
   usage: ServiceImpl<typeof UsageService>;
+  webhook: ServiceImpl<typeof WebhookService>;
   reflectionV1: ServiceImpl<typeof ReflectionV1>;
   reflectionV1alpha: ServiceImpl<typeof ReflectionV1alpha>;
 }
@@ -59,6 +59,7 @@ export function routes(impl: ServiceImpls) {
     router.service(ActivationService, impl.activation);
     router.service(UsageService, impl.usage);
     router.service(AuditService, impl.audit);
+    router.service(WebhookService, impl.webhook);
     router.service(Health, impl.health);
     router.service(ReflectionV1, impl.reflectionV1);
     router.service(ReflectionV1alpha, impl.reflectionV1alpha);

@@ -1,11 +1,18 @@
 import { sql, type Database, type EntityManager } from "../platform/db.js";
+import type { JsonValue } from "./events.js";
 
 /** One audit entry as a reader of the log sees it (the hash chain's fields stay with the audit domain). */
 export interface LogEntry {
   seq: number;
+  /** The entry's id (`evt_…`). */
+  id: string;
   type: string;
   /** The resource id the change is about. */
   subject: string;
+  /** Who made the change: `super_admin`, `key:<id>`, `license:<id>`, `system`. */
+  actor: string;
+  payload: { [key: string]: JsonValue };
+  occurredAt: Date;
 }
 
 /**
@@ -15,6 +22,8 @@ export interface LogEntry {
 export interface EventLog {
   /** The tenant's newest seq, 0 when its log is empty. */
   head(tenantId: string): Promise<number>;
+  /** The newest seq of each of these tenants that has entries (absent: none). */
+  heads(tenantIds: readonly string[]): Promise<Map<string, number>>;
   /** The tenant's entries with seq > `afterSeq`, oldest first, at most `limit`. */
   entriesAfter(tenantId: string, afterSeq: number, limit: number): Promise<LogEntry[]>;
 }
@@ -29,13 +38,38 @@ export function createEventLog(db: Database): EventLog {
       );
       return Number(head?.seq ?? 0);
     },
-    async entriesAfter(tenantId, afterSeq, limit) {
-      const rows = await sql<{ seq: string; type: string; subject: string }>(
+    async heads(tenantIds) {
+      const rows = await sql<{ tenant_id: string; seq: string }>(
         db,
-        `select seq, type, subject from audit_events where tenant_id = $1 and seq > $2 order by seq limit $3`,
+        `select tenant_id, seq from audit_heads where tenant_id = any($1::text[]) and seq > 0`,
+        [tenantIds],
+      );
+      return new Map(rows.map((r) => [r.tenant_id, Number(r.seq)]));
+    },
+    async entriesAfter(tenantId, afterSeq, limit) {
+      const rows = await sql<{
+        seq: string;
+        id: string;
+        type: string;
+        subject: string;
+        actor: string;
+        payload: { [key: string]: JsonValue };
+        occurred_at: Date;
+      }>(
+        db,
+        `select seq, id, type, subject, actor, payload, occurred_at from audit_events
+          where tenant_id = $1 and seq > $2 order by seq limit $3`,
         [tenantId, afterSeq, limit],
       );
-      return rows.map((r) => ({ seq: Number(r.seq), type: r.type, subject: r.subject }));
+      return rows.map((r) => ({
+        seq: Number(r.seq),
+        id: r.id,
+        type: r.type,
+        subject: r.subject,
+        actor: r.actor,
+        payload: r.payload,
+        occurredAt: r.occurred_at,
+      }));
     },
   };
 }

@@ -10,6 +10,7 @@ import { Migration20261123080000AgentTokens } from "./Migration20261123080000Age
 import { Migration20261123090000UsageEventsCollation } from "./Migration20261123090000UsageEventsCollation.js";
 import { Migration20261123100000UsageFastPath } from "./Migration20261123100000UsageFastPath.js";
 import { Migration20261123110000UsageDedupeTenantSeq } from "./Migration20261123110000UsageDedupeTenantSeq.js";
+import { Migration20261206000000Webhooks } from "./Migration20261206000000Webhooks.js";
 import { Migration20261123121500IdempotencySealed } from "./Migration20261123121500IdempotencySealed.js";
 
 /**
@@ -30,4 +31,5 @@ export const migrationsList = [
   { name: "Migration20261123100000UsageFastPath", class: Migration20261123100000UsageFastPath },
   { name: "Migration20261123110000UsageDedupeTenantSeq", class: Migration20261123110000UsageDedupeTenantSeq },
   { name: "Migration20261123121500IdempotencySealed", class: Migration20261123121500IdempotencySealed },
+  { name: "Migration20261206000000Webhooks", class: Migration20261206000000Webhooks },
 ];

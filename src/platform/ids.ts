@@ -1,7 +1,21 @@
 import { monotonicFactory } from "ulid";
 
 /** Resource id prefixes: the type of every id is visible in the id itself. */
-export type IdPrefix = "ten" | "key" | "req" | "evt" | "sk" | "prod" | "pol" | "cus" | "lic" | "mach" | "mtr" | "anm";
+export type IdPrefix =
+  | "ten"
+  | "key"
+  | "req"
+  | "evt"
+  | "sk"
+  | "prod"
+  | "pol"
+  | "cus"
+  | "lic"
+  | "mach"
+  | "mtr"
+  | "anm"
+  | "whe"
+  | "whd";
 
 const next = monotonicFactory();
 

@@ -22,6 +22,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly webhookAttempts = new Counter({
+    name: "licensd_webhook_deliveries_total",
+    help: "Webhook delivery attempts, by outcome: succeeded (2xx), failed (another status), gone (410), error (no answer).",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly webhookAttemptSeconds = new Histogram({
+    name: "licensd_webhook_attempt_duration_seconds",
+    help: "Webhook delivery attempts, from the request to the end of the (bounded) answer.",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15],
+    registers: [this.registry],
+  });
+
   constructor(pool?: () => { total: number; idle: number; waiting: number } | undefined) {
     collectDefaultMetrics({ register: this.registry, prefix: "licensd_" });
     if (pool) {

@@ -20,7 +20,7 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "customer.updated": "A customer changed.",
   "customer.deleted": "A customer was deleted.",
   "license.created": "A license was issued (its key's prefix only, never the key).",
-  "license.updated": "A license's overrides, seats or metadata changed.",
+  "license.updated": "A license's expiry, overrides, seats or metadata changed.",
   "license.suspended": "A license was suspended.",
   "license.reinstated": "A suspended license was reinstated.",
   "license.renewed": "A license's expiry was extended.",

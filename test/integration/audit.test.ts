@@ -184,11 +184,32 @@ describe("the audit log", () => {
     expect(await log.head(t.id)).toBe(2);
     expect(await log.head("ten_nosuchtenant")).toBe(0);
     await tenantsOn(a).updateTenant({ tenant: { id: t.id, name: "Log Reader Corp" }, updateMask: { paths: ["name"] } });
+    const entry = { id: expect.stringMatching(/^evt_[0-9a-z]{26}$/), occurredAt: expect.any(Date) };
     expect(await log.entriesAfter(t.id, 0, 10)).toEqual([
-      { seq: 1, type: "tenant.created", subject: t.id },
-      { seq: 2, type: "tenant.api_key.created", subject: expect.stringMatching(/^key_/) },
-      { seq: 3, type: "tenant.updated", subject: t.id },
+      { ...entry, seq: 1, type: "tenant.created", subject: t.id, actor: "super_admin", payload: expect.any(Object) },
+      {
+        ...entry,
+        seq: 2,
+        type: "tenant.api_key.created",
+        subject: expect.stringMatching(/^key_/),
+        actor: "super_admin",
+        payload: expect.objectContaining({ name: expect.any(String) }),
+      },
+      {
+        ...entry,
+        seq: 3,
+        type: "tenant.updated",
+        subject: t.id,
+        actor: "super_admin",
+        payload: { name: "Log Reader Corp" },
+      },
     ]);
+    expect(await log.heads([t.id, other.id, "ten_nosuchtenant"])).toEqual(
+      new Map([
+        [t.id, 3],
+        [other.id, 2],
+      ]),
+    );
     expect((await log.entriesAfter(t.id, 1, 1)).map((e) => e.seq)).toEqual([2]);
     expect(await log.entriesAfter(t.id, 3, 10)).toEqual([]);
     const now = Date.now();

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
-import { createApp, type App } from "../../src/app.js";
+import { createApp, type App, type AppOptions } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger, type Logger } from "../../src/platform/logger.js";
 import type { Clock } from "../../src/platform/clock.js";
@@ -21,7 +21,14 @@ export interface TestApp {
 
 /** A real licensd (in this process) on a free port, on its own fresh PostgreSQL database. */
 export async function startTestApp(
-  opts: { clock?: Clock; env?: Record<string, string>; databaseUrl?: string; logger?: Logger } = {},
+  opts: {
+    clock?: Clock;
+    env?: Record<string, string>;
+    databaseUrl?: string;
+    logger?: Logger;
+    /** Further createApp options (the webhook network, …). */
+    app?: Partial<AppOptions>;
+  } = {},
 ): Promise<TestApp> {
   const database = opts.databaseUrl ? undefined : await createTestDatabase();
   const databaseUrl = opts.databaseUrl ?? database!.url;
@@ -36,6 +43,7 @@ export async function startTestApp(
     ...opts.env,
   });
   const app = await createApp(config, {
+    ...opts.app,
     clock: opts.clock,
     logger: opts.logger ?? createLogger(process.env.LICENSD_TEST_LOG ?? "silent"),
   });

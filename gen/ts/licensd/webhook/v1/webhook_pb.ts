@@ -158,8 +158,10 @@ export type WebhookAttempt = Message<"licensd.webhook.v1.WebhookAttempt"> & {
   error: string;
 
   /**
-   * A stable code for `error`: TIMEOUT, CONNECT_FAILED, RESOLVE_FAILED, TLS_FAILED,
-   * PROTOCOL_ERROR, ADDRESS_REFUSED, SCHEME_REFUSED, URL_REFUSED.
+   * A stable code for `error`. No answer: TIMEOUT (15 s), CONNECTION_FAILED, TLS_FAILED,
+   * RESOLVE_FAILED. Refused before any connection: PRIVATE_ADDRESS (the host resolved to
+   * a loopback, private, link-local, … address), INVALID_ADDRESS, SCHEME_NOT_ALLOWED,
+   * INVALID_URL, CREDENTIALS_IN_URL.
    *
    * @generated from field: string error_reason = 7;
    */

@@ -297,8 +297,10 @@ type WebhookAttempt struct {
 	ResponseBody string `protobuf:"bytes,5,opt,name=response_body,json=responseBody,proto3" json:"response_body,omitempty"`
 	// Why there was no answer, e.g. `timed out after 15000 ms`; empty when there was one.
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	// A stable code for `error`: TIMEOUT, CONNECT_FAILED, RESOLVE_FAILED, TLS_FAILED,
-	// PROTOCOL_ERROR, ADDRESS_REFUSED, SCHEME_REFUSED, URL_REFUSED.
+	// A stable code for `error`. No answer: TIMEOUT (15 s), CONNECTION_FAILED, TLS_FAILED,
+	// RESOLVE_FAILED. Refused before any connection: PRIVATE_ADDRESS (the host resolved to
+	// a loopback, private, link-local, … address), INVALID_ADDRESS, SCHEME_NOT_ALLOWED,
+	// INVALID_URL, CREDENTIALS_IN_URL.
 	ErrorReason string `protobuf:"bytes,7,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
 	// True for attempts asked for by RedeliverWebhook or SendTestWebhook.
 	Manual bool `protobuf:"varint,8,opt,name=manual,proto3" json:"manual,omitempty"`
