@@ -753,9 +753,10 @@ describe("licensd webhook", () => {
     const deleted = await hooks(["webhook", "delete", endpointId]);
     expect(deleted.code, deleted.stderr).toBe(0);
     expect(field(deleted.stdout, "id")).toBe(endpointId);
-    const gone = await hooks(["webhook", "show", endpointId]);
+    const gone = await hooks(["webhook", "show", endpointId, "--json"]);
     expect(gone.code).toBe(1);
-    expect(gone.stderr).toMatch(/^reason: \w+_NOT_FOUND$/m);
+    expect(JSON.parse(gone.stdout)).toMatchObject({ error: { code: "not_found", exitCode: 1 } });
+    expect(gone.stderr).toContain(endpointId);
     expect(json<{ endpoints: unknown[] }>(await hooks(["webhook", "list", "--json"])).endpoints).toEqual([]);
   });
 });
