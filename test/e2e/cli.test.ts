@@ -718,7 +718,7 @@ describe("licensd webhook", () => {
     }
   });
 
-  it("update: --disable and --enable, other fields by their flags only; a bad --url shows the server's message", async () => {
+  it("update: --disable and --enable, other fields by their flags only; a bad --endpoint-url shows the server's message", async () => {
     const disabled = await hooks(["webhook", "update", endpointId, "--disable"]);
     expect(disabled.code, disabled.stderr).toBe(0);
     expect(field(disabled.stdout, "enabled")).toBe("false");
