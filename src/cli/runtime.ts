@@ -22,7 +22,10 @@ export const EXIT = {
   usage: 2,
   /** The server could not be reached (connection refused, DNS, TLS, timeout, shutting down). */
   unreachable: 3,
-  /** The request succeeded and the answer is "no": a signature or proof that fails, an invalid license. */
+  /**
+   * The request succeeded and the answer is "no": a signature or proof that fails, an invalid license, a webhook
+   * attempt (`webhook test`, `redeliver`) that got no 2xx.
+   */
   negative: 4,
 } as const;
 
