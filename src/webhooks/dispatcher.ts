@@ -10,10 +10,14 @@ import type { Metrics } from "../platform/metrics.js";
 import { DeliveryError, SsrfRefused, type SafeSender } from "../platform/safe-http.js";
 import { every, type Every } from "../platform/worker.js";
 import { matchesFilters } from "./catalog.js";
-import { shownUrl, signingSecrets } from "./endpoint.service.js";
+import { asDate, shownUrl, signingSecrets } from "./endpoint.service.js";
 import { signatureHeader } from "./signature.js";
 
-/** Told when deliveries were created, so every instance's sender looks for work. */
+/**
+ * Told when deliveries were created (payload empty), so every instance's sender looks for
+ * work, and when a tenant got its first endpoint (`follow:<tenant id>`), so every
+ * instance fans its entries out from then on.
+ */
 export const WEBHOOK_CHANNEL = "licensd_webhooks";
 
 const HOUR = 3_600_000;
@@ -359,12 +363,12 @@ export function createDispatcher(o: DispatcherOptions) {
       } else if (gone) {
         await disable(em, d.endpoint_id, "gone");
       } else if (!manual) {
-        const [e] = await sql<{ failing_since: Date }>(
+        const [e] = await sql<{ failing_since: Date | string }>(
           em,
           `update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1 returning failing_since`,
           [d.endpoint_id, startedAt],
         );
-        if (e && now.getTime() - e.failing_since.getTime() >= DISABLE_AFTER_FAILING_MS)
+        if (e && now.getTime() - asDate(e.failing_since)!.getTime() >= DISABLE_AFTER_FAILING_MS)
           await disable(em, d.endpoint_id, "failing");
       }
       return number;
@@ -433,7 +437,14 @@ export function createDispatcher(o: DispatcherOptions) {
         drain();
       });
       feed.onReconnect(() => void this.tick());
-      await feed.listen(WEBHOOK_CHANNEL, () => void pump());
+      await feed.listen(WEBHOOK_CHANNEL, (message) => {
+        if (message.startsWith("follow:")) {
+          const tenantId = message.slice("follow:".length);
+          followed.add(tenantId);
+          dirty.add(tenantId);
+          drain();
+        } else void pump();
+      });
       loops = [
         every(o.pollMs, () => this.tick(), { name: "webhook dispatcher", logger }),
         every(HOUR, prune, { name: "webhook history pruning", logger }),
