@@ -88,6 +88,7 @@ export function createEndpointService(deps: {
   dataKey: Buffer;
   allowHttp: boolean;
   allowPrivate: boolean;
+  allowedHosts?: readonly string[];
 }) {
   const { clock, events, dataKey } = deps;
 
@@ -95,7 +96,7 @@ export function createEndpointService(deps: {
   function checkedUrl(raw: string): string {
     if (raw.includes("\0")) throw invalidArgument("url", "the URL holds a NUL character", "INVALID_URL");
     try {
-      const target = checkUrl(raw, { allowHttp: deps.allowHttp });
+      const target = checkUrl(raw, { allowHttp: deps.allowHttp, allowedHosts: deps.allowedHosts });
       if (target.literal && !deps.allowPrivate) {
         const found = classifyAddress(target.hostname);
         if (found.range !== "unicast")
