@@ -145,6 +145,7 @@ export function createDispatcher(o: DispatcherOptions) {
   const dirty = new Set<string>();
   let draining: Promise<void> | undefined;
 
+  /** Fans out the tenant's new entries; -1 when another instance holds its cursor (it is fanning them out). */
   async function fanOut(tenantId: string): Promise<number> {
     let created = 0;
     for (;;) {
@@ -154,7 +155,7 @@ export function createDispatcher(o: DispatcherOptions) {
           `select seq from webhook_cursors where tenant_id = $1 for update skip locked`,
           [tenantId],
         );
-        if (!cursor) return undefined;
+        if (!cursor) return "busy" as const;
         const entries = await log.entriesAfter(tenantId, Number(cursor.seq), FAN_OUT_BATCH);
         if (entries.length === 0) return undefined;
         const endpoints = await sql<{ id: string; event_types: string[]; after_seq: string }>(
@@ -203,6 +204,7 @@ export function createDispatcher(o: DispatcherOptions) {
         await sql(em, `update webhook_cursors set seq = $2 where tenant_id = $1`, [tenantId, entries.at(-1)!.seq]);
         return { created: rows.id.length, more: entries.length === FAN_OUT_BATCH };
       });
+      if (step === "busy") return created > 0 ? created : -1;
       if (!step) break;
       created += step.created;
       if (!step.more) break;
@@ -219,7 +221,7 @@ export function createDispatcher(o: DispatcherOptions) {
     const heads = await log.heads([...followed]);
     let created = 0;
     for (const c of cursors) {
-      if ((heads.get(c.tenant_id) ?? 0) > Number(c.seq)) created += await fanOut(c.tenant_id);
+      if ((heads.get(c.tenant_id) ?? 0) > Number(c.seq)) created += Math.max(0, await fanOut(c.tenant_id));
     }
     return created;
   }
@@ -231,7 +233,18 @@ export function createDispatcher(o: DispatcherOptions) {
       while (dirty.size > 0 && !stopped) {
         const [tenantId] = dirty;
         dirty.delete(tenantId!);
-        await fanOut(tenantId!).catch((err: unknown) => logger.warn({ err, tenantId }, "webhook fan-out failed"));
+        const done = await fanOut(tenantId!).catch((err: unknown) => {
+          logger.warn({ err, tenantId }, "webhook fan-out failed");
+          return 0;
+        });
+        // Another instance is fanning this tenant out, perhaps from a read taken before this entry
+        // committed: look again shortly rather than wait for the next poll.
+        if (done === -1) {
+          setTimeout(() => {
+            dirty.add(tenantId!);
+            drain();
+          }, 50).unref();
+        }
       }
     })().finally(() => (draining = undefined));
   }

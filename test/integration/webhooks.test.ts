@@ -502,6 +502,42 @@ describe("endpoints", () => {
   });
 });
 
+describe("history", () => {
+  it("finished deliveries are pruned after LICENSD_WEBHOOK_HISTORY_DAYS; pending ones are kept", async () => {
+    const tenant = await tenantWithKey("Pruned Co");
+    const r = await startReceiver();
+    try {
+      const { endpoint } = await tenant.webhooks.createWebhookEndpoint({ url: r.url, eventTypes: ["customer.*"] });
+      const done = await tenant.webhooks.sendTestWebhook({ endpointId: endpoint!.id });
+      expect(done.delivery!.status).toBe(WebhookDeliveryStatus.SUCCEEDED);
+      r.answer(500);
+      const { customer } = await tenant.licensing.createCustomer({ name: "P", email: "p@example.com" });
+      const eventId = await eventIdOf(tenant, "customer.created", customer!.id);
+      const pending = await until(
+        "a failed first attempt",
+        () => deliveryOf(tenant, endpoint!.id, eventId),
+        (d) => d.attemptCount === 1,
+      );
+      clock.advance(29 * 24 * 3_600_000);
+      await t.app.webhooks.prune();
+      expect((await tenant.webhooks.getWebhookDelivery({ id: done.delivery!.id })).delivery!.id).toBe(
+        done.delivery!.id,
+      );
+      clock.advance(2 * 24 * 3_600_000);
+      await t.app.webhooks.prune();
+      expect(await failure(tenant.webhooks.getWebhookDelivery({ id: done.delivery!.id }))).toMatchObject({
+        code: "NotFound",
+      });
+      // Still pending (its retries were never run here): kept.
+      expect((await tenant.webhooks.getWebhookDelivery({ id: pending.id })).delivery!.status).toBe(
+        WebhookDeliveryStatus.PENDING,
+      );
+    } finally {
+      await r.close();
+    }
+  });
+});
+
 describe("SSRF", () => {
   it("refuses loopback, link-local and private addresses before any connection, unless allowed", async () => {
     // A guard on 127.0.0.1 that must never be reached, and a connector that records (and never dials).
