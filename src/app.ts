@@ -229,6 +229,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       dataKey: config.dataKey,
       allowHttp: config.webhooks.allowHttp,
       allowPrivate: config.webhooks.allowPrivate,
+      allowedHosts: config.webhooks.allowedHosts,
     });
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
@@ -246,6 +247,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       sender: createSafeSender({
         allowPrivate: config.webhooks.allowPrivate,
         allowHttp: config.webhooks.allowHttp,
+        allowedHosts: config.webhooks.allowedHosts,
         timeoutMs: 15_000,
         maxResponseBytes: 1024,
         userAgent: `licensd/${packageJson.version}`,

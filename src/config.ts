@@ -63,6 +63,8 @@ export interface WebhookSettings {
   allowPrivate: boolean;
   /** http:// endpoint URLs allowed: development only. */
   allowHttp: boolean;
+  /** When not empty, the only hosts endpoints may name (LICENSD_WEBHOOK_ALLOWED_HOSTS). */
+  allowedHosts: string[];
   /** Whether this instance runs the dispatcher (LICENSD_WEBHOOK_DISPATCHER, default true). */
   dispatcher: boolean;
   /** Finished deliveries older than this many days are pruned (LICENSD_WEBHOOK_HISTORY_DAYS). */
@@ -367,9 +369,19 @@ function readWebhooks({ str, int, problems, warnings }: Settings, production: bo
       "LICENSD_WEBHOOK_ALLOW_PRIVATE=true: webhook endpoints may point at loopback, private and link-local " +
         "addresses (cloud metadata services included); keep it off unless every tenant is trusted",
     );
+  const allowedHosts = (str("LICENSD_WEBHOOK_ALLOWED_HOSTS") ?? "")
+    .split(",")
+    .map((h) => h.trim())
+    .filter((h) => h !== "");
+  const badHost = allowedHosts.find((h) => !/^(\*\.)?[A-Za-z0-9.:-]+$/.test(h));
+  if (badHost !== undefined)
+    problems.push(
+      `LICENSD_WEBHOOK_ALLOWED_HOSTS: ${JSON.stringify(badHost)} is not a host name, an IP address or *.domain`,
+    );
   return {
     allowPrivate,
     allowHttp: !production,
+    allowedHosts,
     dispatcher: flag("LICENSD_WEBHOOK_DISPATCHER", true),
     historyDays: int("LICENSD_WEBHOOK_HISTORY_DAYS", 30, 1, 3650),
     pollMs: int("LICENSD_WEBHOOK_POLL_MS", 1_000, 10, 60_000),

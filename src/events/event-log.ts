@@ -68,7 +68,7 @@ export function createEventLog(db: Database): EventLog {
         subject: r.subject,
         actor: r.actor,
         payload: r.payload,
-        occurredAt: r.occurred_at,
+        occurredAt: new Date(r.occurred_at),
       }));
     },
   };

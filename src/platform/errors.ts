@@ -26,10 +26,15 @@ export const invalidArgument = (field: string, message: string, reason = "INVALI
   new DomainError(Code.InvalidArgument, reason, `${field}: ${message}`, { field });
 
 export const notFound = (resource: string, id: string) =>
-  new DomainError(Code.NotFound, `${resource.toUpperCase()}_NOT_FOUND`, `${resource} ${JSON.stringify(id)} not found`, {
-    resource,
-    id,
-  });
+  new DomainError(
+    Code.NotFound,
+    `${resource.toUpperCase().replaceAll(" ", "_")}_NOT_FOUND`,
+    `${resource} ${JSON.stringify(id)} not found`,
+    {
+      resource,
+      id,
+    },
+  );
 
 export const alreadyExists = (reason: string, message: string, metadata: Record<string, string> = {}) =>
   new DomainError(Code.AlreadyExists, reason, message, metadata);

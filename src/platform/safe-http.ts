@@ -65,6 +65,8 @@ export interface SafeSenderOptions {
   allowPrivate: boolean;
   /** Allow http:// URLs (development only). */
   allowHttp: boolean;
+  /** When not empty, only these hosts (`hostAllowed` patterns) are sent to (LICENSD_WEBHOOK_ALLOWED_HOSTS). */
+  allowedHosts?: readonly string[];
   /** One deadline for resolving, connecting, sending and reading (default 15 s). */
   timeoutMs?: number;
   /** How much of the response body is kept (default 1 KiB); the rest is never read. */
@@ -97,7 +99,8 @@ export type SsrfReason =
   | "CREDENTIALS_IN_URL"
   | "RESOLVE_FAILED"
   | "PRIVATE_ADDRESS"
-  | "INVALID_ADDRESS";
+  | "INVALID_ADDRESS"
+  | "HOST_NOT_ALLOWED";
 
 /** The URL or its addresses are not allowed; nothing was sent, no connection attempted. */
 export class SsrfRefused extends Error {
@@ -189,7 +192,10 @@ export interface CheckedUrl {
 }
 
 /** The URL checks that need no DNS: for validating an endpoint URL when it is created, too. */
-export function checkUrl(raw: string, { allowHttp }: { allowHttp: boolean }): CheckedUrl {
+export function checkUrl(
+  raw: string,
+  { allowHttp, allowedHosts }: { allowHttp: boolean; allowedHosts?: readonly string[] },
+): CheckedUrl {
   let url: URL;
   try {
     url = new URL(raw);
@@ -207,7 +213,24 @@ export function checkUrl(raw: string, { allowHttp }: { allowHttp: boolean }): Ch
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   if (hostname === "") throw new SsrfRefused("INVALID_URL", "the URL has no host");
   const port = url.port === "" ? (tlsWanted ? 443 : 80) : Number(url.port);
+  if (allowedHosts && allowedHosts.length > 0 && !hostAllowed(hostname, allowedHosts)) {
+    throw new SsrfRefused("HOST_NOT_ALLOWED", `host ${hostname} is not among the allowed hosts`);
+  }
   return { url, hostname, port, tls: tlsWanted, literal: net.isIP(hostname) !== 0 };
+}
+
+/**
+ * Whether `hostname` is one of `patterns`: a host name or IP literal (exactly), or
+ * `*.example.com` (any name under example.com, not example.com itself). Case-insensitive.
+ */
+export function hostAllowed(hostname: string, patterns: readonly string[]): boolean {
+  const host = hostname.toLowerCase().replace(/\.$/, "");
+  return patterns.some((p) => {
+    const pattern = p.toLowerCase();
+    return pattern.startsWith("*.")
+      ? host.endsWith(pattern.slice(1)) && host.length > pattern.length - 1
+      : host === pattern;
+  });
 }
 
 const defaultResolve: ResolveFn = async (hostname) => {
@@ -245,6 +268,7 @@ export function createSafeSender(options: SafeSenderOptions): SafeSender {
     resolve = defaultResolve,
     connect = defaultConnect,
     userAgent,
+    allowedHosts,
   } = options;
 
   /** Resolves once and checks every address; returns the one to connect to. */
@@ -294,7 +318,7 @@ export function createSafeSender(options: SafeSenderOptions): SafeSender {
   return {
     async send(rawUrl, { method = "POST", headers = {}, body } = {}) {
       const started = performance.now();
-      const target = checkUrl(rawUrl, { allowHttp });
+      const target = checkUrl(rawUrl, { allowHttp, allowedHosts });
       // One deadline for everything: it rejects `deadline` (raced against resolving) and
       // aborts `signal` (which tears the request and its socket down).
       const abort = new AbortController();

@@ -1,6 +1,7 @@
 import { sql, type EntityManager } from "../platform/db.js";
 import { notFound } from "../platform/errors.js";
 import type { Page } from "../platform/pagination.js";
+import { asDate } from "./endpoint.service.js";
 import type { DeliveryStatus, WebhookAttempt, WebhookDelivery } from "./dispatcher.js";
 
 export interface DeliveryFilters {
@@ -48,7 +49,7 @@ export function createDeliveryQueries() {
       const list = byDelivery.get(a.delivery_id) ?? [];
       list.push({
         number: a.number,
-        startedAt: a.started_at,
+        startedAt: asDate(a.started_at)!,
         httpStatus: a.http_status,
         latencyMs: a.latency_ms,
         responseBody: a.response_body,
@@ -67,11 +68,11 @@ export function createDeliveryQueries() {
       status: r.status,
       attemptCount: r.attempt_count,
       // While an attempt is in flight its lease shows here: the time it will be retried if never recorded.
-      nextAttemptAt: r.status === "pending" ? r.next_attempt_at : null,
+      nextAttemptAt: r.status === "pending" ? asDate(r.next_attempt_at) : null,
       payload: r.payload,
       attempts: byDelivery.get(r.id) ?? [],
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
+      createdAt: asDate(r.created_at)!,
+      updatedAt: asDate(r.updated_at)!,
     }));
   }
 

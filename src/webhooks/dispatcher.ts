@@ -10,10 +10,14 @@ import type { Metrics } from "../platform/metrics.js";
 import { DeliveryError, SsrfRefused, type SafeSender } from "../platform/safe-http.js";
 import { every, type Every } from "../platform/worker.js";
 import { matchesFilters } from "./catalog.js";
-import { shownUrl, signingSecrets } from "./endpoint.service.js";
+import { asDate, shownUrl, signingSecrets } from "./endpoint.service.js";
 import { signatureHeader } from "./signature.js";
 
-/** Told when deliveries were created, so every instance's sender looks for work. */
+/**
+ * Told when deliveries were created (payload empty), so every instance's sender looks for
+ * work, and when a tenant got its first endpoint (`follow:<tenant id>`), so every
+ * instance fans its entries out from then on.
+ */
 export const WEBHOOK_CHANNEL = "licensd_webhooks";
 
 const HOUR = 3_600_000;
@@ -141,6 +145,7 @@ export function createDispatcher(o: DispatcherOptions) {
   const dirty = new Set<string>();
   let draining: Promise<void> | undefined;
 
+  /** Fans out the tenant's new entries; -1 when another instance holds its cursor (it is fanning them out). */
   async function fanOut(tenantId: string): Promise<number> {
     let created = 0;
     for (;;) {
@@ -150,7 +155,7 @@ export function createDispatcher(o: DispatcherOptions) {
           `select seq from webhook_cursors where tenant_id = $1 for update skip locked`,
           [tenantId],
         );
-        if (!cursor) return undefined;
+        if (!cursor) return "busy" as const;
         const entries = await log.entriesAfter(tenantId, Number(cursor.seq), FAN_OUT_BATCH);
         if (entries.length === 0) return undefined;
         const endpoints = await sql<{ id: string; event_types: string[]; after_seq: string }>(
@@ -199,6 +204,7 @@ export function createDispatcher(o: DispatcherOptions) {
         await sql(em, `update webhook_cursors set seq = $2 where tenant_id = $1`, [tenantId, entries.at(-1)!.seq]);
         return { created: rows.id.length, more: entries.length === FAN_OUT_BATCH };
       });
+      if (step === "busy") return created > 0 ? created : -1;
       if (!step) break;
       created += step.created;
       if (!step.more) break;
@@ -215,7 +221,7 @@ export function createDispatcher(o: DispatcherOptions) {
     const heads = await log.heads([...followed]);
     let created = 0;
     for (const c of cursors) {
-      if ((heads.get(c.tenant_id) ?? 0) > Number(c.seq)) created += await fanOut(c.tenant_id);
+      if ((heads.get(c.tenant_id) ?? 0) > Number(c.seq)) created += Math.max(0, await fanOut(c.tenant_id));
     }
     return created;
   }
@@ -227,7 +233,18 @@ export function createDispatcher(o: DispatcherOptions) {
       while (dirty.size > 0 && !stopped) {
         const [tenantId] = dirty;
         dirty.delete(tenantId!);
-        await fanOut(tenantId!).catch((err: unknown) => logger.warn({ err, tenantId }, "webhook fan-out failed"));
+        const done = await fanOut(tenantId!).catch((err: unknown) => {
+          logger.warn({ err, tenantId }, "webhook fan-out failed");
+          return 0;
+        });
+        // Another instance is fanning this tenant out, perhaps from a read taken before this entry
+        // committed: look again shortly rather than wait for the next poll.
+        if (done === -1) {
+          setTimeout(() => {
+            dirty.add(tenantId!);
+            drain();
+          }, 50).unref();
+        }
       }
     })().finally(() => (draining = undefined));
   }
@@ -359,12 +376,12 @@ export function createDispatcher(o: DispatcherOptions) {
       } else if (gone) {
         await disable(em, d.endpoint_id, "gone");
       } else if (!manual) {
-        const [e] = await sql<{ failing_since: Date }>(
+        const [e] = await sql<{ failing_since: Date | string }>(
           em,
           `update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1 returning failing_since`,
           [d.endpoint_id, startedAt],
         );
-        if (e && now.getTime() - e.failing_since.getTime() >= DISABLE_AFTER_FAILING_MS)
+        if (e && now.getTime() - asDate(e.failing_since)!.getTime() >= DISABLE_AFTER_FAILING_MS)
           await disable(em, d.endpoint_id, "failing");
       }
       return number;
@@ -433,7 +450,14 @@ export function createDispatcher(o: DispatcherOptions) {
         drain();
       });
       feed.onReconnect(() => void this.tick());
-      await feed.listen(WEBHOOK_CHANNEL, () => void pump());
+      await feed.listen(WEBHOOK_CHANNEL, (message) => {
+        if (message.startsWith("follow:")) {
+          const tenantId = message.slice("follow:".length);
+          followed.add(tenantId);
+          dirty.add(tenantId);
+          drain();
+        } else void pump();
+      });
       loops = [
         every(o.pollMs, () => this.tick(), { name: "webhook dispatcher", logger }),
         every(HOUR, prune, { name: "webhook history pruning", logger }),

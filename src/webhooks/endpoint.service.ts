@@ -9,6 +9,9 @@ import type { Events } from "../events/events.js";
 import { filterProblem } from "./catalog.js";
 import { newSecret, secretText } from "./signature.js";
 
+/** dispatcher.ts's channel (kept here too: the dispatcher imports this file). */
+const WEBHOOK_CHANNEL = "licensd_webhooks";
+
 export type DisabledReason = "manual" | "gone" | "failing";
 
 export interface WebhookEndpoint {
@@ -42,6 +45,9 @@ export interface EndpointRow {
 export const ENDPOINT_COLUMNS = `id, tenant_id, url, description, event_types, enabled, disabled_reason, failing_since,
   previous_secret_expires_at, created_at, updated_at`;
 
+/** Timestamps come back from raw SQL as text. */
+export const asDate = (v: Date | string | null): Date | null => (v === null ? null : new Date(v));
+
 export const endpointOf = (r: EndpointRow): WebhookEndpoint => ({
   id: r.id,
   tenantId: r.tenant_id,
@@ -50,10 +56,10 @@ export const endpointOf = (r: EndpointRow): WebhookEndpoint => ({
   eventTypes: r.event_types,
   enabled: r.enabled,
   disabledReason: r.disabled_reason,
-  failingSince: r.failing_since,
-  previousSecretExpiresAt: r.previous_secret_expires_at,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
+  failingSince: asDate(r.failing_since),
+  previousSecretExpiresAt: asDate(r.previous_secret_expires_at),
+  createdAt: asDate(r.created_at)!,
+  updatedAt: asDate(r.updated_at)!,
 });
 
 export interface NewEndpoint {
@@ -82,6 +88,7 @@ export function createEndpointService(deps: {
   dataKey: Buffer;
   allowHttp: boolean;
   allowPrivate: boolean;
+  allowedHosts?: readonly string[];
 }) {
   const { clock, events, dataKey } = deps;
 
@@ -89,7 +96,7 @@ export function createEndpointService(deps: {
   function checkedUrl(raw: string): string {
     if (raw.includes("\0")) throw invalidArgument("url", "the URL holds a NUL character", "INVALID_URL");
     try {
-      const target = checkUrl(raw, { allowHttp: deps.allowHttp });
+      const target = checkUrl(raw, { allowHttp: deps.allowHttp, allowedHosts: deps.allowedHosts });
       if (target.literal && !deps.allowPrivate) {
         const found = classifyAddress(target.hostname);
         if (found.range !== "unicast")
@@ -169,10 +176,13 @@ export function createEndpointService(deps: {
         ],
       );
       // The dispatcher's place in this tenant's log, from here (kept if it is already further back).
-      await sql(em, `insert into webhook_cursors (tenant_id, seq) values ($1, $2) on conflict do nothing`, [
-        tenantId,
-        seq,
-      ]);
+      const [fresh] = await sql(
+        em,
+        `insert into webhook_cursors (tenant_id, seq) values ($1, $2) on conflict do nothing returning tenant_id`,
+        [tenantId, seq],
+      );
+      // Every instance's dispatcher follows the tenant from its commit on (dispatcher.ts).
+      if (fresh) await sql(em, `select pg_notify($1, $2)`, [WEBHOOK_CHANNEL, `follow:${tenantId}`]);
       return { endpoint: await get(em, tenantId, id), secret: secret.text };
     },
 
@@ -285,7 +295,8 @@ export function signingSecrets(
   now: Date,
 ): Buffer[] {
   const secrets = [openSecret(dataKey, row.id, row.secret_sealed)];
-  if (row.previous_secret_sealed && row.previous_secret_expires_at && row.previous_secret_expires_at > now)
+  const expires = asDate(row.previous_secret_expires_at);
+  if (row.previous_secret_sealed && expires && expires > now)
     secrets.push(openSecret(dataKey, row.id, row.previous_secret_sealed));
   return secrets;
 }

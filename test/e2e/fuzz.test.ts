@@ -75,6 +75,9 @@ beforeAll(async () => {
       LICENSD_KEY_COLLISION_RATE_PER_TENANT: "0",
       LICENSD_LOG_LEVEL: "info",
       LICENSD_AUDIT_KEEPALIVE_MS: "100",
+      // Fuzzed webhook URLs are never sent to: the one allowed host is a loopback address,
+      // which is refused too (no LICENSD_WEBHOOK_ALLOW_PRIVATE). Nothing leaves the machine.
+      LICENSD_WEBHOOK_ALLOWED_HOSTS: "127.0.0.1",
     },
   });
   log = new ServerLog(server.child);

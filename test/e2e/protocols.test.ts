@@ -172,13 +172,15 @@ describe("buf curl through server reflection", () => {
       "licensd.activation.v1.ActivationService",
       "licensd.usage.v1.UsageService",
       "licensd.audit.v1.AuditService",
+      "licensd.webhook.v1.WebhookService",
       "grpc.health.v1.Health",
       "grpc.reflection.v1.ServerReflection",
     ]) {
       expect(out).toContain(name);
     }
-    // WebhookService has no methods yet: it is not served until the webhooks issue brings them.
-    expect(out).not.toContain("licensd.webhook.v1.WebhookService");
+    expect(await bufCurl(["--list-methods", server.url])).toContain(
+      "licensd.webhook.v1.WebhookService/SendTestWebhook",
+    );
     expect(await bufCurl(["--list-methods", server.url])).toContain("licensd.tenant.v1.TenantService/CreateApiKey");
   });
 

@@ -10,6 +10,7 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { WebhookService } from "../../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
 import { open, sha256 } from "../../src/platform/crypto.js";
 import { createOfflineActivationRequest } from "@licensd/client";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
@@ -347,6 +348,23 @@ describe("no secret is stored in clear", () => {
       })(),
     ];
     await Promise.allSettled(attempts);
+    await expectNoSecretAtRest();
+  });
+
+  it("CreateWebhookEndpoint and RotateWebhookSecret (with idempotency keys)", async () => {
+    const webhooks = connectClient(WebhookService, t.url, adminSecret);
+    const keepWebhookSecret = (name: string, secret: string) => {
+      keep(name, secret);
+      keep(`${name} (key bytes)`, Buffer.from(secret.slice("whsec_".length), "base64"));
+    };
+    const { endpoint, secret } = await webhooks.createWebhookEndpoint({
+      url: "https://hooks.example.com/licensd",
+      enabled: false, // never sent: the test sends nothing off this machine
+      idempotencyKey: idem(true),
+    });
+    keepWebhookSecret("webhook secret", secret);
+    const rotated = await webhooks.rotateWebhookSecret({ id: endpoint!.id, idempotencyKey: idem(true) });
+    keepWebhookSecret("rotated webhook secret", rotated.secret);
     await expectNoSecretAtRest();
   });
 });

@@ -22,6 +22,7 @@ import {
   checkUrl,
   classifyAddress,
   createSafeSender,
+  hostAllowed,
 } from "../../src/platform/safe-http.js";
 
 interface Receiver {
@@ -482,5 +483,42 @@ describe("safe sender: pure checks", () => {
       port: 443,
       literal: true,
     });
+  });
+});
+
+describe("safe sender: allowed hosts (LICENSD_WEBHOOK_ALLOWED_HOSTS)", () => {
+  it("matches exact names and IP literals, and *.domain below the domain only, case-insensitively", () => {
+    const patterns = ["hooks.example.com", "*.vendor.test", "203.0.113.7"];
+    expect(hostAllowed("hooks.example.com", patterns)).toBe(true);
+    expect(hostAllowed("HOOKS.Example.com.", patterns)).toBe(true);
+    expect(hostAllowed("a.b.vendor.test", patterns)).toBe(true);
+    expect(hostAllowed("vendor.test", patterns)).toBe(false);
+    expect(hostAllowed("evilvendor.test", patterns)).toBe(false);
+    expect(hostAllowed("hooks.example.com.evil.test", patterns)).toBe(false);
+    expect(hostAllowed("203.0.113.7", patterns)).toBe(true);
+    expect(hostAllowed("203.0.113.8", patterns)).toBe(false);
+  });
+
+  it("refuses other hosts before resolving or connecting", async () => {
+    const resolve = vi.fn(async () => [{ address: "127.0.0.1", family: 4 as const }]);
+    const connect = vi.fn<ConnectFn>(() => {
+      throw new Error("connect must not be called");
+    });
+    const sender = createSafeSender({
+      allowPrivate: true,
+      allowHttp: true,
+      allowedHosts: ["hooks.example.com"],
+      userAgent: "licensd/test",
+      resolve,
+      connect,
+    });
+    const err = await sender.send("http://other.example.com/x", { body: "{}" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SsrfRefused);
+    expect((err as SsrfRefused).reason).toBe("HOST_NOT_ALLOWED");
+    expect(resolve).not.toHaveBeenCalled();
+    expect(connect).not.toHaveBeenCalled();
+    expect(() =>
+      checkUrl("https://hooks.example.com/", { allowHttp: false, allowedHosts: ["hooks.example.com"] }),
+    ).not.toThrow();
   });
 });
