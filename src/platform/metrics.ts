@@ -24,7 +24,9 @@ export class Metrics {
 
   readonly webhookAttempts = new Counter({
     name: "licensd_webhook_deliveries_total",
-    help: "Webhook delivery attempts, by outcome: succeeded (2xx), failed (another status), gone (410), error (no answer).",
+    help:
+      "Webhook delivery attempts, by outcome: succeeded (2xx), failed (another status), gone (410), " +
+      "error (no answer).",
     labelNames: ["outcome"] as const,
     registers: [this.registry],
   });

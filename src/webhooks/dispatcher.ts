@@ -192,8 +192,8 @@ export function createDispatcher(o: DispatcherOptions) {
         if (rows.id.length > 0) {
           await sql(
             em,
-            `insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_seq, event_type, payload, status,
-               next_attempt_at, created_at, updated_at)
+            `insert into webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_seq, event_type, payload,
+               status, next_attempt_at, created_at, updated_at)
              select unnest($1::text[]), $2, unnest($3::text[]), unnest($4::text[]), unnest($5::bigint[]),
                     unnest($6::text[]), unnest($7::text[]), 'pending', $8, $8, $8
              on conflict (endpoint_id, event_id) do nothing`,
@@ -378,7 +378,8 @@ export function createDispatcher(o: DispatcherOptions) {
       } else if (!manual) {
         const [e] = await sql<{ failing_since: Date | string }>(
           em,
-          `update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1 returning failing_since`,
+          `update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1
+            returning failing_since`,
           [d.endpoint_id, startedAt],
         );
         if (e && now.getTime() - asDate(e.failing_since)!.getTime() >= DISABLE_AFTER_FAILING_MS)
