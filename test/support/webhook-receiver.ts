@@ -158,7 +158,9 @@ export async function checkDocumentedReceiver(server: { url: string; superAdminK
     const real = await customerDelivery(okId, WebhookDeliveryStatus.SUCCEEDED);
     const { event } = await audit.getAuditEvent({ id: real.eventId });
     expect(event).toMatchObject({ type: "customer.created", subject: customer!.id });
-    expect(await receiver.next("the customer.created at /ok", (l) => l.id === real.eventId)).toEqual({
+    expect(
+      await receiver.next("the customer.created at /ok", (l) => l.path === "/ok" && l.id === real.eventId),
+    ).toEqual({
       path: "/ok",
       ok: true,
       id: real.eventId,
@@ -187,7 +189,10 @@ export async function checkDocumentedReceiver(server: { url: string; superAdminK
     const afterRotation = await customerDelivery(okId, WebhookDeliveryStatus.SUCCEEDED, real.eventId);
     expect((await audit.getAuditEvent({ id: afterRotation.eventId })).event?.subject).toBe(next!.id);
     expect(
-      await receiver.next("the customer.created at /ok after rotation", (l) => l.id === afterRotation.eventId),
+      await receiver.next(
+        "the customer.created at /ok after rotation",
+        (l) => l.path === "/ok" && l.id === afterRotation.eventId,
+      ),
     ).toEqual({
       path: "/ok",
       ok: true,
