@@ -4,7 +4,9 @@
  * then run against the real server over gRPC. clients/go/internal/e2eclient creates and
  * validates a license with a tenant API key, verifies the signed answers, a license file,
  * a lease and audit proofs offline, gates HTTP handlers, and reads refusals; the
- * user-facing licensd-check command is run as an operator would run it.
+ * user-facing licensd-check command is run as an operator would run it. A webhook receiver
+ * written from docs/webhooks.md (test/e2e/go_webhook_receiver, outside the module, built in
+ * the same GOPATH) accepts the server's deliveries.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -12,6 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+import { checkDocumentedReceiver, startReceiverProcess } from "../support/webhook-receiver.js";
 
 let server: ServerProcess & { dropDatabase(): Promise<void> };
 const bin = mkdtempSync(path.join(os.tmpdir(), "licensd-go-e2e-"));
@@ -28,8 +31,9 @@ async function call<T>(procedure: string, body: unknown, bearer: string): Promis
 }
 
 beforeAll(async () => {
-  const [started, built] = await Promise.all([
-    startServer(),
+  const [started, built, receiver] = await Promise.all([
+    // The webhook receiver listens on 127.0.0.1.
+    startServer({ env: { LICENSD_WEBHOOK_ALLOW_PRIVATE: "true" } }),
     run("bash", [
       path.join(ROOT, "scripts/check-go.sh"),
       "build",
@@ -38,9 +42,18 @@ beforeAll(async () => {
       "./cmd/licensd-check",
       "./internal/e2eclient",
     ]),
+    // A program of its own, as a user writes it: built from its file, importing the module from GOPATH.
+    run("bash", [
+      path.join(ROOT, "scripts/check-go.sh"),
+      "build",
+      "-o",
+      path.join(bin, "go_webhook_receiver"),
+      path.join(ROOT, "test/e2e/go_webhook_receiver/main.go"),
+    ]),
   ]);
   server = started;
   expect(built.code, built.stderr).toBe(0);
+  expect(receiver.code, receiver.stderr).toBe(0);
 }, 300_000);
 afterAll(async () => {
   await server?.stop();
@@ -157,6 +170,12 @@ describe("Go client (clients/go) against a live licensd", () => {
     const refused = await check("-key", "K".repeat(200));
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/InvalidArgument INVALID_ARGUMENT: .*\(field key\)/);
+  }, 120_000);
+
+  it("a receiver written from docs/webhooks.md verifies live deliveries and refuses a wrong secret", async () => {
+    await checkDocumentedReceiver(server, (port, secrets) =>
+      startReceiverProcess(path.join(bin, "go_webhook_receiver"), [], port, secrets),
+    );
   }, 120_000);
 
   it("UsageUploader: an agent killed mid-upload and restarted has every recorded event counted once", async () => {

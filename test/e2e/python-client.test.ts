@@ -4,7 +4,8 @@
  * grpcio, protobuf and cryptography; nothing from PyPI), then the package's own tests
  * (clients/python/tests, unittest) against a live licensd: client and typed errors,
  * verifiers on live-issued artifacts and the shared vectors, gates, LicenseGuard, and
- * UsageUploader with an agent SIGKILLed mid-upload. Last, with the server stopped,
+ * UsageUploader with an agent SIGKILLed mid-upload; a webhook receiver written from
+ * docs/webhooks.md accepting the server's deliveries. Last, with the server stopped,
  * LicenseGuard answers from the cache the online run left.
  */
 import { execFileSync } from "node:child_process";
@@ -13,6 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
+import { checkDocumentedReceiver, startReceiverProcess } from "../support/webhook-receiver.js";
 
 const PACKAGE = path.join(ROOT, "clients/python");
 const TESTS = path.join(PACKAGE, "tests");
@@ -34,7 +36,8 @@ function report(stderr: string) {
 }
 
 beforeAll(async () => {
-  server = await startServer();
+  // The webhook receiver listens on 127.0.0.1.
+  server = await startServer({ env: { LICENSD_WEBHOOK_ALLOW_PRIVATE: "true" } });
   work = mkdtempSync(path.join(os.tmpdir(), "licensd-py-"));
   const venv = path.join(work, "venv");
   python = path.join(venv, "bin/python");
@@ -172,6 +175,15 @@ describe("the Python package, installed from its path", () => {
       await tls.stop();
       await tls.dropDatabase();
     }
+  }, 120_000);
+
+  it("a receiver written from docs/webhooks.md verifies live deliveries and refuses a wrong secret", async () => {
+    await checkDocumentedReceiver(server, (port, secrets) =>
+      startReceiverProcess(python, [path.join(ROOT, "test/e2e/python_webhook_receiver.py")], port, secrets, {
+        PYTHONPATH: "",
+        PYTHONDONTWRITEBYTECODE: "1",
+      }),
+    );
   }, 120_000);
 
   it("LicenseGuard answers from its cache once the server has stopped", async () => {
