@@ -1,4 +1,4 @@
-import { sql, type EntityManager } from "../platform/db.js";
+import { sql, timestampOf, type EntityManager } from "../platform/db.js";
 import { notFound } from "../platform/errors.js";
 import type { Page } from "../platform/pagination.js";
 import type { DeliveryStatus, WebhookAttempt, WebhookDelivery } from "./dispatcher.js";
@@ -17,16 +17,16 @@ interface DeliveryRow {
   event_type: string;
   status: DeliveryStatus;
   attempt_count: number;
-  next_attempt_at: Date | null;
+  next_attempt_at: string | null;
   payload: string;
-  created_at: Date;
-  updated_at: Date;
+  created_at: string;
+  updated_at: string;
 }
 
 interface AttemptRow {
   delivery_id: string;
   number: number;
-  started_at: Date;
+  started_at: string;
   http_status: number;
   latency_ms: number;
   response_body: string;
@@ -48,7 +48,7 @@ export function createDeliveryQueries() {
       const list = byDelivery.get(a.delivery_id) ?? [];
       list.push({
         number: a.number,
-        startedAt: a.started_at,
+        startedAt: timestampOf(a.started_at),
         httpStatus: a.http_status,
         latencyMs: a.latency_ms,
         responseBody: a.response_body,
@@ -67,11 +67,11 @@ export function createDeliveryQueries() {
       status: r.status,
       attemptCount: r.attempt_count,
       // While an attempt is in flight its lease shows here: the time it will be retried if never recorded.
-      nextAttemptAt: r.status === "pending" ? r.next_attempt_at : null,
+      nextAttemptAt: r.status === "pending" ? timestampOf(r.next_attempt_at) : null,
       payload: r.payload,
       attempts: byDelivery.get(r.id) ?? [],
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
+      createdAt: timestampOf(r.created_at),
+      updatedAt: timestampOf(r.updated_at),
     }));
   }
 

@@ -2,7 +2,7 @@ import type { AuditFeed } from "../events/audit-feed.js";
 import type { EventLog } from "../events/event-log.js";
 import type { Events } from "../events/events.js";
 import type { Clock } from "../platform/clock.js";
-import { sql, type Database, type EntityManager } from "../platform/db.js";
+import { sql, timestampOf, type Database, type EntityManager } from "../platform/db.js";
 import { failedPrecondition, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Logger } from "../platform/logger.js";
@@ -78,7 +78,7 @@ interface Sendable {
   url: string;
   secret_sealed: Buffer;
   previous_secret_sealed: Buffer | null;
-  previous_secret_expires_at: Date | null;
+  previous_secret_expires_at: string | null;
 }
 
 const SENDABLE = `d.id, d.tenant_id, d.endpoint_id, d.event_id, d.payload, e.url, e.secret_sealed,
@@ -322,7 +322,7 @@ export function createDispatcher(o: DispatcherOptions) {
         status: DeliveryStatus;
         scheduled_attempts: number;
         test: boolean;
-        next_attempt_at: Date | null;
+        next_attempt_at: string | null;
       }>(
         em,
         `select status, scheduled_attempts, test, next_attempt_at from webhook_deliveries where id = $1 for update`,
@@ -330,7 +330,8 @@ export function createDispatcher(o: DispatcherOptions) {
       );
       if (!cur) return undefined; // its endpoint was deleted meanwhile
       const now = clock.now();
-      let { status, scheduled_attempts: scheduled, next_attempt_at: next } = cur;
+      let { status, scheduled_attempts: scheduled } = cur;
+      let next = timestampOf(cur.next_attempt_at);
       if (ok) [status, next] = ["succeeded", null];
       else if (cur.test) [status, next] = ["failed", null];
       else if (gone && status !== "succeeded") [status, next] = ["failed", null];
@@ -359,12 +360,12 @@ export function createDispatcher(o: DispatcherOptions) {
       } else if (gone) {
         await disable(em, d.endpoint_id, "gone");
       } else if (!manual) {
-        const [e] = await sql<{ failing_since: Date }>(
+        const [e] = await sql<{ failing_since: string }>(
           em,
           `update webhook_endpoints set failing_since = coalesce(failing_since, $2) where id = $1 returning failing_since`,
           [d.endpoint_id, startedAt],
         );
-        if (e && now.getTime() - e.failing_since.getTime() >= DISABLE_AFTER_FAILING_MS)
+        if (e && now.getTime() - timestampOf(e.failing_since).getTime() >= DISABLE_AFTER_FAILING_MS)
           await disable(em, d.endpoint_id, "failing");
       }
       return number;

@@ -1,6 +1,6 @@
 import type { Clock } from "../platform/clock.js";
 import { open, seal } from "../platform/crypto.js";
-import { sql, type EntityManager } from "../platform/db.js";
+import { sql, timestampOf, type EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -33,10 +33,10 @@ export interface EndpointRow {
   event_types: string[];
   enabled: boolean;
   disabled_reason: DisabledReason | null;
-  failing_since: Date | null;
-  previous_secret_expires_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
+  failing_since: string | null;
+  previous_secret_expires_at: string | null;
+  created_at: string;
+  updated_at: string;
 }
 
 export const ENDPOINT_COLUMNS = `id, tenant_id, url, description, event_types, enabled, disabled_reason, failing_since,
@@ -50,10 +50,10 @@ export const endpointOf = (r: EndpointRow): WebhookEndpoint => ({
   eventTypes: r.event_types,
   enabled: r.enabled,
   disabledReason: r.disabled_reason,
-  failingSince: r.failing_since,
-  previousSecretExpiresAt: r.previous_secret_expires_at,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
+  failingSince: timestampOf(r.failing_since),
+  previousSecretExpiresAt: timestampOf(r.previous_secret_expires_at),
+  createdAt: timestampOf(r.created_at),
+  updatedAt: timestampOf(r.updated_at),
 });
 
 export interface NewEndpoint {
@@ -280,12 +280,13 @@ export function signingSecrets(
     id: string;
     secret_sealed: Buffer;
     previous_secret_sealed: Buffer | null;
-    previous_secret_expires_at: Date | null;
+    previous_secret_expires_at: string | Date | null;
   },
   now: Date,
 ): Buffer[] {
   const secrets = [openSecret(dataKey, row.id, row.secret_sealed)];
-  if (row.previous_secret_sealed && row.previous_secret_expires_at && row.previous_secret_expires_at > now)
+  const previousUntil = timestampOf(row.previous_secret_expires_at);
+  if (row.previous_secret_sealed && previousUntil && previousUntil > now)
     secrets.push(openSecret(dataKey, row.id, row.previous_secret_sealed));
   return secrets;
 }
