@@ -12,6 +12,7 @@
 // CreateCustomer round trip itself.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
 import { percentile, startBenchServer } from "./support.ts";
 
 const EVENTS = Number(process.env.BENCH_WEBHOOK_EVENTS ?? 2000);
@@ -232,7 +233,7 @@ export async function run(): Promise<string> {
     return [
       "## Webhook delivery (bench/webhooks.ts)",
       "",
-      `\`licensd serve\` processes on one database (PostgreSQL at 127.0.0.1:5432), one tenant with one \`customer.*\` endpoint, delivering to a node:http receiver on 127.0.0.1 in the benchmark's process that answers 204 at once. Throughput: ${EVENTS} CreateCustomer events are created on a further process with its dispatcher off; the dispatching processes then start while the receiver holds every request, until each has its window (${WINDOW} attempts) in flight; deliveries/s are counted from the ${WARMUP}th arrival after the release to the last (the first ones also pay for the fresh processes' warm-up; the rate from the release is in the notes). Baseline: the same receiver hit by a plain node:http client POSTing the same ${EVENTS} bodies and headers, a new connection per request as the dispatcher makes them. The dispatcher also records every attempt in a transaction, which the baseline does not.`,
+      `\`licensd serve\` processes on one database (PostgreSQL at 127.0.0.1:5432), one tenant with one \`customer.*\` endpoint, delivering to a node:http receiver on 127.0.0.1 in the benchmark's process that answers 204 at once. Throughput: ${EVENTS} CreateCustomer events are created on a further process with its dispatcher off; the dispatching processes then start while the receiver holds every request, until each has its window (${WINDOW} attempts) in flight; deliveries/s are counted from the ${WARMUP}th arrival after the release to the last (the first ones also pay for the fresh processes' warm-up; the rate from the release is in the notes). Baseline: the same receiver hit by a plain node:http client POSTing the same ${EVENTS} bodies and headers, a new connection per request as the dispatcher makes them. The dispatcher also records every attempt in a transaction, which the baseline does not. This machine has ${os.cpus().length} cores, shared by PostgreSQL, every licensd process and the receiver: a further instance here adds contention for them, not capacity; the 3-instance row says that the work is shared without duplicates, not how it scales on separate hosts.`,
       "",
       "| deliveries | per s | ratio to baseline | notes |",
       "|---|---:|---:|---|",
