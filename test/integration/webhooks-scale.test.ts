@@ -275,7 +275,9 @@ describe("a server killed while sending", () => {
       if (firstSeen.has(r.id)) duplicates.push(r.id);
       else firstSeen.set(r.id, r.at);
     }
-    expect(duplicates.length).toBeLessThanOrEqual(DISPATCHER_CONCURRENCY);
+    // The slow receiver keeps a full window in flight, so the kill always catches some: they come again.
+    expect(duplicates.length, "attempts in flight at the kill, sent again").toBeGreaterThan(0);
+    expect(duplicates.length, "attempts in flight at the kill, sent again").toBeLessThanOrEqual(DISPATCHER_CONCURRENCY);
     expect(duplicates.filter((id) => firstSeen.get(id)! > killedAt)).toEqual([]);
     expect(
       deliveries.filter((d) => d.attemptCount !== 1).map((d) => d.eventId),
