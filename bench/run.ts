@@ -12,6 +12,7 @@ const ALL = [
   "propagation",
   "uploader",
   "verifiers",
+  "webhooks",
 ] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");

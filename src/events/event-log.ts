@@ -1,4 +1,4 @@
-import { sql, type Database, type EntityManager } from "../platform/db.js";
+import { sql, timestampOf, type Database, type EntityManager } from "../platform/db.js";
 import type { JsonValue } from "./events.js";
 
 /** One audit entry as a reader of the log sees it (the hash chain's fields stay with the audit domain). */
@@ -54,7 +54,7 @@ export function createEventLog(db: Database): EventLog {
         subject: string;
         actor: string;
         payload: { [key: string]: JsonValue };
-        occurred_at: Date;
+        occurred_at: Date | string;
       }>(
         db,
         `select seq, id, type, subject, actor, payload, occurred_at from audit_events
@@ -68,7 +68,7 @@ export function createEventLog(db: Database): EventLog {
         subject: r.subject,
         actor: r.actor,
         payload: r.payload,
-        occurredAt: new Date(r.occurred_at),
+        occurredAt: timestampOf(r.occurred_at),
       }));
     },
   };

@@ -46,6 +46,18 @@ export async function sql<T>(
   return (await run<T>(on, text, params, opts?.name)).rows;
 }
 
+/**
+ * A timestamptz column read through sql(): MikroORM's pool keeps timestamps as PostgreSQL's
+ * text (`2026-12-06 08:01:07.123456+00`), not Date; this parses that text (ISO 8601 once the
+ * space is a `T` and the offset has minutes).
+ */
+export function timestampOf(value: string | Date): Date;
+export function timestampOf(value: string | Date | null): Date | null;
+export function timestampOf(value: string | Date | null): Date | null {
+  if (value === null || value instanceof Date) return value;
+  return new Date(value.replace(" ", "T").replace(/([+-]\d\d)$/, "$1:00"));
+}
+
 /** Runs a write (`insert`, `update`, `delete`) and returns how many rows it touched. */
 export async function affectedRows(
   on: SqlRunner,

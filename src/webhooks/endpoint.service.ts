@@ -1,6 +1,6 @@
 import type { Clock } from "../platform/clock.js";
 import { open, seal } from "../platform/crypto.js";
-import { sql, type EntityManager } from "../platform/db.js";
+import { sql, timestampOf, type EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -45,8 +45,8 @@ export interface EndpointRow {
 export const ENDPOINT_COLUMNS = `id, tenant_id, url, description, event_types, enabled, disabled_reason, failing_since,
   previous_secret_expires_at, created_at, updated_at`;
 
-/** Timestamps come back from raw SQL as text. */
-export const asDate = (v: Date | string | null): Date | null => (v === null ? null : new Date(v));
+/** Timestamps come back from raw SQL as text (db.ts, timestampOf). */
+export const asDate = (v: Date | string | null): Date | null => timestampOf(v);
 
 export const endpointOf = (r: EndpointRow): WebhookEndpoint => ({
   id: r.id,
