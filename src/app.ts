@@ -18,6 +18,7 @@ import { createLogger, type Logger } from "./platform/logger.js";
 import { Metrics } from "./platform/metrics.js";
 import { migrate } from "./platform/migrate.js";
 import { createEdgeHandler } from "./platform/edge.js";
+import { createConsoleHandler, findConsoleDir } from "./platform/console-assets.js";
 import { shuttingDown } from "./platform/errors.js";
 import { createReflectionV1, createReflectionV1alpha, ReflectionIndex } from "./platform/reflection.js";
 import { createTelemetryInterceptor, tracingConfigured } from "./platform/telemetry.js";
@@ -337,9 +338,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       tracer: tracing?.tracer,
     });
 
+    const consoleAssets = createConsoleHandler(findConsoleDir());
     const handler: RequestHandler = (req, anyRes) => {
       const res = anyRes as http.ServerResponse; // both response kinds share writeHead/end
       const path = req.url?.split("?")[0];
+      if (path !== undefined && consoleAssets(req as http.IncomingMessage, res, path)) return;
       if (req.method === "GET" && path === "/healthz") {
         const up = health.get("") === ServingStatus.SERVING;
         res.writeHead(up ? 200 : 503, { "content-type": "text/plain" });

@@ -21,7 +21,7 @@ afterAll(() => {
 function manifests(): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), "licensd-install-"));
   dirs.push(dir);
-  for (const f of ["package.json", "package-lock.json", "clients/ts/package.json"]) {
+  for (const f of ["package.json", "package-lock.json", "clients/ts/package.json", "console/package.json"]) {
     cpSync(path.join(ROOT, f), path.join(dir, f));
   }
   return dir;
@@ -118,6 +118,7 @@ describe("the production image, its Dockerfile carried out without Docker", () =
     await runStage(stages[0]!.steps, build, {});
     expect(existsSync(path.join(build, "dist/src/cli/main.js"))).toBe(true);
     expect(existsSync(path.join(build, "clients/ts/dist/src/index.js"))).toBe(true);
+    expect(existsSync(path.join(build, "console/dist/index.html"))).toBe(true);
     const dir = path.join(root, "app");
     await runStage(stages[1]!.steps, dir, { build: { dir: build, workdir: stages[0]!.workdir } });
     // The image's own Node 22 runs it: no bundled Node, no embedded PostgreSQL binaries.
@@ -163,6 +164,10 @@ describe("the production image, its Dockerfile carried out without Docker", () =
         body: "{}",
       });
       expect(res.status, await res.clone().text()).toBe(200);
+      // The console is in the image; its build tools and libraries are not.
+      expect((await fetch(`http://127.0.0.1:${port}/console/`)).status).toBe(200);
+      expect(existsSync(path.join(dir, "node_modules/vite"))).toBe(false);
+      expect(existsSync(path.join(dir, "node_modules/preact"))).toBe(false);
     } finally {
       child.kill("SIGTERM");
       await new Promise((r) => child.once("exit", r));
