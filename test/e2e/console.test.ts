@@ -115,7 +115,8 @@ describe("overview", () => {
     const c = await openConsole(browser, server.url, 360);
     await signIn(c.page, tenant.key);
     await c.page.getByTestId("licenses-active").waitFor();
-    const width = await c.page.evaluate(() => document.documentElement.scrollWidth);
+    // (a string: this file is type-checked without the DOM's types)
+    const width = await c.page.evaluate<number>("document.documentElement.scrollWidth");
     expect(width).toBeLessThanOrEqual(360);
     await c.shot("overview-360");
     await c.context.close();

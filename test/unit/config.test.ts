@@ -98,6 +98,54 @@ describe("config", () => {
     expect(loadConfig({ NODE_ENV: "development", LICENSD_DATA_DIR: tmp() }).env).toBe("development");
   });
 
+  it("reads the webhook settings: https only in production, private addresses a loud opt-in, bad values named", () => {
+    const prodEnv = {
+      LICENSD_ENV: "production",
+      LICENSD_DATABASE_URL: "postgres://db/x",
+      LICENSD_SUPER_ADMIN_KEY: strongKey,
+      LICENSD_DATA_KEY: dataKey,
+    };
+    expect(loadConfig(prodEnv).webhooks).toEqual({
+      allowPrivate: false,
+      allowHttp: false,
+      allowedHosts: [],
+      dispatcher: true,
+      historyDays: 30,
+      pollMs: 1000,
+      leaseMs: 60_000,
+    });
+    const open = loadConfig({ ...prodEnv, LICENSD_WEBHOOK_ALLOW_PRIVATE: "true" });
+    expect(open.webhooks.allowPrivate).toBe(true);
+    expect(open.warnings).toEqual([expect.stringContaining("LICENSD_WEBHOOK_ALLOW_PRIVATE=true")]);
+    const dev = loadConfig({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_WEBHOOK_ALLOWED_HOSTS: "hooks.example.com, *.vendor.test",
+      LICENSD_WEBHOOK_DISPATCHER: "false",
+    });
+    expect(dev.webhooks).toMatchObject({
+      allowHttp: true,
+      allowedHosts: ["hooks.example.com", "*.vendor.test"],
+      dispatcher: false,
+    });
+    const p = problems({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_WEBHOOK_ALLOW_PRIVATE: "yes",
+      LICENSD_WEBHOOK_HISTORY_DAYS: "0",
+      LICENSD_WEBHOOK_ALLOWED_HOSTS: "hooks.example.com/path",
+      LICENSD_WEBHOOK_LEASE_MS: "5",
+    });
+    for (const name of [
+      "LICENSD_WEBHOOK_ALLOW_PRIVATE",
+      "LICENSD_WEBHOOK_HISTORY_DAYS",
+      "LICENSD_WEBHOOK_ALLOWED_HOSTS",
+      "LICENSD_WEBHOOK_LEASE_MS",
+    ])
+      expect(
+        p.some((x) => x.startsWith(name)),
+        name,
+      ).toBe(true);
+  });
+
   it("reads trusted proxies, the forwarding header and the key failure budgets, and names bad ones", () => {
     const ok = loadConfig({
       LICENSD_DATA_DIR: tmp(),
