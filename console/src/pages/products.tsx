@@ -222,7 +222,7 @@ function ProductForm({ product, onSaved, onCancel }: { product?: Product; onSave
             />
           </Field>
         )}
-        <Field id={`${idp}-name`} label="Name">
+        <Field id={`${idp}-name`} label="Product name">
           <input id={`${idp}-name`} required value={name} onInput={(e) => setName(e.currentTarget.value)} />
         </Field>
       </div>
