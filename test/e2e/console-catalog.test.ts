@@ -215,13 +215,49 @@ describe("catalog pages", () => {
     await c.context.close();
   });
 
+  it("pages through a long list with page tokens", async () => {
+    for (let i = 0; i < 55; i++) {
+      await api.createCustomer({ name: `Bulk ${String(i).padStart(2, "0")}`, email: `bulk${i}@example.com` });
+    }
+    const c = await openConsole(browser, server.url);
+    const { page } = c;
+    await signIn(page, tenant.key);
+    await openSection(page, "Customers");
+    const rows = page.getByRole("table", { name: "Customers" }).locator("tbody tr");
+    await page.getByRole("link", { name: "Bulk 49" }).waitFor();
+    expect(await rows.count()).toBe(50);
+    await page.getByRole("button", { name: "Next →" }).click();
+    await page.getByRole("link", { name: "Bulk 54" }).waitFor();
+    expect(await rows.count()).toBe(5);
+    expect(await page.getByRole("button", { name: "Next →" }).isDisabled()).toBe(true);
+    await page.getByRole("button", { name: "← Previous" }).click();
+    await page.getByRole("link", { name: "Bulk 00" }).waitFor();
+    expect(await rows.count()).toBe(50);
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
+  it("the super-admin sees the picked tenant's catalog", async () => {
+    const c = await openConsole(browser, server.url);
+    await signIn(c.page, server.superAdminKey);
+    await c.page.getByLabel("Tenant").selectOption(tenant.id);
+    await openSection(c.page, "Products");
+    await c.page.getByRole("link", { name: "Catalog Pro" }).click();
+    await c.page.getByRole("heading", { level: 1, name: "Product Catalog Pro" }).waitFor();
+    await openSection(c.page, "Policies");
+    await c.page.getByRole("link", { name: "pro", exact: true }).waitFor();
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
   it("is readable at 360 px: the policy form fits the screen", async () => {
     const c = await openConsole(browser, server.url, 360);
     await signIn(c.page, tenant.key);
     await openSection(c.page, "Policies");
     await c.page.getByRole("button", { name: "New policy" }).click();
     await c.page.getByRole("button", { name: "Add entitlement" }).click();
-    const width = await c.page.evaluate(() => document.documentElement.scrollWidth);
+    // A string: the test's tsconfig has no DOM types.
+    const width = await c.page.evaluate<number>("document.documentElement.scrollWidth");
     expect(width).toBeLessThanOrEqual(360);
     await c.shot("policies-360");
     expect(c.problems).toEqual([]);
