@@ -102,6 +102,7 @@ describe("catalog pages", () => {
     await edit.getByRole("button", { name: "Save product" }).click();
     await page.getByRole("heading", { level: 1, name: "Product Catalog Pro" }).waitFor();
     await page.getByText("Concurrent seats").waitFor();
+    await page.getByText("No policies for this product yet").waitFor();
     await c.shot("product-detail");
     const { product } = await api.getProduct({ id: products[0]!.id });
     expect(product!.name).toBe("Catalog Pro");
@@ -244,8 +245,9 @@ describe("catalog pages", () => {
     await openSection(c.page, "Products");
     await c.page.getByRole("link", { name: "Catalog Pro" }).click();
     await c.page.getByRole("heading", { level: 1, name: "Product Catalog Pro" }).waitFor();
-    await openSection(c.page, "Policies");
-    await c.page.getByRole("link", { name: "pro", exact: true }).waitFor();
+    // The product's policies, linked from its page.
+    await c.page.getByRole("link", { name: "pro", exact: true }).click();
+    await c.page.getByRole("heading", { level: 1, name: "Policy pro" }).waitFor();
     expect(c.problems).toEqual([]);
     await c.context.close();
   });

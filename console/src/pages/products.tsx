@@ -130,9 +130,7 @@ function ProductDetail({ id }: { id: string }) {
             <dt>Updated</dt>
             <dd>{when(p.updateTime)}</dd>
           </dl>
-          <p>
-            <a href={href("policies")}>Policies</a> set what licenses of this product entitle.
-          </p>
+          <ProductPolicies productId={p.id} />
           {editing ? (
             <ProductForm
               product={p}
@@ -143,7 +141,7 @@ function ProductDetail({ id }: { id: string }) {
               }}
             />
           ) : (
-            <div class="confirm-row">
+            <div>
               <button type="button" class="primary" onClick={() => setEditing(true)}>
                 Edit product
               </button>{" "}
@@ -159,6 +157,35 @@ function ProductDetail({ id }: { id: string }) {
         </>
       ) : null}
     </Page>
+  );
+}
+
+/** The product's plans, linked; policies are created on the Policies page. */
+function ProductPolicies({ productId }: { productId: string }) {
+  const { client, tenantId } = useScope();
+  const policies = useAsync(
+    async () => (await client.licensing.listPolicies({ tenantId, productId, pageSize: 1000 })).policies,
+    [tenantId, productId],
+  );
+  return (
+    <section aria-labelledby="product-policies">
+      <h2 id="product-policies">Policies</h2>
+      <ErrorBox error={policies.error} />
+      {policies.data?.length ? (
+        <ul>
+          {policies.data.map((pol) => (
+            <li key={pol.id}>
+              <a href={href("policies", pol.id)}>{pol.name}</a>
+            </li>
+          ))}
+        </ul>
+      ) : policies.data ? (
+        <p class="muted">
+          No policies for this product yet — <a href={href("policies")}>create one on the Policies page</a> to set what
+          its licenses entitle.
+        </p>
+      ) : null}
+    </section>
   );
 }
 
