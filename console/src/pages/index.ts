@@ -1,8 +1,14 @@
 import type { PageDef } from "../app";
+import { Anomalies } from "./anomalies";
 import { Overview } from "./overview";
+import { Usage } from "./usage";
 
 /**
  * The console's sections, in the order of the navigation. Each page is a component in
  * this folder taking the route's remaining parts (`#/licenses/lic_…` → ["lic_…"]).
  */
-export const PAGES: PageDef[] = [{ path: "overview", title: "Overview", component: Overview }];
+export const PAGES: PageDef[] = [
+  { path: "overview", title: "Overview", component: Overview },
+  { path: "usage", title: "Usage", component: Usage },
+  { path: "anomalies", title: "Anomalies", component: Anomalies },
+];
