@@ -127,7 +127,7 @@ export function Usage({ params }: { params: string[] }) {
             </div>
           </form>
           <section aria-labelledby="chart-title">
-            <h2 id="chart-title">
+            <h2 id="chart-title" class="chart-title">
               Daily {metric || "usage"}
               {license ? <span class="muted"> · {license.id}</span> : null}
             </h2>
