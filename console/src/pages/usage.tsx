@@ -145,7 +145,7 @@ export function Usage({ params }: { params: string[] }) {
                 </p>
               </Empty>
             ) : summary.data && summary.data.bucketStarts.length > 0 ? (
-              <UsageChart metric={metric} summary={summary.data} />
+              <UsageChart metric={metric} summary={summary.data} range={[dayStart(from), dayStart(to)]} />
             ) : summary.data ? (
               <Empty>
                 <p>
@@ -180,7 +180,7 @@ function LicenseSelect({
       {known || !value ? null : <option value={value}>{value}</option>}
       {licenses.map((l) => (
         <option key={l.id} value={l.id}>
-          {l.id} ({l.keyPrefix}…)
+          {l.id} ({l.keyPrefix})
         </option>
       ))}
     </select>
