@@ -136,7 +136,7 @@ describe("usage page", () => {
     await canvas.waitFor();
     const box = await canvas.boundingBox();
     expect(box!.width).toBeLessThanOrEqual(360);
-    expect(await c.page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(360);
+    expect(await c.page.evaluate<number>("document.documentElement.scrollWidth")).toBeLessThanOrEqual(360);
     await c.page.getByTestId("quota-text-tokens").waitFor();
     await c.shot("usage-360");
     expect(c.problems).toEqual([]);
@@ -165,8 +165,9 @@ describe("anomalies page", () => {
     await row.getByRole("button", { name: `Resolve tokens on ${yesterday} for ${licenseId}` }).focus();
     await c.page.keyboard.press("Enter");
     const note = c.page.getByLabel("Note");
-    await expect.poll(() => note.evaluate((el) => el === document.activeElement)).toBe(true);
+    await expect.poll(() => c.page.evaluate<string>("document.activeElement.id")).toBe("resolve-note");
     await c.page.keyboard.type("customer ran a migration");
+    expect(await note.inputValue()).toBe("customer ran a migration");
     await c.page.keyboard.press("Tab");
     await c.page.keyboard.press("Enter");
     await c.page.getByText("No anomalies match these filters").waitFor();

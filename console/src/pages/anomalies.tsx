@@ -64,8 +64,11 @@ export function Anomalies({ params }: { params: string[] }) {
       title: "Status",
       cell: (a) =>
         a.resolved ? (
-          <span>
-            <Badge value="resolved" /> by {a.resolver} {when(a.resolveTime)}
+          <span class="resolution">
+            <Badge value="resolved" />
+            <small>
+              by {a.resolver}, {when(a.resolveTime)}
+            </small>
             {a.resolutionNote ? <q class="note">{a.resolutionNote}</q> : null}
           </span>
         ) : (
