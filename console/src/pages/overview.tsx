@@ -6,6 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import { errorText } from "../api";
 import { href } from "../router";
 import { ErrorBox, Loading, Page, useAsync, useScope, when } from "../ui";
+import { UsageToday } from "./usage-today";
 
 const CAP = 1000;
 /** "1000+" when there is more than one page of 1,000. */
@@ -49,6 +50,7 @@ export function Overview() {
             <dt>Machines alive</dt>
             <dd data-testid="machines-alive">{counts.data.machines}</dd>
           </div>
+          <UsageToday />
           <div class="card">
             <dt>Open anomalies</dt>
             <dd data-testid="anomalies-open">
