@@ -102,7 +102,14 @@ export function ApiKeysPanel({ tenantId }: { tenantId: string }) {
           columns={[
             { title: "Name", cell: (k) => k.name },
             { title: "Prefix", cell: (k) => <code>{k.prefix}…</code> },
-            { title: "Scopes", cell: (k) => k.scopes.map((s) => enumName(ApiKeyScope, s)).join(", ") },
+            {
+              title: "Scopes",
+              cell: (k) =>
+                [...k.scopes]
+                  .sort((a, b) => a - b)
+                  .map((s) => enumName(ApiKeyScope, s))
+                  .join(", "),
+            },
             { title: "Status", cell: (k) => <Badge value={keyState(k)} /> },
             { title: "Created", cell: (k) => when(k.createTime) },
             { title: "Expires", cell: (k) => (k.expireTime ? when(k.expireTime) : "never") },
