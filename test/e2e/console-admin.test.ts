@@ -10,6 +10,8 @@ import type { AddressInfo } from "node:net";
 import { verifyWebhook } from "@licensd/client";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ListAuditEventsResponseSchema } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
@@ -83,6 +85,28 @@ describe("audit", () => {
     expect(c.problems).toEqual([]);
     await c.context.close();
   });
+  it("an entry altered on its way to the browser fails its inclusion proof there", async () => {
+    const c = await openConsole(browser, server.url);
+    // The server's answer is changed in flight: the customer.created entry names another subject.
+    await c.page.route("**/licensd.audit.v1.AuditService/ListAuditEvents*", async (route) => {
+      const response = await route.fetch();
+      const list = fromBinary(ListAuditEventsResponseSchema, new Uint8Array(await response.body()));
+      for (const e of list.events) if (e.type === "customer.created") e.subject = "cus_someone_else";
+      await route.fulfill({ response, body: Buffer.from(toBinary(ListAuditEventsResponseSchema, list)) });
+    });
+    await signIn(c.page, tenant.key);
+    await openSection(c.page, "Audit");
+    await c.page.getByText("cus_someone_else").waitFor();
+    const row = c.page.getByRole("row", { name: /customer\.created/ });
+    const seq = (await row.locator("td[data-label=Seq]").textContent()) ?? "";
+    // Keyboard only: focus the row's button, press Enter.
+    await c.page.getByRole("button", { name: `Verify entry ${seq}` }).focus();
+    await c.page.keyboard.press("Enter");
+    await expect.poll(() => c.page.getByTestId(`proof-${seq}`).textContent()).toMatch(/NOT_INCLUDED/);
+    await c.shot("audit-altered");
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
 });
 
 describe("webhooks", () => {
@@ -91,10 +115,17 @@ describe("webhooks", () => {
     await signIn(c.page, tenant.key);
     await openSection(c.page, "Webhooks");
     await c.page.getByText("No webhook endpoints yet").waitFor();
-    await c.page.getByLabel("URL").fill(receiverUrl);
-    await c.page.getByLabel("Description").fill("the test receiver");
-    await c.page.getByLabel("Event types").fill("license.*");
-    await c.page.getByRole("button", { name: "Create endpoint" }).click();
+    // From the keyboard: the fields in order, the checkbox, then the button.
+    await c.page.getByLabel("URL").focus();
+    await c.page.keyboard.type(receiverUrl);
+    await c.page.keyboard.press("Tab");
+    await c.page.keyboard.type("the test receiver");
+    await c.page.keyboard.press("Tab");
+    await c.page.keyboard.type("license.*");
+    await c.page.keyboard.press("Tab");
+    expect(await c.page.getByLabel("Enabled").evaluate((el) => el === el.ownerDocument.activeElement)).toBe(true);
+    await c.page.keyboard.press("Tab");
+    await c.page.keyboard.press("Enter");
     const secret = (await c.page.getByTestId("secret").textContent()) ?? "";
     expect(secret).toMatch(/^whsec_/);
     await c.shot("webhooks-created");
@@ -138,6 +169,25 @@ describe("webhooks", () => {
     expect(received).toHaveLength(3);
     expect(received[2]!.headers["webhook-id"]).toBe(received[1]!.headers["webhook-id"]);
     await c.shot("webhooks-deliveries");
+
+    // Edit (only the description changes: the update mask names it alone).
+    await c.page.locator("summary", { hasText: "Edit" }).click();
+    await c.page.locator("#edit-description").fill("renamed receiver");
+    await c.page.getByRole("button", { name: "Save" }).click();
+    await c.page.locator(".facts").getByText("renamed receiver").waitFor();
+
+    // Rotate with an hour of overlap: the new secret is shown once; both secrets sign the next test.
+    await c.page.locator("summary", { hasText: "Rotate secret" }).click();
+    await c.page.getByLabel("Old secret keeps signing for").selectOption("1");
+    await c.page.getByRole("button", { name: "Rotate secret" }).click();
+    const rotated = (await c.page.getByTestId("secret").textContent()) ?? "";
+    expect(rotated).toMatch(/^whsec_/);
+    expect(rotated).not.toBe(secret);
+    await c.page.getByText("Previous secret").waitFor();
+    await c.page.getByRole("button", { name: "Send test" }).click();
+    await expect.poll(() => received.length).toBe(4);
+    expect(verifyWebhook(received[3]!.body, received[3]!.headers, rotated).ok).toBe(true);
+    expect(verifyWebhook(received[3]!.body, received[3]!.headers, secret).ok).toBe(true);
 
     // Disable, then delete with a confirmation.
     await c.page.getByRole("button", { name: "Disable" }).click();
