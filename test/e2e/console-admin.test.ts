@@ -208,7 +208,7 @@ describe("tenants and API keys", () => {
     await c.page.getByLabel("New tenant name").fill("Fresh Vendor");
     await c.page.getByRole("button", { name: "Create tenant" }).click();
     await c.page.getByRole("heading", { level: 1, name: "Tenant Fresh Vendor" }).waitFor();
-    await c.page.getByLabel("Name", { exact: true }).fill("Fresh Vendor GmbH");
+    await c.page.getByLabel("Tenant name").fill("Fresh Vendor GmbH");
     await c.page.getByRole("button", { name: "Rename" }).click();
     await c.page.getByRole("heading", { level: 1, name: "Tenant Fresh Vendor GmbH" }).waitFor();
 
@@ -234,6 +234,14 @@ describe("tenants and API keys", () => {
     await expect(asKey.getTenant({ id: "" })).rejects.toThrow(/unauthenticated/i);
     await c.page.getByLabel("Show revoked keys").check();
     await keys.locator("td[data-label=Status]", { hasText: "revoked" }).waitFor();
+
+    // Delete the tenant, after a confirmation: it is gone from the list.
+    await c.page.getByRole("button", { name: "Delete tenant" }).click();
+    await c.page.getByRole("button", { name: "Yes, delete" }).click();
+    await c.page.getByText("The tenant was deleted").waitFor();
+    await c.page.getByRole("link", { name: "Back to the tenants" }).click();
+    await c.page.getByRole("table", { name: "tenants" }).getByText("Admin Pages Co").waitFor();
+    expect(await c.page.getByText("Fresh Vendor GmbH").count()).toBe(0);
     expect(c.problems).toEqual([]);
     await c.context.close();
   });

@@ -135,7 +135,7 @@ function TenantPage({ id }: { id: string }) {
               }
             }}
           >
-            <Field id="rename" label="Name">
+            <Field id="rename" label="Tenant name">
               <input
                 id="rename"
                 required
