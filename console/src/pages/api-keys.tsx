@@ -147,7 +147,14 @@ function CreateKeyForm({ tenantId, onCreated }: { tenantId: string; onCreated: (
       }}
     >
       <Field id="key-name" label="Key name" hint="What uses it, e.g. “billing backend”.">
-        <input id="key-name" required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        <input
+          id="key-name"
+          aria-describedby="key-name-hint"
+          required
+          maxLength={100}
+          value={name}
+          onInput={(e) => setName(e.currentTarget.value)}
+        />
       </Field>
       <fieldset class="scopes">
         <legend>Scopes</legend>
@@ -170,6 +177,7 @@ function CreateKeyForm({ tenantId, onCreated }: { tenantId: string; onCreated: (
       <Field id="key-expires" label="Expires" hint="Optional; empty for a key that does not expire.">
         <input
           id="key-expires"
+          aria-describedby="key-expires-hint"
           type="datetime-local"
           value={expires}
           onInput={(e) => setExpires(e.currentTarget.value)}

@@ -166,6 +166,7 @@ function EndpointForm({
         <input
           id={`${p}-url`}
           type="url"
+          aria-describedby={`${p}-url-hint`}
           required
           value={url}
           placeholder="https://example.com/webhooks/licensd"
