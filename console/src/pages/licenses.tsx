@@ -228,6 +228,7 @@ function CreateLicense({
       <summary>New license</summary>
       <form
         class="inline"
+        aria-label="new license"
         onSubmit={async (e) => {
           e.preventDefault();
           const r = await action.run(() =>
