@@ -120,7 +120,9 @@ describe("licenses", () => {
     await page.getByRole("button", { name: "Renew" }).click();
     await expect.poll(() => page.getByTestId("license-expiry").textContent()).not.toBe(before);
     const renewed = await page.getByTestId("license-expiry").textContent();
-    expect(Date.parse(renewed!.replace(" ", "T")) - Date.parse(before!.replace(" ", "T"))).toBeGreaterThan(29 * 86_400_000);
+    expect(Date.parse(renewed!.replace(" ", "T")) - Date.parse(before!.replace(" ", "T"))).toBeGreaterThan(
+      29 * 86_400_000,
+    );
 
     await page.getByLabel("Transfer to customer").selectOption(customers.bob);
     await page.getByRole("button", { name: "Transfer" }).click();
