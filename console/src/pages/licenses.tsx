@@ -152,7 +152,7 @@ function LicenseList() {
               title: "License",
               cell: (l) => (
                 <a href={href("licenses", l.id)}>
-                  <code>{l.keyPrefix || l.id}…</code>
+                  <code>{l.keyPrefix || l.id}</code>
                 </a>
               ),
             },
@@ -330,7 +330,7 @@ function LicenseDetail({ id }: { id: string }) {
             </dd>
             <dt>Key</dt>
             <dd>
-              <code>{l.keyPrefix}…</code>
+              <code>{l.keyPrefix}</code>
             </dd>
             <dt>Product</dt>
             <dd>{productName(catalogue.data?.products, l.productId)}</dd>

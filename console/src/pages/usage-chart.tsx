@@ -24,15 +24,17 @@ export function LicenseUsage({ licenseId, productId }: { licenseId: string; prod
   const summary = useAsync(async () => {
     if (!chosen) return undefined;
     const end = new Date(Math.ceil(Date.now() / DAY_MS) * DAY_MS);
-    return client.usage.getUsageSummary({
+    const start = new Date(end.getTime() - 30 * DAY_MS);
+    const response = await client.usage.getUsageSummary({
       tenantId,
       licenseId,
       metric: chosen,
-      startTime: timestampFromDate(new Date(end.getTime() - 30 * DAY_MS)),
+      startTime: timestampFromDate(start),
       endTime: timestampFromDate(end),
       bucket: Bucket.DAY,
       layout: SummaryLayout.SERIES,
     });
+    return { response, range: [start.getTime() / 1000, end.getTime() / 1000] as [number, number] };
   }, [tenantId, licenseId, chosen]);
   return (
     <section aria-labelledby="usage-title">
@@ -60,7 +62,7 @@ export function LicenseUsage({ licenseId, productId }: { licenseId: string; prod
       <ErrorBox error={summary.error} />
       {summary.loading && chosen ? <Loading /> : null}
       {summary.data ? (
-        summary.data.bucketStarts.length === 0 ? (
+        summary.data.response.bucketStarts.length === 0 ? (
           <Empty>
             <p>
               No {chosen} recorded for this license in the last 30 days. Usage appears here once the SDK (or
@@ -70,9 +72,9 @@ export function LicenseUsage({ licenseId, productId }: { licenseId: string; prod
         ) : (
           <>
             <p>
-              Total: <strong data-testid="usage-total">{summary.data.total.toString()}</strong>
+              Total: <strong data-testid="usage-total">{summary.data.response.total.toString()}</strong>
             </p>
-            <UsagePlot summary={summary.data} metric={chosen} />
+            <UsagePlot summary={summary.data.response} range={summary.data.range} metric={chosen} />
           </>
         )
       ) : null}
@@ -80,13 +82,22 @@ export function LicenseUsage({ licenseId, productId }: { licenseId: string; prod
   );
 }
 
-function UsagePlot({ summary, metric }: { summary: GetUsageSummaryResponse; metric: string }) {
+/** The x axis spans the whole range asked for (seconds), so one day of usage sits in its place. */
+function UsagePlot({
+  summary,
+  range,
+  metric,
+}: {
+  summary: GetUsageSummaryResponse;
+  range: [number, number];
+  metric: string;
+}) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = box.current;
     if (!el) return;
     const xs = summary.bucketStarts.map((t) => timestampDate(t).getTime() / 1000);
-    const series = summary.series.length > 0 ? summary.series : [];
+    const series = summary.series;
     const data: uPlot.AlignedData = [xs, ...series.map((s) => s.values.map(Number))];
     const size = () => ({ width: Math.max(240, el.clientWidth), height: 220 });
     const plot = new uPlot(
@@ -102,6 +113,7 @@ function UsagePlot({ summary, metric }: { summary: GetUsageSummaryResponse; metr
             points: { show: true },
           })),
         ],
+        scales: { x: { time: true, range: () => range } },
         axes: [{}, { size: 60 }],
       },
       data,
@@ -113,6 +125,6 @@ function UsagePlot({ summary, metric }: { summary: GetUsageSummaryResponse; metr
       resize.disconnect();
       plot.destroy();
     };
-  }, [summary, metric]);
+  }, [summary, range, metric]);
   return <div class="usage-plot" ref={box} role="img" aria-label={`${metric} per day, total ${summary.total}`} />;
 }
