@@ -177,8 +177,12 @@ describe("licenses", () => {
     // Revoke asks first.
     await page.goto(`${server.url}/console/#/licenses/${licenseId}`);
     await expect.poll(() => status(page)).toBe("active");
-    await page.getByRole("button", { name: "Revoke…" }).click();
-    await page.getByRole("button", { name: "Cancel" }).click();
+    // From the keyboard: the question takes the focus on Cancel, so Enter twice does not revoke.
+    await page.getByRole("button", { name: "Revoke…" }).focus();
+    await page.keyboard.press("Enter");
+    await expect.poll(() => page.evaluate("document.activeElement.textContent")).toBe("Cancel");
+    await page.keyboard.press("Enter");
+    await page.getByRole("button", { name: "Revoke…" }).waitFor();
     expect(await status(page)).toBe("active");
     await page.getByRole("button", { name: "Revoke…" }).click();
     await page.getByRole("button", { name: "Yes, revoke" }).click();

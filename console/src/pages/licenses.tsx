@@ -3,7 +3,7 @@ import { ListOrder } from "@licensd/client/gen/licensd/audit/v1/audit_service_pb
 import type { Customer } from "@licensd/client/gen/licensd/licensing/v1/customer_pb.js";
 import { type License, LicenseStatus } from "@licensd/client/gen/licensd/licensing/v1/license_pb.js";
 import type { Product } from "@licensd/client/gen/licensd/licensing/v1/product_pb.js";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { href } from "../router";
 import {
   Badge,
@@ -382,6 +382,11 @@ function LicenseActions({
   const { client, tenantId } = useScope();
   const action = useAction();
   const [confirmRevoke, setConfirmRevoke] = useState(false);
+  // The question takes the focus, on its safe answer, so Enter twice never revokes by accident.
+  const cancelRevoke = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (confirmRevoke) cancelRevoke.current?.focus();
+  }, [confirmRevoke]);
   const [transferTo, setTransferTo] = useState("");
   const id = license.id;
   const run = async (fn: () => Promise<{ license?: License }>) => {
@@ -431,7 +436,7 @@ function LicenseActions({
             >
               Yes, revoke
             </button>
-            <button type="button" onClick={() => setConfirmRevoke(false)}>
+            <button type="button" ref={cancelRevoke} onClick={() => setConfirmRevoke(false)}>
               Cancel
             </button>
           </fieldset>
