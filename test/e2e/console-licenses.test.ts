@@ -36,6 +36,7 @@ beforeAll(async () => {
     name: "pro",
     duration: { seconds: BigInt(30 * 86_400) },
     allFeatures: true,
+    floating: true,
   });
   const ada = await licensing.createCustomer({ name: "Ada Lovelace", email: "ada@example.com" });
   const bob = await licensing.createCustomer({ name: "Bob Builder", email: "bob@example.com" });
@@ -150,6 +151,10 @@ describe("licenses", () => {
       hostname: "build-01",
       platform: "linux-x64",
     });
+    const second = await connectClient(ActivationService, server.url).activate({
+      key: licenseKey,
+      fingerprint: "fp-console-2",
+    });
     await connectClient(UsageService, server.url, key).recordUsage({
       event: { licenseKey, metric: "tokens", quantity: 42n },
     });
@@ -159,6 +164,11 @@ describe("licenses", () => {
     await expect.poll(() => page.getByTestId("usage-total").textContent()).toBe("42");
     await page.locator(".usage-plot canvas").waitFor();
     await c.shot("license-detail");
+    await page.getByRole("button", { name: "Delete fp-console-2" }).click();
+    await expect.poll(() => machines.getByText("fp-console-2").count()).toBe(0);
+    await expect(
+      connectClient(ActivationService, server.url, key).getMachine({ id: second.machine!.id }),
+    ).rejects.toThrow(/not found/i);
 
     // Machines: listed with their license, filtered by status, deactivated.
     await openSection(page, "Machines");
@@ -199,13 +209,43 @@ describe("licenses", () => {
     await c.context.close();
   });
 
+  it("pages through the list with page tokens and filters it by customer", async () => {
+    const licensing = connectClient(LicensingService, server.url, key);
+    const { policies } = await licensing.listPolicies({});
+    for (let batch = 0; batch < 5; batch++) {
+      await Promise.all(
+        Array.from({ length: 10 }, () =>
+          licensing.createLicense({ policyId: policies[0]!.id, customerId: customers.ada }),
+        ),
+      );
+    }
+    const c = await openConsole(browser, server.url);
+    const { page } = c;
+    await signIn(page, key);
+    await openSection(page, "Licenses");
+    const rows = () => page.getByRole("table", { name: "licenses" }).getByRole("row").count();
+    // 51 licenses: 50 on the first page (and the header row), 1 on the second.
+    await expect.poll(rows).toBe(51);
+    await page.getByRole("button", { name: "Next →" }).click();
+    await expect.poll(rows).toBe(2);
+    expect(await page.getByRole("button", { name: "Next →" }).isDisabled()).toBe(true);
+    await page.getByRole("button", { name: "← Previous" }).click();
+    await expect.poll(rows).toBe(51);
+    await page.getByRole("form", { name: "filters" }).getByLabel("Customer").selectOption(customers.bob);
+    await expect.poll(rows).toBe(2);
+    await page.getByRole("table", { name: "licenses" }).getByText("Bob Builder").waitFor();
+    await c.shot("licenses-list");
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
   it("shows an error from the API as a readable message, and is readable at 360 px", async () => {
     const c = await openConsole(browser, server.url, 360);
     await signIn(c.page, key);
     await c.page.goto(`${server.url}/console/#/licenses/lic_${"a".repeat(26)}`);
     await expect.poll(() => c.page.getByRole("alert").textContent()).toMatch(/not found/i);
     const licensing = connectClient(LicensingService, server.url, key);
-    const { licenses } = await licensing.listLicenses({});
+    const { licenses } = await licensing.listLicenses({ customerId: customers.bob });
     await c.page.goto(`${server.url}/console/#/licenses/${licenses[0]!.id}`);
     await c.page.locator(".usage-plot canvas").waitFor();
     const width = await c.page.evaluate("document.documentElement.scrollWidth");
