@@ -1,0 +1,138 @@
+import { type Machine, MachineStatus } from "@licensd/client/gen/licensd/activation/v1/machine_pb.js";
+import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
+import { href } from "../router";
+import {
+  Badge,
+  Empty,
+  ErrorBox,
+  Field,
+  enumName,
+  Loading,
+  Page,
+  Pager,
+  Table,
+  useAction,
+  usePages,
+  useScope,
+  when,
+} from "../ui";
+
+const STATUSES = ["ALIVE", "DEAD"] as const;
+
+export function Machines() {
+  const [status, setStatus] = useState("");
+  return (
+    <Page title="Machines">
+      <form class="inline filters" aria-label="filters" onSubmit={(e) => e.preventDefault()}>
+        <Field id="machine-status" label="Status">
+          <select id="machine-status" value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
+            <option value="">Any</option>
+            {STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s.toLowerCase()}
+              </option>
+            ))}
+          </select>
+        </Field>
+      </form>
+      <MachineTable
+        status={status ? MachineStatus[status as (typeof STATUSES)[number]] : MachineStatus.UNSPECIFIED}
+        showLicense
+        emptyText={
+          status
+            ? "No machine in this status. Set Status back to “Any” to see them all."
+            : "No machine is activated yet. Machines appear here when the SDK activates a license key on a device (ActivationService Activate)."
+        }
+      />
+    </Page>
+  );
+}
+
+/**
+ * Machines, page by page, with their actions: Deactivate frees the seat the way the device
+ * itself would; Delete removes the record (it also frees the seat).
+ */
+export function MachineTable({
+  licenseId = "",
+  status = MachineStatus.UNSPECIFIED,
+  showLicense = false,
+  emptyText,
+}: {
+  licenseId?: string;
+  status?: MachineStatus;
+  showLicense?: boolean;
+  emptyText: ComponentChildren;
+}) {
+  const { client, tenantId } = useScope();
+  const action = useAction();
+  const machines = usePages(
+    async (pageToken) => {
+      const r = await client.activation.listMachines({ tenantId, licenseId, status, pageSize: 50, pageToken });
+      return { items: r.machines, next: r.nextPageToken };
+    },
+    [tenantId, licenseId, status],
+  );
+  const act = async (fn: () => Promise<unknown>) => {
+    if ((await action.run(fn)) !== undefined) machines.reload();
+  };
+  const columns = [
+    { title: "Fingerprint", cell: (m: Machine) => <code>{m.fingerprint}</code> },
+    { title: "Host", cell: (m: Machine) => m.hostname || "—" },
+    { title: "Platform", cell: (m: Machine) => m.platform || "—" },
+    { title: "Status", cell: (m: Machine) => <Badge value={enumName(MachineStatus, m.status)} /> },
+    { title: "Last heartbeat", cell: (m: Machine) => when(m.lastHeartbeatTime) },
+    ...(showLicense
+      ? [
+          {
+            title: "License",
+            cell: (m: Machine) => (
+              <a href={href("licenses", m.licenseId)}>
+                <code>{m.licenseId}</code>
+              </a>
+            ),
+          },
+        ]
+      : []),
+    {
+      title: "Actions",
+      cell: (m: Machine) => (
+        <span class="actions">
+          <button
+            type="button"
+            disabled={action.busy}
+            aria-label={`Deactivate ${m.fingerprint}`}
+            onClick={() => act(() => client.activation.deactivate({ tenantId, machineId: m.id }))}
+          >
+            Deactivate
+          </button>
+          {licenseId ? (
+            <button
+              type="button"
+              class="danger"
+              disabled={action.busy}
+              aria-label={`Delete ${m.fingerprint}`}
+              onClick={() => act(() => client.activation.deleteMachine({ tenantId, id: m.id }))}
+            >
+              Delete
+            </button>
+          ) : null}
+        </span>
+      ),
+    },
+  ];
+  return (
+    <>
+      <ErrorBox error={machines.error} />
+      <ErrorBox error={action.error} />
+      {machines.loading && !machines.data ? <Loading /> : null}
+      {machines.data && machines.items.length === 0 ? (
+        <Empty>
+          <p>{emptyText}</p>
+        </Empty>
+      ) : null}
+      {machines.items.length > 0 ? <Table label="machines" rows={machines.items} columns={columns} /> : null}
+      <Pager {...machines} />
+    </>
+  );
+}
