@@ -105,6 +105,7 @@ function Console({ session, onSignOut }: { session: Session; onSignOut: () => vo
         <strong class="brand">licensd</strong>
         {session.superAdmin ? (
           <TenantPicker
+            refresh={route[0] ?? ""}
             value={tenantId}
             onChange={(id) => {
               sessionStorage.setItem(TENANT, id);
@@ -142,9 +143,21 @@ function Console({ session, onSignOut }: { session: Session; onSignOut: () => vo
   );
 }
 
-function TenantPicker({ value, onChange }: { value: string; onChange: (id: string) => void }) {
+/** The super-admin's tenant list, read again on every change of section (a tenant just created appears). */
+function TenantPicker({
+  value,
+  onChange,
+  refresh,
+}: {
+  value: string;
+  onChange: (id: string) => void;
+  refresh: string;
+}) {
   const key = storedKey();
-  const tenants = useAsync(async () => (await clientFor(key).tenant.listTenants({ pageSize: 1000 })).tenants, [key]);
+  const tenants = useAsync(
+    async () => (await clientFor(key).tenant.listTenants({ pageSize: 1000 })).tenants,
+    [key, refresh],
+  );
   return (
     <span class="tenant-picker">
       <label for="tenant">Tenant</label>
