@@ -23,6 +23,8 @@ grep -q google.golang.org/protobuf /usr/share/gocode/src/github.com/golang/proto
   need+=(golang-github-golang-protobuf-1-5-dev)
 # @licensd/client's portability test runs the verifiers in headless Chromium (playwright-core drives it).
 have chromium || need+=(chromium)
+# test/support/pgbouncer.ts runs PgBouncer (transaction pooling) in front of the test PostgreSQL.
+[ -x /usr/sbin/pgbouncer ] || have pgbouncer || need+=(pgbouncer)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have openssl || need+=(openssl)
