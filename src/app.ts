@@ -102,7 +102,10 @@ export interface AppOptions {
   webhookNetwork?: { resolve?: ResolveFn; connect?: ConnectFn };
 }
 
-/** Opens the database (embedded when no URL is configured), migrates it when asked. */
+/**
+ * Opens the database (embedded when no URL is configured), migrates it when asked. `sessionUrl` is where what needs
+ * a session of its own goes (LISTEN): the direct URL when a pooler is in front (docs/pgbouncer.md).
+ */
 export async function openStorage(config: Config, logger: Logger, opts: { migrate: boolean }) {
   let embedded: EmbeddedDatabase | undefined;
   let url = config.databaseUrl;
@@ -110,11 +113,24 @@ export async function openStorage(config: Config, logger: Logger, opts: { migrat
     embedded = await startEmbeddedDatabase(config.dataDir, logger);
     url = embedded.url;
   }
+  const sessionUrl = config.databaseDirectUrl ?? url;
+  let db: Database | undefined;
   try {
-    const db = await openDatabase(url, { poolMax: config.dbPoolMax, logger, schema });
-    if (opts.migrate) await migrate(db, url, logger);
-    return { db, url, embedded };
+    const namedStatements = config.databasePooler !== "pgbouncer-transaction";
+    db = await openDatabase(url, { poolMax: config.dbPoolMax, logger, schema, namedStatements });
+    if (opts.migrate && sessionUrl === url) await migrate(db, url, logger);
+    else if (opts.migrate) {
+      // Migrations (MikroORM sets session settings) and their advisory lock run on a session of their own.
+      const direct = await openDatabase(sessionUrl, { poolMax: 1, logger, schema });
+      try {
+        await migrate(direct, sessionUrl, logger);
+      } finally {
+        await direct.close();
+      }
+    }
+    return { db, url, sessionUrl, embedded };
   } catch (err) {
+    await db?.close().catch(() => undefined);
     await embedded?.stop();
     throw err;
   }
@@ -125,7 +141,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const logger = opts.logger ?? createLogger(config.logLevel);
   const clock = opts.clock ?? systemClock;
   for (const warning of config.warnings) logger.warn(warning);
-  const { db, url: databaseUrl, embedded } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
+  const {
+    db,
+    url: databaseUrl,
+    sessionUrl,
+    embedded,
+  } = await openStorage(config, logger, { migrate: opts.migrate ?? true });
   // Whatever is acquired from here on is released, in reverse, if start-up fails.
   const acquired: (() => unknown)[] = [() => embedded?.stop(), () => db.close()];
   let tracing: Tracing | undefined;
@@ -144,7 +165,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
   async function assemble(): Promise<App> {
     const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
-    const feed = new AuditFeed(databaseUrl, logger);
+    const feed = new AuditFeed(sessionUrl, logger);
     acquired.push(() => feed.stop());
     await feed.start();
     // This process's caches drop what a change touched as soon as it commits, before its caller hears back.

@@ -14,6 +14,13 @@ export interface Config {
   port: number;
   /** PostgreSQL URL; undefined means "start the embedded PostgreSQL in dataDir/pg". */
   databaseUrl: string | undefined;
+  /**
+   * A direct (session-capable) PostgreSQL URL for what needs one connection of its own: LISTEN, and migrations
+   * under their advisory lock (LICENSD_DATABASE_DIRECT_URL); undefined means databaseUrl serves for both.
+   */
+  databaseDirectUrl: string | undefined;
+  /** What sits between licensd and PostgreSQL on databaseUrl (LICENSD_DATABASE_POOLER). */
+  databasePooler: DatabasePooler;
   dataDir: string;
   superAdminKey: string;
   /** 32 bytes for AES-256-GCM encryption of stored secrets. */
@@ -57,6 +64,14 @@ export interface Config {
 }
 
 export type { RateRule };
+
+/**
+ * `none`: databaseUrl reaches PostgreSQL (or a pooler in session mode). `pgbouncer-transaction`: a PgBouncer in
+ * transaction pooling mode, where a connection is lent for one transaction only: no named prepared statements,
+ * and LISTEN and session advisory locks go to databaseDirectUrl.
+ */
+export type DatabasePooler = "none" | "pgbouncer-transaction";
+const DATABASE_POOLERS: readonly DatabasePooler[] = ["none", "pgbouncer-transaction"];
 
 export interface WebhookSettings {
   /** Loopback, private and link-local destinations allowed (LICENSD_WEBHOOK_ALLOW_PRIVATE). */
@@ -202,6 +217,7 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     problems.push("LICENSD_DATABASE_URL: must be a postgres:// or postgresql:// URL");
   }
+  const { databaseDirectUrl, databasePooler } = readPooling({ str, problems }, databaseUrl);
   const dataDir = path.resolve(str("LICENSD_DATA_DIR") ?? ".licensd");
   const logLevel = str("LICENSD_LOG_LEVEL") ?? "info";
   if (!LOG_LEVELS.includes(logLevel)) {
@@ -218,7 +234,41 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
   ] as const) {
     if (file !== undefined && !existsSync(file)) problems.push(`${name}: no file at ${file}`);
   }
-  return { host, port, databaseUrl, dataDir, tlsCert, tlsKey, logLevel };
+  return { host, port, databaseUrl, databaseDirectUrl, databasePooler, dataDir, tlsCert, tlsKey, logLevel };
+}
+
+/**
+ * LICENSD_DATABASE_POOLER and LICENSD_DATABASE_DIRECT_URL (docs/pgbouncer.md). Behind a transaction-pooling
+ * PgBouncer, LISTEN (audit tails, lease pushes, cache invalidation) and the migrations' advisory lock would land
+ * on whatever server connection the pooler lends: they need the direct URL, so start is refused without it.
+ */
+function readPooling({ str, problems }: Pick<Settings, "str" | "problems">, databaseUrl: string | undefined) {
+  const databaseDirectUrl = str("LICENSD_DATABASE_DIRECT_URL");
+  if (databaseDirectUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseDirectUrl)) {
+    problems.push("LICENSD_DATABASE_DIRECT_URL: must be a postgres:// or postgresql:// URL");
+  }
+  if (databaseDirectUrl !== undefined && databaseUrl === undefined) {
+    problems.push(
+      "LICENSD_DATABASE_DIRECT_URL: needs LICENSD_DATABASE_URL too (the embedded PostgreSQL has no pooler)",
+    );
+  }
+  const pooler = str("LICENSD_DATABASE_POOLER") ?? "none";
+  if (!DATABASE_POOLERS.includes(pooler as DatabasePooler)) {
+    problems.push(`LICENSD_DATABASE_POOLER=${JSON.stringify(pooler)}: must be one of ${DATABASE_POOLERS.join(", ")}`);
+  } else if (pooler === "pgbouncer-transaction") {
+    if (databaseUrl === undefined)
+      problems.push("LICENSD_DATABASE_POOLER=pgbouncer-transaction: needs LICENSD_DATABASE_URL, the PgBouncer's URL");
+    if (databaseDirectUrl === undefined)
+      problems.push(
+        "LICENSD_DATABASE_DIRECT_URL: required with LICENSD_DATABASE_POOLER=pgbouncer-transaction — LISTEN/NOTIFY " +
+          "(audit tails, lease pushes, cache invalidation) and the migration lock need a session, which transaction " +
+          "pooling does not keep; set it to a URL that reaches PostgreSQL directly (or a session-mode pool)",
+      );
+  }
+  return {
+    databaseDirectUrl,
+    databasePooler: DATABASE_POOLERS.includes(pooler as DatabasePooler) ? (pooler as DatabasePooler) : "none",
+  };
 }
 
 /**

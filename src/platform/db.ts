@@ -20,19 +20,22 @@ export type { EntityManager };
  * - `on` is an EntityManager or the Database. An EntityManager that `db.tx` gave runs the
  *   statement in its transaction (on the transaction's connection); any other runs it on a
  *   pooled connection, as does the Database.
- * - Outside a transaction, `{ name }` makes it a named prepared statement: each pooled
+ * - On the Database, `{ name }` makes it a named prepared statement: each pooled
  *   connection parses and plans it once (hot statements whose text never changes, e.g.
  *   validation, machine stamps, rate limits; BENCHMARKS.md measured the difference). The
- *   name is ignored inside a transaction.
+ *   name is ignored on an EntityManager, and when the Database was opened with
+ *   `namedStatements: false` (a transaction-pooling PgBouncer lends another server
+ *   connection each time, which has not prepared it: docs/pgbouncer.md).
  * - Errors are MikroORM's exceptions (e.g. `UniqueConstraintViolationException`).
  *
  * Sessions that must hold one connection (LISTEN, advisory locks) take their own `pg`
- * client; migrations keep MikroORM's migration API.
+ * client, on the direct URL when a pooler sits in front; migrations keep MikroORM's
+ * migration API.
  */
 export type SqlRunner = Database | EntityManager;
 
 export interface SqlOptions {
-  /** A named prepared statement (outside a transaction); the same name must always carry the same text. */
+  /** A named prepared statement (on the Database, see above); the same name must always carry the same text. */
   name?: string;
 }
 
@@ -82,7 +85,7 @@ function run<T>(
 ): Promise<SqlResult<T>> {
   if ("pooled" in on) return on.pooled<T>(text, params, name);
   const trx = on.getTransactionContext<Transaction<unknown>>();
-  return trx ? inTransaction<T>(on, trx, text, params) : onPool<T>(on, text, params, name);
+  return trx ? inTransaction<T>(on, trx, text, params) : onPool<T>(on, text, params, undefined);
 }
 
 async function inTransaction<T>(
@@ -144,8 +147,15 @@ export interface Schema {
 
 export async function openDatabase(
   url: string,
-  opts: { poolMax: number; logger: Logger; schema: Schema },
+  opts: {
+    poolMax: number;
+    logger: Logger;
+    schema: Schema;
+    /** Whether `{ name }` prepares statements (default true); off behind a transaction-pooling PgBouncer. */
+    namedStatements?: boolean;
+  },
 ): Promise<Database> {
+  const named = opts.namedStatements ?? true;
   const config: Options = {
     clientUrl: url,
     entities: opts.schema.entities,
@@ -191,7 +201,8 @@ export async function openDatabase(
       else hooks.set(em, [hook]);
     },
     em: () => orm.em.fork(),
-    pooled: <T>(text: string, params: readonly unknown[], name?: string) => onPool<T>(orm.em, text, params, name),
+    pooled: <T>(text: string, params: readonly unknown[], name?: string) =>
+      onPool<T>(orm.em, text, params, named ? name : undefined),
     async ping(timeoutMs = 2_000) {
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<boolean>((resolve) => {
