@@ -182,6 +182,43 @@ describe("config", () => {
       ).toBe(true);
   });
 
+  it("behind a transaction-pooling PgBouncer, requires the direct URL and names what is wrong", () => {
+    const bouncer = "postgres://licensd@pgbouncer:6432/licensd";
+    const direct = "postgres://licensd@db:5432/licensd";
+    expect(loadConfig({ LICENSD_DATA_DIR: tmp(), LICENSD_DATABASE_URL: direct })).toMatchObject({
+      databasePooler: "none",
+      databaseDirectUrl: undefined,
+    });
+    expect(
+      loadConfig({
+        LICENSD_DATA_DIR: tmp(),
+        LICENSD_DATABASE_URL: bouncer,
+        LICENSD_DATABASE_DIRECT_URL: direct,
+        LICENSD_DATABASE_POOLER: "pgbouncer-transaction",
+      }),
+    ).toMatchObject({ databaseUrl: bouncer, databaseDirectUrl: direct, databasePooler: "pgbouncer-transaction" });
+    const missing = problems({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_DATABASE_URL: bouncer,
+      LICENSD_DATABASE_POOLER: "pgbouncer-transaction",
+    });
+    expect(missing).toHaveLength(1);
+    expect(missing[0]).toMatch(
+      /^LICENSD_DATABASE_DIRECT_URL: required with LICENSD_DATABASE_POOLER=pgbouncer-transaction/,
+    );
+    expect(missing[0]).toContain("LISTEN");
+    const bad = problems({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_DATABASE_DIRECT_URL: "mysql://db/licensd",
+      LICENSD_DATABASE_POOLER: "pgpool",
+    });
+    expect(bad).toEqual([
+      "LICENSD_DATABASE_DIRECT_URL: must be a postgres:// or postgresql:// URL",
+      "LICENSD_DATABASE_DIRECT_URL: needs LICENSD_DATABASE_URL too (the embedded PostgreSQL has no pooler)",
+      'LICENSD_DATABASE_POOLER="pgpool": must be one of none, pgbouncer-transaction',
+    ]);
+  });
+
   it("names every bad value", () => {
     const p = problems({
       LICENSD_PORT: "http",
