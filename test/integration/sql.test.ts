@@ -64,6 +64,22 @@ describe("sql() and affectedRows(): hand-written SQL", () => {
     expect(prepared).toEqual([{ name: "test-note-by-id" }]);
   });
 
+  it("with namedStatements: false (a transaction-pooling PgBouncer), { name } prepares nothing", async () => {
+    const unnamed = await openDatabase(pgdb.url, {
+      poolMax: 1,
+      logger: createLogger("silent"),
+      schema,
+      namedStatements: false,
+    });
+    try {
+      const text = "select body from notes where id = $1";
+      expect(await sql(unnamed, text, ["n1"], { name: "test-unnamed-note" })).toEqual([{ body: "kept" }]);
+      expect(await sql(unnamed, "select name from pg_prepared_statements")).toEqual([]);
+    } finally {
+      await unnamed.close();
+    }
+  });
+
   it("throws MikroORM's exceptions, in a transaction and on the pool", async () => {
     await expect(sql(db, "insert into notes (id, body) values ($1, $2)", ["n1", "again"])).rejects.toBeInstanceOf(
       UniqueConstraintViolationException,
