@@ -26,3 +26,25 @@ export class Interrupt<T> {
     return new Promise((resolve) => (this.#wake = resolve));
   }
 }
+
+/**
+ * `messages` until `signal` aborts (the server shutting down): a stream stops reading there, while
+ * what it already read is still answered, instead of waiting on a client that may send nothing more.
+ */
+export async function* untilAborted<T>(messages: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+  const input = messages[Symbol.asyncIterator]();
+  const stop = new Interrupt<"aborted">();
+  const onAbort = () => stop.raise("aborted");
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    for (;;) {
+      const next = await Promise.race([input.next(), stop.next()]);
+      if (next === "aborted" || next.done) return;
+      yield next.value;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    void input.return?.();
+  }
+}

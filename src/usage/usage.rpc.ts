@@ -1,10 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
 import { invalidArgument } from "../platform/errors.js";
+import { untilAborted } from "../platform/interrupt.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
@@ -147,9 +148,11 @@ export function createUsageRpc(deps: {
     },
 
     async *streamUsage(requests, ctx) {
-      // Each ack goes out, in order, after its batch committed.
+      // Each ack goes out, in order, after its batch committed. On shutdown no further batch is read; the ones read are
+      // acknowledged, then the stream ends UNAVAILABLE so the client resends the rest elsewhere.
       const batches = (async function* () {
-        for await (const batch of requests) yield { id: batch.batchId, events: batch.events.map(incoming) };
+        for await (const batch of untilAborted(requests, ctx.signal))
+          yield { id: batch.batchId, events: batch.events.map(incoming) };
       })();
       for await (const { id, result: r } of writeInOrder(ingest, principal(ctx), batches, keyGuard(ctx))) {
         yield create(pb.StreamUsageResponseSchema, {
@@ -160,6 +163,7 @@ export function createUsageRpc(deps: {
           limits: r.limits.map(limitToProto),
         });
       }
+      if (ctx.signal.aborted) throw ConnectError.from(ctx.signal.reason, Code.Unavailable);
     },
 
     async getQuota(req, ctx) {

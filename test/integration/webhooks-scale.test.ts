@@ -8,10 +8,7 @@
  *   a new process on the same database sends the rest once the lease of the deliveries
  *   that were in flight runs out (at-least-once; only those may arrive twice).
  */
-import { verifyWebhook } from "@licensd/client";
 import { randomBytes } from "node:crypto";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -21,53 +18,10 @@ import { WebhookService } from "../../gen/ts/licensd/webhook/v1/webhook_service_
 import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 import { startServer } from "../support/server.js";
 import { until } from "../support/wait.js";
+import { type Receiver, startReceiver } from "../support/webhook-sink.js";
 
 /** The dispatcher's default number of attempts in flight per instance. */
 const DISPATCHER_CONCURRENCY = 16;
-
-interface Receipt {
-  id: string;
-  /** Date.now() when the request's body had arrived. */
-  at: number;
-  verified: boolean;
-  failure: string;
-}
-
-/** A webhook receiver on 127.0.0.1 answering 204 (after `holdMs`), checking every signature with the endpoint's secret. */
-async function startReceiver(holdMs = 0) {
-  const receipts: Receipt[] = [];
-  const state = { secret: "" };
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const v = verifyWebhook(new Uint8Array(Buffer.concat(chunks)), req.headers, state.secret);
-      receipts.push({
-        id: String(req.headers["webhook-id"]),
-        at: Date.now(),
-        verified: v.ok,
-        failure: v.ok ? "" : v.reason,
-      });
-      setTimeout(() => {
-        res.writeHead(204);
-        res.end();
-      }, holdMs);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/licensd`,
-    receipts,
-    state,
-    distinct: () => new Set(receipts.map((r) => r.id)).size,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
-type Receiver = Awaited<ReturnType<typeof startReceiver>>;
 
 /** Runs `n` calls of `task(i)`, at most `limit` at a time. */
 async function bounded(n: number, limit: number, task: (i: number) => Promise<unknown>) {

@@ -45,6 +45,8 @@ type StartOptions = {
   env?: Record<string, string>;
   embedded?: boolean;
   dataDir?: string;
+  /** An existing database (another instance's): none is created, and `dropDatabase` leaves it. */
+  databaseUrl?: string;
   healthUrl?: string;
   caFile?: string;
   /**
@@ -68,7 +70,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
 
 async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
   const embedded = opts.embedded ?? EMBEDDED;
-  const db = embedded ? undefined : await createTestDatabase();
+  const db = embedded || opts.databaseUrl ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
   const superAdminKey = randomBytes(32).toString("base64url");
   const dataKey = randomBytes(32).toString("base64");
@@ -80,6 +82,7 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     LICENSD_DATA_DIR: opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), "licensd-e2e-")),
     LICENSD_LOG_LEVEL: "info",
     ...(db ? { LICENSD_DATABASE_URL: db.url } : {}),
+    ...(opts.databaseUrl ? { LICENSD_DATABASE_URL: opts.databaseUrl } : {}),
     ...opts.env,
   };
   if (embedded) delete env.LICENSD_DATABASE_URL;
