@@ -44,6 +44,8 @@ type StartOptions = {
   args?: string[];
   env?: Record<string, string>;
   embedded?: boolean;
+  /** A database of the caller's (e.g. a pg_auto_failover formation's multi-host URL) instead of a fresh test database. */
+  databaseUrl?: string;
   dataDir?: string;
   healthUrl?: string;
   caFile?: string;
@@ -68,7 +70,7 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
 
 async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
   const embedded = opts.embedded ?? EMBEDDED;
-  const db = embedded ? undefined : await createTestDatabase();
+  const db = embedded || opts.databaseUrl ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
   const superAdminKey = randomBytes(32).toString("base64url");
   const dataKey = randomBytes(32).toString("base64");
@@ -80,6 +82,7 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     LICENSD_DATA_DIR: opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), "licensd-e2e-")),
     LICENSD_LOG_LEVEL: "info",
     ...(db ? { LICENSD_DATABASE_URL: db.url } : {}),
+    ...(opts.databaseUrl ? { LICENSD_DATABASE_URL: opts.databaseUrl } : {}),
     ...opts.env,
   };
   if (embedded) delete env.LICENSD_DATABASE_URL;
