@@ -16,7 +16,11 @@ const PG_CTL = `${BIN}/pg_ctl`;
 
 /** Whether this machine can build a formation (pg_autoctl installed, running as root to become `postgres`). */
 export const FORMATION_AVAILABLE =
-  existsSync(`${BIN}/pg_autoctl`) && existsSync(PG_CTL) && process.getuid?.() === 0 && hasUser("postgres");
+  existsSync("/usr/bin/pg_autoctl") &&
+  existsSync("/usr/lib/postgresql/15/lib/pgautofailover.so") &&
+  existsSync(PG_CTL) &&
+  process.getuid?.() === 0 &&
+  hasUser("postgres");
 
 export interface FormationNode {
   name: string;
@@ -38,7 +42,7 @@ export interface Formation {
   nodes: FormationNode[];
   /** The monitor's view of every node (reported and assigned state). */
   states(): Promise<NodeState[]>;
-  /** The node the monitor reports as primary now, if any. */
+  /** The node the monitor reports as primary (or wait_primary) now, if any. */
   primary(): Promise<FormationNode | undefined>;
   /** Runs `text` with psql on a node (as `postgres`, database `app`) and returns its unaligned output. */
   psql(node: FormationNode, text: string): Promise<string>;
@@ -146,7 +150,8 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
     states,
     async primary() {
       const s = await states().catch(() => []);
-      const p = s.find((n) => n.reported === "primary" && n.assigned === "primary");
+      // wait_primary: a primary whose standby is gone (it no longer waits for one to commit).
+      const p = s.find((n) => ["primary", "wait_primary"].includes(n.reported) && n.reported === n.assigned);
       return p && nodes.find((n) => n.name === p.name);
     },
     psql: (node, text) => psqlOn(node.port, dbname, text),
