@@ -19,6 +19,11 @@ export interface PostgresHost {
 const SESSION_ATTRS = ["any", "read-write", "primary"] as const;
 type SessionAttrs = (typeof SESSION_ATTRS)[number];
 
+/** No host would do (all down, or none writable yet during a failover): SQLSTATE 08001, as libpq reports it. */
+export class NoSessionError extends Error {
+  readonly code = "08001";
+}
+
 export class PostgresTarget {
   /** The host a writable connection was last made to: new pool connections go there first without probing. */
   private current: PostgresHost | undefined;
@@ -85,7 +90,7 @@ export class PostgresTarget {
       await client.end().catch(() => undefined);
     }
     const wanted = this.sessionAttrs === "any" ? "reachable" : "writable";
-    throw new Error(`no ${wanted} PostgreSQL host (${failures.join("; ")})`);
+    throw new NoSessionError(`no ${wanted} PostgreSQL host (${failures.join("; ")})`);
   }
 
   /**
@@ -129,7 +134,7 @@ export class PostgresTarget {
         if (!(await target.acceptable(this))) {
           target.forget(host.host, host.port);
           await this.end().catch(() => undefined);
-          throw new Error(`${host.host}:${host.port} is read-only (a failover in progress?)`);
+          throw new NoSessionError(`${host.host}:${host.port} is read-only (a failover in progress?)`);
         }
         return this;
       }

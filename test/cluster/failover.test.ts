@@ -1,3 +1,6 @@
+import { writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createFormation, FORMATION_AVAILABLE, type Formation } from "../support/formation.js";
 import { startServer, type ServerProcess } from "../support/server.js";
@@ -26,7 +29,10 @@ async function call(url: string, procedure: string, body: unknown, bearer: strin
     signal: AbortSignal.timeout(timeoutMs),
   });
   const json = (await res.json()) as Record<string, Record<string, string>>;
-  if (!res.ok) throw new Error(`${procedure}: ${res.status} ${JSON.stringify(json)}`);
+  if (!res.ok) {
+    const reason = /"reason":"([A-Z_]+)"/.exec(JSON.stringify(json))?.[1];
+    throw new Error(`${procedure.split("/")[1]}: ${res.status} ${reason} ${JSON.stringify(json)}`);
+  }
   return json;
 }
 
@@ -90,7 +96,7 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
             customers.push(c.customer!.id!);
           } else {
             const event = { licenseKey, metric: "calls", quantity: "1", idempotencyKey: `u-${i}` };
-            await call(url, "licensd.usage.v1.UsageService/RecordUsage", { tenantId, event }, key);
+            await call(url, "licensd.usage.v1.UsageService/RecordUsage", { event }, key);
             usageKeys.push(event.idempotencyKey);
           }
           calls.push({ at: Date.now(), ok: true });
@@ -158,15 +164,27 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
       );
     }
 
+    const reasons = new Map<string, number>();
+    for (const f of failures) {
+      const reason = f.error?.split(" {", 1)[0] ?? "";
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+    }
+    log(`failed calls by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
+    writeFileSync(path.join(os.tmpdir(), "licensd-failover-server.log"), server.output());
+
     // The standby took over, and licensd kept serving without a restart.
     expect(server.child.exitCode).toBeNull();
     expect(await formation.primary().then((p) => p?.name)).toBe(standby.name);
     expect(recovered).toBeDefined();
+    // Calls during the window were refused as retryable (UNAVAILABLE), never INTERNAL.
+    expect(failures.filter((f) => !/ 503 DATABASE_UNAVAILABLE /.test(f.error ?? "")).map((f) => f.error)).toEqual([]);
     // Health went NOT_SERVING, then SERVING again.
     expect(down).toBeDefined();
     expect(up).toBeDefined();
 
     // Every acknowledged write is on the new primary, exactly once (synchronous replication: nothing acked was lost).
+    expect(customers.length).toBeGreaterThan(0);
+    expect(usageKeys.length).toBeGreaterThan(0);
     const ids = customers.map((c) => `'${c}'`).join(",");
     const stored = await formation.psql(
       standby,
