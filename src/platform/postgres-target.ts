@@ -43,7 +43,8 @@ export class PostgresTarget {
     const hosts = hostList.split(",").map((h) => {
       const hp = /^(\[[^\]]+\]|[^:]*)(?::(\d+))?$/.exec(h);
       if (!hp) throw new Error(`database URL: bad host "${h}"`);
-      return { host: hp[1] || "localhost", port: hp[2] ? Number(hp[2]) : 5432 };
+      // IPv6 literals are kept without their brackets: that is how net.connect (and pg's `host`) takes them.
+      return { host: hp[1]?.replace(/^\[(.*)\]$/, "$1") || "localhost", port: hp[2] ? Number(hp[2]) : 5432 };
     });
     const [path = "", query = ""] = rest.split("?", 2);
     const params = new URLSearchParams(query);
@@ -66,7 +67,8 @@ export class PostgresTarget {
 
   /** The single-host URL of `host` (with the URL's user, database and other parameters). */
   urlFor(host: PostgresHost = this.hosts[0]!): string {
-    return this.template.replace("{host}", `${host.host}:${host.port}`);
+    const name = host.host.includes(":") ? `[${host.host}]` : host.host;
+    return this.template.replace("{host}", `${name}:${host.port}`);
   }
 
   /** A connected client on the first host, in order, that satisfies target_session_attrs. */
