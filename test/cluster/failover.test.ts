@@ -134,6 +134,15 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
       (k) => k >= 20,
       60_000,
     );
+    // The audit feed's LISTEN session (a standby refuses LISTEN) is re-established on the new primary.
+    await until(
+      "the audit feed listening on the new primary",
+      () => formation!.psql(standby, "select count(*) from pg_stat_activity where query like 'listen %'"),
+      (v) => Number(v) >= 1,
+      45_000,
+      200,
+    );
+    const listeningAt = Date.now();
     await until(
       "health back to SERVING",
       () => healthSeen.at(-1)?.up,
@@ -153,7 +162,8 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
     const s = (t: number | undefined) => (t === undefined ? "-" : `${((t - killedAt) / 1000).toFixed(2)} s`);
     log(
       `timeline from the kill: first failed call ${s(firstFailure?.at)}, standby promoted ${s(promotedAt)}, ` +
-        `health NOT_SERVING ${s(down?.at)}, SERVING ${s(up?.at)}, first success ${s(recovered?.at)}; ` +
+        `health NOT_SERVING ${s(down?.at)}, SERVING ${s(up?.at)}, first success ${s(recovered?.at)}, ` +
+        `audit feed listening again by ${s(listeningAt)}; ` +
         `${failures.length} failed calls (first: ${failures[0]?.error ?? "-"})`,
     );
     if (firstFailure && recovered) {
