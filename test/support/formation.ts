@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { freePort } from "./server.js";
@@ -85,6 +85,20 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
   };
   const running: Running[] = [];
   const pgdata = (name: string) => path.join(base, name);
+  // If this process dies without cleaning up (SIGKILL of a test worker), a watchdog kills the formation and removes it.
+  const watchdog = spawn(
+    "bash",
+    [
+      "-c",
+      `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done
+       for f in "$0"/*.pgid; do [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null; done
+       for f in "$0"/*/postmaster.pid; do [ -f "$f" ] && kill -KILL "$(head -1 "$f")" 2>/dev/null; done
+       rm -rf "$0"`,
+      base,
+    ],
+    { detached: true, stdio: "ignore" },
+  );
+  watchdog.unref();
 
   const asPostgres = (args: string[], timeoutMs = 30_000) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
@@ -104,6 +118,7 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
     child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
     running.push({ pgdata: pgdata(name), child, output: () => out });
+    if (child.pid) writeFileSync(path.join(base, `${name}.pgid`), String(child.pid));
   };
 
   // Whatever happens to the test process, no postgres or pg_autoctl outlives it.
@@ -173,6 +188,7 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
         await new Promise((res) => setTimeout(res, 100));
       killAll();
       rmSync(base, { recursive: true, force: true });
+      if (watchdog.exitCode === null) watchdog.kill("SIGKILL");
     },
   };
 
