@@ -1,6 +1,3 @@
-import { writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createFormation, FORMATION_AVAILABLE, type Formation } from "../support/formation.js";
 import { startServer, type ServerProcess } from "../support/server.js";
@@ -180,7 +177,6 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
     }
     log(`failed calls by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
-    writeFileSync(path.join(os.tmpdir(), "licensd-failover-server.log"), server.output());
 
     // The standby took over, and licensd kept serving without a restart.
     expect(server.child.exitCode).toBeNull();
