@@ -25,6 +25,9 @@ grep -q google.golang.org/protobuf /usr/share/gocode/src/github.com/golang/proto
 have chromium || need+=(chromium)
 # test/support/pgbouncer.ts runs PgBouncer (transaction pooling) in front of the test PostgreSQL.
 [ -x /usr/sbin/pgbouncer ] || have pgbouncer || need+=(pgbouncer)
+# The failover test (test/cluster/failover.test.ts) builds a pg_auto_failover formation (monitor, primary,
+# synchronous standby) from Debian's PostgreSQL 15 binaries.
+{ have pg_autoctl && [ -f /usr/lib/postgresql/15/lib/pgautofailover.so ]; } || need+=(postgresql-15-auto-failover)
 have curl || need+=(curl)
 have jq || need+=(jq)
 have openssl || need+=(openssl)

@@ -1,7 +1,8 @@
 import { EventEmitter } from "node:events";
-import pg from "pg";
+import type pg from "pg";
 import { backoff } from "../platform/backoff.js";
 import type { Logger } from "../platform/logger.js";
+import { PostgresTarget } from "../platform/postgres-target.js";
 import { AUDIT_CHANNEL } from "./events.js";
 
 /**
@@ -23,11 +24,14 @@ export class AuditFeed {
   private readonly delays = backoff({ baseMs: 500, capMs: 30_000 });
   /** Other channels this connection listens on (platform's cross-instance messages), by name. */
   private readonly channels = new Map<string, (payload: string) => void>();
+  /** Where LISTEN goes: with a multi-host URL, the writable host (a standby refuses LISTEN). */
+  private readonly target: PostgresTarget;
 
   constructor(
-    private readonly url: string,
+    url: string,
     private readonly logger: Logger,
   ) {
+    this.target = PostgresTarget.parse(url);
     this.wake.setMaxListeners(0);
   }
 
@@ -36,7 +40,7 @@ export class AuditFeed {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, keepAlive: true });
+    const client = await this.target.connect({ keepAlive: true });
     client.on("notification", (msg) => {
       const other = this.channels.get(msg.channel);
       if (other) return other(msg.payload ?? "");
@@ -52,9 +56,13 @@ export class AuditFeed {
       this.reconnectSoon();
     });
     client.on("end", () => this.reconnectSoon());
-    await client.connect();
-    await client.query(`listen ${AUDIT_CHANNEL}`);
-    for (const channel of this.channels.keys()) await client.query(`listen ${channel}`);
+    try {
+      await client.query(`listen ${AUDIT_CHANNEL}`);
+      for (const channel of this.channels.keys()) await client.query(`listen ${channel}`);
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      throw err;
+    }
     this.client = client;
     this.delays.reset();
     this.wake.emit("*");

@@ -2,6 +2,7 @@ import { MikroORM, type EntityManager, type Options, type PostgreSqlConnection }
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
 import type { Logger } from "./logger.js";
+import { PostgresTarget } from "./postgres-target.js";
 
 export type { EntityManager };
 
@@ -156,8 +157,10 @@ export async function openDatabase(
   },
 ): Promise<Database> {
   const named = opts.namedStatements ?? true;
+  const target = PostgresTarget.parse(url);
   const config: Options = {
-    clientUrl: url,
+    // A multi-host URL (pg_auto_failover's): MikroORM and pg take one host, and the pool's Client class picks the host.
+    clientUrl: target.multiHost ? target.urlFor() : url,
     entities: opts.schema.entities,
     extensions: [Migrator],
     // No schema snapshot: migrations are listed by hand, and a server must not write files into its working directory.
@@ -169,7 +172,10 @@ export async function openDatabase(
       snapshot: false,
     },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
-    driverOptions: { connectionTimeoutMillis: 5_000 },
+    driverOptions: {
+      connectionTimeoutMillis: 5_000,
+      ...(target.multiHost ? { Client: target.poolClient(), keepAlive: true } : {}),
+    },
     debug: false,
     logger: (message) => opts.logger.debug({ orm: message }),
     allowGlobalContext: false,

@@ -1,6 +1,6 @@
-import pg from "pg";
 import type { Database } from "./db.js";
 import type { Logger } from "./logger.js";
+import { PostgresTarget } from "./postgres-target.js";
 
 /** Arbitrary but fixed: the advisory lock that serialises licensd migrations. */
 const MIGRATION_LOCK = 0x11ce_45d0;
@@ -10,8 +10,7 @@ const MIGRATION_LOCK = 0x11ce_45d0;
  * its own, so instances starting together run them once, one after the other.
  */
 export async function migrate(db: Database, url: string, logger: Logger): Promise<string[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
+  const client = await PostgresTarget.parse(url).connect();
   try {
     await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
     const applied = await db.orm.migrator.up();

@@ -45,7 +45,10 @@ type StartOptions = {
   env?: Record<string, string>;
   embedded?: boolean;
   dataDir?: string;
-  /** An existing database (another instance's): none is created, and `dropDatabase` leaves it. */
+  /**
+   * An existing database (another instance's, or a pg_auto_failover formation's multi-host URL): none is created, and
+   * `dropDatabase` leaves it.
+   */
   databaseUrl?: string;
   healthUrl?: string;
   caFile?: string;
@@ -69,7 +72,8 @@ export async function startServer(opts: StartOptions = {}): Promise<ServerProces
 }
 
 async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
-  const embedded = opts.embedded ?? EMBEDDED;
+  // A test that names its database (a pooler, a formation, another instance's) keeps it in the embedded pass too.
+  const embedded = opts.embedded ?? (EMBEDDED && !opts.databaseUrl && !opts.env?.LICENSD_DATABASE_URL);
   const db = embedded || opts.databaseUrl ? undefined : await createTestDatabase();
   const port = opts.env?.LICENSD_PORT ? Number(opts.env.LICENSD_PORT) : await freePort();
   const superAdminKey = randomBytes(32).toString("base64url");
