@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 
 export default defineConfig({
   // @licensd/client (clients/ts, an npm workspace) is tested from its sources.
@@ -8,6 +8,12 @@ export default defineConfig({
   ssr: { resolve: { conditions: ["licensd-source", "module", "node", "development|production"] } },
   test: {
     include: ["test/**/*.test.ts", "clients/ts/test/**/*.test.ts"],
+    // The pg_auto_failover drill (a formation of three PostgreSQL servers, ~70 s) runs with `npm run test:failover`;
+    // it joins the default run once it has passed enough runs on loaded CI machines (issue 24).
+    exclude: [
+      ...configDefaults.exclude,
+      ...(process.env.LICENSD_FAILOVER_TEST === "1" ? [] : ["test/cluster/failover.test.ts"]),
+    ],
     globalSetup: ["test/support/global-setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -227,14 +227,25 @@ const CONNECTION_ERRORS = new Set([
   "08001",
 ]);
 
+const PG_CONNECTION_LOST = new RegExp(
+  [
+    "Connection terminated",
+    "timeout exceeded when trying to connect",
+    "encountered a connection error and is not queryable",
+    "Client was closed and is not queryable",
+  ].join("|"),
+  "i",
+);
+
 function isDatabaseDown(err: unknown): boolean {
   let e: unknown = err;
   for (let depth = 0; e && depth < 4; depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && CONNECTION_ERRORS.has(code)) return true;
     const msg = (e as { message?: unknown }).message;
-    if (typeof msg === "string" && /Connection terminated|timeout exceeded when trying to connect/i.test(msg))
-      return true;
+    // (pg's own wording: a dropped connection; a query on a client that lost its connection — the next statement of a
+    // transaction whose server died under it)
+    if (typeof msg === "string" && PG_CONNECTION_LOST.test(msg)) return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;

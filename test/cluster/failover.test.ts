@@ -177,6 +177,13 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
     }
     log(`failed calls by reason: ${JSON.stringify(Object.fromEntries(reasons))}`);
+    // What the server logged as internal errors, if any (the cause of an INTERNAL answer).
+    for (const line of server!
+      .output()
+      .split("\n")
+      .filter((l) => l.includes('"msg":"internal error"'))
+      .slice(0, 3))
+      log(`server: ${line.slice(0, 2000)}`);
 
     // The standby took over, and licensd kept serving without a restart.
     expect(server.child.exitCode).toBeNull();

@@ -120,3 +120,23 @@ describe("grpc-message", () => {
     ]);
   });
 });
+
+describe("a database that went away", () => {
+  it("is UNAVAILABLE DATABASE_UNAVAILABLE in every form pg and MikroORM give it (a failover mid-transaction included)", () => {
+    // MikroORM's DriverException keeps pg's message; the failover test saw the "not queryable" one as INTERNAL.
+    const forms = [
+      new Error("Client has encountered a connection error and is not queryable"),
+      new Error("Client was closed and is not queryable"),
+      new Error("Connection terminated unexpectedly"),
+      Object.assign(new Error("no writable PostgreSQL host"), { code: "08001" }),
+      Object.assign(new Error("terminating connection due to administrator command"), { code: "57P01" }),
+      Object.assign(new Error("driver"), {
+        cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
+      }),
+    ];
+    for (const err of forms) {
+      expect(toConnectError(err, "r").error, err.message).toMatchObject({ code: Code.Unavailable });
+    }
+    expect(toConnectError(new Error("a bug"), "r").error.code).toBe(Code.Internal);
+  });
+});
