@@ -28,20 +28,24 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Load {
+export interface Load {
   rps: number;
   p50: number;
   p99: number | undefined;
   failed: number;
 }
 
-/** h2load against one RPC: `grpc` (h2c, length-prefixed protobuf) or `connect` (HTTP/1.1, JSON). */
-function h2load(
+/**
+ * h2load against one RPC: `grpc` (h2c, length-prefixed protobuf) or `connect` (HTTP/1.1, JSON); REQUESTS requests over
+ * 16 connections unless `load` says otherwise.
+ */
+export function h2load(
   url: string,
   procedure: string,
   body: Buffer,
   protocol: "grpc" | "connect",
   extra: string[] = [],
+  load: { requests?: number; connections?: number } = {},
 ): Load {
   const data = path.join(work, `${procedure.replace(/\W/g, "_")}-${protocol}.bin`);
   if (protocol === "grpc") {
@@ -60,13 +64,13 @@ function h2load(
     "h2load",
     [
       "-n",
-      String(REQUESTS),
+      String(load.requests ?? REQUESTS),
       "-c",
-      "16",
+      String(load.connections ?? 16),
       "-m",
       protocol === "grpc" ? "8" : "1",
       "-t",
-      "2",
+      String(Math.min(2, load.connections ?? 16)),
       "-d",
       data,
       ...headers,

@@ -13,10 +13,12 @@ const ALL = [
   "uploader",
   "verifiers",
   "webhooks",
+  "concurrency",
 ] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");
 
+const started = Date.now();
 for (const name of names) {
   if (!(ALL as readonly string[]).includes(name)) throw new Error(`unknown benchmark ${name}; have ${ALL.join(", ")}`);
   console.log(`== ${name}`);
@@ -24,4 +26,15 @@ for (const name of names) {
   const body = await mod.run();
   writeSection(file, name, `${body}\n\n_Run ${new Date().toISOString()} on ${machine()}._`);
   console.log(body);
+}
+
+// A full run says so at the top: when, where, and how long it took.
+if (names.length === ALL.length) {
+  const minutes = ((Date.now() - started) / 60_000).toFixed(0);
+  writeSection(
+    file,
+    "run",
+    `Last full run (every section, \`npm run bench\`): ${new Date().toISOString().slice(0, 10)} on ${machine()}, ${minutes} min.`,
+    { top: true },
+  );
 }

@@ -36,7 +36,7 @@ export function machine(): string {
  * Replaces one section of BENCHMARKS.md (between `<!-- bench:NAME -->` markers) and keeps
  * the others, so benchmarks can be run one at a time.
  */
-export function writeSection(file: string, name: string, body: string) {
+export function writeSection(file: string, name: string, body: string, opts: { top?: boolean } = {}) {
   const start = `<!-- bench:${name} -->`;
   const end = `<!-- /bench:${name} -->`;
   let text = existsSync(file) ? readFileSync(file, "utf8") : "";
@@ -53,8 +53,13 @@ export function writeSection(file: string, name: string, body: string) {
   const section = `${start}\n${body.trim()}\n${end}`;
   const i = text.indexOf(start);
   const j = text.indexOf(end);
-  text =
-    i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
+  if (i >= 0 && j > i) text = text.slice(0, i) + section + text.slice(j + end.length);
+  else if (opts.top) {
+    // After the introduction: before the first section.
+    const first = text.indexOf("<!-- bench:");
+    text =
+      first >= 0 ? `${text.slice(0, first)}${section}\n\n${text.slice(first)}` : `${text.trimEnd()}\n\n${section}\n`;
+  } else text = `${text.trimEnd()}\n\n${section}\n`;
   writeFileSync(file, text);
 }
 

@@ -5,23 +5,13 @@
 //  - GetUsageSummary over 10,000,000 events of one license (raw events in their monthly
 //    partitions, rollups as ingestion keeps them), against the same question asked of
 //    the raw events.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { createClient, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import pg from "pg";
-import {
-  Bucket,
-  SummaryLayout,
-  UsageService,
-  type StreamUsageRequest,
-} from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { Bucket, SummaryLayout, UsageService } from "../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { percentile, startBenchServer } from "./support.ts";
+import { BATCH, usageLoad } from "./usage-load.ts";
 
-const BATCH = 500;
 const BATCHES = Number(process.env.BENCH_USAGE_BATCHES ?? 200);
 // A fleet's uploads: several agents streaming at once, over one connection.
 const STREAMS = Number(process.env.BENCH_USAGE_STREAMS ?? 4);
@@ -33,122 +23,14 @@ const SUMMARY_EVENTS = Number(process.env.BENCH_SUMMARY_EVENTS ?? 10_000_000);
 const SUMMARY_CALLS = 300;
 // Untimed rounds of every summary query before the timed ones (JIT warm-up).
 const SUMMARY_WARMUP = 20;
-const work = mkdtempSync(path.join(os.tmpdir(), "licensd-bench-usage-"));
 
 export async function run(): Promise<string> {
   const server = await startBenchServer();
   try {
-    const { call } = server;
-    const tenantId = (await call("licensd.tenant.v1.TenantService/CreateTenant", { name: "bench" })).tenant.id;
-    const productId = (
-      await call("licensd.licensing.v1.LicensingService/CreateProduct", {
-        tenantId,
-        code: "USG",
-        name: "Agents",
-        features: [{ name: "tokens", kind: "FEATURE_KIND_LIMIT", compose: "COMPOSE_STRATEGY_SUM" }],
-      })
-    ).product.id;
-    await call("licensd.usage.v1.UsageService/CreateMeter", {
-      tenantId,
-      productId,
-      metric: "tokens",
-      aggregation: "AGGREGATION_SUM",
-    });
-    // A limit far above what the run uses: checked on every event, never reached.
-    const policyId = (
-      await call("licensd.licensing.v1.LicensingService/CreatePolicy", {
-        tenantId,
-        productId,
-        name: "pro",
-        entitlements: [{ feature: "tokens", limit: "1000000000000" }],
-      })
-    ).policy.id;
-    const customerId = (
-      await call("licensd.licensing.v1.LicensingService/CreateCustomer", {
-        tenantId,
-        name: "Bench",
-        email: "bench@example.com",
-      })
-    ).customer.id;
-    const licenses: { key: string; license: { id: string } }[] = [];
-    for (let i = 0; i < 10; i++)
-      licenses.push(
-        (await call("licensd.licensing.v1.LicensingService/CreateLicense", {
-          tenantId,
-          policyId,
-          customerId,
-        })) as unknown as { key: string; license: { id: string } },
-      );
-    const pgc = new pg.Client({ connectionString: server.database.url });
-    await pgc.connect();
-    const [{ meter_id: meterId }] = (
-      await pgc.query(`select id as meter_id from meters where product_id = $1`, [productId])
-    ).rows as { meter_id: string }[];
-
-    // StreamUsage vs COPY, alternating, 3 rounds each.
-    const client = createClient(UsageService, createGrpcTransport({ baseUrl: server.url }));
-    let round = 0;
-    // BATCHES × BATCH events over `streams` concurrent streams (batches dealt round-robin);
-    // with several streams each uploads for its own licenses (the licenses dealt round-robin
-    // too), as a fleet's agents do: one stream's batches never wait for another's period locks.
-    const streamRound = async (streams = 1) => {
-      round++;
-      const owned = Array.from({ length: streams }, (_, s) => licenses.filter((_, l) => l % streams === s));
-      const batches: StreamUsageRequest[] = Array.from({ length: BATCHES }, (_, b) => ({
-        batchId: `r${round}-b${b}`,
-        events: Array.from({ length: BATCH }, (_, i) => ({
-          licenseKey: owned[b % streams]![(b + i) % owned[b % streams]!.length]!.key,
-          metric: "tokens",
-          quantity: BigInt(1 + (i % 50)),
-          idempotencyKey: `r${round}-${b}-${i}`,
-          agentId: `agent-${i % 4}`,
-        })),
-      })) as StreamUsageRequest[];
-      const sent = new Map<string, number>();
-      const latencies: number[] = [];
-      const start = performance.now();
-      let accepted = 0;
-      await Promise.all(
-        Array.from({ length: streams }, async (_, s) => {
-          const mine = batches.filter((_, b) => b % streams === s);
-          for await (const ack of client.streamUsage(
-            (async function* () {
-              for (const b of mine) {
-                sent.set(b.batchId, performance.now());
-                yield b;
-              }
-            })(),
-          )) {
-            latencies.push(performance.now() - sent.get(ack.batchId)!);
-            accepted += ack.accepted;
-          }
-        }),
-      );
-      const seconds = (performance.now() - start) / 1000;
-      if (accepted !== BATCHES * BATCH) throw new Error(`accepted ${accepted} of ${BATCHES * BATCH}`);
-      return { rate: accepted / seconds, latencies };
-    };
-    const copyRound = () => {
-      round++;
-      const file = path.join(work, `copy-${round}.csv`);
-      const now = new Date().toISOString();
-      const lines: string[] = [];
-      for (let b = 0; b < BATCHES; b++) {
-        for (let i = 0; i < BATCH; i++)
-          lines.push(
-            `${tenantId},${licenses[(b + i) % licenses.length]!.license.id},${meterId},${now},${1 + (i % 50)},c${round}-${b}-${i},agent-${i % 4},{},${now}`,
-          );
-      }
-      writeFileSync(file, `${lines.join("\n")}\n`);
-      const start = performance.now();
-      execFileSync("psql", [
-        server.database.url,
-        "-q",
-        "-c",
-        `\\copy usage_events (tenant_id, license_id, meter_id, ts, quantity, idempotency_key, agent_id, attributes, received_at) from '${file}' with (format csv)`,
-      ]);
-      return (BATCHES * BATCH) / ((performance.now() - start) / 1000);
-    };
+    const load = await usageLoad(server);
+    const { tenantId, meterId, licenses, pgc } = load;
+    const streamRound = (streams = 1) => load.streamRound(streams, BATCHES);
+    const copyRound = () => load.copyRound(BATCHES);
     await streamRound(); // warm-up (JIT, caches, partitions)
     const streamRates: number[] = [];
     const multiRates: number[] = [];
@@ -283,7 +165,7 @@ export async function run(): Promise<string> {
       );
       rawTimes.push(performance.now() - t);
     }
-    await pgc.end();
+    await load.close();
 
     const r = (n: number) => Math.round(n).toLocaleString("en");
     const one = against(streamRates);
