@@ -1,5 +1,7 @@
 /*
- * Three real `licensd serve` processes on one PostgreSQL database, as behind a balancer:
+ * Three real `licensd serve` processes on one PostgreSQL database, as behind a balancer — on the test server's
+ * database, and again on a pg_auto_failover formation (primary + synchronous standby, its multi-host URL) where this
+ * machine can build one:
  *
  * - a suspension made on one instance is refused by ValidateLicense on all three within a second;
  * - an audit tail on one instance sees every event made on all three, once each, in seq order;
@@ -24,6 +26,7 @@ import { WebhookService } from "../../gen/ts/licensd/webhook/v1/webhook_service_
 import { connectClient, grpcClient } from "../support/app.js";
 import { type Cluster, startCluster } from "../support/cluster.js";
 import { query } from "../support/database.js";
+import { createFormation, FORMATION_AVAILABLE, type Formation } from "../support/formation.js";
 import { until } from "../support/wait.js";
 import { type Receiver, startReceiver } from "../support/webhook-sink.js";
 
@@ -31,21 +34,20 @@ const LONG = process.env.LICENSD_CLUSTER_LONG === "1";
 let cluster: Cluster;
 let urls: string[];
 let receiver: Receiver;
+/** Where a test reads the database directly: the test database, or the formation's primary node. */
+let directUrl: string;
 
-beforeAll(async () => {
-  receiver = await startReceiver();
-  cluster = await startCluster(3, {
-    LICENSD_WEBHOOK_ALLOW_PRIVATE: "true",
-    // The limits under test are the license's, not the per-license and per-address activation rates.
-    LICENSD_ACTIVATION_RATE_PER_LICENSE: "0",
-    LICENSD_ACTIVATION_RATE_PER_IP: "0",
-  });
-  urls = cluster.instances.map((s) => s.url);
-});
-afterAll(async () => {
-  await cluster?.close();
-  await receiver?.close();
-});
+const ENV = {
+  LICENSD_WEBHOOK_ALLOW_PRIVATE: "true",
+  // The limits under test are the license's, not the per-license and per-address activation rates.
+  LICENSD_ACTIVATION_RATE_PER_LICENSE: "0",
+  LICENSD_ACTIVATION_RATE_PER_IP: "0",
+};
+
+const TARGETS = [
+  { name: "one database", formation: false },
+  ...(FORMATION_AVAILABLE ? [{ name: "a pg_auto_failover formation", formation: true }] : []),
+];
 
 /** A tenant with an admin key, a product with a `tokens` limit feature and a SUM meter, a policy and one license. */
 async function vendor(code: string, policy: { maxMachines?: number; tokenLimit?: number } = {}) {
@@ -88,7 +90,29 @@ async function* stream<T>(messages: T[]) {
 
 const codeOf = (err: unknown) => Code[ConnectError.from(err).code];
 
-describe("three instances on one database", () => {
+describe.each(TARGETS)("three instances on $name", ({ formation: onFormation }) => {
+  let formation: Formation | undefined;
+  beforeAll(async () => {
+    // Each target its own receiver: a delivery is counted against the instances that made it.
+    receiver = await startReceiver();
+    if (onFormation) {
+      formation = await createFormation();
+      cluster = await startCluster(3, ENV, { databaseUrl: formation.url });
+      const primary = await formation.primary();
+      if (!primary) throw new Error("the formation has no primary");
+      directUrl = `postgres://postgres@127.0.0.1:${primary.port}/app`;
+    } else {
+      cluster = await startCluster(3, ENV);
+      directUrl = cluster.databaseUrl;
+    }
+    urls = cluster.instances.map((s) => s.url);
+  }, 240_000);
+  afterAll(async () => {
+    await cluster?.close();
+    await formation?.destroy();
+    await receiver?.close();
+  }, 60_000);
+
   it("refuse a license suspended on one of them on all three within a second", async () => {
     const v = await vendor("SUS");
     const validators = urls.map((u) => connectClient(LicensingService, u));
@@ -215,7 +239,7 @@ describe("three instances on one database", () => {
     );
     expect(accepted).toBe(limit);
     const stored = await query<{ n: number; total: string }>(
-      cluster.databaseUrl,
+      directUrl,
       "select count(*)::int as n, coalesce(sum(quantity), 0)::text as total from usage_events where license_id = $1",
       [v.licenseId],
     );

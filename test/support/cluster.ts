@@ -12,11 +12,16 @@ export interface Cluster {
 }
 
 /**
- * `n` real `licensd serve` processes on one fresh database of the test server, sharing
- * the super-admin and data keys, as several instances behind a balancer would.
+ * `n` real `licensd serve` processes on one fresh database of the test server (or on `databaseUrl`, e.g. a
+ * pg_auto_failover formation's multi-host URL, which `close` leaves), sharing the super-admin and data keys, as several
+ * instances behind a balancer would.
  */
-export async function startCluster(n: number, env: Record<string, string> = {}): Promise<Cluster> {
-  const first = await startServer({ env });
+export async function startCluster(
+  n: number,
+  env: Record<string, string> = {},
+  opts: { databaseUrl?: string } = {},
+): Promise<Cluster> {
+  const first = await startServer({ env, databaseUrl: opts.databaseUrl });
   const databaseUrl = first.env.LICENSD_DATABASE_URL!;
   const shared = { ...env, LICENSD_SUPER_ADMIN_KEY: first.superAdminKey, LICENSD_DATA_KEY: first.dataKey };
   const all: ServerProcess[] = [first];
