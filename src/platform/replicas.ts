@@ -42,9 +42,9 @@ interface Replica {
   db: Database;
   state: ReplicaState | "starting";
   /**
-   * Every write committed on the primary before this time (epoch ms) has been replayed on the replica: the latest
-   * primary sample whose WAL position the replica's replay position has reached. Undefined: unknown (never measured,
-   * or the last probe failed).
+   * Every write committed on the primary before this time (ms of the set's monotonic clock) has been replayed on the
+   * replica: the latest primary sample whose WAL position the replica's replay position has reached. Undefined:
+   * unknown (never measured, or the last probe failed).
    */
   freshAsOf: number | undefined;
   probing: boolean;
@@ -134,7 +134,9 @@ export class ReplicaSet implements ReplicaReads {
       await Promise.all(replicas.map((r) => r.db.close().catch(() => undefined)));
       throw err;
     }
-    const set = new ReplicaSet(primary, replicas, opts.maxLagMs, opts.logger, opts.now ?? Date.now);
+    // A monotonic clock: lag is a difference of two readings of it, which a wall-clock step must not distort.
+    const now = opts.now ?? (() => performance.now());
+    const set = new ReplicaSet(primary, replicas, opts.maxLagMs, opts.logger, now);
     if (replicas.length > 0) {
       opts.logger.info(
         { replicas: replicas.map((r) => r.name), maxLagMs: opts.maxLagMs },
