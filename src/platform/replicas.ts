@@ -97,6 +97,7 @@ export class ReplicaSet implements ReplicaReads {
   private readonly timeline = new WalTimeline();
   private loop: Every | undefined;
   private next = 0;
+  private readonly inflight = new Set<Promise<void>>();
   readonly counts: ReadCounts = { replica: 0, primary: 0 };
 
   private constructor(
@@ -143,6 +144,7 @@ export class ReplicaSet implements ReplicaReads {
         "read replicas configured: lists, summaries and audit reads go to a replica whose lag is under the bound",
       );
       await set.probe().catch((err: unknown) => opts.logger.warn({ err }, "replica lag probe failed"));
+      await Promise.all(set.inflight);
       set.loop = every(REPLICA_PROBE_MS, () => set.probe(), {
         name: "replica lag probe",
         logger: opts.logger,
@@ -176,13 +178,21 @@ export class ReplicaSet implements ReplicaReads {
     const now = this.now();
     return this.replicas.map((r) => ({
       name: r.name,
-      state: r.state === "starting" ? "unreachable" : this.usable(r, now) ? "fresh" : r.state,
+      // A replica last measured fresh whose measurements stopped since is aged out by the clock: lagging.
+      state: this.usable(r, now)
+        ? "fresh"
+        : r.state === "fresh"
+          ? "lagging"
+          : r.state === "starting"
+            ? "unreachable"
+            : r.state,
       lagMs: r.freshAsOf === undefined ? undefined : Math.max(0, now - r.freshAsOf),
     }));
   }
 
   async close(): Promise<void> {
     await this.loop?.stop();
+    await Promise.all(this.inflight);
     await Promise.all(this.replicas.map((r) => r.db.close().catch(() => undefined)));
   }
 
@@ -203,12 +213,19 @@ export class ReplicaSet implements ReplicaReads {
     return r.state === "fresh" && r.freshAsOf !== undefined && now - r.freshAsOf < this.maxLagMs;
   }
 
-  /** One measurement: the primary's WAL position first, then every replica's replay position. */
+  /**
+   * One measurement: the primary's WAL position first, then every replica's replay position. The replicas' probes are
+   * not waited for: one that hangs (up to PROBE_TIMEOUT_MS) must not slow the others' measurements.
+   */
   private async probe(): Promise<void> {
     const sentAt = this.now();
     const [row] = await sql<{ lsn: string }>(this.primary, "select pg_current_wal_insert_lsn()::text as lsn");
     this.timeline.add(sentAt, lsnValue(row!.lsn));
-    await Promise.all(this.replicas.filter((r) => !r.probing).map((r) => this.probeReplica(r)));
+    for (const r of this.replicas) {
+      if (r.probing) continue;
+      const probe = this.probeReplica(r).finally(() => this.inflight.delete(probe));
+      this.inflight.add(probe);
+    }
   }
 
   private async probeReplica(r: Replica): Promise<void> {
