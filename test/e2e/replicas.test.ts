@@ -107,7 +107,8 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
   }, 60_000);
 
   it("lists go to the fresh replica; after a suspension ValidateLicense answers from the primary at once, and past the bound lists fall back to the primary", async () => {
-    await startOn(1_000);
+    // A bound of 3 s: short enough to pass on purpose, long enough that a loaded machine does not pass it by accident.
+    await startOn(3_000);
     w = await world();
     // The replica is used: the list shows what the primary wrote (once replayed) and is counted as served by it.
     await until("the replica to replay the new license", () => pair!.caughtUp());
@@ -115,7 +116,7 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
     expect(await listedStatus(w)).toBe("LICENSE_STATUS_ACTIVE");
     expect(await listedStatus(w)).toBe("LICENSE_STATUS_ACTIVE");
     expect(await servedBy("replica")).toBeGreaterThanOrEqual(byReplica + 2);
-    expect(await lagSeconds()).toBeLessThan(1);
+    expect(await lagSeconds()).toBeLessThan(3);
 
     // The replica stops replaying; the suspension commits on the primary only.
     await pair!.pauseReplay();
@@ -126,9 +127,9 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
     expect(v.valid ?? false).toBe(false);
     expect(await pair!.psql(pair!.replica, `select status from licenses where id = '${w.licenseId}'`)).toBe("active");
 
-    // Once the replica is more than the bound (1 s) behind, it serves nothing: lists read the primary.
+    // Once the replica is more than the bound (3 s) behind, it serves nothing: lists read the primary.
     await until("the lagging replica to be skipped", serving, (s) => !s);
-    expect(await lagSeconds()).toBeGreaterThanOrEqual(1);
+    expect(await lagSeconds()).toBeGreaterThanOrEqual(3);
     const [replicaBefore, primaryBefore] = [await servedBy("replica"), await servedBy("primary")];
     expect(await listedStatus(w)).toBe("LICENSE_STATUS_SUSPENDED");
     expect((await call(`${LIC}/GetLicense`, { tenantId: w.tenantId, id: w.licenseId })).license!.status).toBe(
@@ -136,7 +137,8 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
     );
     expect(await servedBy("replica")).toBe(replicaBefore);
     expect(await servedBy("primary")).toBeGreaterThan(primaryBefore);
-    expect(server!.output()).toMatch(/replica skipped \(lagging\)/);
+    // Logged once for the change, not once per probe.
+    expect(server!.output().match(/replica skipped \(lagging\)/g)).toHaveLength(1);
     // Still on the replica: it really is behind.
     expect(await pair!.psql(pair!.replica, `select status from licenses where id = '${w.licenseId}'`)).toBe("active");
 
@@ -151,8 +153,8 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
 
   it("within the bound a list may show the state before a write, and shows the write once the replica replays it", async () => {
     await startOn(30_000);
-    // Every commit reaches the replica's data 4 s late; 4 s is under the 30 s bound, so the replica keeps serving.
-    await pair!.setApplyDelay(4_000);
+    // Every commit reaches the replica's data 6 s late; 6 s is under the 30 s bound, so the replica keeps serving.
+    await pair!.setApplyDelay(6_000);
     await call(`${LIC}/ReinstateLicense`, { tenantId: w.tenantId, id: w.licenseId });
     const acked = Date.now();
     expect((await validate(w)).valid).toBe(true);
@@ -170,7 +172,7 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
       () => listedStatus(w),
       (s) => s === "LICENSE_STATUS_ACTIVE",
     );
-    log(`the reinstatement listed ${Date.now() - acked} ms after it was acknowledged (apply delay 4000 ms)`);
+    log(`the reinstatement listed ${Date.now() - acked} ms after it was acknowledged (apply delay 6000 ms)`);
     expect(await servedBy("replica")).toBeGreaterThan(byReplica + 1);
     await pair!.setApplyDelay(0);
   });
