@@ -280,9 +280,9 @@ async function proofTimes(db: Database, url: string) {
       rand(TREE_SIZE) - 1,
     ]),
   );
-  const checkpoint = await time(200, () => audit.checkpoint(tenantId));
-  const inclusion = await time(200, () => audit.inclusion(tenantId, rand(TREE_SIZE), 0));
-  const consistency = await time(200, () => audit.consistency(tenantId, rand(TREE_SIZE - 1), 0));
+  const checkpoint = await time(200, () => audit.checkpoint(db.em(), tenantId));
+  const inclusion = await time(200, () => audit.inclusion(db.em(), tenantId, rand(TREE_SIZE), 0));
+  const consistency = await time(200, () => audit.consistency(db.em(), tenantId, rand(TREE_SIZE - 1), 0));
   signingKeys.stop();
   const row = (name: string, ms: number[]) =>
     `| ${name} | ${percentile(ms, 50).toFixed(2)} | ${percentile(ms, 99).toFixed(2)} | ${(percentile(ms, 50) / percentile(baseline, 50)).toFixed(1)} |`;

@@ -1002,6 +1002,7 @@ async function validationVectors() {
   const rpc = (active: TestSigningKey) =>
     createLicenseRpc({
       db,
+      reads: { run: (read) => read(db.em()) },
       clock,
       signingKeys: signer(active, [KEY_A, KEY_B]),
       validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active) }),

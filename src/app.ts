@@ -16,6 +16,7 @@ import { createIdempotency } from "./platform/idempotency.js";
 import { PageTokens } from "./platform/pagination.js";
 import { createLogger, type Logger } from "./platform/logger.js";
 import { Metrics } from "./platform/metrics.js";
+import { ReplicaSet } from "./platform/replicas.js";
 import { migrate } from "./platform/migrate.js";
 import { createEdgeHandler } from "./platform/edge.js";
 import { createConsoleHandler, findConsoleDir } from "./platform/console-assets.js";
@@ -164,6 +165,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   }
 
   async function assemble(): Promise<App> {
+    // Lists, summaries and audit reads may be served by a replica within the staleness bound (docs/replicas.md).
+    const reads = await ReplicaSet.open(db, config.databaseReplicaUrls, {
+      maxLagMs: config.databaseReplicaMaxLagMs,
+      poolMax: config.dbPoolMax,
+      logger,
+      schema,
+    });
+    acquired.push(() => reads.close());
     const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
     const feed = new AuditFeed(sessionUrl, logger);
     acquired.push(() => feed.stop());
@@ -258,6 +267,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     await health.monitor(() => db.ping(), logger);
     const pool = await db.orm.driver.getConnection().getNativeClient();
     const metrics = new Metrics(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }));
+    metrics.observeReplicas(reads);
     const webhooks = createDispatcher({
       db,
       clock,
@@ -291,9 +301,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
     const connectHandler = createEdgeHandler({
       routes: routes({
-        tenant: createTenantRpc({ db, idempotency, tenants, apiKeys, pages }),
+        tenant: createTenantRpc({ db, reads, idempotency, tenants, apiKeys, pages }),
         activation: createActivationRpc({
           db,
+          reads,
           idempotency,
           signingKeys,
           machines,
@@ -304,9 +315,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           keyFailures,
         }),
         licensing: {
-          ...createCatalogRpc({ db, idempotency, catalog, pages }),
+          ...createCatalogRpc({ db, reads, idempotency, catalog, pages }),
           ...createLicenseRpc({
             db,
+            reads,
             clock,
             idempotency,
             licenses,
@@ -321,6 +333,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         },
         usage: createUsageRpc({
           db,
+          reads,
           idempotency,
           meters,
           ingest,
@@ -331,13 +344,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         }),
         webhook: createWebhookRpc({
           db,
+          reads,
           idempotency,
           endpoints: webhookEndpoints,
           deliveries: createDeliveryQueries(),
           dispatcher: webhooks,
           pages,
         }),
-        audit: createAuditRpc({ db, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
+        audit: createAuditRpc({ db, reads, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
         reflectionV1alpha: createReflectionV1alpha(reflection),
@@ -434,6 +448,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           closingStage = "closing the audit feed";
           await feed.stop();
           closingStage = "closing the database pool";
+          await reads.close();
           await db.close();
           closingStage = "stopping the embedded PostgreSQL";
           await embedded?.stop();

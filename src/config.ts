@@ -4,6 +4,7 @@ import type { ZxcvbnFactory } from "@zxcvbn-ts/core";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { compileTrustedProxies, type ForwardedHeader } from "./platform/client-address.js";
+import { PostgresTarget } from "./platform/postgres-target.js";
 import { loadDevSecrets, openDevSecrets } from "./platform/dev-secrets.js";
 import type { RateRule } from "./platform/rate-limit.js";
 
@@ -21,6 +22,13 @@ export interface Config {
   databaseDirectUrl: string | undefined;
   /** What sits between licensd and PostgreSQL on databaseUrl (LICENSD_DATABASE_POOLER). */
   databasePooler: DatabasePooler;
+  /**
+   * Streaming replicas for reads that tolerate bounded staleness (LICENSD_DATABASE_REPLICA_URL, docs/replicas.md);
+   * empty: every read goes to databaseUrl.
+   */
+  databaseReplicaUrls: string[];
+  /** A replica serves reads only while it lags the primary by less than this (LICENSD_DATABASE_REPLICA_MAX_LAG_MS). */
+  databaseReplicaMaxLagMs: number;
   dataDir: string;
   superAdminKey: string;
   /** 32 bytes for AES-256-GCM encryption of stored secrets. */
@@ -218,6 +226,7 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
     problems.push("LICENSD_DATABASE_URL: must be a postgres:// or postgresql:// URL");
   }
   const { databaseDirectUrl, databasePooler } = readPooling({ str, problems }, databaseUrl);
+  const { databaseReplicaUrls, databaseReplicaMaxLagMs } = readReplicas({ str, int, problems }, databaseUrl);
   const dataDir = path.resolve(str("LICENSD_DATA_DIR") ?? ".licensd");
   const logLevel = str("LICENSD_LOG_LEVEL") ?? "info";
   if (!LOG_LEVELS.includes(logLevel)) {
@@ -234,7 +243,76 @@ function readServer({ str, int, problems }: Settings, production: boolean) {
   ] as const) {
     if (file !== undefined && !existsSync(file)) problems.push(`${name}: no file at ${file}`);
   }
-  return { host, port, databaseUrl, databaseDirectUrl, databasePooler, dataDir, tlsCert, tlsKey, logLevel };
+  return {
+    host,
+    port,
+    databaseUrl,
+    databaseDirectUrl,
+    databasePooler,
+    databaseReplicaUrls,
+    databaseReplicaMaxLagMs,
+    dataDir,
+    tlsCert,
+    tlsKey,
+    logLevel,
+  };
+}
+
+/** The default staleness bound of replica reads: 5 s. */
+export const DEFAULT_REPLICA_MAX_LAG_MS = 5_000;
+
+/**
+ * The URLs of LICENSD_DATABASE_REPLICA_URL: separated by whitespace, or by a comma followed by the next URL's scheme
+ * (a comma inside one URL is libpq's multi-host list: `postgres://u@h1:5432,h2:5432/db`).
+ */
+export function splitReplicaUrls(text: string): string[] {
+  return text
+    .split(/\s+|,(?=\s*postgres(?:ql)?:\/\/)/)
+    .map((u) => u.trim())
+    .filter((u) => u !== "");
+}
+
+/**
+ * LICENSD_DATABASE_REPLICA_URL and LICENSD_DATABASE_REPLICA_MAX_LAG_MS (docs/replicas.md): each URL is checked as the
+ * primary's is (and parsed as its connections will be); a replica is read-only, so `target_session_attrs` asking for
+ * a writable host could never connect to one.
+ */
+function readReplicas(
+  { str, int, problems }: Pick<Settings, "str" | "int" | "problems">,
+  databaseUrl: string | undefined,
+) {
+  const raw = str("LICENSD_DATABASE_REPLICA_URL");
+  const urls = raw === undefined ? [] : splitReplicaUrls(raw);
+  const maxLagMs = int("LICENSD_DATABASE_REPLICA_MAX_LAG_MS", DEFAULT_REPLICA_MAX_LAG_MS, 500, 3_600_000);
+  if (urls.length > 0 && databaseUrl === undefined)
+    problems.push(
+      "LICENSD_DATABASE_REPLICA_URL: needs LICENSD_DATABASE_URL too (replicas stream from a primary you run; the " +
+        "embedded PostgreSQL has none)",
+    );
+  urls.forEach((url, i) => {
+    const which =
+      urls.length > 1
+        ? `LICENSD_DATABASE_REPLICA_URL (URL ${i + 1} of ${urls.length})`
+        : "LICENSD_DATABASE_REPLICA_URL";
+    if (!/^postgres(ql)?:\/\//.test(url)) {
+      problems.push(
+        `${which}: must be a postgres:// or postgresql:// URL (several: separate them with commas or spaces)`,
+      );
+      return;
+    }
+    let target: PostgresTarget;
+    try {
+      target = PostgresTarget.parse(url);
+    } catch (err) {
+      problems.push(`${which}: ${(err as Error).message}`);
+      return;
+    }
+    if (target.sessionAttrs !== "any")
+      problems.push(`${which}: target_session_attrs=${target.sessionAttrs} asks for a writable host; a replica is not`);
+    if (url === databaseUrl) problems.push(`${which}: is LICENSD_DATABASE_URL itself, not a replica of it`);
+  });
+  if (new Set(urls).size !== urls.length) problems.push("LICENSD_DATABASE_REPLICA_URL: names a URL twice");
+  return { databaseReplicaUrls: urls, databaseReplicaMaxLagMs: maxLagMs };
 }
 
 /**

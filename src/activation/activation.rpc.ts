@@ -8,6 +8,7 @@ import { requireSuperAdmin } from "../platform/auth.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
 import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { RateRule } from "../platform/rate-limit.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
@@ -64,6 +65,8 @@ const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toStri
 
 export interface ActivationRpcDeps {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   idempotency: Idempotency;
   signingKeys: SigningKeyStore;
   machines: MachineService;
@@ -76,7 +79,7 @@ export interface ActivationRpcDeps {
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
 export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
-  const { db, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
+  const { db, reads, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
 
   /**
    * Activation attempts draw from the client address's bucket and the key's bucket (per-instance bound: none, buckets
@@ -211,7 +214,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
         filters: { licenseId: req.licenseId, status: status ?? "" },
       });
       const { items, nextPageToken } = pages.pageOf(
-        await machines.list(db.em(), tenantId, page, req.licenseId, status),
+        await reads.run((em) => machines.list(em, tenantId, page, req.licenseId, status)),
         page,
       );
       return create(pb.ListMachinesResponseSchema, { machines: items.map(machineToProto), nextPageToken });

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type AuditService as AuditServiceDesc,
   GetAuditEventResponseSchema,
@@ -16,7 +16,8 @@ import {
 } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { requireTenant, type Principal } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
-import { sql, type Database } from "../platform/db.js";
+import { sql, type Database, type EntityManager, type SqlRunner } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { invalidPageToken, type PageTokens } from "../platform/pagination.js";
 import type { Clock } from "../platform/clock.js";
@@ -35,68 +36,78 @@ function seqOf(field: string, value: bigint): number {
 /** The Connect implementation of licensd.audit.v1.AuditService. */
 export function createAuditRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   clock: Clock;
   idempotency: Idempotency;
   audit: AuditService;
   keepAliveMs: number;
   pages: PageTokens;
 }): ServiceImpl<typeof AuditServiceDesc> {
-  const { db, clock, idempotency, audit, keepAliveMs, pages } = deps;
+  const { db, reads, clock, idempotency, audit, keepAliveMs, pages } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
-  async function tenantOf(principal: Principal, tenantId: string): Promise<string> {
+  async function tenantOf(on: SqlRunner, principal: Principal, tenantId: string): Promise<string> {
     const id = requireTenant(principal, tenantId, "read");
     if (principal.kind === "super_admin") {
-      const rows = await sql(db, `select 1 from tenants where id = $1`, [id]);
+      const rows = await sql(on, `select 1 from tenants where id = $1`, [id]);
       if (rows.length === 0) throw notFound("tenant", id);
     }
     return id;
   }
 
+  /** A read of the log that tolerates bounded staleness: on a replica when one is fresh enough (docs/replicas.md). */
+  const staleOk = <T>(
+    ctx: HandlerContext,
+    tenantId: string,
+    read: (em: EntityManager, tenantId: string) => Promise<T>,
+  ) => reads.run(async (em) => read(em, await tenantOf(em, ctx.values.get(principalKey), tenantId)));
+
   return {
-    async listAuditEvents(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const filters = {
-        subject: req.subject || undefined,
-        typePrefix: req.typePrefix || undefined,
-        actor: req.actor || undefined,
-        start: req.startTime ? timestampDate(req.startTime) : undefined,
-        end: req.endTime ? timestampDate(req.endTime) : undefined,
-      };
-      const newestFirst = req.order === ListOrder.NEWEST_FIRST;
-      const page = pages.read(req.pageSize, req.pageToken, {
-        list: procedureOf(ctx),
-        tenantId,
-        filters: { ...filters, newestFirst },
-      });
-      // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
-      if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidPageToken();
-      const rows = await audit.list(tenantId, filters, page, newestFirst);
-      const { items, nextPageToken } = pages.pageBy(rows, page, (e) => String(e.seq));
-      return create(ListAuditEventsResponseSchema, { events: items.map(auditEventToProto), nextPageToken });
-    },
+    listAuditEvents: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) => {
+        const filters = {
+          subject: req.subject || undefined,
+          typePrefix: req.typePrefix || undefined,
+          actor: req.actor || undefined,
+          start: req.startTime ? timestampDate(req.startTime) : undefined,
+          end: req.endTime ? timestampDate(req.endTime) : undefined,
+        };
+        const newestFirst = req.order === ListOrder.NEWEST_FIRST;
+        const page = pages.read(req.pageSize, req.pageToken, {
+          list: procedureOf(ctx),
+          tenantId,
+          filters: { ...filters, newestFirst },
+        });
+        // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
+        if (page.after !== undefined && !/^\d{1,15}$/.test(page.after)) throw invalidPageToken();
+        const rows = await audit.list(em, tenantId, filters, page, newestFirst);
+        const { items, nextPageToken } = pages.pageBy(rows, page, (e) => String(e.seq));
+        return create(ListAuditEventsResponseSchema, { events: items.map(auditEventToProto), nextPageToken });
+      }),
 
-    async getAuditEvent(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      return create(GetAuditEventResponseSchema, { event: auditEventToProto(await audit.get(tenantId, req.id)) });
-    },
+    getAuditEvent: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) =>
+        create(GetAuditEventResponseSchema, { event: auditEventToProto(await audit.get(em, tenantId, req.id)) }),
+      ),
 
-    async verifyAuditChain(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const r = await audit.verify(tenantId, seqOf("start_seq", req.startSeq), seqOf("end_seq", req.endSeq));
-      return create(VerifyAuditChainResponseSchema, {
-        valid: r.valid,
-        eventsChecked: BigInt(r.eventsChecked),
-        firstBadSeq: BigInt(r.firstBadSeq),
-        problem: problemToProto(r.problem),
-        detail: r.detail,
-        startSeq: BigInt(r.startSeq),
-        endSeq: BigInt(r.endSeq),
-      });
-    },
+    verifyAuditChain: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) => {
+        const r = await audit.verify(em, tenantId, seqOf("start_seq", req.startSeq), seqOf("end_seq", req.endSeq));
+        return create(VerifyAuditChainResponseSchema, {
+          valid: r.valid,
+          eventsChecked: BigInt(r.eventsChecked),
+          firstBadSeq: BigInt(r.firstBadSeq),
+          problem: problemToProto(r.problem),
+          detail: r.detail,
+          startSeq: BigInt(r.startSeq),
+          endSeq: BigInt(r.endSeq),
+        });
+      }),
 
+    // The tail follows the primary's NOTIFY: it reads the primary, where a notified entry is already visible.
     async *tailAuditEvents(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
+      const tenantId = await tenantOf(db, ctx.values.get(principalKey), req.tenantId);
       const stream = audit.tail(
         tenantId,
         {
@@ -115,31 +126,31 @@ export function createAuditRpc(deps: {
       }
     },
 
-    async getCheckpoint(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      return create(GetCheckpointResponseSchema, { checkpoint: checkpointToProto(await audit.checkpoint(tenantId)) });
-    },
+    getCheckpoint: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) =>
+        create(GetCheckpointResponseSchema, { checkpoint: checkpointToProto(await audit.checkpoint(em, tenantId)) }),
+      ),
 
-    async getInclusionProof(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.inclusion(tenantId, seqOf("seq", req.seq), seqOf("tree_size", req.treeSize));
-      return create(GetInclusionProofResponseSchema, {
-        leafIndex: BigInt(p.leafIndex),
-        treeSize: BigInt(p.treeSize),
-        entryHash: p.entryHash,
-        hashes: p.hashes,
-      });
-    },
+    getInclusionProof: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) => {
+        const p = await audit.inclusion(em, tenantId, seqOf("seq", req.seq), seqOf("tree_size", req.treeSize));
+        return create(GetInclusionProofResponseSchema, {
+          leafIndex: BigInt(p.leafIndex),
+          treeSize: BigInt(p.treeSize),
+          entryHash: p.entryHash,
+          hashes: p.hashes,
+        });
+      }),
 
-    async getConsistencyProof(req, ctx) {
-      const tenantId = await tenantOf(ctx.values.get(principalKey), req.tenantId);
-      const p = await audit.consistency(tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
-      return create(GetConsistencyProofResponseSchema, {
-        oldSize: BigInt(p.oldSize),
-        newSize: BigInt(p.newSize),
-        hashes: p.hashes,
-      });
-    },
+    getConsistencyProof: (req, ctx) =>
+      staleOk(ctx, req.tenantId, async (em, tenantId) => {
+        const p = await audit.consistency(em, tenantId, seqOf("old_size", req.oldSize), seqOf("new_size", req.newSize));
+        return create(GetConsistencyProofResponseSchema, {
+          oldSize: BigInt(p.oldSize),
+          newSize: BigInt(p.newSize),
+          hashes: p.hashes,
+        });
+      }),
 
     pruneAuditLog: (req, ctx) =>
       tenantMutation(

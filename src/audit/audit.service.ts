@@ -79,19 +79,24 @@ export function createAuditService(deps: {
     withNodes(compute, nodeFetcher(em, tenantId));
 
   return {
-    async list(tenantId: string, filters: AuditFilters, page: Page, newestFirst: boolean): Promise<AuditEntry[]> {
-      return listEntries(db, tenantId, filters, page, newestFirst);
+    async list(
+      em: EntityManager,
+      tenantId: string,
+      filters: AuditFilters,
+      page: Page,
+      newestFirst: boolean,
+    ): Promise<AuditEntry[]> {
+      return listEntries(em, tenantId, filters, page, newestFirst);
     },
 
-    async get(tenantId: string, id: string): Promise<AuditEntry> {
-      const entry = await entryById(db, tenantId, id);
+    async get(em: EntityManager, tenantId: string, id: string): Promise<AuditEntry> {
+      const entry = await entryById(em, tenantId, id);
       if (!entry) throw notFound("audit_event", id);
       return entry;
     },
 
     /** Recomputes every entry of [start, end]; reports the first that is wrong. */
-    async verify(tenantId: string, startSeq: number, endSeq: number): Promise<ChainReport> {
-      const em = db.em();
+    async verify(em: EntityManager, tenantId: string, startSeq: number, endSeq: number): Promise<ChainReport> {
       const head = await headSeq(em, tenantId);
       const cut = await latestCut(em, tenantId);
       const floor = cut ? cut.seq + 1 : 1;
@@ -237,8 +242,7 @@ export function createAuditService(deps: {
       }
     },
 
-    async checkpoint(tenantId: string): Promise<SignedCheckpoint> {
-      const em = db.em();
+    async checkpoint(em: EntityManager, tenantId: string): Promise<SignedCheckpoint> {
       const size = await headSeq(em, tenantId);
       const root = size === 0 ? EMPTY_ROOT : await computeWithTree(em, tenantId, (node) => rootHash(size, node));
       const signTime = clock.now();
@@ -247,8 +251,7 @@ export function createAuditService(deps: {
       return { tenantId, treeSize: size, rootHash: root, signTime, kid, signature, signedText };
     },
 
-    async inclusion(tenantId: string, seq: number, treeSize: number) {
-      const em = db.em();
+    async inclusion(em: EntityManager, tenantId: string, seq: number, treeSize: number) {
       const head = await headSeq(em, tenantId);
       const size = treeSize === 0 ? head : treeSize;
       if (size > head) throw invalidArgument("tree_size", `the log has ${head} entries`, "OUT_OF_RANGE");
@@ -258,8 +261,7 @@ export function createAuditService(deps: {
       return { leafIndex: seq - 1, treeSize: size, entryHash: hash ?? Buffer.alloc(0), hashes };
     },
 
-    async consistency(tenantId: string, oldSize: number, newSize: number) {
-      const em = db.em();
+    async consistency(em: EntityManager, tenantId: string, oldSize: number, newSize: number) {
       const head = await headSeq(em, tenantId);
       const size = newSize === 0 ? head : newSize;
       if (size > head) throw invalidArgument("new_size", `the log has ${head} entries`, "OUT_OF_RANGE");

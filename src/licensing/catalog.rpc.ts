@@ -3,6 +3,7 @@ import type { FieldMask } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
@@ -90,11 +91,13 @@ function policyInput(req: PolicyRequest): PolicyInput {
 /** Products, policies and customers of licensd.licensing.v1.LicensingService. */
 export function createCatalogRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   idempotency: Idempotency;
   catalog: CatalogService;
   pages: PageTokens;
 }): Pick<LicensingImpl, CatalogMethods> {
-  const { db, idempotency, catalog, pages } = deps;
+  const { db, reads, idempotency, catalog, pages } = deps;
   return {
     createProduct: (req, ctx) =>
       tenantMutation(
@@ -118,7 +121,10 @@ export function createCatalogRpc(deps: {
     async listProducts(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
       const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId });
-      const { items, nextPageToken } = pages.pageOf(await catalog.listProducts(db.em(), tenantId, page), page);
+      const { items, nextPageToken } = pages.pageOf(
+        await reads.run((em) => catalog.listProducts(em, tenantId, page)),
+        page,
+      );
       return create(pb.ListProductsResponseSchema, { products: items.map(productToProto), nextPageToken });
     },
     updateProduct: (req, ctx) => {
@@ -171,7 +177,7 @@ export function createCatalogRpc(deps: {
         filters: { productId: req.productId },
       });
       const { items, nextPageToken } = pages.pageOf(
-        await catalog.listPolicies(db.em(), tenantId, page, req.productId),
+        await reads.run((em) => catalog.listPolicies(em, tenantId, page, req.productId)),
         page,
       );
       return create(pb.ListPoliciesResponseSchema, { policies: items.map(policyToProto), nextPageToken });
@@ -235,7 +241,7 @@ export function createCatalogRpc(deps: {
         filters: { email: req.email.toLowerCase() },
       });
       const { items, nextPageToken } = pages.pageOf(
-        await catalog.listCustomers(db.em(), tenantId, page, req.email),
+        await reads.run((em) => catalog.listCustomers(em, tenantId, page, req.email)),
         page,
       );
       return create(pb.ListCustomersResponseSchema, { customers: items.map(customerToProto), nextPageToken });

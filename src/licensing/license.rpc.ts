@@ -6,6 +6,7 @@ import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { LicenseStatus as PbLicenseStatus } from "../../gen/ts/licensd/licensing/v1/license_pb.js";
 import type { Clock } from "../platform/clock.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, requireLiveTenant, tenantMutation } from "../platform/rpc.js";
@@ -68,6 +69,8 @@ export function validationSigningBytes(res: pb.ValidateLicenseResponse): Buffer 
 /** Licenses, validation and composition of licensd.licensing.v1.LicensingService. */
 export function createLicenseRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   clock: Clock;
   idempotency: Idempotency;
   licenses: LicenseService;
@@ -79,8 +82,20 @@ export function createLicenseRpc(deps: {
   keyFailures: KeyFailureLimit;
   answers: ValidationAnswers;
 }): Omit<LicensingImpl, CatalogMethods> {
-  const { db, clock, idempotency, licenses, validation, signingKeys, imports, machines, pages, keyFailures, answers } =
-    deps;
+  const {
+    db,
+    reads,
+    clock,
+    idempotency,
+    licenses,
+    validation,
+    signingKeys,
+    imports,
+    machines,
+    pages,
+    keyFailures,
+    answers,
+  } = deps;
   const out = (l: License) => licenseToProto(l, effectiveStatus(l, clock.now()));
 
   /** The lifecycle verbs share one shape: a license id in, the license after the change out. */
@@ -132,12 +147,14 @@ export function createLicenseRpc(deps: {
         expireBefore: expireBefore?.getTime(),
       };
       const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters });
-      const rows = await licenses.list(db.em(), tenantId, page, {
-        productId: req.productId,
-        customerId: req.customerId,
-        status,
-        expireBefore,
-      });
+      const rows = await reads.run((em) =>
+        licenses.list(em, tenantId, page, {
+          productId: req.productId,
+          customerId: req.customerId,
+          status,
+          expireBefore,
+        }),
+      );
       const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(pb.ListLicensesResponseSchema, { licenses: items.map(out), nextPageToken });
     },

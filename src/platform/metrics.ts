@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ReadCounts, ReplicaStatus } from "./replicas.js";
 
 /** Prometheus metrics of one process, served as text at GET /metrics. */
 export class Metrics {
@@ -55,5 +56,46 @@ export class Metrics {
         });
       }
     }
+  }
+
+  /**
+   * Read replicas (docs/replicas.md): each one's lag and whether it serves reads now, and where the reads that
+   * tolerate bounded staleness were served.
+   */
+  observeReplicas(source: { status(): ReplicaStatus[]; counts: ReadCounts }) {
+    new Gauge({
+      name: "licensd_db_replica_lag_seconds",
+      help:
+        "How far each read replica is behind the primary: every write committed longer ago than this is replayed " +
+        "on it (+Inf: not measured, unreachable or not a standby).",
+      labelNames: ["replica"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const r of source.status())
+          this.set({ replica: r.name }, r.lagMs === undefined ? Number.POSITIVE_INFINITY : r.lagMs / 1000);
+      },
+    });
+    new Gauge({
+      name: "licensd_db_replica_serving",
+      help: "1 while a read replica serves reads (reachable, a standby, lag under the bound), else 0.",
+      labelNames: ["replica"] as const,
+      registers: [this.registry],
+      collect() {
+        for (const r of source.status()) this.set({ replica: r.name }, r.state === "fresh" ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: "licensd_db_stale_ok_reads_total",
+      help:
+        "Reads that tolerate bounded staleness (lists, summaries, audit reads and proofs), by where they were " +
+        "served: replica, or primary (no replica fresh enough, none configured, or the replica failed the read).",
+      labelNames: ["served_by"] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc({ served_by: "replica" }, source.counts.replica);
+        this.inc({ served_by: "primary" }, source.counts.primary);
+      },
+    });
   }
 }

@@ -19,6 +19,7 @@ import {
 import { actorOf, requireSuperAdmin, requireTenant } from "../platform/auth.js";
 import { principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
@@ -32,12 +33,14 @@ const UPDATABLE = new Set(["name", "metadata"]);
 /** The Connect implementation of licensd.tenant.v1.TenantService. */
 export function createTenantRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   idempotency: Idempotency;
   tenants: TenantService;
   apiKeys: ApiKeyService;
   pages: PageTokens;
 }): ServiceImpl<typeof TenantServiceDesc> {
-  const { db, idempotency, tenants, apiKeys, pages } = deps;
+  const { db, reads, idempotency, tenants, apiKeys, pages } = deps;
   return {
     async createTenant(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
@@ -67,7 +70,7 @@ export function createTenantRpc(deps: {
     async listTenants(req, ctx) {
       requireSuperAdmin(ctx.values.get(principalKey));
       const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId: "*" });
-      const { items, nextPageToken } = pages.pageOf(await tenants.list(db.em(), page), page);
+      const { items, nextPageToken } = pages.pageOf(await reads.run((em) => tenants.list(em, page)), page);
       return create(ListTenantsResponseSchema, { tenants: items.map(tenantToProto), nextPageToken });
     },
 
@@ -131,7 +134,7 @@ export function createTenantRpc(deps: {
         tenantId,
         filters: { showRevoked: req.showRevoked },
       });
-      const rows = await apiKeys.list(db.em(), tenantId, page, req.showRevoked);
+      const rows = await reads.run((em) => apiKeys.list(em, tenantId, page, req.showRevoked));
       const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(ListApiKeysResponseSchema, { apiKeys: items.map(apiKeyToProto), nextPageToken });
     },

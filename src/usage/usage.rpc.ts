@@ -4,6 +4,7 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import * as pb from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
 import { untilAborted } from "../platform/interrupt.js";
 import type { Idempotency } from "../platform/idempotency.js";
@@ -33,6 +34,8 @@ import {
 /** The Connect implementation of licensd.usage.v1.UsageService. */
 export function createUsageRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   idempotency: Idempotency;
   meters: MeterService;
   ingest: IngestService;
@@ -41,7 +44,7 @@ export function createUsageRpc(deps: {
   pages: PageTokens;
   keyFailures: KeyFailureLimit;
 }): ServiceImpl<typeof pb.UsageService> {
-  const { db, idempotency, meters, ingest, queries, anomalies, pages, keyFailures } = deps;
+  const { db, reads, idempotency, meters, ingest, queries, anomalies, pages, keyFailures } = deps;
   const principal = (ctx: HandlerContext) => ctx.values.get(principalKey);
   /** Events naming licenses by key draw on the caller's address's failure budget. */
   const keyGuard = (ctx: HandlerContext): KeyGuard => {
@@ -83,7 +86,10 @@ export function createUsageRpc(deps: {
         tenantId,
         filters: { productId: req.productId },
       });
-      const { items, nextPageToken } = pages.pageOf(await meters.list(db.em(), tenantId, page, req.productId), page);
+      const { items, nextPageToken } = pages.pageOf(
+        await reads.run((em) => meters.list(em, tenantId, page, req.productId)),
+        page,
+      );
       return create(pb.ListMetersResponseSchema, { meters: items.map(meterToProto), nextPageToken });
     },
     updateMeter: (req, ctx) => {
@@ -177,16 +183,18 @@ export function createUsageRpc(deps: {
       const tenantId = readTenant(ctx, req.tenantId);
       const bucket: BucketSize =
         req.bucket === pb.Bucket.HOUR ? "hour" : req.bucket === pb.Bucket.MONTH ? "month" : "day";
-      const s = await queries.summary(db.em(), {
-        tenantId,
-        licenseId: req.licenseId,
-        customerId: req.customerId,
-        metric: req.metric,
-        start: timestampDate(req.startTime!),
-        end: timestampDate(req.endTime!),
-        bucket,
-        byAgent: req.groupByAgent,
-      });
+      const s = await reads.run((em) =>
+        queries.summary(em, {
+          tenantId,
+          licenseId: req.licenseId,
+          customerId: req.customerId,
+          metric: req.metric,
+          start: timestampDate(req.startTime!),
+          end: timestampDate(req.endTime!),
+          bucket,
+          byAgent: req.groupByAgent,
+        }),
+      );
       const aggregation = aggregationToProto(s.aggregation);
       if (req.layout === pb.SummaryLayout.SERIES) {
         const { startsMs, series } = seriesOf(s.buckets);
@@ -219,18 +227,20 @@ export function createUsageRpc(deps: {
         tenantId,
         filters: { licenseId: req.licenseId, minSeverity: req.minSeverity, resolution: req.resolution },
       });
-      const rows = await anomalies.list(db.em(), {
-        tenantId,
-        licenseId: req.licenseId,
-        minSeverity: severityFromProto(req.minSeverity),
-        resolved:
-          req.resolution === pb.ResolutionFilter.RESOLVED
-            ? true
-            : req.resolution === pb.ResolutionFilter.UNRESOLVED
-              ? false
-              : null,
-        page,
-      });
+      const rows = await reads.run((em) =>
+        anomalies.list(em, {
+          tenantId,
+          licenseId: req.licenseId,
+          minSeverity: severityFromProto(req.minSeverity),
+          resolved:
+            req.resolution === pb.ResolutionFilter.RESOLVED
+              ? true
+              : req.resolution === pb.ResolutionFilter.UNRESOLVED
+                ? false
+                : null,
+          page,
+        }),
+      );
       const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(pb.ListAnomaliesResponseSchema, { anomalies: items.map(anomalyToProto), nextPageToken });
     },
@@ -264,13 +274,15 @@ export function createUsageRpc(deps: {
         // Issued by this server (the token is MACed), but perhaps by a release with another cursor format.
         if (!Number.isSafeInteger(after.ts) || !Number.isSafeInteger(after.received)) throw invalidPageToken();
       }
-      const rows = await queries.events(db.em(), {
-        tenantId,
-        licenseId: req.licenseId,
-        metric: req.metric,
-        size: page.size,
-        after,
-      });
+      const rows = await reads.run((em) =>
+        queries.events(em, {
+          tenantId,
+          licenseId: req.licenseId,
+          metric: req.metric,
+          size: page.size,
+          after,
+        }),
+      );
       const { items, nextPageToken } = pages.pageBy(
         rows,
         page,

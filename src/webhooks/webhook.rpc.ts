@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
 import type { Database } from "../platform/db.js";
+import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
@@ -17,13 +18,15 @@ const DEFAULT_OVERLAP_MS = 24 * 3_600_000;
 /** The Connect implementation of licensd.webhook.v1.WebhookService. */
 export function createWebhookRpc(deps: {
   db: Database;
+  /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
+  reads: ReplicaReads;
   idempotency: Idempotency;
   endpoints: EndpointService;
   deliveries: DeliveryQueries;
   dispatcher: Dispatcher;
   pages: PageTokens;
 }): ServiceImpl<typeof pb.WebhookService> {
-  const { db, idempotency, endpoints, deliveries, dispatcher, pages } = deps;
+  const { db, reads, idempotency, endpoints, deliveries, dispatcher, pages } = deps;
   return {
     createWebhookEndpoint: (req, ctx) =>
       tenantMutation(
@@ -53,7 +56,7 @@ export function createWebhookRpc(deps: {
     async listWebhookEndpoints(req, ctx) {
       const tenantId = readTenant(ctx, req.tenantId);
       const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId });
-      const { items, nextPageToken } = pages.pageOf(await endpoints.list(db.em(), tenantId, page), page);
+      const { items, nextPageToken } = pages.pageOf(await reads.run((em) => endpoints.list(em, tenantId, page)), page);
       return create(pb.ListWebhookEndpointsResponseSchema, { endpoints: items.map(endpointToProto), nextPageToken });
     },
 
@@ -128,7 +131,7 @@ export function createWebhookRpc(deps: {
         status: statusFromProto(req.status),
       };
       const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters });
-      const rows = await deliveries.list(db.em(), tenantId, page, filters);
+      const rows = await reads.run((em) => deliveries.list(em, tenantId, page, filters));
       const { items, nextPageToken } = pages.pageOf(rows, page);
       return create(pb.ListWebhookDeliveriesResponseSchema, { deliveries: items.map(deliveryToProto), nextPageToken });
     },
