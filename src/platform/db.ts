@@ -154,6 +154,8 @@ export async function openDatabase(
     schema: Schema;
     /** Whether `{ name }` prepares statements (default true); off behind a transaction-pooling PgBouncer. */
     namedStatements?: boolean;
+    /** A query not answered within this many ms is failed by the client (pg's query_timeout); default none. */
+    queryTimeoutMs?: number;
   },
 ): Promise<Database> {
   const named = opts.namedStatements ?? true;
@@ -174,6 +176,7 @@ export async function openDatabase(
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
     driverOptions: {
       connectionTimeoutMillis: 5_000,
+      ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
       ...(target.multiHost ? { Client: target.poolClient(), keepAlive: true } : {}),
     },
     debug: false,

@@ -93,6 +93,9 @@ export class WalTimeline {
  * goes to a replica only while now − freshAsOf < maxLagMs, checked when the read is routed: a replica whose probes stop
  * answering ages out on its own.
  */
+/** How long a routed read waits for a replica before the primary answers it instead. */
+export const REPLICA_QUERY_TIMEOUT_MS = 10_000;
+
 export class ReplicaSet implements ReplicaReads {
   private readonly timeline = new WalTimeline();
   private loop: Every | undefined;
@@ -128,6 +131,8 @@ export class ReplicaSet implements ReplicaReads {
           logger: opts.logger,
           schema: opts.schema,
           namedStatements: false,
+          // A replica that hangs (stopped, a dead link with no RST) fails the read, which the primary then answers.
+          queryTimeoutMs: REPLICA_QUERY_TIMEOUT_MS,
         });
         replicas.push({ name, db, state: "starting", freshAsOf: undefined, probing: false });
       }
