@@ -13,6 +13,7 @@ const ALL = [
   "uploader",
   "verifiers",
   "webhooks",
+  "failover",
 ] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");

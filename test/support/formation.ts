@@ -140,7 +140,8 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
   const killAll = () => {
     for (const r of running) {
       try {
-        if (r.child.pid && r.child.exitCode === null) process.kill(-r.child.pid, "SIGKILL");
+        if (r.child.pid && r.child.exitCode === null && r.child.signalCode === null)
+          process.kill(-r.child.pid, "SIGKILL");
       } catch {}
       killPostmaster(r.pgdata);
     }
@@ -202,7 +203,8 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
     kill(node) {
       for (const r of running.filter((x) => x.pgdata === node.pgdata)) {
         try {
-          if (r.child.pid && r.child.exitCode === null) process.kill(-r.child.pid, "SIGKILL");
+          if (r.child.pid && r.child.exitCode === null && r.child.signalCode === null)
+            process.kill(-r.child.pid, "SIGKILL");
         } catch {}
       }
       killPostmaster(node.pgdata);
