@@ -25,7 +25,8 @@ import { until, within } from "../support/wait.js";
  * back by docs/operations.md's runbook "Failover and rejoining the old primary", run as written, and the next round
  * kills the new primary: the failover goes back to the rejoined node.
  *
- * Rounds: LICENSD_FAILOVER_ROUNDS (default 2: there and back). `npm run test:failover` runs this file alone.
+ * Rounds: LICENSD_FAILOVER_ROUNDS (default 2: there and back, the short variant of `npm test`); `npm run test:failover`
+ * runs this file alone with 4.
  */
 const ROUNDS = Math.max(1, Number(process.env.LICENSD_FAILOVER_ROUNDS ?? 2));
 
