@@ -273,6 +273,14 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
       }
     })();
 
+    // A test that fails half-way stops its loads too, before the servers and the formation go.
+    cleanups.push(async () => {
+      loading = false;
+      tailing = false;
+      tailAbort.abort();
+      await Promise.all(health.map((h) => h.stop()));
+    });
+
     const signingKeys = async () =>
       (
         await createClient(
