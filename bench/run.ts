@@ -14,6 +14,7 @@ const ALL = [
   "verifiers",
   "webhooks",
   "concurrency",
+  "failover",
 ] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { freePort } from "./server.js";
@@ -39,7 +39,14 @@ export interface Formation {
   /** The formation's multi-host URL as `pg_autoctl show uri` prints it, with `user` put in. */
   url: string;
   monitorPort: number;
+  /** The monitor's URL, as `pg_autoctl … --monitor` takes it. */
+  monitorUrl: string;
   nodes: FormationNode[];
+  /**
+   * An executable that runs `pg_autoctl "$@"` as the `postgres` user with this formation's XDG directories (where
+   * pg_autoctl finds each node's configuration and state), as `sudo -u postgres pg_autoctl` does on a server.
+   */
+  pgAutoctl: string;
   /** The monitor's view of every node (reported and assigned state). */
   states(): Promise<NodeState[]>;
   /** The node the monitor reports as primary (or wait_primary) now, if any. */
@@ -48,6 +55,13 @@ export interface Formation {
   psql(node: FormationNode, text: string): Promise<string>;
   /** Hard stop of a node: SIGKILL to its pg_autoctl process group and its postmaster. */
   kill(node: FormationNode): void;
+  /**
+   * Starts a node's `pg_autoctl run` again (as its service manager would after a crash or a reboot): a killed primary
+   * rejoins as a secondary, rewound with pg_rewind. Stopped and cleaned up like the others.
+   */
+  restart(node: FormationNode): void;
+  /** The last output of a node's current pg_autoctl process (for a failure message). */
+  output(node: FormationNode): string;
   /** pg_autoctl stop of every node, bounded; then SIGKILL whatever is left and remove the directories. */
   destroy(): Promise<void>;
 }
@@ -118,14 +132,16 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
     child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
     running.push({ pgdata: pgdata(name), child, output: () => out });
-    if (child.pid) writeFileSync(path.join(base, `${name}.pgid`), String(child.pid));
+    // One file per process group: the watchdog kills every one (a restarted node has had several).
+    if (child.pid) writeFileSync(path.join(base, `${name}-${child.pid}.pgid`), String(child.pid));
   };
 
   // Whatever happens to the test process, no postgres or pg_autoctl outlives it.
   const killAll = () => {
     for (const r of running) {
       try {
-        if (r.child.pid && r.child.exitCode === null) process.kill(-r.child.pid, "SIGKILL");
+        if (r.child.pid && r.child.exitCode === null && r.child.signalCode === null)
+          process.kill(-r.child.pid, "SIGKILL");
       } catch {}
       killPostmaster(r.pgdata);
     }
@@ -158,10 +174,24 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
       });
   };
 
+  // `pg_autoctl` as the operator runs it on a node: as `postgres`, with the formation's configuration directories.
+  const pgAutoctl = path.join(base, "pg_autoctl");
+  const envArgs = Object.entries(env)
+    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+    .join(" ");
+  writeFileSync(
+    pgAutoctl,
+    `#!/bin/sh\ncd ${JSON.stringify(base)}\n` +
+      `exec setpriv --reuid=${uid} --regid=${gid} --init-groups env ${envArgs} pg_autoctl "$@"\n`,
+  );
+  chmodSync(pgAutoctl, 0o755);
+
   const formation: Formation = {
     url: "",
     monitorPort,
+    monitorUrl,
     nodes,
+    pgAutoctl,
     states,
     async primary() {
       const s = await states().catch(() => []);
@@ -171,11 +201,19 @@ export async function createFormation(opts: FormationOptions = {}): Promise<Form
     },
     psql: (node, text) => psqlOn(node.port, dbname, text),
     kill(node) {
-      const r = running.find((x) => x.pgdata === node.pgdata);
-      try {
-        if (r?.child.pid) process.kill(-r.child.pid, "SIGKILL");
-      } catch {}
+      for (const r of running.filter((x) => x.pgdata === node.pgdata)) {
+        try {
+          if (r.child.pid && r.child.exitCode === null && r.child.signalCode === null)
+            process.kill(-r.child.pid, "SIGKILL");
+        } catch {}
+      }
       killPostmaster(node.pgdata);
+    },
+    restart(node) {
+      start(node.name, ["run", "--pgdata", node.pgdata]);
+    },
+    output(node) {
+      return running.findLast((x) => x.pgdata === node.pgdata)?.output() ?? "";
     },
     async destroy() {
       process.removeListener("exit", killAll);
