@@ -69,7 +69,7 @@ export function toConnectError(
   err: unknown,
   requestId: string,
   signal?: AbortSignal,
-): { error: ConnectError; internal: boolean } {
+): { error: ConnectError; internal: boolean; databaseDown?: boolean } {
   if (err instanceof DomainError) {
     return { error: connectError(err.code, err.reason, err.message, err.metadata), internal: false };
   }
@@ -97,7 +97,9 @@ export function toConnectError(
       error: connectError(Code.Unavailable, "DATABASE_UNAVAILABLE", "the database is unreachable; retry later", {
         request_id: requestId,
       }),
-      internal: true,
+      // Not a fault of ours: the caller logs it as the database's state (a warning), not as an internal error.
+      internal: false,
+      databaseDown: true,
     };
   }
   return { error: internalError(requestId), internal: true };

@@ -98,9 +98,15 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
       metrics.inFlight.dec();
       let mapped: ConnectError | undefined;
       if (err !== undefined) {
-        const { error, internal } = toConnectError(err, requestId, req.signal);
+        const { error, internal, databaseDown } = toConnectError(err, requestId, req.signal);
         mapped = error;
         if (internal) logger.error({ ...log, procedure, err }, "internal error");
+        // During a failover or an outage every call says so: one line each, the driver's message, no stack.
+        else if (databaseDown)
+          logger.warn(
+            { ...log, procedure, cause: (err as Error)?.message },
+            "database unavailable: answered UNAVAILABLE",
+          );
       }
       const principal = req.contextValues.get(principalKey);
       const tenant = principal.kind === "tenant" ? principal.tenantId : principal.kind;

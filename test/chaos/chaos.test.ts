@@ -317,6 +317,10 @@ describe("the database unreachable", () => {
     expect(ackedBefore).toBeGreaterThan(0);
     expect([...failures.keys()].filter((k) => !k.endsWith(": Unavailable"))).toEqual([]);
     expect(failures.get("RecordUsage: Unavailable") ?? 0, "writes refused during the outage").toBeGreaterThan(0);
+    // The operator's log says the database was down (warnings), not that licensd failed (no internal errors).
+    const logged = server.output().split("\n");
+    expect(logged.filter((l) => l.includes('"msg":"internal error"')).map((l) => l.slice(0, 300))).toEqual([]);
+    expect(logged.some((l) => l.includes('"msg":"database unavailable: answered UNAVAILABLE"'))).toBe(true);
     const stored = await storedKeys(db.url, v.licenseId);
     expect(acked.filter((k) => stored.get(k) !== 1)).toEqual([]);
     await until(
