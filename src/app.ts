@@ -173,6 +173,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // The current data key seals; previous ones (a rotation under way) still open.
     const dataKeys = new DataKeyring(config.dataKey, config.previousDataKeys);
     const dataKeyMaterial = await loadDataKeyMaterial(db, dataKeys);
+    const [dataKeyFingerprint, ...previousDataKeyFingerprints] = dataKeys.fingerprints();
+    logger.info({ dataKeyFingerprint, previousDataKeyFingerprints }, "data keys (fingerprints)");
     const keyring = new AuditKeyring(dataKeyMaterial.auditHmacDk1, config.auditHmacKeys);
     const feed = new AuditFeed(sessionUrl, logger);
     acquired.push(() => feed.stop());
