@@ -66,7 +66,11 @@ export function dataKeyCommands(program: Command, config: () => Config): void {
             ? "every sealed value is under the current data key: LICENSD_DATA_KEY_PREVIOUS can be retired\n"
             : `${previous} value${previous === 1 ? "" : "s"} still under a previous data key` +
                 `${report.unopenable.length > 0 ? `, ${report.unopenable.length} under no configured key` : ""}` +
-                `: ${previous > 0 ? "run licensd data-key rotate; " : ""}keep LICENSD_DATA_KEY_PREVIOUS\n`,
+                `: ${
+                  previous > 0
+                    ? "run licensd data-key rotate, and keep LICENSD_DATA_KEY_PREVIOUS"
+                    : "see docs/operations.md, Data-key rotation, If something fails"
+                }\n`,
         );
       process.exitCode = previous === 0 && report.unopenable.length === 0 ? EXIT.ok : EXIT.server;
     });

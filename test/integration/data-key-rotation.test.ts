@@ -3,6 +3,9 @@
  * sweep behind `licensd data-key rotate` / `check`, against PostgreSQL.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataKeyring, open, seal } from "../../src/platform/crypto.js";
 import {
@@ -16,6 +19,7 @@ import { sql } from "../../src/platform/db.js";
 import { recordAad } from "../../src/platform/idempotency.js";
 import { startTestApp, type TestApp } from "../support/app.js";
 import { query } from "../support/database.js";
+import { run } from "../support/server.js";
 
 const oldKey = randomBytes(32);
 const newKey = randomBytes(32);
@@ -144,6 +148,68 @@ describe("the re-seal sweep", () => {
     // The new key alone opens the material, and it is the same as before the rotation.
     expect(await loadDataKeyMaterial(db, new DataKeyring(newKey))).toEqual(deriveDataKeyMaterial(oldKey));
     await expect(loadDataKeyMaterial(db, new DataKeyring(oldKey))).rejects.toThrow(/LICENSD_DATA_KEY/);
+  });
+});
+
+describe("licensd data-key (the CLI, on the same database)", () => {
+  const cli = (args: string[], keys: Record<string, string>) =>
+    run("bash", ["scripts/with-node.sh", "node", "bin/licensd.js", ...args], {
+      env: {
+        LICENSD_DATABASE_URL: a.databaseUrl,
+        LICENSD_SUPER_ADMIN_KEY: a.superAdminKey,
+        LICENSD_DATA_DIR: mkdtempSync(path.join(os.tmpdir(), "licensd-cli-")),
+        LICENSD_DATA_KEY_PREVIOUS: "",
+        ...keys,
+      },
+    });
+  const asNew = { LICENSD_DATA_KEY: newKey.toString("base64") };
+
+  it("generate prints a fresh 32-byte key", async () => {
+    const [one, two] = await Promise.all([cli(["data-key", "generate"], {}), cli(["data-key", "generate"], {})]);
+    expect(one.code).toBe(0);
+    expect(Buffer.from(one.stdout.trim(), "base64")).toHaveLength(32);
+    expect(one.stdout).not.toBe(two.stdout);
+  });
+
+  it("check and rotate name a value under no key by table and id, and exit 1; check counts previous-key values", async () => {
+    // From the sweep above: everything is under the new key but one answer, sealed under a key nobody has.
+    const check = await cli(["data-key", "check"], asNew);
+    expect(check.code).toBe(1);
+    expect(check.stderr).toContain("unopenable: idempotency_records ten_x//p/k0123 response_sealed");
+    expect(check.stdout).toContain("0 values still under a previous data key, 1 under no configured key");
+
+    // One more answer, under the old key: check counts it, rotate re-seals it and still reports the lost one.
+    const aad = recordAad("ten_x", "/p", "late");
+    await sql(
+      a.app.db,
+      `insert into idempotency_records (scope, procedure, key, request_digest, response_sealed, created_at)
+       values ('ten_x', '/p', 'late', $1, $2, now())`,
+      [randomBytes(32), seal(oldKey, Buffer.from("late answer"), aad)],
+    );
+    const withOld = { ...asNew, LICENSD_DATA_KEY_PREVIOUS: oldKey.toString("hex") };
+    const counted = await cli(["--json", "data-key", "check"], withOld);
+    expect(counted.code).toBe(1);
+    const doc = JSON.parse(counted.stdout) as { tables: { table: string; previous: number }[]; unopenable: unknown[] };
+    expect(doc.tables.find((t) => t.table === "idempotency_records")!.previous).toBe(1);
+    expect(doc.unopenable).toEqual([{ table: "idempotency_records", id: "ten_x//p/k0123", column: "response_sealed" }]);
+    const rotated = await cli(["data-key", "rotate", "--batch-size", "7"], withOld);
+    expect(rotated.code).toBe(1);
+    expect(rotated.stdout).toMatch(/^idempotency_records\t246\t244\t0\t1\t1$/m);
+    expect(rotated.stdout).toContain("re-sealed 1 value under the current data key; 1 open under no configured key");
+    const [row] = await query<{ response_sealed: Buffer }>(
+      a.databaseUrl,
+      "select response_sealed from idempotency_records where key = 'late'",
+    );
+    expect(open(newKey, row!.response_sealed, aad).toString()).toBe("late answer");
+  });
+
+  it("refuses malformed LICENSD_DATA_KEY_PREVIOUS before touching the database", async () => {
+    const bad = await cli(["data-key", "check"], { ...asNew, LICENSD_DATA_KEY_PREVIOUS: "nope" });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("LICENSD_DATA_KEY_PREVIOUS: key 1 of 1 must be 32 bytes");
+    const same = await cli(["data-key", "rotate"], { ...asNew, LICENSD_DATA_KEY_PREVIOUS: newKey.toString("base64") });
+    expect(same.code).toBe(2);
+    expect(same.stderr).toContain("LICENSD_DATA_KEY_PREVIOUS: key 1 of 1 is LICENSD_DATA_KEY itself");
   });
 });
 
