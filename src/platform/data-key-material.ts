@@ -50,37 +50,50 @@ export class DataKeyError extends Error {
 
 /**
  * Reads the material, creating what is missing from the current data key first. Instances starting together insert
- * the same rows with `on conflict do nothing` and then all read the rows that won, so they agree.
+ * the same rows with `on conflict do nothing` and then all read the rows that won, so they agree. A database that
+ * already holds sealed values (an install from before the material was stored) gets its material only from a key
+ * that opens them: a first start with a wrong key must not store keys derived from it.
  */
 export async function loadDataKeyMaterial(db: Database, keys: DataKeyring): Promise<DataKeyMaterial> {
   const names = Object.keys(DERIVATIONS) as MaterialName[];
-  const values = names.map((_, i) => `($${2 * i + 1}, $${2 * i + 2}, now())`).join(", ");
-  await sql(
-    db,
-    `insert into data_key_material (name, sealed, created_at) values ${values} on conflict (name) do nothing`,
-    names.flatMap((name) => [name, seal(keys, derive(keys.current, DERIVATIONS[name]), materialAad(name))]),
-  );
-  const rows = await sql<{ name: MaterialName; sealed: Buffer }>(
-    db,
-    "select name, sealed from data_key_material where name = any($1)",
-    [names],
-  );
+  const read = () =>
+    sql<{ name: MaterialName; sealed: Buffer }>(db, "select name, sealed from data_key_material where name = any($1)", [
+      names,
+    ]);
+  let rows = await read();
+  if (rows.length < names.length) {
+    const [signingKey] = await sql<{ kid: string; private_key_sealed: Buffer }>(
+      db,
+      "select kid, private_key_sealed from signing_keys order by created_at, kid limit 1",
+    );
+    if (signingKey && !keys.unseal(signingKey.private_key_sealed, signingKey.kid))
+      throw wrongKeys(keys, `signing key ${signingKey.kid}`);
+    const values = names.map((_, i) => `($${2 * i + 1}, $${2 * i + 2}, now())`).join(", ");
+    await sql(
+      db,
+      `insert into data_key_material (name, sealed, created_at) values ${values} on conflict (name) do nothing`,
+      names.flatMap((name) => [name, seal(keys, derive(keys.current, DERIVATIONS[name]), materialAad(name))]),
+    );
+    rows = await read();
+  }
   const opened = new Map<MaterialName, Buffer>();
   for (const row of rows) {
     const value = keys.unseal(row.sealed, materialAad(row.name));
-    if (!value) {
-      const [current, ...previous] = keys.fingerprints();
-      throw new DataKeyError(
-        `no configured data key opens the data-key material stored in this database (data_key_material ` +
-          `"${row.name}"): it was sealed under another key than LICENSD_DATA_KEY (fingerprint ${current})` +
-          (previous.length > 0
-            ? ` and LICENSD_DATA_KEY_PREVIOUS (fingerprints ${previous.join(", ")})`
-            : " (LICENSD_DATA_KEY_PREVIOUS is unset)") +
-          ". Start with the data key this database was sealed under; during a rotation, give the old one in " +
-          "LICENSD_DATA_KEY_PREVIOUS (docs/operations.md, Data-key rotation)",
-      );
-    }
+    if (!value) throw wrongKeys(keys, `the data-key material "${row.name}"`);
     opened.set(row.name, value.plaintext);
   }
   return materialOf((name) => opened.get(name)!);
+}
+
+function wrongKeys(keys: DataKeyring, what: string): DataKeyError {
+  const [current, ...previous] = keys.fingerprints();
+  return new DataKeyError(
+    `no configured data key opens ${what} stored in this database: it was sealed under another key than ` +
+      `LICENSD_DATA_KEY (fingerprint ${current})` +
+      (previous.length > 0
+        ? ` and LICENSD_DATA_KEY_PREVIOUS (fingerprints ${previous.join(", ")})`
+        : " (LICENSD_DATA_KEY_PREVIOUS is unset)") +
+      ". Start with the data key this database was sealed under; during a rotation, give the old one in " +
+      "LICENSD_DATA_KEY_PREVIOUS (docs/operations.md, Data-key rotation)",
+  );
 }

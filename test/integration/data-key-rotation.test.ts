@@ -54,6 +54,15 @@ describe("data-key material", () => {
     expect(await query(a.databaseUrl, "select name from data_key_material")).toHaveLength(3);
   });
 
+  it("is not created from a wrong key on an install that has sealed values already (an upgrade)", async () => {
+    await sql(a.app.db, "delete from data_key_material");
+    await expect(loadDataKeyMaterial(a.app.db, new DataKeyring(strangerKey))).rejects.toThrow(
+      /^no configured data key opens signing key sk_\w+ stored in this database: .*LICENSD_DATA_KEY \(fingerprint/,
+    );
+    expect(await query(a.databaseUrl, "select name from data_key_material")).toEqual([]);
+    expect(await loadDataKeyMaterial(a.app.db, new DataKeyring(oldKey))).toEqual(deriveDataKeyMaterial(oldKey));
+  });
+
   it("refuses a start whose keys open none of it, naming both settings", async () => {
     const wrong = loadDataKeyMaterial(a.app.db, new DataKeyring(strangerKey));
     await expect(wrong).rejects.toBeInstanceOf(DataKeyError);
