@@ -264,7 +264,8 @@ export function createEndpointService(deps: {
         [
           id,
           sealSecret(dataKey, id, secret.bytes),
-          keep ? current : null,
+          // Re-sealed, not copied: during a data-key rotation the old secret may still be under the previous key.
+          keep ? sealSecret(dataKey, id, openSecret(dataKey, id, current)) : null,
           keep ? new Date(now.getTime() + overlapMs) : null,
           now,
         ],
