@@ -110,6 +110,10 @@ async function sweepTable(
   unopenable: UnopenableValue[],
 ): Promise<SealedTableCount> {
   const count: SealedTableCount = { table: spec.table, values: 0, current: 0, previous: 0, resealed: 0, unopenable: 0 };
+  const tally = (found: Found, key: readonly string[], column: string) => {
+    count[found]++;
+    if (found === "unopenable") unopenable.push({ table: spec.table, id: key.join("/"), column });
+  };
   const keyList = spec.key.join(", ");
   const keyParams = spec.key.map((_, i) => `$${i + 1}`).join(", ");
   const limit = opts.batchSize ?? 500;
@@ -121,15 +125,31 @@ async function sweepTable(
         ${after ? `where (${keyList}) > (${keyParams})` : ""} order by ${keyList} limit ${limit}`,
       after ?? [],
     );
+    const pending = new Map<string, Reseal[]>(spec.columns.map((c) => [c, []]));
     for (const row of rows) {
       const key = spec.key.map((k) => row[k] as string);
       for (const column of spec.columns) {
         const value = row[column] as Buffer | null;
         if (value === null) continue;
         count.values++;
-        const found = await settle(db, keys, spec, key, column, value, opts.reseal);
-        count[found]++;
-        if (found === "unopenable") unopenable.push({ table: spec.table, id: key.join("/"), column });
+        const aad = spec.aad(key);
+        const opened = keys.unseal(value, aad);
+        if (!opened) tally("unopenable", key, column);
+        else if (opened.keyIndex === 0) tally("current", key, column);
+        else if (!opts.reseal) tally("previous", key, column);
+        else {
+          pending.get(column)!.push({ key, old: value, sealed: seal(keys, opened.plaintext, aad) });
+          opened.plaintext.fill(0);
+        }
+      }
+    }
+    for (const [column, items] of pending) {
+      if (items.length === 0) continue;
+      const written = await resealBatch(db, spec, column, items);
+      for (const item of items) {
+        if (written.has(item.key.join("\0"))) tally("resealed", item.key, column);
+        // Changed by an instance since it was read: read again, and re-seal what is there now.
+        else tally(await settle(db, keys, spec, item.key, column), item.key, column);
       }
     }
     if (rows.length < limit) return count;
@@ -137,25 +157,70 @@ async function sweepTable(
   }
 }
 
-/** One value: which key opens it, after re-sealing it when asked (compare-and-set, read again when it lost). */
+type Found = "current" | "previous" | "resealed" | "unopenable";
+interface Reseal {
+  key: string[];
+  /** The ciphertext read: the write happens only if the column still holds it. */
+  old: Buffer;
+  sealed: Buffer;
+}
+
+/**
+ * Re-seals a batch in one transaction, each row a compare-and-set on the ciphertext read; returns the keys (joined by
+ * NUL) of the rows written. The rows are locked first in key order, so two rotations at once never deadlock.
+ */
+async function resealBatch(db: Database, spec: SealedColumns, column: string, items: Reseal[]): Promise<Set<string>> {
+  const n = spec.key.length;
+  const batch = `unnest(${[
+    ...spec.key.map((_, i) => `$${i + 1}::text[]`),
+    `$${n + 1}::bytea[]`,
+    `$${n + 2}::bytea[]`,
+  ].join(", ")}) as v(${spec.key.map((_, i) => `k${i}`).join(", ")}, old_value, new_value)`;
+  const matches = `${spec.key.map((k, i) => `t.${k} = v.k${i}`).join(" and ")} and t.${column} = v.old_value`;
+  const params = [
+    ...spec.key.map((_, i) => items.map((it) => it.key[i]!)),
+    items.map((it) => it.old),
+    items.map((it) => it.sealed),
+  ];
+  const rows = await db.tx(async (em) => {
+    await sql(
+      em,
+      `select 1 from ${spec.table} as t, ${batch} where ${matches}
+        order by ${spec.key.map((k) => `t.${k}`).join(", ")} for update of t`,
+      params,
+    );
+    return sql<Record<string, string>>(
+      em,
+      `update ${spec.table} as t set ${column} = v.new_value from ${batch} where ${matches}
+        returning ${spec.key.map((k) => `t.${k}`).join(", ")}`,
+      params,
+    );
+  });
+  return new Set(rows.map((r) => spec.key.map((k) => r[k]).join("\0")));
+}
+
+/** One value read afresh: which key opens it, after re-sealing it (compare-and-set, read again while it loses). */
 async function settle(
   db: Database,
   keys: DataKeyring,
   spec: SealedColumns,
   key: string[],
   column: string,
-  sealed: Buffer,
-  reseal: boolean,
-): Promise<"current" | "previous" | "resealed" | "unopenable"> {
+): Promise<Found> {
   const where = spec.key.map((k, i) => `${k} = $${i + 2}`).join(" and ");
   const aad = spec.aad(key);
-  let value: Buffer | null = sealed;
   for (let attempt = 1; ; attempt++) {
-    if (value === null) return "current"; // emptied meanwhile (a secret's overlap ended): nothing left under any key
+    const [row] = await sql<Record<string, Buffer | null>>(
+      db,
+      `select ${column} from ${spec.table} where ${spec.key.map((k, i) => `${k} = $${i + 1}`).join(" and ")}`,
+      key,
+    );
+    // Deleted (an idempotency record purged) or emptied (a secret's overlap ended) meanwhile: nothing left to re-seal.
+    const value = row?.[column] ?? null;
+    if (value === null) return "current";
     const opened = keys.unseal(value, aad);
     if (!opened) return "unopenable";
     if (opened.keyIndex === 0) return "current";
-    if (!reseal) return "previous";
     const written = await affectedRows(
       db,
       `update ${spec.table} set ${column} = $1 where ${where} and ${column} = $${key.length + 2}`,
@@ -165,12 +230,5 @@ async function settle(
     if (written === 1) return "resealed";
     if (attempt >= CAS_ATTEMPTS)
       throw new Error(`${spec.table} ${key.join("/")} ${column}: changed under every one of ${attempt} re-seals`);
-    const [row] = await sql<Record<string, Buffer | null>>(
-      db,
-      `select ${column} from ${spec.table} where ${spec.key.map((k, i) => `${k} = $${i + 1}`).join(" and ")}`,
-      key,
-    );
-    if (!row) return "current"; // deleted meanwhile (an idempotency record purged)
-    value = row[column] ?? null;
   }
 }
