@@ -46,7 +46,7 @@ import {
   rootHash,
   type PerfectNode,
 } from "../src/events/merkle.js";
-import { loadConfig } from "../src/config.js";
+import { deriveDataKeyMaterial } from "../src/platform/data-key-material.js";
 import { AuditKeyring } from "../src/events/audit-keyring.js";
 import { entryHash, GENESIS_HASH, type Events, type JsonValue } from "../src/events/events.js";
 import type { CatalogService } from "../src/licensing/catalog.service.js";
@@ -380,15 +380,12 @@ function licenseKeys() {
 // ---------------------------------------------------------------- derived secrets
 
 function derivations() {
-  const config = loadConfig({
-    LICENSD_DATA_DIR: "/nonexistent-licensd-vectors",
-    LICENSD_SUPER_ADMIN_KEY: "x".repeat(50),
-    LICENSD_DATA_KEY: DATA_KEY.toString("base64"),
-  });
-  const v0Secret = config.licenseKeySecrets["0"];
-  const defaultKeyring = new LicenseKeyring(config.licenseKeySecrets, keyCharacters);
+  // What a first start stores in data_key_material (and every install derived before it was stored).
+  const material = deriveDataKeyMaterial(DATA_KEY);
+  const v0Secret = material.licenseKeyHmacV0;
+  const defaultKeyring = new LicenseKeyring({ "0": v0Secret }, keyCharacters);
   const key = generateLicenseKey("PRD", defaultKeyring);
-  const audit = new AuditKeyring(DATA_KEY);
+  const audit = new AuditKeyring(material.auditHmacDk1);
   const probe = Buffer.alloc(32, 0xab);
   return {
     data_key_base64: DATA_KEY.toString("base64"),
@@ -1178,8 +1175,8 @@ function auditVectors() {
     },
     { type: "audit.retention.cut", subject: TENANT, actor: "system", payload: { through_seq: 2, removed: 2 } },
   ];
-  const dk1Only = new AuditKeyring(DATA_KEY);
-  const rotated = new AuditKeyring(DATA_KEY, { [AUDIT_KEY_ID]: AUDIT_KEY });
+  const dk1Only = new AuditKeyring(DK1);
+  const rotated = new AuditKeyring(DK1, { [AUDIT_KEY_ID]: AUDIT_KEY });
   const entries: AuditEntry[] = [];
   let prev: Buffer = GENESIS_HASH;
   payloads.forEach((p, i) => {

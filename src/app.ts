@@ -13,6 +13,8 @@ import { schema } from "./entities.js";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./platform/embedded-db.js";
 import { createHealthRpc, HealthState, ServingStatus } from "./platform/health.js";
 import { createIdempotency } from "./platform/idempotency.js";
+import { DataKeyring } from "./platform/crypto.js";
+import { type DataKeyMaterial, loadDataKeyMaterial } from "./platform/data-key-material.js";
 import { PageTokens } from "./platform/pagination.js";
 import { createLogger, type Logger } from "./platform/logger.js";
 import { Metrics } from "./platform/metrics.js";
@@ -82,6 +84,10 @@ export interface App {
   ingest: IngestService;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
+  /** The keys derived from the data key once and stored sealed (audit dk1, license-key HMAC v0, page tokens). */
+  dataKeyMaterial: DataKeyMaterial;
+  /** The license-key HMAC secrets in use: LICENSD_HMAC_KEYS, else version 0 from the data-key material. */
+  licenseKeySecrets: Record<string, string>;
   /** OpenTelemetry, when on. */
   tracing: Tracing | undefined;
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
@@ -173,7 +179,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       schema,
     });
     acquired.push(() => reads.close());
-    const keyring = new AuditKeyring(config.dataKey, config.auditHmacKeys);
+    // The current data key seals; previous ones (a rotation under way) still open.
+    const dataKeys = new DataKeyring(config.dataKey, config.previousDataKeys);
+    const dataKeyMaterial = await loadDataKeyMaterial(db, dataKeys);
+    const [dataKeyFingerprint, ...previousDataKeyFingerprints] = dataKeys.fingerprints();
+    logger.info({ dataKeyFingerprint, previousDataKeyFingerprints }, "data keys (fingerprints)");
+    const keyring = new AuditKeyring(dataKeyMaterial.auditHmacDk1, config.auditHmacKeys);
     const feed = new AuditFeed(sessionUrl, logger);
     acquired.push(() => feed.stop());
     await feed.start();
@@ -183,15 +194,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       keyring,
       committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)),
     });
-    const signingKeys = new SigningKeyStore(db, config.dataKey, clock, logger);
+    const signingKeys = new SigningKeyStore(db, dataKeys, clock, logger);
     acquired.push(() => signingKeys.stop());
     await signingKeys.start();
     const tenants = createTenantService({ clock, events });
     const apiKeys = createApiKeyService({ db, clock, tenants, events });
     const audit = createAuditService({ db, clock, keyring, signingKeys, feed, events });
-    const idempotency = createIdempotency(db, clock, config.dataKey);
-    const pages = new PageTokens(config.dataKey);
-    const licenseKeyring = new LicenseKeyring(config.licenseKeySecrets, new KeyCharacterPool());
+    const idempotency = createIdempotency(db, clock, dataKeys);
+    const pages = new PageTokens(dataKeyMaterial.pageTokenKey);
+    // Without LICENSD_HMAC_KEYS (set it to import Vinzy keys), version 0 is the data-key material's.
+    const licenseKeySecrets = config.licenseKeySecrets ?? { "0": dataKeyMaterial.licenseKeyHmacV0 };
+    const licenseKeyring = new LicenseKeyring(licenseKeySecrets, new KeyCharacterPool());
     const rateLimiter = createRateLimiter(db, clock);
     const keyFailures = createKeyFailureLimit({
       db,
@@ -214,7 +227,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       events,
       catalog,
       keyring: licenseKeyring,
-      dataKey: config.dataKey,
+      dataKey: dataKeys,
       signingKeys,
       licenseFileHmacSecret: config.licenseFileHmacSecret,
       foreignKeys,
@@ -226,7 +239,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       catalog,
       keyring: licenseKeyring,
       signingKeys,
-      dataKey: config.dataKey,
+      dataKey: dataKeys,
     });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
@@ -257,7 +270,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const webhookEndpoints = createEndpointService({
       clock,
       events,
-      dataKey: config.dataKey,
+      dataKey: dataKeys,
       allowHttp: config.webhooks.allowHttp,
       allowPrivate: config.webhooks.allowPrivate,
       allowedHosts: config.webhooks.allowedHosts,
@@ -275,7 +288,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       log: createEventLog(db),
       feed,
       events,
-      dataKey: config.dataKey,
+      dataKey: dataKeys,
       sender: createSafeSender({
         allowPrivate: config.webhooks.allowPrivate,
         allowHttp: config.webhooks.allowHttp,
@@ -431,6 +444,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       ingest,
       hub,
       signingKeys,
+      dataKeyMaterial,
+      licenseKeySecrets,
       tracing,
       url,
       close() {

@@ -1,4 +1,3 @@
-import { hkdfSync } from "node:crypto";
 import { createRequire } from "node:module";
 import type { ZxcvbnFactory } from "@zxcvbn-ts/core";
 import { existsSync } from "node:fs";
@@ -31,8 +30,10 @@ export interface Config {
   databaseReplicaMaxLagMs: number;
   dataDir: string;
   superAdminKey: string;
-  /** 32 bytes for AES-256-GCM encryption of stored secrets. */
+  /** 32 bytes for AES-256-GCM encryption of stored secrets: the key that seals. */
   dataKey: Buffer;
+  /** Older data keys that only open, during a rotation (LICENSD_DATA_KEY_PREVIOUS; docs/operations.md). */
+  previousDataKeys: Buffer[];
   tlsCert: string | undefined;
   tlsKey: string | undefined;
   logLevel: string;
@@ -41,8 +42,11 @@ export interface Config {
   workers: number;
   /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
   auditHmacKeys: Record<string, Buffer>;
-  /** License key HMAC secrets by version 0–31 (LICENSD_HMAC_KEYS, Vinzy's format); the highest signs. */
-  licenseKeySecrets: Record<string, string>;
+  /**
+   * License key HMAC secrets by version 0–31 (LICENSD_HMAC_KEYS, Vinzy's format); the highest signs. Unset: version 0
+   * is the data-key material stored in the database (platform/data-key-material.ts).
+   */
+  licenseKeySecrets: Record<string, string> | undefined;
   /** Shared secret for HMAC (`licensd1h.`) license files; unset disables them. */
   licenseFileHmacSecret: string | undefined;
   /** How often an idle audit tail gets a keep-alive. */
@@ -156,14 +160,10 @@ export function loadConfig(env: Env = process.env): Config {
     ...server,
     superAdminKey: secrets.superAdminKey!,
     dataKey: dataKey!,
+    previousDataKeys: secrets.previousDataKeys,
     ...tuning,
     auditHmacKeys: keys.auditHmacKeys,
-    // Without a keyring, version 0 is derived from the data key (set LICENSD_HMAC_KEYS to import Vinzy keys).
-    licenseKeySecrets: keys.licenseKeySecrets ?? {
-      "0": Buffer.from(hkdfSync("sha256", dataKey!, Buffer.alloc(0), "licensd license key hmac v0", 32)).toString(
-        "hex",
-      ),
-    },
+    licenseKeySecrets: keys.licenseKeySecrets,
     licenseFileHmacSecret: keys.licenseFileHmacSecret,
     ...limits,
     ...proxies,
@@ -384,7 +384,25 @@ function readSecrets(settings: Settings, production: boolean, server: { database
       if (created) generated.push("LICENSD_DATA_KEY");
     }
   }
-  return { superAdminKey, dataKey, generated, devSecretsFile };
+  const previousDataKeys = readPreviousDataKeys(settings, dataKey);
+  return { superAdminKey, dataKey, previousDataKeys, generated, devSecretsFile };
+}
+
+/** LICENSD_DATA_KEY_PREVIOUS: comma-separated keys that open but never seal, none of them the current one. */
+function readPreviousDataKeys({ str, problems }: Settings, dataKey: Buffer | undefined): Buffer[] {
+  const keys: Buffer[] = [];
+  const entries = (str("LICENSD_DATA_KEY_PREVIOUS") ?? "").split(",").map((e) => e.trim());
+  if (entries.length === 1 && entries[0] === "") return keys;
+  entries.forEach((text, i) => {
+    const key = decodeKey(text);
+    const which = `LICENSD_DATA_KEY_PREVIOUS: key ${i + 1} of ${entries.length}`;
+    if (!key) problems.push(`${which} must be 32 bytes, as 64 hex characters or base64 (keys separated by commas)`);
+    else if (dataKey?.equals(key))
+      problems.push(`${which} is LICENSD_DATA_KEY itself: list only the keys that no longer seal`);
+    else if (keys.some((k) => k.equals(key))) problems.push(`${which} is listed twice`);
+    else keys.push(key);
+  });
+  return keys;
 }
 
 /** Production never falls back to the embedded database or generated secrets. */

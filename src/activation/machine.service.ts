@@ -15,7 +15,7 @@ import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
 import { stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
-import { open } from "../platform/crypto.js";
+import { type DataKeys, open } from "../platform/crypto.js";
 
 /** Vinzy's default lease lifetime. */
 export const DEFAULT_LEASE_TTL_SECONDS = 86_400;
@@ -62,7 +62,7 @@ export function createMachineService(deps: {
   catalog: CatalogService;
   keyring: LicenseKeyring;
   signingKeys: SigningKeyStore;
-  dataKey: Buffer;
+  dataKey: DataKeys;
 }) {
   const { clock, events, catalog, keyring, signingKeys, dataKey } = deps;
 

@@ -6,18 +6,19 @@ import { ConfigError, loadConfig, type Config } from "../config.js";
 import type { Logger } from "../platform/logger.js";
 import packageJson from "../../package.json" with { type: "json" };
 import { registerCommands } from "./commands.js";
+import { dataKeyCommands } from "./data-key.js";
 import { type GlobalOptions, reportFailure } from "./runtime.js";
 import { parseCount } from "./parse.js";
 
 /*
- * Only serve and migrate open the database; they load the server (app.ts and MikroORM) when
+ * Only serve, migrate and data-key rotate/check open the database; they load the server (app.ts and MikroORM) when
  * they run, so every other command starts fast and needs nothing but a URL and a key.
  */
 const program = new Command()
   .name("licensd")
   .description(
     "Self-hosted licensing, activation and usage metering.\n" +
-      "serve and migrate read LICENSD_* settings and open the database; every other command talks to a " +
+      "serve, migrate and data-key read LICENSD_* settings and open the database; every other command talks to a " +
       "running server over its API (--url, --api-key). docs/cli.md has the whole reference.",
   )
   .version(packageJson.version, "-V, --version", "print the licensd version")
@@ -63,6 +64,7 @@ program
     await embedded?.stop();
   });
 
+dataKeyCommands(program, configOrExit);
 registerCommands(program);
 
 function configOrExit(): Config {

@@ -1,16 +1,17 @@
-import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 
 /**
  * HMAC-SHA256 keys that sign audit entries, by kid. The newest signs; every key
  * verifies, so keys rotate without re-signing history. Without LICENSD_AUDIT_HMAC_KEYS
- * the one key is derived from the data key (kid `dk1`).
+ * the one key is `dk1`, derived from the data key once and stored (platform/data-key-material.ts).
  */
 export class AuditKeyring {
   private readonly keys = new Map<string, Buffer>();
   readonly currentKid: string;
 
-  constructor(dataKey: Buffer, configured: Record<string, Buffer> = {}) {
-    this.keys.set("dk1", Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), "licensd audit hmac v1", 32)));
+  /** `dk1`: the data-key material's audit HMAC key; `configured`: LICENSD_AUDIT_HMAC_KEYS. */
+  constructor(dk1: Buffer, configured: Record<string, Buffer> = {}) {
+    this.keys.set("dk1", dk1);
     for (const [kid, key] of Object.entries(configured)) this.keys.set(kid, key);
     this.currentKid = [...this.keys.keys()].at(-1)!;
   }

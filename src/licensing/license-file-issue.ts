@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import { open } from "../platform/crypto.js";
+import { type DataKeys, open } from "../platform/crypto.js";
 import type { EntityManager } from "../platform/db.js";
 import { failedPrecondition } from "../platform/errors.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
@@ -34,7 +34,7 @@ export async function issueLicenseFile(
     clock: Clock;
     events: Events;
     catalog: CatalogService;
-    dataKey: Buffer;
+    dataKey: DataKeys;
     signingKeys: SigningKeyStore;
     licenseFileHmacSecret: string | undefined;
   },

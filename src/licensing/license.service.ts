@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import { open, seal, sha256 } from "../platform/crypto.js";
+import { type DataKeys, open, seal, sha256 } from "../platform/crypto.js";
 import { sql, type EntityManager } from "../platform/db.js";
 import { alreadyExists, DomainError, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import { LATEST_REQUEST_TIME } from "../platform/request-fields.js";
@@ -81,7 +81,7 @@ export function createLicenseService(deps: {
   events: Events;
   catalog: CatalogService;
   keyring: LicenseKeyring;
-  dataKey: Buffer;
+  dataKey: DataKeys;
   signingKeys: SigningKeyStore;
   licenseFileHmacSecret: string | undefined;
   foreignKeys?: ForeignKeyBudget;

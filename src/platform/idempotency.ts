@@ -1,7 +1,7 @@
 import { clone, fromBinary, toBinary, toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import canonicalize from "canonicalize";
 import { affectedRows, sql, type Database, type EntityManager } from "./db.js";
-import { open, seal, sha256 } from "./crypto.js";
+import { type DataKeys, open, seal, sha256 } from "./crypto.js";
 import { alreadyExists, failedPrecondition } from "./errors.js";
 import type { Clock } from "./clock.js";
 
@@ -38,10 +38,10 @@ export const IDEMPOTENCY_RETENTION_HOURS = 24;
  * What a recorded response is sealed to (AES-GCM associated data): its row, so a sealed
  * response moved to another row, or a blob sealed for anything else, does not open.
  */
-const recordAad = (scope: string, procedure: string, key: string) =>
+export const recordAad = (scope: string, procedure: string, key: string) =>
   JSON.stringify(["licensd idempotency record v1", scope, procedure, key]);
 
-export function createIdempotency(db: Database, clock: Clock, dataKey: Buffer): Idempotency {
+export function createIdempotency(db: Database, clock: Clock, dataKey: DataKeys): Idempotency {
   return {
     run(call, fn) {
       const key = call.request.idempotencyKey;

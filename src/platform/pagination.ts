@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import canonicalize from "canonicalize";
 import { invalidArgument } from "./errors.js";
 
@@ -40,17 +40,19 @@ export const invalidPageToken = () =>
  *   base64url( 0x01 | cursor (UTF-8) | tag (16 bytes) )
  * tag = HMAC-SHA256(K, JSON ["licensd page token v1", list, tenant, RFC 8785 JSON of filters, cursor]) truncated to 16
  * bytes
- *   K   = HKDF-SHA256(data key, salt empty, info "licensd page token v1", 32 bytes)
+ *   K   = HKDF-SHA256(data key, salt empty, info "licensd page token v1", 32 bytes), made by the first start and
+ *         stored, so tokens outlive a data-key rotation
  *
  * The cursor is readable but not forgeable: a token altered, truncated, made up, or
  * issued for another list, tenant or filters is INVALID_ARGUMENT before any query runs.
- * Every instance sharing the data key accepts every instance's tokens.
+ * Every instance on the database accepts every instance's tokens.
  */
 export class PageTokens {
   private readonly key: Buffer;
 
-  constructor(dataKey: Buffer) {
-    this.key = Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), "licensd page token v1", 32));
+  /** `key`: K, the data-key material's page-token key (derived once as below, then stored: data-key-material.ts). */
+  constructor(key: Buffer) {
+    this.key = key;
   }
 
   /**

@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, verify, type Ke
 import sodium from "sodium-native";
 import { BatchSigner } from "./batch-signer.js";
 import type { Clock } from "./clock.js";
-import { open, seal } from "./crypto.js";
+import { type DataKeys, open, seal } from "./crypto.js";
 import { sql, type Database, type EntityManager } from "./db.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
@@ -52,7 +52,7 @@ export class SigningKeyStore {
 
   constructor(
     private readonly db: Database,
-    private readonly dataKey: Buffer,
+    private readonly dataKey: DataKeys,
     private readonly clock: Clock,
     private readonly logger: Logger,
   ) {
@@ -117,7 +117,8 @@ export class SigningKeyStore {
       } catch {
         throw new Error(
           `cannot unseal signing key ${active.kid}: ` +
-            "LICENSD_DATA_KEY is not the key that sealed it (the data key must not change)",
+            "neither LICENSD_DATA_KEY nor any LICENSD_DATA_KEY_PREVIOUS key sealed it (during a data-key rotation, " +
+            "give the old key in LICENSD_DATA_KEY_PREVIOUS: docs/operations.md)",
         );
       }
       this.setActive(active.kid, createPrivateKey({ key: der, format: "der", type: "pkcs8" }));

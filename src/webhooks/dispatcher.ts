@@ -2,6 +2,7 @@ import type { AuditFeed } from "../events/audit-feed.js";
 import type { EventLog } from "../events/event-log.js";
 import type { Events } from "../events/events.js";
 import type { Clock } from "../platform/clock.js";
+import type { DataKeys } from "../platform/crypto.js";
 import { sql, type Database, type EntityManager } from "../platform/db.js";
 import { failedPrecondition, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
@@ -103,7 +104,7 @@ export interface DispatcherOptions {
   log: EventLog;
   feed: AuditFeed;
   events: Events;
-  dataKey: Buffer;
+  dataKey: DataKeys;
   sender: SafeSender;
   metrics?: Metrics;
   /** How often due work is looked for when nothing woke the dispatcher. */

@@ -1,5 +1,5 @@
 import type { Clock } from "../platform/clock.js";
-import { open, seal } from "../platform/crypto.js";
+import { type DataKeys, open, seal } from "../platform/crypto.js";
 import { sql, timestampOf, type EntityManager } from "../platform/db.js";
 import { invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
@@ -78,14 +78,14 @@ export function shownUrl(url: string): string {
 }
 
 /** Seals and opens endpoint secrets under the data key, bound to the endpoint's id. */
-export const sealSecret = (dataKey: Buffer, endpointId: string, secret: Buffer) => seal(dataKey, secret, endpointId);
-export const openSecret = (dataKey: Buffer, endpointId: string, sealed: Buffer) => open(dataKey, sealed, endpointId);
+export const sealSecret = (dataKey: DataKeys, endpointId: string, secret: Buffer) => seal(dataKey, secret, endpointId);
+export const openSecret = (dataKey: DataKeys, endpointId: string, sealed: Buffer) => open(dataKey, sealed, endpointId);
 
 /** Endpoints of tenants: their URLs, filters and signing secrets (returned once, stored sealed). */
 export function createEndpointService(deps: {
   clock: Clock;
   events: Events;
-  dataKey: Buffer;
+  dataKey: DataKeys;
   allowHttp: boolean;
   allowPrivate: boolean;
   allowedHosts?: readonly string[];
@@ -264,7 +264,8 @@ export function createEndpointService(deps: {
         [
           id,
           sealSecret(dataKey, id, secret.bytes),
-          keep ? current : null,
+          // Re-sealed, not copied: during a data-key rotation the old secret may still be under the previous key.
+          keep ? sealSecret(dataKey, id, openSecret(dataKey, id, current)) : null,
           keep ? new Date(now.getTime() + overlapMs) : null,
           now,
         ],
@@ -285,7 +286,7 @@ export type EndpointService = ReturnType<typeof createEndpointService>;
 
 /** The secrets that sign a delivery now: the current one, and a rotated-out one during its overlap. */
 export function signingSecrets(
-  dataKey: Buffer,
+  dataKey: DataKeys,
   row: {
     id: string;
     secret_sealed: Buffer;

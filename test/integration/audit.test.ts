@@ -234,7 +234,7 @@ describe("the audit log", () => {
     feed.onEntry((tenantId) => heard.push(tenantId));
     const events = createEvents({
       clock: systemClock,
-      keyring: new AuditKeyring(config.dataKey, config.auditHmacKeys),
+      keyring: new AuditKeyring(a.app.dataKeyMaterial.auditHmacDk1, config.auditHmacKeys),
       committed: (em, tenantId, seq) => database.afterCommit(em, () => feed.announce(tenantId, seq)),
     });
     const entry = { tenantId: t.id, type: "tenant.noted", subject: t.id, actor: "test", payload: {} };

@@ -737,7 +737,7 @@ describe("agent entitlements", () => {
 describe("license keys are compatible with an independent reference", () => {
   it("validates a key minted by the Python reference with the configured keyring", async () => {
     const v = await vendor("Vinzy Co", "VNZ");
-    const secret = a.app.config.licenseKeySecrets["0"];
+    const secret = a.app.licenseKeySecrets["0"];
     const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
       input: `${JSON.stringify({ body: "VNZ-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", secret })}\n`,
       encoding: "utf8",
@@ -850,7 +850,7 @@ describe("IssueLicenseFile", () => {
 describe("ImportLicenses", () => {
   it("imports good rows, reports bad ones by index and reason, and never stops on one", async () => {
     const v = await vendor("Import Co", "IMP");
-    const secret = a.app.config.licenseKeySecrets["0"];
+    const secret = a.app.licenseKeySecrets["0"];
     const res = spawnSync("/usr/bin/python3", [path.join(import.meta.dirname, "../unit/vinzy_reference.py")], {
       input: `${["IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVB", "IMP-AQWER-TYUIO-PASDF-GHJKL-ZXCVC"]
         .map((body) => JSON.stringify({ body, secret }))

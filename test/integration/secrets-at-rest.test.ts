@@ -99,7 +99,7 @@ beforeAll(async () => {
   keep("LICENSD_DATA_KEY", dataKey);
   keep("LICENSD_LICENSE_FILE_HMAC_SECRET", LICENSE_FILE_HMAC_SECRET);
   keep("LICENSD_AUDIT_HMAC_KEYS a1", AUDIT_HMAC_KEY);
-  for (const [version, secret] of Object.entries(t.app.config.licenseKeySecrets))
+  for (const [version, secret] of Object.entries(t.app.licenseKeySecrets))
     keep(`license key HMAC secret v${version}`, secret);
   for (const info of ["licensd audit hmac v1", "licensd page token v1"])
     keep(`data key HKDF "${info}"`, Buffer.from(hkdfSync("sha256", dataKey, Buffer.alloc(0), info, 32)));

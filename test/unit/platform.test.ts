@@ -8,6 +8,7 @@ import { DomainError, notFound, toConnectError } from "../../src/platform/errors
 import { newId } from "../../src/platform/ids.js";
 import { Interrupt } from "../../src/platform/interrupt.js";
 import { PageTokens } from "../../src/platform/pagination.js";
+import { deriveDataKeyMaterial } from "../../src/platform/data-key-material.js";
 
 describe("ids", () => {
   it("are prefixed, lowercase and sort by creation", () => {
@@ -20,7 +21,8 @@ describe("ids", () => {
 
 describe("pagination", () => {
   const rows = Array.from({ length: 5 }, (_, i) => ({ id: `id${i}` }));
-  const pages = new PageTokens(Buffer.alloc(32, 7));
+  // K as the data-key material holds it: HKDF of the data key (docs/api.md).
+  const pages = new PageTokens(deriveDataKeyMaterial(Buffer.alloc(32, 7)).pageTokenKey);
   const scope = { list: "x.v1.S/ListThings", tenantId: "ten_a", filters: { t: "a" } };
   it("defaults to 50, returns a token only when more rows exist", () => {
     expect(pages.read(0, "", scope).size).toBe(50);
@@ -46,7 +48,9 @@ describe("pagination", () => {
     ]) {
       expect(() => pages.read(2, token, other)).toThrow(/page_token/);
     }
-    expect(() => new PageTokens(Buffer.alloc(32, 8)).read(2, token, scope)).toThrow(/page_token/);
+    expect(() => new PageTokens(deriveDataKeyMaterial(Buffer.alloc(32, 8)).pageTokenKey).read(2, token, scope)).toThrow(
+      /page_token/,
+    );
     for (const forged of [
       "%%%",
       Buffer.from('{"a":"id1","f":"{\\"t\\":\\"a\\"}"}').toString("base64url"),

@@ -20,7 +20,7 @@ import {
   verifyInclusion,
 } from "../../src/events/merkle.js";
 import { checkpointText, cutText } from "../../src/audit/checkpoint.js";
-import { loadConfig } from "../../src/config.js";
+import { deriveDataKeyMaterial } from "../../src/platform/data-key-material.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
 import { entryHash, GENESIS_HASH } from "../../src/events/events.js";
 import { checkLicenseKey, LicenseKeyring, lookupLicenseKey } from "../../src/licensing/license-key.js";
@@ -254,19 +254,15 @@ describe("license keys", () => {
   });
 
   it("derives the default version-0 secret from the data key, and dk1", () => {
-    const config = loadConfig({
-      LICENSD_DATA_DIR: "/nonexistent-licensd-vectors",
-      LICENSD_SUPER_ADMIN_KEY: "x".repeat(50),
-      LICENSD_DATA_KEY: dataKey.toString("base64"),
-    });
-    expect(config.licenseKeySecrets).toEqual({ "0": v.derivations.license_key_hmac_v0.secret });
+    const material = deriveDataKeyMaterial(dataKey);
+    expect(material.licenseKeyHmacV0).toBe(v.derivations.license_key_hmac_v0.secret);
     expect(
       checkLicenseKey(
         v.derivations.license_key_hmac_v0.key_signed_with_it,
-        new LicenseKeyring(config.licenseKeySecrets),
+        new LicenseKeyring({ "0": material.licenseKeyHmacV0 }),
       ).ok,
     ).toBe(true);
-    const dk1 = new AuditKeyring(dataKey).sign(hex(v.derivations.audit_dk1.probe_hash_hex));
+    const dk1 = new AuditKeyring(material.auditHmacDk1).sign(hex(v.derivations.audit_dk1.probe_hash_hex));
     expect({ kid: dk1.kid, hmac: dk1.signature.toString("hex") }).toEqual({
       kid: "dk1",
       hmac: v.derivations.audit_dk1.hmac_hex,
@@ -353,7 +349,7 @@ describe("ValidateLicense answers", () => {
 
 describe("audit log", () => {
   const keyring = new AuditKeyring(
-    dataKey,
+    deriveDataKeyMaterial(dataKey).auditHmacDk1,
     Object.fromEntries(Object.entries(v.keys.audit_hmac_keys_hex).map(([kid, k]) => [kid, hex(k)])),
   );
 
