@@ -286,6 +286,10 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
     const plainFile = (await v.api.issueLicenseFile({ licenseId: plain.id })).licenseFile;
     await v.api.issueLicenseFile({ licenseId: suspended.id, ttl: { seconds: 86_400n } });
     await v.api.suspendLicense({ id: suspended.id });
+    // Retention: the tenant's first two audit entries are cut, the cut signed by the first key.
+    const audit = connectClient(AuditService, a.url, a.superAdminKey);
+    await audit.pruneAuditLog({ tenantId: v.tenantId, cut: { case: "throughSeq", value: 2n } });
+    expect(await audit.verifyAuditChain({ tenantId: v.tenantId })).toMatchObject({ valid: true });
     // An earlier, ordinary rotation: the first key is RETIRING when the second one leaks.
     const second = await connectClient(ActivationService, a.url, a.superAdminKey).rotateSigningKey({
       retireAfter: { seconds: 30n * 86_400n },
@@ -342,6 +346,14 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
           "select kid, status from signing_keys order by created_at",
         );
         expect(rows.map((r) => r.status)).toEqual(["retired", "retired", "active"]);
+        // The known limitation the runbook states: the retention cut signed by a withdrawn key no longer verifies
+        // (the entries after it do).
+        expect(await audit.verifyAuditChain({ tenantId: v.tenantId })).toMatchObject({
+          valid: false,
+          firstBadSeq: 3n,
+          detail: "the retention cut at 2 is not signed by a known key",
+        });
+        expect(await audit.verifyAuditChain({ tenantId: v.tenantId, startSeq: 4n })).toMatchObject({ valid: true });
       });
       const newKid = file("new-kid").trim();
 
