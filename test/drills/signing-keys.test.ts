@@ -230,6 +230,13 @@ describe("drill: signing-key rotation (docs/operations.md)", () => {
       // A verifier whose list predates the rotation fetches it again on the new kid.
       newLease = (await activation(b.url).heartbeat({ key: v.licenses[0]!.key, fingerprint: "fp-1" })).lease!.token;
       expect((await verifyLease(newLease, cached, { fingerprint: "fp-1" })).code).toBe("VALID");
+      // A product that pinned the keys of before the rotation refuses what the new key signs.
+      const before = JSON.parse(file("keys-before.json")) as { keys: { kid: string; publicKey: string }[] };
+      const pinned = new SigningKeys({
+        pinned: before.keys.map((k) => ({ kid: k.kid, publicKey: Buffer.from(k.publicKey, "base64") })),
+      });
+      expect((await verifyLease(newLease, pinned, { fingerprint: "fp-1" })).code).toBe("UNKNOWN_KEY");
+      expect((await verifyLease(oldLease.token, pinned, { fingerprint: "fp-1" })).code).toBe("VALID");
       expect((await verifyLease(newLease, fresh, { fingerprint: "fp-1" })).code).toBe("VALID");
     });
 
@@ -347,6 +354,16 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
       );
       const file = (name: string) => readFileSync(path.join(rb.cwd, name), "utf8");
 
+      // An auditor's saved checkpoint, verified (and signed) before the loss.
+      const auditState = path.join(rb.cwd, "auditor.json");
+      const auditVerify = () =>
+        run(path.join(rb.bin, "licensd"), ["audit", "verify", "--tenant", v.tenantId, "--state", auditState], {
+          env: { LICENSD_URL: b.url, LICENSD_API_KEY: a.superAdminKey },
+        });
+      const auditedBefore = await auditVerify();
+      expect(auditedBefore.code, auditedBefore.stderr).toBe(0);
+      expect(auditedBefore.stdout).toContain(`signed by ${secondKid}`);
+
       await rb.step("withdraw-the-key", async () => {
         // The active key and the retiring one are both withdrawn.
         expect(file("lost-kids").trim().split("\n").sort()).toEqual([firstKid, secondKid].sort());
@@ -381,6 +398,11 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
         expect(
           (await verifyLicenseFile(boundFile, { keys: cached, licenseKey: bound.key, fingerprint: "fp-air" })).code,
         ).toBe("UNKNOWN_KEY");
+        // The auditor's next run checks a checkpoint signed by the new key, consistent with the saved one.
+        const audited = await auditVerify();
+        expect(audited.code, audited.stdout + audited.stderr).toBe(0);
+        expect(audited.stdout).toContain(`signed by ${newKid}`);
+        expect(audited.stdout).toContain("ok   consistent with the saved checkpoint");
       });
 
       await rb.step("leases-renew", async () => {
