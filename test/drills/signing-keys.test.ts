@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { SigningKeys, verifyLease, verifyLicenseFile } from "@licensd/client";
+import { SigningKeys, verifyCheckpoint, verifyLease, verifyLicenseFile } from "@licensd/client";
 import { LicenseGuard } from "@licensd/client/node";
 import { afterAll, describe, expect, it } from "vitest";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
@@ -360,6 +360,8 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
         run(path.join(rb.bin, "licensd"), ["audit", "verify", "--tenant", v.tenantId, "--state", auditState], {
           env: { LICENSD_URL: b.url, LICENSD_API_KEY: a.superAdminKey },
         });
+      const checkpointBefore = (await audit.getCheckpoint({ tenantId: v.tenantId })).checkpoint!;
+      expect((await verifyCheckpoint(checkpointBefore, new SigningKeys({ baseUrl: b.url }))).verified).toBe(true);
       const auditedBefore = await auditVerify();
       expect(auditedBefore.code, auditedBefore.stderr).toBe(0);
       expect(auditedBefore.stdout).toContain(`signed by ${secondKid}`);
@@ -398,7 +400,10 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
         expect(
           (await verifyLicenseFile(boundFile, { keys: cached, licenseKey: bound.key, fingerprint: "fp-air" })).code,
         ).toBe("UNKNOWN_KEY");
-        // The auditor's next run checks a checkpoint signed by the new key, consistent with the saved one.
+        // A checkpoint the lost key signed no longer verifies; the auditor's next run checks a checkpoint signed by the new key, consistent with the saved one.
+        expect((await verifyCheckpoint(checkpointBefore, new SigningKeys({ baseUrl: b.url }))).code).toBe(
+          "UNKNOWN_KEY",
+        );
         const audited = await auditVerify();
         expect(audited.code, audited.stdout + audited.stderr).toBe(0);
         expect(audited.stdout).toContain(`signed by ${newKid}`);
