@@ -194,7 +194,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       keyring,
       committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)),
     });
-    const signingKeys = new SigningKeyStore(db, dataKeys, clock, logger);
+    const signingKeys = new SigningKeyStore(db, dataKeys, clock, logger, feed);
     acquired.push(() => signingKeys.stop());
     await signingKeys.start();
     const tenants = createTenantService({ clock, events });

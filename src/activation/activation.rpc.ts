@@ -248,10 +248,14 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
         responseSchema: pb.RotateSigningKeyResponseSchema,
       };
       const res = await idempotency.run(call, async (em) => {
-        const { key, retiring } = await signingKeys.rotate(em, retireAfterSeconds);
-        return create(pb.RotateSigningKeyResponseSchema, { key: signingKeyToProto(key), retiringKids: retiring });
+        const { key, retiring, retired } = await signingKeys.rotate(em, retireAfterSeconds);
+        return create(pb.RotateSigningKeyResponseSchema, {
+          key: signingKeyToProto(key),
+          retiringKids: retiring,
+          retiredKids: retired,
+        });
       });
-      // This instance signs with the new key from now on; the others reload within a minute.
+      // This instance signs with the new key from now on; the others reload when they hear the rotation's NOTIFY.
       await signingKeys.reload();
       return res;
     },

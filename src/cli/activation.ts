@@ -214,10 +214,13 @@ export function activationCommands(program: Command): void {
       .command("rotate")
       .description(
         "start a new signing key (RotateSigningKey, super-admin); the old one keeps verifying for --retire-after, " +
-          "then retires",
+          "then retires (0: it leaked, so it and every retiring key are withdrawn at once)",
       )
       .addOption(
-        new Option("--retire-after <duration>", "how long what the old key signed stays verifiable (e.g. 30d)")
+        new Option(
+          "--retire-after <duration>",
+          "how long what the old key signed stays verifiable (e.g. 30d; 0 withdraws it and every retiring key now)",
+        )
           .argParser(parseSeconds)
           .default(2_592_000n, "30d"),
       ),
@@ -228,7 +231,11 @@ export function activationCommands(program: Command): void {
         idempotencyKey: idempotencyKey(o),
       });
       if (ctx.json) return printJson(messageJson(RotateSigningKeyResponseSchema, res));
-      printRecord(ctx, [...fieldsOf(SigningKeySchema, res.key!), ["retiring", res.retiringKids.join(", ")]]);
+      printRecord(ctx, [
+        ...fieldsOf(SigningKeySchema, res.key!),
+        ["retiring", res.retiringKids.join(", ")],
+        ["retired", res.retiredKids.join(", ")],
+      ]);
     }),
   );
 }

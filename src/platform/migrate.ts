@@ -16,6 +16,7 @@ export async function migrate(db: Database, url: string, logger: Logger): Promis
     const applied = await db.orm.migrator.up();
     const names = applied.map((m) => m.name);
     if (names.length > 0) logger.info({ migrations: names }, "applied migrations");
+    else logger.info("no pending migrations");
     return names;
   } finally {
     await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => undefined);

@@ -5,6 +5,7 @@ import type { Clock } from "./clock.js";
 import { type DataKeys, open, seal } from "./crypto.js";
 import { sql, type Database, type EntityManager } from "./db.js";
 import { newId } from "./ids.js";
+import type { Notifications } from "./key-failures.js";
 import type { Logger } from "./logger.js";
 import { every, type Every } from "./worker.js";
 
@@ -39,30 +40,51 @@ export const publicKeyFromRaw = (raw: Uint8Array): KeyObject =>
 export const verifyEd25519 = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean =>
   publicKey.length === 32 && signature.length === 64 && verify(null, message, publicKeyFromRaw(publicKey), signature);
 
+/** A rotation NOTIFYs this channel (payload: the new kid) as it commits; every instance reloads its keys on it. */
+export const SIGNING_KEYS_CHANNEL = "licensd_signing_keys";
+
 /**
  * The Ed25519 keys that sign checkpoints (and leases and license files). Private keys
- * are stored sealed under the data key; the first start generates one. Instances
- * reload the set every minute, so a rotation on one reaches all.
+ * are stored sealed under the data key; the first start generates one. A rotation
+ * reaches every instance through NOTIFY as it commits; each also reloads the set every
+ * minute (and when its LISTEN connection comes back), in case a notification was missed.
  */
 export class SigningKeyStore {
   private active: { kid: string; secretKey: Buffer } | undefined;
   private keys: PublicSigningKey[] = [];
   private reloads: Every | undefined;
   private readonly batches: BatchSigner;
+  /** Reloads run one after another, so one that read the rows earlier never ends after one that read them later. */
+  private reloading: Promise<void> = Promise.resolve();
+  private stopped = false;
 
   constructor(
     private readonly db: Database,
     private readonly dataKey: DataKeys,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly notifications?: Notifications,
   ) {
     this.batches = new BatchSigner((message) => this.sign(message));
   }
 
   async start(): Promise<void> {
     await this.ensureActive();
+    if (this.notifications) {
+      await this.notifications.listen(SIGNING_KEYS_CHANNEL, (kid) => this.reloadNow(`rotated to ${kid}`));
+      this.notifications.onReconnect(() => this.reloadNow("notifications reconnected"));
+    }
     await this.reload();
     this.reloads = every(60_000, () => this.reload(), { name: "signing key reload", logger: this.logger });
+  }
+
+  /** A reload nobody awaits: a failure is logged, and the reload every minute tries again. */
+  private reloadNow(why: string) {
+    if (this.stopped) return;
+    this.reload().then(
+      () => this.logger.info({ active: this.active?.kid, why }, "signing keys reloaded"),
+      (err: unknown) => this.logger.warn({ err, why }, "could not reload the signing keys; retrying within a minute"),
+    );
   }
 
   /**
@@ -70,6 +92,7 @@ export class SigningKeyStore {
    * the end of the turn are made now.
    */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.batches.flush();
     await this.reloads?.stop();
   }
@@ -93,7 +116,14 @@ export class SigningKeyStore {
     );
   }
 
-  async reload(): Promise<void> {
+  /** Reads the keys again: the active one signs from now on, the published set is replaced. */
+  reload(): Promise<void> {
+    const next = this.reloading.then(() => this.load());
+    this.reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  private async load(): Promise<void> {
     const rows = await sql<Row>(
       this.db,
       `select kid, public_key, private_key_sealed, status,
@@ -183,31 +213,51 @@ export class SigningKeyStore {
    * Starts a new active key inside the caller's transaction `em`. The old one turns
    * retiring: it signs nothing more, and what it signed keeps verifying for
    * `retireAfterSeconds` (at least the longest lease or file lifetime in use), after which
-   * it is retired and no longer published. Call `reload` once the transaction commits.
+   * it is retired and no longer published. `retireAfterSeconds` 0 is for a key that leaked:
+   * the active key and every retiring one are retired at once. The other instances hear of
+   * it by NOTIFY when the transaction commits; call `reload` then for this one.
    */
-  async rotate(em: EntityManager, retireAfterSeconds: number): Promise<{ key: PublicSigningKey; retiring: string[] }> {
+  async rotate(
+    em: EntityManager,
+    retireAfterSeconds: number,
+  ): Promise<{ key: PublicSigningKey; retiring: string[]; retired: string[] }> {
     const now = this.clock.now();
     const { publicKey, privateKey } = generateKeyPairSync("ed25519");
     const kid = newId("sk");
     const raw = publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
     const sealed = seal(this.dataKey, privateKey.export({ format: "der", type: "pkcs8" }), kid);
     await sql(em, `update signing_keys set status = 'retired' where status = 'retiring' and not_after <= $1`, [now]);
-    const old = await sql<{ kid: string }>(
-      em,
-      `update signing_keys set status = 'retiring', not_after = $1 where status = 'active' returning kid`,
-      [new Date(now.getTime() + retireAfterSeconds * 1000)],
-    );
+    let retiring: string[] = [];
+    let retired: string[] = [];
+    if (retireAfterSeconds === 0) {
+      const old = await sql<{ kid: string }>(
+        em,
+        `update signing_keys set status = 'retired', not_after = $1
+          where status in ('active', 'retiring') returning kid`,
+        [now],
+      );
+      retired = old.map((r) => r.kid);
+    } else {
+      const old = await sql<{ kid: string }>(
+        em,
+        `update signing_keys set status = 'retiring', not_after = $1 where status = 'active' returning kid`,
+        [new Date(now.getTime() + retireAfterSeconds * 1000)],
+      );
+      retiring = old.map((r) => r.kid);
+    }
     await sql(
       em,
       `insert into signing_keys (kid, algorithm, public_key, private_key_sealed, status, not_before, created_at)
        values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
       [kid, raw, sealed, now, now],
     );
-    const retiring = old.map((r) => r.kid);
-    this.logger.info({ kid, retiring, retireAfterSeconds }, "signing key rotated");
+    // Delivered when (and only if) the transaction commits.
+    await sql(em, "select pg_notify($1, $2)", [SIGNING_KEYS_CHANNEL, kid]);
+    this.logger.info({ kid, retiring, retired, retireAfterSeconds }, "signing key rotated");
     return {
       key: { kid, algorithm: "Ed25519", publicKey: Buffer.from(raw), status: "active", notBefore: now, notAfter: null },
       retiring,
+      retired,
     };
   }
 }

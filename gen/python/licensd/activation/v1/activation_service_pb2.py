@@ -18,7 +18,7 @@ from licensd.activation.v1 import machine_pb2 as licensd_dot_activation_dot_v1_d
 from licensd.activation.v1 import signing_key_pb2 as licensd_dot_activation_dot_v1_dot_signing__key__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.licensd/activation/v1/activation_service.proto\x12\x15licensd.activation.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#licensd/activation/v1/machine.proto\x1a\'licensd/activation/v1/signing_key.proto\"\x17\n\x15GetSigningKeysRequest\"O\n\x16GetSigningKeysResponse\x12\x35\n\x04keys\x18\x01 \x03(\x0b\x32!.licensd.activation.v1.SigningKeyR\x04keys\"\xb2\x01\n\x17RotateSigningKeyRequest\x12P\n\x0cretire_after\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\x0c\"\x06\x08\x80\x86\xb0\x96\x01\x32\x02\x08\x01R\x0bretireAfter\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"t\n\x18RotateSigningKeyResponse\x12\x33\n\x03key\x18\x01 \x01(\x0b\x32!.licensd.activation.v1.SigningKeyR\x03key\x12#\n\rretiring_kids\x18\x02 \x03(\tR\x0cretiringKids\"l\n\x05Lease\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n\x03kid\x18\x02 \x01(\tR\x03kid\x12;\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\"\xce\x03\n\x0f\x41\x63tivateRequest\x12\x1c\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x03key\x12,\n\x0b\x66ingerprint\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xff\x01R\x0b\x66ingerprint\x12$\n\x08hostname\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x08hostname\x12#\n\x08platform\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@R\x08platform\x12!\n\x05\x63ores\x18\x05 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xa0\x8d\x06(\x00R\x05\x63ores\x12}\n\x08metadata\x18\x06 \x03(\x0b\x32\x34.licensd.activation.v1.ActivateRequest.MetadataEntryB+\xbaH(\x9a\x01%\x10 \"\x1ar\x18\x10\x01\x18?2\x12^[A-Za-z0-9._/-]+$*\x05r\x03\x18\x80\x04R\x08metadata\x12\x45\n\x0fidempotency_key\x18\x07 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x80\x01\n\x10\x41\x63tivateResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease\"\x9b\x02\n\x11\x44\x65\x61\x63tivateRequest\x12\x1a\n\x03key\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x03key\x12*\n\x0b\x66ingerprint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x0b\x66ingerprint\x12\x39\n\ttenant_id\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12<\n\nmachine_id\x18\x04 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^(mach_[0-9a-z]{26})?$R\tmachineId\x12\x45\n\x0fidempotency_key\x18\x05 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"N\n\x12\x44\x65\x61\x63tivateResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"^\n\x10HeartbeatRequest\x12\x1c\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x03key\x12,\n\x0b\x66ingerprint\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xff\x01R\x0b\x66ingerprint\"\x81\x01\n\x11HeartbeatResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease\"z\n\x11GetMachineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12*\n\x02id\x18\x02 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^mach_[0-9a-z]{26}$R\x02id\"N\n\x12GetMachineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"\xa7\x02\n\x13ListMachinesRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12;\n\nlicense_id\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(lic_[0-9a-z]{26})?$R\tlicenseId\x12\x46\n\x06status\x18\x05 \x01(\x0e\x32$.licensd.activation.v1.MachineStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06status\x12\'\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"z\n\x14ListMachinesResponse\x12:\n\x08machines\x18\x01 \x03(\x0b\x32\x1e.licensd.activation.v1.MachineR\x08machines\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc4\x01\n\x14\x44\x65leteMachineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12*\n\x02id\x18\x02 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^mach_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"Q\n\x15\x44\x65leteMachineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"]\n\x13\x43onnectLeaseRequest\x12\x1a\n\x03key\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x03key\x12*\n\x0b\x66ingerprint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x0b\x66ingerprint\"\x9a\x01\n\x14\x43onnectLeaseResponse\x12\x34\n\x05lease\x18\x01 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseH\x00R\x05lease\x12\x43\n\nrevocation\x18\x02 \x01(\x0b\x32!.licensd.activation.v1.RevocationH\x00R\nrevocationB\x07\n\x05\x65vent\"{\n\nRevocation\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12;\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\"\xc1\x01\n\x16\x41\x63tivateOfflineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12%\n\x07request\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x01R\x07request\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\x87\x01\n\x17\x41\x63tivateOfflineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease2\xbd\x08\n\x11\x41\x63tivationService\x12[\n\x08\x41\x63tivate\x12&.licensd.activation.v1.ActivateRequest\x1a\'.licensd.activation.v1.ActivateResponse\x12\x61\n\nDeactivate\x12(.licensd.activation.v1.DeactivateRequest\x1a).licensd.activation.v1.DeactivateResponse\x12^\n\tHeartbeat\x12\'.licensd.activation.v1.HeartbeatRequest\x1a(.licensd.activation.v1.HeartbeatResponse\x12k\n\x0c\x43onnectLease\x12*.licensd.activation.v1.ConnectLeaseRequest\x1a+.licensd.activation.v1.ConnectLeaseResponse(\x01\x30\x01\x12p\n\x0f\x41\x63tivateOffline\x12-.licensd.activation.v1.ActivateOfflineRequest\x1a..licensd.activation.v1.ActivateOfflineResponse\x12\x66\n\nGetMachine\x12(.licensd.activation.v1.GetMachineRequest\x1a).licensd.activation.v1.GetMachineResponse\"\x03\x90\x02\x01\x12l\n\x0cListMachines\x12*.licensd.activation.v1.ListMachinesRequest\x1a+.licensd.activation.v1.ListMachinesResponse\"\x03\x90\x02\x01\x12j\n\rDeleteMachine\x12+.licensd.activation.v1.DeleteMachineRequest\x1a,.licensd.activation.v1.DeleteMachineResponse\x12r\n\x0eGetSigningKeys\x12,.licensd.activation.v1.GetSigningKeysRequest\x1a-.licensd.activation.v1.GetSigningKeysResponse\"\x03\x90\x02\x01\x12s\n\x10RotateSigningKey\x12..licensd.activation.v1.RotateSigningKeyRequest\x1a/.licensd.activation.v1.RotateSigningKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.licensd/activation/v1/activation_service.proto\x12\x15licensd.activation.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#licensd/activation/v1/machine.proto\x1a\'licensd/activation/v1/signing_key.proto\"\x17\n\x15GetSigningKeysRequest\"O\n\x16GetSigningKeysResponse\x12\x35\n\x04keys\x18\x01 \x03(\x0b\x32!.licensd.activation.v1.SigningKeyR\x04keys\"\xb0\x01\n\x17RotateSigningKeyRequest\x12N\n\x0cretire_after\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n\"\x06\x08\x80\x86\xb0\x96\x01\x32\x00R\x0bretireAfter\x12\x45\n\x0fidempotency_key\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\x97\x01\n\x18RotateSigningKeyResponse\x12\x33\n\x03key\x18\x01 \x01(\x0b\x32!.licensd.activation.v1.SigningKeyR\x03key\x12#\n\rretiring_kids\x18\x02 \x03(\tR\x0cretiringKids\x12!\n\x0cretired_kids\x18\x03 \x03(\tR\x0bretiredKids\"l\n\x05Lease\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n\x03kid\x18\x02 \x01(\tR\x03kid\x12;\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\"\xce\x03\n\x0f\x41\x63tivateRequest\x12\x1c\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x03key\x12,\n\x0b\x66ingerprint\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xff\x01R\x0b\x66ingerprint\x12$\n\x08hostname\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x08hostname\x12#\n\x08platform\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@R\x08platform\x12!\n\x05\x63ores\x18\x05 \x01(\x05\x42\x0b\xbaH\x08\x1a\x06\x18\xa0\x8d\x06(\x00R\x05\x63ores\x12}\n\x08metadata\x18\x06 \x03(\x0b\x32\x34.licensd.activation.v1.ActivateRequest.MetadataEntryB+\xbaH(\x9a\x01%\x10 \"\x1ar\x18\x10\x01\x18?2\x12^[A-Za-z0-9._/-]+$*\x05r\x03\x18\x80\x04R\x08metadata\x12\x45\n\x0fidempotency_key\x18\x07 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x80\x01\n\x10\x41\x63tivateResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease\"\x9b\x02\n\x11\x44\x65\x61\x63tivateRequest\x12\x1a\n\x03key\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x03key\x12*\n\x0b\x66ingerprint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x0b\x66ingerprint\x12\x39\n\ttenant_id\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12<\n\nmachine_id\x18\x04 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^(mach_[0-9a-z]{26})?$R\tmachineId\x12\x45\n\x0fidempotency_key\x18\x05 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"N\n\x12\x44\x65\x61\x63tivateResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"^\n\x10HeartbeatRequest\x12\x1c\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x03key\x12,\n\x0b\x66ingerprint\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xff\x01R\x0b\x66ingerprint\"\x81\x01\n\x11HeartbeatResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease\"z\n\x11GetMachineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12*\n\x02id\x18\x02 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^mach_[0-9a-z]{26}$R\x02id\"N\n\x12GetMachineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"\xa7\x02\n\x13ListMachinesRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12;\n\nlicense_id\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(lic_[0-9a-z]{26})?$R\tlicenseId\x12\x46\n\x06status\x18\x05 \x01(\x0e\x32$.licensd.activation.v1.MachineStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06status\x12\'\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"z\n\x14ListMachinesResponse\x12:\n\x08machines\x18\x01 \x03(\x0b\x32\x1e.licensd.activation.v1.MachineR\x08machines\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc4\x01\n\x14\x44\x65leteMachineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12*\n\x02id\x18\x02 \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^mach_[0-9a-z]{26}$R\x02id\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"Q\n\x15\x44\x65leteMachineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\"]\n\x13\x43onnectLeaseRequest\x12\x1a\n\x03key\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x03key\x12*\n\x0b\x66ingerprint\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01R\x0b\x66ingerprint\"\x9a\x01\n\x14\x43onnectLeaseResponse\x12\x34\n\x05lease\x18\x01 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseH\x00R\x05lease\x12\x43\n\nrevocation\x18\x02 \x01(\x0b\x32!.licensd.activation.v1.RevocationH\x00R\nrevocationB\x07\n\x05\x65vent\"{\n\nRevocation\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12;\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\"\xc1\x01\n\x16\x41\x63tivateOfflineRequest\x12\x39\n\ttenant_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^(ten_[0-9a-z]{26})?$R\x08tenantId\x12%\n\x07request\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x01R\x07request\x12\x45\n\x0fidempotency_key\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\x87\x01\n\x17\x41\x63tivateOfflineResponse\x12\x38\n\x07machine\x18\x01 \x01(\x0b\x32\x1e.licensd.activation.v1.MachineR\x07machine\x12\x32\n\x05lease\x18\x02 \x01(\x0b\x32\x1c.licensd.activation.v1.LeaseR\x05lease2\xbd\x08\n\x11\x41\x63tivationService\x12[\n\x08\x41\x63tivate\x12&.licensd.activation.v1.ActivateRequest\x1a\'.licensd.activation.v1.ActivateResponse\x12\x61\n\nDeactivate\x12(.licensd.activation.v1.DeactivateRequest\x1a).licensd.activation.v1.DeactivateResponse\x12^\n\tHeartbeat\x12\'.licensd.activation.v1.HeartbeatRequest\x1a(.licensd.activation.v1.HeartbeatResponse\x12k\n\x0c\x43onnectLease\x12*.licensd.activation.v1.ConnectLeaseRequest\x1a+.licensd.activation.v1.ConnectLeaseResponse(\x01\x30\x01\x12p\n\x0f\x41\x63tivateOffline\x12-.licensd.activation.v1.ActivateOfflineRequest\x1a..licensd.activation.v1.ActivateOfflineResponse\x12\x66\n\nGetMachine\x12(.licensd.activation.v1.GetMachineRequest\x1a).licensd.activation.v1.GetMachineResponse\"\x03\x90\x02\x01\x12l\n\x0cListMachines\x12*.licensd.activation.v1.ListMachinesRequest\x1a+.licensd.activation.v1.ListMachinesResponse\"\x03\x90\x02\x01\x12j\n\rDeleteMachine\x12+.licensd.activation.v1.DeleteMachineRequest\x1a,.licensd.activation.v1.DeleteMachineResponse\x12r\n\x0eGetSigningKeys\x12,.licensd.activation.v1.GetSigningKeysRequest\x1a-.licensd.activation.v1.GetSigningKeysResponse\"\x03\x90\x02\x01\x12s\n\x10RotateSigningKey\x12..licensd.activation.v1.RotateSigningKeyRequest\x1a/.licensd.activation.v1.RotateSigningKeyResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.activation.v1.activation_service_pb2', globals())
@@ -26,7 +26,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _ROTATESIGNINGKEYREQUEST.fields_by_name['retire_after']._options = None
-  _ROTATESIGNINGKEYREQUEST.fields_by_name['retire_after']._serialized_options = b'\272H\017\252\001\014\"\006\010\200\206\260\226\0012\002\010\001'
+  _ROTATESIGNINGKEYREQUEST.fields_by_name['retire_after']._serialized_options = b'\272H\r\252\001\n\"\006\010\200\206\260\226\0012\000'
   _ROTATESIGNINGKEYREQUEST.fields_by_name['idempotency_key']._options = None
   _ROTATESIGNINGKEYREQUEST.fields_by_name['idempotency_key']._serialized_options = b'\272H\031r\027\030\200\0012\022^[A-Za-z0-9._:-]*$'
   _ACTIVATEREQUEST_METADATAENTRY._options = None
@@ -100,47 +100,47 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETSIGNINGKEYSRESPONSE._serialized_start=270
   _GETSIGNINGKEYSRESPONSE._serialized_end=349
   _ROTATESIGNINGKEYREQUEST._serialized_start=352
-  _ROTATESIGNINGKEYREQUEST._serialized_end=530
-  _ROTATESIGNINGKEYRESPONSE._serialized_start=532
-  _ROTATESIGNINGKEYRESPONSE._serialized_end=648
-  _LEASE._serialized_start=650
-  _LEASE._serialized_end=758
-  _ACTIVATEREQUEST._serialized_start=761
-  _ACTIVATEREQUEST._serialized_end=1223
-  _ACTIVATEREQUEST_METADATAENTRY._serialized_start=1164
-  _ACTIVATEREQUEST_METADATAENTRY._serialized_end=1223
-  _ACTIVATERESPONSE._serialized_start=1226
-  _ACTIVATERESPONSE._serialized_end=1354
-  _DEACTIVATEREQUEST._serialized_start=1357
-  _DEACTIVATEREQUEST._serialized_end=1640
-  _DEACTIVATERESPONSE._serialized_start=1642
-  _DEACTIVATERESPONSE._serialized_end=1720
-  _HEARTBEATREQUEST._serialized_start=1722
-  _HEARTBEATREQUEST._serialized_end=1816
-  _HEARTBEATRESPONSE._serialized_start=1819
-  _HEARTBEATRESPONSE._serialized_end=1948
-  _GETMACHINEREQUEST._serialized_start=1950
-  _GETMACHINEREQUEST._serialized_end=2072
-  _GETMACHINERESPONSE._serialized_start=2074
-  _GETMACHINERESPONSE._serialized_end=2152
-  _LISTMACHINESREQUEST._serialized_start=2155
-  _LISTMACHINESREQUEST._serialized_end=2450
-  _LISTMACHINESRESPONSE._serialized_start=2452
-  _LISTMACHINESRESPONSE._serialized_end=2574
-  _DELETEMACHINEREQUEST._serialized_start=2577
-  _DELETEMACHINEREQUEST._serialized_end=2773
-  _DELETEMACHINERESPONSE._serialized_start=2775
-  _DELETEMACHINERESPONSE._serialized_end=2856
-  _CONNECTLEASEREQUEST._serialized_start=2858
-  _CONNECTLEASEREQUEST._serialized_end=2951
-  _CONNECTLEASERESPONSE._serialized_start=2954
-  _CONNECTLEASERESPONSE._serialized_end=3108
-  _REVOCATION._serialized_start=3110
-  _REVOCATION._serialized_end=3233
-  _ACTIVATEOFFLINEREQUEST._serialized_start=3236
-  _ACTIVATEOFFLINEREQUEST._serialized_end=3429
-  _ACTIVATEOFFLINERESPONSE._serialized_start=3432
-  _ACTIVATEOFFLINERESPONSE._serialized_end=3567
-  _ACTIVATIONSERVICE._serialized_start=3570
-  _ACTIVATIONSERVICE._serialized_end=4655
+  _ROTATESIGNINGKEYREQUEST._serialized_end=528
+  _ROTATESIGNINGKEYRESPONSE._serialized_start=531
+  _ROTATESIGNINGKEYRESPONSE._serialized_end=682
+  _LEASE._serialized_start=684
+  _LEASE._serialized_end=792
+  _ACTIVATEREQUEST._serialized_start=795
+  _ACTIVATEREQUEST._serialized_end=1257
+  _ACTIVATEREQUEST_METADATAENTRY._serialized_start=1198
+  _ACTIVATEREQUEST_METADATAENTRY._serialized_end=1257
+  _ACTIVATERESPONSE._serialized_start=1260
+  _ACTIVATERESPONSE._serialized_end=1388
+  _DEACTIVATEREQUEST._serialized_start=1391
+  _DEACTIVATEREQUEST._serialized_end=1674
+  _DEACTIVATERESPONSE._serialized_start=1676
+  _DEACTIVATERESPONSE._serialized_end=1754
+  _HEARTBEATREQUEST._serialized_start=1756
+  _HEARTBEATREQUEST._serialized_end=1850
+  _HEARTBEATRESPONSE._serialized_start=1853
+  _HEARTBEATRESPONSE._serialized_end=1982
+  _GETMACHINEREQUEST._serialized_start=1984
+  _GETMACHINEREQUEST._serialized_end=2106
+  _GETMACHINERESPONSE._serialized_start=2108
+  _GETMACHINERESPONSE._serialized_end=2186
+  _LISTMACHINESREQUEST._serialized_start=2189
+  _LISTMACHINESREQUEST._serialized_end=2484
+  _LISTMACHINESRESPONSE._serialized_start=2486
+  _LISTMACHINESRESPONSE._serialized_end=2608
+  _DELETEMACHINEREQUEST._serialized_start=2611
+  _DELETEMACHINEREQUEST._serialized_end=2807
+  _DELETEMACHINERESPONSE._serialized_start=2809
+  _DELETEMACHINERESPONSE._serialized_end=2890
+  _CONNECTLEASEREQUEST._serialized_start=2892
+  _CONNECTLEASEREQUEST._serialized_end=2985
+  _CONNECTLEASERESPONSE._serialized_start=2988
+  _CONNECTLEASERESPONSE._serialized_end=3142
+  _REVOCATION._serialized_start=3144
+  _REVOCATION._serialized_end=3267
+  _ACTIVATEOFFLINEREQUEST._serialized_start=3270
+  _ACTIVATEOFFLINEREQUEST._serialized_end=3463
+  _ACTIVATEOFFLINERESPONSE._serialized_start=3466
+  _ACTIVATEOFFLINERESPONSE._serialized_end=3601
+  _ACTIVATIONSERVICE._serialized_start=3604
+  _ACTIVATIONSERVICE._serialized_end=4689
 # @@protoc_insertion_point(module_scope)
