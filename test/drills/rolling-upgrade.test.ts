@@ -9,6 +9,11 @@
  * The balancer is round-robin over its pool, like a real one with health checks: an instance leaves the pool when
  * its /healthz stops answering ok, or when it is taken out before a stop (the runbook's first step per instance). No
  * call is retried: a failed call is counted as a failure.
+ *
+ * What the drill found: SIGTERM cut the connections as soon as the last call was answered, before HTTP/2 had sent the
+ * answers' trailers, so a call the server had committed could reach its client as CANCELED (fixed in src/server.ts,
+ * test/unit/server-drain.test.ts). Without the runbook's first step (out of the balancer before SIGTERM), calls sent
+ * after the signal are refused (connection refused, REFUSED_STREAM): the runbook says so.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
@@ -140,6 +145,9 @@ class Balancer {
 
 describe("rolling upgrade across a migration", () => {
   it("replaces three instances of the previous release by the new one under load, with no failed call", async () => {
+    const t0 = Date.now();
+    const marks: string[] = [];
+    const mark = (what: string) => marks.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const old = buildOldRelease(commitBefore(NEW_MIGRATION));
     console.info(
       `previous release: ${old.commit.slice(0, 10)}, ` +
@@ -180,7 +188,10 @@ describe("rolling upgrade across a migration", () => {
       servers.push(s);
       return s;
     };
-    const olds = [await start("old"), await start("old"), await start("old")];
+    mark("old release migrated");
+    // Started together, as after a deploy: each applies the (already applied) migrations under the advisory lock.
+    const olds = await Promise.all([start("old"), start("old"), start("old")]);
+    mark("three old instances up");
 
     // A tenant with its catalog, made through the previous release.
     const url = olds[0]!.url;
@@ -285,6 +296,7 @@ describe("rolling upgrade across a migration", () => {
     });
 
     balancer.phase = "migrate";
+    mark("load running");
     await runbook.step("migrate", async (res) => {
       expect(res.stdout + res.stderr).toContain("Migration20261206000000Webhooks");
       expect(await tables()).toEqual(NEW_TABLES);
@@ -295,6 +307,7 @@ describe("rolling upgrade across a migration", () => {
     await runbook.step("replace-instances", async () => {
       for (const [i, m] of members.entries()) {
         balancer.phase = `replacing instance ${i + 1}`;
+        mark(balancer.phase);
         await balancer.drain(m);
         expect(await within(m.server.stop("SIGTERM"), `${m.name} to exit`, 30_000)).toBe(0);
         const fresh = await start("new", m.server.port);
@@ -304,17 +317,18 @@ describe("rolling upgrade across a migration", () => {
       }
     });
     balancer.phase = "after";
+    mark("all replaced");
     await sleep(1000);
     running = false;
     await within(load, "the load to end", 60_000);
     await balancer.stop();
-    expect(balancer.pool.map((m) => m.release)).toEqual(["new", "new", "new"]);
-
+    mark("load ended");
     await runbook.step("verify", (res) => {
       expect(res.stdout).not.toContain("FAIL");
       expect(res.stdout.trim().split("\n").at(-1)).toBe("4");
     });
     runbook.finish();
+    mark("verified");
 
     const during = [...balancer.calls].filter(([phase]) => phase !== "warm-up" && phase !== "after");
     const callsDuringUpgrade = during.reduce((x, [, c]) => x + c, 0);
@@ -325,7 +339,11 @@ describe("rolling upgrade across a migration", () => {
         `(${streamAcked.length} events); ${balancer.failures.length} failed; left the pool by health check: ` +
         `${balancer.leftByHealth.join(", ") || "none"}`,
     );
+    console.info(`timeline: ${marks.join(", ")}`);
+    if (balancer.failures.length > 0)
+      console.info(`failures (first 10):\n${balancer.failures.slice(0, 10).join("\n")}`);
     expect(balancer.failures).toEqual([]);
+    expect(balancer.pool.map((m) => m.release)).toEqual(["new", "new", "new"]);
     expect(balancer.leftByHealth).toEqual([]);
     for (const [phase, c] of during) expect(c, `calls during ${phase}`).toBeGreaterThan(0);
 
