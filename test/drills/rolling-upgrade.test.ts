@@ -301,8 +301,13 @@ describe("rolling upgrade across a migration", () => {
       expect(res.stdout + res.stderr).toContain("Migration20261206000000Webhooks");
       expect(await tables()).toEqual(NEW_TABLES);
     });
-    // The previous release, on the migrated schema, for a while.
+    // The previous release keeps serving on the migrated schema; one more of its instances still starts there (the
+    // runbook's word on crashes, autoscalers and rolling back), and serves the balancer's calls for a while.
+    const late = balancer.member("instance 4", await start("old"), "old");
+    balancer.add(late);
     await sleep(2000);
+    await balancer.drain(late);
+    expect(await within(late.server.stop("SIGTERM"), "instance 4 to exit", 30_000)).toBe(0);
 
     await runbook.step("replace-instances", async () => {
       for (const [i, m] of members.entries()) {
