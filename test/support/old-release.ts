@@ -27,7 +27,8 @@ function git(...args: string[]): string {
 /** The commit just before `file` was added: the last release without it. */
 export function commitBefore(file: string): string {
   const added = git("log", "--diff-filter=A", "--format=%H", "--", file).split("\n").at(-1);
-  if (!added) throw new Error(`no commit adds ${file}`);
+  if (!added)
+    throw new Error(`no commit adds ${file}: the previous release is built from git history (a full clone is needed)`);
   return git("rev-parse", `${added}^`);
 }
 
