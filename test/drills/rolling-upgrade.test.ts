@@ -13,7 +13,9 @@
  * What the drill found: SIGTERM cut the connections as soon as the last call was answered, before HTTP/2 had sent the
  * answers' trailers, so a call the server had committed could reach its client as CANCELED (fixed in src/server.ts,
  * test/unit/server-drain.test.ts). Without the runbook's first step (out of the balancer before SIGTERM), calls sent
- * after the signal are refused (connection refused, REFUSED_STREAM): the runbook says so.
+ * after the signal are refused (connection refused, REFUSED_STREAM): the runbook says so, and the new release's
+ * LICENSD_SHUTDOWN_DELAY_MS lets health checks alone take an instance out, which the drill checks last by stopping one
+ * new instance with SIGTERM and nothing else.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
@@ -183,7 +185,12 @@ describe("rolling upgrade across a migration", () => {
       const s = await startServer({
         bin: release === "old" ? old.bin : undefined,
         databaseUrl: db.url,
-        env: { ...settings, ...(port ? { LICENSD_PORT: String(port) } : {}) },
+        env: {
+          ...settings,
+          // The new release's instances keep answering for 3 s after SIGTERM, NOT_SERVING (the runbook's step 1).
+          ...(release === "new" ? { LICENSD_SHUTDOWN_DELAY_MS: "3000" } : {}),
+          ...(port ? { LICENSD_PORT: String(port) } : {}),
+        },
       });
       servers.push(s);
       return s;
@@ -321,8 +328,18 @@ describe("rolling upgrade across a migration", () => {
         await sleep(1500);
       }
     });
-    balancer.phase = "after";
     mark("all replaced");
+    // The next upgrade, from this release: SIGTERM alone, no balancer step; its health checks take the instance out
+    // during LICENSD_SHUTDOWN_DELAY_MS.
+    const HEALTH_ONLY = "SIGTERM only (health checks)";
+    balancer.phase = HEALTH_ONLY;
+    const target = balancer.pool[0]!;
+    expect(await within(target.server.stop("SIGTERM"), `${target.name} to exit`, 30_000)).toBe(0);
+    expect(balancer.leftByHealth).toEqual([target.name]);
+    balancer.add(balancer.member(target.name, await start("new", target.server.port), "new"));
+    await sleep(1000);
+    balancer.phase = "after";
+    mark("restarted one by health checks alone");
     await sleep(1000);
     running = false;
     await within(load, "the load to end", 60_000);
@@ -337,21 +354,24 @@ describe("rolling upgrade across a migration", () => {
     runbook.finish();
     mark("verified");
 
-    const during = [...balancer.calls].filter(([phase]) => phase !== "warm-up" && phase !== "after");
+    const during = [...balancer.calls].filter(([phase]) => !["warm-up", "after", HEALTH_ONLY].includes(phase));
     const callsDuringUpgrade = during.reduce((x, [, c]) => x + c, 0);
     console.info(
       `rolling upgrade: ${callsDuringUpgrade} calls during the upgrade (${during.map(([p, c]) => `${p}: ${c}`).join(", ")}); ` +
         `${[...balancer.calls.values()].reduce((x, c) => x + c, 0)} in all: ${validations} validations, ` +
         `${customersAcked.length} customers, ${usageAcked.length} RecordUsage, ${streams} streams ` +
         `(${streamAcked.length} events); ${balancer.failures.length} failed; left the pool by health check: ` +
-        `${balancer.leftByHealth.join(", ") || "none"}`,
+        `${balancer.leftByHealth.join(", ") || "none"}; ${balancer.calls.get(HEALTH_ONLY)} calls while one new ` +
+        "instance was stopped by SIGTERM alone",
     );
     console.info(`timeline: ${marks.join(", ")}`);
     if (balancer.failures.length > 0)
       console.info(`failures (first 10):\n${balancer.failures.slice(0, 10).join("\n")}`);
     expect(balancer.failures).toEqual([]);
     expect(balancer.pool.map((m) => m.release)).toEqual(["new", "new", "new"]);
-    expect(balancer.leftByHealth).toEqual([]);
+    // Only the instance stopped by SIGTERM alone left the pool by health check; the runbook's were taken out first.
+    expect(balancer.leftByHealth).toEqual([target.name]);
+    expect(balancer.calls.get(HEALTH_ONLY)).toBeGreaterThan(0);
     for (const [phase, c] of during) expect(c, `calls during ${phase}`).toBeGreaterThan(0);
 
     // Every acknowledged write is stored, once.
