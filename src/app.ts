@@ -455,6 +455,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           // No pass starts from here on; the pool closes only once the running ones have ended.
           const loops = [purge, licenseWorker, heartbeatWorker, usageWorker, webhooks, health];
           const passesEnded = Promise.all(loops.map((loop) => loop.stop()));
+          // Health is NOT_SERVING from here on; calls are still taken until balancers have seen it.
+          closingStage = "not serving, still answering (LICENSD_SHUTDOWN_DELAY_MS)";
+          if (config.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, config.shutdownDelayMs));
           closingStage = "draining calls and streams";
           await server.close(config.shutdownTimeoutMs, () => shutdown.abort(shuttingDown()));
           const reloadEnded = signingKeys.stop();

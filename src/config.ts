@@ -39,6 +39,11 @@ export interface Config {
   logLevel: string;
   dbPoolMax: number;
   shutdownTimeoutMs: number;
+  /**
+   * After SIGTERM: how long to go on accepting and answering calls while health reports NOT_SERVING, so a balancer
+   * that follows health checks takes the instance out before its port closes.
+   */
+  shutdownDelayMs: number;
   workers: number;
   /** Extra audit HMAC keys by kid (LICENSD_AUDIT_HMAC_KEYS); the last one signs. */
   auditHmacKeys: Record<string, Buffer>;
@@ -493,6 +498,7 @@ function readTuning({ int }: Settings) {
   return {
     dbPoolMax: int("LICENSD_DB_POOL_MAX", 10, 1, 1000),
     shutdownTimeoutMs: int("LICENSD_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+    shutdownDelayMs: int("LICENSD_SHUTDOWN_DELAY_MS", 0, 0, 600_000),
     workers: int("LICENSD_WORKERS", 1, 1, 256),
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
     heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),

@@ -36,6 +36,8 @@ export interface RunningServer {
  */
 const H2_SETTINGS: http2.Settings = { initialWindowSize: 256 << 10 };
 const H2_CONNECTION_WINDOW = 1 << 20;
+/** How long, once every call is answered, connections get to deliver the answers and close before they are cut. */
+const LINGER_MS = 1000;
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
@@ -127,6 +129,18 @@ export async function listen(handler: RequestHandler, opts: ServerOptions): Prom
         h1?.closeIdleConnections();
       }
       if (active > 0) opts.logger.warn({ inFlight: active }, "shutdown timeout: cutting remaining requests");
+      else {
+        // Every answer is written, not yet sent: an HTTP/2 stream's "finish" means its last data went to the session
+        // (its trailers, with gRPC's status, go after it), not to the socket. Cut now, and a call the server completed
+        // (committed) reaches its client as CANCELED. Each session ends by itself once its streams are done and its
+        // frames flushed; HTTP/1.1 connections end once idle. One a client keeps open (a stream whose request side it
+        // never ends) is cut after LINGER_MS.
+        const linger = Math.min(deadline, Date.now() + LINGER_MS);
+        while (sockets.size > 0 && Date.now() < linger) {
+          await new Promise((r) => setTimeout(r, 10));
+          h1?.closeIdleConnections();
+        }
+      }
       for (const socket of sockets) socket.destroy();
       await closed;
     },

@@ -115,10 +115,13 @@ async function serveOne(config: Config, opts: { migrate: boolean }) {
     // SIGTERM always ends the process: past the drain period and a margin, a shutdown that
     // still waits (a pool client never released, a database that does not stop) is reported
     // with the step it is stuck in, and the process exits with a failure.
-    setTimeout(() => {
-      app.logger.error({ stage: app.closingStage() }, "shutdown did not finish in time; exiting");
-      process.exit(1);
-    }, config.shutdownTimeoutMs + 20_000).unref();
+    setTimeout(
+      () => {
+        app.logger.error({ stage: app.closingStage() }, "shutdown did not finish in time; exiting");
+        process.exit(1);
+      },
+      config.shutdownDelayMs + config.shutdownTimeoutMs + 20_000,
+    ).unref();
     app.close().then(
       () => process.exit(0),
       (err: unknown) => {

@@ -60,6 +60,23 @@ describe("serve", () => {
     await server.dropDatabase();
   });
 
+  it("with LICENSD_SHUTDOWN_DELAY_MS, SIGTERM turns health NOT_SERVING while calls are still answered", async () => {
+    // A balancer that follows health checks takes the instance out during the delay, before the port closes.
+    const server = await startServer({ env: { LICENSD_SHUTDOWN_DELAY_MS: "3000" } });
+    const exit = server.stop("SIGTERM");
+    let health = 0;
+    for (let i = 0; i < 100 && health !== 503; i++) {
+      health = (await fetch(`${server.url}/healthz`)).status;
+      if (health !== 503) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(health).toBe(503);
+    // Health already says NOT_SERVING; the port still takes calls and answers them.
+    const id = await createTenant(server.url, server.superAdminKey, "Late Co");
+    expect((await getTenant(server.url, server.superAdminKey, id)).status).toBe(200);
+    expect(await exit).toBe(0);
+    await server.dropDatabase();
+  });
+
   it("runs --workers 2 processes on one port and stops them all", async () => {
     const server = await startServer({ args: ["--workers", "2"] });
     const ids = await Promise.all(

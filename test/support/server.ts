@@ -57,6 +57,8 @@ type StartOptions = {
    * does.
    */
   generateSecrets?: boolean;
+  /** Another build's bin/licensd.js (a previous release, test/support/old-release.ts); this checkout's by default. */
+  bin?: string;
 };
 
 export async function startServer(opts: StartOptions = {}): Promise<ServerProcess & { dropDatabase(): Promise<void> }> {
@@ -94,10 +96,14 @@ async function startServerOnce(opts: StartOptions): Promise<ServerProcess & { dr
     delete env.LICENSD_SUPER_ADMIN_KEY;
     delete env.LICENSD_DATA_KEY;
   }
-  const child = spawn(process.execPath, [path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])], {
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [opts.bin ?? path.join(ROOT, "bin/licensd.js"), "serve", ...(opts.args ?? [])],
+    {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
