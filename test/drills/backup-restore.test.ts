@@ -192,7 +192,7 @@ describe("drill: backup and restore (docs/operations.md)", () => {
       );
       expect(refused).toMatch(/^licensd exited with 1:/);
       expect(refused).toMatch(
-        /licensd: failed to start: cannot unseal signing key sk_\w+: LICENSD_DATA_KEY is not the key that sealed it/,
+        /licensd: failed to start: no configured data key opens the data-key material "[a-z0-9-]+" stored in this database: it was sealed under another key than LICENSD_DATA_KEY/,
       );
     });
     rb.finish();

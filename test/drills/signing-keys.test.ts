@@ -91,8 +91,10 @@ const payloadOf = (token: string) =>
 async function leaseVerify(bin: string, url: string, token: string, fingerprint: string) {
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), "licensd-lease-")), "lease.txt");
   writeFileSync(file, `${token}\n`);
+  // Where an operator without credentials runs it: no ./.licensd/secrets.json to pick a key from.
   const r = await run(path.join(bin, "licensd"), ["lease", "verify", file, "--fingerprint", fingerprint, "--json"], {
     env: { LICENSD_URL: url },
+    cwd: path.dirname(file),
   });
   return { exit: r.code, ...(JSON.parse(r.stdout) as { valid: boolean; code: string; kid: string }) };
 }

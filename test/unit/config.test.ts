@@ -11,7 +11,8 @@ const dataKey = Buffer.alloc(32, 7).toString("base64");
 
 function problems(env: Record<string, string>): string[] {
   try {
-    loadConfig(env);
+    // In a temp data dir: development mode writes generated secrets there (never ./.licensd of the checkout).
+    loadConfig({ LICENSD_DATA_DIR: tmp(), ...env });
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
     throw err;
