@@ -51,7 +51,7 @@ export function lineChart(opts: {
         axis: opts.log2x ? { values: [...new Set(opts.points.map((p) => p.x))] } : {},
       },
       y: { field: "y", type: "quantitative", title: opts.y, scale: { zero: true } },
-      color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom", columns: 2 } },
+      color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom", columns: 2, labelLimit: 400 } },
     },
   } as TopLevelSpec;
 }
@@ -74,7 +74,7 @@ export function barChart(opts: {
       x: { field: "x", type: "nominal", title: opts.x, axis: { labelAngle: 0 } },
       xOffset: { field: "series", type: "nominal" },
       y: { field: "y", type: "quantitative", title: opts.y },
-      color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom" } },
+      color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom", labelLimit: 400 } },
     },
   } as TopLevelSpec;
 }

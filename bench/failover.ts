@@ -9,6 +9,7 @@
 // 100 ms).
 import { randomBytes } from "node:crypto";
 import { createFormation, FORMATION_AVAILABLE } from "../test/support/formation.ts";
+import { barChart, writeChart } from "./chart.ts";
 import { startBenchServer } from "./support.ts";
 
 const ROUNDS = Number(process.env.BENCH_FAILOVER_ROUNDS ?? 3);
@@ -205,6 +206,18 @@ export async function run(): Promise<string> {
         `${(median(rows.map((r) => r.rejoin)) / 1000).toFixed(1)} |`,
     ];
     const byReason = [...reasons].map(([k, v]) => `${k} × ${v}`).join(", ");
+    const chart = await writeChart(
+      "failover-window",
+      barChart({
+        title: "Failover: licensd's unavailability window beside pg_auto_failover's promotion",
+        x: "round (the node killed)",
+        y: "seconds from the kill",
+        bars: rows.flatMap((r, i) => [
+          { x: `${i + 1} (${r.killed})`, y: Number(s(r.promotion)), series: "promotion (baseline)" },
+          { x: `${i + 1} (${r.killed})`, y: Number(s(r.window)), series: "licensd window" },
+        ]),
+      }),
+    );
     return [
       "## Failover on pg_auto_failover (bench/failover.ts)",
       "",
@@ -220,6 +233,8 @@ export async function run(): Promise<string> {
       "first failed call to the first successful answer to a call sent after it.",
       "",
       ...table,
+      "",
+      `![licensd's unavailability window and pg_auto_failover's promotion time per round](${chart})`,
       "",
       `Failed calls by reason: ${byReason || "none"} (UNAVAILABLE \`DATABASE_UNAVAILABLE\`, retryable, is the only`,
       "expected one). licensd's window is pg_auto_failover's: calls come back as soon as the standby is writable (a",
