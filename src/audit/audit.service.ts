@@ -17,6 +17,8 @@ import {
   headSeq,
   lastSeqBefore,
   latestCut,
+  latestCuts,
+  addCutSignature,
   listEntries,
   treeNodes,
   type AuditEntry,
@@ -78,6 +80,16 @@ export function createAuditService(deps: {
   const computeWithTree = <T>(em: EntityManager, tenantId: string, compute: (node: PerfectNode) => T) =>
     withNodes(compute, nodeFetcher(em, tenantId));
 
+  // A rotation signs every tenant's latest retention cut again with the new key, in its transaction: once the key that
+  // made a cut retires (or is withdrawn after a leak), a chain that starts at the cut still verifies.
+  signingKeys.onRotate(async (em, newKey) => {
+    const at = clock.now();
+    for (const cut of await latestCuts(em)) {
+      const text = Buffer.from(cutText(cut.tenantId, cut.seq, cut.hash, cut.cutAt));
+      await addCutSignature(em, cut.tenantId, cut.seq, { kid: newKey.kid, signature: newKey.sign(text) }, at);
+    }
+  });
+
   return {
     async list(
       em: EntityManager,
@@ -114,9 +126,13 @@ export function createAuditService(deps: {
 
       let expectedPrev: Buffer;
       if (start === floor && cut) {
-        const text = cutText(tenantId, cut.seq, cut.hash, cut.cutAt);
-        const key = signingKeys.publicKeys().find((k) => k.kid === cut.kid);
-        if (!key || !verifyEd25519(key.publicKey, Buffer.from(text), cut.signature)) {
+        const text = Buffer.from(cutText(tenantId, cut.seq, cut.hash, cut.cutAt));
+        // The cut's own signature, or one made again at a later rotation: any by a published key will do.
+        const signed = [{ kid: cut.kid, signature: cut.signature }, ...(cut.resigned ?? [])].some((sig) => {
+          const key = signingKeys.publicKeys().find((k) => k.kid === sig.kid);
+          return key !== undefined && verifyEd25519(key.publicKey, text, sig.signature);
+        });
+        if (!signed) {
           return report({
             valid: false,
             eventsChecked: 0,

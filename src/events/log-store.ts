@@ -31,6 +31,8 @@ export interface RetentionCut {
   cutAt: Date;
   kid: string;
   signature: Buffer;
+  /** The cut signed again by later signing keys (at each rotation), oldest first. */
+  resigned?: { kid: string; signature: Buffer }[];
 }
 
 /** A Merkle tree node's position: `level` 0 holds the leaves, entry seq's leaf at index seq - 1. */
@@ -181,7 +183,7 @@ export async function entryHashAt(em: SqlRunner, tenantId: string, seq: number):
   return row?.hash;
 }
 
-/** The tenant's latest retention cut, undefined when its log was never cut. */
+/** The tenant's latest retention cut, with its later signatures; undefined when its log was never cut. */
 export async function latestCut(em: SqlRunner, tenantId: string): Promise<RetentionCut | undefined> {
   const [cut] = await sql<{ seq: string; hash: Buffer; cut_ms: string; kid: string; signature: Buffer }>(
     em,
@@ -190,13 +192,60 @@ export async function latestCut(em: SqlRunner, tenantId: string): Promise<Retent
     [tenantId],
   );
   if (!cut) return undefined;
+  const resigned = await sql<{ kid: string; signature: Buffer }>(
+    em,
+    `select kid, signature from audit_cut_signatures where tenant_id = $1 and seq = $2 order by signed_at, kid`,
+    [tenantId, cut.seq],
+  );
   return {
     seq: Number(cut.seq),
     hash: cut.hash,
     cutAt: new Date(Number(cut.cut_ms)),
     kid: cut.kid,
     signature: cut.signature,
+    resigned,
   };
+}
+
+/** Every tenant's latest retention cut (what a signing-key rotation signs again), by tenant. */
+export async function latestCuts(em: SqlRunner): Promise<(RetentionCut & { tenantId: string })[]> {
+  const rows = await sql<{
+    tenant_id: string;
+    seq: string;
+    hash: Buffer;
+    cut_ms: string;
+    kid: string;
+    signature: Buffer;
+  }>(
+    em,
+    `select distinct on (tenant_id) tenant_id, seq, hash, (extract(epoch from cut_at) * 1000)::bigint as cut_ms, kid,
+            signature
+       from audit_cuts order by tenant_id, seq desc`,
+  );
+  return rows.map((r) => ({
+    tenantId: r.tenant_id,
+    seq: Number(r.seq),
+    hash: r.hash,
+    cutAt: new Date(Number(r.cut_ms)),
+    kid: r.kid,
+    signature: r.signature,
+  }));
+}
+
+/** Records another signature of a cut (idempotent per key). */
+export async function addCutSignature(
+  em: EntityManager,
+  tenantId: string,
+  seq: number,
+  signed: { kid: string; signature: Buffer },
+  at: Date,
+): Promise<void> {
+  await sql(
+    em,
+    `insert into audit_cut_signatures (tenant_id, seq, kid, signature, signed_at) values ($1, $2, $3, $4, $5)
+     on conflict do nothing`,
+    [tenantId, seq, signed.kid, signed.signature, at],
+  );
 }
 
 /** The seq of the tenant's newest entry that occurred before `before`, null when there is none. */

@@ -13,6 +13,7 @@ import { Migration20261123110000UsageDedupeTenantSeq } from "./Migration20261123
 import { Migration20261206000000Webhooks } from "./Migration20261206000000Webhooks.js";
 import { Migration20261123121500IdempotencySealed } from "./Migration20261123121500IdempotencySealed.js";
 import { Migration20261206120000DataKeyMaterial } from "./Migration20261206120000DataKeyMaterial.js";
+import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
  * Every migration, in order. Listed explicitly (not discovered from a folder) so
@@ -34,4 +35,5 @@ export const migrationsList = [
   { name: "Migration20261123121500IdempotencySealed", class: Migration20261123121500IdempotencySealed },
   { name: "Migration20261206000000Webhooks", class: Migration20261206000000Webhooks },
   { name: "Migration20261206120000DataKeyMaterial", class: Migration20261206120000DataKeyMaterial },
+  { name: "Migration20261206130000AuditCutSignatures", class: Migration20261206130000AuditCutSignatures },
 ];

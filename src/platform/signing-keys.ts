@@ -1,4 +1,11 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, verify, type KeyObject } from "node:crypto";
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign as signWith,
+  verify,
+  type KeyObject,
+} from "node:crypto";
 import sodium from "sodium-native";
 import { BatchSigner } from "./batch-signer.js";
 import type { Clock } from "./clock.js";
@@ -8,6 +15,12 @@ import { newId } from "./ids.js";
 import type { Notifications } from "./key-failures.js";
 import type { Logger } from "./logger.js";
 import { every, type Every } from "./worker.js";
+
+/** See SigningKeyStore.onRotate. */
+export type RotationHook = (
+  em: EntityManager,
+  newKey: { kid: string; sign(message: Uint8Array): Buffer },
+) => Promise<void>;
 
 export type SigningKeyStatus = "active" | "retiring";
 
@@ -54,6 +67,7 @@ export class SigningKeyStore {
   private keys: PublicSigningKey[] = [];
   private reloads: Every | undefined;
   private readonly batches: BatchSigner;
+  private readonly rotationHooks: RotationHook[] = [];
   /** Reloads run one after another, so one that read the rows earlier never ends after one that read them later. */
   private reloading: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -66,6 +80,14 @@ export class SigningKeyStore {
     private readonly notifications?: Notifications,
   ) {
     this.batches = new BatchSigner((message) => this.sign(message));
+  }
+
+  /**
+   * Runs `hook` in every rotation's transaction, after the new key is stored, with a signer of the new key: for what
+   * must be signed again before an older key retires (the audit log's retention cuts).
+   */
+  onRotate(hook: RotationHook): void {
+    this.rotationHooks.push(hook);
   }
 
   async start(): Promise<void> {
@@ -251,6 +273,8 @@ export class SigningKeyStore {
        values ($1, 'Ed25519', $2, $3, 'active', $4, $5)`,
       [kid, raw, sealed, now, now],
     );
+    const signer = { kid, sign: (message: Uint8Array) => signWith(null, message, privateKey) };
+    for (const hook of this.rotationHooks) await hook(em, signer);
     // Delivered when (and only if) the transaction commits.
     await sql(em, "select pg_notify($1, $2)", [SIGNING_KEYS_CHANNEL, kid]);
     this.logger.info({ kid, retiring, retired, retireAfterSeconds }, "signing key rotated");
