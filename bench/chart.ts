@@ -51,7 +51,12 @@ export function lineChart(opts: {
         axis: opts.log2x ? { values: [...new Set(opts.points.map((p) => p.x))] } : {},
       },
       y: { field: "y", type: "quantitative", title: opts.y, scale: { zero: true } },
-      color: { field: "series", type: "nominal", title: null, legend: { orient: "bottom", columns: 2, labelLimit: 400 } },
+      color: {
+        field: "series",
+        type: "nominal",
+        title: null,
+        legend: { orient: "bottom", columns: 2, labelLimit: 400 },
+      },
     },
   } as TopLevelSpec;
 }
