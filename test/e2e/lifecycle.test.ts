@@ -249,7 +249,7 @@ describe("the embedded default (no database URL)", () => {
       LICENSD_PORT: "0",
     });
     expect(wrongKey.code).toBe(1);
-    expect(wrongKey.stderr).toContain("LICENSD_DATA_KEY is not the key that sealed it");
+    expect(wrongKey.stderr).toContain("it was sealed under another key than LICENSD_DATA_KEY");
     expect(() => readFileSync(pidFile)).toThrow(); // a failed start stops the database it started
   });
 });

@@ -144,8 +144,12 @@ describe.skipIf(!REPLICA_AVAILABLE)("read replicas on a streaming replica", () =
     expect(await servedBy("primary")).toBeGreaterThan(primaryBefore);
     // Logged once per change, not once per probe: the state lines alternate (a loaded machine may stall a probe past
     // the bound earlier too, which is a change of its own, logged as one).
-    const changes = server!.output().match(/replica serving reads|replica skipped \(lagging\)/g) ?? [];
-    expect(changes.at(-1)).toBe("replica skipped (lagging)");
+    // (The server's log reaches this process through a pipe, after the answers above on their own sockets: wait for it.)
+    const changes = await until(
+      "the lagging state in the log",
+      () => server!.output().match(/replica serving reads|replica skipped \(lagging\)/g) ?? [],
+      (c) => c.at(-1) === "replica skipped (lagging)",
+    );
     expect(changes.filter((c, i) => c === changes[i - 1])).toEqual([]);
     // Still on the replica: it really is behind.
     expect(await pair!.psql(pair!.replica, `select status from licenses where id = '${w.licenseId}'`)).toBe("active");
