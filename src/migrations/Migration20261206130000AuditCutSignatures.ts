@@ -1,8 +1,8 @@
 import { Migration } from "@mikro-orm/migrations";
 
 /**
- * More signatures of a retention cut: a signing-key rotation signs every tenant's latest cut again with the new key, so a
- * chain that starts at a cut still verifies once the key that made the cut is retired (or withdrawn after a leak).
+ * More signatures of a retention cut: a signing-key rotation signs every tenant's latest cut again with the new key,
+ * so a chain that starts at a cut still verifies once the key that made the cut is retired (or withdrawn after a leak).
  * Append-only like audit_cuts (additive: the previous release never reads it).
  */
 export class Migration20261206130000AuditCutSignatures extends Migration {
