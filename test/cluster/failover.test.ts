@@ -113,12 +113,15 @@ describe.skipIf(!FORMATION_AVAILABLE)("failover on a pg_auto_failover formation"
     formation = await createFormation({ log: (l) => log(`formation: ${l}`) });
     const f = formation;
     log(`formation up in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${f.url}`);
-    const a = await startServer({ databaseUrl: f.url });
+    // What is under test is the failover, not the per-license and per-address activation rates: the Activate loop
+    // re-activates the same machines as fast as it can, which those limits refuse by design.
+    const rates = { LICENSD_ACTIVATION_RATE_PER_LICENSE: "0", LICENSD_ACTIVATION_RATE_PER_IP: "0" };
+    const a = await startServer({ databaseUrl: f.url, env: rates });
     servers.push(a);
     const key = a.superAdminKey;
     const b = await startServer({
       databaseUrl: f.url,
-      env: { LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: a.dataKey },
+      env: { ...rates, LICENSD_SUPER_ADMIN_KEY: key, LICENSD_DATA_KEY: a.dataKey },
     });
     servers.push(b);
     log(`instances A (${a.url}) and B (${b.url}) serving`);
