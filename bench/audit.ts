@@ -18,6 +18,7 @@ import { createAuditService } from "../src/audit/audit.service.js";
 import { appendLeaf, leafHash } from "../src/events/merkle.js";
 import { AuditKeyring } from "../src/events/audit-keyring.js";
 import { createEvents } from "../src/events/events.js";
+import { AuditSequencer } from "../src/events/sequencer.js";
 import { systemClock } from "../src/platform/clock.js";
 import { openDatabase, sql, type Database } from "../src/platform/db.js";
 import { schema } from "../src/entities.js";
@@ -60,7 +61,14 @@ async function rate(writers: number, op: (writer: number) => Promise<unknown>): 
 }
 
 async function appendRates(db: Database) {
-  const events = createEvents({ clock: systemClock, keyring: new AuditKeyring(randomBytes(32)) });
+  const keyring = new AuditKeyring(randomBytes(32));
+  const sequencer = new AuditSequencer(db, keyring, { logger, sweepMs: 60_000 });
+  const events = createEvents({
+    clock: systemClock,
+    keyring,
+    sequencer,
+    afterCommit: (em, hook) => db.afterCommit(em, hook),
+  });
   await sql(
     db,
     `create table bench_baseline (id bigserial primary key, tenant_id text not null, type text not null, payload jsonb not null, created_at timestamptz not null)`,
@@ -262,7 +270,12 @@ async function proofTimes(db: Database, url: string) {
     keyring,
     signingKeys,
     feed: new AuditFeed(url, logger),
-    events: createEvents({ clock: systemClock, keyring }),
+    events: createEvents({
+      clock: systemClock,
+      keyring,
+      sequencer: new AuditSequencer(db, keyring, { logger, sweepMs: 60_000 }),
+      afterCommit: (em, hook) => db.afterCommit(em, hook),
+    }),
   });
   const time = async (n: number, op: (i: number) => Promise<unknown>) => {
     const ms: number[] = [];

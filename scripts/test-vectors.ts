@@ -172,7 +172,10 @@ function memoryEm(rows: { licenses: License[]; machines: Machine[] }): EntityMan
   return fake as unknown as EntityManager;
 }
 
-const noEvents: Events = { emit: async () => ({ id: "evt_unused", seq: 0 }) };
+const noEvents: Events = {
+  emit: async () => ({ id: "evt_unused" }),
+  emitSequenced: async () => ({ id: "evt_unused", seq: 0 }),
+};
 
 // ---------------------------------------------------------------- TEST-ONLY keys and fixtures
 

@@ -50,7 +50,8 @@ import { createUsageWorker, type UsageWorker } from "./usage/usage.worker.js";
 import { createAuditRpc } from "./audit/audit.rpc.js";
 import { createAuditService, type AuditService } from "./audit/audit.service.js";
 import { AuditKeyring } from "./events/audit-keyring.js";
-import { createEvents } from "./events/events.js";
+import { createEvents, type Events } from "./events/events.js";
+import { AuditSequencer } from "./events/sequencer.js";
 import { createEventLog } from "./events/event-log.js";
 import { SigningKeyStore } from "./platform/signing-keys.js";
 import { createCatalogRpc } from "./licensing/catalog.rpc.js";
@@ -77,6 +78,10 @@ export interface App {
   server: RunningServer;
   health: HealthState;
   audit: AuditService;
+  /** Appends to the audit log (every service's mutations go through it). */
+  events: Events;
+  /** Sequences this process's queued audit entries, and sweeps what crashed instances left. */
+  sequencer: AuditSequencer;
   licenseWorker: LicenseWorker;
   heartbeatWorker: HeartbeatWorker;
   usageWorker: UsageWorker;
@@ -189,11 +194,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     acquired.push(() => feed.stop());
     await feed.start();
     // This process's caches drop what a change touched as soon as it commits, before its caller hears back.
+    const sequencer = new AuditSequencer(db, keyring, { logger, sweepMs: config.auditSweepMs });
+    acquired.push(() => sequencer.stop());
     const events = createEvents({
       clock,
       keyring,
-      committed: (em, tenantId, seq) => db.afterCommit(em, () => feed.announce(tenantId, seq)),
+      sequencer,
+      afterCommit: (em, hook) => db.afterCommit(em, hook),
+      sequenced: (tenantId) => feed.announce(tenantId),
     });
+    sequencer.start();
     const signingKeys = new SigningKeyStore(db, dataKeys, clock, logger, feed);
     acquired.push(() => signingKeys.stop());
     await signingKeys.start();
@@ -437,6 +447,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       server,
       health,
       audit,
+      events,
+      sequencer,
       licenseWorker,
       heartbeatWorker,
       usageWorker,
@@ -463,6 +475,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           const reloadEnded = signingKeys.stop();
           closingStage = "waiting for background passes";
           await Promise.all([passesEnded, reloadEnded]);
+          closingStage = "sequencing the last audit entries";
+          await sequencer.stop();
           closingStage = "closing the audit feed";
           await feed.stop();
           closingStage = "closing the database pool";

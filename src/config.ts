@@ -56,6 +56,8 @@ export interface Config {
   licenseFileHmacSecret: string | undefined;
   /** How often an idle audit tail gets a keep-alive. */
   auditKeepAliveMs: number;
+  /** How often queued audit entries are swept into the log (LICENSD_AUDIT_SWEEP_MS; left only by a crash). */
+  auditSweepMs: number;
   /** Activation attempts allowed per license (token bucket: burst, refilled evenly over the period); null disables. */
   activationRatePerLicense: RateRule | null;
   /** Activation attempts allowed per client IP address; null disables. */
@@ -501,6 +503,7 @@ function readTuning({ int }: Settings) {
     shutdownDelayMs: int("LICENSD_SHUTDOWN_DELAY_MS", 0, 0, 600_000),
     workers: int("LICENSD_WORKERS", 1, 1, 256),
     auditKeepAliveMs: int("LICENSD_AUDIT_KEEPALIVE_MS", 15_000, 100, 600_000),
+    auditSweepMs: int("LICENSD_AUDIT_SWEEP_MS", 2_000, 50, 600_000),
     heartbeatSweepMs: int("LICENSD_HEARTBEAT_SWEEP_MS", 30_000, 100, 3_600_000),
   };
 }

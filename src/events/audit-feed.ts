@@ -3,7 +3,7 @@ import type pg from "pg";
 import { backoff } from "../platform/backoff.js";
 import type { Logger } from "../platform/logger.js";
 import { PostgresTarget } from "../platform/postgres-target.js";
-import { AUDIT_CHANNEL } from "./events.js";
+import { AUDIT_CHANNEL } from "./entry.js";
 
 /**
  * This process's ear on the audit log: one LISTEN connection that hears every entry
@@ -103,11 +103,11 @@ export class AuditFeed {
   }
 
   /**
-   * An entry this process committed, told at once (its NOTIFY comes back later): the
+   * A change this process committed, its entries sequenced, told at once (the NOTIFY comes back later): the
    * `onEntry` listeners run now, so a caller that changed something reads its own write.
    */
-  announce(tenantId: string, seq: number) {
-    this.wake.emit(ANY_ENTRY, tenantId, seq);
+  announce(tenantId: string) {
+    this.wake.emit(ANY_ENTRY, tenantId, this.latest.get(tenantId) ?? 0);
   }
 
   /**

@@ -1,17 +1,11 @@
-import canonicalize from "canonicalize";
 import type { Clock } from "../platform/clock.js";
-import { sha256 } from "../platform/crypto.js";
 import { sql, type EntityManager } from "../platform/db.js";
 import { newId } from "../platform/ids.js";
-import { appendLeaf, leafHash } from "./merkle.js";
 import type { AuditKeyring } from "./audit-keyring.js";
+import type { JsonValue } from "./entry.js";
+import { sequence, type AuditSequencer } from "./sequencer.js";
 
-/** The channel every committed audit entry is announced on (payload `tenant_id:seq`). */
-export const AUDIT_CHANNEL = "licensd_audit";
-
-export const GENESIS_HASH = Buffer.alloc(32);
-
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export { AUDIT_CHANNEL, entryHash, GENESIS_HASH, type EntryFields, type JsonValue } from "./entry.js";
 
 /** A state change, as a service reports it. */
 export interface DomainEvent {
@@ -25,129 +19,87 @@ export interface DomainEvent {
   payload: { [key: string]: JsonValue };
 }
 
-/** The fields an entry's hash covers. */
-export interface EntryFields {
-  tenantId: string;
-  seq: number;
-  id: string;
-  type: string;
-  subject: string;
-  actor: string;
-  payload: unknown;
-  occurredAt: Date;
-  prevHash: Uint8Array;
-}
-
-/** SHA-256 over the RFC 8785 canonical JSON of the entry's fields (documented in the proto). */
-export function entryHash(e: EntryFields): Buffer {
-  const canonical = canonicalize({
-    tenant_id: e.tenantId,
-    seq: e.seq,
-    id: e.id,
-    type: e.type,
-    subject: e.subject,
-    actor: e.actor,
-    payload: e.payload,
-    occurred_at: e.occurredAt.toISOString(),
-    prev_hash: Buffer.from(e.prevHash).toString("hex"),
-  });
-  return sha256(canonical!);
-}
-
 export interface Events {
   /**
-   * Appends the event to its tenant's audit log inside the caller's transaction: the
-   * entry, its Merkle leaf and the new chain head commit or roll back with the change
-   * itself, and a NOTIFY announces it at commit.
+   * Appends the event to its tenant's audit log with the caller's transaction; the entry
+   * commits or rolls back with the change. When no other transaction holds the tenant's
+   * head, the entry is sequenced at once, in the caller's transaction (which then holds the
+   * head until it ends); when one does, the entry is queued without waiting, and sequenced
+   * with the other queued ones right after the commit, before `db.tx` returns (sequencer.ts).
    */
-  emit(em: EntityManager, event: DomainEvent): Promise<{ id: string; seq: number }>;
-}
-
-interface Head {
-  seq: string;
-  hash: Buffer;
-  frontier: Buffer;
+  emit(em: EntityManager, event: DomainEvent): Promise<{ id: string }>;
+  /**
+   * Appends the event now, in the caller's transaction, and says its seq: waits for the
+   * tenant's head. For the rare change that records its own place in the log (a webhook
+   * endpoint starts after its creation's entry).
+   */
+  emitSequenced(em: EntityManager, event: DomainEvent): Promise<{ id: string; seq: number }>;
 }
 
 /**
- * `committed`, when given, is told of each entry with the transaction it was written in:
- * the server registers it to run after that commit, so this process's caches drop what the
- * change touched before its caller hears back (other instances learn it by NOTIFY).
+ * `afterCommit` runs a hook once `em`'s transaction has committed, and `db.tx` awaits it
+ * (platform/db.ts): a queued entry's settle, then `sequenced`, which the server uses to tell
+ * this process's caches and tails of the new entries before the caller hears back (other
+ * instances hear the sequencer's NOTIFY).
  */
 export function createEvents({
   clock,
   keyring,
-  committed,
+  sequencer,
+  afterCommit,
+  sequenced,
 }: {
   clock: Clock;
   keyring: AuditKeyring;
-  committed?: (em: EntityManager, tenantId: string, seq: number) => void;
+  sequencer: AuditSequencer;
+  afterCommit: (em: EntityManager, hook: () => Promise<void>) => void;
+  sequenced?: (tenantId: string) => void;
 }): Events {
+  const announceAfterCommit = (em: EntityManager, tenantId: string, settle: boolean) =>
+    afterCommit(em, async () => {
+      try {
+        if (settle) await sequencer.settle(tenantId);
+      } catch {
+        // Logged by the sequencer; the entry stays queued for the next sweep, and the change did commit.
+      } finally {
+        // Even when settling failed, the change committed: caches must drop what it touched.
+        sequenced?.(tenantId);
+      }
+    });
+  // The entry as the log stores it: its payload as jsonb gives it back (queued entries are hashed as read back).
+  const entryOf = (event: DomainEvent) => ({
+    pid: null,
+    id: newId("evt"),
+    type: event.type,
+    subject: event.subject,
+    actor: event.actor,
+    payload: JSON.parse(JSON.stringify(event.payload)) as unknown,
+    occurredAt: clock.now(),
+  });
   return {
     async emit(em, event) {
-      // The hot path of every mutation: plain SQL, two round trips (lock the head, then
-      // one statement that writes everything).
-      const lockHead = () =>
-        sql<Head>(em, `select seq, hash, frontier from audit_heads where tenant_id = $1 for update`, [event.tenantId]);
-      let [head] = await lockHead();
-      if (!head) {
-        await sql(
-          em,
-          `insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, 0, $2, '\\x') on conflict do nothing`,
-          [event.tenantId, GENESIS_HASH],
-        );
-        [head] = await lockHead();
+      const own = entryOf(event);
+      const now = sequencer.contended(event.tenantId)
+        ? undefined
+        : await sequence(em, keyring, event.tenantId, { limit: null, own, skipLocked: true });
+      if (now) {
+        announceAfterCommit(em, event.tenantId, false);
+        return { id: own.id };
       }
-      const seq = Number(head.seq) + 1;
-      const id = newId("evt");
-      const occurredAt = clock.now();
-      const fields: EntryFields = { ...event, seq, id, occurredAt, prevHash: head.hash };
-      const hash = entryHash(fields);
-      const { kid, signature } = keyring.sign(hash);
-      const frontier: Buffer[] = [];
-      for (let i = 0; i < head.frontier.length; i += 32) frontier.push(head.frontier.subarray(i, i + 32));
-      const tree = appendLeaf(frontier, seq - 1, leafHash(hash));
-
-      // Nodes' parameters follow the 18 fixed ones.
-      const nodeValues = tree.completed
-        .map((_, i) => `($${19 + 4 * i}, $${20 + 4 * i}, $${21 + 4 * i}, $${22 + 4 * i})`)
-        .join(", ");
       await sql(
         em,
-        `with entry as (
-           insert into audit_events
-             (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
-           values ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12)
-         ), nodes as (
-           insert into audit_tree_nodes (tenant_id, level, index, hash) values ${nodeValues}
-         ), head as (
-           update audit_heads set seq = $13, hash = $14, frontier = $15 where tenant_id = $16
-         )
-         select pg_notify($17, $18)`,
-        [
-          event.tenantId,
-          seq,
-          id,
-          event.type,
-          event.subject,
-          event.actor,
-          JSON.stringify(event.payload),
-          occurredAt,
-          head.hash,
-          hash,
-          kid,
-          signature,
-          seq,
-          hash,
-          Buffer.concat(tree.frontier),
-          event.tenantId,
-          AUDIT_CHANNEL,
-          `${event.tenantId}:${seq}`,
-          ...tree.completed.flatMap((n) => [event.tenantId, n.level, n.index, n.hash]),
-        ],
+        `insert into audit_pending (tenant_id, id, type, subject, actor, payload, occurred_at)
+         values ($1, $2, $3, $4, $5, $6::jsonb, $7)`,
+        [event.tenantId, own.id, own.type, own.subject, own.actor, JSON.stringify(own.payload), own.occurredAt],
       );
-      committed?.(em, event.tenantId, seq);
-      return { id, seq };
+      announceAfterCommit(em, event.tenantId, true);
+      return { id: own.id };
+    },
+    async emitSequenced(em, event) {
+      const own = entryOf(event);
+      const { seq } = (await sequence(em, keyring, event.tenantId, { limit: null, own }))!;
+      announceAfterCommit(em, event.tenantId, false);
+      return { id: own.id, seq };
     },
   };
 }

@@ -13,6 +13,7 @@ import { Migration20261123110000UsageDedupeTenantSeq } from "./Migration20261123
 import { Migration20261206000000Webhooks } from "./Migration20261206000000Webhooks.js";
 import { Migration20261123121500IdempotencySealed } from "./Migration20261123121500IdempotencySealed.js";
 import { Migration20261206120000DataKeyMaterial } from "./Migration20261206120000DataKeyMaterial.js";
+import { Migration20261207000000AuditPending } from "./Migration20261207000000AuditPending.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
@@ -36,4 +37,5 @@ export const migrationsList = [
   { name: "Migration20261206000000Webhooks", class: Migration20261206000000Webhooks },
   { name: "Migration20261206120000DataKeyMaterial", class: Migration20261206120000DataKeyMaterial },
   { name: "Migration20261206130000AuditCutSignatures", class: Migration20261206130000AuditCutSignatures },
+  { name: "Migration20261207000000AuditPending", class: Migration20261207000000AuditPending },
 ];

@@ -1,6 +1,7 @@
 import { MikroORM, type EntityManager, type Options, type PostgreSqlConnection } from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
+import type pg from "pg";
 import type { Logger } from "./logger.js";
 import { PostgresTarget } from "./postgres-target.js";
 
@@ -119,6 +120,30 @@ async function onPool<T>(
   }
 }
 
+/**
+ * Gives the pool back a client whose connection ended while it was checked out. Kysely (0.29) releases a
+ * transaction's client only after its COMMIT or ROLLBACK succeeded: when the connection is lost in the middle of a
+ * transaction (a failover, pg_terminate_backend), both fail and the client stays checked out for good, shrinking
+ * the pool by one each time and making its end() wait forever. Hand-written: no option of Kysely, MikroORM or pg
+ * covers it. The release is made idempotent, as the holder may still call it.
+ */
+function returnLostClients(pool: pg.Pool): void {
+  const out = new WeakSet<pg.PoolClient>();
+  const watched = new WeakSet<pg.PoolClient>();
+  pool.on("acquire", (client) => {
+    out.add(client);
+    if (watched.has(client)) return;
+    watched.add(client);
+    client.once("end", () => {
+      if (!out.has(client)) return;
+      const release = client.release;
+      client.release = () => undefined;
+      release(new Error("connection ended while checked out"));
+    });
+  });
+  pool.on("release", (_err, client) => out.delete(client as pg.PoolClient));
+}
+
 export interface Database {
   orm: MikroORM;
   /**
@@ -126,8 +151,11 @@ export interface Database {
    * registered on it.
    */
   tx<T>(fn: (em: EntityManager) => Promise<T>): Promise<T>;
-  /** Runs `hook` once the transaction of `em` (one `tx` gave) has committed; never, if it rolls back. */
-  afterCommit(em: EntityManager, hook: () => void): void;
+  /**
+   * Runs `hook` once the transaction of `em` (one `tx` gave) has committed, never if it rolls back; `tx` returns
+   * after its hooks (a hook's promise is awaited), in the order they were registered.
+   */
+  afterCommit(em: EntityManager, hook: () => void | Promise<void>): void;
   /** A fresh EntityManager for reads outside a transaction. */
   em(): EntityManager;
   /** One statement on a pooled connection: what `sql(db, …)` and `affectedRows(db, …)` run. */
@@ -184,11 +212,12 @@ export async function openDatabase(
     allowGlobalContext: false,
   };
   const orm = await MikroORM.init(config);
-  const hooks = new WeakMap<EntityManager, (() => void)[]>();
+  returnLostClients((await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient()) as pg.Pool);
+  const hooks = new WeakMap<EntityManager, (() => void | Promise<void>)[]>();
   const db: Database = {
     orm,
     async tx(fn) {
-      let after: (() => void)[] | undefined;
+      let after: (() => void | Promise<void>)[] | undefined;
       const result = await orm.em.fork().transactional(async (em) => {
         const r = await fn(em);
         after = hooks.get(em);
@@ -197,7 +226,7 @@ export async function openDatabase(
       // Committed: a hook that fails must not make the caller think the change did not happen.
       for (const hook of after ?? []) {
         try {
-          hook();
+          await hook();
         } catch (err) {
           opts.logger.error({ err }, "after-commit hook failed");
         }

@@ -150,7 +150,7 @@ export function createEndpointService(deps: {
       const now = clock.now();
       const endpoint = { url, description: input.description, eventTypes, enabled: input.enabled };
       // The endpoint hears events committed after the one recording its creation.
-      const { seq } = await events.emit(em, {
+      const { seq } = await events.emitSequenced(em, {
         tenantId,
         type: "webhook.endpoint.created",
         subject: id,

@@ -9,6 +9,7 @@ import { createTestDatabase, query } from "../support/database.js";
 import { AuditFeed } from "../../src/events/audit-feed.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
 import { createEvents } from "../../src/events/events.js";
+import { AuditSequencer } from "../../src/events/sequencer.js";
 import { createEventLog, dailyCounts } from "../../src/events/event-log.js";
 import { systemClock } from "../../src/platform/clock.js";
 import { createLogger } from "../../src/platform/logger.js";
@@ -232,10 +233,14 @@ describe("the audit log", () => {
     const feed = new AuditFeed(a.databaseUrl, createLogger("silent"));
     const heard: string[] = [];
     feed.onEntry((tenantId) => heard.push(tenantId));
+    const keyring = new AuditKeyring(a.app.dataKeyMaterial.auditHmacDk1, config.auditHmacKeys);
+    const sequencer = new AuditSequencer(database, keyring, { logger: createLogger("silent"), sweepMs: 60_000 });
     const events = createEvents({
       clock: systemClock,
-      keyring: new AuditKeyring(a.app.dataKeyMaterial.auditHmacDk1, config.auditHmacKeys),
-      committed: (em, tenantId, seq) => database.afterCommit(em, () => feed.announce(tenantId, seq)),
+      keyring,
+      sequencer,
+      afterCommit: (em, hook) => database.afterCommit(em, hook),
+      sequenced: (tenantId) => feed.announce(tenantId),
     });
     const entry = { tenantId: t.id, type: "tenant.noted", subject: t.id, actor: "test", payload: {} };
     await expect(

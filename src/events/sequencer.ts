@@ -1,0 +1,278 @@
+import type { Database, EntityManager } from "../platform/db.js";
+import { sql } from "../platform/db.js";
+import type { Logger } from "../platform/logger.js";
+import type { AuditKeyring } from "./audit-keyring.js";
+import { AUDIT_CHANNEL, entryHash, type EntryFields } from "./entry.js";
+import { appendLeaf, leafHash } from "./merkle.js";
+
+/**
+ * Gives queued audit entries their place in the tenant's log. A change writes its entry to
+ * audit_pending in its own transaction, taking no lock (events.ts); right after it commits,
+ * the writer asks this process's sequencer to settle the tenant, which, holding the tenant's
+ * audit_heads row (the one lock every sequencer of the tenant takes, on any instance), moves
+ * the queue into audit_events in batches: seq, hash chain, HMAC, the Merkle tree's nodes and the
+ * new head are written and the queue rows deleted in one transaction, announced by one NOTIFY.
+ *
+ * So the serial section per tenant is one short transaction per batch, not every change's own
+ * transaction: concurrent changes of a tenant commit in parallel and share one sequencing
+ * (BENCHMARKS.md, Audit and Writes). What the log promises is unchanged: an entry is queued
+ * if and only if its change committed, and every queued entry is sequenced (by its writer's
+ * settle, or, after a crash, by any instance's sweep); seqs are gapless because only the
+ * head's holder assigns them; readers see only sequenced entries.
+ */
+
+/** A queued entry, as the sequencer reads it back. */
+export interface Queued {
+  pid: number | null;
+  id: string;
+  type: string;
+  subject: string;
+  actor: string;
+  payload: unknown;
+  occurredAt: Date;
+}
+
+/** At most this many entries are sequenced per transaction. */
+export const SEQUENCE_BATCH = 1000;
+
+interface Locked {
+  head_seq: string;
+  head_hash: Buffer;
+  head_frontier: Buffer;
+  queued: {
+    pid: number;
+    id: string;
+    type: string;
+    subject: string;
+    actor: string;
+    payload: unknown;
+    occurred_ms: number;
+  }[];
+}
+
+/**
+ * On `em`'s transaction: locks the tenant's head, then appends its queued entries (oldest first, at most `limit`;
+ * all when null) and `own` after them. Returns how many queued entries it took and the new head seq; undefined when
+ * `skipLocked` and another transaction holds the head.
+ */
+export async function sequence(
+  em: EntityManager,
+  keyring: AuditKeyring,
+  tenantId: string,
+  opts: { limit: number | null; own?: Queued; skipLocked?: boolean },
+): Promise<{ taken: number; seq: number } | undefined> {
+  const { own } = opts;
+  // Locks the head, then reads the queue (migration AuditPending): one round trip.
+  const [locked] = await sql<Locked>(em, `select * from audit_lock_head($1, $2, $3)`, [
+    tenantId,
+    opts.skipLocked ?? false,
+    opts.limit,
+  ]);
+  if (!locked) return undefined;
+  const head = { seq: locked.head_seq, hash: locked.head_hash, frontier: locked.head_frontier };
+  const queued: Queued[] = locked.queued.map((r) => ({
+    pid: r.pid,
+    id: r.id,
+    type: r.type,
+    subject: r.subject,
+    actor: r.actor,
+    payload: r.payload,
+    occurredAt: new Date(r.occurred_ms),
+  }));
+  const taken = queued.length;
+  if (own) queued.push(own);
+  if (queued.length === 0) return { taken: 0, seq: Number(head.seq) };
+
+  let seq = Number(head.seq);
+  let prevHash: Buffer = head.hash;
+  let frontier: Buffer[] = [];
+  for (let i = 0; i < head.frontier.length; i += 32) frontier.push(head.frontier.subarray(i, i + 32));
+  const cols = { seq: [] as number[], prev: [] as Buffer[], hash: [] as Buffer[], kid: [] as string[] };
+  const sigs: Buffer[] = [];
+  const nodes = { level: [] as number[], index: [] as number[], hash: [] as Buffer[] };
+  for (const q of queued) {
+    seq++;
+    const fields: EntryFields = { tenantId, seq, ...q, prevHash };
+    const hash = entryHash(fields);
+    const { kid, signature } = keyring.sign(hash);
+    const tree = appendLeaf(frontier, seq - 1, leafHash(hash));
+    for (const n of tree.completed) {
+      nodes.level.push(n.level);
+      nodes.index.push(n.index);
+      nodes.hash.push(n.hash);
+    }
+    cols.seq.push(seq);
+    cols.prev.push(prevHash);
+    cols.hash.push(hash);
+    cols.kid.push(kid);
+    sigs.push(signature);
+    frontier = tree.frontier;
+    prevHash = hash;
+  }
+  await sql(
+    em,
+    `with entries as (
+       insert into audit_events
+         (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
+       select $1, e.seq, e.id, e.type, e.subject, e.actor, e.payload::jsonb, e.occurred_at::timestamptz,
+              e.prev_hash, e.hash, e.kid, e.signature
+         from unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::bytea[], $10::bytea[], $11::text[], $12::bytea[])
+           as e(seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
+     ), nodes as (
+       insert into audit_tree_nodes (tenant_id, level, index, hash)
+       select $1, n.level, n.index, n.hash from unnest($13::smallint[], $14::bigint[], $15::bytea[]) as n(level, index, hash)
+     ), taken as (
+       delete from audit_pending where pid = any($16::bigint[])
+     ), head as (
+       update audit_heads set seq = $17, hash = $18, frontier = $19 where tenant_id = $1
+     )
+     select pg_notify($20, $21)`,
+    [
+      tenantId,
+      cols.seq,
+      queued.map((q) => q.id),
+      queued.map((q) => q.type),
+      queued.map((q) => q.subject),
+      queued.map((q) => q.actor),
+      queued.map((q) => JSON.stringify(q.payload)),
+      queued.map((q) => q.occurredAt.toISOString()),
+      cols.prev,
+      cols.hash,
+      cols.kid,
+      sigs,
+      nodes.level,
+      nodes.index,
+      nodes.hash,
+      queued.slice(0, taken).map((q) => q.pid),
+      seq,
+      prevHash,
+      Buffer.concat(frontier),
+      AUDIT_CHANNEL,
+      `${tenantId}:${seq}`,
+    ],
+  );
+  return { taken, seq };
+}
+
+interface TenantRuns {
+  running?: Promise<void>;
+  /** When the last run ended (performance.now()); the tenant counts as contended for CONTENDED_MS after. */
+  endedAt?: number;
+  /** The run that starts when `running` ends: every settle asked during `running` shares it. */
+  queued?: Promise<void>;
+}
+
+/**
+ * A tenant whose entries this process queued within this many ms appends by queueing: a writer that sequenced its
+ * own entry would hold the head to its commit and stall the batches (BENCHMARKS.md, Audit).
+ */
+const CONTENDED_MS = 200;
+
+export class AuditSequencer {
+  private readonly runs = new Map<string, TenantRuns>();
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly keyring: AuditKeyring,
+    private readonly opts: {
+      logger: Logger;
+      /** How often every tenant's queue is swept (entries whose writer died between commit and settle). */
+      sweepMs: number;
+      /** Told after each committed batch: the tenant and its new head seq. */
+      onSequenced?: (tenantId: string, seq: number) => void;
+    },
+  ) {}
+
+  /** Sweeps now (what a crashed instance left queued) and every `sweepMs`. */
+  start(): void {
+    this.sweeper = setInterval(() => void this.sweep(), this.opts.sweepMs).unref();
+    void this.sweep();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweeper);
+    await this.sweeping;
+    await Promise.allSettled([...this.runs.values()].flatMap((r) => [r.running, r.queued]));
+  }
+
+  /**
+   * Resolves once every entry of the tenant queued before the call is sequenced (by this
+   * process or another instance). Concurrent calls share runs: while one runs, every later
+   * call waits for the single next one, which takes all their entries in one batch.
+   */
+  settle(tenantId: string): Promise<void> {
+    let runs = this.runs.get(tenantId);
+    if (!runs) {
+      runs = {};
+      this.runs.set(tenantId, runs);
+    }
+    const tenant = runs;
+    if (tenant.queued) return tenant.queued;
+    const startRun = (): Promise<void> => {
+      const run = this.drain(tenantId).finally(() => {
+        if (tenant.running === run) tenant.running = undefined;
+        tenant.endedAt = performance.now();
+        setTimeout(() => {
+          if (!tenant.running && !tenant.queued && this.runs.get(tenantId) === tenant) this.runs.delete(tenantId);
+        }, CONTENDED_MS).unref();
+      });
+      tenant.running = run;
+      return run;
+    };
+    if (!tenant.running) return startRun();
+    const next = tenant.running
+      .catch(() => undefined)
+      .then(() => {
+        tenant.queued = undefined;
+        return startRun();
+      });
+    tenant.queued = next;
+    return next;
+  }
+
+  /**
+   * Whether this process queued the tenant's entries lately (a run is going, or ended within CONTENDED_MS): then a new
+   * entry joins the queue rather than taking the head in its writer's transaction.
+   */
+  contended(tenantId: string): boolean {
+    const runs = this.runs.get(tenantId);
+    if (!runs) return false;
+    return Boolean(runs.running || runs.queued) || performance.now() - (runs.endedAt ?? 0) < CONTENDED_MS;
+  }
+
+  private async drain(tenantId: string): Promise<void> {
+    try {
+      for (;;) {
+        const { taken, seq } = (await this.db.tx((em) =>
+          sequence(em, this.keyring, tenantId, { limit: SEQUENCE_BATCH }),
+        ))!;
+        if (taken > 0) this.opts.onSequenced?.(tenantId, seq);
+        if (taken < SEQUENCE_BATCH) return;
+      }
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message, tenantId }, "audit entries stay queued (sequencing failed)");
+      throw err;
+    }
+  }
+
+  /** Settles every tenant with queued entries; resolves when done (failures are logged, and retried next sweep). */
+  sweep(): Promise<void> {
+    this.sweeping ??= (async () => {
+      try {
+        const tenants = await sql<{ tenant_id: string }>(
+          this.db,
+          `select distinct tenant_id from audit_pending limit 10000`,
+        );
+        await Promise.all(tenants.map((t) => this.settle(t.tenant_id)));
+      } catch (err) {
+        this.opts.logger.warn({ err: (err as Error).message }, "audit sequencer sweep failed; retrying");
+      } finally {
+        this.sweeping = undefined;
+      }
+    })();
+    return this.sweeping;
+  }
+}
