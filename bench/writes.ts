@@ -97,8 +97,18 @@ function wrkScript(keys?: string[]): string {
   return file;
 }
 
-/** One wrk round of SECONDS at CONNECTIONS; throws on any failed request, so a rate of failures is never reported. */
+/** licensd's CPU time so far (user + system), in seconds, from its /metrics. */
+async function serverCpu(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^licensd_process_cpu_seconds_total ([\d.e+-]+)$/m.exec(text)![1]);
+}
+
+/**
+ * One wrk round of SECONDS at CONNECTIONS, with licensd's CPU milliseconds per counted request; throws on any failed
+ * request, so a rate of failures is never reported.
+ */
 async function wrkRound(url: string, procedure: string, script: string) {
+  const cpuBefore = await serverCpu(url);
   const { stdout } = await run$(
     "wrk",
     ["-t", "2", "-c", String(CONNECTIONS), "-d", `${SECONDS}s`, "-s", script, `${url}/${procedure}`],
@@ -109,16 +119,20 @@ async function wrkRound(url: string, procedure: string, script: string) {
   if (!counts || !rps) throw new Error(`${procedure}: unreadable wrk output\n${stdout}`);
   if (Number(counts[2]) > 0 || Number(counts[1]) === 0)
     throw new Error(`${procedure}: ${counts[2]} failed of ${counts[1]} requests\n${stdout}`);
-  return { rps: Number(rps[1]), requests: Number(counts[1]) };
+  const requests = Number(counts[1]);
+  return { rps: Number(rps[1]), requests, cpuMs: (((await serverCpu(url)) - cpuBefore) * 1000) / requests };
 }
 
-/** The start of a statement on one line, as a markdown table cell can hold it. */
+/** The start of a statement on one line, literals elided (so one statement groups as one), for a markdown table cell. */
 const statement = (query: string) => {
-  const line = query.replace(/\s+/g, " ").trim();
+  const line = query
+    .replace(/\s+/g, " ")
+    .replace(/E?'(?:[^']|'')*'/g, "'…'")
+    .trim();
   return (line.length > 70 ? `${line.slice(0, 70)}…` : line).replaceAll("|", "\\|");
 };
 
-type Sample = { busy: number; waiting: string[] };
+type Sample = { busy: number; inTransaction: number; waiting: string[] };
 
 /** Samples the server database's busy backends every SAMPLE_MS until stopped; keeps what each lock waiter runs. */
 function lockSampler(databaseUrl: string) {
@@ -127,13 +141,20 @@ function lockSampler(databaseUrl: string) {
   let timer: NodeJS.Timeout | undefined;
   let pending = Promise.resolve();
   const sample = async () => {
-    const { rows } = await client.query<{ wait_event_type: string | null; wait_event: string | null; query: string }>(
-      `select wait_event_type, wait_event, query from pg_stat_activity
-       where datname = current_database() and state = 'active' and pid <> pg_backend_pid()`,
+    const { rows } = await client.query<{
+      state: string;
+      wait_event_type: string | null;
+      wait_event: string | null;
+      query: string;
+    }>(
+      `select state, wait_event_type, wait_event, query from pg_stat_activity
+       where datname = current_database() and state in ('active', 'idle in transaction') and pid <> pg_backend_pid()`,
     );
+    const busy = rows.filter((row) => row.state === "active");
     samples.push({
-      busy: rows.length,
-      waiting: rows
+      busy: busy.length,
+      inTransaction: rows.length - busy.length,
+      waiting: busy
         .filter((row) => row.wait_event_type === "Lock")
         .map((row) => `Lock:${row.wait_event} in \`${statement(row.query)}\``),
     });
@@ -155,27 +176,30 @@ function lockSampler(databaseUrl: string) {
 }
 
 /** ROUNDS alternating (Health.Check, first activations over `keys`), lock-sampled while activations run. */
+type Round = Awaited<ReturnType<typeof wrkRound>>;
+
 async function measure(server: Server, keys: string[], sampler: ReturnType<typeof lockSampler>) {
-  const health: number[] = [];
-  const activate: number[] = [];
-  let activations = 0;
+  const health: Round[] = [];
+  const activate: Round[] = [];
   const healthScript = wrkScript();
   for (let i = 0; i < ROUNDS; i++) {
-    health.push((await wrkRound(server.url, HEALTH, healthScript)).rps);
+    health.push(await wrkRound(server.url, HEALTH, healthScript));
     sampler.start();
-    const round = await wrkRound(server.url, ACTIVATE, wrkScript(keys)).finally(() => sampler.stop());
-    activate.push(round.rps);
-    activations += round.requests;
-    process.stdout.write(`  round ${i + 1}: Health.Check ${r(health.at(-1)!)} req/s, Activate ${r(round.rps)} req/s\n`);
+    activate.push(await wrkRound(server.url, ACTIVATE, wrkScript(keys)).finally(() => sampler.stop()));
+    process.stdout.write(
+      `  round ${i + 1}: Health.Check ${r(health[i]!.rps)} req/s, Activate ${r(activate[i]!.rps)} req/s\n`,
+    );
   }
-  const ratios = activate.map((a, i) => a / health[i]!);
+  const ratios = activate.map((a, i) => a.rps / health[i]!.rps);
   return {
-    health: med(health),
-    activate: med(activate),
+    health: med(health.map((h) => h.rps)),
+    activate: med(activate.map((a) => a.rps)),
+    healthCpuMs: med(health.map((h) => h.cpuMs)),
+    activateCpuMs: med(activate.map((a) => a.cpuMs)),
+    activations: activate.reduce((n, a) => n + a.requests, 0),
     ratio: med(ratios),
     low: Math.min(...ratios),
     high: Math.max(...ratios),
-    activations,
   };
 }
 
@@ -186,8 +210,9 @@ function lockSummary(samples: Sample[]) {
   const byStatement = new Map<string, number>();
   for (const w of samples.flatMap((s) => s.waiting)) byStatement.set(w, (byStatement.get(w) ?? 0) + 1);
   const top = [...byStatement].sort((a, b) => b[1] - a[1]).slice(0, 5);
-  const perSample = samples.map((s) => `${s.waiting.length}/${s.busy}`).join(", ");
-  return { busy, waiting, top, perSample, count: samples.length };
+  const inTransaction = samples.reduce((n, s) => n + s.inTransaction, 0);
+  const perSample = samples.map((s) => `${s.waiting.length}/${s.busy}/${s.inTransaction}`).join(", ");
+  return { busy, waiting, inTransaction, top, perSample, count: samples.length };
 }
 
 export async function run(): Promise<string> {
@@ -241,23 +266,25 @@ type Measured = Awaited<ReturnType<typeof measure>>;
 
 function report(one: Measured, many: Measured, oneLocks: LockSummary, manyLocks: LockSummary): string {
   const row = (what: string, m: Measured) =>
-    `| ${what} | ${r(m.health)} | ${r(m.activate)} | ${m.ratio.toFixed(3)} | ${m.low.toFixed(3)}–${m.high.toFixed(3)} |`;
+    `| ${what} | ${r(m.health)} | ${r(m.activate)} | ${m.ratio.toFixed(3)} | ${m.low.toFixed(3)}–${m.high.toFixed(3)} | ` +
+    `${m.healthCpuMs.toFixed(2)} | ${m.activateCpuMs.toFixed(2)} |`;
   const locks = (what: string, l: LockSummary) =>
     `${what}: ${l.count} samples, ${l.waiting} of ${l.busy} busy backends waiting on a lock ` +
-    `(${l.busy === 0 ? "—" : `${Math.round((100 * l.waiting) / l.busy)} %`}); per sample (waiting/busy): ${l.perSample}.`;
+    `(${l.busy === 0 ? "—" : `${Math.round((100 * l.waiting) / l.busy)} %`}), ${l.inTransaction} more idle in ` +
+    `transaction (waiting for licensd); per sample (lock-waiting/busy/idle in transaction): ${l.perSample}.`;
   return [
     "## Audited writes: first activations (bench/writes.ts)",
     "",
-    `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432, activation rate limits off. Every request is the first activation of a new machine (wrk Lua script: license keys in rotation, a fingerprint never used before), so each one inserts a machine and appends a \`machine.activated\` entry to its tenant's audit log in one transaction. wrk -t2 -c${CONNECTIONS} -d${SECONDS}s, Connect JSON over HTTP/1.1; ${ROUNDS} rounds alternate Health.Check (same tool, same connections) and Activate; rates are medians, each ratio the median of the rounds' ratios (their range beside it). Any failed request fails the benchmark.`,
+    `One \`licensd serve\` on the PostgreSQL at 127.0.0.1:5432, activation rate limits off. Every request is the first activation of a new machine (wrk Lua script: license keys in rotation, a fingerprint never used before), so each one inserts a machine and appends a \`machine.activated\` entry to its tenant's audit log in one transaction. wrk -t2 -c${CONNECTIONS} -d${SECONDS}s, Connect JSON over HTTP/1.1; ${ROUNDS} rounds alternate Health.Check (same tool, same connections) and Activate; rates are medians, each ratio the median of the rounds' ratios (their range beside it). Any failed request fails the benchmark. licensd's CPU per request is its process CPU time (from its /metrics) over a round divided by the round's requests, median of the rounds: when it times the rate comes near 1,000 ms/s (licensd runs requests on one thread), licensd's own work bounds the rate, not a lock.`,
     "",
-    "| first activations spread over | Health.Check req/s | Activate req/s | ratio | rounds' ratios |",
-    "|---|---:|---:|---:|---:|",
+    "| first activations spread over | Health.Check req/s | Activate req/s | ratio | rounds' ratios | licensd CPU ms per Health.Check | per Activate |",
+    "|---|---:|---:|---:|---:|---:|---:|",
     row(`${LICENSES} licenses of one tenant`, one),
     row(`${LICENSES} licenses in ${LICENSES} tenants`, many),
     "",
     `Goal (issue 25): one tenant ≥ 0.25× Health.Check: ${one.ratio >= 0.25 ? "met" : "NOT met"}.`,
     "",
-    `pg_stat_activity on licensd's database every ${SAMPLE_MS} ms while activations ran (\`state = 'active'\`, the sampler excluded):`,
+    `pg_stat_activity on licensd's database every ${SAMPLE_MS} ms while activations ran (busy: \`state = 'active'\`; the sampler excluded):`,
     "",
     `- ${locks("one tenant", oneLocks)}`,
     `- ${locks(`${LICENSES} tenants`, manyLocks)}`,
