@@ -211,7 +211,8 @@ function lockSummary(samples: Sample[]) {
   for (const w of samples.flatMap((s) => s.waiting)) byStatement.set(w, (byStatement.get(w) ?? 0) + 1);
   const top = [...byStatement].sort((a, b) => b[1] - a[1]).slice(0, 5);
   const inTransaction = samples.reduce((n, s) => n + s.inTransaction, 0);
-  const perSample = samples.map((s) => `${s.waiting.length}/${s.busy}/${s.inTransaction}`).join(", ");
+  const counts = [(s: Sample) => s.waiting.length, (s: Sample) => s.busy, (s: Sample) => s.inTransaction];
+  const perSample = counts.map((count) => med(samples.map(count))).join("/");
   return { busy, waiting, inTransaction, top, perSample, count: samples.length };
 }
 
@@ -271,7 +272,7 @@ function report(one: Measured, many: Measured, oneLocks: LockSummary, manyLocks:
   const locks = (what: string, l: LockSummary) =>
     `${what}: ${l.count} samples, ${l.waiting} of ${l.busy} busy backends waiting on a lock ` +
     `(${l.busy === 0 ? "—" : `${Math.round((100 * l.waiting) / l.busy)} %`}), ${l.inTransaction} more idle in ` +
-    `transaction (waiting for licensd); per sample (lock-waiting/busy/idle in transaction): ${l.perSample}.`;
+    `transaction (waiting for licensd); median per sample (lock-waiting/busy/idle in transaction): ${l.perSample}.`;
   return [
     "## Audited writes: first activations (bench/writes.ts)",
     "",
