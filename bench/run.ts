@@ -8,6 +8,7 @@ const ALL = [
   "audit",
   "licensing",
   "activation",
+  "writes",
   "usage",
   "propagation",
   "uploader",
