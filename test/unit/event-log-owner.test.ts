@@ -12,7 +12,14 @@ import { describe, expect, it } from "vitest";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const SRC = path.join(ROOT, "src");
-const LOG_TABLES = ["audit_events", "audit_heads", "audit_tree_nodes", "audit_cuts", "audit_cut_signatures"];
+const LOG_TABLES = [
+  "audit_events",
+  "audit_heads",
+  "audit_pending",
+  "audit_tree_nodes",
+  "audit_cuts",
+  "audit_cut_signatures",
+];
 const LOG_TABLE = new RegExp(`\\b(${LOG_TABLES.join("|")})\\b`);
 const OWNERS = ["events", "migrations"];
 
