@@ -155,6 +155,82 @@ describe("SIGKILL", () => {
     expect([...final.values()].every((n) => n === 1)).toBe(true);
   });
 
+  it("under audited writes on two instances: every committed change has its entry once; the log stays gapless and verifies", async () => {
+    const env = { LICENSD_AUDIT_SWEEP_MS: "200" };
+    const cluster = await startCluster(2, env);
+    cleanup.push(() => cluster.close());
+    const [doomed, survivor] = cluster.instances as [ServerProcess, ServerProcess];
+    const v = await vendor(survivor.url, cluster.superAdminKey, "AUD");
+    const on = (url: string) => connectClient(LicensingService, url, v.admin);
+    const acknowledged: string[] = [];
+    let stop = false;
+    let n = 0;
+    // 16 writers, half on the instance that is killed: changes in every state (queued, being sequenced, committed
+    // but not yet settled) when it dies.
+    const writers = Array.from({ length: 16 }, async (_, w) => {
+      const url = w % 2 === 0 ? doomed.url : survivor.url;
+      while (!stop) {
+        const i = n++;
+        try {
+          const { customer } = await on(url).createCustomer({ name: `C${i}`, email: `c${i}@aud.example` });
+          acknowledged.push(customer!.id);
+        } catch {
+          if (url === doomed.url) return; // the instance is gone
+        }
+      }
+    });
+    await until(
+      "200 changes acknowledged",
+      () => acknowledged.length,
+      (k) => k >= 200,
+      30_000,
+      5,
+    );
+    await doomed.stop("SIGKILL");
+    const queuedAtKill = (
+      await query<{ n: number }>(cluster.databaseUrl, "select count(*)::int as n from audit_pending")
+    )[0]!.n;
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await within(Promise.all(writers), "the writers to stop");
+
+    await until(
+      "the survivor's sweep to empty the queue",
+      async () =>
+        (await query<{ n: number }>(cluster.databaseUrl, "select count(*)::int as n from audit_pending"))[0]!.n,
+      (k) => k === 0,
+    );
+    const customers = await query<{ id: string }>(
+      cluster.databaseUrl,
+      "select id from customers where tenant_id = $1 and email like '%@aud.example'",
+      [v.tenantId],
+    );
+    const entries = await query<{ subject: string }>(
+      cluster.databaseUrl,
+      "select subject from audit_events where tenant_id = $1 and type = 'customer.created'",
+      [v.tenantId],
+    );
+    console.info(
+      `audit: ${acknowledged.length} changes acknowledged, ${customers.length} committed, ${queuedAtKill} entries queued at the kill`,
+    );
+    // Each committed change (acknowledged or not: the kill may cut an answer) has exactly one entry, and no other
+    // (the vendor's first customer is one of them).
+    const ids = customers.map((c) => c.id).sort();
+    expect(entries.map((e) => e.subject).sort()).toEqual(ids);
+    for (const id of acknowledged) expect(ids).toContain(id);
+    const [chain] = await query<{ n: number; max: number }>(
+      cluster.databaseUrl,
+      "select count(*)::int as n, max(seq)::int as max from audit_events where tenant_id = $1",
+      [v.tenantId],
+    );
+    expect(chain!.n).toBe(chain!.max);
+    expect(
+      await connectClient(AuditService, survivor.url, cluster.superAdminKey).verifyAuditChain({
+        tenantId: v.tenantId,
+      }),
+    ).toMatchObject({ valid: true, eventsChecked: BigInt(chain!.n) });
+  });
+
   it("during an import: re-running it on a new process leaves each license and customer exactly once", async () => {
     const cluster = await startCluster(1, { LICENSD_KEY_COLLISION_RATE_PER_TENANT: "0" });
     cleanup.push(() => cluster.close());
