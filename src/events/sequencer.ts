@@ -173,6 +173,7 @@ export class AuditSequencer {
   private readonly runs = new Map<string, TenantRuns>();
   private sweeper: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  private sweepFailing = false;
 
   constructor(
     private readonly db: Database,
@@ -267,8 +268,11 @@ export class AuditSequencer {
           `select distinct tenant_id from audit_pending limit 10000`,
         );
         await Promise.all(tenants.map((t) => this.settle(t.tenant_id)));
+        this.sweepFailing = false;
       } catch (err) {
-        this.opts.logger.warn({ err: (err as Error).message }, "audit sequencer sweep failed; retrying");
+        // Once per outage: the sweep retries every sweepMs, and a settle's failure is logged by its run.
+        if (!this.sweepFailing) this.opts.logger.warn({ err: (err as Error).message }, "audit sweep failed; retrying");
+        this.sweepFailing = true;
       } finally {
         this.sweeping = undefined;
       }
