@@ -121,7 +121,8 @@ export async function sequence(
            as e(seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
      ), nodes as (
        insert into audit_tree_nodes (tenant_id, level, index, hash)
-       select $1, n.level, n.index, n.hash from unnest($13::smallint[], $14::bigint[], $15::bytea[]) as n(level, index, hash)
+       select $1, n.level, n.index, n.hash
+         from unnest($13::smallint[], $14::bigint[], $15::bytea[]) as n(level, index, hash)
      ), taken as (
        delete from audit_pending where pid = any($16::bigint[])
      ), head as (

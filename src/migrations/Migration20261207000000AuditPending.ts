@@ -36,7 +36,8 @@ export class Migration20261207000000AuditPending extends Migration {
       begin
         for attempt in 1..2 loop
           if p_skip_locked then
-            select a.seq, a.hash, a.frontier into h from audit_heads a where a.tenant_id = p_tenant for update skip locked;
+            select a.seq, a.hash, a.frontier into h from audit_heads a where a.tenant_id = p_tenant
+              for update skip locked;
           else
             select a.seq, a.hash, a.frontier into h from audit_heads a where a.tenant_id = p_tenant for update;
           end if;
