@@ -1,4 +1,4 @@
-import { sql, type Database } from "../platform/db.js";
+import { sql, type Database, type EntityManager } from "../platform/db.js";
 import type { License, Policy, Product } from "../licensing/licensing.entity.js";
 import type { Machine } from "./machine.entity.js";
 
@@ -9,15 +9,17 @@ import type { Machine } from "./machine.entity.js";
  * once per pooled connection: planning this four-table join was most of PostgreSQL's work
  * per heartbeat.
  */
-const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata,
-         m.status, m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
-         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
+/** The license, policy and product columns a lease is built from (`license_id`, `tenant_id` named by the caller). */
+const LICENSE_COLUMNS = `l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
          l.product_id, l.policy_id,
          l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
          p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements,
          p.max_machines as p_max_machines, p.max_users,
          p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
          pr.code, pr.name as pr_name, pr.features`;
+const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata,
+         m.status, m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
+         ${LICENSE_COLUMNS}`;
 const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l
      join policies p on p.id = l.policy_id
      join products pr on pr.id = l.product_id
@@ -34,19 +36,10 @@ const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at
          cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
-interface StampRow {
-  id: string;
+/** A license with its policy and product (LICENSE_COLUMNS). */
+interface LicenseRow {
   tenant_id: string;
   license_id: string;
-  fingerprint: string;
-  hostname: string;
-  platform: string;
-  cores: number;
-  ip: string;
-  metadata: Record<string, string>;
-  status: string;
-  offline: boolean;
-  created_ms: string;
   l_status: License["status"];
   l_expires_ms: string | null;
   product_id: string;
@@ -69,32 +62,23 @@ interface StampRow {
   features: Product["features"];
 }
 
+interface StampRow extends LicenseRow {
+  id: string;
+  fingerprint: string;
+  hostname: string;
+  platform: string;
+  cores: number;
+  ip: string;
+  metadata: Record<string, string>;
+  status: string;
+  offline: boolean;
+  created_ms: string;
+}
+
 const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
 
-/**
- * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
- * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
- * undefined, having changed nothing, when there is no such machine alive or the license is
- * not active and unexpired (the full path answers those).
- */
-export async function stampMachine(
-  db: Database,
-  keyDigest: Buffer,
-  fingerprint: string,
-  now: Date,
-  seen?: { hostname: string; platform: string; cores: number; ip: string },
-) {
-  const [r] = seen
-    ? await sql<StampRow>(
-        db,
-        ACTIVATE_STAMP,
-        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
-        {
-          name: "licensd-activate-again",
-        },
-      )
-    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
-  if (!r) return undefined;
+/** The plain records a lease is built from, out of LICENSE_COLUMNS. */
+function licenseRecordsOf(r: LicenseRow) {
   const license = {
     id: r.license_id,
     tenantId: r.tenant_id,
@@ -120,6 +104,33 @@ export async function stampMachine(
     offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
   } as Policy;
   const product = { code: r.code, name: r.pr_name, features: r.features } as Product;
+  return { license, policy, product };
+}
+
+/**
+ * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
+ * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
+ * undefined, having changed nothing, when there is no such machine alive or the license is
+ * not active and unexpired (the full path answers those).
+ */
+export async function stampMachine(
+  db: Database,
+  keyDigest: Buffer,
+  fingerprint: string,
+  now: Date,
+  seen?: { hostname: string; platform: string; cores: number; ip: string },
+) {
+  const [r] = seen
+    ? await sql<StampRow>(
+        db,
+        ACTIVATE_STAMP,
+        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
+        {
+          name: "licensd-activate-again",
+        },
+      )
+    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
+  if (!r) return undefined;
   const machine = {
     id: r.id,
     tenantId: r.tenant_id,
@@ -137,5 +148,59 @@ export async function stampMachine(
     createdAt: new Date(Number(r.created_ms)),
     updatedAt: now,
   } as Machine;
-  return { license, policy, product, machine };
+  return { ...licenseRecordsOf(r), machine };
+}
+
+/*
+ * Activate's fast path for a new machine takes two statements in one transaction, as the full path does: the license
+ * row is locked first, and the seats are counted by a later statement, whose snapshot sees every machine committed by
+ * the transactions that held the lock before (one statement's snapshot predates its wait for the lock).
+ */
+const LOCK_USABLE_LICENSE = `select l.id as license_id, l.tenant_id, p.floating, ${LICENSE_COLUMNS}
+   from licenses l
+     join policies p on p.id = l.policy_id
+     join products pr on pr.id = l.product_id
+   where l.key_digest = $1 and l.status = 'active' and (l.expires_at is null or l.expires_at > $2)
+   for update of l`;
+/** Inserts the machine if the license has fewer than $14 machines (0: no limit) and none with its fingerprint. */
+const INSERT_WITHIN_SEATS = `insert into machines
+     (id, tenant_id, license_id, fingerprint, hostname, platform, cores, ip, metadata, last_heartbeat_at,
+      status, dead_at, offline, created_at, updated_at)
+   select $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $10, $10
+   where $14::int = 0 or (select count(*) from machines where license_id = $3) < $14::int
+   on conflict (license_id, fingerprint) do nothing
+   returning id`;
+
+/**
+ * In `em`'s transaction: locks the license a key digest names if it is active and unexpired at `now`, and returns it
+ * with its policy, product and whether it floats; undefined, having locked nothing, for any other license.
+ */
+export async function lockUsableLicense(em: EntityManager, keyDigest: Buffer, now: Date) {
+  const [r] = await sql<LicenseRow & { floating: boolean }>(em, LOCK_USABLE_LICENSE, [keyDigest, now]);
+  return r && { ...licenseRecordsOf(r), floating: r.floating };
+}
+
+/**
+ * In `em`'s transaction, under the license's lock: inserts `machine` unless its license already has `seats` machines
+ * (0: no limit) or one with its fingerprint. Says whether it did.
+ */
+export async function insertWithinSeats(em: EntityManager, machine: Machine, seats: number): Promise<boolean> {
+  const m = machine;
+  const inserted = await sql(em, INSERT_WITHIN_SEATS, [
+    m.id,
+    m.tenantId,
+    m.licenseId,
+    m.fingerprint,
+    m.hostname,
+    m.platform,
+    m.cores,
+    m.ip,
+    JSON.stringify(m.metadata),
+    m.createdAt,
+    m.status,
+    m.deadAt,
+    m.offline,
+    seats,
+  ]);
+  return inserted.length === 1;
 }
