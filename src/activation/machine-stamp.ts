@@ -151,56 +151,37 @@ export async function stampMachine(
   return { ...licenseRecordsOf(r), machine };
 }
 
-/*
- * Activate's fast path for a new machine takes two statements in one transaction, as the full path does: the license
- * row is locked first, and the seats are counted by a later statement, whose snapshot sees every machine committed by
- * the transactions that held the lock before (one statement's snapshot predates its wait for the lock).
+/**
+ * Activate's fast path for a new machine, in `em`'s transaction: migration ActivationAddMachine's function locks the
+ * license and inserts the machine if a seat is free, and gives back the locked row, joined here with its policy and
+ * product.
  */
-const LOCK_USABLE_LICENSE = `select l.id as license_id, l.tenant_id, p.floating, ${LICENSE_COLUMNS}
-   from licenses l
+const ADD_MACHINE = `select l.id as license_id, l.tenant_id, ${LICENSE_COLUMNS}
+   from activation_add_machine($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) l
      join policies p on p.id = l.policy_id
-     join products pr on pr.id = l.product_id
-   where l.key_digest = $1 and l.status = 'active' and (l.expires_at is null or l.expires_at > $2)
-   for update of l`;
-/** Inserts the machine if the license has fewer than $14 machines (0: no limit) and none with its fingerprint. */
-const INSERT_WITHIN_SEATS = `insert into machines
-     (id, tenant_id, license_id, fingerprint, hostname, platform, cores, ip, metadata, last_heartbeat_at,
-      status, dead_at, offline, created_at, updated_at)
-   select $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $10, $10
-   where $14::int = 0 or (select count(*) from machines where license_id = $3) < $14::int
-   on conflict (license_id, fingerprint) do nothing
-   returning id`;
+     join products pr on pr.id = l.product_id`;
 
 /**
- * In `em`'s transaction: locks the license a key digest names if it is active and unexpired at `now`, and returns it
- * with its policy, product and whether it floats; undefined, having locked nothing, for any other license.
+ * In `em`'s transaction: locks the license a key digest names if it is active and unexpired at `now`, then inserts a
+ * new, alive machine of it (`id`, what it says of itself) unless the license has no free seat (node-locked: one) or a
+ * machine with that fingerprint. Returns the license with its policy and product when it inserted the machine;
+ * undefined, having inserted nothing, otherwise.
  */
-export async function lockUsableLicense(em: EntityManager, keyDigest: Buffer, now: Date) {
-  const [r] = await sql<LicenseRow & { floating: boolean }>(em, LOCK_USABLE_LICENSE, [keyDigest, now]);
-  return r && { ...licenseRecordsOf(r), floating: r.floating };
-}
-
-/**
- * In `em`'s transaction, under the license's lock: inserts `machine` unless its license already has `seats` machines
- * (0: no limit) or one with its fingerprint. Says whether it did.
- */
-export async function insertWithinSeats(em: EntityManager, machine: Machine, seats: number): Promise<boolean> {
-  const m = machine;
-  const inserted = await sql(em, INSERT_WITHIN_SEATS, [
+export async function addNewMachine(
+  em: EntityManager,
+  keyDigest: Buffer,
+  m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">,
+) {
+  const [r] = await sql<LicenseRow>(em, ADD_MACHINE, [
+    keyDigest,
+    m.now,
     m.id,
-    m.tenantId,
-    m.licenseId,
     m.fingerprint,
     m.hostname,
     m.platform,
     m.cores,
     m.ip,
     JSON.stringify(m.metadata),
-    m.createdAt,
-    m.status,
-    m.deadAt,
-    m.offline,
-    seats,
   ]);
-  return inserted.length === 1;
+  return r && licenseRecordsOf(r);
 }

@@ -13,7 +13,7 @@ import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
-import { insertWithinSeats, lockUsableLicense, stampMachine } from "./machine-stamp.js";
+import { addNewMachine, stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";
 
@@ -244,20 +244,21 @@ export function createMachineService(deps: {
   }
 
   /**
-   * Activate's fast path for a machine the license has never had (machine-stamp.ts): the license row locked first, then
-   * the machine inserted if a seat is free, the same entry emitted and the lease signed, in one transaction and no ORM.
-   * Undefined, having changed nothing, for anything else, which the full `activate` answers.
+   * Activate's fast path for a machine the license has never had (machine-stamp.ts): one statement locks the license
+   * row and inserts the machine if a seat is free, then the same entry is emitted and the lease signed, in one
+   * transaction and no ORM. Undefined, having changed nothing, for anything else, which the full `activate` answers.
    */
   async function createFast(db: Database, key: string, info: MachineInfo) {
     const found = lookupLicenseKey(key, keyring);
     if (!found.ok) return undefined; // the full path says why
     return db.tx(async (em) => {
+      const id = newId("mach");
       const now = clock.now();
-      const locked = await lockUsableLicense(em, found.digest, now);
-      if (!locked) return undefined;
-      const { license, policy, product, floating } = locked;
+      const added = await addNewMachine(em, found.digest, { id, now, ...info });
+      if (!added) return undefined;
+      const { license, policy, product } = added;
       const machine = {
-        id: newId("mach"),
+        id,
         tenantId: license.tenantId,
         licenseId: license.id,
         ...info,
@@ -268,9 +269,6 @@ export function createMachineService(deps: {
         createdAt: now,
         updatedAt: now,
       } as Machine;
-      // A node-locked license has one seat whatever its limit says (addMachine's two checks).
-      const seats = floating ? (license.maxMachines ?? policy.maxMachines) : 1;
-      if (!(await insertWithinSeats(em, machine, seats))) return undefined;
       await emitActivated(em, machine, `license:${license.id}`);
       return { machine, lease: await leaseOf(product, policy, license, machine) };
     });
