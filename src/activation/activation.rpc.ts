@@ -104,13 +104,13 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
           ip: ctx.values.get(peerAddressKey),
           metadata: req.metadata,
         };
-        // A machine already active and alive (an agent restarting), without an idempotency key
-        // to record: one statement. Anything else takes the full path, in one transaction.
-        const again = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
-        if (again)
+        // Without an idempotency key to record, a machine already active and alive (an agent restarting) or a new one
+        // of a usable license takes the fast path (no ORM); anything else the full path, in one transaction.
+        const fast = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
+        if (fast)
           return create(pb.ActivateResponseSchema, {
-            machine: machineToProto(again.machine),
-            lease: leaseToProto(again.lease),
+            machine: machineToProto(fast.machine),
+            lease: leaseToProto(fast.lease),
           });
         return idempotency.run(
           {

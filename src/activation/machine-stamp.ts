@@ -1,4 +1,4 @@
-import { sql, type Database } from "../platform/db.js";
+import { sql, type Database, type EntityManager } from "../platform/db.js";
 import type { License, Policy, Product } from "../licensing/licensing.entity.js";
 import type { Machine } from "./machine.entity.js";
 
@@ -9,15 +9,17 @@ import type { Machine } from "./machine.entity.js";
  * once per pooled connection: planning this four-table join was most of PostgreSQL's work
  * per heartbeat.
  */
-const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata,
-         m.status, m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
-         l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
+/** The license, policy and product columns a lease is built from (`license_id`, `tenant_id` named by the caller). */
+const LICENSE_COLUMNS = `l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
          l.product_id, l.policy_id,
          l.entitlement_overrides, l.agent_overrides, l.max_machines as l_max_machines,
          p.name as p_name, p.all_features, p.entitlements, p.agent_entitlements,
          p.max_machines as p_max_machines, p.max_users,
          p.expiration_strategy, p.grace_seconds, p.lease_ttl_seconds, p.offline_lease_ttl_seconds,
          pr.code, pr.name as pr_name, pr.features`;
+const RETURNING = `m.id, m.tenant_id, m.license_id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata,
+         m.status, m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms,
+         ${LICENSE_COLUMNS}`;
 const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l
      join policies p on p.id = l.policy_id
      join products pr on pr.id = l.product_id
@@ -34,19 +36,10 @@ const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at
          cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
-interface StampRow {
-  id: string;
+/** A license with its policy and product (LICENSE_COLUMNS). */
+interface LicenseRow {
   tenant_id: string;
   license_id: string;
-  fingerprint: string;
-  hostname: string;
-  platform: string;
-  cores: number;
-  ip: string;
-  metadata: Record<string, string>;
-  status: string;
-  offline: boolean;
-  created_ms: string;
   l_status: License["status"];
   l_expires_ms: string | null;
   product_id: string;
@@ -69,32 +62,23 @@ interface StampRow {
   features: Product["features"];
 }
 
+interface StampRow extends LicenseRow {
+  id: string;
+  fingerprint: string;
+  hostname: string;
+  platform: string;
+  cores: number;
+  ip: string;
+  metadata: Record<string, string>;
+  status: string;
+  offline: boolean;
+  created_ms: string;
+}
+
 const ms = (v: string | null) => (v === null ? null : new Date(Number(v)));
 
-/**
- * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
- * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
- * undefined, having changed nothing, when there is no such machine alive or the license is
- * not active and unexpired (the full path answers those).
- */
-export async function stampMachine(
-  db: Database,
-  keyDigest: Buffer,
-  fingerprint: string,
-  now: Date,
-  seen?: { hostname: string; platform: string; cores: number; ip: string },
-) {
-  const [r] = seen
-    ? await sql<StampRow>(
-        db,
-        ACTIVATE_STAMP,
-        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
-        {
-          name: "licensd-activate-again",
-        },
-      )
-    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
-  if (!r) return undefined;
+/** The plain records a lease is built from, out of LICENSE_COLUMNS. */
+function licenseRecordsOf(r: LicenseRow) {
   const license = {
     id: r.license_id,
     tenantId: r.tenant_id,
@@ -120,6 +104,33 @@ export async function stampMachine(
     offlineLeaseTtlSeconds: r.offline_lease_ttl_seconds === null ? null : Number(r.offline_lease_ttl_seconds),
   } as Policy;
   const product = { code: r.code, name: r.pr_name, features: r.features } as Product;
+  return { license, policy, product };
+}
+
+/**
+ * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
+ * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
+ * undefined, having changed nothing, when there is no such machine alive or the license is
+ * not active and unexpired (the full path answers those).
+ */
+export async function stampMachine(
+  db: Database,
+  keyDigest: Buffer,
+  fingerprint: string,
+  now: Date,
+  seen?: { hostname: string; platform: string; cores: number; ip: string },
+) {
+  const [r] = seen
+    ? await sql<StampRow>(
+        db,
+        ACTIVATE_STAMP,
+        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
+        {
+          name: "licensd-activate-again",
+        },
+      )
+    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
+  if (!r) return undefined;
   const machine = {
     id: r.id,
     tenantId: r.tenant_id,
@@ -137,5 +148,40 @@ export async function stampMachine(
     createdAt: new Date(Number(r.created_ms)),
     updatedAt: now,
   } as Machine;
-  return { license, policy, product, machine };
+  return { ...licenseRecordsOf(r), machine };
+}
+
+/**
+ * Activate's fast path for a new machine, in `em`'s transaction: migration ActivationAddMachine's function locks the
+ * license and inserts the machine if a seat is free, and gives back the locked row, joined here with its policy and
+ * product.
+ */
+const ADD_MACHINE = `select l.id as license_id, l.tenant_id, ${LICENSE_COLUMNS}
+   from activation_add_machine($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) l
+     join policies p on p.id = l.policy_id
+     join products pr on pr.id = l.product_id`;
+
+/**
+ * In `em`'s transaction: locks the license a key digest names if it is active and unexpired at `now`, then inserts a
+ * new, alive machine of it (`id`, what it says of itself) unless the license has no free seat (node-locked: one) or a
+ * machine with that fingerprint. Returns the license with its policy and product when it inserted the machine;
+ * undefined, having inserted nothing, otherwise.
+ */
+export async function addNewMachine(
+  em: EntityManager,
+  keyDigest: Buffer,
+  m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">,
+) {
+  const [r] = await sql<LicenseRow>(em, ADD_MACHINE, [
+    keyDigest,
+    m.now,
+    m.id,
+    m.fingerprint,
+    m.hostname,
+    m.platform,
+    m.cores,
+    m.ip,
+    JSON.stringify(m.metadata),
+  ]);
+  return r && licenseRecordsOf(r);
 }

@@ -13,7 +13,7 @@ import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
-import { stampMachine } from "./machine-stamp.js";
+import { addNewMachine, stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";
 
@@ -221,13 +221,19 @@ export function createMachineService(deps: {
         throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
       throw err;
     }
-    await events.emit(em, {
-      tenantId: license.tenantId,
+    await emitActivated(em, machine, actor);
+    return machine;
+  }
+
+  /** The one `machine.activated` entry of a created machine, whichever path created it. */
+  function emitActivated(em: EntityManager, machine: Machine, actor: string) {
+    return events.emit(em, {
+      tenantId: machine.tenantId,
       type: "machine.activated",
       subject: machine.id,
       actor,
       payload: {
-        license_id: license.id,
+        license_id: machine.licenseId,
         fingerprint: machine.fingerprint,
         hostname: machine.hostname,
         platform: machine.platform,
@@ -235,7 +241,37 @@ export function createMachineService(deps: {
         offline: machine.offline,
       },
     });
-    return machine;
+  }
+
+  /**
+   * Activate's fast path for a machine the license has never had (machine-stamp.ts): one statement locks the license
+   * row and inserts the machine if a seat is free, then the same entry is emitted and the lease signed, in one
+   * transaction and no ORM. Undefined, having changed nothing, for anything else, which the full `activate` answers.
+   */
+  async function createFast(db: Database, key: string, info: MachineInfo) {
+    const found = lookupLicenseKey(key, keyring);
+    if (!found.ok) return undefined; // the full path says why
+    return db.tx(async (em) => {
+      const id = newId("mach");
+      const now = clock.now();
+      const added = await addNewMachine(em, found.digest, { id, now, ...info });
+      if (!added) return undefined;
+      const { license, policy, product } = added;
+      const machine = {
+        id,
+        tenantId: license.tenantId,
+        licenseId: license.id,
+        ...info,
+        status: "alive",
+        deadAt: null,
+        offline: false,
+        lastHeartbeatAt: now,
+        createdAt: now,
+        updatedAt: now,
+      } as Machine;
+      await emitActivated(em, machine, `license:${license.id}`);
+      return { machine, lease: await leaseOf(product, policy, license, machine) };
+    });
   }
 
   return {
@@ -346,12 +382,13 @@ export function createMachineService(deps: {
     },
 
     /**
-     * Activate's common case — the machine is already active and alive (an agent
-     * restarting), its license active and unexpired — in one statement and no ORM
-     * (machine-stamp.ts), with no license lock: no seat changes hands. Returns undefined,
-     * having changed nothing, for anything else, which the full `activate` answers.
+     * Activate's common cases without the ORM (machine-stamp.ts), for an active, unexpired license: a machine already
+     * active and alive (an agent restarting) is stamped in one statement, with no license lock as no seat changes
+     * hands; a machine the license never had is created under the license's lock if a seat is free (createFast).
+     * Returns undefined, having changed nothing, for anything else, which the full `activate` answers.
      */
-    activateFast: (db: Database, key: string, info: MachineInfo) => stampFast(db, key, info.fingerprint, info),
+    activateFast: async (db: Database, key: string, info: MachineInfo) =>
+      (await stampFast(db, key, info.fingerprint, info)) ?? (await createFast(db, key, info)),
 
     /**
      * Heartbeat's common case in one statement and no ORM (machine-stamp.ts): a live

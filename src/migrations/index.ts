@@ -14,6 +14,7 @@ import { Migration20261206000000Webhooks } from "./Migration20261206000000Webhoo
 import { Migration20261123121500IdempotencySealed } from "./Migration20261123121500IdempotencySealed.js";
 import { Migration20261206120000DataKeyMaterial } from "./Migration20261206120000DataKeyMaterial.js";
 import { Migration20261207000000AuditPending } from "./Migration20261207000000AuditPending.js";
+import { Migration20261208000000ActivationAddMachine } from "./Migration20261208000000ActivationAddMachine.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
@@ -38,4 +39,5 @@ export const migrationsList = [
   { name: "Migration20261206120000DataKeyMaterial", class: Migration20261206120000DataKeyMaterial },
   { name: "Migration20261206130000AuditCutSignatures", class: Migration20261206130000AuditCutSignatures },
   { name: "Migration20261207000000AuditPending", class: Migration20261207000000AuditPending },
+  { name: "Migration20261208000000ActivationAddMachine", class: Migration20261208000000ActivationAddMachine },
 ];
