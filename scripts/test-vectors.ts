@@ -175,6 +175,7 @@ function memoryEm(rows: { licenses: License[]; machines: Machine[] }): EntityMan
 const noEvents: Events = {
   emit: async () => ({ id: "evt_unused" }),
   emitSequenced: async () => ({ id: "evt_unused", seq: 0 }),
+  queuedBy: async () => {},
 };
 
 // ---------------------------------------------------------------- TEST-ONLY keys and fixtures

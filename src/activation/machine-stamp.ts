@@ -1,4 +1,4 @@
-import { sql, type Database, type EntityManager } from "../platform/db.js";
+import { sql, type Database } from "../platform/db.js";
 import type { License, Policy, Product } from "../licensing/licensing.entity.js";
 import type { Machine } from "./machine.entity.js";
 
@@ -152,36 +152,45 @@ export async function stampMachine(
 }
 
 /**
- * Activate's fast path for a new machine, in `em`'s transaction: migration ActivationAddMachine's function locks the
- * license and inserts the machine if a seat is free, and gives back the locked row, joined here with its policy and
- * product.
+ * Activate's fast path for a new machine, one autocommit statement: migration ActivationAddMachine's function locks the
+ * license, inserts the machine if a seat is free and queues its audit entry, and gives back the locked row, joined
+ * here with its policy and product. Prepared once per pooled connection.
  */
 const ADD_MACHINE = `select l.id as license_id, l.tenant_id, ${LICENSE_COLUMNS}
-   from activation_add_machine($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) l
+   from activation_add_machine($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::jsonb) l
      join policies p on p.id = l.policy_id
      join products pr on pr.id = l.product_id`;
 
 /**
- * In `em`'s transaction: locks the license a key digest names if it is active and unexpired at `now`, then inserts a
- * new, alive machine of it (`id`, what it says of itself) unless the license has no free seat (node-locked: one) or a
- * machine with that fingerprint. Returns the license with its policy and product when it inserted the machine;
- * undefined, having inserted nothing, otherwise.
+ * Locks the license a key digest names if it is active and unexpired at `now`, then inserts a new, alive machine of it
+ * (`id`, what it says of itself) unless the license has no free seat (node-locked: one) or a machine with that
+ * fingerprint, and queues the machine.activated entry `event` (its payload completed with the license's id): one
+ * statement, committed on return. Returns the license with its policy and product when it inserted the machine (the
+ * caller then settles the tenant's log: events.queuedBy); undefined, having changed nothing, otherwise.
  */
 export async function addNewMachine(
-  em: EntityManager,
+  db: Database,
   keyDigest: Buffer,
   m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">,
+  event: { id: string; payload: Record<string, unknown> },
 ) {
-  const [r] = await sql<LicenseRow>(em, ADD_MACHINE, [
-    keyDigest,
-    m.now,
-    m.id,
-    m.fingerprint,
-    m.hostname,
-    m.platform,
-    m.cores,
-    m.ip,
-    JSON.stringify(m.metadata),
-  ]);
+  const [r] = await sql<LicenseRow>(
+    db,
+    ADD_MACHINE,
+    [
+      keyDigest,
+      m.now,
+      m.id,
+      m.fingerprint,
+      m.hostname,
+      m.platform,
+      m.cores,
+      m.ip,
+      JSON.stringify(m.metadata),
+      event.id,
+      JSON.stringify(event.payload),
+    ],
+    { name: "licensd-activate-new" },
+  );
   return r && licenseRecordsOf(r);
 }

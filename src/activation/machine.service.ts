@@ -225,53 +225,55 @@ export function createMachineService(deps: {
     return machine;
   }
 
-  /** The one `machine.activated` entry of a created machine, whichever path created it. */
+  /** What the `machine.activated` entry of a created machine says, whichever path created it. */
+  const activatedPayload = (machine: Machine) => ({
+    license_id: machine.licenseId,
+    fingerprint: machine.fingerprint,
+    hostname: machine.hostname,
+    platform: machine.platform,
+    ip: machine.ip,
+    offline: machine.offline,
+  });
+
+  /** The one `machine.activated` entry of a machine the full path created. */
   function emitActivated(em: EntityManager, machine: Machine, actor: string) {
     return events.emit(em, {
       tenantId: machine.tenantId,
       type: "machine.activated",
       subject: machine.id,
       actor,
-      payload: {
-        license_id: machine.licenseId,
-        fingerprint: machine.fingerprint,
-        hostname: machine.hostname,
-        platform: machine.platform,
-        ip: machine.ip,
-        offline: machine.offline,
-      },
+      payload: activatedPayload(machine),
     });
   }
 
   /**
-   * Activate's fast path for a machine the license has never had (machine-stamp.ts): one statement locks the license
-   * row and inserts the machine if a seat is free, then the same entry is emitted and the lease signed, in one
-   * transaction and no ORM. Undefined, having changed nothing, for anything else, which the full `activate` answers.
+   * Activate's fast path for a machine the license has never had (machine-stamp.ts): one autocommit statement locks
+   * the license row, inserts the machine if a seat is free and queues its `machine.activated` entry; then the tenant's
+   * log is settled (as after any commit) and the lease signed. No transaction of licensd's, no ORM. Undefined, having
+   * changed nothing, for anything else, which the full `activate` answers.
    */
   async function createFast(db: Database, key: string, info: MachineInfo) {
     const found = lookupLicenseKey(key, keyring);
     if (!found.ok) return undefined; // the full path says why
-    return db.tx(async (em) => {
-      const id = newId("mach");
-      const now = clock.now();
-      const added = await addNewMachine(em, found.digest, { id, now, ...info });
-      if (!added) return undefined;
-      const { license, policy, product } = added;
-      const machine = {
-        id,
-        tenantId: license.tenantId,
-        licenseId: license.id,
-        ...info,
-        status: "alive",
-        deadAt: null,
-        offline: false,
-        lastHeartbeatAt: now,
-        createdAt: now,
-        updatedAt: now,
-      } as Machine;
-      await emitActivated(em, machine, `license:${license.id}`);
-      return { machine, lease: await leaseOf(product, policy, license, machine) };
-    });
+    const now = clock.now();
+    const machine = {
+      id: newId("mach"),
+      ...info,
+      status: "alive",
+      deadAt: null,
+      offline: false,
+      lastHeartbeatAt: now,
+      createdAt: now,
+      updatedAt: now,
+    } as Machine;
+    // The license's id completes the payload in the statement (it is not known before).
+    const { license_id: _, ...payload } = activatedPayload(machine);
+    const added = await addNewMachine(db, found.digest, { ...machine, now }, { id: newId("evt"), payload });
+    if (!added) return undefined;
+    const { license, policy, product } = added;
+    Object.assign(machine, { tenantId: license.tenantId, licenseId: license.id });
+    await events.queuedBy(license.tenantId);
+    return { machine, lease: await leaseOf(product, policy, license, machine) };
   }
 
   return {

@@ -34,6 +34,13 @@ export interface Events {
    * endpoint starts after its creation's entry).
    */
   emitSequenced(em: EntityManager, event: DomainEvent): Promise<{ id: string; seq: number }>;
+  /**
+   * For a change made by one autocommit statement of its own, which queued its entry itself with the SQL function
+   * `audit_queue` (migration AuditPending; e.g. Activate's new-machine path): called once that statement has returned,
+   * sequences the tenant's queue and tells this process, as `emit` does after a commit. Never rejects (the change is
+   * committed; a failure leaves the entry queued for the sweep).
+   */
+  queuedBy(tenantId: string): Promise<void>;
 }
 
 /**
@@ -55,17 +62,18 @@ export function createEvents({
   afterCommit: (em: EntityManager, hook: () => Promise<void>) => void;
   sequenced?: (tenantId: string) => void;
 }): Events {
+  const committed = async (tenantId: string, settle: boolean) => {
+    try {
+      if (settle) await sequencer.settle(tenantId);
+    } catch {
+      // Logged by the sequencer; the entry stays queued for the next sweep, and the change did commit.
+    } finally {
+      // Even when settling failed, the change committed: caches must drop what it touched.
+      sequenced?.(tenantId);
+    }
+  };
   const announceAfterCommit = (em: EntityManager, tenantId: string, settle: boolean) =>
-    afterCommit(em, async () => {
-      try {
-        if (settle) await sequencer.settle(tenantId);
-      } catch {
-        // Logged by the sequencer; the entry stays queued for the next sweep, and the change did commit.
-      } finally {
-        // Even when settling failed, the change committed: caches must drop what it touched.
-        sequenced?.(tenantId);
-      }
-    });
+    afterCommit(em, () => committed(tenantId, settle));
   // The entry as the log stores it: its payload as jsonb gives it back (queued entries are hashed as read back).
   const entryOf = (event: DomainEvent) => ({
     pid: null,
@@ -101,5 +109,6 @@ export function createEvents({
       announceAfterCommit(em, event.tenantId, false);
       return { id: own.id, seq };
     },
+    queuedBy: (tenantId) => committed(tenantId, true),
   };
 }

@@ -23,6 +23,15 @@ export class Migration20261207000000AuditPending extends Migration {
         occurred_at timestamptz not null
       )`);
     this.addSql(`create index audit_pending_tenant_idx on audit_pending (tenant_id, pid)`);
+    // How a change made by one statement of its own (no transaction around it) queues its entry in that statement:
+    // the statement calls this (e.g. activation_add_machine), then its caller settles the tenant (events.queuedBy).
+    this.addSql(`
+      create function audit_queue(p_tenant text, p_id text, p_type text, p_subject text, p_actor text,
+          p_payload jsonb, p_occurred_at timestamptz)
+        returns void language sql volatile as $$
+        insert into audit_pending (tenant_id, id, type, subject, actor, payload, occurred_at)
+          values (p_tenant, p_id, p_type, p_subject, p_actor, p_payload, p_occurred_at)
+      $$`);
     // One round trip for what a sequencer does first: lock the tenant's head (creating it before the first entry;
     // with skip_locked, nothing when another transaction holds it), then read its queue. Each statement of a
     // volatile function takes its own snapshot, so the queue is read after the lock: it shows what the previous
@@ -62,6 +71,7 @@ export class Migration20261207000000AuditPending extends Migration {
 
   override async down(): Promise<void> {
     this.addSql(`drop function audit_lock_head`);
+    this.addSql(`drop function audit_queue`);
     this.addSql(`drop table audit_pending`);
   }
 }

@@ -4,9 +4,10 @@ import { Migration } from "@mikro-orm/migrations";
  * Activate's fast path for a new machine (activation/machine-stamp.ts) in one round trip: lock the usable license a
  * key digest names, then insert the machine if a seat is free. Each statement of a volatile function takes its own
  * snapshot, so the seats are counted after the lock: the count shows the machines the lock's previous holders
- * committed (one plain statement's snapshot would predate its wait for the lock). Returns the locked license when the
- * machine was inserted, nothing otherwise (no such usable license, no seat, node-locked elsewhere, a machine with the
- * fingerprint already), which leaves the answer to the full path.
+ * committed (one plain statement's snapshot would predate its wait for the lock). When it inserts the machine it also
+ * queues the machine.activated audit entry (audit_queue), so the whole change is one autocommit statement, and
+ * returns the locked license; otherwise it changes nothing and returns nothing (no such usable license, no seat,
+ * node-locked elsewhere, a machine with the fingerprint already), which leaves the answer to the full path.
  *
  * Additive: the previous release never calls it.
  */
@@ -14,7 +15,8 @@ export class Migration20261208000000ActivationAddMachine extends Migration {
   override async up(): Promise<void> {
     this.addSql(`
       create function activation_add_machine(p_key_digest bytea, p_now timestamptz, p_id text, p_fingerprint text,
-          p_hostname text, p_platform text, p_cores integer, p_ip text, p_metadata jsonb)
+          p_hostname text, p_platform text, p_cores integer, p_ip text, p_metadata jsonb,
+          p_event_id text, p_event_payload jsonb)
         returns setof licenses
         language plpgsql volatile as $$
       declare
@@ -37,6 +39,10 @@ export class Migration20261208000000ActivationAddMachine extends Migration {
             where seats = 0 or (select count(*) from machines m where m.license_id = lic.id) < seats
           on conflict (license_id, fingerprint) do nothing;
         if found then
+          -- The machine.activated entry, queued in this same statement (migration AuditPending); the license's id
+          -- completes the payload the caller built.
+          perform audit_queue(lic.tenant_id, p_event_id, 'machine.activated', p_id, 'license:' || lic.id,
+            p_event_payload || jsonb_build_object('license_id', lic.id), p_now);
           return next lic;
         end if;
       end $$`);
