@@ -1,8 +1,8 @@
-import type { Database, EntityManager } from "../platform/db.js";
+import type { Database, EntityManager, SqlRunner } from "../platform/db.js";
 import { sql } from "../platform/db.js";
 import type { Logger } from "../platform/logger.js";
 import type { AuditKeyring } from "./audit-keyring.js";
-import { AUDIT_CHANNEL, entryHash, type EntryFields } from "./entry.js";
+import { AUDIT_CHANNEL, entryHash, GENESIS_HASH, type EntryFields } from "./entry.js";
 import { appendLeaf, leafHash } from "./merkle.js";
 
 /**
@@ -35,7 +35,7 @@ export interface Queued {
 /** At most this many entries are sequenced per transaction. */
 export const SEQUENCE_BATCH = 1000;
 
-interface Locked {
+interface HeadRow {
   head_seq: string;
   head_hash: Buffer;
   head_frontier: Buffer;
@@ -50,27 +50,18 @@ interface Locked {
   }[];
 }
 
-/**
- * On `em`'s transaction: locks the tenant's head, then appends its queued entries (oldest first, at most `limit`;
- * all when null) and `own` after them. Returns how many queued entries it took and the new head seq; undefined when
- * `skipLocked` and another transaction holds the head.
- */
-export async function sequence(
-  em: EntityManager,
-  keyring: AuditKeyring,
-  tenantId: string,
-  opts: { limit: number | null; own?: Queued; skipLocked?: boolean },
-): Promise<{ taken: number; seq: number } | undefined> {
-  const { own } = opts;
-  // Locks the head, then reads the queue (migration AuditPending): one round trip.
-  const [locked] = await sql<Locked>(em, `select * from audit_lock_head($1, $2, $3)`, [
-    tenantId,
-    opts.skipLocked ?? false,
-    opts.limit,
-  ]);
-  if (!locked) return undefined;
-  const head = { seq: locked.head_seq, hash: locked.head_hash, frontier: locked.head_frontier };
-  const queued: Queued[] = locked.queued.map((r) => ({
+/** The head as read, and the queued entries after it (oldest first), with `own` last. */
+interface Batch {
+  seq: number;
+  hash: Buffer;
+  frontier: Buffer;
+  queued: Queued[];
+  /** How many of `queued` came from the queue. */
+  taken: number;
+}
+
+function batchOf(row: HeadRow, own?: Queued): Batch {
+  const queued: Queued[] = row.queued.map((r) => ({
     pid: r.pid,
     id: r.id,
     type: r.type,
@@ -81,16 +72,29 @@ export async function sequence(
   }));
   const taken = queued.length;
   if (own) queued.push(own);
-  if (queued.length === 0) return { taken: 0, seq: Number(head.seq) };
+  return { seq: Number(row.head_seq), hash: row.head_hash, frontier: row.head_frontier, queued, taken };
+}
 
-  let seq = Number(head.seq);
-  let prevHash: Buffer = head.hash;
+/**
+ * Writes the batch after its head: entries, tree nodes, the new head, the queue rows taken, and the NOTIFY, in one
+ * statement. With `expectSeq`, only if the head is still at that seq (nothing is written otherwise). Returns whether
+ * it wrote, and the new head seq.
+ */
+async function writeBatch(
+  on: SqlRunner,
+  keyring: AuditKeyring,
+  tenantId: string,
+  batch: Batch,
+  expectSeq: number | null,
+): Promise<{ written: boolean; seq: number }> {
+  let seq = batch.seq;
+  let prevHash = batch.hash;
   let frontier: Buffer[] = [];
-  for (let i = 0; i < head.frontier.length; i += 32) frontier.push(head.frontier.subarray(i, i + 32));
+  for (let i = 0; i < batch.frontier.length; i += 32) frontier.push(batch.frontier.subarray(i, i + 32));
   const cols = { seq: [] as number[], prev: [] as Buffer[], hash: [] as Buffer[], kid: [] as string[] };
   const sigs: Buffer[] = [];
   const nodes = { level: [] as number[], index: [] as number[], hash: [] as Buffer[] };
-  for (const q of queued) {
+  for (const q of batch.queued) {
     seq++;
     const fields: EntryFields = { tenantId, seq, ...q, prevHash };
     const hash = entryHash(fields);
@@ -109,9 +113,15 @@ export async function sequence(
     frontier = tree.frontier;
     prevHash = hash;
   }
-  await sql(
-    em,
-    `with entries as (
+  const queued = batch.queued;
+  // Every part is conditional on the head's update (when expectSeq is null it always matches).
+  const rows = await sql<{ tenant_id: string }>(
+    on,
+    `with head as (
+       update audit_heads set seq = $17, hash = $18, frontier = $19
+        where tenant_id = $1 and ($22::bigint is null or seq = $22::bigint)
+       returning tenant_id
+     ), entries as (
        insert into audit_events
          (tenant_id, seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
        select $1, e.seq, e.id, e.type, e.subject, e.actor, e.payload::jsonb, e.occurred_at::timestamptz,
@@ -119,16 +129,16 @@ export async function sequence(
          from unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                      $9::bytea[], $10::bytea[], $11::text[], $12::bytea[])
            as e(seq, id, type, subject, actor, payload, occurred_at, prev_hash, hash, kid, signature)
+        where exists (select from head)
      ), nodes as (
        insert into audit_tree_nodes (tenant_id, level, index, hash)
        select $1, n.level, n.index, n.hash
          from unnest($13::smallint[], $14::bigint[], $15::bytea[]) as n(level, index, hash)
+        where exists (select from head)
      ), taken as (
-       delete from audit_pending where pid = any($16::bigint[])
-     ), head as (
-       update audit_heads set seq = $17, hash = $18, frontier = $19 where tenant_id = $1
+       delete from audit_pending where pid = any($16::bigint[]) and exists (select from head)
      )
-     select pg_notify($20, $21)`,
+     select tenant_id, pg_notify($20, $21) from head`,
     [
       tenantId,
       cols.seq,
@@ -145,15 +155,78 @@ export async function sequence(
       nodes.level,
       nodes.index,
       nodes.hash,
-      queued.slice(0, taken).map((q) => q.pid),
+      queued.slice(0, batch.taken).map((q) => q.pid),
       seq,
       prevHash,
       Buffer.concat(frontier),
       AUDIT_CHANNEL,
       `${tenantId}:${seq}`,
+      expectSeq,
     ],
+    { name: "licensd-audit-sequence" },
   );
-  return { taken, seq };
+  return { written: rows.length > 0, seq };
+}
+
+/**
+ * On `em`'s transaction: locks the tenant's head, then appends its queued entries (oldest first, at most `limit`;
+ * all when null) and `own` after them; the head stays locked until the transaction ends. Returns how many queued
+ * entries it took and the new head seq; undefined when `skipLocked` and another transaction holds the head.
+ */
+export async function sequence(
+  em: EntityManager,
+  keyring: AuditKeyring,
+  tenantId: string,
+  opts: { limit: number | null; own?: Queued; skipLocked?: boolean },
+): Promise<{ taken: number; seq: number } | undefined> {
+  // Locks the head, then reads the queue (migration AuditPending): one round trip.
+  const [row] = await sql<HeadRow>(em, `select * from audit_lock_head($1, $2, $3)`, [
+    tenantId,
+    opts.skipLocked ?? false,
+    opts.limit,
+  ]);
+  if (!row) return undefined;
+  const batch = batchOf(row, opts.own);
+  if (batch.queued.length === 0) return { taken: 0, seq: batch.seq };
+  const { seq } = await writeBatch(em, keyring, tenantId, batch, null);
+  return { taken: batch.taken, seq };
+}
+
+/** The head and the queue after it, read in one snapshot, without a lock (the sequencer's optimistic read). */
+const READ_QUEUE = `select h.seq as head_seq, h.hash as head_hash, h.frontier as head_frontier,
+         coalesce((select jsonb_agg(jsonb_build_object(
+                    'pid', q.pid, 'id', q.id, 'type', q.type, 'subject', q.subject, 'actor', q.actor,
+                    'payload', q.payload, 'occurred_ms', (extract(epoch from q.occurred_at) * 1000)::bigint)
+                    order by q.pid)
+                     from (select * from audit_pending p where p.tenant_id = $1 order by p.pid limit $2) q),
+                  '[]'::jsonb) as queued
+    from audit_heads h where h.tenant_id = $1`;
+
+/**
+ * Sequences up to `limit` queued entries of the tenant with two autocommit statements and no lock held between them:
+ * reads the head and the queue in one snapshot (a consistent pair: a batch moves queue rows and the head together),
+ * then writes the batch only if the head has not moved since. Undefined when it had (another instance's sequencer, or
+ * a writer appending at once, came first): nothing was written, read again.
+ */
+async function sequenceOptimistically(
+  db: Database,
+  keyring: AuditKeyring,
+  tenantId: string,
+  limit: number,
+): Promise<{ taken: number; seq: number } | undefined> {
+  let [row] = await sql<HeadRow>(db, READ_QUEUE, [tenantId, limit], { name: "licensd-audit-read-queue" });
+  if (!row) {
+    await sql(
+      db,
+      `insert into audit_heads (tenant_id, seq, hash, frontier) values ($1, 0, $2, '\\x') on conflict do nothing`,
+      [tenantId, GENESIS_HASH],
+    );
+    [row] = await sql<HeadRow>(db, READ_QUEUE, [tenantId, limit], { name: "licensd-audit-read-queue" });
+  }
+  const batch = batchOf(row!);
+  if (batch.taken === 0) return { taken: 0, seq: batch.seq };
+  const { written, seq } = await writeBatch(db, keyring, tenantId, batch, batch.seq);
+  return written ? { taken: batch.taken, seq } : undefined;
 }
 
 interface TenantRuns {
@@ -248,11 +321,10 @@ export class AuditSequencer {
   private async drain(tenantId: string): Promise<void> {
     try {
       for (;;) {
-        const { taken, seq } = (await this.db.tx((em) =>
-          sequence(em, this.keyring, tenantId, { limit: SEQUENCE_BATCH }),
-        ))!;
-        if (taken > 0) this.opts.onSequenced?.(tenantId, seq);
-        if (taken < SEQUENCE_BATCH) return;
+        const done = await sequenceOptimistically(this.db, this.keyring, tenantId, SEQUENCE_BATCH);
+        if (!done) continue; // the head moved under the batch: read again
+        if (done.taken > 0) this.opts.onSequenced?.(tenantId, done.seq);
+        if (done.taken < SEQUENCE_BATCH) return;
       }
     } catch (err) {
       this.opts.logger.warn({ err: (err as Error).message, tenantId }, "audit entries stay queued (sequencing failed)");

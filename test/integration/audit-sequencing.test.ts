@@ -188,9 +188,10 @@ describe("audit sequencing", () => {
       () => queued(t.id),
       (n) => n === 5,
     );
-    await holder.query("commit"); // instance A's sequencer takes the head, and stalls on the tree
+    await holder.query("commit"); // the sequencers read the queue, and stall on the tree
     await holder.end();
-    const [stalled] = await until(
+    // Instance A's settle and either instance's sweep may both be in their batch's write, one behind the other.
+    const stalled = await until(
       "a sequencer stalled in its batch",
       () =>
         query<{ pid: number }>(
@@ -198,9 +199,9 @@ describe("audit sequencing", () => {
           `select pid from pg_stat_activity
             where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into audit_events%'`,
         ),
-      (rows) => rows.length === 1,
+      (rows) => rows.length >= 1,
     );
-    await query(db.url, "select pg_terminate_backend($1)", [stalled!.pid]);
+    for (const { pid } of stalled) await query(db.url, "select pg_terminate_backend($1)", [pid]);
     await staller.query("commit");
     await staller.end();
     // The changes committed before the sequencer died: their callers hear success.
