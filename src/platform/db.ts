@@ -203,6 +203,7 @@ export async function openDatabase(
     },
     pool: { min: 0, max: opts.poolMax, idleTimeoutMillis: 30_000 },
     driverOptions: {
+      onPoolCreated: returnLostClients,
       connectionTimeoutMillis: 5_000,
       ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
       ...(target.multiHost ? { Client: target.poolClient(), keepAlive: true } : {}),
@@ -212,7 +213,6 @@ export async function openDatabase(
     allowGlobalContext: false,
   };
   const orm = await MikroORM.init(config);
-  returnLostClients((await (orm.em.getConnection() as PostgreSqlConnection).getNativeClient()) as pg.Pool);
   const hooks = new WeakMap<EntityManager, (() => void | Promise<void>)[]>();
   const db: Database = {
     orm,
