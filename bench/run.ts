@@ -16,6 +16,7 @@ const ALL = [
   "webhooks",
   "concurrency",
   "failover",
+  "memory",
 ] as const;
 const names = process.argv.length > 2 ? process.argv.slice(2) : [...ALL];
 const file = path.resolve(import.meta.dirname, "..", "BENCHMARKS.md");

@@ -3,7 +3,7 @@
 // machine's Node when that is new enough, else on the Node 22 that `npm ci` installs on
 // Linux x64 (scripts/with-node.sh).
 //
-// The command restarts itself, in place, with a Node flag that NODE_OPTIONS may not carry:
+// The command restarts itself, in place, with Node flags that NODE_OPTIONS may not carry:
 // Node 22 implements AsyncLocalStorage with promise hooks unless it runs with
 // --experimental-async-context-frame (Node 24's default). MikroORM enters an
 // AsyncLocalStorage on every flush and the telemetry interceptor on every call; with
@@ -14,6 +14,13 @@
 // The young generation keeps V8's default size (16 MB semi-spaces): larger ones made each
 // collection longer and the tail of ValidateLicense worse (BENCHMARKS.md, "Design history").
 // An operator's own --max-semi-space-size still applies.
+//
+// --heap-growing-percent=50: under load, each young collection promotes what the calls in
+// flight hold (about 0.5 MB at 16 connections), and V8 collects the old generation only once
+// it reaches the last collection's live size times a factor that, with a heap limit of 2 GB
+// or more, goes up to 4: 40 MB live swelled to 130 MB of dead calls (RSS 300 MB). A factor of
+// 1.5 keeps it near the live size; throughput stayed within run-to-run noise (BENCHMARKS.md,
+// "Memory"). An operator's own --heap-growing-percent still applies.
 // Node older than package.json's engines (>= 22.17) would fail later with an obscure error
 // (MikroORM's migrations need node:fs globSync): say so plainly instead.
 const [major, minor] = process.versions.node.split(".").map(Number);
@@ -25,23 +32,21 @@ if (major < 22 || (major === 22 && minor < 17)) {
 
 // Only serve and migrate run the server's code; every other command is a short API client,
 // which a restart would only make slower to start.
-const flag = "--experimental-async-context-frame";
+// --expose-gc lets serve run one memory-reducing collection once it is up (src/cli/main.ts): what
+// startup grew stays resident otherwise.
+const flags = ["--experimental-async-context-frame", "--expose-gc", "--heap-growing-percent=50"];
 const runsServer = ["serve", "migrate"].includes(process.argv[2]);
-if (
-  runsServer &&
-  !process.execArgv.includes(flag) &&
-  typeof process.execve === "function" &&
-  !process.env.LICENSD_NO_REEXEC
-) {
+const missing = flags.filter((f) => !process.execArgv.some((a) => a.split("=")[0] === f.split("=")[0]));
+if (runsServer && missing.length > 0 && typeof process.execve === "function" && !process.env.LICENSD_NO_REEXEC) {
   try {
     process.execve(
       process.execPath,
-      [process.execPath, flag, ...process.execArgv, ...process.argv.slice(1)],
+      [process.execPath, ...missing, ...process.execArgv, ...process.argv.slice(1)],
       process.env,
     );
   } catch (err) {
-    // Not fatal: licensd works the same without the flag, only slower.
-    process.emitWarning(`could not restart with ${flag} (${err.message}); running without it`);
+    // Not fatal: licensd works the same without the flags, only slower and larger.
+    process.emitWarning(`could not restart with ${missing.join(" ")} (${err.message}); running without`);
   }
 }
 await import("../dist/src/cli/main.js");

@@ -3,7 +3,7 @@ import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
 import { Interrupt } from "../platform/interrupt.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
-import type { LeaseHub } from "./lease-hub.js";
+import type { LeaseHub, Revoke } from "./lease-hub.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
 
 /** A ConnectLease message: the first names the license key and the machine; later ones may leave them empty. */
@@ -44,6 +44,41 @@ export function createLeaseSessions(deps: {
 }) {
   const { db, clock, machines, hub, keyFailures } = deps;
 
+  /**
+   * The first message: the key and machine checked, and the watch in place. Only ids leave this function: a
+   * stream may stay open for days, and the entities (with the EntityManager that loaded them) would stay with it.
+   */
+  async function open(address: string, key: string, fingerprint: string, revoke: Revoke): Promise<() => void> {
+    // Watch first, then check: a change committed in between is still pushed.
+    const { license, machine } = await keyFailures.guard(address, () => machines.identify(db.em(), key, fingerprint));
+    return hub.watch(license.tenantId, [license.id, machine.id], revoke);
+  }
+
+  /**
+   * A heartbeat: the fresh lease, or the revocation when the machine may no longer run, and when the license
+   * expires (null: never). Like `open`, keeps no entity.
+   */
+  async function beat(
+    key: string,
+    fingerprint: string,
+  ): Promise<{ event: LeaseEvent; expires?: { at: Date; message: string } | null }> {
+    let stamped: Awaited<ReturnType<typeof machines.heartbeatFast>>;
+    try {
+      stamped =
+        (await machines.heartbeatFast(db, key, fingerprint)) ??
+        (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
+    } catch (err) {
+      if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
+        const reason = err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason;
+        return { event: { kind: "revocation", reason, message: err.message, time: clock.now() } };
+      }
+      throw err;
+    }
+    const until = machines.runsUntil(stamped.license, stamped.policy);
+    const message = `the license expired at ${stamped.license.expiresAt?.toISOString()}`;
+    return { event: { kind: "lease", lease: stamped.lease }, expires: until && { at: until, message } };
+  }
+
   /** One stream's session; `address` is the client's (its key-failure budget pays for a bad first key). */
   async function* run(
     messages: AsyncIterable<LeaseMessage>,
@@ -53,16 +88,10 @@ export function createLeaseSessions(deps: {
     const input = messages[Symbol.asyncIterator]();
     // A revocation or the client going away, raced with each message (a stream may stay open for days).
     const stop = new Interrupt<{ kind: "revoked"; r: { reason: string; message: string } } | { kind: "aborted" }>();
-    const revoke = (r: { reason: string; message: string }) => stop.raise({ kind: "revoked", r });
+    const revoke: Revoke = (reason, message) => stop.raise({ kind: "revoked", r: { reason, message } });
     const onAbort = () => stop.raise({ kind: "aborted" });
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
-    const revocation = (r: { reason: string; message: string }): LeaseEvent => ({
-      kind: "revocation",
-      reason: r.reason,
-      message: r.message,
-      time: clock.now(),
-    });
     let stopWatching: (() => void) | undefined;
     let expiry: NodeJS.Timeout | undefined;
     let key = "";
@@ -72,7 +101,7 @@ export function createLeaseSessions(deps: {
         const next = await Promise.race([input.next().then((r) => ({ kind: "message" as const, r })), stop.next()]);
         if (next.kind === "aborted") return;
         if (next.kind === "revoked") {
-          yield revocation(next.r);
+          yield { kind: "revocation", ...next.r, time: clock.now() };
           return;
         }
         if (next.r.done) return;
@@ -82,49 +111,21 @@ export function createLeaseSessions(deps: {
           if (!msg.fingerprint)
             throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
           ({ key, fingerprint } = msg);
-          // Watch first, then check: a change committed in between is still pushed.
-          const { license, machine } = await keyFailures.guard(address, () =>
-            machines.identify(db.em(), key, fingerprint),
-          );
-          stopWatching = await hub.watch(license.tenantId, [license.id, machine.id], (reason, message) =>
-            revoke({ reason, message }),
-          );
+          stopWatching = await open(address, key, fingerprint, revoke);
         } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
           throw invalidArgument(
             msg.key !== key ? "key" : "fingerprint",
             "must match the stream's first message (or be empty)",
           );
         }
-        let beat: Awaited<ReturnType<typeof machines.heartbeatFast>>;
-        try {
-          beat =
-            (await machines.heartbeatFast(db, key, fingerprint)) ??
-            (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
-        } catch (err) {
-          if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
-            yield revocation({
-              reason: err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason,
-              message: err.message,
-            });
-            return;
-          }
-          throw err;
+        const { event, expires } = await beat(key, fingerprint);
+        if (event.kind === "revocation") {
+          yield event;
+          return;
         }
         clearTimeout(expiry);
-        const until = machines.runsUntil(beat.license, beat.policy);
-        if (until) {
-          const ms = until.getTime() - clock.now().getTime();
-          if (ms <= MAX_TIMER_MS)
-            expiry = setTimeout(
-              () =>
-                revoke({
-                  reason: "LICENSE_EXPIRED",
-                  message: `the license expired at ${beat.license.expiresAt!.toISOString()}`,
-                }),
-              Math.max(0, ms),
-            );
-        }
-        yield { kind: "lease", lease: beat.lease };
+        expiry = expires ? expireAt(expires.at, expires.message, revoke) : undefined;
+        yield event;
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -132,6 +133,13 @@ export function createLeaseSessions(deps: {
       clearTimeout(expiry);
       void input.return?.();
     }
+  }
+
+  /** The timer that revokes at the license's expiry; none past setTimeout's range (a later heartbeat re-arms it). */
+  function expireAt(at: Date, message: string, revoke: Revoke): NodeJS.Timeout | undefined {
+    const ms = at.getTime() - clock.now().getTime();
+    if (ms > MAX_TIMER_MS) return undefined;
+    return setTimeout(() => revoke("LICENSE_EXPIRED", message), Math.max(0, ms));
   }
 
   return { run };
