@@ -4,7 +4,7 @@ import { every } from "./platform/worker.js";
 import { createContextValues } from "@connectrpc/connect";
 import { peerAddressKey } from "./platform/context.js";
 import type { Config } from "./config.js";
-import { routes, servedServices, licensdServices, publicReads, reflectedFiles } from "./connect.js";
+import { leanStreams, routes, servedServices, licensdServices, publicReads, reflectedFiles } from "./connect.js";
 import { listen, type RequestHandler, type RunningServer } from "./server.js";
 import { createAuthInterceptor } from "./platform/auth.js";
 import { systemClock, type Clock } from "./platform/clock.js";
@@ -322,21 +322,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const shutdown = new AbortController();
     const clientAddress = createClientAddress(config.trustedProxies, config.forwardedHeader);
 
+    const activation = createActivationRpc({
+      db,
+      reads,
+      idempotency,
+      signingKeys,
+      machines,
+      leases: createLeaseSessions({ db, clock, machines, hub, keyFailures }),
+      rateLimiter,
+      rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
+      pages,
+      keyFailures,
+    });
     const connectHandler = createEdgeHandler({
       routes: routes({
         tenant: createTenantRpc({ db, reads, idempotency, tenants, apiKeys, pages }),
-        activation: createActivationRpc({
-          db,
-          reads,
-          idempotency,
-          signingKeys,
-          machines,
-          leases: createLeaseSessions({ db, clock, machines, hub, keyFailures }),
-          rateLimiter,
-          rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
-          pages,
-          keyFailures,
-        }),
+        activation,
         licensing: {
           ...createCatalogRpc({ db, reads, idempotency, catalog, pages }),
           ...createLicenseRpc({
@@ -390,6 +391,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       shutdownSignal: shutdown.signal,
       contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req)),
       readMaxBytes: 4 * 1024 * 1024,
+      leanStreams: leanStreams(activation),
       publicReads,
       logger,
       metrics,

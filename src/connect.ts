@@ -65,3 +65,11 @@ export function routes(impl: ServiceImpls) {
     router.service(ReflectionV1alpha, impl.reflectionV1alpha);
   };
 }
+
+/**
+ * The streams agents hold open for days, by the thousand: their gRPC streams skip connect-es's streaming pipeline
+ * (platform/lean-stream.ts) to stay small; every other protocol takes the routes above.
+ */
+export function leanStreams(activation: ServiceImpl<typeof ActivationService>) {
+  return [{ method: ActivationService.method.connectLease, impl: activation.connectLease.bind(activation) }];
+}

@@ -1,4 +1,5 @@
-import type { DescMethod, JsonReadOptions } from "@bufbuild/protobuf";
+import type http2 from "node:http2";
+import type { DescMethod, DescMethodBiDiStreaming, JsonReadOptions } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -22,6 +23,8 @@ import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { connectError, isHangUp, protocolError } from "./errors.js";
+import { decodePercent, encodeGrpcMessage } from "./grpc-message.js";
+import { createLeanStream, type BidiImpl } from "./lean-stream.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { logContextKey, protocolOf, recordRpc, requestIdOf, type RpcTracer } from "./telemetry.js";
@@ -45,6 +48,8 @@ export interface EdgeOptions {
   metrics: Metrics;
   /** With tracing on: refusals get their span too. */
   tracer?: RpcTracer;
+  /** Bidi-streaming methods whose gRPC streams skip connect-es's streaming pipeline (lean-stream.ts). */
+  leanStreams?: { method: DescMethodBiDiStreaming; impl: BidiImpl }[];
 }
 
 /**
@@ -86,9 +91,25 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
   opts.routes(router);
   const handlers = new Map<string, UniversalHandler>();
   for (const h of router.handlers) handlers.set(h.requestPath, h);
+  const lean = new Map<string, (req: NodeServerRequest, res: NodeServerResponse) => boolean>();
+  for (const { method, impl } of opts.leanStreams ?? []) {
+    const stream = createLeanStream({
+      method,
+      impl,
+      interceptors: opts.interceptors,
+      readMaxBytes: opts.readMaxBytes,
+      shutdownSignal: opts.shutdownSignal,
+      contextValues: opts.contextValues,
+    });
+    lean.set(stream.requestPath, (req, res) =>
+      "stream" in req ? stream.handle(req, res as http2.Http2ServerResponse) : false,
+    );
+  }
 
   return function edgeHandler(req, res) {
-    const handler = handlers.get(req.url?.split("?", 2)[0] ?? "");
+    const path = req.url?.split("?", 2)[0] ?? "";
+    if (lean.get(path)?.(req, res)) return;
+    const handler = handlers.get(path);
     if (!handler) {
       res.writeHead(404);
       res.end();
@@ -331,31 +352,6 @@ class EdgeCall {
       spanId: span?.spanId,
     });
     return error;
-  }
-}
-
-/**
- * grpc-message as PROTOCOL-HTTP2.md writes it: UTF-8, with only the bytes outside
- * 0x20–0x7E and "%" itself percent-encoded. (connect-es uses encodeURIComponent, which
- * grpc-js and grpcurl then print escaped; no package exports the spec's encoder.)
- */
-export function encodeGrpcMessage(message: string): string {
-  if (/^[\x20-\x24\x26-\x7e]*$/.test(message)) return message;
-  let out = "";
-  for (const byte of Buffer.from(message, "utf8")) {
-    out +=
-      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
-        ? String.fromCharCode(byte)
-        : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
-function decodePercent(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
   }
 }
 

@@ -22,7 +22,10 @@ import {
   ServerReflectionRequestSchema,
   ServerReflectionResponseSchema,
 } from "../../gen/ts/grpc/reflection/v1/reflection_pb.js";
-import { ConnectLeaseRequestSchema } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ConnectLeaseRequestSchema,
+  ConnectLeaseResponseSchema,
+} from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import {
   TailAuditEventsRequestSchema,
   TailAuditEventsResponseSchema,
@@ -649,6 +652,106 @@ describe("a stream the server ends because its deadline passed ends with DEADLIN
     });
     session.close();
     expect(grpcStatus(trailers).code).toBe(Code.DeadlineExceeded);
+  });
+});
+
+const LEASE = "licensd.activation.v1.ActivationService/ConnectLease";
+
+/** A license key with a machine activated on it, for ConnectLease. */
+async function leaseKey(code: string, fingerprint: string) {
+  const { secret } = (
+    await post("licensd.tenant.v1.TenantService/CreateApiKey", {
+      tenantId,
+      name: code,
+      scopes: ["API_KEY_SCOPE_ADMIN"],
+    })
+  ).body as { secret: string };
+  const call = async (procedure: string, body: unknown) =>
+    (await post(`licensd.licensing.v1.LicensingService/${procedure}`, body, secret)).body as Record<
+      string,
+      { id: string }
+    >;
+  const product = await call("CreateProduct", { code, name: `${code} App` });
+  const policy = await call("CreatePolicy", { productId: product.product.id, name: "std" });
+  const customer = await call("CreateCustomer", { name: code, email: `${code.toLowerCase()}@example.com` });
+  const { key } = (await call("CreateLicense", {
+    policyId: policy.policy.id,
+    customerId: customer.customer.id,
+  })) as unknown as { key: string };
+  expect((await post("licensd.activation.v1.ActivationService/Activate", { key, fingerprint }, null)).status).toBe(200);
+  return key;
+}
+
+// ConnectLease's gRPC streams are served without connect-es's streaming pipeline (src/platform/lean-stream.ts);
+// gRPC-Web still takes connect-es's. Whatever a client sends, both answer alike.
+describe("ConnectLease over gRPC (the lean path) answers as connect-es does", () => {
+  const leaseFrame = (msg: { key?: string; fingerprint?: string }) =>
+    frame(toBinary(ConnectLeaseRequestSchema, create(ConnectLeaseRequestSchema, msg)));
+
+  it("broken frames and bad messages: the same code, reason and message as over gRPC-Web, logged, no error line", async () => {
+    const key = await leaseKey("LNB", "lean-1");
+    const bodies: [string, Buffer][] = [
+      ...UNDECODABLE.map(([name, bytes]): [string, Buffer] => [name, frame(bytes)]),
+      ["compressed flag without an encoding", frame(Buffer.from([0x0a, 0x01, 0x41]), 1)],
+      ["over the read limit", Buffer.from([0, 0x7f, 0, 0, 9, 0x0a, 0x01])],
+      ["truncated", Buffer.from([0, 0, 0, 0, 9, 0x0a, 0x01])],
+      ["no message", Buffer.alloc(0)],
+      ["no key", leaseFrame({ fingerprint: "lean-1" })],
+      ["a NUL in the fingerprint", leaseFrame({ key, fingerprint: "lean\u0000-1" })],
+      ["a key nobody issued", leaseFrame({ key: "LNB-AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG", fingerprint: "x" })],
+      ["a machine the license does not have", leaseFrame({ key, fingerprint: "nowhere" })],
+    ];
+    for (const [name, body] of bodies) {
+      const mark = server.output().length;
+      const lean = await h2(LEASE, { "content-type": "application/grpc" }, body);
+      const web = await h2(LEASE, { "content-type": "application/grpc-web+proto" }, body);
+      const leanStatus = grpcStatus({ ...lean.headers, ...lean.trailers });
+      const webStatus = grpcStatus(parseTrailerFrame(frames(web.body).find((f) => f.flags & 0x80)!.data));
+      expect({ name, ...leanStatus }).toEqual({ name, ...webStatus });
+      // A stream whose client sends nothing and ends its side is done: OK, with no lease.
+      expect(leanStatus.code === 0, name).toBe(name === "no message");
+      expect(leanStatus.code, name).not.toBe(Code.Internal);
+      if (leanStatus.code !== 0) expect(leanStatus.info?.reason, name).toBeTruthy();
+      expect(lean.headers["x-request-id"] ?? lean.trailers["x-request-id"], name).toBeTruthy();
+      const lines = await rpcLines(mark, LEASE, 2);
+      expect(lines.map((l) => l.protocol).sort(), name).toEqual(["grpc", "grpc-web"]);
+      expect(new Set(lines.map((l) => l.code)).size, name).toBe(1);
+      expect(errorLines(mark), name).toEqual([]);
+    }
+  });
+
+  it("leases, then the client's process exits: the stream is CANCELED at info, and nothing of it is left", async () => {
+    const key = await leaseKey("LNC", "lean-2");
+    const mark = server.output().length;
+    const socket = net.connect(server.port, "127.0.0.1");
+    const session = http2.connect(server.url, { createConnection: () => socket });
+    session.on("error", () => undefined);
+    const req = session.request({
+      ":method": "POST",
+      ":path": `/${LEASE}`,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    req.write(leaseFrame({ key, fingerprint: "lean-2" }));
+    const [head, first] = await Promise.all([
+      new Promise<http2.IncomingHttpHeaders>((resolve) => req.once("response", resolve)),
+      new Promise<Buffer>((resolve) => req.once("data", resolve)),
+    ]);
+    expect(head["content-type"]).toBe("application/grpc+proto");
+    expect(head["x-request-id"]).toBeTruthy();
+    const lease = fromBinary(ConnectLeaseResponseSchema, first.subarray(5, 5 + first.readUInt32BE(1)));
+    expect(lease.event.case).toBe("lease");
+    // A second heartbeat on the same stream, fingerprint left out: another lease.
+    req.write(leaseFrame({}));
+    const second = await new Promise<Buffer>((resolve) => req.once("data", resolve));
+    expect(fromBinary(ConnectLeaseResponseSchema, second.subarray(5)).event.case).toBe("lease");
+    req.on("error", () => undefined);
+    socket.destroy(); // as a client process that exits does
+    const [line] = await rpcLines(mark, LEASE);
+    expect(line).toMatchObject({ code: "canceled", protocol: "grpc", level: 30 });
+    expect(errorLines(mark)).toEqual([]);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/licensd_rpc_in_flight(\{[^}]*\})? 0$/m);
   });
 });
 

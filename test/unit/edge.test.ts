@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { codeName, isHangUp, protocolError, toConnectError } from "../../src/platform/errors.js";
-import { encodeGrpcMessage } from "../../src/platform/edge.js";
+import { encodeGrpcMessage } from "../../src/platform/grpc-message.js";
 
 const mapped = (err: ConnectError) => {
   const e = protocolError(err);
