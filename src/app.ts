@@ -322,13 +322,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const shutdown = new AbortController();
     const clientAddress = createClientAddress(config.trustedProxies, config.forwardedHeader);
 
+    const leases = createLeaseSessions({ db, clock, machines, hub, keyFailures });
+    const readMaxBytes = 4 * 1024 * 1024;
     const activation = createActivationRpc({
       db,
       reads,
       idempotency,
       signingKeys,
       machines,
-      leases: createLeaseSessions({ db, clock, machines, hub, keyFailures }),
+      leases,
       rateLimiter,
       rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
       pages,
@@ -390,8 +392,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       acceptCompression: [fastGzip, fastBrotli],
       shutdownSignal: shutdown.signal,
       contextValues: (req) => createContextValues().set(peerAddressKey, clientAddress(req)),
-      readMaxBytes: 4 * 1024 * 1024,
-      leanStreams: leanStreams(activation),
+      readMaxBytes,
+      // With tracing on, every stream takes connect-es's path, where the telemetry interceptor gives it its span.
+      leanStreams: tracing
+        ? []
+        : leanStreams(leases, {
+            readMaxBytes,
+            shutdownSignal: shutdown.signal,
+            address: clientAddress,
+            logger,
+            metrics,
+          }),
       publicReads,
       logger,
       metrics,

@@ -1,6 +1,10 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import type { DescFile, DescMethod, DescService } from "@bufbuild/protobuf";
-import { ActivationService } from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
+import {
+  ActivationService,
+  type ConnectLeaseRequestSchema,
+  type ConnectLeaseResponseSchema,
+} from "../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { TenantService } from "../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
@@ -11,6 +15,10 @@ import { ServerReflection as ReflectionV1 } from "../gen/ts/grpc/reflection/v1/r
 import { ServerReflection as ReflectionV1alpha } from "../gen/ts/grpc/reflection/v1alpha/reflection_pb.js";
 import { file_google_rpc_error_details } from "../gen/ts/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "../gen/ts/google/rpc/status_pb.js";
+import { leaseStream } from "./activation/activation.rpc.js";
+import type { LeaseSessions } from "./activation/lease-session.js";
+import { createLeanStream, type LeanStreamOptions } from "./platform/lean-stream.js";
+import { createRequestCheck } from "./platform/validation.js";
 
 /** licensd's own services, in the order they are documented. */
 export const licensdServices: DescService[] = [
@@ -67,9 +75,22 @@ export function routes(impl: ServiceImpls) {
 }
 
 /**
- * The streams agents hold open for days, by the thousand: their gRPC streams skip connect-es's streaming pipeline
+ * The streams agents hold open for days, by the thousand: their gRPC streams are served by callbacks
  * (platform/lean-stream.ts) to stay small; every other protocol takes the routes above.
  */
-export function leanStreams(activation: ServiceImpl<typeof ActivationService>) {
-  return [{ method: ActivationService.method.connectLease, impl: activation.connectLease.bind(activation) }];
+export function leanStreams(
+  leases: LeaseSessions,
+  opts: Omit<
+    LeanStreamOptions<typeof ConnectLeaseRequestSchema, typeof ConnectLeaseResponseSchema>,
+    "method" | "open" | "check"
+  >,
+) {
+  return [
+    createLeanStream({
+      ...opts,
+      method: ActivationService.method.connectLease,
+      open: leaseStream(leases),
+      check: createRequestCheck(),
+    }),
+  ];
 }

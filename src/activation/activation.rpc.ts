@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as pb from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
@@ -15,7 +15,8 @@ import type { RateLimiter } from "../platform/rate-limit.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { addressBucket } from "../platform/client-address.js";
 import { normalizeLicenseKey } from "../licensing/license-key.js";
-import type { LeaseSessions } from "./lease-session.js";
+import type { LeanCall, LeanSession } from "../platform/lean-stream.js";
+import type { LeaseEvent, LeaseSessions } from "./lease-session.js";
 import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
@@ -54,6 +55,31 @@ const machineToProto = (m: Machine) =>
     createTime: timestampFromDate(m.createdAt),
     updateTime: timestampFromDate(m.updatedAt),
   });
+
+/** A ConnectLease answer. */
+const leaseEventToProto = (event: LeaseEvent): MessageInitShape<typeof pb.ConnectLeaseResponseSchema> => ({
+  event:
+    event.kind === "lease"
+      ? { case: "lease", value: leaseToProto(event.lease) }
+      : {
+          case: "revocation",
+          value: { reason: event.reason, message: event.message, revokeTime: timestampFromDate(event.time) },
+        },
+});
+
+/**
+ * ConnectLease on the lean gRPC path (platform/lean-stream.ts): the same sessions as `connectLease`, driven by
+ * callbacks.
+ */
+export function leaseStream(leases: LeaseSessions) {
+  return (call: LeanCall<typeof pb.ConnectLeaseResponseSchema>): LeanSession<typeof pb.ConnectLeaseRequestSchema> => {
+    const session = leases.attach(call.address, {
+      event: (e) => call.send(leaseEventToProto(e)),
+      end: () => call.end(),
+    });
+    return { message: (m) => session.message(m), close: session.close };
+  };
+}
 
 const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTime: timestampFromDate(l.expiresAt) });
 
@@ -147,15 +173,7 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
 
     async *connectLease(requests, ctx) {
       for await (const event of leases.run(requests, { signal: ctx.signal, address: ctx.values.get(peerAddressKey) })) {
-        yield create(pb.ConnectLeaseResponseSchema, {
-          event:
-            event.kind === "lease"
-              ? { case: "lease", value: leaseToProto(event.lease) }
-              : {
-                  case: "revocation",
-                  value: { reason: event.reason, message: event.message, revokeTime: timestampFromDate(event.time) },
-                },
-        });
+        yield create(pb.ConnectLeaseResponseSchema, leaseEventToProto(event));
       }
     },
 

@@ -107,17 +107,9 @@ export function createLeaseSessions(deps: {
         if (next.r.done) return;
         const msg = next.r.value;
         if (!stopWatching) {
-          if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
-          if (!msg.fingerprint)
-            throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
-          ({ key, fingerprint } = msg);
+          ({ key, fingerprint } = first(msg));
           stopWatching = await open(address, key, fingerprint, revoke);
-        } else if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
-          throw invalidArgument(
-            msg.key !== key ? "key" : "fingerprint",
-            "must match the stream's first message (or be empty)",
-          );
-        }
+        } else sameMachine(msg, key, fingerprint);
         const { event, expires } = await beat(key, fingerprint);
         if (event.kind === "revocation") {
           yield event;
@@ -135,6 +127,55 @@ export function createLeaseSessions(deps: {
     }
   }
 
+  /**
+   * One stream's session driven by callbacks (the lean gRPC path, platform/lean-stream.ts): each message is served
+   * as `run` serves it, events go to `sink`, and `sink.end` ends the stream (a revocation is the last event). Holds
+   * no generator, no promise and no entity between messages: an idle stream costs its ids and a watch.
+   */
+  function attach(address: string, sink: { event(e: LeaseEvent): void; end(): void }) {
+    let key = "";
+    let fingerprint = "";
+    let stopWatching: (() => void) | undefined;
+    let expiry: NodeJS.Timeout | undefined;
+    let closed = false;
+    const close = () => {
+      closed = true;
+      stopWatching?.();
+      stopWatching = undefined;
+      clearTimeout(expiry);
+    };
+    const revoke: Revoke = (reason, message) => {
+      if (closed) return;
+      close();
+      sink.event({ kind: "revocation", reason, message, time: clock.now() });
+      sink.end();
+    };
+    return {
+      async message(msg: LeaseMessage) {
+        if (closed) return;
+        if (!key) {
+          ({ key, fingerprint } = first(msg));
+          const stop = await open(address, key, fingerprint, revoke);
+          if (closed) stop();
+          else stopWatching = stop;
+        } else sameMachine(msg, key, fingerprint);
+        if (closed) return;
+        const { event, expires } = await beat(key, fingerprint);
+        if (closed) return;
+        if (event.kind === "revocation") {
+          close();
+          sink.event(event);
+          sink.end();
+          return;
+        }
+        clearTimeout(expiry);
+        expiry = expires ? expireAt(expires.at, expires.message, revoke) : undefined;
+        sink.event(event);
+      },
+      close,
+    };
+  }
+
   /** The timer that revokes at the license's expiry; none past setTimeout's range (a later heartbeat re-arms it). */
   function expireAt(at: Date, message: string, revoke: Revoke): NodeJS.Timeout | undefined {
     const ms = at.getTime() - clock.now().getTime();
@@ -142,7 +183,24 @@ export function createLeaseSessions(deps: {
     return setTimeout(() => revoke("LICENSE_EXPIRED", message), Math.max(0, ms));
   }
 
-  return { run };
+  return { run, attach };
+}
+
+/** A stream's first message: it names the license key and the machine. */
+function first(msg: LeaseMessage): LeaseMessage {
+  if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
+  if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
+  return { key: msg.key, fingerprint: msg.fingerprint };
+}
+
+/** A later message: its key and fingerprint, when given, are the first message's. */
+function sameMachine(msg: LeaseMessage, key: string, fingerprint: string) {
+  if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
+    throw invalidArgument(
+      msg.key !== key ? "key" : "fingerprint",
+      "must match the stream's first message (or be empty)",
+    );
+  }
 }
 
 export type LeaseSessions = ReturnType<typeof createLeaseSessions>;

@@ -1,5 +1,5 @@
 import type http2 from "node:http2";
-import type { DescMethod, DescMethodBiDiStreaming, JsonReadOptions } from "@bufbuild/protobuf";
+import type { DescMethod, JsonReadOptions } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -24,7 +24,6 @@ import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect
 import { ErrorInfoSchema } from "../../gen/ts/google/rpc/error_details_pb.js";
 import { connectError, isHangUp, protocolError } from "./errors.js";
 import { decodePercent, encodeGrpcMessage } from "./grpc-message.js";
-import { createLeanStream, type BidiImpl } from "./lean-stream.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 import { logContextKey, protocolOf, recordRpc, requestIdOf, type RpcTracer } from "./telemetry.js";
@@ -48,8 +47,11 @@ export interface EdgeOptions {
   metrics: Metrics;
   /** With tracing on: refusals get their span too. */
   tracer?: RpcTracer;
-  /** Bidi-streaming methods whose gRPC streams skip connect-es's streaming pipeline (lean-stream.ts). */
-  leanStreams?: { method: DescMethodBiDiStreaming; impl: BidiImpl }[];
+  /** Streams served by callbacks over gRPC (lean-stream.ts); what they do not take goes to connect-es. */
+  leanStreams?: {
+    requestPath: string;
+    handle(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): boolean;
+  }[];
 }
 
 /**
@@ -92,15 +94,7 @@ export function createEdgeHandler(opts: EdgeOptions): (req: NodeServerRequest, r
   const handlers = new Map<string, UniversalHandler>();
   for (const h of router.handlers) handlers.set(h.requestPath, h);
   const lean = new Map<string, (req: NodeServerRequest, res: NodeServerResponse) => boolean>();
-  for (const { method, impl } of opts.leanStreams ?? []) {
-    const stream = createLeanStream({
-      method,
-      impl,
-      interceptors: opts.interceptors,
-      readMaxBytes: opts.readMaxBytes,
-      shutdownSignal: opts.shutdownSignal,
-      contextValues: opts.contextValues,
-    });
+  for (const stream of opts.leanStreams ?? []) {
     lean.set(stream.requestPath, (req, res) =>
       "stream" in req ? stream.handle(req, res as http2.Http2ServerResponse) : false,
     );

@@ -2,40 +2,46 @@ import type http2 from "node:http2";
 import {
   create,
   fromBinary,
-  isMessage,
   toBinary,
   type DescMessage,
   type DescMethodBiDiStreaming,
-  type Message,
+  type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createHandlerContext,
-  type ContextValues,
-  type HandlerContext,
-  type Interceptor,
-  type StreamRequest,
-  type StreamResponse,
-} from "@connectrpc/connect";
-import { grpcStatusOk, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { grpcStatusOk, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { decodePercent, encodeGrpcMessage } from "./grpc-message.js";
+import { logContext, type Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
+import { endRpc, requestIdOf, type RpcCall } from "./telemetry.js";
 
-/** A bidi-streaming method's implementation, as connect-es calls it (messages of the method's types). */
-// biome-ignore lint/suspicious/noExplicitAny: the method's own message types, checked where the pair is made
-export type BidiImpl = (requests: AsyncIterable<any>, ctx: HandlerContext) => AsyncIterable<any>;
+/** One call on the lean path, as its session sees it. */
+export interface LeanCall<O extends DescMessage> {
+  /** The client's address (for its key-failure budget). */
+  readonly address: string;
+  /** Sends one message (the response headers go before the first). */
+  send(message: MessageInitShape<O>): void;
+  /** Ends the call: OK without `err`, else with `err` as the error mapper maps it. Later calls do nothing. */
+  end(err?: unknown): void;
+}
 
-type Context = ReturnType<typeof createHandlerContext>;
-type Next = (req: StreamRequest) => Promise<StreamResponse>;
+/** What serves one call: each request message in order (the next waits for the last), then `close` once. */
+export interface LeanSession<I extends DescMessage> {
+  message(message: MessageShape<I>): Promise<void> | void;
+  /** The call is over (ended by the session, the client, an error or the server's shutdown): stop, quietly. */
+  close(): void;
+}
 
-export interface LeanStreamOptions {
-  method: DescMethodBiDiStreaming;
-  impl: BidiImpl;
-  interceptors: Interceptor[];
+export interface LeanStreamOptions<I extends DescMessage, O extends DescMessage> {
+  method: DescMethodBiDiStreaming<I, O>;
+  open(call: LeanCall<O>): LeanSession<I>;
+  /** The validation interceptor's check (validation.ts), made of each request message. */
+  check(schema: DescMessage, message: MessageShape<I>): void;
   readMaxBytes: number;
   shutdownSignal: AbortSignal;
-  contextValues: (req: http2.Http2ServerRequest) => ContextValues;
+  address(req: http2.Http2ServerRequest): string;
+  logger: Logger;
+  metrics: Metrics;
 }
 
 const GRPC_PROTO = /^application\/grpc(\+proto)?$/i;
@@ -43,180 +49,138 @@ const HEADER = 5;
 const EMPTY = Buffer.alloc(0);
 
 /**
- * A bidi-streaming method served over gRPC (binary, uncompressed, HTTP/2) without
- * connect-es's streaming pipeline, for streams held open by the thousand for days
- * (ConnectLease). connect-es 2.2 ships its async generators compiled down to ES2017
- * (tslib's __asyncGenerator: a dozen closures and a promise queue each), ten of them
- * per stream: about 60 KiB of heap per idle stream (BENCHMARKS.md, "Memory"). Here a
- * stream holds the HTTP/2 stream, its handler context and the implementation's own
- * generator. Everything above the wire is connect-es's and ours as on every other call:
- * the same interceptors (telemetry, auth, validation) in the same order, connect's
- * handler context (deadline from grpc-timeout, the server's shutdown, the client's
- * hang-up), connect's trailer encoding of errors with their details; only the framing
- * is done here. Written by hand for want of a package: no maintained library serves a
- * connect-es implementation over raw Node HTTP/2 streams.
+ * A bidi-streaming method served over gRPC (binary, uncompressed, HTTP/2) by callbacks,
+ * for streams held open by the thousand for days (ConnectLease). connect-es 2.2 ships
+ * its async generators compiled down to ES2017 (tslib's __asyncGenerator: a dozen
+ * closures and a promise queue each), ten of them per stream, and each interceptor adds
+ * its own: about 60 KiB of heap per idle stream (BENCHMARKS.md, "Memory"). An idle stream
+ * here holds Node's HTTP/2 stream, a frame reader and the session's own state.
  *
- * `handle` answers false for what it does not serve (another content type, a compressed
- * request, HTTP/1.1): connect-es's full path serves that as before.
+ * It keeps every promise the connect-es path makes, through the same code where it can:
+ * the interceptors' work is done by the functions they use (the validation check, the
+ * telemetry's `endRpc`: one `rpc` line, metrics, the one error mapper, x-request-id),
+ * errors are written as connect-es writes gRPC trailers (`setTrailerStatus`, with their
+ * details), and frame errors are worded as connect-es words them, so errors.ts maps them
+ * alike. A client that leaves is CANCELED; the server's shutdown ends streams cleanly.
+ * What it does not serve it leaves to connect-es (`handle` answers false): other content
+ * types and protocols, compressed requests, a grpc-timeout, an Authorization header
+ * (the auth interceptor's to judge), HTTP/1.1. Written by hand for want of a package: no
+ * maintained library serves one RPC over Node's HTTP/2 streams beside connect-es.
  */
-export function createLeanStream(opts: LeanStreamOptions) {
-  const { method, readMaxBytes } = opts;
-  const service = method.parent;
-  const requestPath = `/${service.typeName}/${method.name}`;
-  /** The handler context of each call, found from its context values (which interceptors pass along). */
-  const contexts = new WeakMap<ContextValues, Context>();
-  const invoke = opts.interceptors.reduceRight<Next>(
-    (next, interceptor) => interceptor(next as never) as never,
-    async (req) => {
-      const ctx = contexts.get(req.contextValues)!;
-      return {
-        stream: true,
-        service,
-        method,
-        header: ctx.responseHeader,
-        trailer: ctx.responseTrailer,
-        contextValues: req.contextValues,
-        message: opts.impl(req.message, ctx),
-      };
-    },
-  );
+export function createLeanStream<I extends DescMessage, O extends DescMessage>(opts: LeanStreamOptions<I, O>) {
+  const { method, readMaxBytes, logger, metrics } = opts;
+  const procedure = `${method.parent.typeName}/${method.name}`;
+  /** Calls open now, ended cleanly when the server shuts down (as connect-es ends streams then). */
+  const live = new Set<() => void>();
+  opts.shutdownSignal.addEventListener("abort", () => {
+    for (const stop of [...live]) stop();
+  });
 
   function handle(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): boolean {
-    if (req.method !== "POST" || !GRPC_PROTO.test(req.headers["content-type"] ?? "")) return false;
-    const encoding = req.headers["grpc-encoding"];
-    if (encoding !== undefined && encoding !== "identity") return false;
-    const timeout = parseTimeout((req.headers["grpc-timeout"] as string | undefined) ?? null, Number.MAX_SAFE_INTEGER);
-    if (timeout.error) return false;
-    const requestSignal = new AbortController();
-    const header = new Headers();
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (name.startsWith(":") || value === undefined) continue;
-      if (Array.isArray(value)) for (const v of value) header.append(name, v);
-      else header.set(name, value);
-    }
-    const contextValues = opts.contextValues(req);
-    const ctx = createHandlerContext({
-      service,
-      method,
-      protocolName: "grpc",
-      requestMethod: "POST",
-      url: `http://${req.authority}${requestPath}`,
-      timeoutMs: timeout.timeoutMs,
-      shutdownSignal: opts.shutdownSignal,
-      requestSignal: requestSignal.signal,
-      requestHeader: header,
-      responseHeader: { "content-type": "application/grpc+proto" },
-      responseTrailer: { "grpc-status": grpcStatusOk },
-      contextValues,
-    });
-    contexts.set(contextValues, ctx);
-    // The client resetting the stream, or the connection going: the call's signal says the client left.
-    res.once("close", () => {
-      if (!res.writableFinished) requestSignal.abort(new ConnectError("the client went away", Code.Canceled));
-    });
-    void respond(req, res, ctx, contextValues);
-    return true;
-  }
+    const h = req.headers;
+    if (req.method !== "POST" || !GRPC_PROTO.test(h["content-type"] ?? "")) return false;
+    if (h["grpc-encoding"] !== undefined && h["grpc-encoding"] !== "identity") return false;
+    if (h["grpc-timeout"] !== undefined || h.authorization !== undefined) return false;
+    if (opts.shutdownSignal.aborted) return false;
 
-  /** Pulls the next answer and writes it; false at the end (or once the client is gone). */
-  async function sendNext(messages: AsyncIterator<Message>, res: http2.Http2ServerResponse, sendHeaders: () => void) {
-    const r = await messages.next();
-    if (r.done || res.destroyed) return false;
-    const body = toBinary(method.output, isMessage(r.value, method.output) ? r.value : create(method.output, r.value));
-    // Unpooled: a slice of Node's shared 8 KiB pool would keep the whole pool alive while the stream is.
-    const frame = Buffer.allocUnsafeSlow(HEADER + body.byteLength);
-    frame[0] = 0;
-    frame.writeUInt32BE(body.byteLength, 1);
-    frame.set(body, HEADER);
-    sendHeaders();
-    if (!res.write(frame)) await drained(res);
-    return true;
-  }
-
-  async function respond(
-    req: http2.Http2ServerRequest,
-    res: http2.Http2ServerResponse,
-    ctx: Context,
-    contextValues: ContextValues,
-  ) {
-    let headersSent = false;
-    const sendHeaders = () => {
-      if (headersSent) return;
-      headersSent = true;
-      res.writeHead(200, Object.fromEntries(ctx.responseHeader));
+    const requestId = requestIdOf((h["x-request-id"] as string | undefined) ?? null);
+    const rpc: RpcCall = {
+      log: { requestId },
+      procedure,
+      protocol: "grpc",
+      start: process.hrtime.bigint(),
+      tenant: "anonymous",
     };
-    try {
-      const response = await invoke({
-        stream: true,
-        service,
-        method,
-        requestMethod: "POST",
-        url: ctx.url,
-        signal: ctx.signal,
-        header: ctx.requestHeader,
-        contextValues,
-        message: frames(req, method.input, readMaxBytes),
-      });
-      const messages = response.message[Symbol.asyncIterator]();
-      // Each message is pulled, encoded and written by `sendNext`, so that nothing of it stays in this frame while
-      // the stream waits (for days) for the next.
-      while (await sendNext(messages, res, sendHeaders)) {}
-    } catch (err) {
-      setTrailerStatus(
-        ctx.responseTrailer,
-        err instanceof ConnectError
-          ? err
-          : new ConnectError("internal error", Code.Internal, undefined, undefined, err),
-      );
-    } finally {
-      ctx.abort();
-    }
-    if (res.destroyed) return;
-    const trailer = ctx.responseTrailer;
-    const message = trailer.get("grpc-message");
-    if (message !== null) trailer.set("grpc-message", encodeGrpcMessage(decodePercent(message)));
-    if (!headersSent) {
-      // Trailers-only: the status goes in the one HEADERS frame.
-      headersSent = true;
-      res.writeHead(200, { ...Object.fromEntries(ctx.responseHeader), ...Object.fromEntries(trailer) });
-      res.end();
-      return;
-    }
-    res.addTrailers(Object.fromEntries(trailer));
-    res.end();
+    metrics.inFlight.inc();
+    let headersSent = false;
+    let ended = false;
+    const call: LeanCall<O> = {
+      address: opts.address(req),
+      send(message) {
+        if (ended || res.destroyed) return;
+        const body = toBinary(method.output, create(method.output, message));
+        // Unpooled: a slice of Node's shared 8 KiB pool would keep the whole pool alive while the stream is.
+        const frame = Buffer.allocUnsafeSlow(HEADER + body.byteLength);
+        frame[0] = 0;
+        frame.writeUInt32BE(body.byteLength, 1);
+        frame.set(body, HEADER);
+        if (!headersSent) {
+          headersSent = true;
+          res.writeHead(200, { "content-type": "application/grpc+proto", "x-request-id": requestId });
+        }
+        res.write(frame);
+      },
+      end(err) {
+        if (ended) return;
+        ended = true;
+        live.delete(stop);
+        session?.close();
+        const mapped = endRpc(logger, metrics, rpc, err);
+        if (res.destroyed) return;
+        const trailer = new Headers({ "grpc-status": grpcStatusOk });
+        if (mapped) {
+          setTrailerStatus(trailer, mapped);
+          trailer.set("grpc-message", encodeGrpcMessage(decodePercent(trailer.get("grpc-message") ?? "")));
+        }
+        if (!headersSent) {
+          // Trailers-only: the status goes in the one HEADERS frame.
+          headersSent = true;
+          res.writeHead(200, {
+            "content-type": "application/grpc+proto",
+            "x-request-id": requestId,
+            ...Object.fromEntries(trailer),
+          });
+        } else {
+          res.addTrailers(Object.fromEntries(trailer));
+        }
+        res.end();
+      },
+    };
+    const stop = () => call.end();
+    live.add(stop);
+    let session: LeanSession<I> | undefined;
+    session = logContext.run(rpc.log, () => opts.open(call));
+
+    // Messages one at a time: the body is paused while one is being served.
+    const reader = new FrameReader(readMaxBytes);
+    let serving: Promise<void> = Promise.resolve();
+    let pending = 0;
+    const serve = (message: MessageShape<I>) => {
+      pending++;
+      req.pause();
+      serving = serving
+        .then(() => (ended ? undefined : logContext.run(rpc.log, () => session?.message(message))))
+        .then(
+          () => {
+            if (--pending === 0 && !ended) req.resume();
+          },
+          (err: unknown) => call.end(err),
+        );
+    };
+    req.on("data", (chunk: Buffer) => {
+      if (ended) return;
+      try {
+        reader.push(chunk);
+        for (let data = reader.next(); data; data = reader.next()) {
+          const message = decode(method.input, data);
+          opts.check(method.input, message);
+          serve(message);
+        }
+      } catch (err) {
+        call.end(err);
+      }
+    });
+    // The client ended its side: the stream ends once what it sent is served.
+    req.on("end", () => {
+      serving = serving.then(() => call.end(reader.leftover()));
+    });
+    // The client reset the stream, or the connection went: it left.
+    res.on("close", () => call.end(new ConnectError("the client went away", Code.Canceled)));
+    req.on("error", () => undefined);
+    return true;
   }
 
-  return { requestPath, handle };
-}
-
-/**
- * The request's gRPC frames as messages: uncompressed, each at most `readMaxBytes`, the body ending on a frame.
- * Chunks are read by `pull` and parsed by a FrameReader, so no chunk stays referenced from this generator's frame
- * while it waits for the next message.
- */
-async function* frames<I extends DescMessage>(
-  req: http2.Http2ServerRequest,
-  schema: I,
-  readMaxBytes: number,
-): AsyncGenerator<MessageShape<I>> {
-  const reader = new FrameReader(readMaxBytes);
-  const chunks = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-  for (;;) {
-    const data = reader.next();
-    if (data) {
-      yield decode(schema, data);
-      continue;
-    }
-    if (!(await pull(chunks, reader))) break;
-  }
-  reader.end();
-}
-
-async function pull(chunks: AsyncIterator<Buffer>, reader: FrameReader): Promise<boolean> {
-  const r = await chunks.next();
-  if (r.done) return false;
-  reader.push(r.value);
-  return true;
+  return { requestPath: `/${procedure}`, handle };
 }
 
 function decode<I extends DescMessage>(schema: I, data: Uint8Array): MessageShape<I> {
@@ -253,8 +217,11 @@ class FrameReader {
     return buffered.subarray(HEADER, HEADER + length);
   }
 
-  end() {
-    if (this.buffered.length > 0) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+  /** At the body's end: the error of a frame left incomplete, if one is. */
+  leftover(): ConnectError | undefined {
+    return this.buffered.length > 0
+      ? new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument)
+      : undefined;
   }
 
   /** Waiting for more: what is left is copied out of the chunk it came in (a stream may wait for days). */
@@ -262,16 +229,4 @@ class FrameReader {
     this.buffered = this.buffered.length === 0 ? EMPTY : Buffer.from(this.buffered);
     return undefined;
   }
-}
-
-function drained(res: http2.Http2ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
 }

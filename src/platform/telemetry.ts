@@ -87,7 +87,7 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
     const procedure = `${req.service.typeName}/${req.method.name}`;
     const protocol = protocolOf(req.header.get("content-type"), req.requestMethod);
     const span = tracer?.start(procedure, req.header);
-    const log: LogContext = span ? { requestId, traceId: span.traceId, spanId: span.spanId } : { requestId };
+    const log = span ? { requestId, traceId: span.traceId, spanId: span.spanId } : { requestId };
     req.contextValues.set(logContextKey, log);
     const inContext = <T>(fn: () => T): T => logContext.run(log, span ? () => span.run(fn) : fn);
     metrics.inFlight.inc();
@@ -95,33 +95,9 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
     const finish = (err: unknown) => {
       if (finished) return;
       finished = true;
-      metrics.inFlight.dec();
-      let mapped: ConnectError | undefined;
-      if (err !== undefined) {
-        const { error, internal, databaseDown } = toConnectError(err, requestId, req.signal);
-        mapped = error;
-        if (internal) logger.error({ ...log, procedure, err }, "internal error");
-        // During a failover or an outage every call says so: one line each, the driver's message, no stack.
-        else if (databaseDown)
-          logger.warn(
-            { ...log, procedure, cause: (err as Error)?.message },
-            "database unavailable: answered UNAVAILABLE",
-          );
-      }
       const principal = req.contextValues.get(principalKey);
       const tenant = principal.kind === "tenant" ? principal.tenantId : principal.kind;
-      span?.end({ requestId, protocol, code: mapped?.code, tenant });
-      recordRpc(logger, metrics, {
-        requestId,
-        procedure,
-        protocol,
-        code: mapped?.code,
-        seconds: Number(process.hrtime.bigint() - start) / 1e9,
-        tenant,
-        traceId: span?.traceId,
-        spanId: span?.spanId,
-      });
-      return mapped;
+      return endRpc(logger, metrics, { log, procedure, protocol, start, tenant, span }, err, req.signal);
     };
     try {
       const res = await inContext(() => next(req));
@@ -165,6 +141,55 @@ export function createTelemetryInterceptor(logger: Logger, metrics: Metrics, tra
       throw mapped;
     }
   };
+}
+
+/** What ending a call needs to say about it. */
+export interface RpcCall {
+  log: LogContext & { requestId: string };
+  procedure: string;
+  protocol: string;
+  /** process.hrtime.bigint() when it began. */
+  start: bigint;
+  tenant: string;
+  span?: RpcSpan;
+}
+
+/**
+ * Ends a call begun with `metrics.inFlight.inc()`: maps what it failed with (if anything) through the one error
+ * mapper, logs an internal error or an outage once, ends its span and records its `rpc` line and metrics. Returns
+ * the error as the client gets it.
+ */
+export function endRpc(
+  logger: Logger,
+  metrics: Metrics,
+  call: RpcCall,
+  err: unknown,
+  signal?: AbortSignal,
+): ConnectError | undefined {
+  const { log, procedure, protocol, tenant, span } = call;
+  const { requestId } = log;
+  metrics.inFlight.dec();
+  let mapped: ConnectError | undefined;
+  if (err !== undefined) {
+    const { error, internal, databaseDown } = toConnectError(err, requestId, signal);
+    mapped = error;
+    if (internal) logger.error({ ...log, procedure, err }, "internal error");
+    // During a failover or an outage every call says so: one line each, the driver's message, no stack.
+    else if (databaseDown)
+      logger.warn({ ...log, procedure, cause: (err as Error)?.message }, "database unavailable: answered UNAVAILABLE");
+  }
+  span?.end({ requestId, protocol, code: mapped?.code, tenant });
+  recordRpc(logger, metrics, {
+    requestId,
+    procedure,
+    protocol,
+    code: mapped?.code,
+    seconds: Number(process.hrtime.bigint() - call.start) / 1e9,
+    tenant,
+    traceId: span?.traceId,
+    spanId: span?.spanId,
+  });
+  return mapped;
 }
 
 /** grpc, grpc-web or connect, from the request's content type (Connect GETs have none). */

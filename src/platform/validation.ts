@@ -15,20 +15,7 @@ import { RequestFieldRules, type FieldProblem } from "./request-fields.js";
  * unvalidated.
  */
 export function createValidationInterceptor(opts: { checkedByService?: ReadonlySet<string> } = {}): Interceptor {
-  const validator = createValidator();
-  const fieldRules = new RequestFieldRules(opts.checkedByService);
-  const check = (schema: DescMessage, message: Message) => {
-    const ours = fieldRules.check(schema, message);
-    const result = validator.validate(schema, message);
-    if (result.kind === "error") throw result.error;
-    if (result.kind === "invalid") {
-      throw invalidRequest([
-        ...ours,
-        ...result.violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId })),
-      ]);
-    }
-    if (ours.length > 0) throw invalidRequest(ours);
-  };
+  const check = createRequestCheck(opts);
   return (next) => async (req) => {
     if (!req.stream) {
       check(req.method.input, req.message);
@@ -45,6 +32,24 @@ export function createValidationInterceptor(opts: { checkedByService?: ReadonlyS
         }
       })(),
     });
+  };
+}
+
+/** The check the validation interceptor makes of each request message: throws INVALID_ARGUMENT as it describes. */
+export function createRequestCheck(opts: { checkedByService?: ReadonlySet<string> } = {}) {
+  const validator = createValidator();
+  const fieldRules = new RequestFieldRules(opts.checkedByService);
+  return (schema: DescMessage, message: Message) => {
+    const ours = fieldRules.check(schema, message);
+    const result = validator.validate(schema, message);
+    if (result.kind === "error") throw result.error;
+    if (result.kind === "invalid") {
+      throw invalidRequest([
+        ...ours,
+        ...result.violations.map((v) => ({ field: pathToString(v.field), message: v.message, rule: v.ruleId })),
+      ]);
+    }
+    if (ours.length > 0) throw invalidRequest(ours);
   };
 }
 
