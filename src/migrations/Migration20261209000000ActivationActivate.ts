@@ -18,29 +18,21 @@ export class Migration20261209000000ActivationActivate extends Migration {
           p_event_id text, p_event_payload jsonb)
         returns table (stamped machines, license licenses)
         language plpgsql volatile as $$
-      declare
-        m machines;
-        lic licenses;
       begin
         -- What the agent says of itself replaces what was kept; empty and 0 keep it (as the full path does).
-        update machines mm set last_heartbeat_at = p_now, updated_at = p_now,
-            hostname = coalesce(nullif(p_hostname, ''), mm.hostname),
-            platform = coalesce(nullif(p_platform, ''), mm.platform),
-            cores = case when p_cores <> 0 then p_cores else mm.cores end, ip = p_ip
+        return query update machines m set last_heartbeat_at = p_now, updated_at = p_now,
+            hostname = coalesce(nullif(p_hostname, ''), m.hostname),
+            platform = coalesce(nullif(p_platform, ''), m.platform),
+            cores = case when p_cores <> 0 then p_cores else m.cores end, ip = p_ip
           from licenses l
-          where l.key_digest = p_key_digest and mm.license_id = l.id and mm.fingerprint = p_fingerprint
-            and mm.status = 'alive' and l.status = 'active' and (l.expires_at is null or l.expires_at > p_now)
-          returning mm.* into m;
+          where l.key_digest = p_key_digest and m.license_id = l.id and m.fingerprint = p_fingerprint
+            and m.status = 'alive' and l.status = 'active' and (l.expires_at is null or l.expires_at > p_now)
+          returning m, l;
         if found then
-          select * into lic from licenses l where l.id = m.license_id;
-          return query select m, lic;
           return;
         end if;
-        select * into lic from activation_add_machine(p_key_digest, p_now, p_id, p_fingerprint, p_hostname,
-          p_platform, p_cores, p_ip, p_metadata, p_event_id, p_event_payload);
-        if found then
-          return query select null::machines, lic;
-        end if;
+        return query select null::machines, a from activation_add_machine(p_key_digest, p_now, p_id, p_fingerprint,
+          p_hostname, p_platform, p_cores, p_ip, p_metadata, p_event_id, p_event_payload) a;
       end $$`);
   }
 
