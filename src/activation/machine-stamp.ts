@@ -3,11 +3,11 @@ import type { License, Policy, Product } from "../licensing/licensing.entity.js"
 import type { Machine } from "./machine.entity.js";
 
 /*
- * Heartbeat's and Activate's fast path in one statement: stamp a live machine of an
- * active, unexpired license (by key digest and fingerprint) and return it with its license,
- * policy and product, turned into the plain records the lease is built from. Prepared
- * once per pooled connection: planning this four-table join was most of PostgreSQL's work
- * per heartbeat.
+ * Heartbeat's fast path in one statement: stamp a live machine of an active, unexpired
+ * license (by key digest and fingerprint) and return it with its license, policy and
+ * product, turned into the plain records the lease is built from. Prepared once per pooled
+ * connection: planning this four-table join was most of PostgreSQL's work per heartbeat.
+ * Activate's fast path is one statement too (ACTIVATE, below).
  */
 /** The license, policy and product columns a lease is built from (`license_id`, `tenant_id` named by the caller). */
 const LICENSE_COLUMNS = `l.status as l_status, (extract(epoch from l.expires_at) * 1000)::bigint as l_expires_ms,
@@ -26,14 +26,6 @@ const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l
    where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
      and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)`;
 const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3
-  ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
-/**
- * Activate of a machine already active (an agent restarting): what it tells of itself, as the full path keeps it (empty
- * and 0 keep what was there).
- */
-const ACTIVATE_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3,
-         hostname = coalesce(nullif($4, ''), m.hostname), platform = coalesce(nullif($5, ''), m.platform),
-         cores = case when $6::int <> 0 then $6::int else m.cores end, ip = $7
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
 /** A license with its policy and product (LICENSE_COLUMNS). */
@@ -108,30 +100,18 @@ function licenseRecordsOf(r: LicenseRow) {
 }
 
 /**
- * Stamps the machine of a license (by key digest) and fingerprint alive at `now` — with
- * `seen`, also what an Activate says of it — and returns it with everything a lease needs;
- * undefined, having changed nothing, when there is no such machine alive or the license is
- * not active and unexpired (the full path answers those).
+ * Stamps the machine of a license (by key digest) and fingerprint alive at `now` and returns it with everything a lease
+ * needs; undefined, having changed nothing, when there is no such machine alive or the license is not active and
+ * unexpired (the full path answers those).
  */
-export async function stampMachine(
-  db: Database,
-  keyDigest: Buffer,
-  fingerprint: string,
-  now: Date,
-  seen?: { hostname: string; platform: string; cores: number; ip: string },
-) {
-  const [r] = seen
-    ? await sql<StampRow>(
-        db,
-        ACTIVATE_STAMP,
-        [keyDigest, fingerprint, now, seen.hostname, seen.platform, seen.cores, seen.ip],
-        {
-          name: "licensd-activate-again",
-        },
-      )
-    : await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
-  if (!r) return undefined;
-  const machine = {
+export async function stampMachine(db: Database, keyDigest: Buffer, fingerprint: string, now: Date) {
+  const [r] = await sql<StampRow>(db, HEARTBEAT_STAMP, [keyDigest, fingerprint, now], { name: "licensd-heartbeat" });
+  return r && { ...licenseRecordsOf(r), machine: machineOf(r, now) };
+}
+
+/** The machine a stamp returned, as stamped at `now`. */
+function machineOf(r: StampRow, now: Date): Machine {
+  return {
     id: r.id,
     tenantId: r.tenant_id,
     licenseId: r.license_id,
@@ -148,35 +128,41 @@ export async function stampMachine(
     createdAt: new Date(Number(r.created_ms)),
     updatedAt: now,
   } as Machine;
-  return { ...licenseRecordsOf(r), machine };
 }
 
 /**
- * Activate's fast path for a new machine, one autocommit statement: migration ActivationAddMachine's function locks the
- * license, inserts the machine if a seat is free and queues its audit entry, and gives back the locked row, joined
- * here with its policy and product. Prepared once per pooled connection.
+ * Activate's fast path, one autocommit statement (migration ActivationActivate): stamps the live machine of an active,
+ * unexpired license (an agent restarting; no license lock), else runs migration ActivationAddMachine's function, which
+ * locks the license, inserts the machine if a seat is free and queues its audit entry. Either way it gives back the
+ * license, joined here with its policy and product, and the machine it stamped (its columns null when it inserted one).
+ * Prepared once per pooled connection.
  */
-const ADD_MACHINE = `select l.id as license_id, l.tenant_id, ${LICENSE_COLUMNS}
-   from activation_add_machine($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::jsonb) l
+const ACTIVATE = `select m.id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
+         (extract(epoch from m.created_at) * 1000)::bigint as created_ms, l.id as license_id, l.tenant_id,
+         ${LICENSE_COLUMNS}
+   from activation_activate($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::jsonb) a
+     cross join lateral (select (a.license).*) l
+     cross join lateral (select (a.stamped).*) m
      join policies p on p.id = l.policy_id
      join products pr on pr.id = l.product_id`;
 
 /**
- * Locks the license a key digest names if it is active and unexpired at `now`, then inserts a new, alive machine of it
- * (`id`, what it says of itself) unless the license has no free seat (node-locked: one) or a machine with that
- * fingerprint, and queues the machine.activated entry `event` (its payload completed with the license's id): one
- * statement, committed on return. Returns the license with its policy and product when it inserted the machine (the
- * caller then settles the tenant's log: events.queuedBy); undefined, having changed nothing, otherwise.
+ * Activates a machine on the license a key digest names, if the license is active and unexpired at `now`, in one
+ * statement committed on return. A live machine with that fingerprint is stamped with what the agent says of itself
+ * (`stamped`: that machine). Otherwise a new, alive machine `m` is inserted unless the license has no free seat
+ * (node-locked: one) or a machine with that fingerprint (dead), and the machine.activated entry `event` is queued (its
+ * payload completed with the license's id): `added` (the caller then settles the tenant's log: events.queuedBy).
+ * Both come with the license, its policy and product; undefined, having changed nothing, for anything else.
  */
-export async function addNewMachine(
+export async function activateMachine(
   db: Database,
   keyDigest: Buffer,
   m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">,
   event: { id: string; payload: Record<string, unknown> },
 ) {
-  const [r] = await sql<LicenseRow>(
+  const [r] = await sql<StampRow | (LicenseRow & { id: null })>(
     db,
-    ADD_MACHINE,
+    ACTIVATE,
     [
       keyDigest,
       m.now,
@@ -190,7 +176,11 @@ export async function addNewMachine(
       event.id,
       JSON.stringify(event.payload),
     ],
-    { name: "licensd-activate-new" },
+    { name: "licensd-activate" },
   );
-  return r && licenseRecordsOf(r);
+  if (!r) return undefined;
+  const records = licenseRecordsOf(r);
+  return r.id === null
+    ? { ...records, added: true as const }
+    : { ...records, added: false as const, stamped: machineOf(r, m.now) };
 }

@@ -13,7 +13,7 @@ import { effectiveStatus, planClaims } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
-import { addNewMachine, stampMachine } from "./machine-stamp.js";
+import { activateMachine, stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";
 
@@ -100,18 +100,17 @@ export function createMachineService(deps: {
   }
 
   /**
-   * Heartbeat's and Activate's one-statement path (machine-stamp.ts): the stamped machine and a fresh lease, or
-   * undefined with nothing changed.
+   * Heartbeat's one-statement path (machine-stamp.ts): the stamped machine and a fresh lease, or undefined with nothing
+   * changed.
    */
   async function stampFast(
     db: Database,
     key: string,
     fingerprint: string,
-    seen?: MachineInfo,
   ): Promise<{ machine: Machine; lease: SignedLease; license: License; policy: Policy } | undefined> {
     const found = lookupLicenseKey(key, keyring);
     if (!found.ok) return undefined; // the full path says why
-    const stamped = await stampMachine(db, found.digest, fingerprint, clock.now(), seen);
+    const stamped = await stampMachine(db, found.digest, fingerprint, clock.now());
     if (!stamped) return undefined;
     const { license, policy, product, machine } = stamped;
     return { machine, lease: await leaseOf(product, policy, license, machine), license, policy };
@@ -247,12 +246,13 @@ export function createMachineService(deps: {
   }
 
   /**
-   * Activate's fast path for a machine the license has never had (machine-stamp.ts): one autocommit statement locks
-   * the license row, inserts the machine if a seat is free and queues its `machine.activated` entry; then the tenant's
-   * log is settled (as after any commit) and the lease signed. No transaction of licensd's, no ORM. Undefined, having
+   * Activate's fast path (machine-stamp.ts), one autocommit statement: a machine already active and alive (an agent
+   * restarting) is stamped, with no license lock as no seat changes hands; a machine the license has never had is
+   * created under the license's lock if a seat is free, and its `machine.activated` entry queued, then the tenant's log
+   * is settled (as after any commit). Then the lease is signed. No transaction of licensd's, no ORM. Undefined, having
    * changed nothing, for anything else, which the full `activate` answers.
    */
-  async function createFast(db: Database, key: string, info: MachineInfo) {
+  async function activateFast(db: Database, key: string, info: MachineInfo) {
     const found = lookupLicenseKey(key, keyring);
     if (!found.ok) return undefined; // the full path says why
     const now = clock.now();
@@ -268,9 +268,10 @@ export function createMachineService(deps: {
     } as Machine;
     // The license's id completes the payload in the statement (it is not known before).
     const { license_id: _, ...payload } = activatedPayload(machine);
-    const added = await addNewMachine(db, found.digest, { ...machine, now }, { id: newId("evt"), payload });
-    if (!added) return undefined;
-    const { license, policy, product } = added;
+    const done = await activateMachine(db, found.digest, { ...machine, now }, { id: newId("evt"), payload });
+    if (!done) return undefined;
+    const { license, policy, product } = done;
+    if (!done.added) return { machine: done.stamped, lease: await leaseOf(product, policy, license, done.stamped) };
     Object.assign(machine, { tenantId: license.tenantId, licenseId: license.id });
     await events.queuedBy(license.tenantId);
     return { machine, lease: await leaseOf(product, policy, license, machine) };
@@ -384,13 +385,12 @@ export function createMachineService(deps: {
     },
 
     /**
-     * Activate's common cases without the ORM (machine-stamp.ts), for an active, unexpired license: a machine already
-     * active and alive (an agent restarting) is stamped in one statement, with no license lock as no seat changes
-     * hands; a machine the license never had is created under the license's lock if a seat is free (createFast).
-     * Returns undefined, having changed nothing, for anything else, which the full `activate` answers.
+     * Activate's common cases without the ORM, for an active, unexpired license: a machine already active and alive
+     * (an agent restarting) is stamped; a machine the license never had is created if a seat is free. One statement
+     * either way (machine-stamp.ts). Returns undefined, having changed nothing, for anything else, which the full
+     * `activate` answers.
      */
-    activateFast: async (db: Database, key: string, info: MachineInfo) =>
-      (await stampFast(db, key, info.fingerprint, info)) ?? (await createFast(db, key, info)),
+    activateFast,
 
     /**
      * Heartbeat's common case in one statement and no ORM (machine-stamp.ts): a live

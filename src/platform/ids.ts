@@ -1,3 +1,4 @@
+import { randomFillSync } from "node:crypto";
 import { monotonicFactory } from "ulid";
 
 /** Resource id prefixes: the type of every id is visible in the id itself. */
@@ -17,7 +18,23 @@ export type IdPrefix =
   | "whe"
   | "whd";
 
-const next = monotonicFactory();
+/**
+ * ulid's PRNG, a fraction in [0, 1) from one byte, served from a pool filled by the CSPRNG a few KiB at a time: ulid's
+ * own asks the CSPRNG once per character (16 calls per id).
+ */
+function pooledRandom(size: number): () => number {
+  const pool = Buffer.alloc(size);
+  let next = size;
+  return () => {
+    if (next === size) {
+      randomFillSync(pool);
+      next = 0;
+    }
+    return pool[next++]! / 256;
+  };
+}
+
+const next = monotonicFactory(pooledRandom(4096));
 
 /**
  * `<prefix>_<ulid>` in lowercase: 26 base32 characters whose first 10 encode the

@@ -17,7 +17,7 @@ import { createTestDatabase, query } from "../support/database.js";
 import { failure } from "../support/errors.js";
 
 /*
- * Activate of a new machine without an idempotency key takes the fast path (machine-stamp.ts, createFast); with one,
+ * Activate of a new machine without an idempotency key takes the fast path (machine-stamp.ts, activateFast); with one,
  * the full ORM path. These tests hold the two to the same answers, rows, audit entries and seat limits, and check that
  * whatever the fast path refuses reaches the full path's error.
  */
