@@ -11,16 +11,19 @@
 // process.execve keeps the process id, so signals and supervisors see one process.
 // LICENSD_NO_REEXEC=1 turns this off.
 //
-// The young generation keeps V8's default size (16 MB semi-spaces): larger ones made each
-// collection longer and the tail of ValidateLicense worse (BENCHMARKS.md, "Design history").
-// An operator's own --max-semi-space-size still applies.
+// --max-semi-space-size=4: the young generation at 4 MB semi-spaces rather than V8's 16. Under
+// a sustained load the server's RSS stayed near 148 MB instead of 171-176 (Health.Check, then
+// ValidateLicense, 90,000 calls each), with throughput within run-to-run noise (alternating A/B,
+// issue 25's note); at 2 MB, Health.Check lost 14 %. Larger ones made each collection longer and
+// the tail of ValidateLicense worse (BENCHMARKS.md, "Design history").
 //
 // --heap-growing-percent=50: under load, each young collection promotes what the calls in
 // flight hold (about 0.5 MB at 16 connections), and V8 collects the old generation only once
 // it reaches the last collection's live size times a factor that, with a heap limit of 2 GB
 // or more, goes up to 4: 40 MB live swelled to 130 MB of dead calls (RSS 300 MB). A factor of
 // 1.5 keeps it near the live size; throughput stayed within run-to-run noise (BENCHMARKS.md,
-// "Memory"). An operator's own --heap-growing-percent still applies.
+// "Memory").
+// An operator's own value of any of these flags, on the command line or in NODE_OPTIONS, applies.
 // Node older than package.json's engines (>= 22.17) would fail later with an obscure error
 // (MikroORM's migrations need node:fs globSync): say so plainly instead.
 const [major, minor] = process.versions.node.split(".").map(Number);
@@ -34,9 +37,15 @@ if (major < 22 || (major === 22 && minor < 17)) {
 // which a restart would only make slower to start.
 // --expose-gc lets serve run one memory-reducing collection once it is up (src/cli/main.ts): what
 // startup grew stays resident otherwise.
-const flags = ["--experimental-async-context-frame", "--expose-gc", "--heap-growing-percent=50"];
+const flags = [
+  "--experimental-async-context-frame",
+  "--expose-gc",
+  "--heap-growing-percent=50",
+  "--max-semi-space-size=4",
+];
 const runsServer = ["serve", "migrate"].includes(process.argv[2]);
-const missing = flags.filter((f) => !process.execArgv.some((a) => a.split("=")[0] === f.split("=")[0]));
+const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].map((a) => a.split("=")[0]);
+const missing = flags.filter((f) => !given.includes(f.split("=")[0]));
 if (runsServer && missing.length > 0 && typeof process.execve === "function" && !process.env.LICENSD_NO_REEXEC) {
   try {
     process.execve(
