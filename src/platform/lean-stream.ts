@@ -9,6 +9,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { grpcStatusOk, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { decodePercent, encodeGrpcMessage } from "./grpc-message.js";
 import { logContext, type Logger } from "./logger.js";
@@ -98,12 +99,9 @@ export function createLeanStream<I extends DescMessage, O extends DescMessage>(o
       address: opts.address(req),
       send(message) {
         if (ended || res.destroyed) return;
-        const body = toBinary(method.output, create(method.output, message));
-        // Unpooled: a slice of Node's shared 8 KiB pool would keep the whole pool alive while the stream is.
-        const frame = Buffer.allocUnsafeSlow(HEADER + body.byteLength);
-        frame[0] = 0;
-        frame.writeUInt32BE(body.byteLength, 1);
-        frame.set(body, HEADER);
+        // connect's envelope is a buffer of its own: a slice of Node's shared 8 KiB pool would keep the whole pool
+        // alive while the stream is.
+        const frame = encodeEnvelope(0, toBinary(method.output, create(method.output, message)));
         if (!headersSent) {
           headersSent = true;
           res.writeHead(200, { "content-type": "application/grpc+proto", "x-request-id": requestId });
