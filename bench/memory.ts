@@ -3,10 +3,12 @@
 //  - idle, once startup's garbage is collected;
 //  - during and after a sustained Health.Check load, then a ValidateLicense load (h2load, Connect JSON
 //    over HTTP/1.1, as bench/concurrency.ts);
+//  - the floor under the idle figure, in the same run: a bare Node process, then one that only imports the
+//    libraries `serve` loads, each on the server's own Node and flags;
 //  - per idle ConnectLease stream, at 10,000 then 100,000 streams (BENCH_MEMORY_STREAMS) held by
 //    several client processes (bench/lease-clients.ts), each with many streams on a few HTTP/2 connections.
 import { execFile, fork } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -72,17 +74,68 @@ async function sustained(url: string, procedure: string, body: unknown) {
   return { rps, peak, after: await serverMemory(url) };
 }
 
+/**
+ * What `licensd serve` loads from node_modules and Node's own modules (its resolved module URLs, listed with
+ * module.registerHooks): the packages' entry points, imported with nothing of licensd's.
+ */
+const LIBRARIES = [
+  "node:http2",
+  "node:crypto",
+  "pg",
+  "kysely",
+  "@mikro-orm/core",
+  "@mikro-orm/postgresql",
+  "@mikro-orm/migrations",
+  "@bufbuild/protobuf",
+  "@bufbuild/protobuf/wkt",
+  "@bufbuild/protovalidate",
+  "@connectrpc/connect",
+  "@connectrpc/connect-node",
+  "@opentelemetry/api",
+  "pino",
+  "prom-client",
+  "sodium-native",
+  "commander",
+  "ulid",
+];
+
+/**
+ * A Node process on the server's binary and flags (read from its /proc cmdline) that imports `modules` and nothing
+ * else, its memory settled as the server's is (after one full collection, as serve runs at start).
+ */
+async function floor(serverPid: number, modules: string[]) {
+  const cmdline = readFileSync(`/proc/${serverPid}/cmdline`, "utf8").split("\0");
+  const flags = cmdline.slice(1).filter((a) => a.startsWith("--"));
+  const code = `
+    for (const m of ${JSON.stringify(modules)}) await import(m);
+    globalThis.gc();
+    const readings = [];
+    for (let i = 0; i < 30; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      readings.push(process.memoryUsage().rss);
+      const last = readings.slice(-3);
+      if (last.length === 3 && Math.max(...last) - Math.min(...last) < ${MB}) break;
+    }
+    console.log(JSON.stringify({ rss: readings.at(-1), heap: process.memoryUsage().heapUsed }));`;
+  const { stdout } = await promisify(execFile)(cmdline[0], [...flags, "--input-type=module", "-e", code], {
+    cwd: path.resolve(import.meta.dirname, ".."),
+  });
+  return JSON.parse(stdout) as { rss: number; heap: number };
+}
+
 async function loads() {
   const server = await startBenchServer();
   try {
     const idle = await settled(server.url);
+    const bare = await floor(server.pid, []);
+    const libraries = await floor(server.pid, LIBRARIES);
     const health = await sustained(server.url, "grpc.health.v1.Health/Check", {});
     const key = await validKey(server);
     const validate = await sustained(server.url, "licensd.licensing.v1.LicensingService/ValidateLicense", {
       key,
       entitlements: ["reports"],
     });
-    return { idle, health, validate, settledAfter: await settled(server.url) };
+    return { idle, bare, libraries, health, validate, settledAfter: await settled(server.url) };
   } finally {
     await server.stop();
   }
@@ -234,7 +287,7 @@ async function streams() {
 const met = (ok: boolean) => (ok ? "met" : "NOT met");
 
 export async function run(): Promise<string> {
-  const { idle, health, validate, settledAfter } = await loads();
+  const { idle, bare, libraries, health, validate, settledAfter } = await loads();
   const lease = await streams();
   const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;
   const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
@@ -247,6 +300,8 @@ export async function run(): Promise<string> {
     `| Moment | RSS | V8 heap used |`,
     "|---|---:|---:|",
     `| idle, settled after start | ${mb(idle.rss)} | ${mb(idle.heap)} |`,
+    `| (floor) a bare Node process, same binary and flags | ${mb(bare.rss)} | ${mb(bare.heap)} |`,
+    `| (floor) a Node process that only imports the libraries serve loads | ${mb(libraries.rss)} | ${mb(libraries.heap)} |`,
     `| Health.Check, h2load -n${REQUESTS} -c16 (${r(health.rps)} req/s): peak during | ${mb(health.peak)} | |`,
     `| right after it | ${mb(health.after.rss)} | ${mb(health.after.heap)} |`,
     `| ValidateLicense, h2load -n${REQUESTS} -c16 (${r(validate.rps)} req/s): peak during | ${mb(validate.peak)} | |`,
@@ -263,7 +318,7 @@ export async function run(): Promise<string> {
     "",
     "Goals (issue 25):",
     "",
-    `- idle ≤ 80 MB RSS: ${met(idle.rss <= 80 * MB)} (${mb(idle.rss)});`,
+    `- idle ≤ 80 MB RSS: ${met(idle.rss <= 80 * MB)} (${mb(idle.rss)}; the libraries alone take ${mb(libraries.rss)}, licensd's own code and state ${mb(idle.rss - libraries.rss)} more);`,
     `- ≤ 160 MB under sustained load: ${met(Math.max(health.peak, validate.peak, settledAfter.rss) <= 160 * MB)} (peak ${mb(Math.max(health.peak, validate.peak))});`,
     `- ≤ 16 KiB per idle ConnectLease stream: ${met(lease.rows.every((s) => s.rss <= 16 * 1024))} (${lease.rows.map((s) => `${kib(s.rss)} at ${r(s.count)}`).join(", ")});`,
     `- 100,000 streams held on one process: ${met(lease.rows.some((s) => s.count >= 100_000))}.`,

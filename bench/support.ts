@@ -131,6 +131,8 @@ export async function startBenchServer(
     key,
     dataKey,
     database,
+    /** The server's process id (the launcher restarts itself in place, so it is also the server's). */
+    pid: child.pid!,
     /**
      * A Connect JSON call as the super-admin (retried once: a load generator may have left a kept-alive socket stale).
      */
