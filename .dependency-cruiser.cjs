@@ -4,7 +4,7 @@
  *
  *   entry     src/app.ts, src/cli/, src/server.ts, src/connect.ts, src/config.ts, src/entities.ts
  *             (the composition root and what sits beside it): may import anything in src/.
- *   domains   src/tenants, licensing, activation, usage, audit, webhooks: import platform/,
+ *   domains   src/tenants, licensing, activation, usage, audit, webhooks, provisioning: import platform/,
  *             events/, generated code, and other domains only through the arrows listed below.
  *   events/   the event log: imports only platform/.
  *   platform/ imports no domain, no events/, no entry.
@@ -13,7 +13,7 @@
  *
  * Type-only imports count (tsPreCompilationDeps).
  */
-const DOMAINS = "(tenants|licensing|activation|usage|audit|webhooks)";
+const DOMAINS = "(tenants|licensing|activation|usage|audit|webhooks|provisioning)";
 const ENTRY = "^src/(app|server|connect|config|entities)\\.ts$|^src/cli/|^src/migrations/";
 
 module.exports = {

@@ -68,6 +68,11 @@ import { createDeliveryQueries } from "./webhooks/delivery.query.js";
 import { createDispatcher, type Dispatcher } from "./webhooks/dispatcher.js";
 import { createEndpointService } from "./webhooks/endpoint.service.js";
 import { createWebhookRpc } from "./webhooks/webhook.rpc.js";
+import { createProvisioningLicenses } from "./provisioning/licensing-port.js";
+import { createPaymentHook } from "./provisioning/payment-hook.js";
+import { createPaymentSourceService } from "./provisioning/payment-source.service.js";
+import { createPaymentRpc } from "./provisioning/payment.rpc.js";
+import { createProvisioningService } from "./provisioning/provisioning.service.js";
 import packageJson from "../package.json" with { type: "json" };
 
 export interface App {
@@ -285,6 +290,21 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       allowPrivate: config.webhooks.allowPrivate,
       allowedHosts: config.webhooks.allowedHosts,
     });
+    // Provisioning from payments: providers' events → customers and licenses, through the licensing services.
+    const provisioningLicenses = createProvisioningLicenses({ catalog, licenses });
+    const paymentSources = createPaymentSourceService({
+      clock,
+      events,
+      dataKey: dataKeys,
+      policies: provisioningLicenses,
+    });
+    const provisioning = createProvisioningService({
+      db,
+      clock,
+      events,
+      sources: paymentSources,
+      licenses: provisioningLicenses,
+    });
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
     await health.monitor(() => db.ping(), logger);
@@ -368,15 +388,18 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           pages,
           keyFailures,
         }),
-        webhook: createWebhookRpc({
-          db,
-          reads,
-          idempotency,
-          endpoints: webhookEndpoints,
-          deliveries: createDeliveryQueries(),
-          dispatcher: webhooks,
-          pages,
-        }),
+        webhook: {
+          ...createWebhookRpc({
+            db,
+            reads,
+            idempotency,
+            endpoints: webhookEndpoints,
+            deliveries: createDeliveryQueries(),
+            dispatcher: webhooks,
+            pages,
+          }),
+          ...createPaymentRpc({ db, reads, idempotency, sources: paymentSources, provisioning, pages }),
+        },
         audit: createAuditRpc({ db, reads, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),
         reflectionV1: createReflectionV1(reflection),
@@ -410,10 +433,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
 
     const consoleAssets = createConsoleHandler(findConsoleDir());
+    // Providers' events are small (Stripe's are at most a few hundred KiB with expanded objects).
+    const paymentHook = createPaymentHook({ provisioning, logger, maxBytes: 1024 * 1024 });
     const handler: RequestHandler = (req, anyRes) => {
       const res = anyRes as http.ServerResponse; // both response kinds share writeHead/end
       const path = req.url?.split("?")[0];
       if (path !== undefined && consoleAssets(req as http.IncomingMessage, res, path)) return;
+      if (path !== undefined && paymentHook(req as http.IncomingMessage, res, path)) return;
       if (req.method === "GET" && path === "/healthz") {
         const up = health.get("") === ServingStatus.SERVING;
         res.writeHead(up ? 200 : 503, { "content-type": "text/plain" });

@@ -273,9 +273,26 @@ export function createLicenseService(deps: {
       return change(em, license, actor, "license.reinstated");
     },
 
-    async renew(em: EntityManager, tenantId: string, actor: string, id: string) {
+    /**
+     * Extends the expiry by the policy's duration (from the expiry, or from now once it passed); with `until` (a paid
+     * subscription period's end, provisioning/), to `until` instead, or leaves it where it is when that is later (or
+     * when the license has none).
+     */
+    async renew(em: EntityManager, tenantId: string, actor: string, id: string, until?: Date) {
       const license = await get(em, tenantId, id, true);
       if (license.status === "revoked") throw failedPrecondition("LICENSE_REVOKED", `license ${id} is revoked`);
+      if (until !== undefined) {
+        if (until >= LATEST_REQUEST_TIME.date)
+          throw new DomainError(
+            Code.OutOfRange,
+            "EXPIRY_OUT_OF_RANGE",
+            `the paid period ends ${until.toISOString()}, past ${LATEST_REQUEST_TIME.text}`,
+            { id },
+          );
+        // A license with no expiry keeps none.
+        if (license.expiresAt !== null && license.expiresAt < until) license.expiresAt = until;
+        return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt?.toISOString() ?? null });
+      }
       const policy = await catalog.getPolicy(em, tenantId, license.policyId);
       if (policy.durationSeconds == null)
         throw failedPrecondition(

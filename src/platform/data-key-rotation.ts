@@ -33,6 +33,13 @@ export const SEALED_COLUMNS: readonly SealedColumns[] = [
     columns: ["secret_sealed", "previous_secret_sealed"],
     aad: ([id]) => id!,
   },
+  // provisioning/payment-source.service.ts: the providers' signing secrets, to the source id
+  {
+    table: "payment_sources",
+    key: ["id"],
+    columns: ["secret_sealed", "previous_secret_sealed"],
+    aad: ([id]) => id!,
+  },
   // platform/idempotency.ts: recorded answers, to their row
   {
     table: "idempotency_records",

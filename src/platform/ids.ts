@@ -16,7 +16,9 @@ export type IdPrefix =
   | "mtr"
   | "anm"
   | "whe"
-  | "whd";
+  | "whd"
+  | "psrc"
+  | "pev";
 
 /**
  * ulid's PRNG, a fraction in [0, 1) from one byte, served from a pool filled by the CSPRNG a few KiB at a time: ulid's

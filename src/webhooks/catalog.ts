@@ -47,6 +47,11 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "webhook.endpoint.deleted": "A webhook endpoint was deleted.",
   "webhook.endpoint.secret_rotated": "A webhook endpoint's signing secret was rotated.",
   "webhook.endpoint.disabled": "licensd disabled a webhook endpoint: it answered 410, or failed for 5 days straight.",
+  "payment_source.created": "A payment source (a Stripe or Polar webhook endpoint) was connected.",
+  "payment_source.updated": "A payment source's description, mappings or enabled flag changed.",
+  "payment_source.secret_rotated": "A payment source's signing secret was replaced.",
+  "payment_source.deleted": "A payment source was deleted.",
+  "payment.event_failed": "A verified payment event could not be applied (e.g. an unmapped price); replay it once fixed.",
   "webhook.test": "Sent by SendTestWebhook to one endpoint; not in the audit log.",
 };
 

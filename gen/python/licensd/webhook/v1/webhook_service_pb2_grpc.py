@@ -70,6 +70,46 @@ class WebhookServiceStub(object):
                 request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.SerializeToString,
                 response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.FromString,
                 )
+        self.CreatePaymentSource = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/CreatePaymentSource',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceResponse.FromString,
+                )
+        self.GetPaymentSource = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/GetPaymentSource',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceResponse.FromString,
+                )
+        self.ListPaymentSources = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ListPaymentSources',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesResponse.FromString,
+                )
+        self.UpdatePaymentSource = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/UpdatePaymentSource',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceResponse.FromString,
+                )
+        self.RotatePaymentSourceSecret = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/RotatePaymentSourceSecret',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretResponse.FromString,
+                )
+        self.DeletePaymentSource = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/DeletePaymentSource',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceResponse.FromString,
+                )
+        self.ListPaymentEvents = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ListPaymentEvents',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsResponse.FromString,
+                )
+        self.ReplayPaymentEvent = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ReplayPaymentEvent',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.FromString,
+                )
 
 
 class WebhookServiceServicer(object):
@@ -156,6 +196,68 @@ class WebhookServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePaymentSource(self, request, context):
+        """Connects a payment provider: creates a source whose `hook_path` the vendor gives
+        the provider as its webhook URL, with the signing secret the provider showed them
+        (docs/provisioning.md). Needs `admin`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPaymentSource(self, request, context):
+        """Returns one payment source (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentSources(self, request, context):
+        """Lists the tenant's payment sources, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePaymentSource(self, request, context):
+        """Changes the fields named in `update_mask`: description, mappings, enabled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotatePaymentSourceSecret(self, request, context):
+        """Replaces the signing secret with the provider's new one. The old one is still
+        accepted for `overlap`, while the provider signs with both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePaymentSource(self, request, context):
+        """Deletes a payment source and its recorded events; its hook path answers 404 from
+        then on. The licenses it created stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentEvents(self, request, context):
+        """Lists recorded payment events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayPaymentEvent(self, request, context):
+        """Applies a recorded event again, with the source's mappings as they are now: for an
+        event that FAILED (an item with no mapping, say) once the cause is fixed. An event
+        already APPLIED or IGNORED is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WebhookServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +310,46 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.SendTestWebhook,
                     request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.FromString,
                     response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.SerializeToString,
+            ),
+            'CreatePaymentSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePaymentSource,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceResponse.SerializeToString,
+            ),
+            'GetPaymentSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentSource,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceResponse.SerializeToString,
+            ),
+            'ListPaymentSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentSources,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesResponse.SerializeToString,
+            ),
+            'UpdatePaymentSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePaymentSource,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceResponse.SerializeToString,
+            ),
+            'RotatePaymentSourceSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotatePaymentSourceSecret,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretResponse.SerializeToString,
+            ),
+            'DeletePaymentSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePaymentSource,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceResponse.SerializeToString,
+            ),
+            'ListPaymentEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentEvents,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsResponse.SerializeToString,
+            ),
+            'ReplayPaymentEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayPaymentEvent,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,5 +534,141 @@ class WebhookService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/SendTestWebhook',
             licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookRequest.SerializeToString,
             licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.SendTestWebhookResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreatePaymentSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/CreatePaymentSource',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.CreatePaymentSourceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetPaymentSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/GetPaymentSource',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetPaymentSourceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListPaymentSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ListPaymentSources',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentSourcesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdatePaymentSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/UpdatePaymentSource',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdatePaymentSourceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RotatePaymentSourceSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/RotatePaymentSourceSecret',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.RotatePaymentSourceSecretResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeletePaymentSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/DeletePaymentSource',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.DeletePaymentSourceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListPaymentEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ListPaymentEvents',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListPaymentEventsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReplayPaymentEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ReplayPaymentEvent',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

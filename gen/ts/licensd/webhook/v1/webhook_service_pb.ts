@@ -7,6 +7,8 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Duration, FieldMask } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
+import type { PaymentEvent, PaymentEventStatus, PaymentMapping, PaymentProvider, PaymentSource } from "./payment_source_pb.js";
+import { file_licensd_webhook_v1_payment_source } from "./payment_source_pb.js";
 import type { WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint } from "./webhook_pb.js";
 import { file_licensd_webhook_v1_webhook } from "./webhook_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/webhook/v1/webhook_service.proto.
  */
 export const file_licensd_webhook_v1_webhook_service: GenFile = /*@__PURE__*/
-  fileDesc("CihsaWNlbnNkL3dlYmhvb2svdjEvd2ViaG9va19zZXJ2aWNlLnByb3RvEhJsaWNlbnNkLndlYmhvb2sudjEisAIKHENyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhcKA3VybBgCIAEoCUIKukgHcgUQARiAEBIdCgtkZXNjcmlwdGlvbhgDIAEoCUIIukgFcgMY9AMSTgoLZXZlbnRfdHlwZXMYBCADKAlCObpINpIBMxBAGAEiLXIrGGQyJ14oXCp8W2EtejAtOV9dKyhcLlthLXowLTlfXSspKihcLlwqKT8pJBIUCgdlbmFibGVkGAUgASgISACIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokQgoKCF9lbmFibGVkImYKHUNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludBIOCgZzZWNyZXQYAiABKAkicwoZR2V0V2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQiUwoaR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50IosBChtMaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJvChxMaXN0V2ViaG9va0VuZHBvaW50c1Jlc3BvbnNlEjYKCWVuZHBvaW50cxgBIAMoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRW5kcG9pbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIv0CChxVcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGVfWzAtOWEtel17MjZ9JBIVCgN1cmwYAyABKAlCCLpIBXIDGIAQEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxj0AxJOCgtldmVudF90eXBlcxgFIAMoCUI5ukg2kgEzEEAYASItcisYZDInXihcKnxbYS16MC05X10rKFwuW2EtejAtOV9dKykqKFwuXCopPykkEg8KB2VuYWJsZWQYBiABKAgSNwoLdXBkYXRlX21hc2sYByABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQga6SAPIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAggASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHVVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCKtAQocRGVsZXRlV2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHURlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCLnAQoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXndoZV9bMC05YS16XXsyNn0kEjoKB292ZXJsYXAYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECID1JDIAEjUKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJkChtSb3RhdGVXZWJob29rU2VjcmV0UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50Eg4KBnNlY3JldBgCIAEoCSK0AgocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoLZW5kcG9pbnRfaWQYAiABKAlCHLpIGXIXMhVeKHdoZV9bMC05YS16XXsyNn0pPyQSLgoIZXZlbnRfaWQYAyABKAlCHLpIGXIXMhVeKGV2dF9bMC05YS16XXsyNn0pPyQSQwoGc3RhdHVzGAQgASgOMikubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAUgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBiABKAlCCLpIBXIDGIAEInEKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjcKCmRlbGl2ZXJpZXMYASADKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzChlHZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JCJTChpHZXRXZWJob29rRGVsaXZlcnlSZXNwb25zZRI1CghkZWxpdmVyeRgBIAEoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRGVsaXZlcnkiqAEKF1JlZGVsaXZlcldlYmhvb2tSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiUQoYUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeSKwAQoWU2VuZFRlc3RXZWJob29rUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoLZW5kcG9pbnRfaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlAKF1NlbmRUZXN0V2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeTLVCQoOV2ViaG9va1NlcnZpY2USfAoVQ3JlYXRlV2ViaG9va0VuZHBvaW50EjAubGljZW5zZC53ZWJob29rLnYxLkNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QaMS5saWNlbnNkLndlYmhvb2sudjEuQ3JlYXRlV2ViaG9va0VuZHBvaW50UmVzcG9uc2USeAoSR2V0V2ViaG9va0VuZHBvaW50Ei0ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tFbmRwb2ludFJlcXVlc3QaLi5saWNlbnNkLndlYmhvb2sudjEuR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2UiA5ACARJ+ChRMaXN0V2ViaG9va0VuZHBvaW50cxIvLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QaMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tFbmRwb2ludHNSZXNwb25zZSIDkAIBEnwKFVVwZGF0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5VcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLlVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnwKFURlbGV0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5EZWxldGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLkRlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnYKE1JvdGF0ZVdlYmhvb2tTZWNyZXQSLi5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QaLy5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlc3BvbnNlEoEBChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBoxLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZSIDkAIBEngKEkdldFdlYmhvb2tEZWxpdmVyeRItLmxpY2Vuc2Qud2ViaG9vay52MS5HZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Gi4ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tEZWxpdmVyeVJlc3BvbnNlIgOQAgESbQoQUmVkZWxpdmVyV2ViaG9vaxIrLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVxdWVzdBosLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USagoPU2VuZFRlc3RXZWJob29rEioubGljZW5zZC53ZWJob29rLnYxLlNlbmRUZXN0V2ViaG9va1JlcXVlc3QaKy5saWNlbnNkLndlYmhvb2sudjEuU2VuZFRlc3RXZWJob29rUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_field_mask, file_licensd_webhook_v1_webhook]);
+  fileDesc("CihsaWNlbnNkL3dlYmhvb2svdjEvd2ViaG9va19zZXJ2aWNlLnByb3RvEhJsaWNlbnNkLndlYmhvb2sudjEisAIKHENyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEhcKA3VybBgCIAEoCUIKukgHcgUQARiAEBIdCgtkZXNjcmlwdGlvbhgDIAEoCUIIukgFcgMY9AMSTgoLZXZlbnRfdHlwZXMYBCADKAlCObpINpIBMxBAGAEiLXIrGGQyJ14oXCp8W2EtejAtOV9dKyhcLlthLXowLTlfXSspKihcLlwqKT8pJBIUCgdlbmFibGVkGAUgASgISACIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokQgoKCF9lbmFibGVkImYKHUNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludBIOCgZzZWNyZXQYAiABKAkicwoZR2V0V2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQiUwoaR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50IosBChtMaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJvChxMaXN0V2ViaG9va0VuZHBvaW50c1Jlc3BvbnNlEjYKCWVuZHBvaW50cxgBIAMoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRW5kcG9pbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIv0CChxVcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGVfWzAtOWEtel17MjZ9JBIVCgN1cmwYAyABKAlCCLpIBXIDGIAQEh0KC2Rlc2NyaXB0aW9uGAQgASgJQgi6SAVyAxj0AxJOCgtldmVudF90eXBlcxgFIAMoCUI5ukg2kgEzEEAYASItcisYZDInXihcKnxbYS16MC05X10rKFwuW2EtejAtOV9dKykqKFwuXCopPykkEg8KB2VuYWJsZWQYBiABKAgSNwoLdXBkYXRlX21hc2sYByABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQga6SAPIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAggASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHVVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCKtAQocRGVsZXRlV2ViaG9va0VuZHBvaW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlYKHURlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEjUKCGVuZHBvaW50GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tFbmRwb2ludCLnAQoaUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiUKAmlkGAIgASgJQhm6SBZyFDISXndoZV9bMC05YS16XXsyNn0kEjoKB292ZXJsYXAYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECID1JDIAEjUKD2lkZW1wb3RlbmN5X2tleRgEIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJkChtSb3RhdGVXZWJob29rU2VjcmV0UmVzcG9uc2USNQoIZW5kcG9pbnQYASABKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0VuZHBvaW50Eg4KBnNlY3JldBgCIAEoCSK0AgocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMQoLZW5kcG9pbnRfaWQYAiABKAlCHLpIGXIXMhVeKHdoZV9bMC05YS16XXsyNn0pPyQSLgoIZXZlbnRfaWQYAyABKAlCHLpIGXIXMhVeKGV2dF9bMC05YS16XXsyNn0pPyQSQwoGc3RhdHVzGAQgASgOMikubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAUgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBiABKAlCCLpIBXIDGIAEInEKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjcKCmRlbGl2ZXJpZXMYASADKAsyIy5saWNlbnNkLndlYmhvb2sudjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJzChlHZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JCJTChpHZXRXZWJob29rRGVsaXZlcnlSZXNwb25zZRI1CghkZWxpdmVyeRgBIAEoCzIjLmxpY2Vuc2Qud2ViaG9vay52MS5XZWJob29rRGVsaXZlcnkiqAEKF1JlZGVsaXZlcldlYmhvb2tSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIlCgJpZBgCIAEoCUIZukgWchQyEl53aGRfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiUQoYUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeSKwAQoWU2VuZFRlc3RXZWJob29rUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSLgoLZW5kcG9pbnRfaWQYAiABKAlCGbpIFnIUMhJed2hlX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlAKF1NlbmRUZXN0V2ViaG9va1Jlc3BvbnNlEjUKCGRlbGl2ZXJ5GAEgASgLMiMubGljZW5zZC53ZWJob29rLnYxLldlYmhvb2tEZWxpdmVyeSL1AgoaQ3JlYXRlUGF5bWVudFNvdXJjZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEkEKCHByb3ZpZGVyGAIgASgOMiMubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRQcm92aWRlckIKukgHggEEEAEgABIrCgZzZWNyZXQYAyABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17OCwyNTZ9JBIdCgtkZXNjcmlwdGlvbhgEIAEoCUIIukgFcgMY9AMSPgoIbWFwcGluZ3MYBSADKAsyIi5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudE1hcHBpbmdCCLpIBZIBAhBkEhQKB2VuYWJsZWQYBiABKAhIAIgBARI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiRCCgoIX2VuYWJsZWQiUAobQ3JlYXRlUGF5bWVudFNvdXJjZVJlc3BvbnNlEjEKBnNvdXJjZRgBIAEoCzIhLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50U291cmNlInIKF0dldFBheW1lbnRTb3VyY2VSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15wc3JjX1swLTlhLXpdezI2fSQiTQoYR2V0UGF5bWVudFNvdXJjZVJlc3BvbnNlEjEKBnNvdXJjZRgBIAEoCzIhLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50U291cmNlIokBChlMaXN0UGF5bWVudFNvdXJjZXNSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgDIAEoCUIIukgFcgMYgAQiaQoaTGlzdFBheW1lbnRTb3VyY2VzUmVzcG9uc2USMgoHc291cmNlcxgBIAMoCzIhLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50U291cmNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLVAgoaVXBkYXRlUGF5bWVudFNvdXJjZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXnBzcmNfWzAtOWEtel17MjZ9JBIdCgtkZXNjcmlwdGlvbhgDIAEoCUIIukgFcgMY9AMSPgoIbWFwcGluZ3MYBCADKAsyIi5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudE1hcHBpbmdCCLpIBZIBAhBkEg8KB2VuYWJsZWQYBSABKAgSNwoLdXBkYXRlX21hc2sYBiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQga6SAPIAQESNQoPaWRlbXBvdGVuY3lfa2V5GAcgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlAKG1VwZGF0ZVBheW1lbnRTb3VyY2VSZXNwb25zZRIxCgZzb3VyY2UYASABKAsyIS5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudFNvdXJjZSKbAgogUm90YXRlUGF5bWVudFNvdXJjZVNlY3JldFJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXnBzcmNfWzAtOWEtel17MjZ9JBIrCgZzZWNyZXQYAyABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17OCwyNTZ9JBI6CgdvdmVybGFwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg66SAuqAQgiBAiA9SQyABI1Cg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiVgohUm90YXRlUGF5bWVudFNvdXJjZVNlY3JldFJlc3BvbnNlEjEKBnNvdXJjZRgBIAEoCzIhLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50U291cmNlIqwBChpEZWxldGVQYXltZW50U291cmNlUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJgoCaWQYAiABKAlCGrpIF3IVMhNecHNyY19bMC05YS16XXsyNn0kEjUKD2lkZW1wb3RlbmN5X2tleRgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJQChtEZWxldGVQYXltZW50U291cmNlUmVzcG9uc2USMQoGc291cmNlGAEgASgLMiEubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRTb3VyY2Ui/AEKGExpc3RQYXltZW50RXZlbnRzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoJc291cmNlX2lkGAIgASgJQh26SBpyGDIWXihwc3JjX1swLTlhLXpdezI2fSk/JBJACgZzdGF0dXMYAyABKA4yJi5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudEV2ZW50U3RhdHVzQgi6SAWCAQIQARIdCglwYWdlX3NpemUYBCABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgFIAEoCUIIukgFcgMYgAQiZgoZTGlzdFBheW1lbnRFdmVudHNSZXNwb25zZRIwCgZldmVudHMYASADKAsyIC5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKqAQoZUmVwbGF5UGF5bWVudEV2ZW50UmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSJQoCaWQYAiABKAlCGbpIFnIUMhJecGV2X1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIk0KGlJlcGxheVBheW1lbnRFdmVudFJlc3BvbnNlEi8KBWV2ZW50GAEgASgLMiAubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRFdmVudDKiEQoOV2ViaG9va1NlcnZpY2USfAoVQ3JlYXRlV2ViaG9va0VuZHBvaW50EjAubGljZW5zZC53ZWJob29rLnYxLkNyZWF0ZVdlYmhvb2tFbmRwb2ludFJlcXVlc3QaMS5saWNlbnNkLndlYmhvb2sudjEuQ3JlYXRlV2ViaG9va0VuZHBvaW50UmVzcG9uc2USeAoSR2V0V2ViaG9va0VuZHBvaW50Ei0ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tFbmRwb2ludFJlcXVlc3QaLi5saWNlbnNkLndlYmhvb2sudjEuR2V0V2ViaG9va0VuZHBvaW50UmVzcG9uc2UiA5ACARJ+ChRMaXN0V2ViaG9va0VuZHBvaW50cxIvLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0VuZHBvaW50c1JlcXVlc3QaMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tFbmRwb2ludHNSZXNwb25zZSIDkAIBEnwKFVVwZGF0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5VcGRhdGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLlVwZGF0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnwKFURlbGV0ZVdlYmhvb2tFbmRwb2ludBIwLmxpY2Vuc2Qud2ViaG9vay52MS5EZWxldGVXZWJob29rRW5kcG9pbnRSZXF1ZXN0GjEubGljZW5zZC53ZWJob29rLnYxLkRlbGV0ZVdlYmhvb2tFbmRwb2ludFJlc3BvbnNlEnYKE1JvdGF0ZVdlYmhvb2tTZWNyZXQSLi5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlcXVlc3QaLy5saWNlbnNkLndlYmhvb2sudjEuUm90YXRlV2ViaG9va1NlY3JldFJlc3BvbnNlEoEBChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSMC5saWNlbnNkLndlYmhvb2sudjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBoxLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZSIDkAIBEngKEkdldFdlYmhvb2tEZWxpdmVyeRItLmxpY2Vuc2Qud2ViaG9vay52MS5HZXRXZWJob29rRGVsaXZlcnlSZXF1ZXN0Gi4ubGljZW5zZC53ZWJob29rLnYxLkdldFdlYmhvb2tEZWxpdmVyeVJlc3BvbnNlIgOQAgESbQoQUmVkZWxpdmVyV2ViaG9vaxIrLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVxdWVzdBosLmxpY2Vuc2Qud2ViaG9vay52MS5SZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USagoPU2VuZFRlc3RXZWJob29rEioubGljZW5zZC53ZWJob29rLnYxLlNlbmRUZXN0V2ViaG9va1JlcXVlc3QaKy5saWNlbnNkLndlYmhvb2sudjEuU2VuZFRlc3RXZWJob29rUmVzcG9uc2USdgoTQ3JlYXRlUGF5bWVudFNvdXJjZRIuLmxpY2Vuc2Qud2ViaG9vay52MS5DcmVhdGVQYXltZW50U291cmNlUmVxdWVzdBovLmxpY2Vuc2Qud2ViaG9vay52MS5DcmVhdGVQYXltZW50U291cmNlUmVzcG9uc2UScgoQR2V0UGF5bWVudFNvdXJjZRIrLmxpY2Vuc2Qud2ViaG9vay52MS5HZXRQYXltZW50U291cmNlUmVxdWVzdBosLmxpY2Vuc2Qud2ViaG9vay52MS5HZXRQYXltZW50U291cmNlUmVzcG9uc2UiA5ACARJ4ChJMaXN0UGF5bWVudFNvdXJjZXMSLS5saWNlbnNkLndlYmhvb2sudjEuTGlzdFBheW1lbnRTb3VyY2VzUmVxdWVzdBouLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0UGF5bWVudFNvdXJjZXNSZXNwb25zZSIDkAIBEnYKE1VwZGF0ZVBheW1lbnRTb3VyY2USLi5saWNlbnNkLndlYmhvb2sudjEuVXBkYXRlUGF5bWVudFNvdXJjZVJlcXVlc3QaLy5saWNlbnNkLndlYmhvb2sudjEuVXBkYXRlUGF5bWVudFNvdXJjZVJlc3BvbnNlEogBChlSb3RhdGVQYXltZW50U291cmNlU2VjcmV0EjQubGljZW5zZC53ZWJob29rLnYxLlJvdGF0ZVBheW1lbnRTb3VyY2VTZWNyZXRSZXF1ZXN0GjUubGljZW5zZC53ZWJob29rLnYxLlJvdGF0ZVBheW1lbnRTb3VyY2VTZWNyZXRSZXNwb25zZRJ2ChNEZWxldGVQYXltZW50U291cmNlEi4ubGljZW5zZC53ZWJob29rLnYxLkRlbGV0ZVBheW1lbnRTb3VyY2VSZXF1ZXN0Gi8ubGljZW5zZC53ZWJob29rLnYxLkRlbGV0ZVBheW1lbnRTb3VyY2VSZXNwb25zZRJ1ChFMaXN0UGF5bWVudEV2ZW50cxIsLmxpY2Vuc2Qud2ViaG9vay52MS5MaXN0UGF5bWVudEV2ZW50c1JlcXVlc3QaLS5saWNlbnNkLndlYmhvb2sudjEuTGlzdFBheW1lbnRFdmVudHNSZXNwb25zZSIDkAIBEnMKElJlcGxheVBheW1lbnRFdmVudBItLmxpY2Vuc2Qud2ViaG9vay52MS5SZXBsYXlQYXltZW50RXZlbnRSZXF1ZXN0Gi4ubGljZW5zZC53ZWJob29rLnYxLlJlcGxheVBheW1lbnRFdmVudFJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_field_mask, file_licensd_webhook_v1_payment_source, file_licensd_webhook_v1_webhook]);
 
 /**
  * Request for CreateWebhookEndpoint.
@@ -679,6 +681,550 @@ export const SendTestWebhookResponseSchema: GenMessage<SendTestWebhookResponse> 
   messageDesc(file_licensd_webhook_v1_webhook_service, 19);
 
 /**
+ * Request for CreatePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.CreatePaymentSourceRequest
+ */
+export type CreatePaymentSourceRequest = Message<"licensd.webhook.v1.CreatePaymentSourceRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The provider.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentProvider provider = 2;
+   */
+  provider: PaymentProvider;
+
+  /**
+   * The signing secret the provider shows for this endpoint (Stripe: `whsec_…`; Polar: the
+   * endpoint's secret as shown), 8 to 256 printable ASCII characters. Stored encrypted.
+   *
+   * @generated from field: string secret = 3;
+   */
+  secret: string;
+
+  /**
+   * Free text, at most 500 characters.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * Which policy each price or product gets: at most 100, each item once.
+   *
+   * @generated from field: repeated licensd.webhook.v1.PaymentMapping mappings = 5;
+   */
+  mappings: PaymentMapping[];
+
+  /**
+   * Created disabled when false; unset means enabled.
+   *
+   * @generated from field: optional bool enabled = 6;
+   */
+  enabled?: boolean | undefined;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.CreatePaymentSourceRequest.
+ * Use `create(CreatePaymentSourceRequestSchema)` to create a new message.
+ */
+export const CreatePaymentSourceRequestSchema: GenMessage<CreatePaymentSourceRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 20);
+
+/**
+ * Response for CreatePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.CreatePaymentSourceResponse
+ */
+export type CreatePaymentSourceResponse = Message<"licensd.webhook.v1.CreatePaymentSourceResponse"> & {
+  /**
+   * The source.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentSource source = 1;
+   */
+  source?: PaymentSource | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.CreatePaymentSourceResponse.
+ * Use `create(CreatePaymentSourceResponseSchema)` to create a new message.
+ */
+export const CreatePaymentSourceResponseSchema: GenMessage<CreatePaymentSourceResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 21);
+
+/**
+ * Request for GetPaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.GetPaymentSourceRequest
+ */
+export type GetPaymentSourceRequest = Message<"licensd.webhook.v1.GetPaymentSourceRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The source's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetPaymentSourceRequest.
+ * Use `create(GetPaymentSourceRequestSchema)` to create a new message.
+ */
+export const GetPaymentSourceRequestSchema: GenMessage<GetPaymentSourceRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 22);
+
+/**
+ * Response for GetPaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.GetPaymentSourceResponse
+ */
+export type GetPaymentSourceResponse = Message<"licensd.webhook.v1.GetPaymentSourceResponse"> & {
+  /**
+   * The source.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentSource source = 1;
+   */
+  source?: PaymentSource | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.GetPaymentSourceResponse.
+ * Use `create(GetPaymentSourceResponseSchema)` to create a new message.
+ */
+export const GetPaymentSourceResponseSchema: GenMessage<GetPaymentSourceResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 23);
+
+/**
+ * Request for ListPaymentSources.
+ *
+ * @generated from message licensd.webhook.v1.ListPaymentSourcesRequest
+ */
+export type ListPaymentSourcesRequest = Message<"licensd.webhook.v1.ListPaymentSourcesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * At most this many (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's `next_page_token`.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListPaymentSourcesRequest.
+ * Use `create(ListPaymentSourcesRequestSchema)` to create a new message.
+ */
+export const ListPaymentSourcesRequestSchema: GenMessage<ListPaymentSourcesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 24);
+
+/**
+ * Response for ListPaymentSources.
+ *
+ * @generated from message licensd.webhook.v1.ListPaymentSourcesResponse
+ */
+export type ListPaymentSourcesResponse = Message<"licensd.webhook.v1.ListPaymentSourcesResponse"> & {
+  /**
+   * The sources.
+   *
+   * @generated from field: repeated licensd.webhook.v1.PaymentSource sources = 1;
+   */
+  sources: PaymentSource[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListPaymentSourcesResponse.
+ * Use `create(ListPaymentSourcesResponseSchema)` to create a new message.
+ */
+export const ListPaymentSourcesResponseSchema: GenMessage<ListPaymentSourcesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 25);
+
+/**
+ * Request for UpdatePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.UpdatePaymentSourceRequest
+ */
+export type UpdatePaymentSourceRequest = Message<"licensd.webhook.v1.UpdatePaymentSourceRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The source's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The new description.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * The new mappings (they replace all of the old ones).
+   * Which policy each price or product gets: at most 100, each item once.
+   *
+   * @generated from field: repeated licensd.webhook.v1.PaymentMapping mappings = 4;
+   */
+  mappings: PaymentMapping[];
+
+  /**
+   * Enabled or not.
+   *
+   * @generated from field: bool enabled = 5;
+   */
+  enabled: boolean;
+
+  /**
+   * Which of description, mappings, enabled to change.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 6;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.UpdatePaymentSourceRequest.
+ * Use `create(UpdatePaymentSourceRequestSchema)` to create a new message.
+ */
+export const UpdatePaymentSourceRequestSchema: GenMessage<UpdatePaymentSourceRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 26);
+
+/**
+ * Response for UpdatePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.UpdatePaymentSourceResponse
+ */
+export type UpdatePaymentSourceResponse = Message<"licensd.webhook.v1.UpdatePaymentSourceResponse"> & {
+  /**
+   * The source.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentSource source = 1;
+   */
+  source?: PaymentSource | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.UpdatePaymentSourceResponse.
+ * Use `create(UpdatePaymentSourceResponseSchema)` to create a new message.
+ */
+export const UpdatePaymentSourceResponseSchema: GenMessage<UpdatePaymentSourceResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 27);
+
+/**
+ * Request for RotatePaymentSourceSecret.
+ *
+ * @generated from message licensd.webhook.v1.RotatePaymentSourceSecretRequest
+ */
+export type RotatePaymentSourceSecretRequest = Message<"licensd.webhook.v1.RotatePaymentSourceSecretRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The source's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The provider's new signing secret (same rules as at creation).
+   * The signing secret the provider shows for this endpoint (Stripe: `whsec_…`; Polar: the
+   * endpoint's secret as shown), 8 to 256 printable ASCII characters. Stored encrypted.
+   *
+   * @generated from field: string secret = 3;
+   */
+  secret: string;
+
+  /**
+   * How long the old secret is still accepted next to the new one: 0 to 7 days; unset
+   * means 24 hours (Stripe signs with both for up to 24 hours after a roll).
+   *
+   * @generated from field: google.protobuf.Duration overlap = 4;
+   */
+  overlap?: Duration | undefined;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 5;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RotatePaymentSourceSecretRequest.
+ * Use `create(RotatePaymentSourceSecretRequestSchema)` to create a new message.
+ */
+export const RotatePaymentSourceSecretRequestSchema: GenMessage<RotatePaymentSourceSecretRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 28);
+
+/**
+ * Response for RotatePaymentSourceSecret.
+ *
+ * @generated from message licensd.webhook.v1.RotatePaymentSourceSecretResponse
+ */
+export type RotatePaymentSourceSecretResponse = Message<"licensd.webhook.v1.RotatePaymentSourceSecretResponse"> & {
+  /**
+   * The source.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentSource source = 1;
+   */
+  source?: PaymentSource | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.RotatePaymentSourceSecretResponse.
+ * Use `create(RotatePaymentSourceSecretResponseSchema)` to create a new message.
+ */
+export const RotatePaymentSourceSecretResponseSchema: GenMessage<RotatePaymentSourceSecretResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 29);
+
+/**
+ * Request for DeletePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.DeletePaymentSourceRequest
+ */
+export type DeletePaymentSourceRequest = Message<"licensd.webhook.v1.DeletePaymentSourceRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The source's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.DeletePaymentSourceRequest.
+ * Use `create(DeletePaymentSourceRequestSchema)` to create a new message.
+ */
+export const DeletePaymentSourceRequestSchema: GenMessage<DeletePaymentSourceRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 30);
+
+/**
+ * Response for DeletePaymentSource.
+ *
+ * @generated from message licensd.webhook.v1.DeletePaymentSourceResponse
+ */
+export type DeletePaymentSourceResponse = Message<"licensd.webhook.v1.DeletePaymentSourceResponse"> & {
+  /**
+   * The source as it was.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentSource source = 1;
+   */
+  source?: PaymentSource | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.DeletePaymentSourceResponse.
+ * Use `create(DeletePaymentSourceResponseSchema)` to create a new message.
+ */
+export const DeletePaymentSourceResponseSchema: GenMessage<DeletePaymentSourceResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 31);
+
+/**
+ * Request for ListPaymentEvents.
+ *
+ * @generated from message licensd.webhook.v1.ListPaymentEventsRequest
+ */
+export type ListPaymentEventsRequest = Message<"licensd.webhook.v1.ListPaymentEventsRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only this source's events; empty for all.
+   *
+   * @generated from field: string source_id = 2;
+   */
+  sourceId: string;
+
+  /**
+   * Only events with this status; UNSPECIFIED for any.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentEventStatus status = 3;
+   */
+  status: PaymentEventStatus;
+
+  /**
+   * At most this many (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's `next_page_token`.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListPaymentEventsRequest.
+ * Use `create(ListPaymentEventsRequestSchema)` to create a new message.
+ */
+export const ListPaymentEventsRequestSchema: GenMessage<ListPaymentEventsRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 32);
+
+/**
+ * Response for ListPaymentEvents.
+ *
+ * @generated from message licensd.webhook.v1.ListPaymentEventsResponse
+ */
+export type ListPaymentEventsResponse = Message<"licensd.webhook.v1.ListPaymentEventsResponse"> & {
+  /**
+   * The events.
+   *
+   * @generated from field: repeated licensd.webhook.v1.PaymentEvent events = 1;
+   */
+  events: PaymentEvent[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ListPaymentEventsResponse.
+ * Use `create(ListPaymentEventsResponseSchema)` to create a new message.
+ */
+export const ListPaymentEventsResponseSchema: GenMessage<ListPaymentEventsResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 33);
+
+/**
+ * Request for ReplayPaymentEvent.
+ *
+ * @generated from message licensd.webhook.v1.ReplayPaymentEventRequest
+ */
+export type ReplayPaymentEventRequest = Message<"licensd.webhook.v1.ReplayPaymentEventRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The event's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * Makes a retry return the first answer and change nothing.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ReplayPaymentEventRequest.
+ * Use `create(ReplayPaymentEventRequestSchema)` to create a new message.
+ */
+export const ReplayPaymentEventRequestSchema: GenMessage<ReplayPaymentEventRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 34);
+
+/**
+ * Response for ReplayPaymentEvent.
+ *
+ * @generated from message licensd.webhook.v1.ReplayPaymentEventResponse
+ */
+export type ReplayPaymentEventResponse = Message<"licensd.webhook.v1.ReplayPaymentEventResponse"> & {
+  /**
+   * The event after this attempt: APPLIED, or FAILED again with its new reason.
+   *
+   * @generated from field: licensd.webhook.v1.PaymentEvent event = 1;
+   */
+  event?: PaymentEvent | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.ReplayPaymentEventResponse.
+ * Use `create(ReplayPaymentEventResponseSchema)` to create a new message.
+ */
+export const ReplayPaymentEventResponseSchema: GenMessage<ReplayPaymentEventResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_webhook_service, 35);
+
+/**
  * WebhookService manages signed webhook endpoints and their deliveries.
  *
  * Every change in a tenant's audit log (see docs/webhooks.md for the catalog) is
@@ -793,6 +1339,92 @@ export const WebhookService: GenService<{
     methodKind: "unary";
     input: typeof SendTestWebhookRequestSchema;
     output: typeof SendTestWebhookResponseSchema;
+  },
+  /**
+   * Connects a payment provider: creates a source whose `hook_path` the vendor gives
+   * the provider as its webhook URL, with the signing secret the provider showed them
+   * (docs/provisioning.md). Needs `admin`.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.CreatePaymentSource
+   */
+  createPaymentSource: {
+    methodKind: "unary";
+    input: typeof CreatePaymentSourceRequestSchema;
+    output: typeof CreatePaymentSourceResponseSchema;
+  },
+  /**
+   * Returns one payment source (never its secret).
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.GetPaymentSource
+   */
+  getPaymentSource: {
+    methodKind: "unary";
+    input: typeof GetPaymentSourceRequestSchema;
+    output: typeof GetPaymentSourceResponseSchema;
+  },
+  /**
+   * Lists the tenant's payment sources, oldest first.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.ListPaymentSources
+   */
+  listPaymentSources: {
+    methodKind: "unary";
+    input: typeof ListPaymentSourcesRequestSchema;
+    output: typeof ListPaymentSourcesResponseSchema;
+  },
+  /**
+   * Changes the fields named in `update_mask`: description, mappings, enabled.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.UpdatePaymentSource
+   */
+  updatePaymentSource: {
+    methodKind: "unary";
+    input: typeof UpdatePaymentSourceRequestSchema;
+    output: typeof UpdatePaymentSourceResponseSchema;
+  },
+  /**
+   * Replaces the signing secret with the provider's new one. The old one is still
+   * accepted for `overlap`, while the provider signs with both.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.RotatePaymentSourceSecret
+   */
+  rotatePaymentSourceSecret: {
+    methodKind: "unary";
+    input: typeof RotatePaymentSourceSecretRequestSchema;
+    output: typeof RotatePaymentSourceSecretResponseSchema;
+  },
+  /**
+   * Deletes a payment source and its recorded events; its hook path answers 404 from
+   * then on. The licenses it created stay.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.DeletePaymentSource
+   */
+  deletePaymentSource: {
+    methodKind: "unary";
+    input: typeof DeletePaymentSourceRequestSchema;
+    output: typeof DeletePaymentSourceResponseSchema;
+  },
+  /**
+   * Lists recorded payment events, newest first.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.ListPaymentEvents
+   */
+  listPaymentEvents: {
+    methodKind: "unary";
+    input: typeof ListPaymentEventsRequestSchema;
+    output: typeof ListPaymentEventsResponseSchema;
+  },
+  /**
+   * Applies a recorded event again, with the source's mappings as they are now: for an
+   * event that FAILED (an item with no mapping, say) once the cause is fixed. An event
+   * already APPLIED or IGNORED is FAILED_PRECONDITION.
+   *
+   * @generated from rpc licensd.webhook.v1.WebhookService.ReplayPaymentEvent
+   */
+  replayPaymentEvent: {
+    methodKind: "unary";
+    input: typeof ReplayPaymentEventRequestSchema;
+    output: typeof ReplayPaymentEventResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_webhook_v1_webhook_service, 0);

@@ -42,6 +42,28 @@ type WebhookServiceClient interface {
 	// Sends a `webhook.test` event to one endpoint (enabled or not) before the call
 	// returns, and records it as a delivery. Never retried.
 	SendTestWebhook(ctx context.Context, in *SendTestWebhookRequest, opts ...grpc.CallOption) (*SendTestWebhookResponse, error)
+	// Connects a payment provider: creates a source whose `hook_path` the vendor gives
+	// the provider as its webhook URL, with the signing secret the provider showed them
+	// (docs/provisioning.md). Needs `admin`.
+	CreatePaymentSource(ctx context.Context, in *CreatePaymentSourceRequest, opts ...grpc.CallOption) (*CreatePaymentSourceResponse, error)
+	// Returns one payment source (never its secret).
+	GetPaymentSource(ctx context.Context, in *GetPaymentSourceRequest, opts ...grpc.CallOption) (*GetPaymentSourceResponse, error)
+	// Lists the tenant's payment sources, oldest first.
+	ListPaymentSources(ctx context.Context, in *ListPaymentSourcesRequest, opts ...grpc.CallOption) (*ListPaymentSourcesResponse, error)
+	// Changes the fields named in `update_mask`: description, mappings, enabled.
+	UpdatePaymentSource(ctx context.Context, in *UpdatePaymentSourceRequest, opts ...grpc.CallOption) (*UpdatePaymentSourceResponse, error)
+	// Replaces the signing secret with the provider's new one. The old one is still
+	// accepted for `overlap`, while the provider signs with both.
+	RotatePaymentSourceSecret(ctx context.Context, in *RotatePaymentSourceSecretRequest, opts ...grpc.CallOption) (*RotatePaymentSourceSecretResponse, error)
+	// Deletes a payment source and its recorded events; its hook path answers 404 from
+	// then on. The licenses it created stay.
+	DeletePaymentSource(ctx context.Context, in *DeletePaymentSourceRequest, opts ...grpc.CallOption) (*DeletePaymentSourceResponse, error)
+	// Lists recorded payment events, newest first.
+	ListPaymentEvents(ctx context.Context, in *ListPaymentEventsRequest, opts ...grpc.CallOption) (*ListPaymentEventsResponse, error)
+	// Applies a recorded event again, with the source's mappings as they are now: for an
+	// event that FAILED (an item with no mapping, say) once the cause is fixed. An event
+	// already APPLIED or IGNORED is FAILED_PRECONDITION.
+	ReplayPaymentEvent(ctx context.Context, in *ReplayPaymentEventRequest, opts ...grpc.CallOption) (*ReplayPaymentEventResponse, error)
 }
 
 type webhookServiceClient struct {
@@ -142,6 +164,78 @@ func (c *webhookServiceClient) SendTestWebhook(ctx context.Context, in *SendTest
 	return out, nil
 }
 
+func (c *webhookServiceClient) CreatePaymentSource(ctx context.Context, in *CreatePaymentSourceRequest, opts ...grpc.CallOption) (*CreatePaymentSourceResponse, error) {
+	out := new(CreatePaymentSourceResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/CreatePaymentSource", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) GetPaymentSource(ctx context.Context, in *GetPaymentSourceRequest, opts ...grpc.CallOption) (*GetPaymentSourceResponse, error) {
+	out := new(GetPaymentSourceResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/GetPaymentSource", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ListPaymentSources(ctx context.Context, in *ListPaymentSourcesRequest, opts ...grpc.CallOption) (*ListPaymentSourcesResponse, error) {
+	out := new(ListPaymentSourcesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/ListPaymentSources", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) UpdatePaymentSource(ctx context.Context, in *UpdatePaymentSourceRequest, opts ...grpc.CallOption) (*UpdatePaymentSourceResponse, error) {
+	out := new(UpdatePaymentSourceResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/UpdatePaymentSource", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) RotatePaymentSourceSecret(ctx context.Context, in *RotatePaymentSourceSecretRequest, opts ...grpc.CallOption) (*RotatePaymentSourceSecretResponse, error) {
+	out := new(RotatePaymentSourceSecretResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/RotatePaymentSourceSecret", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) DeletePaymentSource(ctx context.Context, in *DeletePaymentSourceRequest, opts ...grpc.CallOption) (*DeletePaymentSourceResponse, error) {
+	out := new(DeletePaymentSourceResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/DeletePaymentSource", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ListPaymentEvents(ctx context.Context, in *ListPaymentEventsRequest, opts ...grpc.CallOption) (*ListPaymentEventsResponse, error) {
+	out := new(ListPaymentEventsResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/ListPaymentEvents", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) ReplayPaymentEvent(ctx context.Context, in *ReplayPaymentEventRequest, opts ...grpc.CallOption) (*ReplayPaymentEventResponse, error) {
+	out := new(ReplayPaymentEventResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/ReplayPaymentEvent", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WebhookServiceServer is the server API for WebhookService service.
 // All implementations must embed UnimplementedWebhookServiceServer
 // for forward compatibility
@@ -171,6 +265,28 @@ type WebhookServiceServer interface {
 	// Sends a `webhook.test` event to one endpoint (enabled or not) before the call
 	// returns, and records it as a delivery. Never retried.
 	SendTestWebhook(context.Context, *SendTestWebhookRequest) (*SendTestWebhookResponse, error)
+	// Connects a payment provider: creates a source whose `hook_path` the vendor gives
+	// the provider as its webhook URL, with the signing secret the provider showed them
+	// (docs/provisioning.md). Needs `admin`.
+	CreatePaymentSource(context.Context, *CreatePaymentSourceRequest) (*CreatePaymentSourceResponse, error)
+	// Returns one payment source (never its secret).
+	GetPaymentSource(context.Context, *GetPaymentSourceRequest) (*GetPaymentSourceResponse, error)
+	// Lists the tenant's payment sources, oldest first.
+	ListPaymentSources(context.Context, *ListPaymentSourcesRequest) (*ListPaymentSourcesResponse, error)
+	// Changes the fields named in `update_mask`: description, mappings, enabled.
+	UpdatePaymentSource(context.Context, *UpdatePaymentSourceRequest) (*UpdatePaymentSourceResponse, error)
+	// Replaces the signing secret with the provider's new one. The old one is still
+	// accepted for `overlap`, while the provider signs with both.
+	RotatePaymentSourceSecret(context.Context, *RotatePaymentSourceSecretRequest) (*RotatePaymentSourceSecretResponse, error)
+	// Deletes a payment source and its recorded events; its hook path answers 404 from
+	// then on. The licenses it created stay.
+	DeletePaymentSource(context.Context, *DeletePaymentSourceRequest) (*DeletePaymentSourceResponse, error)
+	// Lists recorded payment events, newest first.
+	ListPaymentEvents(context.Context, *ListPaymentEventsRequest) (*ListPaymentEventsResponse, error)
+	// Applies a recorded event again, with the source's mappings as they are now: for an
+	// event that FAILED (an item with no mapping, say) once the cause is fixed. An event
+	// already APPLIED or IGNORED is FAILED_PRECONDITION.
+	ReplayPaymentEvent(context.Context, *ReplayPaymentEventRequest) (*ReplayPaymentEventResponse, error)
 	mustEmbedUnimplementedWebhookServiceServer()
 }
 
@@ -207,6 +323,30 @@ func (UnimplementedWebhookServiceServer) RedeliverWebhook(context.Context, *Rede
 }
 func (UnimplementedWebhookServiceServer) SendTestWebhook(context.Context, *SendTestWebhookRequest) (*SendTestWebhookResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SendTestWebhook not implemented")
+}
+func (UnimplementedWebhookServiceServer) CreatePaymentSource(context.Context, *CreatePaymentSourceRequest) (*CreatePaymentSourceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreatePaymentSource not implemented")
+}
+func (UnimplementedWebhookServiceServer) GetPaymentSource(context.Context, *GetPaymentSourceRequest) (*GetPaymentSourceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPaymentSource not implemented")
+}
+func (UnimplementedWebhookServiceServer) ListPaymentSources(context.Context, *ListPaymentSourcesRequest) (*ListPaymentSourcesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPaymentSources not implemented")
+}
+func (UnimplementedWebhookServiceServer) UpdatePaymentSource(context.Context, *UpdatePaymentSourceRequest) (*UpdatePaymentSourceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdatePaymentSource not implemented")
+}
+func (UnimplementedWebhookServiceServer) RotatePaymentSourceSecret(context.Context, *RotatePaymentSourceSecretRequest) (*RotatePaymentSourceSecretResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotatePaymentSourceSecret not implemented")
+}
+func (UnimplementedWebhookServiceServer) DeletePaymentSource(context.Context, *DeletePaymentSourceRequest) (*DeletePaymentSourceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeletePaymentSource not implemented")
+}
+func (UnimplementedWebhookServiceServer) ListPaymentEvents(context.Context, *ListPaymentEventsRequest) (*ListPaymentEventsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPaymentEvents not implemented")
+}
+func (UnimplementedWebhookServiceServer) ReplayPaymentEvent(context.Context, *ReplayPaymentEventRequest) (*ReplayPaymentEventResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReplayPaymentEvent not implemented")
 }
 func (UnimplementedWebhookServiceServer) mustEmbedUnimplementedWebhookServiceServer() {}
 
@@ -401,6 +541,150 @@ func _WebhookService_SendTestWebhook_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WebhookService_CreatePaymentSource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePaymentSourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).CreatePaymentSource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/CreatePaymentSource",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).CreatePaymentSource(ctx, req.(*CreatePaymentSourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_GetPaymentSource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPaymentSourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).GetPaymentSource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/GetPaymentSource",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).GetPaymentSource(ctx, req.(*GetPaymentSourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ListPaymentSources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPaymentSourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ListPaymentSources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/ListPaymentSources",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ListPaymentSources(ctx, req.(*ListPaymentSourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_UpdatePaymentSource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePaymentSourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).UpdatePaymentSource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/UpdatePaymentSource",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).UpdatePaymentSource(ctx, req.(*UpdatePaymentSourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_RotatePaymentSourceSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotatePaymentSourceSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).RotatePaymentSourceSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/RotatePaymentSourceSecret",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).RotatePaymentSourceSecret(ctx, req.(*RotatePaymentSourceSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_DeletePaymentSource_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePaymentSourceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).DeletePaymentSource(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/DeletePaymentSource",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).DeletePaymentSource(ctx, req.(*DeletePaymentSourceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ListPaymentEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPaymentEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ListPaymentEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/ListPaymentEvents",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ListPaymentEvents(ctx, req.(*ListPaymentEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_ReplayPaymentEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayPaymentEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ReplayPaymentEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/ReplayPaymentEvent",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ReplayPaymentEvent(ctx, req.(*ReplayPaymentEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _WebhookService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.webhook.v1.WebhookService",
 	HandlerType: (*WebhookServiceServer)(nil),
@@ -444,6 +728,38 @@ var _WebhookService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendTestWebhook",
 			Handler:    _WebhookService_SendTestWebhook_Handler,
+		},
+		{
+			MethodName: "CreatePaymentSource",
+			Handler:    _WebhookService_CreatePaymentSource_Handler,
+		},
+		{
+			MethodName: "GetPaymentSource",
+			Handler:    _WebhookService_GetPaymentSource_Handler,
+		},
+		{
+			MethodName: "ListPaymentSources",
+			Handler:    _WebhookService_ListPaymentSources_Handler,
+		},
+		{
+			MethodName: "UpdatePaymentSource",
+			Handler:    _WebhookService_UpdatePaymentSource_Handler,
+		},
+		{
+			MethodName: "RotatePaymentSourceSecret",
+			Handler:    _WebhookService_RotatePaymentSourceSecret_Handler,
+		},
+		{
+			MethodName: "DeletePaymentSource",
+			Handler:    _WebhookService_DeletePaymentSource_Handler,
+		},
+		{
+			MethodName: "ListPaymentEvents",
+			Handler:    _WebhookService_ListPaymentEvents_Handler,
+		},
+		{
+			MethodName: "ReplayPaymentEvent",
+			Handler:    _WebhookService_ReplayPaymentEvent_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
