@@ -127,8 +127,11 @@ export function readStripeEvent(rawBody: Buffer, headers: Headers, secret: strin
     if (err instanceof Stripe.errors.StripeSignatureVerificationError) {
       throw new PaymentEventError("signature", err.message);
     }
-    // Signature checked; the body is not JSON (or not a snapshot event).
-    throw new PaymentEventError("malformed", `not a Stripe event: ${(err as Error).message}`);
+    // Thrown after the signature passed: the body is not JSON, or is a thin (v2) event notification.
+    if (err instanceof SyntaxError || (err instanceof Error && err.message.includes("thin event"))) {
+      throw new PaymentEventError("malformed", `not a Stripe event: ${err.message}`);
+    }
+    throw err;
   }
   const body = object(event, "event");
   const type = text(body.type, "type");

@@ -421,9 +421,11 @@ describe("readStripeEvent", () => {
       expect(repeated.reason).toBe("signature");
     });
 
-    it("a signed body that is not JSON, as malformed", () => {
+    it("a signed body that is not JSON or is a thin event notification, as malformed", () => {
       const raw = "{not json";
       expect(read(signStripe(raw), raw).reason).toBe("malformed");
+      const thin = JSON.stringify({ id: "evt_2", object: "v2.core.event", type: "v1.billing.meter.error_report" });
+      expect(read(signStripe(thin), thin).reason).toBe("malformed");
     });
 
     it("a signed event missing what its action needs, or with a NUL in an id or email, as malformed", () => {
@@ -701,6 +703,15 @@ describe("readPolarEvent", () => {
       refs: [polarOrder.id],
       reason: "chargeback",
     });
+  });
+
+  it("finds its headers whatever their case", () => {
+    const body = JSON.stringify(polarEvent("order.paid", polarOrder));
+    const headers = Object.fromEntries(
+      Object.entries(signPolar(body)).map(([name, value]) => [name.replace(/\b\w/g, (c) => c.toUpperCase()), value]),
+    );
+    expect(Object.keys(headers)).toContain("Webhook-Signature");
+    expect(readPolarEvent(Buffer.from(body), headers, POLAR_SECRET, NOW).id).toBe("msg_2tZ0nQ8WJ1c4dXg7yH3kL5pR9sV");
   });
 
   it("ignores event types provisioning does not use", () => {
