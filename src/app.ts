@@ -69,6 +69,7 @@ import { createDispatcher, type Dispatcher } from "./webhooks/dispatcher.js";
 import { createEndpointService } from "./webhooks/endpoint.service.js";
 import { createWebhookRpc } from "./webhooks/webhook.rpc.js";
 import { createProvisioningLicenses } from "./provisioning/licensing-port.js";
+import { createEmailOutbox, smtpTransport } from "./provisioning/email-outbox.js";
 import { createPaymentHook } from "./provisioning/payment-hook.js";
 import { createPaymentSourceService } from "./provisioning/payment-source.service.js";
 import { createPaymentRpc } from "./provisioning/payment.rpc.js";
@@ -298,12 +299,26 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       dataKey: dataKeys,
       policies: provisioningLicenses,
     });
+    const { smtp } = config;
+    const outbox = createEmailOutbox({
+      db,
+      clock,
+      events,
+      dataKey: dataKeys,
+      logger,
+      transport: smtp.host ? smtpTransport({ ...smtp, host: smtp.host }) : undefined,
+      from: smtp.from,
+      pollMs: smtp.pollMs,
+    });
+    acquired.push(() => outbox.stop());
+    outbox.start();
     const provisioning = createProvisioningService({
       db,
       clock,
       events,
       sources: paymentSources,
       licenses: provisioningLicenses,
+      outbox,
     });
     const health = new HealthState(licensdServices.map((s) => s.typeName));
     acquired.push(() => health.stop());
@@ -398,7 +413,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
             dispatcher: webhooks,
             pages,
           }),
-          ...createPaymentRpc({ db, reads, idempotency, sources: paymentSources, provisioning, pages }),
+          ...createPaymentRpc({ db, reads, idempotency, sources: paymentSources, provisioning, outbox, pages }),
         },
         audit: createAuditRpc({ db, reads, clock, idempotency, audit, keepAliveMs: config.auditKeepAliveMs, pages }),
         health: createHealthRpc(health),

@@ -74,6 +74,8 @@ export interface Config {
   heartbeatSweepMs: number;
   /** Webhook deliveries: SSRF rules, whether this instance sends, how long history is kept. */
   webhooks: WebhookSettings;
+  /** License keys e-mailed after a purchase (provisioning/): the SMTP server, and the outbox's pace. */
+  smtp: SmtpSettings;
   /** Settings that were accepted but deserve a word in the log at start. */
   warnings: string[];
   /** Secrets that development mode generated (and stored) on this start, to announce. */
@@ -107,6 +109,21 @@ export interface WebhookSettings {
   pollMs: number;
   /** How long a claimed delivery stays claimed: past it, an attempt never recorded (a crash) is made again. */
   leaseMs: number;
+}
+
+export interface SmtpSettings {
+  /** LICENSD_SMTP_HOST; undefined: nothing is sent, and queued e-mails wait until one is configured. */
+  host: string | undefined;
+  /** LICENSD_SMTP_PORT: default 465 with implicit TLS, else 587. */
+  port: number;
+  /** LICENSD_SMTP_TLS: `starttls` (default: required), `implicit` (TLS from the first byte) or `none`. */
+  tls: "starttls" | "implicit" | "none";
+  user: string | undefined;
+  password: string | undefined;
+  /** LICENSD_SMTP_FROM: the From of every e-mail, e.g. `Acme Licensing <licenses@acme.example>`. */
+  from: string;
+  /** How often the outbox looks for due e-mails (LICENSD_EMAIL_POLL_MS). */
+  pollMs: number;
 }
 
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };
@@ -159,6 +176,7 @@ export function loadConfig(env: Env = process.env): Config {
   const proxies = readProxies(settings);
   const tuning = readTuning(settings);
   const webhooks = readWebhooks(settings, production);
+  const smtp = readSmtp(settings, production);
 
   if (settings.problems.length > 0) throw new ConfigError(settings.problems);
   const { dataKey } = secrets;
@@ -175,6 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     ...limits,
     ...proxies,
     webhooks,
+    smtp,
     generated: secrets.generated,
     devSecretsFile: secrets.devSecretsFile,
     warnings: settings.warnings,
@@ -541,6 +560,36 @@ function readWebhooks({ str, int, problems, warnings }: Settings, production: bo
     historyDays: int("LICENSD_WEBHOOK_HISTORY_DAYS", 30, 1, 3650),
     pollMs: int("LICENSD_WEBHOOK_POLL_MS", 1_000, 10, 60_000),
     leaseMs: int("LICENSD_WEBHOOK_LEASE_MS", 60_000, 1_000, 3_600_000),
+  };
+}
+
+/** LICENSD_SMTP_*: where license-key e-mails go out. Production refuses plain SMTP except to this machine. */
+function readSmtp({ str, int, problems }: Settings, production: boolean): SmtpSettings {
+  const host = str("LICENSD_SMTP_HOST");
+  const tls = str("LICENSD_SMTP_TLS") ?? "starttls";
+  if (tls !== "starttls" && tls !== "implicit" && tls !== "none")
+    problems.push(`LICENSD_SMTP_TLS=${JSON.stringify(tls)}: must be starttls, implicit or none`);
+  const mode = tls === "implicit" || tls === "none" ? tls : "starttls";
+  const user = str("LICENSD_SMTP_USER");
+  const password = str("LICENSD_SMTP_PASSWORD");
+  if ((user === undefined) !== (password === undefined))
+    problems.push("LICENSD_SMTP_USER and LICENSD_SMTP_PASSWORD: give both or neither");
+  const from = str("LICENSD_SMTP_FROM") ?? "";
+  if (host !== undefined && from === "") problems.push("LICENSD_SMTP_FROM: required with LICENSD_SMTP_HOST");
+  const loopback = host === "localhost" || host === "::1" || host?.startsWith("127.") === true;
+  if (production && host !== undefined && mode === "none" && !loopback)
+    problems.push(
+      "LICENSD_SMTP_TLS=none: license keys would cross the network in clear; use starttls or implicit " +
+        "(none is allowed in production only to a relay on this machine)",
+    );
+  return {
+    host,
+    port: int("LICENSD_SMTP_PORT", mode === "implicit" ? 465 : 587, 1, 65535),
+    tls: mode,
+    user,
+    password,
+    from,
+    pollMs: int("LICENSD_EMAIL_POLL_MS", 1_000, 10, 60_000),
   };
 }
 

@@ -40,6 +40,8 @@ export const SEALED_COLUMNS: readonly SealedColumns[] = [
     columns: ["secret_sealed", "previous_secret_sealed"],
     aad: ([id]) => id!,
   },
+  // provisioning/email-outbox.ts: license keys waiting to be e-mailed (erased once sent), to the e-mail's id
+  { table: "email_outbox", key: ["id"], columns: ["key_sealed"], aad: ([id]) => id! },
   // platform/idempotency.ts: recorded answers, to their row
   {
     table: "idempotency_records",

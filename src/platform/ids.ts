@@ -18,7 +18,8 @@ export type IdPrefix =
   | "whe"
   | "whd"
   | "psrc"
-  | "pev";
+  | "pev"
+  | "eml";
 
 /**
  * ulid's PRNG, a fraction in [0, 1) from one byte, served from a pool filled by the CSPRNG a few KiB at a time: ulid's

@@ -62,5 +62,11 @@ export function createProvisioningLicenses(deps: {
       ]);
       return row?.status;
     },
+    async describe(em, tenantId, licenseId) {
+      const license = await licenses.get(em, tenantId, licenseId);
+      const policy = await catalog.getPolicy(em, tenantId, license.policyId);
+      const product = await catalog.getProduct(em, tenantId, license.productId);
+      return { productName: product.name, policyName: policy.name, expiresAt: license.expiresAt ?? null };
+    },
   };
 }

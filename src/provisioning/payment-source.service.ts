@@ -21,6 +21,7 @@ export interface PaymentSource {
   description: string;
   mappings: PaymentMapping[];
   enabled: boolean;
+  emailLicenseKeys: boolean;
   previousSecretExpiresAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
@@ -33,13 +34,14 @@ interface SourceRow {
   description: string;
   mappings: { item: string; policy_id: string; metadata: Record<string, string> }[];
   enabled: boolean;
+  email_license_keys: boolean;
   previous_secret_expires_at: Date | string | null;
   created_at: Date | string;
   updated_at: Date | string;
 }
 
-const SOURCE_COLUMNS = `id, tenant_id, provider, description, mappings, enabled, previous_secret_expires_at, created_at,
-  updated_at`;
+const SOURCE_COLUMNS = `id, tenant_id, provider, description, mappings, enabled, email_license_keys,
+  previous_secret_expires_at, created_at, updated_at`;
 
 const sourceOf = (r: SourceRow): PaymentSource => ({
   id: r.id,
@@ -48,6 +50,7 @@ const sourceOf = (r: SourceRow): PaymentSource => ({
   description: r.description,
   mappings: r.mappings.map((m) => ({ item: m.item, policyId: m.policy_id, metadata: m.metadata })),
   enabled: r.enabled,
+  emailLicenseKeys: r.email_license_keys,
   previousSecretExpiresAt: timestampOf(r.previous_secret_expires_at),
   createdAt: timestampOf(r.created_at),
   updatedAt: timestampOf(r.updated_at),
@@ -71,9 +74,12 @@ export interface NewPaymentSource {
   description: string;
   mappings: PaymentMapping[];
   enabled: boolean;
+  emailLicenseKeys: boolean;
 }
 
-export type PaymentSourcePatch = Partial<Pick<NewPaymentSource, "description" | "mappings" | "enabled">>;
+export type PaymentSourcePatch = Partial<
+  Pick<NewPaymentSource, "description" | "mappings" | "enabled" | "emailLicenseKeys">
+>;
 
 /** What the sources service asks of licensing (app.ts fills it): whether a policy is the tenant's. */
 export interface PolicyLookup {
@@ -114,11 +120,14 @@ export function createPaymentSourceService(deps: {
     return sourceOf(row);
   }
 
-  const described = (s: Pick<PaymentSource, "provider" | "description" | "mappings" | "enabled">) => ({
+  const described = (
+    s: Pick<PaymentSource, "provider" | "description" | "mappings" | "enabled" | "emailLicenseKeys">,
+  ) => ({
     provider: s.provider,
     description: s.description,
     items: s.mappings.map((m) => m.item),
     enabled: s.enabled,
+    email_license_keys: s.emailLicenseKeys,
   });
 
   return {
@@ -151,9 +160,9 @@ export function createPaymentSourceService(deps: {
       const now = clock.now();
       await sql(
         em,
-        `insert into payment_sources (id, tenant_id, provider, description, mappings, enabled, secret_sealed,
-           created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+        `insert into payment_sources (id, tenant_id, provider, description, mappings, enabled, email_license_keys,
+           secret_sealed, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
         [
           id,
           tenantId,
@@ -161,6 +170,7 @@ export function createPaymentSourceService(deps: {
           input.description,
           mappingsJson(mappings),
           input.enabled,
+          input.emailLicenseKeys,
           sealSecret(dataKey, id, input.secret),
           now,
         ],
@@ -191,19 +201,23 @@ export function createPaymentSourceService(deps: {
         description: patch.description ?? before.description,
         mappings: patch.mappings === undefined ? before.mappings : await checkMappings(em, tenantId, patch.mappings),
         enabled: patch.enabled ?? before.enabled,
+        emailLicenseKeys: patch.emailLicenseKeys ?? before.emailLicenseKeys,
       };
       await sql(
         em,
-        `update payment_sources set description = $3, mappings = $4, enabled = $5, updated_at = $6
-          where tenant_id = $1 and id = $2`,
-        [tenantId, id, next.description, mappingsJson(next.mappings), next.enabled, clock.now()],
+        `update payment_sources set description = $3, mappings = $4, enabled = $5, email_license_keys = $6,
+           updated_at = $7 where tenant_id = $1 and id = $2`,
+        [tenantId, id, next.description, mappingsJson(next.mappings), next.enabled, next.emailLicenseKeys, clock.now()],
       );
       await events.emit(em, {
         tenantId,
         type: "payment_source.updated",
         subject: id,
         actor,
-        payload: { changed: Object.keys(patch), ...described({ provider: before.provider, ...next }) },
+        payload: {
+          changed: Object.keys(patch).map((k) => (k === "emailLicenseKeys" ? "email_license_keys" : k)),
+          ...described({ provider: before.provider, ...next }),
+        },
       });
       return get(em, tenantId, id);
     },

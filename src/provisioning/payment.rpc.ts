@@ -7,7 +7,10 @@ import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import type { ReplicaReads } from "../platform/replicas.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
+import { DEFAULT_TEMPLATE, type EmailOutbox, type EmailTemplate, unknownPlaceholder } from "./email-outbox.js";
 import {
+  emailDeliveryToProto,
+  emailStatusFromProto,
   eventStatusFromProto,
   paymentEventToProto,
   paymentSourceToProto,
@@ -16,7 +19,7 @@ import {
 import type { PaymentMapping, PaymentSourcePatch, PaymentSourceService } from "./payment-source.service.js";
 import type { ProvisioningService } from "./provisioning.service.js";
 
-const UPDATABLE = ["description", "mappings", "enabled"];
+const UPDATABLE = ["description", "mappings", "enabled", "email_license_keys"];
 const DEFAULT_OVERLAP_MS = 24 * 3_600_000;
 
 type PaymentMethods =
@@ -27,7 +30,10 @@ type PaymentMethods =
   | "rotatePaymentSourceSecret"
   | "deletePaymentSource"
   | "listPaymentEvents"
-  | "replayPaymentEvent";
+  | "replayPaymentEvent"
+  | "listEmailDeliveries"
+  | "getEmailTemplate"
+  | "updateEmailTemplate";
 
 const mappingsOf = (mappings: { item: string; policyId: string; metadata: Record<string, string> }[]) =>
   mappings.map((m): PaymentMapping => ({ item: m.item, policyId: m.policyId, metadata: { ...m.metadata } }));
@@ -39,9 +45,10 @@ export function createPaymentRpc(deps: {
   idempotency: Idempotency;
   sources: PaymentSourceService;
   provisioning: ProvisioningService;
+  outbox: EmailOutbox;
   pages: PageTokens;
 }): Pick<ServiceImpl<typeof pb.WebhookService>, PaymentMethods> {
-  const { db, reads, idempotency, sources, provisioning, pages } = deps;
+  const { db, reads, idempotency, sources, provisioning, outbox, pages } = deps;
   return {
     createPaymentSource: (req, ctx) =>
       tenantMutation(
@@ -59,6 +66,7 @@ export function createPaymentRpc(deps: {
             description: req.description,
             mappings: mappingsOf(req.mappings),
             enabled: req.enabled ?? true,
+            emailLicenseKeys: req.emailLicenseKeys ?? true,
           });
           return create(pb.CreatePaymentSourceResponseSchema, { source: paymentSourceToProto(source) });
         },
@@ -89,6 +97,7 @@ export function createPaymentRpc(deps: {
       if (paths.includes("description")) patch.description = req.description;
       if (paths.includes("mappings")) patch.mappings = mappingsOf(req.mappings);
       if (paths.includes("enabled")) patch.enabled = req.enabled;
+      if (paths.includes("email_license_keys")) patch.emailLicenseKeys = req.emailLicenseKeys;
       return tenantMutation(
         idempotency,
         ctx,
@@ -162,5 +171,58 @@ export function createPaymentRpc(deps: {
           return create(pb.ReplayPaymentEventResponseSchema, { event: paymentEventToProto(event) });
         },
       ),
+
+    async listEmailDeliveries(req, ctx) {
+      const tenantId = readTenant(ctx, req.tenantId);
+      const filters = { licenseId: req.licenseId, status: emailStatusFromProto(req.status) };
+      const page = pages.read(req.pageSize, req.pageToken, { list: procedureOf(ctx), tenantId, filters });
+      const { items, nextPageToken } = pages.pageOf(
+        await reads.run((em) => outbox.list(em, tenantId, page, filters)),
+        page,
+      );
+      return create(pb.ListEmailDeliveriesResponseSchema, {
+        deliveries: items.map(emailDeliveryToProto),
+        nextPageToken,
+      });
+    },
+
+    async getEmailTemplate(req, ctx) {
+      const template = await outbox.template(db.em(), readTenant(ctx, req.tenantId));
+      return create(pb.GetEmailTemplateResponseSchema, { template, default: template === DEFAULT_TEMPLATE });
+    },
+
+    updateEmailTemplate(req, ctx) {
+      const template: EmailTemplate = {
+        subject: req.template!.subject,
+        text: req.template!.text,
+        html: req.template!.html,
+      };
+      for (const part of ["subject", "text", "html"] as const) {
+        const unknown = unknownPlaceholder(template[part]);
+        if (unknown !== undefined)
+          throw invalidArgument(
+            `template.${part}`,
+            `{{${unknown}}} is not a placeholder (docs/provisioning.md lists them)`,
+            "UNKNOWN_PLACEHOLDER",
+          );
+        if (/[\0]/.test(template[part])) throw invalidArgument(`template.${part}`, "holds a NUL character");
+      }
+      for (const part of ["text", "html"] as const)
+        if (!/\{\{\s*license_key\s*\}\}/.test(template[part]))
+          throw invalidArgument(`template.${part}`, "must hold {{license_key}}", "LICENSE_KEY_MISSING");
+      return tenantMutation(
+        idempotency,
+        ctx,
+        {
+          requestSchema: pb.UpdateEmailTemplateRequestSchema,
+          request: req,
+          responseSchema: pb.UpdateEmailTemplateResponseSchema,
+        },
+        async (em, m) => {
+          await outbox.setTemplate(em, m.tenantId, m.actor, template);
+          return create(pb.UpdateEmailTemplateResponseSchema, { template });
+        },
+      );
+    },
   };
 }

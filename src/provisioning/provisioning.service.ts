@@ -5,6 +5,7 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import type { PaymentAction, PaymentEvent, PaymentEventError, PaymentProvider } from "./payment-events.js";
+import type { EmailOutbox } from "./email-outbox.js";
 import type { PaymentSource, PaymentSourceService } from "./payment-source.service.js";
 
 /**
@@ -36,6 +37,12 @@ export interface ProvisioningLicenses {
   revoke(em: EntityManager, tenantId: string, actor: string, licenseId: string): Promise<void>;
   /** The license's stored status, or undefined when it was deleted. */
   status(em: EntityManager, tenantId: string, licenseId: string): Promise<string | undefined>;
+  /** What a license-key e-mail names: the product's and the policy's names, and the expiry. */
+  describe(
+    em: EntityManager,
+    tenantId: string,
+    licenseId: string,
+  ): Promise<{ productName: string; policyName: string; expiresAt: Date | null }>;
 }
 
 export type PaymentEventStatus = "applied" | "ignored" | "failed";
@@ -123,8 +130,9 @@ export function createProvisioningService(deps: {
   events: Events;
   sources: PaymentSourceService;
   licenses: ProvisioningLicenses;
+  outbox: EmailOutbox;
 }) {
-  const { db, clock, events, sources, licenses } = deps;
+  const { db, clock, events, sources, licenses, outbox } = deps;
   // Loaded on the first hook request: the stripe package alone adds about 28 MB to the process (measured), which a
   // server that never hears from a provider should not carry.
   let reading: Promise<typeof import("./payment-events.js")> | undefined;
@@ -167,7 +175,12 @@ export function createProvisioningService(deps: {
     failed(`no license for ${what}: its purchase was not received or failed (replay this event once it is applied)`);
 
   /** Applies one action. Throws only for a bug or the database; a DomainError is turned into FAILED by the caller. */
-  async function apply(em: EntityManager, source: PaymentSource, action: PaymentAction): Promise<Outcome> {
+  async function apply(
+    em: EntityManager,
+    source: PaymentSource,
+    action: PaymentAction,
+    eventId: string,
+  ): Promise<Outcome> {
     const { tenantId } = source;
     const actor = actorOf(source);
     switch (action.kind) {
@@ -203,6 +216,24 @@ export function createProvisioningService(deps: {
             },
           });
           await link(em, source, [action.subscriptionId ?? "", action.orderId, ...action.paymentRefs], license.id);
+          if (source.emailLicenseKeys) {
+            const about = await licenses.describe(em, tenantId, license.id);
+            await outbox.queue(em, {
+              tenantId,
+              licenseId: license.id,
+              paymentEventId: eventId,
+              name: action.name,
+              key: license.key,
+              vars: {
+                customer_name: action.name,
+                customer_email: action.email,
+                license_id: license.id,
+                product_name: about.productName,
+                policy_name: about.policyName,
+                expires_at: about.expiresAt?.toISOString() ?? "",
+              },
+            });
+          }
           created.push(license.id);
         }
         return applied(created);
@@ -284,10 +315,15 @@ export function createProvisioningService(deps: {
    * Applies `action` inside a savepoint: a DomainError (a policy deleted since, a renewal past the latest expiry…)
    * undoes what the attempt did and makes the event FAILED with its reason; any other error fails the transaction.
    */
-  async function attempt(em: EntityManager, source: PaymentSource, action: PaymentAction): Promise<Outcome> {
+  async function attempt(
+    em: EntityManager,
+    source: PaymentSource,
+    action: PaymentAction,
+    eventId: string,
+  ): Promise<Outcome> {
     await sql(em, "savepoint provisioning");
     try {
-      const outcome = await apply(em, source, action);
+      const outcome = await apply(em, source, action, eventId);
       await sql(em, "release savepoint provisioning");
       return outcome;
     } catch (err) {
@@ -389,7 +425,7 @@ export function createProvisioningService(deps: {
           );
           return { status: 200, body: { status: "duplicate", event_id: first!.id, first_status: first!.status } };
         }
-        const outcome = await attempt(em, source, verified.action);
+        const outcome = await attempt(em, source, verified.action, id);
         await settle(em, source, id, verified.type, outcome);
         return {
           status: 200,
@@ -426,7 +462,7 @@ export function createProvisioningService(deps: {
         );
       const source = await sources.get(em, tenantId, event.sourceId);
       await sql(em, `update payment_events set attempts = attempts + 1 where id = $1`, [id]);
-      const outcome = await attempt(em, source, event.action);
+      const outcome = await attempt(em, source, event.action, id);
       await settle(em, source, id, event.type, outcome);
       return getEvent(em, tenantId, id);
     },

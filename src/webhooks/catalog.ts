@@ -53,6 +53,7 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "payment_source.deleted": "A payment source was deleted.",
   "payment.event_failed":
     "A verified payment event could not be applied (e.g. an unmapped price); replay it once fixed.",
+  "email_template.updated": "The tenant's license-key e-mail template was replaced.",
   "webhook.test": "Sent by SendTestWebhook to one endpoint; not in the audit log.",
 };
 

@@ -24,7 +24,10 @@ type PaymentMethods =
   | "rotatePaymentSourceSecret"
   | "deletePaymentSource"
   | "listPaymentEvents"
-  | "replayPaymentEvent";
+  | "replayPaymentEvent"
+  | "listEmailDeliveries"
+  | "getEmailTemplate"
+  | "updateEmailTemplate";
 
 /** The Connect implementation of licensd.webhook.v1.WebhookService's endpoints and deliveries. */
 export function createWebhookRpc(deps: {

@@ -110,6 +110,21 @@ class WebhookServiceStub(object):
                 request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.SerializeToString,
                 response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.FromString,
                 )
+        self.ListEmailDeliveries = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/ListEmailDeliveries',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesResponse.FromString,
+                )
+        self.GetEmailTemplate = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/GetEmailTemplate',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateResponse.FromString,
+                )
+        self.UpdateEmailTemplate = channel.unary_unary(
+                '/licensd.webhook.v1.WebhookService/UpdateEmailTemplate',
+                request_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateRequest.SerializeToString,
+                response_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateResponse.FromString,
+                )
 
 
 class WebhookServiceServicer(object):
@@ -220,7 +235,8 @@ class WebhookServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def UpdatePaymentSource(self, request, context):
-        """Changes the fields named in `update_mask`: description, mappings, enabled.
+        """Changes the fields named in `update_mask`: description, mappings, enabled,
+        email_license_keys.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +269,27 @@ class WebhookServiceServicer(object):
         """Applies a recorded event again, with the source's mappings as they are now: for an
         event that FAILED (an item with no mapping, say) once the cause is fixed. An event
         already APPLIED or IGNORED is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmailDeliveries(self, request, context):
+        """Lists license-key e-mails, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEmailTemplate(self, request, context):
+        """Returns the tenant's license-key e-mail template (the default one until it sets its own).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEmailTemplate(self, request, context):
+        """Replaces the tenant's license-key e-mail template; e-mails not sent yet use it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -350,6 +387,21 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ReplayPaymentEvent,
                     request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.FromString,
                     response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.SerializeToString,
+            ),
+            'ListEmailDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmailDeliveries,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesResponse.SerializeToString,
+            ),
+            'GetEmailTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmailTemplate,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateResponse.SerializeToString,
+            ),
+            'UpdateEmailTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEmailTemplate,
+                    request_deserializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateRequest.FromString,
+                    response_serializer=licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,5 +722,56 @@ class WebhookService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ReplayPaymentEvent',
             licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventRequest.SerializeToString,
             licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ReplayPaymentEventResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListEmailDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/ListEmailDeliveries',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.ListEmailDeliveriesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetEmailTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/GetEmailTemplate',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.GetEmailTemplateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateEmailTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.webhook.v1.WebhookService/UpdateEmailTemplate',
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateRequest.SerializeToString,
+            licensd_dot_webhook_dot_v1_dot_webhook__service__pb2.UpdateEmailTemplateResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

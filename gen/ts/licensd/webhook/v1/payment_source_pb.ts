@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/webhook/v1/payment_source.proto.
  */
 export const file_licensd_webhook_v1_payment_source: GenFile = /*@__PURE__*/
-  fileDesc("CidsaWNlbnNkL3dlYmhvb2svdjEvcGF5bWVudF9zb3VyY2UucHJvdG8SEmxpY2Vuc2Qud2ViaG9vay52MSKOAgoOUGF5bWVudE1hcHBpbmcSLAoEaXRlbRgBIAEoCUIeukgbchkQARj/ATISXltBLVphLXowLTlfLjotXSskEiwKCXBvbGljeV9pZBgCIAEoCUIZukgWchQyEl5wb2xfWzAtOWEtel17MjZ9JBJvCghtZXRhZGF0YRgDIAMoCzIwLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50TWFwcGluZy5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQICIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL3AgoNUGF5bWVudFNvdXJjZRIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSNQoIcHJvdmlkZXIYAyABKA4yIy5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudFByb3ZpZGVyEhMKC2Rlc2NyaXB0aW9uGAQgASgJEjQKCG1hcHBpbmdzGAUgAygLMiIubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRNYXBwaW5nEg8KB2VuYWJsZWQYBiABKAgSEQoJaG9va19wYXRoGAcgASgJEj8KG3ByZXZpb3VzX3NlY3JldF9leHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL7AgoMUGF5bWVudEV2ZW50EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIRCglzb3VyY2VfaWQYAyABKAkSGQoRcHJvdmlkZXJfZXZlbnRfaWQYBCABKAkSDAoEdHlwZRgFIAEoCRIOCgZhY3Rpb24YBiABKAkSNgoGc3RhdHVzGAcgASgOMiYubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRFdmVudFN0YXR1cxIOCgZyZWFzb24YCCABKAkSEwoLbGljZW5zZV9pZHMYCSADKAkSEAoIYXR0ZW1wdHMYCiABKAUSLgoKb2NjdXJfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcmVjZWl2ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqbAoPUGF5bWVudFByb3ZpZGVyEiAKHFBBWU1FTlRfUFJPVklERVJfVU5TUEVDSUZJRUQQABIbChdQQVlNRU5UX1BST1ZJREVSX1NUUklQRRABEhoKFlBBWU1FTlRfUFJPVklERVJfUE9MQVIQAiqfAQoSUGF5bWVudEV2ZW50U3RhdHVzEiQKIFBBWU1FTlRfRVZFTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASIAocUEFZTUVOVF9FVkVOVF9TVEFUVVNfQVBQTElFRBABEiAKHFBBWU1FTlRfRVZFTlRfU1RBVFVTX0lHTk9SRUQQAhIfChtQQVlNRU5UX0VWRU5UX1NUQVRVU19GQUlMRUQQA2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CidsaWNlbnNkL3dlYmhvb2svdjEvcGF5bWVudF9zb3VyY2UucHJvdG8SEmxpY2Vuc2Qud2ViaG9vay52MSKOAgoOUGF5bWVudE1hcHBpbmcSLAoEaXRlbRgBIAEoCUIeukgbchkQARj/ATISXltBLVphLXowLTlfLjotXSskEiwKCXBvbGljeV9pZBgCIAEoCUIZukgWchQyEl5wb2xfWzAtOWEtel17MjZ9JBJvCghtZXRhZGF0YRgDIAMoCzIwLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50TWFwcGluZy5NZXRhZGF0YUVudHJ5Qiu6SCiaASUQICIachgQARg/MhJeW0EtWmEtejAtOS5fLy1dKyQqBXIDGIAEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKTAwoNUGF5bWVudFNvdXJjZRIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSNQoIcHJvdmlkZXIYAyABKA4yIy5saWNlbnNkLndlYmhvb2sudjEuUGF5bWVudFByb3ZpZGVyEhMKC2Rlc2NyaXB0aW9uGAQgASgJEjQKCG1hcHBpbmdzGAUgAygLMiIubGljZW5zZC53ZWJob29rLnYxLlBheW1lbnRNYXBwaW5nEg8KB2VuYWJsZWQYBiABKAgSEQoJaG9va19wYXRoGAcgASgJEj8KG3ByZXZpb3VzX3NlY3JldF9leHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJlbWFpbF9saWNlbnNlX2tleXMYCyABKAgi+wIKDFBheW1lbnRFdmVudBIKCgJpZBgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSEQoJc291cmNlX2lkGAMgASgJEhkKEXByb3ZpZGVyX2V2ZW50X2lkGAQgASgJEgwKBHR5cGUYBSABKAkSDgoGYWN0aW9uGAYgASgJEjYKBnN0YXR1cxgHIAEoDjImLmxpY2Vuc2Qud2ViaG9vay52MS5QYXltZW50RXZlbnRTdGF0dXMSDgoGcmVhc29uGAggASgJEhMKC2xpY2Vuc2VfaWRzGAkgAygJEhAKCGF0dGVtcHRzGAogASgFEi4KCm9jY3VyX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpcDCg1FbWFpbERlbGl2ZXJ5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpsaWNlbnNlX2lkGAMgASgJEhgKEHBheW1lbnRfZXZlbnRfaWQYBCABKAkSEgoKdG9fYWRkcmVzcxgFIAEoCRI3CgZzdGF0dXMYBiABKA4yJy5saWNlbnNkLndlYmhvb2sudjEuRW1haWxEZWxpdmVyeVN0YXR1cxIQCghhdHRlbXB0cxgHIAEoBRI1ChFuZXh0X2F0dGVtcHRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgJIAEoCRItCglzZW5kX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoNRW1haWxUZW1wbGF0ZRIbCgdzdWJqZWN0GAEgASgJQgq6SAdyBRABGMgBEhkKBHRleHQYAiABKAlCC7pICHIGEAEYoJwBEhkKBGh0bWwYAyABKAlCC7pICHIGEAEY0IYDKmwKD1BheW1lbnRQcm92aWRlchIgChxQQVlNRU5UX1BST1ZJREVSX1VOU1BFQ0lGSUVEEAASGwoXUEFZTUVOVF9QUk9WSURFUl9TVFJJUEUQARIaChZQQVlNRU5UX1BST1ZJREVSX1BPTEFSEAIqnwEKElBheW1lbnRFdmVudFN0YXR1cxIkCiBQQVlNRU5UX0VWRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEiAKHFBBWU1FTlRfRVZFTlRfU1RBVFVTX0FQUExJRUQQARIgChxQQVlNRU5UX0VWRU5UX1NUQVRVU19JR05PUkVEEAISHwobUEFZTUVOVF9FVkVOVF9TVEFUVVNfRkFJTEVEEAMqoQEKE0VtYWlsRGVsaXZlcnlTdGF0dXMSJQohRU1BSUxfREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASIQodRU1BSUxfREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIeChpFTUFJTF9ERUxJVkVSWV9TVEFUVVNfU0VOVBACEiAKHEVNQUlMX0RFTElWRVJZX1NUQVRVU19GQUlMRUQQA2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Which policy a purchase of one provider price or product gets.
@@ -132,6 +132,14 @@ export type PaymentSource = Message<"licensd.webhook.v1.PaymentSource"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Whether a purchase's license key is e-mailed to the buyer (an EmailDelivery; needs
+   * LICENSD_SMTP_HOST on the server, else the e-mail waits).
+   *
+   * @generated from field: bool email_license_keys = 11;
+   */
+  emailLicenseKeys: boolean;
 };
 
 /**
@@ -249,6 +257,144 @@ export const PaymentEventSchema: GenMessage<PaymentEvent> = /*@__PURE__*/
   messageDesc(file_licensd_webhook_v1_payment_source, 2);
 
 /**
+ * An EmailDelivery is a license key e-mailed to a buyer after a purchase. It is written
+ * in the transaction that created the license (the key encrypted), then sent by a worker
+ * on one of the instances, retried with backoff for 3 days.
+ *
+ * @generated from message licensd.webhook.v1.EmailDelivery
+ */
+export type EmailDelivery = Message<"licensd.webhook.v1.EmailDelivery"> & {
+  /**
+   * Server-assigned identifier: `eml_` followed by 26 lowercase base32 characters.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The tenant.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The license whose key it carries.
+   *
+   * @generated from field: string license_id = 3;
+   */
+  licenseId: string;
+
+  /**
+   * The payment event whose purchase created the license.
+   *
+   * @generated from field: string payment_event_id = 4;
+   */
+  paymentEventId: string;
+
+  /**
+   * The buyer's address.
+   *
+   * @generated from field: string to_address = 5;
+   */
+  toAddress: string;
+
+  /**
+   * Where it stands.
+   *
+   * @generated from field: licensd.webhook.v1.EmailDeliveryStatus status = 6;
+   */
+  status: EmailDeliveryStatus;
+
+  /**
+   * Attempts made.
+   *
+   * @generated from field: int32 attempts = 7;
+   */
+  attempts: number;
+
+  /**
+   * When the next attempt is due (PENDING only).
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 8;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * The SMTP server's answer to the last failed attempt; empty once sent.
+   *
+   * @generated from field: string last_error = 9;
+   */
+  lastError: string;
+
+  /**
+   * When it was sent.
+   *
+   * @generated from field: google.protobuf.Timestamp send_time = 10;
+   */
+  sendTime?: Timestamp | undefined;
+
+  /**
+   * When it was queued.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 11;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 12;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.EmailDelivery.
+ * Use `create(EmailDeliverySchema)` to create a new message.
+ */
+export const EmailDeliverySchema: GenMessage<EmailDelivery> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_payment_source, 3);
+
+/**
+ * The tenant's license-key e-mail. In each part, `{{license_key}}`, `{{customer_name}}`,
+ * `{{customer_email}}`, `{{license_id}}`, `{{product_name}}`, `{{policy_name}}` and
+ * `{{expires_at}}` (ISO 8601, empty for a license that does not expire) are replaced; in
+ * `html`, HTML-escaped.
+ *
+ * @generated from message licensd.webhook.v1.EmailTemplate
+ */
+export type EmailTemplate = Message<"licensd.webhook.v1.EmailTemplate"> & {
+  /**
+   * The subject line, 1 to 200 characters.
+   *
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * The plain-text part, 1 to 20,000 characters; must hold `{{license_key}}`.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * The HTML part, 1 to 50,000 characters; must hold `{{license_key}}`.
+   *
+   * @generated from field: string html = 3;
+   */
+  html: string;
+};
+
+/**
+ * Describes the message licensd.webhook.v1.EmailTemplate.
+ * Use `create(EmailTemplateSchema)` to create a new message.
+ */
+export const EmailTemplateSchema: GenMessage<EmailTemplate> = /*@__PURE__*/
+  messageDesc(file_licensd_webhook_v1_payment_source, 4);
+
+/**
  * A payment provider whose webhook events licensd turns into customers and licenses.
  *
  * @generated from enum licensd.webhook.v1.PaymentProvider
@@ -323,4 +469,47 @@ export enum PaymentEventStatus {
  */
 export const PaymentEventStatusSchema: GenEnum<PaymentEventStatus> = /*@__PURE__*/
   enumDesc(file_licensd_webhook_v1_payment_source, 1);
+
+/**
+ * Where an e-mail stands.
+ *
+ * @generated from enum licensd.webhook.v1.EmailDeliveryStatus
+ */
+export enum EmailDeliveryStatus {
+  /**
+   * Never valid in an answer; in a filter, any status.
+   *
+   * @generated from enum value: EMAIL_DELIVERY_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not sent yet: an attempt is due at `next_attempt_time` (or waits for an SMTP server
+   * to be configured).
+   *
+   * @generated from enum value: EMAIL_DELIVERY_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The SMTP server accepted it. The key it carried is erased from licensd's outbox.
+   *
+   * @generated from enum value: EMAIL_DELIVERY_STATUS_SENT = 2;
+   */
+  SENT = 2,
+
+  /**
+   * Every attempt for 3 days failed (`last_error` says why); the key is erased. The
+   * license's key can still be shown with RevealLicenseKey.
+   *
+   * @generated from enum value: EMAIL_DELIVERY_STATUS_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum licensd.webhook.v1.EmailDeliveryStatus.
+ */
+export const EmailDeliveryStatusSchema: GenEnum<EmailDeliveryStatus> = /*@__PURE__*/
+  enumDesc(file_licensd_webhook_v1_payment_source, 2);
 

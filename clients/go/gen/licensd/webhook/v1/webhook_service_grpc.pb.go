@@ -50,7 +50,8 @@ type WebhookServiceClient interface {
 	GetPaymentSource(ctx context.Context, in *GetPaymentSourceRequest, opts ...grpc.CallOption) (*GetPaymentSourceResponse, error)
 	// Lists the tenant's payment sources, oldest first.
 	ListPaymentSources(ctx context.Context, in *ListPaymentSourcesRequest, opts ...grpc.CallOption) (*ListPaymentSourcesResponse, error)
-	// Changes the fields named in `update_mask`: description, mappings, enabled.
+	// Changes the fields named in `update_mask`: description, mappings, enabled,
+	// email_license_keys.
 	UpdatePaymentSource(ctx context.Context, in *UpdatePaymentSourceRequest, opts ...grpc.CallOption) (*UpdatePaymentSourceResponse, error)
 	// Replaces the signing secret with the provider's new one. The old one is still
 	// accepted for `overlap`, while the provider signs with both.
@@ -64,6 +65,12 @@ type WebhookServiceClient interface {
 	// event that FAILED (an item with no mapping, say) once the cause is fixed. An event
 	// already APPLIED or IGNORED is FAILED_PRECONDITION.
 	ReplayPaymentEvent(ctx context.Context, in *ReplayPaymentEventRequest, opts ...grpc.CallOption) (*ReplayPaymentEventResponse, error)
+	// Lists license-key e-mails, newest first.
+	ListEmailDeliveries(ctx context.Context, in *ListEmailDeliveriesRequest, opts ...grpc.CallOption) (*ListEmailDeliveriesResponse, error)
+	// Returns the tenant's license-key e-mail template (the default one until it sets its own).
+	GetEmailTemplate(ctx context.Context, in *GetEmailTemplateRequest, opts ...grpc.CallOption) (*GetEmailTemplateResponse, error)
+	// Replaces the tenant's license-key e-mail template; e-mails not sent yet use it.
+	UpdateEmailTemplate(ctx context.Context, in *UpdateEmailTemplateRequest, opts ...grpc.CallOption) (*UpdateEmailTemplateResponse, error)
 }
 
 type webhookServiceClient struct {
@@ -236,6 +243,33 @@ func (c *webhookServiceClient) ReplayPaymentEvent(ctx context.Context, in *Repla
 	return out, nil
 }
 
+func (c *webhookServiceClient) ListEmailDeliveries(ctx context.Context, in *ListEmailDeliveriesRequest, opts ...grpc.CallOption) (*ListEmailDeliveriesResponse, error) {
+	out := new(ListEmailDeliveriesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/ListEmailDeliveries", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) GetEmailTemplate(ctx context.Context, in *GetEmailTemplateRequest, opts ...grpc.CallOption) (*GetEmailTemplateResponse, error) {
+	out := new(GetEmailTemplateResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/GetEmailTemplate", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *webhookServiceClient) UpdateEmailTemplate(ctx context.Context, in *UpdateEmailTemplateRequest, opts ...grpc.CallOption) (*UpdateEmailTemplateResponse, error) {
+	out := new(UpdateEmailTemplateResponse)
+	err := c.cc.Invoke(ctx, "/licensd.webhook.v1.WebhookService/UpdateEmailTemplate", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WebhookServiceServer is the server API for WebhookService service.
 // All implementations must embed UnimplementedWebhookServiceServer
 // for forward compatibility
@@ -273,7 +307,8 @@ type WebhookServiceServer interface {
 	GetPaymentSource(context.Context, *GetPaymentSourceRequest) (*GetPaymentSourceResponse, error)
 	// Lists the tenant's payment sources, oldest first.
 	ListPaymentSources(context.Context, *ListPaymentSourcesRequest) (*ListPaymentSourcesResponse, error)
-	// Changes the fields named in `update_mask`: description, mappings, enabled.
+	// Changes the fields named in `update_mask`: description, mappings, enabled,
+	// email_license_keys.
 	UpdatePaymentSource(context.Context, *UpdatePaymentSourceRequest) (*UpdatePaymentSourceResponse, error)
 	// Replaces the signing secret with the provider's new one. The old one is still
 	// accepted for `overlap`, while the provider signs with both.
@@ -287,6 +322,12 @@ type WebhookServiceServer interface {
 	// event that FAILED (an item with no mapping, say) once the cause is fixed. An event
 	// already APPLIED or IGNORED is FAILED_PRECONDITION.
 	ReplayPaymentEvent(context.Context, *ReplayPaymentEventRequest) (*ReplayPaymentEventResponse, error)
+	// Lists license-key e-mails, newest first.
+	ListEmailDeliveries(context.Context, *ListEmailDeliveriesRequest) (*ListEmailDeliveriesResponse, error)
+	// Returns the tenant's license-key e-mail template (the default one until it sets its own).
+	GetEmailTemplate(context.Context, *GetEmailTemplateRequest) (*GetEmailTemplateResponse, error)
+	// Replaces the tenant's license-key e-mail template; e-mails not sent yet use it.
+	UpdateEmailTemplate(context.Context, *UpdateEmailTemplateRequest) (*UpdateEmailTemplateResponse, error)
 	mustEmbedUnimplementedWebhookServiceServer()
 }
 
@@ -347,6 +388,15 @@ func (UnimplementedWebhookServiceServer) ListPaymentEvents(context.Context, *Lis
 }
 func (UnimplementedWebhookServiceServer) ReplayPaymentEvent(context.Context, *ReplayPaymentEventRequest) (*ReplayPaymentEventResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReplayPaymentEvent not implemented")
+}
+func (UnimplementedWebhookServiceServer) ListEmailDeliveries(context.Context, *ListEmailDeliveriesRequest) (*ListEmailDeliveriesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListEmailDeliveries not implemented")
+}
+func (UnimplementedWebhookServiceServer) GetEmailTemplate(context.Context, *GetEmailTemplateRequest) (*GetEmailTemplateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetEmailTemplate not implemented")
+}
+func (UnimplementedWebhookServiceServer) UpdateEmailTemplate(context.Context, *UpdateEmailTemplateRequest) (*UpdateEmailTemplateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateEmailTemplate not implemented")
 }
 func (UnimplementedWebhookServiceServer) mustEmbedUnimplementedWebhookServiceServer() {}
 
@@ -685,6 +735,60 @@ func _WebhookService_ReplayPaymentEvent_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WebhookService_ListEmailDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEmailDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).ListEmailDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/ListEmailDeliveries",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).ListEmailDeliveries(ctx, req.(*ListEmailDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_GetEmailTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEmailTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).GetEmailTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/GetEmailTemplate",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).GetEmailTemplate(ctx, req.(*GetEmailTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WebhookService_UpdateEmailTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateEmailTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WebhookServiceServer).UpdateEmailTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.webhook.v1.WebhookService/UpdateEmailTemplate",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WebhookServiceServer).UpdateEmailTemplate(ctx, req.(*UpdateEmailTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _WebhookService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.webhook.v1.WebhookService",
 	HandlerType: (*WebhookServiceServer)(nil),
@@ -760,6 +864,18 @@ var _WebhookService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayPaymentEvent",
 			Handler:    _WebhookService_ReplayPaymentEvent_Handler,
+		},
+		{
+			MethodName: "ListEmailDeliveries",
+			Handler:    _WebhookService_ListEmailDeliveries_Handler,
+		},
+		{
+			MethodName: "GetEmailTemplate",
+			Handler:    _WebhookService_GetEmailTemplate_Handler,
+		},
+		{
+			MethodName: "UpdateEmailTemplate",
+			Handler:    _WebhookService_UpdateEmailTemplate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
