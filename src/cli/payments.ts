@@ -73,9 +73,14 @@ export function collectMapping(value: string, previous: MappingInit[] = []): Map
   return [...previous, { item, policyId, metadata }];
 }
 
-/** A mapping as `--map` takes it. */
+/** A mapping as `--map` takes it, its labels sorted by key (a map's order is not kept on the wire). */
 const mappingText = (m: PaymentMapping) =>
-  [`${m.item}=${m.policyId}`, ...Object.entries(m.metadata).map(([k, v]) => `${k}=${v}`)].join(",");
+  [
+    `${m.item}=${m.policyId}`,
+    ...Object.entries(m.metadata)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, v]) => `${k}=${v}`),
+  ].join(",");
 
 interface SecretFlags {
   idempotencyKey?: string;
