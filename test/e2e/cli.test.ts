@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { verifyWebhook } from "@licensd/client";
+import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
@@ -946,6 +947,69 @@ describe("licensd payment", () => {
     const asJson = await pay(["payment", "event", "replay", unknownId, "--json"]);
     expect(asJson.code).toBe(1);
     expect(JSON.parse(asJson.stdout)).toMatchObject({ error: { code: "not_found", exitCode: 1 } });
+  });
+
+  it("a purchase of an unmapped price is FAILED; replay exits 4 until it is mapped, then applies it", async () => {
+    const event = {
+      id: "evt_1CliPaymentTest",
+      object: "event",
+      api_version: "2025-03-31.basil",
+      created: Math.floor(Date.now() / 1000) - 5,
+      type: "checkout.session.completed",
+      data: {
+        object: {
+          id: "cs_test_cli1",
+          object: "checkout.session",
+          customer_details: { email: "buyer@example.com", name: "Buyer" },
+          metadata: { licensd_price: "price_team" },
+          mode: "payment",
+          payment_intent: "pi_cli1",
+          payment_status: "paid",
+          status: "complete",
+        },
+      },
+    };
+    const body = JSON.stringify(event);
+    const posted = await fetch(`${server.url}/hooks/stripe/${sourceId}`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret }),
+      },
+      body,
+    });
+    expect(posted.status, await posted.text()).toBeLessThan(300);
+
+    const failed = await pay(["payment", "event", "list", "--status", "failed"]);
+    expect(failed.code, failed.stderr).toBe(0);
+    const rows = failed.stdout.trim().split("\n").slice(1);
+    expect(rows).toHaveLength(1);
+    const [eventId, ...cells] = rows[0].split("\t");
+    expect(eventId).toMatch(/^pev_[0-9a-z]{26}$/);
+    expect(cells.slice(0, 5)).toEqual([sourceId, "checkout.session.completed", "purchase", "failed", ""]);
+    expect(cells[5]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z$/);
+    expect(cells[6]).toContain("price_team");
+    const again = await pay(["payment", "event", "replay", eventId]);
+    expect(again.code, again.stderr).toBe(4);
+    expect(field(again.stdout, "status")).toBe("failed");
+    expect(field(again.stdout, "attempts")).toBe("2");
+    expect(again.stderr).toContain(`the event was not applied: ${field(again.stdout, "reason")}`);
+
+    expect((await pay(["payment", "source", "update", sourceId, "--map", `price_team=${proId}`])).code).toBe(0);
+    const applied = await pay(["payment", "event", "replay", eventId]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(field(applied.stdout, "status")).toBe("applied");
+    const licenseId = field(applied.stdout, "license_ids");
+    expect(licenseId).toMatch(/^lic_[0-9a-z]{26}$/);
+    const list = await pay(["payment", "event", "list", "--source", sourceId, "--status", "applied"]);
+    expect(list.stdout).toContain(
+      `${eventId}\t${sourceId}\tcheckout.session.completed\tpurchase\tapplied\t${licenseId}\t`,
+    );
+    const license = json<{ license: { policyId: string } }>(await pay(["license", "show", licenseId!, "--json"]));
+    expect(license.license.policyId).toBe(proId);
+    const done = await pay(["payment", "event", "replay", eventId]);
+    expect(done.code).toBe(1);
+    expect(done.stderr).toMatch(/^reason: [A-Z_]+$/m);
   });
 
   it("delete: the source is gone; no output ever showed a secret", async () => {
