@@ -168,16 +168,19 @@ export function paymentCommands(program: Command): void {
       source
         .command("create")
         .description("connect a provider: prints the hook path to give it as its webhook URL (after licensd's URL)")
-        .addOption(new Option("--provider <provider>", "stripe or polar").argParser(enumParser(PaymentProviderSchema)))
+        .addOption(
+          new Option("--provider <provider>", "stripe or polar")
+            .argParser(enumParser(PaymentProviderSchema))
+            .makeOptionMandatory(),
+        )
         .option("--description <text>", "free text")
         .option("--map <mapping>", `what a purchase gets: ${MAP_FORM} (repeatable)`, collectMapping)
         .option("--disabled", "create it disabled: its hook path answers 404 until `payment source update --enable`"),
       "the signing secret the provider shows for the endpoint",
     ),
   ).action(
-    act<SecretFlags & { provider?: number; description?: string; map?: MappingInit[]; disabled?: boolean }>(
+    act<SecretFlags & { provider: number; description?: string; map?: MappingInit[]; disabled?: boolean }>(
       async (ctx, o) => {
-        if (o.provider === undefined) throw new UsageError("give the provider with --provider stripe or polar");
         const res = await ctx.client(WebhookService).createPaymentSource({
           tenantId: ctx.tenant,
           provider: o.provider,

@@ -871,6 +871,9 @@ describe("licensd payment", () => {
     const badProvider = await pay(["payment", "source", "create", "--provider", "paypal"]);
     expect(badProvider.code).toBe(2);
     expect(badProvider.stderr).toContain("one of stripe, polar");
+    const noProvider = await pay(["payment", "source", "create", "--secret-file", secretFile]);
+    expect(noProvider.code).toBe(2);
+    expect(noProvider.stderr).toContain("required option '--provider <provider>' not specified");
     // A policy the tenant does not have: the server's refusal, naming the mapping.
     const unknown = await pay([...base, "--map", `a=pol_${"0".repeat(26)}`]);
     expect(unknown.code).toBe(1);
