@@ -290,7 +290,7 @@ export function createLicenseService(deps: {
             { id },
           );
         // A license with no expiry keeps none.
-        if (license.expiresAt !== null && license.expiresAt < until) license.expiresAt = until;
+        if (license.expiresAt != null && license.expiresAt < until) license.expiresAt = until;
         return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt?.toISOString() ?? null });
       }
       const policy = await catalog.getPolicy(em, tenantId, license.policyId);

@@ -56,11 +56,10 @@ export function createProvisioningLicenses(deps: {
       await licenses.revoke(em, tenantId, actor, licenseId);
     },
     async status(em, tenantId, licenseId) {
-      const [row] = await sql<{ status: string }>(
-        em,
-        `select status from licenses where tenant_id = $1 and id = $2`,
-        [tenantId, licenseId],
-      );
+      const [row] = await sql<{ status: string }>(em, `select status from licenses where tenant_id = $1 and id = $2`, [
+        tenantId,
+        licenseId,
+      ]);
       return row?.status;
     },
   };

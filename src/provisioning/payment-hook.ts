@@ -53,7 +53,8 @@ export function createPaymentHook(deps: { provisioning: ProvisioningService; log
       .then((body) => provisioning.receive(provider, sourceId, body, req.headers))
       .then(
         (a) => {
-          if (a.status >= 400) logger.warn({ provider, sourceId, status: a.status, error: a.body.error }, "payment hook refused");
+          if (a.status >= 400)
+            logger.warn({ provider, sourceId, status: a.status, error: a.body.error }, "payment hook refused");
           else logger.info({ provider, sourceId, ...a.body }, "payment hook");
           answer(res, a);
         },

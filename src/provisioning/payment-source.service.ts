@@ -130,9 +130,7 @@ export function createPaymentSourceService(deps: {
      * Tenant-blind: the path is the only name the provider has for it.
      */
     async forHook(em: EntityManager, provider: PaymentProvider, id: string) {
-      const [row] = await sql<
-        SourceRow & { secret_sealed: Buffer; previous_secret_sealed: Buffer | null }
-      >(
+      const [row] = await sql<SourceRow & { secret_sealed: Buffer; previous_secret_sealed: Buffer | null }>(
         em,
         `select ${SOURCE_COLUMNS}, secret_sealed, previous_secret_sealed from payment_sources s
           where id = $1 and provider = $2 and enabled
@@ -153,8 +151,8 @@ export function createPaymentSourceService(deps: {
       const now = clock.now();
       await sql(
         em,
-        `insert into payment_sources (id, tenant_id, provider, description, mappings, enabled, secret_sealed, created_at,
-           updated_at)
+        `insert into payment_sources (id, tenant_id, provider, description, mappings, enabled, secret_sealed,
+           created_at, updated_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
         [
           id,
@@ -210,7 +208,7 @@ export function createPaymentSourceService(deps: {
       return get(em, tenantId, id);
     },
 
-    /** The provider's new secret; the current one is still accepted for `overlapMs` (0: dropped now, with any older). */
+    /** The provider's new secret; the current one is still accepted for `overlapMs` (0: dropped now, and any older). */
     async rotateSecret(
       em: EntityManager,
       tenantId: string,

@@ -7,7 +7,12 @@ import type { Idempotency } from "../platform/idempotency.js";
 import type { PageTokens } from "../platform/pagination.js";
 import type { ReplicaReads } from "../platform/replicas.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
-import { eventStatusFromProto, paymentEventToProto, paymentSourceToProto, providerFromProto } from "./payment.mapper.js";
+import {
+  eventStatusFromProto,
+  paymentEventToProto,
+  paymentSourceToProto,
+  providerFromProto,
+} from "./payment.mapper.js";
 import type { PaymentMapping, PaymentSourcePatch, PaymentSourceService } from "./payment-source.service.js";
 import type { ProvisioningService } from "./provisioning.service.js";
 
@@ -42,7 +47,11 @@ export function createPaymentRpc(deps: {
       tenantMutation(
         idempotency,
         ctx,
-        { requestSchema: pb.CreatePaymentSourceRequestSchema, request: req, responseSchema: pb.CreatePaymentSourceResponseSchema },
+        {
+          requestSchema: pb.CreatePaymentSourceRequestSchema,
+          request: req,
+          responseSchema: pb.CreatePaymentSourceResponseSchema,
+        },
         async (em, m) => {
           const source = await sources.create(em, m.tenantId, m.actor, {
             provider: providerFromProto(req.provider),
@@ -72,7 +81,10 @@ export function createPaymentRpc(deps: {
       if (paths.length === 0) throw invalidArgument("update_mask", `name at least one field: ${UPDATABLE.join(", ")}`);
       const unknown = paths.find((p) => !UPDATABLE.includes(p));
       if (unknown !== undefined)
-        throw invalidArgument("update_mask", `${JSON.stringify(unknown)} is not updatable (${UPDATABLE.join(", ")} are)`);
+        throw invalidArgument(
+          "update_mask",
+          `${JSON.stringify(unknown)} is not updatable (${UPDATABLE.join(", ")} are)`,
+        );
       const patch: PaymentSourcePatch = {};
       if (paths.includes("description")) patch.description = req.description;
       if (paths.includes("mappings")) patch.mappings = mappingsOf(req.mappings);
@@ -80,7 +92,11 @@ export function createPaymentRpc(deps: {
       return tenantMutation(
         idempotency,
         ctx,
-        { requestSchema: pb.UpdatePaymentSourceRequestSchema, request: req, responseSchema: pb.UpdatePaymentSourceResponseSchema },
+        {
+          requestSchema: pb.UpdatePaymentSourceRequestSchema,
+          request: req,
+          responseSchema: pb.UpdatePaymentSourceResponseSchema,
+        },
         async (em, m) => {
           const source = await sources.update(em, m.tenantId, m.actor, req.id, patch);
           return create(pb.UpdatePaymentSourceResponseSchema, { source: paymentSourceToProto(source) });
@@ -110,7 +126,11 @@ export function createPaymentRpc(deps: {
       tenantMutation(
         idempotency,
         ctx,
-        { requestSchema: pb.DeletePaymentSourceRequestSchema, request: req, responseSchema: pb.DeletePaymentSourceResponseSchema },
+        {
+          requestSchema: pb.DeletePaymentSourceRequestSchema,
+          request: req,
+          responseSchema: pb.DeletePaymentSourceResponseSchema,
+        },
         async (em, m) => {
           const source = await sources.delete(em, m.tenantId, m.actor, req.id);
           return create(pb.DeletePaymentSourceResponseSchema, { source: paymentSourceToProto(source) });
@@ -132,7 +152,11 @@ export function createPaymentRpc(deps: {
       tenantMutation(
         idempotency,
         ctx,
-        { requestSchema: pb.ReplayPaymentEventRequestSchema, request: req, responseSchema: pb.ReplayPaymentEventResponseSchema },
+        {
+          requestSchema: pb.ReplayPaymentEventRequestSchema,
+          request: req,
+          responseSchema: pb.ReplayPaymentEventResponseSchema,
+        },
         async (em, m) => {
           const event = await provisioning.replay(em, m.tenantId, req.id);
           return create(pb.ReplayPaymentEventResponseSchema, { event: paymentEventToProto(event) });

@@ -4,14 +4,7 @@ import { DomainError, failedPrecondition, notFound } from "../platform/errors.js
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
-import {
-  type PaymentAction,
-  type PaymentEvent,
-  PaymentEventError,
-  type PaymentProvider,
-  readPolarEvent,
-  readStripeEvent,
-} from "./payment-events.js";
+import type { PaymentAction, PaymentEvent, PaymentEventError, PaymentProvider } from "./payment-events.js";
 import type { PaymentSource, PaymentSourceService } from "./payment-source.service.js";
 
 /**
@@ -34,7 +27,7 @@ export interface ProvisioningLicenses {
     actor: string,
     input: { policyId: string; customerId: string; expiresAt: Date | undefined; metadata: Record<string, string> },
   ): Promise<{ id: string; key: string }>;
-  /** RenewLicense; with `until`, the expiry moves to it (not earlier than it is) rather than by the policy's duration. */
+  /** RenewLicense; with `until`, the expiry moves to it (never earlier) rather than by the policy's duration. */
   renew(em: EntityManager, tenantId: string, actor: string, licenseId: string, until: Date | undefined): Promise<void>;
   /** The license's expiry set to `expiresAt` (UpdateLicense's `expire_time`). */
   setExpiry(em: EntityManager, tenantId: string, actor: string, licenseId: string, expiresAt: Date): Promise<void>;
@@ -132,7 +125,13 @@ export function createProvisioningService(deps: {
   licenses: ProvisioningLicenses;
 }) {
   const { db, clock, events, sources, licenses } = deps;
-  const readers: Record<PaymentProvider, typeof readStripeEvent> = { stripe: readStripeEvent, polar: readPolarEvent };
+  // Loaded on the first hook request: the stripe package alone adds about 28 MB to the process (measured), which a
+  // server that never hears from a provider should not carry.
+  let reading: Promise<typeof import("./payment-events.js")> | undefined;
+  const readEvents = () => {
+    reading ??= import("./payment-events.js");
+    return reading;
+  };
   const actorOf = (source: PaymentSource) => `payment:${source.id}`;
 
   async function linked(em: EntityManager, sourceId: string, refs: string[]) {
@@ -176,11 +175,11 @@ export function createProvisioningService(deps: {
         return { status: "ignored", reason: action.reason, licenseIds: [] };
       case "purchase": {
         const mapped = source.mappings.filter((m) => action.items.includes(m.item));
-        if (mapped.length === 0)
-          return failed(
-            `no mapping for ${action.items.length === 0 ? "the purchase (it names no price or product)" : action.items.join(", ")}` +
-              ": add one (UpdatePaymentSource), then replay this event",
-          );
+        if (mapped.length === 0) {
+          const what =
+            action.items.length === 0 ? "the purchase (it names no price or product)" : action.items.join(", ");
+          return failed(`no mapping for ${what}: add one (UpdatePaymentSource), then replay this event`);
+        }
         const customerId =
           (await licenses.findCustomerByEmail(em, tenantId, action.email)) ??
           (await licenses.createCustomer(em, tenantId, actor, {
@@ -219,16 +218,19 @@ export function createProvisioningService(deps: {
           // stays suspended.
           if (status === "suspended" && row.suspended_by_payment) {
             await licenses.reinstate(em, tenantId, actor, row.license_id);
-            await sql(em, `update payment_links set suspended_by_payment = false where source_id = $1 and license_id = $2`, [
-              source.id,
-              row.license_id,
-            ]);
+            await sql(
+              em,
+              `update payment_links set suspended_by_payment = false where source_id = $1 and license_id = $2`,
+              [source.id, row.license_id],
+            );
           }
           await licenses.renew(em, tenantId, actor, row.license_id, action.periodEnd);
           await link(em, source, action.paymentRefs, row.license_id);
           changed.push(row.license_id);
         }
-        return changed.length > 0 ? applied(changed) : { status: "ignored", reason: "its licenses are revoked", licenseIds: [] };
+        return changed.length > 0
+          ? applied(changed)
+          : { status: "ignored", reason: "its licenses are revoked", licenseIds: [] };
       }
       case "cancellation":
       case "uncancellation": {
@@ -239,7 +241,13 @@ export function createProvisioningService(deps: {
           return { status: "ignored", reason: "the provider gave no end of the paid period", licenseIds: [] };
         const now = clock.now();
         for (const row of rows)
-          await licenses.setExpiry(em, tenantId, actor, row.license_id, until > now ? until : now);
+          await licenses.setExpiry(
+            em,
+            tenantId,
+            actor,
+            row.license_id,
+            new Date(Math.max(until.getTime(), now.getTime())),
+          );
         return applied(rows.map((r) => r.license_id));
       }
       case "payment_failed": {
@@ -249,10 +257,11 @@ export function createProvisioningService(deps: {
         for (const row of rows) {
           if ((await licenses.status(em, tenantId, row.license_id)) !== "active") continue;
           await licenses.suspend(em, tenantId, actor, row.license_id);
-          await sql(em, `update payment_links set suspended_by_payment = true where source_id = $1 and license_id = $2`, [
-            source.id,
-            row.license_id,
-          ]);
+          await sql(
+            em,
+            `update payment_links set suspended_by_payment = true where source_id = $1 and license_id = $2`,
+            [source.id, row.license_id],
+          );
           suspended.push(row.license_id);
         }
         return suspended.length > 0
@@ -290,7 +299,7 @@ export function createProvisioningService(deps: {
     }
   }
 
-  /** Records the outcome; a FAILED one is also an audit event (`payment.event_failed`) so webhooks can tell the vendor. */
+  /** Records the outcome; a FAILED one is also an audit event (`payment.event_failed`): webhooks tell the vendor. */
   async function settle(em: EntityManager, source: PaymentSource, eventId: string, type: string, outcome: Outcome) {
     await sql(
       em,
@@ -334,14 +343,16 @@ export function createProvisioningService(deps: {
     ): Promise<HookAnswer> {
       const found = await sources.forHook(db.em(), provider, sourceId);
       if (!found) return { status: 404, body: { error: "not_found", message: `no payment source ${sourceId}` } };
+      const reader = await readEvents();
+      const read = provider === "stripe" ? reader.readStripeEvent : reader.readPolarEvent;
       let event: PaymentEvent | undefined;
       let refusal: PaymentEventError | undefined;
       for (const secret of found.secrets) {
         try {
-          event = readers[provider](body, headers, secret, clock.now());
+          event = read(body, headers, secret, clock.now());
           break;
         } catch (err) {
-          if (!(err instanceof PaymentEventError)) throw err;
+          if (!(err instanceof reader.PaymentEventError)) throw err;
           refusal = err;
           // The signature held: the body itself is wrong, whatever the other secret says.
           if (err.reason === "malformed") break;
@@ -359,7 +370,16 @@ export function createProvisioningService(deps: {
              reason, license_ids, attempts, received_at, updated_at)
            values ($1, $2, $3, $4, $5, $6, $7, 'failed', '', '{}', 1, $8, $8)
            on conflict (source_id, provider_event_id) do nothing returning id`,
-          [id, source.tenantId, source.id, verified.id, verified.type, verified.occurredAt, JSON.stringify(verified.action), now],
+          [
+            id,
+            source.tenantId,
+            source.id,
+            verified.id,
+            verified.type,
+            verified.occurredAt,
+            JSON.stringify(verified.action),
+            now,
+          ],
         );
         if (!fresh) {
           const [first] = await sql<{ id: string; status: string }>(

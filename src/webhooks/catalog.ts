@@ -51,7 +51,8 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "payment_source.updated": "A payment source's description, mappings or enabled flag changed.",
   "payment_source.secret_rotated": "A payment source's signing secret was replaced.",
   "payment_source.deleted": "A payment source was deleted.",
-  "payment.event_failed": "A verified payment event could not be applied (e.g. an unmapped price); replay it once fixed.",
+  "payment.event_failed":
+    "A verified payment event could not be applied (e.g. an unmapped price); replay it once fixed.",
   "webhook.test": "Sent by SendTestWebhook to one endpoint; not in the audit log.",
 };
 

@@ -15,7 +15,18 @@ import { deliveryToProto, endpointToProto, statusFromProto } from "./webhook.map
 const UPDATABLE = ["url", "description", "event_types", "enabled"];
 const DEFAULT_OVERLAP_MS = 24 * 3_600_000;
 
-/** The Connect implementation of licensd.webhook.v1.WebhookService. */
+/** WebhookService's payment-source methods: provisioning/payment.rpc.ts implements them (app.ts joins the two). */
+type PaymentMethods =
+  | "createPaymentSource"
+  | "getPaymentSource"
+  | "listPaymentSources"
+  | "updatePaymentSource"
+  | "rotatePaymentSourceSecret"
+  | "deletePaymentSource"
+  | "listPaymentEvents"
+  | "replayPaymentEvent";
+
+/** The Connect implementation of licensd.webhook.v1.WebhookService's endpoints and deliveries. */
 export function createWebhookRpc(deps: {
   db: Database;
   /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
@@ -25,7 +36,7 @@ export function createWebhookRpc(deps: {
   deliveries: DeliveryQueries;
   dispatcher: Dispatcher;
   pages: PageTokens;
-}): ServiceImpl<typeof pb.WebhookService> {
+}): Omit<ServiceImpl<typeof pb.WebhookService>, PaymentMethods> {
   const { db, reads, idempotency, endpoints, deliveries, dispatcher, pages } = deps;
   return {
     createWebhookEndpoint: (req, ctx) =>
