@@ -9,6 +9,7 @@ import { act } from "./command.js";
 import { importFile } from "./import.js";
 import { licenseCommands } from "./licenses.js";
 import { paint, printJson } from "./output.js";
+import { paymentCommands } from "./payments.js";
 import { EXIT, UsageError } from "./runtime.js";
 import { tenantCommands } from "./tenants.js";
 import { usageCommands } from "./usage.js";
@@ -35,6 +36,7 @@ export function registerCommands(program: Command): void {
   usageCommands(program);
   auditCommands(program);
   webhookCommands(program);
+  paymentCommands(program);
   program
     .command("import")
     .description(

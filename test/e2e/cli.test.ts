@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { verifyWebhook } from "@licensd/client";
+import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, ROOT, run, startServer, type ServerProcess } from "../support/server.js";
 import { TcpProxy } from "../support/tcp-proxy.js";
@@ -758,6 +759,277 @@ describe("licensd webhook", () => {
     expect(JSON.parse(gone.stdout)).toMatchObject({ error: { code: "not_found", exitCode: 1 } });
     expect(gone.stderr).toContain(endpointId);
     expect(json<{ endpoints: unknown[] }>(await hooks(["webhook", "list", "--json"])).endpoints).toEqual([]);
+  });
+});
+
+describe("licensd payment", () => {
+  // A tenant of its own, so this block runs alone (`-t "licensd payment"`) and its lists hold only its sources.
+  let payKey = "";
+  let proId = "";
+  let basicId = "";
+  let sourceId = "";
+  const secret = `whsec_${"s3cretFromStripe".repeat(2)}`;
+  const rotated = `whsec_${"r0tatedByStripe".repeat(2)}`;
+  const secretFile = path.join(dir, "stripe-secret");
+  /** Every result of this block: the secrets must appear in none of them. */
+  const outputs: Result[] = [];
+  const pay = async (args: string[], input?: string) => {
+    const res = await licensd(args, { input, env: { LICENSD_API_KEY: payKey } });
+    outputs.push(res);
+    return res;
+  };
+  const mappings = (out: string) => [...out.matchAll(/^mapping: (.*)$/gm)].map((m) => m[1]);
+  beforeAll(async () => {
+    const tenant = json<{ tenant: { id: string } }>(await superAdmin(["tenant", "create", "--name", "Pay", "--json"]));
+    payKey = json<{ secret: string }>(
+      await superAdmin(["--tenant", tenant.tenant.id, "api-key", "create", "--name", "pay", "--json"]),
+    ).secret;
+    const product = json<{ product: { id: string } }>(
+      await pay(["product", "create", "--code", "PAY", "--name", "Paid", "--json"]),
+    );
+    const policy = async (name: string) =>
+      json<{ policy: { id: string } }>(
+        await pay(["policy", "create", "--product", product.product.id, "--name", name, "--json"]),
+      ).policy.id;
+    proId = await policy("pro");
+    basicId = await policy("basic");
+    writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+  });
+
+  it("source create reads the secret from a file and shows the hook path to give Stripe; list and show", async () => {
+    const created = await pay([
+      "payment",
+      "source",
+      "create",
+      "--provider",
+      "stripe",
+      "--secret-file",
+      secretFile,
+      "--description",
+      "Stripe live",
+      "--map",
+      `price_pro=${proId},tier=pro,seats=5`,
+      "--map",
+      `prod_Basic=${basicId}`,
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    sourceId = field(created.stdout, "id")!;
+    expect(sourceId).toMatch(/^psrc_[0-9a-z]{26}$/);
+    expect(field(created.stdout, "provider")).toBe("stripe");
+    expect(field(created.stdout, "description")).toBe("Stripe live");
+    expect(mappings(created.stdout)).toEqual([`price_pro=${proId},seats=5,tier=pro`, `prod_Basic=${basicId}`]);
+    expect(field(created.stdout, "enabled")).toBe("true");
+    expect(field(created.stdout, "hook_path")).toBe(`/hooks/stripe/${sourceId}`);
+    expect(created.stderr).toContain(`hook path: /hooks/stripe/${sourceId}`);
+    expect(created.stderr).toContain(
+      `give Stripe this webhook endpoint URL: <licensd public URL>/hooks/stripe/${sourceId}`,
+    );
+
+    const list = await pay(["payment", "source", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toBe(
+      `ID\tPROVIDER\tHOOK PATH\tMAPPINGS\tSTATUS\tDESCRIPTION\n` +
+        `${sourceId}\tstripe\t/hooks/stripe/${sourceId}\t2\tenabled\tStripe live\n`,
+    );
+    const shown = json<{ source: { id: string; mappings: { item: string; policyId: string; metadata: object }[] } }>(
+      await pay(["payment", "source", "get", sourceId, "--json"]),
+    );
+    expect(shown.source.id).toBe(sourceId);
+    expect(shown.source.mappings).toEqual([
+      { item: "price_pro", policyId: proId, metadata: { tier: "pro", seats: "5" } },
+      { item: "prod_Basic", policyId: basicId, metadata: {} },
+    ]);
+    const text = await pay(["payment", "source", "show", sourceId]);
+    expect(field(text.stdout, "hook_path")).toBe(`/hooks/stripe/${sourceId}`);
+  });
+
+  it("the secret is never taken on the command line; a bad --map or --provider names the flag", async () => {
+    const onLine = await pay(["payment", "source", "create", "--provider", "stripe", "--secret", secret]);
+    expect(onLine.code).toBe(2);
+    expect(onLine.stderr).toContain("--secret is not taken: give the provider's signing secret with --secret-file");
+    const none = await pay(["payment", "source", "create", "--provider", "stripe"]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain("--secret-file <path> or --secret-stdin");
+    const missing = await pay(["payment", "source", "create", "--provider", "stripe", "--secret-file", `${dir}/no`]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("--secret-file: cannot read");
+    const empty = await pay(["payment", "source", "create", "--provider", "stripe", "--secret-stdin"], "\n");
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain("--secret-stdin: the secret is empty");
+
+    const base = ["payment", "source", "create", "--provider", "stripe", "--secret-file", secretFile];
+    const badMap = await pay([...base, "--map", "price_pro"]);
+    expect(badMap.code).toBe(2);
+    expect(badMap.stderr).toContain("option '--map <mapping>' argument 'price_pro' is invalid");
+    const badPolicy = await pay([...base, "--map", "price_pro=pro"]);
+    expect(badPolicy.code).toBe(2);
+    expect(badPolicy.stderr).toContain("option '--map <mapping>' argument 'price_pro=pro' is invalid. the policy");
+    const twice = await pay([...base, "--map", `a=${proId}`, "--map", `a=${basicId}`, "--json"]);
+    expect(twice.code).toBe(2);
+    expect(JSON.parse(twice.stdout)).toMatchObject({ error: { code: "usage", exitCode: 2 } });
+    expect(twice.stderr).toContain("a is mapped twice");
+    const badProvider = await pay(["payment", "source", "create", "--provider", "paypal"]);
+    expect(badProvider.code).toBe(2);
+    expect(badProvider.stderr).toContain("one of stripe, polar");
+    const noProvider = await pay(["payment", "source", "create", "--secret-file", secretFile]);
+    expect(noProvider.code).toBe(2);
+    expect(noProvider.stderr).toContain("required option '--provider <provider>' not specified");
+    // A policy the tenant does not have: the server's refusal, naming the mapping.
+    const unknown = await pay([...base, "--map", `a=pol_${"0".repeat(26)}`]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain("mappings[0].policy_id");
+    expect(json<{ sources: unknown[] }>(await pay(["payment", "source", "list", "--json"])).sources).toHaveLength(1);
+  });
+
+  it("update: --map replaces the mappings, --clear-mappings removes them, --disable and --enable", async () => {
+    const mapped = await pay(["payment", "source", "update", sourceId, "--map", `price_team=${proId},tier=team`]);
+    expect(mapped.code, mapped.stderr).toBe(0);
+    expect(mappings(mapped.stdout)).toEqual([`price_team=${proId},tier=team`]);
+    expect(field(mapped.stdout, "description")).toBe("Stripe live");
+    const disabled = await pay(["payment", "source", "update", sourceId, "--clear-mappings", "--disable"]);
+    expect(disabled.code, disabled.stderr).toBe(0);
+    expect(mappings(disabled.stdout)).toEqual([]);
+    expect(field(disabled.stdout, "enabled")).toBe("false");
+    const list = await pay(["payment", "source", "list"]);
+    expect(list.stdout).toContain(`${sourceId}\tstripe\t/hooks/stripe/${sourceId}\t0\tdisabled\tStripe live\n`);
+    const enabled = await pay(["payment", "source", "update", sourceId, "--enable", "--description", "Stripe"]);
+    expect(field(enabled.stdout, "enabled")).toBe("true");
+    expect(field(enabled.stdout, "description")).toBe("Stripe");
+    const both = await pay(["payment", "source", "update", sourceId, "--enable", "--disable"]);
+    expect(both.code).toBe(2);
+    const clash = await pay(["payment", "source", "update", sourceId, "--clear-mappings", "--map", `a=${proId}`]);
+    expect(clash.code).toBe(2);
+    const nothing = await pay(["payment", "source", "update", sourceId]);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toContain("nothing to change");
+  });
+
+  it("rotate-secret reads the new secret from stdin; the old one is accepted for --overlap", async () => {
+    const res = json<{ source: { id: string; previousSecretExpireTime: string } }>(
+      await pay(
+        ["payment", "source", "rotate-secret", sourceId, "--secret-stdin", "--overlap", "1h", "--json"],
+        rotated,
+      ),
+    );
+    expect(res.source.id).toBe(sourceId);
+    const left = Date.parse(res.source.previousSecretExpireTime) - Date.now();
+    expect(left).toBeGreaterThan(50 * 60_000);
+    expect(left).toBeLessThanOrEqual(3_600_000);
+    const text = await pay(["payment", "source", "rotate-secret", sourceId, "--secret-file", secretFile]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stderr).toMatch(/the old secret is also accepted until \S+Z/);
+    const noSecret = await pay(["payment", "source", "rotate-secret", sourceId]);
+    expect(noSecret.code).toBe(2);
+    const badOverlap = await pay([
+      "payment",
+      "source",
+      "rotate-secret",
+      sourceId,
+      "--secret-file",
+      secretFile,
+      "--overlap",
+      "soon",
+    ]);
+    expect(badOverlap.code).toBe(2);
+    expect(badOverlap.stderr).toContain("option '--overlap <d>' argument 'soon' is invalid");
+  });
+
+  it("event list is empty; replay of an unknown event is not found", async () => {
+    const list = await pay(["payment", "event", "list", "--source", sourceId, "--status", "failed"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toBe("ID\tSOURCE\tTYPE\tACTION\tSTATUS\tLICENSES\tRECEIVED\tREASON\n");
+    expect(json<{ events: unknown[] }>(await pay(["payment", "event", "list", "--json"])).events).toEqual([]);
+    const badStatus = await pay(["payment", "event", "list", "--status", "lost"]);
+    expect(badStatus.code).toBe(2);
+    expect(badStatus.stderr).toContain("one of applied, ignored, failed");
+    const unknownId = `pev_${"0".repeat(26)}`;
+    const replay = await pay(["payment", "event", "replay", unknownId]);
+    expect(replay.code).toBe(1);
+    expect(replay.stderr).toContain(unknownId);
+    expect(replay.stderr).toMatch(/^reason: [A-Z_]+$/m);
+    const asJson = await pay(["payment", "event", "replay", unknownId, "--json"]);
+    expect(asJson.code).toBe(1);
+    expect(JSON.parse(asJson.stdout)).toMatchObject({ error: { code: "not_found", exitCode: 1 } });
+  });
+
+  it("a purchase of an unmapped price is FAILED; replay exits 4 until it is mapped, then applies it", async () => {
+    const event = {
+      id: "evt_1CliPaymentTest",
+      object: "event",
+      api_version: "2025-03-31.basil",
+      created: Math.floor(Date.now() / 1000) - 5,
+      type: "checkout.session.completed",
+      data: {
+        object: {
+          id: "cs_test_cli1",
+          object: "checkout.session",
+          customer_details: { email: "buyer@example.com", name: "Buyer" },
+          metadata: { licensd_price: "price_team" },
+          mode: "payment",
+          payment_intent: "pi_cli1",
+          payment_status: "paid",
+          status: "complete",
+        },
+      },
+    };
+    const body = JSON.stringify(event);
+    const posted = await fetch(`${server.url}/hooks/stripe/${sourceId}`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret }),
+      },
+      body,
+    });
+    expect(posted.status, await posted.text()).toBeLessThan(300);
+
+    const failed = await pay(["payment", "event", "list", "--status", "failed"]);
+    expect(failed.code, failed.stderr).toBe(0);
+    const rows = failed.stdout.trim().split("\n").slice(1);
+    expect(rows).toHaveLength(1);
+    const [eventId, ...cells] = rows[0].split("\t");
+    expect(eventId).toMatch(/^pev_[0-9a-z]{26}$/);
+    expect(cells.slice(0, 5)).toEqual([sourceId, "checkout.session.completed", "purchase", "failed", ""]);
+    expect(cells[5]).toMatch(/^\d{4}-\d\d-\d\dT\S+Z$/);
+    expect(cells[6]).toContain("price_team");
+    const again = await pay(["payment", "event", "replay", eventId]);
+    expect(again.code, again.stderr).toBe(4);
+    expect(field(again.stdout, "status")).toBe("failed");
+    expect(field(again.stdout, "attempts")).toBe("2");
+    expect(again.stderr).toContain(`the event was not applied: ${field(again.stdout, "reason")}`);
+
+    expect((await pay(["payment", "source", "update", sourceId, "--map", `price_team=${proId}`])).code).toBe(0);
+    const applied = await pay(["payment", "event", "replay", eventId]);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(field(applied.stdout, "status")).toBe("applied");
+    const licenseId = field(applied.stdout, "license_ids");
+    expect(licenseId).toMatch(/^lic_[0-9a-z]{26}$/);
+    const list = await pay(["payment", "event", "list", "--source", sourceId, "--status", "applied"]);
+    expect(list.stdout).toContain(
+      `${eventId}\t${sourceId}\tcheckout.session.completed\tpurchase\tapplied\t${licenseId}\t`,
+    );
+    const license = json<{ license: { policyId: string } }>(await pay(["license", "show", licenseId!, "--json"]));
+    expect(license.license.policyId).toBe(proId);
+    const done = await pay(["payment", "event", "replay", eventId]);
+    expect(done.code).toBe(1);
+    expect(done.stderr).toMatch(/^reason: [A-Z_]+$/m);
+  });
+
+  it("delete: the source is gone; no output ever showed a secret", async () => {
+    const deleted = await pay(["payment", "source", "delete", sourceId]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(field(deleted.stdout, "id")).toBe(sourceId);
+    const gone = await pay(["payment", "source", "show", sourceId, "--json"]);
+    expect(gone.code).toBe(1);
+    expect(JSON.parse(gone.stdout)).toMatchObject({ error: { code: "not_found", exitCode: 1 } });
+    expect(json<{ sources: unknown[] }>(await pay(["payment", "source", "list", "--json"])).sources).toEqual([]);
+
+    expect(outputs.length).toBeGreaterThan(20);
+    for (const { stdout, stderr } of outputs)
+      for (const s of [secret, rotated, "s3cretFromStripe", "r0tatedByStripe"]) {
+        expect(stdout).not.toContain(s);
+        expect(stderr).not.toContain(s);
+      }
   });
 });
 
