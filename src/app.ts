@@ -69,7 +69,7 @@ import { createDispatcher, type Dispatcher } from "./webhooks/dispatcher.js";
 import { createEndpointService } from "./webhooks/endpoint.service.js";
 import { createWebhookRpc } from "./webhooks/webhook.rpc.js";
 import { createProvisioningLicenses } from "./provisioning/licensing-port.js";
-import { createEmailOutbox, smtpTransport } from "./provisioning/email-outbox.js";
+import { createEmailOutbox, type EmailOutbox, smtpTransport } from "./provisioning/email-outbox.js";
 import { createPaymentHook } from "./provisioning/payment-hook.js";
 import { createPaymentSourceService } from "./provisioning/payment-source.service.js";
 import { createPaymentRpc } from "./provisioning/payment.rpc.js";
@@ -92,6 +92,8 @@ export interface App {
   heartbeatWorker: HeartbeatWorker;
   usageWorker: UsageWorker;
   webhooks: Dispatcher;
+  /** License-key e-mails after purchases (provisioning/). */
+  outbox: EmailOutbox;
   ingest: IngestService;
   hub: LeaseHub;
   signingKeys: SigningKeyStore;
@@ -507,6 +509,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       heartbeatWorker,
       usageWorker,
       webhooks,
+      outbox,
       ingest,
       hub,
       signingKeys,
