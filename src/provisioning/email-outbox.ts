@@ -83,7 +83,8 @@ export interface EmailTemplate {
 export const DEFAULT_TEMPLATE: EmailTemplate = {
   subject: "Your {{product_name}} license key",
   text:
-    "Hello {{customer_name}},\n\nThank you for your purchase. Your {{product_name}} ({{policy_name}}) license key:\n\n" +
+    "Hello {{customer_name}},\n\nThank you for your purchase. " +
+    "Your {{product_name}} ({{policy_name}}) license key:\n\n" +
     "    {{license_key}}\n\nKeep it safe: it activates the software.\n",
   html:
     "<p>Hello {{customer_name}},</p><p>Thank you for your purchase. Your {{product_name}} ({{policy_name}}) " +
