@@ -10,7 +10,9 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { PaymentProvider } from "../../gen/ts/licensd/webhook/v1/payment_source_pb.js";
 import { WebhookService } from "../../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
+import Stripe from "stripe";
 import { open, sha256 } from "../../src/platform/crypto.js";
 import { createOfflineActivationRequest } from "@licensd/client";
 import { connectClient, grpcClient, startTestApp, type TestApp } from "../support/app.js";
@@ -365,6 +367,50 @@ describe("no secret is stored in clear", () => {
     keepWebhookSecret("webhook secret", secret);
     const rotated = await webhooks.rotateWebhookSecret({ id: endpoint!.id, idempotencyKey: idem(true) });
     keepWebhookSecret("rotated webhook secret", rotated.secret);
+    await expectNoSecretAtRest();
+  });
+
+  it("payment sources' signing secrets, and the keys of licenses bought through them (e-mail outbox)", async () => {
+    const webhooks = connectClient(WebhookService, t.url, adminSecret);
+    const first = keep("Stripe signing secret", `whsec_${randomBytes(24).toString("base64url")}`) as string;
+    const { source } = await webhooks.createPaymentSource({
+      provider: PaymentProvider.STRIPE,
+      secret: first,
+      mappings: [{ item: "price_scan", policyId, metadata: {} }],
+      idempotencyKey: idem(true),
+    });
+    const rolled = keep("rolled Stripe signing secret", `whsec_${randomBytes(24).toString("base64url")}`) as string;
+    await webhooks.rotatePaymentSourceSecret({ id: source!.id, secret: rolled, idempotencyKey: idem(true) });
+    // A purchase: its license key waits in the e-mail outbox (no SMTP server here), sealed.
+    const body = JSON.stringify({
+      id: `evt_${randomBytes(8).toString("hex")}`,
+      object: "event",
+      created: Math.floor(Date.now() / 1000),
+      type: "checkout.session.completed",
+      data: {
+        object: {
+          id: "cs_scan",
+          mode: "payment",
+          payment_status: "paid",
+          customer_details: { email: "buyer@scan.example", name: "Buyer" },
+          metadata: { licensd_price: "price_scan" },
+          payment_intent: "pi_scan",
+        },
+      },
+    });
+    const res = await fetch(`${t.url}${source!.hookPath}`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret: rolled }),
+      },
+      body,
+    });
+    const { license_ids } = (await res.json()) as { license_ids: string[] };
+    expect(license_ids).toHaveLength(1);
+    keep("license key bought through Stripe", (await admin().revealLicenseKey({ id: license_ids[0]! })).key);
+    const [queued] = await query<{ key_sealed: Buffer | null }>(t.databaseUrl, "select key_sealed from email_outbox");
+    expect(queued!.key_sealed).not.toBeNull();
     await expectNoSecretAtRest();
   });
 });
