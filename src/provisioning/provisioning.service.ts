@@ -172,7 +172,7 @@ export function createProvisioningService(deps: {
   }
 
   const unlinked = (what: string) =>
-    failed(`no license for ${what}: its purchase was not received or failed (replay this event once it is applied)`);
+    failed(`no license for ${what}: its purchase has not arrived (this event is applied when it does) or failed`);
 
   /** Applies one action. Throws only for a bug or the database; a DomainError is turned into FAILED by the caller. */
   async function apply(
@@ -352,6 +352,28 @@ export function createProvisioningService(deps: {
       });
   }
 
+  /**
+   * After a purchase is applied: the events of its subscription or payments that came first (providers promise no
+   * order: a renewal or cancellation may arrive before the purchase) and FAILED for want of its license, applied now.
+   */
+  async function applyWaiting(em: EntityManager, source: PaymentSource, purchase: PaymentAction) {
+    if (purchase.kind !== "purchase") return;
+    const refs = [purchase.subscriptionId ?? "", purchase.orderId, ...purchase.paymentRefs].filter((r) => r !== "");
+    const waiting = await sql<EventRow>(
+      em,
+      `select ${EVENT_COLUMNS} from payment_events
+        where source_id = $1 and status = 'failed' and reason like 'no license for %'
+          and (action->>'subscriptionId' = any($2) or action->'refs' ?| $2)
+        order by occurred_at, id for update`,
+      [source.id, refs],
+    );
+    for (const row of waiting) {
+      const event = eventOf(row);
+      await sql(em, `update payment_events set attempts = attempts + 1 where id = $1`, [event.id]);
+      await settle(em, source, event.id, event.type, await attempt(em, source, event.action, event.id));
+    }
+  }
+
   async function getEvent(em: EntityManager, tenantId: string, id: string, lock = false) {
     const [row] = await sql<EventRow>(
       em,
@@ -427,6 +449,7 @@ export function createProvisioningService(deps: {
         }
         const outcome = await attempt(em, source, verified.action, id);
         await settle(em, source, id, verified.type, outcome);
+        if (outcome.status === "applied") await applyWaiting(em, source, verified.action);
         return {
           status: 200,
           body: { status: outcome.status, event_id: id, license_ids: outcome.licenseIds, reason: outcome.reason },
@@ -464,6 +487,7 @@ export function createProvisioningService(deps: {
       await sql(em, `update payment_events set attempts = attempts + 1 where id = $1`, [id]);
       const outcome = await attempt(em, source, event.action, id);
       await settle(em, source, id, event.type, outcome);
+      if (outcome.status === "applied") await applyWaiting(em, source, event.action);
       return getEvent(em, tenantId, id);
     },
   };

@@ -291,6 +291,34 @@ describe("Stripe", () => {
     expect((await validate(v2, refundable)).code).toBe(ValidationCode.REVOKED);
   });
 
+  it("applies an event that came before its subscription's purchase once the purchase arrives", async () => {
+    const v = await vendor("Stripe Order Co");
+    const source = await stripeSource(v);
+    const end1 = seconds() + 30 * DAY;
+    const end2 = end1 + 30 * DAY;
+    // The renewal is delivered first (providers promise no order): FAILED, waiting for its license.
+    const early = stripeEvent(
+      "invoice.paid",
+      subscriptionInvoice("subscription_cycle", "sub_C", "price_monthly", end2),
+    );
+    const waiting = await post(source.hookPath, early, stripeHeaders(early));
+    expect(waiting.body).toMatchObject({ status: "failed" });
+    expect(waiting.body.reason).toContain("no license for subscription sub_C");
+    const created = stripeEvent(
+      "invoice.paid",
+      subscriptionInvoice("subscription_create", "sub_C", "price_monthly", end1),
+    );
+    const purchase = await post(source.hookPath, created, stripeHeaders(created));
+    const licenseId = (purchase.body.license_ids as string[])[0]!;
+    // The purchase applied the renewal after itself: the expiry is the later period's end.
+    expect(timestampDate((await licenseOf(v, licenseId)).expireTime!).getTime()).toBe(end2 * 1000);
+    const { events } = await v.webhooks.listPaymentEvents({ sourceId: source.id });
+    expect(events.map((e) => [e.action, e.status, e.attempts, e.licenseIds])).toEqual([
+      ["purchase", PaymentEventStatus.APPLIED, 1, [licenseId]],
+      ["renewal", PaymentEventStatus.APPLIED, 2, [licenseId]],
+    ]);
+  });
+
   it("refuses a bad or stale signature and a body that is not an event with 400, recording nothing", async () => {
     const v = await vendor("Stripe Refusals Co");
     const source = await stripeSource(v);
