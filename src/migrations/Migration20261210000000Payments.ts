@@ -65,6 +65,7 @@ export class Migration20261210000000Payments extends Migration {
         to_name text not null,
         vars jsonb not null,
         key_sealed bytea,
+        attachment jsonb,
         status text not null check (status in ('pending', 'sent', 'failed')),
         attempts integer not null,
         next_attempt_at timestamptz,

@@ -14,6 +14,7 @@ export interface MailMessage {
   subject: string;
   text: string;
   html: string;
+  attachments: { filename: string; content: string }[];
 }
 
 /** Sends one message; rejects with the SMTP server's answer when it is refused. */
@@ -52,7 +53,18 @@ export function smtpTransport(o: SmtpOptions): MailTransport {
   };
   return {
     async send(m) {
-      await (await transporter()).sendMail({ from: m.from, to: m.to, subject: m.subject, text: m.text, html: m.html });
+      await (await transporter()).sendMail({
+        from: m.from,
+        to: m.to,
+        subject: m.subject,
+        text: m.text,
+        html: m.html,
+        attachments: m.attachments.map((a) => ({
+          filename: a.filename,
+          content: a.content,
+          contentType: "text/plain",
+        })),
+      });
     },
     close() {
       void made?.then((t) => t.close());
@@ -217,13 +229,19 @@ export function createEmailOutbox(deps: {
     to_name: string;
     vars: KeyEmailVars;
     key_sealed: Buffer;
+    attachment: { filename: string; content: string } | null;
     attempts: number;
     created_at: Date | string;
   }) {
     const key = open(dataKey, row.key_sealed, row.id).toString("utf8");
     const message = render(await template(db.em(), row.tenant_id), { ...row.vars, license_key: key });
     try {
-      await transport!.send({ from, to: { name: row.to_name, address: row.to_address }, ...message });
+      await transport!.send({
+        from,
+        to: { name: row.to_name, address: row.to_address },
+        ...message,
+        attachments: row.attachment ? [row.attachment] : [],
+      });
     } catch (err) {
       const now = clock.now();
       const { attempts } = row;
@@ -233,7 +251,8 @@ export function createEmailOutbox(deps: {
       await sql(
         db,
         `update email_outbox set status = $2, next_attempt_at = $3, last_error = $4, updated_at = $5,
-           key_sealed = case when $2 = 'failed' then null else key_sealed end
+           key_sealed = case when $2 = 'failed' then null else key_sealed end,
+           attachment = case when $2 = 'failed' then null else attachment end
          where id = $1 and status = 'pending'`,
         [row.id, giveUp ? "failed" : "pending", giveUp ? null : new Date(now.getTime() + delay), error, now],
       );
@@ -243,8 +262,8 @@ export function createEmailOutbox(deps: {
     const now = clock.now();
     await sql(
       db,
-      `update email_outbox set status = 'sent', sent_at = $2, key_sealed = null, next_attempt_at = null,
-         last_error = '', updated_at = $2 where id = $1`,
+      `update email_outbox set status = 'sent', sent_at = $2, key_sealed = null, attachment = null,
+         next_attempt_at = null, last_error = '', updated_at = $2 where id = $1`,
       [row.id, now],
     );
     logger.info({ emailId: row.id, tenantId: row.tenant_id }, "license key e-mailed");
@@ -261,6 +280,7 @@ export function createEmailOutbox(deps: {
       to_name: string;
       vars: KeyEmailVars;
       key_sealed: Buffer;
+      attachment: { filename: string; content: string } | null;
       attempts: number;
       created_at: Date | string;
     }>(
@@ -268,7 +288,8 @@ export function createEmailOutbox(deps: {
       `update email_outbox o set attempts = o.attempts + 1, next_attempt_at = $2, updated_at = $1
         where o.id in (select id from email_outbox where status = 'pending' and next_attempt_at <= $1
                         order by next_attempt_at limit $3 for update skip locked)
-        returning o.id, o.tenant_id, o.to_address, o.to_name, o.vars, o.key_sealed, o.attempts, o.created_at`,
+        returning o.id, o.tenant_id, o.to_address, o.to_name, o.vars, o.key_sealed, o.attachment,
+          o.attempts, o.created_at`,
       [now, new Date(now.getTime() + LEASE_MS), BATCH],
     );
     for (const row of claimed) await deliver(row);
@@ -294,6 +315,8 @@ export function createEmailOutbox(deps: {
         paymentEventId: string;
         name: string;
         key: string;
+        /** A file to attach (a license file: signed claims, nothing secret). */
+        attachment: { filename: string; content: string } | undefined;
         vars: KeyEmailVars;
       },
     ) {
@@ -302,8 +325,8 @@ export function createEmailOutbox(deps: {
       await sql(
         em,
         `insert into email_outbox (id, tenant_id, license_id, payment_event_id, to_address, to_name, vars, key_sealed,
-           status, attempts, next_attempt_at, last_error, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, '', $9, $9)`,
+           attachment, status, attempts, next_attempt_at, last_error, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $10, 'pending', 0, $9, '', $9, $9)`,
         [
           id,
           input.tenantId,
@@ -314,6 +337,7 @@ export function createEmailOutbox(deps: {
           JSON.stringify(input.vars),
           seal(dataKey, Buffer.from(input.key, "utf8"), id),
           now,
+          input.attachment ? JSON.stringify(input.attachment) : null,
         ],
       );
       db.afterCommit(em, wake);

@@ -62,6 +62,15 @@ export function createProvisioningLicenses(deps: {
       ]);
       return row?.status;
     },
+    async issueFile(em, tenantId, actor, licenseId) {
+      const issued = await licenses.issueFile(em, tenantId, actor, licenseId, {
+        fingerprint: "",
+        encrypt: false,
+        format: "ed25519",
+        ttlSeconds: null,
+      });
+      return issued.file;
+    },
     async describe(em, tenantId, licenseId) {
       const license = await licenses.get(em, tenantId, licenseId);
       const policy = await catalog.getPolicy(em, tenantId, license.policyId);

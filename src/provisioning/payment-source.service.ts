@@ -12,6 +12,8 @@ export interface PaymentMapping {
   item: string;
   policyId: string;
   metadata: Record<string, string>;
+  /** The key e-mail carries a signed offline license file too. */
+  attachLicenseFile: boolean;
 }
 
 export interface PaymentSource {
@@ -32,7 +34,7 @@ interface SourceRow {
   tenant_id: string;
   provider: PaymentProvider;
   description: string;
-  mappings: { item: string; policy_id: string; metadata: Record<string, string> }[];
+  mappings: { item: string; policy_id: string; metadata: Record<string, string>; attach_license_file?: boolean }[];
   enabled: boolean;
   email_license_keys: boolean;
   previous_secret_expires_at: Date | string | null;
@@ -48,7 +50,12 @@ const sourceOf = (r: SourceRow): PaymentSource => ({
   tenantId: r.tenant_id,
   provider: r.provider,
   description: r.description,
-  mappings: r.mappings.map((m) => ({ item: m.item, policyId: m.policy_id, metadata: m.metadata })),
+  mappings: r.mappings.map((m) => ({
+    item: m.item,
+    policyId: m.policy_id,
+    metadata: m.metadata,
+    attachLicenseFile: m.attach_license_file === true,
+  })),
   enabled: r.enabled,
   emailLicenseKeys: r.email_license_keys,
   previousSecretExpiresAt: timestampOf(r.previous_secret_expires_at),
@@ -57,7 +64,14 @@ const sourceOf = (r: SourceRow): PaymentSource => ({
 });
 
 const mappingsJson = (mappings: PaymentMapping[]) =>
-  JSON.stringify(mappings.map((m) => ({ item: m.item, policy_id: m.policyId, metadata: m.metadata })));
+  JSON.stringify(
+    mappings.map((m) => ({
+      item: m.item,
+      policy_id: m.policyId,
+      metadata: m.metadata,
+      attach_license_file: m.attachLicenseFile,
+    })),
+  );
 
 /** The path a provider POSTs a source's events to, on licensd's port (provisioning/payment-hook.ts serves it). */
 export const hookPath = (s: { provider: PaymentProvider; id: string }) => `/hooks/${s.provider}/${s.id}`;

@@ -38,7 +38,12 @@ export const paymentSourceToProto = (s: PaymentSource) =>
     tenantId: s.tenantId,
     provider: PROVIDER[s.provider],
     description: s.description,
-    mappings: s.mappings.map((m) => ({ item: m.item, policyId: m.policyId, metadata: m.metadata })),
+    mappings: s.mappings.map((m) => ({
+      item: m.item,
+      policyId: m.policyId,
+      metadata: m.metadata,
+      attachLicenseFile: m.attachLicenseFile,
+    })),
     enabled: s.enabled,
     emailLicenseKeys: s.emailLicenseKeys,
     hookPath: hookPath(s),

@@ -35,8 +35,17 @@ type PaymentMethods =
   | "getEmailTemplate"
   | "updateEmailTemplate";
 
-const mappingsOf = (mappings: { item: string; policyId: string; metadata: Record<string, string> }[]) =>
-  mappings.map((m): PaymentMapping => ({ item: m.item, policyId: m.policyId, metadata: { ...m.metadata } }));
+const mappingsOf = (
+  mappings: { item: string; policyId: string; metadata: Record<string, string>; attachLicenseFile: boolean }[],
+) =>
+  mappings.map(
+    (m): PaymentMapping => ({
+      item: m.item,
+      policyId: m.policyId,
+      metadata: { ...m.metadata },
+      attachLicenseFile: m.attachLicenseFile,
+    }),
+  );
 
 /** WebhookService's payment-source methods (the rest are webhooks/webhook.rpc.ts's; app.ts joins them). */
 export function createPaymentRpc(deps: {

@@ -37,6 +37,8 @@ export interface ProvisioningLicenses {
   revoke(em: EntityManager, tenantId: string, actor: string, licenseId: string): Promise<void>;
   /** The license's stored status, or undefined when it was deleted. */
   status(em: EntityManager, tenantId: string, licenseId: string): Promise<string | undefined>;
+  /** A signed offline license file for the license (IssueLicenseFile: Ed25519, any machine, until it expires). */
+  issueFile(em: EntityManager, tenantId: string, actor: string, licenseId: string): Promise<string>;
   /** What a license-key e-mail names: the product's and the policy's names, and the expiry. */
   describe(
     em: EntityManager,
@@ -224,6 +226,9 @@ export function createProvisioningService(deps: {
               paymentEventId: eventId,
               name: action.name,
               key: license.key,
+              attachment: m.attachLicenseFile
+                ? { filename: `${license.id}.lic`, content: await licenses.issueFile(em, tenantId, actor, license.id) }
+                : undefined,
               vars: {
                 customer_name: action.name,
                 customer_email: action.email,

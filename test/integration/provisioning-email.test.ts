@@ -5,6 +5,7 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import { SigningKeys, verifyLicenseFile } from "@licensd/client";
 import { SMTPServer } from "smtp-server";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -87,7 +88,7 @@ afterAll(async () => {
   await sink?.stop();
 });
 
-async function vendor(name: string, emailLicenseKeys = true) {
+async function vendor(name: string, emailLicenseKeys = true, attachLicenseFile = false) {
   const admin = connectClient(TenantService, t.url, t.superAdminKey);
   const { tenant } = await admin.createTenant({ name });
   const { secret } = await admin.createApiKey({ tenantId: tenant!.id, name: "admin", scopes: [ApiKeyScope.ADMIN] });
@@ -98,7 +99,7 @@ async function vendor(name: string, emailLicenseKeys = true) {
   const { source } = await webhooks.createPaymentSource({
     provider: PaymentProvider.STRIPE,
     secret: SECRET,
-    mappings: [{ item: "price_pro", policyId: policy!.id, metadata: {} }],
+    mappings: [{ item: "price_pro", policyId: policy!.id, metadata: {}, attachLicenseFile }],
     emailLicenseKeys,
   });
   return { tenantId: tenant!.id, licensing, webhooks, source: source! };
@@ -222,6 +223,31 @@ describe("license keys by e-mail", () => {
       attempts: 2,
       lastError: "",
     });
+  });
+
+  it("carry a signed license file when the mapping asks for one", async () => {
+    const v = await vendor("File Co", true, true);
+    const { body } = await purchase(v.source.hookPath, "file@example.com");
+    const licenseId = body.license_ids[0]!;
+    const [mail] = await until(
+      "the e-mail",
+      () => mailsTo("file@example.com"),
+      (m) => m.length === 1,
+    );
+    // The attachment part, as a mail client reads it.
+    const part = mail!.raw.split(/\r?\n--/).find((p) => p.includes(`filename=${licenseId}.lic`));
+    if (!part) expect.fail(`no ${licenseId}.lic attachment in:\n${mail!.raw}`);
+    const [headers, ...rest] = part.split(/\r?\n\r?\n/);
+    const encoded = rest.join("\n\n").trim();
+    const file = /base64/i.test(headers!)
+      ? Buffer.from(encoded, "base64").toString("utf8")
+      : encoded
+          .replace(/=\r?\n/g, "")
+          .replace(/=([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
+    const keys = new SigningKeys({ baseUrl: t.url, now: () => clock.now() });
+    const verified = await verifyLicenseFile(file.trim(), { keys, now: clock.now() });
+    expect(verified.code).toBe("VALID");
+    expect(verified.payload).toMatchObject({ license_id: licenseId });
   });
 
   it("use the tenant's template, with its placeholders filled and checked", async () => {
