@@ -147,6 +147,43 @@ describe("config", () => {
       ).toBe(true);
   });
 
+  it("LICENSD_SMTP_*: off by default; From and both credentials required; production refuses plain SMTP off-host", () => {
+    expect(loadConfig({ LICENSD_DATA_DIR: tmp() }).smtp).toMatchObject({ host: undefined, port: 587, tls: "starttls" });
+    const on = loadConfig({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_SMTP_HOST: "smtp.example.com",
+      LICENSD_SMTP_TLS: "implicit",
+      LICENSD_SMTP_USER: "licensd",
+      LICENSD_SMTP_PASSWORD: "s3cret-password",
+      LICENSD_SMTP_FROM: "Acme <licenses@acme.example>",
+    });
+    expect(on.smtp).toMatchObject({ host: "smtp.example.com", port: 465, tls: "implicit", user: "licensd" });
+    const p = problems({
+      LICENSD_DATA_DIR: tmp(),
+      LICENSD_SMTP_HOST: "smtp.example.com",
+      LICENSD_SMTP_TLS: "maybe",
+      LICENSD_SMTP_USER: "licensd",
+      LICENSD_SMTP_PORT: "70000",
+    });
+    for (const name of ["LICENSD_SMTP_TLS", "LICENSD_SMTP_USER", "LICENSD_SMTP_FROM", "LICENSD_SMTP_PORT"])
+      expect(
+        p.some((x) => x.startsWith(name)),
+        name,
+      ).toBe(true);
+    const production = {
+      LICENSD_ENV: "production",
+      LICENSD_DATABASE_URL: "postgres://db/x",
+      LICENSD_DATA_KEY: dataKey,
+      LICENSD_SUPER_ADMIN_KEY: strongKey,
+      LICENSD_SMTP_TLS: "none",
+      LICENSD_SMTP_FROM: "licenses@acme.example",
+    };
+    expect(problems({ ...production, LICENSD_SMTP_HOST: "smtp.example.com" })).toEqual([
+      expect.stringContaining("LICENSD_SMTP_TLS=none"),
+    ]);
+    expect(loadConfig({ ...production, LICENSD_SMTP_HOST: "127.0.0.1" }).smtp.tls).toBe("none");
+  });
+
   it("reads trusted proxies, the forwarding header and the key failure budgets, and names bad ones", () => {
     const ok = loadConfig({
       LICENSD_DATA_DIR: tmp(),
