@@ -496,14 +496,19 @@ function refs(values: unknown[]): string[] {
   return [...out];
 }
 
+/** The latest time an event may name: the end of year 9999 (past it, no provider date is real). */
+const LATEST_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 function unixDate(value: unknown, field: string): Date {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) throw malformed(`${field} is not a time`);
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0 || value * 1000 > LATEST_TIME_MS)
+    throw malformed(`${field} is not a time`);
   return new Date(value * 1000);
 }
 
 function isoDate(value: unknown, field: string): Date {
   const date = typeof value === "string" ? new Date(value) : undefined;
-  if (!date || Number.isNaN(date.getTime())) throw malformed(`${field} is not a time`);
+  if (!date || Number.isNaN(date.getTime()) || date.getTime() < 0 || date.getTime() > LATEST_TIME_MS)
+    throw malformed(`${field} is not a time`);
   return date;
 }
 

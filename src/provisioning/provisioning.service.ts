@@ -1,6 +1,8 @@
 import type { Clock } from "../platform/clock.js";
 import { sql, timestampOf, type Database, type EntityManager } from "../platform/db.js";
+import { Code } from "@connectrpc/connect";
 import { DomainError, failedPrecondition, notFound } from "../platform/errors.js";
+import { LATEST_REQUEST_TIME } from "../platform/request-fields.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
@@ -119,6 +121,17 @@ interface Outcome {
   licenseIds: string[];
 }
 
+/** An expiry a provider's date gives, in the range every licensd time has (docs/requests.md); FAILED past it. */
+function expiryFrom(date: Date | undefined): Date | undefined {
+  if (date !== undefined && date >= LATEST_REQUEST_TIME.date)
+    throw new DomainError(
+      Code.OutOfRange,
+      "EXPIRY_OUT_OF_RANGE",
+      `the provider's date ${date.toISOString()} is past ${LATEST_REQUEST_TIME.text}`,
+    );
+  return date;
+}
+
 const applied = (licenseIds: string[]): Outcome => ({ status: "applied", reason: "", licenseIds });
 const failed = (reason: string): Outcome => ({ status: "failed", reason, licenseIds: [] });
 
@@ -208,7 +221,7 @@ export function createProvisioningService(deps: {
             policyId: m.policyId,
             customerId,
             // A subscription's license runs to the end of the period paid for; a one-time purchase takes the policy's.
-            expiresAt: action.subscriptionId ? action.periodEnd : undefined,
+            expiresAt: action.subscriptionId ? expiryFrom(action.periodEnd) : undefined,
             metadata: {
               ...m.metadata,
               payment_source: source.id,
@@ -272,7 +285,7 @@ export function createProvisioningService(deps: {
       case "uncancellation": {
         const rows = await subscriptionLicenses(em, source, action.subscriptionId);
         if (rows.length === 0) return unlinked(`subscription ${action.subscriptionId}`);
-        const until = action.kind === "cancellation" ? action.endsAt : action.periodEnd;
+        const until = expiryFrom(action.kind === "cancellation" ? action.endsAt : action.periodEnd);
         if (until === undefined)
           return { status: "ignored", reason: "the provider gave no end of the paid period", licenseIds: [] };
         const now = clock.now();
@@ -326,17 +339,22 @@ export function createProvisioningService(deps: {
     action: PaymentAction,
     eventId: string,
   ): Promise<Outcome> {
-    await sql(em, "savepoint provisioning");
-    try {
-      const outcome = await apply(em, source, action, eventId);
-      await sql(em, "release savepoint provisioning");
-      return outcome;
-    } catch (err) {
-      if (!(err instanceof DomainError)) throw err;
-      await sql(em, "rollback to savepoint provisioning");
-      // Entities the attempt loaded or created may no longer match the database.
-      em.clear();
-      return failed(`${err.reason}: ${err.message}`);
+    for (let tries = 1; ; tries++) {
+      await sql(em, "savepoint provisioning");
+      try {
+        const outcome = await apply(em, source, action, eventId);
+        await sql(em, "release savepoint provisioning");
+        return outcome;
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+        await sql(em, "rollback to savepoint provisioning");
+        // Entities the attempt loaded or created may no longer match the database.
+        em.clear();
+        // Two purchases by a new buyer at once: the other one created the customer (committed when our insert saw
+        // it); looked up again, it is found.
+        if (err.reason === "CUSTOMER_EMAIL_TAKEN" && tries < 2) continue;
+        return failed(`${err.reason}: ${err.message}`);
+      }
     }
   }
 
@@ -424,7 +442,10 @@ export function createProvisioningService(deps: {
       if (!event) return { status: 400, body: { error: refusal!.reason, message: refusal!.message } };
       const verified = event;
       return db.tx(async (em) => {
-        const source = await sources.get(em, found.source.tenantId, sourceId);
+        // Read again in the transaction: deleted or disabled since, it takes no more events.
+        const current = await sources.forHook(em, provider, sourceId);
+        if (!current) return { status: 404, body: { error: "not_found", message: `no payment source ${sourceId}` } };
+        const { source } = current;
         const now = clock.now();
         const id = newId("pev");
         const [fresh] = await sql<{ id: string }>(

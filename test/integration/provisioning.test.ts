@@ -319,6 +319,21 @@ describe("Stripe", () => {
     ]);
   });
 
+  it("gives concurrent purchases by a new buyer one customer, and each its license", async () => {
+    const v = await vendor("Stripe Concurrent Co");
+    const source = await stripeSource(v);
+    const bodies = Array.from({ length: 6 }, (_, i) =>
+      stripeEvent("checkout.session.completed", checkoutCompleted("rush@example.com", "price_once", `pi_rush_${i}`)),
+    );
+    const answers = await Promise.all(bodies.map((b) => post(source.hookPath, b, stripeHeaders(b))));
+    expect(answers.map((a) => a.body.status)).toEqual(Array(6).fill("applied"));
+    const { customers } = await v.licensing.listCustomers({});
+    expect(customers).toHaveLength(1);
+    const { licenses } = await v.licensing.listLicenses({});
+    expect(licenses).toHaveLength(6);
+    expect(new Set(licenses.map((l) => l.customerId))).toEqual(new Set([customers[0]!.id]));
+  });
+
   it("refuses a bad or stale signature and a body that is not an event with 400, recording nothing", async () => {
     const v = await vendor("Stripe Refusals Co");
     const source = await stripeSource(v);
@@ -337,8 +352,24 @@ describe("Stripe", () => {
     const nul = stripeEvent("checkout.session.completed", checkoutCompleted("x\u0000@example.com", "price_once", "pi"));
     await refused(nul, stripeHeaders(nul), "malformed");
 
+    // A period end no date can hold is not an event.
+    const never = stripeEvent(
+      "invoice.paid",
+      subscriptionInvoice("subscription_create", "sub_Z", "price_monthly", 9e15),
+    );
+    await refused(never, stripeHeaders(never), "malformed");
+
     expect((await v.webhooks.listPaymentEvents({})).events).toEqual([]);
     expect((await v.licensing.listLicenses({})).licenses).toEqual([]);
+
+    // One past licensd's latest time (9000-01-01) is recorded FAILED, with nothing created.
+    const far = Math.floor(Date.UTC(9500, 0, 1) / 1000);
+    const late = stripeEvent("invoice.paid", subscriptionInvoice("subscription_create", "sub_Y", "price_monthly", far));
+    const got = await post(source.hookPath, late, stripeHeaders(late));
+    expect(got.body).toMatchObject({ status: "failed" });
+    expect(got.body.reason).toContain("EXPIRY_OUT_OF_RANGE");
+    expect((await v.licensing.listLicenses({})).licenses).toEqual([]);
+    expect((await v.licensing.listCustomers({})).customers).toEqual([]);
 
     // Not a source of this provider, not a source at all, not POST, too large.
     expect((await post(`/hooks/polar/${source.id}`, body, stripeHeaders(body))).status).toBe(404);
