@@ -1,13 +1,17 @@
 /*
  * `licensd payment …` (WebhookService's payment RPCs): sources that turn a payment provider's webhook events into
- * licenses (docs/provisioning.md), and the events they recorded. A provider's signing secret is read from a file or
- * stdin, never taken on the command line, where shell history and `ps` would keep it.
+ * licenses (docs/provisioning.md), the events they recorded, the license-key e-mails and their template. A provider's
+ * signing secret is read from a file or stdin, never taken on the command line, where shell history and `ps` would
+ * keep it.
  */
 import { readFileSync } from "node:fs";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { WebhookService } from "@licensd/client";
 import {
+  EmailDeliverySchema,
+  EmailDeliveryStatusSchema,
+  type EmailTemplate,
   type PaymentEvent,
   PaymentEventSchema,
   PaymentEventStatus,
@@ -21,9 +25,11 @@ import {
 import {
   CreatePaymentSourceResponseSchema,
   DeletePaymentSourceResponseSchema,
+  GetEmailTemplateResponseSchema,
   GetPaymentSourceResponseSchema,
   ReplayPaymentEventResponseSchema,
   RotatePaymentSourceSecretResponseSchema,
+  UpdateEmailTemplateResponseSchema,
   UpdatePaymentSourceResponseSchema,
 } from "@licensd/client/gen/licensd/webhook/v1/webhook_service_pb.js";
 import { type Command, InvalidArgumentError, Option } from "commander";
@@ -48,17 +54,22 @@ type MappingInit = MessageInitShape<typeof PaymentMappingSchema>;
 const ITEM = /^[A-Za-z0-9_.:-]{1,255}$/;
 const POLICY_ID = /^pol_[0-9a-z]{26}$/;
 const META_KEY = /^[A-Za-z0-9._/-]{1,63}$/;
-const MAP_FORM = "ITEM=POLICY_ID[,KEY=VALUE…], e.g. price_1Nx=pol_…,tier=pro";
+const MAP_FORM = "ITEM=POLICY_ID[+file][,KEY=VALUE…], e.g. price_1Nx=pol_…+file,tier=pro";
+/** After the policy id: the key e-mail also carries a signed license file (`attach_license_file`). */
+const FILE_SUFFIX = "+file";
 
 /**
- * Collects repeated `--map ITEM=POLICY_ID[,KEY=VALUE…]`: the provider's price or product id, the policy its purchase
- * gets, and labels for the license's metadata. Checked here with the API's rules, so the message names the flag.
+ * Collects repeated `--map ITEM=POLICY_ID[+file][,KEY=VALUE…]`: the provider's price or product id, the policy its
+ * purchase gets (`+file`: with a license file attached to the key e-mail), and labels for the license's metadata.
+ * Checked here with the API's rules, so the message names the flag.
  */
 export function collectMapping(value: string, previous: MappingInit[] = []): MappingInit[] {
   const eq = value.indexOf("=");
   if (eq < 1) throw new InvalidArgumentError(MAP_FORM);
   const item = value.slice(0, eq);
-  const [policyId, ...pairs] = value.slice(eq + 1).split(",");
+  const [policy, ...pairs] = value.slice(eq + 1).split(",");
+  const attachLicenseFile = policy.endsWith(FILE_SUFFIX);
+  const policyId = attachLicenseFile ? policy.slice(0, -FILE_SUFFIX.length) : policy;
   if (!ITEM.test(item)) throw new InvalidArgumentError(`the item: 1 to 255 of A-Z a-z 0-9 _ . : - (${MAP_FORM})`);
   if (!POLICY_ID.test(policyId)) throw new InvalidArgumentError(`the policy: an id pol_… (${MAP_FORM})`);
   if (previous.some((m) => m.item === item)) throw new InvalidArgumentError(`${item} is mapped twice`);
@@ -70,13 +81,13 @@ export function collectMapping(value: string, previous: MappingInit[] = []): Map
       throw new InvalidArgumentError(`a label KEY=VALUE, the key 1 to 63 of A-Z a-z 0-9 . _ / - (${MAP_FORM})`);
     metadata[key] = pair.slice(i + 1);
   }
-  return [...previous, { item, policyId, metadata }];
+  return [...previous, { item, policyId, metadata, attachLicenseFile }];
 }
 
 /** A mapping as `--map` takes it, its labels sorted by key (a map's order is not kept on the wire). */
 const mappingText = (m: PaymentMapping) =>
   [
-    `${m.item}=${m.policyId}`,
+    `${m.item}=${m.policyId}${m.attachLicenseFile ? FILE_SUFFIX : ""}`,
     ...Object.entries(m.metadata)
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([k, v]) => `${k}=${v}`),
@@ -356,6 +367,121 @@ export function paymentCommands(program: Command): void {
       return replayOutcome(ctx, res.event);
     }),
   );
+
+  const email = payment.command("email").description("license-key e-mails to buyers: where each one stands");
+  listOptions(
+    email
+      .command("list")
+      .description("list the license-key e-mails, newest first")
+      .option("--license <id>", "only this license's (lic_…)")
+      .option("--status <status>", "pending, sent or failed", enumParser(EmailDeliveryStatusSchema)),
+  ).action(
+    act<ListOptions & { license?: string; status?: number }>(async (ctx, o) => {
+      const page = await collectPages(o, async (pageSize, pageToken) => {
+        const r = await ctx.client(WebhookService).listEmailDeliveries({
+          tenantId: ctx.tenant,
+          licenseId: o.license ?? "",
+          status: o.status,
+          pageSize,
+          pageToken,
+        });
+        return { items: r.deliveries, next: r.nextPageToken };
+      });
+      printList(ctx, "deliveries", EmailDeliverySchema, page, [
+        { header: "ID", value: (d) => d.id },
+        { header: "LICENSE", value: (d) => d.licenseId },
+        { header: "TO", value: (d) => d.toAddress },
+        { header: "STATUS", value: (d) => enumText(EmailDeliveryStatusSchema, d.status), status: true },
+        { header: "ATTEMPTS", value: (d) => String(d.attempts) },
+        { header: "NEXT ATTEMPT", value: (d) => time(d.nextAttemptTime) },
+        { header: "SENT", value: (d) => time(d.sendTime) },
+        { header: "LAST ERROR", value: (d) => d.lastError },
+      ]);
+    }),
+  );
+
+  const template = payment
+    .command("template")
+    .description("the tenant's license-key e-mail: a subject, a plain-text and an HTML part with {{placeholders}}");
+  template
+    .command("show")
+    .alias("get")
+    .description("show the template in use (licensd's default until one is set)")
+    .addOption(
+      new Option("--part <part>", "print only this part as it is, e.g. to edit it and `set` it again").choices(
+        TEMPLATE_PARTS,
+      ),
+    )
+    .action(
+      act<{ part?: (typeof TEMPLATE_PARTS)[number] }>(async (ctx, o) => {
+        const res = await ctx.client(WebhookService).getEmailTemplate({ tenantId: ctx.tenant });
+        if (ctx.json) printJson(messageJson(GetEmailTemplateResponseSchema, res));
+        else if (o.part) process.stdout.write(withNewline(res.template?.[o.part] ?? ""));
+        else printTemplate(ctx, res.template, [["default", String(res.default)]]);
+      }),
+    );
+  mutationOptions(
+    template
+      .command("set")
+      .description("replace the template; the parts not given are kept as they are now")
+      .option("--subject <text>", "the subject line (1 to 200 characters)")
+      .option("--text-file <path>", "the plain-text part from this file, - for stdin; must hold {{license_key}}")
+      .option("--html-file <path>", "the HTML part from this file, - for stdin; must hold {{license_key}}"),
+  ).action(
+    act<{ subject?: string; textFile?: string; htmlFile?: string; idempotencyKey?: string }>(async (ctx, o) => {
+      if (o.subject === undefined && o.textFile === undefined && o.htmlFile === undefined)
+        throw new UsageError("nothing to change: give --subject, --text-file or --html-file");
+      if (o.textFile === "-" && o.htmlFile === "-")
+        throw new UsageError("only one of --text-file and --html-file can be - (stdin)");
+      const text = o.textFile === undefined ? undefined : await readPart("--text-file", o.textFile);
+      const html = o.htmlFile === undefined ? undefined : await readPart("--html-file", o.htmlFile);
+      const client = ctx.client(WebhookService);
+      // The RPC replaces the whole template: the parts not given are read first.
+      const current =
+        o.subject !== undefined && text !== undefined && html !== undefined
+          ? undefined
+          : (await client.getEmailTemplate({ tenantId: ctx.tenant })).template;
+      const res = await client.updateEmailTemplate({
+        tenantId: ctx.tenant,
+        template: {
+          subject: o.subject ?? current?.subject ?? "",
+          text: text ?? current?.text ?? "",
+          html: html ?? current?.html ?? "",
+        },
+        idempotencyKey: idempotencyKey(o),
+      });
+      if (ctx.json) printJson(messageJson(UpdateEmailTemplateResponseSchema, res));
+      else printTemplate(ctx, res.template);
+    }),
+  );
+}
+
+const TEMPLATE_PARTS = ["subject", "text", "html"] as const;
+const withNewline = (s: string) => (s.endsWith("\n") ? s : `${s}\n`);
+
+/** `subject:` and any `extra` rows, then each part under its name, a blank line between them. */
+function printTemplate(ctx: Context, t: EmailTemplate | undefined, extra: [string, string][] = []): void {
+  if (!t) return;
+  printRecord(ctx, [["subject", t.subject], ...extra]);
+  for (const part of ["text", "html"] as const) process.stdout.write(`\n${part}:\n${withNewline(t[part])}`);
+}
+
+/** A template part from a file, or stdin for `-`, as it is (no trimming: it is the e-mail's body). */
+async function readPart(flag: string, file: string): Promise<string> {
+  let text: string;
+  if (file === "-") {
+    if (process.stdin.isTTY) process.stderr.write(`${flag}: the part, then Ctrl-D: `);
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    text = Buffer.concat(chunks).toString("utf8");
+  } else
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  if (text.trim() === "") throw new UsageError(`${flag}: ${file === "-" ? "stdin" : file} is empty`);
+  return text;
 }
 
 /** Replay: "no" (exit 4) unless the event is now applied. */

@@ -779,6 +779,21 @@ describe("licensd payment", () => {
     return res;
   };
   const mappings = (out: string) => [...out.matchAll(/^mapping: (.*)$/gm)].map((m) => m[1]);
+  /** POSTs `event` to the source's hook path, signed as Stripe signs it; the answer must be a 2xx. */
+  const postStripe = async (event: object) => {
+    const body = JSON.stringify(event);
+    const posted = await fetch(`${server.url}/hooks/stripe/${sourceId}`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret }),
+      },
+      body,
+    });
+    expect(posted.status, await posted.text()).toBeLessThan(300);
+  };
+  /** The license the purchase below created. */
+  let boughtId = "";
   beforeAll(async () => {
     const tenant = json<{ tenant: { id: string } }>(await superAdmin(["tenant", "create", "--name", "Pay", "--json"]));
     payKey = json<{ secret: string }>(
@@ -836,8 +851,8 @@ describe("licensd payment", () => {
     );
     expect(shown.source.id).toBe(sourceId);
     expect(shown.source.mappings).toEqual([
-      { item: "price_pro", policyId: proId, metadata: { tier: "pro", seats: "5" } },
-      { item: "prod_Basic", policyId: basicId, metadata: {} },
+      { item: "price_pro", policyId: proId, metadata: { tier: "pro", seats: "5" }, attachLicenseFile: false },
+      { item: "prod_Basic", policyId: basicId, metadata: {}, attachLicenseFile: false },
     ]);
     const text = await pay(["payment", "source", "show", sourceId]);
     expect(field(text.stdout, "hook_path")).toBe(`/hooks/stripe/${sourceId}`);
@@ -882,6 +897,21 @@ describe("licensd payment", () => {
   });
 
   it("update: --map replaces the mappings, --clear-mappings removes them, --disable and --enable", async () => {
+    const withFile = await pay(["payment", "source", "update", sourceId, "--map", `price_file=${proId}+file,tier=x`]);
+    expect(withFile.code, withFile.stderr).toBe(0);
+    expect(mappings(withFile.stdout)).toEqual([`price_file=${proId}+file,tier=x`]);
+    expect(mappings((await pay(["payment", "source", "show", sourceId])).stdout)).toEqual([
+      `price_file=${proId}+file,tier=x`,
+    ]);
+    const fileJson = json<{ source: { mappings: object[] } }>(
+      await pay(["payment", "source", "show", sourceId, "--json"]),
+    );
+    expect(fileJson.source.mappings).toEqual([
+      { item: "price_file", policyId: proId, metadata: { tier: "x" }, attachLicenseFile: true },
+    ]);
+    const badSuffix = await pay(["payment", "source", "update", sourceId, "--map", `a=${proId}+pdf`]);
+    expect(badSuffix.code).toBe(2);
+    expect(badSuffix.stderr).toContain("the policy: an id pol_…");
     const mapped = await pay(["payment", "source", "update", sourceId, "--map", `price_team=${proId},tier=team`]);
     expect(mapped.code, mapped.stderr).toBe(0);
     expect(mappings(mapped.stdout)).toEqual([`price_team=${proId},tier=team`]);
@@ -934,7 +964,11 @@ describe("licensd payment", () => {
     expect(badOverlap.stderr).toContain("option '--overlap <d>' argument 'soon' is invalid");
   });
 
-  it("event list is empty; replay of an unknown event is not found", async () => {
+  it("event list and email list are empty; replay of an unknown event is not found", async () => {
+    const emails = await pay(["payment", "email", "list"]);
+    expect(emails.code, emails.stderr).toBe(0);
+    expect(emails.stdout).toBe("ID\tLICENSE\tTO\tSTATUS\tATTEMPTS\tNEXT ATTEMPT\tSENT\tLAST ERROR\n");
+    expect(json(await pay(["payment", "email", "list", "--json"]))).toEqual({ deliveries: [], nextPageToken: "" });
     const list = await pay(["payment", "event", "list", "--source", sourceId, "--status", "failed"]);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toBe("ID\tSOURCE\tTYPE\tACTION\tSTATUS\tLICENSES\tRECEIVED\tREASON\n");
@@ -972,16 +1006,7 @@ describe("licensd payment", () => {
         },
       },
     };
-    const body = JSON.stringify(event);
-    const posted = await fetch(`${server.url}/hooks/stripe/${sourceId}`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret }),
-      },
-      body,
-    });
-    expect(posted.status, await posted.text()).toBeLessThan(300);
+    await postStripe(event);
 
     const failed = await pay(["payment", "event", "list", "--status", "failed"]);
     expect(failed.code, failed.stderr).toBe(0);
@@ -1004,6 +1029,7 @@ describe("licensd payment", () => {
     expect(field(applied.stdout, "status")).toBe("applied");
     const licenseId = field(applied.stdout, "license_ids");
     expect(licenseId).toMatch(/^lic_[0-9a-z]{26}$/);
+    boughtId = licenseId!;
     const list = await pay(["payment", "event", "list", "--source", sourceId, "--status", "applied"]);
     expect(list.stdout).toContain(
       `${eventId}\t${sourceId}\tcheckout.session.completed\tpurchase\tapplied\t${licenseId}\t`,
@@ -1013,6 +1039,117 @@ describe("licensd payment", () => {
     const done = await pay(["payment", "event", "replay", eventId]);
     expect(done.code).toBe(1);
     expect(done.stderr).toMatch(/^reason: [A-Z_]+$/m);
+  });
+
+  it("email list shows the purchase's key e-mail as pending (no SMTP server configured); filters", async () => {
+    const list = await pay(["payment", "email", "list"]);
+    expect(list.code, list.stderr).toBe(0);
+    // Not trimmed: the row ends with empty cells (not sent, no error).
+    const rows = list.stdout.replace(/\n$/, "").split("\n");
+    expect(rows[0]).toBe("ID\tLICENSE\tTO\tSTATUS\tATTEMPTS\tNEXT ATTEMPT\tSENT\tLAST ERROR");
+    expect(rows).toHaveLength(2);
+    const [id, license, to, status, attempts, next, sent, lastError] = rows[1].split("\t");
+    expect(id).toMatch(/^eml_[0-9a-z]{26}$/);
+    // Never tried: without an SMTP server nothing is sent, and the e-mail waits, due since it was queued.
+    expect([license, to, status, attempts, sent, lastError]).toEqual([
+      boughtId,
+      "buyer@example.com",
+      "pending",
+      "0",
+      "",
+      "",
+    ]);
+    expect(next).toMatch(/^\d{4}-\d\d-\d\dT\S+Z$/);
+    const pending = json<{ deliveries: { id: string; status: string; licenseId: string }[]; nextPageToken: string }>(
+      await pay(["payment", "email", "list", "--license", boughtId, "--status", "pending", "--json"]),
+    );
+    expect(pending.deliveries).toHaveLength(1);
+    expect(pending.deliveries[0]).toMatchObject({ id, licenseId: boughtId, status: "EMAIL_DELIVERY_STATUS_PENDING" });
+    expect(pending.nextPageToken).toBe("");
+    const sentList = json<{ deliveries: unknown[] }>(
+      await pay(["payment", "email", "list", "--status", "sent", "--json"]),
+    );
+    expect(sentList.deliveries).toEqual([]);
+    const badStatus = await pay(["payment", "email", "list", "--status", "lost"]);
+    expect(badStatus.code).toBe(2);
+    expect(badStatus.stderr).toContain("one of pending, sent, failed");
+    const badLicense = await pay(["payment", "email", "list", "--license", "nope"]);
+    expect(badLicense.code).toBe(1);
+    expect(badLicense.stderr).toContain("license_id");
+  });
+
+  it("template: the default, set from files and stdin, placeholders checked by the server", async () => {
+    const def = json<{ template: { subject: string; text: string; html: string }; default: boolean }>(
+      await pay(["payment", "template", "show", "--json"]),
+    );
+    expect(def.default).toBe(true);
+    expect(def.template.subject).toContain("{{product_name}}");
+    expect(def.template.text).toContain("{{license_key}}");
+    expect(def.template.html).toContain("<code>{{license_key}}</code>");
+    const nl = (t: string) => (t.endsWith("\n") ? t : `${t}\n`);
+    const shown = await pay(["payment", "template", "show"]);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toBe(
+      `subject: ${def.template.subject}\ndefault: true\n\ntext:\n${nl(def.template.text)}\nhtml:\n${nl(def.template.html)}`,
+    );
+    expect((await pay(["payment", "template", "show", "--part", "html"])).stdout).toBe(`${def.template.html}\n`);
+
+    const textFile = path.join(dir, "key.txt");
+    const htmlFile = path.join(dir, "key.html");
+    writeFileSync(textFile, "Hello {{customer_name}},\n\nyour key: {{license_key}}\n");
+    writeFileSync(htmlFile, "<p>Your key: <b>{{ license_key }}</b> ({{expires_at}})</p>\n");
+    const set = await pay([
+      "payment",
+      "template",
+      "set",
+      "--subject",
+      "{{product_name}}: your key",
+      "--text-file",
+      textFile,
+      "--html-file",
+      htmlFile,
+    ]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toBe(
+      "subject: {{product_name}}: your key\n\ntext:\nHello {{customer_name}},\n\nyour key: {{license_key}}\n" +
+        "\nhtml:\n<p>Your key: <b>{{ license_key }}</b> ({{expires_at}})</p>\n",
+    );
+
+    const unknown = await pay(["payment", "template", "set", "--subject", "Hi {{customer_nme}}"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain("{{customer_nme}} is not a placeholder");
+    expect(unknown.stderr).toMatch(/^reason: UNKNOWN_PLACEHOLDER$/m);
+    const noKey = await pay(["payment", "template", "set", "--html-file", "-", "--json"], "<p>{{license_id}}</p>");
+    expect(noKey.code).toBe(1);
+    expect(JSON.parse(noKey.stdout)).toMatchObject({ error: { reason: "LICENSE_KEY_MISSING", exitCode: 1 } });
+    expect(noKey.stderr).toContain("template.html");
+    const twoStdin = await pay(["payment", "template", "set", "--text-file", "-", "--html-file", "-"]);
+    expect(twoStdin.code).toBe(2);
+    expect(twoStdin.stderr).toContain("only one of --text-file and --html-file can be -");
+    const nothing = await pay(["payment", "template", "set"]);
+    expect(nothing.code).toBe(2);
+    const missing = await pay(["payment", "template", "set", "--text-file", path.join(dir, "none.txt")]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("--text-file: cannot read");
+
+    // Only the subject, from the command line: the parts set above are kept; the text part from stdin.
+    const subject = await pay(
+      ["payment", "template", "set", "--subject", "Your key", "--text-file", "-"],
+      "{{license_key}}",
+    );
+    expect(subject.code, subject.stderr).toBe(0);
+    const now = json<{ template: { subject: string; text: string; html: string }; default: boolean }>(
+      await pay(["payment", "template", "show", "--json"]),
+    );
+    expect(now).toEqual({
+      template: {
+        subject: "Your key",
+        text: "{{license_key}}",
+        html: "<p>Your key: <b>{{ license_key }}</b> ({{expires_at}})</p>\n",
+      },
+      default: false,
+    });
+    expect(field((await pay(["payment", "template", "show"])).stdout, "default")).toBe("false");
   });
 
   it("delete: the source is gone; no output ever showed a secret", async () => {
