@@ -15,7 +15,8 @@ const SRC = path.join(ROOT, "src");
 const CATALOG_FILE = "src/webhooks/catalog.ts";
 
 /** A string that names an event type: a domain, a dot, lowercase words. */
-const EVENT_LITERAL = /^(tenant|product|policy|customer|license|machine|meter|usage|anomaly|audit|webhook|payment_source|payment|email_template)\.[a-z_.]+$/;
+const EVENT_LITERAL =
+  /^(tenant|product|policy|customer|license|machine|meter|usage|anomaly|audit|webhook|payment_source|payment|email_template)\.[a-z_.]+$/;
 
 /**
  * Literals that look like event types in files that emit, and are not: each with where
@@ -191,7 +192,9 @@ describe("docs/webhooks.md's event catalog", () => {
     expect(body.data.id).toMatch(/^evt_[0-9a-z]{26}$/);
     expect(body.data.tenant_id).toMatch(/^ten_[0-9a-z]{26}$/);
     expect(body.data.subject).toMatch(/^[a-z]+_[0-9a-z]{26}$/);
-    expect(body.data.actor).toMatch(/^(super_admin|system|key:key_[0-9a-z]{26}|license:lic_[0-9a-z]{26}|payment:psrc_[0-9a-z]{26})$/);
+    expect(body.data.actor).toMatch(
+      /^(super_admin|system|key:key_[0-9a-z]{26}|license:lic_[0-9a-z]{26}|payment:psrc_[0-9a-z]{26})$/,
+    );
     expect(Number.isInteger(body.data.seq)).toBe(true);
     // webhook.test is not in the audit log: seq 0; every logged event has seq ≥ 1.
     if (type === WEBHOOK_TEST) expect(body.data.seq).toBe(0);
