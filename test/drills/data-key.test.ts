@@ -2,7 +2,8 @@
  * The data-key rotation runbook (docs/operations.md, "Data-key rotation"), run exactly as written against two real
  * `licensd serve` instances on one database, with state that depends on the data key loaded first: license keys
  * (custom and generated), an encrypted license file, a webhook endpoint with a rotated secret, an idempotent answer,
- * a rotated signing key, a page token, the audit chain. Afterwards every sealed value is under the new key alone and
+ * a rotated signing key, a page token, the audit chain, a payment source with a rotated secret and a license key
+ * waiting in the e-mail outbox. Afterwards every sealed value is under the new key alone and
  * everything still works the same; an instance given only the old key refuses to start, saying why.
  */
 import { randomBytes } from "node:crypto";
@@ -16,7 +17,9 @@ import { LicensingService, ValidationCode } from "../../gen/ts/licensd/licensing
 import { ComposeStrategy, FeatureKind } from "../../gen/ts/licensd/licensing/v1/product_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { PaymentProvider } from "../../gen/ts/licensd/webhook/v1/payment_source_pb.js";
 import { WebhookService } from "../../gen/ts/licensd/webhook/v1/webhook_service_pb.js";
+import Stripe from "stripe";
 import { open } from "../../src/platform/crypto.js";
 import { SEALED_COLUMNS } from "../../src/platform/data-key-rotation.js";
 import { connectClient } from "../support/app.js";
@@ -52,7 +55,38 @@ const before = {
   pageToken: "",
   signingKids: [] as string[],
   auditEvents: 0n,
+  paymentHookPath: "",
+  paymentSecret: `whsec_${randomBytes(24).toString("base64url")}`,
 };
+
+/** A paid Stripe Checkout of the drill's mapped price, signed with the payment source's current secret. */
+async function purchase(i: number, email: string) {
+  const body = JSON.stringify({
+    id: `evt_${randomBytes(8).toString("hex")}`,
+    object: "event",
+    created: Math.floor(Date.now() / 1000),
+    type: "checkout.session.completed",
+    data: {
+      object: {
+        id: `cs_${randomBytes(8).toString("hex")}`,
+        mode: "payment",
+        payment_status: "paid",
+        customer_details: { email, name: "Drill Buyer" },
+        metadata: { licensd_price: "price_drill" },
+        payment_intent: `pi_${randomBytes(8).toString("hex")}`,
+      },
+    },
+  });
+  const res = await fetch(`${url(i)}${before.paymentHookPath}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "stripe-signature": Stripe.webhooks.generateTestHeaderString({ payload: body, secret: before.paymentSecret }),
+    },
+    body,
+  });
+  return { status: res.status, body: (await res.json()) as { status: string } };
+}
 
 beforeAll(async () => {
   receiver = await startReceiver();
@@ -138,6 +172,17 @@ describe("data-key rotation, as docs/operations.md says", () => {
     before.webhookSecret = (await hooks.rotateWebhookSecret({ id: endpoint!.id })).secret;
     receiver.state.secret = before.webhookSecret;
 
+    // A payment source whose secret was replaced, keeping the old one for a while (both columns sealed), and a
+    // purchase through it whose license key waits in the e-mail outbox (no SMTP server here: it stays queued).
+    const { source } = await hooks.createPaymentSource({
+      provider: PaymentProvider.STRIPE,
+      secret: `whsec_${randomBytes(24).toString("base64url")}`,
+      mappings: [{ item: "price_drill", policyId: policy.id, metadata: {}, attachLicenseFile: false }],
+    });
+    before.paymentHookPath = source!.hookPath;
+    await hooks.rotatePaymentSourceSecret({ id: source!.id, secret: before.paymentSecret });
+    expect((await purchase(0, "buyer@drill.example")).body.status).toBe("applied");
+
     // An idempotent call, whose answer is recorded sealed, and a page token.
     before.idempotentCustomerId = (
       await api.createCustomer({ name: "Once", email: "once@drill.example", idempotencyKey: "drill-once" })
@@ -184,12 +229,22 @@ describe("data-key rotation, as docs/operations.md says", () => {
     await rb.step("rotate", ({ stdout }) => {
       const counts = tableCounts(stdout);
       expect(Object.keys(counts)).toEqual(SEALED_COLUMNS.map((t) => t.table));
-      for (const table of ["data_key_material", "signing_keys", "licenses", "webhook_endpoints", "idempotency_records"])
+      for (const table of [
+        "data_key_material",
+        "signing_keys",
+        "licenses",
+        "webhook_endpoints",
+        "payment_sources",
+        "email_outbox",
+        "idempotency_records",
+      ])
         expect(counts[table]!.resealed, table).toBeGreaterThan(0);
+      expect(counts.payment_sources!.resealed).toBe(2); // the secret and the replaced one, still accepted
+      expect(counts.email_outbox!.resealed).toBe(1); // the key waiting to be e-mailed
       expect(counts.data_key_material!.resealed).toBe(3);
       expect(counts.signing_keys!.resealed).toBe(2);
       expect(counts.webhook_endpoints!.resealed).toBe(2); // the secret and the rotated-out one
-      expect(counts.licenses).toMatchObject({ values: 3, current: 1, resealed: 2, unopenable: 0 });
+      expect(counts.licenses).toMatchObject({ values: 4, current: 1, resealed: 3, unopenable: 0 });
       for (const c of Object.values(counts)) expect(c.unopenable).toBe(0);
       expect(stdout).toMatch(/re-sealed \d+ values under the current data key\n$/);
     });
@@ -265,6 +320,10 @@ describe("data-key rotation, as docs/operations.md says", () => {
     expect(replay.customer!.id).toBe(before.idempotentCustomerId);
     const next = await licensing(1).listCustomers({ pageSize: 1, pageToken: before.pageToken });
     expect(next.customers).toHaveLength(1);
+  });
+
+  it("verifies payment events with the same secret", async () => {
+    for (const i of [0, 1]) expect((await purchase(i, `after-${i}@drill.example`)).body.status).toBe("applied");
   });
 
   it("signs webhook deliveries with the same secret", async () => {
