@@ -102,6 +102,12 @@ it("product → policy → customer → license, the key copied and validated wi
 
   // A second tab on the Overview watches the live feed while the first suspends the license.
   const watcher = await c.context.newPage();
+  // Its tail reaches the server late (as on a slow network): "live" must still mean nothing committed after it is
+  // missed.
+  await watcher.route("**/licensd.audit.v1.AuditService/TailAuditEvents", async (route) => {
+    await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  });
   await watcher.goto(`${server.url}/console/`);
   await signIn(watcher, key); // (sessionStorage is per tab)
   await watcher.getByText("live", { exact: true }).waitFor();

@@ -74,10 +74,12 @@ function LiveFeed() {
   useEffect(() => {
     const abort = new AbortController();
     (async () => {
-      // Unset after_seq: what commits from now on; after a drop, from the last one seen.
+      // From the log's size when the feed opens (so an entry committed before the stream reaches the server is not
+      // missed), then, after a drop, from the last one seen.
       let after: bigint | undefined;
       for (let attempt = 0; !abort.signal.aborted; attempt++) {
         try {
+          after ??= (await client.audit.getCheckpoint({ tenantId }, { signal: abort.signal })).checkpoint?.treeSize;
           setState("live");
           const stream = client.audit.tailAuditEvents({ tenantId, afterSeq: after }, { signal: abort.signal });
           for await (const res of stream) {
