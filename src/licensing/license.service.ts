@@ -169,6 +169,9 @@ export function createLicenseService(deps: {
       }
       const now = clock.now();
       const id = newId("lic");
+      // A duration whose start waits for the license's first activation, validation or use (expiry-start.ts).
+      const pending =
+        input.expiresAt === undefined && policy.durationSeconds != null && policy.expirationBasis !== "from_creation";
       const license = em.create(License, {
         id,
         tenantId,
@@ -179,7 +182,8 @@ export function createLicenseService(deps: {
         keyDigest: sha256(key),
         keySealed: seal(dataKey, Buffer.from(key), id),
         keyPrefix: keyPrefix(key),
-        expiresAt: input.expiresAt === undefined ? expiryFrom(policy, now) : input.expiresAt,
+        expiresAt: input.expiresAt === undefined && !pending ? expiryFrom(policy, now) : (input.expiresAt ?? null),
+        expiryPending: pending,
         entitlementOverrides: input.entitlementOverrides,
         agentOverrides: input.agentOverrides,
         maxMachines: input.maxMachines,
@@ -207,6 +211,7 @@ export function createLicenseService(deps: {
           customer_id: input.customerId,
           key_prefix: license.keyPrefix,
           expires_at: license.expiresAt?.toISOString() ?? null,
+          ...(pending ? { expiry_pending: true } : {}),
         },
       });
       return { license, key };
@@ -238,6 +243,8 @@ export function createLicenseService(deps: {
       if (patch.maxMachines !== undefined)
         checkLicenseSeats(await catalog.getPolicy(em, tenantId, license.policyId), patch.maxMachines);
       Object.assign(license, patch);
+      // An expiry set by hand is the license's: nothing starts it any more.
+      if (patch.expiresAt !== undefined) license.expiryPending = false;
       return change(em, license, actor, "license.updated", { changed: Object.keys(patch) });
     },
 
@@ -283,7 +290,13 @@ export function createLicenseService(deps: {
           `policy ${policy.name} has no duration: its licenses do not expire`,
         );
       const now = clock.now();
-      const from = license.expiresAt && license.expiresAt > now ? license.expiresAt : now;
+      // A license whose expiry has not started starts it now.
+      const from =
+        license.expiresAt == null || policy.renewalBasis === "from_now"
+          ? now
+          : policy.renewalBasis === "from_expiry" || license.expiresAt > now
+            ? license.expiresAt
+            : now;
       const expiresAt = expiryFrom(policy, from)!;
       // Renewals add up: each stays in the range every request time has (docs/requests.md).
       if (expiresAt >= LATEST_REQUEST_TIME.date) {
@@ -294,8 +307,13 @@ export function createLicenseService(deps: {
           { id },
         );
       }
+      const started = license.expiryPending;
       license.expiresAt = expiresAt;
-      return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt!.toISOString() });
+      license.expiryPending = false;
+      return change(em, license, actor, "license.renewed", {
+        expires_at: license.expiresAt.toISOString(),
+        ...(started ? { expiry_started: true } : {}),
+      });
     },
 
     async revoke(em: EntityManager, tenantId: string, actor: string, id: string) {
@@ -319,8 +337,9 @@ export function createLicenseService(deps: {
         throw invalidArgument("customer_id", "name a new customer_id and/or policy_id");
       const from = { customer_id: license.customerId, policy_id: license.policyId };
       if (to.customerId) license.customerId = (await catalog.getCustomer(em, tenantId, to.customerId)).id;
+      let policy = to.policyId ? undefined : await catalog.getPolicy(em, tenantId, license.policyId);
       if (to.policyId) {
-        const policy = await catalog.getPolicy(em, tenantId, to.policyId);
+        policy = await catalog.getPolicy(em, tenantId, to.policyId);
         if (policy.productId !== license.productId)
           throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, {
             field: "policy_id",
@@ -335,9 +354,14 @@ export function createLicenseService(deps: {
         }
         license.policyId = policy.id;
       }
+      // The policy the license ends with says whether its expiry starts again; a perpetual one has none to wait for.
+      const reset = policy!.transferStrategy === "reset_expiry";
+      if (reset) license.expiresAt = expiryFrom(policy!, clock.now());
+      if (reset || policy!.durationSeconds == null) license.expiryPending = false;
       return change(em, license, actor, "license.transferred", {
         from,
         to: { customer_id: license.customerId, policy_id: license.policyId },
+        ...(reset ? { expiry_reset: true, expires_at: license.expiresAt?.toISOString() ?? null } : {}),
       });
     },
 
