@@ -9,7 +9,7 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import { checkAgents, checkEntitlements, checkLicenseSeats, type CatalogService } from "./catalog.service.js";
-import type { AgentEntitlement, Entitlement } from "./entitlements.js";
+import type { AgentEntitlement, Entitlement, RenewalBasis } from "./entitlements.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import {
   checkLicenseKey,
@@ -74,6 +74,12 @@ const keyPrefix = (key: string) => (KEY_PATTERN.test(key) ? `${key.slice(0, 9)}â
 
 const expiryFrom = (policy: Policy, from: Date) =>
   policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000);
+
+/** What a renewal under `basis` extends by the policy's duration; a license whose expiry has not started starts now. */
+export function renewalStart(basis: RenewalBasis, expiresAt: Date | null, now: Date): Date {
+  if (expiresAt === null || basis === "from_now") return now;
+  return basis === "from_expiry" || expiresAt > now ? expiresAt : now;
+}
 
 /** Licenses and their lifecycle. Every method runs in the caller's transaction and emits its event. */
 export function createLicenseService(deps: {
@@ -290,14 +296,7 @@ export function createLicenseService(deps: {
           `policy ${policy.name} has no duration: its licenses do not expire`,
         );
       const now = clock.now();
-      // A license whose expiry has not started starts it now.
-      const from =
-        license.expiresAt == null || policy.renewalBasis === "from_now"
-          ? now
-          : policy.renewalBasis === "from_expiry" || license.expiresAt > now
-            ? license.expiresAt
-            : now;
-      const expiresAt = expiryFrom(policy, from)!;
+      const expiresAt = expiryFrom(policy, renewalStart(policy.renewalBasis, license.expiresAt ?? null, now))!;
       // Renewals add up: each stays in the range every request time has (docs/requests.md).
       if (expiresAt >= LATEST_REQUEST_TIME.date) {
         throw new DomainError(
