@@ -25,6 +25,7 @@ import { issueLicenseFile, type LicenseFileOptions } from "./license-file-issue.
 import type { LicenseStatus } from "./license-plan.js";
 
 export { effectiveStatus, planClaims, type LicenseStatus } from "./license-plan.js";
+export { startExpiry, startsExpiry } from "./expiry-start.js";
 
 export interface NewLicense {
   policyId: string;

@@ -4,7 +4,7 @@ import { DeadlockException, UniqueConstraintViolationException } from "@mikro-or
 import { sql, type Database } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
-import { startExpiry, startsExpiry } from "../licensing/expiry-start.js";
+import { startExpiry, startsExpiry } from "../licensing/license.service.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
