@@ -14,7 +14,11 @@ import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { Aggregation } from "../../gen/ts/licensd/usage/v1/usage_pb.js";
 import { UsageService } from "../../gen/ts/licensd/usage/v1/usage_service_pb.js";
+import { createMachineService } from "../../src/activation/machine.service.js";
+import { createCatalogService } from "../../src/licensing/catalog.service.js";
+import { KeyCharacterPool, LicenseKeyring } from "../../src/licensing/license-key.js";
 import { ManualClock } from "../../src/platform/clock.js";
+import { DataKeyring } from "../../src/platform/crypto.js";
 import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase } from "../support/database.js";
 import { failure } from "../support/errors.js";
@@ -152,6 +156,29 @@ describe("expiration basis", () => {
     const forever = (await perpetual.license()).license;
     expect(forever.expiryPending).toBe(false);
     expect(forever.expireTime).toBeUndefined();
+  });
+
+  it("Activate's one-statement fast path: kept for the default basis, left to the full path while waiting", async () => {
+    const { app } = a;
+    const machines = createMachineService({
+      clock,
+      events: app.events,
+      catalog: createCatalogService({ clock, events: app.events }),
+      keyring: new LicenseKeyring(app.licenseKeySecrets, new KeyCharacterPool()),
+      signingKeys: app.signingKeys,
+      dataKey: new DataKeyring(app.config.dataKey, app.config.previousDataKeys),
+    });
+    const info = (fingerprint: string) => ({ fingerprint, hostname: "", platform: "", cores: 0, ip: "", metadata: {} });
+    const usual = await (await vendor({ duration: days(30) })).license();
+    expect((await machines.activateFast(app.db, usual.key, info("fp")))?.machine.licenseId).toBe(usual.id);
+    const v = await vendor({ duration: days(30), expirationBasis: ExpirationBasis.FROM_FIRST_ACTIVATION });
+    const waiting = await v.license();
+    expect(await machines.activateFast(app.db, waiting.key, info("fp"))).toBeUndefined();
+    expect(await v.entries("machine.activated")).toHaveLength(0);
+    await activation(a).activate({ key: waiting.key, fingerprint: "fp" });
+    // Started, the license takes the fast path again.
+    expect((await machines.activateFast(app.db, waiting.key, info("fp-2")))?.machine.licenseId).toBe(waiting.id);
+    expect(await v.entries("license.expiry_started")).toHaveLength(1);
   });
 
   it("FROM_FIRST_ACTIVATION: 20 concurrent first activations on two instances start it once", async () => {
