@@ -1006,7 +1006,7 @@ async function validationVectors() {
       reads: { run: (read) => read(db.em()) },
       clock,
       signingKeys: signer(active, [KEY_A, KEY_B]),
-      validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active) }),
+      validation: createValidationService({ db, clock, keyring, feed, machines: machinesOf(active), events: noEvents }),
       answers: new ValidationAnswers(feed),
       machines: machinesOf(active),
       idempotency: undefined as never,

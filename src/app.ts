@@ -261,7 +261,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
-    const validation = createValidationService({ db, clock, keyring: licenseKeyring, feed, machines: licenseMachines });
+    const validation = createValidationService({
+      db,
+      clock,
+      keyring: licenseKeyring,
+      feed,
+      machines: licenseMachines,
+      events,
+    });
     const imports = createImportService({ db, catalog, licenses, logger });
     const hub = new LeaseHub(createEventLog(db), feed, logger);
     const meters = createMeterService({ clock, events, catalog });

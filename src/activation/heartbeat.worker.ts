@@ -8,7 +8,8 @@ import type { Events } from "../events/events.js";
 /**
  * Heartbeat monitoring. Each pass:
  *  1. machines of policies with a heartbeat duration whose last heartbeat is older than
- *     duration + grace turn dead (`machine.heartbeat.dead`);
+ *     duration + grace turn dead (`machine.heartbeat.dead`); under HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT
+ *     only once they have heartbeated;
  *  2. dead machines of DEACTIVATE_DEAD policies whose resurrection period is over (or
  *     that have none) are deactivated, freeing the seat (`machine.deactivated`, reason
  *     `heartbeat_dead`);
@@ -43,6 +44,7 @@ export function createHeartbeatWorker(deps: {
                 (extract(epoch from m.last_heartbeat_at) * 1000)::bigint as last_ms
            from machines m join licenses l on l.id = m.license_id join policies p on p.id = l.policy_id
           where m.status = 'alive' and not m.offline and p.heartbeat_seconds is not null
+            and (p.heartbeat_basis = 'from_activation' or m.first_heartbeat_at is not null)
             and m.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds + p.heartbeat_grace_seconds) < $1
           order by m.last_heartbeat_at limit ${BATCH} for update of m skip locked`,
         [now],

@@ -10,7 +10,8 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
     ofLicense: (licenseId) =>
       sql<LicenseMachine>(
         db,
-        `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline
+        `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline,
+                first_heartbeat_at is not null as heartbeated
            from machines where license_id = $1 order by id`,
         [licenseId],
         { name: "licensd-validate-machines" },

@@ -25,7 +25,8 @@ const LIVE_MACHINE_OF_USABLE_LICENSE = `from licenses l
      join products pr on pr.id = l.product_id
    where l.key_digest = $1 and m.license_id = l.id and m.fingerprint = $2 and m.status = 'alive'
      and l.status = 'active' and (l.expires_at is null or l.expires_at > $3)`;
-const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3
+const HEARTBEAT_STAMP = `update machines m set last_heartbeat_at = $3, updated_at = $3,
+    first_heartbeat_at = coalesce(m.first_heartbeat_at, $3)
   ${LIVE_MACHINE_OF_USABLE_LICENSE} returning ${RETURNING}`;
 
 /** A license with its policy and product (LICENSE_COLUMNS). */

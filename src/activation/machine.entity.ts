@@ -17,6 +17,8 @@ export const MachineSchema = defineEntity({
     status: p.string().$type<"alive" | "dead">(),
     deadAt: p.datetime().nullable(),
     offline: p.boolean(),
+    /** Its first heartbeat: with HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT, heartbeats are required from then on. */
+    firstHeartbeatAt: p.datetime().nullable(),
   },
 });
 export class Machine extends MachineSchema.class {}

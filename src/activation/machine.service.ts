@@ -9,7 +9,7 @@ import type { Events } from "../events/events.js";
 import type { CatalogService } from "../licensing/catalog.service.js";
 import { ED25519_PREFIX } from "../licensing/license-file.js";
 import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.js";
-import { effectiveStatus, planClaims } from "../licensing/license.service.js";
+import { effectiveStatus, planClaims, startExpiry, startsExpiry } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine } from "./machine.entity.js";
@@ -221,6 +221,11 @@ export function createMachineService(deps: {
       throw err;
     }
     await emitActivated(em, machine, actor);
+    // A first activation starts an expiry that waits for it (a license with a machine has had its first).
+    if (license.expiryPending && startsExpiry(policy.expirationBasis, "activation")) {
+      const { expiresAt } = await startExpiry(em, { clock, events }, license.id, "activation");
+      Object.assign(license, { expiresAt, expiryPending: false, updatedAt: clock.now() });
+    }
     return machine;
   }
 
@@ -430,6 +435,7 @@ export function createMachineService(deps: {
         await revive(em, machine, license, "heartbeat");
       }
       machine.lastHeartbeatAt = now;
+      machine.firstHeartbeatAt ??= now;
       await em.flush();
       return { machine, lease: await lease(em, license, policy, machine), license, policy };
     },

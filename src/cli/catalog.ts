@@ -16,6 +16,10 @@ import {
   type EntitlementSchema,
   ExpirationStrategySchema,
   HeartbeatCullStrategySchema,
+  ExpirationBasisSchema,
+  HeartbeatBasisSchema,
+  RenewalBasisSchema,
+  TransferStrategySchema,
   ModelTierSchema,
   OverageStrategySchema,
   PolicySchema,
@@ -220,6 +224,26 @@ export function catalogCommands(program: Command): void {
         enumParser(OverageStrategySchema),
       )
       .option("--cull <strategy>", "deactivate-dead or keep-dead", enumParser(HeartbeatCullStrategySchema))
+      .option(
+        "--expiration-basis <basis>",
+        "when expiry starts: from-creation, from-first-activation, from-first-validation or from-first-use",
+        enumParser(ExpirationBasisSchema),
+      )
+      .option(
+        "--heartbeat-basis <basis>",
+        "when heartbeats are required: from-activation or from-first-heartbeat",
+        enumParser(HeartbeatBasisSchema),
+      )
+      .option(
+        "--renewal-basis <basis>",
+        "what a renewal extends: from-now-if-expired, from-expiry or from-now",
+        enumParser(RenewalBasisSchema),
+      )
+      .option(
+        "--transfer-strategy <strategy>",
+        "what a transfer does to the expiry: keep-expiry or reset-expiry",
+        enumParser(TransferStrategySchema),
+      )
       .option("--meta <key=value>", "metadata (repeatable)", collectPairs)
       .option(...bodyOption);
   type PolicyFlags = {
@@ -237,6 +261,10 @@ export function catalogCommands(program: Command): void {
     expiration?: number;
     overage?: number;
     cull?: number;
+    expirationBasis?: number;
+    heartbeatBasis?: number;
+    renewalBasis?: number;
+    transferStrategy?: number;
     meta?: Record<string, string>;
     body?: Record<string, unknown>;
     idempotencyKey?: string;
@@ -256,6 +284,10 @@ export function catalogCommands(program: Command): void {
     expirationStrategy: o.expiration,
     overageStrategy: o.overage,
     heartbeatCullStrategy: o.cull,
+    expirationBasis: o.expirationBasis,
+    heartbeatBasis: o.heartbeatBasis,
+    renewalBasis: o.renewalBasis,
+    transferStrategy: o.transferStrategy,
     metadata: o.meta,
     idempotencyKey: idempotencyKey(o),
   });
@@ -343,6 +375,10 @@ export function catalogCommands(program: Command): void {
           expiration: "expiration_strategy",
           overage: "overage_strategy",
           cull: "heartbeat_cull_strategy",
+          expirationBasis: "expiration_basis",
+          heartbeatBasis: "heartbeat_basis",
+          renewalBasis: "renewal_basis",
+          transferStrategy: "transfer_strategy",
           meta: "metadata",
         },
         bodyPaths,

@@ -14,7 +14,11 @@ import {
   customerToProto,
   entitlementsFromProto,
   cullFromProto,
+  expirationBasisFromProto,
   expirationFromProto,
+  heartbeatBasisFromProto,
+  renewalBasisFromProto,
+  transferFromProto,
   featuresFromProto,
   overageFromProto,
   policyToProto,
@@ -59,6 +63,10 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   heartbeat_resurrection_period: "heartbeatResurrectionSeconds",
   offline_lease_ttl: "offlineLeaseTtlSeconds",
   require_fingerprint_scope: "requireFingerprintScope",
+  expiration_basis: "expirationBasis",
+  heartbeat_basis: "heartbeatBasis",
+  renewal_basis: "renewalBasis",
+  transfer_strategy: "transferStrategy",
   metadata: "metadata",
 };
 
@@ -84,6 +92,10 @@ function policyInput(req: PolicyRequest): PolicyInput {
     heartbeatResurrectionSeconds: seconds(req.heartbeatResurrectionPeriod),
     offlineLeaseTtlSeconds: seconds(req.offlineLeaseTtl),
     requireFingerprintScope: req.requireFingerprintScope,
+    expirationBasis: expirationBasisFromProto(req.expirationBasis),
+    heartbeatBasis: heartbeatBasisFromProto(req.heartbeatBasis),
+    renewalBasis: renewalBasisFromProto(req.renewalBasis),
+    transferStrategy: transferFromProto(req.transferStrategy),
     metadata: req.metadata,
   };
 }

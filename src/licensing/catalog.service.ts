@@ -9,9 +9,13 @@ import type {
   AgentEntitlement,
   CullStrategy,
   Entitlement,
+  ExpirationBasis,
   ExpirationStrategy,
   FeatureDefinition,
+  HeartbeatBasis,
   OverageStrategy,
+  RenewalBasis,
+  TransferStrategy,
 } from "./entitlements.js";
 import { Customer, License, Policy, Product } from "./licensing.entity.js";
 
@@ -41,6 +45,10 @@ export interface PolicyInput {
   heartbeatResurrectionSeconds: number | null;
   offlineLeaseTtlSeconds: number | null;
   requireFingerprintScope: boolean;
+  expirationBasis: ExpirationBasis;
+  heartbeatBasis: HeartbeatBasis;
+  renewalBasis: RenewalBasis;
+  transferStrategy: TransferStrategy;
   metadata: Record<string, string>;
 }
 

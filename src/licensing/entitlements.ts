@@ -42,6 +42,10 @@ export interface ResolvedAgent {
 
 export type ExpirationStrategy = "restrict_access" | "revoke_access" | "maintain_access" | "allow_access";
 export type CullStrategy = "deactivate_dead" | "keep_dead";
+export type ExpirationBasis = "from_creation" | "from_first_activation" | "from_first_validation" | "from_first_use";
+export type HeartbeatBasis = "from_activation" | "from_first_heartbeat";
+export type RenewalBasis = "from_now_if_expired" | "from_expiry" | "from_now";
+export type TransferStrategy = "keep_expiry" | "reset_expiry";
 export type OverageStrategy = "no_overage" | "always" | "allow_1_25x" | "allow_1_5x" | "allow_2x";
 
 export const tierRank = (t: ModelTier | null | undefined) => (t ? TIER_ORDER.indexOf(t) + 1 : 0);

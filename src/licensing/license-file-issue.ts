@@ -47,6 +47,12 @@ export async function issueLicenseFile(
   const status = effectiveStatus(license, now);
   if (status !== "active")
     throw failedPrecondition("LICENSE_NOT_ACTIVE", `license ${id} is ${status}: no file can be issued`);
+  // A file would carry no expiry and run offline for good: the clock has to start first.
+  if (license.expiryPending)
+    throw failedPrecondition(
+      "EXPIRY_NOT_STARTED",
+      `license ${id}'s expiry has not started (its policy's expiration_basis): activate, validate or use it first`,
+    );
   if (opts.format === "hmac" && !deps.licenseFileHmacSecret)
     throw failedPrecondition("HMAC_NOT_CONFIGURED", "format: LICENSD_LICENSE_FILE_HMAC_SECRET is not set", {
       field: "format",

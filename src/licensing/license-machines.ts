@@ -11,6 +11,8 @@ export interface LicenseMachine {
   last_ms: string;
   status: string;
   offline: boolean;
+  /** It has heartbeated at least once (HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT counts from then). */
+  heartbeated: boolean;
 }
 
 export interface LicenseMachines {

@@ -9,7 +9,7 @@ import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
 import type { Events } from "../events/events.js";
 import { checkAgents, checkEntitlements, checkLicenseSeats, type CatalogService } from "./catalog.service.js";
-import type { AgentEntitlement, Entitlement } from "./entitlements.js";
+import type { AgentEntitlement, Entitlement, RenewalBasis } from "./entitlements.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import {
   checkLicenseKey,
@@ -25,6 +25,7 @@ import { issueLicenseFile, type LicenseFileOptions } from "./license-file-issue.
 import type { LicenseStatus } from "./license-plan.js";
 
 export { effectiveStatus, planClaims, type LicenseStatus } from "./license-plan.js";
+export { startExpiry, startsExpiry } from "./expiry-start.js";
 
 export interface NewLicense {
   policyId: string;
@@ -74,6 +75,12 @@ const keyPrefix = (key: string) => (KEY_PATTERN.test(key) ? `${key.slice(0, 9)}â
 
 const expiryFrom = (policy: Policy, from: Date) =>
   policy.durationSeconds == null ? null : new Date(from.getTime() + policy.durationSeconds * 1000);
+
+/** What a renewal under `basis` extends by the policy's duration; a license whose expiry has not started starts now. */
+export function renewalStart(basis: RenewalBasis, expiresAt: Date | null, now: Date): Date {
+  if (expiresAt === null || basis === "from_now") return now;
+  return basis === "from_expiry" || expiresAt > now ? expiresAt : now;
+}
 
 /** Licenses and their lifecycle. Every method runs in the caller's transaction and emits its event. */
 export function createLicenseService(deps: {
@@ -169,6 +176,9 @@ export function createLicenseService(deps: {
       }
       const now = clock.now();
       const id = newId("lic");
+      // A duration whose start waits for the license's first activation, validation or use (expiry-start.ts).
+      const pending =
+        input.expiresAt === undefined && policy.durationSeconds != null && policy.expirationBasis !== "from_creation";
       const license = em.create(License, {
         id,
         tenantId,
@@ -179,7 +189,8 @@ export function createLicenseService(deps: {
         keyDigest: sha256(key),
         keySealed: seal(dataKey, Buffer.from(key), id),
         keyPrefix: keyPrefix(key),
-        expiresAt: input.expiresAt === undefined ? expiryFrom(policy, now) : input.expiresAt,
+        expiresAt: input.expiresAt === undefined && !pending ? expiryFrom(policy, now) : (input.expiresAt ?? null),
+        expiryPending: pending,
         entitlementOverrides: input.entitlementOverrides,
         agentOverrides: input.agentOverrides,
         maxMachines: input.maxMachines,
@@ -207,6 +218,7 @@ export function createLicenseService(deps: {
           customer_id: input.customerId,
           key_prefix: license.keyPrefix,
           expires_at: license.expiresAt?.toISOString() ?? null,
+          ...(pending ? { expiry_pending: true } : {}),
         },
       });
       return { license, key };
@@ -238,6 +250,8 @@ export function createLicenseService(deps: {
       if (patch.maxMachines !== undefined)
         checkLicenseSeats(await catalog.getPolicy(em, tenantId, license.policyId), patch.maxMachines);
       Object.assign(license, patch);
+      // An expiry set by hand is the license's: nothing starts it any more.
+      if (patch.expiresAt !== undefined) license.expiryPending = false;
       return change(em, license, actor, "license.updated", { changed: Object.keys(patch) });
     },
 
@@ -300,8 +314,7 @@ export function createLicenseService(deps: {
           `policy ${policy.name} has no duration: its licenses do not expire`,
         );
       const now = clock.now();
-      const from = license.expiresAt && license.expiresAt > now ? license.expiresAt : now;
-      const expiresAt = expiryFrom(policy, from)!;
+      const expiresAt = expiryFrom(policy, renewalStart(policy.renewalBasis, license.expiresAt ?? null, now))!;
       // Renewals add up: each stays in the range every request time has (docs/requests.md).
       if (expiresAt >= LATEST_REQUEST_TIME.date) {
         throw new DomainError(
@@ -311,8 +324,13 @@ export function createLicenseService(deps: {
           { id },
         );
       }
+      const started = license.expiryPending;
       license.expiresAt = expiresAt;
-      return change(em, license, actor, "license.renewed", { expires_at: license.expiresAt!.toISOString() });
+      license.expiryPending = false;
+      return change(em, license, actor, "license.renewed", {
+        expires_at: license.expiresAt.toISOString(),
+        ...(started ? { expiry_started: true } : {}),
+      });
     },
 
     async revoke(em: EntityManager, tenantId: string, actor: string, id: string) {
@@ -336,8 +354,9 @@ export function createLicenseService(deps: {
         throw invalidArgument("customer_id", "name a new customer_id and/or policy_id");
       const from = { customer_id: license.customerId, policy_id: license.policyId };
       if (to.customerId) license.customerId = (await catalog.getCustomer(em, tenantId, to.customerId)).id;
+      let policy = to.policyId ? undefined : await catalog.getPolicy(em, tenantId, license.policyId);
       if (to.policyId) {
-        const policy = await catalog.getPolicy(em, tenantId, to.policyId);
+        policy = await catalog.getPolicy(em, tenantId, to.policyId);
         if (policy.productId !== license.productId)
           throw failedPrecondition("PRODUCT_MISMATCH", `policy ${policy.name} is for another product`, {
             field: "policy_id",
@@ -352,9 +371,14 @@ export function createLicenseService(deps: {
         }
         license.policyId = policy.id;
       }
+      // The policy the license ends with says whether its expiry starts again; a perpetual one has none to wait for.
+      const reset = policy!.transferStrategy === "reset_expiry";
+      if (reset) license.expiresAt = expiryFrom(policy!, clock.now());
+      if (reset || policy!.durationSeconds == null) license.expiryPending = false;
       return change(em, license, actor, "license.transferred", {
         from,
         to: { customer_id: license.customerId, policy_id: license.policyId },
+        ...(reset ? { expiry_reset: true, expires_at: license.expiresAt?.toISOString() ?? null } : {}),
       });
     },
 

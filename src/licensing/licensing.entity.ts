@@ -4,9 +4,13 @@ import type {
   AgentEntitlement,
   CullStrategy,
   Entitlement,
+  ExpirationBasis,
   ExpirationStrategy,
+  HeartbeatBasis,
   FeatureDefinition,
   OverageStrategy,
+  RenewalBasis,
+  TransferStrategy,
 } from "./entitlements.js";
 
 export const ProductSchema = defineEntity({
@@ -47,6 +51,10 @@ export const PolicySchema = defineEntity({
     heartbeatResurrectionSeconds: p.bigint("number").nullable(),
     offlineLeaseTtlSeconds: p.bigint("number").nullable(),
     requireFingerprintScope: p.boolean(),
+    expirationBasis: p.string().$type<ExpirationBasis>(),
+    heartbeatBasis: p.string().$type<HeartbeatBasis>(),
+    renewalBasis: p.string().$type<RenewalBasis>(),
+    transferStrategy: p.string().$type<TransferStrategy>(),
     metadata: p.json<Record<string, string>>(),
   },
 });
@@ -84,6 +92,8 @@ export const LicenseSchema = defineEntity({
     keySealed: p.blob(),
     keyPrefix: p.string(),
     expiresAt: p.datetime().nullable(),
+    /** The policy's expiration basis has not happened yet: no expiry until it does (expiry-start.ts). */
+    expiryPending: p.boolean(),
     entitlementOverrides: p.json<Entitlement[]>(),
     agentOverrides: p.json<AgentEntitlement[]>(),
     maxMachines: p.integer().nullable(),

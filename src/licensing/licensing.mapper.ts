@@ -5,11 +5,15 @@ import { LicenseSchema, LicenseStatus as PbLicenseStatus } from "../../gen/ts/li
 import {
   AgentEntitlementSchema,
   EntitlementSchema,
+  ExpirationBasis as PbExpirationBasis,
   ExpirationStrategy as PbExpiration,
+  HeartbeatBasis as PbHeartbeatBasis,
   HeartbeatCullStrategy as PbCull,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
   PolicySchema,
+  RenewalBasis as PbRenewalBasis,
+  TransferStrategy as PbTransfer,
   type AgentEntitlement as PbAgent,
   type Entitlement as PbEntitlement,
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
@@ -26,11 +30,15 @@ import type {
   ResolvedAgent,
   CullStrategy,
   Entitlement,
+  ExpirationBasis,
   ExpirationStrategy,
   FeatureDefinition,
   FeatureKind,
+  HeartbeatBasis,
   ModelTier,
   OverageStrategy,
+  RenewalBasis,
+  TransferStrategy,
 } from "./entitlements.js";
 import type { ComposedAgent, ComposedEntitlement } from "./composition.js";
 import type { LicenseStatus } from "./license.service.js";
@@ -76,6 +84,25 @@ const overages = enumMap<OverageStrategy, PbOverage>([
   ["allow_1_5x", PbOverage.ALLOW_1_5X],
   ["allow_2x", PbOverage.ALLOW_2X],
 ]);
+const expirationBases = enumMap<ExpirationBasis, PbExpirationBasis>([
+  ["from_creation", PbExpirationBasis.FROM_CREATION],
+  ["from_first_activation", PbExpirationBasis.FROM_FIRST_ACTIVATION],
+  ["from_first_validation", PbExpirationBasis.FROM_FIRST_VALIDATION],
+  ["from_first_use", PbExpirationBasis.FROM_FIRST_USE],
+]);
+const heartbeatBases = enumMap<HeartbeatBasis, PbHeartbeatBasis>([
+  ["from_activation", PbHeartbeatBasis.FROM_ACTIVATION],
+  ["from_first_heartbeat", PbHeartbeatBasis.FROM_FIRST_HEARTBEAT],
+]);
+const renewalBases = enumMap<RenewalBasis, PbRenewalBasis>([
+  ["from_now_if_expired", PbRenewalBasis.FROM_NOW_IF_EXPIRED],
+  ["from_expiry", PbRenewalBasis.FROM_EXPIRY],
+  ["from_now", PbRenewalBasis.FROM_NOW],
+]);
+const transfers = enumMap<TransferStrategy, PbTransfer>([
+  ["keep_expiry", PbTransfer.KEEP_EXPIRY],
+  ["reset_expiry", PbTransfer.RESET_EXPIRY],
+]);
 const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
   ["active", PbLicenseStatus.ACTIVE],
   ["suspended", PbLicenseStatus.SUSPENDED],
@@ -87,6 +114,13 @@ export const expirationFromProto = (p: PbExpiration): ExpirationStrategy =>
   expirations.fromProto(p) ?? "restrict_access";
 export const cullFromProto = (p: PbCull): CullStrategy => culls.fromProto(p) ?? "deactivate_dead";
 export const overageFromProto = (p: PbOverage): OverageStrategy => overages.fromProto(p) ?? "no_overage";
+export const expirationBasisFromProto = (p: PbExpirationBasis): ExpirationBasis =>
+  expirationBases.fromProto(p) ?? "from_creation";
+export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
+  heartbeatBases.fromProto(p) ?? "from_activation";
+export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
+  renewalBases.fromProto(p) ?? "from_now_if_expired";
+export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
 export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
 
@@ -216,6 +250,10 @@ export const policyToProto = (p: Policy) =>
     heartbeatResurrectionPeriod: duration(p.heartbeatResurrectionSeconds),
     offlineLeaseTtl: duration(p.offlineLeaseTtlSeconds),
     requireFingerprintScope: p.requireFingerprintScope,
+    expirationBasis: expirationBases.toProto(p.expirationBasis),
+    heartbeatBasis: heartbeatBases.toProto(p.heartbeatBasis),
+    renewalBasis: renewalBases.toProto(p.renewalBasis),
+    transferStrategy: transfers.toProto(p.transferStrategy),
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),
@@ -251,6 +289,7 @@ export const licenseToProto = (l: License, status: LicenseStatus) =>
     revokeTime: time(l.revokedAt),
     createTime: time(l.createdAt),
     updateTime: time(l.updatedAt),
+    expiryPending: l.expiryPending,
   });
 
 /** One entitlement of a customer's composition (GetCustomerEntitlements). */

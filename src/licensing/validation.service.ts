@@ -9,12 +9,16 @@ import {
   grants,
   type AgentEntitlement,
   type Entitlement,
+  type ExpirationBasis,
   type ExpirationStrategy,
+  type HeartbeatBasis,
   type FeatureDefinition,
   type ResolvedAgent,
 } from "./entitlements.js";
 import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
+import type { Events } from "../events/events.js";
+import { startExpiry, startsExpiry } from "./expiry-start.js";
 
 export type ValidationCode =
   | "FORMAT_INVALID"
@@ -39,6 +43,10 @@ export interface LicenseSnapshot {
   tenantId: string;
   status: "active" | "suspended" | "revoked";
   expiresAt: Date | null;
+  /** The expiry waits for the policy's expiration basis (expiry-start.ts); unset is false. */
+  expiryPending?: boolean;
+  /** Unset is from_creation. */
+  expirationBasis?: ExpirationBasis;
   productCode: string;
   productFeatures: FeatureDefinition[];
   policyName: string;
@@ -49,6 +57,8 @@ export interface LicenseSnapshot {
   floating: boolean;
   heartbeatSeconds: number | null;
   heartbeatGraceSeconds: number;
+  /** Unset is from_activation. */
+  heartbeatBasis?: HeartbeatBasis;
   requireFingerprintScope: boolean;
   entitlements: Entitlement[];
   agents: ResolvedAgent[];
@@ -75,6 +85,9 @@ interface Row {
   tenant_id: string;
   status: "active" | "suspended" | "revoked";
   expires_ms: string | null;
+  expiry_pending: boolean;
+  expiration_basis: ExpirationBasis;
+  heartbeat_basis: HeartbeatBasis;
   entitlement_overrides: Entitlement[];
   agent_overrides: AgentEntitlement[];
   max_machines: number | null;
@@ -108,8 +121,9 @@ export function createValidationService(deps: {
   keyring: LicenseKeyring;
   feed: AuditFeed;
   machines: LicenseMachines;
+  events: Events;
 }) {
-  const { db, clock, keyring, feed, machines: licenseMachines } = deps;
+  const { db, clock, keyring, feed, machines: licenseMachines, events } = deps;
   // A miss (no license has the key) is cached too, as no tenant's: any change drops it.
   const cache = new TenantCache<LicenseSnapshot | null>({ max: CACHE_MAX, ttlMs: CACHE_TTL_MS }).follow(feed);
 
@@ -121,6 +135,7 @@ export function createValidationService(deps: {
     const [r] = await sql<Row>(
       db,
       `select l.id, l.tenant_id, l.status, (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms,
+              l.expiry_pending, po.expiration_basis, po.heartbeat_basis,
               l.entitlement_overrides, l.agent_overrides, l.max_machines, pr.code, pr.features,
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
@@ -139,6 +154,8 @@ export function createValidationService(deps: {
           tenantId: r.tenant_id,
           status: r.status,
           expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
+          expiryPending: r.expiry_pending,
+          expirationBasis: r.expiration_basis,
           productCode: r.code,
           productFeatures: r.features,
           policyName: r.policy_name,
@@ -149,6 +166,7 @@ export function createValidationService(deps: {
           floating: r.floating,
           heartbeatSeconds: r.heartbeat_seconds === null ? null : Number(r.heartbeat_seconds),
           heartbeatGraceSeconds: Number(r.heartbeat_grace_seconds),
+          heartbeatBasis: r.heartbeat_basis,
           requireFingerprintScope: r.require_fingerprint_scope,
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
@@ -199,8 +217,16 @@ export function createValidationService(deps: {
             };
       }
       const { digest } = found;
-      const snapshot = await load(digest);
+      let snapshot = await load(digest);
       if (!snapshot) return { valid: false, code: "NOT_FOUND", detail: "no license has this key", ...none };
+      if (snapshot.expiryPending && startsExpiry(snapshot.expirationBasis ?? "from_creation", "validation")) {
+        // The first validation starts the expiry (once, across instances); the answer already counts it. Its audit
+        // entry drops the cached snapshot everywhere; this one is dropped at once.
+        const id = snapshot.id;
+        const { expiresAt } = await db.tx((em) => startExpiry(em, { clock, events }, id, "validation"));
+        cache.delete(digest.toString("base64"));
+        snapshot = { ...snapshot, expiresAt, expiryPending: false };
+      }
 
       const now = clock.now();
       const status = effectiveStatus(snapshot, now);
@@ -243,6 +269,7 @@ export function createValidationService(deps: {
         const overdue =
           snapshot.heartbeatSeconds !== null &&
           !machine.offline &&
+          (snapshot.heartbeatBasis !== "from_first_heartbeat" || machine.heartbeated) &&
           Number(machine.last_ms) + (snapshot.heartbeatSeconds + snapshot.heartbeatGraceSeconds) * 1000 < now.getTime();
         if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
       } else if (snapshot.requireFingerprintScope) {

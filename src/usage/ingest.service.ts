@@ -4,6 +4,7 @@ import { DeadlockException, UniqueConstraintViolationException } from "@mikro-or
 import { sql, type Database } from "../platform/db.js";
 import type { Events } from "../events/events.js";
 import type { LicenseKeyring } from "../licensing/license-key.js";
+import { startExpiry, startsExpiry } from "../licensing/license.service.js";
 import type { SigningKeyStore } from "../platform/signing-keys.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { createUsageRecords, limitOf, limitState, type LimitState } from "./usage-records.js";
@@ -98,12 +99,31 @@ export function createIngestService(deps: {
     opts: IngestOptions,
     seen?: { prepared?: Prepared[] },
   ): Promise<BatchResult> {
+    const written: { prepared?: Prepared[] } = seen ?? {};
+    let result: BatchResult;
     try {
-      return await ingestBatch(batch, principal, opts, seen);
+      result = await ingestBatch(batch, principal, opts, written);
     } finally {
       // idempotent: a batch that failed, or had nothing to write, must not hold up the next
       opts.turn?.finish();
     }
+    await startExpiries(written.prepared ?? [], result);
+    return result;
+  }
+
+  /**
+   * Starts the expiry of the licenses whose first use the batch recorded, when their policy's basis waits for it
+   * (licensing/expiry-start.ts: once across instances). After the batch's commit, in a transaction of its own: a
+   * crash in between leaves the expiry to start at the license's next recorded event.
+   */
+  async function startExpiries(prepared: Prepared[], result: BatchResult) {
+    if (result.accepted === 0) return;
+    const refused = new Set(result.rejected.map((r) => r.index));
+    const pending = new Set<string>();
+    for (const p of prepared)
+      if (p.license.expiryPending && !refused.has(p.index) && startsExpiry(p.license.expirationBasis, "use"))
+        pending.add(p.license.id);
+    for (const id of pending) await db.tx((em) => startExpiry(em, { clock, events }, id, "use"));
   }
 
   /**

@@ -10,6 +10,7 @@ import {
   effectiveEntitlements,
   type AgentEntitlement,
   type Entitlement,
+  type ExpirationBasis,
   type ExpirationStrategy,
   type OverageStrategy,
   type ResolvedAgent,
@@ -26,6 +27,9 @@ export interface LicenseRow {
   status: "active" | "suspended" | "revoked";
   createdAt: Date;
   expiresAt: Date | null;
+  /** The expiry waits for the policy's expiration basis (licensing/expiry-start.ts). */
+  expiryPending: boolean;
+  expirationBasis: ExpirationBasis;
   expirationStrategy: ExpirationStrategy;
   graceSeconds: number;
   overage: OverageStrategy;
@@ -198,7 +202,7 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
     const select = `select l.id, l.tenant_id, t.seq as tenant_seq, l.product_id, l.status,
                            (extract(epoch from l.created_at) * 1000)::bigint as created_ms,
                            (extract(epoch from l.expires_at) * 1000)::bigint as expires_ms,
-                           l.entitlement_overrides, l.agent_overrides,
+                           l.expiry_pending, p.expiration_basis, l.entitlement_overrides, l.agent_overrides,
                            p.entitlements, p.agent_entitlements, p.overage_strategy, p.expiration_strategy,
                            p.grace_seconds
                       from licenses l
@@ -212,6 +216,8 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
       status: LicenseRow["status"];
       created_ms: string;
       expires_ms: string | null;
+      expiry_pending: boolean;
+      expiration_basis: ExpirationBasis;
       entitlement_overrides: Entitlement[];
       entitlements: Entitlement[];
       agent_overrides: AgentEntitlement[];
@@ -229,6 +235,8 @@ export function createUsageRecords(deps: { db: Database; keyring: LicenseKeyring
         status: r.status,
         createdAt: new Date(Number(r.created_ms)),
         expiresAt: r.expires_ms === null ? null : new Date(Number(r.expires_ms)),
+        expiryPending: r.expiry_pending,
+        expirationBasis: r.expiration_basis,
         expirationStrategy: r.expiration_strategy,
         graceSeconds: Number(r.grace_seconds),
         overage: r.overage_strategy,

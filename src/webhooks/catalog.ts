@@ -24,6 +24,8 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "license.suspended": "A license was suspended.",
   "license.reinstated": "A suspended license was reinstated.",
   "license.renewed": "A license's expiry was extended.",
+  "license.expiry_started":
+    "A license's expiry started, at its first activation, validation or use (its policy's basis).",
   "license.revoked": "A license was revoked, by a caller or by the license worker past its grace.",
   "license.transferred": "A license moved to another customer.",
   "license.deleted": "A license was deleted.",

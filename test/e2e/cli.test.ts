@@ -223,6 +223,48 @@ describe("licensd product, policy and customer", () => {
   });
 });
 
+describe("licensd policy basis flags", () => {
+  it("set the basis strategies on create and, by mask, on update; a bad value names the flag", async () => {
+    const created = json<{ policy: { id: string } & Record<string, unknown> }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        productId,
+        "--name",
+        "trial",
+        "--duration",
+        "14d",
+        "--expiration-basis",
+        "from-first-activation",
+        "--heartbeat-basis",
+        "from-first-heartbeat",
+        "--renewal-basis",
+        "from-now",
+        "--transfer-strategy",
+        "reset-expiry",
+        "--json",
+      ]),
+    );
+    expect(created.policy).toMatchObject({
+      expirationBasis: "EXPIRATION_BASIS_FROM_FIRST_ACTIVATION",
+      heartbeatBasis: "HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT",
+      renewalBasis: "RENEWAL_BASIS_FROM_NOW",
+      transferStrategy: "TRANSFER_STRATEGY_RESET_EXPIRY",
+    });
+    const updated = json<{ policy: Record<string, unknown> }>(
+      await licensd(["policy", "update", created.policy.id, "--renewal-basis", "from-expiry", "--json"]),
+    );
+    expect(updated.policy).toMatchObject({
+      expirationBasis: "EXPIRATION_BASIS_FROM_FIRST_ACTIVATION",
+      renewalBasis: "RENEWAL_BASIS_FROM_EXPIRY",
+    });
+    const bad = await licensd(["policy", "update", created.policy.id, "--expiration-basis", "whenever"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--expiration-basis");
+  });
+});
+
 describe("licensd license", () => {
   it("creates, lists, shows, suspends, validates, reinstates, renews and transfers a license", async () => {
     const created = json<{ license: { id: string; status: string }; key: string }>(

@@ -7,6 +7,12 @@
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
+import {
+  ExpirationBasis,
+  HeartbeatBasis,
+  RenewalBasis,
+  TransferStrategy,
+} from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
 import { connectClient } from "../support/app.js";
@@ -248,6 +254,37 @@ describe("catalog pages", () => {
     // The product's policies, linked from its page.
     await c.page.getByRole("link", { name: "pro", exact: true }).click();
     await c.page.getByRole("heading", { level: 1, name: "Policy pro" }).waitFor();
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
+  it("policies: the basis strategies are chosen in the form and shown", async () => {
+    const c = await openConsole(browser, server.url);
+    const { page } = c;
+    await signIn(page, tenant.key);
+    await openSection(page, "Policies");
+    await page.getByRole("link", { name: "pro", exact: true }).click();
+    await page.getByRole("heading", { level: 1, name: "Policy pro" }).waitFor();
+    expect(await page.getByTestId("policy-expiration-basis").textContent()).toBe("At creation");
+    await page.getByRole("button", { name: "Edit policy" }).click();
+    const edit = page.getByRole("form", { name: "Edit policy" });
+    await edit.getByLabel("Expiry starts").selectOption({ label: "At the first activation" });
+    await edit.getByLabel("Heartbeats required").selectOption({ label: "From the first heartbeat" });
+    await edit.getByLabel("Renewal extends").selectOption({ label: "From now" });
+    await edit.getByLabel("On transfer").selectOption({ label: "Start the expiry again" });
+    await edit.getByRole("button", { name: "Save policy" }).click();
+    await page.getByRole("button", { name: "Edit policy" }).waitFor();
+    await page.getByTestId("policy-expiration-basis").getByText("At the first activation").waitFor();
+    const { policies } = await api.listPolicies({});
+    const { policy } = await api.getPolicy({ id: policies.find((p) => p.name === "pro")!.id });
+    expect(policy).toMatchObject({
+      expirationBasis: ExpirationBasis.FROM_FIRST_ACTIVATION,
+      heartbeatBasis: HeartbeatBasis.FROM_FIRST_HEARTBEAT,
+      renewalBasis: RenewalBasis.FROM_NOW,
+      transferStrategy: TransferStrategy.RESET_EXPIRY,
+    });
+    // Unchanged fields kept.
+    expect(policy!.maxMachines).toBe(5);
     expect(c.problems).toEqual([]);
     await c.context.close();
   });

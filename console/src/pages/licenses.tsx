@@ -159,7 +159,10 @@ function LicenseList() {
             { title: "Status", cell: (l) => <Badge value={enumName(LicenseStatus, l.status)} /> },
             { title: "Product", cell: (l) => productName(products, l.productId) },
             { title: "Customer", cell: (l) => customerName(customers, l.customerId) },
-            { title: "Expires", cell: (l) => (l.expireTime ? when(l.expireTime) : "never") },
+            {
+              title: "Expires",
+              cell: (l) => (l.expireTime ? when(l.expireTime) : l.expiryPending ? "not started" : "never"),
+            },
             { title: "Created", cell: (l) => when(l.createTime) },
           ]}
         />
@@ -337,7 +340,13 @@ function LicenseDetail({ id }: { id: string }) {
             <dt>Customer</dt>
             <dd data-testid="license-customer">{customerName(catalogue.data?.customers, l.customerId)}</dd>
             <dt>Expires</dt>
-            <dd data-testid="license-expiry">{l.expireTime ? when(l.expireTime) : "never"}</dd>
+            <dd data-testid="license-expiry">
+              {l.expireTime
+                ? when(l.expireTime)
+                : l.expiryPending
+                  ? "not started (at its first activation, validation or use)"
+                  : "never"}
+            </dd>
             {l.suspendTime ? (
               <>
                 <dt>Suspended</dt>

@@ -1,7 +1,11 @@
 import {
+  ExpirationBasis,
   ExpirationStrategy,
+  HeartbeatBasis,
   HeartbeatCullStrategy,
   OverageStrategy,
+  RenewalBasis,
+  TransferStrategy,
   type Policy,
 } from "@licensd/client/gen/licensd/licensing/v1/policy_pb.js";
 import type { Product } from "@licensd/client/gen/licensd/licensing/v1/product_pb.js";
@@ -175,6 +179,10 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
                 ? `every ${dur(p.heartbeatDuration, MINUTE, "minutes", "")}, grace ${dur(p.heartbeatGracePeriod, MINUTE, "minutes", "0 minutes")}`
                 : "not required"}
             </dd>
+            <dt>Expiry starts</dt>
+            <dd data-testid="policy-expiration-basis">
+              {EXPIRATION_BASES.find(([b]) => b === p.expirationBasis)?.[1] ?? "At creation"}
+            </dd>
             <dt>Entitlements</dt>
             <dd>{p.allFeatures ? "all features" : p.entitlements.map(entitlementText).join(", ") || "none"}</dd>
             <dt>Metadata</dt>
@@ -228,6 +236,10 @@ interface PolicyValues {
   gracePeriod: string;
   overageStrategy: OverageStrategy;
   allFeatures: boolean;
+  expirationBasis: ExpirationBasis;
+  heartbeatBasis: HeartbeatBasis;
+  renewalBasis: RenewalBasis;
+  transferStrategy: TransferStrategy;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -243,6 +255,10 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   gracePeriod: durationText(p?.gracePeriod, DAY),
   overageStrategy: p?.overageStrategy ?? OverageStrategy.NO_OVERAGE,
   allFeatures: p?.allFeatures ?? false,
+  expirationBasis: p?.expirationBasis ?? ExpirationBasis.FROM_CREATION,
+  heartbeatBasis: p?.heartbeatBasis ?? HeartbeatBasis.FROM_ACTIVATION,
+  renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
+  transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
 });
 
 /** The update mask's path for each form value. */
@@ -259,6 +275,10 @@ const PATHS: Record<keyof PolicyValues, string> = {
   gracePeriod: "grace_period",
   overageStrategy: "overage_strategy",
   allFeatures: "all_features",
+  expirationBasis: "expiration_basis",
+  heartbeatBasis: "heartbeat_basis",
+  renewalBasis: "renewal_basis",
+  transferStrategy: "transfer_strategy",
 };
 
 const int = (s: string) => (s.trim() === "" ? 0 : Number(s));
@@ -279,6 +299,26 @@ const OVERAGES: [OverageStrategy, string][] = [
 const CULLS: [HeartbeatCullStrategy, string][] = [
   [HeartbeatCullStrategy.DEACTIVATE_DEAD, "Deactivate dead machines"],
   [HeartbeatCullStrategy.KEEP_DEAD, "Keep dead machines"],
+];
+
+const EXPIRATION_BASES: [ExpirationBasis, string][] = [
+  [ExpirationBasis.FROM_CREATION, "At creation"],
+  [ExpirationBasis.FROM_FIRST_ACTIVATION, "At the first activation"],
+  [ExpirationBasis.FROM_FIRST_VALIDATION, "At the first validation"],
+  [ExpirationBasis.FROM_FIRST_USE, "At the first usage event"],
+];
+const HEARTBEAT_BASES: [HeartbeatBasis, string][] = [
+  [HeartbeatBasis.FROM_ACTIVATION, "From activation"],
+  [HeartbeatBasis.FROM_FIRST_HEARTBEAT, "From the first heartbeat"],
+];
+const RENEWAL_BASES: [RenewalBasis, string][] = [
+  [RenewalBasis.FROM_NOW_IF_EXPIRED, "From the expiry, or now if past"],
+  [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
+  [RenewalBasis.FROM_NOW, "From now"],
+];
+const TRANSFERS: [TransferStrategy, string][] = [
+  [TransferStrategy.KEEP_EXPIRY, "Keep the expiry"],
+  [TransferStrategy.RESET_EXPIRY, "Start the expiry again"],
 ];
 
 function PolicyForm({
@@ -345,6 +385,10 @@ function PolicyForm({
           gracePeriod: durationOf(v.gracePeriod, DAY),
           overageStrategy: v.overageStrategy,
           allFeatures: v.allFeatures,
+          expirationBasis: v.expirationBasis,
+          heartbeatBasis: v.heartbeatBasis,
+          renewalBasis: v.renewalBasis,
+          transferStrategy: v.transferStrategy,
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -401,6 +445,10 @@ function PolicyForm({
         {choice("expirationStrategy", "When expired", EXPIRATIONS)}
         {text("gracePeriod", "Grace after expiry (days)")}
         {choice("overageStrategy", "Usage past a limit", OVERAGES)}
+        {choice("expirationBasis", "Expiry starts", EXPIRATION_BASES)}
+        {choice("heartbeatBasis", "Heartbeats required", HEARTBEAT_BASES)}
+        {choice("renewalBasis", "Renewal extends", RENEWAL_BASES)}
+        {choice("transferStrategy", "On transfer", TRANSFERS)}
       </div>
       <div class="field check">
         <input

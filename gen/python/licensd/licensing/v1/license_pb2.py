@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from licensd.licensing.v1 import policy_pb2 as licensd_dot_licensing_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"licensd/licensing/v1/license.proto\x12\x14licensd.licensing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!licensd/licensing/v1/policy.proto\"\x8a\x07\n\x07License\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x1b\n\tpolicy_id\x18\x04 \x01(\tR\x08policyId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12;\n\x06status\x18\x06 \x01(\x0e\x32#.licensd.licensing.v1.LicenseStatusR\x06status\x12\x1d\n\nkey_prefix\x18\x07 \x01(\tR\tkeyPrefix\x12;\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12V\n\x15\x65ntitlement_overrides\x18\t \x03(\x0b\x32!.licensd.licensing.v1.EntitlementR\x14\x65ntitlementOverrides\x12O\n\x0f\x61gent_overrides\x18\n \x03(\x0b\x32&.licensd.licensing.v1.AgentEntitlementR\x0e\x61gentOverrides\x12&\n\x0cmax_machines\x18\x0b \x01(\x05H\x00R\x0bmaxMachines\x88\x01\x01\x12G\n\x08metadata\x18\x0c \x03(\x0b\x32+.licensd.licensing.v1.License.MetadataEntryR\x08metadata\x12=\n\x0csuspend_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bsuspendTime\x12;\n\x0brevoke_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12;\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x0f\n\r_max_machines*\xa0\x01\n\rLicenseStatus\x12\x1e\n\x1aLICENSE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15LICENSE_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18LICENSE_STATUS_SUSPENDED\x10\x02\x12\x1a\n\x16LICENSE_STATUS_EXPIRED\x10\x03\x12\x1a\n\x16LICENSE_STATUS_REVOKED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"licensd/licensing/v1/license.proto\x12\x14licensd.licensing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!licensd/licensing/v1/policy.proto\"\xb1\x07\n\x07License\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nproduct_id\x18\x03 \x01(\tR\tproductId\x12\x1b\n\tpolicy_id\x18\x04 \x01(\tR\x08policyId\x12\x1f\n\x0b\x63ustomer_id\x18\x05 \x01(\tR\ncustomerId\x12;\n\x06status\x18\x06 \x01(\x0e\x32#.licensd.licensing.v1.LicenseStatusR\x06status\x12\x1d\n\nkey_prefix\x18\x07 \x01(\tR\tkeyPrefix\x12;\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nexpireTime\x12V\n\x15\x65ntitlement_overrides\x18\t \x03(\x0b\x32!.licensd.licensing.v1.EntitlementR\x14\x65ntitlementOverrides\x12O\n\x0f\x61gent_overrides\x18\n \x03(\x0b\x32&.licensd.licensing.v1.AgentEntitlementR\x0e\x61gentOverrides\x12&\n\x0cmax_machines\x18\x0b \x01(\x05H\x00R\x0bmaxMachines\x88\x01\x01\x12G\n\x08metadata\x18\x0c \x03(\x0b\x32+.licensd.licensing.v1.License.MetadataEntryR\x08metadata\x12=\n\x0csuspend_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bsuspendTime\x12;\n\x0brevoke_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrevokeTime\x12;\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12%\n\x0e\x65xpiry_pending\x18\x11 \x01(\x08R\rexpiryPending\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x0f\n\r_max_machines*\xa0\x01\n\rLicenseStatus\x12\x1e\n\x1aLICENSE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15LICENSE_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18LICENSE_STATUS_SUSPENDED\x10\x02\x12\x1a\n\x16LICENSE_STATUS_EXPIRED\x10\x03\x12\x1a\n\x16LICENSE_STATUS_REVOKED\x10\x04\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.licensing.v1.license_pb2', globals())
@@ -24,10 +24,10 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _LICENSE_METADATAENTRY._options = None
   _LICENSE_METADATAENTRY._serialized_options = b'8\001'
-  _LICENSESTATUS._serialized_start=1038
-  _LICENSESTATUS._serialized_end=1198
+  _LICENSESTATUS._serialized_start=1077
+  _LICENSESTATUS._serialized_end=1237
   _LICENSE._serialized_start=129
-  _LICENSE._serialized_end=1035
-  _LICENSE_METADATAENTRY._serialized_start=959
-  _LICENSE_METADATAENTRY._serialized_end=1018
+  _LICENSE._serialized_end=1074
+  _LICENSE_METADATAENTRY._serialized_start=998
+  _LICENSE_METADATAENTRY._serialized_end=1057
 # @@protoc_insertion_point(module_scope)

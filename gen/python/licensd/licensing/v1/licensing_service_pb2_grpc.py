@@ -336,7 +336,9 @@ class LicensingServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def RenewLicense(self, request, context):
-        """Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+        """Extends a license by its policy's duration, from what the policy's renewal_basis names (by
+        default its expiry or now, whichever is later). A license whose expiry has not started
+        starts it now.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -350,7 +352,8 @@ class LicensingServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def TransferLicense(self, request, context):
-        """Moves a license to another customer and/or policy of the same product.
+        """Moves a license to another customer and/or policy of the same product. Under the (new)
+        policy's transfer_strategy RESET_EXPIRY its expiry starts again at the transfer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

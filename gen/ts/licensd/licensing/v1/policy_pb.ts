@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/licensing/v1/policy.proto.
  */
 export const file_licensd_licensing_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlItUBChBBZ2VudEVudGl0bGVtZW50Eg0KBWFnZW50GAEgASgJEhcKC3Rva2VuX2xpbWl0GAIgASgDQgIYARIzCgptb2RlbF90aWVyGAMgASgOMh8ubGljZW5zZC5saWNlbnNpbmcudjEuTW9kZWxUaWVyEhQKB2VuYWJsZWQYBCABKAhIAIgBARIuCg90b2tlbl9hbGxvd2FuY2UYBSABKANCELpIDSILGP////////8PKABIAYgBAUIKCghfZW5hYmxlZEISChBfdG9rZW5fYWxsb3dhbmNlItcICgZQb2xpY3kSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEbmFtZRgEIAEoCRIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxhbGxfZmVhdHVyZXMYBiABKAgSNwoMZW50aXRsZW1lbnRzGAcgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnQSQgoSYWdlbnRfZW50aXRsZW1lbnRzGAggAygLMiYubGljZW5zZC5saWNlbnNpbmcudjEuQWdlbnRFbnRpdGxlbWVudBIUCgxtYXhfbWFjaGluZXMYCSABKAUSEQoJbWF4X3VzZXJzGAogASgFEhAKCGZsb2F0aW5nGAsgASgIEjUKEmhlYXJ0YmVhdF9kdXJhdGlvbhgMIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJFChNleHBpcmF0aW9uX3N0cmF0ZWd5GA0gASgOMigubGljZW5zZC5saWNlbnNpbmcudjEuRXhwaXJhdGlvblN0cmF0ZWd5Ei8KDGdyYWNlX3BlcmlvZBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI/ChBvdmVyYWdlX3N0cmF0ZWd5GA8gASgOMiUubGljZW5zZC5saWNlbnNpbmcudjEuT3ZlcmFnZVN0cmF0ZWd5EiwKCWxlYXNlX3R0bBgQIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI8CghtZXRhZGF0YRgRIAMoCzIqLmxpY2Vuc2QubGljZW5zaW5nLnYxLlBvbGljeS5NZXRhZGF0YUVudHJ5Ei8KC2NyZWF0ZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoWaGVhcnRiZWF0X2dyYWNlX3BlcmlvZBgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJMChdoZWFydGJlYXRfY3VsbF9zdHJhdGVneRgVIAEoDjIrLmxpY2Vuc2QubGljZW5zaW5nLnYxLkhlYXJ0YmVhdEN1bGxTdHJhdGVneRJACh1oZWFydGJlYXRfcmVzdXJyZWN0aW9uX3BlcmlvZBgWIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFvZmZsaW5lX2xlYXNlX3R0bBgXIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIhChlyZXF1aXJlX2ZpbmdlcnByaW50X3Njb3BlGBggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqJAQoJTW9kZWxUaWVyEhoKFk1PREVMX1RJRVJfVU5TUEVDSUZJRUQQABIUChBNT0RFTF9USUVSX0JBU0lDEAESFwoTTU9ERUxfVElFUl9TVEFOREFSRBACEhYKEk1PREVMX1RJRVJfUFJFTUlVTRADEhkKFU1PREVMX1RJRVJfRU5URVJQUklTRRAEKtgBChJFeHBpcmF0aW9uU3RyYXRlZ3kSIwofRVhQSVJBVElPTl9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEicKI0VYUElSQVRJT05fU1RSQVRFR1lfUkVTVFJJQ1RfQUNDRVNTEAESJQohRVhQSVJBVElPTl9TVFJBVEVHWV9SRVZPS0VfQUNDRVNTEAISJwojRVhQSVJBVElPTl9TVFJBVEVHWV9NQUlOVEFJTl9BQ0NFU1MQAxIkCiBFWFBJUkFUSU9OX1NUUkFURUdZX0FMTE9XX0FDQ0VTUxAEKtMBCg9PdmVyYWdlU3RyYXRlZ3kSIAocT1ZFUkFHRV9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEh8KG09WRVJBR0VfU1RSQVRFR1lfTk9fT1ZFUkFHRRABEhsKF09WRVJBR0VfU1RSQVRFR1lfQUxXQVlTEAISIAocT1ZFUkFHRV9TVFJBVEVHWV9BTExPV18xXzI1WBADEh8KG09WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMV81WBAEEh0KGU9WRVJBR0VfU1RSQVRFR1lfQUxMT1dfMlgQBSqUAQoVSGVhcnRiZWF0Q3VsbFN0cmF0ZWd5EicKI0hFQVJUQkVBVF9DVUxMX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASKwonSEVBUlRCRUFUX0NVTExfU1RSQVRFR1lfREVBQ1RJVkFURV9ERUFEEAESJQohSEVBUlRCRUFUX0NVTExfU1RSQVRFR1lfS0VFUF9ERUFEEAJiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiFsaWNlbnNkL2xpY2Vuc2luZy92MS9wb2xpY3kucHJvdG8SFGxpY2Vuc2QubGljZW5zaW5nLnYxInwKC0VudGl0bGVtZW50Eg8KB2ZlYXR1cmUYASABKAkSEQoHZW5hYmxlZBgCIAEoCEgAEg8KBWxpbWl0GAMgASgDSAASLwoEdGllchgEIAEoDjIfLmxpY2Vuc2QubGljZW5zaW5nLnYxLk1vZGVsVGllckgAQgcKBXZhbHVlItUBChBBZ2VudEVudGl0bGVtZW50Eg0KBWFnZW50GAEgASgJEhcKC3Rva2VuX2xpbWl0GAIgASgDQgIYARIzCgptb2RlbF90aWVyGAMgASgOMh8ubGljZW5zZC5saWNlbnNpbmcudjEuTW9kZWxUaWVyEhQKB2VuYWJsZWQYBCABKAhIAIgBARIuCg90b2tlbl9hbGxvd2FuY2UYBSABKANCELpIDSILGP////////8PKABIAYgBAUIKCghfZW5hYmxlZEISChBfdG9rZW5fYWxsb3dhbmNlItUKCgZQb2xpY3kSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDAoEbmFtZRgEIAEoCRIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxhbGxfZmVhdHVyZXMYBiABKAgSNwoMZW50aXRsZW1lbnRzGAcgAygLMiEubGljZW5zZC5saWNlbnNpbmcudjEuRW50aXRsZW1lbnQSQgoSYWdlbnRfZW50aXRsZW1lbnRzGAggAygLMiYubGljZW5zZC5saWNlbnNpbmcudjEuQWdlbnRFbnRpdGxlbWVudBIUCgxtYXhfbWFjaGluZXMYCSABKAUSEQoJbWF4X3VzZXJzGAogASgFEhAKCGZsb2F0aW5nGAsgASgIEjUKEmhlYXJ0YmVhdF9kdXJhdGlvbhgMIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJFChNleHBpcmF0aW9uX3N0cmF0ZWd5GA0gASgOMigubGljZW5zZC5saWNlbnNpbmcudjEuRXhwaXJhdGlvblN0cmF0ZWd5Ei8KDGdyYWNlX3BlcmlvZBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI/ChBvdmVyYWdlX3N0cmF0ZWd5GA8gASgOMiUubGljZW5zZC5saWNlbnNpbmcudjEuT3ZlcmFnZVN0cmF0ZWd5EiwKCWxlYXNlX3R0bBgQIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI8CghtZXRhZGF0YRgRIAMoCzIqLmxpY2Vuc2QubGljZW5zaW5nLnYxLlBvbGljeS5NZXRhZGF0YUVudHJ5Ei8KC2NyZWF0ZV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoWaGVhcnRiZWF0X2dyYWNlX3BlcmlvZBgUIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhJMChdoZWFydGJlYXRfY3VsbF9zdHJhdGVneRgVIAEoDjIrLmxpY2Vuc2QubGljZW5zaW5nLnYxLkhlYXJ0YmVhdEN1bGxTdHJhdGVneRJACh1oZWFydGJlYXRfcmVzdXJyZWN0aW9uX3BlcmlvZBgWIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFvZmZsaW5lX2xlYXNlX3R0bBgXIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIhChlyZXF1aXJlX2ZpbmdlcnByaW50X3Njb3BlGBggASgIEj8KEGV4cGlyYXRpb25fYmFzaXMYGSABKA4yJS5saWNlbnNkLmxpY2Vuc2luZy52MS5FeHBpcmF0aW9uQmFzaXMSPQoPaGVhcnRiZWF0X2Jhc2lzGBogASgOMiQubGljZW5zZC5saWNlbnNpbmcudjEuSGVhcnRiZWF0QmFzaXMSOQoNcmVuZXdhbF9iYXNpcxgbIAEoDjIiLmxpY2Vuc2QubGljZW5zaW5nLnYxLlJlbmV3YWxCYXNpcxJBChF0cmFuc2Zlcl9zdHJhdGVneRgcIAEoDjImLmxpY2Vuc2QubGljZW5zaW5nLnYxLlRyYW5zZmVyU3RyYXRlZ3kaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKokBCglNb2RlbFRpZXISGgoWTU9ERUxfVElFUl9VTlNQRUNJRklFRBAAEhQKEE1PREVMX1RJRVJfQkFTSUMQARIXChNNT0RFTF9USUVSX1NUQU5EQVJEEAISFgoSTU9ERUxfVElFUl9QUkVNSVVNEAMSGQoVTU9ERUxfVElFUl9FTlRFUlBSSVNFEAQq2AEKEkV4cGlyYXRpb25TdHJhdGVneRIjCh9FWFBJUkFUSU9OX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASJwojRVhQSVJBVElPTl9TVFJBVEVHWV9SRVNUUklDVF9BQ0NFU1MQARIlCiFFWFBJUkFUSU9OX1NUUkFURUdZX1JFVk9LRV9BQ0NFU1MQAhInCiNFWFBJUkFUSU9OX1NUUkFURUdZX01BSU5UQUlOX0FDQ0VTUxADEiQKIEVYUElSQVRJT05fU1RSQVRFR1lfQUxMT1dfQUNDRVNTEAQq0wEKD092ZXJhZ2VTdHJhdGVneRIgChxPVkVSQUdFX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHwobT1ZFUkFHRV9TVFJBVEVHWV9OT19PVkVSQUdFEAESGwoXT1ZFUkFHRV9TVFJBVEVHWV9BTFdBWVMQAhIgChxPVkVSQUdFX1NUUkFURUdZX0FMTE9XXzFfMjVYEAMSHwobT1ZFUkFHRV9TVFJBVEVHWV9BTExPV18xXzVYEAQSHQoZT1ZFUkFHRV9TVFJBVEVHWV9BTExPV18yWBAFKpQBChVIZWFydGJlYXRDdWxsU3RyYXRlZ3kSJwojSEVBUlRCRUFUX0NVTExfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIrCidIRUFSVEJFQVRfQ1VMTF9TVFJBVEVHWV9ERUFDVElWQVRFX0RFQUQQARIlCiFIRUFSVEJFQVRfQ1VMTF9TVFJBVEVHWV9LRUVQX0RFQUQQAirUAQoPRXhwaXJhdGlvbkJhc2lzEiAKHEVYUElSQVRJT05fQkFTSVNfVU5TUEVDSUZJRUQQABIiCh5FWFBJUkFUSU9OX0JBU0lTX0ZST01fQ1JFQVRJT04QARIqCiZFWFBJUkFUSU9OX0JBU0lTX0ZST01fRklSU1RfQUNUSVZBVElPThACEioKJkVYUElSQVRJT05fQkFTSVNfRlJPTV9GSVJTVF9WQUxJREFUSU9OEAMSIwofRVhQSVJBVElPTl9CQVNJU19GUk9NX0ZJUlNUX1VTRRAEKoABCg5IZWFydGJlYXRCYXNpcxIfChtIRUFSVEJFQVRfQkFTSVNfVU5TUEVDSUZJRUQQABIjCh9IRUFSVEJFQVRfQkFTSVNfRlJPTV9BQ1RJVkFUSU9OEAESKAokSEVBUlRCRUFUX0JBU0lTX0ZST01fRklSU1RfSEVBUlRCRUFUEAIqjwEKDFJlbmV3YWxCYXNpcxIdChlSRU5FV0FMX0JBU0lTX1VOU1BFQ0lGSUVEEAASHQoZUkVORVdBTF9CQVNJU19GUk9NX0VYUElSWRABEhoKFlJFTkVXQUxfQkFTSVNfRlJPTV9OT1cQAhIlCiFSRU5FV0FMX0JBU0lTX0ZST01fTk9XX0lGX0VYUElSRUQQAyp8ChBUcmFuc2ZlclN0cmF0ZWd5EiEKHVRSQU5TRkVSX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIQodVFJBTlNGRVJfU1RSQVRFR1lfS0VFUF9FWFBJUlkQARIiCh5UUkFOU0ZFUl9TVFJBVEVHWV9SRVNFVF9FWFBJUlkQAmIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A feature's value in a policy or a license.
@@ -308,6 +308,36 @@ export type Policy = Message<"licensd.licensing.v1.Policy"> & {
    * @generated from field: bool require_fingerprint_scope = 24;
    */
   requireFingerprintScope: boolean;
+
+  /**
+   * When its licenses' expiry starts. Changing it affects licenses whose expiry has not
+   * started yet: theirs starts at the first event the new basis names (any of them under
+   * FROM_CREATION).
+   *
+   * @generated from field: licensd.licensing.v1.ExpirationBasis expiration_basis = 25;
+   */
+  expirationBasis: ExpirationBasis;
+
+  /**
+   * When a machine must start heartbeating.
+   *
+   * @generated from field: licensd.licensing.v1.HeartbeatBasis heartbeat_basis = 26;
+   */
+  heartbeatBasis: HeartbeatBasis;
+
+  /**
+   * What RenewLicense extends.
+   *
+   * @generated from field: licensd.licensing.v1.RenewalBasis renewal_basis = 27;
+   */
+  renewalBasis: RenewalBasis;
+
+  /**
+   * What TransferLicense does to the expiry.
+   *
+   * @generated from field: licensd.licensing.v1.TransferStrategy transfer_strategy = 28;
+   */
+  transferStrategy: TransferStrategy;
 };
 
 /**
@@ -501,4 +531,163 @@ export enum HeartbeatCullStrategy {
  */
 export const HeartbeatCullStrategySchema: GenEnum<HeartbeatCullStrategy> = /*@__PURE__*/
   enumDesc(file_licensd_licensing_v1_policy, 3);
+
+/**
+ * When a license's expiry starts (after Keygen's expiration bases). Until it starts, a
+ * license of a policy with a duration has no expiry: License.expiry_pending is true.
+ *
+ * @generated from enum licensd.licensing.v1.ExpirationBasis
+ */
+export enum ExpirationBasis {
+  /**
+   * FROM_CREATION.
+   *
+   * @generated from enum value: EXPIRATION_BASIS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The expiry is set when the license is created: its creation plus the duration.
+   *
+   * @generated from enum value: EXPIRATION_BASIS_FROM_CREATION = 1;
+   */
+  FROM_CREATION = 1,
+
+  /**
+   * The expiry starts when the license's first machine is activated.
+   *
+   * @generated from enum value: EXPIRATION_BASIS_FROM_FIRST_ACTIVATION = 2;
+   */
+  FROM_FIRST_ACTIVATION = 2,
+
+  /**
+   * The expiry starts at the license's first ValidateLicense (whatever its answer).
+   *
+   * @generated from enum value: EXPIRATION_BASIS_FROM_FIRST_VALIDATION = 3;
+   */
+  FROM_FIRST_VALIDATION = 3,
+
+  /**
+   * The expiry starts when the license's first usage event is recorded.
+   *
+   * @generated from enum value: EXPIRATION_BASIS_FROM_FIRST_USE = 4;
+   */
+  FROM_FIRST_USE = 4,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.ExpirationBasis.
+ */
+export const ExpirationBasisSchema: GenEnum<ExpirationBasis> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_policy, 4);
+
+/**
+ * When a machine must start heartbeating (after Keygen's heartbeat bases).
+ *
+ * @generated from enum licensd.licensing.v1.HeartbeatBasis
+ */
+export enum HeartbeatBasis {
+  /**
+   * FROM_ACTIVATION.
+   *
+   * @generated from enum value: HEARTBEAT_BASIS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * From its activation: a machine that never heartbeats dies after duration + grace.
+   *
+   * @generated from enum value: HEARTBEAT_BASIS_FROM_ACTIVATION = 1;
+   */
+  FROM_ACTIVATION = 1,
+
+  /**
+   * From its first heartbeat (Keygen's FROM_FIRST_PING): until then it never dies.
+   *
+   * @generated from enum value: HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT = 2;
+   */
+  FROM_FIRST_HEARTBEAT = 2,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.HeartbeatBasis.
+ */
+export const HeartbeatBasisSchema: GenEnum<HeartbeatBasis> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_policy, 5);
+
+/**
+ * What RenewLicense extends (after Keygen's renewal bases).
+ *
+ * @generated from enum licensd.licensing.v1.RenewalBasis
+ */
+export enum RenewalBasis {
+  /**
+   * FROM_NOW_IF_EXPIRED.
+   *
+   * @generated from enum value: RENEWAL_BASIS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The current expiry, even when it is past.
+   *
+   * @generated from enum value: RENEWAL_BASIS_FROM_EXPIRY = 1;
+   */
+  FROM_EXPIRY = 1,
+
+  /**
+   * The time of the renewal.
+   *
+   * @generated from enum value: RENEWAL_BASIS_FROM_NOW = 2;
+   */
+  FROM_NOW = 2,
+
+  /**
+   * The current expiry while it is in the future, else the time of the renewal.
+   *
+   * @generated from enum value: RENEWAL_BASIS_FROM_NOW_IF_EXPIRED = 3;
+   */
+  FROM_NOW_IF_EXPIRED = 3,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.RenewalBasis.
+ */
+export const RenewalBasisSchema: GenEnum<RenewalBasis> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_policy, 6);
+
+/**
+ * What TransferLicense does to the expiry (after Keygen's transfer strategies).
+ *
+ * @generated from enum licensd.licensing.v1.TransferStrategy
+ */
+export enum TransferStrategy {
+  /**
+   * KEEP_EXPIRY.
+   *
+   * @generated from enum value: TRANSFER_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The expiry stays as it is.
+   *
+   * @generated from enum value: TRANSFER_STRATEGY_KEEP_EXPIRY = 1;
+   */
+  KEEP_EXPIRY = 1,
+
+  /**
+   * The expiry starts again at the transfer: its time plus the (new) policy's duration, or
+   * none when that policy is perpetual.
+   *
+   * @generated from enum value: TRANSFER_STRATEGY_RESET_EXPIRY = 2;
+   */
+  RESET_EXPIRY = 2,
+}
+
+/**
+ * Describes the enum licensd.licensing.v1.TransferStrategy.
+ */
+export const TransferStrategySchema: GenEnum<TransferStrategy> = /*@__PURE__*/
+  enumDesc(file_licensd_licensing_v1_policy, 7);
 

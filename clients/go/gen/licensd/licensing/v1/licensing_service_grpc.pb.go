@@ -61,11 +61,14 @@ type LicensingServiceClient interface {
 	SuspendLicense(ctx context.Context, in *SuspendLicenseRequest, opts ...grpc.CallOption) (*SuspendLicenseResponse, error)
 	// Reinstates a suspended license.
 	ReinstateLicense(ctx context.Context, in *ReinstateLicenseRequest, opts ...grpc.CallOption) (*ReinstateLicenseResponse, error)
-	// Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+	// Extends a license by its policy's duration, from what the policy's renewal_basis names (by
+	// default its expiry or now, whichever is later). A license whose expiry has not started
+	// starts it now.
 	RenewLicense(ctx context.Context, in *RenewLicenseRequest, opts ...grpc.CallOption) (*RenewLicenseResponse, error)
 	// Revokes a license for good: validation answers REVOKED.
 	RevokeLicense(ctx context.Context, in *RevokeLicenseRequest, opts ...grpc.CallOption) (*RevokeLicenseResponse, error)
-	// Moves a license to another customer and/or policy of the same product.
+	// Moves a license to another customer and/or policy of the same product. Under the (new)
+	// policy's transfer_strategy RESET_EXPIRY its expiry starts again at the transfer.
 	TransferLicense(ctx context.Context, in *TransferLicenseRequest, opts ...grpc.CallOption) (*TransferLicenseResponse, error)
 	// Returns a license's key (admin scope; audited), for re-delivery.
 	RevealLicenseKey(ctx context.Context, in *RevealLicenseKeyRequest, opts ...grpc.CallOption) (*RevealLicenseKeyResponse, error)
@@ -435,11 +438,14 @@ type LicensingServiceServer interface {
 	SuspendLicense(context.Context, *SuspendLicenseRequest) (*SuspendLicenseResponse, error)
 	// Reinstates a suspended license.
 	ReinstateLicense(context.Context, *ReinstateLicenseRequest) (*ReinstateLicenseResponse, error)
-	// Extends a license by its policy's duration, from its expiry or from now, whichever is later.
+	// Extends a license by its policy's duration, from what the policy's renewal_basis names (by
+	// default its expiry or now, whichever is later). A license whose expiry has not started
+	// starts it now.
 	RenewLicense(context.Context, *RenewLicenseRequest) (*RenewLicenseResponse, error)
 	// Revokes a license for good: validation answers REVOKED.
 	RevokeLicense(context.Context, *RevokeLicenseRequest) (*RevokeLicenseResponse, error)
-	// Moves a license to another customer and/or policy of the same product.
+	// Moves a license to another customer and/or policy of the same product. Under the (new)
+	// policy's transfer_strategy RESET_EXPIRY its expiry starts again at the transfer.
 	TransferLicense(context.Context, *TransferLicenseRequest) (*TransferLicenseResponse, error)
 	// Returns a license's key (admin scope; audited), for re-delivery.
 	RevealLicenseKey(context.Context, *RevealLicenseKeyRequest) (*RevealLicenseKeyResponse, error)
