@@ -59,6 +59,7 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   heartbeat_resurrection_period: "heartbeatResurrectionSeconds",
   offline_lease_ttl: "offlineLeaseTtlSeconds",
   require_fingerprint_scope: "requireFingerprintScope",
+  require_user_scope: "requireUserScope",
   metadata: "metadata",
 };
 
@@ -84,6 +85,7 @@ function policyInput(req: PolicyRequest): PolicyInput {
     heartbeatResurrectionSeconds: seconds(req.heartbeatResurrectionPeriod),
     offlineLeaseTtlSeconds: seconds(req.offlineLeaseTtl),
     requireFingerprintScope: req.requireFingerprintScope,
+    requireUserScope: req.requireUserScope,
     metadata: req.metadata,
   };
 }

@@ -41,6 +41,7 @@ export interface PolicyInput {
   heartbeatResurrectionSeconds: number | null;
   offlineLeaseTtlSeconds: number | null;
   requireFingerprintScope: boolean;
+  requireUserScope: boolean;
   metadata: Record<string, string>;
 }
 

@@ -47,6 +47,7 @@ export const PolicySchema = defineEntity({
     heartbeatResurrectionSeconds: p.bigint("number").nullable(),
     offlineLeaseTtlSeconds: p.bigint("number").nullable(),
     requireFingerprintScope: p.boolean(),
+    requireUserScope: p.boolean(),
     metadata: p.json<Record<string, string>>(),
   },
 });
@@ -94,3 +95,19 @@ export const LicenseSchema = defineEntity({
 });
 export class License extends LicenseSchema.class {}
 LicenseSchema.setClass(License);
+
+/** A user of the vendor's attached to a license (ValidateLicenseRequest.user). */
+export const LicenseUserSchema = defineEntity({
+  name: "LicenseUser",
+  tableName: "license_users",
+  properties: {
+    ...baseProperties,
+    licenseId: p.string(),
+    /** An e-mail in lowercase, or the vendor's user id as given. */
+    identity: p.string(),
+    name: p.string(),
+    metadata: p.json<Record<string, string>>(),
+  },
+});
+export class LicenseUser extends LicenseUserSchema.class {}
+LicenseUserSchema.setClass(LicenseUser);

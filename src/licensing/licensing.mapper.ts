@@ -216,6 +216,7 @@ export const policyToProto = (p: Policy) =>
     heartbeatResurrectionPeriod: duration(p.heartbeatResurrectionSeconds),
     offlineLeaseTtl: duration(p.offlineLeaseTtlSeconds),
     requireFingerprintScope: p.requireFingerprintScope,
+    requireUserScope: p.requireUserScope,
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),

@@ -16,6 +16,7 @@ import { Migration20261206120000DataKeyMaterial } from "./Migration2026120612000
 import { Migration20261207000000AuditPending } from "./Migration20261207000000AuditPending.js";
 import { Migration20261208000000ActivationAddMachine } from "./Migration20261208000000ActivationAddMachine.js";
 import { Migration20261209000000ActivationActivate } from "./Migration20261209000000ActivationActivate.js";
+import { Migration20261211010000LicenseUsers } from "./Migration20261211010000LicenseUsers.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
@@ -42,4 +43,5 @@ export const migrationsList = [
   { name: "Migration20261207000000AuditPending", class: Migration20261207000000AuditPending },
   { name: "Migration20261208000000ActivationAddMachine", class: Migration20261208000000ActivationAddMachine },
   { name: "Migration20261209000000ActivationActivate", class: Migration20261209000000ActivationActivate },
+  { name: "Migration20261211010000LicenseUsers", class: Migration20261211010000LicenseUsers },
 ];
