@@ -169,6 +169,10 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.maxMachines === 0 ? "unlimited" : p.maxMachines}</dd>
             <dt>Floating</dt>
             <dd>{p.floating ? "yes" : "no (node-locked)"}</dd>
+            <dt>Max users</dt>
+            <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
+            <dt>User scope</dt>
+            <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
             <dt>Heartbeat</dt>
             <dd>
               {p.heartbeatDuration
@@ -228,6 +232,7 @@ interface PolicyValues {
   gracePeriod: string;
   overageStrategy: OverageStrategy;
   allFeatures: boolean;
+  requireUserScope: boolean;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -243,6 +248,7 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   gracePeriod: durationText(p?.gracePeriod, DAY),
   overageStrategy: p?.overageStrategy ?? OverageStrategy.NO_OVERAGE,
   allFeatures: p?.allFeatures ?? false,
+  requireUserScope: p?.requireUserScope ?? false,
 });
 
 /** The update mask's path for each form value. */
@@ -258,6 +264,7 @@ const PATHS: Record<keyof PolicyValues, string> = {
   expirationStrategy: "expiration_strategy",
   gracePeriod: "grace_period",
   overageStrategy: "overage_strategy",
+  requireUserScope: "require_user_scope",
   allFeatures: "all_features",
 };
 
@@ -345,6 +352,7 @@ function PolicyForm({
           gracePeriod: durationOf(v.gracePeriod, DAY),
           overageStrategy: v.overageStrategy,
           allFeatures: v.allFeatures,
+          requireUserScope: v.requireUserScope,
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -419,6 +427,17 @@ function PolicyForm({
           onChange={(e) => set({ allFeatures: e.currentTarget.checked })}
         />
         <label for={`${idp}-all-features`}>All features of the product</label>
+      </div>
+      <div class="field check">
+        <input
+          id={`${idp}-require-user-scope`}
+          type="checkbox"
+          checked={v.requireUserScope}
+          onChange={(e) => set({ requireUserScope: e.currentTarget.checked })}
+        />
+        <label for={`${idp}-require-user-scope`}>
+          Require a user (validation must name one of the license's users)
+        </label>
       </div>
       <EntitlementEditor rows={entitlements} onChange={setEntitlements} features={features} idPrefix={idp} />
       <MetadataEditor rows={metadata} onChange={setMetadata} idPrefix={idp} />
