@@ -1,4 +1,6 @@
+import { InvalidArgumentError } from "commander";
 import { describe, expect, it } from "vitest";
+import { parseYesNo } from "../../src/cli/parse.js";
 import { checkedUserIdentity, userIdentity } from "../../src/licensing/license-user.service.js";
 import { DomainError } from "../../src/platform/errors.js";
 
@@ -32,5 +34,13 @@ describe("license user identities", () => {
       expect((thrown as DomainError).reason, bad).toBe("USER_INVALID");
       expect((thrown as DomainError).metadata, bad).toEqual({ field: "user" });
     }
+  });
+});
+
+describe("licensd policy --require-user-scope", () => {
+  it("takes yes or no (so the setting can be turned off again); anything else is refused", () => {
+    for (const yes of ["yes", "true", "on", "1"]) expect(parseYesNo(yes)).toBe(true);
+    for (const no of ["no", "false", "off", "0"]) expect(parseYesNo(no)).toBe(false);
+    for (const bad of ["", "maybe", "YES!", "2"]) expect(() => parseYesNo(bad)).toThrow(InvalidArgumentError);
   });
 });
