@@ -167,11 +167,11 @@ describe("license users", () => {
     const other = await setup("LUO");
     await other.api.addLicenseUser({ licenseId: other.licenseId, user: "theirs@example.com" });
     for (const call of [
-      s.api.addLicenseUser({ licenseId: other.licenseId, user: "x@example.com" }),
-      s.api.listLicenseUsers({ licenseId: other.licenseId }),
-      s.api.removeLicenseUser({ licenseId: other.licenseId, user: "theirs@example.com" }),
+      () => s.api.addLicenseUser({ licenseId: other.licenseId, user: "x@example.com" }),
+      () => s.api.listLicenseUsers({ licenseId: other.licenseId }),
+      () => s.api.removeLicenseUser({ licenseId: other.licenseId, user: "theirs@example.com" }),
     ])
-      expect(await failure(call)).toMatchObject({ code: "NotFound", reason: "LICENSE_NOT_FOUND" });
+      expect(await failure(call())).toMatchObject({ code: "NotFound", reason: "LICENSE_NOT_FOUND" });
     expect((await other.api.listLicenseUsers({ licenseId: other.licenseId })).licenseUsers).toHaveLength(1);
     expect(
       await failure(
