@@ -160,6 +160,13 @@ describe("license users", () => {
       license_user_id: added.licenseUser!.id,
       user: "ada@example.com",
     });
+
+    // Deleting the license deletes its users.
+    await s.api.deleteLicense({ id: s.licenseId });
+    expect(await failure(s.api.listLicenseUsers({ licenseId: s.licenseId }))).toMatchObject({ code: "NotFound" });
+    expect(
+      (await query(db.url, "select count(*)::int as n from license_users where license_id = $1", [s.licenseId]))[0].n,
+    ).toBe(0);
   });
 
   it("is tenant-scoped (another tenant's license is NOT_FOUND) and needs admin scope to change", async () => {
