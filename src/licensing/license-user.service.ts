@@ -67,7 +67,7 @@ export function createLicenseUserService(deps: {
       if (policy.maxUsers > 0 && count >= policy.maxUsers)
         throw failedPrecondition(
           "LICENSE_USERS_LIMIT",
-          `the license has ${count} of its ${policy.maxUsers} users (the policy's max_users); remove one first`,
+          `the license has ${count} users, the most its policy allows (max_users ${policy.maxUsers}); remove one first`,
           { license_id: license.id, max_users: String(policy.maxUsers) },
         );
       const now = clock.now();
