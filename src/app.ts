@@ -58,6 +58,8 @@ import { createCatalogRpc } from "./licensing/catalog.rpc.js";
 import { createCatalogService } from "./licensing/catalog.service.js";
 import { KeyCharacterPool, LicenseKeyring } from "./licensing/license-key.js";
 import { createLicenseRpc } from "./licensing/license.rpc.js";
+import { createLicenseUserRpc } from "./licensing/license-user.rpc.js";
+import { createLicenseUserService } from "./licensing/license-user.service.js";
 import { createLicenseService } from "./licensing/license.service.js";
 import { createValidationService } from "./licensing/validation.service.js";
 import { ValidationAnswers } from "./licensing/validation-answer.js";
@@ -250,6 +252,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       licenseFileHmacSecret: config.licenseFileHmacSecret,
       foreignKeys,
     });
+    const licenseUsers = createLicenseUserService({ clock, events, catalog, licenses });
     const validationAnswers = new ValidationAnswers(feed);
     const machines = createMachineService({
       clock,
@@ -386,6 +389,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         activation,
         licensing: {
           ...createCatalogRpc({ db, reads, idempotency, catalog, pages }),
+          ...createLicenseUserRpc({ db, idempotency, users: licenseUsers, pages }),
           ...createLicenseRpc({
             db,
             reads,

@@ -5,7 +5,13 @@ import { MachineSchema } from "./activation/machine.entity.js";
 import { MeterSchema } from "./usage/meter.entity.js";
 import type { Schema } from "./platform/db.js";
 import { migrationsList } from "./migrations/index.js";
-import { CustomerSchema, LicenseSchema, PolicySchema, ProductSchema } from "./licensing/licensing.entity.js";
+import {
+  CustomerSchema,
+  LicenseSchema,
+  LicenseUserSchema,
+  PolicySchema,
+  ProductSchema,
+} from "./licensing/licensing.entity.js";
 
 /** Every entity licensd maps, for MikroORM's discovery. */
 export const entities = [
@@ -16,6 +22,7 @@ export const entities = [
   PolicySchema,
   CustomerSchema,
   LicenseSchema,
+  LicenseUserSchema,
   MachineSchema,
   MeterSchema,
 ];

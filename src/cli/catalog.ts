@@ -47,7 +47,7 @@ import {
   withBody,
 } from "./command.js";
 import { fieldsOf, printJson, messageJson, printRecord } from "./output.js";
-import { collectPairs, enumParser, parseBody, parseCount, parseDuration } from "./parse.js";
+import { collectPairs, enumParser, parseBody, parseCount, parseDuration, parseYesNo } from "./parse.js";
 import type { Context } from "./runtime.js";
 import { UsageError } from "./runtime.js";
 
@@ -208,6 +208,11 @@ export function catalogCommands(program: Command): void {
       )
       .option("--max-machines <n>", "machines per license (0: no limit)", parseCount)
       .option("--max-users <n>", "users per license (0: no limit)", parseCount)
+      .option(
+        "--require-user-scope <yes|no>",
+        "validation must name one of the license's users (USER_SCOPE_REQUIRED otherwise)",
+        parseYesNo,
+      )
       .option("--floating", "machines may move between hosts")
       .option("--heartbeat <d>", "machines must heartbeat this often", parseDuration)
       .option("--grace <d>", "grace period after expiry", parseDuration)
@@ -253,6 +258,7 @@ export function catalogCommands(program: Command): void {
     entitle?: EntitlementInit[];
     maxMachines?: number;
     maxUsers?: number;
+    requireUserScope?: boolean;
     floating?: boolean;
     heartbeat?: Duration;
     grace?: Duration;
@@ -276,6 +282,7 @@ export function catalogCommands(program: Command): void {
     entitlements: o.entitle,
     maxMachines: o.maxMachines,
     maxUsers: o.maxUsers,
+    requireUserScope: o.requireUserScope,
     floating: o.floating,
     heartbeatDuration: o.heartbeat,
     gracePeriod: o.grace,
@@ -367,6 +374,7 @@ export function catalogCommands(program: Command): void {
           entitle: "entitlements",
           maxMachines: "max_machines",
           maxUsers: "max_users",
+          requireUserScope: "require_user_scope",
           floating: "floating",
           heartbeat: "heartbeat_duration",
           grace: "grace_period",

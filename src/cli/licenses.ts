@@ -11,6 +11,8 @@ import {
 import {
   CreateLicenseRequestSchema,
   LicenseFileFormatSchema,
+  type LicenseUser,
+  LicenseUserSchema,
   UpdateLicenseRequestSchema,
   ValidateLicenseResponseSchema,
   ValidationCodeSchema,
@@ -259,38 +261,108 @@ export function licenseCommands(program: Command): void {
     .argument("<key>", "the license key")
     .option("--product <code>", "the product code it must be for")
     .option("--fingerprint <fp>", "the machine asking")
+    .option("--user <user>", "the user asking: an e-mail or the vendor's user id")
     .option("--feature <name>", "a feature that must be entitled (repeatable)", collect)
     .option("--keys <file>", "the signing keys that check the signed answer (`keys list --json`); else fetched")
     .action(
-      act<{ product?: string; fingerprint?: string; feature?: string[]; keys?: string }>(async (ctx, o, [key]) => {
-        const nonce = randomBytes(12).toString("base64url");
-        const res = await ctx.client(LicensingService).validateLicense({
-          key,
-          productCode: o.product ?? "",
-          fingerprint: o.fingerprint ?? "",
-          entitlements: o.feature ?? [],
-          nonce,
-        });
-        // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
-        // something impersonating the server passes for licensd's.
-        const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
-        if (ctx.json)
-          printJson({
-            ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
-            answer: check.code,
+      act<{ product?: string; fingerprint?: string; user?: string; feature?: string[]; keys?: string }>(
+        async (ctx, o, [key]) => {
+          const nonce = randomBytes(12).toString("base64url");
+          const res = await ctx.client(LicensingService).validateLicense({
+            key,
+            productCode: o.product ?? "",
+            fingerprint: o.fingerprint ?? "",
+            user: o.user ?? "",
+            entitlements: o.feature ?? [],
+            nonce,
           });
-        else
-          printRecord(ctx, [
-            ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
-            ["valid", String(res.valid)],
-            ["code", enumText(ValidationCodeSchema, res.code)],
-            ["detail", res.detail],
-            ["license", res.license?.id ?? ""],
-            ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
-            ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
-            ["features", res.features.join(", ")],
-          ]);
-        return check.valid ? EXIT.ok : EXIT.negative;
-      }),
+          // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
+          // something impersonating the server passes for licensd's.
+          const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
+          if (ctx.json)
+            printJson({
+              ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
+              answer: check.code,
+            });
+          else
+            printRecord(ctx, [
+              ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
+              ["valid", String(res.valid)],
+              ["code", enumText(ValidationCodeSchema, res.code)],
+              ["detail", res.detail],
+              ["license", res.license?.id ?? ""],
+              ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
+              ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
+              ["features", res.features.join(", ")],
+            ]);
+          return check.valid ? EXIT.ok : EXIT.negative;
+        },
+      ),
     );
+  licenseUserCommands(license);
+}
+
+/** `licensd license user add|list|remove`: the users attached to a license (at most its policy's max_users). */
+function licenseUserCommands(license: Command): void {
+  const user = license.command("user").description("users attached to a license (validation scoped to a user)");
+  const showUser = (ctx: Context, u: LicenseUser | undefined) =>
+    ctx.json
+      ? printJson({ licenseUser: u && messageJson(LicenseUserSchema, u) })
+      : printRecord(ctx, u ? fieldsOf(LicenseUserSchema, u) : []);
+  mutationOptions(
+    user
+      .command("add")
+      .description("attach a user to a license (FAILED_PRECONDITION when the policy's max_users is reached)")
+      .argument("<license>", "license id (lic_…)")
+      .argument("<user>", "an e-mail or the vendor's user id")
+      .option("--name <name>", "a name for people")
+      .option("--meta <key=value>", "metadata (repeatable)", collectPairs),
+  ).action(
+    act<{ name?: string; meta?: Record<string, string>; idempotencyKey?: string }>(async (ctx, o, [licenseId, who]) => {
+      const res = await ctx.client(LicensingService).addLicenseUser({
+        tenantId: ctx.tenant,
+        licenseId,
+        user: who,
+        name: o.name ?? "",
+        metadata: o.meta ?? {},
+        idempotencyKey: idempotencyKey(o),
+      });
+      showUser(ctx, res.licenseUser);
+    }),
+  );
+  listOptions(
+    user.command("list").description("list a license's users").argument("<license>", "license id (lic_…)"),
+  ).action(
+    act<ListOptions>(async (ctx, o, [licenseId]) => {
+      const page = await collectPages(o, async (pageSize, pageToken) => {
+        const r = await ctx
+          .client(LicensingService)
+          .listLicenseUsers({ tenantId: ctx.tenant, licenseId, pageSize, pageToken });
+        return { items: r.licenseUsers, next: r.nextPageToken };
+      });
+      printList(ctx, "licenseUsers", LicenseUserSchema, page, [
+        { header: "ID", value: (u) => u.id },
+        { header: "USER", value: (u) => u.user },
+        { header: "NAME", value: (u) => u.name },
+        { header: "ADDED", value: (u) => time(u.createTime) },
+      ]);
+    }),
+  );
+  mutationOptions(
+    user
+      .command("remove")
+      .description("detach a user from a license")
+      .argument("<license>", "license id (lic_…)")
+      .argument("<user>", "the user, as added (an e-mail in any case)"),
+  ).action(
+    act<{ idempotencyKey?: string }>(async (ctx, o, [licenseId, who]) => {
+      const res = await ctx.client(LicensingService).removeLicenseUser({
+        tenantId: ctx.tenant,
+        licenseId,
+        user: who,
+        idempotencyKey: idempotencyKey(o),
+      });
+      showUser(ctx, res.licenseUser);
+    }),
+  );
 }

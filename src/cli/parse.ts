@@ -40,6 +40,13 @@ export function parseTime(value: string): Timestamp {
   return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 } as Timestamp;
 }
 
+/** A yes/no flag value (a setting that can be turned off again, unlike a bare switch). */
+export function parseYesNo(value: string): boolean {
+  if (["yes", "true", "on", "1"].includes(value)) return true;
+  if (["no", "false", "off", "0"].includes(value)) return false;
+  throw new InvalidArgumentError("expected yes or no");
+}
+
 export function parseCount(value: string): number {
   if (!/^\d{1,9}$/.test(value)) throw new InvalidArgumentError("a whole number, 0 or more");
   return Number(value);

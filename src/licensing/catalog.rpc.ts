@@ -67,6 +67,7 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   heartbeat_basis: "heartbeatBasis",
   renewal_basis: "renewalBasis",
   transfer_strategy: "transferStrategy",
+  require_user_scope: "requireUserScope",
   metadata: "metadata",
 };
 
@@ -96,6 +97,7 @@ function policyInput(req: PolicyRequest): PolicyInput {
     heartbeatBasis: heartbeatBasisFromProto(req.heartbeatBasis),
     renewalBasis: renewalBasisFromProto(req.renewalBasis),
     transferStrategy: transferFromProto(req.transferStrategy),
+    requireUserScope: req.requireUserScope,
     metadata: req.metadata,
   };
 }

@@ -49,6 +49,7 @@ export interface PolicyInput {
   heartbeatBasis: HeartbeatBasis;
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
+  requireUserScope: boolean;
   metadata: Record<string, string>;
 }
 

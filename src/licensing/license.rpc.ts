@@ -22,6 +22,7 @@ import {
   licenseToProto,
   statusFromProto,
 } from "./licensing.mapper.js";
+import type { LicenseUserMethods } from "./license-user.rpc.js";
 import type { ValidationService } from "./validation.service.js";
 import type { ValidationAnswers } from "./validation-answer.js";
 import type { ImportRow, ImportService } from "./import.service.js";
@@ -81,7 +82,7 @@ export function createLicenseRpc(deps: {
   pages: PageTokens;
   keyFailures: KeyFailureLimit;
   answers: ValidationAnswers;
-}): Omit<LicensingImpl, CatalogMethods> {
+}): Omit<LicensingImpl, CatalogMethods | LicenseUserMethods> {
   const {
     db,
     reads,
@@ -279,6 +280,7 @@ export function createLicenseRpc(deps: {
         productCode: req.productCode,
         fingerprint: req.fingerprint,
         requiredEntitlements: req.entitlements,
+        user: req.user,
       });
       if (v.code === "NOT_FOUND" || v.code === "FORMAT_INVALID" || v.code === "SIGNATURE_INVALID")
         await keyFailures.failed(address);

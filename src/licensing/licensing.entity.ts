@@ -55,6 +55,7 @@ export const PolicySchema = defineEntity({
     heartbeatBasis: p.string().$type<HeartbeatBasis>(),
     renewalBasis: p.string().$type<RenewalBasis>(),
     transferStrategy: p.string().$type<TransferStrategy>(),
+    requireUserScope: p.boolean(),
     metadata: p.json<Record<string, string>>(),
   },
 });
@@ -104,3 +105,19 @@ export const LicenseSchema = defineEntity({
 });
 export class License extends LicenseSchema.class {}
 LicenseSchema.setClass(License);
+
+/** A user of the vendor's attached to a license (ValidateLicenseRequest.user). */
+export const LicenseUserSchema = defineEntity({
+  name: "LicenseUser",
+  tableName: "license_users",
+  properties: {
+    ...baseProperties,
+    licenseId: p.string(),
+    /** An e-mail in lowercase, or the vendor's user id as given. */
+    identity: p.string(),
+    name: p.string(),
+    metadata: p.json<Record<string, string>>(),
+  },
+});
+export class LicenseUser extends LicenseUserSchema.class {}
+LicenseUserSchema.setClass(LicenseUser);

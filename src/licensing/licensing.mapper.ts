@@ -254,6 +254,7 @@ export const policyToProto = (p: Policy) =>
     heartbeatBasis: heartbeatBases.toProto(p.heartbeatBasis),
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
+    requireUserScope: p.requireUserScope,
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),

@@ -42,6 +42,8 @@ export interface Question {
   productCode: string;
   fingerprint: string;
   entitlements: string[];
+  /** The user asking; "" or unset for none. */
+  user?: string;
 }
 
 function answerOf(v: Validation): Answer {
@@ -99,8 +101,10 @@ export class ValidationAnswers {
 
   /** The answer `v` gives to `question`: the one made before while v says the same of the same license. */
   of(question: Question, v: Validation): Answer {
-    const { key, productCode, fingerprint, entitlements } = question;
-    const q = v.snapshot && `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}`;
+    const { key, productCode, fingerprint, entitlements, user } = question;
+    const q =
+      v.snapshot &&
+      `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}\u0000${user ?? ""}`;
     const cached = q === undefined ? undefined : this.answers.get(q);
     if (
       cached &&

@@ -19,6 +19,7 @@ import { lookupLicenseKey, type LicenseKeyring } from "./license-key.js";
 import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 import type { Events } from "../events/events.js";
 import { startExpiry, startsExpiry } from "./expiry-start.js";
+import { userIdentity } from "./license-user.service.js";
 
 export type ValidationCode =
   | "FORMAT_INVALID"
@@ -35,6 +36,8 @@ export type ValidationCode =
   | "HEARTBEAT_DEAD"
   | "FINGERPRINT_SCOPE_REQUIRED"
   | "ENTITLEMENTS_MISSING"
+  | "USER_SCOPE_REQUIRED"
+  | "USER_SCOPE_MISMATCH"
   | "VALID";
 
 /** Everything a validation needs about one license, read in one query and cached. */
@@ -60,6 +63,10 @@ export interface LicenseSnapshot {
   /** Unset is from_activation. */
   heartbeatBasis?: HeartbeatBasis;
   requireFingerprintScope: boolean;
+  /** Validation must name one of `users` (unset: false). */
+  requireUserScope?: boolean;
+  /** The license's users (identities: e-mails in lowercase, vendor ids as given); unset: none. */
+  users?: ReadonlySet<string>;
   entitlements: Entitlement[];
   agents: ResolvedAgent[];
   customerEmail: string;
@@ -102,6 +109,8 @@ interface Row {
   heartbeat_seconds: string | null;
   heartbeat_grace_seconds: string;
   require_fingerprint_scope: boolean;
+  require_user_scope: boolean;
+  users: string[];
   entitlements: Entitlement[];
   agent_entitlements: AgentEntitlement[];
   email: string;
@@ -113,7 +122,8 @@ interface Row {
  * connection) and cached per instance by key digest (a TenantCache). Any audit entry of a
  * tenant — every change writes one — drops that tenant's cached licenses on every instance
  * (LISTEN/NOTIFY), so a suspension is seen everywhere within the notification's latency;
- * entries also expire after 30 s as a backstop.
+ * entries also expire after 30 s as a backstop. A license's users are part of its snapshot:
+ * adding or removing one writes an audit entry, so every instance sees it the same way.
  */
 export function createValidationService(deps: {
   db: Database;
@@ -139,7 +149,9 @@ export function createValidationService(deps: {
               l.entitlement_overrides, l.agent_overrides, l.max_machines, pr.code, pr.features,
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
-              po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email
+              po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email,
+              po.require_user_scope,
+              array(select u.identity from license_users u where u.license_id = l.id) as users
          from licenses l
          join products pr on pr.id = l.product_id
          join policies po on po.id = l.policy_id
@@ -168,6 +180,8 @@ export function createValidationService(deps: {
           heartbeatGraceSeconds: Number(r.heartbeat_grace_seconds),
           heartbeatBasis: r.heartbeat_basis,
           requireFingerprintScope: r.require_fingerprint_scope,
+          requireUserScope: r.require_user_scope,
+          users: new Set(r.users),
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
           customerEmail: r.email,
@@ -203,6 +217,8 @@ export function createValidationService(deps: {
       productCode: string;
       fingerprint: string;
       requiredEntitlements: string[];
+      /** The user asking (ValidateLicenseRequest.user); "" for none. */
+      user?: string;
     }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
       const found = lookupLicenseKey(input.key, keyring);
@@ -274,6 +290,15 @@ export function createValidationService(deps: {
         if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
       } else if (snapshot.requireFingerprintScope) {
         return fail("FINGERPRINT_SCOPE_REQUIRED", "the license's policy requires a machine fingerprint");
+      }
+      // A user is checked when the policy requires one, or when one is given and the license has users
+      // (a license without users, under a policy that does not require one, ignores it).
+      if (input.user) {
+        const users = snapshot.users ?? new Set<string>();
+        if ((snapshot.requireUserScope || users.size > 0) && !users.has(userIdentity(input.user)))
+          return fail("USER_SCOPE_MISMATCH", "the user is not one of the license's users");
+      } else if (snapshot.requireUserScope) {
+        return fail("USER_SCOPE_REQUIRED", "the license's policy requires a user");
       }
       const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
       if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);

@@ -18,6 +18,7 @@ import { Migration20261208000000ActivationAddMachine } from "./Migration20261208
 import { Migration20261209000000ActivationActivate } from "./Migration20261209000000ActivationActivate.js";
 import { Migration20261210000000Payments } from "./Migration20261210000000Payments.js";
 import { Migration20261211000000PolicyBasis } from "./Migration20261211000000PolicyBasis.js";
+import { Migration20261211010000LicenseUsers } from "./Migration20261211010000LicenseUsers.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
@@ -46,4 +47,5 @@ export const migrationsList = [
   { name: "Migration20261209000000ActivationActivate", class: Migration20261209000000ActivationActivate },
   { name: "Migration20261210000000Payments", class: Migration20261210000000Payments },
   { name: "Migration20261211000000PolicyBasis", class: Migration20261211000000PolicyBasis },
+  { name: "Migration20261211010000LicenseUsers", class: Migration20261211010000LicenseUsers },
 ];

@@ -31,6 +31,8 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "license.deleted": "A license was deleted.",
   "license.key_revealed": "A license's key was shown again to a caller (the key itself is not in the event).",
   "license.file_issued": "A signed license file was issued.",
+  "license.user_added": "A user was attached to a license (AddLicenseUser).",
+  "license.user_removed": "A user was detached from a license (RemoveLicenseUser).",
   "machine.activated": "A machine was activated on a license.",
   "machine.deactivated": "A machine was deactivated (by a caller, by itself, or culled after its heartbeat died).",
   "machine.deleted": "A machine was deleted.",

@@ -316,6 +316,57 @@ describe("licensd license", () => {
     expect(field(res.stdout, "kid")).toMatch(/^sk_/);
   });
 
+  it("license user add, list and remove; a policy's max users and user scope; validate --user", async () => {
+    const policy = json<{ policy: { id: string; maxUsers: number; requireUserScope: boolean } }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        productId,
+        "--name",
+        "named-users",
+        "--max-users",
+        "1",
+        "--require-user-scope",
+        "yes",
+        "--json",
+      ]),
+    );
+    expect(policy.policy).toMatchObject({ maxUsers: 1, requireUserScope: true });
+    const created = json<{ license: { id: string }; key: string }>(
+      await licensd(["license", "create", "--policy", policy.policy.id, "--customer", customerId, "--json"]),
+    );
+    const id = created.license.id;
+    const added = await licensd(["license", "user", "add", id, "Ada@Example.com", "--name", "Ada"]);
+    expect(added.code, added.stderr).toBe(0);
+    expect(field(added.stdout, "user")).toBe("ada@example.com");
+    const full = await licensd(["license", "user", "add", id, "bob"]);
+    expect(full.code).toBe(1);
+    expect(full.stderr).toContain("reason: LICENSE_USERS_LIMIT");
+    const list = await licensd(["license", "user", "list", id]);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tUSER\tNAME\tADDED");
+    expect(list.stdout).toMatch(/^lusr_\w+\tada@example\.com\tAda\t20\d\d-/m);
+
+    const required = await licensd(["license", "validate", created.key, "--json"]);
+    expect(required.code).toBe(4);
+    expect(JSON.parse(required.stdout)).toMatchObject({ code: "VALIDATION_CODE_USER_SCOPE_REQUIRED" });
+    const ok = await licensd(["license", "validate", created.key, "--user", "ada@example.com"]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const other = await licensd(["license", "validate", created.key, "--user", "bob", "--json"]);
+    expect(JSON.parse(other.stdout)).toMatchObject({ code: "VALIDATION_CODE_USER_SCOPE_MISMATCH", valid: false });
+
+    const removed = await licensd(["license", "user", "remove", id, "ADA@example.com", "--json"]);
+    expect(json<{ licenseUser: { user: string } }>(removed).licenseUser.user).toBe("ada@example.com");
+    expect(json<{ licenseUsers: unknown[] }>(await licensd(["license", "user", "list", id, "--json"]))).toMatchObject({
+      licenseUsers: [],
+    });
+    const updated = await licensd(["policy", "update", policy.policy.id, "--require-user-scope", "no", "--json"]);
+    expect(json<{ policy: { requireUserScope?: boolean } }>(updated).policy.requireUserScope ?? false).toBe(false);
+    const bad = await licensd(["policy", "update", policy.policy.id, "--require-user-scope", "maybe"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--require-user-scope");
+  });
+
   it("errors: an unknown license shows LICENSE_NOT_FOUND; a bad --status is a usage error", async () => {
     const missing = await licensd(["license", "show", "lic_00000000000000000000000000"]);
     expect(missing.code).toBe(1);

@@ -166,6 +166,8 @@ describe("catalog pages", () => {
     await page.getByRole("button", { name: "Edit policy" }).click();
     const edit = page.getByRole("form", { name: "Edit policy" });
     await edit.getByLabel("Max machines").fill("5");
+    await edit.getByLabel("Max users").fill("2");
+    await edit.getByLabel(/^Require a user/).check();
     await edit.getByRole("group", { name: "Entitlement 2" }).getByLabel("Limit").fill("8");
     await edit.getByRole("button", { name: "Save policy" }).click();
     await page.getByRole("button", { name: "Edit policy" }).waitFor();
@@ -173,6 +175,9 @@ describe("catalog pages", () => {
     await c.shot("policy-detail");
     const { policy } = await api.getPolicy({ id: p.id });
     expect(policy!.maxMachines).toBe(5);
+    expect(policy!.maxUsers).toBe(2);
+    expect(policy!.requireUserScope).toBe(true);
+    expect(p.requireUserScope).toBe(false); // the default, as before
     expect(policy!.entitlements.map((e) => e.value.value)).toEqual([true, 8n]);
     // Unchanged fields kept: only the mask's fields were sent as changes.
     expect(policy!.duration?.seconds).toBe(30n * 86_400n);

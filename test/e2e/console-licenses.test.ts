@@ -239,6 +239,36 @@ describe("licenses", () => {
     await c.context.close();
   });
 
+  it("lists a license's users, adds one, shows the max-users refusal, removes one", async () => {
+    const licensing = connectClient(LicensingService, server.url, key);
+    const { products } = await licensing.listProducts({});
+    const { policy } = await licensing.createPolicy({ productId: products[0]!.id, name: "named", maxUsers: 1 });
+    const { license } = await licensing.createLicense({ policyId: policy!.id, customerId: customers.ada });
+    const c = await openConsole(browser, server.url);
+    await signIn(c.page, key);
+    await c.page.goto(`${server.url}/console/#/licenses/${license!.id}`);
+    const users = c.page.getByRole("region", { name: "Users" });
+    await users.getByText("No user is attached to this license").waitFor();
+    const form = users.getByRole("form", { name: "Add user" });
+    await form.getByLabel("User", { exact: true }).fill("Ada@Example.com");
+    await form.getByLabel("Name").fill("Ada");
+    await form.getByRole("button", { name: "Add user" }).click();
+    const table = users.getByRole("table", { name: "license users" });
+    await table.getByText("ada@example.com").waitFor();
+    expect(await form.getByLabel("User", { exact: true }).inputValue()).toBe("");
+    await form.getByLabel("User", { exact: true }).fill("bob");
+    await form.getByRole("button", { name: "Add user" }).click();
+    await expect.poll(() => users.getByRole("alert").textContent()).toMatch(/max_users/);
+    await c.shot("license-users");
+    await table.getByRole("button", { name: "Remove ada@example.com" }).click();
+    await users.getByText("No user is attached to this license").waitFor();
+    expect((await licensing.listLicenseUsers({ licenseId: license!.id })).licenseUsers).toEqual([]);
+    const timeline = c.page.getByRole("list", { name: "audit timeline" });
+    await timeline.locator('li[data-type="license.user_removed"]').waitFor();
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
   it("shows an error from the API as a readable message, and is readable at 360 px", async () => {
     const c = await openConsole(browser, server.url, 360);
     await signIn(c.page, key);

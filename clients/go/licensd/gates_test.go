@@ -141,3 +141,19 @@ func TestLicenseInfoFromValidation(t *testing.T) {
 		t.Errorf("suspended answer: %+v", s)
 	}
 }
+
+func TestLicenseInfoFromValidationUserScope(t *testing.T) {
+	for code, want := range map[licensingv1.ValidationCode]string{
+		licensingv1.ValidationCode_VALIDATION_CODE_USER_SCOPE_REQUIRED: "USER_SCOPE_REQUIRED",
+		licensingv1.ValidationCode_VALIDATION_CODE_USER_SCOPE_MISMATCH: "USER_SCOPE_MISMATCH",
+	} {
+		info := LicenseInfoFromValidation(&licensingv1.ValidateLicenseResponse{Code: code, Detail: "user"})
+		if info.Valid || info.Code != want || info.HasFeature("reports") {
+			t.Errorf("%v: %+v", code, info)
+		}
+	}
+	req := &licensingv1.ValidateLicenseRequest{Key: "k", User: "ada@example.com"}
+	if req.GetUser() != "ada@example.com" {
+		t.Errorf("user: %q", req.GetUser())
+	}
+}

@@ -371,6 +371,7 @@ function LicenseDetail({ id }: { id: string }) {
               emptyText="No machine is activated on this license. The SDK activates one with the license key (ActivationService Activate)."
             />
           </section>
+          <LicenseUsers licenseId={l.id} onChanged={() => changed(undefined)} />
           <LicenseUsage licenseId={l.id} productId={l.productId} />
           <AuditTimeline subject={l.id} refresh={changes} />
         </>
@@ -519,6 +520,96 @@ function LicenseFile({ license }: { license: License }) {
           </span>
         ) : null}
       </div>
+      <ErrorBox error={action.error} />
+    </section>
+  );
+}
+
+/** The users attached to the license (at most its policy's max users), with add and remove. */
+function LicenseUsers({ licenseId, onChanged }: { licenseId: string; onChanged: () => void }) {
+  const { client, tenantId } = useScope();
+  const action = useAction();
+  const [refresh, setRefresh] = useState(0);
+  const [user, setUser] = useState("");
+  const [name, setName] = useState("");
+  const users = usePages(
+    async (pageToken) => {
+      const r = await client.licensing.listLicenseUsers({ tenantId, licenseId, pageSize: 20, pageToken });
+      return { items: r.licenseUsers, next: r.nextPageToken };
+    },
+    [tenantId, licenseId, refresh],
+  );
+  const done = (ok: unknown) => {
+    if (!ok) return;
+    setRefresh((n) => n + 1);
+    onChanged();
+  };
+  return (
+    <section aria-labelledby="users-title">
+      <h2 id="users-title">Users</h2>
+      <ErrorBox error={users.error} />
+      {users.data && users.items.length === 0 ? (
+        <p class="muted">No user is attached to this license: validation is not scoped to a user.</p>
+      ) : (
+        <Table
+          label="license users"
+          rows={users.items}
+          columns={[
+            { title: "User", cell: (u) => <code>{u.user}</code> },
+            { title: "Name", cell: (u) => u.name },
+            { title: "Added", cell: (u) => when(u.createTime) },
+            {
+              title: "",
+              cell: (u) => (
+                <button
+                  type="button"
+                  disabled={action.busy}
+                  aria-label={`Remove ${u.user}`}
+                  onClick={async () =>
+                    done(
+                      await action.run(() => client.licensing.removeLicenseUser({ tenantId, licenseId, user: u.user })),
+                    )
+                  }
+                >
+                  Remove
+                </button>
+              ),
+            },
+          ]}
+        />
+      )}
+      <Pager {...users} />
+      <form
+        class="inline"
+        aria-label="Add user"
+        onSubmit={async (e) => {
+          e.preventDefault();
+          const added = await action.run(() =>
+            client.licensing.addLicenseUser({ tenantId, licenseId, user: user.trim(), name: name.trim() }),
+          );
+          if (added) {
+            setUser("");
+            setName("");
+          }
+          done(added);
+        }}
+      >
+        <Field id="license-user" label="User" hint="An e-mail or your system's user id.">
+          <input
+            id="license-user"
+            required
+            aria-describedby="license-user-hint"
+            value={user}
+            onInput={(e) => setUser(e.currentTarget.value)}
+          />
+        </Field>
+        <Field id="license-user-name" label="Name">
+          <input id="license-user-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        </Field>
+        <button type="submit" disabled={action.busy}>
+          Add user
+        </button>
+      </form>
       <ErrorBox error={action.error} />
     </section>
   );

@@ -173,6 +173,10 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.maxMachines === 0 ? "unlimited" : p.maxMachines}</dd>
             <dt>Floating</dt>
             <dd>{p.floating ? "yes" : "no (node-locked)"}</dd>
+            <dt>Max users</dt>
+            <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
+            <dt>User scope</dt>
+            <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
             <dt>Heartbeat</dt>
             <dd>
               {p.heartbeatDuration
@@ -240,6 +244,7 @@ interface PolicyValues {
   heartbeatBasis: HeartbeatBasis;
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
+  requireUserScope: boolean;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -259,6 +264,7 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   heartbeatBasis: p?.heartbeatBasis ?? HeartbeatBasis.FROM_ACTIVATION,
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
+  requireUserScope: p?.requireUserScope ?? false,
 });
 
 /** The update mask's path for each form value. */
@@ -274,6 +280,7 @@ const PATHS: Record<keyof PolicyValues, string> = {
   expirationStrategy: "expiration_strategy",
   gracePeriod: "grace_period",
   overageStrategy: "overage_strategy",
+  requireUserScope: "require_user_scope",
   allFeatures: "all_features",
   expirationBasis: "expiration_basis",
   heartbeatBasis: "heartbeat_basis",
@@ -389,6 +396,7 @@ function PolicyForm({
           heartbeatBasis: v.heartbeatBasis,
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
+          requireUserScope: v.requireUserScope,
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -467,6 +475,17 @@ function PolicyForm({
           onChange={(e) => set({ allFeatures: e.currentTarget.checked })}
         />
         <label for={`${idp}-all-features`}>All features of the product</label>
+      </div>
+      <div class="field check">
+        <input
+          id={`${idp}-require-user-scope`}
+          type="checkbox"
+          checked={v.requireUserScope}
+          onChange={(e) => set({ requireUserScope: e.currentTarget.checked })}
+        />
+        <label for={`${idp}-require-user-scope`}>
+          Require a user (validation must name one of the license's users)
+        </label>
       </div>
       <EntitlementEditor rows={entitlements} onChange={setEntitlements} features={features} idPrefix={idp} />
       <MetadataEditor rows={metadata} onChange={setMetadata} idPrefix={idp} />

@@ -170,6 +170,21 @@ class LicensingServiceStub(object):
                 request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
                 response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.FromString,
                 )
+        self.AddLicenseUser = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/AddLicenseUser',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserResponse.FromString,
+                )
+        self.ListLicenseUsers = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/ListLicenseUsers',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersResponse.FromString,
+                )
+        self.RemoveLicenseUser = channel.unary_unary(
+                '/licensd.licensing.v1.LicensingService/RemoveLicenseUser',
+                request_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserRequest.SerializeToString,
+                response_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserResponse.FromString,
+                )
 
 
 class LicensingServiceServicer(object):
@@ -399,6 +414,28 @@ class LicensingServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddLicenseUser(self, request, context):
+        """Attaches a user to a license; FAILED_PRECONDITION (LICENSE_USERS_LIMIT) when the
+        license has its policy's `max_users` already. Admin scope; audited (license.user_added).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLicenseUsers(self, request, context):
+        """Lists a license's users, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLicenseUser(self, request, context):
+        """Detaches a user from a license. Admin scope; audited (license.user_removed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LicensingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -551,6 +588,21 @@ def add_LicensingServiceServicer_to_server(servicer, server):
                     servicer.GetCustomerEntitlements,
                     request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.FromString,
                     response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.SerializeToString,
+            ),
+            'AddLicenseUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLicenseUser,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserResponse.SerializeToString,
+            ),
+            'ListLicenseUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLicenseUsers,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersResponse.SerializeToString,
+            ),
+            'RemoveLicenseUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLicenseUser,
+                    request_deserializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserRequest.FromString,
+                    response_serializer=licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1075,5 +1127,56 @@ class LicensingService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/GetCustomerEntitlements',
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsRequest.SerializeToString,
             licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.GetCustomerEntitlementsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AddLicenseUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/AddLicenseUser',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.AddLicenseUserResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListLicenseUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/ListLicenseUsers',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.ListLicenseUsersResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RemoveLicenseUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.licensing.v1.LicensingService/RemoveLicenseUser',
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserRequest.SerializeToString,
+            licensd_dot_licensing_dot_v1_dot_licensing__service__pb2.RemoveLicenseUserResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -85,6 +85,13 @@ type LicensingServiceClient interface {
 	ImportLicenses(ctx context.Context, opts ...grpc.CallOption) (LicensingService_ImportLicensesClient, error)
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(ctx context.Context, in *GetCustomerEntitlementsRequest, opts ...grpc.CallOption) (*GetCustomerEntitlementsResponse, error)
+	// Attaches a user to a license; FAILED_PRECONDITION (LICENSE_USERS_LIMIT) when the
+	// license has its policy's `max_users` already. Admin scope; audited (license.user_added).
+	AddLicenseUser(ctx context.Context, in *AddLicenseUserRequest, opts ...grpc.CallOption) (*AddLicenseUserResponse, error)
+	// Lists a license's users, oldest first.
+	ListLicenseUsers(ctx context.Context, in *ListLicenseUsersRequest, opts ...grpc.CallOption) (*ListLicenseUsersResponse, error)
+	// Detaches a user from a license. Admin scope; audited (license.user_removed).
+	RemoveLicenseUser(ctx context.Context, in *RemoveLicenseUserRequest, opts ...grpc.CallOption) (*RemoveLicenseUserResponse, error)
 }
 
 type licensingServiceClient struct {
@@ -390,6 +397,33 @@ func (c *licensingServiceClient) GetCustomerEntitlements(ctx context.Context, in
 	return out, nil
 }
 
+func (c *licensingServiceClient) AddLicenseUser(ctx context.Context, in *AddLicenseUserRequest, opts ...grpc.CallOption) (*AddLicenseUserResponse, error) {
+	out := new(AddLicenseUserResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/AddLicenseUser", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) ListLicenseUsers(ctx context.Context, in *ListLicenseUsersRequest, opts ...grpc.CallOption) (*ListLicenseUsersResponse, error) {
+	out := new(ListLicenseUsersResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/ListLicenseUsers", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *licensingServiceClient) RemoveLicenseUser(ctx context.Context, in *RemoveLicenseUserRequest, opts ...grpc.CallOption) (*RemoveLicenseUserResponse, error) {
+	out := new(RemoveLicenseUserResponse)
+	err := c.cc.Invoke(ctx, "/licensd.licensing.v1.LicensingService/RemoveLicenseUser", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LicensingServiceServer is the server API for LicensingService service.
 // All implementations must embed UnimplementedLicensingServiceServer
 // for forward compatibility
@@ -462,6 +496,13 @@ type LicensingServiceServer interface {
 	ImportLicenses(LicensingService_ImportLicensesServer) error
 	// Composes a customer's entitlements across their active licenses, per feature by the product's strategy (sum, max, union), with sources.
 	GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error)
+	// Attaches a user to a license; FAILED_PRECONDITION (LICENSE_USERS_LIMIT) when the
+	// license has its policy's `max_users` already. Admin scope; audited (license.user_added).
+	AddLicenseUser(context.Context, *AddLicenseUserRequest) (*AddLicenseUserResponse, error)
+	// Lists a license's users, oldest first.
+	ListLicenseUsers(context.Context, *ListLicenseUsersRequest) (*ListLicenseUsersResponse, error)
+	// Detaches a user from a license. Admin scope; audited (license.user_removed).
+	RemoveLicenseUser(context.Context, *RemoveLicenseUserRequest) (*RemoveLicenseUserResponse, error)
 	mustEmbedUnimplementedLicensingServiceServer()
 }
 
@@ -558,6 +599,15 @@ func (UnimplementedLicensingServiceServer) ImportLicenses(LicensingService_Impor
 }
 func (UnimplementedLicensingServiceServer) GetCustomerEntitlements(context.Context, *GetCustomerEntitlementsRequest) (*GetCustomerEntitlementsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetCustomerEntitlements not implemented")
+}
+func (UnimplementedLicensingServiceServer) AddLicenseUser(context.Context, *AddLicenseUserRequest) (*AddLicenseUserResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddLicenseUser not implemented")
+}
+func (UnimplementedLicensingServiceServer) ListLicenseUsers(context.Context, *ListLicenseUsersRequest) (*ListLicenseUsersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListLicenseUsers not implemented")
+}
+func (UnimplementedLicensingServiceServer) RemoveLicenseUser(context.Context, *RemoveLicenseUserRequest) (*RemoveLicenseUserResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveLicenseUser not implemented")
 }
 func (UnimplementedLicensingServiceServer) mustEmbedUnimplementedLicensingServiceServer() {}
 
@@ -1120,6 +1170,60 @@ func _LicensingService_GetCustomerEntitlements_Handler(srv interface{}, ctx cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LicensingService_AddLicenseUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddLicenseUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).AddLicenseUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/AddLicenseUser",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).AddLicenseUser(ctx, req.(*AddLicenseUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_ListLicenseUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLicenseUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).ListLicenseUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/ListLicenseUsers",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).ListLicenseUsers(ctx, req.(*ListLicenseUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LicensingService_RemoveLicenseUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveLicenseUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LicensingServiceServer).RemoveLicenseUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.licensing.v1.LicensingService/RemoveLicenseUser",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LicensingServiceServer).RemoveLicenseUser(ctx, req.(*RemoveLicenseUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _LicensingService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.licensing.v1.LicensingService",
 	HandlerType: (*LicensingServiceServer)(nil),
@@ -1239,6 +1343,18 @@ var _LicensingService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCustomerEntitlements",
 			Handler:    _LicensingService_GetCustomerEntitlements_Handler,
+		},
+		{
+			MethodName: "AddLicenseUser",
+			Handler:    _LicensingService_AddLicenseUser_Handler,
+		},
+		{
+			MethodName: "ListLicenseUsers",
+			Handler:    _LicensingService_ListLicenseUsers_Handler,
+		},
+		{
+			MethodName: "RemoveLicenseUser",
+			Handler:    _LicensingService_RemoveLicenseUser_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
