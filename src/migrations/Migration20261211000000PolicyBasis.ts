@@ -12,6 +12,8 @@ import { Migration } from "@mikro-orm/migrations";
  */
 export class Migration20261211000000PolicyBasis extends Migration {
   override async up(): Promise<void> {
+    // Tables the running instances use: give up at once rather than make a request wait or deadlock (migrate.ts).
+    this.addSql(`set local lock_timeout = '200ms'`);
     this.addSql(`
       alter table policies
         add column expiration_basis text not null default 'from_creation',

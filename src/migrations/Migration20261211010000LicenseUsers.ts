@@ -6,6 +6,8 @@ import { Migration } from "@mikro-orm/migrations";
  */
 export class Migration20261211010000LicenseUsers extends Migration {
   override async up(): Promise<void> {
+    // Tables the running instances use: give up at once rather than make a request wait or deadlock (migrate.ts).
+    this.addSql(`set local lock_timeout = '200ms'`);
     this.addSql(`alter table policies add column require_user_scope boolean not null default false`);
     this.addSql(`
       create table license_users (
