@@ -186,6 +186,19 @@ const deliveryOf = (r: DeliveryRow): EmailDelivery => ({
   updatedAt: timestampOf(r.updated_at),
 });
 
+/** An outbox row as a worker claims it. */
+interface ClaimedEmail {
+  id: string;
+  tenant_id: string;
+  to_address: string;
+  to_name: string;
+  vars: KeyEmailVars;
+  key_sealed: Buffer;
+  attachment: { filename: string; content: string } | null;
+  attempts: number;
+  created_at: Date | string;
+}
+
 /** Retries: 1 minute, doubling to 6 hours, for 3 days; then the e-mail is FAILED. */
 const RETRY_BASE_MS = 60_000;
 const RETRY_CAP_MS = 6 * 3_600_000;
@@ -222,17 +235,7 @@ export function createEmailOutbox(deps: {
   }
 
   /** One claimed e-mail: sent and settled. */
-  async function deliver(row: {
-    id: string;
-    tenant_id: string;
-    to_address: string;
-    to_name: string;
-    vars: KeyEmailVars;
-    key_sealed: Buffer;
-    attachment: { filename: string; content: string } | null;
-    attempts: number;
-    created_at: Date | string;
-  }) {
+  async function deliver(row: ClaimedEmail) {
     const key = open(dataKey, row.key_sealed, row.id).toString("utf8");
     const message = render(await template(db.em(), row.tenant_id), { ...row.vars, license_key: key });
     try {
@@ -273,17 +276,7 @@ export function createEmailOutbox(deps: {
   async function tick(): Promise<number> {
     if (!transport) return 0;
     const now = clock.now();
-    const claimed = await sql<{
-      id: string;
-      tenant_id: string;
-      to_address: string;
-      to_name: string;
-      vars: KeyEmailVars;
-      key_sealed: Buffer;
-      attachment: { filename: string; content: string } | null;
-      attempts: number;
-      created_at: Date | string;
-    }>(
+    const claimed = await sql<ClaimedEmail>(
       db,
       `update email_outbox o set attempts = o.attempts + 1, next_attempt_at = $2, updated_at = $1
         where o.id in (select id from email_outbox where status = 'pending' and next_attempt_at <= $1

@@ -178,13 +178,16 @@ export function createProvisioningService(deps: {
   }
 
   /** The licenses a subscription's purchase created and still exist, or a failure naming the subscription. */
-  async function subscriptionLicenses(em: EntityManager, source: PaymentSource, subscriptionId: string) {
-    const rows = await linked(em, source.id, [subscriptionId]);
+  /** The licenses linked to any of `refs` that still exist (a vendor may have deleted one). */
+  async function linkedLicenses(em: EntityManager, source: PaymentSource, refs: string[]) {
     const live = [];
-    for (const row of rows)
+    for (const row of await linked(em, source.id, refs))
       if ((await licenses.status(em, source.tenantId, row.license_id)) !== undefined) live.push(row);
     return live;
   }
+
+  const subscriptionLicenses = (em: EntityManager, source: PaymentSource, subscriptionId: string) =>
+    linkedLicenses(em, source, [subscriptionId]);
 
   const unlinked = (what: string) =>
     failed(`no license for ${what}: its purchase has not arrived (this event is applied when it does) or failed`);
@@ -318,10 +321,7 @@ export function createProvisioningService(deps: {
           : { status: "ignored", reason: "its licenses are not active", licenseIds: [] };
       }
       case "refund": {
-        const rows = await linked(em, source.id, action.refs);
-        const live = [];
-        for (const row of rows)
-          if ((await licenses.status(em, tenantId, row.license_id)) !== undefined) live.push(row.license_id);
+        const live = (await linkedLicenses(em, source, action.refs)).map((row) => row.license_id);
         if (live.length === 0) return unlinked(`payment ${action.refs.join(", ")}`);
         for (const id of live) await licenses.revoke(em, tenantId, actor, id);
         return applied(live);
@@ -423,7 +423,8 @@ export function createProvisioningService(deps: {
       headers: Record<string, string | string[] | undefined>,
     ): Promise<HookAnswer> {
       const found = await sources.forHook(db.em(), provider, sourceId);
-      if (!found) return { status: 404, body: { error: "not_found", message: `no payment source ${sourceId}` } };
+      const missing = { status: 404, body: { error: "not_found", message: `no payment source ${sourceId}` } };
+      if (!found) return missing;
       const reader = await readEvents();
       const read = provider === "stripe" ? reader.readStripeEvent : reader.readPolarEvent;
       let event: PaymentEvent | undefined;
@@ -444,7 +445,7 @@ export function createProvisioningService(deps: {
       return db.tx(async (em) => {
         // Read again in the transaction: deleted or disabled since, it takes no more events.
         const current = await sources.forHook(em, provider, sourceId);
-        if (!current) return { status: 404, body: { error: "not_found", message: `no payment source ${sourceId}` } };
+        if (!current) return missing;
         const { source } = current;
         const now = clock.now();
         const id = newId("pev");
