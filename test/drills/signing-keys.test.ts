@@ -432,6 +432,8 @@ describe("drill: loss of a signing key (docs/operations.md)", () => {
         }
       });
 
+      // The expiring license must have ended before the loop runs; on a fast run the steps above take less than 4 s.
+      await new Promise((r) => setTimeout(r, Math.max(0, soon + 100 - Date.now())));
       await rb.step("re-issue-license-files", async (r) => {
         const index = file("reissued/index.tsv")
           .trim()

@@ -179,7 +179,12 @@ describe("deliveries", () => {
     const beforeId = await eventIdOf(tenant, "customer.created", before.customer!.id);
     await t.app.webhooks.tick();
     expect(receivedFor(receiver, beforeId)).toEqual([]);
-    const { deliveries } = await tenant.webhooks.listWebhookDeliveries({ endpointId: endpoint!.id });
+    // The attempt is recorded once the receiver has answered, which can be a moment after the body arrived.
+    const deliveries = await until(
+      "the attempt recorded",
+      async () => (await tenant.webhooks.listWebhookDeliveries({ endpointId: endpoint!.id })).deliveries,
+      (ds) => ds.length > 0 && ds.every((d) => d.status !== WebhookDeliveryStatus.PENDING),
+    );
     expect(deliveries.map((d) => d.eventType)).toEqual(["customer.created"]);
     expect(deliveries[0]).toMatchObject({
       eventId,
