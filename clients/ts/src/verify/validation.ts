@@ -24,7 +24,7 @@ export type ValidationResponseCode =
   | "BAD_SIGNATURE"
   /** The nonce differs from the one sent: a replayed answer. */
   | "NONCE_MISMATCH"
-  /** The signed scope (fingerprint, user, product, entitlements) differs from the `scope` option: not this request's. */
+  /** The signed scope (fingerprint, user, product, entitlements) is not the `scope` option: not this request's. */
   | "SCOPE_MISMATCH"
   /** The answer's time is further from now than `maxAgeMs`, or unreadable. */
   | "TIME_OUT_OF_RANGE";
