@@ -1103,6 +1103,16 @@ async function validationVectors() {
       expect: false,
     },
     {
+      name: "scope's fingerprint replaced (another machine's answer)",
+      answer: "valid_on_machine",
+      response_json: edit("valid_on_machine", (j) => ({
+        ...j,
+        scope: { ...(j.scope as Json), fingerprint: "attacker-box" },
+      })),
+      keys: [KEY_A.kid],
+      expect: false,
+    },
+    {
       name: "kid changed to the other published key",
       answer: "valid_no_machine",
       response_json: edit("valid_no_machine", (j) => ({ ...j, kid: KEY_B.kid })),

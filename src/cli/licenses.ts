@@ -268,17 +268,16 @@ export function licenseCommands(program: Command): void {
       act<{ product?: string; fingerprint?: string; user?: string; feature?: string[]; keys?: string }>(
         async (ctx, o, [key]) => {
           const nonce = randomBytes(12).toString("base64url");
-          const res = await ctx.client(LicensingService).validateLicense({
-            key,
+          const scope = {
             productCode: o.product ?? "",
             fingerprint: o.fingerprint ?? "",
             user: o.user ?? "",
             entitlements: o.feature ?? [],
-            nonce,
-          });
-          // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
-          // something impersonating the server passes for licensd's.
-          const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
+          };
+          const res = await ctx.client(LicensingService).validateLicense({ key, ...scope, nonce });
+          // The answer is signed over our nonce and the scope we asked: checked here, so neither a replayed answer,
+          // nor one for another machine or user, nor one from something impersonating the server passes for ours.
+          const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce, scope });
           if (ctx.json)
             printJson({
               ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),

@@ -25,7 +25,7 @@ export interface Answer {
   /**
    * The canonical JSON of base's fields, in key order, cut where the per-request fields
    * go: pieces[0] comes before "lease", pieces[1] between "lease" and "nonce", pieces[2]
-   * between "nonce" and "time", pieces[3] after "time" (each a comma-joined run of
+   * between "nonce" and "time" ("scope"), pieces[3] after "time" (each a comma-joined run of
    * `"key":value`, possibly empty).
    */
   pieces: [string, string, string, string];
@@ -46,7 +46,9 @@ export interface Question {
   user?: string;
 }
 
-function answerOf(v: Validation): Answer {
+function answerOf(question: Question, v: Validation): Answer {
+  const { productCode, fingerprint, entitlements, user = "" } = question;
+  const scoped = productCode !== "" || fingerprint !== "" || entitlements.length > 0 || user !== "";
   const base = create(pb.ValidateLicenseResponseSchema, {
     valid: v.valid,
     code: pb.ValidationCode[v.code],
@@ -63,6 +65,8 @@ function answerOf(v: Validation): Answer {
     features: v.features,
     entitlements: v.entitlements.map(entitlementToProto),
     agentEntitlements: v.agents.map(agentToProto),
+    // The question as asked (the cache key below holds all of it): signed, so a verifier can match it to its own.
+    scope: scoped ? { productCode, fingerprint, entitlements: [...entitlements], user } : undefined,
   });
   const json = toJson(pb.ValidateLicenseResponseSchema, base) as Record<string, unknown>;
   const fragments = Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -115,7 +119,7 @@ export class ValidationAnswers {
       cached.status === v.license?.effectiveStatus
     )
       return cached;
-    const answer = answerOf(v);
+    const answer = answerOf(question, v);
     if (q !== undefined) this.answers.set(q, v.snapshot!.tenantId, answer);
     return answer;
   }

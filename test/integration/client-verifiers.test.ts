@@ -152,7 +152,26 @@ describe("SigningKeys against licensd", () => {
     const flipped = JSON.stringify({ ...JSON.parse(body), valid: false });
     expect((await verifyValidationResponse(flipped, { keys, nonce, now: clock.now() })).code).toBe("BAD_SIGNATURE");
 
+    // A relay that asks for an activated machine of its own with the client's nonce gets a signed, valid answer:
+    // the signed scope names that machine, so a client checking its own fingerprint refuses it.
+    const relayed = await fetch(`${app.url}/licensd.licensing.v1.LicensingService/ValidateLicense`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: s.key, fingerprint: "fp-v", nonce: "n-victim" }),
+    }).then((x) => x.text());
+    expect(JSON.parse(relayed)).toMatchObject({ valid: true, scope: { fingerprint: "fp-v" } });
+    const asVictim = { keys, nonce: "n-victim", now: clock.now() };
+    expect((await verifyValidationResponse(relayed, asVictim)).code).toBe("VERIFIED");
+    expect(
+      (await verifyValidationResponse(relayed, { ...asVictim, scope: { fingerprint: "fp-victim", user: "" } })).code,
+    ).toBe("SCOPE_MISMATCH");
+    expect((await verifyValidationResponse(relayed, { ...asVictim, scope: { fingerprint: "fp-v" } })).code).toBe(
+      "VERIFIED",
+    );
+
     const message = await connectClient(LicensingService, app.url).validateLicense({ key: "PRD-NOT-A-KEY", nonce });
+    // Nothing scoped, nothing echoed: the answer is as before.
+    expect(message.scope).toBeUndefined();
     expect(await verifyValidationResponse(message, { keys, nonce, now: clock.now() })).toMatchObject({
       verified: true,
       valid: false,

@@ -16,7 +16,8 @@ import (
 // Validate calls LicensingService.ValidateLicense with a fresh random nonce (unless req
 // has one) and verifies the signed answer against the published signing keys, so the
 // answer can be trusted even through a proxy or cache: a forged, altered or replayed
-// answer is an error wrapping ErrBadSignature, ErrUnknownKey or ErrNonceMismatch.
+// answer is an error wrapping ErrBadSignature, ErrUnknownKey or ErrNonceMismatch, and one
+// judged for another scope (fingerprint, user, product, entitlements) wraps ErrScopeMismatch.
 //
 // A license that is not valid is a normal answer (Valid false, Code says why), not an
 // error. ValidateLicense is public: the license key is the credential.
@@ -37,7 +38,11 @@ func (c *Client) Validate(ctx context.Context, req *licensingv1.ValidateLicenseR
 	if keys == nil {
 		return nil, fmt.Errorf("licensd: fetching signing keys to verify the answer: %w", err)
 	}
-	if err := VerifyValidationResponse(resp, keys, req.Nonce); err != nil {
+	err = VerifyValidationResponse(resp, keys, req.Nonce)
+	if err == nil {
+		err = CheckValidationScope(resp, req)
+	}
+	if err != nil {
 		return nil, &Error{
 			Code: codes.DataLoss, Message: err.Error(), Reason: "ANSWER_NOT_VERIFIED", Metadata: map[string]string{"kid": resp.GetKid()},
 			status: status.New(codes.DataLoss, err.Error()), cause: err,

@@ -17,6 +17,7 @@ var (
 	ErrUnknownKey       = errors.New("licensd: signed by a key that is not among the given keys")
 	ErrBadSignature     = errors.New("licensd: the signature does not verify")
 	ErrNonceMismatch    = errors.New("licensd: the answer does not echo the nonce sent (a replayed answer?)")
+	ErrScopeMismatch    = errors.New("licensd: the answer's signed scope is not the request's (another machine's or user's answer?)")
 	ErrMalformed        = errors.New("licensd: malformed signed data")
 	ErrProofInvalid     = errors.New("licensd: the proof does not verify")
 	ErrCheckpointTenant = errors.New("licensd: checkpoints of different tenants")
@@ -76,6 +77,24 @@ func VerifyValidationJSON(body []byte, keys Keys, nonce string) error {
 	}
 	if len(key) != ed25519.PublicKeySize || len(signature) != ed25519.SignatureSize || !ed25519.Verify(key, signed, signature) {
 		return ErrBadSignature
+	}
+	return nil
+}
+
+// CheckValidationScope checks that a verified answer judged the scope req asked: its signed
+// scope (product code, fingerprint, user, entitlements) must equal the request's, or the
+// error is ErrScopeMismatch. Call it after VerifyValidationResponse (Client.Validate does
+// both). Servers from this version on echo the scope.
+func CheckValidationScope(resp *licensingv1.ValidateLicenseResponse, req *licensingv1.ValidateLicenseRequest) error {
+	s := resp.GetScope()
+	if s.GetProductCode() != req.GetProductCode() || s.GetFingerprint() != req.GetFingerprint() ||
+		s.GetUser() != req.GetUser() || len(s.GetEntitlements()) != len(req.GetEntitlements()) {
+		return ErrScopeMismatch
+	}
+	for i, e := range req.GetEntitlements() {
+		if s.GetEntitlements()[i] != e {
+			return ErrScopeMismatch
+		}
 	}
 	return nil
 }

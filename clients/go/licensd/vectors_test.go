@@ -52,7 +52,7 @@ type vectors struct {
 	} `json:"leases"`
 	ValidateLicense struct {
 		Answers map[string]struct {
-			Request              struct{ Nonce string } `json:"request"`
+			Request              json.RawMessage `json:"request"`
 			ResponseJSON         json.RawMessage        `json:"response_json"`
 			ResponseBinaryBase64 string                 `json:"response_binary_base64"`
 			SigningText          string                 `json:"signing_text"`
@@ -257,13 +257,31 @@ func TestVectorsValidationAnswers(t *testing.T) {
 		if err := proto.Unmarshal(raw, &resp); err != nil {
 			t.Fatal(err)
 		}
-		if err := VerifyValidationResponse(&resp, all, a.Request.Nonce); err != nil {
+		var req licensingv1.ValidateLicenseRequest
+		if err := protojson.Unmarshal(a.Request, &req); err != nil {
+			t.Fatal(err)
+		}
+		if err := VerifyValidationResponse(&resp, all, req.Nonce); err != nil {
 			t.Errorf("%s (binary): %v", name, err)
+		}
+		// The signed scope is the request's; another fingerprint's or user's does not match.
+		if err := CheckValidationScope(&resp, &req); err != nil {
+			t.Errorf("%s: scope: %v", name, err)
+		}
+		other := proto.Clone(&req).(*licensingv1.ValidateLicenseRequest)
+		other.Fingerprint += "-other"
+		if err := CheckValidationScope(&resp, other); err != ErrScopeMismatch {
+			t.Errorf("%s: scope of another fingerprint: %v, want ErrScopeMismatch", name, err)
+		}
+		other = proto.Clone(&req).(*licensingv1.ValidateLicenseRequest)
+		other.User = "someone-else"
+		if err := CheckValidationScope(&resp, other); err != ErrScopeMismatch {
+			t.Errorf("%s: scope of another user: %v, want ErrScopeMismatch", name, err)
 		}
 		if err := VerifyValidationResponse(&resp, all, "another-nonce"); err != ErrNonceMismatch {
 			t.Errorf("%s (binary, another nonce): %v, want ErrNonceMismatch", name, err)
 		}
-		if err := VerifyValidationJSON(a.ResponseJSON, all, a.Request.Nonce); err != nil {
+		if err := VerifyValidationJSON(a.ResponseJSON, all, req.Nonce); err != nil {
 			t.Errorf("%s (JSON): %v", name, err)
 		}
 	}

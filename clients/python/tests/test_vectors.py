@@ -59,6 +59,21 @@ class Vectors(unittest.TestCase):
                 nonce = a["request"].get("nonce", "")
                 self.assertTrue(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce))
                 self.assertFalse(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce + "-replayed"))
+                # The signed scope is the request's: checked when given, another machine's or user's fails.
+                r = a["request"]
+                scope = {
+                    "product_code": r.get("productCode", ""),
+                    "fingerprint": r.get("fingerprint", ""),
+                    "user": r.get("user", ""),
+                    "entitlements": r.get("entitlements", []),
+                }
+                self.assertTrue(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce, **scope))
+                self.assertFalse(
+                    verify_validation_response(
+                        a["response_json"], self.ed_keys, nonce=nonce, fingerprint=scope["fingerprint"] + "-other"
+                    )
+                )
+                self.assertFalse(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce, user="eve"))
         for c in self.v["validate_license"]["cases"]:
             with self.subTest(c["name"]):
                 self.assertEqual(verify_validation_response(c["response_json"], self.published(c["keys"])), c["expect"])

@@ -205,6 +205,30 @@ describe("ValidateLicense answers", () => {
     if (!c.expect) expect(r.valid).toBe(false);
   });
 
+  it.each(Object.entries(v.validate_license.answers))(
+    "%s: its signed scope is the request's; another fingerprint's, user's or feature list fails",
+    async (_, a) => {
+      const r = a.request as { productCode?: string; fingerprint?: string; user?: string; entitlements?: string[] };
+      const scope = {
+        productCode: r.productCode ?? "",
+        fingerprint: r.fingerprint ?? "",
+        user: r.user ?? "",
+        entitlements: r.entitlements ?? [],
+      };
+      const opts = { keys: allKeys, nonce: (a.request.nonce as string | undefined) ?? "", now: at(a) };
+      expect((await verifyValidationResponse(a.response_json, { ...opts, scope })).code).toBe("VERIFIED");
+      for (const other of [
+        { fingerprint: `${scope.fingerprint}-other` },
+        { user: "eve" },
+        { productCode: "ZZZ" },
+        { entitlements: [...scope.entitlements, "export"] },
+      ])
+        expect(
+          await verifyValidationResponse(a.response_json, { ...opts, scope: { ...scope, ...other } }),
+        ).toMatchObject({ verified: false, code: "SCOPE_MISMATCH", valid: false });
+    },
+  );
+
   it("a replayed answer fails the nonce check, an old one the time check", async () => {
     const a = v.validate_license.answers.valid_on_machine!;
     const replay = await verifyValidationResponse(a.response_json, { keys: allKeys, nonce: "n-fresh", now: at(a) });

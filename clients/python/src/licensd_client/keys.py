@@ -99,11 +99,13 @@ class SigningKeys:
             result = verify_lease(token, self.for_kid(str(result.payload.get("kid"))), fingerprint, now)
         return result
 
-    def verify_validation_response(self, response: Any, nonce: Optional[str] = None) -> bool:
+    def verify_validation_response(self, response: Any, nonce: Optional[str] = None, **scope: Any) -> bool:
+        """As the module's verify_validation_response; `scope` takes its product_code, fingerprint, user and
+        entitlements."""
         from .validation import as_json
 
         answer = as_json(response)
-        return verify_validation_response(answer, self.for_kid(str(answer.get("kid", ""))), nonce)
+        return verify_validation_response(answer, self.for_kid(str(answer.get("kid", ""))), nonce, **scope)
 
     def verify_audit_proof(self, checkpoint: Any, **proof: Any) -> AuditProofResult:
         from .audit_proof import as_json as checkpoint_json

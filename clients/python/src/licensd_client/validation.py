@@ -7,7 +7,7 @@ gRPC answer (generated code must know every field of the answer for that to veri
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -32,16 +32,48 @@ def as_json(response: Any) -> dict:
     raise TypeError(f"expected a ValidateLicenseResponse or its JSON form, not {type(response).__name__}")
 
 
-def verify_validation_response(response: Any, keys: Mapping[str, bytes], nonce: Optional[str] = None) -> bool:
+def scope_matches(
+    response: Mapping[str, Any],
+    product_code: Optional[str] = None,
+    fingerprint: Optional[str] = None,
+    user: Optional[str] = None,
+    entitlements: Optional[Sequence[str]] = None,
+) -> bool:
+    """Whether the answer's signed `scope` is the one the request asked (arguments left as
+    None are not checked). Servers from this version on echo the scope; an answer judged for
+    another machine or user does not match."""
+    scope = response.get("scope") or {}
+    if not isinstance(scope, Mapping):
+        return False
+    for expected, member in ((product_code, "productCode"), (fingerprint, "fingerprint"), (user, "user")):
+        if expected is not None and scope.get(member, "") != expected:
+            return False
+    return entitlements is None or list(scope.get("entitlements", [])) == list(entitlements)
+
+
+def verify_validation_response(
+    response: Any,
+    keys: Mapping[str, bytes],
+    nonce: Optional[str] = None,
+    *,
+    product_code: Optional[str] = None,
+    fingerprint: Optional[str] = None,
+    user: Optional[str] = None,
+    entitlements: Optional[Sequence[str]] = None,
+) -> bool:
     """Whether the answer is signed by the published key it names (and echoes `nonce`, when given).
     `response` is the generated message or its JSON form; `keys` maps kid to the raw 32-byte
     Ed25519 public key (ActivationService.GetSigningKeys). Give the nonce you sent: without
-    it a recorded answer could be replayed to you."""
+    it a recorded answer could be replayed to you. Give the scope you sent (`product_code`,
+    `fingerprint`, `user`, `entitlements`, as in the request) to check that the answer judged
+    that scope and not another machine's or user's."""
     try:
         response = as_json(response)
     except TypeError:
         return False
     if nonce is not None and response.get("nonce", "") != nonce:
+        return False
+    if not scope_matches(response, product_code, fingerprint, user, entitlements):
         return False
     key = keys.get(response.get("kid", ""))
     signature = response.get("signature")

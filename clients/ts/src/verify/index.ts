@@ -47,6 +47,7 @@ export {
 export {
   type ValidationResponseCode,
   type ValidationResponseResult,
+  type ValidationScopeExpectation,
   type VerifyValidationResponseOptions,
   validationSigningBytes,
   verifyValidationResponse,

@@ -24,6 +24,8 @@ export type ValidationResponseCode =
   | "BAD_SIGNATURE"
   /** The nonce differs from the one sent: a replayed answer. */
   | "NONCE_MISMATCH"
+  /** The signed scope (fingerprint, user, product, entitlements) is not the `scope` option: not this request's. */
+  | "SCOPE_MISMATCH"
   /** The answer's time is further from now than `maxAgeMs`, or unreadable. */
   | "TIME_OUT_OF_RANGE";
 
@@ -45,10 +47,38 @@ export interface VerifyValidationResponseOptions {
    * an answer kept from earlier (then nothing stops a replay of it).
    */
   nonce: string | null;
+  /**
+   * What the request scoped the validation to (as sent): each member given must equal the answer's signed `scope`
+   * (servers from this version on echo it), so an answer judged for another machine or user fails with SCOPE_MISMATCH.
+   * Members left out are not checked. Pass the request itself to check all of them.
+   */
+  scope?: ValidationScopeExpectation;
   /** How far the answer's time may be from now, either way; default 5 minutes. Infinity turns the check off. */
   maxAgeMs?: number;
   /** Defaults to the current time. */
   now?: Date;
+}
+
+/** The scope a ValidateLicense request asked for (its fields of the same names). */
+export interface ValidationScopeExpectation {
+  productCode?: string;
+  fingerprint?: string;
+  entitlements?: readonly string[];
+  user?: string;
+}
+
+/** Whether the answer's signed scope is the one expected (members not given are not checked). */
+function scopeMatches(response: ValidateLicenseResponse, expected: ValidationScopeExpectation): boolean {
+  const got = response.scope;
+  const same = (want: string | undefined, have: string | undefined) => want === undefined || want === (have ?? "");
+  const wanted = expected.entitlements;
+  const had = got?.entitlements ?? [];
+  return (
+    same(expected.productCode, got?.productCode) &&
+    same(expected.fingerprint, got?.fingerprint) &&
+    same(expected.user, got?.user) &&
+    (wanted === undefined || (wanted.length === had.length && wanted.every((e, i) => e === had[i])))
+  );
 }
 
 const outcome = (code: ValidationResponseCode, response?: ValidateLicenseResponse): ValidationResponseResult => ({
@@ -108,6 +138,7 @@ export async function verifyValidationResponse(
   if (!(await verifyEd25519(found.key.publicKey, signed, signature))) return outcome("BAD_SIGNATURE", response);
   if (opts.nonce !== null && (typeof opts.nonce !== "string" || response.nonce !== opts.nonce))
     return outcome("NONCE_MISMATCH", response);
+  if (opts.scope && !scopeMatches(response, opts.scope)) return outcome("SCOPE_MISMATCH", response);
   const maxAgeMs = opts.maxAgeMs ?? 5 * 60_000;
   if (maxAgeMs !== Number.POSITIVE_INFINITY) {
     const time = typeof json.time === "string" ? Date.parse(json.time) : Number.NaN;
