@@ -4,6 +4,8 @@
  * so licensing imports nothing of activation.
  */
 
+import type { Component } from "./components.js";
+
 /** One machine of a license, as validation checks it. */
 export interface LicenseMachine {
   fingerprint: string;
@@ -18,6 +20,8 @@ export interface LicenseMachine {
 export interface LicenseMachines {
   /** Every machine of the license, in id order: one statement, read on each validation that names a fingerprint. */
   ofLicense(licenseId: string): Promise<LicenseMachine[]>;
+  /** The components the license's machine with this fingerprint registered, in name order (none: empty). */
+  componentsOf(licenseId: string, fingerprint: string): Promise<Component[]>;
   /** The signed lease token for the license's machine with this fingerprint; undefined when it is not activated. */
   leaseToken(licenseId: string, fingerprint: string): Promise<string | undefined>;
 }

@@ -11,6 +11,7 @@ import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { TenantCache, type TenantChanges } from "../platform/tenant-cache.js";
 import { agentToProto, entitlementToProto, statusToProto } from "./licensing.mapper.js";
 import type { LicenseSnapshot, Validation } from "./validation.service.js";
+import { componentsKey, type Component } from "./components.js";
 
 /**
  * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,
@@ -44,6 +45,8 @@ export interface Question {
   entitlements: string[];
   /** The user asking; "" or unset for none. */
   user?: string;
+  /** The machine's components; unset or empty for none. */
+  components?: readonly Component[];
 }
 
 function answerOf(v: Validation): Answer {
@@ -101,10 +104,11 @@ export class ValidationAnswers {
 
   /** The answer `v` gives to `question`: the one made before while v says the same of the same license. */
   of(question: Question, v: Validation): Answer {
-    const { key, productCode, fingerprint, entitlements, user } = question;
+    const { key, productCode, fingerprint, entitlements, user, components } = question;
     const q =
       v.snapshot &&
-      `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}\u0000${user ?? ""}`;
+      `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}\u0000${user ?? ""}` +
+        `\u0000${componentsKey(components)}`;
     const cached = q === undefined ? undefined : this.answers.get(q);
     if (
       cached &&

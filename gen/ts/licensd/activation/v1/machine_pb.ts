@@ -128,8 +128,8 @@ export type Machine = Message<"licensd.activation.v1.Machine"> & {
 
   /**
    * Its hardware components (board, disk, CPU…) as registered when it was activated, in
-   * name order. Filled by GetMachine, ListMachines and the Activate that created the
-   * machine; Heartbeat and other activations of an existing machine leave it empty.
+   * name order. Filled by GetMachine, ListMachines and an Activate that gives components;
+   * Heartbeat, Deactivate and an Activate without components may leave it empty.
    *
    * @generated from field: repeated licensd.activation.v1.Component components = 16;
    */

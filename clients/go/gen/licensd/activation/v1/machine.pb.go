@@ -113,8 +113,8 @@ type Machine struct {
 	// Activated air-gapped (ActivateOffline): it never heartbeats and is never culled.
 	Offline bool `protobuf:"varint,15,opt,name=offline,proto3" json:"offline,omitempty"`
 	// Its hardware components (board, disk, CPU…) as registered when it was activated, in
-	// name order. Filled by GetMachine, ListMachines and the Activate that created the
-	// machine; Heartbeat and other activations of an existing machine leave it empty.
+	// name order. Filled by GetMachine, ListMachines and an Activate that gives components;
+	// Heartbeat, Deactivate and an Activate without components may leave it empty.
 	Components []*Component `protobuf:"bytes,16,rep,name=components,proto3" json:"components,omitempty"`
 }
 
