@@ -22,7 +22,7 @@ import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys.js";
 import type { Machine } from "./machine.entity.js";
-import { checkedComponents, type Component } from "../licensing/components.js";
+import { checkedComponents, type Component } from "../licensing/license-machines.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
 
 /** What RotateSigningKey keeps a retired key verifiable for when the request says nothing. */

@@ -1,6 +1,5 @@
 import { sql, type Database } from "../platform/db.js";
-import type { Component } from "../licensing/components.js";
-import type { LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
+import type { Component, LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
 import type { MachineService } from "./machine.service.js";
 
 /** Activation's side of licensing's LicenseMachines port. */

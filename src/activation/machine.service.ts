@@ -13,7 +13,7 @@ import { effectiveStatus, planClaims, startExpiry, startsExpiry } from "../licen
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
 import { Machine, MachineComponent } from "./machine.entity.js";
-import type { Component } from "../licensing/components.js";
+import type { Component } from "../licensing/license-machines.js";
 import { activateMachine, stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";

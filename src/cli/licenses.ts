@@ -33,7 +33,16 @@ import {
   withBody,
 } from "./command.js";
 import { fieldsOf, messageJson, note, printJson, printRecord } from "./output.js";
-import { collect, collectPairs, enumParser, parseBody, parseCount, parseDuration, parseTime } from "./parse.js";
+import {
+  collect,
+  collectComponents,
+  collectPairs,
+  enumParser,
+  parseBody,
+  parseCount,
+  parseDuration,
+  parseTime,
+} from "./parse.js";
 import { type Context, EXIT, UsageError } from "./runtime.js";
 import { signingKeys } from "./activation.js";
 
@@ -262,42 +271,53 @@ export function licenseCommands(program: Command): void {
     .option("--product <code>", "the product code it must be for")
     .option("--fingerprint <fp>", "the machine asking")
     .option("--user <user>", "the user asking: an e-mail or the vendor's user id")
+    .option(
+      "--component <name=fingerprint>",
+      "a hardware component of the machine asking (repeatable)",
+      collectComponents,
+    )
     .option("--feature <name>", "a feature that must be entitled (repeatable)", collect)
     .option("--keys <file>", "the signing keys that check the signed answer (`keys list --json`); else fetched")
     .action(
-      act<{ product?: string; fingerprint?: string; user?: string; feature?: string[]; keys?: string }>(
-        async (ctx, o, [key]) => {
-          const nonce = randomBytes(12).toString("base64url");
-          const res = await ctx.client(LicensingService).validateLicense({
-            key,
-            productCode: o.product ?? "",
-            fingerprint: o.fingerprint ?? "",
-            user: o.user ?? "",
-            entitlements: o.feature ?? [],
-            nonce,
+      act<{
+        product?: string;
+        fingerprint?: string;
+        user?: string;
+        component?: { name: string; fingerprint: string }[];
+        feature?: string[];
+        keys?: string;
+      }>(async (ctx, o, [key]) => {
+        const nonce = randomBytes(12).toString("base64url");
+        const res = await ctx.client(LicensingService).validateLicense({
+          key,
+          productCode: o.product ?? "",
+          fingerprint: o.fingerprint ?? "",
+          user: o.user ?? "",
+          components: o.component ?? [],
+          entitlements: o.feature ?? [],
+          nonce,
+        });
+        // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
+        // something impersonating the server passes for licensd's.
+        const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
+        if (ctx.json)
+          printJson({
+            ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
+            answer: check.code,
           });
-          // The answer is signed over our nonce: checked here, so neither a replayed answer nor one from
-          // something impersonating the server passes for licensd's.
-          const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce });
-          if (ctx.json)
-            printJson({
-              ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
-              answer: check.code,
-            });
-          else
-            printRecord(ctx, [
-              ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
-              ["valid", String(res.valid)],
-              ["code", enumText(ValidationCodeSchema, res.code)],
-              ["detail", res.detail],
-              ["license", res.license?.id ?? ""],
-              ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
-              ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
-              ["features", res.features.join(", ")],
-            ]);
-          return check.valid ? EXIT.ok : EXIT.negative;
-        },
-      ),
+        else
+          printRecord(ctx, [
+            ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
+            ["valid", String(res.valid)],
+            ["code", enumText(ValidationCodeSchema, res.code)],
+            ["detail", res.detail],
+            ["license", res.license?.id ?? ""],
+            ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
+            ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
+            ["features", res.features.join(", ")],
+          ]);
+        return check.valid ? EXIT.ok : EXIT.negative;
+      }),
     );
   licenseUserCommands(license);
 }

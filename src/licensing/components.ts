@@ -1,32 +1,6 @@
-import { invalidArgument } from "../platform/errors.js";
+/* How the components a validation gives are matched against those its machine registered (ValidateLicense). */
 import type { ComponentMatchingStrategy } from "./entitlements.js";
-
-/** A hardware component of a machine (board, disk, CPU…), known by a fingerprint the SDK computes. */
-export interface Component {
-  name: string;
-  fingerprint: string;
-}
-
-/** Components a request may give: as many as a machine may register. */
-export const MAX_COMPONENTS = 32;
-
-/**
- * The components a request gives, checked beyond the protovalidate rules (which say each one's name and
- * fingerprint): names unique. INVALID_ARGUMENT naming `field` otherwise. Returned in name order, as stored.
- */
-export function checkedComponents(components: readonly Component[], field = "components"): Component[] {
-  if (components.length > MAX_COMPONENTS)
-    throw invalidArgument(field, `at most ${MAX_COMPONENTS} components`, "INVALID_COMPONENTS");
-  const seen = new Set<string>();
-  for (const [i, c] of components.entries()) {
-    if (seen.has(c.name))
-      throw invalidArgument(`${field}[${i}].name`, `${JSON.stringify(c.name)} is given twice`, "INVALID_COMPONENTS");
-    seen.add(c.name);
-  }
-  return components
-    .map((c) => ({ name: c.name, fingerprint: c.fingerprint }))
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
+import type { Component } from "./license-machines.js";
 
 /**
  * How many of a machine's `registered` components a validation's must match under `strategy`: MATCH_ANY one,

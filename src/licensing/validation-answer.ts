@@ -11,7 +11,8 @@ import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { TenantCache, type TenantChanges } from "../platform/tenant-cache.js";
 import { agentToProto, entitlementToProto, statusToProto } from "./licensing.mapper.js";
 import type { LicenseSnapshot, Validation } from "./validation.service.js";
-import { componentsKey, type Component } from "./components.js";
+import { componentsKey } from "./components.js";
+import type { Component } from "./license-machines.js";
 
 /**
  * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,

@@ -2,7 +2,7 @@ import type { Clock } from "../platform/clock.js";
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { TenantCache } from "../platform/tenant-cache.js";
-import type { LicenseMachines } from "./license-machines.js";
+import type { Component, LicenseMachines } from "./license-machines.js";
 import {
   effectiveAgents,
   effectiveEntitlements,
@@ -21,7 +21,7 @@ import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 import type { Events } from "../events/events.js";
 import { startExpiry, startsExpiry } from "./expiry-start.js";
 import { userIdentity } from "./license-user.service.js";
-import { componentsMatched, componentsNeeded, type Component } from "./components.js";
+import { componentsMatched, componentsNeeded } from "./components.js";
 
 export type ValidationCode =
   | "FORMAT_INVALID"

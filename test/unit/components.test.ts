@@ -1,10 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  checkedComponents,
-  componentsKey,
-  componentsMatched,
-  componentsNeeded,
-} from "../../src/licensing/components.js";
+import { componentsKey, componentsMatched, componentsNeeded } from "../../src/licensing/components.js";
+import { checkedComponents } from "../../src/licensing/license-machines.js";
 
 const c = (name: string, fingerprint = `${name}-fp`) => ({ name, fingerprint });
 
