@@ -42,8 +42,9 @@ export interface LicenseGuardOptions {
   /** Sent on activation; defaults to `<platform>-<arch>`, e.g. "linux-x64". */
   platform?: string;
   /**
-   * This machine's hardware components (e.g. `{ name: "disk", fingerprint: "…" }`, at most 32, names unique), registered
-   * when this activation creates the machine; a policy's component matching strategy then checks them on validation.
+   * This machine's hardware components (e.g. `{ name: "disk", fingerprint: "…" }`, at most 32, names unique),
+   * registered when this activation creates the machine; a policy's component matching strategy then checks them on
+   * validation.
    */
   components?: { name: string; fingerprint: string }[];
   /** Between heartbeats on the stream; default 5 minutes. Keep it well below the policy's heartbeat duration. */
