@@ -22,6 +22,7 @@ import type { PageTokens } from "../platform/pagination.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys.js";
 import type { Machine } from "./machine.entity.js";
+import { checkedComponents, type Component } from "../licensing/license-machines.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
 
 /** What RotateSigningKey keeps a retired key verifiable for when the request says nothing. */
@@ -37,7 +38,7 @@ const signingKeyToProto = (k: PublicSigningKey) =>
     notAfter: k.notAfter ? timestampFromDate(k.notAfter) : undefined,
   });
 
-const machineToProto = (m: Machine) =>
+const machineToProto = (m: Machine, components: readonly Component[] = []) =>
   create(MachineSchema, {
     id: m.id,
     tenantId: m.tenantId,
@@ -52,6 +53,7 @@ const machineToProto = (m: Machine) =>
     status: m.status === "dead" ? MachineStatus.DEAD : MachineStatus.ALIVE,
     deathTime: m.deadAt ? timestampFromDate(m.deadAt) : undefined,
     offline: m.offline,
+    components: components.map((c) => ({ name: c.name, fingerprint: c.fingerprint })),
     createTime: timestampFromDate(m.createdAt),
     updateTime: timestampFromDate(m.updatedAt),
   });
@@ -130,9 +132,12 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
           ip: ctx.values.get(peerAddressKey),
           metadata: req.metadata,
         };
-        // Without an idempotency key to record, a machine already active and alive (an agent restarting) or a new one
-        // of a usable license takes the fast path (no ORM); anything else the full path, in one transaction.
-        const fast = req.idempotencyKey ? undefined : await machines.activateFast(db, req.key, info);
+        const components = checkedComponents(req.components);
+        // Without an idempotency key to record or components to register, a machine already active and alive (an agent
+        // restarting) or a new one of a usable license takes the fast path (no ORM); anything else the full path, in
+        // one transaction.
+        const fast =
+          req.idempotencyKey || components.length > 0 ? undefined : await machines.activateFast(db, req.key, info);
         if (fast)
           return create(pb.ActivateResponseSchema, {
             machine: machineToProto(fast.machine),
@@ -147,8 +152,12 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
             responseSchema: pb.ActivateResponseSchema,
           },
           async (em) => {
-            const { machine, lease } = await machines.activate(em, req.key, info);
-            return create(pb.ActivateResponseSchema, { machine: machineToProto(machine), lease: leaseToProto(lease) });
+            const { machine, lease } = await machines.activate(em, req.key, info, components);
+            const registered = (await machines.componentsOf(em, [machine.id])).get(machine.id);
+            return create(pb.ActivateResponseSchema, {
+              machine: machineToProto(machine, registered),
+              lease: leaseToProto(lease),
+            });
           },
         );
       }),
@@ -217,9 +226,10 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
       }),
 
     async getMachine(req, ctx) {
-      return create(pb.GetMachineResponseSchema, {
-        machine: machineToProto(await machines.getMachine(db.em(), readTenant(ctx, req.tenantId), req.id)),
-      });
+      const em = db.em();
+      const machine = await machines.getMachine(em, readTenant(ctx, req.tenantId), req.id);
+      const components = (await machines.componentsOf(em, [machine.id])).get(machine.id);
+      return create(pb.GetMachineResponseSchema, { machine: machineToProto(machine, components) });
     },
 
     async listMachines(req, ctx) {
@@ -231,11 +241,20 @@ export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof
         tenantId,
         filters: { licenseId: req.licenseId, status: status ?? "" },
       });
-      const { items, nextPageToken } = pages.pageOf(
-        await reads.run((em) => machines.list(em, tenantId, page, req.licenseId, status)),
-        page,
-      );
-      return create(pb.ListMachinesResponseSchema, { machines: items.map(machineToProto), nextPageToken });
+      const { items, nextPageToken, components } = await reads.run(async (em) => {
+        const listed = pages.pageOf(await machines.list(em, tenantId, page, req.licenseId, status), page);
+        return {
+          ...listed,
+          components: await machines.componentsOf(
+            em,
+            listed.items.map((m) => m.id),
+          ),
+        };
+      });
+      return create(pb.ListMachinesResponseSchema, {
+        machines: items.map((m) => machineToProto(m, components.get(m.id))),
+        nextPageToken,
+      });
     },
 
     deleteMachine: (req, ctx) =>

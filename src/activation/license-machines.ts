@@ -1,5 +1,5 @@
 import { sql, type Database } from "../platform/db.js";
-import type { LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
+import type { Component, LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
 import type { MachineService } from "./machine.service.js";
 
 /** Activation's side of licensing's LicenseMachines port. */
@@ -15,6 +15,15 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
            from machines where license_id = $1 order by id`,
         [licenseId],
         { name: "licensd-validate-machines" },
+      ),
+    // Only for validations that give components or whose policy requires them: one prepared statement.
+    componentsOf: (licenseId, fingerprint) =>
+      sql<Component>(
+        db,
+        `select c.name, c.fingerprint from machine_components c join machines m on m.id = c.machine_id
+          where m.license_id = $1 and m.fingerprint = $2 order by c.name`,
+        [licenseId, fingerprint],
+        { name: "licensd-validate-components" },
       ),
     async leaseToken(licenseId, fingerprint) {
       return (await machines.leaseFor(db.em(), licenseId, fingerprint))?.token;

@@ -23,3 +23,18 @@ export const MachineSchema = defineEntity({
 });
 export class Machine extends MachineSchema.class {}
 MachineSchema.setClass(Machine);
+
+/** A hardware component a machine registered when it was activated (ActivateRequest.components). */
+export const MachineComponentSchema = defineEntity({
+  name: "MachineComponent",
+  tableName: "machine_components",
+  properties: {
+    machineId: p.string().primary(),
+    name: p.string().primary(),
+    tenantId: p.string(),
+    fingerprint: p.string(),
+    createdAt: p.datetime(),
+  },
+});
+export class MachineComponent extends MachineComponentSchema.class {}
+MachineComponentSchema.setClass(MachineComponent);

@@ -12,7 +12,8 @@ import { lookupLicenseKey, type LicenseKeyring } from "../licensing/license-key.
 import { effectiveStatus, planClaims, startExpiry, startsExpiry } from "../licensing/license.service.js";
 import { License, type Policy, type Product } from "../licensing/licensing.entity.js";
 import type { Database } from "../platform/db.js";
-import { Machine } from "./machine.entity.js";
+import { Machine, MachineComponent } from "./machine.entity.js";
+import type { Component } from "../licensing/license-machines.js";
 import { activateMachine, stampMachine } from "./machine-stamp.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";
@@ -186,6 +187,7 @@ export function createMachineService(deps: {
     policy: Policy,
     info: MachineInfo & { offline: boolean },
     actor: string,
+    components: readonly Component[] = [],
   ): Promise<Machine> {
     const now = clock.now();
     const count = await em.count(Machine, { licenseId: license.id });
@@ -220,7 +222,10 @@ export function createMachineService(deps: {
         throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
       throw err;
     }
-    await emitActivated(em, machine, actor);
+    for (const c of components)
+      em.create(MachineComponent, { machineId: machine.id, tenantId: machine.tenantId, ...c, createdAt: now });
+    if (components.length > 0) await em.flush();
+    await emitActivated(em, machine, actor, components);
     // A first activation starts an expiry that waits for it (a license with a machine has had its first).
     if (license.expiryPending && startsExpiry(policy.expirationBasis, "activation")) {
       const { expiresAt } = await startExpiry(em, { clock, events }, license.id, "activation");
@@ -230,24 +235,45 @@ export function createMachineService(deps: {
   }
 
   /** What the `machine.activated` entry of a created machine says, whichever path created it. */
-  const activatedPayload = (machine: Machine) => ({
+  const activatedPayload = (machine: Machine, components: readonly Component[] = []) => ({
     license_id: machine.licenseId,
     fingerprint: machine.fingerprint,
     hostname: machine.hostname,
     platform: machine.platform,
     ip: machine.ip,
     offline: machine.offline,
+    // Like the machine's, its components' fingerprints are no secrets; a machine without components says nothing.
+    ...(components.length > 0
+      ? { components: components.map((c) => ({ name: c.name, fingerprint: c.fingerprint })) }
+      : {}),
   });
 
   /** The one `machine.activated` entry of a machine the full path created. */
-  function emitActivated(em: EntityManager, machine: Machine, actor: string) {
+  function emitActivated(em: EntityManager, machine: Machine, actor: string, components: readonly Component[]) {
     return events.emit(em, {
       tenantId: machine.tenantId,
       type: "machine.activated",
       subject: machine.id,
       actor,
-      payload: activatedPayload(machine),
+      payload: activatedPayload(machine, components),
     });
+  }
+
+  /** The components of these machines, in name order, by machine id (a machine without any has no entry). */
+  async function componentsOf(em: EntityManager, machineIds: string[]): Promise<Map<string, Component[]>> {
+    const out = new Map<string, Component[]>();
+    if (machineIds.length === 0) return out;
+    const rows = await em.find(
+      MachineComponent,
+      { machineId: { $in: machineIds } },
+      { orderBy: { machineId: "asc", name: "asc" } },
+    );
+    for (const r of rows) {
+      const list = out.get(r.machineId) ?? [];
+      list.push({ name: r.name, fingerprint: r.fingerprint });
+      out.set(r.machineId, list);
+    }
+    return out;
   }
 
   /**
@@ -285,16 +311,19 @@ export function createMachineService(deps: {
   return {
     getMachine,
     runsUntil,
+    componentsOf,
 
     /**
      * Activates the license on the machine, or returns the machine already activated with
      * that fingerprint. Seats are counted under the license's row lock, so concurrent
-     * activations never exceed the limit.
+     * activations never exceed the limit. A machine created here registers `components` (checked: names unique); one
+     * already activated keeps those it has.
      */
     async activate(
       em: EntityManager,
       key: string,
       info: MachineInfo,
+      components: readonly Component[] = [],
     ): Promise<{ machine: Machine; lease: SignedLease; created: boolean }> {
       const license = await licenseOf(em, key);
       const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
@@ -314,7 +343,8 @@ export function createMachineService(deps: {
         await em.flush();
         return { machine: existing, lease: await lease(em, license, policy, existing), created: false };
       }
-      const machine = await addMachine(em, license, policy, { ...info, offline: false }, `license:${license.id}`);
+      const actor = `license:${license.id}`;
+      const machine = await addMachine(em, license, policy, { ...info, offline: false }, actor, components);
       return { machine, lease: await lease(em, license, policy, machine), created: true };
     },
 

@@ -20,6 +20,7 @@ import {
   HeartbeatBasisSchema,
   RenewalBasisSchema,
   TransferStrategySchema,
+  ComponentMatchingStrategySchema,
   ModelTierSchema,
   OverageStrategySchema,
   PolicySchema,
@@ -213,6 +214,16 @@ export function catalogCommands(program: Command): void {
         "validation must name one of the license's users (USER_SCOPE_REQUIRED otherwise)",
         parseYesNo,
       )
+      .option(
+        "--component-matching <strategy>",
+        "how many of a machine's components validation must match: match-any, match-two, match-most or match-all",
+        enumParser(ComponentMatchingStrategySchema),
+      )
+      .option(
+        "--require-components-scope <yes|no>",
+        "validation must give the machine's components (COMPONENTS_SCOPE_REQUIRED otherwise)",
+        parseYesNo,
+      )
       .option("--floating", "machines may move between hosts")
       .option("--heartbeat <d>", "machines must heartbeat this often", parseDuration)
       .option("--grace <d>", "grace period after expiry", parseDuration)
@@ -259,6 +270,8 @@ export function catalogCommands(program: Command): void {
     maxMachines?: number;
     maxUsers?: number;
     requireUserScope?: boolean;
+    componentMatching?: number;
+    requireComponentsScope?: boolean;
     floating?: boolean;
     heartbeat?: Duration;
     grace?: Duration;
@@ -283,6 +296,8 @@ export function catalogCommands(program: Command): void {
     maxMachines: o.maxMachines,
     maxUsers: o.maxUsers,
     requireUserScope: o.requireUserScope,
+    componentMatchingStrategy: o.componentMatching,
+    requireComponentsScope: o.requireComponentsScope,
     floating: o.floating,
     heartbeatDuration: o.heartbeat,
     gracePeriod: o.grace,
@@ -375,6 +390,8 @@ export function catalogCommands(program: Command): void {
           maxMachines: "max_machines",
           maxUsers: "max_users",
           requireUserScope: "require_user_scope",
+          componentMatching: "component_matching_strategy",
+          requireComponentsScope: "require_components_scope",
           floating: "floating",
           heartbeat: "heartbeat_duration",
           grace: "grace_period",

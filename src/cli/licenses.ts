@@ -33,7 +33,16 @@ import {
   withBody,
 } from "./command.js";
 import { fieldsOf, messageJson, note, printJson, printRecord } from "./output.js";
-import { collect, collectPairs, enumParser, parseBody, parseCount, parseDuration, parseTime } from "./parse.js";
+import {
+  collect,
+  collectComponents,
+  collectPairs,
+  enumParser,
+  parseBody,
+  parseCount,
+  parseDuration,
+  parseTime,
+} from "./parse.js";
 import { type Context, EXIT, UsageError } from "./runtime.js";
 import { signingKeys } from "./activation.js";
 
@@ -262,16 +271,29 @@ export function licenseCommands(program: Command): void {
     .option("--product <code>", "the product code it must be for")
     .option("--fingerprint <fp>", "the machine asking")
     .option("--user <user>", "the user asking: an e-mail or the vendor's user id")
+    .option(
+      "--component <name=fingerprint>",
+      "a hardware component of the machine asking (repeatable)",
+      collectComponents,
+    )
     .option("--feature <name>", "a feature that must be entitled (repeatable)", collect)
     .option("--keys <file>", "the signing keys that check the signed answer (`keys list --json`); else fetched")
     .action(
-      act<{ product?: string; fingerprint?: string; user?: string; feature?: string[]; keys?: string }>(
+      act<{
+        product?: string;
+        fingerprint?: string;
+        user?: string;
+        component?: { name: string; fingerprint: string }[];
+        feature?: string[];
+        keys?: string;
+      }>(
         async (ctx, o, [key]) => {
           const nonce = randomBytes(12).toString("base64url");
           const scope = {
             productCode: o.product ?? "",
             fingerprint: o.fingerprint ?? "",
             user: o.user ?? "",
+            components: o.component ?? [],
             entitlements: o.feature ?? [],
           };
           const res = await ctx.client(LicensingService).validateLicense({ key, ...scope, nonce });

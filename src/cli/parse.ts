@@ -85,6 +85,16 @@ export function collectPairs(value: string, previous: Record<string, string> = {
   return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
 }
 
+/** Collects repeated `--component name=fingerprint` into a list, in the order given (the server checks them). */
+export function collectComponents(
+  value: string,
+  previous: { name: string; fingerprint: string }[] = [],
+): { name: string; fingerprint: string }[] {
+  const i = value.indexOf("=");
+  if (i < 1) throw new InvalidArgumentError("name=fingerprint, e.g. disk=5f2c…");
+  return [...previous, { name: value.slice(0, i), fingerprint: value.slice(i + 1) }];
+}
+
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /** `--body '{"…"}'` or `--body @file.json`: request fields in protobuf JSON that have no flag of their own. */

@@ -19,6 +19,7 @@ import {
   heartbeatBasisFromProto,
   renewalBasisFromProto,
   transferFromProto,
+  componentMatchingFromProto,
   featuresFromProto,
   overageFromProto,
   policyToProto,
@@ -68,6 +69,8 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   renewal_basis: "renewalBasis",
   transfer_strategy: "transferStrategy",
   require_user_scope: "requireUserScope",
+  component_matching_strategy: "componentMatchingStrategy",
+  require_components_scope: "requireComponentsScope",
   metadata: "metadata",
 };
 
@@ -98,6 +101,8 @@ function policyInput(req: PolicyRequest): PolicyInput {
     renewalBasis: renewalBasisFromProto(req.renewalBasis),
     transferStrategy: transferFromProto(req.transferStrategy),
     requireUserScope: req.requireUserScope,
+    componentMatchingStrategy: componentMatchingFromProto(req.componentMatchingStrategy),
+    requireComponentsScope: req.requireComponentsScope,
     metadata: req.metadata,
   };
 }

@@ -16,6 +16,7 @@ import type {
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
+  ComponentMatchingStrategy,
 } from "./entitlements.js";
 import { Customer, License, Policy, Product } from "./licensing.entity.js";
 
@@ -50,6 +51,8 @@ export interface PolicyInput {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  componentMatchingStrategy: ComponentMatchingStrategy;
+  requireComponentsScope: boolean;
   metadata: Record<string, string>;
 }
 

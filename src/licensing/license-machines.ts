@@ -4,6 +4,8 @@
  * so licensing imports nothing of activation.
  */
 
+import { invalidArgument } from "../platform/errors.js";
+
 /** One machine of a license, as validation checks it. */
 export interface LicenseMachine {
   fingerprint: string;
@@ -18,6 +20,35 @@ export interface LicenseMachine {
 export interface LicenseMachines {
   /** Every machine of the license, in id order: one statement, read on each validation that names a fingerprint. */
   ofLicense(licenseId: string): Promise<LicenseMachine[]>;
+  /** The components the license's machine with this fingerprint registered, in name order (none: empty). */
+  componentsOf(licenseId: string, fingerprint: string): Promise<Component[]>;
   /** The signed lease token for the license's machine with this fingerprint; undefined when it is not activated. */
   leaseToken(licenseId: string, fingerprint: string): Promise<string | undefined>;
+}
+
+/** A hardware component of a machine (board, disk, CPU…), known by a fingerprint the SDK computes. */
+export interface Component {
+  name: string;
+  fingerprint: string;
+}
+
+/** Components a request may give: as many as a machine may register. */
+export const MAX_COMPONENTS = 32;
+
+/**
+ * The components a request gives, checked beyond the protovalidate rules (which say each one's name and
+ * fingerprint): names unique. INVALID_ARGUMENT naming `field` otherwise. Returned in name order, as stored.
+ */
+export function checkedComponents(components: readonly Component[], field = "components"): Component[] {
+  if (components.length > MAX_COMPONENTS)
+    throw invalidArgument(field, `at most ${MAX_COMPONENTS} components`, "INVALID_COMPONENTS");
+  const seen = new Set<string>();
+  for (const [i, c] of components.entries()) {
+    if (seen.has(c.name))
+      throw invalidArgument(`${field}[${i}].name`, `${JSON.stringify(c.name)} is given twice`, "INVALID_COMPONENTS");
+    seen.add(c.name);
+  }
+  return components
+    .map((c) => ({ name: c.name, fingerprint: c.fingerprint }))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

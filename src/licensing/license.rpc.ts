@@ -26,10 +26,23 @@ import type { LicenseUserMethods } from "./license-user.rpc.js";
 import type { ValidationService } from "./validation.service.js";
 import type { ValidationAnswers } from "./validation-answer.js";
 import type { ImportRow, ImportService } from "./import.service.js";
-import type { LicenseMachines } from "./license-machines.js";
+import { checkedComponents, type Component, type LicenseMachines } from "./license-machines.js";
 import { actorOf, requireTenant } from "../platform/auth.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
+import { invalidArgument } from "../platform/errors.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
+
+/** ValidateLicense's components, checked (names unique, with a fingerprint); undefined when it gives none. */
+function validatedComponents(req: pb.ValidateLicenseRequest): Component[] | undefined {
+  if (req.components.length === 0) return undefined;
+  if (!req.fingerprint)
+    throw invalidArgument(
+      "components",
+      "components need a fingerprint (of the machine they belong to)",
+      "INVALID_COMPONENTS",
+    );
+  return checkedComponents(req.components);
+}
 
 function importRowFromProto(r: pb.ImportLicensesRequest): ImportRow {
   return {
@@ -281,6 +294,7 @@ export function createLicenseRpc(deps: {
         fingerprint: req.fingerprint,
         requiredEntitlements: req.entitlements,
         user: req.user,
+        components: validatedComponents(req),
       });
       if (v.code === "NOT_FOUND" || v.code === "FORMAT_INVALID" || v.code === "SIGNATURE_INVALID")
         await keyFailures.failed(address);

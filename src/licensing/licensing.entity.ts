@@ -11,6 +11,7 @@ import type {
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
+  ComponentMatchingStrategy,
 } from "./entitlements.js";
 
 export const ProductSchema = defineEntity({
@@ -56,6 +57,8 @@ export const PolicySchema = defineEntity({
     renewalBasis: p.string().$type<RenewalBasis>(),
     transferStrategy: p.string().$type<TransferStrategy>(),
     requireUserScope: p.boolean(),
+    componentMatchingStrategy: p.string().$type<ComponentMatchingStrategy>(),
+    requireComponentsScope: p.boolean(),
     metadata: p.json<Record<string, string>>(),
   },
 });

@@ -14,6 +14,7 @@ import {
   PolicySchema,
   RenewalBasis as PbRenewalBasis,
   TransferStrategy as PbTransfer,
+  ComponentMatchingStrategy as PbComponentMatching,
   type AgentEntitlement as PbAgent,
   type Entitlement as PbEntitlement,
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
@@ -39,6 +40,7 @@ import type {
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
+  ComponentMatchingStrategy,
 } from "./entitlements.js";
 import type { ComposedAgent, ComposedEntitlement } from "./composition.js";
 import type { LicenseStatus } from "./license.service.js";
@@ -103,6 +105,12 @@ const transfers = enumMap<TransferStrategy, PbTransfer>([
   ["keep_expiry", PbTransfer.KEEP_EXPIRY],
   ["reset_expiry", PbTransfer.RESET_EXPIRY],
 ]);
+const componentMatchings = enumMap<ComponentMatchingStrategy, PbComponentMatching>([
+  ["match_any", PbComponentMatching.MATCH_ANY],
+  ["match_two", PbComponentMatching.MATCH_TWO],
+  ["match_most", PbComponentMatching.MATCH_MOST],
+  ["match_all", PbComponentMatching.MATCH_ALL],
+]);
 const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
   ["active", PbLicenseStatus.ACTIVE],
   ["suspended", PbLicenseStatus.SUSPENDED],
@@ -121,6 +129,8 @@ export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
 export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
   renewalBases.fromProto(p) ?? "from_now_if_expired";
 export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
+export const componentMatchingFromProto = (p: PbComponentMatching): ComponentMatchingStrategy =>
+  componentMatchings.fromProto(p) ?? "match_any";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
 export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
 
@@ -255,6 +265,8 @@ export const policyToProto = (p: Policy) =>
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
     requireUserScope: p.requireUserScope,
+    componentMatchingStrategy: componentMatchings.toProto(p.componentMatchingStrategy),
+    requireComponentsScope: p.requireComponentsScope,
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),

@@ -11,6 +11,8 @@ import * as pb from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { TenantCache, type TenantChanges } from "../platform/tenant-cache.js";
 import { agentToProto, entitlementToProto, statusToProto } from "./licensing.mapper.js";
 import type { LicenseSnapshot, Validation } from "./validation.service.js";
+import { componentsKey } from "./components.js";
+import type { Component } from "./license-machines.js";
 
 /**
  * A ValidateLicense answer without its per-request fields (nonce, time, lease, kid,
@@ -44,11 +46,14 @@ export interface Question {
   entitlements: string[];
   /** The user asking; "" or unset for none. */
   user?: string;
+  /** The machine's components; unset or empty for none. */
+  components?: readonly Component[];
 }
 
 function answerOf(question: Question, v: Validation): Answer {
-  const { productCode, fingerprint, entitlements, user = "" } = question;
-  const scoped = productCode !== "" || fingerprint !== "" || entitlements.length > 0 || user !== "";
+  const { productCode, fingerprint, entitlements, user = "", components = [] } = question;
+  const scoped =
+    productCode !== "" || fingerprint !== "" || entitlements.length > 0 || user !== "" || components.length > 0;
   const base = create(pb.ValidateLicenseResponseSchema, {
     valid: v.valid,
     code: pb.ValidationCode[v.code],
@@ -66,7 +71,18 @@ function answerOf(question: Question, v: Validation): Answer {
     entitlements: v.entitlements.map(entitlementToProto),
     agentEntitlements: v.agents.map(agentToProto),
     // The question as asked (the cache key below holds all of it): signed, so a verifier can match it to its own.
-    scope: scoped ? { productCode, fingerprint, entitlements: [...entitlements], user } : undefined,
+    // Components in name order: the cache key takes them in any order (names are unique in a request).
+    scope: scoped
+      ? {
+          productCode,
+          fingerprint,
+          entitlements: [...entitlements],
+          user,
+          components: [...components]
+            .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+            .map((c) => ({ name: c.name, fingerprint: c.fingerprint })),
+        }
+      : undefined,
   });
   const json = toJson(pb.ValidateLicenseResponseSchema, base) as Record<string, unknown>;
   const fragments = Object.entries(json).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -105,10 +121,11 @@ export class ValidationAnswers {
 
   /** The answer `v` gives to `question`: the one made before while v says the same of the same license. */
   of(question: Question, v: Validation): Answer {
-    const { key, productCode, fingerprint, entitlements, user } = question;
+    const { key, productCode, fingerprint, entitlements, user, components } = question;
     const q =
       v.snapshot &&
-      `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}\u0000${user ?? ""}`;
+      `${key}\u0000${productCode}\u0000${fingerprint}\u0000${entitlements.join("\u0001")}\u0000${user ?? ""}` +
+        `\u0000${componentsKey(components)}`;
     const cached = q === undefined ? undefined : this.answers.get(q);
     if (
       cached &&

@@ -2,13 +2,14 @@ import type { Clock } from "../platform/clock.js";
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { TenantCache } from "../platform/tenant-cache.js";
-import type { LicenseMachines } from "./license-machines.js";
+import type { Component, LicenseMachines } from "./license-machines.js";
 import {
   effectiveAgents,
   effectiveEntitlements,
   grants,
   type AgentEntitlement,
   type Entitlement,
+  type ComponentMatchingStrategy,
   type ExpirationBasis,
   type ExpirationStrategy,
   type HeartbeatBasis,
@@ -20,6 +21,7 @@ import { effectiveStatus, type LicenseStatus } from "./license.service.js";
 import type { Events } from "../events/events.js";
 import { startExpiry, startsExpiry } from "./expiry-start.js";
 import { userIdentity } from "./license-user.service.js";
+import { componentsMatched, componentsNeeded } from "./components.js";
 
 export type ValidationCode =
   | "FORMAT_INVALID"
@@ -38,6 +40,8 @@ export type ValidationCode =
   | "ENTITLEMENTS_MISSING"
   | "USER_SCOPE_REQUIRED"
   | "USER_SCOPE_MISMATCH"
+  | "COMPONENTS_SCOPE_REQUIRED"
+  | "COMPONENTS_SCOPE_MISMATCH"
   | "VALID";
 
 /** Everything a validation needs about one license, read in one query and cached. */
@@ -67,6 +71,10 @@ export interface LicenseSnapshot {
   requireUserScope?: boolean;
   /** The license's users (identities: e-mails in lowercase, vendor ids as given); unset: none. */
   users?: ReadonlySet<string>;
+  /** How many of a machine's components a validation's must match (unset: match_any). */
+  componentMatchingStrategy?: ComponentMatchingStrategy;
+  /** Validation must give the machine's components (unset: false). */
+  requireComponentsScope?: boolean;
   entitlements: Entitlement[];
   agents: ResolvedAgent[];
   customerEmail: string;
@@ -111,6 +119,8 @@ interface Row {
   require_fingerprint_scope: boolean;
   require_user_scope: boolean;
   users: string[];
+  component_matching_strategy: ComponentMatchingStrategy;
+  require_components_scope: boolean;
   entitlements: Entitlement[];
   agent_entitlements: AgentEntitlement[];
   email: string;
@@ -123,7 +133,8 @@ interface Row {
  * tenant — every change writes one — drops that tenant's cached licenses on every instance
  * (LISTEN/NOTIFY), so a suspension is seen everywhere within the notification's latency;
  * entries also expire after 30 s as a backstop. A license's users are part of its snapshot:
- * adding or removing one writes an audit entry, so every instance sees it the same way.
+ * adding or removing one writes an audit entry, so every instance sees it the same way. A machine's components are
+ * read on each validation that gives some (like its machines), never cached.
  */
 export function createValidationService(deps: {
   db: Database;
@@ -150,7 +161,7 @@ export function createValidationService(deps: {
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
               po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email,
-              po.require_user_scope,
+              po.require_user_scope, po.component_matching_strategy, po.require_components_scope,
               array(select u.identity from license_users u where u.license_id = l.id) as users
          from licenses l
          join products pr on pr.id = l.product_id
@@ -182,6 +193,8 @@ export function createValidationService(deps: {
           requireFingerprintScope: r.require_fingerprint_scope,
           requireUserScope: r.require_user_scope,
           users: new Set(r.users),
+          componentMatchingStrategy: r.component_matching_strategy,
+          requireComponentsScope: r.require_components_scope,
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
           customerEmail: r.email,
@@ -219,6 +232,8 @@ export function createValidationService(deps: {
       requiredEntitlements: string[];
       /** The user asking (ValidateLicenseRequest.user); "" for none. */
       user?: string;
+      /** The machine's components (ValidateLicenseRequest.components, names unique); only with a fingerprint. */
+      components?: readonly Component[];
     }): Promise<Validation> {
       const none = { features: [], entitlements: [], agents: [] };
       const found = lookupLicenseKey(input.key, keyring);
@@ -299,6 +314,22 @@ export function createValidationService(deps: {
           return fail("USER_SCOPE_MISMATCH", "the user is not one of the license's users");
       } else if (snapshot.requireUserScope) {
         return fail("USER_SCOPE_REQUIRED", "the license's policy requires a user");
+      }
+      // Components are checked when the policy requires them, or when some are given and the machine registered some
+      // (a machine without components, under a policy that does not require them, ignores them). Read, never cached.
+      if (input.components?.length && input.fingerprint) {
+        const registered = await licenseMachines.componentsOf(snapshot.id, input.fingerprint);
+        const needed = componentsNeeded(snapshot.componentMatchingStrategy ?? "match_any", registered.length);
+        if (
+          (snapshot.requireComponentsScope || registered.length > 0) &&
+          componentsMatched(registered, input.components) < needed
+        )
+          return fail(
+            "COMPONENTS_SCOPE_MISMATCH",
+            `too few of the machine's components match: the policy needs ${needed} of its ${registered.length}`,
+          );
+      } else if (snapshot.requireComponentsScope) {
+        return fail("COMPONENTS_SCOPE_REQUIRED", "the license's policy requires the machine's components");
       }
       const missing = input.requiredEntitlements.filter((f) => !features.includes(f));
       if (missing.length > 0) return fail("ENTITLEMENTS_MISSING", `not entitled to: ${missing.join(", ")}`);

@@ -367,6 +367,79 @@ describe("licensd license", () => {
     expect(bad.stderr).toContain("--require-user-scope");
   });
 
+  it("a policy's component matching; validate --component; machine show lists the components", async () => {
+    const policy = json<{ policy: { id: string; componentMatchingStrategy: string; requireComponentsScope: boolean } }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        productId,
+        "--name",
+        "components",
+        "--floating",
+        "--component-matching",
+        "match-two",
+        "--require-components-scope",
+        "yes",
+        "--json",
+      ]),
+    );
+    expect(policy.policy).toMatchObject({
+      componentMatchingStrategy: "COMPONENT_MATCHING_STRATEGY_MATCH_TWO",
+      requireComponentsScope: true,
+    });
+    const created = json<{ license: { id: string }; key: string }>(
+      await licensd(["license", "create", "--policy", policy.policy.id, "--customer", customerId, "--json"]),
+    );
+    // The SDK activates (Connect JSON), registering the machine's components.
+    const res = await fetch(`${server.url}/licensd.activation.v1.ActivationService/Activate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        key: created.key,
+        fingerprint: "m-comp",
+        components: [
+          { name: "board", fingerprint: "b-1" },
+          { name: "disk", fingerprint: "d-1" },
+          { name: "cpu", fingerprint: "c-1" },
+        ],
+      }),
+    });
+    expect(res.status).toBe(200);
+    const { machine } = (await res.json()) as { machine: { id: string } };
+    const shown = await licensd(["machine", "show", machine.id]);
+    expect(field(shown.stdout, "components")).toBe("board:b-1, cpu:c-1, disk:d-1");
+
+    const required = await licensd(["license", "validate", created.key, "--fingerprint", "m-comp", "--json"]);
+    expect(required.code).toBe(4);
+    expect(JSON.parse(required.stdout)).toMatchObject({ code: "VALIDATION_CODE_COMPONENTS_SCOPE_REQUIRED" });
+    const one = ["--component", "board=b-1", "--component", "disk=other"];
+    const mismatch = await licensd(["license", "validate", created.key, "--fingerprint", "m-comp", ...one, "--json"]);
+    expect(mismatch.code).toBe(4);
+    expect(JSON.parse(mismatch.stdout)).toMatchObject({ code: "VALIDATION_CODE_COMPONENTS_SCOPE_MISMATCH" });
+    const two = ["--component", "board=b-1", "--component", "disk=d-1"];
+    const ok = await licensd(["license", "validate", created.key, "--fingerprint", "m-comp", ...two]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(field(ok.stdout, "code")).toBe("valid");
+
+    const updated = await licensd([
+      "policy",
+      "update",
+      policy.policy.id,
+      "--component-matching",
+      "match-all",
+      "--json",
+    ]);
+    expect(json<{ policy: { componentMatchingStrategy: string } }>(updated).policy.componentMatchingStrategy).toBe(
+      "COMPONENT_MATCHING_STRATEGY_MATCH_ALL",
+    );
+    const bad = await licensd(["license", "validate", created.key, "--fingerprint", "m-comp", "--component", "board"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--component");
+    const badMatching = await licensd(["policy", "update", policy.policy.id, "--component-matching", "most"]);
+    expect(badMatching.code).toBe(2);
+  });
+
   it("errors: an unknown license shows LICENSE_NOT_FOUND; a bad --status is a usage error", async () => {
     const missing = await licensd(["license", "show", "lic_00000000000000000000000000"]);
     expect(missing.code).toBe(1);

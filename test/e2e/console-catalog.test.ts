@@ -8,6 +8,7 @@ import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import {
+  ComponentMatchingStrategy,
   ExpirationBasis,
   HeartbeatBasis,
   RenewalBasis,
@@ -168,6 +169,8 @@ describe("catalog pages", () => {
     await edit.getByLabel("Max machines").fill("5");
     await edit.getByLabel("Max users").fill("2");
     await edit.getByLabel(/^Require a user/).check();
+    await edit.getByLabel("Machine components").selectOption({ label: "Match most (more than half)" });
+    await edit.getByLabel(/^Require components/).check();
     await edit.getByRole("group", { name: "Entitlement 2" }).getByLabel("Limit").fill("8");
     await edit.getByRole("button", { name: "Save policy" }).click();
     await page.getByRole("button", { name: "Edit policy" }).waitFor();
@@ -178,6 +181,12 @@ describe("catalog pages", () => {
     expect(policy!.maxUsers).toBe(2);
     expect(policy!.requireUserScope).toBe(true);
     expect(p.requireUserScope).toBe(false); // the default, as before
+    expect(policy!.componentMatchingStrategy).toBe(ComponentMatchingStrategy.MATCH_MOST);
+    expect(policy!.requireComponentsScope).toBe(true);
+    expect(p.componentMatchingStrategy).toBe(ComponentMatchingStrategy.MATCH_ANY); // the default
+    await expect
+      .poll(() => page.getByTestId("policy-components").textContent())
+      .toBe("Match most (more than half); required");
     expect(policy!.entitlements.map((e) => e.value.value)).toEqual([true, 8n]);
     // Unchanged fields kept: only the mask's fields were sent as changes.
     expect(policy!.duration?.seconds).toBe(30n * 86_400n);

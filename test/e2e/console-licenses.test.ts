@@ -150,6 +150,10 @@ describe("licenses", () => {
       fingerprint: "fp-console-1",
       hostname: "build-01",
       platform: "linux-x64",
+      components: [
+        { name: "disk", fingerprint: "disk-console-1" },
+        { name: "board", fingerprint: "board-console-1" },
+      ],
     });
     const second = await connectClient(ActivationService, server.url).activate({
       key: licenseKey,
@@ -161,6 +165,13 @@ describe("licenses", () => {
     await page.reload();
     const machines = page.getByRole("table", { name: "machines" });
     await machines.getByText("fp-console-1").waitFor();
+    // Its components: how many, then each name with its fingerprint.
+    const components = machines.getByTestId("machine-components");
+    await components.getByText("2 components").click();
+    expect(await components.locator("li").allTextContents()).toEqual([
+      "board: board-console-1",
+      "disk: disk-console-1",
+    ]);
     await expect.poll(() => page.getByTestId("usage-total").textContent()).toBe("42");
     await page.locator(".usage-plot canvas").waitFor();
     await c.shot("license-detail");

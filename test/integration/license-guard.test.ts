@@ -326,4 +326,22 @@ describe("LicenseGuard", () => {
       await moved.close();
     }
   });
+
+  it("registers the machine's components when it activates, if given", async () => {
+    const s = await setup("LGC");
+    const components = [
+      { name: "disk", fingerprint: "disk-1" },
+      { name: "board", fingerprint: "board-1" },
+    ];
+    const g = guard({ key: s.key, cacheFile: cachePath(), fingerprint: "fp-c", components });
+    await g.start();
+    await waitFor("a lease", () => g.info().valid);
+    await g.stop();
+    const [machine] = (await connectClient(ActivationService, a.url, s.secret).listMachines({ licenseId: s.licenseId }))
+      .machines;
+    expect(machine!.components.map((c) => [c.name, c.fingerprint])).toEqual([
+      ["board", "board-1"],
+      ["disk", "disk-1"],
+    ]);
+  });
 });

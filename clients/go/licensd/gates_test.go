@@ -157,3 +157,23 @@ func TestLicenseInfoFromValidationUserScope(t *testing.T) {
 		t.Errorf("user: %q", req.GetUser())
 	}
 }
+
+func TestLicenseInfoFromValidationComponentsScope(t *testing.T) {
+	for code, want := range map[licensingv1.ValidationCode]string{
+		licensingv1.ValidationCode_VALIDATION_CODE_COMPONENTS_SCOPE_MISMATCH: "COMPONENTS_SCOPE_MISMATCH",
+		licensingv1.ValidationCode_VALIDATION_CODE_COMPONENTS_SCOPE_REQUIRED: "COMPONENTS_SCOPE_REQUIRED",
+	} {
+		info := LicenseInfoFromValidation(&licensingv1.ValidateLicenseResponse{Code: code, Detail: "components"})
+		if info.Valid || info.Code != want || info.HasFeature("reports") {
+			t.Errorf("%v: %+v", code, info)
+		}
+	}
+	req := &licensingv1.ValidateLicenseRequest{
+		Key:         "k",
+		Fingerprint: "fp",
+		Components:  []*licensingv1.Component{{Name: "disk", Fingerprint: "d-1"}},
+	}
+	if got := req.GetComponents(); len(got) != 1 || got[0].GetName() != "disk" || got[0].GetFingerprint() != "d-1" {
+		t.Errorf("components: %v", got)
+	}
+}

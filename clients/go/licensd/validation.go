@@ -82,7 +82,7 @@ func VerifyValidationJSON(body []byte, keys Keys, nonce string) error {
 }
 
 // CheckValidationScope checks that a verified answer judged the scope req asked: its signed
-// scope (product code, fingerprint, user, entitlements) must equal the request's, or the
+// scope (product code, fingerprint, user, entitlements, components) must equal the request's, or the
 // error is ErrScopeMismatch. Call it after VerifyValidationResponse (Client.Validate does
 // both). Servers from this version on echo the scope.
 func CheckValidationScope(resp *licensingv1.ValidateLicenseResponse, req *licensingv1.ValidateLicenseRequest) error {
@@ -93,6 +93,19 @@ func CheckValidationScope(resp *licensingv1.ValidateLicenseResponse, req *licens
 	}
 	for i, e := range req.GetEntitlements() {
 		if s.GetEntitlements()[i] != e {
+			return ErrScopeMismatch
+		}
+	}
+	// Components: the same set (the answer lists them by name; names are unique in a request).
+	if len(s.GetComponents()) != len(req.GetComponents()) {
+		return ErrScopeMismatch
+	}
+	echoed := make(map[string]string, len(s.GetComponents()))
+	for _, c := range s.GetComponents() {
+		echoed[c.GetName()] = c.GetFingerprint()
+	}
+	for _, c := range req.GetComponents() {
+		if fp, ok := echoed[c.GetName()]; !ok || fp != c.GetFingerprint() {
 			return ErrScopeMismatch
 		}
 	}

@@ -278,6 +278,11 @@ func TestVectorsValidationAnswers(t *testing.T) {
 		if err := CheckValidationScope(&resp, other); err != ErrScopeMismatch {
 			t.Errorf("%s: scope of another user: %v, want ErrScopeMismatch", name, err)
 		}
+		other = proto.Clone(&req).(*licensingv1.ValidateLicenseRequest)
+		other.Components = append(other.Components, &licensingv1.Component{Name: "disk", Fingerprint: "d-1"})
+		if err := CheckValidationScope(&resp, other); err != ErrScopeMismatch {
+			t.Errorf("%s: scope with components: %v, want ErrScopeMismatch", name, err)
+		}
 		if err := VerifyValidationResponse(&resp, all, "another-nonce"); err != ErrNonceMismatch {
 			t.Errorf("%s (binary, another nonce): %v, want ErrNonceMismatch", name, err)
 		}

@@ -74,6 +74,9 @@ class Vectors(unittest.TestCase):
                     )
                 )
                 self.assertFalse(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce, user="eve"))
+                self.assertTrue(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce, components=[]))
+                disk = [{"name": "disk", "fingerprint": "d-1"}]
+                self.assertFalse(verify_validation_response(a["response_json"], self.ed_keys, nonce=nonce, components=disk))
         for c in self.v["validate_license"]["cases"]:
             with self.subTest(c["name"]):
                 self.assertEqual(verify_validation_response(c["response_json"], self.published(c["keys"])), c["expect"])

@@ -57,6 +57,8 @@ const HINTS: Record<string, string> = {
   LICENSE_EXPIRED: "the license has expired: renew it",
   LICENSE_REVOKED: "the license was revoked",
   HEARTBEAT_DEAD: "the machine missed its heartbeats: activate it again",
+  INVALID_COMPONENTS:
+    "components: at most 32, names unique, and a fingerprint with them when validating (see field in metadata)",
   MESSAGE_TOO_LARGE: "the request is larger than the server accepts: send it in smaller pieces",
   EXPIRY_OUT_OF_RANGE: "the new expiry would be after 9000-01-01",
   LICENSE_REQUIRED: "this service runs only with a valid license (metadata.license_code says why there is none)",

@@ -217,11 +217,14 @@ describe("ValidateLicense answers", () => {
       };
       const opts = { keys: allKeys, nonce: (a.request.nonce as string | undefined) ?? "", now: at(a) };
       expect((await verifyValidationResponse(a.response_json, { ...opts, scope })).code).toBe("VERIFIED");
+      const none = { ...scope, components: [] };
+      expect((await verifyValidationResponse(a.response_json, { ...opts, scope: none })).code).toBe("VERIFIED");
       for (const other of [
         { fingerprint: `${scope.fingerprint}-other` },
         { user: "eve" },
         { productCode: "ZZZ" },
         { entitlements: [...scope.entitlements, "export"] },
+        { components: [{ name: "disk", fingerprint: "d-1" }] },
       ])
         expect(
           await verifyValidationResponse(a.response_json, { ...opts, scope: { ...scope, ...other } }),

@@ -49,6 +49,25 @@ export function Machines() {
   );
 }
 
+/** A machine's hardware components (registered when it was activated): how many, and each name with its fingerprint. */
+function Components({ machine }: { machine: Machine }) {
+  if (machine.components.length === 0) return <>—</>;
+  return (
+    <details data-testid="machine-components">
+      <summary>
+        {machine.components.length} {machine.components.length === 1 ? "component" : "components"}
+      </summary>
+      <ul>
+        {machine.components.map((c) => (
+          <li key={c.name}>
+            {c.name}: <code>{c.fingerprint}</code>
+          </li>
+        ))}
+      </ul>
+    </details>
+  );
+}
+
 /**
  * Machines, page by page, with their actions: Deactivate frees the seat the way the device
  * itself would; Delete removes the record (it also frees the seat).
@@ -80,6 +99,7 @@ export function MachineTable({
     { title: "Fingerprint", cell: (m: Machine) => <code>{m.fingerprint}</code> },
     { title: "Host", cell: (m: Machine) => m.hostname || "—" },
     { title: "Platform", cell: (m: Machine) => m.platform || "—" },
+    { title: "Components", cell: (m: Machine) => <Components machine={m} /> },
     { title: "Status", cell: (m: Machine) => <Badge value={enumName(MachineStatus, m.status)} /> },
     { title: "Last heartbeat", cell: (m: Machine) => when(m.lastHeartbeatTime) },
     ...(showLicense

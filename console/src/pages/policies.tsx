@@ -1,4 +1,5 @@
 import {
+  ComponentMatchingStrategy,
   ExpirationBasis,
   ExpirationStrategy,
   HeartbeatBasis,
@@ -177,6 +178,11 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
             <dt>User scope</dt>
             <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
+            <dt>Components</dt>
+            <dd data-testid="policy-components">
+              {`${COMPONENT_MATCHINGS.find(([m]) => m === p.componentMatchingStrategy)?.[1] ?? "Match any one"}; `}
+              {p.requireComponentsScope ? "required" : "checked when the machine has components"}
+            </dd>
             <dt>Heartbeat</dt>
             <dd>
               {p.heartbeatDuration
@@ -245,6 +251,8 @@ interface PolicyValues {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  componentMatchingStrategy: ComponentMatchingStrategy;
+  requireComponentsScope: boolean;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -265,6 +273,8 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
   requireUserScope: p?.requireUserScope ?? false,
+  componentMatchingStrategy: p?.componentMatchingStrategy ?? ComponentMatchingStrategy.MATCH_ANY,
+  requireComponentsScope: p?.requireComponentsScope ?? false,
 });
 
 /** The update mask's path for each form value. */
@@ -281,6 +291,8 @@ const PATHS: Record<keyof PolicyValues, string> = {
   gracePeriod: "grace_period",
   overageStrategy: "overage_strategy",
   requireUserScope: "require_user_scope",
+  componentMatchingStrategy: "component_matching_strategy",
+  requireComponentsScope: "require_components_scope",
   allFeatures: "all_features",
   expirationBasis: "expiration_basis",
   heartbeatBasis: "heartbeat_basis",
@@ -322,6 +334,12 @@ const RENEWAL_BASES: [RenewalBasis, string][] = [
   [RenewalBasis.FROM_NOW_IF_EXPIRED, "From the expiry, or now if past"],
   [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
   [RenewalBasis.FROM_NOW, "From now"],
+];
+const COMPONENT_MATCHINGS: [ComponentMatchingStrategy, string][] = [
+  [ComponentMatchingStrategy.MATCH_ANY, "Match any one"],
+  [ComponentMatchingStrategy.MATCH_TWO, "Match two"],
+  [ComponentMatchingStrategy.MATCH_MOST, "Match most (more than half)"],
+  [ComponentMatchingStrategy.MATCH_ALL, "Match all"],
 ];
 const TRANSFERS: [TransferStrategy, string][] = [
   [TransferStrategy.KEEP_EXPIRY, "Keep the expiry"],
@@ -397,6 +415,8 @@ function PolicyForm({
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
           requireUserScope: v.requireUserScope,
+          componentMatchingStrategy: v.componentMatchingStrategy,
+          requireComponentsScope: v.requireComponentsScope,
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -457,6 +477,7 @@ function PolicyForm({
         {choice("heartbeatBasis", "Heartbeats required", HEARTBEAT_BASES)}
         {choice("renewalBasis", "Renewal extends", RENEWAL_BASES)}
         {choice("transferStrategy", "On transfer", TRANSFERS)}
+        {choice("componentMatchingStrategy", "Machine components", COMPONENT_MATCHINGS)}
       </div>
       <div class="field check">
         <input
@@ -485,6 +506,17 @@ function PolicyForm({
         />
         <label for={`${idp}-require-user-scope`}>
           Require a user (validation must name one of the license's users)
+        </label>
+      </div>
+      <div class="field check">
+        <input
+          id={`${idp}-require-components-scope`}
+          type="checkbox"
+          checked={v.requireComponentsScope}
+          onChange={(e) => set({ requireComponentsScope: e.currentTarget.checked })}
+        />
+        <label for={`${idp}-require-components-scope`}>
+          Require components (validation must give the machine's hardware components)
         </label>
       </div>
       <EntitlementEditor rows={entitlements} onChange={setEntitlements} features={features} idPrefix={idp} />

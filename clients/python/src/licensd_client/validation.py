@@ -38,17 +38,25 @@ def scope_matches(
     fingerprint: Optional[str] = None,
     user: Optional[str] = None,
     entitlements: Optional[Sequence[str]] = None,
+    components: Optional[Sequence[Mapping[str, str]]] = None,
 ) -> bool:
     """Whether the answer's signed `scope` is the one the request asked (arguments left as
-    None are not checked). Servers from this version on echo the scope; an answer judged for
-    another machine or user does not match."""
+    None are not checked; `components` as {"name", "fingerprint"} mappings, in any order).
+    Servers from this version on echo the scope; an answer judged for another machine or
+    user does not match."""
     scope = response.get("scope") or {}
     if not isinstance(scope, Mapping):
         return False
     for expected, member in ((product_code, "productCode"), (fingerprint, "fingerprint"), (user, "user")):
         if expected is not None and scope.get(member, "") != expected:
             return False
-    return entitlements is None or list(scope.get("entitlements", [])) == list(entitlements)
+    if entitlements is not None and list(scope.get("entitlements", [])) != list(entitlements):
+        return False
+
+    def pairs(items: Any) -> list:
+        return sorted((str(c.get("name", "")), str(c.get("fingerprint", ""))) for c in items)
+
+    return components is None or pairs(scope.get("components", [])) == pairs(components)
 
 
 def verify_validation_response(
@@ -60,12 +68,13 @@ def verify_validation_response(
     fingerprint: Optional[str] = None,
     user: Optional[str] = None,
     entitlements: Optional[Sequence[str]] = None,
+    components: Optional[Sequence[Mapping[str, str]]] = None,
 ) -> bool:
     """Whether the answer is signed by the published key it names (and echoes `nonce`, when given).
     `response` is the generated message or its JSON form; `keys` maps kid to the raw 32-byte
     Ed25519 public key (ActivationService.GetSigningKeys). Give the nonce you sent: without
     it a recorded answer could be replayed to you. Give the scope you sent (`product_code`,
-    `fingerprint`, `user`, `entitlements`, as in the request) to check that the answer judged
+    `fingerprint`, `user`, `entitlements`, `components`, as in the request) to check that the answer judged
     that scope and not another machine's or user's."""
     try:
         response = as_json(response)
@@ -73,7 +82,7 @@ def verify_validation_response(
         return False
     if nonce is not None and response.get("nonce", "") != nonce:
         return False
-    if not scope_matches(response, product_code, fingerprint, user, entitlements):
+    if not scope_matches(response, product_code, fingerprint, user, entitlements, components):
         return False
     key = keys.get(response.get("kid", ""))
     signature = response.get("signature")

@@ -41,6 +41,12 @@ export interface LicenseGuardOptions {
   hostname?: string;
   /** Sent on activation; defaults to `<platform>-<arch>`, e.g. "linux-x64". */
   platform?: string;
+  /**
+   * This machine's hardware components (e.g. `{ name: "disk", fingerprint: "…" }`, at most 32, names unique),
+   * registered when this activation creates the machine; a policy's component matching strategy then checks them on
+   * validation.
+   */
+  components?: { name: string; fingerprint: string }[];
   /** Between heartbeats on the stream; default 5 minutes. Keep it well below the policy's heartbeat duration. */
   heartbeatIntervalMs?: number;
   /** Reconnect delays: doubling from `initialMs`, capped at `maxMs` (defaults 1 s and 60 s). */
@@ -282,6 +288,7 @@ export class LicenseGuard implements LicenseSource {
             hostname: this.opts.hostname ?? os.hostname(),
             platform: this.opts.platform ?? `${process.platform}-${process.arch}`,
             cores: os.availableParallelism(),
+            components: this.opts.components ?? [],
           },
           { signal },
         );

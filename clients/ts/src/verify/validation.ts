@@ -65,6 +65,8 @@ export interface ValidationScopeExpectation {
   fingerprint?: string;
   entitlements?: readonly string[];
   user?: string;
+  /** Compared in any order (the answer lists them by name). */
+  components?: readonly { name: string; fingerprint: string }[];
 }
 
 /** Whether the answer's signed scope is the one expected (members not given are not checked). */
@@ -77,9 +79,18 @@ function scopeMatches(response: ValidateLicenseResponse, expected: ValidationSco
     same(expected.productCode, got?.productCode) &&
     same(expected.fingerprint, got?.fingerprint) &&
     same(expected.user, got?.user) &&
-    (wanted === undefined || (wanted.length === had.length && wanted.every((e, i) => e === had[i])))
+    (wanted === undefined || (wanted.length === had.length && wanted.every((e, i) => e === had[i]))) &&
+    (expected.components === undefined || componentsText(expected.components) === componentsText(got?.components ?? []))
   );
 }
+
+/** Components as one comparable text, in name order. */
+const componentsText = (components: readonly { name: string; fingerprint: string }[]) =>
+  JSON.stringify(
+    [...components]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((c) => [c.name, c.fingerprint]),
+  );
 
 const outcome = (code: ValidationResponseCode, response?: ValidateLicenseResponse): ValidationResponseResult => ({
   verified: code === "VERIFIED",

@@ -11,10 +11,11 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#licensd/activation/v1/machine.proto\x12\x15licensd.activation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n\x07Machine\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nlicense_id\x18\x03 \x01(\tR\tlicenseId\x12 \n\x0b\x66ingerprint\x18\x04 \x01(\tR\x0b\x66ingerprint\x12\x1a\n\x08hostname\x18\x05 \x01(\tR\x08hostname\x12\x1a\n\x08platform\x18\x06 \x01(\tR\x08platform\x12\x14\n\x05\x63ores\x18\x07 \x01(\x05R\x05\x63ores\x12\x0e\n\x02ip\x18\x08 \x01(\tR\x02ip\x12H\n\x08metadata\x18\t \x03(\x0b\x32,.licensd.activation.v1.Machine.MetadataEntryR\x08metadata\x12J\n\x13last_heartbeat_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12<\n\x06status\x18\r \x01(\x0e\x32$.licensd.activation.v1.MachineStatusR\x06status\x12\x39\n\ndeath_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tdeathTime\x12\x18\n\x07offline\x18\x0f \x01(\x08R\x07offline\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*b\n\rMachineStatus\x12\x1e\n\x1aMACHINE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MACHINE_STATUS_ALIVE\x10\x01\x12\x17\n\x13MACHINE_STATUS_DEAD\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#licensd/activation/v1/machine.proto\x12\x15licensd.activation.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x05\n\x07Machine\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1d\n\nlicense_id\x18\x03 \x01(\tR\tlicenseId\x12 \n\x0b\x66ingerprint\x18\x04 \x01(\tR\x0b\x66ingerprint\x12\x1a\n\x08hostname\x18\x05 \x01(\tR\x08hostname\x12\x1a\n\x08platform\x18\x06 \x01(\tR\x08platform\x12\x14\n\x05\x63ores\x18\x07 \x01(\x05R\x05\x63ores\x12\x0e\n\x02ip\x18\x08 \x01(\tR\x02ip\x12H\n\x08metadata\x18\t \x03(\x0b\x32,.licensd.activation.v1.Machine.MetadataEntryR\x08metadata\x12J\n\x13last_heartbeat_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime\x12;\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12<\n\x06status\x18\r \x01(\x0e\x32$.licensd.activation.v1.MachineStatusR\x06status\x12\x39\n\ndeath_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tdeathTime\x12\x18\n\x07offline\x18\x0f \x01(\x08R\x07offline\x12@\n\ncomponents\x18\x10 \x03(\x0b\x32 .licensd.activation.v1.ComponentR\ncomponents\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"q\n\tComponent\x12\x36\n\x04name\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d\x32\x1b^[a-z0-9][a-z0-9._-]{0,62}$R\x04name\x12,\n\x0b\x66ingerprint\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xff\x01R\x0b\x66ingerprint*b\n\rMachineStatus\x12\x1e\n\x1aMACHINE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MACHINE_STATUS_ALIVE\x10\x01\x12\x17\n\x13MACHINE_STATUS_DEAD\x10\x02\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'licensd.activation.v1.machine_pb2', globals())
@@ -23,10 +24,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _MACHINE_METADATAENTRY._options = None
   _MACHINE_METADATAENTRY._serialized_options = b'8\001'
-  _MACHINESTATUS._serialized_start=791
-  _MACHINESTATUS._serialized_end=889
-  _MACHINE._serialized_start=96
-  _MACHINE._serialized_end=789
-  _MACHINE_METADATAENTRY._serialized_start=730
-  _MACHINE_METADATAENTRY._serialized_end=789
+  _COMPONENT.fields_by_name['name']._options = None
+  _COMPONENT.fields_by_name['name']._serialized_options = b'\272H\037r\0352\033^[a-z0-9][a-z0-9._-]{0,62}$'
+  _COMPONENT.fields_by_name['fingerprint']._options = None
+  _COMPONENT.fields_by_name['fingerprint']._serialized_options = b'\272H\007r\005\020\001\030\377\001'
+  _MACHINESTATUS._serialized_start=1001
+  _MACHINESTATUS._serialized_end=1099
+  _MACHINE._serialized_start=125
+  _MACHINE._serialized_end=884
+  _MACHINE_METADATAENTRY._serialized_start=825
+  _MACHINE_METADATAENTRY._serialized_end=884
+  _COMPONENT._serialized_start=886
+  _COMPONENT._serialized_end=999
 # @@protoc_insertion_point(module_scope)

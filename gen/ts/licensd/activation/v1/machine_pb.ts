@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/machine.proto.
  */
 export const file_licensd_activation_v1_machine: GenFile = /*@__PURE__*/
-  fileDesc("CiNsaWNlbnNkL2FjdGl2YXRpb24vdjEvbWFjaGluZS5wcm90bxIVbGljZW5zZC5hY3RpdmF0aW9uLnYxIpMECgdNYWNoaW5lEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpsaWNlbnNlX2lkGAMgASgJEhMKC2ZpbmdlcnByaW50GAQgASgJEhAKCGhvc3RuYW1lGAUgASgJEhAKCHBsYXRmb3JtGAYgASgJEg0KBWNvcmVzGAcgASgFEgoKAmlwGAggASgJEj4KCG1ldGFkYXRhGAkgAygLMiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUuTWV0YWRhdGFFbnRyeRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBnN0YXR1cxgNIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzEi4KCmRlYXRoX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB29mZmxpbmUYDyABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKmIKDU1hY2hpbmVTdGF0dXMSHgoaTUFDSElORV9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRNQUNISU5FX1NUQVRVU19BTElWRRABEhcKE01BQ0hJTkVfU1RBVFVTX0RFQUQQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiNsaWNlbnNkL2FjdGl2YXRpb24vdjEvbWFjaGluZS5wcm90bxIVbGljZW5zZC5hY3RpdmF0aW9uLnYxIskECgdNYWNoaW5lEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRISCgpsaWNlbnNlX2lkGAMgASgJEhMKC2ZpbmdlcnByaW50GAQgASgJEhAKCGhvc3RuYW1lGAUgASgJEhAKCHBsYXRmb3JtGAYgASgJEg0KBWNvcmVzGAcgASgFEgoKAmlwGAggASgJEj4KCG1ldGFkYXRhGAkgAygLMiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUuTWV0YWRhdGFFbnRyeRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKBnN0YXR1cxgNIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzEi4KCmRlYXRoX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB29mZmxpbmUYDyABKAgSNAoKY29tcG9uZW50cxgQIAMoCzIgLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5Db21wb25lbnQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIl4KCUNvbXBvbmVudBIwCgRuYW1lGAEgASgJQiK6SB9yHTIbXlthLXowLTldW2EtejAtOS5fLV17MCw2Mn0kEh8KC2ZpbmdlcnByaW50GAIgASgJQgq6SAdyBRABGP8BKmIKDU1hY2hpbmVTdGF0dXMSHgoaTUFDSElORV9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRNQUNISU5FX1NUQVRVU19BTElWRRABEhcKE01BQ0hJTkVfU1RBVFVTX0RFQUQQAmIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * A Machine is one device a license is activated on, known by its fingerprint.
@@ -124,6 +125,15 @@ export type Machine = Message<"licensd.activation.v1.Machine"> & {
    * @generated from field: bool offline = 15;
    */
   offline: boolean;
+
+  /**
+   * Its hardware components (board, disk, CPU…) as registered when it was activated, in
+   * name order. Filled by GetMachine, ListMachines and an Activate that gives components;
+   * Heartbeat, Deactivate and an Activate without components may leave it empty.
+   *
+   * @generated from field: repeated licensd.activation.v1.Component components = 16;
+   */
+  components: Component[];
 };
 
 /**
@@ -132,6 +142,38 @@ export type Machine = Message<"licensd.activation.v1.Machine"> & {
  */
 export const MachineSchema: GenMessage<Machine> = /*@__PURE__*/
   messageDesc(file_licensd_activation_v1_machine, 0);
+
+/**
+ * One hardware component of a machine, known by a fingerprint the SDK computes (after
+ * Keygen's components). A policy's component matching strategy says how many of a
+ * machine's components a validation must match, so a copied machine fingerprint alone
+ * does not validate.
+ *
+ * @generated from message licensd.activation.v1.Component
+ */
+export type Component = Message<"licensd.activation.v1.Component"> & {
+  /**
+   * What it is, e.g. `board`, `disk` or `cpu`: 1 to 63 of [a-z0-9._-], starting with a
+   * letter or digit; unique per machine.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its fingerprint, as the SDK computes it: 1 to 255 characters.
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.Component.
+ * Use `create(ComponentSchema)` to create a new message.
+ */
+export const ComponentSchema: GenMessage<Component> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_machine, 1);
 
 /**
  * Whether a machine is heartbeating.
