@@ -17,6 +17,7 @@ import {
   expirationBasisFromProto,
   expirationFromProto,
   heartbeatBasisFromProto,
+  uniquenessScopeFromProto,
   renewalBasisFromProto,
   transferFromProto,
   featuresFromProto,
@@ -68,6 +69,8 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   renewal_basis: "renewalBasis",
   transfer_strategy: "transferStrategy",
   require_user_scope: "requireUserScope",
+  machine_uniqueness_scope: "machineUniquenessScope",
+  max_cores: "maxCores",
   metadata: "metadata",
 };
 
@@ -98,6 +101,8 @@ function policyInput(req: PolicyRequest): PolicyInput {
     renewalBasis: renewalBasisFromProto(req.renewalBasis),
     transferStrategy: transferFromProto(req.transferStrategy),
     requireUserScope: req.requireUserScope,
+    machineUniquenessScope: uniquenessScopeFromProto(req.machineUniquenessScope),
+    maxCores: req.maxCores,
     metadata: req.metadata,
   };
 }

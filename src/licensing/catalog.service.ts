@@ -13,6 +13,7 @@ import type {
   ExpirationStrategy,
   FeatureDefinition,
   HeartbeatBasis,
+  MachineUniquenessScope,
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
@@ -50,6 +51,8 @@ export interface PolicyInput {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  machineUniquenessScope: MachineUniquenessScope;
+  maxCores: number;
   metadata: Record<string, string>;
 }
 

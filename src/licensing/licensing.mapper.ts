@@ -9,6 +9,7 @@ import {
   ExpirationStrategy as PbExpiration,
   HeartbeatBasis as PbHeartbeatBasis,
   HeartbeatCullStrategy as PbCull,
+  MachineUniquenessScope as PbUniquenessScope,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
   PolicySchema,
@@ -35,6 +36,7 @@ import type {
   FeatureDefinition,
   FeatureKind,
   HeartbeatBasis,
+  MachineUniquenessScope,
   ModelTier,
   OverageStrategy,
   RenewalBasis,
@@ -103,6 +105,12 @@ const transfers = enumMap<TransferStrategy, PbTransfer>([
   ["keep_expiry", PbTransfer.KEEP_EXPIRY],
   ["reset_expiry", PbTransfer.RESET_EXPIRY],
 ]);
+const uniquenessScopes = enumMap<MachineUniquenessScope, PbUniquenessScope>([
+  ["license", PbUniquenessScope.LICENSE],
+  ["policy", PbUniquenessScope.POLICY],
+  ["product", PbUniquenessScope.PRODUCT],
+  ["tenant", PbUniquenessScope.TENANT],
+]);
 const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
   ["active", PbLicenseStatus.ACTIVE],
   ["suspended", PbLicenseStatus.SUSPENDED],
@@ -121,6 +129,8 @@ export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
 export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
   renewalBases.fromProto(p) ?? "from_now_if_expired";
 export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
+export const uniquenessScopeFromProto = (p: PbUniquenessScope): MachineUniquenessScope =>
+  uniquenessScopes.fromProto(p) ?? "license";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
 export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
 
@@ -255,6 +265,8 @@ export const policyToProto = (p: Policy) =>
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
     requireUserScope: p.requireUserScope,
+    machineUniquenessScope: uniquenessScopes.toProto(p.machineUniquenessScope),
+    maxCores: p.maxCores,
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),
