@@ -3,6 +3,7 @@ import {
   ExpirationStrategy,
   HeartbeatBasis,
   HeartbeatCullStrategy,
+  MachineUniquenessScope,
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
@@ -175,6 +176,12 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.floating ? "yes" : "no (node-locked)"}</dd>
             <dt>Max users</dt>
             <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
+            <dt>Machine fingerprint</dt>
+            <dd data-testid="policy-machine-uniqueness">
+              {UNIQUENESS_SCOPES.find(([s]) => s === p.machineUniquenessScope)?.[1] ?? UNIQUENESS_SCOPES[0]![1]}
+            </dd>
+            <dt>Max cores</dt>
+            <dd data-testid="policy-max-cores">{p.maxCores === 0 ? "unlimited" : p.maxCores}</dd>
             <dt>User scope</dt>
             <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
             <dt>Heartbeat</dt>
@@ -245,6 +252,8 @@ interface PolicyValues {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  machineUniquenessScope: MachineUniquenessScope;
+  maxCores: string;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -265,6 +274,8 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
   requireUserScope: p?.requireUserScope ?? false,
+  machineUniquenessScope: p?.machineUniquenessScope ?? MachineUniquenessScope.LICENSE,
+  maxCores: String(p?.maxCores ?? 0),
 });
 
 /** The update mask's path for each form value. */
@@ -286,6 +297,8 @@ const PATHS: Record<keyof PolicyValues, string> = {
   heartbeatBasis: "heartbeat_basis",
   renewalBasis: "renewal_basis",
   transferStrategy: "transfer_strategy",
+  machineUniquenessScope: "machine_uniqueness_scope",
+  maxCores: "max_cores",
 };
 
 const int = (s: string) => (s.trim() === "" ? 0 : Number(s));
@@ -322,6 +335,12 @@ const RENEWAL_BASES: [RenewalBasis, string][] = [
   [RenewalBasis.FROM_NOW_IF_EXPIRED, "From the expiry, or now if past"],
   [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
   [RenewalBasis.FROM_NOW, "From now"],
+];
+const UNIQUENESS_SCOPES: [MachineUniquenessScope, string][] = [
+  [MachineUniquenessScope.LICENSE, "Unique per license"],
+  [MachineUniquenessScope.POLICY, "Unique per policy"],
+  [MachineUniquenessScope.PRODUCT, "Unique per product"],
+  [MachineUniquenessScope.TENANT, "Unique per account"],
 ];
 const TRANSFERS: [TransferStrategy, string][] = [
   [TransferStrategy.KEEP_EXPIRY, "Keep the expiry"],
@@ -397,6 +416,8 @@ function PolicyForm({
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
           requireUserScope: v.requireUserScope,
+          machineUniquenessScope: v.machineUniquenessScope,
+          maxCores: int(v.maxCores),
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -447,6 +468,8 @@ function PolicyForm({
         {text("duration", "Duration (days)", "Empty for perpetual.")}
         {text("maxMachines", "Max machines", "0 for unlimited.")}
         {text("maxUsers", "Max users", "0 for unlimited.")}
+        {text("maxCores", "Max cores", "Total CPU cores of a license's machines; 0 for unlimited.")}
+        {choice("machineUniquenessScope", "Machine fingerprint", UNIQUENESS_SCOPES)}
         {text("heartbeatDuration", "Heartbeat every (minutes)", "Empty: machines need not heartbeat.")}
         {text("heartbeatGracePeriod", "Heartbeat grace (minutes)", "Silence allowed past the interval.")}
         {choice("heartbeatCullStrategy", "Dead machines", CULLS)}
