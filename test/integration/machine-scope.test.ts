@@ -1,4 +1,4 @@
-import { createOfflineActivationRequest } from "@licensd/client";
+import { createOfflineActivationRequest, describeError } from "@licensd/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { LicensingService, ValidationCode } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
@@ -216,8 +216,11 @@ describe("machine uniqueness scope", () => {
     // Every success is the one machine (its own license's repeats return it); every refusal says why.
     expect(new Set(ok.map((r) => r.value.machine!.id)).size).toBe(1);
     expect(ok.every((r) => r.value.machine!.licenseId === holders[0])).toBe(true);
-    for (const r of results.filter((r) => r.status === "rejected"))
+    for (const r of results.filter((r) => r.status === "rejected")) {
       expect(await failure(Promise.reject(r.reason))).toMatchObject({ reason: "MACHINE_FINGERPRINT_TAKEN" });
+      // The client package reads it as a person would act on it.
+      expect(describeError(r.reason).hint).toContain("another license holds this machine");
+    }
     expect(results.filter((r) => r.status === "rejected")).toHaveLength(10);
   });
 
