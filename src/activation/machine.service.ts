@@ -190,8 +190,8 @@ export function createMachineService(deps: {
   });
 
   /**
-   * Creates a machine under the license's row lock, enforcing the core limit (a machine must say its cores), node-locking,
-   * the seat limit and the fingerprint's uniqueness in the policy's scope.
+   * Creates a machine under the license's row lock, enforcing the core limit (a machine must say its cores),
+   * node-locking, the seat limit and the fingerprint's uniqueness in the policy's scope.
    */
   async function addMachine(
     em: EntityManager,
