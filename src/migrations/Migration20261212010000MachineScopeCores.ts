@@ -4,14 +4,16 @@ import { Migration } from "@mikro-orm/migrations";
  * Machine uniqueness scope and core-based seats (issue 27): a policy says where a machine's fingerprint must be unique
  * (its license, the policy, the product or the tenant) and may limit the total CPU cores of a license's machines. The
  * defaults ('license', 0) are the behaviour before. An index on (tenant_id, fingerprint) finds a fingerprint's machines
- * across licenses (activation/machine-uniqueness.ts).
+ * across licenses (activation/machine-uniqueness.ts); migrations run in one transaction, so it is not built
+ * concurrently: machines' writes wait for the build (a short one for a table of machines).
  *
  * Activate's one-statement fast path stays as it was for those defaults: activation_add_machine now leaves a license
- * whose policy has a wider scope or a core limit to the full path (the same join it already did for the seats, moved
- * before the lock, so such a license is not even locked). The full path checks both under the license's row lock and a
- * transaction-level advisory lock on (tenant, fingerprint); done in the function instead, the check would need the
- * same lock and scope queries there, for policies that are a small share of activations and trials whose activations
- * are rare. The stamp of an alive machine (activation_activate) is unchanged: it takes no seat and no fingerprint.
+ * whose policy has a wider scope or a core limit to the full path. The license's select joins its policy (a
+ * primary-key read of the row the function reads next for the seats, so in cache), and such a license is not even
+ * locked. The full path checks both under the license's row lock and a transaction-level advisory lock on (tenant,
+ * fingerprint); done in the function instead, the check would need the same lock and scope queries there, for
+ * policies that are a small share of activations (trials, servers) whose new machines are rare. The stamp of an alive
+ * machine (activation_activate) is unchanged: it takes no seat and no fingerprint.
  *
  * Additive for the previous release, except activation_add_machine, which now refuses (to the full path) licenses of
  * such policies: the previous release has none.
