@@ -421,6 +421,7 @@ function licenseFiles() {
       dataKey: DATA_KEY,
       signingKeys: signer(active, [KEY_A, KEY_B]),
       licenseFileHmacSecret: FILE_HMAC_SECRET,
+      machines: { fingerprintTaken: async () => undefined },
     });
   const issue = (
     l: License,

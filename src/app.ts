@@ -242,18 +242,6 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       logger,
     });
     const catalog = createCatalogService({ clock, events });
-    const licenses = createLicenseService({
-      clock,
-      events,
-      catalog,
-      keyring: licenseKeyring,
-      dataKey: dataKeys,
-      signingKeys,
-      licenseFileHmacSecret: config.licenseFileHmacSecret,
-      foreignKeys,
-    });
-    const licenseUsers = createLicenseUserService({ clock, events, catalog, licenses });
-    const validationAnswers = new ValidationAnswers(feed);
     const machines = createMachineService({
       clock,
       events,
@@ -264,6 +252,19 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
+    const licenses = createLicenseService({
+      clock,
+      events,
+      catalog,
+      keyring: licenseKeyring,
+      dataKey: dataKeys,
+      signingKeys,
+      licenseFileHmacSecret: config.licenseFileHmacSecret,
+      foreignKeys,
+      machines: licenseMachines,
+    });
+    const licenseUsers = createLicenseUserService({ clock, events, catalog, licenses });
+    const validationAnswers = new ValidationAnswers(feed);
     const validation = createValidationService({
       db,
       clock,

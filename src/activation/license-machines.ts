@@ -1,6 +1,7 @@
 import { sql, type Database } from "../platform/db.js";
 import type { Component, LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
 import type { MachineService } from "./machine.service.js";
+import { fingerprintTaken } from "./machine-uniqueness.js";
 
 /** Activation's side of licensing's LicenseMachines port. */
 export function createLicenseMachines(deps: { db: Database; machines: MachineService }): LicenseMachines {
@@ -11,11 +12,23 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
       sql<LicenseMachine>(
         db,
         `select fingerprint, (extract(epoch from last_heartbeat_at) * 1000)::bigint as last_ms, status, offline,
-                first_heartbeat_at is not null as heartbeated
+                first_heartbeat_at is not null as heartbeated, cores
            from machines where license_id = $1 order by id`,
         [licenseId],
         { name: "licensd-validate-machines" },
       ),
+    async fingerprintTaken(em, license) {
+      const alive = await sql<{ fingerprint: string }>(
+        em,
+        "select fingerprint from machines where license_id = $1 and status = 'alive'",
+        [license.id],
+      );
+      return fingerprintTaken(
+        em,
+        license,
+        alive.map((m) => m.fingerprint),
+      );
+    },
     // Only for validations that give components or whose policy requires them: one prepared statement.
     componentsOf: (licenseId, fingerprint) =>
       sql<Component>(

@@ -15,6 +15,7 @@ import type { Database } from "../platform/db.js";
 import { Machine, MachineComponent } from "./machine.entity.js";
 import type { Component } from "../licensing/license-machines.js";
 import { activateMachine, stampMachine } from "./machine-stamp.js";
+import { requireCoresFree, requireCoresReported, requireFingerprintFree } from "./machine-uniqueness.js";
 import { checkOfflineActivationRequest, parseOfflineActivationRequest } from "./offline-request.js";
 import { type DataKeys, open } from "../platform/crypto.js";
 
@@ -180,7 +181,19 @@ export function createMachineService(deps: {
     });
   }
 
-  /** Creates a machine under the license's row lock, enforcing node-locking and the seat limit. */
+  /** The license as its policy's machine uniqueness scope sees it (machine-uniqueness.ts). */
+  const scoped = (license: License, policy: Policy) => ({
+    id: license.id,
+    tenantId: license.tenantId,
+    policyId: license.policyId,
+    productId: license.productId,
+    scope: policy.machineUniquenessScope,
+  });
+
+  /**
+   * Creates a machine under the license's row lock, enforcing the core limit (a machine must say its cores),
+   * node-locking, the seat limit and the fingerprint's uniqueness in the policy's scope.
+   */
   async function addMachine(
     em: EntityManager,
     license: License,
@@ -190,6 +203,7 @@ export function createMachineService(deps: {
     components: readonly Component[] = [],
   ): Promise<Machine> {
     const now = clock.now();
+    requireCoresReported(policy.maxCores, info.cores);
     const count = await em.count(Machine, { licenseId: license.id });
     if (!policy.floating && count >= 1) {
       throw failedPrecondition("FINGERPRINT_SCOPE_MISMATCH", "the license is node-locked to another machine", {
@@ -204,6 +218,8 @@ export function createMachineService(deps: {
         { license_id: license.id, max_machines: String(max) },
       );
     }
+    await requireCoresFree(em, license, policy.maxCores, info.cores);
+    await requireFingerprintFree(em, scoped(license, policy), info.fingerprint);
     const machine = em.create(Machine, {
       id: newId("mach"),
       tenantId: license.tenantId,
@@ -339,7 +355,10 @@ export function createMachineService(deps: {
           lastHeartbeatAt: now,
           updatedAt: now,
         });
-        if (existing.status === "dead") await revive(em, existing, license, "activate");
+        if (existing.status === "dead") {
+          await requireFingerprintFree(em, scoped(license, policy), existing.fingerprint);
+          await revive(em, existing, license, "activate");
+        }
         await em.flush();
         return { machine: existing, lease: await lease(em, license, policy, existing), created: false };
       }
@@ -410,6 +429,7 @@ export function createMachineService(deps: {
       };
       let machine: Machine;
       if (existing) {
+        if (existing.status === "dead") await requireFingerprintFree(em, scoped(license, policy), existing.fingerprint);
         Object.assign(existing, { offline: true, status: "alive", deadAt: null, lastHeartbeatAt: now, updatedAt: now });
         await em.flush();
         machine = existing;
@@ -462,6 +482,7 @@ export function createMachineService(deps: {
             { machine_id: machine.id },
           );
         }
+        await requireFingerprintFree(em, scoped(license, policy), machine.fingerprint);
         await revive(em, machine, license, "heartbeat");
       }
       machine.lastHeartbeatAt = now;

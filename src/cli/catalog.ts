@@ -20,6 +20,7 @@ import {
   HeartbeatBasisSchema,
   RenewalBasisSchema,
   TransferStrategySchema,
+  MachineUniquenessScopeSchema,
   ComponentMatchingStrategySchema,
   ModelTierSchema,
   OverageStrategySchema,
@@ -260,6 +261,12 @@ export function catalogCommands(program: Command): void {
         "what a transfer does to the expiry: keep-expiry or reset-expiry",
         enumParser(TransferStrategySchema),
       )
+      .option(
+        "--machine-uniqueness <scope>",
+        "where a machine's fingerprint must be unique: license, policy, product or tenant",
+        enumParser(MachineUniquenessScopeSchema),
+      )
+      .option("--max-cores <n>", "total CPU cores of a license's machines (0: no limit)", parseCount)
       .option("--meta <key=value>", "metadata (repeatable)", collectPairs)
       .option(...bodyOption);
   type PolicyFlags = {
@@ -284,6 +291,8 @@ export function catalogCommands(program: Command): void {
     heartbeatBasis?: number;
     renewalBasis?: number;
     transferStrategy?: number;
+    machineUniqueness?: number;
+    maxCores?: number;
     meta?: Record<string, string>;
     body?: Record<string, unknown>;
     idempotencyKey?: string;
@@ -310,6 +319,8 @@ export function catalogCommands(program: Command): void {
     heartbeatBasis: o.heartbeatBasis,
     renewalBasis: o.renewalBasis,
     transferStrategy: o.transferStrategy,
+    machineUniquenessScope: o.machineUniqueness,
+    maxCores: o.maxCores,
     metadata: o.meta,
     idempotencyKey: idempotencyKey(o),
   });
@@ -404,6 +415,8 @@ export function catalogCommands(program: Command): void {
           heartbeatBasis: "heartbeat_basis",
           renewalBasis: "renewal_basis",
           transferStrategy: "transfer_strategy",
+          machineUniqueness: "machine_uniqueness_scope",
+          maxCores: "max_cores",
           meta: "metadata",
         },
         bodyPaths,

@@ -13,6 +13,7 @@ import type {
   ExpirationStrategy,
   FeatureDefinition,
   HeartbeatBasis,
+  MachineUniquenessScope,
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
@@ -51,6 +52,8 @@ export interface PolicyInput {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  machineUniquenessScope: MachineUniquenessScope;
+  maxCores: number;
   componentMatchingStrategy: ComponentMatchingStrategy;
   requireComponentsScope: boolean;
   metadata: Record<string, string>;

@@ -1,3 +1,6 @@
+import type { EntityManager } from "../platform/db.js";
+import type { MachineUniquenessScope } from "./entitlements.js";
+
 /**
  * The port through which licensing asks about a license's machines. Licensing owns this
  * interface; activation implements it (activation/license-machines.ts) and app.ts wires it,
@@ -15,6 +18,17 @@ export interface LicenseMachine {
   offline: boolean;
   /** It has heartbeated at least once (HEARTBEAT_BASIS_FROM_FIRST_HEARTBEAT counts from then). */
   heartbeated: boolean;
+  /** CPU cores it reported (0: none; counted as 1 against a core limit). */
+  cores: number;
+}
+
+/** A license as its (new) policy's machine uniqueness scope sees it. */
+export interface ScopedLicense {
+  id: string;
+  tenantId: string;
+  policyId: string;
+  productId: string;
+  scope: MachineUniquenessScope;
 }
 
 export interface LicenseMachines {
@@ -24,6 +38,12 @@ export interface LicenseMachines {
   componentsOf(licenseId: string, fingerprint: string): Promise<Component[]>;
   /** The signed lease token for the license's machine with this fingerprint; undefined when it is not activated. */
   leaseToken(licenseId: string, fingerprint: string): Promise<string | undefined>;
+  /**
+   * In `em`'s transaction: the first fingerprint of the license's alive machines that an alive machine of another
+   * license holds within `license.scope` (TransferLicense into a policy with a wider scope); undefined for none. Each
+   * fingerprint stays locked against activations until the transaction ends.
+   */
+  fingerprintTaken(em: EntityManager, license: ScopedLicense): Promise<string | undefined>;
 }
 
 /** A hardware component of a machine (board, disk, CPU…), known by a fingerprint the SDK computes. */

@@ -23,6 +23,7 @@ import { License, type Policy } from "./licensing.entity.js";
 import { customerEntitlements } from "./customer-entitlements.js";
 import { issueLicenseFile, type LicenseFileOptions } from "./license-file-issue.js";
 import type { LicenseStatus } from "./license-plan.js";
+import type { LicenseMachines } from "./license-machines.js";
 
 export { effectiveStatus, planClaims, type LicenseStatus } from "./license-plan.js";
 export { startExpiry, startsExpiry } from "./expiry-start.js";
@@ -92,8 +93,10 @@ export function createLicenseService(deps: {
   signingKeys: SigningKeyStore;
   licenseFileHmacSecret: string | undefined;
   foreignKeys?: ForeignKeyBudget;
+  /** Activation's answer to whether a license's machines may move into a policy's uniqueness scope. */
+  machines: Pick<LicenseMachines, "fingerprintTaken">;
 }) {
-  const { clock, events, catalog, keyring, dataKey, foreignKeys } = deps;
+  const { clock, events, catalog, keyring, dataKey, foreignKeys, machines } = deps;
 
   async function get(em: EntityManager, tenantId: string, id: string, lock = false): Promise<License> {
     const license = await em.findOne(License, { id, tenantId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
@@ -369,6 +372,21 @@ export function createLicenseService(deps: {
             { field: "policy_id" },
           );
         }
+        // Its alive machines must be free in the new policy's scope, as if each were activated now.
+        const taken = await machines.fingerprintTaken(em, {
+          id: license.id,
+          tenantId,
+          policyId: policy.id,
+          productId: license.productId,
+          scope: policy.machineUniquenessScope,
+        });
+        if (taken)
+          throw failedPrecondition(
+            "MACHINE_FINGERPRINT_TAKEN",
+            `policy ${policy.name}: the license's machine ${taken} is already activated on another license in ` +
+              `the policy's machine uniqueness scope (${policy.machineUniquenessScope}); deactivate one first`,
+            { field: "policy_id", fingerprint: taken, scope: policy.machineUniquenessScope },
+          );
         license.policyId = policy.id;
       }
       // The policy the license ends with says whether its expiry starts again; a perpetual one has none to wait for.

@@ -8,6 +8,7 @@ import type {
   ExpirationStrategy,
   HeartbeatBasis,
   FeatureDefinition,
+  MachineUniquenessScope,
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
@@ -57,6 +58,9 @@ export const PolicySchema = defineEntity({
     renewalBasis: p.string().$type<RenewalBasis>(),
     transferStrategy: p.string().$type<TransferStrategy>(),
     requireUserScope: p.boolean(),
+    machineUniquenessScope: p.string().$type<MachineUniquenessScope>(),
+    /** Total cores a license's machines may report; 0 for no limit. */
+    maxCores: p.integer(),
     componentMatchingStrategy: p.string().$type<ComponentMatchingStrategy>(),
     requireComponentsScope: p.boolean(),
     metadata: p.json<Record<string, string>>(),

@@ -9,6 +9,7 @@ import {
   ExpirationStrategy as PbExpiration,
   HeartbeatBasis as PbHeartbeatBasis,
   HeartbeatCullStrategy as PbCull,
+  MachineUniquenessScope as PbUniquenessScope,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
   PolicySchema,
@@ -36,6 +37,7 @@ import type {
   FeatureDefinition,
   FeatureKind,
   HeartbeatBasis,
+  MachineUniquenessScope,
   ModelTier,
   OverageStrategy,
   RenewalBasis,
@@ -105,6 +107,13 @@ const transfers = enumMap<TransferStrategy, PbTransfer>([
   ["keep_expiry", PbTransfer.KEEP_EXPIRY],
   ["reset_expiry", PbTransfer.RESET_EXPIRY],
 ]);
+const uniquenessScopes = enumMap<MachineUniquenessScope, PbUniquenessScope>([
+  ["license", PbUniquenessScope.LICENSE],
+  ["policy", PbUniquenessScope.POLICY],
+  ["product", PbUniquenessScope.PRODUCT],
+  ["tenant", PbUniquenessScope.TENANT],
+]);
+
 const componentMatchings = enumMap<ComponentMatchingStrategy, PbComponentMatching>([
   ["match_any", PbComponentMatching.MATCH_ANY],
   ["match_two", PbComponentMatching.MATCH_TWO],
@@ -129,6 +138,8 @@ export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
 export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
   renewalBases.fromProto(p) ?? "from_now_if_expired";
 export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
+export const uniquenessScopeFromProto = (p: PbUniquenessScope): MachineUniquenessScope =>
+  uniquenessScopes.fromProto(p) ?? "license";
 export const componentMatchingFromProto = (p: PbComponentMatching): ComponentMatchingStrategy =>
   componentMatchings.fromProto(p) ?? "match_any";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
@@ -265,6 +276,8 @@ export const policyToProto = (p: Policy) =>
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
     requireUserScope: p.requireUserScope,
+    machineUniquenessScope: uniquenessScopes.toProto(p.machineUniquenessScope),
+    maxCores: p.maxCores,
     componentMatchingStrategy: componentMatchings.toProto(p.componentMatchingStrategy),
     requireComponentsScope: p.requireComponentsScope,
     metadata: p.metadata,

@@ -2,7 +2,7 @@ import type { Clock } from "../platform/clock.js";
 import { sql, type Database } from "../platform/db.js";
 import type { AuditFeed } from "../events/audit-feed.js";
 import { TenantCache } from "../platform/tenant-cache.js";
-import type { Component, LicenseMachines } from "./license-machines.js";
+import type { Component, LicenseMachine, LicenseMachines } from "./license-machines.js";
 import {
   effectiveAgents,
   effectiveEntitlements,
@@ -40,6 +40,7 @@ export type ValidationCode =
   | "ENTITLEMENTS_MISSING"
   | "USER_SCOPE_REQUIRED"
   | "USER_SCOPE_MISMATCH"
+  | "TOO_MANY_CORES"
   | "COMPONENTS_SCOPE_REQUIRED"
   | "COMPONENTS_SCOPE_MISMATCH"
   | "VALID";
@@ -62,6 +63,8 @@ export interface LicenseSnapshot {
   graceSeconds: number;
   maxMachines: number;
   floating: boolean;
+  /** Total cores the license's alive machines may report; unset or 0: no limit. */
+  maxCores?: number;
   heartbeatSeconds: number | null;
   heartbeatGraceSeconds: number;
   /** Unset is from_activation. */
@@ -114,6 +117,7 @@ interface Row {
   grace_seconds: string;
   policy_max_machines: number;
   floating: boolean;
+  max_cores: number;
   heartbeat_seconds: string | null;
   heartbeat_grace_seconds: string;
   require_fingerprint_scope: boolean;
@@ -161,7 +165,7 @@ export function createValidationService(deps: {
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
               po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email,
-              po.require_user_scope, po.component_matching_strategy, po.require_components_scope,
+              po.require_user_scope, po.max_cores, po.component_matching_strategy, po.require_components_scope,
               array(select u.identity from license_users u where u.license_id = l.id) as users
          from licenses l
          join products pr on pr.id = l.product_id
@@ -187,6 +191,7 @@ export function createValidationService(deps: {
           graceSeconds: Number(r.grace_seconds),
           maxMachines: r.max_machines ?? r.policy_max_machines,
           floating: r.floating,
+          maxCores: r.max_cores,
           heartbeatSeconds: r.heartbeat_seconds === null ? null : Number(r.heartbeat_seconds),
           heartbeatGraceSeconds: Number(r.heartbeat_grace_seconds),
           heartbeatBasis: r.heartbeat_basis,
@@ -264,6 +269,15 @@ export function createValidationService(deps: {
       const { license, features } = derivedOf(snapshot, status);
       const granted = { snapshot, license, features, entitlements: snapshot.entitlements, agents: snapshot.agents };
       const fail = (code: ValidationCode, detail: string): Validation => ({ valid: false, code, detail, ...granted });
+      const maxCores = snapshot.maxCores ?? 0;
+      /** TOO_MANY_CORES when the alive machines report more cores than the limit (one without cores counts as 1). */
+      const tooManyCores = (machines: LicenseMachine[]) => {
+        if (maxCores <= 0) return undefined;
+        const total = machines.reduce((sum, m) => (m.status === "alive" ? sum + Math.max(m.cores, 1) : sum), 0);
+        return total > maxCores
+          ? fail("TOO_MANY_CORES", `the license's machines report ${total} cores; the license allows ${maxCores}`)
+          : undefined;
+      };
 
       if (status === "revoked") return fail("REVOKED", "the license was revoked");
       if (status === "suspended") return fail("SUSPENDED", "the license is suspended");
@@ -302,9 +316,15 @@ export function createValidationService(deps: {
           !machine.offline &&
           (snapshot.heartbeatBasis !== "from_first_heartbeat" || machine.heartbeated) &&
           Number(machine.last_ms) + (snapshot.heartbeatSeconds + snapshot.heartbeatGraceSeconds) * 1000 < now.getTime();
+        const cores = tooManyCores(machines);
+        if (cores) return cores;
         if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
       } else if (snapshot.requireFingerprintScope) {
         return fail("FINGERPRINT_SCOPE_REQUIRED", "the license's policy requires a machine fingerprint");
+      } else if (maxCores > 0) {
+        // A core limit binds the license as a whole: checked without a fingerprint too (machines read only then).
+        const cores = tooManyCores(await licenseMachines.ofLicense(snapshot.id));
+        if (cores) return cores;
       }
       // A user is checked when the policy requires one, or when one is given and the license has users
       // (a license without users, under a policy that does not require one, ignores it).

@@ -265,6 +265,35 @@ describe("licensd policy basis flags", () => {
   });
 });
 
+describe("licensd policy machine uniqueness and core flags", () => {
+  it("set the scope and the core limit on create and, by mask, on update; a bad value names the flag", async () => {
+    const created = json<{ policy: { id: string } & Record<string, unknown> }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        productId,
+        "--name",
+        "server-trial",
+        "--machine-uniqueness",
+        "product",
+        "--max-cores",
+        "16",
+        "--json",
+      ]),
+    );
+    expect(created.policy).toMatchObject({ machineUniquenessScope: "MACHINE_UNIQUENESS_SCOPE_PRODUCT", maxCores: 16 });
+    const updated = json<{ policy: Record<string, unknown> }>(
+      await licensd(["policy", "update", created.policy.id, "--max-cores", "0", "--json"]),
+    );
+    expect(updated.policy).toMatchObject({ machineUniquenessScope: "MACHINE_UNIQUENESS_SCOPE_PRODUCT" });
+    expect(updated.policy.maxCores ?? 0).toBe(0);
+    const bad = await licensd(["policy", "update", created.policy.id, "--machine-uniqueness", "galaxy"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--machine-uniqueness");
+  });
+});
+
 describe("licensd license", () => {
   it("creates, lists, shows, suspends, validates, reinstates, renews and transfers a license", async () => {
     const created = json<{ license: { id: string; status: string }; key: string }>(

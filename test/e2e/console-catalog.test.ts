@@ -11,6 +11,7 @@ import {
   ComponentMatchingStrategy,
   ExpirationBasis,
   HeartbeatBasis,
+  MachineUniquenessScope,
   RenewalBasis,
   TransferStrategy,
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
@@ -298,6 +299,31 @@ describe("catalog pages", () => {
       transferStrategy: TransferStrategy.RESET_EXPIRY,
     });
     // Unchanged fields kept.
+    expect(policy!.maxMachines).toBe(5);
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
+  it("policies: the machine uniqueness scope and max cores are set in the form and shown", async () => {
+    const c = await openConsole(browser, server.url);
+    const { page } = c;
+    await signIn(page, tenant.key);
+    await openSection(page, "Policies");
+    await page.getByRole("link", { name: "pro", exact: true }).click();
+    await page.getByRole("heading", { level: 1, name: "Policy pro" }).waitFor();
+    expect(await page.getByTestId("policy-machine-uniqueness").textContent()).toBe("Unique per license");
+    expect(await page.getByTestId("policy-max-cores").textContent()).toBe("unlimited");
+    await page.getByRole("button", { name: "Edit policy" }).click();
+    const edit = page.getByRole("form", { name: "Edit policy" });
+    await edit.getByLabel("Machine fingerprint").selectOption({ label: "Unique per product" });
+    await edit.getByLabel("Max cores", { exact: true }).fill("32");
+    await edit.getByRole("button", { name: "Save policy" }).click();
+    await page.getByRole("button", { name: "Edit policy" }).waitFor();
+    await page.getByTestId("policy-machine-uniqueness").getByText("Unique per product").waitFor();
+    expect(await page.getByTestId("policy-max-cores").textContent()).toBe("32");
+    const { policies } = await api.listPolicies({});
+    const { policy } = await api.getPolicy({ id: policies.find((p) => p.name === "pro")!.id });
+    expect(policy).toMatchObject({ machineUniquenessScope: MachineUniquenessScope.PRODUCT, maxCores: 32 });
     expect(policy!.maxMachines).toBe(5);
     expect(c.problems).toEqual([]);
     await c.context.close();

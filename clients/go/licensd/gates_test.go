@@ -158,6 +158,26 @@ func TestLicenseInfoFromValidationUserScope(t *testing.T) {
 	}
 }
 
+func TestLicenseInfoFromValidationTooManyCores(t *testing.T) {
+	info := LicenseInfoFromValidation(&licensingv1.ValidateLicenseResponse{
+		Code:   licensingv1.ValidationCode_VALIDATION_CODE_TOO_MANY_CORES,
+		Detail: "the license's machines report 10 cores; the license allows 8",
+	})
+	if info.Valid || info.Code != "TOO_MANY_CORES" || info.HasFeature("reports") || info.Detail == "" {
+		t.Errorf("too many cores: %+v", info)
+	}
+	if licensingv1.ValidationCode_VALIDATION_CODE_TOO_MANY_CORES != 19 {
+		t.Errorf("TOO_MANY_CORES is %d", licensingv1.ValidationCode_VALIDATION_CODE_TOO_MANY_CORES)
+	}
+	p := &licensingv1.Policy{
+		MachineUniquenessScope: licensingv1.MachineUniquenessScope_MACHINE_UNIQUENESS_SCOPE_PRODUCT,
+		MaxCores:               16,
+	}
+	if p.GetMachineUniquenessScope().String() != "MACHINE_UNIQUENESS_SCOPE_PRODUCT" || p.GetMaxCores() != 16 {
+		t.Errorf("policy: %v", p)
+	}
+}
+
 func TestLicenseInfoFromValidationComponentsScope(t *testing.T) {
 	for code, want := range map[licensingv1.ValidationCode]string{
 		licensingv1.ValidationCode_VALIDATION_CODE_COMPONENTS_SCOPE_MISMATCH: "COMPONENTS_SCOPE_MISMATCH",

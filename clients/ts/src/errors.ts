@@ -53,6 +53,11 @@ const HINTS: Record<string, string> = {
   TENANT_NOT_FOUND: "the tenant does not exist or was deleted",
   LIMIT_EXCEEDED: "the license's usage limit for this metric is reached for the period",
   TOO_MANY_MACHINES: "every seat of this license is taken: deactivate a machine first",
+  MACHINE_FINGERPRINT_TAKEN:
+    "another license holds this machine (metadata.fingerprint) in its policy's uniqueness scope: deactivate it there",
+  CORE_LIMIT_REACHED:
+    "the license's machines have every core it allows (metadata.max_cores): deactivate a machine first",
+  CORES_REQUIRED: "the license's policy limits CPU cores: send the machine's cores (1 or more)",
   LICENSE_SUSPENDED: "the license is suspended: the vendor can reinstate it",
   LICENSE_EXPIRED: "the license has expired: renew it",
   LICENSE_REVOKED: "the license was revoked",

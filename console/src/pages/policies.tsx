@@ -4,6 +4,7 @@ import {
   ExpirationStrategy,
   HeartbeatBasis,
   HeartbeatCullStrategy,
+  MachineUniquenessScope,
   OverageStrategy,
   RenewalBasis,
   TransferStrategy,
@@ -176,6 +177,12 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.floating ? "yes" : "no (node-locked)"}</dd>
             <dt>Max users</dt>
             <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
+            <dt>Machine fingerprint</dt>
+            <dd data-testid="policy-machine-uniqueness">
+              {UNIQUENESS_SCOPES.find(([s]) => s === p.machineUniquenessScope)?.[1] ?? UNIQUENESS_SCOPES[0]![1]}
+            </dd>
+            <dt>Max cores</dt>
+            <dd data-testid="policy-max-cores">{p.maxCores === 0 ? "unlimited" : p.maxCores}</dd>
             <dt>User scope</dt>
             <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
             <dt>Components</dt>
@@ -251,6 +258,8 @@ interface PolicyValues {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  machineUniquenessScope: MachineUniquenessScope;
+  maxCores: string;
   componentMatchingStrategy: ComponentMatchingStrategy;
   requireComponentsScope: boolean;
 }
@@ -273,6 +282,8 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
   requireUserScope: p?.requireUserScope ?? false,
+  machineUniquenessScope: p?.machineUniquenessScope ?? MachineUniquenessScope.LICENSE,
+  maxCores: String(p?.maxCores ?? 0),
   componentMatchingStrategy: p?.componentMatchingStrategy ?? ComponentMatchingStrategy.MATCH_ANY,
   requireComponentsScope: p?.requireComponentsScope ?? false,
 });
@@ -298,6 +309,8 @@ const PATHS: Record<keyof PolicyValues, string> = {
   heartbeatBasis: "heartbeat_basis",
   renewalBasis: "renewal_basis",
   transferStrategy: "transfer_strategy",
+  machineUniquenessScope: "machine_uniqueness_scope",
+  maxCores: "max_cores",
 };
 
 const int = (s: string) => (s.trim() === "" ? 0 : Number(s));
@@ -335,6 +348,13 @@ const RENEWAL_BASES: [RenewalBasis, string][] = [
   [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
   [RenewalBasis.FROM_NOW, "From now"],
 ];
+const UNIQUENESS_SCOPES: [MachineUniquenessScope, string][] = [
+  [MachineUniquenessScope.LICENSE, "Unique per license"],
+  [MachineUniquenessScope.POLICY, "Unique per policy"],
+  [MachineUniquenessScope.PRODUCT, "Unique per product"],
+  [MachineUniquenessScope.TENANT, "Unique per account"],
+];
+
 const COMPONENT_MATCHINGS: [ComponentMatchingStrategy, string][] = [
   [ComponentMatchingStrategy.MATCH_ANY, "Match any one"],
   [ComponentMatchingStrategy.MATCH_TWO, "Match two"],
@@ -415,6 +435,8 @@ function PolicyForm({
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
           requireUserScope: v.requireUserScope,
+          machineUniquenessScope: v.machineUniquenessScope,
+          maxCores: int(v.maxCores),
           componentMatchingStrategy: v.componentMatchingStrategy,
           requireComponentsScope: v.requireComponentsScope,
           entitlements: entitlementsOf(entitlements, features),
@@ -467,6 +489,8 @@ function PolicyForm({
         {text("duration", "Duration (days)", "Empty for perpetual.")}
         {text("maxMachines", "Max machines", "0 for unlimited.")}
         {text("maxUsers", "Max users", "0 for unlimited.")}
+        {text("maxCores", "Max cores", "Total CPU cores of a license's machines; 0 for unlimited.")}
+        {choice("machineUniquenessScope", "Machine fingerprint", UNIQUENESS_SCOPES)}
         {text("heartbeatDuration", "Heartbeat every (minutes)", "Empty: machines need not heartbeat.")}
         {text("heartbeatGracePeriod", "Heartbeat grace (minutes)", "Silence allowed past the interval.")}
         {choice("heartbeatCullStrategy", "Dead machines", CULLS)}
