@@ -23,6 +23,9 @@ import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
 import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys.js";
 import type { Machine } from "./machine.entity.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
+import type { ProcessMethods } from "./process.rpc.js";
+
+type ActivationImpl = ServiceImpl<typeof pb.ActivationService>;
 
 /** What RotateSigningKey keeps a retired key verifiable for when the request says nothing. */
 const DEFAULT_RETIRE_AFTER_SECONDS = 30 * 86_400;
@@ -87,7 +90,7 @@ const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTi
  * Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are
  * found by it, however it was typed.
  */
-const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
+export const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
 
 export interface ActivationRpcDeps {
   db: Database;
@@ -104,7 +107,7 @@ export interface ActivationRpcDeps {
 }
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
-export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
+export function createActivationRpc(deps: ActivationRpcDeps): Omit<ActivationImpl, ProcessMethods> {
   const { db, reads, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
 
   /**

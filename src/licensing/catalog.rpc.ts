@@ -21,6 +21,7 @@ import {
   transferFromProto,
   featuresFromProto,
   overageFromProto,
+  processLeasingFromProto,
   policyToProto,
   productToProto,
   seconds,
@@ -68,6 +69,9 @@ const POLICY_FIELDS: Record<string, keyof PolicyInput> = {
   renewal_basis: "renewalBasis",
   transfer_strategy: "transferStrategy",
   require_user_scope: "requireUserScope",
+  max_processes: "maxProcesses",
+  process_leasing_strategy: "processLeasingStrategy",
+  process_heartbeat_duration: "processHeartbeatSeconds",
   metadata: "metadata",
 };
 
@@ -98,6 +102,9 @@ function policyInput(req: PolicyRequest): PolicyInput {
     renewalBasis: renewalBasisFromProto(req.renewalBasis),
     transferStrategy: transferFromProto(req.transferStrategy),
     requireUserScope: req.requireUserScope,
+    maxProcesses: req.maxProcesses,
+    processLeasingStrategy: processLeasingFromProto(req.processLeasingStrategy),
+    processHeartbeatSeconds: seconds(req.processHeartbeatDuration),
     metadata: req.metadata,
   };
 }

@@ -14,6 +14,7 @@ import type {
   FeatureDefinition,
   HeartbeatBasis,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
 } from "./entitlements.js";
@@ -50,6 +51,9 @@ export interface PolicyInput {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  maxProcesses: number;
+  processLeasingStrategy: ProcessLeasingStrategy;
+  processHeartbeatSeconds: number | null;
   metadata: Record<string, string>;
 }
 

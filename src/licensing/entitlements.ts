@@ -46,6 +46,7 @@ export type ExpirationBasis = "from_creation" | "from_first_activation" | "from_
 export type HeartbeatBasis = "from_activation" | "from_first_heartbeat";
 export type RenewalBasis = "from_now_if_expired" | "from_expiry" | "from_now";
 export type TransferStrategy = "keep_expiry" | "reset_expiry";
+export type ProcessLeasingStrategy = "per_machine" | "per_license";
 export type OverageStrategy = "no_overage" | "always" | "allow_1_25x" | "allow_1_5x" | "allow_2x";
 
 export const tierRank = (t: ModelTier | null | undefined) => (t ? TIER_ORDER.indexOf(t) + 1 : 0);

@@ -15,9 +15,17 @@ export interface LicenseMachine {
   heartbeated: boolean;
 }
 
+/** Alive processes on one machine of a license. */
+export interface MachineProcesses {
+  fingerprint: string;
+  alive: number;
+}
+
 export interface LicenseMachines {
   /** Every machine of the license, in id order: one statement, read on each validation that names a fingerprint. */
   ofLicense(licenseId: string): Promise<LicenseMachine[]>;
   /** The signed lease token for the license's machine with this fingerprint; undefined when it is not activated. */
   leaseToken(licenseId: string, fingerprint: string): Promise<string | undefined>;
+  /** The license's alive processes at `now`, by machine (machines without any left out): one statement. */
+  aliveProcesses(licenseId: string, now: Date): Promise<MachineProcesses[]>;
 }

@@ -9,6 +9,7 @@ import type {
   HeartbeatBasis,
   FeatureDefinition,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
 } from "./entitlements.js";
@@ -56,6 +57,9 @@ export const PolicySchema = defineEntity({
     renewalBasis: p.string().$type<RenewalBasis>(),
     transferStrategy: p.string().$type<TransferStrategy>(),
     requireUserScope: p.boolean(),
+    maxProcesses: p.integer(),
+    processLeasingStrategy: p.string().$type<ProcessLeasingStrategy>(),
+    processHeartbeatSeconds: p.bigint("number").nullable(),
     metadata: p.json<Record<string, string>>(),
   },
 });

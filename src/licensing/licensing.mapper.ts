@@ -11,6 +11,7 @@ import {
   HeartbeatCullStrategy as PbCull,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
+  ProcessLeasingStrategy as PbProcessLeasing,
   PolicySchema,
   RenewalBasis as PbRenewalBasis,
   TransferStrategy as PbTransfer,
@@ -37,6 +38,7 @@ import type {
   HeartbeatBasis,
   ModelTier,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
 } from "./entitlements.js";
@@ -103,6 +105,10 @@ const transfers = enumMap<TransferStrategy, PbTransfer>([
   ["keep_expiry", PbTransfer.KEEP_EXPIRY],
   ["reset_expiry", PbTransfer.RESET_EXPIRY],
 ]);
+const processLeasings = enumMap<ProcessLeasingStrategy, PbProcessLeasing>([
+  ["per_machine", PbProcessLeasing.PER_MACHINE],
+  ["per_license", PbProcessLeasing.PER_LICENSE],
+]);
 const statuses = enumMap<LicenseStatus, PbLicenseStatus>([
   ["active", PbLicenseStatus.ACTIVE],
   ["suspended", PbLicenseStatus.SUSPENDED],
@@ -121,6 +127,8 @@ export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
 export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
   renewalBases.fromProto(p) ?? "from_now_if_expired";
 export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
+export const processLeasingFromProto = (p: PbProcessLeasing): ProcessLeasingStrategy =>
+  processLeasings.fromProto(p) ?? "per_machine";
 export const statusFromProto = (p: PbLicenseStatus): LicenseStatus | undefined => statuses.fromProto(p);
 export const statusToProto = (s: LicenseStatus) => statuses.toProto(s);
 
@@ -255,6 +263,9 @@ export const policyToProto = (p: Policy) =>
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
     requireUserScope: p.requireUserScope,
+    maxProcesses: p.maxProcesses,
+    processLeasingStrategy: processLeasings.toProto(p.processLeasingStrategy),
+    processHeartbeatDuration: duration(p.processHeartbeatSeconds),
     metadata: p.metadata,
     createTime: time(p.createdAt),
     updateTime: time(p.updatedAt),

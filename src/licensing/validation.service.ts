@@ -12,6 +12,7 @@ import {
   type ExpirationBasis,
   type ExpirationStrategy,
   type HeartbeatBasis,
+  type ProcessLeasingStrategy,
   type FeatureDefinition,
   type ResolvedAgent,
 } from "./entitlements.js";
@@ -38,6 +39,7 @@ export type ValidationCode =
   | "ENTITLEMENTS_MISSING"
   | "USER_SCOPE_REQUIRED"
   | "USER_SCOPE_MISMATCH"
+  | "TOO_MANY_PROCESSES"
   | "VALID";
 
 /** Everything a validation needs about one license, read in one query and cached. */
@@ -67,6 +69,9 @@ export interface LicenseSnapshot {
   requireUserScope?: boolean;
   /** The license's users (identities: e-mails in lowercase, vendor ids as given); unset: none. */
   users?: ReadonlySet<string>;
+  /** Processes alive at once (0 or unset: no limit), per machine or per license. */
+  maxProcesses?: number;
+  processLeasingStrategy?: ProcessLeasingStrategy;
   entitlements: Entitlement[];
   agents: ResolvedAgent[];
   customerEmail: string;
@@ -111,6 +116,8 @@ interface Row {
   require_fingerprint_scope: boolean;
   require_user_scope: boolean;
   users: string[];
+  max_processes: number;
+  process_leasing_strategy: ProcessLeasingStrategy;
   entitlements: Entitlement[];
   agent_entitlements: AgentEntitlement[];
   email: string;
@@ -150,7 +157,7 @@ export function createValidationService(deps: {
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
               po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email,
-              po.require_user_scope,
+              po.require_user_scope, po.max_processes, po.process_leasing_strategy,
               array(select u.identity from license_users u where u.license_id = l.id) as users
          from licenses l
          join products pr on pr.id = l.product_id
@@ -182,6 +189,8 @@ export function createValidationService(deps: {
           requireFingerprintScope: r.require_fingerprint_scope,
           requireUserScope: r.require_user_scope,
           users: new Set(r.users),
+          maxProcesses: r.max_processes,
+          processLeasingStrategy: r.process_leasing_strategy,
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
           agents: effectiveAgents(r.agent_entitlements, r.agent_overrides),
           customerEmail: r.email,
@@ -290,6 +299,23 @@ export function createValidationService(deps: {
         if (machine.status === "dead" || overdue) return fail("HEARTBEAT_DEAD", "the machine stopped heartbeating");
       } else if (snapshot.requireFingerprintScope) {
         return fail("FINGERPRINT_SCOPE_REQUIRED", "the license's policy requires a machine fingerprint");
+      }
+      if (snapshot.maxProcesses) {
+        // Processes change with every ping: read, never cached; only for policies that limit them.
+        const max = snapshot.maxProcesses;
+        const byMachine = await licenseMachines.aliveProcesses(snapshot.id, now);
+        const perMachine = snapshot.processLeasingStrategy !== "per_license";
+        const alive = !perMachine
+          ? byMachine.reduce((n, m) => n + m.alive, 0)
+          : input.fingerprint
+            ? (byMachine.find((m) => m.fingerprint === input.fingerprint)?.alive ?? 0)
+            : Math.max(0, ...byMachine.map((m) => m.alive));
+        if (alive > max)
+          return fail(
+            "TOO_MANY_PROCESSES",
+            `${alive} processes are alive ${perMachine ? "on the machine" : "under the license"}; ` +
+              `the policy allows ${max}`,
+          );
       }
       // A user is checked when the policy requires one, or when one is given and the license has users
       // (a license without users, under a policy that does not require one, ignores it).
