@@ -57,6 +57,9 @@ const HINTS: Record<string, string> = {
   LICENSE_EXPIRED: "the license has expired: renew it",
   LICENSE_REVOKED: "the license was revoked",
   HEARTBEAT_DEAD: "the machine missed its heartbeats: activate it again",
+  PROCESS_LIMIT_REACHED:
+    "the policy's max_processes are running (metadata.process_leasing_strategy says where): kill one first",
+  PROCESS_DEAD: "the process missed its pings: spawn it again",
   MESSAGE_TOO_LARGE: "the request is larger than the server accepts: send it in smaller pieces",
   EXPIRY_OUT_OF_RANGE: "the new expiry would be after 9000-01-01",
   LICENSE_REQUIRED: "this service runs only with a valid license (metadata.license_code says why there is none)",
