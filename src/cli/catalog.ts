@@ -23,6 +23,7 @@ import {
   ModelTierSchema,
   OverageStrategySchema,
   PolicySchema,
+  ProcessLeasingStrategySchema,
 } from "@licensd/client/gen/licensd/licensing/v1/policy_pb.js";
 import {
   ComposeStrategy,
@@ -213,6 +214,13 @@ export function catalogCommands(program: Command): void {
         "validation must name one of the license's users (USER_SCOPE_REQUIRED otherwise)",
         parseYesNo,
       )
+      .option("--max-processes <n>", "processes alive at once, per machine or per license (0: no limit)", parseCount)
+      .option(
+        "--process-leasing <strategy>",
+        "what --max-processes counts: per-machine or per-license",
+        enumParser(ProcessLeasingStrategySchema),
+      )
+      .option("--process-heartbeat <d>", "processes must ping this often (default 10m)", parseDuration)
       .option("--floating", "machines may move between hosts")
       .option("--heartbeat <d>", "machines must heartbeat this often", parseDuration)
       .option("--grace <d>", "grace period after expiry", parseDuration)
@@ -259,6 +267,9 @@ export function catalogCommands(program: Command): void {
     maxMachines?: number;
     maxUsers?: number;
     requireUserScope?: boolean;
+    maxProcesses?: number;
+    processLeasing?: number;
+    processHeartbeat?: Duration;
     floating?: boolean;
     heartbeat?: Duration;
     grace?: Duration;
@@ -283,6 +294,9 @@ export function catalogCommands(program: Command): void {
     maxMachines: o.maxMachines,
     maxUsers: o.maxUsers,
     requireUserScope: o.requireUserScope,
+    maxProcesses: o.maxProcesses,
+    processLeasingStrategy: o.processLeasing,
+    processHeartbeatDuration: o.processHeartbeat,
     floating: o.floating,
     heartbeatDuration: o.heartbeat,
     gracePeriod: o.grace,
@@ -375,6 +389,9 @@ export function catalogCommands(program: Command): void {
           maxMachines: "max_machines",
           maxUsers: "max_users",
           requireUserScope: "require_user_scope",
+          maxProcesses: "max_processes",
+          processLeasing: "process_leasing_strategy",
+          processHeartbeat: "process_heartbeat_duration",
           floating: "floating",
           heartbeat: "heartbeat_duration",
           grace: "grace_period",
