@@ -10,6 +10,7 @@ import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_se
 import {
   ExpirationBasis,
   HeartbeatBasis,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
 } from "../../gen/ts/licensd/licensing/v1/policy_pb.js";
@@ -168,6 +169,8 @@ describe("catalog pages", () => {
     await edit.getByLabel("Max machines").fill("5");
     await edit.getByLabel("Max users").fill("2");
     await edit.getByLabel(/^Require a user/).check();
+    await edit.getByLabel("Max processes").fill("4");
+    await edit.getByLabel("Processes counted").selectOption({ label: "Per license (all its machines)" });
     await edit.getByRole("group", { name: "Entitlement 2" }).getByLabel("Limit").fill("8");
     await edit.getByRole("button", { name: "Save policy" }).click();
     await page.getByRole("button", { name: "Edit policy" }).waitFor();
@@ -177,6 +180,9 @@ describe("catalog pages", () => {
     expect(policy!.maxMachines).toBe(5);
     expect(policy!.maxUsers).toBe(2);
     expect(policy!.requireUserScope).toBe(true);
+    expect([policy!.maxProcesses, ProcessLeasingStrategy[policy!.processLeasingStrategy]]).toEqual([4, "PER_LICENSE"]);
+    expect(policy!.processHeartbeatDuration).toBeUndefined();
+    expect(await page.getByTestId("policy-max-processes").textContent()).toBe("4 per license");
     expect(p.requireUserScope).toBe(false); // the default, as before
     expect(policy!.entitlements.map((e) => e.value.value)).toEqual([true, 8n]);
     // Unchanged fields kept: only the mask's fields were sent as changes.

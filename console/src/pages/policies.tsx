@@ -4,6 +4,7 @@ import {
   HeartbeatBasis,
   HeartbeatCullStrategy,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
   type Policy,
@@ -177,6 +178,14 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd>{p.maxUsers === 0 ? "unlimited" : p.maxUsers}</dd>
             <dt>User scope</dt>
             <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
+            <dt>Max processes</dt>
+            <dd data-testid="policy-max-processes">
+              {p.maxProcesses === 0
+                ? "unlimited"
+                : `${p.maxProcesses} per ${p.processLeasingStrategy === ProcessLeasingStrategy.PER_LICENSE ? "license" : "machine"}`}
+            </dd>
+            <dt>Process heartbeat</dt>
+            <dd>{`every ${p.processHeartbeatDuration ? durationText(p.processHeartbeatDuration, MINUTE) : "10"} minutes`}</dd>
             <dt>Heartbeat</dt>
             <dd>
               {p.heartbeatDuration
@@ -245,6 +254,9 @@ interface PolicyValues {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  maxProcesses: string;
+  processLeasingStrategy: ProcessLeasingStrategy;
+  processHeartbeatDuration: string;
 }
 
 const valuesOf = (p?: Policy): PolicyValues => ({
@@ -265,6 +277,9 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
   requireUserScope: p?.requireUserScope ?? false,
+  maxProcesses: String(p?.maxProcesses ?? 0),
+  processLeasingStrategy: p?.processLeasingStrategy || ProcessLeasingStrategy.PER_MACHINE,
+  processHeartbeatDuration: durationText(p?.processHeartbeatDuration, MINUTE),
 });
 
 /** The update mask's path for each form value. */
@@ -286,6 +301,9 @@ const PATHS: Record<keyof PolicyValues, string> = {
   heartbeatBasis: "heartbeat_basis",
   renewalBasis: "renewal_basis",
   transferStrategy: "transfer_strategy",
+  maxProcesses: "max_processes",
+  processLeasingStrategy: "process_leasing_strategy",
+  processHeartbeatDuration: "process_heartbeat_duration",
 };
 
 const int = (s: string) => (s.trim() === "" ? 0 : Number(s));
@@ -322,6 +340,10 @@ const RENEWAL_BASES: [RenewalBasis, string][] = [
   [RenewalBasis.FROM_NOW_IF_EXPIRED, "From the expiry, or now if past"],
   [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
   [RenewalBasis.FROM_NOW, "From now"],
+];
+const PROCESS_LEASINGS: [ProcessLeasingStrategy, string][] = [
+  [ProcessLeasingStrategy.PER_MACHINE, "Per machine"],
+  [ProcessLeasingStrategy.PER_LICENSE, "Per license (all its machines)"],
 ];
 const TRANSFERS: [TransferStrategy, string][] = [
   [TransferStrategy.KEEP_EXPIRY, "Keep the expiry"],
@@ -397,6 +419,9 @@ function PolicyForm({
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
           requireUserScope: v.requireUserScope,
+          maxProcesses: int(v.maxProcesses),
+          processLeasingStrategy: v.processLeasingStrategy,
+          processHeartbeatDuration: durationOf(v.processHeartbeatDuration, MINUTE),
           entitlements: entitlementsOf(entitlements, features),
           metadata: metadataOf(metadata),
         };
@@ -457,6 +482,9 @@ function PolicyForm({
         {choice("heartbeatBasis", "Heartbeats required", HEARTBEAT_BASES)}
         {choice("renewalBasis", "Renewal extends", RENEWAL_BASES)}
         {choice("transferStrategy", "On transfer", TRANSFERS)}
+        {text("maxProcesses", "Max processes", "Running at once; 0 for unlimited.")}
+        {choice("processLeasingStrategy", "Processes counted", PROCESS_LEASINGS)}
+        {text("processHeartbeatDuration", "Process ping every (minutes)", "Empty: 10 minutes.")}
       </div>
       <div class="field check">
         <input
