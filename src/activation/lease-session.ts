@@ -66,11 +66,7 @@ export function createLeaseSessions(deps: {
    * on a reconnect, adopted while still alive) and watched too. Only ids leave this function: a stream may stay open
    * for days, and the entities (with the EntityManager that loaded them) would stay with it.
    */
-  async function open(
-    address: string,
-    msg: LeaseMessage,
-    revoke: Revoke,
-  ): Promise<{ held: Held; stop: () => void }> {
+  async function open(address: string, msg: LeaseMessage, revoke: Revoke): Promise<{ held: Held; stop: () => void }> {
     const { key, fingerprint } = msg;
     // Watch first, then check: a change committed in between is still pushed.
     const { license, machine } = await keyFailures.guard(address, () => machines.identify(db.em(), key, fingerprint));

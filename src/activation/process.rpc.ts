@@ -12,7 +12,7 @@ import type { KeyFailureLimit } from "../platform/key-failures.js";
 import type { PageTokens } from "../platform/pagination.js";
 import type { ReplicaReads } from "../platform/replicas.js";
 import { procedureOf, readTenant, tenantMutation } from "../platform/rpc.js";
-import { keyScope } from "./activation.rpc.js";
+import { keyScope } from "./key-scope.js";
 import type { Process } from "./process.entity.js";
 import { processAlive, type ProcessService } from "./process.service.js";
 

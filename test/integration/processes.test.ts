@@ -265,15 +265,17 @@ describe("process lifecycle", () => {
     });
     await s.api.reinstateLicense({ id: s.licenseId });
     await s.admin(b).deleteMachine({ id: s.machines[0]!.id });
-    expect((await query(db.url, "select count(*)::int as n from processes where license_id = $1", [s.licenseId]))[0].n)
-      .toBe(0);
+    expect(
+      (await query(db.url, "select count(*)::int as n from processes where license_id = $1", [s.licenseId]))[0].n,
+    ).toBe(0);
   });
 
   it("keeps the defaults: no limit, and validation says nothing of processes", async () => {
     const s = await setup();
     expect(s.policy.maxProcesses).toBe(0);
     expect(ProcessLeasingStrategy[s.policy.processLeasingStrategy]).toBe("PER_MACHINE");
-    for (let i = 0; i < 12; i++) await app(i % 2 ? a : b).spawnProcess({ key: s.key, fingerprint: "fp-1", pid: `${i}` });
+    for (let i = 0; i < 12; i++)
+      await app(i % 2 ? a : b).spawnProcess({ key: s.key, fingerprint: "fp-1", pid: `${i}` });
     const p = (await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes[0]!;
     expect(p.heartbeatDuration!.seconds).toBe(600n);
     expect(await code(a, s.key, "fp-1")).toBe("VALID");
@@ -329,8 +331,9 @@ describe("ConnectLease with a process", () => {
     const pinged = (await s.admin(a).getProcess({ id: held!.id })).process!;
     expect(pinged.lastHeartbeatTime!.seconds).toBe(BigInt(clock.now().getTime() / 1000));
     lease.end();
-    await until("the stream's process killed", async () =>
-      (await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.length === 0,
+    await until(
+      "the stream's process killed",
+      async () => (await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.length === 0,
     );
     await app(b).spawnProcess({ key: s.key, fingerprint: "fp-1", pid: "other" });
     expect((await s.entries("process.killed")).map((e) => [e.subject, e.actor])).toEqual([
@@ -359,13 +362,12 @@ describe("ConnectLease with a process", () => {
     const responses = createClient(ActivationService, h2).connectLease(requests.messages)[Symbol.asyncIterator]();
     requests.push({ key: s.key, fingerprint: "fp-1", processPid: "web-1" } as ConnectLeaseRequest);
     expect((await within(responses.next(), "a lease")).value?.event.case).toBe("lease");
-    expect((await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.map((p) => p.pid)).toEqual([
-      "web-1",
-    ]);
+    expect((await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.map((p) => p.pid)).toEqual(["web-1"]);
     requests.end();
     await within(responses.next(), "the stream's end");
-    await until("the stream's process killed", async () =>
-      (await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.length === 0,
+    await until(
+      "the stream's process killed",
+      async () => (await s.admin(a).listProcesses({ licenseId: s.licenseId })).processes.length === 0,
     );
   });
 });

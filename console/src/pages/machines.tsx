@@ -184,8 +184,8 @@ export function ProcessTable({ licenseId }: { licenseId: string }) {
       {processes.data && processes.items.length === 0 ? (
         <Empty>
           <p>
-            No process is running under this license. The app registers one on an activated machine
-            (ActivationService SpawnProcess, or a ConnectLease stream naming a process).
+            No process is running under this license. The app registers one on an activated machine (ActivationService
+            SpawnProcess, or a ConnectLease stream naming a process).
           </p>
         </Empty>
       ) : null}
