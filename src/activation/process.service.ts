@@ -63,9 +63,13 @@ export function createProcessService(deps: { clock: Clock; events: Events; machi
     opts: { adopt: boolean },
   ): Promise<Process> {
     const perLicense = policy.processLeasingStrategy === "per_license";
-    // The row the limit is counted under, locked first: concurrent spawns of its scope queue here.
+    // The row the limit is counted under, locked first: concurrent spawns of its scope queue here. The machine is
+    // locked either way (for key share under PER_LICENSE), so one deleted meanwhile is NOT_FOUND, not a broken key.
     if (perLicense) await sql(em, `select 1 from licenses where id = $1 for update`, [license.id]);
-    else await sql(em, `select 1 from machines where id = $1 for update`, [machine.id]);
+    const held = await sql(em, `select 1 from machines where id = $1 for ${perLicense ? "key share" : "update"}`, [
+      machine.id,
+    ]);
+    if (held.length === 0) throw notFound("machine", machine.id);
     const now = clock.now();
     const existing = await em.findOne(Process, { machineId: machine.id, pid: input.pid }, { refresh: true });
     if (existing && processAlive(existing, now)) {
