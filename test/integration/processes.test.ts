@@ -355,6 +355,18 @@ describe("ConnectLease with a process", () => {
     expect(ended.event.case === "revocation" && ended.event.value.reason).toBe("PROCESS_KILLED");
   });
 
+  it("revokes the stream with PROCESS_DEAD when its messages come slower than the process heartbeat", async () => {
+    const s = await setup({ maxProcesses: 2, processHeartbeatDuration: sec(60) });
+    const lease = openLease(a);
+    lease.send({ key: s.key, fingerprint: "fp-1", processPid: "slow" });
+    expect((await lease.next()).value?.event.case).toBe("lease");
+    move(61);
+    lease.send({});
+    const ended = (await lease.next()).value!;
+    expect(ended.event.case === "revocation" && ended.event.value.reason).toBe("PROCESS_DEAD");
+    expect((await lease.next()).done).toBe(true);
+  });
+
   it("holds a process over the Connect protocol (HTTP/2) too", async () => {
     const s = await setup({ maxProcesses: 1 });
     const requests = outbox<ConnectLeaseRequest>();
