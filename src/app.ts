@@ -38,6 +38,8 @@ import { AuditFeed } from "./events/audit-feed.js";
 import { createHeartbeatWorker, type HeartbeatWorker } from "./activation/heartbeat.worker.js";
 import { LeaseHub } from "./activation/lease-hub.js";
 import { createLeaseSessions } from "./activation/lease-session.js";
+import { createProcessRpc } from "./activation/process.rpc.js";
+import { createProcessService } from "./activation/process.service.js";
 import { createRateLimiter } from "./platform/rate-limit.js";
 import { createForeignKeyBudget, createKeyFailureLimit } from "./platform/key-failures.js";
 import { createClientAddress } from "./platform/client-address.js";
@@ -250,6 +252,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       signingKeys,
       dataKey: dataKeys,
     });
+    const processes = createProcessService({ clock, events, machines });
     // Licensing asks about machines through its port; activation fills it.
     const licenseMachines = createLicenseMachines({ db, machines });
     const licenses = createLicenseService({
@@ -370,20 +373,23 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const shutdown = new AbortController();
     const clientAddress = createClientAddress(config.trustedProxies, config.forwardedHeader);
 
-    const leases = createLeaseSessions({ db, clock, machines, hub, keyFailures });
+    const leases = createLeaseSessions({ db, clock, machines, processes, hub, keyFailures, logger });
     const readMaxBytes = 4 * 1024 * 1024;
-    const activation = createActivationRpc({
-      db,
-      reads,
-      idempotency,
-      signingKeys,
-      machines,
-      leases,
-      rateLimiter,
-      rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
-      pages,
-      keyFailures,
-    });
+    const activation = {
+      ...createActivationRpc({
+        db,
+        reads,
+        idempotency,
+        signingKeys,
+        machines,
+        leases,
+        rateLimiter,
+        rates: { perLicense: config.activationRatePerLicense, perIp: config.activationRatePerIp },
+        pages,
+        keyFailures,
+      }),
+      ...createProcessRpc({ db, reads, clock, idempotency, processes, pages, keyFailures }),
+    };
     const connectHandler = createEdgeHandler({
       routes: routes({
         tenant: createTenantRpc({ db, reads, idempotency, tenants, apiKeys, pages }),

@@ -2,6 +2,7 @@ import { ApiKeySchema } from "./tenants/api-key.entity.js";
 import { TenantSchema } from "./tenants/tenant.entity.js";
 import { IdempotencyRecordSchema } from "./platform/idempotency.entity.js";
 import { MachineComponentSchema, MachineSchema } from "./activation/machine.entity.js";
+import { ProcessSchema } from "./activation/process.entity.js";
 import { MeterSchema } from "./usage/meter.entity.js";
 import type { Schema } from "./platform/db.js";
 import { migrationsList } from "./migrations/index.js";
@@ -24,6 +25,7 @@ export const entities = [
   LicenseSchema,
   LicenseUserSchema,
   MachineSchema,
+  ProcessSchema,
   MachineComponentSchema,
   MeterSchema,
 ];

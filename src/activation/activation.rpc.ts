@@ -6,7 +6,6 @@ import { MachineSchema, MachineStatus } from "../../gen/ts/licensd/activation/v1
 import { SigningKeySchema, SigningKeyStatus } from "../../gen/ts/licensd/activation/v1/signing_key_pb.js";
 import { requireSuperAdmin } from "../platform/auth.js";
 import { peerAddressKey, principalKey } from "../platform/context.js";
-import { sha256 } from "../platform/crypto.js";
 import type { Database } from "../platform/db.js";
 import type { ReplicaReads } from "../platform/replicas.js";
 import { invalidArgument } from "../platform/errors.js";
@@ -14,7 +13,6 @@ import type { RateRule } from "../platform/rate-limit.js";
 import type { RateLimiter } from "../platform/rate-limit.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
 import { addressBucket } from "../platform/client-address.js";
-import { normalizeLicenseKey } from "../licensing/license-key.js";
 import type { LeanCall, LeanSession } from "../platform/lean-stream.js";
 import type { LeaseEvent, LeaseSessions } from "./lease-session.js";
 import type { Idempotency } from "../platform/idempotency.js";
@@ -24,6 +22,10 @@ import type { PublicSigningKey, SigningKeyStore } from "../platform/signing-keys
 import type { Machine } from "./machine.entity.js";
 import { checkedComponents, type Component } from "../licensing/license-machines.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
+import { keyScope } from "./key-scope.js";
+import type { ProcessMethods } from "./process.rpc.js";
+
+type ActivationImpl = ServiceImpl<typeof pb.ActivationService>;
 
 /** What RotateSigningKey keeps a retired key verifiable for when the request says nothing. */
 const DEFAULT_RETIRE_AFTER_SECONDS = 30 * 86_400;
@@ -85,12 +87,6 @@ export function leaseStream(leases: LeaseSessions) {
 
 const leaseToProto = (l: SignedLease) => ({ token: l.token, kid: l.kid, expireTime: timestampFromDate(l.expiresAt) });
 
-/**
- * Calls authenticated by a license key are scoped (rate buckets, idempotency) by the digest of the key as licenses are
- * found by it, however it was typed.
- */
-const keyScope = (key: string) => `key:${sha256(normalizeLicenseKey(key)).toString("hex").slice(0, 32)}`;
-
 export interface ActivationRpcDeps {
   db: Database;
   /** Lists and other reads that tolerate bounded staleness (docs/replicas.md). */
@@ -106,7 +102,7 @@ export interface ActivationRpcDeps {
 }
 
 /** The Connect implementation of licensd.activation.v1.ActivationService. */
-export function createActivationRpc(deps: ActivationRpcDeps): ServiceImpl<typeof pb.ActivationService> {
+export function createActivationRpc(deps: ActivationRpcDeps): Omit<ActivationImpl, ProcessMethods> {
   const { db, reads, idempotency, signingKeys, machines, leases, rateLimiter, rates, pages, keyFailures } = deps;
 
   /**

@@ -13,7 +13,9 @@ import type { Events } from "../events/events.js";
  *  2. dead machines of DEACTIVATE_DEAD policies whose resurrection period is over (or
  *     that have none) are deactivated, freeing the seat (`machine.deactivated`, reason
  *     `heartbeat_dead`);
- *  3. stale rate-limit buckets are dropped.
+ *  3. processes whose last ping is older than their heartbeat duration are removed (`process.killed`, reason
+ *     `heartbeat_dead`); they stopped counting against max_processes at that moment already;
+ *  4. stale rate-limit buckets are dropped.
  * Offline (air-gapped) machines never heartbeat and are never culled. Safe on many
  * instances: rows are claimed with FOR UPDATE SKIP LOCKED, each in its own transaction.
  */
@@ -97,14 +99,40 @@ export function createHeartbeatWorker(deps: {
     });
   }
 
+  async function reapProcesses(): Promise<number> {
+    return db.tx(async (em) => {
+      const now = clock.now();
+      const due = await sql<{ id: string; tenant_id: string; license_id: string; machine_id: string; pid: string }>(
+        em,
+        `select id, tenant_id, license_id, machine_id, pid from processes
+          where last_heartbeat_at + make_interval(secs => heartbeat_seconds) < $1
+          order by last_heartbeat_at limit ${BATCH} for update skip locked`,
+        [now],
+      );
+      for (const p of due) {
+        await sql(em, `delete from processes where id = $1`, [p.id]);
+        await events.emit(em, {
+          tenantId: p.tenant_id,
+          type: "process.killed",
+          subject: p.id,
+          actor: "system",
+          payload: { license_id: p.license_id, machine_id: p.machine_id, pid: p.pid, reason: "heartbeat_dead" },
+        });
+      }
+      return due.length;
+    });
+  }
+
   /** One pass (every step until nothing is left); returns what it did. */
-  async function tick(): Promise<{ dead: number; culled: number }> {
+  async function tick(): Promise<{ dead: number; culled: number; processes: number }> {
     let dead = 0;
     let culled = 0;
+    let processes = 0;
     for (let n = BATCH; n === BATCH; ) dead += n = await markDead();
     for (let n = BATCH; n === BATCH; ) culled += n = await cull();
+    for (let n = BATCH; n === BATCH; ) processes += n = await reapProcesses();
     await rateLimiter.purge();
-    return { dead, culled };
+    return { dead, culled, processes };
   }
 
   return {
@@ -114,7 +142,8 @@ export function createHeartbeatWorker(deps: {
         deps.intervalMs,
         async () => {
           const r = await tick();
-          if (r.dead > 0 || r.culled > 0) logger.info(r, "heartbeat monitor: machines declared dead / deactivated");
+          if (r.dead > 0 || r.culled > 0 || r.processes > 0)
+            logger.info(r, "heartbeat monitor: machines declared dead / deactivated, dead processes removed");
         },
         { name: "heartbeat monitor", logger },
       );

@@ -10,6 +10,7 @@ const REVOKING: Record<string, { reason: string; message: string }> = {
   "machine.deactivated": { reason: "MACHINE_DEACTIVATED", message: "the machine was deactivated" },
   "machine.deleted": { reason: "MACHINE_DELETED", message: "the machine was deleted" },
   "machine.heartbeat.dead": { reason: "HEARTBEAT_DEAD", message: "the machine missed its heartbeat deadline" },
+  "process.killed": { reason: "PROCESS_KILLED", message: "the stream's process was killed or missed its heartbeat" },
 };
 
 export type Revoke = (reason: string, message: string) => void;

@@ -3,13 +3,26 @@ import type { Database } from "../platform/db.js";
 import { DomainError, invalidArgument } from "../platform/errors.js";
 import { Interrupt } from "../platform/interrupt.js";
 import type { KeyFailureLimit } from "../platform/key-failures.js";
+import type { Logger } from "../platform/logger.js";
 import type { LeaseHub, Revoke } from "./lease-hub.js";
 import type { MachineService, SignedLease } from "./machine.service.js";
+import type { ProcessService } from "./process.service.js";
 
-/** A ConnectLease message: the first names the license key and the machine; later ones may leave them empty. */
+/**
+ * A ConnectLease message: the first names the license key and the machine, and may name a process the stream holds;
+ * later ones may leave them empty.
+ */
 export interface LeaseMessage {
   key: string;
   fingerprint: string;
+  processPid?: string;
+}
+
+/** What one stream holds: its license key and machine, and the process it spawned ("" for none). */
+interface Held {
+  key: string;
+  fingerprint: string;
+  processId: string;
 }
 
 /** What a lease session sends: a fresh lease for each message, or the revocation that ends it. */
@@ -24,6 +37,8 @@ const REVOKING_REASONS = new Set([
   "LICENSE_EXPIRED",
   "HEARTBEAT_DEAD",
   "MACHINE_NOT_FOUND",
+  "PROCESS_DEAD",
+  "PROCESS_NOT_FOUND",
 ]);
 
 /** setTimeout's ceiling (about 24.8 days); later deadlines are re-armed by a later heartbeat. */
@@ -39,37 +54,73 @@ export function createLeaseSessions(deps: {
   db: Database;
   clock: Clock;
   machines: MachineService;
+  processes: ProcessService;
   hub: LeaseHub;
   keyFailures: KeyFailureLimit;
+  logger: Logger;
 }) {
-  const { db, clock, machines, hub, keyFailures } = deps;
+  const { db, clock, machines, processes, hub, keyFailures, logger } = deps;
 
   /**
-   * The first message: the key and machine checked, and the watch in place. Only ids leave this function: a
-   * stream may stay open for days, and the entities (with the EntityManager that loaded them) would stay with it.
+   * The first message: the key and machine checked, and the watch in place; then the process it names spawned (or,
+   * on a reconnect, adopted while still alive) and watched too. Only ids leave this function: a stream may stay open
+   * for days, and the entities (with the EntityManager that loaded them) would stay with it.
    */
-  async function open(address: string, key: string, fingerprint: string, revoke: Revoke): Promise<() => void> {
+  async function open(address: string, msg: LeaseMessage, revoke: Revoke): Promise<{ held: Held; stop: () => void }> {
+    const { key, fingerprint } = msg;
     // Watch first, then check: a change committed in between is still pushed.
     const { license, machine } = await keyFailures.guard(address, () => machines.identify(db.em(), key, fingerprint));
-    return hub.watch(license.tenantId, [license.id, machine.id], revoke);
+    const stopMachine = await hub.watch(license.tenantId, [license.id, machine.id], revoke);
+    if (!msg.processPid) return { held: { key, fingerprint, processId: "" }, stop: stopMachine };
+    const pid = msg.processPid;
+    let process: Awaited<ReturnType<typeof processes.spawnByKey>>;
+    try {
+      process = await db.tx((em) => processes.spawnByKey(em, key, fingerprint, { pid, metadata: {} }, { adopt: true }));
+    } catch (err) {
+      stopMachine();
+      throw err;
+    }
+    // The tenant's watch was already reading the log from before the spawn: a kill after it is still pushed.
+    const stopProcess = await hub.watch(license.tenantId, [process.id], revoke);
+    const stop = () => {
+      stopMachine();
+      stopProcess();
+    };
+    return { held: { key, fingerprint, processId: process.id }, stop };
+  }
+
+  /** Ends the stream's process (its slot is free at once); one already gone is no matter. */
+  function release(held: Held) {
+    if (!held.processId) return;
+    db.tx((em) => processes.kill(em, { key: held.key }, "", held.processId)).catch((err: unknown) => {
+      if (err instanceof DomainError && err.reason === "PROCESS_NOT_FOUND") return;
+      logger.warn({ err, processId: held.processId }, "lease stream closed: could not kill its process");
+    });
   }
 
   /**
    * A heartbeat: the fresh lease, or the revocation when the machine may no longer run, and when the license
    * expires (null: never). Like `open`, keeps no entity.
    */
-  async function beat(
-    key: string,
-    fingerprint: string,
-  ): Promise<{ event: LeaseEvent; expires?: { at: Date; message: string } | null }> {
+  async function beat({
+    key,
+    fingerprint,
+    processId,
+  }: Held): Promise<{ event: LeaseEvent; expires?: { at: Date; message: string } | null }> {
     let stamped: Awaited<ReturnType<typeof machines.heartbeatFast>>;
     try {
       stamped =
         (await machines.heartbeatFast(db, key, fingerprint)) ??
         (await db.tx((em) => machines.heartbeat(em, key, fingerprint)));
+      if (processId) await db.tx((em) => processes.ping(em, { key }, processId));
     } catch (err) {
       if (err instanceof DomainError && REVOKING_REASONS.has(err.reason)) {
-        const reason = err.reason === "MACHINE_NOT_FOUND" ? "MACHINE_DEACTIVATED" : err.reason;
+        const reason =
+          err.reason === "MACHINE_NOT_FOUND"
+            ? "MACHINE_DEACTIVATED"
+            : err.reason === "PROCESS_NOT_FOUND"
+              ? "PROCESS_KILLED"
+              : err.reason;
         return { event: { kind: "revocation", reason, message: err.message, time: clock.now() } };
       }
       throw err;
@@ -94,8 +145,7 @@ export function createLeaseSessions(deps: {
     else signal.addEventListener("abort", onAbort, { once: true });
     let stopWatching: (() => void) | undefined;
     let expiry: NodeJS.Timeout | undefined;
-    let key = "";
-    let fingerprint = "";
+    let held: Held | undefined;
     try {
       for (;;) {
         const next = await Promise.race([input.next().then((r) => ({ kind: "message" as const, r })), stop.next()]);
@@ -106,11 +156,10 @@ export function createLeaseSessions(deps: {
         }
         if (next.r.done) return;
         const msg = next.r.value;
-        if (!stopWatching) {
-          ({ key, fingerprint } = first(msg));
-          stopWatching = await open(address, key, fingerprint, revoke);
-        } else sameMachine(msg, key, fingerprint);
-        const { event, expires } = await beat(key, fingerprint);
+        if (!held) {
+          ({ held, stop: stopWatching } = await open(address, first(msg), revoke));
+        } else sameMachine(msg, held);
+        const { event, expires } = await beat(held);
         if (event.kind === "revocation") {
           yield event;
           return;
@@ -123,6 +172,7 @@ export function createLeaseSessions(deps: {
       signal.removeEventListener("abort", onAbort);
       stopWatching?.();
       clearTimeout(expiry);
+      if (held) release(held);
       void input.return?.();
     }
   }
@@ -133,16 +183,17 @@ export function createLeaseSessions(deps: {
    * no generator, no promise and no entity between messages: an idle stream costs its ids and a watch.
    */
   function attach(address: string, sink: { event(e: LeaseEvent): void; end(): void }) {
-    let key = "";
-    let fingerprint = "";
+    let held: Held | undefined;
     let stopWatching: (() => void) | undefined;
     let expiry: NodeJS.Timeout | undefined;
     let closed = false;
     const close = () => {
+      if (closed) return;
       closed = true;
       stopWatching?.();
       stopWatching = undefined;
       clearTimeout(expiry);
+      if (held) release(held);
     };
     const revoke: Revoke = (reason, message) => {
       if (closed) return;
@@ -153,14 +204,19 @@ export function createLeaseSessions(deps: {
     return {
       async message(msg: LeaseMessage) {
         if (closed) return;
-        if (!key) {
-          ({ key, fingerprint } = first(msg));
-          const stop = await open(address, key, fingerprint, revoke);
-          if (closed) stop();
-          else stopWatching = stop;
-        } else sameMachine(msg, key, fingerprint);
+        if (!held) {
+          const opened = await open(address, first(msg), revoke);
+          held = opened.held;
+          if (closed) {
+            // The client went away while the stream opened: what it opened ends here.
+            opened.stop();
+            release(held);
+            return;
+          }
+          stopWatching = opened.stop;
+        } else sameMachine(msg, held);
         if (closed) return;
-        const { event, expires } = await beat(key, fingerprint);
+        const { event, expires } = await beat(held);
         if (closed) return;
         if (event.kind === "revocation") {
           close();
@@ -186,21 +242,22 @@ export function createLeaseSessions(deps: {
   return { run, attach };
 }
 
-/** A stream's first message: it names the license key and the machine. */
+/** A stream's first message: it names the license key and the machine, and perhaps a process. */
 function first(msg: LeaseMessage): LeaseMessage {
   if (!msg.key) throw invalidArgument("key", "the first message must carry the license key");
   if (!msg.fingerprint) throw invalidArgument("fingerprint", "the first message must carry the machine's fingerprint");
-  return { key: msg.key, fingerprint: msg.fingerprint };
+  return { key: msg.key, fingerprint: msg.fingerprint, processPid: msg.processPid ?? "" };
 }
 
-/** A later message: its key and fingerprint, when given, are the first message's. */
-function sameMachine(msg: LeaseMessage, key: string, fingerprint: string) {
+/** A later message: its key and fingerprint, when given, are the first message's; it names no other process. */
+function sameMachine(msg: LeaseMessage, { key, fingerprint }: Held) {
   if ((msg.key && msg.key !== key) || (msg.fingerprint && msg.fingerprint !== fingerprint)) {
     throw invalidArgument(
       msg.key !== key ? "key" : "fingerprint",
       "must match the stream's first message (or be empty)",
     );
   }
+  if (msg.processPid) throw invalidArgument("process_pid", "only the stream's first message may name a process");
 }
 
 export type LeaseSessions = ReturnType<typeof createLeaseSessions>;

@@ -1,5 +1,5 @@
 import { sql, type Database } from "../platform/db.js";
-import type { Component, LicenseMachine, LicenseMachines } from "../licensing/license-machines.js";
+import type { Component, LicenseMachine, LicenseMachines, MachineProcesses } from "../licensing/license-machines.js";
 import type { MachineService } from "./machine.service.js";
 import { fingerprintTaken } from "./machine-uniqueness.js";
 
@@ -16,6 +16,17 @@ export function createLicenseMachines(deps: { db: Database; machines: MachineSer
            from machines where license_id = $1 order by id`,
         [licenseId],
         { name: "licensd-validate-machines" },
+      ),
+    // Read only for policies with max_processes: one prepared statement, never cached (pings change it).
+    aliveProcesses: (licenseId, now) =>
+      sql<MachineProcesses>(
+        db,
+        `select m.fingerprint, count(*)::int as alive
+           from processes p join machines m on m.id = p.machine_id
+          where p.license_id = $1 and p.last_heartbeat_at + make_interval(secs => p.heartbeat_seconds) >= $2
+          group by m.fingerprint`,
+        [licenseId, now],
+        { name: "licensd-validate-processes" },
       ),
     async fingerprintTaken(em, license) {
       const alive = await sql<{ fingerprint: string }>(

@@ -324,10 +324,44 @@ export function createMachineService(deps: {
     return { machine, lease: await leaseOf(product, policy, license, machine) };
   }
 
+  /** A machine that may run the app now: its license usable, the machine activated and alive. */
+  async function running(em: EntityManager, license: License, machine: Machine) {
+    const policy = await catalog.getPolicy(em, license.tenantId, license.policyId);
+    requireUsable(license, policy, { newMachine: false });
+    if (machine.status === "dead")
+      throw failedPrecondition(
+        "HEARTBEAT_DEAD",
+        `the machine was declared dead at ${machine.deadAt!.toISOString()}; heartbeat or activate it again`,
+        { machine_id: machine.id },
+      );
+    return { license, policy, machine };
+  }
+
   return {
     getMachine,
     runsUntil,
     componentsOf,
+
+    /** The license a key names (UNAUTHENTICATED for none), unlocked. */
+    licenseByKey: (em: EntityManager, key: string) => licenseOf(em, key, false),
+
+    /**
+     * The license, policy and machine of a running app, named by its license key and fingerprint: NOT_FOUND for a
+     * machine not activated, FAILED_PRECONDITION for a license that may not run or a dead machine. No lock.
+     */
+    async runningByKey(em: EntityManager, key: string, fingerprint: string) {
+      const license = await licenseOf(em, key, false);
+      const machine = await em.findOne(Machine, { licenseId: license.id, fingerprint });
+      if (!machine) throw notFound("machine", fingerprint);
+      return running(em, license, machine);
+    },
+
+    /** As `runningByKey`, for a machine named by id in a tenant (an admin's call). */
+    async runningById(em: EntityManager, tenantId: string, machineId: string) {
+      const machine = await getMachine(em, tenantId, machineId);
+      const license = await em.findOneOrFail(License, { id: machine.licenseId });
+      return running(em, license, machine);
+    },
 
     /**
      * Activates the license on the machine, or returns the machine already activated with

@@ -1,5 +1,5 @@
 /*
- * `licensd machine …`, `licensd lease verify`, `licensd activation request|respond` and
+ * `licensd machine …`, `licensd process …`, `licensd lease verify`, `licensd activation request|respond` and
  * `licensd keys …` (ActivationService). `lease verify` and `activation request` work offline.
  */
 import { readFileSync, writeFileSync } from "node:fs";
@@ -11,6 +11,7 @@ import {
   RotateSigningKeyResponseSchema,
 } from "@licensd/client/gen/licensd/activation/v1/activation_service_pb.js";
 import { MachineSchema, MachineStatusSchema } from "@licensd/client/gen/licensd/activation/v1/machine_pb.js";
+import { ProcessSchema, ProcessStatusSchema } from "@licensd/client/gen/licensd/activation/v1/process_pb.js";
 import { SigningKeySchema, SigningKeyStatusSchema } from "@licensd/client/gen/licensd/activation/v1/signing_key_pb.js";
 import { type Command, Option } from "commander";
 import {
@@ -78,6 +79,63 @@ export function activationCommands(program: Command): void {
       if (ctx.json) return printJson({ machine: messageJson(MachineSchema, res.machine!) });
       printRecord(ctx, fieldsOf(MachineSchema, res.machine!));
       note(ctx, "deactivated: the machine above (as it was) no longer holds a seat");
+    }),
+  );
+
+  const processes = program
+    .command("process")
+    .description("processes: running instances of an app on activated machines (max_processes)");
+  listOptions(
+    processes
+      .command("list")
+      .description("list processes, dead ones included until the heartbeat monitor removes them")
+      .option("--license <id>", "only this license's (lic_…)")
+      .option("--machine <id>", "only this machine's (mach_…)"),
+  ).action(
+    act<ListOptions & { license?: string; machine?: string }>(async (ctx, o) => {
+      const page = await collectPages(o, async (pageSize, pageToken) => {
+        const r = await ctx.client(ActivationService).listProcesses({
+          tenantId: ctx.tenant,
+          licenseId: o.license ?? "",
+          machineId: o.machine ?? "",
+          pageSize,
+          pageToken,
+        });
+        return { items: r.processes, next: r.nextPageToken };
+      });
+      printList(ctx, "processes", ProcessSchema, page, [
+        { header: "ID", value: (p) => p.id },
+        { header: "MACHINE", value: (p) => p.machineId },
+        { header: "PID", value: (p) => p.pid },
+        { header: "STATUS", value: (p) => enumText(ProcessStatusSchema, p.status), status: true },
+        { header: "LAST PING", value: (p) => time(p.lastHeartbeatTime) },
+      ]);
+    }),
+  );
+  processes
+    .command("show")
+    .description("show a process")
+    .argument("<id>", "process id (proc_…)")
+    .action(
+      act(async (ctx, _o, [id]) => {
+        const res = await ctx.client(ActivationService).getProcess({ tenantId: ctx.tenant, id });
+        if (ctx.json) return printJson({ process: messageJson(ProcessSchema, res.process!) });
+        printRecord(ctx, fieldsOf(ProcessSchema, res.process!));
+      }),
+    );
+  mutationOptions(
+    processes
+      .command("kill")
+      .description("kill a process: its slot of max_processes is free at once")
+      .argument("<id>", "process id (proc_…)"),
+  ).action(
+    act<{ idempotencyKey?: string }>(async (ctx, o, [id]) => {
+      const res = await ctx
+        .client(ActivationService)
+        .killProcess({ tenantId: ctx.tenant, id, idempotencyKey: idempotencyKey(o) });
+      if (ctx.json) return printJson({ process: messageJson(ProcessSchema, res.process!) });
+      printRecord(ctx, fieldsOf(ProcessSchema, res.process!));
+      note(ctx, "killed: the process above (as it was) no longer holds a slot");
     }),
   );
 

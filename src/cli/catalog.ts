@@ -25,6 +25,7 @@ import {
   ModelTierSchema,
   OverageStrategySchema,
   PolicySchema,
+  ProcessLeasingStrategySchema,
 } from "@licensd/client/gen/licensd/licensing/v1/policy_pb.js";
 import {
   ComposeStrategy,
@@ -215,6 +216,13 @@ export function catalogCommands(program: Command): void {
         "validation must name one of the license's users (USER_SCOPE_REQUIRED otherwise)",
         parseYesNo,
       )
+      .option("--max-processes <n>", "processes alive at once, per machine or per license (0: no limit)", parseCount)
+      .option(
+        "--process-leasing <strategy>",
+        "what --max-processes counts: per-machine or per-license",
+        enumParser(ProcessLeasingStrategySchema),
+      )
+      .option("--process-heartbeat <d>", "processes must ping this often (default 10m)", parseDuration)
       .option(
         "--component-matching <strategy>",
         "how many of a machine's components validation must match: match-any, match-two, match-most or match-all",
@@ -277,6 +285,9 @@ export function catalogCommands(program: Command): void {
     maxMachines?: number;
     maxUsers?: number;
     requireUserScope?: boolean;
+    maxProcesses?: number;
+    processLeasing?: number;
+    processHeartbeat?: Duration;
     componentMatching?: number;
     requireComponentsScope?: boolean;
     floating?: boolean;
@@ -305,6 +316,9 @@ export function catalogCommands(program: Command): void {
     maxMachines: o.maxMachines,
     maxUsers: o.maxUsers,
     requireUserScope: o.requireUserScope,
+    maxProcesses: o.maxProcesses,
+    processLeasingStrategy: o.processLeasing,
+    processHeartbeatDuration: o.processHeartbeat,
     componentMatchingStrategy: o.componentMatching,
     requireComponentsScope: o.requireComponentsScope,
     floating: o.floating,
@@ -401,6 +415,9 @@ export function catalogCommands(program: Command): void {
           maxMachines: "max_machines",
           maxUsers: "max_users",
           requireUserScope: "require_user_scope",
+          maxProcesses: "max_processes",
+          processLeasing: "process_leasing_strategy",
+          processHeartbeat: "process_heartbeat_duration",
           componentMatching: "component_matching_strategy",
           requireComponentsScope: "require_components_scope",
           floating: "floating",

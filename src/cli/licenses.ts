@@ -286,39 +286,37 @@ export function licenseCommands(program: Command): void {
         component?: { name: string; fingerprint: string }[];
         feature?: string[];
         keys?: string;
-      }>(
-        async (ctx, o, [key]) => {
-          const nonce = randomBytes(12).toString("base64url");
-          const scope = {
-            productCode: o.product ?? "",
-            fingerprint: o.fingerprint ?? "",
-            user: o.user ?? "",
-            components: o.component ?? [],
-            entitlements: o.feature ?? [],
-          };
-          const res = await ctx.client(LicensingService).validateLicense({ key, ...scope, nonce });
-          // The answer is signed over our nonce and the scope we asked: checked here, so neither a replayed answer,
-          // nor one for another machine or user, nor one from something impersonating the server passes for ours.
-          const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce, scope });
-          if (ctx.json)
-            printJson({
-              ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
-              answer: check.code,
-            });
-          else
-            printRecord(ctx, [
-              ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
-              ["valid", String(res.valid)],
-              ["code", enumText(ValidationCodeSchema, res.code)],
-              ["detail", res.detail],
-              ["license", res.license?.id ?? ""],
-              ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
-              ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
-              ["features", res.features.join(", ")],
-            ]);
-          return check.valid ? EXIT.ok : EXIT.negative;
-        },
-      ),
+      }>(async (ctx, o, [key]) => {
+        const nonce = randomBytes(12).toString("base64url");
+        const scope = {
+          productCode: o.product ?? "",
+          fingerprint: o.fingerprint ?? "",
+          user: o.user ?? "",
+          components: o.component ?? [],
+          entitlements: o.feature ?? [],
+        };
+        const res = await ctx.client(LicensingService).validateLicense({ key, ...scope, nonce });
+        // The answer is signed over our nonce and the scope we asked: checked here, so neither a replayed answer,
+        // nor one for another machine or user, nor one from something impersonating the server passes for ours.
+        const check = await verifyValidationResponse(res, { keys: await signingKeys(ctx, o.keys), nonce, scope });
+        if (ctx.json)
+          printJson({
+            ...(messageJson(ValidateLicenseResponseSchema, res) as Record<string, unknown>),
+            answer: check.code,
+          });
+        else
+          printRecord(ctx, [
+            ["answer", check.verified ? `${check.code} (signed by ${res.kid})` : check.code],
+            ["valid", String(res.valid)],
+            ["code", enumText(ValidationCodeSchema, res.code)],
+            ["detail", res.detail],
+            ["license", res.license?.id ?? ""],
+            ["status", res.license ? enumText(LicenseStatusSchema, res.license.status) : ""],
+            ["expires", time(res.license?.expireTime) || (res.license ? "never" : "")],
+            ["features", res.features.join(", ")],
+          ]);
+        return check.valid ? EXIT.ok : EXIT.negative;
+      }),
     );
   licenseUserCommands(license);
 }

@@ -15,6 +15,7 @@ import type {
   HeartbeatBasis,
   MachineUniquenessScope,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
   ComponentMatchingStrategy,
@@ -52,6 +53,9 @@ export interface PolicyInput {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  maxProcesses: number;
+  processLeasingStrategy: ProcessLeasingStrategy;
+  processHeartbeatSeconds: number | null;
   machineUniquenessScope: MachineUniquenessScope;
   maxCores: number;
   componentMatchingStrategy: ComponentMatchingStrategy;

@@ -46,6 +46,7 @@ export type ExpirationBasis = "from_creation" | "from_first_activation" | "from_
 export type HeartbeatBasis = "from_activation" | "from_first_heartbeat";
 export type RenewalBasis = "from_now_if_expired" | "from_expiry" | "from_now";
 export type TransferStrategy = "keep_expiry" | "reset_expiry";
+export type ProcessLeasingStrategy = "per_machine" | "per_license";
 /** Where a machine's fingerprint must be unique (machine.service.ts, requireFingerprintFree). */
 export type MachineUniquenessScope = "license" | "policy" | "product" | "tenant";
 export type ComponentMatchingStrategy = "match_any" | "match_two" | "match_most" | "match_all";

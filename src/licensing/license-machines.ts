@@ -31,6 +31,12 @@ export interface ScopedLicense {
   scope: MachineUniquenessScope;
 }
 
+/** Alive processes on one machine of a license. */
+export interface MachineProcesses {
+  fingerprint: string;
+  alive: number;
+}
+
 export interface LicenseMachines {
   /** Every machine of the license, in id order: one statement, read on each validation that names a fingerprint. */
   ofLicense(licenseId: string): Promise<LicenseMachine[]>;
@@ -38,6 +44,8 @@ export interface LicenseMachines {
   componentsOf(licenseId: string, fingerprint: string): Promise<Component[]>;
   /** The signed lease token for the license's machine with this fingerprint; undefined when it is not activated. */
   leaseToken(licenseId: string, fingerprint: string): Promise<string | undefined>;
+  /** The license's alive processes at `now`, by machine (machines without any left out): one statement. */
+  aliveProcesses(licenseId: string, now: Date): Promise<MachineProcesses[]>;
   /**
    * In `em`'s transaction: the first fingerprint of the license's alive machines that an alive machine of another
    * license holds within `license.scope` (TransferLicense into a policy with a wider scope); undefined for none. Each

@@ -10,6 +10,7 @@ import type {
   FeatureDefinition,
   MachineUniquenessScope,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
   ComponentMatchingStrategy,
@@ -58,6 +59,9 @@ export const PolicySchema = defineEntity({
     renewalBasis: p.string().$type<RenewalBasis>(),
     transferStrategy: p.string().$type<TransferStrategy>(),
     requireUserScope: p.boolean(),
+    maxProcesses: p.integer(),
+    processLeasingStrategy: p.string().$type<ProcessLeasingStrategy>(),
+    processHeartbeatSeconds: p.bigint("number").nullable(),
     machineUniquenessScope: p.string().$type<MachineUniquenessScope>(),
     /** Total cores a license's machines may report; 0 for no limit. */
     maxCores: p.integer(),

@@ -12,6 +12,7 @@ import {
   MachineUniquenessScope as PbUniquenessScope,
   ModelTier as PbTier,
   OverageStrategy as PbOverage,
+  ProcessLeasingStrategy as PbProcessLeasing,
   PolicySchema,
   RenewalBasis as PbRenewalBasis,
   TransferStrategy as PbTransfer,
@@ -40,6 +41,7 @@ import type {
   MachineUniquenessScope,
   ModelTier,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
   ComponentMatchingStrategy,
@@ -107,6 +109,11 @@ const transfers = enumMap<TransferStrategy, PbTransfer>([
   ["keep_expiry", PbTransfer.KEEP_EXPIRY],
   ["reset_expiry", PbTransfer.RESET_EXPIRY],
 ]);
+const processLeasings = enumMap<ProcessLeasingStrategy, PbProcessLeasing>([
+  ["per_machine", PbProcessLeasing.PER_MACHINE],
+  ["per_license", PbProcessLeasing.PER_LICENSE],
+]);
+
 const uniquenessScopes = enumMap<MachineUniquenessScope, PbUniquenessScope>([
   ["license", PbUniquenessScope.LICENSE],
   ["policy", PbUniquenessScope.POLICY],
@@ -138,6 +145,8 @@ export const heartbeatBasisFromProto = (p: PbHeartbeatBasis): HeartbeatBasis =>
 export const renewalBasisFromProto = (p: PbRenewalBasis): RenewalBasis =>
   renewalBases.fromProto(p) ?? "from_now_if_expired";
 export const transferFromProto = (p: PbTransfer): TransferStrategy => transfers.fromProto(p) ?? "keep_expiry";
+export const processLeasingFromProto = (p: PbProcessLeasing): ProcessLeasingStrategy =>
+  processLeasings.fromProto(p) ?? "per_machine";
 export const uniquenessScopeFromProto = (p: PbUniquenessScope): MachineUniquenessScope =>
   uniquenessScopes.fromProto(p) ?? "license";
 export const componentMatchingFromProto = (p: PbComponentMatching): ComponentMatchingStrategy =>
@@ -276,6 +285,9 @@ export const policyToProto = (p: Policy) =>
     renewalBasis: renewalBases.toProto(p.renewalBasis),
     transferStrategy: transfers.toProto(p.transferStrategy),
     requireUserScope: p.requireUserScope,
+    maxProcesses: p.maxProcesses,
+    processLeasingStrategy: processLeasings.toProto(p.processLeasingStrategy),
+    processHeartbeatDuration: duration(p.processHeartbeatSeconds),
     machineUniquenessScope: uniquenessScopes.toProto(p.machineUniquenessScope),
     maxCores: p.maxCores,
     componentMatchingStrategy: componentMatchings.toProto(p.componentMatchingStrategy),

@@ -13,6 +13,7 @@ import {
   type ExpirationBasis,
   type ExpirationStrategy,
   type HeartbeatBasis,
+  type ProcessLeasingStrategy,
   type FeatureDefinition,
   type ResolvedAgent,
 } from "./entitlements.js";
@@ -40,6 +41,7 @@ export type ValidationCode =
   | "ENTITLEMENTS_MISSING"
   | "USER_SCOPE_REQUIRED"
   | "USER_SCOPE_MISMATCH"
+  | "TOO_MANY_PROCESSES"
   | "TOO_MANY_CORES"
   | "COMPONENTS_SCOPE_REQUIRED"
   | "COMPONENTS_SCOPE_MISMATCH"
@@ -74,6 +76,9 @@ export interface LicenseSnapshot {
   requireUserScope?: boolean;
   /** The license's users (identities: e-mails in lowercase, vendor ids as given); unset: none. */
   users?: ReadonlySet<string>;
+  /** Processes alive at once (0 or unset: no limit), per machine or per license. */
+  maxProcesses?: number;
+  processLeasingStrategy?: ProcessLeasingStrategy;
   /** How many of a machine's components a validation's must match (unset: match_any). */
   componentMatchingStrategy?: ComponentMatchingStrategy;
   /** Validation must give the machine's components (unset: false). */
@@ -123,6 +128,8 @@ interface Row {
   require_fingerprint_scope: boolean;
   require_user_scope: boolean;
   users: string[];
+  max_processes: number;
+  process_leasing_strategy: ProcessLeasingStrategy;
   component_matching_strategy: ComponentMatchingStrategy;
   require_components_scope: boolean;
   entitlements: Entitlement[];
@@ -165,7 +172,8 @@ export function createValidationService(deps: {
               po.name as policy_name, po.all_features, po.expiration_strategy, po.grace_seconds,
               po.max_machines as policy_max_machines, po.floating, po.heartbeat_seconds, po.heartbeat_grace_seconds,
               po.require_fingerprint_scope, po.entitlements, po.agent_entitlements, c.email,
-              po.require_user_scope, po.max_cores, po.component_matching_strategy, po.require_components_scope,
+              po.require_user_scope, po.max_processes, po.process_leasing_strategy, po.max_cores,
+              po.component_matching_strategy, po.require_components_scope,
               array(select u.identity from license_users u where u.license_id = l.id) as users
          from licenses l
          join products pr on pr.id = l.product_id
@@ -198,6 +206,8 @@ export function createValidationService(deps: {
           requireFingerprintScope: r.require_fingerprint_scope,
           requireUserScope: r.require_user_scope,
           users: new Set(r.users),
+          maxProcesses: r.max_processes,
+          processLeasingStrategy: r.process_leasing_strategy,
           componentMatchingStrategy: r.component_matching_strategy,
           requireComponentsScope: r.require_components_scope,
           entitlements: effectiveEntitlements(r.entitlements, r.entitlement_overrides),
@@ -325,6 +335,23 @@ export function createValidationService(deps: {
         // A core limit binds the license as a whole: checked without a fingerprint too (machines read only then).
         const cores = tooManyCores(await licenseMachines.ofLicense(snapshot.id));
         if (cores) return cores;
+      }
+      if (snapshot.maxProcesses) {
+        // Processes change with every ping: read, never cached; only for policies that limit them.
+        const max = snapshot.maxProcesses;
+        const byMachine = await licenseMachines.aliveProcesses(snapshot.id, now);
+        const perMachine = snapshot.processLeasingStrategy !== "per_license";
+        const alive = !perMachine
+          ? byMachine.reduce((n, m) => n + m.alive, 0)
+          : input.fingerprint
+            ? (byMachine.find((m) => m.fingerprint === input.fingerprint)?.alive ?? 0)
+            : Math.max(0, ...byMachine.map((m) => m.alive));
+        if (alive > max)
+          return fail(
+            "TOO_MANY_PROCESSES",
+            `${alive} processes are alive ${perMachine ? "on the machine" : "under the license"}; ` +
+              `the policy allows ${max}`,
+          );
       }
       // A user is checked when the policy requires one, or when one is given and the license has users
       // (a license without users, under a policy that does not require one, ignores it).

@@ -19,6 +19,7 @@ import { Migration20261209000000ActivationActivate } from "./Migration2026120900
 import { Migration20261210000000Payments } from "./Migration20261210000000Payments.js";
 import { Migration20261211000000PolicyBasis } from "./Migration20261211000000PolicyBasis.js";
 import { Migration20261211010000LicenseUsers } from "./Migration20261211010000LicenseUsers.js";
+import { Migration20261212000000Processes } from "./Migration20261212000000Processes.js";
 import { Migration20261212010000MachineScopeCores } from "./Migration20261212010000MachineScopeCores.js";
 import { Migration20261212020000MachineComponents } from "./Migration20261212020000MachineComponents.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
@@ -50,6 +51,7 @@ export const migrationsList = [
   { name: "Migration20261210000000Payments", class: Migration20261210000000Payments },
   { name: "Migration20261211000000PolicyBasis", class: Migration20261211000000PolicyBasis },
   { name: "Migration20261211010000LicenseUsers", class: Migration20261211010000LicenseUsers },
+  { name: "Migration20261212000000Processes", class: Migration20261212000000Processes },
   { name: "Migration20261212010000MachineScopeCores", class: Migration20261212010000MachineScopeCores },
   { name: "Migration20261212020000MachineComponents", class: Migration20261212020000MachineComponents },
 ];

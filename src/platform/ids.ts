@@ -13,6 +13,7 @@ export type IdPrefix =
   | "cus"
   | "lic"
   | "mach"
+  | "proc"
   | "lusr"
   | "mtr"
   | "anm"

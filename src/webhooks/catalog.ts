@@ -36,6 +36,10 @@ export const EVENT_CATALOG: Readonly<Record<string, string>> = {
   "machine.activated": "A machine was activated on a license.",
   "machine.deactivated": "A machine was deactivated (by a caller, by itself, or culled after its heartbeat died).",
   "machine.deleted": "A machine was deleted.",
+  "process.spawned":
+    "A process of the app was spawned on a machine (SpawnProcess, or a ConnectLease stream naming one).",
+  "process.killed":
+    "A process ended: killed (KillProcess, or its ConnectLease stream closed) or removed after missing its heartbeat.",
   "machine.heartbeat.dead": "A machine missed its heartbeat deadline.",
   "machine.heartbeat.resurrected": "A dead machine heartbeated again within its policy's resurrection window.",
   "meter.created": "A usage meter was created.",

@@ -396,6 +396,72 @@ describe("licensd license", () => {
     expect(bad.stderr).toContain("--require-user-scope");
   });
 
+  it("a policy's process limit; process list, show and kill", async () => {
+    const product = json<{ product: { id: string } }>(
+      await licensd(["product", "create", "--code", "PRC", "--name", "Procs", "--json"]),
+    );
+    const policy = json<{
+      policy: { id: string; maxProcesses: number; processLeasingStrategy: string; processHeartbeatDuration: string };
+    }>(
+      await licensd([
+        "policy",
+        "create",
+        "--product",
+        product.product.id,
+        "--name",
+        "one-process",
+        "--floating",
+        "--max-processes",
+        "1",
+        "--process-leasing",
+        "per-license",
+        "--process-heartbeat",
+        "2m",
+        "--json",
+      ]),
+    );
+    expect(policy.policy).toMatchObject({
+      maxProcesses: 1,
+      processLeasingStrategy: "PROCESS_LEASING_STRATEGY_PER_LICENSE",
+      processHeartbeatDuration: "120s",
+    });
+    const created = json<{ license: { id: string }; key: string }>(
+      await licensd(["license", "create", "--policy", policy.policy.id, "--customer", customerId, "--json"]),
+    );
+    // The app's side, over Connect JSON as any HTTP client sends it.
+    const call = async (method: string, body: unknown) => {
+      const res = await fetch(`${server.url}/licensd.activation.v1.ActivationService/${method}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    expect((await call("Activate", { key: created.key, fingerprint: "fp-cli" })).status).toBe(200);
+    const spawned = await call("SpawnProcess", { key: created.key, fingerprint: "fp-cli", pid: "4242" });
+    expect(spawned.status).toBe(200);
+    const over = await call("SpawnProcess", { key: created.key, fingerprint: "fp-cli", pid: "4243" });
+    expect(over.body).toMatchObject({ code: "failed_precondition" });
+    expect(JSON.stringify(over.body)).toContain("PROCESS_LIMIT_REACHED");
+
+    const list = await licensd(["process", "list", "--license", created.license.id]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.split("\n")[0]).toBe("ID\tMACHINE\tPID\tSTATUS\tLAST PING");
+    const id = /^(proc_\w+)\tmach_\w+\t4242\talive\t/m.exec(list.stdout)?.[1];
+    expect(id, list.stdout).toBeTruthy();
+    const shown = await licensd(["process", "show", id!]);
+    expect(field(shown.stdout, "pid")).toBe("4242");
+    const killed = json<{ process: { id: string } }>(await licensd(["process", "kill", id!, "--json"]));
+    expect(killed.process.id).toBe(id);
+    expect(json<{ processes: unknown[] }>(await licensd(["process", "list", "--json"]))).toMatchObject({
+      processes: [],
+    });
+    expect((await call("SpawnProcess", { key: created.key, fingerprint: "fp-cli", pid: "4243" })).status).toBe(200);
+    const bad = await licensd(["policy", "update", policy.policy.id, "--process-leasing", "per-tenant"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--process-leasing");
+  });
+
   it("a policy's component matching; validate --component; machine show lists the components", async () => {
     const policy = json<{ policy: { id: string; componentMatchingStrategy: string; requireComponentsScope: boolean } }>(
       await licensd([

@@ -11,6 +11,7 @@ import {
   ComponentMatchingStrategy,
   ExpirationBasis,
   HeartbeatBasis,
+  ProcessLeasingStrategy,
   MachineUniquenessScope,
   RenewalBasis,
   TransferStrategy,
@@ -170,6 +171,8 @@ describe("catalog pages", () => {
     await edit.getByLabel("Max machines").fill("5");
     await edit.getByLabel("Max users").fill("2");
     await edit.getByLabel(/^Require a user/).check();
+    await edit.getByLabel("Max processes").fill("4");
+    await edit.getByLabel("Processes counted").selectOption({ label: "Per license (all its machines)" });
     await edit.getByLabel("Machine components").selectOption({ label: "Match most (more than half)" });
     await edit.getByLabel(/^Require components/).check();
     await edit.getByRole("group", { name: "Entitlement 2" }).getByLabel("Limit").fill("8");
@@ -181,6 +184,9 @@ describe("catalog pages", () => {
     expect(policy!.maxMachines).toBe(5);
     expect(policy!.maxUsers).toBe(2);
     expect(policy!.requireUserScope).toBe(true);
+    expect([policy!.maxProcesses, ProcessLeasingStrategy[policy!.processLeasingStrategy]]).toEqual([4, "PER_LICENSE"]);
+    expect(policy!.processHeartbeatDuration).toBeUndefined();
+    expect(await page.getByTestId("policy-max-processes").textContent()).toBe("4 per license");
     expect(p.requireUserScope).toBe(false); // the default, as before
     expect(policy!.componentMatchingStrategy).toBe(ComponentMatchingStrategy.MATCH_MOST);
     expect(policy!.requireComponentsScope).toBe(true);

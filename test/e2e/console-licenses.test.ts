@@ -280,6 +280,35 @@ describe("licenses", () => {
     await c.context.close();
   });
 
+  it("lists a license's processes and kills one, freeing its slot", async () => {
+    const licensing = connectClient(LicensingService, server.url, key);
+    const { products } = await licensing.listProducts({});
+    const { policy } = await licensing.createPolicy({
+      productId: products[0]!.id,
+      name: "one-process",
+      floating: true,
+      maxProcesses: 1,
+    });
+    const created = await licensing.createLicense({ policyId: policy!.id, customerId: customers.ada });
+    const app = connectClient(ActivationService, server.url);
+    await app.activate({ key: created.key, fingerprint: "fp-console" });
+    await app.spawnProcess({ key: created.key, fingerprint: "fp-console", pid: "4242" });
+    const c = await openConsole(browser, server.url);
+    await signIn(c.page, key);
+    await c.page.goto(`${server.url}/console/#/licenses/${created.license!.id}`);
+    const section = c.page.getByRole("region", { name: "Processes" });
+    const table = section.getByRole("table", { name: "processes" });
+    await table.getByText("4242").waitFor();
+    await c.shot("license-processes");
+    await table.getByRole("button", { name: "Kill 4242" }).click();
+    await section.getByText("No process is running under this license").waitFor();
+    expect((await app.spawnProcess({ key: created.key, fingerprint: "fp-console", pid: "4243" })).process!.pid).toBe(
+      "4243",
+    );
+    expect(c.problems).toEqual([]);
+    await c.context.close();
+  });
+
   it("shows an error from the API as a readable message, and is readable at 360 px", async () => {
     const c = await openConsole(browser, server.url, 360);
     await signIn(c.page, key);

@@ -16,7 +16,7 @@ const CATALOG_FILE = "src/webhooks/catalog.ts";
 
 /** A string that names an event type: a domain, a dot, lowercase words. */
 const EVENT_LITERAL =
-  /^(tenant|product|policy|customer|license|machine|meter|usage|anomaly|audit|webhook|payment_source|payment|email_template)\.[a-z_.]+$/;
+  /^(tenant|product|policy|customer|license|machine|process|meter|usage|anomaly|audit|webhook|payment_source|payment|email_template)\.[a-z_.]+$/;
 
 /**
  * Literals that look like event types in files that emit, and are not: each with where

@@ -146,6 +146,7 @@ func TestLicenseInfoFromValidationUserScope(t *testing.T) {
 	for code, want := range map[licensingv1.ValidationCode]string{
 		licensingv1.ValidationCode_VALIDATION_CODE_USER_SCOPE_REQUIRED: "USER_SCOPE_REQUIRED",
 		licensingv1.ValidationCode_VALIDATION_CODE_USER_SCOPE_MISMATCH: "USER_SCOPE_MISMATCH",
+		licensingv1.ValidationCode_VALIDATION_CODE_TOO_MANY_PROCESSES:  "TOO_MANY_PROCESSES",
 	} {
 		info := LicenseInfoFromValidation(&licensingv1.ValidateLicenseResponse{Code: code, Detail: "user"})
 		if info.Valid || info.Code != want || info.HasFeature("reports") {

@@ -62,6 +62,9 @@ const HINTS: Record<string, string> = {
   LICENSE_EXPIRED: "the license has expired: renew it",
   LICENSE_REVOKED: "the license was revoked",
   HEARTBEAT_DEAD: "the machine missed its heartbeats: activate it again",
+  PROCESS_LIMIT_REACHED:
+    "the policy's max_processes are running (metadata.process_leasing_strategy says where): kill one first",
+  PROCESS_DEAD: "the process missed its pings: spawn it again",
   INVALID_COMPONENTS:
     "components: at most 32, names unique, and a fingerprint with them when validating (see field in metadata)",
   MESSAGE_TOO_LARGE: "the request is larger than the server accepts: send it in smaller pieces",

@@ -22,7 +22,7 @@ import {
   useScope,
   when,
 } from "../ui";
-import { MachineTable } from "./machines";
+import { MachineTable, ProcessTable } from "./machines";
 import { LicenseUsage } from "./license-usage-chart";
 import "./licenses.css";
 
@@ -371,6 +371,7 @@ function LicenseDetail({ id }: { id: string }) {
               emptyText="No machine is activated on this license. The SDK activates one with the license key (ActivationService Activate)."
             />
           </section>
+          <ProcessTable licenseId={l.id} />
           <LicenseUsers licenseId={l.id} onChanged={() => changed(undefined)} />
           <LicenseUsage licenseId={l.id} productId={l.productId} />
           <AuditTimeline subject={l.id} refresh={changes} />

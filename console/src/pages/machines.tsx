@@ -1,4 +1,5 @@
 import { type Machine, MachineStatus } from "@licensd/client/gen/licensd/activation/v1/machine_pb.js";
+import { type Process, ProcessStatus } from "@licensd/client/gen/licensd/activation/v1/process_pb.js";
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
 import { href } from "../router";
@@ -154,5 +155,62 @@ export function MachineTable({
       {machines.items.length > 0 ? <Table label="machines" rows={machines.items} columns={columns} /> : null}
       <Pager {...machines} />
     </>
+  );
+}
+
+/**
+ * A license's processes (running instances of the app on its machines), page by page, alive and dead; Kill ends one
+ * and frees its slot of the policy's max processes.
+ */
+export function ProcessTable({ licenseId }: { licenseId: string }) {
+  const { client, tenantId } = useScope();
+  const action = useAction();
+  const processes = usePages(
+    async (pageToken) => {
+      const r = await client.activation.listProcesses({ tenantId, licenseId, pageSize: 50, pageToken });
+      return { items: r.processes, next: r.nextPageToken };
+    },
+    [tenantId, licenseId],
+  );
+  const columns = [
+    { title: "Pid", cell: (p: Process) => <code>{p.pid}</code> },
+    { title: "Machine", cell: (p: Process) => <code>{p.machineId}</code> },
+    { title: "Status", cell: (p: Process) => <Badge value={enumName(ProcessStatus, p.status)} /> },
+    { title: "Last ping", cell: (p: Process) => when(p.lastHeartbeatTime) },
+    {
+      title: "Actions",
+      cell: (p: Process) => (
+        <button
+          type="button"
+          class="danger"
+          disabled={action.busy}
+          aria-label={`Kill ${p.pid}`}
+          onClick={async () => {
+            if ((await action.run(() => client.activation.killProcess({ tenantId, id: p.id }))) !== undefined)
+              processes.reload();
+          }}
+        >
+          Kill
+        </button>
+      ),
+    },
+  ];
+  return (
+    <section aria-labelledby="processes-title">
+      <h2 id="processes-title">Processes</h2>
+      <ErrorBox error={processes.error} />
+      <ErrorBox error={action.error} />
+      {processes.loading && !processes.data ? <Loading /> : null}
+      {processes.data && processes.items.length === 0 ? (
+        <Empty>
+          <p>
+            No process is running under this license. The app registers one on an activated machine (ActivationService
+            SpawnProcess, or a ConnectLease stream naming a process).
+          </p>
+        </Empty>
+      ) : null}
+      {processes.items.length > 0 ? <Table label="processes" rows={processes.items} columns={columns} /> : null}
+      <Pager {...processes} />
+    </section>
   );
 }

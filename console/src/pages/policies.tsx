@@ -6,6 +6,7 @@ import {
   HeartbeatCullStrategy,
   MachineUniquenessScope,
   OverageStrategy,
+  ProcessLeasingStrategy,
   RenewalBasis,
   TransferStrategy,
   type Policy,
@@ -185,6 +186,14 @@ function PolicyDetail({ id, products }: { id: string; products: Product[] }) {
             <dd data-testid="policy-max-cores">{p.maxCores === 0 ? "unlimited" : p.maxCores}</dd>
             <dt>User scope</dt>
             <dd>{p.requireUserScope ? "required" : "checked when the license has users"}</dd>
+            <dt>Max processes</dt>
+            <dd data-testid="policy-max-processes">
+              {p.maxProcesses === 0
+                ? "unlimited"
+                : `${p.maxProcesses} per ${p.processLeasingStrategy === ProcessLeasingStrategy.PER_LICENSE ? "license" : "machine"}`}
+            </dd>
+            <dt>Process heartbeat</dt>
+            <dd>{`every ${p.processHeartbeatDuration ? durationText(p.processHeartbeatDuration, MINUTE) : "10"} minutes`}</dd>
             <dt>Components</dt>
             <dd data-testid="policy-components">
               {`${COMPONENT_MATCHINGS.find(([m]) => m === p.componentMatchingStrategy)?.[1] ?? "Match any one"}; `}
@@ -258,6 +267,9 @@ interface PolicyValues {
   renewalBasis: RenewalBasis;
   transferStrategy: TransferStrategy;
   requireUserScope: boolean;
+  maxProcesses: string;
+  processLeasingStrategy: ProcessLeasingStrategy;
+  processHeartbeatDuration: string;
   machineUniquenessScope: MachineUniquenessScope;
   maxCores: string;
   componentMatchingStrategy: ComponentMatchingStrategy;
@@ -282,6 +294,9 @@ const valuesOf = (p?: Policy): PolicyValues => ({
   renewalBasis: p?.renewalBasis ?? RenewalBasis.FROM_NOW_IF_EXPIRED,
   transferStrategy: p?.transferStrategy ?? TransferStrategy.KEEP_EXPIRY,
   requireUserScope: p?.requireUserScope ?? false,
+  maxProcesses: String(p?.maxProcesses ?? 0),
+  processLeasingStrategy: p?.processLeasingStrategy || ProcessLeasingStrategy.PER_MACHINE,
+  processHeartbeatDuration: durationText(p?.processHeartbeatDuration, MINUTE),
   machineUniquenessScope: p?.machineUniquenessScope ?? MachineUniquenessScope.LICENSE,
   maxCores: String(p?.maxCores ?? 0),
   componentMatchingStrategy: p?.componentMatchingStrategy ?? ComponentMatchingStrategy.MATCH_ANY,
@@ -309,6 +324,9 @@ const PATHS: Record<keyof PolicyValues, string> = {
   heartbeatBasis: "heartbeat_basis",
   renewalBasis: "renewal_basis",
   transferStrategy: "transfer_strategy",
+  maxProcesses: "max_processes",
+  processLeasingStrategy: "process_leasing_strategy",
+  processHeartbeatDuration: "process_heartbeat_duration",
   machineUniquenessScope: "machine_uniqueness_scope",
   maxCores: "max_cores",
 };
@@ -348,6 +366,11 @@ const RENEWAL_BASES: [RenewalBasis, string][] = [
   [RenewalBasis.FROM_EXPIRY, "From the expiry, even past"],
   [RenewalBasis.FROM_NOW, "From now"],
 ];
+const PROCESS_LEASINGS: [ProcessLeasingStrategy, string][] = [
+  [ProcessLeasingStrategy.PER_MACHINE, "Per machine"],
+  [ProcessLeasingStrategy.PER_LICENSE, "Per license (all its machines)"],
+];
+
 const UNIQUENESS_SCOPES: [MachineUniquenessScope, string][] = [
   [MachineUniquenessScope.LICENSE, "Unique per license"],
   [MachineUniquenessScope.POLICY, "Unique per policy"],
@@ -435,6 +458,9 @@ function PolicyForm({
           renewalBasis: v.renewalBasis,
           transferStrategy: v.transferStrategy,
           requireUserScope: v.requireUserScope,
+          maxProcesses: int(v.maxProcesses),
+          processLeasingStrategy: v.processLeasingStrategy,
+          processHeartbeatDuration: durationOf(v.processHeartbeatDuration, MINUTE),
           machineUniquenessScope: v.machineUniquenessScope,
           maxCores: int(v.maxCores),
           componentMatchingStrategy: v.componentMatchingStrategy,
@@ -501,6 +527,9 @@ function PolicyForm({
         {choice("heartbeatBasis", "Heartbeats required", HEARTBEAT_BASES)}
         {choice("renewalBasis", "Renewal extends", RENEWAL_BASES)}
         {choice("transferStrategy", "On transfer", TRANSFERS)}
+        {text("maxProcesses", "Max processes", "Running at once; 0 for unlimited.")}
+        {choice("processLeasingStrategy", "Processes counted", PROCESS_LEASINGS)}
+        {text("processHeartbeatDuration", "Process ping every (minutes)", "Empty: 10 minutes.")}
         {choice("componentMatchingStrategy", "Machine components", COMPONENT_MATCHINGS)}
       </div>
       <div class="field check">

@@ -70,6 +70,31 @@ class ActivationServiceStub(object):
                 request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.SerializeToString,
                 response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.FromString,
                 )
+        self.SpawnProcess = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/SpawnProcess',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessResponse.FromString,
+                )
+        self.PingProcess = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/PingProcess',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessResponse.FromString,
+                )
+        self.KillProcess = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/KillProcess',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessResponse.FromString,
+                )
+        self.GetProcess = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/GetProcess',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessResponse.FromString,
+                )
+        self.ListProcesses = channel.unary_unary(
+                '/licensd.activation.v1.ActivationService/ListProcesses',
+                request_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesRequest.SerializeToString,
+                response_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesResponse.FromString,
+                )
 
 
 class ActivationServiceServicer(object):
@@ -106,7 +131,8 @@ class ActivationServiceServicer(object):
 
     def ConnectLease(self, request_iterator, context):
         """Keeps a machine's lease live over one stream: the agent sends a first message with
-        its key and fingerprint, then a heartbeat message whenever it likes; the server
+        its key and fingerprint (and, optionally, a process pid: the stream then holds that
+        process's slot while it is open), then a heartbeat message whenever it likes; the server
         answers each with a renewed lease, and pushes a revocation (then ends the stream)
         as soon as the license is suspended, revoked, expired or deleted, or the machine is
         deactivated or deleted — whichever instance made the change. A dropped stream only
@@ -165,6 +191,49 @@ class ActivationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SpawnProcess(self, request, context):
+        """Registers a running process of the app on an activated machine, with the license key
+        and the machine's fingerprint (public) or the machine's id and an admin key.
+        FAILED_PRECONDITION (PROCESS_LIMIT_REACHED) when the policy's `max_processes` are
+        alive already, counted per machine or per license (`process_leasing_strategy`) under
+        that row's lock, so concurrent spawns on any instance never exceed it. Audited
+        (process.spawned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PingProcess(self, request, context):
+        """Keeps a process alive for another heartbeat duration. With the license key (public) or
+        an admin key. FAILED_PRECONDITION (PROCESS_DEAD) once it missed its duration: spawn it
+        again. Not audited: liveness, not a change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillProcess(self, request, context):
+        """Ends a process, freeing its slot. With the license key (public) or an admin key.
+        Audited (process.killed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProcess(self, request, context):
+        """Returns a process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcesses(self, request, context):
+        """Lists processes, oldest first: of a license, of a machine, or all the tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +286,31 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.RotateSigningKey,
                     request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.FromString,
                     response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'SpawnProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.SpawnProcess,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessResponse.SerializeToString,
+            ),
+            'PingProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.PingProcess,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessResponse.SerializeToString,
+            ),
+            'KillProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillProcess,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessResponse.SerializeToString,
+            ),
+            'GetProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProcess,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessResponse.SerializeToString,
+            ),
+            'ListProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcesses,
+                    request_deserializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesRequest.FromString,
+                    response_serializer=licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,5 +495,90 @@ class ActivationService(object):
         return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/RotateSigningKey',
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyRequest.SerializeToString,
             licensd_dot_activation_dot_v1_dot_activation__service__pb2.RotateSigningKeyResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SpawnProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/SpawnProcess',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.SpawnProcessResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PingProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/PingProcess',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.PingProcessResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def KillProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/KillProcess',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.KillProcessResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/GetProcess',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.GetProcessResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/licensd.activation.v1.ActivationService/ListProcesses',
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesRequest.SerializeToString,
+            licensd_dot_activation_dot_v1_dot_activation__service__pb2.ListProcessesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

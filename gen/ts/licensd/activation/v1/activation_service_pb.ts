@@ -9,6 +9,8 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Component, Machine, MachineStatus } from "./machine_pb.js";
 import { file_licensd_activation_v1_machine } from "./machine_pb.js";
+import type { Process } from "./process_pb.js";
+import { file_licensd_activation_v1_process } from "./process_pb.js";
 import type { SigningKey } from "./signing_key_pb.js";
 import { file_licensd_activation_v1_signing_key } from "./signing_key_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -17,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensd/activation/v1/activation_service.proto.
  */
 export const file_licensd_activation_v1_activation_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IpMBChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBJBCgxyZXRpcmVfYWZ0ZXIYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CELpIDaoBCiIGCICGsJYBMgASNQoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIncKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIuCgNrZXkYASABKAsyIS5saWNlbnNkLmFjdGl2YXRpb24udjEuU2lnbmluZ0tleRIVCg1yZXRpcmluZ19raWRzGAIgAygJEhQKDHJldGlyZWRfa2lkcxgDIAMoCSJUCgVMZWFzZRINCgV0b2tlbhgBIAEoCRILCgNraWQYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrsDCg9BY3RpdmF0ZVJlcXVlc3QSFwoDa2V5GAEgASgJQgq6SAdyBRABGIABEh8KC2ZpbmdlcnByaW50GAIgASgJQgq6SAdyBRABGP8BEhoKCGhvc3RuYW1lGAMgASgJQgi6SAVyAxj/ARIZCghwbGF0Zm9ybRgEIAEoCUIHukgEcgIYQBIaCgVjb3JlcxgFIAEoBUILukgIGgYYoI0GKAAScwoIbWV0YWRhdGEYBiADKAsyNC5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVSZXF1ZXN0Lk1ldGFkYXRhRW50cnlCK7pIKJoBJRAgIhpyGBABGD8yEl5bQS1aYS16MC05Ll8vLV0rJCoFcgMYgAQSNQoPaWRlbXBvdGVuY3lfa2V5GAcgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokEj4KCmNvbXBvbmVudHMYCCADKAsyIC5saWNlbnNkLmFjdGl2YXRpb24udjEuQ29tcG9uZW50Qgi6SAWSAQIQIBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicAoQQWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2Ui5AEKEURlYWN0aXZhdGVSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESHQoLZmluZ2VycHJpbnQYAiABKAlCCLpIBXIDGP8BEi8KCXRlbmFudF9pZBgDIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIxCgptYWNoaW5lX2lkGAQgASgJQh26SBpyGDIWXihtYWNoX1swLTlhLXpdezI2fSk/JBI1Cg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRQoSRGVhY3RpdmF0ZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSJMChBIZWFydGJlYXRSZXF1ZXN0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAARIfCgtmaW5nZXJwcmludBgCIAEoCUIKukgHcgUQARj/ASJxChFIZWFydGJlYXRSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2UibAoRR2V0TWFjaGluZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXm1hY2hfWzAtOWEtel17MjZ9JCJFChJHZXRNYWNoaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lIvUBChNMaXN0TWFjaGluZXNSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIwCgpsaWNlbnNlX2lkGAIgASgJQhy6SBlyFzIVXihsaWNfWzAtOWEtel17MjZ9KT8kEj4KBnN0YXR1cxgFIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzQgi6SAWCAQIQARIdCglwYWdlX3NpemUYAyABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAQiYQoUTGlzdE1hY2hpbmVzUmVzcG9uc2USMAoIbWFjaGluZXMYASADKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKFERlbGV0ZU1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkgKFURlbGV0ZU1hY2hpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUiSwoTQ29ubmVjdExlYXNlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ASKHAQoUQ29ubmVjdExlYXNlUmVzcG9uc2USLQoFbGVhc2UYASABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2VIABI3CgpyZXZvY2F0aW9uGAIgASgLMiEubGljZW5zZC5hY3RpdmF0aW9uLnYxLlJldm9jYXRpb25IAEIHCgVldmVudCJeCgpSZXZvY2F0aW9uEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEi8KC3Jldm9rZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKeAQoWQWN0aXZhdGVPZmZsaW5lUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSHAoHcmVxdWVzdBgCIAEoCUILukgIcgYQARiAgAESNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIncKF0FjdGl2YXRlT2ZmbGluZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIrCgVsZWFzZRgCIAEoCzIcLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MZWFzZTK9CAoRQWN0aXZhdGlvblNlcnZpY2USWwoIQWN0aXZhdGUSJi5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVSZXF1ZXN0GicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVzcG9uc2USYQoKRGVhY3RpdmF0ZRIoLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVxdWVzdBopLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVzcG9uc2USXgoJSGVhcnRiZWF0EicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKC5saWNlbnNkLmFjdGl2YXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2USawoMQ29ubmVjdExlYXNlEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkNvbm5lY3RMZWFzZVJlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuQ29ubmVjdExlYXNlUmVzcG9uc2UoATABEnAKD0FjdGl2YXRlT2ZmbGluZRItLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZU9mZmxpbmVSZXF1ZXN0Gi4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlT2ZmbGluZVJlc3BvbnNlEmYKCkdldE1hY2hpbmUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlc3BvbnNlIgOQAgESbAoMTGlzdE1hY2hpbmVzEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1JlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuTGlzdE1hY2hpbmVzUmVzcG9uc2UiA5ACARJqCg1EZWxldGVNYWNoaW5lEisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXF1ZXN0GiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXNwb25zZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBEnMKEFJvdGF0ZVNpZ25pbmdLZXkSLi5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaLy5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_signing_key]);
+  fileDesc("Ci5saWNlbnNkL2FjdGl2YXRpb24vdjEvYWN0aXZhdGlvbl9zZXJ2aWNlLnByb3RvEhVsaWNlbnNkLmFjdGl2YXRpb24udjEiFwoVR2V0U2lnbmluZ0tleXNSZXF1ZXN0IkkKFkdldFNpZ25pbmdLZXlzUmVzcG9uc2USLwoEa2V5cxgBIAMoCzIhLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TaWduaW5nS2V5IpMBChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBJBCgxyZXRpcmVfYWZ0ZXIYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CELpIDaoBCiIGCICGsJYBMgASNQoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIncKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIuCgNrZXkYASABKAsyIS5saWNlbnNkLmFjdGl2YXRpb24udjEuU2lnbmluZ0tleRIVCg1yZXRpcmluZ19raWRzGAIgAygJEhQKDHJldGlyZWRfa2lkcxgDIAMoCSJUCgVMZWFzZRINCgV0b2tlbhgBIAEoCRILCgNraWQYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrsDCg9BY3RpdmF0ZVJlcXVlc3QSFwoDa2V5GAEgASgJQgq6SAdyBRABGIABEh8KC2ZpbmdlcnByaW50GAIgASgJQgq6SAdyBRABGP8BEhoKCGhvc3RuYW1lGAMgASgJQgi6SAVyAxj/ARIZCghwbGF0Zm9ybRgEIAEoCUIHukgEcgIYQBIaCgVjb3JlcxgFIAEoBUILukgIGgYYoI0GKAAScwoIbWV0YWRhdGEYBiADKAsyNC5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVSZXF1ZXN0Lk1ldGFkYXRhRW50cnlCK7pIKJoBJRAgIhpyGBABGD8yEl5bQS1aYS16MC05Ll8vLV0rJCoFcgMYgAQSNQoPaWRlbXBvdGVuY3lfa2V5GAcgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokEj4KCmNvbXBvbmVudHMYCCADKAsyIC5saWNlbnNkLmFjdGl2YXRpb24udjEuQ29tcG9uZW50Qgi6SAWSAQIQIBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicAoQQWN0aXZhdGVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2Ui5AEKEURlYWN0aXZhdGVSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESHQoLZmluZ2VycHJpbnQYAiABKAlCCLpIBXIDGP8BEi8KCXRlbmFudF9pZBgDIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIxCgptYWNoaW5lX2lkGAQgASgJQh26SBpyGDIWXihtYWNoX1swLTlhLXpdezI2fSk/JBI1Cg9pZGVtcG90ZW5jeV9rZXkYBSABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRQoSRGVhY3RpdmF0ZVJlc3BvbnNlEi8KB21hY2hpbmUYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZSJMChBIZWFydGJlYXRSZXF1ZXN0EhcKA2tleRgBIAEoCUIKukgHcgUQARiAARIfCgtmaW5nZXJwcmludBgCIAEoCUIKukgHcgUQARj/ASJxChFIZWFydGJlYXRSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUSKwoFbGVhc2UYAiABKAsyHC5saWNlbnNkLmFjdGl2YXRpb24udjEuTGVhc2UibAoRR2V0TWFjaGluZVJlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXm1hY2hfWzAtOWEtel17MjZ9JCJFChJHZXRNYWNoaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lIvUBChNMaXN0TWFjaGluZXNSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIwCgpsaWNlbnNlX2lkGAIgASgJQhy6SBlyFzIVXihsaWNfWzAtOWEtel17MjZ9KT8kEj4KBnN0YXR1cxgFIAEoDjIkLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lU3RhdHVzQgi6SAWCAQIQARIdCglwYWdlX3NpemUYAyABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgEIAEoCUIIukgFcgMYgAQiYQoUTGlzdE1hY2hpbmVzUmVzcG9uc2USMAoIbWFjaGluZXMYASADKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuTWFjaGluZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKFERlbGV0ZU1hY2hpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBImCgJpZBgCIAEoCUIaukgXchUyE15tYWNoX1swLTlhLXpdezI2fSQSNQoPaWRlbXBvdGVuY3lfa2V5GAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIkgKFURlbGV0ZU1hY2hpbmVSZXNwb25zZRIvCgdtYWNoaW5lGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLk1hY2hpbmUidAoTQ29ubmVjdExlYXNlUmVxdWVzdBIVCgNrZXkYASABKAlCCLpIBXIDGIABEh0KC2ZpbmdlcnByaW50GAIgASgJQgi6SAVyAxj/ARInCgtwcm9jZXNzX3BpZBgDIAEoCUISukgPcg0Y/wEyCF5bIS1+XSokIocBChRDb25uZWN0TGVhc2VSZXNwb25zZRItCgVsZWFzZRgBIAEoCzIcLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MZWFzZUgAEjcKCnJldm9jYXRpb24YAiABKAsyIS5saWNlbnNkLmFjdGl2YXRpb24udjEuUmV2b2NhdGlvbkgAQgcKBWV2ZW50Il4KClJldm9jYXRpb24SDgoGcmVhc29uGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSLwoLcmV2b2tlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BChZBY3RpdmF0ZU9mZmxpbmVSZXF1ZXN0Ei8KCXRlbmFudF9pZBgBIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIcCgdyZXF1ZXN0GAIgASgJQgu6SAhyBhABGICAARI1Cg9pZGVtcG90ZW5jeV9rZXkYAyABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQidwoXQWN0aXZhdGVPZmZsaW5lUmVzcG9uc2USLwoHbWFjaGluZRgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5NYWNoaW5lEisKBWxlYXNlGAIgASgLMhwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxlYXNlIrMDChNTcGF3blByb2Nlc3NSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESHQoLZmluZ2VycHJpbnQYAiABKAlCCLpIBXIDGP8BEi8KCXRlbmFudF9pZBgDIAEoCUIcukgZchcyFV4odGVuX1swLTlhLXpdezI2fSk/JBIxCgptYWNoaW5lX2lkGAQgASgJQh26SBpyGDIWXihtYWNoX1swLTlhLXpdezI2fSk/JBIhCgNwaWQYBSABKAlCFLpIEXIPEAEY/wEyCF5bIS1+XSskEncKCG1ldGFkYXRhGAYgAygLMjgubGljZW5zZC5hY3RpdmF0aW9uLnYxLlNwYXduUHJvY2Vzc1JlcXVlc3QuTWV0YWRhdGFFbnRyeUIrukgomgElECAiGnIYEAEYPzISXltBLVphLXowLTkuXy8tXSskKgVyAxiABBI1Cg9pZGVtcG90ZW5jeV9rZXkYByABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkcKFFNwYXduUHJvY2Vzc1Jlc3BvbnNlEi8KB3Byb2Nlc3MYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuUHJvY2VzcyKEAQoSUGluZ1Byb2Nlc3NSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESLwoJdGVuYW50X2lkGAIgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAMgASgJQhq6SBdyFTITXnByb2NfWzAtOWEtel17MjZ9JCJGChNQaW5nUHJvY2Vzc1Jlc3BvbnNlEi8KB3Byb2Nlc3MYASABKAsyHi5saWNlbnNkLmFjdGl2YXRpb24udjEuUHJvY2VzcyK7AQoSS2lsbFByb2Nlc3NSZXF1ZXN0EhUKA2tleRgBIAEoCUIIukgFcgMYgAESLwoJdGVuYW50X2lkGAIgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAMgASgJQhq6SBdyFTITXnByb2NfWzAtOWEtel17MjZ9JBI1Cg9pZGVtcG90ZW5jeV9rZXkYBCABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQiRgoTS2lsbFByb2Nlc3NSZXNwb25zZRIvCgdwcm9jZXNzGAEgASgLMh4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLlByb2Nlc3MibAoRR2V0UHJvY2Vzc1JlcXVlc3QSLwoJdGVuYW50X2lkGAEgASgJQhy6SBlyFzIVXih0ZW5fWzAtOWEtel17MjZ9KT8kEiYKAmlkGAIgASgJQhq6SBdyFTITXnByb2NfWzAtOWEtel17MjZ9JCJFChJHZXRQcm9jZXNzUmVzcG9uc2USLwoHcHJvY2VzcxgBIAEoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5Qcm9jZXNzIukBChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIvCgl0ZW5hbnRfaWQYASABKAlCHLpIGXIXMhVeKHRlbl9bMC05YS16XXsyNn0pPyQSMAoKbGljZW5zZV9pZBgCIAEoCUIcukgZchcyFV4obGljX1swLTlhLXpdezI2fSk/JBIxCgptYWNoaW5lX2lkGAMgASgJQh26SBpyGDIWXihtYWNoX1swLTlhLXpdezI2fSk/JBIdCglwYWdlX3NpemUYBCABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgFIAEoCUIIukgFcgMYgAQiYwoVTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlEjEKCXByb2Nlc3NlcxgBIAMoCzIeLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5Qcm9jZXNzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLLDAoRQWN0aXZhdGlvblNlcnZpY2USWwoIQWN0aXZhdGUSJi5saWNlbnNkLmFjdGl2YXRpb24udjEuQWN0aXZhdGVSZXF1ZXN0GicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlUmVzcG9uc2USYQoKRGVhY3RpdmF0ZRIoLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVxdWVzdBopLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5EZWFjdGl2YXRlUmVzcG9uc2USXgoJSGVhcnRiZWF0EicubGljZW5zZC5hY3RpdmF0aW9uLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKC5saWNlbnNkLmFjdGl2YXRpb24udjEuSGVhcnRiZWF0UmVzcG9uc2USawoMQ29ubmVjdExlYXNlEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkNvbm5lY3RMZWFzZVJlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuQ29ubmVjdExlYXNlUmVzcG9uc2UoATABEnAKD0FjdGl2YXRlT2ZmbGluZRItLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5BY3RpdmF0ZU9mZmxpbmVSZXF1ZXN0Gi4ubGljZW5zZC5hY3RpdmF0aW9uLnYxLkFjdGl2YXRlT2ZmbGluZVJlc3BvbnNlEmYKCkdldE1hY2hpbmUSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0TWFjaGluZVJlc3BvbnNlIgOQAgESbAoMTGlzdE1hY2hpbmVzEioubGljZW5zZC5hY3RpdmF0aW9uLnYxLkxpc3RNYWNoaW5lc1JlcXVlc3QaKy5saWNlbnNkLmFjdGl2YXRpb24udjEuTGlzdE1hY2hpbmVzUmVzcG9uc2UiA5ACARJqCg1EZWxldGVNYWNoaW5lEisubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXF1ZXN0GiwubGljZW5zZC5hY3RpdmF0aW9uLnYxLkRlbGV0ZU1hY2hpbmVSZXNwb25zZRJyCg5HZXRTaWduaW5nS2V5cxIsLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5HZXRTaWduaW5nS2V5c1JlcXVlc3QaLS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0U2lnbmluZ0tleXNSZXNwb25zZSIDkAIBEnMKEFJvdGF0ZVNpZ25pbmdLZXkSLi5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaLy5saWNlbnNkLmFjdGl2YXRpb24udjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEmcKDFNwYXduUHJvY2VzcxIqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5TcGF3blByb2Nlc3NSZXF1ZXN0GisubGljZW5zZC5hY3RpdmF0aW9uLnYxLlNwYXduUHJvY2Vzc1Jlc3BvbnNlEmQKC1BpbmdQcm9jZXNzEikubGljZW5zZC5hY3RpdmF0aW9uLnYxLlBpbmdQcm9jZXNzUmVxdWVzdBoqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5QaW5nUHJvY2Vzc1Jlc3BvbnNlEmQKC0tpbGxQcm9jZXNzEikubGljZW5zZC5hY3RpdmF0aW9uLnYxLktpbGxQcm9jZXNzUmVxdWVzdBoqLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5LaWxsUHJvY2Vzc1Jlc3BvbnNlEmYKCkdldFByb2Nlc3MSKC5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0UHJvY2Vzc1JlcXVlc3QaKS5saWNlbnNkLmFjdGl2YXRpb24udjEuR2V0UHJvY2Vzc1Jlc3BvbnNlIgOQAgESbwoNTGlzdFByb2Nlc3NlcxIrLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBosLmxpY2Vuc2QuYWN0aXZhdGlvbi52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_licensd_activation_v1_machine, file_licensd_activation_v1_process, file_licensd_activation_v1_signing_key]);
 
 /**
  * Request for GetSigningKeys.
@@ -590,6 +592,14 @@ export type ConnectLeaseRequest = Message<"licensd.activation.v1.ConnectLeaseReq
    * @generated from field: string fingerprint = 2;
    */
   fingerprint: string;
+
+  /**
+   * A process of the app (first message; see SpawnProcessRequest.pid): the stream spawns it,
+   * every message pings it, and closing the stream kills it. Empty for none.
+   *
+   * @generated from field: string process_pid = 3;
+   */
+  processPid: string;
 };
 
 /**
@@ -644,7 +654,8 @@ export const ConnectLeaseResponseSchema: GenMessage<ConnectLeaseResponse> = /*@_
 export type Revocation = Message<"licensd.activation.v1.Revocation"> & {
   /**
    * Machine-readable reason: LICENSE_SUSPENDED, LICENSE_REVOKED, LICENSE_EXPIRED,
-   * LICENSE_DELETED, MACHINE_DEACTIVATED, MACHINE_DELETED, HEARTBEAT_DEAD.
+   * LICENSE_DELETED, MACHINE_DEACTIVATED, MACHINE_DELETED, HEARTBEAT_DEAD, and for a
+   * stream that holds a process, PROCESS_KILLED and PROCESS_DEAD.
    *
    * @generated from field: string reason = 1;
    */
@@ -737,6 +748,340 @@ export const ActivateOfflineResponseSchema: GenMessage<ActivateOfflineResponse> 
   messageDesc(file_licensd_activation_v1_activation_service, 21);
 
 /**
+ * Request for SpawnProcess: `key` and `fingerprint` (the app itself), or `machine_id`
+ * with an admin key.
+ *
+ * @generated from message licensd.activation.v1.SpawnProcessRequest
+ */
+export type SpawnProcessRequest = Message<"licensd.activation.v1.SpawnProcessRequest"> & {
+  /**
+   * The license key (with `fingerprint`).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The activated machine's fingerprint (with `key`).
+   *
+   * @generated from field: string fingerprint = 2;
+   */
+  fingerprint: string;
+
+  /**
+   * The tenant, with `machine_id` and an admin key; empty means the caller's own.
+   *
+   * @generated from field: string tenant_id = 3;
+   */
+  tenantId: string;
+
+  /**
+   * The machine, for an admin key instead of key + fingerprint.
+   *
+   * @generated from field: string machine_id = 4;
+   */
+  machineId: string;
+
+  /**
+   * The app's name for the process, e.g. its OS process id: 1 to 255 printable ASCII
+   * characters, no spaces; unique among the machine's live processes (a dead one's pid may
+   * be spawned again).
+   *
+   * @generated from field: string pid = 5;
+   */
+  pid: string;
+
+  /**
+   * Labels: at most 32 pairs, keys 1 to 63 of [A-Za-z0-9._/-], values up to 512 characters.
+   *
+   * @generated from field: map<string, string> metadata = 6;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 7;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.SpawnProcessRequest.
+ * Use `create(SpawnProcessRequestSchema)` to create a new message.
+ */
+export const SpawnProcessRequestSchema: GenMessage<SpawnProcessRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 22);
+
+/**
+ * Response for SpawnProcess.
+ *
+ * @generated from message licensd.activation.v1.SpawnProcessResponse
+ */
+export type SpawnProcessResponse = Message<"licensd.activation.v1.SpawnProcessResponse"> & {
+  /**
+   * The process, alive.
+   *
+   * @generated from field: licensd.activation.v1.Process process = 1;
+   */
+  process?: Process | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.SpawnProcessResponse.
+ * Use `create(SpawnProcessResponseSchema)` to create a new message.
+ */
+export const SpawnProcessResponseSchema: GenMessage<SpawnProcessResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 23);
+
+/**
+ * Request for PingProcess.
+ *
+ * @generated from message licensd.activation.v1.PingProcessRequest
+ */
+export type PingProcessRequest = Message<"licensd.activation.v1.PingProcessRequest"> & {
+  /**
+   * The license key the process runs under; empty with an admin key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The tenant, with an admin key; empty means the caller's own.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The process.
+   *
+   * @generated from field: string id = 3;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.PingProcessRequest.
+ * Use `create(PingProcessRequestSchema)` to create a new message.
+ */
+export const PingProcessRequestSchema: GenMessage<PingProcessRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 24);
+
+/**
+ * Response for PingProcess.
+ *
+ * @generated from message licensd.activation.v1.PingProcessResponse
+ */
+export type PingProcessResponse = Message<"licensd.activation.v1.PingProcessResponse"> & {
+  /**
+   * The process, alive for another heartbeat duration.
+   *
+   * @generated from field: licensd.activation.v1.Process process = 1;
+   */
+  process?: Process | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.PingProcessResponse.
+ * Use `create(PingProcessResponseSchema)` to create a new message.
+ */
+export const PingProcessResponseSchema: GenMessage<PingProcessResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 25);
+
+/**
+ * Request for KillProcess.
+ *
+ * @generated from message licensd.activation.v1.KillProcessRequest
+ */
+export type KillProcessRequest = Message<"licensd.activation.v1.KillProcessRequest"> & {
+  /**
+   * The license key the process runs under; empty with an admin key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The tenant, with an admin key; empty means the caller's own.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The process.
+   *
+   * @generated from field: string id = 3;
+   */
+  id: string;
+
+  /**
+   * Optional key that makes the call safe to retry: a retry with the same key and body
+   * returns the first response and changes nothing.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.KillProcessRequest.
+ * Use `create(KillProcessRequestSchema)` to create a new message.
+ */
+export const KillProcessRequestSchema: GenMessage<KillProcessRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 26);
+
+/**
+ * Response for KillProcess.
+ *
+ * @generated from message licensd.activation.v1.KillProcessResponse
+ */
+export type KillProcessResponse = Message<"licensd.activation.v1.KillProcessResponse"> & {
+  /**
+   * The process as it was.
+   *
+   * @generated from field: licensd.activation.v1.Process process = 1;
+   */
+  process?: Process | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.KillProcessResponse.
+ * Use `create(KillProcessResponseSchema)` to create a new message.
+ */
+export const KillProcessResponseSchema: GenMessage<KillProcessResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 27);
+
+/**
+ * Request for GetProcess.
+ *
+ * @generated from message licensd.activation.v1.GetProcessRequest
+ */
+export type GetProcessRequest = Message<"licensd.activation.v1.GetProcessRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The process.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetProcessRequest.
+ * Use `create(GetProcessRequestSchema)` to create a new message.
+ */
+export const GetProcessRequestSchema: GenMessage<GetProcessRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 28);
+
+/**
+ * Response for GetProcess.
+ *
+ * @generated from message licensd.activation.v1.GetProcessResponse
+ */
+export type GetProcessResponse = Message<"licensd.activation.v1.GetProcessResponse"> & {
+  /**
+   * The process.
+   *
+   * @generated from field: licensd.activation.v1.Process process = 1;
+   */
+  process?: Process | undefined;
+};
+
+/**
+ * Describes the message licensd.activation.v1.GetProcessResponse.
+ * Use `create(GetProcessResponseSchema)` to create a new message.
+ */
+export const GetProcessResponseSchema: GenMessage<GetProcessResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 29);
+
+/**
+ * Request for ListProcesses.
+ *
+ * @generated from message licensd.activation.v1.ListProcessesRequest
+ */
+export type ListProcessesRequest = Message<"licensd.activation.v1.ListProcessesRequest"> & {
+  /**
+   * The tenant; required for the super-admin, empty means the caller's own tenant.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Only processes of this license.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * Only processes on this machine.
+   *
+   * @generated from field: string machine_id = 3;
+   */
+  machineId: string;
+
+  /**
+   * Maximum number of results: 1 to 1000; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call with the same filters.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ListProcessesRequest.
+ * Use `create(ListProcessesRequestSchema)` to create a new message.
+ */
+export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 30);
+
+/**
+ * Response for ListProcesses.
+ *
+ * @generated from message licensd.activation.v1.ListProcessesResponse
+ */
+export type ListProcessesResponse = Message<"licensd.activation.v1.ListProcessesResponse"> & {
+  /**
+   * One page of processes (dead ones included until the heartbeat monitor removes them).
+   *
+   * @generated from field: repeated licensd.activation.v1.Process processes = 1;
+   */
+  processes: Process[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensd.activation.v1.ListProcessesResponse.
+ * Use `create(ListProcessesResponseSchema)` to create a new message.
+ */
+export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
+  messageDesc(file_licensd_activation_v1_activation_service, 31);
+
+/**
  * ActivationService binds licenses to machines: activation, seat limits,
  * heartbeats and signed leases. It also publishes the public keys that verify
  * everything licensd signs.
@@ -781,7 +1126,8 @@ export const ActivationService: GenService<{
   },
   /**
    * Keeps a machine's lease live over one stream: the agent sends a first message with
-   * its key and fingerprint, then a heartbeat message whenever it likes; the server
+   * its key and fingerprint (and, optionally, a process pid: the stream then holds that
+   * process's slot while it is open), then a heartbeat message whenever it likes; the server
    * answers each with a renewed lease, and pushes a revocation (then ends the stream)
    * as soon as the license is suspended, revoked, expired or deleted, or the machine is
    * deactivated or deleted — whichever instance made the change. A dropped stream only
@@ -860,6 +1206,64 @@ export const ActivationService: GenService<{
     methodKind: "unary";
     input: typeof RotateSigningKeyRequestSchema;
     output: typeof RotateSigningKeyResponseSchema;
+  },
+  /**
+   * Registers a running process of the app on an activated machine, with the license key
+   * and the machine's fingerprint (public) or the machine's id and an admin key.
+   * FAILED_PRECONDITION (PROCESS_LIMIT_REACHED) when the policy's `max_processes` are
+   * alive already, counted per machine or per license (`process_leasing_strategy`) under
+   * that row's lock, so concurrent spawns on any instance never exceed it. Audited
+   * (process.spawned).
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.SpawnProcess
+   */
+  spawnProcess: {
+    methodKind: "unary";
+    input: typeof SpawnProcessRequestSchema;
+    output: typeof SpawnProcessResponseSchema;
+  },
+  /**
+   * Keeps a process alive for another heartbeat duration. With the license key (public) or
+   * an admin key. FAILED_PRECONDITION (PROCESS_DEAD) once it missed its duration: spawn it
+   * again. Not audited: liveness, not a change.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.PingProcess
+   */
+  pingProcess: {
+    methodKind: "unary";
+    input: typeof PingProcessRequestSchema;
+    output: typeof PingProcessResponseSchema;
+  },
+  /**
+   * Ends a process, freeing its slot. With the license key (public) or an admin key.
+   * Audited (process.killed).
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.KillProcess
+   */
+  killProcess: {
+    methodKind: "unary";
+    input: typeof KillProcessRequestSchema;
+    output: typeof KillProcessResponseSchema;
+  },
+  /**
+   * Returns a process.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.GetProcess
+   */
+  getProcess: {
+    methodKind: "unary";
+    input: typeof GetProcessRequestSchema;
+    output: typeof GetProcessResponseSchema;
+  },
+  /**
+   * Lists processes, oldest first: of a license, of a machine, or all the tenant's.
+   *
+   * @generated from rpc licensd.activation.v1.ActivationService.ListProcesses
+   */
+  listProcesses: {
+    methodKind: "unary";
+    input: typeof ListProcessesRequestSchema;
+    output: typeof ListProcessesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensd_activation_v1_activation_service, 0);

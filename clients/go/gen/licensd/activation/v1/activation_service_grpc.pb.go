@@ -26,7 +26,8 @@ type ActivationServiceClient interface {
 	// Keeps a machine alive and returns a fresh lease.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Keeps a machine's lease live over one stream: the agent sends a first message with
-	// its key and fingerprint, then a heartbeat message whenever it likes; the server
+	// its key and fingerprint (and, optionally, a process pid: the stream then holds that
+	// process's slot while it is open), then a heartbeat message whenever it likes; the server
 	// answers each with a renewed lease, and pushes a revocation (then ends the stream)
 	// as soon as the license is suspended, revoked, expired or deleted, or the machine is
 	// deactivated or deleted — whichever instance made the change. A dropped stream only
@@ -51,6 +52,24 @@ type ActivationServiceClient interface {
 	// belong to the installation, not to a tenant, so the rotation is logged rather
 	// than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
 	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
+	// Registers a running process of the app on an activated machine, with the license key
+	// and the machine's fingerprint (public) or the machine's id and an admin key.
+	// FAILED_PRECONDITION (PROCESS_LIMIT_REACHED) when the policy's `max_processes` are
+	// alive already, counted per machine or per license (`process_leasing_strategy`) under
+	// that row's lock, so concurrent spawns on any instance never exceed it. Audited
+	// (process.spawned).
+	SpawnProcess(ctx context.Context, in *SpawnProcessRequest, opts ...grpc.CallOption) (*SpawnProcessResponse, error)
+	// Keeps a process alive for another heartbeat duration. With the license key (public) or
+	// an admin key. FAILED_PRECONDITION (PROCESS_DEAD) once it missed its duration: spawn it
+	// again. Not audited: liveness, not a change.
+	PingProcess(ctx context.Context, in *PingProcessRequest, opts ...grpc.CallOption) (*PingProcessResponse, error)
+	// Ends a process, freeing its slot. With the license key (public) or an admin key.
+	// Audited (process.killed).
+	KillProcess(ctx context.Context, in *KillProcessRequest, opts ...grpc.CallOption) (*KillProcessResponse, error)
+	// Returns a process.
+	GetProcess(ctx context.Context, in *GetProcessRequest, opts ...grpc.CallOption) (*GetProcessResponse, error)
+	// Lists processes, oldest first: of a license, of a machine, or all the tenant's.
+	ListProcesses(ctx context.Context, in *ListProcessesRequest, opts ...grpc.CallOption) (*ListProcessesResponse, error)
 }
 
 type activationServiceClient struct {
@@ -173,6 +192,51 @@ func (c *activationServiceClient) RotateSigningKey(ctx context.Context, in *Rota
 	return out, nil
 }
 
+func (c *activationServiceClient) SpawnProcess(ctx context.Context, in *SpawnProcessRequest, opts ...grpc.CallOption) (*SpawnProcessResponse, error) {
+	out := new(SpawnProcessResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/SpawnProcess", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activationServiceClient) PingProcess(ctx context.Context, in *PingProcessRequest, opts ...grpc.CallOption) (*PingProcessResponse, error) {
+	out := new(PingProcessResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/PingProcess", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activationServiceClient) KillProcess(ctx context.Context, in *KillProcessRequest, opts ...grpc.CallOption) (*KillProcessResponse, error) {
+	out := new(KillProcessResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/KillProcess", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activationServiceClient) GetProcess(ctx context.Context, in *GetProcessRequest, opts ...grpc.CallOption) (*GetProcessResponse, error) {
+	out := new(GetProcessResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/GetProcess", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activationServiceClient) ListProcesses(ctx context.Context, in *ListProcessesRequest, opts ...grpc.CallOption) (*ListProcessesResponse, error) {
+	out := new(ListProcessesResponse)
+	err := c.cc.Invoke(ctx, "/licensd.activation.v1.ActivationService/ListProcesses", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ActivationServiceServer is the server API for ActivationService service.
 // All implementations must embed UnimplementedActivationServiceServer
 // for forward compatibility
@@ -186,7 +250,8 @@ type ActivationServiceServer interface {
 	// Keeps a machine alive and returns a fresh lease.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Keeps a machine's lease live over one stream: the agent sends a first message with
-	// its key and fingerprint, then a heartbeat message whenever it likes; the server
+	// its key and fingerprint (and, optionally, a process pid: the stream then holds that
+	// process's slot while it is open), then a heartbeat message whenever it likes; the server
 	// answers each with a renewed lease, and pushes a revocation (then ends the stream)
 	// as soon as the license is suspended, revoked, expired or deleted, or the machine is
 	// deactivated or deleted — whichever instance made the change. A dropped stream only
@@ -211,6 +276,24 @@ type ActivationServiceServer interface {
 	// belong to the installation, not to a tenant, so the rotation is logged rather
 	// than written to a tenant's audit log. Super-admin (`licensd keys rotate`).
 	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
+	// Registers a running process of the app on an activated machine, with the license key
+	// and the machine's fingerprint (public) or the machine's id and an admin key.
+	// FAILED_PRECONDITION (PROCESS_LIMIT_REACHED) when the policy's `max_processes` are
+	// alive already, counted per machine or per license (`process_leasing_strategy`) under
+	// that row's lock, so concurrent spawns on any instance never exceed it. Audited
+	// (process.spawned).
+	SpawnProcess(context.Context, *SpawnProcessRequest) (*SpawnProcessResponse, error)
+	// Keeps a process alive for another heartbeat duration. With the license key (public) or
+	// an admin key. FAILED_PRECONDITION (PROCESS_DEAD) once it missed its duration: spawn it
+	// again. Not audited: liveness, not a change.
+	PingProcess(context.Context, *PingProcessRequest) (*PingProcessResponse, error)
+	// Ends a process, freeing its slot. With the license key (public) or an admin key.
+	// Audited (process.killed).
+	KillProcess(context.Context, *KillProcessRequest) (*KillProcessResponse, error)
+	// Returns a process.
+	GetProcess(context.Context, *GetProcessRequest) (*GetProcessResponse, error)
+	// Lists processes, oldest first: of a license, of a machine, or all the tenant's.
+	ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error)
 	mustEmbedUnimplementedActivationServiceServer()
 }
 
@@ -247,6 +330,21 @@ func (UnimplementedActivationServiceServer) GetSigningKeys(context.Context, *Get
 }
 func (UnimplementedActivationServiceServer) RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RotateSigningKey not implemented")
+}
+func (UnimplementedActivationServiceServer) SpawnProcess(context.Context, *SpawnProcessRequest) (*SpawnProcessResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SpawnProcess not implemented")
+}
+func (UnimplementedActivationServiceServer) PingProcess(context.Context, *PingProcessRequest) (*PingProcessResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PingProcess not implemented")
+}
+func (UnimplementedActivationServiceServer) KillProcess(context.Context, *KillProcessRequest) (*KillProcessResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method KillProcess not implemented")
+}
+func (UnimplementedActivationServiceServer) GetProcess(context.Context, *GetProcessRequest) (*GetProcessResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetProcess not implemented")
+}
+func (UnimplementedActivationServiceServer) ListProcesses(context.Context, *ListProcessesRequest) (*ListProcessesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListProcesses not implemented")
 }
 func (UnimplementedActivationServiceServer) mustEmbedUnimplementedActivationServiceServer() {}
 
@@ -449,6 +547,96 @@ func _ActivationService_RotateSigningKey_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ActivationService_SpawnProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SpawnProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).SpawnProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/SpawnProcess",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).SpawnProcess(ctx, req.(*SpawnProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivationService_PingProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PingProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).PingProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/PingProcess",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).PingProcess(ctx, req.(*PingProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivationService_KillProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).KillProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/KillProcess",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).KillProcess(ctx, req.(*KillProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivationService_GetProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).GetProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/GetProcess",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).GetProcess(ctx, req.(*GetProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivationService_ListProcesses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProcessesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivationServiceServer).ListProcesses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/licensd.activation.v1.ActivationService/ListProcesses",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivationServiceServer).ListProcesses(ctx, req.(*ListProcessesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ActivationService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "licensd.activation.v1.ActivationService",
 	HandlerType: (*ActivationServiceServer)(nil),
@@ -488,6 +676,26 @@ var _ActivationService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateSigningKey",
 			Handler:    _ActivationService_RotateSigningKey_Handler,
+		},
+		{
+			MethodName: "SpawnProcess",
+			Handler:    _ActivationService_SpawnProcess_Handler,
+		},
+		{
+			MethodName: "PingProcess",
+			Handler:    _ActivationService_PingProcess_Handler,
+		},
+		{
+			MethodName: "KillProcess",
+			Handler:    _ActivationService_KillProcess_Handler,
+		},
+		{
+			MethodName: "GetProcess",
+			Handler:    _ActivationService_GetProcess_Handler,
+		},
+		{
+			MethodName: "ListProcesses",
+			Handler:    _ActivationService_ListProcesses_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
