@@ -1,6 +1,6 @@
-import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import { LockMode } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import type { EntityManager } from "../platform/db.js";
+import { type EntityManager, flushUnique } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, unauthenticated } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -231,13 +231,9 @@ export function createMachineService(deps: {
       createdAt: now,
       updatedAt: now,
     });
-    try {
-      await em.flush();
-    } catch (err) {
-      if (err instanceof UniqueConstraintViolationException)
-        throw alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" });
-      throw err;
-    }
+    await flushUnique(em, () =>
+      alreadyExists("MACHINE_EXISTS", "fingerprint: already activated", { field: "fingerprint" }),
+    );
     for (const c of components)
       em.create(MachineComponent, { machineId: machine.id, tenantId: machine.tenantId, ...c, createdAt: now });
     if (components.length > 0) await em.flush();

@@ -1,6 +1,5 @@
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import { sql, type EntityManager } from "../platform/db.js";
+import { flushUnique, sql, type EntityManager } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -116,17 +115,13 @@ export function createProcessService(deps: { clock: Clock; events: Events; machi
       createdAt: now,
       updatedAt: now,
     });
-    try {
-      await em.flush();
-    } catch (err) {
-      // Only under PER_LICENSE two machines' locks differ; the same pid on one machine is serialized either way.
-      if (err instanceof UniqueConstraintViolationException)
-        throw alreadyExists("PROCESS_EXISTS", `machine ${machine.id} already runs a process with pid ${input.pid}`, {
-          machine_id: machine.id,
-          pid: input.pid,
-        });
-      throw err;
-    }
+    // Only under PER_LICENSE two machines' locks differ; the same pid on one machine is serialized either way.
+    await flushUnique(em, () =>
+      alreadyExists("PROCESS_EXISTS", `machine ${machine.id} already runs a process with pid ${input.pid}`, {
+        machine_id: machine.id,
+        pid: input.pid,
+      }),
+    );
     await emit(em, process, actor, "process.spawned");
     return process;
   }

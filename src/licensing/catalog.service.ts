@@ -1,6 +1,6 @@
-import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
+import { LockMode } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import type { EntityManager } from "../platform/db.js";
+import { type EntityManager, flushUnique } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -142,14 +142,8 @@ export function checkLicenseSeats(policy: Pick<Policy, "name" | "floating">, max
   }
 }
 
-async function flushUnique(em: EntityManager, reason: string, message: string, field: string) {
-  try {
-    await em.flush();
-  } catch (err) {
-    if (err instanceof UniqueConstraintViolationException) throw alreadyExists(reason, message, { field });
-    throw err;
-  }
-}
+const flushOrExists = (em: EntityManager, reason: string, message: string, field: string) =>
+  flushUnique(em, () => alreadyExists(reason, message, { field }));
 
 const listWhere = (tenantId: string, page: Page, extra: Record<string, unknown> = {}) => ({
   tenantId,
@@ -195,7 +189,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       checkFeatures(input.features, "features");
       const now = clock.now();
       const product = em.create(Product, { id: newId("prod"), tenantId, ...input, createdAt: now, updatedAt: now });
-      await flushUnique(
+      await flushOrExists(
         em,
         "PRODUCT_CODE_TAKEN",
         `code: product code ${input.code} is already used in this tenant`,
@@ -267,7 +261,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
         createdAt: now,
         updatedAt: now,
       });
-      await flushUnique(
+      await flushOrExists(
         em,
         "POLICY_NAME_TAKEN",
         `name: product ${product.code} already has a policy ${input.name}`,
@@ -298,7 +292,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
         );
       }
       policy.updatedAt = clock.now();
-      await flushUnique(em, "POLICY_NAME_TAKEN", `name: the product already has a policy ${patch.name}`, "name");
+      await flushOrExists(em, "POLICY_NAME_TAKEN", `name: the product already has a policy ${patch.name}`, "name");
       await emit(em, tenantId, "policy.updated", id, actor, { changed: Object.keys(patch) });
       return policy;
     },
@@ -314,7 +308,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
     async createCustomer(em: EntityManager, tenantId: string, actor: string, input: CustomerInput): Promise<Customer> {
       const now = clock.now();
       const customer = em.create(Customer, { id: newId("cus"), tenantId, ...input, createdAt: now, updatedAt: now });
-      await flushUnique(em, "CUSTOMER_EMAIL_TAKEN", `email: a customer with ${input.email} already exists`, "email");
+      await flushOrExists(em, "CUSTOMER_EMAIL_TAKEN", `email: a customer with ${input.email} already exists`, "email");
       await emit(em, tenantId, "customer.created", customer.id, actor, { email: customer.email });
       return customer;
     },
@@ -339,7 +333,7 @@ export function createCatalogService({ clock, events }: { clock: Clock; events: 
       if (patch.email !== undefined && patch.email === "") throw invalidArgument("email", "must not be empty");
       Object.assign(customer, patch);
       customer.updatedAt = clock.now();
-      await flushUnique(em, "CUSTOMER_EMAIL_TAKEN", `email: a customer with ${patch.email} already exists`, "email");
+      await flushOrExists(em, "CUSTOMER_EMAIL_TAKEN", `email: a customer with ${patch.email} already exists`, "email");
       await emit(em, tenantId, "customer.updated", id, actor, { changed: Object.keys(patch) });
       return customer;
     },

@@ -1,6 +1,5 @@
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import type { Clock } from "../platform/clock.js";
-import type { EntityManager } from "../platform/db.js";
+import { type EntityManager, flushUnique } from "../platform/db.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../platform/errors.js";
 import { newId } from "../platform/ids.js";
 import type { Page } from "../platform/pagination.js";
@@ -81,14 +80,10 @@ export function createLicenseUserService(deps: {
         createdAt: now,
         updatedAt: now,
       });
-      try {
-        await em.flush();
-      } catch (err) {
-        // Unreachable under the license lock; kept so a race is never an INTERNAL error.
-        if (err instanceof UniqueConstraintViolationException)
-          throw alreadyExists("LICENSE_USER_EXISTS", `license ${license.id} already has user ${identity}`);
-        throw err;
-      }
+      // Unreachable under the license lock; kept so a race is never an INTERNAL error.
+      await flushUnique(em, () =>
+        alreadyExists("LICENSE_USER_EXISTS", `license ${license.id} already has user ${identity}`),
+      );
       await emit(em, user, actor, "license.user_added");
       return user;
     },

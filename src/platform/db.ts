@@ -1,4 +1,10 @@
-import { MikroORM, type EntityManager, type Options, type PostgreSqlConnection } from "@mikro-orm/postgresql";
+import {
+  MikroORM,
+  UniqueConstraintViolationException,
+  type EntityManager,
+  type Options,
+  type PostgreSqlConnection,
+} from "@mikro-orm/postgresql";
 import { Migrator } from "@mikro-orm/migrations";
 import { CompiledQuery, type Transaction } from "kysely";
 import type pg from "pg";
@@ -39,6 +45,19 @@ export type SqlRunner = Database | EntityManager;
 export interface SqlOptions {
   /** A named prepared statement (on the Database, see above); the same name must always carry the same text. */
   name?: string;
+}
+
+/**
+ * Flushes `em`; a unique-constraint violation (a row another transaction inserted first) becomes `refusal()`, the
+ * caller's ALREADY_EXISTS, instead of an INTERNAL error.
+ */
+export async function flushUnique(em: EntityManager, refusal: () => Error): Promise<void> {
+  try {
+    await em.flush();
+  } catch (err) {
+    if (err instanceof UniqueConstraintViolationException) throw refusal();
+    throw err;
+  }
 }
 
 /** Runs `text` with `params` bound to `$1`, `$2`, … and returns its rows (see above). */
