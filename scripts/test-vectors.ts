@@ -176,6 +176,7 @@ const noEvents: Events = {
   emit: async () => ({ id: "evt_unused" }),
   emitSequenced: async () => ({ id: "evt_unused", seq: 0 }),
   queuedBy: async () => {},
+  queuedSoon: () => {},
 };
 
 // ---------------------------------------------------------------- TEST-ONLY keys and fixtures

@@ -132,56 +132,147 @@ function machineOf(r: StampRow, now: Date): Machine {
 }
 
 /**
- * Activate's fast path, one autocommit statement (migration ActivationActivate): stamps the live machine of an active,
- * unexpired license (an agent restarting; no license lock), else runs migration ActivationAddMachine's function, which
- * locks the license, inserts the machine if a seat is free and queues its audit entry. Either way it gives back the
- * license, joined here with its policy and product, and the machine it stamped (its columns null when it inserted one).
- * Prepared once per pooled connection.
+ * Activate's fast path, one autocommit statement for every activation of a batch (migration ActivationBatch): each
+ * element stamps the live machine of an active, unexpired license (an agent restarting; no license lock), or inserts a
+ * machine the license has never had under the license's lock if a seat is free and queues its audit entry. Each row
+ * gives back the element's place (`ord`, from 1), its license joined here with its policy and product, and the machine
+ * it stamped (its columns null when it inserted one). Prepared once per pooled connection.
  */
-const ACTIVATE = `select m.id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status, m.offline,
-         (extract(epoch from m.created_at) * 1000)::bigint as created_ms, l.id as license_id, l.tenant_id,
+const ACTIVATE_BATCH = `select a.ord, m.id, m.fingerprint, m.hostname, m.platform, m.cores, m.ip, m.metadata, m.status,
+         m.offline, (extract(epoch from m.created_at) * 1000)::bigint as created_ms, l.id as license_id, l.tenant_id,
          ${LICENSE_COLUMNS}
-   from activation_activate($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::jsonb) a
+   from activation_activate_batch($1::bytea[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+          $7::integer[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[]) a
      cross join lateral (select (a.license).*) l
      cross join lateral (select (a.stamped).*) m
      join policies p on p.id = l.policy_id
      join products pr on pr.id = l.product_id`;
 
-/**
- * Activates a machine on the license a key digest names, if the license is active and unexpired at `now`, in one
- * statement committed on return. A live machine with that fingerprint is stamped with what the agent says of itself
- * (`stamped`: that machine). Otherwise a new, alive machine `m` is inserted unless the license has no free seat
- * (node-locked: one) or a machine with that fingerprint (dead), and the machine.activated entry `event` is queued (its
- * payload completed with the license's id): `added` (the caller then settles the tenant's log: events.queuedBy).
- * Both come with the license, its policy and product; undefined, having changed nothing, for anything else.
- */
-export async function activateMachine(
-  db: Database,
-  keyDigest: Buffer,
-  m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">,
-  event: { id: string; payload: Record<string, unknown> },
-) {
-  const [r] = await sql<StampRow | (LicenseRow & { id: null })>(
-    db,
-    ACTIVATE,
-    [
-      keyDigest,
-      m.now,
-      m.id,
-      m.fingerprint,
-      m.hostname,
-      m.platform,
-      m.cores,
-      m.ip,
-      JSON.stringify(m.metadata),
-      event.id,
-      JSON.stringify(event.payload),
-    ],
-    { name: "licensd-activate" },
-  );
-  if (!r) return undefined;
+/** One activation: the key's digest, the machine as the agent describes it, its `machine.activated` entry. */
+interface Activation {
+  keyDigest: Buffer;
+  m: { id: string; now: Date } & Pick<Machine, "fingerprint" | "hostname" | "platform" | "cores" | "ip" | "metadata">;
+  event: { id: string; payload: Record<string, unknown> };
+}
+
+type Activated = ReturnType<typeof licenseRecordsOf> & ({ added: true } | { added: false; stamped: Machine });
+
+/** The outcome of `a` in a row ACTIVATE_BATCH gave. */
+function activatedOf(r: StampRow | (LicenseRow & { id: null }), a: Activation): Activated {
   const records = licenseRecordsOf(r);
   return r.id === null
     ? { ...records, added: true as const }
-    : { ...records, added: false as const, stamped: machineOf(r, m.now) };
+    : { ...records, added: false as const, stamped: machineOf(r, a.m.now) };
+}
+
+/** Runs ACTIVATE_BATCH for `batch`: each element's outcome, in order; undefined for one it left alone. */
+async function activateBatch(db: Database, batch: readonly Activation[]): Promise<(Activated | undefined)[]> {
+  const rows = await sql<(StampRow | (LicenseRow & { id: null })) & { ord: number }>(
+    db,
+    ACTIVATE_BATCH,
+    [
+      batch.map((a) => a.keyDigest),
+      batch.map((a) => a.m.now),
+      batch.map((a) => a.m.id),
+      batch.map((a) => a.m.fingerprint),
+      batch.map((a) => a.m.hostname),
+      batch.map((a) => a.m.platform),
+      batch.map((a) => a.m.cores),
+      batch.map((a) => a.m.ip),
+      batch.map((a) => JSON.stringify(a.m.metadata)),
+      batch.map((a) => a.event.id),
+      batch.map((a) => JSON.stringify(a.event.payload)),
+    ],
+    { name: "licensd-activate-batch" },
+  );
+  const out: (Activated | undefined)[] = batch.map(() => undefined);
+  for (const r of rows) out[r.ord - 1] = activatedOf(r, batch[r.ord - 1]!);
+  return out;
+}
+
+/** At most this many activations share a statement. */
+const MAX_BATCH = 64;
+/** At most this many batch statements of one process run at once. */
+const MAX_IN_FLIGHT = 2;
+
+/**
+ * Group commit for Activate's fast path: an activation asked while this process's statements are all in flight waits
+ * for the next, which carries every activation that waited (up to MAX_BATCH). One alone goes at once, so an idle
+ * server adds no wait; under load, concurrent first activations share a round trip, a commit and PostgreSQL's work per
+ * statement, which were most of their cost (BENCHMARKS.md, "Audited writes"). Each element commits or not with its
+ * statement, as it would alone; a batch that fails (a deadlock with another transaction, say) is run again one
+ * element per statement, so one element's error is its own.
+ */
+class ActivateBatcher {
+  private readonly waiting: {
+    a: Activation;
+    resolve: (v: Activated | undefined) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  private inFlight = 0;
+
+  constructor(private readonly db: Database) {}
+
+  activate(a: Activation): Promise<Activated | undefined> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ a, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump() {
+    while (this.inFlight < MAX_IN_FLIGHT && this.waiting.length > 0) {
+      const batch = this.waiting.splice(0, MAX_BATCH);
+      this.inFlight++;
+      void this.run(batch).finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+    }
+  }
+
+  private async run(batch: ActivateBatcher["waiting"]) {
+    try {
+      const out = await activateBatch(
+        this.db,
+        batch.map((w) => w.a),
+      );
+      for (const [i, w] of batch.entries()) w.resolve(out[i]);
+    } catch (err) {
+      if (batch.length === 1) return batch[0]!.reject(err);
+      await Promise.all(
+        batch.map((w) =>
+          activateBatch(this.db, [w.a]).then(
+            ([one]) => w.resolve(one),
+            (e: unknown) => w.reject(e),
+          ),
+        ),
+      );
+    }
+  }
+}
+
+const batchers = new WeakMap<Database, ActivateBatcher>();
+
+/**
+ * Activates a machine on the license a key digest names, if the license is active and unexpired at `now`, in one
+ * statement committed on return (shared with the process's other activations at that moment: ActivateBatcher). A live
+ * machine with that fingerprint is stamped with what the agent says of itself (`stamped`: that machine). Otherwise a
+ * new, alive machine `m` is inserted unless the license has no free seat (node-locked: one) or a machine with that
+ * fingerprint (dead), and the machine.activated entry `event` is queued (its payload completed with the license's id):
+ * `added` (the caller then settles the tenant's log: events.queuedBy). Both come with the license, its policy and
+ * product; undefined, having changed nothing, for anything else.
+ */
+export function activateMachine(
+  db: Database,
+  keyDigest: Buffer,
+  m: Activation["m"],
+  event: Activation["event"],
+): Promise<Activated | undefined> {
+  let batcher = batchers.get(db);
+  if (!batcher) {
+    batcher = new ActivateBatcher(db);
+    batchers.set(db, batcher);
+  }
+  return batcher.activate({ keyDigest, m, event });
 }

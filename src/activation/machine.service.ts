@@ -316,7 +316,7 @@ export function createMachineService(deps: {
     const { license, policy, product } = done;
     if (!done.added) return { machine: done.stamped, lease: await leaseOf(product, policy, license, done.stamped) };
     Object.assign(machine, { tenantId: license.tenantId, licenseId: license.id });
-    await events.queuedBy(license.tenantId);
+    events.queuedSoon(license.tenantId);
     return { machine, lease: await leaseOf(product, policy, license, machine) };
   }
 

@@ -43,8 +43,14 @@ export function createAuditRpc(deps: {
   audit: AuditService;
   keepAliveMs: number;
   pages: PageTokens;
+  /**
+   * Sequences the tenant's queued entries (events/sequencer.ts; never rejects): a change may answer before its entry
+   * has its place (Activate's fast path, events.queuedSoon), so a read of the log settles the tenant first and reads
+   * every change that has answered.
+   */
+  settle: (tenantId: string) => Promise<void>;
 }): ServiceImpl<typeof AuditServiceDesc> {
-  const { db, reads, clock, idempotency, audit, keepAliveMs, pages } = deps;
+  const { db, reads, clock, idempotency, audit, keepAliveMs, pages, settle } = deps;
 
   /** The tenant the call reads: read scope; the super-admin may name any tenant, deleted ones too. */
   async function tenantOf(on: SqlRunner, principal: Principal, tenantId: string): Promise<string> {
@@ -61,7 +67,12 @@ export function createAuditRpc(deps: {
     ctx: HandlerContext,
     tenantId: string,
     read: (em: EntityManager, tenantId: string) => Promise<T>,
-  ) => reads.run(async (em) => read(em, await tenantOf(em, ctx.values.get(principalKey), tenantId)));
+  ) =>
+    reads.run(async (em) => {
+      const id = await tenantOf(em, ctx.values.get(principalKey), tenantId);
+      await settle(id);
+      return read(em, id);
+    });
 
   return {
     listAuditEvents: (req, ctx) =>
@@ -108,6 +119,7 @@ export function createAuditRpc(deps: {
     // The tail follows the primary's NOTIFY: it reads the primary, where a notified entry is already visible.
     async *tailAuditEvents(req, ctx) {
       const tenantId = await tenantOf(db, ctx.values.get(principalKey), req.tenantId);
+      await settle(tenantId);
       const stream = audit.tail(
         tenantId,
         {

@@ -41,6 +41,14 @@ export interface Events {
    * committed; a failure leaves the entry queued for the sweep).
    */
   queuedBy(tenantId: string): Promise<void>;
+  /**
+   * `queuedBy` for a change whose answer need not wait for its entry's place in the log (Activate's fast path):
+   * tells this process at once (its caches drop what the change touched, as after any commit) and has the tenant's
+   * queue sequenced in the background within a few ms (sequencer.settleSoon), whose NOTIFY tells tails and webhooks.
+   * Readers of the log through the API settle the tenant first (audit.rpc.ts), so they still read the change's entry;
+   * a failure leaves it queued for the sweep (docs/audit.md, Sequencing).
+   */
+  queuedSoon(tenantId: string): void;
 }
 
 /**
@@ -110,5 +118,9 @@ export function createEvents({
       return { id: own.id, seq };
     },
     queuedBy: (tenantId) => committed(tenantId, true),
+    queuedSoon(tenantId) {
+      sequenced?.(tenantId);
+      sequencer.settleSoon(tenantId);
+    },
   };
 }

@@ -22,6 +22,7 @@ import { Migration20261211010000LicenseUsers } from "./Migration20261211010000Li
 import { Migration20261212000000Processes } from "./Migration20261212000000Processes.js";
 import { Migration20261212010000MachineScopeCores } from "./Migration20261212010000MachineScopeCores.js";
 import { Migration20261212020000MachineComponents } from "./Migration20261212020000MachineComponents.js";
+import { Migration20261213000000ActivationBatch } from "./Migration20261213000000ActivationBatch.js";
 import { Migration20261206130000AuditCutSignatures } from "./Migration20261206130000AuditCutSignatures.js";
 
 /**
@@ -54,4 +55,5 @@ export const migrationsList = [
   { name: "Migration20261212000000Processes", class: Migration20261212000000Processes },
   { name: "Migration20261212010000MachineScopeCores", class: Migration20261212010000MachineScopeCores },
   { name: "Migration20261212020000MachineComponents", class: Migration20261212020000MachineComponents },
+  { name: "Migration20261213000000ActivationBatch", class: Migration20261213000000ActivationBatch },
 ];
