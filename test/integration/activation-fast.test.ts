@@ -1,4 +1,5 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyLease } from "@licensd/client";
 import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
@@ -227,5 +228,103 @@ describe("Activate of a new machine: fast path and full path", () => {
       code: "Unauthenticated",
       reason: "INVALID_LICENSE_KEY",
     });
+  });
+});
+
+describe("Activate's fast path under concurrency: one statement for many, its audit entry sequenced after", () => {
+  it("answers concurrent activations of one process as one at a time would: adds, restarts, duplicates, full seats", async () => {
+    const s = await setup("BAT", { maxMachines: 4 });
+    const restarted = await fastActivate(s.key, "old");
+    // In one turn of the event loop: the first two go at once (two statements in flight), the rest share one.
+    const fingerprints = ["n1", "old", "n2", "n1", "n3", "n4", "n5", "old", "n2", "n6"];
+    const answers = await Promise.all(fingerprints.map((fp) => fastActivate(s.key, fp)));
+    const byFingerprint = new Map<string, Set<string>>();
+    for (const [i, fp] of fingerprints.entries()) {
+      const id = answers[i]?.machine.id;
+      if (id) byFingerprint.set(fp, (byFingerprint.get(fp) ?? new Set()).add(id));
+    }
+    // The restarted machine keeps its id; each new fingerprint got one machine, however often it was asked for; the
+    // seats (4: "old" and three new ones) were given in the order the batch takes them, the rest left to the full path.
+    expect([...byFingerprint.get("old")!]).toEqual([restarted!.machine.id]);
+    for (const ids of byFingerprint.values()) expect(ids.size).toBe(1);
+    expect(byFingerprint.size).toBe(4);
+    expect(await machineCount(s.licenseId)).toBe(4);
+    const refused = fingerprints.filter((fp) => !byFingerprint.has(fp));
+    expect(refused.length).toBeGreaterThan(0);
+    expect(await failure(activation(a).activate({ key: s.key, fingerprint: refused[0]! }))).toMatchObject({
+      reason: "TOO_MANY_MACHINES",
+    });
+    const rows = await query<{ id: string; fingerprint: string }>(
+      db.url,
+      "select id, fingerprint from machines where license_id = $1",
+      [s.licenseId],
+    );
+    expect(new Map(rows.map((r) => [r.fingerprint, r.id]))).toEqual(
+      new Map([...byFingerprint].map(([fp, ids]) => [fp, [...ids][0]])),
+    );
+    // One entry per machine created, none for a restart or a refusal.
+    expect((await activatedEntries(s.secret)).map((e) => e.subject).sort()).toEqual(rows.map((r) => r.id).sort());
+  });
+
+  it("runs a failed batch again one activation per statement: one activation's error is its own", async () => {
+    const s = await setup("BFL", { maxMachines: 0 });
+    await query(
+      db.url,
+      `create function test_refuse_boom() returns trigger language plpgsql as $$
+       begin
+         if new.fingerprint = 'boom' then raise exception 'refused by the test'; end if;
+         return new;
+       end $$;
+       create trigger test_refuse_boom before insert on machines for each row execute function test_refuse_boom()`,
+    );
+    try {
+      const fingerprints = ["b1", "b2", "b3", "b4", "boom", "b5", "b6", "b7"];
+      const answers = await Promise.allSettled(fingerprints.map((fp) => fastActivate(s.key, fp)));
+      for (const [i, fp] of fingerprints.entries()) {
+        const answer = answers[i]!;
+        if (fp === "boom") expect(answer).toMatchObject({ status: "rejected", reason: { message: /refused by/ } });
+        else expect(answer).toMatchObject({ status: "fulfilled", value: { machine: { fingerprint: fp } } });
+      }
+      expect(await machineCount(s.licenseId)).toBe(7);
+      expect(await activatedEntries(s.secret)).toHaveLength(7);
+    } finally {
+      await query(db.url, "drop trigger test_refuse_boom on machines; drop function test_refuse_boom()");
+    }
+  });
+
+  it("answers before its entry has a place in the log; this instance's caches and the log's readers see it", async () => {
+    const s = await setup("ASY");
+    const [{ tenant_id: tenantId }] = await query<{ tenant_id: string }>(
+      db.url,
+      "select tenant_id from licenses where id = $1",
+      [s.licenseId],
+    );
+    const validate = async () =>
+      (await connectClient(LicensingService, a.url).validateLicense({ key: s.key, fingerprint: "fp-a" })).valid;
+    expect(await validate()).toBe(false); // NO_MACHINES, and now cached
+    // Another session holds the tenant's chain head: nothing of the tenant can be sequenced meanwhile.
+    const holder = new pg.Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("select 1 from audit_heads where tenant_id = $1 for update", [tenantId]);
+      const answer = await activation(a).activate({ key: s.key, fingerprint: "fp-a" });
+      expect(answer.machine!.fingerprint).toBe("fp-a");
+      const queued = await query(db.url, "select subject from audit_pending where tenant_id = $1", [tenantId]);
+      expect(queued).toEqual([{ subject: answer.machine!.id }]);
+      expect(await validate()).toBe(true); // the cached answer was dropped when the activation committed
+      // A read of the log settles the tenant first: it waits for the head, then reads the entry.
+      let listed = false;
+      const list = activatedEntries(s.secret).finally(() => {
+        listed = true;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(listed).toBe(false);
+      await holder.query("commit");
+      expect((await list).map((e) => e.subject)).toEqual([answer.machine!.id]);
+      expect(await query(db.url, "select 1 from audit_pending where tenant_id = $1", [tenantId])).toEqual([]);
+    } finally {
+      await holder.end();
+    }
   });
 });
