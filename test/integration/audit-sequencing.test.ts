@@ -3,16 +3,22 @@
 // These tests hold the promises of docs/audit.md under it: an entry if and only if its change
 // committed, gapless per-tenant seqs, a chain that verifies, tails that see each entry once
 // in order; and they stop a writer between its commit and its entry's sequencing, and kill a
-// sequencer in the middle of its batch.
+// sequencer in the middle of its batch. Activate's fast path answers before its entry is
+// sequenced (events.queuedSoon): the same promises hold for it, and reads settle first.
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActivationService } from "../../gen/ts/licensd/activation/v1/activation_service_pb.js";
 import { AuditService } from "../../gen/ts/licensd/audit/v1/audit_service_pb.js";
 import { LicensingService } from "../../gen/ts/licensd/licensing/v1/licensing_service_pb.js";
 import { ApiKeyScope } from "../../gen/ts/licensd/tenant/v1/api_key_pb.js";
 import { TenantService } from "../../gen/ts/licensd/tenant/v1/tenant_service_pb.js";
+import { createMachineService } from "../../src/activation/machine.service.js";
 import { createEvents } from "../../src/events/events.js";
 import { AuditKeyring } from "../../src/events/audit-keyring.js";
+import { createCatalogService } from "../../src/licensing/catalog.service.js";
+import { KeyCharacterPool, LicenseKeyring } from "../../src/licensing/license-key.js";
 import { systemClock } from "../../src/platform/clock.js";
+import { DataKeyring } from "../../src/platform/crypto.js";
 import { connectClient, startTestApp, type TestApp } from "../support/app.js";
 import { createTestDatabase, query } from "../support/database.js";
 import { until, within } from "../support/wait.js";
@@ -106,6 +112,70 @@ describe("audit sequencing", () => {
     const rows = await query<{ id: string }>(db.url, "select id from customers where tenant_id = $1", [t.id]);
     expect(rows.map((r) => r.id).sort()).toEqual([...created].sort());
 
+    const seen: number[] = [];
+    while (seen.length < log.length) {
+      const { value } = await within(tail.next(), "the tail's next message");
+      if (value.message.case === "event") seen.push(Number(value.message.value.seq));
+    }
+    expect(seen).toEqual(log.map((e) => Number(e.seq)));
+    await tail.return?.();
+  });
+
+  it("first activations on two instances answer before their entries' sequencing: one entry each, gapless, tailed once in order; a settle that never ran is the sweep's", async () => {
+    const t = await newTenant("Fleet Co");
+    const licensing = connectClient(LicensingService, a.url, t.secret);
+    const product = (await licensing.createProduct({ code: "FLT", name: "Fleet" })).product!;
+    const policy = (
+      await licensing.createPolicy({ productId: product.id, name: "fleet", floating: true, maxMachines: 0 })
+    ).policy!;
+    const customer = (await licensing.createCustomer({ name: "F", email: "f@fleet.example" })).customer!;
+    const keys = await Promise.all(
+      [0, 1, 2, 3].map(
+        async () => (await licensing.createLicense({ policyId: policy.id, customerId: customer.id })).key,
+      ),
+    );
+    const tail = connectClient(AuditService, b.url, t.secret).tailAuditEvents({ afterSeq: 0n })[Symbol.asyncIterator]();
+    // Activate's fast path: each instance's concurrent activations share statements; each answers at its commit.
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        connectClient(ActivationService, [a, b][i % 2]!.url).activate({ key: keys[i % 4]!, fingerprint: `fp-${i}` }),
+      ),
+    );
+    const machines = answers.map((r) => r.machine!.id);
+    // A read through the API settles the tenant first: every answered activation's entry is in it.
+    const listed = await connectClient(AuditService, b.url, t.secret).listAuditEvents({
+      typePrefix: "machine.activated",
+      pageSize: 100,
+    });
+    expect(listed.events.map((e) => e.subject).sort()).toEqual([...machines].sort());
+
+    // An activation whose process dies after its commit, before its settle: its entry waits in the queue.
+    const silent = createMachineService({
+      clock: systemClock,
+      events: { ...a.app.events, queuedSoon: () => {} },
+      catalog: createCatalogService({ clock: systemClock, events: a.app.events }),
+      keyring: new LicenseKeyring(a.app.licenseKeySecrets, new KeyCharacterPool()),
+      signingKeys: a.app.signingKeys,
+      dataKey: new DataKeyring(a.app.config.dataKey, a.app.config.previousDataKeys),
+    });
+    const holder = await holdHead(t.id);
+    const info = { fingerprint: "fp-silent", hostname: "", platform: "", cores: 0, ip: "", metadata: {} };
+    const lone = await within(silent.activateFast(a.app.db, keys[0]!, info), "the activation to commit");
+    expect(await queued(t.id)).toBe(1);
+    await holder.query("commit");
+    await holder.end();
+    await until(
+      "a sweep to sequence the queued entry",
+      () => logOf(t.id),
+      (l) => l.some((e) => e.subject === lone!.machine.id),
+    );
+    const log = await expectWholeLog(t.id);
+    expect(
+      log
+        .filter((e) => e.type === "machine.activated")
+        .map((e) => e.subject)
+        .sort(),
+    ).toEqual([...machines, lone!.machine.id].sort());
     const seen: number[] = [];
     while (seen.length < log.length) {
       const { value } = await within(tail.next(), "the tail's next message");
