@@ -132,9 +132,10 @@ function machineOf(r: StampRow, now: Date): Machine {
 }
 
 /**
- * Activate's fast path, one autocommit statement for every activation of a batch (migration ActivationBatch): each
- * element stamps the live machine of an active, unexpired license (an agent restarting; no license lock), or inserts a
- * machine the license has never had under the license's lock if a seat is free and queues its audit entry. Each row
+ * Activate's fast path, one autocommit statement for every activation of a batch (migration ActivationBatch): with the
+ * batch's licenses locked (in one order, so batches never deadlock), each element stamps the live machine of an active,
+ * unexpired license (an agent restarting), or inserts a machine the license has never had if a seat is free and queues
+ * its audit entry. Each row
  * gives back the element's place (`ord`, from 1), its license joined here with its policy and product, and the machine
  * it stamped (its columns null when it inserted one). Prepared once per pooled connection.
  */

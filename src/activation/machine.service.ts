@@ -289,10 +289,10 @@ export function createMachineService(deps: {
   }
 
   /**
-   * Activate's fast path (machine-stamp.ts), one autocommit statement: a machine already active and alive (an agent
-   * restarting) is stamped, with no license lock as no seat changes hands; a machine the license has never had is
-   * created under the license's lock if a seat is free, and its `machine.activated` entry queued, then the tenant's log
-   * is settled (as after any commit). Then the lease is signed. No transaction of licensd's, no ORM. Undefined, having
+   * Activate's fast path (machine-stamp.ts), one autocommit statement shared with the process's concurrent activations:
+   * under the license's lock, a machine already active and alive (an agent restarting) is stamped; a machine the
+   * license has never had is created if a seat is free, and its `machine.activated` entry queued, to be sequenced just
+   * after the answer (events.queuedSoon). Then the lease is signed. No transaction of licensd's, no ORM. Undefined, having
    * changed nothing, for anything else, which the full `activate` answers.
    */
   async function activateFast(db: Database, key: string, info: MachineInfo) {
