@@ -290,10 +290,10 @@ export function createMachineService(deps: {
 
   /**
    * Activate's fast path (machine-stamp.ts), one autocommit statement shared with the process's concurrent
-   * activations: under the license's lock, a machine already active and alive (an agent restarting) is stamped; a machine the
-   * license has never had is created if a seat is free, and its `machine.activated` entry queued, to be sequenced just
-   * after the answer (events.queuedSoon). Then the lease is signed. No transaction of licensd's, no ORM. Undefined, having
-   * changed nothing, for anything else, which the full `activate` answers.
+   * activations: under the license's lock, a machine already active and alive (an agent restarting) is stamped; a
+   * machine the license has never had is created if a seat is free, and its `machine.activated` entry queued, to be
+   * sequenced just after the answer (events.queuedSoon). Then the lease is signed. No transaction of licensd's, no
+   * ORM. Undefined, having changed nothing, for anything else, which the full `activate` answers.
    */
   async function activateFast(db: Database, key: string, info: MachineInfo) {
     const found = lookupLicenseKey(key, keyring);
