@@ -266,6 +266,32 @@ describe("Activate's fast path under concurrency: one statement for many, its au
     expect((await activatedEntries(s.secret)).map((e) => e.subject).sort()).toEqual(rows.map((r) => r.id).sort());
   });
 
+  it("never deadlocks when batches on two instances race for one new fingerprint, round after round", async () => {
+    // Before the batch locked its licenses first, this deadlocked a few times in 20 rounds: a batch that PostgreSQL
+    // aborted was run again one activation at a time, or, alone in its statement, answered INTERNAL.
+    const deadlocks = async () =>
+      (
+        await query<{ n: number }>(
+          db.url,
+          "select deadlocks::int as n from pg_stat_database where datname = current_database()",
+        )
+      )[0]!.n;
+    const before = await deadlocks();
+    const s = await setup("RAC");
+    const lic = (await s.api.getLicense({ id: s.licenseId })).license!;
+    for (let round = 0; round < 15; round++) {
+      const { key, license } = await s.api.createLicense({ policyId: lic.policyId, customerId: lic.customerId });
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => activation(i % 2 ? a : b).activate({ key, fingerprint: "same" })),
+      );
+      expect(new Set(answers.map((r) => r.machine!.id)).size).toBe(1);
+      expect(await machineCount(license!.id)).toBe(1);
+    }
+    // A backend reports its counts within a second of going idle.
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await deadlocks()).toBe(before);
+  });
+
   it("runs a failed batch again one activation per statement: one activation's error is its own", async () => {
     const s = await setup("BFL", { maxMachines: 0 });
     await query(
