@@ -177,6 +177,7 @@ const noEvents: Events = {
   emitSequenced: async () => ({ id: "evt_unused", seq: 0 }),
   queuedBy: async () => {},
   queuedSoon: () => {},
+  settle: async () => {},
 };
 
 // ---------------------------------------------------------------- TEST-ONLY keys and fixtures

@@ -49,6 +49,12 @@ export interface Events {
    * a failure leaves it queued for the sweep (docs/audit.md, Sequencing).
    */
   queuedSoon(tenantId: string): void;
+  /**
+   * Resolves once every entry queued before the call has its place in the log: the tenant's, or every tenant's without
+   * one. For a reader of `audit_events` that must count changes that have answered (anomaly detection's activations,
+   * after `queuedSoon`). Never rejects: a failure leaves the entries to the sweep.
+   */
+  settle(tenantId?: string): Promise<void>;
 }
 
 /**
@@ -122,5 +128,6 @@ export function createEvents({
       sequenced?.(tenantId);
       sequencer.settleSoon(tenantId);
     },
+    settle: (tenantId) => (tenantId ? sequencer.settle(tenantId) : sequencer.sweep()).catch(() => undefined),
   };
 }

@@ -64,6 +64,8 @@ export function createAnomalyService(deps: { db: Database; clock: Clock; events:
         group by 1, 2, 3, 4`,
       [from, to, day, to, ...(tenantId ? [tenantId] : [])],
     );
+    // An Activate answers before its entry is sequenced (docs/audit.md): count every one that has answered.
+    await events.settle(tenantId);
     const activations = await dailyCounts(em, { type: "machine.activated", field: "license_id", from, to, tenantId });
     const bySeries = new Map<
       string,
